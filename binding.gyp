@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "sixbed4_native",
+      "sources": ["agent/native/addon.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"]
+    }
+  ]
+}
