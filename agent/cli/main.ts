@@ -1,0 +1,139 @@
+#!/usr/bin/env node
+// The sixbed4 command line: one binary for the router, the peer, the lab and
+// (as they land) host networking, the operator and the node agent.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { createLogger, type LogFormat } from '../log.js';
+import { InputError } from '../protocol/ip.js';
+import { routerConfig, startRouter } from '../router/router.js';
+import { peerConfig, startPeer } from '../peer/peer.js';
+import { runLab } from '../lab/lab.js';
+
+const USAGE = `usage: sixbed4 <command> [flags]
+
+commands:
+  router   run a 6bed4 router: UDP/IPv4 peers <-> a TUN interface routed to a native /64
+           -L, --prefix P       the /64 served (required), e.g. 2001:db8:9:10::/64
+           -l, --listen IPV4    this host's public IPv4 to listen on (required)
+               --port N         UDP port (default 25790)
+           -R, --route P        extra prefix announced in RAs (repeatable)
+               --tun NAME       tunnel interface (default 6bed4)
+               --metrics H:P    serve Prometheus metrics, e.g. 127.0.0.1:9464
+               --batch N        packets per batch (1..256, default 64)
+  peer     run a 6bed4 peer (client) that gets its IPv6 address from a router
+               --router IPV4[:PORT]  the router (required; port default 25790)
+               --listen IPV4    local IPv4 to send from (default any)
+               --lanip N        last 14 bits of our address (default 1)
+               --tun NAME       tunnel interface (default 6bed4peer)
+               --default-route  route all IPv6 through the tunnel
+               --keepalive S    seconds between keepalives (default 30)
+  lab      build a throwaway network of namespaces (ISP, router, NAT, two peers), run
+           the router and peers in it, ping in every direction, print a summary, clean up
+               --keep S         keep the lab running S seconds before teardown (default 0)
+
+common flags: --log-level LEVEL (info), --log-format text|json|auto (auto)
+`;
+
+const common = {
+  'log-level': { type: 'string' },
+  'log-format': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const satisfies ParseArgsConfig['options'];
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '-h' || command === '--help' || command === 'help') {
+    process.stdout.write(USAGE);
+    return command ? 0 : 2;
+  }
+  switch (command) {
+    case 'router': return routerCommand(rest);
+    case 'peer': return peerCommand(rest);
+    case 'lab': return labCommand(rest);
+    default: throw new InputError(`unknown command '${command}' (try: sixbed4 --help)`);
+  }
+}
+
+function parse<O extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: O) {
+  try {
+    return parseArgs({ args, options: { ...common, ...options }, allowPositionals: false, strict: true });
+  } catch (err) {
+    throw new InputError(`${(err as Error).message.replace(/\. To specify.*$/s, '')} (see sixbed4 --help)`);
+  }
+}
+
+function logger(values: { 'log-level'?: string; 'log-format'?: string }, component: string) {
+  const format = (values['log-format'] ?? 'auto') as LogFormat;
+  if (!['text', 'json', 'auto'].includes(format)) throw new InputError(`--log-format ${format}: use text, json or auto`);
+  return createLogger({ component, format, ...(values['log-level'] ? { level: values['log-level'] } : {}) });
+}
+
+function int(v: string | undefined, flag: string): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d+$/.test(v)) throw new InputError(`${flag} '${v}' is not a whole number`);
+  return Number(v);
+}
+
+/** Runs until SIGINT/SIGTERM, then stops cleanly. */
+function untilSignal(stop: () => Promise<void>): Promise<number> {
+  return new Promise((resolve) => {
+    const onSignal = (sig: NodeJS.Signals) => {
+      process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal);
+      stop().then(() => resolve(0), (err: Error) => { process.stderr.write(`sixbed4: cleanup after ${sig} failed: ${err.message}\n`); resolve(1); });
+    };
+    process.on('SIGINT', onSignal); process.on('SIGTERM', onSignal);
+  });
+}
+
+async function routerCommand(args: string[]): Promise<number> {
+  const { values } = parse(args, {
+    prefix: { type: 'string', short: 'L' }, listen: { type: 'string', short: 'l' }, port: { type: 'string' },
+    route: { type: 'string', short: 'R', multiple: true }, tun: { type: 'string' }, metrics: { type: 'string' },
+    batch: { type: 'string' },
+  });
+  if (values.help) { process.stdout.write(USAGE); return 0; }
+  const log = logger(values, 'router');
+  const port = int(values.port, '--port'), batch = int(values.batch, '--batch');
+  const cfg = routerConfig({
+    prefix: values.prefix ?? '', listen: values.listen ?? '', routes: values.route ?? [],
+    ...(port !== undefined ? { port } : {}), ...(batch !== undefined ? { batch } : {}),
+    ...(values.tun ? { tun: values.tun } : {}), ...(values.metrics ? { metrics: values.metrics } : {}),
+  });
+  const router = await startRouter(cfg, log);
+  return untilSignal(() => router.stop());
+}
+
+async function peerCommand(args: string[]): Promise<number> {
+  const { values } = parse(args, {
+    router: { type: 'string' }, listen: { type: 'string' }, lanip: { type: 'string' }, tun: { type: 'string' },
+    'default-route': { type: 'boolean' }, keepalive: { type: 'string' },
+  });
+  if (values.help) { process.stdout.write(USAGE); return 0; }
+  const log = logger(values, 'peer');
+  const lanip = int(values.lanip, '--lanip');
+  const keepalive = values.keepalive === undefined ? undefined : Number(values.keepalive);
+  const cfg = peerConfig({
+    router: values.router ?? '', defaultRoute: !!values['default-route'],
+    ...(values.listen ? { listen: values.listen } : {}), ...(lanip !== undefined ? { lanip } : {}),
+    ...(values.tun ? { tun: values.tun } : {}), ...(keepalive !== undefined ? { keepalive } : {}),
+  });
+  const peer = await startPeer(cfg, log);
+  return untilSignal(() => peer.stop());
+}
+
+async function labCommand(args: string[]): Promise<number> {
+  const { values } = parse(args, { keep: { type: 'string' } });
+  if (values.help) { process.stdout.write(USAGE); return 0; }
+  const log = logger(values, 'lab');
+  return runLab({ keepSeconds: int(values.keep, '--keep') ?? 0 }, log);
+}
+
+main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (err: Error) => {
+  if (err instanceof InputError) {
+    process.stderr.write(`sixbed4: ${err.message}\n`);
+    process.exitCode = 2;
+  } else {
+    process.stderr.write(`sixbed4: ${err.message}\n`);
+    if (process.env.SIXBED4_DEBUG) process.stderr.write(`${err.stack}\n`);
+    process.exitCode = 1;
+  }
+});

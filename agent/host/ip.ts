@@ -1,0 +1,40 @@
+// iproute2 as the interface to the kernel's network configuration: every
+// change sixbed4 makes is an `ip` or `sysctl` command a person could type,
+// which is also what `host plan` prints.
+import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+
+export class CommandError extends Error {
+  override name = 'CommandError';
+  constructor(readonly argv: string[], readonly code: number | null, readonly stderr: string) {
+    super(`'${argv.join(' ')}' failed: ${stderr.trim() || `exit ${code}`}`);
+  }
+}
+
+/** Runs a command, resolving stdout; rejects with CommandError carrying its stderr. */
+export function run(argv: string[], opts: { timeoutMs?: number } = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(argv[0]!, argv.slice(1), { timeout: opts.timeoutMs ?? 10_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      if (err) reject(new CommandError(argv, typeof err.code === 'number' ? err.code : null, stderr || err.message));
+      else resolve(stdout);
+    });
+  });
+}
+
+export function ip(...args: string[]): Promise<string> {
+  return run(['ip', ...args]);
+}
+
+/** `ip -j ...` parsed. */
+export async function ipJson<T>(...args: string[]): Promise<T> {
+  const out = await run(['ip', '-j', ...args]);
+  return (out.trim() ? JSON.parse(out) : []) as T;
+}
+
+export async function readSysctl(key: string): Promise<string> {
+  return (await readFile(`/proc/sys/${key.replace(/\./g, '/')}`, 'utf8')).trim();
+}
+
+export async function linkExists(name: string): Promise<boolean> {
+  try { await ipJson('link', 'show', 'dev', name); return true; } catch { return false; }
+}

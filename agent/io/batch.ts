@@ -1,0 +1,56 @@
+/**
+ * Packet batches: the unit of work between the router and the native I/O
+ * addon. One batch is allocated up front and reused for every system call,
+ * so the hot path allocates nothing per packet.
+ *
+ * Entry i describes one packet: its bytes are
+ * `data.subarray(off[i], off[i] + len[i])`, and for UDP its peer is
+ * `addr[i]:port[i]` (source on receive, destination on send).
+ */
+
+/**
+ * Largest number of entries the native layer handles in one system call
+ * (recvmmsg/sendmmsg arrays live on the C stack). Must match S4_MAX_BATCH in
+ * agent/native/common.h. `newBatch` refuses larger capacities so that a
+ * receive never silently uses fewer entries than the batch has.
+ */
+export const MAX_BATCH = 256;
+
+export interface Batch {
+  /** Number of entries. */
+  readonly cap: number;
+  /** Bytes per receive slot: receive i writes at `i * slot`. */
+  readonly slot: number;
+  /** cap * slot bytes, one allocation reused forever. */
+  readonly data: Buffer;
+  /** Byte offset of entry i in data. */
+  readonly off: Uint32Array;
+  /**
+   * Length of entry i. After a receive it is the packet's real length, which
+   * exceeds `slot` when the packet was truncated (drop it as oversize).
+   */
+  readonly len: Uint32Array;
+  /** IPv4 address of entry i as a host-order uint32 (198.51.100.1 -> 0xc6336401). */
+  readonly addr: Uint32Array;
+  /** UDP port of entry i. */
+  readonly port: Uint16Array;
+}
+
+/** Allocates a zeroed batch of `cap` entries with `slot`-byte receive slots. */
+export function newBatch(cap: number, slot: number): Batch {
+  if (!Number.isInteger(cap) || cap < 1 || cap > MAX_BATCH) {
+    throw new RangeError(`batch cap must be an integer in [1, ${MAX_BATCH}], got ${cap}`);
+  }
+  if (!Number.isInteger(slot) || slot < 1 || slot > 65536) {
+    throw new RangeError(`batch slot must be an integer in [1, 65536], got ${slot}`);
+  }
+  return {
+    cap,
+    slot,
+    data: Buffer.alloc(cap * slot),
+    off: new Uint32Array(cap),
+    len: new Uint32Array(cap),
+    addr: new Uint32Array(cap),
+    port: new Uint16Array(cap),
+  };
+}

@@ -1,0 +1,171 @@
+/**
+ * Typed access to the native I/O addon (agent/native/*.c, built into
+ * build/Release/sixbed4_native.node by `npm run build:native`).
+ *
+ * The addon is loaded lazily, on the first call, so that modules importing
+ * this one still load where the addon is not built (pure-JS unit tests).
+ * Errors from system calls are `Error`s with Node's usual `.code` (errno
+ * name, e.g. 'EADDRINUSE'), `.errno` (negative) and `.syscall`.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { MAX_BATCH, type Batch } from './batch.js';
+
+export { MAX_BATCH, newBatch, type Batch } from './batch.js';
+
+/** A uv_poll watcher on the calling thread's event loop. */
+export interface PollHandle {
+  /** Resumes watching (no-op when already started). Throws once closed. */
+  start(): void;
+  /** Stops watching; the fd stays open and start() may resume. */
+  stop(): void;
+  /** Stops and releases the watcher. Idempotent. Close it before closing the fd. */
+  close(): void;
+}
+
+export interface NativeIO {
+  /**
+   * Opens /dev/net/tun (IFF_TUN | IFF_NO_PI, | IFF_MULTI_QUEUE when
+   * multiQueue) attached to interface `name` ('' lets the kernel choose).
+   * The fd is non-blocking and close-on-exec; the interface lives as long as
+   * some queue fd is open. Returns the fd and the kernel's interface name.
+   */
+  tunOpen(name: string, multiQueue: boolean): { fd: number; name: string };
+  /**
+   * UDP/IPv4 socket bound to ipv4:port (0 = ephemeral), non-blocking,
+   * close-on-exec, SO_REUSEPORT when reusePort, 4 MiB socket buffers where
+   * allowed. Returns the fd and the bound port.
+   */
+  udpOpen(ipv4: string, port: number, reusePort: boolean): { fd: number; port: number };
+  /** close(2). Throws only for EBADF. */
+  close(fd: number): void;
+  /**
+   * Receives up to min(b.cap, MAX_BATCH) datagrams with one recvmmsg.
+   * Datagram i lands at b.off[i] = i * b.slot; b.len[i] is its real length
+   * (> b.slot when it was truncated); b.addr[i]/b.port[i] its source.
+   * Returns the count, 0 when nothing is waiting. ICMP-induced errors are
+   * swallowed (retried once, else 0).
+   */
+  udpRecv(fd: number, b: Batch): number;
+  /**
+   * Sends entries [0, count) with sendmmsg. Returns how many were consumed:
+   * less than count only when the socket buffer is full (EAGAIN). Datagrams
+   * the kernel refuses (EPERM, ENETUNREACH, EMSGSIZE, ...) are dropped and
+   * still counted. Throws only for unusable fds/arguments.
+   */
+  udpSend(fd: number, b: Batch, count: number): number;
+  /**
+   * Reads packets until EAGAIN or min(b.cap, MAX_BATCH) packets: packet i at
+   * b.off[i] = i * b.slot, length b.len[i] (> b.slot when truncated).
+   */
+  tunRead(fd: number, b: Batch): number;
+  /**
+   * Writes packets [0, count). Returns how many were consumed: less than
+   * count only on EAGAIN. Packets the kernel rejects (EINVAL, EIO while the
+   * link is down, ...) are dropped and still counted.
+   */
+  tunWrite(fd: number, b: Batch, count: number): number;
+  /**
+   * Calls onReadable() (no arguments) whenever fd is readable, on the
+   * calling thread's event loop; started already. Works in worker_threads.
+   * At most one poll per fd per thread (uv_poll_init fails with EEXIST).
+   */
+  poll(fd: number, onReadable: () => void): PollHandle;
+  /** if_nametoindex; 0 when there is no such interface. */
+  ifIndex(name: string): number;
+}
+
+/** The addon's raw exports: batches are passed as their separate arrays. */
+interface RawAddon {
+  readonly MAX_BATCH: number;
+  tunOpen(name: string, multiQueue: boolean): { fd: number; name: string };
+  udpOpen(ipv4: string, port: number, reusePort: boolean): { fd: number; port: number };
+  close(fd: number): void;
+  udpRecv(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, addr: Uint32Array, port: Uint16Array, slot: number): number;
+  udpSend(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, addr: Uint32Array, port: Uint16Array, count: number): number;
+  tunRead(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, slot: number): number;
+  tunWrite(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, count: number): number;
+  poll(fd: number, onReadable: () => void): PollHandle;
+  ifIndex(name: string): number;
+}
+
+const ADDON = join('build', 'Release', 'sixbed4_native.node');
+
+/**
+ * The package root: the nearest ancestor holding this package's
+ * package.json. Works from the sources (agent/io) and from the compiled
+ * output (dist/agent/io) alike.
+ */
+function packageRoot(): string {
+  const start = dirname(fileURLToPath(import.meta.url));
+  let fallback: string | undefined;
+  for (let dir = start; ; dir = dirname(dir)) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      fallback ??= dir;
+      try {
+        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown }).name === 'sixbed4') return dir;
+      } catch {
+        // not ours or unreadable: keep walking
+      }
+    }
+    if (dirname(dir) === dir) break;
+  }
+  // Layout fallback: dist/agent/io -> three levels up.
+  return fallback ?? join(start, '..', '..', '..');
+}
+
+let raw: RawAddon | undefined;
+
+function load(): RawAddon {
+  const path = join(packageRoot(), ADDON);
+  if (!existsSync(path)) {
+    throw new Error(`sixbed4 native addon not found at ${path}: run \`npm run build:native\``);
+  }
+  let mod: RawAddon;
+  try {
+    mod = createRequire(import.meta.url)(path) as RawAddon;
+  } catch (cause) {
+    throw new Error(`sixbed4 native addon at ${path} failed to load (rebuild with \`npm run build:native\`): ${String(cause)}`, { cause });
+  }
+  if (mod.MAX_BATCH !== MAX_BATCH) {
+    throw new Error(`sixbed4 native addon is stale (MAX_BATCH ${mod.MAX_BATCH}, expected ${MAX_BATCH}): run \`npm run build:native\``);
+  }
+  raw = mod;
+  return mod;
+}
+
+function addon(): RawAddon {
+  return raw ?? load();
+}
+
+/** Loads the addon now (throws if it is not built). Returns the API. */
+export function loadNative(): NativeIO {
+  addon();
+  return native;
+}
+
+/** True when the addon can be loaded. */
+export function nativeAvailable(): boolean {
+  try {
+    addon();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export const native: NativeIO = {
+  tunOpen: (name, multiQueue) => addon().tunOpen(name, multiQueue),
+  udpOpen: (ipv4, port, reusePort) => addon().udpOpen(ipv4, port, reusePort),
+  close: (fd) => addon().close(fd),
+  udpRecv: (fd, b) => addon().udpRecv(fd, b.data, b.off, b.len, b.addr, b.port, b.slot),
+  udpSend: (fd, b, count) => addon().udpSend(fd, b.data, b.off, b.len, b.addr, b.port, count),
+  tunRead: (fd, b) => addon().tunRead(fd, b.data, b.off, b.len, b.slot),
+  tunWrite: (fd, b, count) => addon().tunWrite(fd, b.data, b.off, b.len, count),
+  poll: (fd, onReadable) => addon().poll(fd, onReadable),
+  ifIndex: (name) => addon().ifIndex(name),
+};

@@ -1,0 +1,115 @@
+// `sixbed4 lab`: the whole product in one command on any Linux box with
+// root. It builds a small Internet of network namespaces (an ISP with native
+// IPv6, the router host, a NAT with two IPv4-only peers behind it), runs our
+// router and peers in it, proves connectivity in every direction, prints what
+// it saw, and removes everything, also on Ctrl-C.
+import type { Logger } from '../log.js';
+import { buildTopology, requireRootReason, TOPO, type Topology } from './topology.js';
+import type { Proc } from './netns.js';
+import { ping6, scrape, startPeerIn, startRouterIn, type PingResult } from './sixbed4.js';
+
+export interface LabOptions { keepSeconds: number; }
+
+const METRICS = '127.0.0.1:9464';
+
+export async function runLab(opts: LabOptions, log: Logger): Promise<number> {
+  const why = requireRootReason();
+  if (why) {
+    process.stderr.write(`sixbed4 lab: ${why}\n`);
+    return 2;
+  }
+  let topo: Topology | undefined;
+  const procs: Proc[] = [];
+  let interrupted = false;
+  const teardown = async () => {
+    for (const p of procs.reverse()) await p.stop();
+    await topo?.destroy();
+  };
+  const onSignal = () => {
+    interrupted = true;
+    log.warn('interrupted: tearing the lab down');
+    void teardown().then(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    log.info('[1/5] building namespaces: isp, router, nat, peer A, peer B');
+    topo = await buildTopology({ tag: 'lab' });
+    log.info(`[2/5] starting the 6bed4 router in ${topo.router.name}`, { prefix: TOPO.prefix, listen: TOPO.routerV4 });
+    procs.push(await startRouterIn(topo.router, ['--prefix', TOPO.prefix, '--listen', TOPO.routerV4, '--metrics', METRICS]));
+    log.info('[3/5] starting peers A and B behind the NAT');
+    const [a, b] = await Promise.all([
+      startPeerIn(topo.peers.A, ['--router', TOPO.routerV4, '--default-route']),
+      startPeerIn(topo.peers.B, ['--router', TOPO.routerV4, '--default-route']),
+    ]);
+    procs.push(a.proc, b.proc);
+    log.info('[4/5] pinging in every direction');
+    const checks: [string, Promise<PingResult>][] = [
+      ['peer A -> isp', ping6(topo.peers.A, TOPO.ispV6)],
+      ['isp -> peer A', ping6(topo.isp, a.address)],
+      ['peer B -> isp', ping6(topo.peers.B, TOPO.ispV6)],
+      ['isp -> peer B', ping6(topo.isp, b.address)],
+      ['peer A -> peer B', ping6(topo.peers.A, b.address)],
+      ['peer B -> peer A', ping6(topo.peers.B, a.address)],
+    ];
+    const results: [string, PingResult][] = [];
+    for (const [name, p] of checks) results.push([name, await p]);
+    const metrics = await scrape(topo.router, METRICS);
+    log.info('[5/5] summary');
+    const ok = results.every(([, r]) => r.received === r.sent);
+    process.stdout.write(summary(topo, a.address, b.address, results, metrics));
+    if (opts.keepSeconds > 0) {
+      log.info(`keeping the lab for ${opts.keepSeconds} s (Ctrl-C ends it early)`, { namespaces: topo.names.join(' ') });
+      await new Promise((r) => setTimeout(r, opts.keepSeconds * 1000));
+    }
+    return ok ? 0 : 1;
+  } finally {
+    if (!interrupted) {
+      await teardown();
+      log.info('lab removed: namespaces, router and peers are gone');
+    }
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+function summary(topo: Topology, addrA: string, addrB: string, results: [string, PingResult][], m: Map<string, number>): string {
+  const g = (k: string) => m.get(k) ?? 0;
+  const lines = [
+    '',
+    `sixbed4 lab: router ${TOPO.routerV4}:25790 serves ${TOPO.prefix} (namespace ${topo.router.name})`,
+    '',
+    'peer  IPv4 inside  seen by the router as        6bed4 address',
+    `A     ${TOPO.peerAV4.padEnd(11)}  ${mapping(addrA).padEnd(27)}  ${addrA}`,
+    `B     ${TOPO.peerBV4.padEnd(11)}  ${mapping(addrB).padEnd(27)}  ${addrB}`,
+    '',
+    'check               received   avg rtt',
+    ...results.map(([n, r]) => `${n.padEnd(18)}  ${`${r.received}/${r.sent}`.padEnd(9)}  ${r.avgMs === null ? '-' : `${r.avgMs.toFixed(3)} ms`}${r.received === r.sent ? '' : '   FAILED'}`),
+    '',
+    'router counters',
+    `  peers -> kernel    ${g('sixbed4_router_packets_total{direction="udp_to_tun"}')} packets`,
+    `  kernel -> peers    ${g('sixbed4_router_packets_total{direction="tun_to_udp"}')} packets`,
+    `  peer -> peer       ${g('sixbed4_router_packets_total{direction="relay"}')} packets (relayed over UDP, kernel untouched)`,
+    `  RS in / RA out     ${g('sixbed4_router_nd_messages_total{type="rs"}')} / ${g('sixbed4_router_nd_messages_total{type="ra"}')}`,
+    `  dropped            ${[...m].filter(([k]) => k.startsWith('sixbed4_router_dropped_packets_total')).reduce((s, [, v]) => s + v, 0)}${dropDetail(m)}`,
+    '',
+    results.every(([, r]) => r.received === r.sent) ? 'RESULT: all checks passed' : 'RESULT: some checks FAILED',
+    '',
+  ];
+  return lines.join('\n');
+}
+
+/** The public IPv4:port embedded in a 6bed4 address, as text. */
+function mapping(addr: string): string {
+  const w = addr.split(':');
+  if (w.length !== 8) return '?';
+  const h = (s: string) => parseInt(s, 16);
+  const b8 = h(w[4]!) >> 8, b9 = h(w[4]!) & 255, b10 = h(w[5]!) >> 8, b11 = h(w[5]!) & 255, b14 = h(w[7]!) >> 8;
+  return `${(b8 & 0xfc) | (b14 >> 6)}.${b9}.${b10}.${b11}:${h(w[6]!)}`;
+}
+
+function dropDetail(m: Map<string, number>): string {
+  const parts = [...m].filter(([k, v]) => k.startsWith('sixbed4_router_dropped_packets_total') && v > 0)
+    .map(([k, v]) => `${/reason="([^"]+)"/.exec(k)?.[1]} ${v}`);
+  return parts.length ? ` (${parts.join(', ')})` : '';
+}

@@ -1,0 +1,63 @@
+// Starting sixbed4's own commands inside lab namespaces, as the lab, the
+// end-to-end tests and the benchmark all do: the real CLI in a child process.
+import { fileURLToPath } from 'node:url';
+import type { Netns, Proc } from './netns.js';
+
+/** The compiled CLI entry point (dist/agent/cli/main.js). */
+export const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+
+/** Runs `sixbed4 ARGS` in ns, with readable logs. */
+export function spawnSixbed4(ns: Netns, args: string[]): Proc {
+  return ns.spawn([process.execPath, CLI, ...args, '--log-format', 'text']);
+}
+
+/** Starts a router and waits until it says it is ready. */
+export async function startRouterIn(ns: Netns, args: string[], timeoutMs = 10_000): Promise<Proc> {
+  const p = spawnSixbed4(ns, ['router', ...args]);
+  try {
+    await p.waitFor(/router ready/, timeoutMs);
+  } catch (err) {
+    await p.stop('SIGKILL');
+    throw err;
+  }
+  return p;
+}
+
+/** Starts a peer and resolves with it and the address its router gave it. */
+export async function startPeerIn(ns: Netns, args: string[], timeoutMs = 15_000): Promise<{ proc: Proc; address: string }> {
+  const p = spawnSixbed4(ns, ['peer', ...args]);
+  try {
+    const line = await p.waitFor(/peer address \S+/, timeoutMs);
+    return { proc: p, address: /peer address (\S+)/.exec(line)![1]! };
+  } catch (err) {
+    await p.stop('SIGKILL');
+    throw err;
+  }
+}
+
+export interface PingResult { sent: number; received: number; avgMs: number | null; output: string; }
+
+/** ping -6 from ns; never throws on loss (the result says). */
+export async function ping6(ns: Netns, target: string, opts: { count?: number; interval?: number; hops?: number; timeoutS?: number } = {}): Promise<PingResult> {
+  const count = opts.count ?? 3;
+  const argv = ['ping', '-6', '-n', '-c', String(count), '-i', String(opts.interval ?? 0.2), '-W', String(opts.timeoutS ?? 2)];
+  if (opts.hops !== undefined) argv.push('-t', String(opts.hops));
+  const r = await ns.exec([...argv, target], { timeoutMs: 30_000 });
+  const out = r.stdout + r.stderr;
+  const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
+  const rtt = /= [\d.]+\/([\d.]+)\//.exec(out);
+  return { sent: m ? Number(m[1]) : count, received: m ? Number(m[2]) : 0, avgMs: rtt ? Number(rtt[1]) : null, output: out };
+}
+
+/** Reads a Prometheus endpoint from inside ns and returns samples by "name{labels}". */
+export async function scrape(ns: Netns, hostPort: string): Promise<Map<string, number>> {
+  const js = `fetch('http://${hostPort}/metrics').then(r => r.text()).then(t => process.stdout.write(t), e => { console.error(String(e)); process.exit(1); })`;
+  const text = await ns.run([process.execPath, '-e', js]);
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const i = line.lastIndexOf(' ');
+    out.set(line.slice(0, i), Number(line.slice(i + 1)));
+  }
+  return out;
+}

@@ -1,0 +1,202 @@
+/* sixbed4 native I/O addon: TUN devices, fd helpers, interface lookup. */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* tunOpen(name: string, multiQueue: boolean): { fd, name } */
+static napi_value tun_open(napi_env env, napi_callback_info info) {
+  S4_ARGS(2);
+  char name[IFNAMSIZ];
+  bool mq;
+  struct ifreq ifr;
+  int fd;
+  napi_value result, vfd, vname;
+
+  if (s4_arg_str(env, argv[0], "name", name, sizeof name) != 0) return NULL;
+  if (s4_arg_bool(env, argv[1], "multiQueue", &mq) != 0) return NULL;
+
+  fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    s4_throw_errno(env, errno, "open");
+    return NULL;
+  }
+  memset(&ifr, 0, sizeof ifr);
+  /* No packet-info header: every read/write is exactly one IP packet. */
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (mq ? IFF_MULTI_QUEUE : 0);
+  memcpy(ifr.ifr_name, name, strlen(name)); /* fits: checked against IFNAMSIZ */
+  if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
+    int err = errno;
+    close(fd);
+    s4_throw_errno(env, err, "ioctl(TUNSETIFF)");
+    return NULL;
+  }
+  ifr.ifr_name[IFNAMSIZ - 1] = '\0';
+
+  if (napi_create_object(env, &result) != napi_ok ||
+      napi_create_int32(env, fd, &vfd) != napi_ok ||
+      napi_create_string_utf8(env, ifr.ifr_name, NAPI_AUTO_LENGTH, &vname) != napi_ok ||
+      napi_set_named_property(env, result, "fd", vfd) != napi_ok ||
+      napi_set_named_property(env, result, "name", vname) != napi_ok) {
+    close(fd);
+    return NULL;
+  }
+  return result;
+}
+
+/* close(fd) */
+static napi_value fd_close(napi_env env, napi_callback_info info) {
+  S4_ARGS(1);
+  int fd;
+  if (s4_arg_fd(env, argv[0], &fd) != 0) return NULL;
+  /*
+   * Linux releases the fd even when close() reports EINTR, so retrying could
+   * close an unrelated fd another thread just opened; only EBADF is an error.
+   */
+  if (close(fd) != 0 && errno == EBADF) s4_throw_errno(env, EBADF, "close");
+  return NULL;
+}
+
+/*
+ * Errors after which the fd is unusable (the caller must close it), as
+ * opposed to a packet the kernel refused (EINVAL for a malformed packet,
+ * EIO while the interface is down, ENOMEM, ...), which is dropped.
+ */
+static int fatal_fd_error(int err) {
+  return err == EBADF || err == EBADFD || err == EFAULT;
+}
+
+/* tunRead(fd, data, off, len, slot): count */
+static napi_value tun_read(napi_env env, napi_callback_info info) {
+  S4_ARGS(5);
+  int fd;
+  uint32_t slot;
+  s4_batch b;
+  size_t cap, n = 0;
+  napi_value result;
+
+  if (s4_arg_fd(env, argv[0], &fd) != 0) return NULL;
+  if (s4_arg_batch(env, argv + 1, 0, &b) != 0) return NULL;
+  if (s4_arg_u32(env, argv[4], "slot", UINT32_MAX, &slot) != 0) return NULL;
+  cap = b.cap < S4_MAX_BATCH ? b.cap : S4_MAX_BATCH;
+  if (slot == 0 || (uint64_t)cap * slot > b.data_len) {
+    s4_throw_range(env, "batch.data is smaller than cap * slot");
+    return NULL;
+  }
+
+  /*
+   * A TUN fd hands out one packet per read(), and silently truncates a packet
+   * longer than the buffer, returning only the copied length. The second
+   * iovec catches the excess, so the returned length is the packet's real
+   * length and a packet that did not fit shows up as len > slot (dropped
+   * upstream as oversize) instead of as a valid-looking shorter packet.
+   * 64 KiB covers the largest possible TUN MTU.
+   */
+  uint8_t overflow[65536];
+  struct iovec iov[2];
+  iov[1].iov_base = overflow;
+  iov[1].iov_len = sizeof overflow;
+  while (n < cap) {
+    ssize_t r;
+    iov[0].iov_base = b.data + n * slot;
+    iov[0].iov_len = slot;
+    r = readv(fd, iov, 2);
+    if (r >= 0) {
+      b.off[n] = (uint32_t)(n * slot);
+      b.len[n] = (uint32_t)r;
+      n++;
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+    if (n > 0) break; /* hand over what we have; the error recurs next call */
+    s4_throw_errno(env, errno, "read");
+    return NULL;
+  }
+  napi_create_uint32(env, (uint32_t)n, &result);
+  return result;
+}
+
+/* tunWrite(fd, data, off, len, count): written (incl. dropped) */
+static napi_value tun_write(napi_env env, napi_callback_info info) {
+  S4_ARGS(5);
+  int fd;
+  uint32_t count;
+  s4_batch b;
+  size_t i = 0;
+  napi_value result;
+
+  if (s4_arg_fd(env, argv[0], &fd) != 0) return NULL;
+  if (s4_arg_batch(env, argv + 1, 0, &b) != 0) return NULL;
+  if (s4_arg_u32(env, argv[4], "count", UINT32_MAX, &count) != 0) return NULL;
+  if (count > b.cap) {
+    s4_throw_range(env, "count exceeds the batch capacity");
+    return NULL;
+  }
+  for (i = 0; i < count; i++) {
+    if ((uint64_t)b.off[i] + b.len[i] > b.data_len) {
+      s4_throw_range(env, "batch entry lies outside batch.data");
+      return NULL;
+    }
+  }
+
+  i = 0;
+  while (i < count) {
+    ssize_t r = write(fd, b.data + b.off[i], b.len[i]);
+    if (r >= 0) {
+      i++;
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+    if (fatal_fd_error(errno)) {
+      if (i > 0) break; /* report progress; the error recurs next call */
+      s4_throw_errno(env, errno, "write");
+      return NULL;
+    }
+    i++; /* the kernel refused this packet: drop it */
+  }
+  napi_create_uint32(env, (uint32_t)i, &result);
+  return result;
+}
+
+/* ifIndex(name): index, 0 when there is no such interface */
+static napi_value if_index(napi_env env, napi_callback_info info) {
+  S4_ARGS(1);
+  char name[IFNAMSIZ];
+  napi_value result;
+  napi_valuetype t;
+
+  /* Names that cannot exist (too long) simply have no index. */
+  if (napi_typeof(env, argv[0], &t) != napi_ok || t != napi_string) {
+    s4_throw_type(env, "name must be a string");
+    return NULL;
+  }
+  {
+    size_t n;
+    napi_get_value_string_utf8(env, argv[0], NULL, 0, &n);
+    if (n >= sizeof name) {
+      napi_create_uint32(env, 0, &result);
+      return result;
+    }
+  }
+  if (s4_arg_str(env, argv[0], "name", name, sizeof name) != 0) return NULL;
+  napi_create_uint32(env, if_nametoindex(name), &result);
+  return result;
+}
+
+napi_status s4_init_tun(napi_env env, napi_value exports) {
+  napi_status st;
+  if ((st = s4_export_fn(env, exports, "tunOpen", tun_open)) != napi_ok) return st;
+  if ((st = s4_export_fn(env, exports, "tunRead", tun_read)) != napi_ok) return st;
+  if ((st = s4_export_fn(env, exports, "tunWrite", tun_write)) != napi_ok) return st;
+  if ((st = s4_export_fn(env, exports, "close", fd_close)) != napi_ok) return st;
+  return s4_export_fn(env, exports, "ifIndex", if_index);
+}

@@ -1,0 +1,269 @@
+/* sixbed4 native I/O addon: UDP/IPv4 sockets with recvmmsg/sendmmsg batches. */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define S4_SOCKBUF (4 * 1024 * 1024)
+
+/*
+ * Raises a socket buffer. The *FORCE variant ignores net.core.[rw]mem_max but
+ * needs CAP_NET_ADMIN; without it the plain option still gets us up to the
+ * sysctl limit. Failure is not fatal: the socket works with a small buffer.
+ */
+static void raise_buf(int fd, int force_opt, int opt) {
+  int size = S4_SOCKBUF;
+  if (setsockopt(fd, SOL_SOCKET, force_opt, &size, sizeof size) == 0) return;
+  (void)setsockopt(fd, SOL_SOCKET, opt, &size, sizeof size);
+}
+
+/* udpOpen(ipv4: string, port: number, reusePort: boolean): { fd, port } */
+static napi_value udp_open(napi_env env, napi_callback_info info) {
+  S4_ARGS(3);
+  char ip[INET_ADDRSTRLEN];
+  uint32_t port;
+  bool reuse;
+  struct sockaddr_in sa;
+  socklen_t salen = sizeof sa;
+  int fd, one = 1;
+  napi_value result, vfd, vport;
+
+  if (s4_arg_str(env, argv[0], "ipv4", ip, sizeof ip) != 0) return NULL;
+  if (s4_arg_u32(env, argv[1], "port", 65535, &port) != 0) return NULL;
+  if (s4_arg_bool(env, argv[2], "reusePort", &reuse) != 0) return NULL;
+
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)port);
+  if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1) {
+    napi_throw_type_error(env, "ERR_INVALID_IP_ADDRESS", "ipv4 is not a dotted-quad IPv4 address");
+    return NULL;
+  }
+
+  fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    s4_throw_errno(env, errno, "socket");
+    return NULL;
+  }
+  if (reuse && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    int err = errno;
+    close(fd);
+    s4_throw_errno(env, err, "setsockopt");
+    return NULL;
+  }
+  raise_buf(fd, SO_RCVBUFFORCE, SO_RCVBUF);
+  raise_buf(fd, SO_SNDBUFFORCE, SO_SNDBUF);
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+    int err = errno;
+    close(fd);
+    s4_throw_errno(env, err, "bind");
+    return NULL;
+  }
+  if (getsockname(fd, (struct sockaddr *)&sa, &salen) != 0) {
+    int err = errno;
+    close(fd);
+    s4_throw_errno(env, err, "getsockname");
+    return NULL;
+  }
+
+  if (napi_create_object(env, &result) != napi_ok ||
+      napi_create_int32(env, fd, &vfd) != napi_ok ||
+      napi_create_uint32(env, ntohs(sa.sin_port), &vport) != napi_ok ||
+      napi_set_named_property(env, result, "fd", vfd) != napi_ok ||
+      napi_set_named_property(env, result, "port", vport) != napi_ok) {
+    close(fd);
+    return NULL;
+  }
+  return result;
+}
+
+/*
+ * Errors that an unconnected UDP socket can report on receive because an
+ * ICMP error arrived for something we sent earlier (reported once through
+ * sk_err, e.g. after recvmmsg stashed a mid-batch error). They say nothing
+ * about the datagrams waiting, so they are dropped, not thrown.
+ */
+static int icmp_induced(int err) {
+  switch (err) {
+    case ECONNREFUSED:
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+    case EHOSTDOWN:
+    case ENETDOWN:
+    case EMSGSIZE:
+    case EPROTO:
+    case ENOPROTOOPT:
+    case ETIMEDOUT:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+/* udpRecv(fd, data, off, len, addr, port, slot): count */
+static napi_value udp_recv(napi_env env, napi_callback_info info) {
+  S4_ARGS(7);
+  int fd, n = -1, attempt;
+  uint32_t slot;
+  s4_batch b;
+  struct mmsghdr msgs[S4_MAX_BATCH];
+  struct iovec iov[S4_MAX_BATCH];
+  struct sockaddr_in from[S4_MAX_BATCH];
+  size_t cap, i;
+  napi_value result;
+
+  if (s4_arg_fd(env, argv[0], &fd) != 0) return NULL;
+  if (s4_arg_batch(env, argv + 1, 1, &b) != 0) return NULL;
+  if (s4_arg_u32(env, argv[6], "slot", UINT32_MAX, &slot) != 0) return NULL;
+  cap = b.cap < S4_MAX_BATCH ? b.cap : S4_MAX_BATCH;
+  if (slot == 0 || (uint64_t)cap * slot > b.data_len) {
+    s4_throw_range(env, "batch.data is smaller than cap * slot");
+    return NULL;
+  }
+
+  for (i = 0; i < cap; i++) {
+    iov[i].iov_base = b.data + i * slot;
+    iov[i].iov_len = slot;
+    memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+    msgs[i].msg_hdr.msg_name = &from[i];
+    msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+
+  /*
+   * MSG_TRUNC makes the kernel return each datagram's real length, so one
+   * larger than its slot shows up as len > slot (and is dropped upstream)
+   * instead of looking like a valid shorter packet. A pending ICMP error is
+   * consumed by the failing call, so one retry reads the real data.
+   */
+  for (attempt = 0; attempt < 2; attempt++) {
+    n = recvmmsg(fd, msgs, (unsigned)cap, MSG_DONTWAIT | MSG_TRUNC, NULL);
+    if (n >= 0) break;
+    if (errno == EINTR) {
+      attempt--;
+      continue;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      n = 0;
+      break;
+    }
+    if (!icmp_induced(errno)) {
+      s4_throw_errno(env, errno, "recvmmsg");
+      return NULL;
+    }
+    n = 0;
+  }
+
+  for (i = 0; i < (size_t)n; i++) {
+    b.off[i] = (uint32_t)(i * slot);
+    b.len[i] = msgs[i].msg_len;
+    b.addr[i] = ntohl(from[i].sin_addr.s_addr);
+    b.port[i] = ntohs(from[i].sin_port);
+  }
+  napi_create_uint32(env, (uint32_t)n, &result);
+  return result;
+}
+
+/*
+ * Errors that mean the caller passed something unusable (bad fd, bad memory),
+ * as opposed to "this one datagram could not go out" (EPERM from a firewall,
+ * ENETUNREACH, EMSGSIZE, ...), which is a per-packet drop.
+ */
+static int programming_error(int err) {
+  switch (err) {
+    case EBADF:
+    case ENOTSOCK:
+    case EFAULT:
+    case EOPNOTSUPP:
+    case EDESTADDRREQ:
+    case ENOTCONN:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+/* udpSend(fd, data, off, len, addr, port, count): sent (incl. dropped) */
+static napi_value udp_send(napi_env env, napi_callback_info info) {
+  S4_ARGS(7);
+  int fd;
+  uint32_t count;
+  s4_batch b;
+  struct mmsghdr msgs[S4_MAX_BATCH];
+  struct iovec iov[S4_MAX_BATCH];
+  struct sockaddr_in to[S4_MAX_BATCH];
+  size_t done = 0, base, chunk, i;
+  napi_value result;
+
+  if (s4_arg_fd(env, argv[0], &fd) != 0) return NULL;
+  if (s4_arg_batch(env, argv + 1, 1, &b) != 0) return NULL;
+  if (s4_arg_u32(env, argv[6], "count", UINT32_MAX, &count) != 0) return NULL;
+  if (count > b.cap) {
+    s4_throw_range(env, "count exceeds the batch capacity");
+    return NULL;
+  }
+  /* Bounds first, so a bad entry cannot make the kernel read past data. */
+  for (i = 0; i < count; i++) {
+    if ((uint64_t)b.off[i] + b.len[i] > b.data_len) {
+      s4_throw_range(env, "batch entry lies outside batch.data");
+      return NULL;
+    }
+  }
+
+  for (base = 0; base < count; base += chunk) {
+    size_t sent = 0;
+    chunk = count - base < S4_MAX_BATCH ? count - base : S4_MAX_BATCH;
+    for (i = 0; i < chunk; i++) {
+      size_t k = base + i;
+      iov[i].iov_base = b.data + b.off[k];
+      iov[i].iov_len = b.len[k];
+      memset(&to[i], 0, sizeof to[i]);
+      to[i].sin_family = AF_INET;
+      to[i].sin_addr.s_addr = htonl(b.addr[k]);
+      to[i].sin_port = htons(b.port[k]);
+      memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+      msgs[i].msg_hdr.msg_name = &to[i];
+      msgs[i].msg_hdr.msg_namelen = sizeof to[i];
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    /*
+     * sendmmsg stops at the first failing datagram: it returns how many went
+     * before it, or -1 if the very first one failed. So on -1 the datagram at
+     * `sent` is the culprit and is skipped.
+     */
+    while (sent < chunk) {
+      int n = sendmmsg(fd, msgs + sent, (unsigned)(chunk - sent), MSG_DONTWAIT);
+      if (n > 0) {
+        sent += (size_t)n;
+        continue;
+      }
+      if (n == 0) break; /* not expected from the kernel; avoid spinning */
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      if (programming_error(errno)) {
+        if (done + sent > 0) break; /* report progress; next call will throw */
+        s4_throw_errno(env, errno, "sendmmsg");
+        return NULL;
+      }
+      sent++;
+    }
+    done += sent;
+    if (sent < chunk) break;
+  }
+  napi_create_uint32(env, (uint32_t)done, &result);
+  return result;
+}
+
+napi_status s4_init_udp(napi_env env, napi_value exports) {
+  napi_status st;
+  if ((st = s4_export_fn(env, exports, "udpOpen", udp_open)) != napi_ok) return st;
+  if ((st = s4_export_fn(env, exports, "udpRecv", udp_recv)) != napi_ok) return st;
+  return s4_export_fn(env, exports, "udpSend", udp_send);
+}

@@ -1,0 +1,63 @@
+// Packet counters of the forwarding engine. Plain numbers bumped on the hot
+// path (a Prometheus client call per packet would cost more than forwarding);
+// the metrics endpoint reads them when scraped.
+
+/** Every reason the router drops a packet; each is a label value in metrics. */
+export const DROP_REASONS = [
+  'short',            // datagram shorter than an IPv6 header
+  'oversize',         // IPv6 packet longer than the 1280-byte tunnel MTU
+  'not_ipv6',         // first nibble is not 6
+  'bad_length',       // IPv6 payload length disagrees with the datagram
+  'nd_invalid',       // ND message with wrong hop limit, code, length or checksum
+  'nd_unexpected',    // RA, NA or Redirect from a peer; ND from the kernel side
+  'ns_foreign_target',// NS for an address that is not the router's
+  'multicast',        // multicast destination
+  'spoofed',          // source fails the originator check
+  'hop_limit',        // hop limit ran out
+  'outside_prefix',   // from the kernel: destination outside the served /64
+  'not_a_peer',       // destination in the /64 with port word 0 (local use, never a peer)
+  'bad_destination',  // relay target is loopback, multicast, broadcast, unspecified or the router itself
+  'rate_limited',     // a reply (RA, NA, ICMPv6 error) suppressed by the limiter
+  'tx_dropped',       // the kernel refused or had no room for the packet
+] as const;
+export type DropReason = typeof DROP_REASONS[number];
+
+export class Counters {
+  /** Packets/bytes from peers (UDP) handed to the kernel (TUN). */
+  udpToTunPackets = 0; udpToTunBytes = 0;
+  /** Packets/bytes from the kernel (TUN) sent to peers (UDP). */
+  tunToUdpPackets = 0; tunToUdpBytes = 0;
+  /** Peer-to-peer packets relayed UDP→UDP without touching the kernel. */
+  relayPackets = 0; relayBytes = 0;
+  udpRxPackets = 0; udpRxBytes = 0; tunRxPackets = 0; tunRxBytes = 0;
+  keepalives = 0;
+  routerSolicits = 0; neighborSolicits = 0; routerAdverts = 0; neighborAdverts = 0; icmpErrors = 0;
+  readonly drops: Record<DropReason, number> = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>;
+
+  /** Adds another engine's counters (worker threads report theirs). */
+  add(o: CountersSnapshot): void {
+    for (const k of NUMERIC_FIELDS) this[k] += o[k];
+    for (const r of DROP_REASONS) this.drops[r] += o.drops[r];
+  }
+
+  snapshot(): CountersSnapshot {
+    const s = {} as Record<string, unknown>;
+    for (const k of NUMERIC_FIELDS) s[k] = this[k];
+    s.drops = { ...this.drops };
+    return s as unknown as CountersSnapshot;
+  }
+
+  totalDrops(): number {
+    let n = 0;
+    for (const r of DROP_REASONS) n += this.drops[r];
+    return n;
+  }
+}
+
+const NUMERIC_FIELDS = [
+  'udpToTunPackets', 'udpToTunBytes', 'tunToUdpPackets', 'tunToUdpBytes', 'relayPackets', 'relayBytes',
+  'udpRxPackets', 'udpRxBytes', 'tunRxPackets', 'tunRxBytes', 'keepalives',
+  'routerSolicits', 'neighborSolicits', 'routerAdverts', 'neighborAdverts', 'icmpErrors',
+] as const;
+type NumericField = typeof NUMERIC_FIELDS[number];
+export type CountersSnapshot = Record<NumericField, number> & { drops: Record<DropReason, number> };

@@ -1,0 +1,50 @@
+// The I/O loop around the engine: waits for the UDP socket and the TUN queue
+// to become readable, moves whole batches through the engine and sends what it
+// decided. One native call per batch and direction; no allocation per packet.
+import { native, type PollHandle } from '../io/native.js';
+import type { Engine } from './engine.js';
+
+/** Batches handled per readiness event before yielding to the other direction and timers. */
+const ROUNDS_PER_EVENT = 16;
+
+export class Datapath {
+  private readonly polls: PollHandle[] = [];
+
+  constructor(private readonly engine: Engine, private readonly udpFd: number, private readonly tunFd: number) {}
+
+  start(): void {
+    this.polls.push(native.poll(this.udpFd, () => this.onUdp()));
+    this.polls.push(native.poll(this.tunFd, () => this.onTun()));
+  }
+
+  stop(): void {
+    for (const p of this.polls.splice(0)) p.close();
+  }
+
+  /** Peers → kernel, peers → peers, and replies to peers. */
+  onUdp(): void {
+    const e = this.engine, drops = e.counters.drops;
+    for (let round = 0; round < ROUNDS_PER_EVENT; round++) {
+      const n = native.udpRecv(this.udpFd, e.udpRx);
+      if (n === 0) return;
+      e.fromPeers(n, Date.now());
+      if (e.nToTun) drops.tx_dropped += e.nToTun - native.tunWrite(this.tunFd, e.toTun, e.nToTun);
+      if (e.nRelay) drops.tx_dropped += e.nRelay - native.udpSend(this.udpFd, e.relay, e.nRelay);
+      if (e.nUdpReplies) drops.tx_dropped += e.nUdpReplies - native.udpSend(this.udpFd, e.udpReplies, e.nUdpReplies);
+      if (n < e.udpRx.cap) return;
+    }
+  }
+
+  /** Kernel → peers, and ICMPv6 errors back into the kernel. */
+  onTun(): void {
+    const e = this.engine, drops = e.counters.drops;
+    for (let round = 0; round < ROUNDS_PER_EVENT; round++) {
+      const n = native.tunRead(this.tunFd, e.tunRx);
+      if (n === 0) return;
+      e.fromKernel(n, Date.now());
+      if (e.nToPeers) drops.tx_dropped += e.nToPeers - native.udpSend(this.udpFd, e.toPeers, e.nToPeers);
+      if (e.nTunReplies) drops.tx_dropped += e.nTunReplies - native.tunWrite(this.tunFd, e.tunReplies, e.nTunReplies);
+      if (n < e.tunRx.cap) return;
+    }
+  }
+}

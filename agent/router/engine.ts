@@ -1,0 +1,301 @@
+// The forwarding engine of the 6bed4 router: every rule of the wire notes,
+// applied to whole receive batches, with no I/O and no allocation per packet.
+// The I/O loop (datapath.ts) receives a batch, calls fromPeers()/fromKernel(),
+// and sends the output batches this engine filled. Forwarded packets are never
+// copied: output batches share the receive buffer and only carry offsets;
+// replies the router itself generates (RA, NA, ICMPv6 errors) are built in
+// buffers of their own.
+import {
+  ICMP6_TIME_EXCEEDED, IPV6_HEADER, ND_NEIGHBOR_SOLICIT, ND_REDIRECT, ND_ROUTER_SOLICIT, NH_ICMPV6, TUNNEL_MTU,
+} from '../protocol/constants.js';
+import { addressIPv4, addressPort, makeAddress, linkLayer, writeAddress } from '../protocol/address.js';
+import { OFF_DST, OFF_HOP_LIMIT, OFF_SRC, equal16, isLinkLocal64, isUnspecified, packetLength } from '../protocol/ipv6.js';
+import {
+  ALL_NODES, ROUTER_LINK_LOCAL, isRouterSolicit, ndType, neighborSolicitTarget, writeNeighborAdvert, writeRouterAdvert,
+} from '../protocol/nd.js';
+import { writeIcmpError } from '../protocol/icmperror.js';
+import type { Prefix } from '../protocol/ip.js';
+import { type Batch, newBatch } from '../io/batch.js';
+import { Counters } from './counters.js';
+import { DEFAULT_RATE_LIMIT, type RateLimitConfig, ReplyLimiter } from './ratelimit.js';
+
+export interface EngineConfig {
+  /** The served /64. */
+  prefix: Prefix;
+  /** The IPv4 address and UDP port the router listens on (its own 6bed4 address derives from them). */
+  listenIPv4: number;
+  port: number;
+  /** Extra prefixes announced in RAs as routed through the router. */
+  routes: readonly Prefix[];
+  rateLimit?: RateLimitConfig;
+}
+
+/** Entries in a reply batch; replies are rare, and more than this per receive batch are dropped. */
+const REPLY_CAP = 64;
+const REPLY_SLOT = TUNNEL_MTU;
+
+export class Engine {
+  readonly counters = new Counters();
+  /** Receive batches, filled by the I/O loop. */
+  readonly udpRx: Batch;
+  readonly tunRx: Batch;
+  /** From peers: to the kernel, relayed to other peers, and replies to the sender. */
+  readonly toTun: Batch;
+  readonly relay: Batch;
+  readonly udpReplies: Batch;
+  /** From the kernel: to peers, and ICMPv6 errors back into the kernel. */
+  readonly toPeers: Batch;
+  readonly tunReplies: Batch;
+  nToTun = 0; nRelay = 0; nUdpReplies = 0; nToPeers = 0; nTunReplies = 0;
+
+  private readonly prefix8: Uint8Array;
+  private readonly prefixHi: number;
+  private readonly prefixLo: number;
+  private readonly routerAddr: Uint8Array;
+  private readonly routerLinkLocalIid: Uint8Array;
+  private readonly routerLla: Uint8Array;
+  private readonly limiter: ReplyLimiter;
+  private readonly scratch = new Uint8Array(16);
+
+  constructor(readonly cfg: EngineConfig, batchSize = 64) {
+    this.prefix8 = cfg.prefix.bytes.subarray(0, 8);
+    this.prefixHi = readU32(cfg.prefix.bytes, 0);
+    this.prefixLo = readU32(cfg.prefix.bytes, 4);
+    this.routerAddr = makeAddress(cfg.prefix.bytes, cfg.listenIPv4, cfg.port, 0);
+    this.routerLinkLocalIid = Uint8Array.from(ROUTER_LINK_LOCAL);
+    this.routerLinkLocalIid.set(this.routerAddr.subarray(8, 16), 8);
+    this.routerLla = linkLayer(cfg.listenIPv4, cfg.port);
+    this.limiter = new ReplyLimiter(cfg.rateLimit ?? DEFAULT_RATE_LIMIT);
+    // One extra byte per slot lets a too-long datagram show as longer than the MTU.
+    this.udpRx = newBatch(batchSize, TUNNEL_MTU + 1);
+    this.tunRx = newBatch(batchSize, TUNNEL_MTU + 1);
+    this.toTun = sharing(this.udpRx);
+    this.relay = sharing(this.udpRx);
+    this.toPeers = sharing(this.tunRx);
+    this.udpReplies = newBatch(REPLY_CAP, REPLY_SLOT);
+    this.tunReplies = newBatch(REPLY_CAP, REPLY_SLOT);
+    for (let i = 0; i < REPLY_CAP; i++) { this.udpReplies.off[i] = i * REPLY_SLOT; this.tunReplies.off[i] = i * REPLY_SLOT; }
+  }
+
+  /** The router's own 6bed4 address (lanip 0). */
+  get routerAddress(): Uint8Array { return this.routerAddr; }
+
+  /**
+   * Applies the peer-side rules to udpRx[0, n). Fills toTun, relay and
+   * udpReplies (counts in nToTun, nRelay, nUdpReplies).
+   */
+  fromPeers(n: number, nowMs: number): void {
+    const rx = this.udpRx, d = rx.data, c = this.counters, drops = c.drops;
+    const toTun = this.toTun, relay = this.relay;
+    let nTun = 0, nRelay = 0;
+    this.nUdpReplies = 0;
+    for (let i = 0; i < n; i++) {
+      const off = rx.off[i]!;
+      const dlen = rx.len[i]!;
+      const srcV4 = rx.addr[i]!, srcPort = rx.port[i]!;
+      c.udpRxPackets++; c.udpRxBytes += dlen;
+      if (dlen === 0) { c.keepalives++; continue; }
+      if (dlen > TUNNEL_MTU) { drops.oversize++; continue; }
+      if (dlen < IPV6_HEADER) { drops.short++; continue; }
+      if ((d[off]! >>> 4) !== 6) { drops.not_ipv6++; continue; }
+      const len = packetLength(d, off, dlen);
+      if (len < 0) { drops.bad_length++; continue; }
+
+      // 1. Neighbour Discovery is answered here, never forwarded.
+      if (d[off + 6] === NH_ICMPV6 && len > IPV6_HEADER) {
+        const t = d[off + IPV6_HEADER]!;
+        if (t >= ND_ROUTER_SOLICIT && t <= ND_REDIRECT) { this.peerND(off, len, t, srcV4, srcPort, nowMs); continue; }
+      }
+      // 2. Multicast is not carried over the tunnel.
+      if (d[off + OFF_DST] === 0xff) { drops.multicast++; continue; }
+      // 3. Originator check: the source must be the address this peer's public IPv4:port maps to.
+      if (!this.isOriginator(d, off + OFF_SRC, srcV4, srcPort)) {
+        drops.spoofed++;
+        // A source in our /64 is most likely a peer whose NAT mapping changed: tell it its new address.
+        if (this.inPrefix(d, off + OFF_SRC)) this.replyRA(srcV4, srcPort, ALL_NODES, nowMs);
+        continue;
+      }
+      // 4. Hop limit: a router decrements; at zero the sender learns why.
+      const hops = d[off + OFF_HOP_LIMIT]!;
+      if (hops <= 1) {
+        drops.hop_limit++;
+        this.replyError(this.udpReplies, off, len, srcV4, srcPort, nowMs);
+        continue;
+      }
+      d[off + OFF_HOP_LIMIT] = hops - 1;
+      // 5. Peer to peer: straight back out over UDP to the IPv4:port inside the destination.
+      const dst = off + OFF_DST;
+      if (this.inPrefix(d, dst)) {
+        const port = addressPort(d, dst);
+        if (port !== 0) {
+          const v4 = addressIPv4(d, dst);
+          if (v4 === this.cfg.listenIPv4) {
+            // The router's own 6bed4 address is local to this host; any other port on
+            // its IPv4 would let peers reach host services with the host as source.
+            if (port !== this.cfg.port) { drops.bad_destination++; continue; }
+          } else if (!relayable(v4)) {
+            drops.bad_destination++; continue;
+          } else {
+            relay.off[nRelay] = off; relay.len[nRelay] = len; relay.addr[nRelay] = v4; relay.port[nRelay] = port;
+            nRelay++; c.relayPackets++; c.relayBytes += len;
+            continue;
+          }
+        }
+      }
+      // 6./7. Local (port-0) destinations and the rest of the world: to the kernel.
+      toTun.off[nTun] = off; toTun.len[nTun] = len; nTun++;
+      c.udpToTunPackets++; c.udpToTunBytes += len;
+    }
+    this.nToTun = nTun; this.nRelay = nRelay;
+  }
+
+  /**
+   * Applies the kernel-side rules to tunRx[0, n). Fills toPeers and
+   * tunReplies (ICMPv6 errors to write back into the kernel).
+   */
+  fromKernel(n: number, nowMs: number): void {
+    const rx = this.tunRx, d = rx.data, c = this.counters, drops = c.drops;
+    const out = this.toPeers;
+    let nOut = 0;
+    this.nTunReplies = 0;
+    for (let i = 0; i < n; i++) {
+      const off = rx.off[i]!;
+      const dlen = rx.len[i]!;
+      c.tunRxPackets++; c.tunRxBytes += dlen;
+      if (dlen > TUNNEL_MTU) { drops.oversize++; continue; }
+      if (dlen < IPV6_HEADER) { drops.short++; continue; }
+      if ((d[off]! >>> 4) !== 6) { drops.not_ipv6++; continue; }
+      const len = packetLength(d, off, dlen);
+      if (len < 0) { drops.bad_length++; continue; }
+      if (d[off + 6] === NH_ICMPV6 && len > IPV6_HEADER) {
+        const t = d[off + IPV6_HEADER]!;
+        if (t >= ND_ROUTER_SOLICIT && t <= ND_REDIRECT) { drops.nd_unexpected++; continue; }
+      }
+      const dst = off + OFF_DST;
+      if (d[dst] === 0xff) { drops.multicast++; continue; }
+      if (!this.inPrefix(d, dst)) { drops.outside_prefix++; continue; }
+      const port = addressPort(d, dst);
+      if (port === 0) { drops.not_a_peer++; continue; }
+      const v4 = addressIPv4(d, dst);
+      if (!relayable(v4)) { drops.bad_destination++; continue; }
+      const hops = d[off + OFF_HOP_LIMIT]!;
+      if (hops <= 1) {
+        drops.hop_limit++;
+        // The error goes back into the kernel, which routes it to the sender.
+        this.replyError(this.tunReplies, off, len, 0, 0, nowMs);
+        continue;
+      }
+      d[off + OFF_HOP_LIMIT] = hops - 1;
+      out.off[nOut] = off; out.len[nOut] = len; out.addr[nOut] = v4; out.port[nOut] = port;
+      nOut++; c.tunToUdpPackets++; c.tunToUdpBytes += len;
+    }
+    this.nToPeers = nOut;
+  }
+
+  /** ND from a peer: RS gets an RA, NS for the router gets an NA, the rest is dropped. */
+  private peerND(off: number, len: number, type: number, srcV4: number, srcPort: number, nowMs: number): void {
+    const d = this.udpRx.data, drops = this.counters.drops;
+    if (type === ND_ROUTER_SOLICIT) {
+      if (!isRouterSolicit(d, off, len)) { drops.nd_invalid++; return; }
+      this.counters.routerSolicits++;
+      const dst = isUnspecified(d, off + OFF_SRC) ? ALL_NODES : d.subarray(off + OFF_SRC, off + OFF_SRC + 16);
+      this.replyRA(srcV4, srcPort, dst, nowMs);
+      return;
+    }
+    if (type === ND_NEIGHBOR_SOLICIT) {
+      const target = neighborSolicitTarget(d, off, len);
+      if (target < 0) { drops.nd_invalid++; return; }
+      if (!this.isOriginator(d, off + OFF_SRC, srcV4, srcPort)) { drops.spoofed++; return; }
+      if (!this.isRouterTarget(d, target)) { drops.ns_foreign_target++; return; }
+      this.counters.neighborSolicits++;
+      if (!this.takeReply(srcV4, nowMs)) return;
+      const r = this.udpReplies, k = this.nUdpReplies;
+      if (k >= REPLY_CAP) { drops.rate_limited++; return; }
+      const src = d.subarray(off + OFF_SRC, off + OFF_SRC + 16);
+      const dst = src[0] === 0 && src[1] === 0 ? ALL_NODES : src;
+      r.len[k] = writeNeighborAdvert(r.data, r.off[k]!, ROUTER_LINK_LOCAL, dst, this.routerAddr, this.routerLla);
+      r.addr[k] = srcV4; r.port[k] = srcPort;
+      this.nUdpReplies = k + 1;
+      this.counters.neighborAdverts++;
+      return;
+    }
+    // RA, NA and Redirect have no business coming from a peer; bad ND is counted as such.
+    drops[ndType(d, off, len) < 0 ? 'nd_invalid' : 'nd_unexpected']++;
+  }
+
+  /** Queues an RA telling ipv4:port its /114. */
+  private replyRA(ipv4: number, port: number, dst: Uint8Array, nowMs: number): void {
+    if (!this.takeReply(ipv4, nowMs)) return;
+    const r = this.udpReplies, k = this.nUdpReplies;
+    if (k >= REPLY_CAP) { this.counters.drops.rate_limited++; return; }
+    // dst may point into the receive buffer; the RA is written into the reply buffer, so no overlap.
+    writeAddress(this.scratch, 0, this.prefix8, ipv4, port, 0);
+    r.len[k] = writeRouterAdvert(r.data, r.off[k]!, dst, this.scratch, this.cfg.routes);
+    r.addr[k] = ipv4; r.port[k] = port;
+    this.nUdpReplies = k + 1;
+    this.counters.routerAdverts++;
+  }
+
+  /** Queues a Time Exceeded about the packet at off, from the router's own address. */
+  private replyError(r: Batch, off: number, len: number, ipv4: number, port: number, nowMs: number): void {
+    const rx = r === this.udpReplies ? this.udpRx : this.tunRx;
+    // Never answer an error with an error (RFC 4443 §2.4 e).
+    if (rx.data[off + 6] === NH_ICMPV6 && rx.data[off + IPV6_HEADER]! < 128) return;
+    const limitKey = r === this.udpReplies ? ipv4 : addressIPv4(rx.data, off + OFF_SRC);
+    if (!this.takeReply(limitKey, nowMs)) return;
+    const k = r === this.udpReplies ? this.nUdpReplies : this.nTunReplies;
+    if (k >= REPLY_CAP) { this.counters.drops.rate_limited++; return; }
+    r.len[k] = writeIcmpError(r.data, r.off[k]!, ICMP6_TIME_EXCEEDED, 0, 0, this.routerAddr, rx.data, off, len);
+    r.addr[k] = ipv4; r.port[k] = port;
+    if (r === this.udpReplies) this.nUdpReplies = k + 1; else this.nTunReplies = k + 1;
+    this.counters.icmpErrors++;
+  }
+
+  private takeReply(ipv4: number, nowMs: number): boolean {
+    if (this.limiter.allow(ipv4, nowMs)) return true;
+    this.counters.drops.rate_limited++;
+    return false;
+  }
+
+  private inPrefix(d: Uint8Array, a: number): boolean {
+    return readU32(d, a) === this.prefixHi && readU32(d, a + 4) === this.prefixLo;
+  }
+
+  /**
+   * The anti-spoofing rule: a source inside the /64 must carry exactly the
+   * IPv4 and port the datagram came from; link-local (fe80::/64) sources are
+   * allowed for ND on the tunnel link.
+   */
+  private isOriginator(d: Uint8Array, a: number, v4: number, port: number): boolean {
+    if (this.inPrefix(d, a)) return addressPort(d, a) === port && addressIPv4(d, a) === v4;
+    return isLinkLocal64(d, a);
+  }
+
+  /** NS targets the router answers for: fe80::, fe80::<router iid>, its 6bed4 address. */
+  private isRouterTarget(d: Uint8Array, t: number): boolean {
+    return equal16(d, t, ROUTER_LINK_LOCAL, 0) || equal16(d, t, this.routerLinkLocalIid, 0) || equal16(d, t, this.routerAddr, 0);
+  }
+}
+
+/**
+ * A relay target must be an ordinary unicast IPv4 host: a peer could otherwise
+ * make the router send datagrams to its own loopback services, to multicast
+ * groups or to broadcast.
+ */
+function relayable(v4: number): boolean {
+  const a = v4 >>> 24;
+  return a !== 0 && a !== 127 && a < 224;
+}
+
+function readU32(b: Uint8Array, o: number): number {
+  return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
+}
+
+/** An output batch that points into src's buffer (offsets only, no copies). */
+function sharing(src: Batch): Batch {
+  const cap = src.cap;
+  return {
+    cap, slot: src.slot, data: src.data,
+    off: new Uint32Array(cap), len: new Uint32Array(cap), addr: new Uint32Array(cap), port: new Uint16Array(cap),
+  };
+}

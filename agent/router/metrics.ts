@@ -1,0 +1,33 @@
+// The router's counters as Prometheus metrics, read at scrape time. The engine
+// keeps plain running totals (per-packet calls into a metrics library would
+// cost more than forwarding), so each family here is a read-only counter
+// object that reports those totals when the registry asks.
+import client from 'prom-client';
+import { DROP_REASONS, type CountersSnapshot } from './counters.js';
+
+type Sample = { value: number; labels: Record<string, string> };
+
+export function routerRegistry(read: () => CountersSnapshot): client.Registry {
+  const registry = new client.Registry();
+  const family = (name: string, help: string, samples: (s: CountersSnapshot) => Sample[]) => {
+    const get = async () => ({ name, help, type: 'counter', aggregator: 'sum', values: samples(read()) });
+    registry.registerMetric({ name, help, type: 'counter', aggregator: 'sum', get, reset() {} } as unknown as client.Metric);
+  };
+  family('sixbed4_router_packets_total', 'Packets forwarded, by direction (udp_to_tun: peers to the kernel; tun_to_udp: kernel to peers; relay: peer to peer over UDP)',
+    (s) => [d('udp_to_tun', s.udpToTunPackets), d('tun_to_udp', s.tunToUdpPackets), d('relay', s.relayPackets)]);
+  family('sixbed4_router_bytes_total', 'IPv6 bytes forwarded, by direction',
+    (s) => [d('udp_to_tun', s.udpToTunBytes), d('tun_to_udp', s.tunToUdpBytes), d('relay', s.relayBytes)]);
+  family('sixbed4_router_received_packets_total', 'Packets received, by side (udp: from peers; tun: from the kernel)',
+    (s) => [{ value: s.udpRxPackets, labels: { side: 'udp' } }, { value: s.tunRxPackets, labels: { side: 'tun' } }]);
+  family('sixbed4_router_dropped_packets_total', 'Packets dropped, by reason',
+    (s) => DROP_REASONS.map((r) => ({ value: s.drops[r], labels: { reason: r } })));
+  family('sixbed4_router_nd_messages_total', 'ND and ICMPv6 messages: rs, ns received; ra, na, icmp_error sent',
+    (s) => [t('rs', s.routerSolicits), t('ns', s.neighborSolicits), t('ra', s.routerAdverts), t('na', s.neighborAdverts), t('icmp_error', s.icmpErrors)]);
+  family('sixbed4_router_keepalives_total', 'Empty keepalive datagrams received (ignored)',
+    (s) => [{ value: s.keepalives, labels: {} }]);
+  client.collectDefaultMetrics({ register: registry, prefix: 'sixbed4_' });
+  return registry;
+}
+
+const d = (direction: string, value: number): Sample => ({ value, labels: { direction } });
+const t = (type: string, value: number): Sample => ({ value, labels: { type } });

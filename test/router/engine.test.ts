@@ -1,0 +1,191 @@
+// The router's forwarding rules, exercised on the pure engine with crafted
+// datagrams (the end-to-end tests show the same rules on real sockets).
+import test from 'ava';
+import fc from 'fast-check';
+import { Engine } from '../../agent/router/engine.js';
+import { makeAddress } from '../../agent/protocol/address.js';
+import { upperChecksum } from '../../agent/protocol/checksum.js';
+import { formatIPv6, parseIPv4, parseIPv6, parsePrefix, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { writeHeader } from '../../agent/protocol/ipv6.js';
+import { parseRouterAdvert, writeNeighborSolicit, writeRouterSolicit, ROUTER_LINK_LOCAL } from '../../agent/protocol/nd.js';
+import { DROP_REASONS } from '../../agent/router/counters.js';
+
+const prefix = parsePrefix64('2001:db8:9:10::/64');
+const ROUTER_V4 = parseIPv4('198.51.100.1');
+const PEER_V4 = parseIPv4('198.51.100.20');
+const PEER_PORT = 40000;
+const peerAddr = makeAddress(prefix.bytes, PEER_V4, PEER_PORT, 1);
+const isp = parseIPv6('2001:db8:ffff::1');
+
+function engine(): Engine {
+  return new Engine({ prefix, listenIPv4: ROUTER_V4, port: 25790, routes: [parsePrefix('2001:db8:77::/48')] }, 16);
+}
+
+/** Puts datagrams into the engine's UDP receive batch as recvmmsg would. */
+function fromPeer(e: Engine, packets: { bytes: Uint8Array; v4?: number; port?: number }[]): void {
+  packets.forEach((p, i) => {
+    e.udpRx.off[i] = i * e.udpRx.slot;
+    e.udpRx.data.set(p.bytes.subarray(0, Math.min(p.bytes.length, e.udpRx.slot)), i * e.udpRx.slot);
+    e.udpRx.len[i] = p.bytes.length; e.udpRx.addr[i] = p.v4 ?? PEER_V4; e.udpRx.port[i] = p.port ?? PEER_PORT;
+  });
+  e.fromPeers(packets.length, 1000);
+}
+
+function fromKernel(e: Engine, packets: Uint8Array[]): void {
+  packets.forEach((p, i) => {
+    e.tunRx.off[i] = i * e.tunRx.slot; e.tunRx.data.set(p, i * e.tunRx.slot); e.tunRx.len[i] = p.length;
+  });
+  e.fromKernel(packets.length, 1000);
+}
+
+/** An IPv6/UDP packet (payload content irrelevant to forwarding). */
+function packet(src: Uint8Array, dst: Uint8Array, hops = 64, payload = 8): Uint8Array {
+  const b = new Uint8Array(40 + payload);
+  writeHeader(b, 0, payload, 17, hops, src, dst);
+  return b;
+}
+
+function rs(): Uint8Array { const b = new Uint8Array(64); return b.subarray(0, writeRouterSolicit(b, 0)); }
+
+test('RS from a peer behind NAT is answered with an RA carrying its observed /114', (t) => {
+  const e = engine();
+  fromPeer(e, [{ bytes: rs() }]);
+  t.is(e.nUdpReplies, 1);
+  const r = e.udpReplies;
+  t.is(r.addr[0], PEER_V4); t.is(r.port[0], PEER_PORT);
+  const ra = parseRouterAdvert(r.data, r.off[0]!, r.len[0]!);
+  t.is(formatIPv6(ra!.prefix114), '2001:db8:9:10:c433:6414:9c40:8000');
+  t.is(formatIPv6(r.data, r.off[0]! + 24), 'ff02::1', 'RS from :: is answered to all-nodes');
+  t.is(e.counters.routerAdverts, 1);
+});
+
+test('a peer packet to the Internet goes to the kernel with the hop limit decremented, not copied', (t) => {
+  const e = engine();
+  fromPeer(e, [{ bytes: packet(peerAddr, isp, 64) }]);
+  t.is(e.nToTun, 1);
+  t.is(e.toTun.data, e.udpRx.data);
+  t.is(e.toTun.data[e.toTun.off[0]! + 7], 63);
+  t.is(e.counters.udpToTunPackets, 1);
+});
+
+test('spoofed sources are dropped; inside the prefix the peer is told its real /114', (t) => {
+  const e = engine();
+  const other = makeAddress(prefix.bytes, PEER_V4, PEER_PORT + 1, 1); // right IPv4, wrong port
+  fromPeer(e, [{ bytes: packet(other, isp) }, { bytes: packet(parseIPv6('2001:db8:ffff::99'), isp) }]);
+  t.is(e.nToTun, 0);
+  t.is(e.counters.drops.spoofed, 2);
+  t.is(e.nUdpReplies, 1, 'only the in-prefix source gets an RA');
+  const r = e.udpReplies;
+  t.is(formatIPv6(r.data, r.off[0]! + 24), 'ff02::1', 'to all-nodes, which stock peers accept');
+  t.is(formatIPv6(parseRouterAdvert(r.data, r.off[0]!, r.len[0]!)!.prefix114), '2001:db8:9:10:c433:6414:9c40:8000');
+});
+
+test('peer to peer: relayed over UDP to the IPv4:port inside the destination', (t) => {
+  const e = engine();
+  const dst = makeAddress(prefix.bytes, parseIPv4('203.0.113.2'), 51000, 1);
+  fromPeer(e, [{ bytes: packet(peerAddr, dst, 10) }]);
+  t.is(e.nRelay, 1); t.is(e.nToTun, 0);
+  t.is(e.relay.addr[0], parseIPv4('203.0.113.2')); t.is(e.relay.port[0], 51000);
+  t.is(e.relay.data[e.relay.off[0]! + 7], 9);
+});
+
+test('port-0 destinations and the router\'s own address go to the kernel', (t) => {
+  const e = engine();
+  fromPeer(e, [
+    { bytes: packet(peerAddr, parseIPv6('2001:db8:9:10::11')) },
+    { bytes: packet(peerAddr, parseIPv6('2001:db8:9:10:1:2:0:5')) },
+    { bytes: packet(peerAddr, e.routerAddress) },
+  ]);
+  t.is(e.nToTun, 3); t.is(e.nRelay, 0);
+});
+
+test('relays to loopback, multicast, broadcast or other ports of the router are refused', (t) => {
+  const e = engine();
+  const to = (v4: string, port: number) => ({ bytes: packet(peerAddr, makeAddress(prefix.bytes, parseIPv4(v4), port, 1)) });
+  fromPeer(e, [to('127.0.0.1', 53), to('224.0.0.1', 9), to('255.255.255.255', 9), to('0.0.0.0', 9), to('198.51.100.1', 22)]);
+  t.is(e.nRelay, 0); t.is(e.nToTun, 0);
+  t.is(e.counters.drops.bad_destination, 5);
+});
+
+test('hop limit 1 from a peer: dropped and answered with Time Exceeded from the router', (t) => {
+  const e = engine();
+  fromPeer(e, [{ bytes: packet(peerAddr, isp, 1) }]);
+  t.is(e.nToTun, 0); t.is(e.counters.drops.hop_limit, 1);
+  t.is(e.nUdpReplies, 1);
+  const r = e.udpReplies, o = r.off[0]!;
+  t.is(r.data[o + 40], 3);
+  t.is(formatIPv6(r.data, o + 8), formatIPv6(e.routerAddress));
+  t.is(formatIPv6(r.data, o + 24), formatIPv6(peerAddr));
+  t.is(upperChecksum(r.data, o, 58, o + 40, r.len[0]! - 40), 0);
+});
+
+test('malformed datagrams are dropped and counted by reason; keepalives are silent', (t) => {
+  const e = engine();
+  const v4 = new Uint8Array(60); v4[0] = 0x45;
+  const truncated = packet(peerAddr, isp, 64, 100).subarray(0, 90);
+  const big = new Uint8Array(1300); writeHeader(big, 0, 1260, 17, 64, peerAddr, isp);
+  const mcast = packet(peerAddr, parseIPv6('ff02::1'));
+  fromPeer(e, [{ bytes: new Uint8Array(0) }, { bytes: new Uint8Array(20) }, { bytes: v4 }, { bytes: truncated }, { bytes: big }, { bytes: mcast }]);
+  t.is(e.nToTun + e.nRelay + e.nUdpReplies, 0);
+  t.is(e.counters.keepalives, 1);
+  t.like(e.counters.drops, { short: 1, not_ipv6: 1, bad_length: 1, oversize: 1, multicast: 1 });
+});
+
+test('NS for the router gets an NA; NS for anyone else does not', (t) => {
+  const e = engine();
+  const ns = (target: Uint8Array) => { const b = new Uint8Array(100); return b.subarray(0, writeNeighborSolicit(b, 0, peerAddr, ROUTER_LINK_LOCAL, target)); };
+  fromPeer(e, [{ bytes: ns(ROUTER_LINK_LOCAL) }, { bytes: ns(e.routerAddress) }, { bytes: ns(isp) }]);
+  t.is(e.nUdpReplies, 2);
+  t.is(e.counters.drops.ns_foreign_target, 1);
+  t.is(formatIPv6(e.udpReplies.data, e.udpReplies.off[0]! + 48), formatIPv6(e.routerAddress));
+});
+
+test('RA replies are rate limited per source', (t) => {
+  const e = engine();
+  fromPeer(e, Array.from({ length: 16 }, () => ({ bytes: rs() })));
+  t.is(e.nUdpReplies, 8);
+  t.is(e.counters.drops.rate_limited, 8);
+  fromPeer(e, [{ bytes: rs(), v4: parseIPv4('203.0.113.9') }]);
+  t.is(e.nUdpReplies, 1, 'another source is not starved');
+});
+
+test('from the kernel: to the peer inside the destination; outside the prefix, port 0 and multicast dropped', (t) => {
+  const e = engine();
+  fromKernel(e, [
+    packet(isp, peerAddr, 60),
+    packet(isp, parseIPv6('2001:db8:9:11::1')),
+    packet(isp, parseIPv6('2001:db8:9:10::11')),
+    packet(isp, parseIPv6('ff02::1')),
+  ]);
+  t.is(e.nToPeers, 1);
+  t.is(e.toPeers.addr[0], PEER_V4); t.is(e.toPeers.port[0], PEER_PORT);
+  t.is(e.toPeers.data[e.toPeers.off[0]! + 7], 59);
+  t.like(e.counters.drops, { outside_prefix: 1, not_a_peer: 1, multicast: 1 });
+});
+
+test('from the kernel with hop limit 1: Time Exceeded back into the kernel', (t) => {
+  const e = engine();
+  fromKernel(e, [packet(isp, peerAddr, 1)]);
+  t.is(e.nToPeers, 0); t.is(e.nTunReplies, 1);
+  const r = e.tunReplies, o = r.off[0]!;
+  t.is(formatIPv6(r.data, o + 24), '2001:db8:ffff::1');
+  t.is(r.data[o + 40], 3);
+});
+
+test('property: any datagram is accounted for exactly once and nothing throws', (t) => {
+  fc.assert(fc.property(fc.array(fc.oneof(
+    fc.uint8Array({ maxLength: 1400 }),
+    fc.tuple(fc.integer({ min: 0, max: 255 }), fc.uint8Array({ minLength: 16, maxLength: 16 }), fc.nat(200))
+      .map(([hops, dst, n]) => { const p = packet(peerAddr, dst, hops, n); return p; }),
+  ), { maxLength: 16 }), fc.integer({ min: 0, max: 0xffffffff }), (dgrams, v4) => {
+    const e = engine();
+    fromPeer(e, dgrams.map((bytes) => ({ bytes, v4 })));
+    const c = e.counters;
+    // rate_limited and tx_dropped count replies and sends, not received datagrams.
+    const drops = DROP_REASONS.reduce((s, r) => s + (r === 'rate_limited' || r === 'tx_dropped' ? 0 : c.drops[r]), 0);
+    const outcomes = c.udpToTunPackets + c.relayPackets + c.keepalives + c.routerSolicits + c.neighborSolicits + drops;
+    return outcomes === dgrams.length && c.udpRxPackets === dgrams.length &&
+      e.nToTun === c.udpToTunPackets && e.nRelay === c.relayPackets;
+  }));
+  t.pass();
+});
