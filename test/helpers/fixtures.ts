@@ -1,0 +1,38 @@
+// Shared pieces of the end-to-end tests: a reason to skip without root, a
+// crafted-datagram exchange, and metric reads from a router's endpoint.
+import { fileURLToPath } from 'node:url';
+import { requireRootReason } from '../../agent/lab/topology.js';
+import type { Netns } from '../../agent/lab/netns.js';
+import { scrape } from '../../agent/lab/sixbed4.js';
+
+export const skipReason = requireRootReason();
+/** Test titles carry the skip reason, so a skipped run says why. */
+export const title = (name: string) => (skipReason ? `${name} (skipped: ${skipReason})` : name);
+
+const EXCHANGE = fileURLToPath(new URL('./udp-exchange.js', import.meta.url));
+
+export interface Exchange { local: number; replies: { from: string; bytes: Buffer }[]; }
+
+/** Sends raw datagrams from ns to host:port and collects replies for waitMs. */
+export async function exchange(ns: Netns, host: string, port: number, datagrams: Uint8Array[], waitMs = 300): Promise<Exchange> {
+  const out = await ns.run([process.execPath, EXCHANGE, host, String(port), String(waitMs), ...datagrams.map((d) => Buffer.from(d).toString('hex'))]);
+  const r = JSON.parse(out) as { local: number; replies: { from: string; hex: string }[] };
+  return { local: r.local, replies: r.replies.map((x) => ({ from: x.from, bytes: Buffer.from(x.hex, 'hex') })) };
+}
+
+/** Drop counters by reason, read from the router's metrics endpoint. */
+export async function drops(ns: Netns, metrics: string): Promise<Record<string, number>> {
+  const m = await scrape(ns, metrics);
+  const out: Record<string, number> = {};
+  for (const [k, v] of m) {
+    const r = /^sixbed4_router_dropped_packets_total\{reason="([^"]+)"\}$/.exec(k);
+    if (r) out[r[1]!] = v;
+  }
+  return out;
+}
+
+export function diff(after: Record<string, number>, before: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const k of Object.keys(after)) if (after[k] !== (before[k] ?? 0)) out[k] = after[k]! - (before[k] ?? 0);
+  return out;
+}
