@@ -19,6 +19,7 @@ commands:
                --tun NAME       tunnel interface (default 6bed4)
                --metrics H:P    serve Prometheus metrics, e.g. 127.0.0.1:9464
                --batch N        packets per batch (1..256, default 64)
+               --workers N      forwarding threads, each with its own TUN queue and socket (default 1)
   peer     run a 6bed4 peer (client) that gets its IPv6 address from a router
                --router IPV4[:PORT]  the router (required; port default 25790)
                --listen IPV4    local IPv4 to send from (default any)
@@ -88,14 +89,14 @@ async function routerCommand(args: string[]): Promise<number> {
   const { values } = parse(args, {
     prefix: { type: 'string', short: 'L' }, listen: { type: 'string', short: 'l' }, port: { type: 'string' },
     route: { type: 'string', short: 'R', multiple: true }, tun: { type: 'string' }, metrics: { type: 'string' },
-    batch: { type: 'string' },
+    batch: { type: 'string' }, workers: { type: 'string' },
   });
   if (values.help) { process.stdout.write(USAGE); return 0; }
   const log = logger(values, 'router');
-  const port = int(values.port, '--port'), batch = int(values.batch, '--batch');
+  const port = int(values.port, '--port'), batch = int(values.batch, '--batch'), workers = int(values.workers, '--workers');
   const cfg = routerConfig({
     prefix: values.prefix ?? '', listen: values.listen ?? '', routes: values.route ?? [],
-    ...(port !== undefined ? { port } : {}), ...(batch !== undefined ? { batch } : {}),
+    ...(port !== undefined ? { port } : {}), ...(batch !== undefined ? { batch } : {}), ...(workers !== undefined ? { workers } : {}),
     ...(values.tun ? { tun: values.tun } : {}), ...(values.metrics ? { metrics: values.metrics } : {}),
   });
   const router = await startRouter(cfg, log);

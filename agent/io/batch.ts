@@ -54,3 +54,21 @@ export function newBatch(cap: number, slot: number): Batch {
     port: new Uint16Array(cap),
   };
 }
+
+/**
+ * An output batch that points into src's buffer: its own offsets, lengths and
+ * addresses, the same bytes. Forwarding decisions fill one of these instead of
+ * copying packets.
+ */
+export function sharedBatch(src: Batch): Batch {
+  const cap = src.cap;
+  return {
+    cap,
+    slot: src.slot,
+    data: src.data,
+    off: new Uint32Array(cap),
+    len: new Uint32Array(cap),
+    addr: new Uint32Array(cap),
+    port: new Uint16Array(cap),
+  };
+}

@@ -5,7 +5,7 @@
 import { IPV6_HEADER, ND_REDIRECT, ND_ROUTER_ADVERT, ND_ROUTER_SOLICIT, NH_ICMPV6, TUNNEL_MTU } from '../protocol/constants.js';
 import { OFF_DST, packetLength } from '../protocol/ipv6.js';
 import { parseRouterAdvert, type RouterAdvert } from '../protocol/nd.js';
-import { type Batch, newBatch } from '../io/batch.js';
+import { type Batch, newBatch, sharedBatch } from '../io/batch.js';
 
 export class PeerCounters {
   udpRxPackets = 0; tunRxPackets = 0;
@@ -26,8 +26,8 @@ export class PeerEngine {
     private readonly onAdvert: (ra: RouterAdvert) => void, batchSize = 64) {
     this.udpRx = newBatch(batchSize, TUNNEL_MTU + 1);
     this.tunRx = newBatch(batchSize, TUNNEL_MTU + 1);
-    this.toTun = sharing(this.udpRx);
-    this.toRouter = sharing(this.tunRx);
+    this.toTun = sharedBatch(this.udpRx);
+    this.toRouter = sharedBatch(this.tunRx);
     this.toRouter.addr.fill(routerV4);
     this.toRouter.port.fill(routerPort);
   }
@@ -76,10 +76,3 @@ export class PeerEngine {
   }
 }
 
-function sharing(src: Batch): Batch {
-  const cap = src.cap;
-  return {
-    cap, slot: src.slot, data: src.data,
-    off: new Uint32Array(cap), len: new Uint32Array(cap), addr: new Uint32Array(cap), port: new Uint16Array(cap),
-  };
-}

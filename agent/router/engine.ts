@@ -15,7 +15,7 @@ import {
 } from '../protocol/nd.js';
 import { writeIcmpError } from '../protocol/icmperror.js';
 import type { Prefix } from '../protocol/ip.js';
-import { type Batch, newBatch } from '../io/batch.js';
+import { type Batch, newBatch, sharedBatch } from '../io/batch.js';
 import { Counters } from './counters.js';
 import { DEFAULT_RATE_LIMIT, type RateLimitConfig, ReplyLimiter } from './ratelimit.js';
 
@@ -69,9 +69,9 @@ export class Engine {
     // One extra byte per slot lets a too-long datagram show as longer than the MTU.
     this.udpRx = newBatch(batchSize, TUNNEL_MTU + 1);
     this.tunRx = newBatch(batchSize, TUNNEL_MTU + 1);
-    this.toTun = sharing(this.udpRx);
-    this.relay = sharing(this.udpRx);
-    this.toPeers = sharing(this.tunRx);
+    this.toTun = sharedBatch(this.udpRx);
+    this.relay = sharedBatch(this.udpRx);
+    this.toPeers = sharedBatch(this.tunRx);
     this.udpReplies = newBatch(REPLY_CAP, REPLY_SLOT);
     this.tunReplies = newBatch(REPLY_CAP, REPLY_SLOT);
     for (let i = 0; i < REPLY_CAP; i++) { this.udpReplies.off[i] = i * REPLY_SLOT; this.tunReplies.off[i] = i * REPLY_SLOT; }
@@ -291,11 +291,3 @@ function readU32(b: Uint8Array, o: number): number {
   return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
 }
 
-/** An output batch that points into src's buffer (offsets only, no copies). */
-function sharing(src: Batch): Batch {
-  const cap = src.cap;
-  return {
-    cap, slot: src.slot, data: src.data,
-    off: new Uint32Array(cap), len: new Uint32Array(cap), addr: new Uint32Array(cap), port: new Uint16Array(cap),
-  };
-}

@@ -7,10 +7,10 @@ import { DROP_REASONS, type CountersSnapshot } from './counters.js';
 
 type Sample = { value: number; labels: Record<string, string> };
 
-export function routerRegistry(read: () => CountersSnapshot): client.Registry {
+export function routerRegistry(read: () => Promise<CountersSnapshot>): client.Registry {
   const registry = new client.Registry();
   const family = (name: string, help: string, samples: (s: CountersSnapshot) => Sample[]) => {
-    const get = async () => ({ name, help, type: 'counter', aggregator: 'sum', values: samples(read()) });
+    const get = async () => ({ name, help, type: 'counter', aggregator: 'sum', values: samples(await read()) });
     registry.registerMetric({ name, help, type: 'counter', aggregator: 'sum', get, reset() {} } as unknown as client.Metric);
   };
   family('sixbed4_router_packets_total', 'Packets forwarded, by direction (udp_to_tun: peers to the kernel; tun_to_udp: kernel to peers; relay: peer to peer over UDP)',

@@ -9,8 +9,9 @@ import { hasNetAdmin } from '../host/privilege.js';
 import { readSysctl } from '../host/ip.js';
 import { startMetricsServer, type MetricsServer } from '../metrics.js';
 import type { Logger } from '../log.js';
-import { Engine } from './engine.js';
-import { Datapath } from './datapath.js';
+import type { EngineConfig } from './engine.js';
+import { forwardInline, forwardOnWorkers } from './workers.js';
+import { makeAddress } from '../protocol/address.js';
 import { openTunnel, type Tunnel } from './tunnel.js';
 import { routerRegistry } from './metrics.js';
 import type { CountersSnapshot } from './counters.js';
@@ -23,6 +24,7 @@ export interface RouterOptions {
   tun?: string;
   metrics?: string;
   batch?: number;
+  workers?: number;
 }
 
 export interface RouterConfig {
@@ -33,6 +35,7 @@ export interface RouterConfig {
   tun: string;
   metrics?: string;
   batch: number;
+  workers: number;
 }
 
 /** Turns user input into a checked configuration; every error names the flag and the fix. */
@@ -49,12 +52,14 @@ export function routerConfig(o: RouterOptions): RouterConfig {
   }
   const batch = o.batch ?? 64;
   if (!Number.isInteger(batch) || batch < 1 || batch > 256) throw new InputError(`--batch ${o.batch}: use 1..256`);
+  const workers = o.workers ?? 1;
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new InputError(`--workers ${o.workers}: use 1..64`);
   const listenIPv4 = parseIPv4(o.listen);
   const a = listenIPv4 >>> 24;
   if (a === 0 || a >= 224) throw new InputError(`--listen ${o.listen} is not a unicast IPv4 address of this host`);
   return {
     prefix: parsePrefix64(o.prefix),
-    listenIPv4, port, tun, batch,
+    listenIPv4, port, tun, batch, workers,
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
@@ -62,10 +67,9 @@ export function routerConfig(o: RouterOptions): RouterConfig {
 
 export interface RunningRouter {
   readonly config: RouterConfig;
-  readonly engine: Engine;
   readonly tunnel: Tunnel;
   readonly metrics?: MetricsServer;
-  counters(): CountersSnapshot;
+  counters(): Promise<CountersSnapshot>;
   stop(): Promise<void>;
 }
 
@@ -74,43 +78,48 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     throw new InputError('sixbed4 router needs root (or CAP_NET_ADMIN) to create its tunnel interface: run it with sudo');
   }
   const listenText = formatIPv4(cfg.listenIPv4);
-  let udpFd: number;
-  try {
-    udpFd = native.udpOpen(listenText, cfg.port, false).fd;
-  } catch (err) {
-    throw udpOpenError(err as NodeJS.ErrnoException, listenText, cfg.port);
-  }
-  const undo: (() => void | Promise<void>)[] = [() => native.close(udpFd)];
+  // With several workers, each gets its own SO_REUSEPORT socket and TUN queue: the kernel spreads flows.
+  const udpFds: number[] = [];
+  const undo: (() => void | Promise<void>)[] = [() => { for (const fd of udpFds) native.close(fd); }];
   const unwind = async () => { for (const u of undo.splice(0).reverse()) await u(); };
   try {
-    const engine = new Engine({ prefix: cfg.prefix, listenIPv4: cfg.listenIPv4, port: cfg.port, routes: cfg.routes }, cfg.batch);
-    const tunnel = await openTunnel(cfg.tun, 1, engine.routerAddress, cfg.prefix, log);
+    for (let i = 0; i < cfg.workers; i++) udpFds.push(native.udpOpen(listenText, cfg.port, cfg.workers > 1).fd);
+  } catch (err) {
+    await unwind();
+    throw udpOpenError(err as NodeJS.ErrnoException, listenText, cfg.port);
+  }
+  try {
+    const engineCfg: EngineConfig = { prefix: cfg.prefix, listenIPv4: cfg.listenIPv4, port: cfg.port, routes: cfg.routes };
+    const routerAddress = makeAddress(cfg.prefix.bytes, cfg.listenIPv4, cfg.port, 0);
+    const tunnel = await openTunnel(cfg.tun, cfg.workers, routerAddress, cfg.prefix, log);
     undo.push(() => tunnel.close());
-    const datapath = new Datapath(engine, udpFd, tunnel.fds[0]!);
-    datapath.start();
-    undo.push(() => datapath.stop());
+    const forwarding = cfg.workers === 1
+      ? forwardInline(engineCfg, cfg.batch, udpFds[0]!, tunnel.fds[0]!)
+      : await forwardOnWorkers(engineCfg, cfg.batch, udpFds, tunnel.fds);
+    undo.push(() => forwarding.stop());
     let metrics: MetricsServer | undefined;
     if (cfg.metrics) {
-      const server = await startMetricsServer(cfg.metrics, routerRegistry(() => engine.counters.snapshot()), log);
+      const server = await startMetricsServer(cfg.metrics, routerRegistry(() => forwarding.counters()), log);
       metrics = server;
       undo.push(() => server.close());
     }
     await warnIfNotForwarding(log);
     log.info('router ready', {
-      prefix: cfg.prefix.text, listen: `${listenText}:${cfg.port}`, address: formatIPv6(engine.routerAddress),
-      routes: cfg.routes.map((r) => r.text), tun: tunnel.name,
+      prefix: cfg.prefix.text, listen: `${listenText}:${cfg.port}`, address: formatIPv6(routerAddress),
+      routes: cfg.routes.map((r) => r.text), tun: tunnel.name, workers: cfg.workers, batch: cfg.batch,
     });
     let stopped = false;
     return {
-      config: cfg, engine, tunnel, ...(metrics ? { metrics } : {}),
-      counters: () => engine.counters.snapshot(),
+      config: cfg, tunnel, ...(metrics ? { metrics } : {}),
+      counters: () => forwarding.counters(),
       async stop() {
         if (stopped) return;
         stopped = true;
+        const c = await forwarding.counters();
         await unwind();
-        const c = engine.counters;
         log.info('router stopped; tunnel removed', {
-          udpToTun: c.udpToTunPackets, tunToUdp: c.tunToUdpPackets, relayed: c.relayPackets, dropped: c.totalDrops(),
+          udpToTun: c.udpToTunPackets, tunToUdp: c.tunToUdpPackets, relayed: c.relayPackets,
+          dropped: Object.values(c.drops).reduce((a, b) => a + b, 0),
         });
       },
     };

@@ -1,0 +1,51 @@
+// A plan is a list of steps, each something a person could type: an `ip`
+// command or a sysctl write, with the reason for it. `host plan` prints them
+// as shell commands; `host apply` executes the very same objects.
+import { sysctlKey, type ConfKey } from './sysctl.js';
+
+export type Action =
+  | { readonly kind: 'ip'; readonly args: readonly string[] }
+  | { readonly kind: 'sysctl'; readonly key: ConfKey; readonly value: string };
+
+export interface Step {
+  readonly action: Action;
+  /** Why, in words a person checking the plan understands. */
+  readonly reason: string;
+  /**
+   * After adding an address on a real interface: wait until duplicate address
+   * detection is over, because a tentative address receives nothing, and the
+   * next step may remove the copy that is still answering.
+   */
+  readonly settle?: { readonly dev: string; readonly address: string };
+}
+
+export interface Plan {
+  readonly steps: readonly Step[];
+  /** Things worth knowing that are not steps (errata of the seed, what the router will do). */
+  readonly notes: readonly string[];
+}
+
+export function ipStep(args: string[], reason: string, settle?: Step['settle']): Step {
+  return settle ? { action: { kind: 'ip', args }, reason, settle } : { action: { kind: 'ip', args }, reason };
+}
+
+export function sysctlStep(key: ConfKey, value: string, reason: string): Step {
+  return { action: { kind: 'sysctl', key, value }, reason };
+}
+
+/** The step as a shell command line. */
+export function commandLine(a: Action): string {
+  return a.kind === 'ip' ? `ip ${a.args.join(' ')}` : `sysctl -w ${sysctlKey(a.key)}=${a.value}`;
+}
+
+/** The whole plan as a commented shell script. */
+export function renderPlan(plan: Plan, header: string): string {
+  const lines = [`# ${header}`];
+  if (plan.steps.length === 0) lines.push('# nothing to do: the host already matches the configuration');
+  for (const s of plan.steps) {
+    lines.push(`# ${s.reason}`, commandLine(s.action));
+    if (s.settle) lines.push(`#   (then wait until ${s.settle.address} on ${s.settle.dev} has finished duplicate address detection)`);
+  }
+  for (const n of plan.notes) lines.push(`# note: ${n}`);
+  return lines.join('\n') + '\n';
+}

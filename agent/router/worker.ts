@@ -1,0 +1,20 @@
+// A forwarding worker thread: one engine and data path over its own TUN queue
+// and its own SO_REUSEPORT socket. The kernel spreads flows over the queues
+// and sockets, so workers share nothing and need no locks; the main thread
+// only asks them for their counters.
+import { parentPort, workerData } from 'node:worker_threads';
+import { Engine, type EngineConfig } from './engine.js';
+import { Datapath } from './datapath.js';
+
+export interface WorkerInit { engine: EngineConfig; batch: number; udpFd: number; tunFd: number; }
+export type WorkerRequest = { type: 'snapshot'; id: number } | { type: 'stop' };
+
+const init = workerData as WorkerInit;
+const engine = new Engine(init.engine, init.batch);
+const datapath = new Datapath(engine, init.udpFd, init.tunFd);
+datapath.start();
+parentPort!.on('message', (m: WorkerRequest) => {
+  if (m.type === 'snapshot') parentPort!.postMessage({ type: 'snapshot', id: m.id, counters: engine.counters.snapshot() });
+  else if (m.type === 'stop') { datapath.stop(); parentPort!.close(); }
+});
+parentPort!.postMessage({ type: 'ready' });

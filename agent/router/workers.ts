@@ -1,0 +1,68 @@
+// Runs the data path on N worker threads (N > 1) or on the main thread (N = 1,
+// no thread hop at all). Either way the caller sees one start/stop and one
+// set of counters.
+import { Worker } from 'node:worker_threads';
+import { Counters, type CountersSnapshot } from './counters.js';
+import { Engine, type EngineConfig } from './engine.js';
+import { Datapath } from './datapath.js';
+import type { WorkerInit } from './worker.js';
+
+export interface Forwarding {
+  counters(): Promise<CountersSnapshot>;
+  stop(): Promise<void>;
+}
+
+/** One engine on the main thread over udpFds[0] and tunFds[0]. */
+export function forwardInline(cfg: EngineConfig, batch: number, udpFd: number, tunFd: number): Forwarding & { engine: Engine } {
+  const engine = new Engine(cfg, batch);
+  const datapath = new Datapath(engine, udpFd, tunFd);
+  datapath.start();
+  return {
+    engine,
+    counters: async () => engine.counters.snapshot(),
+    stop: async () => datapath.stop(),
+  };
+}
+
+/** One worker per (udpFd, tunFd) pair. Resolves once every worker has its data path running. */
+export async function forwardOnWorkers(cfg: EngineConfig, batch: number, udpFds: number[], tunFds: number[]): Promise<Forwarding> {
+  const workers = udpFds.map((udpFd, i) => new Worker(new URL('./worker.js', import.meta.url), {
+    workerData: { engine: cfg, batch, udpFd, tunFd: tunFds[i]! } satisfies WorkerInit,
+  }));
+  const stopAll = async () => { await Promise.all(workers.map((w) => w.terminate())); };
+  try {
+    await Promise.all(workers.map((w) => new Promise<void>((resolve, reject) => {
+      const onMessage = (m: { type: string }) => { if (m.type === 'ready') { w.off('message', onMessage); resolve(); } };
+      w.on('message', onMessage);
+      w.once('error', reject);
+      w.once('exit', (code) => reject(new Error(`forwarding worker exited with code ${code} before it was ready`)));
+    })));
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+  let nextId = 0;
+  return {
+    async counters() {
+      const id = ++nextId;
+      const parts = await Promise.all(workers.map((w) => new Promise<CountersSnapshot>((resolve) => {
+        const onMessage = (m: { type: string; id: number; counters: CountersSnapshot }) => {
+          if (m.type === 'snapshot' && m.id === id) { w.off('message', onMessage); resolve(m.counters); }
+        };
+        w.on('message', onMessage);
+        w.postMessage({ type: 'snapshot', id });
+      })));
+      const sum = new Counters();
+      for (const p of parts) sum.add(p);
+      return sum.snapshot();
+    },
+    async stop() {
+      // Ask politely so each worker closes its polls before its fds go away, then make sure.
+      for (const w of workers) w.postMessage({ type: 'stop' });
+      await Promise.all(workers.map((w) => new Promise<void>((resolve) => {
+        const t = setTimeout(() => { void w.terminate().then(() => resolve()); }, 2000);
+        w.once('exit', () => { clearTimeout(t); resolve(); });
+      })));
+    },
+  };
+}
