@@ -31,6 +31,8 @@ export class Counters {
   relayPackets = 0; relayBytes = 0;
   udpRxPackets = 0; udpRxBytes = 0; tunRxPackets = 0; tunRxBytes = 0;
   keepalives = 0;
+  /** Peers seen within the liveness TTL at the last sweep (a gauge: summed across workers). */
+  livePeers = 0;
   routerSolicits = 0; neighborSolicits = 0; routerAdverts = 0; neighborAdverts = 0; icmpErrors = 0;
   readonly drops: Record<DropReason, number> = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>;
 
@@ -57,7 +59,7 @@ export class Counters {
 const NUMERIC_FIELDS = [
   'udpToTunPackets', 'udpToTunBytes', 'tunToUdpPackets', 'tunToUdpBytes', 'relayPackets', 'relayBytes',
   'udpRxPackets', 'udpRxBytes', 'tunRxPackets', 'tunRxBytes', 'keepalives',
-  'routerSolicits', 'neighborSolicits', 'routerAdverts', 'neighborAdverts', 'icmpErrors',
+  'livePeers', 'routerSolicits', 'neighborSolicits', 'routerAdverts', 'neighborAdverts', 'icmpErrors',
 ] as const;
 type NumericField = typeof NUMERIC_FIELDS[number];
 export type CountersSnapshot = Record<NumericField, number> & { drops: Record<DropReason, number> };

@@ -16,8 +16,9 @@ import {
 import { writeIcmpError } from '../protocol/icmperror.js';
 import type { Prefix } from '../protocol/ip.js';
 import { type Batch, newBatch, sharedBatch } from '../io/batch.js';
-import { Counters } from './counters.js';
+import { Counters, type CountersSnapshot } from './counters.js';
 import { DEFAULT_RATE_LIMIT, type RateLimitConfig, ReplyLimiter } from './ratelimit.js';
+import { LivePeers, type LiveChange } from './live.js';
 
 export interface EngineConfig {
   /** The served /64. */
@@ -36,6 +37,8 @@ const REPLY_SLOT = TUNNEL_MTU;
 
 export class Engine {
   readonly counters = new Counters();
+  /** Peers seen recently (not used to forward: see live.ts). */
+  readonly live = new LivePeers();
   /** Receive batches, filled by the I/O loop. */
   readonly udpRx: Batch;
   readonly tunRx: Batch;
@@ -77,6 +80,19 @@ export class Engine {
     for (let i = 0; i < REPLY_CAP; i++) { this.udpReplies.off[i] = i * REPLY_SLOT; this.tunReplies.off[i] = i * REPLY_SLOT; }
   }
 
+  /** Counters as of now, with the live-peer gauge current. */
+  snapshot(): CountersSnapshot {
+    this.counters.livePeers = this.live.size;
+    return this.counters.snapshot();
+  }
+
+  /** Expires idle peers; returns who came and went since the last call. */
+  sweepLive(nowMs: number): { added: LiveChange[]; removed: LiveChange[] } {
+    const changes = this.live.sweep(nowMs);
+    this.counters.livePeers = this.live.size;
+    return changes;
+  }
+
   /** The router's own 6bed4 address (lanip 0). */
   get routerAddress(): Uint8Array { return this.routerAddr; }
 
@@ -115,6 +131,7 @@ export class Engine {
         if (this.inPrefix(d, off + OFF_SRC)) this.replyRA(srcV4, srcPort, ALL_NODES, nowMs);
         continue;
       }
+      this.live.touch(srcV4, srcPort, nowMs);
       // 4. Hop limit: a router decrements; at zero the sender learns why.
       const hops = d[off + OFF_HOP_LIMIT]!;
       if (hops <= 1) {
@@ -198,6 +215,8 @@ export class Engine {
     if (type === ND_ROUTER_SOLICIT) {
       if (!isRouterSolicit(d, off, len)) { drops.nd_invalid++; return; }
       this.counters.routerSolicits++;
+      // A peer that asks for its address is about to use it: count it live from now on.
+      this.live.touch(srcV4, srcPort, nowMs);
       const dst = isUnspecified(d, off + OFF_SRC) ? ALL_NODES : d.subarray(off + OFF_SRC, off + OFF_SRC + 16);
       this.replyRA(srcV4, srcPort, dst, nowMs);
       return;

@@ -9,9 +9,9 @@ type Sample = { value: number; labels: Record<string, string> };
 
 export function routerRegistry(read: () => Promise<CountersSnapshot>): client.Registry {
   const registry = new client.Registry();
-  const family = (name: string, help: string, samples: (s: CountersSnapshot) => Sample[]) => {
-    const get = async () => ({ name, help, type: 'counter', aggregator: 'sum', values: samples(await read()) });
-    registry.registerMetric({ name, help, type: 'counter', aggregator: 'sum', get, reset() {} } as unknown as client.Metric);
+  const family = (name: string, help: string, samples: (s: CountersSnapshot) => Sample[], type = 'counter') => {
+    const get = async () => ({ name, help, type, aggregator: 'sum', values: samples(await read()) });
+    registry.registerMetric({ name, help, type, aggregator: 'sum', get, reset() {} } as unknown as client.Metric);
   };
   family('sixbed4_router_packets_total', 'Packets forwarded, by direction (udp_to_tun: peers to the kernel; tun_to_udp: kernel to peers; relay: peer to peer over UDP)',
     (s) => [d('udp_to_tun', s.udpToTunPackets), d('tun_to_udp', s.tunToUdpPackets), d('relay', s.relayPackets)]);
@@ -25,6 +25,8 @@ export function routerRegistry(read: () => Promise<CountersSnapshot>): client.Re
     (s) => [t('rs', s.routerSolicits), t('ns', s.neighborSolicits), t('ra', s.routerAdverts), t('na', s.neighborAdverts), t('icmp_error', s.icmpErrors)]);
   family('sixbed4_router_keepalives_total', 'Empty keepalive datagrams received (ignored)',
     (s) => [{ value: s.keepalives, labels: {} }]);
+  family('sixbed4_router_live_peers', 'Peers seen in the last two minutes (at the last sweep)',
+    (s) => [{ value: s.livePeers, labels: {} }], 'gauge');
   client.collectDefaultMetrics({ register: registry, prefix: 'sixbed4_' });
   return registry;
 }

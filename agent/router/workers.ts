@@ -6,6 +6,11 @@ import { Counters, type CountersSnapshot } from './counters.js';
 import { Engine, type EngineConfig } from './engine.js';
 import { Datapath } from './datapath.js';
 import type { WorkerInit } from './worker.js';
+import type { LiveChange } from './live.js';
+
+/** How often idle peers are expired and changes reported. */
+export const LIVE_SWEEP_MS = 5000;
+export type LiveListener = (added: LiveChange[], removed: LiveChange[]) => void;
 
 export interface Forwarding {
   counters(): Promise<CountersSnapshot>;
@@ -13,23 +18,34 @@ export interface Forwarding {
 }
 
 /** One engine on the main thread over udpFds[0] and tunFds[0]. */
-export function forwardInline(cfg: EngineConfig, batch: number, udpFd: number, tunFd: number): Forwarding & { engine: Engine } {
+export function forwardInline(cfg: EngineConfig, batch: number, udpFd: number, tunFd: number,
+  onLive?: LiveListener): Forwarding & { engine: Engine } {
   const engine = new Engine(cfg, batch);
   const datapath = new Datapath(engine, udpFd, tunFd);
   datapath.start();
+  const sweeper = setInterval(() => {
+    const { added, removed } = engine.sweepLive(Date.now());
+    if (onLive && (added.length || removed.length)) onLive(added, removed);
+  }, LIVE_SWEEP_MS);
   return {
     engine,
-    counters: async () => engine.counters.snapshot(),
-    stop: async () => datapath.stop(),
+    counters: async () => engine.snapshot(),
+    stop: async () => { clearInterval(sweeper); datapath.stop(); },
   };
 }
 
 /** One worker per (udpFd, tunFd) pair. Resolves once every worker has its data path running. */
-export async function forwardOnWorkers(cfg: EngineConfig, batch: number, udpFds: number[], tunFds: number[]): Promise<Forwarding> {
+export async function forwardOnWorkers(cfg: EngineConfig, batch: number, udpFds: number[], tunFds: number[],
+  onLive?: LiveListener): Promise<Forwarding> {
   const workers = udpFds.map((udpFd, i) => new Worker(new URL('./worker.js', import.meta.url), {
     workerData: { engine: cfg, batch, udpFd, tunFd: tunFds[i]! } satisfies WorkerInit,
   }));
   const stopAll = async () => { await Promise.all(workers.map((w) => w.terminate())); };
+  for (const w of workers) {
+    w.on('message', (m: { type: string; added?: LiveChange[]; removed?: LiveChange[] }) => {
+      if (m.type === 'live' && onLive) onLive(m.added!, m.removed!);
+    });
+  }
   try {
     await Promise.all(workers.map((w) => new Promise<void>((resolve, reject) => {
       const onMessage = (m: { type: string }) => { if (m.type === 'ready') { w.off('message', onMessage); resolve(); } };

@@ -26,6 +26,7 @@ import { skipReason, title } from '../helpers/fixtures.js';
   t.true(m.get('sixbed4_router_packets_total{direction="tun_to_udp"}')! >= 10);
   t.is(m.get('sixbed4_router_packets_total{direction="relay"}'), 10);
   t.is(m.get('sixbed4_router_nd_messages_total{type="rs"}'), 2);
+  t.is(m.get('sixbed4_router_live_peers'), 2, 'A (via the NAT) and C, summed over the workers');
   t.is(await router.stop(), 0);
   t.regex(router.output(), /router stopped; tunnel removed .*relayed=10/);
   const links = await topo.router.json<{ ifname: string }[]>(['link', 'show']);

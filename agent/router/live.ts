@@ -1,0 +1,76 @@
+// Peers seen recently, for what needs to know who is there (the neighbour
+// proxy answers only for live peers; the cluster status reports how many).
+// Forwarding never consults it: the router stays stateless, and losing this
+// table on restart breaks no flow. Memory is fixed: an open-addressing table
+// of (IPv4, port) → last seen; when it is full, further peers go untracked
+// (and are counted) rather than growing it.
+
+export interface LiveChange { readonly ipv4: number; readonly port: number; }
+
+export class LivePeers {
+  private readonly v4: Uint32Array;
+  private readonly port: Uint16Array;   // 0 = empty slot (port 0 is never a peer)
+  private readonly seen: Float64Array;
+  private readonly mask: number;
+  private readonly capacity: number;
+  private count = 0;
+  /** Peers not tracked because the table was full. */
+  untracked = 0;
+  private added: LiveChange[] = [];
+
+  constructor(capacity = 65536, private readonly ttlMs = 120_000) {
+    let size = 1;
+    while (size < capacity * 2) size <<= 1; // load factor ≤ 0.5 keeps probes short
+    this.v4 = new Uint32Array(size);
+    this.port = new Uint16Array(size);
+    this.seen = new Float64Array(size);
+    this.mask = size - 1;
+    this.capacity = capacity;
+  }
+
+  get size(): number { return this.count; }
+
+  /** Marks ipv4:port as seen at nowMs. Called per forwarded packet: no allocation unless the peer is new. */
+  touch(ipv4: number, port: number, nowMs: number): void {
+    let i = (Math.imul(ipv4 ^ (port << 16) ^ port, 0x9e3779b1) >>> 0) & this.mask;
+    for (;;) {
+      const p = this.port[i]!;
+      if (p === 0) break;
+      if (p === port && this.v4[i] === ipv4) { this.seen[i] = nowMs; return; }
+      i = (i + 1) & this.mask;
+    }
+    if (this.count >= this.capacity) { this.untracked++; return; }
+    this.v4[i] = ipv4; this.port[i] = port; this.seen[i] = nowMs;
+    this.count++;
+    this.added.push({ ipv4, port });
+  }
+
+  /**
+   * Removes peers not seen for the TTL and returns what changed since the last
+   * sweep. Rebuilds the table (a sweep every few seconds is cheap next to
+   * per-packet work, and rebuilding keeps linear probing correct without tombstones).
+   */
+  sweep(nowMs: number): { added: LiveChange[]; removed: LiveChange[] } {
+    const removed: LiveChange[] = [];
+    const keep: [number, number, number][] = [];
+    for (let i = 0; i <= this.mask; i++) {
+      const p = this.port[i]!;
+      if (p === 0) continue;
+      if (nowMs - this.seen[i]! > this.ttlMs) removed.push({ ipv4: this.v4[i]!, port: p });
+      else keep.push([this.v4[i]!, p, this.seen[i]!]);
+    }
+    const added = this.added;
+    this.added = [];
+    if (removed.length) {
+      this.port.fill(0);
+      this.count = 0;
+      for (const [v4, p, seen] of keep) this.touch(v4, p, seen);
+      this.added = [];
+    }
+    // A peer that came and went between two sweeps was never reported: report neither.
+    const key = (c: LiveChange) => c.ipv4 * 65536 + c.port;
+    const gone = new Set(removed.map(key));
+    const came = new Set(added.map(key));
+    return { added: added.filter((a) => !gone.has(key(a))), removed: removed.filter((r) => !came.has(key(r))) };
+  }
+}

@@ -1,0 +1,36 @@
+import test from 'ava';
+import fc from 'fast-check';
+import { LivePeers } from '../../agent/router/live.js';
+
+test('peers appear once, stay while seen, and expire after the TTL', (t) => {
+  const live = new LivePeers(16, 1000);
+  live.touch(0xc6336414, 40000, 0);
+  live.touch(0xc6336414, 40000, 500);
+  live.touch(0xcb007102, 51000, 600);
+  t.is(live.size, 2);
+  t.deepEqual(live.sweep(700), { added: [{ ipv4: 0xc6336414, port: 40000 }, { ipv4: 0xcb007102, port: 51000 }], removed: [] });
+  live.touch(0xcb007102, 51000, 1500);
+  t.deepEqual(live.sweep(1600), { added: [], removed: [{ ipv4: 0xc6336414, port: 40000 }] });
+  t.is(live.size, 1);
+});
+
+test('a full table stops tracking instead of growing', (t) => {
+  const live = new LivePeers(4, 1000);
+  for (let p = 1; p <= 10; p++) live.touch(1, p, 0);
+  t.is(live.size, 4);
+  t.is(live.untracked, 6);
+});
+
+test('property: size equals the number of distinct peers seen within the TTL', (t) => {
+  fc.assert(fc.property(fc.array(fc.tuple(fc.integer({ min: 0, max: 3 }), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 0, max: 3000 }))), (events) => {
+    const live = new LivePeers(64, 1000);
+    const sorted = [...events].sort((a, b) => a[2] - b[2]);
+    for (const [v4, port, ts] of sorted) live.touch(v4, port, ts);
+    const now = 3000;
+    live.sweep(now);
+    const last = new Map<string, number>();
+    for (const [v4, port, ts] of sorted) last.set(`${v4}:${port}`, ts);
+    return live.size === [...last.values()].filter((ts) => now - ts <= 1000).length;
+  }));
+  t.pass();
+});
