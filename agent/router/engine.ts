@@ -16,7 +16,7 @@ import {
 import { writeIcmpError } from '../protocol/icmperror.js';
 import type { Prefix } from '../protocol/ip.js';
 import { type Batch, newBatch, sharedBatch } from '../io/batch.js';
-import { Counters, type CountersSnapshot } from './counters.js';
+import { Counters, type CountersSnapshot, type DropReason } from './counters.js';
 import { DEFAULT_RATE_LIMIT, type RateLimitConfig, ReplyLimiter } from './ratelimit.js';
 import { LivePeers, type LiveChange } from './live.js';
 
@@ -111,17 +111,11 @@ export class Engine {
       const srcV4 = rx.addr[i]!, srcPort = rx.port[i]!;
       c.udpRxPackets++; c.udpRxBytes += dlen;
       if (dlen === 0) { c.keepalives++; continue; }
-      if (dlen > TUNNEL_MTU) { drops.oversize++; continue; }
-      if (dlen < IPV6_HEADER) { drops.short++; continue; }
-      if ((d[off]! >>> 4) !== 6) { drops.not_ipv6++; continue; }
-      const len = packetLength(d, off, dlen);
-      if (len < 0) { drops.bad_length++; continue; }
-
+      const len = admit(d, off, dlen, drops);
+      if (len < 0) continue;
       // 1. Neighbour Discovery is answered here, never forwarded.
-      if (d[off + 6] === NH_ICMPV6 && len > IPV6_HEADER) {
-        const t = d[off + IPV6_HEADER]!;
-        if (t >= ND_ROUTER_SOLICIT && t <= ND_REDIRECT) { this.peerND(off, len, t, srcV4, srcPort, nowMs); continue; }
-      }
+      const nd = ndTypeOf(d, off, len);
+      if (nd) { this.peerND(off, len, nd, srcV4, srcPort, nowMs); continue; }
       // 2. Multicast is not carried over the tunnel.
       if (d[off + OFF_DST] === 0xff) { drops.multicast++; continue; }
       // 3. Originator check: the source must be the address this peer's public IPv4:port maps to.
@@ -179,15 +173,9 @@ export class Engine {
       const off = rx.off[i]!;
       const dlen = rx.len[i]!;
       c.tunRxPackets++; c.tunRxBytes += dlen;
-      if (dlen > TUNNEL_MTU) { drops.oversize++; continue; }
-      if (dlen < IPV6_HEADER) { drops.short++; continue; }
-      if ((d[off]! >>> 4) !== 6) { drops.not_ipv6++; continue; }
-      const len = packetLength(d, off, dlen);
-      if (len < 0) { drops.bad_length++; continue; }
-      if (d[off + 6] === NH_ICMPV6 && len > IPV6_HEADER) {
-        const t = d[off + IPV6_HEADER]!;
-        if (t >= ND_ROUTER_SOLICIT && t <= ND_REDIRECT) { drops.nd_unexpected++; continue; }
-      }
+      const len = admit(d, off, dlen, drops);
+      if (len < 0) continue;
+      if (ndTypeOf(d, off, len)) { drops.nd_unexpected++; continue; }
       const dst = off + OFF_DST;
       if (d[dst] === 0xff) { drops.multicast++; continue; }
       if (!this.inPrefix(d, dst)) { drops.outside_prefix++; continue; }
@@ -294,6 +282,27 @@ export class Engine {
   private isRouterTarget(d: Uint8Array, t: number): boolean {
     return equal16(d, t, ROUTER_LINK_LOCAL, 0) || equal16(d, t, this.routerLinkLocalIid, 0) || equal16(d, t, this.routerAddr, 0);
   }
+}
+
+/**
+ * The structural checks every datagram and TUN read must pass: no longer than
+ * the tunnel MTU, at least an IPv6 header, version 6, a payload length that
+ * fits. Returns the packet length, or -1 after counting the reason.
+ */
+function admit(d: Uint8Array, off: number, dlen: number, drops: Record<DropReason, number>): number {
+  if (dlen > TUNNEL_MTU) { drops.oversize++; return -1; }
+  if (dlen < IPV6_HEADER) { drops.short++; return -1; }
+  if ((d[off]! >>> 4) !== 6) { drops.not_ipv6++; return -1; }
+  const len = packetLength(d, off, dlen);
+  if (len < 0) drops.bad_length++;
+  return len;
+}
+
+/** The ICMPv6 type when the packet is Neighbour Discovery (133..137), else 0. */
+function ndTypeOf(d: Uint8Array, off: number, len: number): number {
+  if (d[off + 6] !== NH_ICMPV6 || len <= IPV6_HEADER) return 0;
+  const t = d[off + IPV6_HEADER]!;
+  return t >= ND_ROUTER_SOLICIT && t <= ND_REDIRECT ? t : 0;
 }
 
 /**
