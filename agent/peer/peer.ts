@@ -46,6 +46,25 @@ export function peerConfig(o: PeerOptions): PeerConfig {
   return { routerV4: parseIPv4(m[1]!), routerPort, listen, lanip, tun, defaultRoute: !!o.defaultRoute, keepaliveMs: keepalive * 1000 };
 }
 
+/**
+ * Binds a random even port in 49152..65534, as the stock peer does (it
+ * refuses odd ports and warns when its router reports an odd one), so both
+ * kinds of peer look alike to routers and firewalls.
+ */
+function openEvenPort(listen: string): number {
+  for (let attempt = 0; attempt < 64; attempt++) {
+    const port = 49152 + 2 * Math.floor(Math.random() * 8192);
+    try {
+      return native.udpOpen(listen, port, false).fd;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') {
+        throw new InputError(`cannot open a UDP socket on ${listen}: ${(err as Error).message}`);
+      }
+    }
+  }
+  throw new InputError(`no free even UDP port in 49152..65534 on ${listen}`);
+}
+
 export interface RunningPeer {
   /** Resolves with the first address the router gave us. */
   readonly ready: Promise<string>;
@@ -61,12 +80,7 @@ const SOLICIT_EVERY_KEEPALIVES = 10;
 
 export async function startPeer(cfg: PeerConfig, log: Logger): Promise<RunningPeer> {
   if (!hasNetAdmin()) throw new InputError('sixbed4 peer needs root (or CAP_NET_ADMIN) to create its tunnel interface');
-  let udpFd: number;
-  try {
-    udpFd = native.udpOpen(cfg.listen, 0, false).fd;
-  } catch (err) {
-    throw new InputError(`cannot open a UDP socket on ${cfg.listen}: ${(err as Error).message}`);
-  }
+  const udpFd = openEvenPort(cfg.listen);
   let tunFd: number;
   try {
     tunFd = native.tunOpen(cfg.tun, false).fd;

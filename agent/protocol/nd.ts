@@ -140,7 +140,8 @@ export function parseRouterAdvert(b: Uint8Array, off: number, len: number): Rout
     if (optLen === 0 || o + optLen > end) return null; // malformed option list: drop the whole RA
     if (b[o] === ND_OPT_PREFIX_INFO && optLen === 32) {
       const bytes = Uint8Array.from(b.subarray(o + 16, o + 32));
-      if (b[o + 2] === PEER_PREFIX_LEN && (b[o + 3]! & 0x80) && prefix114 === null) {
+      // Ours only when on-link and autonomous, as the stock peer insists.
+      if (b[o + 2] === PEER_PREFIX_LEN && (b[o + 3]! & 0xc0) === 0xc0 && prefix114 === null) {
         prefix114 = bytes;
         validLifetime = readU32(b, o + 4);
       } else if (!(b[o + 3]! & 0x80)) {

@@ -119,7 +119,8 @@ export class Engine {
       // 2. Multicast is not carried over the tunnel.
       if (d[off + OFF_DST] === 0xff) { drops.multicast++; continue; }
       // 3. Originator check: the source must be the address this peer's public IPv4:port maps to.
-      if (!this.isOriginator(d, off + OFF_SRC, srcV4, srcPort)) {
+      //    (Link-local sources are for ND on the tunnel link only: nothing beyond it could answer them.)
+      if (!this.isOriginator(d, off + OFF_SRC, srcV4, srcPort, false)) {
         drops.spoofed++;
         // A source in our /64 is most likely a peer whose NAT mapping changed: tell it its new address.
         if (this.inPrefix(d, off + OFF_SRC)) this.replyRA(srcV4, srcPort, ALL_NODES, nowMs);
@@ -212,7 +213,7 @@ export class Engine {
     if (type === ND_NEIGHBOR_SOLICIT) {
       const target = neighborSolicitTarget(d, off, len);
       if (target < 0) { drops.nd_invalid++; return; }
-      if (!this.isOriginator(d, off + OFF_SRC, srcV4, srcPort)) { drops.spoofed++; return; }
+      if (!this.isOriginator(d, off + OFF_SRC, srcV4, srcPort, true)) { drops.spoofed++; return; }
       if (!this.isRouterTarget(d, target)) { drops.ns_foreign_target++; return; }
       this.counters.neighborSolicits++;
       if (!this.takeReply(srcV4, nowMs)) return;
@@ -270,12 +271,13 @@ export class Engine {
 
   /**
    * The anti-spoofing rule: a source inside the /64 must carry exactly the
-   * IPv4 and port the datagram came from; link-local (fe80::/64) sources are
-   * allowed for ND on the tunnel link.
+   * IPv4 and port the datagram came from. Where link-local sources are allowed
+   * (ND), their interface identifier must carry them the same way, as the
+   * stock router demands.
    */
-  private isOriginator(d: Uint8Array, a: number, v4: number, port: number): boolean {
-    if (this.inPrefix(d, a)) return addressPort(d, a) === port && addressIPv4(d, a) === v4;
-    return isLinkLocal64(d, a);
+  private isOriginator(d: Uint8Array, a: number, v4: number, port: number, linkLocal: boolean): boolean {
+    if (!this.inPrefix(d, a) && !(linkLocal && isLinkLocal64(d, a))) return false;
+    return addressPort(d, a) === port && addressIPv4(d, a) === v4;
   }
 
   /** NS targets the router answers for: fe80::, fe80::<router iid>, its 6bed4 address. */

@@ -189,3 +189,14 @@ test('property: any datagram is accounted for exactly once and nothing throws', 
   }));
   t.pass();
 });
+
+test('link-local sources: NS only, and only with the sender\'s IPv4:port in the interface id (as the stock router)', (t) => {
+  const e = engine();
+  const ll = Uint8Array.from(peerAddr); ll.set([0xfe, 0x80, 0, 0, 0, 0, 0, 0], 0);
+  const other = parseIPv6('fe80::1');
+  const ns = (src: Uint8Array) => { const b = new Uint8Array(100); return b.subarray(0, writeNeighborSolicit(b, 0, src, ROUTER_LINK_LOCAL, ROUTER_LINK_LOCAL)); };
+  fromPeer(e, [{ bytes: ns(ll) }, { bytes: ns(other) }, { bytes: packet(ll, isp) }]);
+  t.is(e.nUdpReplies, 1, 'the matching link-local NS is answered');
+  t.is(e.counters.drops.spoofed, 2, 'a foreign link-local NS and a non-ND link-local packet are not');
+  t.is(e.nToTun, 0);
+});
