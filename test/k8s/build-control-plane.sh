@@ -33,7 +33,13 @@ esac
 . "$wrappers/versions.env"
 : "${K8S_VERSION:?}" "${ETCD_VERSION:?}" "${HELM_VERSION:?}"
 
-command -v go >/dev/null 2>&1 || die "'go' was not found on PATH. Install Go (>= $(sed -n 's/^go //p' "$wrappers/kubernetes/go.mod")), e.g. 'apt-get install golang-go' or a Go toolchain, then re-run: bash test/k8s/build-control-plane.sh"
+if ! command -v go >/dev/null 2>&1; then
+  # Not on PATH (e.g. a non-login shell): try the usual install locations.
+  for d in /usr/local/go/bin /usr/lib/go/bin; do
+    if [ -x "$d/go" ]; then PATH="$d:$PATH"; export PATH; break; fi
+  done
+fi
+command -v go >/dev/null 2>&1 || die "'go' was not found on PATH (nor in /usr/local/go/bin, /usr/lib/go/bin). Install Go >= 1.21 (this machine kind ships one in /usr/local/go; Debian bookworm's golang-go is 1.19, too old); a Go older than the wrappers' 'go $(sed -n 's/^go //p' "$wrappers/kubernetes/go.mod")' line fetches that toolchain from the Go module proxy (GOTOOLCHAIN=auto). Then re-run: bash test/k8s/build-control-plane.sh"
 
 cache="${SIXBED4_K8S_CACHE:-$HOME/.cache/sixbed4/k8s}"
 out="$cache/$K8S_VERSION"
@@ -50,9 +56,10 @@ export CGO_ENABLED=0
 # one (e.g. GOTOOLCHAIN=go1.27.3 for Kubernetes 1.37); keep a caller's choice.
 export GOTOOLCHAIN="${GOTOOLCHAIN:-auto}"
 
-# What the binaries depend on: versions + wrapper modules + Go version.
-gov="$(cd "$wrappers/kubernetes" && go env GOVERSION)" || die "'go env' failed (go toolchain unusable?)"
-wanted="k8s=$K8S_VERSION etcd=$ETCD_VERSION helm=$HELM_VERSION go=$gov wrappers=$(cat "$wrappers"/versions.env "$wrappers"/*/go.mod "$wrappers"/*/go.sum | sha256sum | cut -c1-16)"
+# What the binaries depend on: pinned versions + wrapper modules (not the Go
+# patch release: a Go upgrade alone does not trigger a ~8 minute full rebuild).
+(cd "$wrappers/kubernetes" && go env GOVERSION >/dev/null) || die "'go env' failed in test/k8s-build/kubernetes (go toolchain unusable, or GOTOOLCHAIN cannot be fetched?)"
+wanted="k8s=$K8S_VERSION etcd=$ETCD_VERSION helm=$HELM_VERSION wrappers=$(cat "$wrappers"/versions.env "$wrappers"/*/go.mod "$wrappers"/*/go.sum | sha256sum | cut -c1-16)"
 
 all_present() {
   local b
@@ -77,7 +84,12 @@ if ! flock -n 9; then
   fi
 fi
 
-log "go: $(go version) (GOTOOLCHAIN=$GOTOOLCHAIN)"
+log "go: $(cd "$wrappers/kubernetes" && go version) (GOTOOLCHAIN=$GOTOOLCHAIN)"
+# A cold build needs ~5 GB (module + build caches ~4.6 GB, binaries ~280 MB).
+free_kb="$(df -Pk "$cache" | awk 'NR==2 {print $4}')"
+if [ -n "$free_kb" ] && [ "$free_kb" -lt $((6 * 1024 * 1024)) ]; then
+  log "WARNING: only $((free_kb / 1024)) MiB free under $cache; a cold build needs about 5 GiB"
+fi
 log "cache root: $cache"
 log "building into $bin: $wanted"
 rm -f "$stamp"
