@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Makes a Docker Engine available: installs Debian's docker.io if missing and
+# starts dockerd if nothing answers on /var/run/docker.sock.
+#
+#   dockerd.sh            ensure it runs; prints "started PID" or "running"
+#   dockerd.sh stop PID   stop a dockerd this script started (by its pid)
+#
+# The daemon is kept out of the host's way: no bridge, no iptables rules, no
+# IP forwarding or masquerading changes; containers use --network none (or
+# host, for builds that fetch packages). Its log: /tmp/sixbed4-dockerd.log.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+if [[ "${1:-}" == stop ]]; then
+  pid="${2:?usage: dockerd.sh stop PID}"
+  [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == dockerd ]] || exit 0
+  kill -TERM "$pid"
+  for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || exit 0; sleep 0.1; done
+  log "dockerd $pid still running after 15 s; sending SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+  exit 0
+fi
+
+apt_ensure docker.io
+
+if "$DOCKER" info >/dev/null 2>&1; then echo running; exit 0; fi
+[[ $(id -u) -eq 0 ]] || die "dockerd is not running and starting it needs root"
+
+LOG=/tmp/sixbed4-dockerd.log
+log "starting dockerd (log: $LOG)"
+# setsid: its own session, so it survives the caller and holds none of its pipes.
+setsid dockerd --host unix:///var/run/docker.sock \
+  --bridge=none --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false \
+  --userland-proxy=false >"$LOG" 2>&1 </dev/null &
+pid=$!
+for _ in $(seq 1 300); do
+  if "$DOCKER" info >/dev/null 2>&1; then echo "started $pid"; exit 0; fi
+  kill -0 "$pid" 2>/dev/null || { tail -n 30 "$LOG" >&2; die "dockerd exited"; }
+  sleep 0.1
+done
+tail -n 30 "$LOG" >&2
+kill -TERM "$pid" 2>/dev/null || true
+die "dockerd did not answer within 30 s"
