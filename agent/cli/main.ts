@@ -6,7 +6,7 @@ import { createLogger, type LogFormat } from '../log.js';
 import { InputError } from '../protocol/ip.js';
 import { routerConfig, startRouter } from '../router/router.js';
 import { peerConfig, startPeer } from '../peer/peer.js';
-import { runLab } from '../lab/lab.js';
+// The lab, the agent and the operator load on demand: the router and peer start without the Kubernetes client.
 
 const USAGE = `usage: sixbed4 <command> [flags]
 
@@ -31,6 +31,12 @@ commands:
            the router and peers in it, ping in every direction, print a summary, clean up
                --keep S         keep the lab running S seconds before teardown (default 0)
 
+  operator run the Kubernetes operator: SixBed4Prefix resources -> per-node agent DaemonSets
+               --kubeconfig F --namespace NS --image IMG --leader-elect --metrics H:P
+  agent    run the node agent of a SixBed4Prefix (what the operator's DaemonSet runs)
+               --prefix NAME    the SixBed4Prefix (required); --node NAME (default \$NODE_NAME)
+               --config-dir D   its mounted config (default /etc/sixbed4); --state FILE; --metrics H:P
+
 common flags: --log-level LEVEL (info), --log-format text|json|auto (auto)
 `;
 
@@ -50,6 +56,8 @@ async function main(argv: string[]): Promise<number> {
     case 'router': return routerCommand(rest);
     case 'peer': return peerCommand(rest);
     case 'lab': return labCommand(rest);
+    case 'agent': return (await import('./agent.js')).agentCommand(rest);
+    case 'operator': return (await import('./operator.js')).operatorCommand(rest);
     default: throw new InputError(`unknown command '${command}' (try: sixbed4 --help)`);
   }
 }
@@ -125,6 +133,7 @@ async function labCommand(args: string[]): Promise<number> {
   const { values } = parse(args, { keep: { type: 'string' } });
   if (values.help) { process.stdout.write(USAGE); return 0; }
   const log = logger(values, 'lab');
+  const { runLab } = await import('../lab/lab.js');
   return runLab({ keepSeconds: int(values.keep, '--keep') ?? 0 }, log);
 }
 

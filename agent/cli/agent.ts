@@ -1,0 +1,49 @@
+// `sixbed4 agent`: the per-node agent the operator's DaemonSet runs.
+import { parseArgs } from 'node:util';
+import { KubeConfig } from '@kubernetes/client-node';
+import { createLogger, type LogFormat } from '../log.js';
+import { InputError } from '../protocol/ip.js';
+import { Kube } from '../../operator/kube.js';
+import { startAgent } from '../cluster/agent.js';
+
+export async function agentCommand(args: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args, strict: true, allowPositionals: false, options: {
+        prefix: { type: 'string' }, node: { type: 'string' }, 'config-dir': { type: 'string' }, kubeconfig: { type: 'string' },
+        state: { type: 'string' }, metrics: { type: 'string' }, tun: { type: 'string' }, 'poll-ms': { type: 'string' },
+        'heartbeat-ms': { type: 'string' }, 'log-level': { type: 'string' }, 'log-format': { type: 'string' },
+      },
+    }));
+  } catch (err) {
+    throw new InputError(`${(err as Error).message.replace(/\. To specify.*$/s, '')} (see sixbed4 --help)`);
+  }
+  const prefixName = values.prefix;
+  if (!prefixName) throw new InputError('--prefix is required: the name of the SixBed4Prefix this agent serves');
+  const node = values.node ?? process.env.NODE_NAME;
+  if (!node) throw new InputError('the node name is unknown: give --node or set NODE_NAME (the DaemonSet sets it from spec.nodeName)');
+  const log = createLogger({ component: 'agent', format: (values['log-format'] ?? 'auto') as LogFormat, ...(values['log-level'] ? { level: values['log-level'] } : {}) });
+  const kc = new KubeConfig();
+  try {
+    if (values.kubeconfig) kc.loadFromFile(values.kubeconfig); else kc.loadFromDefault();
+  } catch (err) {
+    throw new InputError(`cannot load the kubeconfig: ${(err as Error).message}`);
+  }
+  const agent = await startAgent(new Kube(kc, 'sixbed4-agent'), {
+    prefixName, node,
+    configDir: values['config-dir'] ?? process.env.SIXBED4_AGENT_CONFIG_DIR ?? '/etc/sixbed4',
+    statePath: values.state ?? `/var/lib/sixbed4/agent-${prefixName}.json`,
+    ...(values.metrics ? { metrics: values.metrics } : {}),
+    ...(values.tun ? { tun: values.tun } : {}),
+    ...(values['poll-ms'] ? { pollMs: Number(values['poll-ms']) } : {}),
+    ...(values['heartbeat-ms'] ? { heartbeatMs: Number(values['heartbeat-ms']) } : {}),
+  }, log);
+  return new Promise((resolve) => {
+    const onSignal = () => {
+      process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal);
+      agent.stop().then(() => resolve(0), (err: Error) => { log.error(`stopping: ${err.message}`); resolve(1); });
+    };
+    process.on('SIGINT', onSignal); process.on('SIGTERM', onSignal);
+  });
+}

@@ -1,0 +1,168 @@
+// The node agent of a SixBed4Prefix: makes this node what its share of the
+// prefix says (host networking, then the router on the node's /64), keeps its
+// entry in the prefix status current, and gives the host back when the prefix
+// is deleted. The forwarding never depends on the API server: the config comes
+// from mounted files and the router runs on whatever the API does; only status
+// reports wait for it to come back.
+import { access } from 'node:fs/promises';
+import type { Logger } from '../log.js';
+import { applyHost, revertHost } from '../host/apply.js';
+import { hostConfig } from '../host/config.js';
+import { routerConfig, startRouter, type RunningRouter } from '../router/router.js';
+import { routerRegistry } from '../router/metrics.js';
+import { Counters } from '../router/counters.js';
+import { startMetricsServer, type MetricsServer } from '../metrics.js';
+import { paths, type Kube } from '../../operator/kube.js';
+import { Informer } from '../../operator/informer.js';
+import type { SixBed4Prefix } from '../../operator/api.js';
+import { readShare } from './config.js';
+import { reportNode, type AgentReport } from './status.js';
+
+export interface AgentOptions {
+  prefixName: string;
+  node: string;
+  configDir: string;
+  /** Where the pre-change host state is kept (a hostPath in the cluster). */
+  statePath: string;
+  metrics?: string;
+  /** How often the mounted config is read again. */
+  pollMs?: number;
+  /** How often the status entry is refreshed. */
+  heartbeatMs?: number;
+  /** The tunnel interface name. */
+  tun?: string;
+}
+
+export interface RunningAgent { stop(): Promise<void>; }
+
+export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Promise<RunningAgent> {
+  let router: RunningRouter | null = null;
+  let shareText: string | null = null;
+  let hostApplied = false;
+  let deleting = false;
+  let reverted = false;
+  let stopped = false;
+  let lastProblem = '';
+  let reportFailing = false;
+
+  const report = async (r: AgentReport) => {
+    try {
+      await reportNode(kube, o.prefixName, o.node, { ...r, lastReport: new Date().toISOString() });
+      if (reportFailing) log.info('status reports reach the API server again');
+      reportFailing = false;
+    } catch (err) {
+      // The router keeps forwarding; the next heartbeat tries again.
+      if (!reportFailing) log.warn(`cannot report status (will retry): ${(err as Error).message}`);
+      reportFailing = true;
+    }
+  };
+  const current = async (): Promise<AgentReport> => {
+    if (reverted) return { ready: false, reverted: true, livePeers: 0, message: 'host reverted: the prefix is being deleted' };
+    if (router) return { ready: true, reverted: false, livePeers: (await router.counters()).livePeers, message: 'forwarding' };
+    return { ready: false, reverted: false, livePeers: 0, message: lastProblem || 'starting' };
+  };
+
+  const stopRouter = async () => {
+    if (router) { const r = router; router = null; await r.stop(); }
+  };
+
+  /** Brings the node to what its share says; runs one at a time. */
+  const converge = async () => {
+    if (stopped) return;
+    if (deleting) {
+      if (reverted) return;
+      await stopRouter();
+      if (hostApplied || await stateFileExists(o.statePath)) {
+        await revertHost({ log, statePath: o.statePath });
+        log.info('host reverted: the prefix is being deleted');
+      }
+      hostApplied = false;
+      reverted = true;
+      await report(await current());
+      return;
+    }
+    let share;
+    try {
+      share = await readShare(o.configDir, o.node);
+    } catch (err) {
+      lastProblem = `cannot read the agent config in ${o.configDir}: ${(err as Error).message}`;
+      log.warn(lastProblem);
+      return;
+    }
+    if (share.text === shareText && (router || !share.node)) return;
+    await stopRouter();
+    shareText = share.text;
+    if (!share.node) {
+      lastProblem = `no share of ${share.common.prefix} for node ${o.node}`;
+      log.warn(lastProblem);
+      await report(await current());
+      return;
+    }
+    const n = share.node;
+    try {
+      const host = hostConfig({
+        prefix: n.prefix, localAddresses: n.localAddresses, localAddressMode: n.localAddressMode, ndpProxy: n.ndpProxy,
+        tunnel: o.tun ?? '6bed4', ...(n.uplink ? { uplink: n.uplink } : {}),
+      });
+      const applied = await applyHost(host, { log, statePath: o.statePath });
+      hostApplied = true;
+      log.info(applied.plan.steps.length ? `host configured for ${n.prefix}` : `host already configured for ${n.prefix}`);
+      router = await startRouter(routerConfig({
+        prefix: n.prefix, listen: n.listen.address, port: n.listen.port, routes: n.routes, ...(o.tun ? { tun: o.tun } : {}),
+      }), log);
+      lastProblem = '';
+    } catch (err) {
+      lastProblem = (err as Error).message;
+      shareText = null; // try again at the next poll
+      log.error(`cannot serve ${n.prefix} on this node: ${lastProblem}`);
+    }
+    await report(await current());
+  };
+
+  let chain = Promise.resolve();
+  const kick = () => { chain = chain.then(converge).catch((err: Error) => { log.error(`agent: ${err.message}`); }); return chain; };
+
+  // The prefix object tells us when it is being deleted (its finalizer waits for our revert).
+  const informer = new Informer<SixBed4Prefix>(kube, paths.prefixes, {
+    name: 'sixbed4prefixes', log,
+    onChange: (type, p) => {
+      if (p.metadata.name !== o.prefixName) return;
+      if ((type === 'delete' || p.metadata.deletionTimestamp) && !deleting) {
+        deleting = true;
+        log.info(`prefix ${o.prefixName} is being deleted: stopping the router and reverting the host`);
+        void kick();
+      }
+    },
+  });
+  void informer.start().catch((err: Error) => log.warn(`watching prefixes: ${err.message} (retrying)`));
+
+  let metrics: MetricsServer | undefined;
+  if (o.metrics) {
+    const zero = new Counters().snapshot();
+    metrics = await startMetricsServer(o.metrics, routerRegistry(async () => router ? router.counters() : zero), log,
+      () => router !== null || reverted);
+  }
+  await kick();
+  const poll = setInterval(() => void kick(), o.pollMs ?? 5000);
+  const heartbeat = setInterval(() => { void current().then(report); }, o.heartbeatMs ?? 30_000);
+  log.info('agent running', { prefix: o.prefixName, node: o.node, config: o.configDir });
+
+  return {
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      clearInterval(poll); clearInterval(heartbeat);
+      await informer.stop();
+      await chain;
+      // A pod restart stops forwarding but keeps the host as configured: the next agent picks it up.
+      await stopRouter();
+      if (!reverted) await report({ ready: false, reverted: false, livePeers: 0, message: 'agent stopped' });
+      await metrics?.close();
+      log.info('agent stopped');
+    },
+  };
+}
+
+async function stateFileExists(path: string): Promise<boolean> {
+  try { await access(path); return true; } catch { return false; }
+}

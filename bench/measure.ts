@@ -1,0 +1,203 @@
+// One measurement: start a generator, let it warm up, read every counter at
+// the start and the end of a fixed window, stop, drain, read the totals.
+//
+// Rates come from what arrived at the sink during the window (never from
+// what was sent); losses from the totals of the whole run once the path has
+// drained. Each counter read is timed by itself, so the few milliseconds a
+// read takes do not skew the rate.
+import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
+
+import { sleep, type Netns, type Proc } from '../agent/lab/netns.js';
+import type { GenConfig, GenResult, GenSpec } from './generator.js';
+import { busySeconds, cpuTimes, cpuUsage, processCpu, processMemory, type CpuTimes } from './procstat.js';
+import { counterDelta, readRouterCounters, type RunningBenchRouter } from './routerctl.js';
+import { readLinks, readSink, readUdpSnmp, type Role, type SinkId } from './topology.js';
+
+const GENERATOR = fileURLToPath(new URL('./generator.js', import.meta.url));
+
+export type Direction = '4→6' | '6→4';
+export type Group = 'ceiling' | 'kernel' | 'router' | 'batch' | 'workers' | 'peers';
+
+export interface Spec {
+  group: Group;
+  /** Human-readable name of the row. */
+  name: string;
+  direction: Direction;
+  size: number;
+  /** Where the generator runs, what it sends, and the interface its packets leave by. */
+  genNs: Role;
+  gen: GenSpec;
+  egress: string;
+  sink: SinkId;
+  /** Facts about the router configuration (for the row and the JSON). */
+  batch?: number;
+  workers?: number;
+  peers?: number;
+  flows?: number;
+}
+
+export interface Timing { warmupMs: number; windowMs: number; genCpus?: string; }
+
+export interface Row {
+  group: Group;
+  name: string;
+  direction: Direction;
+  size: number;
+  batch?: number;
+  workers?: number;
+  peers?: number;
+  flows?: number;
+  /** Packets per second arriving at the sink during the window. */
+  pps: number;
+  /** IPv6 bits per second (packet size × pps), in Mbit/s. */
+  mbps: number;
+  /** Packets per second leaving the generator's namespace during the window. */
+  sentPps: number;
+  /** Whole run, after draining: left the generator namespace / arrived at the sink. */
+  sent: number;
+  received: number;
+  lost: number;
+  lossPct: number;
+  router?: {
+    cpuPct: number;
+    /** Router CPU time per forwarded packet, and its user-space (JavaScript, addon) and kernel parts. */
+    usPerPkt: number;
+    userUsPerPkt: number;
+    systemUsPerPkt: number;
+    rssMB: number;
+    peakRssMB: number;
+    /** Over the whole run, from the router's own metrics. */
+    forwarded: Record<string, number>;
+    dropped: Record<string, number>;
+    droppedTotal: number;
+  };
+  genCpuPct: number | null;
+  /** Busy time of all CPUs (everything on the machine) per packet received. */
+  sysUsPerPkt: number;
+  /** Busy time of CPU 0 (the router box when pinned and steered) per packet received. */
+  cpu0UsPerPkt: number;
+  cpus: Array<{ busy: number; softirq: number; steal: number }>;
+  /** Where packets were lost in the router namespace (whole run). */
+  lossAt: Record<string, number>;
+  generator?: GenResult;
+  windowS: number;
+  error?: string;
+}
+
+interface Timed { value: number; t: number; }
+
+async function timed(read: () => Promise<number>): Promise<Timed> {
+  const a = performance.now();
+  const value = await read();
+  return { value, t: (a + performance.now()) / 2 };
+}
+
+type Cpu = { user: number; system: number } | null;
+interface Sample { sent: Timed; recv: Timed; t: number; cpus: CpuTimes[]; rtrCpu: Cpu; genCpu: Cpu; }
+
+export interface Ctx { ns: Record<Role, Netns>; router?: RunningBenchRouter; timing: Timing; }
+
+async function sample(ctx: Ctx, spec: Spec, genPid?: number): Promise<Sample> {
+  const t = performance.now();
+  const cpus = cpuTimes();
+  const rtrCpu = ctx.router ? processCpu(ctx.router.pid) : null;
+  const genCpu = genPid !== undefined ? processCpu(genPid) : null;
+  const [sent, recv] = await Promise.all([
+    timed(async () => (await readLinks(ctx.ns[spec.genNs]))[spec.egress]?.txPackets ?? NaN),
+    timed(() => readSink(ctx.ns, spec.sink)),
+  ]);
+  return { sent, recv, t, cpus, rtrCpu, genCpu };
+}
+
+/** What the router namespace says about losses: full socket buffers and full TUN queues. */
+async function lossCounters(rtr: Netns): Promise<Record<string, number>> {
+  const [links, udp] = await Promise.all([readLinks(rtr), readUdpSnmp(rtr)]);
+  const out: Record<string, number> = {
+    udp_rcvbuf_errors: udp.RcvbufErrors ?? 0,
+    udp_sndbuf_errors: udp.SndbufErrors ?? 0,
+  };
+  for (const [name, s] of Object.entries(links)) {
+    if (name === 'lo') continue;
+    out[`${name}_tx_dropped`] = s.txDropped;
+    out[`${name}_rx_dropped`] = s.rxDropped;
+  }
+  return out;
+}
+
+export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
+  const { warmupMs, windowMs } = ctx.timing;
+  const rtr = ctx.ns.rtr;
+  const [base, lossBase, ctrBase] = await Promise.all([
+    sample(ctx, spec),
+    lossCounters(rtr),
+    ctx.router ? readRouterCounters(rtr) : Promise.resolve(undefined),
+  ]);
+
+  const durationMs = warmupMs + windowMs + 400;
+  const cfg = { ...spec.gen, durationMs, maxPackets: Math.ceil(durationMs * 5000) } as GenConfig;
+  const argv = [process.execPath, GENERATOR, JSON.stringify(cfg)];
+  const gen: Proc = ctx.ns[spec.genNs].spawn(ctx.timing.genCpus !== undefined ? ['taskset', '-c', ctx.timing.genCpus, ...argv] : argv);
+  let a: Sample, b: Sample, genResult: GenResult | undefined;
+  try {
+    await gen.waitFor(/^sending /, 15_000);
+    await sleep(warmupMs);
+    a = await sample(ctx, spec, gen.pid);
+    await sleep(windowMs);
+    b = await sample(ctx, spec, gen.pid);
+    const line = await gen.waitFor(/^result /, durationMs + 10_000);
+    genResult = JSON.parse(line.slice('result '.length)) as GenResult;
+  } finally {
+    await gen.stop('SIGKILL', 2000);
+  }
+  // Let queues (socket buffers, TUN rings) empty before the totals.
+  await sleep(250);
+  const [end, lossEnd, ctrEnd] = await Promise.all([
+    sample(ctx, spec),
+    lossCounters(rtr),
+    ctx.router ? readRouterCounters(rtr) : Promise.resolve(undefined),
+  ]);
+  const memory = ctx.router ? processMemory(ctx.router.pid) : null;
+
+  const recvWindow = b.recv.value - a.recv.value;
+  const pps = recvWindow / ((b.recv.t - a.recv.t) / 1000);
+  const sentPps = (b.sent.value - a.sent.value) / ((b.sent.t - a.sent.t) / 1000);
+  const windowS = (b.t - a.t) / 1000;
+  const sent = end.sent.value - base.sent.value;
+  const received = end.recv.value - base.recv.value;
+  const routerUser = a.rtrCpu && b.rtrCpu ? b.rtrCpu.user - a.rtrCpu.user : null;
+  const routerSystem = a.rtrCpu && b.rtrCpu ? b.rtrCpu.system - a.rtrCpu.system : null;
+  const genCpuS = a.genCpu && b.genCpu ? b.genCpu.user + b.genCpu.system - a.genCpu.user - a.genCpu.system : null;
+  const row: Row = {
+    group: spec.group, name: spec.name, direction: spec.direction, size: spec.size,
+    ...(spec.batch !== undefined ? { batch: spec.batch } : {}),
+    ...(spec.workers !== undefined ? { workers: spec.workers } : {}),
+    ...(spec.peers !== undefined ? { peers: spec.peers } : {}),
+    ...(spec.flows !== undefined ? { flows: spec.flows } : {}),
+    pps, mbps: (pps * spec.size * 8) / 1e6, sentPps,
+    sent, received, lost: sent - received, lossPct: sent > 0 ? (100 * (sent - received)) / sent : 0,
+    genCpuPct: genCpuS !== null ? (100 * genCpuS) / windowS : null,
+    sysUsPerPkt: recvWindow > 0 ? (busySeconds(a.cpus, b.cpus) * 1e6) / recvWindow : NaN,
+    cpu0UsPerPkt: recvWindow > 0 ? (busySeconds(a.cpus.slice(0, 1), b.cpus.slice(0, 1)) * 1e6) / recvWindow : NaN,
+    cpus: cpuUsage(a.cpus, b.cpus),
+    lossAt: counterDelta(lossBase, lossEnd),
+    ...(genResult ? { generator: genResult } : {}),
+    windowS,
+  };
+  if (ctx.router && routerUser !== null && routerSystem !== null && ctrBase && ctrEnd) {
+    const dropped = counterDelta(ctrBase.dropped, ctrEnd.dropped);
+    const perPkt = (s: number) => (recvWindow > 0 ? (s * 1e6) / recvWindow : NaN);
+    row.router = {
+      cpuPct: (100 * (routerUser + routerSystem)) / windowS,
+      usPerPkt: perPkt(routerUser + routerSystem),
+      userUsPerPkt: perPkt(routerUser),
+      systemUsPerPkt: perPkt(routerSystem),
+      rssMB: (memory?.rss ?? NaN) / 2 ** 20,
+      peakRssMB: (memory?.hwm ?? NaN) / 2 ** 20,
+      forwarded: counterDelta(ctrBase.forwarded, ctrEnd.forwarded),
+      dropped,
+      droppedTotal: Object.values(dropped).reduce((x, y) => x + y, 0),
+    };
+  }
+  return row;
+}

@@ -1,0 +1,161 @@
+// The benchmark's output: setup lines, one table, a few conclusions drawn
+// only from figures of the same run, and the same as JSON.
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release } from 'node:os';
+import { dirname } from 'node:path';
+
+import type { Direction, Row } from './measure.js';
+
+export interface Setup {
+  date: string;
+  cpuModel: string;
+  cores: number;
+  virtualised: boolean;
+  kernel: string;
+  node: string;
+  loadStart: number[];
+  loadEnd?: number[];
+  pinning: string;
+  windowS: number;
+  warmupS: number;
+  workersFlag: boolean;
+  notes: string[];
+}
+
+export function hostSetup(): Pick<Setup, 'date' | 'cpuModel' | 'cores' | 'virtualised' | 'kernel' | 'node' | 'loadStart'> {
+  let cpuinfo = '';
+  try { cpuinfo = readFileSync('/proc/cpuinfo', 'utf8'); } catch { /* not Linux: leave blank */ }
+  return {
+    date: new Date().toISOString(),
+    cpuModel: /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1]?.trim() ?? cpus()[0]?.model ?? 'unknown',
+    cores: cpus().length,
+    virtualised: /^flags\s*:.*\bhypervisor\b/m.test(cpuinfo),
+    kernel: release(),
+    node: process.version,
+    loadStart: loadavg(),
+  };
+}
+
+export function setupLines(s: Setup): string[] {
+  const load = (l: number[]) => l.map((x) => x.toFixed(2)).join(' ');
+  return [
+    `date     ${s.date}`,
+    `host     ${s.cpuModel}, ${s.cores} CPUs${s.virtualised ? ' (virtual machine)' : ''}; kernel ${s.kernel}; node ${s.node}`,
+    `load     ${load(s.loadStart)} (1/5/15 min) at start${s.loadEnd ? `, ${load(s.loadEnd)} at end` : ''}`,
+    `cpus     ${s.pinning}`,
+    `window   ${s.windowS} s per measurement after ${s.warmupS} s warm-up; generators send flat out; pps = what arrived at the sink`,
+    `sizes    IPv6 packet bytes (4→6 datagrams carry them in UDP/IPv4, +28 bytes on the wire); Mbit/s counts IPv6 bytes`,
+    ...s.notes.map((n) => `note     ${n}`),
+  ];
+}
+
+const int = (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : '-');
+const fix = (x: number | null | undefined, d = 1) => (x !== null && x !== undefined && Number.isFinite(x) ? x.toFixed(d) : '-');
+
+/** The kernel reference a row of a given direction is compared with (same generator, same size). */
+export function referenceFor(rows: Row[], r: Row): Row | undefined {
+  if (r.group === 'ceiling') return undefined;
+  if (r.group === 'kernel') return rows.find((x) => x.group === 'ceiling' && x.direction === r.direction && x.size === r.size && !x.error);
+  return rows.find((x) => x.group === 'kernel' && x.direction === r.direction && x.size === r.size && !x.error);
+}
+
+export function table(rows: Row[]): string[] {
+  const head = ['measurement', 'size', 'pps', 'Mbit/s', 'loss%', 'lost at', 'rtr CPU%', 'rtr µs/pkt usr+sys', 'CPU0 µs/pkt', 'RSS MB', 'rtr drops', 'gen CPU%', 'CPU0/1 busy%', 'vs ref'];
+  const body = rows.map((r) => {
+    if (r.error) return [r.name, String(r.size), `not measured: ${r.error}`];
+    const ref = referenceFor(rows, r);
+    return [
+      r.name, String(r.size), int(r.pps), fix(r.mbps), fix(r.lossPct), lostAt(r),
+      fix(r.router?.cpuPct, 0), r.router ? `${fix(r.router.usPerPkt, 2)} = ${fix(r.router.userUsPerPkt, 2)}+${fix(r.router.systemUsPerPkt, 2)}` : '-', fix(r.cpu0UsPerPkt, 2),
+      fix(r.router?.rssMB, 0), r.router ? int(r.router.droppedTotal) : '-',
+      fix(r.genCpuPct, 0), r.cpus.map((c) => fix(c.busy, 0)).join('/'),
+      ref ? `${fix((100 * r.pps) / ref.pps, 0)}%` : '',
+    ];
+  });
+  const widths = head.map((h, i) => Math.max(h.length, ...body.filter((b) => b.length === head.length).map((b) => b[i]!.length)));
+  const line = (cells: string[]) =>
+    cells.length === head.length
+      ? cells.map((c, i) => (i < 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')
+      : `${cells[0]!.padEnd(widths[0]!)}  ${cells[1]!.padStart(widths[1]!)}  ${cells.slice(2).join(' ')}`;
+  const out = [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)];
+  out.push(
+    '',
+    'pps: packets/s arriving at the sink; loss%: (left the generator namespace − arrived) / left, whole run;',
+    'lost at: the biggest loss counter in the router namespace (sock: its UDP socket buffer was full; tun: the TUN queue',
+    'towards the router was full; dev tx/rx: an interface dropped);',
+    'rtr CPU%: router process utime+stime (all threads) / window; rtr µs/pkt: router CPU time / packet arrived,',
+    'split into user space (JavaScript and the addon) + kernel (system calls and the softirq work they trigger);',
+    'CPU0 µs/pkt: all busy time of CPU 0 (router + the router namespace\'s kernel work) / packet arrived;',
+    'rtr drops: the router\'s own drop counters over the run; vs ref: sixbed4 rows against kernel forwarding',
+    'with the same generator and size, kernel rows against the generator ceiling.',
+  );
+  return out;
+}
+
+/** The biggest loss counter of a row, in a few characters. */
+function lostAt(r: Row): string {
+  const [name, n] = Object.entries(r.lossAt).filter(([, v]) => v > 0).sort((x, y) => y[1] - x[1])[0] ?? ['', 0];
+  if (!name || n < Math.max(1, r.lost * 0.1)) return '-';
+  const short = name === 'udp_rcvbuf_errors' ? 'sock' : name === 'udp_sndbuf_errors' ? 'sndbuf'
+    : name.replace(/^6bed4_tx_dropped$/, 'tun').replace(/_(tx|rx)_dropped$/, ' $1');
+  return `${short} ${int(n)}`;
+}
+
+/** Conclusions that only compare figures measured in this run. */
+export function summary(rows: Row[], target = 700_000): string[] {
+  const ok = rows.filter((r) => !r.error);
+  const find = (p: (r: Row) => boolean) => ok.find(p);
+  const k = (x: number) => `${Math.round(x / 1000).toLocaleString('en-US')}k pps`;
+  const out: string[] = [];
+  for (const dir of ['4→6', '6→4'] as Direction[]) {
+    for (const size of [48, 1280]) {
+      const main = find((r) => r.group === 'router' && r.direction === dir && r.size === size);
+      if (!main) continue;
+      const ref = referenceFor(ok, main);
+      const ceil = find((r) => r.group === 'ceiling' && r.direction === dir && r.size === size);
+      out.push(`${dir} ${size} B: sixbed4 ${k(main.pps)}` +
+        (ref ? ` = ${((100 * main.pps) / ref.pps).toFixed(0)}% of kernel forwarding (${k(ref.pps)})` : '') +
+        (ceil ? `, ${((100 * main.pps) / ceil.pps).toFixed(0)}% of the generator ceiling (${k(ceil.pps)})` : '') +
+        (main.router ? `; router ${main.router.cpuPct.toFixed(0)}% CPU, ${main.router.usPerPkt.toFixed(2)} µs/pkt` : '') +
+        (ref ? `; CPU 0 ${fix(main.cpu0UsPerPkt, 2)} µs/pkt vs ${fix(ref.cpu0UsPerPkt, 2)} for the kernel` : ''));
+    }
+  }
+  const mainRow = (dir: Direction) => find((r) => r.group === 'router' && r.direction === dir && r.size === 48);
+  for (const dir of ['4→6', '6→4'] as Direction[]) {
+    const b64 = mainRow(dir);
+    const b1 = find((r) => r.group === 'batch' && r.direction === dir && r.size === 48);
+    if (b64?.router && b1?.router) {
+      out.push(`batching ${dir} 48 B: batch 1 → ${b64.batch}: ${k(b1.pps)} → ${k(b64.pps)} (×${(b64.pps / b1.pps).toFixed(2)}), ` +
+        `router ${b1.router.usPerPkt.toFixed(2)} → ${b64.router.usPerPkt.toFixed(2)} µs/pkt`);
+    }
+  }
+  for (const w2 of ok.filter((r) => r.group === 'workers' && (r.workers ?? 1) > 1)) {
+    const w1 = find((r) => r !== w2 && (r.workers ?? 1) === 1 && r.batch === w2.batch && r.direction === w2.direction &&
+      r.size === w2.size && (r.flows ?? 1) === (w2.flows ?? 1) && (r.peers ?? 1) === (w2.peers ?? 1));
+    if (!w1?.router || !w2.router) continue;
+    const what = w2.direction === '4→6' ? `${w2.flows} flows` : `${(w2.peers ?? 1).toLocaleString('en-US')} peers`;
+    out.push(`workers ${w2.direction} 48 B, ${what}: 1 → ${w2.workers}: ${k(w1.pps)} → ${k(w2.pps)} (×${(w2.pps / w1.pps).toFixed(2)}), ` +
+      `router ${w1.router.usPerPkt.toFixed(2)} → ${w2.router.usPerPkt.toFixed(2)} µs/pkt, ${w1.router.cpuPct.toFixed(0)} → ${w2.router.cpuPct.toFixed(0)}% CPU`);
+  }
+  const peers = ok.filter((r) => r.direction === '6→4' && r.size === 48 && (r.group === 'peers' || r.group === 'router') && (r.workers ?? 1) === 1)
+    .sort((x, y) => (x.peers ?? 1) - (y.peers ?? 1));
+  if (peers.length > 1) {
+    const pps = peers.map((r) => r.pps);
+    out.push(`statelessness 6→4 48 B: ${peers.map((r) => `${(r.peers ?? 1).toLocaleString('en-US')} peer${(r.peers ?? 1) > 1 ? 's' : ''} ${k(r.pps)}` +
+      (r.router ? ` (${r.router.usPerPkt.toFixed(2)} µs/pkt)` : '')).join(', ')}; slowest/fastest ${(Math.min(...pps) / Math.max(...pps)).toFixed(2)}`);
+  }
+  const ceilings = ok.filter((r) => r.group === 'ceiling');
+  if (ceilings.length) {
+    const best = Math.max(...ceilings.map((r) => r.pps));
+    if (best < target) {
+      out.push(`target ${k(target)}: not reachable on this machine: the generators alone peak at ${k(best)} into the next namespace, ` +
+        'so the ratios to kernel forwarding and the CPU µs/pkt above are the comparable figures');
+    }
+  }
+  return out;
+}
+
+export function writeJson(file: string, data: unknown): void {
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, JSON.stringify(data, null, 2) + '\n');
+}

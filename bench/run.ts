@@ -1,0 +1,273 @@
+// `npm run bench`: the forwarding benchmark of issue 3.
+//
+// Builds its own namespaces (bench/topology.ts), then measures, in one run:
+//   1. each generator straight into the next namespace (its ceiling),
+//   2. the kernel forwarding the same generators' traffic (the reference),
+//   3. the sixbed4 router 4→6 and 6→4 at 48 and 1280 bytes,
+//   4. the router with --batch 1, and with --workers 2 where the flag exists,
+//   5. 6→4 towards 1, 1,000 and 100,000 distinct peers.
+// Absolute rates depend on the machine; only figures of the same run are
+// compared. Every namespace is removed at the end, on failure and on Ctrl-C.
+import { cpus, loadavg } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+import { findSystemTool } from '../agent/lab/netns.js';
+import { requireRootReason } from '../agent/lab/topology.js';
+import { measure, type Ctx, type Direction, type Group, type Row, type Spec, type Timing } from './measure.js';
+import { hostSetup, setupLines, summary, table, writeJson, type Setup } from './report.js';
+import { routerHasFlag, startBenchRouter, type RouterSetup, type RunningBenchRouter } from './routerctl.js';
+import { addCeilingSink, buildBenchNet, NET, removeCeilingSink, type BenchNet, type SinkId } from './topology.js';
+
+const GROUPS: Group[] = ['ceiling', 'kernel', 'router', 'batch', 'workers', 'peers'];
+const DEFAULT_JSON = fileURLToPath(new URL('../bench-results.json', import.meta.url));
+/** Whatever happens, the run ends (and cleans up) within this. */
+const HARD_LIMIT_MS = 8 * 60_000;
+
+const USAGE = `usage: npm run bench -- [--quick] [--duration S] [--only GROUPS] [--sizes 48,1280] [--json FILE]
+
+  --quick        1 s per measurement instead of 3 s
+  --duration S   seconds per measurement window (overrides --quick)
+  --only GROUPS  comma-separated subset of: ${GROUPS.join(',')}
+  --sizes LIST   IPv6 packet sizes for the main rows (default 48,1280; 48..1280)
+  --json FILE    where to write the results (default ${DEFAULT_JSON})
+needs root (network namespaces, TUN devices) and ip, nft, sysctl, ping; taskset for CPU pinning.
+`;
+
+function options() {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean' }, duration: { type: 'string' }, only: { type: 'string' },
+      sizes: { type: 'string' }, json: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+    },
+    strict: true, allowPositionals: false,
+  });
+  if (values.help) { process.stdout.write(USAGE); process.exit(0); }
+  const windowS = values.duration !== undefined ? Number(values.duration) : values.quick ? 1 : 3;
+  if (!(windowS > 0 && windowS <= 30)) throw new Error(`--duration ${values.duration}: use a number of seconds in (0, 30]`);
+  const only = values.only ? values.only.split(',').map((s) => s.trim()) : GROUPS;
+  const bad = only.filter((g) => !GROUPS.includes(g as Group));
+  if (bad.length) throw new Error(`--only: unknown group(s) ${bad.join(', ')}; use ${GROUPS.join(',')}`);
+  const sizes = (values.sizes ?? '48,1280').split(',').map(Number);
+  if (sizes.some((s) => !Number.isInteger(s) || s < 48 || s > 1280)) throw new Error(`--sizes ${values.sizes}: IPv6 sizes 48..1280`);
+  return {
+    windowS, warmupS: windowS < 2 ? 0.3 : 0.5, groups: new Set(only as Group[]), sizes,
+    json: values.json ?? DEFAULT_JSON,
+  };
+}
+
+// --- what is measured -------------------------------------------------------
+
+/** 4→6: UDP/IPv4 from the peer to the router's 6bed4 port, IPv6 inside for the isp. */
+function udpSpec(group: Group, name: string, size: number, sink: SinkId, flows = 1, to: string = NET.routerV4, port: number = NET.routerPort): Spec {
+  return {
+    group, name, direction: '4→6', size, genNs: 'peer', egress: NET.peerIf, sink, flows,
+    gen: { mode: 'udp', size, bind: NET.peerV4, to, port, prefix: NET.prefix, innerDst: NET.ispV6, flows },
+  };
+}
+
+/** 6→4: IPv6 from the isp's TUN generator, to peers' 6bed4 addresses (or a fixed address). */
+function tunSpec(group: Group, name: string, size: number, sink: SinkId, peers = 1, dst?: string): Spec {
+  return {
+    group, name, direction: '6→4', size, genNs: 'isp', egress: NET.ispIf, sink,
+    gen: dst
+      ? { mode: 'tun', size, tun: NET.genTun, src: NET.remoteV6, dst }
+      : { mode: 'tun', size, tun: NET.genTun, src: NET.remoteV6, peers: { prefix: NET.prefix, firstIPv4: NET.firstPeerV4, count: peers } },
+    ...(dst ? {} : { peers }),
+  };
+}
+
+/**
+ * A row for the router: 4→6 from `flows` generator sockets, or 6→4 to
+ * `peers` distinct peers. (SO_REUSEPORT and the multi-queue TUN spread
+ * flows, not packets, over workers: one flow always lands on one worker.)
+ */
+function routerSpec(group: Group, dir: Direction, size: number, setup: RouterSetup, traffic: { flows?: number; peers?: number } = {}): Spec {
+  const what = dir === '4→6'
+    ? (traffic.flows ?? 1) > 1 ? `${traffic.flows} flows` : ''
+    : (traffic.peers ?? 1) > 1 ? `${traffic.peers!.toLocaleString('en-US')} peers` : '';
+  const config = [`batch ${setup.batch}`, ...(setup.workers !== undefined ? [`${setup.workers} worker${setup.workers > 1 ? 's' : ''}`] : [])].join(', ');
+  const name = `sixbed4 ${dir}${what ? ` ${what}` : ''} (${config})`;
+  const s = dir === '4→6' ? udpSpec(group, name, size, 'toNative', traffic.flows ?? 1) : tunSpec(group, name, size, 'toPeers', traffic.peers ?? 1);
+  return { ...s, batch: setup.batch, ...(setup.workers !== undefined ? { workers: setup.workers } : {}) };
+}
+
+// --- running it ---------------------------------------------------------------
+
+async function main(): Promise<number> {
+  let opt: ReturnType<typeof options>;
+  try {
+    opt = options();
+  } catch (e) {
+    process.stderr.write(`bench: ${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  const why = requireRootReason() ?? (findSystemTool('ping') ? null : 'missing command ping (install iputils-ping)');
+  if (why) {
+    process.stderr.write(`bench: cannot run: ${why}.\nThe benchmark builds network namespaces and TUN devices: run it as root, e.g. sudo npm run bench\n`);
+    return 1;
+  }
+
+  const pin = cpus().length >= 2 && findSystemTool('taskset') !== null;
+  const workersFlag = await routerHasFlag('--workers');
+  const timing: Timing = { warmupMs: opt.warmupS * 1000, windowMs: opt.windowS * 1000, ...(pin ? { genCpus: '1' } : {}) };
+  const host = hostSetup();
+  const setup: Setup = {
+    ...host,
+    pinning: pin
+      ? 'CPU 0 = the router box: router pinned there (taskset) and the router namespace\'s receive processing steered there (RPS); ' +
+        'CPU 1 = the rest: generators (pinned) and the isp/peer namespaces\' receive processing (RPS). --workers 2 runs unpinned on both'
+      : 'no pinning (fewer than 2 CPUs or no taskset): generator and router share the CPUs',
+    windowS: opt.windowS, warmupS: opt.warmupS, workersFlag,
+    notes: [],
+  };
+  if (host.loadStart[0]! > 0.5) setup.notes.push(`load ${host.loadStart[0]!.toFixed(2)} at start: other jobs compete for the CPUs, figures are lower and noisier`);
+  if (!workersFlag) setup.notes.push('this router has no --workers flag: the workers rows are not available');
+  for (const l of setupLines(setup)) process.stdout.write(`${l}\n`);
+  process.stdout.write('\n');
+
+  let net: BenchNet | undefined;
+  let router: RunningBenchRouter | undefined;
+  const cleanup = async () => {
+    await router?.stop().catch(() => {});
+    await net?.destroy();
+  };
+  const onSignal = (sig: NodeJS.Signals) => {
+    process.stderr.write(`\nbench: ${sig}: cleaning up\n`);
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const watchdog = setTimeout(() => {
+    process.stderr.write(`bench: still running after ${HARD_LIMIT_MS / 60_000} min: giving up\n`);
+    void cleanup().finally(() => process.exit(1));
+  }, HARD_LIMIT_MS);
+  watchdog.unref();
+
+  const rows: Row[] = [];
+  const t0 = Date.now();
+  try {
+    net = await buildBenchNet(pin ? { rps: { routerCpu: 0, otherCpu: 1 } } : {});
+    const ctx: Ctx = { ns: net.ns, timing };
+    const run = async (spec: Spec) => {
+      process.stderr.write(`  ${spec.name} ${spec.size} B ... `);
+      let row: Row;
+      try {
+        if (ctx.router && !ctx.router.proc.running) throw new Error(`the router exited: ${lastLine(ctx.router.proc.output())}`);
+        row = await measure(ctx, spec);
+        process.stderr.write(`${Math.round(row.pps).toLocaleString('en-US')} pps\n`);
+      } catch (e) {
+        row = failedRow(spec, (e as Error).message.split('\n')[0]!);
+        process.stderr.write(`failed: ${row.error}\n`);
+      }
+      rows.push(row);
+    };
+    /** Runs specs against one router; if it does not start, says so in their rows and carries on. */
+    const withRouter = async (s: RouterSetup, specs: Spec[]) => {
+      if (specs.length === 0) return;
+      try {
+        router = await startBenchRouter(net!.ns.rtr, s);
+      } catch (e) {
+        const msg = `the router did not start: ${lastLine((e as Error).message)}`;
+        process.stderr.write(`  ${msg}\n`);
+        for (const spec of specs) rows.push(failedRow(spec, msg));
+        return;
+      }
+      ctx.router = router;
+      try {
+        for (const spec of specs) await run(spec);
+      } finally {
+        delete ctx.router;
+        await router.stop();
+        router = undefined;
+      }
+    };
+    const has = (g: Group) => opt.groups.has(g);
+    const one = workersFlag ? { workers: 1 } : {};
+    const cpu0 = pin ? { cpus: '0' } : {};
+
+    if (has('ceiling')) {
+      await addCeilingSink(net.ns.rtr);
+      try {
+        for (const size of opt.sizes) {
+          await run(udpSpec('ceiling', 'ceiling: UDP generator → next ns', size, 'ceilUdp'));
+          await run(tunSpec('ceiling', 'ceiling: TUN generator → next ns', size, 'ceilTun'));
+        }
+      } finally {
+        await removeCeilingSink(net.ns.rtr);
+      }
+    }
+    if (has('kernel')) {
+      for (const size of opt.sizes) {
+        await run(udpSpec('kernel', 'kernel IPv4 forwarding (UDP gen)', size, 'v4Ref', 1, NET.ispV4, 9));
+        await run(tunSpec('kernel', 'kernel IPv6 forwarding (TUN gen)', size, 'v6Ref', 1, NET.peerV6));
+      }
+    }
+    // Workers are compared on traffic they can spread: several 4→6 flows, 6→4 to many peers.
+    const MANY = { flows: 16, peers: 1_000 };
+    {
+      const s: RouterSetup = { batch: 64, ...one, ...cpu0 };
+      const specs: Spec[] = [];
+      if (has('router')) {
+        for (const size of opt.sizes) specs.push(routerSpec('router', '4→6', size, s), routerSpec('router', '6→4', size, s));
+      }
+      if (has('peers')) {
+        // The 1-peer figure is the main 6→4 48-byte row when that is measured.
+        if (!has('router') || !opt.sizes.includes(48)) specs.push(routerSpec('peers', '6→4', 48, s));
+        for (const peers of [1_000, 100_000]) specs.push(routerSpec('peers', '6→4', 48, s, { peers }));
+      }
+      if (has('workers') && workersFlag) {
+        specs.push(routerSpec('workers', '4→6', 48, s, { flows: MANY.flows }));
+        if (!has('peers')) specs.push(routerSpec('workers', '6→4', 48, s, { peers: MANY.peers }));
+      }
+      await withRouter(s, specs);
+    }
+    if (has('batch')) {
+      const s: RouterSetup = { batch: 1, ...one, ...cpu0 };
+      await withRouter(s, [routerSpec('batch', '4→6', 48, s), routerSpec('batch', '6→4', 48, s)]);
+    }
+    if (has('workers')) {
+      // Two workers need both CPUs, so they share CPU 1 with the generator.
+      const s: RouterSetup = { batch: 64, workers: 2 };
+      const specs = [routerSpec('workers', '4→6', 48, s, { flows: MANY.flows }), routerSpec('workers', '6→4', 48, s, { peers: MANY.peers })];
+      if (workersFlag) await withRouter(s, specs);
+      else for (const spec of specs) rows.push(failedRow(spec, 'not available: the router has no --workers flag'));
+    }
+  } catch (e) {
+    process.stderr.write(`bench: ${(e as Error).message}\n`);
+    return 1;
+  } finally {
+    await cleanup();
+    clearTimeout(watchdog);
+  }
+
+  setup.loadEnd = loadavg();
+  const lines = [...table(rows), '', ...summary(rows)];
+  process.stdout.write(`${lines.join('\n')}\n`);
+  process.stdout.write(`load at end: ${setup.loadEnd.map((x) => x.toFixed(2)).join(' ')}; took ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
+  writeJson(opt.json, { setup, rows, summary: summary(rows) });
+  process.stdout.write(`results written to ${opt.json}\n`);
+  return rows.some((r) => r.error && !r.error.startsWith('not available')) ? 1 : 0;
+}
+
+function lastLine(text: string): string {
+  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l && !/^--- /.test(l));
+  return lines.find((l) => /error|sixbed4:/i.test(l)) ?? lines[lines.length - 1] ?? '';
+}
+
+function failedRow(spec: Spec, error: string): Row {
+  return {
+    group: spec.group, name: spec.name, direction: spec.direction, size: spec.size,
+    ...(spec.batch !== undefined ? { batch: spec.batch } : {}),
+    ...(spec.workers !== undefined ? { workers: spec.workers } : {}),
+    ...(spec.peers !== undefined ? { peers: spec.peers } : {}),
+    ...(spec.flows !== undefined ? { flows: spec.flows } : {}),
+    pps: NaN, mbps: NaN, sentPps: NaN, sent: 0, received: 0, lost: 0, lossPct: NaN,
+    genCpuPct: null, sysUsPerPkt: NaN, cpu0UsPerPkt: NaN, cpus: [], lossAt: {}, windowS: 0, error,
+  };
+}
+
+main().then((code) => { process.exitCode = code; }, (err: Error) => {
+  process.stderr.write(`bench: ${err.stack ?? err.message}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,44 @@
+{{/* Names and labels shared by the templates. */}}
+
+{{- define "sixbed4.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* <release> when it contains the chart name, else <release>-<chart>; at most 48 characters (suffixes follow). */}}
+{{- define "sixbed4.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 48 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 48 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "sixbed4.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "sixbed4.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "sixbed4.operatorSelector" -}}
+app.kubernetes.io/name: {{ include "sixbed4.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{- define "sixbed4.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "sixbed4.operatorServiceAccount" -}}
+{{- default (printf "%s-operator" (include "sixbed4.fullname" .)) .Values.serviceAccounts.operator.name -}}
+{{- end -}}
+
+{{- define "sixbed4.agentServiceAccount" -}}
+{{- default (printf "%s-agent" (include "sixbed4.fullname" .)) .Values.serviceAccounts.agent.name -}}
+{{- end -}}
+
+{{- define "sixbed4.leaseName" -}}
+{{- printf "%s-operator" (include "sixbed4.fullname" .) -}}
+{{- end -}}

@@ -1,0 +1,188 @@
+// Stable allocation of /64s to nodes. Pure: the durable record (the
+// sixbed4.io/allocations annotation) goes in and comes out.
+//
+// * A node that has a /64 keeps it: across operator restarts, agent restarts,
+//   and the Node object being deleted and re-created (allocations of nodes that
+//   are gone are retained until the space runs out).
+// * A new node's first choice is deterministic (a hash of its name), so even a
+//   lost record mostly gives the same answer; on collision the next free /64.
+// * Only when every /64 is taken are retained allocations of nodes that are no
+//   longer selected reclaimed.
+// * A /64 prefix has room for one node. If several are selected, the node that
+//   already serves it keeps it; if none does, nobody gets it (which node is
+//   meant is ambiguous, and two routers for one /64 would split its traffic).
+import { formatIPv6, parsePrefix, type Prefix } from '../agent/protocol/ip.js';
+
+export interface AllocationResult {
+  /** The record to persist: node -> /64, sorted by node, including retained entries. */
+  allocations: Record<string, string>;
+  /** Selected nodes that have a /64. */
+  assigned: Map<string, string>;
+  /** Selected nodes that got none (no room, or ambiguous /64). */
+  unassigned: string[];
+  /** Entries of the previous record that were not usable, as messages. */
+  dropped: string[];
+  /** Nodes whose retained /64 was given to another node. */
+  reclaimed: string[];
+  /** Selected nodes that got a /64 in this round. */
+  added: string[];
+}
+
+/** Number of /64s in a /48../64 prefix. */
+export function subnetCount(prefix: Prefix): number {
+  if (prefix.length > 64 || prefix.length < 48) throw new Error(`cannot split ${prefix.text} into /64s`);
+  return 2 ** (64 - prefix.length);
+}
+
+/** The i-th /64 of prefix, as bytes. */
+export function subnetBytes(prefix: Prefix, index: number): Uint8Array {
+  // bits prefix.length..63 hold the index: at most 16 bits (a /48), in bytes 6..7
+  const b = Uint8Array.from(prefix.bytes);
+  b[6] = b[6]! | ((index >> 8) & 0xff);
+  b[7] = b[7]! | (index & 0xff);
+  return b;
+}
+
+export function subnetText(prefix: Prefix, index: number): string {
+  return `${formatIPv6(subnetBytes(prefix, index))}/64`;
+}
+
+/** Index of a /64 (text) inside prefix, or -1 when it is not a /64 of it. */
+export function subnetIndex(prefix: Prefix, text: string): number {
+  let p: Prefix;
+  try {
+    p = parsePrefix(text);
+  } catch {
+    return -1;
+  }
+  if (p.length !== 64) return -1;
+  for (let i = 0; i < 6; i++) {
+    const maskBits = Math.max(0, Math.min(8, prefix.length - i * 8));
+    const mask = (0xff << (8 - maskBits)) & 0xff;
+    if ((p.bytes[i]! & mask) !== (prefix.bytes[i]! & mask)) return -1;
+  }
+  const index = (p.bytes[6]! << 8) | p.bytes[7]!;
+  // the bits of bytes 6..7 that belong to the prefix must match too
+  const hostBits = 64 - prefix.length;
+  const fixed = 0xffff & ~((1 << hostBits) - 1);
+  const prefixWord = (prefix.bytes[6]! << 8) | prefix.bytes[7]!;
+  if ((index & fixed) !== (prefixWord & fixed)) return -1;
+  return index & ((1 << hostBits) - 1);
+}
+
+/** FNV-1a (32 bit) of the node name: the deterministic first choice. */
+export function preferredIndex(node: string, count: number): number {
+  let h = 0x811c9dc5;
+  for (const byte of Buffer.from(node, 'utf8')) {
+    h ^= byte;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h % count;
+}
+
+/** Parses the annotation; anything unusable yields an empty record plus a message. */
+export function parseAllocations(text: string | undefined): { record: Record<string, string>; error?: string } {
+  if (text === undefined || text === '') return { record: {} };
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    return { record: {}, error: `the allocations annotation is not JSON (${(e as Error).message}); starting afresh` };
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return { record: {}, error: 'the allocations annotation is not a JSON object; starting afresh' };
+  const record: Record<string, string> = {};
+  for (const [k, val] of Object.entries(v as Record<string, unknown>)) if (typeof val === 'string') record[k] = val;
+  return { record };
+}
+
+export function formatAllocations(record: Record<string, string>): string {
+  return JSON.stringify(Object.fromEntries(Object.keys(record).sort().map((k) => [k, record[k]!])));
+}
+
+export function allocate(prefix: Prefix, selected: readonly string[], previous: Record<string, string>): AllocationResult {
+  const count = subnetCount(prefix);
+  const nodes = [...new Set(selected)].sort();
+  const dropped: string[] = [];
+  const reclaimed: string[] = [];
+  const added: string[] = [];
+
+  // The previous record, cleaned: inside the prefix, one node per /64.
+  const owner = new Map<number, string>(); // index -> node
+  const byNode = new Map<string, number>();
+  for (const node of Object.keys(previous).sort()) {
+    const idx = subnetIndex(prefix, previous[node]!);
+    if (idx < 0) {
+      dropped.push(`${node}: ${previous[node]} is not a /64 of ${prefix.text}`);
+      continue;
+    }
+    const holder = owner.get(idx);
+    if (holder !== undefined) {
+      // two nodes on one /64 (a hand edit): the selected one wins, else the first by name
+      if (nodes.includes(node) && !nodes.includes(holder)) {
+        byNode.delete(holder);
+        dropped.push(`${holder}: ${previous[node]} is also allocated to ${node}`);
+      } else {
+        dropped.push(`${node}: ${previous[node]} is also allocated to ${holder}`);
+        continue;
+      }
+    }
+    owner.set(idx, node);
+    byNode.set(node, idx);
+  }
+
+  const assigned = new Map<string, string>();
+  const unassigned: string[] = [];
+  const isSelected = new Set(nodes);
+
+  if (count === 1) {
+    const holder = owner.get(0);
+    if (holder !== undefined && isSelected.has(holder)) {
+      assigned.set(holder, subnetText(prefix, 0));
+      for (const n of nodes) if (n !== holder) unassigned.push(n);
+    } else if (nodes.length === 1) {
+      if (holder !== undefined) { reclaimed.push(holder); byNode.delete(holder); }
+      owner.set(0, nodes[0]!);
+      byNode.set(nodes[0]!, 0);
+      assigned.set(nodes[0]!, subnetText(prefix, 0));
+      added.push(nodes[0]!);
+    } else {
+      unassigned.push(...nodes);
+    }
+  } else {
+    for (const n of nodes) {
+      const idx = byNode.get(n);
+      if (idx !== undefined) assigned.set(n, subnetText(prefix, idx));
+    }
+    for (const n of nodes) {
+      if (assigned.has(n)) continue;
+      const start = preferredIndex(n, count);
+      let chosen = -1;
+      for (let k = 0; k < count; k++) {
+        const idx = (start + k) % count;
+        if (!owner.has(idx)) { chosen = idx; break; }
+      }
+      if (chosen < 0) {
+        // full: take the first retained /64 (of a node no longer selected) in probe order
+        for (let k = 0; k < count; k++) {
+          const idx = (start + k) % count;
+          const holder = owner.get(idx)!;
+          if (!isSelected.has(holder)) {
+            reclaimed.push(holder);
+            byNode.delete(holder);
+            chosen = idx;
+            break;
+          }
+        }
+      }
+      if (chosen < 0) { unassigned.push(n); continue; }
+      owner.set(chosen, n);
+      byNode.set(n, chosen);
+      assigned.set(n, subnetText(prefix, chosen));
+      added.push(n);
+    }
+  }
+
+  const allocations: Record<string, string> = {};
+  for (const n of [...byNode.keys()].sort()) allocations[n] = subnetText(prefix, byNode.get(n)!);
+  return { allocations, assigned, unassigned, dropped, reclaimed, added };
+}

@@ -1,0 +1,208 @@
+// The operator process: (optionally) wins the leader Lease, then watches
+// SixBed4Prefixes, Nodes and its own DaemonSets/ConfigMaps and reconciles
+// each prefix that may be affected, one at a time, with backoff on errors and
+// a periodic resync. A replica that loses the Lease stops at once.
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { Logger } from '../agent/log.js';
+import { LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, PREFIXES_PATH, type KubeObject, type SixBed4Prefix } from './api.js';
+import { EventRecorder } from './events.js';
+import { Informer, type ChangeType } from './informer.js';
+import { Kube, paths } from './kube.js';
+import { LeaderElector, defaultIdentity } from './leader.js';
+import { OperatorMetrics } from './metrics.js';
+import { nodeInfo } from './plan.js';
+import { WorkQueue } from './queue.js';
+import { reconcilePrefix, type ReconcileDeps } from './reconcile.js';
+import type { RenderOptions } from './render.js';
+
+export interface OperatorOptions {
+  kubeConfig: KubeConfig;
+  /** namespace of the operator: agent DaemonSets/ConfigMaps and the Lease */
+  namespace: string;
+  /** namespace of the Events about prefixes (default: default) */
+  eventsNamespace?: string;
+  render: Omit<RenderOptions, 'namespace'>;
+  leaderElection?: { leaseName: string; leaseDurationMs: number; renewDeadlineMs: number; retryPeriodMs: number };
+  identity?: string;
+  cleanupTimeoutMs: number;
+  staleAfterMs: number;
+  resyncMs: number;
+  log: Logger;
+  metrics?: OperatorMetrics;
+}
+
+export interface Operator {
+  readonly identity: string;
+  readonly metrics: OperatorMetrics;
+  /** resolves when the operator ends: 'stopped' by stop(), 'lost' when the Lease was lost */
+  readonly done: Promise<'stopped' | 'lost'>;
+  isLeader(): boolean;
+  /** stops reconciling, releases the Lease */
+  stop(): Promise<void>;
+}
+
+export function startOperator(o: OperatorOptions): Operator {
+  const metrics = o.metrics ?? new OperatorMetrics();
+  const identity = o.identity ?? defaultIdentity();
+  const kube = new Kube(o.kubeConfig);
+  kube.onWrite = (verb, path, status) => metrics.countWrite(verb, path, status);
+  const leaseKube = new Kube(o.kubeConfig);
+  const elector = o.leaderElection
+    ? new LeaderElector({ kube: leaseKube, namespace: o.namespace, name: o.leaderElection.leaseName, identity, log: o.log, ...o.leaderElection })
+    : undefined;
+  let controller: Controller | undefined;
+  let stopping = false;
+
+  const run = async (): Promise<'stopped' | 'lost'> => {
+    if (elector && !(await elector.acquire())) return 'stopped';
+    if (stopping) return 'stopped';
+    metrics.leader.set(1);
+    controller = new Controller(o, kube, metrics, identity);
+    await controller.start();
+    const outcome = elector ? await elector.holdUntilLost() : await controller.finished;
+    metrics.leader.set(0);
+    await controller.stop();
+    return outcome === 'lost' ? 'lost' : 'stopped';
+  };
+  const done = run();
+
+  return {
+    identity,
+    metrics,
+    done,
+    isLeader: () => (elector ? elector.isLeader : controller !== undefined),
+    async stop() {
+      stopping = true;
+      await controller?.stop();
+      await elector?.stop();
+      if (!elector) controller?.finish();
+      await done.catch(() => undefined);
+    },
+  };
+}
+
+class Controller {
+  private readonly queue = new WorkQueue();
+  private readonly prefixes: Informer<SixBed4Prefix>;
+  private readonly nodes: Informer<KubeObject>;
+  private readonly daemonSets: Informer<KubeObject>;
+  private readonly configMaps: Informer<KubeObject>;
+  private readonly recorder: EventRecorder;
+  private readonly deps: ReconcileDeps;
+  private readonly nodeFingerprints = new Map<string, string>();
+  private readonly prefixSpecs = new Map<string, string>();
+  private resyncTimer: NodeJS.Timeout | undefined;
+  private worker: Promise<void> | undefined;
+  private stopped = false;
+  private finishResolve!: () => void;
+  readonly finished = new Promise<void>((r) => (this.finishResolve = r));
+  private readonly states = new Map<string, string>();
+
+  constructor(private readonly o: OperatorOptions, kube: Kube, private readonly metrics: OperatorMetrics, identity: string) {
+    const log = o.log;
+    const managed = `${LABEL_MANAGED_BY}=${MANAGED_BY}`;
+    this.prefixes = new Informer<SixBed4Prefix>(kube, PREFIXES_PATH, { name: 'sixbed4prefixes', log, onChange: (t, p) => this.onPrefix(t, p) });
+    this.nodes = new Informer<KubeObject>(kube, paths.nodes, { name: 'nodes', log, onChange: (t, n) => this.onNode(t, n) });
+    const owned = (t: ChangeType, obj: KubeObject) => {
+      const prefix = obj.metadata.labels?.[LABEL_PREFIX];
+      if (prefix) this.queue.add(prefix);
+      void t;
+    };
+    this.daemonSets = new Informer<KubeObject>(kube, paths.daemonSets(o.namespace), { name: 'daemonsets', labelSelector: managed, log, onChange: owned });
+    this.configMaps = new Informer<KubeObject>(kube, paths.configMaps(o.namespace), { name: 'configmaps', labelSelector: managed, log, onChange: owned });
+    this.recorder = new EventRecorder(kube, o.eventsNamespace ?? 'default', 'sixbed4-operator', identity, log);
+    this.deps = {
+      kube, namespace: o.namespace, render: { ...o.render, namespace: o.namespace },
+      prefixes: this.prefixes, nodes: this.nodes, daemonSets: this.daemonSets, configMaps: this.configMaps,
+      recorder: this.recorder, log, cleanupTimeoutMs: o.cleanupTimeoutMs, staleAfterMs: o.staleAfterMs,
+    };
+  }
+
+  async start(): Promise<void> {
+    const informers = [this.prefixes, this.nodes, this.daemonSets, this.configMaps];
+    await Promise.all(informers.map((i) => i.start()));
+    await Promise.all(informers.map((i) => i.synced));
+    this.o.log.info('caches synced; reconciling', { prefixes: this.prefixes.list().length, nodes: this.nodes.list().length });
+    this.enqueueAll();
+    this.worker = this.work();
+    this.resyncTimer = setInterval(() => this.enqueueAll(), this.o.resyncMs);
+    this.resyncTimer.unref();
+  }
+
+  finish(): void {
+    this.finishResolve();
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
+    this.queue.shutdown();
+    await this.worker;
+    await Promise.all([this.prefixes, this.nodes, this.daemonSets, this.configMaps].map((i) => i.stop()));
+    await this.recorder.flush();
+  }
+
+  private enqueueAll(): void {
+    for (const p of this.prefixes.list()) if (p.metadata.name) this.queue.add(p.metadata.name);
+    this.metrics.queueDepth.set(this.queue.length);
+  }
+
+  private onPrefix(t: ChangeType, p: SixBed4Prefix): void {
+    const name = p.metadata.name;
+    if (!name) return;
+    this.queue.add(name);
+    const spec = typeof p.spec?.prefix === 'string' ? p.spec.prefix : '';
+    const before = this.prefixSpecs.get(name);
+    if (t === 'delete') {
+      this.prefixSpecs.delete(name);
+      this.states.delete(name);
+      this.updateStateGauge();
+    } else this.prefixSpecs.set(name, spec);
+    // another prefix may overlap this one: let the others look again
+    if (t !== 'update' || before !== spec) this.enqueueAll();
+  }
+
+  private onNode(t: ChangeType, n: KubeObject): void {
+    const name = n.metadata.name ?? '';
+    const info = nodeInfo(n);
+    const fp = JSON.stringify([info.labels, info.address ?? null]);
+    if (t === 'delete') this.nodeFingerprints.delete(name);
+    else {
+      if (t === 'update' && this.nodeFingerprints.get(name) === fp) return;
+      this.nodeFingerprints.set(name, fp);
+    }
+    this.enqueueAll();
+  }
+
+  private updateStateGauge(): void {
+    this.metrics.prefixes.reset();
+    for (const s of this.states.values()) this.metrics.prefixes.inc({ state: s });
+  }
+
+  private async work(): Promise<void> {
+    for (;;) {
+      const key = await this.queue.get();
+      if (key === undefined) return;
+      this.metrics.queueDepth.set(this.queue.length);
+      const end = this.metrics.reconcileSeconds.startTimer();
+      try {
+        const r = await reconcilePrefix(this.deps, key);
+        this.queue.forget(key);
+        this.metrics.reconciles.inc({ result: 'success' });
+        if (r.state) this.states.set(key, r.state);
+        else this.states.delete(key);
+        this.updateStateGauge();
+        if (r.requeueAfterMs !== undefined) this.queue.addAfter(key, r.requeueAfterMs);
+      } catch (e) {
+        this.metrics.reconciles.inc({ result: 'error' });
+        this.metrics.reconcileErrors.inc();
+        const delay = this.queue.addRateLimited(key);
+        this.o.log.warn(`reconcile of ${key} failed; retrying in ${delay} ms: ${(e as Error).message}`, { prefix: key });
+      } finally {
+        end();
+        this.queue.done(key);
+      }
+    }
+  }
+}

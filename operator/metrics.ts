@@ -1,0 +1,43 @@
+// Prometheus metrics of the operator (served by agent/metrics.ts's server).
+import client from 'prom-client';
+
+export class OperatorMetrics {
+  readonly registry = new client.Registry();
+  readonly reconciles = new client.Counter({
+    name: 'sixbed4_operator_reconcile_total', help: 'Reconciles of SixBed4Prefixes, by result (success, error).',
+    labelNames: ['result'] as const, registers: [this.registry],
+  });
+  readonly reconcileErrors = new client.Counter({
+    name: 'sixbed4_operator_reconcile_errors_total', help: 'Reconciles that failed and were retried with backoff.', registers: [this.registry],
+  });
+  readonly reconcileSeconds = new client.Histogram({
+    name: 'sixbed4_operator_reconcile_duration_seconds', help: 'Time per reconcile.',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [this.registry],
+  });
+  readonly writes = new client.Counter({
+    name: 'sixbed4_operator_api_writes_total', help: 'Write requests to the API server (not counting the leader Lease), by verb and resource.',
+    labelNames: ['verb', 'resource', 'code'] as const, registers: [this.registry],
+  });
+  readonly leader = new client.Gauge({
+    name: 'sixbed4_operator_leader', help: '1 while this replica holds the leader Lease (or runs without leader election).', registers: [this.registry],
+  });
+  readonly prefixes = new client.Gauge({
+    name: 'sixbed4_operator_prefixes', help: 'SixBed4Prefixes by condition state seen in the last reconcile.',
+    labelNames: ['state'] as const, registers: [this.registry],
+  });
+  readonly queueDepth = new client.Gauge({
+    name: 'sixbed4_operator_queue_depth', help: 'Prefixes waiting to be reconciled.', registers: [this.registry],
+  });
+
+  constructor() {
+    client.collectDefaultMetrics({ register: this.registry, prefix: 'sixbed4_operator_' });
+  }
+
+  /** Counts one write; the resource is taken from the REST path. */
+  countWrite(verb: string, path: string, status: number): void {
+    if (path.includes('/leases')) return;
+    const m = /\/(sixbed4prefixes|daemonsets|configmaps|events|nodes)(?:\/[^/]+)?(\/status)?/.exec(path);
+    const resource = m ? `${m[1]}${m[2] ?? ''}` : 'other';
+    this.writes.inc({ verb, resource, code: String(status) });
+  }
+}

@@ -1,0 +1,163 @@
+// What a prefix should look like on the nodes: which nodes serve it, each
+// node's /64, listen address and local addresses, and what cannot be served
+// (problems, which become the Degraded condition). Pure.
+import { allocate, type AllocationResult } from './allocate.js';
+import type { AgentNodeConfig, KubeObject } from './api.js';
+import type { CheckedSpec, Problem } from './spec.js';
+import { formatIPv6, inPrefix, parsePrefix, type Prefix } from '../agent/protocol/ip.js';
+
+export interface NodeInfo {
+  name: string;
+  labels: Record<string, string>;
+  /** first IPv4 ExternalIP, else first IPv4 InternalIP */
+  address?: string;
+}
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+export function nodeInfo(node: KubeObject): NodeInfo {
+  const addrs = ((node.status as { addresses?: { type?: string; address?: string }[] } | undefined)?.addresses ?? [])
+    .filter((a) => typeof a.address === 'string' && IPV4.test(a.address));
+  const address = addrs.find((a) => a.type === 'ExternalIP')?.address ?? addrs.find((a) => a.type === 'InternalIP')?.address;
+  return { name: node.metadata.name ?? '', labels: node.metadata.labels ?? {}, ...(address ? { address } : {}) };
+}
+
+export function selects(selector: Record<string, string>, labels: Record<string, string>): boolean {
+  return Object.entries(selector).every(([k, v]) => labels[k] === v);
+}
+
+/** Another SixBed4Prefix, for overlap checks. */
+export interface OtherPrefix {
+  name: string;
+  prefix: string;
+  creationTimestamp?: string;
+}
+
+export interface Plan {
+  allocation: AllocationResult;
+  /** node -> its share, for nodes that serve */
+  nodes: Map<string, AgentNodeConfig>;
+  problems: Problem[];
+  selected: string[];
+}
+
+function list(names: readonly string[], max = 10): string {
+  return names.length <= max ? names.join(', ') : `${names.slice(0, max).join(', ')} and ${names.length - max} more`;
+}
+
+/** True when two prefixes share any address. */
+export function overlaps(a: Prefix, b: Prefix): boolean {
+  const shorter = a.length <= b.length ? a : b;
+  const longer = shorter === a ? b : a;
+  return inPrefix(shorter, longer.bytes);
+}
+
+/**
+ * The older of two overlapping prefixes keeps serving (creation time, then name);
+ * returns the names of older overlapping prefixes that win over `name`.
+ */
+export function overlappingWinners(name: string, created: string | undefined, prefix: Prefix, others: readonly OtherPrefix[]): string[] {
+  const winners: string[] = [];
+  for (const o of others) {
+    if (o.name === name) continue;
+    let p: Prefix;
+    try {
+      p = parsePrefix(o.prefix);
+    } catch {
+      continue;
+    }
+    if (!overlaps(prefix, p)) continue;
+    const mine = created ?? '';
+    const theirs = o.creationTimestamp ?? '';
+    if (theirs < mine || (theirs === mine && o.name < name)) winners.push(`${o.name} (${p.text})`);
+  }
+  return winners;
+}
+
+export function plan(
+  name: string,
+  created: string | undefined,
+  spec: CheckedSpec,
+  allNodes: readonly NodeInfo[],
+  previous: Record<string, string>,
+  others: readonly OtherPrefix[] = [],
+): Plan {
+  const problems: Problem[] = [];
+  const winners = overlappingWinners(name, created, spec.prefix, others);
+  const selectedInfos = allNodes.filter((n) => selects(spec.nodeSelector, n.labels)).sort((a, b) => (a.name < b.name ? -1 : 1));
+  const selected = selectedInfos.map((n) => n.name);
+  if (winners.length) {
+    problems.push({ reason: 'PrefixOverlap', message: `prefix ${spec.prefix.text} overlaps the older SixBed4Prefix ${list(winners)}; this one is not served until the overlap is removed` });
+    return { allocation: allocate(spec.prefix, [], previous), nodes: new Map(), problems, selected };
+  }
+
+  const allocation = allocate(spec.prefix, selected, previous);
+  const selectorText = Object.keys(spec.nodeSelector).length ? `spec.nodeSelector ${JSON.stringify(spec.nodeSelector)}` : 'spec.nodeSelector (empty: every node)';
+  if (selected.length === 0) {
+    problems.push({ reason: 'NoNodesSelected', message: `${selectorText} matches no node; nothing serves ${spec.prefix.text}` });
+  } else if (spec.prefix.length === 64 && selected.length > 1) {
+    const holder = [...allocation.assigned.keys()][0];
+    problems.push({
+      reason: 'MultipleNodesSelected',
+      message: `${spec.prefix.text} is a /64, which exactly one node serves, but ${selectorText} matches ${selected.length} nodes (${list(selected)}); ` +
+        (holder ? `${holder} keeps serving it` : 'none serves it until the selector matches exactly one node'),
+    });
+  } else if (allocation.unassigned.length) {
+    problems.push({
+      reason: 'PrefixExhausted',
+      message: `${selected.length} nodes are selected but ${spec.prefix.text} has only ${2 ** (64 - spec.prefix.length)} /64s; without a /64: ${list(allocation.unassigned)}`,
+    });
+  }
+
+  const nodes = new Map<string, AgentNodeConfig>();
+  const noAddress: string[] = [];
+  const sharedListen = spec.listenAddress !== undefined && allocation.assigned.size > 1;
+  if (sharedListen) {
+    problems.push({
+      reason: 'ListenAddressShared',
+      message: `spec.listen.address ${spec.listenAddress} is set but ${allocation.assigned.size} nodes serve this prefix and cannot share one address; each uses its own node address instead (remove listen.address, or select one node)`,
+    });
+  }
+  const servedLocal = new Set<string>();
+  for (const info of selectedInfos) {
+    const sub = allocation.assigned.get(info.name);
+    if (!sub) continue;
+    const address = sharedListen ? info.address : spec.listenAddress ?? info.address;
+    if (!address) { noAddress.push(info.name); continue; }
+    const subnet = parsePrefix(sub);
+    const local: string[] = [];
+    for (const a of spec.localAddresses) {
+      if (a.perNode) {
+        const b = Uint8Array.from(subnet.bytes);
+        b.set(a.bytes.subarray(8), 8);
+        local.push(formatIPv6(b));
+      } else if (inPrefix(subnet, a.bytes)) {
+        local.push(a.text);
+        servedLocal.add(a.text);
+      }
+    }
+    nodes.set(info.name, {
+      prefix: sub,
+      listen: { address, port: spec.port },
+      ...(spec.uplink ? { uplink: spec.uplink } : {}),
+      localAddresses: local,
+      localAddressMode: spec.localAddressMode,
+      routes: spec.routes,
+      ndpProxy: spec.ndpProxy,
+    });
+  }
+  if (noAddress.length) {
+    problems.push({
+      reason: 'NoNodeAddress',
+      message: `node ${list(noAddress)} has no IPv4 ExternalIP or InternalIP to listen on; set spec.listen.address or give the node an IPv4 address`,
+    });
+  }
+  const unserved = spec.localAddresses.filter((a) => !a.perNode && !servedLocal.has(a.text)).map((a) => a.text);
+  if (unserved.length && nodes.size) {
+    problems.push({
+      reason: 'LocalAddressNotServed',
+      message: `no serving node's /64 contains local address ${list(unserved)}; write ::x to use an address in every node's /64, or pin a node to that /64 in the ${'sixbed4.io/allocations'} annotation`,
+    });
+  }
+  return { allocation, nodes, problems, selected };
+}

@@ -1,0 +1,219 @@
+// One reconcile of one SixBed4Prefix: compare what should exist with what the
+// caches say exists, and write only the differences.
+//
+//   1. metadata: the finalizer and the durable /64 allocation annotation
+//      (JSON merge patch with a resourceVersion precondition: race-free);
+//   2. the agent ConfigMap and DaemonSet (server-side apply, field manager
+//      sixbed4-operator, only when a field we set differs: drift repair);
+//   3. deletion: wait for the agents to revert their hosts, then drop the
+//      finalizer (owner references let the garbage collector remove the rest);
+//   4. status: conditions, nodesReady, node entries (server-side apply on the
+//      status subresource; agents apply their own fields of their entries).
+import type { Logger } from '../agent/log.js';
+import {
+  ALLOCATIONS_ANNOTATION, API_VERSION, CLEANUP_TIMEOUT_ANNOTATION, FIELD_MANAGER, FINALIZER, KIND,
+  agentConfigMapName, agentDaemonSetName, type AgentNodeConfig, type KubeObject, type SixBed4Prefix,
+} from './api.js';
+import { formatAllocations, parseAllocations } from './allocate.js';
+import { firstDrift } from './drift.js';
+import type { Recorder } from './events.js';
+import { isNotFound, paths, type JsonPatchOp, type Kube } from './kube.js';
+import { nodeInfo, plan, type Plan } from './plan.js';
+import { renderConfigMap, renderDaemonSet, type RenderOptions } from './render.js';
+import { checkSpec, type Problem } from './spec.js';
+import { computeStatus } from './status.js';
+
+export interface Cache<T extends KubeObject> {
+  get(name: string, namespace?: string): T | undefined;
+  list(namespace?: string): readonly T[];
+}
+
+export interface ReconcileDeps {
+  kube: Kube;
+  namespace: string;
+  render: RenderOptions;
+  prefixes: Cache<SixBed4Prefix>;
+  nodes: Cache<KubeObject>;
+  daemonSets: Cache<KubeObject>;
+  configMaps: Cache<KubeObject>;
+  recorder: Recorder;
+  log: Logger;
+  cleanupTimeoutMs: number;
+  staleAfterMs: number;
+  now?: () => Date;
+}
+
+export interface ReconcileResult {
+  requeueAfterMs?: number;
+  /** state for the prefixes gauge */
+  state?: 'ready' | 'degraded' | 'progressing' | 'deleting';
+}
+
+export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<ReconcileResult> {
+  const cached = d.prefixes.get(name);
+  if (!cached) return {};
+  let p: SixBed4Prefix = cached;
+  const now = d.now?.() ?? new Date();
+  const deleting = p.metadata.deletionTimestamp !== undefined;
+  const finalizers = p.metadata.finalizers ?? [];
+  if (deleting && !finalizers.includes(FINALIZER)) return {};
+  const log = d.log.child({ prefix: name });
+
+  const checked = checkSpec(p.spec);
+  const problems: Problem[] = [...checked.problems];
+  const prev = parseAllocations(p.metadata.annotations?.[ALLOCATIONS_ANNOTATION]);
+  let pl: Plan | undefined;
+  if (checked.spec) {
+    const others = d.prefixes.list().map((o) => ({
+      name: o.metadata.name ?? '', prefix: typeof o.spec?.prefix === 'string' ? o.spec.prefix : '',
+      ...(o.metadata.creationTimestamp ? { creationTimestamp: o.metadata.creationTimestamp } : {}),
+    }));
+    pl = plan(name, p.metadata.creationTimestamp, checked.spec, d.nodes.list().map(nodeInfo), prev.record, others);
+    problems.push(...pl.problems);
+  }
+
+  // 1. metadata
+  const wantAlloc = pl ? formatAllocations(pl.allocation.allocations) : p.metadata.annotations?.[ALLOCATIONS_ANNOTATION];
+  const addFinalizer = !deleting && !finalizers.includes(FINALIZER);
+  const allocChanged = wantAlloc !== undefined && wantAlloc !== p.metadata.annotations?.[ALLOCATIONS_ANNOTATION];
+  if (addFinalizer || allocChanged) {
+    const patch = {
+      metadata: {
+        resourceVersion: p.metadata.resourceVersion,
+        ...(addFinalizer ? { finalizers: [...finalizers, FINALIZER] } : {}),
+        ...(allocChanged ? { annotations: { [ALLOCATIONS_ANNOTATION]: wantAlloc } } : {}),
+      },
+    };
+    p = await d.kube.mergePatch<SixBed4Prefix>(paths.prefix(name), patch, FIELD_MANAGER);
+    if (prev.error) d.recorder.event(p, 'Warning', 'AllocationsReset', prev.error);
+    if (pl) {
+      for (const msg of pl.allocation.dropped) d.recorder.event(p, 'Warning', 'AllocationDropped', `dropped allocation ${msg}`);
+      for (const n of pl.allocation.reclaimed) d.recorder.event(p, 'Normal', 'AllocationReclaimed', `the /64 kept for node ${n} (no longer selected) was given to another node`);
+      for (const n of pl.allocation.added) d.recorder.event(p, 'Normal', 'Allocated', `node ${n} serves ${pl.allocation.assigned.get(n)}`);
+    }
+  }
+
+  // 2. ConfigMap and DaemonSet
+  const serving: ReadonlyMap<string, AgentNodeConfig> = pl?.nodes ?? new Map();
+  const specSettled = p.status?.observedGeneration === p.metadata.generation;
+  if (checked.spec && pl) {
+    const cm = renderConfigMap(p, checked.spec.prefix.text, checked.spec.metricsPort, serving, d.render);
+    await ensure(d, p, 'ConfigMap', paths.configMap(d.namespace, agentConfigMapName(name)), d.configMaps.get(agentConfigMapName(name), d.namespace), cm, false, log);
+    const ds = renderDaemonSet(p, checked.spec.nodeSelector, checked.spec.port, checked.spec.metricsPort, d.render);
+    await ensure(d, p, 'DaemonSet', paths.daemonSet(d.namespace, agentDaemonSetName(name)), d.daemonSets.get(agentDaemonSetName(name), d.namespace), ds, specSettled, log);
+  }
+
+  // 3. deletion
+  let requeueAfterMs: number | undefined;
+  const nodeExists = (n: string) => d.nodes.get(n) !== undefined;
+  const waitingRevert = deleting
+    ? (p.status?.nodes ?? []).filter((e) => e.lastReport !== undefined && e.reverted !== true && nodeExists(e.name)).map((e) => e.name).sort()
+    : [];
+  if (deleting) {
+    const timeoutMs = cleanupTimeout(p, d.cleanupTimeoutMs);
+    const elapsed = now.getTime() - Date.parse(p.metadata.deletionTimestamp!);
+    if (waitingRevert.length === 0) {
+      d.recorder.event(p, 'Normal', 'HostsReverted', 'every node reverted its host configuration; removing the finalizer');
+      await removeFinalizer(d, p);
+      return {};
+    }
+    if (elapsed >= timeoutMs) {
+      d.recorder.event(p, 'Warning', 'CleanupTimedOut',
+        `gave up after ${Math.round(timeoutMs / 1000)}s waiting for ${waitingRevert.join(', ')} to revert the host configuration; removing the finalizer (revert those hosts by hand: sixbed4 host revert)`);
+      await removeFinalizer(d, p);
+      return {};
+    }
+    requeueAfterMs = Math.min(timeoutMs - elapsed + 50, 5_000);
+  }
+
+  // 4. status
+  const st = computeStatus({
+    generation: p.metadata.generation ?? 0, now, deleting, waitingRevert, problems, serving, actual: p.status,
+    daemonSet: d.daemonSets.get(agentDaemonSetName(name), d.namespace), staleAfterMs: d.staleAfterMs, nodeExists,
+  });
+  if (st.changed) {
+    try {
+      await d.kube.apply(paths.prefixStatus(name), { apiVersion: API_VERSION, kind: KIND, metadata: { name }, status: st.status }, FIELD_MANAGER);
+    } catch (e) {
+      if (isNotFound(e)) return {};
+      throw e;
+    }
+    for (const t of st.transitions) {
+      const ev = transitionEvent(t, t.previous?.startsWith('True/') ?? false);
+      if (ev) d.recorder.event(p, ev.type, ev.reason, ev.message);
+    }
+  }
+  if (st.staleEntries.length) await removeEntries(d, name, st.staleEntries, log);
+  if (st.requeueAfterMs !== undefined) requeueAfterMs = Math.min(requeueAfterMs ?? Infinity, st.requeueAfterMs);
+
+  const degraded = problems.length > 0;
+  const state = deleting ? 'deleting' : degraded ? 'degraded' : st.readyCount === serving.size && serving.size > 0 ? 'ready' : 'progressing';
+  return { ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}), state };
+}
+
+/** Applies desired unless actual already carries every field of it. */
+async function ensure(d: ReconcileDeps, p: SixBed4Prefix, kind: string, path: string, actual: KubeObject | undefined, desired: KubeObject,
+  specSettled: boolean, log: Logger): Promise<void> {
+  // list items carry no apiVersion/kind: compare the rest
+  const { apiVersion: _a, kind: _k, ...compared } = desired;
+  const drift = actual ? firstDrift(actual, compared) : '(missing)';
+  if (drift === undefined) return;
+  await d.kube.apply(path, desired, FIELD_MANAGER);
+  const what = `${kind} ${d.namespace}/${desired.metadata.name}`;
+  if (!actual) {
+    d.recorder.event(p, 'Normal', 'Created', `created ${what}`);
+  } else if (specSettled && kind === 'DaemonSet') {
+    // the spec did not change since the last reconcile: someone else changed our DaemonSet
+    log.warn(`restored ${what}: ${drift} had been changed`);
+    d.recorder.event(p, 'Warning', 'DriftRepaired', `restored ${what}: ${drift} had been changed by someone else`);
+  } else {
+    log.info(`updated ${what} (${drift})`);
+    d.recorder.event(p, 'Normal', 'Updated', `updated ${what} (${drift})`);
+  }
+}
+
+function cleanupTimeout(p: SixBed4Prefix, fallbackMs: number): number {
+  const v = p.metadata.annotations?.[CLEANUP_TIMEOUT_ANNOTATION];
+  if (v !== undefined && /^\d+(\.\d+)?$/.test(v)) return Number(v) * 1000;
+  return fallbackMs;
+}
+
+async function removeFinalizer(d: ReconcileDeps, p: SixBed4Prefix): Promise<void> {
+  const i = (p.metadata.finalizers ?? []).indexOf(FINALIZER);
+  if (i < 0) return;
+  const ops: JsonPatchOp[] = [
+    { op: 'test', path: `/metadata/finalizers/${i}`, value: FINALIZER },
+    { op: 'remove', path: `/metadata/finalizers/${i}` },
+  ];
+  try {
+    await d.kube.jsonPatch(paths.prefix(p.metadata.name!), ops, FIELD_MANAGER);
+  } catch (e) {
+    if (!isNotFound(e)) throw e;
+  }
+}
+
+/** Removes node entries that nobody serves or reports any more (JSON patch, guarded by a test of the name). */
+async function removeEntries(d: ReconcileDeps, name: string, entries: string[], log: Logger): Promise<void> {
+  const fresh = await d.kube.get<SixBed4Prefix>(paths.prefix(name));
+  const nodes = fresh?.status?.nodes ?? [];
+  const ops: JsonPatchOp[] = [];
+  // highest index first so earlier indexes stay valid
+  const idx = entries.map((n) => nodes.findIndex((e) => e.name === n)).filter((i) => i >= 0).sort((a, b) => b - a);
+  for (const i of idx) ops.push({ op: 'test', path: `/status/nodes/${i}/name`, value: nodes[i]!.name }, { op: 'remove', path: `/status/nodes/${i}` });
+  if (!ops.length) return;
+  log.info(`removing stale node entries: ${entries.join(', ')}`);
+  await d.kube.jsonPatch(paths.prefixStatus(name), ops, FIELD_MANAGER);
+}
+
+function transitionEvent(t: { type: string; status: string; reason: string; message: string }, wasTrue: boolean):
+  { type: 'Normal' | 'Warning'; reason: string; message: string } | undefined {
+  if (t.type === 'Degraded') {
+    if (t.status === 'True') return { type: 'Warning', reason: t.reason, message: t.message };
+    if (wasTrue) return { type: 'Normal', reason: 'Recovered', message: 'no longer degraded: ' + t.message };
+  }
+  if (t.type === 'Ready') {
+    if (t.status === 'True') return { type: 'Normal', reason: 'Ready', message: t.message };
+    if (wasTrue && t.reason !== 'Deleting') return { type: 'Warning', reason: 'NotReady', message: t.message };
+  }
+  return undefined;
+}

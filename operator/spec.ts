@@ -1,0 +1,181 @@
+// The operator's own check of a SixBed4Prefix spec. The CRD's CEL rules refuse
+// most mistakes at the API server; this double-checks everything (an object
+// may predate a CRD upgrade, CEL cannot see bytes) and turns the spec into
+// parsed values with defaults filled in. Problems become the Degraded
+// condition's reason and message instead of exceptions.
+import { DEFAULT_METRICS_PORT, DEFAULT_PORT, type LocalAddressMode, type NdpProxyMode } from './api.js';
+import { formatIPv6, inPrefix, parseIPv4, parseIPv6, parsePrefix, type Prefix } from '../agent/protocol/ip.js';
+
+export interface Problem {
+  /** CamelCase, e.g. InvalidPrefix, MultipleNodesSelected */
+  reason: string;
+  message: string;
+}
+
+export interface LocalAddressSpec {
+  /** 16 bytes; for an interface identifier (::11 form) the upper 8 are zero */
+  bytes: Uint8Array;
+  text: string;
+  /** true for the ::x form: used in every node's /64 */
+  perNode: boolean;
+}
+
+export interface CheckedSpec {
+  prefix: Prefix;
+  nodeSelector: Record<string, string>;
+  listenAddress?: string;
+  port: number;
+  uplink?: string;
+  localAddresses: LocalAddressSpec[];
+  localAddressMode: LocalAddressMode;
+  routes: string[];
+  ndpProxy: NdpProxyMode;
+  metricsPort: number;
+}
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const errMsg = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+
+/** True when bytes 12..13 (the 6bed4 port word) are zero: the address can never be a peer's. */
+export function portWordZero(b: Uint8Array): boolean {
+  return b[12] === 0 && b[13] === 0;
+}
+
+/**
+ * Checks a spec. Returns the parsed spec unless the prefix itself is unusable
+ * (then nothing can be served), and every problem found; items that fail are
+ * left out of the parsed spec.
+ */
+export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem[] } {
+  const problems: Problem[] = [];
+  const bad = (reason: string, message: string) => problems.push({ reason, message });
+  if (!isObj(raw)) return { problems: [{ reason: 'InvalidSpec', message: 'spec is missing' }] };
+
+  let prefix: Prefix | undefined;
+  if (typeof raw.prefix !== 'string' || raw.prefix === '') {
+    bad('InvalidPrefix', 'spec.prefix is missing');
+  } else {
+    try {
+      prefix = parsePrefix(raw.prefix, 'spec.prefix');
+      if (prefix.length < 48 || prefix.length > 64) {
+        bad('InvalidPrefix', `spec.prefix ${prefix.text} is a /${prefix.length}: use a /48 to /64`);
+        prefix = undefined;
+      } else if ((prefix.bytes[0]! & 0xe0) !== 0x20 && (prefix.bytes[0]! & 0xfe) !== 0xfc) {
+        // global unicast (2000::/3) or unique local (fc00::/7)
+        bad('InvalidPrefix', `spec.prefix ${prefix.text} is not a global unicast or unique local prefix`);
+        prefix = undefined;
+      }
+    } catch (e) {
+      bad('InvalidPrefix', errMsg(e));
+    }
+  }
+
+  const nodeSelector: Record<string, string> = {};
+  if (raw.nodeSelector !== undefined) {
+    if (!isObj(raw.nodeSelector)) bad('InvalidNodeSelector', 'spec.nodeSelector must be a map of label keys to values');
+    else for (const [k, v] of Object.entries(raw.nodeSelector)) {
+      if (typeof v === 'string') nodeSelector[k] = v;
+      else bad('InvalidNodeSelector', `spec.nodeSelector.${k} must be a string`);
+    }
+  }
+
+  let listenAddress: string | undefined;
+  let port = DEFAULT_PORT;
+  if (raw.listen !== undefined) {
+    if (!isObj(raw.listen)) bad('InvalidListen', 'spec.listen must be an object with address and port');
+    else {
+      if (raw.listen.address !== undefined) {
+        try {
+          if (typeof raw.listen.address !== 'string') throw new Error('spec.listen.address must be a string');
+          const v = parseIPv4(raw.listen.address);
+          if (v === 0 || v >>> 24 === 127) throw new Error(`spec.listen.address ${raw.listen.address} is not an address peers can reach`);
+          listenAddress = raw.listen.address;
+        } catch (e) {
+          bad('InvalidListen', errMsg(e).replace(/^'/, "spec.listen.address '"));
+        }
+      }
+      if (raw.listen.port !== undefined) {
+        const p = raw.listen.port;
+        if (typeof p !== 'number' || !Number.isInteger(p) || p < 1 || p > 65535) bad('InvalidListen', `spec.listen.port ${String(p)} is not a UDP port (1..65535)`);
+        else port = p;
+      }
+    }
+  }
+
+  let uplink: string | undefined;
+  if (raw.uplink !== undefined) {
+    if (typeof raw.uplink !== 'string' || !/^[A-Za-z0-9_.@-]{1,15}$/.test(raw.uplink) || ['lo', '.', '..'].includes(raw.uplink)) {
+      bad('InvalidUplink', `spec.uplink ${JSON.stringify(raw.uplink)} is not a usable interface name`);
+    } else uplink = raw.uplink;
+  }
+
+  const localAddresses: LocalAddressSpec[] = [];
+  if (raw.localAddresses !== undefined) {
+    if (!Array.isArray(raw.localAddresses)) bad('InvalidLocalAddress', 'spec.localAddresses must be a list');
+    else {
+      const seen = new Set<string>();
+      for (const item of raw.localAddresses as unknown[]) {
+        try {
+          if (typeof item !== 'string') throw new Error(`local address ${JSON.stringify(item)} is not a string`);
+          const bytes = parseIPv6(item);
+          const text = formatIPv6(bytes);
+          const perNode = bytes.subarray(0, 8).every((x) => x === 0);
+          if (!perNode && prefix && !inPrefix(prefix, bytes)) {
+            throw new Error(`local address ${text} is outside the prefix ${prefix.text} (write ::x for an address in every node's /64)`);
+          }
+          if (!portWordZero(bytes)) {
+            throw new Error(`local address ${text} has a non-zero port word (bytes 12..13), where 6bed4 peers carry their UDP port`);
+          }
+          if (bytes.subarray(8).every((x) => x === 0)) throw new Error(`local address ${text} has interface identifier 0`);
+          if (seen.has(text)) continue;
+          seen.add(text);
+          localAddresses.push({ bytes, text, perNode });
+        } catch (e) {
+          bad('InvalidLocalAddress', errMsg(e));
+        }
+      }
+    }
+  }
+
+  let localAddressMode: LocalAddressMode = 'uplink128';
+  if (raw.localAddressMode !== undefined) {
+    if (raw.localAddressMode === 'uplink128' || raw.localAddressMode === 'dummy112') localAddressMode = raw.localAddressMode;
+    else bad('InvalidField', `spec.localAddressMode ${JSON.stringify(raw.localAddressMode)} is not uplink128 or dummy112`);
+  }
+
+  const routes: string[] = [];
+  if (raw.routes !== undefined) {
+    if (!Array.isArray(raw.routes)) bad('InvalidRoute', 'spec.routes must be a list');
+    else for (const r of raw.routes as unknown[]) {
+      try {
+        if (typeof r !== 'string') throw new Error(`route ${JSON.stringify(r)} is not a string`);
+        const p = parsePrefix(r, 'route');
+        if (!routes.includes(p.text)) routes.push(p.text);
+      } catch (e) {
+        bad('InvalidRoute', errMsg(e));
+      }
+    }
+  }
+
+  let ndpProxy: NdpProxyMode = 'off';
+  if (raw.ndpProxy !== undefined) {
+    if (raw.ndpProxy === 'off' || raw.ndpProxy === 'on' || raw.ndpProxy === 'auto') ndpProxy = raw.ndpProxy;
+    else bad('InvalidField', `spec.ndpProxy ${JSON.stringify(raw.ndpProxy)} is not off, on or auto`);
+  }
+
+  let metricsPort = DEFAULT_METRICS_PORT;
+  if (raw.metricsPort !== undefined) {
+    const p = raw.metricsPort;
+    if (typeof p !== 'number' || !Number.isInteger(p) || p < 1024 || p > 65535) bad('InvalidField', `spec.metricsPort ${String(p)} is not in 1024..65535`);
+    else metricsPort = p;
+  }
+
+  if (!prefix) return { problems };
+  return {
+    spec: {
+      prefix, nodeSelector, ...(listenAddress ? { listenAddress } : {}), port, ...(uplink ? { uplink } : {}),
+      localAddresses, localAddressMode, routes, ndpProxy, metricsPort,
+    },
+    problems,
+  };
+}

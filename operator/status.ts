@@ -1,0 +1,155 @@
+// The operator's part of a SixBed4Prefix status: observedGeneration,
+// conditions, nodesReady and the name/prefix/listen of each node entry (the
+// agents own the rest of their entries). Pure: computes the desired status,
+// whether it differs from what the server has, and when to look again.
+import type { AgentNodeConfig, Condition, ConditionStatus, ConditionType, KubeObject, NodeStatus, SixBed4PrefixStatus } from './api.js';
+import type { Problem } from './spec.js';
+
+export interface StatusInput {
+  generation: number;
+  now: Date;
+  /** the prefix has a deletionTimestamp */
+  deleting: boolean;
+  /** nodes still to revert while deleting (reported, node exists, not reverted) */
+  waitingRevert: string[];
+  problems: Problem[];
+  /** nodes that serve, with their share */
+  serving: ReadonlyMap<string, AgentNodeConfig>;
+  actual: SixBed4PrefixStatus | undefined;
+  daemonSet: KubeObject | undefined;
+  /** a ready report older than this does not count */
+  staleAfterMs: number;
+  /** names of existing Node objects */
+  nodeExists: (name: string) => boolean;
+}
+
+/** The fields of the status the operator applies (server-side apply, field manager sixbed4-operator). */
+export interface OperatorStatus {
+  observedGeneration: number;
+  nodesReady: string;
+  conditions: Condition[];
+  nodes: { name: string; prefix: string; listen: string }[];
+}
+
+export interface StatusResult {
+  status: OperatorStatus;
+  /** true when the server's status lacks or differs in any operator field */
+  changed: boolean;
+  /** conditions whose status or reason changed (for Events) */
+  transitions: { type: string; status: ConditionStatus; reason: string; message: string; previous?: string }[];
+  /** node entries the operator no longer wants and no live agent keeps: to remove */
+  staleEntries: string[];
+  /** look again after this long (a ready report will go stale), if set */
+  requeueAfterMs?: number;
+  readyCount: number;
+}
+
+function list(names: readonly string[], max = 8): string {
+  return names.length <= max ? names.join(', ') : `${names.slice(0, max).join(', ')} and ${names.length - max} more`;
+}
+
+/** Whether an agent's entry counts as ready now, and until when. */
+export function agentReady(entry: NodeStatus | undefined, now: Date, staleAfterMs: number): { ready: boolean; why: string; untilMs?: number } {
+  if (!entry || entry.lastReport === undefined) return { ready: false, why: 'no report yet' };
+  const t = Date.parse(entry.lastReport);
+  if (!Number.isFinite(t)) return { ready: false, why: 'bad lastReport' };
+  const age = now.getTime() - t;
+  if (age >= staleAfterMs) return { ready: false, why: `no report for over ${Math.round(staleAfterMs / 1000)}s` };
+  if (entry.ready !== true) return { ready: false, why: entry.message ? `not ready: ${entry.message}` : 'not ready' };
+  return { ready: true, why: 'ready', untilMs: staleAfterMs - age };
+}
+
+export function computeStatus(inp: StatusInput): StatusResult {
+  const actualNodes = new Map((inp.actual?.nodes ?? []).map((n) => [n.name, n]));
+  const servingNames = [...inp.serving.keys()].sort();
+
+  let readyCount = 0;
+  let requeueAfterMs: number | undefined;
+  const notReady: string[] = [];
+  for (const n of servingNames) {
+    const r = agentReady(actualNodes.get(n), inp.now, inp.staleAfterMs);
+    if (r.ready) {
+      readyCount++;
+      if (r.untilMs !== undefined) requeueAfterMs = Math.min(requeueAfterMs ?? Infinity, r.untilMs + 100);
+    } else notReady.push(`${n} (${r.why})`);
+  }
+
+  const conds: Record<ConditionType, { status: ConditionStatus; reason: string; message: string }> = {
+    Degraded: inp.problems.length
+      ? { status: 'True', reason: inp.problems[0]!.reason, message: inp.problems.map((p) => p.message).join('; ') }
+      : { status: 'False', reason: 'AsExpected', message: servingNames.length ? `every selected node serves its share` : 'nothing to report' },
+    Progressing: progressing(inp),
+    Ready: inp.deleting
+      ? { status: 'False', reason: 'Deleting', message: 'the prefix is being deleted' }
+      : servingNames.length === 0
+        ? { status: 'False', reason: 'NoNodes', message: 'no node serves this prefix (see the Degraded condition)' }
+        : readyCount < servingNames.length
+          ? { status: 'False', reason: 'AgentsNotReady', message: `${readyCount} of ${servingNames.length} agents ready; waiting for ${list(notReady)}` }
+          : { status: 'True', reason: 'AgentsReady', message: `${readyCount} of ${servingNames.length} agents ready` },
+  };
+
+  const actualConds = new Map((inp.actual?.conditions ?? []).map((c) => [c.type, c]));
+  const transitions: StatusResult['transitions'] = [];
+  const nowText = inp.now.toISOString().replace(/\.\d{3}Z$/, 'Z');
+  const conditions: Condition[] = (['Ready', 'Progressing', 'Degraded'] as const).map((type) => {
+    const want = conds[type];
+    const have = actualConds.get(type);
+    const same = have && have.status === want.status;
+    if (!have || have.status !== want.status || have.reason !== want.reason) {
+      transitions.push({ type, ...want, ...(have ? { previous: `${have.status}/${have.reason}` } : {}) });
+    }
+    return {
+      type, status: want.status, observedGeneration: inp.generation,
+      lastTransitionTime: same ? have.lastTransitionTime : nowText, reason: want.reason, message: want.message.slice(0, 32768),
+    };
+  });
+
+  const nodes = servingNames.map((n) => {
+    const c = inp.serving.get(n)!;
+    return { name: n, prefix: c.prefix, listen: `${c.listen.address}:${c.listen.port}` };
+  });
+  const status: OperatorStatus = { observedGeneration: inp.generation, nodesReady: `${readyCount}/${servingNames.length}`, conditions, nodes };
+
+  // differs from the server?
+  const a = inp.actual ?? {};
+  let changed = a.observedGeneration !== status.observedGeneration || a.nodesReady !== status.nodesReady;
+  for (const c of conditions) {
+    const h = actualConds.get(c.type);
+    if (!h || h.status !== c.status || h.reason !== c.reason || h.message !== c.message || h.observedGeneration !== c.observedGeneration || !h.lastTransitionTime) changed = true;
+  }
+  const wanted = new Set(servingNames);
+  for (const n of nodes) {
+    const h = actualNodes.get(n.name);
+    if (!h || h.prefix !== n.prefix || h.listen !== n.listen) changed = true;
+  }
+  const staleEntries: string[] = [];
+  for (const [name, h] of actualNodes) {
+    if (wanted.has(name)) continue;
+    if (h.prefix !== undefined || h.listen !== undefined) changed = true; // our fields are still there: apply drops them
+    const r = agentReady(h, inp.now, inp.staleAfterMs);
+    const agentGone = h.lastReport === undefined || r.why.startsWith('no report for') || h.reverted === true;
+    if (!inp.nodeExists(name) || agentGone) staleEntries.push(name);
+  }
+  return { status, changed, transitions, staleEntries, ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}), readyCount };
+}
+
+function progressing(inp: StatusInput): { status: ConditionStatus; reason: string; message: string } {
+  if (inp.deleting) {
+    return inp.waitingRevert.length
+      ? { status: 'True', reason: 'RevertingHosts', message: `waiting for ${list(inp.waitingRevert)} to revert the host configuration` }
+      : { status: 'True', reason: 'RevertingHosts', message: 'every node reverted; removing the finalizer' };
+  }
+  const ds = inp.daemonSet;
+  if (!ds) return { status: 'True', reason: 'RollingOut', message: 'creating the agent DaemonSet' };
+  const st = (ds.status ?? {}) as { observedGeneration?: number; desiredNumberScheduled?: number; updatedNumberScheduled?: number; numberAvailable?: number };
+  if ((st.observedGeneration ?? 0) < (ds.metadata.generation ?? 1)) {
+    return { status: 'True', reason: 'RollingOut', message: 'the DaemonSet controller has not yet seen the current agent DaemonSet' };
+  }
+  const desired = st.desiredNumberScheduled ?? 0;
+  const updated = st.updatedNumberScheduled ?? 0;
+  const available = st.numberAvailable ?? 0;
+  if (updated < desired || available < desired) {
+    return { status: 'True', reason: 'RollingOut', message: `${updated} of ${desired} agent pods updated, ${available} available` };
+  }
+  return { status: 'False', reason: 'RolledOut', message: `all ${desired} agent pods updated and available` };
+}

@@ -1,0 +1,64 @@
+// Pieces of the host end-to-end tests: the seed's VM in the reference
+// topology, `sixbed4 host` run inside it, what "the same state" means, and
+// continuous pings whose losses are counted.
+import { fileURLToPath } from 'node:url';
+import type { Netns, Proc } from '../../agent/lab/netns.js';
+import { TOPO, type Topology } from '../../agent/lab/topology.js';
+
+/** `sixbed4 host` as a process (see run-host.ts). */
+export const RUN_HOST = fileURLToPath(new URL('./run-host.js', import.meta.url));
+
+export const PREFIX = TOPO.prefix;
+export const L11 = '2001:db8:9:10::11';
+export const L30 = '2001:db8:9:10::30';
+
+export async function host(ns: Netns, args: string[]): Promise<{ code: number | null; out: string; err: string }> {
+  const r = await ns.exec([process.execPath, RUN_HOST, ...args, '--log-format', 'text'], { timeoutMs: 30_000 });
+  return { code: r.code, out: r.stdout, err: r.stderr };
+}
+
+/**
+ * The seed's starting point on the topology's router host ("the VM"): ::11/64
+ * and ::30/64 on its uplink eth0 (DAD is off in lab namespaces), forwarding
+ * off as on a fresh VM; the ISP routes the /64 to the VM's link-local.
+ */
+export async function seedVm(topo: Topology): Promise<Netns> {
+  const vm = topo.router;
+  await vm.sysctl('net.ipv6.conf.all.forwarding', 0);
+  await vm.ipBatch([`addr add ${L11}/64 dev ${TOPO.routerUplinkIf}`, `addr add ${L30}/64 dev ${TOPO.routerUplinkIf}`]);
+  return vm;
+}
+
+interface AddrLink { addr_info?: Record<string, unknown>[]; [k: string]: unknown }
+
+/**
+ * The host's networking as `ip -j` shows it, in a form where only real
+ * differences count: addresses sorted (a re-added address is listed in
+ * another place), routes sorted, plus every forwarding/accept_ra sysctl.
+ */
+export async function capture(ns: Netns): Promise<unknown> {
+  const [links, routes, sysctls] = await Promise.all([
+    ns.json<AddrLink[]>(['addr', 'show']),
+    ns.json<Record<string, unknown>[]>(['-6', 'route', 'show']),
+    ns.run(['sh', '-c', 'grep -H . /proc/sys/net/ipv6/conf/*/forwarding /proc/sys/net/ipv6/conf/*/accept_ra']),
+  ]);
+  const key = (x: unknown) => JSON.stringify(x);
+  return {
+    links: links.map((l) => ({ ...l, addr_info: [...(l.addr_info ?? [])].sort((a, b) => key(a).localeCompare(key(b))) })),
+    routes: routes.map(key).sort(),
+    sysctls: sysctls.trim().split('\n').sort(),
+  };
+}
+
+/** `ping -6` every 20 ms, `count` times; the summary at exit counts lost replies. */
+export function pingEvery20ms(ns: Netns, target: string, count: number): Proc {
+  return ns.spawn(['ping', '-6', '-n', '-i', '0.02', '-c', String(count), '-W', '1', target]);
+}
+
+export async function lossOf(p: Proc): Promise<{ sent: number; received: number; output: string }> {
+  await p.exited;
+  const out = p.output();
+  const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
+  if (!m) throw new Error(`no ping summary:\n${out}`);
+  return { sent: Number(m[1]), received: Number(m[2]), output: out };
+}

@@ -1,0 +1,392 @@
+// The operator against a real kube-apiserver (etcd, RBAC, and the garbage
+// collector of kube-controller-manager), installed with the Helm chart and
+// running as `sixbed4 operator` processes under the chart's ServiceAccount,
+// so the chart's RBAC is what is exercised. Nodes are fake Node objects (no
+// kubelet: DaemonSet pods stay unscheduled); agents are simulated by writing
+// their status entries with the chart's agent ServiceAccount.
+//
+// Needs `bash test/k8s/build-control-plane.sh` (CI runs it); skips otherwise.
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
+import { ALLOCATIONS_ANNOTATION, CLEANUP_TIMEOUT_ANNOTATION, FINALIZER, type KubeObject, type SixBed4Prefix } from '../../operator/api.js';
+import { Kube, paths } from '../../operator/kube.js';
+import { subnetIndex } from '../../operator/allocate.js';
+import { parsePrefix } from '../../agent/protocol/ip.js';
+import { apiErrorMessage, eventually, kubectlApply, OperatorProcess, parseYamlDocs, readYamlDocs, REPO } from './helpers.js';
+
+const run = promisify(execFile);
+const skip = controlPlaneSkipReason();
+const ktest = skip ? test.serial.skip : test.serial;
+if (skip) test.serial.skip(`operator against a real API server: ${skip}`, () => {});
+
+const NS = 'sixbed4-system';
+const RELEASE = 'sixbed4';
+const OPERATOR_SA = 'sixbed4-operator';
+const AGENT_SA = 'sixbed4-agent';
+/** short leader-election times so that takeovers fit in a test */
+const OPERATOR_FLAGS = [
+  '--namespace', NS, '--image', 'sixbed4:test', '--agent-service-account', AGENT_SA,
+  '--leader-elect', '--lease-name', 'sixbed4-operator', '--lease-duration', '4', '--renew-deadline', '3', '--retry-period', '0.5',
+  '--agent-stale-after', '60', '--cleanup-timeout', '120',
+];
+
+interface State {
+  cp?: ControlPlane;
+  admin?: Kube;
+  adminKc?: KubeConfig;
+  operatorKubeconfig?: string;
+  agent?: Kube;
+  ops: OperatorProcess[];
+}
+const s: State = { ops: [] };
+
+test.before(async (t) => {
+  if (skip) return;
+  const t0 = Date.now();
+  s.cp = await startControlPlane({ controllerManager: true, controllers: ['garbagecollector'] });
+  s.adminKc = s.cp.kubeConfig();
+  s.admin = new Kube(s.adminKc, 'sixbed4-test');
+  // helm install of the chart (CRD, ServiceAccounts, RBAC, operator Deployment: it stays unscheduled here)
+  await run(s.cp.helm, ['install', RELEASE, join(REPO, 'charts', 'sixbed4'), '--namespace', NS, '--create-namespace',
+    '--kubeconfig', s.cp.kubeconfigPath, '--set', 'image.tag=test'], { env: { ...process.env, HELM_CACHE_HOME: join(s.cp.dir, 'helm-cache'), HELM_CONFIG_HOME: join(s.cp.dir, 'helm-config'), HELM_DATA_HOME: join(s.cp.dir, 'helm-data') } });
+  await eventually('the CRD to be established', async () => {
+    const crd = await s.admin!.get<KubeObject>('/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sixbed4prefixes.sixbed4.io');
+    return ((crd?.status as { conditions?: { type: string; status: string }[] })?.conditions ?? []).some((c) => c.type === 'Established' && c.status === 'True');
+  });
+  // the operator runs as the chart's ServiceAccount, the simulated agents as the agent's
+  s.operatorKubeconfig = await s.cp.writeKubeconfig(await s.cp.serviceAccountToken(NS, OPERATOR_SA), 'operator');
+  s.agent = new Kube(s.cp.kubeConfigForToken(await s.cp.serviceAccountToken(NS, AGENT_SA), 'agent'), 'sixbed4-agent');
+  s.ops.push(await OperatorProcess.start(s.operatorKubeconfig, 'op-a', OPERATOR_FLAGS));
+  t.log(`control plane ${s.cp.startMs} ms, chart installed and operator up in ${Date.now() - t0} ms total`);
+});
+
+test.after.always(async (t) => {
+  for (const op of s.ops) {
+    if (op.child.exitCode === null) {
+      if (process.env.SIXBED4_TEST_VERBOSE) t.log(`operator ${op.identity} log tail:\n${op.tail()}`);
+      await op.stop();
+    }
+  }
+  await s.cp?.stop();
+});
+
+/** the operator currently in charge */
+const op = () => s.ops[s.ops.length - 1]!;
+const admin = () => s.admin!;
+const getPrefix = (name: string) => admin().get<SixBed4Prefix>(paths.prefix(name));
+const cond = (p: SixBed4Prefix | undefined, type: string) => p?.status?.conditions?.find((c) => c.type === type);
+
+async function createNode(name: string, labels: Record<string, string>, address?: string, type = 'InternalIP'): Promise<void> {
+  await admin().create(paths.nodes, {
+    apiVersion: 'v1', kind: 'Node', metadata: { name, labels },
+    ...(address ? { status: { addresses: [{ type, address }] } } : {}),
+  });
+}
+
+async function events(name: string): Promise<{ reason: string; type: string; message: string }[]> {
+  const l = await admin().list<{ reason: string; type: string; message: string; involvedObject: { name: string } }>(paths.events('default'), { fieldSelector: `involvedObject.name=${name}` });
+  return l.items;
+}
+
+/** resourceVersions of every object the operator owns or writes */
+async function resourceVersions(): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const p of (await admin().list<KubeObject>(paths.prefixes)).items) out[`prefix/${p.metadata.name}`] = p.metadata.resourceVersion!;
+  for (const d of (await admin().list<KubeObject>(paths.daemonSets(NS))).items) out[`ds/${d.metadata.name}`] = d.metadata.resourceVersion!;
+  for (const c of (await admin().list<KubeObject>(paths.configMaps(NS), { labelSelector: 'app.kubernetes.io/managed-by=sixbed4-operator' })).items) out[`cm/${c.metadata.name}`] = c.metadata.resourceVersion!;
+  return out;
+}
+
+/** an agent's report, written as the agent does it: server-side apply of its own entry with its own field manager */
+async function agentReport(prefix: string, node: string, fields: Record<string, unknown>): Promise<void> {
+  await s.agent!.apply(paths.prefixStatus(prefix), {
+    apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix', metadata: { name: prefix },
+    status: { nodes: [{ name: node, lastReport: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'), ...fields }] },
+  }, `sixbed4-agent-${node}`);
+}
+
+/** waits until the operator has handled every queued change (nothing queued, and the count of reconciles settles) */
+async function settled(o = op()): Promise<void> {
+  let last = -1;
+  await eventually('the operator to settle', async () => {
+    const n = await o.metricSum('sixbed4_operator_reconcile_total');
+    const q = await o.metric('sixbed4_operator_queue_depth');
+    const ok = n === last && q === 0 && n > 0;
+    last = n;
+    return ok;
+  }, 20_000, 400);
+}
+
+ktest('the CRD serves a schema with descriptions (kubectl explain) and printer columns', async (t) => {
+  const doc = await admin().request<{ components: { schemas: Record<string, { properties?: Record<string, { description?: string; properties?: Record<string, { description?: string }> }> }> } }>(
+    'GET', '/openapi/v3/apis/sixbed4.io/v1alpha1');
+  const schema = doc.components.schemas['io.sixbed4.v1alpha1.SixBed4Prefix']!;
+  t.regex(schema.properties!.spec!.properties!.prefix!.description!, /from \/48 to \/64/);
+  t.regex(schema.properties!.status!.properties!.nodes!.description!, /One entry per node/);
+  const crd = await admin().get<{ spec: { versions: { additionalPrinterColumns: { name: string }[] }[] } }>('/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sixbed4prefixes.sixbed4.io');
+  t.deepEqual(crd!.spec.versions[0]!.additionalPrinterColumns.map((c) => c.name), ['Prefix', 'Nodes Ready', 'Ready', 'Degraded', 'Age']);
+});
+
+ktest('helm template output is accepted by the API server (server-side dry run)', async (t) => {
+  const { stdout } = await run(s.cp!.helm, ['template', 'dry', join(REPO, 'charts', 'sixbed4'), '--namespace', 'dry-run', '--include-crds',
+    '--set', 'replicas=2', '--kube-version', '1.36.3'], { maxBuffer: 10 * 1024 * 1024 });
+  const docs = parseYamlDocs(stdout);
+  t.deepEqual([...new Set(docs.map((d) => d.kind))].sort(),
+    ['ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition', 'Deployment', 'Role', 'RoleBinding', 'ServiceAccount']);
+  await admin().create('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'dry-run' } });
+  const out = await kubectlApply(s.adminKc!, docs, { dryRun: true, fieldManager: 'helm' });
+  t.is(out.length, docs.length);
+  // dry run: nothing was created
+  t.is(await admin().get('/apis/apps/v1/namespaces/dry-run/deployments/dry-sixbed4-operator'), undefined);
+  t.is(await admin().get('/apis/rbac.authorization.k8s.io/v1/clusterroles/dry-sixbed4-operator'), undefined);
+});
+
+ktest('invalid prefixes are refused by the API server with readable messages', async (t) => {
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [{ prefix: '2001:db8::/40' }, /spec\.prefix: Invalid value: "2001:db8::\/40": prefix 2001:db8::\/40 has a length outside \/48 to \/64/],
+    [{ prefix: '2001:db8:9:10::/65' }, /length outside \/48 to \/64/],
+    [{ prefix: '198.51.100.0/24' }, /is an IPv4 prefix: 6bed4 serves IPv6 prefixes/],
+    [{ prefix: 'not-a-prefix' }, /prefix not-a-prefix is not in CIDR notation: write it like 2001:db8:9:10::\/64/],
+    [{ prefix: '2001:db8:9:10::1/64' }, /has host bits set after the prefix length/],
+    [{ prefix: 'fe80::/64' }, /is not a global unicast prefix/],
+    [{ prefix: '2001:db8:9:10::/64', localAddresses: ['2001:db8:9:10::1:11'] }, /local address 2001:db8:9:10::1:11 has a non-zero port word \(bits 96..111/],
+    [{ prefix: '2001:db8:9:10::/64', localAddresses: ['2001:db8:9:11::11'] }, /every local address must lie inside the prefix 2001:db8:9:10::\/64/],
+    [{ prefix: '2001:db8:9:10::/64', listen: { port: 70000 } }, /spec\.listen\.port: Invalid value: 70000: listen\.port is not a UDP port number/],
+    [{ prefix: '2001:db8:9:10::/64', listen: { address: '2001:db8::1' } }, /listen\.address 2001:db8::1 is not an IPv4 address/],
+    [{ prefix: '2001:db8:9:10::/64', localAddressMode: 'bridge' }, /spec\.localAddressMode: Unsupported value: "bridge": supported values: "uplink128", "dummy112"/],
+    [{ prefix: '2001:db8:9:10::/64', routes: ['2001:db8:ffff::1/48'] }, /route 2001:db8:ffff::1\/48 has host bits set/],
+    [{}, /spec\.prefix: Required value/],
+  ];
+  for (const [spec, re] of cases) {
+    const { code, message } = await apiErrorMessage(kubectlApply(s.adminKc!, [{ apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix', metadata: { name: 'invalid' }, spec } as never]));
+    t.is(code, 422, JSON.stringify(spec));
+    t.regex(message, re, JSON.stringify(spec));
+  }
+  t.is(await getPrefix('invalid'), undefined);
+});
+
+ktest('a sample /64 yields its agent ConfigMap and DaemonSet, a finalizer, and status', async (t) => {
+  await createNode('edge-1', { 'kubernetes.io/hostname': 'edge-1' }, '203.0.113.1', 'ExternalIP');
+  await kubectlApply(s.adminKc!, readYamlDocs(join(REPO, 'crds', 'samples', 'single-node-64.yaml')));
+  const p = await eventually('status of home', async () => {
+    const p = await getPrefix('home');
+    return p?.status?.observedGeneration === 1 && p.status.nodes?.length === 1 ? p : undefined;
+  });
+  t.deepEqual(p.metadata.finalizers, [FINALIZER]);
+  t.is(p.metadata.annotations?.[ALLOCATIONS_ANNOTATION], '{"edge-1":"2001:db8:9:10::/64"}');
+  t.deepEqual(p.status!.nodes, [{ name: 'edge-1', prefix: '2001:db8:9:10::/64', listen: '198.51.100.1:25790' }]);
+  t.is(p.status!.nodesReady, '0/1');
+  t.like(cond(p, 'Degraded'), { status: 'False', reason: 'AsExpected' });
+  t.like(cond(p, 'Ready'), { status: 'False', reason: 'AgentsNotReady', observedGeneration: 1 });
+  t.like(cond(p, 'Progressing'), { status: 'True', reason: 'RollingOut' });
+
+  const cm = await admin().get<{ data: Record<string, string>; metadata: KubeObject['metadata'] }>(paths.configMap(NS, 'sixbed4-agent-home'));
+  t.truthy(cm);
+  t.deepEqual(JSON.parse(cm!.data['node.edge-1.json']!), {
+    prefix: '2001:db8:9:10::/64', listen: { address: '198.51.100.1', port: 25790 }, uplink: 'eth0',
+    localAddresses: ['2001:db8:9:10::11', '2001:db8:9:10::30'], localAddressMode: 'uplink128', routes: ['2001:db8:ffff::/48'], ndpProxy: 'off',
+  });
+  t.like(cm!.metadata.ownerReferences![0], { kind: 'SixBed4Prefix', name: 'home', uid: p.metadata.uid, controller: true });
+
+  const ds = await admin().get<any>(paths.daemonSet(NS, 'sixbed4-agent-home'));
+  const pod = ds.spec.template.spec;
+  t.true(pod.hostNetwork);
+  t.is(pod.serviceAccountName, AGENT_SA);
+  t.deepEqual(pod.nodeSelector, { 'kubernetes.io/os': 'linux', 'kubernetes.io/hostname': 'edge-1' });
+  const c = pod.containers[0];
+  t.is(c.image, 'sixbed4:test');
+  t.deepEqual(c.args.slice(0, 3), ['agent', '--prefix', 'home']);
+  t.deepEqual(c.securityContext.capabilities, { add: ['NET_ADMIN', 'NET_RAW'], drop: ['ALL'] });
+  t.false(c.securityContext.privileged);
+  t.like(pod.volumes.find((v: { name: string }) => v.name === 'dev-net-tun'), { hostPath: { path: '/dev/net/tun', type: 'CharDevice' } });
+  t.is(c.readinessProbe.httpGet.path, '/healthz');
+  t.is(ds.metadata.ownerReferences[0].uid, p.metadata.uid);
+
+  const ev = await eventually('events of home', async () => {
+    const e = await events('home');
+    return e.some((x) => x.reason === 'Allocated') && e.some((x) => x.reason === 'Created') ? e : undefined;
+  });
+  t.true(ev.some((e) => e.reason === 'Allocated' && e.message === 'node edge-1 serves 2001:db8:9:10::/64'));
+});
+
+ktest('an agent reporting (as the chart\'s agent ServiceAccount) makes the prefix Ready; the agent cannot touch the rest', async (t) => {
+  await agentReport('home', 'edge-1', { ready: true, livePeers: 3 });
+  const p = await eventually('home Ready', async () => {
+    const p = await getPrefix('home');
+    return cond(p, 'Ready')?.status === 'True' ? p : undefined;
+  });
+  t.is(p.status!.nodesReady, '1/1');
+  t.like(p.status!.nodes![0], { name: 'edge-1', prefix: '2001:db8:9:10::/64', ready: true, livePeers: 3 });
+  t.like(cond(p, 'Ready'), { reason: 'AgentsReady', message: '1 of 1 agents ready' });
+  // least privilege: the agent may not change the spec or the DaemonSet
+  const deny = async (pr: Promise<unknown>) => (await apiErrorMessage(pr)).code;
+  t.is(await deny(s.agent!.mergePatch(paths.prefix('home'), { spec: { prefix: '2001:db8:9:11::/64' } })), 403);
+  t.is(await deny(s.agent!.mergePatch(paths.daemonSet(NS, 'sixbed4-agent-home'), { metadata: { labels: { x: 'y' } } })), 403);
+  t.is(await deny(s.agent!.request('DELETE', paths.prefix('home'))), 403);
+});
+
+ktest('a /48 is split among three nodes; a node deleted and re-created gets the same /64', async (t) => {
+  for (const [n, a] of [['r1', '198.51.100.21'], ['r2', '198.51.100.22'], ['r3', '198.51.100.23']] as const) await createNode(n, { 'sixbed4.io/router': 'true' }, a);
+  await kubectlApply(s.adminKc!, readYamlDocs(join(REPO, 'crds', 'samples', 'cluster-48.yaml')));
+  const p = await eventually('three node entries', async () => {
+    const p = await getPrefix('edge');
+    return p?.status?.nodes?.length === 3 ? p : undefined;
+  });
+  const subs = Object.fromEntries(p.status!.nodes!.map((n) => [n.name, n.prefix!]));
+  const P48 = parsePrefix('2001:db8:9::/48');
+  t.is(new Set(Object.values(subs)).size, 3);
+  for (const sub of Object.values(subs)) t.true(subnetIndex(P48, sub) >= 0, sub);
+  t.is(p.status!.nodes!.find((n) => n.name === 'r2')!.listen, '198.51.100.22:25790');
+  const cm = await admin().get<{ data: Record<string, string> }>(paths.configMap(NS, 'sixbed4-agent-edge'));
+  t.deepEqual(Object.keys(cm!.data).sort(), ['node.r1.json', 'node.r2.json', 'node.r3.json', 'prefix.json']);
+  t.deepEqual(JSON.parse(cm!.data['node.r2.json']!).localAddresses, [subs.r2!.replace('/64', '11')]);
+
+  await admin().delete(paths.node('r2'));
+  await eventually('r2 to leave the status', async () => (await getPrefix('edge'))?.status?.nodes?.length === 2);
+  const cm2 = await admin().get<{ data: Record<string, string> }>(paths.configMap(NS, 'sixbed4-agent-edge'));
+  t.false('node.r2.json' in cm2!.data);
+  t.is(JSON.parse((await getPrefix('edge'))!.metadata.annotations![ALLOCATIONS_ANNOTATION]!).r2, subs.r2, 'kept in the allocation record');
+
+  await createNode('r2', { 'sixbed4.io/router': 'true' }, '198.51.100.22');
+  const back = await eventually('r2 back', async () => {
+    const p = await getPrefix('edge');
+    return p?.status?.nodes?.length === 3 ? p : undefined;
+  });
+  t.deepEqual(Object.fromEntries(back.status!.nodes!.map((n) => [n.name, n.prefix!])), subs);
+});
+
+ktest('a /64 whose selector matches two nodes is Degraded with a reason, and recovers', async (t) => {
+  await createNode('dup-1', { role: 'dup' }, '192.0.2.1');
+  await createNode('dup-2', { role: 'dup' }, '192.0.2.2');
+  await kubectlApply(s.adminKc!, [{ apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix', metadata: { name: 'dup' }, spec: { prefix: '2001:db8:a:20::/64', nodeSelector: { role: 'dup' } } } as never]);
+  const p = await eventually('dup Degraded', async () => {
+    const p = await getPrefix('dup');
+    return cond(p, 'Degraded')?.status === 'True' ? p : undefined;
+  });
+  t.is(cond(p, 'Degraded')!.reason, 'MultipleNodesSelected');
+  t.regex(cond(p, 'Degraded')!.message, /2001:db8:a:20::\/64 is a \/64, which exactly one node serves, but spec.nodeSelector \{"role":"dup"\} matches 2 nodes \(dup-1, dup-2\)/);
+  t.like(cond(p, 'Ready'), { status: 'False', reason: 'NoNodes' });
+  t.deepEqual(p.status!.nodes ?? [], []);
+  await eventually('a Warning event', async () => (await events('dup')).some((e) => e.type === 'Warning' && e.reason === 'MultipleNodesSelected'));
+
+  await admin().mergePatch(paths.node('dup-2'), { metadata: { labels: { role: null } } });
+  const ok = await eventually('dup recovered', async () => {
+    const p = await getPrefix('dup');
+    return cond(p, 'Degraded')?.status === 'False' ? p : undefined;
+  });
+  t.deepEqual(ok.status!.nodes, [{ name: 'dup-1', prefix: '2001:db8:a:20::/64', listen: '192.0.2.1:25790' }]);
+  await eventually('a Recovered event', async () => (await events('dup')).some((e) => e.reason === 'Recovered'));
+});
+
+ktest('drift repair: edits to the agent DaemonSet and ConfigMap are undone', async (t) => {
+  const dsPath = paths.daemonSet(NS, 'sixbed4-agent-home');
+  await settled();
+  await admin().jsonPatch(dsPath, [
+    { op: 'replace', path: '/spec/template/spec/containers/0/image', value: 'evil:latest' },
+    { op: 'replace', path: '/spec/template/spec/containers/0/securityContext/capabilities/add', value: ['NET_ADMIN', 'NET_RAW', 'SYS_ADMIN'] },
+  ], 'kubectl-edit');
+  const ds = await eventually('the DaemonSet restored', async () => {
+    const d = await admin().get<any>(dsPath);
+    const c = d.spec.template.spec.containers[0];
+    return c.image === 'sixbed4:test' && c.securityContext.capabilities.add.join() === 'NET_ADMIN,NET_RAW' ? d : undefined;
+  });
+  t.truthy(ds);
+  await eventually('a DriftRepaired event', async () => (await events('home')).some((e) => e.reason === 'DriftRepaired' && /image had been changed/.test(e.message)));
+
+  const cmPath = paths.configMap(NS, 'sixbed4-agent-home');
+  await admin().mergePatch(cmPath, { data: { 'node.edge-1.json': '{"prefix":"2001:db8:66::/64"}' } }, 'kubectl-edit');
+  await eventually('the ConfigMap restored', async () => {
+    const cm = await admin().get<{ data: Record<string, string> }>(cmPath);
+    return JSON.parse(cm!.data['node.edge-1.json']!).prefix === '2001:db8:9:10::/64';
+  });
+  await admin().delete(cmPath);
+  await eventually('the ConfigMap re-created', async () => (await admin().get(cmPath)) !== undefined);
+});
+
+ktest('an operator restart changes nothing: no writes, same resourceVersions', async (t) => {
+  await settled();
+  const before = await resourceVersions();
+  t.true(Object.keys(before).length >= 7, Object.keys(before).join(' '));
+  t.is(await op().stop('SIGTERM'), 0);
+  const next = await OperatorProcess.start(s.operatorKubeconfig!, 'op-b', OPERATOR_FLAGS);
+  s.ops.push(next);
+  await eventually('op-b to lead', async () => (await next.metric('sixbed4_operator_leader')) === 1, 15_000);
+  await settled(next);
+  t.true(await next.metricSum('sixbed4_operator_reconcile_total') >= 3);
+  t.is(await next.metricSum('sixbed4_operator_api_writes_total'), 0, 'no writes at all (not even events)');
+  t.is(await next.metricSum('sixbed4_operator_reconcile_errors_total'), 0);
+  t.deepEqual(await resourceVersions(), before);
+});
+
+ktest('two replicas do not fight: one holds the Lease, the other stands by and takes over', async (t) => {
+  const leader = op();
+  const standby = await OperatorProcess.start(s.operatorKubeconfig!, 'op-c', OPERATOR_FLAGS);
+  s.ops.push(standby);
+  const leaseOf = async () => (await admin().get<{ spec: { holderIdentity?: string } }>(paths.lease(NS, 'sixbed4-operator')))?.spec.holderIdentity;
+  t.is(await leaseOf(), leader.identity);
+  const before = await resourceVersions();
+  await sleep(2500);
+  t.is(await standby.metric('sixbed4_operator_leader'), 0);
+  t.is(await standby.metricSum('sixbed4_operator_reconcile_total'), 0, 'the standby does not reconcile');
+  t.is(await leaseOf(), leader.identity);
+  t.deepEqual(await resourceVersions(), before);
+
+  // the leader dies without releasing: the standby waits out the lease (4 s), then leads
+  const t0 = Date.now();
+  await leader.stop('SIGKILL');
+  await eventually('op-c to lead', async () => (await standby.metric('sixbed4_operator_leader')) === 1, 15_000);
+  const took = Date.now() - t0;
+  t.true(took >= 3000, `took over after ${took} ms, before the lease ran out`);
+  t.is(await leaseOf(), standby.identity);
+  await settled(standby);
+  t.is(await standby.metricSum('sixbed4_operator_api_writes_total'), 0);
+  t.deepEqual(await resourceVersions(), before);
+
+  // a graceful stop releases the Lease: the next replica takes over at once
+  const third = await OperatorProcess.start(s.operatorKubeconfig!, 'op-d', OPERATOR_FLAGS);
+  s.ops.push(third);
+  await sleep(700);
+  const t1 = Date.now();
+  t.is(await standby.stop('SIGTERM'), 0);
+  await eventually('op-d to lead', async () => (await third.metric('sixbed4_operator_leader')) === 1, 10_000);
+  t.true(Date.now() - t1 < 3000, `took over ${Date.now() - t1} ms after the release`);
+  t.log(`takeover after a crash: ${took} ms; after a release: ${Date.now() - t1} ms`);
+});
+
+ktest('deleting a prefix waits until every agent reverted its host, then the finalizer goes and GC removes the rest', async (t) => {
+  await agentReport('edge', 'r1', { ready: true });
+  await agentReport('edge', 'r3', { ready: true });
+  await admin().delete(paths.prefix('edge'));
+  const p = await eventually('edge deleting', async () => {
+    const p = await getPrefix('edge');
+    return p?.metadata.deletionTimestamp && cond(p, 'Ready')?.reason === 'Deleting' ? p : undefined;
+  });
+  t.like(cond(p, 'Progressing'), { status: 'True', reason: 'RevertingHosts', message: 'waiting for r1, r3 to revert the host configuration' });
+  // r1's agent reverts; r3's node goes away; r2 never reported (nothing to revert)
+  await agentReport('edge', 'r1', { ready: false, reverted: true });
+  await eventually('only r3 left', async () => cond(await getPrefix('edge'), 'Progressing')?.message === 'waiting for r3 to revert the host configuration');
+  await sleep(500);
+  t.truthy(await getPrefix('edge'), 'still held by the finalizer');
+  await admin().delete(paths.node('r3'));
+  await eventually('edge gone', async () => (await getPrefix('edge')) === undefined);
+  await eventually('GC of the DaemonSet and ConfigMap', async () =>
+    (await admin().get(paths.daemonSet(NS, 'sixbed4-agent-edge'))) === undefined && (await admin().get(paths.configMap(NS, 'sixbed4-agent-edge'))) === undefined, 20_000);
+  t.true((await events('edge')).some((e) => e.reason === 'HostsReverted'));
+});
+
+ktest('a deleted prefix whose agent never reverts is released after the cleanup timeout, with a Warning', async (t) => {
+  await agentReport('home', 'edge-1', { ready: true });
+  await admin().mergePatch(paths.prefix('home'), { metadata: { annotations: { [CLEANUP_TIMEOUT_ANNOTATION]: '2' } } });
+  const t0 = Date.now();
+  await admin().delete(paths.prefix('home'));
+  await eventually('home gone', async () => (await getPrefix('home')) === undefined, 15_000);
+  t.true(Date.now() - t0 >= 1500, `released after ${Date.now() - t0} ms`);
+  const ev = await events('home');
+  t.true(ev.some((e) => e.type === 'Warning' && e.reason === 'CleanupTimedOut' && /waiting for edge-1 to revert/.test(e.message)), JSON.stringify(ev.map((e) => e.reason)));
+  t.is(await op().metricSum('sixbed4_operator_reconcile_errors_total'), 0);
+});

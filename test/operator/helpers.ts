@@ -1,0 +1,153 @@
+// Helpers of the operator tests: `kubectl apply` of YAML files through
+// client-node's KubernetesObjectApi (server-side apply), waiting for
+// conditions, and the operator as a child process with its metrics endpoint.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ApiException, KubernetesObjectApi, PatchStrategy, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
+import { parseAllDocuments } from 'yaml';
+import { freePort } from '../k8s/controlplane.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** dist/ (compiled tree) and the repository (sources, YAML) */
+export const DIST = join(here, '..', '..');
+export const REPO = join(DIST, '..');
+
+export function readYamlDocs(file: string): KubernetesObject[] {
+  return parseYamlDocs(readFileSync(file, 'utf8'));
+}
+
+export function parseYamlDocs(text: string): KubernetesObject[] {
+  return parseAllDocuments(text).map((d) => d.toJS() as KubernetesObject | null).filter((d): d is KubernetesObject => !!d && typeof d === 'object');
+}
+
+/** `kubectl apply --server-side [--dry-run=server]` of objects. */
+export async function kubectlApply(kc: KubeConfig, objs: KubernetesObject[], opts: { dryRun?: boolean; fieldManager?: string } = {}): Promise<KubernetesObject[]> {
+  const api = KubernetesObjectApi.makeApiClient(kc);
+  const out: KubernetesObject[] = [];
+  for (const o of objs) {
+    out.push(await api.patch(o, undefined, opts.dryRun ? 'All' : undefined, opts.fieldManager ?? 'kubectl', true, PatchStrategy.ServerSideApply));
+  }
+  return out;
+}
+
+/** The API server's message of a failed client-node call. */
+export async function apiErrorMessage(p: Promise<unknown>): Promise<{ code: number; message: string }> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof ApiException) {
+      let body: unknown = e.body;
+      if (typeof body === 'string') { try { body = JSON.parse(body); } catch { /* keep text */ } }
+      const message = (body as { message?: string } | undefined)?.message ?? String(body);
+      return { code: e.code, message };
+    }
+    if (e instanceof Error && 'status' in e) return { code: (e as unknown as { status: number }).status, message: e.message };
+    throw e;
+  }
+  throw new Error('the request succeeded but was expected to fail');
+}
+
+/** Polls fn until it returns something truthy; throws with the last value after timeoutMs. */
+export async function eventually<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 15_000, intervalMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+      last = v;
+    } catch (e) {
+      last = e instanceof Error ? e.message : e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)?.slice(0, 500)})`);
+    await sleep(intervalMs);
+  }
+}
+
+/** How the tests start `sixbed4 operator`: through main.js once it knows the command, else the test launcher. */
+export function operatorArgv(): string[] {
+  const main = join(DIST, 'agent', 'cli', 'main.js');
+  let wired = false;
+  try {
+    wired = readFileSync(main, 'utf8').includes('operatorCommand');
+  } catch { /* not built */ }
+  return wired ? [main, 'operator'] : [join(DIST, 'test', 'operator', 'run-operator.js')];
+}
+
+export class OperatorProcess {
+  readonly lines: string[] = [];
+  readonly exited: Promise<number | null>;
+  private constructor(readonly child: ChildProcess, readonly metricsAddr: string, readonly identity: string) {
+    const collect = (buf: Buffer) => { for (const l of buf.toString('utf8').split('\n')) if (l) this.lines.push(l); };
+    child.stdout!.on('data', collect);
+    child.stderr!.on('data', collect);
+    this.exited = new Promise((r) => child.on('exit', (code) => r(code)));
+  }
+
+  static async start(kubeconfig: string, identity: string, extra: string[] = []): Promise<OperatorProcess> {
+    const port = await freePort();
+    const metrics = `127.0.0.1:${port}`;
+    const child = spawn(process.execPath, [...operatorArgv(), '--kubeconfig', kubeconfig, '--identity', identity, '--metrics', metrics, '--log-format', 'json', ...extra], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root' },
+    });
+    const p = new OperatorProcess(child, metrics, identity);
+    await eventually(`operator ${identity} metrics endpoint`, async () => {
+      if (child.exitCode !== null) throw new Error(`operator exited ${child.exitCode}: ${p.lines.slice(-5).join('\n')}`);
+      return (await p.metrics()).size > 0;
+    }, 15_000, 100);
+    return p;
+  }
+
+  /** Prometheus samples by full series name, e.g. 'sixbed4_operator_reconcile_total{result="success"}'. */
+  metrics(): Promise<Map<string, number>> {
+    return new Promise((resolve, reject) => {
+      const [host, port] = this.metricsAddr.split(':');
+      const req = request({ host, port: Number(port), path: '/metrics', timeout: 2000 }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => {
+          const m = new Map<string, number>();
+          for (const line of body.split('\n')) {
+            if (!line || line.startsWith('#')) continue;
+            const i = line.lastIndexOf(' ');
+            m.set(line.slice(0, i), Number(line.slice(i + 1)));
+          }
+          resolve(m);
+        });
+      });
+      req.on('error', reject);
+      req.on('timeout', () => req.destroy(new Error('metrics timeout')));
+      req.end();
+    });
+  }
+
+  async metric(series: string): Promise<number> {
+    return (await this.metrics()).get(series) ?? 0;
+  }
+
+  /** Sum over every series of a metric name (any labels). */
+  async metricSum(name: string): Promise<number> {
+    let s = 0;
+    for (const [k, v] of await this.metrics()) if (k === name || k.startsWith(`${name}{`)) s += v;
+    return s;
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 10_000): Promise<number | null> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return this.child.exitCode;
+    this.child.kill(signal);
+    const t = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
+    const code = await this.exited;
+    clearTimeout(t);
+    return code;
+  }
+
+  tail(n = 30): string {
+    return this.lines.slice(-n).join('\n');
+  }
+}

@@ -1,0 +1,108 @@
+// The operator's own spec check and the per-node plan: what each node serves
+// and which problems (Degraded reasons) a spec has.
+import test from 'ava';
+import { checkSpec } from '../../operator/spec.js';
+import { nodeInfo, plan, type NodeInfo } from '../../operator/plan.js';
+
+const nodes: NodeInfo[] = [
+  { name: 'a', labels: { role: 'edge' }, address: '198.51.100.1' },
+  { name: 'b', labels: { role: 'edge' }, address: '198.51.100.2' },
+  { name: 'c', labels: { role: 'edge' }, address: '203.0.113.3' },
+  { name: 'x', labels: { role: 'core' }, address: '192.0.2.9' },
+  { name: 'y', labels: { role: 'bare' } },
+];
+
+function checked(spec: Record<string, unknown>) {
+  const r = checkSpec(spec);
+  if (!r.spec) throw new Error(`spec refused: ${r.problems.map((p) => p.message).join('; ')}`);
+  return r;
+}
+
+test('a valid spec gets defaults; every field is parsed', (t) => {
+  const { spec, problems } = checked({ prefix: '2001:DB8:9::/48', localAddresses: ['::11', '2001:db8:9:10::30'], routes: ['2001:db8:ffff::/48'] });
+  t.deepEqual(problems, []);
+  t.is(spec!.prefix.text, '2001:db8:9::/48');
+  t.is(spec!.port, 25790);
+  t.is(spec!.metricsPort, 9475);
+  t.is(spec!.ndpProxy, 'off');
+  t.is(spec!.localAddressMode, 'uplink128');
+  t.deepEqual(spec!.localAddresses.map((a) => [a.text, a.perNode]), [['::11', true], ['2001:db8:9:10::30', false]]);
+  t.deepEqual(spec!.routes, ['2001:db8:ffff::/48']);
+});
+
+test('what CEL checks, the operator checks again, with the same kind of message', (t) => {
+  const reasons = (spec: unknown) => checkSpec(spec).problems.map((p) => `${p.reason}: ${p.message}`);
+  t.is(checkSpec({ prefix: '2001:db8::/40' }).spec, undefined);
+  t.regex(reasons({ prefix: '2001:db8::/40' })[0]!, /^InvalidPrefix: .*\/40: use a \/48 to \/64/);
+  t.regex(reasons({ prefix: '2001:db8:9:10::1/64' })[0]!, /host bits set after \/64; did you mean 2001:db8:9:10::\/64/);
+  t.regex(reasons({ prefix: 'fe80::/64' })[0]!, /not a global unicast/);
+  t.regex(reasons({ prefix: '198.51.100.0/24' })[0]!, /^InvalidPrefix/);
+  const many = reasons({
+    prefix: '2001:db8:9:10::/64', localAddresses: ['2001:db8:9:11::11', '2001:db8:9:10::1:11', '2001:db8:9:10::'],
+    listen: { address: '2001:db8::1', port: 70000 }, routes: ['2001:db8:ffff::1/48'], ndpProxy: false, uplink: 'lo',
+  });
+  t.true(many.some((m) => /^InvalidLocalAddress: local address 2001:db8:9:11::11 is outside the prefix/.test(m)), many.join('\n'));
+  t.true(many.some((m) => /^InvalidLocalAddress: local address 2001:db8:9:10::1:11 has a non-zero port word/.test(m)));
+  t.true(many.some((m) => /interface identifier 0/.test(m)));
+  t.true(many.some((m) => /^InvalidListen: spec.listen.address '2001:db8::1' is not an IPv4 address/.test(m)));
+  t.true(many.some((m) => /^InvalidListen: spec.listen.port 70000/.test(m)));
+  t.true(many.some((m) => /^InvalidRoute: route '2001:db8:ffff::1\/48' has host bits/.test(m)));
+  t.true(many.some((m) => /^InvalidField: spec.ndpProxy false/.test(m)));
+  t.true(many.some((m) => /^InvalidUplink/.test(m)));
+});
+
+test('a /48 is split among the selected nodes; ::x local addresses land in every /64, full ones in theirs', (t) => {
+  const { spec } = checked({ prefix: '2001:db8:9::/48', nodeSelector: { role: 'edge' }, localAddresses: ['::11'], routes: ['2001:db8:ffff::/48'] });
+  const pl = plan('edge', undefined, spec!, nodes, {});
+  t.deepEqual(pl.problems, []);
+  t.deepEqual([...pl.nodes.keys()].sort(), ['a', 'b', 'c']);
+  const a = pl.nodes.get('a')!;
+  t.deepEqual(a.listen, { address: '198.51.100.1', port: 25790 });
+  t.is(a.localAddresses.length, 1);
+  t.is(a.localAddresses[0], a.prefix.replace('/64', '11'));
+  t.deepEqual(a.routes, ['2001:db8:ffff::/48']);
+  // full-form addresses: only the node whose /64 holds it, else a problem
+  const pinned = checked({ prefix: '2001:db8:9::/48', nodeSelector: { role: 'edge' }, localAddresses: ['2001:db8:9:10::11'] }).spec!;
+  const p2 = plan('edge', undefined, pinned, nodes, { a: '2001:db8:9:10::/64' });
+  t.deepEqual(p2.nodes.get('a')!.localAddresses, ['2001:db8:9:10::11']);
+  t.deepEqual(p2.nodes.get('b')!.localAddresses, []);
+  t.deepEqual(p2.problems, []);
+  const p3 = plan('edge', undefined, pinned, nodes, {});
+  t.is(p3.problems[0]?.reason, 'LocalAddressNotServed');
+});
+
+test('Degraded reasons: no node, several nodes for a /64, no address, shared listen address, overlap', (t) => {
+  const none = plan('p', undefined, checked({ prefix: '2001:db8:9:10::/64', nodeSelector: { role: 'nothing' } }).spec!, nodes, {});
+  t.is(none.problems[0]?.reason, 'NoNodesSelected');
+  t.regex(none.problems[0]!.message, /spec.nodeSelector \{"role":"nothing"\} matches no node/);
+
+  const two = plan('p', undefined, checked({ prefix: '2001:db8:9:10::/64', nodeSelector: { role: 'edge' } }).spec!, nodes, {});
+  t.is(two.problems[0]?.reason, 'MultipleNodesSelected');
+  t.regex(two.problems[0]!.message, /is a \/64, which exactly one node serves, but .* matches 3 nodes \(a, b, c\); none serves it/);
+  t.is(two.nodes.size, 0);
+
+  const bare = plan('p', undefined, checked({ prefix: '2001:db8:9:10::/64', nodeSelector: { role: 'bare' } }).spec!, nodes, {});
+  t.is(bare.problems[0]?.reason, 'NoNodeAddress');
+  const bareWithListen = plan('p', undefined, checked({ prefix: '2001:db8:9:10::/64', nodeSelector: { role: 'bare' }, listen: { address: '203.0.113.7' } }).spec!, nodes, {});
+  t.deepEqual(bareWithListen.problems, []);
+  t.deepEqual(bareWithListen.nodes.get('y')!.listen, { address: '203.0.113.7', port: 25790 });
+
+  const shared = plan('p', undefined, checked({ prefix: '2001:db8:9::/48', nodeSelector: { role: 'edge' }, listen: { address: '203.0.113.7' } }).spec!, nodes, {});
+  t.is(shared.problems[0]?.reason, 'ListenAddressShared');
+  t.is(shared.nodes.get('b')!.listen.address, '198.51.100.2');
+
+  const spec = checked({ prefix: '2001:db8:9:10::/64', nodeSelector: { role: 'core' } }).spec!;
+  const others = [{ name: 'old', prefix: '2001:db8:9::/48', creationTimestamp: '2026-01-01T00:00:00Z' }];
+  const newer = plan('new', '2026-02-01T00:00:00Z', spec, nodes, {}, others);
+  t.is(newer.problems[0]?.reason, 'PrefixOverlap');
+  t.is(newer.nodes.size, 0);
+  const older = plan('new', '2025-12-01T00:00:00Z', spec, nodes, {}, others);
+  t.deepEqual(older.problems, []);
+});
+
+test('node addresses: ExternalIP before InternalIP, IPv4 only', (t) => {
+  const n = (addresses: { type: string; address: string }[]) => nodeInfo({ metadata: { name: 'n' }, status: { addresses } });
+  t.is(n([{ type: 'InternalIP', address: '198.51.100.5' }, { type: 'ExternalIP', address: '203.0.113.5' }]).address, '203.0.113.5');
+  t.is(n([{ type: 'ExternalIP', address: '2001:db8::5' }, { type: 'InternalIP', address: '198.51.100.5' }]).address, '198.51.100.5');
+  t.is(n([{ type: 'Hostname', address: 'n' }]).address, undefined);
+});
