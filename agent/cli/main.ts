@@ -20,6 +20,9 @@ commands:
                --metrics H:P    serve Prometheus metrics, e.g. 127.0.0.1:9464
                --batch N        packets per batch (1..256, default 64)
                --workers N      forwarding threads, each with its own TUN queue and socket (default 1)
+               --ndp-proxy IF   answer neighbour solicitations on uplink IF for live peers
+                                (for upstreams that treat the /64 as on-link)
+               --ndp-proxy-mode on|auto  auto: only once such solicitations are seen (default on)
   peer     run a 6bed4 peer (client) that gets its IPv6 address from a router
                --router IPV4[:PORT]  the router (required; port default 25790)
                --listen IPV4    local IPv4 to send from (default any)
@@ -31,6 +34,8 @@ commands:
            the router and peers in it, ping in every direction, print a summary, clean up
                --keep S         keep the lab running S seconds before teardown (default 0)
 
+  host     configure this host for a native /64 (the seed's steps, make-before-break):
+           plan | apply | revert  --config FILE | --prefix P --local ADDR ... (see sixbed4 host --help)
   operator run the Kubernetes operator: SixBed4Prefix resources -> per-node agent DaemonSets
                --kubeconfig F --namespace NS --image IMG --leader-elect --metrics H:P
   agent    run the node agent of a SixBed4Prefix (what the operator's DaemonSet runs)
@@ -56,6 +61,7 @@ async function main(argv: string[]): Promise<number> {
     case 'router': return routerCommand(rest);
     case 'peer': return peerCommand(rest);
     case 'lab': return labCommand(rest);
+    case 'host': return (await import('./host.js')).hostCommand(rest);
     case 'agent': return (await import('./agent.js')).agentCommand(rest);
     case 'operator': return (await import('./operator.js')).operatorCommand(rest);
     default: throw new InputError(`unknown command '${command}' (try: sixbed4 --help)`);
@@ -97,7 +103,7 @@ async function routerCommand(args: string[]): Promise<number> {
   const { values } = parse(args, {
     prefix: { type: 'string', short: 'L' }, listen: { type: 'string', short: 'l' }, port: { type: 'string' },
     route: { type: 'string', short: 'R', multiple: true }, tun: { type: 'string' }, metrics: { type: 'string' },
-    batch: { type: 'string' }, workers: { type: 'string' },
+    batch: { type: 'string' }, workers: { type: 'string' }, 'ndp-proxy': { type: 'string' }, 'ndp-proxy-mode': { type: 'string' },
   });
   if (values.help) { process.stdout.write(USAGE); return 0; }
   const log = logger(values, 'router');
@@ -106,7 +112,9 @@ async function routerCommand(args: string[]): Promise<number> {
     prefix: values.prefix ?? '', listen: values.listen ?? '', routes: values.route ?? [],
     ...(port !== undefined ? { port } : {}), ...(batch !== undefined ? { batch } : {}), ...(workers !== undefined ? { workers } : {}),
     ...(values.tun ? { tun: values.tun } : {}), ...(values.metrics ? { metrics: values.metrics } : {}),
+    ...(values['ndp-proxy'] ? { ndpProxy: { uplink: values['ndp-proxy'], mode: values['ndp-proxy-mode'] ?? 'on' } } : {}),
   });
+  if (values['ndp-proxy-mode'] && !values['ndp-proxy']) throw new InputError('--ndp-proxy-mode needs --ndp-proxy UPLINK');
   const router = await startRouter(cfg, log);
   return untilSignal(() => router.stop());
 }

@@ -3,28 +3,21 @@
 import { InputError } from '../protocol/ip.js';
 import type { Logger } from '../log.js';
 import type { HostConfig } from './config.js';
-import { executeSteps, kernelRunner, StepFailure, type StepRunner } from './execute.js';
+import { executeSteps, kernelRunner, StepFailure } from './execute.js';
 import { planApply, type ApplyPlan } from './plan.js';
 import { mergeSaved, planRestore, snapshotOf, type Snapshot } from './snapshot.js';
-import { readHostState, findLink, type HostState } from './state.js';
+import { readHostState, findLink } from './state.js';
 import { defaultStatePath, readSavedState, removeSavedState, writeSavedState } from './statefile.js';
 import type { Plan } from './steps.js';
 
-export interface HostIo {
-  readState(opts?: { probeDummy?: boolean }): Promise<HostState>;
-  runner: StepRunner;
-}
-
-export const kernelIo: HostIo = { readState: readHostState, runner: kernelRunner };
-
-export async function planHost(cfg: HostConfig, io: HostIo = kernelIo): Promise<ApplyPlan> {
-  return planApply(cfg, await io.readState({ probeDummy: cfg.localAddressMode === 'dummy112' }));
+export async function planHost(cfg: HostConfig): Promise<ApplyPlan> {
+  return planApply(cfg, await readHostState({ probeDummy: cfg.localAddressMode === 'dummy112' }));
 }
 
 export interface ApplyResult { readonly plan: ApplyPlan; readonly statePath: string; }
 
-export async function applyHost(cfg: HostConfig, opts: { log: Logger; statePath?: string }, io: HostIo = kernelIo): Promise<ApplyResult> {
-  const state = await io.readState({ probeDummy: cfg.localAddressMode === 'dummy112' });
+export async function applyHost(cfg: HostConfig, opts: { log: Logger; statePath?: string }): Promise<ApplyResult> {
+  const state = await readHostState({ probeDummy: cfg.localAddressMode === 'dummy112' });
   const plan = planApply(cfg, state);
   const statePath = opts.statePath ?? defaultStatePath(plan.uplink);
   if (plan.steps.length === 0) return { plan, statePath };
@@ -39,7 +32,7 @@ export async function applyHost(cfg: HostConfig, opts: { log: Logger; statePath?
   await writeSavedState(statePath, mergeSaved(old, before, cfg.localAddresses.map((a) => a.text), plan.creates, new Date()));
   opts.log.info(`saved the state before the change in ${statePath}`);
   try {
-    await executeSteps(plan.steps, opts.log, io.runner, () => rollbackTo(before, io));
+    await executeSteps(plan.steps, opts.log, kernelRunner, () => rollbackTo(before));
   } catch (err) {
     if (err instanceof StepFailure && err.rolledBack) {
       if (old) await writeSavedState(statePath, old);
@@ -52,24 +45,24 @@ export async function applyHost(cfg: HostConfig, opts: { log: Logger; statePath?
 
 export interface RevertResult { readonly plan: Plan; readonly statePath: string; }
 
-export async function revertHost(opts: { log: Logger; statePath: string }, io: HostIo = kernelIo): Promise<RevertResult> {
+export async function revertHost(opts: { log: Logger; statePath: string }): Promise<RevertResult> {
   const saved = await readSavedState(opts.statePath);
   if (!saved) {
     throw new InputError(`no saved state in ${opts.statePath}: nothing to revert (apply saves it there; give revert the same --state as apply)`);
   }
-  const state = await io.readState();
+  const state = await readHostState();
   if (!findLink(state, saved.uplink)) throw new InputError(`uplink '${saved.uplink}' of the saved state no longer exists: cannot restore its addresses`);
   const plan = planRestore(saved, state, { deleteDummy: saved.added.dummy, deleteTunnelRoute: saved.added.tunnelRoute });
   if (plan.steps.length > 0) {
-    const before = snapshotOf(state, saved);
-    await executeSteps(plan.steps, opts.log, io.runner, () => rollbackTo(before, io));
+    const before = snapshotOf(state, { uplink: saved.uplink, prefix: saved.prefix, tunnel: saved.tunnel, dummy: saved.dummy });
+    await executeSteps(plan.steps, opts.log, kernelRunner, () => rollbackTo(before));
   }
   await removeSavedState(opts.statePath);
   return { plan, statePath: opts.statePath };
 }
 
 /** Undo = restore the snapshot taken just before; whatever did not exist then was created now and may go. */
-async function rollbackTo(before: Snapshot, io: HostIo) {
-  const now = await io.readState();
+async function rollbackTo(before: Snapshot) {
+  const now = await readHostState();
   return planRestore(before, now, { deleteDummy: !before.dummyExists, deleteTunnelRoute: !before.tunnelRoute }).steps;
 }

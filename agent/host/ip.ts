@@ -2,7 +2,6 @@
 // change sixbed4 makes is an `ip` or `sysctl` command a person could type,
 // which is also what `host plan` prints.
 import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
 
 export class CommandError extends Error {
   override name = 'CommandError';
@@ -31,9 +30,6 @@ export async function ipJson<T>(...args: string[]): Promise<T> {
   return (out.trim() ? JSON.parse(out) : []) as T;
 }
 
-export async function readSysctl(key: string): Promise<string> {
-  return (await readFile(`/proc/sys/${key.replace(/\./g, '/')}`, 'utf8')).trim();
-}
 
 export async function linkExists(name: string): Promise<boolean> {
   try { await ipJson('link', 'show', 'dev', name); return true; } catch { return false; }

@@ -2,7 +2,7 @@
 // through /proc/sys like sysctl(8) does, so the host code needs no procps.
 // Interface names may contain dots (VLANs: eth0.100); sysctl(8) then needs the
 // slash-separated key form, which is why keys are kept as (conf, param) pairs
-// and rendered here rather than split on dots as readSysctl in ip.ts does.
+// and rendered here rather than split on dots.
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 
 /** One setting: `conf` is `all`, `default` or an interface name. */
@@ -14,7 +14,9 @@ export type Ipv6Conf = Record<string, Record<string, string>>;
 /** The params the host code reads and may change. */
 export const CONF_PARAMS = ['forwarding', 'accept_ra'] as const;
 
-const CONF_DIR = '/proc/sys/net/ipv6/conf';
+// In a container /proc/sys is read-only; the agent's DaemonSet mounts the host's
+// /proc/sys/net elsewhere and says where in SIXBED4_PROC_SYS.
+const CONF_DIR = `${process.env.SIXBED4_PROC_SYS ?? '/proc/sys'}/net/ipv6/conf`;
 
 /** The key as sysctl(8) accepts it: dotted, or with slashes when the interface name has a dot. */
 export function sysctlKey(k: ConfKey): string {

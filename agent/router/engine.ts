@@ -86,11 +86,14 @@ export class Engine {
     return this.counters.snapshot();
   }
 
-  /** Expires idle peers; returns who came and went since the last call. */
-  sweepLive(nowMs: number): { added: LiveChange[]; removed: LiveChange[] } {
-    const changes = this.live.sweep(nowMs);
-    this.counters.livePeers = this.live.size;
-    return changes;
+  /** Peers that appeared since the last call. */
+  newPeers(): LiveChange[] {
+    return this.live.takeAdded();
+  }
+
+  /** Expires idle peers and returns them. */
+  expirePeers(nowMs: number): LiveChange[] {
+    return this.live.expire(nowMs);
   }
 
   /** The router's own 6bed4 address (lanip 0). */

@@ -45,12 +45,19 @@ export class LivePeers {
     this.added.push({ ipv4, port });
   }
 
+  /** Peers that appeared since the last call (reported quickly: a new peer's inbound traffic may depend on it). */
+  takeAdded(): LiveChange[] {
+    const a = this.added;
+    this.added = [];
+    return a;
+  }
+
   /**
-   * Removes peers not seen for the TTL and returns what changed since the last
-   * sweep. Rebuilds the table (a sweep every few seconds is cheap next to
-   * per-packet work, and rebuilding keeps linear probing correct without tombstones).
+   * Removes peers not seen for the TTL and returns them. Rebuilds the table (a
+   * sweep every few seconds is cheap next to per-packet work, and rebuilding
+   * keeps linear probing correct without tombstones).
    */
-  sweep(nowMs: number): { added: LiveChange[]; removed: LiveChange[] } {
+  expire(nowMs: number): LiveChange[] {
     const removed: LiveChange[] = [];
     const keep: [number, number, number][] = [];
     for (let i = 0; i <= this.mask; i++) {
@@ -59,18 +66,15 @@ export class LivePeers {
       if (nowMs - this.seen[i]! > this.ttlMs) removed.push({ ipv4: this.v4[i]!, port: p });
       else keep.push([this.v4[i]!, p, this.seen[i]!]);
     }
-    const added = this.added;
+    if (removed.length === 0) return removed;
+    const pending = this.added;
     this.added = [];
-    if (removed.length) {
-      this.port.fill(0);
-      this.count = 0;
-      for (const [v4, p, seen] of keep) this.touch(v4, p, seen);
-      this.added = [];
-    }
-    // A peer that came and went between two sweeps was never reported: report neither.
-    const key = (c: LiveChange) => c.ipv4 * 65536 + c.port;
-    const gone = new Set(removed.map(key));
-    const came = new Set(added.map(key));
-    return { added: added.filter((a) => !gone.has(key(a))), removed: removed.filter((r) => !came.has(key(r))) };
+    this.port.fill(0);
+    this.count = 0;
+    for (const [v4, p, seen] of keep) this.touch(v4, p, seen);
+    // Re-inserting is not appearing: keep only the additions not yet taken (and still here).
+    const gone = new Set(removed.map((r) => r.ipv4 * 65536 + r.port));
+    this.added = pending.filter((a) => !gone.has(a.ipv4 * 65536 + a.port));
+    return removed;
   }
 }

@@ -4,15 +4,18 @@
 // object that reports those totals when the registry asks.
 import client from 'prom-client';
 import { DROP_REASONS, type CountersSnapshot } from './counters.js';
+import type { ResponderCounters } from '../ndp/responder.js';
 
 type Sample = { value: number; labels: Record<string, string> };
 
-export function routerRegistry(read: () => Promise<CountersSnapshot>): client.Registry {
+export function routerRegistry(read: () => Promise<CountersSnapshot>, ndp?: () => ResponderCounters): client.Registry {
   const registry = new client.Registry();
-  const family = (name: string, help: string, samples: (s: CountersSnapshot) => Sample[], type = 'counter') => {
-    const get = async () => ({ name, help, type, aggregator: 'sum', values: samples(await read()) });
+  const register = (name: string, help: string, type: string, values: () => Promise<Sample[]>) => {
+    const get = async () => ({ name, help, type, aggregator: 'sum', values: await values() });
     registry.registerMetric({ name, help, type, aggregator: 'sum', get, reset() {} } as unknown as client.Metric);
   };
+  const family = (name: string, help: string, samples: (s: CountersSnapshot) => Sample[], type = 'counter') =>
+    register(name, help, type, async () => samples(await read()));
   family('sixbed4_router_packets_total', 'Packets forwarded, by direction (udp_to_tun: peers to the kernel; tun_to_udp: kernel to peers; relay: peer to peer over UDP)',
     (s) => [d('udp_to_tun', s.udpToTunPackets), d('tun_to_udp', s.tunToUdpPackets), d('relay', s.relayPackets)]);
   family('sixbed4_router_bytes_total', 'IPv6 bytes forwarded, by direction',
@@ -27,6 +30,14 @@ export function routerRegistry(read: () => Promise<CountersSnapshot>): client.Re
     (s) => [{ value: s.keepalives, labels: {} }]);
   family('sixbed4_router_live_peers', 'Peers seen in the last two minutes (at the last sweep)',
     (s) => [{ value: s.livePeers, labels: {} }], 'gauge');
+  if (ndp) {
+    register('sixbed4_ndp_solicitations_total', 'Neighbour solicitations seen by the proxy on the uplink, by result', 'counter', async () => {
+      const c = ndp();
+      return [{ value: c.answered, labels: { result: 'answered' } }, { value: c.ignored, labels: { result: 'ignored' } }];
+    });
+    register('sixbed4_ndp_proxied_addresses', 'Addresses the neighbour proxy answers for', 'gauge',
+      async () => [{ value: ndp().liveAddresses, labels: {} }]);
+  }
   client.collectDefaultMetrics({ register: registry, prefix: 'sixbed4_' });
   return registry;
 }

@@ -5,12 +5,15 @@
 import { native } from '../io/native.js';
 import { formatIPv4, formatIPv6, InputError, parseIPv4, parsePrefix, parsePrefix64, type Prefix } from '../protocol/ip.js';
 import { ROUTER_PORT } from '../protocol/constants.js';
-import { hasNetAdmin } from '../host/privilege.js';
-import { readSysctl } from '../host/ip.js';
+import { hasNetAdmin, hasNetRaw } from '../host/privilege.js';
+import { confValue, readIpv6Conf } from '../host/sysctl.js';
+import { NdpResponder, type ResponderMode } from '../ndp/responder.js';
+import { proxiedPeerAddresses } from '../ndp/policy.js';
+import type { LiveChange } from './live.js';
 import { startMetricsServer, type MetricsServer } from '../metrics.js';
 import type { Logger } from '../log.js';
 import type { EngineConfig } from './engine.js';
-import { forwardInline, forwardOnWorkers } from './workers.js';
+import { forwardInline, forwardOnWorkers, type LiveListener } from './workers.js';
 import { makeAddress } from '../protocol/address.js';
 import { openTunnel, type Tunnel } from './tunnel.js';
 import { routerRegistry } from './metrics.js';
@@ -25,6 +28,8 @@ export interface RouterOptions {
   metrics?: string;
   batch?: number;
   workers?: number;
+  /** Neighbour proxy on the uplink, for upstreams that treat the /64 as on-link. */
+  ndpProxy?: { uplink: string; mode?: string; localAddresses?: Uint8Array[] };
 }
 
 export interface RouterConfig {
@@ -36,6 +41,7 @@ export interface RouterConfig {
   metrics?: string;
   batch: number;
   workers: number;
+  ndpProxy?: { uplink: string; mode: ResponderMode; localAddresses: Uint8Array[] };
 }
 
 /** Turns user input into a checked configuration; every error names the flag and the fix. */
@@ -57,7 +63,15 @@ export function routerConfig(o: RouterOptions): RouterConfig {
   const listenIPv4 = parseIPv4(o.listen);
   const a = listenIPv4 >>> 24;
   if (a === 0 || a >= 224) throw new InputError(`--listen ${o.listen} is not a unicast IPv4 address of this host`);
+  let ndpProxy: RouterConfig['ndpProxy'];
+  if (o.ndpProxy) {
+    const mode = o.ndpProxy.mode ?? 'on';
+    if (mode !== 'on' && mode !== 'auto') throw new InputError(`--ndp-proxy-mode ${mode}: use on or auto`);
+    if (!/^[A-Za-z0-9_.@-]{1,15}$/.test(o.ndpProxy.uplink)) throw new InputError(`--ndp-proxy '${o.ndpProxy.uplink}' is not an interface name`);
+    ndpProxy = { uplink: o.ndpProxy.uplink, mode, localAddresses: o.ndpProxy.localAddresses ?? [] };
+  }
   return {
+    ...(ndpProxy ? { ndpProxy } : {}),
     prefix: parsePrefix64(o.prefix),
     listenIPv4, port, tun, batch, workers,
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
@@ -93,13 +107,21 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     const routerAddress = makeAddress(cfg.prefix.bytes, cfg.listenIPv4, cfg.port, 0);
     const tunnel = await openTunnel(cfg.tun, cfg.workers, routerAddress, cfg.prefix, log);
     undo.push(() => tunnel.close());
+    const proxy = cfg.ndpProxy ? await startProxy(cfg, log) : undefined;
+    if (proxy) undo.push(() => proxy.stop());
+    const onLive: LiveListener | undefined = proxy && ((added, removed) => {
+      // Answer for a peer's addresses while it is live (policy.ts says which lanips).
+      const addrs = (c: LiveChange) => proxiedPeerAddresses(makeAddress(cfg.prefix.bytes, c.ipv4, c.port, 0));
+      for (const c of added) for (const a of addrs(c)) proxy.add(a);
+      for (const c of removed) for (const a of addrs(c)) proxy.remove(a);
+    });
     const forwarding = cfg.workers === 1
-      ? forwardInline(engineCfg, cfg.batch, udpFds[0]!, tunnel.fds[0]!)
-      : await forwardOnWorkers(engineCfg, cfg.batch, udpFds, tunnel.fds);
+      ? forwardInline(engineCfg, cfg.batch, udpFds[0]!, tunnel.fds[0]!, onLive)
+      : await forwardOnWorkers(engineCfg, cfg.batch, udpFds, tunnel.fds, onLive);
     undo.push(() => forwarding.stop());
     let metrics: MetricsServer | undefined;
     if (cfg.metrics) {
-      const server = await startMetricsServer(cfg.metrics, routerRegistry(() => forwarding.counters()), log);
+      const server = await startMetricsServer(cfg.metrics, routerRegistry(() => forwarding.counters(), proxy && (() => proxy.counters())), log);
       metrics = server;
       undo.push(() => server.close());
     }
@@ -129,10 +151,20 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
   }
 }
 
+/** Starts the neighbour proxy, answering at once for the host's own proxied addresses. */
+async function startProxy(cfg: RouterConfig, log: Logger): Promise<NdpResponder> {
+  const p = cfg.ndpProxy!;
+  if (!hasNetRaw()) throw new InputError('--ndp-proxy needs CAP_NET_RAW (or root) for its ICMPv6 socket');
+  const proxy = new NdpResponder(p.uplink, log, { mode: p.mode, prefix: cfg.prefix });
+  await proxy.start();
+  for (const a of p.localAddresses) proxy.add(a);
+  return proxy;
+}
+
 /** The router works without forwarding, but the native side then never reaches peers: say so once. */
 async function warnIfNotForwarding(log: Logger): Promise<void> {
   try {
-    if (await readSysctl('net.ipv6.conf.all.forwarding') !== '1') {
+    if (confValue(await readIpv6Conf(), { conf: 'all', param: 'forwarding' }) !== '1') {
       log.warn('IPv6 forwarding is off (net.ipv6.conf.all.forwarding=0): the kernel will not pass traffic between the uplink and the tunnel; run `sixbed4 host apply` or `sysctl -w net.ipv6.conf.all.forwarding=1`');
     }
   } catch { /* no /proc/sys: nothing to say */ }

@@ -5,7 +5,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Engine, type EngineConfig } from './engine.js';
 import { Datapath } from './datapath.js';
-import { LIVE_SWEEP_MS } from './workers.js';
+import { watchLive } from './workers.js';
 
 export interface WorkerInit { engine: EngineConfig; batch: number; udpFd: number; tunFd: number; }
 export type WorkerRequest = { type: 'snapshot'; id: number } | { type: 'stop' };
@@ -14,12 +14,9 @@ const init = workerData as WorkerInit;
 const engine = new Engine(init.engine, init.batch);
 const datapath = new Datapath(engine, init.udpFd, init.tunFd);
 datapath.start();
-const sweeper = setInterval(() => {
-  const { added, removed } = engine.sweepLive(Date.now());
-  if (added.length || removed.length) parentPort!.postMessage({ type: 'live', added, removed });
-}, LIVE_SWEEP_MS);
+const unwatch = watchLive(engine, (added, removed) => parentPort!.postMessage({ type: 'live', added, removed }));
 parentPort!.on('message', (m: WorkerRequest) => {
   if (m.type === 'snapshot') parentPort!.postMessage({ type: 'snapshot', id: m.id, counters: engine.snapshot() });
-  else if (m.type === 'stop') { clearInterval(sweeper); datapath.stop(); parentPort!.close(); }
+  else if (m.type === 'stop') { unwatch(); datapath.stop(); parentPort!.close(); }
 });
 parentPort!.postMessage({ type: 'ready' });

@@ -8,9 +8,23 @@ import { Datapath } from './datapath.js';
 import type { WorkerInit } from './worker.js';
 import type { LiveChange } from './live.js';
 
-/** How often idle peers are expired and changes reported. */
-export const LIVE_SWEEP_MS = 5000;
+/** How often new peers are reported (quickly: the neighbour proxy must answer for them) and idle ones expired. */
+export const LIVE_REPORT_MS = 250;
+export const LIVE_EXPIRE_MS = 5000;
 export type LiveListener = (added: LiveChange[], removed: LiveChange[]) => void;
+
+/** Reports an engine's peer changes on the two schedules above; returns a function that stops it. */
+export function watchLive(engine: Engine, report: LiveListener): () => void {
+  const fresh = setInterval(() => {
+    const added = engine.newPeers();
+    if (added.length) report(added, []);
+  }, LIVE_REPORT_MS);
+  const stale = setInterval(() => {
+    const removed = engine.expirePeers(Date.now());
+    if (removed.length) report([], removed);
+  }, LIVE_EXPIRE_MS);
+  return () => { clearInterval(fresh); clearInterval(stale); };
+}
 
 export interface Forwarding {
   counters(): Promise<CountersSnapshot>;
@@ -23,14 +37,11 @@ export function forwardInline(cfg: EngineConfig, batch: number, udpFd: number, t
   const engine = new Engine(cfg, batch);
   const datapath = new Datapath(engine, udpFd, tunFd);
   datapath.start();
-  const sweeper = setInterval(() => {
-    const { added, removed } = engine.sweepLive(Date.now());
-    if (onLive && (added.length || removed.length)) onLive(added, removed);
-  }, LIVE_SWEEP_MS);
+  const unwatch = watchLive(engine, (added, removed) => onLive?.(added, removed));
   return {
     engine,
     counters: async () => engine.snapshot(),
-    stop: async () => { clearInterval(sweeper); datapath.stop(); },
+    stop: async () => { unwatch(); datapath.stop(); },
   };
 }
 

@@ -1,19 +1,19 @@
 // Pieces of the host end-to-end tests: the seed's VM in the reference
 // topology, `sixbed4 host` run inside it, what "the same state" means, and
 // continuous pings whose losses are counted.
-import { fileURLToPath } from 'node:url';
 import type { Netns, Proc } from '../../agent/lab/netns.js';
+import { CLI } from '../../agent/lab/sixbed4.js';
 import { TOPO, type Topology } from '../../agent/lab/topology.js';
 
-/** `sixbed4 host` as a process (see run-host.ts). */
-export const RUN_HOST = fileURLToPath(new URL('./run-host.js', import.meta.url));
+/** `sixbed4 host` as a process: the real CLI. */
+export const HOST_CMD = [CLI, 'host'];
 
 export const PREFIX = TOPO.prefix;
 export const L11 = '2001:db8:9:10::11';
 export const L30 = '2001:db8:9:10::30';
 
 export async function host(ns: Netns, args: string[]): Promise<{ code: number | null; out: string; err: string }> {
-  const r = await ns.exec([process.execPath, RUN_HOST, ...args, '--log-format', 'text'], { timeoutMs: 30_000 });
+  const r = await ns.exec([process.execPath, ...HOST_CMD, ...args, '--log-format', 'text'], { timeoutMs: 30_000 });
   return { code: r.code, out: r.stdout, err: r.stderr };
 }
 

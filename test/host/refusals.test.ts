@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { Netns, uniqueName } from '../../agent/lab/netns.js';
 import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
 import { skipReason, title } from '../helpers/fixtures.js';
-import { capture, host, L11, L30, lossOf, pingEvery20ms, PREFIX, RUN_HOST, seedVm } from './hostlab.js';
+import { capture, host, L11, L30, lossOf, pingEvery20ms, PREFIX, HOST_CMD, seedVm } from './hostlab.js';
 
 const lab = {} as { topo: Topology; vm: Netns; before: unknown; dir: string };
 const serial = skipReason ? test.serial.skip : test.serial;
@@ -43,7 +43,7 @@ test.after.always(async () => {
 
 async function refused(t: ExecutionContext, args: string[], message: RegExp, wrap: string[] = []) {
   const state = join(lab.dir, 'state.json');
-  const r = await lab.vm.exec([...wrap, process.execPath, RUN_HOST, ...args, '--state', state]);
+  const r = await lab.vm.exec([...wrap, process.execPath, ...HOST_CMD, ...args, '--state', state]);
   t.is(r.code, 2, r.stderr);
   t.regex(r.stderr.trim(), /^sixbed4: [^\n]+$/, 'one line');
   t.regex(r.stderr, message);

@@ -8,10 +8,13 @@ test('peers appear once, stay while seen, and expire after the TTL', (t) => {
   live.touch(0xc6336414, 40000, 500);
   live.touch(0xcb007102, 51000, 600);
   t.is(live.size, 2);
-  t.deepEqual(live.sweep(700), { added: [{ ipv4: 0xc6336414, port: 40000 }, { ipv4: 0xcb007102, port: 51000 }], removed: [] });
+  t.deepEqual(live.takeAdded(), [{ ipv4: 0xc6336414, port: 40000 }, { ipv4: 0xcb007102, port: 51000 }]);
+  t.deepEqual(live.expire(700), []);
   live.touch(0xcb007102, 51000, 1500);
-  t.deepEqual(live.sweep(1600), { added: [], removed: [{ ipv4: 0xc6336414, port: 40000 }] });
-  t.is(live.size, 1);
+  live.touch(0x01020304, 7, 1550);
+  t.deepEqual(live.expire(1600), [{ ipv4: 0xc6336414, port: 40000 }]);
+  t.is(live.size, 2);
+  t.deepEqual(live.takeAdded(), [{ ipv4: 0x01020304, port: 7 }], 'a pending addition survives an expiry, re-inserted peers are not new');
 });
 
 test('a full table stops tracking instead of growing', (t) => {
@@ -27,7 +30,7 @@ test('property: size equals the number of distinct peers seen within the TTL', (
     const sorted = [...events].sort((a, b) => a[2] - b[2]);
     for (const [v4, port, ts] of sorted) live.touch(v4, port, ts);
     const now = 3000;
-    live.sweep(now);
+    live.expire(now);
     const last = new Map<string, number>();
     for (const [v4, port, ts] of sorted) last.set(`${v4}:${port}`, ts);
     return live.size === [...last.values()].filter((ts) => now - ts <= 1000).length;
