@@ -15,6 +15,7 @@ import { startMetricsServer, type MetricsServer } from '../metrics.js';
 import { paths, type Kube } from '../../operator/kube.js';
 import { Informer } from '../../operator/informer.js';
 import type { SixBed4Prefix } from '../../operator/api.js';
+import { proxiedLocalAddresses } from '../ndp/policy.js';
 import { readShare } from './config.js';
 import { reportNode, type AgentReport } from './status.js';
 
@@ -109,6 +110,7 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
       log.info(applied.plan.steps.length ? `host configured for ${n.prefix}` : `host already configured for ${n.prefix}`);
       router = await startRouter(routerConfig({
         prefix: n.prefix, listen: n.listen.address, port: n.listen.port, routes: n.routes, ...(o.tun ? { tun: o.tun } : {}),
+        ...(n.ndpProxy !== 'off' ? { ndpProxy: { uplink: applied.plan.uplink, mode: n.ndpProxy, localAddresses: proxiedLocalAddresses(host) } } : {}),
       }), log);
       lastProblem = '';
     } catch (err) {
