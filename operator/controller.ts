@@ -4,7 +4,9 @@
 // a periodic resync. A replica that loses the Lease stops at once.
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from '../agent/log.js';
-import { LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, PREFIXES_PATH, type KubeObject, type SixBed4Prefix } from './api.js';
+import {
+  LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, PREFIXES_PATH, agentConfigMapName, agentDaemonSetName, type KubeObject, type SixBed4Prefix,
+} from './api.js';
 import { EventRecorder } from './events.js';
 import { Informer, type ChangeType } from './informer.js';
 import { Kube, paths } from './kube.js';
@@ -114,7 +116,7 @@ class Controller {
     this.deps = {
       kube, namespace: o.namespace, render: { ...o.render, namespace: o.namespace },
       prefixes: this.prefixes, nodes: this.nodes, daemonSets: this.daemonSets, configMaps: this.configMaps,
-      recorder: this.recorder, log, cleanupTimeoutMs: o.cleanupTimeoutMs, staleAfterMs: o.staleAfterMs,
+      recorder: this.recorder, log, cleanupTimeoutMs: o.cleanupTimeoutMs, staleAfterMs: o.staleAfterMs, seen: new Map(),
     };
   }
 
@@ -157,6 +159,8 @@ class Controller {
     if (t === 'delete') {
       this.prefixSpecs.delete(name);
       this.states.delete(name);
+      this.deps.seen?.delete(paths.configMap(this.o.namespace, agentConfigMapName(name)));
+      this.deps.seen?.delete(paths.daemonSet(this.o.namespace, agentDaemonSetName(name)));
       this.updateStateGauge();
     } else this.prefixSpecs.set(name, spec);
     // another prefix may overlap this one: let the others look again

@@ -41,6 +41,13 @@ export interface ReconcileDeps {
   cleanupTimeoutMs: number;
   staleAfterMs: number;
   now?: () => Date;
+  /**
+   * What this process last saw the server hold for each object it renders
+   * (path -> rendered JSON): a difference to something that already matched
+   * is drift; a difference to something new (spec change, operator upgrade)
+   * is an update.
+   */
+  seen?: Map<string, string>;
 }
 
 export interface ReconcileResult {
@@ -95,12 +102,11 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
 
   // 2. ConfigMap and DaemonSet
   const serving: ReadonlyMap<string, AgentNodeConfig> = pl?.nodes ?? new Map();
-  const specSettled = p.status?.observedGeneration === p.metadata.generation;
   if (checked.spec && pl) {
     const cm = renderConfigMap(p, checked.spec.prefix.text, checked.spec.metricsPort, serving, d.render);
-    await ensure(d, p, 'ConfigMap', paths.configMap(d.namespace, agentConfigMapName(name)), d.configMaps.get(agentConfigMapName(name), d.namespace), cm, false, log);
+    await ensure(d, p, 'ConfigMap', paths.configMap(d.namespace, agentConfigMapName(name)), d.configMaps.get(agentConfigMapName(name), d.namespace), cm, log);
     const ds = renderDaemonSet(p, checked.spec.nodeSelector, checked.spec.port, checked.spec.metricsPort, d.render);
-    await ensure(d, p, 'DaemonSet', paths.daemonSet(d.namespace, agentDaemonSetName(name)), d.daemonSets.get(agentDaemonSetName(name), d.namespace), ds, specSettled, log);
+    await ensure(d, p, 'DaemonSet', paths.daemonSet(d.namespace, agentDaemonSetName(name)), d.daemonSets.get(agentDaemonSetName(name), d.namespace), ds, log);
   }
 
   // 3. deletion
@@ -113,7 +119,10 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
     const timeoutMs = cleanupTimeout(p, d.cleanupTimeoutMs);
     const elapsed = now.getTime() - Date.parse(p.metadata.deletionTimestamp!);
     if (waitingRevert.length === 0) {
-      d.recorder.event(p, 'Normal', 'HostsReverted', 'every node reverted its host configuration; removing the finalizer');
+      const reported = (p.status?.nodes ?? []).some((e) => e.lastReport !== undefined);
+      d.recorder.event(p, 'Normal', 'HostsReverted', reported
+        ? 'every node reverted its host configuration (or is gone); removing the finalizer'
+        : 'no agent had configured a host; removing the finalizer');
       await removeFinalizer(d, p);
       return {};
     }
@@ -153,17 +162,23 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
 
 /** Applies desired unless actual already carries every field of it. */
 async function ensure(d: ReconcileDeps, p: SixBed4Prefix, kind: string, path: string, actual: KubeObject | undefined, desired: KubeObject,
-  specSettled: boolean, log: Logger): Promise<void> {
+  log: Logger): Promise<void> {
   // list items carry no apiVersion/kind: compare the rest
   const { apiVersion: _a, kind: _k, ...compared } = desired;
+  const key = JSON.stringify(compared);
   const drift = actual ? firstDrift(actual, compared) : '(missing)';
-  if (drift === undefined) return;
+  const matchedBefore = d.seen?.get(path) === key;
+  if (drift === undefined) {
+    d.seen?.set(path, key);
+    return;
+  }
   await d.kube.apply(path, desired, FIELD_MANAGER);
+  d.seen?.set(path, key);
   const what = `${kind} ${d.namespace}/${desired.metadata.name}`;
   if (!actual) {
-    d.recorder.event(p, 'Normal', 'Created', `created ${what}`);
-  } else if (specSettled && kind === 'DaemonSet') {
-    // the spec did not change since the last reconcile: someone else changed our DaemonSet
+    d.recorder.event(p, matchedBefore ? 'Warning' : 'Normal', 'Created', `${matchedBefore ? 're-created (it had been deleted)' : 'created'} ${what}`);
+  } else if (matchedBefore) {
+    // the server held exactly this before: someone else changed it since
     log.warn(`restored ${what}: ${drift} had been changed`);
     d.recorder.event(p, 'Warning', 'DriftRepaired', `restored ${what}: ${drift} had been changed by someone else`);
   } else {
