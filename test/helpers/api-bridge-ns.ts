@@ -1,0 +1,12 @@
+// The namespace side of api-bridge.ts: 127.0.0.1:PORT here → the Unix socket.
+import net from 'node:net';
+
+const [port, socketPath] = process.argv.slice(2);
+const server = net.createServer((client) => {
+  const upstream = net.connect(socketPath!);
+  client.pipe(upstream).pipe(client);
+  const end = () => { client.destroy(); upstream.destroy(); };
+  client.on('error', end); upstream.on('error', end);
+});
+server.listen(Number(port), '127.0.0.1', () => console.log(`bridging 127.0.0.1:${port} to ${socketPath}`));
+process.on('SIGTERM', () => server.close(() => process.exit(0)));

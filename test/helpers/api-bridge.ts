@@ -1,0 +1,39 @@
+// Lets a process inside a network namespace reach the test API server, which
+// listens on the root namespace's loopback: a Unix socket (file system paths
+// are shared across network namespaces) carries the TCP stream, with one
+// forwarder on each side. TLS passes through untouched, so the kubeconfig's
+// https://127.0.0.1:PORT works unchanged inside the namespace.
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { rm } from 'node:fs/promises';
+import type { Netns, Proc } from '../../agent/lab/netns.js';
+
+const NS_SIDE = fileURLToPath(new URL('./api-bridge-ns.js', import.meta.url));
+
+export interface ApiBridge { close(): Promise<void>; }
+
+export async function bridgeApiInto(ns: Netns, port: number, socketPath: string): Promise<ApiBridge> {
+  await rm(socketPath, { force: true });
+  const server = net.createServer((client) => {
+    const upstream = net.connect(port, '127.0.0.1');
+    client.pipe(upstream).pipe(client);
+    const end = () => { client.destroy(); upstream.destroy(); };
+    client.on('error', end); upstream.on('error', end);
+  });
+  await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(socketPath, resolve); });
+  let inside: Proc;
+  try {
+    inside = ns.spawn([process.execPath, NS_SIDE, String(port), socketPath]);
+    await inside.waitFor(/^bridging/, 5000);
+  } catch (err) {
+    server.close();
+    throw err;
+  }
+  return {
+    async close() {
+      await inside.stop();
+      await new Promise<void>((r) => server.close(() => r()));
+      await rm(socketPath, { force: true });
+    },
+  };
+}
