@@ -23,6 +23,9 @@ fi
 
 apt_ensure docker.io
 
+# Tests run in parallel: only one of them may start the daemon; the others wait and find it running.
+exec 9>/tmp/sixbed4-dockerd.lock
+flock 9
 if "$DOCKER" info >/dev/null 2>&1; then echo running; exit 0; fi
 [[ $(id -u) -eq 0 ]] || die "dockerd is not running and starting it needs root"
 
