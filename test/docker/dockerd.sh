@@ -34,7 +34,7 @@ log "starting dockerd (log: $LOG)"
 # setsid: its own session, so it survives the caller and holds none of its pipes.
 setsid dockerd --host unix:///var/run/docker.sock \
   --bridge=none --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false \
-  --userland-proxy=false >"$LOG" 2>&1 </dev/null &
+  --userland-proxy=false >"$LOG" 2>&1 </dev/null 9>&- &
 pid=$!
 for _ in $(seq 1 300); do
   if "$DOCKER" info >/dev/null 2>&1; then echo "started $pid"; exit 0; fi
