@@ -3,7 +3,8 @@
 //
 // It uses the same native batched I/O as the router (sendmmsg for UDP, one
 // native call per 256 TUN writes), so it is at least as fast per packet as
-// the thing it loads. It prints `sending {...}` once the first batch went
+// the thing it loads. Modes: udp (4→6 from sockets), tun (IPv6 into the
+// native side), tun4 (4→6 from many peers at once). It prints `sending {...}` once the first batch went
 // out, sends flat out in a synchronous loop until its time or packet budget
 // is spent (no event loop turns: nothing else runs in this process), then
 // prints one JSON line with what it sent. SIGTERM ends it at once.
@@ -14,11 +15,11 @@ import { loadNative, newBatch, MAX_BATCH, type Batch } from '../agent/io/native.
 import { makeAddress } from '../agent/protocol/address.js';
 import { parseIPv4, parseIPv6, parsePrefix64 } from '../agent/protocol/ip.js';
 import { systemTool } from '../agent/lab/netns.js';
-import { fillBatch, PeerCycler, peerPlan } from './packets.js';
+import { fillBatch, fillBatch4, IPV4_UDP, PeerCycler, PeerSourceCycler, peerPlan } from './packets.js';
 
-export type GenConfig = UdpGenConfig | TunGenConfig;
+export type GenConfig = UdpGenConfig | TunGenConfig | Tun4GenConfig;
 /** What a measurement asks for; it adds the time and packet budget. */
-export type GenSpec = Omit<UdpGenConfig, keyof Budget> | Omit<TunGenConfig, keyof Budget>;
+export type GenSpec = Omit<UdpGenConfig, keyof Budget> | Omit<TunGenConfig, keyof Budget> | Omit<Tun4GenConfig, keyof Budget>;
 
 interface Budget {
   durationMs: number;
@@ -57,6 +58,22 @@ export interface TunGenConfig extends Common {
   peers?: { prefix: string; firstIPv4: string; count: number };
 }
 
+/**
+ * 4→6 from many peers: IPv4/UDP datagrams written into a TUN device of this
+ * namespace (which forwards them), from `count` peers (IPv4 from firstIPv4
+ * up, ports from 1024), each carrying IPv6 from that peer's 6bed4 address.
+ * One socket per peer would not scale to 100,000.
+ */
+export interface Tun4GenConfig extends Common {
+  mode: 'tun4';
+  tun: string;
+  to: string;
+  port: number;
+  prefix: string;
+  innerDst: string;
+  peers: { firstIPv4: string; count: number };
+}
+
 export interface GenResult { sent: number; elapsedMs: number; calls: number; }
 
 /** Prepares the sockets or TUN device and returns "send up to n packets, say how many went". */
@@ -87,6 +104,13 @@ function prepare(cfg: GenConfig): { sendBatch: (n: number) => number; info: Reco
   const { fd, name } = io.tunOpen(cfg.tun, false);
   // Not persistent: the device disappears with this process.
   execFileSync(systemTool('ip'), ['link', 'set', 'dev', name, 'up'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  if (cfg.mode === 'tun4') {
+    const b = newBatch(MAX_BATCH, IPV4_UDP + cfg.size);
+    const prefix = parsePrefix64(cfg.prefix).bytes;
+    fillBatch4(b, cfg.size, parseIPv4(cfg.to), cfg.port, parseIPv6(cfg.innerDst), prefix);
+    const cycler = new PeerSourceCycler(b, prefix, peerPlan(parseIPv4(cfg.peers.firstIPv4), cfg.peers.count));
+    return { sendBatch: (n) => { cycler.next(n); return io.tunWrite(fd, b, n); }, info: { tun: name, peers: cfg.peers.count } };
+  }
   const b = newBatch(MAX_BATCH, cfg.size);
   const src = parseIPv6(cfg.src);
   if (cfg.peers) {

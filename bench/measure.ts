@@ -10,7 +10,7 @@ import { performance } from 'node:perf_hooks';
 
 import { sleep, type Netns, type Proc } from '../agent/lab/netns.js';
 import type { GenConfig, GenResult, GenSpec } from './generator.js';
-import { busySeconds, cpuTimes, cpuUsage, processCpu, processMemory, type CpuTimes } from './procstat.js';
+import { busySeconds, cpuTimes, cpuUsage, ksoftirqdPids, processCpu, processMemory, totalCpuSeconds, type CpuTimes } from './procstat.js';
 import { counterDelta, readRouterCounters, type RunningBenchRouter } from './routerctl.js';
 import { readLinks, readSink, readUdpSnmp, type Role, type SinkId } from './topology.js';
 
@@ -75,11 +75,23 @@ export interface Row {
   genCpuPct: number | null;
   /** Busy time of all CPUs (everything on the machine) per packet received. */
   sysUsPerPkt: number;
+  /**
+   * CPU per packet of what moves the packets: generator + router + ksoftirqd
+   * (softirq work runs in, and is charged to, one of these). Unlike
+   * sysUsPerPkt, other jobs on the machine do not count.
+   */
+  pathUsPerPkt: number;
+  /** Generator CPU per packet it sent. */
+  genUsPerPkt: number | null;
+  /** CPU used during the window by anything else (other jobs on the machine), in % of one CPU. */
+  otherCpuPct: number;
   /** Busy time of CPU 0 (the router box when pinned and steered) per packet received. */
   cpu0UsPerPkt: number;
   cpus: Array<{ busy: number; softirq: number; steal: number }>;
   /** Where packets were lost in the router namespace (whole run). */
   lossAt: Record<string, number>;
+  /** IPv6 neighbour entries in the router namespace after the run (NOARP ones included). */
+  neighbours: number;
   generator?: GenResult;
   windowS: number;
   error?: string;
@@ -94,20 +106,33 @@ async function timed(read: () => Promise<number>): Promise<Timed> {
 }
 
 type Cpu = { user: number; system: number } | null;
-interface Sample { sent: Timed; recv: Timed; t: number; cpus: CpuTimes[]; rtrCpu: Cpu; genCpu: Cpu; }
+interface Sample { sent: Timed; recv: Timed; t: number; cpus: CpuTimes[]; rtrCpu: Cpu; genCpu: Cpu; softirqd: number; self: number; }
 
-export interface Ctx { ns: Record<Role, Netns>; router?: RunningBenchRouter; timing: Timing; }
+export interface Ctx {
+  ns: Record<Role, Netns>;
+  router?: RunningBenchRouter;
+  timing: Timing;
+  /** ksoftirqd threads, whose CPU is part of the path's cost (see procstat.ts). */
+  softirqd: number[];
+}
+
+export function newCtx(ns: Record<Role, Netns>, timing: Timing): Ctx {
+  return { ns, timing, softirqd: ksoftirqdPids() };
+}
 
 async function sample(ctx: Ctx, spec: Spec, genPid?: number): Promise<Sample> {
   const t = performance.now();
   const cpus = cpuTimes();
   const rtrCpu = ctx.router ? processCpu(ctx.router.pid) : null;
   const genCpu = genPid !== undefined ? processCpu(genPid) : null;
+  const softirqd = totalCpuSeconds(ctx.softirqd);
+  const usage = process.cpuUsage();
+  const self = (usage.user + usage.system) / 1e6;
   const [sent, recv] = await Promise.all([
     timed(async () => (await readLinks(ctx.ns[spec.genNs]))[spec.egress]?.txPackets ?? NaN),
     timed(() => readSink(ctx.ns, spec.sink)),
   ]);
-  return { sent, recv, t, cpus, rtrCpu, genCpu };
+  return { sent, recv, t, cpus, rtrCpu, genCpu, softirqd, self };
 }
 
 /** What the router namespace says about losses: full socket buffers and full TUN queues. */
@@ -152,10 +177,12 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
   }
   // Let queues (socket buffers, TUN rings) empty before the totals.
   await sleep(250);
-  const [end, lossEnd, ctrEnd] = await Promise.all([
+  const [end, lossEnd, ctrEnd, neighbours] = await Promise.all([
     sample(ctx, spec),
     lossCounters(rtr),
     ctx.router ? readRouterCounters(rtr) : Promise.resolve(undefined),
+    // Kernel state that grows with peers even though the router keeps none.
+    rtr.json<unknown[]>(['-6', 'neigh', 'show', 'nud', 'all']).then((n) => n.length),
   ]);
   const memory = ctx.router ? processMemory(ctx.router.pid) : null;
 
@@ -167,6 +194,8 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
   const received = end.recv.value - base.recv.value;
   const routerUser = a.rtrCpu && b.rtrCpu ? b.rtrCpu.user - a.rtrCpu.user : null;
   const routerSystem = a.rtrCpu && b.rtrCpu ? b.rtrCpu.system - a.rtrCpu.system : null;
+  const sentWindow = b.sent.value - a.sent.value;
+  const softirqdS = b.softirqd - a.softirqd;
   const genCpuS = a.genCpu && b.genCpu ? b.genCpu.user + b.genCpu.system - a.genCpu.user - a.genCpu.system : null;
   const row: Row = {
     group: spec.group, name: spec.name, direction: spec.direction, size: spec.size,
@@ -177,10 +206,19 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
     pps, mbps: (pps * spec.size * 8) / 1e6, sentPps,
     sent, received, lost: sent - received, lossPct: sent > 0 ? (100 * (sent - received)) / sent : 0,
     genCpuPct: genCpuS !== null ? (100 * genCpuS) / windowS : null,
+    genUsPerPkt: genCpuS !== null && sentWindow > 0 ? (genCpuS * 1e6) / sentWindow : null,
+    // The generator's and ksoftirqd's work is per packet sent (it includes the
+    // kernel's receive of packets the router then had no room for), the
+    // router's per packet it delivered.
+    pathUsPerPkt: recvWindow > 0 && sentWindow > 0
+      ? (((genCpuS ?? 0) + softirqdS) * 1e6) / sentWindow + (((routerUser ?? 0) + (routerSystem ?? 0)) * 1e6) / recvWindow
+      : NaN,
+    otherCpuPct: (100 * Math.max(0, busySeconds(a.cpus, b.cpus) - (genCpuS ?? 0) - (routerUser ?? 0) - (routerSystem ?? 0) - softirqdS - (b.self - a.self))) / windowS,
     sysUsPerPkt: recvWindow > 0 ? (busySeconds(a.cpus, b.cpus) * 1e6) / recvWindow : NaN,
     cpu0UsPerPkt: recvWindow > 0 ? (busySeconds(a.cpus.slice(0, 1), b.cpus.slice(0, 1)) * 1e6) / recvWindow : NaN,
     cpus: cpuUsage(a.cpus, b.cpus),
     lossAt: counterDelta(lossBase, lossEnd),
+    neighbours,
     ...(genResult ? { generator: genResult } : {}),
     windowS,
   };

@@ -4,7 +4,7 @@
 // softirq that runs while the router is on the CPU (e.g. the kernel
 // forwarding the packet it just wrote to its TUN) is charged to the router:
 // its CPU figure is the full cost of what it triggers on its own CPU.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 
 /** USER_HZ: /proc/<pid>/stat times are in these ticks (100 on every Linux we run on). */
@@ -38,6 +38,32 @@ export function processMemory(pid: number): { rss: number; hwm: number } | null 
   } catch {
     return null;
   }
+}
+
+/**
+ * The per-CPU softirq threads. When receive processing runs long, the kernel
+ * defers it to these, and then it is charged to them instead of to the
+ * process whose packets caused it.
+ */
+export function ksoftirqdPids(): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (/^ksoftirqd\/\d+$/.test(readFileSync(`/proc/${name}/comm`, 'utf8').trim())) out.push(Number(name));
+    } catch { /* gone */ }
+  }
+  return out;
+}
+
+/** Summed CPU seconds (user + system) of pids; ones that are gone count 0. */
+export function totalCpuSeconds(pids: readonly number[]): number {
+  let sum = 0;
+  for (const pid of pids) {
+    const c = processCpu(pid);
+    if (c) sum += c.user + c.system;
+  }
+  return sum;
 }
 
 export function processCmdline(pid: number): string[] {

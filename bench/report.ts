@@ -60,15 +60,15 @@ export function referenceFor(rows: Row[], r: Row): Row | undefined {
 }
 
 export function table(rows: Row[]): string[] {
-  const head = ['measurement', 'size', 'pps', 'Mbit/s', 'loss%', 'lost at', 'rtr CPU%', 'rtr µs/pkt usr+sys', 'CPU0 µs/pkt', 'RSS MB', 'rtr drops', 'gen CPU%', 'CPU0/1 busy%', 'vs ref'];
+  const head = ['measurement', 'size', 'pps', 'Mbit/s', 'loss%', 'lost at', 'rtr CPU%', 'rtr µs/pkt usr+sys', 'path µs/pkt', 'RSS MB', 'rtr drops', 'gen CPU%', 'CPU0/1 busy%', 'other%', 'vs ref'];
   const body = rows.map((r) => {
     if (r.error) return [r.name, String(r.size), `not measured: ${r.error}`];
     const ref = referenceFor(rows, r);
     return [
       r.name, String(r.size), int(r.pps), fix(r.mbps), fix(r.lossPct), lostAt(r),
-      fix(r.router?.cpuPct, 0), r.router ? `${fix(r.router.usPerPkt, 2)} = ${fix(r.router.userUsPerPkt, 2)}+${fix(r.router.systemUsPerPkt, 2)}` : '-', fix(r.cpu0UsPerPkt, 2),
+      fix(r.router?.cpuPct, 0), r.router ? `${fix(r.router.usPerPkt, 2)} = ${fix(r.router.userUsPerPkt, 2)}+${fix(r.router.systemUsPerPkt, 2)}` : '-', fix(r.pathUsPerPkt, 2),
       fix(r.router?.rssMB, 0), r.router ? int(r.router.droppedTotal) : '-',
-      fix(r.genCpuPct, 0), r.cpus.map((c) => fix(c.busy, 0)).join('/'),
+      fix(r.genCpuPct, 0), r.cpus.map((c) => fix(c.busy, 0)).join('/'), fix(r.otherCpuPct, 0),
       ref ? `${fix((100 * r.pps) / ref.pps, 0)}%` : '',
     ];
   });
@@ -85,11 +85,27 @@ export function table(rows: Row[]): string[] {
     'towards the router was full; dev tx/rx: an interface dropped);',
     'rtr CPU%: router process utime+stime (all threads) / window; rtr µs/pkt: router CPU time / packet arrived,',
     'split into user space (JavaScript and the addon) + kernel (system calls and the softirq work they trigger);',
-    'CPU0 µs/pkt: all busy time of CPU 0 (router + the router namespace\'s kernel work) / packet arrived;',
+    'path µs/pkt: CPU time of generator + router + ksoftirqd / packet arrived: everything that moves the packets,',
+    'kernel work included (softirqs are charged to the task they interrupt), other jobs on the machine excluded;',
+    'other%: CPU taken by other jobs on the machine during the window (% of one CPU; such windows are retried);',
     'rtr drops: the router\'s own drop counters over the run; vs ref: sixbed4 rows against kernel forwarding',
     'with the same generator and size, kernel rows against the generator ceiling.',
   );
   return out;
+}
+
+const pct = (x: number, of: number) => `${((100 * x) / of).toFixed(0)}%`;
+
+/** What limited a router row: the router (busy, or its queues overflowed) or the generator. */
+function bound(r: Row): string {
+  const queueLoss = (r.lossAt.udp_rcvbuf_errors ?? 0) + (r.lossAt['6bed4_tx_dropped'] ?? 0);
+  const routerBusy = (r.router?.cpuPct ?? 0) >= 90 * (r.workers ?? 1);
+  const genBusy = (r.genCpuPct ?? 0) >= 95;
+  const lossy = queueLoss > 0.01 * r.sent;
+  if (lossy) return `router-bound (${pct(queueLoss, r.sent)} lost in its queues${routerBusy ? '' : ', though its CPU was not busy'})`;
+  if (routerBusy && genBusy) return 'router and generator both at full CPU, nothing lost: a lower bound for the router';
+  if (routerBusy) return 'router-bound (its CPU is busy)';
+  return 'generator-bound (the router had CPU to spare and lost nothing in its queues)';
 }
 
 /** The biggest loss counter of a row, in a few characters. */
@@ -114,10 +130,15 @@ export function summary(rows: Row[], target = 700_000): string[] {
       const ref = referenceFor(ok, main);
       const ceil = find((r) => r.group === 'ceiling' && r.direction === dir && r.size === size);
       out.push(`${dir} ${size} B: sixbed4 ${k(main.pps)}` +
-        (ref ? ` = ${((100 * main.pps) / ref.pps).toFixed(0)}% of kernel forwarding (${k(ref.pps)})` : '') +
-        (ceil ? `, ${((100 * main.pps) / ceil.pps).toFixed(0)}% of the generator ceiling (${k(ceil.pps)})` : '') +
-        (main.router ? `; router ${main.router.cpuPct.toFixed(0)}% CPU, ${main.router.usPerPkt.toFixed(2)} µs/pkt` : '') +
-        (ref ? `; CPU 0 ${fix(main.cpu0UsPerPkt, 2)} µs/pkt vs ${fix(ref.cpu0UsPerPkt, 2)} for the kernel` : ''));
+        (ref ? ` = ${pct(main.pps, ref.pps)} of kernel forwarding (${k(ref.pps)})` : '') +
+        (ceil ? `, ${pct(main.pps, ceil.pps)} of the generator ceiling (${k(ceil.pps)})` : '') +
+        (main.router ? `; router ${main.router.cpuPct.toFixed(0)}% CPU, ${main.router.usPerPkt.toFixed(2)} µs/pkt; ${bound(main)}` : ''));
+      // The generator's own cost cancels out: what forwarding adds per packet, wherever it ran.
+      if (ref && ceil) {
+        const added = (r: Row) => r.pathUsPerPkt - ceil.pathUsPerPkt;
+        out.push(`  CPU added per packet over the generator alone: kernel forwarding ${fix(added(ref), 2)} µs, sixbed4 ${fix(added(main), 2)} µs` +
+          ` (×${fix(added(main) / added(ref), 1)})`);
+      }
     }
   }
   const mainRow = (dir: Direction) => find((r) => r.group === 'router' && r.direction === dir && r.size === 48);
@@ -137,12 +158,21 @@ export function summary(rows: Row[], target = 700_000): string[] {
     out.push(`workers ${w2.direction} 48 B, ${what}: 1 → ${w2.workers}: ${k(w1.pps)} → ${k(w2.pps)} (×${(w2.pps / w1.pps).toFixed(2)}), ` +
       `router ${w1.router.usPerPkt.toFixed(2)} → ${w2.router.usPerPkt.toFixed(2)} µs/pkt, ${w1.router.cpuPct.toFixed(0)} → ${w2.router.cpuPct.toFixed(0)}% CPU`);
   }
-  const peers = ok.filter((r) => r.direction === '6→4' && r.size === 48 && (r.group === 'peers' || r.group === 'router') && (r.workers ?? 1) === 1)
-    .sort((x, y) => (x.peers ?? 1) - (y.peers ?? 1));
-  if (peers.length > 1) {
-    const pps = peers.map((r) => r.pps);
-    out.push(`statelessness 6→4 48 B: ${peers.map((r) => `${(r.peers ?? 1).toLocaleString('en-US')} peer${(r.peers ?? 1) > 1 ? 's' : ''} ${k(r.pps)}` +
-      (r.router ? ` (${r.router.usPerPkt.toFixed(2)} µs/pkt)` : '')).join(', ')}; slowest/fastest ${(Math.min(...pps) / Math.max(...pps)).toFixed(2)}`);
+  for (const dir of ['6→4', '4→6'] as Direction[]) {
+    // 6→4: the main row is the 1-peer point; 4→6: only the TUN-generator rows (they have peers set).
+    const series = ok.filter((r) => r.direction === dir && r.size === 48 && (r.workers ?? 1) === 1 &&
+      (r.group === 'peers' || (dir === '6→4' && r.group === 'router'))).sort((x, y) => (x.peers ?? 1) - (y.peers ?? 1));
+    if (series.length < 2) continue;
+    const us = series.map((r) => r.router?.usPerPkt ?? NaN);
+    out.push(`statelessness ${dir} 48 B: ${series.map((r) => `${(r.peers ?? 1).toLocaleString('en-US')} peer${(r.peers ?? 1) > 1 ? 's' : ''} ` +
+      `${k(r.pps)}${r.router ? ` (${r.router.usPerPkt.toFixed(2)} µs/pkt)` : ''}`).join(', ')}; ` +
+      `router µs/pkt most/fewest peers ×${fix(us[us.length - 1]! / us[0]!, 2)}; rate slowest/fastest ${fix(Math.min(...series.map((r) => r.pps)) / Math.max(...series.map((r) => r.pps)), 2)}`);
+    const last = series[series.length - 1]!;
+    if (dir === '6→4' && last.neighbours > 100) {
+      out.push(`  the router namespace's kernel ended with ${series.map((r) => int(r.neighbours)).join(' / ')} IPv6 neighbour entries: ` +
+        'a /64 routed on-link to the TUN makes the kernel keep one (NOARP) entry per peer address, and garbage-collect ' +
+        'them when there are more than net.ipv6.neigh.default.gc_thresh3 (1024); a route via a fixed link-local next hop keeps one');
+    }
   }
   const ceilings = ok.filter((r) => r.group === 'ceiling');
   if (ceilings.length) {

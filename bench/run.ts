@@ -5,7 +5,7 @@
 //   2. the kernel forwarding the same generators' traffic (the reference),
 //   3. the sixbed4 router 4→6 and 6→4 at 48 and 1280 bytes,
 //   4. the router with --batch 1, and with --workers 2 where the flag exists,
-//   5. 6→4 towards 1, 1,000 and 100,000 distinct peers.
+//   5. 6→4 towards, and 4→6 from, 1, 1,000 and 100,000 distinct peers.
 // Absolute rates depend on the machine; only figures of the same run are
 // compared. Every namespace is removed at the end, on failure and on Ctrl-C.
 import { cpus, loadavg } from 'node:os';
@@ -14,23 +14,30 @@ import { parseArgs } from 'node:util';
 
 import { findSystemTool } from '../agent/lab/netns.js';
 import { requireRootReason } from '../agent/lab/topology.js';
-import { measure, type Ctx, type Direction, type Group, type Row, type Spec, type Timing } from './measure.js';
+import { measure, newCtx, type Ctx, type Direction, type Group, type Row, type Spec, type Timing } from './measure.js';
 import { hostSetup, setupLines, summary, table, writeJson, type Setup } from './report.js';
 import { routerHasFlag, startBenchRouter, type RouterSetup, type RunningBenchRouter } from './routerctl.js';
 import { addCeilingSink, buildBenchNet, NET, removeCeilingSink, type BenchNet, type SinkId } from './topology.js';
 
 const GROUPS: Group[] = ['ceiling', 'kernel', 'router', 'batch', 'workers', 'peers'];
 const DEFAULT_JSON = fileURLToPath(new URL('../bench-results.json', import.meta.url));
+/** A window in which other jobs used more than this % of a CPU is measured again. */
+const INTERFERENCE_PCT = 15;
+const RETRIES_PER_ROW = 2;
 /** Whatever happens, the run ends (and cleans up) within this. */
 const HARD_LIMIT_MS = 8 * 60_000;
 
-const USAGE = `usage: npm run bench -- [--quick] [--duration S] [--only GROUPS] [--sizes 48,1280] [--json FILE]
+const USAGE = `usage: npm run bench -- [--quick] [--duration S] [--only GROUPS] [--sizes 48,1280] [--json FILE] [--retries N] [--rps]
 
   --quick        1 s per measurement instead of 3 s
   --duration S   seconds per measurement window (overrides --quick)
   --only GROUPS  comma-separated subset of: ${GROUPS.join(',')}
   --sizes LIST   IPv6 packet sizes for the main rows (default 48,1280; 48..1280)
   --json FILE    where to write the results (default ${DEFAULT_JSON})
+  --retries N    measurements repeated, in all, because other jobs took > ${INTERFERENCE_PCT}% of a CPU
+                 (at most ${RETRIES_PER_ROW} per row; default 12)
+  --rps          steer the router namespace's receive processing to CPU 0 and the other
+                 namespaces' to CPU 1 (RPS), instead of leaving it on the sending CPU
 needs root (network namespaces, TUN devices) and ip, nft, sysctl, ping; taskset for CPU pinning.
 `;
 
@@ -38,7 +45,7 @@ function options() {
   const { values } = parseArgs({
     options: {
       quick: { type: 'boolean' }, duration: { type: 'string' }, only: { type: 'string' },
-      sizes: { type: 'string' }, json: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      sizes: { type: 'string' }, json: { type: 'string' }, rps: { type: 'boolean' }, retries: { type: 'string' }, help: { type: 'boolean', short: 'h' },
     },
     strict: true, allowPositionals: false,
   });
@@ -50,9 +57,11 @@ function options() {
   if (bad.length) throw new Error(`--only: unknown group(s) ${bad.join(', ')}; use ${GROUPS.join(',')}`);
   const sizes = (values.sizes ?? '48,1280').split(',').map(Number);
   if (sizes.some((s) => !Number.isInteger(s) || s < 48 || s > 1280)) throw new Error(`--sizes ${values.sizes}: IPv6 sizes 48..1280`);
+  const retries = values.retries !== undefined ? Number(values.retries) : 12;
+  if (!Number.isInteger(retries) || retries < 0) throw new Error(`--retries ${values.retries}: use a whole number`);
   return {
     windowS, warmupS: windowS < 2 ? 0.3 : 0.5, groups: new Set(only as Group[]), sizes,
-    json: values.json ?? DEFAULT_JSON,
+    json: values.json ?? DEFAULT_JSON, rps: !!values.rps, retries,
   };
 }
 
@@ -77,18 +86,32 @@ function tunSpec(group: Group, name: string, size: number, sink: SinkId, peers =
   };
 }
 
+/** 4→6 from `peers` distinct peers at once: the peer namespace's TUN generator (IPv4 sources 192.0.2.x). */
+function tun4Spec(group: Group, name: string, size: number, peers: number): Spec {
+  return {
+    group, name, direction: '4→6', size, genNs: 'peer', egress: NET.peerIf, sink: 'toNative', peers,
+    gen: {
+      mode: 'tun4', size, tun: NET.genTun, to: NET.routerV4, port: NET.routerPort, prefix: NET.prefix, innerDst: NET.ispV6,
+      peers: { firstIPv4: NET.firstPeerV4, count: peers },
+    },
+  };
+}
+
 /**
- * A row for the router: 4→6 from `flows` generator sockets, or 6→4 to
- * `peers` distinct peers. (SO_REUSEPORT and the multi-queue TUN spread
- * flows, not packets, over workers: one flow always lands on one worker.)
+ * A row for the router. 4→6: from `flows` generator sockets, or, given
+ * `peers`, from that many peers through the TUN generator; 6→4: to `peers`
+ * distinct peers. (SO_REUSEPORT and the multi-queue TUN spread flows, not
+ * packets, over workers: one flow always lands on one worker.)
  */
 function routerSpec(group: Group, dir: Direction, size: number, setup: RouterSetup, traffic: { flows?: number; peers?: number } = {}): Spec {
-  const what = dir === '4→6'
-    ? (traffic.flows ?? 1) > 1 ? `${traffic.flows} flows` : ''
-    : (traffic.peers ?? 1) > 1 ? `${traffic.peers!.toLocaleString('en-US')} peers` : '';
-  const config = [`batch ${setup.batch}`, ...(setup.workers !== undefined ? [`${setup.workers} worker${setup.workers > 1 ? 's' : ''}`] : [])].join(', ');
+  const plural = (n: number, what: string) => `${n.toLocaleString('en-US')} ${what}${n === 1 ? '' : 's'}`;
+  const what = traffic.peers !== undefined && (dir === '4→6' || traffic.peers > 1) ? plural(traffic.peers, 'peer')
+    : (traffic.flows ?? 1) > 1 ? plural(traffic.flows!, 'flow') : '';
+  const config = [`batch ${setup.batch}`, ...(setup.workers !== undefined ? [plural(setup.workers, 'worker')] : [])].join(', ');
   const name = `sixbed4 ${dir}${what ? ` ${what}` : ''} (${config})`;
-  const s = dir === '4→6' ? udpSpec(group, name, size, 'toNative', traffic.flows ?? 1) : tunSpec(group, name, size, 'toPeers', traffic.peers ?? 1);
+  const s = dir === '6→4' ? tunSpec(group, name, size, 'toPeers', traffic.peers ?? 1)
+    : traffic.peers !== undefined ? tun4Spec(group, name, size, traffic.peers)
+      : udpSpec(group, name, size, 'toNative', traffic.flows ?? 1);
   return { ...s, batch: setup.batch, ...(setup.workers !== undefined ? { workers: setup.workers } : {}) };
 }
 
@@ -104,7 +127,7 @@ async function main(): Promise<number> {
   }
   const why = requireRootReason() ?? (findSystemTool('ping') ? null : 'missing command ping (install iputils-ping)');
   if (why) {
-    process.stderr.write(`bench: cannot run: ${why}.\nThe benchmark builds network namespaces and TUN devices: run it as root, e.g. sudo npm run bench\n`);
+    process.stderr.write(`bench: cannot run: ${why}.\nThe benchmark builds network namespaces and TUN devices; as root: sudo npm run bench\n`);
     return 1;
   }
 
@@ -114,14 +137,17 @@ async function main(): Promise<number> {
   const host = hostSetup();
   const setup: Setup = {
     ...host,
-    pinning: pin
-      ? 'CPU 0 = the router box: router pinned there (taskset) and the router namespace\'s receive processing steered there (RPS); ' +
-        'CPU 1 = the rest: generators (pinned) and the isp/peer namespaces\' receive processing (RPS). --workers 2 runs unpinned on both'
-      : 'no pinning (fewer than 2 CPUs or no taskset): generator and router share the CPUs',
+    pinning: !pin
+      ? 'no pinning (fewer than 2 CPUs or no taskset): generator and router share the CPUs'
+      : opt.rps
+        ? 'CPU 0 = the router box: router pinned there (taskset) and the router namespace\'s receive processing steered there (RPS); ' +
+          'CPU 1 = the rest: generators (pinned) and the isp/peer namespaces\' receive processing (RPS). --workers 2 runs unpinned on both'
+        : 'router pinned to CPU 0, generators to CPU 1 (taskset); no RPS: a packet handed over a veth or TUN is processed in the ' +
+          'sender\'s softirq, so kernel forwarding runs on the generator\'s CPU. --workers 2 runs unpinned on both',
     windowS: opt.windowS, warmupS: opt.warmupS, workersFlag,
     notes: [],
   };
-  if (host.loadStart[0]! > 0.5) setup.notes.push(`load ${host.loadStart[0]!.toFixed(2)} at start: other jobs compete for the CPUs, figures are lower and noisier`);
+  if (host.loadStart[0]! > 0.5) setup.notes.push(`load ${host.loadStart[0]!.toFixed(2)} at start: other jobs may compete for the CPUs (other% shows how much they took in each window)`);
   if (!workersFlag) setup.notes.push('this router has no --workers flag: the workers rows are not available');
   for (const l of setupLines(setup)) process.stdout.write(`${l}\n`);
   process.stdout.write('\n');
@@ -147,15 +173,25 @@ async function main(): Promise<number> {
   const rows: Row[] = [];
   const t0 = Date.now();
   try {
-    net = await buildBenchNet(pin ? { rps: { routerCpu: 0, otherCpu: 1 } } : {});
-    const ctx: Ctx = { ns: net.ns, timing };
+    net = await buildBenchNet(pin && opt.rps ? { rps: { routerCpu: 0, otherCpu: 1 } } : {});
+    const ctx: Ctx = newCtx(net.ns, timing);
+    // This machine may be shared: a window in which other jobs took a good
+    // part of a CPU is measured again (within a budget), and the quietest kept.
+    let retriesLeft = opt.retries;
     const run = async (spec: Spec) => {
       process.stderr.write(`  ${spec.name} ${spec.size} B ... `);
-      let row: Row;
+      let row: Row | undefined;
       try {
-        if (ctx.router && !ctx.router.proc.running) throw new Error(`the router exited: ${lastLine(ctx.router.proc.output())}`);
-        row = await measure(ctx, spec);
-        process.stderr.write(`${Math.round(row.pps).toLocaleString('en-US')} pps\n`);
+        for (let attempt = 0; ; attempt++) {
+          if (ctx.router && !ctx.router.proc.running) throw new Error(`the router exited: ${lastLine(ctx.router.proc.output())}`);
+          const r = await measure(ctx, spec);
+          if (!row || r.otherCpuPct < row.otherCpuPct) row = r;
+          process.stderr.write(`${Math.round(r.pps).toLocaleString('en-US')} pps`);
+          if (r.otherCpuPct <= INTERFERENCE_PCT || retriesLeft === 0 || attempt === RETRIES_PER_ROW) break;
+          retriesLeft--;
+          process.stderr.write(` (other jobs took ${r.otherCpuPct.toFixed(0)}% of a CPU: again) ... `);
+        }
+        process.stderr.write('\n');
       } catch (e) {
         row = failedRow(spec, (e as Error).message.split('\n')[0]!);
         process.stderr.write(`failed: ${row.error}\n`);
@@ -212,9 +248,11 @@ async function main(): Promise<number> {
         for (const size of opt.sizes) specs.push(routerSpec('router', '4→6', size, s), routerSpec('router', '6→4', size, s));
       }
       if (has('peers')) {
-        // The 1-peer figure is the main 6→4 48-byte row when that is measured.
+        // 6→4: the 1-peer figure is the main 48-byte row when that is measured.
         if (!has('router') || !opt.sizes.includes(48)) specs.push(routerSpec('peers', '6→4', 48, s));
         for (const peers of [1_000, 100_000]) specs.push(routerSpec('peers', '6→4', 48, s, { peers }));
+        // 4→6 from many peers needs the TUN generator, for 1 peer too (same generator, same cost).
+        for (const peers of [1, 1_000, 100_000]) specs.push(routerSpec('peers', '4→6', 48, s, { peers }));
       }
       if (has('workers') && workersFlag) {
         specs.push(routerSpec('workers', '4→6', 48, s, { flows: MANY.flows }));
@@ -263,7 +301,7 @@ function failedRow(spec: Spec, error: string): Row {
     ...(spec.peers !== undefined ? { peers: spec.peers } : {}),
     ...(spec.flows !== undefined ? { flows: spec.flows } : {}),
     pps: NaN, mbps: NaN, sentPps: NaN, sent: 0, received: 0, lost: 0, lossPct: NaN,
-    genCpuPct: null, sysUsPerPkt: NaN, cpu0UsPerPkt: NaN, cpus: [], lossAt: {}, windowS: 0, error,
+    genCpuPct: null, genUsPerPkt: null, otherCpuPct: NaN, sysUsPerPkt: NaN, pathUsPerPkt: NaN, cpu0UsPerPkt: NaN, cpus: [], lossAt: {}, neighbours: NaN, windowS: 0, error,
   };
 }
 

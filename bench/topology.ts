@@ -9,17 +9,20 @@
 //          wan1 203.0.113.1/24, 2001:db8:ffff:2::1/64; 192.0.2.0/24 via 203.0.113.2
 //          sixbed4 router (when measured), or the kernel alone (reference)
 //     |
-//  [peer]  eth0 203.0.113.2/24, 2001:db8:ffff:2::2/64
-//          4→6 generator: UDP socket on 203.0.113.2
+//  [peer]  eth0 203.0.113.2/24, 2001:db8:ffff:2::2/64              IPv4 forwarding on
+//          4→6 generators: UDP sockets on 203.0.113.2, or a TUN device for
+//          many peers (192.0.2.x:port sources, which the router routes back here)
 //          6→4 sink: nft drops+counts the router's datagrams (from 203.0.113.1:25790)
 //
-// With two or more CPUs, receive packet steering (RPS) splits the work the
-// way two machines would: everything the router namespace receives is
-// processed on CPU 0 (where the router is pinned: the "router box"), and
-// everything the isp and peer namespaces receive on CPU 1 (with the
-// generators: "the rest of the world"). Without it, a veth hands a packet to
-// the next namespace in the sender's own softirq, so the router namespace's
-// kernel work would land on whichever CPU sent the packet.
+// By default a packet handed over a veth (or written to a TUN) is processed
+// by the receiving namespace in the sender's own softirq, on the sender's
+// CPU. With `rps`, receive packet steering splits the work the way two
+// machines would: everything the router namespace receives is processed on
+// one CPU (the "router box", where the router is pinned), everything the isp
+// and peer namespaces receive on the other (with the generators). On a
+// nested VM the inter-processor interrupts this takes are expensive, and an
+// overloaded box then spends its CPU receiving packets its router has no
+// time to read (receive livelock), which is why it is not the default.
 //
 // Sinks are nft rules at the earliest hook (prerouting, priority raw): the
 // cheapest way to count a packet that arrived and get rid of it (no socket,
@@ -140,6 +143,9 @@ export async function buildBenchNet(opts: BenchNetOptions = {}): Promise<BenchNe
       // forwards IPv4 for the IPv4 reference (IPv6 forwarding is on already).
       ns.isp.sysctl('net.ipv6.conf.all.forwarding', 1),
       ns.rtr.sysctl('net.ipv4.ip_forward', 1),
+      // The peer forwards what its many-peers TUN generator writes, whose
+      // sources (192.0.2.x) are not reachable through that TUN: no rp_filter.
+      ns.peer.run(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0']),
       nft(ns.isp, ISP_RULES),
       nft(ns.peer, PEER_RULES),
     ]);

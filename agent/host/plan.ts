@@ -2,6 +2,7 @@
 // the host match, make-before-break (linux-ipv6-facts.md §2), or a refusal
 // (InputError) when going ahead could cut the host off. Pure: no I/O, so every
 // order and every refusal is tested on state models.
+import { tunnelRouteArgs } from './tunnelroute.js';
 import { inPrefix, InputError } from '../protocol/ip.js';
 import type { HostConfig } from './config.js';
 import { moveAddress, type WantedForm } from './moves.js';
@@ -15,8 +16,6 @@ export interface ApplyPlan extends Plan {
   readonly creates: { readonly dummy: boolean; readonly tunnelRoute: boolean };
 }
 
-/** Metric of the /64 route to the tunnel, as the router sets it (above the kernel's 256). */
-export const TUNNEL_ROUTE_METRIC = 1024;
 
 export const SEED_ERRATA = 'the seed\'s `sysctl -w net.ipv6.conf.eth0.ip_forwarding=1` names a key that does not exist: ' +
   'IPv6 forwarding is net.ipv6.conf.<interface>.forwarding (and .all.); its net.ipv6.conf.*.mc_forwarding is read-only — ' +
@@ -89,7 +88,7 @@ export function planApply(cfg: HostConfig, state: HostState): ApplyPlan {
     notes.push(`tunnel ${tunnel} does not exist yet: the router routes ${prefix.text} to it when it starts (sixbed4 router --prefix ${prefix.text} ...)`);
   } else if (!tunnelRoute) {
     addsRoute = true;
-    steps.push(ipStep(['-6', 'route', 'add', prefix.text, 'dev', tunnel, 'metric', String(TUNNEL_ROUTE_METRIC)],
+    steps.push(ipStep(tunnelRouteArgs('add', prefix.text, tunnel),
       `route the /64 to the 6bed4 tunnel ${tunnel} (it takes over from the kernel's on-link route once no /64 address is left on ${uplink})`));
   }
 

@@ -5,7 +5,7 @@
 // serves `host revert` and the rollback of a failed apply or revert alike.
 import { inPrefix, parsePrefix64 } from '../protocol/ip.js';
 import { moveAddress, type WantedForm } from './moves.js';
-import { TUNNEL_ROUTE_METRIC } from './plan.js';
+import { tunnelRouteArgs } from './tunnelroute.js';
 import { findLink, type AddressForm, type HostState } from './state.js';
 import { ipStep, sysctlStep, type Plan, type Step } from './steps.js';
 import type { Ipv6Conf } from './sysctl.js';
@@ -91,7 +91,7 @@ export function planRestore(target: Snapshot, current: HostState,
   }
   const routeNow = current.routes.some((r) => r.prefix?.text === prefix.text && r.devs.includes(target.tunnel));
   if (target.tunnelRoute && !routeNow && findLink(current, target.tunnel)) {
-    steps.push(ipStep(['-6', 'route', 'add', prefix.text, 'dev', target.tunnel, 'metric', String(TUNNEL_ROUTE_METRIC)], `the route of ${prefix.text} to ${target.tunnel} existed before`));
+    steps.push(ipStep(tunnelRouteArgs('add', prefix.text, target.tunnel), `the route of ${prefix.text} to ${target.tunnel} existed before`));
   }
 
   const scope = [target.uplink, 'lo', target.dummy];

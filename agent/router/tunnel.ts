@@ -7,6 +7,7 @@ import { native } from '../io/native.js';
 import { TUNNEL_MTU } from '../protocol/constants.js';
 import { formatIPv6, InputError, type Prefix } from '../protocol/ip.js';
 import { ip } from '../host/ip.js';
+import { tunnelRouteArgs } from '../host/tunnelroute.js';
 import type { Logger } from '../log.js';
 
 export interface Tunnel { readonly name: string; readonly fds: number[]; close(): void; }
@@ -28,11 +29,12 @@ export async function openTunnel(name: string, queues: number, routerAddr: Uint8
     throw tunOpenError(err as NodeJS.ErrnoException, name);
   }
   try {
-    await ip('link', 'set', 'dev', name, 'mtu', String(TUNNEL_MTU), 'up');
+    // A longer queue than the TUN default (500) absorbs the bursts a batch of 64 brings.
+    await ip('link', 'set', 'dev', name, 'mtu', String(TUNNEL_MTU), 'txqueuelen', '1000', 'up');
     await ip('-6', 'addr', 'add', 'fe80::/128', 'dev', name, 'scope', 'link', 'nodad');
     await ip('-6', 'addr', 'add', `${formatIPv6(routerAddr)}/128`, 'dev', name, 'nodad');
     // replace, not add: a route left by an earlier run on another device must not stop us.
-    await ip('-6', 'route', 'replace', prefix.text, 'dev', name, 'metric', '1024');
+    await ip(...tunnelRouteArgs('replace', prefix.text, name));
   } catch (err) {
     close();
     throw err;

@@ -120,12 +120,16 @@ export function simulate(s: Spec, step: Step): void {
     return;
   }
   if (w[1] === 'route') {
-    const text = `${w[3]} dev ${w[5]}${w[6] === 'metric' ? ` metric ${w[7]}` : ''}`;
+    // route VERB DST [via GW] dev DEV [metric M], the words in any order after DST, as ip takes them
+    const opt = (k: string) => { const i = w.indexOf(k, 4); return i > 0 ? w[i + 1] : undefined; };
+    const [dst, via, dev, metric] = [w[3], opt('via'), opt('dev'), opt('metric')];
+    const text = `${dst}${via ? ` via ${via}` : ''} dev ${dev}${metric ? ` metric ${metric}` : ''}`;
+    const same = (r: string) => r.startsWith(`${dst} `) && r.includes(` dev ${dev}`) && (!via || r.includes(` via ${via} `));
     if (w[2] === 'add') {
-      if (s.routes.some((r) => r.startsWith(`${w[3]} dev ${w[5]} `) || r === `${w[3]} dev ${w[5]}`)) throw new Error('RTNETLINK answers: File exists');
+      if (s.routes.some(same)) throw new Error('RTNETLINK answers: File exists');
       s.routes.push(text);
     } else {
-      const i = s.routes.findIndex((r) => r.startsWith(`${w[3]} dev ${w[5]}`));
+      const i = s.routes.findIndex(same);
       if (i < 0) throw new Error('RTNETLINK answers: No such process');
       s.routes.splice(i, 1);
     }

@@ -55,7 +55,7 @@ test('with the tunnel up, the /64 route to it comes before any address moves', (
   const s = seedSpec();
   s.links['6bed4'] = { kind: 'tun', addrs: ['fe80::/128', '2001:db8:9:10:c433:6401:64be:8000/128'] };
   const cmds = commands(s, cfg());
-  t.is(cmds[2], `ip -6 route add ${PREFIX} dev 6bed4 metric 1024`);
+  t.is(cmds[2], `ip -6 route add ${PREFIX} via fe80::1 dev 6bed4 metric 1024`);
   t.is(cmds.length, 11);
 });
 

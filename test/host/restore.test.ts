@@ -64,7 +64,7 @@ test('revert leaves the tunnel route to the router when apply did not add it', (
   const before = snapshotOf(stateOf(s), names);
   applyAll(s);
   s.links['6bed4'] = { kind: 'tun', addrs: [] };
-  s.routes.push(`${PREFIX} dev 6bed4 metric 1024`); // the router started after apply
+  s.routes.push(`${PREFIX} via fe80::1 dev 6bed4 metric 1024`); // the router started after apply
   const cmds = planRestore(before, stateOf(s), { deleteDummy: false, deleteTunnelRoute: false }).steps.map((x) => commandLine(x.action));
   t.false(cmds.some((c) => c.includes('route del')));
   const ours = planRestore(before, stateOf(s), { deleteDummy: false, deleteTunnelRoute: true }).steps.map((x) => commandLine(x.action));
