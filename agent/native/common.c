@@ -157,3 +157,18 @@ napi_status s4_export_fn(napi_env env, napi_value exports, const char *name,
   if (st != napi_ok) return st;
   return napi_set_named_property(env, exports, name, fn);
 }
+
+int s4_check_entries(napi_env env, const s4_batch *b, uint32_t count) {
+  size_t i;
+  if (count > b->cap) {
+    s4_throw_range(env, "count exceeds the batch capacity");
+    return -1;
+  }
+  for (i = 0; i < count; i++) {
+    if ((uint64_t)b->off[i] + b->len[i] > b->data_len) {
+      s4_throw_range(env, "batch entry lies outside batch.data");
+      return -1;
+    }
+  }
+  return 0;
+}

@@ -83,4 +83,9 @@ napi_status s4_export_fn(napi_env env, napi_value exports, const char *name,
     return NULL;                                                              \
   }
 
+/* Checks count against the batch capacity and that entries [0, count) lie
+ * inside data, before anything reaches the kernel (which would otherwise
+ * read past the buffer). Throws a RangeError and returns -1 when not. */
+int s4_check_entries(napi_env env, const s4_batch *b, uint32_t count);
+
 #endif

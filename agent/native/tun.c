@@ -136,16 +136,7 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
   if (s4_arg_fd(env, argv[0], &fd) != 0) return NULL;
   if (s4_arg_batch(env, argv + 1, 0, &b) != 0) return NULL;
   if (s4_arg_u32(env, argv[4], "count", UINT32_MAX, &count) != 0) return NULL;
-  if (count > b.cap) {
-    s4_throw_range(env, "count exceeds the batch capacity");
-    return NULL;
-  }
-  for (i = 0; i < count; i++) {
-    if ((uint64_t)b.off[i] + b.len[i] > b.data_len) {
-      s4_throw_range(env, "batch entry lies outside batch.data");
-      return NULL;
-    }
-  }
+  if (s4_check_entries(env, &b, count) != 0) return NULL;
 
   i = 0;
   while (i < count) {
