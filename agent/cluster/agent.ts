@@ -17,6 +17,7 @@ import { Informer } from '../../operator/informer.js';
 import type { SixBed4Prefix } from '../../operator/api.js';
 import { proxiedLocalAddresses } from '../ndp/policy.js';
 import { readShare } from './config.js';
+import { SliceAgent } from './slices.js';
 import { reportNode, type AgentReport } from './status.js';
 
 export interface AgentOptions {
@@ -72,6 +73,7 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
     if (stopped) return;
     if (deleting) {
       if (reverted) return;
+      await slices.releaseAll();
       await stopRouter();
       if (hostApplied || await stateFileExists(o.statePath)) {
         await revertHost({ log, statePath: o.statePath });
@@ -112,6 +114,7 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
         prefix: n.prefix, listen: n.listen.address, port: n.listen.port, routes: n.routes, ...(o.tun ? { tun: o.tun } : {}),
         ...(n.ndpProxy !== 'off' ? { ndpProxy: { uplink: applied.plan.uplink, mode: n.ndpProxy, localAddresses: proxiedLocalAddresses(host) } } : {}),
       }), log);
+      slices.start(n.prefix, router.proxy);
       lastProblem = '';
     } catch (err) {
       lastProblem = (err as Error).message;
@@ -121,6 +124,7 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
     await report(await current());
   };
 
+  const slices = new SliceAgent(kube, { prefixName: o.prefixName, node: o.node, log });
   let chain = Promise.resolve();
   const kick = () => { chain = chain.then(converge).catch((err: Error) => { log.error(`agent: ${err.message}`); }); return chain; };
 
@@ -156,6 +160,8 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
       clearInterval(poll); clearInterval(heartbeat);
       await informer.stop();
       await chain;
+      // Slices stay in place across agent restarts: the next agent finds and keeps them.
+      await slices.stop();
       // A pod restart stops forwarding but keeps the host as configured: the next agent picks it up.
       await stopRouter();
       if (!reverted) await report({ ready: false, reverted: false, livePeers: 0, message: 'agent stopped' });

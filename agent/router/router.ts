@@ -83,6 +83,8 @@ export interface RunningRouter {
   readonly config: RouterConfig;
   readonly tunnel: Tunnel;
   readonly metrics?: MetricsServer;
+  /** The neighbour proxy, when one runs (slices on this node add their addresses to it). */
+  readonly proxy?: NdpResponder;
   counters(): Promise<CountersSnapshot>;
   stop(): Promise<void>;
 }
@@ -132,7 +134,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     });
     let stopped = false;
     return {
-      config: cfg, tunnel, ...(metrics ? { metrics } : {}),
+      config: cfg, tunnel, ...(metrics ? { metrics } : {}), ...(proxy ? { proxy } : {}),
       counters: () => forwarding.counters(),
       async stop() {
         if (stopped) return;
