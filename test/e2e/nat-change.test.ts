@@ -1,0 +1,45 @@
+// A peer whose NAT mapping changes: its next packet arrives from a new public
+// port, fails the originator check, and the router answers with an RA to
+// all-nodes; the peer moves to the new address (make-before-break) and the
+// native side reaches it there. Nothing at the router had to remember it.
+import test from 'ava';
+import { buildTopology, TOPO } from '../../agent/lab/topology.js';
+import { ping6, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { systemTool } from '../../agent/lab/netns.js';
+import { addressPort } from '../../agent/protocol/address.js';
+import { parseIPv6 } from '../../agent/protocol/ip.js';
+import { skipReason } from '../helpers/fixtures.js';
+
+const why = skipReason ?? (!hasConntrack() ? 'needs the conntrack tool (Debian package conntrack) to make the NAT forget its mapping' : null);
+
+function hasConntrack(): boolean {
+  try { systemTool('conntrack'); return true; } catch { return false; }
+}
+
+(why ? test.skip : test)(why ? `a changed NAT mapping moves the peer (skipped: ${why})` : 'a changed NAT mapping moves the peer to its new address, told by the router', async (t) => {
+  const topo = await buildTopology({ tag: 'remap' });
+  t.teardown(() => topo.destroy());
+  await startRouterIn(topo.router, ['--prefix', TOPO.prefix, '--listen', TOPO.routerV4]);
+  const peer = await startPeerIn(topo.peers.A, ['--router', TOPO.routerV4, '--default-route']);
+  const oldPort = addressPort(parseIPv6(peer.address), 0);
+  // The NAT now maps to other ports and forgets the current mapping, as a NAT reboot or timeout would.
+  const nft = systemTool('nft');
+  await topo.nat.run([nft, 'flush', 'chain', 'ip', 'sixbed4_nat', 'postrouting']);
+  await topo.nat.run([nft, 'add', 'rule', 'ip', 'sixbed4_nat', 'postrouting', 'oifname', TOPO.natWanIf, 'ip', 'saddr', TOPO.natInside,
+    'meta', 'l4proto', 'udp', 'masquerade', 'to', ':61000-61999']);
+  await topo.nat.run([systemTool('conntrack'), '-D', '-p', 'udp']).catch(() => undefined);
+  // The peer's next packets come from the new mapping; the router answers with an RA telling the new /114.
+  await ping6(topo.peers.A, TOPO.ispV6, { count: 2, timeoutS: 1 });
+  const line = await peer.proc.waitFor(/address moved/, 10_000);
+  const moved = /to=(\S+)/.exec(line)?.[1];
+  t.truthy(moved, line);
+  const newPort = addressPort(parseIPv6(moved!), 0);
+  t.not(newPort, oldPort);
+  t.true(newPort >= 61000 && newPort <= 61999, `the new address carries the new public port (${newPort})`);
+  const back = await ping6(topo.isp, moved!, { count: 3 });
+  t.is(back.received, 3, back.output);
+  const out = await ping6(topo.peers.A, TOPO.ispV6, { count: 3 });
+  t.is(out.received, 3, out.output);
+  const addrs = await topo.peers.A.json<{ addr_info: { local: string }[] }[]>(['-6', 'addr', 'show', 'dev', '6bed4peer']);
+  t.false(addrs[0]!.addr_info.some((a) => a.local === peer.address), 'the old address is gone');
+});
