@@ -88,7 +88,13 @@ export interface SixBed4PrefixSpec {
   routes?: string[];
   ndpProxy?: NdpProxyMode;
   metricsPort?: number;
-  slices?: { enabled?: boolean; namespaceLabel?: string; podAnnotation?: string };
+  slices?: {
+    enabled?: boolean;
+    namespaceLabel?: string;
+    podAnnotation?: string;
+    namespaceWords?: { first?: number; last?: number };
+    podWords?: { first?: number; last?: number };
+  };
 }
 
 export interface Condition {
@@ -118,7 +124,14 @@ export interface SixBed4PrefixStatus {
   nodesReady?: string;
   conditions?: Condition[];
   nodes?: NodeStatus[];
-  slices?: { allocated?: number; namespaces?: { name: string; word: number; pods?: number }[] };
+  slices?: SlicesStatus;
+}
+
+/** status.slices, written by the slice allocator (field manager sixbed4-operator-slices). */
+export interface SlicesStatus {
+  allocated?: number;
+  pending?: number;
+  namespaces?: { name: string; word: number; pods?: number; range?: string }[];
 }
 
 export interface SixBed4Prefix extends KubeObject {
@@ -155,3 +168,73 @@ export interface AgentCommonConfig {
 /** Names of what the operator creates for a prefix (in the operator's namespace). */
 export const agentDaemonSetName = (prefixName: string): string => `sixbed4-agent-${prefixName}`;
 export const agentConfigMapName = (prefixName: string): string => `sixbed4-agent-${prefixName}`;
+
+// ---------------------------------------------------------------------------
+// /112 slices for namespaces and pods (issue 6): SixBed4Range claims a word A
+// of a prefix for a namespace, SixBed4Slice hands one /112 to one pod. Both
+// are cluster-scoped and named after what they claim, so the API server
+// refuses a second claim (AlreadyExists). See operator/README.md, "Slices".
+
+export const SLICE_KIND = 'SixBed4Slice';
+export const SLICES_PLURAL = 'sixbed4slices';
+export const RANGE_KIND = 'SixBed4Range';
+export const RANGES_PLURAL = 'sixbed4ranges';
+export const SLICES_PATH = `/apis/${GROUP}/${VERSION}/${SLICES_PLURAL}`;
+export const RANGES_PATH = `/apis/${GROUP}/${VERSION}/${RANGES_PLURAL}`;
+
+/** Field manager of the slice allocator's writes (status.slices and the SlicesAllocated condition, annotations). */
+export const SLICES_FIELD_MANAGER = 'sixbed4-operator-slices';
+/** The condition the slice allocator owns in a prefix's status.conditions. */
+export const SLICES_CONDITION = 'SlicesAllocated';
+
+/** Defaults of spec.slices (the CRD's defaults, repeated for objects written before them). */
+export const DEFAULT_NAMESPACE_LABEL = 'sixbed4.io/prefix';
+export const DEFAULT_POD_ANNOTATION = 'sixbed4.io/slice';
+
+/** Pod annotations with the operator's answer: the /112 and the pod's address in it. */
+export const ASSIGNED_SLICE_ANNOTATION = 'sixbed4.io/assigned-slice';
+export const ADDRESS_ANNOTATION = 'sixbed4.io/address';
+/** Namespace annotation with the namespace's range, e.g. 2001:db8:9:*:5:*:0:0/112. */
+export const RANGE_ANNOTATION = 'sixbed4.io/slice-range';
+
+/** Labels on SixBed4Slices and SixBed4Ranges (besides app.kubernetes.io/managed-by and sixbed4.io/prefix). */
+export const LABEL_NAMESPACE = 'sixbed4.io/namespace';
+export const LABEL_POD_UID = 'sixbed4.io/pod-uid';
+export const LABEL_RANGE = 'sixbed4.io/range';
+
+export interface SixBed4SliceSpec {
+  /** name of the SixBed4Prefix */
+  prefix: string;
+  /** the Node whose /64 holds the slice and whose agent delivers it */
+  node: string;
+  /** canonical /112, e.g. 2001:db8:9:10:5:1::/112 */
+  slice: string;
+  /** the pod's address, the first of the slice */
+  address: string;
+  pod: { namespace: string; name: string; uid: string };
+}
+
+/** Written by the node agent (field manager sixbed4-agent-<node>, status subresource). */
+export interface SixBed4SliceStatus {
+  delivered?: boolean;
+  state?: string;
+  hostInterface?: string;
+  message?: string;
+  lastUpdate?: string;
+}
+
+export interface SixBed4Slice extends KubeObject {
+  spec: SixBed4SliceSpec;
+  status?: SixBed4SliceStatus;
+}
+
+export interface SixBed4RangeSpec {
+  prefix: string;
+  word: number;
+  namespace: { name: string; uid: string };
+  range?: string;
+}
+
+export interface SixBed4Range extends KubeObject {
+  spec: SixBed4RangeSpec;
+}

@@ -1,7 +1,8 @@
 // The operator process: (optionally) wins the leader Lease, then watches
 // SixBed4Prefixes, Nodes and its own DaemonSets/ConfigMaps and reconciles
 // each prefix that may be affected, one at a time, with backoff on errors and
-// a periodic resync. A replica that loses the Lease stops at once.
+// a periodic resync; and runs the slice allocator (slicecontroller.ts) on the
+// same prefix and node caches. A replica that loses the Lease stops at once.
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from '../agent/log.js';
 import {
@@ -16,6 +17,7 @@ import { nodeInfo } from './plan.js';
 import { WorkQueue } from './queue.js';
 import { reconcilePrefix, type ReconcileDeps } from './reconcile.js';
 import type { RenderOptions } from './render.js';
+import { SliceController } from './slicecontroller.js';
 
 export interface OperatorOptions {
   kubeConfig: KubeConfig;
@@ -31,6 +33,8 @@ export interface OperatorOptions {
   resyncMs: number;
   log: Logger;
   metrics?: OperatorMetrics;
+  /** run the slice allocator (default true) */
+  slices?: boolean;
 }
 
 export interface Operator {
@@ -99,6 +103,8 @@ class Controller {
   private finishResolve!: () => void;
   readonly finished = new Promise<void>((r) => (this.finishResolve = r));
   private readonly states = new Map<string, string>();
+  private readonly slices: SliceController | undefined;
+  private slicesStarted: Promise<void> | undefined;
 
   constructor(private readonly o: OperatorOptions, kube: Kube, private readonly metrics: OperatorMetrics, identity: string) {
     const log = o.log;
@@ -118,6 +124,11 @@ class Controller {
       prefixes: this.prefixes, nodes: this.nodes, daemonSets: this.daemonSets, configMaps: this.configMaps,
       recorder: this.recorder, log, cleanupTimeoutMs: o.cleanupTimeoutMs, staleAfterMs: o.staleAfterMs, seen: new Map(),
     };
+    if (o.slices !== false) {
+      this.slices = new SliceController({
+        kube, log: log.child({ component: 'slices' }), recorder: this.recorder, metrics, prefixes: this.prefixes, nodes: this.nodes, resyncMs: o.resyncMs,
+      });
+    }
   }
 
   async start(): Promise<void> {
@@ -129,6 +140,9 @@ class Controller {
     this.worker = this.work();
     this.resyncTimer = setInterval(() => this.enqueueAll(), this.o.resyncMs);
     this.resyncTimer.unref();
+    // not awaited: the prefixes are served even while the slice allocator's
+    // watches cannot start (say, RBAC without pods and namespaces)
+    this.slicesStarted = this.slices?.start().catch((e: Error) => { this.o.log.error(`slice allocator failed to start: ${e.message}`); });
   }
 
   finish(): void {
@@ -141,6 +155,8 @@ class Controller {
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     this.queue.shutdown();
     await this.worker;
+    await this.slices?.stop();
+    await this.slicesStarted;
     await Promise.all([this.prefixes, this.nodes, this.daemonSets, this.configMaps].map((i) => i.stop()));
     await this.recorder.flush();
   }
@@ -165,6 +181,7 @@ class Controller {
     } else this.prefixSpecs.set(name, spec);
     // another prefix may overlap this one: let the others look again
     if (t !== 'update' || before !== spec) this.enqueueAll();
+    this.slices?.prefixChanged(name);
   }
 
   private onNode(t: ChangeType, n: KubeObject): void {
@@ -177,6 +194,7 @@ class Controller {
       this.nodeFingerprints.set(name, fp);
     }
     this.enqueueAll();
+    this.slices?.nodesChanged();
   }
 
   private updateStateGauge(): void {

@@ -1,8 +1,9 @@
-// Kubernetes Events about SixBed4Prefixes (what `kubectl describe` shows).
-// The involved object is cluster-scoped, and the API server accepts core/v1
-// Events about cluster-scoped objects only in the `default` namespace (as
-// client-go's recorder writes them), so the operator needs create/patch on
-// events there (a Role in `default`, nothing cluster-wide). A repeat of the same event
+// Kubernetes Events about SixBed4Prefixes, Namespaces and Pods (what
+// `kubectl describe` shows). The API server accepts core/v1 Events about
+// cluster-scoped objects only in the `default` namespace (as client-go's
+// recorder writes them), so events about prefixes and namespaces go there
+// (a Role in `default`); events about a pod go to the pod's namespace (the
+// slice allocator's ClusterRole allows that). A repeat of the same event
 // within the process's memory bumps count and lastTimestamp instead of
 // creating a new object, like client-go's correlator.
 import type { Logger } from '../agent/log.js';
@@ -37,12 +38,13 @@ export class EventRecorder implements Recorder {
 
   private async write(obj: KubeObject, type: EventType, reason: string, message: string): Promise<void> {
     const msg = message.slice(0, 1024);
+    const ns = obj.metadata.namespace ?? this.namespace;
     const key = `${obj.metadata.uid}|${type}|${reason}|${msg}`;
     const now = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
     const prev = this.seen.get(key);
     if (prev) {
       try {
-        await this.kube.mergePatch(paths.event(this.namespace, prev.name), { count: prev.count + 1, lastTimestamp: now });
+        await this.kube.mergePatch(paths.event(ns, prev.name), { count: prev.count + 1, lastTimestamp: now });
         prev.count++;
         return;
       } catch (e) {
@@ -51,11 +53,14 @@ export class EventRecorder implements Recorder {
       }
     }
     const name = `${obj.metadata.name}.${(BigInt(Date.now()) * 1_000_000n + BigInt(Math.floor(Math.random() * 1e6))).toString(16)}`;
-    await this.kube.create(paths.events(this.namespace), {
+    await this.kube.create(paths.events(ns), {
       apiVersion: 'v1',
       kind: 'Event',
-      metadata: { name, namespace: this.namespace },
-      involvedObject: { apiVersion: obj.apiVersion, kind: obj.kind, name: obj.metadata.name, uid: obj.metadata.uid, resourceVersion: obj.metadata.resourceVersion },
+      metadata: { name, namespace: ns },
+      involvedObject: {
+        apiVersion: obj.apiVersion, kind: obj.kind, name: obj.metadata.name, uid: obj.metadata.uid, resourceVersion: obj.metadata.resourceVersion,
+        ...(obj.metadata.namespace ? { namespace: obj.metadata.namespace } : {}),
+      },
       type,
       reason,
       message: msg,

@@ -13,6 +13,8 @@ export interface InformerOptions<T extends KubeObject> {
   /** for logs, e.g. 'nodes' */
   name: string;
   labelSelector?: string;
+  /** e.g. spec.node=<node> for an agent's SixBed4Slices (a CRD's selectable field) */
+  fieldSelector?: string;
   log: Logger;
   onChange: (type: ChangeType, obj: T) => void;
 }
@@ -32,10 +34,13 @@ export class Informer<T extends KubeObject> {
   constructor(kube: Kube, path: string, private readonly opts: InformerOptions<T>) {
     this.synced = new Promise((r) => (this.syncedResolve = r));
     const listFn = async (): Promise<KubeList<T> & { apiVersion: string; kind: string }> => {
-      const l = await kube.list<T>(path, opts.labelSelector ? { labelSelector: opts.labelSelector } : {});
+      const l = await kube.list<T>(path, {
+        ...(opts.labelSelector ? { labelSelector: opts.labelSelector } : {}),
+        ...(opts.fieldSelector ? { fieldSelector: opts.fieldSelector } : {}),
+      });
       return { apiVersion: 'v1', kind: 'List', ...l };
     };
-    this.lw = new ListWatch<KubernetesObject>(path, new Watch(kube.kc), listFn as never, false, opts.labelSelector);
+    this.lw = new ListWatch<KubernetesObject>(path, new Watch(kube.kc), listFn as never, false, opts.labelSelector, opts.fieldSelector);
     this.lw.on('add', (o) => opts.onChange('add', o as unknown as T));
     this.lw.on('update', (o) => opts.onChange('update', o as unknown as T));
     this.lw.on('delete', (o) => opts.onChange('delete', o as unknown as T));

@@ -152,6 +152,16 @@ export const paths = {
   configMap: (ns: string, name: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/configmaps/${encodeURIComponent(name)}`,
   events: (ns: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/events`,
   event: (ns: string, name: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/events/${encodeURIComponent(name)}`,
+  namespaces: '/api/v1/namespaces',
+  namespace: (name: string) => `/api/v1/namespaces/${encodeURIComponent(name)}`,
+  allPods: '/api/v1/pods',
+  pods: (ns: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/pods`,
+  pod: (ns: string, name: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/pods/${encodeURIComponent(name)}`,
+  slices: '/apis/sixbed4.io/v1alpha1/sixbed4slices',
+  slice: (name: string) => `/apis/sixbed4.io/v1alpha1/sixbed4slices/${encodeURIComponent(name)}`,
+  sliceStatus: (name: string) => `/apis/sixbed4.io/v1alpha1/sixbed4slices/${encodeURIComponent(name)}/status`,
+  ranges: '/apis/sixbed4.io/v1alpha1/sixbed4ranges',
+  range: (name: string) => `/apis/sixbed4.io/v1alpha1/sixbed4ranges/${encodeURIComponent(name)}`,
   leases: (ns: string) => `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(ns)}/leases`,
   lease: (ns: string, name: string) => `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(ns)}/leases/${encodeURIComponent(name)}`,
 };
@@ -161,4 +171,8 @@ export function isConflict(e: unknown): boolean {
 }
 export function isNotFound(e: unknown): boolean {
   return e instanceof KubeError && e.status === 404;
+}
+/** A create that lost: an object of that name exists (someone else holds what the name claims). */
+export function isAlreadyExists(e: unknown): boolean {
+  return e instanceof KubeError && e.status === 409 && e.reason === 'AlreadyExists';
 }

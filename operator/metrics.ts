@@ -28,6 +28,26 @@ export class OperatorMetrics {
   readonly queueDepth = new client.Gauge({
     name: 'sixbed4_operator_queue_depth', help: 'Prefixes waiting to be reconciled.', registers: [this.registry],
   });
+  readonly sliceReconciles = new client.Counter({
+    name: 'sixbed4_operator_slice_reconcile_total', help: 'Reconciles of namespaces (slice allocation) and of prefixes\' slice status, by result.',
+    labelNames: ['result'] as const, registers: [this.registry],
+  });
+  readonly sliceQueueDepth = new client.Gauge({
+    name: 'sixbed4_operator_slice_queue_depth', help: 'Namespaces and prefix statuses waiting for the slice allocator.', registers: [this.registry],
+  });
+  readonly slicesAllocated = new client.Counter({
+    name: 'sixbed4_operator_slices_allocated_total', help: 'SixBed4Slices and SixBed4Ranges created, by kind.',
+    labelNames: ['kind'] as const, registers: [this.registry],
+  });
+  readonly slicesReleased = new client.Counter({
+    name: 'sixbed4_operator_slices_released_total', help: 'SixBed4Slices and SixBed4Ranges deleted by the operator, by kind.',
+    labelNames: ['kind'] as const, registers: [this.registry],
+  });
+  readonly sliceConflicts = new client.Counter({
+    name: 'sixbed4_operator_slice_conflicts_total',
+    help: 'Creates of a SixBed4Slice or SixBed4Range refused with AlreadyExists (someone else held the name: taken, or adopted when it was for the same pod or namespace).',
+    labelNames: ['kind'] as const, registers: [this.registry],
+  });
 
   constructor() {
     client.collectDefaultMetrics({ register: this.registry, prefix: 'sixbed4_operator_' });
@@ -36,7 +56,8 @@ export class OperatorMetrics {
   /** Counts one write; the resource is taken from the REST path. */
   countWrite(verb: string, path: string, status: number): void {
     if (path.includes('/leases')) return;
-    const m = /\/(sixbed4prefixes|daemonsets|configmaps|events|nodes)(?:\/[^/]+)?(\/status)?/.exec(path);
+    // the last resource of the path: /api/v1/namespaces/x/pods/y is a pod
+    const m = /\/(sixbed4prefixes|sixbed4slices|sixbed4ranges|daemonsets|configmaps|events|nodes|namespaces|pods)(?:\/[^/]+)?(\/status)?$/.exec(path);
     const resource = m ? `${m[1]}${m[2] ?? ''}` : 'other';
     this.writes.inc({ verb, resource, code: String(status) });
   }

@@ -1,4 +1,4 @@
-// The CRD and the Helm chart as files: one source of truth for the CRD, a
+// The CRDs and the Helm chart as files: one source of truth for each CRD, a
 // description on every field, messages on every rule, valid samples, and a
 // chart that lints clean and renders least-privilege RBAC. (That the API
 // server accepts all of it is in cluster.test.ts.)
@@ -13,7 +13,7 @@ import { controlPlaneBinaries } from '../k8s/controlplane.js';
 import { parseYamlDocs, readYamlDocs, REPO } from './helpers.js';
 
 const run = promisify(execFile);
-const CRD = join(REPO, 'crds', 'sixbed4.io_sixbed4prefixes.yaml');
+const CRDS = ['sixbed4.io_sixbed4prefixes.yaml', 'sixbed4.io_sixbed4slices.yaml', 'sixbed4.io_sixbed4ranges.yaml'];
 const CHART = join(REPO, 'charts', 'sixbed4');
 
 interface Schema {
@@ -25,23 +25,29 @@ interface Schema {
   'x-kubernetes-validations'?: { rule: string; message?: string; messageExpression?: string }[];
 }
 
-test('the chart carries the repository\'s CRD byte for byte', (t) => {
-  t.is(readFileSync(join(CHART, 'crds', 'sixbed4.io_sixbed4prefixes.yaml'), 'utf8'), readFileSync(CRD, 'utf8'),
-    'charts/sixbed4/crds/ must be a copy of crds/sixbed4.io_sixbed4prefixes.yaml: cp crds/sixbed4.io_sixbed4prefixes.yaml charts/sixbed4/crds/');
+test('the chart carries the repository\'s CRDs byte for byte', (t) => {
+  t.deepEqual(readdirSync(join(CHART, 'crds')).sort(), [...CRDS].sort());
+  t.deepEqual(readdirSync(join(REPO, 'crds')).filter((f) => f.endsWith('.yaml')).sort(), [...CRDS].sort());
+  for (const f of CRDS) {
+    t.is(readFileSync(join(CHART, 'crds', f), 'utf8'), readFileSync(join(REPO, 'crds', f), 'utf8'),
+      `charts/sixbed4/crds/ must be a copy of crds/${f}: cp crds/${f} charts/sixbed4/crds/`);
+  }
 });
 
-test('every field of the CRD has a description and every validation rule a message', (t) => {
-  const crd = parseYaml(readFileSync(CRD, 'utf8')) as { spec: { versions: { schema: { openAPIV3Schema: Schema } }[] } };
+test('every field of the CRDs has a description and every validation rule a message', (t) => {
   const missing: string[] = [];
   const noMessage: string[] = [];
   const walk = (s: Schema, path: string) => {
-    if (!s.description && path !== '.metadata') missing.push(path || '(root)');
+    if (!s.description && !path.endsWith('.metadata')) missing.push(path);
     for (const v of s['x-kubernetes-validations'] ?? []) if (!v.message && !v.messageExpression) noMessage.push(`${path}: ${v.rule}`);
     for (const [k, sub] of Object.entries(s.properties ?? {})) walk(sub, `${path}.${k}`);
     if (s.items) walk(s.items, `${path}[]`);
     if (typeof s.additionalProperties === 'object' && s.additionalProperties.properties) walk(s.additionalProperties, `${path}{}`);
   };
-  walk(crd.spec.versions[0]!.schema.openAPIV3Schema, '');
+  for (const f of CRDS) {
+    const crd = parseYaml(readFileSync(join(REPO, 'crds', f), 'utf8')) as { spec: { versions: { schema: { openAPIV3Schema: Schema } }[] } };
+    walk(crd.spec.versions[0]!.schema.openAPIV3Schema, f);
+  }
   t.deepEqual(missing, []);
   t.deepEqual(noMessage, []);
 });
@@ -95,8 +101,19 @@ htest('helm template: operator Deployment flags, least-privilege RBAC', async (t
   for (const r of all) {
     t.false(r.verbs.includes('*') || r.resources.includes('*') || r.apiGroups.includes('*'), `${r.doc}: no wildcards`);
     t.false(r.resources.includes('secrets'), `${r.doc}: no secrets`);
-    t.false(r.verbs.includes('delete') || r.verbs.includes('deletecollection'), `${r.doc}: no delete (the garbage collector deletes)`);
+    t.false(r.verbs.includes('deletecollection'), `${r.doc}: no deletecollection`);
+    // the garbage collector deletes what the operator owns, except the
+    // cluster-scoped slices and ranges of pods that are gone (it never
+    // collects a cluster-scoped object for a namespaced owner)
+    if (r.verbs.includes('delete')) t.deepEqual(r.resources, ['sixbed4slices', 'sixbed4ranges'], `${r.doc}: delete only slices and ranges`);
   }
+  const slices = rules('ClusterRole', 'sixbed4-operator-slices');
+  t.deepEqual(slices, [
+    { apiGroups: [''], resources: ['namespaces', 'pods'], verbs: ['get', 'list', 'watch', 'patch'] },
+    { apiGroups: ['sixbed4.io'], resources: ['sixbed4slices', 'sixbed4ranges'], verbs: ['get', 'list', 'watch', 'create', 'delete'] },
+    { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
+  ]);
+  t.truthy(docs.find((d) => d.kind === 'ClusterRoleBinding' && d.metadata.name === 'sixbed4-operator-slices'));
   const opCluster = rules('ClusterRole', 'sixbed4-operator');
   t.deepEqual(opCluster.find((r) => r.resources.includes('nodes'))!.verbs, ['get', 'list', 'watch']);
   t.true(opCluster.some((r) => r.resources.includes('sixbed4prefixes/status')));
@@ -109,7 +126,11 @@ htest('helm template: operator Deployment flags, least-privilege RBAC', async (t
   t.deepEqual(events.rules, [{ apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] }]);
   const agent = rules('ClusterRole', 'sixbed4-agent');
   const writes = agent.filter((r) => r.verbs.some((v) => !['get', 'list', 'watch'].includes(v)));
-  t.deepEqual(writes, [{ apiGroups: ['sixbed4.io'], resources: ['sixbed4prefixes/status'], verbs: ['get', 'patch'] }], 'the agent writes only prefix status');
+  t.deepEqual(writes, [
+    { apiGroups: ['sixbed4.io'], resources: ['sixbed4prefixes/status'], verbs: ['get', 'patch'] },
+    { apiGroups: ['sixbed4.io'], resources: ['sixbed4slices/status'], verbs: ['get', 'patch'] },
+  ], 'the agent writes only prefix and slice status');
+  t.true(agent.some((r) => r.resources.includes('sixbed4slices') && r.verbs.join() === 'get,list,watch'), 'the agent reads slices');
 
   const off = await run(helm(), ['template', 'x', CHART, '--set', 'leaderElection.enabled=false', '--set', 'metrics.enabled=false'], { env: helmEnv() });
   const c2 = (parseYamlDocs(off.stdout) as any[]).find((d) => d.kind === 'Deployment').spec.template.spec.containers[0];

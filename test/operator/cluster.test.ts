@@ -60,10 +60,12 @@ test.before(async (t) => {
   // helm install of the chart (CRD, ServiceAccounts, RBAC, operator Deployment: it stays unscheduled here)
   await run(s.cp.helm, ['install', RELEASE, join(REPO, 'charts', 'sixbed4'), '--namespace', NS, '--create-namespace',
     '--kubeconfig', s.cp.kubeconfigPath, '--set', 'image.tag=test'], { env: { ...process.env, HELM_CACHE_HOME: join(s.cp.dir, 'helm-cache'), HELM_CONFIG_HOME: join(s.cp.dir, 'helm-config'), HELM_DATA_HOME: join(s.cp.dir, 'helm-data') } });
-  await eventually('the CRD to be established', async () => {
-    const crd = await s.admin!.get<KubeObject>('/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sixbed4prefixes.sixbed4.io');
-    return ((crd?.status as { conditions?: { type: string; status: string }[] })?.conditions ?? []).some((c) => c.type === 'Established' && c.status === 'True');
-  });
+  for (const plural of ['sixbed4prefixes', 'sixbed4slices', 'sixbed4ranges']) {
+    await eventually(`the CRD ${plural} to be established`, async () => {
+      const crd = await s.admin!.get<KubeObject>(`/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${plural}.sixbed4.io`);
+      return ((crd?.status as { conditions?: { type: string; status: string }[] })?.conditions ?? []).some((c) => c.type === 'Established' && c.status === 'True');
+    });
+  }
   // the operator runs as the chart's ServiceAccount, the simulated agents as the agent's
   s.operatorKubeconfig = await s.cp.writeKubeconfig(await s.cp.serviceAccountToken(NS, OPERATOR_SA), 'operator');
   s.agent = new Kube(s.cp.kubeConfigForToken(await s.cp.serviceAccountToken(NS, AGENT_SA), 'agent'), 'sixbed4-agent');
@@ -127,8 +129,12 @@ async function settled(o = op()): Promise<void> {
 }
 
 ktest('the CRD serves a schema with descriptions (kubectl explain) and printer columns', async (t) => {
-  const doc = await admin().request<{ components: { schemas: Record<string, { properties?: Record<string, { description?: string; properties?: Record<string, { description?: string }> }> }> } }>(
-    'GET', '/openapi/v3/apis/sixbed4.io/v1alpha1');
+  // the API server publishes a CRD's OpenAPI a moment after it is established
+  type Doc = { components: { schemas: Record<string, { properties?: Record<string, { description?: string; properties?: Record<string, { description?: string }> }> }> } };
+  const doc = await eventually('the OpenAPI v3 document of sixbed4.io', async () => {
+    const d = await admin().get<Doc>('/openapi/v3/apis/sixbed4.io/v1alpha1');
+    return d?.components.schemas['io.sixbed4.v1alpha1.SixBed4Prefix'] ? d : undefined;
+  });
   const schema = doc.components.schemas['io.sixbed4.v1alpha1.SixBed4Prefix']!;
   t.regex(schema.properties!.spec!.properties!.prefix!.description!, /from \/48 to \/64/);
   t.regex(schema.properties!.status!.properties!.nodes!.description!, /One entry per node/);
