@@ -26,7 +26,7 @@ export class SliceAgent {
 
   constructor(private readonly kube: Kube, private readonly o: SliceAgentOptions) {
     this.informer = new Informer<SixBed4Slice>(kube, SLICES_PATH, {
-      name: 'sixbed4slices', log: o.log,
+      name: 'sixbed4slices', log: o.log, fieldSelector: `spec.node=${o.node}`,
       onChange: (type, s) => {
         if (s.spec?.node !== o.node || s.spec?.prefix !== o.prefixName) return;
         if (type === 'delete' || s.metadata.deletionTimestamp) this.slices.delete(s.metadata.name!);
@@ -79,7 +79,8 @@ export class SliceAgent {
     if (!obj || st.state === 'released') return;
     const status = {
       delivered: st.state === 'delivered', state: st.state,
-      ...(st.hostIf ? { hostInterface: st.hostIf } : {}), message: st.reason ?? st.outcome ?? st.state,
+      // The CRD caps the message at 1024 characters.
+      ...(st.hostIf ? { hostInterface: st.hostIf } : {}), message: (st.reason ?? st.outcome ?? st.state).slice(0, 1024),
     };
     const key = JSON.stringify(status);
     if (this.reported.get(obj.metadata.name!) === key) return;
