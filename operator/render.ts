@@ -59,6 +59,11 @@ export function renderConfigMap(p: SixBed4Prefix, prefixText: string, metricsPor
 export function renderDaemonSet(p: SixBed4Prefix, nodeSelector: Record<string, string>, port: number, metricsPort: number, opts: RenderOptions): KubeObject {
   const name = p.metadata.name!;
   const selector = agentLabels(name);
+  // Delivering /112 slices means entering pods' network namespaces: the agent must see their
+  // processes (hostPID), open their namespaces across users (SYS_PTRACE) and setns into them
+  // (SYS_ADMIN) — what CNI plugins have. Without slices it keeps to NET_ADMIN and NET_RAW.
+  const slices = p.spec.slices?.enabled === true;
+  const caps = slices ? ['NET_ADMIN', 'NET_RAW', 'SYS_ADMIN', 'SYS_PTRACE'] : ['NET_ADMIN', 'NET_RAW'];
   const probe = (extra: Record<string, number>) => ({ httpGet: { path: '/healthz', port: 'metrics', scheme: 'HTTP' }, ...extra });
   return {
     apiVersion: 'apps/v1',
@@ -71,6 +76,7 @@ export function renderDaemonSet(p: SixBed4Prefix, nodeSelector: Record<string, s
         metadata: { labels: { ...selector } },
         spec: {
           hostNetwork: true,
+          ...(slices ? { hostPID: true } : {}),
           dnsPolicy: 'ClusterFirstWithHostNet',
           serviceAccountName: opts.serviceAccount,
           nodeSelector: { 'kubernetes.io/os': 'linux', ...nodeSelector },
@@ -101,7 +107,7 @@ export function renderDaemonSet(p: SixBed4Prefix, nodeSelector: Record<string, s
               readOnlyRootFilesystem: true,
               runAsUser: 0,
               runAsNonRoot: false,
-              capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] },
+              capabilities: { drop: ['ALL'], add: caps },
             },
             volumeMounts: [
               { name: 'config', mountPath: AGENT_CONFIG_DIR, readOnly: true },

@@ -18,6 +18,15 @@ const share = (sub: string, addr: string): AgentNodeConfig => ({
 
 type Any = any;
 
+test('agent DaemonSet with slices: hostPID and the capabilities to enter pod namespaces, still not privileged', (t) => {
+  const withSlices = { ...prefix, spec: { ...prefix.spec, slices: { enabled: true } } } as typeof prefix;
+  const pod = (renderDaemonSet(withSlices, {}, 25790, 9475, opts) as Any).spec.template.spec;
+  t.true(pod.hostPID);
+  t.deepEqual(pod.containers[0].securityContext.capabilities, { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW', 'SYS_ADMIN', 'SYS_PTRACE'] });
+  t.false(pod.containers[0].securityContext.privileged);
+  t.is((renderDaemonSet(prefix, {}, 25790, 9475, opts) as Any).spec.template.spec.hostPID, undefined, 'without slices: no hostPID');
+});
+
 test('agent DaemonSet: host network, NET_ADMIN+NET_RAW only, /dev/net/tun, node name, probes, owner', (t) => {
   const ds = renderDaemonSet(prefix, { role: 'edge' }, 25790, 9475, opts) as Any;
   t.is(ds.metadata.name, 'sixbed4-agent-edge');
