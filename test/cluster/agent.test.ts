@@ -19,14 +19,13 @@ import type { Proc } from '../../agent/lab/netns.js';
 import { CLI, ping6, startPeerIn } from '../../agent/lab/sixbed4.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
-import { eventually, kubectlApply, OperatorProcess, REPO } from '../operator/helpers.js';
+import { AGENT_SA, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OperatorProcess } from '../operator/helpers.js';
 import { capture, L11, L30, seedVm } from '../host/hostlab.js';
 
 const run = promisify(execFile);
 const why = skipReason ?? controlPlaneSkipReason();
 const serial = why ? test.serial.skip : test.serial;
 const title = (s: string) => (why ? `${s} (skipped: ${why})` : s);
-const NS = 'sixbed4-system';
 const NODE = 'edge-1';
 const PREFIX_NAME = 'home';
 
@@ -41,11 +40,9 @@ test.before(async () => {
   s.dir = await mkdtemp(join(tmpdir(), 'sixbed4-agent-'));
   s.cp = await startControlPlane();
   s.admin = new Kube(s.cp.kubeConfig(), 'sixbed4-test');
-  const helmHome = { HELM_CACHE_HOME: join(s.dir, 'hc'), HELM_CONFIG_HOME: join(s.dir, 'hf'), HELM_DATA_HOME: join(s.dir, 'hd') };
-  await run(s.cp.helm, ['install', 'sixbed4', join(REPO, 'charts', 'sixbed4'), '--namespace', NS, '--create-namespace',
-    '--kubeconfig', s.cp.kubeconfigPath], { env: { ...process.env, ...helmHome } });
-  const operatorKubeconfig = await s.cp.writeKubeconfig(await s.cp.serviceAccountToken(NS, 'sixbed4-operator'), 'operator');
-  s.agentKubeconfig = await s.cp.writeKubeconfig(await s.cp.serviceAccountToken(NS, 'sixbed4-agent'), 'agent');
+  await installChart(s.cp);
+  const operatorKubeconfig = await s.cp.writeKubeconfig(await s.cp.serviceAccountToken(NS, OPERATOR_SA), 'operator');
+  s.agentKubeconfig = await s.cp.writeKubeconfig(await s.cp.serviceAccountToken(NS, AGENT_SA), 'agent');
   s.apiPort = Number(new URL(s.cp.server).port);
 
   s.topo = await buildTopology({ tag: 'agent' });
@@ -53,7 +50,7 @@ test.before(async () => {
   s.before = await capture(s.topo.router);
   await s.admin.create(paths.nodes, { apiVersion: 'v1', kind: 'Node', metadata: { name: NODE, labels: { 'kubernetes.io/hostname': NODE } },
     status: { addresses: [{ type: 'ExternalIP', address: TOPO.routerV4 }] } });
-  s.operator = await OperatorProcess.start(operatorKubeconfig, 'op', ['--namespace', NS, '--image', 'sixbed4:test', '--agent-service-account', 'sixbed4-agent']);
+  s.operator = await OperatorProcess.start(operatorKubeconfig, 'op', ['--namespace', NS, '--image', 'sixbed4:test', '--agent-service-account', AGENT_SA]);
 });
 
 test.after.always(async () => {

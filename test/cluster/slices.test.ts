@@ -5,11 +5,9 @@
 // and delivers the slice into it; the native Internet and a 6bed4 peer behind
 // NAT reach the pod at its slice address; deleting the pod removes the veth.
 import test from 'ava';
-import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
 import { ADDRESS_ANNOTATION, agentConfigMapName, SLICES_PATH, type KubeObject, type SixBed4Slice } from '../../operator/api.js';
 import { Kube, paths } from '../../operator/kube.js';
@@ -18,15 +16,13 @@ import { Netns, uniqueName, type Proc } from '../../agent/lab/netns.js';
 import { CLI, ping6, startPeerIn } from '../../agent/lab/sixbed4.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
-import { eventually, OperatorProcess, REPO } from '../operator/helpers.js';
+import { AGENT_SA, eventually, installChart, NS, OPERATOR_SA, OperatorProcess } from '../operator/helpers.js';
 import { L11, L30, seedVm } from '../host/hostlab.js';
 import { FakePodCgroup, waitInNetns } from '../slices/fakepod.js';
 
-const run = promisify(execFile);
 const why = skipReason ?? controlPlaneSkipReason() ?? (await FakePodCgroup.unavailable());
 const serial = why ? test.serial.skip : test.serial;
 const title = (s: string) => (why ? `${s} (skipped: ${why})` : s);
-const NS = 'sixbed4-system';
 const NODE = 'edge-1';
 
 const s = {} as {
@@ -39,16 +35,15 @@ test.before(async () => {
   s.dir = await mkdtemp(join(tmpdir(), 'sixbed4-cslice-'));
   s.cp = await startControlPlane();
   s.admin = new Kube(s.cp.kubeConfig(), 'sixbed4-test');
-  await run(s.cp.helm, ['install', 'sixbed4', join(REPO, 'charts', 'sixbed4'), '--namespace', NS, '--create-namespace', '--kubeconfig', s.cp.kubeconfigPath],
-    { env: { ...process.env, HELM_CACHE_HOME: join(s.dir, 'hc'), HELM_CONFIG_HOME: join(s.dir, 'hf'), HELM_DATA_HOME: join(s.dir, 'hd') } });
-  const operatorKubeconfig = await s.cp.writeKubeconfig(await s.cp.serviceAccountToken(NS, 'sixbed4-operator'), 'operator');
-  const agentKubeconfig = await s.cp.writeKubeconfig(await s.cp.serviceAccountToken(NS, 'sixbed4-agent'), 'agent');
+  await installChart(s.cp);
+  const operatorKubeconfig = await s.cp.writeKubeconfig(await s.cp.serviceAccountToken(NS, OPERATOR_SA), 'operator');
+  const agentKubeconfig = await s.cp.writeKubeconfig(await s.cp.serviceAccountToken(NS, AGENT_SA), 'agent');
 
   s.topo = await buildTopology({ tag: 'cslice' });
   await seedVm(s.topo);
   await s.admin.create(paths.nodes, { apiVersion: 'v1', kind: 'Node', metadata: { name: NODE, labels: { 'kubernetes.io/hostname': NODE } },
     status: { addresses: [{ type: 'ExternalIP', address: TOPO.routerV4 }] } });
-  s.operator = await OperatorProcess.start(operatorKubeconfig, 'op', ['--namespace', NS, '--image', 'sixbed4:test', '--agent-service-account', 'sixbed4-agent']);
+  s.operator = await OperatorProcess.start(operatorKubeconfig, 'op', ['--namespace', NS, '--image', 'sixbed4:test', '--agent-service-account', AGENT_SA]);
   await s.admin.create(paths.prefixes, {
     apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix', metadata: { name: 'home' },
     spec: { prefix: TOPO.prefix, nodeSelector: { 'kubernetes.io/hostname': NODE }, uplink: TOPO.routerUplinkIf, localAddresses: [L11, L30], slices: { enabled: true } },

@@ -17,17 +17,13 @@ import { ALLOCATIONS_ANNOTATION, CLEANUP_TIMEOUT_ANNOTATION, FINALIZER, type Kub
 import { Kube, paths } from '../../operator/kube.js';
 import { subnetIndex } from '../../operator/allocate.js';
 import { parsePrefix } from '../../agent/protocol/ip.js';
-import { apiErrorMessage, eventually, kubectlApply, OperatorProcess, parseYamlDocs, readYamlDocs, REPO } from './helpers.js';
+import { AGENT_SA, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OperatorProcess, parseYamlDocs, readYamlDocs, REPO } from './helpers.js';
 
 const run = promisify(execFile);
 const skip = controlPlaneSkipReason();
 const ktest = skip ? test.serial.skip : test.serial;
 if (skip) test.serial.skip(`operator against a real API server: ${skip}`, () => {});
 
-const NS = 'sixbed4-system';
-const RELEASE = 'sixbed4';
-const OPERATOR_SA = 'sixbed4-operator';
-const AGENT_SA = 'sixbed4-agent';
 /** short leader-election times so that takeovers fit in a test */
 const OPERATOR_FLAGS = [
   '--namespace', NS, '--image', 'sixbed4:test', '--agent-service-account', AGENT_SA,
@@ -58,8 +54,7 @@ test.before(async (t) => {
   s.adminKc = s.cp.kubeConfig();
   s.admin = new Kube(s.adminKc, 'sixbed4-test');
   // helm install of the chart (CRD, ServiceAccounts, RBAC, operator Deployment: it stays unscheduled here)
-  await run(s.cp.helm, ['install', RELEASE, join(REPO, 'charts', 'sixbed4'), '--namespace', NS, '--create-namespace',
-    '--kubeconfig', s.cp.kubeconfigPath, '--set', 'image.tag=test'], { env: { ...process.env, HELM_CACHE_HOME: join(s.cp.dir, 'helm-cache'), HELM_CONFIG_HOME: join(s.cp.dir, 'helm-config'), HELM_DATA_HOME: join(s.cp.dir, 'helm-data') } });
+  await installChart(s.cp, ['--set', 'image.tag=test']);
   for (const plural of ['sixbed4prefixes', 'sixbed4slices', 'sixbed4ranges']) {
     await eventually(`the CRD ${plural} to be established`, async () => {
       const crd = await s.admin!.get<KubeObject>(`/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${plural}.sixbed4.io`);

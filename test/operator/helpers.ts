@@ -9,12 +9,28 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ApiException, KubernetesObjectApi, PatchStrategy, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
-import { freePort } from '../k8s/controlplane.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { freePort, type ControlPlane } from '../k8s/controlplane.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** dist/ (compiled tree) and the repository (sources, YAML) */
 export const DIST = join(here, '..', '..');
 export const REPO = join(DIST, '..');
+
+/** Where the chart puts the operator, and the ServiceAccounts it makes. */
+export const NS = 'sixbed4-system';
+export const RELEASE = 'sixbed4';
+export const OPERATOR_SA = 'sixbed4-operator';
+export const AGENT_SA = 'sixbed4-agent';
+
+/** `helm install` of the chart (CRDs, ServiceAccounts, RBAC, the operator Deployment: unscheduled here). */
+export async function installChart(cp: ControlPlane, extra: string[] = []): Promise<void> {
+  const home = (k: string) => join(cp.dir, `helm-${k}`);
+  await promisify(execFile)(cp.helm, ['install', RELEASE, join(REPO, 'charts', 'sixbed4'), '--namespace', NS, '--create-namespace',
+    '--kubeconfig', cp.kubeconfigPath, ...extra],
+  { env: { ...process.env, HELM_CACHE_HOME: home('cache'), HELM_CONFIG_HOME: home('config'), HELM_DATA_HOME: home('data') } });
+}
 
 export function readYamlDocs(file: string): KubernetesObject[] {
   return parseYamlDocs(readFileSync(file, 'utf8'));

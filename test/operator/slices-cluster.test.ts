@@ -14,9 +14,7 @@
 //
 // Needs `bash test/k8s/build-control-plane.sh` (CI runs it); skips otherwise.
 import test from 'ava';
-import { execFile } from 'node:child_process';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
@@ -32,16 +30,12 @@ import { Informer } from '../../operator/informer.js';
 import { Kube, paths } from '../../operator/kube.js';
 import { SliceController } from '../../operator/slicecontroller.js';
 import { preferredWord, rangeName, rangePattern, sliceName, sliceWords } from '../../operator/slices.js';
-import { apiErrorMessage, eventually, kubectlApply, OperatorProcess, readYamlDocs, REPO } from './helpers.js';
+import { AGENT_SA, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OperatorProcess, readYamlDocs, REPO } from './helpers.js';
 
-const run = promisify(execFile);
 const skip = controlPlaneSkipReason();
 const ktest = skip ? test.serial.skip : test.serial;
 if (skip) test.serial.skip(`slices against a real API server: ${skip}`, () => {});
 
-const NS = 'sixbed4-system';
-const OPERATOR_SA = 'sixbed4-operator';
-const AGENT_SA = 'sixbed4-agent';
 const OPERATOR_FLAGS = [
   '--namespace', NS, '--image', 'sixbed4:test', '--agent-service-account', AGENT_SA,
   '--leader-elect', '--lease-name', 'sixbed4-operator', '--lease-duration', '4', '--renew-deadline', '3', '--retry-period', '0.5',
@@ -170,9 +164,7 @@ test.before(async (t) => {
   s.gcKnowsCrdAt = Date.now() + 32_000;
   s.adminKc = s.cp.kubeConfig();
   s.admin = new Kube(s.adminKc, 'sixbed4-test');
-  await run(s.cp.helm, ['install', 'sixbed4', join(REPO, 'charts', 'sixbed4'), '--namespace', NS, '--create-namespace',
-    '--kubeconfig', s.cp.kubeconfigPath, '--set', 'image.tag=test'],
-  { env: { ...process.env, HELM_CACHE_HOME: join(s.cp.dir, 'helm-cache'), HELM_CONFIG_HOME: join(s.cp.dir, 'helm-config'), HELM_DATA_HOME: join(s.cp.dir, 'helm-data') } });
+  await installChart(s.cp, ['--set', 'image.tag=test']);
   for (const plural of ['sixbed4prefixes', 'sixbed4slices', 'sixbed4ranges']) {
     await eventually(`the CRD ${plural} to be established`, async () => {
       const crd = await admin().get<KubeObject>(`/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${plural}.sixbed4.io`);
