@@ -23,6 +23,7 @@ commands:
                --ndp-proxy IF   answer neighbour solicitations on uplink IF for live peers
                                 (for upstreams that treat the /64 as on-link)
                --ndp-proxy-mode on|auto  auto: only once such solicitations are seen (default on)
+               --stats-interval S  log rates, live peers and drops every S seconds while traffic flows (60)
   peer     run a 6bed4 peer (client) that gets its IPv6 address from a router
                --router IPV4[:PORT]  the router (required; port default 25790)
                --listen IPV4    local IPv4 to send from (default any)
@@ -104,14 +105,18 @@ async function routerCommand(args: string[]): Promise<number> {
     prefix: { type: 'string', short: 'L' }, listen: { type: 'string', short: 'l' }, port: { type: 'string' },
     route: { type: 'string', short: 'R', multiple: true }, tun: { type: 'string' }, metrics: { type: 'string' },
     batch: { type: 'string' }, workers: { type: 'string' }, 'ndp-proxy': { type: 'string' }, 'ndp-proxy-mode': { type: 'string' },
+    'stats-interval': { type: 'string' },
   });
   if (values.help) { process.stdout.write(USAGE); return 0; }
   const log = logger(values, 'router');
   const port = int(values.port, '--port'), batch = int(values.batch, '--batch'), workers = int(values.workers, '--workers');
+  const stats = int(values['stats-interval'], '--stats-interval');
+  if (stats === 0) throw new InputError('--stats-interval 0: use seconds, 1 or more');
   const cfg = routerConfig({
     prefix: values.prefix ?? '', listen: values.listen ?? '', routes: values.route ?? [],
     ...(port !== undefined ? { port } : {}), ...(batch !== undefined ? { batch } : {}), ...(workers !== undefined ? { workers } : {}),
     ...(values.tun ? { tun: values.tun } : {}), ...(values.metrics ? { metrics: values.metrics } : {}),
+    ...(stats !== undefined ? { statsIntervalMs: stats * 1000 } : {}),
     ...(values['ndp-proxy'] ? { ndpProxy: { uplink: values['ndp-proxy'], mode: values['ndp-proxy-mode'] ?? 'on' } } : {}),
   });
   if (values['ndp-proxy-mode'] && !values['ndp-proxy']) throw new InputError('--ndp-proxy-mode needs --ndp-proxy UPLINK');

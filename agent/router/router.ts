@@ -30,6 +30,8 @@ export interface RouterOptions {
   workers?: number;
   /** Neighbour proxy on the uplink, for upstreams that treat the /64 as on-link. */
   ndpProxy?: { uplink: string; mode?: string; localAddresses?: Uint8Array[] };
+  /** How often a statistics line is logged while traffic flows (default 60 s). */
+  statsIntervalMs?: number;
 }
 
 export interface RouterConfig {
@@ -42,6 +44,7 @@ export interface RouterConfig {
   batch: number;
   workers: number;
   ndpProxy?: { uplink: string; mode: ResponderMode; localAddresses: Uint8Array[] };
+  statsIntervalMs: number;
 }
 
 /** Turns user input into a checked configuration; every error names the flag and the fix. */
@@ -73,7 +76,7 @@ export function routerConfig(o: RouterOptions): RouterConfig {
   return {
     ...(ndpProxy ? { ndpProxy } : {}),
     prefix: parsePrefix64(o.prefix),
-    listenIPv4, port, tun, batch, workers,
+    listenIPv4, port, tun, batch, workers, statsIntervalMs: o.statsIntervalMs ?? 60_000,
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
@@ -128,6 +131,8 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       undo.push(() => server.close());
     }
     await warnIfNotForwarding(log);
+    const stats = reportStats(forwarding.counters, cfg.statsIntervalMs, log);
+    undo.push(() => clearInterval(stats));
     log.info('router ready', {
       prefix: cfg.prefix.text, listen: `${listenText}:${cfg.port}`, address: formatIPv6(routerAddress),
       routes: cfg.routes.map((r) => r.text), tun: tunnel.name, workers: cfg.workers, batch: cfg.batch,
@@ -151,6 +156,33 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     await unwind();
     throw err;
   }
+}
+
+/**
+ * A line every interval while traffic flows, so a long-running router shows
+ * what it does without a line per packet: rates since the last line, live
+ * peers, drops by reason. Silent when nothing moved.
+ */
+function reportStats(read: () => Promise<CountersSnapshot>, intervalMs: number, log: Logger): NodeJS.Timeout {
+  let last: CountersSnapshot | undefined;
+  const t = setInterval(() => {
+    void read().then((c) => {
+      const p = last;
+      last = c;
+      if (!p) return;
+      const moved = c.udpRxPackets - p.udpRxPackets + c.tunRxPackets - p.tunRxPackets;
+      if (moved === 0) return;
+      const per = (a: number, b: number) => Math.round(((a - b) * 1000) / intervalMs);
+      const drops = Object.entries(c.drops).filter(([k, v]) => v > p.drops[k as keyof typeof c.drops]!)
+        .map(([k, v]) => `${k}=${v - p.drops[k as keyof typeof c.drops]!}`).join(' ');
+      log.info('forwarding', {
+        peersToKernelPps: per(c.udpToTunPackets, p.udpToTunPackets), kernelToPeersPps: per(c.tunToUdpPackets, p.tunToUdpPackets),
+        relayPps: per(c.relayPackets, p.relayPackets), livePeers: c.livePeers, drops: drops || 'none',
+      });
+    }, () => undefined);
+  }, intervalMs);
+  t.unref();
+  return t;
 }
 
 /** Starts the neighbour proxy, answering at once for the host's own proxied addresses. */
