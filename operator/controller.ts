@@ -135,6 +135,7 @@ class Controller {
     const informers = [this.prefixes, this.nodes, this.daemonSets, this.configMaps];
     await Promise.all(informers.map((i) => i.start()));
     await Promise.all(informers.map((i) => i.synced));
+    if (this.stopped) return; // stopped while waiting for a first list that may never come
     this.o.log.info('caches synced; reconciling', { prefixes: this.prefixes.list().length, nodes: this.nodes.list().length });
     this.enqueueAll();
     this.worker = this.work();
@@ -154,10 +155,11 @@ class Controller {
     this.stopped = true;
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     this.queue.shutdown();
+    // The informers first: that also releases a start() still waiting for its first lists.
+    await Promise.all([this.prefixes, this.nodes, this.daemonSets, this.configMaps].map((i) => i.stop()));
     await this.worker;
     await this.slices?.stop();
     await this.slicesStarted;
-    await Promise.all([this.prefixes, this.nodes, this.daemonSets, this.configMaps].map((i) => i.stop()));
     await this.recorder.flush();
   }
 

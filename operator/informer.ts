@@ -75,9 +75,11 @@ export class Informer<T extends KubeObject> {
     this.backoffMs = Math.min(this.backoffMs * 2, 30_000);
   }
 
+  /** Stops watching. Whoever still awaits `synced` is released too (and must check whether it was stopped). */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.syncedResolve();
     await this.lw.stop();
   }
 

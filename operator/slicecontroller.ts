@@ -85,6 +85,7 @@ export class SliceController {
   async start(): Promise<void> {
     await Promise.all(this.own.map((i) => i.start()));
     await Promise.all(this.own.map((i) => i.synced));
+    if (this.stopped) return; // stopped while waiting for a first list that may never come
     this.initial = new Set(this.namespaces.list().map((n) => n.metadata.name ?? ''));
     this.o.log.info('slice allocator caches synced', {
       namespaces: this.namespaces.list().length, pods: this.pods.list().length, slices: this.slices.list().length, ranges: this.ranges.list().length,

@@ -150,7 +150,8 @@ async function labCommand(args: string[]): Promise<number> {
   return runLab({ keepSeconds: int(values.keep, '--keep') ?? 0 }, log);
 }
 
-main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (err: Error) => {
+// A failure noted on the way (process.exitCode set before a clean stop) is not overwritten by that stop's 0.
+main(process.argv.slice(2)).then((code) => { process.exitCode = code || process.exitCode || 0; }, (err: Error) => {
   if (err instanceof InputError) {
     process.stderr.write(`sixbed4: ${err.message}\n`);
     process.exitCode = 2;

@@ -113,8 +113,13 @@ export async function operatorCommand(args: string[]): Promise<number> {
       if (finishing) return;
       finishing = true;
       process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal);
-      await op.stop();
-      await server?.close();
+      try {
+        await op.stop();
+      } catch (err) {
+        log.error(`stopping: ${(err as Error).message}`);
+        code = code || 1;
+      }
+      await server?.close().catch(() => undefined);
       log.info('operator stopped');
       resolve(code);
     };

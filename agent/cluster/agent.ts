@@ -8,6 +8,7 @@ import { access } from 'node:fs/promises';
 import type { Logger } from '../log.js';
 import { applyHost, revertHost } from '../host/apply.js';
 import { hostConfig } from '../host/config.js';
+import { readSavedState } from '../host/statefile.js';
 import { routerConfig, startRouter, type RunningRouter } from '../router/router.js';
 import { routerRegistry } from '../router/metrics.js';
 import { Counters } from '../router/counters.js';
@@ -107,6 +108,12 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
         prefix: n.prefix, localAddresses: n.localAddresses, localAddressMode: n.localAddressMode, ndpProxy: n.ndpProxy,
         tunnel: o.tun ?? '6bed4', ...(n.uplink ? { uplink: n.uplink } : {}),
       });
+      // A share for another prefix (the operator moved this node): give the host back first, then take the new one.
+      const saved = await readSavedState(o.statePath);
+      if (saved && saved.prefix !== host.prefix.text) {
+        log.info(`this node's share moved from ${saved.prefix} to ${host.prefix.text}: reverting the host first`);
+        await revertHost({ log, statePath: o.statePath });
+      }
       const applied = await applyHost(host, { log, statePath: o.statePath });
       hostApplied = true;
       log.info(applied.plan.steps.length ? `host configured for ${n.prefix}` : `host already configured for ${n.prefix}`);
@@ -150,7 +157,9 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
   }
   await kick();
   const poll = setInterval(() => void kick(), o.pollMs ?? 5000);
-  const heartbeat = setInterval(() => { void current().then(report); }, o.heartbeatMs ?? 30_000);
+  const heartbeat = setInterval(() => {
+    current().then(report).catch((err: Error) => log.warn(`heartbeat: ${err.message}`));
+  }, o.heartbeatMs ?? 30_000);
   log.info('agent running', { prefix: o.prefixName, node: o.node, config: o.configDir });
 
   return {

@@ -21,6 +21,7 @@ export class SliceAgent {
   private deliverer: SliceDeliverer | null = null;
   private node64: string | null = null;
   private chain = Promise.resolve();
+  private queued = false;
   private timer: NodeJS.Timeout | undefined;
   private readonly reported = new Map<string, string>();
 
@@ -39,7 +40,8 @@ export class SliceAgent {
   /** Starts delivering into this node's /64 (again after a config change), with the router's neighbour proxy if any. */
   start(node64: string, proxy?: NeighbourProxy): void {
     this.node64 = node64;
-    this.deliverer ??= new SliceDeliverer({ log: this.o.log, ...(proxy ? { proxy } : {}) });
+    this.deliverer ??= new SliceDeliverer({ log: this.o.log });
+    this.deliverer.setProxy(proxy);
     if (!this.timer) {
       void this.informer.start().catch((err: Error) => this.o.log.warn(`watching slices: ${err.message} (retrying)`));
       this.timer = setInterval(() => this.kick(), this.o.intervalMs ?? 5000);
@@ -60,8 +62,11 @@ export class SliceAgent {
     await this.chain;
   }
 
+  /** At most one pass runs and one waits: a burst of changes costs two passes, not one each. */
   private kick(): void {
-    this.chain = this.chain.then(() => this.pass([...this.slices.values()].map(desired)))
+    if (this.queued) return;
+    this.queued = true;
+    this.chain = this.chain.then(() => { this.queued = false; return this.pass([...this.slices.values()].map(desired)); })
       .catch((err: Error) => { this.o.log.error(`slices: ${err.message}`); });
   }
 

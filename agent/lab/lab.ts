@@ -5,7 +5,7 @@
 // it saw, and removes everything, also on Ctrl-C.
 import type { Logger } from '../log.js';
 import { buildTopology, requireRootReason, TOPO, type Topology } from './topology.js';
-import type { Proc } from './netns.js';
+import { cleanupAll, uniqueName, type Proc } from './netns.js';
 import { ping6, scrape, startPeerIn, startRouterIn, type PingResult } from './sixbed4.js';
 
 export interface LabOptions { keepSeconds: number; }
@@ -21,9 +21,12 @@ export async function runLab(opts: LabOptions, log: Logger): Promise<number> {
   let topo: Topology | undefined;
   const procs: Proc[] = [];
   let interrupted = false;
+  // Named up front, so Ctrl-C while the topology is being built can still find what exists.
+  const prefix = uniqueName('lab');
   const teardown = async () => {
     for (const p of procs.reverse()) await p.stop();
     await topo?.destroy();
+    await cleanupAll(prefix);
   };
   const onSignal = () => {
     interrupted = true;
@@ -34,7 +37,7 @@ export async function runLab(opts: LabOptions, log: Logger): Promise<number> {
   process.once('SIGTERM', onSignal);
   try {
     log.info('[1/5] building namespaces: isp, router, nat, peer A, peer B');
-    topo = await buildTopology({ tag: 'lab' });
+    topo = await buildTopology({ tag: 'lab', prefix });
     log.info(`[2/5] starting the 6bed4 router in ${topo.router.name}`, { prefix: TOPO.prefix, listen: TOPO.routerV4 });
     procs.push(await startRouterIn(topo.router, ['--prefix', TOPO.prefix, '--listen', TOPO.routerV4, '--metrics', METRICS]));
     log.info('[3/5] starting peers A and B behind the NAT');

@@ -105,20 +105,22 @@ export async function startPeer(cfg: PeerConfig, log: Logger): Promise<RunningPe
 
   const onAdvert = (ra: RouterAdvert) => {
     if (ra.validLifetime === 0) return; // a withdrawal of a prefix we may not even hold
+    // `current` is the /114 configured or being configured; a failure clears it so the next RA retries.
     if (current && equal16(current, 0, ra.prefix114, 0)) return;
+    const wanted = Uint8Array.from(ra.prefix114);
+    current = wanted;
     // Our address is the announced /114 with our lanip in its last 14 bits.
     const addr = Uint8Array.from(ra.prefix114);
     addr[14] = (addr[14]! & 0xc0) | ((cfg.lanip >>> 8) & 0x3f);
     addr[15] = cfg.lanip & 0xff;
-    const old = addressText;
-    current = Uint8Array.from(ra.prefix114);
-    addressText = formatIPv6(addr);
-    const newText = addressText;
+    const newText = formatIPv6(addr);
     const newRoutes = ra.routes.map((r) => `${formatIPv6(r.bytes)}/${r.length}`);
     changing = changing.then(async () => {
+      const old = addressText;
       // Make before break: the new address is usable before the old one goes.
-      await ip('-6', 'addr', 'add', `${newText}/64`, 'dev', cfg.tun, 'nodad');
-      if (old) await ip('-6', 'addr', 'del', `${old}/64`, 'dev', cfg.tun).catch(() => undefined);
+      await ip('-6', 'addr', 'replace', `${newText}/64`, 'dev', cfg.tun, 'nodad');
+      addressText = newText;
+      if (old && old !== newText) await ip('-6', 'addr', 'del', `${old}/64`, 'dev', cfg.tun).catch(() => undefined);
       if (cfg.defaultRoute) await ip('-6', 'route', 'replace', 'default', 'dev', cfg.tun, 'metric', '1024');
       for (const r of newRoutes) await ip('-6', 'route', 'replace', r, 'dev', cfg.tun);
       for (const r of routes) if (!newRoutes.includes(r)) await ip('-6', 'route', 'del', r, 'dev', cfg.tun).catch(() => undefined);
@@ -126,7 +128,10 @@ export async function startPeer(cfg: PeerConfig, log: Logger): Promise<RunningPe
       if (old) log.warn('router announced a new /114 (NAT mapping changed): address moved', { from: old, to: newText });
       else log.info(`peer address ${newText}`, { router: routerText, tun: cfg.tun });
       resolveReady(newText);
-    }).catch((err: Error) => { log.error(`cannot configure address ${newText}: ${err.message}`); });
+    }).catch((err: Error) => {
+      log.error(`cannot configure address ${newText} (will retry at the next RA): ${err.message}`);
+      if (current === wanted) current = null;
+    });
   };
 
   const engine = new PeerEngine(cfg.routerV4, cfg.routerPort, onAdvert);

@@ -70,3 +70,8 @@ export function packetLength(b: Uint8Array, off: number, datagramLen: number): n
   const total = IPV6_HEADER + payloadLength(b, off);
   return total <= datagramLen ? total : -1;
 }
+
+/** Big-endian 32-bit word at o. */
+export function readU32(b: Uint8Array, o: number): number {
+  return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
+}

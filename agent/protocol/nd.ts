@@ -7,7 +7,7 @@ import {
   ND_OPT_TARGET_LLADDR, ND_ROUTER_ADVERT, ND_ROUTER_SOLICIT, PEER_PREFIX_LEN,
 } from './constants.js';
 import { fillChecksum, upperChecksum } from './checksum.js';
-import { OFF_DST, OFF_SRC, payloadLength, writeHeader } from './ipv6.js';
+import { OFF_DST, OFF_SRC, payloadLength, readU32, writeHeader } from './ipv6.js';
 import type { Prefix } from './ip.js';
 
 export const ALL_NODES = Uint8Array.of(0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1);
@@ -160,8 +160,4 @@ export function destinationOffset(off: number): number {
 
 function writeU32(out: Uint8Array, o: number, v: number): void {
   out[o] = v >>> 24; out[o + 1] = (v >>> 16) & 0xff; out[o + 2] = (v >>> 8) & 0xff; out[o + 3] = v & 0xff;
-}
-
-function readU32(b: Uint8Array, o: number): number {
-  return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
 }

@@ -9,7 +9,7 @@ import {
   ICMP6_TIME_EXCEEDED, IPV6_HEADER, ND_NEIGHBOR_SOLICIT, ND_REDIRECT, ND_ROUTER_SOLICIT, NH_ICMPV6, TUNNEL_MTU,
 } from '../protocol/constants.js';
 import { addressIPv4, addressPort, makeAddress, linkLayer, writeAddress } from '../protocol/address.js';
-import { OFF_DST, OFF_HOP_LIMIT, OFF_SRC, equal16, isLinkLocal64, isUnspecified, packetLength } from '../protocol/ipv6.js';
+import { OFF_DST, OFF_HOP_LIMIT, OFF_SRC, equal16, isLinkLocal64, isUnspecified, packetLength, readU32 } from '../protocol/ipv6.js';
 import {
   ALL_NODES, ROUTER_LINK_LOCAL, isRouterSolicit, ndType, neighborSolicitTarget, writeNeighborAdvert, writeRouterAdvert,
 } from '../protocol/nd.js';
@@ -186,7 +186,8 @@ export class Engine {
       const port = addressPort(d, dst);
       if (port === 0) { drops.not_a_peer++; continue; }
       const v4 = addressIPv4(d, dst);
-      if (!relayable(v4)) { drops.bad_destination++; continue; }
+      // As from peers: nothing from outside may make the router send to services on its own IPv4.
+      if (!relayable(v4) || v4 === this.cfg.listenIPv4) { drops.bad_destination++; continue; }
       const hops = d[off + OFF_HOP_LIMIT]!;
       if (hops <= 1) {
         drops.hop_limit++;
@@ -222,9 +223,9 @@ export class Engine {
       if (!this.takeReply(srcV4, nowMs)) return;
       const r = this.udpReplies, k = this.nUdpReplies;
       if (k >= REPLY_CAP) { drops.rate_limited++; return; }
+      // The originator check let through only the sender's own address, never ::, so reply to it.
       const src = d.subarray(off + OFF_SRC, off + OFF_SRC + 16);
-      const dst = src[0] === 0 && src[1] === 0 ? ALL_NODES : src;
-      r.len[k] = writeNeighborAdvert(r.data, r.off[k]!, ROUTER_LINK_LOCAL, dst, this.routerAddr, this.routerLla);
+      r.len[k] = writeNeighborAdvert(r.data, r.off[k]!, ROUTER_LINK_LOCAL, src, this.routerAddr, this.routerLla);
       r.addr[k] = srcV4; r.port[k] = srcPort;
       this.nUdpReplies = k + 1;
       this.counters.neighborAdverts++;
@@ -320,7 +321,4 @@ function relayable(v4: number): boolean {
   return a !== 0 && a !== 127 && a < 224;
 }
 
-function readU32(b: Uint8Array, o: number): number {
-  return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
-}
 

@@ -8,8 +8,16 @@ import type { ResponderCounters } from '../ndp/responder.js';
 
 type Sample = { value: number; labels: Record<string, string> };
 
-export function routerRegistry(read: () => Promise<CountersSnapshot>, ndp?: () => ResponderCounters): client.Registry {
+export function routerRegistry(readNow: () => Promise<CountersSnapshot>, ndp?: () => ResponderCounters): client.Registry {
   const registry = new client.Registry();
+  // One read serves every family of a scrape (with workers a read is a round trip to each of them,
+  // and the families should agree with each other).
+  let shared: { at: number; value: Promise<CountersSnapshot> } | undefined;
+  const read = () => {
+    const now = Date.now();
+    if (!shared || now - shared.at > 200) shared = { at: now, value: readNow() };
+    return shared.value;
+  };
   const register = (name: string, help: string, type: string, values: () => Promise<Sample[]>) => {
     const get = async () => ({ name, help, type, aggregator: 'sum', values: await values() });
     registry.registerMetric({ name, help, type, aggregator: 'sum', get, reset() {} } as unknown as client.Metric);

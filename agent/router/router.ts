@@ -17,7 +17,10 @@ import { forwardInline, forwardOnWorkers, type LiveListener } from './workers.js
 import { makeAddress } from '../protocol/address.js';
 import { openTunnel, type Tunnel } from './tunnel.js';
 import { routerRegistry } from './metrics.js';
-import type { CountersSnapshot } from './counters.js';
+import { Counters, type CountersSnapshot } from './counters.js';
+
+/** RA = 40 + 16 + 32 per prefix option (the peer's /114 and each route) ≤ 1280. */
+const MAX_ROUTES = Math.floor((1280 - 40 - 16) / 32) - 1;
 
 export interface RouterOptions {
   prefix: string;
@@ -63,6 +66,8 @@ export function routerConfig(o: RouterOptions): RouterConfig {
   if (!Number.isInteger(batch) || batch < 1 || batch > 256) throw new InputError(`--batch ${o.batch}: use 1..256`);
   const workers = o.workers ?? 1;
   if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new InputError(`--workers ${o.workers}: use 1..64`);
+  // Each route is a 32-byte option in the RA, which must fit the 1280-byte tunnel MTU.
+  if ((o.routes ?? []).length > MAX_ROUTES) throw new InputError(`${o.routes!.length} --route prefixes: at most ${MAX_ROUTES} fit in a Router Advertisement`);
   const listenIPv4 = parseIPv4(o.listen);
   const a = listenIPv4 >>> 24;
   if (a === 0 || a >= 224) throw new InputError(`--listen ${o.listen} is not a unicast IPv4 address of this host`);
@@ -122,7 +127,12 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     });
     const forwarding = cfg.workers === 1
       ? forwardInline(engineCfg, cfg.batch, udpFds[0]!, tunnel.fds[0]!, onLive)
-      : await forwardOnWorkers(engineCfg, cfg.batch, udpFds, tunnel.fds, onLive);
+      : await forwardOnWorkers(engineCfg, cfg.batch, udpFds, tunnel.fds, onLive, (err) => {
+        // Stop the way a signal would, so the tunnel and its route go cleanly, and say why.
+        log.error(`${err.message}: stopping the router`);
+        process.exitCode = 1;
+        process.kill(process.pid, 'SIGTERM');
+      });
     undo.push(() => forwarding.stop());
     let metrics: MetricsServer | undefined;
     if (cfg.metrics) {
@@ -144,7 +154,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       async stop() {
         if (stopped) return;
         stopped = true;
-        const c = await forwarding.counters();
+        const c = await forwarding.counters().catch(() => new Counters().snapshot());
         await unwind();
         log.info('router stopped; tunnel removed', {
           udpToTun: c.udpToTunPackets, tunToUdp: c.tunToUdpPackets, relayed: c.relayPackets,

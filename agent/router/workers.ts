@@ -47,7 +47,7 @@ export function forwardInline(cfg: EngineConfig, batch: number, udpFd: number, t
 
 /** One worker per (udpFd, tunFd) pair. Resolves once every worker has its data path running. */
 export async function forwardOnWorkers(cfg: EngineConfig, batch: number, udpFds: number[], tunFds: number[],
-  onLive?: LiveListener): Promise<Forwarding> {
+  onLive?: LiveListener, onFailure: (err: Error) => void = (err) => { throw err; }): Promise<Forwarding> {
   const workers = udpFds.map((udpFd, i) => new Worker(new URL('./worker.js', import.meta.url), {
     workerData: { engine: cfg, batch, udpFd, tunFd: tunFds[i]! } satisfies WorkerInit,
   }));
@@ -68,22 +68,33 @@ export async function forwardOnWorkers(cfg: EngineConfig, batch: number, udpFds:
     await stopAll();
     throw err;
   }
+  // A worker that dies takes its share of the flows with it (the kernel keeps steering them to its
+  // socket and queue): that is a router failure, not something to carry on quietly with.
+  let stopping = false;
+  const alive = new Set(workers);
+  for (const w of workers) {
+    w.on('error', (err) => { if (!stopping) onFailure(new Error(`forwarding worker failed: ${err.message}`)); });
+    w.on('exit', (code) => { alive.delete(w); if (!stopping) onFailure(new Error(`forwarding worker exited (code ${code})`)); });
+  }
   let nextId = 0;
   return {
     async counters() {
       const id = ++nextId;
-      const parts = await Promise.all(workers.map((w) => new Promise<CountersSnapshot>((resolve) => {
+      // A worker that does not answer within a second (dying, or gone) counts as nothing.
+      const parts = await Promise.all([...alive].map((w) => new Promise<CountersSnapshot | null>((resolve) => {
+        const timer = setTimeout(() => { w.off('message', onMessage); resolve(null); }, 1000);
         const onMessage = (m: { type: string; id: number; counters: CountersSnapshot }) => {
-          if (m.type === 'snapshot' && m.id === id) { w.off('message', onMessage); resolve(m.counters); }
+          if (m.type === 'snapshot' && m.id === id) { clearTimeout(timer); w.off('message', onMessage); resolve(m.counters); }
         };
         w.on('message', onMessage);
         w.postMessage({ type: 'snapshot', id });
       })));
       const sum = new Counters();
-      for (const p of parts) sum.add(p);
+      for (const p of parts) if (p) sum.add(p);
       return sum.snapshot();
     },
     async stop() {
+      stopping = true;
       // Ask politely so each worker closes its polls before its fds go away, then make sure.
       for (const w of workers) w.postMessage({ type: 'stop' });
       await Promise.all(workers.map((w) => new Promise<void>((resolve) => {

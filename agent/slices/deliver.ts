@@ -254,7 +254,7 @@ const isMissing = (err: unknown) => err instanceof CommandError && /does not exi
 export class SliceDeliverer {
   private readonly o: Resolved;
   private readonly log: Logger | undefined;
-  private readonly proxy: NeighbourProxy | undefined;
+  private proxy: NeighbourProxy | undefined;
   /** Slices told to the proxy by this process (it counts references, so exactly once each). */
   private readonly proxied = new Map<string, Uint8Array>();
   private forwardingWarned = false;
@@ -358,6 +358,16 @@ export class SliceDeliverer {
 
   /** Slices this process has told the proxy about. */
   proxiedSlices(): string[] { return [...this.proxied.keys()]; }
+
+  /**
+   * Moves every proxied slice to another proxy (the router restarted with a new
+   * one, or without one): the old one forgets them, the new one learns them.
+   */
+  setProxy(next: NeighbourProxy | undefined): void {
+    if (next === this.proxy) return;
+    for (const addr of this.proxied.values()) { this.proxy?.remove(addr); next?.add(addr); }
+    this.proxy = next;
+  }
 
   /** Stops proxying a slice whose veth went away by itself (its pod's namespace was deleted). */
   unproxy(sliceText: string): void {

@@ -120,8 +120,13 @@ export class PodNetns {
   static async open(pid: number, expected: NetnsId, source: PodNetnsSource): Promise<PodNetns | null> {
     let fh: FileHandle;
     try { fh = await open(`/proc/${pid}/ns/net`, 'r'); } catch { return null; }
-    const s = await fh.stat();
-    if (!sameNetns({ dev: s.dev, ino: s.ino }, expected)) { await fh.close(); return null; }
+    try {
+      const s = await fh.stat();
+      if (!sameNetns({ dev: s.dev, ino: s.ino }, expected)) { await fh.close(); return null; }
+    } catch {
+      await fh.close().catch(() => undefined);
+      return null;
+    }
     return new PodNetns(fh, pid, expected, source);
   }
 
