@@ -40,6 +40,8 @@ const cases: [string, string[], RegExp][] = [
   ['a malformed IPv4 address', ['--prefix', PREFIX, '--listen', '198.51.100'], /'198\.51\.100' is not an IPv4 address/],
   ['an unknown flag', ['--prefix', PREFIX, '--bogus'], /Unknown option '--bogus'/],
   ['a bad extra route', ['--prefix', PREFIX, '--route', '2001:db8:77::1/48'], /--route '2001:db8:77::1\/48' has host bits set/],
+  ['more routes than fit in an RA', ['--prefix', PREFIX, ...Array.from({ length: 38 }, (_, i) => ['--route', `2001:db8:${(i + 1).toString(16)}::/48`]).flat()],
+    /38 --route prefixes: at most 37 fit in a Router Advertisement/],
 ];
 
 for (const [name, args, re] of cases) {

@@ -200,3 +200,10 @@ test('link-local sources: NS only, and only with the sender\'s IPv4:port in the 
   t.is(e.counters.drops.spoofed, 2, 'a foreign link-local NS and a non-ND link-local packet are not');
   t.is(e.nToTun, 0);
 });
+
+test('from the kernel: nothing is sent to the router\'s own IPv4 (its local services), whatever the port', (t) => {
+  const e = engine();
+  fromKernel(e, [packet(isp, makeAddress(prefix.bytes, ROUTER_V4, 22, 1)), packet(isp, makeAddress(prefix.bytes, ROUTER_V4, 25790, 1))]);
+  t.is(e.nToPeers, 0);
+  t.is(e.counters.drops.bad_destination, 2);
+});
