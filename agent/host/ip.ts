@@ -30,7 +30,3 @@ export async function ipJson<T>(...args: string[]): Promise<T> {
   return (out.trim() ? JSON.parse(out) : []) as T;
 }
 
-
-export async function linkExists(name: string): Promise<boolean> {
-  try { await ipJson('link', 'show', 'dev', name); return true; } catch { return false; }
-}

@@ -148,15 +148,6 @@ export function loadNative(): NativeIO {
   return native;
 }
 
-/** True when the addon can be loaded. */
-export function nativeAvailable(): boolean {
-  try {
-    addon();
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 export const native: NativeIO = {
   tunOpen: (name, multiQueue) => addon().tunOpen(name, multiQueue),

@@ -61,9 +61,3 @@ export function linkLayer(ipv4: number, port: number): Uint8Array {
   writeLinkLayer(out, 0, ipv4, port);
   return out;
 }
-
-/** True when 8 bytes at off equal the /64 in prefix[0..8). */
-export function samePrefix64(b: Uint8Array, off: number, prefix: Uint8Array): boolean {
-  for (let i = 0; i < 8; i++) if (b[off + i] !== prefix[i]) return false;
-  return true;
-}

@@ -4,29 +4,12 @@
 import { IPV6_HEADER } from './constants.js';
 
 export const OFF_PAYLOAD_LEN = 4;
-export const OFF_NEXT_HEADER = 6;
 export const OFF_HOP_LIMIT = 7;
 export const OFF_SRC = 8;
 export const OFF_DST = 24;
 
-export function version(b: Uint8Array, off: number): number {
-  return b[off]! >>> 4;
-}
-
 export function payloadLength(b: Uint8Array, off: number): number {
   return (b[off + OFF_PAYLOAD_LEN]! << 8) | b[off + OFF_PAYLOAD_LEN + 1]!;
-}
-
-export function nextHeader(b: Uint8Array, off: number): number {
-  return b[off + OFF_NEXT_HEADER]!;
-}
-
-export function hopLimit(b: Uint8Array, off: number): number {
-  return b[off + OFF_HOP_LIMIT]!;
-}
-
-export function isMulticast(b: Uint8Array, addrOff: number): boolean {
-  return b[addrOff] === 0xff;
 }
 
 /** fe80::/64: link-local as 6bed4 uses it (the router's fe80:: and fe80::<iid>). */

@@ -7,7 +7,7 @@ import {
   ND_OPT_TARGET_LLADDR, ND_ROUTER_ADVERT, ND_ROUTER_SOLICIT, PEER_PREFIX_LEN,
 } from './constants.js';
 import { fillChecksum, upperChecksum } from './checksum.js';
-import { OFF_DST, OFF_SRC, payloadLength, readU32, writeHeader } from './ipv6.js';
+import { OFF_SRC, payloadLength, readU32, writeHeader } from './ipv6.js';
 import type { Prefix } from './ip.js';
 
 export const ALL_NODES = Uint8Array.of(0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1);
@@ -151,11 +151,6 @@ export function parseRouterAdvert(b: Uint8Array, off: number, len: number): Rout
     o += optLen;
   }
   return prefix114 ? { prefix114, validLifetime, routes } : null;
-}
-
-/** Destination of an ND packet at off (for callers that decide on it). */
-export function destinationOffset(off: number): number {
-  return off + OFF_DST;
 }
 
 function writeU32(out: Uint8Array, o: number, v: number): void {

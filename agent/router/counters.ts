@@ -48,12 +48,6 @@ export class Counters {
     s.drops = { ...this.drops };
     return s as unknown as CountersSnapshot;
   }
-
-  totalDrops(): number {
-    let n = 0;
-    for (const r of DROP_REASONS) n += this.drops[r];
-    return n;
-  }
 }
 
 const NUMERIC_FIELDS = [
