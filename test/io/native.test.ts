@@ -271,7 +271,7 @@ test('poll works inside worker_threads, and a worker can exit with a poll open',
     );
     const exited = new Promise<number>((res) => w.once('exit', res));
     if (terminate) await w.terminate();
-    await withTimeout(exited, 5000, 'worker exit');
+    await withTimeout(exited, 30000, 'worker exit');
     return got;
   };
   const results = await Promise.all([run(true, false), run(false, true), run(false, true)]);
