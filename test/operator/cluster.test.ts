@@ -367,10 +367,13 @@ ktest('two replicas do not fight: one holds the Lease, the other stands by and t
   const third = await OperatorProcess.start(s.operatorKubeconfig!, 'op-d', OPERATOR_FLAGS);
   s.ops.push(third);
   await sleep(700);
-  const t1 = Date.now();
   t.is(await standby.stop('SIGTERM'), 0);
+  // Timed from the moment the old leader is gone (it released the Lease on the way out), not from the
+  // signal: how long a loaded machine takes to stop a process is not what this is about.
+  const t1 = Date.now();
+  t.true(standby.lines.some((l) => l.includes('released the Lease')), 'the stopping leader released the Lease');
   await eventually('op-d to lead', async () => (await third.metric('sixbed4_operator_leader')) === 1, 10_000);
-  t.true(Date.now() - t1 < 3000, `took over ${Date.now() - t1} ms after the release`);
+  t.true(Date.now() - t1 < 3000, `took over ${Date.now() - t1} ms after the release (the Lease lasts 4 s)`);
   t.log(`takeover after a crash: ${took} ms; after a release: ${Date.now() - t1} ms`);
 });
 
