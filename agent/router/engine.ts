@@ -9,7 +9,7 @@ import {
   ICMP6_TIME_EXCEEDED, IPV6_HEADER, ND_NEIGHBOR_SOLICIT, ND_REDIRECT, ND_ROUTER_SOLICIT, NH_ICMPV6, TUNNEL_MTU,
 } from '../protocol/constants.js';
 import { addressIPv4, addressPort, makeAddress, linkLayer, writeAddress } from '../protocol/address.js';
-import { OFF_DST, OFF_HOP_LIMIT, OFF_SRC, equal16, isLinkLocal64, isUnspecified, packetLength, readU32 } from '../protocol/ipv6.js';
+import { OFF_DST, OFF_HOP_LIMIT, OFF_SRC, equal16, isLinkLocal64, isUnspecified, readU32 } from '../protocol/ipv6.js';
 import {
   ALL_NODES, ROUTER_LINK_LOCAL, isRouterSolicit, ndType, neighborSolicitTarget, writeNeighborAdvert, writeRouterAdvert,
 } from '../protocol/nd.js';
@@ -299,8 +299,9 @@ function admit(d: Uint8Array, off: number, dlen: number, drops: Record<DropReaso
   if (dlen > TUNNEL_MTU) { drops.oversize++; return -1; }
   if (dlen < IPV6_HEADER) { drops.short++; return -1; }
   if ((d[off]! >>> 4) !== 6) { drops.not_ipv6++; return -1; }
-  const len = packetLength(d, off, dlen);
-  if (len < 0) drops.bad_length++;
+  // The payload length must fit the datagram; bytes beyond it are tolerated (as the kernel does) but not forwarded.
+  const len = IPV6_HEADER + ((d[off + 4]! << 8) | d[off + 5]!);
+  if (len > dlen) { drops.bad_length++; return -1; }
   return len;
 }
 
