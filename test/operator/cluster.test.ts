@@ -17,19 +17,13 @@ import { ALLOCATIONS_ANNOTATION, CLEANUP_TIMEOUT_ANNOTATION, FINALIZER, type Kub
 import { Kube, paths } from '../../operator/kube.js';
 import { subnetIndex } from '../../operator/allocate.js';
 import { parsePrefix } from '../../agent/protocol/ip.js';
-import { AGENT_SA, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OperatorProcess, parseYamlDocs, readYamlDocs, REPO } from './helpers.js';
+import { AGENT_SA, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OPERATOR_FLAGS, OperatorProcess, parseYamlDocs, readYamlDocs, REPO } from './helpers.js';
 
 const run = promisify(execFile);
 const skip = controlPlaneSkipReason();
 const ktest = skip ? test.serial.skip : test.serial;
 if (skip) test.serial.skip(`operator against a real API server: ${skip}`, () => {});
 
-/** short leader-election times so that takeovers fit in a test */
-const OPERATOR_FLAGS = [
-  '--namespace', NS, '--image', 'sixbed4:test', '--agent-service-account', AGENT_SA,
-  '--leader-elect', '--lease-name', 'sixbed4-operator', '--lease-duration', '4', '--renew-deadline', '3', '--retry-period', '0.5',
-  '--agent-stale-after', '300', '--cleanup-timeout', '120',
-];
 
 interface State {
   cp?: ControlPlane;

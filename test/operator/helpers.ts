@@ -24,6 +24,13 @@ export const RELEASE = 'sixbed4';
 export const OPERATOR_SA = 'sixbed4-operator';
 export const AGENT_SA = 'sixbed4-agent';
 
+/** The operator as the cluster tests run it: short leader-election times so that takeovers fit in a test. */
+export const OPERATOR_FLAGS = [
+  '--namespace', NS, '--image', 'sixbed4:test', '--agent-service-account', AGENT_SA,
+  '--leader-elect', '--lease-name', 'sixbed4-operator', '--lease-duration', '4', '--renew-deadline', '3', '--retry-period', '0.5',
+  '--agent-stale-after', '300', '--cleanup-timeout', '120',
+];
+
 /** `helm install` of the chart (CRDs, ServiceAccounts, RBAC, the operator Deployment: unscheduled here). */
 export async function installChart(cp: ControlPlane, extra: string[] = []): Promise<void> {
   const home = (k: string) => join(cp.dir, `helm-${k}`);
@@ -84,14 +91,9 @@ export async function eventually<T>(what: string, fn: () => Promise<T | undefine
   }
 }
 
-/** How the tests start `sixbed4 operator`: through main.js once it knows the command, else the test launcher. */
+/** How the tests start `sixbed4 operator`: the real CLI. */
 export function operatorArgv(): string[] {
-  const main = join(DIST, 'agent', 'cli', 'main.js');
-  let wired = false;
-  try {
-    wired = readFileSync(main, 'utf8').includes('operatorCommand');
-  } catch { /* not built */ }
-  return wired ? [main, 'operator'] : [join(DIST, 'test', 'operator', 'run-operator.js')];
+  return [join(DIST, 'agent', 'cli', 'main.js'), 'operator'];
 }
 
 export class OperatorProcess {

@@ -30,17 +30,12 @@ import { Informer } from '../../operator/informer.js';
 import { Kube, paths } from '../../operator/kube.js';
 import { SliceController } from '../../operator/slicecontroller.js';
 import { preferredWord, rangeName, rangePattern, sliceName, sliceWords } from '../../operator/slices.js';
-import { AGENT_SA, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OperatorProcess, readYamlDocs, REPO } from './helpers.js';
+import { AGENT_SA, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OPERATOR_FLAGS, OperatorProcess, readYamlDocs, REPO } from './helpers.js';
 
 const skip = controlPlaneSkipReason();
 const ktest = skip ? test.serial.skip : test.serial;
 if (skip) test.serial.skip(`slices against a real API server: ${skip}`, () => {});
 
-const OPERATOR_FLAGS = [
-  '--namespace', NS, '--image', 'sixbed4:test', '--agent-service-account', AGENT_SA,
-  '--leader-elect', '--lease-name', 'sixbed4-operator', '--lease-duration', '4', '--renew-deadline', '3', '--retry-period', '0.5',
-  '--agent-stale-after', '300', '--cleanup-timeout', '120',
-];
 
 interface State {
   cp?: ControlPlane;
