@@ -54,13 +54,18 @@ test.before(async () => {
 });
 
 test.after.always(async () => {
-  await s.agent?.stop();
-  await s.bridge?.close();
-  await s.operator?.stop();
-  await s.topo?.destroy();
-  await s.cp?.stop();
-  if (s.dir) await rm(s.dir, { recursive: true, force: true });
+  // Each step on its own: one that fails must not leave the namespaces and processes after it behind.
+  await safely(() => s.agent?.stop());
+  await safely(() => s.bridge?.close());
+  await safely(() => s.operator?.stop());
+  await safely(() => s.topo?.destroy());
+  await safely(() => s.cp?.stop());
+  if (s.dir) await safely(() => rm(s.dir, { recursive: true, force: true }));
 });
+
+async function safely(step: () => Promise<unknown> | undefined): Promise<void> {
+  try { await step(); } catch { /* teardown goes on */ }
+}
 
 serial(title('kubectl apply of a prefix: the agent on its node configures the host and serves a peer behind NAT'), async (t) => {
   await kubectlApply(s.cp.kubeConfig(), [{

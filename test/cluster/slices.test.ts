@@ -59,16 +59,21 @@ test.before(async () => {
 });
 
 test.after.always(async () => {
-  await s.agent?.stop();
-  await s.bridge?.close();
-  await s.operator?.stop();
-  await s.holder?.stop('SIGKILL');
-  await s.cgroup?.destroy();
-  await s.podNs?.destroy();
-  await s.topo?.destroy();
-  await s.cp?.stop();
-  if (s.dir) await rm(s.dir, { recursive: true, force: true });
+  // Each step on its own: one that fails must not leave the namespaces and processes after it behind.
+  await safely(() => s.agent?.stop());
+  await safely(() => s.bridge?.close());
+  await safely(() => s.operator?.stop());
+  await safely(() => s.holder?.stop('SIGKILL'));
+  await safely(() => s.cgroup?.destroy());
+  await safely(() => s.podNs?.destroy());
+  await safely(() => s.topo?.destroy());
+  await safely(() => s.cp?.stop());
+  if (s.dir) await safely(() => rm(s.dir, { recursive: true, force: true }));
 });
+
+async function safely(step: () => Promise<unknown> | undefined): Promise<void> {
+  try { await step(); } catch { /* teardown goes on */ }
+}
 
 serial(title('an annotated pod in a labelled namespace gets a /112 on its node, delivered into its network namespace'), async (t) => {
   await s.admin.create(paths.namespaces, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', labels: { 'sixbed4.io/prefix': 'home' } } });

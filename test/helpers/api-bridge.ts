@@ -14,8 +14,12 @@ export interface ApiBridge { close(): Promise<void>; }
 
 export async function bridgeApiInto(ns: Netns, port: number, socketPath: string): Promise<ApiBridge> {
   await rm(socketPath, { force: true });
+  // Open streams (watches above all) never end by themselves: close() destroys them, or server.close() would wait forever.
+  const open = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const upstream = net.connect(port, '127.0.0.1');
+    open.add(client); open.add(upstream);
+    client.on('close', () => open.delete(client)); upstream.on('close', () => open.delete(upstream));
     client.pipe(upstream).pipe(client);
     const end = () => { client.destroy(); upstream.destroy(); };
     client.on('error', end); upstream.on('error', end);
@@ -32,7 +36,9 @@ export async function bridgeApiInto(ns: Netns, port: number, socketPath: string)
   return {
     async close() {
       await inside.stop();
-      await new Promise<void>((r) => server.close(() => r()));
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      for (const sock of open) sock.destroy();
+      await closed;
       await rm(socketPath, { force: true });
     },
   };
