@@ -108,15 +108,31 @@ export async function runSlices<T>(ns: Netns, command: 'find' | 'reconcile', inp
   return { out: JSON.parse(r.stdout.trim().split('\n').pop()!) as T, log: r.stderr };
 }
 
-/** What re-delivery must not change: both sides as `ip -j` shows them. */
-export async function snapshot(node: Netns, hostIf: string, pod: { json<T>(args: string[]): Promise<T> }): Promise<Record<string, unknown>> {
+/**
+ * What re-delivery must not change: both sides' addresses, routes and rules, as their meaning (interface, address
+ * and length, scope; destination, next hop, device, table, metric). Not the raw `ip -j` output: that carries kernel
+ * timing (a link-local address is `tentative` until DAD ends, lifetimes count down, operstate settles), which made
+ * this comparison fail in 2 of 4 runs.
+ */
+export async function snapshot(node: Netns, hostIf: string, pod: { json<T>(args: string[]): Promise<T> }): Promise<Record<string, string[]>> {
   return {
-    hostLink: await node.json(['addr', 'show', 'dev', hostIf]),
-    hostRoutes: await node.json(['-6', 'route', 'show']),
-    podAddrs: await pod.json(['addr', 'show']),
-    podRoutes: await pod.json(['-6', 'route', 'show', 'table', 'all']),
-    podRules: await pod.json(['-6', 'rule', 'show']),
+    hostAddrs: addrs(await node.json<IpAddrLink[]>(['addr', 'show', 'dev', hostIf])),
+    hostRoutes: routes(await node.json<IpRoute[]>(['-6', 'route', 'show'])),
+    podAddrs: addrs(await pod.json<IpAddrLink[]>(['addr', 'show'])),
+    podRoutes: routes(await pod.json<IpRoute[]>(['-6', 'route', 'show', 'table', 'all'])),
+    podRules: (await pod.json<Record<string, unknown>[]>(['-6', 'rule', 'show'])).map((r) => JSON.stringify(r)).sort(),
   };
+}
+
+interface IpAddrLink { ifname: string; addr_info?: { family: string; local: string; prefixlen: number; scope: string }[] }
+interface IpRoute { dst: string; gateway?: string; dev?: string; table?: string; metric?: number; type?: string }
+
+function addrs(links: IpAddrLink[]): string[] {
+  return links.flatMap((l) => (l.addr_info ?? []).map((a) => `${l.ifname} ${a.family} ${a.local}/${a.prefixlen} scope ${a.scope}`)).sort();
+}
+
+function routes(rs: IpRoute[]): string[] {
+  return rs.map((r) => `${r.type ?? 'unicast'} ${r.dst} via ${r.gateway ?? '-'} dev ${r.dev ?? '-'} table ${r.table ?? 'main'} metric ${r.metric ?? 0}`).sort();
 }
 
 export interface ReconcileOut {
