@@ -45,14 +45,14 @@ export function resolveUplink(cfg: Pick<HostConfig, 'uplink'>, state: HostState)
 export function planApply(cfg: HostConfig, state: HostState): ApplyPlan {
   const uplink = resolveUplink(cfg, state);
   const { prefix, tunnel, dummyInterface: dummy } = cfg;
-  refuseUnknownPrefix(cfg, state, uplink);
+  const notes: string[] = [SEED_ERRATA];
+  refuseUnknownPrefix(cfg, state, uplink, notes);
   refuseCompetingRoutes(cfg, state, uplink);
   refuseStrayAddresses(cfg, state, uplink);
   const dummyLink = findLink(state, dummy);
   if (cfg.localAddressMode === 'dummy112') refuseNoDummy(cfg, state, uplink);
 
   const steps: Step[] = [];
-  const notes: string[] = [SEED_ERRATA];
 
   // 1. Forwarding: the kernel must pass packets between the uplink and the tunnel.
   if (confValue(state.conf, { conf: 'all', param: 'forwarding' }) !== '1') {
@@ -110,16 +110,25 @@ export function planApply(cfg: HostConfig, state: HostState): ApplyPlan {
   return { uplink, steps, notes, creates: { dummy: createsDummy, tunnelRoute: addsRoute } };
 }
 
-/** The prefix must be this host's: an address in it, or a route for it to the uplink or the tunnel. */
-function refuseUnknownPrefix(cfg: HostConfig, state: HostState, uplink: string): void {
+/**
+ * The prefix must be this host's when addresses of it are to be moved: an address in it, or a route for it to the
+ * uplink or the tunnel. Without local addresses there is nothing to move, and the clean case of a routed /64 — the
+ * upstream routes it to this host's link-local address — leaves no trace here to check: the plan goes ahead with a
+ * note (all it does then is forwarding and the route to the tunnel, both undone by revert).
+ */
+function refuseUnknownPrefix(cfg: HostConfig, state: HostState, uplink: string, notes: string[]): void {
   const devs = [uplink, 'lo', cfg.dummyInterface];
   const hasAddress = state.addresses.some((a) => devs.includes(a.dev) && inPrefix(cfg.prefix, a.bytes));
   const routed = state.routes.some((r) => r.prefix && r.prefix.length > 0 && r.prefix.length <= 64 &&
     inPrefix(r.prefix, cfg.prefix.bytes) && (r.devs.includes(uplink) || r.devs.includes(cfg.tunnel)));
-  if (!hasAddress && !routed) {
-    throw new InputError(`prefix ${cfg.prefix.text} is neither on ${uplink} (no address in it) nor routed to it (no route for it via ${uplink}): ` +
-      `refusing to reconfigure for a prefix this host does not have; is it the /64 your provider routes to this host, and ${uplink} the right uplink? (ip -6 addr show dev ${uplink})`);
+  if (hasAddress || routed) return;
+  if (cfg.localAddresses.length === 0) {
+    notes.push(`${cfg.prefix.text} is neither on ${uplink} nor routed here by a local route: taken as routed to this host by the upstream ` +
+      `(to ${uplink}'s link-local address); if it is not, nothing will reach the tunnel`);
+    return;
   }
+  throw new InputError(`prefix ${cfg.prefix.text} is neither on ${uplink} (no address in it) nor routed to it (no route for it via ${uplink}): ` +
+    `refusing to move local addresses of a prefix this host does not have; is it the /64 your provider routes to this host, and ${uplink} the right uplink? (ip -6 addr show dev ${uplink})`);
 }
 
 /** A route for exactly the /64 on the uplink, other than the kernel's own, would compete with the tunnel's. */

@@ -110,6 +110,15 @@ test('a default route learnt from Router Advertisements: accept_ra=2, or forward
   t.regex(plan.steps[2]!.reason, /would lose its default route/);
 });
 
+test('a /64 the upstream routes to the link-local address leaves no trace: without local addresses the plan goes ahead and says so', (t) => {
+  const s = clone(seedSpec());
+  s.links.eth0!.addrs = s.links.eth0!.addrs.filter((a) => a.startsWith('fe80'));
+  s.routes = s.routes.filter((r) => !r.startsWith(PREFIX));
+  const plan = planApply(cfg({ localAddresses: [] }), stateOf(s));
+  t.deepEqual(plan.steps.map((x) => commandLine(x.action)), ['sysctl -w net.ipv6.conf.all.forwarding=1', 'sysctl -w net.ipv6.conf.eth0.forwarding=1']);
+  t.true(plan.notes.some((n) => /^2001:db8:9:10::\/64 is neither on eth0 nor routed here by a local route: taken as routed to this host by the upstream/.test(n)));
+});
+
 test('an uplink whose name has a dot gets the slash form of the sysctl key', (t) => {
   const s = seedSpec();
   s.links['eth0.100'] = s.links.eth0!; delete s.links.eth0;
@@ -125,7 +134,7 @@ const refusals: [string, (s: Spec) => void, Record<string, unknown>, RegExp][] =
   ['the uplink is not there', () => {}, { uplink: 'eth9' }, /^uplink 'eth9' not found \(interfaces here: lo, eth0\)$/],
   ['a multipath default route', (s) => { s.links.eth1 = { addrs: [] }; s.routes = s.routes.map((r) => (r.startsWith('default') ? 'default nexthop via fe80::1 dev eth0 nexthop via fe80::1 dev eth1' : r)); }, {},
     /the IPv6 default route uses several interfaces \(eth0, eth1\): say which one is the uplink with --uplink/],
-  ['prefix neither on the uplink nor routed to it', () => {}, { prefix: '2001:db8:77::/64', localAddresses: [] },
+  ['local addresses of a prefix neither on the uplink nor routed to it', () => {}, { prefix: '2001:db8:77::/64', localAddresses: ['2001:db8:77::11'] },
     /^prefix 2001:db8:77::\/64 is neither on eth0 \(no address in it\) nor routed to it \(no route for it via eth0\): refusing/],
   ['a /64 announced on-link by RAs', (s) => { s.routes.push(`${PREFIX} dev eth0 proto ra metric 256`); }, {},
     /announces 2001:db8:9:10::\/64 as on-link in Router Advertisements.*accept_ra_pinfo=0/],

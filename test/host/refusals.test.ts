@@ -54,8 +54,8 @@ async function refused(t: ExecutionContext, args: string[], message: RegExp, wra
 serial(title('refuses an uplink that is not there'), (t) =>
   refused(t, ['apply', ...LOCALS, '--uplink', 'eth9'], /uplink 'eth9' not found \(interfaces here: lo, eth0\)/));
 
-serial(title('refuses a prefix that is neither on the uplink nor routed to it'), (t) =>
-  refused(t, ['apply', '--prefix', '2001:db8:77::/64'], /prefix 2001:db8:77::\/64 is neither on eth0 \(no address in it\) nor routed to it \(no route for it via eth0\)/));
+serial(title('refuses to move local addresses of a prefix that is neither on the uplink nor routed to it'), (t) =>
+  refused(t, ['apply', '--prefix', '2001:db8:77::/64', '--local', '2001:db8:77::11'], /prefix 2001:db8:77::\/64 is neither on eth0 \(no address in it\) nor routed to it \(no route for it via eth0\)/));
 
 serial(title('refuses a local address whose port word is not 0'), (t) =>
   refused(t, ['apply', '--prefix', PREFIX, '--local', '2001:db8:9:10::1:11'], /has port word 0x0001 \(bytes 12\.\.13\) instead of 0: it would collide with 6bed4 peers/));
