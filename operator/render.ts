@@ -22,13 +22,17 @@ export interface RenderOptions {
   /** agents' --log-level */
   logLevel?: string;
   resources?: { requests?: ResourceList; limits?: ResourceList };
+  /** host directory for the agents' saved host state (default AGENT_STATE_DIR) */
+  stateDir?: string;
 }
 
 export const DEFAULT_AGENT_RESOURCES = { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } };
 
+/** Where the agent keeps the saved host state, inside its container; the host directory behind it is RenderOptions.stateDir. */
+export const AGENT_STATE_DIR = '/var/lib/sixbed4';
+
 /** Where the agent finds /proc/sys/net of the host (its own /proc/sys is read-only in a container). */
 export const AGENT_PROC_SYS = '/host/proc/sys';
-export const AGENT_STATE_DIR = '/var/lib/sixbed4';
 
 export function agentLabels(prefixName: string): Record<string, string> {
   return { [LABEL_NAME]: 'sixbed4', [LABEL_COMPONENT]: 'agent', [LABEL_PREFIX]: prefixName };
@@ -121,7 +125,7 @@ export function renderDaemonSet(p: SixBed4Prefix, nodeSelector: Record<string, s
             { name: 'config', configMap: { name: agentConfigMapName(name) } },
             { name: 'dev-net-tun', hostPath: { path: '/dev/net/tun', type: 'CharDevice' } },
             { name: 'proc-sys-net', hostPath: { path: '/proc/sys/net', type: 'Directory' } },
-            { name: 'state', hostPath: { path: AGENT_STATE_DIR, type: 'DirectoryOrCreate' } },
+            { name: 'state', hostPath: { path: opts.stateDir ?? AGENT_STATE_DIR, type: 'DirectoryOrCreate' } },
             { name: 'tmp', emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } },
           ],
         },

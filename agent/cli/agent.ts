@@ -33,7 +33,8 @@ export async function agentCommand(args: string[]): Promise<number> {
   const agent = await startAgent(new Kube(kc, 'sixbed4-agent'), {
     prefixName, node,
     configDir: values['config-dir'] ?? process.env.SIXBED4_AGENT_CONFIG_DIR ?? '/etc/sixbed4',
-    statePath: values.state ?? `/var/lib/sixbed4/agent-${prefixName}.json`,
+    // per prefix and node: a directory shared by several nodes (a test machine, a shared /var) never mixes hosts
+    statePath: values.state ?? `/var/lib/sixbed4/agent-${prefixName}-${node}.json`,
     ...(values.metrics ? { metrics: values.metrics } : {}),
     ...(values.tun ? { tun: values.tun } : {}),
     ...(values['poll-ms'] ? { pollMs: Number(values['poll-ms']) } : {}),

@@ -21,6 +21,7 @@ DaemonSet and ConfigMap in its namespace, allocates /64s to nodes, reports statu
   --image-pull-policy P    Always, IfNotPresent (default) or Never
   --agent-service-account SA  ServiceAccount of the agents (default sixbed4-agent)
   --agent-log-level LEVEL  --log-level passed to the agents
+  --agent-state-dir DIR    host directory where agents keep each host's saved state (default /var/lib/sixbed4)
   --leader-elect           hold a Lease so that only one replica acts
   --lease-name NAME        the Lease (default sixbed4-operator)
   --lease-duration S       seconds (default 15); --renew-deadline S (10); --retry-period S (2)
@@ -37,6 +38,11 @@ function seconds(v: string | undefined, flag: string, dflt: number): number {
   return Number(v) * 1000;
 }
 
+function absoluteDir(v: string, flag: string): string {
+  if (!v.startsWith('/') || v.includes('..') || /[\s:]/.test(v)) throw new InputError(`${flag} '${v}' must be an absolute path without '..', ':' or spaces`);
+  return v.replace(/\/+$/, '') || '/';
+}
+
 const IN_CLUSTER_NS = '/var/run/secrets/kubernetes.io/serviceaccount/namespace';
 
 export async function operatorCommand(args: string[]): Promise<number> {
@@ -49,6 +55,7 @@ export async function operatorCommand(args: string[]): Promise<number> {
       options: {
         kubeconfig: { type: 'string' }, namespace: { type: 'string' }, image: { type: 'string' },
         'image-pull-policy': { type: 'string' }, 'agent-service-account': { type: 'string' }, 'agent-log-level': { type: 'string' },
+        'agent-state-dir': { type: 'string' },
         'leader-elect': { type: 'boolean' }, 'lease-name': { type: 'string' }, 'lease-duration': { type: 'string' },
         'renew-deadline': { type: 'string' }, 'retry-period': { type: 'string' }, 'cleanup-timeout': { type: 'string' },
         'agent-stale-after': { type: 'string' }, resync: { type: 'string' }, metrics: { type: 'string' },
@@ -100,6 +107,7 @@ export async function operatorCommand(args: string[]): Promise<number> {
       imagePullPolicy: pull,
       serviceAccount: values['agent-service-account'] ?? 'sixbed4-agent',
       ...(values['agent-log-level'] ? { logLevel: values['agent-log-level'] } : {}),
+      ...(values['agent-state-dir'] ? { stateDir: absoluteDir(values['agent-state-dir'], '--agent-state-dir') } : {}),
     },
     ...(values['leader-elect'] ? { leaderElection: { leaseName: values['lease-name'] ?? 'sixbed4-operator', leaseDurationMs, renewDeadlineMs, retryPeriodMs } } : {}),
     ...(values.identity ? { identity: values.identity } : {}),

@@ -98,7 +98,7 @@ const SUFFIX = { isp: 'isp', router: 'rtr', nat: 'nat', A: 'pa', B: 'pb', C: 'pc
 
 // Masquerading only what comes from the inside keeps the router-facing side
 // of the NAT otherwise transparent.
-const NAT_RULESET = `
+export const NAT_RULESET = `
 table ip sixbed4_nat {
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;

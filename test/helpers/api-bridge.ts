@@ -12,7 +12,11 @@ const NS_SIDE = fileURLToPath(new URL('./api-bridge-ns.js', import.meta.url));
 
 export interface ApiBridge { close(): Promise<void>; }
 
-export async function bridgeApiInto(ns: Netns, port: number, socketPath: string): Promise<ApiBridge> {
+/**
+ * Bridges `listen` inside ns (default 127.0.0.1:port, so the kubeconfig's URL works unchanged) to the API server's
+ * 127.0.0.1:port here. A node gives another listen address: the `kubernetes` Service's, which its pods use.
+ */
+export async function bridgeApiInto(ns: Netns, port: number, socketPath: string, listen: { host: string; port: number } = { host: '127.0.0.1', port }): Promise<ApiBridge> {
   await rm(socketPath, { force: true });
   // Open streams (watches above all) never end by themselves: close() destroys them, or server.close() would wait forever.
   const open = new Set<net.Socket>();
@@ -27,7 +31,7 @@ export async function bridgeApiInto(ns: Netns, port: number, socketPath: string)
   await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(socketPath, resolve); });
   let inside: Proc;
   try {
-    inside = ns.spawn([process.execPath, NS_SIDE, String(port), socketPath]);
+    inside = ns.spawn([process.execPath, NS_SIDE, String(listen.port), socketPath, listen.host]);
     await inside.waitFor(/^bridging/, 5000);
   } catch (err) {
     server.close();

@@ -46,6 +46,10 @@ export interface ControlPlaneOptions {
   controllers?: string[];
   /** Extra static-token identities (besides 'admin' and 'unprivileged'). */
   users?: StaticUser[];
+  /** kube-apiserver --service-cluster-ip-range (default SERVICE_CLUSTER_IP_RANGE); its first address is the `kubernetes` Service's. */
+  serviceClusterIpRange?: string;
+  /** Also run kube-scheduler (built by build-node.sh). Default false. */
+  scheduler?: boolean;
   /** Extra kube-apiserver flags, e.g. ['--feature-gates=...']. */
   apiServerArgs?: string[];
   /** Directory with the binaries (default: controlPlaneBinaries()). */
@@ -61,8 +65,10 @@ export interface ControlPlane {
   server: string;
   /** kubeconfig (JSON, readable by kubectl/helm) for the admin user; contexts for every static user too */
   kubeconfigPath: string;
-  /** PEM bundle to trust for `server` */
+  /** PEM bundle to trust for `server` (and for the API server's other addresses, the `kubernetes` Service's included) */
   caData: string;
+  /** the API server's port on 127.0.0.1 */
+  port: number;
   /** bearer token of the admin user (group system:masters) */
   adminToken: string;
   /** static-token users by name → token: 'admin', 'unprivileged' and opts.users */
@@ -200,7 +206,8 @@ function token(): string {
   return randomBytes(24).toString('base64url');
 }
 
-interface Proc {
+/** A control-plane or node process with its log file (logs/<name>.log). */
+export interface Proc {
   name: string;
   child: ChildProcess;
   log: string;
@@ -225,7 +232,7 @@ function installExitHook(): void {
   });
 }
 
-function startProc(name: string, bin: string, args: string[], logDir: string, env: NodeJS.ProcessEnv): Proc {
+export function startProc(name: string, bin: string, args: string[], logDir: string, env: NodeJS.ProcessEnv): Proc {
   const log = join(logDir, `${name}.log`);
   const out = createWriteStream(log);
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
@@ -251,7 +258,7 @@ function startProc(name: string, bin: string, args: string[], logDir: string, en
   return p;
 }
 
-async function stopProc(p: Proc, graceMs = 10_000): Promise<void> {
+export async function stopProc(p: Proc, graceMs = 10_000): Promise<void> {
   if (p.exitCode !== undefined) return;
   p.child.kill('SIGTERM');
   const ac = new AbortController();
@@ -264,7 +271,7 @@ async function stopProc(p: Proc, graceMs = 10_000): Promise<void> {
   }
 }
 
-async function tail(file: string, lines = 40): Promise<string> {
+export async function tail(file: string, lines = 40): Promise<string> {
   try {
     const s = await readFile(file, 'utf8');
     return s.split('\n').slice(-lines).join('\n');
@@ -300,7 +307,7 @@ function get(url: string, opts: { token?: string; ca?: string; timeoutMs?: numbe
   });
 }
 
-async function waitFor(what: string, deadline: number, procs: Proc[], check: () => Promise<boolean>): Promise<void> {
+export async function waitFor(what: string, deadline: number, procs: Proc[], check: () => Promise<boolean>): Promise<void> {
   let lastErr = '';
   while (Date.now() < deadline) {
     for (const p of procs) {
@@ -337,7 +344,7 @@ interface KubeconfigUser {
   token: string;
 }
 
-function kubeconfigJson(server: string, caData: string, users: KubeconfigUser[], current: string): string {
+export function kubeconfigJson(server: string, caData: string, users: KubeconfigUser[], current: string): string {
   const ca = Buffer.from(caData).toString('base64');
   return JSON.stringify(
     {
@@ -474,7 +481,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
           `--cert-dir=${certDir}`,
           `--token-auth-file=${tokenFile}`,
           '--authorization-mode=RBAC',
-          `--service-cluster-ip-range=${SERVICE_CLUSTER_IP_RANGE}`,
+          `--service-cluster-ip-range=${opts.serviceClusterIpRange ?? SERVICE_CLUSTER_IP_RANGE}`,
           `--service-account-issuer=${SERVICE_ACCOUNT_ISSUER}`,
           `--service-account-key-file=${saPub}`,
           `--service-account-signing-key-file=${saKey}`,
@@ -577,8 +584,18 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       }
     }
 
+    // --- kube-scheduler
+    if (opts.scheduler) {
+      const sched = startProc('kube-scheduler', join(binDir, 'kube-scheduler'),
+        [`--kubeconfig=${kubeconfigPath}`, '--leader-elect=false', '--secure-port=0', '--v=1'], logDir, env);
+      procs.push(sched);
+      await sleep(500);
+      if (sched.exitCode !== undefined) throw new Error(`kube-scheduler exited (code ${sched.exitCode}):\n${await tail(sched.log)}`);
+    }
+
     const cp: ControlPlane = {
       server,
+      port: Number(new URL(server).port),
       kubeconfigPath,
       caData,
       adminToken,

@@ -6,6 +6,7 @@
 // (s4-test-<unique>/kubepods.slice/...), as a kubelet with --cgroup-root
 // would make them, never in a real kubepods tree; destroy() moves any process
 // still inside back to the hierarchy's root and removes the directories.
+import { addressLines, routeLines, type IpAddrLink, type IpRoute } from '../helpers/netstate.js';
 import { mkdir, readFile, rmdir, stat, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { sleep, type Netns } from '../../agent/lab/netns.js';
@@ -108,31 +109,15 @@ export async function runSlices<T>(ns: Netns, command: 'find' | 'reconcile', inp
   return { out: JSON.parse(r.stdout.trim().split('\n').pop()!) as T, log: r.stderr };
 }
 
-/**
- * What re-delivery must not change: both sides' addresses, routes and rules, as their meaning (interface, address
- * and length, scope; destination, next hop, device, table, metric). Not the raw `ip -j` output: that carries kernel
- * timing (a link-local address is `tentative` until DAD ends, lifetimes count down, operstate settles), which made
- * this comparison fail in 2 of 4 runs.
- */
+/** What re-delivery must not change: both sides' addresses, routes and rules, by their meaning (helpers/netstate.ts). */
 export async function snapshot(node: Netns, hostIf: string, pod: { json<T>(args: string[]): Promise<T> }): Promise<Record<string, string[]>> {
   return {
-    hostAddrs: addrs(await node.json<IpAddrLink[]>(['addr', 'show', 'dev', hostIf])),
-    hostRoutes: routes(await node.json<IpRoute[]>(['-6', 'route', 'show'])),
-    podAddrs: addrs(await pod.json<IpAddrLink[]>(['addr', 'show'])),
-    podRoutes: routes(await pod.json<IpRoute[]>(['-6', 'route', 'show', 'table', 'all'])),
+    hostAddrs: addressLines(await node.json<IpAddrLink[]>(['addr', 'show', 'dev', hostIf])),
+    hostRoutes: routeLines(await node.json<IpRoute[]>(['-6', 'route', 'show'])),
+    podAddrs: addressLines(await pod.json<IpAddrLink[]>(['addr', 'show'])),
+    podRoutes: routeLines(await pod.json<IpRoute[]>(['-6', 'route', 'show', 'table', 'all'])),
     podRules: (await pod.json<Record<string, unknown>[]>(['-6', 'rule', 'show'])).map((r) => JSON.stringify(r)).sort(),
   };
-}
-
-interface IpAddrLink { ifname: string; addr_info?: { family: string; local: string; prefixlen: number; scope: string }[] }
-interface IpRoute { dst: string; gateway?: string; dev?: string; table?: string; metric?: number; type?: string }
-
-function addrs(links: IpAddrLink[]): string[] {
-  return links.flatMap((l) => (l.addr_info ?? []).map((a) => `${l.ifname} ${a.family} ${a.local}/${a.prefixlen} scope ${a.scope}`)).sort();
-}
-
-function routes(rs: IpRoute[]): string[] {
-  return rs.map((r) => `${r.type ?? 'unicast'} ${r.dst} via ${r.gateway ?? '-'} dev ${r.dev ?? '-'} table ${r.table ?? 'main'} metric ${r.metric ?? 0}`).sort();
 }
 
 export interface ReconcileOut {

@@ -1,0 +1,187 @@
+// The product as a user meets it, on real nodes: kube-apiserver, etcd, kube-controller-manager and kube-scheduler,
+// two nodes each running containerd + runc + the CNI reference plugins + kubelet (built from the Go module proxy,
+// test/k8s/build-node.sh) in a network namespace of the lab topology (test/k8s/nodelab.ts). `helm install` of the
+// chart starts the operator as a Pod; a SixBed4Prefix applied as kubectl does makes the kubelets run the agent Pods
+// (hostNetwork: the node namespaces are their host network); 6bed4 peers behind a NAT reach the ISP, and each other,
+// through the agents' routers; deleting the prefix leaves each node's network as it was.
+//
+// Needs root, the control-plane and node binaries and a Docker Engine (the images are built locally); skips with
+// the reason otherwise (under CI a missing piece is a failure: CI is root and runs everything).
+import test from 'ava';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import type { Proc } from '../../agent/lab/netns.js';
+import { ping6, scrape, startPeerIn } from '../../agent/lab/sixbed4.js';
+import { TOPO } from '../../agent/lab/topology.js';
+import { Kube, paths } from '../../operator/kube.js';
+import type { KubeObject, SixBed4Prefix } from '../../operator/api.js';
+import { startControlPlane, type ControlPlane } from './controlplane.js';
+import { KubeNode, NODE_API_SERVER_ARGS, NODE_CONTROLLERS, nodeSkipReason, nodeUsers } from './node.js';
+import { buildNodeImages, type NodeImages } from './images.js';
+import { API_SERVICE_IP, buildNodeLab, SERVICE_RANGE, type LabNode, type NodeLab } from './nodelab.js';
+import { hostNetwork } from '../helpers/netstate.js';
+import { eventually, kubectlApply, NS, RELEASE, REPO } from '../operator/helpers.js';
+
+const run = promisify(execFile);
+const isCI = process.env.CI === 'true' || process.env.CI === '1';
+const why = process.env.SIXBED4_SKIP_DOCKER === '1' ? 'SIXBED4_SKIP_DOCKER=1' : nodeSkipReason();
+if (why && isCI && process.getuid?.() === 0) throw new Error(`real-node tests cannot run under CI: ${why}`);
+const serial = why ? test.serial.skip : test.serial;
+const title = (s: string) => (why ? `${s} (skipped: ${why})` : s);
+
+const NODES = ['node-a', 'node-b'];
+const PREFIX = '2001:db8:9:10::/63';
+const PREFIX_NAME = 'edge';
+const TAG = 'node-test';
+/** Pods' own interfaces on a node: not the node's configuration. */
+const nodeOwned = (ifname: string) => !ifname.startsWith('veth');
+
+interface State {
+  dir: string; images: NodeImages; lab: NodeLab; cp: ControlPlane; admin: Kube; nodes: KubeNode[];
+  before: Map<string, Record<string, string[]>>; peers: Proc[];
+}
+const s = { nodes: [], peers: [], before: new Map() } as unknown as State;
+
+async function helm(args: string[]): Promise<string> {
+  const home = (k: string) => join(s.dir, `helm-${k}`);
+  const r = await run(s.cp.helm, [...args, '--kubeconfig', s.cp.kubeconfigPath],
+    { env: { ...process.env, HELM_CACHE_HOME: home('cache'), HELM_CONFIG_HOME: home('config'), HELM_DATA_HOME: home('data') } });
+  return r.stdout;
+}
+
+interface Pod extends KubeObject {
+  spec: { nodeName?: string };
+  status?: { phase?: string; podIP?: string; conditions?: { type: string; status: string }[] };
+}
+const podReady = (p: Pod) => p.status?.phase === 'Running' && (p.status.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
+const pods = async (selector: string) =>
+  (await s.admin.get<{ items: Pod[] }>(`/api/v1/namespaces/${NS}/pods?labelSelector=${encodeURIComponent(selector)}`))?.items ?? [];
+const labNode = (name: string): LabNode => s.lab.nodes.find((n) => n.name === name)!;
+
+/** On failure, what a person would look at first. */
+async function dump(): Promise<string> {
+  const out: string[] = [];
+  for (const n of s.nodes) out.push(await n.logs(15));
+  try {
+    const r = await run(join(s.cp.binDir, '..', 'bin', 'kubectl'), ['--kubeconfig', s.cp.kubeconfigPath, 'get', 'pods,ds,deploy,sixbed4prefixes', '-A', '-o', 'wide']);
+    out.push(r.stdout);
+  } catch { /* best effort */ }
+  return out.join('\n');
+}
+
+test.before(async () => {
+  if (why) return;
+  s.dir = await mkdtemp(join(tmpdir(), 'sixbed4-node-'));
+  s.images = await buildNodeImages(TAG, s.dir);
+  s.lab = await buildNodeLab('rn', NODES);
+  s.cp = await startControlPlane({
+    controllerManager: true, controllers: NODE_CONTROLLERS, scheduler: true,
+    serviceClusterIpRange: SERVICE_RANGE, users: nodeUsers(NODES), apiServerArgs: NODE_API_SERVER_ARGS,
+  });
+  s.admin = new Kube(s.cp.kubeConfig(), 'sixbed4-test');
+  for (const n of s.lab.nodes) {
+    s.nodes.push(await KubeNode.start({
+      name: n.name, ns: n.ns, nodeIp: n.v4, podCidr: n.podCidr, cp: s.cp, apiServiceIp: API_SERVICE_IP,
+      imageArchive: s.images.archive, sandboxImage: s.images.sandbox, dir: s.dir, labels: { 'sixbed4.io/router': 'true' },
+    }));
+  }
+  await mkdir(join(s.dir, 'agent-state'));
+});
+
+test.after.always(async () => {
+  if (why) return;
+  for (const p of s.peers) await safely(() => p.stop());
+  // The kubelets tear pods down the normal way (CNI DEL) before the nodes go.
+  await safely(() => s.admin.delete(paths.prefix(PREFIX_NAME)));
+  await safely(() => helm(['uninstall', RELEASE, '--namespace', NS, '--wait', '--timeout', '60s']));
+  await safely(() => eventually('every pod gone', async () => (await pods('app.kubernetes.io/name=sixbed4')).length === 0, 60_000, 500));
+  for (const n of s.nodes) await safely(() => n.stop());
+  await safely(() => s.cp?.stop());
+  await safely(() => s.lab?.destroy());
+  if (s.dir) await safely(() => rm(s.dir, { recursive: true, force: true }));
+});
+
+async function safely(step: () => Promise<unknown> | undefined): Promise<void> {
+  try { await step(); } catch { /* teardown goes on */ }
+}
+
+serial(title('helm install: the operator runs as a Pod on a node, takes the Lease, and answers /healthz and metrics through the Pod'), async (t) => {
+  await helm(['install', RELEASE, join(REPO, 'charts', 'sixbed4'), '--namespace', NS, '--create-namespace',
+    '--set', `image.repository=${s.images.repository}`, '--set', `image.tag=${s.images.tag}`, '--set', 'image.pullPolicy=Never',
+    '--set', `agent.stateDir=${join(s.dir, 'agent-state')}`, '--set', 'logFormat=json']);
+  const op = await eventually('the operator Pod Running and Ready', async () => (await pods('app.kubernetes.io/component=operator')).find(podReady), 180_000, 500)
+    .catch(async (e: Error) => { throw new Error(`${e.message}\n${await dump()}`); });
+  t.truthy(op.spec.nodeName && NODES.includes(op.spec.nodeName), `scheduled on a node (${op.spec.nodeName})`);
+  const lease = await eventually('the Lease held by the operator Pod', async () => {
+    const l = await s.admin.get<{ spec?: { holderIdentity?: string } }>(`/apis/coordination.k8s.io/v1/namespaces/${NS}/leases/sixbed4-operator`);
+    return l?.spec?.holderIdentity ? l : undefined;
+  }, 60_000, 500);
+  t.regex(lease.spec!.holderIdentity!, new RegExp(op.metadata.name!), 'the Pod holds it');
+  // Through the Pod's own address, from its node (as Prometheus would scrape it).
+  const node = labNode(op.spec.nodeName!);
+  const health = await node.ns.run([process.execPath, '-e', `fetch('http://${op.status!.podIP}:9464/healthz').then(r => console.log(r.status))`]);
+  t.is(health.trim(), '200');
+  const metrics = await scrape(node.ns, `${op.status!.podIP}:9464`);
+  t.true([...metrics.keys()].some((k) => k.startsWith('sixbed4_operator_')), 'operator metrics served');
+  // Each node's network now, with the operator's pod network in place: what deleting the prefix must return to.
+  for (const n of s.lab.nodes) s.before.set(n.name, await hostNetwork(n.ns, nodeOwned));
+});
+
+serial(title('kubectl apply of a /63: an agent Pod Running and Ready on each node, status Ready from the real agents, the rollout followed'), async (t) => {
+  await kubectlApply(s.cp.kubeConfig(), [{
+    apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix', metadata: { name: PREFIX_NAME },
+    spec: { prefix: PREFIX, nodeSelector: { 'sixbed4.io/router': 'true' } },
+  } as never]);
+  // Progressing follows the real rollout: True while the DaemonSet's pods start.
+  const seen = new Set<string>();
+  const ready = await eventually('agents Ready on both nodes and the prefix Ready', async () => {
+    const p = await s.admin.get<SixBed4Prefix>(paths.prefix(PREFIX_NAME));
+    const prog = p?.status?.conditions?.find((c) => c.type === 'Progressing');
+    if (prog) seen.add(`${prog.status}/${prog.reason}`);
+    const agents = (await pods('app.kubernetes.io/component=agent')).filter(podReady);
+    const isReady = p?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+    return p && agents.length === 2 && isReady && prog?.reason === 'RolledOut' ? { p, agents } : undefined;
+  }, 240_000, 300).catch(async (e: Error) => { throw new Error(`${e.message}\n${await dump()}`); });
+  t.deepEqual(ready.agents.map((a) => a.spec.nodeName).sort(), NODES, 'one agent Pod per node');
+  t.is(ready.p.status!.nodesReady, '2/2');
+  t.true(seen.has('True/RollingOut'), `Progressing was True while the pods rolled out (seen: ${[...seen].join(', ')})`);
+  const entries = ready.p.status!.nodes!;
+  t.deepEqual(entries.map((e) => e.prefix).sort(), ['2001:db8:9:10::/64', '2001:db8:9:11::/64'], 'the /63 split in two /64s');
+  for (const e of entries) {
+    t.is(e.listen, `${labNode(e.name).v4}:25790`, `${e.name} listens on its InternalIP`);
+    await s.lab.routeAtIsp(e.prefix!, labNode(e.name));
+  }
+});
+
+serial(title('peers behind the NAT reach the ISP, and the ISP them, through each node\'s agent; and each other across the nodes'), async (t) => {
+  const p = (await s.admin.get<SixBed4Prefix>(paths.prefix(PREFIX_NAME)))!;
+  const [a, b] = NODES.map((n) => labNode(n));
+  const peerA = await startPeerIn(s.lab.peers.A, ['--router', a!.v4, '--default-route']);
+  const peerB = await startPeerIn(s.lab.peers.B, ['--router', b!.v4, '--default-route']);
+  s.peers.push(peerA.proc, peerB.proc);
+  const inPrefixOf = (addr: string, node: string) => addr.startsWith(p.status!.nodes!.find((e) => e.name === node)!.prefix!.replace(/::\/64$/, ':'));
+  t.true(inPrefixOf(peerA.address, a!.name), `peer A (${peerA.address}) got an address of ${a!.name}'s /64`);
+  t.true(inPrefixOf(peerB.address, b!.name), `peer B (${peerB.address}) got an address of ${b!.name}'s /64`);
+  for (const [from, to, what] of [
+    [s.lab.peers.A, TOPO.ispV6, 'A -> ISP'], [s.lab.isp, peerA.address, 'ISP -> A'],
+    [s.lab.peers.B, TOPO.ispV6, 'B -> ISP'], [s.lab.isp, peerB.address, 'ISP -> B'],
+    [s.lab.peers.A, peerB.address, 'A -> B'], [s.lab.peers.B, peerA.address, 'B -> A'],
+  ] as const) {
+    const r = await ping6(from, to, { count: 3 });
+    t.is(r.received, 3, `${what}: ${r.output}`);
+  }
+});
+
+serial(title('deleting the prefix: the agent Pods go, and each node\'s addresses, routes and sysctls are as before'), async (t) => {
+  for (const p of s.peers.splice(0)) await p.stop();
+  await s.admin.delete(paths.prefix(PREFIX_NAME));
+  await eventually('the prefix gone (its finalizer released after the agents reverted)', async () => !(await s.admin.get(paths.prefix(PREFIX_NAME))), 120_000, 500)
+    .catch(async (e: Error) => { throw new Error(`${e.message}\n${await dump()}`); });
+  await eventually('no agent Pod left', async () => (await pods('app.kubernetes.io/component=agent')).length === 0, 120_000, 500);
+  for (const n of s.lab.nodes) {
+    t.deepEqual(await hostNetwork(n.ns, nodeOwned), s.before.get(n.name), `${n.name}: as before`);
+  }
+});
