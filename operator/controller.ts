@@ -1,23 +1,23 @@
 // The operator process: (optionally) wins the leader Lease, then watches
 // SixBed4Prefixes, Nodes and its own DaemonSets/ConfigMaps and reconciles
 // each prefix that may be affected, one at a time, with backoff on errors and
-// a periodic resync; and runs the slice allocator (slicecontroller.ts) on the
+// a periodic resync; and runs the slice allocator (slices/controller.ts) on the
 // same prefix and node caches. A replica that loses the Lease stops at once.
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from '../agent/log.js';
 import {
   LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, PREFIXES_PATH, agentConfigMapName, agentDaemonSetName, type KubeObject, type SixBed4Prefix,
-} from './api.js';
-import { EventRecorder } from './events.js';
-import { Informer, type ChangeType } from './informer.js';
-import { Kube, paths } from './kube.js';
-import { LeaderElector, defaultIdentity } from './leader.js';
+} from '../kube/api.js';
+import { EventRecorder } from '../kube/events.js';
+import { Informer, type ChangeType } from '../kube/informer.js';
+import { Kube, paths } from '../kube/client.js';
+import { LeaderElector, defaultIdentity } from '../kube/leader.js';
 import { OperatorMetrics } from './metrics.js';
-import { nodeInfo } from './plan.js';
-import { WorkQueue } from './queue.js';
-import { reconcilePrefix, type ReconcileDeps } from './reconcile.js';
-import type { RenderOptions } from './render.js';
-import { SliceController } from './slicecontroller.js';
+import { nodeInfo } from './prefix/plan.js';
+import { WorkQueue } from '../kube/queue.js';
+import { reconcilePrefix, type ReconcileDeps } from './prefix/reconcile.js';
+import type { RenderOptions } from './prefix/render.js';
+import { SliceController } from './slices/controller.js';
 
 export interface OperatorOptions {
   kubeConfig: KubeConfig;

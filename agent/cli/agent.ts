@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
 import { createLogger, type LogFormat } from '../log.js';
 import { InputError } from '../protocol/ip.js';
-import { Kube } from '../../operator/kube.js';
+import { Kube } from '../../kube/client.js';
 import { startAgent } from '../cluster/agent.js';
 
 export async function agentCommand(args: string[]): Promise<number> {

@@ -13,9 +13,9 @@ import { routerConfig, startRouter, type RunningRouter } from '../router/router.
 import { routerRegistry } from '../router/metrics.js';
 import { Counters } from '../router/counters.js';
 import { startMetricsServer, type MetricsServer } from '../metrics.js';
-import { paths, type Kube } from '../../operator/kube.js';
-import { Informer } from '../../operator/informer.js';
-import type { SixBed4Prefix } from '../../operator/api.js';
+import { paths, type Kube } from '../../kube/client.js';
+import { Informer } from '../../kube/informer.js';
+import type { SixBed4Prefix } from '../../kube/api.js';
 import { proxiedLocalAddresses } from '../ndp/policy.js';
 import { readShare } from './config.js';
 import { SliceAgent } from './slices.js';

@@ -4,7 +4,7 @@
 // agent that restarts while the API server is down still gets its config.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { agentConfigNodeKey, AGENT_CONFIG_COMMON_KEY, type AgentCommonConfig, type AgentNodeConfig } from '../../operator/api.js';
+import { agentConfigNodeKey, AGENT_CONFIG_COMMON_KEY, type AgentCommonConfig, type AgentNodeConfig } from '../../kube/api.js';
 
 export interface NodeShare { readonly common: AgentCommonConfig; readonly node: AgentNodeConfig | null; readonly text: string; }
 

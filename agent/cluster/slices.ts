@@ -9,9 +9,9 @@ import { parsePrefix } from '../protocol/ip.js';
 import { SliceDeliverer, type NeighbourProxy } from '../slices/deliver.js';
 import { defaultLocator } from '../slices/podns.js';
 import { reconcileSlices, type DesiredSlice, type SliceStatus } from '../slices/reconcile.js';
-import { agentFieldManager, API_VERSION, SLICE_KIND, SLICES_PATH, type SixBed4Slice } from '../../operator/api.js';
-import type { Kube } from '../../operator/kube.js';
-import { Informer } from '../../operator/informer.js';
+import { agentFieldManager, API_VERSION, SLICE_KIND, SLICES_PATH, type SixBed4Slice } from '../../kube/api.js';
+import type { Kube } from '../../kube/client.js';
+import { Informer } from '../../kube/informer.js';
 
 export interface SliceAgentOptions { prefixName: string; node: string; log: Logger; intervalMs?: number; }
 

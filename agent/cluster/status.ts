@@ -1,8 +1,8 @@
 // The agent's entry in its prefix's status (status.nodes is a list map keyed
 // by node name): each agent applies only its own fields with its own field
 // manager, so agents and the operator never overwrite each other.
-import { API_VERSION, KIND, agentFieldManager, type NodeStatus } from '../../operator/api.js';
-import { paths, type Kube } from '../../operator/kube.js';
+import { API_VERSION, KIND, agentFieldManager, type NodeStatus } from '../../kube/api.js';
+import { paths, type Kube } from '../../kube/client.js';
 
 export type AgentReport = Omit<NodeStatus, 'name' | 'prefix' | 'listen'>;
 

@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import { parsePrefix } from '../../agent/protocol/ip.js';
 import {
   allocate, formatAllocations, parseAllocations, preferredIndex, subnetCount, subnetIndex, subnetText,
-} from '../../operator/allocate.js';
+} from '../../operator/prefix/subnets.js';
 
 const P48 = parsePrefix('2001:db8:9::/48');
 const P63 = parsePrefix('2001:db8:9:10::/63');

@@ -8,7 +8,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parse as parseYaml } from 'yaml';
-import { checkSpec } from '../../operator/spec.js';
+import { checkSpec } from '../../operator/prefix/spec.js';
 import { controlPlaneBinaries } from '../k8s/controlplane.js';
 import { parseYamlDocs, readYamlDocs, REPO } from './helpers.js';
 

@@ -13,9 +13,9 @@ import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
-import { ALLOCATIONS_ANNOTATION, CLEANUP_TIMEOUT_ANNOTATION, FINALIZER, type KubeObject, type SixBed4Prefix } from '../../operator/api.js';
-import { Kube, paths } from '../../operator/kube.js';
-import { subnetIndex } from '../../operator/allocate.js';
+import { ALLOCATIONS_ANNOTATION, CLEANUP_TIMEOUT_ANNOTATION, FINALIZER, type KubeObject, type SixBed4Prefix } from '../../kube/api.js';
+import { Kube, paths } from '../../kube/client.js';
+import { subnetIndex } from '../../operator/prefix/subnets.js';
 import { parsePrefix } from '../../agent/protocol/ip.js';
 import { AGENT_SA, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OPERATOR_FLAGS, OperatorProcess, parseYamlDocs, readYamlDocs, REPO } from './helpers.js';
 

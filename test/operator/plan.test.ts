@@ -1,8 +1,8 @@
 // The operator's own spec check and the per-node plan: what each node serves
 // and which problems (Degraded reasons) a spec has.
 import test from 'ava';
-import { checkSpec } from '../../operator/spec.js';
-import { nodeInfo, plan, type NodeInfo } from '../../operator/plan.js';
+import { checkSpec } from '../../operator/prefix/spec.js';
+import { nodeInfo, plan, type NodeInfo } from '../../operator/prefix/plan.js';
 
 const nodes: NodeInfo[] = [
   { name: 'a', labels: { role: 'edge' }, address: '198.51.100.1' },

@@ -2,7 +2,7 @@
 // once, re-queued if added while being processed, delays and backoff.
 import test from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { WorkQueue } from '../../operator/queue.js';
+import { WorkQueue } from '../../kube/queue.js';
 
 test('a key is queued once and not handed out again until done; added meanwhile, it comes back', async (t) => {
   const q = new WorkQueue();

@@ -1,10 +1,10 @@
 // Rendering of the agent DaemonSet and ConfigMap, drift detection, and the
 // operator's part of the status.
 import test from 'ava';
-import type { AgentNodeConfig, SixBed4Prefix } from '../../operator/api.js';
-import { covers, firstDrift } from '../../operator/drift.js';
-import { renderConfigMap, renderDaemonSet, type RenderOptions } from '../../operator/render.js';
-import { computeStatus, type StatusInput } from '../../operator/status.js';
+import type { AgentNodeConfig, SixBed4Prefix } from '../../kube/api.js';
+import { covers, firstDrift } from '../../operator/prefix/drift.js';
+import { renderConfigMap, renderDaemonSet, type RenderOptions } from '../../operator/prefix/render.js';
+import { computeStatus, type StatusInput } from '../../operator/prefix/status.js';
 
 const prefix: SixBed4Prefix = {
   apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix',

@@ -20,16 +20,16 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
 import { createLogger } from '../../agent/log.js';
 import { inPrefix, parseIPv6, parsePrefix } from '../../agent/protocol/ip.js';
-import { subnetIndex } from '../../operator/allocate.js';
+import { subnetIndex } from '../../operator/prefix/subnets.js';
 import {
   ADDRESS_ANNOTATION, ASSIGNED_SLICE_ANNOTATION, RANGE_ANNOTATION, type KubeObject, type SixBed4Prefix, type SixBed4Range, type SixBed4Slice,
-} from '../../operator/api.js';
-import { SliceAllocator } from '../../operator/allocator.js';
-import { EventRecorder } from '../../operator/events.js';
-import { Informer } from '../../operator/informer.js';
-import { Kube, paths } from '../../operator/kube.js';
-import { SliceController } from '../../operator/slicecontroller.js';
-import { preferredWord, rangeName, rangePattern, sliceName, sliceWords } from '../../operator/slices.js';
+} from '../../kube/api.js';
+import { SliceAllocator } from '../../operator/slices/allocator.js';
+import { EventRecorder } from '../../kube/events.js';
+import { Informer } from '../../kube/informer.js';
+import { Kube, paths } from '../../kube/client.js';
+import { SliceController } from '../../operator/slices/controller.js';
+import { preferredWord, rangeName, rangePattern, sliceName, sliceWords } from '../../operator/slices/model.js';
 import { AGENT_SA, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OPERATOR_FLAGS, OperatorProcess, readYamlDocs, REPO } from './helpers.js';
 
 const skip = controlPlaneSkipReason();

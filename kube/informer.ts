@@ -4,7 +4,7 @@
 // when the first list has arrived (the controller only acts on a full cache).
 import { ListWatch, Watch, type KubernetesObject } from '@kubernetes/client-node';
 import type { KubeObject } from './api.js';
-import type { Kube, KubeList } from './kube.js';
+import type { Kube, KubeList } from './client.js';
 import type { Logger } from '../agent/log.js';
 
 export type ChangeType = 'add' | 'update' | 'delete';

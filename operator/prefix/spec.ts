@@ -3,8 +3,8 @@
 // may predate a CRD upgrade, CEL cannot see bytes) and turns the spec into
 // parsed values with defaults filled in. Problems become the Degraded
 // condition's reason and message instead of exceptions.
-import { DEFAULT_METRICS_PORT, DEFAULT_PORT, type LocalAddressMode, type NdpProxyMode } from './api.js';
-import { formatIPv6, inPrefix, parseIPv4, parseIPv6, parsePrefix, type Prefix } from '../agent/protocol/ip.js';
+import { DEFAULT_METRICS_PORT, DEFAULT_PORT, type LocalAddressMode, type NdpProxyMode } from '../../kube/api.js';
+import { formatIPv6, inPrefix, parseIPv4, parseIPv6, parsePrefix, type Prefix } from '../../agent/protocol/ip.js';
 
 export interface Problem {
   /** CamelCase, e.g. InvalidPrefix, MultipleNodesSelected */

@@ -8,7 +8,7 @@
 // creating a new object, like client-go's correlator.
 import type { Logger } from '../agent/log.js';
 import type { KubeObject } from './api.js';
-import { isNotFound, paths, type Kube } from './kube.js';
+import { isNotFound, paths, type Kube } from './client.js';
 
 export type EventType = 'Normal' | 'Warning';
 

@@ -7,16 +7,16 @@
 // status write, and only once every namespace has been looked at since start
 // (a fresh leader would otherwise write a status that lacks the pending pods
 // of namespaces it has not reached yet).
-import type { Logger } from '../agent/log.js';
-import { PREFIXES_PATH, RANGES_PATH, SLICES_PATH, ADDRESS_ANNOTATION, ASSIGNED_SLICE_ANNOTATION, type KubeObject, type SixBed4Prefix, type SixBed4Range, type SixBed4Slice } from './api.js';
+import type { Logger } from '../../agent/log.js';
+import { PREFIXES_PATH, RANGES_PATH, SLICES_PATH, ADDRESS_ANNOTATION, ASSIGNED_SLICE_ANNOTATION, type KubeObject, type SixBed4Prefix, type SixBed4Range, type SixBed4Slice } from '../../kube/api.js';
 import { SliceAllocator } from './allocator.js';
-import type { Recorder } from './events.js';
-import { Informer, type ChangeType } from './informer.js';
-import { paths, type Kube } from './kube.js';
-import type { OperatorMetrics } from './metrics.js';
-import type { Cache } from './reconcile.js';
-import { checkSlices } from './slices.js';
-import { WorkQueue } from './queue.js';
+import type { Recorder } from '../../kube/events.js';
+import { Informer, type ChangeType } from '../../kube/informer.js';
+import { paths, type Kube } from '../../kube/client.js';
+import type { OperatorMetrics } from '../metrics.js';
+import type { Cache } from '../prefix/reconcile.js';
+import { checkSlices } from './model.js';
+import { WorkQueue } from '../../kube/queue.js';
 
 export interface SliceControllerOptions {
   kube: Kube;

@@ -2,7 +2,7 @@
 // conditions, nodesReady and the name/prefix/listen of each node entry (the
 // agents own the rest of their entries). Pure: computes the desired status,
 // whether it differs from what the server has, and when to look again.
-import type { AgentNodeConfig, Condition, ConditionStatus, ConditionType, KubeObject, NodeStatus, SixBed4PrefixStatus } from './api.js';
+import type { AgentNodeConfig, Condition, ConditionStatus, ConditionType, KubeObject, NodeStatus, SixBed4PrefixStatus } from '../../kube/api.js';
 import type { Problem } from './spec.js';
 
 export interface StatusInput {

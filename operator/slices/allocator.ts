@@ -1,4 +1,4 @@
-// The slice allocator's API layer: carries out sliceplan.ts's plan for one
+// The slice allocator's API layer: carries out plan.ts's plan for one
 // namespace, and writes a prefix's slice status.
 //
 // Race-free by construction: a word A is claimed by creating the SixBed4Range
@@ -14,26 +14,26 @@
 // A pod has one slice: if two allocators raced with different caches and
 // both made one for it, both keep the first in text order (the agent
 // delivers that one too) and the other is deleted.
-import type { Logger } from '../agent/log.js';
-import { parsePrefix } from '../agent/protocol/ip.js';
+import type { Logger } from '../../agent/log.js';
+import { parsePrefix } from '../../agent/protocol/ip.js';
 import {
   ADDRESS_ANNOTATION, ALLOCATIONS_ANNOTATION, API_VERSION, ASSIGNED_SLICE_ANNOTATION, LABEL_MANAGED_BY, LABEL_NAMESPACE,
   LABEL_POD_UID, LABEL_PREFIX, LABEL_RANGE, MANAGED_BY, RANGE_ANNOTATION, RANGE_KIND, SLICE_KIND, SLICES_CONDITION, SLICES_FIELD_MANAGER, KIND,
   type Condition, type KubeObject, type SixBed4Prefix, type SixBed4Range, type SixBed4Slice, type SlicesStatus,
-} from './api.js';
-import { parseAllocations, subnetIndex } from './allocate.js';
-import type { Recorder } from './events.js';
-import { isAlreadyExists, isConflict, isNotFound, paths, type Kube } from './kube.js';
-import type { OperatorMetrics } from './metrics.js';
-import { nodeInfo, plan, selects } from './plan.js';
-import type { Cache } from './reconcile.js';
+} from '../../kube/api.js';
+import { parseAllocations, subnetIndex } from '../prefix/subnets.js';
+import type { Recorder } from '../../kube/events.js';
+import { isAlreadyExists, isConflict, isNotFound, paths, type Kube } from '../../kube/client.js';
+import type { OperatorMetrics } from '../metrics.js';
+import { nodeInfo, plan, selects } from '../prefix/plan.js';
+import type { Cache } from '../prefix/reconcile.js';
 import {
   planNamespace, rangeAnnotation, type Candidate, type NamespaceInfo, type PodInfo, type PrefixRef, type SliceProblem, type SlicingPrefix,
-} from './sliceplan.js';
+} from './plan.js';
 import {
   checkSlices, chooseWord, isReserved, preferredWord, rangeName, rangePattern, rangeSize, reservedSlices, sliceAddress, sliceName, sliceText, sliceWords,
-} from './slices.js';
-import { checkSpec, type Problem } from './spec.js';
+} from './model.js';
+import { checkSpec, type Problem } from '../prefix/spec.js';
 
 export interface AllocatorCaches {
   prefixes: Cache<SixBed4Prefix>;

@@ -7,7 +7,7 @@ import {
   AGENT_CONFIG_COMMON_KEY, AGENT_CONFIG_DIR, API_VERSION, KIND, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PREFIX, MANAGED_BY,
   agentConfigMapName, agentConfigNodeKey, agentDaemonSetName,
   type AgentCommonConfig, type AgentNodeConfig, type KubeObject, type OwnerReference, type SixBed4Prefix,
-} from './api.js';
+} from '../../kube/api.js';
 
 export interface ResourceList { cpu?: string; memory?: string }
 

@@ -9,15 +9,15 @@
 //      finalizer (owner references let the garbage collector remove the rest);
 //   4. status: conditions, nodesReady, node entries (server-side apply on the
 //      status subresource; agents apply their own fields of their entries).
-import type { Logger } from '../agent/log.js';
+import type { Logger } from '../../agent/log.js';
 import {
   ALLOCATIONS_ANNOTATION, API_VERSION, CLEANUP_TIMEOUT_ANNOTATION, FIELD_MANAGER, FINALIZER, KIND,
   agentConfigMapName, agentDaemonSetName, type AgentNodeConfig, type KubeObject, type SixBed4Prefix,
-} from './api.js';
-import { formatAllocations, parseAllocations } from './allocate.js';
+} from '../../kube/api.js';
+import { formatAllocations, parseAllocations } from './subnets.js';
 import { firstDrift } from './drift.js';
-import type { Recorder } from './events.js';
-import { isNotFound, paths, type JsonPatchOp, type Kube } from './kube.js';
+import type { Recorder } from '../../kube/events.js';
+import { isNotFound, paths, type JsonPatchOp, type Kube } from '../../kube/client.js';
 import { nodeInfo, plan, type Plan } from './plan.js';
 import { renderConfigMap, renderDaemonSet, type RenderOptions } from './render.js';
 import { checkSpec, type Problem } from './spec.js';
