@@ -25,12 +25,14 @@ interface Schema {
   'x-kubernetes-validations'?: { rule: string; message?: string; messageExpression?: string }[];
 }
 
+const CHART_CRDS = join(CHART, 'charts', 'crds', 'files');
+
 test('the chart carries the repository\'s CRDs byte for byte', (t) => {
-  t.deepEqual(readdirSync(join(CHART, 'crds')).sort(), [...CRDS].sort());
+  t.deepEqual(readdirSync(CHART_CRDS).sort(), [...CRDS].sort());
   t.deepEqual(readdirSync(join(REPO, 'crds')).filter((f) => f.endsWith('.yaml')).sort(), [...CRDS].sort());
   for (const f of CRDS) {
-    t.is(readFileSync(join(CHART, 'crds', f), 'utf8'), readFileSync(join(REPO, 'crds', f), 'utf8'),
-      `charts/sixbed4/crds/ must be a copy of crds/${f}: cp crds/${f} charts/sixbed4/crds/`);
+    t.is(readFileSync(join(CHART_CRDS, f), 'utf8'), readFileSync(join(REPO, 'crds', f), 'utf8'),
+      `charts/sixbed4/charts/crds/files/ must be a copy of crds/${f}: cp crds/${f} charts/sixbed4/charts/crds/files/`);
   }
 });
 
@@ -137,4 +139,22 @@ htest('helm template: operator Deployment flags, least-privilege RBAC', async (t
   t.false(c2.args.includes('--leader-elect'));
   t.false(c2.args.some((a: string) => a.startsWith('--metrics')));
   t.is(c2.readinessProbe, undefined);
+});
+
+htest('the CRDs are templates (helm upgrade upgrades them), equal to crds/ and kept on uninstall; crds.enabled=false leaves them out', async (t) => {
+  const { stdout } = await run(helm(), ['template', 'sixbed4', CHART, '--namespace', 'sixbed4-system'], { env: helmEnv() });
+  const crds = (parseYamlDocs(stdout) as unknown as { kind: string; metadata: { name: string; annotations?: Record<string, string> } }[])
+    .filter((d) => d.kind === 'CustomResourceDefinition');
+  t.is(crds.length, CRDS.length);
+  for (const f of CRDS) {
+    const want = parseYaml(readFileSync(join(REPO, 'crds', f), 'utf8')) as { metadata: { name: string; annotations?: Record<string, string> } };
+    const got = crds.find((c) => c.metadata.name === want.metadata.name);
+    t.truthy(got, want.metadata.name);
+    t.is(got!.metadata.annotations?.['helm.sh/resource-policy'], 'keep');
+    const { annotations: _a, ...gotMeta } = got!.metadata;
+    const { annotations: _b, ...wantMeta } = want.metadata;
+    t.deepEqual({ ...got, metadata: gotMeta }, { ...want, metadata: wantMeta }, `${f}: the rendered CRD is the file`);
+  }
+  const off = await run(helm(), ['template', 'sixbed4', CHART, '--set', 'crds.enabled=false'], { env: helmEnv() });
+  t.false(parseYamlDocs(off.stdout).some((d) => d.kind === 'CustomResourceDefinition'));
 });
