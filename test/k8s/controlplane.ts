@@ -48,6 +48,8 @@ export interface ControlPlaneOptions {
   users?: StaticUser[];
   /** kube-apiserver --service-cluster-ip-range (default SERVICE_CLUSTER_IP_RANGE); its first address is the `kubernetes` Service's. */
   serviceClusterIpRange?: string;
+  /** kube-apiserver --authorization-mode (default 'RBAC'; a node needs 'Node,RBAC'). */
+  authorizationMode?: string;
   /** Also run kube-scheduler (built by build-node.sh). Default false. */
   scheduler?: boolean;
   /** Extra kube-apiserver flags, e.g. ['--feature-gates=...']. */
@@ -480,7 +482,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
           `--secure-port=${port}`,
           `--cert-dir=${certDir}`,
           `--token-auth-file=${tokenFile}`,
-          '--authorization-mode=RBAC',
+          `--authorization-mode=${opts.authorizationMode ?? 'RBAC'}`,
           `--service-cluster-ip-range=${opts.serviceClusterIpRange ?? SERVICE_CLUSTER_IP_RANGE}`,
           `--service-account-issuer=${SERVICE_ACCOUNT_ISSUER}`,
           `--service-account-key-file=${saPub}`,

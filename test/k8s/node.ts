@@ -300,8 +300,9 @@ export function nodeUsers(names: string[]): { name: string; groups: string[] }[]
   return names.map((n) => ({ name: `system:node:${n}`, groups: ['system:nodes'] }));
 }
 
-/** The control-plane flags a node needs: the Node authorizer and NodeRestriction, as kubeadm sets them. */
-export const NODE_API_SERVER_ARGS = ['--authorization-mode=Node,RBAC', '--enable-admission-plugins=NodeRestriction'];
+/** The control-plane options nodes need: the Node authorizer and NodeRestriction, as kubeadm sets them. */
+export const NODE_AUTHORIZATION_MODE = 'Node,RBAC';
+export const NODE_API_SERVER_ARGS = ['--enable-admission-plugins=NodeRestriction'];
 
 /** Controllers a node needs besides the defaults: the node lifecycle controller removes the not-ready taint. */
 export const NODE_CONTROLLERS = ['garbagecollector', 'namespace', 'serviceaccount', 'serviceaccount-token', 'root-ca-cert-publisher',

@@ -2,6 +2,7 @@
 // nodes, and the NAT with its peers, all hang on.
 //
 //   [isp]   br0: fe80::1, 2001:db8:ffff::1/64, 198.51.100.254/24; routes each node's /64 via that node's fe80::1N
+//           (and forwards between them)
 //     | bridge ports n1, n2, nat
 //   [n1]    eth0: fe80::11, 2001:db8:ffff::11/64, 198.51.100.11/24 (InternalIP); default via fe80::1
 //           lo: 192.0.2.1/32 (the `kubernetes` Service, relayed to the API server); cni0: pods 100.64.101.0/24
@@ -59,6 +60,8 @@ export async function buildNodeLab(tag: string, nodeNames: string[]): Promise<No
       `addr add ${TOPO.ispV6}/64 dev br0 nodad`,
       'addr add 198.51.100.254/24 dev br0',
     ]);
+    // The ISP routes between its customers: a peer of one node reaches a peer of the other through it.
+    await isp.sysctl('net.ipv6.conf.all.forwarding', 1);
     for (const node of nodes) {
       await node.ns.ipBatch([
         `addr add ${node.ll}/64 dev eth0 nodad`,

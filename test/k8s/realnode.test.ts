@@ -19,7 +19,7 @@ import { TOPO } from '../../agent/lab/topology.js';
 import { Kube, paths } from '../../kube/client.js';
 import type { KubeObject, SixBed4Prefix } from '../../kube/api.js';
 import { startControlPlane, type ControlPlane } from './controlplane.js';
-import { KubeNode, NODE_API_SERVER_ARGS, NODE_CONTROLLERS, nodeSkipReason, nodeUsers } from './node.js';
+import { KubeNode, NODE_API_SERVER_ARGS, NODE_AUTHORIZATION_MODE, NODE_CONTROLLERS, nodeSkipReason, nodeUsers } from './node.js';
 import { buildNodeImages, type NodeImages } from './images.js';
 import { API_SERVICE_IP, buildNodeLab, SERVICE_RANGE, type LabNode, type NodeLab } from './nodelab.js';
 import { hostNetwork } from '../helpers/netstate.js';
@@ -79,7 +79,7 @@ test.before(async () => {
   s.lab = await buildNodeLab('rn', NODES);
   s.cp = await startControlPlane({
     controllerManager: true, controllers: NODE_CONTROLLERS, scheduler: true,
-    serviceClusterIpRange: SERVICE_RANGE, users: nodeUsers(NODES), apiServerArgs: NODE_API_SERVER_ARGS,
+    serviceClusterIpRange: SERVICE_RANGE, users: nodeUsers(NODES), authorizationMode: NODE_AUTHORIZATION_MODE, apiServerArgs: NODE_API_SERVER_ARGS,
   });
   s.admin = new Kube(s.cp.kubeConfig(), 'sixbed4-test');
   for (const n of s.lab.nodes) {
