@@ -1,5 +1,6 @@
 // Prometheus text over HTTP: /metrics for scrapers, /healthz for probes.
 import http from 'node:http';
+import { rm } from 'node:fs/promises';
 import client from 'prom-client';
 import type { Logger } from './log.js';
 
@@ -13,9 +14,15 @@ export function parseHostPort(text: string, what: string): { host: string; port:
   return { host: m[1] ?? (m[2] || '::'), port };
 }
 
+/**
+ * Serves /metrics and /healthz on listen: host:port, or an absolute path for a Unix socket (what a container's exec
+ * probe asks: that container's own process, even while another one holds the TCP port on the host network).
+ */
 export async function startMetricsServer(listen: string, registry: client.Registry, log: Logger,
   healthy: () => boolean = () => true): Promise<MetricsServer> {
-  const { host, port } = parseHostPort(listen, '--metrics');
+  const unixPath = listen.startsWith('/') ? listen : null;
+  const { host, port } = unixPath ? { host: '', port: 0 } : parseHostPort(listen, '--metrics');
+  if (unixPath) await rm(unixPath, { force: true }); // a socket file left by an earlier process of this container
   const server = http.createServer((req, res) => {
     if (req.url === '/metrics') {
       registry.metrics().then((body) => {
@@ -33,9 +40,9 @@ export async function startMetricsServer(listen: string, registry: client.Regist
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) =>
       reject(new Error(`cannot serve metrics on ${listen}: ${err.code === 'EADDRINUSE' ? 'port in use' : err.message}`)));
-    server.listen(port, host, () => resolve());
+    if (unixPath) server.listen(unixPath, () => resolve()); else server.listen(port, host, () => resolve());
   });
-  const address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
-  log.info(`metrics on http://${address}/metrics`);
+  const address = unixPath ?? `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  log.info(unixPath ? `metrics and /healthz on unix:${address}` : `metrics on http://${address}/metrics`);
   return { address, close: () => new Promise((r) => server.close(() => r())) };
 }

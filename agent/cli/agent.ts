@@ -6,6 +6,16 @@ import { InputError } from '../protocol/ip.js';
 import { Kube } from '../../kube/client.js';
 import { startAgent } from '../cluster/agent.js';
 
+/**
+ * --metrics ':PORT' binds the node's address from SIXBED4_METRICS_ADDRESS (the DaemonSet sets it to the node's
+ * InternalIP) when that is set, else every address; 'HOST:PORT' binds HOST.
+ */
+function metricsAddress(flag: string): string {
+  const node = process.env.SIXBED4_METRICS_ADDRESS;
+  if (!flag.startsWith(':') || !node) return flag;
+  return `${node.includes(':') ? `[${node}]` : node}${flag}`;
+}
+
 export async function agentCommand(args: string[]): Promise<number> {
   let values;
   try {
@@ -14,6 +24,7 @@ export async function agentCommand(args: string[]): Promise<number> {
         prefix: { type: 'string' }, node: { type: 'string' }, 'config-dir': { type: 'string' }, kubeconfig: { type: 'string' },
         state: { type: 'string' }, metrics: { type: 'string' }, tun: { type: 'string' }, 'poll-ms': { type: 'string' },
         'heartbeat-ms': { type: 'string' }, 'log-level': { type: 'string' }, 'log-format': { type: 'string' },
+        'health-socket': { type: 'string' }, 'handover-wait-ms': { type: 'string' },
       },
     }));
   } catch (err) {
@@ -35,7 +46,9 @@ export async function agentCommand(args: string[]): Promise<number> {
     configDir: values['config-dir'] ?? process.env.SIXBED4_AGENT_CONFIG_DIR ?? '/etc/sixbed4',
     // per prefix and node: a directory shared by several nodes (a test machine, a shared /var) never mixes hosts
     statePath: values.state ?? `/var/lib/sixbed4/agent-${prefixName}-${node}.json`,
-    ...(values.metrics ? { metrics: values.metrics } : {}),
+    ...(values.metrics ? { metrics: metricsAddress(values.metrics) } : {}),
+    ...(values['health-socket'] ? { healthSocket: values['health-socket'] } : {}),
+    ...(values['handover-wait-ms'] ? { handoverWaitMs: Number(values['handover-wait-ms']) } : {}),
     ...(values.tun ? { tun: values.tun } : {}),
     ...(values['poll-ms'] ? { pollMs: Number(values['poll-ms']) } : {}),
     ...(values['heartbeat-ms'] ? { heartbeatMs: Number(values['heartbeat-ms']) } : {}),

@@ -27,7 +27,12 @@ export interface AgentOptions {
   configDir: string;
   /** Where the pre-change host state is kept (a hostPath in the cluster). */
   statePath: string;
+  /** Prometheus metrics on host:port; while the port is held (by the agent this one replaces), retried every second. */
   metrics?: string;
+  /** /healthz (and /metrics) on a Unix socket for the Pod's exec probes: always this agent's own answer. */
+  healthSocket?: string;
+  /** On stop, how long to wait for the next agent's router to take the tunnel over (default 20 s; 0: no wait). */
+  handoverWaitMs?: number;
   /** How often the mounted config is read again. */
   pollMs?: number;
   /** How often the status entry is refreshed. */
@@ -65,8 +70,8 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
     return { ready: false, reverted: false, livePeers: 0, message: lastProblem || 'starting' };
   };
 
-  const stopRouter = async () => {
-    if (router) { const r = router; router = null; await r.stop(); }
+  const stopRouter = async (waitForSuccessorMs = 0) => {
+    if (router) { const r = router; router = null; await r.stop({ waitForSuccessorMs }); }
   };
 
   /** Brings the node to what its share says; runs one at a time. */
@@ -119,6 +124,8 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
       log.info(applied.plan.steps.length ? `host configured for ${n.prefix}` : `host already configured for ${n.prefix}`);
       router = await startRouter(routerConfig({
         prefix: n.prefix, listen: n.listen.address, port: n.listen.port, routes: n.routes, ...(o.tun ? { tun: o.tun } : {}),
+        // A new agent Pod starts beside the old one (the DaemonSet surges): it takes the tunnel and the port over.
+        handover: true,
         ...(n.ndpProxy !== 'off' ? { ndpProxy: { uplink: applied.plan.uplink, mode: n.ndpProxy, localAddresses: proxiedLocalAddresses(host) } } : {}),
       }), log);
       slices.start(n.prefix, router.proxy);
@@ -149,11 +156,25 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
   });
   void informer.start().catch((err: Error) => log.warn(`watching prefixes: ${err.message} (retrying)`));
 
-  let metrics: MetricsServer | undefined;
+  const zero = new Counters().snapshot();
+  const registry = routerRegistry(async () => router ? router.counters() : zero);
+  const healthy = () => router !== null || reverted;
+  const servers: MetricsServer[] = [];
+  if (o.healthSocket) servers.push(await startMetricsServer(o.healthSocket, registry, log, healthy));
+  let metricsRetry: NodeJS.Timeout | undefined;
   if (o.metrics) {
-    const zero = new Counters().snapshot();
-    metrics = await startMetricsServer(o.metrics, routerRegistry(async () => router ? router.counters() : zero), log,
-      () => router !== null || reverted);
+    const listen = o.metrics;
+    const tryMetrics = async (first: boolean): Promise<void> => {
+      try {
+        servers.push(await startMetricsServer(listen, registry, log, healthy));
+        if (!first) log.info(`metrics port ${listen} free again: serving metrics`);
+      } catch (err) {
+        if (!/port in use/.test((err as Error).message)) throw err;
+        if (first) log.info(`metrics ${listen}: the port is held (by the agent this one replaces?); retrying every second`);
+        if (!stopped) metricsRetry = setTimeout(() => void tryMetrics(false).catch((e: Error) => log.warn(e.message)), 1000);
+      }
+    };
+    await tryMetrics(true);
   }
   await kick();
   const poll = setInterval(() => void kick(), o.pollMs ?? 5000);
@@ -166,15 +187,15 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
     async stop() {
       if (stopped) return;
       stopped = true;
-      clearInterval(poll); clearInterval(heartbeat);
+      clearInterval(poll); clearInterval(heartbeat); clearTimeout(metricsRetry);
       await informer.stop();
       await chain;
       // Slices stay in place across agent restarts: the next agent finds and keeps them.
       await slices.stop();
-      // A pod restart stops forwarding but keeps the host as configured: the next agent picks it up.
-      await stopRouter();
+      // A pod restart keeps the host as configured, and hands the tunnel to the next agent's router when one comes.
+      await stopRouter(o.handoverWaitMs ?? 20_000);
       if (!reverted) await report({ ready: false, reverted: false, livePeers: 0, message: 'agent stopped' });
-      await metrics?.close();
+      for (const srv of servers.splice(0)) await srv.close();
       log.info('agent stopped');
     },
   };

@@ -35,6 +35,11 @@ export interface RouterOptions {
   ndpProxy?: { uplink: string; mode?: string; localAddresses?: Uint8Array[] };
   /** How often a statistics line is logged while traffic flows (default 60 s). */
   statsIntervalMs?: number;
+  /**
+   * Restart without a gap: adopt the tunnel and share the UDP port (SO_REUSEPORT) that a previous router of this
+   * host holds, and on stop leave both to a successor that claimed them (tunnel.ts).
+   */
+  handover?: boolean;
 }
 
 export interface RouterConfig {
@@ -48,6 +53,7 @@ export interface RouterConfig {
   workers: number;
   ndpProxy?: { uplink: string; mode: ResponderMode; localAddresses: Uint8Array[] };
   statsIntervalMs: number;
+  handover: boolean;
 }
 
 /** Turns user input into a checked configuration; every error names the flag and the fix. */
@@ -81,7 +87,7 @@ export function routerConfig(o: RouterOptions): RouterConfig {
   return {
     ...(ndpProxy ? { ndpProxy } : {}),
     prefix: parsePrefix64(o.prefix),
-    listenIPv4, port, tun, batch, workers, statsIntervalMs: o.statsIntervalMs ?? 60_000,
+    listenIPv4, port, tun, batch, workers, statsIntervalMs: o.statsIntervalMs ?? 60_000, handover: o.handover === true,
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
@@ -94,7 +100,11 @@ export interface RunningRouter {
   /** The neighbour proxy, when one runs (slices on this node add their addresses to it). */
   readonly proxy?: NdpResponder;
   counters(): Promise<CountersSnapshot>;
-  stop(): Promise<void>;
+  /**
+   * Stops forwarding. With handover and waitForSuccessorMs, first waits (up to that long) for a successor router
+   * to claim the tunnel, and then leaves it the tunnel and its route; without a successor the tunnel goes.
+   */
+  stop(opts?: { waitForSuccessorMs?: number }): Promise<void>;
 }
 
 export async function startRouter(cfg: RouterConfig, log: Logger): Promise<RunningRouter> {
@@ -107,7 +117,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
   const undo: (() => void | Promise<void>)[] = [() => { for (const fd of udpFds) native.close(fd); }];
   const unwind = async () => { for (const u of undo.splice(0).reverse()) await u(); };
   try {
-    for (let i = 0; i < cfg.workers; i++) udpFds.push(native.udpOpen(listenText, cfg.port, cfg.workers > 1).fd);
+    for (let i = 0; i < cfg.workers; i++) udpFds.push(native.udpOpen(listenText, cfg.port, cfg.workers > 1 || cfg.handover).fd);
   } catch (err) {
     await unwind();
     throw udpOpenError(err as NodeJS.ErrnoException, listenText, cfg.port);
@@ -115,7 +125,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
   try {
     const engineCfg: EngineConfig = { prefix: cfg.prefix, listenIPv4: cfg.listenIPv4, port: cfg.port, routes: cfg.routes };
     const routerAddress = makeAddress(cfg.prefix.bytes, cfg.listenIPv4, cfg.port, 0);
-    const tunnel = await openTunnel(cfg.tun, cfg.workers, routerAddress, cfg.prefix, log);
+    const tunnel = await openTunnel(cfg.tun, cfg.workers, routerAddress, cfg.prefix, log, { handover: cfg.handover });
     undo.push(() => tunnel.close());
     const proxy = cfg.ndpProxy ? await startProxy(cfg, log) : undefined;
     if (proxy) undo.push(() => proxy.stop());
@@ -151,12 +161,21 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     return {
       config: cfg, tunnel, ...(metrics ? { metrics } : {}), ...(proxy ? { proxy } : {}),
       counters: () => forwarding.counters(),
-      async stop() {
+      async stop(opts = {}) {
         if (stopped) return;
         stopped = true;
+        let handedOver = await tunnel.claimedByAnother().catch(() => false);
+        if (cfg.handover && !handedOver && opts.waitForSuccessorMs) {
+          log.info(`waiting up to ${opts.waitForSuccessorMs} ms for the next router to take over ${tunnel.name}`);
+          const until = Date.now() + opts.waitForSuccessorMs;
+          while (!handedOver && Date.now() < until) {
+            await new Promise((r) => setTimeout(r, 100));
+            handedOver = await tunnel.claimedByAnother().catch(() => false);
+          }
+        }
         const c = await forwarding.counters().catch(() => new Counters().snapshot());
         await unwind();
-        log.info('router stopped; tunnel removed', {
+        log.info(handedOver ? `router stopped; tunnel ${tunnel.name} handed over to the next router` : 'router stopped; tunnel removed', {
           udpToTun: c.udpToTunPackets, tunToUdp: c.tunToUdpPackets, relayed: c.relayPackets,
           dropped: Object.values(c.drops).reduce((a, b) => a + b, 0),
         });

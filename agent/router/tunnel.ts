@@ -3,14 +3,36 @@
 // never reach its peers; here the route is part of bringing the tunnel up.
 // The interface is not persistent: closing the fd removes it, and with it
 // every address and route on it, so a crash leaves nothing behind.
+//
+// Handover (a router restarting without a forwarding gap, e.g. an agent Pod
+// replaced by a new one): the tunnel is multi-queue, so the next router
+// attaches its own queue to the same interface, adopts its addresses and
+// route, and claims it by writing a token of its own into the interface's
+// alias; the old router, seeing another claim, only closes its queues. The
+// interface (and its route) never goes away, so only packets in flight in the
+// old router's queues are lost.
+import { randomBytes } from 'node:crypto';
 import { native } from '../io/native.js';
 import { TUNNEL_MTU } from '../protocol/constants.js';
 import { formatIPv6, InputError, type Prefix } from '../protocol/ip.js';
-import { ip } from '../host/ip.js';
+import { ip, ipJson } from '../host/ip.js';
 import { tunnelRouteArgs } from '../host/tunnelroute.js';
 import type { Logger } from '../log.js';
 
-export interface Tunnel { readonly name: string; readonly fds: number[]; close(): void; }
+export interface Tunnel {
+  readonly name: string;
+  readonly fds: number[];
+  close(): void;
+  /** With handover: whether another router has claimed the interface since (its alias holds another token). */
+  claimedByAnother(): Promise<boolean>;
+}
+
+export interface TunnelOptions {
+  /** Open multi-queue and adopt an interface a previous router left up, claiming it (see the top of this file). */
+  handover?: boolean;
+}
+
+const CLAIM = 'sixbed4-router ';
 
 /**
  * Opens `queues` TUN queues named name (one per worker; more than one needs
@@ -19,28 +41,55 @@ export interface Tunnel { readonly name: string; readonly fds: number[]; close()
  * the interface, and throws an InputError saying what to do.
  */
 export async function openTunnel(name: string, queues: number, routerAddr: Uint8Array, prefix: Prefix,
-  log: Logger): Promise<Tunnel> {
+  log: Logger, opts: TunnelOptions = {}): Promise<Tunnel> {
+  const handover = opts.handover === true;
   const fds: number[] = [];
   const close = () => { for (const fd of fds.splice(0)) native.close(fd); };
+  const adopted = handover && await tunnelExists(name);
   try {
-    for (let q = 0; q < queues; q++) fds.push(native.tunOpen(name, queues > 1).fd);
+    for (let q = 0; q < queues; q++) fds.push(native.tunOpen(name, queues > 1 || handover).fd);
   } catch (err) {
     close();
     throw tunOpenError(err as NodeJS.ErrnoException, name);
   }
+  const token = CLAIM + randomBytes(8).toString('hex');
   try {
     // A longer queue than the TUN default (500) absorbs the bursts a batch of 64 brings.
-    await ip('link', 'set', 'dev', name, 'mtu', String(TUNNEL_MTU), 'txqueuelen', '1000', 'up');
-    await ip('-6', 'addr', 'add', 'fe80::/128', 'dev', name, 'scope', 'link', 'nodad');
-    await ip('-6', 'addr', 'add', `${formatIPv6(routerAddr)}/128`, 'dev', name, 'nodad');
+    await ip('link', 'set', 'dev', name, 'mtu', String(TUNNEL_MTU), 'txqueuelen', '1000', 'up', ...(handover ? ['alias', token] : []));
+    // replace: an adopted interface has them already
+    const verb = handover ? 'replace' : 'add';
+    await ip('-6', 'addr', verb, 'fe80::/128', 'dev', name, 'scope', 'link', 'nodad');
+    await ip('-6', 'addr', verb, `${formatIPv6(routerAddr)}/128`, 'dev', name, 'nodad');
     // replace, not add: a route left by an earlier run on another device must not stop us.
     await ip(...tunnelRouteArgs('replace', prefix.text, name));
   } catch (err) {
     close();
     throw err;
   }
-  log.info(`tunnel ${name} up`, { mtu: TUNNEL_MTU, address: formatIPv6(routerAddr), route: prefix.text, queues });
-  return { name, fds, close };
+  log.info(adopted ? `tunnel ${name} taken over from the previous router` : `tunnel ${name} up`,
+    { mtu: TUNNEL_MTU, address: formatIPv6(routerAddr), route: prefix.text, queues, handover });
+  return {
+    name, fds, close,
+    async claimedByAnother() {
+      if (!handover) return false;
+      const alias = await tunnelAlias(name);
+      return alias !== null && alias.startsWith(CLAIM) && alias !== token;
+    },
+  };
+}
+
+async function tunnelExists(name: string): Promise<boolean> {
+  return (await tunnelAlias(name)) !== null;
+}
+
+/** The interface's alias ('' when it has none), or null when there is no such interface. */
+async function tunnelAlias(name: string): Promise<string | null> {
+  try {
+    const links = await ipJson<{ ifalias?: string }[]>('link', 'show', 'dev', name);
+    return links[0]?.ifalias ?? '';
+  } catch {
+    return null;
+  }
 }
 
 function tunOpenError(err: NodeJS.ErrnoException, name: string): Error {

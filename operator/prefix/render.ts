@@ -31,6 +31,10 @@ export const DEFAULT_AGENT_RESOURCES = { requests: { cpu: '50m', memory: '64Mi' 
 /** Where the agent keeps the saved host state, inside its container; the host directory behind it is RenderOptions.stateDir. */
 export const AGENT_STATE_DIR = '/var/lib/sixbed4';
 
+/** The agent's exec probe (agent/cli/probe.ts) and the socket it asks, in the Pod's own /tmp. */
+export const AGENT_PROBE = '/app/dist/agent/cli/probe.js';
+export const AGENT_HEALTH_SOCKET = '/tmp/sixbed4-agent.sock';
+
 /** Where the agent finds /proc/sys/net of the host (its own /proc/sys is read-only in a container). */
 export const AGENT_PROC_SYS = '/host/proc/sys';
 
@@ -68,14 +72,19 @@ export function renderDaemonSet(p: SixBed4Prefix, nodeSelector: Record<string, s
   // (SYS_ADMIN) — what CNI plugins have. Without slices it keeps to NET_ADMIN and NET_RAW.
   const slices = p.spec.slices?.enabled === true;
   const caps = slices ? ['NET_ADMIN', 'NET_RAW', 'SYS_ADMIN', 'SYS_PTRACE'] : ['NET_ADMIN', 'NET_RAW'];
-  const probe = (extra: Record<string, number>) => ({ httpGet: { path: '/healthz', port: 'metrics', scheme: 'HTTP' }, ...extra });
+  // Exec probes ask this container's agent on its own Unix socket: while a new agent Pod starts beside the old one,
+  // the metrics port on the host network is still the old agent's (agent/cli/probe.ts).
+  const probe = (extra: Record<string, number>) => ({ exec: { command: ['node', AGENT_PROBE, AGENT_HEALTH_SOCKET] }, ...extra });
   return {
     apiVersion: 'apps/v1',
     kind: 'DaemonSet',
     metadata: { name: agentDaemonSetName(name), namespace: opts.namespace, labels: objectLabels(name), ownerReferences: [ownerReference(p)] },
     spec: {
       selector: { matchLabels: selector },
-      updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1 } },
+      // Make before break: the new agent Pod starts beside the old one and takes its tunnel and UDP port over
+      // (router handover), then the old one goes; so an upgrade loses only packets in flight. This is why the Pod
+      // declares no ports: on the host network a declared port is a host port, and two Pods could not share it.
+      updateStrategy: { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } },
       template: {
         metadata: { labels: { ...selector } },
         spec: {
@@ -91,19 +100,18 @@ export function renderDaemonSet(p: SixBed4Prefix, nodeSelector: Record<string, s
             name: 'agent',
             image: opts.image,
             imagePullPolicy: opts.imagePullPolicy ?? 'IfNotPresent',
-            args: ['agent', '--prefix', name, '--metrics', `:${metricsPort}`, '--log-format', 'json', ...(opts.logLevel ? ['--log-level', opts.logLevel] : [])],
+            args: ['agent', '--prefix', name, '--metrics', `:${metricsPort}`, '--health-socket', AGENT_HEALTH_SOCKET,
+              '--log-format', 'json', ...(opts.logLevel ? ['--log-level', opts.logLevel] : [])],
             env: [
               { name: 'NODE_NAME', valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath: 'spec.nodeName' } } },
               { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.namespace' } } },
               { name: 'SIXBED4_AGENT_CONFIG_DIR', value: AGENT_CONFIG_DIR },
               { name: 'SIXBED4_PROC_SYS', value: AGENT_PROC_SYS },
+              // metrics on the node's InternalIP, not on every address (the routed /64 would reach them)
+              { name: 'SIXBED4_METRICS_ADDRESS', valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath: 'status.hostIP' } } },
             ],
-            ports: [
-              { name: 'metrics', containerPort: metricsPort, protocol: 'TCP' },
-              { name: 'tunnel', containerPort: port, protocol: 'UDP' },
-            ],
-            readinessProbe: probe({ periodSeconds: 10, timeoutSeconds: 2, failureThreshold: 3 }),
-            livenessProbe: probe({ initialDelaySeconds: 15, periodSeconds: 20, timeoutSeconds: 3, failureThreshold: 3 }),
+            readinessProbe: probe({ periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 3 }),
+            livenessProbe: probe({ initialDelaySeconds: 15, periodSeconds: 20, timeoutSeconds: 10, failureThreshold: 3 }),
             resources: opts.resources ?? DEFAULT_AGENT_RESOURCES,
             securityContext: {
               privileged: false,

@@ -242,8 +242,13 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.zf
   }
 
   private async importImages(): Promise<void> {
-    const r = await this.ctr(['images', 'import', '--local', this.o.imageArchive], 300_000);
-    if (r.code !== 0) throw new Error(`ctr images import ${this.o.imageArchive}: ${r.stderr || r.stdout}`);
+    await this.importImage(this.o.imageArchive);
+  }
+
+  /** Imports a `docker save` archive into this node's containerd (what a registry pull would bring). */
+  async importImage(archive: string): Promise<void> {
+    const r = await this.ctr(['images', 'import', '--local', archive], 300_000);
+    if (r.code !== 0) throw new Error(`ctr images import ${archive}: ${r.stderr || r.stdout}`);
   }
 
   private async bootKubelet(): Promise<void> {
@@ -273,6 +278,32 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.zf
       const tainted = (n.spec?.taints ?? []).some((t) => t.key.startsWith('node.kubernetes.io/'));
       return ready && !tainted;
     });
+  }
+
+  /**
+   * A power cut: the kubelet, containerd, the shims and every container killed at once, and what a reboot clears
+   * cleared (runtime state, mounts, cgroups; a TUN device goes with its last process). The node's disk stays:
+   * containerd's images and snapshots, the kubelet's root dir, hostPath directories. The host network namespace
+   * itself stays as it is: a real reboot would also reset its addresses and sysctls.
+   */
+  async crash(): Promise<void> {
+    if (this.kubelet) this.kubelet.child.kill('SIGKILL');
+    await killCgroup(this.cgroupRoot);
+    if (this.containerd) this.containerd.child.kill('SIGKILL');
+    await killShims(this.home);
+    await Promise.all([this.kubelet?.exited, this.containerd?.exited]);
+    await unmountUnder(this.home);
+    await removeCgroup(this.cgroupRoot);
+    await rm(join(this.home, 'containerd', 'state'), { recursive: true, force: true });
+  }
+
+  /** Starts containerd and the kubelet again after crash(), and waits until the node is Ready. */
+  async boot(): Promise<void> {
+    await mkdir(join(this.home, 'containerd', 'state'), { recursive: true });
+    await makeCgroupRoot(this.cgroupRoot);
+    await this.bootRuntime();
+    await this.bootKubelet();
+    await this.waitReady();
   }
 
   /**

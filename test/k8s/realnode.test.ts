@@ -20,7 +20,8 @@ import { Kube, paths } from '../../kube/client.js';
 import type { KubeObject, SixBed4Prefix } from '../../kube/api.js';
 import { startControlPlane, type ControlPlane } from './controlplane.js';
 import { KubeNode, NODE_API_SERVER_ARGS, NODE_AUTHORIZATION_MODE, NODE_CONTROLLERS, nodeSkipReason, nodeUsers } from './node.js';
-import { buildNodeImages, type NodeImages } from './images.js';
+import { buildNodeImages, retagImage, type NodeImages } from './images.js';
+import { lossOf, pingEvery20ms } from '../host/hostlab.js';
 import { API_SERVICE_IP, buildNodeLab, SERVICE_RANGE, type LabNode, type NodeLab } from './nodelab.js';
 import { hostNetwork } from '../helpers/netstate.js';
 import { eventually, kubectlApply, NS, RELEASE, REPO } from '../operator/helpers.js';
@@ -36,14 +37,14 @@ const NODES = ['node-a', 'node-b'];
 const PREFIX = '2001:db8:9:10::/63';
 const PREFIX_NAME = 'edge';
 const TAG = 'node-test';
-/** Pods' own interfaces on a node: not the node's configuration. */
-const nodeOwned = (ifname: string) => !ifname.startsWith('veth');
+/** The pod network's interfaces on a node (the CNI bridge and the pods' veths) are the CNI's, not sixbed4's. */
+const nodeOwned = (ifname: string) => !ifname.startsWith('veth') && ifname !== 'cni0';
 
 interface State {
   dir: string; images: NodeImages; lab: NodeLab; cp: ControlPlane; admin: Kube; nodes: KubeNode[];
-  before: Map<string, Record<string, string[]>>; peers: Proc[];
+  before: Map<string, Record<string, string[]>>; peers: Proc[]; peerAddress: Map<string, string>;
 }
-const s = { nodes: [], peers: [], before: new Map() } as unknown as State;
+const s = { nodes: [], peers: [], before: new Map(), peerAddress: new Map() } as unknown as State;
 
 async function helm(args: string[]): Promise<string> {
   const home = (k: string) => join(s.dir, `helm-${k}`);
@@ -162,6 +163,7 @@ serial(title('peers behind the NAT reach the ISP, and the ISP them, through each
   const peerA = await startPeerIn(s.lab.peers.A, ['--router', a!.v4, '--default-route']);
   const peerB = await startPeerIn(s.lab.peers.B, ['--router', b!.v4, '--default-route']);
   s.peers.push(peerA.proc, peerB.proc);
+  s.peerAddress.set(a!.name, peerA.address).set(b!.name, peerB.address);
   const inPrefixOf = (addr: string, node: string) => addr.startsWith(p.status!.nodes!.find((e) => e.name === node)!.prefix!.replace(/::\/64$/, ':'));
   t.true(inPrefixOf(peerA.address, a!.name), `peer A (${peerA.address}) got an address of ${a!.name}'s /64`);
   t.true(inPrefixOf(peerB.address, b!.name), `peer B (${peerB.address}) got an address of ${b!.name}'s /64`);
@@ -173,6 +175,72 @@ serial(title('peers behind the NAT reach the ISP, and the ISP them, through each
     const r = await ping6(from, to, { count: 3 });
     t.is(r.received, 3, `${what}: ${r.output}`);
   }
+});
+
+serial(title('helm upgrade to a new image tag: each agent Pod is replaced make-before-break and hands its tunnel over; the forwarding gap is measured'), async (t) => {
+  const TAG2 = `${TAG}-2`;
+  const archive = await retagImage(TAG, TAG2, s.dir);
+  for (const n of s.nodes) await n.importImage(archive);
+  const tunIndex = async (n: LabNode) => (await n.ns.json<{ ifindex: number }[]>(['link', 'show', 'dev', '6bed4']))[0]?.ifindex;
+  const before = new Map<string, number | undefined>();
+  for (const n of s.lab.nodes) before.set(n.name, await tunIndex(n));
+  const oldAgents = new Set((await pods('app.kubernetes.io/component=agent')).map((p) => p.metadata.name!));
+  // From the ISP to the peer behind each node, every 20 ms, through the whole rollout.
+  const pingers = NODES.map((n) => ({ node: n, proc: pingEvery20ms(s.lab.isp, s.peerAddress.get(n)!, 15_000) }));
+  const t0 = Date.now();
+  await helm(['upgrade', RELEASE, join(REPO, 'charts', 'sixbed4'), '--namespace', NS, '--reuse-values', '--set', `image.tag=${TAG2}`]);
+  await eventually('every agent Pod replaced by a Ready one of the new image, and the prefix rolled out', async () => {
+    const agents = await pods('app.kubernetes.io/component=agent');
+    const p = await s.admin.get<SixBed4Prefix>(paths.prefix(PREFIX_NAME));
+    const rolledOut = p?.status?.conditions?.some((c) => c.type === 'Progressing' && c.reason === 'RolledOut');
+    return agents.length === 2 && agents.every((a) => !oldAgents.has(a.metadata.name!) && podReady(a) &&
+      (a.spec as { containers?: { image: string }[] }).containers?.[0]?.image === `sixbed4:${TAG2}`) && rolledOut;
+  }, 240_000, 500).catch(async (e: Error) => { throw new Error(`${e.message}\n${await dump()}`); });
+  const rolloutMs = Date.now() - t0;
+  await new Promise((r) => setTimeout(r, 1000));
+  for (const p of pingers) p.proc.child.kill('SIGINT');
+  for (const { node, proc } of pingers) {
+    const r = await lossOf(proc);
+    t.log(`rollout ${Math.round(rolloutMs / 1000)} s: ISP -> peer on ${node}: ${r.sent - r.received} of ${r.sent} pings lost (about ${(r.sent - r.received) * 20} ms of forwarding gap)`);
+    t.true(r.received > 0, r.output);
+  }
+  for (const n of s.lab.nodes) {
+    t.truthy(before.get(n.name), `${n.name} had its tunnel`);
+    t.is(await tunIndex(n) ?? -1, before.get(n.name) ?? 0, `${n.name}: the tunnel interface was handed over, never removed`);
+  }
+  // Stateless: the peers keep their addresses, and both directions work on the new agents.
+  for (const n of NODES) {
+    const r = await ping6(s.lab.isp, s.peerAddress.get(n)!, { count: 3 });
+    t.is(r.received, 3, r.output);
+  }
+});
+
+serial(title('a node reboot (kubelet, containerd and every container killed, then started again): the agent comes back, peers keep their addresses, nothing is duplicated'), async (t) => {
+  const name = NODES[1]!;
+  const node = s.nodes.find((n) => n.name === name)!;
+  const peerAddr = s.peerAddress.get(name)!;
+  await node.crash();
+  const down = await ping6(s.lab.isp, peerAddr, { count: 2 });
+  t.is(down.received, 0, 'forwarding stopped with the node (the tunnel went with its process)');
+  await node.boot();
+  await eventually(`a Ready agent Pod on ${name} again`, async () =>
+    (await pods('app.kubernetes.io/component=agent')).some((p) => p.spec.nodeName === name && podReady(p)), 180_000, 500)
+    .catch(async (e: Error) => { throw new Error(`${e.message}\n${await dump()}`); });
+  // Stateless: the router derives the same addresses, so the peer's keepalives simply get through again.
+  await eventually(`the ISP reaching the peer on ${name} at its old address`, async () => (await ping6(s.lab.isp, peerAddr, { count: 1 })).received === 1, 60_000, 500);
+  const peerNs = name === NODES[0] ? s.lab.peers.A : s.lab.peers.B;
+  const peerAddrs = await peerNs.json<{ addr_info?: { local: string }[] }[]>(['-6', 'addr', 'show']);
+  t.true(peerAddrs.some((l) => (l.addr_info ?? []).some((a) => a.local === peerAddr)), 'the peer kept its address');
+  // Nothing duplicated: one agent per node, one status entry per node, two Nodes.
+  const agents = await pods('app.kubernetes.io/component=agent');
+  t.deepEqual(agents.map((a) => a.spec.nodeName).sort(), NODES);
+  const p = await eventually('the prefix Ready again', async () => {
+    const x = await s.admin.get<SixBed4Prefix>(paths.prefix(PREFIX_NAME));
+    return x?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? x : undefined;
+  }, 120_000, 500);
+  t.deepEqual(p.status!.nodes!.map((e) => e.name).sort(), NODES);
+  const nodes = await s.admin.get<{ items: KubeObject[] }>('/api/v1/nodes');
+  t.deepEqual(nodes!.items.map((n) => n.metadata.name).sort(), NODES);
 });
 
 serial(title('deleting the prefix: the agent Pods go, and each node\'s addresses, routes and sysctls are as before'), async (t) => {

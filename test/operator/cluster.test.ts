@@ -203,7 +203,7 @@ ktest('a sample /64 yields its agent ConfigMap and DaemonSet, a finalizer, and s
   t.deepEqual(c.securityContext.capabilities, { add: ['NET_ADMIN', 'NET_RAW'], drop: ['ALL'] });
   t.false(c.securityContext.privileged);
   t.like(pod.volumes.find((v: { name: string }) => v.name === 'dev-net-tun'), { hostPath: { path: '/dev/net/tun', type: 'CharDevice' } });
-  t.is(c.readinessProbe.httpGet.path, '/healthz');
+  t.deepEqual(c.readinessProbe.exec.command, ['node', '/app/dist/agent/cli/probe.js', '/tmp/sixbed4-agent.sock']);
   t.is(ds.metadata.ownerReferences[0].uid, p.metadata.uid);
 
   const ev = await eventually('events of home', async () => {

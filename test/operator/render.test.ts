@@ -48,9 +48,14 @@ test('agent DaemonSet: host network, NET_ADMIN+NET_RAW only, /dev/net/tun, node 
   const tun = pod.volumes.find((v: Any) => v.name === 'dev-net-tun');
   t.deepEqual(tun.hostPath, { path: '/dev/net/tun', type: 'CharDevice' });
   t.truthy(c.volumeMounts.find((m: Any) => m.name === 'dev-net-tun' && m.mountPath === '/dev/net/tun'));
-  t.deepEqual(c.readinessProbe.httpGet, { path: '/healthz', port: 'metrics', scheme: 'HTTP' });
-  t.deepEqual(c.livenessProbe.httpGet, { path: '/healthz', port: 'metrics', scheme: 'HTTP' });
-  t.deepEqual(c.ports, [{ name: 'metrics', containerPort: 9475, protocol: 'TCP' }, { name: 'tunnel', containerPort: 25790, protocol: 'UDP' }]);
+  // the probes ask this container's own agent; no declared ports (on the host network they would be host ports,
+  // and the next agent Pod could not start beside this one during a rollout)
+  t.deepEqual(c.readinessProbe.exec, { command: ['node', '/app/dist/agent/cli/probe.js', '/tmp/sixbed4-agent.sock'] });
+  t.deepEqual(c.livenessProbe.exec, { command: ['node', '/app/dist/agent/cli/probe.js', '/tmp/sixbed4-agent.sock'] });
+  t.true(c.args.includes('--health-socket') && c.args.includes('/tmp/sixbed4-agent.sock'));
+  t.is(c.ports, undefined);
+  t.deepEqual(ds.spec.updateStrategy, { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } }, 'make before break');
+  t.deepEqual(c.env.find((e: Any) => e.name === 'SIXBED4_METRICS_ADDRESS').valueFrom, { fieldRef: { apiVersion: 'v1', fieldPath: 'status.hostIP' } }, 'metrics on the node IP');
   t.deepEqual(ds.spec.selector.matchLabels, ds.spec.template.metadata.labels);
   // no hostPath other than the device, the host's /proc/sys/net and the state dir
   t.deepEqual(pod.volumes.filter((v: Any) => v.hostPath).map((v: Any) => v.hostPath.path).sort(), ['/dev/net/tun', '/proc/sys/net', '/var/lib/sixbed4']);
