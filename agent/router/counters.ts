@@ -4,6 +4,7 @@
 
 /** Every reason the router drops a packet; each is a label value in metrics. */
 export const DROP_REASONS = [
+  'source_port_zero', // datagram from UDP port 0: never a 6bed4 peer (port-0 addresses are local and slices)
   'short',            // datagram shorter than an IPv6 header
   'oversize',         // IPv6 packet longer than the 1280-byte tunnel MTU
   'not_ipv6',         // first nibble is not 6

@@ -113,6 +113,9 @@ export class Engine {
       const dlen = rx.len[i]!;
       const srcV4 = rx.addr[i]!, srcPort = rx.port[i]!;
       c.udpRxPackets++; c.udpRxBytes += dlen;
+      // Port 0 is never a peer: its addresses (prefix:v4:0000:…) are the host's own and its /112 slices,
+      // and 0 marks empty slots in the live table. Nothing from it is answered, forwarded or tracked.
+      if (srcPort === 0) { drops.source_port_zero++; continue; }
       if (dlen === 0) { c.keepalives++; continue; }
       const len = admit(d, off, dlen, drops);
       if (len < 0) continue;
@@ -280,6 +283,7 @@ export class Engine {
    * stock router demands.
    */
   private isOriginator(d: Uint8Array, a: number, v4: number, port: number, linkLocal: boolean): boolean {
+    if (port === 0) return false; // port-0 addresses are local use, never a peer's
     if (!this.inPrefix(d, a) && !(linkLocal && isLinkLocal64(d, a))) return false;
     return addressPort(d, a) === port && addressIPv4(d, a) === v4;
   }

@@ -32,6 +32,8 @@ export class LivePeers {
 
   /** Marks ipv4:port as seen at nowMs. Called per forwarded packet: no allocation unless the peer is new. */
   touch(ipv4: number, port: number, nowMs: number): void {
+    // 0 marks an empty slot: an entry with port 0 could never be found or expired again.
+    if (port === 0) return;
     let i = (Math.imul(ipv4 ^ (port << 16) ^ port, 0x9e3779b1) >>> 0) & this.mask;
     for (;;) {
       const p = this.port[i]!;

@@ -207,3 +207,20 @@ test('from the kernel: nothing is sent to the router\'s own IPv4 (its local serv
   t.is(e.nToPeers, 0);
   t.is(e.counters.drops.bad_destination, 2);
 });
+
+test('UDP source port 0 is never a peer: no RA, no forwarding, no relay, not tracked live', (t) => {
+  const e = engine();
+  // Port-0 addresses (prefix:v4:0000:…) are the host's own and its slices; a sender at IPv4 X must not use them.
+  const local = makeAddress(prefix.bytes, PEER_V4, 0, 0x11);
+  const peerB = makeAddress(prefix.bytes, parseIPv4('203.0.113.2'), 51000, 1);
+  fromPeer(e, [
+    { bytes: rs(), port: 0 },
+    { bytes: packet(local, isp), port: 0 },
+    { bytes: packet(local, peerB), port: 0 },
+    { bytes: new Uint8Array(0), port: 0 },
+  ]);
+  t.is(e.nToTun + e.nRelay + e.nUdpReplies, 0);
+  t.is(e.counters.drops.source_port_zero, 4);
+  t.is(e.live.size, 0);
+  t.deepEqual(e.newPeers(), []);
+});

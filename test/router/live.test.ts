@@ -37,3 +37,12 @@ test('property: size equals the number of distinct peers seen within the TTL', (
   }));
   t.pass();
 });
+
+test('port 0 is never tracked: it marks empty slots, and such an entry would never expire', (t) => {
+  const live = new LivePeers(4, 1000);
+  for (let v4 = 1; v4 <= 10; v4++) live.touch(v4, 0, 0);
+  t.is(live.size, 0);
+  t.deepEqual(live.takeAdded(), []);
+  live.touch(1, 40000, 0);
+  t.is(live.size, 1, 'real peers still find room');
+});
