@@ -24,6 +24,10 @@ commands:
                                 (for upstreams that treat the /64 as on-link)
                --ndp-proxy-mode on|auto  auto: only once such solicitations are seen (default on)
                --stats-interval S  log rates, live peers and drops every S seconds while traffic flows (60)
+               --refuse-private  never relay or send to private IPv4 ranges (10/8, 100.64/10, 172.16/12,
+                                192.0.0/24, 192.168/16, 198.18/15): for routers on a public address
+                                (addresses of this host, 127/8, 169.254/16, multicast and broadcast
+                                are always refused)
   peer     run a 6bed4 peer (client) that gets its IPv6 address from a router
                --router IPV4[:PORT]  the router (required; port default 25790)
                --listen IPV4    local IPv4 to send from (default any)
@@ -105,7 +109,7 @@ async function routerCommand(args: string[]): Promise<number> {
     prefix: { type: 'string', short: 'L' }, listen: { type: 'string', short: 'l' }, port: { type: 'string' },
     route: { type: 'string', short: 'R', multiple: true }, tun: { type: 'string' }, metrics: { type: 'string' },
     batch: { type: 'string' }, workers: { type: 'string' }, 'ndp-proxy': { type: 'string' }, 'ndp-proxy-mode': { type: 'string' },
-    'stats-interval': { type: 'string' },
+    'stats-interval': { type: 'string' }, 'refuse-private': { type: 'boolean' },
   });
   if (values.help) { process.stdout.write(USAGE); return 0; }
   const log = logger(values, 'router');
@@ -117,6 +121,7 @@ async function routerCommand(args: string[]): Promise<number> {
     ...(port !== undefined ? { port } : {}), ...(batch !== undefined ? { batch } : {}), ...(workers !== undefined ? { workers } : {}),
     ...(values.tun ? { tun: values.tun } : {}), ...(values.metrics ? { metrics: values.metrics } : {}),
     ...(stats !== undefined ? { statsIntervalMs: stats * 1000 } : {}),
+    ...(values['refuse-private'] ? { refusePrivate: true } : {}),
     ...(values['ndp-proxy'] ? { ndpProxy: { uplink: values['ndp-proxy'], mode: values['ndp-proxy-mode'] ?? 'on' } } : {}),
   });
   if (values['ndp-proxy-mode'] && !values['ndp-proxy']) throw new InputError('--ndp-proxy-mode needs --ndp-proxy UPLINK');

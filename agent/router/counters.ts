@@ -17,8 +17,10 @@ export const DROP_REASONS = [
   'hop_limit',        // hop limit ran out
   'outside_prefix',   // from the kernel: destination outside the served /64
   'not_a_peer',       // destination in the /64 with port word 0 (local use, never a peer)
-  'bad_destination',  // relay target is loopback, multicast, broadcast, unspecified or the router itself
+  'bad_destination',  // relay, kernel→peer or reply target refused: loopback, multicast, broadcast, 169.254/16,
+                      // an address of this host (its local routing table), a private range (--refuse-private)
   'rate_limited',     // a reply (RA, NA, ICMPv6 error) suppressed by the limiter
+  'reply_refused',    // a reply not sent: its destination (the datagram's source) is refused, as above
   'tx_dropped',       // the kernel refused or had no room for the packet
 ] as const;
 export type DropReason = typeof DROP_REASONS[number];

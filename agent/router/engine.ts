@@ -19,6 +19,7 @@ import { type Batch, newBatch, sharedBatch } from '../io/batch.js';
 import { Counters, type CountersSnapshot, type DropReason } from './counters.js';
 import { DEFAULT_RATE_LIMIT, type RateLimitConfig, ReplyLimiter } from './ratelimit.js';
 import { LivePeers, type LiveChange } from './live.js';
+import { type IPv4Range, RefusedIPv4, refusedRanges } from './refused.js';
 
 export interface EngineConfig {
   /** The served /64. */
@@ -29,6 +30,12 @@ export interface EngineConfig {
   /** Extra prefixes announced in RAs as routed through the router. */
   routes: readonly Prefix[];
   rateLimit?: RateLimitConfig;
+  /**
+   * IPv4 destinations never sent to (relays, kernel → peer, replies): by
+   * default only the fixed ones (refused.ts); the router adds its host's
+   * local routing table and, with --refuse-private, private ranges.
+   */
+  refused?: readonly IPv4Range[];
 }
 
 /** Entries in a reply batch; replies are rare, and more than this per receive batch are dropped. */
@@ -59,6 +66,7 @@ export class Engine {
   private readonly routerLla: Uint8Array;
   private readonly limiter: ReplyLimiter;
   private readonly scratch = new Uint8Array(16);
+  private refused: RefusedIPv4;
 
   constructor(readonly cfg: EngineConfig, batchSize = 64) {
     this.prefix8 = cfg.prefix.bytes.subarray(0, 8);
@@ -69,6 +77,7 @@ export class Engine {
     this.routerLinkLocalIid.set(this.routerAddr.subarray(8, 16), 8);
     this.routerLla = linkLayer(cfg.listenIPv4, cfg.port);
     this.limiter = new ReplyLimiter(cfg.rateLimit ?? DEFAULT_RATE_LIMIT);
+    this.refused = new RefusedIPv4(cfg.refused ?? refusedRanges([], false));
     // One extra byte per slot lets a too-long datagram show as longer than the MTU.
     this.udpRx = newBatch(batchSize, TUNNEL_MTU + 1);
     this.tunRx = newBatch(batchSize, TUNNEL_MTU + 1);
@@ -94,6 +103,11 @@ export class Engine {
   /** Expires idle peers and returns them. */
   expirePeers(nowMs: number): LiveChange[] {
     return this.live.expire(nowMs);
+  }
+
+  /** Replaces the refused destinations (the host's local table changed). */
+  setRefused(ranges: readonly IPv4Range[]): void {
+    this.refused = new RefusedIPv4(ranges);
   }
 
   /** The router's own 6bed4 address (lanip 0). */
@@ -151,7 +165,8 @@ export class Engine {
             // The router's own 6bed4 address is local to this host; any other port on
             // its IPv4 would let peers reach host services with the host as source.
             if (port !== this.cfg.port) { drops.bad_destination++; continue; }
-          } else if (!relayable(v4)) {
+          } else if (this.refused.has(v4)) {
+            // Loopback, multicast, broadcast, link-local, another address of this host, a private range.
             drops.bad_destination++; continue;
           } else {
             relay.off[nRelay] = off; relay.len[nRelay] = len; relay.addr[nRelay] = v4; relay.port[nRelay] = port;
@@ -190,7 +205,7 @@ export class Engine {
       if (port === 0) { drops.not_a_peer++; continue; }
       const v4 = addressIPv4(d, dst);
       // As from peers: nothing from outside may make the router send to services on its own IPv4.
-      if (!relayable(v4) || v4 === this.cfg.listenIPv4) { drops.bad_destination++; continue; }
+      if (v4 === this.cfg.listenIPv4 || this.refused.has(v4)) { drops.bad_destination++; continue; }
       const hops = d[off + OFF_HOP_LIMIT]!;
       if (hops <= 1) {
         drops.hop_limit++;
@@ -223,7 +238,7 @@ export class Engine {
       if (!this.isOriginator(d, off + OFF_SRC, srcV4, srcPort, true)) { drops.spoofed++; return; }
       if (!this.isRouterTarget(d, target)) { drops.ns_foreign_target++; return; }
       this.counters.neighborSolicits++;
-      if (!this.takeReply(srcV4, nowMs)) return;
+      if (!this.mayReply(srcV4, nowMs)) return;
       const r = this.udpReplies, k = this.nUdpReplies;
       if (k >= REPLY_CAP) { drops.rate_limited++; return; }
       // The originator check let through only the sender's own address, never ::, so reply to it.
@@ -240,7 +255,7 @@ export class Engine {
 
   /** Queues an RA telling ipv4:port its /114. */
   private replyRA(ipv4: number, port: number, dst: Uint8Array, nowMs: number): void {
-    if (!this.takeReply(ipv4, nowMs)) return;
+    if (!this.mayReply(ipv4, nowMs)) return;
     const r = this.udpReplies, k = this.nUdpReplies;
     if (k >= REPLY_CAP) { this.counters.drops.rate_limited++; return; }
     // dst may point into the receive buffer; the RA is written into the reply buffer, so no overlap.
@@ -256,14 +271,23 @@ export class Engine {
     const rx = r === this.udpReplies ? this.udpRx : this.tunRx;
     // Never answer an error with an error (RFC 4443 §2.4 e).
     if (rx.data[off + 6] === NH_ICMPV6 && rx.data[off + IPV6_HEADER]! < 128) return;
-    const limitKey = r === this.udpReplies ? ipv4 : addressIPv4(rx.data, off + OFF_SRC);
-    if (!this.takeReply(limitKey, nowMs)) return;
+    if (r === this.udpReplies ? !this.mayReply(ipv4, nowMs) : !this.takeReply(addressIPv4(rx.data, off + OFF_SRC), nowMs)) return;
     const k = r === this.udpReplies ? this.nUdpReplies : this.nTunReplies;
     if (k >= REPLY_CAP) { this.counters.drops.rate_limited++; return; }
     r.len[k] = writeIcmpError(r.data, r.off[k]!, ICMP6_TIME_EXCEEDED, 0, 0, this.routerAddr, rx.data, off, len);
     r.addr[k] = ipv4; r.port[k] = port;
     if (r === this.udpReplies) this.nUdpReplies = k + 1; else this.nTunReplies = k + 1;
     this.counters.icmpErrors++;
+  }
+
+  /**
+   * A reply over UDP goes to the datagram's source: one claiming to be an
+   * address of this host (or loopback, broadcast, ...) is spoofed, and
+   * answering it would reflect the reply into the host.
+   */
+  private mayReply(ipv4: number, nowMs: number): boolean {
+    if (this.refused.has(ipv4) || ipv4 === this.cfg.listenIPv4) { this.counters.drops.reply_refused++; return false; }
+    return this.takeReply(ipv4, nowMs);
   }
 
   private takeReply(ipv4: number, nowMs: number): boolean {
@@ -315,15 +339,3 @@ function ndTypeOf(d: Uint8Array, off: number, len: number): number {
   const t = d[off + IPV6_HEADER]!;
   return t >= ND_ROUTER_SOLICIT && t <= ND_REDIRECT ? t : 0;
 }
-
-/**
- * A relay target must be an ordinary unicast IPv4 host: a peer could otherwise
- * make the router send datagrams to its own loopback services, to multicast
- * groups or to broadcast.
- */
-function relayable(v4: number): boolean {
-  const a = v4 >>> 24;
-  return a !== 0 && a !== 127 && a < 224;
-}
-
-

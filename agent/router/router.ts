@@ -18,6 +18,11 @@ import { makeAddress } from '../protocol/address.js';
 import { openTunnel, type Tunnel } from './tunnel.js';
 import { routerRegistry } from './metrics.js';
 import { Counters, type CountersSnapshot } from './counters.js';
+import { readLocalTable, sameRanges } from './localtable.js';
+import { type IPv4Range, refusedRanges } from './refused.js';
+
+/** How often the host's local routing table is read again (addresses come and go with interfaces). */
+const LOCAL_TABLE_REFRESH_MS = 5000;
 
 /** RA = 40 + 16 + 32 per prefix option (the peer's /114 and each route) ≤ 1280. */
 const MAX_ROUTES = Math.floor((1280 - 40 - 16) / 32) - 1;
@@ -35,6 +40,8 @@ export interface RouterOptions {
   ndpProxy?: { uplink: string; mode?: string; localAddresses?: Uint8Array[] };
   /** How often a statistics line is logged while traffic flows (default 60 s). */
   statsIntervalMs?: number;
+  /** Also refuse relays and sends to private IPv4 ranges (refused.ts), for routers on public addresses. */
+  refusePrivate?: boolean;
 }
 
 export interface RouterConfig {
@@ -48,6 +55,7 @@ export interface RouterConfig {
   workers: number;
   ndpProxy?: { uplink: string; mode: ResponderMode; localAddresses: Uint8Array[] };
   statsIntervalMs: number;
+  refusePrivate: boolean;
 }
 
 /** Turns user input into a checked configuration; every error names the flag and the fix. */
@@ -81,7 +89,7 @@ export function routerConfig(o: RouterOptions): RouterConfig {
   return {
     ...(ndpProxy ? { ndpProxy } : {}),
     prefix: parsePrefix64(o.prefix),
-    listenIPv4, port, tun, batch, workers, statsIntervalMs: o.statsIntervalMs ?? 60_000,
+    listenIPv4, port, tun, batch, workers, statsIntervalMs: o.statsIntervalMs ?? 60_000, refusePrivate: !!o.refusePrivate,
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
@@ -113,7 +121,11 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     throw udpOpenError(err as NodeJS.ErrnoException, listenText, cfg.port);
   }
   try {
-    const engineCfg: EngineConfig = { prefix: cfg.prefix, listenIPv4: cfg.listenIPv4, port: cfg.port, routes: cfg.routes };
+    let local = await localTable(log);
+    const engineCfg: EngineConfig = {
+      prefix: cfg.prefix, listenIPv4: cfg.listenIPv4, port: cfg.port, routes: cfg.routes,
+      refused: refusedRanges(local, cfg.refusePrivate),
+    };
     const routerAddress = makeAddress(cfg.prefix.bytes, cfg.listenIPv4, cfg.port, 0);
     const tunnel = await openTunnel(cfg.tun, cfg.workers, routerAddress, cfg.prefix, log);
     undo.push(() => tunnel.close());
@@ -140,6 +152,16 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       metrics = server;
       undo.push(() => server.close());
     }
+    // Relays and sends to any address of this host stay refused as its addresses change.
+    const refresh = setInterval(() => {
+      void localTable(log).then((now) => {
+        if (sameRanges(now, local)) return;
+        local = now;
+        forwarding.setRefused(refusedRanges(local, cfg.refusePrivate));
+      });
+    }, LOCAL_TABLE_REFRESH_MS);
+    refresh.unref();
+    undo.push(() => clearInterval(refresh));
     await warnIfNotForwarding(log);
     const stats = reportStats(forwarding.counters, cfg.statsIntervalMs, log);
     undo.push(() => clearInterval(stats));
@@ -203,6 +225,18 @@ async function startProxy(cfg: RouterConfig, log: Logger): Promise<NdpResponder>
   await proxy.start();
   for (const a of p.localAddresses) proxy.add(a);
   return proxy;
+}
+
+/** The host's local IPv4 addresses; on failure (no `ip`?) only the fixed ranges are refused, and the log says so. */
+let localTableWarned = false;
+async function localTable(log: Logger): Promise<IPv4Range[]> {
+  try {
+    return await readLocalTable();
+  } catch (err) {
+    if (!localTableWarned) log.warn(`cannot read the local routing table (${(err as Error).message}): relays to this host's other addresses are not refused`);
+    localTableWarned = true;
+    return [];
+  }
 }
 
 /** The router works without forwarding, but the native side then never reaches peers: say so once. */

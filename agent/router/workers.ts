@@ -7,6 +7,7 @@ import { Engine, type EngineConfig } from './engine.js';
 import { Datapath } from './datapath.js';
 import type { WorkerInit } from './worker.js';
 import type { LiveChange } from './live.js';
+import type { IPv4Range } from './refused.js';
 
 /** How often new peers are reported (quickly: the neighbour proxy must answer for them) and idle ones expired. */
 export const LIVE_REPORT_MS = 250;
@@ -28,6 +29,8 @@ export function watchLive(engine: Engine, report: LiveListener): () => void {
 
 export interface Forwarding {
   counters(): Promise<CountersSnapshot>;
+  /** New refused destinations (the host's local table changed). */
+  setRefused(ranges: readonly IPv4Range[]): void;
   stop(): Promise<void>;
 }
 
@@ -41,6 +44,7 @@ export function forwardInline(cfg: EngineConfig, batch: number, udpFd: number, t
   return {
     engine,
     counters: async () => engine.snapshot(),
+    setRefused: (ranges) => engine.setRefused(ranges),
     stop: async () => { unwatch(); datapath.stop(); },
   };
 }
@@ -92,6 +96,9 @@ export async function forwardOnWorkers(cfg: EngineConfig, batch: number, udpFds:
       const sum = new Counters();
       for (const p of parts) if (p) sum.add(p);
       return sum.snapshot();
+    },
+    setRefused(ranges) {
+      for (const w of alive) w.postMessage({ type: 'refused', ranges });
     },
     async stop() {
       stopping = true;
