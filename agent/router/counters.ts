@@ -14,6 +14,8 @@ export const DROP_REASONS = [
   'ns_foreign_target',// NS for an address that is not the router's
   'multicast',        // multicast destination
   'spoofed',          // source fails the originator check
+  'spoofed_from_kernel', // from the kernel: source is a peer's address in the /64 (port word set), or the
+                      // router's own address on anything but ICMPv6
   'hop_limit',        // hop limit ran out
   'outside_prefix',   // from the kernel: destination outside the served /64
   'not_a_peer',       // destination in the /64 with port word 0 (local use, never a peer)

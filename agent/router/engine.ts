@@ -206,6 +206,13 @@ export class Engine {
       const v4 = addressIPv4(d, dst);
       // As from peers: nothing from outside may make the router send to services on its own IPv4.
       if (v4 === this.cfg.listenIPv4 || this.refused.has(v4)) { drops.bad_destination++; continue; }
+      // Linux has no IPv6 reverse-path filter by default: from the Internet, a source inside the /64
+      // carrying a port word (another peer's address) would undo the originator check for peers that
+      // trust their /64. Only the kernel's own ICMPv6 from the router's address (echo replies, errors)
+      // may carry one; that address answers nothing else.
+      const src = off + OFF_SRC;
+      if (this.inPrefix(d, src) && addressPort(d, src) !== 0 &&
+          !(d[off + 6] === NH_ICMPV6 && equal16(d, src, this.routerAddr, 0))) { drops.spoofed_from_kernel++; continue; }
       const hops = d[off + OFF_HOP_LIMIT]!;
       if (hops <= 1) {
         drops.hop_limit++;

@@ -225,3 +225,17 @@ test('UDP source port 0 is never a peer: no RA, no forwarding, no relay, not tra
   t.is(e.live.size, 0);
   t.deepEqual(e.newPeers(), []);
 });
+
+test('from the kernel: sources that are peers\' 6bed4 addresses are spoofed; port-0 sources and the router\'s own ICMPv6 pass', (t) => {
+  const e = engine();
+  const peerB = makeAddress(prefix.bytes, parseIPv4('203.0.113.2'), 51000, 1);
+  const icmp = (src: Uint8Array) => { const b = packet(src, peerAddr); b[6] = 58; return b; };
+  fromKernel(e, [
+    packet(peerB, peerAddr),                 // another peer's address, arrived from the Internet
+    packet(e.routerAddress, peerAddr),       // the router's own address on UDP: nothing the kernel sends
+    icmp(e.routerAddress),                   // the kernel's echo reply or error from the router's address
+    packet(parseIPv6('2001:db8:9:10::11'), peerAddr), // a server of the host (port word 0)
+  ]);
+  t.is(e.counters.drops.spoofed_from_kernel, 2);
+  t.is(e.nToPeers, 2);
+});
