@@ -38,6 +38,8 @@ export class Counters {
   keepalives = 0;
   /** Peers seen within the liveness TTL at the last sweep (a gauge: summed across workers). */
   livePeers = 0;
+  /** Packets from peers not tracked live (table full, their IPv4's share used, too many new at once). */
+  liveUntracked = 0;
   routerSolicits = 0; neighborSolicits = 0; routerAdverts = 0; neighborAdverts = 0; icmpErrors = 0;
   readonly drops: Record<DropReason, number> = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>;
 
@@ -58,7 +60,7 @@ export class Counters {
 const NUMERIC_FIELDS = [
   'udpToTunPackets', 'udpToTunBytes', 'tunToUdpPackets', 'tunToUdpBytes', 'relayPackets', 'relayBytes',
   'udpRxPackets', 'udpRxBytes', 'tunRxPackets', 'tunRxBytes', 'keepalives',
-  'livePeers', 'routerSolicits', 'neighborSolicits', 'routerAdverts', 'neighborAdverts', 'icmpErrors',
+  'livePeers', 'liveUntracked', 'routerSolicits', 'neighborSolicits', 'routerAdverts', 'neighborAdverts', 'icmpErrors',
 ] as const;
 type NumericField = typeof NUMERIC_FIELDS[number];
 export type CountersSnapshot = Record<NumericField, number> & { drops: Record<DropReason, number> };

@@ -92,6 +92,7 @@ export class Engine {
   /** Counters as of now, with the live-peer gauge current. */
   snapshot(): CountersSnapshot {
     this.counters.livePeers = this.live.size;
+    this.counters.liveUntracked = this.live.untracked;
     return this.counters.snapshot();
   }
 
@@ -233,8 +234,8 @@ export class Engine {
     if (type === ND_ROUTER_SOLICIT) {
       if (!isRouterSolicit(d, off, len)) { drops.nd_invalid++; return; }
       this.counters.routerSolicits++;
-      // A peer that asks for its address is about to use it: count it live from now on.
-      this.live.touch(srcV4, srcPort, nowMs);
+      // Not tracked live: an RS (from ::) carries nothing an originator check could verify. The peer
+      // is tracked from its first packet that passes one.
       const dst = isUnspecified(d, off + OFF_SRC) ? ALL_NODES : d.subarray(off + OFF_SRC, off + OFF_SRC + 16);
       this.replyRA(srcV4, srcPort, dst, nowMs);
       return;
@@ -243,6 +244,7 @@ export class Engine {
       const target = neighborSolicitTarget(d, off, len);
       if (target < 0) { drops.nd_invalid++; return; }
       if (!this.isOriginator(d, off + OFF_SRC, srcV4, srcPort, true)) { drops.spoofed++; return; }
+      this.live.touch(srcV4, srcPort, nowMs);
       if (!this.isRouterTarget(d, target)) { drops.ns_foreign_target++; return; }
       this.counters.neighborSolicits++;
       if (!this.mayReply(srcV4, nowMs)) return;

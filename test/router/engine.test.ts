@@ -239,3 +239,11 @@ test('from the kernel: sources that are peers\' 6bed4 addresses are spoofed; por
   t.is(e.counters.drops.spoofed_from_kernel, 2);
   t.is(e.nToPeers, 2);
 });
+
+test('an RS does not make a peer live (nothing in it can be checked); its first checked packet does', (t) => {
+  const e = engine();
+  fromPeer(e, Array.from({ length: 8 }, (_, i) => ({ bytes: rs(), port: 1000 + i })));
+  t.is(e.live.size, 0);
+  fromPeer(e, [{ bytes: packet(peerAddr, isp) }]);
+  t.is(e.live.size, 1);
+});
