@@ -30,6 +30,8 @@ export interface EngineConfig {
   /** Extra prefixes announced in RAs as routed through the router. */
   routes: readonly Prefix[];
   rateLimit?: RateLimitConfig;
+  /** The limiter's state, shared by every worker's engine (newRateLimitState); default: this engine's own. */
+  rateLimitState?: SharedArrayBuffer;
   /**
    * IPv4 destinations never sent to (relays, kernel → peer, replies): by
    * default only the fixed ones (refused.ts); the router adds its host's
@@ -38,6 +40,7 @@ export interface EngineConfig {
   refused?: readonly IPv4Range[];
 }
 
+const NO_ROUTES: readonly Prefix[] = [];
 /** Entries in a reply batch; replies are rare, and more than this per receive batch are dropped. */
 const REPLY_CAP = 64;
 const REPLY_SLOT = TUNNEL_MTU;
@@ -76,7 +79,7 @@ export class Engine {
     this.routerLinkLocalIid = Uint8Array.from(ROUTER_LINK_LOCAL);
     this.routerLinkLocalIid.set(this.routerAddr.subarray(8, 16), 8);
     this.routerLla = linkLayer(cfg.listenIPv4, cfg.port);
-    this.limiter = new ReplyLimiter(cfg.rateLimit ?? DEFAULT_RATE_LIMIT);
+    this.limiter = new ReplyLimiter(cfg.rateLimit ?? DEFAULT_RATE_LIMIT, cfg.rateLimitState);
     this.refused = new RefusedIPv4(cfg.refused ?? refusedRanges([], false));
     // One extra byte per slot lets a too-long datagram show as longer than the MTU.
     this.udpRx = newBatch(batchSize, TUNNEL_MTU + 1);
@@ -144,7 +147,9 @@ export class Engine {
       if (!this.isOriginator(d, off + OFF_SRC, srcV4, srcPort, false)) {
         drops.spoofed++;
         // A source in our /64 is most likely a peer whose NAT mapping changed: tell it its new address.
-        if (this.inPrefix(d, off + OFF_SRC)) this.replyRA(srcV4, srcPort, ALL_NODES, nowMs);
+        // Only the /114 (88 bytes): the route options are for an RS, and here the asker may be anyone
+        // with a 40-byte header and a spoofed IPv4 source, so the reply must not be much larger.
+        if (this.inPrefix(d, off + OFF_SRC)) this.replyRA(srcV4, srcPort, ALL_NODES, nowMs, false);
         continue;
       }
       this.live.touch(srcV4, srcPort, nowMs);
@@ -263,13 +268,13 @@ export class Engine {
   }
 
   /** Queues an RA telling ipv4:port its /114. */
-  private replyRA(ipv4: number, port: number, dst: Uint8Array, nowMs: number): void {
+  private replyRA(ipv4: number, port: number, dst: Uint8Array, nowMs: number, withRoutes = true): void {
     if (!this.mayReply(ipv4, nowMs)) return;
     const r = this.udpReplies, k = this.nUdpReplies;
     if (k >= REPLY_CAP) { this.counters.drops.rate_limited++; return; }
     // dst may point into the receive buffer; the RA is written into the reply buffer, so no overlap.
     writeAddress(this.scratch, 0, this.prefix8, ipv4, port, 0);
-    r.len[k] = writeRouterAdvert(r.data, r.off[k]!, dst, this.scratch, this.cfg.routes);
+    r.len[k] = writeRouterAdvert(r.data, r.off[k]!, dst, this.scratch, withRoutes ? this.cfg.routes : NO_ROUTES);
     r.addr[k] = ipv4; r.port[k] = port;
     this.nUdpReplies = k + 1;
     this.counters.routerAdverts++;

@@ -19,6 +19,7 @@ import { openTunnel, type Tunnel } from './tunnel.js';
 import { routerRegistry } from './metrics.js';
 import { Counters, type CountersSnapshot } from './counters.js';
 import { readLocalTable, sameRanges } from './localtable.js';
+import { newRateLimitState } from './ratelimit.js';
 import { type IPv4Range, refusedRanges } from './refused.js';
 
 /** How often the host's local routing table is read again (addresses come and go with interfaces). */
@@ -125,6 +126,8 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     const engineCfg: EngineConfig = {
       prefix: cfg.prefix, listenIPv4: cfg.listenIPv4, port: cfg.port, routes: cfg.routes,
       refused: refusedRanges(local, cfg.refusePrivate),
+      // One set of reply buckets for all workers: the overall cap stays one cap.
+      rateLimitState: newRateLimitState(),
     };
     const routerAddress = makeAddress(cfg.prefix.bytes, cfg.listenIPv4, cfg.port, 0);
     const tunnel = await openTunnel(cfg.tun, cfg.workers, routerAddress, cfg.prefix, log);
