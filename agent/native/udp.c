@@ -189,11 +189,11 @@ static int programming_error(int err) {
   }
 }
 
-/* udpSend(fd, data, off, len, addr, port, count): sent (incl. dropped) */
+/* udpSend(fd, data, off, len, addr, port, count, refused): sent (incl. dropped; refused[0] += dropped) */
 static napi_value udp_send(napi_env env, napi_callback_info info) {
-  S4_ARGS(7);
+  S4_ARGS(8);
   int fd;
-  uint32_t count;
+  uint32_t count, *refused;
   s4_batch b;
   struct mmsghdr msgs[S4_MAX_BATCH];
   struct iovec iov[S4_MAX_BATCH];
@@ -205,6 +205,7 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
   if (s4_arg_batch(env, argv + 1, 1, &b) != 0) return NULL;
   if (s4_arg_u32(env, argv[6], "count", UINT32_MAX, &count) != 0) return NULL;
   if (s4_check_entries(env, &b, count) != 0) return NULL;
+  if (s4_arg_counter(env, argv[7], &refused) != 0) return NULL;
 
   for (base = 0; base < count; base += chunk) {
     size_t sent = 0;
@@ -243,6 +244,7 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
         return NULL;
       }
       sent++;
+      (*refused)++;
     }
     done += sent;
     if (sent < chunk) break;

@@ -22,6 +22,7 @@ export const DROP_REASONS = [
   'bad_destination',  // relay, kernel→peer or reply target refused: loopback, multicast, broadcast, 169.254/16,
                       // an address of this host (its local routing table), a private range (--refuse-private)
   'rate_limited',     // a reply (RA, NA, ICMPv6 error) suppressed by the limiter
+  'error_for_error',  // no ICMPv6 error about an ICMPv6 error (or a packet whose header chain hides its upper layer)
   'reply_refused',    // a reply not sent: its destination (the datagram's source) is refused, as above
   'tx_dropped',       // the kernel refused or had no room for the packet
 ] as const;

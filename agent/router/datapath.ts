@@ -3,6 +3,7 @@
 // decided. One native call per batch and direction; no allocation per packet.
 import { native, type PollHandle } from '../io/native.js';
 import type { Engine } from './engine.js';
+import type { Batch } from '../io/batch.js';
 
 /** Batches handled per readiness event before yielding to the other direction and timers. */
 const ROUNDS_PER_EVENT = 16;
@@ -31,6 +32,7 @@ export class Datapath {
       if (e.nToTun) drops.tx_dropped += e.nToTun - native.tunWrite(this.tunFd, e.toTun, e.nToTun);
       if (e.nRelay) drops.tx_dropped += e.nRelay - native.udpSend(this.udpFd, e.relay, e.nRelay);
       if (e.nUdpReplies) drops.tx_dropped += e.nUdpReplies - native.udpSend(this.udpFd, e.udpReplies, e.nUdpReplies);
+      drops.tx_dropped += takeRefused(e.toTun) + takeRefused(e.relay) + takeRefused(e.udpReplies);
       if (n < e.udpRx.cap) return;
     }
   }
@@ -44,7 +46,15 @@ export class Datapath {
       e.fromKernel(n, Date.now());
       if (e.nToPeers) drops.tx_dropped += e.nToPeers - native.udpSend(this.udpFd, e.toPeers, e.nToPeers);
       if (e.nTunReplies) drops.tx_dropped += e.nTunReplies - native.tunWrite(this.tunFd, e.tunReplies, e.nTunReplies);
+      drops.tx_dropped += takeRefused(e.toPeers) + takeRefused(e.tunReplies);
       if (n < e.tunRx.cap) return;
     }
   }
+}
+
+/** Packets the kernel refused one by one in sends from b since the last call (consumed, never delivered). */
+function takeRefused(b: Batch): number {
+  const n = b.refused[0]!;
+  if (n) b.refused[0] = 0;
+  return n;
 }

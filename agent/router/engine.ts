@@ -14,6 +14,7 @@ import {
   ALL_NODES, ROUTER_LINK_LOCAL, isRouterSolicit, ndType, neighborSolicitTarget, writeNeighborAdvert, writeRouterAdvert,
 } from '../protocol/nd.js';
 import { writeIcmpError } from '../protocol/icmperror.js';
+import { noErrorReply } from '../protocol/exthdr.js';
 import type { Prefix } from '../protocol/ip.js';
 import { type Batch, newBatch, sharedBatch } from '../io/batch.js';
 import { Counters, type CountersSnapshot, type DropReason } from './counters.js';
@@ -283,8 +284,8 @@ export class Engine {
   /** Queues a Time Exceeded about the packet at off, from the router's own address. */
   private replyError(r: Batch, off: number, len: number, ipv4: number, port: number, nowMs: number): void {
     const rx = r === this.udpReplies ? this.udpRx : this.tunRx;
-    // Never answer an error with an error (RFC 4443 §2.4 e).
-    if (rx.data[off + 6] === NH_ICMPV6 && rx.data[off + IPV6_HEADER]! < 128) return;
+    // Never answer an error with an error (RFC 4443 §2.4 e), wherever in the header chain it sits.
+    if (noErrorReply(rx.data, off, len)) { this.counters.drops.error_for_error++; return; }
     if (r === this.udpReplies ? !this.mayReply(ipv4, nowMs) : !this.takeReply(addressIPv4(rx.data, off + OFF_SRC), nowMs)) return;
     const k = r === this.udpReplies ? this.nUdpReplies : this.nTunReplies;
     if (k >= REPLY_CAP) { this.counters.drops.rate_limited++; return; }

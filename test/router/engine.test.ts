@@ -182,7 +182,7 @@ test('property: any datagram is accounted for exactly once and nothing throws', 
     fromPeer(e, dgrams.map((bytes) => ({ bytes, v4 })));
     const c = e.counters;
     // rate_limited, reply_refused and tx_dropped count replies and sends, not received datagrams.
-    const notReceived = new Set<string>(['rate_limited', 'reply_refused', 'tx_dropped']);
+    const notReceived = new Set<string>(['rate_limited', 'reply_refused', 'error_for_error', 'tx_dropped']);
     const drops = DROP_REASONS.reduce((s, r) => s + (notReceived.has(r) ? 0 : c.drops[r]), 0);
     const outcomes = c.udpToTunPackets + c.relayPackets + c.keepalives + c.routerSolicits + c.neighborSolicits + drops;
     return outcomes === dgrams.length && c.udpRxPackets === dgrams.length &&
@@ -246,4 +246,18 @@ test('an RS does not make a peer live (nothing in it can be checked); its first 
   t.is(e.live.size, 0);
   fromPeer(e, [{ bytes: packet(peerAddr, isp) }]);
   t.is(e.live.size, 1);
+});
+
+test('no Time Exceeded about an ICMPv6 error, also behind extension headers; other packets behind them are answered', (t) => {
+  const e = engine();
+  // hop-by-hop (8 bytes) → destination options (8 bytes) → ICMPv6 type 1 (Destination Unreachable).
+  const chained = (upper: number, type: number) => {
+    const b = packet(peerAddr, isp, 1, 24);
+    b[6] = 0; b[40] = 60; b[41] = 0; b[48] = upper; b[49] = 0; b[56] = type;
+    return b;
+  };
+  fromPeer(e, [{ bytes: chained(58, 1) }, { bytes: chained(58, 128) }, { bytes: chained(17, 0) }]);
+  t.is(e.counters.drops.hop_limit, 3);
+  t.is(e.counters.drops.error_for_error, 1);
+  t.is(e.nUdpReplies, 2, 'the echo request and the UDP packet get their Time Exceeded');
 });
