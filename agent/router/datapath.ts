@@ -5,16 +5,28 @@ import { native, type PollHandle } from '../io/native.js';
 import type { Engine } from './engine.js';
 import type { Batch } from '../io/batch.js';
 
-/** Batches handled per readiness event before yielding to the other direction and timers. */
+/** Batches handled per readiness event before yielding to the other sockets, the other direction and timers. */
 const ROUNDS_PER_EVENT = 16;
 
+/**
+ * Fairness under a flood: the UDP port is served by several SO_REUSEPORT
+ * sockets, and the kernel puts each flow (source IPv4:port) on one of them
+ * by its hash. A single source flooding the router fills only its own
+ * socket's buffer, and since every socket gets the same budget per turn of
+ * the event loop, the peers on the other sockets keep their share instead of
+ * losing their datagrams in one shared, overflowing buffer.
+ */
 export class Datapath {
   private readonly polls: PollHandle[] = [];
+  /** Replies and relays leave through the first socket (all have the same address and port). */
+  private readonly udpFd: number;
 
-  constructor(private readonly engine: Engine, private readonly udpFd: number, private readonly tunFd: number) {}
+  constructor(private readonly engine: Engine, private readonly udpFds: readonly number[], private readonly tunFd: number) {
+    this.udpFd = udpFds[0]!;
+  }
 
   start(): void {
-    this.polls.push(native.poll(this.udpFd, () => this.onUdp()));
+    for (const fd of this.udpFds) this.polls.push(native.poll(fd, () => this.onUdp(fd)));
     this.polls.push(native.poll(this.tunFd, () => this.onTun()));
   }
 
@@ -23,10 +35,10 @@ export class Datapath {
   }
 
   /** Peers → kernel, peers → peers, and replies to peers. */
-  onUdp(): void {
+  onUdp(fd: number): void {
     const e = this.engine, drops = e.counters.drops;
     for (let round = 0; round < ROUNDS_PER_EVENT; round++) {
-      const n = native.udpRecv(this.udpFd, e.udpRx);
+      const n = native.udpRecv(fd, e.udpRx);
       if (n === 0) return;
       e.fromPeers(n, Date.now());
       if (e.nToTun) drops.tx_dropped += e.nToTun - native.tunWrite(this.tunFd, e.toTun, e.nToTun);

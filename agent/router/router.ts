@@ -22,6 +22,13 @@ import { readLocalTable, sameRanges } from './localtable.js';
 import { newRateLimitState } from './ratelimit.js';
 import { type IPv4Range, refusedRanges } from './refused.js';
 
+/**
+ * UDP sockets per worker. The kernel spreads flows over them by hash, so a
+ * flooding source shares its socket (and its losses) with about 1/8 of the
+ * other peers instead of all of them (measured: bench/flood.ts).
+ */
+const DEFAULT_SOCKETS = 8;
+
 /** How often the host's local routing table is read again (addresses come and go with interfaces). */
 const LOCAL_TABLE_REFRESH_MS = 5000;
 
@@ -43,6 +50,8 @@ export interface RouterOptions {
   statsIntervalMs?: number;
   /** Also refuse relays and sends to private IPv4 ranges (refused.ts), for routers on public addresses. */
   refusePrivate?: boolean;
+  /** SO_REUSEPORT sockets per worker (fairness under a flood: see datapath.ts). Default 8. */
+  sockets?: number;
 }
 
 export interface RouterConfig {
@@ -57,6 +66,7 @@ export interface RouterConfig {
   ndpProxy?: { uplink: string; mode: ResponderMode; localAddresses: Uint8Array[] };
   statsIntervalMs: number;
   refusePrivate: boolean;
+  sockets: number;
 }
 
 /** Turns user input into a checked configuration; every error names the flag and the fix. */
@@ -73,6 +83,8 @@ export function routerConfig(o: RouterOptions): RouterConfig {
   }
   const batch = o.batch ?? 64;
   if (!Number.isInteger(batch) || batch < 1 || batch > 256) throw new InputError(`--batch ${o.batch}: use 1..256`);
+  const sockets = o.sockets ?? DEFAULT_SOCKETS;
+  if (!Number.isInteger(sockets) || sockets < 1 || sockets > 64) throw new InputError(`--sockets ${o.sockets}: use 1..64`);
   const workers = o.workers ?? 1;
   if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new InputError(`--workers ${o.workers}: use 1..64`);
   // Each route is a 32-byte option in the RA, which must fit the 1280-byte tunnel MTU.
@@ -90,7 +102,7 @@ export function routerConfig(o: RouterOptions): RouterConfig {
   return {
     ...(ndpProxy ? { ndpProxy } : {}),
     prefix: parsePrefix64(o.prefix),
-    listenIPv4, port, tun, batch, workers, statsIntervalMs: o.statsIntervalMs ?? 60_000, refusePrivate: !!o.refusePrivate,
+    listenIPv4, port, tun, batch, workers, statsIntervalMs: o.statsIntervalMs ?? 60_000, refusePrivate: !!o.refusePrivate, sockets,
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
@@ -116,7 +128,10 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
   const undo: (() => void | Promise<void>)[] = [() => { for (const fd of udpFds) native.close(fd); }];
   const unwind = async () => { for (const u of undo.splice(0).reverse()) await u(); };
   try {
-    for (let i = 0; i < cfg.workers; i++) udpFds.push(native.udpOpen(listenText, cfg.port, cfg.workers > 1).fd);
+    // A plain bind first: a port held by another router (even one using SO_REUSEPORT) is refused
+    // here, instead of our sockets silently joining its reuseport group and sharing its traffic.
+    native.close(native.udpOpen(listenText, cfg.port, false).fd);
+    for (let i = 0; i < cfg.workers * cfg.sockets; i++) udpFds.push(native.udpOpen(listenText, cfg.port, cfg.workers * cfg.sockets > 1).fd);
   } catch (err) {
     await unwind();
     throw udpOpenError(err as NodeJS.ErrnoException, listenText, cfg.port);
@@ -141,8 +156,8 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       for (const c of removed) for (const a of addrs(c)) proxy.remove(a);
     });
     const forwarding = cfg.workers === 1
-      ? forwardInline(engineCfg, cfg.batch, udpFds[0]!, tunnel.fds[0]!, onLive)
-      : await forwardOnWorkers(engineCfg, cfg.batch, udpFds, tunnel.fds, onLive, (err) => {
+      ? forwardInline(engineCfg, cfg.batch, udpFds, tunnel.fds[0]!, onLive)
+      : await forwardOnWorkers(engineCfg, cfg.batch, tunnel.fds.map((_, w) => udpFds.slice(w * cfg.sockets, (w + 1) * cfg.sockets)), tunnel.fds, onLive, (err) => {
         // Stop the way a signal would, so the tunnel and its route go cleanly, and say why.
         log.error(`${err.message}: stopping the router`);
         process.exitCode = 1;

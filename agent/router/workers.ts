@@ -34,11 +34,11 @@ export interface Forwarding {
   stop(): Promise<void>;
 }
 
-/** One engine on the main thread over udpFds[0] and tunFds[0]. */
-export function forwardInline(cfg: EngineConfig, batch: number, udpFd: number, tunFd: number,
+/** One engine on the main thread over its UDP sockets and one TUN queue. */
+export function forwardInline(cfg: EngineConfig, batch: number, udpFds: number[], tunFd: number,
   onLive?: LiveListener): Forwarding & { engine: Engine } {
   const engine = new Engine(cfg, batch);
-  const datapath = new Datapath(engine, udpFd, tunFd);
+  const datapath = new Datapath(engine, udpFds, tunFd);
   datapath.start();
   const unwatch = watchLive(engine, (added, removed) => onLive?.(added, removed));
   return {
@@ -49,11 +49,11 @@ export function forwardInline(cfg: EngineConfig, batch: number, udpFd: number, t
   };
 }
 
-/** One worker per (udpFd, tunFd) pair. Resolves once every worker has its data path running. */
-export async function forwardOnWorkers(cfg: EngineConfig, batch: number, udpFds: number[], tunFds: number[],
+/** One worker per (UDP sockets, TUN queue) pair. Resolves once every worker has its data path running. */
+export async function forwardOnWorkers(cfg: EngineConfig, batch: number, udpFds: number[][], tunFds: number[],
   onLive?: LiveListener, onFailure: (err: Error) => void = (err) => { throw err; }): Promise<Forwarding> {
-  const workers = udpFds.map((udpFd, i) => new Worker(new URL('./worker.js', import.meta.url), {
-    workerData: { engine: cfg, batch, udpFd, tunFd: tunFds[i]! } satisfies WorkerInit,
+  const workers = udpFds.map((fds, i) => new Worker(new URL('./worker.js', import.meta.url), {
+    workerData: { engine: cfg, batch, udpFds: fds, tunFd: tunFds[i]! } satisfies WorkerInit,
   }));
   const stopAll = async () => { await Promise.all(workers.map((w) => w.terminate())); };
   for (const w of workers) {
