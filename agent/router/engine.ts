@@ -70,6 +70,7 @@ export class Engine {
   private readonly routerLla: Uint8Array;
   private readonly limiter: ReplyLimiter;
   private readonly scratch = new Uint8Array(16);
+  private readonly oldScratch = new Uint8Array(16);
   private refused: RefusedIPv4;
 
   constructor(readonly cfg: EngineConfig, batchSize = 64) {
@@ -150,7 +151,7 @@ export class Engine {
         // A source in our /64 is most likely a peer whose NAT mapping changed: tell it its new address.
         // Only the /114 (88 bytes): the route options are for an RS, and here the asker may be anyone
         // with a 40-byte header and a spoofed IPv4 source, so the reply must not be much larger.
-        if (this.inPrefix(d, off + OFF_SRC)) this.replyRA(srcV4, srcPort, ALL_NODES, nowMs, false);
+        if (this.inPrefix(d, off + OFF_SRC)) this.replyRA(srcV4, srcPort, ALL_NODES, nowMs, false, off + OFF_SRC);
         continue;
       }
       this.live.touch(srcV4, srcPort, nowMs);
@@ -268,14 +269,25 @@ export class Engine {
     drops[ndType(d, off, len) < 0 ? 'nd_invalid' : 'nd_unexpected']++;
   }
 
-  /** Queues an RA telling ipv4:port its /114. */
-  private replyRA(ipv4: number, port: number, dst: Uint8Array, nowMs: number, withRoutes = true): void {
+  /**
+   * Queues an RA telling ipv4:port its /114. oldAt, the offset in the receive
+   * buffer of a source address that failed the originator check, adds that
+   * address's /114 with zero lifetimes (the draft's withdrawal of a mapping
+   * the NAT changed), unless it has no port word (never a peer's).
+   */
+  private replyRA(ipv4: number, port: number, dst: Uint8Array, nowMs: number, withRoutes = true, oldAt = -1): void {
     if (!this.mayReply(ipv4, nowMs)) return;
     const r = this.udpReplies, k = this.nUdpReplies;
     if (k >= REPLY_CAP) { this.counters.drops.rate_limited++; return; }
     // dst may point into the receive buffer; the RA is written into the reply buffer, so no overlap.
     writeAddress(this.scratch, 0, this.prefix8, ipv4, port, 0);
-    r.len[k] = writeRouterAdvert(r.data, r.off[k]!, dst, this.scratch, withRoutes ? this.cfg.routes : NO_ROUTES);
+    let old: Uint8Array | undefined;
+    if (oldAt >= 0 && addressPort(this.udpRx.data, oldAt) !== 0) {
+      old = this.oldScratch;
+      old.set(this.udpRx.data.subarray(oldAt, oldAt + 14));
+      old[14] = this.udpRx.data[oldAt + 14]! & 0xc0; old[15] = 0; // lanip 0: the /114 itself
+    }
+    r.len[k] = writeRouterAdvert(r.data, r.off[k]!, dst, this.scratch, withRoutes ? this.cfg.routes : NO_ROUTES, false, old);
     r.addr[k] = ipv4; r.port[k] = port;
     this.nUdpReplies = k + 1;
     this.counters.routerAdverts++;

@@ -261,3 +261,23 @@ test('no Time Exceeded about an ICMPv6 error, also behind extension headers; oth
   t.is(e.counters.drops.error_for_error, 1);
   t.is(e.nUdpReplies, 2, 'the echo request and the UDP packet get their Time Exceeded');
 });
+
+test('an RA that answers a changed NAT mapping withdraws the old /114 with zero lifetimes (as the draft asks)', (t) => {
+  const e = engine();
+  const old = makeAddress(prefix.bytes, PEER_V4, PEER_PORT, 1);           // the address of the old mapping
+  fromPeer(e, [{ bytes: packet(old, isp), port: PEER_PORT + 2 }]);        // now arriving from a new port
+  t.is(e.nUdpReplies, 1);
+  const r = e.udpReplies, o = r.off[0]!;
+  const ra = parseRouterAdvert(r.data, o, r.len[0]!)!;
+  t.is(formatIPv6(ra.prefix114), formatIPv6(makeAddress(prefix.bytes, PEER_V4, PEER_PORT + 2, 0)), 'the new /114 comes first: peers take it');
+  t.is(ra.validLifetime, 0xffffffff);
+  const opt = o + 40 + 16 + 32; // the second prefix option
+  t.is(r.data[opt], 3); t.is(r.data[opt + 2], 114);
+  t.is(formatIPv6(r.data, opt + 16), formatIPv6(makeAddress(prefix.bytes, PEER_V4, PEER_PORT, 0)));
+  t.is(r.data.readUInt32BE(opt + 4), 0, 'valid lifetime 0'); t.is(r.data.readUInt32BE(opt + 8), 0, 'preferred lifetime 0');
+  t.is(upperChecksum(r.data, o, 58, o + 40, r.len[0]! - 40), 0);
+  // A source with port word 0 is no peer's old mapping: nothing is withdrawn for it.
+  const e2 = engine();
+  fromPeer(e2, [{ bytes: packet(makeAddress(prefix.bytes, PEER_V4, 0, 0x11), isp) }]);
+  t.is(e2.udpReplies.len[0], 88);
+});
