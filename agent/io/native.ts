@@ -78,6 +78,13 @@ export interface NativeIO {
   ifIndex(name: string): number;
   /** flock(fd, LOCK_EX | LOCK_NB): true when taken, false when another process holds it. */
   tryLock(fd: number): boolean;
+  /**
+   * Reads ICMP errors queued on a UDP socket (IP_RECVERR, set by udpOpen):
+   * entry i holds the start of the datagram the error is about (as quoted),
+   * b.addr[i]:b.port[i] where it was sent, info[i] = ICMP type << 8 | code.
+   * Returns the count, 0 when the queue is empty.
+   */
+  udpRecvErrors(fd: number, b: Batch, info: Uint32Array): number;
 }
 
 /** The addon's raw exports: batches are passed as their separate arrays. */
@@ -89,6 +96,7 @@ interface RawAddon {
   udpRecv(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, addr: Uint32Array, port: Uint16Array, slot: number): number;
   udpSend(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, addr: Uint32Array, port: Uint16Array, count: number, refused: Uint32Array): number;
   tunRead(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, slot: number): number;
+  udpRecvErrors(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, addr: Uint32Array, port: Uint16Array, slot: number, info: Uint32Array): number;
   tunWrite(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, count: number, refused: Uint32Array): number;
   poll(fd: number, onReadable: () => void): PollHandle;
   ifIndex(name: string): number;
@@ -163,4 +171,5 @@ export const native: NativeIO = {
   poll: (fd, onReadable) => addon().poll(fd, onReadable),
   ifIndex: (name) => addon().ifIndex(name),
   tryLock: (fd) => addon().tryLock(fd),
+  udpRecvErrors: (fd, b, info) => addon().udpRecvErrors(fd, b.data, b.off, b.len, b.addr, b.port, b.slot, info),
 };

@@ -23,6 +23,7 @@ export const DROP_REASONS = [
                       // an address of this host (its local routing table), a private range (--refuse-private)
   'rate_limited',     // a reply (RA, NA, ICMPv6 error) suppressed by the limiter
   'error_for_error',  // no ICMPv6 error about an ICMPv6 error (or a packet whose header chain hides its upper layer)
+  'icmp4_unmatched',  // an ICMPv4 error about a datagram the router did not send that way, or not Destination Unreachable
   'reply_refused',    // a reply not sent: its destination (the datagram's source) is refused, as above
   'tx_dropped',       // the kernel refused or had no room for the packet
 ] as const;
@@ -42,6 +43,8 @@ export class Counters {
   /** Packets from peers not tracked live (table full, their IPv4's share used, too many new at once). */
   liveUntracked = 0;
   routerSolicits = 0; neighborSolicits = 0; routerAdverts = 0; neighborAdverts = 0; icmpErrors = 0;
+  /** ICMPv4 errors received about datagrams the router sent (translated to ICMPv6 when they qualify). */
+  icmp4Errors = 0;
   readonly drops: Record<DropReason, number> = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>;
 
   /** Adds another engine's counters (worker threads report theirs). */
@@ -61,7 +64,7 @@ export class Counters {
 const NUMERIC_FIELDS = [
   'udpToTunPackets', 'udpToTunBytes', 'tunToUdpPackets', 'tunToUdpBytes', 'relayPackets', 'relayBytes',
   'udpRxPackets', 'udpRxBytes', 'tunRxPackets', 'tunRxBytes', 'keepalives',
-  'livePeers', 'liveUntracked', 'routerSolicits', 'neighborSolicits', 'routerAdverts', 'neighborAdverts', 'icmpErrors',
+  'livePeers', 'liveUntracked', 'routerSolicits', 'neighborSolicits', 'routerAdverts', 'neighborAdverts', 'icmpErrors', 'icmp4Errors',
 ] as const;
 type NumericField = typeof NUMERIC_FIELDS[number];
 export type CountersSnapshot = Record<NumericField, number> & { drops: Record<DropReason, number> };

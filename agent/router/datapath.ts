@@ -37,6 +37,14 @@ export class Datapath {
   /** Peers → kernel, peers → peers, and replies to peers. */
   onUdp(fd: number): void {
     const e = this.engine, drops = e.counters.drops;
+    // ICMP errors about what we sent wake the socket too (POLLERR); they are few, read them first.
+    const m = native.udpRecvErrors(fd, e.icmpRx, e.icmpInfo);
+    if (m) {
+      e.fromIcmpErrors(m, Date.now());
+      if (e.nTunReplies) drops.tx_dropped += e.nTunReplies - native.tunWrite(this.tunFd, e.tunReplies, e.nTunReplies);
+      if (e.nUdpReplies) drops.tx_dropped += e.nUdpReplies - native.udpSend(this.udpFd, e.udpReplies, e.nUdpReplies);
+      drops.tx_dropped += takeRefused(e.tunReplies) + takeRefused(e.udpReplies);
+    }
     for (let round = 0; round < ROUNDS_PER_EVENT; round++) {
       const n = native.udpRecv(fd, e.udpRx);
       if (n === 0) return;

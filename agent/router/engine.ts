@@ -6,7 +6,7 @@
 // replies the router itself generates (RA, NA, ICMPv6 errors) are built in
 // buffers of their own.
 import {
-  ICMP6_TIME_EXCEEDED, IPV6_HEADER, ND_NEIGHBOR_SOLICIT, ND_REDIRECT, ND_ROUTER_SOLICIT, NH_ICMPV6, TUNNEL_MTU,
+  ICMP6_DST_UNREACH, ICMP6_TIME_EXCEEDED, IPV6_HEADER, ND_NEIGHBOR_SOLICIT, ND_REDIRECT, ND_ROUTER_SOLICIT, NH_ICMPV6, TUNNEL_MTU,
 } from '../protocol/constants.js';
 import { addressIPv4, addressPort, makeAddress, linkLayer, writeAddress } from '../protocol/address.js';
 import { OFF_DST, OFF_HOP_LIMIT, OFF_SRC, equal16, isLinkLocal64, isUnspecified, readU32 } from '../protocol/ipv6.js';
@@ -42,6 +42,8 @@ export interface EngineConfig {
 }
 
 const NO_ROUTES: readonly Prefix[] = [];
+/** ICMPv4 errors read per call: they are rare, and more wait in the socket's error queue. */
+const ICMP_BATCH = 16;
 /** Entries in a reply batch; replies are rare, and more than this per receive batch are dropped. */
 const REPLY_CAP = 64;
 const REPLY_SLOT = TUNNEL_MTU;
@@ -61,6 +63,9 @@ export class Engine {
   readonly toPeers: Batch;
   readonly tunReplies: Batch;
   nToTun = 0; nRelay = 0; nUdpReplies = 0; nToPeers = 0; nTunReplies = 0;
+  /** ICMPv4 errors about datagrams the router sent (IP_RECVERR), filled by the I/O loop; info[i] = type << 8 | code. */
+  readonly icmpRx: Batch;
+  readonly icmpInfo: Uint32Array;
 
   private readonly prefix8: Uint8Array;
   private readonly prefixHi: number;
@@ -89,6 +94,8 @@ export class Engine {
     this.toTun = sharedBatch(this.udpRx);
     this.relay = sharedBatch(this.udpRx);
     this.toPeers = sharedBatch(this.tunRx);
+    this.icmpRx = newBatch(ICMP_BATCH, TUNNEL_MTU);
+    this.icmpInfo = new Uint32Array(ICMP_BATCH);
     this.udpReplies = newBatch(REPLY_CAP, REPLY_SLOT);
     this.tunReplies = newBatch(REPLY_CAP, REPLY_SLOT);
     for (let i = 0; i < REPLY_CAP; i++) { this.udpReplies.off[i] = i * REPLY_SLOT; this.tunReplies.off[i] = i * REPLY_SLOT; }
@@ -233,6 +240,47 @@ export class Engine {
       nOut++; c.tunToUdpPackets++; c.tunToUdpBytes += len;
     }
     this.nToPeers = nOut;
+  }
+
+  /**
+   * ICMPv4 Destination Unreachable about datagrams the router sent to a peer
+   * (typically port unreachable from a NAT that dropped the mapping) become
+   * ICMPv6 Destination Unreachable from the router's address to the IPv6
+   * sender of the packet inside, as the draft asks: into the kernel for a
+   * native sender, over UDP for a peer whose packet was relayed. Rate limited
+   * as every reply; the quoted packet must be the one sent to that peer (its
+   * destination carries the IPv4:port the error is about), and an error about
+   * an ICMPv6 error is not answered. Fills tunReplies and udpReplies.
+   */
+  fromIcmpErrors(n: number, nowMs: number): void {
+    const rx = this.icmpRx, d = rx.data, c = this.counters, drops = c.drops;
+    this.nTunReplies = 0; this.nUdpReplies = 0;
+    for (let i = 0; i < n; i++) {
+      const off = rx.off[i]!, qlen = rx.len[i]!, info = this.icmpInfo[i]!;
+      c.icmp4Errors++;
+      const type = info >>> 8, code4 = info & 0xff;
+      // Only Destination Unreachable (3); Time Exceeded etc. from the IPv4 path are not the sender's business.
+      if (type !== 3 || qlen < IPV6_HEADER || (d[off]! >>> 4) !== 6) { drops.icmp4_unmatched++; continue; }
+      const dst = off + OFF_DST;
+      if (!this.inPrefix(d, dst) || addressIPv4(d, dst) !== rx.addr[i] || addressPort(d, dst) !== rx.port[i]) { drops.icmp4_unmatched++; continue; }
+      if (noErrorReply(d, off, qlen)) { drops.error_for_error++; continue; }
+      if (!this.takeReply(rx.addr[i]!, nowMs)) continue;
+      // RFC 4443 codes: 0 no route (net unreachable), 1 administratively prohibited, 3 address unreachable, 4 port unreachable.
+      const code6 = code4 === 3 ? 4 : code4 === 0 ? 0 : code4 === 9 || code4 === 10 || code4 === 13 ? 1 : 3;
+      const src = off + OFF_SRC;
+      const peerSender = this.inPrefix(d, src) && addressPort(d, src) !== 0;
+      const r = peerSender ? this.udpReplies : this.tunReplies;
+      const k = peerSender ? this.nUdpReplies : this.nTunReplies;
+      if (k >= REPLY_CAP) { drops.rate_limited++; continue; }
+      if (peerSender) {
+        const v4 = addressIPv4(d, src);
+        if (v4 === this.cfg.listenIPv4 || this.refused.has(v4)) { drops.reply_refused++; continue; }
+        r.addr[k] = v4; r.port[k] = addressPort(d, src);
+      }
+      r.len[k] = writeIcmpError(r.data, r.off[k]!, ICMP6_DST_UNREACH, code6, 0, this.routerAddr, d, off, qlen);
+      if (peerSender) this.nUdpReplies = k + 1; else this.nTunReplies = k + 1;
+      c.icmpErrors++;
+    }
   }
 
   /** ND from a peer: RS gets an RA, NS for the router gets an NA, the rest is dropped. */

@@ -32,8 +32,9 @@ export function routerRegistry(readNow: () => Promise<CountersSnapshot>, ndp?: (
     (s) => [{ value: s.udpRxPackets, labels: { side: 'udp' } }, { value: s.tunRxPackets, labels: { side: 'tun' } }]);
   family('sixbed4_router_dropped_packets_total', 'Packets dropped, by reason',
     (s) => DROP_REASONS.map((r) => ({ value: s.drops[r], labels: { reason: r } })));
-  family('sixbed4_router_nd_messages_total', 'ND and ICMPv6 messages: rs, ns received; ra, na, icmp_error sent',
-    (s) => [t('rs', s.routerSolicits), t('ns', s.neighborSolicits), t('ra', s.routerAdverts), t('na', s.neighborAdverts), t('icmp_error', s.icmpErrors)]);
+  family('sixbed4_router_nd_messages_total', 'ND and ICMP messages: rs, ns, icmp4_error received; ra, na, icmp_error sent',
+    (s) => [t('rs', s.routerSolicits), t('ns', s.neighborSolicits), t('ra', s.routerAdverts), t('na', s.neighborAdverts), t('icmp_error', s.icmpErrors),
+      t('icmp4_error', s.icmp4Errors)]);
   family('sixbed4_router_keepalives_total', 'Empty keepalive datagrams received (ignored)',
     (s) => [{ value: s.keepalives, labels: {} }]);
   family('sixbed4_router_live_peers', 'Peers seen in the last two minutes (at the last sweep)',

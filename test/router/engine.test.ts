@@ -281,3 +281,26 @@ test('an RA that answers a changed NAT mapping withdraws the old /114 with zero 
   fromPeer(e2, [{ bytes: packet(makeAddress(prefix.bytes, PEER_V4, 0, 0x11), isp) }]);
   t.is(e2.udpReplies.len[0], 88);
 });
+
+test('ICMPv4 port unreachable about a datagram sent to a peer: ICMPv6 Destination Unreachable to its sender; forged quotes ignored', (t) => {
+  const e = engine();
+  const gone = makeAddress(prefix.bytes, parseIPv4('203.0.113.2'), 9999, 1);
+  const put = (i: number, bytes: Uint8Array, v4: number, port: number, info: number) => {
+    e.icmpRx.off[i] = i * e.icmpRx.slot; e.icmpRx.data.set(bytes, i * e.icmpRx.slot); e.icmpRx.len[i] = bytes.length;
+    e.icmpRx.addr[i] = v4; e.icmpRx.port[i] = port; e.icmpInfo[i] = info;
+  };
+  put(0, packet(isp, gone), parseIPv4('203.0.113.2'), 9999, (3 << 8) | 3);        // native sender → into the kernel
+  put(1, packet(peerAddr, gone), parseIPv4('203.0.113.2'), 9999, (3 << 8) | 3);   // relayed from a peer → over UDP
+  put(2, packet(isp, gone), parseIPv4('203.0.113.9'), 9999, (3 << 8) | 3);        // quote not about that IPv4:port
+  put(3, packet(isp, gone), parseIPv4('203.0.113.2'), 9999, (11 << 8) | 0);       // Time Exceeded: not translated
+  e.fromIcmpErrors(4, 1000);
+  t.is(e.counters.icmp4Errors, 4);
+  t.is(e.counters.drops.icmp4_unmatched, 2);
+  t.is(e.nTunReplies, 1); t.is(e.nUdpReplies, 1);
+  const k = e.tunReplies, o = k.off[0]!;
+  t.is(k.data[o + 40], 1); t.is(k.data[o + 41], 4, 'port unreachable');
+  t.is(formatIPv6(k.data, o + 8), formatIPv6(e.routerAddress));
+  t.is(formatIPv6(k.data, o + 24), formatIPv6(isp));
+  t.is(e.udpReplies.addr[0], PEER_V4); t.is(e.udpReplies.port[0], PEER_PORT);
+  t.is(upperChecksum(k.data, o, 58, o + 40, k.len[0]! - 40), 0);
+});
