@@ -5,6 +5,7 @@
       "sources": [
         "agent/native/addon.c",
         "agent/native/common.c",
+        "agent/native/lock.c",
         "agent/native/poll.c",
         "agent/native/tun.c",
         "agent/native/udp.c"

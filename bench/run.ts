@@ -17,9 +17,13 @@ import { requireRootReason } from '../agent/lab/topology.js';
 import { measure, newCtx, type Ctx, type Direction, type Group, type Row, type Spec, type Timing } from './measure.js';
 import { hostSetup, setupLines, summary, table, writeJson, type Setup } from './report.js';
 import { routerHasFlag, startBenchRouter, type RouterSetup, type RunningBenchRouter } from './routerctl.js';
+import { runFlood, type FloodResult } from './flood.js';
 import { addCeilingSink, buildBenchNet, NET, removeCeilingSink, type BenchNet, type SinkId } from './topology.js';
 
 const GROUPS: Group[] = ['ceiling', 'kernel', 'router', 'batch', 'workers', 'peers'];
+/** Groups outside the packets-per-second table: the flood scenario (bench/flood.ts). */
+const EXTRA_GROUPS = ['flood'] as const;
+const ALL_GROUPS: readonly string[] = [...GROUPS, ...EXTRA_GROUPS];
 const DEFAULT_JSON = fileURLToPath(new URL('../bench-results.json', import.meta.url));
 /** A window in which other jobs used more than this % of a CPU is measured again. */
 const INTERFERENCE_PCT = 15;
@@ -31,7 +35,8 @@ const USAGE = `usage: npm run bench -- [--quick] [--duration S] [--only GROUPS] 
 
   --quick        1 s per measurement instead of 3 s
   --duration S   seconds per measurement window (overrides --quick)
-  --only GROUPS  comma-separated subset of: ${GROUPS.join(',')}
+  --only GROUPS  comma-separated subset of: ${ALL_GROUPS.join(',')}
+                 (flood: a legitimate peer pings every 10 ms while one source floods the router with junk)
   --sizes LIST   IPv6 packet sizes for the main rows (default 48,1280; 48..1280)
   --json FILE    where to write the results (default ${DEFAULT_JSON})
   --retries N    measurements repeated, in all, because other jobs took > ${INTERFERENCE_PCT}% of a CPU
@@ -52,15 +57,15 @@ function options() {
   if (values.help) { process.stdout.write(USAGE); process.exit(0); }
   const windowS = values.duration !== undefined ? Number(values.duration) : values.quick ? 1 : 3;
   if (!(windowS > 0 && windowS <= 30)) throw new Error(`--duration ${values.duration}: use a number of seconds in (0, 30]`);
-  const only = values.only ? values.only.split(',').map((s) => s.trim()) : GROUPS;
-  const bad = only.filter((g) => !GROUPS.includes(g as Group));
-  if (bad.length) throw new Error(`--only: unknown group(s) ${bad.join(', ')}; use ${GROUPS.join(',')}`);
+  const only = values.only ? values.only.split(',').map((s) => s.trim()) : [...ALL_GROUPS];
+  const bad = only.filter((g) => !ALL_GROUPS.includes(g));
+  if (bad.length) throw new Error(`--only: unknown group(s) ${bad.join(', ')}; use ${ALL_GROUPS.join(',')}`);
   const sizes = (values.sizes ?? '48,1280').split(',').map(Number);
   if (sizes.some((s) => !Number.isInteger(s) || s < 48 || s > 1280)) throw new Error(`--sizes ${values.sizes}: IPv6 sizes 48..1280`);
   const retries = values.retries !== undefined ? Number(values.retries) : 12;
   if (!Number.isInteger(retries) || retries < 0) throw new Error(`--retries ${values.retries}: use a whole number`);
   return {
-    windowS, warmupS: windowS < 2 ? 0.3 : 0.5, groups: new Set(only as Group[]), sizes,
+    windowS, warmupS: windowS < 2 ? 0.3 : 0.5, groups: new Set(only as Group[]), flood: only.includes('flood'), sizes,
     json: values.json ?? DEFAULT_JSON, rps: !!values.rps, retries,
   };
 }
@@ -279,13 +284,46 @@ async function main(): Promise<number> {
     clearTimeout(watchdog);
   }
 
+  // The flood builds its own network (the lab's reference topology), after the one above is gone.
+  const flood: { sockets: number; result?: FloodResult; error?: string }[] = [];
+  if (opt.flood) {
+    const durationS = opt.windowS >= 3 ? 10 : 3;
+    for (const sockets of [8, 1]) {
+      process.stderr.write(`  flood, ${sockets} socket(s), ${durationS} s ... `);
+      try {
+        const result = await runFlood({ durationS, routerArgs: ['--sockets', String(sockets)], tag: 'bflood' });
+        flood.push({ sockets, result });
+        process.stderr.write(`loss ${result.lossPct.toFixed(1)}%\n`);
+      } catch (e) {
+        flood.push({ sockets, error: (e as Error).message.split('\n')[0]! });
+        process.stderr.write(`failed: ${(e as Error).message}\n`);
+      }
+    }
+  }
+
   setup.loadEnd = loadavg();
-  const lines = [...table(rows), '', ...summary(rows)];
+  const lines = [...(rows.length ? [...table(rows), '', ...summary(rows)] : []), ...floodLines(flood)];
   process.stdout.write(`${lines.join('\n')}\n`);
   process.stdout.write(`load at end: ${setup.loadEnd.map((x) => x.toFixed(2)).join(' ')}; took ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
-  writeJson(opt.json, { setup, rows, summary: summary(rows) });
+  writeJson(opt.json, { setup, rows, summary: summary(rows), flood });
   process.stdout.write(`results written to ${opt.json}\n`);
-  return rows.some((r) => r.error && !r.error.startsWith('not available')) ? 1 : 0;
+  return rows.some((r) => r.error && !r.error.startsWith('not available')) || flood.some((f) => f.error) ? 1 : 0;
+}
+
+/** The flood rows: the legitimate peer's loss under the flood, the flood's rate, the router's memory. */
+function floodLines(flood: { sockets: number; result?: FloodResult; error?: string }[]): string[] {
+  if (flood.length === 0) return [];
+  const out = ['', 'flood: one source sends junk flat out; a legitimate peer behind NAT pings the ISP every 10 ms',
+    'measurement                      legit loss   pings      flood pps  router read pps  rcvbuf drops  RSS MB before → after  spoofed at ISP'];
+  for (const f of flood) {
+    const name = `flood (--sockets ${f.sockets})`.padEnd(32);
+    if (!f.result) { out.push(`${name} failed: ${f.error}`); continue; }
+    const r = f.result;
+    out.push(`${name} ${`${r.lossPct.toFixed(1)}%`.padStart(10)}   ${`${r.pingsReceived}/${r.pingsSent}`.padEnd(9)} ${r.floodPps.toLocaleString('en-US').padStart(10)}  ` +
+      `${r.routerRxPps.toLocaleString('en-US').padStart(15)}  ${r.rcvbufErrors.toLocaleString('en-US').padStart(12)}  ` +
+      `${`${r.rssBeforeMB.toFixed(0)} → ${r.rssAfterMB.toFixed(0)}`.padStart(21)}  ${String(r.spoofedAtIsp).padStart(14)}`);
+  }
+  return out;
 }
 
 function lastLine(text: string): string {

@@ -24,6 +24,12 @@ commands:
                                 (for upstreams that treat the /64 as on-link)
                --ndp-proxy-mode on|auto  auto: only once such solicitations are seen (default on)
                --stats-interval S  log rates, live peers and drops every S seconds while traffic flows (60)
+               --sockets N      SO_REUSEPORT sockets per worker (1..64, default 8): a flooding source
+                                fills only the one its flow hashes to; the others keep their share
+               --refuse-private  never relay or send to private IPv4 ranges (10/8, 100.64/10, 172.16/12,
+                                192.0.0/24, 192.168/16, 198.18/15): for routers on a public address
+                                (addresses of this host, 127/8, 169.254/16, multicast and broadcast
+                                are always refused)
   peer     run a 6bed4 peer (client) that gets its IPv6 address from a router
                --router IPV4[:PORT]  the router (required; port default 25790)
                --listen IPV4    local IPv4 to send from (default any)
@@ -105,18 +111,21 @@ async function routerCommand(args: string[]): Promise<number> {
     prefix: { type: 'string', short: 'L' }, listen: { type: 'string', short: 'l' }, port: { type: 'string' },
     route: { type: 'string', short: 'R', multiple: true }, tun: { type: 'string' }, metrics: { type: 'string' },
     batch: { type: 'string' }, workers: { type: 'string' }, 'ndp-proxy': { type: 'string' }, 'ndp-proxy-mode': { type: 'string' },
-    'stats-interval': { type: 'string' },
+    'stats-interval': { type: 'string' }, 'refuse-private': { type: 'boolean' }, sockets: { type: 'string' },
   });
   if (values.help) { process.stdout.write(USAGE); return 0; }
   const log = logger(values, 'router');
   const port = int(values.port, '--port'), batch = int(values.batch, '--batch'), workers = int(values.workers, '--workers');
   const stats = int(values['stats-interval'], '--stats-interval');
+  const sockets = int(values.sockets, '--sockets');
   if (stats === 0) throw new InputError('--stats-interval 0: use seconds, 1 or more');
   const cfg = routerConfig({
     prefix: values.prefix ?? '', listen: values.listen ?? '', routes: values.route ?? [],
     ...(port !== undefined ? { port } : {}), ...(batch !== undefined ? { batch } : {}), ...(workers !== undefined ? { workers } : {}),
     ...(values.tun ? { tun: values.tun } : {}), ...(values.metrics ? { metrics: values.metrics } : {}),
     ...(stats !== undefined ? { statsIntervalMs: stats * 1000 } : {}),
+    ...(values['refuse-private'] ? { refusePrivate: true } : {}),
+    ...(sockets !== undefined ? { sockets } : {}),
     ...(values['ndp-proxy'] ? { ndpProxy: { uplink: values['ndp-proxy'], mode: values['ndp-proxy-mode'] ?? 'on' } } : {}),
   });
   if (values['ndp-proxy-mode'] && !values['ndp-proxy']) throw new InputError('--ndp-proxy-mode needs --ndp-proxy UPLINK');

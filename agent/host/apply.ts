@@ -7,7 +7,8 @@ import { executeSteps, kernelRunner, StepFailure } from './execute.js';
 import { planApply, type ApplyPlan } from './plan.js';
 import { mergeSaved, planRestore, snapshotOf, type Snapshot } from './snapshot.js';
 import { readHostState, findLink } from './state.js';
-import { defaultStatePath, readSavedState, removeSavedState, writeSavedState } from './statefile.js';
+import { defaultStatePath, readSavedState, removeSavedState, withStateLock, writeSavedState } from './statefile.js';
+import { resolveUplink } from './plan.js';
 import type { Plan } from './steps.js';
 
 export async function planHost(cfg: HostConfig): Promise<ApplyPlan> {
@@ -17,6 +18,16 @@ export async function planHost(cfg: HostConfig): Promise<ApplyPlan> {
 export interface ApplyResult { readonly plan: ApplyPlan; readonly statePath: string; }
 
 export async function applyHost(cfg: HostConfig, opts: { log: Logger; statePath?: string }): Promise<ApplyResult> {
+  // The lock is named by the state file, which by default is named by the uplink.
+  const path = opts.statePath ?? defaultStatePath(resolveUplink(cfg, await readHostState()));
+  return withStateLock(path, () => applyLocked(cfg, { ...opts, statePath: path }), () => waiting(opts.log, path));
+}
+
+function waiting(log: Logger, path: string): void {
+  log.warn(`another sixbed4 host apply or revert is running (it holds ${path}.lock): waiting for it`);
+}
+
+async function applyLocked(cfg: HostConfig, opts: { log: Logger; statePath?: string }): Promise<ApplyResult> {
   const state = await readHostState({ probeDummy: cfg.localAddressMode === 'dummy112' });
   const plan = planApply(cfg, state);
   const statePath = opts.statePath ?? defaultStatePath(plan.uplink);
@@ -46,6 +57,10 @@ export async function applyHost(cfg: HostConfig, opts: { log: Logger; statePath?
 export interface RevertResult { readonly plan: Plan; readonly statePath: string; }
 
 export async function revertHost(opts: { log: Logger; statePath: string }): Promise<RevertResult> {
+  return withStateLock(opts.statePath, () => revertLocked(opts), () => waiting(opts.log, opts.statePath));
+}
+
+async function revertLocked(opts: { log: Logger; statePath: string }): Promise<RevertResult> {
   const saved = await readSavedState(opts.statePath);
   if (!saved) {
     throw new InputError(`no saved state in ${opts.statePath}: nothing to revert (apply saves it there; give revert the same --state as apply)`);

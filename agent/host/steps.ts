@@ -33,19 +33,37 @@ export function sysctlStep(key: ConfKey, value: string, reason: string): Step {
   return { action: { kind: 'sysctl', key, value }, reason };
 }
 
+/**
+ * One word for a POSIX shell: left as it is when it holds only characters no
+ * shell treats specially, otherwise in single quotes (a quote inside becomes
+ * '\''). Interface names and addresses come from the host and its config;
+ * the printed plan must run as exactly the arguments apply would use.
+ */
+export function shellQuote(word: string): string {
+  if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(word)) return word;
+  return `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Comment text on one line: a newline in a name must not end the comment and start a command. */
+function comment(text: string): string {
+  return text.replace(/[\r\n\u0000-\u001f\u007f]/g, '?');
+}
+
 /** The step as a shell command line. */
 export function commandLine(a: Action): string {
-  return a.kind === 'ip' ? `ip ${a.args.join(' ')}` : `sysctl -w ${sysctlKey(a.key)}=${a.value}`;
+  return a.kind === 'ip'
+    ? ['ip', ...a.args].map(shellQuote).join(' ')
+    : `sysctl -w ${shellQuote(`${sysctlKey(a.key)}=${a.value}`)}`;
 }
 
 /** The whole plan as a commented shell script. */
 export function renderPlan(plan: Plan, header: string): string {
-  const lines = [`# ${header}`];
+  const lines = [`# ${comment(header)}`];
   if (plan.steps.length === 0) lines.push('# nothing to do: the host already matches the configuration');
   for (const s of plan.steps) {
-    lines.push(`# ${s.reason}`, commandLine(s.action));
-    if (s.settle) lines.push(`#   (then wait until ${s.settle.address} on ${s.settle.dev} has finished duplicate address detection)`);
+    lines.push(`# ${comment(s.reason)}`, commandLine(s.action));
+    if (s.settle) lines.push(comment(`#   (then wait until ${s.settle.address} on ${s.settle.dev} has finished duplicate address detection)`));
   }
-  for (const n of plan.notes) lines.push(`# note: ${n}`);
+  for (const n of plan.notes) lines.push(`# note: ${comment(n)}`);
   return lines.join('\n') + '\n';
 }

@@ -34,6 +34,12 @@ export interface Batch {
   readonly addr: Uint32Array;
   /** UDP port of entry i. */
   readonly port: Uint16Array;
+  /**
+   * [0] counts the packets of sends from this batch that the kernel refused
+   * one by one (a firewall's EPERM, EACCES, ENETUNREACH, ...): consumed, never
+   * delivered. The native layer adds to it; the caller reads and resets it.
+   */
+  readonly refused: Uint32Array;
 }
 
 /** Allocates a zeroed batch of `cap` entries with `slot`-byte receive slots. */
@@ -52,6 +58,7 @@ export function newBatch(cap: number, slot: number): Batch {
     len: new Uint32Array(cap),
     addr: new Uint32Array(cap),
     port: new Uint16Array(cap),
+    refused: new Uint32Array(1),
   };
 }
 
@@ -70,5 +77,6 @@ export function sharedBatch(src: Batch): Batch {
     len: new Uint32Array(cap),
     addr: new Uint32Array(cap),
     port: new Uint16Array(cap),
+    refused: new Uint32Array(1),
   };
 }

@@ -54,7 +54,7 @@ export interface NativeIO {
    * Sends entries [0, count) with sendmmsg. Returns how many were consumed:
    * less than count only when the socket buffer is full (EAGAIN). Datagrams
    * the kernel refuses (EPERM, ENETUNREACH, EMSGSIZE, ...) are dropped and
-   * still counted. Throws only for unusable fds/arguments.
+   * still counted, and added to b.refused[0]. Throws only for unusable fds/arguments.
    */
   udpSend(fd: number, b: Batch, count: number): number;
   /**
@@ -65,7 +65,7 @@ export interface NativeIO {
   /**
    * Writes packets [0, count). Returns how many were consumed: less than
    * count only on EAGAIN. Packets the kernel rejects (EINVAL, EIO while the
-   * link is down, ...) are dropped and still counted.
+   * link is down, ...) are dropped and still counted, and added to b.refused[0].
    */
   tunWrite(fd: number, b: Batch, count: number): number;
   /**
@@ -76,6 +76,15 @@ export interface NativeIO {
   poll(fd: number, onReadable: () => void): PollHandle;
   /** if_nametoindex; 0 when there is no such interface. */
   ifIndex(name: string): number;
+  /** flock(fd, LOCK_EX | LOCK_NB): true when taken, false when another process holds it. */
+  tryLock(fd: number): boolean;
+  /**
+   * Reads ICMP errors queued on a UDP socket (IP_RECVERR, set by udpOpen):
+   * entry i holds the start of the datagram the error is about (as quoted),
+   * b.addr[i]:b.port[i] where it was sent, info[i] = ICMP type << 8 | code.
+   * Returns the count, 0 when the queue is empty.
+   */
+  udpRecvErrors(fd: number, b: Batch, info: Uint32Array): number;
 }
 
 /** The addon's raw exports: batches are passed as their separate arrays. */
@@ -85,11 +94,13 @@ interface RawAddon {
   udpOpen(ipv4: string, port: number, reusePort: boolean): { fd: number; port: number };
   close(fd: number): void;
   udpRecv(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, addr: Uint32Array, port: Uint16Array, slot: number): number;
-  udpSend(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, addr: Uint32Array, port: Uint16Array, count: number): number;
+  udpSend(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, addr: Uint32Array, port: Uint16Array, count: number, refused: Uint32Array): number;
   tunRead(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, slot: number): number;
-  tunWrite(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, count: number): number;
+  udpRecvErrors(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, addr: Uint32Array, port: Uint16Array, slot: number, info: Uint32Array): number;
+  tunWrite(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, count: number, refused: Uint32Array): number;
   poll(fd: number, onReadable: () => void): PollHandle;
   ifIndex(name: string): number;
+  tryLock(fd: number): boolean;
 }
 
 const ADDON = join('build', 'Release', 'sixbed4_native.node');
@@ -154,9 +165,11 @@ export const native: NativeIO = {
   udpOpen: (ipv4, port, reusePort) => addon().udpOpen(ipv4, port, reusePort),
   close: (fd) => addon().close(fd),
   udpRecv: (fd, b) => addon().udpRecv(fd, b.data, b.off, b.len, b.addr, b.port, b.slot),
-  udpSend: (fd, b, count) => addon().udpSend(fd, b.data, b.off, b.len, b.addr, b.port, count),
+  udpSend: (fd, b, count) => addon().udpSend(fd, b.data, b.off, b.len, b.addr, b.port, count, b.refused),
   tunRead: (fd, b) => addon().tunRead(fd, b.data, b.off, b.len, b.slot),
-  tunWrite: (fd, b, count) => addon().tunWrite(fd, b.data, b.off, b.len, count),
+  tunWrite: (fd, b, count) => addon().tunWrite(fd, b.data, b.off, b.len, count, b.refused),
   poll: (fd, onReadable) => addon().poll(fd, onReadable),
   ifIndex: (name) => addon().ifIndex(name),
+  tryLock: (fd) => addon().tryLock(fd),
+  udpRecvErrors: (fd, b, info) => addon().udpRecvErrors(fd, b.data, b.off, b.len, b.addr, b.port, b.slot, info),
 };

@@ -150,6 +150,18 @@ int s4_arg_batch(napi_env env, napi_value *argv, int with_addr, s4_batch *b) {
   return 0;
 }
 
+int s4_arg_counter(napi_env env, napi_value v, uint32_t **out) {
+  void *p;
+  size_t n;
+  if (typed(env, v, napi_uint32_array, "refused", &p, &n) != 0) return -1;
+  if (n < 1) {
+    s4_throw_range(env, "refused must have at least one element");
+    return -1;
+  }
+  *out = p;
+  return 0;
+}
+
 napi_status s4_export_fn(napi_env env, napi_value exports, const char *name,
                          napi_callback cb) {
   napi_value fn;

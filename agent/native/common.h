@@ -63,10 +63,18 @@ int s4_arg_str(napi_env env, napi_value v, const char *what, char *buf, size_t b
  */
 int s4_arg_batch(napi_env env, napi_value *argv, int with_addr, s4_batch *b);
 
+/*
+ * Reads a Uint32Array of at least one element whose [0] accumulates the
+ * packets the kernel refused one by one (EPERM, EACCES, ENETUNREACH, ...):
+ * consumed, as the batch goes on, but never delivered.
+ */
+int s4_arg_counter(napi_env env, napi_value v, uint32_t **out);
+
 /* Module pieces (one file each), called from the module init. */
 napi_status s4_init_tun(napi_env env, napi_value exports);
 napi_status s4_init_udp(napi_env env, napi_value exports);
 napi_status s4_init_poll(napi_env env, napi_value exports, s4_instance *inst);
+napi_status s4_init_lock(napi_env env, napi_value exports);
 
 /* Defines a function property on exports. */
 napi_status s4_export_fn(napi_env env, napi_value exports, const char *name,

@@ -124,11 +124,11 @@ static napi_value tun_read(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* tunWrite(fd, data, off, len, count): written (incl. dropped) */
+/* tunWrite(fd, data, off, len, count, refused): written (incl. dropped; refused[0] += dropped) */
 static napi_value tun_write(napi_env env, napi_callback_info info) {
-  S4_ARGS(5);
+  S4_ARGS(6);
   int fd;
-  uint32_t count;
+  uint32_t count, *refused;
   s4_batch b;
   size_t i = 0;
   napi_value result;
@@ -137,6 +137,7 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
   if (s4_arg_batch(env, argv + 1, 0, &b) != 0) return NULL;
   if (s4_arg_u32(env, argv[4], "count", UINT32_MAX, &count) != 0) return NULL;
   if (s4_check_entries(env, &b, count) != 0) return NULL;
+  if (s4_arg_counter(env, argv[5], &refused) != 0) return NULL;
 
   i = 0;
   while (i < count) {
@@ -153,6 +154,7 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
       return NULL;
     }
     i++; /* the kernel refused this packet: drop it */
+    (*refused)++;
   }
   napi_create_uint32(env, (uint32_t)i, &result);
   return result;

@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/errqueue.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -56,6 +57,13 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     s4_throw_errno(env, err, "setsockopt");
     return NULL;
   }
+  /*
+   * ICMP errors for what we sent (a peer's NAT has no mapping any more: port
+   * unreachable) are queued with the datagram they are about, so the router
+   * can tell the IPv6 sender (udpRecvErrors). Best effort: without it the
+   * errors are only swallowed, as before.
+   */
+  (void)setsockopt(fd, IPPROTO_IP, IP_RECVERR, &one, sizeof one);
   raise_buf(fd, SO_RCVBUFFORCE, SO_RCVBUF);
   raise_buf(fd, SO_SNDBUFFORCE, SO_SNDBUF);
   if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
@@ -189,11 +197,11 @@ static int programming_error(int err) {
   }
 }
 
-/* udpSend(fd, data, off, len, addr, port, count): sent (incl. dropped) */
+/* udpSend(fd, data, off, len, addr, port, count, refused): sent (incl. dropped; refused[0] += dropped) */
 static napi_value udp_send(napi_env env, napi_callback_info info) {
-  S4_ARGS(7);
+  S4_ARGS(8);
   int fd;
-  uint32_t count;
+  uint32_t count, *refused;
   s4_batch b;
   struct mmsghdr msgs[S4_MAX_BATCH];
   struct iovec iov[S4_MAX_BATCH];
@@ -205,6 +213,7 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
   if (s4_arg_batch(env, argv + 1, 1, &b) != 0) return NULL;
   if (s4_arg_u32(env, argv[6], "count", UINT32_MAX, &count) != 0) return NULL;
   if (s4_check_entries(env, &b, count) != 0) return NULL;
+  if (s4_arg_counter(env, argv[7], &refused) != 0) return NULL;
 
   for (base = 0; base < count; base += chunk) {
     size_t sent = 0;
@@ -243,6 +252,7 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
         return NULL;
       }
       sent++;
+      (*refused)++;
     }
     done += sent;
     if (sent < chunk) break;
@@ -251,9 +261,86 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * udpRecvErrors(fd, data, off, len, addr, port, slot, info): count
+ * Reads up to cap entries of the socket's error queue (IP_RECVERR). Entry i:
+ * the start of the datagram the error is about at off[i] (length len[i], as
+ * much as the ICMP error quoted), the address it was sent to in
+ * addr[i]/port[i], and info[i] = ICMP type << 8 | code. Only ICMP errors
+ * (SO_EE_ORIGIN_ICMP) are returned; others are read and skipped.
+ */
+static napi_value udp_recv_errors(napi_env env, napi_callback_info info) {
+  S4_ARGS(8);
+  int fd;
+  uint32_t slot, *einfo;
+  s4_batch b;
+  size_t cap, n = 0, einfo_len;
+  void *p;
+  napi_value result;
+
+  if (s4_arg_fd(env, argv[0], &fd) != 0) return NULL;
+  if (s4_arg_batch(env, argv + 1, 1, &b) != 0) return NULL;
+  if (s4_arg_u32(env, argv[6], "slot", UINT32_MAX, &slot) != 0) return NULL;
+  {
+    napi_typedarray_type t;
+    napi_value ab;
+    size_t boff;
+    if (napi_get_typedarray_info(env, argv[7], &t, &einfo_len, &p, &ab, &boff) != napi_ok || t != napi_uint32_array) {
+      s4_throw_type(env, "info must be a Uint32Array");
+      return NULL;
+    }
+    einfo = p;
+  }
+  cap = b.cap < S4_MAX_BATCH ? b.cap : S4_MAX_BATCH;
+  if (einfo_len < cap) cap = einfo_len;
+  if (slot == 0 || (uint64_t)cap * slot > b.data_len) {
+    s4_throw_range(env, "batch.data is smaller than cap * slot");
+    return NULL;
+  }
+  while (n < cap) {
+    struct sockaddr_in to;
+    char control[512];
+    struct iovec iov = { b.data + n * slot, slot };
+    struct msghdr m;
+    struct cmsghdr *c;
+    ssize_t r;
+    int found = 0;
+    memset(&m, 0, sizeof m);
+    m.msg_name = &to;
+    m.msg_namelen = sizeof to;
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = control;
+    m.msg_controllen = sizeof control;
+    r = recvmsg(fd, &m, MSG_ERRQUEUE | MSG_DONTWAIT);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      break; /* EAGAIN: the queue is empty; anything else: nothing more to read now */
+    }
+    for (c = CMSG_FIRSTHDR(&m); c != NULL; c = CMSG_NXTHDR(&m, c)) {
+      if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_RECVERR) {
+        struct sock_extended_err *ee = (struct sock_extended_err *)CMSG_DATA(c);
+        if (ee->ee_origin == SO_EE_ORIGIN_ICMP) {
+          einfo[n] = ((uint32_t)ee->ee_type << 8) | ee->ee_code;
+          found = 1;
+        }
+      }
+    }
+    if (!found) continue;
+    b.off[n] = (uint32_t)(n * slot);
+    b.len[n] = (uint32_t)r;
+    b.addr[n] = ntohl(to.sin_addr.s_addr);
+    b.port[n] = ntohs(to.sin_port);
+    n++;
+  }
+  napi_create_uint32(env, (uint32_t)n, &result);
+  return result;
+}
+
 napi_status s4_init_udp(napi_env env, napi_value exports) {
   napi_status st;
   if ((st = s4_export_fn(env, exports, "udpOpen", udp_open)) != napi_ok) return st;
   if ((st = s4_export_fn(env, exports, "udpRecv", udp_recv)) != napi_ok) return st;
+  if ((st = s4_export_fn(env, exports, "udpRecvErrors", udp_recv_errors)) != napi_ok) return st;
   return s4_export_fn(env, exports, "udpSend", udp_send);
 }

@@ -49,6 +49,12 @@ export interface NdpResponderOptions {
    * the link, so an answer should replace whatever the upstream cached.
    */
   override?: boolean;
+  /**
+   * Joins per second, and the burst: each is an MLD report on the uplink and
+   * socket option memory, and peers arriving in a rush (or an attacker making
+   * new peers) must not turn into a storm of them. Default 50/s, burst 64.
+   */
+  joinRate?: { perSecond: number; burst: number };
   /** Tests: a socket and link details instead of the kernel's. */
   socket?: NdSocket;
   link?: { mac: string; ifindex: number };
@@ -63,25 +69,41 @@ export interface ResponderCounters {
   /** NS for targets inside the prefix (what 'auto' watches for). */
   prefixSolicitations: number;
   sendErrors: number;
+  /** Group joins made, failed (typically ENOBUFS once optmem_max is used up), and waiting for their turn. */
+  joins: number;
   joinErrors: number;
+  joinsPending: number;
   liveAddresses: number;
   groups: number;
 }
 
 const ALL_NODES = 'ff02::1';
+/** At most one warning line about failed joins per this interval; the rest are counted. */
+const JOIN_WARN_MS = 10_000;
+type Group = { bytes: Uint8Array; refs: number; joined: boolean };
 const key = (b: Uint8Array) => Buffer.from(b.subarray(0, 16)).toString('hex');
 
 export class NdpResponder {
   private readonly live = new Map<string, { bytes: Uint8Array; refs: number }>();
-  private readonly groups = new Map<string, { bytes: Uint8Array; refs: number; joined: boolean }>();
+  private readonly groups = new Map<string, Group>();
+  /** Groups waiting for a join token, in arrival order. */
+  private readonly pending = new Set<Group>();
+  private joinTokens: number;
+  private joinStamp = Date.now();
+  private joinTimer: NodeJS.Timeout | undefined;
+  private lastJoinWarn = 0;
+  private suppressedJoinWarnings = 0;
   private socket: NdSocket | undefined;
   private mac: Uint8Array | undefined;
   private flags = 0;
   private seenOnLink = false;
-  private readonly c = { received: 0, answered: 0, ignored: 0, prefixSolicitations: 0, sendErrors: 0, joinErrors: 0 };
+  private readonly c = { received: 0, answered: 0, ignored: 0, prefixSolicitations: 0, sendErrors: 0, joins: 0, joinErrors: 0 };
+  private readonly joinRate: { perSecond: number; burst: number };
 
   constructor(readonly uplink: string, private readonly log: Logger, private readonly opts: NdpResponderOptions = {}) {
     if ((opts.mode ?? 'on') === 'auto' && !opts.prefix) throw new InputError('ndpProxy auto needs the prefix it watches');
+    this.joinRate = opts.joinRate ?? { perSecond: 50, burst: 64 };
+    this.joinTokens = this.joinRate.burst;
   }
 
   get mode(): ResponderMode { return this.opts.mode ?? 'on'; }
@@ -112,6 +134,9 @@ export class NdpResponder {
     const s = this.socket;
     if (!s) return;
     this.socket = undefined;
+    clearTimeout(this.joinTimer);
+    this.joinTimer = undefined;
+    this.pending.clear();
     for (const g of this.groups.values()) {
       if (g.joined) { try { s.leave(g.bytes); } catch { /* closing drops memberships anyway */ } g.joined = false; }
     }
@@ -145,6 +170,7 @@ export class NdpResponder {
     const g = this.groups.get(gk)!;
     if (--g.refs > 0) return;
     this.groups.delete(gk);
+    this.pending.delete(g);
     if (g.joined && this.socket) {
       try { this.socket.leave(g.bytes); } catch (err) { this.log.warn(`leaving ${formatIPv6(g.bytes)}: ${(err as Error).message}`); }
     }
@@ -153,7 +179,7 @@ export class NdpResponder {
   has(addr: Uint8Array): boolean { return this.live.has(key(addr)); }
 
   counters(): ResponderCounters {
-    return { ...this.c, liveAddresses: this.live.size, groups: this.groups.size };
+    return { ...this.c, joinsPending: this.pending.size, liveAddresses: this.live.size, groups: this.groups.size };
   }
 
   /** Answers one NS (ICMPv6 body; source as text) if its target is live. Returns whether it answered. */
@@ -191,14 +217,51 @@ export class NdpResponder {
     }
   }
 
-  private join(g: { bytes: Uint8Array; joined: boolean }): void {
+  /** Joins g now if a token is left, else queues it for the drain timer. */
+  private join(g: Group): void {
+    if (this.pending.size === 0 && this.takeJoinToken()) { this.joinNow(g); return; }
+    this.pending.add(g);
+    this.scheduleDrain();
+  }
+
+  private takeJoinToken(): boolean {
+    const now = Date.now(), r = this.joinRate;
+    this.joinTokens = Math.min(r.burst, this.joinTokens + ((now - this.joinStamp) * r.perSecond) / 1000);
+    this.joinStamp = now;
+    if (this.joinTokens < 1) return false;
+    this.joinTokens -= 1;
+    return true;
+  }
+
+  private scheduleDrain(): void {
+    if (this.joinTimer || !this.socket) return;
+    this.joinTimer = setTimeout(() => {
+      this.joinTimer = undefined;
+      for (const g of this.pending) {
+        if (!this.socket || !this.takeJoinToken()) break;
+        this.pending.delete(g);
+        this.joinNow(g);
+      }
+      if (this.pending.size) this.scheduleDrain();
+    }, Math.max(10, Math.ceil(1000 / this.joinRate.perSecond)));
+    this.joinTimer.unref();
+  }
+
+  private joinNow(g: Group): void {
     try {
       this.socket!.join(g.bytes);
       g.joined = true;
+      this.c.joins++;
     } catch (err) {
       // Typically ENOBUFS: the per-socket membership memory (net.core.optmem_max) is used up.
+      // One line per interval: under a flood of new peers, a line per failure would flood the log.
       this.c.joinErrors++;
-      this.log.warn(`${(err as Error).message}: NS for addresses in that group will not be seen`);
+      const now = Date.now();
+      if (now - this.lastJoinWarn < JOIN_WARN_MS) { this.suppressedJoinWarnings++; return; }
+      const more = this.suppressedJoinWarnings ? ` (and ${this.suppressedJoinWarnings} more since the last warning)` : '';
+      this.lastJoinWarn = now;
+      this.suppressedJoinWarnings = 0;
+      this.log.warn(`joining ${formatIPv6(g.bytes)}: ${(err as Error).message}${more}: NS for addresses in such groups will not be seen`);
     }
   }
 

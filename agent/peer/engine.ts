@@ -5,6 +5,7 @@
 import { IPV6_HEADER, ND_REDIRECT, ND_ROUTER_ADVERT, ND_ROUTER_SOLICIT, NH_ICMPV6, TUNNEL_MTU } from '../protocol/constants.js';
 import { OFF_DST, packetLength } from '../protocol/ipv6.js';
 import { parseRouterAdvert, type RouterAdvert } from '../protocol/nd.js';
+import { addressPort } from '../protocol/address.js';
 import { type Batch, newBatch, sharedBatch } from '../io/batch.js';
 
 export class PeerCounters {
@@ -48,7 +49,9 @@ export class PeerEngine {
         const t = d[off + IPV6_HEADER]!;
         if (t === ND_ROUTER_ADVERT) {
           const ra = parseRouterAdvert(d, off, len);
-          if (ra) { c.routerAdverts++; this.onAdvert(ra); } else c.dropNd++;
+          // A /114 with port word 0 is no 6bed4 address (that space is the router host's own and its
+          // slices): taking it would put a local address of the router on this peer.
+          if (ra && addressPort(ra.prefix114, 0) !== 0) { c.routerAdverts++; this.onAdvert(ra); } else c.dropNd++;
           continue;
         }
         if (t >= ND_ROUTER_SOLICIT && t <= ND_REDIRECT) { c.dropNd++; continue; }

@@ -6,7 +6,7 @@ import { native, type PollHandle } from '../io/native.js';
 import { newBatch } from '../io/batch.js';
 import { DEFAULT_PEER_LANIP, KEEPALIVE_SECONDS, MAX_LANIP, ROUTER_PORT, TUNNEL_MTU } from '../protocol/constants.js';
 import { equal16 } from '../protocol/ipv6.js';
-import { writeRouterSolicit } from '../protocol/nd.js';
+import { ROUTER_LINK_LOCAL, writeNeighborSolicit, writeRouterSolicit } from '../protocol/nd.js';
 import { formatIPv4, formatIPv6, InputError, parseIPv4 } from '../protocol/ip.js';
 import { hasNetAdmin } from '../host/privilege.js';
 import { ip } from '../host/ip.js';
@@ -102,6 +102,14 @@ export async function startPeer(cfg: PeerConfig, log: Logger): Promise<RunningPe
   control.addr.fill(cfg.routerV4); control.port.fill(cfg.routerPort);
   const sendSolicit = () => { control.len[0] = writeRouterSolicit(control.data, 0); native.udpSend(udpFd, control, 1); };
   const sendKeepalive = () => { control.len[0] = 0; native.udpSend(udpFd, control, 1); };
+  // An NS for the router from our own address: the router tracks a peer as live (its neighbour proxy
+  // answers for it) only from a packet that passes its originator check, which an RS from :: cannot.
+  let ours: Uint8Array | null = null;
+  const sendPresence = () => {
+    if (!ours) return;
+    control.len[0] = writeNeighborSolicit(control.data, 0, ours, ROUTER_LINK_LOCAL, ROUTER_LINK_LOCAL);
+    native.udpSend(udpFd, control, 1);
+  };
 
   const onAdvert = (ra: RouterAdvert) => {
     if (ra.validLifetime === 0) return; // a withdrawal of a prefix we may not even hold
@@ -120,6 +128,8 @@ export async function startPeer(cfg: PeerConfig, log: Logger): Promise<RunningPe
       // Make before break: the new address is usable before the old one goes.
       await ip('-6', 'addr', 'replace', `${newText}/64`, 'dev', cfg.tun, 'nodad');
       addressText = newText;
+      ours = addr;
+      sendPresence();
       if (old && old !== newText) await ip('-6', 'addr', 'del', `${old}/64`, 'dev', cfg.tun).catch(() => undefined);
       if (cfg.defaultRoute) await ip('-6', 'route', 'replace', 'default', 'dev', cfg.tun, 'metric', '1024');
       for (const r of newRoutes) await ip('-6', 'route', 'replace', r, 'dev', cfg.tun);
@@ -174,7 +184,7 @@ export async function startPeer(cfg: PeerConfig, log: Logger): Promise<RunningPe
   solicit();
   let beats = 0;
   timers.push(setInterval(() => {
-    if (++beats % SOLICIT_EVERY_KEEPALIVES === 0) sendSolicit(); else sendKeepalive();
+    if (++beats % SOLICIT_EVERY_KEEPALIVES === 0) { sendSolicit(); sendPresence(); } else sendKeepalive();
   }, cfg.keepaliveMs));
 
   let stopped = false;

@@ -51,12 +51,13 @@ export function neighborSolicitTarget(b: Uint8Array, off: number, len: number): 
  * Router Advertisement for one peer: its /114 (its 6bed4 address with lanip 0,
  * built from the observed IPv4 and port) on-link and autonomous, then each
  * extra routed prefix neither on-link nor autonomous. withdraw=true sends zero
- * lifetimes, telling the peer to stop using that /114.
+ * lifetimes, telling the peer to stop using that /114; old114, when given,
+ * is withdrawn the same way in an extra option at the end.
  */
 export function writeRouterAdvert(out: Uint8Array, off: number, dst: Uint8Array, peer114: Uint8Array,
-  routes: readonly Prefix[], withdraw = false): number {
+  routes: readonly Prefix[], withdraw = false, old114?: Uint8Array): number {
   const icmp = off + IPV6_HEADER;
-  const icmpLen = 16 + 32 * (1 + routes.length);
+  const icmpLen = 16 + 32 * (1 + routes.length + (old114 ? 1 : 0));
   writeHeader(out, off, icmpLen, NH_ICMPV6, 255, ROUTER_LINK_LOCAL, dst);
   out[icmp] = ND_ROUTER_ADVERT; out[icmp + 1] = 0;
   out[icmp + 4] = 0; // cur hop limit: unspecified
@@ -67,6 +68,9 @@ export function writeRouterAdvert(out: Uint8Array, off: number, dst: Uint8Array,
   for (let i = 0; i < routes.length; i++) {
     writePrefixOption(out, icmp + 48 + 32 * i, routes[i]!.bytes, routes[i]!.length, 0x00, withdraw ? 0 : 0xffffffff);
   }
+  // The /114 of a mapping the peer's NAT no longer uses, with zero lifetimes (after the new one,
+  // which peers take as theirs because it comes first): the peer stops using the old address.
+  if (old114) writePrefixOption(out, icmp + 48 + 32 * routes.length, old114, PEER_PREFIX_LEN, 0xc0, 0);
   fillChecksum(out, off, NH_ICMPV6, icmp, icmpLen, 2);
   return IPV6_HEADER + icmpLen;
 }

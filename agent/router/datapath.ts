@@ -3,17 +3,30 @@
 // decided. One native call per batch and direction; no allocation per packet.
 import { native, type PollHandle } from '../io/native.js';
 import type { Engine } from './engine.js';
+import type { Batch } from '../io/batch.js';
 
-/** Batches handled per readiness event before yielding to the other direction and timers. */
+/** Batches handled per readiness event before yielding to the other sockets, the other direction and timers. */
 const ROUNDS_PER_EVENT = 16;
 
+/**
+ * Fairness under a flood: the UDP port is served by several SO_REUSEPORT
+ * sockets, and the kernel puts each flow (source IPv4:port) on one of them
+ * by its hash. A single source flooding the router fills only its own
+ * socket's buffer, and since every socket gets the same budget per turn of
+ * the event loop, the peers on the other sockets keep their share instead of
+ * losing their datagrams in one shared, overflowing buffer.
+ */
 export class Datapath {
   private readonly polls: PollHandle[] = [];
+  /** Replies and relays leave through the first socket (all have the same address and port). */
+  private readonly udpFd: number;
 
-  constructor(private readonly engine: Engine, private readonly udpFd: number, private readonly tunFd: number) {}
+  constructor(private readonly engine: Engine, private readonly udpFds: readonly number[], private readonly tunFd: number) {
+    this.udpFd = udpFds[0]!;
+  }
 
   start(): void {
-    this.polls.push(native.poll(this.udpFd, () => this.onUdp()));
+    for (const fd of this.udpFds) this.polls.push(native.poll(fd, () => this.onUdp(fd)));
     this.polls.push(native.poll(this.tunFd, () => this.onTun()));
   }
 
@@ -22,15 +35,24 @@ export class Datapath {
   }
 
   /** Peers → kernel, peers → peers, and replies to peers. */
-  onUdp(): void {
+  onUdp(fd: number): void {
     const e = this.engine, drops = e.counters.drops;
+    // ICMP errors about what we sent wake the socket too (POLLERR); they are few, read them first.
+    const m = native.udpRecvErrors(fd, e.icmpRx, e.icmpInfo);
+    if (m) {
+      e.fromIcmpErrors(m, Date.now());
+      if (e.nTunReplies) drops.tx_dropped += e.nTunReplies - native.tunWrite(this.tunFd, e.tunReplies, e.nTunReplies);
+      if (e.nUdpReplies) drops.tx_dropped += e.nUdpReplies - native.udpSend(this.udpFd, e.udpReplies, e.nUdpReplies);
+      drops.tx_dropped += takeRefused(e.tunReplies) + takeRefused(e.udpReplies);
+    }
     for (let round = 0; round < ROUNDS_PER_EVENT; round++) {
-      const n = native.udpRecv(this.udpFd, e.udpRx);
+      const n = native.udpRecv(fd, e.udpRx);
       if (n === 0) return;
       e.fromPeers(n, Date.now());
       if (e.nToTun) drops.tx_dropped += e.nToTun - native.tunWrite(this.tunFd, e.toTun, e.nToTun);
       if (e.nRelay) drops.tx_dropped += e.nRelay - native.udpSend(this.udpFd, e.relay, e.nRelay);
       if (e.nUdpReplies) drops.tx_dropped += e.nUdpReplies - native.udpSend(this.udpFd, e.udpReplies, e.nUdpReplies);
+      drops.tx_dropped += takeRefused(e.toTun) + takeRefused(e.relay) + takeRefused(e.udpReplies);
       if (n < e.udpRx.cap) return;
     }
   }
@@ -44,7 +66,15 @@ export class Datapath {
       e.fromKernel(n, Date.now());
       if (e.nToPeers) drops.tx_dropped += e.nToPeers - native.udpSend(this.udpFd, e.toPeers, e.nToPeers);
       if (e.nTunReplies) drops.tx_dropped += e.nTunReplies - native.tunWrite(this.tunFd, e.tunReplies, e.nTunReplies);
+      drops.tx_dropped += takeRefused(e.toPeers) + takeRefused(e.tunReplies);
       if (n < e.tunRx.cap) return;
     }
   }
+}
+
+/** Packets the kernel refused one by one in sends from b since the last call (consumed, never delivered). */
+function takeRefused(b: Batch): number {
+  const n = b.refused[0]!;
+  if (n) b.refused[0] = 0;
+  return n;
 }

@@ -6,7 +6,7 @@
 // replies the router itself generates (RA, NA, ICMPv6 errors) are built in
 // buffers of their own.
 import {
-  ICMP6_TIME_EXCEEDED, IPV6_HEADER, ND_NEIGHBOR_SOLICIT, ND_REDIRECT, ND_ROUTER_SOLICIT, NH_ICMPV6, TUNNEL_MTU,
+  ICMP6_DST_UNREACH, ICMP6_TIME_EXCEEDED, IPV6_HEADER, ND_NEIGHBOR_SOLICIT, ND_REDIRECT, ND_ROUTER_SOLICIT, NH_ICMPV6, TUNNEL_MTU,
 } from '../protocol/constants.js';
 import { addressIPv4, addressPort, makeAddress, linkLayer, writeAddress } from '../protocol/address.js';
 import { OFF_DST, OFF_HOP_LIMIT, OFF_SRC, equal16, isLinkLocal64, isUnspecified, readU32 } from '../protocol/ipv6.js';
@@ -14,11 +14,13 @@ import {
   ALL_NODES, ROUTER_LINK_LOCAL, isRouterSolicit, ndType, neighborSolicitTarget, writeNeighborAdvert, writeRouterAdvert,
 } from '../protocol/nd.js';
 import { writeIcmpError } from '../protocol/icmperror.js';
+import { noErrorReply } from '../protocol/exthdr.js';
 import type { Prefix } from '../protocol/ip.js';
 import { type Batch, newBatch, sharedBatch } from '../io/batch.js';
 import { Counters, type CountersSnapshot, type DropReason } from './counters.js';
 import { DEFAULT_RATE_LIMIT, type RateLimitConfig, ReplyLimiter } from './ratelimit.js';
 import { LivePeers, type LiveChange } from './live.js';
+import { type IPv4Range, RefusedIPv4, refusedRanges } from './refused.js';
 
 export interface EngineConfig {
   /** The served /64. */
@@ -29,8 +31,19 @@ export interface EngineConfig {
   /** Extra prefixes announced in RAs as routed through the router. */
   routes: readonly Prefix[];
   rateLimit?: RateLimitConfig;
+  /** The limiter's state, shared by every worker's engine (newRateLimitState); default: this engine's own. */
+  rateLimitState?: SharedArrayBuffer;
+  /**
+   * IPv4 destinations never sent to (relays, kernel → peer, replies): by
+   * default only the fixed ones (refused.ts); the router adds its host's
+   * local routing table and, with --refuse-private, private ranges.
+   */
+  refused?: readonly IPv4Range[];
 }
 
+const NO_ROUTES: readonly Prefix[] = [];
+/** ICMPv4 errors read per call: they are rare, and more wait in the socket's error queue. */
+const ICMP_BATCH = 16;
 /** Entries in a reply batch; replies are rare, and more than this per receive batch are dropped. */
 const REPLY_CAP = 64;
 const REPLY_SLOT = TUNNEL_MTU;
@@ -50,6 +63,9 @@ export class Engine {
   readonly toPeers: Batch;
   readonly tunReplies: Batch;
   nToTun = 0; nRelay = 0; nUdpReplies = 0; nToPeers = 0; nTunReplies = 0;
+  /** ICMPv4 errors about datagrams the router sent (IP_RECVERR), filled by the I/O loop; info[i] = type << 8 | code. */
+  readonly icmpRx: Batch;
+  readonly icmpInfo: Uint32Array;
 
   private readonly prefix8: Uint8Array;
   private readonly prefixHi: number;
@@ -59,6 +75,8 @@ export class Engine {
   private readonly routerLla: Uint8Array;
   private readonly limiter: ReplyLimiter;
   private readonly scratch = new Uint8Array(16);
+  private readonly oldScratch = new Uint8Array(16);
+  private refused: RefusedIPv4;
 
   constructor(readonly cfg: EngineConfig, batchSize = 64) {
     this.prefix8 = cfg.prefix.bytes.subarray(0, 8);
@@ -68,13 +86,16 @@ export class Engine {
     this.routerLinkLocalIid = Uint8Array.from(ROUTER_LINK_LOCAL);
     this.routerLinkLocalIid.set(this.routerAddr.subarray(8, 16), 8);
     this.routerLla = linkLayer(cfg.listenIPv4, cfg.port);
-    this.limiter = new ReplyLimiter(cfg.rateLimit ?? DEFAULT_RATE_LIMIT);
+    this.limiter = new ReplyLimiter(cfg.rateLimit ?? DEFAULT_RATE_LIMIT, cfg.rateLimitState);
+    this.refused = new RefusedIPv4(cfg.refused ?? refusedRanges([], false));
     // One extra byte per slot lets a too-long datagram show as longer than the MTU.
     this.udpRx = newBatch(batchSize, TUNNEL_MTU + 1);
     this.tunRx = newBatch(batchSize, TUNNEL_MTU + 1);
     this.toTun = sharedBatch(this.udpRx);
     this.relay = sharedBatch(this.udpRx);
     this.toPeers = sharedBatch(this.tunRx);
+    this.icmpRx = newBatch(ICMP_BATCH, TUNNEL_MTU);
+    this.icmpInfo = new Uint32Array(ICMP_BATCH);
     this.udpReplies = newBatch(REPLY_CAP, REPLY_SLOT);
     this.tunReplies = newBatch(REPLY_CAP, REPLY_SLOT);
     for (let i = 0; i < REPLY_CAP; i++) { this.udpReplies.off[i] = i * REPLY_SLOT; this.tunReplies.off[i] = i * REPLY_SLOT; }
@@ -83,6 +104,7 @@ export class Engine {
   /** Counters as of now, with the live-peer gauge current. */
   snapshot(): CountersSnapshot {
     this.counters.livePeers = this.live.size;
+    this.counters.liveUntracked = this.live.untracked;
     return this.counters.snapshot();
   }
 
@@ -94,6 +116,11 @@ export class Engine {
   /** Expires idle peers and returns them. */
   expirePeers(nowMs: number): LiveChange[] {
     return this.live.expire(nowMs);
+  }
+
+  /** Replaces the refused destinations (the host's local table changed). */
+  setRefused(ranges: readonly IPv4Range[]): void {
+    this.refused = new RefusedIPv4(ranges);
   }
 
   /** The router's own 6bed4 address (lanip 0). */
@@ -113,6 +140,9 @@ export class Engine {
       const dlen = rx.len[i]!;
       const srcV4 = rx.addr[i]!, srcPort = rx.port[i]!;
       c.udpRxPackets++; c.udpRxBytes += dlen;
+      // Port 0 is never a peer: its addresses (prefix:v4:0000:…) are the host's own and its /112 slices,
+      // and 0 marks empty slots in the live table. Nothing from it is answered, forwarded or tracked.
+      if (srcPort === 0) { drops.source_port_zero++; continue; }
       if (dlen === 0) { c.keepalives++; continue; }
       const len = admit(d, off, dlen, drops);
       if (len < 0) continue;
@@ -126,7 +156,9 @@ export class Engine {
       if (!this.isOriginator(d, off + OFF_SRC, srcV4, srcPort, false)) {
         drops.spoofed++;
         // A source in our /64 is most likely a peer whose NAT mapping changed: tell it its new address.
-        if (this.inPrefix(d, off + OFF_SRC)) this.replyRA(srcV4, srcPort, ALL_NODES, nowMs);
+        // Only the /114 (88 bytes): the route options are for an RS, and here the asker may be anyone
+        // with a 40-byte header and a spoofed IPv4 source, so the reply must not be much larger.
+        if (this.inPrefix(d, off + OFF_SRC)) this.replyRA(srcV4, srcPort, ALL_NODES, nowMs, false, off + OFF_SRC);
         continue;
       }
       this.live.touch(srcV4, srcPort, nowMs);
@@ -148,7 +180,8 @@ export class Engine {
             // The router's own 6bed4 address is local to this host; any other port on
             // its IPv4 would let peers reach host services with the host as source.
             if (port !== this.cfg.port) { drops.bad_destination++; continue; }
-          } else if (!relayable(v4)) {
+          } else if (this.refused.has(v4)) {
+            // Loopback, multicast, broadcast, link-local, another address of this host, a private range.
             drops.bad_destination++; continue;
           } else {
             relay.off[nRelay] = off; relay.len[nRelay] = len; relay.addr[nRelay] = v4; relay.port[nRelay] = port;
@@ -187,7 +220,14 @@ export class Engine {
       if (port === 0) { drops.not_a_peer++; continue; }
       const v4 = addressIPv4(d, dst);
       // As from peers: nothing from outside may make the router send to services on its own IPv4.
-      if (!relayable(v4) || v4 === this.cfg.listenIPv4) { drops.bad_destination++; continue; }
+      if (v4 === this.cfg.listenIPv4 || this.refused.has(v4)) { drops.bad_destination++; continue; }
+      // Linux has no IPv6 reverse-path filter by default: from the Internet, a source inside the /64
+      // carrying a port word (another peer's address) would undo the originator check for peers that
+      // trust their /64. Only the kernel's own ICMPv6 from the router's address (echo replies, errors)
+      // may carry one; that address answers nothing else.
+      const src = off + OFF_SRC;
+      if (this.inPrefix(d, src) && addressPort(d, src) !== 0 &&
+          !(d[off + 6] === NH_ICMPV6 && equal16(d, src, this.routerAddr, 0))) { drops.spoofed_from_kernel++; continue; }
       const hops = d[off + OFF_HOP_LIMIT]!;
       if (hops <= 1) {
         drops.hop_limit++;
@@ -202,14 +242,55 @@ export class Engine {
     this.nToPeers = nOut;
   }
 
+  /**
+   * ICMPv4 Destination Unreachable about datagrams the router sent to a peer
+   * (typically port unreachable from a NAT that dropped the mapping) become
+   * ICMPv6 Destination Unreachable from the router's address to the IPv6
+   * sender of the packet inside, as the draft asks: into the kernel for a
+   * native sender, over UDP for a peer whose packet was relayed. Rate limited
+   * as every reply; the quoted packet must be the one sent to that peer (its
+   * destination carries the IPv4:port the error is about), and an error about
+   * an ICMPv6 error is not answered. Fills tunReplies and udpReplies.
+   */
+  fromIcmpErrors(n: number, nowMs: number): void {
+    const rx = this.icmpRx, d = rx.data, c = this.counters, drops = c.drops;
+    this.nTunReplies = 0; this.nUdpReplies = 0;
+    for (let i = 0; i < n; i++) {
+      const off = rx.off[i]!, qlen = rx.len[i]!, info = this.icmpInfo[i]!;
+      c.icmp4Errors++;
+      const type = info >>> 8, code4 = info & 0xff;
+      // Only Destination Unreachable (3); Time Exceeded etc. from the IPv4 path are not the sender's business.
+      if (type !== 3 || qlen < IPV6_HEADER || (d[off]! >>> 4) !== 6) { drops.icmp4_unmatched++; continue; }
+      const dst = off + OFF_DST;
+      if (!this.inPrefix(d, dst) || addressIPv4(d, dst) !== rx.addr[i] || addressPort(d, dst) !== rx.port[i]) { drops.icmp4_unmatched++; continue; }
+      if (noErrorReply(d, off, qlen)) { drops.error_for_error++; continue; }
+      if (!this.takeReply(rx.addr[i]!, nowMs)) continue;
+      // RFC 4443 codes: 0 no route (net unreachable), 1 administratively prohibited, 3 address unreachable, 4 port unreachable.
+      const code6 = code4 === 3 ? 4 : code4 === 0 ? 0 : code4 === 9 || code4 === 10 || code4 === 13 ? 1 : 3;
+      const src = off + OFF_SRC;
+      const peerSender = this.inPrefix(d, src) && addressPort(d, src) !== 0;
+      const r = peerSender ? this.udpReplies : this.tunReplies;
+      const k = peerSender ? this.nUdpReplies : this.nTunReplies;
+      if (k >= REPLY_CAP) { drops.rate_limited++; continue; }
+      if (peerSender) {
+        const v4 = addressIPv4(d, src);
+        if (v4 === this.cfg.listenIPv4 || this.refused.has(v4)) { drops.reply_refused++; continue; }
+        r.addr[k] = v4; r.port[k] = addressPort(d, src);
+      }
+      r.len[k] = writeIcmpError(r.data, r.off[k]!, ICMP6_DST_UNREACH, code6, 0, this.routerAddr, d, off, qlen);
+      if (peerSender) this.nUdpReplies = k + 1; else this.nTunReplies = k + 1;
+      c.icmpErrors++;
+    }
+  }
+
   /** ND from a peer: RS gets an RA, NS for the router gets an NA, the rest is dropped. */
   private peerND(off: number, len: number, type: number, srcV4: number, srcPort: number, nowMs: number): void {
     const d = this.udpRx.data, drops = this.counters.drops;
     if (type === ND_ROUTER_SOLICIT) {
       if (!isRouterSolicit(d, off, len)) { drops.nd_invalid++; return; }
       this.counters.routerSolicits++;
-      // A peer that asks for its address is about to use it: count it live from now on.
-      this.live.touch(srcV4, srcPort, nowMs);
+      // Not tracked live: an RS (from ::) carries nothing an originator check could verify. The peer
+      // is tracked from its first packet that passes one.
       const dst = isUnspecified(d, off + OFF_SRC) ? ALL_NODES : d.subarray(off + OFF_SRC, off + OFF_SRC + 16);
       this.replyRA(srcV4, srcPort, dst, nowMs);
       return;
@@ -218,9 +299,10 @@ export class Engine {
       const target = neighborSolicitTarget(d, off, len);
       if (target < 0) { drops.nd_invalid++; return; }
       if (!this.isOriginator(d, off + OFF_SRC, srcV4, srcPort, true)) { drops.spoofed++; return; }
+      this.live.touch(srcV4, srcPort, nowMs);
       if (!this.isRouterTarget(d, target)) { drops.ns_foreign_target++; return; }
       this.counters.neighborSolicits++;
-      if (!this.takeReply(srcV4, nowMs)) return;
+      if (!this.mayReply(srcV4, nowMs)) return;
       const r = this.udpReplies, k = this.nUdpReplies;
       if (k >= REPLY_CAP) { drops.rate_limited++; return; }
       // The originator check let through only the sender's own address, never ::, so reply to it.
@@ -235,14 +317,25 @@ export class Engine {
     drops[ndType(d, off, len) < 0 ? 'nd_invalid' : 'nd_unexpected']++;
   }
 
-  /** Queues an RA telling ipv4:port its /114. */
-  private replyRA(ipv4: number, port: number, dst: Uint8Array, nowMs: number): void {
-    if (!this.takeReply(ipv4, nowMs)) return;
+  /**
+   * Queues an RA telling ipv4:port its /114. oldAt, the offset in the receive
+   * buffer of a source address that failed the originator check, adds that
+   * address's /114 with zero lifetimes (the draft's withdrawal of a mapping
+   * the NAT changed), unless it has no port word (never a peer's).
+   */
+  private replyRA(ipv4: number, port: number, dst: Uint8Array, nowMs: number, withRoutes = true, oldAt = -1): void {
+    if (!this.mayReply(ipv4, nowMs)) return;
     const r = this.udpReplies, k = this.nUdpReplies;
     if (k >= REPLY_CAP) { this.counters.drops.rate_limited++; return; }
     // dst may point into the receive buffer; the RA is written into the reply buffer, so no overlap.
     writeAddress(this.scratch, 0, this.prefix8, ipv4, port, 0);
-    r.len[k] = writeRouterAdvert(r.data, r.off[k]!, dst, this.scratch, this.cfg.routes);
+    let old: Uint8Array | undefined;
+    if (oldAt >= 0 && addressPort(this.udpRx.data, oldAt) !== 0) {
+      old = this.oldScratch;
+      old.set(this.udpRx.data.subarray(oldAt, oldAt + 14));
+      old[14] = this.udpRx.data[oldAt + 14]! & 0xc0; old[15] = 0; // lanip 0: the /114 itself
+    }
+    r.len[k] = writeRouterAdvert(r.data, r.off[k]!, dst, this.scratch, withRoutes ? this.cfg.routes : NO_ROUTES, false, old);
     r.addr[k] = ipv4; r.port[k] = port;
     this.nUdpReplies = k + 1;
     this.counters.routerAdverts++;
@@ -251,16 +344,25 @@ export class Engine {
   /** Queues a Time Exceeded about the packet at off, from the router's own address. */
   private replyError(r: Batch, off: number, len: number, ipv4: number, port: number, nowMs: number): void {
     const rx = r === this.udpReplies ? this.udpRx : this.tunRx;
-    // Never answer an error with an error (RFC 4443 §2.4 e).
-    if (rx.data[off + 6] === NH_ICMPV6 && rx.data[off + IPV6_HEADER]! < 128) return;
-    const limitKey = r === this.udpReplies ? ipv4 : addressIPv4(rx.data, off + OFF_SRC);
-    if (!this.takeReply(limitKey, nowMs)) return;
+    // Never answer an error with an error (RFC 4443 §2.4 e), wherever in the header chain it sits.
+    if (noErrorReply(rx.data, off, len)) { this.counters.drops.error_for_error++; return; }
+    if (r === this.udpReplies ? !this.mayReply(ipv4, nowMs) : !this.takeReply(addressIPv4(rx.data, off + OFF_SRC), nowMs)) return;
     const k = r === this.udpReplies ? this.nUdpReplies : this.nTunReplies;
     if (k >= REPLY_CAP) { this.counters.drops.rate_limited++; return; }
     r.len[k] = writeIcmpError(r.data, r.off[k]!, ICMP6_TIME_EXCEEDED, 0, 0, this.routerAddr, rx.data, off, len);
     r.addr[k] = ipv4; r.port[k] = port;
     if (r === this.udpReplies) this.nUdpReplies = k + 1; else this.nTunReplies = k + 1;
     this.counters.icmpErrors++;
+  }
+
+  /**
+   * A reply over UDP goes to the datagram's source: one claiming to be an
+   * address of this host (or loopback, broadcast, ...) is spoofed, and
+   * answering it would reflect the reply into the host.
+   */
+  private mayReply(ipv4: number, nowMs: number): boolean {
+    if (this.refused.has(ipv4) || ipv4 === this.cfg.listenIPv4) { this.counters.drops.reply_refused++; return false; }
+    return this.takeReply(ipv4, nowMs);
   }
 
   private takeReply(ipv4: number, nowMs: number): boolean {
@@ -280,6 +382,7 @@ export class Engine {
    * stock router demands.
    */
   private isOriginator(d: Uint8Array, a: number, v4: number, port: number, linkLocal: boolean): boolean {
+    if (port === 0) return false; // port-0 addresses are local use, never a peer's
     if (!this.inPrefix(d, a) && !(linkLocal && isLinkLocal64(d, a))) return false;
     return addressPort(d, a) === port && addressIPv4(d, a) === v4;
   }
@@ -311,15 +414,3 @@ function ndTypeOf(d: Uint8Array, off: number, len: number): number {
   const t = d[off + IPV6_HEADER]!;
   return t >= ND_ROUTER_SOLICIT && t <= ND_REDIRECT ? t : 0;
 }
-
-/**
- * A relay target must be an ordinary unicast IPv4 host: a peer could otherwise
- * make the router send datagrams to its own loopback services, to multicast
- * groups or to broadcast.
- */
-function relayable(v4: number): boolean {
-  const a = v4 >>> 24;
-  return a !== 0 && a !== 127 && a < 224;
-}
-
-

@@ -32,17 +32,26 @@ export function routerRegistry(readNow: () => Promise<CountersSnapshot>, ndp?: (
     (s) => [{ value: s.udpRxPackets, labels: { side: 'udp' } }, { value: s.tunRxPackets, labels: { side: 'tun' } }]);
   family('sixbed4_router_dropped_packets_total', 'Packets dropped, by reason',
     (s) => DROP_REASONS.map((r) => ({ value: s.drops[r], labels: { reason: r } })));
-  family('sixbed4_router_nd_messages_total', 'ND and ICMPv6 messages: rs, ns received; ra, na, icmp_error sent',
-    (s) => [t('rs', s.routerSolicits), t('ns', s.neighborSolicits), t('ra', s.routerAdverts), t('na', s.neighborAdverts), t('icmp_error', s.icmpErrors)]);
+  family('sixbed4_router_nd_messages_total', 'ND and ICMP messages: rs, ns, icmp4_error received; ra, na, icmp_error sent',
+    (s) => [t('rs', s.routerSolicits), t('ns', s.neighborSolicits), t('ra', s.routerAdverts), t('na', s.neighborAdverts), t('icmp_error', s.icmpErrors),
+      t('icmp4_error', s.icmp4Errors)]);
   family('sixbed4_router_keepalives_total', 'Empty keepalive datagrams received (ignored)',
     (s) => [{ value: s.keepalives, labels: {} }]);
   family('sixbed4_router_live_peers', 'Peers seen in the last two minutes (at the last sweep)',
     (s) => [{ value: s.livePeers, labels: {} }], 'gauge');
+  family('sixbed4_router_live_untracked_total', 'Packets from peers not tracked live: table full, their IPv4 holds its share (64), or too many new peers at once (200/s)',
+    (s) => [{ value: s.liveUntracked, labels: {} }]);
   if (ndp) {
     register('sixbed4_ndp_solicitations_total', 'Neighbour solicitations seen by the proxy on the uplink, by result', 'counter', async () => {
       const c = ndp();
       return [{ value: c.answered, labels: { result: 'answered' } }, { value: c.ignored, labels: { result: 'ignored' } }];
     });
+    register('sixbed4_ndp_group_joins_total', 'Solicited-node group joins by the proxy (each an MLD report on the uplink), by result', 'counter', async () => {
+      const c = ndp();
+      return [{ value: c.joins, labels: { result: 'joined' } }, { value: c.joinErrors, labels: { result: 'failed' } }];
+    });
+    register('sixbed4_ndp_group_joins_pending', 'Group joins waiting for their turn (joins are rate limited)', 'gauge',
+      async () => [{ value: ndp().joinsPending, labels: {} }]);
     register('sixbed4_ndp_proxied_addresses', 'Addresses the neighbour proxy answers for', 'gauge',
       async () => [{ value: ndp().liveAddresses, labels: {} }]);
   }

@@ -18,6 +18,19 @@ import { makeAddress } from '../protocol/address.js';
 import { openTunnel, type Tunnel } from './tunnel.js';
 import { routerRegistry } from './metrics.js';
 import { Counters, type CountersSnapshot } from './counters.js';
+import { readLocalTable, sameRanges } from './localtable.js';
+import { newRateLimitState } from './ratelimit.js';
+import { type IPv4Range, refusedRanges } from './refused.js';
+
+/**
+ * UDP sockets per worker. The kernel spreads flows over them by hash, so a
+ * flooding source shares its socket (and its losses) with about 1/8 of the
+ * other peers instead of all of them (measured: bench/flood.ts).
+ */
+const DEFAULT_SOCKETS = 8;
+
+/** How often the host's local routing table is read again (addresses come and go with interfaces). */
+const LOCAL_TABLE_REFRESH_MS = 5000;
 
 /** RA = 40 + 16 + 32 per prefix option (the peer's /114 and each route) ≤ 1280. */
 const MAX_ROUTES = Math.floor((1280 - 40 - 16) / 32) - 1;
@@ -35,6 +48,10 @@ export interface RouterOptions {
   ndpProxy?: { uplink: string; mode?: string; localAddresses?: Uint8Array[] };
   /** How often a statistics line is logged while traffic flows (default 60 s). */
   statsIntervalMs?: number;
+  /** Also refuse relays and sends to private IPv4 ranges (refused.ts), for routers on public addresses. */
+  refusePrivate?: boolean;
+  /** SO_REUSEPORT sockets per worker (fairness under a flood: see datapath.ts). Default 8. */
+  sockets?: number;
   /**
    * Restart without a gap: adopt the tunnel and share the UDP port (SO_REUSEPORT) that a previous router of this
    * host holds, and on stop leave both to a successor that claimed them (tunnel.ts).
@@ -53,6 +70,8 @@ export interface RouterConfig {
   workers: number;
   ndpProxy?: { uplink: string; mode: ResponderMode; localAddresses: Uint8Array[] };
   statsIntervalMs: number;
+  refusePrivate: boolean;
+  sockets: number;
   handover: boolean;
 }
 
@@ -70,6 +89,8 @@ export function routerConfig(o: RouterOptions): RouterConfig {
   }
   const batch = o.batch ?? 64;
   if (!Number.isInteger(batch) || batch < 1 || batch > 256) throw new InputError(`--batch ${o.batch}: use 1..256`);
+  const sockets = o.sockets ?? DEFAULT_SOCKETS;
+  if (!Number.isInteger(sockets) || sockets < 1 || sockets > 64) throw new InputError(`--sockets ${o.sockets}: use 1..64`);
   const workers = o.workers ?? 1;
   if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new InputError(`--workers ${o.workers}: use 1..64`);
   // Each route is a 32-byte option in the RA, which must fit the 1280-byte tunnel MTU.
@@ -87,7 +108,8 @@ export function routerConfig(o: RouterOptions): RouterConfig {
   return {
     ...(ndpProxy ? { ndpProxy } : {}),
     prefix: parsePrefix64(o.prefix),
-    listenIPv4, port, tun, batch, workers, statsIntervalMs: o.statsIntervalMs ?? 60_000, handover: o.handover === true,
+    listenIPv4, port, tun, batch, workers, statsIntervalMs: o.statsIntervalMs ?? 60_000, refusePrivate: !!o.refusePrivate, sockets,
+    handover: o.handover === true,
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
@@ -117,13 +139,25 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
   const undo: (() => void | Promise<void>)[] = [() => { for (const fd of udpFds) native.close(fd); }];
   const unwind = async () => { for (const u of undo.splice(0).reverse()) await u(); };
   try {
-    for (let i = 0; i < cfg.workers; i++) udpFds.push(native.udpOpen(listenText, cfg.port, cfg.workers > 1 || cfg.handover).fd);
+    // A plain bind first: a port held by another router (even one using SO_REUSEPORT) is refused
+    // here, instead of our sockets silently joining its reuseport group and sharing its traffic.
+    // With handover, joining the previous router's group is the point (tunnel.ts).
+    if (!cfg.handover) native.close(native.udpOpen(listenText, cfg.port, false).fd);
+    for (let i = 0; i < cfg.workers * cfg.sockets; i++) {
+      udpFds.push(native.udpOpen(listenText, cfg.port, cfg.workers * cfg.sockets > 1 || cfg.handover).fd);
+    }
   } catch (err) {
     await unwind();
     throw udpOpenError(err as NodeJS.ErrnoException, listenText, cfg.port);
   }
   try {
-    const engineCfg: EngineConfig = { prefix: cfg.prefix, listenIPv4: cfg.listenIPv4, port: cfg.port, routes: cfg.routes };
+    let local = await localTable(log);
+    const engineCfg: EngineConfig = {
+      prefix: cfg.prefix, listenIPv4: cfg.listenIPv4, port: cfg.port, routes: cfg.routes,
+      refused: refusedRanges(local, cfg.refusePrivate),
+      // One set of reply buckets for all workers: the overall cap stays one cap.
+      rateLimitState: newRateLimitState(),
+    };
     const routerAddress = makeAddress(cfg.prefix.bytes, cfg.listenIPv4, cfg.port, 0);
     const tunnel = await openTunnel(cfg.tun, cfg.workers, routerAddress, cfg.prefix, log, { handover: cfg.handover });
     undo.push(() => tunnel.close());
@@ -136,8 +170,8 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       for (const c of removed) for (const a of addrs(c)) proxy.remove(a);
     });
     const forwarding = cfg.workers === 1
-      ? forwardInline(engineCfg, cfg.batch, udpFds[0]!, tunnel.fds[0]!, onLive)
-      : await forwardOnWorkers(engineCfg, cfg.batch, udpFds, tunnel.fds, onLive, (err) => {
+      ? forwardInline(engineCfg, cfg.batch, udpFds, tunnel.fds[0]!, onLive)
+      : await forwardOnWorkers(engineCfg, cfg.batch, tunnel.fds.map((_, w) => udpFds.slice(w * cfg.sockets, (w + 1) * cfg.sockets)), tunnel.fds, onLive, (err) => {
         // Stop the way a signal would, so the tunnel and its route go cleanly, and say why.
         log.error(`${err.message}: stopping the router`);
         process.exitCode = 1;
@@ -150,6 +184,16 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       metrics = server;
       undo.push(() => server.close());
     }
+    // Relays and sends to any address of this host stay refused as its addresses change.
+    const refresh = setInterval(() => {
+      void localTable(log).then((now) => {
+        if (sameRanges(now, local)) return;
+        local = now;
+        forwarding.setRefused(refusedRanges(local, cfg.refusePrivate));
+      });
+    }, LOCAL_TABLE_REFRESH_MS);
+    refresh.unref();
+    undo.push(() => clearInterval(refresh));
     await warnIfNotForwarding(log);
     const stats = reportStats(forwarding.counters, cfg.statsIntervalMs, log);
     undo.push(() => clearInterval(stats));
@@ -222,6 +266,18 @@ async function startProxy(cfg: RouterConfig, log: Logger): Promise<NdpResponder>
   await proxy.start();
   for (const a of p.localAddresses) proxy.add(a);
   return proxy;
+}
+
+/** The host's local IPv4 addresses; on failure (no `ip`?) only the fixed ranges are refused, and the log says so. */
+let localTableWarned = false;
+async function localTable(log: Logger): Promise<IPv4Range[]> {
+  try {
+    return await readLocalTable();
+  } catch (err) {
+    if (!localTableWarned) log.warn(`cannot read the local routing table (${(err as Error).message}): relays to this host's other addresses are not refused`);
+    localTableWarned = true;
+    return [];
+  }
 }
 
 /** The router works without forwarding, but the native side then never reaches peers: say so once. */

@@ -7,6 +7,7 @@ import { Engine, type EngineConfig } from './engine.js';
 import { Datapath } from './datapath.js';
 import type { WorkerInit } from './worker.js';
 import type { LiveChange } from './live.js';
+import type { IPv4Range } from './refused.js';
 
 /** How often new peers are reported (quickly: the neighbour proxy must answer for them) and idle ones expired. */
 export const LIVE_REPORT_MS = 250;
@@ -28,28 +29,31 @@ export function watchLive(engine: Engine, report: LiveListener): () => void {
 
 export interface Forwarding {
   counters(): Promise<CountersSnapshot>;
+  /** New refused destinations (the host's local table changed). */
+  setRefused(ranges: readonly IPv4Range[]): void;
   stop(): Promise<void>;
 }
 
-/** One engine on the main thread over udpFds[0] and tunFds[0]. */
-export function forwardInline(cfg: EngineConfig, batch: number, udpFd: number, tunFd: number,
+/** One engine on the main thread over its UDP sockets and one TUN queue. */
+export function forwardInline(cfg: EngineConfig, batch: number, udpFds: number[], tunFd: number,
   onLive?: LiveListener): Forwarding & { engine: Engine } {
   const engine = new Engine(cfg, batch);
-  const datapath = new Datapath(engine, udpFd, tunFd);
+  const datapath = new Datapath(engine, udpFds, tunFd);
   datapath.start();
   const unwatch = watchLive(engine, (added, removed) => onLive?.(added, removed));
   return {
     engine,
     counters: async () => engine.snapshot(),
+    setRefused: (ranges) => engine.setRefused(ranges),
     stop: async () => { unwatch(); datapath.stop(); },
   };
 }
 
-/** One worker per (udpFd, tunFd) pair. Resolves once every worker has its data path running. */
-export async function forwardOnWorkers(cfg: EngineConfig, batch: number, udpFds: number[], tunFds: number[],
+/** One worker per (UDP sockets, TUN queue) pair. Resolves once every worker has its data path running. */
+export async function forwardOnWorkers(cfg: EngineConfig, batch: number, udpFds: number[][], tunFds: number[],
   onLive?: LiveListener, onFailure: (err: Error) => void = (err) => { throw err; }): Promise<Forwarding> {
-  const workers = udpFds.map((udpFd, i) => new Worker(new URL('./worker.js', import.meta.url), {
-    workerData: { engine: cfg, batch, udpFd, tunFd: tunFds[i]! } satisfies WorkerInit,
+  const workers = udpFds.map((fds, i) => new Worker(new URL('./worker.js', import.meta.url), {
+    workerData: { engine: cfg, batch, udpFds: fds, tunFd: tunFds[i]! } satisfies WorkerInit,
   }));
   const stopAll = async () => { await Promise.all(workers.map((w) => w.terminate())); };
   for (const w of workers) {
@@ -92,6 +96,9 @@ export async function forwardOnWorkers(cfg: EngineConfig, batch: number, udpFds:
       const sum = new Counters();
       for (const p of parts) if (p) sum.add(p);
       return sum.snapshot();
+    },
+    setRefused(ranges) {
+      for (const w of alive) w.postMessage({ type: 'refused', ranges });
     },
     async stop() {
       stopping = true;

@@ -22,7 +22,7 @@ import { host, L11, L30, PREFIX, seedVm } from '../host/hostlab.js';
   const router = await startRouterIn(vm, ['--prefix', PREFIX, '--listen', TOPO.routerV4C, '--ndp-proxy', TOPO.routerUplinkIf,
     '--metrics', '127.0.0.1:9464']);
   const peer = await startPeerIn(topo.peers.C, ['--router', TOPO.routerV4C, '--default-route']);
-  // The peer's RS made it live; the proxy hears of it within a report interval.
+  // The peer's NS from its new address made it live; the proxy hears of it within a report interval.
   let r = await ping6(topo.isp, peer.address, { count: 3 });
   for (let i = 0; i < 5 && r.received === 0; i++) r = await ping6(topo.isp, peer.address, { count: 3 });
   t.true(r.received > 0, r.output);

@@ -160,6 +160,7 @@ test('udpSend drops a datagram the kernel refuses but still counts it', async (t
     got.map((g) => g.data.toString()),
     ['one', 'two'],
   );
+  t.is(tx.refused[0], 2, 'the two refused datagrams are reported, so the router can count them as tx_dropped');
 });
 
 test('udpOpen errors carry the errno name in .code', (t) => {

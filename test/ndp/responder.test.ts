@@ -132,3 +132,30 @@ test('peer policy: lanips 1 and 0 of each live peer by default; local addresses 
   t.deepEqual(proxiedLocalAddresses(cfg), []);
   t.deepEqual(proxiedLocalAddresses({ ...cfg, localAddressMode: 'dummy112' }).map((a) => formatIPv6(a)), ['2001:db8:9:10::11']);
 });
+
+test('group joins are rate limited and counted; failed joins are counted, with one warning line per interval', async (t) => {
+  let warnings = 0;
+  const counting = winston.createLogger({ level: 'warn', transports: [new winston.transports.Console({ silent: true })] });
+  counting.on('data', () => undefined);
+  counting.warn = ((..._args: unknown[]) => { warnings++; return counting; }) as typeof counting.warn;
+  const socket = new FakeSocket();
+  let fail = false;
+  socket.join = (g: Uint8Array) => { if (fail) throw new Error('setsockopt ENOBUFS'); socket.joins.push(formatIPv6(g)); };
+  const r = new NdpResponder('eth0', counting, { socket, link: { mac: MAC, ifindex: 2 }, router: true, joinRate: { perSecond: 100, burst: 10 } });
+  await r.start();
+  // 200 peers, each its own solicited-node group, in one rush.
+  const peer = (i: number) => `2001:db8:9:10:c433:640a:${(0x1000 + i).toString(16)}:8001`;
+  for (let i = 0; i < 200; i++) r.add(parseIPv6(peer(i)));
+  t.is(socket.joins.length, 10, 'the burst at once');
+  t.like(r.counters(), { joins: 10, joinsPending: 190 });
+  await new Promise((res) => setTimeout(res, 500));
+  const later = socket.joins.length;
+  t.true(later > 10 && later <= 10 + 100 * 0.6 + 2, `about 100 per second afterwards (${later} after 0.5 s)`);
+  fail = true;
+  for (let i = 200; i < 260; i++) r.add(parseIPv6(peer(i)));
+  await new Promise((res) => setTimeout(res, 2500));
+  const c = r.counters();
+  t.true(c.joinErrors > 50, `${c.joinErrors} failed joins counted`);
+  t.is(warnings, 1, 'one warning line for all of them');
+  await r.stop();
+});

@@ -181,8 +181,9 @@ test('property: any datagram is accounted for exactly once and nothing throws', 
     const e = engine();
     fromPeer(e, dgrams.map((bytes) => ({ bytes, v4 })));
     const c = e.counters;
-    // rate_limited and tx_dropped count replies and sends, not received datagrams.
-    const drops = DROP_REASONS.reduce((s, r) => s + (r === 'rate_limited' || r === 'tx_dropped' ? 0 : c.drops[r]), 0);
+    // rate_limited, reply_refused and tx_dropped count replies and sends, not received datagrams.
+    const notReceived = new Set<string>(['rate_limited', 'reply_refused', 'error_for_error', 'tx_dropped']);
+    const drops = DROP_REASONS.reduce((s, r) => s + (notReceived.has(r) ? 0 : c.drops[r]), 0);
     const outcomes = c.udpToTunPackets + c.relayPackets + c.keepalives + c.routerSolicits + c.neighborSolicits + drops;
     return outcomes === dgrams.length && c.udpRxPackets === dgrams.length &&
       e.nToTun === c.udpToTunPackets && e.nRelay === c.relayPackets;
@@ -206,4 +207,100 @@ test('from the kernel: nothing is sent to the router\'s own IPv4 (its local serv
   fromKernel(e, [packet(isp, makeAddress(prefix.bytes, ROUTER_V4, 22, 1)), packet(isp, makeAddress(prefix.bytes, ROUTER_V4, 25790, 1))]);
   t.is(e.nToPeers, 0);
   t.is(e.counters.drops.bad_destination, 2);
+});
+
+test('UDP source port 0 is never a peer: no RA, no forwarding, no relay, not tracked live', (t) => {
+  const e = engine();
+  // Port-0 addresses (prefix:v4:0000:…) are the host's own and its slices; a sender at IPv4 X must not use them.
+  const local = makeAddress(prefix.bytes, PEER_V4, 0, 0x11);
+  const peerB = makeAddress(prefix.bytes, parseIPv4('203.0.113.2'), 51000, 1);
+  fromPeer(e, [
+    { bytes: rs(), port: 0 },
+    { bytes: packet(local, isp), port: 0 },
+    { bytes: packet(local, peerB), port: 0 },
+    { bytes: new Uint8Array(0), port: 0 },
+  ]);
+  t.is(e.nToTun + e.nRelay + e.nUdpReplies, 0);
+  t.is(e.counters.drops.source_port_zero, 4);
+  t.is(e.live.size, 0);
+  t.deepEqual(e.newPeers(), []);
+});
+
+test('from the kernel: sources that are peers\' 6bed4 addresses are spoofed; port-0 sources and the router\'s own ICMPv6 pass', (t) => {
+  const e = engine();
+  const peerB = makeAddress(prefix.bytes, parseIPv4('203.0.113.2'), 51000, 1);
+  const icmp = (src: Uint8Array) => { const b = packet(src, peerAddr); b[6] = 58; return b; };
+  fromKernel(e, [
+    packet(peerB, peerAddr),                 // another peer's address, arrived from the Internet
+    packet(e.routerAddress, peerAddr),       // the router's own address on UDP: nothing the kernel sends
+    icmp(e.routerAddress),                   // the kernel's echo reply or error from the router's address
+    packet(parseIPv6('2001:db8:9:10::11'), peerAddr), // a server of the host (port word 0)
+  ]);
+  t.is(e.counters.drops.spoofed_from_kernel, 2);
+  t.is(e.nToPeers, 2);
+});
+
+test('an RS does not make a peer live (nothing in it can be checked); its first checked packet does', (t) => {
+  const e = engine();
+  fromPeer(e, Array.from({ length: 8 }, (_, i) => ({ bytes: rs(), port: 1000 + i })));
+  t.is(e.live.size, 0);
+  fromPeer(e, [{ bytes: packet(peerAddr, isp) }]);
+  t.is(e.live.size, 1);
+});
+
+test('no Time Exceeded about an ICMPv6 error, also behind extension headers; other packets behind them are answered', (t) => {
+  const e = engine();
+  // hop-by-hop (8 bytes) → destination options (8 bytes) → ICMPv6 type 1 (Destination Unreachable).
+  const chained = (upper: number, type: number) => {
+    const b = packet(peerAddr, isp, 1, 24);
+    b[6] = 0; b[40] = 60; b[41] = 0; b[48] = upper; b[49] = 0; b[56] = type;
+    return b;
+  };
+  fromPeer(e, [{ bytes: chained(58, 1) }, { bytes: chained(58, 128) }, { bytes: chained(17, 0) }]);
+  t.is(e.counters.drops.hop_limit, 3);
+  t.is(e.counters.drops.error_for_error, 1);
+  t.is(e.nUdpReplies, 2, 'the echo request and the UDP packet get their Time Exceeded');
+});
+
+test('an RA that answers a changed NAT mapping withdraws the old /114 with zero lifetimes (as the draft asks)', (t) => {
+  const e = engine();
+  const old = makeAddress(prefix.bytes, PEER_V4, PEER_PORT, 1);           // the address of the old mapping
+  fromPeer(e, [{ bytes: packet(old, isp), port: PEER_PORT + 2 }]);        // now arriving from a new port
+  t.is(e.nUdpReplies, 1);
+  const r = e.udpReplies, o = r.off[0]!;
+  const ra = parseRouterAdvert(r.data, o, r.len[0]!)!;
+  t.is(formatIPv6(ra.prefix114), formatIPv6(makeAddress(prefix.bytes, PEER_V4, PEER_PORT + 2, 0)), 'the new /114 comes first: peers take it');
+  t.is(ra.validLifetime, 0xffffffff);
+  const opt = o + 40 + 16 + 32; // the second prefix option
+  t.is(r.data[opt], 3); t.is(r.data[opt + 2], 114);
+  t.is(formatIPv6(r.data, opt + 16), formatIPv6(makeAddress(prefix.bytes, PEER_V4, PEER_PORT, 0)));
+  t.is(r.data.readUInt32BE(opt + 4), 0, 'valid lifetime 0'); t.is(r.data.readUInt32BE(opt + 8), 0, 'preferred lifetime 0');
+  t.is(upperChecksum(r.data, o, 58, o + 40, r.len[0]! - 40), 0);
+  // A source with port word 0 is no peer's old mapping: nothing is withdrawn for it.
+  const e2 = engine();
+  fromPeer(e2, [{ bytes: packet(makeAddress(prefix.bytes, PEER_V4, 0, 0x11), isp) }]);
+  t.is(e2.udpReplies.len[0], 88);
+});
+
+test('ICMPv4 port unreachable about a datagram sent to a peer: ICMPv6 Destination Unreachable to its sender; forged quotes ignored', (t) => {
+  const e = engine();
+  const gone = makeAddress(prefix.bytes, parseIPv4('203.0.113.2'), 9999, 1);
+  const put = (i: number, bytes: Uint8Array, v4: number, port: number, info: number) => {
+    e.icmpRx.off[i] = i * e.icmpRx.slot; e.icmpRx.data.set(bytes, i * e.icmpRx.slot); e.icmpRx.len[i] = bytes.length;
+    e.icmpRx.addr[i] = v4; e.icmpRx.port[i] = port; e.icmpInfo[i] = info;
+  };
+  put(0, packet(isp, gone), parseIPv4('203.0.113.2'), 9999, (3 << 8) | 3);        // native sender → into the kernel
+  put(1, packet(peerAddr, gone), parseIPv4('203.0.113.2'), 9999, (3 << 8) | 3);   // relayed from a peer → over UDP
+  put(2, packet(isp, gone), parseIPv4('203.0.113.9'), 9999, (3 << 8) | 3);        // quote not about that IPv4:port
+  put(3, packet(isp, gone), parseIPv4('203.0.113.2'), 9999, (11 << 8) | 0);       // Time Exceeded: not translated
+  e.fromIcmpErrors(4, 1000);
+  t.is(e.counters.icmp4Errors, 4);
+  t.is(e.counters.drops.icmp4_unmatched, 2);
+  t.is(e.nTunReplies, 1); t.is(e.nUdpReplies, 1);
+  const k = e.tunReplies, o = k.off[0]!;
+  t.is(k.data[o + 40], 1); t.is(k.data[o + 41], 4, 'port unreachable');
+  t.is(formatIPv6(k.data, o + 8), formatIPv6(e.routerAddress));
+  t.is(formatIPv6(k.data, o + 24), formatIPv6(isp));
+  t.is(e.udpReplies.addr[0], PEER_V4); t.is(e.udpReplies.port[0], PEER_PORT);
+  t.is(upperChecksum(k.data, o, 58, o + 40, k.len[0]! - 40), 0);
 });

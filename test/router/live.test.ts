@@ -37,3 +37,29 @@ test('property: size equals the number of distinct peers seen within the TTL', (
   }));
   t.pass();
 });
+
+test('port 0 is never tracked: it marks empty slots, and such an entry would never expire', (t) => {
+  const live = new LivePeers(4, 1000);
+  for (let v4 = 1; v4 <= 10; v4++) live.touch(v4, 0, 0);
+  t.is(live.size, 0);
+  t.deepEqual(live.takeAdded(), []);
+  live.touch(1, 40000, 0);
+  t.is(live.size, 1, 'real peers still find room');
+});
+
+test('one IPv4 holds at most its share of entries, whatever number of ports it uses', (t) => {
+  const live = new LivePeers(65536, 120_000, { perIPv4: 64, newPerSecond: 1e9, newBurst: 1e9 });
+  for (let p = 1; p <= 65535; p++) live.touch(0xc6336414, p, 0);
+  t.is(live.size, 64);
+  live.touch(0xcb007102, 51000, 0);
+  t.is(live.size, 65, 'another IPv4 still gets in');
+  t.is(live.untracked, 65535 - 64);
+});
+
+test('new entries are admitted at a bounded rate: a flood of spoofed sources cannot fill the table within the TTL', (t) => {
+  const live = new LivePeers(65536, 120_000, { perIPv4: 64, newPerSecond: 200, newBurst: 1000 });
+  // 100,000 distinct IPv4 sources per second for the whole TTL.
+  for (let s = 0; s < 120; s++) for (let k = 0; k < 1000; k++) live.touch((s * 1000 + k + 1) >>> 0, 40000, s * 1000 + k);
+  t.true(live.size <= 1000 + 200 * 120, `${live.size} entries`);
+  t.true(live.size < 65536 / 2);
+});
