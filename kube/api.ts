@@ -2,6 +2,7 @@
 // labels, annotations, and TypeScript shapes of the custom resource (the schema
 // itself is crds/sixbed4.io_sixbed4prefixes.yaml) and of the agent config the
 // operator renders into a ConfigMap per prefix.
+import { fnv1a } from './hash.js';
 
 export const GROUP = 'sixbed4.io';
 export const VERSION = 'v1alpha1';
@@ -35,7 +36,6 @@ export const LABEL_COMPONENT = 'app.kubernetes.io/component';
 export const DEFAULT_PORT = 25790;
 export const DEFAULT_METRICS_PORT = 9475;
 /** Where the agent container finds the rendered ConfigMap. */
-export const AGENT_CONFIG_DIR = '/etc/sixbed4';
 /** ConfigMap key of the part every node shares. */
 export const AGENT_CONFIG_COMMON_KEY = 'prefix.json';
 /** ConfigMap key of one node's share. */
@@ -150,6 +150,8 @@ export interface AgentNodeConfig {
   localAddressMode: LocalAddressMode;
   routes: string[];
   ndpProxy: NdpProxyMode;
+  /** the tunnel interface on the node (one per prefix: a node may serve several) */
+  tunnel?: string;
 }
 
 /** The part every node shares (ConfigMap key prefix.json). */
@@ -166,7 +168,6 @@ export interface AgentCommonConfig {
 }
 
 /** Names of what the operator creates for a prefix (in the operator's namespace). */
-export const agentDaemonSetName = (prefixName: string): string => `sixbed4-agent-${prefixName}`;
 export const agentConfigMapName = (prefixName: string): string => `sixbed4-agent-${prefixName}`;
 
 // ---------------------------------------------------------------------------
@@ -237,4 +238,12 @@ export interface SixBed4RangeSpec {
 
 export interface SixBed4Range extends KubeObject {
   spec: SixBed4RangeSpec;
+}
+
+/**
+ * The tunnel interface of a prefix on its nodes: one per prefix, since one agent serves every prefix of its node.
+ * "6b4" and 8 hex digits of FNV-1a of the prefix's name (11 characters; interface names allow 15).
+ */
+export function tunnelName(prefixName: string): string {
+  return `6b4${fnv1a(prefixName).toString(16).padStart(8, '0')}`;
 }

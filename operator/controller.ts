@@ -1,12 +1,12 @@
 // The operator process: (optionally) wins the leader Lease, then watches
-// SixBed4Prefixes, Nodes and its own DaemonSets/ConfigMaps and reconciles
+// SixBed4Prefixes, Nodes, its ConfigMaps and the agents' DaemonSet and reconciles
 // each prefix that may be affected, one at a time, with backoff on errors and
 // a periodic resync; and runs the slice allocator (slices/controller.ts) on the
 // same prefix and node caches. A replica that loses the Lease stops at once.
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from '../agent/log.js';
 import {
-  LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, PREFIXES_PATH, agentConfigMapName, agentDaemonSetName, type KubeObject, type SixBed4Prefix,
+  LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, PREFIXES_PATH, agentConfigMapName, type KubeObject, type SixBed4Prefix,
 } from '../kube/api.js';
 import { EventRecorder } from '../kube/events.js';
 import { Informer, type ChangeType } from '../kube/informer.js';
@@ -16,16 +16,16 @@ import { OperatorMetrics } from './metrics.js';
 import { nodeInfo } from './prefix/plan.js';
 import { WorkQueue } from '../kube/queue.js';
 import { reconcilePrefix, type ReconcileDeps } from './prefix/reconcile.js';
-import type { RenderOptions } from './prefix/render.js';
 import { SliceController } from './slices/controller.js';
 
 export interface OperatorOptions {
   kubeConfig: KubeConfig;
-  /** namespace of the operator: agent DaemonSets/ConfigMaps and the Lease */
+  /** namespace of the operator: the agent ConfigMaps, the agents' DaemonSet and the Lease */
   namespace: string;
+  /** the agents' DaemonSet (the chart's): its rollout is each prefix's Progressing */
+  agentDaemonSet: string;
   /** namespace of the Events about prefixes (default: default) */
   eventsNamespace?: string;
-  render: Omit<RenderOptions, 'namespace'>;
   leaderElection?: { leaseName: string; leaseDurationMs: number; renewDeadlineMs: number; retryPeriodMs: number };
   identity?: string;
   cleanupTimeoutMs: number;
@@ -116,11 +116,14 @@ class Controller {
       if (prefix) this.queue.add(prefix);
       void t;
     };
-    this.daemonSets = new Informer<KubeObject>(kube, paths.daemonSets(o.namespace), { name: 'daemonsets', labelSelector: managed, log, onChange: owned });
+    // The one agent DaemonSet: its rollout concerns every prefix.
+    this.daemonSets = new Informer<KubeObject>(kube, paths.daemonSets(o.namespace), {
+      name: 'daemonsets', fieldSelector: `metadata.name=${o.agentDaemonSet}`, log, onChange: () => this.enqueueAll(),
+    });
     this.configMaps = new Informer<KubeObject>(kube, paths.configMaps(o.namespace), { name: 'configmaps', labelSelector: managed, log, onChange: owned });
     this.recorder = new EventRecorder(kube, o.eventsNamespace ?? 'default', 'sixbed4-operator', identity, log);
     this.deps = {
-      kube, namespace: o.namespace, render: { ...o.render, namespace: o.namespace },
+      kube, namespace: o.namespace, render: { namespace: o.namespace }, agentDaemonSet: o.agentDaemonSet,
       prefixes: this.prefixes, nodes: this.nodes, daemonSets: this.daemonSets, configMaps: this.configMaps,
       recorder: this.recorder, log, cleanupTimeoutMs: o.cleanupTimeoutMs, staleAfterMs: o.staleAfterMs, seen: new Map(),
     };
@@ -178,7 +181,6 @@ class Controller {
       this.prefixSpecs.delete(name);
       this.states.delete(name);
       this.deps.seen?.delete(paths.configMap(this.o.namespace, agentConfigMapName(name)));
-      this.deps.seen?.delete(paths.daemonSet(this.o.namespace, agentDaemonSetName(name)));
       this.updateStateGauge();
     } else this.prefixSpecs.set(name, spec);
     // another prefix may overlap this one: let the others look again

@@ -1,4 +1,6 @@
-// `sixbed4 agent`: the per-node agent the operator's DaemonSet runs.
+// `sixbed4 agent`: the node agent the chart's DaemonSet runs on every node: it serves each SixBed4Prefix that gives
+// its node a share (agent/cluster/agent.ts).
+import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
 import { createLogger, type LogFormat } from '../log.js';
@@ -16,13 +18,15 @@ function metricsAddress(flag: string): string {
   return `${node.includes(':') ? `[${node}]` : node}${flag}`;
 }
 
+const IN_CLUSTER_NS = '/var/run/secrets/kubernetes.io/serviceaccount/namespace';
+
 export async function agentCommand(args: string[]): Promise<number> {
   let values;
   try {
     ({ values } = parseArgs({
       args, strict: true, allowPositionals: false, options: {
-        prefix: { type: 'string' }, node: { type: 'string' }, 'config-dir': { type: 'string' }, kubeconfig: { type: 'string' },
-        state: { type: 'string' }, metrics: { type: 'string' }, tun: { type: 'string' }, 'poll-ms': { type: 'string' },
+        prefix: { type: 'string' }, node: { type: 'string' }, namespace: { type: 'string' }, kubeconfig: { type: 'string' },
+        'state-dir': { type: 'string' }, metrics: { type: 'string' }, tun: { type: 'string' }, 'poll-ms': { type: 'string' },
         'heartbeat-ms': { type: 'string' }, 'log-level': { type: 'string' }, 'log-format': { type: 'string' },
         'health-socket': { type: 'string' }, 'handover-wait-ms': { type: 'string' },
       },
@@ -31,7 +35,9 @@ export async function agentCommand(args: string[]): Promise<number> {
     throw new InputError(`${(err as Error).message.replace(/\. To specify.*$/s, '')} (see sixbed4 --help)`);
   }
   const prefixName = values.prefix;
-  if (!prefixName) throw new InputError('--prefix is required: the name of the SixBed4Prefix this agent serves');
+  if (values.tun && !prefixName) throw new InputError('--tun needs --prefix: every prefix has its own tunnel');
+  const namespace = values.namespace ?? process.env.POD_NAMESPACE ?? (existsSync(IN_CLUSTER_NS) ? readFileSync(IN_CLUSTER_NS, 'utf8').trim() : undefined);
+  if (!namespace) throw new InputError('the namespace of the agent ConfigMaps is unknown: give --namespace (the operator\'s namespace) or set POD_NAMESPACE');
   const node = values.node ?? process.env.NODE_NAME;
   if (!node) throw new InputError('the node name is unknown: give --node or set NODE_NAME (the DaemonSet sets it from spec.nodeName)');
   const log = createLogger({ component: 'agent', format: (values['log-format'] ?? 'auto') as LogFormat, ...(values['log-level'] ? { level: values['log-level'] } : {}) });
@@ -42,10 +48,9 @@ export async function agentCommand(args: string[]): Promise<number> {
     throw new InputError(`cannot load the kubeconfig: ${(err as Error).message}`);
   }
   const agent = await startAgent(new Kube(kc, 'sixbed4-agent'), {
-    prefixName, node,
-    configDir: values['config-dir'] ?? process.env.SIXBED4_AGENT_CONFIG_DIR ?? '/etc/sixbed4',
-    // per prefix and node: a directory shared by several nodes (a test machine, a shared /var) never mixes hosts
-    statePath: values.state ?? `/var/lib/sixbed4/agent-${prefixName}-${node}.json`,
+    node, namespace, ...(prefixName ? { prefixName } : {}),
+    // files there are per prefix and node: a directory shared by several nodes (a test machine) never mixes hosts
+    stateDir: values['state-dir'] ?? '/var/lib/sixbed4',
     ...(values.metrics ? { metrics: metricsAddress(values.metrics) } : {}),
     ...(values['health-socket'] ? { healthSocket: values['health-socket'] } : {}),
     ...(values['handover-wait-ms'] ? { handoverWaitMs: Number(values['handover-wait-ms']) } : {}),

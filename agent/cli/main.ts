@@ -43,11 +43,12 @@ commands:
 
   host     configure this host for a native /64 (the seed's steps, make-before-break):
            plan | apply | revert  --config FILE | --prefix P --local ADDR ... (see sixbed4 host --help)
-  operator run the Kubernetes operator: SixBed4Prefix resources -> per-node agent DaemonSets
-               --kubeconfig F --namespace NS --image IMG --leader-elect --metrics H:P
-  agent    run the node agent of a SixBed4Prefix (what the operator's DaemonSet runs)
-               --prefix NAME    the SixBed4Prefix (required); --node NAME (default \$NODE_NAME)
-               --config-dir D   its mounted config (default /etc/sixbed4); --state FILE; --metrics H:P
+  operator run the Kubernetes operator: SixBed4Prefix resources -> allocations and agent configs
+               --kubeconfig F --namespace NS --agent-daemonset NAME --leader-elect --metrics H:P
+  agent    run the node agent: serves every SixBed4Prefix of its node (what the chart's DaemonSet runs)
+               --namespace NS   where the operator keeps the agent ConfigMaps (default \$POD_NAMESPACE)
+               --node NAME (default \$NODE_NAME); --state-dir D (default /var/lib/sixbed4); --metrics H:P
+               --health-socket PATH; --prefix NAME (serve only this one; then --tun NAME)
 
 common flags: --log-level LEVEL (info), --log-format text|json|auto (auto)
 `;

@@ -11,17 +11,15 @@ import { OperatorMetrics } from '../../operator/metrics.js';
 
 export const OPERATOR_USAGE = `usage: sixbed4 operator [flags]
 
-Runs the Kubernetes operator: reconciles each SixBed4Prefix into an agent
-DaemonSet and ConfigMap in its namespace, allocates /64s to nodes, reports status.
+Runs the Kubernetes operator: allocates each SixBed4Prefix's /64s to the nodes
+it selects, renders each node's share into the prefix's agent ConfigMap (the
+node agents, one DaemonSet for the cluster, follow it), reports status.
 
   --kubeconfig F           kubeconfig file (default: $KUBECONFIG, else in-cluster, else ~/.kube/config)
-  --namespace NS           namespace of the agent DaemonSets, Events and Lease
+  --namespace NS           namespace of the agent ConfigMaps, the agents' DaemonSet and the Lease
                            (default: the pod's namespace in a cluster, else sixbed4-system)
-  --image IMG              container image of the agents (required)
-  --image-pull-policy P    Always, IfNotPresent (default) or Never
-  --agent-service-account SA  ServiceAccount of the agents (default sixbed4-agent)
-  --agent-log-level LEVEL  --log-level passed to the agents
-  --agent-state-dir DIR    host directory where agents keep each host's saved state (default /var/lib/sixbed4)
+  --agent-daemonset NAME   the agents' DaemonSet, whose rollout each prefix's Progressing follows
+                           (default sixbed4-agent)
   --leader-elect           hold a Lease so that only one replica acts
   --lease-name NAME        the Lease (default sixbed4-operator)
   --lease-duration S       seconds (default 15); --renew-deadline S (10); --retry-period S (2)
@@ -38,11 +36,6 @@ function seconds(v: string | undefined, flag: string, dflt: number): number {
   return Number(v) * 1000;
 }
 
-function absoluteDir(v: string, flag: string): string {
-  if (!v.startsWith('/') || v.includes('..') || /[\s:]/.test(v)) throw new InputError(`${flag} '${v}' must be an absolute path without '..', ':' or spaces`);
-  return v.replace(/\/+$/, '') || '/';
-}
-
 const IN_CLUSTER_NS = '/var/run/secrets/kubernetes.io/serviceaccount/namespace';
 
 export async function operatorCommand(args: string[]): Promise<number> {
@@ -53,9 +46,7 @@ export async function operatorCommand(args: string[]): Promise<number> {
       allowPositionals: false,
       strict: true,
       options: {
-        kubeconfig: { type: 'string' }, namespace: { type: 'string' }, image: { type: 'string' },
-        'image-pull-policy': { type: 'string' }, 'agent-service-account': { type: 'string' }, 'agent-log-level': { type: 'string' },
-        'agent-state-dir': { type: 'string' },
+        kubeconfig: { type: 'string' }, namespace: { type: 'string' }, 'agent-daemonset': { type: 'string' },
         'leader-elect': { type: 'boolean' }, 'lease-name': { type: 'string' }, 'lease-duration': { type: 'string' },
         'renew-deadline': { type: 'string' }, 'retry-period': { type: 'string' }, 'cleanup-timeout': { type: 'string' },
         'agent-stale-after': { type: 'string' }, resync: { type: 'string' }, metrics: { type: 'string' },
@@ -70,9 +61,8 @@ export async function operatorCommand(args: string[]): Promise<number> {
 
   const format = (values['log-format'] ?? 'auto') as LogFormat;
   if (!['text', 'json', 'auto'].includes(format)) throw new InputError(`--log-format ${format}: use text, json or auto`);
-  if (!values.image) throw new InputError('--image is required: the container image the agents run (the sixbed4 image)');
-  const pull = values['image-pull-policy'] ?? 'IfNotPresent';
-  if (pull !== 'Always' && pull !== 'IfNotPresent' && pull !== 'Never') throw new InputError(`--image-pull-policy ${pull}: use Always, IfNotPresent or Never`);
+  const agentDaemonSet = values['agent-daemonset'] ?? 'sixbed4-agent';
+  if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(agentDaemonSet)) throw new InputError(`--agent-daemonset '${agentDaemonSet}' is not a DaemonSet name`);
   const leaseDurationMs = seconds(values['lease-duration'], '--lease-duration', 15);
   const renewDeadlineMs = seconds(values['renew-deadline'], '--renew-deadline', 10);
   const retryPeriodMs = seconds(values['retry-period'], '--retry-period', 2);
@@ -102,13 +92,7 @@ export async function operatorCommand(args: string[]): Promise<number> {
   const op = startOperator({
     kubeConfig: kc,
     namespace,
-    render: {
-      image: values.image,
-      imagePullPolicy: pull,
-      serviceAccount: values['agent-service-account'] ?? 'sixbed4-agent',
-      ...(values['agent-log-level'] ? { logLevel: values['agent-log-level'] } : {}),
-      ...(values['agent-state-dir'] ? { stateDir: absoluteDir(values['agent-state-dir'], '--agent-state-dir') } : {}),
-    },
+    agentDaemonSet,
     ...(values['leader-elect'] ? { leaderElection: { leaseName: values['lease-name'] ?? 'sixbed4-operator', leaseDurationMs, renewDeadlineMs, retryPeriodMs } } : {}),
     ...(values.identity ? { identity: values.identity } : {}),
     cleanupTimeoutMs, staleAfterMs, resyncMs, log, metrics,

@@ -1,206 +1,193 @@
-// The node agent of a SixBed4Prefix: makes this node what its share of the
-// prefix says (host networking, then the router on the node's /64), keeps its
-// entry in the prefix status current, and gives the host back when the prefix
-// is deleted. The forwarding never depends on the API server: the config comes
-// from mounted files and the router runs on whatever the API does; only status
-// reports wait for it to come back.
-import { access } from 'node:fs/promises';
+// The node agent: one per node (the chart's DaemonSet, as MetalLB's speaker or Calico's node), serving every
+// SixBed4Prefix that gives this node a share. It follows the operator's agent ConfigMaps (one per prefix) and the
+// prefixes themselves, and runs one prefix agent (prefix.ts) per share: its own tunnel, listen address and host
+// state. It keeps a copy of each share on the node's disk, so that after a restart with the API server away it
+// serves what it served; and it serves metrics and the Pod's health.
+import { join } from 'node:path';
 import type { Logger } from '../log.js';
-import { applyHost, revertHost } from '../host/apply.js';
-import { hostConfig } from '../host/config.js';
-import { readSavedState } from '../host/statefile.js';
-import { routerConfig, startRouter, type RunningRouter } from '../router/router.js';
+import { Counters, type CountersSnapshot } from '../router/counters.js';
 import { routerRegistry } from '../router/metrics.js';
-import { Counters } from '../router/counters.js';
 import { startMetricsServer, type MetricsServer } from '../metrics.js';
 import { paths, type Kube } from '../../kube/client.js';
 import { Informer } from '../../kube/informer.js';
-import type { SixBed4Prefix } from '../../kube/api.js';
-import { proxiedLocalAddresses } from '../ndp/policy.js';
-import { readShare } from './config.js';
-import { SliceAgent } from './slices.js';
-import { reportNode, type AgentReport } from './status.js';
+import { LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, type KubeObject, type SixBed4Prefix } from '../../kube/api.js';
+import { shareCache, shareFromData, type NodeShare } from './config.js';
+import { startPrefixAgent, type PrefixAgent } from './prefix.js';
 
 export interface AgentOptions {
-  prefixName: string;
   node: string;
-  configDir: string;
-  /** Where the pre-change host state is kept (a hostPath in the cluster). */
-  statePath: string;
+  /** Where the operator keeps the agent ConfigMaps (its namespace, the chart's release namespace). */
+  namespace: string;
+  /** The node's directory for saved host states and copies of the shares (a hostPath in the cluster). */
+  stateDir: string;
+  /** Serve only this prefix (a node dedicated to one, or a test). */
+  prefixName?: string;
+  /** The tunnel interface (default: the share's; only with prefixName). */
+  tun?: string;
   /** Prometheus metrics on host:port; while the port is held (by the agent this one replaces), retried every second. */
   metrics?: string;
   /** /healthz (and /metrics) on a Unix socket for the Pod's exec probes: always this agent's own answer. */
   healthSocket?: string;
-  /** On stop, how long to wait for the next agent's router to take the tunnel over (default 20 s; 0: no wait). */
+  /** On stop, how long to wait for the next agent's routers to take the tunnels over (default 20 s; 0: no wait). */
   handoverWaitMs?: number;
-  /** How often the mounted config is read again. */
+  /** How often every prefix converges again anyway (retries after failures). Default 5 s. */
   pollMs?: number;
-  /** How often the status entry is refreshed. */
+  /** How often each status entry is refreshed. */
   heartbeatMs?: number;
-  /** The tunnel interface name. */
-  tun?: string;
 }
 
 export interface RunningAgent { stop(): Promise<void>; }
 
-export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Promise<RunningAgent> {
-  let router: RunningRouter | null = null;
-  let shareText: string | null = null;
-  let hostApplied = false;
-  let deleting = false;
-  let reverted = false;
-  let stopped = false;
-  let lastProblem = '';
-  let reportFailing = false;
+type ConfigMap = KubeObject & { data?: Record<string, string> };
 
-  const report = async (r: AgentReport) => {
+export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Promise<RunningAgent> {
+  const wanted = (name: string) => o.prefixName === undefined || name === o.prefixName;
+  const data = new Map<string, Record<string, string>>();
+  const deleting = new Set<string>();
+  const agents = new Map<string, PrefixAgent>();
+  let stopped = false;
+  let configSynced = false;
+
+  for (const [name, d] of await shareCache.load(o.stateDir)) if (wanted(name)) data.set(name, d);
+  if (data.size) log.info(`serving from the node's copies until the API answers: ${[...data.keys()].join(', ')}`);
+
+  const shareOf = (name: string) => (): NodeShare | null => {
+    const d = data.get(name);
+    if (!d) return null;
     try {
-      await reportNode(kube, o.prefixName, o.node, { ...r, lastReport: new Date().toISOString() });
-      if (reportFailing) log.info('status reports reach the API server again');
-      reportFailing = false;
+      return shareFromData(d, o.node);
     } catch (err) {
-      // The router keeps forwarding; the next heartbeat tries again.
-      if (!reportFailing) log.warn(`cannot report status (will retry): ${(err as Error).message}`);
-      reportFailing = true;
+      log.warn(`agent config of ${name}: ${(err as Error).message}`);
+      return null;
     }
   };
-  const current = async (): Promise<AgentReport> => {
-    if (reverted) return { ready: false, reverted: true, livePeers: 0, message: 'host reverted: the prefix is being deleted' };
-    if (router) return { ready: true, reverted: false, livePeers: (await router.counters()).livePeers, message: 'forwarding' };
-    return { ready: false, reverted: false, livePeers: 0, message: lastProblem || 'starting' };
-  };
 
-  const stopRouter = async (waitForSuccessorMs = 0) => {
-    if (router) { const r = router; router = null; await r.stop({ waitForSuccessorMs }); }
-  };
-
-  /** Brings the node to what its share says; runs one at a time. */
   const converge = async () => {
     if (stopped) return;
-    if (deleting) {
-      if (reverted) return;
-      await slices.releaseAll();
-      await stopRouter();
-      if (hostApplied || await stateFileExists(o.statePath)) {
-        await revertHost({ log, statePath: o.statePath });
-        log.info('host reverted: the prefix is being deleted');
+    for (const name of data.keys()) {
+      let a = agents.get(name);
+      if (!a) {
+        if (!shareOf(name)()?.node) continue; // this node has no share of it
+        a = await startPrefixAgent(kube, {
+          prefixName: name, node: o.node, statePath: join(o.stateDir, `agent-${name}-${o.node}.json`), share: shareOf(name),
+          ...(o.tun ? { tun: o.tun } : {}), ...(o.heartbeatMs ? { heartbeatMs: o.heartbeatMs } : {}),
+        }, log.child({ prefix: name }));
+        agents.set(name, a);
+      } else {
+        await a.kick();
       }
-      hostApplied = false;
-      reverted = true;
-      await report(await current());
-      return;
+      if (deleting.has(name)) await a.deleting();
     }
-    let share;
-    try {
-      share = await readShare(o.configDir, o.node);
-    } catch (err) {
-      lastProblem = `cannot read the agent config in ${o.configDir}: ${(err as Error).message}`;
-      log.warn(lastProblem);
-      return;
+    // A ConfigMap gone for good: the prefix was deleted (its agent reverted on seeing that) or is gone.
+    if (!configSynced) return;
+    for (const [name, a] of agents) {
+      if (data.has(name)) continue;
+      if (!prefixes.get(name)) await a.deleting();
+      await a.stop();
+      agents.delete(name);
+      log.info(`no longer serving ${name}`);
     }
-    if (share.text === shareText && (router || !share.node)) return;
-    await stopRouter();
-    shareText = share.text;
-    if (!share.node) {
-      lastProblem = `no share of ${share.common.prefix} for node ${o.node}`;
-      log.warn(lastProblem);
-      await report(await current());
-      return;
-    }
-    const n = share.node;
-    try {
-      const host = hostConfig({
-        prefix: n.prefix, localAddresses: n.localAddresses, localAddressMode: n.localAddressMode, ndpProxy: n.ndpProxy,
-        tunnel: o.tun ?? '6bed4', ...(n.uplink ? { uplink: n.uplink } : {}),
-      });
-      // A share for another prefix (the operator moved this node): give the host back first, then take the new one.
-      const saved = await readSavedState(o.statePath);
-      if (saved && saved.prefix !== host.prefix.text) {
-        log.info(`this node's share moved from ${saved.prefix} to ${host.prefix.text}: reverting the host first`);
-        await revertHost({ log, statePath: o.statePath });
-      }
-      const applied = await applyHost(host, { log, statePath: o.statePath });
-      hostApplied = true;
-      log.info(applied.plan.steps.length ? `host configured for ${n.prefix}` : `host already configured for ${n.prefix}`);
-      router = await startRouter(routerConfig({
-        prefix: n.prefix, listen: n.listen.address, port: n.listen.port, routes: n.routes, ...(o.tun ? { tun: o.tun } : {}),
-        // A new agent Pod starts beside the old one (the DaemonSet surges): it takes the tunnel and the port over.
-        handover: true,
-        ...(n.ndpProxy !== 'off' ? { ndpProxy: { uplink: applied.plan.uplink, mode: n.ndpProxy, localAddresses: proxiedLocalAddresses(host) } } : {}),
-      }), log);
-      slices.start(n.prefix, router.proxy);
-      lastProblem = '';
-    } catch (err) {
-      lastProblem = (err as Error).message;
-      shareText = null; // try again at the next poll
-      log.error(`cannot serve ${n.prefix} on this node: ${lastProblem}`);
-    }
-    await report(await current());
   };
-
-  const slices = new SliceAgent(kube, { prefixName: o.prefixName, node: o.node, log });
   let chain = Promise.resolve();
   const kick = () => { chain = chain.then(converge).catch((err: Error) => { log.error(`agent: ${err.message}`); }); return chain; };
 
-  // The prefix object tells us when it is being deleted (its finalizer waits for our revert).
-  const informer = new Informer<SixBed4Prefix>(kube, paths.prefixes, {
+  const configMaps = new Informer<ConfigMap>(kube, paths.configMaps(o.namespace), {
+    name: 'agent configmaps', log, labelSelector: `${LABEL_PREFIX},${LABEL_MANAGED_BY}=${MANAGED_BY}`,
+    onChange: (type, cm) => {
+      const name = cm.metadata.labels?.[LABEL_PREFIX];
+      if (!name || !wanted(name)) return;
+      if (type === 'delete') {
+        data.delete(name);
+        void shareCache.remove(o.stateDir, name).catch(() => undefined);
+      } else {
+        data.set(name, cm.data ?? {});
+        void shareCache.save(o.stateDir, name, cm.data ?? {}).catch((err: Error) => log.warn(`keeping a copy of ${name}'s share: ${err.message}`));
+      }
+      void kick();
+    },
+  });
+  // The prefixes say when one is being deleted (its finalizer waits for our revert).
+  const prefixes = new Informer<SixBed4Prefix>(kube, paths.prefixes, {
     name: 'sixbed4prefixes', log,
     onChange: (type, p) => {
-      if (p.metadata.name !== o.prefixName) return;
-      if ((type === 'delete' || p.metadata.deletionTimestamp) && !deleting) {
-        deleting = true;
-        log.info(`prefix ${o.prefixName} is being deleted: stopping the router and reverting the host`);
+      const name = p.metadata.name ?? '';
+      if (!wanted(name) || deleting.has(name)) return;
+      if (type === 'delete' || p.metadata.deletionTimestamp) {
+        deleting.add(name);
         void kick();
       }
     },
   });
-  void informer.start().catch((err: Error) => log.warn(`watching prefixes: ${err.message} (retrying)`));
-
-  const zero = new Counters().snapshot();
-  const registry = routerRegistry(async () => router ? router.counters() : zero);
-  const healthy = () => router !== null || reverted;
-  const servers: MetricsServer[] = [];
-  if (o.healthSocket) servers.push(await startMetricsServer(o.healthSocket, registry, log, healthy));
-  let metricsRetry: NodeJS.Timeout | undefined;
-  if (o.metrics) {
-    const listen = o.metrics;
-    const tryMetrics = async (first: boolean): Promise<void> => {
-      try {
-        servers.push(await startMetricsServer(listen, registry, log, healthy));
-        if (!first) log.info(`metrics port ${listen} free again: serving metrics`);
-      } catch (err) {
-        if (!/port in use/.test((err as Error).message)) throw err;
-        if (first) log.info(`metrics ${listen}: the port is held (by the agent this one replaces?); retrying every second`);
-        if (!stopped) metricsRetry = setTimeout(() => void tryMetrics(false).catch((e: Error) => log.warn(e.message)), 1000);
+  void prefixes.start().catch((err: Error) => log.warn(`watching prefixes: ${err.message} (retrying)`));
+  void configMaps.start().catch((err: Error) => log.warn(`watching agent ConfigMaps: ${err.message} (retrying)`));
+  void Promise.all([configMaps.synced, prefixes.synced]).then(() => {
+    if (stopped) return;
+    // What the copies held but the API no longer has: gone while this agent was away.
+    for (const name of [...data.keys()]) {
+      if (!configMaps.list().some((cm) => cm.metadata.labels?.[LABEL_PREFIX] === name)) {
+        data.delete(name);
+        void shareCache.remove(o.stateDir, name).catch(() => undefined);
       }
-    };
-    await tryMetrics(true);
-  }
+    }
+    configSynced = true;
+    void kick();
+  });
+
+  const servers = await serve(o, log, {
+    counters: async () => sumCounters(await Promise.all([...agents.values()].map((a) => a.counters()))),
+    healthy: () => [...agents.values()].every((a) => a.healthy()),
+  }, () => stopped);
   await kick();
   const poll = setInterval(() => void kick(), o.pollMs ?? 5000);
-  const heartbeat = setInterval(() => {
-    current().then(report).catch((err: Error) => log.warn(`heartbeat: ${err.message}`));
-  }, o.heartbeatMs ?? 30_000);
-  log.info('agent running', { prefix: o.prefixName, node: o.node, config: o.configDir });
+  log.info('agent running', { node: o.node, namespace: o.namespace, ...(o.prefixName ? { prefix: o.prefixName } : {}) });
 
   return {
     async stop() {
       if (stopped) return;
       stopped = true;
-      clearInterval(poll); clearInterval(heartbeat); clearTimeout(metricsRetry);
-      await informer.stop();
+      clearInterval(poll);
+      await Promise.all([configMaps.stop(), prefixes.stop()]);
       await chain;
-      // Slices stay in place across agent restarts: the next agent finds and keeps them.
-      await slices.stop();
-      // A pod restart keeps the host as configured, and hands the tunnel to the next agent's router when one comes.
-      await stopRouter(o.handoverWaitMs ?? 20_000);
-      if (!reverted) await report({ ready: false, reverted: false, livePeers: 0, message: 'agent stopped' });
-      for (const srv of servers.splice(0)) await srv.close();
+      // A pod restart keeps each host as configured and hands the tunnels to the next agent when it comes.
+      await Promise.all([...agents.values()].map((a) => a.stop({ waitForSuccessorMs: o.handoverWaitMs ?? 20_000 })));
+      await servers.close();
       log.info('agent stopped');
     },
   };
 }
 
-async function stateFileExists(path: string): Promise<boolean> {
-  try { await access(path); return true; } catch { return false; }
+/** Metrics (TCP, retried while the previous agent holds the port) and the health socket. */
+async function serve(o: AgentOptions, log: Logger, src: { counters: () => Promise<CountersSnapshot>; healthy: () => boolean },
+  stopped: () => boolean): Promise<{ close(): Promise<void> }> {
+  const registry = routerRegistry(src.counters);
+  const servers: MetricsServer[] = [];
+  if (o.healthSocket) servers.push(await startMetricsServer(o.healthSocket, registry, log, src.healthy));
+  let retry: NodeJS.Timeout | undefined;
+  if (o.metrics) {
+    const listen = o.metrics;
+    const attempt = async (first: boolean): Promise<void> => {
+      try {
+        servers.push(await startMetricsServer(listen, registry, log, src.healthy));
+        if (!first) log.info(`metrics port ${listen} free again: serving metrics`);
+      } catch (err) {
+        if (!/port in use/.test((err as Error).message)) throw err;
+        if (first) log.info(`metrics ${listen}: the port is held (by the agent this one replaces?); retrying every second`);
+        if (!stopped()) retry = setTimeout(() => void attempt(false).catch((e: Error) => log.warn(e.message)), 1000);
+      }
+    };
+    await attempt(true);
+  }
+  return {
+    async close() {
+      clearTimeout(retry);
+      for (const s of servers.splice(0)) await s.close();
+    },
+  };
+}
+
+/** The node's totals over its prefixes. */
+function sumCounters(all: CountersSnapshot[]): CountersSnapshot {
+  const sum = new Counters();
+  for (const s of all) sum.add(s);
+  return sum.snapshot();
 }

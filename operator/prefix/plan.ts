@@ -2,7 +2,7 @@
 // node's /64, listen address and local addresses, and what cannot be served
 // (problems, which become the Degraded condition). Pure.
 import { allocate, type AllocationResult } from './subnets.js';
-import type { AgentNodeConfig, KubeObject } from '../../kube/api.js';
+import { tunnelName, type AgentNodeConfig, type KubeObject } from '../../kube/api.js';
 import type { CheckedSpec, Problem } from './spec.js';
 import { formatIPv6, inPrefix, parsePrefix, type Prefix } from '../../agent/protocol/ip.js';
 
@@ -144,6 +144,7 @@ export function plan(
       localAddressMode: spec.localAddressMode,
       routes: spec.routes,
       ndpProxy: spec.ndpProxy,
+      tunnel: tunnelName(name),
     });
   }
   if (noAddress.length) {

@@ -3,8 +3,9 @@
 //
 //   1. metadata: the finalizer and the durable /64 allocation annotation
 //      (JSON merge patch with a resourceVersion precondition: race-free);
-//   2. the agent ConfigMap and DaemonSet (server-side apply, field manager
-//      sixbed4-operator, only when a field we set differs: drift repair);
+//   2. the agent ConfigMap (server-side apply, field manager sixbed4-operator,
+//      only when a field we set differs: drift repair); the node agents, one
+//      DaemonSet for the cluster that the chart owns, follow it;
 //   3. deletion: wait for the agents to revert their hosts, then drop the
 //      finalizer (owner references let the garbage collector remove the rest);
 //   4. status: conditions, nodesReady, node entries (server-side apply on the
@@ -12,14 +13,14 @@
 import type { Logger } from '../../agent/log.js';
 import {
   ALLOCATIONS_ANNOTATION, API_VERSION, CLEANUP_TIMEOUT_ANNOTATION, FIELD_MANAGER, FINALIZER, KIND,
-  agentConfigMapName, agentDaemonSetName, type AgentNodeConfig, type KubeObject, type SixBed4Prefix,
+  agentConfigMapName, type AgentNodeConfig, type KubeObject, type SixBed4Prefix,
 } from '../../kube/api.js';
 import { formatAllocations, parseAllocations } from './subnets.js';
 import { firstDrift } from './drift.js';
 import type { Recorder } from '../../kube/events.js';
 import { isNotFound, paths, type JsonPatchOp, type Kube } from '../../kube/client.js';
 import { nodeInfo, plan, type Plan } from './plan.js';
-import { renderConfigMap, renderDaemonSet, type RenderOptions } from './render.js';
+import { renderConfigMap, type RenderOptions } from './render.js';
 import { checkSpec, type Problem } from './spec.js';
 import { computeStatus } from './status.js';
 
@@ -36,6 +37,8 @@ export interface ReconcileDeps {
   nodes: Cache<KubeObject>;
   daemonSets: Cache<KubeObject>;
   configMaps: Cache<KubeObject>;
+  /** the agents' DaemonSet (the chart's), whose rollout the Progressing condition follows */
+  agentDaemonSet: string;
   recorder: Recorder;
   log: Logger;
   cleanupTimeoutMs: number;
@@ -100,13 +103,11 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
     }
   }
 
-  // 2. ConfigMap and DaemonSet
+  // 2. ConfigMap
   const serving: ReadonlyMap<string, AgentNodeConfig> = pl?.nodes ?? new Map();
   if (checked.spec && pl) {
     const cm = renderConfigMap(p, checked.spec.prefix.text, checked.spec.metricsPort, serving, d.render);
     await ensure(d, p, 'ConfigMap', paths.configMap(d.namespace, agentConfigMapName(name)), d.configMaps.get(agentConfigMapName(name), d.namespace), cm, log);
-    const ds = renderDaemonSet(p, checked.spec.nodeSelector, checked.spec.port, checked.spec.metricsPort, d.render);
-    await ensure(d, p, 'DaemonSet', paths.daemonSet(d.namespace, agentDaemonSetName(name)), d.daemonSets.get(agentDaemonSetName(name), d.namespace), ds, log);
   }
 
   // 3. deletion
@@ -138,7 +139,7 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
   // 4. status
   const st = computeStatus({
     generation: p.metadata.generation ?? 0, now, deleting, waitingRevert, problems, serving, actual: p.status,
-    daemonSet: d.daemonSets.get(agentDaemonSetName(name), d.namespace), staleAfterMs: d.staleAfterMs, nodeExists,
+    daemonSet: d.daemonSets.get(d.agentDaemonSet, d.namespace), staleAfterMs: d.staleAfterMs, nodeExists,
   });
   if (st.changed) {
     try {

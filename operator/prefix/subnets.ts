@@ -11,6 +11,7 @@
 // * A /64 prefix has room for one node. If several are selected, the node that
 //   already serves it keeps it; if none does, nobody gets it (which node is
 //   meant is ambiguous, and two routers for one /64 would split its traffic).
+import { fnv1a } from '../../kube/hash.js';
 import { formatIPv6, parsePrefix, type Prefix } from '../../agent/protocol/ip.js';
 
 export interface AllocationResult {
@@ -72,12 +73,7 @@ export function subnetIndex(prefix: Prefix, text: string): number {
 
 /** FNV-1a (32 bit) of the node name: the deterministic first choice. */
 export function preferredIndex(node: string, count: number): number {
-  let h = 0x811c9dc5;
-  for (const byte of Buffer.from(node, 'utf8')) {
-    h ^= byte;
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h % count;
+  return fnv1a(node) % count;
 }
 
 /** Parses the annotation; anything unusable yields an empty record plus a message. */

@@ -18,6 +18,7 @@
 // SixBed4Range <prefix>-<A>. The name IS the claim: the API server refuses a
 // second object of the same name, which is what makes allocation race-free.
 // Prefix names have at most 48 characters (CRD rule), so names stay <= 63.
+import { fnv1a } from '../../kube/hash.js';
 import { formatIPv6, inPrefix, parsePrefix, type Prefix } from '../../agent/protocol/ip.js';
 import { DEFAULT_NAMESPACE_LABEL, DEFAULT_POD_ANNOTATION, ADDRESS_ANNOTATION, ASSIGNED_SLICE_ANNOTATION } from '../../kube/api.js';
 import type { LocalAddressSpec, Problem } from '../prefix/spec.js';
@@ -192,15 +193,7 @@ export function isReserved(a: number, b: number, reserved: ReadonlySet<number>):
   return a === 0 || reserved.has(sliceKey(a, b));
 }
 
-/** FNV-1a (32 bit), the deterministic first choice of a word. */
-export function fnv1a(text: string): number {
-  let h = 0x811c9dc5;
-  for (const byte of Buffer.from(text, 'utf8')) {
-    h ^= byte;
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h;
-}
+export { fnv1a };
 
 /**
  * First choice of a word in a range for a key (a namespace's or pod's name):

@@ -6,11 +6,9 @@
 // in the prefix status; forwarding survives an API server outage; deleting
 // the prefix reverts the host before the finalizer lets the object go.
 import test from 'ava';
-import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
 import { agentConfigMapName, type SixBed4Prefix } from '../../kube/api.js';
 import { Kube, paths } from '../../kube/client.js';
@@ -22,7 +20,6 @@ import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
 import { AGENT_SA, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OperatorProcess } from '../operator/helpers.js';
 import { capture, L11, L30, seedVm } from '../host/hostlab.js';
 
-const run = promisify(execFile);
 const why = skipReason ?? controlPlaneSkipReason();
 const serial = why ? test.serial.skip : test.serial;
 const title = (s: string) => (why ? `${s} (skipped: ${why})` : s);
@@ -50,7 +47,7 @@ test.before(async () => {
   s.before = await capture(s.topo.router);
   await s.admin.create(paths.nodes, { apiVersion: 'v1', kind: 'Node', metadata: { name: NODE, labels: { 'kubernetes.io/hostname': NODE } },
     status: { addresses: [{ type: 'ExternalIP', address: TOPO.routerV4 }] } });
-  s.operator = await OperatorProcess.start(operatorKubeconfig, 'op', ['--namespace', NS, '--image', 'sixbed4:test', '--agent-service-account', AGENT_SA]);
+  s.operator = await OperatorProcess.start(operatorKubeconfig, 'op', ['--namespace', NS]);
 });
 
 test.after.always(async () => {
@@ -72,16 +69,13 @@ serial(title('kubectl apply of a prefix: the agent on its node configures the ho
     apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix', metadata: { name: PREFIX_NAME },
     spec: { prefix: TOPO.prefix, nodeSelector: { 'kubernetes.io/hostname': NODE }, uplink: TOPO.routerUplinkIf, localAddresses: [L11, L30] },
   } as never]);
-  // What the kubelet would do: mount the agent ConfigMap as files.
   const cm = await eventually('the agent ConfigMap', () => s.admin.get<{ data?: Record<string, string> }>(paths.configMap(NS, agentConfigMapName(PREFIX_NAME))));
-  const configDir = join(s.dir, 'config');
-  await run('mkdir', ['-p', configDir]);
-  for (const [k, v] of Object.entries(cm.data ?? {})) await writeFile(join(configDir, k), v);
   t.truthy(cm.data?.[`node.${NODE}.json`], 'the node has its share');
 
   s.bridge = await bridgeApiInto(s.topo.router, s.apiPort, join(s.dir, 'api.sock'));
-  s.agent = s.topo.router.spawn([process.execPath, CLI, 'agent', '--prefix', PREFIX_NAME, '--node', NODE, '--config-dir', configDir,
-    '--kubeconfig', s.agentKubeconfig, '--state', join(s.dir, 'host-state.json'), '--metrics', '127.0.0.1:9475',
+  // The node agent serves every prefix of its node; the tunnel keeps the name the other tests use.
+  s.agent = s.topo.router.spawn([process.execPath, CLI, 'agent', '--namespace', NS, '--node', NODE, '--tun', '6bed4', '--prefix', PREFIX_NAME,
+    '--kubeconfig', s.agentKubeconfig, '--state-dir', s.dir, '--metrics', '127.0.0.1:9475',
     '--heartbeat-ms', '1000', '--log-format', 'text']);
   await s.agent.waitFor(/router ready/, 20_000);
   t.regex(s.agent.output(), /host configured for 2001:db8:9:10::\/64/);

@@ -5,7 +5,7 @@
 // and delivers the slice into it; the native Internet and a 6bed4 peer behind
 // NAT reach the pod at its slice address; deleting the pod removes the veth.
 import test from 'ava';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
@@ -43,18 +43,15 @@ test.before(async () => {
   await seedVm(s.topo);
   await s.admin.create(paths.nodes, { apiVersion: 'v1', kind: 'Node', metadata: { name: NODE, labels: { 'kubernetes.io/hostname': NODE } },
     status: { addresses: [{ type: 'ExternalIP', address: TOPO.routerV4 }] } });
-  s.operator = await OperatorProcess.start(operatorKubeconfig, 'op', ['--namespace', NS, '--image', 'sixbed4:test', '--agent-service-account', AGENT_SA]);
+  s.operator = await OperatorProcess.start(operatorKubeconfig, 'op', ['--namespace', NS]);
   await s.admin.create(paths.prefixes, {
     apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix', metadata: { name: 'home' },
     spec: { prefix: TOPO.prefix, nodeSelector: { 'kubernetes.io/hostname': NODE }, uplink: TOPO.routerUplinkIf, localAddresses: [L11, L30], slices: { enabled: true } },
   });
-  const cm = await eventually('the agent ConfigMap', () => s.admin.get<{ data?: Record<string, string> }>(paths.configMap(NS, agentConfigMapName('home'))));
-  const configDir = join(s.dir, 'config');
-  await mkdir(configDir);
-  for (const [k, v] of Object.entries(cm.data ?? {})) await writeFile(join(configDir, k), v);
+  await eventually('the agent ConfigMap', () => s.admin.get<{ data?: Record<string, string> }>(paths.configMap(NS, agentConfigMapName('home'))));
   s.bridge = await bridgeApiInto(s.topo.router, Number(new URL(s.cp.server).port), join(s.dir, 'api.sock'));
-  s.agent = s.topo.router.spawn([process.execPath, CLI, 'agent', '--prefix', 'home', '--node', NODE, '--config-dir', configDir,
-    '--kubeconfig', agentKubeconfig, '--state', join(s.dir, 'host-state.json'), '--log-format', 'text']);
+  s.agent = s.topo.router.spawn([process.execPath, CLI, 'agent', '--namespace', NS, '--node', NODE, '--prefix', 'home', '--tun', '6bed4',
+    '--kubeconfig', agentKubeconfig, '--state-dir', s.dir, '--log-format', 'text']);
   await s.agent.waitFor(/router ready/, 20_000);
 });
 

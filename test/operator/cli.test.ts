@@ -20,13 +20,14 @@ test('--help prints the usage and exits 0', async (t) => {
 
 test('mistakes are one line on stderr and exit 2', async (t) => {
   const cases: [string[], RegExp][] = [
-    [[], /^sixbed4: --image is required: the container image the agents run/],
-    [['--image', 'x', '--bogus'], /^sixbed4: Unknown option '--bogus' \(see sixbed4 operator --help\)/],
-    [['--image', 'x', '--kubeconfig', '/nonexistent/kubeconfig'], /^sixbed4: cannot load the kubeconfig \/nonexistent\/kubeconfig: /],
-    [['--image', 'x', '--lease-duration', 'soon'], /^sixbed4: --lease-duration 'soon' is not a positive number of seconds/],
-    [['--image', 'x', '--leader-elect', '--lease-duration', '2', '--renew-deadline', '5'], /^sixbed4: leader election needs --retry-period < --renew-deadline < --lease-duration/],
-    [['--image', 'x', '--namespace', 'Not_A_Namespace'], /^sixbed4: --namespace 'Not_A_Namespace' is not a namespace name/],
-    [['--image', 'x', '--log-format', 'xml'], /^sixbed4: --log-format xml: use text, json or auto/],
+    [['--agent-daemonset', 'Bad_Name'], /^sixbed4: --agent-daemonset 'Bad_Name' is not a DaemonSet name/],
+    [['--image', 'x'], /^sixbed4: Unknown option '--image' \(see sixbed4 operator --help\)/],
+    [['--bogus'], /^sixbed4: Unknown option '--bogus' \(see sixbed4 operator --help\)/],
+    [['--kubeconfig', '/nonexistent/kubeconfig'], /^sixbed4: cannot load the kubeconfig \/nonexistent\/kubeconfig: /],
+    [['--lease-duration', 'soon'], /^sixbed4: --lease-duration 'soon' is not a positive number of seconds/],
+    [['--leader-elect', '--lease-duration', '2', '--renew-deadline', '5'], /^sixbed4: leader election needs --retry-period < --renew-deadline < --lease-duration/],
+    [['--namespace', 'Not_A_Namespace'], /^sixbed4: --namespace 'Not_A_Namespace' is not a namespace name/],
+    [['--log-format', 'xml'], /^sixbed4: --log-format xml: use text, json or auto/],
   ];
   for (const [args, re] of cases) {
     const r = await sixbed4(args);

@@ -23,10 +23,12 @@ export const NS = 'sixbed4-system';
 export const RELEASE = 'sixbed4';
 export const OPERATOR_SA = 'sixbed4-operator';
 export const AGENT_SA = 'sixbed4-agent';
+/** The chart's agent DaemonSet (release sixbed4). */
+export const AGENT_DAEMONSET = 'sixbed4-agent';
 
 /** The operator as the cluster tests run it: short leader-election times so that takeovers fit in a test. */
 export const OPERATOR_FLAGS = [
-  '--namespace', NS, '--image', 'sixbed4:test', '--agent-service-account', AGENT_SA,
+  '--namespace', NS, '--agent-daemonset', AGENT_DAEMONSET,
   '--leader-elect', '--lease-name', 'sixbed4-operator', '--lease-duration', '4', '--renew-deadline', '3', '--retry-period', '0.5',
   '--agent-stale-after', '300', '--cleanup-timeout', '120',
 ];

@@ -1,0 +1,175 @@
+// One prefix on this node: makes the node what its share of the prefix says
+// (host networking, then the router on the node's /64), keeps its entry in the
+// prefix status current, and gives the host back when the prefix is deleted.
+// The node agent (agent.ts) runs one of these per prefix that selects the node.
+// The forwarding never depends on the API server: the share comes from the
+// node agent (the API's ConfigMap, or its copy on the node's disk) and the
+// router runs on whatever the API does; only status reports wait for it.
+import { access } from 'node:fs/promises';
+import type { Logger } from '../log.js';
+import { applyHost, revertHost } from '../host/apply.js';
+import { hostConfig } from '../host/config.js';
+import { readSavedState } from '../host/statefile.js';
+import { routerConfig, startRouter, type RunningRouter } from '../router/router.js';
+import { Counters, type CountersSnapshot } from '../router/counters.js';
+import type { Kube } from '../../kube/client.js';
+import { proxiedLocalAddresses } from '../ndp/policy.js';
+import type { NodeShare } from './config.js';
+import { SliceAgent } from './slices.js';
+import { reportNode, type AgentReport } from './status.js';
+
+export interface PrefixAgentOptions {
+  prefixName: string;
+  node: string;
+  /** Where the pre-change host state is kept (a hostPath in the cluster). */
+  statePath: string;
+  /** The latest share of this prefix for this node (null: none yet). */
+  share: () => NodeShare | null;
+  /** How often the status entry is refreshed. */
+  heartbeatMs?: number;
+  /** The tunnel interface name (default: the share's, else 6bed4). */
+  tun?: string;
+}
+
+export interface PrefixAgent {
+  /** Converge again (the share changed, or a retry is due). */
+  kick(): Promise<void>;
+  /** The prefix is being deleted: stop the router and revert the host. */
+  deleting(): Promise<void>;
+  /** Whether this prefix forwards (or has given its host back). */
+  healthy(): boolean;
+  counters(): Promise<CountersSnapshot>;
+  /**
+   * Stops. A pod restart keeps the host as configured and hands the tunnel to the next agent's router when one
+   * comes within waitForSuccessorMs.
+   */
+  stop(opts?: { waitForSuccessorMs?: number }): Promise<void>;
+}
+
+export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: Logger): Promise<PrefixAgent> {
+  let router: RunningRouter | null = null;
+  let shareText: string | null = null;
+  let hostApplied = false;
+  let deleting = false;
+  let reverted = false;
+  let stopped = false;
+  let lastProblem = '';
+  let reportFailing = false;
+
+  const report = async (r: AgentReport) => {
+    try {
+      await reportNode(kube, o.prefixName, o.node, { ...r, lastReport: new Date().toISOString() });
+      if (reportFailing) log.info('status reports reach the API server again');
+      reportFailing = false;
+    } catch (err) {
+      // The router keeps forwarding; the next heartbeat tries again.
+      if (!reportFailing) log.warn(`cannot report status (will retry): ${(err as Error).message}`);
+      reportFailing = true;
+    }
+  };
+  const current = async (): Promise<AgentReport> => {
+    if (reverted) return { ready: false, reverted: true, livePeers: 0, message: 'host reverted: the prefix is being deleted' };
+    if (router) return { ready: true, reverted: false, livePeers: (await router.counters()).livePeers, message: 'forwarding' };
+    return { ready: false, reverted: false, livePeers: 0, message: lastProblem || 'starting' };
+  };
+
+  const stopRouter = async (waitForSuccessorMs = 0) => {
+    if (router) { const r = router; router = null; await r.stop({ waitForSuccessorMs }); }
+  };
+
+  /** Brings the node to what its share says; runs one at a time. */
+  const converge = async () => {
+    if (stopped) return;
+    if (deleting) {
+      if (reverted) return;
+      await slices.releaseAll();
+      await stopRouter();
+      if (hostApplied || await stateFileExists(o.statePath)) {
+        await revertHost({ log, statePath: o.statePath });
+        log.info('host reverted: the prefix is being deleted');
+      }
+      hostApplied = false;
+      reverted = true;
+      await report(await current());
+      return;
+    }
+    const share = o.share();
+    if (!share) {
+      lastProblem = `no agent config for prefix ${o.prefixName} yet`;
+      return;
+    }
+    if (share.text === shareText && (router || !share.node)) return;
+    await stopRouter();
+    shareText = share.text;
+    if (!share.node) {
+      lastProblem = `no share of ${share.common.prefix} for node ${o.node}`;
+      log.warn(lastProblem);
+      await report(await current());
+      return;
+    }
+    const n = share.node;
+    try {
+      const host = hostConfig({
+        prefix: n.prefix, localAddresses: n.localAddresses, localAddressMode: n.localAddressMode, ndpProxy: n.ndpProxy,
+        tunnel: o.tun ?? n.tunnel ?? '6bed4', ...(n.uplink ? { uplink: n.uplink } : {}),
+      });
+      // A share for another prefix (the operator moved this node): give the host back first, then take the new one.
+      const saved = await readSavedState(o.statePath);
+      if (saved && saved.prefix !== host.prefix.text) {
+        log.info(`this node's share moved from ${saved.prefix} to ${host.prefix.text}: reverting the host first`);
+        await revertHost({ log, statePath: o.statePath });
+      }
+      const applied = await applyHost(host, { log, statePath: o.statePath });
+      hostApplied = true;
+      log.info(applied.plan.steps.length ? `host configured for ${n.prefix}` : `host already configured for ${n.prefix}`);
+      router = await startRouter(routerConfig({
+        prefix: n.prefix, listen: n.listen.address, port: n.listen.port, routes: n.routes, tun: o.tun ?? n.tunnel ?? '6bed4',
+        // A new agent Pod starts beside the old one (the DaemonSet surges): it takes the tunnel and the port over.
+        handover: true,
+        ...(n.ndpProxy !== 'off' ? { ndpProxy: { uplink: applied.plan.uplink, mode: n.ndpProxy, localAddresses: proxiedLocalAddresses(host) } } : {}),
+      }), log);
+      slices.start(n.prefix, router.proxy);
+      lastProblem = '';
+    } catch (err) {
+      lastProblem = (err as Error).message;
+      shareText = null; // try again at the next poll
+      log.error(`cannot serve ${n.prefix} on this node: ${lastProblem}`);
+    }
+    await report(await current());
+  };
+
+  const slices = new SliceAgent(kube, { prefixName: o.prefixName, node: o.node, log });
+  let chain = Promise.resolve();
+  const kick = () => { chain = chain.then(converge).catch((err: Error) => { log.error(`agent: ${err.message}`); }); return chain; };
+  await kick();
+  const heartbeat = setInterval(() => {
+    current().then(report).catch((err: Error) => log.warn(`heartbeat: ${err.message}`));
+  }, o.heartbeatMs ?? 30_000);
+  const zero = new Counters().snapshot();
+
+  return {
+    kick,
+    async deleting() {
+      if (deleting) return chain;
+      deleting = true;
+      log.info(`prefix ${o.prefixName} is being deleted: stopping the router and reverting the host`);
+      return kick();
+    },
+    healthy: () => router !== null || reverted,
+    counters: () => router ? router.counters() : Promise.resolve(zero),
+    async stop(opts = {}) {
+      if (stopped) return;
+      stopped = true;
+      clearInterval(heartbeat);
+      await chain;
+      // Slices stay in place across agent restarts: the next agent finds and keeps them.
+      await slices.stop();
+      await stopRouter(opts.waitForSuccessorMs ?? 0);
+      if (!reverted) await report({ ready: false, reverted: false, livePeers: 0, message: 'agent stopped' });
+    },
+  };
+}
+
+async function stateFileExists(path: string): Promise<boolean> {
+  try { await access(path); return true; } catch { return false; }
+}
