@@ -69,6 +69,10 @@ test('the samples are valid SixBed4Prefixes with no problems', (t) => {
 test('values.yaml has the documented knobs', (t) => {
   const v = parseYaml(readFileSync(join(CHART, 'values.yaml'), 'utf8')) as Record<string, unknown>;
   for (const k of ['image', 'resources', 'logLevel', 'metrics', 'replicas', 'leaderElection']) t.true(k in v, k);
+  const agent = v.agent as Record<string, unknown>;
+  for (const k of ['logLevel', 'stateDir', 'slices', 'metrics', 'podMonitor', 'priorityClassName', 'nodeSelector', 'tolerations', 'affinity', 'podAnnotations', 'resources']) {
+    t.true(k in agent, `agent.${k}`);
+  }
 });
 
 const helmSkip = controlPlaneBinaries() ? null : 'helm not built (bash test/k8s/build-control-plane.sh)';
@@ -80,6 +84,10 @@ htest('helm lint --strict is clean', async (t) => {
   const { stdout } = await run(helm(), ['lint', '--strict', CHART], { env: helmEnv() });
   t.regex(stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/);
   t.notRegex(stdout, /\[(WARNING|ERROR)\]/);
+  const all = await run(helm(), ['lint', '--strict', CHART, '--set', 'agent.slices=true', '--set', 'agent.podMonitor.enabled=true',
+    '--set', 'metrics.serviceMonitor.enabled=true', '--set', 'agent.priorityClassName='], { env: helmEnv() });
+  t.regex(all.stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/);
+  t.notRegex(all.stdout, /\[(WARNING|ERROR)\]/);
 });
 
 interface Rule { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }
@@ -90,9 +98,13 @@ htest('helm template: operator Deployment flags, least-privilege RBAC', async (t
   const dep = docs.find((d) => d.kind === 'Deployment')!;
   const c = dep.spec.template.spec.containers[0];
   t.is(c.image, 'sixbed4:9.9.9');
-  t.deepEqual(c.args.slice(0, 1), ['operator']);
-  for (const a of ['--namespace=sixbed4-system', '--image=sixbed4:9.9.9', '--agent-service-account=sixbed4-agent', '--leader-elect', '--lease-name=sixbed4-operator', '--metrics=0.0.0.0:9464', '--log-format=json']) {
-    t.true(c.args.includes(a), a);
+  // the operator renders no agent pods any more: the chart owns the one agent DaemonSet
+  t.deepEqual(c.args, [
+    'operator', '--namespace=sixbed4-system', '--agent-daemonset=sixbed4-agent', '--log-level=info', '--log-format=json', '--cleanup-timeout=300',
+    '--leader-elect', '--lease-name=sixbed4-operator', '--lease-duration=15', '--renew-deadline=10', '--retry-period=2', '--metrics=0.0.0.0:9464',
+  ]);
+  for (const gone of ['--image', '--image-pull-policy', '--agent-service-account', '--agent-log-level', '--agent-state-dir']) {
+    t.false(c.args.some((a: string) => a.split('=')[0] === gone), `no ${gone}`);
   }
   t.is(dep.spec.template.spec.serviceAccountName, 'sixbed4-operator');
   t.true(dep.spec.template.spec.securityContext.runAsNonRoot);
@@ -122,6 +134,13 @@ htest('helm template: operator Deployment flags, least-privilege RBAC', async (t
   t.true(opCluster.some((r) => r.resources.includes('sixbed4prefixes/finalizers')));
   const opNs = docs.find((d) => d.kind === 'Role' && d.metadata.name === 'sixbed4-operator')!;
   t.is(opNs.metadata.namespace, 'sixbed4-system', 'DaemonSets and ConfigMaps only in the release namespace');
+  t.deepEqual(opNs.rules!.find((r) => r.resources.includes('daemonsets')),
+    { apiGroups: ['apps'], resources: ['daemonsets'], verbs: ['get', 'list', 'watch'] }, 'the operator only follows the agent DaemonSet');
+  t.deepEqual(opNs.rules!.find((r) => r.resources.includes('configmaps'))!.verbs, ['get', 'list', 'watch', 'create', 'patch', 'update'],
+    'the operator renders the per-prefix agent ConfigMaps');
+  for (const r of all) {
+    if (r.resources.includes('daemonsets')) t.deepEqual(r.verbs, ['get', 'list', 'watch'], `${r.doc}: nobody writes DaemonSets`);
+  }
   t.deepEqual(opNs.rules!.find((r) => r.resourceNames)!.resourceNames, ['sixbed4-operator'], 'only its own Lease');
   const events = docs.find((d) => d.kind === 'Role' && d.metadata.name === 'sixbed4-operator-events')!;
   t.is(events.metadata.namespace, 'default');
@@ -157,4 +176,156 @@ htest('the CRDs are templates (helm upgrade upgrades them), equal to crds/ and k
   }
   const off = await run(helm(), ['template', 'sixbed4', CHART, '--set', 'crds.enabled=false'], { env: helmEnv() });
   t.false(parseYamlDocs(off.stdout).some((d) => d.kind === 'CustomResourceDefinition'));
+});
+
+// the agent DaemonSet of a `helm template` with these --set flags
+async function agentDaemonSet(...set: string[]): Promise<any> {
+  const { stdout } = await run(helm(), ['template', 'sixbed4', CHART, '--namespace', 'sixbed4-system', '--set', 'crds.enabled=false', ...set.flatMap((s) => ['--set', s])],
+    { env: helmEnv() });
+  const ds = (parseYamlDocs(stdout) as any[]).filter((d) => d.kind === 'DaemonSet');
+  if (ds.length !== 1) throw new Error(`${ds.length} DaemonSets rendered`);
+  return ds[0];
+}
+
+htest('helm template: the one agent DaemonSet (host network, make before break, no ports, exec probes)', async (t) => {
+  const ds = await agentDaemonSet('image.tag=9.9.9', 'image.pullPolicy=Always', 'agent.logLevel=debug');
+  t.is(ds.apiVersion, 'apps/v1');
+  t.is(ds.metadata.name, 'sixbed4-agent');
+  t.is(ds.metadata.namespace, 'sixbed4-system');
+  t.is(ds.metadata.labels['app.kubernetes.io/component'], 'agent');
+  t.is(ds.metadata.labels['app.kubernetes.io/managed-by'], 'Helm');
+  t.truthy(ds.metadata.labels['helm.sh/chart']);
+  const selector = { 'app.kubernetes.io/name': 'sixbed4', 'app.kubernetes.io/instance': 'sixbed4', 'app.kubernetes.io/component': 'agent' };
+  t.deepEqual(ds.spec.selector, { matchLabels: selector });
+  t.deepEqual(ds.spec.template.metadata.labels, selector);
+  t.deepEqual(ds.spec.updateStrategy, { type: 'RollingUpdate', rollingUpdate: { maxSurge: 1, maxUnavailable: 0 } });
+  t.deepEqual(ds.spec.template.metadata.annotations, { 'prometheus.io/scrape': 'true', 'prometheus.io/port': '9475', 'prometheus.io/path': '/metrics' });
+
+  const pod = ds.spec.template.spec;
+  t.true(pod.hostNetwork);
+  t.is(pod.hostPID, undefined, 'no hostPID without agent.slices');
+  t.is(pod.dnsPolicy, 'ClusterFirstWithHostNet');
+  t.is(pod.serviceAccountName, 'sixbed4-agent');
+  t.is(pod.priorityClassName, 'system-node-critical');
+  t.deepEqual(pod.nodeSelector, { 'kubernetes.io/os': 'linux' });
+  t.deepEqual(pod.tolerations, [{ key: 'node-role.kubernetes.io/control-plane', operator: 'Exists', effect: 'NoSchedule' }]);
+  t.is(pod.affinity, undefined);
+  t.is(pod.imagePullSecrets, undefined);
+  t.is(pod.terminationGracePeriodSeconds, 30);
+  t.deepEqual(pod.securityContext, { seccompProfile: { type: 'RuntimeDefault' } });
+  t.is(pod.containers.length, 1);
+  t.is(pod.initContainers, undefined);
+
+  const c = pod.containers[0];
+  t.is(c.name, 'agent');
+  t.is(c.image, 'sixbed4:9.9.9');
+  t.is(c.imagePullPolicy, 'Always');
+  t.deepEqual(c.args, ['agent', '--namespace', 'sixbed4-system', '--metrics', ':9475', '--health-socket', '/tmp/sixbed4-agent.sock',
+    '--state-dir', '/var/lib/sixbed4', '--log-format', 'json', '--log-level', 'debug']);
+  t.deepEqual(c.env, [
+    { name: 'NODE_NAME', valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath: 'spec.nodeName' } } },
+    { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.namespace' } } },
+    { name: 'SIXBED4_PROC_SYS', value: '/host/proc/sys' },
+    { name: 'SIXBED4_METRICS_ADDRESS', valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath: 'status.hostIP' } } },
+  ]);
+  t.is(c.ports, undefined, 'no declared ports: on the host network they are host ports, and the surging agent could not start');
+  const exec = { command: ['node', '/app/dist/agent/cli/probe.js', '/tmp/sixbed4-agent.sock'] };
+  t.deepEqual(c.readinessProbe, { exec, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 3 });
+  t.deepEqual(c.livenessProbe, { exec, initialDelaySeconds: 15, periodSeconds: 20, timeoutSeconds: 10, failureThreshold: 3 });
+  t.deepEqual(c.resources, { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } });
+  t.deepEqual(c.securityContext, {
+    privileged: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsUser: 0, runAsNonRoot: false,
+    capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] },
+  });
+  t.deepEqual(c.volumeMounts, [
+    { name: 'dev-net-tun', mountPath: '/dev/net/tun' },
+    { name: 'proc-sys-net', mountPath: '/host/proc/sys/net' },
+    { name: 'state', mountPath: '/var/lib/sixbed4' },
+    { name: 'tmp', mountPath: '/tmp' },
+  ]);
+  t.deepEqual(pod.volumes, [
+    { name: 'dev-net-tun', hostPath: { path: '/dev/net/tun', type: 'CharDevice' } },
+    { name: 'proc-sys-net', hostPath: { path: '/proc/sys/net', type: 'Directory' } },
+    { name: 'state', hostPath: { path: '/var/lib/sixbed4', type: 'DirectoryOrCreate' } },
+    { name: 'tmp', emptyDir: { medium: 'Memory', sizeLimit: '16Mi' } },
+  ], 'no config volume: the agents read the per-prefix ConfigMaps through the API');
+});
+
+htest('helm template: agent DaemonSet values (slices, priority, scheduling, resources, pull secrets, stateDir, metrics)', async (t) => {
+  const slices = await agentDaemonSet('agent.slices=true');
+  t.true(slices.spec.template.spec.hostPID, 'slices: hostPID');
+  t.deepEqual(slices.spec.template.spec.containers[0].securityContext.capabilities,
+    { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW', 'SYS_ADMIN', 'SYS_PTRACE'] }, 'slices: setns into pods');
+  t.false(slices.spec.template.spec.containers[0].securityContext.privileged);
+
+  const noPriority = await agentDaemonSet('agent.priorityClassName=');
+  t.false('priorityClassName' in noPriority.spec.template.spec, 'empty priorityClassName: left out');
+
+  const custom = await agentDaemonSet(
+    'agent.nodeSelector.sixbed4\\.io/router=true',
+    'agent.tolerations[0].operator=Exists',
+    'agent.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=zone',
+    'agent.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists',
+    'agent.resources.requests.cpu=10m', 'agent.resources.limits.memory=128Mi',
+    'imagePullSecrets[0].name=regcred',
+    'agent.stateDir=/data/sixbed4',
+    'agent.priorityClassName=net-critical',
+    'agent.metrics.port=9999', 'agent.metrics.podAnnotations=false', 'agent.podAnnotations.team=net',
+    'serviceAccounts.agent.name=custom-agent',
+  );
+  const pod = custom.spec.template.spec;
+  t.deepEqual(pod.nodeSelector, { 'kubernetes.io/os': 'linux', 'sixbed4.io/router': 'true' });
+  t.deepEqual(pod.tolerations, [{ operator: 'Exists' }]);
+  t.deepEqual(pod.affinity, { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'zone', operator: 'Exists' }] }] } } });
+  t.deepEqual(pod.containers[0].resources, { requests: { cpu: '10m', memory: '64Mi' }, limits: { memory: '128Mi' } });
+  t.deepEqual(pod.imagePullSecrets, [{ name: 'regcred' }]);
+  t.is(pod.priorityClassName, 'net-critical');
+  t.is(pod.serviceAccountName, 'custom-agent');
+  t.deepEqual(pod.volumes.filter((v: any) => v.hostPath).map((v: any) => v.hostPath.path), ['/dev/net/tun', '/proc/sys/net', '/data/sixbed4'],
+    'the only hostPaths');
+  t.deepEqual(pod.containers[0].volumeMounts.find((m: any) => m.name === 'state'), { name: 'state', mountPath: '/var/lib/sixbed4' },
+    'the state directory inside the container does not move');
+  const args: string[] = pod.containers[0].args;
+  t.is(args[args.indexOf('--metrics') + 1], ':9999');
+  t.is(args[args.indexOf('--state-dir') + 1], '/var/lib/sixbed4');
+  t.deepEqual(custom.spec.template.metadata.annotations, { team: 'net' });
+  t.is(pod.containers[0].ports, undefined);
+});
+
+htest('helm template: PodMonitor and ServiceMonitor are off by default; on, they select the agents and the operator', async (t) => {
+  const base = ['template', 'sixbed4', CHART, '--namespace', 'sixbed4-system', '--set', 'crds.enabled=false'];
+  const off = parseYamlDocs((await run(helm(), base, { env: helmEnv() })).stdout) as any[];
+  t.false(off.some((d) => ['PodMonitor', 'ServiceMonitor', 'Service'].includes(d.kind)));
+
+  const on = parseYamlDocs((await run(helm(), [...base, '--set', 'agent.podMonitor.enabled=true', '--set', 'metrics.serviceMonitor.enabled=true',
+    '--set', 'agent.podMonitor.labels.release=prom', '--set', 'agent.podMonitor.interval=30s', '--set', 'agent.metrics.port=9476'], { env: helmEnv() })).stdout) as any[];
+  const pm = on.find((d) => d.kind === 'PodMonitor');
+  t.is(pm.apiVersion, 'monitoring.coreos.com/v1');
+  t.is(pm.metadata.labels.release, 'prom');
+  t.deepEqual(pm.spec.selector, { matchLabels: { 'app.kubernetes.io/name': 'sixbed4', 'app.kubernetes.io/instance': 'sixbed4', 'app.kubernetes.io/component': 'agent' } });
+  t.deepEqual(pm.spec.namespaceSelector, { matchNames: ['sixbed4-system'] });
+  const ep = pm.spec.podMetricsEndpoints[0];
+  t.is(pm.spec.podMetricsEndpoints.length, 1);
+  // port and portNumber select declared container ports only; the agents declare none, so the address is relabeled
+  t.is(ep.port, undefined);
+  t.is(ep.portNumber, undefined);
+  t.is(ep.targetPort, undefined);
+  t.is(ep.interval, '30s');
+  const addr = ep.relabelings.filter((r: any) => r.targetLabel === '__address__');
+  t.deepEqual(addr.map((r: any) => [r.sourceLabels, r.regex, r.replacement]), [
+    [['__meta_kubernetes_pod_ip'], '([^:]+)', '${1}:9476'],
+    [['__meta_kubernetes_pod_ip'], '(.+:.+)', '[${1}]:9476'],
+  ]);
+
+  const svc = on.find((d) => d.kind === 'Service');
+  t.deepEqual(svc.spec.selector, { 'app.kubernetes.io/name': 'sixbed4', 'app.kubernetes.io/instance': 'sixbed4', 'app.kubernetes.io/component': 'operator' });
+  t.deepEqual(svc.spec.ports, [{ name: 'metrics', port: 9464, targetPort: 'metrics', protocol: 'TCP' }]);
+  const sm = on.find((d) => d.kind === 'ServiceMonitor');
+  t.is(sm.apiVersion, 'monitoring.coreos.com/v1');
+  t.deepEqual(sm.spec.selector.matchLabels, svc.spec.selector);
+  for (const [k, v] of Object.entries(sm.spec.selector.matchLabels)) t.is(svc.metadata.labels[k], v, `the Service carries ${k}`);
+  t.deepEqual(sm.spec.endpoints, [{ port: 'metrics', path: '/metrics' }]);
+
+  const noMetrics = parseYamlDocs((await run(helm(), [...base, '--set', 'metrics.serviceMonitor.enabled=true', '--set', 'metrics.enabled=false'], { env: helmEnv() })).stdout) as any[];
+  t.false(noMetrics.some((d) => ['ServiceMonitor', 'Service'].includes(d.kind)), 'no ServiceMonitor without the metrics port');
 });
