@@ -13,11 +13,11 @@ import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
-import { ALLOCATIONS_ANNOTATION, CLEANUP_TIMEOUT_ANNOTATION, FINALIZER, type KubeObject, type SixBed4Prefix } from '../../kube/api.js';
+import { ALLOCATIONS_ANNOTATION, CLEANUP_TIMEOUT_ANNOTATION, FINALIZER, tunnelName, type KubeObject, type SixBed4Prefix } from '../../kube/api.js';
 import { Kube, paths } from '../../kube/client.js';
 import { subnetIndex } from '../../operator/prefix/subnets.js';
 import { parsePrefix } from '../../agent/protocol/ip.js';
-import { AGENT_SA, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OPERATOR_FLAGS, OperatorProcess, parseYamlDocs, readYamlDocs, REPO } from './helpers.js';
+import { AGENT_DAEMONSET, AGENT_SA, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OPERATOR_FLAGS, OperatorProcess, parseYamlDocs, readYamlDocs, REPO } from './helpers.js';
 
 const run = promisify(execFile);
 const skip = controlPlaneSkipReason();
@@ -136,7 +136,7 @@ ktest('helm template output is accepted by the API server (server-side dry run)'
     '--set', 'replicas=2', '--kube-version', '1.36.3'], { maxBuffer: 10 * 1024 * 1024 });
   const docs = parseYamlDocs(stdout);
   t.deepEqual([...new Set(docs.map((d) => d.kind))].sort(),
-    ['ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition', 'Deployment', 'Role', 'RoleBinding', 'ServiceAccount']);
+    ['ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition', 'DaemonSet', 'Deployment', 'Role', 'RoleBinding', 'ServiceAccount']);
   await admin().create('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'dry-run' } });
   const out = await kubectlApply(s.adminKc!, docs, { dryRun: true, fieldManager: 'helm' });
   t.is(out.length, docs.length);
@@ -169,7 +169,7 @@ ktest('invalid prefixes are refused by the API server with readable messages', a
   t.is(await getPrefix('invalid'), undefined);
 });
 
-ktest('a sample /64 yields its agent ConfigMap and DaemonSet, a finalizer, and status', async (t) => {
+ktest('a sample /64 yields its agent ConfigMap, a finalizer, and status; the node agents are the chart\'s one DaemonSet', async (t) => {
   await createNode('edge-1', { 'kubernetes.io/hostname': 'edge-1' }, '203.0.113.1', 'ExternalIP');
   await kubectlApply(s.adminKc!, readYamlDocs(join(REPO, 'crds', 'samples', 'single-node-64.yaml')));
   const p = await eventually('status of home', async () => {
@@ -189,22 +189,21 @@ ktest('a sample /64 yields its agent ConfigMap and DaemonSet, a finalizer, and s
   t.deepEqual(JSON.parse(cm!.data['node.edge-1.json']!), {
     prefix: '2001:db8:9:10::/64', listen: { address: '198.51.100.1', port: 25790 }, uplink: 'eth0',
     localAddresses: ['2001:db8:9:10::11', '2001:db8:9:10::30'], localAddressMode: 'uplink128', routes: ['2001:db8:ffff::/48'], ndpProxy: 'off',
+    tunnel: tunnelName('home'),
   });
   t.like(cm!.metadata.ownerReferences![0], { kind: 'SixBed4Prefix', name: 'home', uid: p.metadata.uid, controller: true });
 
-  const ds = await admin().get<any>(paths.daemonSet(NS, 'sixbed4-agent-home'));
+  // No DaemonSet per prefix: the chart's one agent DaemonSet serves every prefix.
+  t.is(await admin().get(paths.daemonSet(NS, 'sixbed4-agent-home')), undefined);
+  const ds = await admin().get<any>(paths.daemonSet(NS, AGENT_DAEMONSET));
   const pod = ds.spec.template.spec;
   t.true(pod.hostNetwork);
   t.is(pod.serviceAccountName, AGENT_SA);
-  t.deepEqual(pod.nodeSelector, { 'kubernetes.io/os': 'linux', 'kubernetes.io/hostname': 'edge-1' });
   const c = pod.containers[0];
   t.is(c.image, 'sixbed4:test');
-  t.deepEqual(c.args.slice(0, 3), ['agent', '--prefix', 'home']);
+  t.deepEqual(c.args.slice(0, 3), ['agent', '--namespace', NS]);
   t.deepEqual(c.securityContext.capabilities, { add: ['NET_ADMIN', 'NET_RAW'], drop: ['ALL'] });
   t.false(c.securityContext.privileged);
-  t.like(pod.volumes.find((v: { name: string }) => v.name === 'dev-net-tun'), { hostPath: { path: '/dev/net/tun', type: 'CharDevice' } });
-  t.deepEqual(c.readinessProbe.exec.command, ['node', '/app/dist/agent/cli/probe.js', '/tmp/sixbed4-agent.sock']);
-  t.is(ds.metadata.ownerReferences[0].uid, p.metadata.uid);
 
   const ev = await eventually('events of home', async () => {
     const e = await events('home');
@@ -222,10 +221,10 @@ ktest('an agent reporting (as the chart\'s agent ServiceAccount) makes the prefi
   t.is(p.status!.nodesReady, '1/1');
   t.like(p.status!.nodes![0], { name: 'edge-1', prefix: '2001:db8:9:10::/64', ready: true, livePeers: 3 });
   t.like(cond(p, 'Ready'), { reason: 'AgentsReady', message: '1 of 1 agents ready' });
-  // least privilege: the agent may not change the spec or the DaemonSet
+  // least privilege: the agent may not change the spec or its DaemonSet
   const deny = async (pr: Promise<unknown>) => (await apiErrorMessage(pr)).code;
   t.is(await deny(s.agent!.mergePatch(paths.prefix('home'), { spec: { prefix: '2001:db8:9:11::/64' } })), 403);
-  t.is(await deny(s.agent!.mergePatch(paths.daemonSet(NS, 'sixbed4-agent-home'), { metadata: { labels: { x: 'y' } } })), 403);
+  t.is(await deny(s.agent!.mergePatch(paths.daemonSet(NS, AGENT_DAEMONSET), { metadata: { labels: { x: 'y' } } })), 403);
   t.is(await deny(s.agent!.request('DELETE', paths.prefix('home'))), 403);
 });
 
@@ -293,29 +292,18 @@ ktest('a /64 whose selector matches two nodes is Degraded with a reason, and rec
   await eventually('overlap gone', async () => (await getPrefix('overlap')) === undefined);
 });
 
-ktest('drift repair: edits to the agent DaemonSet and ConfigMap are undone', async (t) => {
-  const dsPath = paths.daemonSet(NS, 'sixbed4-agent-home');
+ktest('drift repair: edits to the agent ConfigMap are undone', async (t) => {
   await settled();
-  await admin().jsonPatch(dsPath, [
-    { op: 'replace', path: '/spec/template/spec/containers/0/image', value: 'evil:latest' },
-    { op: 'replace', path: '/spec/template/spec/containers/0/securityContext/capabilities/add', value: ['NET_ADMIN', 'NET_RAW', 'SYS_ADMIN'] },
-  ], 'kubectl-edit');
-  const ds = await eventually('the DaemonSet restored', async () => {
-    const d = await admin().get<any>(dsPath);
-    const c = d.spec.template.spec.containers[0];
-    return c.image === 'sixbed4:test' && c.securityContext.capabilities.add.join() === 'NET_ADMIN,NET_RAW' ? d : undefined;
-  });
-  t.truthy(ds);
-  await eventually('a DriftRepaired event', async () => (await events('home')).some((e) => e.reason === 'DriftRepaired' && /image had been changed/.test(e.message)));
-
   const cmPath = paths.configMap(NS, 'sixbed4-agent-home');
   await admin().mergePatch(cmPath, { data: { 'node.edge-1.json': '{"prefix":"2001:db8:66::/64"}' } }, 'kubectl-edit');
   await eventually('the ConfigMap restored', async () => {
     const cm = await admin().get<{ data: Record<string, string> }>(cmPath);
     return JSON.parse(cm!.data['node.edge-1.json']!).prefix === '2001:db8:9:10::/64';
   });
+  await eventually('a DriftRepaired event', async () => (await events('home')).some((e) => e.reason === 'DriftRepaired' && /ConfigMap/.test(e.message)));
   await admin().delete(cmPath);
   await eventually('the ConfigMap re-created', async () => (await admin().get(cmPath)) !== undefined);
+  t.pass();
 });
 
 ktest('an operator restart changes nothing: no writes, same resourceVersions', async (t) => {
@@ -405,7 +393,7 @@ ktest('deleting a prefix waits until every agent reverted its host, then the fin
   }
   await admin().delete(paths.node('r3'));
   await eventually('edge gone', async () => (await getPrefix('edge')) === undefined);
-  await eventually('GC of the DaemonSet and ConfigMap', async () =>
-    (await admin().get(paths.daemonSet(NS, 'sixbed4-agent-edge'))) === undefined && (await admin().get(paths.configMap(NS, 'sixbed4-agent-edge'))) === undefined, 20_000);
+  await eventually('GC of the agent ConfigMap', async () => (await admin().get(paths.configMap(NS, 'sixbed4-agent-edge'))) === undefined, 20_000);
+  t.truthy(await admin().get(paths.daemonSet(NS, AGENT_DAEMONSET)), 'the agents stay: they belong to the chart');
   t.true((await events('edge')).some((e) => e.reason === 'HostsReverted'));
 });
