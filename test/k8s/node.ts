@@ -125,6 +125,21 @@ export class KubeNode {
     return out.join('\n');
   }
 
+  /** The last lines of every container log on this node whose pod name contains `match` (kubelet's podLogsDir). */
+  async podLogs(match: string, lines = 30): Promise<string> {
+    const out: string[] = [];
+    const root = join(this.home, 'pod-logs');
+    for (const pod of await readdir(root).catch(() => [] as string[])) {
+      if (!pod.includes(match)) continue;
+      for (const c of await readdir(join(root, pod)).catch(() => [] as string[])) {
+        for (const f of await readdir(join(root, pod, c)).catch(() => [] as string[])) {
+          out.push(`--- ${this.name} ${pod}/${c}/${f}:\n${await tail(join(root, pod, c, f), lines)}`);
+        }
+      }
+    }
+    return out.join('\n');
+  }
+
   private async prepare(): Promise<void> {
     for (const d of ['logs', 'containerd/root', 'containerd/state', 'cni/net.d', 'cni/data', 'kubelet', 'pod-logs']) {
       await mkdir(join(this.home, d), { recursive: true });
