@@ -167,6 +167,9 @@ export interface AgentCommonConfig {
   metricsPort: number;
 }
 
+/** The node agent's heartbeat Lease (in the operator's namespace). */
+export const agentLeaseName = (node: string): string => `sixbed4-agent-${node}`.slice(0, 253);
+
 /** Names of what the operator creates for a prefix (in the operator's namespace). */
 export const agentConfigMapName = (prefixName: string): string => `sixbed4-agent-${prefixName}`;
 

@@ -6,7 +6,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from '../agent/log.js';
 import {
-  LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, PREFIXES_PATH, agentConfigMapName, type KubeObject, type SixBed4Prefix,
+  LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, PREFIXES_PATH, agentConfigMapName, type KubeObject, type SixBed4Prefix,
 } from '../kube/api.js';
 import { EventRecorder } from '../kube/events.js';
 import { Informer, type ChangeType } from '../kube/informer.js';
@@ -92,6 +92,7 @@ class Controller {
   private readonly prefixes: Informer<SixBed4Prefix>;
   private readonly nodes: Informer<KubeObject>;
   private readonly daemonSets: Informer<KubeObject>;
+  private readonly leases: Informer<KubeObject>;
   private readonly configMaps: Informer<KubeObject>;
   private readonly recorder: EventRecorder;
   private readonly deps: ReconcileDeps;
@@ -121,10 +122,15 @@ class Controller {
       name: 'daemonsets', fieldSelector: `metadata.name=${o.agentDaemonSet}`, log, onChange: () => this.enqueueAll(),
     });
     this.configMaps = new Informer<KubeObject>(kube, paths.configMaps(o.namespace), { name: 'configmaps', labelSelector: managed, log, onChange: owned });
+    // The node agents' heartbeats. A renewal changes nothing by itself: each prefix looks again when a report would
+    // go stale (status.ts). A node's first heartbeat, or its Lease going away, does.
+    this.leases = new Informer<KubeObject>(kube, paths.leases(o.namespace), {
+      name: 'agent leases', labelSelector: `${LABEL_COMPONENT}=agent-lease`, log, onChange: (t) => { if (t !== 'update') this.enqueueAll(); },
+    });
     this.recorder = new EventRecorder(kube, o.eventsNamespace ?? 'default', 'sixbed4-operator', identity, log);
     this.deps = {
       kube, namespace: o.namespace, render: { namespace: o.namespace }, agentDaemonSet: o.agentDaemonSet,
-      prefixes: this.prefixes, nodes: this.nodes, daemonSets: this.daemonSets, configMaps: this.configMaps,
+      prefixes: this.prefixes, nodes: this.nodes, daemonSets: this.daemonSets, configMaps: this.configMaps, leases: this.leases,
       recorder: this.recorder, log, cleanupTimeoutMs: o.cleanupTimeoutMs, staleAfterMs: o.staleAfterMs, seen: new Map(),
     };
     if (o.slices !== false) {
@@ -135,7 +141,7 @@ class Controller {
   }
 
   async start(): Promise<void> {
-    const informers = [this.prefixes, this.nodes, this.daemonSets, this.configMaps];
+    const informers = [this.prefixes, this.nodes, this.daemonSets, this.configMaps, this.leases];
     await Promise.all(informers.map((i) => i.start()));
     await Promise.all(informers.map((i) => i.synced));
     if (this.stopped) return; // stopped while waiting for a first list that may never come
@@ -159,7 +165,7 @@ class Controller {
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     this.queue.shutdown();
     // The informers first: that also releases a start() still waiting for its first lists.
-    await Promise.all([this.prefixes, this.nodes, this.daemonSets, this.configMaps].map((i) => i.stop()));
+    await Promise.all([this.prefixes, this.nodes, this.daemonSets, this.configMaps, this.leases].map((i) => i.stop()));
     await this.worker;
     await this.slices?.stop();
     await this.slicesStarted;

@@ -13,6 +13,7 @@ import { Informer } from '../../kube/informer.js';
 import { LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, type KubeObject, type SixBed4Prefix } from '../../kube/api.js';
 import { shareCache, shareFromData, type NodeShare } from './config.js';
 import { startPrefixAgent, type PrefixAgent } from './prefix.js';
+import { NodeLease } from './lease.js';
 
 export interface AgentOptions {
   node: string;
@@ -32,7 +33,7 @@ export interface AgentOptions {
   handoverWaitMs?: number;
   /** How often every prefix converges again anyway (retries after failures). Default 5 s. */
   pollMs?: number;
-  /** How often each status entry is refreshed. */
+  /** How often the node's heartbeat Lease is renewed, and each prefix's report compared with what was written. Default 10 s. */
   heartbeatMs?: number;
 }
 
@@ -70,7 +71,7 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
         if (!shareOf(name)()?.node) continue; // this node has no share of it
         a = await startPrefixAgent(kube, {
           prefixName: name, node: o.node, statePath: join(o.stateDir, `agent-${name}-${o.node}.json`), share: shareOf(name),
-          ...(o.tun ? { tun: o.tun } : {}), ...(o.heartbeatMs ? { heartbeatMs: o.heartbeatMs } : {}),
+          ...(o.tun ? { tun: o.tun } : {}), heartbeatMs: o.heartbeatMs ?? 10_000,
         }, log.child({ prefix: name }));
         agents.set(name, a);
       } else {
@@ -139,14 +140,18 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
   }, () => stopped);
   await kick();
   const poll = setInterval(() => void kick(), o.pollMs ?? 5000);
+  const heartbeatMs = o.heartbeatMs ?? 10_000;
+  const lease = new NodeLease(kube, { namespace: o.namespace, node: o.node, intervalMs: heartbeatMs, log });
+  let renewing = lease.renew();
+  const heartbeat = setInterval(() => { renewing = renewing.then(() => lease.renew()); }, heartbeatMs);
   log.info('agent running', { node: o.node, namespace: o.namespace, ...(o.prefixName ? { prefix: o.prefixName } : {}) });
 
   return {
     async stop() {
       if (stopped) return;
       stopped = true;
-      clearInterval(poll);
-      await Promise.all([configMaps.stop(), prefixes.stop()]);
+      clearInterval(poll); clearInterval(heartbeat);
+      await Promise.all([configMaps.stop(), prefixes.stop(), renewing]);
       await chain;
       // A pod restart keeps each host as configured and hands the tunnels to the next agent when it comes.
       await Promise.all([...agents.values()].map((a) => a.stop({ waitForSuccessorMs: o.handoverWaitMs ?? 20_000 })));

@@ -25,7 +25,7 @@ export interface PrefixAgentOptions {
   statePath: string;
   /** The latest share of this prefix for this node (null: none yet). */
   share: () => NodeShare | null;
-  /** How often the status entry is refreshed. */
+  /** How often the report is compared with what was written (and written when it differs). */
   heartbeatMs?: number;
   /** The tunnel interface name (default: the share's, else 6bed4). */
   tun?: string;
@@ -56,9 +56,14 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
   let lastProblem = '';
   let reportFailing = false;
 
+  // Written when it changes, not on every round: liveness is the node's Lease (lease.ts). A failed write is retried.
+  let written = '';
   const report = async (r: AgentReport) => {
+    const key = JSON.stringify(r);
+    if (key === written && !reportFailing) return;
     try {
       await reportNode(kube, o.prefixName, o.node, { ...r, lastReport: new Date().toISOString() });
+      written = key;
       if (reportFailing) log.info('status reports reach the API server again');
       reportFailing = false;
     } catch (err) {

@@ -13,7 +13,7 @@
 import type { Logger } from '../../agent/log.js';
 import {
   ALLOCATIONS_ANNOTATION, API_VERSION, CLEANUP_TIMEOUT_ANNOTATION, FIELD_MANAGER, FINALIZER, KIND,
-  agentConfigMapName, type AgentNodeConfig, type KubeObject, type SixBed4Prefix,
+  agentConfigMapName, agentLeaseName, type AgentNodeConfig, type KubeObject, type SixBed4Prefix,
 } from '../../kube/api.js';
 import { formatAllocations, parseAllocations } from './subnets.js';
 import { firstDrift } from './drift.js';
@@ -39,6 +39,8 @@ export interface ReconcileDeps {
   configMaps: Cache<KubeObject>;
   /** the agents' DaemonSet (the chart's), whose rollout the Progressing condition follows */
   agentDaemonSet: string;
+  /** the node agents' heartbeat Leases (agentLeaseName), if watched */
+  leases?: Cache<KubeObject>;
   recorder: Recorder;
   log: Logger;
   cleanupTimeoutMs: number;
@@ -140,6 +142,7 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
   const st = computeStatus({
     generation: p.metadata.generation ?? 0, now, deleting, waitingRevert, problems, serving, actual: p.status,
     daemonSet: d.daemonSets.get(d.agentDaemonSet, d.namespace), staleAfterMs: d.staleAfterMs, nodeExists,
+    heartbeat: (node) => (d.leases?.get(agentLeaseName(node), d.namespace) as { spec?: { renewTime?: string } } | undefined)?.spec?.renewTime,
   });
   if (st.changed) {
     try {

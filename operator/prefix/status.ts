@@ -21,6 +21,8 @@ export interface StatusInput {
   staleAfterMs: number;
   /** names of existing Node objects */
   nodeExists: (name: string) => boolean;
+  /** a node agent's last heartbeat (its Lease's renewTime), if it has one */
+  heartbeat?: (node: string) => string | undefined;
 }
 
 /** The fields of the status the operator applies (server-side apply, field manager sixbed4-operator). */
@@ -48,10 +50,14 @@ function list(names: readonly string[], max = 8): string {
   return names.length <= max ? names.join(', ') : `${names.slice(0, max).join(', ')} and ${names.length - max} more`;
 }
 
-/** Whether an agent's entry counts as ready now, and until when. */
-export function agentReady(entry: NodeStatus | undefined, now: Date, staleAfterMs: number): { ready: boolean; why: string; untilMs?: number } {
+/**
+ * Whether an agent's entry counts as ready now, and until when. The agent writes its entry when it changes; it is
+ * alive while its last write or its node's heartbeat (the agent's Lease) is younger than staleAfterMs.
+ */
+export function agentReady(entry: NodeStatus | undefined, now: Date, staleAfterMs: number, heartbeat?: string): { ready: boolean; why: string; untilMs?: number } {
   if (!entry || entry.lastReport === undefined) return { ready: false, why: 'no report yet' };
-  const t = Date.parse(entry.lastReport);
+  const beat = heartbeat === undefined ? NaN : Date.parse(heartbeat);
+  const t = Math.max(Date.parse(entry.lastReport), Number.isFinite(beat) ? beat : -Infinity);
   if (!Number.isFinite(t)) return { ready: false, why: 'bad lastReport' };
   const age = now.getTime() - t;
   if (age >= staleAfterMs) return { ready: false, why: `no report for over ${Math.round(staleAfterMs / 1000)}s` };
@@ -67,7 +73,7 @@ export function computeStatus(inp: StatusInput): StatusResult {
   let requeueAfterMs: number | undefined;
   const notReady: string[] = [];
   for (const n of servingNames) {
-    const r = agentReady(actualNodes.get(n), inp.now, inp.staleAfterMs);
+    const r = agentReady(actualNodes.get(n), inp.now, inp.staleAfterMs, inp.heartbeat?.(n));
     if (r.ready) {
       readyCount++;
       if (r.untilMs !== undefined) requeueAfterMs = Math.min(requeueAfterMs ?? Infinity, r.untilMs + 100);
@@ -126,7 +132,7 @@ export function computeStatus(inp: StatusInput): StatusResult {
   for (const [name, h] of actualNodes) {
     if (wanted.has(name)) continue;
     if (h.prefix !== undefined || h.listen !== undefined) changed = true; // our fields are still there: apply drops them
-    const r = agentReady(h, inp.now, inp.staleAfterMs);
+    const r = agentReady(h, inp.now, inp.staleAfterMs, inp.heartbeat?.(name));
     const agentGone = h.lastReport === undefined || r.why.startsWith('no report for') || h.reverted === true;
     if (!inp.nodeExists(name) || agentGone) staleEntries.push(name);
   }

@@ -117,3 +117,17 @@ test('status while deleting; Degraded carries every problem', (t) => {
   const d = deg.status.conditions.find((c) => c.type === 'Degraded')!;
   t.deepEqual([d.status, d.reason, d.message], ['True', 'PrefixExhausted', 'm1; m2']);
 });
+
+test('status: an agent writes its entry only when it changes; its node Lease keeps it alive', (t) => {
+  const now = new Date('2026-11-26T10:00:00Z');
+  const base = computeStatus(input()).status;
+  // written 10 minutes ago, well past staleAfterMs (2 minutes)
+  const nodes = base.nodes.map((n) => ({ ...n, ready: true, lastReport: '2026-11-26T09:50:00Z' }));
+  const stale = computeStatus(input({ now, actual: { ...base, nodes } }));
+  t.is(stale.status.nodesReady, '0/2', 'without heartbeats the old write does not count');
+  const beats: Record<string, string> = { a: '2026-11-26T09:59:55.000000Z', b: '2026-11-26T09:59:58.000000Z' };
+  const alive = computeStatus(input({ now, actual: { ...base, nodes }, heartbeat: (n) => beats[n] }));
+  t.is(alive.status.nodesReady, '2/2');
+  t.is(alive.requeueAfterMs, 120_000 - 5_000 + 100, 'looks again when the older heartbeat would go stale');
+  t.deepEqual(alive.staleEntries, []);
+});

@@ -1,0 +1,49 @@
+// The node agent's heartbeat: a Lease per node (sixbed4-agent-<node>, in the operator's namespace), renewed every
+// interval, as the kubelet renews its node Lease. One small write per node and round, seen by the operator alone;
+// the prefix status is written only when what an agent reports changes. (Writing a heartbeat into the prefix status
+// made every round N writes to one object that every agent watches: N² watch events, and a managedFields entry per
+// node in the prefix.)
+import type { Logger } from '../log.js';
+import { KubeError, paths, type Kube } from '../../kube/client.js';
+import { agentLeaseName, LABEL_COMPONENT, LABEL_NAME, type KubeObject } from '../../kube/api.js';
+
+interface Lease extends KubeObject {
+  spec?: { holderIdentity?: string; leaseDurationSeconds?: number; renewTime?: string };
+}
+
+/** Kubernetes' MicroTime: RFC 3339 with microseconds. */
+export function microTime(d: Date): string {
+  return d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
+}
+
+export class NodeLease {
+  private rv: string | undefined;
+  private failing = false;
+
+  constructor(private readonly kube: Kube, private readonly o: { namespace: string; node: string; intervalMs: number; log: Logger }) {}
+
+  /** Renews (creating it the first time); a failure is logged once and retried at the next round. */
+  async renew(now = new Date()): Promise<void> {
+    const name = agentLeaseName(this.o.node);
+    const path = paths.lease(this.o.namespace, name);
+    const lease = (rv?: string): Lease => ({
+      apiVersion: 'coordination.k8s.io/v1', kind: 'Lease',
+      metadata: { name, namespace: this.o.namespace, labels: { [LABEL_NAME]: 'sixbed4', [LABEL_COMPONENT]: 'agent-lease' }, ...(rv ? { resourceVersion: rv } : {}) },
+      spec: { holderIdentity: this.o.node, leaseDurationSeconds: Math.ceil((this.o.intervalMs * 4) / 1000), renewTime: microTime(now) },
+    });
+    try {
+      if (this.rv === undefined) this.rv = (await this.kube.get<Lease>(path))?.metadata.resourceVersion ?? '';
+      const out = this.rv === ''
+        ? await this.kube.create<Lease>(paths.leases(this.o.namespace), lease())
+        : await this.kube.replace<Lease>(path, lease(this.rv), 'sixbed4-agent');
+      this.rv = out.metadata.resourceVersion;
+      if (this.failing) this.o.log.info('heartbeats reach the API server again');
+      this.failing = false;
+    } catch (err) {
+      // A conflict (a previous agent of this node wrote it last): read it again next round.
+      if (err instanceof KubeError && (err.status === 409 || err.status === 404)) this.rv = undefined;
+      if (!this.failing) this.o.log.warn(`cannot renew the node's heartbeat Lease (will retry): ${(err as Error).message}`);
+      this.failing = true;
+    }
+  }
+}
