@@ -102,13 +102,23 @@ serial(title('the node entry in the prefix status: ready, with its /64 and live 
   t.is(p!.status!.conditions!.find((c) => c.type === 'Ready')?.status, 'True');
 });
 
+serial(title('heartbeats go to the node\'s own Lease; the prefix is written only when the report changes'), async (t) => {
+  type Lease = { spec: { renewTime: string; holderIdentity: string } };
+  const lease = async () => (await s.admin.get<Lease>(paths.lease(NS, `sixbed4-agent-${NODE}`)))!;
+  const first = await eventually('the node Lease', () => s.admin.get<Lease>(paths.lease(NS, `sixbed4-agent-${NODE}`)));
+  t.is(first.spec.holderIdentity, NODE);
+  const rv = (await s.admin.get<SixBed4Prefix>(paths.prefix(PREFIX_NAME)))!.metadata.resourceVersion;
+  await eventually('two more renewals', async () => Date.parse((await lease()).spec.renewTime) >= Date.parse(first.spec.renewTime) + 2000, 10_000, 200);
+  t.is((await s.admin.get<SixBed4Prefix>(paths.prefix(PREFIX_NAME)))!.metadata.resourceVersion, rv, 'no write to the prefix meanwhile');
+});
+
 serial(title('an API server outage does not stop forwarding'), async (t) => {
   await s.bridge.close(); // the node loses the API server
   const r = await ping6(s.topo.isp, s.peer.address, { count: 5 });
   t.is(r.received, 5, r.output);
-  await s.agent.waitFor(/cannot report status/, 10_000);
+  await s.agent.waitFor(/cannot renew the node's heartbeat Lease/, 10_000);
   s.bridge = await bridgeApiInto(s.topo.router, s.apiPort, join(s.dir, 'api.sock'));
-  await s.agent.waitFor(/status reports reach the API server again/, 10_000);
+  await s.agent.waitFor(/heartbeats reach the API server again/, 10_000);
   t.pass();
 });
 
