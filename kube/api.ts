@@ -108,10 +108,9 @@ export interface Condition {
 
 export interface NodeStatus {
   name: string;
-  // written by the operator
   prefix?: string;
   listen?: string;
-  // written by the node's agent
+  // what the node's agent reports (in its Lease; the operator copies it here)
   ready?: boolean;
   livePeers?: number;
   lastReport?: string;
@@ -166,6 +165,15 @@ export interface AgentCommonConfig {
   nodes: string[];
   metricsPort: number;
 }
+
+/** What a node agent reports about one prefix (NodeStatus's agent part). */
+export type AgentReport = Pick<NodeStatus, 'ready' | 'livePeers' | 'lastReport' | 'reverted' | 'message'>;
+
+/**
+ * On a node agent's Lease: its reports, one per prefix it serves ({"<prefix>": AgentReport}), as JSON. The operator
+ * copies them into each prefix's status, so that the agents never write the prefixes, which they all watch.
+ */
+export const AGENT_REPORTS_ANNOTATION = 'sixbed4.io/reports';
 
 /** The node agent's heartbeat Lease (in the operator's namespace). */
 export const agentLeaseName = (node: string): string => `sixbed4-agent-${node}`.slice(0, 253);

@@ -6,7 +6,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from '../agent/log.js';
 import {
-  LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, PREFIXES_PATH, agentConfigMapName, type KubeObject, type SixBed4Prefix,
+  AGENT_REPORTS_ANNOTATION, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, PREFIXES_PATH, agentConfigMapName, type KubeObject, type SixBed4Prefix,
 } from '../kube/api.js';
 import { EventRecorder } from '../kube/events.js';
 import { Informer, type ChangeType } from '../kube/informer.js';
@@ -93,6 +93,7 @@ class Controller {
   private readonly nodes: Informer<KubeObject>;
   private readonly daemonSets: Informer<KubeObject>;
   private readonly leases: Informer<KubeObject>;
+  private readonly leaseReports = new Map<string, string>();
   private readonly configMaps: Informer<KubeObject>;
   private readonly recorder: EventRecorder;
   private readonly deps: ReconcileDeps;
@@ -122,10 +123,17 @@ class Controller {
       name: 'daemonsets', fieldSelector: `metadata.name=${o.agentDaemonSet}`, log, onChange: () => this.enqueueAll(),
     });
     this.configMaps = new Informer<KubeObject>(kube, paths.configMaps(o.namespace), { name: 'configmaps', labelSelector: managed, log, onChange: owned });
-    // The node agents' heartbeats. A renewal changes nothing by itself: each prefix looks again when a report would
-    // go stale (status.ts). A node's first heartbeat, or its Lease going away, does.
+    // The node agents' heartbeats and reports. A renewal alone changes nothing (each prefix looks again when a report
+    // would go stale: status.ts); a changed report, a new Lease or one gone does.
     this.leases = new Informer<KubeObject>(kube, paths.leases(o.namespace), {
-      name: 'agent leases', labelSelector: `${LABEL_COMPONENT}=agent-lease`, log, onChange: (t) => { if (t !== 'update') this.enqueueAll(); },
+      name: 'agent leases', labelSelector: `${LABEL_COMPONENT}=agent-lease`, log,
+      onChange: (t, l) => {
+        const key = l.metadata.name ?? '';
+        const reports = l.metadata.annotations?.[AGENT_REPORTS_ANNOTATION] ?? '';
+        if (t === 'update' && this.leaseReports.get(key) === reports) return;
+        if (t === 'delete') this.leaseReports.delete(key); else this.leaseReports.set(key, reports);
+        this.enqueueAll();
+      },
     });
     this.recorder = new EventRecorder(kube, o.eventsNamespace ?? 'default', 'sixbed4-operator', identity, log);
     this.deps = {

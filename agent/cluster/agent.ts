@@ -10,7 +10,7 @@ import { routerRegistry } from '../router/metrics.js';
 import { startMetricsServer, type MetricsServer } from '../metrics.js';
 import { paths, type Kube } from '../../kube/client.js';
 import { Informer } from '../../kube/informer.js';
-import { LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, type KubeObject, type SixBed4Prefix } from '../../kube/api.js';
+import { LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, type AgentReport, type KubeObject, type SixBed4Prefix } from '../../kube/api.js';
 import { shareCache, shareFromData, type NodeShare } from './config.js';
 import { startPrefixAgent, type PrefixAgent } from './prefix.js';
 import { NodeLease } from './lease.js';
@@ -46,6 +46,16 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
   const data = new Map<string, Record<string, string>>();
   const deleting = new Set<string>();
   const agents = new Map<string, PrefixAgent>();
+  // Each prefix's report as last sent in the node's Lease; a change goes out at once.
+  const reports: Record<string, AgentReport> = {};
+  let sendReports = (): void => undefined;
+  const report = (name: string) => (r: AgentReport) => {
+    const prev = reports[name];
+    const { lastReport: _l, ...before } = prev ?? {};
+    if (prev && JSON.stringify(before) === JSON.stringify(r)) return;
+    reports[name] = { ...r, lastReport: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z') };
+    sendReports();
+  };
   let stopped = false;
   let configSynced = false;
 
@@ -70,7 +80,7 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
       if (!a) {
         if (!shareOf(name)()?.node) continue; // this node has no share of it
         a = await startPrefixAgent(kube, {
-          prefixName: name, node: o.node, statePath: join(o.stateDir, `agent-${name}-${o.node}.json`), share: shareOf(name),
+          prefixName: name, node: o.node, statePath: join(o.stateDir, `agent-${name}-${o.node}.json`), share: shareOf(name), report: report(name),
           ...(o.tun ? { tun: o.tun } : {}), heartbeatMs: o.heartbeatMs ?? 10_000,
         }, log.child({ prefix: name }));
         agents.set(name, a);
@@ -86,6 +96,8 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
       if (!prefixes.get(name)) await a.deleting();
       await a.stop();
       agents.delete(name);
+      delete reports[name];
+      sendReports();
       log.info(`no longer serving ${name}`);
     }
   };
@@ -142,8 +154,15 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
   const poll = setInterval(() => void kick(), o.pollMs ?? 5000);
   const heartbeatMs = o.heartbeatMs ?? 10_000;
   const lease = new NodeLease(kube, { namespace: o.namespace, node: o.node, intervalMs: heartbeatMs, log });
-  let renewing = lease.renew();
-  const heartbeat = setInterval(() => { renewing = renewing.then(() => lease.renew()); }, heartbeatMs);
+  // One write at a time; a report that changes while one is on its way goes with the next.
+  let renewing = lease.renew(reports);
+  let queued = false;
+  sendReports = () => {
+    if (queued) return;
+    queued = true;
+    renewing = renewing.then(() => { queued = false; return lease.renew(reports); });
+  };
+  const heartbeat = setInterval(sendReports, heartbeatMs);
   log.info('agent running', { node: o.node, namespace: o.namespace, ...(o.prefixName ? { prefix: o.prefixName } : {}) });
 
   return {
@@ -155,6 +174,7 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
       await chain;
       // A pod restart keeps each host as configured and hands the tunnels to the next agent when it comes.
       await Promise.all([...agents.values()].map((a) => a.stop({ waitForSuccessorMs: o.handoverWaitMs ?? 20_000 })));
+      await renewing;
       await servers.close();
       log.info('agent stopped');
     },

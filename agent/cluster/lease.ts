@@ -1,11 +1,12 @@
-// The node agent's heartbeat: a Lease per node (sixbed4-agent-<node>, in the operator's namespace), renewed every
-// interval, as the kubelet renews its node Lease. One small write per node and round, seen by the operator alone;
-// the prefix status is written only when what an agent reports changes. (Writing a heartbeat into the prefix status
-// made every round N writes to one object that every agent watches: N² watch events, and a managedFields entry per
-// node in the prefix.)
+// The node agent's heartbeat and reports: a Lease per node (sixbed4-agent-<node>, in the operator's namespace),
+// renewed every interval as the kubelet renews its node Lease, carrying the agent's report on each prefix it serves
+// (annotation sixbed4.io/reports). One small write per node and round, watched by the operator alone, which copies
+// changed reports into the prefixes' status. (Agents writing their entries into the prefix status made every round
+// N writes to one object that every agent watches: N² watch events, a managedFields entry per node, and at 1,000
+// nodes a first round that the API server of the benchmark could not finish.)
 import type { Logger } from '../log.js';
 import { KubeError, paths, type Kube } from '../../kube/client.js';
-import { agentLeaseName, LABEL_COMPONENT, LABEL_NAME, type KubeObject } from '../../kube/api.js';
+import { AGENT_REPORTS_ANNOTATION, agentLeaseName, LABEL_COMPONENT, LABEL_NAME, type AgentReport, type KubeObject } from '../../kube/api.js';
 
 interface Lease extends KubeObject {
   spec?: { holderIdentity?: string; leaseDurationSeconds?: number; renewTime?: string };
@@ -22,13 +23,16 @@ export class NodeLease {
 
   constructor(private readonly kube: Kube, private readonly o: { namespace: string; node: string; intervalMs: number; log: Logger }) {}
 
-  /** Renews (creating it the first time); a failure is logged once and retried at the next round. */
-  async renew(now = new Date()): Promise<void> {
+  /** Renews (creating it the first time) with these reports; a failure is logged once and retried at the next round. */
+  async renew(reports: Readonly<Record<string, AgentReport>>, now = new Date()): Promise<void> {
     const name = agentLeaseName(this.o.node);
     const path = paths.lease(this.o.namespace, name);
     const lease = (rv?: string): Lease => ({
       apiVersion: 'coordination.k8s.io/v1', kind: 'Lease',
-      metadata: { name, namespace: this.o.namespace, labels: { [LABEL_NAME]: 'sixbed4', [LABEL_COMPONENT]: 'agent-lease' }, ...(rv ? { resourceVersion: rv } : {}) },
+      metadata: {
+        name, namespace: this.o.namespace, labels: { [LABEL_NAME]: 'sixbed4', [LABEL_COMPONENT]: 'agent-lease' },
+        annotations: { [AGENT_REPORTS_ANNOTATION]: JSON.stringify(reports) }, ...(rv ? { resourceVersion: rv } : {}),
+      },
       spec: { holderIdentity: this.o.node, leaseDurationSeconds: Math.ceil((this.o.intervalMs * 4) / 1000), renewTime: microTime(now) },
     });
     try {

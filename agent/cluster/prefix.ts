@@ -16,7 +16,7 @@ import type { Kube } from '../../kube/client.js';
 import { proxiedLocalAddresses } from '../ndp/policy.js';
 import type { NodeShare } from './config.js';
 import { SliceAgent } from './slices.js';
-import { reportNode, type AgentReport } from './status.js';
+import type { AgentReport } from '../../kube/api.js';
 
 export interface PrefixAgentOptions {
   prefixName: string;
@@ -25,6 +25,8 @@ export interface PrefixAgentOptions {
   statePath: string;
   /** The latest share of this prefix for this node (null: none yet). */
   share: () => NodeShare | null;
+  /** Hands the node agent this prefix's report (it goes out in the node's Lease when it changed). */
+  report: (r: AgentReport) => void;
   /** How often the report is compared with what was written (and written when it differs). */
   heartbeatMs?: number;
   /** The tunnel interface name (default: the share's, else 6bed4). */
@@ -54,24 +56,9 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
   let reverted = false;
   let stopped = false;
   let lastProblem = '';
-  let reportFailing = false;
 
-  // Written when it changes, not on every round: liveness is the node's Lease (lease.ts). A failed write is retried.
-  let written = '';
-  const report = async (r: AgentReport) => {
-    const key = JSON.stringify(r);
-    if (key === written && !reportFailing) return;
-    try {
-      await reportNode(kube, o.prefixName, o.node, { ...r, lastReport: new Date().toISOString() });
-      written = key;
-      if (reportFailing) log.info('status reports reach the API server again');
-      reportFailing = false;
-    } catch (err) {
-      // The router keeps forwarding; the next heartbeat tries again.
-      if (!reportFailing) log.warn(`cannot report status (will retry): ${(err as Error).message}`);
-      reportFailing = true;
-    }
-  };
+  // The node agent sends it in the node's Lease (lease.ts) when it changed.
+  const report = async (r: AgentReport) => { o.report(r); };
   const current = async (): Promise<AgentReport> => {
     if (reverted) return { ready: false, reverted: true, livePeers: 0, message: 'host reverted: the prefix is being deleted' };
     if (router) return { ready: true, reverted: false, livePeers: (await router.counters()).livePeers, message: 'forwarding' };

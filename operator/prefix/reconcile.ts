@@ -13,7 +13,7 @@
 import type { Logger } from '../../agent/log.js';
 import {
   ALLOCATIONS_ANNOTATION, API_VERSION, CLEANUP_TIMEOUT_ANNOTATION, FIELD_MANAGER, FINALIZER, KIND,
-  agentConfigMapName, agentLeaseName, type AgentNodeConfig, type KubeObject, type SixBed4Prefix,
+  AGENT_REPORTS_ANNOTATION, agentConfigMapName, agentLeaseName, type AgentNodeConfig, type AgentReport, type KubeObject, type SixBed4Prefix,
 } from '../../kube/api.js';
 import { formatAllocations, parseAllocations } from './subnets.js';
 import { firstDrift } from './drift.js';
@@ -22,7 +22,7 @@ import { isNotFound, paths, type JsonPatchOp, type Kube } from '../../kube/clien
 import { nodeInfo, plan, type Plan } from './plan.js';
 import { renderConfigMap, type RenderOptions } from './render.js';
 import { checkSpec, type Problem } from './spec.js';
-import { computeStatus } from './status.js';
+import { agentView, computeStatus } from './status.js';
 
 export interface Cache<T extends KubeObject> {
   get(name: string, namespace?: string): T | undefined;
@@ -115,14 +115,18 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
   // 3. deletion
   let requeueAfterMs: number | undefined;
   const nodeExists = (n: string) => d.nodes.get(n) !== undefined;
+  const agent = (node: string) => agentOnLease(d.leases?.get(agentLeaseName(node), d.namespace), name);
+  // Every node that has reported on this prefix, in its status entry or its Lease.
+  const reportedNodes = [...new Set([...(p.status?.nodes ?? []).map((e) => e.name), ...leaseNodesReporting(d, name)])];
+  const view = (n: string) => agentView({ actual: p.status, agent }, n).entry;
   const waitingRevert = deleting
-    ? (p.status?.nodes ?? []).filter((e) => e.lastReport !== undefined && e.reverted !== true && nodeExists(e.name)).map((e) => e.name).sort()
+    ? reportedNodes.filter((n) => view(n)?.lastReport !== undefined && view(n)?.reverted !== true && nodeExists(n)).sort()
     : [];
   if (deleting) {
     const timeoutMs = cleanupTimeout(p, d.cleanupTimeoutMs);
     const elapsed = now.getTime() - Date.parse(p.metadata.deletionTimestamp!);
     if (waitingRevert.length === 0) {
-      const reported = (p.status?.nodes ?? []).some((e) => e.lastReport !== undefined);
+      const reported = reportedNodes.some((n) => view(n)?.lastReport !== undefined);
       d.recorder.event(p, 'Normal', 'HostsReverted', reported
         ? 'every node reverted its host configuration (or is gone); removing the finalizer'
         : 'no agent had configured a host; removing the finalizer');
@@ -142,7 +146,7 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
   const st = computeStatus({
     generation: p.metadata.generation ?? 0, now, deleting, waitingRevert, problems, serving, actual: p.status,
     daemonSet: d.daemonSets.get(d.agentDaemonSet, d.namespace), staleAfterMs: d.staleAfterMs, nodeExists,
-    heartbeat: (node) => (d.leases?.get(agentLeaseName(node), d.namespace) as { spec?: { renewTime?: string } } | undefined)?.spec?.renewTime,
+    agent,
   });
   if (st.changed) {
     try {
@@ -235,4 +239,27 @@ function transitionEvent(t: { type: string; status: string; reason: string; mess
     if (wasTrue && t.reason !== 'Deleting') return { type: 'Warning', reason: 'NotReady', message: t.message };
   }
   return undefined;
+}
+
+type LeaseObject = KubeObject & { spec?: { renewTime?: string; holderIdentity?: string } };
+
+/** A node agent's Lease, read for one prefix: its report on it (if any) and its last renewal. */
+export function agentOnLease(lease: KubeObject | undefined, prefixName: string): { report?: AgentReport; heartbeat?: string } | undefined {
+  if (!lease) return undefined;
+  const l = lease as LeaseObject;
+  let report: AgentReport | undefined;
+  try {
+    report = (JSON.parse(l.metadata.annotations?.[AGENT_REPORTS_ANNOTATION] ?? '{}') as Record<string, AgentReport>)[prefixName];
+  } catch { /* an unreadable annotation counts as no report */ }
+  return { ...(report ? { report } : {}), ...(l.spec?.renewTime ? { heartbeat: l.spec.renewTime } : {}) };
+}
+
+/** Nodes whose agent's Lease carries a report on this prefix. */
+function leaseNodesReporting(d: ReconcileDeps, prefixName: string): string[] {
+  const out: string[] = [];
+  for (const l of d.leases?.list(d.namespace) ?? []) {
+    const node = (l as LeaseObject).spec?.holderIdentity;
+    if (node && agentOnLease(l, prefixName)?.report) out.push(node);
+  }
+  return out;
 }

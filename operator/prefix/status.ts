@@ -2,7 +2,7 @@
 // conditions, nodesReady and the name/prefix/listen of each node entry (the
 // agents own the rest of their entries). Pure: computes the desired status,
 // whether it differs from what the server has, and when to look again.
-import type { AgentNodeConfig, Condition, ConditionStatus, ConditionType, KubeObject, NodeStatus, SixBed4PrefixStatus } from '../../kube/api.js';
+import type { AgentNodeConfig, AgentReport, Condition, ConditionStatus, ConditionType, KubeObject, NodeStatus, SixBed4PrefixStatus } from '../../kube/api.js';
 import type { Problem } from './spec.js';
 
 export interface StatusInput {
@@ -21,8 +21,8 @@ export interface StatusInput {
   staleAfterMs: number;
   /** names of existing Node objects */
   nodeExists: (name: string) => boolean;
-  /** a node agent's last heartbeat (its Lease's renewTime), if it has one */
-  heartbeat?: (node: string) => string | undefined;
+  /** a node agent's report on this prefix and its last heartbeat (from its Lease), if it has one */
+  agent?: (node: string) => { report?: AgentReport; heartbeat?: string } | undefined;
 }
 
 /** The fields of the status the operator applies (server-side apply, field manager sixbed4-operator). */
@@ -30,7 +30,17 @@ export interface OperatorStatus {
   observedGeneration: number;
   nodesReady: string;
   conditions: Condition[];
-  nodes: { name: string; prefix: string; listen: string }[];
+  nodes: ({ name: string; prefix: string; listen: string } & AgentReport)[];
+}
+
+const AGENT_FIELDS = ['ready', 'livePeers', 'lastReport', 'reverted', 'message'] as const;
+
+/** A node's entry as the agent reports it now: its Lease's report over what the status holds. */
+export function agentView(inp: Pick<StatusInput, 'actual' | 'agent'>, node: string): { entry: NodeStatus | undefined; heartbeat?: string } {
+  const held = (inp.actual?.nodes ?? []).find((n) => n.name === node);
+  const a = inp.agent?.(node);
+  if (!a?.report) return { entry: held, ...(a?.heartbeat ? { heartbeat: a.heartbeat } : {}) };
+  return { entry: { ...held, name: node, ...a.report }, ...(a.heartbeat ? { heartbeat: a.heartbeat } : {}) };
 }
 
 export interface StatusResult {
@@ -73,7 +83,8 @@ export function computeStatus(inp: StatusInput): StatusResult {
   let requeueAfterMs: number | undefined;
   const notReady: string[] = [];
   for (const n of servingNames) {
-    const r = agentReady(actualNodes.get(n), inp.now, inp.staleAfterMs, inp.heartbeat?.(n));
+    const v = agentView(inp, n);
+    const r = agentReady(v.entry, inp.now, inp.staleAfterMs, v.heartbeat);
     if (r.ready) {
       readyCount++;
       if (r.untilMs !== undefined) requeueAfterMs = Math.min(requeueAfterMs ?? Infinity, r.untilMs + 100);
@@ -112,7 +123,10 @@ export function computeStatus(inp: StatusInput): StatusResult {
 
   const nodes = servingNames.map((n) => {
     const c = inp.serving.get(n)!;
-    return { name: n, prefix: c.prefix, listen: `${c.listen.address}:${c.listen.port}` };
+    const rep = inp.agent?.(n)?.report;
+    const agentPart: AgentReport = {};
+    for (const k of AGENT_FIELDS) if (rep?.[k] !== undefined) (agentPart as Record<string, unknown>)[k] = rep[k];
+    return { name: n, prefix: c.prefix, listen: `${c.listen.address}:${c.listen.port}`, ...agentPart };
   });
   const status: OperatorStatus = { observedGeneration: inp.generation, nodesReady: `${readyCount}/${servingNames.length}`, conditions, nodes };
 
@@ -127,13 +141,15 @@ export function computeStatus(inp: StatusInput): StatusResult {
   for (const n of nodes) {
     const h = actualNodes.get(n.name);
     if (!h || h.prefix !== n.prefix || h.listen !== n.listen) changed = true;
+    else if (AGENT_FIELDS.some((k) => n[k] !== undefined && n[k] !== h[k])) changed = true;
   }
   const staleEntries: string[] = [];
   for (const [name, h] of actualNodes) {
     if (wanted.has(name)) continue;
     if (h.prefix !== undefined || h.listen !== undefined) changed = true; // our fields are still there: apply drops them
-    const r = agentReady(h, inp.now, inp.staleAfterMs, inp.heartbeat?.(name));
-    const agentGone = h.lastReport === undefined || r.why.startsWith('no report for') || h.reverted === true;
+    const v = agentView(inp, name);
+    const r = agentReady(v.entry, inp.now, inp.staleAfterMs, v.heartbeat);
+    const agentGone = v.entry?.lastReport === undefined || r.why.startsWith('no report for') || v.entry.reverted === true;
     if (!inp.nodeExists(name) || agentGone) staleEntries.push(name);
   }
   return { status, changed, transitions, staleEntries, ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}), readyCount };

@@ -148,9 +148,14 @@ htest('helm template: operator Deployment flags, least-privilege RBAC', async (t
   const agent = rules('ClusterRole', 'sixbed4-agent');
   const writes = agent.filter((r) => r.verbs.some((v) => !['get', 'list', 'watch'].includes(v)));
   t.deepEqual(writes, [
-    { apiGroups: ['sixbed4.io'], resources: ['sixbed4prefixes/status'], verbs: ['get', 'patch'] },
     { apiGroups: ['sixbed4.io'], resources: ['sixbed4slices/status'], verbs: ['get', 'patch'] },
-  ], 'the agent writes only prefix and slice status');
+  ], 'cluster-wide, the agent writes only slice status (its reports go into its node\'s Lease)');
+  t.false(agent.some((r) => r.resources.includes('nodes') || r.resources.includes('pods')), 'the agent reads no Nodes or Pods');
+  const agentNs = docs.find((d) => d.kind === 'Role' && d.metadata.name === 'sixbed4-agent')!;
+  t.deepEqual(agentNs.rules, [
+    { apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list', 'watch'] },
+    { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'create', 'update'] },
+  ], 'in its namespace: the agent ConfigMaps, its node\'s Lease');
   t.true(agent.some((r) => r.resources.includes('sixbed4slices') && r.verbs.join() === 'get,list,watch'), 'the agent reads slices');
 
   const off = await run(helm(), ['template', 'x', CHART, '--set', 'leaderElection.enabled=false', '--set', 'metrics.enabled=false'], { env: helmEnv() });

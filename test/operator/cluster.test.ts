@@ -13,10 +13,11 @@ import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
-import { ALLOCATIONS_ANNOTATION, CLEANUP_TIMEOUT_ANNOTATION, FINALIZER, tunnelName, type KubeObject, type SixBed4Prefix } from '../../kube/api.js';
+import { AGENT_REPORTS_ANNOTATION, ALLOCATIONS_ANNOTATION, agentLeaseName, CLEANUP_TIMEOUT_ANNOTATION, FINALIZER, tunnelName, type KubeObject, type SixBed4Prefix } from '../../kube/api.js';
 import { Kube, paths } from '../../kube/client.js';
 import { subnetIndex } from '../../operator/prefix/subnets.js';
 import { parsePrefix } from '../../agent/protocol/ip.js';
+import { microTime } from '../../agent/cluster/lease.js';
 import { AGENT_DAEMONSET, AGENT_SA, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OPERATOR_FLAGS, OperatorProcess, parseYamlDocs, readYamlDocs, REPO } from './helpers.js';
 
 const run = promisify(execFile);
@@ -97,12 +98,27 @@ async function resourceVersions(): Promise<Record<string, string>> {
   return out;
 }
 
-/** an agent's report, written as the agent does it: server-side apply of its own entry with its own field manager */
+/** an agent's report, written as the agent does it: into its node's Lease, with the chart's agent ServiceAccount */
 async function agentReport(prefix: string, node: string, fields: Record<string, unknown>): Promise<void> {
-  await s.agent!.apply(paths.prefixStatus(prefix), {
-    apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix', metadata: { name: prefix },
-    status: { nodes: [{ name: node, lastReport: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'), ...fields }] },
-  }, `sixbed4-agent-${node}`);
+  const path = paths.lease(NS, agentLeaseName(node));
+  const now = new Date();
+  for (;;) {
+    const cur = await s.agent!.get<KubeObject & { spec?: unknown }>(path);
+    const reports = JSON.parse(cur?.metadata.annotations?.[AGENT_REPORTS_ANNOTATION] ?? '{}') as Record<string, unknown>;
+    reports[prefix] = { lastReport: now.toISOString().replace(/\.\d{3}Z$/, 'Z'), ...fields };
+    const lease = {
+      apiVersion: 'coordination.k8s.io/v1', kind: 'Lease',
+      metadata: { name: agentLeaseName(node), namespace: NS, labels: { 'app.kubernetes.io/name': 'sixbed4', 'app.kubernetes.io/component': 'agent-lease' },
+        annotations: { [AGENT_REPORTS_ANNOTATION]: JSON.stringify(reports) }, ...(cur ? { resourceVersion: cur.metadata.resourceVersion } : {}) },
+      spec: { holderIdentity: node, leaseDurationSeconds: 40, renewTime: microTime(now) },
+    };
+    try {
+      if (cur) await s.agent!.replace(path, lease); else await s.agent!.create(paths.leases(NS), lease);
+      return;
+    } catch (e) {
+      if ((await apiErrorMessage(Promise.reject(e))).code !== 409) throw e;
+    }
+  }
 }
 
 /** waits until the operator has handled every queued change (nothing queued, and the count of reconciles settles) */

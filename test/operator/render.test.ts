@@ -118,16 +118,22 @@ test('status while deleting; Degraded carries every problem', (t) => {
   t.deepEqual([d.status, d.reason, d.message], ['True', 'PrefixExhausted', 'm1; m2']);
 });
 
-test('status: an agent writes its entry only when it changes; its node Lease keeps it alive', (t) => {
+test('status: agents report in their node Lease, changed reports only; the operator copies them, renewals keep them alive', (t) => {
   const now = new Date('2026-11-26T10:00:00Z');
   const base = computeStatus(input()).status;
-  // written 10 minutes ago, well past staleAfterMs (2 minutes)
-  const nodes = base.nodes.map((n) => ({ ...n, ready: true, lastReport: '2026-11-26T09:50:00Z' }));
-  const stale = computeStatus(input({ now, actual: { ...base, nodes } }));
-  t.is(stale.status.nodesReady, '0/2', 'without heartbeats the old write does not count');
+  // reported 10 minutes ago (well past staleAfterMs, 2 minutes), not changed since
+  const report = { ready: true, livePeers: 2, message: 'forwarding', lastReport: '2026-11-26T09:50:00Z' };
+  const stale = computeStatus(input({ now, actual: base, agent: () => ({ report }) }));
+  t.is(stale.status.nodesReady, '0/2', 'without renewals an old report does not count');
   const beats: Record<string, string> = { a: '2026-11-26T09:59:55.000000Z', b: '2026-11-26T09:59:58.000000Z' };
-  const alive = computeStatus(input({ now, actual: { ...base, nodes }, heartbeat: (n) => beats[n] }));
+  const alive = computeStatus(input({ now, actual: base, agent: (n) => ({ report, heartbeat: beats[n]! }) }));
   t.is(alive.status.nodesReady, '2/2');
-  t.is(alive.requeueAfterMs, 120_000 - 5_000 + 100, 'looks again when the older heartbeat would go stale');
+  t.like(alive.status.nodes[0], { name: 'a', prefix: '2001:db8:9:1::/64', ready: true, livePeers: 2, message: 'forwarding', lastReport: '2026-11-26T09:50:00Z' });
+  t.true(alive.changed, 'the reports go into the status');
+  t.is(alive.requeueAfterMs, 120_000 - 5_000 + 100, 'looks again when the older renewal would go stale');
   t.deepEqual(alive.staleEntries, []);
+  // The status holds them now: renewals alone change nothing.
+  const renewed: Record<string, string> = { a: '2026-11-26T10:00:05.000000Z', b: '2026-11-26T10:00:08.000000Z' };
+  const later = computeStatus(input({ now: new Date('2026-11-26T10:00:09Z'), actual: alive.status, agent: (n) => ({ report, heartbeat: renewed[n]! }) }));
+  t.false(later.changed);
 });
