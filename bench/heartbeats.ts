@@ -3,8 +3,9 @@
 //
 //   before: every agent server-side applies its entry (with a fresh lastReport) into the one SixBed4Prefix's status,
 //           and every agent watches all prefixes: N writes to one object per round, each sent to N watchers.
-//   after:  every agent renews its node's Lease; its prefix entry is written only when it changes (not in a steady
-//           round); only the operator watches the Leases: N small writes, N events, none to the agents.
+//   after:  every agent renews its node's Lease, which carries its reports (sent when they change); only the
+//           operator watches the Leases, and it alone writes the prefix status when a report changed (not in a
+//           steady round): N small writes, N events, none to the agents, one field manager in the prefix.
 //
 // Prints, per design and N: writes, writes/s, watch events delivered per round, and the prefix object's size.
 // Run: npm run bench:heartbeats [-- --nodes 25,50,100,1000] (needs the binaries of test/k8s/build-control-plane.sh).
@@ -16,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import { startControlPlane, controlPlaneSkipReason, repoRoot, type ControlPlane } from '../test/k8s/controlplane.js';
 import { Kube, paths } from '../kube/client.js';
-import { agentFieldManager, agentLeaseName, API_VERSION, KIND } from '../kube/api.js';
+import { AGENT_REPORTS_ANNOTATION, agentFieldManager, agentLeaseName, API_VERSION, KIND } from '../kube/api.js';
 import { microTime } from '../agent/cluster/lease.js';
 
 const NS = 'sixbed4-system';
@@ -87,14 +88,22 @@ async function run(cp: ControlPlane, kube: Kube, design: 'before' | 'after', n: 
   const rvs: string[] = [];
   const renew = async (i: number) => {
     const name = agentLeaseName(node(i));
-    const body = { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace: NS, labels: { 'app.kubernetes.io/component': 'agent-lease' }, ...(rvs[i] ? { resourceVersion: rvs[i] } : {}) },
+    const reports = JSON.stringify({ bench: { ready: true, livePeers: 3, message: 'forwarding', lastReport: '2026-11-28T05:00:00Z' } });
+    const body = { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace: NS, labels: { 'app.kubernetes.io/component': 'agent-lease' },
+      annotations: { [AGENT_REPORTS_ANNOTATION]: reports }, ...(rvs[i] ? { resourceVersion: rvs[i] } : {}) },
       spec: { holderIdentity: node(i), leaseDurationSeconds: 40, renewTime: microTime(new Date()) } };
     const out = rvs[i] ? await kube.replace<{ metadata: { resourceVersion: string } }>(paths.lease(NS, name), body) : await kube.create<{ metadata: { resourceVersion: string } }>(paths.leases(NS), body);
     rvs[i] = out.metadata.resourceVersion;
   };
-  // Round 0 (not measured): every agent reports once, as after its start; in "after" also its first Lease.
-  await pool(n, (i) => applyEntry(i, new Date().toISOString()));
-  if (design === 'after') await pool(n, renew);
+  // Round 0 (not measured): every agent reports once, as after its start. After: in its Lease, and the operator
+  // copies the reports into the prefix in one write.
+  if (design === 'before') await pool(n, (i) => applyEntry(i, new Date().toISOString()));
+  else {
+    await pool(n, renew);
+    const at = new Date().toISOString();
+    await kube.apply(paths.prefixStatus('bench'), { apiVersion: API_VERSION, kind: KIND, metadata: { name: 'bench' },
+      status: { nodes: Array.from({ length: n }, (_, i) => ({ ...entry(i, at), prefix: `2001:db8:9:${i.toString(16)}::/64`, listen: `198.51.100.1:25790` })) } }, 'sixbed4-operator', { force: true });
+  }
   // The watchers: the agents watch the prefixes (both designs); the operator watches prefixes and, after, Leases.
   const agentWatchers = design === 'before' ? Array.from({ length: n }, () => new Watcher(cp, `${paths.prefixes}?watch=1&resourceVersion=0&allowWatchBookmarks=false`)) : [];
   const operatorWatchers = [new Watcher(cp, `${paths.prefixes}?watch=1&resourceVersion=0`),
