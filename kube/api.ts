@@ -116,6 +116,8 @@ export interface NodeStatus {
   lastReport?: string;
   reverted?: boolean;
   message?: string;
+  /** why the agent cannot serve, one CamelCase word (e.g. ListenAddressUnavailable); absent when it can */
+  reason?: string;
 }
 
 export interface SixBed4PrefixStatus {
@@ -142,7 +144,8 @@ export interface SixBed4Prefix extends KubeObject {
 export interface AgentNodeConfig {
   /** the node's /64 */
   prefix: string;
-  listen: { address: string; port: number };
+  /** bind: the node's InternalIP, for the agent to bind when address (its ExternalIP) is not on the node (1:1 NAT) */
+  listen: { address: string; port: number; bind?: string };
   uplink?: string;
   /** full addresses inside the node's /64 */
   localAddresses: string[];
@@ -167,7 +170,7 @@ export interface AgentCommonConfig {
 }
 
 /** What a node agent reports about one prefix (NodeStatus's agent part). */
-export type AgentReport = Pick<NodeStatus, 'ready' | 'livePeers' | 'lastReport' | 'reverted' | 'message'>;
+export type AgentReport = Pick<NodeStatus, 'ready' | 'livePeers' | 'lastReport' | 'reverted' | 'message' | 'reason'>;
 
 /**
  * On a node agent's Lease: its reports, one per prefix it serves ({"<prefix>": AgentReport}), as JSON. The operator

@@ -18,6 +18,8 @@ commands:
            -R, --route P        extra prefix announced in RAs (repeatable)
                --tun NAME       tunnel interface (default 6bed4)
                --metrics H:P    serve Prometheus metrics, e.g. 127.0.0.1:9464
+               --bind ADDR      the local IPv4 to bind when peers reach this host at --listen through a
+                                1:1 NAT (a cloud's public IP in front of its private one)
                --batch N        packets per batch (1..256, default 64)
                --workers N      forwarding threads, each with its own TUN queue and socket (default 1)
                --ndp-proxy IF   answer neighbour solicitations on uplink IF for live peers
@@ -113,6 +115,7 @@ async function routerCommand(args: string[]): Promise<number> {
     route: { type: 'string', short: 'R', multiple: true }, tun: { type: 'string' }, metrics: { type: 'string' },
     batch: { type: 'string' }, workers: { type: 'string' }, 'ndp-proxy': { type: 'string' }, 'ndp-proxy-mode': { type: 'string' },
     'stats-interval': { type: 'string' }, 'refuse-private': { type: 'boolean' }, sockets: { type: 'string' },
+    bind: { type: 'string' },
   });
   if (values.help) { process.stdout.write(USAGE); return 0; }
   const log = logger(values, 'router');
@@ -121,7 +124,7 @@ async function routerCommand(args: string[]): Promise<number> {
   const sockets = int(values.sockets, '--sockets');
   if (stats === 0) throw new InputError('--stats-interval 0: use seconds, 1 or more');
   const cfg = routerConfig({
-    prefix: values.prefix ?? '', listen: values.listen ?? '', routes: values.route ?? [],
+    prefix: values.prefix ?? '', listen: values.listen ?? '', routes: values.route ?? [], ...(values.bind ? { bind: values.bind } : {}),
     ...(port !== undefined ? { port } : {}), ...(batch !== undefined ? { batch } : {}), ...(workers !== undefined ? { workers } : {}),
     ...(values.tun ? { tun: values.tun } : {}), ...(values.metrics ? { metrics: values.metrics } : {}),
     ...(stats !== undefined ? { statsIntervalMs: stats * 1000 } : {}),

@@ -10,7 +10,7 @@ import type { Logger } from '../log.js';
 import { applyHost, revertHost } from '../host/apply.js';
 import { hostConfig } from '../host/config.js';
 import { readSavedState } from '../host/statefile.js';
-import { routerConfig, startRouter, type RunningRouter } from '../router/router.js';
+import { AddressNotLocalError, routerConfig, startRouter, type RunningRouter } from '../router/router.js';
 import { Counters, type CountersSnapshot } from '../router/counters.js';
 import type { Kube } from '../../kube/client.js';
 import { proxiedLocalAddresses } from '../ndp/policy.js';
@@ -56,13 +56,17 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
   let reverted = false;
   let stopped = false;
   let lastProblem = '';
+  /** a reason the operator turns into Degraded (the node cannot serve as configured) */
+  let lastReason = '';
+  /** how the router listens, when not simply on the share's address */
+  let listening = '';
 
   // The node agent sends it in the node's Lease (lease.ts) when it changed.
   const report = async (r: AgentReport) => { o.report(r); };
   const current = async (): Promise<AgentReport> => {
     if (reverted) return { ready: false, reverted: true, livePeers: 0, message: 'host reverted: the prefix is being deleted' };
-    if (router) return { ready: true, reverted: false, livePeers: (await router.counters()).livePeers, message: 'forwarding' };
-    return { ready: false, reverted: false, livePeers: 0, message: lastProblem || 'starting' };
+    if (router) return { ready: true, reverted: false, livePeers: (await router.counters()).livePeers, message: listening ? `forwarding; ${listening}` : 'forwarding' };
+    return { ready: false, reverted: false, livePeers: 0, message: (lastProblem || 'starting').slice(0, 1024), ...(lastReason ? { reason: lastReason } : {}) };
   };
 
   const stopRouter = async (waitForSuccessorMs = 0) => {
@@ -114,16 +118,29 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
       const applied = await applyHost(host, { log, statePath: o.statePath });
       hostApplied = true;
       log.info(applied.plan.steps.length ? `host configured for ${n.prefix}` : `host already configured for ${n.prefix}`);
-      router = await startRouter(routerConfig({
+      const start = (bind?: string) => startRouter(routerConfig({
         prefix: n.prefix, listen: n.listen.address, port: n.listen.port, routes: n.routes, tun: o.tun ?? n.tunnel ?? '6bed4',
+        ...(bind ? { bind } : {}),
         // A new agent Pod starts beside the old one (the DaemonSet surges): it takes the tunnel and the port over.
         handover: true,
         ...(n.ndpProxy !== 'off' ? { ndpProxy: { uplink: applied.plan.uplink, mode: n.ndpProxy, localAddresses: proxiedLocalAddresses(host) } } : {}),
       }), log);
+      try {
+        router = await start();
+        listening = '';
+      } catch (err) {
+        // Cloud-style node: its ExternalIP is a 1:1 NAT in front of its InternalIP. Peers send to the former; bind the latter.
+        if (!(err instanceof AddressNotLocalError) || !n.listen.bind) throw err;
+        router = await start(n.listen.bind);
+        listening = `listening on ${n.listen.bind} (the InternalIP) for ${n.listen.address}, which is not an address of this node (1:1 NAT)`;
+        log.info(listening);
+      }
       slices.start(n.prefix, router.proxy);
       lastProblem = '';
+      lastReason = '';
     } catch (err) {
       lastProblem = (err as Error).message;
+      lastReason = err instanceof AddressNotLocalError ? 'ListenAddressUnavailable' : '';
       shareText = null; // try again at the next poll
       log.error(`cannot serve ${n.prefix} on this node: ${lastProblem}`);
     }

@@ -37,7 +37,13 @@ const MAX_ROUTES = Math.floor((1280 - 40 - 16) / 32) - 1;
 
 export interface RouterOptions {
   prefix: string;
+  /** The IPv4 address peers send to: the router's identity (its 6bed4 address embeds it). */
   listen: string;
+  /**
+   * The local IPv4 address to bind when it is not the listen address: behind a 1:1 NAT (a cloud's public IP in
+   * front of the node's private one), peers send to the public address and the router receives on the private one.
+   */
+  bind?: string;
   port?: number;
   routes?: string[];
   tun?: string;
@@ -62,6 +68,8 @@ export interface RouterOptions {
 export interface RouterConfig {
   prefix: Prefix;
   listenIPv4: number;
+  /** where the UDP sockets bind (listenIPv4 unless --bind) */
+  bindIPv4: number;
   port: number;
   routes: Prefix[];
   tun: string;
@@ -97,7 +105,9 @@ export function routerConfig(o: RouterOptions): RouterConfig {
   if ((o.routes ?? []).length > MAX_ROUTES) throw new InputError(`${o.routes!.length} --route prefixes: at most ${MAX_ROUTES} fit in a Router Advertisement`);
   const listenIPv4 = parseIPv4(o.listen);
   const a = listenIPv4 >>> 24;
-  if (a === 0 || a >= 224) throw new InputError(`--listen ${o.listen} is not a unicast IPv4 address of this host`);
+  if (a === 0 || a >= 224) throw new InputError(`--listen ${o.listen} is not a unicast IPv4 address`);
+  const bindIPv4 = o.bind === undefined ? listenIPv4 : parseIPv4(o.bind);
+  if (bindIPv4 >>> 24 === 0 || bindIPv4 >>> 24 >= 224) throw new InputError(`--bind ${o.bind} is not a unicast IPv4 address of this host`);
   let ndpProxy: RouterConfig['ndpProxy'];
   if (o.ndpProxy) {
     const mode = o.ndpProxy.mode ?? 'on';
@@ -108,7 +118,7 @@ export function routerConfig(o: RouterOptions): RouterConfig {
   return {
     ...(ndpProxy ? { ndpProxy } : {}),
     prefix: parsePrefix64(o.prefix),
-    listenIPv4, port, tun, batch, workers, statsIntervalMs: o.statsIntervalMs ?? 60_000, refusePrivate: !!o.refusePrivate, sockets,
+    listenIPv4, bindIPv4, port, tun, batch, workers, statsIntervalMs: o.statsIntervalMs ?? 60_000, refusePrivate: !!o.refusePrivate, sockets,
     handover: o.handover === true,
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
     ...(o.metrics ? { metrics: o.metrics } : {}),
@@ -133,7 +143,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
   if (!hasNetAdmin()) {
     throw new InputError('sixbed4 router needs root (or CAP_NET_ADMIN) to create its tunnel interface: run it with sudo');
   }
-  const listenText = formatIPv4(cfg.listenIPv4);
+  const listenText = formatIPv4(cfg.bindIPv4);
   // With several workers, each gets its own SO_REUSEPORT socket and TUN queue: the kernel spreads flows.
   const udpFds: number[] = [];
   const undo: (() => void | Promise<void>)[] = [() => { for (const fd of udpFds) native.close(fd); }];
@@ -198,7 +208,8 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     const stats = reportStats(forwarding.counters, cfg.statsIntervalMs, log);
     undo.push(() => clearInterval(stats));
     log.info('router ready', {
-      prefix: cfg.prefix.text, listen: `${listenText}:${cfg.port}`, address: formatIPv6(routerAddress),
+      prefix: cfg.prefix.text, listen: `${formatIPv4(cfg.listenIPv4)}:${cfg.port}`,
+      ...(cfg.bindIPv4 !== cfg.listenIPv4 ? { bind: listenText } : {}), address: formatIPv6(routerAddress),
       routes: cfg.routes.map((r) => r.text), tun: tunnel.name, workers: cfg.workers, batch: cfg.batch,
     });
     let stopped = false;
@@ -289,12 +300,17 @@ async function warnIfNotForwarding(log: Logger): Promise<void> {
   } catch { /* no /proc/sys: nothing to say */ }
 }
 
+/** The listen (or bind) address is not one of this host's: the agent may fall back to the node's own address. */
+export class AddressNotLocalError extends InputError {
+  constructor(message: string, readonly address: string) { super(message); }
+}
+
 function udpOpenError(err: NodeJS.ErrnoException, addr: string, port: number): Error {
   switch (err.code) {
     case 'EADDRINUSE':
       return new InputError(`UDP port ${port} on ${addr} is in use: is another 6bed4 router running? Stop it or choose --port`);
     case 'EADDRNOTAVAIL':
-      return new InputError(`${addr} is not an address of this host: --listen must be one of its IPv4 addresses (see 'ip -4 addr')`);
+      return new AddressNotLocalError(`${addr} is not an address of this host: --listen (or --bind, behind a 1:1 NAT) must be one of its IPv4 addresses (see 'ip -4 addr')`, addr);
     case 'EACCES':
       return new InputError(`no permission to bind UDP port ${port} on ${addr}`);
     default:

@@ -11,6 +11,8 @@ export interface NodeInfo {
   labels: Record<string, string>;
   /** first IPv4 ExternalIP, else first IPv4 InternalIP */
   address?: string;
+  /** the first IPv4 InternalIP when address is an ExternalIP other than it: where to bind behind a 1:1 NAT */
+  internal?: string;
 }
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
@@ -18,8 +20,12 @@ const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]
 export function nodeInfo(node: KubeObject): NodeInfo {
   const addrs = ((node.status as { addresses?: { type?: string; address?: string }[] } | undefined)?.addresses ?? [])
     .filter((a) => typeof a.address === 'string' && IPV4.test(a.address));
-  const address = addrs.find((a) => a.type === 'ExternalIP')?.address ?? addrs.find((a) => a.type === 'InternalIP')?.address;
-  return { name: node.metadata.name ?? '', labels: node.metadata.labels ?? {}, ...(address ? { address } : {}) };
+  const internal = addrs.find((a) => a.type === 'InternalIP')?.address;
+  const address = addrs.find((a) => a.type === 'ExternalIP')?.address ?? internal;
+  return {
+    name: node.metadata.name ?? '', labels: node.metadata.labels ?? {}, ...(address ? { address } : {}),
+    ...(internal && internal !== address ? { internal } : {}),
+  };
 }
 
 export function selects(selector: Record<string, string>, labels: Record<string, string>): boolean {
@@ -138,7 +144,8 @@ export function plan(
     }
     nodes.set(info.name, {
       prefix: sub,
-      listen: { address, port: spec.port },
+      // Cloud-style nodes: the ExternalIP may be a 1:1 NAT in front of the InternalIP; the agent binds this if so.
+      listen: { address, port: spec.port, ...(address === info.address && info.internal ? { bind: info.internal } : {}) },
       ...(spec.uplink ? { uplink: spec.uplink } : {}),
       localAddresses: local,
       localAddressMode: spec.localAddressMode,

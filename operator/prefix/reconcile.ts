@@ -22,7 +22,7 @@ import { isNotFound, paths, type JsonPatchOp, type Kube } from '../../kube/clien
 import { nodeInfo, plan, type Plan } from './plan.js';
 import { renderConfigMap, type RenderOptions } from './render.js';
 import { checkSpec, type Problem } from './spec.js';
-import { agentView, computeStatus } from './status.js';
+import { agentProblems, agentView, computeStatus } from './status.js';
 
 export interface Cache<T extends KubeObject> {
   get(name: string, namespace?: string): T | undefined;
@@ -143,6 +143,7 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
   }
 
   // 4. status
+  problems.push(...agentProblems(serving, agent));
   const st = computeStatus({
     generation: p.metadata.generation ?? 0, now, deleting, waitingRevert, problems, serving, actual: p.status,
     daemonSet: d.daemonSets.get(d.agentDaemonSet, d.namespace), staleAfterMs: d.staleAfterMs, nodeExists,

@@ -33,7 +33,7 @@ export interface OperatorStatus {
   nodes: ({ name: string; prefix: string; listen: string } & AgentReport)[];
 }
 
-const AGENT_FIELDS = ['ready', 'livePeers', 'lastReport', 'reverted', 'message'] as const;
+const AGENT_FIELDS = ['ready', 'livePeers', 'lastReport', 'reverted', 'message', 'reason'] as const;
 
 /** A node's entry as the agent reports it now: its Lease's report over what the status holds. */
 export function agentView(inp: Pick<StatusInput, 'actual' | 'agent'>, node: string): { entry: NodeStatus | undefined; heartbeat?: string } {
@@ -174,4 +174,16 @@ function progressing(inp: StatusInput): { status: ConditionStatus; reason: strin
     return { status: 'True', reason: 'RollingOut', message: `${updated} of ${desired} agent pods updated, ${available} available` };
   }
   return { status: 'False', reason: 'RolledOut', message: `all ${desired} agent pods updated and available` };
+}
+
+/** Problems that agents report (a reason in their report): Degraded, with the node and what it said. */
+export function agentProblems(serving: ReadonlyMap<string, AgentNodeConfig>, agent: StatusInput['agent']): Problem[] {
+  const byReason = new Map<string, string[]>();
+  for (const [node, share] of serving) {
+    const r = agent?.(node)?.report;
+    if (!r?.reason || r.ready) continue;
+    const listen = `${share.listen.address}:${share.listen.port}`;
+    byReason.set(r.reason, [...(byReason.get(r.reason) ?? []), `node ${node} cannot serve on ${listen}: ${r.message ?? r.reason}`]);
+  }
+  return [...byReason].map(([reason, msgs]) => ({ reason, message: msgs.join('; ') }));
 }

@@ -105,4 +105,15 @@ test('node addresses: ExternalIP before InternalIP, IPv4 only', (t) => {
   t.is(n([{ type: 'InternalIP', address: '198.51.100.5' }, { type: 'ExternalIP', address: '203.0.113.5' }]).address, '203.0.113.5');
   t.is(n([{ type: 'ExternalIP', address: '2001:db8::5' }, { type: 'InternalIP', address: '198.51.100.5' }]).address, '198.51.100.5');
   t.is(n([{ type: 'Hostname', address: 'n' }]).address, undefined);
+  // cloud-style nodes: an ExternalIP may be a 1:1 NAT in front of the InternalIP
+  t.is(n([{ type: 'InternalIP', address: '198.51.100.5' }, { type: 'ExternalIP', address: '203.0.113.5' }]).internal, '198.51.100.5');
+  t.is(n([{ type: 'InternalIP', address: '198.51.100.5' }]).internal, undefined, 'no ExternalIP: nothing else to bind');
+});
+
+test('cloud-style nodes: the share listens on the ExternalIP and may bind the InternalIP; a listen address of the spec binds as it is', (t) => {
+  const node = { name: 'c1', labels: { role: 'edge' }, address: '203.0.113.5', internal: '198.51.100.5' };
+  const auto = plan('p', undefined, checkSpec({ prefix: '2001:db8:9:10::/64', nodeSelector: { role: 'edge' } }).spec!, [node], {});
+  t.deepEqual(auto.nodes.get('c1')!.listen, { address: '203.0.113.5', port: 25790, bind: '198.51.100.5' });
+  const fixed = plan('p', undefined, checkSpec({ prefix: '2001:db8:9:10::/64', nodeSelector: { role: 'edge' }, listen: { address: '192.0.2.9' } }).spec!, [node], {});
+  t.deepEqual(fixed.nodes.get('c1')!.listen, { address: '192.0.2.9', port: 25790 });
 });

@@ -4,7 +4,7 @@ import test from 'ava';
 import type { AgentNodeConfig, SixBed4Prefix } from '../../kube/api.js';
 import { covers, firstDrift } from '../../operator/prefix/drift.js';
 import { renderConfigMap, type RenderOptions } from '../../operator/prefix/render.js';
-import { computeStatus, type StatusInput } from '../../operator/prefix/status.js';
+import { agentProblems, computeStatus, type StatusInput } from '../../operator/prefix/status.js';
 
 const prefix: SixBed4Prefix = {
   apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix',
@@ -136,4 +136,15 @@ test('status: agents report in their node Lease, changed reports only; the opera
   const renewed: Record<string, string> = { a: '2026-11-26T10:00:05.000000Z', b: '2026-11-26T10:00:08.000000Z' };
   const later = computeStatus(input({ now: new Date('2026-11-26T10:00:09Z'), actual: alive.status, agent: (n) => ({ report, heartbeat: renewed[n]! }) }));
   t.false(later.changed);
+});
+
+test('status: an agent that cannot bind its listen address makes the prefix Degraded, naming node and address', (t) => {
+  const serving = input().serving;
+  const report = { ready: false, reason: 'ListenAddressUnavailable', message: '203.0.113.9 is not an address of this host', lastReport: '2026-11-26T09:59:59Z' };
+  const problems = agentProblems(serving, (n) => (n === 'b' ? { report, heartbeat: '2026-11-26T09:59:59.000000Z' } : undefined));
+  t.deepEqual(problems, [{ reason: 'ListenAddressUnavailable', message: 'node b cannot serve on 198.51.100.2:25790: 203.0.113.9 is not an address of this host' }]);
+  const st = computeStatus(input({ problems, agent: (n) => (n === 'b' ? { report } : undefined) }));
+  t.like(st.status.conditions.find((c) => c.type === 'Degraded'), { status: 'True', reason: 'ListenAddressUnavailable' });
+  t.like(st.status.nodes[1], { name: 'b', ready: false, reason: 'ListenAddressUnavailable' });
+  t.deepEqual(agentProblems(serving, () => ({ report: { ready: true, message: 'forwarding' } })), []);
 });
