@@ -1,0 +1,90 @@
+// A cloud-style node: its ExternalIP (203.0.113.77) is a 1:1 NAT in front of its InternalIP (the router host's
+// 198.51.100.1), not an address on the node. The lab's NAT namespace plays the cloud's NAT. The operator gives the
+// node's share the InternalIP to bind; the agent (a process in the node's namespace, as the chart's agent
+// ServiceAccount) finds the ExternalIP is not its own, binds the InternalIP, says so in its status entry, and a peer
+// behind the NAT that knows only the ExternalIP gets its address and pings the ISP. A node whose only address cannot
+// be bound makes the prefix Degraded, naming node and address.
+import test from 'ava';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
+import type { SixBed4Prefix } from '../../kube/api.js';
+import { Kube, paths } from '../../kube/client.js';
+import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
+import { systemTool, type Proc } from '../../agent/lab/netns.js';
+import { CLI, ping6, startPeerIn } from '../../agent/lab/sixbed4.js';
+import { skipReason } from '../helpers/fixtures.js';
+import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
+import { AGENT_SA, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OperatorProcess } from '../operator/helpers.js';
+
+const why = skipReason ?? controlPlaneSkipReason();
+const serial = why ? test.serial.skip : test.serial;
+const title = (s: string) => (why ? `${s} (skipped: ${why})` : s);
+const NODE = 'cloud-1';
+const PUBLIC = '203.0.113.77';
+
+const s = {} as { cp: ControlPlane; admin: Kube; topo: Topology; dir: string; operator: OperatorProcess; agent: Proc; bridge: ApiBridge; peer?: Proc };
+
+test.before(async () => {
+  if (why) return;
+  s.dir = await mkdtemp(join(tmpdir(), 'sixbed4-cloud-'));
+  s.cp = await startControlPlane();
+  s.admin = new Kube(s.cp.kubeConfig(), 'sixbed4-test');
+  await installChart(s.cp);
+  const operatorKubeconfig = await s.cp.writeKubeconfig(await s.cp.serviceAccountToken(NS, OPERATOR_SA), 'operator');
+  const agentKubeconfig = await s.cp.writeKubeconfig(await s.cp.serviceAccountToken(NS, AGENT_SA), 'agent');
+  s.topo = await buildTopology({ tag: 'cloud' });
+  await s.topo.nat.run([systemTool('nft'), '-f', '-'], {
+    input: `table ip sixbed4_cloud {\n  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    ip daddr ${PUBLIC} udp dport 25790 dnat to ${TOPO.routerV4}\n  }\n}\n`,
+  });
+  await s.admin.create(paths.nodes, { apiVersion: 'v1', kind: 'Node', metadata: { name: NODE, labels: { 'kubernetes.io/hostname': NODE } },
+    status: { addresses: [{ type: 'InternalIP', address: TOPO.routerV4 }, { type: 'ExternalIP', address: PUBLIC }] } });
+  s.operator = await OperatorProcess.start(operatorKubeconfig, 'op', ['--namespace', NS]);
+  s.bridge = await bridgeApiInto(s.topo.router, Number(new URL(s.cp.server).port), join(s.dir, 'api.sock'));
+  s.agent = s.topo.router.spawn([process.execPath, CLI, 'agent', '--namespace', NS, '--node', NODE, '--kubeconfig', agentKubeconfig,
+    '--state-dir', s.dir, '--heartbeat-ms', '1000', '--poll-ms', '1000', '--log-format', 'text']);
+});
+
+test.after.always(async () => {
+  for (const step of [() => s.peer?.stop(), () => s.agent?.stop(), () => s.bridge?.close(), () => s.operator?.stop(), () => s.topo?.destroy(), () => s.cp?.stop()]) {
+    try { await step(); } catch { /* teardown goes on */ }
+  }
+  if (s.dir) await rm(s.dir, { recursive: true, force: true });
+});
+
+serial(title('the ExternalIP is not on the node: the agent binds the InternalIP, says so, and a peer reaching the ExternalIP is served'), async (t) => {
+  await kubectlApply(s.cp.kubeConfig(), [{
+    apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix', metadata: { name: 'cloud' },
+    spec: { prefix: TOPO.prefix, nodeSelector: { 'kubernetes.io/hostname': NODE } },
+  } as never]);
+  const entry = await eventually('a ready entry', async () => {
+    const e = (await s.admin.get<SixBed4Prefix>(paths.prefix('cloud')))?.status?.nodes?.find((n) => n.name === NODE);
+    return e?.ready ? e : undefined;
+  }, 30_000, 200);
+  t.is(entry.listen, `${PUBLIC}:25790`, 'peers are told the ExternalIP');
+  t.is(entry.message, `forwarding; listening on ${TOPO.routerV4} (the InternalIP) for ${PUBLIC}, which is not an address of this node (1:1 NAT)`);
+  const peer = await startPeerIn(s.topo.peers.A, ['--router', PUBLIC, '--default-route']);
+  s.peer = peer.proc;
+  for (const [from, to] of [[s.topo.peers.A, TOPO.ispV6], [s.topo.isp, peer.address]] as const) {
+    const r = await ping6(from, to, { count: 3 });
+    t.is(r.received, 3, r.output);
+  }
+});
+
+serial(title('an address the node cannot bind: the prefix is Degraded with ListenAddressUnavailable, naming node and address'), async (t) => {
+  await s.admin.mergePatch(paths.prefix('cloud'), { spec: { listen: { address: '192.0.2.99' } } });
+  const p = await eventually('Degraded: ListenAddressUnavailable', async () => {
+    const x = await s.admin.get<SixBed4Prefix>(paths.prefix('cloud'));
+    return x?.status?.conditions?.some((c) => c.type === 'Degraded' && c.reason === 'ListenAddressUnavailable') ? x : undefined;
+  }, 30_000, 200);
+  const degraded = p.status!.conditions!.find((c) => c.type === 'Degraded')!;
+  t.regex(degraded.message, /^node cloud-1 cannot serve on 192\.0\.2\.99:25790: 192\.0\.2\.99 is not an address of this host/);
+  t.like(p.status!.nodes!.find((n) => n.name === NODE), { ready: false, reason: 'ListenAddressUnavailable' });
+  // Fixed: back to the node's own addresses, and the Degraded reason goes.
+  await s.admin.jsonPatch(paths.prefix('cloud'), [{ op: 'remove', path: '/spec/listen' }]);
+  await eventually('Degraded False again', async () => {
+    const x = await s.admin.get<SixBed4Prefix>(paths.prefix('cloud'));
+    return x?.status?.conditions?.some((c) => c.type === 'Degraded' && c.status === 'False') && x.status.nodes?.[0]?.ready;
+  }, 30_000, 200);
+});
