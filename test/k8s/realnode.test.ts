@@ -188,14 +188,18 @@ serial(title('helm upgrade to a new image tag: each agent Pod is replaced make-b
   const pingers = NODES.map((n) => ({ node: n, proc: pingEvery20ms(s.lab.isp, s.peerAddress.get(n)!, 15_000) }));
   const t0 = Date.now();
   await helm(['upgrade', RELEASE, join(REPO, 'charts', 'sixbed4'), '--namespace', NS, '--reuse-values', '--set', `image.tag=${TAG2}`]);
+  const seen = new Set<string>();
   await eventually('every agent Pod replaced by a Ready one of the new image, and the prefix rolled out', async () => {
     const agents = await pods('app.kubernetes.io/component=agent');
     const p = await s.admin.get<SixBed4Prefix>(paths.prefix(PREFIX_NAME));
-    const rolledOut = p?.status?.conditions?.some((c) => c.type === 'Progressing' && c.reason === 'RolledOut');
+    const prog = p?.status?.conditions?.find((c) => c.type === 'Progressing');
+    if (prog) seen.add(`${prog.status}/${prog.reason}`);
+    const rolledOut = prog?.reason === 'RolledOut' && seen.has('True/RollingOut');
     return agents.length === 2 && agents.every((a) => !oldAgents.has(a.metadata.name!) && podReady(a) &&
       (a.spec as { containers?: { image: string }[] }).containers?.[0]?.image === `sixbed4:${TAG2}`) && rolledOut;
   }, 240_000, 500).catch(async (e: Error) => { throw new Error(`${e.message}\n${await dump()}`); });
   const rolloutMs = Date.now() - t0;
+  t.true(seen.has('True/RollingOut'), `Progressing followed the real rollout (seen: ${[...seen].join(', ')})`);
   await new Promise((r) => setTimeout(r, 1000));
   for (const p of pingers) p.proc.child.kill('SIGINT');
   for (const { node, proc } of pingers) {
