@@ -131,7 +131,8 @@ export function controlPlaneCacheDir(): string {
   return process.env.SIXBED4_K8S_CACHE || join(homedir(), '.cache', 'sixbed4', 'k8s');
 }
 
-function isExecutable(p: string): boolean {
+/** An executable regular file. */
+export function isExecutable(p: string): boolean {
   try {
     accessSync(p, fsc.X_OK);
     return statSync(p).isFile();

@@ -16,29 +16,20 @@
 // - the `kubernetes` Service's ClusterIP is answered on every node by a relay to the API server (no kube-proxy runs:
 //   this is the one Service the product needs), so pods reach the API exactly as in a cluster, with the address and
 //   CA that the kubelet gives them.
-import { accessSync, constants as fsc, existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execCommand, type Netns } from '../../agent/lab/netns.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
 import {
-  controlPlaneBinaries, controlPlaneCacheDir, controlPlaneVersions, kubeconfigJson, startProc, stopProc, tail, waitFor,
+  controlPlaneBinaries, controlPlaneCacheDir, controlPlaneVersions, isExecutable, kubeconfigJson, startProc, stopProc, tail, waitFor,
   type ControlPlane, type Proc,
 } from './controlplane.js';
 
 export const NODE_BUILD_SCRIPT = 'test/k8s/build-node.sh';
 const CNI_PLUGINS = ['bridge', 'host-local', 'loopback', 'ptp', 'portmap'];
 const NODE_BINARIES = ['kubelet', 'kube-scheduler', 'kubectl', 'containerd', 'containerd-shim-runc-v2', 'ctr', 'cnitool', 'runc', ...CNI_PLUGINS.map((p) => `cni/${p}`)];
-
-function isExecutable(p: string): boolean {
-  try {
-    accessSync(p, fsc.X_OK);
-    return statSync(p).isFile();
-  } catch {
-    return false;
-  }
-}
 
 /** The directory with the node binaries (CNI plugins in cni/), or null when build-node.sh has not finished there. */
 export function nodeBinaries(): string | null {
