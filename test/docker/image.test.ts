@@ -142,7 +142,7 @@ serial(title('the container prints its usage (--help, and with no arguments)'), 
   const labels = JSON.parse(await dockerOk(['image', 'inspect', '-f', '{{json .Config.Labels}}', IMAGE])) as Record<string, string>;
   const version = await docker(['run', '--rm', '--network', 'none', IMAGE, '--version']);
   t.is(version.code, 0, version.stderr);
-  t.regex(version.stdout, new RegExp(`^sixbed4 ${labels['org.opencontainers.image.version']!.replace(/\./g, '\\.')}\nrevision: ${labels['org.opencontainers.image.revision']}\nnode: v20\.\d+\.\d+\nnative addon: loaded\n$`));
+  t.regex(version.stdout, new RegExp(`^sixbed4 ${labels['org.opencontainers.image.version']!.replace(/\./g, '\\.')}\nrevision: ${labels['org.opencontainers.image.revision']}\nnode: v20\\.\\d+\\.\\d+\nnative addon: loaded\n$`));
 });
 
 serial(title('without CAP_NET_ADMIN the router refuses with a clear message (so the capability is really needed)'), async (t) => {
