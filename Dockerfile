@@ -1,14 +1,29 @@
 # sixbed4: one image for the router, the peer, the host agent and the operator.
 #
-# No registry is needed: the two base images are made locally by
-# test/docker/base-image.sh (Debian bookworm via debootstrap + this host's
-# Node.js 20, which bookworm does not package). Build with the host network,
-# because `npm ci` fetches from the npm registry:
+# Two ways to build it; both give the same image layout (/app, node, iproute2):
 #
-#   test/docker/base-image.sh
-#   docker build --network host -t sixbed4 .
+# 1. From the official Node.js 20 images (Debian bookworm), pinned by exact tag
+#    below; needs Docker Hub (and the npm registry and Debian's mirror):
 #
-# or simply test/docker/build-image.sh [TAG].
+#      docker build --network host \
+#        --build-arg VERSION="$(node -p "require('./package.json').version")" \
+#        --build-arg REVISION="$(git rev-parse HEAD)" -t sixbed4:0.1.0 .
+#
+#    To pin by digest as well, append it to the tag, e.g.
+#      --build-arg BASE_IMAGE=node:20.20.2-bookworm-slim@sha256:<digest>
+#    (the digest: `docker buildx imagetools inspect node:20.20.2-bookworm-slim`,
+#    or after a pull `docker image inspect -f '{{index .RepoDigests 0}}' IMAGE`).
+#
+# 2. With no registry at all, from base images made locally by
+#    test/docker/base-image.sh (Debian bookworm via debootstrap + this host's
+#    Node.js 20): test/docker/build-image.sh [TAG] does that and passes
+#      --build-arg BUILD_IMAGE=sixbed4-build:bookworm --build-arg BASE_IMAGE=sixbed4-base:bookworm
+#    and VERSION (package.json) and REVISION (git) itself. The tests build so.
+#
+# VERSION and REVISION become the OCI labels org.opencontainers.image.version
+# and .revision; REVISION is also baked into the build (what `sixbed4
+# --version` prints: .git is not in the build context). SOURCE sets
+# org.opencontainers.image.source.
 #
 # Privileges: the agent/router must run as root inside the container (it
 # creates a TUN device, sets addresses and routes), but it needs no
@@ -16,15 +31,23 @@
 #
 #   docker run --cap-drop ALL --cap-add NET_ADMIN --cap-add NET_RAW \
 #     --device /dev/net/tun --network host sixbed4 router --prefix P --listen IPV4
-ARG BUILD_IMAGE=sixbed4-build:bookworm
-ARG BASE_IMAGE=sixbed4-base:bookworm
+#
+# Build stage: Node.js 20 with npm, make, g++ and python3 (node-gyp) and the
+# Node headers. Runtime: Node.js 20 (iproute2 is added when missing).
+ARG BUILD_IMAGE=node:20.20.2-bookworm
+ARG BASE_IMAGE=node:20.20.2-bookworm-slim
 
 # --- build: TypeScript and the native addon ----------------------------------
 FROM ${BUILD_IMAGE} AS build
 WORKDIR /src
-# Native addons (ours and raw-socket) build against the headers in
-# /usr/include/node: nothing is downloaded by node-gyp.
-ENV npm_config_nodedir=/usr npm_config_audit=false npm_config_fund=false npm_config_update_notifier=false
+ENV npm_config_audit=false npm_config_fund=false npm_config_update_notifier=false
+# Native addons (ours and raw-socket) build against the headers of the node
+# that runs them, so nothing is downloaded by node-gyp: /usr/local/include/node
+# in the official images, /usr/include/node in the local build image (which
+# also sets npm_config_nodedir=/usr; that wins over this file).
+RUN prefix="$(node -p 'require("path").resolve(process.execPath, "../..")')" \
+ && for d in "$prefix" /usr; do if [ -f "$d/include/node/node.h" ]; then echo "nodedir=$d" >.npmrc; break; fi; done \
+ && cat .npmrc
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 # The sources: what .dockerignore lets through (binding.gyp, tsconfig.json,
@@ -32,7 +55,9 @@ RUN npm ci --no-audit --no-fund
 COPY . .
 # Then only what runs: production dependencies, without type declarations,
 # source maps and documentation (about 40 MB of @kubernetes/client-node).
-RUN npm run build \
+# `npm run build` writes dist/agent/build-info.json with REVISION.
+ARG REVISION=unknown
+RUN SIXBED4_REVISION="$REVISION" npm run build \
  && npm prune --omit=dev --no-audit --no-fund \
  && find dist -name '*.map' -delete \
  && find node_modules -type f \( -name '*.d.ts' -o -name '*.d.cts' -o -name '*.d.mts' -o -name '*.map' -o -name '*.md' \) -delete \
@@ -41,6 +66,12 @@ RUN npm run build \
 
 # --- runtime: node + iproute2 + the compiled agent ---------------------------
 FROM ${BASE_IMAGE}
+# The agent and the router run `ip`: the local base has iproute2, node:*-slim
+# does not (then it comes from Debian's mirror).
+RUN command -v ip >/dev/null || { apt-get update -qq \
+   && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null \
+   && rm -rf /var/lib/apt/lists/*; } \
+ && ip -V && node --version
 WORKDIR /app
 ENV NODE_ENV=production
 COPY --from=build /src/package.json ./
@@ -52,3 +83,15 @@ COPY --from=build /src/crds ./crds
 EXPOSE 9464 25790/udp
 ENTRYPOINT ["node", "/app/dist/agent/cli/main.js"]
 CMD ["--help"]
+ARG VERSION=unknown
+ARG REVISION=unknown
+ARG SOURCE=unknown
+# A VERSION given must be the package's.
+RUN [ "$VERSION" = unknown ] || [ "$VERSION" = "$(node -p 'require("/app/package.json").version')" ] \
+ || { echo "VERSION=$VERSION but package.json says $(node -p 'require("/app/package.json").version')" >&2; exit 1; }
+LABEL org.opencontainers.image.title="sixbed4" \
+      org.opencontainers.image.description="6bed4 router, peer, host networking, Kubernetes operator and node agent" \
+      org.opencontainers.image.source="$SOURCE" \
+      org.opencontainers.image.version="$VERSION" \
+      org.opencontainers.image.revision="$REVISION" \
+      org.opencontainers.image.licenses="BSD-2-Clause"

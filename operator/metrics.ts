@@ -1,5 +1,6 @@
 // Prometheus metrics of the operator (served by agent/metrics.ts's server).
 import client from 'prom-client';
+import { buildInfo } from '../agent/build-info.js';
 
 export class OperatorMetrics {
   readonly registry = new client.Registry();
@@ -49,8 +50,14 @@ export class OperatorMetrics {
     labelNames: ['kind'] as const, registers: [this.registry],
   });
 
+  readonly buildInfo = new client.Gauge({
+    name: 'sixbed4_build_info', help: 'Always 1; the labels say which sixbed4 runs: version, git revision, Node.js version.',
+    labelNames: ['version', 'revision', 'node'] as const, registers: [this.registry],
+  });
+
   constructor() {
     client.collectDefaultMetrics({ register: this.registry, prefix: 'sixbed4_operator_' });
+    this.buildInfo.set({ ...buildInfo() }, 1);
   }
 
   /** Counts one write; the resource is taken from the REST path. */

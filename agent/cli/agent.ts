@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
 import { createLogger, type LogFormat } from '../log.js';
 import { InputError } from '../protocol/ip.js';
+import { startFields } from '../build-info.js';
 import { Kube } from '../../kube/client.js';
 import { startAgent } from '../cluster/agent.js';
 
@@ -41,6 +42,7 @@ export async function agentCommand(args: string[]): Promise<number> {
   const node = values.node ?? process.env.NODE_NAME;
   if (!node) throw new InputError('the node name is unknown: give --node or set NODE_NAME (the DaemonSet sets it from spec.nodeName)');
   const log = createLogger({ component: 'agent', format: (values['log-format'] ?? 'auto') as LogFormat, ...(values['log-level'] ? { level: values['log-level'] } : {}) });
+  log.info('sixbed4 build', await startFields());
   const kc = new KubeConfig();
   try {
     if (values.kubeconfig) kc.loadFromFile(values.kubeconfig); else kc.loadFromDefault();

@@ -52,6 +52,8 @@ commands:
                --node NAME (default \$NODE_NAME); --state-dir D (default /var/lib/sixbed4); --metrics H:P
                --health-socket PATH; --prefix NAME (serve only this one; then --tun NAME)
 
+  version  print the version, git revision, Node.js version and whether the native addon loads (also --version)
+
 common flags: --log-level LEVEL (info), --log-format text|json|auto (auto)
 `;
 
@@ -66,6 +68,10 @@ async function main(argv: string[]): Promise<number> {
   if (!command || command === '-h' || command === '--help' || command === 'help') {
     process.stdout.write(USAGE);
     return command ? 0 : 2;
+  }
+  if (command === '--version' || command === 'version') {
+    process.stdout.write(await (await import('../build-info.js')).versionText());
+    return 0;
   }
   switch (command) {
     case 'router': return routerCommand(rest);

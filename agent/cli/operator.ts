@@ -6,6 +6,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { createLogger, type LogFormat } from '../log.js';
 import { startMetricsServer, type MetricsServer } from '../metrics.js';
 import { InputError } from '../protocol/ip.js';
+import { startFields } from '../build-info.js';
 import { startOperator } from '../../operator/controller.js';
 import { OperatorMetrics } from '../../operator/metrics.js';
 
@@ -85,6 +86,7 @@ export async function operatorCommand(args: string[]): Promise<number> {
   if (!kc.getCurrentCluster()) throw new InputError('no Kubernetes cluster configured: pass --kubeconfig, set KUBECONFIG, or run in a pod');
 
   const log = createLogger({ component: 'operator', format, ...(values['log-level'] ? { level: values['log-level'] } : {}) });
+  log.info('sixbed4 build', await startFields());
   const metrics = new OperatorMetrics();
   let server: MetricsServer | undefined;
   if (values.metrics) server = await startMetricsServer(values.metrics, metrics.registry, log);

@@ -5,6 +5,7 @@
 import client from 'prom-client';
 import { DROP_REASONS, type CountersSnapshot } from './counters.js';
 import type { ResponderCounters } from '../ndp/responder.js';
+import { buildInfo } from '../build-info.js';
 
 type Sample = { value: number; labels: Record<string, string> };
 
@@ -55,6 +56,8 @@ export function routerRegistry(readNow: () => Promise<CountersSnapshot>, ndp?: (
     register('sixbed4_ndp_proxied_addresses', 'Addresses the neighbour proxy answers for', 'gauge',
       async () => [{ value: ndp().liveAddresses, labels: {} }]);
   }
+  new client.Gauge({ name: 'sixbed4_build_info', help: 'Always 1; the labels say which sixbed4 runs: version, git revision, Node.js version.',
+    labelNames: ['version', 'revision', 'node'] as const, registers: [registry] }).set({ ...buildInfo() }, 1);
   client.collectDefaultMetrics({ register: registry, prefix: 'sixbed4_' });
   return registry;
 }

@@ -7,6 +7,12 @@
 #
 #   build-image.sh [TAG [CONTEXT]]   defaults: sixbed4:dev, this checkout
 #
+# Build arguments: BASE_IMAGE and BUILD_IMAGE (the local bases, not the
+# Dockerfile's official node:20 defaults), VERSION (CONTEXT's package.json),
+# REVISION (`git rev-parse HEAD` of CONTEXT, else "unknown") and SOURCE (the
+# git remote "origin" as an https URL, when there is one), for the image's OCI
+# labels and `sixbed4 --version`.
+#
 # The build runs with --network host: only `npm ci` (npm registry) and the
 # build image's apt-get (Debian mirror) reach out; nothing else does.
 # Prints timings and the image size; the last line of stdout is the image id.
@@ -20,6 +26,11 @@ CONTEXT="${2:-$root}"
 BASE_IMAGE="${BASE_IMAGE:-sixbed4-base:bookworm}"
 BUILD_IMAGE="${BUILD_IMAGE:-sixbed4-build:bookworm}"
 export BASE_IMAGE BUILD_IMAGE
+VERSION="$(node -p 'require(process.argv[1]).version' "$CONTEXT/package.json")"
+REVISION="$(git -C "$CONTEXT" rev-parse HEAD 2>/dev/null || echo unknown)"
+SOURCE="$(git -C "$CONTEXT" remote get-url origin 2>/dev/null || echo unknown)"
+# git@host:owner/repo(.git) -> https://host/owner/repo; no credentials in a label
+SOURCE="$(sed -E -e 's#^git@([^:]+):#https://\1/#' -e 's#^(https?://)[^/@]*@#\1#' -e 's#\.git$##' <<<"$SOURCE")"
 
 [[ "$TAG" == *:* ]] || TAG="$TAG:latest"
 # The build stage is tagged too, so that exactly one copy of it is kept as the
@@ -32,9 +43,10 @@ old_id="$("$DOCKER" image inspect -f '{{.Id}}' "$TAG" 2>/dev/null || true)"
 old_stage_id="$("$DOCKER" image inspect -f '{{.Id}}' "$STAGE_TAG" 2>/dev/null || true)"
 "$here/base-image.sh"
 t1=$SECONDS
-log "docker build -t $TAG $CONTEXT"
+log "docker build -t $TAG $CONTEXT (version $VERSION, revision $REVISION)"
 blog="$(mktemp /tmp/sixbed4-docker-build.XXXXXX.log)"
-args=(--network host --force-rm --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "BUILD_IMAGE=$BUILD_IMAGE")
+args=(--network host --force-rm --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "BUILD_IMAGE=$BUILD_IMAGE"
+  --build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION" --build-arg "SOURCE=$SOURCE")
 # Stage 1 alone (tagged), then the whole file, which finds stage 1 in the cache.
 if ! { "$DOCKER" build "${args[@]}" --target build -t "$STAGE_TAG" "$CONTEXT" \
        && "$DOCKER" build "${args[@]}" -t "$TAG" "$CONTEXT"; } >"$blog" 2>&1; then

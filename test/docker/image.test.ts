@@ -105,8 +105,16 @@ serial(title('the image builds from this checkout (local base images, multi-stag
   const size = Number((await dockerOk(['image', 'inspect', '-f', '{{.Size}}', IMAGE])).trim());
   t.log(`${IMAGE}: ${Math.round(size / 1e6)} MB`);
   t.true(size < MAX_IMAGE_MB * 1e6, `image is ${Math.round(size / 1e6)} MB, more than ${MAX_IMAGE_MB} MB`);
-  const cfg = JSON.parse(await dockerOk(['image', 'inspect', '-f', '{{json .Config}}', IMAGE])) as { Entrypoint: string[]; User: string };
+  const cfg = JSON.parse(await dockerOk(['image', 'inspect', '-f', '{{json .Config}}', IMAGE])) as
+    { Entrypoint: string[]; User: string; Labels: Record<string, string> };
   t.deepEqual(cfg.Entrypoint, ['node', '/app/dist/agent/cli/main.js']);
+  // OCI labels: the version of the context's package.json, the revision of its git checkout (build-image.sh passes both).
+  const version = (JSON.parse(await readFile(`${CONTEXT}/package.json`, 'utf8')) as { version: string }).version;
+  const revision = (await execCommand('git', ['-C', CONTEXT, 'rev-parse', 'HEAD'])).stdout.trim() || 'unknown';
+  t.is(cfg.Labels['org.opencontainers.image.version'], version);
+  t.is(cfg.Labels['org.opencontainers.image.revision'], revision);
+  t.is(cfg.Labels['org.opencontainers.image.licenses'], 'BSD-2-Clause');
+  t.truthy(cfg.Labels['org.opencontainers.image.source']);
   built = true;
 });
 
@@ -130,6 +138,11 @@ serial(title('the container prints its usage (--help, and with no arguments)'), 
   t.is(tools.code, 0, tools.stdout + tools.stderr);
   t.regex(tools.stdout, /iproute2/);
   t.regex(tools.stdout, /modules ok/);
+  // The version, the revision baked in at build time (as labelled), the image's Node.js, the addon loaded.
+  const labels = JSON.parse(await dockerOk(['image', 'inspect', '-f', '{{json .Config.Labels}}', IMAGE])) as Record<string, string>;
+  const version = await docker(['run', '--rm', '--network', 'none', IMAGE, '--version']);
+  t.is(version.code, 0, version.stderr);
+  t.regex(version.stdout, new RegExp(`^sixbed4 ${labels['org.opencontainers.image.version']!.replace(/\./g, '\\.')}\nrevision: ${labels['org.opencontainers.image.revision']}\nnode: v20\\.\\d+\\.\\d+\nnative addon: loaded\n$`));
 });
 
 serial(title('without CAP_NET_ADMIN the router refuses with a clear message (so the capability is really needed)'), async (t) => {

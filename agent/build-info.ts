@@ -1,0 +1,113 @@
+/**
+ * What this build of sixbed4 is: the version (package.json, the one version of
+ * the package, the chart and the image), the git revision it was built from,
+ * the Node.js running it, and whether the native addon loads.
+ *
+ * The revision is baked in at build time: `npm run build` ends with
+ * `node dist/agent/build-info.js --write`, which writes
+ * dist/agent/build-info.json from $SIXBED4_REVISION (the Dockerfile passes its
+ * REVISION build argument: .git is not in the build context), else
+ * `git rev-parse HEAD`, else "unknown".
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface BuildInfo {
+  /** package.json's version */
+  version: string;
+  /** the git commit built, or "unknown" */
+  revision: string;
+  /** process.version, e.g. v20.20.2 */
+  node: string;
+}
+
+export interface NativeStatus {
+  loaded: boolean;
+  /** why it did not load */
+  error?: string;
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** Next to this module: dist/agent/build-info.json once built. */
+const INFO_FILE = join(here, 'build-info.json');
+
+/** The nearest ancestor directory holding sixbed4's package.json (from agent/ and from dist/agent/ alike). */
+function packageRoot(): string | undefined {
+  for (let dir = here; ; dir = dirname(dir)) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      try {
+        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown }).name === 'sixbed4') return dir;
+      } catch {
+        // unreadable: keep walking
+      }
+    }
+    if (dirname(dir) === dir) return undefined;
+  }
+}
+
+function readVersion(): string {
+  const root = packageRoot();
+  if (!root) return 'unknown';
+  const v = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version?: unknown }).version;
+  return typeof v === 'string' ? v : 'unknown';
+}
+
+function readRevision(): string {
+  try {
+    const r = (JSON.parse(readFileSync(INFO_FILE, 'utf8')) as { revision?: unknown }).revision;
+    return typeof r === 'string' && r ? r : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+let cached: BuildInfo | undefined;
+
+export function buildInfo(): BuildInfo {
+  cached ??= { version: readVersion(), revision: readRevision(), node: process.version };
+  return cached;
+}
+
+/** Tries to load the native addon; never throws (a missing or broken addon is reported, not fatal). */
+export async function nativeStatus(): Promise<NativeStatus> {
+  try {
+    (await import('./io/native.js')).loadNative();
+    return { loaded: true };
+  } catch (err) {
+    return { loaded: false, error: (err as Error).message };
+  }
+}
+
+/** The lines `sixbed4 version` prints. */
+export async function versionText(): Promise<string> {
+  const b = buildInfo();
+  const n = await nativeStatus();
+  return `sixbed4 ${b.version}\nrevision: ${b.revision}\nnode: ${b.node}\nnative addon: ${n.loaded ? 'loaded' : `not loaded (${n.error})`}\n`;
+}
+
+/** What the agent and the operator log when they start. */
+export async function startFields(): Promise<Record<string, string | boolean>> {
+  const n = await nativeStatus();
+  return { ...buildInfo(), nativeAddon: n.loaded };
+}
+
+/** The revision to bake in: $SIXBED4_REVISION, else git's HEAD of the package, else "unknown". */
+export function revisionAtBuild(root = packageRoot() ?? process.cwd()): string {
+  const fromEnv = process.env.SIXBED4_REVISION?.trim();
+  if (fromEnv) return fromEnv;
+  try {
+    return execFileSync('git', ['-C', root, 'rev-parse', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() || 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+// `node dist/agent/build-info.js --write` (the last step of `npm run build`)
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1] && process.argv[2] === '--write') {
+  const revision = revisionAtBuild();
+  writeFileSync(INFO_FILE, `${JSON.stringify({ revision }, null, 2)}\n`);
+  process.stdout.write(`${INFO_FILE}: revision ${revision}\n`);
+}
