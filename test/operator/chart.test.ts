@@ -235,8 +235,8 @@ htest('helm template: the one agent DaemonSet (host network, make before break, 
   ]);
   t.is(c.ports, undefined, 'no declared ports: on the host network they are host ports, and the surging agent could not start');
   const exec = { command: ['node', '/app/dist/agent/cli/probe.js', '/tmp/sixbed4-agent.sock'] };
-  t.deepEqual(c.readinessProbe, { exec, periodSeconds: 10, timeoutSeconds: 5, failureThreshold: 3 });
-  t.deepEqual(c.livenessProbe, { exec, initialDelaySeconds: 15, periodSeconds: 20, timeoutSeconds: 10, failureThreshold: 3 });
+  t.deepEqual(c.readinessProbe, { exec, periodSeconds: 10, timeoutSeconds: 10, failureThreshold: 3 });
+  t.deepEqual(c.livenessProbe, { exec, initialDelaySeconds: 15, periodSeconds: 20, timeoutSeconds: 15, failureThreshold: 3 });
   t.deepEqual(c.resources, { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } });
   t.deepEqual(c.securityContext, {
     privileged: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsUser: 0, runAsNonRoot: false,
