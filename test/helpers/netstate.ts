@@ -12,9 +12,15 @@ export function addressLines(links: IpAddrLink[], keep: (ifname: string) => bool
     .flatMap((l) => (l.addr_info ?? []).map((a) => `${l.ifname} ${a.family} ${a.local}/${a.prefixlen} scope ${a.scope}`)).sort();
 }
 
-/** One line per route: `unicast 2001:db8::/64 via fe80::1 dev eth0 table main metric 1024`, sorted. */
+/**
+ * One line per route: `unicast 2001:db8::/64 via fe80::1 dev eth0 table main metric 1024`, sorted. Routes the kernel
+ * derives from addresses and links (local, multicast, broadcast, anycast) are left out: they come and go with DAD
+ * (the local route of a link-local address appears only once it is no longer tentative), and the addresses are
+ * compared anyway.
+ */
 export function routeLines(routes: IpRoute[], keep: (dev: string) => boolean = () => true): string[] {
-  return routes.filter((r) => keep(r.dev ?? '-'))
+  const derived = new Set(['local', 'multicast', 'broadcast', 'anycast']);
+  return routes.filter((r) => keep(r.dev ?? '-') && !derived.has(r.type ?? 'unicast'))
     .map((r) => `${r.type ?? 'unicast'} ${r.dst} via ${r.gateway ?? '-'} dev ${r.dev ?? '-'} table ${r.table ?? 'main'} metric ${r.metric ?? 0}`).sort();
 }
 
