@@ -122,7 +122,10 @@ class Controller {
     this.daemonSets = new Informer<KubeObject>(kube, paths.daemonSets(o.namespace), {
       name: 'daemonsets', fieldSelector: `metadata.name=${o.agentDaemonSet}`, log, onChange: () => this.enqueueAll(),
     });
-    this.configMaps = new Informer<KubeObject>(kube, paths.configMaps(o.namespace), { name: 'configmaps', labelSelector: managed, log, onChange: owned });
+    // Another prefix's shares matter too: two prefixes may not listen on one address and port of a node (plan.ts).
+    this.configMaps = new Informer<KubeObject>(kube, paths.configMaps(o.namespace), {
+      name: 'configmaps', labelSelector: managed, log, onChange: (t, cm) => { owned(t, cm); this.enqueueAll(); },
+    });
     // The node agents' heartbeats and reports. A renewal alone changes nothing (each prefix looks again when a report
     // would go stale: status.ts); a changed report, a new Lease or one gone does.
     this.leases = new Informer<KubeObject>(kube, paths.leases(o.namespace), {

@@ -32,11 +32,20 @@ export function selects(selector: Record<string, string>, labels: Record<string,
   return Object.entries(selector).every(([k, v]) => labels[k] === v);
 }
 
-/** Another SixBed4Prefix, for overlap checks. */
+/** Another SixBed4Prefix, for overlap checks and for listen addresses two prefixes would share on a node. */
 export interface OtherPrefix {
   name: string;
   prefix: string;
   creationTimestamp?: string;
+  /** node -> "address:port" its agent listens on for that prefix (from its agent ConfigMap) */
+  listens?: ReadonlyMap<string, string>;
+}
+
+/** Whether the other prefix came first (older, or as old and a smaller name): it keeps what both want. */
+function olderThan(o: OtherPrefix, name: string, created: string | undefined): boolean {
+  const mine = created ?? '';
+  const theirs = o.creationTimestamp ?? '';
+  return theirs < mine || (theirs === mine && o.name < name);
 }
 
 export interface Plan {
@@ -73,9 +82,7 @@ export function overlappingWinners(name: string, created: string | undefined, pr
       continue;
     }
     if (!overlaps(prefix, p)) continue;
-    const mine = created ?? '';
-    const theirs = o.creationTimestamp ?? '';
-    if (theirs < mine || (theirs === mine && o.name < name)) winners.push(`${o.name} (${p.text})`);
+    if (olderThan(o, name, created)) winners.push(`${o.name} (${p.text})`);
   }
   return winners;
 }
@@ -152,6 +159,23 @@ export function plan(
       routes: spec.routes,
       ndpProxy: spec.ndpProxy,
       tunnel: tunnelName(name),
+    });
+  }
+  // One agent serves every prefix of its node: two prefixes cannot listen on one IPv4:port there (their routers would
+  // share the port and split each other's peers). The older prefix keeps it; this one does not serve that node.
+  const clashes: string[] = [];
+  for (const [node, share] of nodes) {
+    const at = `${share.listen.address}:${share.listen.port}`;
+    const holder = others.find((o) => o.name !== name && o.listens?.get(node) === at && olderThan(o, name, created));
+    if (holder) {
+      clashes.push(`node ${node} listens on ${at} for the older SixBed4Prefix ${holder.name}`);
+      nodes.delete(node);
+    }
+  }
+  if (clashes.length) {
+    problems.push({
+      reason: 'ListenAddressShared',
+      message: `${list(clashes, 5)}: not served there (set another spec.listen.port, or select other nodes)`,
     });
   }
   if (noAddress.length) {

@@ -79,6 +79,7 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
     const others = d.prefixes.list().map((o) => ({
       name: o.metadata.name ?? '', prefix: typeof o.spec?.prefix === 'string' ? o.spec.prefix : '',
       ...(o.metadata.creationTimestamp ? { creationTimestamp: o.metadata.creationTimestamp } : {}),
+      listens: listensOf(d.configMaps.get(agentConfigMapName(o.metadata.name ?? ''), d.namespace)),
     }));
     pl = plan(name, p.metadata.creationTimestamp, checked.spec, d.nodes.list().map(nodeInfo), prev.record, others);
     problems.push(...pl.problems);
@@ -261,6 +262,20 @@ function leaseNodesReporting(d: ReconcileDeps, prefixName: string): string[] {
   for (const l of d.leases?.list(d.namespace) ?? []) {
     const node = (l as LeaseObject).spec?.holderIdentity;
     if (node && agentOnLease(l, prefixName)?.report) out.push(node);
+  }
+  return out;
+}
+
+/** node -> "address:port" of each share in a prefix's agent ConfigMap. */
+function listensOf(cm: KubeObject | undefined): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [key, text] of Object.entries((cm as { data?: Record<string, string> } | undefined)?.data ?? {})) {
+    const m = /^node\.(.+)\.json$/.exec(key);
+    if (!m) continue;
+    try {
+      const share = JSON.parse(text) as AgentNodeConfig;
+      out.set(m[1]!, `${share.listen.address}:${share.listen.port}`);
+    } catch { /* not ours to judge: the drift repair rewrites it */ }
   }
   return out;
 }

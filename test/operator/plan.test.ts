@@ -117,3 +117,19 @@ test('cloud-style nodes: the share listens on the ExternalIP and may bind the In
   const fixed = plan('p', undefined, checkSpec({ prefix: '2001:db8:9:10::/64', nodeSelector: { role: 'edge' }, listen: { address: '192.0.2.9' } }).spec!, [node], {});
   t.deepEqual(fixed.nodes.get('c1')!.listen, { address: '192.0.2.9', port: 25790 });
 });
+
+test('two prefixes on one node cannot listen on the same address and port: the older keeps it, the newer is Degraded there', (t) => {
+  const nodes = [{ name: 'n1', labels: { role: 'edge' }, address: '198.51.100.5' }, { name: 'n2', labels: { role: 'edge' }, address: '198.51.100.6' }];
+  const spec = checkSpec({ prefix: '2001:db8:9:10::/63', nodeSelector: { role: 'edge' } }).spec!;
+  const older = { name: 'first', prefix: '2001:db8:7::/48', creationTimestamp: '2026-11-01T00:00:00Z', listens: new Map([['n1', '198.51.100.5:25790']]) };
+  const p = plan('second', '2026-11-02T00:00:00Z', spec, nodes, {}, [older]);
+  t.deepEqual([...p.nodes.keys()], ['n2'], 'n1 is not served by the newer prefix');
+  t.deepEqual(p.problems.map((x) => x.reason), ['ListenAddressShared']);
+  t.regex(p.problems[0]!.message, /^node n1 listens on 198\.51\.100\.5:25790 for the older SixBed4Prefix first: not served there/);
+  // The older one is not affected by the newer, and another port clashes with nothing.
+  const newer = { name: 'second', prefix: '2001:db8:9:10::/63', creationTimestamp: '2026-11-02T00:00:00Z', listens: new Map([['n1', '198.51.100.5:25790']]) };
+  t.deepEqual(plan('first', '2026-11-01T00:00:00Z', checkSpec({ prefix: '2001:db8:7::/48', nodeSelector: { role: 'edge' } }).spec!, nodes, {}, [newer]).problems, []);
+  const otherPort = plan('second', '2026-11-02T00:00:00Z', checkSpec({ prefix: '2001:db8:9:10::/63', nodeSelector: { role: 'edge' }, listen: { port: 25791 } }).spec!, nodes, {}, [older]);
+  t.deepEqual(otherPort.problems, []);
+  t.is(otherPort.nodes.size, 2);
+});
