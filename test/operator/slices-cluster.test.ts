@@ -468,8 +468,9 @@ ktest('an operator restart changes nothing: the new leader writes nothing', asyn
 
 ktest('reserved slices are skipped; a full range and a full word space give Events and status reasons, and recover', async (t) => {
   // one word A (7), four words B (0..3), two of them holding local addresses
+  // node solo serves another prefix too: this one listens on a port of its own (one agent serves both)
   await applyPrefix('resv', {
-    prefix: '2001:db8:64:1::/64', nodeSelector: { role: 'solo' }, localAddresses: ['::7:1:0:11', '2001:db8:64:1:7:2:0:30'],
+    prefix: '2001:db8:64:1::/64', nodeSelector: { role: 'solo' }, listen: { port: 25791 }, localAddresses: ['::7:1:0:11', '2001:db8:64:1:7:2:0:30'],
     slices: { enabled: true, namespaceWords: { first: 7, last: 7 }, podWords: { first: 0, last: 3 } },
   });
   await nodes64('resv', 1);
