@@ -19,24 +19,13 @@ name=build-control-plane
 . "$(dirname "${BASH_SOURCE[0]}")/build-lib.sh"
 : "${ETCD_VERSION:?}" "${HELM_VERSION:?}"
 
-force=0
-case "${1:-}" in
-  --force) force=1 ;;
-  "") ;;
-  -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-  *) die "unknown argument: $1 (usage: $0 [--force])" ;;
-esac
+parse_args "$@"
 
 BINARIES=(kube-apiserver kube-controller-manager etcd helm)
 stamp="$bin/.stamp"
 wanted="k8s=$K8S_VERSION etcd=$ETCD_VERSION helm=$HELM_VERSION wrappers=$(wrappers_hash kubernetes etcd helm)"
 
-if [ "$force" = 0 ] && up_to_date "$stamp" "$wanted" "${BINARIES[@]}"; then
-  log "up to date: $bin ($wanted)"
-  exit 0
-fi
-if [ "$force" = 0 ] && lock_or_wait "$stamp" "$wanted" "${BINARIES[@]}"; then exit 0; fi
-[ "$force" = 1 ] && lock_or_wait "$stamp" "" || true
+exit_if_built "$stamp" "$wanted" "${BINARIES[@]}"
 
 log "go: $(cd "$wrappers/kubernetes" && go version) (GOTOOLCHAIN=$GOTOOLCHAIN)"
 # A cold build needs ~5 GB (module + build caches ~4.6 GB, binaries ~280 MB).

@@ -51,6 +51,30 @@ up_to_date() {
   for b in "$@"; do [ -x "$bin/$b" ] || return 1; done
 }
 
+# parse_args "$@": sets force (0/1); --help prints the script's header comment.
+parse_args() {
+  force=0
+  case "${1:-}" in
+    --force) force=1 ;;
+    "") ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
+    *) die "unknown argument: $1 (usage: $0 [--force])" ;;
+  esac
+}
+
+# exit_if_built STAMP WANTED BINARY... : exits 0 when there is nothing to build (also after waiting for another
+# build of the same cache); otherwise returns holding the build lock. With --force, always builds.
+exit_if_built() {
+  local stamp="$1" wanted="$2"
+  shift 2
+  if [ "$force" = 0 ] && up_to_date "$stamp" "$wanted" "$@"; then
+    log "up to date: $bin ($wanted)"
+    exit 0
+  fi
+  if [ "$force" = 0 ]; then lock_or_wait "$stamp" "$wanted" "$@" && exit 0; return 0; fi
+  lock_or_wait "$stamp" "" || true
+}
+
 # One build at a time per cache (parallel CI jobs / test runs on one machine).
 # Returns 0 when another build finished what we wanted while we waited.
 lock_or_wait() {

@@ -14,25 +14,14 @@ name=build-node
 # shellcheck source=build-lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/build-lib.sh"
 
-force=0
-case "${1:-}" in
-  --force) force=1 ;;
-  "") ;;
-  -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
-  *) die "unknown argument: $1 (usage: $0 [--force])" ;;
-esac
+parse_args "$@"
 
 CNI_PLUGINS=(bridge host-local loopback ptp portmap)
 BINARIES=(kubelet kube-scheduler kubectl containerd containerd-shim-runc-v2 ctr cnitool runc "${CNI_PLUGINS[@]/#/cni/}")
 stamp="$bin/.stamp-node"
 wanted="k8s=$K8S_VERSION node=$(wrappers_hash kubernetes node runc)"
 
-if [ "$force" = 0 ] && up_to_date "$stamp" "$wanted" "${BINARIES[@]}"; then
-  log "up to date: $bin ($wanted)"
-  exit 0
-fi
-if [ "$force" = 0 ] && lock_or_wait "$stamp" "$wanted" "${BINARIES[@]}"; then exit 0; fi
-[ "$force" = 1 ] && lock_or_wait "$stamp" "" || true
+exit_if_built "$stamp" "$wanted" "${BINARIES[@]}"
 
 command -v pkg-config >/dev/null && pkg-config --exists libseccomp \
   || die "runc needs cgo with libseccomp: apt-get install libseccomp-dev pkg-config"
