@@ -67,7 +67,7 @@ async function dump(): Promise<string> {
   const out: string[] = [];
   for (const n of s.nodes) out.push(await n.logs(15), await n.podLogs('agent', 25));
   try {
-    const r = await run(join(s.cp.binDir, '..', 'bin', 'kubectl'), ['--kubeconfig', s.cp.kubeconfigPath, 'get', 'pods,ds,deploy,sixbed4prefixes', '-A', '-o', 'wide']);
+    const r = await run(join(s.cp.binDir, 'kubectl'), ['--kubeconfig', s.cp.kubeconfigPath, 'get', 'pods,ds,deploy,sixbed4prefixes', '-A', '-o', 'wide']);
     out.push(r.stdout);
   } catch { /* best effort */ }
   return out.join('\n');
