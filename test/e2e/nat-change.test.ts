@@ -36,7 +36,7 @@ function hasConntrack(): boolean {
   // The NAT forgets the mapping again each round: a packet of the peer's that crossed it while the rules changed can
   // have renewed the old mapping (seen once in six runs: the router then rightly kept forwarding from the old port).
   for (let i = 0; i < 10 && !seen; i++) {
-    await topo.nat.run([systemTool('conntrack'), '-D', '-p', 'udp']).catch(() => undefined);
+    await topo.nat.run([systemTool('conntrack'), '-F']).catch(() => undefined);
     await ping6(topo.peers.A, TOPO.ispV6, { count: 1, timeoutS: 1 });
   }
   const line = await movedLine;
