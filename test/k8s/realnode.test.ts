@@ -230,8 +230,18 @@ serial(title('a node reboot (kubelet, containerd and every container killed, the
     (await pods('app.kubernetes.io/component=agent')).some((p) => p.spec.nodeName === name && podReady(p)), 180_000, 500)
     .catch(async (e: Error) => { throw new Error(`${e.message}\n${await dump()}`); });
   // Stateless: the router derives the same addresses, so the peer's keepalives simply get through again.
-  await eventually(`the ISP reaching the peer on ${name} at its old address`, async () => (await ping6(s.lab.isp, peerAddr, { count: 1 })).received === 1, 60_000, 500);
   const peerNs = name === NODES[0] ? s.lab.peers.A : s.lab.peers.B;
+  const peerProc = s.peers[NODES.indexOf(name)]!;
+  await eventually(`the ISP reaching the peer on ${name} at its old address`, async () => (await ping6(s.lab.isp, peerAddr, { count: 1 })).received === 1, 60_000, 500)
+    .catch(async (e: Error) => {
+      const look = async (ns: typeof peerNs, argv: string[]) => (await ns.exec(argv, { timeoutMs: 10_000 })).stdout;
+      throw new Error([e.message, await dump(),
+        `--- peer on ${name} (${peerProc.running ? 'running' : JSON.stringify(peerProc.exitStatus)}):\n${peerProc.output().split('\n').slice(-25).join('\n')}`,
+        `--- peer addresses:\n${await look(peerNs, ['ip', '-6', 'addr', 'show'])}`,
+        `--- NAT conntrack:\n${await look(s.lab.nat, ['conntrack', '-L', '-p', 'udp'])}`,
+        `--- ${name} UDP sockets, links and IPv6 routes:\n${await look(labNode(name).ns, ['ss', '-uanp'])}${await look(labNode(name).ns, ['ip', '-br', 'link'])}${await look(labNode(name).ns, ['ip', '-6', 'route'])}`,
+      ].join('\n'));
+    });
   const peerAddrs = await peerNs.json<{ addr_info?: { local: string }[] }[]>(['-6', 'addr', 'show']);
   t.true(peerAddrs.some((l) => (l.addr_info ?? []).some((a) => a.local === peerAddr)), 'the peer kept its address');
   // Nothing duplicated: one agent per node, one status entry per node, two Nodes.
