@@ -76,7 +76,7 @@ WORKDIR /app
 ENV NODE_ENV=production
 COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules ./node_modules
-COPY --from=build /src/build/Release/sixbed4_native.node ./build/Release/
+COPY --from=build /src/build/Release/sixbed4_native.node /src/build/Release/sixbed4-cni ./build/Release/
 COPY --from=build /src/dist ./dist
 COPY --from=build /src/crds ./crds
 # Metrics (--metrics H:P, e.g. 0.0.0.0:9464) and the 6bed4 UDP port.

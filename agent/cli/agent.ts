@@ -8,6 +8,7 @@ import { InputError } from '../protocol/ip.js';
 import { startFields } from '../build-info.js';
 import { Kube } from '../../kube/client.js';
 import { startAgent } from '../cluster/agent.js';
+import { CNI_OPTIONS, cniPaths, pluginBinary } from './cni.js';
 
 /**
  * --metrics ':PORT' binds the node's address from SIXBED4_METRICS_ADDRESS (the DaemonSet sets it to the node's
@@ -29,7 +30,7 @@ export async function agentCommand(args: string[]): Promise<number> {
         prefix: { type: 'string' }, node: { type: 'string' }, namespace: { type: 'string' }, kubeconfig: { type: 'string' },
         'state-dir': { type: 'string' }, metrics: { type: 'string' }, tun: { type: 'string' }, 'poll-ms': { type: 'string' },
         'heartbeat-ms': { type: 'string' }, 'log-level': { type: 'string' }, 'log-format': { type: 'string' },
-        'health-socket': { type: 'string' }, 'handover-wait-ms': { type: 'string' },
+        'health-socket': { type: 'string' }, 'handover-wait-ms': { type: 'string' }, 'daemonset': { type: 'string' }, ...CNI_OPTIONS,
       },
     }));
   } catch (err) {
@@ -55,6 +56,9 @@ export async function agentCommand(args: string[]): Promise<number> {
     stateDir: values['state-dir'] ?? '/var/lib/sixbed4',
     ...(values.metrics ? { metrics: metricsAddress(values.metrics) } : {}),
     ...(values['health-socket'] ? { healthSocket: values['health-socket'] } : {}),
+    ...(values['cni-socket'] ? { cniSocket: values['cni-socket'] } : {}),
+    // keeping the plugin installed needs the node's CNI directories (the DaemonSet mounts them)
+    ...(values['cni-conf-dir'] ? { cniInstall: { ...cniPaths(values), pluginBinary: pluginBinary(), ...(values.daemonset ? { daemonSet: values.daemonset } : {}) } } : {}),
     ...(values['handover-wait-ms'] ? { handoverWaitMs: Number(values['handover-wait-ms']) } : {}),
     ...(values.tun ? { tun: values.tun } : {}),
     ...(values['poll-ms'] ? { pollMs: Number(values['poll-ms']) } : {}),

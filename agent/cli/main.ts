@@ -50,7 +50,12 @@ commands:
   agent    run the node agent: serves every SixBed4Prefix of its node (what the chart's DaemonSet runs)
                --namespace NS   where the operator keeps the agent ConfigMaps (default \$POD_NAMESPACE)
                --node NAME (default \$NODE_NAME); --state-dir D (default /var/lib/sixbed4); --metrics H:P
-               --health-socket PATH; --prefix NAME (serve only this one; then --tun NAME)
+               --health-socket PATH; --cni-socket PATH (answer the sixbed4-cni plugin)
+               --prefix NAME (serve only this one; then --tun NAME)
+
+  cni      install|uninstall  the sixbed4-cni plugin on this node: the binary into --cni-bin-dir (/opt/cni/bin),
+               chained into the first *.conflist of --cni-conf-dir (/etc/cni/net.d); --cni-socket PATH
+               (/run/sixbed4/cni.sock) --cni-pod-annotation KEY (sixbed4.io/slice) --cni-interface NAME (eth6)
 
   version  print the version, git revision, Node.js version and whether the native addon loads (also --version)
 
@@ -79,6 +84,7 @@ async function main(argv: string[]): Promise<number> {
     case 'lab': return labCommand(rest);
     case 'host': return (await import('./host.js')).hostCommand(rest);
     case 'agent': return (await import('./agent.js')).agentCommand(rest);
+    case 'cni': return (await import('./cni.js')).cniCommand(rest);
     case 'operator': return (await import('./operator.js')).operatorCommand(rest);
     default: throw new InputError(`unknown command '${command}' (try: sixbed4 --help)`);
   }

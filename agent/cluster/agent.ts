@@ -8,12 +8,17 @@ import type { Logger } from '../log.js';
 import { Counters, type CountersSnapshot } from '../router/counters.js';
 import { routerRegistry } from '../router/metrics.js';
 import { startMetricsServer, type MetricsServer } from '../metrics.js';
+import type { Registry } from 'prom-client';
 import { paths, type Kube } from '../../kube/client.js';
 import { Informer } from '../../kube/informer.js';
 import { LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, type AgentReport, type KubeObject, type SixBed4Prefix } from '../../kube/api.js';
 import { shareCache, shareFromData, type NodeShare } from './config.js';
 import { startPrefixAgent, type PrefixAgent } from './prefix.js';
 import { NodeLease } from './lease.js';
+import { NodeCni } from './cni.js';
+import { cniMetrics, removeStaleSockets, startCniServer, type CniServer } from '../cni/server.js';
+import { checkSlices } from '../../operator/slices/model.js';
+import { install, uninstall, type PluginSettings } from '../cni/install.js';
 
 export interface AgentOptions {
   node: string;
@@ -35,6 +40,13 @@ export interface AgentOptions {
   pollMs?: number;
   /** How often the node's heartbeat Lease is renewed, and each prefix's report compared with what was written. Default 10 s. */
   heartbeatMs?: number;
+  /** Answer the sixbed4-cni shim on this Unix socket path (a symbolic link to this agent's own socket). */
+  cniSocket?: string;
+  /**
+   * Keep the plugin installed (every minute: a primary CNI that rewrites its list drops our entry), and take it off
+   * when this agent stops because its DaemonSet is being deleted (helm uninstall), not for an upgrade or a drain.
+   */
+  cniInstall?: { binDir: string; confDir: string; settings: PluginSettings; pluginBinary: string; daemonSet?: string };
 }
 
 export interface RunningAgent { stop(): Promise<void>; }
@@ -146,10 +158,28 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
     void kick();
   });
 
-  const servers = await serve(o, log, {
-    counters: async () => sumCounters(await Promise.all([...agents.values()].map((a) => a.counters()))),
-    healthy: () => [...agents.values()].every((a) => a.healthy()),
-  }, () => stopped);
+  const registry = routerRegistry(async () => sumCounters(await Promise.all([...agents.values()].map((a) => a.counters()))));
+  const servers = await serve(o, log, registry, () => [...agents.values()].every((a) => a.healthy()), () => stopped);
+  let cni: CniServer | undefined;
+  if (o.cniSocket) {
+    const handler = new NodeCni(kube, {
+      node: o.node, log: log.child({ component: 'cni' }),
+      targets: () => [...agents].map(([name, a]) => ({ name, agent: a.slices, slices: checkSlices(prefixes.get(name)?.spec?.slices).slices })),
+    });
+    await removeStaleSockets(o.cniSocket);
+    cni = await startCniServer(o.cniSocket, handler, log.child({ component: 'cni' }), cniMetrics(registry));
+  }
+  const keepPlugin = async () => {
+    if (!o.cniInstall) return;
+    try {
+      const r = await install(o.cniInstall);
+      if (r.changed) log.info(`sixbed4-cni installed: ${r.binary}${r.conflist ? `, chained into ${r.conflist}` : ''}`);
+    } catch (err) {
+      log.warn(`keeping sixbed4-cni installed: ${(err as Error).message}`);
+    }
+  };
+  await keepPlugin();
+  const pluginTimer = setInterval(() => void keepPlugin(), 60_000);
   await kick();
   const poll = setInterval(() => void kick(), o.pollMs ?? 5000);
   const heartbeatMs = o.heartbeatMs ?? 10_000;
@@ -169,12 +199,16 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
     async stop() {
       if (stopped) return;
       stopped = true;
-      clearInterval(poll); clearInterval(heartbeat);
+      clearInterval(poll); clearInterval(heartbeat); clearInterval(pluginTimer);
       await Promise.all([configMaps.stop(), prefixes.stop(), renewing]);
       await chain;
       // A pod restart keeps each host as configured and hands the tunnels to the next agent when it comes.
       await Promise.all([...agents.values()].map((a) => a.stop({ waitForSuccessorMs: o.handoverWaitMs ?? 20_000 })));
       await renewing;
+      await cni?.close();
+      if (o.cniInstall?.daemonSet && await daemonSetGoing(kube, o.namespace, o.cniInstall.daemonSet, log)) {
+        for (const line of await uninstall(o.cniInstall)) log.info(`${line} (the agent DaemonSet is being deleted)`);
+      }
       await servers.close();
       log.info('agent stopped');
     },
@@ -182,17 +216,16 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
 }
 
 /** Metrics (TCP, retried while the previous agent holds the port) and the health socket. */
-async function serve(o: AgentOptions, log: Logger, src: { counters: () => Promise<CountersSnapshot>; healthy: () => boolean },
+async function serve(o: AgentOptions, log: Logger, registry: Registry, healthy: () => boolean,
   stopped: () => boolean): Promise<{ close(): Promise<void> }> {
-  const registry = routerRegistry(src.counters);
   const servers: MetricsServer[] = [];
-  if (o.healthSocket) servers.push(await startMetricsServer(o.healthSocket, registry, log, src.healthy));
+  if (o.healthSocket) servers.push(await startMetricsServer(o.healthSocket, registry, log, healthy));
   let retry: NodeJS.Timeout | undefined;
   if (o.metrics) {
     const listen = o.metrics;
     const attempt = async (first: boolean): Promise<void> => {
       try {
-        servers.push(await startMetricsServer(listen, registry, log, src.healthy));
+        servers.push(await startMetricsServer(listen, registry, log, healthy));
         if (!first) log.info(`metrics port ${listen} free again: serving metrics`);
       } catch (err) {
         if (!/port in use/.test((err as Error).message)) throw err;
@@ -208,6 +241,17 @@ async function serve(o: AgentOptions, log: Logger, src: { counters: () => Promis
       for (const s of servers.splice(0)) await s.close();
     },
   };
+}
+
+/** Whether the agents' DaemonSet is gone or being deleted: sixbed4 is being uninstalled, not upgraded. */
+async function daemonSetGoing(kube: Kube, namespace: string, name: string, log: Logger): Promise<boolean> {
+  try {
+    const ds = await kube.get<KubeObject>(`/apis/apps/v1/namespaces/${encodeURIComponent(namespace)}/daemonsets/${encodeURIComponent(name)}`);
+    return !ds || ds.metadata.deletionTimestamp !== undefined;
+  } catch (err) {
+    log.warn(`cannot tell whether the agent DaemonSet is being deleted (${(err as Error).message}): leaving sixbed4-cni installed`);
+    return false;
+  }
 }
 
 /** The node's totals over its prefixes. */

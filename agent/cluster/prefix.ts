@@ -17,6 +17,8 @@ import { proxiedLocalAddresses } from '../ndp/policy.js';
 import type { NodeShare } from './config.js';
 import { SliceAgent } from './slices.js';
 import type { AgentReport } from '../../kube/api.js';
+import { parsePrefix } from '../protocol/ip.js';
+import { subnetIndex } from '../../operator/prefix/subnets.js';
 
 export interface PrefixAgentOptions {
   prefixName: string;
@@ -41,6 +43,8 @@ export interface PrefixAgent {
   /** Whether this prefix forwards (or has given its host back). */
   healthy(): boolean;
   counters(): Promise<CountersSnapshot>;
+  /** The prefix's slices on this node (CNI requests go there). */
+  readonly slices: SliceAgent;
   /**
    * Stops. A pod restart keeps the host as configured and hands the tunnel to the next agent's router when one
    * comes within waitForSuccessorMs.
@@ -135,7 +139,7 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
         listening = `listening on ${n.listen.bind} (the InternalIP) for ${n.listen.address}, which is not an address of this node (1:1 NAT)`;
         log.info(listening);
       }
-      slices.start(n.prefix, router.proxy);
+      slices.start({ node64: n.prefix, index: subnetIndex(parsePrefix(share.common.prefix), n.prefix), localAddresses: n.localAddresses }, router.proxy);
       lastProblem = '';
       lastReason = '';
     } catch (err) {
@@ -165,6 +169,7 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
       return kick();
     },
     healthy: () => router !== null || reverted,
+    slices,
     counters: () => router ? router.counters() : Promise.resolve(zero),
     async stop(opts = {}) {
       if (stopped) return;

@@ -1,12 +1,20 @@
-// The agent's side of /112 slices: the SixBed4Slice objects bound to this
-// node and this prefix are what should be delivered; each pass brings the
-// node's veths and routes to that (agent/slices does the work) and reports
-// per slice in its status, with the agent's own field manager. Passes run one
-// at a time, on slice changes and on a timer (pods start after their slice is
-// allocated, and a pod's namespace appears only when it runs).
+// The agent's side of /112 slices for one prefix on this node.
+//
+// Delivery is by CNI: the runtime calls the sixbed4-cni shim before the pod's containers start, and the node agent
+// routes an ADD here (cni.ts): add() claims the pod's SixBed4Slice (claim.ts) and puts the veth, address and
+// routes into the sandbox's namespace. DEL is the node's (cni.ts): the SixBed4Slice stays while the pod exists, so
+// a new sandbox of the pod gets the same address; the operator releases it when the pod is gone.
+//
+// Passes repair: the SixBed4Slice objects bound to this node and prefix are what should be delivered; a pass
+// releases links nothing wants and, for a slice with no link (a pod that started before sixbed4 was installed),
+// finds the pod's namespace through /proc and delivers. Links made through CNI are left to the runtime. Each pass
+// reports per slice in its status, with the agent's own field manager. CNI requests and passes run one at a time.
 import type { Logger } from '../log.js';
-import { parsePrefix } from '../protocol/ip.js';
+import { parseIPv6, parsePrefix } from '../protocol/ip.js';
 import { SliceDeliverer, type NeighbourProxy } from '../slices/deliver.js';
+import { CNI, CniError, type Delivered } from '../cni/protocol.js';
+import { ClaimError, claimSlice, namespaceWord, type ClaimPod } from './claim.js';
+import { reservedSlices, sliceWords, type CheckedSlices } from '../../operator/slices/model.js';
 import { defaultLocator } from '../slices/podns.js';
 import { reconcileSlices, type DesiredSlice, type SliceStatus } from '../slices/reconcile.js';
 import { agentFieldManager, API_VERSION, SLICE_KIND, SLICES_PATH, type SixBed4Slice } from '../../kube/api.js';
@@ -15,11 +23,24 @@ import { Informer } from '../../kube/informer.js';
 
 export interface SliceAgentOptions { prefixName: string; node: string; log: Logger; intervalMs?: number; }
 
+/** Where this node serves the prefix: what a claim needs besides the pod. */
+export interface Serving {
+  node64: string;
+  /** the node's /64's index in the prefix */
+  index: number;
+  /** full addresses of the host inside the node's /64 (their slices are never handed out) */
+  localAddresses: readonly string[];
+}
+
+/** A CNI ADD as the node agent hands it over: the pod and the sandbox. */
+export interface PodAttach { pod: ClaimPod; containerId: string; netns: string; podIf: string }
+
 export class SliceAgent {
   private readonly slices = new Map<string, SixBed4Slice>();
   private readonly informer: Informer<SixBed4Slice>;
   private deliverer: SliceDeliverer | null = null;
   private node64: string | null = null;
+  private serving: Serving | null = null;
   private chain = Promise.resolve();
   private queued = false;
   private timer: NodeJS.Timeout | undefined;
@@ -38,8 +59,9 @@ export class SliceAgent {
   }
 
   /** Starts delivering into this node's /64 (again after a config change), with the router's neighbour proxy if any. */
-  start(node64: string, proxy?: NeighbourProxy): void {
-    this.node64 = node64;
+  start(serving: Serving, proxy?: NeighbourProxy): void {
+    this.node64 = serving.node64;
+    this.serving = serving;
     this.deliverer ??= new SliceDeliverer({ log: this.o.log });
     this.deliverer.setProxy(proxy);
     if (!this.timer) {
@@ -60,6 +82,56 @@ export class SliceAgent {
     this.timer = undefined;
     await this.informer.stop();
     await this.chain;
+  }
+
+  /** Whether CNI requests can be served (the node's /64 is known). */
+  get ready(): boolean { return this.serving !== null && this.deliverer !== null; }
+
+  /**
+   * CNI ADD: the pod's slice (held, or claimed now) delivered into the sandbox. Throws CniError: the kubelet shows
+   * the message and retries, so a pod never runs without the address it asked for.
+   */
+  add(a: PodAttach, slices: CheckedSlices): Promise<Delivered> {
+    return this.serial(async () => {
+      const srv = this.serving;
+      if (!srv || !this.deliverer) throw new CniError(CNI.tryAgainLater, `this node does not serve ${this.o.prefixName} yet (its router is starting)`);
+      let obj = [...this.slices.values()].find((x) => x.spec.pod.uid === a.pod.uid && x.spec.node === this.o.node);
+      if (!obj) {
+        const subnet = parsePrefix(srv.node64);
+        const word = await namespaceWord(this.kube, this.o.prefixName, { name: a.pod.namespace, uid: a.pod.namespaceUid }).catch(claimFailure);
+        const taken = new Set<number>();
+        for (const x of this.slices.values()) {
+          const w = sliceWords(x.spec.slice);
+          if (w && w.a === word) taken.add(w.b);
+        }
+        const reserved = reservedSlices(subnet, srv.localAddresses.map((t) => ({ bytes: parseIPv6(t), text: t, perNode: false })));
+        const got = await claimSlice(this.kube, {
+          prefixName: this.o.prefixName, node: this.o.node, subnet, index: srv.index, podWords: slices.podWords, reserved,
+        }, word, a.pod, (b) => taken.has(b), this.o.log).catch(claimFailure);
+        obj = got.slice;
+        this.slices.set(obj.metadata.name!, obj);
+      }
+      const d = this.deliverer;
+      let res;
+      try {
+        res = await d.deliver(obj.spec.slice, { uid: a.pod.uid, name: a.pod.name, namespace: a.pod.namespace, containerId: a.containerId, podIf: a.podIf }, a.netns);
+      } catch (err) {
+        if (/not sixbed4's/.test((err as Error).message)) throw new CniError(CNI.interfaceTaken, (err as Error).message);
+        throw err;
+      }
+      await this.report({ slice: res.slice, hostIf: res.hostIf, podUid: a.pod.uid, state: 'delivered', outcome: res.outcome, reason: `delivered through CNI (${res.outcome})` });
+      return {
+        hostIf: res.hostIf, podIf: a.podIf, address: `${res.address}/112`, gateway: d.options.gateway,
+        defaultRoute: res.commands.some((c) => / route add default via \S+ dev \S+$/.test(c)),
+      };
+    });
+  }
+
+  /** Runs fn after whatever pass or request is under way (one at a time: they touch the same links). */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.chain.then(fn);
+    this.chain = p.then(() => undefined, () => undefined);
+    return p;
   }
 
   /** At most one pass runs and one waits: a burst of changes costs two passes, not one each. */
@@ -99,6 +171,11 @@ export class SliceAgent {
       this.o.log.warn(`cannot report slice ${obj.metadata.name}: ${(err as Error).message}`);
     }
   }
+}
+
+function claimFailure(err: unknown): never {
+  if (err instanceof ClaimError) throw new CniError(err.transient ? CNI.tryAgainLater : CNI.exhausted, err.message);
+  throw err;
 }
 
 function desired(s: SixBed4Slice): DesiredSlice {

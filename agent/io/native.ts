@@ -110,7 +110,7 @@ const ADDON = join('build', 'Release', 'sixbed4_native.node');
  * package.json. Works from the sources (agent/io) and from the compiled
  * output (dist/agent/io) alike.
  */
-function packageRoot(): string {
+export function packageRoot(): string {
   const start = dirname(fileURLToPath(import.meta.url));
   let fallback: string | undefined;
   for (let dir = start; ; dir = dirname(dir)) {

@@ -158,7 +158,13 @@ export interface Step {
 
 export type Outcome = 'created' | 'unchanged' | 'repaired' | 'replaced';
 
-export interface PodRef { uid: string; name?: string; namespace?: string }
+export interface PodRef {
+  uid: string; name?: string; namespace?: string;
+  /** Delivered for a CNI ADD: the sandbox's container ID (recorded in the alias, for DEL and GC). */
+  containerId?: string;
+  /** The pod end's name when not the deliverer's (a standalone CNI network's CNI_IFNAME). */
+  podIf?: string;
+}
 
 /** Whether the existing host link is this slice's pair into this pod. */
 export function inPlace(seen: Observed, slice: Slice, podUid: string): boolean {
@@ -209,7 +215,7 @@ export function planDelivery(slice: Slice, pod: PodRef, podPath: string, seen: O
     ...(replacing ? [host(['link', 'del', 'dev', slice.hostIf], `${slice.hostIf} serves ${seen.host!.owner ? `pod ${seen.host!.owner.podUid}` : 'an unknown pod'}, not this one`)] : []),
     host(['link', 'add', slice.hostIf, 'type', 'veth', 'peer', 'name', o.podIf, 'netns', podPath], 'the pair, pod end created in the pod'),
     // The kernel ignores an alias given at creation; it is set right after.
-    host(['link', 'set', 'dev', slice.hostIf, 'alias', aliasFor(slice.text, pod.uid, ref)], 'which slice and pod the link serves'),
+    host(['link', 'set', 'dev', slice.hostIf, 'alias', aliasFor(slice.text, pod.uid, ref, pod.containerId ? { podIf: o.podIf, containerId: pod.containerId } : undefined)], 'which slice and pod the link serves'),
     host(['addr', 'add', `${o.gateway}/64`, 'dev', slice.hostIf, 'nodad'], 'the pod\'s next hop'),
     host(['link', 'set', 'dev', slice.hostIf, 'up'], 'host end up'),
     enableIpv6,
@@ -273,7 +279,12 @@ export class SliceDeliverer {
     return links.filter((l) => HOST_IF_RE.test(l.ifname)).map((l) => ({ hostIf: l.ifname, owner: parseAlias(l.ifalias) }));
   }
 
-  async observe(slice: Slice, podPath: string): Promise<Observed> {
+  /** The options with a per-pod interface name (checked like the deliverer's own). */
+  private forPod(podIf: string | undefined): Resolved {
+    return podIf === undefined || podIf === this.o.podIf ? this.o : { ...this.o, podIf: resolveOptions({ podIf }).podIf };
+  }
+
+  async observe(slice: Slice, podPath: string, podIf?: string): Promise<Observed> {
     const missingIsEmpty = (err: unknown): IpLinkAddr[] => { if (isMissing(err)) return []; throw err; };
     const [hostLink, hostAddrs, hostRoutes, podLinks, podRoutes, podRules] = await Promise.all([
       // `ip addr` does not print the alias, `ip link` no addresses: both, merged.
@@ -285,14 +296,14 @@ export class SliceDeliverer {
       this.podJson<IpRule[]>(podPath, ['-6', 'rule', 'show']),
     ]);
     const hostLinks = hostLink.map((l) => ({ ...l, addr_info: hostAddrs.find((a) => a.ifindex === l.ifindex)?.addr_info ?? [] }));
-    return interpret(slice, this.o, { links: hostLinks, routes: hostRoutes }, { links: podLinks, routes: podRoutes, rules: podRules });
+    return interpret(slice, this.forPod(podIf), { links: hostLinks, routes: hostRoutes }, { links: podLinks, routes: podRoutes, rules: podRules });
   }
 
   /** Delivers (or checks and tops up) the slice in the pod whose namespace is at podPath. */
   async deliver(sliceText: string, pod: PodRef, podPath: string): Promise<DeliveryResult> {
     const slice = parseSlice(sliceText);
-    const seen = await this.observe(slice, podPath);
-    const plan = planDelivery(slice, pod, podPath, seen, this.o);
+    const seen = await this.observe(slice, podPath, pod.podIf);
+    const plan = planDelivery(slice, pod, podPath, seen, this.forPod(pod.podIf));
     const commands: string[] = [];
     const ctx = { slice: slice.text, pod: pod.uid, hostIf: slice.hostIf };
     try {
@@ -313,10 +324,7 @@ export class SliceDeliverer {
     const who = pod.namespace && pod.name ? `${pod.namespace}/${pod.name}` : pod.uid;
     if (plan.outcome !== 'unchanged') this.log?.info(`slice ${slice.text} ${plan.outcome}: ${slice.address} in pod ${who}`, ctx);
     await this.checkForwarding(slice.hostIf);
-    if (this.proxy && !this.proxied.has(slice.text)) {
-      this.proxy.add(slice.addressBytes);
-      this.proxied.set(slice.text, slice.addressBytes);
-    }
+    this.keep(slice.text);
     return { slice: slice.text, address: slice.address, hostIf: slice.hostIf, outcome: plan.outcome, commands };
   }
 
@@ -354,6 +362,22 @@ export class SliceDeliverer {
     }
     this.log?.info(`ip link del dev ${hostIf}`, { reason: 'a slice link that records no slice' });
     return true;
+  }
+
+  /** What a delivered slice lacks in the pod at podPath (empty: complete), for CNI CHECK. */
+  async missing(sliceText: string, pod: PodRef, podPath: string): Promise<string[]> {
+    const slice = parseSlice(sliceText);
+    const seen = await this.observe(slice, podPath, pod.podIf);
+    if (!inPlace(seen, slice, pod.uid)) return [`the veth pair of ${slice.hostIf} does not reach this pod`];
+    return planDelivery(slice, pod, podPath, seen, this.forPod(pod.podIf)).steps.map((s) => s.why);
+  }
+
+  /** Answers ND for a delivered slice's pod address (once per slice; a slice delivered before this process started, too). */
+  keep(sliceText: string): void {
+    if (!this.proxy || this.proxied.has(sliceText)) return;
+    const slice = parseSlice(sliceText);
+    this.proxy.add(slice.addressBytes);
+    this.proxied.set(slice.text, slice.addressBytes);
   }
 
   /** Slices this process has told the proxy about. */

@@ -30,6 +30,8 @@ export interface PlannedDelivery {
   slice: Slice;
   /** new: not on the node; present: our link for this pod exists (checked and topped up); moved: our link serves another pod. */
   why: 'new' | 'present' | 'moved';
+  /** present, and made for a CNI ADD: the runtime owns it (CHECK, DEL), a pass does not re-enter the pod for it */
+  viaCni?: boolean;
 }
 
 export interface PlannedRelease {
@@ -104,7 +106,7 @@ export function planSlices(desired: readonly DesiredSlice[], delivered: readonly
     if (!d) {
       plan.deliver.push({ ...c, why: 'new' });
     } else if (d.owner && d.owner.slice === c.slice.text && normalizePodUid(d.owner.podUid) === c.want.podUid) {
-      plan.deliver.push({ ...c, why: 'present' });
+      plan.deliver.push({ ...c, why: 'present', ...(d.owner.cni ? { viaCni: true } : {}) });
     } else {
       plan.release.push({ hostIf: d.hostIf, slice: d.owner?.slice ?? null, podUid: d.owner?.podUid ?? null,
         why: d.owner ? `slice moved from pod ${d.owner.podUid} to ${c.want.podUid}` : 'link records no owner' });
@@ -134,7 +136,7 @@ export interface SliceStatus {
   outcome?: Outcome;
   address?: string;
   /** Where the pod's namespace was found. */
-  via?: 'proc' | 'docker';
+  via?: 'proc' | 'docker' | 'cni';
   reason?: string;
 }
 
@@ -174,6 +176,14 @@ export async function reconcileSlices(desired: readonly DesiredSlice[], deps: Re
   const deliveredNow = new Set<string>();
   for (const d of plan.deliver) {
     const base = { slice: d.slice.text, hostIf: d.slice.hostIf, podUid: d.want.podUid, address: d.slice.address };
+    if (d.viaCni) {
+      // Delivered through CNI: the pod's namespace may not be findable from here (a private cgroup namespace, a VM
+      // sandbox), and the runtime checks it (CNI CHECK). Only the node's ND answers are this pass's business.
+      deliverer.keep(d.slice.text);
+      deliveredNow.add(d.slice.text);
+      statuses.push({ ...base, state: 'delivered', outcome: 'unchanged', via: 'cni' });
+      continue;
+    }
     try {
       const found = await locator.find(d.want.podUid);
       if (found.kind !== 'found') {

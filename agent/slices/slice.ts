@@ -56,24 +56,33 @@ export const HOST_IF_RE = /^s4[0-9a-f]{13}$/;
 export interface SliceOwner {
   slice: string;
   podUid: string;
+  /** Set when the runtime asked for the link through CNI: the pod end's name and the sandbox's container ID (first 24). */
+  cni?: { podIf: string; containerId: string };
 }
 
 const ALIAS_TAG = 'sixbed4';
 
 /**
  * The alias (IFLA_IFALIAS, at most 255 bytes) written on the host end: which
- * slice and which pod it serves. It is what lets an agent that restarted tell
- * its own links apart and notice a slice that moved to another pod; the
- * namespace/name part is only for people running `ip link`.
+ * slice and which pod it serves, and for a link made through CNI which pod
+ * interface and sandbox. It is what lets an agent that restarted tell its own
+ * links apart, notice a slice that moved to another pod, and answer CNI DEL and
+ * GC for the right sandbox; the namespace/name part is only for people running
+ * `ip link`.
  */
-export function aliasFor(slice: string, podUid: string, podRef?: string): string {
+export function aliasFor(slice: string, podUid: string, podRef?: string, cni?: { podIf: string; containerId: string }): string {
   const base = `${ALIAS_TAG} slice=${slice} pod=${podUid}`;
+  const via = cni && /^[\w-]+$/.test(cni.podIf) && /^[\w-]+$/.test(cni.containerId) ? ` if=${cni.podIf} cid=${cni.containerId.slice(0, 24)}` : '';
   const ref = podRef && /^[\w./-]+$/.test(podRef) ? ` ref=${podRef}` : '';
-  return (base + ref).slice(0, 255);
+  return (base + via + ref).slice(0, 255);
 }
 
 /** The owner recorded by aliasFor, or null for any other alias (or none). */
 export function parseAlias(alias: string | undefined): SliceOwner | null {
-  const m = /^sixbed4 slice=(\S+) pod=(\S+)/.exec(alias ?? '');
-  return m ? { slice: m[1]!, podUid: m[2]! } : null;
+  const m = /^sixbed4 slice=(\S+) pod=(\S+)(?: if=(\S+) cid=(\S+))?/.exec(alias ?? '');
+  if (!m) return null;
+  return { slice: m[1]!, podUid: m[2]!, ...(m[3] && m[4] ? { cni: { podIf: m[3], containerId: m[4] } } : {}) };
 }
+
+/** Whether a CNI request's container ID is the one an alias recorded (it keeps the first 24 characters). */
+export const sameContainer = (recorded: string, containerId: string): boolean => containerId.slice(0, 24) === recorded;

@@ -1,6 +1,11 @@
 // The slice allocator's API layer: carries out plan.ts's plan for one
 // namespace, and writes a prefix's slice status.
 //
+// The operator claims words A for namespaces and releases what is no longer
+// used; the pods' slices are claimed by their nodes' agents when the runtime
+// sets up the pod's network (agent/cluster/claim.ts), so a pod has its
+// address before its containers start.
+//
 // Race-free by construction: a word A is claimed by creating the SixBed4Range
 // named <prefix>-<A>, a slice by creating the SixBed4Slice named
 // <prefix>-<index>-<A>-<B>. The API server lets exactly one create of a name
@@ -9,16 +14,16 @@
 // faster) or treats the word as taken and tries the next. The caches only
 // make good first guesses; they are never trusted for uniqueness. So two
 // replicas, a restart in the middle of an allocation, or a stale cache can
-// cost a retry but never hand a slice to two pods.
+// cost a retry but never hand a word or a slice to two owners.
 //
-// A pod has one slice: if two allocators raced with different caches and
-// both made one for it, both keep the first in text order (the agent
+// A pod has one slice: if two slices name the same pod (a race of claims
+// from different views), the first in text order is kept (the agent
 // delivers that one too) and the other is deleted.
 import type { Logger } from '../../agent/log.js';
 import { parsePrefix } from '../../agent/protocol/ip.js';
 import {
   ADDRESS_ANNOTATION, ALLOCATIONS_ANNOTATION, API_VERSION, ASSIGNED_SLICE_ANNOTATION, LABEL_MANAGED_BY, LABEL_NAMESPACE,
-  LABEL_POD_UID, LABEL_PREFIX, LABEL_RANGE, MANAGED_BY, RANGE_ANNOTATION, RANGE_KIND, SLICE_KIND, SLICES_CONDITION, SLICES_FIELD_MANAGER, KIND,
+  LABEL_PREFIX, LABEL_RANGE, MANAGED_BY, RANGE_ANNOTATION, RANGE_KIND, SLICE_KIND, SLICES_CONDITION, SLICES_FIELD_MANAGER, KIND,
   type Condition, type KubeObject, type SixBed4Prefix, type SixBed4Range, type SixBed4Slice, type SlicesStatus,
 } from '../../kube/api.js';
 import { parseAllocations, subnetIndex } from '../prefix/subnets.js';
@@ -28,10 +33,10 @@ import type { OperatorMetrics } from '../metrics.js';
 import { nodeInfo, plan, selects } from '../prefix/plan.js';
 import type { Cache } from '../prefix/reconcile.js';
 import {
-  planNamespace, rangeAnnotation, type Candidate, type NamespaceInfo, type PodInfo, type PrefixRef, type SliceProblem, type SlicingPrefix,
+  planNamespace, rangeAnnotation, type NamespaceInfo, type PodInfo, type PrefixRef, type SliceProblem, type SlicingPrefix,
 } from './plan.js';
 import {
-  checkSlices, chooseWord, isReserved, preferredWord, rangeName, rangePattern, rangeSize, reservedSlices, sliceAddress, sliceName, sliceText, sliceWords,
+  checkSlices, chooseWord, preferredWord, rangeName, rangePattern, rangeSize, sliceWords,
 } from './model.js';
 import { checkSpec, type Problem } from '../prefix/spec.js';
 
@@ -275,22 +280,14 @@ export class SliceAllocator {
       }
     }
 
-    // 5. a slice for every pod that asks
-    let pending = pl.waiting.length;
+    // 5. a pod that asks gets its slice from its node's agent (claim.ts in the agent: at CNI ADD, before its
+    //    containers start); until then it is pending. Without a range the agents have nothing to cut from.
     // a slice kept after asking the API server (step 1) is no candidate any more
     pl.candidates = pl.candidates.filter((cand) => !pl.keep.has(cand.pod.uid));
-    if (target && pl.candidates.length) {
-      if (word === undefined) {
-        for (const cand of pl.candidates) {
-          problems.push({ kind: 'Pod', name: cand.pod.name, reason: 'NoNamespaceRange', message: `namespace ${name} has no range of ${target.name} (see its Events), so the pod gets no slice` });
-        }
-        pending += pl.candidates.length;
-      } else {
-        const taken = this.takenWords(target.name, word);
-        for (const cand of pl.candidates) {
-          const got = await this.allocate(target, ns!, word, cand, taken, log);
-          if ('problem' in got) { problems.push(got.problem); pending++; } else pl.keep.set(cand.pod.uid, got.slice);
-        }
+    let pending = pl.waiting.length + pl.candidates.length;
+    if (target && word === undefined) {
+      for (const cand of pl.candidates) {
+        problems.push({ kind: 'Pod', name: cand.pod.name, reason: 'NoNamespaceRange', message: `namespace ${name} has no range of ${target.name} (see its Events), so the pod gets no slice` });
       }
     }
     for (const p of problems) if (p.kind === 'Pod' && ['NodeNotServing', 'HostNetworkPod'].includes(p.reason)) pending++;
@@ -313,20 +310,6 @@ export class SliceAllocator {
     this.states.set(name, { ...(target ? { prefix: target.name } : {}), problems, pending });
     if (!ns) this.states.delete(name);
     return [...touched];
-  }
-
-  /** Words of (prefix, index, A) taken by any slice, per node /64 index. */
-  private takenWords(prefix: string, a: number): Map<number, Set<number>> {
-    const out = new Map<number, Set<number>>();
-    for (const s of this.slicesView()) {
-      if (s.spec?.prefix !== prefix) continue;
-      const m = /-([0-9a-f]{4})-([0-9a-f]{4})-([0-9a-f]{4})$/.exec(s.metadata.name ?? '');
-      if (!m || parseInt(m[2]!, 16) !== a) continue;
-      const idx = parseInt(m[1]!, 16);
-      if (!out.has(idx)) out.set(idx, new Set());
-      out.get(idx)!.add(parseInt(m[3]!, 16));
-    }
-    return out;
   }
 
   private async claimWord(target: SlicingPrefix, ns: NamespaceInfo, log: Logger): Promise<number | SliceProblem> {
@@ -373,67 +356,6 @@ export class SliceAllocator {
       }
     }
     throw new Error(`namespace ${ns.name}: lost ${MAX_CONFLICTS} races for a word of ${target.name}; retrying`);
-  }
-
-  private async allocate(target: SlicingPrefix, ns: NamespaceInfo, word: number, cand: Candidate, taken: Map<number, Set<number>>, log: Logger):
-    Promise<{ slice: SixBed4Slice } | { problem: SliceProblem }> {
-    const namespace = ns.name;
-    const reserved = reservedSlices(cand.subnet, target.local);
-    if (!taken.has(cand.index)) taken.set(cand.index, new Set());
-    const used = taken.get(cand.index)!;
-    const range = target.slices.podWords;
-    const preferred = preferredWord(`${namespace}/${cand.pod.name}`, range);
-    for (let conflicts = 0; conflicts <= MAX_CONFLICTS;) {
-      const b = chooseWord(preferred, range, (x) => used.has(x) || isReserved(word, x, reserved));
-      if (b === undefined) {
-        return { problem: { kind: 'Pod', name: cand.pod.name, reason: 'SlicesExhausted',
-          message: `namespace ${namespace}'s range ${rangePattern(target.prefix, word)} is full on node ${cand.node} (${cand.subnet.text}): every word B from ${range.first} to ${range.last} is held or reserved; the pod gets a slice when one is released` } };
-      }
-      const obj: SixBed4Slice = {
-        apiVersion: API_VERSION, kind: SLICE_KIND,
-        metadata: {
-          name: sliceName(target.name, cand.index, word, b),
-          labels: {
-            [LABEL_MANAGED_BY]: MANAGED_BY, [LABEL_PREFIX]: target.name, [LABEL_NAMESPACE]: namespace,
-            [LABEL_POD_UID]: cand.pod.uid, [LABEL_RANGE]: rangeName(target.name, word),
-          },
-          // Owned by the Namespace, not the Pod: a cluster-scoped object may not
-          // have a namespaced owner (the garbage collector refuses it with
-          // OwnerRefInvalidNamespace and never collects it). The operator
-          // releases a slice when its pod goes; the GC when its namespace goes.
-          ownerReferences: [{ apiVersion: 'v1', kind: 'Namespace', name: namespace, uid: ns.uid }],
-        },
-        spec: {
-          prefix: target.name, node: cand.node, slice: sliceText(cand.subnet, word, b), address: sliceAddress(cand.subnet, word, b),
-          pod: { namespace, name: cand.pod.name, uid: cand.pod.uid },
-        },
-      };
-      try {
-        const made = await this.d.kube.create<SixBed4Slice>(paths.slices, obj);
-        this.sliceOverlay.add(made);
-        used.add(b);
-        this.stats.created++;
-        this.d.metrics?.slicesAllocated.inc({ kind: SLICE_KIND });
-        log.debug(`pod ${namespace}/${cand.pod.name} holds ${obj.spec.slice}`, { slice: obj.metadata.name });
-        this.d.recorder.event(podRef(namespace, cand.pod), 'Normal', 'SliceAssigned',
-          `slice ${obj.spec.slice} (address ${obj.spec.address}) from node ${cand.node}'s ${cand.subnet.text}, delivered by the node's sixbed4 agent`);
-        return { slice: made };
-      } catch (e) {
-        if (!isAlreadyExists(e)) throw e;
-        conflicts++;
-        this.stats.conflicts++;
-        this.d.metrics?.sliceConflicts.inc({ kind: SLICE_KIND });
-        used.add(b);
-        const cur = await this.d.kube.get<SixBed4Slice>(paths.slice(obj.metadata.name!));
-        if (cur && cur.spec.pod.uid === cand.pod.uid && cur.spec.node === cand.node) {
-          this.sliceOverlay.add(cur);
-          this.stats.adopted++;
-          return { slice: cur }; // another allocator was faster, for this very pod
-        }
-        this.stats.taken++;
-      }
-    }
-    throw new Error(`pod ${namespace}/${cand.pod.name}: lost ${MAX_CONFLICTS} races for a slice; retrying`);
   }
 
   /** Deletes an object if it is still the one we judged (UID precondition); false when it was gone or replaced. */

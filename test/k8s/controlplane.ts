@@ -95,8 +95,11 @@ export interface ControlPlane {
    * Mints a real ServiceAccount token (TokenRequest API) for
    * system:serviceaccount:<namespace>:<name>, creating the namespace and the
    * ServiceAccount if needed. RBAC then applies to it like in a cluster.
+   * Bound to a Pod (as the kubelet's projected tokens are), the API server
+   * also records the Pod's node in the token (user extra
+   * authentication.kubernetes.io/node-name).
    */
-  serviceAccountToken(namespace: string, name: string, expirationSeconds?: number): Promise<string>;
+  serviceAccountToken(namespace: string, name: string, expirationSeconds?: number, boundPod?: { name: string; uid: string }): Promise<string>;
   /** Kills every process and removes the temp dir. Safe to call twice. */
   stop(): Promise<void>;
 }
@@ -615,7 +618,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         await writeFile(p, kubeconfigJson(server, caData, [{ name, token: tok }], name), { mode: 0o600 });
         return p;
       },
-      async serviceAccountToken(namespace: string, name: string, expirationSeconds = 3600) {
+      async serviceAccountToken(namespace: string, name: string, expirationSeconds = 3600, boundPod?: { name: string; uid: string }) {
         const auth = { token: adminToken, ca: caData };
         const send = (method: string, path: string, body: unknown) => requestJson(server, method, path, body, auth);
         let r = await send('POST', '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: namespace } });
@@ -625,7 +628,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         r = await send('POST', `/api/v1/namespaces/${namespace}/serviceaccounts/${name}/token`, {
           apiVersion: 'authentication.k8s.io/v1',
           kind: 'TokenRequest',
-          spec: { expirationSeconds },
+          spec: { expirationSeconds, ...(boundPod ? { boundObjectRef: { apiVersion: 'v1', kind: 'Pod', ...boundPod } } : {}) },
         });
         if (r.status !== 201) throw new Error(`TokenRequest for ${namespace}/${name}: HTTP ${r.status} ${r.body}`);
         return (JSON.parse(r.body) as { status: { token: string } }).status.token;

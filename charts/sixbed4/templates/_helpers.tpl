@@ -48,3 +48,20 @@ app.kubernetes.io/component: agent
 {{- define "sixbed4.leaseName" -}}
 {{- printf "%s-operator" (include "sixbed4.fullname" .) -}}
 {{- end -}}
+
+{{/*
+The sixbed4-cni arguments of the install container and the agent: the node's
+CNI directories as mounted, and the plugin's settings.
+*/}}
+{{- define "sixbed4.cniArgs" -}}
+- --cni-bin-dir
+- /host/cni/bin
+- --cni-conf-dir
+- /host/cni/net.d
+- --cni-socket
+- {{ .Values.cni.socket | quote }}
+- --cni-interface
+- {{ .Values.cni.interface | quote }}
+- --cni-pod-annotation
+- {{ .Values.cni.podAnnotation | quote }}
+{{- end }}
