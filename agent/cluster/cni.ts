@@ -73,6 +73,9 @@ export class NodeCni implements CniHandler {
       }
     }
     const t = targets[0];
+    if (!serving.length) {
+      throw new CniError(CNI.tryAgainLater, `pod ${who} asks for a /112 slice, but node ${this.o.node} serves no SixBed4Prefix with slices enabled (yet: an agent that just started loads its prefixes first)`);
+    }
     if (!t) {
       const hint = serving.length ? ` (label it ${serving[0]!.slices.namespaceLabel}=${serving[0]!.name})` : '';
       throw new CniError(CNI.notOptedIn, `pod ${who} asks for a /112 slice, but namespace ${id.namespace} takes slices from no SixBed4Prefix that node ${this.o.node} serves${hint}`);
@@ -103,7 +106,8 @@ export class NodeCni implements CniHandler {
       if (chained(req)) return;
       throw new CniError(CNI.unknownContainer, `no sixbed4 slice for container ${req.containerId.slice(0, 16)}${id ? ` (pod ${id.namespace}/${id.name})` : ''}`);
     }
-    const missing = await this.links.missing(link.owner.slice, { uid: link.owner.podUid, podIf: podInterface(req) }, req.netns);
+    // The pod end's name from the alias: CHECK's prevResult is the whole list's result, so it cannot tell chained.
+    const missing = await this.links.missing(link.owner.slice, { uid: link.owner.podUid, podIf: link.owner.cni!.podIf }, req.netns);
     if (missing.length) throw new CniError(CNI.tryAgainLater, `slice ${link.owner.slice} is incomplete: ${missing.join('; ')}`);
   }
 

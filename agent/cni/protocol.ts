@@ -154,14 +154,19 @@ export interface Delivered {
   defaultRoute: boolean;
 }
 
-/** The ADD result: the prevResult (if chained) with our interfaces, address and route added, in the config's version. */
+/**
+ * The ADD result, in the config's version. Standalone: our interfaces, the address and (when added) the default
+ * route. Chained: the prevResult with our interfaces added but not our address or route, because the reference
+ * plugins' CHECK (ptp, bridge) requires every address of the result on their own interface and would fail the pod;
+ * the address is in the pod's sixbed4.io/address annotation and its SixBed4Slice.
+ */
 export function addResult(r: CniRequest, d: Delivered): CniResult {
   const version = r.config.cniVersion;
-  const prev: CniResult = r.config.prevResult ?? {};
-  const interfaces = [...(prev.interfaces ?? []), { name: d.hostIf }, { name: d.podIf, sandbox: r.netns }];
+  const prev = r.config.prevResult;
+  const interfaces = [...(prev?.interfaces ?? []), { name: d.hostIf }, { name: d.podIf, sandbox: r.netns }];
+  if (prev) return { ...prev, cniVersion: version, interfaces };
   const ip: CniIp = { address: d.address, gateway: d.gateway, interface: interfaces.length - 1, ...(version === '0.4.0' ? { version: '6' } : {}) };
-  const routes = [...(prev.routes ?? []), ...(d.defaultRoute ? [{ dst: '::/0', gw: d.gateway }] : [])];
-  return { ...prev, cniVersion: version, interfaces, ips: [...(prev.ips ?? []), ip], ...(routes.length ? { routes } : {}), ...(prev.dns ? { dns: prev.dns } : {}) };
+  return { cniVersion: version, interfaces, ips: [ip], ...(d.defaultRoute ? { routes: [{ dst: '::/0', gw: d.gateway }] } : {}) };
 }
 
 /** The result of an ADD that did nothing (a pod that did not ask): the prevResult unchanged, or an empty result. */

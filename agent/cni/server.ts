@@ -18,7 +18,8 @@ import { CNI, CniError, errorBody, parseRequest, type CniRequest, type CniResult
 /** What the agent does for each command; null: no output (DEL, CHECK, GC). */
 export interface CniHandler { handle(req: CniRequest): Promise<CniResult | null>; }
 
-const MAX_REQUEST = 1 << 20;
+// The shim forwards a config of up to 1 MiB with the CNI variables around it.
+const MAX_REQUEST = 2 << 20;
 
 export interface CniMetrics {
   requests: client.Counter<'command' | 'result'>;
