@@ -11,8 +11,9 @@
  * It decides a few things alone, so that a sixbed4 outage never blocks pods
  * that did not ask for a slice, nor pod deletion, nor the node:
  *   - VERSION is answered here;
- *   - chained ADD/CHECK for a pod that does not ask for a slice (its
- *     annotations say so) pass prevResult through without the agent;
+ *   - chained after the pod network, for a pod whose annotations say it
+ *     does not ask for a slice: ADD prints prevResult unchanged and CHECK
+ *     succeeds, without the agent;
  *   - when the agent cannot be reached: DEL, GC and STATUS succeed (with a
  *     note on stderr); ADD/CHECK of a chained pod whose annotations the
  *     runtime did not pass fail open (prevResult passed through); ADD/CHECK
@@ -57,9 +58,8 @@
 #define MAX_ANNOTATION_KEY 512
 
 /* Connecting to a live agent is immediate; waiting longer only delays the
- * fallbacks below.  ADD can take the agent a while (it waits for the pod's
- * slice to be allocated), so the whole exchange may take longer; STATUS and
- * GC must not hold up the runtime. */
+ * fallbacks below.  ADD/CHECK/DEL leave the agent time for its own work on
+ * the pod; STATUS and GC must not hold up the runtime. */
 #define CONNECT_TIMEOUT_MS 2000
 #define EXCHANGE_TIMEOUT_MS 90000
 #define SHORT_EXCHANGE_TIMEOUT_MS 10000
@@ -110,10 +110,11 @@ struct invocation {
 /* ------------------------------------------------------------------------ */
 /* Output */
 
-static void logf_(const struct invocation *inv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(const struct invocation *inv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* One line on stderr, for people: runtimes copy a plugin's stderr into their log. */
-static void logf_(const struct invocation *inv, const char *fmt, ...)
+/* One line on stderr, for people: runtimes pass a plugin's stderr on to their
+ * own log (and libcni quotes it when a plugin fails without an error object). */
+static void note(const struct invocation *inv, const char *fmt, ...)
 {
 	char line[2048];
 	va_list ap;
@@ -155,7 +156,7 @@ static int print_stdout(const struct invocation *inv, const char *s, size_t n)
 {
 	if (write_all(STDOUT_FILENO, s, n))
 		return 0;
-	logf_(inv, "cannot write the result to stdout: %s", strerror(errno));
+	note(inv, "cannot write the result to stdout: %s", strerror(errno));
 	return 1;
 }
 
@@ -194,9 +195,9 @@ static int fail(const struct invocation *inv, int code, const char *details, con
 	}
 	buf_puts(&b, "}\n");
 	if (details && *details)
-		logf_(inv, "error %d: %s (%s)", code, msg, details);
+		note(inv, "error %d: %s (%s)", code, msg, details);
 	else
-		logf_(inv, "error %d: %s", code, msg);
+		note(inv, "error %d: %s", code, msg);
 	if (!b.overflow)
 		(void)print_stdout(inv, b.p, b.n);
 	buf_free(&b);
@@ -595,11 +596,11 @@ static int without_agent(const struct invocation *inv, enum outcome o, const cha
 	case CMD_DEL:
 	case CMD_GC:
 		/* Never block pod deletion: the agent cleans up when it is back. */
-		logf_(inv, "the sixbed4 agent did not answer (%s); nothing done here, the agent cleans up when it runs again", why);
+		note(inv, "the sixbed4 agent did not answer (%s); nothing done here, the agent cleans up when it runs again", why);
 		return 0;
 	case CMD_STATUS:
 		/* A failing STATUS stops every pod on the node; a chained add-on must never cause that. */
-		logf_(inv, "the sixbed4 agent did not answer (%s); reporting ready so other pods are not held up", why);
+		note(inv, "the sixbed4 agent did not answer (%s); reporting ready so other pods are not held up", why);
 		return 0;
 	default:
 		break;
@@ -610,7 +611,7 @@ static int without_agent(const struct invocation *inv, enum outcome o, const cha
 		/* Fail open: the runtime passed no pod annotations, so we cannot tell
 		 * whether this pod wants a slice; other pods are never blocked, and
 		 * the agent's repair pass delivers the slice later if it does. */
-		logf_(inv, "the sixbed4 agent did not answer (%s) and the runtime passed no pod annotations "
+		note(inv, "the sixbed4 agent did not answer (%s) and the runtime passed no pod annotations "
 			   "(declare the \"%s\" capability): passing the previous result through",
 		      why, ANNOTATIONS_CAPABILITY);
 		return inv->cmd == CMD_ADD ? pass_through(inv) : 0;
