@@ -11,6 +11,18 @@
         "agent/native/udp.c"
       ],
       "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"]
+    },
+    {
+      "target_name": "sixbed4-cni",
+      "type": "executable",
+      "sources": [
+        "agent/cni/shim/sixbed4-cni.c",
+        "agent/cni/shim/json.c"
+      ],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-std=gnu11"],
+      "cflags!": ["-O3", "-fPIC"],
+      "ldflags": ["-static"],
+      "ldflags!": ["-rdynamic"]
     }
   ]
 }
