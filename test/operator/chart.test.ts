@@ -139,7 +139,7 @@ htest('helm template: operator Deployment flags, least-privilege RBAC', async (t
   t.deepEqual(opNs.rules!.find((r) => r.resources.includes('configmaps'))!.verbs, ['get', 'list', 'watch', 'create', 'patch', 'update'],
     'the operator renders the per-prefix agent ConfigMaps');
   for (const r of all) {
-    if (r.resources.includes('daemonsets')) t.deepEqual(r.verbs, ['get', 'list', 'watch'], `${r.doc}: nobody writes DaemonSets`);
+    if (r.resources.includes('daemonsets')) t.deepEqual(r.verbs.filter((v) => !['get', 'list', 'watch'].includes(v)), [], `${r.doc}: nobody writes DaemonSets`);
   }
   t.deepEqual(opNs.rules!.find((r) => r.resourceNames)!.resourceNames, ['sixbed4-operator'], 'only its own Lease');
   const events = docs.find((d) => d.kind === 'Role' && d.metadata.name === 'sixbed4-operator-events')!;
@@ -148,15 +148,22 @@ htest('helm template: operator Deployment flags, least-privilege RBAC', async (t
   const agent = rules('ClusterRole', 'sixbed4-agent');
   const writes = agent.filter((r) => r.verbs.some((v) => !['get', 'list', 'watch'].includes(v)));
   t.deepEqual(writes, [
+    { apiGroups: ['sixbed4.io'], resources: ['sixbed4slices'], verbs: ['get', 'list', 'watch', 'create'] },
     { apiGroups: ['sixbed4.io'], resources: ['sixbed4slices/status'], verbs: ['get', 'patch'] },
-  ], 'cluster-wide, the agent writes only slice status (its reports go into its node\'s Lease)');
-  t.false(agent.some((r) => r.resources.includes('nodes') || r.resources.includes('pods')), 'the agent reads no Nodes or Pods');
+  ], 'cluster-wide, the agent claims slices (for its own node: the admission policy) and writes their status; never deletes, never writes a prefix');
+  t.deepEqual(agent.find((r) => r.resources.includes('pods'))?.verbs, ['get'], 'the agent reads single Pods (a CNI ADD without annotations), never lists them');
+  t.false(agent.some((r) => r.resources.includes('nodes')), 'the agent reads no Nodes');
   const agentNs = docs.find((d) => d.kind === 'Role' && d.metadata.name === 'sixbed4-agent')!;
   t.deepEqual(agentNs.rules, [
     { apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list', 'watch'] },
     { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'create', 'update'] },
-  ], 'in its namespace: the agent ConfigMaps, its node\'s Lease');
-  t.true(agent.some((r) => r.resources.includes('sixbed4slices') && r.verbs.join() === 'get,list,watch'), 'the agent reads slices');
+    { apiGroups: ['apps'], resources: ['daemonsets'], resourceNames: ['sixbed4-agent'], verbs: ['get'] },
+  ], 'in its namespace: the agent ConfigMaps, its node\'s Lease, whether its DaemonSet is being deleted');
+  // The admission policy: agents create slices only for the node of their token's Pod.
+  const vap = docs.find((d) => d.kind === 'ValidatingAdmissionPolicy')!;
+  t.regex(JSON.stringify(vap.spec.validations), /object\.spec\.node == request\.userInfo\.extra\['authentication\.kubernetes\.io\/node-name'\]\[0\]/);
+  t.is(vap.spec.matchConditions[0].expression, 'request.userInfo.username == "system:serviceaccount:sixbed4-system:sixbed4-agent"');
+  t.truthy(docs.find((d) => d.kind === 'ValidatingAdmissionPolicyBinding' && d.spec.policyName === vap.metadata.name && d.spec.validationActions.join() === 'Deny'));
 
   const off = await run(helm(), ['template', 'x', CHART, '--set', 'leaderElection.enabled=false', '--set', 'metrics.enabled=false'], { env: helmEnv() });
   const c2 = (parseYamlDocs(off.stdout) as any[]).find((d) => d.kind === 'Deployment').spec.template.spec.containers[0];
