@@ -66,12 +66,13 @@ RUN SIXBED4_REVISION="$REVISION" npm run build \
 
 # --- runtime: node + iproute2 + the compiled agent ---------------------------
 FROM ${BASE_IMAGE}
-# The agent and the router run `ip`: the local base has iproute2, node:*-slim
-# does not (then it comes from Debian's mirror).
-RUN command -v ip >/dev/null || { apt-get update -qq \
-   && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >/dev/null \
+# The agent and the router run `ip`, the agent `nft` (slices' inbound filter):
+# the local base has both, node:*-slim neither (then they come from Debian's
+# mirror).
+RUN { command -v ip >/dev/null && command -v nft >/dev/null; } || { apt-get update -qq \
+   && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 nftables >/dev/null \
    && rm -rf /var/lib/apt/lists/*; } \
- && ip -V && node --version
+ && ip -V && nft --version && node --version
 WORKDIR /app
 ENV NODE_ENV=production
 COPY --from=build /src/package.json ./

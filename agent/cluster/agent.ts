@@ -16,6 +16,7 @@ import { shareCache, shareFromData, type NodeShare } from './config.js';
 import { startPrefixAgent, type PrefixAgent } from './prefix.js';
 import { NodeLease } from './lease.js';
 import { NodeCni } from './cni.js';
+import { EventRecorder } from '../../kube/events.js';
 import { cniMetrics, removeStaleSockets, startCniServer, type CniServer } from '../cni/server.js';
 import { checkSlices } from '../../operator/slices/model.js';
 import { install, uninstall, type PluginSettings } from '../cni/install.js';
@@ -163,7 +164,7 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
   let cni: CniServer | undefined;
   if (o.cniSocket) {
     const handler = new NodeCni(kube, {
-      node: o.node, log: log.child({ component: 'cni' }),
+      node: o.node, log: log.child({ component: 'cni' }), recorder: new EventRecorder(kube, 'default', 'sixbed4-agent', o.node, log),
       targets: () => [...agents].map(([name, a]) => ({ name, agent: a.slices, slices: checkSlices(prefixes.get(name)?.spec?.slices).slices })),
     });
     await removeStaleSockets(o.cniSocket);

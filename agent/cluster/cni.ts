@@ -15,6 +15,11 @@ import { paths, type Kube } from '../../kube/client.js';
 import { DEFAULT_POD_ANNOTATION, type KubeObject } from '../../kube/api.js';
 import type { CheckedSlices } from '../../operator/slices/model.js';
 import type { SliceAgent } from './slices.js';
+import { ALLOW_INBOUND_ANNOTATION, parseAllowInbound, type InboundEntry, type PortRule } from '../slices/inbound.js';
+import { applyInbound, listInbound } from '../slices/inbound-apply.js';
+import { hostIfName } from '../slices/slice.js';
+import { POD_ANNOTATIONS_CAPABILITY } from '../cni/protocol.js';
+import type { Recorder } from '../../kube/events.js';
 
 /** A prefix this node serves, with its spec.slices. */
 export interface CniTarget { name: string; slices: CheckedSlices; agent: SliceAgent }
@@ -22,6 +27,8 @@ export interface CniTarget { name: string; slices: CheckedSlices; agent: SliceAg
 export interface NodeCniOptions {
   node: string;
   log: Logger;
+  /** Events on pods (a bad sixbed4.io/allow-inbound annotation). */
+  recorder?: Recorder;
   /** The prefixes this node serves now. */
   targets: () => CniTarget[];
 }
@@ -30,6 +37,8 @@ export class NodeCni implements CniHandler {
   /** For DEL, CHECK and GC: they read and remove links, so they need no prefix (and no ND proxy: passes tidy that). */
   private readonly links: SliceDeliverer;
   private chain: Promise<unknown> = Promise.resolve();
+  /** Changes of the node's inbound table, one at a time (each reads the live table and replaces it). */
+  private inboundChain: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly kube: Kube, private readonly o: NodeCniOptions) {
     this.links = new SliceDeliverer({ log: o.log });
@@ -61,14 +70,16 @@ export class NodeCni implements CniHandler {
     const serving = this.o.targets().filter((t) => t.slices.enabled);
     const targets = serving.filter((t) => ns.metadata.labels?.[t.slices.namespaceLabel] === t.name);
     let uid = id.uid;
-    if (asked === 'unknown' || !uid) {
+    const passed = req.config.runtimeConfig?.[POD_ANNOTATIONS_CAPABILITY];
+    let annotations = typeof passed === 'object' && passed !== null ? passed as Record<string, string> : undefined;
+    if (!annotations || !uid) {
       // The runtime passed no annotations (or no UID): the Pod object says.
       const pod = await this.kube.get<KubeObject>(paths.pod(id.namespace, id.name));
       if (!pod?.metadata.uid) throw new CniError(CNI.tryAgainLater, `pod ${who} not found`);
       uid = pod.metadata.uid;
+      annotations = pod.metadata.annotations ?? {};
       if (asked === 'unknown') {
-        const ann = pod.metadata.annotations ?? {};
-        asked = [...targets, ...serving].some((t) => ann[t.slices.podAnnotation] === 'true') ? 'yes' : 'no';
+        asked = [...targets, ...serving].some((t) => annotations![t.slices.podAnnotation] === 'true') ? 'yes' : 'no';
         if (asked === 'no') return passResult(req);
       }
     }
@@ -82,7 +93,16 @@ export class NodeCni implements CniHandler {
     }
     if (!t.agent.ready) throw new CniError(CNI.tryAgainLater, `node ${this.o.node} does not serve ${t.name} yet (its router is starting)`);
     const t0 = Date.now();
-    const d = await t.agent.add({ pod: { ...id, uid, namespaceUid: ns.metadata.uid }, containerId: req.containerId, netns: req.netns, podIf: podInterface(req) }, t.slices);
+    // The inbound filter: the pod's opened ports, in place before anything routes to the slice.
+    const { rules, problems } = parseAllowInbound(annotations[ALLOW_INBOUND_ANNOTATION] ?? '');
+    if (problems.length) {
+      this.o.recorder?.event({ apiVersion: 'v1', kind: 'Pod', metadata: { name: id.name, namespace: id.namespace, uid } }, 'Warning', 'InvalidAllowInbound',
+        `annotation ${ALLOW_INBOUND_ANNOTATION}: ${problems.join('; ')} (these items are ignored; the rest is opened)`);
+    }
+    const d = await t.agent.add({
+      pod: { ...id, uid, namespaceUid: ns.metadata.uid }, containerId: req.containerId, netns: req.netns, podIf: podInterface(req),
+      beforeDelivery: (slice) => this.updateInbound({ add: { hostIf: hostIfName(slice), slice, mode: t.slices.inbound, rules } }),
+    }, t.slices);
     this.o.log.info(`CNI ADD: pod ${who} has ${d.address} on ${d.podIf} (${Date.now() - t0} ms)`, { prefix: t.name, hostIf: d.hostIf, container: req.containerId.slice(0, 16) });
     return addResult(req, d);
   }
@@ -94,6 +114,7 @@ export class NodeCni implements CniHandler {
       const o = l.owner;
       if (!o?.cni || !sameContainer(o.cni.containerId, req.containerId) || (uid && o.podUid !== uid)) continue;
       await this.links.release(o.slice, req.netns && existsSync(req.netns) ? req.netns : undefined);
+      await this.updateInbound({ remove: l.hostIf });
       this.o.log.info(`CNI DEL: released ${o.slice} of pod ${o.podUid}`, { hostIf: l.hostIf, container: req.containerId.slice(0, 16) });
     }
   }
@@ -118,8 +139,32 @@ export class NodeCni implements CniHandler {
       const c = l.owner?.cni;
       if (!c || valid.some((id) => sameContainer(c.containerId, id))) continue;
       await this.links.release(l.owner!.slice);
+      await this.updateInbound({ remove: l.hostIf });
       this.o.log.info(`CNI GC: released ${l.owner!.slice} (container ${c.containerId} is gone)`, { hostIf: l.hostIf });
     }
+  }
+
+  /**
+   * The node's inbound table with one slice added (or replaced) or removed. The live table is the record of what
+   * each filtered slice opens (it outlives agent restarts); the slices of its entries come from the links' aliases.
+   */
+  private updateInbound(change: { add?: InboundEntry; remove?: string }): Promise<void> {
+    const p = this.inboundChain.then(async () => {
+      const live = await listInbound();
+      const drop = change.add?.hostIf ?? change.remove;
+      if (!change.add && !live.filtered.some((f) => f.hostIf === drop)) return; // nothing of it in the table
+      const slices = new Map((await this.links.list()).filter((l) => l.owner).map((l) => [l.hostIf, l.owner!.slice]));
+      const entries: InboundEntry[] = [];
+      for (const f of live.filtered) {
+        const slice = slices.get(f.hostIf);
+        if (f.hostIf === drop || !slice) continue; // replaced, removed, or its link is gone
+        entries.push({ hostIf: f.hostIf, slice, mode: 'filtered', rules: f.rules as PortRule[] });
+      }
+      if (change.add) entries.push(change.add);
+      await applyInbound(entries);
+    });
+    this.inboundChain = p.catch(() => undefined);
+    return p;
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {

@@ -33,7 +33,11 @@ export interface Serving {
 }
 
 /** A CNI ADD as the node agent hands it over: the pod and the sandbox. */
-export interface PodAttach { pod: ClaimPod; containerId: string; netns: string; podIf: string }
+export interface PodAttach {
+  pod: ClaimPod; containerId: string; netns: string; podIf: string;
+  /** Runs once the slice is known, before anything routes to it (the inbound filter goes in first). */
+  beforeDelivery?: (slice: string) => Promise<void>;
+}
 
 export class SliceAgent {
   private readonly slices = new Map<string, SixBed4Slice>();
@@ -112,6 +116,7 @@ export class SliceAgent {
         this.slices.set(obj.metadata.name!, obj);
       }
       const d = this.deliverer;
+      await a.beforeDelivery?.(obj.spec.slice);
       let res;
       try {
         res = await d.deliver(obj.spec.slice, { uid: a.pod.uid, name: a.pod.name, namespace: a.pod.namespace, containerId: a.containerId, podIf: a.podIf }, a.netns);

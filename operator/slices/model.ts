@@ -36,6 +36,8 @@ export interface CheckedSlices {
   podAnnotation: string;
   namespaceWords: WordRange;
   podWords: WordRange;
+  /** what may reach a pod at its slice address (agent/slices/inbound.ts) */
+  inbound: 'filtered' | 'open';
 }
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -83,7 +85,7 @@ export function checkSlices(raw: unknown): { slices: CheckedSlices; problems: Pr
   const problems: Problem[] = [];
   const off: CheckedSlices = {
     enabled: false, namespaceLabel: DEFAULT_NAMESPACE_LABEL, podAnnotation: DEFAULT_POD_ANNOTATION,
-    namespaceWords: { first: 1, last: WORD_MAX }, podWords: { first: 0, last: WORD_MAX },
+    namespaceWords: { first: 1, last: WORD_MAX }, podWords: { first: 0, last: WORD_MAX }, inbound: 'filtered',
   };
   if (raw === undefined) return { slices: off, problems };
   if (!isObj(raw)) return { slices: off, problems: [{ reason: 'InvalidSlices', message: 'spec.slices must be an object' }] };
@@ -105,8 +107,14 @@ export function checkSlices(raw: unknown): { slices: CheckedSlices; problems: Pr
   }
   const namespaceWords = words(raw.namespaceWords, 'namespaceWords', 1, problems);
   const podWords = words(raw.podWords, 'podWords', 0, problems);
+  // An unknown value filters: the safe side for a globally routed address.
+  let inbound: 'filtered' | 'open' = 'filtered';
+  if (raw.inbound === 'Open') inbound = 'open';
+  else if (raw.inbound !== undefined && raw.inbound !== 'Filtered') {
+    problems.push({ reason: 'InvalidSlices', message: `spec.slices.inbound ${JSON.stringify(raw.inbound)} is neither Filtered nor Open (filtering)` });
+  }
   if (namespaceLabel === undefined || podAnnotation === undefined) return { slices: off, problems };
-  return { slices: { enabled, namespaceLabel, podAnnotation, namespaceWords, podWords }, problems };
+  return { slices: { enabled, namespaceLabel, podAnnotation, namespaceWords, podWords, inbound }, problems };
 }
 
 export const hex4 = (n: number): string => n.toString(16).padStart(4, '0');

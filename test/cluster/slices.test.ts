@@ -38,6 +38,8 @@ const serial = why ? test.serial.skip : test.serial;
 const title = (s: string) => (why ? `${s} (skipped: ${why})` : s);
 const NODE = 'edge-1';
 const ASK = { 'sixbed4.io/slice': 'true' };
+/** web-0 opens one port (and a malformed item, which gives an Event). */
+const WEB = { ...ASK, 'sixbed4.io/allow-inbound': 'tcp/443, tcp/0' };
 
 const s = {} as {
   cp: ControlPlane; admin: Kube; topo: Topology; dir: string; operator: OperatorProcess; agent: Proc; bridge: ApiBridge;
@@ -151,9 +153,9 @@ const nodeSliceRoutes = async () => (await s.topo.router.json<{ dst: string }[]>
 const sliceOf = async (uid: string) => (await s.admin.list<SixBed4Slice>(SLICES_PATH)).items.find((x) => x.spec.pod.uid === uid);
 
 serial(title('ADD chained after ptp: the pod that asks has its /112 on eth6 when ADD returns; the result is ptp\'s with ours added'), async (t) => {
-  const uid = await createPod('web-0');
+  const uid = await createPod('web-0', WEB);
   const ns = await sandbox();
-  const r = await cnitool('add', 'pods', ns, { name: 'web-0', uid });
+  const r = await cnitool('add', 'pods', ns, { name: 'web-0', uid, annotations: WEB });
   t.is(r.code, 0, `${r.out}${r.err}\n${s.agent.output().split('\n').slice(-15).join('\n')}`);
   const result = r.json as { ips: { address: string }[]; interfaces: { name: string; sandbox?: string }[] };
   // Chained, the result keeps ptp's addresses only (ptp's CHECK wants every result address on its eth0) and names
@@ -193,6 +195,31 @@ serial(title('the native Internet and a 6bed4 peer behind NAT reach the pod at i
   // Put back by hand: whole again.
   await s.web.ns.ip(['-6', 'addr', 'add', `${s.address}/112`, 'dev', 'eth6', 'nodad']);
   t.is((await cnitool('check', 'pods', s.web.ns, { name: 'web-0', uid: s.web.uid })).code, 0);
+});
+
+/** A TCP connect from ns to [addr]:port: 'connected', or the error code (ECONNREFUSED, EACCES, ETIMEDOUT ...). */
+async function connect(ns: Netns, addr: string, port: number): Promise<string> {
+  const js = `const s=require('net').connect({host:process.argv[1],port:+process.argv[2],timeout:5000});` +
+    `s.on('connect',()=>{console.log('connected');s.destroy()});s.on('timeout',()=>{console.log('ETIMEDOUT');s.destroy()});s.on('error',e=>console.log(e.code))`;
+  return (await ns.run([process.execPath, '-e', js, addr, String(port)])).trim();
+}
+
+serial(title('inbound, Filtered by default: the port the pod opens answers from the Internet, another does not; a bad item gives an Event'), async (t) => {
+  const server = s.web.ns.spawn([process.execPath, '-e',
+    `const n=require('net');for(const p of [443,8080])n.createServer(c=>c.end('hi')).listen(p,'::',()=>console.log('listening',p))`]);
+  try {
+    await server.waitFor(/listening 8080/, 10_000);
+    t.is(await connect(s.topo.isp, s.address, 443), 'connected', 'tcp/443 is opened by the annotation');
+    t.is(await connect(s.topo.isp, s.address, 8080), 'ECONNREFUSED', 'tcp/8080 is refused at the node (the pod listens there)');
+    const ping = await ping6(s.topo.isp, s.address);
+    t.is(ping.received, ping.sent, 'essential ICMPv6 passes');
+  } finally {
+    await server.stop();
+  }
+  const ev = await eventually('the Event about the bad item', async () =>
+    (await s.admin.list<{ reason: string; message: string; involvedObject: { name: string } }>(paths.events('shop'))).items
+      .find((e) => e.reason === 'InvalidAllowInbound' && e.involvedObject.name === 'web-0'), 20_000, 200);
+  t.regex(ev.message, /tcp\/0/);
 });
 
 serial(title('a pod that does not ask: ptp\'s result unchanged, no eth6, and no request reached the agent'), async (t) => {
@@ -290,6 +317,7 @@ serial(title('50 pods come and go: each its own /112, ADD latency measured, noth
   for (const p of pods) await s.admin.delete(paths.pod('shop', p.name), { gracePeriodSeconds: 0 });
   t.deepEqual(await nodeLinks(), []);
   t.deepEqual(await nodeSliceRoutes(), []);
+  t.notRegex(await s.topo.router.run(['nft', 'list', 'ruleset']), /slice_s4/, 'no slice left in the inbound filter');
   const uids = new Set(pods.map((p) => p.uid));
   await eventually('every slice of theirs released', async () => !(await s.admin.list<SixBed4Slice>(SLICES_PATH)).items.some((x) => uids.has(x.spec.pod.uid)), 30_000, 300);
   const leases = await readFile(join(s.dir, 'ipam', 'pods', 'last_reserved_ip.0'), 'utf8').catch(() => '');

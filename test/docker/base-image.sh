@@ -3,7 +3,7 @@
 # registry (none is reachable): a Debian bookworm root file system made with
 # debootstrap, imported with `docker import`, plus this host's Node.js.
 #
-#   sixbed4-base:bookworm   minbase + iproute2 + ca-certificates + node   (runtime)
+#   sixbed4-base:bookworm   minbase + iproute2 + nftables + ca-certificates + node   (runtime)
 #   sixbed4-build:bookworm  the above + make, g++, python3 (node-gyp), npm and
 #                           the Node headers in /usr/include/node           (build stage)
 #
@@ -22,8 +22,8 @@ BUILD_IMAGE="${BUILD_IMAGE:-sixbed4-build:bookworm}"
 SUITE=bookworm
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 # Bump when the root file system recipe below changes.
-ROOTFS_VERSION="${SUITE}-minbase-1"
-ROOTFS_PACKAGES=iproute2,ca-certificates
+ROOTFS_VERSION="${SUITE}-minbase-2"
+ROOTFS_PACKAGES=iproute2,nftables,ca-certificates
 BUILD_PACKAGES="make g++ python3"
 
 NODE_BIN="${NODE_BIN:-$(command -v node)}"

@@ -70,10 +70,10 @@ test('OCI labels come from VERSION and REVISION; the licence is BSD-2-Clause; RE
   t.true(instructions.some((l) => /SIXBED4_REVISION="\$REVISION" npm run build/.test(l)), 'npm run build gets REVISION');
 });
 
-test('the runtime installs iproute2 only when the base lacks ip, and both bases give the same /app', (t) => {
+test('the runtime installs iproute2 and nftables only when the base lacks ip or nft, and both bases give the same /app', (t) => {
   const runtimeStart = instructions.findIndex((l) => l === 'FROM ${BASE_IMAGE}');
   const runtime = instructions.slice(runtimeStart);
-  t.true(runtime.some((l) => /^RUN command -v ip >\/dev\/null \|\| \{ apt-get update.*apt-get install .*iproute2/.test(l)), 'conditional apt-get install iproute2');
+  t.true(runtime.some((l) => /^RUN \{ command -v ip >\/dev\/null && command -v nft >\/dev\/null; \} \|\| \{ apt-get update.*apt-get install .*iproute2 nftables/.test(l)), 'conditional apt-get install iproute2 nftables');
   t.deepEqual(runtime.filter((l) => /^COPY\s/.test(l)).map((l) => l.split(/\s+/).slice(-1)[0]),
     ['./', './node_modules', './build/Release/', './dist', './crds']);
   t.true(runtime.includes('ENTRYPOINT ["node", "/app/dist/agent/cli/main.js"]'));

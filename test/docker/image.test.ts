@@ -31,7 +31,7 @@ const ROUTER_V4 = '203.0.113.1';
 const PEER_V4 = '203.0.113.2';
 /** Bits 12 (CAP_NET_ADMIN) and 13 (CAP_NET_RAW). */
 const NET_ADMIN_RAW = (1n << 12n) | (1n << 13n);
-/** The image must stay small: Debian minbase + node + iproute2 + the agent. */
+/** The image must stay small: Debian minbase + node + iproute2 + nftables + the agent. */
 const MAX_IMAGE_MB = 300;
 
 const isCI = process.env.CI === 'true' || process.env.CI === '1';
@@ -127,16 +127,17 @@ serial(title('the container prints its usage (--help, and with no arguments)'), 
   const bare = await docker(['run', '--rm', '--network', 'none', IMAGE]);
   t.is(bare.code, 0, bare.stderr);
   t.regex(bare.stdout, /^usage: sixbed4/m);
-  // The runtime has what the agent calls (iproute2), its native addons load,
+  // The runtime has what the agent calls (iproute2, nftables) and the CNI plugin it installs, its native addons load,
   // and the pruned production dependencies (no .d.ts/.map/.md) still import.
   const js = "const r = (await import('node:module')).createRequire('/app/');" +
     "r('/app/build/Release/sixbed4_native.node'); r('raw-socket');" +
     "for (const m of ['@kubernetes/client-node', 'prom-client', 'winston', 'yaml', 'ipaddr.js']) await import(r.resolve(m));" +
     "console.log('modules ok')";
   const tools = await docker(['run', '--rm', '--network', 'none', '--entrypoint', 'sh', IMAGE, '-c',
-    'ip -V && exec node --input-type=module -e "$0"', js]);
+    'ip -V && nft --version && test -x /app/build/Release/sixbed4-cni && exec node --input-type=module -e "$0"', js]);
   t.is(tools.code, 0, tools.stdout + tools.stderr);
   t.regex(tools.stdout, /iproute2/);
+  t.regex(tools.stdout, /nftables v\d/);
   t.regex(tools.stdout, /modules ok/);
   // The version, the revision baked in at build time (as labelled), the image's Node.js, the addon loaded.
   const labels = JSON.parse(await dockerOk(['image', 'inspect', '-f', '{{json .Config.Labels}}', IMAGE])) as Record<string, string>;

@@ -150,6 +150,7 @@ htest('helm template: operator Deployment flags, least-privilege RBAC', async (t
   t.deepEqual(writes, [
     { apiGroups: ['sixbed4.io'], resources: ['sixbed4slices'], verbs: ['get', 'list', 'watch', 'create'] },
     { apiGroups: ['sixbed4.io'], resources: ['sixbed4slices/status'], verbs: ['get', 'patch'] },
+    { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
   ], 'cluster-wide, the agent claims slices (for its own node: the admission policy) and writes their status; never deletes, never writes a prefix');
   t.deepEqual(agent.find((r) => r.resources.includes('pods'))?.verbs, ['get'], 'the agent reads single Pods (a CNI ADD without annotations), never lists them');
   t.false(agent.some((r) => r.resources.includes('nodes')), 'the agent reads no Nodes');
