@@ -87,6 +87,12 @@ export class KubeNode {
   get name(): string { return this.o.name; }
   get logDir(): string { return join(this.home, 'logs'); }
   get socket(): string { return join(this.home, 'containerd.sock'); }
+  /** This node's CNI config directory (its pod network list is 10-pods.conflist). */
+  get cniConfDir(): string { return join(this.home, 'cni/net.d'); }
+  /** A CNI plugin directory of this node's own (searched before the shared reference plugins). */
+  get cniBinDir(): string { return join(this.home, 'cni/bin'); }
+  /** Where containerd makes the pods' network namespaces (CNI_NETNS paths are below it). */
+  get netnsDir(): string { return join(this.home, 'containerd/state'); }
 
   static async start(o: NodeOptions): Promise<KubeNode> {
     const bin = nodeBinaries();
@@ -132,10 +138,11 @@ export class KubeNode {
   }
 
   private async prepare(): Promise<void> {
-    for (const d of ['logs', 'containerd/root', 'containerd/state', 'cni/net.d', 'cni/data', 'kubelet', 'pod-logs']) {
+    for (const d of ['logs', 'containerd/root', 'containerd/state', 'cni/net.d', 'cni/bin', 'cni/data', 'kubelet', 'pod-logs']) {
       await mkdir(join(this.home, d), { recursive: true });
     }
     await makeCgroupRoot(this.cgroupRoot);
+    await makeSharedMount(this.netnsDir);
     // The `kubernetes` Service, answered on this node.
     this.relay = await bridgeApiInto(this.o.ns, this.o.cp.port, join(this.home, 'api.sock'), { host: this.o.apiServiceIp, port: 443 });
     await writeFile(join(this.home, 'cni/net.d/10-pods.conflist'), JSON.stringify({
@@ -180,7 +187,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.zf
   # pod network namespaces under this node's state dir, not /run/netns
   netns_mounts_under_state_dir = true
   [plugins."io.containerd.cri.v1.runtime".cni]
-    bin_dirs = ["${this.bin}/cni"]
+    bin_dirs = ["${h}/cni/bin", "${this.bin}/cni"]
     conf_dir = "${h}/cni/net.d"
   [plugins."io.containerd.cri.v1.runtime".containerd]
     default_runtime_name = "runc"
@@ -307,6 +314,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.zf
   async boot(): Promise<void> {
     await mkdir(join(this.home, 'containerd', 'state'), { recursive: true });
     await makeCgroupRoot(this.cgroupRoot);
+    await makeSharedMount(this.netnsDir);
     await this.bootRuntime();
     await this.bootKubelet();
     await this.waitReady();
@@ -436,6 +444,21 @@ async function killShims(home: string): Promise<void> {
 }
 
 /** Unmounts everything mounted under dir (overlay roots, volumes, pod netns, the kubelet's self bind mount), deepest first. */
+/**
+ * Makes dir a shared mount point (a bind mount onto itself), as a node's netns directory is (iproute2 and the
+ * runtimes make /run/netns shared): a pod that mounts it with HostToContainer propagation then sees namespaces
+ * made after it started. This machine's / is a private mount, so without this the runtime refuses such a mount.
+ */
+export async function makeSharedMount(dir: string): Promise<void> {
+  const mounted = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === dir);
+  if (!mounted) {
+    const r = await execCommand('mount', ['--bind', dir, dir]);
+    if (r.code !== 0) throw new Error(`mount --bind ${dir}: ${r.stderr}`);
+  }
+  const r = await execCommand('mount', ['--make-shared', dir]);
+  if (r.code !== 0) throw new Error(`mount --make-shared ${dir}: ${r.stderr}`);
+}
+
 export async function unmountUnder(dir: string): Promise<void> {
   for (let round = 0; round < 5; round++) {
     const points = readFileSync('/proc/self/mountinfo', 'utf8').split('\n')

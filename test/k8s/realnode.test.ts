@@ -232,7 +232,7 @@ serial(title('a node reboot (kubelet, containerd and every container killed, the
   // Stateless: the router derives the same addresses, so the peer's keepalives simply get through again.
   const peerNs = name === NODES[0] ? s.lab.peers.A : s.lab.peers.B;
   const peerProc = s.peers[NODES.indexOf(name)]!;
-  await eventually(`the ISP reaching the peer on ${name} at its old address`, async () => (await ping6(s.lab.isp, peerAddr, { count: 1 })).received === 1, 60_000, 500)
+  await eventually(`the ISP reaching the peer on ${name} at its old address`, async () => (await ping6(s.lab.isp, peerAddr, { count: 1 })).received === 1, 120_000, 500)
     .catch(async (e: Error) => {
       const look = async (ns: typeof peerNs, argv: string[]) => (await ns.exec(argv, { timeoutMs: 10_000 })).stdout;
       throw new Error([e.message, await dump(),
