@@ -9,7 +9,7 @@ import { Counters, type CountersSnapshot } from '../router/counters.js';
 import { routerRegistry } from '../router/metrics.js';
 import { startMetricsServer, type MetricsServer } from '../metrics.js';
 import type { Registry } from 'prom-client';
-import { paths, type Kube } from '../../kube/client.js';
+import { KubeError, paths, type Kube } from '../../kube/client.js';
 import { Informer } from '../../kube/informer.js';
 import { LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, type AgentReport, type KubeObject, type SixBed4Prefix } from '../../kube/api.js';
 import { shareCache, shareFromData, type NodeShare } from './config.js';
@@ -20,6 +20,7 @@ import { EventRecorder } from '../../kube/events.js';
 import { cniMetrics, removeStaleSockets, startCniServer, type CniServer } from '../cni/server.js';
 import { checkSlices } from '../../operator/slices/model.js';
 import { install, uninstall, type PluginSettings } from '../cni/install.js';
+import { removeInbound } from '../slices/inbound-apply.js';
 
 export interface AgentOptions {
   node: string;
@@ -209,6 +210,7 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
       await cni?.close();
       if (o.cniInstall?.daemonSet && await daemonSetGoing(kube, o.namespace, o.cniInstall.daemonSet, log)) {
         for (const line of await uninstall(o.cniInstall)) log.info(`${line} (the agent DaemonSet is being deleted)`);
+        await removeInbound().then(() => log.info('removed the slices\' inbound filter table'), (err: Error) => log.warn(`removing the inbound filter: ${err.message}`));
       }
       await servers.close();
       log.info('agent stopped');
@@ -244,12 +246,18 @@ async function serve(o: AgentOptions, log: Logger, registry: Registry, healthy: 
   };
 }
 
-/** Whether the agents' DaemonSet is gone or being deleted: sixbed4 is being uninstalled, not upgraded. */
+/**
+ * Whether sixbed4 is being uninstalled, not upgraded or drained: the agents' DaemonSet is gone or being deleted, or
+ * the agent may no longer ask (helm deletes the RBAC objects and the ServiceAccount right after the DaemonSet, before
+ * its Pods stop: a Forbidden or Unauthorized answer for our own DaemonSet means exactly that). An API that does not
+ * answer says nothing: then the plugin stays.
+ */
 async function daemonSetGoing(kube: Kube, namespace: string, name: string, log: Logger): Promise<boolean> {
   try {
     const ds = await kube.get<KubeObject>(`/apis/apps/v1/namespaces/${encodeURIComponent(namespace)}/daemonsets/${encodeURIComponent(name)}`);
     return !ds || ds.metadata.deletionTimestamp !== undefined;
   } catch (err) {
+    if (err instanceof KubeError && (err.status === 401 || err.status === 403)) return true;
     log.warn(`cannot tell whether the agent DaemonSet is being deleted (${(err as Error).message}): leaving sixbed4-cni installed`);
     return false;
   }

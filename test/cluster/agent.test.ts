@@ -17,7 +17,7 @@ import type { Proc } from '../../agent/lab/netns.js';
 import { CLI, ping6, startPeerIn } from '../../agent/lab/sixbed4.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
-import { AGENT_SA, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OperatorProcess } from '../operator/helpers.js';
+import { AGENT_SA, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OperatorProcess, safely } from '../operator/helpers.js';
 import { capture, L11, L30, seedVm } from '../host/hostlab.js';
 
 const why = skipReason ?? controlPlaneSkipReason();
@@ -60,9 +60,6 @@ test.after.always(async () => {
   if (s.dir) await safely(() => rm(s.dir, { recursive: true, force: true }));
 });
 
-async function safely(step: () => Promise<unknown> | undefined): Promise<void> {
-  try { await step(); } catch { /* teardown goes on */ }
-}
 
 serial(title('kubectl apply of a prefix: the agent on its node configures the host and serves a peer behind NAT'), async (t) => {
   await kubectlApply(s.cp.kubeConfig(), [{

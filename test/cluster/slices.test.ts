@@ -25,7 +25,7 @@ import { patchConflist, pluginEntry } from '../../agent/cni/install.js';
 import { pluginBinary } from '../../agent/cli/cni.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
-import { AGENT_SA, eventually, installChart, NS, OPERATOR_SA, OperatorProcess } from '../operator/helpers.js';
+import { AGENT_SA, eventually, installChart, NS, OPERATOR_SA, OperatorProcess, safely } from '../operator/helpers.js';
 import { L11, L30, seedVm } from '../host/hostlab.js';
 
 const isCI = process.env.CI === 'true' || process.env.CI === '1';
@@ -109,9 +109,6 @@ test.after.always(async () => {
   if (s.dir) await safely(() => rm(s.dir, { recursive: true, force: true }));
 });
 
-async function safely(step: () => Promise<unknown> | undefined): Promise<void> {
-  try { await step(); } catch { /* teardown goes on */ }
-}
 
 async function createPod(name: string, annotations: Record<string, string> = ASK): Promise<string> {
   const pod = await s.admin.create<KubeObject>(paths.pods('shop'), {

@@ -24,7 +24,7 @@ import { buildNodeImages, retagImage, type NodeImages } from './images.js';
 import { lossOf, pingEvery20ms } from '../host/hostlab.js';
 import { API_SERVICE_IP, buildNodeLab, SERVICE_RANGE, type LabNode, type NodeLab } from './nodelab.js';
 import { hostNetwork } from '../helpers/netstate.js';
-import { eventually, kubectlApply, NS, RELEASE, REPO } from '../operator/helpers.js';
+import { eventually, helmFor, kubectlApply, NS, RELEASE, REPO, safely } from '../operator/helpers.js';
 
 const run = promisify(execFile);
 const isCI = process.env.CI === 'true' || process.env.CI === '1';
@@ -46,12 +46,7 @@ interface State {
 }
 const s = { nodes: [], peers: [], before: new Map(), peerAddress: new Map() } as unknown as State;
 
-async function helm(args: string[]): Promise<string> {
-  const home = (k: string) => join(s.dir, `helm-${k}`);
-  const r = await run(s.cp.helm, [...args, '--kubeconfig', s.cp.kubeconfigPath],
-    { env: { ...process.env, HELM_CACHE_HOME: home('cache'), HELM_CONFIG_HOME: home('config'), HELM_DATA_HOME: home('data') } });
-  return r.stdout;
-}
+const helm = (args: string[]): Promise<string> => helmFor(s.cp, s.dir)(args);
 
 interface Pod extends KubeObject {
   spec: { nodeName?: string };
@@ -105,9 +100,6 @@ test.after.always(async () => {
   if (s.dir) await safely(() => rm(s.dir, { recursive: true, force: true }));
 });
 
-async function safely(step: () => Promise<unknown> | undefined): Promise<void> {
-  try { await step(); } catch { /* teardown goes on */ }
-}
 
 serial(title('helm install: the operator runs as a Pod on a node, takes the Lease, and answers /healthz and metrics through the Pod'), async (t) => {
   await helm(['install', RELEASE, join(REPO, 'charts', 'sixbed4'), '--namespace', NS, '--create-namespace',

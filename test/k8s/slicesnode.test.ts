@@ -25,7 +25,7 @@ import { startControlPlane, type ControlPlane } from './controlplane.js';
 import { KubeNode, NODE_API_SERVER_ARGS, NODE_AUTHORIZATION_MODE, NODE_CONTROLLERS, nodeSkipReason, nodeUsers } from './node.js';
 import { buildNodeImages, type NodeImages } from './images.js';
 import { API_SERVICE_IP, buildNodeLab, SERVICE_RANGE, type NodeLab } from './nodelab.js';
-import { eventually, NS, RELEASE, REPO } from '../operator/helpers.js';
+import { eventually, helmFor, NS, RELEASE, REPO, safely } from '../operator/helpers.js';
 
 const run = promisify(execFile);
 const isCI = process.env.CI === 'true' || process.env.CI === '1';
@@ -44,12 +44,7 @@ interface Pod extends KubeObject {
 }
 const s = {} as { dir: string; images: NodeImages; lab: NodeLab; cp: ControlPlane; admin: Kube; node: KubeNode; address: string };
 
-async function helm(args: string[]): Promise<string> {
-  const home = (k: string) => join(s.dir, `helm-${k}`);
-  const r = await run(s.cp.helm, [...args, '--kubeconfig', s.cp.kubeconfigPath],
-    { env: { ...process.env, HELM_CACHE_HOME: home('cache'), HELM_CONFIG_HOME: home('config'), HELM_DATA_HOME: home('data') } });
-  return r.stdout;
-}
+const helm = (args: string[]): Promise<string> => helmFor(s.cp, s.dir)(args);
 const podReady = (p: Pod | undefined) => p?.status?.phase === 'Running' && (p.status.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
 const pod = (ns: string, name: string) => s.admin.get<Pod>(paths.pod(ns, name));
 const pods = async (ns: string, selector: string) =>
@@ -93,9 +88,6 @@ test.after.always(async () => {
   if (s.dir) await safely(() => rm(s.dir, { recursive: true, force: true }));
 });
 
-async function safely(step: () => Promise<unknown> | undefined): Promise<void> {
-  try { await step(); } catch { /* teardown goes on */ }
-}
 
 serial(title('helm install with slices: the init container puts sixbed4-cni on the node and chains it into the pod network list'), async (t) => {
   await helm(['install', RELEASE, join(REPO, 'charts', 'sixbed4'), '--namespace', NS, '--create-namespace',
@@ -176,4 +168,5 @@ serial(title('helm uninstall: the agent takes sixbed4-cni off the node; pods tha
   t.deepEqual(list.plugins.map((p) => p.type), ['bridge'], 'the node\'s list as it was');
   t.deepEqual((await readdir(s.node.cniBinDir)).filter((f) => !f.startsWith('.')), []);
   t.true(podReady(await pod('shop', 'plain')), 'the pod that did not ask still runs');
+  t.notRegex(await nodeNs().run(['nft', 'list', 'tables']), /sixbed4_slices/, 'no inbound filter table left');
 });

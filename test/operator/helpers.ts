@@ -76,6 +76,18 @@ export async function apiErrorMessage(p: Promise<unknown>): Promise<{ code: numb
   throw new Error('the request succeeded but was expected to fail');
 }
 
+/** One teardown step: one that fails must not leave the steps after it undone. */
+export async function safely(step: () => Promise<unknown> | undefined): Promise<void> {
+  try { await step(); } catch { /* teardown goes on */ }
+}
+
+/** `helm` against a control plane as its admin, with helm's cache, config and data under dir (never the user's). */
+export function helmFor(cp: ControlPlane, dir: string): (args: string[]) => Promise<string> {
+  const home = (k: string) => join(dir, `helm-${k}`);
+  return async (args) => (await promisify(execFile)(cp.helm, [...args, '--kubeconfig', cp.kubeconfigPath],
+    { env: { ...process.env, HELM_CACHE_HOME: home('cache'), HELM_CONFIG_HOME: home('config'), HELM_DATA_HOME: home('data') } })).stdout;
+}
+
 /** Polls fn until it returns something truthy; throws with the last value after timeoutMs. */
 export async function eventually<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 15_000, intervalMs = 100): Promise<T> {
   const deadline = Date.now() + timeoutMs;
