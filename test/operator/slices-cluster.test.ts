@@ -223,13 +223,14 @@ class Claimer {
    * all (it does not look in its view, and every word B seems free), so that only the API server's answers count.
    */
   async claim(prefixName: string, pod: PodRef, opts: { blind?: boolean } = {}): Promise<{ slice: SixBed4Slice; how: 'created' | 'adopted' | 'held' }> {
+    // in the order of NodeCni.add (the namespace), then SliceAgent.add (held? the word, then what is taken)
+    const ns = await this.kube.get<KubeObject>(paths.namespace(pod.namespace));
+    if (!ns?.metadata.uid) throw new NotServing(`namespace ${pod.namespace} not found`);
+    const t = await this.target(prefixName);
     if (!opts.blind) {
       const held = this.view().find((x) => x.spec.pod.uid === pod.uid && x.spec.node === this.node && x.spec.prefix === prefixName);
       if (held) { this.stats.held++; return { slice: held, how: 'held' }; }
     }
-    const ns = await this.kube.get<KubeObject>(paths.namespace(pod.namespace));
-    if (!ns?.metadata.uid) throw new NotServing(`namespace ${pod.namespace} not found`);
-    const t = await this.target(prefixName);
     const word = await namespaceWord(this.kube, prefixName, { name: pod.namespace, uid: ns.metadata.uid });
     const taken = new Set<number>();
     for (const x of this.view()) {
