@@ -152,7 +152,8 @@ ktest('helm template output is accepted by the API server (server-side dry run)'
     '--set', 'replicas=2', '--kube-version', '1.36.3'], { maxBuffer: 10 * 1024 * 1024 });
   const docs = parseYamlDocs(stdout);
   t.deepEqual([...new Set(docs.map((d) => d.kind))].sort(),
-    ['ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition', 'DaemonSet', 'Deployment', 'Role', 'RoleBinding', 'ServiceAccount']);
+    ['ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition', 'DaemonSet', 'Deployment', 'Role', 'RoleBinding', 'ServiceAccount',
+      'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding']);
   await admin().create('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'dry-run' } });
   const out = await kubectlApply(s.adminKc!, docs, { dryRun: true, fieldManager: 'helm' });
   t.is(out.length, docs.length);

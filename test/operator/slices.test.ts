@@ -126,7 +126,10 @@ test('probing wraps around inside the range and reports exhaustion', (t) => {
 test('spec.slices: defaults, and what CEL refuses the operator refuses too', (t) => {
   t.deepEqual(checkSlices(undefined).slices.enabled, false);
   t.deepEqual(checkSlices({ enabled: true }), {
-    slices: { enabled: true, namespaceLabel: 'sixbed4.io/prefix', podAnnotation: 'sixbed4.io/slice', namespaceWords: { first: 1, last: 65535 }, podWords: { first: 0, last: 65535 } },
+    slices: {
+      enabled: true, namespaceLabel: 'sixbed4.io/prefix', podAnnotation: 'sixbed4.io/slice', namespaceWords: { first: 1, last: 65535 }, podWords: { first: 0, last: 65535 },
+      inbound: 'filtered',
+    },
     problems: [],
   });
   const custom = checkSlices({ enabled: true, namespaceLabel: 'example.com/net', podAnnotation: 'example.com/ipv6', namespaceWords: { first: 16, last: 31 }, podWords: { first: 1, last: 2 } });
