@@ -103,17 +103,24 @@ export class SliceAgent {
       if (!obj) {
         const subnet = parsePrefix(srv.node64);
         const word = await namespaceWord(this.kube, this.o.prefixName, { name: a.pod.namespace, uid: a.pod.namespaceUid }).catch(claimFailure);
+        // Words held by other pods only: a slice of this pod that arrived meanwhile (another agent of this node, in a
+        // rolling update, claimed it) is then found again by its name (AlreadyExists, same pod: adopted) instead of
+        // being stepped over and doubled.
         const taken = new Set<number>();
         for (const x of this.slices.values()) {
           const w = sliceWords(x.spec.slice);
-          if (w && w.a === word) taken.add(w.b);
+          if (w && w.a === word && x.spec.pod.uid !== a.pod.uid) taken.add(w.b);
         }
         const reserved = reservedSlices(subnet, srv.localAddresses.map((t) => ({ bytes: parseIPv6(t), text: t, perNode: false })));
         const got = await claimSlice(this.kube, {
           prefixName: this.o.prefixName, node: this.o.node, subnet, index: srv.index, podWords: slices.podWords, reserved,
         }, word, a.pod, (b) => taken.has(b), this.o.log).catch(claimFailure);
-        obj = got.slice;
-        this.slices.set(obj.metadata.name!, obj);
+        // If this pod holds another slice after all (two claims that saw different words), every agent and the
+        // operator keep the first in text order: deliver that one.
+        const mine = [...this.slices.values(), got.slice].filter((x) => x.spec.pod.uid === a.pod.uid && x.spec.node === this.o.node)
+          .sort((x, y) => x.spec.slice.localeCompare(y.spec.slice));
+        obj = mine[0]!;
+        this.slices.set(got.slice.metadata.name!, got.slice);
       }
       const d = this.deliverer;
       await a.beforeDelivery?.(obj.spec.slice);

@@ -442,7 +442,7 @@ export class SliceAllocator {
         ? { type: SLICES_CONDITION, status: 'False' as const, reason: problems[0]!.reason,
           message: `${summary}; ${problems.length} problem${problems.length > 1 ? 's' : ''}: ${list(problems.map((x) => x.message), 10)}`.slice(0, 32768) }
         : { type: SLICES_CONDITION, status: 'True' as const, reason: 'AllAllocated',
-          message: `${summary}${pending ? `; ${pending} pods wait to be scheduled` : ''}; every pod that asks and can have one holds a slice` };
+          message: `${summary}${pending ? `; ${pending} pods wait for a slice (to be scheduled, or for their node's agent to set up their network; see their Events)` : ''}; no problem to report` };
     return { slices: status, condition: { ...condition, observedGeneration: p.metadata.generation ?? 0 } };
   }
 
