@@ -161,7 +161,10 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
   });
 
   const registry = routerRegistry(async () => sumCounters(await Promise.all([...agents.values()].map((a) => a.counters()))));
-  const servers = await serve(o, log, registry, () => [...agents.values()].every((a) => a.healthy()), () => stopped);
+  // Ready only once the first pass has started what the node's shares say (its routers forward): a Pod that is
+  // Ready with its routers still starting would let a rollout or a test go on too early.
+  let firstPass = false;
+  const servers = await serve(o, log, registry, () => firstPass && [...agents.values()].every((a) => a.healthy()), () => stopped);
   let cni: CniServer | undefined;
   if (o.cniSocket) {
     const handler = new NodeCni(kube, {
@@ -183,6 +186,7 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
   await keepPlugin();
   const pluginTimer = setInterval(() => void keepPlugin(), 60_000);
   await kick();
+  firstPass = true;
   const poll = setInterval(() => void kick(), o.pollMs ?? 5000);
   const heartbeatMs = o.heartbeatMs ?? 10_000;
   const lease = new NodeLease(kube, { namespace: o.namespace, node: o.node, intervalMs: heartbeatMs, log });

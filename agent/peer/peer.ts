@@ -153,7 +153,24 @@ export async function startPeer(cfg: PeerConfig, log: Logger): Promise<RunningPe
     native.close(tunFd); native.close(udpFd);
     throw err;
   }
+  // ICMP errors about what we sent (the router's port closed while it restarts, a host unreachable) land in the
+  // socket's error queue (IP_RECVERR), and the socket reports POLLERR until that queue is read: left there, they
+  // would stop this poll for good and the peer would never read its router's packets again. Read them first; say so
+  // once a minute at most. The address stays: the router's side is stateless, and keepalives go on.
+  const errors = newBatch(8, 64);
+  const errorInfo = new Uint32Array(8);
+  let lastErrorLog = 0;
   polls.push(native.poll(udpFd, () => {
+    let m: number, seen = 0, what = 0;
+    while ((m = native.udpRecvErrors(udpFd, errors, errorInfo)) > 0) {
+      seen += m;
+      what = errorInfo[m - 1]!;
+      if (m < errors.cap) break;
+    }
+    if (seen && Date.now() - lastErrorLog > 60_000) {
+      lastErrorLog = Date.now();
+      log.warn(`the router does not answer (ICMP type ${what >> 8} code ${what & 0xff}); keeping the address and sending keepalives`, { router: routerText });
+    }
     for (let round = 0; round < 16; round++) {
       const n = native.udpRecv(udpFd, engine.udpRx);
       if (n === 0) return;

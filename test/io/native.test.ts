@@ -51,7 +51,7 @@ function receive(fd: number, b: Batch, want: number): Promise<Array<{ data: Buff
         }
       });
     }),
-    3000,
+    30_000, // a hang detector, not a speed bound
     `receiving ${want} datagrams`,
   );
 }
@@ -224,7 +224,7 @@ test('poll handles stop, restart and close idempotently', async (t) => {
   t.is(calls, 0, 'no callback while stopped');
   h.start();
   h.start();
-  await withTimeout(new Promise<void>((res) => (wake = res)), 2000, 'callback after start');
+  await withTimeout(new Promise<void>((res) => (wake = res)), 30_000, 'callback after start');
   t.is(calls, 1);
   h.close();
   h.close();
@@ -267,7 +267,8 @@ test('poll works inside worker_threads, and a worker can exit with a poll open',
         w.once('message', res);
         w.once('error', rej);
       }),
-      5000,
+      // a hang detector, not a speed bound: a worker's start and import can take seconds on a loaded machine
+      60_000,
       'worker round trip',
     );
     const exited = new Promise<number>((res) => w.once('exit', res));
