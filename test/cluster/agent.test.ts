@@ -17,7 +17,7 @@ import type { Proc } from '../../agent/lab/netns.js';
 import { CLI, ping6, startPeerIn } from '../../agent/lab/sixbed4.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
-import { AGENT_SA, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OperatorProcess, safely } from '../operator/helpers.js';
+import { agentToken, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OperatorProcess, safely } from '../operator/helpers.js';
 import { capture, L11, L30, seedVm } from '../host/hostlab.js';
 
 const why = skipReason ?? controlPlaneSkipReason();
@@ -39,7 +39,6 @@ test.before(async () => {
   s.admin = new Kube(s.cp.kubeConfig(), 'sixbed4-test');
   await installChart(s.cp);
   const operatorKubeconfig = await s.cp.writeKubeconfig(await s.cp.serviceAccountToken(NS, OPERATOR_SA), 'operator');
-  s.agentKubeconfig = await s.cp.writeKubeconfig(await s.cp.serviceAccountToken(NS, AGENT_SA), 'agent');
   s.apiPort = Number(new URL(s.cp.server).port);
 
   s.topo = await buildTopology({ tag: 'agent' });
@@ -47,6 +46,8 @@ test.before(async () => {
   s.before = await capture(s.topo.router);
   await s.admin.create(paths.nodes, { apiVersion: 'v1', kind: 'Node', metadata: { name: NODE, labels: { 'kubernetes.io/hostname': NODE } },
     status: { addresses: [{ type: 'ExternalIP', address: TOPO.routerV4 }] } });
+  // the agent's identity, as its DaemonSet Pod on the node has it
+  s.agentKubeconfig = await s.cp.writeKubeconfig(await agentToken(s.cp, NODE), 'agent');
   s.operator = await OperatorProcess.start(operatorKubeconfig, 'op', ['--namespace', NS]);
 });
 

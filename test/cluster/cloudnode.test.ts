@@ -16,7 +16,7 @@ import { systemTool, type Proc } from '../../agent/lab/netns.js';
 import { CLI, ping6, startPeerIn } from '../../agent/lab/sixbed4.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
-import { AGENT_SA, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OperatorProcess } from '../operator/helpers.js';
+import { agentToken, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OperatorProcess } from '../operator/helpers.js';
 
 const why = skipReason ?? controlPlaneSkipReason();
 const serial = why ? test.serial.skip : test.serial;
@@ -33,13 +33,13 @@ test.before(async () => {
   s.admin = new Kube(s.cp.kubeConfig(), 'sixbed4-test');
   await installChart(s.cp);
   const operatorKubeconfig = await s.cp.writeKubeconfig(await s.cp.serviceAccountToken(NS, OPERATOR_SA), 'operator');
-  const agentKubeconfig = await s.cp.writeKubeconfig(await s.cp.serviceAccountToken(NS, AGENT_SA), 'agent');
   s.topo = await buildTopology({ tag: 'cloud' });
   await s.topo.nat.run([systemTool('nft'), '-f', '-'], {
     input: `table ip sixbed4_cloud {\n  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    ip daddr ${PUBLIC} udp dport 25790 dnat to ${TOPO.routerV4}\n  }\n}\n`,
   });
   await s.admin.create(paths.nodes, { apiVersion: 'v1', kind: 'Node', metadata: { name: NODE, labels: { 'kubernetes.io/hostname': NODE } },
     status: { addresses: [{ type: 'InternalIP', address: TOPO.routerV4 }, { type: 'ExternalIP', address: PUBLIC }] } });
+  const agentKubeconfig = await s.cp.writeKubeconfig(await agentToken(s.cp, NODE), 'agent');
   s.operator = await OperatorProcess.start(operatorKubeconfig, 'op', ['--namespace', NS]);
   s.bridge = await bridgeApiInto(s.topo.router, Number(new URL(s.cp.server).port), join(s.dir, 'api.sock'));
   s.agent = s.topo.router.spawn([process.execPath, CLI, 'agent', '--namespace', NS, '--node', NODE, '--kubeconfig', agentKubeconfig,

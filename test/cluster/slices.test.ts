@@ -25,7 +25,7 @@ import { patchConflist, pluginEntry } from '../../agent/cni/install.js';
 import { pluginBinary } from '../../agent/cli/cni.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
-import { AGENT_SA, eventually, installChart, NS, OPERATOR_SA, OperatorProcess, safely } from '../operator/helpers.js';
+import { agentToken, eventually, installChart, NS, OPERATOR_SA, OperatorProcess, safely } from '../operator/helpers.js';
 import { L11, L30, seedVm } from '../host/hostlab.js';
 
 const isCI = process.env.CI === 'true' || process.env.CI === '1';
@@ -66,11 +66,7 @@ test.before(async () => {
   await s.admin.create(paths.nodes, { apiVersion: 'v1', kind: 'Node', metadata: { name: NODE, labels: { 'kubernetes.io/hostname': NODE } },
     status: { addresses: [{ type: 'ExternalIP', address: TOPO.routerV4 }] } });
   // The agent's identity: a token bound to an agent Pod on the node (the kubelet mounts such a token).
-  const agentPod = await s.admin.create<KubeObject>(paths.pods(NS), {
-    apiVersion: 'v1', kind: 'Pod', metadata: { name: 'sixbed4-agent-test' },
-    spec: { nodeName: NODE, serviceAccountName: AGENT_SA, automountServiceAccountToken: false, containers: [{ name: 'agent', image: 'sixbed4:test' }] },
-  });
-  s.agentKubeconfig = await s.cp.writeKubeconfig(await s.cp.serviceAccountToken(NS, AGENT_SA, 3600, { name: 'sixbed4-agent-test', uid: agentPod.metadata.uid! }), 'agent');
+  s.agentKubeconfig = await s.cp.writeKubeconfig(await agentToken(s.cp, NODE), 'agent');
   s.operator = await OperatorProcess.start(operatorKubeconfig, 'op', ['--namespace', NS]);
   await s.admin.create(paths.prefixes, {
     apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix', metadata: { name: 'home' },

@@ -18,7 +18,7 @@ import { Kube, paths } from '../../kube/client.js';
 import { subnetIndex } from '../../operator/prefix/subnets.js';
 import { parsePrefix } from '../../agent/protocol/ip.js';
 import { microTime } from '../../agent/cluster/lease.js';
-import { AGENT_DAEMONSET, AGENT_SA, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OPERATOR_FLAGS, OperatorProcess, parseYamlDocs, readYamlDocs, REPO } from './helpers.js';
+import { AGENT_DAEMONSET, AGENT_SA, agentToken, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OPERATOR_FLAGS, OperatorProcess, parseYamlDocs, readYamlDocs, REPO } from './helpers.js';
 
 const run = promisify(execFile);
 const skip = controlPlaneSkipReason();
@@ -98,12 +98,24 @@ async function resourceVersions(): Promise<Record<string, string>> {
   return out;
 }
 
-/** an agent's report, written as the agent does it: into its node's Lease, with the chart's agent ServiceAccount */
-async function agentReport(prefix: string, node: string, fields: Record<string, unknown>): Promise<void> {
+/** The agent of a node: the chart's agent ServiceAccount with a token bound to a Pod on that node. */
+const agents = new Map<string, Kube>();
+async function agentOf(node: string): Promise<Kube> {
+  let k = agents.get(node);
+  if (!k) {
+    k = new Kube(s.cp!.kubeConfigForToken(await agentToken(s.cp!, node), `agent-${node}`), 'sixbed4-agent');
+    agents.set(node, k);
+  }
+  return k;
+}
+
+/** an agent's report, written as the agent does it: into its node's Lease, as that node's agent */
+async function agentReport(prefix: string, node: string, fields: Record<string, unknown>, as?: Kube): Promise<void> {
   const path = paths.lease(NS, agentLeaseName(node));
   const now = new Date();
+  const agent = as ?? await agentOf(node);
   for (;;) {
-    const cur = await s.agent!.get<KubeObject & { spec?: unknown }>(path);
+    const cur = await agent.get<KubeObject & { spec?: unknown }>(path);
     const reports = JSON.parse(cur?.metadata.annotations?.[AGENT_REPORTS_ANNOTATION] ?? '{}') as Record<string, unknown>;
     reports[prefix] = { lastReport: now.toISOString().replace(/\.\d{3}Z$/, 'Z'), ...fields };
     const lease = {
@@ -113,7 +125,7 @@ async function agentReport(prefix: string, node: string, fields: Record<string, 
       spec: { holderIdentity: node, leaseDurationSeconds: 40, renewTime: microTime(now) },
     };
     try {
-      if (cur) await s.agent!.replace(path, lease); else await s.agent!.create(paths.leases(NS), lease);
+      if (cur) await agent.replace(path, lease); else await agent.create(paths.leases(NS), lease);
       return;
     } catch (e) {
       if ((await apiErrorMessage(Promise.reject(e))).code !== 409) throw e;
@@ -243,6 +255,10 @@ ktest('an agent reporting (as the chart\'s agent ServiceAccount) makes the prefi
   t.is(await deny(s.agent!.mergePatch(paths.prefix('home'), { spec: { prefix: '2001:db8:9:11::/64' } })), 403);
   t.is(await deny(s.agent!.mergePatch(paths.daemonSet(NS, AGENT_DAEMONSET), { metadata: { labels: { x: 'y' } } })), 403);
   t.is(await deny(s.agent!.request('DELETE', paths.prefix('home'))), 403);
+  // Only its own node's Lease (the chart's admission policy): edge-1's agent cannot report for another node.
+  const other = await apiErrorMessage(agentReport('home', 'edge-2', { ready: true }, await agentOf('edge-1')));
+  t.true([403, 422].includes(other.code), `${other.code} ${other.message}`);
+  t.regex(other.message, /only the Lease of its own node: this one runs on edge-1, the Lease is sixbed4-agent-edge-2/);
 });
 
 ktest('a /48 is split among three nodes; a node deleted and re-created gets the same /64', async (t) => {

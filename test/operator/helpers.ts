@@ -12,6 +12,8 @@ import { parseAllDocuments } from 'yaml';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { freePort, type ControlPlane } from '../k8s/controlplane.js';
+import { Kube, paths } from '../../kube/client.js';
+import type { KubeObject } from '../../kube/api.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** dist/ (compiled tree) and the repository (sources, YAML) */
@@ -74,6 +76,22 @@ export async function apiErrorMessage(p: Promise<unknown>): Promise<{ code: numb
     throw e;
   }
   throw new Error('the request succeeded but was expected to fail');
+}
+
+/**
+ * A token of the agent ServiceAccount as the DaemonSet's Pod on `node` has it: bound to a Pod on that node, so the
+ * API server records the node in it (user extra authentication.kubernetes.io/node-name), which the chart's
+ * admission policies compare with the slices and Leases the agent writes. The Pod object is made once per node;
+ * with no kubelet it stays Pending.
+ */
+export async function agentToken(cp: ControlPlane, node: string): Promise<string> {
+  const admin = new Kube(cp.kubeConfig(), 'sixbed4-test');
+  const name = `sixbed4-agent-test-${node}`.slice(0, 63).replace(/[^a-z0-9]+$/, '');
+  const pod = await admin.get<KubeObject>(paths.pod(NS, name)) ?? await admin.create<KubeObject>(paths.pods(NS), {
+    apiVersion: 'v1', kind: 'Pod', metadata: { name, labels: { 'app.kubernetes.io/component': 'agent-test' } },
+    spec: { nodeName: node, serviceAccountName: AGENT_SA, automountServiceAccountToken: false, containers: [{ name: 'agent', image: 'sixbed4:test' }] },
+  });
+  return cp.serviceAccountToken(NS, AGENT_SA, 3600, { name, uid: pod.metadata.uid! });
 }
 
 /** One teardown step: one that fails must not leave the steps after it undone. */

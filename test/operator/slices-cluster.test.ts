@@ -36,7 +36,7 @@ import { Kube, KubeError, paths } from '../../kube/client.js';
 import { ClaimError, claimSlice, namespaceWord, type ClaimTarget } from '../../agent/cluster/claim.js';
 import { shareFromData } from '../../agent/cluster/config.js';
 import { checkSlices, preferredWord, rangeName, rangePattern, reservedSlices, sliceName, sliceWords } from '../../operator/slices/model.js';
-import { AGENT_SA, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OPERATOR_FLAGS, OperatorProcess, readYamlDocs, REPO } from './helpers.js';
+import { AGENT_SA, agentToken, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_FLAGS, OPERATOR_SA, OperatorProcess, readYamlDocs, REPO } from './helpers.js';
 
 const skip = controlPlaneSkipReason();
 const ktest = skip ? test.serial.skip : test.serial;
@@ -264,12 +264,7 @@ class Claimer {
 
 /** An agent's identity on a node: an agent Pod there (it stays Pending) and a token bound to it. */
 async function agentKubeConfig(node: string): Promise<KubeConfig> {
-  const pod = await admin().create<KubeObject>(paths.pods(NS), {
-    apiVersion: 'v1', kind: 'Pod', metadata: { name: `sixbed4-agent-${node}` },
-    spec: { nodeName: node, serviceAccountName: AGENT_SA, automountServiceAccountToken: false, containers: [{ name: 'agent', image: 'sixbed4:test' }] },
-  });
-  const token = await s.cp!.serviceAccountToken(NS, AGENT_SA, 3600, { name: pod.metadata.name!, uid: pod.metadata.uid! });
-  return s.cp!.kubeConfigForToken(token, `agent-${node}`);
+  return s.cp!.kubeConfigForToken(await agentToken(s.cp!, node), `agent-${node}`);
 }
 
 function sumRefused(cs: readonly Claimer[]): string {
