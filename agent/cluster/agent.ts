@@ -96,6 +96,7 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
         a = await startPrefixAgent(kube, {
           prefixName: name, node: o.node, statePath: join(o.stateDir, `agent-${name}-${o.node}.json`), share: shareOf(name), report: report(name),
           ...(o.tun ? { tun: o.tun } : {}), heartbeatMs: o.heartbeatMs ?? 10_000,
+          ...(podsOnNode ? { sliceRepair: { slices: () => checkSlices(prefixes.get(name)?.spec?.slices).slices, podsOnNode: () => podsOnNode!.list() } } : {}),
         }, log.child({ prefix: name }));
         agents.set(name, a);
       } else {
@@ -133,6 +134,11 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
       void kick();
     },
   });
+  // With the CNI plugin: this node's pods, for the repair of those that run without a slice.
+  const podsOnNode = o.cniSocket
+    ? new Informer<KubeObject>(kube, paths.allPods, { name: 'pods on this node', log, fieldSelector: `spec.nodeName=${o.node}`, onChange: () => undefined })
+    : undefined;
+  void podsOnNode?.start().catch((err: Error) => log.warn(`watching this node's pods: ${err.message} (retrying)`));
   // The prefixes say when one is being deleted (its finalizer waits for our revert).
   const prefixes = new Informer<SixBed4Prefix>(kube, paths.prefixes, {
     name: 'sixbed4prefixes', log,
@@ -206,7 +212,7 @@ export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Prom
       if (stopped) return;
       stopped = true;
       clearInterval(poll); clearInterval(heartbeat); clearInterval(pluginTimer);
-      await Promise.all([configMaps.stop(), prefixes.stop(), renewing]);
+      await Promise.all([configMaps.stop(), prefixes.stop(), podsOnNode?.stop(), renewing]);
       await chain;
       // A pod restart keeps each host as configured and hands the tunnels to the next agent when it comes.
       await Promise.all([...agents.values()].map((a) => a.stop({ waitForSuccessorMs: o.handoverWaitMs ?? 20_000 })));

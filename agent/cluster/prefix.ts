@@ -15,7 +15,7 @@ import { Counters, type CountersSnapshot } from '../router/counters.js';
 import type { Kube } from '../../kube/client.js';
 import { proxiedLocalAddresses } from '../ndp/policy.js';
 import type { NodeShare } from './config.js';
-import { SliceAgent } from './slices.js';
+import { SliceAgent, type SliceRepair } from './slices.js';
 import type { AgentReport } from '../../kube/api.js';
 import { parsePrefix } from '../protocol/ip.js';
 import { subnetIndex } from '../../operator/prefix/subnets.js';
@@ -33,6 +33,8 @@ export interface PrefixAgentOptions {
   heartbeatMs?: number;
   /** The tunnel interface name (default: the share's, else 6bed4). */
   tun?: string;
+  /** Claims for pods that run without a slice (they predate the CNI plugin); see SliceAgent. */
+  sliceRepair?: SliceRepair;
 }
 
 export interface PrefixAgent {
@@ -151,7 +153,7 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
     await report(await current());
   };
 
-  const slices = new SliceAgent(kube, { prefixName: o.prefixName, node: o.node, log });
+  const slices = new SliceAgent(kube, { prefixName: o.prefixName, node: o.node, log, ...(o.sliceRepair ? { repair: o.sliceRepair } : {}) });
   let chain = Promise.resolve();
   const kick = () => { chain = chain.then(converge).catch((err: Error) => { log.error(`agent: ${err.message}`); }); return chain; };
   await kick();

@@ -17,11 +17,23 @@ import { ClaimError, claimSlice, namespaceWord, type ClaimPod } from './claim.js
 import { reservedSlices, sliceWords, type CheckedSlices } from '../../operator/slices/model.js';
 import { defaultLocator } from '../slices/podns.js';
 import { reconcileSlices, type DesiredSlice, type SliceStatus } from '../slices/reconcile.js';
-import { agentFieldManager, API_VERSION, SLICE_KIND, SLICES_PATH, type SixBed4Slice } from '../../kube/api.js';
+import { agentFieldManager, API_VERSION, SLICE_KIND, SLICES_PATH, type KubeObject, type SixBed4Slice } from '../../kube/api.js';
+import { paths } from '../../kube/client.js';
 import type { Kube } from '../../kube/client.js';
 import { Informer } from '../../kube/informer.js';
 
-export interface SliceAgentOptions { prefixName: string; node: string; log: Logger; intervalMs?: number; }
+export interface SliceAgentOptions {
+  prefixName: string; node: string; log: Logger; intervalMs?: number;
+  /** Repair of pods that never had a CNI ADD of ours (they predate the install): what a pass needs to claim for them. */
+  repair?: SliceRepair;
+}
+
+export interface SliceRepair {
+  /** The prefix's spec.slices now. */
+  slices: () => CheckedSlices;
+  /** The pods bound to this node (a field-selected watch). */
+  podsOnNode: () => readonly KubeObject[];
+}
 
 /** Where this node serves the prefix: what a claim needs besides the pod. */
 export interface Serving {
@@ -78,7 +90,7 @@ export class SliceAgent {
   /** Releases every slice of this node (the prefix is going away), then stops. */
   async releaseAll(): Promise<void> {
     await this.stop();
-    if (this.deliverer && this.node64) await this.pass([]);
+    if (this.deliverer && this.node64) await this.pass([], false);
   }
 
   async stop(): Promise<void> {
@@ -99,29 +111,7 @@ export class SliceAgent {
     return this.serial(async () => {
       const srv = this.serving;
       if (!srv || !this.deliverer) throw new CniError(CNI.tryAgainLater, `this node does not serve ${this.o.prefixName} yet (its router is starting)`);
-      let obj = [...this.slices.values()].find((x) => x.spec.pod.uid === a.pod.uid && x.spec.node === this.o.node);
-      if (!obj) {
-        const subnet = parsePrefix(srv.node64);
-        const word = await namespaceWord(this.kube, this.o.prefixName, { name: a.pod.namespace, uid: a.pod.namespaceUid }).catch(claimFailure);
-        // Words held by other pods only: a slice of this pod that arrived meanwhile (another agent of this node, in a
-        // rolling update, claimed it) is then found again by its name (AlreadyExists, same pod: adopted) instead of
-        // being stepped over and doubled.
-        const taken = new Set<number>();
-        for (const x of this.slices.values()) {
-          const w = sliceWords(x.spec.slice);
-          if (w && w.a === word && x.spec.pod.uid !== a.pod.uid) taken.add(w.b);
-        }
-        const reserved = reservedSlices(subnet, srv.localAddresses.map((t) => ({ bytes: parseIPv6(t), text: t, perNode: false })));
-        const got = await claimSlice(this.kube, {
-          prefixName: this.o.prefixName, node: this.o.node, subnet, index: srv.index, podWords: slices.podWords, reserved,
-        }, word, a.pod, (b) => taken.has(b), this.o.log).catch(claimFailure);
-        // If this pod holds another slice after all (two claims that saw different words), every agent and the
-        // operator keep the first in text order: deliver that one.
-        const mine = [...this.slices.values(), got.slice].filter((x) => x.spec.pod.uid === a.pod.uid && x.spec.node === this.o.node)
-          .sort((x, y) => x.spec.slice.localeCompare(y.spec.slice));
-        obj = mine[0]!;
-        this.slices.set(got.slice.metadata.name!, got.slice);
-      }
+      const obj = await this.claimFor(a.pod, slices, srv);
       const d = this.deliverer;
       await a.beforeDelivery?.(obj.spec.slice);
       let res;
@@ -139,6 +129,63 @@ export class SliceAgent {
     });
   }
 
+  /**
+   * The pod's slice on this node: the one it holds, or one claimed now (claim.ts). If the pod holds two after all
+   * (two claims that saw different words), every agent and the operator keep the first in text order: that one.
+   */
+  private async claimFor(pod: ClaimPod, slices: CheckedSlices, srv: Serving): Promise<SixBed4Slice> {
+    const held = [...this.slices.values()].find((x) => x.spec.pod.uid === pod.uid && x.spec.node === this.o.node);
+    if (held) return held;
+    const subnet = parsePrefix(srv.node64);
+    const word = await namespaceWord(this.kube, this.o.prefixName, { name: pod.namespace, uid: pod.namespaceUid }).catch(claimFailure);
+    // Words held by other pods only: a slice of this pod that arrived meanwhile (another agent of this node, in a
+    // rolling update, claimed it) is then found again by its name (AlreadyExists, same pod: adopted) instead of
+    // being stepped over and doubled.
+    const taken = new Set<number>();
+    for (const x of this.slices.values()) {
+      const w = sliceWords(x.spec.slice);
+      if (w && w.a === word && x.spec.pod.uid !== pod.uid) taken.add(w.b);
+    }
+    const reserved = reservedSlices(subnet, srv.localAddresses.map((t) => ({ bytes: parseIPv6(t), text: t, perNode: false })));
+    const got = await claimSlice(this.kube, {
+      prefixName: this.o.prefixName, node: this.o.node, subnet, index: srv.index, podWords: slices.podWords, reserved,
+    }, word, pod, (b) => taken.has(b), this.o.log).catch(claimFailure);
+    this.slices.set(got.slice.metadata.name!, got.slice);
+    const mine = [...this.slices.values()].filter((x) => x.spec.pod.uid === pod.uid && x.spec.node === this.o.node)
+      .sort((x, y) => x.spec.slice.localeCompare(y.spec.slice));
+    return mine[0]!;
+  }
+
+  /**
+   * Repair: pods of this node that ask for a slice of this prefix, run, and hold none (they started before sixbed4
+   * was installed, or their runtime passed no annotations while the agent was away) get one claimed here; the pass
+   * then finds their namespace through /proc and delivers. A pod still starting is left to its CNI ADD.
+   */
+  private async claimForStrays(): Promise<void> {
+    const r = this.o.repair;
+    const srv = this.serving;
+    if (!r || !srv) return;
+    const slices = r.slices();
+    if (!slices.enabled) return;
+    const namespaces = new Map<string, KubeObject | undefined>();
+    for (const p of r.podsOnNode()) {
+      const spec = (p.spec ?? {}) as { hostNetwork?: boolean };
+      const phase = (p.status as { phase?: string } | undefined)?.phase;
+      if (p.metadata.annotations?.[slices.podAnnotation] !== 'true' || spec.hostNetwork || phase !== 'Running' || p.metadata.deletionTimestamp) continue;
+      if ([...this.slices.values()].some((x) => x.spec.pod.uid === p.metadata.uid)) continue;
+      const nsName = p.metadata.namespace!;
+      if (!namespaces.has(nsName)) namespaces.set(nsName, await this.kube.get<KubeObject>(paths.namespace(nsName)));
+      const ns = namespaces.get(nsName);
+      if (ns?.metadata.labels?.[slices.namespaceLabel] !== this.o.prefixName || !ns.metadata.uid) continue;
+      try {
+        const got = await this.claimFor({ namespace: nsName, name: p.metadata.name!, uid: p.metadata.uid!, namespaceUid: ns.metadata.uid }, slices, srv);
+        this.o.log.info(`repair: pod ${nsName}/${p.metadata.name} runs without a slice (it predates sixbed4's CNI plugin): claimed ${got.spec.slice}`);
+      } catch (err) {
+        this.o.log.warn(`repair: no slice for pod ${nsName}/${p.metadata.name}: ${(err as Error).message}`);
+      }
+    }
+  }
+
   /** Runs fn after whatever pass or request is under way (one at a time: they touch the same links). */
   private serial<T>(fn: () => Promise<T>): Promise<T> {
     const p = this.chain.then(fn);
@@ -154,8 +201,12 @@ export class SliceAgent {
       .catch((err: Error) => { this.o.log.error(`slices: ${err.message}`); });
   }
 
-  private async pass(want: DesiredSlice[]): Promise<void> {
+  private async pass(want: DesiredSlice[], repair = true): Promise<void> {
     if (!this.deliverer || !this.node64) return;
+    if (repair && this.o.repair) {
+      await this.claimForStrays().catch((err: Error) => this.o.log.warn(`repair: ${err.message}`));
+      want = [...this.slices.values()].map(desired);
+    }
     const { statuses } = await reconcileSlices(want, {
       deliverer: this.deliverer, locator: defaultLocator(), log: this.o.log, prefix: parsePrefix(this.node64),
     });

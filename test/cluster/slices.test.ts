@@ -24,6 +24,7 @@ import { CLI, ping6, startPeerIn } from '../../agent/lab/sixbed4.js';
 import { patchConflist, pluginEntry } from '../../agent/cni/install.js';
 import { pluginBinary } from '../../agent/cli/cni.js';
 import { skipReason } from '../helpers/fixtures.js';
+import { FakePodCgroup, waitInNetns } from '../slices/fakepod.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
 import { agentToken, eventually, installChart, NS, OPERATOR_SA, OperatorProcess, safely } from '../operator/helpers.js';
 import { L11, L30, seedVm } from '../host/hostlab.js';
@@ -35,6 +36,8 @@ const why = skipReason ?? controlPlaneSkipReason() ??
   (existsSync(pluginBinary()) ? null : `${pluginBinary()} not built; run: npm run build`);
 if (why && isCI && process.getuid?.() === 0) throw new Error(`CNI slice tests cannot run under CI: ${why}`);
 const serial = why ? test.serial.skip : test.serial;
+/** The repair case needs a cgroup hierarchy to fake a pod's cgroup in (test/slices/fakepod.ts). */
+const cgroupWhy = why ? null : await FakePodCgroup.unavailable();
 const title = (s: string) => (why ? `${s} (skipped: ${why})` : s);
 const NODE = 'edge-1';
 const ASK = { 'sixbed4.io/slice': 'true' };
@@ -315,6 +318,34 @@ serial(title('50 pods come and go: each its own /112, ADD latency measured, noth
   await eventually('every slice of theirs released', async () => !(await s.admin.list<SixBed4Slice>(SLICES_PATH)).items.some((x) => uids.has(x.spec.pod.uid)), 30_000, 300);
   const leases = await readFile(join(s.dir, 'ipam', 'pods', 'last_reserved_ip.0'), 'utf8').catch(() => '');
   t.truthy(leases, 'ptp ran for every pod (its IPAM state is there)');
+});
+
+(cgroupWhy ? test.serial.skip : serial)(title(`repair: a pod that runs without a slice (it predates the plugin) gets one claimed, found through /proc and delivered${cgroupWhy ? ` (skipped: ${cgroupWhy})` : ''}`), async (t) => {
+  const uid = await createPod('old-0');
+  // What an earlier runtime made before sixbed4 was installed: a network namespace and a process in the pod's cgroup,
+  // and a Running pod — but never a CNI ADD of ours.
+  const ns = await sandbox();
+  const holder = ns.spawn(['sleep', 'infinity']);
+  const cgroup = await FakePodCgroup.create('systemd', uid, ns.name);
+  try {
+    await waitInNetns(holder.pid!, `/run/netns/${ns.name}`);
+    await cgroup.add(holder.pid!);
+    const pod = (await s.admin.get<KubeObject>(paths.pod('shop', 'old-0')))!;
+    await s.admin.replace(`${paths.pod('shop', 'old-0')}/status`, { ...pod, status: { phase: 'Running' } });
+    const slice = await eventually('the slice claimed and delivered by the repair pass', async () => {
+      const x = await sliceOf(uid);
+      return x?.status?.delivered ? x : undefined;
+    }, 30_000, 300).catch((e: Error) => { throw new Error(`${e.message}\n${s.agent.output().split('\n').filter((l) => /repair|slice/.test(l)).slice(-10).join('\n')}`); });
+    t.is(slice.spec.node, NODE);
+    t.deepEqual(await addrsIn(ns, 'eth6'), [`${slice.spec.address}/112`], 'the address on eth6 in the pod');
+    const ping = await ping6(s.topo.isp, slice.spec.address);
+    t.is(ping.received, ping.sent, ping.output);
+  } finally {
+    await holder.stop('SIGKILL');
+    await cgroup.destroy();
+  }
+  await s.admin.delete(paths.pod('shop', 'old-0'), { gracePeriodSeconds: 0 });
+  await eventually('its slice released and its link gone', async () => !(await sliceOf(uid)) && (await nodeLinks()).length === 0, 30_000, 300);
 });
 
 serial(title('with the agent stopped: a pod that does not ask starts as before; one that asks gets "try again later" naming the socket'), async (t) => {

@@ -152,7 +152,7 @@ htest('helm template: operator Deployment flags, least-privilege RBAC', async (t
     { apiGroups: ['sixbed4.io'], resources: ['sixbed4slices/status'], verbs: ['get', 'patch'] },
     { apiGroups: [''], resources: ['events'], verbs: ['create', 'patch'] },
   ], 'cluster-wide, the agent claims slices (for its own node: the admission policy) and writes their status; never deletes, never writes a prefix');
-  t.deepEqual(agent.find((r) => r.resources.includes('pods'))?.verbs, ['get'], 'the agent reads single Pods (a CNI ADD without annotations), never lists them');
+  t.deepEqual(agent.find((r) => r.resources.includes('pods'))?.verbs, ['get', 'list', 'watch'], 'the agent reads Pods (a CNI ADD without annotations; its node\'s pods, for repair)');
   t.false(agent.some((r) => r.resources.includes('nodes')), 'the agent reads no Nodes');
   const agentNs = docs.find((d) => d.kind === 'Role' && d.metadata.name === 'sixbed4-agent')!;
   t.deepEqual(agentNs.rules, [
