@@ -186,7 +186,8 @@ ktest('invalid prefixes are refused by the API server with readable messages', a
     [{ prefix: '2001:db8:9:10::/64', localAddresses: ['2001:db8:9:11::11'] }, /every local address must lie inside the prefix 2001:db8:9:10::\/64/],
     [{ prefix: '2001:db8:9:10::/64', listen: { port: 70000 } }, /spec\.listen\.port: Invalid value: 70000: listen\.port is not a UDP port number/],
     [{ prefix: '2001:db8:9:10::/64', listen: { address: '2001:db8::1' } }, /listen\.address 2001:db8::1 is not an IPv4 address/],
-    [{ prefix: '2001:db8:9:10::/64', localAddressMode: 'bridge' }, /spec\.localAddressMode: Unsupported value: "bridge": supported values: "uplink128", "dummy112"/],
+    [{ prefix: '2001:db8:9:10::/64', localAddressMode: 'bridge' }, /spec\.localAddressMode: Invalid value: .*localAddressMode bridge is not one of Uplink, DummyInterface/],
+    [{ prefix: '2001:db8:9:10::/64', ndpProxy: 'Auto' }, /spec\.ndpProxy: Invalid value: .*ndpProxy Auto is not one of Disabled, Always, WhenOnLink/],
     [{ prefix: '2001:db8:9:10::/64', routes: ['2001:db8:ffff::1/48'] }, /route 2001:db8:ffff::1\/48 has host bits set/],
     [{}, /spec\.prefix: Required value/],
   ];
@@ -195,6 +196,11 @@ ktest('invalid prefixes are refused by the API server with readable messages', a
     t.is(code, 422, JSON.stringify(spec));
     t.regex(message, re, JSON.stringify(spec));
   }
+  // what kubectl create sends for an unquoted `ndpProxy: on` (YAML 1.1 reads a boolean); the CamelCase names avoid it
+  const bool = await apiErrorMessage(admin().create(paths.prefixes, { apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix', metadata: { name: 'invalid' },
+    spec: { prefix: '2001:db8:9:10::/64', ndpProxy: true } }));
+  t.is(bool.code, 422);
+  t.regex(bool.message, /spec\.ndpProxy: Invalid value: "boolean": spec\.ndpProxy in body must be of type string/);
   t.is(await getPrefix('invalid'), undefined);
 });
 
@@ -239,6 +245,52 @@ ktest('a sample /64 yields its agent ConfigMap, a finalizer, and status; the nod
     return e.some((x) => x.reason === 'Allocated') && e.some((x) => x.reason === 'Created') ? e : undefined;
   });
   t.true(ev.some((e) => e.reason === 'Allocated' && e.message === 'node edge-1 serves 2001:db8:9:10::/64'));
+});
+
+ktest('v1alpha1 objects with the first spellings (uplink128, dummy112; off, on, auto) are accepted as they are and served as the CamelCase ones', async (t) => {
+  const pairs: [string, Record<string, string>, Record<string, string>][] = [
+    ['a', { localAddressMode: 'uplink128', ndpProxy: 'off' }, { localAddressMode: 'Uplink', ndpProxy: 'Disabled' }],
+    ['b', { localAddressMode: 'dummy112', ndpProxy: 'on' }, { localAddressMode: 'DummyInterface', ndpProxy: 'Always' }],
+    ['c', { ndpProxy: 'auto' }, { ndpProxy: 'WhenOnLink' }],
+  ];
+  const served = async (name: string) => {
+    const p = await eventually(`status of ${name}`, async () => {
+      const p = await getPrefix(name);
+      return p?.status?.observedGeneration === 1 && p.status.nodes?.length === 1 && cond(p, 'Degraded') ? p : undefined;
+    });
+    const cm = await admin().get<{ data: Record<string, string> }>(paths.configMap(NS, `sixbed4-agent-${name}`));
+    const node = JSON.parse(cm!.data[`node.${name}.json`]!) as Record<string, unknown>;
+    const conds = p.status!.conditions!.map((c) => [c.type, c.status, c.reason, c.message.replaceAll(name, '<node>')]);
+    // what differs by construction: the node, its /64, its address and tunnel
+    const { prefix: _p, listen: _l, localAddresses: _a, tunnel: _t, ...modes } = node;
+    return { spec: p.spec, conds, node: modes };
+  };
+  let i = 0;
+  for (const [tag, old, now] of pairs) {
+    const got: Awaited<ReturnType<typeof served>>[] = [];
+    for (const [kind, modes] of [['old', old], ['new', now]] as const) {
+      const name = `spell-${tag}-${kind}`;
+      i++;
+      await createNode(name, { 'sixbed4.io/spelling': name }, `198.51.100.${100 + i}`);
+      await kubectlApply(s.adminKc!, [{ apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix', metadata: { name },
+        spec: { prefix: `2001:db8:5e:${i}::/64`, nodeSelector: { 'sixbed4.io/spelling': name }, localAddresses: ['::11'], ...modes } } as never]);
+      got.push(await served(name));
+    }
+    const [o, n] = got as [Awaited<ReturnType<typeof served>>, Awaited<ReturnType<typeof served>>];
+    t.like(o.spec, old, 'the old spelling is stored as written');
+    t.like(n.spec, now);
+    t.deepEqual(o.node, n.node, `ConfigMap share of ${JSON.stringify(old)} and ${JSON.stringify(now)}`);
+    t.deepEqual(o.conds, n.conds);
+    // the agent ConfigMap keeps its spelling (what agents of the previous version read)
+    t.true(['uplink128', 'dummy112'].includes(n.node.localAddressMode as string));
+    t.true(['off', 'on', 'auto'].includes(n.node.ndpProxy as string));
+  }
+  for (const [tag] of pairs) {
+    for (const kind of ['old', 'new']) {
+      await admin().delete(paths.prefix(`spell-${tag}-${kind}`));
+      await admin().delete(paths.node(`spell-${tag}-${kind}`));
+    }
+  }
 });
 
 ktest('an agent reporting (as the chart\'s agent ServiceAccount) makes the prefix Ready; the agent cannot touch the rest', async (t) => {
