@@ -8,11 +8,14 @@
 // Needs `bash test/k8s/build-control-plane.sh` (CI runs it); skips otherwise.
 import test from 'ava';
 import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
+import { nodeBinaries } from '../k8s/node.js';
 import { AGENT_REPORTS_ANNOTATION, ALLOCATIONS_ANNOTATION, agentLeaseName, CLEANUP_TIMEOUT_ANNOTATION, FINALIZER, tunnelName, type KubeObject, type SixBed4Prefix } from '../../kube/api.js';
 import { Kube, paths } from '../../kube/client.js';
 import { subnetIndex } from '../../operator/prefix/subnets.js';
@@ -202,6 +205,25 @@ ktest('invalid prefixes are refused by the API server with readable messages', a
   t.is(bool.code, 422);
   t.regex(bool.message, /spec\.ndpProxy: Invalid value: "boolean": spec\.ndpProxy in body must be of type string/);
   t.is(await getPrefix('invalid'), undefined);
+});
+
+ktest('every sample under crds/samples/ is accepted by the API server as kubectl reads it (YAML 1.1), through the real kubectl when built', async (t) => {
+  const dir = join(REPO, 'crds', 'samples');
+  const files = readdirSync(dir).filter((f) => f.endsWith('.yaml')).sort();
+  t.true(files.length >= 3);
+  const bin = nodeBinaries();
+  if (bin) {
+    const { stdout } = await run(join(bin, 'kubectl'), ['--kubeconfig', s.cp!.kubeconfigPath, 'apply', '--dry-run=server', '-f', dir, '-o', 'name']);
+    const names = files.flatMap((f) => parseAllDocuments(readFileSync(join(dir, f), 'utf8')).map((d) => `sixbed4prefix.sixbed4.io/${(d.toJS() as KubeObject).metadata.name}`));
+    t.deepEqual(stdout.trim().split('\n').sort(), names.sort());
+  } else {
+    t.log('kubectl not built (bash test/k8s/build-node.sh): server-side dry run through the client library instead');
+  }
+  for (const f of files) {
+    const docs = parseAllDocuments(readFileSync(join(dir, f), 'utf8'), { version: '1.1' }).map((d) => d.toJS() as KubeObject);
+    t.is((await kubectlApply(s.adminKc!, docs as never, { dryRun: true })).length, docs.length, f);
+  }
+  t.is(await getPrefix('home'), undefined, 'a dry run creates nothing');
 });
 
 ktest('a sample /64 yields its agent ConfigMap, a finalizer, and status; the node agents are the chart\'s one DaemonSet', async (t) => {

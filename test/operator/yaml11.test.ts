@@ -8,7 +8,7 @@
 import test from 'ava';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { REPO } from './helpers.js';
 
 /** The YAML 1.1 booleans (yaml.org/type/bool.html), every spelling. */
@@ -95,11 +95,14 @@ test('no enum value or default of any CRD is a boolean, number or null to a YAML
   t.deepEqual(found, []);
 });
 
-test('the CRDs and the chart\'s values.yaml read the same in YAML 1.1 and 1.2; no value of values.yaml is a YAML 1.1 trap', (t) => {
-  const files = [...crdFiles().map((f) => join(REPO, 'crds', f)), join(REPO, 'charts', 'sixbed4', 'values.yaml')];
+test('the CRDs, the samples and the chart\'s values.yaml read the same in YAML 1.1 and 1.2; no value of values.yaml is a YAML 1.1 trap', (t) => {
+  const samples = readdirSync(join(REPO, 'crds', 'samples')).filter((f) => f.endsWith('.yaml')).map((f) => join(REPO, 'crds', 'samples', f));
+  t.true(samples.length >= 3);
+  const files = [...crdFiles().map((f) => join(REPO, 'crds', f)), ...samples, join(REPO, 'charts', 'sixbed4', 'values.yaml')];
   for (const file of files) {
     const text = readFileSync(file, 'utf8');
-    t.deepEqual(parseYaml(text, { version: '1.1' }), parseYaml(text, { version: '1.2' }), file);
+    const all = (version: '1.1' | '1.2') => parseAllDocuments(text, { version }).map((d) => d.toJS() as unknown);
+    t.deepEqual(all('1.1'), all('1.2'), file);
   }
   // values.yaml: its values are the defaults users override in their own values files and --set
   const found: string[] = [];
