@@ -127,6 +127,8 @@ export interface NodeStatus {
 export interface SixBed4PrefixStatus {
   observedGeneration?: number;
   nodesReady?: string;
+  /** live 6bed4 peers over the ready nodes (their agents' livePeers) */
+  livePeers?: number;
   conditions?: Condition[];
   nodes?: NodeStatus[];
   slices?: SlicesStatus;

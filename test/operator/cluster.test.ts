@@ -9,6 +9,8 @@
 import test from 'ava';
 import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { promisify } from 'node:util';
@@ -136,6 +138,13 @@ async function agentReport(prefix: string, node: string, fields: Record<string, 
   }
 }
 
+/** Runs the real kubectl as the admin; undefined when it is not built. */
+async function kubectl(args: string[]): Promise<string | undefined> {
+  const bin = nodeBinaries();
+  if (!bin) return undefined;
+  return (await run(join(bin, 'kubectl'), ['--kubeconfig', s.cp!.kubeconfigPath, ...args])).stdout;
+}
+
 /** waits until the operator has handled every queued change (nothing queued, and the count of reconciles settles) */
 async function settled(o = op()): Promise<void> {
   let last = -1;
@@ -159,7 +168,7 @@ ktest('the CRD serves a schema with descriptions (kubectl explain) and printer c
   t.regex(schema.properties!.spec!.properties!.prefix!.description!, /from \/48 to \/64/);
   t.regex(schema.properties!.status!.properties!.nodes!.description!, /One entry per node/);
   const crd = await admin().get<{ spec: { versions: { additionalPrinterColumns: { name: string }[] }[] } }>('/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sixbed4prefixes.sixbed4.io');
-  t.deepEqual(crd!.spec.versions[0]!.additionalPrinterColumns.map((c) => c.name), ['Prefix', 'Nodes Ready', 'Ready', 'Degraded', 'Age']);
+  t.deepEqual(crd!.spec.versions[0]!.additionalPrinterColumns.map((c) => c.name), ['Prefix', 'Nodes Ready', 'Live Peers', 'Degraded', 'Ready', 'Age']);
 });
 
 ktest('helm template output is accepted by the API server (server-side dry run)', async (t) => {
@@ -204,6 +213,20 @@ ktest('invalid prefixes are refused by the API server with readable messages', a
     spec: { prefix: '2001:db8:9:10::/64', ndpProxy: true } }));
   t.is(bool.code, 422);
   t.regex(bool.message, /spec\.ndpProxy: Invalid value: "boolean": spec\.ndpProxy in body must be of type string/);
+  // the same through the real kubectl, from YAML as a user writes it; the CamelCase name passes
+  const bin = nodeBinaries();
+  if (bin) {
+    const dir = await mkdtemp(join(tmpdir(), 'sixbed4-yaml11-'));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const file = (ndp: string) => `apiVersion: sixbed4.io/v1alpha1\nkind: SixBed4Prefix\nmetadata:\n  name: invalid\nspec:\n  prefix: 2001:db8:9:10::/64\n  ndpProxy: ${ndp}\n`;
+    await writeFile(join(dir, 'on.yaml'), file('on'));
+    await writeFile(join(dir, 'always.yaml'), file('Always'));
+    const kc = ['--kubeconfig', s.cp!.kubeconfigPath];
+    const err = await run(join(bin, 'kubectl'), [...kc, 'create', '--dry-run=server', '-f', join(dir, 'on.yaml')]).then(() => '', (e: { stderr: string }) => e.stderr);
+    t.regex(err, /spec\.ndpProxy: Invalid value: "boolean": spec\.ndpProxy in body must be of type string/);
+    const ok = await run(join(bin, 'kubectl'), [...kc, 'create', '--dry-run=server', '-f', join(dir, 'always.yaml'), '-o', 'jsonpath={.spec.ndpProxy}']);
+    t.is(ok.stdout, 'Always');
+  }
   t.is(await getPrefix('invalid'), undefined);
 });
 
@@ -324,6 +347,19 @@ ktest('an agent reporting (as the chart\'s agent ServiceAccount) makes the prefi
   t.is(p.status!.nodesReady, '1/1');
   t.like(p.status!.nodes![0], { name: 'edge-1', prefix: '2001:db8:9:10::/64', ready: true, livePeers: 3 });
   t.like(cond(p, 'Ready'), { reason: 'AgentsReady', message: '1 of 1 agents ready' });
+  t.is(p.status!.livePeers, 3);
+  // what an operator sees first, through the real kubectl
+  const out = await kubectl(['get', 's4p', 'home']);
+  if (out === undefined) t.log('kubectl not built (bash test/k8s/build-node.sh): kubectl get s4p not run');
+  else {
+    const [head, row, ...rest] = out.trimEnd().split('\n').map((l) => l.trim().split(/\s{2,}/));
+    t.deepEqual(head, ['NAME', 'PREFIX', 'NODES READY', 'LIVE PEERS', 'DEGRADED', 'AGE']);
+    t.deepEqual(row!.slice(0, 5), ['home', '2001:db8:9:10::/64', '1/1', '3', 'AsExpected']);
+    t.deepEqual(rest, []);
+    const wide = (await kubectl(['get', 's4p', 'home', '-o', 'wide']))!.trimEnd().split('\n').map((l) => l.trim().split(/\s{2,}/));
+    t.deepEqual(wide[0], ['NAME', 'PREFIX', 'NODES READY', 'LIVE PEERS', 'DEGRADED', 'READY', 'AGE']);
+    t.deepEqual(wide[1]!.slice(0, 6), ['home', '2001:db8:9:10::/64', '1/1', '3', 'AsExpected', 'True']);
+  }
   // least privilege: the agent may not change the spec or its DaemonSet
   const deny = async (pr: Promise<unknown>) => (await apiErrorMessage(pr)).code;
   t.is(await deny(s.agent!.mergePatch(paths.prefix('home'), { spec: { prefix: '2001:db8:9:11::/64' } })), 403);
@@ -377,6 +413,8 @@ ktest('a /64 whose selector matches two nodes is Degraded with a reason, and rec
   t.regex(cond(p, 'Degraded')!.message, /2001:db8:a:20::\/64 is a \/64, which exactly one node serves, but spec.nodeSelector \{"role":"dup"\} matches 2 nodes \(dup-1, dup-2\)/);
   t.like(cond(p, 'Ready'), { status: 'False', reason: 'NoNodes' });
   t.deepEqual(p.status!.nodes ?? [], []);
+  const row = await kubectl(['get', 's4p', 'dup', '--no-headers']);
+  if (row !== undefined) t.deepEqual(row.trim().split(/\s{2,}/).slice(0, 5), ['dup', '2001:db8:a:20::/64', '0/0', '0', 'MultipleNodesSelected']);
   await eventually('a Warning event', async () => (await events('dup')).some((e) => e.type === 'Warning' && e.reason === 'MultipleNodesSelected'));
 
   await admin().mergePatch(paths.node('dup-2'), { metadata: { labels: { role: null } } });
