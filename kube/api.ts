@@ -41,8 +41,12 @@ export const AGENT_CONFIG_COMMON_KEY = 'prefix.json';
 /** ConfigMap key of one node's share. */
 export const agentConfigNodeKey = (node: string): string => `node.${node}.json`;
 
+/** The modes in the agent ConfigMap (AgentNodeConfig): its wire format, kept for agents of the previous version. */
 export type LocalAddressMode = 'uplink128' | 'dummy112';
 export type NdpProxyMode = 'off' | 'on' | 'auto';
+/** The modes in spec: CamelCase (YAML 1.1 safe); v1alpha1 still accepts the old spellings, which the operator maps. */
+export type LocalAddressModeName = 'Uplink' | 'DummyInterface';
+export type NdpProxyModeName = 'Disabled' | 'Always' | 'WhenOnLink';
 export type ConditionStatus = 'True' | 'False' | 'Unknown';
 export const CONDITION_TYPES = ['Ready', 'Progressing', 'Degraded'] as const;
 export type ConditionType = (typeof CONDITION_TYPES)[number];
@@ -84,9 +88,9 @@ export interface SixBed4PrefixSpec {
   listen?: { address?: string; port?: number };
   uplink?: string;
   localAddresses?: string[];
-  localAddressMode?: LocalAddressMode;
+  localAddressMode?: LocalAddressModeName | LocalAddressMode;
   routes?: string[];
-  ndpProxy?: NdpProxyMode;
+  ndpProxy?: NdpProxyModeName | NdpProxyMode;
   metricsPort?: number;
   slices?: {
     enabled?: boolean;
@@ -123,6 +127,8 @@ export interface NodeStatus {
 export interface SixBed4PrefixStatus {
   observedGeneration?: number;
   nodesReady?: string;
+  /** live 6bed4 peers over the ready nodes (their agents' livePeers) */
+  livePeers?: number;
   conditions?: Condition[];
   nodes?: NodeStatus[];
   slices?: SlicesStatus;

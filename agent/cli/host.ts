@@ -3,7 +3,7 @@
 import { parseArgs } from 'node:util';
 import { createLogger, type LogFormat } from '../log.js';
 import { InputError } from '../protocol/ip.js';
-import { hostConfig, readHostConfigFile, type HostConfig } from '../host/config.js';
+import { hostConfig, localAddressModeName, readHostConfigFile, type HostConfig } from '../host/config.js';
 import { applyHost, planHost, revertHost } from '../host/apply.js';
 import { resolveUplink } from '../host/plan.js';
 import { readHostState } from '../host/state.js';
@@ -23,10 +23,12 @@ flags (each overrides the config file's field):
   -L, --prefix P        the native /64 routed to this host, e.g. 2001:db8:9:10::/64
       --uplink IF       interface towards the provider (default: that of the IPv6 default route)
       --local ADDR      a server address of this host inside the /64 (repeatable; replaces localAddresses)
-      --mode M          uplink128 (each address as /128 on the uplink, default) or dummy112
-      --dummy IF        dummy interface for dummy112 (default dumbo0)
+      --mode M          Uplink (each address as a /128 on the uplink, default) or
+                        DummyInterface (as /112s on a dummy interface); uplink128, dummy112 still work
+      --dummy IF        the dummy interface for DummyInterface (default dumbo0)
       --tunnel IF       the router's tunnel interface (default 6bed4)
-      --ndp-proxy M     off (default), on or auto
+      --ndp-proxy M     Disabled (default), Always, or WhenOnLink (once the provider is seen
+                        treating the prefix as on-link); off, on, auto still work
       --state FILE      where apply saves and revert reads the state (default /var/lib/sixbed4/host-<uplink>.json)
       --log-level L, --log-format text|json|auto
 `;
@@ -62,7 +64,7 @@ export async function hostCommand(args: string[]): Promise<number> {
     case 'plan': {
       const cfg = await config(values);
       const plan = await planHost(cfg);
-      process.stdout.write(renderPlan(plan, `sixbed4 host plan: prefix ${cfg.prefix.text}, uplink ${plan.uplink}, local addresses as ${cfg.localAddressMode}`));
+      process.stdout.write(renderPlan(plan, `sixbed4 host plan: prefix ${cfg.prefix.text}, uplink ${plan.uplink}, local addresses as ${localAddressModeName(cfg.localAddressMode)}`));
       return 0;
     }
     case 'apply': {

@@ -24,7 +24,8 @@ commands:
                --workers N      forwarding threads, each with its own TUN queue and socket (default 1)
                --ndp-proxy IF   answer neighbour solicitations on uplink IF for live peers
                                 (for upstreams that treat the /64 as on-link)
-               --ndp-proxy-mode on|auto  auto: only once such solicitations are seen (default on)
+               --ndp-proxy-mode Always|WhenOnLink  WhenOnLink: only once such solicitations are
+                                seen (default Always; the old on|auto still work)
                --stats-interval S  log rates, live peers and drops every S seconds while traffic flows (60)
                --sockets N      SO_REUSEPORT sockets per worker (1..64, default 8): a flooding source
                                 fills only the one its flow hashes to; the others keep their share
@@ -142,7 +143,7 @@ async function routerCommand(args: string[]): Promise<number> {
     ...(stats !== undefined ? { statsIntervalMs: stats * 1000 } : {}),
     ...(values['refuse-private'] ? { refusePrivate: true } : {}),
     ...(sockets !== undefined ? { sockets } : {}),
-    ...(values['ndp-proxy'] ? { ndpProxy: { uplink: values['ndp-proxy'], mode: values['ndp-proxy-mode'] ?? 'on' } } : {}),
+    ...(values['ndp-proxy'] ? { ndpProxy: { uplink: values['ndp-proxy'], mode: values['ndp-proxy-mode'] ?? 'Always' } } : {}),
   });
   if (values['ndp-proxy-mode'] && !values['ndp-proxy']) throw new InputError('--ndp-proxy-mode needs --ndp-proxy UPLINK');
   const router = await startRouter(cfg, log);

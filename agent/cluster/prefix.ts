@@ -129,7 +129,7 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
         ...(bind ? { bind } : {}),
         // A new agent Pod starts beside the old one (the DaemonSet surges): it takes the tunnel and the port over.
         handover: true,
-        ...(n.ndpProxy !== 'off' ? { ndpProxy: { uplink: applied.plan.uplink, mode: n.ndpProxy, localAddresses: proxiedLocalAddresses(host) } } : {}),
+        ...(host.ndpProxy !== 'off' ? { ndpProxy: { uplink: applied.plan.uplink, mode: host.ndpProxy, localAddresses: proxiedLocalAddresses(host) } } : {}),
       }), log);
       try {
         router = await start();

@@ -7,11 +7,58 @@ import { parse as parseYaml } from 'yaml';
 import { addressPort } from '../protocol/address.js';
 import { formatIPv6, inPrefix, InputError, parseIPv6, parsePrefix64, type Prefix } from '../protocol/ip.js';
 
+/**
+ * The modes as sixbed4 handles them inside, and as the agent ConfigMap carries
+ * them (the agent's wire format: an agent of the previous version must keep
+ * reading what a new operator writes, so these spellings stay there).
+ */
 export type LocalAddressMode = 'uplink128' | 'dummy112';
 export type NdpProxyMode = 'off' | 'on' | 'auto';
 
+/**
+ * The modes as users write them (SixBed4Prefix spec, config file, flags), in
+ * the Kubernetes API conventions' CamelCase, which no YAML 1.1 reader (kubectl,
+ * Helm) takes for a boolean or a number, as it does with on/off/yes/no:
+ *   localAddressMode  Uplink: each local address as a /128 on the uplink (was uplink128)
+ *                     DummyInterface: as /112s on a dummy interface (was dummy112)
+ *   ndpProxy          Disabled: no proxying (was off)
+ *                     Always: answer Neighbour Solicitations for live addresses (was on)
+ *                     WhenOnLink: start answering once solicitations show that the
+ *                       provider treats the prefix as on-link (was auto)
+ * The old spellings are still accepted (v1alpha1 objects and files written
+ * before) and mean the same.
+ */
+export const LOCAL_ADDRESS_MODE_NAMES = { Uplink: 'uplink128', DummyInterface: 'dummy112' } as const satisfies Record<string, LocalAddressMode>;
+export const NDP_PROXY_MODE_NAMES = { Disabled: 'off', Always: 'on', WhenOnLink: 'auto' } as const satisfies Record<string, NdpProxyMode>;
+export type LocalAddressModeName = keyof typeof LOCAL_ADDRESS_MODE_NAMES;
+export type NdpProxyModeName = keyof typeof NDP_PROXY_MODE_NAMES;
+
 export const LOCAL_ADDRESS_MODES: readonly LocalAddressMode[] = ['uplink128', 'dummy112'];
 export const NDP_PROXY_MODES: readonly NdpProxyMode[] = ['off', 'on', 'auto'];
+
+/** A mode in either spelling (new CamelCase or old), as sixbed4 handles it inside; undefined if neither. */
+export function localAddressModeOf(v: unknown): LocalAddressMode | undefined {
+  return modeOf(v, LOCAL_ADDRESS_MODE_NAMES, LOCAL_ADDRESS_MODES);
+}
+export function ndpProxyModeOf(v: unknown): NdpProxyMode | undefined {
+  return modeOf(v, NDP_PROXY_MODE_NAMES, NDP_PROXY_MODES);
+}
+/** The name users write for a mode (CamelCase). */
+export function localAddressModeName(m: LocalAddressMode): LocalAddressModeName {
+  return nameOf(m, LOCAL_ADDRESS_MODE_NAMES);
+}
+export function ndpProxyModeName(m: NdpProxyMode): NdpProxyModeName {
+  return nameOf(m, NDP_PROXY_MODE_NAMES);
+}
+
+function modeOf<T extends string>(v: unknown, names: Record<string, T>, old: readonly T[]): T | undefined {
+  if (typeof v !== 'string') return undefined;
+  if (Object.hasOwn(names, v)) return names[v];
+  return (old as readonly string[]).includes(v) ? v as T : undefined;
+}
+function nameOf<N extends string, T extends string>(m: T, names: Record<N, T>): N {
+  return (Object.keys(names) as N[]).find((k) => names[k] === m)!;
+}
 
 export interface LocalAddress { readonly bytes: Uint8Array; readonly text: string; }
 
@@ -41,8 +88,8 @@ export function hostConfig(raw: Record<string, unknown>): HostConfig {
     throw new InputError('prefix is required: the /64 your provider routes to this host, e.g. --prefix 2001:db8:9:10::/64 (or prefix: in the config file)');
   }
   const prefix = parsePrefix64(str(raw.prefix, 'prefix'));
-  const mode = oneOf(raw.localAddressMode ?? 'uplink128', 'localAddressMode', LOCAL_ADDRESS_MODES);
-  const ndpProxy = oneOf(raw.ndpProxy ?? 'off', 'ndpProxy', NDP_PROXY_MODES);
+  const mode = oneOf(raw.localAddressMode ?? 'Uplink', 'localAddressMode', localAddressModeOf, Object.keys(LOCAL_ADDRESS_MODE_NAMES));
+  const ndpProxy = oneOf(raw.ndpProxy ?? 'Disabled', 'ndpProxy', ndpProxyModeOf, Object.keys(NDP_PROXY_MODE_NAMES));
   const uplink = raw.uplink === undefined ? undefined : ifname(raw.uplink, 'uplink');
   const dummyInterface = ifname(raw.dummyInterface ?? 'dumbo0', 'dummyInterface');
   const tunnel = ifname(raw.tunnel ?? '6bed4', 'tunnel');
@@ -86,10 +133,15 @@ function str(v: unknown, field: string): string {
   return v.trim();
 }
 
-function oneOf<T extends string>(v: unknown, field: string, allowed: readonly T[]): T {
+/** A mode in either spelling; the error names only the new ones. A YAML 1.1 boolean gets a hint. */
+function oneOf<T extends string>(v: unknown, field: string, of: (v: unknown) => T | undefined, names: readonly string[]): T {
+  if (typeof v === 'boolean') {
+    throw new InputError(`${field} ${String(v)}: use ${names.join(' or ')} (on, off, yes and no are booleans in YAML)`);
+  }
   const s = str(v, field);
-  if (!(allowed as readonly string[]).includes(s)) throw new InputError(`${field} '${s}': use ${allowed.join(' or ')}`);
-  return s as T;
+  const m = of(s);
+  if (m === undefined) throw new InputError(`${field} '${s}': use ${names.join(' or ')}`);
+  return m;
 }
 
 /** Linux interface names: 1..15 bytes, no slash, no white space, not . or .. */

@@ -4,7 +4,7 @@
 // order and every refusal is tested on state models.
 import { tunnelRouteArgs } from './tunnelroute.js';
 import { inPrefix, InputError } from '../protocol/ip.js';
-import type { HostConfig } from './config.js';
+import { ndpProxyModeName, type HostConfig } from './config.js';
 import { moveAddress, type WantedForm } from './moves.js';
 import { defaultRoutes, findLink, type HostState } from './state.js';
 import { ipStep, sysctlStep, type Plan, type Step } from './steps.js';
@@ -104,7 +104,7 @@ export function planApply(cfg: HostConfig, state: HostState): ApplyPlan {
   }
 
   if (cfg.ndpProxy !== 'off') {
-    notes.push(`ndpProxy ${cfg.ndpProxy}: the router answers Neighbour Solicitations on ${uplink} for live addresses` +
+    notes.push(`ndpProxy ${ndpProxyModeName(cfg.ndpProxy)}: the router answers Neighbour Solicitations on ${uplink} for live addresses` +
       (cfg.localAddressMode === 'uplink128' ? ' (the kernel answers for the local /128s on the uplink itself)' : ', the local /112s included'));
   }
   return { uplink, steps, notes, creates: { dummy: createsDummy, tunnelRoute: addsRoute } };
@@ -169,8 +169,8 @@ function refuseNoDummy(cfg: HostConfig, state: HostState, uplink: string): void 
     return;
   }
   if (state.dummy && !state.dummy.supported) {
-    throw new InputError(`localAddressMode dummy112 needs the kernel's dummy link type, which this kernel lacks ` +
+    throw new InputError(`localAddressMode DummyInterface needs the kernel's dummy link type, which this kernel lacks ` +
       `(ip link add ${cfg.dummyInterface} type dummy says: ${state.dummy.error ?? 'failed'}); ` +
-      `use localAddressMode uplink128 (--mode uplink128), which keeps the local addresses as /128s on ${uplink}`);
+      `use localAddressMode Uplink (--mode Uplink), which keeps the local addresses as /128s on ${uplink}`);
   }
 }

@@ -7,6 +7,7 @@ import { formatIPv4, formatIPv6, InputError, parseIPv4, parsePrefix, parsePrefix
 import { ROUTER_PORT } from '../protocol/constants.js';
 import { hasNetAdmin, hasNetRaw } from '../host/privilege.js';
 import { confValue, readIpv6Conf } from '../host/sysctl.js';
+import { ndpProxyModeOf } from '../host/config.js';
 import { NdpResponder, type ResponderMode } from '../ndp/responder.js';
 import { proxiedPeerAddresses } from '../ndp/policy.js';
 import type { LiveChange } from './live.js';
@@ -110,8 +111,9 @@ export function routerConfig(o: RouterOptions): RouterConfig {
   if (bindIPv4 >>> 24 === 0 || bindIPv4 >>> 24 >= 224) throw new InputError(`--bind ${o.bind} is not a unicast IPv4 address of this host`);
   let ndpProxy: RouterConfig['ndpProxy'];
   if (o.ndpProxy) {
-    const mode = o.ndpProxy.mode ?? 'on';
-    if (mode !== 'on' && mode !== 'auto') throw new InputError(`--ndp-proxy-mode ${mode}: use on or auto`);
+    // Always / WhenOnLink, as in the SixBed4Prefix's ndpProxy; on / auto are the old spellings.
+    const mode = ndpProxyModeOf(o.ndpProxy.mode ?? 'Always');
+    if (mode !== 'on' && mode !== 'auto') throw new InputError(`--ndp-proxy-mode ${o.ndpProxy.mode}: use Always or WhenOnLink`);
     if (!/^[A-Za-z0-9_.@-]{1,15}$/.test(o.ndpProxy.uplink)) throw new InputError(`--ndp-proxy '${o.ndpProxy.uplink}' is not an interface name`);
     ndpProxy = { uplink: o.ndpProxy.uplink, mode, localAddresses: o.ndpProxy.localAddresses ?? [] };
   }

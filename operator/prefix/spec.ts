@@ -5,6 +5,7 @@
 // condition's reason and message instead of exceptions.
 import { DEFAULT_METRICS_PORT, DEFAULT_PORT, type LocalAddressMode, type NdpProxyMode } from '../../kube/api.js';
 import { formatIPv6, inPrefix, parseIPv4, parseIPv6, parsePrefix, type Prefix } from '../../agent/protocol/ip.js';
+import { LOCAL_ADDRESS_MODE_NAMES, localAddressModeOf, NDP_PROXY_MODE_NAMES, ndpProxyModeOf } from '../../agent/host/config.js';
 
 export interface Problem {
   /** CamelCase, e.g. InvalidPrefix, MultipleNodesSelected */
@@ -137,10 +138,17 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
     }
   }
 
+  // The modes in either spelling: the CamelCase names (Uplink, DummyInterface;
+  // Disabled, Always, WhenOnLink) or v1alpha1's first ones (uplink128,
+  // dummy112; off, on, auto), which objects written before may hold. Both
+  // become the one spelling the agent ConfigMap carries (its wire format, which
+  // agents of the previous version read during a rolling upgrade).
+  const names = (m: Record<string, string>) => Object.keys(m).join(', ').replace(/, (\w+)$/, ' or $1');
   let localAddressMode: LocalAddressMode = 'uplink128';
   if (raw.localAddressMode !== undefined) {
-    if (raw.localAddressMode === 'uplink128' || raw.localAddressMode === 'dummy112') localAddressMode = raw.localAddressMode;
-    else bad('InvalidField', `spec.localAddressMode ${JSON.stringify(raw.localAddressMode)} is not uplink128 or dummy112`);
+    const m = localAddressModeOf(raw.localAddressMode);
+    if (m) localAddressMode = m;
+    else bad('InvalidField', `spec.localAddressMode ${JSON.stringify(raw.localAddressMode)} is not ${names(LOCAL_ADDRESS_MODE_NAMES)}`);
   }
 
   const routes: string[] = [];
@@ -159,8 +167,9 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
 
   let ndpProxy: NdpProxyMode = 'off';
   if (raw.ndpProxy !== undefined) {
-    if (raw.ndpProxy === 'off' || raw.ndpProxy === 'on' || raw.ndpProxy === 'auto') ndpProxy = raw.ndpProxy;
-    else bad('InvalidField', `spec.ndpProxy ${JSON.stringify(raw.ndpProxy)} is not off, on or auto`);
+    const m = ndpProxyModeOf(raw.ndpProxy);
+    if (m) ndpProxy = m;
+    else bad('InvalidField', `spec.ndpProxy ${JSON.stringify(raw.ndpProxy)} is not ${names(NDP_PROXY_MODE_NAMES)}`);
   }
 
   let metricsPort = DEFAULT_METRICS_PORT;

@@ -1,5 +1,5 @@
 // The operator's part of a SixBed4Prefix status: observedGeneration,
-// conditions, nodesReady and the name/prefix/listen of each node entry (the
+// conditions, nodesReady, livePeers and the name/prefix/listen of each node entry (the
 // agents own the rest of their entries). Pure: computes the desired status,
 // whether it differs from what the server has, and when to look again.
 import type { AgentNodeConfig, AgentReport, Condition, ConditionStatus, ConditionType, KubeObject, NodeStatus, SixBed4PrefixStatus } from '../../kube/api.js';
@@ -29,6 +29,8 @@ export interface StatusInput {
 export interface OperatorStatus {
   observedGeneration: number;
   nodesReady: string;
+  /** live peers over the nodes whose agent counts as ready (a stale count is no count) */
+  livePeers: number;
   conditions: Condition[];
   nodes: ({ name: string; prefix: string; listen: string } & AgentReport)[];
 }
@@ -80,6 +82,7 @@ export function computeStatus(inp: StatusInput): StatusResult {
   const servingNames = [...inp.serving.keys()].sort();
 
   let readyCount = 0;
+  let livePeers = 0;
   let requeueAfterMs: number | undefined;
   const notReady: string[] = [];
   for (const n of servingNames) {
@@ -87,6 +90,7 @@ export function computeStatus(inp: StatusInput): StatusResult {
     const r = agentReady(v.entry, inp.now, inp.staleAfterMs, v.heartbeat);
     if (r.ready) {
       readyCount++;
+      livePeers += Number.isInteger(v.entry?.livePeers) && v.entry!.livePeers! > 0 ? v.entry!.livePeers! : 0;
       if (r.untilMs !== undefined) requeueAfterMs = Math.min(requeueAfterMs ?? Infinity, r.untilMs + 100);
     } else notReady.push(`${n} (${r.why})`);
   }
@@ -128,11 +132,11 @@ export function computeStatus(inp: StatusInput): StatusResult {
     for (const k of AGENT_FIELDS) if (rep?.[k] !== undefined) (agentPart as Record<string, unknown>)[k] = rep[k];
     return { name: n, prefix: c.prefix, listen: `${c.listen.address}:${c.listen.port}`, ...agentPart };
   });
-  const status: OperatorStatus = { observedGeneration: inp.generation, nodesReady: `${readyCount}/${servingNames.length}`, conditions, nodes };
+  const status: OperatorStatus = { observedGeneration: inp.generation, nodesReady: `${readyCount}/${servingNames.length}`, livePeers, conditions, nodes };
 
   // differs from the server?
   const a = inp.actual ?? {};
-  let changed = a.observedGeneration !== status.observedGeneration || a.nodesReady !== status.nodesReady;
+  let changed = a.observedGeneration !== status.observedGeneration || a.nodesReady !== status.nodesReady || a.livePeers !== status.livePeers;
   for (const c of conditions) {
     const h = actualConds.get(c.type);
     if (!h || h.status !== c.status || h.reason !== c.reason || h.message !== c.message || h.observedGeneration !== c.observedGeneration || !h.lastTransitionTime) changed = true;

@@ -8,7 +8,7 @@ import { hostConfig, readHostConfigFile } from '../../agent/host/config.js';
 
 const PREFIX = '2001:db8:9:10::/64';
 
-test('defaults: uplink128, dumbo0, 6bed4, ndpProxy off, uplink from the default route', (t) => {
+test('defaults: Uplink (uplink128 inside), dumbo0, 6bed4, ndpProxy Disabled (off inside), uplink from the default route', (t) => {
   const c = hostConfig({ prefix: PREFIX, localAddresses: ['2001:db8:9:10::11', '2001:DB8:9:10:0:0:0:30'] });
   t.is(c.prefix.text, PREFIX);
   t.is(c.uplink, undefined);
@@ -30,8 +30,10 @@ const bad: [string, Record<string, unknown>, RegExp][] = [
   ['an address twice', { prefix: PREFIX, localAddresses: ['2001:db8:9:10::11', '2001:db8:9:10:0::11'] }, /2001:db8:9:10::11 is listed twice/],
   ['an address with a length', { prefix: PREFIX, localAddresses: ['2001:db8:9:10::11/64'] }, /without a prefix length; sixbed4 chooses it from localAddressMode/],
   ['not an address', { prefix: PREFIX, localAddresses: ['2001:db8:9:10::zz'] }, /'2001:db8:9:10::zz' is not an IPv6 address/],
-  ['an unknown mode', { prefix: PREFIX, localAddressMode: 'dummy64' }, /^localAddressMode 'dummy64': use uplink128 or dummy112$/],
-  ['an unknown ndpProxy', { prefix: PREFIX, ndpProxy: 'yes' }, /^ndpProxy 'yes': use off or on or auto$/],
+  ['an unknown mode', { prefix: PREFIX, localAddressMode: 'dummy64' }, /^localAddressMode 'dummy64': use Uplink or DummyInterface$/],
+  ['an unknown ndpProxy', { prefix: PREFIX, ndpProxy: 'yes' }, /^ndpProxy 'yes': use Disabled or Always or WhenOnLink$/],
+  ['a YAML 1.1 boolean for ndpProxy', { prefix: PREFIX, ndpProxy: true }, /^ndpProxy true: use Disabled or Always or WhenOnLink \(on, off, yes and no are booleans in YAML\)$/],
+  ['a mode in the wrong case', { prefix: PREFIX, localAddressMode: 'uplink' }, /^localAddressMode 'uplink': use Uplink or DummyInterface$/],
   ['a misspelt field', { prefix: PREFIX, localAdresses: [] }, /^unknown config field 'localAdresses' \(known: prefix, uplink, localAddresses/],
   ['a bad interface name', { prefix: PREFIX, uplink: 'eth0/x' }, /uplink 'eth0\/x' is not a usable interface name/],
   ['lo as uplink', { prefix: PREFIX, uplink: 'lo' }, /uplink 'lo' is the loopback interface/],
@@ -42,11 +44,24 @@ for (const [name, raw, message] of bad) {
   test(`refuses ${name}`, (t) => { t.throws(() => hostConfig(raw), { name: 'InputError', message }); });
 }
 
+test('the CamelCase modes and their old spellings mean the same', (t) => {
+  const same: [Record<string, string>, Record<string, string>][] = [
+    [{ localAddressMode: 'Uplink' }, { localAddressMode: 'uplink128' }],
+    [{ localAddressMode: 'DummyInterface' }, { localAddressMode: 'dummy112' }],
+    [{ ndpProxy: 'Disabled' }, { ndpProxy: 'off' }],
+    [{ ndpProxy: 'Always' }, { ndpProxy: 'on' }],
+    [{ ndpProxy: 'WhenOnLink' }, { ndpProxy: 'auto' }],
+  ];
+  for (const [now, old] of same) t.deepEqual(hostConfig({ prefix: PREFIX, ...now }), hostConfig({ prefix: PREFIX, ...old }), JSON.stringify(now));
+  t.is(hostConfig({ prefix: PREFIX, localAddressMode: 'DummyInterface' }).localAddressMode, 'dummy112');
+  t.is(hostConfig({ prefix: PREFIX, ndpProxy: 'WhenOnLink' }).ndpProxy, 'auto');
+});
+
 test('reads YAML, JSON, and the spec of a SixBed4Prefix object; ignores spec fields for the router and cluster', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'sixbed4-config-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const yaml = join(dir, 'host.yaml');
-  await writeFile(yaml, `prefix: ${PREFIX}\nuplink: eth0\nlocalAddresses:\n  - 2001:db8:9:10::11\n  - 2001:db8:9:10::30\nlocalAddressMode: dummy112\nndpProxy: auto\n`);
+  await writeFile(yaml, `prefix: ${PREFIX}\nuplink: eth0\nlocalAddresses:\n  - 2001:db8:9:10::11\n  - 2001:db8:9:10::30\nlocalAddressMode: DummyInterface\nndpProxy: WhenOnLink\n`);
   const json = join(dir, 'host.json');
   await writeFile(json, JSON.stringify({ prefix: PREFIX, localAddresses: ['2001:db8:9:10::11'], tunnel: 'tun6' }));
   const crd = join(dir, 'prefix.yaml');

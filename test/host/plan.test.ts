@@ -145,7 +145,7 @@ const refusals: [string, (s: Spec) => void, Record<string, unknown>, RegExp][] =
   ['a SLAAC address listed', (s) => { s.links.eth0!.addrs[0] += ' dynamic'; }, {},
     /local address 2001:db8:9:10::30 on eth0 is managed by SLAAC or DHCPv6/],
   ['dummy112 without the dummy link type', (s) => { s.dummy = { supported: false, error: 'Unknown device type' }; }, { localAddressMode: 'dummy112' },
-    /^localAddressMode dummy112 needs the kernel's dummy link type, which this kernel lacks \(ip link add dumbo0 type dummy says: Unknown device type\); use localAddressMode uplink128 \(--mode uplink128\)/],
+    /^localAddressMode DummyInterface needs the kernel's dummy link type, which this kernel lacks \(ip link add dumbo0 type dummy says: Unknown device type\); use localAddressMode Uplink \(--mode Uplink\)/],
   ['a dummyInterface name taken by another kind of link', (s) => { s.links.dumbo0 = { kind: 'veth', addrs: [] }; }, { localAddressMode: 'dummy112' },
     /dummyInterface 'dumbo0' exists but is a veth interface, not a dummy/],
 ];

@@ -84,9 +84,9 @@ serial(title('revert without a saved state says so'), (t) =>
 
 // The dummy112 path needs the dummy link type; the refusal needs a kernel without it.
 (skipReason || hasDummy ? test.serial.skip : test.serial)(
-  hasDummy ? 'dummy112 without the dummy link type (skipped: this kernel has it)' : title('dummy112 on a kernel without the dummy link type: says so and names uplink128'),
-  (t) => refused(t, ['apply', ...LOCALS, '--mode', 'dummy112'],
-    /localAddressMode dummy112 needs the kernel's dummy link type, which this kernel lacks \(ip link add dumbo0 type dummy says: Unknown device type\); use localAddressMode uplink128 \(--mode uplink128\)/));
+  hasDummy ? 'dummy112 without the dummy link type (skipped: this kernel has it)' : title('dummy112 on a kernel without the dummy link type: says so and names Uplink'),
+  (t) => refused(t, ['apply', ...LOCALS, '--mode', 'DummyInterface'],
+    /localAddressMode DummyInterface needs the kernel's dummy link type, which this kernel lacks \(ip link add dumbo0 type dummy says: Unknown device type\); use localAddressMode Uplink \(--mode Uplink\)/));
 
 (skipReason || !hasDummy ? test.serial.skip : test.serial)(
   skipReason ? title('dummy112 apply and revert') : hasDummy ? 'dummy112 apply and revert' : `dummy112 apply and revert (skipped: ${NO_DUMMY})`,

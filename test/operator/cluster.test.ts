@@ -8,11 +8,16 @@
 // Needs `bash test/k8s/build-control-plane.sh` (CI runs it); skips otherwise.
 import test from 'ava';
 import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
 import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
+import { nodeBinaries } from '../k8s/node.js';
 import { AGENT_REPORTS_ANNOTATION, ALLOCATIONS_ANNOTATION, agentLeaseName, CLEANUP_TIMEOUT_ANNOTATION, FINALIZER, tunnelName, type KubeObject, type SixBed4Prefix } from '../../kube/api.js';
 import { Kube, paths } from '../../kube/client.js';
 import { subnetIndex } from '../../operator/prefix/subnets.js';
@@ -133,6 +138,21 @@ async function agentReport(prefix: string, node: string, fields: Record<string, 
   }
 }
 
+const isCI = process.env.CI === 'true' || process.env.CI === '1';
+/** The real kubectl's directory; null when it is not built (under CI that is a failure: CI builds it). */
+function kubectlDir(): string | null {
+  const bin = nodeBinaries();
+  if (!bin && isCI && process.getuid?.() === 0) throw new Error('kubectl is not built under CI: run bash test/k8s/build-node.sh');
+  return bin;
+}
+
+/** Runs the real kubectl as the admin; undefined when it is not built. */
+async function kubectl(args: string[]): Promise<string | undefined> {
+  const bin = kubectlDir();
+  if (!bin) return undefined;
+  return (await run(join(bin, 'kubectl'), ['--kubeconfig', s.cp!.kubeconfigPath, ...args])).stdout;
+}
+
 /** waits until the operator has handled every queued change (nothing queued, and the count of reconciles settles) */
 async function settled(o = op()): Promise<void> {
   let last = -1;
@@ -156,7 +176,7 @@ ktest('the CRD serves a schema with descriptions (kubectl explain) and printer c
   t.regex(schema.properties!.spec!.properties!.prefix!.description!, /from \/48 to \/64/);
   t.regex(schema.properties!.status!.properties!.nodes!.description!, /One entry per node/);
   const crd = await admin().get<{ spec: { versions: { additionalPrinterColumns: { name: string }[] }[] } }>('/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sixbed4prefixes.sixbed4.io');
-  t.deepEqual(crd!.spec.versions[0]!.additionalPrinterColumns.map((c) => c.name), ['Prefix', 'Nodes Ready', 'Ready', 'Degraded', 'Age']);
+  t.deepEqual(crd!.spec.versions[0]!.additionalPrinterColumns.map((c) => c.name), ['Prefix', 'Nodes Ready', 'Live Peers', 'Degraded', 'Ready', 'Age']);
 });
 
 ktest('helm template output is accepted by the API server (server-side dry run)', async (t) => {
@@ -186,7 +206,8 @@ ktest('invalid prefixes are refused by the API server with readable messages', a
     [{ prefix: '2001:db8:9:10::/64', localAddresses: ['2001:db8:9:11::11'] }, /every local address must lie inside the prefix 2001:db8:9:10::\/64/],
     [{ prefix: '2001:db8:9:10::/64', listen: { port: 70000 } }, /spec\.listen\.port: Invalid value: 70000: listen\.port is not a UDP port number/],
     [{ prefix: '2001:db8:9:10::/64', listen: { address: '2001:db8::1' } }, /listen\.address 2001:db8::1 is not an IPv4 address/],
-    [{ prefix: '2001:db8:9:10::/64', localAddressMode: 'bridge' }, /spec\.localAddressMode: Unsupported value: "bridge": supported values: "uplink128", "dummy112"/],
+    [{ prefix: '2001:db8:9:10::/64', localAddressMode: 'bridge' }, /spec\.localAddressMode: Invalid value: .*localAddressMode bridge is not one of Uplink, DummyInterface/],
+    [{ prefix: '2001:db8:9:10::/64', ndpProxy: 'Auto' }, /spec\.ndpProxy: Invalid value: .*ndpProxy Auto is not one of Disabled, Always, WhenOnLink/],
     [{ prefix: '2001:db8:9:10::/64', routes: ['2001:db8:ffff::1/48'] }, /route 2001:db8:ffff::1\/48 has host bits set/],
     [{}, /spec\.prefix: Required value/],
   ];
@@ -195,7 +216,45 @@ ktest('invalid prefixes are refused by the API server with readable messages', a
     t.is(code, 422, JSON.stringify(spec));
     t.regex(message, re, JSON.stringify(spec));
   }
+  // what kubectl create sends for an unquoted `ndpProxy: on` (YAML 1.1 reads a boolean); the CamelCase names avoid it
+  const bool = await apiErrorMessage(admin().create(paths.prefixes, { apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix', metadata: { name: 'invalid' },
+    spec: { prefix: '2001:db8:9:10::/64', ndpProxy: true } }));
+  t.is(bool.code, 422);
+  t.regex(bool.message, /spec\.ndpProxy: Invalid value: "boolean": spec\.ndpProxy in body must be of type string/);
+  // the same through the real kubectl, from YAML as a user writes it; the CamelCase name passes
+  const bin = kubectlDir();
+  if (bin) {
+    const dir = await mkdtemp(join(tmpdir(), 'sixbed4-yaml11-'));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const file = (ndp: string) => `apiVersion: sixbed4.io/v1alpha1\nkind: SixBed4Prefix\nmetadata:\n  name: invalid\nspec:\n  prefix: 2001:db8:9:10::/64\n  ndpProxy: ${ndp}\n`;
+    await writeFile(join(dir, 'on.yaml'), file('on'));
+    await writeFile(join(dir, 'always.yaml'), file('Always'));
+    const kc = ['--kubeconfig', s.cp!.kubeconfigPath];
+    const err = await run(join(bin, 'kubectl'), [...kc, 'create', '--dry-run=server', '-f', join(dir, 'on.yaml')]).then(() => '', (e: { stderr: string }) => e.stderr);
+    t.regex(err, /spec\.ndpProxy: Invalid value: "boolean": spec\.ndpProxy in body must be of type string/);
+    const ok = await run(join(bin, 'kubectl'), [...kc, 'create', '--dry-run=server', '-f', join(dir, 'always.yaml'), '-o', 'jsonpath={.spec.ndpProxy}']);
+    t.is(ok.stdout, 'Always');
+  }
   t.is(await getPrefix('invalid'), undefined);
+});
+
+ktest('every sample under crds/samples/ is accepted by the API server as kubectl reads it (YAML 1.1), through the real kubectl when built', async (t) => {
+  const dir = join(REPO, 'crds', 'samples');
+  const files = readdirSync(dir).filter((f) => f.endsWith('.yaml')).sort();
+  t.true(files.length >= 3);
+  const bin = kubectlDir();
+  if (bin) {
+    const { stdout } = await run(join(bin, 'kubectl'), ['--kubeconfig', s.cp!.kubeconfigPath, 'apply', '--dry-run=server', '-f', dir, '-o', 'name']);
+    const names = files.flatMap((f) => parseAllDocuments(readFileSync(join(dir, f), 'utf8')).map((d) => `sixbed4prefix.sixbed4.io/${(d.toJS() as KubeObject).metadata.name}`));
+    t.deepEqual(stdout.trim().split('\n').sort(), names.sort());
+  } else {
+    t.log('kubectl not built (bash test/k8s/build-node.sh): server-side dry run through the client library instead');
+  }
+  for (const f of files) {
+    const docs = parseAllDocuments(readFileSync(join(dir, f), 'utf8'), { version: '1.1' }).map((d) => d.toJS() as KubeObject);
+    t.is((await kubectlApply(s.adminKc!, docs as never, { dryRun: true })).length, docs.length, f);
+  }
+  t.is(await getPrefix('home'), undefined, 'a dry run creates nothing');
 });
 
 ktest('a sample /64 yields its agent ConfigMap, a finalizer, and status; the node agents are the chart\'s one DaemonSet', async (t) => {
@@ -241,6 +300,52 @@ ktest('a sample /64 yields its agent ConfigMap, a finalizer, and status; the nod
   t.true(ev.some((e) => e.reason === 'Allocated' && e.message === 'node edge-1 serves 2001:db8:9:10::/64'));
 });
 
+ktest('v1alpha1 objects with the first spellings (uplink128, dummy112; off, on, auto) are accepted as they are and served as the CamelCase ones', async (t) => {
+  const pairs: [string, Record<string, string>, Record<string, string>][] = [
+    ['a', { localAddressMode: 'uplink128', ndpProxy: 'off' }, { localAddressMode: 'Uplink', ndpProxy: 'Disabled' }],
+    ['b', { localAddressMode: 'dummy112', ndpProxy: 'on' }, { localAddressMode: 'DummyInterface', ndpProxy: 'Always' }],
+    ['c', { ndpProxy: 'auto' }, { ndpProxy: 'WhenOnLink' }],
+  ];
+  const served = async (name: string) => {
+    const p = await eventually(`status of ${name}`, async () => {
+      const p = await getPrefix(name);
+      return p?.status?.observedGeneration === 1 && p.status.nodes?.length === 1 && cond(p, 'Degraded') ? p : undefined;
+    });
+    const cm = await admin().get<{ data: Record<string, string> }>(paths.configMap(NS, `sixbed4-agent-${name}`));
+    const node = JSON.parse(cm!.data[`node.${name}.json`]!) as Record<string, unknown>;
+    const conds = p.status!.conditions!.map((c) => [c.type, c.status, c.reason, c.message.replaceAll(name, '<node>')]);
+    // what differs by construction: the node, its /64, its address and tunnel
+    const { prefix: _p, listen: _l, localAddresses: _a, tunnel: _t, ...modes } = node;
+    return { spec: p.spec, conds, node: modes };
+  };
+  let i = 0;
+  for (const [tag, old, now] of pairs) {
+    const got: Awaited<ReturnType<typeof served>>[] = [];
+    for (const [kind, modes] of [['old', old], ['new', now]] as const) {
+      const name = `spell-${tag}-${kind}`;
+      i++;
+      await createNode(name, { 'sixbed4.io/spelling': name }, `198.51.100.${100 + i}`);
+      await kubectlApply(s.adminKc!, [{ apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix', metadata: { name },
+        spec: { prefix: `2001:db8:5e:${i}::/64`, nodeSelector: { 'sixbed4.io/spelling': name }, localAddresses: ['::11'], ...modes } } as never]);
+      got.push(await served(name));
+    }
+    const [o, n] = got as [Awaited<ReturnType<typeof served>>, Awaited<ReturnType<typeof served>>];
+    t.like(o.spec, old, 'the old spelling is stored as written');
+    t.like(n.spec, now);
+    t.deepEqual(o.node, n.node, `ConfigMap share of ${JSON.stringify(old)} and ${JSON.stringify(now)}`);
+    t.deepEqual(o.conds, n.conds);
+    // the agent ConfigMap keeps its spelling (what agents of the previous version read)
+    t.true(['uplink128', 'dummy112'].includes(n.node.localAddressMode as string));
+    t.true(['off', 'on', 'auto'].includes(n.node.ndpProxy as string));
+  }
+  for (const [tag] of pairs) {
+    for (const kind of ['old', 'new']) {
+      await admin().delete(paths.prefix(`spell-${tag}-${kind}`));
+      await admin().delete(paths.node(`spell-${tag}-${kind}`));
+    }
+  }
+});
+
 ktest('an agent reporting (as the chart\'s agent ServiceAccount) makes the prefix Ready; the agent cannot touch the rest', async (t) => {
   await agentReport('home', 'edge-1', { ready: true, livePeers: 3 });
   const p = await eventually('home Ready', async () => {
@@ -250,6 +355,19 @@ ktest('an agent reporting (as the chart\'s agent ServiceAccount) makes the prefi
   t.is(p.status!.nodesReady, '1/1');
   t.like(p.status!.nodes![0], { name: 'edge-1', prefix: '2001:db8:9:10::/64', ready: true, livePeers: 3 });
   t.like(cond(p, 'Ready'), { reason: 'AgentsReady', message: '1 of 1 agents ready' });
+  t.is(p.status!.livePeers, 3);
+  // what an operator sees first, through the real kubectl
+  const out = await kubectl(['get', 's4p', 'home']);
+  if (out === undefined) t.log('kubectl not built (bash test/k8s/build-node.sh): kubectl get s4p not run');
+  else {
+    const [head, row, ...rest] = out.trimEnd().split('\n').map((l) => l.trim().split(/\s{2,}/));
+    t.deepEqual(head, ['NAME', 'PREFIX', 'NODES READY', 'LIVE PEERS', 'DEGRADED', 'AGE']);
+    t.deepEqual(row!.slice(0, 5), ['home', '2001:db8:9:10::/64', '1/1', '3', 'AsExpected']);
+    t.deepEqual(rest, []);
+    const wide = (await kubectl(['get', 's4p', 'home', '-o', 'wide']))!.trimEnd().split('\n').map((l) => l.trim().split(/\s{2,}/));
+    t.deepEqual(wide[0], ['NAME', 'PREFIX', 'NODES READY', 'LIVE PEERS', 'DEGRADED', 'READY', 'AGE']);
+    t.deepEqual(wide[1]!.slice(0, 6), ['home', '2001:db8:9:10::/64', '1/1', '3', 'AsExpected', 'True']);
+  }
   // least privilege: the agent may not change the spec or its DaemonSet
   const deny = async (pr: Promise<unknown>) => (await apiErrorMessage(pr)).code;
   t.is(await deny(s.agent!.mergePatch(paths.prefix('home'), { spec: { prefix: '2001:db8:9:11::/64' } })), 403);
@@ -303,6 +421,8 @@ ktest('a /64 whose selector matches two nodes is Degraded with a reason, and rec
   t.regex(cond(p, 'Degraded')!.message, /2001:db8:a:20::\/64 is a \/64, which exactly one node serves, but spec.nodeSelector \{"role":"dup"\} matches 2 nodes \(dup-1, dup-2\)/);
   t.like(cond(p, 'Ready'), { status: 'False', reason: 'NoNodes' });
   t.deepEqual(p.status!.nodes ?? [], []);
+  const row = await kubectl(['get', 's4p', 'dup', '--no-headers']);
+  if (row !== undefined) t.deepEqual(row.trim().split(/\s{2,}/).slice(0, 5), ['dup', '2001:db8:a:20::/64', '0/0', '0', 'MultipleNodesSelected']);
   await eventually('a Warning event', async () => (await events('dup')).some((e) => e.type === 'Warning' && e.reason === 'MultipleNodesSelected'));
 
   await admin().mergePatch(paths.node('dup-2'), { metadata: { labels: { role: null } } });

@@ -47,8 +47,25 @@ test('what CEL checks, the operator checks again, with the same kind of message'
   t.true(many.some((m) => /^InvalidListen: spec.listen.address '2001:db8::1' is not an IPv4 address/.test(m)));
   t.true(many.some((m) => /^InvalidListen: spec.listen.port 70000/.test(m)));
   t.true(many.some((m) => /^InvalidRoute: route '2001:db8:ffff::1\/48' has host bits/.test(m)));
-  t.true(many.some((m) => /^InvalidField: spec.ndpProxy false/.test(m)));
+  t.true(many.some((m) => m === 'InvalidField: spec.ndpProxy false is not Disabled, Always or WhenOnLink'), many.join('\n'));
+  t.deepEqual(reasons({ prefix: '2001:db8:9:10::/64', localAddressMode: 'uplink' }), ['InvalidField: spec.localAddressMode "uplink" is not Uplink or DummyInterface']);
   t.true(many.some((m) => /^InvalidUplink/.test(m)));
+});
+
+test('the CamelCase modes and v1alpha1\'s first spellings give the same plan: the agent ConfigMap keeps its spelling', (t) => {
+  const same: [Record<string, string>, Record<string, string>][] = [
+    [{ localAddressMode: 'Uplink', ndpProxy: 'Disabled' }, { localAddressMode: 'uplink128', ndpProxy: 'off' }],
+    [{ localAddressMode: 'DummyInterface', ndpProxy: 'Always' }, { localAddressMode: 'dummy112', ndpProxy: 'on' }],
+    [{ ndpProxy: 'WhenOnLink' }, { ndpProxy: 'auto' }],
+  ];
+  const base = { prefix: '2001:db8:9::/48', nodeSelector: { role: 'edge' }, localAddresses: ['::11'] };
+  for (const [now, old] of same) {
+    const a = checked({ ...base, ...now }), b = checked({ ...base, ...old });
+    t.deepEqual(a, b, JSON.stringify(now));
+    t.deepEqual(plan('edge', undefined, a.spec!, nodes, {}), plan('edge', undefined, b.spec!, nodes, {}));
+  }
+  const n = plan('edge', undefined, checked({ ...base, localAddressMode: 'DummyInterface', ndpProxy: 'WhenOnLink' }).spec!, nodes, {}).nodes.get('a')!;
+  t.like(n, { localAddressMode: 'dummy112', ndpProxy: 'auto' });
 });
 
 test('a /48 is split among the selected nodes; ::x local addresses land in every /64, full ones in theirs', (t) => {

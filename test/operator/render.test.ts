@@ -125,9 +125,11 @@ test('status: agents report in their node Lease, changed reports only; the opera
   const report = { ready: true, livePeers: 2, message: 'forwarding', lastReport: '2026-11-26T09:50:00Z' };
   const stale = computeStatus(input({ now, actual: base, agent: () => ({ report }) }));
   t.is(stale.status.nodesReady, '0/2', 'without renewals an old report does not count');
+  t.is(stale.status.livePeers, 0, 'nor does its count of live peers');
   const beats: Record<string, string> = { a: '2026-11-26T09:59:55.000000Z', b: '2026-11-26T09:59:58.000000Z' };
   const alive = computeStatus(input({ now, actual: base, agent: (n) => ({ report, heartbeat: beats[n]! }) }));
   t.is(alive.status.nodesReady, '2/2');
+  t.is(alive.status.livePeers, 4, 'live peers summed over the ready nodes');
   t.like(alive.status.nodes[0], { name: 'a', prefix: '2001:db8:9:1::/64', ready: true, livePeers: 2, message: 'forwarding', lastReport: '2026-11-26T09:50:00Z' });
   t.true(alive.changed, 'the reports go into the status');
   t.is(alive.requeueAfterMs, 120_000 - 5_000 + 100, 'looks again when the older renewal would go stale');
