@@ -79,7 +79,7 @@ export class NodeCni implements CniHandler {
       uid = pod.metadata.uid;
       annotations = pod.metadata.annotations ?? {};
       if (asked === 'unknown') {
-        asked = [...targets, ...serving].some((t) => annotations![t.slices.podAnnotation] === 'true') ? 'yes' : 'no';
+        asked = serving.some((t) => annotations![t.slices.podAnnotation] === 'true') ? 'yes' : 'no';
         if (asked === 'no') return passResult(req);
       }
     }
@@ -88,8 +88,8 @@ export class NodeCni implements CniHandler {
       throw new CniError(CNI.tryAgainLater, `pod ${who} asks for a /112 slice, but node ${this.o.node} serves no SixBed4Prefix with slices enabled (yet: an agent that just started loads its prefixes first)`);
     }
     if (!t) {
-      const hint = serving.length ? ` (label it ${serving[0]!.slices.namespaceLabel}=${serving[0]!.name})` : '';
-      throw new CniError(CNI.notOptedIn, `pod ${who} asks for a /112 slice, but namespace ${id.namespace} takes slices from no SixBed4Prefix that node ${this.o.node} serves${hint}`);
+      const hint = `label it ${serving[0]!.slices.namespaceLabel}=${serving[0]!.name}`;
+      throw new CniError(CNI.notOptedIn, `pod ${who} asks for a /112 slice, but namespace ${id.namespace} takes slices from no SixBed4Prefix that node ${this.o.node} serves (${hint})`);
     }
     if (!t.agent.ready) throw new CniError(CNI.tryAgainLater, `node ${this.o.node} does not serve ${t.name} yet (its router is starting)`);
     const t0 = Date.now();

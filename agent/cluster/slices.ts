@@ -11,7 +11,7 @@
 // reports per slice in its status, with the agent's own field manager. CNI requests and passes run one at a time.
 import type { Logger } from '../log.js';
 import { parseIPv6, parsePrefix } from '../protocol/ip.js';
-import { SliceDeliverer, type NeighbourProxy } from '../slices/deliver.js';
+import { InterfaceTakenError, SliceDeliverer, type NeighbourProxy } from '../slices/deliver.js';
 import { CNI, CniError, type Delivered } from '../cni/protocol.js';
 import { ClaimError, claimSlice, namespaceWord, type ClaimPod } from './claim.js';
 import { reservedSlices, sliceWords, type CheckedSlices } from '../../operator/slices/model.js';
@@ -90,7 +90,7 @@ export class SliceAgent {
   /** Releases every slice of this node (the prefix is going away), then stops. */
   async releaseAll(): Promise<void> {
     await this.stop();
-    if (this.deliverer && this.node64) await this.pass([], false);
+    if (this.deliverer && this.node64) await this.pass(true);
   }
 
   async stop(): Promise<void> {
@@ -118,13 +118,12 @@ export class SliceAgent {
       try {
         res = await d.deliver(obj.spec.slice, { uid: a.pod.uid, name: a.pod.name, namespace: a.pod.namespace, containerId: a.containerId, podIf: a.podIf }, a.netns);
       } catch (err) {
-        if (/not sixbed4's/.test((err as Error).message)) throw new CniError(CNI.interfaceTaken, (err as Error).message);
+        if (err instanceof InterfaceTakenError) throw new CniError(CNI.interfaceTaken, err.message);
         throw err;
       }
       await this.report({ slice: res.slice, hostIf: res.hostIf, podUid: a.pod.uid, state: 'delivered', outcome: res.outcome, reason: `delivered through CNI (${res.outcome})` });
       return {
-        hostIf: res.hostIf, podIf: a.podIf, address: `${res.address}/112`, gateway: d.options.gateway,
-        defaultRoute: res.commands.some((c) => / route add default via \S+ dev \S+$/.test(c)),
+        hostIf: res.hostIf, podIf: a.podIf, address: `${res.address}/112`, gateway: d.options.gateway, defaultRoute: res.defaultRoute,
       };
     });
   }
@@ -179,7 +178,7 @@ export class SliceAgent {
       if (ns?.metadata.labels?.[slices.namespaceLabel] !== this.o.prefixName || !ns.metadata.uid) continue;
       try {
         const got = await this.claimFor({ namespace: nsName, name: p.metadata.name!, uid: p.metadata.uid!, namespaceUid: ns.metadata.uid }, slices, srv);
-        this.o.log.info(`repair: pod ${nsName}/${p.metadata.name} runs without a slice (it predates sixbed4's CNI plugin): claimed ${got.spec.slice}`);
+        this.o.log.info(`repair: pod ${nsName}/${p.metadata.name} runs without a slice (it started before the CNI plugin, or without it): claimed ${got.spec.slice}`);
       } catch (err) {
         this.o.log.warn(`repair: no slice for pod ${nsName}/${p.metadata.name}: ${(err as Error).message}`);
       }
@@ -197,16 +196,15 @@ export class SliceAgent {
   private kick(): void {
     if (this.queued) return;
     this.queued = true;
-    this.chain = this.chain.then(() => { this.queued = false; return this.pass([...this.slices.values()].map(desired)); })
+    this.chain = this.chain.then(() => { this.queued = false; return this.pass(); })
       .catch((err: Error) => { this.o.log.error(`slices: ${err.message}`); });
   }
 
-  private async pass(want: DesiredSlice[], repair = true): Promise<void> {
+  /** One pass: repair claims first, then the node's links brought to the slices (to none when releasing everything). */
+  private async pass(releaseEverything = false): Promise<void> {
     if (!this.deliverer || !this.node64) return;
-    if (repair && this.o.repair) {
-      await this.claimForStrays().catch((err: Error) => this.o.log.warn(`repair: ${err.message}`));
-      want = [...this.slices.values()].map(desired);
-    }
+    if (!releaseEverything) await this.claimForStrays().catch((err: Error) => this.o.log.warn(`repair: ${err.message}`));
+    const want: DesiredSlice[] = releaseEverything ? [] : [...this.slices.values()].map(desired);
     const { statuses } = await reconcileSlices(want, {
       deliverer: this.deliverer, locator: defaultLocator(), log: this.o.log, prefix: parsePrefix(this.node64),
     });

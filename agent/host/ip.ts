@@ -10,13 +10,17 @@ export class CommandError extends Error {
   }
 }
 
-/** Runs a command, resolving stdout; rejects with CommandError carrying its stderr. */
-export function run(argv: string[], opts: { timeoutMs?: number } = {}): Promise<string> {
+/** Runs a command (with input on its stdin, if given), resolving stdout; rejects with CommandError carrying its stderr. */
+export function run(argv: string[], opts: { timeoutMs?: number; input?: string } = {}): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(argv[0]!, argv.slice(1), { timeout: opts.timeoutMs ?? 10_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+    const child = execFile(argv[0]!, argv.slice(1), { timeout: opts.timeoutMs ?? 10_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
       if (err) reject(new CommandError(argv, typeof err.code === 'number' ? err.code : null, stderr || err.message));
       else resolve(stdout);
     });
+    if (opts.input !== undefined) {
+      child.stdin?.on('error', () => undefined); // a command that exits early is reported by its exit status
+      child.stdin?.end(opts.input);
+    }
   });
 }
 

@@ -14,9 +14,11 @@
  *   per thread, and every namespace must be removed even on failure.
  */
 import { spawn as spawnChild, type ChildProcess } from 'node:child_process';
-import { accessSync, constants as fsConstants, readFileSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { threadId } from 'node:worker_threads';
+import { cleanPath, findSystemTool, systemTool } from '../host/tools.js';
+
+export { findSystemTool, systemTool };
 
 /** Result of a finished command.  `code` is null when killed by a signal. */
 export interface ExecResult {
@@ -43,49 +45,9 @@ export interface ExecOptions {
 
 const DEFAULT_EXEC_TIMEOUT_MS = 60_000;
 
-// Under npm/npx/ava, PATH starts with node_modules/.bin, which holds look-alike
-// commands: @vercel/nft (pulled in by ava) installs an `nft` that is not
-// nftables and exits 0 on our rulesets.  So system tools are resolved in
-// system directories first, and children get a PATH without node_modules.
-const SYSTEM_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
-const toolCache = new Map<string, string | null>();
-
-/** PATH without node_modules/.bin entries (see above). */
-function cleanPath(path: string | undefined): string {
-  const dirs = (path ?? '').split(delimiter).filter((d) => d !== '' && !/(^|\/)node_modules(\/|$)/.test(d));
-  for (const d of SYSTEM_DIRS) if (!dirs.includes(d)) dirs.push(d);
-  return dirs.join(delimiter);
-}
-
+/** A child's environment: PATH without node_modules/.bin (agent/host/tools.ts says why). */
 function childEnv(extra: Record<string, string> | undefined): NodeJS.ProcessEnv {
   return { ...process.env, PATH: cleanPath(process.env.PATH), ...extra };
-}
-
-/**
- * Absolute path of a system command (e.g. `ip`, `nft`, `sysctl`), searched in
- * the system directories first and then the cleaned PATH; null if absent.
- */
-export function findSystemTool(name: string): string | null {
-  if (!toolCache.has(name)) {
-    const dirs = [...SYSTEM_DIRS, ...cleanPath(process.env.PATH).split(delimiter)];
-    const found = dirs.map((d) => join(d, name)).find((f) => {
-      try {
-        accessSync(f, fsConstants.X_OK);
-        return true;
-      } catch {
-        return false;
-      }
-    });
-    toolCache.set(name, found ?? null);
-  }
-  return toolCache.get(name)!;
-}
-
-/** Like findSystemTool but throws a clear error when the command is missing. */
-export function systemTool(name: string): string {
-  const found = findSystemTool(name);
-  if (!found) throw new Error(`required command '${name}' not found in ${SYSTEM_DIRS.join(', ')} or PATH`);
-  return found;
 }
 
 /** Absolute path of iproute2's `ip`; resolved lazily so importing never throws. */

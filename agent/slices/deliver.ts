@@ -158,6 +158,9 @@ export interface Step {
 
 export type Outcome = 'created' | 'unchanged' | 'repaired' | 'replaced';
 
+/** The pod end's name is taken in the pod by an interface that is not ours (it is not ours to delete). */
+export class InterfaceTakenError extends InputError { override name = 'InterfaceTakenError'; }
+
 export interface PodRef {
   uid: string; name?: string; namespace?: string;
   /** Delivered for a CNI ADD: the sandbox's container ID (recorded in the alias, for DEL and GC). */
@@ -208,7 +211,7 @@ export function planDelivery(slice: Slice, pod: PodRef, podPath: string, seen: O
   const replacing = seen.host !== null;
   const podEndIsOld = seen.pod.link && seen.host && seen.pod.link.peerIfindex === seen.host.ifindex && seen.host.peerIfindex === seen.pod.link.ifindex;
   if (seen.pod.link && !podEndIsOld) {
-    throw new InputError(`the pod already has an interface named ${o.podIf} that is not sixbed4's: not touching it`);
+    throw new InterfaceTakenError(`the pod already has an interface named ${o.podIf} that is not sixbed4's: not touching it`);
   }
   const ref = pod.namespace && pod.name ? `${pod.namespace}/${pod.name}` : undefined;
   const steps: Step[] = [
@@ -236,6 +239,8 @@ export interface DeliveryResult {
   address: string;
   hostIf: string;
   outcome: Outcome;
+  /** The pod's IPv6 default route is through this veth (it had none of its own); else only the source rule is. */
+  defaultRoute: boolean;
   /** The commands run, as a person would type them. */
   commands: string[];
 }
@@ -325,7 +330,8 @@ export class SliceDeliverer {
     if (plan.outcome !== 'unchanged') this.log?.info(`slice ${slice.text} ${plan.outcome}: ${slice.address} in pod ${who}`, ctx);
     await this.checkForwarding(slice.hostIf);
     this.keep(slice.text);
-    return { slice: slice.text, address: slice.address, hostIf: slice.hostIf, outcome: plan.outcome, commands };
+    // planDelivery routes the pod's default through the veth unless the pod has another of its own.
+    return { slice: slice.text, address: slice.address, hostIf: slice.hostIf, outcome: plan.outcome, defaultRoute: seen.pod.mainDefault !== 'other', commands };
   }
 
   /**

@@ -6,9 +6,9 @@
 //
 // nft is nftables' own, found in the system directories (under npm the PATH
 // starts with node_modules/.bin, which has an unrelated `nft`; see
-// lab/netns.ts).
-import { CommandError } from '../host/ip.js';
-import { execCommand, findSystemTool } from '../lab/netns.js';
+// host/tools.ts).
+import { CommandError, run } from '../host/ip.js';
+import { findSystemTool } from '../host/tools.js';
 import {
   compareInbound, INBOUND_FAMILY, INBOUND_TABLE, normalizeEntries, readInbound, renderInbound, renderInboundRemoval,
   type InboundEntry, type LiveInbound,
@@ -31,15 +31,7 @@ export interface InboundResult {
 async function nft(args: string[], opts: InboundOptions, input?: string): Promise<string> {
   const path = opts.nft ?? findSystemTool('nft');
   if (!path) throw new CommandError(['nft', ...args], null, 'nftables\' nft command not found (install nftables): the slices\' inbound policy needs it');
-  const argv = [path, ...args];
-  let r;
-  try {
-    r = await execCommand(path, args, { timeoutMs: 30_000, ...(input === undefined ? {} : { input }) });
-  } catch (err) {
-    throw new CommandError(argv, null, (err as Error).message);
-  }
-  if (r.code !== 0) throw new CommandError(argv, r.code, r.timedOut ? 'timed out' : (r.stderr.trim() || r.stdout.trim()));
-  return r.stdout;
+  return run([path, ...args], { timeoutMs: 30_000, ...(input === undefined ? {} : { input }) });
 }
 
 /**
