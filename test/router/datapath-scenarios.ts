@@ -29,6 +29,9 @@ function udpFromRouter(d: Datagram) {
   return { from: d.from, packet: u && { ...u, payload: u.payload.toString() } };
 }
 
+/** A packet the router forwarded to a peer, and the counters after it. */
+type Forwarded = { got: ReturnType<typeof udpFromRouter>; counters: CountersSnapshot };
+
 /** A 48-byte IPv6/UDP packet from src (no checksum: the router forwards nothing of it). */
 function bare(src: Uint8Array, dst: Uint8Array): Uint8Array {
   const b = new Uint8Array(48); writeHeader(b, 0, 8, 17, 64, src, dst); return b;
@@ -60,7 +63,7 @@ export const SCENARIOS: Scenario[] = [
       await rig.host.send(a.address, 4243, bytes('from the Internet'));
       return { got: udpFromRouter(await a.next()), counters: rig.engine.snapshot() };
     },
-    check(t, o: { got: ReturnType<typeof udpFromRouter>; counters: CountersSnapshot }) {
+    check(t, o: Forwarded) {
       t.is(o.got.from, ROUTER, 'from the router\'s socket');
       t.like(o.got.packet, { src: NET.isp, dst: text(sixbed4(NET.A)), sport: NET.ispPort, dport: 4243, hops: 63, payload: 'from the Internet' });
       t.is(o.counters.tunToUdpPackets, 1);
@@ -74,7 +77,7 @@ export const SCENARIOS: Scenario[] = [
       a.send(udp6(a.address, b.address, 5000, 5001, bytes('A to B'), 10));
       return { got: udpFromRouter(await b.next()), counters: rig.engine.snapshot() };
     },
-    check(t, o: { got: ReturnType<typeof udpFromRouter>; counters: CountersSnapshot }) {
+    check(t, o: Forwarded) {
       t.is(o.got.from, ROUTER);
       t.like(o.got.packet, { src: text(sixbed4(NET.A)), dst: text(sixbed4(NET.B)), hops: 9, payload: 'A to B' });
       t.is(o.counters.relayPackets, 1);
@@ -164,7 +167,7 @@ export const SCENARIOS: Scenario[] = [
       await until(() => rig.engine.counters.drops.tx_dropped >= 1, 'tx_dropped counted');
       return { got, counters: rig.engine.snapshot() };
     },
-    check(t, o: { got: ReturnType<typeof udpFromRouter>; counters: CountersSnapshot }) {
+    check(t, o: Forwarded) {
       t.is(o.got.packet?.payload, 'to B');
       t.is(o.counters.relayPackets, 2);
       t.is(o.counters.drops.tx_dropped, 1);
