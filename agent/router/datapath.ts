@@ -24,7 +24,7 @@ export class Datapath {
   /**
    * io is the addon (the default) or a stand-in with its semantics, such as
    * the in-memory FakeIO (agent/io/fake.ts) the tests run the data path on
-   * without root. One property read per call, no allocation.
+   * without root. One property read per readiness event, no allocation.
    */
   constructor(private readonly engine: Engine, private readonly udpFds: readonly number[], private readonly tunFd: number,
     private readonly io: NativeIO = native) {
