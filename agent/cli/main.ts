@@ -36,6 +36,8 @@ commands:
   peer     run a 6bed4 peer (client) that gets its IPv6 address from a router
                --router IPV4[:PORT]  the router (required; port default 25790)
                --listen IPV4    local IPv4 to send from (default any)
+               --port N         local UDP port (default a random even one): with a port forward on
+                                the NAT to it, the 6bed4 address stays the same across restarts
                --lanip N        last 14 bits of our address (default 1)
                --tun NAME       tunnel interface (default 6bed4peer)
                --default-route  route all IPv6 through the tunnel
@@ -153,16 +155,17 @@ async function routerCommand(args: string[]): Promise<number> {
 async function peerCommand(args: string[]): Promise<number> {
   const { values } = parse(args, {
     router: { type: 'string' }, listen: { type: 'string' }, lanip: { type: 'string' }, tun: { type: 'string' },
-    'default-route': { type: 'boolean' }, keepalive: { type: 'string' },
+    'default-route': { type: 'boolean' }, keepalive: { type: 'string' }, port: { type: 'string' },
   });
   if (values.help) { process.stdout.write(USAGE); return 0; }
   const log = logger(values, 'peer');
-  const lanip = int(values.lanip, '--lanip');
+  const lanip = int(values.lanip, '--lanip'), port = int(values.port, '--port');
   const keepalive = values.keepalive === undefined ? undefined : Number(values.keepalive);
   const cfg = peerConfig({
     router: values.router ?? '', defaultRoute: !!values['default-route'],
     ...(values.listen ? { listen: values.listen } : {}), ...(lanip !== undefined ? { lanip } : {}),
     ...(values.tun ? { tun: values.tun } : {}), ...(keepalive !== undefined ? { keepalive } : {}),
+    ...(port !== undefined ? { port } : {}),
   });
   const peer = await startPeer(cfg, log);
   return untilSignal(() => peer.stop());

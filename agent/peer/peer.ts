@@ -17,6 +17,8 @@ import type { RouterAdvert } from '../protocol/nd.js';
 export interface PeerOptions {
   router: string;        // IPV4[:PORT]
   listen?: string;       // local IPv4 to bind, default any
+  /** Fixed local UDP port (behind a port forward, a stable address); default a random even one. */
+  port?: number;
   lanip?: number;
   tun?: string;
   defaultRoute?: boolean;
@@ -25,6 +27,8 @@ export interface PeerOptions {
 
 export interface PeerConfig {
   routerV4: number; routerPort: number; listen: string; lanip: number; tun: string; defaultRoute: boolean; keepaliveMs: number;
+  /** 0: a random even port */
+  port: number;
 }
 
 export function peerConfig(o: PeerOptions): PeerConfig {
@@ -43,7 +47,11 @@ export function peerConfig(o: PeerOptions): PeerConfig {
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(tun)) throw new InputError(`--tun '${tun}' is not a usable interface name`);
   const listen = o.listen ?? '0.0.0.0';
   parseIPv4(listen);
-  return { routerV4: parseIPv4(m[1]!), routerPort, listen, lanip, tun, defaultRoute: !!o.defaultRoute, keepaliveMs: keepalive * 1000 };
+  const port = o.port ?? 0;
+  if (!Number.isInteger(port) || port < 0 || port > 65535 || (o.port !== undefined && port === 0)) {
+    throw new InputError(`--port ${o.port} is not a UDP port: use 1..65535 (or leave it out for a random even port)`);
+  }
+  return { routerV4: parseIPv4(m[1]!), routerPort, listen, port, lanip, tun, defaultRoute: !!o.defaultRoute, keepaliveMs: keepalive * 1000 };
 }
 
 /**
@@ -65,6 +73,22 @@ function openEvenPort(listen: string, io: NativeIO): number {
   throw new InputError(`no free even UDP port in 49152..65534 on ${listen}`);
 }
 
+/**
+ * Binds the --port the user chose: behind a port forward on the NAT that port
+ * is the public one too, so the 6bed4 address stays the same across restarts.
+ */
+function openFixedPort(listen: string, port: number, io: NativeIO): number {
+  try {
+    return io.udpOpen(listen, port, false).fd;
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'EADDRINUSE') throw new InputError(`UDP port ${port} on ${listen} is in use: is another peer running? Stop it or choose another --port`);
+    if (e.code === 'EADDRNOTAVAIL') throw new InputError(`--listen ${listen} is not an address of this host (see 'ip -4 addr')`);
+    if (e.code === 'EACCES') throw new InputError(`no permission to bind UDP port ${port} on ${listen}`);
+    throw new InputError(`cannot open UDP ${listen}:${port}: ${e.message}`);
+  }
+}
+
 export interface RunningPeer {
   /** Resolves with the first address the router gave us. */
   readonly ready: Promise<string>;
@@ -81,7 +105,7 @@ const SOLICIT_EVERY_KEEPALIVES = 10;
 /** io: the addon (the default), or a stand-in with its semantics such as FakeIO (agent/io/fake.ts). */
 export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = native): Promise<RunningPeer> {
   if (!hasNetAdmin()) throw new InputError('sixbed4 peer needs root (or CAP_NET_ADMIN) to create its tunnel interface');
-  const udpFd = openEvenPort(cfg.listen, io);
+  const udpFd = cfg.port ? openFixedPort(cfg.listen, cfg.port, io) : openEvenPort(cfg.listen, io);
   let tunFd: number;
   try {
     tunFd = io.tunOpen(cfg.tun, false).fd;

@@ -110,6 +110,8 @@ rootTest(title('peer refuses bad input'), async (t) => {
     [['--router', '198.51.100.1', '--lanip', '0'], /--lanip 0: use 1\.\.16383/],
     [['--router', '198.51.100.1', '--lanip', '16384'], /--lanip 16384: use 1\.\.16383/],
     [['--router', '198.51.100.1', '--keepalive', '0'], /--keepalive 0/],
+    [['--router', '198.51.100.1', '--port', '0'], /--port 0 is not a UDP port: use 1\.\.65535/],
+    [['--router', '198.51.100.1', '--port', '70000'], /--port 70000 is not a UDP port/],
   ] as [string[], RegExp][]) {
     const r = await sixbed4(['peer', ...args]);
     t.is(r.code, 2, args.join(' '));
