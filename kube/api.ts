@@ -85,7 +85,7 @@ export interface KubeObject {
 export interface SixBed4PrefixSpec {
   prefix: string;
   nodeSelector?: Record<string, string>;
-  listen?: { address?: string; port?: number };
+  listen?: { address?: string; port?: number; advertise?: string };
   uplink?: string;
   localAddresses?: string[];
   localAddressMode?: LocalAddressModeName | LocalAddressMode;
@@ -151,7 +151,11 @@ export interface AgentNodeConfig {
   /** the node's /64 */
   prefix: string;
   /** bind: the node's InternalIP, for the agent to bind when address (its ExternalIP) is not on the node (1:1 NAT) */
-  listen: { address: string; port: number; bind?: string };
+  /**
+   * advertise: IPV4[:PORT] peers send to when a DNAT forwards it to address:port; the router's identity is built
+   * from it (spec.listen.advertise)
+   */
+  listen: { address: string; port: number; bind?: string; advertise?: string };
   uplink?: string;
   /** full addresses inside the node's /64 */
   localAddresses: string[];

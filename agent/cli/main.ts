@@ -20,6 +20,8 @@ commands:
                --metrics H:P    serve Prometheus metrics, e.g. 127.0.0.1:9464
                --bind ADDR      the local IPv4 to bind when peers reach this host at --listen through a
                                 1:1 NAT (a cloud's public IP in front of its private one)
+               --advertise IPV4[:PORT]  the address peers send to, when a DNAT in front of this host
+                                forwards it to --listen:--port; addresses (the router's own too) embed it
                --batch N        packets per batch (1..256, default 64)
                --workers N      forwarding threads, each with its own TUN queue and socket (default 1)
                --ndp-proxy IF   answer neighbour solicitations on uplink IF for live peers
@@ -130,16 +132,18 @@ async function routerCommand(args: string[]): Promise<number> {
     route: { type: 'string', short: 'R', multiple: true }, tun: { type: 'string' }, metrics: { type: 'string' },
     batch: { type: 'string' }, workers: { type: 'string' }, 'ndp-proxy': { type: 'string' }, 'ndp-proxy-mode': { type: 'string' },
     'stats-interval': { type: 'string' }, 'refuse-private': { type: 'boolean' }, sockets: { type: 'string' },
-    bind: { type: 'string' },
+    bind: { type: 'string' }, advertise: { type: 'string' },
   });
   if (values.help) { process.stdout.write(USAGE); return 0; }
   const log = logger(values, 'router');
   const port = int(values.port, '--port'), batch = int(values.batch, '--batch'), workers = int(values.workers, '--workers');
   const stats = int(values['stats-interval'], '--stats-interval');
   const sockets = int(values.sockets, '--sockets');
+  if (values.bind && values.advertise) throw new InputError('--bind and --advertise: use one (--listen PUBLIC --bind LOCAL, or --listen LOCAL --advertise PUBLIC[:PORT])');
   if (stats === 0) throw new InputError('--stats-interval 0: use seconds, 1 or more');
   const cfg = routerConfig({
     prefix: values.prefix ?? '', listen: values.listen ?? '', routes: values.route ?? [], ...(values.bind ? { bind: values.bind } : {}),
+    ...(values.advertise ? { advertise: values.advertise } : {}),
     ...(port !== undefined ? { port } : {}), ...(batch !== undefined ? { batch } : {}), ...(workers !== undefined ? { workers } : {}),
     ...(values.tun ? { tun: values.tun } : {}), ...(values.metrics ? { metrics: values.metrics } : {}),
     ...(stats !== undefined ? { statsIntervalMs: stats * 1000 } : {}),

@@ -130,21 +130,24 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
       log.info(applied.plan.steps.length ? `host configured for ${n.prefix}` : `host already configured for ${n.prefix}`);
       const start = (bind?: string) => startRouter(routerConfig({
         prefix: n.prefix, listen: n.listen.address, port: n.listen.port, routes: n.routes, tun: o.tun ?? n.tunnel ?? '6bed4',
-        ...(bind ? { bind } : {}),
+        // Behind a DNAT (spec.listen.advertise) peers know the router by that address; it binds as it would without.
+        ...(bind ? { bind } : {}), ...(n.listen.advertise ? { advertise: n.listen.advertise } : {}),
         // A new agent Pod starts beside the old one (the DaemonSet surges): it takes the tunnel and the port over.
         handover: true,
         ...(host.ndpProxy !== 'off' ? { ndpProxy: { uplink: applied.plan.uplink, mode: host.ndpProxy, localAddresses: proxiedLocalAddresses(host) } } : {}),
       }), log);
       try {
         router = await start();
-        listening = '';
+        listening = n.listen.advertise ? `listening on ${n.listen.address}:${n.listen.port} for ${n.listen.advertise} (listen.advertise, forwarded by a DNAT)` : '';
       } catch (err) {
         // Cloud-style node: its ExternalIP is a 1:1 NAT in front of its InternalIP. Peers send to the former; bind the latter.
         if (!(err instanceof AddressNotLocalError) || !n.listen.bind) throw err;
         router = await start(n.listen.bind);
-        listening = `listening on ${n.listen.bind} (the InternalIP) for ${n.listen.address}, which is not an address of this node (1:1 NAT)`;
-        log.info(listening);
+        listening = n.listen.advertise
+          ? `listening on ${n.listen.bind}:${n.listen.port} (the InternalIP) for ${n.listen.advertise} (listen.advertise, forwarded by a DNAT)`
+          : `listening on ${n.listen.bind} (the InternalIP) for ${n.listen.address}, which is not an address of this node (1:1 NAT)`;
       }
+      if (listening) log.info(listening);
       slices.start({ node64: n.prefix, index: subnetIndex(parsePrefix(share.common.prefix), n.prefix), localAddresses: n.localAddresses }, router.proxy);
       lastProblem = '';
       lastReason = '';

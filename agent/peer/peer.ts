@@ -7,7 +7,7 @@ import { newBatch } from '../io/batch.js';
 import { DEFAULT_PEER_LANIP, KEEPALIVE_SECONDS, MAX_LANIP, ROUTER_PORT, TUNNEL_MTU } from '../protocol/constants.js';
 import { equal16 } from '../protocol/ipv6.js';
 import { ROUTER_LINK_LOCAL, writeNeighborSolicit, writeRouterSolicit } from '../protocol/nd.js';
-import { formatIPv4, formatIPv6, InputError, parseIPv4 } from '../protocol/ip.js';
+import { formatIPv4, formatIPv6, InputError, parseIPv4, parseIPv4Port } from '../protocol/ip.js';
 import { hasNetAdmin } from '../host/privilege.js';
 import { ip } from '../host/ip.js';
 import type { Logger } from '../log.js';
@@ -33,10 +33,7 @@ export interface PeerConfig {
 
 export function peerConfig(o: PeerOptions): PeerConfig {
   if (!o.router) throw new InputError('--router is required: the 6bed4 router\'s IPv4 address, e.g. --router 198.51.100.1 or 198.51.100.1:25790');
-  const m = /^([^:]+)(?::(\d+))?$/.exec(o.router);
-  if (!m) throw new InputError(`--router '${o.router}' is not IPV4[:PORT]`);
-  const routerPort = m[2] === undefined ? ROUTER_PORT : Number(m[2]);
-  if (routerPort < 1 || routerPort > 65535) throw new InputError(`--router port ${m[2]} is not a UDP port (1..65535)`);
+  const { ipv4: routerV4, port: routerPort } = parseIPv4Port(o.router, '--router', ROUTER_PORT);
   const lanip = o.lanip ?? DEFAULT_PEER_LANIP;
   if (!Number.isInteger(lanip) || lanip < 1 || lanip > MAX_LANIP) {
     throw new InputError(`--lanip ${o.lanip}: use 1..${MAX_LANIP} (0 is the router side of the /114)`);
@@ -51,7 +48,7 @@ export function peerConfig(o: PeerOptions): PeerConfig {
   if (!Number.isInteger(port) || port < 0 || port > 65535 || (o.port !== undefined && port === 0)) {
     throw new InputError(`--port ${o.port} is not a UDP port: use 1..65535 (or leave it out for a random even port)`);
   }
-  return { routerV4: parseIPv4(m[1]!), routerPort, listen, port, lanip, tun, defaultRoute: !!o.defaultRoute, keepaliveMs: keepalive * 1000 };
+  return { routerV4, routerPort, listen, port, lanip, tun, defaultRoute: !!o.defaultRoute, keepaliveMs: keepalive * 1000 };
 }
 
 /**

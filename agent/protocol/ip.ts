@@ -16,6 +16,18 @@ export function parseIPv4(text: string): number {
   return ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0;
 }
 
+/**
+ * Parses IPV4[:PORT] (a router to use, an address to advertise). The port
+ * defaults to defaultPort; flag names the option in errors.
+ */
+export function parseIPv4Port(text: string, flag: string, defaultPort: number): { ipv4: number; port: number } {
+  const m = /^([^:]+)(?::(\d+))?$/.exec(text);
+  if (!m) throw new InputError(`${flag} '${text}' is not IPV4[:PORT]`);
+  const port = m[2] === undefined ? defaultPort : Number(m[2]);
+  if (port < 1 || port > 65535) throw new InputError(`${flag} port ${m[2]} is not a UDP port (1..65535)`);
+  return { ipv4: parseIPv4(m[1]!), port };
+}
+
 export function formatIPv4(v: number): string {
   return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}`;
 }

@@ -3,7 +3,7 @@
 // catches the commonest mistakes), runs the data path, serves metrics, and on
 // stop removes everything it made.
 import { native } from '../io/native.js';
-import { formatIPv4, formatIPv6, InputError, parseIPv4, parsePrefix, parsePrefix64, type Prefix } from '../protocol/ip.js';
+import { formatIPv4, formatIPv6, InputError, parseIPv4, parseIPv4Port, parsePrefix, parsePrefix64, type Prefix } from '../protocol/ip.js';
 import { ROUTER_PORT } from '../protocol/constants.js';
 import { hasNetAdmin, hasNetRaw } from '../host/privilege.js';
 import { confValue, readIpv6Conf } from '../host/sysctl.js';
@@ -45,6 +45,12 @@ export interface RouterOptions {
    * front of the node's private one), peers send to the public address and the router receives on the private one.
    */
   bind?: string;
+  /**
+   * IPV4[:PORT] peers send to when a DNAT (or a NAT64 box) in front of the router forwards it to the bound address
+   * and port: the router's identity (its 6bed4 address, the addresses in its RAs) is built from this one. The same
+   * mechanism as bind, with the port free to differ too; the port defaults to `port`.
+   */
+  advertise?: string;
   port?: number;
   routes?: string[];
   tun?: string;
@@ -69,9 +75,12 @@ export interface RouterOptions {
 export interface RouterConfig {
   prefix: Prefix;
   listenIPv4: number;
-  /** where the UDP sockets bind (listenIPv4 unless --bind) */
+  /** where the UDP sockets bind (listenIPv4 unless --bind or --advertise) */
   bindIPv4: number;
+  /** the port peers send to: the router's identity with listenIPv4 */
   port: number;
+  /** the UDP port bound (port unless --advertise names another) */
+  bindPort: number;
   routes: Prefix[];
   tun: string;
   metrics?: string;
@@ -109,6 +118,11 @@ export function routerConfig(o: RouterOptions): RouterConfig {
   if (a === 0 || a >= 224) throw new InputError(`--listen ${o.listen} is not a unicast IPv4 address`);
   const bindIPv4 = o.bind === undefined ? listenIPv4 : parseIPv4(o.bind);
   if (bindIPv4 >>> 24 === 0 || bindIPv4 >>> 24 >= 224) throw new InputError(`--bind ${o.bind} is not a unicast IPv4 address of this host`);
+  // Advertised: peers know the router by this address; it is bound at --listen (or --bind).
+  const advertised = o.advertise === undefined ? undefined : parseIPv4Port(o.advertise, '--advertise', port);
+  if (advertised && (advertised.ipv4 >>> 24 === 0 || advertised.ipv4 >>> 24 >= 224 || advertised.ipv4 >>> 24 === 127)) {
+    throw new InputError(`--advertise ${o.advertise} is not an address peers can reach (a unicast IPv4 address)`);
+  }
   let ndpProxy: RouterConfig['ndpProxy'];
   if (o.ndpProxy) {
     // Always / WhenOnLink, as in the SixBed4Prefix's ndpProxy; on / auto are the old spellings.
@@ -120,7 +134,7 @@ export function routerConfig(o: RouterOptions): RouterConfig {
   return {
     ...(ndpProxy ? { ndpProxy } : {}),
     prefix: parsePrefix64(o.prefix),
-    listenIPv4, bindIPv4, port, tun, batch, workers, statsIntervalMs: o.statsIntervalMs ?? 60_000, refusePrivate: !!o.refusePrivate, sockets,
+    listenIPv4: advertised?.ipv4 ?? listenIPv4, bindIPv4, port: advertised?.port ?? port, bindPort: port, tun, batch, workers, statsIntervalMs: o.statsIntervalMs ?? 60_000, refusePrivate: !!o.refusePrivate, sockets,
     handover: o.handover === true,
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
     ...(o.metrics ? { metrics: o.metrics } : {}),
@@ -154,13 +168,13 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     // A plain bind first: a port held by another router (even one using SO_REUSEPORT) is refused
     // here, instead of our sockets silently joining its reuseport group and sharing its traffic.
     // With handover, joining the previous router's group is the point (tunnel.ts).
-    if (!cfg.handover) native.close(native.udpOpen(listenText, cfg.port, false).fd);
+    if (!cfg.handover) native.close(native.udpOpen(listenText, cfg.bindPort, false).fd);
     for (let i = 0; i < cfg.workers * cfg.sockets; i++) {
-      udpFds.push(native.udpOpen(listenText, cfg.port, cfg.workers * cfg.sockets > 1 || cfg.handover).fd);
+      udpFds.push(native.udpOpen(listenText, cfg.bindPort, cfg.workers * cfg.sockets > 1 || cfg.handover).fd);
     }
   } catch (err) {
     await unwind();
-    throw udpOpenError(err as NodeJS.ErrnoException, listenText, cfg.port);
+    throw udpOpenError(err as NodeJS.ErrnoException, listenText, cfg.bindPort);
   }
   try {
     let local = await localTable(log);
@@ -211,7 +225,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     undo.push(() => clearInterval(stats));
     log.info('router ready', {
       prefix: cfg.prefix.text, listen: `${formatIPv4(cfg.listenIPv4)}:${cfg.port}`,
-      ...(cfg.bindIPv4 !== cfg.listenIPv4 ? { bind: listenText } : {}), address: formatIPv6(routerAddress),
+      ...(cfg.bindIPv4 !== cfg.listenIPv4 || cfg.bindPort !== cfg.port ? { bind: `${listenText}:${cfg.bindPort}` } : {}), address: formatIPv6(routerAddress),
       routes: cfg.routes.map((r) => r.text), tun: tunnel.name, workers: cfg.workers, batch: cfg.batch,
     });
     let stopped = false;

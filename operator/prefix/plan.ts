@@ -131,6 +131,14 @@ export function plan(
       message: `spec.listen.address ${spec.listenAddress} is set but ${allocation.assigned.size} nodes serve this prefix and cannot share one address; each uses its own node address instead (remove listen.address, or select one node)`,
     });
   }
+  // One advertised IPv4:port reaches one node through its DNAT: with several nodes it would be a lie for all but one.
+  const sharedAdvertise = spec.advertise !== undefined && allocation.assigned.size > 1;
+  if (sharedAdvertise) {
+    problems.push({
+      reason: 'ListenAddressShared',
+      message: `spec.listen.advertise ${spec.advertise} is set but ${allocation.assigned.size} nodes serve this prefix and cannot share one advertised address; each advertises its own listen address instead (remove listen.advertise, or select one node)`,
+    });
+  }
   const servedLocal = new Set<string>();
   for (const info of selectedInfos) {
     const sub = allocation.assigned.get(info.name);
@@ -152,7 +160,10 @@ export function plan(
     nodes.set(info.name, {
       prefix: sub,
       // Cloud-style nodes: the ExternalIP may be a 1:1 NAT in front of the InternalIP; the agent binds this if so.
-      listen: { address, port: spec.port, ...(address === info.address && info.internal ? { bind: info.internal } : {}) },
+      listen: {
+        address, port: spec.port, ...(address === info.address && info.internal ? { bind: info.internal } : {}),
+        ...(spec.advertise && !sharedAdvertise ? { advertise: spec.advertise } : {}),
+      },
       ...(spec.uplink ? { uplink: spec.uplink } : {}),
       localAddresses: local,
       localAddressMode: spec.localAddressMode,

@@ -4,7 +4,7 @@
 // parsed values with defaults filled in. Problems become the Degraded
 // condition's reason and message instead of exceptions.
 import { DEFAULT_METRICS_PORT, DEFAULT_PORT, type LocalAddressMode, type NdpProxyMode } from '../../kube/api.js';
-import { formatIPv6, inPrefix, parseIPv4, parseIPv6, parsePrefix, type Prefix } from '../../agent/protocol/ip.js';
+import { formatIPv6, inPrefix, parseIPv4, parseIPv4Port, parseIPv6, parsePrefix, type Prefix } from '../../agent/protocol/ip.js';
 import { LOCAL_ADDRESS_MODE_NAMES, localAddressModeOf, NDP_PROXY_MODE_NAMES, ndpProxyModeOf } from '../../agent/host/config.js';
 
 export interface Problem {
@@ -25,6 +25,8 @@ export interface CheckedSpec {
   prefix: Prefix;
   nodeSelector: Record<string, string>;
   listenAddress?: string;
+  /** IPV4[:PORT] peers send to, forwarded by a DNAT to the listen address and port */
+  advertise?: string;
   port: number;
   uplink?: string;
   localAddresses: LocalAddressSpec[];
@@ -81,6 +83,7 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
   }
 
   let listenAddress: string | undefined;
+  let advertise: string | undefined;
   let port = DEFAULT_PORT;
   if (raw.listen !== undefined) {
     if (!isObj(raw.listen)) bad('InvalidListen', 'spec.listen must be an object with address and port');
@@ -93,6 +96,16 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
           listenAddress = raw.listen.address;
         } catch (e) {
           bad('InvalidListen', errMsg(e).replace(/^'/, "spec.listen.address '"));
+        }
+      }
+      if (raw.listen.advertise !== undefined) {
+        try {
+          if (typeof raw.listen.advertise !== 'string') throw new Error('spec.listen.advertise must be a string');
+          const v = parseIPv4Port(raw.listen.advertise, 'spec.listen.advertise', DEFAULT_PORT).ipv4;
+          if (v === 0 || v >>> 24 === 127 || v >>> 24 >= 224) throw new Error(`spec.listen.advertise ${raw.listen.advertise} is not an address peers can reach`);
+          advertise = raw.listen.advertise;
+        } catch (e) {
+          bad('InvalidListen', errMsg(e).replace(/^'/, "spec.listen.advertise '"));
         }
       }
       if (raw.listen.port !== undefined) {
@@ -182,7 +195,7 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
   if (!prefix) return { problems };
   return {
     spec: {
-      prefix, nodeSelector, ...(listenAddress ? { listenAddress } : {}), port, ...(uplink ? { uplink } : {}),
+      prefix, nodeSelector, ...(listenAddress ? { listenAddress } : {}), ...(advertise ? { advertise } : {}), port, ...(uplink ? { uplink } : {}),
       localAddresses, localAddressMode, routes, ndpProxy, metricsPort,
     },
     problems,

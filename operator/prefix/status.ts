@@ -130,7 +130,8 @@ export function computeStatus(inp: StatusInput): StatusResult {
     const rep = inp.agent?.(n)?.report;
     const agentPart: AgentReport = {};
     for (const k of AGENT_FIELDS) if (rep?.[k] !== undefined) (agentPart as Record<string, unknown>)[k] = rep[k];
-    return { name: n, prefix: c.prefix, listen: `${c.listen.address}:${c.listen.port}`, ...agentPart };
+    // Where peers send: the advertised address when a DNAT forwards it to the node.
+    return { name: n, prefix: c.prefix, listen: c.listen.advertise ?? `${c.listen.address}:${c.listen.port}`, ...agentPart };
   });
   const status: OperatorStatus = { observedGeneration: inp.generation, nodesReady: `${readyCount}/${servingNames.length}`, livePeers, conditions, nodes };
 

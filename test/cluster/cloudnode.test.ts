@@ -88,3 +88,25 @@ serial(title('an address the node cannot bind: the prefix is Degraded with Liste
     return x?.status?.conditions?.some((c) => c.type === 'Degraded' && c.status === 'False') && x.status.nodes?.[0]?.ready;
   }, 30_000, 200);
 });
+
+serial(title('listen.advertise behind a DNAT: the node binds as before, peers are told the advertised address and are served there'), async (t) => {
+  const ADVERTISED = '203.0.113.78';
+  await s.topo.nat.run([systemTool('nft'), '-f', '-'], {
+    input: `table ip sixbed4_advertise {\n  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    ip daddr ${ADVERTISED} udp dport 4000 dnat to ${TOPO.routerV4}:25790\n  }\n}\n`,
+  });
+  // The API server's own check (CEL) refuses what is not IPV4[:PORT].
+  await t.throwsAsync(s.admin.mergePatch(paths.prefix('cloud'), { spec: { listen: { advertise: 'router.example:4000' } } }), { message: /listen.advertise router\.example:4000 is not IPV4\[:PORT\]/ });
+  await s.admin.mergePatch(paths.prefix('cloud'), { spec: { listen: { advertise: `${ADVERTISED}:4000` } } });
+  const entry = await eventually('a ready entry with the advertised address', async () => {
+    const e = (await s.admin.get<SixBed4Prefix>(paths.prefix('cloud')))?.status?.nodes?.find((n) => n.name === NODE);
+    return e?.ready && e.listen === `${ADVERTISED}:4000` && /listen\.advertise/.test(e.message ?? '') ? e : undefined;
+  }, 30_000, 200);
+  t.is(entry.message, `forwarding; listening on ${TOPO.routerV4}:25790 (the InternalIP) for ${ADVERTISED}:4000 (listen.advertise, forwarded by a DNAT)`);
+  await s.peer?.stop();
+  const peer = await startPeerIn(s.topo.peers.B, ['--router', `${ADVERTISED}:4000`, '--default-route']);
+  s.peer = peer.proc;
+  for (const [from, to] of [[s.topo.peers.B, TOPO.ispV6], [s.topo.isp, peer.address]] as const) {
+    const r = await ping6(from, to, { count: 3 });
+    t.is(r.received, 3, r.output);
+  }
+});

@@ -150,3 +150,19 @@ test('two prefixes on one node cannot listen on the same address and port: the o
   t.deepEqual(otherPort.problems, []);
   t.is(otherPort.nodes.size, 2);
 });
+
+test('listen.advertise: checked, handed to the one node serving the prefix (which still binds as before), refused when shared', (t) => {
+  const node = { name: 'c1', labels: { role: 'edge' }, address: '203.0.113.5', internal: '198.51.100.5' };
+  const one = plan('p', undefined, checked({ prefix: '2001:db8:9:10::/64', nodeSelector: { role: 'edge' }, listen: { advertise: '192.0.2.40:4000' } }).spec!, [node], {});
+  t.deepEqual(one.problems, []);
+  t.deepEqual(one.nodes.get('c1')!.listen, { address: '203.0.113.5', port: 25790, bind: '198.51.100.5', advertise: '192.0.2.40:4000' });
+  const shared = plan('p', undefined, checked({ prefix: '2001:db8:9::/48', nodeSelector: { role: 'edge' }, listen: { advertise: '192.0.2.40' } }).spec!, nodes, {});
+  t.is(shared.problems[0]?.reason, 'ListenAddressShared');
+  t.regex(shared.problems[0]!.message, /spec.listen.advertise 192\.0\.2\.40 is set but 3 nodes serve this prefix/);
+  t.is(shared.nodes.get('a')!.listen.advertise, undefined, 'no node claims an address that reaches only one');
+  const reasons = (advertise: unknown) => checkSpec({ prefix: '2001:db8:9:10::/64', listen: { advertise } }).problems.map((p) => `${p.reason}: ${p.message}`);
+  t.regex(reasons('192.0.2.40:0')[0]!, /^InvalidListen: spec.listen.advertise port 0 is not a UDP port/);
+  t.regex(reasons('host.example:4000')[0]!, /^InvalidListen: spec.listen.advertise 'host\.example' is not an IPv4 address/);
+  t.regex(reasons('127.0.0.1')[0]!, /^InvalidListen: spec.listen.advertise 127\.0\.0\.1 is not an address peers can reach/);
+  t.regex(reasons(4000)[0]!, /^InvalidListen: spec.listen.advertise must be a string/);
+});
