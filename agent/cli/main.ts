@@ -40,6 +40,9 @@ commands:
                --listen IPV4    local IPv4 to send from (default any)
                --port N         local UDP port (default a random even one): with a port forward on
                                 the NAT to it, the 6bed4 address stays the same across restarts
+               --hook SCRIPT    run SCRIPT add|remove ADDRESS PREFIX/114 and route-add|route-remove P
+                                as the address and routes come and go (see docs/router.md)
+               --hook-timeout S kill a hook still running after S seconds (default 10)
                --lanip N        last 14 bits of our address (default 1)
                --tun NAME       tunnel interface (default 6bed4peer)
                --default-route  route all IPv6 through the tunnel
@@ -160,16 +163,19 @@ async function peerCommand(args: string[]): Promise<number> {
   const { values } = parse(args, {
     router: { type: 'string' }, listen: { type: 'string' }, lanip: { type: 'string' }, tun: { type: 'string' },
     'default-route': { type: 'boolean' }, keepalive: { type: 'string' }, port: { type: 'string' },
+    hook: { type: 'string' }, 'hook-timeout': { type: 'string' },
   });
   if (values.help) { process.stdout.write(USAGE); return 0; }
   const log = logger(values, 'peer');
   const lanip = int(values.lanip, '--lanip'), port = int(values.port, '--port');
   const keepalive = values.keepalive === undefined ? undefined : Number(values.keepalive);
+  const hookTimeout = values['hook-timeout'] === undefined ? undefined : Number(values['hook-timeout']);
   const cfg = peerConfig({
     router: values.router ?? '', defaultRoute: !!values['default-route'],
     ...(values.listen ? { listen: values.listen } : {}), ...(lanip !== undefined ? { lanip } : {}),
     ...(values.tun ? { tun: values.tun } : {}), ...(keepalive !== undefined ? { keepalive } : {}),
-    ...(port !== undefined ? { port } : {}),
+    ...(port !== undefined ? { port } : {}), ...(values.hook !== undefined ? { hook: values.hook } : {}),
+    ...(hookTimeout !== undefined ? { hookTimeout } : {}),
   });
   const peer = await startPeer(cfg, log);
   return untilSignal(() => peer.stop());

@@ -7,12 +7,14 @@ import { newBatch } from '../io/batch.js';
 import { DEFAULT_PEER_LANIP, KEEPALIVE_SECONDS, MAX_LANIP, ROUTER_PORT, TUNNEL_MTU } from '../protocol/constants.js';
 import { equal16 } from '../protocol/ipv6.js';
 import { ROUTER_LINK_LOCAL, writeNeighborSolicit, writeRouterSolicit } from '../protocol/nd.js';
-import { formatIPv4, formatIPv6, InputError, parseIPv4, parseIPv4Port } from '../protocol/ip.js';
+import { formatIPv4, formatIPv6, InputError, parseIPv4, parseIPv4Port, parseIPv6 } from '../protocol/ip.js';
 import { hasNetAdmin } from '../host/privilege.js';
 import { ip } from '../host/ip.js';
 import type { Logger } from '../log.js';
 import { PeerEngine } from './engine.js';
 import type { RouterAdvert } from '../protocol/nd.js';
+import { addressIPv4, addressPort } from '../protocol/address.js';
+import { checkHook, HookRunner } from './hooks.js';
 
 export interface PeerOptions {
   router: string;        // IPV4[:PORT]
@@ -23,13 +25,22 @@ export interface PeerOptions {
   tun?: string;
   defaultRoute?: boolean;
   keepalive?: number;    // seconds
+  /** A script run when the address or a route comes or goes (hooks.ts says how). */
+  hook?: string;
+  hookTimeout?: number;  // seconds
 }
 
 export interface PeerConfig {
   routerV4: number; routerPort: number; listen: string; lanip: number; tun: string; defaultRoute: boolean; keepaliveMs: number;
   /** 0: a random even port */
   port: number;
+  /** absolute path of the hook script, when there is one */
+  hook?: string;
+  hookTimeoutMs: number;
 }
+
+/** Long enough for a DNS update over a slow link; short enough that a stuck hook is noticed. */
+const DEFAULT_HOOK_TIMEOUT_S = 10;
 
 export function peerConfig(o: PeerOptions): PeerConfig {
   if (!o.router) throw new InputError('--router is required: the 6bed4 router\'s IPv4 address, e.g. --router 198.51.100.1 or 198.51.100.1:25790');
@@ -48,7 +59,13 @@ export function peerConfig(o: PeerOptions): PeerConfig {
   if (!Number.isInteger(port) || port < 0 || port > 65535 || (o.port !== undefined && port === 0)) {
     throw new InputError(`--port ${o.port} is not a UDP port: use 1..65535 (or leave it out for a random even port)`);
   }
-  return { routerV4, routerPort, listen, port, lanip, tun, defaultRoute: !!o.defaultRoute, keepaliveMs: keepalive * 1000 };
+  const hookTimeout = o.hookTimeout ?? DEFAULT_HOOK_TIMEOUT_S;
+  if (!(hookTimeout > 0 && hookTimeout <= 3600)) throw new InputError(`--hook-timeout ${o.hookTimeout}: use seconds in (0, 3600]`);
+  if (o.hookTimeout !== undefined && !o.hook) throw new InputError('--hook-timeout needs --hook SCRIPT');
+  return {
+    routerV4, routerPort, listen, port, lanip, tun, defaultRoute: !!o.defaultRoute, keepaliveMs: keepalive * 1000,
+    ...(o.hook !== undefined ? { hook: checkHook(o.hook) } : {}), hookTimeoutMs: hookTimeout * 1000,
+  };
 }
 
 /**
@@ -119,6 +136,17 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
   let resolveReady!: (a: string) => void;
   const ready = new Promise<string>((r) => { resolveReady = r; });
   let changing = Promise.resolve();
+  let told: { address: string; prefix: string } | null = null;   // what the hooks were last told was added
+  const hooks = cfg.hook
+    ? new HookRunner(cfg.hook, cfg.hookTimeoutMs, { SIXBED4_TUN: cfg.tun, SIXBED4_ROUTER: routerText, SIXBED4_PID: String(process.pid) }, log)
+    : undefined;
+  const addressHook = (event: 'add' | 'remove', address: string, prefix: string) => {
+    const a = parseIPv6(address);
+    void hooks?.run(event, [address, prefix], {
+      SIXBED4_ADDRESS: address, SIXBED4_PREFIX: prefix, SIXBED4_MAPPING: `${formatIPv4(addressIPv4(a, 0))}:${addressPort(a, 0)}`,
+    });
+  };
+  const routeHook = (event: 'route-add' | 'route-remove', route: string) => { void hooks?.run(event, [route], { SIXBED4_ROUTE: route }); };
 
   const control = newBatch(2, TUNNEL_MTU);
   control.addr.fill(cfg.routerV4); control.port.fill(cfg.routerPort);
@@ -144,9 +172,13 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
     addr[14] = (addr[14]! & 0xc0) | ((cfg.lanip >>> 8) & 0x3f);
     addr[15] = cfg.lanip & 0xff;
     const newText = formatIPv6(addr);
-    const newRoutes = ra.routes.map((r) => `${formatIPv6(r.bytes)}/${r.length}`);
+    const announced = ra.routes.map((r) => `${formatIPv6(r.bytes)}/${r.length}`);
+    const newPrefix = `${formatIPv6(ra.prefix114)}/114`;
     changing = changing.then(async () => {
       const old = addressText;
+      // The RA that tells a moved peer its new /114 carries only that (the router keeps answers to unverified
+      // sources small): no route options there is no withdrawal of the routes an RS's RA brought.
+      const newRoutes = announced.length ? announced : routes;
       // Make before break: the new address is usable before the old one goes.
       await ip('-6', 'addr', 'replace', `${newText}/64`, 'dev', cfg.tun, 'nodad');
       addressText = newText;
@@ -156,6 +188,15 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
       if (cfg.defaultRoute) await ip('-6', 'route', 'replace', 'default', 'dev', cfg.tun, 'metric', '1024');
       for (const r of newRoutes) await ip('-6', 'route', 'replace', r, 'dev', cfg.tun);
       for (const r of routes) if (!newRoutes.includes(r)) await ip('-6', 'route', 'del', r, 'dev', cfg.tun).catch(() => undefined);
+      // The hooks hear of it once the kernel has it: a moved address as remove, then add (so a script that keeps one
+      // record ends with the new one), and only the routes that changed.
+      if (told?.address !== newText) {
+        if (told) addressHook('remove', told.address, told.prefix);
+        addressHook('add', newText, newPrefix);
+        told = { address: newText, prefix: newPrefix };
+      }
+      for (const r of routes) if (!newRoutes.includes(r)) routeHook('route-remove', r);
+      for (const r of newRoutes) if (!routes.includes(r)) routeHook('route-add', r);
       routes = newRoutes;
       if (old) log.warn('router announced a new /114 (NAT mapping changed): address moved', { from: old, to: newText });
       else log.info(`peer address ${newText}`, { router: routerText, tun: cfg.tun });
@@ -238,6 +279,10 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
       await changing;
       io.close(tunFd); // removes the interface with its address and routes
       io.close(udpFd);
+      // As the stock peer's del-offers at an orderly stop: what the hooks were told of is gone.
+      if (told) addressHook('remove', told.address, told.prefix);
+      for (const r of routes) routeHook('route-remove', r);
+      await hooks?.idle();
       log.info('peer stopped; tunnel removed', { tun: cfg.tun });
     },
   };
