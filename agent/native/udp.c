@@ -235,12 +235,17 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
     /*
      * sendmmsg stops at the first failing datagram: it returns how many went
      * before it, or -1 if the very first one failed. So on -1 the datagram at
-     * `sent` is the culprit and is skipped.
+     * `sent` is the culprit and is skipped, after one retry when the error
+     * may be an ICMP error about an earlier datagram: the kernel reports
+     * those once (sk_err) on whatever call comes next, this datagram
+     * included, and the retry sends it for real.
      */
+    int retried = 0;
     while (sent < chunk) {
       int n = sendmmsg(fd, msgs + sent, (unsigned)(chunk - sent), MSG_DONTWAIT);
       if (n > 0) {
         sent += (size_t)n;
+        retried = 0;
         continue;
       }
       if (n == 0) break; /* not expected from the kernel; avoid spinning */
@@ -251,6 +256,11 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
         s4_throw_errno(env, errno, "sendmmsg");
         return NULL;
       }
+      if (!retried && icmp_induced(errno)) {
+        retried = 1;
+        continue;
+      }
+      retried = 0;
       sent++;
       (*refused)++;
     }

@@ -123,6 +123,32 @@ test('udpSend drops a datagram the kernel refuses but still counts it', async (t
   t.is(tx.refused[0], 2, 'the two refused datagrams are reported, so the router can count them as tx_dropped');
 });
 
+test('an ICMP error about an earlier datagram does not cost the next one (the kernel reports it on the next send)', async (t) => {
+  const a = native.udpOpen('127.0.0.1', 0, false);
+  const r = native.udpOpen('127.0.0.1', 0, false);
+  const gone = native.udpOpen('127.0.0.1', 0, false);
+  native.close(gone.fd); // its port is now closed: what goes there earns a port unreachable
+  t.teardown(() => {
+    native.close(a.fd);
+    native.close(r.fd);
+  });
+  // The poll wakes up once the error is pending on a (POLLERR); nothing reads it.
+  let pending!: () => void;
+  const errored = new Promise<void>((resolve) => { pending = resolve; });
+  const watch = native.poll(a.fd, () => pending());
+  const probe = newBatch(1, 64);
+  fill(probe, 0, 0, Buffer.from('to nobody'), LOOP, gone.port);
+  t.is(native.udpSend(a.fd, probe, 1), 1);
+  await withTimeout(errored, 5000, 'the port unreachable');
+  watch.close();
+  const tx = newBatch(1, 64);
+  fill(tx, 0, 0, Buffer.from('after'), LOOP, r.port);
+  const recvP = receive(r.fd, newBatch(2, 1500), 1);
+  t.is(native.udpSend(a.fd, tx, 1), 1);
+  t.is((await recvP)[0]!.data.toString(), 'after');
+  t.is(tx.refused[0], 0, 'sent for real, not dropped as refused');
+});
+
 test('udpOpen errors carry the errno name in .code', (t) => {
   const a = native.udpOpen('127.0.0.1', 0, false);
   t.teardown(() => native.close(a.fd));
