@@ -43,12 +43,15 @@ commands:
                --hook SCRIPT    run SCRIPT add|remove ADDRESS PREFIX/114 and route-add|route-remove P
                                 as the address and routes come and go (see docs/router.md)
                --hook-timeout S kill a hook still running after S seconds (default 10)
+               --no-direct      never probe or send straight to other peers of the /64 (all through
+                                the router), and accept datagrams from the router only
                --lanip N        last 14 bits of our address (default 1)
                --tun NAME       tunnel interface (default 6bed4peer)
                --default-route  route all IPv6 through the tunnel
                --keepalive S    seconds between keepalives (default 30)
-  lab      build a throwaway network of namespaces (ISP, router, NAT, two peers), run
-           the router and peers in it, ping in every direction, print a summary, clean up
+  lab      build a throwaway network of namespaces (ISP, router, two NATs, three peers), run
+           the router and peers in it, ping in every direction, say which peers went direct,
+           print a summary, clean up
                --keep S         keep the lab running S seconds before teardown (default 0)
 
   host     configure this host for a native /64 (the seed's steps, make-before-break):
@@ -163,7 +166,7 @@ async function peerCommand(args: string[]): Promise<number> {
   const { values } = parse(args, {
     router: { type: 'string' }, listen: { type: 'string' }, lanip: { type: 'string' }, tun: { type: 'string' },
     'default-route': { type: 'boolean' }, keepalive: { type: 'string' }, port: { type: 'string' },
-    hook: { type: 'string' }, 'hook-timeout': { type: 'string' },
+    hook: { type: 'string' }, 'hook-timeout': { type: 'string' }, 'no-direct': { type: 'boolean' },
   });
   if (values.help) { process.stdout.write(USAGE); return 0; }
   const log = logger(values, 'peer');
@@ -175,7 +178,7 @@ async function peerCommand(args: string[]): Promise<number> {
     ...(values.listen ? { listen: values.listen } : {}), ...(lanip !== undefined ? { lanip } : {}),
     ...(values.tun ? { tun: values.tun } : {}), ...(keepalive !== undefined ? { keepalive } : {}),
     ...(port !== undefined ? { port } : {}), ...(values.hook !== undefined ? { hook: values.hook } : {}),
-    ...(hookTimeout !== undefined ? { hookTimeout } : {}),
+    ...(hookTimeout !== undefined ? { hookTimeout } : {}), ...(values['no-direct'] ? { direct: false } : {}),
   });
   const peer = await startPeer(cfg, log);
   return untilSignal(() => peer.stop());

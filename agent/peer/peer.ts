@@ -15,6 +15,7 @@ import { PeerEngine } from './engine.js';
 import type { RouterAdvert } from '../protocol/nd.js';
 import { addressIPv4, addressPort } from '../protocol/address.js';
 import { checkHook, HookRunner } from './hooks.js';
+import { DirectPaths } from './direct.js';
 
 export interface PeerOptions {
   router: string;        // IPV4[:PORT]
@@ -28,6 +29,8 @@ export interface PeerOptions {
   /** A script run when the address or a route comes or goes (hooks.ts says how). */
   hook?: string;
   hookTimeout?: number;  // seconds
+  /** Probe other peers of the /64 and send straight to those that answer (default true). */
+  direct?: boolean;
 }
 
 export interface PeerConfig {
@@ -37,6 +40,7 @@ export interface PeerConfig {
   /** absolute path of the hook script, when there is one */
   hook?: string;
   hookTimeoutMs: number;
+  direct: boolean;
 }
 
 /** Long enough for a DNS update over a slow link; short enough that a stuck hook is noticed. */
@@ -64,7 +68,7 @@ export function peerConfig(o: PeerOptions): PeerConfig {
   if (o.hookTimeout !== undefined && !o.hook) throw new InputError('--hook-timeout needs --hook SCRIPT');
   return {
     routerV4, routerPort, listen, port, lanip, tun, defaultRoute: !!o.defaultRoute, keepaliveMs: keepalive * 1000,
-    ...(o.hook !== undefined ? { hook: checkHook(o.hook) } : {}), hookTimeoutMs: hookTimeout * 1000,
+    ...(o.hook !== undefined ? { hook: checkHook(o.hook) } : {}), hookTimeoutMs: hookTimeout * 1000, direct: o.direct ?? true,
   };
 }
 
@@ -183,6 +187,7 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
       await ip('-6', 'addr', 'replace', `${newText}/64`, 'dev', cfg.tun, 'nodad');
       addressText = newText;
       ours = addr;
+      engine.setOwn(addr);
       sendPresence();
       if (old && old !== newText) await ip('-6', 'addr', 'del', `${old}/64`, 'dev', cfg.tun).catch(() => undefined);
       if (cfg.defaultRoute) await ip('-6', 'route', 'replace', 'default', 'dev', cfg.tun, 'metric', '1024');
@@ -207,7 +212,12 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
     });
   };
 
-  const engine = new PeerEngine(cfg.routerV4, cfg.routerPort, onAdvert);
+  const direct = cfg.direct ? new DirectPaths((v4, port, on) => {
+    const peer = `${formatIPv4(v4)}:${port}`;
+    if (on) log.info(`direct path to ${peer}: it answered from the IPv4:port its address embeds`, { peer });
+    else log.info(`direct path to ${peer} gone (quiet or forgotten): through the router`, { peer });
+  }) : undefined;
+  const engine = new PeerEngine(cfg.routerV4, cfg.routerPort, onAdvert, 64, direct);
   const polls: PollHandle[] = [];
   const timers: NodeJS.Timeout[] = [];
   try {
@@ -226,8 +236,8 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
   polls.push(io.poll(udpFd, () => {
     let m: number, seen = 0, what = 0;
     while ((m = io.udpRecvErrors(udpFd, errors, errorInfo)) > 0) {
-      seen += m;
-      what = errorInfo[m - 1]!;
+      // Errors about probes to other peers are what a NAT not (yet) letting them in says: expected, not worth a line.
+      for (let i = 0; i < m; i++) if (errors.addr[i] === cfg.routerV4 && errors.port[i] === cfg.routerPort) { seen++; what = errorInfo[i]!; }
       if (m < errors.cap) break;
     }
     if (seen && Date.now() - lastErrorLog > 60_000) {
@@ -239,6 +249,7 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
       if (n === 0) return;
       engine.fromRouter(n);
       if (engine.nToTun) io.tunWrite(tunFd, engine.toTun, engine.nToTun);
+      if (engine.nControl) io.udpSend(udpFd, engine.control, engine.nControl);
       if (n < engine.udpRx.cap) return;
     }
   }));
@@ -247,7 +258,8 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
       const n = io.tunRead(tunFd, engine.tunRx);
       if (n === 0) return;
       engine.fromKernel(n);
-      if (engine.nToRouter) io.udpSend(udpFd, engine.toRouter, engine.nToRouter);
+      if (engine.nControl) io.udpSend(udpFd, engine.control, engine.nControl);
+      if (engine.nToUdp) io.udpSend(udpFd, engine.toUdp, engine.nToUdp);
       if (n < engine.tunRx.cap) return;
     }
   }));
@@ -265,6 +277,7 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
   let beats = 0;
   timers.push(setInterval(() => {
     if (++beats % SOLICIT_EVERY_KEEPALIVES === 0) { sendSolicit(); sendPresence(); } else sendKeepalive();
+    direct?.sweep(Date.now());
   }, cfg.keepaliveMs));
 
   let stopped = false;

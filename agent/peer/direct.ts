@@ -1,0 +1,174 @@
+// Which other peers of our /64 this peer reaches directly, and when to probe:
+// the state behind direct peer-to-peer, apart from all I/O. A 6bed4 address
+// embeds its owner's public IPv4:port, so a datagram can go straight there
+// instead of through the router; whether it arrives depends on both NATs. A
+// Neighbour Solicitation sent there (the probe) answers that: an NA coming
+// back from exactly that IPv4:port proves the path both ways (and, sent by both
+// sides, punches the holes that endpoint-independent NATs need). Until then,
+// and whenever the direct path goes quiet, packets go through the router, which
+// never stops relaying. The table is bounded and forgets peers not used for a
+// minute; the time comes in from the caller (no clock here).
+
+/** How long to wait between probes of a peer that has not answered yet. */
+export const PROBE_MS = 1000;
+/** Unanswered probes before backing off (a NAT that filters by endpoint and never lets the answer in). */
+export const FAST_PROBES = 3;
+/** Probe interval after that: such a NAT may change; trying costs one small datagram a minute. */
+export const BACKOFF_PROBE_MS = 30_000;
+/** While direct and sending: no answer for this long, and a probe goes to check the path is still there. */
+export const REFRESH_MS = 500;
+/**
+ * While direct: probes unanswered for this long (from the first of them) and the path is given up: back through the
+ * router. Counted from a probe, not from the last answer, so a path idle for a while is checked before it is dropped.
+ */
+export const QUIET_MS = 1500;
+/** The least time between two answers to one peer's probes. */
+export const ANSWER_GAP_MS = 200;
+/** Entries unused (nothing sent, nothing heard) for this long are forgotten. */
+export const EXPIRE_MS = 60_000;
+/** The most peers tracked at once; beyond it the longest unused entry goes. */
+export const DEFAULT_MAX_PEERS = 256;
+
+interface Entry {
+  ipv4: number;
+  port: number;
+  direct: boolean;
+  /**
+   * when the peer last answered a probe of ours (an NA from exactly its IPv4:port): the only proof that what we send
+   * reaches it. Its data and its probes reaching us prove the other direction only, which NATs may treat otherwise.
+   */
+  heard: number;
+  /** when we last sent it a probe */
+  probed: number;
+  /** probes sent since the peer last answered */
+  unanswered: number;
+  /** when the first of those was sent (-1: none) */
+  lost: number;
+  /** when we last answered its NS */
+  answered: number;
+  used: number;
+}
+
+export type PathChange = (ipv4: number, port: number, direct: boolean) => void;
+
+export class DirectPaths {
+  private readonly table = new Map<number, Entry>();
+  /** Set by route(): a probe should go to that peer now. */
+  probe = false;
+
+  constructor(private readonly onChange: PathChange = () => undefined, private readonly max = DEFAULT_MAX_PEERS) {}
+
+  /**
+   * A packet for the peer at ipv4:port is about to go: true to send it
+   * straight there, false through the router. Sets `probe` when a probe
+   * should go along (the packet itself still takes the way returned).
+   */
+  route(ipv4: number, port: number, now: number): boolean {
+    const e = this.entry(ipv4, port, now);
+    e.used = now;
+    this.probe = false;
+    if (e.direct && e.lost >= 0 && now - e.lost > QUIET_MS) this.set(e, false);
+    if (e.direct) {
+      if (now - e.heard > REFRESH_MS && now - e.probed >= REFRESH_MS) this.probing(e, now);
+      return true;
+    }
+    if (now - e.probed >= (e.unanswered < FAST_PROBES ? PROBE_MS : BACKOFF_PROBE_MS)) this.probing(e, now);
+    return false;
+  }
+
+  /** The peer at ipv4:port answered our probe (an NA from there, passing the originator check): direct. */
+  answered(ipv4: number, port: number, now: number): void {
+    const e = this.table.get(key(ipv4, port));
+    // Only what we probed: an unsolicited NA creates nothing.
+    if (!e || e.probed === -Infinity) return;
+    e.heard = now; e.used = now; e.unanswered = 0; e.lost = -1;
+    if (!e.direct) this.set(e, true);
+  }
+
+  /**
+   * The peer at ipv4:port probed us (its NS reached us straight from there).
+   * Returns true when to answer (not when it asks again within ANSWER_GAP_MS:
+   * a flood of NS with a spoofed IPv4 source gets few answers). Sets `probe`
+   * when a probe should go back with the answer: it reaches us, but only an
+   * answer to a probe of ours proves the way back (ours may have gone out
+   * before its NAT let anything in; now it does). Only to a peer we send to:
+   * a stranger's NS (its IPv4 source may be spoofed) gets one NA, no more.
+   */
+  solicited(ipv4: number, port: number, now: number): boolean {
+    const known = this.table.has(key(ipv4, port));
+    const e = this.entry(ipv4, port, now);
+    e.used = now;
+    this.probe = false;
+    if (now - e.answered < ANSWER_GAP_MS) return false;
+    e.answered = now;
+    if (known && !e.direct) this.probing(e, now);
+    return true;
+  }
+
+  /** Data came straight from the peer: keeps its entry from expiring, proves nothing about our way to it. */
+  touch(ipv4: number, port: number, now: number): void {
+    const e = this.table.get(key(ipv4, port));
+    if (e) e.used = now;
+  }
+
+  isDirect(ipv4: number, port: number): boolean {
+    return this.table.get(key(ipv4, port))?.direct ?? false;
+  }
+
+  get size(): number { return this.table.size; }
+
+  /** The peers reached directly now, as [ipv4, port]. */
+  directPeers(): [number, number][] {
+    return [...this.table.values()].filter((e) => e.direct).map((e) => [e.ipv4, e.port]);
+  }
+
+  /** Forgets entries unused for EXPIRE_MS. */
+  sweep(now: number): void {
+    for (const [k, e] of this.table) {
+      if (now - e.used <= EXPIRE_MS) continue;
+      this.table.delete(k);
+      if (e.direct) this.onChange(e.ipv4, e.port, false);
+    }
+  }
+
+  /** Forgets everything: our own address moved, so every other peer must learn the new one first. */
+  clear(): void {
+    for (const e of this.table.values()) if (e.direct) this.onChange(e.ipv4, e.port, false);
+    this.table.clear();
+  }
+
+  private probing(e: Entry, now: number): void {
+    e.probed = now;
+    if (e.unanswered++ === 0) e.lost = now;
+    this.probe = true;
+  }
+
+  private set(e: Entry, direct: boolean): void {
+    e.direct = direct;
+    if (!direct) { e.unanswered = 0; e.lost = -1; } // probe again at the fast rate: the path may come back
+    this.onChange(e.ipv4, e.port, direct);
+  }
+
+  private entry(ipv4: number, port: number, now: number): Entry {
+    const k = key(ipv4, port);
+    let e = this.table.get(k);
+    if (e) return e;
+    if (this.table.size >= this.max) {
+      this.sweep(now);
+      if (this.table.size >= this.max) {
+        // Still full: the longest unused entry makes room.
+        let oldest: [number, Entry] | undefined;
+        for (const kv of this.table) if (!oldest || kv[1].used < oldest[1].used) oldest = kv;
+        this.table.delete(oldest![0]);
+        if (oldest![1].direct) this.onChange(oldest![1].ipv4, oldest![1].port, false);
+      }
+    }
+    e = { ipv4, port, direct: false, heard: -Infinity, probed: -Infinity, unanswered: 0, lost: -1, answered: -Infinity, used: now };
+    this.table.set(k, e);
+    return e;
+  }
+}
+
+function key(ipv4: number, port: number): number {
+  return ipv4 * 65536 + port;
+}

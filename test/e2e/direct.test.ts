@@ -1,0 +1,101 @@
+// Direct peer-to-peer in the lab. Peer A sits behind the lab's NAT, peer D behind a second one (second-nat.ts); both
+// NATs map endpoint-independently and filter by endpoint, so a direct path needs both to probe. Once A and D have
+// answered each other's probes their traffic goes straight between the NATs: the router's relay counter stays flat.
+// A and B share a NAT that does not hairpin: their probes never get an answer and they keep going through the router.
+// When the direct path breaks mid-stream (D's NAT starts dropping what comes from A's), the peers go back through
+// the router and the stream goes on. A peer with --no-direct (as the stock peer, which never goes direct) still
+// reaches a direct-capable one, through the router.
+import test from 'ava';
+import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
+import { addSecondNat, NAT_D, type SecondNat } from '../../agent/lab/second-nat.js';
+import { systemTool, type Proc } from '../../agent/lab/netns.js';
+import { ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { skipReason, title } from '../helpers/fixtures.js';
+
+const METRICS = '127.0.0.1:9464';
+const RELAY = 'sixbed4_router_packets_total{direction="relay"}';
+const serial = skipReason ? test.serial.skip : test.serial;
+const s = {} as { topo: Topology; d: SecondNat; a: { proc: Proc; address: string }; b: { proc: Proc; address: string };
+  pd: { proc: Proc; address: string } };
+
+test.before(async () => {
+  if (skipReason) return;
+  s.topo = await buildTopology({ tag: 'direct' });
+  s.d = await addSecondNat(s.topo);
+  await startRouterIn(s.topo.router, ['--prefix', TOPO.prefix, '--listen', TOPO.routerV4, '--metrics', METRICS]);
+  [s.a, s.b, s.pd] = await Promise.all([
+    startPeerIn(s.topo.peers.A, ['--router', TOPO.routerV4]),
+    startPeerIn(s.topo.peers.B, ['--router', TOPO.routerV4]),
+    startPeerIn(s.d.peer, ['--router', TOPO.routerV4]),
+  ]);
+});
+
+test.after.always(async () => {
+  await s.d?.destroy();
+  await s.topo?.destroy();
+});
+
+const relayed = async () => (await scrape(s.topo.router, METRICS)).get(RELAY) ?? 0;
+
+/** Pings from `from` to `to` until both peers say they went direct (each needs the other's probe answered). */
+async function untilDirect(from: Proc, fromNs: import('../../agent/lab/netns.js').Netns, to: Proc, target: string, fromPublic: string, toPublic: string) {
+  const both = Promise.all([from.waitFor(new RegExp(`direct path to ${toPublic}:\\d+: it answered`), 15_000),
+    to.waitFor(new RegExp(`direct path to ${fromPublic}:\\d+: it answered`), 15_000)]);
+  let done = false;
+  void both.finally(() => { done = true; }).catch(() => undefined);
+  while (!done) await ping6(fromNs, target, { count: 1, timeoutS: 1 });
+  await both;
+}
+
+serial(title('peers behind two endpoint-independent NATs go direct: pings both ways, the router relays none of them'), async (t) => {
+  await untilDirect(s.a.proc, s.topo.peers.A, s.pd.proc, s.pd.address, TOPO.natV4, NAT_D.natV4);
+  const before = await relayed();
+  const there = await ping6(s.topo.peers.A, s.pd.address, { count: 20, interval: 0.05 });
+  const back = await ping6(s.d.peer, s.a.address, { count: 20, interval: 0.05 });
+  t.is(there.received, 20, there.output);
+  t.is(back.received, 20, back.output);
+  const after = await relayed();
+  t.is(after, before, `the router's relay counter stays flat (${before} -> ${after}) for 80 packets between A and D`);
+  t.log(`relay counter before/after 40 direct echo pairs: ${before} / ${after}`);
+});
+
+serial(title('peers behind one NAT that does not hairpin: no answer to their probes, so everything goes through the router'), async (t) => {
+  const before = await relayed();
+  const r = await ping6(s.topo.peers.A, s.b.address, { count: 10, interval: 0.05 });
+  t.is(r.received, 10, r.output);
+  const after = await relayed();
+  t.true(after - before >= 20, `the router relayed the requests and the replies (${before} -> ${after})`);
+  t.notRegex(s.a.proc.output(), new RegExp(`direct path to ${TOPO.natV4}:`), 'A never went direct to B');
+  t.log(`relay counter before/after 10 echo pairs through the router: ${before} / ${after}`);
+});
+
+serial(title('a direct path broken mid-stream: back through the router within seconds, the stream goes on'), async (t) => {
+  await untilDirect(s.a.proc, s.topo.peers.A, s.pd.proc, s.pd.address, TOPO.natV4, NAT_D.natV4).catch(() => undefined);
+  t.regex(s.a.proc.output(), new RegExp(`direct path to ${NAT_D.natV4}:\\d+: it answered`));
+  // A stream of pings from A to D, 10 per second for 10 s; a second in, D's NAT starts dropping all that comes from A's.
+  const stream = ping6(s.topo.peers.A, s.pd.address, { count: 100, interval: 0.1, timeoutS: 1 });
+  await new Promise((r) => setTimeout(r, 1000));
+  const seenBefore = s.a.proc.lines().length;
+  const broke = Date.now();
+  await s.d.nat.run([systemTool('nft'), '-f', '-'], {
+    input: `table ip cut {\n  chain forward {\n    type filter hook forward priority filter; policy accept;\n    ip saddr ${TOPO.natV4} meta l4proto udp drop\n  }\n}\n`,
+  });
+  const r = await stream;
+  // The line saying A gave the direct path up, after the cut (an idle path is never given up, only checked).
+  const gone = s.a.proc.lines().slice(seenBefore).find((l) => new RegExp(`direct path to ${NAT_D.natV4}:\\d+ gone`).test(l.text))?.text;
+  t.truthy(gone, s.a.proc.output());
+  const seqs = [...r.output.matchAll(/icmp_seq=(\d+)/g)].map((m) => Number(m[1]));
+  t.true(seqs.includes(100) && seqs.includes(95), `the last pings of the stream came back: ${r.output.slice(-400)}`);
+  const switchMs = Date.parse(/^(\S+)/.exec(gone!)![1]!) - broke;
+  t.log(`A gave up the direct path ${switchMs} ms after the cut; ${r.received}/${r.sent} pings of the stream answered`);
+});
+
+serial(title('a peer that never goes direct (--no-direct, as the stock peer) and one that does still reach each other'), async (t) => {
+  const plain = await startPeerIn(s.topo.peers.B, ['--router', TOPO.routerV4, '--no-direct', '--tun', 'plain6']);
+  t.teardown(() => plain.proc.stop());
+  for (const [from, to] of [[s.topo.peers.B, s.pd.address], [s.d.peer, plain.address]] as const) {
+    const r = await ping6(from, to, { count: 5, interval: 0.1 });
+    t.is(r.received, 5, r.output);
+  }
+  t.notRegex(plain.proc.output(), /direct path/);
+});
