@@ -4,7 +4,8 @@
 // A and B share a NAT that does not hairpin: their probes never get an answer and they keep going through the router.
 // When the direct path breaks mid-stream (D's NAT starts dropping what comes from A's), the peers go back through
 // the router and the stream goes on. A peer with --no-direct (as the stock peer, which never goes direct) still
-// reaches a direct-capable one, through the router.
+// reaches a direct-capable one, through the router. Behind an address-and-port-dependent NAT (a new random port for
+// every destination) the probes cannot be answered and a peer stays on the router.
 import test from 'ava';
 import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
 import { addSecondNat, NAT_D, type SecondNat } from '../../agent/lab/second-nat.js';
@@ -98,4 +99,28 @@ serial(title('a peer that never goes direct (--no-direct, as the stock peer) and
     t.is(r.received, 5, r.output);
   }
   t.notRegex(plain.proc.output(), /direct path/);
+});
+
+serial(title('a peer behind an address-and-port-dependent NAT: its probes leave from other ports, so it stays on the router'), async (t) => {
+  // D's NAT now picks a random port for every new destination (fully-random masquerade): the port D's address embeds
+  // is only the one its router sees. D restarts behind it and gets an address with such a port.
+  const nft = systemTool('nft');
+  await s.d.nat.run([nft, 'delete', 'table', 'ip', 'cut']).catch(() => undefined);
+  await s.d.nat.run([nft, 'flush', 'chain', 'ip', 'sixbed4_nat', 'postrouting']);
+  await s.d.nat.run([nft, 'add', 'rule', 'ip', 'sixbed4_nat', 'postrouting', 'oifname', NAT_D.natWanIf, 'ip', 'saddr', TOPO.natInside,
+    'masquerade', 'fully-random']);
+  await s.pd.proc.stop();
+  await s.d.nat.run([systemTool('conntrack'), '-F']).catch(() => undefined);
+  const d2 = await startPeerIn(s.d.peer, ['--router', TOPO.routerV4]);
+  t.teardown(() => d2.proc.stop());
+  const seenBefore = s.a.proc.lines().length;
+  const before = await relayed();
+  // Long enough for each side's three fast probes to have gone unanswered.
+  const r = await ping6(s.topo.peers.A, d2.address, { count: 30, interval: 0.1 });
+  t.is(r.received, 30, r.output);
+  const after = await relayed();
+  t.true(after - before >= 60, `every request and reply relayed by the router (${before} -> ${after})`);
+  t.false(s.a.proc.lines().slice(seenBefore).some((l) => /direct path to \S+: it answered/.test(l.text)), 'A never went direct');
+  t.notRegex(d2.proc.output(), /direct path to \S+: it answered/, 'nor did D');
+  t.log(`relay counter before/after 30 echo pairs to a peer behind a port-dependent NAT: ${before} / ${after}`);
 });
