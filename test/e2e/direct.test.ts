@@ -70,11 +70,29 @@ serial(title('peers behind one NAT that does not hairpin: no answer to their pro
   t.log(`relay counter before/after 10 echo pairs through the router: ${before} / ${after}`);
 });
 
-serial(title('a direct path broken mid-stream: back through the router within seconds, the stream goes on'), async (t) => {
+/** TCP echo on port 7000 of every address. */
+const ECHO_SERVER = `require('node:net').createServer((c) => c.pipe(c)).listen(7000, '::', () => console.log('listening'));`;
+/** Sends a line every 100 ms, argv[2] of them, over one TCP connection to [argv[1]]:7000; exits 0 once all came back. */
+const ECHO_CLIENT = `
+const want = Number(process.argv[2]); let sent = 0, got = '';
+const c = require('node:net').connect(7000, process.argv[1], () => {
+  const t = setInterval(() => { c.write(sent + '\\n'); if (++sent === want) clearInterval(t); }, 100);
+});
+c.on('data', (d) => { got += d; if (got.split('\\n').length - 1 === want) { console.log('echoed ' + want); process.exit(0); } });
+c.on('close', () => { console.error('connection closed after ' + (got.split('\\n').length - 1) + ' lines'); process.exit(1); });
+c.on('error', (e) => { console.error(String(e)); process.exit(1); });
+`;
+
+serial(title('a direct path broken mid-stream: back through the router within seconds, the stream and a TCP connection go on'), async (t) => {
   await untilDirect(s.a.proc, s.topo.peers.A, s.pd.proc, s.pd.address, TOPO.natV4, NAT_D.natV4).catch(() => undefined);
   t.regex(s.a.proc.output(), new RegExp(`direct path to ${NAT_D.natV4}:\\d+: it answered`));
-  // A stream of pings from A to D, 10 per second for 10 s; a second in, D's NAT starts dropping all that comes from A's.
+  const server = s.d.peer.spawn([process.execPath, '-e', ECHO_SERVER]);
+  t.teardown(() => server.stop());
+  await server.waitFor(/listening/, 10_000);
+  // A stream of pings from A to D, 10 per second for 10 s, and lines over TCP as often for 8 s; a second in, D's NAT
+  // starts dropping all that comes from A's.
   const stream = ping6(s.topo.peers.A, s.pd.address, { count: 100, interval: 0.1, timeoutS: 1 });
+  const tcp = s.topo.peers.A.exec([process.execPath, '-e', ECHO_CLIENT, s.pd.address, '80'], { timeoutMs: 60_000 });
   await new Promise((r) => setTimeout(r, 1000));
   const seenBefore = s.a.proc.lines().length;
   const broke = Date.now();
@@ -82,6 +100,8 @@ serial(title('a direct path broken mid-stream: back through the router within se
     input: `table ip cut {\n  chain forward {\n    type filter hook forward priority filter; policy accept;\n    ip saddr ${TOPO.natV4} meta l4proto udp drop\n  }\n}\n`,
   });
   const r = await stream;
+  const echo = await tcp;
+  t.is(echo.code, 0, `the TCP connection survived: ${echo.stdout}${echo.stderr}`);
   // The line saying A gave the direct path up, after the cut (an idle path is never given up, only checked).
   const gone = s.a.proc.lines().slice(seenBefore).find((l) => new RegExp(`direct path to ${NAT_D.natV4}:\\d+ gone`).test(l.text))?.text;
   t.truthy(gone, s.a.proc.output());
