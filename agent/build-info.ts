@@ -9,10 +9,10 @@
  * REVISION build argument: .git is not in the build context), else
  * `git rev-parse HEAD`, else "unknown".
  */
-import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runCommand } from './host/command.js';
 
 export interface BuildInfo {
   /** package.json's version */
@@ -95,11 +95,11 @@ export async function startFields(): Promise<Record<string, string | boolean>> {
 }
 
 /** The revision to bake in: $SIXBED4_REVISION, else git's HEAD of the package, else "unknown". */
-export function revisionAtBuild(root = packageRoot() ?? process.cwd()): string {
+export async function revisionAtBuild(root = packageRoot() ?? process.cwd()): Promise<string> {
   const fromEnv = process.env.SIXBED4_REVISION?.trim();
   if (fromEnv) return fromEnv;
   try {
-    return execFileSync('git', ['-C', root, 'rev-parse', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() || 'unknown';
+    return (await runCommand(['git', '-C', root, 'rev-parse', 'HEAD'])).trim() || 'unknown';
   } catch {
     return 'unknown';
   }
@@ -107,7 +107,7 @@ export function revisionAtBuild(root = packageRoot() ?? process.cwd()): string {
 
 // `node dist/agent/build-info.js --write` (the last step of `npm run build`)
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1] && process.argv[2] === '--write') {
-  const revision = revisionAtBuild();
+  const revision = await revisionAtBuild();
   writeFileSync(INFO_FILE, `${JSON.stringify({ revision }, null, 2)}\n`);
   process.stdout.write(`${INFO_FILE}: revision ${revision}\n`);
 }

@@ -30,7 +30,8 @@
 // kernel references reuse the same links and generators: IPv4 UDP peer →
 // isp, and IPv6 isp → peer, forwarded by the router namespace's kernel.
 import { buildTopology, TOPO, type Topology } from '../agent/lab/topology.js';
-import { systemTool, type Netns } from '../agent/lab/netns.js';
+import { systemTool } from '../agent/host/tools.js';
+import type { Netns } from '../agent/lab/netns.js';
 
 export const NET = {
   prefix: TOPO.prefix,

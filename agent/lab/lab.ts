@@ -5,7 +5,8 @@
 // it saw, and removes everything, also on Ctrl-C.
 import type { Logger } from '../log.js';
 import { buildTopology, requireRootReason, TOPO, type Topology } from './topology.js';
-import { cleanupAll, uniqueName, type Proc } from './netns.js';
+import { cleanupAll, uniqueName } from './netns.js';
+import type { Proc } from './proc.js';
 import { ping6, scrape, startPeerIn, startRouterIn, type PingResult } from './sixbed4.js';
 
 export interface LabOptions { keepSeconds: number; }

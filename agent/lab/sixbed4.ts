@@ -1,7 +1,8 @@
 // Starting sixbed4's own commands inside lab namespaces, as the lab, the
 // end-to-end tests and the benchmark all do: the real CLI in a child process.
 import { fileURLToPath } from 'node:url';
-import type { Netns, Proc } from './netns.js';
+import type { Netns } from './netns.js';
+import type { Proc } from './proc.js';
 
 /** The compiled CLI entry point (dist/agent/cli/main.js). */
 export const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));

@@ -20,7 +20,10 @@
  * Only documentation / shared address space is used, and no namespace has a
  * route to the outside world.
  */
-import { findSystemTool, Netns, sleep, systemTool, uniqueName, veth } from './netns.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { findSystemTool, systemTool } from '../host/tools.js';
+import { Netns, uniqueName } from './netns.js';
+import { veth } from './veth.js';
 
 /** Addresses and interface names of the reference topology. */
 export const TOPO = {

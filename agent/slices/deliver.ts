@@ -27,7 +27,8 @@
 // through them; the pod's source rule is the one thing that outlives the
 // link, so release() removes it when the pod is still there.
 import { readFile } from 'node:fs/promises';
-import { CommandError, ip, ipJson, run } from '../host/ip.js';
+import { CommandError, runCommand } from '../host/command.js';
+import { inNetns, ip, ipIn, ipJson, ipJsonIn, KERNEL_COMMAND_TIMEOUT_MS } from '../host/ip.js';
 import { formatIPv6, InputError, parseIPv6 } from '../protocol/ip.js';
 import type { Logger } from '../log.js';
 import { aliasFor, HOST_IF_RE, parseAlias, parseSlice, type Slice, type SliceOwner } from './slice.js';
@@ -296,9 +297,9 @@ export class SliceDeliverer {
       ipJson<IpLinkAddr[]>('link', 'show', 'dev', slice.hostIf).catch(missingIsEmpty),
       ipJson<IpLinkAddr[]>('addr', 'show', 'dev', slice.hostIf).catch(missingIsEmpty),
       ipJson<IpRoute[]>('-6', 'route', 'show', 'exact', slice.text),
-      this.podJson<IpLinkAddr[]>(podPath, ['addr', 'show']),
-      this.podJson<IpRoute[]>(podPath, ['-6', 'route', 'show', 'table', 'all']),
-      this.podJson<IpRule[]>(podPath, ['-6', 'rule', 'show']),
+      ipJsonIn<IpLinkAddr[]>({ path: podPath }, ['addr', 'show']),
+      ipJsonIn<IpRoute[]>({ path: podPath }, ['-6', 'route', 'show', 'table', 'all']),
+      ipJsonIn<IpRule[]>({ path: podPath }, ['-6', 'rule', 'show']),
     ]);
     const hostLinks = hostLink.map((l) => ({ ...l, addr_info: hostAddrs.find((a) => a.ifindex === l.ifindex)?.addr_info ?? [] }));
     return interpret(slice, this.forPod(podIf), { links: hostLinks, routes: hostRoutes }, { links: podLinks, routes: podRoutes, rules: podRules });
@@ -408,7 +409,7 @@ export class SliceDeliverer {
   }
 
   private async removeRule(slice: Slice, podPath: string): Promise<string | null> {
-    const rules = await this.podJson<IpRule[]>(podPath, ['-6', 'rule', 'show']).catch(() => []);
+    const rules = await ipJsonIn<IpRule[]>({ path: podPath }, ['-6', 'rule', 'show']).catch(() => []);
     const src = slice.text.slice(0, slice.text.indexOf('/'));
     if (!rules.some((r) => r.priority === this.o.table && canon(r.src) === src && r.srclen === 112)) return null;
     const step: Step = { where: 'pod', kind: 'ip', args: ['-6', 'rule', 'del', 'pref', String(this.o.table), 'from', slice.text, 'table', String(this.o.table)], why: 'release' };
@@ -420,13 +421,14 @@ export class SliceDeliverer {
     if (step.where === 'host') {
       await ip(...step.args);
     } else if (step.kind === 'ip') {
-      await run(['nsenter', `--net=${podPath}`, 'ip', ...step.args]);
+      await ipIn({ path: podPath }, step.args);
     } else {
       // /proc/sys/net shows the namespace of the process that opens it, so a
       // shell entered into the pod's namespace writes the pod's setting. The
       // path and value are arguments, never part of the script.
       const [key, value] = step.args as [string, string];
-      await run(['nsenter', `--net=${podPath}`, 'sh', '-c', 'echo "$2" > "$1"', 'sh', `${this.o.procSys}/${key}`, value]);
+      await runCommand(inNetns({ path: podPath }, ['sh', '-c', 'echo "$2" > "$1"', 'sh', `${this.o.procSys}/${key}`, value]),
+        { timeoutMs: KERNEL_COMMAND_TIMEOUT_MS });
     }
   }
 
@@ -435,11 +437,6 @@ export class SliceDeliverer {
     if (step.where === 'host') return `ip ${step.args.map(q).join(' ')}`;
     if (step.kind === 'ip') return `nsenter --net=POD ip ${step.args.map(q).join(' ')}`;
     return `nsenter --net=POD sysctl -w ${step.args[0]!.replace(/\//g, '.')}=${step.args[1]}`;
-  }
-
-  private async podJson<T>(podPath: string, args: string[]): Promise<T> {
-    const out = await run(['nsenter', `--net=${podPath}`, 'ip', '-j', ...args]);
-    return (out.trim() ? JSON.parse(out) : []) as T;
   }
 
   private async checkForwarding(hostIf: string): Promise<void> {
