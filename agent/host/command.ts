@@ -27,7 +27,11 @@ export interface CommandOptions {
 
 const DEFAULT_TIMEOUT_MS = 60_000;
 
-/** A command that could not be started, or did not exit 0. */
+/**
+ * A command that could not be started, or did not exit 0. The message names
+ * the command, how it ended and what it said:
+ * `command exited with status 2: ip link del dev x: Cannot find device "x"`.
+ */
 export class CommandError extends Error {
   override name = 'CommandError';
   constructor(
@@ -36,18 +40,20 @@ export class CommandError extends Error {
     readonly code: number | null,
     /** What it printed on stderr (or why it could not be started). */
     readonly stderr: string,
-    how = code === null ? 'failed' : `failed (exit ${code})`,
+    how = code === null ? 'failed' : `exited with status ${code}`,
     detail = stderr,
   ) {
     const text = detail.trim();
-    super(`'${formatArgv(argv)}' ${how}${text ? `: ${text.length > 4000 ? `...${text.slice(-4000)}` : text}` : ''}`);
+    const said = text.length > 4000 ? `...${text.slice(-4000)}` : text;
+    // Several lines of output start on a line of their own.
+    super(`command ${how}: ${formatArgv(argv)}${said === '' ? '' : said.includes('\n') ? `\n${said}` : `: ${said}`}`);
   }
 
   /** The error for a finished command's result (its stdout stands in for an empty stderr). */
   static of(argv: readonly string[], r: CommandResult, timeoutMs: number): CommandError {
     const how = r.timedOut ? `timed out after ${timeoutMs} ms`
       : r.code === null ? `was killed by ${r.signal}`
-        : `failed (exit ${r.code})`;
+        : `exited with status ${r.code}`;
     return new CommandError(argv, r.code, r.stderr, how, r.stderr.trim() || r.stdout);
   }
 }

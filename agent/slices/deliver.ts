@@ -149,7 +149,13 @@ export function interpret(slice: Slice, o: Resolved, host: { links: IpLinkAddr[]
 // ---------------------------------------------------------------------------
 // What to do
 
-export interface Step {
+/**
+ * One command of a delivery, on the node or in the pod. Not a host plan's
+ * PlanStep (host/steps.ts): that one changes only the namespace the agent is
+ * in, can be rolled back from a saved state and may wait for DAD; a delivery
+ * spans two namespaces and undoes itself by deleting the veth.
+ */
+export interface DeliveryStep {
   where: 'host' | 'pod';
   /** `ip` arguments, or for kind sysctl [path under procSys, value]. */
   kind: 'ip' | 'sysctl';
@@ -184,11 +190,11 @@ export function inPlace(seen: Observed, slice: Slice, podUid: string): boolean {
  * pod interface of the pod end's name that is not our pair's is refused
  * (InputError): it is not ours to delete.
  */
-export function planDelivery(slice: Slice, pod: PodRef, podPath: string, seen: Observed, o: Resolved): { outcome: Outcome; steps: Step[] } {
-  const host = (args: string[], why: string): Step => ({ where: 'host', kind: 'ip', args, why });
-  const inPod = (args: string[], why: string): Step => ({ where: 'pod', kind: 'ip', args, why });
-  const enableIpv6: Step = { where: 'pod', kind: 'sysctl', args: [`net/ipv6/conf/${o.podIf}/disable_ipv6`, '0'], why: 'IPv6 on the pod end (a runtime may disable it by default)' };
-  const podRoutes = (p: PodSide, fresh: boolean): Step[] => [
+export function planDelivery(slice: Slice, pod: PodRef, podPath: string, seen: Observed, o: Resolved): { outcome: Outcome; steps: DeliveryStep[] } {
+  const host = (args: string[], why: string): DeliveryStep => ({ where: 'host', kind: 'ip', args, why });
+  const inPod = (args: string[], why: string): DeliveryStep => ({ where: 'pod', kind: 'ip', args, why });
+  const enableIpv6: DeliveryStep = { where: 'pod', kind: 'sysctl', args: [`net/ipv6/conf/${o.podIf}/disable_ipv6`, '0'], why: 'IPv6 on the pod end (a runtime may disable it by default)' };
+  const podRoutes = (p: PodSide, fresh: boolean): DeliveryStep[] => [
     ...(p.mainDefault === 'none' ? [inPod(['-6', 'route', 'add', 'default', 'via', o.gateway, 'dev', o.podIf], 'the pod has no IPv6 default route')] : []),
     ...(!p.rule ? [inPod(['-6', 'rule', 'add', 'pref', String(o.table), 'from', slice.text, 'table', String(o.table)], 'traffic from the slice leaves through the veth')] : []),
     ...(fresh || !p.tableRoute ? [inPod(['-6', 'route', 'add', 'default', 'via', o.gateway, 'dev', o.podIf, 'table', String(o.table)], 'next hop for traffic from the slice')] : []),
@@ -198,7 +204,7 @@ export function planDelivery(slice: Slice, pod: PodRef, podPath: string, seen: O
   if (inPlace(seen, slice, pod.uid)) {
     const h = seen.host!;
     const l = seen.pod.link!;
-    const steps: Step[] = [
+    const steps: DeliveryStep[] = [
       ...(!h.gateway ? [host(['addr', 'add', `${o.gateway}/64`, 'dev', slice.hostIf, 'nodad'], 'the pod\'s next hop')] : []),
       ...(!h.up ? [host(['link', 'set', 'dev', slice.hostIf, 'up'], 'host end down')] : []),
       ...(!l.up ? [inPod(['link', 'set', 'dev', o.podIf, 'up'], 'pod end down')] : []),
@@ -215,7 +221,7 @@ export function planDelivery(slice: Slice, pod: PodRef, podPath: string, seen: O
     throw new InterfaceTakenError(`the pod already has an interface named ${o.podIf} that is not sixbed4's: not touching it`);
   }
   const ref = pod.namespace && pod.name ? `${pod.namespace}/${pod.name}` : undefined;
-  const steps: Step[] = [
+  const steps: DeliveryStep[] = [
     ...(replacing ? [host(['link', 'del', 'dev', slice.hostIf], `${slice.hostIf} serves ${seen.host!.owner ? `pod ${seen.host!.owner.podUid}` : 'an unknown pod'}, not this one`)] : []),
     host(['link', 'add', slice.hostIf, 'type', 'veth', 'peer', 'name', o.podIf, 'netns', podPath], 'the pair, pod end created in the pod'),
     // The kernel ignores an alias given at creation; it is set right after.
@@ -412,12 +418,12 @@ export class SliceDeliverer {
     const rules = await ipJsonIn<IpRule[]>({ path: podPath }, ['-6', 'rule', 'show']).catch(() => []);
     const src = slice.text.slice(0, slice.text.indexOf('/'));
     if (!rules.some((r) => r.priority === this.o.table && canon(r.src) === src && r.srclen === 112)) return null;
-    const step: Step = { where: 'pod', kind: 'ip', args: ['-6', 'rule', 'del', 'pref', String(this.o.table), 'from', slice.text, 'table', String(this.o.table)], why: 'release' };
+    const step: DeliveryStep = { where: 'pod', kind: 'ip', args: ['-6', 'rule', 'del', 'pref', String(this.o.table), 'from', slice.text, 'table', String(this.o.table)], why: 'release' };
     await this.runStep(step, podPath);
     return this.commandLine(step);
   }
 
-  private async runStep(step: Step, podPath: string): Promise<void> {
+  private async runStep(step: DeliveryStep, podPath: string): Promise<void> {
     if (step.where === 'host') {
       await ip(...step.args);
     } else if (step.kind === 'ip') {
@@ -432,7 +438,7 @@ export class SliceDeliverer {
     }
   }
 
-  private commandLine(step: Step): string {
+  private commandLine(step: DeliveryStep): string {
     const q = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a));
     if (step.where === 'host') return `ip ${step.args.map(q).join(' ')}`;
     if (step.kind === 'ip') return `nsenter --net=POD ip ${step.args.map(q).join(' ')}`;
