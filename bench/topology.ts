@@ -186,7 +186,7 @@ async function resolveNeighbours(ns: Record<Role, Netns>): Promise<void> {
 }
 
 export async function nft(n: Netns, rules: string): Promise<void> {
-  // Absolute path: node_modules/.bin holds an unrelated `nft` (see agent/lab/netns.ts).
+  // Absolute path: node_modules/.bin holds an unrelated `nft` (see agent/host/tools.ts).
   await n.run([systemTool('nft'), '-f', '-'], { input: rules });
 }
 

@@ -187,7 +187,7 @@ export async function buildTopology(opts: TopologyOptions): Promise<Topology> {
           `addr add ${TOPO.natLanBV4}${v4len} dev ${TOPO.natLanBIf}`,
         ]),
         nat.sysctl('net.ipv4.ip_forward', 1),
-        // Absolute path: node_modules/.bin has an unrelated `nft` (see netns.ts).
+        // Absolute path: node_modules/.bin has an unrelated `nft` (see agent/host/tools.ts).
         nat.run([systemTool('nft'), '-f', '-'], { input: NAT_RULESET }),
       );
     }
