@@ -50,7 +50,7 @@ export class CommandError extends Error {
   }
 
   /** The error for a finished command's result (its stdout stands in for an empty stderr). */
-  static of(argv: readonly string[], r: CommandResult, timeoutMs: number): CommandError {
+  static fromResult(argv: readonly string[], r: CommandResult, timeoutMs: number): CommandError {
     const how = r.timedOut ? `timed out after ${timeoutMs} ms`
       : r.code === null ? `was killed by ${r.signal}`
         : `exited with status ${r.code}`;
@@ -122,6 +122,6 @@ export function execCommand(argv: readonly string[], opts: CommandOptions = {}):
 /** Like execCommand, but resolves with stdout only when the command exits 0; otherwise rejects with a CommandError. */
 export async function runCommand(argv: readonly string[], opts: CommandOptions = {}): Promise<string> {
   const r = await execCommand(argv, opts);
-  if (r.code !== 0) throw CommandError.of(argv, r, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  if (r.code !== 0) throw CommandError.fromResult(argv, r, opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
   return r.stdout;
 }

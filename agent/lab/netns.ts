@@ -38,7 +38,7 @@ async function netnsAdd(name: string): Promise<void> {
       const argv = ['ip', 'netns', 'add', name];
       const r = await execCommand(argv, LAB);
       if (r.code === 0) return;
-      if (i >= 2 || /exists/i.test(r.stderr)) throw CommandError.of(argv, r, LAB.timeoutMs!);
+      if (i >= 2 || /exists/i.test(r.stderr)) throw CommandError.fromResult(argv, r, LAB.timeoutMs!);
       await sleep(50 * (i + 1));
     }
   };

@@ -27,7 +27,7 @@
 // through them; the pod's source rule is the one thing that outlives the
 // link, so release() removes it when the pod is still there.
 import { readFile } from 'node:fs/promises';
-import { CommandError, runCommand } from '../host/command.js';
+import { CommandError, formatArgv, runCommand } from '../host/command.js';
 import { inNetns, ip, ipIn, ipJson, ipJsonIn, KERNEL_COMMAND_TIMEOUT_MS } from '../host/ip.js';
 import { formatIPv6, InputError, parseIPv6 } from '../protocol/ip.js';
 import type { Logger } from '../log.js';
@@ -439,9 +439,8 @@ export class SliceDeliverer {
   }
 
   private commandLine(step: DeliveryStep): string {
-    const q = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a));
-    if (step.where === 'host') return `ip ${step.args.map(q).join(' ')}`;
-    if (step.kind === 'ip') return `nsenter --net=POD ip ${step.args.map(q).join(' ')}`;
+    if (step.where === 'host') return `ip ${formatArgv(step.args)}`;
+    if (step.kind === 'ip') return `nsenter --net=POD ip ${formatArgv(step.args)}`;
     return `nsenter --net=POD sysctl -w ${step.args[0]!.replace(/\//g, '.')}=${step.args[1]}`;
   }
 

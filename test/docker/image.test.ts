@@ -16,7 +16,7 @@ import test from 'ava';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { type CommandResult, execCommand, runCommand } from '../../agent/host/command.js';
+import { execCommand, runCommand, type CommandResult } from '../../agent/host/command.js';
 import { findSystemTool } from '../../agent/host/tools.js';
 import { Netns, uniqueName } from '../../agent/lab/netns.js';
 import { Proc } from '../../agent/lab/proc.js';
