@@ -17,6 +17,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { execCommand, runCommand, type CommandResult } from '../../agent/host/command.js';
+import { ipIn, ipJsonIn } from '../../agent/host/ip.js';
 import { findSystemTool } from '../../agent/host/tools.js';
 import { Netns, uniqueName } from '../../agent/lab/netns.js';
 import { Proc } from '../../agent/lab/proc.js';
@@ -180,15 +181,15 @@ serial(title('the router in a container (NET_ADMIN+NET_RAW and /dev/net/tun, not
       '--entrypoint', 'sleep', IMAGE, 'infinity']);
     const pid = Number((await dockerOk(['inspect', '-f', '{{.State.Pid}}', holder])).trim());
     t.true(pid > 0, 'the holder container runs');
-    const inPod = (args: string[]) => runCommand(['nsenter', `--net=/proc/${pid}/ns/net`, 'ip', ...args]);
+    const pod = { path: `/proc/${pid}/ns/net` };
 
     // 2. A cable from a test namespace (the peer's host) into the pod.
     peerNs = await Netns.create(uniqueName('dkp'));
     await peerNs.ip(['link', 'add', 'p0', 'type', 'veth', 'peer', 'name', 'wan0', 'netns', String(pid)]);
     await peerNs.ip(['addr', 'add', `${PEER_V4}/24`, 'dev', 'p0']);
     await peerNs.ip(['link', 'set', 'p0', 'up']);
-    await inPod(['addr', 'add', `${ROUTER_V4}/24`, 'dev', 'wan0']);
-    await inPod(['link', 'set', 'wan0', 'up']);
+    await ipIn(pod, ['addr', 'add', `${ROUTER_V4}/24`, 'dev', 'wan0']);
+    await ipIn(pod, ['link', 'set', 'wan0', 'up']);
 
     // 3. The router: the image's own entrypoint, only the two capabilities.
     containers.add(router);
@@ -228,8 +229,8 @@ serial(title('the router in a container (NET_ADMIN+NET_RAW and /dev/net/tun, not
     await dockerOk(['stop', '-t', '10', router], 30_000);
     await logs.waitFor(/router stopped; tunnel removed/, 5000);
     t.is((await dockerOk(['inspect', '-f', '{{.State.ExitCode}}', router])).trim(), '0');
-    const links = await inPod(['-j', 'link', 'show']);
-    t.false((JSON.parse(links) as { ifname: string }[]).some((l) => l.ifname === '6bed4'), 'the tunnel is gone from the pod');
+    const links = await ipJsonIn<{ ifname: string }[]>(pod, ['link', 'show']);
+    t.false(links.some((l) => l.ifname === '6bed4'), 'the tunnel is gone from the pod');
   } finally {
     await logs?.stop('SIGTERM', 2000);
     await removeContainers([router, holder]);
