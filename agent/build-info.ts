@@ -9,10 +9,10 @@
  * REVISION build argument: .git is not in the build context), else
  * `git rev-parse HEAD`, else "unknown".
  */
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runCommand } from './host/command.js';
 
 export interface BuildInfo {
   /** package.json's version */
@@ -95,11 +95,13 @@ export async function startFields(): Promise<Record<string, string | boolean>> {
 }
 
 /** The revision to bake in: $SIXBED4_REVISION, else git's HEAD of the package, else "unknown". */
-export async function revisionAtBuild(root = packageRoot() ?? process.cwd()): Promise<string> {
+export function revisionAtBuild(root = packageRoot() ?? process.cwd()): string {
   const fromEnv = process.env.SIXBED4_REVISION?.trim();
   if (fromEnv) return fromEnv;
   try {
-    return (await runCommand(['git', '-C', root, 'rev-parse', 'HEAD'])).trim() || 'unknown';
+    // Not the tree's runner (host/command.ts): this file runs alone as the build's last step, before anything
+    // else is known to load, and imports nothing of ours (test/version.test.ts runs a lone copy of it).
+    return execFileSync('git', ['-C', root, 'rev-parse', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() || 'unknown';
   } catch {
     return 'unknown';
   }
@@ -107,7 +109,7 @@ export async function revisionAtBuild(root = packageRoot() ?? process.cwd()): Pr
 
 // `node dist/agent/build-info.js --write` (the last step of `npm run build`)
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1] && process.argv[2] === '--write') {
-  const revision = await revisionAtBuild();
+  const revision = revisionAtBuild();
   writeFileSync(INFO_FILE, `${JSON.stringify({ revision }, null, 2)}\n`);
   process.stdout.write(`${INFO_FILE}: revision ${revision}\n`);
 }
