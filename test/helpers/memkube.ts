@@ -58,6 +58,7 @@ function listKeysFromCrds(): Map<string, ListKeys> {
   }
   return out;
 }
+const CRD_LIST_KEYS = listKeysFromCrds();
 const CORE_LIST_KEYS: ListKeys = new Map([['metadata.ownerReferences', ['uid']]]);
 
 interface Target { plural: string; kind: Kind; namespace?: string; name?: string; sub?: string }
@@ -141,7 +142,7 @@ function fieldsMatch(sel: string | undefined, obj: unknown): boolean {
 const rfc3339 = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 type Watcher = (type: ChangeType, obj: KubeObject) => void;
 
-export interface Write { verb: string; path: string; status: number; fieldManager?: string }
+export interface Write { verb: string; path: string; status: number; fieldManager?: string; patch?: 'apply' | 'merge' | 'json' }
 
 export class MemKube extends Kube {
   /** plural -> "namespace/name" -> object */
@@ -149,7 +150,7 @@ export class MemKube extends Kube {
   /** object uid -> "manager|subresource|Apply|Update" -> owned fields */
   private readonly managed = new Map<string, Map<string, Map<string, { path: Path; value: unknown }>>>();
   private readonly watchers = new Map<string, Set<Watcher>>();
-  private readonly listKeys = listKeysFromCrds();
+  private readonly listKeys = CRD_LIST_KEYS;
   private rv = 100;
   private uids = 0;
   /** the server's clock (creationTimestamp, deletionTimestamp) */
@@ -157,7 +158,7 @@ export class MemKube extends Kube {
   /** every request that changed something or failed to, in order */
   readonly writes: Write[] = [];
   /** called before each request: a row can make the server fail or race (throw, or write something first) */
-  before?: (method: string, path: string, opts: RequestOptions) => void;
+  before?: (method: string, path: string, opts: RequestOptions) => void | Promise<void>;
 
   constructor() {
     const kc = new KubeConfig();
@@ -175,13 +176,15 @@ export class MemKube extends Kube {
     const fieldManager = typeof opts.query?.fieldManager === 'string' ? opts.query.fieldManager : undefined;
     let status = 200;
     try {
-      this.before?.(method, path, opts);
+      await this.before?.(method, path, opts);
       return this.write(method, path, opts) as T;
     } catch (e) {
       status = e instanceof KubeError ? e.status : 500;
       throw e;
     } finally {
-      this.writes.push({ verb: method, path, status, ...(fieldManager ? { fieldManager } : {}) });
+      const ct = opts.contentType ?? '';
+      const patch = ct.includes('apply-patch') ? 'apply' : ct.includes('merge-patch') ? 'merge' : ct.includes('json-patch') ? 'json' : undefined;
+      this.writes.push({ verb: method, path, status, ...(fieldManager ? { fieldManager } : {}), ...(patch ? { patch } : {}) });
       if (!opts.query?.dryRun) this.onWrite?.(method, path, status);
     }
   }
@@ -333,9 +336,13 @@ export class MemKube extends Kube {
     // fields this manager applied before and no longer does, that no other manager owns, go
     const before = sets.get(entryKey) ?? new Map();
     const others = [...sets].filter(([k]) => k !== entryKey).flatMap(([, s]) => [...s.values()].map((f) => f.path));
-    const gone = [...before.values()].filter((f) => !mine.has(pathKey(f.path))).sort((a, b) => b.path.length - a.path.length);
+    // whole list items first (their fields go with them); an item's key fields go only with the item
+    const gone = [...before.values()].filter((f) => !mine.has(pathKey(f.path))).sort((a, b) => a.path.length - b.path.length);
     for (const f of gone) {
       if (others.some((o) => isUnder(o, f.path))) continue;
+      const last = f.path[f.path.length - 1];
+      const parent = f.path[f.path.length - 2];
+      if (last && 'key' in last && parent && 'item' in parent && last.key in parent.item) continue;
       removeAt(merged, f.path);
     }
     // doUpdate() keeps what the server sets (name, uid, resourceVersion ...) and, for /status, only the status
@@ -384,7 +391,7 @@ export class MemKube extends Kube {
     for (const [k, s] of sets) {
       if (k === entryKey) continue;
       for (const c of changed) s.delete(c);
-      for (const c of [...s.keys()]) if (!newF.has(c)) s.delete(c);
+      for (const c of [...s.keys()]) if (oldF.has(c) && !newF.has(c)) s.delete(c);
     }
     if (op === 'Apply') sets.set(entryKey, applied!);
     else {
