@@ -23,11 +23,10 @@ import { Kube, paths } from '../../kube/client.js';
 import { subnetIndex } from '../../operator/prefix/subnets.js';
 import { parsePrefix } from '../../agent/protocol/ip.js';
 import { microTime } from '../../agent/cluster/lease.js';
-import { AGENT_DAEMONSET, AGENT_SA, agentToken, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OPERATOR_FLAGS, OperatorProcess, parseYamlDocs, readYamlDocs, REPO } from './helpers.js';
+import { AGENT_DAEMONSET, AGENT_SA, agentToken, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OPERATOR_FLAGS, OperatorProcess, parseYamlDocs, readYamlDocs, REPO, clusterTest } from './helpers.js';
 
 const run = promisify(execFile);
 const skip = controlPlaneSkipReason();
-const ktest = skip ? test.serial.skip : test.serial;
 if (skip) test.serial.skip(`operator against a real API server: ${skip}`, () => {});
 
 
@@ -41,6 +40,7 @@ interface State {
   /** when the garbage collector has rediscovered the API (CRDs created after it started) */
   gcKnowsCrdAt?: number;
 }
+const ktest = clusterTest(skip, () => s.ops);
 const s: State = { ops: [] };
 
 test.before(async (t) => {

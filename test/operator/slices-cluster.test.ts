@@ -36,10 +36,9 @@ import { Kube, KubeError, paths } from '../../kube/client.js';
 import { ClaimError, claimSlice, namespaceWord, type ClaimTarget } from '../../agent/cluster/claim.js';
 import { shareFromData } from '../../agent/cluster/config.js';
 import { checkSlices, preferredWord, rangeName, rangePattern, reservedSlices, sliceName, sliceWords } from '../../operator/slices/model.js';
-import { AGENT_SA, agentToken, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_FLAGS, OPERATOR_SA, OperatorProcess, readYamlDocs, REPO } from './helpers.js';
+import { AGENT_SA, agentToken, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_FLAGS, OPERATOR_SA, OperatorProcess, readYamlDocs, REPO, clusterTest } from './helpers.js';
 
 const skip = controlPlaneSkipReason();
-const ktest = skip ? test.serial.skip : test.serial;
 if (skip) test.serial.skip(`slices against a real API server: ${skip}`, () => {});
 
 /** Nodes with an agent (a token bound to an agent Pod there); `plain` serves no prefix and has none. */
@@ -59,6 +58,7 @@ interface State {
   ops: OperatorProcess[];
   gcKnowsCrdAt?: number;
 }
+const ktest = clusterTest(skip, () => s.ops);
 const s: State = { agentKc: new Map(), agents: new Map(), ops: [] };
 const admin = () => s.admin!;
 const cni = (node: string) => s.agents.get(node)![0];
