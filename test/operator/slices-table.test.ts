@@ -82,7 +82,7 @@ const rows: Row[] = [
       t.like(r.spec, { prefix: 'p', namespace: { name: 'shop', uid } });
       t.like(r.metadata.ownerReferences![0], { kind: 'Namespace', name: 'shop', uid });
       await until('the namespace annotation', () => annotations(w, paths.namespace('shop'))[RANGE_ANNOTATION]);
-      t.is<string | undefined>(annotations(w, paths.namespace('shop'))[RANGE_ANNOTATION], r.spec.range);
+      t.is(annotations(w, paths.namespace('shop'))[RANGE_ANNOTATION], r.spec.range as string);
       t.true(w.events.some((e) => e.reason === 'RangeAssigned' && e.object === 'shop'));
     },
   },
