@@ -8,8 +8,11 @@
 // garbage collector's cascade to owned objects, JSON merge patch, JSON patch
 // (a failed `test` is a 422), server-side apply with field managers
 // (ssa.ts), label and field selectors, and watches for informers
-// (memInformer). What only a real server shows (CRD validation, CEL,
+// (informer()). What only a real server shows (CRD validation, CEL,
 // admission policies, RBAC) stays in cluster.test.ts and slices-cluster.test.ts.
+// Not modelled: validation and defaulting, the namespace controller (a deleted
+// Namespace's objects stay), graceful deletion of pods, watch bookmarks and
+// resourceVersion-based list semantics (a list is always the latest state).
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -436,23 +439,21 @@ export class MemKube extends Kube {
     return structuredClone(live);
   }
 
-  /** The garbage collector: objects all of whose owners are gone go too (background cascade). */
+  /** The garbage collector: objects all of whose owners are gone go too (background cascade; a finalizer holds one). */
   private collectGarbage(): void {
-    for (;;) {
+    for (let more = true; more;) {
+      more = false;
       const uids = new Set<string>();
       for (const b of this.objects.values()) for (const o of b.values()) uids.add(o.metadata.uid!);
-      let found: [string, KubeObject] | undefined;
       for (const [plural, b] of this.objects) {
-        for (const o of b.values()) {
+        for (const o of [...b.values()]) {
           const owners = o.metadata.ownerReferences ?? [];
-          if (owners.length && owners.every((r) => !uids.has(r.uid))) { found = [plural, o]; break; }
+          // (gone already if a nested collection took it)
+          if (!owners.length || owners.some((r) => uids.has(r.uid)) || o.metadata.deletionTimestamp || !b.has(`${o.metadata.namespace ?? ''}/${o.metadata.name}`)) continue;
+          this.doRemove({ plural, kind: KINDS[plural]!, name: o.metadata.name!, ...(o.metadata.namespace ? { namespace: o.metadata.namespace } : {}) }, 'gc', o);
+          more = true;
         }
-        if (found) break;
       }
-      if (!found) return;
-      const [plural, o] = found;
-      this.doRemove({ plural, kind: KINDS[plural]!, name: o.metadata.name!, ...(o.metadata.namespace ? { namespace: o.metadata.namespace } : {}) }, 'gc', o);
-      if (this.bucket(plural).has(`${o.metadata.namespace ?? ''}/${o.metadata.name}`)) return; // held by a finalizer
     }
   }
 
