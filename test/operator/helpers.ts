@@ -211,13 +211,13 @@ export class OperatorProcess {
 
 /**
  * ava's serial test against a control plane (skipped with the reason when there is none) that, when it fails,
- * logs the recent lines of the operators running then.
+ * logs the recent lines of the operators running then (and of other logs the test file keeps).
  */
-export function clusterTest(skip: string | null, operators: () => readonly OperatorProcess[]) {
+export function clusterTest(skip: string | null, operators: () => readonly OperatorProcess[], others: () => Record<string, readonly string[]> = () => ({})) {
   return (title: string, fn: (t: ExecutionContext) => Promise<void>) => {
     if (skip) return test.serial.skip(title, () => {});
     return test.serial(title, async (t) => {
-      logOnFailure(t, () => Object.fromEntries(operators().map((o) => [`operator ${o.identity}`, o.log.tail()])));
+      logOnFailure(t, () => ({ ...Object.fromEntries(operators().map((o) => [`operator ${o.identity}`, o.log.tail()])), ...others() }));
       await fn(t);
     });
   };

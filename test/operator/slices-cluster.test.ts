@@ -25,6 +25,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
 import { createLogger, type Logger } from '../../agent/log.js';
+import { LogRing, ringLogger } from '../helpers/logring.js';
 import { formatIPv6, inPrefix, parseIPv6, parsePrefix } from '../../agent/protocol/ip.js';
 import { subnetIndex } from '../../operator/prefix/subnets.js';
 import {
@@ -56,12 +57,14 @@ interface State {
   ops: OperatorProcess[];
   gcKnowsCrdAt?: number;
 }
-const ktest = clusterTest(skip, () => s.ops);
+const ktest = clusterTest(skip, () => s.ops, () => ({ 'agents (claimers)': agentLog.tail() }));
 const s: State = { agentKc: new Map(), agents: new Map(), ops: [] };
 const admin = () => s.admin!;
 const cni = (node: string) => s.agents.get(node)![0];
 const repair = (node: string) => s.agents.get(node)![1];
-const logger = (component: string): Logger => createLogger({ component, format: 'text', level: process.env.SIXBED4_TEST_VERBOSE ? 'info' : 'error' });
+/** the in-process agents' claimers log here; a failing test shows the last lines */
+const agentLog = new LogRing(2000);
+const logger = (component: string): Logger => (process.env.SIXBED4_TEST_VERBOSE ? createLogger({ component, format: 'text', level: 'info' }) : ringLogger(agentLog, component, 'info'));
 
 // ------------------------------------------------------------- fixtures
 
