@@ -85,6 +85,8 @@ export interface NativeIO {
    * Returns the count, 0 when the queue is empty.
    */
   udpRecvErrors(fd: number, b: Batch, info: Uint32Array): number;
+  /** Sends message as one datagram to the AF_UNIX socket at path ('@' first: abstract), as sd_notify(3) does. */
+  notify(path: string, message: string): void;
 }
 
 /** The addon's raw exports: batches are passed as their separate arrays. */
@@ -101,6 +103,7 @@ interface RawAddon {
   poll(fd: number, onReadable: () => void): PollHandle;
   ifIndex(name: string): number;
   tryLock(fd: number): boolean;
+  notify(path: string, message: string): void;
 }
 
 const ADDON = join('build', 'Release', 'sixbed4_native.node');
@@ -172,4 +175,5 @@ export const native: NativeIO = {
   ifIndex: (name) => addon().ifIndex(name),
   tryLock: (fd) => addon().tryLock(fd),
   udpRecvErrors: (fd, b, info) => addon().udpRecvErrors(fd, b.data, b.off, b.len, b.addr, b.port, b.slot, info),
+  notify: (path, message) => addon().notify(path, message),
 };
