@@ -46,8 +46,9 @@ export async function startService(file: string, opts: { keepHost: boolean; log:
       ...(cfg.host.ndpProxy !== 'off' ? { ndpProxy: { uplink, mode: cfg.host.ndpProxy, localAddresses: proxiedLocalAddresses(cfg.host) } } : {}),
     }), log);
   } catch (err) {
-    // Nothing half-applied: the host goes back unless it was configured before this run.
-    if (!hadState && !opts.keepHost) await revertHost({ log, statePath }).catch((e: Error) => log.error(`reverting the host failed: ${e.message}`));
+    // Nothing half-applied (--keep-host is about a stop, not a failed start): the host goes back, unless it was
+    // configured before this run (a state file was there: an earlier run kept it, or crashed).
+    if (!hadState) await revertHost({ log, statePath }).catch((e: Error) => log.error(`reverting the host failed: ${e.message}`));
     throw err;
   }
   sdNotify({ READY: 1, STATUS: `forwarding ${cfg.host.prefix.text}`, MAINPID: process.pid }, log);
