@@ -13,13 +13,23 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildTopology, TOPO } from '../../agent/lab/topology.js';
-import { ping6, scrape, startPeerIn } from '../../agent/lab/sixbed4.js';
-import { CLI } from '../../agent/lab/sixbed4.js';
-import { skipReason, title } from '../helpers/fixtures.js';
+import { CLI, ping6, scrape, startPeerIn } from '../../agent/lab/sixbed4.js';
+import { exchange, skipReason, title } from '../helpers/fixtures.js';
 import { capture, L11, L30, lossOf, pingEvery20ms, PREFIX, seedVm } from '../host/hostlab.js';
 import { commandLine, ROUTER_UNIT, runnable, unitValue } from './units.js';
 import { notifyListener } from './notify-listener.js';
 import { count, nthLine } from './lines.js';
+import { parseRouterAdvert, writeRouterSolicit } from '../../agent/protocol/nd.js';
+import { formatIPv6 } from '../../agent/protocol/ip.js';
+
+/** The routes in the RA the router sends now to an RS from ns (a fresh UDP port: a new peer to the router). */
+async function announcedRoutes(ns: Parameters<typeof exchange>[0]): Promise<string[]> {
+  const rs = new Uint8Array(64);
+  const x = await exchange(ns, TOPO.routerV4C, 25790, [rs.subarray(0, writeRouterSolicit(rs, 0))]);
+  const ra = x.replies.map((r) => parseRouterAdvert(r.bytes, 0, r.bytes.length)).find((a) => a);
+  if (!ra) throw new Error('no RA came back');
+  return ra.routes.map((r) => `${formatIPv6(r.bytes)}/${r.length}`);
+}
 
 const rootTest = skipReason ? test.skip : test;
 const L40 = '2001:db8:9:10::40';
@@ -37,6 +47,7 @@ ndpProxy: Disabled
 metricsPort: ${o.metricsPort}
 replyRateLimit: {perSourceRate: ${o.perSourceRate ?? 4}, perSourceBurst: 8}
 stateFile: ${state}
+workers: 2   # the reload reaches every forwarding worker
 `;
 
 rootTest(title('router --config as the unit runs it: READY=1 on NOTIFY_SOCKET, reload without a lost ping, restart-needed and invalid files refused, exact revert'), async (t) => {
@@ -67,6 +78,7 @@ rootTest(title('router --config as the unit runs it: READY=1 on NOTIFY_SOCKET, r
   const peer = await startPeerIn(topo.peers.C, ['--router', TOPO.routerV4C, '--default-route']);
   t.is((await ping6(topo.isp, peer.address)).received, 3);
   t.is((await ping6(topo.isp, L11)).received, 3);
+  t.deepEqual(await announcedRoutes(topo.peers.C), ['2001:db8:aaaa::/48']);
 
   // sixbed4 status, the admin's first command, against the running router.
   const status = await vm.exec([process.execPath, CLI, 'status', '--config', file]);
@@ -99,6 +111,7 @@ rootTest(title('router --config as the unit runs it: READY=1 on NOTIFY_SOCKET, r
   t.true((await scrape(vm, '127.0.0.1:9476')).has('sixbed4_router_live_peers'), 'metrics on the new port');
   t.is((await vm.exec([process.execPath, '-e', "fetch('http://127.0.0.1:9475/metrics').then(() => process.exit(0), () => process.exit(3))"])).code, 3, 'and not on the old one');
   t.is((await ping6(topo.isp, L40)).received, 3, 'the new local address answers');
+  t.deepEqual(await announcedRoutes(topo.peers.C), ['2001:db8:bbbb::/48'], 'RAs carry the new routes');
   t.regex(await vm.run(['ip', '-6', 'addr', 'show', 'dev', 'eth0']), new RegExp(`${L40}/128`));
   t.is((await ping6(topo.isp, peer.address)).received, 3, 'the peer kept its address: the data path never stopped');
 
