@@ -3,6 +3,7 @@
 // (operator/prefix/spec.ts: the same rules and messages as in a cluster, one
 // schema in both places), plus the few a single host chooses for itself that
 // a cluster's agent chooses for its node (metricsAddress, tunnel, workers, ...).
+import { isIP } from 'node:net';
 import { isAbsolute } from 'node:path';
 import { checkSpec, type CheckedSpec } from '../../operator/prefix/spec.js';
 import { hostConfig, readHostConfigFile, type HostConfig } from '../host/config.js';
@@ -127,7 +128,7 @@ function hostFields(raw: Record<string, unknown>, fail: (m: string[]) => never):
     if (typeof raw.refusePrivate !== 'boolean') problems.push(`refusePrivate ${JSON.stringify(raw.refusePrivate)} must be true or false`);
     else out.refusePrivate = raw.refusePrivate;
   }
-  if (out.metricsAddress !== undefined && !/^[0-9.]+$|:/.test(out.metricsAddress)) {
+  if (out.metricsAddress !== undefined && isIP(out.metricsAddress) === 0) {
     problems.push(`metricsAddress '${out.metricsAddress}' is not an IP address (127.0.0.1 by default; :: or 0.0.0.0 for all)`);
   }
   if (out.bind !== undefined) {

@@ -58,6 +58,7 @@ for (const [name, raw, message] of [
   ['slices', { ...BASE, slices: { enabled: true } }, /slices only applies in a Kubernetes cluster/],
   ['workers out of range (the router\'s own check)', { ...BASE, workers: 65 }, /workers 65: use 1\.\.64/],
   ['a rate of 0', { ...BASE, replyRateLimit: { totalRate: 0 } }, /replyRateLimit\.totalRate 0 must be a number above 0/],
+  ['a metricsAddress that is not an address', { ...BASE, metricsAddress: 'localhost' }, /metricsAddress 'localhost' is not an IP address/],
   ['a relative stateFile', { ...BASE, stateFile: 'state.json' }, /stateFile 'state\.json' must be an absolute path/],
   ['the uplink as the tunnel', { ...BASE, uplink: 'eth0', tunnel: 'eth0' }, /uplink 'eth0' cannot also be the tunnel/],
 ] as const) {
