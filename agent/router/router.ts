@@ -271,7 +271,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
             }
           }
           metrics = next;
-          if (metrics !== old || !next) await old?.close().catch(() => undefined);
+          await old?.close().catch(() => undefined); // (closed already when it had to go first: harmless)
           const { metrics: _, ...rest } = current;
           current = { ...rest, ...(change.metrics !== null ? { metrics: change.metrics } : {}) };
         }

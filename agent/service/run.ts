@@ -126,7 +126,8 @@ export async function startService(file: string, opts: { keepHost: boolean; log:
     router,
     get config() { return cfg; },
     reload() {
-      const p = chain.then(async () => {
+      const p = chain.then(async (): Promise<ReloadOutcome> => {
+        if (stopped) return { result: 'refused', error: 'the router is stopping' };
         sdNotify({ RELOADING: 1, MONOTONIC_USEC: monotonicUsec() }, log);
         try {
           return await reloadNow();
