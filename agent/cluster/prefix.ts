@@ -111,10 +111,14 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
     }
     const n = share.node;
     try {
-      const host = hostConfig({
-        prefix: n.prefix, localAddresses: n.localAddresses, localAddressMode: n.localAddressMode, ndpProxy: n.ndpProxy,
-        tunnel: o.tun ?? n.tunnel ?? '6bed4', ...(n.uplink ? { uplink: n.uplink } : {}),
-      });
+      const host = {
+        ...hostConfig({
+          prefix: n.prefix, localAddresses: n.localAddresses, localAddressMode: n.localAddressMode, ndpProxy: n.ndpProxy,
+          tunnel: o.tun ?? n.tunnel ?? '6bed4', ...(n.uplink ? { uplink: n.uplink } : {}),
+        }),
+        // A /64 split off a larger prefix is new to the node: its local addresses are added, not moved.
+        allocated: n.prefix !== share.common.prefix,
+      };
       // A share for another prefix (the operator moved this node): give the host back first, then take the new one.
       const saved = await readSavedState(o.statePath);
       if (saved && saved.prefix !== host.prefix.text) {

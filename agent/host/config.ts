@@ -71,6 +71,12 @@ export interface HostConfig {
   readonly dummyInterface: string;
   readonly tunnel: string;
   readonly ndpProxy: NdpProxyMode;
+  /**
+   * The prefix is this host's share of a larger one, allocated by the operator and routed here by the upstream:
+   * the host cannot have had addresses in it, so its local addresses are new server addresses to add, not a sign
+   * of a mistyped prefix. Set by the cluster agent only; never read from a file.
+   */
+  readonly allocated?: boolean;
 }
 
 /** Spec fields of the custom resource that other parts of sixbed4 use. */

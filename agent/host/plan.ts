@@ -122,6 +122,11 @@ function refuseUnknownPrefix(cfg: HostConfig, state: HostState, uplink: string, 
   const routed = state.routes.some((r) => r.prefix && r.prefix.length > 0 && r.prefix.length <= 64 &&
     inPrefix(r.prefix, cfg.prefix.bytes) && (r.devs.includes(uplink) || r.devs.includes(cfg.tunnel)));
   if (hasAddress || routed) return;
+  if (cfg.allocated && cfg.localAddresses.length > 0) {
+    notes.push(`${cfg.prefix.text} is this host's share of a larger prefix, routed here by the upstream: ` +
+      `its local addresses (${cfg.localAddresses.map((l) => l.text).join(', ')}) are added as new server addresses`);
+    return;
+  }
   if (cfg.localAddresses.length === 0) {
     notes.push(`${cfg.prefix.text} is neither on ${uplink} nor routed here by a local route: taken as routed to this host by the upstream ` +
       `(to ${uplink}'s link-local address); if it is not, nothing will reach the tunnel`);

@@ -2,7 +2,7 @@
 // its address on a TUN interface, keeps the NAT mapping alive, follows the
 // router when an RA brings a new /114 (the NAT mapping changed), and removes
 // its interface on stop.
-import { native, type PollHandle } from '../io/native.js';
+import { native, type NativeIO, type PollHandle } from '../io/native.js';
 import { newBatch } from '../io/batch.js';
 import { DEFAULT_PEER_LANIP, KEEPALIVE_SECONDS, MAX_LANIP, ROUTER_PORT, TUNNEL_MTU } from '../protocol/constants.js';
 import { equal16 } from '../protocol/ipv6.js';
@@ -51,11 +51,11 @@ export function peerConfig(o: PeerOptions): PeerConfig {
  * refuses odd ports and warns when its router reports an odd one), so both
  * kinds of peer look alike to routers and firewalls.
  */
-function openEvenPort(listen: string): number {
+function openEvenPort(listen: string, io: NativeIO): number {
   for (let attempt = 0; attempt < 64; attempt++) {
     const port = 49152 + 2 * Math.floor(Math.random() * 8192);
     try {
-      return native.udpOpen(listen, port, false).fd;
+      return io.udpOpen(listen, port, false).fd;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') {
         throw new InputError(`cannot open a UDP socket on ${listen}: ${(err as Error).message}`);
@@ -78,14 +78,15 @@ const MAX_SOLICIT_MS = 30_000;
 /** Re-solicit every this many keepalives, so a silently changed NAT mapping is noticed. */
 const SOLICIT_EVERY_KEEPALIVES = 10;
 
-export async function startPeer(cfg: PeerConfig, log: Logger): Promise<RunningPeer> {
+/** io: the addon (the default), or a stand-in with its semantics such as FakeIO (agent/io/fake.ts). */
+export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = native): Promise<RunningPeer> {
   if (!hasNetAdmin()) throw new InputError('sixbed4 peer needs root (or CAP_NET_ADMIN) to create its tunnel interface');
-  const udpFd = openEvenPort(cfg.listen);
+  const udpFd = openEvenPort(cfg.listen, io);
   let tunFd: number;
   try {
-    tunFd = native.tunOpen(cfg.tun, false).fd;
+    tunFd = io.tunOpen(cfg.tun, false).fd;
   } catch (err) {
-    native.close(udpFd);
+    io.close(udpFd);
     const e = err as NodeJS.ErrnoException;
     throw new InputError(e.code === 'EBUSY' ? `interface ${cfg.tun} is in use: is another peer running? (--tun NAME)`
       : `cannot create TUN interface ${cfg.tun}: ${e.message}`);
@@ -100,15 +101,15 @@ export async function startPeer(cfg: PeerConfig, log: Logger): Promise<RunningPe
 
   const control = newBatch(2, TUNNEL_MTU);
   control.addr.fill(cfg.routerV4); control.port.fill(cfg.routerPort);
-  const sendSolicit = () => { control.len[0] = writeRouterSolicit(control.data, 0); native.udpSend(udpFd, control, 1); };
-  const sendKeepalive = () => { control.len[0] = 0; native.udpSend(udpFd, control, 1); };
+  const sendSolicit = () => { control.len[0] = writeRouterSolicit(control.data, 0); io.udpSend(udpFd, control, 1); };
+  const sendKeepalive = () => { control.len[0] = 0; io.udpSend(udpFd, control, 1); };
   // An NS for the router from our own address: the router tracks a peer as live (its neighbour proxy
   // answers for it) only from a packet that passes its originator check, which an RS from :: cannot.
   let ours: Uint8Array | null = null;
   const sendPresence = () => {
     if (!ours) return;
     control.len[0] = writeNeighborSolicit(control.data, 0, ours, ROUTER_LINK_LOCAL, ROUTER_LINK_LOCAL);
-    native.udpSend(udpFd, control, 1);
+    io.udpSend(udpFd, control, 1);
   };
 
   const onAdvert = (ra: RouterAdvert) => {
@@ -150,7 +151,7 @@ export async function startPeer(cfg: PeerConfig, log: Logger): Promise<RunningPe
   try {
     await ip('link', 'set', 'dev', cfg.tun, 'mtu', String(TUNNEL_MTU), 'up');
   } catch (err) {
-    native.close(tunFd); native.close(udpFd);
+    io.close(tunFd); io.close(udpFd);
     throw err;
   }
   // ICMP errors about what we sent (the router's port closed while it restarts, a host unreachable) land in the
@@ -160,9 +161,9 @@ export async function startPeer(cfg: PeerConfig, log: Logger): Promise<RunningPe
   const errors = newBatch(8, 64);
   const errorInfo = new Uint32Array(8);
   let lastErrorLog = 0;
-  polls.push(native.poll(udpFd, () => {
+  polls.push(io.poll(udpFd, () => {
     let m: number, seen = 0, what = 0;
-    while ((m = native.udpRecvErrors(udpFd, errors, errorInfo)) > 0) {
+    while ((m = io.udpRecvErrors(udpFd, errors, errorInfo)) > 0) {
       seen += m;
       what = errorInfo[m - 1]!;
       if (m < errors.cap) break;
@@ -172,19 +173,19 @@ export async function startPeer(cfg: PeerConfig, log: Logger): Promise<RunningPe
       log.warn(`the router does not answer (ICMP type ${what >> 8} code ${what & 0xff}); keeping the address and sending keepalives`, { router: routerText });
     }
     for (let round = 0; round < 16; round++) {
-      const n = native.udpRecv(udpFd, engine.udpRx);
+      const n = io.udpRecv(udpFd, engine.udpRx);
       if (n === 0) return;
       engine.fromRouter(n);
-      if (engine.nToTun) native.tunWrite(tunFd, engine.toTun, engine.nToTun);
+      if (engine.nToTun) io.tunWrite(tunFd, engine.toTun, engine.nToTun);
       if (n < engine.udpRx.cap) return;
     }
   }));
-  polls.push(native.poll(tunFd, () => {
+  polls.push(io.poll(tunFd, () => {
     for (let round = 0; round < 16; round++) {
-      const n = native.tunRead(tunFd, engine.tunRx);
+      const n = io.tunRead(tunFd, engine.tunRx);
       if (n === 0) return;
       engine.fromKernel(n);
-      if (engine.nToRouter) native.udpSend(udpFd, engine.toRouter, engine.nToRouter);
+      if (engine.nToRouter) io.udpSend(udpFd, engine.toRouter, engine.nToRouter);
       if (n < engine.tunRx.cap) return;
     }
   }));
@@ -214,8 +215,8 @@ export async function startPeer(cfg: PeerConfig, log: Logger): Promise<RunningPe
       for (const t of timers) clearTimeout(t);
       for (const p of polls) p.close();
       await changing;
-      native.close(tunFd); // removes the interface with its address and routes
-      native.close(udpFd);
+      io.close(tunFd); // removes the interface with its address and routes
+      io.close(udpFd);
       log.info('peer stopped; tunnel removed', { tun: cfg.tun });
     },
   };

@@ -1,7 +1,7 @@
 // The I/O loop around the engine: waits for the UDP socket and the TUN queue
 // to become readable, moves whole batches through the engine and sends what it
 // decided. One native call per batch and direction; no allocation per packet.
-import { native, type PollHandle } from '../io/native.js';
+import { native, type NativeIO, type PollHandle } from '../io/native.js';
 import type { Engine } from './engine.js';
 import type { Batch } from '../io/batch.js';
 
@@ -21,13 +21,19 @@ export class Datapath {
   /** Replies and relays leave through the first socket (all have the same address and port). */
   private readonly udpFd: number;
 
-  constructor(private readonly engine: Engine, private readonly udpFds: readonly number[], private readonly tunFd: number) {
+  /**
+   * io is the addon (the default) or a stand-in with its semantics, such as
+   * the in-memory FakeIO (agent/io/fake.ts) the tests run the data path on
+   * without root. One property read per readiness event, no allocation.
+   */
+  constructor(private readonly engine: Engine, private readonly udpFds: readonly number[], private readonly tunFd: number,
+    private readonly io: NativeIO = native) {
     this.udpFd = udpFds[0]!;
   }
 
   start(): void {
-    for (const fd of this.udpFds) this.polls.push(native.poll(fd, () => this.onUdp(fd)));
-    this.polls.push(native.poll(this.tunFd, () => this.onTun()));
+    for (const fd of this.udpFds) this.polls.push(this.io.poll(fd, () => this.onUdp(fd)));
+    this.polls.push(this.io.poll(this.tunFd, () => this.onTun()));
   }
 
   stop(): void {
@@ -36,22 +42,22 @@ export class Datapath {
 
   /** Peers → kernel, peers → peers, and replies to peers. */
   onUdp(fd: number): void {
-    const e = this.engine, drops = e.counters.drops;
+    const e = this.engine, drops = e.counters.drops, io = this.io;
     // ICMP errors about what we sent wake the socket too (POLLERR); they are few, read them first.
-    const m = native.udpRecvErrors(fd, e.icmpRx, e.icmpInfo);
+    const m = io.udpRecvErrors(fd, e.icmpRx, e.icmpInfo);
     if (m) {
       e.fromIcmpErrors(m, Date.now());
-      if (e.nTunReplies) drops.tx_dropped += e.nTunReplies - native.tunWrite(this.tunFd, e.tunReplies, e.nTunReplies);
-      if (e.nUdpReplies) drops.tx_dropped += e.nUdpReplies - native.udpSend(this.udpFd, e.udpReplies, e.nUdpReplies);
+      if (e.nTunReplies) drops.tx_dropped += e.nTunReplies - io.tunWrite(this.tunFd, e.tunReplies, e.nTunReplies);
+      if (e.nUdpReplies) drops.tx_dropped += e.nUdpReplies - io.udpSend(this.udpFd, e.udpReplies, e.nUdpReplies);
       drops.tx_dropped += takeRefused(e.tunReplies) + takeRefused(e.udpReplies);
     }
     for (let round = 0; round < ROUNDS_PER_EVENT; round++) {
-      const n = native.udpRecv(fd, e.udpRx);
+      const n = io.udpRecv(fd, e.udpRx);
       if (n === 0) return;
       e.fromPeers(n, Date.now());
-      if (e.nToTun) drops.tx_dropped += e.nToTun - native.tunWrite(this.tunFd, e.toTun, e.nToTun);
-      if (e.nRelay) drops.tx_dropped += e.nRelay - native.udpSend(this.udpFd, e.relay, e.nRelay);
-      if (e.nUdpReplies) drops.tx_dropped += e.nUdpReplies - native.udpSend(this.udpFd, e.udpReplies, e.nUdpReplies);
+      if (e.nToTun) drops.tx_dropped += e.nToTun - io.tunWrite(this.tunFd, e.toTun, e.nToTun);
+      if (e.nRelay) drops.tx_dropped += e.nRelay - io.udpSend(this.udpFd, e.relay, e.nRelay);
+      if (e.nUdpReplies) drops.tx_dropped += e.nUdpReplies - io.udpSend(this.udpFd, e.udpReplies, e.nUdpReplies);
       drops.tx_dropped += takeRefused(e.toTun) + takeRefused(e.relay) + takeRefused(e.udpReplies);
       if (n < e.udpRx.cap) return;
     }
@@ -59,13 +65,13 @@ export class Datapath {
 
   /** Kernel → peers, and ICMPv6 errors back into the kernel. */
   onTun(): void {
-    const e = this.engine, drops = e.counters.drops;
+    const e = this.engine, drops = e.counters.drops, io = this.io;
     for (let round = 0; round < ROUNDS_PER_EVENT; round++) {
-      const n = native.tunRead(this.tunFd, e.tunRx);
+      const n = io.tunRead(this.tunFd, e.tunRx);
       if (n === 0) return;
       e.fromKernel(n, Date.now());
-      if (e.nToPeers) drops.tx_dropped += e.nToPeers - native.udpSend(this.udpFd, e.toPeers, e.nToPeers);
-      if (e.nTunReplies) drops.tx_dropped += e.nTunReplies - native.tunWrite(this.tunFd, e.tunReplies, e.nTunReplies);
+      if (e.nToPeers) drops.tx_dropped += e.nToPeers - io.udpSend(this.udpFd, e.toPeers, e.nToPeers);
+      if (e.nTunReplies) drops.tx_dropped += e.nTunReplies - io.tunWrite(this.tunFd, e.tunReplies, e.nTunReplies);
       drops.tx_dropped += takeRefused(e.toPeers) + takeRefused(e.tunReplies);
       if (n < e.tunRx.cap) return;
     }

@@ -5,6 +5,7 @@ import { Worker } from 'node:worker_threads';
 import { Counters, type CountersSnapshot } from './counters.js';
 import { Engine, type EngineConfig } from './engine.js';
 import { Datapath } from './datapath.js';
+import { native, type NativeIO } from '../io/native.js';
 import type { WorkerInit } from './worker.js';
 import type { LiveChange } from './live.js';
 import type { IPv4Range } from './refused.js';
@@ -47,11 +48,14 @@ export interface Forwarding {
   stop(): Promise<void>;
 }
 
-/** One engine on the main thread over its UDP sockets and one TUN queue. */
+/**
+ * One engine on the main thread over its UDP sockets and one TUN queue, through io (the addon, or a stand-in such
+ * as FakeIO). Workers always use the addon: a stand-in's sockets live in this thread's memory.
+ */
 export function forwardInline(cfg: EngineConfig, batch: number, udpFds: number[], tunFd: number,
-  onLive?: LiveListener): Forwarding & { engine: Engine } {
+  onLive?: LiveListener, io: NativeIO = native): Forwarding & { engine: Engine } {
   const engine = new Engine(cfg, batch);
-  const datapath = new Datapath(engine, udpFds, tunFd);
+  const datapath = new Datapath(engine, udpFds, tunFd, io);
   datapath.start();
   const unwatch = watchLive(engine, (added, removed) => onLive?.(added, removed));
   return {

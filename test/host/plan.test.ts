@@ -119,6 +119,17 @@ test('a /64 the upstream routes to the link-local address leaves no trace: witho
   t.true(plan.notes.some((n) => /^2001:db8:9:10::\/64 is neither on eth0 nor routed here by a local route: taken as routed to this host by the upstream/.test(n)));
 });
 
+test('a share the operator split off a larger prefix is new to the node: its local addresses are added, not refused', (t) => {
+  const s = clone(seedSpec());
+  s.links.eth0!.addrs = s.links.eth0!.addrs.filter((a) => a.startsWith('fe80'));
+  s.routes = s.routes.filter((r) => !r.startsWith(PREFIX));
+  const local = { localAddresses: ['2001:db8:9:10::11'] };
+  t.throws(() => planApply(cfg(local), stateOf(s)), { message: /refusing to move local addresses/ }, 'a single host keeps the guard against a mistyped prefix');
+  const plan = planApply({ ...cfg(local), allocated: true }, stateOf(s));
+  t.true(plan.steps.some((x) => commandLine(x.action) === 'ip -6 addr add 2001:db8:9:10::11/128 dev eth0'), plan.steps.map((x) => commandLine(x.action)).join('\n'));
+  t.true(plan.notes.some((n) => /share of a larger prefix, routed here by the upstream: its local addresses \(2001:db8:9:10::11\) are added/.test(n)));
+});
+
 test('an uplink whose name has a dot gets the slash form of the sysctl key', (t) => {
   const s = seedSpec();
   s.links['eth0.100'] = s.links.eth0!; delete s.links.eth0;

@@ -11,6 +11,7 @@ import { Worker } from 'node:worker_threads';
 import test from 'ava';
 
 import { MAX_BATCH, native, newBatch, type Batch } from '../../agent/io/native.js';
+import { fill, receive, withTimeout } from '../helpers/io.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const nativeJs = join(here, '..', '..', 'agent', 'io', 'native.js');
@@ -21,47 +22,6 @@ const LOOP = 0x7f000001; // 127.0.0.1
 let nsCounter = 0;
 function nsName(): string {
   return `s4n-${process.pid}-${nsCounter++}`;
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-/** Collects `want` datagrams from fd via poll + udpRecv (copies them out). */
-function receive(fd: number, b: Batch, want: number): Promise<Array<{ data: Buffer; len: number; addr: number; port: number }>> {
-  const got: Array<{ data: Buffer; len: number; addr: number; port: number }> = [];
-  return withTimeout(
-    new Promise((resolve) => {
-      const h = native.poll(fd, () => {
-        const n = native.udpRecv(fd, b);
-        for (let i = 0; i < n; i++) {
-          const len = b.len[i]!;
-          const off = b.off[i]!;
-          got.push({ data: Buffer.from(b.data.subarray(off, off + Math.min(len, b.slot))), len, addr: b.addr[i]!, port: b.port[i]! });
-        }
-        if (got.length >= want) {
-          h.close();
-          resolve(got);
-        }
-      });
-    }),
-    30_000, // a hang detector, not a speed bound
-    `receiving ${want} datagrams`,
-  );
-}
-
-function fill(b: Batch, i: number, off: number, payload: Buffer, addr: number, port: number): void {
-  payload.copy(b.data, off);
-  b.off[i] = off;
-  b.len[i] = payload.length;
-  b.addr[i] = addr;
-  b.port[i] = port;
 }
 
 test('newBatch allocates zeroed arrays and validates its bounds', (t) => {

@@ -10,6 +10,8 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 
 import { native, newBatch, type Batch } from '../../agent/io/native.js';
+import { parseIPv6 } from '../../agent/protocol/ip.js';
+import { udp6 } from '../helpers/packets.js';
 
 const LOCAL = '2001:db8:77::1';
 const REMOTE = '2001:db8:77::2';
@@ -19,39 +21,12 @@ function ip(...args: string[]): void {
 }
 
 function ip6Bytes(a: string): Buffer {
-  // Enough for the fixed test addresses (one '::').
-  const [head, tail] = a.split('::') as [string, string];
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  const groups = [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t];
-  const out = Buffer.alloc(16);
-  groups.forEach((g, i) => out.writeUInt16BE(parseInt(g, 16), i * 2));
-  return out;
+  return Buffer.from(parseIPv6(a));
 }
 
 /** IPv6 + UDP packet with a correct UDP checksum. */
 function udp6Packet(src: string, dst: string, sport: number, dport: number, payload: Buffer): Buffer {
-  const udpLen = 8 + payload.length;
-  const pkt = Buffer.alloc(40 + udpLen);
-  pkt.writeUInt32BE(0x60000000, 0);
-  pkt.writeUInt16BE(udpLen, 4);
-  pkt[6] = 17;
-  pkt[7] = 64;
-  ip6Bytes(src).copy(pkt, 8);
-  ip6Bytes(dst).copy(pkt, 24);
-  pkt.writeUInt16BE(sport, 40);
-  pkt.writeUInt16BE(dport, 42);
-  pkt.writeUInt16BE(udpLen, 44);
-  payload.copy(pkt, 48);
-  // Pseudo-header: src, dst, upper-layer length, next header; then UDP.
-  let sum = 0;
-  for (let i = 8; i < 40; i += 2) sum += pkt.readUInt16BE(i);
-  sum += udpLen + 17;
-  for (let i = 40; i < pkt.length; i += 2) sum += i + 1 < pkt.length ? pkt.readUInt16BE(i) : pkt[i]! << 8;
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  const ck = ~sum & 0xffff;
-  pkt.writeUInt16BE(ck === 0 ? 0xffff : ck, 46);
-  return pkt;
+  return udp6(ip6Bytes(src), ip6Bytes(dst), sport, dport, payload);
 }
 
 /** Waits (poll + tunRead) for a packet accepted by `match`; returns its bytes and reported length. */

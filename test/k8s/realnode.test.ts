@@ -24,7 +24,8 @@ import { buildNodeImages, retagImage, type NodeImages } from './images.js';
 import { lossOf, pingEvery20ms } from '../host/hostlab.js';
 import { API_SERVICE_IP, buildNodeLab, SERVICE_RANGE, type LabNode, type NodeLab } from './nodelab.js';
 import { hostNetwork } from '../helpers/netstate.js';
-import { eventually, helmFor, kubectlApply, NS, RELEASE, REPO, safely } from '../operator/helpers.js';
+import { readSession, runSession } from '../helpers/doc-session.js';
+import { eventually, helmFor, NS, RELEASE, REPO, safely } from '../operator/helpers.js';
 
 const run = promisify(execFile);
 const isCI = process.env.CI === 'true' || process.env.CI === '1';
@@ -33,7 +34,9 @@ if (why && isCI && process.getuid?.() === 0) throw new Error(`real-node tests ca
 const serial = why ? test.serial.skip : test.serial;
 const title = (s: string) => (why ? `${s} (skipped: ${why})` : s);
 
-const NODES = ['node-a', 'node-b'];
+// Named as in docs/kubernetes.md, whose terminal sessions these tests run word for word.
+const NODES = ['edge-1', 'edge-2'];
+const DOC = join(REPO, 'docs', 'kubernetes.md');
 const PREFIX = '2001:db8:9:10::/63';
 const PREFIX_NAME = 'edge';
 const TAG = 'node-test';
@@ -45,6 +48,9 @@ interface State {
   before: Map<string, Record<string, string[]>>; peers: Proc[]; peerAddress: Map<string, string>;
 }
 const s = { nodes: [], peers: [], before: new Map(), peerAddress: new Map() } as unknown as State;
+
+/** The docs' sessions run as a user's shell would: the real kubectl on PATH, the admin's kubeconfig, in the repository. */
+const docEnv = () => ({ cwd: REPO, env: { ...process.env, PATH: `${s.cp.binDir}:${process.env.PATH ?? ''}`, KUBECONFIG: s.cp.kubeconfigPath } });
 
 const helm = (args: string[]): Promise<string> => helmFor(s.cp, s.dir)(args);
 
@@ -81,7 +87,7 @@ test.before(async () => {
   for (const n of s.lab.nodes) {
     s.nodes.push(await KubeNode.start({
       name: n.name, ns: n.ns, nodeIp: n.v4, podCidr: n.podCidr, cp: s.cp, apiServiceIp: API_SERVICE_IP,
-      imageArchive: s.images.archive, sandboxImage: s.images.sandbox, dir: s.dir, labels: { 'sixbed4.io/router': 'true' },
+      imageArchive: s.images.archive, sandboxImage: s.images.sandbox, dir: s.dir,
     }));
   }
   await mkdir(join(s.dir, 'agent-state'));
@@ -123,11 +129,9 @@ serial(title('helm install: the operator runs as a Pod on a node, takes the Leas
   for (const n of s.lab.nodes) s.before.set(n.name, await hostNetwork(n.ns, nodeOwned));
 });
 
-serial(title('kubectl apply of a /63: an agent Pod Running and Ready on each node, status Ready from the real agents, the rollout followed'), async (t) => {
-  await kubectlApply(s.cp.kubeConfig(), [{
-    apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix', metadata: { name: PREFIX_NAME },
-    spec: { prefix: PREFIX, nodeSelector: { 'sixbed4.io/router': 'true' } },
-  } as never]);
+serial(title('the docs\' kubectl session (label, apply a /63, wait, get, describe): an agent Pod Running and Ready on each node, status Ready from the real agents, the rollout followed'), async (t) => {
+  // Runs beside the observation below: kubectl waits for Ready while the test watches Progressing go by.
+  const session = runSession(readSession(DOC, 'prefix'), docEnv()).then(() => null, (e: Error) => e);
   // Progressing follows the real rollout: True while the DaemonSet's pods start.
   const seen = new Set<string>();
   const ready = await eventually('agents Ready on both nodes and the prefix Ready', async () => {
@@ -137,8 +141,11 @@ serial(title('kubectl apply of a /63: an agent Pod Running and Ready on each nod
     const agents = (await pods('app.kubernetes.io/component=agent')).filter(podReady);
     const isReady = p?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
     return p && agents.length === 2 && isReady && prog?.reason === 'RolledOut' ? { p, agents } : undefined;
-  }, 240_000, 300).catch(async (e: Error) => { throw new Error(`${e.message}\n${await dump()}`); });
+  }, 240_000, 300).catch(async (e: Error) => { throw new Error(`${e.message}\n${(await session)?.message ?? ''}\n${await dump()}`); });
+  const failed = await session;
+  if (failed) throw new Error(`docs/kubernetes.md, session "prefix":\n${failed.message}\n${await dump()}`);
   t.deepEqual(ready.agents.map((a) => a.spec.nodeName).sort(), NODES, 'one agent Pod per node');
+  t.is(ready.p.spec.prefix, PREFIX, 'the /63 the docs apply');
   t.is(ready.p.status!.nodesReady, '2/2');
   const entries = ready.p.status!.nodes!;
   t.deepEqual(entries.map((e) => e.prefix).sort(), ['2001:db8:9:10::/64', '2001:db8:9:11::/64'], 'the /63 split in two /64s');
@@ -146,6 +153,12 @@ serial(title('kubectl apply of a /63: an agent Pod Running and Ready on each nod
     t.is(e.listen, `${labNode(e.name).v4}:25790`, `${e.name} listens on its InternalIP`);
     await s.lab.routeAtIsp(e.prefix!, labNode(e.name));
   }
+});
+
+serial(title('the docs\' kubectl session on the API itself: explain, and a wrong object refused with its message'), async (t) => {
+  const runs = await runSession(readSession(DOC, 'api'), docEnv());
+  t.is(runs.at(-1)!.code, 1, 'the wrong object is refused');
+  t.falsy(await s.admin.get(paths.prefix('oops')), 'and not stored');
 });
 
 serial(title('peers behind the NAT reach the ISP, and the ISP them, through each node\'s agent; and each other across the nodes'), async (t) => {
@@ -250,7 +263,8 @@ serial(title('a node reboot (kubelet, containerd and every container killed, the
 
 serial(title('deleting the prefix: each agent reverts its node, whose addresses, routes and sysctls are as before; the agents stay for other prefixes'), async (t) => {
   for (const p of s.peers.splice(0)) await p.stop();
-  await s.admin.delete(paths.prefix(PREFIX_NAME));
+  // kubectl delete waits for the object to go, so the finalizer has been released when it returns.
+  await runSession(readSession(DOC, 'remove'), docEnv()).catch(async (e: Error) => { throw new Error(`${e.message}\n${await dump()}`); });
   await eventually('the prefix gone (its finalizer released after the agents reverted)', async () => !(await s.admin.get(paths.prefix(PREFIX_NAME))), 120_000, 500)
     .catch(async (e: Error) => { throw new Error(`${e.message}\n${await dump()}`); });
   for (const n of s.lab.nodes) {

@@ -18,6 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import ipaddr from 'ipaddr.js';
 import { Kube, paths } from '../../kube/client.js';
 import { SLICES_PATH, type KubeObject, type SixBed4Prefix, type SixBed4Slice } from '../../kube/api.js';
 import { ping6 } from '../../agent/lab/sixbed4.js';
@@ -35,14 +36,15 @@ const serial = why ? test.serial.skip : test.serial;
 const title = (s: string) => (why ? `${s} (skipped: ${why})` : s);
 
 const NODE = 'node-s';
-const PREFIX = '2001:db8:9:20::/64';
+/** crds/samples/slices-48.yaml's prefix: the test applies that sample and drives it to the state its comments promise. */
+const SAMPLE_PREFIX = '2001:db8:9::/48';
 const TAG = 'slices-test';
 
 interface Pod extends KubeObject {
   spec: { nodeName?: string };
   status?: { phase?: string; conditions?: { type: string; status: string }[]; containerStatuses?: { restartCount: number; ready: boolean }[] };
 }
-const s = {} as { dir: string; images: NodeImages; lab: NodeLab; cp: ControlPlane; admin: Kube; node: KubeNode; address: string };
+const s = {} as { dir: string; images: NodeImages; lab: NodeLab; cp: ControlPlane; admin: Kube; node: KubeNode; address: string; node64: string };
 
 const helm = (args: string[]): Promise<string> => helmFor(s.cp, s.dir)(args);
 const podReady = (p: Pod | undefined) => p?.status?.phase === 'Running' && (p.status.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
@@ -89,21 +91,26 @@ test.after.always(async () => {
 });
 
 
-serial(title('helm install with slices: the init container puts sixbed4-cni on the node and chains it into the pod network list'), async (t) => {
+serial(title('helm install with slices, kubectl apply of crds/samples/slices-48.yaml: the node serves a /64 of the /48 with ::11 on its uplink; the init container puts sixbed4-cni on the node and chains it into the pod network list'), async (t) => {
   await helm(['install', RELEASE, join(REPO, 'charts', 'sixbed4'), '--namespace', NS, '--create-namespace',
     '--set', `image.repository=${s.images.repository}`, '--set', `image.tag=${s.images.tag}`, '--set', 'image.pullPolicy=Never',
     '--set', `agent.stateDir=${join(s.dir, 'agent-state')}`, '--set', 'agent.slices=true',
     '--set', `cni.binDir=${s.node.cniBinDir}`, '--set', `cni.confDir=${s.node.cniConfDir}`, '--set', `cni.netnsDir=${s.node.netnsDir}`,
     '--set', `cni.socket=${join(s.dir, 'run', 'cni.sock')}`]);
-  await s.admin.create(paths.prefixes, {
-    apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix', metadata: { name: 'edge' },
-    spec: { prefix: PREFIX, nodeSelector: { 'sixbed4.io/router': 'true' }, slices: { enabled: true } },
-  });
-  await eventually('the agent Pod Ready and the prefix Ready', async () => {
-    const p = await s.admin.get<SixBed4Prefix>(paths.prefix('edge'));
-    return (await pods(NS, 'app.kubernetes.io/component=agent')).some(podReady) && p?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True');
+  // The sample, as its comments tell a user to apply it, through the real kubectl: a /48 with slices on.
+  await run(join(s.cp.binDir, 'kubectl'), ['--kubeconfig', s.cp.kubeconfigPath, 'apply', '-f', join(REPO, 'crds', 'samples', 'slices-48.yaml')]);
+  const p = await eventually('the agent Pod Ready and the prefix Ready', async () => {
+    const x = await s.admin.get<SixBed4Prefix>(paths.prefix('edge'));
+    return (await pods(NS, 'app.kubernetes.io/component=agent')).some(podReady) && x?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? x : undefined;
   }, 240_000, 500).catch(async (e: Error) => { throw new Error(`${e.message}\n${await dump()}`); });
-  await s.lab.routeAtIsp(PREFIX, s.lab.nodes[0]!);
+  t.is(p.spec.prefix, SAMPLE_PREFIX);
+  s.node64 = p.status!.nodes!.find((e) => e.name === NODE)!.prefix!;
+  t.true(s.node64.startsWith('2001:db8:9:') && s.node64.endsWith('::/64'), `the node serves a /64 of the /48 (${s.node64})`);
+  await s.lab.routeAtIsp(s.node64, s.lab.nodes[0]!);
+  // The sample's promise for the hosts' own addresses: ::11 of the node's /64 on its uplink, as a /128.
+  const own = ipaddr.IPv6.parse(s.node64.replace(/\/64$/, '11')).toString();
+  const uplink = await nodeNs().json<{ addr_info: { local: string; prefixlen: number }[] }[]>(['-6', 'addr', 'show', 'dev', 'eth0']);
+  t.true(uplink[0]!.addr_info.some((a) => a.local === own && a.prefixlen === 128), `${own}/128 on the node's uplink`);
   t.true(existsSync(join(s.node.cniBinDir, 'sixbed4-cni')), 'the plugin in the node\'s CNI bin directory');
   const list = JSON.parse(await readFile(join(s.node.cniConfDir, '10-pods.conflist'), 'utf8')) as { plugins: { type: string }[] };
   t.deepEqual(list.plugins.map((p) => p.type), ['bridge', 'sixbed4-cni'], 'chained after the node\'s bridge');
@@ -111,7 +118,9 @@ serial(title('helm install with slices: the init container puts sixbed4-cni on t
 
 serial(title('a pod that asks has its slice address before its container starts (it binds it first thing, and never restarts); the ISP reaches the opened port only'), async (t) => {
   await s.admin.create(paths.namespaces, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', labels: { 'sixbed4.io/prefix': 'edge' } } });
-  await eventually('the namespace\'s range', async () => (await s.admin.get<KubeObject>(paths.namespace('shop')))?.metadata.annotations?.['sixbed4.io/slice-range'], 60_000, 300);
+  const range = await eventually('the namespace\'s range', async () => (await s.admin.get<KubeObject>(paths.namespace('shop')))?.metadata.annotations?.['sixbed4.io/slice-range'], 60_000, 300);
+  const word = /^2001:db8:9:\*:([0-9a-f]+):\*:0:0\/112$/.exec(range)?.[1];
+  t.truthy(word && word !== '0', `the namespace holds one word A of the /48, never 0 (${range})`);
   // The container's first act: find its slice address on eth6 and listen on it; without one it exits (a restart).
   const app = `const a=Object.values(require('os').networkInterfaces().eth6??{}).find(x=>x.family==='IPv6'&&!x.address.startsWith('fe80'));` +
     `if(!a){console.error('no slice address on eth6');process.exit(1)}` +
@@ -131,6 +140,16 @@ serial(title('a pod that asks has its slice address before its container starts 
   const slice = (await s.admin.list<SixBed4Slice>(SLICES_PATH)).items.find((x) => x.spec.pod.uid === web.metadata.uid);
   t.is(slice?.spec.node, NODE);
   s.address = slice!.spec.address;
+  // The sample's promise: a /112 of the node's /64 in the namespace's word, and the pod annotated with it.
+  const [net, addr] = [ipaddr.IPv6.parse(s.node64.split('/')[0]!).parts, ipaddr.IPv6.parse(s.address).parts];
+  t.deepEqual([...addr.slice(0, 5), addr[6]], [...net.slice(0, 4), parseInt(word!, 16), 0], `${s.address}: the node's /64, the namespace's word, port word 0`);
+  t.true(slice!.spec.slice.endsWith('/112'));
+  const annotated = await eventually('the pod annotated with its slice', async () => {
+    const a = (await pod('shop', 'web'))?.metadata.annotations ?? {};
+    return a['sixbed4.io/address'] && a['sixbed4.io/assigned-slice'] ? a : undefined;
+  }, 60_000, 300);
+  t.is(annotated['sixbed4.io/address'], s.address);
+  t.is(annotated['sixbed4.io/assigned-slice'], slice!.spec.slice);
   const hello = await s.lab.isp.run([process.execPath, '-e',
     `require('net').connect({host:process.argv[1],port:443},function(){this.on('data',d=>{console.log(String(d));this.destroy()})}).on('error',e=>console.log(e.code))`, s.address]);
   t.is(hello.trim(), `hi from ${s.address}`, 'the ISP reaches the pod on its opened port');
