@@ -85,8 +85,6 @@ export interface NativeIO {
    * Returns the count, 0 when the queue is empty.
    */
   udpRecvErrors(fd: number, b: Batch, info: Uint32Array): number;
-  /** Sends message as one datagram to the AF_UNIX socket at path ('@' first: abstract), as sd_notify(3) does. */
-  notify(path: string, message: string): void;
 }
 
 /** The addon's raw exports: batches are passed as their separate arrays. */
@@ -175,5 +173,12 @@ export const native: NativeIO = {
   ifIndex: (name) => addon().ifIndex(name),
   tryLock: (fd) => addon().tryLock(fd),
   udpRecvErrors: (fd, b, info) => addon().udpRecvErrors(fd, b.data, b.off, b.len, b.addr, b.port, b.slot, info),
-  notify: (path, message) => addon().notify(path, message),
 };
+
+/**
+ * Sends message as one datagram to the AF_UNIX socket at path ('@' first: abstract), as sd_notify(3) does.
+ * Not part of NativeIO: it is how the process talks to systemd, not data-path I/O a test would fake.
+ */
+export function notifySocket(path: string, message: string): void {
+  addon().notify(path, message);
+}

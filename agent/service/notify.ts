@@ -1,7 +1,7 @@
 // sd_notify(3) for `sixbed4 router` under systemd (Type=notify): READY=1 once
 // the tunnel forwards, RELOADING=1 ... READY=1 around a reload, STOPPING=1.
 // Without $NOTIFY_SOCKET (not started by systemd) nothing is sent.
-import { native } from '../io/native.js';
+import { notifySocket } from '../io/native.js';
 import type { Logger } from '../log.js';
 
 export function sdNotify(fields: Record<string, string | number>, log: Logger, env: NodeJS.ProcessEnv = process.env): boolean {
@@ -9,7 +9,7 @@ export function sdNotify(fields: Record<string, string | number>, log: Logger, e
   if (!path) return false;
   const message = Object.entries(fields).map(([k, v]) => `${k}=${v}`).join('\n');
   try {
-    native.notify(path, message);
+    notifySocket(path, message);
     return true;
   } catch (err) {
     // systemd would time the start out, and say so; the router itself runs on.

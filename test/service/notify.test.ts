@@ -4,7 +4,7 @@ import test from 'ava';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { native } from '../../agent/io/native.js';
+import { notifySocket } from '../../agent/io/native.js';
 import { sdNotify } from '../../agent/service/notify.js';
 import { createLogger } from '../../agent/log.js';
 import { notifyListener } from './notify-listener.js';
@@ -27,6 +27,6 @@ test('a datagram per message, fields on lines, as systemd reads them', async (t)
 test('without NOTIFY_SOCKET nothing is sent; a socket nobody holds or a relative path is an error, not a crash', (t) => {
   t.false(sdNotify({ READY: 1 }, log, {}));
   t.false(sdNotify({ READY: 1 }, log, { NOTIFY_SOCKET: '/nonexistent/notify.sock' }), 'logged, and the router runs on');
-  t.throws(() => native.notify('/nonexistent/notify.sock', 'READY=1'), { code: 'ENOENT', message: /sendto/ });
-  t.throws(() => native.notify('relative.sock', 'READY=1'), { instanceOf: RangeError, message: /absolute path or start with @/ });
+  t.throws(() => notifySocket('/nonexistent/notify.sock', 'READY=1'), { code: 'ENOENT', message: /sendto/ });
+  t.throws(() => notifySocket('relative.sock', 'READY=1'), { instanceOf: RangeError, message: /absolute path or start with @/ });
 });
