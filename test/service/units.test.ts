@@ -39,6 +39,7 @@ test('sixbed4-router.service: Type=notify, reload by SIGHUP, only the capabiliti
   const v = (k: string) => unitValue(ROUTER_UNIT, k);
   t.is(v('Type'), 'notify');
   t.is(v('ExecReload'), 'kill -HUP $MAINPID');
+  t.is(v('RestartPreventExitStatus'), '2', 'bad input (exit 2) is not retried in a loop');
   t.regex(v('ExecStart'), /^sixbed4 router --config \/etc\/sixbed4\/router\.yaml( |$)/);
   t.is(v('CapabilityBoundingSet'), 'CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE');
   t.is(v('AmbientCapabilities'), v('CapabilityBoundingSet'));
