@@ -89,7 +89,8 @@ export async function startService(file: string, opts: { keepHost: boolean; log:
         }
         const gone = oldLocals.filter((a) => !newLocals.includes(a));
         // DummyInterface: the proxy answers for the new ones too (proxiedLocalAddresses). A removed address stays
-        // on the host, in its port-0 form and still answered for, until the stop reverts the host exactly.
+        // on the host, in its port-0 form and still answered for, until the stop reverts the host exactly: its
+        // original /64 form back on the uplink now would route the whole /64 to the uplink instead of the tunnel.
         const added = next.host.localAddresses.filter((a) => !oldLocals.includes(a.text));
         if (router.proxy) for (const a of proxiedLocalAddresses({ ...next.host, localAddresses: added })) router.proxy.add(a);
         if (gone.length) {
