@@ -133,6 +133,14 @@ rootTest(title('router --config as the unit runs it: READY=1 on NOTIFY_SOCKET, r
   t.is((await ping6(topo.isp, peer.address)).received, 3);
   t.is(count(notify, /^notify READY=1/), 4, 'READY=1 again after each reload, whatever its outcome');
 
+  // A local address left out: it keeps its /128 until the stop (its /64 back on eth0 would take the /64 from the tunnel).
+  await writeFile(file, config({ routes: ['2001:db8:bbbb::/48'], metricsPort: 9476, locals: [L11, L30], perSourceRate: 2 }, state));
+  await vm.run(reload);
+  await router.waitFor(/left the file/, 15_000);
+  t.regex(router.output(), new RegExp(`local address\\(es\\) ${L40} left the file: they keep their port-0 form until the router stops`));
+  t.regex(await vm.run(['ip', '-6', 'addr', 'show', 'dev', 'eth0']), new RegExp(`${L40}/128`));
+  t.is((await ping6(topo.isp, peer.address)).received, 3);
+
   // Stop: the tunnel goes, the host is reverted exactly (the local address added by the reload too).
   await peer.proc.stop();
   t.is(await router.stop('SIGTERM', 20_000), 0, router.output());
