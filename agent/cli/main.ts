@@ -181,6 +181,10 @@ async function peerCommand(args: string[]): Promise<number> {
     ...(values.tun ? { tun: values.tun } : {}), ...(keepalive !== undefined ? { keepalive } : {}),
   });
   const peer = await startPeer(cfg, log);
+  // Under systemd (sixbed4-peer@.service, Type=notify): ready once the router gave us an address.
+  if (process.env.NOTIFY_SOCKET) {
+    void peer.ready.then(async (address) => (await import('../service/notify.js')).sdNotify({ READY: 1, STATUS: `address ${address}`, MAINPID: process.pid }, log));
+  }
   return untilSignal(() => peer.stop());
 }
 

@@ -2,7 +2,8 @@
 // verify` accepts them (with sixbed4 where systemd looks for a bare command
 // name, in a mount namespace of the test's own), they hold what the service
 // needs and no more, and the peer unit's command line, with its environment
-// file and instance name expanded, runs a peer in a namespace the test made.
+// file and instance name expanded, runs a peer in a namespace the test made, which says READY=1 on a socket of the
+// test's own once it has its address.
 import test from 'ava';
 import { mkdtemp, rm, writeFile, chmod } from 'node:fs/promises';
 import { existsSync, readFileSync } from 'node:fs';
@@ -14,6 +15,7 @@ import { CLI, ping6, startRouterIn } from '../../agent/lab/sixbed4.js';
 import { STATE_DIR } from '../../agent/host/statefile.js';
 import { skipReason, title } from '../helpers/fixtures.js';
 import { commandLine, PEER_UNIT, ROUTER_UNIT, runnable, UNIT_DIR, unitValue } from './units.js';
+import { notifyListener } from './notify-listener.js';
 
 const ANALYZE = '/usr/bin/systemd-analyze';
 const noAnalyze = existsSync(ANALYZE) ? null : 'no systemd-analyze (apt-get install systemd)';
@@ -62,9 +64,15 @@ rootTest(title('sixbed4-peer@home.service\'s command line runs a peer in a names
   const env = Object.fromEntries(envFile.split('\n').filter((l) => /^[A-Z_]+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
   const argv = commandLine(unitValue(PEER_UNIT, 'ExecStart'), { instance: 'home', env });
   t.deepEqual(argv, ['sixbed4', 'peer', '--router', TOPO.routerV4C, '--tun', 's4p-home', '--log-format', 'text', '--default-route', '--keepalive', '10']);
-  const peer = topo.peers.C.spawn(runnable(argv));
+  const dir = await mkdtemp(join(tmpdir(), 'sixbed4-peerunit-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const notify = await notifyListener(join(dir, 'notify.sock'));
+  t.teardown(() => notify.stop());
+  t.is(unitValue(PEER_UNIT, 'Type'), 'notify');
+  const peer = topo.peers.C.spawn(runnable(argv), { env: { NOTIFY_SOCKET: join(dir, 'notify.sock') } });
   const line = await peer.waitFor(/peer address \S+/, 15_000);
   const address = /peer address (\S+)/.exec(line)![1]!;
+  t.is(await notify.waitFor(/^notify READY=1/, 5000), `notify READY=1|STATUS=address ${address}|MAINPID=${peer.pid}`, 'ready once it has its address');
   t.regex(await topo.peers.C.run(['ip', '-6', 'addr', 'show', 'dev', 's4p-home']), new RegExp(address.replace(/:/g, ':')));
   const p = await ping6(topo.peers.C, TOPO.ispV6);
   t.is(p.received, p.sent, p.output);
