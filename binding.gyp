@@ -6,6 +6,7 @@
         "agent/native/addon.c",
         "agent/native/common.c",
         "agent/native/lock.c",
+        "agent/native/notify.c",
         "agent/native/poll.c",
         "agent/native/tun.c",
         "agent/native/udp.c"

@@ -12,6 +12,10 @@ const USAGE = `usage: sixbed4 <command> [flags]
 
 commands:
   router   run a 6bed4 router: UDP/IPv4 peers <-> a TUN interface routed to a native /64
+           -c, --config FILE    the single host as a service (docs/host.md): FILE (YAML or JSON, e.g.
+                                /etc/sixbed4/router.yaml) holds SixBed4Prefix.spec's fields; applies the host
+                                part, runs the router, re-reads FILE on SIGHUP, reverts the host on stop
+               --keep-host      with --config: leave the host configured on stop
            -L, --prefix P       the /64 served (required), e.g. 2001:db8:9:10::/64
            -l, --listen IPV4    this host's public IPv4 to listen on (required)
                --port N         UDP port (default 25790)
@@ -58,6 +62,11 @@ commands:
                chained into the first *.conflist of --cni-conf-dir (/etc/cni/net.d); --cni-socket PATH
                (/run/sixbed4/cni.sock) --cni-pod-annotation KEY (sixbed4.io/slice) --cni-interface NAME (eth6)
 
+  status   summary of the running router from its metrics: uptime, live peers, packets and bytes per
+           direction, top drop reasons
+               --config FILE    read metricsAddress and metricsPort there (default /etc/sixbed4/router.yaml)
+               --metrics H:P    or ask this address (default 127.0.0.1:9475)
+
   version  print the version, git revision, Node.js version and whether the native addon loads (also --version)
 
 common flags: --log-level LEVEL (info), --log-format text|json|auto (auto)
@@ -83,6 +92,7 @@ async function main(argv: string[]): Promise<number> {
     case 'router': return routerCommand(rest);
     case 'peer': return peerCommand(rest);
     case 'lab': return labCommand(rest);
+    case 'status': return (await import('./status.js')).statusCommand(rest);
     case 'host': return (await import('./host.js')).hostCommand(rest);
     case 'agent': return (await import('./agent.js')).agentCommand(rest);
     case 'cni': return (await import('./cni.js')).cniCommand(rest);
@@ -128,10 +138,16 @@ async function routerCommand(args: string[]): Promise<number> {
     route: { type: 'string', short: 'R', multiple: true }, tun: { type: 'string' }, metrics: { type: 'string' },
     batch: { type: 'string' }, workers: { type: 'string' }, 'ndp-proxy': { type: 'string' }, 'ndp-proxy-mode': { type: 'string' },
     'stats-interval': { type: 'string' }, 'refuse-private': { type: 'boolean' }, sockets: { type: 'string' },
-    bind: { type: 'string' },
+    bind: { type: 'string' }, config: { type: 'string', short: 'c' }, 'keep-host': { type: 'boolean' },
   });
   if (values.help) { process.stdout.write(USAGE); return 0; }
   const log = logger(values, 'router');
+  if (values.config !== undefined) {
+    const flags = Object.keys(values).filter((k) => !['config', 'keep-host', 'log-level', 'log-format'].includes(k));
+    if (flags.length) throw new InputError(`--${flags[0]} with --config: set it in ${values.config} instead (one source of truth; see docs/host.md)`);
+    return (await import('./service.js')).serviceCommand(values.config, !!values['keep-host'], log);
+  }
+  if (values['keep-host']) throw new InputError('--keep-host goes with --config (without it the router does not touch the host)');
   const port = int(values.port, '--port'), batch = int(values.batch, '--batch'), workers = int(values.workers, '--workers');
   const stats = int(values['stats-interval'], '--stats-interval');
   const sockets = int(values.sockets, '--sockets');
@@ -165,6 +181,10 @@ async function peerCommand(args: string[]): Promise<number> {
     ...(values.tun ? { tun: values.tun } : {}), ...(keepalive !== undefined ? { keepalive } : {}),
   });
   const peer = await startPeer(cfg, log);
+  // Under systemd (sixbed4-peer@.service, Type=notify): ready once the router gave us an address.
+  if (process.env.NOTIFY_SOCKET) {
+    void peer.ready.then(async (address) => (await import('../service/notify.js')).sdNotify({ READY: 1, STATUS: `address ${address}`, MAINPID: process.pid }, log));
+  }
   return untilSignal(() => peer.stop());
 }
 

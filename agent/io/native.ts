@@ -101,6 +101,7 @@ interface RawAddon {
   poll(fd: number, onReadable: () => void): PollHandle;
   ifIndex(name: string): number;
   tryLock(fd: number): boolean;
+  notify(path: string, message: string): void;
 }
 
 const ADDON = join('build', 'Release', 'sixbed4_native.node');
@@ -173,3 +174,11 @@ export const native: NativeIO = {
   tryLock: (fd) => addon().tryLock(fd),
   udpRecvErrors: (fd, b, info) => addon().udpRecvErrors(fd, b.data, b.off, b.len, b.addr, b.port, b.slot, info),
 };
+
+/**
+ * Sends message as one datagram to the AF_UNIX socket at path ('@' first: abstract), as sd_notify(3) does.
+ * Not part of NativeIO: it is how the process talks to systemd, not data-path I/O a test would fake.
+ */
+export function notifySocket(path: string, message: string): void {
+  addon().notify(path, message);
+}

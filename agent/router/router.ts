@@ -20,7 +20,7 @@ import { openTunnel, type Tunnel } from './tunnel.js';
 import { routerRegistry } from './metrics.js';
 import { Counters, type CountersSnapshot } from './counters.js';
 import { readLocalTable, sameRanges } from './localtable.js';
-import { newRateLimitState } from './ratelimit.js';
+import { DEFAULT_RATE_LIMIT, newRateLimitState, type RateLimitConfig } from './ratelimit.js';
 import { type IPv4Range, refusedRanges } from './refused.js';
 
 /**
@@ -64,6 +64,8 @@ export interface RouterOptions {
    * host holds, and on stop leave both to a successor that claimed them (tunnel.ts).
    */
   handover?: boolean;
+  /** Reply rate limits (RA, NA, ICMPv6 errors); default DEFAULT_RATE_LIMIT. */
+  rateLimit?: Omit<RateLimitConfig, 'tableSize'>;
 }
 
 export interface RouterConfig {
@@ -82,6 +84,15 @@ export interface RouterConfig {
   refusePrivate: boolean;
   sockets: number;
   handover: boolean;
+  rateLimit: Omit<RateLimitConfig, 'tableSize'>;
+}
+
+/** What a reload changes while the data path keeps forwarding (the rest needs a restart). */
+export interface LiveReconfig {
+  routes?: Prefix[];
+  rateLimit?: Omit<RateLimitConfig, 'tableSize'>;
+  /** host:port to serve metrics on; null: stop serving them. */
+  metrics?: string | null;
 }
 
 /** Turns user input into a checked configuration; every error names the flag and the fix. */
@@ -122,18 +133,36 @@ export function routerConfig(o: RouterOptions): RouterConfig {
     prefix: parsePrefix64(o.prefix),
     listenIPv4, bindIPv4, port, tun, batch, workers, statsIntervalMs: o.statsIntervalMs ?? 60_000, refusePrivate: !!o.refusePrivate, sockets,
     handover: o.handover === true,
+    rateLimit: rateLimitOf(o.rateLimit),
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
 }
 
+/** Rates and bursts must be positive numbers: a zero would silence every RA, and peers would never get an address. */
+function rateLimitOf(r: RouterOptions['rateLimit']): RouterConfig['rateLimit'] {
+  const { tableSize: _, ...defaults } = DEFAULT_RATE_LIMIT;
+  if (!r) return defaults;
+  for (const [k, v] of Object.entries(r)) {
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new InputError(`rate limit ${k} ${String(v)}: use a number above 0`);
+  }
+  return { ...defaults, ...r };
+}
+
 export interface RunningRouter {
+  /** The configuration as started, with what reconfigure() changed since. */
   readonly config: RouterConfig;
   readonly tunnel: Tunnel;
+  /** The metrics server now (reconfigure may replace it). */
   readonly metrics?: MetricsServer;
   /** The neighbour proxy, when one runs (slices on this node add their addresses to it). */
   readonly proxy?: NdpResponder;
   counters(): Promise<CountersSnapshot>;
+  /**
+   * Changes routes, rate limits or the metrics address while peers keep forwarding (a reload). A new metrics
+   * server is started before the old one closes; if it cannot start, the old one stays and this throws.
+   */
+  reconfigure(change: LiveReconfig): Promise<void>;
   /**
    * Stops forwarding. With handover and waitForSuccessorMs, first waits (up to that long) for a successor router
    * to claim the tunnel, and then leaves it the tunnel and its route; without a successor the tunnel goes.
@@ -169,6 +198,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       refused: refusedRanges(local, cfg.refusePrivate),
       // One set of reply buckets for all workers: the overall cap stays one cap.
       rateLimitState: newRateLimitState(),
+      rateLimit: { ...cfg.rateLimit, tableSize: DEFAULT_RATE_LIMIT.tableSize },
     };
     const routerAddress = makeAddress(cfg.prefix.bytes, cfg.listenIPv4, cfg.port, 0);
     const tunnel = await openTunnel(cfg.tun, cfg.workers, routerAddress, cfg.prefix, log, { handover: cfg.handover });
@@ -191,11 +221,9 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       });
     undo.push(() => forwarding.stop());
     let metrics: MetricsServer | undefined;
-    if (cfg.metrics) {
-      const server = await startMetricsServer(cfg.metrics, routerRegistry(() => forwarding.counters(), proxy && (() => proxy.counters())), log);
-      metrics = server;
-      undo.push(() => server.close());
-    }
+    const registry = routerRegistry(() => forwarding.counters(), proxy && (() => proxy.counters()));
+    if (cfg.metrics) metrics = await startMetricsServer(cfg.metrics, registry, log);
+    undo.push(() => metrics?.close());
     // Relays and sends to any address of this host stay refused as its addresses change.
     const refresh = setInterval(() => {
       void localTable(log).then((now) => {
@@ -215,9 +243,43 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       routes: cfg.routes.map((r) => r.text), tun: tunnel.name, workers: cfg.workers, batch: cfg.batch,
     });
     let stopped = false;
+    let current = cfg;
     return {
-      config: cfg, tunnel, ...(metrics ? { metrics } : {}), ...(proxy ? { proxy } : {}),
+      get config() { return current; },
+      get metrics() { return metrics; },
+      tunnel, ...(proxy ? { proxy } : {}),
       counters: () => forwarding.counters(),
+      async reconfigure(change) {
+        if (change.metrics !== undefined && change.metrics !== (current.metrics ?? null)) {
+          // Make before break: the new address first, so a mistake leaves the old one serving. The same port on
+          // another address of this host may conflict with the old one: then break first, and restore on failure.
+          const old = metrics;
+          let next: MetricsServer | undefined;
+          if (change.metrics !== null) {
+            try {
+              next = await startMetricsServer(change.metrics, registry, log);
+            } catch (err) {
+              if (!old || !/port in use/.test((err as Error).message)) throw err;
+              await old.close();
+              metrics = undefined;
+              try {
+                next = await startMetricsServer(change.metrics, registry, log);
+              } catch (again) {
+                metrics = await startMetricsServer(current.metrics!, registry, log);
+                throw again;
+              }
+            }
+          }
+          metrics = next;
+          await old?.close().catch(() => undefined); // (closed already when it had to go first: harmless)
+          const { metrics: _, ...rest } = current;
+          current = { ...rest, ...(change.metrics !== null ? { metrics: change.metrics } : {}) };
+        }
+        if (change.routes || change.rateLimit) {
+          forwarding.setLive({ ...(change.routes ? { routes: change.routes } : {}), ...(change.rateLimit ? { rateLimit: change.rateLimit } : {}) });
+          current = { ...current, ...(change.routes ? { routes: change.routes } : {}), ...(change.rateLimit ? { rateLimit: change.rateLimit } : {}) };
+        }
+      },
       async stop(opts = {}) {
         if (stopped) return;
         stopped = true;
