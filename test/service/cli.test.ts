@@ -4,13 +4,14 @@ import test from 'ava';
 import { mkdtemp, rm, writeFile, access } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execCommand, Netns, uniqueName } from '../../agent/lab/netns.js';
+import { execCommand } from '../../agent/host/command.js';
+import { Netns, uniqueName } from '../../agent/lab/netns.js';
 import { buildTopology, TOPO } from '../../agent/lab/topology.js';
 import { CLI } from '../../agent/lab/sixbed4.js';
 import { skipReason, title } from '../helpers/fixtures.js';
 import { capture, host, L11, L30, PREFIX, seedVm } from '../host/hostlab.js';
 
-const sixbed4 = (args: string[]) => execCommand(process.execPath, [CLI, ...args, '--log-format', 'text'], { timeoutMs: 30_000 });
+const sixbed4 = (args: string[]) => execCommand([process.execPath, CLI, ...args, '--log-format', 'text'], { timeoutMs: 30_000 });
 
 test('router --config refuses other router flags, --keep-host alone, a missing file, an invalid one (all problems at once)', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'sixbed4-svccli-'));

@@ -15,7 +15,9 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execCommand, Netns, Proc, runCommand, uniqueName } from '../../agent/lab/netns.js';
+import { execCommand, runCommand } from '../../agent/host/command.js';
+import { Netns, uniqueName } from '../../agent/lab/netns.js';
+import { Proc } from '../../agent/lab/proc.js';
 import { ping6, startPeerIn } from '../../agent/lab/sixbed4.js';
 import { skipReason } from '../helpers/fixtures.js';
 
@@ -30,7 +32,7 @@ const isCI = process.env.CI === 'true' || process.env.CI === '1';
 async function prepare(): Promise<{ skip: string | null; startedPid: number | null }> {
   if (skipReason) return { skip: skipReason, startedPid: null };
   if (process.env.SIXBED4_SKIP_DOCKER === '1') return { skip: 'SIXBED4_SKIP_DOCKER=1', startedPid: null };
-  const r = await execCommand('bash', [`${SCRIPTS}/dockerd.sh`], { timeoutMs: 150_000 });
+  const r = await execCommand(['bash', `${SCRIPTS}/dockerd.sh`], { timeoutMs: 150_000 });
   if (r.code !== 0) {
     const why = `no Docker Engine: test/docker/dockerd.sh failed: ${(r.stderr || r.stdout).trim().slice(-1000)}`;
     if (isCI) throw new Error(why);
@@ -42,19 +44,19 @@ async function prepare(): Promise<{ skip: string | null; startedPid: number | nu
 
 const env = await prepare();
 const serial = env.skip ? test.serial.skip : test.serial;
-const docker = (args: readonly string[], timeoutMs = 60_000) => runCommand(DOCKER, args, { timeoutMs });
+const docker = (args: readonly string[], timeoutMs = 60_000) => runCommand([DOCKER, ...args], { timeoutMs });
 const containers = new Set<string>();
 
 test.after.always(async () => {
   if (env.skip) return;
-  if (containers.size) await execCommand(DOCKER, ['rm', '-f', '-v', ...containers], { timeoutMs: 30_000 });
-  if (env.startedPid !== null) await execCommand('bash', [`${SCRIPTS}/dockerd.sh`, 'stop', String(env.startedPid)], { timeoutMs: 30_000 });
+  if (containers.size) await execCommand([DOCKER, 'rm', '-f', '-v', ...containers], { timeoutMs: 30_000 });
+  if (env.startedPid !== null) await execCommand(['bash', `${SCRIPTS}/dockerd.sh`, 'stop', String(env.startedPid)], { timeoutMs: 30_000 });
 });
 
 serial(`the router-only container runs router --config in the network it is given: a peer reachable, SIGHUP reloads, docker stop reverts the host${env.skip ? ` (skipped: ${env.skip})` : ''}`, async (t) => {
   t.timeout(25 * 60_000, 'the image build may be cold');
   // The image from this checkout (cached layers: seconds when only sources changed).
-  const built = await execCommand('bash', [`${SCRIPTS}/build-image.sh`, IMAGE, ROOT], { timeoutMs: 24 * 60_000 });
+  const built = await execCommand(['bash', `${SCRIPTS}/build-image.sh`, IMAGE, ROOT], { timeoutMs: 24 * 60_000 });
   t.is(built.code, 0, built.stderr.slice(-4000));
   if (built.code !== 0) return;
 
@@ -77,7 +79,7 @@ serial(`the router-only container runs router --config in the network it is give
     '--sysctl', 'net.ipv6.conf.default.accept_ra=0',
     '--entrypoint', 'sleep', IMAGE, 'infinity']);
   const pid = Number((await docker(['inspect', '-f', '{{.State.Pid}}', holder])).trim());
-  const vm = (args: string[]) => runCommand('nsenter', [`--net=/proc/${pid}/ns/net`, ...args]);
+  const vm = (args: string[]) => runCommand(['nsenter', `--net=/proc/${pid}/ns/net`, ...args]);
   // Its uplink eth0 to the ISP, which routes the /64 to the VM's link-local address; ::11/64 on it as on the seed's VM.
   await isp.ip(['link', 'add', 'isp0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', String(pid)]);
   await isp.ipBatch(['addr add 2001:db8:ffff::1/64 dev isp0', 'addr add fe80::1/64 dev isp0', 'link set isp0 up', `route add ${PREFIX} via fe80::2 dev isp0`]);
@@ -101,7 +103,7 @@ serial(`the router-only container runs router --config in the network it is give
   await docker(['run', '-d', '--name', router, '--network', `container:${holder}`, '--cap-drop', 'ALL',
     '--cap-add', 'NET_ADMIN', '--cap-add', 'NET_RAW', '--device', '/dev/net/tun',
     '-v', `${file}:/etc/sixbed4/router.yaml:ro`, IMAGE, 'router', '--config', '/etc/sixbed4/router.yaml', '--log-format', 'text']);
-  logs = new Proc(DOCKER, ['logs', '-f', router]);
+  logs = new Proc([DOCKER, 'logs', '-f', router]);
   await logs.waitFor(/router ready/, 30_000);
   t.regex(logs.output(), /host configured for 2001:db8:9:10::\/64/);
   t.regex(await vm(['ip', '-6', 'addr', 'show', 'dev', 'eth0']), new RegExp(`${L11}/128`));

@@ -9,7 +9,7 @@ import { mkdtemp, rm, writeFile, chmod } from 'node:fs/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { execCommand } from '../../agent/lab/netns.js';
+import { execCommand } from '../../agent/host/command.js';
 import { buildTopology, TOPO } from '../../agent/lab/topology.js';
 import { CLI, ping6, startRouterIn } from '../../agent/lab/sixbed4.js';
 import { STATE_DIR } from '../../agent/host/statefile.js';
@@ -32,7 +32,7 @@ verifyTest(`systemd-analyze verify accepts both units${verifySkip ? ` (skipped: 
   await chmod(shim, 0o755);
   const script = `mount -t tmpfs tmpfs /usr/local/bin && cp ${shim} /usr/local/bin/sixbed4 && ` +
     `exec ${ANALYZE} verify ${ROUTER_UNIT} ${PEER_UNIT} ${UNIT_DIR}sixbed4-peer@home.service`;
-  const r = await execCommand('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script], { timeoutMs: 60_000 });
+  const r = await execCommand(['unshare', '-m', '--propagation', 'private', 'sh', '-c', script], { timeoutMs: 60_000 });
   t.is(r.code, 0, r.stdout + r.stderr);
   t.is(r.stderr.trim(), '', 'no warnings either');
 });
