@@ -37,6 +37,10 @@ commands:
                                 192.0.0/24, 192.168/16, 198.18/15): for routers on a public address
                                 (addresses of this host, 127/8, 169.254/16, multicast and broadcast
                                 are always refused)
+               --fast-path auto|on|off  forward peers' packets to the kernel in the kernel (a BPF program
+                                on the ingress of the interface holding the bind address; Linux 6.6+,
+                                CAP_BPF); on: fail when it cannot run; auto: say why once and go on
+                                without; default off
   peer     run a 6bed4 peer (client) that gets its IPv6 address from a router
                --router IPV4[:PORT]  the router (required; port default 25790)
                --listen IPV4    local IPv4 to send from (default any)
@@ -139,6 +143,7 @@ async function routerCommand(args: string[]): Promise<number> {
     batch: { type: 'string' }, workers: { type: 'string' }, 'ndp-proxy': { type: 'string' }, 'ndp-proxy-mode': { type: 'string' },
     'stats-interval': { type: 'string' }, 'refuse-private': { type: 'boolean' }, sockets: { type: 'string' },
     bind: { type: 'string' }, config: { type: 'string', short: 'c' }, 'keep-host': { type: 'boolean' },
+    'fast-path': { type: 'string' },
   });
   if (values.help) { process.stdout.write(USAGE); return 0; }
   const log = logger(values, 'router');
@@ -159,6 +164,7 @@ async function routerCommand(args: string[]): Promise<number> {
     ...(stats !== undefined ? { statsIntervalMs: stats * 1000 } : {}),
     ...(values['refuse-private'] ? { refusePrivate: true } : {}),
     ...(sockets !== undefined ? { sockets } : {}),
+    ...(values['fast-path'] !== undefined ? { fastPath: values['fast-path'] } : {}),
     ...(values['ndp-proxy'] ? { ndpProxy: { uplink: values['ndp-proxy'], mode: values['ndp-proxy-mode'] ?? 'Always' } } : {}),
   });
   if (values['ndp-proxy-mode'] && !values['ndp-proxy']) throw new InputError('--ndp-proxy-mode needs --ndp-proxy UPLINK');
