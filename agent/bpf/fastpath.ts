@@ -28,7 +28,6 @@ export interface FastPathConfig {
   bindIPv4: number;
   port: number;
   prefix: Uint8Array;
-  tun: string;
   /** Why the fast path must stay off with this configuration, if it must (e.g. the neighbour proxy). */
   conflict?: string;
 }
@@ -41,29 +40,54 @@ export interface FastPath {
   stop(): void;
 }
 
+/** A program loaded and tested, not attached yet: attach() once the router's TUN exists. */
+export interface PreparedFastPath {
+  /** Points the program at tun and attaches it; 'on' throws when it cannot, 'auto' logs why and returns undefined. */
+  attach(tun: string): FastPath | undefined;
+  /** Releases the program without attaching it (the router failed to start). Idempotent. */
+  close(): void;
+}
+
 /**
- * Starts the fast path as mode says: 'off' does nothing; 'on' throws when it cannot run; 'auto' logs why once
- * and returns undefined, leaving every packet to the TypeScript router.
+ * Loads and tests the fast path as mode says, before the router makes anything, so a refusal leaves nothing to
+ * undo: 'off' does nothing; 'on' throws when it cannot run; 'auto' logs why once and returns undefined, leaving
+ * every packet to the TypeScript router.
  */
-export async function startFastPath(mode: FastPathMode, cfg: FastPathConfig, log: Logger): Promise<FastPath | undefined> {
+export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, log: Logger): Promise<PreparedFastPath | undefined> {
   if (mode === 'off') return undefined;
-  try {
-    const fp = await attach(cfg);
-    log.info('fast path on: peers -> kernel packets are forwarded in the kernel', { uplink: fp.uplink, tun: cfg.tun });
-    return fp;
-  } catch (err) {
-    const why = (err as Error).message;
+  const refuse = (why: string): undefined => {
     if (mode === 'on') throw new InputError(`--fast-path on: ${why}`);
     log.warn(`fast path unavailable, every packet takes the TypeScript path: ${why}`);
     return undefined;
+  };
+  let uplink: string, prog: DecapProgram;
+  try {
+    if (cfg.conflict) throw new Error(cfg.conflict);
+    uplink = await uplinkOf(cfg.bindIPv4);
+    prog = load(cfg);
+  } catch (err) {
+    return refuse((err as Error).message);
   }
+  return {
+    close: () => prog.close(),
+    attach(tun) {
+      try {
+        const uplinkIndex = native.ifIndex(uplink), tunIndex = native.ifIndex(tun);
+        if (!uplinkIndex || !tunIndex) throw new Error(`interface ${uplinkIndex ? tun : uplink} vanished`);
+        prog.configure({ bindIPv4: cfg.bindIPv4, port: cfg.port, prefix: cfg.prefix, tunIfindex: tunIndex });
+        attachIngress(prog, uplinkIndex, uplink);
+      } catch (err) {
+        prog.close();
+        return refuse((err as Error).message);
+      }
+      log.info('fast path on: peers -> kernel packets are forwarded in the kernel', { uplink, tun });
+      return { uplink, counters: () => prog.counters(), stop: () => prog.close() };
+    },
+  };
 }
 
-async function attach(cfg: FastPathConfig): Promise<FastPath> {
-  if (cfg.conflict) throw new Error(cfg.conflict);
-  const uplink = await uplinkOf(cfg.bindIPv4);
-  const uplinkIndex = native.ifIndex(uplink), tunIndex = native.ifIndex(cfg.tun);
-  if (!uplinkIndex || !tunIndex) throw new Error(`interface ${uplinkIndex ? cfg.tun : uplink} vanished`);
+/** Loads the program and runs the self-test, with a stand-in TUN ifindex (test runs redirect nothing). */
+function load(cfg: FastPathConfig): DecapProgram {
   let prog: DecapProgram;
   try {
     prog = new DecapProgram();
@@ -71,22 +95,25 @@ async function attach(cfg: FastPathConfig): Promise<FastPath> {
     throw new Error(`the kernel refused the BPF program (needs CAP_BPF and CAP_NET_ADMIN): ${(err as Error).message}`);
   }
   try {
-    prog.configure({ bindIPv4: cfg.bindIPv4, port: cfg.port, prefix: cfg.prefix, tunIfindex: tunIndex });
+    prog.configure({ bindIPv4: cfg.bindIPv4, port: cfg.port, prefix: cfg.prefix, tunIfindex: 1 });
     selfTest(prog, cfg);
     prog.resetCounters();
-    try {
-      prog.attachIngress(uplinkIndex);
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      throw new Error(e.code === 'EINVAL' || e.code === 'ENOTSUPP' || e.code === 'EOPNOTSUPP'
-        ? `this kernel cannot attach through tcx (Linux 6.6 or later), which the fast path needs so that nothing stays attached without the router (${e.message})`
-        : `cannot attach to ${uplink}'s ingress: ${e.message}`);
-    }
+    return prog;
   } catch (err) {
     prog.close();
     throw err;
   }
-  return { uplink, counters: () => prog.counters(), stop: () => prog.close() };
+}
+
+function attachIngress(prog: DecapProgram, ifindex: number, uplink: string): void {
+  try {
+    prog.attachIngress(ifindex);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new Error(e.code === 'EINVAL' || e.code === 'ENOTSUPP' || e.code === 'EOPNOTSUPP'
+      ? `this kernel cannot attach through tcx (Linux 6.6 or later), which the fast path needs so that nothing stays attached without the router (${e.message})`
+      : `cannot attach to ${uplink}'s ingress: ${e.message}`);
+  }
 }
 
 /**

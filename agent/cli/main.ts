@@ -126,14 +126,30 @@ function int(v: string | undefined, flag: string): number | undefined {
 }
 
 /** Runs until SIGINT/SIGTERM, then stops cleanly. */
-function untilSignal(stop: () => Promise<void>): Promise<number> {
-  return new Promise((resolve) => {
-    const onSignal = (sig: NodeJS.Signals) => {
-      process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal);
-      stop().then(() => resolve(0), (err: Error) => { process.stderr.write(`sixbed4: cleanup after ${sig} failed: ${err.message}\n`); resolve(1); });
-    };
-    process.on('SIGINT', onSignal); process.on('SIGTERM', onSignal);
-  });
+/**
+ * Resolves with the exit code once SIGINT or SIGTERM arrived and stop() finished. Listens from the call on, so
+ * call it before starting what stop() stops: a signal in between (right after "router ready", say) would otherwise
+ * meet no handler and kill the process without its cleanup. A signal that came during the start stops it as soon
+ * as started() resolves.
+ */
+function untilSignal(): { started(stop: () => Promise<void>): Promise<number>; dispose(): void } {
+  let signal: NodeJS.Signals | undefined;
+  let onStop: ((sig: NodeJS.Signals) => void) | undefined;
+  const onSignal = (sig: NodeJS.Signals) => {
+    process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal);
+    signal = sig;
+    onStop?.(sig);
+  };
+  process.on('SIGINT', onSignal); process.on('SIGTERM', onSignal);
+  return {
+    started: (stop) => new Promise((resolve) => {
+      onStop = (sig) => {
+        stop().then(() => resolve(0), (err: Error) => { process.stderr.write(`sixbed4: cleanup after ${sig} failed: ${err.message}\n`); resolve(1); });
+      };
+      if (signal) onStop(signal);
+    }),
+    dispose: () => { process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); },
+  };
 }
 
 async function routerCommand(args: string[]): Promise<number> {
@@ -168,8 +184,15 @@ async function routerCommand(args: string[]): Promise<number> {
     ...(values['ndp-proxy'] ? { ndpProxy: { uplink: values['ndp-proxy'], mode: values['ndp-proxy-mode'] ?? 'Always' } } : {}),
   });
   if (values['ndp-proxy-mode'] && !values['ndp-proxy']) throw new InputError('--ndp-proxy-mode needs --ndp-proxy UPLINK');
-  const router = await startRouter(cfg, log);
-  return untilSignal(() => router.stop());
+  const signals = untilSignal();
+  let router: Awaited<ReturnType<typeof startRouter>>;
+  try {
+    router = await startRouter(cfg, log);
+  } catch (err) {
+    signals.dispose();
+    throw err;
+  }
+  return signals.started(() => router.stop());
 }
 
 async function peerCommand(args: string[]): Promise<number> {
@@ -186,12 +209,19 @@ async function peerCommand(args: string[]): Promise<number> {
     ...(values.listen ? { listen: values.listen } : {}), ...(lanip !== undefined ? { lanip } : {}),
     ...(values.tun ? { tun: values.tun } : {}), ...(keepalive !== undefined ? { keepalive } : {}),
   });
-  const peer = await startPeer(cfg, log);
+  const signals = untilSignal();
+  let peer: Awaited<ReturnType<typeof startPeer>>;
+  try {
+    peer = await startPeer(cfg, log);
+  } catch (err) {
+    signals.dispose();
+    throw err;
+  }
   // Under systemd (sixbed4-peer@.service, Type=notify): ready once the router gave us an address.
   if (process.env.NOTIFY_SOCKET) {
     void peer.ready.then(async (address) => (await import('../service/notify.js')).sdNotify({ READY: 1, STATUS: `address ${address}`, MAINPID: process.pid }, log));
   }
-  return untilSignal(() => peer.stop());
+  return signals.started(() => peer.stop());
 }
 
 async function labCommand(args: string[]): Promise<number> {

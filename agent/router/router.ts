@@ -22,7 +22,7 @@ import { Counters, type CountersSnapshot } from './counters.js';
 import { readLocalTable, sameRanges } from './localtable.js';
 import { DEFAULT_RATE_LIMIT, newRateLimitState, type RateLimitConfig } from './ratelimit.js';
 import { type IPv4Range, refusedRanges } from './refused.js';
-import { fastPathModeOf, startFastPath, type FastPath, type FastPathMode } from '../bpf/fastpath.js';
+import { fastPathModeOf, prepareFastPath, type FastPath, type FastPathMode } from '../bpf/fastpath.js';
 
 /**
  * UDP sockets per worker. The kernel spreads flows over them by hash, so a
@@ -199,6 +199,13 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     throw udpOpenError(err as NodeJS.ErrnoException, listenText, cfg.port);
   }
   try {
+    // Loaded and tested before anything is made, so a refusal leaves nothing behind.
+    const prepared = await prepareFastPath(cfg.fastPath, {
+      bindIPv4: cfg.bindIPv4, port: cfg.port, prefix: cfg.prefix.bytes,
+      // The proxy answers for peers the router has seen lately; packets the kernel forwards by itself it never sees.
+      ...(cfg.ndpProxy ? { conflict: 'the neighbour proxy (--ndp-proxy) learns live peers from their packets, which the fast path keeps from the router (not yet supported together)' } : {}),
+    }, log);
+    if (prepared) undo.push(() => prepared.close());
     let local = await localTable(log);
     const engineCfg: EngineConfig = {
       prefix: cfg.prefix, listenIPv4: cfg.listenIPv4, port: cfg.port, routes: cfg.routes,
@@ -212,12 +219,8 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     undo.push(() => tunnel.close());
     const proxy = cfg.ndpProxy ? await startProxy(cfg, log) : undefined;
     if (proxy) undo.push(() => proxy.stop());
-    // Pushed after the tunnel, so undone before it: the program never redirects into a TUN that is gone.
-    const fastPath = await startFastPath(cfg.fastPath, {
-      bindIPv4: cfg.bindIPv4, port: cfg.port, prefix: cfg.prefix.bytes, tun: tunnel.name,
-      // The proxy answers for peers the router has seen lately; packets the kernel forwards by itself it never sees.
-      ...(proxy ? { conflict: 'the neighbour proxy (--ndp-proxy) learns live peers from their packets, which the fast path keeps from the router (not yet supported together)' } : {}),
-    }, log);
+    // Attached after the tunnel is up and detached before it goes: the program never redirects into a TUN that is gone.
+    const fastPath = prepared?.attach(tunnel.name);
     if (fastPath) undo.push(() => fastPath.stop());
     const onLive: LiveListener | undefined = proxy && ((added, removed) => {
       // Answer for a peer's addresses while it is live (policy.ts says which lanips).

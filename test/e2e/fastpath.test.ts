@@ -6,7 +6,7 @@
 import test from 'ava';
 import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
 import type { Proc } from '../../agent/lab/proc.js';
-import { ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { CLI, ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
 import { formatIPv6, parseIPv4, parsePrefix64 } from '../../agent/protocol/ip.js';
 import { makeAddress } from '../../agent/protocol/address.js';
 import { skipReason as labSkip } from '../helpers/fixtures.js';
@@ -31,7 +31,7 @@ test.before(async () => {
   // the program cannot see that vouching, so it leaves them to the router. A real wire carries full checksums: the
   // NAT computes them itself when its uplink does not offer to.
   await lab.topo.nat.run([systemTool('ethtool'), '-K', TOPO.natWanIf, 'tx', 'off']);
-  lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'on']);
+  lab.router = await startWithCaps(FAST_PATH_CAPS);
   const [A, C] = await Promise.all([
     startPeerIn(lab.topo.peers.A, ['--router', TOPO.routerV4, '--default-route']),
     startPeerIn(lab.topo.peers.C, ['--router', TOPO.routerV4, '--default-route']),
@@ -43,6 +43,23 @@ test.after.always(async () => {
   await lab.topo?.destroy();
 });
 
+/** What the router with the fast path needs, measured: CAP_BPF and CAP_NET_ADMIN for the program, CAP_NET_RAW as ever. */
+const FAST_PATH_CAPS = ['net_admin', 'net_raw', 'bpf'];
+
+/** Starts `sixbed4 router --fast-path on` as root with only caps in its bounding, inheritable and ambient sets. */
+async function startWithCaps(caps: string[]): Promise<Proc> {
+  const c = `-all,${caps.map((x) => `+${x}`).join(',')}`;
+  const p = lab.topo.router.spawn(['setpriv', `--inh-caps=${c}`, `--ambient-caps=${c}`, `--bounding-set=${c}`,
+    process.execPath, CLI, 'router', ...ROUTER_ARGS, '--fast-path', 'on', '--log-format', 'text']);
+  try {
+    await p.waitFor(/router ready/, 10_000);
+  } catch (err) {
+    await p.stop('SIGKILL');
+    throw new Error(`${(err as Error).message}: ${p.output()}`);
+  }
+  return p;
+}
+
 /** Counter changes across fn, read from the router's metrics. */
 async function delta(fn: () => Promise<void>, keys: string[]): Promise<Record<string, number>> {
   const before = await scrape(lab.topo.router, METRICS);
@@ -51,7 +68,7 @@ async function delta(fn: () => Promise<void>, keys: string[]): Promise<Record<st
   return Object.fromEntries(keys.map((k) => [k, (after.get(k) ?? 0) - (before.get(k) ?? 0)]));
 }
 
-serial(title('the router says the fast path is on, on the uplink holding its address'), (t) => {
+serial(title('the router (CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF only) says the fast path is on, on the uplink holding its address'), (t) => {
   t.regex(lab.router.output(), /fast path on.*wan0/);
   t.regex(lab.router.output(), /router ready.*fast.?[Pp]ath.*on \(wan0 ingress\)/);
 });
@@ -129,4 +146,12 @@ serial(title('a killed router (SIGKILL) leaves nothing attached either: the prog
   await lab.router.stop('SIGKILL');
   await noTcObjects(t);
   await slowPathOnly(t);
+});
+
+// Last: a router that got further than it should would replace the /64 route of the one under test.
+serial(title('without CAP_BPF, --fast-path on refuses to start and says what it needs (with it, and no CAP_SYS_ADMIN, it ran above)'), async (t) => {
+  const r = await lab.topo.router.exec(['setpriv', '--inh-caps=-all,+net_admin,+net_raw', '--ambient-caps=-all,+net_admin,+net_raw',
+    '--bounding-set=-all,+net_admin,+net_raw', process.execPath, CLI, 'router', ...ROUTER_ARGS, '--port', '25791', '--tun', 'fp-nocap', '--fast-path', 'on']);
+  t.is(r.code, 2);
+  t.regex(r.stderr, /--fast-path on: the kernel refused the BPF program \(needs CAP_BPF and CAP_NET_ADMIN\): bpf\(BPF_MAP_CREATE\) EPERM/);
 });
