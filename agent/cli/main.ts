@@ -152,6 +152,20 @@ function untilSignal(): { started(stop: () => Promise<void>): Promise<number>; d
   };
 }
 
+/** Starts something, then runs until SIGINT or SIGTERM and stops it (signals during the start included). */
+async function runUntilSignal<T extends { stop(): Promise<void> }>(start: () => Promise<T>, started: (x: T) => void = () => {}): Promise<number> {
+  const signals = untilSignal();
+  let x: T;
+  try {
+    x = await start();
+  } catch (err) {
+    signals.dispose();
+    throw err;
+  }
+  started(x);
+  return signals.started(() => x.stop());
+}
+
 async function routerCommand(args: string[]): Promise<number> {
   const { values } = parse(args, {
     prefix: { type: 'string', short: 'L' }, listen: { type: 'string', short: 'l' }, port: { type: 'string' },
@@ -184,15 +198,7 @@ async function routerCommand(args: string[]): Promise<number> {
     ...(values['ndp-proxy'] ? { ndpProxy: { uplink: values['ndp-proxy'], mode: values['ndp-proxy-mode'] ?? 'Always' } } : {}),
   });
   if (values['ndp-proxy-mode'] && !values['ndp-proxy']) throw new InputError('--ndp-proxy-mode needs --ndp-proxy UPLINK');
-  const signals = untilSignal();
-  let router: Awaited<ReturnType<typeof startRouter>>;
-  try {
-    router = await startRouter(cfg, log);
-  } catch (err) {
-    signals.dispose();
-    throw err;
-  }
-  return signals.started(() => router.stop());
+  return runUntilSignal(() => startRouter(cfg, log));
 }
 
 async function peerCommand(args: string[]): Promise<number> {
@@ -209,19 +215,12 @@ async function peerCommand(args: string[]): Promise<number> {
     ...(values.listen ? { listen: values.listen } : {}), ...(lanip !== undefined ? { lanip } : {}),
     ...(values.tun ? { tun: values.tun } : {}), ...(keepalive !== undefined ? { keepalive } : {}),
   });
-  const signals = untilSignal();
-  let peer: Awaited<ReturnType<typeof startPeer>>;
-  try {
-    peer = await startPeer(cfg, log);
-  } catch (err) {
-    signals.dispose();
-    throw err;
-  }
-  // Under systemd (sixbed4-peer@.service, Type=notify): ready once the router gave us an address.
-  if (process.env.NOTIFY_SOCKET) {
-    void peer.ready.then(async (address) => (await import('../service/notify.js')).sdNotify({ READY: 1, STATUS: `address ${address}`, MAINPID: process.pid }, log));
-  }
-  return signals.started(() => peer.stop());
+  return runUntilSignal(() => startPeer(cfg, log), (peer) => {
+    // Under systemd (sixbed4-peer@.service, Type=notify): ready once the router gave us an address.
+    if (process.env.NOTIFY_SOCKET) {
+      void peer.ready.then(async (address) => (await import('../service/notify.js')).sdNotify({ READY: 1, STATUS: `address ${address}`, MAINPID: process.pid }, log));
+    }
+  });
 }
 
 async function labCommand(args: string[]): Promise<number> {

@@ -184,8 +184,8 @@ static napi_value prog_load(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/* bpfMapUpdate(fd, key, value): BPF_ANY */
-static napi_value map_update(napi_env env, napi_callback_info info) {
+/* One entry of a map: BPF_MAP_UPDATE_ELEM (BPF_ANY) or BPF_MAP_LOOKUP_ELEM, (fd, key, value) from JS. */
+static napi_value map_elem(napi_env env, napi_callback_info info, int cmd, const char *syscall) {
   S4_ARGS(3);
   int fd;
   void *key, *value;
@@ -198,33 +198,19 @@ static napi_value map_update(napi_env env, napi_callback_info info) {
   a.map_fd = (uint32_t)fd;
   a.key = (uint64_t)(uintptr_t)key;
   a.value = (uint64_t)(uintptr_t)value;
-  a.flags = BPF_ANY;
-  if (sys_bpf(BPF_MAP_UPDATE_ELEM, &a) < 0) {
-    s4_throw_errno(env, errno, "bpf(BPF_MAP_UPDATE_ELEM)");
-    return NULL;
-  }
+  a.flags = BPF_ANY; /* 0: also what a lookup wants */
+  if (sys_bpf(cmd, &a) < 0) s4_throw_errno(env, errno, syscall);
   return NULL;
+}
+
+/* bpfMapUpdate(fd, key, value) */
+static napi_value map_update(napi_env env, napi_callback_info info) {
+  return map_elem(env, info, BPF_MAP_UPDATE_ELEM, "bpf(BPF_MAP_UPDATE_ELEM)");
 }
 
 /* bpfMapLookup(fd, key, value): fills value (the caller sizes it: per-CPU maps give one slot per possible CPU). */
 static napi_value map_lookup(napi_env env, napi_callback_info info) {
-  S4_ARGS(3);
-  int fd;
-  void *key, *value;
-  size_t klen, vlen;
-  if (s4_arg_fd(env, argv[0], &fd) || arg_bytes(env, argv[1], "key", &key, &klen) || arg_bytes(env, argv[2], "value", &value, &vlen) ||
-      check_sizes(env, fd, klen, vlen))
-    return NULL;
-  union bpf_attr a;
-  memset(&a, 0, sizeof a);
-  a.map_fd = (uint32_t)fd;
-  a.key = (uint64_t)(uintptr_t)key;
-  a.value = (uint64_t)(uintptr_t)value;
-  if (sys_bpf(BPF_MAP_LOOKUP_ELEM, &a) < 0) {
-    s4_throw_errno(env, errno, "bpf(BPF_MAP_LOOKUP_ELEM)");
-    return NULL;
-  }
-  return NULL;
+  return map_elem(env, info, BPF_MAP_LOOKUP_ELEM, "bpf(BPF_MAP_LOOKUP_ELEM)");
 }
 
 /* bpfProgTestRun(fd, dataIn, dataOut) -> { retval, size }: the program on one packet, in the kernel, nothing sent. */
