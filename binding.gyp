@@ -4,6 +4,7 @@
       "target_name": "sixbed4_native",
       "sources": [
         "agent/native/addon.c",
+        "agent/native/bpf.c",
         "agent/native/common.c",
         "agent/native/lock.c",
         "agent/native/notify.c",

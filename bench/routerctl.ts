@@ -75,8 +75,9 @@ export async function readRouterCounters(rtr: Netns): Promise<RouterCounters> {
   const m = await scrape(rtr, NET.metrics);
   const out: RouterCounters = { forwarded: {}, dropped: {} };
   for (const [k, v] of m) {
-    let x = /^sixbed4_router_packets_total\{direction="([^"]+)"\}$/.exec(k);
-    if (x) out.forwarded[x[1]!] = v;
+    // Both paths (the router's and the in-kernel fast path's) add up per direction.
+    let x = /^sixbed4_router_packets_total\{direction="([^"]+)",path="[^"]+"\}$/.exec(k);
+    if (x) out.forwarded[x[1]!] = (out.forwarded[x[1]!] ?? 0) + v;
     x = /^sixbed4_router_dropped_packets_total\{reason="([^"]+)"\}$/.exec(k);
     if (x) out.dropped[x[1]!] = v;
   }

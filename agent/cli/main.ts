@@ -37,6 +37,10 @@ commands:
                                 192.0.0/24, 192.168/16, 198.18/15): for routers on a public address
                                 (addresses of this host, 127/8, 169.254/16, multicast and broadcast
                                 are always refused)
+               --fast-path auto|on|off  forward peers' packets to the kernel in the kernel (a BPF program
+                                on the ingress of the interface holding the bind address; Linux 6.6+,
+                                CAP_BPF); on: fail when it cannot run; auto: say why once and go on
+                                without; default off
   peer     run a 6bed4 peer (client) that gets its IPv6 address from a router
                --router IPV4[:PORT]  the router (required; port default 25790)
                --listen IPV4    local IPv4 to send from (default any)
@@ -122,14 +126,44 @@ function int(v: string | undefined, flag: string): number | undefined {
 }
 
 /** Runs until SIGINT/SIGTERM, then stops cleanly. */
-function untilSignal(stop: () => Promise<void>): Promise<number> {
-  return new Promise((resolve) => {
-    const onSignal = (sig: NodeJS.Signals) => {
-      process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal);
-      stop().then(() => resolve(0), (err: Error) => { process.stderr.write(`sixbed4: cleanup after ${sig} failed: ${err.message}\n`); resolve(1); });
-    };
-    process.on('SIGINT', onSignal); process.on('SIGTERM', onSignal);
-  });
+/**
+ * Resolves with the exit code once SIGINT or SIGTERM arrived and stop() finished. Listens from the call on, so
+ * call it before starting what stop() stops: a signal in between (right after "router ready", say) would otherwise
+ * meet no handler and kill the process without its cleanup. A signal that came during the start stops it as soon
+ * as started() resolves.
+ */
+function untilSignal(): { started(stop: () => Promise<void>): Promise<number>; dispose(): void } {
+  let signal: NodeJS.Signals | undefined;
+  let onStop: ((sig: NodeJS.Signals) => void) | undefined;
+  const onSignal = (sig: NodeJS.Signals) => {
+    process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal);
+    signal = sig;
+    onStop?.(sig);
+  };
+  process.on('SIGINT', onSignal); process.on('SIGTERM', onSignal);
+  return {
+    started: (stop) => new Promise((resolve) => {
+      onStop = (sig) => {
+        stop().then(() => resolve(0), (err: Error) => { process.stderr.write(`sixbed4: cleanup after ${sig} failed: ${err.message}\n`); resolve(1); });
+      };
+      if (signal) onStop(signal);
+    }),
+    dispose: () => { process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); },
+  };
+}
+
+/** Starts something, then runs until SIGINT or SIGTERM and stops it (signals during the start included). */
+async function runUntilSignal<T extends { stop(): Promise<void> }>(start: () => Promise<T>, started: (x: T) => void = () => {}): Promise<number> {
+  const signals = untilSignal();
+  let x: T;
+  try {
+    x = await start();
+  } catch (err) {
+    signals.dispose();
+    throw err;
+  }
+  started(x);
+  return signals.started(() => x.stop());
 }
 
 async function routerCommand(args: string[]): Promise<number> {
@@ -139,6 +173,7 @@ async function routerCommand(args: string[]): Promise<number> {
     batch: { type: 'string' }, workers: { type: 'string' }, 'ndp-proxy': { type: 'string' }, 'ndp-proxy-mode': { type: 'string' },
     'stats-interval': { type: 'string' }, 'refuse-private': { type: 'boolean' }, sockets: { type: 'string' },
     bind: { type: 'string' }, config: { type: 'string', short: 'c' }, 'keep-host': { type: 'boolean' },
+    'fast-path': { type: 'string' },
   });
   if (values.help) { process.stdout.write(USAGE); return 0; }
   const log = logger(values, 'router');
@@ -159,11 +194,11 @@ async function routerCommand(args: string[]): Promise<number> {
     ...(stats !== undefined ? { statsIntervalMs: stats * 1000 } : {}),
     ...(values['refuse-private'] ? { refusePrivate: true } : {}),
     ...(sockets !== undefined ? { sockets } : {}),
+    ...(values['fast-path'] !== undefined ? { fastPath: values['fast-path'] } : {}),
     ...(values['ndp-proxy'] ? { ndpProxy: { uplink: values['ndp-proxy'], mode: values['ndp-proxy-mode'] ?? 'Always' } } : {}),
   });
   if (values['ndp-proxy-mode'] && !values['ndp-proxy']) throw new InputError('--ndp-proxy-mode needs --ndp-proxy UPLINK');
-  const router = await startRouter(cfg, log);
-  return untilSignal(() => router.stop());
+  return runUntilSignal(() => startRouter(cfg, log));
 }
 
 async function peerCommand(args: string[]): Promise<number> {
@@ -180,12 +215,12 @@ async function peerCommand(args: string[]): Promise<number> {
     ...(values.listen ? { listen: values.listen } : {}), ...(lanip !== undefined ? { lanip } : {}),
     ...(values.tun ? { tun: values.tun } : {}), ...(keepalive !== undefined ? { keepalive } : {}),
   });
-  const peer = await startPeer(cfg, log);
-  // Under systemd (sixbed4-peer@.service, Type=notify): ready once the router gave us an address.
-  if (process.env.NOTIFY_SOCKET) {
-    void peer.ready.then(async (address) => (await import('../service/notify.js')).sdNotify({ READY: 1, STATUS: `address ${address}`, MAINPID: process.pid }, log));
-  }
-  return untilSignal(() => peer.stop());
+  return runUntilSignal(() => startPeer(cfg, log), (peer) => {
+    // Under systemd (sixbed4-peer@.service, Type=notify): ready once the router gave us an address.
+    if (process.env.NOTIFY_SOCKET) {
+      void peer.ready.then(async (address) => (await import('../service/notify.js')).sdNotify({ READY: 1, STATUS: `address ${address}`, MAINPID: process.pid }, log));
+    }
+  });
 }
 
 async function labCommand(args: string[]): Promise<number> {

@@ -22,6 +22,7 @@ import { Counters, type CountersSnapshot } from './counters.js';
 import { readLocalTable, sameRanges } from './localtable.js';
 import { DEFAULT_RATE_LIMIT, newRateLimitState, type RateLimitConfig } from './ratelimit.js';
 import { type IPv4Range, refusedRanges } from './refused.js';
+import { fastPathModeOf, prepareFastPath, type FastPath, type FastPathMode } from '../bpf/fastpath.js';
 
 /**
  * UDP sockets per worker. The kernel spreads flows over them by hash, so a
@@ -66,6 +67,8 @@ export interface RouterOptions {
   handover?: boolean;
   /** Reply rate limits (RA, NA, ICMPv6 errors); default DEFAULT_RATE_LIMIT. */
   rateLimit?: Omit<RateLimitConfig, 'tableSize'>;
+  /** The in-kernel fast path (agent/bpf/): auto, on or off (the default). */
+  fastPath?: string;
 }
 
 export interface RouterConfig {
@@ -85,6 +88,7 @@ export interface RouterConfig {
   sockets: number;
   handover: boolean;
   rateLimit: Omit<RateLimitConfig, 'tableSize'>;
+  fastPath: FastPathMode;
 }
 
 /** What a reload changes while the data path keeps forwarding (the rest needs a restart). */
@@ -134,6 +138,7 @@ export function routerConfig(o: RouterOptions): RouterConfig {
     listenIPv4, bindIPv4, port, tun, batch, workers, statsIntervalMs: o.statsIntervalMs ?? 60_000, refusePrivate: !!o.refusePrivate, sockets,
     handover: o.handover === true,
     rateLimit: rateLimitOf(o.rateLimit),
+    fastPath: fastPathModeOf(o.fastPath),
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
@@ -157,6 +162,8 @@ export interface RunningRouter {
   readonly metrics?: MetricsServer;
   /** The neighbour proxy, when one runs (slices on this node add their addresses to it). */
   readonly proxy?: NdpResponder;
+  /** The in-kernel fast path, when it runs. */
+  readonly fastPath?: FastPath;
   counters(): Promise<CountersSnapshot>;
   /**
    * Changes routes, rate limits or the metrics address while peers keep forwarding (a reload). A new metrics
@@ -192,6 +199,13 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     throw udpOpenError(err as NodeJS.ErrnoException, listenText, cfg.port);
   }
   try {
+    // Loaded and tested before anything is made, so a refusal leaves nothing behind.
+    const prepared = await prepareFastPath(cfg.fastPath, {
+      bindIPv4: cfg.bindIPv4, port: cfg.port, prefix: cfg.prefix.bytes,
+      // The proxy answers for peers the router has seen lately; packets the kernel forwards by itself it never sees.
+      ...(cfg.ndpProxy ? { conflict: 'the neighbour proxy (--ndp-proxy) learns live peers from their packets, which the fast path keeps from the router (not yet supported together)' } : {}),
+    }, log);
+    if (prepared) undo.push(() => prepared.close());
     let local = await localTable(log);
     const engineCfg: EngineConfig = {
       prefix: cfg.prefix, listenIPv4: cfg.listenIPv4, port: cfg.port, routes: cfg.routes,
@@ -205,6 +219,9 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     undo.push(() => tunnel.close());
     const proxy = cfg.ndpProxy ? await startProxy(cfg, log) : undefined;
     if (proxy) undo.push(() => proxy.stop());
+    // Attached after the tunnel is up and detached before it goes: the program never redirects into a TUN that is gone.
+    const fastPath = prepared?.attach(tunnel.name);
+    if (fastPath) undo.push(() => fastPath.stop());
     const onLive: LiveListener | undefined = proxy && ((added, removed) => {
       // Answer for a peer's addresses while it is live (policy.ts says which lanips).
       const addrs = (c: LiveChange) => proxiedPeerAddresses(makeAddress(cfg.prefix.bytes, c.ipv4, c.port, 0));
@@ -221,7 +238,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       });
     undo.push(() => forwarding.stop());
     let metrics: MetricsServer | undefined;
-    const registry = routerRegistry(() => forwarding.counters(), proxy && (() => proxy.counters()));
+    const registry = routerRegistry(() => forwarding.counters(), proxy && (() => proxy.counters()), fastPath && (() => fastPath.counters()));
     if (cfg.metrics) metrics = await startMetricsServer(cfg.metrics, registry, log);
     undo.push(() => metrics?.close());
     // Relays and sends to any address of this host stay refused as its addresses change.
@@ -241,13 +258,14 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       prefix: cfg.prefix.text, listen: `${formatIPv4(cfg.listenIPv4)}:${cfg.port}`,
       ...(cfg.bindIPv4 !== cfg.listenIPv4 ? { bind: listenText } : {}), address: formatIPv6(routerAddress),
       routes: cfg.routes.map((r) => r.text), tun: tunnel.name, workers: cfg.workers, batch: cfg.batch,
+      fastPath: fastPath ? `on (${fastPath.uplink} ingress)` : 'off',
     });
     let stopped = false;
     let current = cfg;
     return {
       get config() { return current; },
       get metrics() { return metrics; },
-      tunnel, ...(proxy ? { proxy } : {}),
+      tunnel, ...(proxy ? { proxy } : {}), ...(fastPath ? { fastPath } : {}),
       counters: () => forwarding.counters(),
       async reconfigure(change) {
         if (change.metrics !== undefined && change.metrics !== (current.metrics ?? null)) {
@@ -293,9 +311,10 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
           }
         }
         const c = await forwarding.counters().catch(() => new Counters().snapshot());
+        const fast = fastPath?.counters().fast.packets;
         await unwind();
         log.info(handedOver ? `router stopped; tunnel ${tunnel.name} handed over to the next router` : 'router stopped; tunnel removed', {
-          udpToTun: c.udpToTunPackets, tunToUdp: c.tunToUdpPackets, relayed: c.relayPackets,
+          udpToTun: c.udpToTunPackets, tunToUdp: c.tunToUdpPackets, relayed: c.relayPackets, ...(fast !== undefined ? { udpToTunFast: fast } : {}),
           dropped: Object.values(c.drops).reduce((a, b) => a + b, 0),
         });
       },

@@ -24,6 +24,8 @@ const DIRECTIONS: [string, string][] = [['udp_to_tun', 'peers -> kernel'], ['tun
 export function summarize(samples: Sample[], source: string, nowSec: number, topDrops = 5): string {
   const one = (name: string, labels: Record<string, string> = {}) =>
     samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
+  const sum = (name: string, labels: Record<string, string>) =>
+    samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)).reduce((a, s) => a + s.value, 0);
   if (one('sixbed4_router_received_packets_total', { side: 'udp' }) === undefined) {
     throw new Error(`${source} serves metrics, but not a sixbed4 router's (no sixbed4_router_received_packets_total)`);
   }
@@ -35,7 +37,8 @@ export function summarize(samples: Sample[], source: string, nowSec: number, top
   lines.push(`live peers         ${one('sixbed4_router_live_peers') ?? 0}`);
   lines.push(`${'direction'.padEnd(19)}${'packets'.padStart(14)}${'bytes'.padStart(14)}`);
   for (const [dir, text] of DIRECTIONS) {
-    const p = one('sixbed4_router_packets_total', { direction: dir }) ?? 0, b = one('sixbed4_router_bytes_total', { direction: dir }) ?? 0;
+    // Summed over the paths (the router's and the in-kernel fast path's).
+    const p = sum('sixbed4_router_packets_total', { direction: dir }), b = sum('sixbed4_router_bytes_total', { direction: dir });
     lines.push(`${text.padEnd(19)}${String(p).padStart(14)}${bytes(b).padStart(14)}`);
   }
   const rx = (side: string) => one('sixbed4_router_received_packets_total', { side }) ?? 0;

@@ -64,7 +64,7 @@ serial(title('pings: peer to the native Internet, the Internet to peers, peer to
   ]);
   for (const r of results) t.is(r.received, r.sent, r.output);
   const after = await scrape(topo.router, METRICS);
-  const relayed = after.get('sixbed4_router_packets_total{direction="relay"}')! - before.get('sixbed4_router_packets_total{direction="relay"}')!;
+  const relayed = after.get('sixbed4_router_packets_total{direction="relay",path="slow"}')! - before.get('sixbed4_router_packets_total{direction="relay",path="slow"}')!;
   t.is(relayed, 12, 'A<->B and C<->A: 3 requests + 3 replies each, all relayed over UDP');
 });
 

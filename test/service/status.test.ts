@@ -5,12 +5,12 @@ import { parsePrometheus, summarize } from '../../agent/service/status.js';
 
 const TEXT = `# HELP sixbed4_router_packets_total Packets forwarded
 # TYPE sixbed4_router_packets_total counter
-sixbed4_router_packets_total{direction="udp_to_tun"} 1200
-sixbed4_router_packets_total{direction="tun_to_udp"} 1100
-sixbed4_router_packets_total{direction="relay"} 12
-sixbed4_router_bytes_total{direction="udp_to_tun"} 1258291
-sixbed4_router_bytes_total{direction="tun_to_udp"} 2048
-sixbed4_router_bytes_total{direction="relay"} 900
+sixbed4_router_packets_total{direction="udp_to_tun",path="slow"} 1200
+sixbed4_router_packets_total{direction="tun_to_udp",path="slow"} 1100
+sixbed4_router_packets_total{direction="relay",path="slow"} 12
+sixbed4_router_bytes_total{direction="udp_to_tun",path="slow"} 1258291
+sixbed4_router_bytes_total{direction="tun_to_udp",path="slow"} 2048
+sixbed4_router_bytes_total{direction="relay",path="slow"} 900
 sixbed4_router_received_packets_total{side="udp"} 1300
 sixbed4_router_received_packets_total{side="tun"} 1150
 sixbed4_router_dropped_packets_total{reason="short"} 0
@@ -46,4 +46,11 @@ test('the summary: uptime, live peers, packets and bytes per direction, top five
 
 test('metrics that are not a router\'s are refused, saying so', (t) => {
   t.throws(() => summarize(parsePrometheus('up 1\n'), 'x:1', 0), { message: /x:1 serves metrics, but not a sixbed4 router's/ });
+});
+
+test('packets the in-kernel fast path forwarded count with the router\'s own, per direction', (t) => {
+  const fast = `${TEXT}sixbed4_router_packets_total{direction="udp_to_tun",path="fast"} 800\nsixbed4_router_bytes_total{direction="udp_to_tun",path="fast"} 838861\n`;
+  const s = summarize(parsePrometheus(fast), 'x:1', 1000);
+  t.regex(s, /\npeers -> kernel +2000 +2\.0 MiB\n/);
+  t.regex(s, /\nkernel -> peers +1100 +2\.0 KiB\n/);
 });
