@@ -32,8 +32,9 @@
 #   docker run --cap-drop ALL --cap-add NET_ADMIN --cap-add NET_RAW \
 #     --device /dev/net/tun --network host sixbed4 router --prefix P --listen IPV4
 #
-# Build stage: Node.js 20 with npm, make, g++ and python3 (node-gyp) and the
-# Node headers. Runtime: Node.js 20 (iproute2 is added when missing).
+# Build stage: Node.js 20 with npm, make, g++ and python3 (node-gyp), the
+# Node headers, and clang with libbpf's headers (the BPF program). Runtime:
+# Node.js 20 (iproute2 is added when missing).
 ARG BUILD_IMAGE=node:20.20.2-bookworm
 ARG BASE_IMAGE=node:20.20.2-bookworm-slim
 
@@ -48,6 +49,14 @@ ENV npm_config_audit=false npm_config_fund=false npm_config_update_notifier=fals
 RUN prefix="$(node -p 'require("path").resolve(process.execPath, "../..")')" \
  && for d in "$prefix" /usr; do if [ -f "$d/include/node/node.h" ]; then echo "nodedir=$d" >.npmrc; break; fi; done \
  && cat .npmrc
+# clang and libbpf's headers compile the fast path's BPF program (npm run
+# build:bpf); the local build image has them, the official one gets them from
+# Debian's mirror. The runtime needs neither: the agent loads the object with
+# plain bpf(2) calls.
+RUN { command -v clang >/dev/null && [ -f /usr/include/bpf/bpf_helpers.h ]; } || { apt-get update -qq \
+   && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clang libbpf-dev >/dev/null \
+   && rm -rf /var/lib/apt/lists/*; } \
+ && clang --version | head -n1
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 # The sources: what .dockerignore lets through (binding.gyp, tsconfig.json,

@@ -4,8 +4,10 @@
       "target_name": "sixbed4_native",
       "sources": [
         "agent/native/addon.c",
+        "agent/native/bpf.c",
         "agent/native/common.c",
         "agent/native/lock.c",
+        "agent/native/notify.c",
         "agent/native/poll.c",
         "agent/native/tun.c",
         "agent/native/udp.c"

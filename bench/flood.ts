@@ -10,7 +10,8 @@
 // second leg, as the flooder. Used by `npm run bench` (the "flood" row) and,
 // shortened, by test/bench/flood.test.ts.
 import { fileURLToPath } from 'node:url';
-import { findSystemTool, sleep, systemTool } from '../agent/lab/netns.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { findSystemTool, systemTool } from '../agent/host/tools.js';
 import { buildTopology, TOPO } from '../agent/lab/topology.js';
 import { ping6, scrape, startPeerIn, startRouterIn } from '../agent/lab/sixbed4.js';
 import { processMemory } from './procstat.js';

@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { loadNative, newBatch, MAX_BATCH, type Batch } from '../agent/io/native.js';
 import { makeAddress } from '../agent/protocol/address.js';
 import { parseIPv4, parseIPv6, parsePrefix64 } from '../agent/protocol/ip.js';
-import { systemTool } from '../agent/lab/netns.js';
+import { systemTool } from '../agent/host/tools.js';
 import { fillBatch, fillBatch4, IPV4_UDP, PeerCycler, PeerSourceCycler, peerPlan } from './packets.js';
 
 export type GenConfig = UdpGenConfig | TunGenConfig | Tun4GenConfig;

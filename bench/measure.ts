@@ -8,7 +8,9 @@
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 
-import { sleep, type Netns, type Proc } from '../agent/lab/netns.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Netns } from '../agent/lab/netns.js';
+import type { Proc } from '../agent/lab/proc.js';
 import type { GenConfig, GenResult, GenSpec } from './generator.js';
 import { busySeconds, cpuTimes, cpuUsage, ksoftirqdPids, processCpu, processMemory, totalCpuSeconds, type CpuTimes } from './procstat.js';
 import { counterDelta, readRouterCounters, type RunningBenchRouter } from './routerctl.js';

@@ -2,7 +2,10 @@
 // lab helper (the CLI, exactly as users run it), pinned to its CPUs, its pid
 // found for /proc accounting, its counters read from the metrics endpoint.
 import { CLI, scrape, startRouterIn } from '../agent/lab/sixbed4.js';
-import { execCommand, findSystemTool, type Netns, type Proc } from '../agent/lab/netns.js';
+import { execCommand } from '../agent/host/command.js';
+import { findSystemTool } from '../agent/host/tools.js';
+import type { Netns } from '../agent/lab/netns.js';
+import type { Proc } from '../agent/lab/proc.js';
 import { processCmdline } from './procstat.js';
 import { NET } from './topology.js';
 
@@ -22,7 +25,7 @@ export interface RunningBenchRouter {
 
 /** Whether this build's router knows a flag: its usage text lists it. */
 export async function routerHasFlag(flag: string): Promise<boolean> {
-  const r = await execCommand(process.execPath, [CLI, '--help'], { timeoutMs: 20_000 });
+  const r = await execCommand([process.execPath, CLI, '--help'], { timeoutMs: 20_000 });
   return new RegExp(`(^|\\s)${flag}(\\s|=|$)`, 'm').test(r.stdout + r.stderr);
 }
 
@@ -37,7 +40,7 @@ export async function startBenchRouter(rtr: Netns, s: RouterSetup): Promise<Runn
     const pid = await routerPid(rtr, proc);
     if (s.cpus !== undefined && findSystemTool('taskset')) {
       // -a: every thread that exists now (worker threads are up once the router says ready).
-      const r = await execCommand(findSystemTool('taskset')!, ['-a', '-p', '-c', s.cpus, String(pid)]);
+      const r = await execCommand([findSystemTool('taskset')!, '-a', '-p', '-c', s.cpus, String(pid)]);
       if (r.code !== 0) throw new Error(`taskset -a -p -c ${s.cpus} ${pid} failed: ${r.stderr.trim()}`);
     }
     return { proc, pid, stop: async () => { await proc.stop('SIGTERM', 5000); } };
@@ -53,7 +56,7 @@ export async function startBenchRouter(rtr: Netns, s: RouterSetup): Promise<Runn
  * case a wrapper ever forks.
  */
 async function routerPid(rtr: Netns, proc: Proc): Promise<number> {
-  const r = await execCommand(findSystemTool('ip') ?? 'ip', ['netns', 'pids', rtr.name]);
+  const r = await execCommand([findSystemTool('ip') ?? 'ip', 'netns', 'pids', rtr.name]);
   const pids = r.stdout.split(/\s+/).filter(Boolean).map(Number);
   const isRouter = (pid: number) => {
     const argv = processCmdline(pid);
@@ -72,8 +75,9 @@ export async function readRouterCounters(rtr: Netns): Promise<RouterCounters> {
   const m = await scrape(rtr, NET.metrics);
   const out: RouterCounters = { forwarded: {}, dropped: {} };
   for (const [k, v] of m) {
-    let x = /^sixbed4_router_packets_total\{direction="([^"]+)"\}$/.exec(k);
-    if (x) out.forwarded[x[1]!] = v;
+    // Both paths (the router's and the in-kernel fast path's) add up per direction.
+    let x = /^sixbed4_router_packets_total\{direction="([^"]+)",path="[^"]+"\}$/.exec(k);
+    if (x) out.forwarded[x[1]!] = (out.forwarded[x[1]!] ?? 0) + v;
     x = /^sixbed4_router_dropped_packets_total\{reason="([^"]+)"\}$/.exec(k);
     if (x) out.dropped[x[1]!] = v;
   }

@@ -12,7 +12,7 @@ import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-import { findSystemTool } from '../agent/lab/netns.js';
+import { findSystemTool } from '../agent/host/tools.js';
 import { requireRootReason } from '../agent/lab/topology.js';
 import { measure, newCtx, type Ctx, type Direction, type Group, type Row, type Spec, type Timing } from './measure.js';
 import { hostSetup, setupLines, summary, table, writeJson, type Setup } from './report.js';

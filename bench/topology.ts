@@ -30,7 +30,8 @@
 // kernel references reuse the same links and generators: IPv4 UDP peer →
 // isp, and IPv6 isp → peer, forwarded by the router namespace's kernel.
 import { buildTopology, TOPO, type Topology } from '../agent/lab/topology.js';
-import { systemTool, type Netns } from '../agent/lab/netns.js';
+import { systemTool } from '../agent/host/tools.js';
+import type { Netns } from '../agent/lab/netns.js';
 
 export const NET = {
   prefix: TOPO.prefix,
@@ -185,7 +186,7 @@ async function resolveNeighbours(ns: Record<Role, Netns>): Promise<void> {
 }
 
 export async function nft(n: Netns, rules: string): Promise<void> {
-  // Absolute path: node_modules/.bin holds an unrelated `nft` (see agent/lab/netns.ts).
+  // Absolute path: node_modules/.bin holds an unrelated `nft` (see agent/host/tools.ts).
   await n.run([systemTool('nft'), '-f', '-'], { input: rules });
 }
 

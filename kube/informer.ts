@@ -19,7 +19,20 @@ export interface InformerOptions<T extends KubeObject> {
   onChange: (type: ChangeType, obj: T) => void;
 }
 
-export class Informer<T extends KubeObject> {
+/** What a controller needs of an informer (tests give controllers an in-memory one: test/helpers/memkube.ts). */
+export interface Watched<T extends KubeObject> {
+  readonly synced: Promise<void>;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  get(name: string, namespace?: string): T | undefined;
+  list(namespace?: string): readonly T[];
+}
+
+/** Makes the informers of a controller; the default watches the API server through kube. */
+export type InformerFactory = <T extends KubeObject>(kube: Kube, path: string, opts: InformerOptions<T>) => Watched<T>;
+export const apiInformers: InformerFactory = (kube, path, opts) => new Informer(kube, path, opts);
+
+export class Informer<T extends KubeObject> implements Watched<T> {
   // client-node's types model metadata with its generated classes; the objects
   // are plain JSON as the server sent them, which is what the operator wants
   private readonly lw: ListWatch<KubernetesObject>;

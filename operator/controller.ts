@@ -9,7 +9,7 @@ import {
   AGENT_REPORTS_ANNOTATION, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, PREFIXES_PATH, agentConfigMapName, type KubeObject, type SixBed4Prefix,
 } from '../kube/api.js';
 import { EventRecorder } from '../kube/events.js';
-import { Informer, type ChangeType } from '../kube/informer.js';
+import { apiInformers, type ChangeType, type InformerFactory, type Watched } from '../kube/informer.js';
 import { Kube, paths } from '../kube/client.js';
 import { LeaderElector, defaultIdentity } from '../kube/leader.js';
 import { OperatorMetrics } from './metrics.js';
@@ -35,6 +35,10 @@ export interface OperatorOptions {
   metrics?: OperatorMetrics;
   /** run the slice allocator (default true) */
   slices?: boolean;
+  /** the API client (default: one on kubeConfig); tests pass an in-memory API server */
+  kube?: Kube;
+  /** how the controllers watch (default: the API server through kube) */
+  informers?: InformerFactory;
 }
 
 export interface Operator {
@@ -50,7 +54,7 @@ export interface Operator {
 export function startOperator(o: OperatorOptions): Operator {
   const metrics = o.metrics ?? new OperatorMetrics();
   const identity = o.identity ?? defaultIdentity();
-  const kube = new Kube(o.kubeConfig);
+  const kube = o.kube ?? new Kube(o.kubeConfig);
   kube.onWrite = (verb, path, status) => metrics.countWrite(verb, path, status);
   const leaseKube = new Kube(o.kubeConfig);
   const elector = o.leaderElection
@@ -89,12 +93,12 @@ export function startOperator(o: OperatorOptions): Operator {
 
 class Controller {
   private readonly queue = new WorkQueue();
-  private readonly prefixes: Informer<SixBed4Prefix>;
-  private readonly nodes: Informer<KubeObject>;
-  private readonly daemonSets: Informer<KubeObject>;
-  private readonly leases: Informer<KubeObject>;
+  private readonly prefixes: Watched<SixBed4Prefix>;
+  private readonly nodes: Watched<KubeObject>;
+  private readonly daemonSets: Watched<KubeObject>;
+  private readonly leases: Watched<KubeObject>;
   private readonly leaseReports = new Map<string, string>();
-  private readonly configMaps: Informer<KubeObject>;
+  private readonly configMaps: Watched<KubeObject>;
   private readonly recorder: EventRecorder;
   private readonly deps: ReconcileDeps;
   private readonly nodeFingerprints = new Map<string, string>();
@@ -111,24 +115,25 @@ class Controller {
   constructor(private readonly o: OperatorOptions, kube: Kube, private readonly metrics: OperatorMetrics, identity: string) {
     const log = o.log;
     const managed = `${LABEL_MANAGED_BY}=${MANAGED_BY}`;
-    this.prefixes = new Informer<SixBed4Prefix>(kube, PREFIXES_PATH, { name: 'sixbed4prefixes', log, onChange: (t, p) => this.onPrefix(t, p) });
-    this.nodes = new Informer<KubeObject>(kube, paths.nodes, { name: 'nodes', log, onChange: (t, n) => this.onNode(t, n) });
+    const informer = o.informers ?? apiInformers;
+    this.prefixes = informer<SixBed4Prefix>(kube, PREFIXES_PATH, { name: 'sixbed4prefixes', log, onChange: (t, p) => this.onPrefix(t, p) });
+    this.nodes = informer<KubeObject>(kube, paths.nodes, { name: 'nodes', log, onChange: (t, n) => this.onNode(t, n) });
     const owned = (t: ChangeType, obj: KubeObject) => {
       const prefix = obj.metadata.labels?.[LABEL_PREFIX];
       if (prefix) this.queue.add(prefix);
       void t;
     };
     // The one agent DaemonSet: its rollout concerns every prefix.
-    this.daemonSets = new Informer<KubeObject>(kube, paths.daemonSets(o.namespace), {
+    this.daemonSets = informer<KubeObject>(kube, paths.daemonSets(o.namespace), {
       name: 'daemonsets', fieldSelector: `metadata.name=${o.agentDaemonSet}`, log, onChange: () => this.enqueueAll(),
     });
     // Another prefix's shares matter too: two prefixes may not listen on one address and port of a node (plan.ts).
-    this.configMaps = new Informer<KubeObject>(kube, paths.configMaps(o.namespace), {
+    this.configMaps = informer<KubeObject>(kube, paths.configMaps(o.namespace), {
       name: 'configmaps', labelSelector: managed, log, onChange: (t, cm) => { owned(t, cm); this.enqueueAll(); },
     });
     // The node agents' heartbeats and reports. A renewal alone changes nothing (each prefix looks again when a report
     // would go stale: status.ts); a changed report, a new Lease or one gone does.
-    this.leases = new Informer<KubeObject>(kube, paths.leases(o.namespace), {
+    this.leases = informer<KubeObject>(kube, paths.leases(o.namespace), {
       name: 'agent leases', labelSelector: `${LABEL_COMPONENT}=agent-lease`, log,
       onChange: (t, l) => {
         const key = l.metadata.name ?? '';
@@ -147,6 +152,7 @@ class Controller {
     if (o.slices !== false) {
       this.slices = new SliceController({
         kube, log: log.child({ component: 'slices' }), recorder: this.recorder, metrics, prefixes: this.prefixes, nodes: this.nodes, resyncMs: o.resyncMs,
+        ...(o.informers ? { informers: o.informers } : {}),
       });
     }
   }

@@ -12,6 +12,10 @@ const USAGE = `usage: sixbed4 <command> [flags]
 
 commands:
   router   run a 6bed4 router: UDP/IPv4 peers <-> a TUN interface routed to a native /64
+           -c, --config FILE    the single host as a service (docs/host.md): FILE (YAML or JSON, e.g.
+                                /etc/sixbed4/router.yaml) holds SixBed4Prefix.spec's fields; applies the host
+                                part, runs the router, re-reads FILE on SIGHUP, reverts the host on stop
+               --keep-host      with --config: leave the host configured on stop
            -L, --prefix P       the /64 served (required), e.g. 2001:db8:9:10::/64
            -l, --listen IPV4    this host's public IPv4 to listen on (required)
                --port N         UDP port (default 25790)
@@ -35,6 +39,10 @@ commands:
                                 192.0.0/24, 192.168/16, 198.18/15): for routers on a public address
                                 (addresses of this host, 127/8, 169.254/16, multicast and broadcast
                                 are always refused)
+               --fast-path auto|on|off  forward peers' packets to the kernel in the kernel (a BPF program
+                                on the ingress of the interface holding the bind address; Linux 6.6+,
+                                CAP_BPF); on: fail when it cannot run; auto: say why once and go on
+                                without; default off
   peer     run a 6bed4 peer (client) that gets its IPv6 address from a router
                --router IPV4[:PORT]  the router (required; port default 25790)
                --listen IPV4    local IPv4 to send from (default any)
@@ -68,6 +76,11 @@ commands:
                chained into the first *.conflist of --cni-conf-dir (/etc/cni/net.d); --cni-socket PATH
                (/run/sixbed4/cni.sock) --cni-pod-annotation KEY (sixbed4.io/slice) --cni-interface NAME (eth6)
 
+  status   summary of the running router from its metrics: uptime, live peers, packets and bytes per
+           direction, top drop reasons
+               --config FILE    read metricsAddress and metricsPort there (default /etc/sixbed4/router.yaml)
+               --metrics H:P    or ask this address (default 127.0.0.1:9475)
+
   version  print the version, git revision, Node.js version and whether the native addon loads (also --version)
 
 common flags: --log-level LEVEL (info), --log-format text|json|auto (auto)
@@ -93,6 +106,7 @@ async function main(argv: string[]): Promise<number> {
     case 'router': return routerCommand(rest);
     case 'peer': return peerCommand(rest);
     case 'lab': return labCommand(rest);
+    case 'status': return (await import('./status.js')).statusCommand(rest);
     case 'host': return (await import('./host.js')).hostCommand(rest);
     case 'agent': return (await import('./agent.js')).agentCommand(rest);
     case 'cni': return (await import('./cni.js')).cniCommand(rest);
@@ -122,14 +136,44 @@ function int(v: string | undefined, flag: string): number | undefined {
 }
 
 /** Runs until SIGINT/SIGTERM, then stops cleanly. */
-function untilSignal(stop: () => Promise<void>): Promise<number> {
-  return new Promise((resolve) => {
-    const onSignal = (sig: NodeJS.Signals) => {
-      process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal);
-      stop().then(() => resolve(0), (err: Error) => { process.stderr.write(`sixbed4: cleanup after ${sig} failed: ${err.message}\n`); resolve(1); });
-    };
-    process.on('SIGINT', onSignal); process.on('SIGTERM', onSignal);
-  });
+/**
+ * Resolves with the exit code once SIGINT or SIGTERM arrived and stop() finished. Listens from the call on, so
+ * call it before starting what stop() stops: a signal in between (right after "router ready", say) would otherwise
+ * meet no handler and kill the process without its cleanup. A signal that came during the start stops it as soon
+ * as started() resolves.
+ */
+function untilSignal(): { started(stop: () => Promise<void>): Promise<number>; dispose(): void } {
+  let signal: NodeJS.Signals | undefined;
+  let onStop: ((sig: NodeJS.Signals) => void) | undefined;
+  const onSignal = (sig: NodeJS.Signals) => {
+    process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal);
+    signal = sig;
+    onStop?.(sig);
+  };
+  process.on('SIGINT', onSignal); process.on('SIGTERM', onSignal);
+  return {
+    started: (stop) => new Promise((resolve) => {
+      onStop = (sig) => {
+        stop().then(() => resolve(0), (err: Error) => { process.stderr.write(`sixbed4: cleanup after ${sig} failed: ${err.message}\n`); resolve(1); });
+      };
+      if (signal) onStop(signal);
+    }),
+    dispose: () => { process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); },
+  };
+}
+
+/** Starts something, then runs until SIGINT or SIGTERM and stops it (signals during the start included). */
+async function runUntilSignal<T extends { stop(): Promise<void> }>(start: () => Promise<T>, started: (x: T) => void = () => {}): Promise<number> {
+  const signals = untilSignal();
+  let x: T;
+  try {
+    x = await start();
+  } catch (err) {
+    signals.dispose();
+    throw err;
+  }
+  started(x);
+  return signals.started(() => x.stop());
 }
 
 async function routerCommand(args: string[]): Promise<number> {
@@ -138,10 +182,17 @@ async function routerCommand(args: string[]): Promise<number> {
     route: { type: 'string', short: 'R', multiple: true }, tun: { type: 'string' }, metrics: { type: 'string' },
     batch: { type: 'string' }, workers: { type: 'string' }, 'ndp-proxy': { type: 'string' }, 'ndp-proxy-mode': { type: 'string' },
     'stats-interval': { type: 'string' }, 'refuse-private': { type: 'boolean' }, sockets: { type: 'string' },
-    bind: { type: 'string' }, advertise: { type: 'string' },
+    bind: { type: 'string' }, advertise: { type: 'string' }, config: { type: 'string', short: 'c' }, 'keep-host': { type: 'boolean' },
+    'fast-path': { type: 'string' },
   });
   if (values.help) { process.stdout.write(USAGE); return 0; }
   const log = logger(values, 'router');
+  if (values.config !== undefined) {
+    const flags = Object.keys(values).filter((k) => !['config', 'keep-host', 'log-level', 'log-format'].includes(k));
+    if (flags.length) throw new InputError(`--${flags[0]} with --config: set it in ${values.config} instead (one source of truth; see docs/host.md)`);
+    return (await import('./service.js')).serviceCommand(values.config, !!values['keep-host'], log);
+  }
+  if (values['keep-host']) throw new InputError('--keep-host goes with --config (without it the router does not touch the host)');
   const port = int(values.port, '--port'), batch = int(values.batch, '--batch'), workers = int(values.workers, '--workers');
   const stats = int(values['stats-interval'], '--stats-interval');
   const sockets = int(values.sockets, '--sockets');
@@ -155,11 +206,11 @@ async function routerCommand(args: string[]): Promise<number> {
     ...(stats !== undefined ? { statsIntervalMs: stats * 1000 } : {}),
     ...(values['refuse-private'] ? { refusePrivate: true } : {}),
     ...(sockets !== undefined ? { sockets } : {}),
+    ...(values['fast-path'] !== undefined ? { fastPath: values['fast-path'] } : {}),
     ...(values['ndp-proxy'] ? { ndpProxy: { uplink: values['ndp-proxy'], mode: values['ndp-proxy-mode'] ?? 'Always' } } : {}),
   });
   if (values['ndp-proxy-mode'] && !values['ndp-proxy']) throw new InputError('--ndp-proxy-mode needs --ndp-proxy UPLINK');
-  const router = await startRouter(cfg, log);
-  return untilSignal(() => router.stop());
+  return runUntilSignal(() => startRouter(cfg, log));
 }
 
 async function peerCommand(args: string[]): Promise<number> {
@@ -180,8 +231,12 @@ async function peerCommand(args: string[]): Promise<number> {
     ...(port !== undefined ? { port } : {}), ...(values.hook !== undefined ? { hook: values.hook } : {}),
     ...(hookTimeout !== undefined ? { hookTimeout } : {}), ...(values['no-direct'] ? { direct: false } : {}),
   });
-  const peer = await startPeer(cfg, log);
-  return untilSignal(() => peer.stop());
+  return runUntilSignal(() => startPeer(cfg, log), (peer) => {
+    // Under systemd (sixbed4-peer@.service, Type=notify): ready once the router gave us an address.
+    if (process.env.NOTIFY_SOCKET) {
+      void peer.ready.then(async (address) => (await import('../service/notify.js')).sdNotify({ READY: 1, STATUS: `address ${address}`, MAINPID: process.pid }, log));
+    }
+  });
 }
 
 async function labCommand(args: string[]): Promise<number> {

@@ -10,11 +10,12 @@ import { routerRegistry } from '../router/metrics.js';
 import { startMetricsServer, type MetricsServer } from '../metrics.js';
 import type { Registry } from 'prom-client';
 import { KubeError, paths, type Kube } from '../../kube/client.js';
-import { Informer } from '../../kube/informer.js';
-import { LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, type AgentReport, type KubeObject, type SixBed4Prefix } from '../../kube/api.js';
+import { Informer, type ChangeType } from '../../kube/informer.js';
+import { LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, type KubeObject, type SixBed4Prefix } from '../../kube/api.js';
 import { shareCache, shareFromData, type NodeShare } from './config.js';
 import { startPrefixAgent, type PrefixAgent } from './prefix.js';
 import { NodeLease } from './lease.js';
+import { NodeReports } from './reports.js';
 import { NodeCni } from './cni.js';
 import { EventRecorder } from '../../kube/events.js';
 import { cniMetrics, removeStaleSockets, startCniServer, type CniServer } from '../cni/server.js';
@@ -56,176 +57,215 @@ export interface RunningAgent { stop(): Promise<void>; }
 type ConfigMap = KubeObject & { data?: Record<string, string> };
 
 export async function startAgent(kube: Kube, o: AgentOptions, log: Logger): Promise<RunningAgent> {
-  const wanted = (name: string) => o.prefixName === undefined || name === o.prefixName;
-  const data = new Map<string, Record<string, string>>();
-  const deleting = new Set<string>();
-  const agents = new Map<string, PrefixAgent>();
-  // Each prefix's report as last sent in the node's Lease; a change goes out at once.
-  const reports: Record<string, AgentReport> = {};
-  let sendReports = (): void => undefined;
-  const report = (name: string) => (r: AgentReport) => {
-    const prev = reports[name];
-    const { lastReport: _l, ...before } = prev ?? {};
-    if (prev && JSON.stringify(before) === JSON.stringify(r)) return;
-    reports[name] = { ...r, lastReport: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z') };
-    sendReports();
-  };
-  let stopped = false;
-  let configSynced = false;
+  const agent = new NodeAgent(kube, o, log);
+  await agent.start();
+  return agent;
+}
 
-  for (const [name, d] of await shareCache.load(o.stateDir)) if (wanted(name)) data.set(name, d);
-  if (data.size) log.info(`serving from the node's copies until the API answers: ${[...data.keys()].join(', ')}`);
+/**
+ * Where the agent's idea of the node's shares comes from: the node's copies (at
+ * start, with the API server perhaps away), then the API once both informers
+ * have synced. Only then is a prefix without a ConfigMap really gone.
+ */
+type ShareSource = 'copies' | 'api';
 
-  const shareOf = (name: string) => (): NodeShare | null => {
-    const d = data.get(name);
+/**
+ * The agent's life: starting (until the first pass has started what the
+ * node's shares say: not yet Ready), running, stopped (for good: nothing new is
+ * started, the shares' agents have handed over or reverted).
+ */
+type Phase = 'starting' | 'running' | 'stopped';
+
+class NodeAgent implements RunningAgent {
+  private phase: Phase = 'starting';
+  private source: ShareSource = 'copies';
+  /** Each wanted prefix's agent ConfigMap data. */
+  private readonly data = new Map<string, Record<string, string>>();
+  /** Prefixes being deleted (their finalizer waits for our revert). */
+  private readonly deleting = new Set<string>();
+  private readonly agents = new Map<string, PrefixAgent>();
+  private readonly reports = new NodeReports();
+  /** Passes run one after the other: this is the last one asked for. */
+  private converging: Promise<void> = Promise.resolve();
+  private readonly configMaps: Informer<ConfigMap>;
+  private readonly prefixes: Informer<SixBed4Prefix>;
+  /** With the CNI plugin: this node's pods, for the repair of those that run without a slice. */
+  private readonly podsOnNode: Informer<KubeObject> | undefined;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private servers: { close(): Promise<void> } | undefined;
+  private cni: CniServer | undefined;
+
+  constructor(private readonly kube: Kube, private readonly o: AgentOptions, private readonly log: Logger) {
+    this.configMaps = new Informer<ConfigMap>(kube, paths.configMaps(o.namespace), {
+      name: 'agent configmaps', log, labelSelector: `${LABEL_PREFIX},${LABEL_MANAGED_BY}=${MANAGED_BY}`,
+      onChange: (type, cm) => this.onConfigMap(type, cm),
+    });
+    this.podsOnNode = o.cniSocket
+      ? new Informer<KubeObject>(kube, paths.allPods, { name: 'pods on this node', log, fieldSelector: `spec.nodeName=${o.node}`, onChange: () => undefined })
+      : undefined;
+    this.prefixes = new Informer<SixBed4Prefix>(kube, paths.prefixes, {
+      name: 'sixbed4prefixes', log,
+      onChange: (type, p) => this.onPrefix(type, p),
+    });
+  }
+
+  async start(): Promise<void> {
+    const { o, log } = this;
+    for (const [name, d] of await shareCache.load(o.stateDir)) if (this.wanted(name)) this.data.set(name, d);
+    if (this.data.size) log.info(`serving from the node's copies until the API answers: ${[...this.data.keys()].join(', ')}`);
+
+    void this.podsOnNode?.start().catch((err: Error) => log.warn(`watching this node's pods: ${err.message} (retrying)`));
+    void this.prefixes.start().catch((err: Error) => log.warn(`watching prefixes: ${err.message} (retrying)`));
+    void this.configMaps.start().catch((err: Error) => log.warn(`watching agent ConfigMaps: ${err.message} (retrying)`));
+    void Promise.all([this.configMaps.synced, this.prefixes.synced]).then(() => this.followApi());
+
+    const registry = routerRegistry(async () => sumCounters(await Promise.all([...this.agents.values()].map((a) => a.counters()))));
+    // Ready only once the first pass has started what the node's shares say (its routers forward): a Pod that is
+    // Ready with its routers still starting would let a rollout or a test go on too early.
+    this.servers = await serve(o, log, registry, () => this.phase !== 'starting' && [...this.agents.values()].every((a) => a.healthy()),
+      () => this.phase === 'stopped');
+    if (o.cniSocket) {
+      const handler = new NodeCni(this.kube, {
+        node: o.node, log: log.child({ component: 'cni' }), recorder: new EventRecorder(this.kube, 'default', 'sixbed4-agent', o.node, log),
+        targets: () => [...this.agents].map(([name, a]) => ({ name, agent: a.slices, slices: this.slicesOf(name) })),
+      });
+      await removeStaleSockets(o.cniSocket);
+      this.cni = await startCniServer(o.cniSocket, handler, log.child({ component: 'cni' }), cniMetrics(registry));
+    }
+    await this.keepPlugin();
+    this.timers.push(setInterval(() => void this.keepPlugin(), 60_000));
+    await this.kick();
+    this.phase = 'running';
+    this.timers.push(setInterval(() => void this.kick(), o.pollMs ?? 5000));
+    const heartbeatMs = o.heartbeatMs ?? 10_000;
+    this.reports.writeTo(new NodeLease(this.kube, { namespace: o.namespace, node: o.node, intervalMs: heartbeatMs, log }));
+    this.timers.push(setInterval(() => this.reports.send(), heartbeatMs));
+    log.info('agent running', { node: o.node, namespace: o.namespace, ...(o.prefixName ? { prefix: o.prefixName } : {}) });
+  }
+
+  async stop(): Promise<void> {
+    if (this.phase === 'stopped') return;
+    this.phase = 'stopped';
+    const { o, log } = this;
+    for (const t of this.timers.splice(0)) clearInterval(t);
+    await Promise.all([this.configMaps.stop(), this.prefixes.stop(), this.podsOnNode?.stop(), this.reports.written()]);
+    await this.converging;
+    // A pod restart keeps each host as configured and hands the tunnels to the next agent when it comes.
+    await Promise.all([...this.agents.values()].map((a) => a.stop({ waitForSuccessorMs: o.handoverWaitMs ?? 20_000 })));
+    await this.reports.written();
+    await this.cni?.close();
+    if (o.cniInstall?.daemonSet && await daemonSetGoing(this.kube, o.namespace, o.cniInstall.daemonSet, log)) {
+      for (const line of await uninstall(o.cniInstall)) log.info(`${line} (the agent DaemonSet is being deleted)`);
+      await removeInbound().then(() => log.info('removed the slices\' inbound filter table'), (err: Error) => log.warn(`removing the inbound filter: ${err.message}`));
+    }
+    await this.servers?.close();
+    log.info('agent stopped');
+  }
+
+  private wanted(name: string): boolean {
+    return this.o.prefixName === undefined || name === this.o.prefixName;
+  }
+
+  private slicesOf(name: string) {
+    return checkSlices(this.prefixes.get(name)?.spec?.slices).slices;
+  }
+
+  private onConfigMap(type: ChangeType, cm: ConfigMap): void {
+    const name = cm.metadata.labels?.[LABEL_PREFIX];
+    if (!name || !this.wanted(name)) return;
+    if (type === 'delete') {
+      this.data.delete(name);
+      void shareCache.remove(this.o.stateDir, name).catch(() => undefined);
+    } else {
+      this.data.set(name, cm.data ?? {});
+      void shareCache.save(this.o.stateDir, name, cm.data ?? {}).catch((err: Error) => this.log.warn(`keeping a copy of ${name}'s share: ${err.message}`));
+    }
+    void this.kick();
+  }
+
+  /** The prefixes say when one is being deleted (its finalizer waits for our revert). */
+  private onPrefix(type: ChangeType, p: SixBed4Prefix): void {
+    const name = p.metadata.name ?? '';
+    if (!this.wanted(name) || this.deleting.has(name)) return;
+    if (type === 'delete' || p.metadata.deletionTimestamp) {
+      this.deleting.add(name);
+      void this.kick();
+    }
+  }
+
+  /** Both informers have synced: from now on the API says which shares there are. */
+  private followApi(): void {
+    if (this.phase === 'stopped') return;
+    // What the copies held but the API no longer has: gone while this agent was away.
+    for (const name of [...this.data.keys()]) {
+      if (!this.configMaps.list().some((cm) => cm.metadata.labels?.[LABEL_PREFIX] === name)) {
+        this.data.delete(name);
+        void shareCache.remove(this.o.stateDir, name).catch(() => undefined);
+      }
+    }
+    this.source = 'api';
+    void this.kick();
+  }
+
+  /** Asks for a pass after those already asked for; settles (never rejects) when it is done. */
+  private kick(): Promise<void> {
+    this.converging = this.converging.then(() => this.converge()).catch((err: Error) => { this.log.error(`agent: ${err.message}`); });
+    return this.converging;
+  }
+
+  private shareOf(name: string): NodeShare | null {
+    const d = this.data.get(name);
     if (!d) return null;
     try {
-      return shareFromData(d, o.node);
+      return shareFromData(d, this.o.node);
     } catch (err) {
-      log.warn(`agent config of ${name}: ${(err as Error).message}`);
+      this.log.warn(`agent config of ${name}: ${(err as Error).message}`);
       return null;
     }
-  };
+  }
 
-  const converge = async () => {
-    if (stopped) return;
-    for (const name of data.keys()) {
-      let a = agents.get(name);
+  /** One pass: an agent for each share of this node, told of deletions; with the API's word, none for what is gone. */
+  private async converge(): Promise<void> {
+    if (this.phase === 'stopped') return;
+    const { o, log } = this;
+    for (const name of this.data.keys()) {
+      let a = this.agents.get(name);
       if (!a) {
-        if (!shareOf(name)()?.node) continue; // this node has no share of it
-        a = await startPrefixAgent(kube, {
-          prefixName: name, node: o.node, statePath: join(o.stateDir, `agent-${name}-${o.node}.json`), share: shareOf(name), report: report(name),
+        if (!this.shareOf(name)?.node) continue; // this node has no share of it
+        const podsOnNode = this.podsOnNode;
+        a = await startPrefixAgent(this.kube, {
+          prefixName: name, node: o.node, statePath: join(o.stateDir, `agent-${name}-${o.node}.json`), share: () => this.shareOf(name),
+          report: (r) => this.reports.update(name, r),
           ...(o.tun ? { tun: o.tun } : {}), heartbeatMs: o.heartbeatMs ?? 10_000,
-          ...(podsOnNode ? { sliceRepair: { slices: () => checkSlices(prefixes.get(name)?.spec?.slices).slices, podsOnNode: () => podsOnNode!.list() } } : {}),
+          ...(podsOnNode ? { sliceRepair: { slices: () => this.slicesOf(name), podsOnNode: () => podsOnNode.list() } } : {}),
         }, log.child({ prefix: name }));
-        agents.set(name, a);
+        this.agents.set(name, a);
       } else {
         await a.kick();
       }
-      if (deleting.has(name)) await a.deleting();
+      if (this.deleting.has(name)) await a.deleting();
     }
     // A ConfigMap gone for good: the prefix was deleted (its agent reverted on seeing that) or is gone.
-    if (!configSynced) return;
-    for (const [name, a] of agents) {
-      if (data.has(name)) continue;
-      if (!prefixes.get(name)) await a.deleting();
+    if (this.source === 'copies') return;
+    for (const [name, a] of this.agents) {
+      if (this.data.has(name)) continue;
+      if (!this.prefixes.get(name)) await a.deleting();
       await a.stop();
-      agents.delete(name);
-      delete reports[name];
-      sendReports();
+      this.agents.delete(name);
+      this.reports.remove(name);
       log.info(`no longer serving ${name}`);
     }
-  };
-  let chain = Promise.resolve();
-  const kick = () => { chain = chain.then(converge).catch((err: Error) => { log.error(`agent: ${err.message}`); }); return chain; };
-
-  const configMaps = new Informer<ConfigMap>(kube, paths.configMaps(o.namespace), {
-    name: 'agent configmaps', log, labelSelector: `${LABEL_PREFIX},${LABEL_MANAGED_BY}=${MANAGED_BY}`,
-    onChange: (type, cm) => {
-      const name = cm.metadata.labels?.[LABEL_PREFIX];
-      if (!name || !wanted(name)) return;
-      if (type === 'delete') {
-        data.delete(name);
-        void shareCache.remove(o.stateDir, name).catch(() => undefined);
-      } else {
-        data.set(name, cm.data ?? {});
-        void shareCache.save(o.stateDir, name, cm.data ?? {}).catch((err: Error) => log.warn(`keeping a copy of ${name}'s share: ${err.message}`));
-      }
-      void kick();
-    },
-  });
-  // With the CNI plugin: this node's pods, for the repair of those that run without a slice.
-  const podsOnNode = o.cniSocket
-    ? new Informer<KubeObject>(kube, paths.allPods, { name: 'pods on this node', log, fieldSelector: `spec.nodeName=${o.node}`, onChange: () => undefined })
-    : undefined;
-  void podsOnNode?.start().catch((err: Error) => log.warn(`watching this node's pods: ${err.message} (retrying)`));
-  // The prefixes say when one is being deleted (its finalizer waits for our revert).
-  const prefixes = new Informer<SixBed4Prefix>(kube, paths.prefixes, {
-    name: 'sixbed4prefixes', log,
-    onChange: (type, p) => {
-      const name = p.metadata.name ?? '';
-      if (!wanted(name) || deleting.has(name)) return;
-      if (type === 'delete' || p.metadata.deletionTimestamp) {
-        deleting.add(name);
-        void kick();
-      }
-    },
-  });
-  void prefixes.start().catch((err: Error) => log.warn(`watching prefixes: ${err.message} (retrying)`));
-  void configMaps.start().catch((err: Error) => log.warn(`watching agent ConfigMaps: ${err.message} (retrying)`));
-  void Promise.all([configMaps.synced, prefixes.synced]).then(() => {
-    if (stopped) return;
-    // What the copies held but the API no longer has: gone while this agent was away.
-    for (const name of [...data.keys()]) {
-      if (!configMaps.list().some((cm) => cm.metadata.labels?.[LABEL_PREFIX] === name)) {
-        data.delete(name);
-        void shareCache.remove(o.stateDir, name).catch(() => undefined);
-      }
-    }
-    configSynced = true;
-    void kick();
-  });
-
-  const registry = routerRegistry(async () => sumCounters(await Promise.all([...agents.values()].map((a) => a.counters()))));
-  // Ready only once the first pass has started what the node's shares say (its routers forward): a Pod that is
-  // Ready with its routers still starting would let a rollout or a test go on too early.
-  let firstPass = false;
-  const servers = await serve(o, log, registry, () => firstPass && [...agents.values()].every((a) => a.healthy()), () => stopped);
-  let cni: CniServer | undefined;
-  if (o.cniSocket) {
-    const handler = new NodeCni(kube, {
-      node: o.node, log: log.child({ component: 'cni' }), recorder: new EventRecorder(kube, 'default', 'sixbed4-agent', o.node, log),
-      targets: () => [...agents].map(([name, a]) => ({ name, agent: a.slices, slices: checkSlices(prefixes.get(name)?.spec?.slices).slices })),
-    });
-    await removeStaleSockets(o.cniSocket);
-    cni = await startCniServer(o.cniSocket, handler, log.child({ component: 'cni' }), cniMetrics(registry));
   }
-  const keepPlugin = async () => {
-    if (!o.cniInstall) return;
-    try {
-      const r = await install(o.cniInstall);
-      if (r.changed) log.info(`sixbed4-cni installed: ${r.binary}${r.conflist ? `, chained into ${r.conflist}` : ''}`);
-    } catch (err) {
-      log.warn(`keeping sixbed4-cni installed: ${(err as Error).message}`);
-    }
-  };
-  await keepPlugin();
-  const pluginTimer = setInterval(() => void keepPlugin(), 60_000);
-  await kick();
-  firstPass = true;
-  const poll = setInterval(() => void kick(), o.pollMs ?? 5000);
-  const heartbeatMs = o.heartbeatMs ?? 10_000;
-  const lease = new NodeLease(kube, { namespace: o.namespace, node: o.node, intervalMs: heartbeatMs, log });
-  // One write at a time; a report that changes while one is on its way goes with the next.
-  let renewing = lease.renew(reports);
-  let queued = false;
-  sendReports = () => {
-    if (queued) return;
-    queued = true;
-    renewing = renewing.then(() => { queued = false; return lease.renew(reports); });
-  };
-  const heartbeat = setInterval(sendReports, heartbeatMs);
-  log.info('agent running', { node: o.node, namespace: o.namespace, ...(o.prefixName ? { prefix: o.prefixName } : {}) });
 
-  return {
-    async stop() {
-      if (stopped) return;
-      stopped = true;
-      clearInterval(poll); clearInterval(heartbeat); clearInterval(pluginTimer);
-      await Promise.all([configMaps.stop(), prefixes.stop(), podsOnNode?.stop(), renewing]);
-      await chain;
-      // A pod restart keeps each host as configured and hands the tunnels to the next agent when it comes.
-      await Promise.all([...agents.values()].map((a) => a.stop({ waitForSuccessorMs: o.handoverWaitMs ?? 20_000 })));
-      await renewing;
-      await cni?.close();
-      if (o.cniInstall?.daemonSet && await daemonSetGoing(kube, o.namespace, o.cniInstall.daemonSet, log)) {
-        for (const line of await uninstall(o.cniInstall)) log.info(`${line} (the agent DaemonSet is being deleted)`);
-        await removeInbound().then(() => log.info('removed the slices\' inbound filter table'), (err: Error) => log.warn(`removing the inbound filter: ${err.message}`));
-      }
-      await servers.close();
-      log.info('agent stopped');
-    },
-  };
+  private async keepPlugin(): Promise<void> {
+    if (!this.o.cniInstall) return;
+    try {
+      const r = await install(this.o.cniInstall);
+      if (r.changed) this.log.info(`sixbed4-cni installed: ${r.binary}${r.conflist ? `, chained into ${r.conflist}` : ''}`);
+    } catch (err) {
+      this.log.warn(`keeping sixbed4-cni installed: ${(err as Error).message}`);
+    }
+  }
 }
 
 /** Metrics (TCP, retried while the previous agent holds the port) and the health socket. */

@@ -3,11 +3,11 @@
 // fresh restore plan from the state re-read at that moment, which is exact even
 // for sysctls whose writes ripple, like all.forwarding) — nothing half-applied.
 import { ip, ipJson } from './ip.js';
-import { commandLine, type Step } from './steps.js';
+import { commandLine, type PlanStep } from './steps.js';
 import { writeConf } from './sysctl.js';
 import type { Logger } from '../log.js';
 
-export interface StepRunner { run(step: Step): Promise<void>; }
+export interface StepRunner { run(step: PlanStep): Promise<void>; }
 
 /** Runs steps on this host's kernel (the network namespace this process is in). */
 export const kernelRunner: StepRunner = {
@@ -44,8 +44,8 @@ export class StepFailure extends Error {
  * what was done (computed from the state at that moment), runs them, and
  * throws a StepFailure saying how that went.
  */
-export async function executeSteps(steps: readonly Step[], log: Logger, runner: StepRunner,
-  rollback: () => Promise<readonly Step[]>): Promise<void> {
+export async function executeSteps(steps: readonly PlanStep[], log: Logger, runner: StepRunner,
+  rollback: () => Promise<readonly PlanStep[]>): Promise<void> {
   for (let i = 0; i < steps.length; i++) {
     const step = steps[i]!;
     const cmd = commandLine(step.action);
@@ -57,7 +57,7 @@ export async function executeSteps(steps: readonly Step[], log: Logger, runner: 
       log.error(`step ${i + 1}/${steps.length} failed: ${why}`);
       // Even the failed step may have changed something (an address added that then failed DAD).
       log.warn(`rolling back what steps 1..${i + 1} changed`);
-      let undo: readonly Step[];
+      let undo: readonly PlanStep[];
       try {
         undo = await rollback();
       } catch (e) {

@@ -1,36 +1,53 @@
 // iproute2 as the interface to the kernel's network configuration: every
 // change sixbed4 makes is an `ip` or `sysctl` command a person could type,
-// which is also what `host plan` prints.
-import { execFile } from 'node:child_process';
+// which is also what `host plan` prints. The agent, the slice deliverer and
+// the lab all run `ip` (and read `ip -j`) through here, in this process's
+// network namespace or in another one.
+import { runCommand, type CommandOptions } from './command.js';
 
-export class CommandError extends Error {
-  override name = 'CommandError';
-  constructor(readonly argv: string[], readonly code: number | null, readonly stderr: string) {
-    super(`'${argv.join(' ')}' failed: ${stderr.trim() || `exit ${code}`}`);
-  }
+/**
+ * Another network namespace: one named in /run/netns (`ip netns add`, the
+ * lab's), or one known only by a path such as a pod's /proc/PID/ns/net or a
+ * runtime's /var/run/netns/cni-... (entered with nsenter).
+ */
+export type NetnsRef = { readonly name: string } | { readonly path: string };
+
+/**
+ * How long the agent gives a command on the kernel's configuration: a hung one
+ * (a kernel lock held elsewhere) must not stall its loops for long. The lab,
+ * which waits on a loaded test machine, passes its own.
+ */
+export const KERNEL_COMMAND_TIMEOUT_MS = 10_000;
+
+/** argv that runs argv inside the namespace (as is without one). */
+export function inNetns(ns: NetnsRef | undefined, argv: readonly string[]): string[] {
+  if (!ns) return [...argv];
+  return 'name' in ns ? ['ip', 'netns', 'exec', ns.name, ...argv] : ['nsenter', `--net=${ns.path}`, ...argv];
 }
 
-/** Runs a command (with input on its stdin, if given), resolving stdout; rejects with CommandError carrying its stderr. */
-export function run(argv: string[], opts: { timeoutMs?: number; input?: string } = {}): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = execFile(argv[0]!, argv.slice(1), { timeout: opts.timeoutMs ?? 10_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      if (err) reject(new CommandError(argv, typeof err.code === 'number' ? err.code : null, stderr || err.message));
-      else resolve(stdout);
-    });
-    if (opts.input !== undefined) {
-      child.stdin?.on('error', () => undefined); // a command that exits early is reported by its exit status
-      child.stdin?.end(opts.input);
-    }
-  });
+/** argv of `ip ARGS` in the namespace; a named one through `ip -n`, cheaper than `ip netns exec`. */
+function ipArgv(ns: NetnsRef | undefined, args: readonly string[]): string[] {
+  return ns && 'name' in ns ? ['ip', '-n', ns.name, ...args] : inNetns(ns, ['ip', ...args]);
 }
 
+/** `ip ARGS` in the namespace (this process's without one); resolves stdout, rejects with a CommandError. */
+export function ipIn(ns: NetnsRef | undefined, args: readonly string[], opts: CommandOptions = {}): Promise<string> {
+  return runCommand(ipArgv(ns, args), { timeoutMs: KERNEL_COMMAND_TIMEOUT_MS, ...opts });
+}
+
+/** `ip -j ARGS` in the namespace, parsed. */
+export async function ipJsonIn<T>(ns: NetnsRef | undefined, args: readonly string[], opts: CommandOptions = {}): Promise<T> {
+  // Some ip subcommands print nothing at all instead of "[]".
+  const out = await ipIn(ns, ['-j', ...args], opts);
+  return (out.trim() === '' ? [] : JSON.parse(out)) as T;
+}
+
+/** `ip ARGS` in this process's network namespace. */
 export function ip(...args: string[]): Promise<string> {
-  return run(['ip', ...args]);
+  return ipIn(undefined, args);
 }
 
-/** `ip -j ...` parsed. */
-export async function ipJson<T>(...args: string[]): Promise<T> {
-  const out = await run(['ip', '-j', ...args]);
-  return (out.trim() ? JSON.parse(out) : []) as T;
+/** `ip -j ARGS` in this process's network namespace, parsed. */
+export function ipJson<T>(...args: string[]): Promise<T> {
+  return ipJsonIn<T>(undefined, args);
 }
-

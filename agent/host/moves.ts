@@ -5,7 +5,7 @@
 // Where the new form lives on another interface, it is simply added first and
 // the old one removed after.
 import type { AddressForm, KeptFlag } from './state.js';
-import { ipStep, type Step } from './steps.js';
+import { ipStep, type PlanStep } from './steps.js';
 
 export interface WantedForm {
   readonly dev: string;
@@ -39,13 +39,13 @@ function matches(have: AddressForm, want: WantedForm): boolean {
  * `dropWhy` says why forms that are not wanted go.
  */
 export function moveAddress(address: string, current: readonly AddressForm[], wanted: readonly WantedForm[],
-  elsewhere: readonly AddressForm[], dropWhy: string): Step[] {
+  elsewhere: readonly AddressForm[], dropWhy: string): PlanStep[] {
   const kept = current.filter((c) => wanted.some((w) => matches(c, w)));
   const toAdd = wanted.filter((w) => !current.some((c) => matches(c, w)));
   const toDel = current.filter((c) => !kept.includes(c));
   if (toAdd.length === 0 && toDel.length === 0) return [];
 
-  const steps: Step[] = [];
+  const steps: PlanStep[] = [];
   const add = (w: WantedForm) => {
     const flags = w.flags ?? [];
     const dad = w.dev !== BRIDGE_DEV && !flags.includes('nodad');

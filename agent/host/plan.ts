@@ -7,7 +7,7 @@ import { inPrefix, InputError } from '../protocol/ip.js';
 import { ndpProxyModeName, type HostConfig } from './config.js';
 import { moveAddress, type WantedForm } from './moves.js';
 import { defaultRoutes, findLink, type HostState } from './state.js';
-import { ipStep, sysctlStep, type Plan, type Step } from './steps.js';
+import { ipStep, sysctlStep, type Plan, type PlanStep } from './steps.js';
 import { confValue } from './sysctl.js';
 
 export interface ApplyPlan extends Plan {
@@ -52,7 +52,7 @@ export function planApply(cfg: HostConfig, state: HostState): ApplyPlan {
   const dummyLink = findLink(state, dummy);
   if (cfg.localAddressMode === 'dummy112') refuseNoDummy(cfg, state, uplink);
 
-  const steps: Step[] = [];
+  const steps: PlanStep[] = [];
 
   // 1. Forwarding: the kernel must pass packets between the uplink and the tunnel.
   if (confValue(state.conf, { conf: 'all', param: 'forwarding' }) !== '1') {

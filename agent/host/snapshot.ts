@@ -7,7 +7,7 @@ import { inPrefix, parsePrefix64 } from '../protocol/ip.js';
 import { moveAddress, type WantedForm } from './moves.js';
 import { tunnelRouteArgs } from './tunnelroute.js';
 import { findLink, type AddressForm, type HostState } from './state.js';
-import { ipStep, sysctlStep, type Plan, type Step } from './steps.js';
+import { ipStep, sysctlStep, type Plan, type PlanStep } from './steps.js';
 import type { Ipv6Conf } from './sysctl.js';
 
 export interface Snapshot {
@@ -81,7 +81,7 @@ export function mergeSaved(saved: SavedState | undefined, before: Snapshot, mana
 export function planRestore(target: Snapshot, current: HostState,
   may: { deleteDummy: boolean; deleteTunnelRoute: boolean }): Plan {
   const prefix = parsePrefix64(target.prefix);
-  const steps: Step[] = [];
+  const steps: PlanStep[] = [];
   const notes: string[] = [];
   const dummyNow = findLink(current, target.dummy);
 
@@ -123,8 +123,8 @@ export function planRestore(target: Snapshot, current: HostState,
  * Writing all.forwarding sets forwarding on "default" and on every interface
  * too, so it is written first and the model updated before the others are compared.
  */
-function restoreConf(target: Snapshot, current: HostState): Step[] {
-  const steps: Step[] = [];
+function restoreConf(target: Snapshot, current: HostState): PlanStep[] {
+  const steps: PlanStep[] = [];
   const now: Ipv6Conf = Object.fromEntries(Object.entries(current.conf).map(([c, v]) => [c, { ...v }]));
   const wantAll = target.conf.all?.forwarding;
   if (wantAll !== undefined && now.all?.forwarding !== wantAll) {

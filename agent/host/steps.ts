@@ -7,7 +7,8 @@ export type Action =
   | { readonly kind: 'ip'; readonly args: readonly string[] }
   | { readonly kind: 'sysctl'; readonly key: ConfKey; readonly value: string };
 
-export interface Step {
+/** One step of a host plan (a slice delivery has its own kind: DeliveryStep in slices/deliver.ts). */
+export interface PlanStep {
   readonly action: Action;
   /** Why, in words a person checking the plan understands. */
   readonly reason: string;
@@ -20,16 +21,16 @@ export interface Step {
 }
 
 export interface Plan {
-  readonly steps: readonly Step[];
+  readonly steps: readonly PlanStep[];
   /** Things worth knowing that are not steps (errata of the seed, what the router will do). */
   readonly notes: readonly string[];
 }
 
-export function ipStep(args: string[], reason: string, settle?: Step['settle']): Step {
+export function ipStep(args: string[], reason: string, settle?: PlanStep['settle']): PlanStep {
   return settle ? { action: { kind: 'ip', args }, reason, settle } : { action: { kind: 'ip', args }, reason };
 }
 
-export function sysctlStep(key: ConfKey, value: string, reason: string): Step {
+export function sysctlStep(key: ConfKey, value: string, reason: string): PlanStep {
   return { action: { kind: 'sysctl', key, value }, reason };
 }
 

@@ -101,6 +101,13 @@ interface RawAddon {
   poll(fd: number, onReadable: () => void): PollHandle;
   ifIndex(name: string): number;
   tryLock(fd: number): boolean;
+  notify(path: string, message: string): void;
+  bpfMapCreate(type: number, keySize: number, valueSize: number, maxEntries: number, name: string): number;
+  bpfProgLoad(type: number, insns: Uint8Array, license: string, name: string): number;
+  bpfMapUpdate(fd: number, key: Uint8Array, value: Uint8Array): void;
+  bpfMapLookup(fd: number, key: Uint8Array, value: Uint8Array): void;
+  bpfProgTestRun(fd: number, dataIn: Uint8Array, dataOut: Uint8Array): { retval: number; size: number };
+  bpfLinkCreate(progFd: number, ifindex: number, attachType: number): number;
 }
 
 const ADDON = join('build', 'Release', 'sixbed4_native.node');
@@ -172,4 +179,40 @@ export const native: NativeIO = {
   ifIndex: (name) => addon().ifIndex(name),
   tryLock: (fd) => addon().tryLock(fd),
   udpRecvErrors: (fd, b, info) => addon().udpRecvErrors(fd, b.data, b.off, b.len, b.addr, b.port, b.slot, info),
+};
+
+/**
+ * Sends message as one datagram to the AF_UNIX socket at path ('@' first: abstract), as sd_notify(3) does.
+ * Not part of NativeIO: it is how the process talks to systemd, not data-path I/O a test would fake.
+ */
+export function notifySocket(path: string, message: string): void {
+  addon().notify(path, message);
+}
+
+/**
+ * The bpf(2) commands of the fast path (agent/bpf/), as raw system calls. Not part of NativeIO: nothing fakes them;
+ * tests that need them run as root. Every fd returned is close-on-exec; close them with native.close.
+ */
+export interface BpfSyscalls {
+  /** BPF_MAP_CREATE. */
+  mapCreate(type: number, keySize: number, valueSize: number, maxEntries: number, name: string): number;
+  /** BPF_PROG_LOAD of insns (8 bytes each); a refusal throws with the end of the verifier's log. */
+  progLoad(type: number, insns: Uint8Array, license: string, name: string): number;
+  /** BPF_MAP_UPDATE_ELEM (BPF_ANY). Buffers shorter than the map's key and value sizes are refused. */
+  mapUpdate(fd: number, key: Uint8Array, value: Uint8Array): void;
+  /** BPF_MAP_LOOKUP_ELEM into value (per-CPU maps: one 8-byte-aligned slot per possible CPU). */
+  mapLookup(fd: number, key: Uint8Array, value: Uint8Array): void;
+  /** BPF_PROG_TEST_RUN on one packet: the program's return value and the packet as it left (size bytes of dataOut). */
+  progTestRun(fd: number, dataIn: Uint8Array, dataOut: Uint8Array): { retval: number; size: number };
+  /** BPF_LINK_CREATE: the program stays attached while the returned fd is open. */
+  linkCreate(progFd: number, ifindex: number, attachType: number): number;
+}
+
+export const bpfSyscalls: BpfSyscalls = {
+  mapCreate: (type, keySize, valueSize, maxEntries, name) => addon().bpfMapCreate(type, keySize, valueSize, maxEntries, name),
+  progLoad: (type, insns, license, name) => addon().bpfProgLoad(type, insns, license, name),
+  mapUpdate: (fd, key, value) => addon().bpfMapUpdate(fd, key, value),
+  mapLookup: (fd, key, value) => addon().bpfMapLookup(fd, key, value),
+  progTestRun: (fd, dataIn, dataOut) => addon().bpfProgTestRun(fd, dataIn, dataOut),
+  linkCreate: (progFd, ifindex, attachType) => addon().bpfLinkCreate(progFd, ifindex, attachType),
 };

@@ -6,7 +6,8 @@
 // removes everything, also on Ctrl-C.
 import type { Logger } from '../log.js';
 import { buildTopology, requireRootReason, TOPO, type Topology } from './topology.js';
-import { cleanupAll, uniqueName, type Proc } from './netns.js';
+import { cleanupAll, uniqueName } from './netns.js';
+import type { Proc } from './proc.js';
 import { ping6, scrape, startPeerIn, startRouterIn, type PingResult } from './sixbed4.js';
 import { addSecondNat, NAT_D, type SecondNat } from './second-nat.js';
 
@@ -110,9 +111,9 @@ function summary(topo: Topology, peers: [string, string, string][], results: [st
       : 'through the router (their probes got no answer)'}`),
     '',
     'router counters',
-    `  peers -> kernel    ${g('sixbed4_router_packets_total{direction="udp_to_tun"}')} packets`,
-    `  kernel -> peers    ${g('sixbed4_router_packets_total{direction="tun_to_udp"}')} packets`,
-    `  peer -> peer       ${g('sixbed4_router_packets_total{direction="relay"}')} packets (relayed over UDP, kernel untouched)`,
+    `  peers -> kernel    ${g('sixbed4_router_packets_total{direction="udp_to_tun",path="slow"}')} packets`,
+    `  kernel -> peers    ${g('sixbed4_router_packets_total{direction="tun_to_udp",path="slow"}')} packets`,
+    `  peer -> peer       ${g('sixbed4_router_packets_total{direction="relay",path="slow"}')} packets (relayed over UDP, kernel untouched)`,
     `  RS in / RA out     ${g('sixbed4_router_nd_messages_total{type="rs"}')} / ${g('sixbed4_router_nd_messages_total{type="ra"}')}`,
     `  dropped            ${[...m].filter(([k]) => k.startsWith('sixbed4_router_dropped_packets_total')).reduce((s, [, v]) => s + v, 0)}${dropDetail(m)}`,
     '',

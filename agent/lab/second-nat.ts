@@ -21,7 +21,9 @@
  * that makes the NAT map the peer's own probe to another port, and the
  * address it embeds would no longer be where it comes from.
  */
-import { Netns, systemTool, veth } from './netns.js';
+import { systemTool } from '../host/tools.js';
+import { Netns } from './netns.js';
+import { veth } from './veth.js';
 import { NAT_RULESET, TOPO, type Topology } from './topology.js';
 
 export const NAT_D = {

@@ -1,7 +1,8 @@
 // Starting sixbed4's own commands inside lab namespaces, as the lab, the
 // end-to-end tests and the benchmark all do: the real CLI in a child process.
 import { fileURLToPath } from 'node:url';
-import type { Netns, Proc } from './netns.js';
+import type { Netns } from './netns.js';
+import type { Proc } from './proc.js';
 
 /** The compiled CLI entry point (dist/agent/cli/main.js). */
 export const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
@@ -11,28 +12,28 @@ export function spawnSixbed4(ns: Netns, args: string[]): Proc {
   return ns.spawn([process.execPath, CLI, ...args, '--log-format', 'text']);
 }
 
-/** Starts a router and waits until it says it is ready. */
-export async function startRouterIn(ns: Netns, args: string[], timeoutMs = 10_000): Promise<Proc> {
-  const p = spawnSixbed4(ns, ['router', ...args]);
+/** Runs `sixbed4 ARGS` in ns until it prints a line matching `re`; killed if it does not. */
+async function spawnUntil(ns: Netns, args: string[], re: RegExp, timeoutMs: number): Promise<{ proc: Proc; line: string }> {
+  const proc = spawnSixbed4(ns, args);
   try {
-    await p.waitFor(/router ready/, timeoutMs);
+    return { proc, line: await proc.waitFor(re, timeoutMs) };
   } catch (err) {
-    await p.stop('SIGKILL');
+    await proc.stop('SIGKILL');
     throw err;
   }
-  return p;
 }
+
+/** Starts a router and waits until it says it is ready. */
+export async function startRouterIn(ns: Netns, args: string[], timeoutMs = 10_000): Promise<Proc> {
+  return (await spawnUntil(ns, ['router', ...args], /router ready/, timeoutMs)).proc;
+}
+
+const PEER_ADDRESS = /peer address (\S+)/;
 
 /** Starts a peer and resolves with it and the address its router gave it. */
 export async function startPeerIn(ns: Netns, args: string[], timeoutMs = 15_000): Promise<{ proc: Proc; address: string }> {
-  const p = spawnSixbed4(ns, ['peer', ...args]);
-  try {
-    const line = await p.waitFor(/peer address \S+/, timeoutMs);
-    return { proc: p, address: /peer address (\S+)/.exec(line)![1]! };
-  } catch (err) {
-    await p.stop('SIGKILL');
-    throw err;
-  }
+  const { proc, line } = await spawnUntil(ns, ['peer', ...args], PEER_ADDRESS, timeoutMs);
+  return { proc, address: PEER_ADDRESS.exec(line)![1]! };
 }
 
 export interface PingResult { sent: number; received: number; avgMs: number | null; output: string; }

@@ -20,7 +20,10 @@
  * Only documentation / shared address space is used, and no namespace has a
  * route to the outside world.
  */
-import { findSystemTool, Netns, sleep, systemTool, uniqueName, veth } from './netns.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { findSystemTool, systemTool } from '../host/tools.js';
+import { Netns, uniqueName } from './netns.js';
+import { veth } from './veth.js';
 
 /** Addresses and interface names of the reference topology. */
 export const TOPO = {
@@ -184,7 +187,7 @@ export async function buildTopology(opts: TopologyOptions): Promise<Topology> {
           `addr add ${TOPO.natLanBV4}${v4len} dev ${TOPO.natLanBIf}`,
         ]),
         nat.sysctl('net.ipv4.ip_forward', 1),
-        // Absolute path: node_modules/.bin has an unrelated `nft` (see netns.ts).
+        // Absolute path: node_modules/.bin has an unrelated `nft` (see agent/host/tools.ts).
         nat.run([systemTool('nft'), '-f', '-'], { input: NAT_RULESET }),
       );
     }

@@ -77,6 +77,8 @@ export class Engine {
   private readonly scratch = new Uint8Array(16);
   private readonly oldScratch = new Uint8Array(16);
   private refused: RefusedIPv4;
+  /** Announced in RAs; replaced on reload (setRoutes), so not read from cfg. */
+  private routes: readonly Prefix[];
 
   constructor(readonly cfg: EngineConfig, batchSize = 64) {
     this.prefix8 = cfg.prefix.bytes.subarray(0, 8);
@@ -88,6 +90,7 @@ export class Engine {
     this.routerLla = linkLayer(cfg.listenIPv4, cfg.port);
     this.limiter = new ReplyLimiter(cfg.rateLimit ?? DEFAULT_RATE_LIMIT, cfg.rateLimitState);
     this.refused = new RefusedIPv4(cfg.refused ?? refusedRanges([], false));
+    this.routes = cfg.routes;
     // One extra byte per slot lets a too-long datagram show as longer than the MTU.
     this.udpRx = newBatch(batchSize, TUNNEL_MTU + 1);
     this.tunRx = newBatch(batchSize, TUNNEL_MTU + 1);
@@ -121,6 +124,16 @@ export class Engine {
   /** Replaces the refused destinations (the host's local table changed). */
   setRefused(ranges: readonly IPv4Range[]): void {
     this.refused = new RefusedIPv4(ranges);
+  }
+
+  /** New routes for the RAs from now on (a reload of the router's configuration). */
+  setRoutes(routes: readonly Prefix[]): void {
+    this.routes = routes;
+  }
+
+  /** New reply rates and bursts (a reload); the buckets, shared with the other workers, keep their tokens. */
+  setRateLimit(rates: Omit<RateLimitConfig, 'tableSize'>): void {
+    this.limiter.setRates(rates);
   }
 
   /** The router's own 6bed4 address (lanip 0). */
@@ -335,7 +348,7 @@ export class Engine {
       old.set(this.udpRx.data.subarray(oldAt, oldAt + 14));
       old[14] = this.udpRx.data[oldAt + 14]! & 0xc0; old[15] = 0; // lanip 0: the /114 itself
     }
-    r.len[k] = writeRouterAdvert(r.data, r.off[k]!, dst, this.scratch, withRoutes ? this.cfg.routes : NO_ROUTES, false, old);
+    r.len[k] = writeRouterAdvert(r.data, r.off[k]!, dst, this.scratch, withRoutes ? this.routes : NO_ROUTES, false, old);
     r.addr[k] = ipv4; r.port[k] = port;
     this.nUdpReplies = k + 1;
     this.counters.routerAdverts++;

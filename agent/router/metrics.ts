@@ -6,10 +6,15 @@ import client from 'prom-client';
 import { DROP_REASONS, type CountersSnapshot } from './counters.js';
 import type { ResponderCounters } from '../ndp/responder.js';
 import { buildInfo } from '../build-info.js';
+import { DECAP_VERDICTS, type DecapCounters } from '../bpf/decap.js';
 
 type Sample = { value: number; labels: Record<string, string> };
 
-export function routerRegistry(readNow: () => Promise<CountersSnapshot>, ndp?: () => ResponderCounters): client.Registry {
+/**
+ * fast, when the in-kernel fast path runs, reads its counters: its packets join the same families with
+ * path="fast" (the router's own are path="slow"), and why it left the others to the router is a family of its own.
+ */
+export function routerRegistry(readNow: () => Promise<CountersSnapshot>, ndp?: () => ResponderCounters, fast?: () => DecapCounters): client.Registry {
   const registry = new client.Registry();
   // One read serves every family of a scrape (with workers a read is a round trip to each of them,
   // and the families should agree with each other).
@@ -25,10 +30,18 @@ export function routerRegistry(readNow: () => Promise<CountersSnapshot>, ndp?: (
   };
   const family = (name: string, help: string, samples: (s: CountersSnapshot) => Sample[], type = 'counter') =>
     register(name, help, type, async () => samples(await read()));
-  family('sixbed4_router_packets_total', 'Packets forwarded, by direction (udp_to_tun: peers to the kernel; tun_to_udp: kernel to peers; relay: peer to peer over UDP)',
-    (s) => [d('udp_to_tun', s.udpToTunPackets), d('tun_to_udp', s.tunToUdpPackets), d('relay', s.relayPackets)]);
-  family('sixbed4_router_bytes_total', 'IPv6 bytes forwarded, by direction',
-    (s) => [d('udp_to_tun', s.udpToTunBytes), d('tun_to_udp', s.tunToUdpBytes), d('relay', s.relayBytes)]);
+  // The fast path forwards peers -> kernel only (milestone 1 of the fast path).
+  const fastSample = (field: 'packets' | 'bytes'): Sample[] => (fast ? [{ value: fast().fast[field], labels: { direction: 'udp_to_tun', path: 'fast' } }] : []);
+  family('sixbed4_router_packets_total', 'Packets forwarded, by direction (udp_to_tun: peers to the kernel; tun_to_udp: kernel to peers; relay: peer to peer over UDP) and path (slow: by the router process; fast: in the kernel)',
+    (s) => [d('udp_to_tun', s.udpToTunPackets), d('tun_to_udp', s.tunToUdpPackets), d('relay', s.relayPackets), ...fastSample('packets')]);
+  family('sixbed4_router_bytes_total', 'IPv6 bytes forwarded, by direction and path',
+    (s) => [d('udp_to_tun', s.udpToTunBytes), d('tun_to_udp', s.tunToUdpBytes), d('relay', s.relayBytes), ...fastSample('bytes')]);
+  if (fast) {
+    register('sixbed4_router_fast_path_passed_total', 'Packets the in-kernel fast path left to the router (or to the rest of the host), by reason', 'counter', async () => {
+      const c = fast();
+      return DECAP_VERDICTS.filter((v) => v !== 'fast').map((v) => ({ value: c[v].packets, labels: { reason: v } }));
+    });
+  }
   family('sixbed4_router_received_packets_total', 'Packets received, by side (udp: from peers; tun: from the kernel)',
     (s) => [{ value: s.udpRxPackets, labels: { side: 'udp' } }, { value: s.tunRxPackets, labels: { side: 'tun' } }]);
   family('sixbed4_router_dropped_packets_total', 'Packets dropped, by reason',
@@ -62,5 +75,5 @@ export function routerRegistry(readNow: () => Promise<CountersSnapshot>, ndp?: (
   return registry;
 }
 
-const d = (direction: string, value: number): Sample => ({ value, labels: { direction } });
+const d = (direction: string, value: number): Sample => ({ value, labels: { direction, path: 'slow' } });
 const t = (type: string, value: number): Sample => ({ value, labels: { type } });

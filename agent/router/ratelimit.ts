@@ -42,13 +42,18 @@ export class ReplyLimiter {
   private readonly f: Float64Array;
   private readonly mask: number;
 
-  constructor(private readonly cfg: RateLimitConfig = DEFAULT_RATE_LIMIT, shared?: SharedArrayBuffer) {
+  constructor(private cfg: RateLimitConfig = DEFAULT_RATE_LIMIT, shared?: SharedArrayBuffer) {
     if (cfg.tableSize & (cfg.tableSize - 1)) throw new Error('rate limit tableSize must be a power of two');
     const sab = shared ?? newRateLimitState(cfg);
     if (sab.byteLength !== rateLimitBytes(cfg)) throw new Error('rate limit shared state does not match its configuration');
     this.lock = new Int32Array(sab, 0, 1);
     this.f = new Float64Array(sab, 8, 2 + 2 * cfg.tableSize);
     this.mask = cfg.tableSize - 1;
+  }
+
+  /** New rates and bursts (a reload); the table, its size and the tokens in it stay. */
+  setRates(rates: Omit<RateLimitConfig, 'tableSize'>): void {
+    this.cfg = { ...rates, tableSize: this.cfg.tableSize };
   }
 
   /** Takes one token for a reply to ipv4 at time nowMs; false means: do not reply. */

@@ -20,8 +20,9 @@ import { openTunnel, type Tunnel } from './tunnel.js';
 import { routerRegistry } from './metrics.js';
 import { Counters, type CountersSnapshot } from './counters.js';
 import { readLocalTable, sameRanges } from './localtable.js';
-import { newRateLimitState } from './ratelimit.js';
+import { DEFAULT_RATE_LIMIT, newRateLimitState, type RateLimitConfig } from './ratelimit.js';
 import { type IPv4Range, refusedRanges } from './refused.js';
+import { fastPathModeOf, prepareFastPath, type FastPath, type FastPathMode } from '../bpf/fastpath.js';
 
 /**
  * UDP sockets per worker. The kernel spreads flows over them by hash, so a
@@ -70,6 +71,10 @@ export interface RouterOptions {
    * host holds, and on stop leave both to a successor that claimed them (tunnel.ts).
    */
   handover?: boolean;
+  /** Reply rate limits (RA, NA, ICMPv6 errors); default DEFAULT_RATE_LIMIT. */
+  rateLimit?: Omit<RateLimitConfig, 'tableSize'>;
+  /** The in-kernel fast path (agent/bpf/): auto, on or off (the default). */
+  fastPath?: string;
 }
 
 export interface RouterConfig {
@@ -91,6 +96,16 @@ export interface RouterConfig {
   refusePrivate: boolean;
   sockets: number;
   handover: boolean;
+  rateLimit: Omit<RateLimitConfig, 'tableSize'>;
+  fastPath: FastPathMode;
+}
+
+/** What a reload changes while the data path keeps forwarding (the rest needs a restart). */
+export interface LiveReconfig {
+  routes?: Prefix[];
+  rateLimit?: Omit<RateLimitConfig, 'tableSize'>;
+  /** host:port to serve metrics on; null: stop serving them. */
+  metrics?: string | null;
 }
 
 /** Turns user input into a checked configuration; every error names the flag and the fix. */
@@ -136,18 +151,39 @@ export function routerConfig(o: RouterOptions): RouterConfig {
     prefix: parsePrefix64(o.prefix),
     listenIPv4: advertised?.ipv4 ?? listenIPv4, bindIPv4, port: advertised?.port ?? port, bindPort: port, tun, batch, workers, statsIntervalMs: o.statsIntervalMs ?? 60_000, refusePrivate: !!o.refusePrivate, sockets,
     handover: o.handover === true,
+    rateLimit: rateLimitOf(o.rateLimit),
+    fastPath: fastPathModeOf(o.fastPath),
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
 }
 
+/** Rates and bursts must be positive numbers: a zero would silence every RA, and peers would never get an address. */
+function rateLimitOf(r: RouterOptions['rateLimit']): RouterConfig['rateLimit'] {
+  const { tableSize: _, ...defaults } = DEFAULT_RATE_LIMIT;
+  if (!r) return defaults;
+  for (const [k, v] of Object.entries(r)) {
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new InputError(`rate limit ${k} ${String(v)}: use a number above 0`);
+  }
+  return { ...defaults, ...r };
+}
+
 export interface RunningRouter {
+  /** The configuration as started, with what reconfigure() changed since. */
   readonly config: RouterConfig;
   readonly tunnel: Tunnel;
+  /** The metrics server now (reconfigure may replace it). */
   readonly metrics?: MetricsServer;
   /** The neighbour proxy, when one runs (slices on this node add their addresses to it). */
   readonly proxy?: NdpResponder;
+  /** The in-kernel fast path, when it runs. */
+  readonly fastPath?: FastPath;
   counters(): Promise<CountersSnapshot>;
+  /**
+   * Changes routes, rate limits or the metrics address while peers keep forwarding (a reload). A new metrics
+   * server is started before the old one closes; if it cannot start, the old one stays and this throws.
+   */
+  reconfigure(change: LiveReconfig): Promise<void>;
   /**
    * Stops forwarding. With handover and waitForSuccessorMs, first waits (up to that long) for a successor router
    * to claim the tunnel, and then leaves it the tunnel and its route; without a successor the tunnel goes.
@@ -177,18 +213,31 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     throw udpOpenError(err as NodeJS.ErrnoException, listenText, cfg.bindPort);
   }
   try {
+    // Loaded and tested before anything is made, so a refusal leaves nothing behind.
+    const prepared = await prepareFastPath(cfg.fastPath, {
+      // What arrives on the uplink is addressed to the bound address and port (a DNAT in front, --advertise, has
+      // already rewritten it); the advertised port is only the router's identity.
+      bindIPv4: cfg.bindIPv4, port: cfg.bindPort, prefix: cfg.prefix.bytes,
+      // The proxy answers for peers the router has seen lately; packets the kernel forwards by itself it never sees.
+      ...(cfg.ndpProxy ? { conflict: 'the neighbour proxy (--ndp-proxy) learns live peers from their packets, which the fast path keeps from the router (not yet supported together)' } : {}),
+    }, log);
+    if (prepared) undo.push(() => prepared.close());
     let local = await localTable(log);
     const engineCfg: EngineConfig = {
       prefix: cfg.prefix, listenIPv4: cfg.listenIPv4, port: cfg.port, routes: cfg.routes,
       refused: refusedRanges(local, cfg.refusePrivate),
       // One set of reply buckets for all workers: the overall cap stays one cap.
       rateLimitState: newRateLimitState(),
+      rateLimit: { ...cfg.rateLimit, tableSize: DEFAULT_RATE_LIMIT.tableSize },
     };
     const routerAddress = makeAddress(cfg.prefix.bytes, cfg.listenIPv4, cfg.port, 0);
     const tunnel = await openTunnel(cfg.tun, cfg.workers, routerAddress, cfg.prefix, log, { handover: cfg.handover });
     undo.push(() => tunnel.close());
     const proxy = cfg.ndpProxy ? await startProxy(cfg, log) : undefined;
     if (proxy) undo.push(() => proxy.stop());
+    // Attached after the tunnel is up and detached before it goes: the program never redirects into a TUN that is gone.
+    const fastPath = prepared?.attach(tunnel.name);
+    if (fastPath) undo.push(() => fastPath.stop());
     const onLive: LiveListener | undefined = proxy && ((added, removed) => {
       // Answer for a peer's addresses while it is live (policy.ts says which lanips).
       const addrs = (c: LiveChange) => proxiedPeerAddresses(makeAddress(cfg.prefix.bytes, c.ipv4, c.port, 0));
@@ -205,11 +254,9 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       });
     undo.push(() => forwarding.stop());
     let metrics: MetricsServer | undefined;
-    if (cfg.metrics) {
-      const server = await startMetricsServer(cfg.metrics, routerRegistry(() => forwarding.counters(), proxy && (() => proxy.counters())), log);
-      metrics = server;
-      undo.push(() => server.close());
-    }
+    const registry = routerRegistry(() => forwarding.counters(), proxy && (() => proxy.counters()), fastPath && (() => fastPath.counters()));
+    if (cfg.metrics) metrics = await startMetricsServer(cfg.metrics, registry, log);
+    undo.push(() => metrics?.close());
     // Relays and sends to any address of this host stay refused as its addresses change.
     const refresh = setInterval(() => {
       void localTable(log).then((now) => {
@@ -227,11 +274,46 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       prefix: cfg.prefix.text, listen: `${formatIPv4(cfg.listenIPv4)}:${cfg.port}`,
       ...(cfg.bindIPv4 !== cfg.listenIPv4 || cfg.bindPort !== cfg.port ? { bind: `${listenText}:${cfg.bindPort}` } : {}), address: formatIPv6(routerAddress),
       routes: cfg.routes.map((r) => r.text), tun: tunnel.name, workers: cfg.workers, batch: cfg.batch,
+      fastPath: fastPath ? `on (${fastPath.uplink} ingress)` : 'off',
     });
     let stopped = false;
+    let current = cfg;
     return {
-      config: cfg, tunnel, ...(metrics ? { metrics } : {}), ...(proxy ? { proxy } : {}),
+      get config() { return current; },
+      get metrics() { return metrics; },
+      tunnel, ...(proxy ? { proxy } : {}), ...(fastPath ? { fastPath } : {}),
       counters: () => forwarding.counters(),
+      async reconfigure(change) {
+        if (change.metrics !== undefined && change.metrics !== (current.metrics ?? null)) {
+          // Make before break: the new address first, so a mistake leaves the old one serving. The same port on
+          // another address of this host may conflict with the old one: then break first, and restore on failure.
+          const old = metrics;
+          let next: MetricsServer | undefined;
+          if (change.metrics !== null) {
+            try {
+              next = await startMetricsServer(change.metrics, registry, log);
+            } catch (err) {
+              if (!old || !/port in use/.test((err as Error).message)) throw err;
+              await old.close();
+              metrics = undefined;
+              try {
+                next = await startMetricsServer(change.metrics, registry, log);
+              } catch (again) {
+                metrics = await startMetricsServer(current.metrics!, registry, log);
+                throw again;
+              }
+            }
+          }
+          metrics = next;
+          await old?.close().catch(() => undefined); // (closed already when it had to go first: harmless)
+          const { metrics: _, ...rest } = current;
+          current = { ...rest, ...(change.metrics !== null ? { metrics: change.metrics } : {}) };
+        }
+        if (change.routes || change.rateLimit) {
+          forwarding.setLive({ ...(change.routes ? { routes: change.routes } : {}), ...(change.rateLimit ? { rateLimit: change.rateLimit } : {}) });
+          current = { ...current, ...(change.routes ? { routes: change.routes } : {}), ...(change.rateLimit ? { rateLimit: change.rateLimit } : {}) };
+        }
+      },
       async stop(opts = {}) {
         if (stopped) return;
         stopped = true;
@@ -245,9 +327,10 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
           }
         }
         const c = await forwarding.counters().catch(() => new Counters().snapshot());
+        const fast = fastPath?.counters().fast.packets;
         await unwind();
         log.info(handedOver ? `router stopped; tunnel ${tunnel.name} handed over to the next router` : 'router stopped; tunnel removed', {
-          udpToTun: c.udpToTunPackets, tunToUdp: c.tunToUdpPackets, relayed: c.relayPackets,
+          udpToTun: c.udpToTunPackets, tunToUdp: c.tunToUdpPackets, relayed: c.relayPackets, ...(fast !== undefined ? { udpToTunFast: fast } : {}),
           dropped: Object.values(c.drops).reduce((a, b) => a + b, 0),
         });
       },

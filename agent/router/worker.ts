@@ -5,11 +5,12 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Engine, type EngineConfig } from './engine.js';
 import { Datapath } from './datapath.js';
-import { watchLive } from './workers.js';
+import { applyLiveSettings, watchLive, type LiveSettings } from './workers.js';
 import type { IPv4Range } from './refused.js';
 
 export interface WorkerInit { engine: EngineConfig; batch: number; udpFds: number[]; tunFd: number; }
-export type WorkerRequest = { type: 'snapshot'; id: number } | { type: 'stop' } | { type: 'refused'; ranges: IPv4Range[] };
+export type WorkerRequest = { type: 'snapshot'; id: number } | { type: 'stop' } | { type: 'refused'; ranges: IPv4Range[] }
+  | { type: 'live-settings'; settings: LiveSettings };
 
 const init = workerData as WorkerInit;
 const engine = new Engine(init.engine, init.batch);
@@ -19,6 +20,7 @@ const unwatch = watchLive(engine, (added, removed) => parentPort!.postMessage({ 
 parentPort!.on('message', (m: WorkerRequest) => {
   if (m.type === 'snapshot') parentPort!.postMessage({ type: 'snapshot', id: m.id, counters: engine.snapshot() });
   else if (m.type === 'refused') engine.setRefused(m.ranges);
+  else if (m.type === 'live-settings') applyLiveSettings(engine, m.settings);
   else if (m.type === 'stop') { unwatch(); datapath.stop(); parentPort!.close(); }
 });
 parentPort!.postMessage({ type: 'ready' });

@@ -9,6 +9,17 @@ import { native, type NativeIO } from '../io/native.js';
 import type { WorkerInit } from './worker.js';
 import type { LiveChange } from './live.js';
 import type { IPv4Range } from './refused.js';
+import type { Prefix } from '../protocol/ip.js';
+import type { RateLimitConfig } from './ratelimit.js';
+
+/** What a reload of the router's configuration changes while the data path runs. */
+export interface LiveSettings { routes?: readonly Prefix[]; rateLimit?: Omit<RateLimitConfig, 'tableSize'>; }
+
+/** Applies live settings to one engine (the main thread's, or a worker's). */
+export function applyLiveSettings(engine: Engine, s: LiveSettings): void {
+  if (s.routes) engine.setRoutes(s.routes);
+  if (s.rateLimit) engine.setRateLimit(s.rateLimit);
+}
 
 /** How often new peers are reported (quickly: the neighbour proxy must answer for them) and idle ones expired. */
 export const LIVE_REPORT_MS = 250;
@@ -32,6 +43,8 @@ export interface Forwarding {
   counters(): Promise<CountersSnapshot>;
   /** New refused destinations (the host's local table changed). */
   setRefused(ranges: readonly IPv4Range[]): void;
+  /** New routes or reply rate limits, without stopping the data path (a reload). */
+  setLive(settings: LiveSettings): void;
   stop(): Promise<void>;
 }
 
@@ -49,6 +62,7 @@ export function forwardInline(cfg: EngineConfig, batch: number, udpFds: number[]
     engine,
     counters: async () => engine.snapshot(),
     setRefused: (ranges) => engine.setRefused(ranges),
+    setLive: (settings) => applyLiveSettings(engine, settings),
     stop: async () => { unwatch(); datapath.stop(); },
   };
 }
@@ -103,6 +117,9 @@ export async function forwardOnWorkers(cfg: EngineConfig, batch: number, udpFds:
     },
     setRefused(ranges) {
       for (const w of alive) w.postMessage({ type: 'refused', ranges });
+    },
+    setLive(settings) {
+      for (const w of alive) w.postMessage({ type: 'live-settings', settings });
     },
     async stop() {
       stopping = true;

@@ -27,7 +27,8 @@
 // through them; the pod's source rule is the one thing that outlives the
 // link, so release() removes it when the pod is still there.
 import { readFile } from 'node:fs/promises';
-import { CommandError, ip, ipJson, run } from '../host/ip.js';
+import { CommandError, formatArgv, runCommand } from '../host/command.js';
+import { inNetns, ip, ipIn, ipJson, ipJsonIn, KERNEL_COMMAND_TIMEOUT_MS } from '../host/ip.js';
 import { formatIPv6, InputError, parseIPv6 } from '../protocol/ip.js';
 import type { Logger } from '../log.js';
 import { aliasFor, HOST_IF_RE, parseAlias, parseSlice, type Slice, type SliceOwner } from './slice.js';
@@ -148,7 +149,13 @@ export function interpret(slice: Slice, o: Resolved, host: { links: IpLinkAddr[]
 // ---------------------------------------------------------------------------
 // What to do
 
-export interface Step {
+/**
+ * One command of a delivery, on the node or in the pod. Not a host plan's
+ * PlanStep (host/steps.ts): that one changes only the namespace the agent is
+ * in, can be rolled back from a saved state and may wait for DAD; a delivery
+ * spans two namespaces and undoes itself by deleting the veth.
+ */
+export interface DeliveryStep {
   where: 'host' | 'pod';
   /** `ip` arguments, or for kind sysctl [path under procSys, value]. */
   kind: 'ip' | 'sysctl';
@@ -183,11 +190,11 @@ export function inPlace(seen: Observed, slice: Slice, podUid: string): boolean {
  * pod interface of the pod end's name that is not our pair's is refused
  * (InputError): it is not ours to delete.
  */
-export function planDelivery(slice: Slice, pod: PodRef, podPath: string, seen: Observed, o: Resolved): { outcome: Outcome; steps: Step[] } {
-  const host = (args: string[], why: string): Step => ({ where: 'host', kind: 'ip', args, why });
-  const inPod = (args: string[], why: string): Step => ({ where: 'pod', kind: 'ip', args, why });
-  const enableIpv6: Step = { where: 'pod', kind: 'sysctl', args: [`net/ipv6/conf/${o.podIf}/disable_ipv6`, '0'], why: 'IPv6 on the pod end (a runtime may disable it by default)' };
-  const podRoutes = (p: PodSide, fresh: boolean): Step[] => [
+export function planDelivery(slice: Slice, pod: PodRef, podPath: string, seen: Observed, o: Resolved): { outcome: Outcome; steps: DeliveryStep[] } {
+  const host = (args: string[], why: string): DeliveryStep => ({ where: 'host', kind: 'ip', args, why });
+  const inPod = (args: string[], why: string): DeliveryStep => ({ where: 'pod', kind: 'ip', args, why });
+  const enableIpv6: DeliveryStep = { where: 'pod', kind: 'sysctl', args: [`net/ipv6/conf/${o.podIf}/disable_ipv6`, '0'], why: 'IPv6 on the pod end (a runtime may disable it by default)' };
+  const podRoutes = (p: PodSide, fresh: boolean): DeliveryStep[] => [
     ...(p.mainDefault === 'none' ? [inPod(['-6', 'route', 'add', 'default', 'via', o.gateway, 'dev', o.podIf], 'the pod has no IPv6 default route')] : []),
     ...(!p.rule ? [inPod(['-6', 'rule', 'add', 'pref', String(o.table), 'from', slice.text, 'table', String(o.table)], 'traffic from the slice leaves through the veth')] : []),
     ...(fresh || !p.tableRoute ? [inPod(['-6', 'route', 'add', 'default', 'via', o.gateway, 'dev', o.podIf, 'table', String(o.table)], 'next hop for traffic from the slice')] : []),
@@ -197,7 +204,7 @@ export function planDelivery(slice: Slice, pod: PodRef, podPath: string, seen: O
   if (inPlace(seen, slice, pod.uid)) {
     const h = seen.host!;
     const l = seen.pod.link!;
-    const steps: Step[] = [
+    const steps: DeliveryStep[] = [
       ...(!h.gateway ? [host(['addr', 'add', `${o.gateway}/64`, 'dev', slice.hostIf, 'nodad'], 'the pod\'s next hop')] : []),
       ...(!h.up ? [host(['link', 'set', 'dev', slice.hostIf, 'up'], 'host end down')] : []),
       ...(!l.up ? [inPod(['link', 'set', 'dev', o.podIf, 'up'], 'pod end down')] : []),
@@ -214,7 +221,7 @@ export function planDelivery(slice: Slice, pod: PodRef, podPath: string, seen: O
     throw new InterfaceTakenError(`the pod already has an interface named ${o.podIf} that is not sixbed4's: not touching it`);
   }
   const ref = pod.namespace && pod.name ? `${pod.namespace}/${pod.name}` : undefined;
-  const steps: Step[] = [
+  const steps: DeliveryStep[] = [
     ...(replacing ? [host(['link', 'del', 'dev', slice.hostIf], `${slice.hostIf} serves ${seen.host!.owner ? `pod ${seen.host!.owner.podUid}` : 'an unknown pod'}, not this one`)] : []),
     host(['link', 'add', slice.hostIf, 'type', 'veth', 'peer', 'name', o.podIf, 'netns', podPath], 'the pair, pod end created in the pod'),
     // The kernel ignores an alias given at creation; it is set right after.
@@ -296,9 +303,9 @@ export class SliceDeliverer {
       ipJson<IpLinkAddr[]>('link', 'show', 'dev', slice.hostIf).catch(missingIsEmpty),
       ipJson<IpLinkAddr[]>('addr', 'show', 'dev', slice.hostIf).catch(missingIsEmpty),
       ipJson<IpRoute[]>('-6', 'route', 'show', 'exact', slice.text),
-      this.podJson<IpLinkAddr[]>(podPath, ['addr', 'show']),
-      this.podJson<IpRoute[]>(podPath, ['-6', 'route', 'show', 'table', 'all']),
-      this.podJson<IpRule[]>(podPath, ['-6', 'rule', 'show']),
+      ipJsonIn<IpLinkAddr[]>({ path: podPath }, ['addr', 'show']),
+      ipJsonIn<IpRoute[]>({ path: podPath }, ['-6', 'route', 'show', 'table', 'all']),
+      ipJsonIn<IpRule[]>({ path: podPath }, ['-6', 'rule', 'show']),
     ]);
     const hostLinks = hostLink.map((l) => ({ ...l, addr_info: hostAddrs.find((a) => a.ifindex === l.ifindex)?.addr_info ?? [] }));
     return interpret(slice, this.forPod(podIf), { links: hostLinks, routes: hostRoutes }, { links: podLinks, routes: podRoutes, rules: podRules });
@@ -408,38 +415,33 @@ export class SliceDeliverer {
   }
 
   private async removeRule(slice: Slice, podPath: string): Promise<string | null> {
-    const rules = await this.podJson<IpRule[]>(podPath, ['-6', 'rule', 'show']).catch(() => []);
+    const rules = await ipJsonIn<IpRule[]>({ path: podPath }, ['-6', 'rule', 'show']).catch(() => []);
     const src = slice.text.slice(0, slice.text.indexOf('/'));
     if (!rules.some((r) => r.priority === this.o.table && canon(r.src) === src && r.srclen === 112)) return null;
-    const step: Step = { where: 'pod', kind: 'ip', args: ['-6', 'rule', 'del', 'pref', String(this.o.table), 'from', slice.text, 'table', String(this.o.table)], why: 'release' };
+    const step: DeliveryStep = { where: 'pod', kind: 'ip', args: ['-6', 'rule', 'del', 'pref', String(this.o.table), 'from', slice.text, 'table', String(this.o.table)], why: 'release' };
     await this.runStep(step, podPath);
     return this.commandLine(step);
   }
 
-  private async runStep(step: Step, podPath: string): Promise<void> {
+  private async runStep(step: DeliveryStep, podPath: string): Promise<void> {
     if (step.where === 'host') {
       await ip(...step.args);
     } else if (step.kind === 'ip') {
-      await run(['nsenter', `--net=${podPath}`, 'ip', ...step.args]);
+      await ipIn({ path: podPath }, step.args);
     } else {
       // /proc/sys/net shows the namespace of the process that opens it, so a
       // shell entered into the pod's namespace writes the pod's setting. The
       // path and value are arguments, never part of the script.
       const [key, value] = step.args as [string, string];
-      await run(['nsenter', `--net=${podPath}`, 'sh', '-c', 'echo "$2" > "$1"', 'sh', `${this.o.procSys}/${key}`, value]);
+      await runCommand(inNetns({ path: podPath }, ['sh', '-c', 'echo "$2" > "$1"', 'sh', `${this.o.procSys}/${key}`, value]),
+        { timeoutMs: KERNEL_COMMAND_TIMEOUT_MS });
     }
   }
 
-  private commandLine(step: Step): string {
-    const q = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : JSON.stringify(a));
-    if (step.where === 'host') return `ip ${step.args.map(q).join(' ')}`;
-    if (step.kind === 'ip') return `nsenter --net=POD ip ${step.args.map(q).join(' ')}`;
+  private commandLine(step: DeliveryStep): string {
+    if (step.where === 'host') return `ip ${formatArgv(step.args)}`;
+    if (step.kind === 'ip') return `nsenter --net=POD ip ${formatArgv(step.args)}`;
     return `nsenter --net=POD sysctl -w ${step.args[0]!.replace(/\//g, '.')}=${step.args[1]}`;
-  }
-
-  private async podJson<T>(podPath: string, args: string[]): Promise<T> {
-    const out = await run(['nsenter', `--net=${podPath}`, 'ip', '-j', ...args]);
-    return (out.trim() ? JSON.parse(out) : []) as T;
   }
 
   private async checkForwarding(hostIf: string): Promise<void> {

@@ -7,7 +7,7 @@
 // nft is nftables' own, found in the system directories (under npm the PATH
 // starts with node_modules/.bin, which has an unrelated `nft`; see
 // host/tools.ts).
-import { CommandError, run } from '../host/ip.js';
+import { CommandError, runCommand } from '../host/command.js';
 import { findSystemTool } from '../host/tools.js';
 import {
   compareInbound, INBOUND_FAMILY, INBOUND_TABLE, normalizeEntries, readInbound, renderInbound, renderInboundRemoval,
@@ -31,7 +31,7 @@ export interface InboundResult {
 async function nft(args: string[], opts: InboundOptions, input?: string): Promise<string> {
   const path = opts.nft ?? findSystemTool('nft');
   if (!path) throw new CommandError(['nft', ...args], null, 'nftables\' nft command not found (install nftables): the slices\' inbound policy needs it');
-  return run([path, ...args], { timeoutMs: 30_000, ...(input === undefined ? {} : { input }) });
+  return runCommand([path, ...args], { timeoutMs: 30_000, ...(input === undefined ? {} : { input }) });
 }
 
 /**

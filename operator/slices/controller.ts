@@ -11,7 +11,7 @@ import type { Logger } from '../../agent/log.js';
 import { PREFIXES_PATH, RANGES_PATH, SLICES_PATH, ADDRESS_ANNOTATION, ASSIGNED_SLICE_ANNOTATION, type KubeObject, type SixBed4Prefix, type SixBed4Range, type SixBed4Slice } from '../../kube/api.js';
 import { SliceAllocator } from './allocator.js';
 import type { Recorder } from '../../kube/events.js';
-import { Informer, type ChangeType } from '../../kube/informer.js';
+import { apiInformers, type ChangeType, type InformerFactory, type Watched } from '../../kube/informer.js';
 import { paths, type Kube } from '../../kube/client.js';
 import type { OperatorMetrics } from '../metrics.js';
 import type { Cache } from '../prefix/reconcile.js';
@@ -31,6 +31,8 @@ export interface SliceControllerOptions {
   /** delay of a prefix's status write after a change (default 250 ms) */
   statusDelayMs?: number;
   resyncMs?: number;
+  /** how it watches (default: the API server through kube) */
+  informers?: InformerFactory;
 }
 
 const nsKey = (n: string) => `ns/${n}`;
@@ -39,11 +41,11 @@ const statusKey = (p: string) => `status/${p}`;
 export class SliceController {
   readonly allocator: SliceAllocator;
   private readonly queue = new WorkQueue(200, 30_000);
-  private readonly own: Informer<KubeObject>[] = [];
-  private readonly namespaces: Informer<KubeObject>;
-  private readonly pods: Informer<KubeObject>;
-  private readonly slices: Informer<SixBed4Slice>;
-  private readonly ranges: Informer<SixBed4Range>;
+  private readonly own: Watched<KubeObject>[] = [];
+  private readonly namespaces: Watched<KubeObject>;
+  private readonly pods: Watched<KubeObject>;
+  private readonly slices: Watched<SixBed4Slice>;
+  private readonly ranges: Watched<SixBed4Range>;
   private readonly prefixes: Cache<SixBed4Prefix>;
   private readonly nodes: Cache<KubeObject>;
   private readonly podPrints = new Map<string, string>();
@@ -56,8 +58,8 @@ export class SliceController {
   constructor(private readonly o: SliceControllerOptions) {
     const log = o.log;
     const informer = <T extends KubeObject>(path: string, name: string, onChange: (t: ChangeType, obj: T) => void) => {
-      const i = new Informer<T>(o.kube, path, { name, log, onChange });
-      this.own.push(i as unknown as Informer<KubeObject>);
+      const i = (o.informers ?? apiInformers)<T>(o.kube, path, { name, log, onChange });
+      this.own.push(i as unknown as Watched<KubeObject>);
       return i;
     };
     this.prefixes = o.prefixes ?? informer<SixBed4Prefix>(PREFIXES_PATH, 'sixbed4prefixes', (_t, p) => this.prefixChanged(p.metadata.name ?? ''));

@@ -5,7 +5,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execCommand, listNamespaces } from '../../agent/lab/netns.js';
+import { execCommand } from '../../agent/host/command.js';
+import { listNamespaces } from '../../agent/lab/netns.js';
 import { skipReason, title } from '../helpers/fixtures.js';
 import type { Row } from '../../bench/measure.js';
 
@@ -16,7 +17,7 @@ const RUN = fileURLToPath(new URL('../../bench/run.js', import.meta.url));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const json = join(dir, 'out.json');
   const before = new Set(await listNamespaces());
-  const r = await execCommand(process.execPath, [RUN, '--duration', '0.3', '--only', 'ceiling,kernel,router', '--sizes', '48', '--retries', '0', '--json', json], { timeoutMs: 120_000 });
+  const r = await execCommand([process.execPath, RUN, '--duration', '0.3', '--only', 'ceiling,kernel,router', '--sizes', '48', '--retries', '0', '--json', json], { timeoutMs: 120_000 });
   t.is(r.code, 0, r.stdout + r.stderr);
   t.regex(r.stdout, /^host\s+.*kernel .*node v/m);
   t.regex(r.stdout, /^measurement\s+size\s+pps/m);

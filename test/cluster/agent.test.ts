@@ -13,7 +13,7 @@ import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '..
 import { agentConfigMapName, type SixBed4Prefix } from '../../kube/api.js';
 import { Kube, paths } from '../../kube/client.js';
 import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
-import type { Proc } from '../../agent/lab/netns.js';
+import type { Proc } from '../../agent/lab/proc.js';
 import { CLI, ping6, startPeerIn } from '../../agent/lab/sixbed4.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';

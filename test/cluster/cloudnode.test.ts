@@ -12,7 +12,8 @@ import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '..
 import type { SixBed4Prefix } from '../../kube/api.js';
 import { Kube, paths } from '../../kube/client.js';
 import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
-import { systemTool, type Proc } from '../../agent/lab/netns.js';
+import { systemTool } from '../../agent/host/tools.js';
+import type { Proc } from '../../agent/lab/proc.js';
 import { CLI, ping6, startPeerIn } from '../../agent/lab/sixbed4.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';

@@ -24,7 +24,7 @@ DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 # Bump when the root file system recipe below changes.
 ROOTFS_VERSION="${SUITE}-minbase-2"
 ROOTFS_PACKAGES=iproute2,nftables,ca-certificates
-BUILD_PACKAGES="make g++ python3"
+BUILD_PACKAGES="make g++ python3 clang libbpf-dev"
 
 NODE_BIN="${NODE_BIN:-$(command -v node)}"
 NODE_BIN="$(readlink -f "$NODE_BIN")"

@@ -43,12 +43,12 @@ test('by default the image builds from official node:20 bookworm images pinned b
   t.true(major! > Number(min[1]) || (major === Number(min[1]) && minor! >= Number(min[2])), `${global.get('BASE_IMAGE')} satisfies engines.node ${engines}`);
 });
 
-test('the local base images are build arguments the scripts pass; the docs say both ways', (t) => {
+test('the local base images are build arguments the scripts pass; docs/install.md says both ways', (t) => {
   const script = readFileSync(join(ROOT, 'test', 'docker', 'build-image.sh'), 'utf8');
   t.regex(script, /BASE_IMAGE="\$\{BASE_IMAGE:-sixbed4-base:bookworm\}"/);
   t.regex(script, /BUILD_IMAGE="\$\{BUILD_IMAGE:-sixbed4-build:bookworm\}"/);
   for (const a of ['BASE_IMAGE', 'BUILD_IMAGE', 'VERSION', 'REVISION', 'SOURCE']) t.regex(script, new RegExp(`--build-arg "${a}=\\$${a}"`), a);
-  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const readme = readFileSync(join(ROOT, 'docs', 'install.md'), 'utf8');
   t.regex(readme, /node:20\.\d+\.\d+-bookworm/);
   t.regex(readme, /test\/docker\/build-image\.sh/);
 });

@@ -16,7 +16,11 @@ import test from 'ava';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { execCommand, findSystemTool, Netns, Proc, runCommand, uniqueName, type ExecResult } from '../../agent/lab/netns.js';
+import { execCommand, runCommand, type CommandResult } from '../../agent/host/command.js';
+import { ipIn, ipJsonIn } from '../../agent/host/ip.js';
+import { findSystemTool } from '../../agent/host/tools.js';
+import { Netns, uniqueName } from '../../agent/lab/netns.js';
+import { Proc } from '../../agent/lab/proc.js';
 import { ping6, startPeerIn } from '../../agent/lab/sixbed4.js';
 import { addressIPv4 } from '../../agent/protocol/address.js';
 import { formatIPv4, parseIPv6 } from '../../agent/protocol/ip.js';
@@ -44,7 +48,7 @@ async function prepare(): Promise<{ skip: string | null; fail: string | null; st
   const missing = ['ip', 'nsenter', 'ping'].filter((c) => !findSystemTool(c));
   if (missing.length > 0) return { skip: `missing command(s) ${missing.join(', ')} (install iproute2, util-linux, iputils-ping)`, fail: null, startedPid: null };
   // Installs docker.io when missing and starts dockerd when nothing answers.
-  const r = await execCommand('bash', [`${SCRIPTS}/dockerd.sh`], { timeoutMs: 150_000 });
+  const r = await execCommand(['bash', `${SCRIPTS}/dockerd.sh`], { timeoutMs: 150_000 });
   if (r.code !== 0) {
     const why = `no Docker Engine: test/docker/dockerd.sh ${r.timedOut ? 'timed out' : `failed (${r.code})`}: ${(r.stderr || r.stdout).trim().slice(-1500)}`;
     return isCI ? { skip: null, fail: why, startedPid: null } : { skip: why, fail: null, startedPid: null };
@@ -63,11 +67,11 @@ let built = false;
 /** Containers this file started; removed at the end whatever happens. */
 const containers = new Set<string>();
 
-function docker(args: readonly string[], timeoutMs = 60_000): Promise<ExecResult> {
-  return execCommand(DOCKER, args, { timeoutMs });
+function docker(args: readonly string[], timeoutMs = 60_000): Promise<CommandResult> {
+  return execCommand([DOCKER, ...args], { timeoutMs });
 }
 async function dockerOk(args: readonly string[], timeoutMs = 60_000): Promise<string> {
-  return runCommand(DOCKER, args, { timeoutMs });
+  return runCommand([DOCKER, ...args], { timeoutMs });
 }
 async function removeContainers(names: Iterable<string>): Promise<void> {
   const list = [...names];
@@ -85,7 +89,7 @@ test.after.always(async () => {
   await removeContainers(containers);
   // Leave the machine as found: stop the dockerd that this file started.
   if (env.startedPid !== null && process.env.SIXBED4_KEEP_DOCKERD !== '1') {
-    await execCommand('bash', [`${SCRIPTS}/dockerd.sh`, 'stop', String(env.startedPid)], { timeoutMs: 30_000 });
+    await execCommand(['bash', `${SCRIPTS}/dockerd.sh`, 'stop', String(env.startedPid)], { timeoutMs: 30_000 });
   }
 });
 
@@ -96,7 +100,7 @@ serial(title('the image builds from this checkout (local base images, multi-stag
   }
   t.timeout(25 * 60_000, 'a cold build: debootstrap, apt-get, npm ci, node-gyp, tsc');
   const start = Date.now();
-  const r = await execCommand('bash', [`${SCRIPTS}/build-image.sh`, IMAGE, CONTEXT], { timeoutMs: 24 * 60_000 });
+  const r = await execCommand(['bash', `${SCRIPTS}/build-image.sh`, IMAGE, CONTEXT], { timeoutMs: 24 * 60_000 });
   const seconds = Math.round((Date.now() - start) / 1000);
   for (const line of r.stderr.split('\n')) if (/^\[\d\d:\d\d:\d\d\] /.test(line)) t.log(line);
   t.log(`build-image.sh took ${seconds} s`);
@@ -110,7 +114,7 @@ serial(title('the image builds from this checkout (local base images, multi-stag
   t.deepEqual(cfg.Entrypoint, ['node', '/app/dist/agent/cli/main.js']);
   // OCI labels: the version of the context's package.json, the revision of its git checkout (build-image.sh passes both).
   const version = (JSON.parse(await readFile(`${CONTEXT}/package.json`, 'utf8')) as { version: string }).version;
-  const revision = (await execCommand('git', ['-C', CONTEXT, 'rev-parse', 'HEAD'])).stdout.trim() || 'unknown';
+  const revision = (await execCommand(['git', '-C', CONTEXT, 'rev-parse', 'HEAD'])).stdout.trim() || 'unknown';
   t.is(cfg.Labels['org.opencontainers.image.version'], version);
   t.is(cfg.Labels['org.opencontainers.image.revision'], revision);
   t.is(cfg.Labels['org.opencontainers.image.licenses'], 'BSD-2-Clause');
@@ -177,22 +181,22 @@ serial(title('the router in a container (NET_ADMIN+NET_RAW and /dev/net/tun, not
       '--entrypoint', 'sleep', IMAGE, 'infinity']);
     const pid = Number((await dockerOk(['inspect', '-f', '{{.State.Pid}}', holder])).trim());
     t.true(pid > 0, 'the holder container runs');
-    const inPod = (args: string[]) => runCommand('nsenter', [`--net=/proc/${pid}/ns/net`, 'ip', ...args]);
+    const pod = { path: `/proc/${pid}/ns/net` };
 
     // 2. A cable from a test namespace (the peer's host) into the pod.
     peerNs = await Netns.create(uniqueName('dkp'));
     await peerNs.ip(['link', 'add', 'p0', 'type', 'veth', 'peer', 'name', 'wan0', 'netns', String(pid)]);
     await peerNs.ip(['addr', 'add', `${PEER_V4}/24`, 'dev', 'p0']);
     await peerNs.ip(['link', 'set', 'p0', 'up']);
-    await inPod(['addr', 'add', `${ROUTER_V4}/24`, 'dev', 'wan0']);
-    await inPod(['link', 'set', 'wan0', 'up']);
+    await ipIn(pod, ['addr', 'add', `${ROUTER_V4}/24`, 'dev', 'wan0']);
+    await ipIn(pod, ['link', 'set', 'wan0', 'up']);
 
     // 3. The router: the image's own entrypoint, only the two capabilities.
     containers.add(router);
     await dockerOk(['run', '-d', '--name', router, '--network', `container:${holder}`,
       '--cap-drop', 'ALL', '--cap-add', 'NET_ADMIN', '--cap-add', 'NET_RAW', '--device', '/dev/net/tun',
       IMAGE, 'router', '--prefix', PREFIX, '--listen', ROUTER_V4, '--log-format', 'text']);
-    logs = new Proc(DOCKER, ['logs', '-f', router]);
+    logs = new Proc([DOCKER, 'logs', '-f', router]);
     const ready = await logs.waitFor(/router ready/, 20_000);
     t.log(ready);
     const routerAddress = /address=(\S+)/.exec(ready)?.[1];
@@ -225,8 +229,8 @@ serial(title('the router in a container (NET_ADMIN+NET_RAW and /dev/net/tun, not
     await dockerOk(['stop', '-t', '10', router], 30_000);
     await logs.waitFor(/router stopped; tunnel removed/, 5000);
     t.is((await dockerOk(['inspect', '-f', '{{.State.ExitCode}}', router])).trim(), '0');
-    const links = await inPod(['-j', 'link', 'show']);
-    t.false((JSON.parse(links) as { ifname: string }[]).some((l) => l.ifname === '6bed4'), 'the tunnel is gone from the pod');
+    const links = await ipJsonIn<{ ifname: string }[]>(pod, ['link', 'show']);
+    t.false(links.some((l) => l.ifname === '6bed4'), 'the tunnel is gone from the pod');
   } finally {
     await logs?.stop('SIGTERM', 2000);
     await removeContainers([router, holder]);

@@ -5,7 +5,7 @@
 // pointed at it get addresses, reach the ISP and each other (relayed from the bound socket, back through the DNAT).
 import test from 'ava';
 import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
-import { systemTool } from '../../agent/lab/netns.js';
+import { systemTool } from '../../agent/host/tools.js';
 import { ping6, spawnSixbed4, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
 import { addressIPv4, makeAddress } from '../../agent/protocol/address.js';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix64 } from '../../agent/protocol/ip.js';

@@ -42,6 +42,9 @@ const cases: [string, string[], RegExp][] = [
   ['a bad extra route', ['--prefix', PREFIX, '--route', '2001:db8:77::1/48'], /--route '2001:db8:77::1\/48' has host bits set/],
   ['more routes than fit in an RA', ['--prefix', PREFIX, ...Array.from({ length: 38 }, (_, i) => ['--route', `2001:db8:${(i + 1).toString(16)}::/48`]).flat()],
     /38 --route prefixes: at most 37 fit in a Router Advertisement/],
+  ['an unknown fast path mode', ['--prefix', PREFIX, '--fast-path', 'fast'], /--fast-path fast: use auto, on or off/],
+  ['--fast-path on where the program cannot go (the address is on lo)', ['--prefix', PREFIX, '--fast-path', 'on'],
+    /--fast-path on: 198\.51\.100\.1 is on lo, a loopback interface: the fast path handles Ethernet uplinks only/],
 ];
 
 for (const [name, args, re] of cases) {
@@ -83,6 +86,19 @@ rootTest(title('router refuses a tunnel name another router holds; the running o
     t.true(links.some((l) => l.ifname === '6bed4'), 'the first router keeps its tunnel');
   } finally {
     t.is(await first.stop(), 0);
+  }
+  await assertClean(t);
+});
+
+rootTest(title('router with --fast-path auto where it cannot run: says why once, then forwards without it'), async (t) => {
+  const r = await startRouterIn(ns.host!, ['--prefix', PREFIX, '--listen', '198.51.100.1', '--fast-path', 'auto']);
+  try {
+    const why = r.output().split('\n').filter((l) => /fast path unavailable/.test(l));
+    t.is(why.length, 1, r.output());
+    t.regex(why[0]!, /every packet takes the TypeScript path: 198\.51\.100\.1 is on lo, a loopback interface/);
+    t.regex(r.output(), /router ready.*fastPath=off/);
+  } finally {
+    t.is(await r.stop(), 0, r.output());
   }
   await assertClean(t);
 });

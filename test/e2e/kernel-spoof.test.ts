@@ -8,7 +8,7 @@ import { ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbe
 import { diff, drops, skipReason, title } from '../helpers/fixtures.js';
 
 const METRICS = '127.0.0.1:9464';
-const TUN_TO_UDP = 'sixbed4_router_packets_total{direction="tun_to_udp"}';
+const TUN_TO_UDP = 'sixbed4_router_packets_total{direction="tun_to_udp",path="slow"}';
 
 (skipReason ? test.skip : test)(title('a packet from the Internet with another peer\'s address as source never reaches a peer'), async (t) => {
   const topo = await buildTopology({ tag: 'kspoof' });

@@ -5,7 +5,7 @@
 import test from 'ava';
 import { buildTopology, TOPO } from '../../agent/lab/topology.js';
 import { ping6, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
-import { systemTool } from '../../agent/lab/netns.js';
+import { systemTool } from '../../agent/host/tools.js';
 import { addressPort } from '../../agent/protocol/address.js';
 import { parseIPv6 } from '../../agent/protocol/ip.js';
 import { skipReason } from '../helpers/fixtures.js';

@@ -4,7 +4,7 @@
 // the restarted peer gets the same address, reachable from the ISP.
 import test from 'ava';
 import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
-import { systemTool } from '../../agent/lab/netns.js';
+import { systemTool } from '../../agent/host/tools.js';
 import { ping6, spawnSixbed4, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
 import { addressIPv4, addressPort } from '../../agent/protocol/address.js';
 import { formatIPv4, parseIPv6 } from '../../agent/protocol/ip.js';

@@ -6,7 +6,7 @@
 // whether anything arrives.
 import test from 'ava';
 import { buildTopology, TOPO } from '../../agent/lab/topology.js';
-import { sleep } from '../../agent/lab/netns.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ping6, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
 import { makeAddress } from '../../agent/protocol/address.js';
 import { formatIPv6, parseIPv4, parsePrefix64 } from '../../agent/protocol/ip.js';

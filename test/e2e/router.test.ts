@@ -3,7 +3,7 @@
 // peer directly on the router's IPv4), real TUN devices, real UDP, real ping.
 import test from 'ava';
 import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
-import type { Proc } from '../../agent/lab/netns.js';
+import type { Proc } from '../../agent/lab/proc.js';
 import { ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
 import { addressIPv4, addressLanip, addressPort, makeAddress } from '../../agent/protocol/address.js';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix64 } from '../../agent/protocol/ip.js';
@@ -64,7 +64,7 @@ serial(title('pings: peer to the native Internet, the Internet to peers, peer to
   ]);
   for (const r of results) t.is(r.received, r.sent, r.output);
   const after = await scrape(topo.router, METRICS);
-  const relayed = after.get('sixbed4_router_packets_total{direction="relay"}')! - before.get('sixbed4_router_packets_total{direction="relay"}')!;
+  const relayed = after.get('sixbed4_router_packets_total{direction="relay",path="slow"}')! - before.get('sixbed4_router_packets_total{direction="relay",path="slow"}')!;
   t.is(relayed, 12, 'A<->B and C<->A: 3 requests + 3 replies each, all relayed over UDP');
 });
 

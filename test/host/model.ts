@@ -5,7 +5,7 @@
 // address already there fails, writing all.forwarding ripples to every
 // interface, the kernel's prefix route lives as long as an address needs it.
 import { parseAddrJson, parseRouteJson, type HostState } from '../../agent/host/state.js';
-import type { Step } from '../../agent/host/steps.js';
+import type { PlanStep } from '../../agent/host/steps.js';
 import type { Ipv6Conf } from '../../agent/host/sysctl.js';
 import { formatIPv6, maskBytes, parseIPv6 } from '../../agent/protocol/ip.js';
 
@@ -71,7 +71,7 @@ function prefixOf(addr: string, len: number): string {
 }
 
 /** Carries out one step on the spec as the kernel would; throws as `ip` would fail. */
-export function simulate(s: Spec, step: Step): void {
+export function simulate(s: Spec, step: PlanStep): void {
   const a = step.action;
   if (a.kind === 'sysctl') {
     const conf = s.conf[a.key.conf];

@@ -7,7 +7,7 @@ import { hostConfig } from '../../agent/host/config.js';
 import { executeSteps, StepFailure, type StepRunner } from '../../agent/host/execute.js';
 import { planApply } from '../../agent/host/plan.js';
 import { mergeSaved, planRestore, snapshotOf } from '../../agent/host/snapshot.js';
-import { commandLine, type Step } from '../../agent/host/steps.js';
+import { commandLine, type PlanStep } from '../../agent/host/steps.js';
 import winston from 'winston';
 import { canonical, formsOf, seedSpec, simulate, stateOf, type Spec } from './model.js';
 
@@ -88,7 +88,7 @@ test('a second apply keeps the original snapshot and adds only addresses managed
   t.is(merged.savedAt, saved.savedAt);
 });
 
-const step = (n: number): Step => ({ action: { kind: 'ip', args: ['link', 'set', `x${n}`, 'up'] }, reason: `step ${n}` });
+const step = (n: number): PlanStep => ({ action: { kind: 'ip', args: ['link', 'set', `x${n}`, 'up'] }, reason: `step ${n}` });
 
 test('a failing step: the rollback plan (from the state at that moment) runs and the error says the host is as it was', async (t) => {
   const ran: string[] = [];

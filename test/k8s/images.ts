@@ -2,7 +2,7 @@
 // (test/docker/build-image.sh) and a sandbox ("pause") image, a `sleep infinity` on the same local base. Saved into
 // one archive that each node's containerd imports.
 import { join } from 'node:path';
-import { execCommand, runCommand } from '../../agent/lab/netns.js';
+import { execCommand, runCommand } from '../../agent/host/command.js';
 import { repoRoot } from './controlplane.js';
 
 export interface NodeImages {
@@ -21,20 +21,20 @@ const BASE_IMAGE = 'sixbed4-base:bookworm';
 /** Builds (layer cache: seconds when nothing changed) and saves the images into dir/images.tar. */
 export async function buildNodeImages(tag: string, dir: string): Promise<NodeImages> {
   const root = repoRoot();
-  const built = await execCommand('bash', [join(root, 'test/docker/build-image.sh'), `sixbed4:${tag}`], { timeoutMs: 900_000 });
+  const built = await execCommand(['bash', join(root, 'test/docker/build-image.sh'), `sixbed4:${tag}`], { timeoutMs: 900_000 });
   if (built.code !== 0) throw new Error(`test/docker/build-image.sh sixbed4:${tag} failed:\n${built.stderr.slice(-3000)}`);
   // The classic builder, as the scripts use (no buildx here).
-  await runCommand(DOCKER, ['build', '-q', '--network', 'none', '-t', `sixbed4-pause:${tag}`, '-'],
+  await runCommand([DOCKER, 'build', '-q', '--network', 'none', '-t', `sixbed4-pause:${tag}`, '-'],
     { input: `FROM ${BASE_IMAGE}\nENTRYPOINT ["/bin/sleep", "infinity"]\n`, env: { DOCKER_BUILDKIT: '0' }, timeoutMs: 120_000 });
   const archive = join(dir, 'images.tar');
-  await runCommand(DOCKER, ['save', '-o', archive, `sixbed4:${tag}`, `sixbed4-pause:${tag}`], { timeoutMs: 300_000 });
+  await runCommand([DOCKER, 'save', '-o', archive, `sixbed4:${tag}`, `sixbed4-pause:${tag}`], { timeoutMs: 300_000 });
   return { repository: 'sixbed4', tag, sandbox: `docker.io/library/sixbed4-pause:${tag}`, archive };
 }
 
 /** A second tag of the same image, saved alone (an upgrade that changes only the tag). */
 export async function retagImage(from: string, to: string, dir: string): Promise<string> {
-  await runCommand(DOCKER, ['tag', `sixbed4:${from}`, `sixbed4:${to}`]);
+  await runCommand([DOCKER, 'tag', `sixbed4:${from}`, `sixbed4:${to}`]);
   const archive = join(dir, `image-${to}.tar`);
-  await runCommand(DOCKER, ['save', '-o', archive, `sixbed4:${to}`], { timeoutMs: 300_000 });
+  await runCommand([DOCKER, 'save', '-o', archive, `sixbed4:${to}`], { timeoutMs: 300_000 });
   return archive;
 }

@@ -20,7 +20,8 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { execCommand, type Netns } from '../../agent/lab/netns.js';
+import { execCommand } from '../../agent/host/command.js';
+import type { Netns } from '../../agent/lab/netns.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
 import {
   controlPlaneBinaries, controlPlaneCacheDir, controlPlaneVersions, isExecutable, kubeconfigJson, startProc, stopProc, tail, waitFor,
@@ -251,7 +252,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.zf
 
   /** ctr against this node's containerd, in the k8s.io namespace (where the CRI keeps images and containers). */
   ctr(args: string[], timeoutMs = 120_000) {
-    return execCommand(join(this.bin, 'ctr'), ['--address', this.socket, '--namespace', 'k8s.io', ...args], { timeoutMs });
+    return execCommand([join(this.bin, 'ctr'), '--address', this.socket, '--namespace', 'k8s.io', ...args], { timeoutMs });
   }
 
   private async importImages(): Promise<void> {
@@ -284,7 +285,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.zf
   async waitReady(timeoutMs = 120_000): Promise<void> {
     const procs = [this.containerd!, this.kubelet!];
     await waitFor(`node ${this.name} Ready and untainted`, Date.now() + timeoutMs, procs, async () => {
-      const r = await execCommand(join(this.bin, 'kubectl'), ['--kubeconfig', this.o.cp.kubeconfigPath, 'get', 'node', this.name, '-o', 'json'], { timeoutMs: 10_000 });
+      const r = await execCommand([join(this.bin, 'kubectl'), '--kubeconfig', this.o.cp.kubeconfigPath, 'get', 'node', this.name, '-o', 'json'], { timeoutMs: 10_000 });
       if (r.code !== 0) return false;
       const n = JSON.parse(r.stdout) as { spec?: { taints?: { key: string }[] }; status?: { conditions?: { type: string; status: string }[] } };
       const ready = n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
@@ -452,10 +453,10 @@ async function killShims(home: string): Promise<void> {
 export async function makeSharedMount(dir: string): Promise<void> {
   const mounted = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === dir);
   if (!mounted) {
-    const r = await execCommand('mount', ['--bind', dir, dir]);
+    const r = await execCommand(['mount', '--bind', dir, dir]);
     if (r.code !== 0) throw new Error(`mount --bind ${dir}: ${r.stderr}`);
   }
-  const r = await execCommand('mount', ['--make-shared', dir]);
+  const r = await execCommand(['mount', '--make-shared', dir]);
   if (r.code !== 0) throw new Error(`mount --make-shared ${dir}: ${r.stderr}`);
 }
 
@@ -467,8 +468,8 @@ export async function unmountUnder(dir: string): Promise<void> {
       .sort((a, b) => b.length - a.length);
     if (points.length === 0) return;
     for (const p of points) {
-      const r = await execCommand('umount', [p]);
-      if (r.code !== 0) await execCommand('umount', ['-l', p]);
+      const r = await execCommand(['umount', p]);
+      if (r.code !== 0) await execCommand(['umount', '-l', p]);
     }
   }
 }

@@ -11,7 +11,9 @@
 //   [pa] [pb]  peers A and B (100.64.1.2, 100.64.2.2) behind the NAT
 //
 // Only documentation and shared address space; no namespace has a route out of the machine.
-import { Netns, systemTool, uniqueName, veth } from '../../agent/lab/netns.js';
+import { systemTool } from '../../agent/host/tools.js';
+import { Netns, uniqueName } from '../../agent/lab/netns.js';
+import { veth } from '../../agent/lab/veth.js';
 import { NAT_RULESET, TOPO } from '../../agent/lab/topology.js';
 
 /** The `kubernetes` Service's range (its first address is the ClusterIP the kubelet gives pods). */

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import type { Proc } from '../../agent/lab/netns.js';
+import type { Proc } from '../../agent/lab/proc.js';
 import { ping6, scrape, startPeerIn } from '../../agent/lab/sixbed4.js';
 import { TOPO } from '../../agent/lab/topology.js';
 import { Kube, paths } from '../../kube/client.js';

@@ -6,7 +6,8 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { readFileSync } from 'node:fs';
-import { cleanupAll, execCommand, listNamespaces, Netns, uniqueName } from '../../agent/lab/netns.js';
+import { execCommand } from '../../agent/host/command.js';
+import { cleanupAll, listNamespaces, Netns, uniqueName } from '../../agent/lab/netns.js';
 import { buildTopology, requireRootReason, TOPO } from '../../agent/lab/topology.js';
 
 const skipReason = requireRootReason();
@@ -225,7 +226,7 @@ labTest(title('a failure inside buildTopology leaves no namespaces behind'), asy
 
 /** Pids of processes living in the namespace (via `ip netns pids`). */
 async function pidsIn(name: string): Promise<number[]> {
-  const r = await execCommand('ip', ['netns', 'pids', name]);
+  const r = await execCommand(['ip', 'netns', 'pids', name]);
   return r.stdout.split(/\s+/).filter(Boolean).map(Number);
 }
 

@@ -14,6 +14,8 @@ import { promisify } from 'node:util';
 import { freePort, type ControlPlane } from '../k8s/controlplane.js';
 import { Kube, paths } from '../../kube/client.js';
 import type { KubeObject } from '../../kube/api.js';
+import { LogRing, logOnFailure } from '../helpers/logring.js';
+import test, { type ExecutionContext } from 'ava';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** dist/ (compiled tree) and the repository (sources, YAML) */
@@ -129,10 +131,11 @@ export function operatorArgv(): string[] {
 }
 
 export class OperatorProcess {
-  readonly lines: string[] = [];
+  /** its recent log lines (winston JSON on stderr): shown when a test fails */
+  readonly log = new LogRing(2000);
   readonly exited: Promise<number | null>;
   private constructor(readonly child: ChildProcess, readonly metricsAddr: string, readonly identity: string) {
-    const collect = (buf: Buffer) => { for (const l of buf.toString('utf8').split('\n')) if (l) this.lines.push(l); };
+    const collect = (buf: Buffer) => { for (const l of buf.toString('utf8').split('\n')) if (l) this.log.push(l); };
     child.stdout!.on('data', collect);
     child.stderr!.on('data', collect);
     this.exited = new Promise((r) => child.on('exit', (code) => r(code)));
@@ -197,7 +200,25 @@ export class OperatorProcess {
     return code;
   }
 
-  tail(n = 30): string {
-    return this.lines.slice(-n).join('\n');
+  get lines(): string[] {
+    return this.log.tail();
   }
+
+  tail(n = 30): string {
+    return this.log.tail(n).join('\n');
+  }
+}
+
+/**
+ * ava's serial test against a control plane (skipped with the reason when there is none) that, when it fails,
+ * logs the recent lines of the operators running then (and of other logs the test file keeps).
+ */
+export function clusterTest(skip: string | null, operators: () => readonly OperatorProcess[], others: () => Record<string, readonly string[]> = () => ({})) {
+  return (title: string, fn: (t: ExecutionContext) => Promise<void>) => {
+    if (skip) return test.serial.skip(title, () => {});
+    return test.serial(title, async (t) => {
+      logOnFailure(t, () => ({ ...Object.fromEntries(operators().map((o) => [`operator ${o.identity}`, o.log.tail()])), ...others() }));
+      await fn(t);
+    });
+  };
 }

@@ -25,6 +25,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
 import { createLogger, type Logger } from '../../agent/log.js';
+import { LogRing, ringLogger } from '../helpers/logring.js';
 import { formatIPv6, inPrefix, parseIPv6, parsePrefix } from '../../agent/protocol/ip.js';
 import { subnetIndex } from '../../operator/prefix/subnets.js';
 import {
@@ -36,14 +37,11 @@ import { Kube, KubeError, paths } from '../../kube/client.js';
 import { ClaimError, claimSlice, namespaceWord, type ClaimTarget } from '../../agent/cluster/claim.js';
 import { shareFromData } from '../../agent/cluster/config.js';
 import { checkSlices, preferredWord, rangeName, rangePattern, reservedSlices, sliceName, sliceWords } from '../../operator/slices/model.js';
-import { AGENT_SA, agentToken, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_FLAGS, OPERATOR_SA, OperatorProcess, readYamlDocs, REPO } from './helpers.js';
+import { AGENT_SA, agentToken, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_FLAGS, OPERATOR_SA, OperatorProcess, readYamlDocs, REPO, clusterTest } from './helpers.js';
 
 const skip = controlPlaneSkipReason();
-const ktest = skip ? test.serial.skip : test.serial;
 if (skip) test.serial.skip(`slices against a real API server: ${skip}`, () => {});
 
-/** Nodes with an agent (a token bound to an agent Pod there); `plain` serves no prefix and has none. */
-const AGENT_NODES = ['w1', 'w2', 'w3', 'solo'] as const;
 
 interface State {
   cp?: ControlPlane;
@@ -59,11 +57,14 @@ interface State {
   ops: OperatorProcess[];
   gcKnowsCrdAt?: number;
 }
+const ktest = clusterTest(skip, () => s.ops, () => ({ 'agents (claimers)': agentLog.tail() }));
 const s: State = { agentKc: new Map(), agents: new Map(), ops: [] };
 const admin = () => s.admin!;
 const cni = (node: string) => s.agents.get(node)![0];
 const repair = (node: string) => s.agents.get(node)![1];
-const logger = (component: string): Logger => createLogger({ component, format: 'text', level: process.env.SIXBED4_TEST_VERBOSE ? 'info' : 'error' });
+/** the in-process agents' claimers log here; a failing test shows the last lines */
+const agentLog = new LogRing(2000);
+const logger = (component: string): Logger => (process.env.SIXBED4_TEST_VERBOSE ? createLogger({ component, format: 'text', level: 'info' }) : ringLogger(agentLog, component, 'info'));
 
 // ------------------------------------------------------------- fixtures
 
@@ -267,6 +268,22 @@ async function agentKubeConfig(node: string): Promise<KubeConfig> {
   return s.cp!.kubeConfigForToken(await agentToken(s.cp!, node), `agent-${node}`);
 }
 
+/**
+ * Nodes of one test, each with its agent (a token bound to an agent Pod there) and the agent's two claimers,
+ * stopped when the test ends: no test uses another test's nodes, so each runs alone with --match.
+ */
+async function nodesWithAgents(t: { teardown: (fn: () => Promise<void>) => void }, nodes: [string, string][], labels: Record<string, string>): Promise<void> {
+  for (const [node, address] of nodes) {
+    await createNode(node, labels, address);
+    const kc = await agentKubeConfig(node);
+    s.agentKc.set(node, kc);
+    const pair: [Claimer, Claimer] = [new Claimer(node, kc, `${node}-cni`), new Claimer(node, kc, `${node}-repair`, 300)];
+    s.agents.set(node, pair);
+    for (const c of pair) await c.start();
+    t.teardown(async () => { for (const c of pair) await c.stop(); s.agents.delete(node); });
+  }
+}
+
 function sumRefused(cs: readonly Claimer[]): string {
   const all: Record<string, number> = {};
   for (const c of cs) for (const [k, v] of Object.entries(c.stats.refused)) all[k] = (all[k] ?? 0) + v;
@@ -296,18 +313,8 @@ test.before(async (t) => {
   // two replicas: one leads, one stands by
   s.ops.push(await OperatorProcess.start(s.operatorKubeconfig, 'op-a', OPERATOR_FLAGS));
   s.ops.push(await OperatorProcess.start(s.operatorKubeconfig, 'op-b', OPERATOR_FLAGS));
-  for (const [n, a] of [['w1', '198.51.100.41'], ['w2', '198.51.100.42'], ['w3', '198.51.100.43']] as const) await createNode(n, { 'sixbed4.io/router': 'true' }, a);
-  await createNode('plain', {}, '198.51.100.44');
-  await createNode('solo', { role: 'solo' }, '198.51.100.45');
-  for (const node of AGENT_NODES) {
-    const kc = await agentKubeConfig(node);
-    s.agentKc.set(node, kc);
-    const pair: [Claimer, Claimer] = [new Claimer(node, kc, `${node}-cni`), new Claimer(node, kc, `${node}-repair`, 300)];
-    s.agents.set(node, pair);
-    for (const c of pair) await c.start();
-  }
   s.unbound = new Kube(s.cp.kubeConfigForToken(await s.cp.serviceAccountToken(NS, AGENT_SA), 'agent-unbound'), 'sixbed4-agent-unbound');
-  t.log(`control plane ${s.cp.startMs} ms; chart, two operators, nodes and their agents' claimers up after ${Date.now() - t0} ms`);
+  t.log(`control plane ${s.cp.startMs} ms; chart and two operators up after ${Date.now() - t0} ms`);
 });
 
 test.after.always(async (t) => {
@@ -372,6 +379,7 @@ ktest('the API server refuses slices that could collide with a peer or the host,
 });
 
 const BIG = 'big';
+const PROBS = 'probs';
 const BIG_LOCAL: string[] = ['::11'];
 // per-node local addresses in many words A, at a B inside the small podWords
 // range, so that claims have to step over them
@@ -458,6 +466,7 @@ async function waitBig(t: { log: (...a: unknown[]) => void }, what: string, name
 }
 
 ktest('race: hundreds of namespaces and pods, two operator replicas, two claimers per node at once: no slice twice, none leaked, none reserved', async (t) => {
+  await nodesWithAgents(t, [['w1', '198.51.100.41'], ['w2', '198.51.100.42'], ['w3', '198.51.100.43']], { 'sixbed4.io/router': 'true' });
   const seed = Number(process.env.SIXBED4_TEST_SEED ?? Date.now() % 1_000_000);
   const rnd = prng(seed);
   t.log(`seed ${seed} (SIXBED4_TEST_SEED=${seed} repeats this scenario)`);
@@ -563,6 +572,7 @@ ktest('race: hundreds of namespaces and pods, two operator replicas, two claimer
 });
 
 ktest('a namespace\'s word filled to the last slice on a node by racing claimers, then hammered by a claimer blind to every slice: each slice once, each pod one, then SlicesExhausted', async (t) => {
+  await nodesWithAgents(t, [['solo', '198.51.100.45']], { role: 'solo' });
   // 16 words B on one node and 16 pods, some of whose first choices collide
   // (a birthday problem), all claimed for at once by the node's two claimers.
   // Then a claimer that knows no slice at all (every word B seems free to it:
@@ -630,25 +640,34 @@ ktest('a namespace\'s word filled to the last slice on a node by racing claimers
 });
 
 ktest('an operator restart changes nothing: the new leader writes nothing', async (t) => {
+  await nodesWithAgents(t, [['still-1', '198.51.100.47']], { 'sixbed4.io/still': 'true' });
+  await applyPrefix('still', { prefix: '2001:db8:66:1::/64', nodeSelector: { 'sixbed4.io/still': 'true' }, slices: { enabled: true } });
+  await nodes64('still', 1);
+  await createNamespace('still', { 'sixbed4.io/prefix': 'still' });
+  for (const n of ['a', 'b', 'c']) await podShows('still', n, (await cni('still-1').claimUntil('still', await createPod('still', n, 'still-1'))).slice);
   await settled();
-  const before = JSON.stringify([(await slicesOf(BIG)).map((x) => x.metadata.resourceVersion), (await rangesOf(BIG)).map((x) => x.metadata.resourceVersion), (await getPrefix(BIG))!.metadata.resourceVersion]);
+  const state = async () => JSON.stringify([(await slicesOf('still')).map((x) => x.metadata.resourceVersion), (await rangesOf('still')).map((x) => x.metadata.resourceVersion), (await getPrefix('still'))!.metadata.resourceVersion]);
+  const before = await state();
   const old = await leader();
   t.is(await old.stop('SIGTERM'), 0);
   s.ops = s.ops.filter((o) => o !== old);
-  s.ops.push(await OperatorProcess.start(s.operatorKubeconfig!, 'op-c', OPERATOR_FLAGS));
+  s.ops.push(await OperatorProcess.start(s.operatorKubeconfig!, `op-${s.ops.length + 2}`, OPERATOR_FLAGS));
   const next = await leader();
   t.not(next, old);
   await settled();
   t.is(await next.metricSum('sixbed4_operator_api_writes_total'), 0, 'no writes at all');
-  t.true(await next.metricSum('sixbed4_operator_slice_reconcile_total') > 60);
-  t.is(JSON.stringify([(await slicesOf(BIG)).map((x) => x.metadata.resourceVersion), (await rangesOf(BIG)).map((x) => x.metadata.resourceVersion), (await getPrefix(BIG))!.metadata.resourceVersion]), before);
+  // it looked at every namespace
+  const namespaces = (await admin().list<KubeObject>(paths.namespaces)).items.length;
+  t.true(await next.metricSum('sixbed4_operator_slice_reconcile_total') >= namespaces, `${namespaces} namespaces`);
+  t.is(await state(), before);
 });
 
 ktest('reserved slices are skipped by the claim; a full word gives SlicesExhausted; a full word space gives the operator\'s Events and status reasons; all recover', async (t) => {
+  await nodesWithAgents(t, [['solo2', '198.51.100.46']], { role: 'solo2' });
   // one word A (7), four words B (0..3), two of them holding local addresses
-  // node solo serves another prefix too: this one listens on a port of its own (one agent serves both)
+  // a listen port of its own (one agent may serve several prefixes on one node)
   await applyPrefix('resv', {
-    prefix: '2001:db8:64:1::/64', nodeSelector: { role: 'solo' }, listen: { port: 25791 }, localAddresses: ['::7:1:0:11', '2001:db8:64:1:7:2:0:30'],
+    prefix: '2001:db8:64:1::/64', nodeSelector: { role: 'solo2' }, listen: { port: 25791 }, localAddresses: ['::7:1:0:11', '2001:db8:64:1:7:2:0:30'],
     slices: { enabled: true, namespaceWords: { first: 7, last: 7 }, podWords: { first: 0, last: 3 } },
   });
   await nodes64('resv', 1);
@@ -656,21 +675,21 @@ ktest('reserved slices are skipped by the claim; a full word gives SlicesExhaust
   // the first pod's preferred word B is a reserved one
   const first = Array.from({ length: 200 }, (_, i) => `r${i}`).find((n) => preferredWord(`resv-a/${n}`, { first: 0, last: 3 }) === 1);
   t.truthy(first, 'a pod name whose first choice is B = 1');
-  const a0 = await createPod('resv-a', first!, 'solo');
-  const x1 = await createPod('resv-a', 'x1', 'solo');
-  const s0 = (await cni('solo').claimUntil('resv', a0)).slice;
+  const a0 = await createPod('resv-a', first!, 'solo2');
+  const x1 = await createPod('resv-a', 'x1', 'solo2');
+  const s0 = (await cni('solo2').claimUntil('resv', a0)).slice;
   t.is(s0.spec.slice, '2001:db8:64:1:7:3::/112', 'B = 1 and B = 2 hold local addresses: the claim steps over both');
-  const s1 = (await repair('solo').claimUntil('resv', x1)).slice;
+  const s1 = (await repair('solo2').claimUntil('resv', x1)).slice;
   t.is(s1.spec.slice, '2001:db8:64:1:7::/112');
   await podShows('resv-a', first!, s0);
   await podShows('resv-a', 'x1', s1);
   t.is((await admin().get<KubeObject>(paths.namespace('resv-a')))!.metadata.annotations![RANGE_ANNOTATION], '2001:db8:64:1:7:*:0:0/112');
 
   // a third pod: the word is full on this node (the agent's answer; the operator counts the pod as pending)
-  const x2 = await createPod('resv-a', 'x2', 'solo');
-  const full = await t.throwsAsync(cni('solo').claim('resv', x2), { instanceOf: ClaimError });
+  const x2 = await createPod('resv-a', 'x2', 'solo2');
+  const full = await t.throwsAsync(cni('solo2').claim('resv', x2), { instanceOf: ClaimError });
   t.like(full, { reason: 'SlicesExhausted', transient: false });
-  t.regex(full!.message, /namespace resv-a's word 7 of resv is full on node solo \(2001:db8:64:1::\/64\): every word B from 0 to 3 is held or reserved/);
+  t.regex(full!.message, /namespace resv-a's word 7 of resv is full on node solo2 \(2001:db8:64:1::\/64\): every word B from 0 to 3 is held or reserved/);
   const p = await eventually('status: 2 allocated, 1 pending', async () => {
     const p = await getPrefix('resv');
     return p?.status?.slices?.allocated === 2 && p.status.slices.pending === 1 ? p : undefined;
@@ -679,11 +698,11 @@ ktest('reserved slices are skipped by the claim; a full word gives SlicesExhaust
 
   // a second namespace: no word left (the operator's to say); its pod's claim finds no range
   await createNamespace('resv-b', { 'sixbed4.io/prefix': 'resv' });
-  const y = await createPod('resv-b', 'y', 'solo');
+  const y = await createPod('resv-b', 'y', 'solo2');
   const nev = await eventually('a NamespaceRangesExhausted event', async () => (await events('default', 'resv-b')).find((e) => e.reason === 'NamespaceRangesExhausted'));
   t.is(nev.type, 'Warning');
   t.regex(nev.message, /every word A of SixBed4Prefix resv \(7 to 7, 1 namespaces\) is held by another namespace/);
-  const none = await t.throwsAsync(cni('solo').claim('resv', y), { instanceOf: ClaimError });
+  const none = await t.throwsAsync(cni('solo2').claim('resv', y), { instanceOf: ClaimError });
   t.like(none, { reason: 'NoNamespaceRange', transient: true });
   t.regex(none!.message, /namespace resv-b has no range of resv yet/);
   await eventually('the pod hears why', async () => (await events('resv-b', 'y')).some((e) => e.reason === 'NoNamespaceRange'));
@@ -697,13 +716,13 @@ ktest('reserved slices are skipped by the claim; a full word gives SlicesExhaust
 
   // a slice is released (its pod is gone): the waiting pod gets it at its CNI ADD's next try
   await deletePod('resv-a', 'x1');
-  const s2 = (await cni('solo').claimUntil('resv', x2)).slice;
+  const s2 = (await cni('solo2').claimUntil('resv', x2)).slice;
   t.is(s2.spec.slice, s1.spec.slice, 'x1\'s word, the only one free');
   await podShows('resv-a', 'x2', s2);
   // the namespace opting out frees the word for the other one
   await admin().mergePatch(paths.namespace('resv-a'), { metadata: { labels: { 'sixbed4.io/prefix': null } } });
   await eventually('resv-b holds word 7', async () => (await rangesOf('resv')).some((r) => r.spec.namespace.name === 'resv-b'));
-  const sy = (await cni('solo').claimUntil('resv', y)).slice;
+  const sy = (await cni('solo2').claimUntil('resv', y)).slice;
   t.true(['2001:db8:64:1:7:0:0:1', '2001:db8:64:1:7:3:0:1'].includes(sy.spec.address), sy.spec.address);
   await podShows('resv-b', 'y', sy);
   t.deepEqual((await rangesOf('resv')).map((r) => [r.metadata.name, r.spec.namespace.name]), [['resv-0007', 'resv-b']]);
@@ -718,15 +737,19 @@ ktest('reserved slices are skipped by the claim; a full word gives SlicesExhaust
 });
 
 ktest('bad annotations, pods on nodes that serve no prefix, host-network pods and unlabelled namespaces get Events saying why', async (t) => {
-  await createNamespace('probs', { 'sixbed4.io/prefix': BIG });
-  await createPod('probs', 'bad', 'w1', { 'sixbed4.io/slice': 'please' });
-  await createPod('probs', 'far', 'plain');
-  await createPod('probs', 'host', 'w2', undefined, { hostNetwork: true });
-  const fine = await createPod('probs', 'fine', 'w3');
+  await nodesWithAgents(t, [['pw1', '198.51.100.51'], ['pw2', '198.51.100.52'], ['pw3', '198.51.100.53']], { 'sixbed4.io/probs': 'true' });
+  await createNode('pplain', {}, '198.51.100.54');
+  await applyPrefix(PROBS, { prefix: '2001:db8:65::/48', nodeSelector: { 'sixbed4.io/probs': 'true' }, localAddresses: ['::11'], slices: { enabled: true } });
+  await nodes64(PROBS, 3);
+  await createNamespace('probs', { 'sixbed4.io/prefix': PROBS });
+  await createPod('probs', 'bad', 'pw1', { 'sixbed4.io/slice': 'please' });
+  await createPod('probs', 'far', 'pplain');
+  await createPod('probs', 'host', 'pw2', undefined, { hostNetwork: true });
+  const fine = await createPod('probs', 'fine', 'pw3');
   await createPod('probs', 'later', undefined); // not scheduled: waits quietly
   const want: [string, string, RegExp][] = [
     ['bad', 'InvalidSliceAnnotation', /annotation sixbed4.io\/slice: "please" is neither "true" \(give the pod a \/112\) nor "false"/],
-    ['far', 'NodeNotServing', /node plain serves no \/64 of SixBed4Prefix big \(the node is not selected by spec.nodeSelector \{"sixbed4.io\/router":"true"\}\)/],
+    ['far', 'NodeNotServing', /node pplain serves no \/64 of SixBed4Prefix probs \(the node is not selected by spec.nodeSelector \{"sixbed4.io\/probs":"true"\}\)/],
     ['host', 'HostNetworkPod', /uses the host network/],
   ];
   for (const [pod, reason, re] of want) {
@@ -735,19 +758,19 @@ ktest('bad annotations, pods on nodes that serve no prefix, host-network pods an
     t.regex(e.message, re);
   }
   // the pod that can have a slice gets it from its node's agent (its CNI ADD), and the operator shows it
-  await podShows('probs', 'fine', (await cni('w3').claimUntil(BIG, fine)).slice);
+  await podShows('probs', 'fine', (await cni('pw3').claimUntil(PROBS, fine)).slice);
   const p = await eventually('the prefix status says why', async () => {
-    const p = await getPrefix(BIG);
+    const p = await getPrefix(PROBS);
     // far, host and later ask and hold none (bad's annotation is not a request)
     return cond(p, 'SlicesAllocated')?.status === 'False' && p?.status?.slices?.pending === 3 ? p : undefined;
   });
-  t.regex(cond(p, 'SlicesAllocated')!.message, /pod probs\/far: node plain serves no \/64/);
+  t.regex(cond(p, 'SlicesAllocated')!.message, /pod probs\/far: node pplain serves no \/64/);
   t.regex(cond(p, 'SlicesAllocated')!.message, /pod probs\/bad: annotation/);
 
   // a namespace naming no prefix, and a pod asking in a namespace that did not opt in
   await createNamespace('typo', { 'sixbed4.io/prefix': 'bgi' });
   await createNamespace('plainns', {});
-  await createPod('plainns', 'asks', 'w1');
+  await createPod('plainns', 'asks', 'pw1');
   const te = await eventually('UnknownPrefix on the namespace', async () => (await events('default', 'typo')).find((e) => e.reason === 'UnknownPrefix'));
   t.is(te.message, 'label sixbed4.io/prefix=bgi names no SixBed4Prefix; the namespace gets no slices');
   const ne = await eventually('NamespaceNotOptedIn on the pod', async () => (await events('plainns', 'asks')).find((e) => e.reason === 'NamespaceNotOptedIn'));
@@ -756,50 +779,55 @@ ktest('bad annotations, pods on nodes that serve no prefix, host-network pods an
   // fixed: the annotation corrected (the pod's next sandbox asks, and its agent claims), the other pods deleted
   const bad = await getPod('probs', 'bad');
   await admin().mergePatch(paths.pod('probs', 'bad'), { metadata: { annotations: { 'sixbed4.io/slice': 'true' } } });
-  await podShows('probs', 'bad', (await cni('w1').claimUntil(BIG, { namespace: 'probs', name: 'bad', uid: bad!.metadata.uid! })).slice);
+  await podShows('probs', 'bad', (await cni('pw1').claimUntil(PROBS, { namespace: 'probs', name: 'bad', uid: bad!.metadata.uid! })).slice);
   await deletePod('probs', 'far');
   await deletePod('probs', 'host');
   await deletePod('probs', 'later');
-  await eventually('SlicesAllocated True again', async () => cond(await getPrefix(BIG), 'SlicesAllocated')?.status === 'True');
-  await eventually('a Normal event on recovery', async () => (await events('default', BIG)).some((e) => e.type === 'Normal' && e.reason === 'SlicesAllocated'));
+  await eventually('SlicesAllocated True again', async () => cond(await getPrefix(PROBS), 'SlicesAllocated')?.status === 'True');
+  await eventually('a Normal event on recovery', async () => (await events('default', PROBS)).some((e) => e.type === 'Normal' && e.reason === 'SlicesAllocated'));
 });
 
 ktest('the node agent\'s side: it watches its node\'s slices by field selector, claims and reports for its own node only, and deletes none', async (t) => {
-  const w3 = s.agentKc.get('w3')!;
-  const agent = new Kube(w3, 'sixbed4-agent-w3');
+  await nodesWithAgents(t, [['sa1', '198.51.100.55'], ['sa2', '198.51.100.56']], { 'sixbed4.io/side': 'true' });
+  await applyPrefix('side', { prefix: '2001:db8:67::/48', nodeSelector: { 'sixbed4.io/side': 'true' }, slices: { enabled: true } });
+  await nodes64('side', 2);
+  await createNamespace('side', { 'sixbed4.io/prefix': 'side' });
+  await podShows('side', 'fine', (await cni('sa1').claimUntil('side', await createPod('side', 'fine', 'sa1'))).slice);
+  const sa1 = s.agentKc.get('sa1')!;
+  const agent = new Kube(sa1, 'sixbed4-agent-sa1');
   // as the agent does: an informer of its node's slices (list + watch with a field selector)
   const seen: string[] = [];
-  const inf = new Informer<SixBed4Slice>(agent, paths.slices, { name: 'slices', fieldSelector: 'spec.node=w3', log: logger('agent-test'), onChange: (type, x) => seen.push(`${type} ${x.spec.node} ${x.spec.pod.name}`) });
+  const inf = new Informer<SixBed4Slice>(agent, paths.slices, { name: 'slices', fieldSelector: 'spec.node=sa1', log: logger('agent-test'), onChange: (type, x) => seen.push(`${type} ${x.spec.node} ${x.spec.pod.name}`) });
   t.teardown(() => inf.stop());
   await inf.start();
   await inf.synced;
   const mine = inf.list();
   t.true(mine.some((m) => m.spec.pod.name === 'fine'), 'the slice it claimed for pod fine');
-  t.true(mine.every((x) => x.spec.node === 'w3'));
+  t.true(mine.every((x) => x.spec.node === 'sa1'));
   // it may create slices for its own node: that is its claim at a CNI ADD
-  const watched = await createPod('probs', 'watched', 'w3');
-  t.is((await cni('w3').claim(BIG, watched)).how, 'created');
-  const elsewhere = await createPod('probs', 'elsewhere', 'w1');
-  t.is((await cni('w1').claim(BIG, elsewhere)).how, 'created');
-  await eventually('the watch to deliver the new slice', async () => seen.includes('add w3 watched'));
+  const watched = await createPod('side', 'watched', 'sa1');
+  t.is((await cni('sa1').claim('side', watched)).how, 'created');
+  const elsewhere = await createPod('side', 'elsewhere', 'sa2');
+  t.is((await cni('sa2').claim('side', elsewhere)).how, 'created');
+  await eventually('the watch to deliver the new slice', async () => seen.includes('add sa1 watched'));
   t.false(seen.some((x) => x.includes('elsewhere')), 'only its own node\'s slices');
   const x = mine.find((m) => m.spec.pod.name === 'fine')!;
   await agent.apply(paths.sliceStatus(x.metadata.name!), {
     apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Slice', metadata: { name: x.metadata.name },
     status: { delivered: true, state: 'delivered', hostInterface: 's40123456789abc', lastUpdate: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z') },
-  }, 'sixbed4-agent-w3');
+  }, 'sixbed4-agent-sa1');
   const back = await admin().get<SixBed4Slice>(paths.slice(x.metadata.name!));
   t.like(back!.status, { delivered: true, state: 'delivered', hostInterface: 's40123456789abc' });
 
   // a slice for another node: the admission policy refuses it, naming both nodes
   const forged = (name: string, node: string) => ({ apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Slice', metadata: { name }, spec: { ...x.spec, node } });
-  const other = await apiErrorMessage(agent.create(paths.slices, forged('forged-w1', 'w1')));
+  const other = await apiErrorMessage(agent.create(paths.slices, forged('forged-w1', 'sa2')));
   t.true([403, 422].includes(other.code), `HTTP ${other.code}`);
-  t.regex(other.message, /a sixbed4 agent creates slices only for its own node: this one runs on w3, the slice is for w1/);
+  t.regex(other.message, /a sixbed4 agent creates slices only for its own node: this one runs on sa1, the slice is for sa2/);
   // an agent token bound to no Pod knows no node: refused even for w3
-  const unbound = await apiErrorMessage(s.unbound!.create(paths.slices, forged('forged-unbound', 'w3')));
+  const unbound = await apiErrorMessage(s.unbound!.create(paths.slices, forged('forged-unbound', 'sa1')));
   t.true([403, 422].includes(unbound.code), `HTTP ${unbound.code}`);
-  t.regex(unbound.message, /this one runs on no node \(its token is not bound to a Pod\), the slice is for w3/);
+  t.regex(unbound.message, /this one runs on no node \(its token is not bound to a Pod\), the slice is for sa1/);
   t.is(await admin().get(paths.slice('forged-w1')), undefined);
   t.is(await admin().get(paths.slice('forged-unbound')), undefined);
   // RBAC: no delete, no change of a slice (releasing is the operator's)
@@ -809,41 +837,49 @@ ktest('the node agent\'s side: it watches its node\'s slices by field selector, 
   // the operator's status writes do not disturb the agent's fields
   await settled();
   t.true((await admin().get<SixBed4Slice>(paths.slice(x.metadata.name!)))!.status!.delivered);
-  await deletePod('probs', 'watched');
-  await deletePod('probs', 'elsewhere');
+  await deletePod('side', 'watched');
+  await deletePod('side', 'elsewhere');
 });
 
 ktest('a pod that stops asking loses its slice and annotations; a pod re-created with the same name gets its address back at its next claim', async (t) => {
-  const before = await getPod('probs', 'fine');
+  await nodesWithAgents(t, [['ak1', '198.51.100.57']], { 'sixbed4.io/ask': 'true' });
+  await applyPrefix('ask', { prefix: '2001:db8:68:1::/64', nodeSelector: { 'sixbed4.io/ask': 'true' }, slices: { enabled: true } });
+  await nodes64('ask', 1);
+  await createNamespace('ask', { 'sixbed4.io/prefix': 'ask' });
+  await podShows('ask', 'fine', (await cni('ak1').claimUntil('ask', await createPod('ask', 'fine', 'ak1'))).slice);
+  const before = await getPod('ask', 'fine');
   const addr = before!.metadata.annotations![ADDRESS_ANNOTATION]!;
-  const old = (await sliceOfPod(BIG, before!.metadata.uid!))[0]!;
+  const old = (await sliceOfPod('ask', before!.metadata.uid!))[0]!;
   t.is(old.spec.address, addr);
-  await admin().mergePatch(paths.pod('probs', 'fine'), { metadata: { annotations: { 'sixbed4.io/slice': 'false' } } });
+  await admin().mergePatch(paths.pod('ask', 'fine'), { metadata: { annotations: { 'sixbed4.io/slice': 'false' } } });
   await eventually('annotations removed', async () => {
-    const p = await getPod('probs', 'fine');
+    const p = await getPod('ask', 'fine');
     return p && !(ASSIGNED_SLICE_ANNOTATION in (p.metadata.annotations ?? {})) && !(ADDRESS_ANNOTATION in (p.metadata.annotations ?? {}));
   });
-  t.deepEqual(await sliceOfPod(BIG, before!.metadata.uid!), [], 'its slice released');
-  await deletePod('probs', 'fine');
-  const again = await createPod('probs', 'fine', 'w3');
+  t.deepEqual(await sliceOfPod('ask', before!.metadata.uid!), [], 'its slice released');
+  await deletePod('ask', 'fine');
+  const again = await createPod('ask', 'fine', 'ak1');
   // (the agent's view must have seen the release, or it would step over the word as held)
-  await eventually('w3\'s agent sees the old slice go', async () => !cni('w3').view().some((x) => x.metadata.uid === old.metadata.uid));
-  const got = (await cni('w3').claimUntil(BIG, again)).slice;
+  await eventually('ak1\'s agent sees the old slice go', async () => !cni('ak1').view().some((x) => x.metadata.uid === old.metadata.uid));
+  const got = (await cni('ak1').claimUntil('ask', again)).slice;
   t.is(got.spec.address, addr, 'same namespace, name and node: the same first choice, still free');
-  await podShows('probs', 'fine', got);
+  await podShows('ask', 'fine', got);
 });
 
 ktest('a deleted namespace takes its words and slices with it through the garbage collector, even with no operator running', async (t) => {
-  await createNamespace('gc-ns', { 'sixbed4.io/prefix': BIG });
+  await nodesWithAgents(t, [['gc1', '198.51.100.58'], ['gc2', '198.51.100.59'], ['gc3', '198.51.100.60']], { 'sixbed4.io/gc': 'true' });
+  await applyPrefix('gcp', { prefix: '2001:db8:69::/48', nodeSelector: { 'sixbed4.io/gc': 'true' }, slices: { enabled: true } });
+  await nodes64('gcp', 3);
+  await createNamespace('gc-ns', { 'sixbed4.io/prefix': 'gcp' });
   for (const i of [0, 1, 2]) {
-    const ref = await createPod('gc-ns', `g${i}`, `w${i + 1}`);
-    await cni(`w${i + 1}`).claimUntil(BIG, ref);
+    const ref = await createPod('gc-ns', `g${i}`, `gc${i + 1}`);
+    await cni(`gc${i + 1}`).claimUntil('gcp', ref);
   }
   await eventually('three slices and a word', async () =>
-    (await slicesOf(BIG)).filter((x) => x.spec.pod.namespace === 'gc-ns').length === 3 && (await rangesOf(BIG)).some((r) => r.spec.namespace.name === 'gc-ns'));
-  const owned = (await slicesOf(BIG)).find((x) => x.spec.pod.namespace === 'gc-ns')!;
+    (await slicesOf('gcp')).filter((x) => x.spec.pod.namespace === 'gc-ns').length === 3 && (await rangesOf('gcp')).some((r) => r.spec.namespace.name === 'gc-ns'));
+  const owned = (await slicesOf('gcp')).find((x) => x.spec.pod.namespace === 'gc-ns')!;
   t.like(owned.metadata.ownerReferences![0], { apiVersion: 'v1', kind: 'Namespace', name: 'gc-ns' });
-  const word = (await rangesOf(BIG)).find((r) => r.spec.namespace.name === 'gc-ns')!;
+  const word = (await rangesOf('gcp')).find((r) => r.spec.namespace.name === 'gc-ns')!;
   t.like(word.metadata.ownerReferences![0], { apiVersion: 'v1', kind: 'Namespace', name: 'gc-ns' });
   for (const op of s.ops) await op.stop();
   s.ops = [];
@@ -857,6 +893,8 @@ ktest('a deleted namespace takes its words and slices with it through the garbag
   await admin().delete(paths.namespace('gc-ns'));
   await eventually('the namespace gone', async () => (await admin().get(paths.namespace('gc-ns'))) === undefined, 30_000);
   await eventually('its slices and word collected', async () =>
-    !(await slicesOf(BIG)).some((x) => x.spec.pod.namespace === 'gc-ns') && !(await rangesOf(BIG)).some((r) => r.spec.namespace.name === 'gc-ns'), 30_000);
+    !(await slicesOf('gcp')).some((x) => x.spec.pod.namespace === 'gc-ns') && !(await rangesOf('gcp')).some((r) => r.spec.namespace.name === 'gc-ns'), 30_000);
+  // an operator again for whatever runs after this test
+  s.ops.push(await OperatorProcess.start(s.operatorKubeconfig!, 'op-after-gc', OPERATOR_FLAGS));
   t.pass();
 });

@@ -22,7 +22,8 @@ import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix64 } from '../
 import { Datapath } from '../../agent/router/datapath.js';
 import { Engine } from '../../agent/router/engine.js';
 import { openTunnel } from '../../agent/router/tunnel.js';
-import { runCommand, systemTool } from '../../agent/lab/netns.js';
+import { runCommand } from '../../agent/host/command.js';
+import { systemTool } from '../../agent/host/tools.js';
 import { parseUdp6, udp6, type Udp6 } from '../helpers/packets.js';
 
 /** The reference topology's addresses, all on one host here (the namespace's lo, or the fake host). */
@@ -201,9 +202,9 @@ function fakeHost(dev: FakeTun): NativeHost {
  */
 export async function prepareNamespace(): Promise<void> {
   const ip = systemTool('ip');
-  for (const a of LOCAL_V4) await runCommand(ip, ['addr', 'replace', `${a}/32`, 'dev', 'lo']);
-  await runCommand(ip, ['-6', 'addr', 'replace', `${NET.isp}/128`, 'dev', 'lo', 'nodad']);
-  await runCommand(ip, ['link', 'set', 'lo', 'up']);
+  for (const a of LOCAL_V4) await runCommand([ip, 'addr', 'replace', `${a}/32`, 'dev', 'lo']);
+  await runCommand([ip, '-6', 'addr', 'replace', `${NET.isp}/128`, 'dev', 'lo', 'nodad']);
+  await runCommand([ip, 'link', 'set', 'lo', 'up']);
 }
 
 /** The data path on the addon: real sockets on lo, and the router's real tunnel with its route. */

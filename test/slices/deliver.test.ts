@@ -26,7 +26,12 @@ import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { execCommand, findSystemTool, Netns, Proc, runCommand, sleep, uniqueName } from '../../agent/lab/netns.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { execCommand, runCommand } from '../../agent/host/command.js';
+import { ipJsonIn } from '../../agent/host/ip.js';
+import { findSystemTool } from '../../agent/host/tools.js';
+import { Netns, uniqueName } from '../../agent/lab/netns.js';
+import { Proc } from '../../agent/lab/proc.js';
 import { ping6, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
 import { buildTopology, requireRootReason, TOPO, type Topology } from '../../agent/lab/topology.js';
 import { ProcLocator } from '../../agent/slices/podns.js';
@@ -71,7 +76,7 @@ serial(rootReason ?? cgroupReason)(title('discovery through /proc: systemd and c
   t.log(`cgroups: ${a.cg.leaf.replace(/\/c{64}$/, '/…')} and ${b.cg.leaf.replace(/\/cri-containerd-c{64}\.scope$/, '/…')}`);
   // A pod whose process stays in this (the "node's") namespace.
   const hostUid = randomUUID();
-  const hostProc = new Proc('sleep', ['infinity']);
+  const hostProc = new Proc(['sleep', 'infinity']);
   const hostPid = hostProc.pid;
   if (hostPid === undefined) throw new Error('cannot start sleep');
   const hostCg = await FakePodCgroup.create('systemd', hostUid, `${a.ns.name}-h`);
@@ -87,8 +92,8 @@ serial(rootReason ?? cgroupReason)(title('discovery through /proc: systemd and c
     t.is(r.netns.id.ino, (await stat(nsPath(pod.ns))).ino, 'the pod\'s own namespace');
     t.is((await stat(r.netns.path)).ino, r.netns.id.ino, 'the handle path names it');
     // The handle works where iproute2 and nsenter need it.
-    const links = await runCommand('nsenter', [`--net=${r.netns.path}`, 'ip', '-j', 'link', 'show']);
-    t.deepEqual((JSON.parse(links) as { ifname: string }[]).map((l) => l.ifname), ['lo']);
+    const links = await ipJsonIn<{ ifname: string }[]>({ path: r.netns.path }, ['link', 'show']);
+    t.deepEqual(links.map((l) => l.ifname), ['lo']);
     await r.netns.close();
   }
   const h = await locator.find(hostUid);
@@ -234,26 +239,26 @@ let startedDockerd: number | null = null;
 const ourContainers = new Set<string>();
 
 test.after.always(async () => {
-  if (ourContainers.size) await execCommand(DOCKER, ['rm', '-f', ...ourContainers], { timeoutMs: 30_000 }).catch(() => undefined);
+  if (ourContainers.size) await execCommand([DOCKER, 'rm', '-f', ...ourContainers], { timeoutMs: 30_000 }).catch(() => undefined);
   if (startedDockerd === null || process.env.SIXBED4_KEEP_DOCKERD === '1') return;
   // Another test file (or person) may have started using the daemon this file started: leave it running then.
   const list = async () => {
-    const r = await execCommand(DOCKER, ['ps', '-aq'], { timeoutMs: 15_000 }).catch(() => null);
+    const r = await execCommand([DOCKER, 'ps', '-aq'], { timeoutMs: 15_000 }).catch(() => null);
     return r && r.code === 0 ? r.stdout.split('\n').filter(Boolean) : null;
   };
   if (!await dockerQuiet(list)) return;
-  await execCommand('bash', [`${SCRIPTS}/dockerd.sh`, 'stop', String(startedDockerd)], { timeoutMs: 30_000 });
+  await execCommand(['bash', `${SCRIPTS}/dockerd.sh`, 'stop', String(startedDockerd)], { timeoutMs: 30_000 });
 });
 
 /** Starts dockerd if needed and makes the base image; throws with the reason otherwise. */
 async function prepareDocker(): Promise<void> {
   // Two dockerd.sh starting a daemon at once: the second daemon fails on the first's pid file.
   await waitForScripts(DOCKERD_SH, 150_000);
-  let r = await execCommand('bash', [`${SCRIPTS}/dockerd.sh`], { timeoutMs: 150_000 });
+  let r = await execCommand(['bash', `${SCRIPTS}/dockerd.sh`], { timeoutMs: 150_000 });
   if (r.code !== 0) {
     // Another test file may have been starting its own dockerd at that moment.
     await sleep(2000);
-    r = await execCommand('bash', [`${SCRIPTS}/dockerd.sh`], { timeoutMs: 150_000 });
+    r = await execCommand(['bash', `${SCRIPTS}/dockerd.sh`], { timeoutMs: 150_000 });
   }
   if (r.code !== 0) {
     throw new Error(`no Docker Engine: test/docker/dockerd.sh failed (${r.code}): ${(r.stderr || r.stdout).trim().slice(-1500)}` +
@@ -264,7 +269,7 @@ async function prepareDocker(): Promise<void> {
   // base-image.sh is quick when the image is current; a cold build (debootstrap) takes minutes.
   // A cold build by another test file (image.test.ts) makes the same image: wait for it rather than debootstrap twice.
   await waitForScripts(BASE_IMAGE_SH, 19 * 60_000);
-  const b = await execCommand('bash', [`${SCRIPTS}/base-image.sh`], { timeoutMs: 19 * 60_000 });
+  const b = await execCommand(['bash', `${SCRIPTS}/base-image.sh`], { timeoutMs: 19 * 60_000 });
   if (b.code !== 0) throw new Error(`test/docker/base-image.sh failed (${b.code}): ${b.stderr.slice(-3000)}`);
 }
 
@@ -276,11 +281,11 @@ serial(dockerReason)(title('a Docker container labelled like a Kubernetes pod ge
   const uid = randomUUID();
   const name = uniqueName('slck');
   ourContainers.add(name);
-  t.teardown(async () => { await execCommand(DOCKER, ['rm', '-f', name], { timeoutMs: 30_000 }); ourContainers.delete(name); });
-  await runCommand(DOCKER, ['run', '-d', '--name', name, '--network', 'none',
+  t.teardown(async () => { await execCommand([DOCKER, 'rm', '-f', name], { timeoutMs: 30_000 }); ourContainers.delete(name); });
+  await runCommand([DOCKER, 'run', '-d', '--name', name, '--network', 'none',
     '--label', `io.kubernetes.pod.uid=${uid}`, '--label', 'io.kubernetes.pod.name=web-0', '--label', 'io.kubernetes.pod.namespace=demo',
     '--label', 'io.kubernetes.container.name=POD', '--entrypoint', 'sleep', BASE_IMAGE, 'infinity'], { timeoutMs: 60_000 });
-  const pid = Number((await runCommand(DOCKER, ['inspect', '-f', '{{.State.Pid}}', name])).trim());
+  const pid = Number((await runCommand([DOCKER, 'inspect', '-f', '{{.State.Pid}}', name])).trim());
   t.true(pid > 0);
 
   // Not a kubelet cgroup, so /proc does not know it; the Docker API does.
@@ -292,20 +297,20 @@ serial(dockerReason)(title('a Docker container labelled like a Kubernetes pod ge
   const r = await runSlices<ReconcileOut>(topo.router, 'reconcile', { passes: [[{ ...want(uid) }]], docker: true });
   t.like(r.out.passes[0]!.statuses[0], { state: 'delivered', outcome: 'created', via: 'docker' });
   // What the container itself sees.
-  const inside = await runCommand(DOCKER, ['exec', name, 'ip', '-j', '-6', 'addr', 'show', 'dev', 'eth6']);
+  const inside = await runCommand([DOCKER, 'exec', name, 'ip', '-j', '-6', 'addr', 'show', 'dev', 'eth6']);
   t.true((JSON.parse(inside) as { addr_info: { local: string }[] }[])[0]!.addr_info.some((a) => a.local === ADDR), inside);
   const fromIsp = await ping6(topo.isp, ADDR, { count: 3 });
   t.is(fromIsp.received, 3, fromIsp.output);
 
   // Re-delivery leaves the container's network as it is.
-  const podView = { json: async <T>(args: string[]) => JSON.parse(await runCommand('nsenter', [`--net=/proc/${pid}/ns/net`, 'ip', '-j', ...args]) || '[]') as T };
+  const podView = { json: <T>(args: string[]) => ipJsonIn<T>({ path: `/proc/${pid}/ns/net` }, args) };
   const before = await snapshot(topo.router, SLICE.hostIf, podView);
   const again = await runSlices<ReconcileOut>(topo.router, 'reconcile', { passes: [[want(uid)]], docker: true });
   t.like(again.out.passes[0]!.statuses[0], { state: 'delivered', outcome: 'unchanged' });
   t.deepEqual(await snapshot(topo.router, SLICE.hostIf, podView), before);
 
   // The pod is deleted: its namespace goes, and the kernel takes the veth and the route with it.
-  await runCommand(DOCKER, ['rm', '-f', name], { timeoutMs: 30_000 });
+  await runCommand([DOCKER, 'rm', '-f', name], { timeoutMs: 30_000 });
   ourContainers.delete(name);
   const deadline = Date.now() + 10_000;
   while ((await topo.router.json<{ ifname: string }[]>(['link', 'show'])).some((l) => l.ifname === SLICE.hostIf) && Date.now() < deadline) await sleep(50);

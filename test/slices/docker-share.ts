@@ -5,7 +5,7 @@
 // building it, and stop a daemon this file started only after it has been
 // quiet — no container, no docker client, no image script — for a while.
 import { readdir, readFile } from 'node:fs/promises';
-import { sleep } from '../../agent/lab/netns.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 export const DOCKERD_SH = /(^|\/)dockerd\.sh$/;
 export const BASE_IMAGE_SH = /(^|\/)base-image\.sh$/;

@@ -9,7 +9,8 @@
 import { addressLines, routeLines, type IpAddrLink, type IpRoute } from '../helpers/netstate.js';
 import { mkdir, readFile, rmdir, stat, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { sleep, type Netns } from '../../agent/lab/netns.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Netns } from '../../agent/lab/netns.js';
 
 export const RUNNER = fileURLToPath(new URL('./run-slices.js', import.meta.url));
 

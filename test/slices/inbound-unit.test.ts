@@ -3,7 +3,7 @@
 // and reading a live table back from `nft -j` output. No kernel, no root.
 import test from 'ava';
 import fc from 'fast-check';
-import { CommandError } from '../../agent/host/ip.js';
+import { CommandError } from '../../agent/host/command.js';
 import { InputError } from '../../agent/protocol/ip.js';
 import {
   compareInbound, ESSENTIAL_ICMPV6, filteredInterfaces, formatRules, normalizeRules, parseAllowInbound, readInbound,

@@ -11,7 +11,9 @@
 // Root only; skips with the reason otherwise. A missing nft skips too, except
 // under CI (CI=true), where it fails: the policy cannot be shown without it.
 import test from 'ava';
-import { findSystemTool, Netns, uniqueName, veth } from '../../agent/lab/netns.js';
+import { findSystemTool } from '../../agent/host/tools.js';
+import { Netns, uniqueName } from '../../agent/lab/netns.js';
+import { veth } from '../../agent/lab/veth.js';
 import { ping6 } from '../../agent/lab/sixbed4.js';
 import { isRoot } from '../../agent/lab/topology.js';
 import { parseAllowInbound, type InboundEntry, type LiveInbound } from '../../agent/slices/inbound.js';

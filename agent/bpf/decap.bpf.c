@@ -1,0 +1,284 @@
+// SPDX-License-Identifier: BSD-2-Clause
+// The 4->6 fast path of the 6bed4 router, on the uplink's tc ingress (tcx).
+//
+// A UDP datagram to the router's address and port that carries an IPv6 packet
+// the TypeScript engine (agent/router/engine.ts, the authority) would hand to
+// the kernel is decapsulated here, its hop limit decremented as the router
+// does, and redirected into the ingress of the router's own TUN interface:
+// from there on the kernel sees exactly what a TUN write by the router gives
+// it (same input interface, so the same routes, firewall, local delivery and
+// ICMPv6 errors), without the trip through the socket, the router process and
+// the TUN write.
+//
+// Everything else returns TC_ACT_UNSPEC unchanged (tcx: "next", so later
+// programs still run and the stack delivers it to the router's socket): ND,
+// spoofed or port-0 sources, hop limits about to run out, oversize, anything
+// in the /64 (relays and local addresses stay the router's in this
+// milestone), anything unusual in the outer headers. The tc stage runs before
+// ip_rcv() and udp_rcv(), so every check those would make on a datagram the
+// router receives (IPv4 and UDP checksums, lengths, fragments, martian
+// sources) is made here too, or the packet goes the slow way.
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+// Header skew (../shared/docs/bpf-facts.md): Debian's linux-libc-dev 6.1 lacks
+// this flag of Linux 6.3; the value is the kernel's ABI. On an older kernel
+// bpf_skb_adjust_room() refuses it at run time: the loader's self-test sees
+// that and keeps the TypeScript path.
+#ifndef BPF_F_ADJ_ROOM_DECAP_L3_IPV6
+#define BPF_F_ADJ_ROOM_DECAP_L3_IPV6 (1ULL << 8)
+#endif
+
+#define TUNNEL_MTU 1280
+#define ND_FIRST 133 // Router Solicitation
+#define ND_LAST 137  // Redirect
+#define NH_ICMPV6 58
+
+// Filled by the loader (agent/bpf/config.ts writes the same layout).
+struct config {
+	__be32 bind_ipv4; // where peers' datagrams arrive (the router's bind address)
+	__be16 port;      // the router's UDP port
+	__u16 pad;
+	__u8 prefix[8];     // the served /64
+	__u32 tun_ifindex;  // the router's TUN: 0 means the fast path is off
+	__u32 pad2;
+};
+
+// Counter slots; agent/bpf/counters.ts names them in the same order.
+enum verdict {
+	V_FAST = 0,        // decapsulated and handed to the kernel here
+	V_NOT_6BED4,       // not a UDP/IPv4 datagram to the router's address and port
+	V_IPV4_UNUSUAL,    // IP options, fragments, bad IPv4 checksum or length, GSO, martian source
+	V_UDP_CHECKSUM,    // UDP checksum not verified here (wrong, or the NIC's state unknown)
+	V_SOURCE_PORT_ZERO,
+	V_KEEPALIVE,       // empty datagram
+	V_SHORT,
+	V_OVERSIZE,
+	V_NOT_IPV6,
+	V_BAD_LENGTH,      // payload length does not match the datagram exactly
+	V_ND,
+	V_MULTICAST,
+	V_SPOOFED,
+	V_HOP_LIMIT,
+	V_TO_PREFIX,       // destination inside the /64: relay or local address
+	V_DECAP_FAILED,    // a helper refused (an older kernel): the packet is untouched
+	V_COUNT,
+};
+
+struct counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} sixbed4_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, V_COUNT);
+	__type(key, __u32);
+	__type(value, struct counter);
+} sixbed4_counts SEC(".maps");
+
+#define CSUM_CHUNK 512 // bpf_csum_diff() takes at most 512 bytes a call
+struct scratch {
+	__u8 b[CSUM_CHUNK];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} sixbed4_scratch SEC(".maps");
+
+// The headers, read with bpf_skb_load_bytes() (the packet may be non-linear
+// past its first bytes). The pad puts the IPv4 header on a 4-byte boundary:
+// the verifier refuses misaligned stack access.
+struct headers {
+	__u16 pad;
+	struct ethhdr eth;
+	struct iphdr ip;
+	struct udphdr udp;
+	struct ipv6hdr ip6;
+};
+
+#define L2 sizeof(struct ethhdr)
+#define L4 (L2 + sizeof(struct iphdr))
+#define L7 (L4 + sizeof(struct udphdr))
+
+// Bytes are the IPv4 packet's for the slow path, the IPv6 packet's for the fast one (as the engine counts them).
+static __always_inline int count_bytes(__u32 v, __u32 bytes)
+{
+	struct counter *c = bpf_map_lookup_elem(&sixbed4_counts, &v);
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+	return v == V_FAST ? TC_ACT_REDIRECT : TC_ACT_UNSPEC;
+}
+
+#define count(skb, v) count_bytes(v, (skb)->len - L2)
+
+static __always_inline __u16 fold(__u32 s)
+{
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)s;
+}
+
+// The UDP checksum over the pseudo-header and ulen bytes from L4, as udp_rcv()
+// would check it: true when it sums to all ones.
+static __always_inline int udp_checksum_ok(struct __sk_buff *skb, struct headers *h, __u32 ulen)
+{
+	__u32 key = 0;
+	struct scratch *buf = bpf_map_lookup_elem(&sixbed4_scratch, &key);
+	if (!buf)
+		return 0;
+	struct {
+		__be32 saddr, daddr;
+		__u8 zero, proto;
+		__be16 len;
+	} pseudo = { h->ip.saddr, h->ip.daddr, 0, IPPROTO_UDP, h->udp.len };
+	__s64 sum = bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), 0);
+#pragma unroll
+	for (int i = 0; i < 3; i++) { // 3 * 512 >= 8 + 1280
+		__u32 off = i * CSUM_CHUNK;
+		if (off >= ulen)
+			break;
+		__u32 n = ulen - off;
+		if (n > CSUM_CHUNK)
+			n = CSUM_CHUNK;
+		if (n < 1)
+			return 0;
+		if (bpf_skb_load_bytes(skb, L4 + off, buf->b, n) < 0)
+			return 0;
+		__u32 whole = n & ~3u;
+		if (whole) {
+			sum = bpf_csum_diff(0, 0, (__be32 *)buf->b, whole & (CSUM_CHUNK * 2 - 1), (__u32)sum);
+			if (sum < 0)
+				return 0;
+		}
+		if (n != whole) {
+			// The last 1..3 bytes, padded with zeros to a word (the chunk starts word-aligned).
+			__u8 tail[4] = {};
+			__u32 t = whole & (CSUM_CHUNK - 1);
+			tail[0] = buf->b[t];
+			if (n - whole > 1)
+				tail[1] = buf->b[(t + 1) & (CSUM_CHUNK - 1)];
+			if (n - whole > 2)
+				tail[2] = buf->b[(t + 2) & (CSUM_CHUNK - 1)];
+			sum = bpf_csum_diff(0, 0, (__be32 *)tail, 4, (__u32)sum);
+			if (sum < 0)
+				return 0;
+		}
+	}
+	return fold((__u32)sum) == 0xffff;
+}
+
+static __always_inline int in_prefix(const __u8 *a, const __u8 *p)
+{
+	return ((const __u32 *)a)[0] == ((const __u32 *)p)[0] && ((const __u32 *)a)[1] == ((const __u32 *)p)[1];
+}
+
+SEC("tc")
+int sixbed4_decap(struct __sk_buff *skb)
+{
+	__u32 key = 0;
+	struct config *cfg = bpf_map_lookup_elem(&sixbed4_config, &key);
+	if (!cfg || !cfg->tun_ifindex)
+		return TC_ACT_UNSPEC;
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return count(skb, V_NOT_6BED4);
+
+	struct headers h;
+	// Shorter than an IPv6 header inside: not fast-path material either way.
+	if (bpf_skb_load_bytes(skb, 0, &h.eth, sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr)) < 0)
+		return count(skb, V_NOT_6BED4);
+	if (h.ip.version != 4 || h.ip.protocol != IPPROTO_UDP || h.ip.daddr != cfg->bind_ipv4)
+		return count(skb, V_NOT_6BED4);
+	// With IP options the UDP header is elsewhere: the router's socket may still be the one it is for.
+	if (h.ip.ihl != 5)
+		return count(skb, V_IPV4_UNUSUAL);
+	if (h.udp.dest != cfg->port)
+		return count(skb, V_NOT_6BED4);
+
+	// What ip_rcv() and the input route would refuse, or treat specially, goes to them.
+	__u32 ipv4_len = bpf_ntohs(h.ip.tot_len);
+	__u8 s0 = ((const __u8 *)&h.ip.saddr)[0];
+	if ((h.ip.frag_off & bpf_htons(0x3fff)) || ipv4_len != skb->len - L2 ||
+	    skb->pkt_type != 0 /* PACKET_HOST */ || skb->gso_segs > 1 ||
+	    s0 == 0 || s0 == 127 || s0 >= 224 || h.ip.saddr == cfg->bind_ipv4 ||
+	    fold(bpf_csum_diff(0, 0, (__be32 *)&h.ip, sizeof(h.ip), 0)) != 0xffff)
+		return count(skb, V_IPV4_UNUSUAL);
+	__u32 ulen = bpf_ntohs(h.udp.len);
+	if (ulen != ipv4_len - sizeof(struct iphdr))
+		return count(skb, V_IPV4_UNUSUAL);
+
+	// From here on, the engine's order of rules (fromPeers, admit).
+	if (h.udp.source == 0)
+		return count(skb, V_SOURCE_PORT_ZERO);
+	__u32 dlen = ulen - sizeof(struct udphdr);
+	if (dlen == 0)
+		return count(skb, V_KEEPALIVE);
+	if (dlen > TUNNEL_MTU)
+		return count(skb, V_OVERSIZE);
+	if (dlen < sizeof(struct ipv6hdr))
+		return count(skb, V_SHORT);
+	if (bpf_skb_load_bytes(skb, L7, &h.ip6, sizeof(h.ip6)) < 0)
+		return count(skb, V_SHORT);
+	if (h.ip6.version != 6)
+		return count(skb, V_NOT_IPV6);
+	// The engine forwards only the payload length's worth; a datagram with trailing bytes goes to it.
+	if (sizeof(struct ipv6hdr) + bpf_ntohs(h.ip6.payload_len) != dlen)
+		return count(skb, V_BAD_LENGTH);
+	if (h.ip6.nexthdr == NH_ICMPV6 && dlen > sizeof(struct ipv6hdr)) {
+		__u8 type;
+		if (bpf_skb_load_bytes(skb, L7 + sizeof(struct ipv6hdr), &type, 1) < 0)
+			return count(skb, V_SHORT);
+		if (type >= ND_FIRST && type <= ND_LAST)
+			return count(skb, V_ND);
+	}
+	const __u8 *dst = h.ip6.daddr.s6_addr, *src = h.ip6.saddr.s6_addr;
+	if (dst[0] == 0xff)
+		return count(skb, V_MULTICAST);
+	// The originator check: the source is the address of this datagram's IPv4:port (6bed4-wire.md).
+	const __u8 *v4 = (const __u8 *)&h.ip.saddr;
+	if (!in_prefix(src, cfg->prefix) || *(const __u16 *)&src[12] != h.udp.source ||
+	    (__u8)((src[8] & 0xfc) | (src[14] >> 6)) != v4[0] || src[9] != v4[1] || src[10] != v4[2] || src[11] != v4[3])
+		return count(skb, V_SPOOFED);
+	if (h.ip6.hop_limit <= 1)
+		return count(skb, V_HOP_LIMIT);
+	if (in_prefix(dst, cfg->prefix))
+		return count(skb, V_TO_PREFIX);
+	// Last, the costliest check. Trusted when the NIC (or the stack) verified it; 0 means none was sent.
+	if (h.udp.check && bpf_csum_level(skb, BPF_CSUM_LEVEL_QUERY) < 0 && !udp_checksum_ok(skb, &h, ulen))
+		return count(skb, V_UDP_CHECKSUM);
+
+	// Nothing has been changed so far: a refusal below leaves the packet as it came.
+	if (bpf_skb_adjust_room(skb, -(__s32)(sizeof(struct iphdr) + sizeof(struct udphdr)), BPF_ADJ_ROOM_MAC,
+				BPF_F_ADJ_ROOM_DECAP_L3_IPV6) < 0)
+		return count(skb, V_DECAP_FAILED);
+	// From here the packet is IPv6: errors can no longer hand it back unchanged, so they drop it (counted).
+	__be16 proto = bpf_htons(ETH_P_IPV6);
+	__u8 hops = h.ip6.hop_limit - 1;
+	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, L2 + offsetof(struct ipv6hdr, hop_limit), &hops, 1, BPF_F_RECOMPUTE_CSUM) < 0) {
+		count_bytes(V_DECAP_FAILED, dlen);
+		return TC_ACT_SHOT;
+	}
+	count_bytes(V_FAST, dlen);
+	return bpf_redirect(cfg->tun_ifindex, BPF_F_INGRESS);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

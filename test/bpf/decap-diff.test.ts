@@ -1,0 +1,196 @@
+// The 4->6 fast path against the TypeScript engine (the authority): the same
+// crafted and random datagrams go through the BPF program in the kernel
+// (BPF_PROG_TEST_RUN: nothing is sent) and through Engine.fromPeers. The
+// program must take exactly the packets the engine hands to the kernel with a
+// destination outside the /64 and an exact length, and leave the same bytes;
+// everything else it must leave untouched for the router.
+import test from 'ava';
+import fc from 'fast-check';
+import { DecapProgram, DECAP_VERDICTS, TC_ACT_REDIRECT, TC_ACT_UNSPEC, type DecapVerdict } from '../../agent/bpf/decap.js';
+import { Engine } from '../../agent/router/engine.js';
+import { makeAddress } from '../../agent/protocol/address.js';
+import { parseIPv4, parseIPv6, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { writeHeader } from '../../agent/protocol/ipv6.js';
+import { writeRouterSolicit } from '../../agent/protocol/nd.js';
+import { fillChecksum } from '../../agent/protocol/checksum.js';
+import { ETH, frame, type FrameOptions } from '../helpers/frames.js';
+import { isRoot } from '../../agent/lab/topology.js';
+
+const skip = isRoot() ? null : 'needs root (CAP_BPF) to load a BPF program';
+const rootTest = skip ? test.skip : test;
+const t_ = (name: string) => (skip ? `${name} (skipped: ${skip})` : name);
+
+const prefix = parsePrefix64('2001:db8:9:10::/64');
+const ROUTER = parseIPv4('198.51.100.1');
+const PORT = 25790;
+const PEER = parseIPv4('198.51.100.20');
+const SPORT = 40000;
+const peerAddr = makeAddress(prefix.bytes, PEER, SPORT, 1);
+const isp = parseIPv6('2001:db8:ffff::1');
+const TUN_IFINDEX = 7;
+
+let prog: DecapProgram | undefined;
+test.before(() => {
+  if (skip) return;
+  prog = new DecapProgram();
+  prog.configure({ bindIPv4: ROUTER, port: PORT, prefix: prefix.bytes, tunIfindex: TUN_IFINDEX });
+});
+test.after.always(() => prog?.close());
+
+const engine = new Engine({ prefix, listenIPv4: ROUTER, port: PORT, routes: [] }, 1);
+
+/** What the engine does with one datagram: the packet it hands to the kernel, or where it went instead. */
+function engineVerdict(payload: Uint8Array, v4: number, port: number): { toTun: Uint8Array | null; relay: boolean } {
+  const rx = engine.udpRx;
+  rx.off[0] = 0; rx.len[0] = payload.length; rx.addr[0] = v4; rx.port[0] = port;
+  rx.data.set(payload.subarray(0, Math.min(payload.length, rx.slot)), 0);
+  engine.fromPeers(1, 1000);
+  const toTun = engine.nToTun ? Uint8Array.from(engine.toTun.data.subarray(engine.toTun.off[0]!, engine.toTun.off[0]! + engine.toTun.len[0]!)) : null;
+  return { toTun, relay: engine.nRelay > 0 };
+}
+
+interface Result { verdict: DecapVerdict; retval: number; out: Uint8Array; }
+
+/** Runs the program on the frame and says which counter moved. */
+function runBpf(f: Uint8Array): Result {
+  const before = prog!.counters();
+  const { retval, out } = prog!.run(f);
+  const after = prog!.counters();
+  const moved = DECAP_VERDICTS.filter((v) => after[v].packets !== before[v].packets);
+  if (moved.length !== 1) throw new Error(`expected one counter to move, got ${moved.join(', ') || 'none'}`);
+  return { verdict: moved[0]!, retval, out };
+}
+
+/**
+ * How the outer headers are: 'plain'; 'unusual', which the kernel delivers but the program leaves to the router
+ * (IPv4 options, an Ethernet trailer); or 'dropped' by the kernel before the router could see it.
+ */
+type Outer = 'plain' | 'unusual' | 'dropped';
+
+/**
+ * The property: fast-pathed iff the outer headers are plain, the engine hands the packet to the kernel, its
+ * destination is outside the /64 and the datagram is exactly the packet; then the same bytes leave. Otherwise the
+ * frame is returned unchanged.
+ */
+function check(t: { is: (a: unknown, b: unknown, m?: string) => void; deepEqual: (a: unknown, b: unknown, m?: string) => void; true: (a: boolean, m?: string) => void },
+  f: Uint8Array, payload: Uint8Array, v4: number, port: number, outer: Outer = 'plain'): Result {
+  const r = runBpf(f);
+  const e = outer !== 'dropped' ? engineVerdict(payload, v4, port) : { toTun: null, relay: false };
+  const eligible = outer === 'plain' && e.toTun !== null && e.toTun.length === payload.length && !(
+    payload[24] === prefix.bytes[0] && Buffer.from(payload.subarray(24, 32)).equals(Buffer.from(prefix.bytes.subarray(0, 8))));
+  if (eligible) {
+    t.is(r.verdict, 'fast', 'the engine hands it to the kernel, so the fast path takes it');
+    t.is(r.retval, TC_ACT_REDIRECT);
+    t.deepEqual(Buffer.from(r.out.subarray(ETH)), Buffer.from(e.toTun!), 'the same IPv6 packet, hop limit decremented');
+    t.deepEqual([...r.out.subarray(12, 14)], [0x86, 0xdd], 'an IPv6 frame');
+  } else {
+    t.true(r.verdict !== 'fast', `not for the fast path (${r.verdict})`);
+    t.is(r.retval, TC_ACT_UNSPEC);
+    t.deepEqual(Buffer.from(r.out), Buffer.from(f), 'left unchanged for the router');
+  }
+  return r;
+}
+
+function ipv6(src: Uint8Array, dst: Uint8Array, o: { hops?: number; nh?: number; payload?: number; plen?: number } = {}): Uint8Array {
+  const n = o.payload ?? 16;
+  const b = new Uint8Array(40 + n);
+  writeHeader(b, 0, o.plen ?? n, o.nh ?? 17, o.hops ?? 64, src, dst);
+  for (let i = 40; i < b.length; i++) b[i] = i & 0xff;
+  return b;
+}
+
+function echo(src: Uint8Array, dst: Uint8Array, type = 128): Uint8Array {
+  const b = ipv6(src, dst, { nh: 58, payload: 16 });
+  b[40] = type; b[41] = 0;
+  fillChecksum(b, 0, 58, 40, 16, 2);
+  return b;
+}
+
+function rs(): Uint8Array { const b = new Uint8Array(64); return b.subarray(0, writeRouterSolicit(b, 0)); }
+
+interface Case { name: string; payload: Uint8Array; v4?: number; sport?: number; dst?: number; dport?: number; opts?: FrameOptions; outer?: Outer; want: DecapVerdict; }
+
+const CASES: Case[] = [
+  { name: 'a peer\'s UDP packet to the Internet', payload: ipv6(peerAddr, isp), want: 'fast' },
+  { name: 'a peer\'s echo request', payload: echo(peerAddr, isp), want: 'fast' },
+  { name: 'no UDP checksum (allowed over IPv4)', payload: ipv6(peerAddr, isp), opts: { udpChecksum: 'zero' }, want: 'fast' },
+  { name: 'the largest packet, 1280 bytes', payload: ipv6(peerAddr, isp, { payload: 1240 }), want: 'fast' },
+  { name: 'a packet with odd length', payload: ipv6(peerAddr, isp, { payload: 1 }), want: 'fast' },
+  { name: 'hop limit 2 (leaves with 1)', payload: ipv6(peerAddr, isp, { hops: 2 }), want: 'fast' },
+  { name: 'a wrong UDP checksum (the kernel drops it)', payload: ipv6(peerAddr, isp), opts: { udpChecksum: 'bad' }, outer: 'dropped', want: 'udp_checksum' },
+  { name: 'a wrong IPv4 checksum', payload: ipv6(peerAddr, isp), opts: { badIpChecksum: true }, outer: 'dropped', want: 'ipv4_unusual' },
+  { name: 'IPv4 options', payload: ipv6(peerAddr, isp), opts: { ipOptions: 4 }, outer: 'unusual', want: 'ipv4_unusual' },
+  { name: 'a first fragment', payload: ipv6(peerAddr, isp), opts: { fragWord: 0x2000 }, outer: 'dropped', want: 'ipv4_unusual' },
+  { name: 'an Ethernet trailer past the IPv4 length', payload: ipv6(peerAddr, isp), opts: { trailer: 6 }, outer: 'unusual', want: 'ipv4_unusual' },
+  { name: 'to another port', payload: ipv6(peerAddr, isp), dport: PORT + 1, outer: 'dropped', want: 'not_6bed4' },
+  { name: 'to another address', payload: ipv6(peerAddr, isp), dst: PEER, outer: 'dropped', want: 'not_6bed4' },
+  { name: 'TCP, not UDP', payload: ipv6(peerAddr, isp), opts: { protocol: 6 }, outer: 'dropped', want: 'not_6bed4' },
+  { name: 'a loopback source (martian)', payload: ipv6(makeAddress(prefix.bytes, parseIPv4('127.0.0.1'), SPORT, 1), isp), v4: parseIPv4('127.0.0.1'), outer: 'dropped', want: 'ipv4_unusual' },
+  { name: 'from port 0', payload: ipv6(makeAddress(prefix.bytes, PEER, 0, 1), isp), sport: 0, want: 'source_port_zero' },
+  { name: 'a keepalive', payload: new Uint8Array(0), want: 'keepalive' },
+  { name: 'shorter than an IPv6 header', payload: ipv6(peerAddr, isp).subarray(0, 39), want: 'short' },
+  { name: 'longer than 1280', payload: ipv6(peerAddr, isp, { payload: 1241 }), want: 'oversize' },
+  { name: 'version 4 inside', payload: (() => { const b = ipv6(peerAddr, isp); b[0] = 0x45; return b; })(), want: 'not_ipv6' },
+  { name: 'payload length past the datagram', payload: ipv6(peerAddr, isp, { payload: 16, plen: 17 }), want: 'bad_length' },
+  { name: 'trailing bytes after the payload length (the engine trims them)', payload: ipv6(peerAddr, isp, { payload: 16, plen: 8 }), want: 'bad_length' },
+  { name: 'a Router Solicitation', payload: rs(), want: 'nd' },
+  { name: 'a Neighbour Solicitation type', payload: echo(peerAddr, isp, 135), want: 'nd' },
+  { name: 'a multicast destination', payload: ipv6(peerAddr, parseIPv6('ff0e::1')), want: 'multicast' },
+  { name: 'a source of another port', payload: ipv6(makeAddress(prefix.bytes, PEER, SPORT + 1, 1), isp), want: 'spoofed' },
+  { name: 'a source of another IPv4', payload: ipv6(makeAddress(prefix.bytes, PEER + 1, SPORT, 1), isp), want: 'spoofed' },
+  { name: 'a source outside the /64', payload: ipv6(parseIPv6('2001:db8:ffff::99'), isp), want: 'spoofed' },
+  { name: 'hop limit 1', payload: ipv6(peerAddr, isp, { hops: 1 }), want: 'hop_limit' },
+  { name: 'hop limit 0', payload: ipv6(peerAddr, isp, { hops: 0 }), want: 'hop_limit' },
+  { name: 'to another peer (a relay)', payload: ipv6(peerAddr, makeAddress(prefix.bytes, parseIPv4('203.0.113.2'), 5000, 1)), want: 'to_prefix' },
+  { name: 'to a local (port 0) address of the /64', payload: ipv6(peerAddr, makeAddress(prefix.bytes, ROUTER, 0, 5)), want: 'to_prefix' },
+  { name: 'to the router\'s own 6bed4 address', payload: echo(peerAddr, makeAddress(prefix.bytes, ROUTER, PORT, 0)), want: 'to_prefix' },
+];
+
+for (const c of CASES) {
+  rootTest(t_(`${c.name}: ${c.want}`), (t) => {
+    const v4 = c.v4 ?? PEER, sport = c.sport ?? SPORT;
+    const f = frame(v4, sport, c.dst ?? ROUTER, c.dport ?? PORT, c.payload, c.opts);
+    const r = check(t, f, c.payload, v4, sport, c.outer);
+    t.is(r.verdict, c.want);
+  });
+}
+
+rootTest(t_('random datagrams: the fast path takes exactly what the engine hands to the kernel outside the /64, byte for byte'), (t) => {
+  const V4S = [PEER, parseIPv4('203.0.113.2'), parseIPv4('100.64.1.2')];
+  const arb = fc.record({
+    v4: fc.constantFrom(...V4S), sport: fc.constantFrom(0, SPORT, 1, 65535),
+    src: fc.constantFrom('own', 'own-lanip', 'other-port', 'outside', 'link-local'),
+    dst: fc.constantFrom('isp', 'relay', 'local', 'multicast', 'router', 'random'),
+    randomDst: fc.uint8Array({ minLength: 16, maxLength: 16 }),
+    hops: fc.constantFrom(0, 1, 2, 64, 255), nh: fc.constantFrom(17, 6, 58, 0, 44),
+    icmpType: fc.integer({ min: 128, max: 140 }), payload: fc.integer({ min: 0, max: 1260 }),
+    plenDelta: fc.constantFrom(0, 0, 0, -1, 1, -8), version: fc.constantFrom(6, 6, 6, 4, 0),
+    truncate: fc.constantFrom(0, 0, 0, 1, 30), udpChecksum: fc.constantFrom('good', 'good', 'zero', 'bad' as const),
+  });
+  fc.assert(fc.property(arb, (a) => {
+    const src = a.src === 'outside' ? parseIPv6('2001:db8:ffff::5') : a.src === 'link-local' ? parseIPv6('fe80::1')
+      : makeAddress(prefix.bytes, a.v4, a.src === 'other-port' ? a.sport + 1 : a.sport, a.src === 'own-lanip' ? 77 : 1);
+    const dst = { isp, relay: makeAddress(prefix.bytes, parseIPv4('203.0.113.9'), 6000, 1), local: makeAddress(prefix.bytes, ROUTER, 0, 9),
+      multicast: parseIPv6('ff02::1'), router: makeAddress(prefix.bytes, ROUTER, PORT, 0), random: a.randomDst }[a.dst];
+    let p = ipv6(src, dst, { hops: a.hops, nh: a.nh, payload: a.payload, plen: Math.max(0, a.payload + a.plenDelta) });
+    if (a.nh === 58 && a.payload > 0) p[40] = a.icmpType;
+    p[0] = (a.version << 4) | (p[0]! & 0x0f);
+    if (a.truncate) p = p.subarray(0, Math.max(0, p.length - a.truncate));
+    const f = frame(a.v4, a.sport, ROUTER, PORT, p, { udpChecksum: a.udpChecksum as 'good' | 'zero' | 'bad' });
+    check(t, f, p, a.v4, a.sport, a.udpChecksum === 'bad' ? 'dropped' : 'plain');
+  }), { numRuns: 1000 });
+});
+
+rootTest(t_('off (TUN ifindex 0): every frame goes to the router, nothing is counted'), (t) => {
+  const p2 = new DecapProgram();
+  try {
+    p2.configure({ bindIPv4: ROUTER, port: PORT, prefix: prefix.bytes, tunIfindex: 0 });
+    const f = frame(PEER, SPORT, ROUTER, PORT, ipv6(peerAddr, isp));
+    const r = p2.run(f);
+    t.is(r.retval, TC_ACT_UNSPEC);
+    t.deepEqual(Buffer.from(r.out), Buffer.from(f));
+    t.true(Object.values(p2.counters()).every((c) => c.packets === 0));
+  } finally {
+    p2.close();
+  }
+});

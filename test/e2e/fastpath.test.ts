@@ -1,0 +1,157 @@
+// The in-kernel fast path (--fast-path on) end to end in the reference
+// topology: peers' packets to the native side are forwarded by the BPF program
+// on the router's uplink (its counter moves, the router process's does not),
+// everything else still takes the TypeScript router, and when the router stops
+// or is killed nothing is left attached that would keep handling packets.
+import test from 'ava';
+import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
+import type { Proc } from '../../agent/lab/proc.js';
+import { CLI, ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { formatIPv6, parseIPv4, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { makeAddress } from '../../agent/protocol/address.js';
+import { skipReason as labSkip } from '../helpers/fixtures.js';
+import { findSystemTool, systemTool } from '../../agent/host/tools.js';
+
+interface Lab { topo: Topology; router: Proc; peers: Record<'A' | 'C', { proc: Proc; address: string }>; }
+const lab = {} as Lab;
+const skipReason = labSkip ?? (findSystemTool('ethtool') ? null : 'needs ethtool (the NAT\'s wire must carry full UDP checksums)');
+const title = (name: string) => (skipReason ? `${name} (skipped: ${skipReason})` : name);
+const serial = skipReason ? test.serial.skip : test.serial;
+const METRICS = '127.0.0.1:9464';
+const ROUTER_ARGS = ['--prefix', TOPO.prefix, '--listen', TOPO.routerV4, '--metrics', METRICS];
+const FAST = 'sixbed4_router_packets_total{direction="udp_to_tun",path="fast"}';
+const SLOW = 'sixbed4_router_packets_total{direction="udp_to_tun",path="slow"}';
+const TUN_TO_UDP = 'sixbed4_router_packets_total{direction="tun_to_udp",path="slow"}';
+const RELAY = 'sixbed4_router_packets_total{direction="relay",path="slow"}';
+
+test.before(async () => {
+  if (skipReason) return;
+  lab.topo = await buildTopology({ tag: 'fastpath', peerC: true });
+  // Datagrams from a namespace on this host carry only a partial UDP checksum (the stack vouches for the rest), and
+  // the program cannot see that vouching, so it leaves them to the router. A real wire carries full checksums: the
+  // NAT computes them itself when its uplink does not offer to.
+  await lab.topo.nat.run([systemTool('ethtool'), '-K', TOPO.natWanIf, 'tx', 'off']);
+  lab.router = await startWithCaps(FAST_PATH_CAPS);
+  const [A, C] = await Promise.all([
+    startPeerIn(lab.topo.peers.A, ['--router', TOPO.routerV4, '--default-route']),
+    startPeerIn(lab.topo.peers.C, ['--router', TOPO.routerV4, '--default-route']),
+  ]);
+  lab.peers = { A, C };
+});
+
+test.after.always(async () => {
+  await lab.topo?.destroy();
+});
+
+/** What the router with the fast path needs, measured: CAP_BPF and CAP_NET_ADMIN for the program, CAP_NET_RAW as ever. */
+const FAST_PATH_CAPS = ['net_admin', 'net_raw', 'bpf'];
+
+/** Starts `sixbed4 router --fast-path on` as root with only caps in its bounding, inheritable and ambient sets. */
+async function startWithCaps(caps: string[]): Promise<Proc> {
+  const c = `-all,${caps.map((x) => `+${x}`).join(',')}`;
+  const p = lab.topo.router.spawn(['setpriv', `--inh-caps=${c}`, `--ambient-caps=${c}`, `--bounding-set=${c}`,
+    process.execPath, CLI, 'router', ...ROUTER_ARGS, '--fast-path', 'on', '--log-format', 'text']);
+  try {
+    await p.waitFor(/router ready/, 10_000);
+  } catch (err) {
+    await p.stop('SIGKILL');
+    throw new Error(`${(err as Error).message}: ${p.output()}`);
+  }
+  return p;
+}
+
+/** Counter changes across fn, read from the router's metrics. */
+async function delta(fn: () => Promise<void>, keys: string[]): Promise<Record<string, number>> {
+  const before = await scrape(lab.topo.router, METRICS);
+  await fn();
+  const after = await scrape(lab.topo.router, METRICS);
+  return Object.fromEntries(keys.map((k) => [k, (after.get(k) ?? 0) - (before.get(k) ?? 0)]));
+}
+
+serial(title('the router (CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF only) says the fast path is on, on the uplink holding its address'), (t) => {
+  t.regex(lab.router.output(), /fast path on.*wan0/);
+  t.regex(lab.router.output(), /router ready.*fast.?[Pp]ath.*on \(wan0 ingress\)/);
+});
+
+serial(title('peer -> ISP: echo requests are forwarded in the kernel (the fast counter has them, the router\'s does not); the replies come back through the router'), async (t) => {
+  const d = await delta(async () => {
+    const r = await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 5 });
+    t.is(r.received, 5, r.output);
+  }, [FAST, SLOW, TUN_TO_UDP]);
+  t.is(d[FAST], 5, 'five echo requests through the fast path');
+  t.is(d[SLOW], 0, 'none through the router process');
+  t.is(d[TUN_TO_UDP], 5, 'the replies: kernel -> peer is the router\'s in this milestone');
+});
+
+serial(title('ISP -> peer works: the requests through the router, the peer\'s replies through the fast path'), async (t) => {
+  const d = await delta(async () => {
+    const r = await ping6(lab.topo.isp, lab.peers.A.address, { count: 3 });
+    t.is(r.received, 3, r.output);
+  }, [FAST, SLOW, TUN_TO_UDP]);
+  t.is(d[TUN_TO_UDP], 3);
+  t.is(d[FAST], 3);
+  t.is(d[SLOW], 0);
+});
+
+serial(title('what the fast path leaves alone still works: peer to peer (relayed by the router), a peer arriving on another interface, hop limit 1'), async (t) => {
+  const d = await delta(async () => {
+    const relay = await ping6(lab.topo.peers.A, lab.peers.C.address, { count: 2 });
+    t.is(relay.received, 2, relay.output);
+    // Peer C reaches the router's address through wan1, whose ingress has no program: the router forwards.
+    const c = await ping6(lab.topo.peers.C, TOPO.ispV6, { count: 2 });
+    t.is(c.received, 2, c.output);
+  }, [FAST, SLOW, RELAY]);
+  t.is(d[RELAY], 4, 'A <-> C: both ways relayed by the router');
+  t.is(d[SLOW], 2, 'C\'s two requests, through the router');
+  const routerAddr = formatIPv6(makeAddress(parsePrefix64(TOPO.prefix).bytes, parseIPv4(TOPO.routerV4), 25790, 0));
+  const hop = await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 1, hops: 1 });
+  t.regex(hop.output, new RegExp(`From ${routerAddr}.*Time exceeded`), hop.output);
+  const m = await scrape(lab.topo.router, METRICS);
+  t.true((m.get('sixbed4_router_fast_path_passed_total{reason="hop_limit"}') ?? 0) >= 1, 'left to the router, and counted why');
+});
+
+/** No clsact/ingress qdisc and no tc filter on wan0: nothing of the fast path is a tc object. */
+async function noTcObjects(t: { is: (a: unknown, b: unknown, m?: string) => void }): Promise<void> {
+  const qdiscs = await lab.topo.router.run(['tc', 'qdisc', 'show', 'dev', TOPO.routerWanIf]);
+  t.is(/clsact|ingress/.test(qdiscs), false, qdiscs);
+  const filters = await lab.topo.router.run(['tc', 'filter', 'show', 'dev', TOPO.routerWanIf, 'ingress']);
+  t.is(filters.trim(), '', filters);
+}
+
+/**
+ * A peer's packets reach the router process again: without the fast path (--fast-path off), pings from A to the
+ * ISP are counted by the router. A program left attached would take them (into a TUN that is gone).
+ */
+async function slowPathOnly(t: { is: (a: unknown, b: unknown, m?: string) => void }): Promise<void> {
+  lab.router = await startRouterIn(lab.topo.router, ROUTER_ARGS);
+  const d = await delta(async () => {
+    const r = await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 3 });
+    t.is(r.received, 3, r.output);
+  }, [SLOW]);
+  t.is(d[SLOW], 3, 'every request through the router process');
+  t.is(await lab.router.stop(), 0);
+}
+
+serial(title('stop detaches: nothing stays on the uplink, and a router without the fast path sees every packet'), async (t) => {
+  t.is(await lab.router.stop(), 0);
+  t.regex(lab.router.output(), /router stopped.*udpToTunFast/);
+  await noTcObjects(t);
+  await slowPathOnly(t);
+});
+
+serial(title('a killed router (SIGKILL) leaves nothing attached either: the program goes with its link fd'), async (t) => {
+  lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'on']);
+  const d = await delta(async () => { t.is((await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 2 })).received, 2); }, [FAST]);
+  t.is(d[FAST], 2, 'attached before the kill');
+  await lab.router.stop('SIGKILL');
+  await noTcObjects(t);
+  await slowPathOnly(t);
+});
+
+// Last: a router that got further than it should would replace the /64 route of the one under test.
+serial(title('without CAP_BPF, --fast-path on refuses to start and says what it needs (with it, and no CAP_SYS_ADMIN, it ran above)'), async (t) => {
+  const r = await lab.topo.router.exec(['setpriv', '--inh-caps=-all,+net_admin,+net_raw', '--ambient-caps=-all,+net_admin,+net_raw',
+    '--bounding-set=-all,+net_admin,+net_raw', process.execPath, CLI, 'router', ...ROUTER_ARGS, '--port', '25791', '--tun', 'fp-nocap', '--fast-path', 'on']);
+  t.is(r.code, 2);
+  t.regex(r.stderr, /--fast-path on: the kernel refused the BPF program \(needs CAP_BPF and CAP_NET_ADMIN\): bpf\(BPF_MAP_CREATE\) EPERM/);
+});
