@@ -248,6 +248,9 @@ test('poll works inside worker_threads, and a worker can exit with a poll open',
   `;
   const run = async (exit: boolean, terminate: boolean): Promise<number> => {
     const w = new Worker(code, { eval: true, workerData: { url: pathToFileURL(nativeJs).href, exit } });
+    // Listen for 'exit' from the start: a worker that exits right after posting has its last messages delivered and
+    // 'exit' emitted in one go (Node drains the port on exit), before code awaiting the message could add a listener.
+    const exited = new Promise<number>((res) => w.once('exit', res));
     const got = await withTimeout(
       new Promise<number>((res, rej) => {
         w.once('message', res);
@@ -257,7 +260,6 @@ test('poll works inside worker_threads, and a worker can exit with a poll open',
       60_000,
       'worker round trip',
     );
-    const exited = new Promise<number>((res) => w.once('exit', res));
     if (terminate) await w.terminate();
     await withTimeout(exited, 30000, 'worker exit');
     return got;
