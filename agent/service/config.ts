@@ -82,6 +82,8 @@ export function serviceConfig(raw: Record<string, unknown>, file: string): Servi
     });
     router = {
       prefix: s.prefix.text, listen: s.listenAddress!, port: s.port, routes: s.routes, tun: host.tunnel,
+      // listen.advertise: a DNAT in front of this host; the router binds listen.address and builds addresses from this.
+      ...(s.advertise ? { advertise: s.advertise } : {}),
       ...(h.bind ? { bind: h.bind } : {}), ...(h.workers !== undefined ? { workers: h.workers } : {}),
       ...(h.batch !== undefined ? { batch: h.batch } : {}), ...(h.sockets !== undefined ? { sockets: h.sockets } : {}),
       ...(h.refusePrivate ? { refusePrivate: true } : {}), ...(h.rateLimit ? { rateLimit: h.rateLimit } : {}),
@@ -158,7 +160,7 @@ function hostFields(raw: Record<string, unknown>, fail: (m: string[]) => never):
  */
 export function restartNeeded(a: ServiceConfig, b: ServiceConfig): string[] {
   const fixed = (c: ServiceConfig) => ({
-    prefix: c.spec.prefix.text, 'listen.address': c.spec.listenAddress, 'listen.port': c.spec.port, bind: c.router.bind,
+    prefix: c.spec.prefix.text, 'listen.address': c.spec.listenAddress, 'listen.port': c.spec.port, 'listen.advertise': c.spec.advertise, bind: c.router.bind,
     uplink: c.host.uplink, localAddressMode: c.spec.localAddressMode, ndpProxy: c.spec.ndpProxy, tunnel: c.host.tunnel,
     dummyInterface: c.host.dummyInterface, workers: c.router.workers, batch: c.router.batch, sockets: c.router.sockets,
     refusePrivate: !!c.router.refusePrivate, statsInterval: c.router.statsIntervalMs, stateFile: c.stateFile,

@@ -37,6 +37,16 @@ test('host-only fields reach the router: tunnel, workers, rate limits, metricsAd
   t.is(c.stateFile, '/var/lib/sixbed4/x.json');
 });
 
+test('listen.advertise: the router binds listen.address and builds its addresses from the advertised one; a change needs a restart', (t) => {
+  const c = serviceConfig({ ...BASE, listen: { address: '198.51.100.1', advertise: '203.0.113.7:4000' } }, F);
+  const r = routerConfig(c.router);
+  t.is(r.port, 4000, 'the advertised port is the router\'s identity');
+  t.is(r.bindPort, 25790, 'the sockets bind listen.port');
+  t.not(r.listenIPv4, r.bindIPv4);
+  t.deepEqual(restartNeeded(serviceConfig(BASE, F), c), ['listen.advertise (default) -> 203.0.113.7:4000']);
+  t.regex(problems({ ...BASE, listen: { address: '198.51.100.1', advertise: '127.0.0.1' } }), /advertise 127\.0\.0\.1 is not an address peers can reach/);
+});
+
 test('the spec\'s problems come with the operator\'s own messages (one check in both places), all at once', (t) => {
   const spec = { prefix: '2001:db8::/40', routes: ['2001:db8::1/48'], metricsPort: 80, ndpProxy: 'maybe', localAddressMode: 'dummy' };
   const expected = checkSpec(spec).problems.map((p) => p.message.replace(/\bspec\./g, ''));
