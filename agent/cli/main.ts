@@ -54,6 +54,8 @@ commands:
                --no-direct      never probe or send straight to other peers of the /64 (all through
                                 the router), and accept datagrams from the router only
                --lanip N        last 14 bits of our address (default 1)
+               --lan IF         serve the /114's other lanips on interface IF: forwarding on, Router
+                                Advertisements there (hosts take a static lanip; see docs/router.md)
                --tun NAME       tunnel interface (default 6bed4peer)
                --default-route  route all IPv6 through the tunnel
                --keepalive S    seconds between keepalives (default 30)
@@ -217,7 +219,7 @@ async function peerCommand(args: string[]): Promise<number> {
   const { values } = parse(args, {
     router: { type: 'string' }, listen: { type: 'string' }, lanip: { type: 'string' }, tun: { type: 'string' },
     'default-route': { type: 'boolean' }, keepalive: { type: 'string' }, port: { type: 'string' },
-    hook: { type: 'string' }, 'hook-timeout': { type: 'string' }, 'no-direct': { type: 'boolean' },
+    hook: { type: 'string' }, 'hook-timeout': { type: 'string' }, 'no-direct': { type: 'boolean' }, lan: { type: 'string' },
   });
   if (values.help) { process.stdout.write(USAGE); return 0; }
   const log = logger(values, 'peer');
@@ -230,6 +232,7 @@ async function peerCommand(args: string[]): Promise<number> {
     ...(values.tun ? { tun: values.tun } : {}), ...(keepalive !== undefined ? { keepalive } : {}),
     ...(port !== undefined ? { port } : {}), ...(values.hook !== undefined ? { hook: values.hook } : {}),
     ...(hookTimeout !== undefined ? { hookTimeout } : {}), ...(values['no-direct'] ? { direct: false } : {}),
+    ...(values.lan !== undefined ? { lan: values.lan } : {}),
   });
   return runUntilSignal(() => startPeer(cfg, log), (peer) => {
     // Under systemd (sixbed4-peer@.service, Type=notify): ready once the router gave us an address.

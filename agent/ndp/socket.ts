@@ -34,10 +34,10 @@ function mreq(group: Uint8Array, ifindex: number): Buffer {
   return b;
 }
 
-/** struct icmp6_filter: a set bit blocks that type; everything but NS is blocked. */
-function nsOnlyFilter(): Buffer {
+/** struct icmp6_filter: a set bit blocks that type; everything but `type` is blocked. */
+function onlyFilter(type: number): Buffer {
   const words = new Uint32Array(8).fill(0xffffffff);
-  words[ND_NEIGHBOR_SOLICIT >> 5]! &= ~(1 << (ND_NEIGHBOR_SOLICIT & 31)) >>> 0;
+  words[type >> 5]! &= ~(1 << (type & 31)) >>> 0;
   const b = Buffer.alloc(32);
   for (let i = 0; i < 8; i++) {
     if (endianness() === 'LE') b.writeUInt32LE(words[i]!, i * 4); else b.writeUInt32BE(words[i]!, i * 4);
@@ -45,8 +45,12 @@ function nsOnlyFilter(): Buffer {
   return b;
 }
 
-/** Opens the socket; throws with the reason (no CAP_NET_RAW, no such interface). */
-export function openNdSocket(ifname: string, ifindex: number, onError: (err: Error) => void): NdSocket {
+/**
+ * Opens the socket; throws with the reason (no CAP_NET_RAW, no such interface). `accept` is the one ICMPv6 type
+ * it receives: NS for the neighbour proxy, RS for a peer's LAN side (agent/peer/lan.ts), which uses the same socket
+ * to send its Router Advertisements.
+ */
+export function openNdSocket(ifname: string, ifindex: number, onError: (err: Error) => void, accept = ND_NEIGHBOR_SOLICIT): NdSocket {
   const s = raw.createSocket({ protocol: NH_ICMPV6, addressFamily: raw.AddressFamily.IPv6 });
   try {
     const name = Buffer.from(`${ifname}\0`);
@@ -54,7 +58,7 @@ export function openNdSocket(ifname: string, ifindex: number, onError: (err: Err
     s.setOption(IPPROTO_IPV6, IPV6_UNICAST_HOPS, 255);
     s.setOption(IPPROTO_IPV6, IPV6_MULTICAST_HOPS, 255);
     s.setOption(IPPROTO_IPV6, IPV6_MULTICAST_LOOP, 0);
-    const filter = nsOnlyFilter();
+    const filter = onlyFilter(accept);
     s.setOption(NH_ICMPV6, ICMP6_FILTER, filter, filter.length);
   } catch (err) {
     s.close();

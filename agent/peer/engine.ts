@@ -43,6 +43,11 @@ export class PeerEngine {
   private own: Uint8Array | null = null;
   private ownLla: Uint8Array = new Uint8Array(6);
   private ownHi = 0; private ownLo = 0;
+  /**
+   * A LAN behind us (--lan, lan.ts): direct data for any lanip of our /114 is taken too (the kernel forwards it
+   * there); other peers send to our LAN hosts straight once they are direct with us, the IPv4:port being ours.
+   */
+  serveLan = false;
 
   constructor(private readonly routerV4: number, private readonly routerPort: number,
     private readonly onAdvert: (ra: RouterAdvert) => void, batchSize = 64, private readonly direct?: DirectPaths) {
@@ -136,9 +141,11 @@ export class PeerEngine {
     const d = this.udpRx.data, c = this.counters, direct = this.direct!;
     const src = off + OFF_SRC;
     if (!this.own || port === 0 || !this.inOur64(d, src) || addressPort(d, src) !== port || addressIPv4(d, src) !== v4 ||
-        !equal16(d, off + OFF_DST, this.own, 0)) { c.dropForeign++; return false; }
+        !(equal16(d, off + OFF_DST, this.own, 0) || (this.serveLan && this.inOur114(d, off + OFF_DST)))) { c.dropForeign++; return false; }
     const nd = d[off + 6] === NH_ICMPV6 && len > IPV6_HEADER ? d[off + IPV6_HEADER]! : 0;
     if (nd >= ND_ROUTER_SOLICIT && nd <= ND_REDIRECT) {
+      // Probes and their answers are between the peers themselves, never for a LAN host.
+      if (!equal16(d, off + OFF_DST, this.own, 0)) { c.dropNd++; return false; }
       if (nd === ND_NEIGHBOR_SOLICIT) {
         const t = neighborSolicitTarget(d, off, len);
         if (t < 0 || !equal16(d, t, this.own, 0)) { c.dropNd++; return false; }
@@ -180,6 +187,13 @@ export class PeerEngine {
     const v4 = addressIPv4(d, a);
     if (v4 === this.routerV4 && port === this.routerPort) return false;
     return !(v4 === addressIPv4(this.own, 0) && port === addressPort(this.own, 0));
+  }
+
+  /** The same /114 as our address: the same 114 bits (the lanip is the last 14). */
+  private inOur114(d: Uint8Array, a: number): boolean {
+    const o = this.own!;
+    for (let i = 0; i < 14; i++) if (d[a + i] !== o[i]) return false;
+    return (d[a + 14]! & 0xc0) === (o[14]! & 0xc0);
   }
 
   private inOur64(d: Uint8Array, a: number): boolean {

@@ -16,6 +16,7 @@ import type { RouterAdvert } from '../protocol/nd.js';
 import { addressIPv4, addressPort } from '../protocol/address.js';
 import { checkHook, HookRunner } from './hooks.js';
 import { DirectPaths } from './direct.js';
+import { checkLanInterface, LanSide } from './lan.js';
 
 export interface PeerOptions {
   router: string;        // IPV4[:PORT]
@@ -31,6 +32,8 @@ export interface PeerOptions {
   hookTimeout?: number;  // seconds
   /** Probe other peers of the /64 and send straight to those that answer (default true). */
   direct?: boolean;
+  /** An interface to serve the /114's other lanips on, with Router Advertisements (lan.ts). */
+  lan?: string;
 }
 
 export interface PeerConfig {
@@ -41,6 +44,7 @@ export interface PeerConfig {
   hook?: string;
   hookTimeoutMs: number;
   direct: boolean;
+  lan?: string;
 }
 
 /** Long enough for a DNS update over a slow link; short enough that a stuck hook is noticed. */
@@ -66,9 +70,11 @@ export function peerConfig(o: PeerOptions): PeerConfig {
   const hookTimeout = o.hookTimeout ?? DEFAULT_HOOK_TIMEOUT_S;
   if (!(hookTimeout > 0 && hookTimeout <= 3600)) throw new InputError(`--hook-timeout ${o.hookTimeout}: use seconds in (0, 3600]`);
   if (o.hookTimeout !== undefined && !o.hook) throw new InputError('--hook-timeout needs --hook SCRIPT');
+  if (o.lan !== undefined && !/^[A-Za-z0-9_.-]{1,15}$/.test(o.lan)) throw new InputError(`--lan '${o.lan}' is not a usable interface name`);
   return {
     routerV4, routerPort, listen, port, lanip, tun, defaultRoute: !!o.defaultRoute, keepaliveMs: keepalive * 1000,
     ...(o.hook !== undefined ? { hook: checkHook(o.hook) } : {}), hookTimeoutMs: hookTimeout * 1000, direct: o.direct ?? true,
+    ...(o.lan !== undefined ? { lan: o.lan } : {}),
   };
 }
 
@@ -123,6 +129,7 @@ const SOLICIT_EVERY_KEEPALIVES = 10;
 /** io: the addon (the default), or a stand-in with its semantics such as FakeIO (agent/io/fake.ts). */
 export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = native): Promise<RunningPeer> {
   if (!hasNetAdmin()) throw new InputError('sixbed4 peer needs root (or CAP_NET_ADMIN) to create its tunnel interface');
+  const lanIndex = cfg.lan ? await checkLanInterface(cfg.lan, cfg.tun, cfg.routerV4) : 0;
   const udpFd = cfg.port ? openFixedPort(cfg.listen, cfg.port, io) : openEvenPort(cfg.listen, io);
   let tunFd: number;
   try {
@@ -190,6 +197,7 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
       engine.setOwn(addr);
       sendPresence();
       if (old && old !== newText) await ip('-6', 'addr', 'del', `${old}/64`, 'dev', cfg.tun).catch(() => undefined);
+      await lan?.setAddress(addr);
       if (cfg.defaultRoute) await ip('-6', 'route', 'replace', 'default', 'dev', cfg.tun, 'metric', '1024');
       for (const r of newRoutes) await ip('-6', 'route', 'replace', r, 'dev', cfg.tun);
       for (const r of routes) if (!newRoutes.includes(r)) await ip('-6', 'route', 'del', r, 'dev', cfg.tun).catch(() => undefined);
@@ -218,10 +226,13 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
     else log.info(`direct path to ${peer} gone (quiet or forgotten): through the router`, { peer });
   }) : undefined;
   const engine = new PeerEngine(cfg.routerV4, cfg.routerPort, onAdvert, 64, direct);
+  engine.serveLan = !!cfg.lan;
   const polls: PollHandle[] = [];
   const timers: NodeJS.Timeout[] = [];
+  const lan = cfg.lan ? new LanSide(cfg.lan, lanIndex, cfg.tun, log) : undefined;
   try {
     await ip('link', 'set', 'dev', cfg.tun, 'mtu', String(TUNNEL_MTU), 'up');
+    await lan?.start();
   } catch (err) {
     io.close(tunFd); io.close(udpFd);
     throw err;
@@ -290,6 +301,7 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
       for (const t of timers) clearTimeout(t);
       for (const p of polls) p.close();
       await changing;
+      await lan?.stop();
       io.close(tunFd); // removes the interface with its address and routes
       io.close(udpFd);
       // As the stock peer's del-offers at an orderly stop: what the hooks were told of is gone.

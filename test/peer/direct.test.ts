@@ -106,6 +106,18 @@ test('the originator check: a source address that does not embed the datagram\'s
   t.is(receive(b.e, data(addrOf(A), addrOf(B)), A, 0).toTun, 1, 'the real thing passes');
 });
 
+test('with a LAN behind it (--lan), a peer takes direct data for any lanip of its /114, and nothing beyond; probes stay its own', (t) => {
+  const b = peer(B);
+  b.e.serveLan = true;
+  const host = makeAddress(prefix.bytes, B.v4, B.port, 0x123);
+  t.is(receive(b.e, data(addrOf(A), host), A, 0).toTun, 1, 'a LAN host of B\'s /114');
+  t.is(receive(b.e, data(addrOf(A), makeAddress(prefix.bytes, B.v4, B.port + 2, 0x123)), A, 0).toTun, 0, 'another /114');
+  const probe = send(peer(A).e, data(addrOf(A), host), 0).control[0]!;
+  t.is(receive(b.e, probe.bytes, A, 0).control.length, 0, 'an NS to a LAN host\'s address is not ours to answer');
+  t.is(b.e.counters.dropForeign, 1);
+  t.is(b.e.counters.dropNd, 1);
+});
+
 test('without the direct path (--no-direct) only the router is believed and nothing is probed', (t) => {
   const e = new PeerEngine(ROUTER_V4, ROUTER_PORT, () => undefined, 8);
   e.setOwn(addrOf(B));
