@@ -56,6 +56,18 @@ export function pingEvery20ms(ns: Netns, target: string, count: number): Proc {
   return ns.spawn(['ping', '-6', '-n', '-i', '0.02', '-c', String(count), '-W', '1', target]);
 }
 
+/**
+ * The echo replies a pingEvery20ms has printed so far, by sequence number, and the numbers missing below the highest:
+ * losses in the middle of the stream, whatever happens to the requests still in flight when it is stopped.
+ */
+export function repliesOf(p: Proc): { seqs: Set<number>; last: number; missing: number[] } {
+  const seqs = new Set(p.lines().map((l) => /bytes from .*icmp_seq=(\d+)/.exec(l.text)?.[1]).filter((x) => x !== undefined).map(Number));
+  const last = Math.max(0, ...seqs);
+  const missing: number[] = [];
+  for (let i = 1; i < last; i++) if (!seqs.has(i)) missing.push(i);
+  return { seqs, last, missing };
+}
+
 export async function lossOf(p: Proc): Promise<{ sent: number; received: number; output: string }> {
   await p.exited;
   const out = p.output();
