@@ -9,6 +9,7 @@ import { systemTool } from '../../agent/host/tools.js';
 import { addressPort } from '../../agent/protocol/address.js';
 import { parseIPv6 } from '../../agent/protocol/ip.js';
 import { skipReason } from '../helpers/fixtures.js';
+import { remapNat, REMAP_PORTS } from '../helpers/nat-remap.js';
 
 const why = skipReason ?? (!hasConntrack() ? 'needs the conntrack tool (Debian package conntrack) to make the NAT forget its mapping' : null);
 
@@ -22,26 +23,7 @@ function hasConntrack(): boolean {
   await startRouterIn(topo.router, ['--prefix', TOPO.prefix, '--listen', TOPO.routerV4]);
   const peer = await startPeerIn(topo.peers.A, ['--router', TOPO.routerV4, '--default-route']);
   const oldPort = addressPort(parseIPv6(peer.address), 0);
-  // The NAT now maps to other ports and forgets the current mapping, as a NAT reboot or timeout would.
-  const nft = systemTool('nft');
-  await topo.nat.run([nft, 'flush', 'chain', 'ip', 'sixbed4_nat', 'postrouting']);
-  await topo.nat.run([nft, 'add', 'rule', 'ip', 'sixbed4_nat', 'postrouting', 'oifname', TOPO.natWanIf, 'ip', 'saddr', TOPO.natInside,
-    'meta', 'l4proto', 'udp', 'masquerade', 'to', ':61000-61999']);
-  await topo.nat.run([systemTool('conntrack'), '-D', '-p', 'udp']).catch(() => undefined);
-  // The peer's next packets come from the new mapping; the router answers with an RA telling the new /114. As a
-  // peer's traffic would, keep sending until that RA has come (one lost packet or RA must not decide the test). The
-  // time limits are hang detectors: on a loaded machine the rounds, the RA and the peer's `ip` commands take longer.
-  const movedLine = peer.proc.waitFor(/address moved/, 90_000);
-  let seen = false;
-  void movedLine.then(() => { seen = true; }, () => undefined);
-  // The NAT forgets the mapping again each round: a packet of the peer's that crossed it while the rules changed can
-  // have renewed the old mapping (seen once in six runs: the router then rightly kept forwarding from the old port).
-  for (const until = Date.now() + 90_000; !seen && Date.now() < until;) {
-    await topo.nat.run([systemTool('conntrack'), '-F']).catch(() => undefined);
-    await ping6(topo.peers.A, TOPO.ispV6, { count: 1, timeoutS: 1 });
-  }
-  const line = await movedLine;
-  t.truthy(/to=(\S+)/.exec(line)?.[1], line);
+  t.truthy(await remapNat(topo, peer.proc));
   // A round's flush can have crossed the router's RA, so the peer may move once more: what counts is where it ends
   // up, its global address on the tunnel once the ISP reaches it there (its own traffic makes the router tell it).
   const globalAddresses = async () => (await topo.peers.A.json<{ addr_info: { local: string; scope: string }[] }[]>(['-6', 'addr', 'show', 'dev', '6bed4peer']))
@@ -56,7 +38,7 @@ function hasConntrack(): boolean {
   t.truthy(moved, `the peer has a new address (${(await globalAddresses()).join(' ')})`);
   const newPort = addressPort(parseIPv6(moved), 0);
   t.not(newPort, oldPort);
-  t.true(newPort >= 61000 && newPort <= 61999, `the new address carries the new public port (${newPort})`);
+  t.true(newPort >= REMAP_PORTS.first && newPort <= REMAP_PORTS.last, `the new address carries the new public port (${newPort})`);
   t.is(back.received, 3, back.output);
   const out = await ping6(topo.peers.A, TOPO.ispV6, { count: 3 });
   t.is(out.received, 3, out.output);

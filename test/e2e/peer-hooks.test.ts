@@ -11,6 +11,7 @@ import { systemTool } from '../../agent/host/tools.js';
 import { addressIPv4, addressPort } from '../../agent/protocol/address.js';
 import { formatIPv4, formatIPv6, parseIPv6 } from '../../agent/protocol/ip.js';
 import { skipReason } from '../helpers/fixtures.js';
+import { remapNat } from '../helpers/nat-remap.js';
 
 const why = skipReason ?? (!hasConntrack() ? 'needs the conntrack tool (Debian package conntrack) to make the NAT forget its mapping' : null);
 const serial = why ? test.serial.skip : test.serial;
@@ -65,19 +66,7 @@ serial(title('the hook hears add at start, remove+add when the NAT mapping chang
     `route-add route-add ${ROUTE}`,
   ], 'add with the address, its /114 and the public mapping; route-add for the router\'s extra route');
 
-  // The NAT maps to other ports and forgets the current mapping (nat-change.test.ts says why it is done every round).
-  const nft = systemTool('nft');
-  await s.topo.nat.run([nft, 'flush', 'chain', 'ip', 'sixbed4_nat', 'postrouting']);
-  await s.topo.nat.run([nft, 'add', 'rule', 'ip', 'sixbed4_nat', 'postrouting', 'oifname', TOPO.natWanIf, 'ip', 'saddr', TOPO.natInside,
-    'meta', 'l4proto', 'udp', 'masquerade', 'to', ':61000-61999']);
-  const movedLine = peer.proc.waitFor(/address moved/, 15_000);
-  let seen = false;
-  void movedLine.then(() => { seen = true; }, () => undefined);
-  for (let i = 0; i < 10 && !seen; i++) {
-    await s.topo.nat.run([systemTool('conntrack'), '-F']).catch(() => undefined);
-    await ping6(s.topo.peers.A, TOPO.ispV6, { count: 1, timeoutS: 1 });
-  }
-  const moved = /to=(\S+)/.exec(await movedLine)![1]!;
+  const moved = await remapNat(s.topo, peer.proc);
   await peer.proc.waitFor(new RegExp(`hook: recorded add add ${moved} `), 10_000);
   const afterMove = (await readFile(events, 'utf8')).trim().split('\n').slice(2);
   t.is(afterMove.length, 2, afterMove.join('\n'));

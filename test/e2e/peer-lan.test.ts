@@ -12,6 +12,7 @@ import { systemTool } from '../../agent/host/tools.js';
 import { addressPort } from '../../agent/protocol/address.js';
 import { formatIPv6, parseIPv6 } from '../../agent/protocol/ip.js';
 import { skipReason } from '../helpers/fixtures.js';
+import { remapNat, REMAP_PORTS } from '../helpers/nat-remap.js';
 
 const why = skipReason ?? (!hasConntrack() ? 'needs the conntrack tool (Debian package conntrack) to make the NAT forget its mapping' : null);
 const serial = why ? test.serial.skip : test.serial;
@@ -107,20 +108,8 @@ serial(title('a LAN host behind peer A reaches the ISP and is reached from it, b
   const toPeer = await ping6(s.lan, peer.address, { count: 1 });
   t.is(toPeer.received, 1, toPeer.output);
 
-  // The NAT maps to other ports and forgets the current mapping (nat-change.test.ts says why it is done every round).
-  const nft = systemTool('nft');
-  await s.topo.nat.run([nft, 'flush', 'chain', 'ip', 'sixbed4_nat', 'postrouting']);
-  await s.topo.nat.run([nft, 'add', 'rule', 'ip', 'sixbed4_nat', 'postrouting', 'oifname', TOPO.natWanIf, 'ip', 'saddr', TOPO.natInside,
-    'meta', 'l4proto', 'udp', 'masquerade', 'to', ':61000-61999']);
-  const movedLine = peer.proc.waitFor(/address moved/, 15_000);
-  let seen = false;
-  void movedLine.then(() => { seen = true; }, () => undefined);
-  for (let i = 0; i < 10 && !seen; i++) {
-    await s.topo.nat.run([systemTool('conntrack'), '-F']).catch(() => undefined);
-    await ping6(s.topo.peers.A, TOPO.ispV6, { count: 1, timeoutS: 1 });
-  }
-  const moved = /to=(\S+)/.exec(await movedLine)![1]!;
-  t.true(addressPort(parseIPv6(moved), 0) >= 61000, moved);
+  const moved = await remapNat(s.topo, peer.proc);
+  t.true(addressPort(parseIPv6(moved), 0) >= REMAP_PORTS.first, moved);
 
   // The LAN moves with it: the new /114 on-link, the old one withdrawn (its route gone from the host).
   const second = await until('the new /114 and the old one withdrawn', async () => {

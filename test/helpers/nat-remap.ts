@@ -1,0 +1,33 @@
+// A changed NAT mapping, as a NAT reboot or timeout makes one: the lab NAT maps the peers to other ports (61000-61999)
+// and forgets the current mappings, and the peer's own traffic makes the router tell it its new /114. Shared by the
+// tests of what follows a move (the address, the hooks, the LAN behind the peer).
+import { TOPO, type Topology } from '../../agent/lab/topology.js';
+import { ping6 } from '../../agent/lab/sixbed4.js';
+import { systemTool } from '../../agent/host/tools.js';
+import type { Proc } from '../../agent/lab/proc.js';
+
+/** The new mappings' port range. */
+export const REMAP_PORTS = { first: 61000, last: 61999 };
+
+/** Remaps the NAT and returns the address the peer (logging as `peer`) says it moved to. */
+export async function remapNat(topo: Topology, peer: Proc): Promise<string> {
+  const nft = systemTool('nft'), conntrack = systemTool('conntrack');
+  await topo.nat.run([nft, 'flush', 'chain', 'ip', 'sixbed4_nat', 'postrouting']);
+  await topo.nat.run([nft, 'add', 'rule', 'ip', 'sixbed4_nat', 'postrouting', 'oifname', TOPO.natWanIf, 'ip', 'saddr', TOPO.natInside,
+    'meta', 'l4proto', 'udp', 'masquerade', 'to', `:${REMAP_PORTS.first}-${REMAP_PORTS.last}`]);
+  // Keep sending, as a peer's traffic would, until the router's RA has come (one lost packet or RA must not decide).
+  // The time limits are hang detectors: on a loaded machine the rounds, the RA and the peer's `ip` commands take longer.
+  const movedLine = peer.waitFor(/address moved/, 90_000);
+  let seen = false;
+  void movedLine.then(() => { seen = true; }, () => undefined);
+  // The NAT forgets the mapping again each round: a packet of the peer's that crossed it while the rules changed can
+  // have renewed the old mapping (seen once in six runs: the router then rightly kept forwarding from the old port).
+  for (const until = Date.now() + 90_000; !seen && Date.now() < until;) {
+    await topo.nat.run([conntrack, '-F']).catch(() => undefined);
+    await ping6(topo.peers.A, TOPO.ispV6, { count: 1, timeoutS: 1 });
+  }
+  const line = await movedLine;
+  const moved = /to=(\S+)/.exec(line)?.[1];
+  if (!moved) throw new Error(`no new address in the peer's line: ${line}`);
+  return moved;
+}
