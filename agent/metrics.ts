@@ -38,8 +38,9 @@ export async function startMetricsServer(listen: string, registry: client.Regist
     }
   });
   await new Promise<void>((resolve, reject) => {
+    // The errno code goes along (EADDRINUSE: callers wait for a predecessor to let go), the message says it in words.
     server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(new Error(`cannot serve metrics on ${listen}: ${err.code === 'EADDRINUSE' ? 'port in use' : err.message}`)));
+      reject(Object.assign(new Error(`cannot serve metrics on ${listen}: ${err.code === 'EADDRINUSE' ? 'port in use' : err.message}`), { code: err.code })));
     if (unixPath) server.listen(unixPath, () => resolve()); else server.listen(port, host, () => resolve());
   });
   const address = unixPath ?? `${host.includes(':') ? `[${host}]` : host}:${port}`;

@@ -281,7 +281,7 @@ async function serve(o: AgentOptions, log: Logger, registry: Registry, healthy: 
         servers.push(await startMetricsServer(listen, registry, log, healthy));
         if (!first) log.info(`metrics port ${listen} free again: serving metrics`);
       } catch (err) {
-        if (!/port in use/.test((err as Error).message)) throw err;
+        if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
         if (first) log.info(`metrics ${listen}: the port is held (by the agent this one replaces?); retrying every second`);
         if (!stopped()) retry = setTimeout(() => void attempt(false).catch((e: Error) => log.warn(e.message)), 1000);
       }

@@ -293,7 +293,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
             try {
               next = await startMetricsServer(change.metrics, registry, log);
             } catch (err) {
-              if (!old || !/port in use/.test((err as Error).message)) throw err;
+              if (!old || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
               await old.close();
               metrics = undefined;
               try {
