@@ -1,20 +1,22 @@
-// The router's in-kernel fast path (milestone 1: peers -> kernel only): where
-// it attaches, whether this kernel runs it right, and taking it down again.
+// The router's in-kernel fast path: where it attaches, whether this kernel
+// runs it right, and taking it down again.
 //
-// The program goes on the ingress of the interface that holds the router's
-// bind address, through a tcx link (Linux 6.6+): the attachment is the link
-// fd this process holds, so the kernel detaches it when the router stops or
-// dies, however it dies; no tc filter can be left behind to forward (or, with
-// the TUN gone, to swallow) peers' packets without a router. Kernels without
-// tcx keep the TypeScript path. The program redirects into the router's TUN,
-// so it cannot outlive the TUN's owner either.
-import { native } from '../io/native.js';
+// from-peers goes on the ingress of the interface that holds the router's bind
+// address, to-peers on the egress of the router's TUN, through tcx links
+// (Linux 6.6+): the attachment is the link fd this process holds, so the
+// kernel detaches both when the router stops or dies, however it dies; no tc
+// filter can be left behind to forward (or, with the TUN gone, to swallow)
+// packets without a router. Kernels without tcx keep the TypeScript path.
+import { existsSync, readFileSync } from 'node:fs';
+import { native, txChecksum } from '../io/native.js';
 import { ipJson } from '../host/ip.js';
 import { InputError, formatIPv4 } from '../protocol/ip.js';
 import { makeAddress } from '../protocol/address.js';
 import { writeHeader } from '../protocol/ipv6.js';
+import { fillChecksum } from '../protocol/checksum.js';
+import type { IPv4Range } from '../router/refused.js';
 import type { Logger } from '../log.js';
-import { DecapProgram, TC_ACT_REDIRECT, type DecapCounters } from './decap.js';
+import { FastPathPrograms, TC_ACT_REDIRECT, type FastPathCounters, type ProgramsConfig } from './programs.js';
 
 export type FastPathMode = 'auto' | 'on' | 'off';
 
@@ -26,16 +28,23 @@ export function fastPathModeOf(text: string | undefined): FastPathMode {
 
 export interface FastPathConfig {
   bindIPv4: number;
-  port: number;
+  bindPort: number;
+  /** The router's own 6bed4 address's IPv4 and port (--advertise, else the bind address and port). */
+  ownIPv4: number;
+  ownPort: number;
   prefix: Uint8Array;
+  /** The destinations the router refuses to send to (refused.ts), as the engine has them now. */
+  refused: readonly IPv4Range[];
   /** Why the fast path must stay off with this configuration, if it must (e.g. the neighbour proxy). */
   conflict?: string;
 }
 
 export interface FastPath {
-  /** The interface whose ingress the program is on. */
+  /** The interface whose ingress from-peers is on (and that to-peers sends by). */
   readonly uplink: string;
-  counters(): DecapCounters;
+  counters(): FastPathCounters;
+  /** The engine's refused destinations changed (the host's local table did): the programs follow. */
+  setRefused(ranges: readonly IPv4Range[]): void;
   /** Detaches the program and releases it. Idempotent. */
   stop(): void;
 }
@@ -60,7 +69,7 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
     log.warn(`fast path unavailable, every packet takes the TypeScript path: ${why}`);
     return undefined;
   };
-  let uplink: string, prog: DecapProgram;
+  let uplink: string, prog: FastPathPrograms;
   try {
     if (cfg.conflict) throw new Error(cfg.conflict);
     uplink = await uplinkOf(cfg.bindIPv4);
@@ -71,31 +80,88 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
   return {
     close: () => prog.close(),
     attach(tun) {
+      let toPeersWhy: string | undefined, sendWhy: string | undefined;
       try {
         const uplinkIndex = native.ifIndex(uplink), tunIndex = native.ifIndex(tun);
         if (!uplinkIndex || !tunIndex) throw new Error(`interface ${uplinkIndex ? tun : uplink} vanished`);
-        prog.configure({ bindIPv4: cfg.bindIPv4, port: cfg.port, prefix: cfg.prefix, tunIfindex: tunIndex });
-        attachIngress(prog, uplinkIndex, uplink);
+        sendWhy = whyNotSend(uplink);
+        toPeersWhy = sendWhy ?? whyNotToPeers(uplink);
+        prog.configure({ ...programsConfig(cfg, tunIndex, uplinkIndex), toPeers: !toPeersWhy, relay: !sendWhy });
+        attach(prog, uplinkIndex, tunIndex, uplink);
       } catch (err) {
         prog.close();
         return refuse((err as Error).message);
       }
-      log.info('fast path on: peers -> kernel packets are forwarded in the kernel', { uplink, tun });
-      return { uplink, counters: () => prog.counters(), stop: () => prog.close() };
+      if (sendWhy) log.warn(`fast path: relays and packets from the kernel to peers stay with the router: ${sendWhy}`);
+      else if (toPeersWhy) log.warn(`fast path: packets from the kernel to peers stay with the router: ${toPeersWhy}`);
+      const what = sendWhy ? 'peers -> kernel' : toPeersWhy ? 'peers -> kernel and relays' : 'peers <-> kernel and relays';
+      log.info(`fast path on: ${what} forwarded in the kernel`, { uplink, tun });
+      return { uplink, counters: () => prog.counters(), setRefused: (r) => prog.setRefused(r), stop: () => prog.close() };
     },
   };
 }
 
-/** Loads the program and runs the self-test, with a stand-in TUN ifindex (test runs redirect nothing). */
-function load(cfg: FastPathConfig): DecapProgram {
-  let prog: DecapProgram;
+function programsConfig(cfg: FastPathConfig, tunIfindex: number, uplinkIfindex: number): ProgramsConfig {
+  return {
+    bindIPv4: cfg.bindIPv4, bindPort: cfg.bindPort, ownIPv4: cfg.ownIPv4, ownPort: cfg.ownPort, prefix: cfg.prefix,
+    ttl: defaultTtl(), tunIfindex, uplinkIfindex,
+  };
+}
+
+/**
+ * Why the programs must not send at all (relays, to-peers), if they must not. The kernel's route lookup for BPF
+ * (bpf_fib_lookup) answers only where IPv4 forwarding is on for the interface, even for the router's own sends;
+ * Kubernetes nodes have it on, a plain host often not, and turning it on is the host owner's choice (the host then
+ * forwards IPv4 that arrives there), so the router only says so.
+ */
+function whyNotSend(uplink: string): string | undefined {
+  const path = `/proc/sys/net/ipv4/conf/${uplink}/forwarding`;
+  let on: string;
   try {
-    prog = new DecapProgram();
+    on = readFileSync(path, 'utf8').trim();
   } catch (err) {
-    throw new Error(`the kernel refused the BPF program (needs CAP_BPF and CAP_NET_ADMIN): ${(err as Error).message}`);
+    return `cannot read ${path} (${(err as Error).message})`;
+  }
+  return on === '1' ? undefined
+    : `IPv4 forwarding is off on ${uplink}, and the kernel's route lookup for BPF needs it (sysctl -w net.ipv4.conf.${uplink}.forwarding=1, then restart the router)`;
+}
+
+/**
+ * Why to-peers must not send by uplink, if it must not. A packet whose checksum a local sender (a pod, a service on
+ * this host) left to the hardware reaches the TUN unfinished; to-peers keeps it so and sends it by the uplink. A NIC
+ * finishes it, and so does the kernel for a device that does not offer to; a virtual device that offers to (a veth)
+ * hands it on unfinished, and the peer would get it so.
+ */
+function whyNotToPeers(uplink: string): string | undefined {
+  if (existsSync(`/sys/class/net/${uplink}/device`)) return undefined; // hardware
+  let offers: boolean;
+  try {
+    offers = txChecksum(uplink);
+  } catch (err) {
+    return `cannot read ${uplink}'s checksum offload (${(err as Error).message})`;
+  }
+  return offers
+    ? `${uplink} is a virtual interface that leaves checksums to the next hop (tx-checksumming on), so packets from local senders would reach peers unfinished; \`ethtool -K ${uplink} tx off\` lets the fast path take them`
+    : undefined;
+}
+
+/** The TTL the router's unconnected UDP socket sends with: this network namespace's default. */
+function defaultTtl(): number {
+  const ttl = Number(readFileSync('/proc/sys/net/ipv4/ip_default_ttl', 'utf8').trim());
+  return Number.isInteger(ttl) && ttl > 0 && ttl < 256 ? ttl : 64;
+}
+
+/** Loads the programs and runs the self-test, in test-run mode (nothing is redirected or sent). */
+function load(cfg: FastPathConfig): FastPathPrograms {
+  let prog: FastPathPrograms;
+  try {
+    prog = new FastPathPrograms();
+  } catch (err) {
+    throw new Error(`the kernel refused the BPF programs (needs CAP_BPF and CAP_NET_ADMIN): ${(err as Error).message}`);
   }
   try {
-    prog.configure({ bindIPv4: cfg.bindIPv4, port: cfg.port, prefix: cfg.prefix, tunIfindex: 1 });
+    prog.setRefused(cfg.refused);
+    prog.configure({ ...programsConfig(cfg, 1, 1), testRun: { dmac: new Uint8Array(6), smac: new Uint8Array(6) } });
     selfTest(prog, cfg);
     prog.resetCounters();
     return prog;
@@ -105,28 +171,29 @@ function load(cfg: FastPathConfig): DecapProgram {
   }
 }
 
-function attachIngress(prog: DecapProgram, ifindex: number, uplink: string): void {
+function attach(prog: FastPathPrograms, uplinkIndex: number, tunIndex: number, uplink: string): void {
   try {
-    prog.attachIngress(ifindex);
+    prog.attach(uplinkIndex, tunIndex);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     throw new Error(e.code === 'EINVAL' || e.code === 'ENOTSUPP' || e.code === 'EOPNOTSUPP'
       ? `this kernel cannot attach through tcx (Linux 6.6 or later), which the fast path needs so that nothing stays attached without the router (${e.message})`
-      : `cannot attach to ${uplink}'s ingress: ${e.message}`);
+      : `cannot attach to ${uplink}'s ingress and the tunnel's egress: ${e.message}`);
   }
 }
 
 /**
- * One valid datagram through the loaded program (BPF_PROG_TEST_RUN: nothing is sent). A kernel older than the
- * decapsulation flag (Linux 6.3) loads the program but refuses the flag at run time: this finds out before any
+ * One packet each way through the loaded programs (BPF_PROG_TEST_RUN: nothing is sent). A kernel older than the
+ * decapsulation flag (Linux 6.3) loads the programs but refuses the flag at run time: this finds out before any
  * peer's packet would.
  */
-function selfTest(prog: DecapProgram, cfg: FastPathConfig): void {
-  const peer = (cfg.bindIPv4 ^ 1) >>> 0, port = 1; // a neighbour of the router's address: a unicast source it accepts
-  const dst = Uint8Array.from(cfg.prefix);
-  dst[7] = dst[7]! ^ 1; // another /64
+function selfTest(prog: FastPathPrograms, cfg: FastPathConfig): void {
+  const peer = (cfg.bindIPv4 ^ 1) >>> 0, port = 2; // a neighbour of the router's address: a unicast source it accepts
+  const other = Uint8Array.from(cfg.prefix);
+  other[7] = other[7]! ^ 1; // another /64
+  const peerAddress = makeAddress(cfg.prefix, peer, port, 1);
   const inner = new Uint8Array(48);
-  writeHeader(inner, 0, 8, 59, 64, makeAddress(cfg.prefix, peer, port, 1), dst);
+  writeHeader(inner, 0, 8, 59, 64, peerAddress, other);
   const f = new Uint8Array(14 + 28 + inner.length), v = new DataView(f.buffer);
   v.setUint16(12, 0x0800);
   f[14] = 0x45; v.setUint16(16, 28 + inner.length); f[22] = 64; f[23] = 17;
@@ -135,14 +202,26 @@ function selfTest(prog: DecapProgram, cfg: FastPathConfig): void {
   for (let i = 14; i < 34; i += 2) s += v.getUint16(i);
   while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
   v.setUint16(24, ~s & 0xffff);
-  v.setUint16(34, port); v.setUint16(36, cfg.port); v.setUint16(38, 8 + inner.length); // UDP checksum 0: none
+  v.setUint16(34, port); v.setUint16(36, cfg.bindPort); v.setUint16(38, 8 + inner.length); // UDP checksum 0: none
   f.set(inner, 42);
-  const r = prog.run(f);
-  const c = prog.counters();
+  const r = prog.run('fromPeers', f);
   if (r.retval !== TC_ACT_REDIRECT || r.out.length !== 14 + inner.length || r.out[14 + 7] !== 63) {
-    throw new Error(c.decap_failed.packets
+    throw new Error(prog.counters().fromPeers.decap_failed.packets
       ? 'this kernel refuses to decapsulate IPv4 into IPv6 in BPF (BPF_F_ADJ_ROOM_DECAP_L3_IPV6 needs Linux 6.3 or later)'
-      : `the program's self-test gave ${r.retval} and ${r.out.length} bytes instead of a redirect of ${14 + inner.length}`);
+      : `the from-peers self-test gave ${r.retval} and ${r.out.length} bytes instead of a redirect of ${14 + inner.length}`);
+  }
+  // An echo request from another /64 to the peer, as the kernel routes it into the TUN (with an Ethernet header: a
+  // test run always has one).
+  const echo = new Uint8Array(14 + 40 + 16);
+  new DataView(echo.buffer).setUint16(12, 0x86dd);
+  writeHeader(echo, 14, 16, 58, 64, other, peerAddress);
+  echo[14 + 40] = 128; // Echo Request
+  fillChecksum(echo, 14, 58, 14 + 40, 16, 2);
+  const e = prog.run('toPeers', echo);
+  if (e.retval !== TC_ACT_REDIRECT || e.out.length !== echo.length + 28) {
+    throw new Error(prog.counters().toPeers.encap_failed.packets
+      ? 'this kernel refuses to encapsulate IPv6 in UDP/IPv4 in BPF (bpf_skb_adjust_room with BPF_F_ADJ_ROOM_ENCAP_L3_IPV4)'
+      : `the to-peers self-test gave ${e.retval} and ${e.out.length} bytes instead of a redirect of ${echo.length + 28}`);
   }
 }
 

@@ -102,7 +102,9 @@ interface RawAddon {
   ifIndex(name: string): number;
   tryLock(fd: number): boolean;
   notify(path: string, message: string): void;
-  bpfMapCreate(type: number, keySize: number, valueSize: number, maxEntries: number, name: string): number;
+  txChecksum(name: string): boolean;
+  bpfMapCreate(type: number, keySize: number, valueSize: number, maxEntries: number, name: string, flags: number): number;
+  bpfMapDelete(fd: number, key: Uint8Array): boolean;
   bpfProgLoad(type: number, insns: Uint8Array, license: string, name: string): number;
   bpfMapUpdate(fd: number, key: Uint8Array, value: Uint8Array): void;
   bpfMapLookup(fd: number, key: Uint8Array, value: Uint8Array): void;
@@ -190,16 +192,26 @@ export function notifySocket(path: string, message: string): void {
 }
 
 /**
+ * Whether the interface completes checksums on transmit (ethtool's tx-checksumming). Not part of NativeIO: the fast
+ * path asks it once when it attaches.
+ */
+export function txChecksum(name: string): boolean {
+  return addon().txChecksum(name);
+}
+
+/**
  * The bpf(2) commands of the fast path (agent/bpf/), as raw system calls. Not part of NativeIO: nothing fakes them;
  * tests that need them run as root. Every fd returned is close-on-exec; close them with native.close.
  */
 export interface BpfSyscalls {
-  /** BPF_MAP_CREATE. */
-  mapCreate(type: number, keySize: number, valueSize: number, maxEntries: number, name: string): number;
+  /** BPF_MAP_CREATE (flags: map_flags, e.g. BPF_F_NO_PREALLOC, which an LPM trie needs). */
+  mapCreate(type: number, keySize: number, valueSize: number, maxEntries: number, name: string, flags?: number): number;
   /** BPF_PROG_LOAD of insns (8 bytes each); a refusal throws with the end of the verifier's log. */
   progLoad(type: number, insns: Uint8Array, license: string, name: string): number;
   /** BPF_MAP_UPDATE_ELEM (BPF_ANY). Buffers shorter than the map's key and value sizes are refused. */
   mapUpdate(fd: number, key: Uint8Array, value: Uint8Array): void;
+  /** BPF_MAP_DELETE_ELEM: whether the entry was there. */
+  mapDelete(fd: number, key: Uint8Array): boolean;
   /** BPF_MAP_LOOKUP_ELEM into value (per-CPU maps: one 8-byte-aligned slot per possible CPU). */
   mapLookup(fd: number, key: Uint8Array, value: Uint8Array): void;
   /** BPF_PROG_TEST_RUN on one packet: the program's return value and the packet as it left (size bytes of dataOut). */
@@ -209,7 +221,8 @@ export interface BpfSyscalls {
 }
 
 export const bpfSyscalls: BpfSyscalls = {
-  mapCreate: (type, keySize, valueSize, maxEntries, name) => addon().bpfMapCreate(type, keySize, valueSize, maxEntries, name),
+  mapCreate: (type, keySize, valueSize, maxEntries, name, flags = 0) => addon().bpfMapCreate(type, keySize, valueSize, maxEntries, name, flags),
+  mapDelete: (fd, key) => addon().bpfMapDelete(fd, key),
   progLoad: (type, insns, license, name) => addon().bpfProgLoad(type, insns, license, name),
   mapUpdate: (fd, key, value) => addon().bpfMapUpdate(fd, key, value),
   mapLookup: (fd, key, value) => addon().bpfMapLookup(fd, key, value),

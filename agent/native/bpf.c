@@ -1,6 +1,6 @@
 /*
  * The bpf(2) commands the fast path needs (agent/bpf/): create maps, load a
- * program, read and write map entries, run a program on a test packet
+ * program, read, write and delete map entries, run a program on a test packet
  * (BPF_PROG_TEST_RUN) and attach it with a link. Raw system calls rather than
  * libbpf, so the runtime needs no library the image does not already carry;
  * the object file is read and relocated in TypeScript (agent/bpf/elf.ts).
@@ -39,6 +39,12 @@ static int arg_bytes(napi_env env, napi_value v, const char *what, void **data, 
     return -1;
   }
   return 0;
+}
+
+static napi_value make_bool(napi_env env, bool v) {
+  napi_value r;
+  napi_get_boolean(env, v, &r);
+  return r;
 }
 
 static napi_value make_int(napi_env env, int64_t v) {
@@ -101,18 +107,19 @@ static int check_sizes(napi_env env, int fd, size_t klen, size_t vlen) {
   return 0;
 }
 
-/* bpfMapCreate(type, keySize, valueSize, maxEntries, name) -> fd */
+/* bpfMapCreate(type, keySize, valueSize, maxEntries, name, flags) -> fd (flags: BPF_F_NO_PREALLOC for an LPM trie) */
 static napi_value map_create(napi_env env, napi_callback_info info) {
-  S4_ARGS(5);
-  uint32_t type, key, value, max;
+  S4_ARGS(6);
+  uint32_t type, key, value, max, flags;
   char name[BPF_OBJ_NAME_LEN];
   if (s4_arg_u32(env, argv[0], "type", UINT32_MAX, &type) || s4_arg_u32(env, argv[1], "keySize", UINT32_MAX, &key) ||
       s4_arg_u32(env, argv[2], "valueSize", UINT32_MAX, &value) || s4_arg_u32(env, argv[3], "maxEntries", UINT32_MAX, &max) ||
-      s4_arg_str(env, argv[4], "name", name, sizeof name))
+      s4_arg_str(env, argv[4], "name", name, sizeof name) || s4_arg_u32(env, argv[5], "flags", UINT32_MAX, &flags))
     return NULL;
   union bpf_attr a;
   memset(&a, 0, sizeof a);
   a.map_type = type;
+  a.map_flags = flags;
   a.key_size = key;
   a.value_size = value;
   a.max_entries = max;
@@ -213,6 +220,24 @@ static napi_value map_lookup(napi_env env, napi_callback_info info) {
   return map_elem(env, info, BPF_MAP_LOOKUP_ELEM, "bpf(BPF_MAP_LOOKUP_ELEM)");
 }
 
+/* bpfMapDelete(fd, key) -> whether there was such an entry */
+static napi_value map_delete(napi_env env, napi_callback_info info) {
+  S4_ARGS(2);
+  int fd;
+  void *key;
+  size_t klen;
+  if (s4_arg_fd(env, argv[0], &fd) || arg_bytes(env, argv[1], "key", &key, &klen) || check_sizes(env, fd, klen, SIZE_MAX /* no value */))
+    return NULL;
+  union bpf_attr a;
+  memset(&a, 0, sizeof a);
+  a.map_fd = (uint32_t)fd;
+  a.key = (uint64_t)(uintptr_t)key;
+  if (sys_bpf(BPF_MAP_DELETE_ELEM, &a) == 0) return make_bool(env, true);
+  if (errno == ENOENT) return make_bool(env, false);
+  s4_throw_errno(env, errno, "bpf(BPF_MAP_DELETE_ELEM)");
+  return NULL;
+}
+
 /* bpfProgTestRun(fd, dataIn, dataOut) -> { retval, size }: the program on one packet, in the kernel, nothing sent. */
 static napi_value prog_test_run(napi_env env, napi_callback_info info) {
   S4_ARGS(3);
@@ -268,6 +293,7 @@ napi_status s4_init_bpf(napi_env env, napi_value exports) {
   if ((s = s4_export_fn(env, exports, "bpfProgLoad", prog_load)) != napi_ok) return s;
   if ((s = s4_export_fn(env, exports, "bpfMapUpdate", map_update)) != napi_ok) return s;
   if ((s = s4_export_fn(env, exports, "bpfMapLookup", map_lookup)) != napi_ok) return s;
+  if ((s = s4_export_fn(env, exports, "bpfMapDelete", map_delete)) != napi_ok) return s;
   if ((s = s4_export_fn(env, exports, "bpfProgTestRun", prog_test_run)) != napi_ok) return s;
   return s4_export_fn(env, exports, "bpfLinkCreate", link_create);
 }

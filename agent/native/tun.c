@@ -1,13 +1,16 @@
-/* sixbed4 native I/O addon: TUN devices, fd helpers, interface lookup. */
+/* sixbed4 native I/O addon: TUN devices, fd helpers, interface lookup and offload state. */
 #define _GNU_SOURCE
 #include "common.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/ethtool.h>
 #include <linux/if_tun.h>
+#include <linux/sockios.h>
 #include <net/if.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -185,11 +188,46 @@ static napi_value if_index(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * txChecksum(name): whether the interface offers to complete checksums on
+ * transmit (ethtool's tx-checksumming; ETHTOOL_GTXCSUM). The fast path asks:
+ * a packet whose checksum a local sender left to the hardware stays
+ * unfinished through a virtual device that offers it (a veth hands it on as
+ * it is), where a NIC, or the kernel for a device that does not offer it,
+ * completes it.
+ */
+static napi_value tx_checksum(napi_env env, napi_callback_info info) {
+  S4_ARGS(1);
+  char name[IFNAMSIZ];
+  struct ifreq ifr;
+  struct ethtool_value ev = { .cmd = ETHTOOL_GTXCSUM };
+  napi_value result;
+  if (s4_arg_str(env, argv[0], "name", name, sizeof name) != 0) return NULL;
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    s4_throw_errno(env, errno, "socket");
+    return NULL;
+  }
+  memset(&ifr, 0, sizeof ifr);
+  memcpy(ifr.ifr_name, name, strlen(name));
+  ifr.ifr_data = (void *)&ev;
+  int r = ioctl(fd, SIOCETHTOOL, &ifr);
+  int err = errno;
+  close(fd);
+  if (r < 0) {
+    s4_throw_errno(env, err, "ioctl(SIOCETHTOOL)");
+    return NULL;
+  }
+  napi_get_boolean(env, ev.data != 0, &result);
+  return result;
+}
+
 napi_status s4_init_tun(napi_env env, napi_value exports) {
   napi_status st;
   if ((st = s4_export_fn(env, exports, "tunOpen", tun_open)) != napi_ok) return st;
   if ((st = s4_export_fn(env, exports, "tunRead", tun_read)) != napi_ok) return st;
   if ((st = s4_export_fn(env, exports, "tunWrite", tun_write)) != napi_ok) return st;
   if ((st = s4_export_fn(env, exports, "close", fd_close)) != napi_ok) return st;
+  if ((st = s4_export_fn(env, exports, "txChecksum", tx_checksum)) != napi_ok) return st;
   return s4_export_fn(env, exports, "ifIndex", if_index);
 }

@@ -6,7 +6,7 @@ import client from 'prom-client';
 import { DROP_REASONS, type CountersSnapshot } from './counters.js';
 import type { ResponderCounters } from '../ndp/responder.js';
 import { buildInfo } from '../build-info.js';
-import { DECAP_VERDICTS, type DecapCounters } from '../bpf/decap.js';
+import { FROM_PEERS_VERDICTS, TO_PEERS_VERDICTS, type FastPathCounters } from '../bpf/programs.js';
 
 type Sample = { value: number; labels: Record<string, string> };
 
@@ -14,7 +14,7 @@ type Sample = { value: number; labels: Record<string, string> };
  * fast, when the in-kernel fast path runs, reads its counters: its packets join the same families with
  * path="fast" (the router's own are path="slow"), and why it left the others to the router is a family of its own.
  */
-export function routerRegistry(readNow: () => Promise<CountersSnapshot>, ndp?: () => ResponderCounters, fast?: () => DecapCounters): client.Registry {
+export function routerRegistry(readNow: () => Promise<CountersSnapshot>, ndp?: () => ResponderCounters, fast?: () => FastPathCounters): client.Registry {
   const registry = new client.Registry();
   // One read serves every family of a scrape (with workers a read is a round trip to each of them,
   // and the families should agree with each other).
@@ -30,16 +30,22 @@ export function routerRegistry(readNow: () => Promise<CountersSnapshot>, ndp?: (
   };
   const family = (name: string, help: string, samples: (s: CountersSnapshot) => Sample[], type = 'counter') =>
     register(name, help, type, async () => samples(await read()));
-  // The fast path forwards peers -> kernel only (milestone 1 of the fast path).
-  const fastSample = (field: 'packets' | 'bytes'): Sample[] => (fast ? [{ value: fast().fast[field], labels: { direction: 'udp_to_tun', path: 'fast' } }] : []);
+  const fastSample = (field: 'packets' | 'bytes'): Sample[] => {
+    if (!fast) return [];
+    const c = fast();
+    return [{ value: c.fromPeers.fast[field], labels: { direction: 'udp_to_tun', path: 'fast' } },
+      { value: c.toPeers.fast[field], labels: { direction: 'tun_to_udp', path: 'fast' } },
+      { value: c.fromPeers.relay[field], labels: { direction: 'relay', path: 'fast' } }];
+  };
   family('sixbed4_router_packets_total', 'Packets forwarded, by direction (udp_to_tun: peers to the kernel; tun_to_udp: kernel to peers; relay: peer to peer over UDP) and path (slow: by the router process; fast: in the kernel)',
     (s) => [d('udp_to_tun', s.udpToTunPackets), d('tun_to_udp', s.tunToUdpPackets), d('relay', s.relayPackets), ...fastSample('packets')]);
   family('sixbed4_router_bytes_total', 'IPv6 bytes forwarded, by direction and path',
     (s) => [d('udp_to_tun', s.udpToTunBytes), d('tun_to_udp', s.tunToUdpBytes), d('relay', s.relayBytes), ...fastSample('bytes')]);
   if (fast) {
-    register('sixbed4_router_fast_path_passed_total', 'Packets the in-kernel fast path left to the router (or to the rest of the host), by reason', 'counter', async () => {
+    register('sixbed4_router_fast_path_passed_total', 'Packets the in-kernel fast path left to the router (or to the rest of the host), by side (udp: from peers; tun: from the kernel) and reason', 'counter', async () => {
       const c = fast();
-      return DECAP_VERDICTS.filter((v) => v !== 'fast').map((v) => ({ value: c[v].packets, labels: { reason: v } }));
+      return [...FROM_PEERS_VERDICTS.filter((v) => v !== 'fast' && v !== 'relay').map((v) => ({ value: c.fromPeers[v].packets, labels: { side: 'udp', reason: v } })),
+        ...TO_PEERS_VERDICTS.filter((v) => v !== 'fast').map((v) => ({ value: c.toPeers[v].packets, labels: { side: 'tun', reason: v } }))];
     });
   }
   family('sixbed4_router_received_packets_total', 'Packets received, by side (udp: from peers; tun: from the kernel)',

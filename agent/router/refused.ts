@@ -32,19 +32,23 @@ export const PRIVATE_RANGES: readonly IPv4Range[] = [
   cidr(192, 168, 0, 0, 16), cidr(198, 18, 0, 0, 15),
 ];
 
+/** The ranges sorted, overlapping and adjacent ones merged: the form the engine and the fast path search. */
+export function mergeRanges(ranges: readonly IPv4Range[]): IPv4Range[] {
+  const merged: { start: number; end: number }[] = [];
+  for (const r of [...ranges].sort((x, y) => x.start - y.start)) {
+    const last = merged[merged.length - 1];
+    if (last && r.start <= last.end + 1) last.end = Math.max(last.end, r.end);
+    else merged.push({ start: r.start, end: r.end });
+  }
+  return merged;
+}
+
 export class RefusedIPv4 {
   private readonly starts: Float64Array;
   private readonly ends: Float64Array;
 
-  /** Merges overlapping and adjacent ranges. */
   constructor(ranges: readonly IPv4Range[]) {
-    const sorted = [...ranges].sort((x, y) => x.start - y.start);
-    const merged: { start: number; end: number }[] = [];
-    for (const r of sorted) {
-      const last = merged[merged.length - 1];
-      if (last && r.start <= last.end + 1) last.end = Math.max(last.end, r.end);
-      else merged.push({ start: r.start, end: r.end });
-    }
+    const merged = mergeRanges(ranges);
     this.starts = Float64Array.from(merged, (r) => r.start);
     this.ends = Float64Array.from(merged, (r) => r.end);
   }

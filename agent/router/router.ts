@@ -213,16 +213,17 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     throw udpOpenError(err as NodeJS.ErrnoException, listenText, cfg.bindPort);
   }
   try {
+    let local = await localTable(log);
     // Loaded and tested before anything is made, so a refusal leaves nothing behind.
     const prepared = await prepareFastPath(cfg.fastPath, {
       // What arrives on the uplink is addressed to the bound address and port (a DNAT in front, --advertise, has
-      // already rewritten it); the advertised port is only the router's identity.
-      bindIPv4: cfg.bindIPv4, port: cfg.bindPort, prefix: cfg.prefix.bytes,
+      // already rewritten it), and what the router sends leaves from them; the advertised ones are its identity.
+      bindIPv4: cfg.bindIPv4, bindPort: cfg.bindPort, ownIPv4: cfg.listenIPv4, ownPort: cfg.port, prefix: cfg.prefix.bytes,
+      refused: refusedRanges(local, cfg.refusePrivate),
       // The proxy answers for peers the router has seen lately; packets the kernel forwards by itself it never sees.
       ...(cfg.ndpProxy ? { conflict: 'the neighbour proxy (--ndp-proxy) learns live peers from their packets, which the fast path keeps from the router (not yet supported together)' } : {}),
     }, log);
     if (prepared) undo.push(() => prepared.close());
-    let local = await localTable(log);
     const engineCfg: EngineConfig = {
       prefix: cfg.prefix, listenIPv4: cfg.listenIPv4, port: cfg.port, routes: cfg.routes,
       refused: refusedRanges(local, cfg.refusePrivate),
@@ -262,7 +263,9 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       void localTable(log).then((now) => {
         if (sameRanges(now, local)) return;
         local = now;
-        forwarding.setRefused(refusedRanges(local, cfg.refusePrivate));
+        const ranges = refusedRanges(local, cfg.refusePrivate);
+        forwarding.setRefused(ranges);
+        fastPath?.setRefused(ranges);
       });
     }, LOCAL_TABLE_REFRESH_MS);
     refresh.unref();
@@ -327,10 +330,10 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
           }
         }
         const c = await forwarding.counters().catch(() => new Counters().snapshot());
-        const fast = fastPath?.counters().fast.packets;
+        const fast = fastPath?.counters();
         await unwind();
         log.info(handedOver ? `router stopped; tunnel ${tunnel.name} handed over to the next router` : 'router stopped; tunnel removed', {
-          udpToTun: c.udpToTunPackets, tunToUdp: c.tunToUdpPackets, relayed: c.relayPackets, ...(fast !== undefined ? { udpToTunFast: fast } : {}),
+          udpToTun: c.udpToTunPackets, tunToUdp: c.tunToUdpPackets, relayed: c.relayPackets, ...(fast ? { udpToTunFast: fast.fromPeers.fast.packets, tunToUdpFast: fast.toPeers.fast.packets, relayedFast: fast.fromPeers.relay.packets } : {}),
           dropped: Object.values(c.drops).reduce((a, b) => a + b, 0),
         });
       },

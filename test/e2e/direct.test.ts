@@ -13,6 +13,7 @@ import { systemTool } from '../../agent/host/tools.js';
 import type { Proc } from '../../agent/lab/proc.js';
 import { ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
 import { skipReason, title } from '../helpers/fixtures.js';
+import { ECHO_SERVER, LINES_CLIENT } from '../helpers/tcp-echo.js';
 
 const METRICS = '127.0.0.1:9464';
 const RELAY = 'sixbed4_router_packets_total{';
@@ -76,19 +77,6 @@ serial(title('peers behind one NAT that does not hairpin: no answer to their pro
   t.log(`relay counter before/after 10 echo pairs through the router: ${before} / ${after}`);
 });
 
-/** TCP echo on port 7000 of every address. */
-const ECHO_SERVER = `require('node:net').createServer((c) => c.pipe(c)).listen(7000, '::', () => console.log('listening'));`;
-/** Sends a line every 100 ms, argv[2] of them, over one TCP connection to [argv[1]]:7000; exits 0 once all came back. */
-const ECHO_CLIENT = `
-const want = Number(process.argv[2]); let sent = 0, got = '';
-const c = require('node:net').connect(7000, process.argv[1], () => {
-  const t = setInterval(() => { c.write(sent + '\\n'); if (++sent === want) clearInterval(t); }, 100);
-});
-c.on('data', (d) => { got += d; if (got.split('\\n').length - 1 === want) { console.log('echoed ' + want); process.exit(0); } });
-c.on('close', () => { console.error('connection closed after ' + (got.split('\\n').length - 1) + ' lines'); process.exit(1); });
-c.on('error', (e) => { console.error(String(e)); process.exit(1); });
-`;
-
 serial(title('a direct path broken mid-stream: back through the router within seconds, the stream and a TCP connection go on'), async (t) => {
   await untilDirect(s.a.proc, s.topo.peers.A, s.pd.proc, s.pd.address, TOPO.natV4, NAT_D.natV4).catch(() => undefined);
   t.regex(s.a.proc.output(), new RegExp(`direct path to ${NAT_D.natV4}:\\d+: it answered`));
@@ -98,7 +86,7 @@ serial(title('a direct path broken mid-stream: back through the router within se
   // A stream of pings from A to D, 10 per second for 10 s, and lines over TCP as often for 8 s; a second in, D's NAT
   // starts dropping all that comes from A's.
   const stream = ping6(s.topo.peers.A, s.pd.address, { count: 100, interval: 0.1, timeoutS: 1 });
-  const tcp = s.topo.peers.A.exec([process.execPath, '-e', ECHO_CLIENT, s.pd.address, '80'], { timeoutMs: 60_000 });
+  const tcp = s.topo.peers.A.exec([process.execPath, '-e', LINES_CLIENT, s.pd.address, '80'], { timeoutMs: 60_000 });
   await new Promise((r) => setTimeout(r, 1000));
   const seenBefore = s.a.proc.lines().length;
   const broke = Date.now();

@@ -1,8 +1,9 @@
 // The in-kernel fast path (--fast-path on) end to end in the reference
-// topology: peers' packets to the native side are forwarded by the BPF program
-// on the router's uplink (its counter moves, the router process's does not),
-// everything else still takes the TypeScript router, and when the router stops
-// or is killed nothing is left attached that would keep handling packets.
+// topology: peers' packets to the native side, the kernel's to peers and
+// relays between peers on the uplink are forwarded by the BPF programs (their
+// counters move, the router process's do not), everything else still takes the
+// TypeScript router, and when the router stops or is killed nothing is left
+// attached that would keep handling packets.
 import test from 'ava';
 import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
 import type { Proc } from '../../agent/lab/proc.js';
@@ -11,8 +12,9 @@ import { formatIPv6, parseIPv4, parsePrefix64 } from '../../agent/protocol/ip.js
 import { makeAddress } from '../../agent/protocol/address.js';
 import { skipReason as labSkip } from '../helpers/fixtures.js';
 import { findSystemTool, systemTool } from '../../agent/host/tools.js';
+import { BULK_CLIENT, ECHO_SERVER } from '../helpers/tcp-echo.js';
 
-interface Lab { topo: Topology; router: Proc; peers: Record<'A' | 'C', { proc: Proc; address: string }>; }
+interface Lab { topo: Topology; router: Proc; peers: Record<'A' | 'B' | 'C', { proc: Proc; address: string }>; }
 const lab = {} as Lab;
 const skipReason = labSkip ?? (findSystemTool('ethtool') ? null : 'needs ethtool (the NAT\'s wire must carry full UDP checksums)');
 const title = (name: string) => (skipReason ? `${name} (skipped: ${skipReason})` : name);
@@ -22,7 +24,9 @@ const ROUTER_ARGS = ['--prefix', TOPO.prefix, '--listen', TOPO.routerV4, '--metr
 const FAST = 'sixbed4_router_packets_total{direction="udp_to_tun",path="fast"}';
 const SLOW = 'sixbed4_router_packets_total{direction="udp_to_tun",path="slow"}';
 const TUN_TO_UDP = 'sixbed4_router_packets_total{direction="tun_to_udp",path="slow"}';
+const TUN_TO_UDP_FAST = 'sixbed4_router_packets_total{direction="tun_to_udp",path="fast"}';
 const RELAY = 'sixbed4_router_packets_total{direction="relay",path="slow"}';
+const RELAY_FAST = 'sixbed4_router_packets_total{direction="relay",path="fast"}';
 
 test.before(async () => {
   if (skipReason) return;
@@ -31,17 +35,33 @@ test.before(async () => {
   // the program cannot see that vouching, so it leaves them to the router. A real wire carries full checksums: the
   // NAT computes them itself when its uplink does not offer to.
   await lab.topo.nat.run([systemTool('ethtool'), '-K', TOPO.natWanIf, 'tx', 'off']);
+  // The same holds for what the router sends: its veth would hand a local sender's unfinished checksum on as it is
+  // (a NIC finishes it), so the fast path sends kernel -> peers only when the uplink finishes checksums itself.
+  await txChecksum('off');
+  // The kernel's route lookup for BPF answers only where IPv4 forwarding is on (Kubernetes nodes have it).
+  await forwarding('1');
   lab.router = await startWithCaps(FAST_PATH_CAPS);
-  const [A, C] = await Promise.all([
-    startPeerIn(lab.topo.peers.A, ['--router', TOPO.routerV4, '--default-route']),
+  const [A, B, C] = await Promise.all([
+    startPeerIn(lab.topo.peers.A, ['--router', TOPO.routerV4, '--default-route', '--no-direct']),
+    startPeerIn(lab.topo.peers.B, ['--router', TOPO.routerV4, '--default-route', '--no-direct']),
     startPeerIn(lab.topo.peers.C, ['--router', TOPO.routerV4, '--default-route']),
   ]);
-  lab.peers = { A, C };
+  lab.peers = { A, B, C };
 });
 
 test.after.always(async () => {
   await lab.topo?.destroy();
 });
+
+/** Turns tx checksum offload of the router's uplink on or off. */
+async function txChecksum(state: 'on' | 'off'): Promise<void> {
+  await lab.topo.router.run([systemTool('ethtool'), '-K', TOPO.routerWanIf, 'tx', state]);
+}
+
+/** Turns IPv4 forwarding on the router's uplink on or off. */
+async function forwarding(value: '0' | '1'): Promise<void> {
+  await lab.topo.router.run(['sysctl', '-qw', `net.ipv4.conf.${TOPO.routerWanIf}.forwarding=${value}`]);
+}
 
 /** What the router with the fast path needs, measured: CAP_BPF and CAP_NET_ADMIN for the program, CAP_NET_RAW as ever. */
 const FAST_PATH_CAPS = ['net_admin', 'net_raw', 'bpf'];
@@ -68,46 +88,67 @@ async function delta(fn: () => Promise<void>, keys: string[]): Promise<Record<st
   return Object.fromEntries(keys.map((k) => [k, (after.get(k) ?? 0) - (before.get(k) ?? 0)]));
 }
 
-serial(title('the router (CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF only) says the fast path is on, on the uplink holding its address'), (t) => {
-  t.regex(lab.router.output(), /fast path on.*wan0/);
+serial(title('the router (CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF only) says the fast path is on, both ways, on the uplink holding its address'), (t) => {
+  t.regex(lab.router.output(), /fast path on: peers <-> kernel and relays.*wan0/);
   t.regex(lab.router.output(), /router ready.*fast.?[Pp]ath.*on \(wan0 ingress\)/);
 });
 
-serial(title('peer -> ISP: echo requests are forwarded in the kernel (the fast counter has them, the router\'s does not); the replies come back through the router'), async (t) => {
+serial(title('peer -> ISP and back: requests and replies are forwarded in the kernel (the fast counters have them, the router\'s do not)'), async (t) => {
   const d = await delta(async () => {
     const r = await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 5 });
     t.is(r.received, 5, r.output);
-  }, [FAST, SLOW, TUN_TO_UDP]);
-  t.is(d[FAST], 5, 'five echo requests through the fast path');
-  t.is(d[SLOW], 0, 'none through the router process');
-  t.is(d[TUN_TO_UDP], 5, 'the replies: kernel -> peer is the router\'s in this milestone');
+  }, [FAST, SLOW, TUN_TO_UDP, TUN_TO_UDP_FAST]);
+  t.deepEqual(d, { [FAST]: 5, [SLOW]: 0, [TUN_TO_UDP_FAST]: 5, [TUN_TO_UDP]: 0 }, 'five requests in, five replies out, all in the kernel');
 });
 
-serial(title('ISP -> peer works: the requests through the router, the peer\'s replies through the fast path'), async (t) => {
+serial(title('ISP -> peer: the same, the other way round'), async (t) => {
   const d = await delta(async () => {
     const r = await ping6(lab.topo.isp, lab.peers.A.address, { count: 3 });
     t.is(r.received, 3, r.output);
-  }, [FAST, SLOW, TUN_TO_UDP]);
-  t.is(d[TUN_TO_UDP], 3);
-  t.is(d[FAST], 3);
-  t.is(d[SLOW], 0);
+  }, [FAST, SLOW, TUN_TO_UDP, TUN_TO_UDP_FAST]);
+  t.deepEqual(d, { [FAST]: 3, [SLOW]: 0, [TUN_TO_UDP_FAST]: 3, [TUN_TO_UDP]: 0 });
 });
 
-serial(title('what the fast path leaves alone still works: peer to peer (relayed by the router), a peer arriving on another interface, hop limit 1'), async (t) => {
+serial(title('peer <-> peer on the uplink: relayed in the kernel both ways, the router relays none'), async (t) => {
+  const d = await delta(async () => {
+    const r = await ping6(lab.topo.peers.A, lab.peers.B.address, { count: 4 });
+    t.is(r.received, 4, r.output);
+  }, [RELAY, RELAY_FAST]);
+  t.deepEqual(d, { [RELAY_FAST]: 8, [RELAY]: 0 }, 'four requests A -> B and four replies B -> A');
+});
+
+serial(title('a TCP transfer both ways through the fast path arrives whole (the ISP\'s segments carry checksums its stack left to the hardware)'), async (t) => {
+  const server = lab.topo.isp.spawn([process.execPath, '-e', ECHO_SERVER]);
+  try {
+    await server.waitFor(/listening/, 10_000);
+    const d = await delta(async () => {
+      const r = await lab.topo.peers.A.exec([process.execPath, '-e', BULK_CLIENT, TOPO.ispV6, String(300_000)], { timeoutMs: 60_000 });
+      t.is(r.code, 0, `${r.stdout}${r.stderr}`);
+    }, [FAST, TUN_TO_UDP_FAST]);
+    t.true(d[FAST]! > 100 && d[TUN_TO_UDP_FAST]! > 10, `segments both ways in the kernel: ${JSON.stringify(d)}`);
+  } finally {
+    await server.stop();
+  }
+});
+
+serial(title('what the fast path leaves alone still works: a peer on another interface (and relays to it), hop limit 1'), async (t) => {
   const d = await delta(async () => {
     const relay = await ping6(lab.topo.peers.A, lab.peers.C.address, { count: 2 });
     t.is(relay.received, 2, relay.output);
-    // Peer C reaches the router's address through wan1, whose ingress has no program: the router forwards.
+    // Peer C reaches the router's address through wan1, whose ingress has no program and where to-peers does not
+    // send: the router forwards its packets, and relays A's to it.
     const c = await ping6(lab.topo.peers.C, TOPO.ispV6, { count: 2 });
     t.is(c.received, 2, c.output);
-  }, [FAST, SLOW, RELAY]);
+  }, [FAST, SLOW, RELAY, TUN_TO_UDP]);
   t.is(d[RELAY], 4, 'A <-> C: both ways relayed by the router');
   t.is(d[SLOW], 2, 'C\'s two requests, through the router');
+  t.is(d[TUN_TO_UDP], 2, 'the replies to C, through the router');
   const routerAddr = formatIPv6(makeAddress(parsePrefix64(TOPO.prefix).bytes, parseIPv4(TOPO.routerV4), 25790, 0));
   const hop = await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 1, hops: 1 });
   t.regex(hop.output, new RegExp(`From ${routerAddr}.*Time exceeded`), hop.output);
   const m = await scrape(lab.topo.router, METRICS);
-  t.true((m.get('sixbed4_router_fast_path_passed_total{reason="hop_limit"}') ?? 0) >= 1, 'left to the router, and counted why');
+  t.true((m.get('sixbed4_router_fast_path_passed_total{side="udp",reason="hop_limit"}') ?? 0) >= 1, 'left to the router, and counted why');
+  t.true((m.get('sixbed4_router_fast_path_passed_total{side="tun",reason="no_route"}') ?? 0) >= 2, 'replies to C: not by the uplink');
 });
 
 /** No clsact/ingress qdisc and no tc filter on wan0: nothing of the fast path is a tc object. */
@@ -122,27 +163,47 @@ async function noTcObjects(t: { is: (a: unknown, b: unknown, m?: string) => void
  * A peer's packets reach the router process again: without the fast path (--fast-path off), pings from A to the
  * ISP are counted by the router. A program left attached would take them (into a TUN that is gone).
  */
-async function slowPathOnly(t: { is: (a: unknown, b: unknown, m?: string) => void }): Promise<void> {
+async function slowPathOnly(t: { is: (a: unknown, b: unknown, m?: string) => void; deepEqual: (a: unknown, b: unknown, m?: string) => void }): Promise<void> {
   lab.router = await startRouterIn(lab.topo.router, ROUTER_ARGS);
   const d = await delta(async () => {
     const r = await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 3 });
     t.is(r.received, 3, r.output);
-  }, [SLOW]);
-  t.is(d[SLOW], 3, 'every request through the router process');
+    const b = await ping6(lab.topo.peers.A, lab.peers.B.address, { count: 1 });
+    t.is(b.received, 1, b.output);
+  }, [SLOW, TUN_TO_UDP, RELAY]);
+  t.deepEqual(d, { [SLOW]: 3, [TUN_TO_UDP]: 3, [RELAY]: 2 }, 'every packet through the router process');
   t.is(await lab.router.stop(), 0);
 }
 
 serial(title('stop detaches: nothing stays on the uplink, and a router without the fast path sees every packet'), async (t) => {
   t.is(await lab.router.stop(), 0);
-  t.regex(lab.router.output(), /router stopped.*udpToTunFast/);
+  t.regex(lab.router.output(), /router stopped.*udpToTunFast.*tunToUdpFast.*relayedFast/);
   await noTcObjects(t);
   await slowPathOnly(t);
 });
 
-serial(title('a killed router (SIGKILL) leaves nothing attached either: the program goes with its link fd'), async (t) => {
+serial(title('without IPv4 forwarding on the uplink, relays and kernel -> peers stay with the router (and it says why)'), async (t) => {
+  await forwarding('0');
+  try {
+    lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'on']);
+    t.regex(lab.router.output(), /relays and packets from the kernel to peers stay with the router: IPv4 forwarding is off on wan0.*net\.ipv4\.conf\.wan0\.forwarding=1/);
+    const d = await delta(async () => {
+      t.is((await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 2 })).received, 2);
+      t.is((await ping6(lab.topo.peers.A, lab.peers.B.address, { count: 1 })).received, 1);
+    }, [FAST, TUN_TO_UDP, TUN_TO_UDP_FAST, RELAY, RELAY_FAST]);
+    t.deepEqual(d, { [FAST]: 2, [TUN_TO_UDP]: 2, [TUN_TO_UDP_FAST]: 0, [RELAY]: 2, [RELAY_FAST]: 0 });
+    t.is(await lab.router.stop(), 0);
+  } finally {
+    await forwarding('1');
+  }
+});
+
+serial(title('on an uplink that leaves checksums to the next hop, kernel -> peers stays with the router (and it says why); a killed router (SIGKILL) leaves nothing attached'), async (t) => {
+  await txChecksum('on');
   lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'on']);
-  const d = await delta(async () => { t.is((await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 2 })).received, 2); }, [FAST]);
-  t.is(d[FAST], 2, 'attached before the kill');
+  t.regex(lab.router.output(), /packets from the kernel to peers stay with the router: wan0 is a virtual interface .*ethtool -K wan0 tx off/);
+  const d = await delta(async () => { t.is((await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 2 })).received, 2); }, [FAST, TUN_TO_UDP, TUN_TO_UDP_FAST]);
+  t.deepEqual(d, { [FAST]: 2, [TUN_TO_UDP]: 2, [TUN_TO_UDP_FAST]: 0 }, 'attached before the kill, peers -> kernel only');
   await lab.router.stop('SIGKILL');
   await noTcObjects(t);
   await slowPathOnly(t);
@@ -153,5 +214,5 @@ serial(title('without CAP_BPF, --fast-path on refuses to start and says what it 
   const r = await lab.topo.router.exec(['setpriv', '--inh-caps=-all,+net_admin,+net_raw', '--ambient-caps=-all,+net_admin,+net_raw',
     '--bounding-set=-all,+net_admin,+net_raw', process.execPath, CLI, 'router', ...ROUTER_ARGS, '--port', '25791', '--tun', 'fp-nocap', '--fast-path', 'on']);
   t.is(r.code, 2);
-  t.regex(r.stderr, /--fast-path on: the kernel refused the BPF program \(needs CAP_BPF and CAP_NET_ADMIN\): bpf\(BPF_MAP_CREATE\) EPERM/);
+  t.regex(r.stderr, /--fast-path on: the kernel refused the BPF programs \(needs CAP_BPF and CAP_NET_ADMIN\): bpf\(BPF_MAP_CREATE\) EPERM/);
 });

@@ -19,6 +19,12 @@ export interface FrameOptions {
   /** Extra bytes after the IPv4 packet (an Ethernet trailer the IPv4 length does not cover). */
   trailer?: number;
   protocol?: number;
+  /** IPv4 identification (default 0x1234) and TTL (default 64). */
+  id?: number;
+  ttl?: number;
+  /** Ethernet destination and source (default all zeros, the test device's own, and 02:00:00:00:00:01). */
+  dmac?: Uint8Array;
+  smac?: Uint8Array;
 }
 
 /** An Ethernet frame with an IPv4/UDP datagram src:sport → dst:dport carrying payload. */
@@ -27,11 +33,13 @@ export function frame(src: number, sport: number, dst: number, dport: number, pa
   const ipLen = ihl + UDP + payload.length;
   const f = new Uint8Array(ETH + ipLen + (o.trailer ?? 0));
   const v = new DataView(f.buffer);
-  v.setUint32(6, 0x02000000); v.setUint16(10, 0x0001); // source MAC 02:00:00:00:00:01
+  if (o.smac) f.set(o.smac.subarray(0, 6), 6);
+  else { v.setUint32(6, 0x02000000); v.setUint16(10, 0x0001); } // source MAC 02:00:00:00:00:01
+  if (o.dmac) f.set(o.dmac.subarray(0, 6), 0);
   v.setUint16(12, 0x0800);
   const ip = ETH;
-  f[ip] = 0x40 | (ihl / 4); v.setUint16(ip + 2, ipLen); v.setUint16(ip + 4, 0x1234);
-  v.setUint16(ip + 6, o.fragWord ?? 0x4000); f[ip + 8] = 64; f[ip + 9] = o.protocol ?? 17;
+  f[ip] = 0x40 | (ihl / 4); v.setUint16(ip + 2, ipLen); v.setUint16(ip + 4, o.id ?? 0x1234);
+  v.setUint16(ip + 6, o.fragWord ?? 0x4000); f[ip + 8] = o.ttl ?? 64; f[ip + 9] = o.protocol ?? 17;
   v.setUint32(ip + 12, src >>> 0); v.setUint32(ip + 16, dst >>> 0);
   for (let i = 0; i < opt; i++) f[ip + IPV4 + i] = 1; // NOP options
   let c = (~fold(sumWords(f, ip, ihl))) & 0xffff;

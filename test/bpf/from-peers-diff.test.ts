@@ -1,13 +1,16 @@
-// The 4->6 fast path against the TypeScript engine (the authority): the same
-// crafted and random datagrams go through the BPF program in the kernel
-// (BPF_PROG_TEST_RUN: nothing is sent) and through Engine.fromPeers. The
-// program must take exactly the packets the engine hands to the kernel with a
-// destination outside the /64 and an exact length, and leave the same bytes;
+// The fast path for peers' datagrams against the TypeScript engine (the
+// authority): the same crafted and random datagrams go through the from-peers
+// program in the kernel (BPF_PROG_TEST_RUN: nothing is sent) and through
+// Engine.fromPeers. The program must take exactly the packets the engine hands
+// to the kernel or relays (when the datagram is exactly the packet, and for
+// relays carries a UDP checksum to update), and leave the same bytes: the
+// decapsulated packet, or the datagram the router's socket would send;
 // everything else it must leave untouched for the router.
 import test from 'ava';
 import fc from 'fast-check';
-import { DecapProgram, DECAP_VERDICTS, TC_ACT_REDIRECT, TC_ACT_UNSPEC, type DecapVerdict } from '../../agent/bpf/decap.js';
+import { FastPathPrograms, FROM_PEERS_VERDICTS, TC_ACT_REDIRECT, TC_ACT_UNSPEC, type FromPeersVerdict } from '../../agent/bpf/programs.js';
 import { Engine } from '../../agent/router/engine.js';
+import { refusedRanges } from '../../agent/router/refused.js';
 import { makeAddress } from '../../agent/protocol/address.js';
 import { parseIPv4, parseIPv6, parsePrefix64 } from '../../agent/protocol/ip.js';
 import { writeHeader } from '../../agent/protocol/ipv6.js';
@@ -27,36 +30,49 @@ const PEER = parseIPv4('198.51.100.20');
 const SPORT = 40000;
 const peerAddr = makeAddress(prefix.bytes, PEER, SPORT, 1);
 const isp = parseIPv6('2001:db8:ffff::1');
-const TUN_IFINDEX = 7;
+const OTHER_PEER = parseIPv4('203.0.113.2');
+/** The host's local table: its own address and a second network (refused as relay targets). */
+const SECOND_NIC = parseIPv4('192.0.2.5');
+const LOCAL = [{ start: ROUTER, end: ROUTER }, { start: parseIPv4('192.0.2.0'), end: parseIPv4('192.0.2.255') }];
+const REFUSED = refusedRanges(LOCAL, false);
+/** Not 64, so the test sees the configured TTL is the one used. */
+const TTL = 61;
+const HOP = { dmac: Uint8Array.from([2, 0, 0, 0, 0, 0xaa]), smac: Uint8Array.from([2, 0, 0, 0, 0, 0xbb]) };
 
-let prog: DecapProgram | undefined;
+let prog: FastPathPrograms | undefined;
 test.before(() => {
   if (skip) return;
-  prog = new DecapProgram();
-  prog.configure({ bindIPv4: ROUTER, port: PORT, prefix: prefix.bytes, tunIfindex: TUN_IFINDEX });
+  prog = new FastPathPrograms();
+  prog.configure({ bindIPv4: ROUTER, bindPort: PORT, ownIPv4: ROUTER, ownPort: PORT, prefix: prefix.bytes, ttl: TTL, tunIfindex: 7, uplinkIfindex: 3, testRun: HOP });
+  prog.setRefused(REFUSED);
 });
 test.after.always(() => prog?.close());
 
-const engine = new Engine({ prefix, listenIPv4: ROUTER, port: PORT, routes: [] }, 1);
+const engine = new Engine({ prefix, listenIPv4: ROUTER, port: PORT, routes: [], refused: REFUSED }, 1);
 
-/** What the engine does with one datagram: the packet it hands to the kernel, or where it went instead. */
-function engineVerdict(payload: Uint8Array, v4: number, port: number): { toTun: Uint8Array | null; relay: boolean } {
+interface EngineVerdict { toTun: Uint8Array | null; relay: { bytes: Uint8Array; v4: number; port: number } | null; }
+
+/** What the engine does with one datagram: the packet it hands to the kernel, the one it relays, or neither. */
+function engineVerdict(payload: Uint8Array, v4: number, port: number): EngineVerdict {
   const rx = engine.udpRx;
   rx.off[0] = 0; rx.len[0] = payload.length; rx.addr[0] = v4; rx.port[0] = port;
   rx.data.set(payload.subarray(0, Math.min(payload.length, rx.slot)), 0);
   engine.fromPeers(1, 1000);
-  const toTun = engine.nToTun ? Uint8Array.from(engine.toTun.data.subarray(engine.toTun.off[0]!, engine.toTun.off[0]! + engine.toTun.len[0]!)) : null;
-  return { toTun, relay: engine.nRelay > 0 };
+  const copy = (b: typeof engine.toTun) => Uint8Array.from(b.data.subarray(b.off[0]!, b.off[0]! + b.len[0]!));
+  return {
+    toTun: engine.nToTun ? copy(engine.toTun) : null,
+    relay: engine.nRelay ? { bytes: copy(engine.relay), v4: engine.relay.addr[0]!, port: engine.relay.port[0]! } : null,
+  };
 }
 
-interface Result { verdict: DecapVerdict; retval: number; out: Uint8Array; }
+interface Result { verdict: FromPeersVerdict; retval: number; out: Uint8Array; }
 
 /** Runs the program on the frame and says which counter moved. */
 function runBpf(f: Uint8Array): Result {
-  const before = prog!.counters();
-  const { retval, out } = prog!.run(f);
-  const after = prog!.counters();
-  const moved = DECAP_VERDICTS.filter((v) => after[v].packets !== before[v].packets);
+  const before = prog!.counters().fromPeers;
+  const { retval, out } = prog!.run('fromPeers', f);
+  const after = prog!.counters().fromPeers;
+  const moved = FROM_PEERS_VERDICTS.filter((v) => after[v].packets !== before[v].packets);
   if (moved.length !== 1) throw new Error(`expected one counter to move, got ${moved.join(', ') || 'none'}`);
   return { verdict: moved[0]!, retval, out };
 }
@@ -67,24 +83,31 @@ function runBpf(f: Uint8Array): Result {
  */
 type Outer = 'plain' | 'unusual' | 'dropped';
 
+type Asserts = { is: (a: unknown, b: unknown, m?: string) => void; deepEqual: (a: unknown, b: unknown, m?: string) => void; true: (a: boolean, m?: string) => void };
+
 /**
- * The property: fast-pathed iff the outer headers are plain, the engine hands the packet to the kernel, its
- * destination is outside the /64 and the datagram is exactly the packet; then the same bytes leave. Otherwise the
- * frame is returned unchanged.
+ * The property: with plain outer headers and a datagram that is exactly the packet, fast-pathed iff the engine hands
+ * it to the kernel, and relayed iff the engine relays it and the datagram has a UDP checksum; then the same bytes
+ * leave (for a relay, the frame the router's socket would send to the next hop). Otherwise the frame is returned
+ * unchanged.
  */
-function check(t: { is: (a: unknown, b: unknown, m?: string) => void; deepEqual: (a: unknown, b: unknown, m?: string) => void; true: (a: boolean, m?: string) => void },
-  f: Uint8Array, payload: Uint8Array, v4: number, port: number, outer: Outer = 'plain'): Result {
+function check(t: Asserts, f: Uint8Array, payload: Uint8Array, v4: number, port: number, outer: Outer = 'plain', checksummed = true): Result {
   const r = runBpf(f);
-  const e = outer !== 'dropped' ? engineVerdict(payload, v4, port) : { toTun: null, relay: false };
-  const eligible = outer === 'plain' && e.toTun !== null && e.toTun.length === payload.length && !(
-    payload[24] === prefix.bytes[0] && Buffer.from(payload.subarray(24, 32)).equals(Buffer.from(prefix.bytes.subarray(0, 8))));
-  if (eligible) {
+  const e: EngineVerdict = outer !== 'dropped' ? engineVerdict(payload, v4, port) : { toTun: null, relay: null };
+  const exact = (b: Uint8Array | undefined | null) => !!b && b.length === payload.length;
+  if (outer === 'plain' && exact(e.toTun)) {
     t.is(r.verdict, 'fast', 'the engine hands it to the kernel, so the fast path takes it');
     t.is(r.retval, TC_ACT_REDIRECT);
     t.deepEqual(Buffer.from(r.out.subarray(ETH)), Buffer.from(e.toTun!), 'the same IPv6 packet, hop limit decremented');
     t.deepEqual([...r.out.subarray(12, 14)], [0x86, 0xdd], 'an IPv6 frame');
+  } else if (outer === 'plain' && exact(e.relay?.bytes) && checksummed) {
+    const { bytes, v4: to, port: toPort } = e.relay!;
+    t.is(r.verdict, 'relay', 'the engine relays it, so the fast path does');
+    t.is(r.retval, TC_ACT_REDIRECT);
+    t.deepEqual(Buffer.from(r.out), Buffer.from(frame(ROUTER, PORT, to, toPort, bytes, { id: 0, ttl: TTL, ...HOP })),
+      'the datagram the router\'s socket would send, to the next hop');
   } else {
-    t.true(r.verdict !== 'fast', `not for the fast path (${r.verdict})`);
+    t.true(r.verdict !== 'fast' && r.verdict !== 'relay', `not for the fast path (${r.verdict})`);
     t.is(r.retval, TC_ACT_UNSPEC);
     t.deepEqual(Buffer.from(r.out), Buffer.from(f), 'left unchanged for the router');
   }
@@ -108,7 +131,7 @@ function echo(src: Uint8Array, dst: Uint8Array, type = 128): Uint8Array {
 
 function rs(): Uint8Array { const b = new Uint8Array(64); return b.subarray(0, writeRouterSolicit(b, 0)); }
 
-interface Case { name: string; payload: Uint8Array; v4?: number; sport?: number; dst?: number; dport?: number; opts?: FrameOptions; outer?: Outer; want: DecapVerdict; }
+interface Case { name: string; payload: Uint8Array; v4?: number; sport?: number; dst?: number; dport?: number; opts?: FrameOptions; outer?: Outer; want: FromPeersVerdict; }
 
 const CASES: Case[] = [
   { name: 'a peer\'s UDP packet to the Internet', payload: ipv6(peerAddr, isp), want: 'fast' },
@@ -141,26 +164,34 @@ const CASES: Case[] = [
   { name: 'a source outside the /64', payload: ipv6(parseIPv6('2001:db8:ffff::99'), isp), want: 'spoofed' },
   { name: 'hop limit 1', payload: ipv6(peerAddr, isp, { hops: 1 }), want: 'hop_limit' },
   { name: 'hop limit 0', payload: ipv6(peerAddr, isp, { hops: 0 }), want: 'hop_limit' },
-  { name: 'to another peer (a relay)', payload: ipv6(peerAddr, makeAddress(prefix.bytes, parseIPv4('203.0.113.2'), 5000, 1)), want: 'to_prefix' },
-  { name: 'to a local (port 0) address of the /64', payload: ipv6(peerAddr, makeAddress(prefix.bytes, ROUTER, 0, 5)), want: 'to_prefix' },
-  { name: 'to the router\'s own 6bed4 address', payload: echo(peerAddr, makeAddress(prefix.bytes, ROUTER, PORT, 0)), want: 'to_prefix' },
+  { name: 'to another peer (a relay)', payload: ipv6(peerAddr, makeAddress(prefix.bytes, OTHER_PEER, 5000, 1)), want: 'relay' },
+  { name: 'an echo request to another peer (a relay)', payload: echo(peerAddr, makeAddress(prefix.bytes, OTHER_PEER, 5000, 1)), want: 'relay' },
+  { name: 'a 1280-byte relay', payload: ipv6(peerAddr, makeAddress(prefix.bytes, OTHER_PEER, 5000, 1), { payload: 1240 }), want: 'relay' },
+  { name: 'a relay with hop limit 2', payload: ipv6(peerAddr, makeAddress(prefix.bytes, OTHER_PEER, 65535, 9), { hops: 2 }), want: 'relay' },
+  { name: 'a relay without UDP checksum (the router sends one)', payload: ipv6(peerAddr, makeAddress(prefix.bytes, OTHER_PEER, 5000, 1)), opts: { udpChecksum: 'zero' }, want: 'relay_unchecked' },
+  { name: 'a relay to another network of the host', payload: ipv6(peerAddr, makeAddress(prefix.bytes, SECOND_NIC, 5000, 1)), want: 'bad_destination' },
+  { name: 'a relay to loopback', payload: ipv6(peerAddr, makeAddress(prefix.bytes, parseIPv4('127.0.0.1'), 5000, 1)), want: 'bad_destination' },
+  { name: 'a relay to the router\'s IPv4 on another port', payload: ipv6(peerAddr, makeAddress(prefix.bytes, ROUTER, 22, 0)), want: 'bad_destination' },
+  { name: 'to a local (port 0) address of the /64', payload: ipv6(peerAddr, makeAddress(prefix.bytes, ROUTER, 0, 5)), want: 'fast' },
+  { name: 'to the router\'s own 6bed4 address', payload: echo(peerAddr, makeAddress(prefix.bytes, ROUTER, PORT, 0)), want: 'fast' },
 ];
 
 for (const c of CASES) {
   rootTest(t_(`${c.name}: ${c.want}`), (t) => {
     const v4 = c.v4 ?? PEER, sport = c.sport ?? SPORT;
     const f = frame(v4, sport, c.dst ?? ROUTER, c.dport ?? PORT, c.payload, c.opts);
-    const r = check(t, f, c.payload, v4, sport, c.outer);
+    const r = check(t, f, c.payload, v4, sport, c.outer, c.opts?.udpChecksum !== 'zero');
     t.is(r.verdict, c.want);
   });
 }
 
-rootTest(t_('random datagrams: the fast path takes exactly what the engine hands to the kernel outside the /64, byte for byte'), (t) => {
-  const V4S = [PEER, parseIPv4('203.0.113.2'), parseIPv4('100.64.1.2')];
+rootTest(t_('random datagrams: the fast path takes exactly what the engine hands to the kernel or relays, byte for byte'), (t) => {
+  const V4S = [PEER, OTHER_PEER, parseIPv4('100.64.1.2')];
   const arb = fc.record({
     v4: fc.constantFrom(...V4S), sport: fc.constantFrom(0, SPORT, 1, 65535),
     src: fc.constantFrom('own', 'own-lanip', 'other-port', 'outside', 'link-local'),
-    dst: fc.constantFrom('isp', 'relay', 'local', 'multicast', 'router', 'random'),
+    dst: fc.constantFrom('isp', 'relay', 'refused', 'local', 'multicast', 'router', 'router-port', 'random'),
+    relayPort: fc.constantFrom(0, 1, 6000, 65535),
     randomDst: fc.uint8Array({ minLength: 16, maxLength: 16 }),
     hops: fc.constantFrom(0, 1, 2, 64, 255), nh: fc.constantFrom(17, 6, 58, 0, 44),
     icmpType: fc.integer({ min: 128, max: 140 }), payload: fc.integer({ min: 0, max: 1260 }),
@@ -170,27 +201,47 @@ rootTest(t_('random datagrams: the fast path takes exactly what the engine hands
   fc.assert(fc.property(arb, (a) => {
     const src = a.src === 'outside' ? parseIPv6('2001:db8:ffff::5') : a.src === 'link-local' ? parseIPv6('fe80::1')
       : makeAddress(prefix.bytes, a.v4, a.src === 'other-port' ? a.sport + 1 : a.sport, a.src === 'own-lanip' ? 77 : 1);
-    const dst = { isp, relay: makeAddress(prefix.bytes, parseIPv4('203.0.113.9'), 6000, 1), local: makeAddress(prefix.bytes, ROUTER, 0, 9),
-      multicast: parseIPv6('ff02::1'), router: makeAddress(prefix.bytes, ROUTER, PORT, 0), random: a.randomDst }[a.dst];
+    const dst = { isp, relay: makeAddress(prefix.bytes, parseIPv4('203.0.113.9'), a.relayPort, 1),
+      refused: makeAddress(prefix.bytes, SECOND_NIC, a.relayPort, 1), local: makeAddress(prefix.bytes, ROUTER, 0, 9),
+      multicast: parseIPv6('ff02::1'), router: makeAddress(prefix.bytes, ROUTER, PORT, 0), 'router-port': makeAddress(prefix.bytes, ROUTER, a.relayPort, 0),
+      random: a.randomDst }[a.dst];
     let p = ipv6(src, dst, { hops: a.hops, nh: a.nh, payload: a.payload, plen: Math.max(0, a.payload + a.plenDelta) });
     if (a.nh === 58 && a.payload > 0) p[40] = a.icmpType;
     p[0] = (a.version << 4) | (p[0]! & 0x0f);
     if (a.truncate) p = p.subarray(0, Math.max(0, p.length - a.truncate));
     const f = frame(a.v4, a.sport, ROUTER, PORT, p, { udpChecksum: a.udpChecksum as 'good' | 'zero' | 'bad' });
-    check(t, f, p, a.v4, a.sport, a.udpChecksum === 'bad' ? 'dropped' : 'plain');
+    check(t, f, p, a.v4, a.sport, a.udpChecksum === 'bad' ? 'dropped' : 'plain', a.udpChecksum !== 'zero');
   }), { numRuns: 1000 });
 });
 
 rootTest(t_('off (TUN ifindex 0): every frame goes to the router, nothing is counted'), (t) => {
-  const p2 = new DecapProgram();
+  const p2 = new FastPathPrograms();
   try {
-    p2.configure({ bindIPv4: ROUTER, port: PORT, prefix: prefix.bytes, tunIfindex: 0 });
-    const f = frame(PEER, SPORT, ROUTER, PORT, ipv6(peerAddr, isp));
-    const r = p2.run(f);
-    t.is(r.retval, TC_ACT_UNSPEC);
-    t.deepEqual(Buffer.from(r.out), Buffer.from(f));
-    t.true(Object.values(p2.counters()).every((c) => c.packets === 0));
+    p2.configure({ bindIPv4: ROUTER, bindPort: PORT, ownIPv4: ROUTER, ownPort: PORT, prefix: prefix.bytes, ttl: TTL, tunIfindex: 0, uplinkIfindex: 3, testRun: HOP });
+    for (const payload of [ipv6(peerAddr, isp), ipv6(peerAddr, makeAddress(prefix.bytes, OTHER_PEER, 5000, 1))]) {
+      const f = frame(PEER, SPORT, ROUTER, PORT, payload);
+      const r = p2.run('fromPeers', f);
+      t.is(r.retval, TC_ACT_UNSPEC);
+      t.deepEqual(Buffer.from(r.out), Buffer.from(f));
+    }
+    t.true(Object.values(p2.counters().fromPeers).every((c) => c.packets === 0));
   } finally {
     p2.close();
+  }
+});
+
+rootTest(t_('refused destinations follow the host: a relay target that becomes local goes to the router, and back'), (t) => {
+  const to = makeAddress(prefix.bytes, OTHER_PEER, 5000, 1);
+  const f = frame(PEER, SPORT, ROUTER, PORT, ipv6(peerAddr, to));
+  try {
+    prog!.setRefused(refusedRanges([...LOCAL, { start: OTHER_PEER, end: OTHER_PEER }], false));
+    t.is(runBpf(f).verdict, 'bad_destination');
+    prog!.setRefused(REFUSED);
+    t.is(runBpf(f).verdict, 'relay');
+    // More prefixes than the trie holds: nothing can be checked, so every relay goes to the router.
+    prog!.setRefused(Array.from({ length: 5000 }, (_, i) => ({ start: parseIPv4('100.64.0.0') + i * 4, end: parseIPv4('100.64.0.0') + i * 4 + 1 })));
+    t.is(runBpf(f).verdict, 'bad_destination');
+  } finally {
+    prog!.setRefused(REFUSED);
   }
 });

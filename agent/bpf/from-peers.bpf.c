@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: BSD-2-Clause
-// The 4->6 fast path of the 6bed4 router, on the uplink's tc ingress (tcx).
+// The 6bed4 router's fast path for peers' datagrams, on the uplink's tc
+// ingress (tcx).
 //
 // A UDP datagram to the router's address and port that carries an IPv6 packet
 // the TypeScript engine (agent/router/engine.ts, the authority) would hand to
@@ -8,25 +9,17 @@
 // from there on the kernel sees exactly what a TUN write by the router gives
 // it (same input interface, so the same routes, firewall, local delivery and
 // ICMPv6 errors), without the trip through the socket, the router process and
-// the TUN write.
+// the TUN write. One the engine would relay to another peer gets new outer
+// headers, as the router's socket would send it, and goes straight back out.
 //
 // Everything else returns TC_ACT_UNSPEC unchanged (tcx: "next", so later
 // programs still run and the stack delivers it to the router's socket): ND,
-// spoofed or port-0 sources, hop limits about to run out, oversize, anything
-// in the /64 (relays and local addresses stay the router's in this
-// milestone), anything unusual in the outer headers. The tc stage runs before
-// ip_rcv() and udp_rcv(), so every check those would make on a datagram the
-// router receives (IPv4 and UDP checksums, lengths, fragments, martian
-// sources) is made here too, or the packet goes the slow way.
-#include <linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
-#include <linux/udp.h>
-#include <linux/pkt_cls.h>
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_endian.h>
+// spoofed or port-0 sources, hop limits about to run out, oversize, refused
+// relay targets, anything unusual in the outer headers. The tc stage runs
+// before ip_rcv() and udp_rcv(), so every check those would make on a
+// datagram the router receives (IPv4 and UDP checksums, lengths, fragments,
+// martian sources) is made here too, or the packet goes the slow way.
+#include "fastpath.bpf.h"
 
 // Header skew (../shared/docs/bpf-facts.md): Debian's linux-libc-dev 6.1 lacks
 // this flag of Linux 6.3; the value is the kernel's ABI. On an older kernel
@@ -35,61 +28,6 @@
 #ifndef BPF_F_ADJ_ROOM_DECAP_L3_IPV6
 #define BPF_F_ADJ_ROOM_DECAP_L3_IPV6 (1ULL << 8)
 #endif
-
-#define TUNNEL_MTU 1280
-#define ND_FIRST 133 // Router Solicitation
-#define ND_LAST 137  // Redirect
-#define NH_ICMPV6 58
-
-// Filled by the loader (agent/bpf/config.ts writes the same layout).
-struct config {
-	__be32 bind_ipv4; // where peers' datagrams arrive (the router's bind address)
-	__be16 port;      // the router's UDP port
-	__u16 pad;
-	__u8 prefix[8];     // the served /64
-	__u32 tun_ifindex;  // the router's TUN: 0 means the fast path is off
-	__u32 pad2;
-};
-
-// Counter slots; agent/bpf/counters.ts names them in the same order.
-enum verdict {
-	V_FAST = 0,        // decapsulated and handed to the kernel here
-	V_NOT_6BED4,       // not a UDP/IPv4 datagram to the router's address and port
-	V_IPV4_UNUSUAL,    // IP options, fragments, bad IPv4 checksum or length, GSO, martian source
-	V_UDP_CHECKSUM,    // UDP checksum not verified here (wrong, or the NIC's state unknown)
-	V_SOURCE_PORT_ZERO,
-	V_KEEPALIVE,       // empty datagram
-	V_SHORT,
-	V_OVERSIZE,
-	V_NOT_IPV6,
-	V_BAD_LENGTH,      // payload length does not match the datagram exactly
-	V_ND,
-	V_MULTICAST,
-	V_SPOOFED,
-	V_HOP_LIMIT,
-	V_TO_PREFIX,       // destination inside the /64: relay or local address
-	V_DECAP_FAILED,    // a helper refused (an older kernel): the packet is untouched
-	V_COUNT,
-};
-
-struct counter {
-	__u64 packets;
-	__u64 bytes;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct config);
-} sixbed4_config SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, V_COUNT);
-	__type(key, __u32);
-	__type(value, struct counter);
-} sixbed4_counts SEC(".maps");
 
 #define CSUM_CHUNK 512 // bpf_csum_diff() takes at most 512 bytes a call
 struct scratch {
@@ -117,24 +55,10 @@ struct headers {
 #define L4 (L2 + sizeof(struct iphdr))
 #define L7 (L4 + sizeof(struct udphdr))
 
-// Bytes are the IPv4 packet's for the slow path, the IPv6 packet's for the fast one (as the engine counts them).
-static __always_inline int count_bytes(__u32 v, __u32 bytes)
+static __always_inline int count(struct __sk_buff *skb, __u32 v)
 {
-	struct counter *c = bpf_map_lookup_elem(&sixbed4_counts, &v);
-	if (c) {
-		c->packets++;
-		c->bytes += bytes;
-	}
-	return v == V_FAST ? TC_ACT_REDIRECT : TC_ACT_UNSPEC;
-}
-
-#define count(skb, v) count_bytes(v, (skb)->len - L2)
-
-static __always_inline __u16 fold(__u32 s)
-{
-	s = (s & 0xffff) + (s >> 16);
-	s = (s & 0xffff) + (s >> 16);
-	return (__u16)s;
+	count_bytes(v, skb->len - L2);
+	return TC_ACT_UNSPEC;
 }
 
 // The UDP checksum over the pseudo-header and ulen bytes from L4, as udp_rcv()
@@ -186,16 +110,45 @@ static __always_inline int udp_checksum_ok(struct __sk_buff *skb, struct headers
 	return fold((__u32)sum) == 0xffff;
 }
 
-static __always_inline int in_prefix(const __u8 *a, const __u8 *p)
+// Relays the datagram in h (checked, unchanged so far) to the peer v4:port as the router's socket would send it:
+// from the router's bind address and port, with its TTL, DF and ID 0, the inner hop limit one lower and the UDP
+// checksum updated for what changed. Leaves it to the slow path when the FIB has no ready next hop on the uplink.
+static __always_inline int relay(struct __sk_buff *skb, struct config *cfg, struct headers *h, __be32 v4, __be16 port, __u32 dlen)
 {
-	return ((const __u32 *)a)[0] == ((const __u32 *)p)[0] && ((const __u32 *)a)[1] == ((const __u32 *)p)[1];
+	__u16 ip_len = bpf_ntohs(h->ip.tot_len);
+	struct ethhdr eth;
+	if (!next_hop(skb, cfg, cfg->bind_ipv4, v4, ip_len, &eth))
+		return count(skb, V_NO_ROUTE);
+	// What changes under the UDP checksum: the pseudo-header's addresses, the ports, the hop limit's word.
+	__u8 hops = h->ip6.hop_limit - 1;
+	__be32 from[4] = { h->ip.saddr, h->ip.daddr, 0, 0 }, to[4] = { cfg->bind_ipv4, v4, 0, 0 };
+	__builtin_memcpy(&from[2], &h->udp.source, 4);
+	struct udphdr udp = { .source = cfg->bind_port, .dest = port, .len = h->udp.len };
+	__builtin_memcpy(&to[2], &udp.source, 4);
+	__u8 *f = (__u8 *)&from[3], *t = (__u8 *)&to[3];
+	f[0] = t[0] = h->ip6.nexthdr;
+	f[1] = h->ip6.hop_limit;
+	t[1] = hops;
+	__u16 check = ~fold((__u32)bpf_csum_diff(from, sizeof(from), to, sizeof(to), ~h->udp.check & 0xffff)) & 0xffff;
+	udp.check = check ? check : 0xffff; // 0 means "no checksum" over IPv4
+	struct iphdr ip;
+	outer_ipv4(&ip, cfg, v4, ip_len);
+	// The Ethernet header is not under the checksum the NIC may have given (CHECKSUM_COMPLETE); the rest is.
+	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, L2, &ip, sizeof(ip), BPF_F_RECOMPUTE_CSUM) < 0 ||
+	    bpf_skb_store_bytes(skb, L4, &udp, sizeof(udp), BPF_F_RECOMPUTE_CSUM) < 0 ||
+	    bpf_skb_store_bytes(skb, L7 + offsetof(struct ipv6hdr, hop_limit), &hops, 1, BPF_F_RECOMPUTE_CSUM) < 0) {
+		count_bytes(V_DECAP_FAILED, dlen);
+		return TC_ACT_SHOT; // half rewritten: nothing can forward it as it came
+	}
+	count_bytes(V_RELAY, dlen);
+	return bpf_redirect(skb->ifindex, 0);
 }
 
 SEC("tc")
-int sixbed4_decap(struct __sk_buff *skb)
+int sixbed4_from_peers(struct __sk_buff *skb)
 {
-	__u32 key = 0;
-	struct config *cfg = bpf_map_lookup_elem(&sixbed4_config, &key);
+	struct config *cfg = config_of();
 	if (!cfg || !cfg->tun_ifindex)
 		return TC_ACT_UNSPEC;
 	if (skb->protocol != bpf_htons(ETH_P_IP))
@@ -210,7 +163,7 @@ int sixbed4_decap(struct __sk_buff *skb)
 	// With IP options the UDP header is elsewhere: the router's socket may still be the one it is for.
 	if (h.ip.ihl != 5)
 		return count(skb, V_IPV4_UNUSUAL);
-	if (h.udp.dest != cfg->port)
+	if (h.udp.dest != cfg->bind_port)
 		return count(skb, V_NOT_6BED4);
 
 	// What ip_rcv() and the input route would refuse, or treat specially, goes to them.
@@ -253,17 +206,33 @@ int sixbed4_decap(struct __sk_buff *skb)
 	if (dst[0] == 0xff)
 		return count(skb, V_MULTICAST);
 	// The originator check: the source is the address of this datagram's IPv4:port (6bed4-wire.md).
-	const __u8 *v4 = (const __u8 *)&h.ip.saddr;
-	if (!in_prefix(src, cfg->prefix) || *(const __u16 *)&src[12] != h.udp.source ||
-	    (__u8)((src[8] & 0xfc) | (src[14] >> 6)) != v4[0] || src[9] != v4[1] || src[10] != v4[2] || src[11] != v4[3])
+	if (!in_prefix(src, cfg->prefix) || address_port(src) != h.udp.source || address_ipv4(src) != h.ip.saddr)
 		return count(skb, V_SPOOFED);
 	if (h.ip6.hop_limit <= 1)
 		return count(skb, V_HOP_LIMIT);
-	if (in_prefix(dst, cfg->prefix))
-		return count(skb, V_TO_PREFIX);
+	// Peer to peer: a destination in the /64 with a port word. Port 0 is local (the kernel's, below), and so is the
+	// router's own 6bed4 address; any other port on the router's IPv4 is refused, as are refused IPv4s.
+	__be32 v4 = 0;
+	__be16 port = 0;
+	if (in_prefix(dst, cfg->prefix) && (port = address_port(dst)) != 0) {
+		v4 = address_ipv4(dst);
+		if (v4 == cfg->own_ipv4) {
+			if (port != cfg->own_port)
+				return count(skb, V_BAD_DESTINATION);
+			port = 0;
+		} else if (!(cfg->flags & F_RELAY)) {
+			return count(skb, V_NO_ROUTE);
+		} else if (refused(v4)) {
+			return count(skb, V_BAD_DESTINATION);
+		} else if (!h.udp.check) {
+			return count(skb, V_RELAY_UNCHECKED);
+		}
+	}
 	// Last, the costliest check. Trusted when the NIC (or the stack) verified it; 0 means none was sent.
 	if (h.udp.check && bpf_csum_level(skb, BPF_CSUM_LEVEL_QUERY) < 0 && !udp_checksum_ok(skb, &h, ulen))
 		return count(skb, V_UDP_CHECKSUM);
+	if (port)
+		return relay(skb, cfg, &h, v4, port, dlen);
 
 	// Nothing has been changed so far: a refusal below leaves the packet as it came.
 	if (bpf_skb_adjust_room(skb, -(__s32)(sizeof(struct iphdr) + sizeof(struct udphdr)), BPF_ADJ_ROOM_MAC,

@@ -1,0 +1,225 @@
+// SPDX-License-Identifier: BSD-2-Clause
+// What the two fast-path programs share: their configuration, counters and
+// the refused destinations (maps the loader creates once and hands to both,
+// by name: agent/bpf/programs.ts), checksum folding, the originator and
+// prefix arithmetic of 6bed4 addresses, and the next hop towards a peer.
+//
+// The TypeScript engine (agent/router/engine.ts) stays the authority: a
+// program forwards a packet only when the engine would forward exactly that
+// packet to exactly that place, and otherwise returns it unchanged
+// (TC_ACT_UNSPEC) for the slow path. Every "not here" below is such a return.
+#ifndef SIXBED4_FASTPATH_BPF_H
+#define SIXBED4_FASTPATH_BPF_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define TUNNEL_MTU 1280
+#define ND_FIRST 133 // Router Solicitation
+#define ND_LAST 137  // Redirect
+#define NH_TCP 6
+#define NH_UDP 17
+#define NH_ICMPV6 58
+#define AF_INET 2
+
+// config.flags
+#define F_RELAY 1     // relays in the kernel (the refused table is complete)
+#define F_TO_PEERS 2  // kernel -> peers in the kernel
+#define F_TEST_RUN 4  // BPF_PROG_TEST_RUN: nothing is sent, the next hop is hop_* below, and to-peers frames come with an
+                      // Ethernet header (a test run always gives one; the TUN never does)
+
+// Filled by the loader (agent/bpf/programs.ts writes the same layout, 48 bytes).
+struct config {
+	__be32 bind_ipv4;  // where peers' datagrams arrive: the router's bind address, also the source of what it sends
+	__be16 bind_port;  // the router's bound UDP port, also the source port of what it sends
+	__u8 ttl;          // the IPv4 TTL the router's socket sends with (net.ipv4.ip_default_ttl)
+	__u8 pad;
+	__u8 prefix[8];    // the served /64
+	__u32 tun_ifindex; // the router's TUN: 0 means the fast path is off
+	__u32 uplink_ifindex; // where the programs send: a next hop elsewhere is the slow path's
+	__be32 own_ipv4;   // the router's own 6bed4 address's IPv4 and port (--advertise, else the bind address)
+	__be16 own_port;
+	__u16 flags;
+	__u8 hop_dmac[6];  // F_TEST_RUN only
+	__u8 hop_smac[6];
+	__u32 pad2;
+};
+
+struct counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+// Counter slots of both programs, one map; agent/bpf/programs.ts names them in the same order.
+enum verdict {
+	// From peers (uplink ingress, from-peers.bpf.c).
+	V_FAST = 0,        // decapsulated and handed to the kernel here
+	V_RELAY,           // relayed to another peer here
+	V_NOT_6BED4,       // not a UDP/IPv4 datagram to the router's address and port
+	V_IPV4_UNUSUAL,    // IP options, fragments, bad IPv4 checksum or length, GSO, martian source
+	V_UDP_CHECKSUM,    // UDP checksum not verified here (wrong, or the NIC's state unknown)
+	V_SOURCE_PORT_ZERO,
+	V_KEEPALIVE,       // empty datagram
+	V_SHORT,
+	V_OVERSIZE,
+	V_NOT_IPV6,
+	V_BAD_LENGTH,      // payload length does not match the datagram exactly
+	V_ND,
+	V_MULTICAST,
+	V_SPOOFED,
+	V_HOP_LIMIT,
+	V_BAD_DESTINATION, // a relay to a refused IPv4 (or to the router's IPv4 on another port)
+	V_RELAY_UNCHECKED, // a relay whose datagram had no UDP checksum to update (the router sends one)
+	V_NO_ROUTE,        // a relay whose next hop the FIB does not give here (no neighbour yet, another interface, MTU), or relays off
+	V_DECAP_FAILED,    // a helper refused (an older kernel): the packet is untouched
+	// To peers (the TUN's egress, to-peers.bpf.c).
+	T_FAST,            // encapsulated and sent to the peer here
+	T_NOT_IPV6,        // not an IPv6 packet, shorter than its header or its version not 6
+	T_OVERSIZE,        // over the tunnel MTU, or GSO
+	T_BAD_LENGTH,      // payload length does not match the packet exactly
+	T_ND,
+	T_MULTICAST,
+	T_OUTSIDE_PREFIX,
+	T_NOT_A_PEER,      // a port-0 (local) destination
+	T_BAD_DESTINATION, // the IPv4 inside is refused, or the router's own
+	T_SOURCE_IN_PREFIX, // a source in the /64 with a port word: the router decides
+	T_HOP_LIMIT,
+	T_NO_SHORTCUT,     // the outer checksum cannot be derived from the inner one (extension headers, other protocols)
+	T_NO_ROUTE,        // as V_NO_ROUTE
+	T_ENCAP_FAILED,
+	V_COUNT,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct config);
+} sixbed4_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, V_COUNT);
+	__type(key, __u32);
+	__type(value, struct counter);
+} sixbed4_counts SEC(".maps");
+
+// The IPv4 destinations the router never sends to (agent/router/refused.ts), as
+// prefixes: one lookup answers, whatever their number (a search over ranges
+// would branch per step, and the verifier walks every branch). The loader adds
+// a new set's prefixes before it removes the old set's, so no packet meets a
+// table missing any refused address. More prefixes than the trie holds: the
+// loader puts 0.0.0.0/0 in, and every relay and send goes the slow way.
+#define REFUSED_MAX 4096
+struct refused_key {
+	__u32 prefixlen;
+	__be32 addr;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, REFUSED_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct refused_key);
+	__type(value, __u32);
+} sixbed4_refused SEC(".maps");
+
+static __always_inline struct config *config_of(void)
+{
+	__u32 key = 0;
+	return bpf_map_lookup_elem(&sixbed4_config, &key);
+}
+
+// Bytes: of the IPv4 packet for packets left to the slow path, of the IPv6 packet for forwarded ones (as the engine counts).
+static __always_inline void count_bytes(__u32 v, __u32 bytes)
+{
+	struct counter *c = bpf_map_lookup_elem(&sixbed4_counts, &v);
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+static __always_inline __u16 fold(__u64 s)
+{
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)s;
+}
+
+static __always_inline int in_prefix(const __u8 *a, const __u8 *p)
+{
+	return ((const __u32 *)a)[0] == ((const __u32 *)p)[0] && ((const __u32 *)a)[1] == ((const __u32 *)p)[1];
+}
+
+// The IPv4 (network order) and port (network order) inside a 6bed4 address (6bed4-wire.md).
+static __always_inline __be32 address_ipv4(const __u8 *a)
+{
+	__u8 b[4] = { (__u8)((a[8] & 0xfc) | (a[14] >> 6)), a[9], a[10], a[11] };
+	return *(__be32 *)b;
+}
+static __always_inline __be16 address_port(const __u8 *a)
+{
+	return *(const __be16 *)&a[12];
+}
+
+// True when the engine refuses to send to v4 (network order).
+static __always_inline int refused(__be32 v4)
+{
+	struct refused_key key = { 32, v4 };
+	return bpf_map_lookup_elem(&sixbed4_refused, &key) != NULL;
+}
+
+// The Ethernet header towards dst from src: the FIB's answer, as the router's socket would get it. 0 when the next
+// hop is not on the uplink, needs a neighbour lookup first, or the packet would not fit; the slow path then sends
+// it (and the kernel resolves the neighbour). The helper answers only where IPv4 forwarding is on for the uplink,
+// even for an egress lookup: the loader turns relays and to-peers off where it is not (fastpath.ts).
+static __always_inline int next_hop(struct __sk_buff *skb, struct config *cfg, __be32 src, __be32 dst, __u16 ip_len, struct ethhdr *eth)
+{
+	if (cfg->flags & F_TEST_RUN) {
+		__builtin_memcpy(eth->h_dest, cfg->hop_dmac, ETH_ALEN);
+		__builtin_memcpy(eth->h_source, cfg->hop_smac, ETH_ALEN);
+		eth->h_proto = bpf_htons(ETH_P_IP);
+		return 1;
+	}
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET;
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.tot_len = ip_len;
+	fib.ifindex = cfg->uplink_ifindex;
+	fib.ipv4_src = src;
+	fib.ipv4_dst = dst;
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT) != BPF_FIB_LKUP_RET_SUCCESS ||
+	    fib.ifindex != cfg->uplink_ifindex)
+		return 0;
+	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IP);
+	return 1;
+}
+
+// The outer IPv4 header the router's socket sends with: no options, DF (path MTU discovery), ID 0 (an
+// unconnected socket's DF datagrams), TOS 0, the host's default TTL.
+static __always_inline void outer_ipv4(struct iphdr *ip, struct config *cfg, __be32 dst, __u16 ip_len)
+{
+	__builtin_memset(ip, 0, sizeof(*ip));
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->tot_len = bpf_htons(ip_len);
+	ip->frag_off = bpf_htons(0x4000);
+	ip->ttl = cfg->ttl;
+	ip->protocol = IPPROTO_UDP;
+	ip->saddr = cfg->bind_ipv4;
+	ip->daddr = dst;
+	ip->check = ~fold(bpf_csum_diff(0, 0, (__be32 *)ip, sizeof(*ip), 0)) & 0xffff;
+}
+
+#endif

@@ -1,0 +1,251 @@
+// The fast path's two programs (from-peers.bpf.c on the uplink's ingress,
+// to-peers.bpf.c on the TUN's egress; `npm run build:bpf` compiles them next to
+// this module in dist/) and the maps they share (fastpath.bpf.h): their
+// configuration, the refused destinations, counters, test runs and attaching.
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { bpfSyscalls, native } from '../io/native.js';
+import { mergeRanges, type IPv4Range } from '../router/refused.js';
+import { BPF_F_NO_PREALLOC, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_LPM_TRIE, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_PROG_TYPE_SCHED_CLS, loadProgram, MapSet } from './object.js';
+
+/** Where the build puts the objects (next to this module in dist/). */
+export const FROM_PEERS_OBJECT = fileURLToPath(new URL('./from-peers.bpf.o', import.meta.url));
+export const TO_PEERS_OBJECT = fileURLToPath(new URL('./to-peers.bpf.o', import.meta.url));
+
+/**
+ * Counter slots, in the order of enum verdict in fastpath.bpf.h: first the from-peers program's, then the to-peers
+ * program's. Names follow the engine's drop reasons where they match.
+ */
+export const FROM_PEERS_VERDICTS = [
+  'fast',              // decapsulated and handed to the kernel by the program
+  'relay',             // relayed to another peer by the program
+  'not_6bed4',         // not a UDP/IPv4 datagram to the router's address and port
+  'ipv4_unusual',      // IP options, fragments, bad IPv4 checksum or length, GSO, martian source
+  'udp_checksum',      // UDP checksum not verified by the program
+  'source_port_zero',
+  'keepalive',
+  'short',
+  'oversize',
+  'not_ipv6',
+  'bad_length',        // payload length does not match the datagram exactly
+  'nd',
+  'multicast',
+  'spoofed',
+  'hop_limit',
+  'bad_destination',   // a relay to a refused IPv4, or to the router's IPv4 on another port
+  'relay_unchecked',   // a relay whose datagram came without a UDP checksum
+  'no_route',          // a relay whose next hop is not ready on the uplink (neighbour unresolved, another interface, MTU), or relays off
+  'decap_failed',      // the kernel refused a helper's request
+] as const;
+export const TO_PEERS_VERDICTS = [
+  'fast',              // encapsulated and sent to the peer by the program
+  'not_ipv6',
+  'oversize',          // over the tunnel MTU, or GSO
+  'bad_length',
+  'nd',
+  'multicast',
+  'outside_prefix',
+  'not_a_peer',        // a port-0 (local) destination
+  'bad_destination',   // a refused IPv4, or the router's own
+  'source_in_prefix',  // a source in the /64 with a port word: the router decides
+  'hop_limit',
+  'no_shortcut',       // extension headers or another upper layer: the outer checksum would need the whole payload
+  'no_route',          // as for relays
+  'encap_failed',
+] as const;
+export type FromPeersVerdict = typeof FROM_PEERS_VERDICTS[number];
+export type ToPeersVerdict = typeof TO_PEERS_VERDICTS[number];
+type Counts = { packets: number; bytes: number };
+export interface FastPathCounters {
+  fromPeers: Record<FromPeersVerdict, Counts>;
+  toPeers: Record<ToPeersVerdict, Counts>;
+}
+
+/** tc return codes (linux/pkt_cls.h). UNSPEC: tcx goes on to the next program, then the stack. */
+export const TC_ACT_UNSPEC = -1;
+export const TC_ACT_SHOT = 2;
+export const TC_ACT_REDIRECT = 7;
+/** enum bpf_attach_type BPF_TCX_INGRESS/EGRESS (Linux 6.6): newer than Debian's linux-libc-dev 6.1 headers, so defined here. */
+export const BPF_TCX_INGRESS = 46;
+export const BPF_TCX_EGRESS = 47;
+
+// config.flags (fastpath.bpf.h)
+const F_RELAY = 1, F_TO_PEERS = 2, F_TEST_RUN = 4;
+
+export interface ProgramsConfig {
+  /** The address and port the router's sockets are bound to: where peers' datagrams arrive, and what it sends from. */
+  bindIPv4: number;
+  bindPort: number;
+  /** The router's own 6bed4 address's IPv4 and port (--advertise, else the bind address and port). */
+  ownIPv4: number;
+  ownPort: number;
+  /** The served /64 (16 bytes; the first 8 are used). */
+  prefix: Uint8Array;
+  /** The IPv4 TTL of what the router's socket sends (net.ipv4.ip_default_ttl). */
+  ttl: number;
+  /** The router's TUN interface; 0 turns both programs off (everything to the slow path, nothing counted). */
+  tunIfindex: number;
+  /** The interface peers' datagrams arrive on and the programs send by. */
+  uplinkIfindex: number;
+  /** Whether to-peers sends (default true); false leaves every packet from the kernel to the router. */
+  toPeers?: boolean;
+  /** Whether from-peers relays (default true); false leaves relays to the router. */
+  relay?: boolean;
+  /**
+   * Test runs (BPF_PROG_TEST_RUN) only: nothing is sent, so no FIB lookup is made and the next hop is these MACs;
+   * to-peers frames then come with an Ethernet header, as a test run always gives one.
+   */
+  testRun?: { dmac: Uint8Array; smac: Uint8Array };
+}
+
+const CONFIG_SIZE = 48;
+const COUNTER_SIZE = 16;
+const REFUSED_MAX = 4096;
+const VERDICTS = FROM_PEERS_VERDICTS.length + TO_PEERS_VERDICTS.length;
+
+const MAPS = {
+  sixbed4_config: { type: BPF_MAP_TYPE_ARRAY, keySize: 4, valueSize: CONFIG_SIZE, maxEntries: 1 },
+  sixbed4_counts: { type: BPF_MAP_TYPE_PERCPU_ARRAY, keySize: 4, valueSize: COUNTER_SIZE, maxEntries: VERDICTS },
+  sixbed4_refused: { type: BPF_MAP_TYPE_LPM_TRIE, keySize: 8, valueSize: 4, maxEntries: REFUSED_MAX, flags: BPF_F_NO_PREALLOC },
+  sixbed4_scratch: { type: BPF_MAP_TYPE_PERCPU_ARRAY, keySize: 4, valueSize: 512, maxEntries: 1 },
+};
+
+export class FastPathPrograms {
+  private readonly maps = new MapSet(MAPS);
+  readonly fromPeersFd: number;
+  readonly toPeersFd: number;
+  private readonly cpus = possibleCpus();
+  private readonly links: number[] = [];
+  /** The refused prefixes in the trie now, as 'address/length'. */
+  private refusedNow = new Set<string>();
+  private closed = false;
+
+  /** Loads both programs (configured off). Throws with the verifier's reason when the kernel refuses one. */
+  constructor(objects = { fromPeers: FROM_PEERS_OBJECT, toPeers: TO_PEERS_OBJECT }) {
+    let from = -1;
+    try {
+      from = loadProgram(objects.fromPeers, 'tc', BPF_PROG_TYPE_SCHED_CLS, 'sixbed4_from_pe', this.maps);
+      this.toPeersFd = loadProgram(objects.toPeers, 'tc', BPF_PROG_TYPE_SCHED_CLS, 'sixbed4_to_peer', this.maps);
+      this.fromPeersFd = from;
+    } catch (err) {
+      if (from >= 0) native.close(from);
+      this.maps.close();
+      throw err;
+    }
+  }
+
+  configure(c: ProgramsConfig): void {
+    const v = new Uint8Array(CONFIG_SIZE), d = new DataView(v.buffer);
+    d.setUint32(0, c.bindIPv4 >>> 0, false); // network order, as in the packet
+    d.setUint16(4, c.bindPort, false);
+    v[6] = c.ttl;
+    v.set(c.prefix.subarray(0, 8), 8);
+    d.setUint32(16, c.tunIfindex, true);
+    d.setUint32(20, c.uplinkIfindex, true);
+    d.setUint32(24, c.ownIPv4 >>> 0, false);
+    d.setUint16(28, c.ownPort, false);
+    d.setUint16(30, (c.relay === false ? 0 : F_RELAY) | (c.toPeers === false ? 0 : F_TO_PEERS) | (c.testRun ? F_TEST_RUN : 0), true);
+    if (c.testRun) { v.set(c.testRun.dmac.subarray(0, 6), 32); v.set(c.testRun.smac.subarray(0, 6), 38); }
+    bpfSyscalls.mapUpdate(this.maps.fd('sixbed4_config'), new Uint8Array(4), v);
+  }
+
+  /**
+   * The destinations the engine refuses (refused.ts), as the programs see them: the new set's prefixes go in before
+   * the old set's others come out, so no packet meets a table missing any refused address. More prefixes than the
+   * trie holds: 0.0.0.0/0 alone, which sends every relay and send the slow way.
+   */
+  setRefused(ranges: readonly IPv4Range[]): void {
+    let next = new Set(mergeRanges(ranges).flatMap(rangePrefixes).map(([a, len]) => `${a}/${len}`));
+    if (next.size > REFUSED_MAX) next = new Set(['0/0']);
+    const fd = this.maps.fd('sixbed4_refused');
+    const key = (p: string) => {
+      const [a, len] = p.split('/').map(Number) as [number, number];
+      const k = new Uint8Array(8), v = new DataView(k.buffer);
+      v.setUint32(0, len, true); v.setUint32(4, a >>> 0, false); // the address in network order
+      return k;
+    };
+    for (const p of next) if (!this.refusedNow.has(p)) bpfSyscalls.mapUpdate(fd, key(p), new Uint8Array(4));
+    for (const p of this.refusedNow) if (!next.has(p)) bpfSyscalls.mapDelete(fd, key(p));
+    this.refusedNow = next;
+  }
+
+  /** Runs a program on one frame in the kernel (BPF_PROG_TEST_RUN): nothing is sent or redirected. */
+  run(prog: 'fromPeers' | 'toPeers', frame: Uint8Array): { retval: number; out: Uint8Array } {
+    const out = new Uint8Array(frame.length + 64);
+    const r = bpfSyscalls.progTestRun(prog === 'fromPeers' ? this.fromPeersFd : this.toPeersFd, frame, out);
+    return { retval: r.retval, out: out.subarray(0, r.size) };
+  }
+
+  /** The counters summed over CPUs. */
+  counters(): FastPathCounters {
+    const buf = new Uint8Array(COUNTER_SIZE * this.cpus), d = new DataView(buf.buffer), key = new Uint8Array(4);
+    const read = (slot: number): Counts => {
+      new DataView(key.buffer).setUint32(0, slot, true);
+      bpfSyscalls.mapLookup(this.maps.fd('sixbed4_counts'), key, buf);
+      let packets = 0, bytes = 0;
+      for (let c = 0; c < this.cpus; c++) {
+        packets += Number(d.getBigUint64(c * COUNTER_SIZE, true));
+        bytes += Number(d.getBigUint64(c * COUNTER_SIZE + 8, true));
+      }
+      return { packets, bytes };
+    };
+    const fromPeers = {} as FastPathCounters['fromPeers'], toPeers = {} as FastPathCounters['toPeers'];
+    FROM_PEERS_VERDICTS.forEach((name, i) => { fromPeers[name] = read(i); });
+    TO_PEERS_VERDICTS.forEach((name, i) => { toPeers[name] = read(FROM_PEERS_VERDICTS.length + i); });
+    return { fromPeers, toPeers };
+  }
+
+  /** Zeroes the counters (after the load-time self-test, whose packets are not traffic). */
+  resetCounters(): void {
+    const zero = new Uint8Array(COUNTER_SIZE * this.cpus), key = new Uint8Array(4);
+    for (let i = 0; i < VERDICTS; i++) {
+      new DataView(key.buffer).setUint32(0, i, true);
+      bpfSyscalls.mapUpdate(this.maps.fd('sixbed4_counts'), key, zero);
+    }
+  }
+
+  /**
+   * Attaches from-peers to the uplink's ingress and to-peers to the TUN's egress, through tcx links (Linux 6.6+).
+   * A link lives as long as its fd: when this process ends, however it ends, the kernel detaches the programs.
+   */
+  attach(uplinkIfindex: number, tunIfindex: number): void {
+    this.links.push(bpfSyscalls.linkCreate(this.fromPeersFd, uplinkIfindex, BPF_TCX_INGRESS));
+    this.links.push(bpfSyscalls.linkCreate(this.toPeersFd, tunIfindex, BPF_TCX_EGRESS));
+  }
+
+  /** Detaches (closes the links) and releases the programs and their maps. Idempotent. */
+  close(): void {
+    for (const fd of this.links.splice(0)) native.close(fd);
+    if (this.closed) return;
+    this.closed = true;
+    native.close(this.fromPeersFd);
+    native.close(this.toPeersFd);
+    this.maps.close();
+  }
+}
+
+/** The fewest prefixes [address, length] that cover exactly the range. */
+export function rangePrefixes(r: IPv4Range): [number, number][] {
+  const out: [number, number][] = [];
+  let start = r.start;
+  while (start <= r.end) {
+    // The largest block aligned at start that does not pass the end.
+    let len = 32;
+    while (len > 0) {
+      const size = 2 ** (33 - len);
+      if (start % size !== 0 || start + size - 1 > r.end) break;
+      len--;
+    }
+    out.push([start, len]);
+    start += 2 ** (32 - len);
+  }
+  return out;
+}
+
+/** The number of possible CPUs: per-CPU map values hold one slot for each. */
+export function possibleCpus(): number {
+  const text = readFileSync('/sys/devices/system/cpu/possible', 'utf8').trim();
+  const last = /(\d+)$/.exec(text);
+  if (!last) throw new Error(`cannot read the possible CPUs from /sys/devices/system/cpu/possible ('${text}')`);
+  return Number(last[1]) + 1;
+}

@@ -1,0 +1,130 @@
+// SPDX-License-Identifier: BSD-2-Clause
+// The 6bed4 router's fast path for packets the kernel routes to peers, on the
+// egress of the router's TUN interface (tcx).
+//
+// An IPv6 packet the TypeScript engine (agent/router/engine.ts, fromKernel)
+// would send to the peer whose IPv4:port its destination carries gets that
+// hop limit decrement, the outer IPv4 and UDP headers the router's socket
+// would give it, and an Ethernet header towards the FIB's next hop, and leaves
+// by the uplink at once: no TUN queue, no read by the router, no sendmmsg.
+//
+// Everything else returns TC_ACT_UNSPEC unchanged and goes into the TUN for
+// the router: ND, local (port-0) and refused destinations, sources in the /64
+// with a port word, hop limits about to run out (the router answers those),
+// GSO, extension headers, a next hop that needs a neighbour lookup first.
+//
+// The outer UDP checksum is derived from the inner packet's own checksum
+// ("local checksum offload", as the kernel's UDP tunnels do): for TCP, UDP
+// and ICMPv6 without extension headers the inner checksum makes the sum over
+// the whole inner packet a function of its first 8 bytes alone, so no pass
+// over the payload is needed. That holds too for a packet whose inner
+// checksum the sender left to the hardware (CHECKSUM_PARTIAL): the device
+// that sends it, or the kernel in its stead, completes the inner checksum,
+// and the outer one is already right for it.
+#include "fastpath.bpf.h"
+
+#define ENCAP (sizeof(struct iphdr) + sizeof(struct udphdr))
+
+static __always_inline int count(struct __sk_buff *skb, __u32 v, __u32 l3)
+{
+	count_bytes(v, skb->len - l3);
+	return TC_ACT_UNSPEC;
+}
+
+// The one's complement sum over the whole inner packet (hop limit already decremented), from its header: the
+// header's own sum plus the upper layer's, which is minus its pseudo-header's when the inner checksum is right.
+static __always_inline __u32 inner_sum(struct ipv6hdr *ip6)
+{
+	struct {
+		struct in6_addr src, dst;
+		__be32 len;
+		__u8 zero[3], nexthdr;
+	} pseudo = { ip6->saddr, ip6->daddr, bpf_htonl(bpf_ntohs(ip6->payload_len)), {}, ip6->nexthdr };
+	__u16 upper = ~fold((__u32)bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), 0)) & 0xffff;
+	return (__u32)bpf_csum_diff(0, 0, (__be32 *)ip6, sizeof(*ip6), upper);
+}
+
+SEC("tc")
+int sixbed4_to_peers(struct __sk_buff *skb)
+{
+	struct config *cfg = config_of();
+	if (!cfg || !cfg->tun_ifindex || !(cfg->flags & F_TO_PEERS))
+		return TC_ACT_UNSPEC;
+	__u32 l3 = cfg->flags & F_TEST_RUN ? sizeof(struct ethhdr) : 0;
+	if (skb->protocol != bpf_htons(ETH_P_IPV6))
+		return count(skb, T_NOT_IPV6, l3);
+	__u32 len = skb->len - l3;
+	// The TUN's MTU is the tunnel's: a GSO packet would be segmented after this point, into packets for the router.
+	if (len > TUNNEL_MTU || skb->gso_segs > 1)
+		return count(skb, T_OVERSIZE, l3);
+	struct ipv6hdr ip6;
+	if (len < sizeof(ip6) || bpf_skb_load_bytes(skb, l3, &ip6, sizeof(ip6)) < 0 || ip6.version != 6)
+		return count(skb, T_NOT_IPV6, l3);
+	if (sizeof(ip6) + bpf_ntohs(ip6.payload_len) != len)
+		return count(skb, T_BAD_LENGTH, l3);
+	// The engine's order (fromKernel).
+	__u8 l4[8] = {};
+	if (len >= sizeof(ip6) + sizeof(l4) && bpf_skb_load_bytes(skb, l3 + sizeof(ip6), l4, sizeof(l4)) < 0)
+		return count(skb, T_NOT_IPV6, l3);
+	if (ip6.nexthdr == NH_ICMPV6 && len > sizeof(ip6)) {
+		if (len < sizeof(ip6) + sizeof(l4) && bpf_skb_load_bytes(skb, l3 + sizeof(ip6), l4, 1) < 0)
+			return count(skb, T_NOT_IPV6, l3);
+		if (l4[0] >= ND_FIRST && l4[0] <= ND_LAST)
+			return count(skb, T_ND, l3);
+	}
+	const __u8 *dst = ip6.daddr.s6_addr, *src = ip6.saddr.s6_addr;
+	if (dst[0] == 0xff)
+		return count(skb, T_MULTICAST, l3);
+	if (!in_prefix(dst, cfg->prefix))
+		return count(skb, T_OUTSIDE_PREFIX, l3);
+	__be16 port = address_port(dst);
+	if (!port)
+		return count(skb, T_NOT_A_PEER, l3);
+	__be32 v4 = address_ipv4(dst);
+	if (v4 == cfg->own_ipv4 || refused(v4))
+		return count(skb, T_BAD_DESTINATION, l3);
+	// The router lets only its own ICMPv6 out with such a source; it decides.
+	if (in_prefix(src, cfg->prefix) && address_port(src))
+		return count(skb, T_SOURCE_IN_PREFIX, l3);
+	if (ip6.hop_limit <= 1)
+		return count(skb, T_HOP_LIMIT, l3);
+	// The outer checksum from the inner one: only for upper layers whose checksum covers the IPv6 pseudo-header
+	// and follows the fixed header at once. A UDP checksum of 0 is not valid over IPv6 and proves nothing.
+	if (!(ip6.nexthdr == NH_TCP && len >= sizeof(ip6) + 20) && !(ip6.nexthdr == NH_ICMPV6 && len >= sizeof(ip6) + 4) &&
+	    !(ip6.nexthdr == NH_UDP && len >= sizeof(ip6) + 8 && (l4[6] | l4[7])))
+		return count(skb, T_NO_SHORTCUT, l3);
+
+	__u16 ip_len = ENCAP + len;
+	struct ethhdr eth;
+	if (!next_hop(skb, cfg, cfg->bind_ipv4, v4, ip_len, &eth))
+		return count(skb, T_NO_ROUTE, l3);
+	ip6.hop_limit--;
+	struct iphdr ip;
+	outer_ipv4(&ip, cfg, v4, ip_len);
+	struct udphdr udp = { .source = cfg->bind_port, .dest = port, .len = bpf_htons(ip_len - sizeof(ip)) };
+	struct {
+		__be32 saddr, daddr;
+		__u8 zero, proto;
+		__be16 len;
+	} pseudo = { ip.saddr, ip.daddr, 0, IPPROTO_UDP, udp.len };
+	__u32 sum = bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), inner_sum(&ip6));
+	__u16 check = ~fold((__u32)bpf_csum_diff(0, 0, (__be32 *)&udp, sizeof(udp), sum)) & 0xffff;
+	udp.check = check ? check : 0xffff; // 0 means "no checksum" over IPv4
+
+	// Room for the outer headers in front (protocol becomes IPv4); nothing has changed if the kernel refuses.
+	if (bpf_skb_adjust_room(skb, ENCAP, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP) < 0)
+		return count(skb, T_ENCAP_FAILED, l3);
+	// The TUN gives no link-layer header; the uplink needs one.
+	if ((!l3 && bpf_skb_change_head(skb, sizeof(eth), 0) < 0) ||
+	    bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, sizeof(eth), &ip, sizeof(ip), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, sizeof(eth) + sizeof(ip), &udp, sizeof(udp), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, sizeof(eth) + ENCAP + offsetof(struct ipv6hdr, hop_limit), &ip6.hop_limit, 1, 0) < 0) {
+		count_bytes(T_ENCAP_FAILED, len);
+		return TC_ACT_SHOT; // half rewritten: nothing can forward it as it came
+	}
+	count_bytes(T_FAST, len);
+	return bpf_redirect(cfg->uplink_ifindex, 0);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
