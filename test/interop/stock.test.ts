@@ -1,0 +1,154 @@
+// Interoperability with the stock 6bed4 C implementation (test/stock/6bed4, built by test/helpers/stock6bed4.ts) in
+// the lab's reference topology: the stock peer behind a NAT against our router (also with the in-kernel fast path),
+// the stock peer and ours (each behind its own NAT) reaching each other through our router, and our peer against
+// the stock router. Each scenario builds its own namespaces; everything goes with them, also on failure, and a
+// failing assertion carries what the stock programs printed.
+import test, { type ExecutionContext } from 'ava';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
+import { addSecondNat, NAT_D } from '../../agent/lab/second-nat.js';
+import type { Netns } from '../../agent/lab/netns.js';
+import type { Proc } from '../../agent/lab/proc.js';
+import { ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { findSystemTool, systemTool } from '../../agent/host/tools.js';
+import { addressIPv4, addressPort, makeAddress } from '../../agent/protocol/address.js';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { buildStock, startStockPeer, startStockRouter, STOCK_TUN, stockOutput, stockSkipReason } from '../helpers/stock6bed4.js';
+
+const METRICS = '127.0.0.1:9464';
+const ROUTER_ARGS = ['--prefix', TOPO.prefix, '--listen', TOPO.routerV4, '--metrics', METRICS];
+const FAST = 'sixbed4_router_packets_total{direction="udp_to_tun",path="fast"}';
+const prefix = parsePrefix64(TOPO.prefix);
+/** Our router's own 6bed4 address (lanip 0 of its listen IPv4:port): the source of its Time Exceeded. */
+const ROUTER_6BED4 = formatIPv6(makeAddress(prefix.bytes, parseIPv4(TOPO.routerV4), 25790, 0));
+
+const fastSkip = findSystemTool('ethtool') ? null : 'needs ethtool (the NAT\'s wire must carry full UDP checksums for the fast path)';
+const titled = (reason: string | null) => (name: string) => (reason ? `${name} (skipped: ${reason})` : name);
+const serial = stockSkipReason ? test.serial.skip : test.serial;
+const title = titled(stockSkipReason);
+const serialFast = (stockSkipReason ?? fastSkip) ? test.serial.skip : test.serial;
+const titleFast = titled(stockSkipReason ?? fastSkip);
+
+/** A fresh reference topology for one test, destroyed (namespaces and every process in them) when it ends. */
+async function labFor(t: ExecutionContext, tag: string): Promise<Topology> {
+  const topo = await buildTopology({ tag });
+  t.teardown(() => topo.destroy());
+  return topo;
+}
+
+/**
+ * The one global address on ns's dev, once there is one; gives up when proc exits. The error carries `why()` (the
+ * stock programs' output).
+ */
+async function globalAddress(ns: Netns, dev: string, proc: Proc, why: () => string, timeoutMs = 20_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const links = await ns.json<{ addr_info?: { local: string; scope: string }[] }[]>(['-6', 'addr', 'show', 'dev', dev]).catch(() => []);
+    const global = links.flatMap((l) => l.addr_info ?? []).filter((a) => a.scope === 'global').map((a) => a.local);
+    if (global.length > 0) return global[0]!;
+    if (Date.now() > deadline || !proc.running) throw new Error(`${ns.name}: no global address on ${dev} (${proc.running ? `after ${timeoutMs} ms` : 'it exited'})\n${why()}`);
+    await sleep(100);
+  }
+}
+
+/** The NAT's public mapping (IPv4:port) of inside[:port] towards the router's 6bed4 port, from its connection tracking table. */
+async function natMapping(nat: Netns, inside: string, port?: number): Promise<{ v4: string; port: number }> {
+  const out = await nat.run([systemTool('conntrack'), '-L', '-p', 'udp', '-s', inside, ...(port ? ['--sport', String(port)] : []),
+    '-d', TOPO.routerV4, '--dport', '25790']);
+  // Original tuple, then the reply tuple: src=<router> dst=<public v4> sport=25790 dport=<public port>.
+  const m = /src=\S+ dst=\S+ sport=\d+ dport=\d+ .*?src=\S+ dst=(\S+) sport=\d+ dport=(\d+)/.exec(out);
+  if (!m) throw new Error(`no NAT mapping of ${inside}:${port} towards ${TOPO.routerV4}: ${out}`);
+  return { v4: m[1]!, port: Number(m[2]) };
+}
+
+/** Stock peer A behind the lab's NAT, against whatever router runs at TOPO.routerV4; resolves with its address. */
+async function stockPeerA(topo: Topology, procs: Record<string, Proc | undefined>): Promise<{ proc: Proc; port: number; address: string }> {
+  const bin = await buildStock(TOPO.routerV4);
+  const { proc, port } = await startStockPeer(topo.peers.A, bin, TOPO.routerV4);
+  procs['stock 6bed4peer'] = proc;
+  return { proc, port, address: await globalAddress(topo.peers.A, STOCK_TUN, proc, () => stockOutput(procs)) };
+}
+
+/** Scenario a (also with the fast path): address = public NAT mapping; pings both ways; hop limit expiry. */
+async function stockPeerAgainstOurRouter(t: ExecutionContext, topo: Topology, router: Proc): Promise<{ address: string; why: () => string }> {
+  const procs: Record<string, Proc | undefined> = { 'our router': router };
+  const why = () => stockOutput(procs);
+  const peer = await stockPeerA(topo, procs);
+  const mapping = await natMapping(topo.nat, TOPO.peerAV4, peer.port);
+  t.is(mapping.v4, TOPO.natV4, 'the NAT maps the stock peer to its public IPv4');
+  const expected = formatIPv6(makeAddress(prefix.bytes, parseIPv4(mapping.v4), mapping.port, 1));
+  t.is(peer.address, expected, `the stock peer's address is its public mapping ${mapping.v4}:${mapping.port} (lanip 1)\n${why()}`);
+  const a = parseIPv6(peer.address);
+  t.is(formatIPv4(addressIPv4(a, 0)), TOPO.natV4);
+  t.is(addressPort(a, 0), mapping.port);
+  for (const [from, to] of [[topo.peers.A, TOPO.ispV6], [topo.isp, peer.address]] as const) {
+    const r = await ping6(from, to, { count: 3 });
+    t.is(r.received, 3, `${from.name} -> ${to}\n${r.output}\n${why()}`);
+  }
+  // The stock peer takes one off the hop limit itself (and drops what it would send with 1): 2 reaches our router as 1.
+  const hop = await ping6(topo.peers.A, TOPO.ispV6, { count: 1, hops: 2 });
+  t.regex(hop.output, new RegExp(`From ${ROUTER_6BED4}.*Time exceeded`), `${hop.output}\n${why()}`);
+  return { address: peer.address, why };
+}
+
+serial(title('a. stock peer behind a NAT -> our router: its address is its public NAT mapping; pings to and from the ISP; Time Exceeded from our router'), async (t) => {
+  const topo = await labFor(t, 'stk-a');
+  const router = await startRouterIn(topo.router, ROUTER_ARGS);
+  await stockPeerAgainstOurRouter(t, topo, router);
+});
+
+serial(title('b. stock peer and our peer, each behind its own NAT: pings both ways (through our router)'), async (t) => {
+  const topo = await labFor(t, 'stk-b');
+  const d = await addSecondNat(topo);
+  t.teardown(() => d.destroy());
+  const router = await startRouterIn(topo.router, ROUTER_ARGS);
+  const procs: Record<string, Proc | undefined> = { 'our router': router };
+  const why = () => stockOutput(procs);
+  const [stock, ours] = await Promise.all([stockPeerA(topo, procs), startPeerIn(d.peer, ['--router', TOPO.routerV4])]);
+  procs['our peer'] = ours.proc;
+  t.is(formatIPv4(addressIPv4(parseIPv6(ours.address), 0)), NAT_D.natV4, 'our peer sits behind the second NAT');
+  for (const [from, to] of [[topo.peers.A, ours.address], [d.peer, stock.address]] as const) {
+    const r = await ping6(from, to, { count: 3 });
+    t.is(r.received, 3, `${from.name} -> ${to}\n${r.output}\n${why()}`);
+  }
+  // The stock peer never goes direct: everything it tunnels goes to its compiled-in router.
+  const sent = [...stock.proc.output().matchAll(/Sending IPv6-UDP-IPv4 to (\S+),/g)].map((m) => m[1]);
+  t.true(sent.length >= 6, why());
+  t.deepEqual([...new Set(sent)], [`${TOPO.routerV4}:25790`], why());
+});
+
+serial(title('c. our peer -> the stock router (its /64 routed into its tunnel by hand): the address of its NAT mapping, pings to and from the ISP and to another of our peers'), async (t) => {
+  const topo = await labFor(t, 'stk-c');
+  const bin = await buildStock(TOPO.routerV4);
+  const router = await startStockRouter(topo.router, bin, TOPO.routerV4, TOPO.prefix);
+  const procs: Record<string, Proc | undefined> = { 'stock 6bed4router': router };
+  const why = () => stockOutput(procs);
+  const [ours, other] = await Promise.all([topo.peers.A, topo.peers.B].map((ns) =>
+    startPeerIn(ns, ['--router', TOPO.routerV4, '--default-route']).catch((err: Error) => { throw new Error(`${err.message}\n${why()}`); })));
+  procs['our peer A'] = ours!.proc;
+  procs['our peer B'] = other!.proc;
+  const mapping = await natMapping(topo.nat, TOPO.peerAV4);
+  t.is(mapping.v4, TOPO.natV4);
+  t.is(ours!.address, formatIPv6(makeAddress(prefix.bytes, parseIPv4(mapping.v4), mapping.port, 1)),
+    `our peer's address is its public mapping ${mapping.v4}:${mapping.port} (lanip 1)\n${why()}`);
+  // A and B share a NAT that does not hairpin: between them everything goes through the stock router.
+  for (const [from, to] of [[topo.peers.A, TOPO.ispV6], [topo.isp, ours!.address], [topo.peers.A, other!.address], [topo.peers.B, ours!.address]] as const) {
+    const r = await ping6(from, to, { count: 3 });
+    t.is(r.received, 3, `${from.name} -> ${to}\n${r.output}\n${why()}`);
+  }
+});
+
+serialFast(titleFast('d. as a., with our router\'s fast path on: the same answers, and the stock peer\'s pings to the ISP go through the fast path'), async (t) => {
+  const topo = await labFor(t, 'stk-d');
+  // The NAT's wire must carry full UDP checksums, as from a real NIC (see test/e2e/fastpath.test.ts).
+  await topo.nat.run([systemTool('ethtool'), '-K', TOPO.natWanIf, 'tx', 'off']);
+  const router = await startRouterIn(topo.router, [...ROUTER_ARGS, '--fast-path', 'on']);
+  t.regex(router.output(), /fast path on/);
+  const { why } = await stockPeerAgainstOurRouter(t, topo, router);
+  const before = (await scrape(topo.router, METRICS)).get(FAST) ?? 0;
+  const r = await ping6(topo.peers.A, TOPO.ispV6, { count: 5 });
+  t.is(r.received, 5, `${r.output}\n${why()}`);
+  const after = (await scrape(topo.router, METRICS)).get(FAST) ?? 0;
+  t.log(`fast path counter before/after the stock peer's 5 echo requests: ${before} / ${after}`);
+  t.is(after - before, 5, `the fast path counted the stock peer's 5 echo requests (${before} -> ${after})\n${why()}`);
+});
