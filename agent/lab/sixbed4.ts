@@ -3,13 +3,15 @@
 import { fileURLToPath } from 'node:url';
 import type { Netns } from './netns.js';
 import type { Proc } from './proc.js';
+import { routerArgs } from './fast-path.js';
 
 /** The compiled CLI entry point (dist/agent/cli/main.js). */
 export const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
-/** Runs `sixbed4 ARGS` in ns, with readable logs. */
+/** Runs `sixbed4 ARGS` in ns, with readable logs (a router with the lab's fast path: fast-path.ts). */
 export function spawnSixbed4(ns: Netns, args: string[]): Proc {
-  return ns.spawn([process.execPath, CLI, ...args, '--log-format', 'text']);
+  const [command, ...rest] = args;
+  return ns.spawn([process.execPath, CLI, ...(command === 'router' ? ['router', ...routerArgs(rest)] : args), '--log-format', 'text']);
 }
 
 /** Runs `sixbed4 ARGS` in ns until it prints a line matching `re`; killed if it does not. */
@@ -23,7 +25,7 @@ async function spawnUntil(ns: Netns, args: string[], re: RegExp, timeoutMs: numb
   }
 }
 
-/** Starts a router and waits until it says it is ready. */
+/** Starts a router and waits until it says it is ready (with the lab's fast path: fast-path.ts). */
 export async function startRouterIn(ns: Netns, args: string[], timeoutMs = 10_000): Promise<Proc> {
   return (await spawnUntil(ns, ['router', ...args], /router ready/, timeoutMs)).proc;
 }

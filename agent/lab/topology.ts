@@ -24,6 +24,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { findSystemTool, systemTool } from '../host/tools.js';
 import { Netns, uniqueName } from './netns.js';
 import { veth } from './veth.js';
+import { labFastPath, nicLike } from './fast-path.js';
 
 /** Addresses and interface names of the reference topology. */
 export const TOPO = {
@@ -203,6 +204,10 @@ export async function buildTopology(opts: TopologyOptions): Promise<Topology> {
       );
     }
     await Promise.all(jobs);
+    if (labFastPath() && nat) {
+      await Promise.all([nicLike(nat, TOPO.natWanIf), nicLike(router, TOPO.routerWanIf),
+        router.sysctl(`net.ipv4.conf.${TOPO.routerWanIf}.forwarding`, 1)]);
+    }
 
     // In role order (creation order is whatever the parallel adds made it).
     const all = [isp, router, nat, peerA, peerB, peerC].filter((ns): ns is Netns => ns !== undefined);

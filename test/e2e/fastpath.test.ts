@@ -164,7 +164,7 @@ async function noTcObjects(t: { is: (a: unknown, b: unknown, m?: string) => void
  * ISP are counted by the router. A program left attached would take them (into a TUN that is gone).
  */
 async function slowPathOnly(t: { is: (a: unknown, b: unknown, m?: string) => void; deepEqual: (a: unknown, b: unknown, m?: string) => void }): Promise<void> {
-  lab.router = await startRouterIn(lab.topo.router, ROUTER_ARGS);
+  lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'off']);
   const d = await delta(async () => {
     const r = await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 3 });
     t.is(r.received, 3, r.output);

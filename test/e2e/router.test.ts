@@ -9,7 +9,7 @@ import { addressIPv4, addressLanip, addressPort, makeAddress } from '../../agent
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix64 } from '../../agent/protocol/ip.js';
 import { writeHeader } from '../../agent/protocol/ipv6.js';
 import { parseRouterAdvert } from '../../agent/protocol/nd.js';
-import { diff, drops, exchange, skipReason, title } from '../helpers/fixtures.js';
+import { diff, drops, exchange, skipReason, title, forwarded } from '../helpers/fixtures.js';
 
 interface Lab { topo: Topology; router: Proc; peers: Record<'A' | 'B' | 'C', { proc: Proc; address: string }>; }
 // Shared by the serial tests below (ava gives each test a copy of t.context, so a
@@ -64,7 +64,7 @@ serial(title('pings: peer to the native Internet, the Internet to peers, peer to
   ]);
   for (const r of results) t.is(r.received, r.sent, r.output);
   const after = await scrape(topo.router, METRICS);
-  const relayed = after.get('sixbed4_router_packets_total{direction="relay",path="slow"}')! - before.get('sixbed4_router_packets_total{direction="relay",path="slow"}')!;
+  const relayed = forwarded(after, 'relay') - forwarded(before, 'relay');
   t.is(relayed, 12, 'A<->B and C<->A: 3 requests + 3 replies each, all relayed over UDP');
 });
 

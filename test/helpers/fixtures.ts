@@ -36,3 +36,11 @@ export function diff(after: Record<string, number>, before: Record<string, numbe
   for (const k of Object.keys(after)) if (after[k] !== (before[k] ?? 0)) out[k] = after[k]! - (before[k] ?? 0);
   return out;
 }
+
+/**
+ * Packets forwarded in direction (udp_to_tun, tun_to_udp or relay), by the router process and the in-kernel fast
+ * path together: what the end-to-end assertions count, so that they hold in both of the suite's runs.
+ */
+export function forwarded(m: Map<string, number>, direction: 'udp_to_tun' | 'tun_to_udp' | 'relay'): number {
+  return (['slow', 'fast'] as const).reduce((sum, path) => sum + (m.get(`sixbed4_router_packets_total{direction="${direction}",path="${path}"}`) ?? 0), 0);
+}

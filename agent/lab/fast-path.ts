@@ -1,0 +1,28 @@
+// The lab with the router's in-kernel fast path: SIXBED4_LAB_FAST_PATH=on
+// (`npm test` runs the end-to-end suite once more so). Routers the lab starts
+// get --fast-path on, and the topology's wires are made as the fast path
+// needs them, as a real uplink is: full UDP checksums on what reaches the
+// router (the NAT's wan side) and on what it sends (its own uplink), and IPv4
+// forwarding on that uplink for the kernel's route lookup (agent/bpf/).
+import type { Netns } from './netns.js';
+import { systemTool } from '../host/tools.js';
+
+export function labFastPath(): boolean {
+  return process.env.SIXBED4_LAB_FAST_PATH === 'on';
+}
+
+/**
+ * `sixbed4 router` arguments with --fast-path auto added when the lab runs with the fast path and they say nothing
+ * about it: auto, because some routers the tests start cannot have it (one on a loopback address, one with
+ * --ndp-proxy, whose neighbour proxy learns live peers from the packets the fast path keeps from the router), and
+ * those run as ever. Tests that need it say --fast-path on.
+ */
+export function routerArgs(args: readonly string[]): string[] {
+  if (!labFastPath() || args.includes('--fast-path')) return [...args];
+  return [...args, '--fast-path', 'auto'];
+}
+
+/** Makes the wire ifname of ns as a NIC's: checksums complete on what it sends. */
+export async function nicLike(ns: Netns, ifname: string): Promise<void> {
+  await ns.run([systemTool('ethtool'), '-K', ifname, 'tx', 'off']);
+}
