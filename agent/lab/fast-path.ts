@@ -4,6 +4,7 @@
 // needs them, as a real uplink is: full UDP checksums on what reaches the
 // router (the NAT's wan side) and on what it sends (its own uplink), and IPv4
 // forwarding on that uplink for the kernel's route lookup (agent/bpf/).
+import { fileURLToPath } from 'node:url';
 import type { Netns } from './netns.js';
 import { systemTool } from '../host/tools.js';
 
@@ -25,4 +26,15 @@ export function routerArgs(args: readonly string[]): string[] {
 /** Makes the wire ifname of ns as a NIC's: checksums complete on what it sends. */
 export async function nicLike(ns: Netns, ifname: string): Promise<void> {
   await ns.run([systemTool('ethtool'), '-K', ifname, 'tx', 'off']);
+}
+
+/** How many programs are attached (tcx) to dev's ingress and egress in ns: what a router's fast path leaves there. */
+export async function attachedPrograms(ns: Netns, dev: string): Promise<{ ingress: number; egress: number }> {
+  const native = fileURLToPath(new URL('../io/native.js', import.meta.url)), programs = fileURLToPath(new URL('../bpf/programs.js', import.meta.url));
+  const js = `Promise.all([import(${JSON.stringify(native)}), import(${JSON.stringify(programs)})]).then(([n, p]) => {
+    const i = n.native.ifIndex(${JSON.stringify(dev)});
+    if (!i) throw new Error('no interface ${dev}');
+    console.log(JSON.stringify({ ingress: n.bpfSyscalls.progQuery(i, p.BPF_TCX_INGRESS), egress: n.bpfSyscalls.progQuery(i, p.BPF_TCX_EGRESS) }));
+  })`;
+  return JSON.parse(await ns.run([process.execPath, '--input-type=module', '-e', js])) as { ingress: number; egress: number };
 }

@@ -1,6 +1,6 @@
 /*
  * The bpf(2) commands the fast path needs (agent/bpf/): create maps, load a
- * program, read, write and delete map entries, run a program on a test packet
+ * program, read, write and delete map entries, count what is attached to a device, run a program on a test packet
  * (BPF_PROG_TEST_RUN) and attach it with a link. Raw system calls rather than
  * libbpf, so the runtime needs no library the image does not already carry;
  * the object file is read and relocated in TypeScript (agent/bpf/elf.ts).
@@ -287,6 +287,23 @@ static napi_value link_create(napi_env env, napi_callback_info info) {
   return make_int(env, link);
 }
 
+/* bpfProgQuery(ifindex, attachType) -> how many programs are attached there (tcx: the device's ingress or egress). */
+static napi_value prog_query(napi_env env, napi_callback_info info) {
+  S4_ARGS(2);
+  uint32_t ifindex, type;
+  if (s4_arg_u32(env, argv[0], "ifindex", UINT32_MAX, &ifindex) || s4_arg_u32(env, argv[1], "attachType", UINT32_MAX, &type))
+    return NULL;
+  union bpf_attr a;
+  memset(&a, 0, sizeof a);
+  a.query.target_fd = ifindex; /* target_ifindex in newer headers: the same field */
+  a.query.attach_type = type;
+  if (sys_bpf(BPF_PROG_QUERY, &a) < 0) {
+    s4_throw_errno(env, errno, "bpf(BPF_PROG_QUERY)");
+    return NULL;
+  }
+  return make_int(env, a.query.prog_cnt);
+}
+
 napi_status s4_init_bpf(napi_env env, napi_value exports) {
   napi_status s;
   if ((s = s4_export_fn(env, exports, "bpfMapCreate", map_create)) != napi_ok) return s;
@@ -294,6 +311,7 @@ napi_status s4_init_bpf(napi_env env, napi_value exports) {
   if ((s = s4_export_fn(env, exports, "bpfMapUpdate", map_update)) != napi_ok) return s;
   if ((s = s4_export_fn(env, exports, "bpfMapLookup", map_lookup)) != napi_ok) return s;
   if ((s = s4_export_fn(env, exports, "bpfMapDelete", map_delete)) != napi_ok) return s;
+  if ((s = s4_export_fn(env, exports, "bpfProgQuery", prog_query)) != napi_ok) return s;
   if ((s = s4_export_fn(env, exports, "bpfProgTestRun", prog_test_run)) != napi_ok) return s;
   return s4_export_fn(env, exports, "bpfLinkCreate", link_create);
 }

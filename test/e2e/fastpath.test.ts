@@ -13,6 +13,7 @@ import { makeAddress } from '../../agent/protocol/address.js';
 import { skipReason as labSkip } from '../helpers/fixtures.js';
 import { findSystemTool, systemTool } from '../../agent/host/tools.js';
 import { BULK_CLIENT, ECHO_SERVER } from '../helpers/tcp-echo.js';
+import { attachedPrograms } from '../../agent/lab/fast-path.js';
 
 interface Lab { topo: Topology; router: Proc; peers: Record<'A' | 'B' | 'C', { proc: Proc; address: string }>; }
 const lab = {} as Lab;
@@ -151,8 +152,9 @@ serial(title('what the fast path leaves alone still works: a peer on another int
   t.true((m.get('sixbed4_router_fast_path_passed_total{side="tun",reason="no_route"}') ?? 0) >= 2, 'replies to C: not by the uplink');
 });
 
-/** No clsact/ingress qdisc and no tc filter on wan0: nothing of the fast path is a tc object. */
-async function noTcObjects(t: { is: (a: unknown, b: unknown, m?: string) => void }): Promise<void> {
+/** Nothing attached to wan0 (tcx), no clsact/ingress qdisc and no tc filter: nothing of the fast path stays. */
+async function noTcObjects(t: { is: (a: unknown, b: unknown, m?: string) => void; deepEqual: (a: unknown, b: unknown, m?: string) => void }): Promise<void> {
+  t.deepEqual(await attachedPrograms(lab.topo.router, TOPO.routerWanIf), { ingress: 0, egress: 0 }, 'no program attached');
   const qdiscs = await lab.topo.router.run(['tc', 'qdisc', 'show', 'dev', TOPO.routerWanIf]);
   t.is(/clsact|ingress/.test(qdiscs), false, qdiscs);
   const filters = await lab.topo.router.run(['tc', 'filter', 'show', 'dev', TOPO.routerWanIf, 'ingress']);
