@@ -9,46 +9,29 @@
 import test from 'ava';
 import fc from 'fast-check';
 import { FastPathPrograms, FROM_PEERS_VERDICTS, TC_ACT_REDIRECT, TC_ACT_UNSPEC, type FromPeersVerdict } from '../../agent/bpf/programs.js';
-import { Engine } from '../../agent/router/engine.js';
 import { refusedRanges } from '../../agent/router/refused.js';
 import { makeAddress } from '../../agent/protocol/address.js';
-import { parseIPv4, parseIPv6, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { parseIPv4, parseIPv6 } from '../../agent/protocol/ip.js';
 import { writeHeader } from '../../agent/protocol/ipv6.js';
 import { writeRouterSolicit } from '../../agent/protocol/nd.js';
 import { fillChecksum } from '../../agent/protocol/checksum.js';
 import { ETH, frame, type FrameOptions } from '../helpers/frames.js';
-import { isRoot } from '../../agent/lab/topology.js';
+import { HOP, isp, LOCAL, newEngine, PORT, prefix, programs, REFUSED, rootTest, ROUTER, SECOND_NIC, skip, t_, TTL } from './setup.js';
 
-const skip = isRoot() ? null : 'needs root (CAP_BPF) to load a BPF program';
-const rootTest = skip ? test.skip : test;
-const t_ = (name: string) => (skip ? `${name} (skipped: ${skip})` : name);
 
-const prefix = parsePrefix64('2001:db8:9:10::/64');
-const ROUTER = parseIPv4('198.51.100.1');
-const PORT = 25790;
 const PEER = parseIPv4('198.51.100.20');
 const SPORT = 40000;
 const peerAddr = makeAddress(prefix.bytes, PEER, SPORT, 1);
-const isp = parseIPv6('2001:db8:ffff::1');
 const OTHER_PEER = parseIPv4('203.0.113.2');
-/** The host's local table: its own address and a second network (refused as relay targets). */
-const SECOND_NIC = parseIPv4('192.0.2.5');
-const LOCAL = [{ start: ROUTER, end: ROUTER }, { start: parseIPv4('192.0.2.0'), end: parseIPv4('192.0.2.255') }];
-const REFUSED = refusedRanges(LOCAL, false);
-/** Not 64, so the test sees the configured TTL is the one used. */
-const TTL = 61;
-const HOP = { dmac: Uint8Array.from([2, 0, 0, 0, 0, 0xaa]), smac: Uint8Array.from([2, 0, 0, 0, 0, 0xbb]) };
+
+const engine = newEngine();
 
 let prog: FastPathPrograms | undefined;
 test.before(() => {
-  if (skip) return;
-  prog = new FastPathPrograms();
-  prog.configure({ bindIPv4: ROUTER, bindPort: PORT, ownIPv4: ROUTER, ownPort: PORT, prefix: prefix.bytes, ttl: TTL, tunIfindex: 7, uplinkIfindex: 3, testRun: HOP });
-  prog.setRefused(REFUSED);
+  if (!skip) prog = programs();
 });
 test.after.always(() => prog?.close());
 
-const engine = new Engine({ prefix, listenIPv4: ROUTER, port: PORT, routes: [], refused: REFUSED }, 1);
 
 interface EngineVerdict { toTun: Uint8Array | null; relay: { bytes: Uint8Array; v4: number; port: number } | null; }
 
@@ -215,9 +198,8 @@ rootTest(t_('random datagrams: the fast path takes exactly what the engine hands
 });
 
 rootTest(t_('off (TUN ifindex 0): every frame goes to the router, nothing is counted'), (t) => {
-  const p2 = new FastPathPrograms();
+  const p2 = programs(0);
   try {
-    p2.configure({ bindIPv4: ROUTER, bindPort: PORT, ownIPv4: ROUTER, ownPort: PORT, prefix: prefix.bytes, ttl: TTL, tunIfindex: 0, uplinkIfindex: 3, testRun: HOP });
     for (const payload of [ipv6(peerAddr, isp), ipv6(peerAddr, makeAddress(prefix.bytes, OTHER_PEER, 5000, 1))]) {
       const f = frame(PEER, SPORT, ROUTER, PORT, payload);
       const r = p2.run('fromPeers', f);

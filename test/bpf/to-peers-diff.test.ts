@@ -9,42 +9,27 @@
 import test from 'ava';
 import fc from 'fast-check';
 import { FastPathPrograms, TO_PEERS_VERDICTS, TC_ACT_REDIRECT, TC_ACT_UNSPEC, type ToPeersVerdict } from '../../agent/bpf/programs.js';
-import { Engine } from '../../agent/router/engine.js';
-import { refusedRanges } from '../../agent/router/refused.js';
 import { makeAddress } from '../../agent/protocol/address.js';
-import { parseIPv4, parseIPv6, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { parseIPv4, parseIPv6 } from '../../agent/protocol/ip.js';
 import { writeHeader } from '../../agent/protocol/ipv6.js';
 import { fillChecksum } from '../../agent/protocol/checksum.js';
 import { ETH, frame } from '../helpers/frames.js';
-import { isRoot } from '../../agent/lab/topology.js';
+import { HOP, isp, newEngine, PORT, prefix, programs, rootTest, ROUTER, SECOND_NIC, skip, t_, TTL } from './setup.js';
 
-const skip = isRoot() ? null : 'needs root (CAP_BPF) to load a BPF program';
-const rootTest = skip ? test.skip : test;
-const t_ = (name: string) => (skip ? `${name} (skipped: ${skip})` : name);
 
-const prefix = parsePrefix64('2001:db8:9:10::/64');
-const ROUTER = parseIPv4('198.51.100.1');
-const PORT = 25790;
 const PEER = parseIPv4('203.0.113.20');
 const PEER_PORT = 40000;
 const peerAddr = makeAddress(prefix.bytes, PEER, PEER_PORT, 1);
-const isp = parseIPv6('2001:db8:ffff::1');
-const SECOND_NIC = parseIPv4('192.0.2.5');
-const REFUSED = refusedRanges([{ start: ROUTER, end: ROUTER }, { start: parseIPv4('192.0.2.0'), end: parseIPv4('192.0.2.255') }], false);
-const TTL = 61;
-const HOP = { dmac: Uint8Array.from([2, 0, 0, 0, 0, 0xaa]), smac: Uint8Array.from([2, 0, 0, 0, 0, 0xbb]) };
 const NH = { tcp: 6, udp: 17, icmpv6: 58 } as const;
+
+const engine = newEngine();
 
 let prog: FastPathPrograms | undefined;
 test.before(() => {
-  if (skip) return;
-  prog = new FastPathPrograms();
-  prog.configure({ bindIPv4: ROUTER, bindPort: PORT, ownIPv4: ROUTER, ownPort: PORT, prefix: prefix.bytes, ttl: TTL, tunIfindex: 7, uplinkIfindex: 3, testRun: HOP });
-  prog.setRefused(REFUSED);
+  if (!skip) prog = programs();
 });
 test.after.always(() => prog?.close());
 
-const engine = new Engine({ prefix, listenIPv4: ROUTER, port: PORT, routes: [], refused: REFUSED }, 1);
 
 /** What the engine does with a packet from the kernel: the datagram it sends to a peer, or none. */
 function engineVerdict(p: Uint8Array): { bytes: Uint8Array; v4: number; port: number } | null {
@@ -182,9 +167,8 @@ rootTest(t_('random packets: the fast path sends exactly what the engine sends (
 });
 
 rootTest(t_('off: without F_TO_PEERS nothing is sent, nothing counted'), (t) => {
-  const p2 = new FastPathPrograms();
+  const p2 = programs(0);
   try {
-    p2.configure({ bindIPv4: ROUTER, bindPort: PORT, ownIPv4: ROUTER, ownPort: PORT, prefix: prefix.bytes, ttl: TTL, tunIfindex: 0, uplinkIfindex: 3, testRun: HOP });
     const f = new Uint8Array(ETH + 64);
     f[12] = 0x86; f[13] = 0xdd;
     f.set(packet(isp, peerAddr), ETH);
