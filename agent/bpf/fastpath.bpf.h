@@ -130,6 +130,28 @@ struct {
 	__type(value, __u32);
 } sixbed4_refused SEC(".maps");
 
+// Peers whose packets the programs forwarded since the router last looked: it
+// drains this map every few seconds into its own table of live peers (which
+// the neighbour proxy and the live-peers gauge read). Key: the peer's IPv4
+// and port as in the packet; present means seen. A peer already in costs one
+// lookup a packet; LRU, so a flood of new sources cannot make it refuse one.
+#define SEEN_MAX 65536
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SEEN_MAX);
+	__type(key, __u64);
+	__type(value, __u8);
+} sixbed4_seen SEC(".maps");
+
+static __always_inline void seen(__be32 v4, __be16 port)
+{
+	__u64 key = ((__u64)v4 << 16) | port;
+	if (!bpf_map_lookup_elem(&sixbed4_seen, &key)) {
+		__u8 one = 1;
+		bpf_map_update_elem(&sixbed4_seen, &key, &one, BPF_ANY);
+	}
+}
+
 static __always_inline struct config *config_of(void)
 {
 	__u32 key = 0;

@@ -35,14 +35,14 @@ export interface FastPathConfig {
   prefix: Uint8Array;
   /** The destinations the router refuses to send to (refused.ts), as the engine has them now. */
   refused: readonly IPv4Range[];
-  /** Why the fast path must stay off with this configuration, if it must (e.g. the neighbour proxy). */
-  conflict?: string;
 }
 
 export interface FastPath {
   /** The interface whose ingress from-peers is on (and that to-peers sends by). */
   readonly uplink: string;
   counters(): FastPathCounters;
+  /** Peers whose packets the programs forwarded since the last call (the router tracks them live). */
+  takeSeen(): { ipv4: number; port: number }[];
   /** The engine's refused destinations changed (the host's local table did): the programs follow. */
   setRefused(ranges: readonly IPv4Range[]): void;
   /** Detaches the program and releases it. Idempotent. */
@@ -71,7 +71,6 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
   };
   let uplink: string, prog: FastPathPrograms;
   try {
-    if (cfg.conflict) throw new Error(cfg.conflict);
     uplink = await uplinkOf(cfg.bindIPv4);
     prog = load(cfg);
   } catch (err) {
@@ -96,7 +95,7 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
       else if (toPeersWhy) log.warn(`fast path: packets from the kernel to peers stay with the router: ${toPeersWhy}`);
       const what = sendWhy ? 'peers -> kernel' : toPeersWhy ? 'peers -> kernel and relays' : 'peers <-> kernel and relays';
       log.info(`fast path on: ${what} forwarded in the kernel`, { uplink, tun });
-      return { uplink, counters: () => prog.counters(), setRefused: (r) => prog.setRefused(r), stop: () => prog.close() };
+      return { uplink, counters: () => prog.counters(), takeSeen: () => prog.takeSeen(), setRefused: (r) => prog.setRefused(r), stop: () => prog.close() };
     },
   };
 }
@@ -163,7 +162,9 @@ function load(cfg: FastPathConfig): FastPathPrograms {
     prog.setRefused(cfg.refused);
     prog.configure({ ...programsConfig(cfg, 1, 1), testRun: { dmac: new Uint8Array(6), smac: new Uint8Array(6) } });
     selfTest(prog, cfg);
+    // Its packets were no traffic: neither counted nor a peer seen.
     prog.resetCounters();
+    prog.takeSeen();
     return prog;
   } catch (err) {
     prog.close();

@@ -231,6 +231,8 @@ int sixbed4_from_peers(struct __sk_buff *skb)
 	// Last, the costliest check. Trusted when the NIC (or the stack) verified it; 0 means none was sent.
 	if (h.udp.check && bpf_csum_level(skb, BPF_CSUM_LEVEL_QUERY) < 0 && !udp_checksum_ok(skb, &h, ulen))
 		return count(skb, V_UDP_CHECKSUM);
+	// A peer the engine would have tracked (it passed the originator check), about to be forwarded here.
+	seen(h.ip.saddr, h.udp.source);
 	if (port)
 		return relay(skb, cfg, &h, v4, port, dlen);
 

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { bpfSyscalls, native } from '../io/native.js';
 import { mergeRanges, type IPv4Range } from '../router/refused.js';
-import { BPF_F_NO_PREALLOC, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_LPM_TRIE, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_PROG_TYPE_SCHED_CLS, loadProgram, MapSet } from './object.js';
+import { BPF_F_NO_PREALLOC, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_LPM_TRIE, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_PROG_TYPE_SCHED_CLS, loadProgram, MapSet } from './object.js';
 
 /** Where the build puts the objects (next to this module in dist/). */
 export const FROM_PEERS_OBJECT = fileURLToPath(new URL('./from-peers.bpf.o', import.meta.url));
@@ -101,6 +101,9 @@ export interface ProgramsConfig {
 const CONFIG_SIZE = 48;
 const COUNTER_SIZE = 16;
 const REFUSED_MAX = 4096;
+const SEEN_MAX = 65536;
+/** Peers taken out of the seen map per call (8 bytes of key, 1 of value each). */
+const SEEN_BATCH = 4096;
 const VERDICTS = FROM_PEERS_VERDICTS.length + TO_PEERS_VERDICTS.length;
 
 const MAPS = {
@@ -108,6 +111,7 @@ const MAPS = {
   sixbed4_counts: { type: BPF_MAP_TYPE_PERCPU_ARRAY, keySize: 4, valueSize: COUNTER_SIZE, maxEntries: VERDICTS },
   sixbed4_refused: { type: BPF_MAP_TYPE_LPM_TRIE, keySize: 8, valueSize: 4, maxEntries: REFUSED_MAX, flags: BPF_F_NO_PREALLOC },
   sixbed4_scratch: { type: BPF_MAP_TYPE_PERCPU_ARRAY, keySize: 4, valueSize: 512, maxEntries: 1 },
+  sixbed4_seen: { type: BPF_MAP_TYPE_LRU_HASH, keySize: 8, valueSize: 1, maxEntries: SEEN_MAX },
 };
 
 export class FastPathPrograms {
@@ -168,6 +172,27 @@ export class FastPathPrograms {
     for (const p of this.refusedNow) if (!next.has(p)) bpfSyscalls.mapDelete(fd, key(p));
     this.refusedNow = next;
   }
+
+  /**
+   * The peers (IPv4 and port, host order) whose packets from-peers forwarded since the last call, taken out of the
+   * map so that the next call sees only what came after.
+   */
+  takeSeen(): { ipv4: number; port: number }[] {
+    const out: { ipv4: number; port: number }[] = [];
+    const fd = this.maps.fd('sixbed4_seen');
+    for (;;) {
+      const n = bpfSyscalls.mapDrain(fd, this.seenKeys, this.seenValues);
+      const k = this.seenKeys;
+      for (let i = 0, o = 0; i < n; i++, o += 8) {
+        // The key is (IPv4 << 16 | port), each as the packet's bytes, in a little-endian u64 (x86, arm64): the
+        // port's two bytes first, then the IPv4's four.
+        out.push({ port: (k[o]! << 8) | k[o + 1]!, ipv4: ((k[o + 2]! << 24) | (k[o + 3]! << 16) | (k[o + 4]! << 8) | k[o + 5]!) >>> 0 });
+      }
+      if (n < SEEN_BATCH) return out;
+    }
+  }
+  private readonly seenKeys = new Uint8Array(8 * SEEN_BATCH);
+  private readonly seenValues = new Uint8Array(SEEN_BATCH);
 
   /** Runs a program on one frame in the kernel (BPF_PROG_TEST_RUN): nothing is sent or redirected. */
   run(prog: 'fromPeers' | 'toPeers', frame: Uint8Array): { retval: number; out: Uint8Array } {

@@ -106,6 +106,7 @@ interface RawAddon {
   bpfMapCreate(type: number, keySize: number, valueSize: number, maxEntries: number, name: string, flags: number): number;
   bpfMapDelete(fd: number, key: Uint8Array): boolean;
   bpfProgQuery(ifindex: number, attachType: number): number;
+  bpfMapDrain(fd: number, keys: Uint8Array, values: Uint8Array): number;
   bpfProgLoad(type: number, insns: Uint8Array, license: string, name: string): number;
   bpfMapUpdate(fd: number, key: Uint8Array, value: Uint8Array): void;
   bpfMapLookup(fd: number, key: Uint8Array, value: Uint8Array): void;
@@ -217,6 +218,8 @@ export interface BpfSyscalls {
   mapLookup(fd: number, key: Uint8Array, value: Uint8Array): void;
   /** BPF_PROG_TEST_RUN on one packet: the program's return value and the packet as it left (size bytes of dataOut). */
   progTestRun(fd: number, dataIn: Uint8Array, dataOut: Uint8Array): { retval: number; size: number };
+  /** BPF_MAP_LOOKUP_AND_DELETE_BATCH until the buffers are full or the map is empty: how many entries came out. */
+  mapDrain(fd: number, keys: Uint8Array, values: Uint8Array): number;
   /** BPF_PROG_QUERY: how many programs are attached to the device ifindex at attachType (tcx ingress or egress). */
   progQuery(ifindex: number, attachType: number): number;
   /** BPF_LINK_CREATE: the program stays attached while the returned fd is open. */
@@ -227,6 +230,7 @@ export const bpfSyscalls: BpfSyscalls = {
   mapCreate: (type, keySize, valueSize, maxEntries, name, flags = 0) => addon().bpfMapCreate(type, keySize, valueSize, maxEntries, name, flags),
   mapDelete: (fd, key) => addon().bpfMapDelete(fd, key),
   progQuery: (ifindex, attachType) => addon().bpfProgQuery(ifindex, attachType),
+  mapDrain: (fd, keys, values) => addon().bpfMapDrain(fd, keys, values),
   progLoad: (type, insns, license, name) => addon().bpfProgLoad(type, insns, license, name),
   mapUpdate: (fd, key, value) => addon().bpfMapUpdate(fd, key, value),
   mapLookup: (fd, key, value) => addon().bpfMapLookup(fd, key, value),

@@ -1,6 +1,6 @@
 /*
  * The bpf(2) commands the fast path needs (agent/bpf/): create maps, load a
- * program, read, write and delete map entries, count what is attached to a device, run a program on a test packet
+ * program, read, write and delete map entries (also in batches), count what is attached to a device, run a program on a test packet
  * (BPF_PROG_TEST_RUN) and attach it with a link. Raw system calls rather than
  * libbpf, so the runtime needs no library the image does not already carry;
  * the object file is read and relocated in TypeScript (agent/bpf/elf.ts).
@@ -287,6 +287,55 @@ static napi_value link_create(napi_env env, napi_callback_info info) {
   return make_int(env, link);
 }
 
+/*
+ * bpfMapDrain(fd, keys, values) -> n: takes up to keys.length / key_size entries
+ * out of a hash map (BPF_MAP_LOOKUP_AND_DELETE_BATCH), their keys and values
+ * into the buffers. Fewer than fit means the map was emptied (of what was in
+ * it when each batch was read: programs may add more meanwhile).
+ */
+static napi_value map_drain(napi_env env, napi_callback_info info) {
+  S4_ARGS(3);
+  int fd;
+  void *keys, *values;
+  size_t klen, vlen;
+  if (s4_arg_fd(env, argv[0], &fd) || arg_bytes(env, argv[1], "keys", &keys, &klen) || arg_bytes(env, argv[2], "values", &values, &vlen))
+    return NULL;
+  struct bpf_map_info mi;
+  union bpf_attr a;
+  memset(&mi, 0, sizeof mi);
+  memset(&a, 0, sizeof a);
+  a.info.bpf_fd = (uint32_t)fd;
+  a.info.info_len = sizeof mi;
+  a.info.info = (uint64_t)(uintptr_t)&mi;
+  if (sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a) < 0) {
+    s4_throw_errno(env, errno, "bpf(BPF_OBJ_GET_INFO_BY_FD)");
+    return NULL;
+  }
+  size_t cap = klen / mi.key_size;
+  if (vlen / mi.value_size < cap) cap = vlen / mi.value_size;
+  uint64_t token = 0;
+  size_t n = 0;
+  bool first = true;
+  while (n < cap) {
+    memset(&a, 0, sizeof a);
+    a.batch.map_fd = (uint32_t)fd;
+    a.batch.in_batch = first ? 0 : (uint64_t)(uintptr_t)&token;
+    a.batch.out_batch = (uint64_t)(uintptr_t)&token;
+    a.batch.keys = (uint64_t)(uintptr_t)((char *)keys + n * mi.key_size);
+    a.batch.values = (uint64_t)(uintptr_t)((char *)values + n * mi.value_size);
+    a.batch.count = (uint32_t)(cap - n);
+    int r = sys_bpf(BPF_MAP_LOOKUP_AND_DELETE_BATCH, &a);
+    n += a.batch.count; /* also on ENOENT: the last entries */
+    if (r < 0) {
+      if (errno == ENOENT) break;
+      s4_throw_errno(env, errno, "bpf(BPF_MAP_LOOKUP_AND_DELETE_BATCH)");
+      return NULL;
+    }
+    first = false;
+  }
+  return make_int(env, (int64_t)n);
+}
+
 /* bpfProgQuery(ifindex, attachType) -> how many programs are attached there (tcx: the device's ingress or egress). */
 static napi_value prog_query(napi_env env, napi_callback_info info) {
   S4_ARGS(2);
@@ -312,6 +361,7 @@ napi_status s4_init_bpf(napi_env env, napi_value exports) {
   if ((s = s4_export_fn(env, exports, "bpfMapLookup", map_lookup)) != napi_ok) return s;
   if ((s = s4_export_fn(env, exports, "bpfMapDelete", map_delete)) != napi_ok) return s;
   if ((s = s4_export_fn(env, exports, "bpfProgQuery", prog_query)) != napi_ok) return s;
+  if ((s = s4_export_fn(env, exports, "bpfMapDrain", map_drain)) != napi_ok) return s;
   if ((s = s4_export_fn(env, exports, "bpfProgTestRun", prog_test_run)) != napi_ok) return s;
   return s4_export_fn(env, exports, "bpfLinkCreate", link_create);
 }

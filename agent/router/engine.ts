@@ -111,6 +111,11 @@ export class Engine {
     return this.counters.snapshot();
   }
 
+  /** Marks peers as seen now whose packets the in-kernel fast path forwarded (they passed its originator check). */
+  touchPeers(peers: readonly LiveChange[], nowMs: number): void {
+    for (const p of peers) this.live.touch(p.ipv4, p.port, nowMs);
+  }
+
   /** Peers that appeared since the last call. */
   newPeers(): LiveChange[] {
     return this.live.takeAdded();

@@ -191,6 +191,9 @@ export interface RunningRouter {
   stop(opts?: { waitForSuccessorMs?: number }): Promise<void>;
 }
 
+/** How often peers the fast path forwarded for are handed to the live table: well within its two-minute expiry. */
+const FAST_PATH_SEEN_MS = 1000;
+
 export async function startRouter(cfg: RouterConfig, log: Logger): Promise<RunningRouter> {
   if (!hasNetAdmin()) {
     throw new InputError('sixbed4 router needs root (or CAP_NET_ADMIN) to create its tunnel interface: run it with sudo');
@@ -220,8 +223,6 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       // already rewritten it), and what the router sends leaves from them; the advertised ones are its identity.
       bindIPv4: cfg.bindIPv4, bindPort: cfg.bindPort, ownIPv4: cfg.listenIPv4, ownPort: cfg.port, prefix: cfg.prefix.bytes,
       refused: refusedRanges(local, cfg.refusePrivate),
-      // The proxy answers for peers the router has seen lately; packets the kernel forwards by itself it never sees.
-      ...(cfg.ndpProxy ? { conflict: 'the neighbour proxy (--ndp-proxy) learns live peers from their packets, which the fast path keeps from the router (not yet supported together)' } : {}),
     }, log);
     if (prepared) undo.push(() => prepared.close());
     const engineCfg: EngineConfig = {
@@ -254,6 +255,15 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
         process.kill(process.pid, 'SIGTERM');
       });
     undo.push(() => forwarding.stop());
+    if (fastPath) {
+      // Peers the programs forwarded for, into the live table (the neighbour proxy answers for live peers).
+      const drain = setInterval(() => {
+        const seen = fastPath.takeSeen();
+        if (seen.length) forwarding.touchPeers(seen);
+      }, FAST_PATH_SEEN_MS);
+      drain.unref();
+      undo.push(() => clearInterval(drain));
+    }
     let metrics: MetricsServer | undefined;
     const registry = routerRegistry(() => forwarding.counters(), proxy && (() => proxy.counters()), fastPath && (() => fastPath.counters()));
     if (cfg.metrics) metrics = await startMetricsServer(cfg.metrics, registry, log);

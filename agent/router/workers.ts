@@ -7,7 +7,7 @@ import { Engine, type EngineConfig } from './engine.js';
 import { Datapath } from './datapath.js';
 import { native, type NativeIO } from '../io/native.js';
 import type { WorkerInit } from './worker.js';
-import type { LiveChange } from './live.js';
+import { LivePeers, type LiveChange } from './live.js';
 import type { IPv4Range } from './refused.js';
 import type { Prefix } from '../protocol/ip.js';
 import type { RateLimitConfig } from './ratelimit.js';
@@ -26,8 +26,8 @@ export const LIVE_REPORT_MS = 250;
 export const LIVE_EXPIRE_MS = 5000;
 export type LiveListener = (added: LiveChange[], removed: LiveChange[]) => void;
 
-/** Reports an engine's peer changes on the two schedules above; returns a function that stops it. */
-export function watchLive(engine: Engine, report: LiveListener): () => void {
+/** Reports an engine's (or a table's) peer changes on the two schedules above; returns a function that stops it. */
+export function watchLive(engine: Pick<Engine, 'newPeers' | 'expirePeers'>, report: LiveListener): () => void {
   const fresh = setInterval(() => {
     const added = engine.newPeers();
     if (added.length) report(added, []);
@@ -41,6 +41,8 @@ export function watchLive(engine: Engine, report: LiveListener): () => void {
 
 export interface Forwarding {
   counters(): Promise<CountersSnapshot>;
+  /** Peers the in-kernel fast path forwarded for since the last call: tracked live as if the router had seen them. */
+  touchPeers(peers: readonly LiveChange[]): void;
   /** New refused destinations (the host's local table changed). */
   setRefused(ranges: readonly IPv4Range[]): void;
   /** New routes or reply rate limits, without stopping the data path (a reload). */
@@ -62,6 +64,7 @@ export function forwardInline(cfg: EngineConfig, batch: number, udpFds: number[]
     engine,
     counters: async () => engine.snapshot(),
     setRefused: (ranges) => engine.setRefused(ranges),
+    touchPeers: (peers) => engine.touchPeers(peers, Date.now()),
     setLive: (settings) => applyLiveSettings(engine, settings),
     stop: async () => { unwatch(); datapath.stop(); },
   };
@@ -74,9 +77,31 @@ export async function forwardOnWorkers(cfg: EngineConfig, batch: number, udpFds:
     workerData: { engine: cfg, batch, udpFds: fds, tunFd: tunFds[i]! } satisfies WorkerInit,
   }));
   const stopAll = async () => { await Promise.all(workers.map((w) => w.terminate())); };
+  // A peer is live while any table has it: its worker's (the kernel steers a peer's datagrams to one socket, so to
+  // one worker), or the one here of peers the in-kernel fast path forwarded for, whose worker is not known. Each
+  // table reports its own additions and expiries; counted here, the listener hears each peer come and go once,
+  // and the gauge counts it once.
+  const holders = new Map<number, number>();
+  const deliver: LiveListener = (added, removed) => {
+    const a: LiveChange[] = [], r: LiveChange[] = [];
+    for (const p of added) {
+      const k = p.ipv4 * 65536 + p.port, n = (holders.get(k) ?? 0) + 1;
+      holders.set(k, n);
+      if (n === 1) a.push(p);
+    }
+    for (const p of removed) {
+      const k = p.ipv4 * 65536 + p.port, n = (holders.get(k) ?? 0) - 1;
+      if (n > 0) { holders.set(k, n); continue; }
+      holders.delete(k);
+      r.push(p);
+    }
+    if (onLive && (a.length || r.length)) onLive(a, r);
+  };
+  const fastLive = new LivePeers();
+  const unwatchFast = watchLive({ newPeers: () => fastLive.takeAdded(), expirePeers: (now) => fastLive.expire(now) }, deliver);
   for (const w of workers) {
     w.on('message', (m: { type: string; added?: LiveChange[]; removed?: LiveChange[] }) => {
-      if (m.type === 'live' && onLive) onLive(m.added!, m.removed!);
+      if (m.type === 'live') deliver(m.added!, m.removed!);
     });
   }
   try {
@@ -87,6 +112,7 @@ export async function forwardOnWorkers(cfg: EngineConfig, batch: number, udpFds:
       w.once('exit', (code) => reject(new Error(`forwarding worker exited with code ${code} before it was ready`)));
     })));
   } catch (err) {
+    unwatchFast();
     await stopAll();
     throw err;
   }
@@ -113,16 +139,21 @@ export async function forwardOnWorkers(cfg: EngineConfig, batch: number, udpFds:
       })));
       const sum = new Counters();
       for (const p of parts) if (p) sum.add(p);
-      return sum.snapshot();
+      return { ...sum.snapshot(), livePeers: holders.size, liveUntracked: sum.liveUntracked + fastLive.untracked };
     },
     setRefused(ranges) {
       for (const w of alive) w.postMessage({ type: 'refused', ranges });
+    },
+    touchPeers(peers) {
+      const now = Date.now();
+      for (const p of peers) fastLive.touch(p.ipv4, p.port, now);
     },
     setLive(settings) {
       for (const w of alive) w.postMessage({ type: 'live-settings', settings });
     },
     async stop() {
       stopping = true;
+      unwatchFast();
       // Ask politely so each worker closes its polls before its fds go away, then make sure.
       for (const w of workers) w.postMessage({ type: 'stop' });
       await Promise.all(workers.map((w) => new Promise<void>((resolve) => {

@@ -5,6 +5,7 @@
 // TypeScript router, and when the router stops or is killed nothing is left
 // attached that would keep handling packets.
 import test from 'ava';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
 import type { Proc } from '../../agent/lab/proc.js';
 import { CLI, ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
@@ -116,6 +117,17 @@ serial(title('peer <-> peer on the uplink: relayed in the kernel both ways, the 
     t.is(r.received, 4, r.output);
   }, [RELAY, RELAY_FAST]);
   t.deepEqual(d, { [RELAY_FAST]: 8, [RELAY]: 0 }, 'four requests A -> B and four replies B -> A');
+});
+
+serial(title('a peer whose packets all went through the fast path is live for the router (the live-peers gauge, the neighbour proxy)'), async (t) => {
+  // B has sent the router nothing but its Router Solicitation (not tracked) and what the test above relayed in the
+  // kernel; A and C talk to the router too.
+  let live = 0;
+  for (let i = 0; i < 50 && live < 3; i++) {
+    live = (await scrape(lab.topo.router, METRICS)).get('sixbed4_router_live_peers') ?? 0;
+    if (live < 3) await sleep(200);
+  }
+  t.is(live, 3, 'A, B and C');
 });
 
 serial(title('a TCP transfer both ways through the fast path arrives whole (the ISP\'s segments carry checksums its stack left to the hardware)'), async (t) => {
