@@ -46,7 +46,8 @@ test('the agent hands the prefix\'s fastPath to the router it runs: Disabled off
 test('Required refused by the router: the agent reports it in the spec\'s words; other failures are not the fast path\'s', async (t) => {
   // The real refusal: 127.0.0.1 is on lo, which the program cannot go on (nothing is loaded or attached).
   const log = createLogger({ level: 'error', format: 'text', component: 'test' });
-  const err = await prepareFastPath('on', { bindIPv4: parseIPv4('127.0.0.1'), port: 25790, prefix: parsePrefix('2001:db8:9:10::/64').bytes }, log)
+  const lo = parseIPv4('127.0.0.1');
+  const err = await prepareFastPath('on', { bindIPv4: lo, bindPort: 25790, ownIPv4: lo, ownPort: 25790, prefix: parsePrefix('2001:db8:9:10::/64').bytes, refused: [] }, log)
     .then(() => undefined, (e: unknown) => e);
   t.true(err instanceof InputError, String(err));
   const said = fastPathRefusal(err)!;
