@@ -47,6 +47,13 @@ export type NdpProxyMode = 'off' | 'on' | 'auto';
 /** The modes in spec: CamelCase (YAML 1.1 safe); v1alpha1 still accepts the old spellings, which the operator maps. */
 export type LocalAddressModeName = 'Uplink' | 'DummyInterface';
 export type NdpProxyModeName = 'Disabled' | 'Always' | 'WhenOnLink';
+/** The in-kernel fast path as the router's --fast-path takes it (and the agent ConfigMap carries it). */
+export type FastPathMode = 'off' | 'auto' | 'on';
+/**
+ * spec.fastPath: CamelCase like the other modes, and none of them Off/On, which YAML 1.1 (kubectl, Helm) reads as
+ * booleans. New in this version, so no other spelling is accepted.
+ */
+export type FastPathModeName = 'Disabled' | 'Auto' | 'Required';
 export type ConditionStatus = 'True' | 'False' | 'Unknown';
 export const CONDITION_TYPES = ['Ready', 'Progressing', 'Degraded'] as const;
 export type ConditionType = (typeof CONDITION_TYPES)[number];
@@ -91,6 +98,7 @@ export interface SixBed4PrefixSpec {
   localAddressMode?: LocalAddressModeName | LocalAddressMode;
   routes?: string[];
   ndpProxy?: NdpProxyModeName | NdpProxyMode;
+  fastPath?: FastPathModeName;
   metricsPort?: number;
   slices?: {
     enabled?: boolean;
@@ -162,6 +170,11 @@ export interface AgentNodeConfig {
   localAddressMode: LocalAddressMode;
   routes: string[];
   ndpProxy: NdpProxyMode;
+  /**
+   * The router's in-kernel fast path; absent: off. Written only when not off, so that an operator upgrade leaves
+   * the shares of prefixes without it byte for byte as they were (a changed share restarts the node's router).
+   */
+  fastPath?: Exclude<FastPathMode, 'off'>;
   /** the tunnel interface on the node (one per prefix: a node may serve several) */
   tunnel?: string;
 }

@@ -8,16 +8,17 @@
 import { access } from 'node:fs/promises';
 import type { Logger } from '../log.js';
 import { applyHost, revertHost } from '../host/apply.js';
-import { hostConfig } from '../host/config.js';
+import { hostConfig, type HostConfig } from '../host/config.js';
+import { hasBpf } from '../host/privilege.js';
 import { readSavedState } from '../host/statefile.js';
-import { AddressNotLocalError, routerConfig, startRouter, type RunningRouter } from '../router/router.js';
+import { AddressNotLocalError, routerConfig, startRouter, type RouterOptions, type RunningRouter } from '../router/router.js';
 import { Counters, type CountersSnapshot } from '../router/counters.js';
 import type { Kube } from '../../kube/client.js';
 import { proxiedLocalAddresses } from '../ndp/policy.js';
 import type { NodeShare } from './config.js';
 import { SliceAgent, type SliceRepair } from './slices.js';
-import type { AgentReport } from '../../kube/api.js';
-import { parsePrefix } from '../protocol/ip.js';
+import type { AgentNodeConfig, AgentReport } from '../../kube/api.js';
+import { InputError, parsePrefix } from '../protocol/ip.js';
 import { subnetIndex } from '../../operator/prefix/subnets.js';
 
 export interface PrefixAgentOptions {
@@ -128,14 +129,9 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
       const applied = await applyHost(host, { log, statePath: o.statePath });
       hostApplied = true;
       log.info(applied.plan.steps.length ? `host configured for ${n.prefix}` : `host already configured for ${n.prefix}`);
-      const start = (bind?: string) => startRouter(routerConfig({
-        prefix: n.prefix, listen: n.listen.address, port: n.listen.port, routes: n.routes, tun: o.tun ?? n.tunnel ?? '6bed4',
-        // Behind a DNAT (spec.listen.advertise) peers know the router by that address; it binds as it would without.
-        ...(bind ? { bind } : {}), ...(n.listen.advertise ? { advertise: n.listen.advertise } : {}),
-        // A new agent Pod starts beside the old one (the DaemonSet surges): it takes the tunnel and the port over.
-        handover: true,
-        ...(host.ndpProxy !== 'off' ? { ndpProxy: { uplink: applied.plan.uplink, mode: host.ndpProxy, localAddresses: proxiedLocalAddresses(host) } } : {}),
-      }), log);
+      const start = (bind?: string) => startRouter(routerConfig(shareRouterOptions(n, {
+        tun: o.tun ?? n.tunnel ?? '6bed4', uplink: applied.plan.uplink, host, ...(bind ? { bind } : {}),
+      })), log);
       try {
         router = await start();
         listening = n.listen.advertise ? `listening on ${n.listen.address}:${n.listen.port} for ${n.listen.advertise} (listen.advertise, forwarded by a DNAT)` : '';
@@ -148,12 +144,17 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
           : `listening on ${n.listen.bind} (the InternalIP) for ${n.listen.address}, which is not an address of this node (1:1 NAT)`;
       }
       if (listening) log.info(listening);
+      // Auto where the program did not load: the router logged why; the node's entry says it runs without.
+      if (n.fastPath === 'auto' && !router.fastPath) {
+        listening = [listening, 'without the fast path (fastPath Auto: it did not load here, the agent\'s log says why)'].filter(Boolean).join('; ');
+      }
       slices.start({ node64: n.prefix, index: subnetIndex(parsePrefix(share.common.prefix), n.prefix), localAddresses: n.localAddresses }, router.proxy);
       lastProblem = '';
       lastReason = '';
     } catch (err) {
-      lastProblem = (err as Error).message;
-      lastReason = err instanceof AddressNotLocalError ? 'ListenAddressUnavailable' : '';
+      const fast = n.fastPath === 'on' ? fastPathRefusal(err) : undefined;
+      lastProblem = fast ?? (err as Error).message;
+      lastReason = err instanceof AddressNotLocalError ? 'ListenAddressUnavailable' : fast ? 'FastPathUnavailable' : '';
       shareText = null; // try again at the next poll
       log.error(`cannot serve ${n.prefix} on this node: ${lastProblem}`);
     }
@@ -191,6 +192,32 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
       if (!reverted) await report({ ready: false, reverted: false, livePeers: 0, message: 'agent stopped' });
     },
   };
+}
+
+/** What the router of a node's share runs with: the share, and what the agent found on the node. */
+export function shareRouterOptions(n: AgentNodeConfig, at: { tun: string; uplink: string; host: HostConfig; bind?: string }): RouterOptions {
+  return {
+    prefix: n.prefix, listen: n.listen.address, port: n.listen.port, routes: n.routes, tun: at.tun,
+    // Behind a DNAT (spec.listen.advertise) peers know the router by that address; it binds as it would without.
+    ...(at.bind ? { bind: at.bind } : {}), ...(n.listen.advertise ? { advertise: n.listen.advertise } : {}),
+    // A new agent Pod starts beside the old one (the DaemonSet surges): it takes the tunnel and the port over.
+    handover: true,
+    ...(at.host.ndpProxy !== 'off' ? { ndpProxy: { uplink: at.uplink, mode: at.host.ndpProxy, localAddresses: proxiedLocalAddresses(at.host) } } : {}),
+    // spec.fastPath Auto | Required (absent: Disabled); the words are --fast-path's.
+    ...(n.fastPath ? { fastPath: n.fastPath } : {}),
+  };
+}
+
+/**
+ * The router's refusal to start for want of its fast path (--fast-path on), in the spec's words, and what the
+ * agent itself lacks; undefined for any other failure. The fast path's refusals are InputErrors that start
+ * '--fast-path on: ' (agent/bpf/fastpath.ts), the only mark they have.
+ */
+export function fastPathRefusal(err: unknown): string | undefined {
+  const mark = '--fast-path on: ';
+  if (!(err instanceof InputError) || !err.message.startsWith(mark)) return undefined;
+  const why = err.message.slice(mark.length);
+  return `spec.fastPath Required: ${why}` + (hasBpf() ? '' : '; this agent has no CAP_BPF: the chart gives it to the agents with agent.fastPath=true');
 }
 
 async function stateFileExists(path: string): Promise<boolean> {

@@ -14,9 +14,8 @@ export function labFastPath(): boolean {
 
 /**
  * `sixbed4 router` arguments with --fast-path auto added when the lab runs with the fast path and they say nothing
- * about it: auto, because some routers the tests start cannot have it (one on a loopback address, one with
- * --ndp-proxy, whose neighbour proxy learns live peers from the packets the fast path keeps from the router), and
- * those run as ever. Tests that need it say --fast-path on.
+ * about it: auto, because some routers the tests start cannot have it (one on a loopback address, one on a second
+ * interface), and those run as ever. Tests that need it say --fast-path on.
  */
 export function routerArgs(args: readonly string[]): string[] {
   if (!labFastPath() || args.includes('--fast-path')) return [...args];

@@ -5,7 +5,7 @@
 // a cluster's agent chooses for its node (metricsAddress, tunnel, workers, ...).
 import { isIP } from 'node:net';
 import { isAbsolute } from 'node:path';
-import { checkSpec, type CheckedSpec } from '../../operator/prefix/spec.js';
+import { checkSpec, fastPathModeName, type CheckedSpec } from '../../operator/prefix/spec.js';
 import { hostConfig, readHostConfigFile, type HostConfig } from '../host/config.js';
 import { formatIPv6, InputError, parseIPv4 } from '../protocol/ip.js';
 import { routerConfig, type RouterOptions } from '../router/router.js';
@@ -15,7 +15,7 @@ export const DEFAULT_CONFIG_PATH = '/etc/sixbed4/router.yaml';
 export const DEFAULT_METRICS_ADDRESS = '127.0.0.1';
 
 /** SixBed4Prefix.spec's fields (crds/sixbed4.io_sixbed4prefixes.yaml). */
-const SPEC_FIELDS = ['prefix', 'nodeSelector', 'listen', 'uplink', 'localAddresses', 'localAddressMode', 'routes', 'ndpProxy', 'metricsPort', 'slices'];
+const SPEC_FIELDS = ['prefix', 'nodeSelector', 'listen', 'uplink', 'localAddresses', 'localAddressMode', 'routes', 'ndpProxy', 'fastPath', 'metricsPort', 'slices'];
 /** Spec fields about a cluster's nodes and pods: meaningless on one host, so refused rather than silently ignored. */
 const CLUSTER_ONLY: Record<string, string> = {
   nodeSelector: 'a single host has no nodes to select',
@@ -84,6 +84,8 @@ export function serviceConfig(raw: Record<string, unknown>, file: string): Servi
       prefix: s.prefix.text, listen: s.listenAddress!, port: s.port, routes: s.routes, tun: host.tunnel,
       // listen.advertise: a DNAT in front of this host; the router binds listen.address and builds addresses from this.
       ...(s.advertise ? { advertise: s.advertise } : {}),
+      // fastPath Disabled | Auto | Required: the router's --fast-path off | auto | on (needs CAP_BPF: see the unit).
+      ...(s.fastPath !== 'off' ? { fastPath: s.fastPath } : {}),
       ...(h.bind ? { bind: h.bind } : {}), ...(h.workers !== undefined ? { workers: h.workers } : {}),
       ...(h.batch !== undefined ? { batch: h.batch } : {}), ...(h.sockets !== undefined ? { sockets: h.sockets } : {}),
       ...(h.refusePrivate ? { refusePrivate: true } : {}), ...(h.rateLimit ? { rateLimit: h.rateLimit } : {}),
@@ -161,7 +163,9 @@ function hostFields(raw: Record<string, unknown>, fail: (m: string[]) => never):
 export function restartNeeded(a: ServiceConfig, b: ServiceConfig): string[] {
   const fixed = (c: ServiceConfig) => ({
     prefix: c.spec.prefix.text, 'listen.address': c.spec.listenAddress, 'listen.port': c.spec.port, 'listen.advertise': c.spec.advertise, bind: c.router.bind,
-    uplink: c.host.uplink, localAddressMode: c.spec.localAddressMode, ndpProxy: c.spec.ndpProxy, tunnel: c.host.tunnel,
+    uplink: c.host.uplink, localAddressMode: c.spec.localAddressMode, ndpProxy: c.spec.ndpProxy,
+    // The program is loaded and attached when the router starts (agent/bpf/fastpath.ts); a reload cannot.
+    fastPath: fastPathModeName(c.spec.fastPath), tunnel: c.host.tunnel,
     dummyInterface: c.host.dummyInterface, workers: c.router.workers, batch: c.router.batch, sockets: c.router.sockets,
     refusePrivate: !!c.router.refusePrivate, statsInterval: c.router.statsIntervalMs, stateFile: c.stateFile,
   });

@@ -169,6 +169,8 @@ export function plan(
       localAddressMode: spec.localAddressMode,
       routes: spec.routes,
       ndpProxy: spec.ndpProxy,
+      // Only when asked for: a share without it is the same text as before the field existed (no router restart).
+      ...(spec.fastPath !== 'off' ? { fastPath: spec.fastPath } : {}),
       tunnel: tunnelName(name),
     });
   }

@@ -3,7 +3,7 @@
 // may predate a CRD upgrade, CEL cannot see bytes) and turns the spec into
 // parsed values with defaults filled in. Problems become the Degraded
 // condition's reason and message instead of exceptions.
-import { DEFAULT_METRICS_PORT, DEFAULT_PORT, type LocalAddressMode, type NdpProxyMode } from '../../kube/api.js';
+import { DEFAULT_METRICS_PORT, DEFAULT_PORT, type FastPathMode, type FastPathModeName, type LocalAddressMode, type NdpProxyMode } from '../../kube/api.js';
 import { formatIPv6, inPrefix, parseIPv4, parseIPv4Port, parseIPv6, parsePrefix, type Prefix } from '../../agent/protocol/ip.js';
 import { LOCAL_ADDRESS_MODE_NAMES, localAddressModeOf, NDP_PROXY_MODE_NAMES, ndpProxyModeOf } from '../../agent/host/config.js';
 
@@ -33,8 +33,20 @@ export interface CheckedSpec {
   localAddressMode: LocalAddressMode;
   routes: string[];
   ndpProxy: NdpProxyMode;
+  /** The router's in-kernel fast path, as its --fast-path takes it. */
+  fastPath: FastPathMode;
   metricsPort: number;
 }
+
+/**
+ * spec.fastPath's names and the router's --fast-path words they stand for: Disabled (the default), Auto (where the
+ * program loads, else the router says why once and runs without it), Required (the router does not start
+ * without it). Not Off/On: YAML 1.1, which kubectl and Helm read, takes those for booleans.
+ */
+export const FAST_PATH_MODE_NAMES = { Disabled: 'off', Auto: 'auto', Required: 'on' } as const satisfies Record<FastPathModeName, FastPathMode>;
+/** The name users write for a fast path mode. */
+export const fastPathModeName = (m: FastPathMode): FastPathModeName =>
+  (Object.keys(FAST_PATH_MODE_NAMES) as FastPathModeName[]).find((k) => FAST_PATH_MODE_NAMES[k] === m)!;
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const errMsg = (e: unknown): string => (e instanceof Error ? e.message : String(e));
@@ -185,6 +197,15 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
     else bad('InvalidField', `spec.ndpProxy ${JSON.stringify(raw.ndpProxy)} is not ${names(NDP_PROXY_MODE_NAMES)}`);
   }
 
+  let fastPath: FastPathMode = 'off';
+  if (raw.fastPath !== undefined) {
+    const v = raw.fastPath;
+    if (typeof v !== 'string' || !Object.hasOwn(FAST_PATH_MODE_NAMES, v)) {
+      const bool = typeof v === 'boolean' ? ' (unquoted on, off, yes and no are booleans in YAML 1.1)' : '';
+      bad('InvalidField', `spec.fastPath ${JSON.stringify(v)} is not ${names(FAST_PATH_MODE_NAMES)}${bool}`);
+    } else fastPath = FAST_PATH_MODE_NAMES[v as FastPathModeName];
+  }
+
   let metricsPort = DEFAULT_METRICS_PORT;
   if (raw.metricsPort !== undefined) {
     const p = raw.metricsPort;
@@ -196,7 +217,7 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
   return {
     spec: {
       prefix, nodeSelector, ...(listenAddress ? { listenAddress } : {}), ...(advertise ? { advertise } : {}), port, ...(uplink ? { uplink } : {}),
-      localAddresses, localAddressMode, routes, ndpProxy, metricsPort,
+      localAddresses, localAddressMode, routes, ndpProxy, fastPath, metricsPort,
     },
     problems,
   };

@@ -3,7 +3,9 @@
 // node's share the InternalIP to bind; the agent (a process in the node's namespace, as the chart's agent
 // ServiceAccount) finds the ExternalIP is not its own, binds the InternalIP, says so in its status entry, and a peer
 // behind the NAT that knows only the ExternalIP gets its address and pings the ISP. A node whose only address cannot
-// be bound makes the prefix Degraded, naming node and address.
+// be bound makes the prefix Degraded, naming node and address. spec.fastPath reaches the node's router (the real
+// BPF program on the uplink: needs the built dist/agent/bpf/decap.bpf.o and Linux 6.6+), and a Required one that
+// cannot load is the node's FastPathUnavailable.
 import test from 'ava';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -110,4 +112,57 @@ serial(title('listen.advertise behind a DNAT: the node binds as before, peers ar
     const r = await ping6(from, to, { count: 3 });
     t.is(r.received, 3, r.output);
   }
+});
+
+serial(title('spec.fastPath reaches the node\'s router: Required runs it on the uplink (also beside ndpProxy) and the peer is served; Auto where it cannot load runs without it and the entry says so'), async (t) => {
+  // The share changes, so the agent restarts its router, now with --fast-path on (this agent runs as root: CAP_BPF).
+  const mark = s.agent.output().length;
+  await s.admin.mergePatch(paths.prefix('cloud'), { spec: { fastPath: 'Required' } });
+  t.teardown(() => { if (!t.passed) t.log(s.agent.output().slice(mark).split('\n').slice(-40).join('\n')); });
+  await eventually('the router with the fast path', async () => /fast path on: .*wan0/.test(s.agent.output().slice(mark)) || undefined, 30_000, 200);
+  const entry = await eventually('a ready entry', async () => {
+    const e = (await s.admin.get<SixBed4Prefix>(paths.prefix('cloud')))?.status?.nodes?.find((n) => n.name === NODE);
+    return e?.ready ? e : undefined;
+  }, 30_000, 200);
+  t.regex(entry.message!, /^forwarding; listening on /);
+  t.regex(s.agent.output().slice(mark), /router ready.*fastPath="?on \(wan0 ingress\)/);
+  const r = await ping6(s.topo.peers.B, TOPO.ispV6, { count: 3 });
+  t.is(r.received, 3, r.output);
+
+  // Required with the neighbour proxy: both run (the router hands the proxy the peers the fast path forwarded for).
+  const mark1 = s.agent.output().length;
+  await s.admin.mergePatch(paths.prefix('cloud'), { spec: { ndpProxy: 'Always' } });
+  await eventually('the router with the fast path and the proxy', async () => /router ready.*fastPath="?on \(wan0 ingress\)/.test(s.agent.output().slice(mark1)) || undefined, 30_000, 200);
+  const r2 = await ping6(s.topo.peers.B, TOPO.ispV6, { count: 3 });
+  t.is(r2.received, 3, r2.output);
+
+  // Auto where the program cannot go (the listen address on lo, not an Ethernet uplink): served without it, and the
+  // node's entry says so; not Degraded.
+  await s.topo.router.run(['ip', 'addr', 'add', '192.0.2.50/32', 'dev', 'lo']);
+  const mark2 = s.agent.output().length;
+  await s.admin.mergePatch(paths.prefix('cloud'), { spec: { fastPath: 'Auto', ndpProxy: 'Disabled', listen: { address: '192.0.2.50', advertise: null } } });
+  const without = await eventually('an entry that says it runs without', async () => {
+    const e = (await s.admin.get<SixBed4Prefix>(paths.prefix('cloud')))?.status?.nodes?.find((n) => n.name === NODE);
+    return e?.ready && /without the fast path/.test(e.message ?? '') ? e : undefined;
+  }, 30_000, 200);
+  t.regex(without.message!, /; without the fast path \(fastPath Auto: it did not load here, the agent's log says why\)$/);
+  t.regex(s.agent.output().slice(mark2), /fast path unavailable, every packet takes the TypeScript path: 192\.0\.2\.50 is on lo/);
+  t.false((await s.admin.get<SixBed4Prefix>(paths.prefix('cloud')))!.status!.conditions!.some((c) => c.type === 'Degraded' && c.status === 'True'), 'Auto is not Degraded');
+
+  // Required there: the node does not serve, its entry and the Degraded condition say why, with a Warning Event.
+  await s.admin.mergePatch(paths.prefix('cloud'), { spec: { fastPath: 'Required' } });
+  const p = await eventually('Degraded: FastPathUnavailable', async () => {
+    const x = await s.admin.get<SixBed4Prefix>(paths.prefix('cloud'));
+    return x?.status?.conditions?.some((c) => c.type === 'Degraded' && c.reason === 'FastPathUnavailable') ? x : undefined;
+  }, 30_000, 200);
+  t.like(p.status!.nodes!.find((n) => n.name === NODE), { ready: false, reason: 'FastPathUnavailable' });
+  t.regex(p.status!.conditions!.find((c) => c.type === 'Degraded')!.message,
+    /^node cloud-1 cannot serve on 192\.0\.2\.50:25790: spec\.fastPath Required: 192\.0\.2\.50 is on lo, a loopback interface: the fast path handles Ethernet uplinks only$/);
+  await eventually('a Warning Event', async () => {
+    const evs = await s.admin.get<{ items: { type: string; reason: string; involvedObject: { name: string } }[] }>('/api/v1/events');
+    return evs?.items.some((e) => e.type === 'Warning' && e.reason === 'FastPathUnavailable' && e.involvedObject.name === 'cloud') || undefined;
+  }, 15_000, 200);
+  // Disabled again: served without it.
+  await s.admin.mergePatch(paths.prefix('cloud'), { spec: { fastPath: 'Disabled' } });
+  await eventually('ready again', async () => (await s.admin.get<SixBed4Prefix>(paths.prefix('cloud')))?.status?.nodes?.[0]?.ready || undefined, 30_000, 200);
 });

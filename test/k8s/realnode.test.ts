@@ -3,7 +3,8 @@
 // test/k8s/build-node.sh) in a network namespace of the lab topology (test/k8s/nodelab.ts). `helm install` of the
 // chart starts the operator as a Pod; a SixBed4Prefix applied as kubectl does makes the kubelets run the agent Pods
 // (hostNetwork: the node namespaces are their host network); 6bed4 peers behind a NAT reach the ISP, and each other,
-// through the agents' routers; deleting the prefix leaves each node's network as it was.
+// through the agents' routers; spec.fastPath Required is refused for want of CAP_BPF, then runs in the Pods once the
+// chart grants it (agent.fastPath); deleting the prefix leaves each node's network as it was.
 //
 // Needs root, the control-plane and node binaries and a Docker Engine (the images are built locally); skips with
 // the reason otherwise (under CI a missing piece is a failure: CI is root and runs everything).
@@ -259,6 +260,34 @@ serial(title('a node reboot (kubelet, containerd and every container killed, the
   t.deepEqual(p.status!.nodes!.map((e) => e.name).sort(), NODES);
   const nodes = await s.admin.get<{ items: KubeObject[] }>('/api/v1/nodes');
   t.deepEqual(nodes!.items.map((n) => n.metadata.name).sort(), NODES);
+});
+
+serial(title('spec.fastPath Required: agents without CAP_BPF (the chart\'s default) do not serve and say why; with agent.fastPath=true the routers in the Pods run the program and peers are served'), async (t) => {
+  await s.admin.mergePatch(paths.prefix(PREFIX_NAME), { spec: { fastPath: 'Required' } });
+  const degraded = await eventually('Degraded: FastPathUnavailable on both nodes', async () => {
+    const x = await s.admin.get<SixBed4Prefix>(paths.prefix(PREFIX_NAME));
+    const c = x?.status?.conditions?.find((k) => k.type === 'Degraded' && k.reason === 'FastPathUnavailable');
+    return c && NODES.every((n) => c.message.includes(`node ${n} `)) ? c : undefined;
+  }, 120_000, 500).catch(async (e: Error) => { throw new Error(`${e.message}\n${await dump()}`); });
+  t.regex(degraded.message, /spec\.fastPath Required: the kernel refused the BPF programs? \(needs CAP_BPF and CAP_NET_ADMIN\): .*EPERM.*this agent has no CAP_BPF: the chart gives it to the agents with agent\.fastPath=true/);
+
+  const oldAgents = new Set((await pods('app.kubernetes.io/component=agent')).map((p) => p.metadata.name!));
+  await helm(['upgrade', RELEASE, join(REPO, 'charts', 'sixbed4'), '--namespace', NS, '--reuse-values', '--set', 'agent.fastPath=true']);
+  await eventually('new agent Pods with BPF, Ready, and the prefix Ready with every node served', async () => {
+    const agents = await pods('app.kubernetes.io/component=agent');
+    const p = await s.admin.get<SixBed4Prefix>(paths.prefix(PREFIX_NAME));
+    const caps = (a: Pod) => (a.spec as { containers?: { securityContext?: { capabilities?: { add?: string[] } } }[] }).containers?.[0]?.securityContext?.capabilities?.add ?? [];
+    return agents.length === 2 && agents.every((a) => !oldAgents.has(a.metadata.name!) && podReady(a) && caps(a).includes('BPF')) &&
+      p?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') && p.status.conditions.some((c) => c.type === 'Degraded' && c.status === 'False');
+  }, 240_000, 500).catch(async (e: Error) => { throw new Error(`${e.message}\n${await dump()}`); });
+  for (const n of s.nodes) t.regex(await n.podLogs('agent', 200), /fast path on: .* forwarded in the kernel/, `${n.name}: the router in the Pod runs the program`);
+  // Stateless: the peers keep their addresses, and both directions work through the routers with the fast path.
+  for (const n of NODES) {
+    await eventually(`the ISP reaching the peer on ${n}`, async () => (await ping6(s.lab.isp, s.peerAddress.get(n)!, { count: 1 })).received === 1 || undefined, 60_000, 500);
+    const peerNs = n === NODES[0] ? s.lab.peers.A : s.lab.peers.B;
+    const r = await ping6(peerNs, TOPO.ispV6, { count: 3 });
+    t.is(r.received, 3, r.output);
+  }
 });
 
 serial(title('deleting the prefix: each agent reverts its node, whose addresses, routes and sysctls are as before; the agents stay for other prefixes'), async (t) => {

@@ -70,7 +70,7 @@ test('values.yaml has the documented knobs', (t) => {
   const v = parseYaml(readFileSync(join(CHART, 'values.yaml'), 'utf8')) as Record<string, unknown>;
   for (const k of ['image', 'resources', 'logLevel', 'metrics', 'replicas', 'leaderElection']) t.true(k in v, k);
   const agent = v.agent as Record<string, unknown>;
-  for (const k of ['logLevel', 'stateDir', 'slices', 'metrics', 'podMonitor', 'priorityClassName', 'nodeSelector', 'tolerations', 'affinity', 'podAnnotations', 'resources']) {
+  for (const k of ['logLevel', 'stateDir', 'slices', 'fastPath', 'metrics', 'podMonitor', 'priorityClassName', 'nodeSelector', 'tolerations', 'affinity', 'podAnnotations', 'resources']) {
     t.true(k in agent, `agent.${k}`);
   }
 });
@@ -270,6 +270,11 @@ htest('helm template: agent DaemonSet values (slices, priority, scheduling, reso
   t.deepEqual(slices.spec.template.spec.containers[0].securityContext.capabilities,
     { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW', 'SYS_ADMIN', 'SYS_PTRACE'] }, 'slices: setns into pods');
   t.false(slices.spec.template.spec.containers[0].securityContext.privileged);
+  // agent.fastPath: BPF added, and nothing else (measured: the fast path needs BPF with NET_ADMIN, no SYS_ADMIN)
+  t.deepEqual((await agentDaemonSet('agent.fastPath=true')).spec.template.spec.containers[0].securityContext.capabilities,
+    { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW', 'BPF'] }, 'fastPath: BPF');
+  t.deepEqual((await agentDaemonSet('agent.fastPath=true', 'agent.slices=true')).spec.template.spec.containers[0].securityContext.capabilities,
+    { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW', 'SYS_ADMIN', 'SYS_PTRACE', 'BPF'] }, 'fastPath and slices');
 
   const noPriority = await agentDaemonSet('agent.priorityClassName=');
   t.false('priorityClassName' in noPriority.spec.template.spec, 'empty priorityClassName: left out');

@@ -219,6 +219,7 @@ ktest('invalid prefixes are refused by the API server with readable messages', a
     [{ prefix: '2001:db8:9:10::/64', localAddressMode: 'bridge' }, /spec\.localAddressMode: Invalid value: .*localAddressMode bridge is not one of Uplink, DummyInterface/],
     [{ prefix: '2001:db8:9:10::/64', ndpProxy: 'Auto' }, /spec\.ndpProxy: Invalid value: .*ndpProxy Auto is not one of Disabled, Always, WhenOnLink/],
     [{ prefix: '2001:db8:9:10::/64', routes: ['2001:db8:ffff::1/48'] }, /route 2001:db8:ffff::1\/48 has host bits set/],
+    [{ prefix: '2001:db8:9:10::/64', fastPath: 'On' }, /spec\.fastPath: Unsupported value: "On": supported values: "Disabled", "Auto", "Required"/],
     [{}, /spec\.prefix: Required value/],
   ];
   for (const [spec, re] of cases) {
@@ -231,6 +232,11 @@ ktest('invalid prefixes are refused by the API server with readable messages', a
     spec: { prefix: '2001:db8:9:10::/64', ndpProxy: true } }));
   t.is(bool.code, 422);
   t.regex(bool.message, /spec\.ndpProxy: Invalid value: "boolean": spec\.ndpProxy in body must be of type string/);
+  // `fastPath: on` unquoted: the reason its names are Disabled, Auto, Required and not Off, On
+  const fastBool = await apiErrorMessage(admin().create(paths.prefixes, { apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix', metadata: { name: 'invalid' },
+    spec: { prefix: '2001:db8:9:10::/64', fastPath: true } }));
+  t.is(fastBool.code, 422);
+  t.regex(fastBool.message, /spec\.fastPath: Invalid value: "boolean": spec\.fastPath in body must be of type string/);
   // the same through the real kubectl, from YAML as a user writes it; the CamelCase name passes
   const bin = kubectlDir();
   if (bin) {
@@ -276,6 +282,7 @@ ktest('a sample /64 yields its agent ConfigMap, a finalizer, and status; the nod
   });
   t.deepEqual(p.metadata.finalizers, [FINALIZER]);
   t.is(p.metadata.annotations?.[ALLOCATIONS_ANNOTATION], '{"edge-1":"2001:db8:9:10::/64"}');
+  t.is(p.spec.fastPath, 'Disabled', 'the CRD\'s default for a spec without it (the sample has none)');
   t.deepEqual(p.status!.nodes, [{ name: 'edge-1', prefix: '2001:db8:9:10::/64', listen: '198.51.100.1:25790' }]);
   t.is(p.status!.nodesReady, '0/1');
   t.like(cond(p, 'Degraded'), { status: 'False', reason: 'AsExpected' });

@@ -68,6 +68,36 @@ test('the CamelCase modes and v1alpha1\'s first spellings give the same plan: th
   t.like(n, { localAddressMode: 'dummy112', ndpProxy: 'auto' });
 });
 
+test('spec.fastPath: Disabled by default, Auto and Required as --fast-path\'s auto and on; anything else refused with what to write', (t) => {
+  const base = { prefix: '2001:db8:9::/48', nodeSelector: { role: 'edge' } };
+  const mode = (fastPath?: unknown) => checked({ ...base, ...(fastPath === undefined ? {} : { fastPath }) }).spec!.fastPath;
+  t.is(mode(), 'off');
+  t.is(mode('Disabled'), 'off');
+  t.is(mode('Auto'), 'auto');
+  t.is(mode('Required'), 'on');
+  const reasons = (spec: Record<string, unknown>) => checkSpec({ ...base, ...spec }).problems.map((p) => `${p.reason}: ${p.message}`);
+  t.deepEqual(reasons({ fastPath: 'On' }), ['InvalidField: spec.fastPath "On" is not Disabled, Auto or Required']);
+  // the router's words are not the API's: CamelCase, as every mode of the spec
+  t.deepEqual(reasons({ fastPath: 'auto' }), ['InvalidField: spec.fastPath "auto" is not Disabled, Auto or Required']);
+  // what kubectl sends for an unquoted `fastPath: on`
+  t.deepEqual(reasons({ fastPath: true }),
+    ['InvalidField: spec.fastPath true is not Disabled, Auto or Required (unquoted on, off, yes and no are booleans in YAML 1.1)']);
+  // beside the neighbour proxy too: the router hands it the peers the fast path forwarded for
+  t.deepEqual(reasons({ fastPath: 'Required', ndpProxy: 'WhenOnLink' }), []);
+  t.is(checkSpec({ ...base, fastPath: 'Required', ndpProxy: 'Always' }).spec!.fastPath, 'on');
+  // a refused fastPath is left out of the parsed spec: the prefix is served without the fast path (and Degraded says why)
+  t.is(checkSpec({ ...base, fastPath: 'required' }).spec!.fastPath, 'off');
+});
+
+test('the node shares carry fastPath only when it is not Disabled: an operator upgrade leaves other shares as they were', (t) => {
+  const base = { prefix: '2001:db8:9::/48', nodeSelector: { role: 'edge' } };
+  const share = (spec: Record<string, unknown>) => plan('edge', undefined, checked({ ...base, ...spec }).spec!, nodes, {}).nodes.get('a')!;
+  t.false('fastPath' in share({}));
+  t.deepEqual(share({ fastPath: 'Disabled' }), share({}));
+  t.is(share({ fastPath: 'Auto' }).fastPath, 'auto');
+  t.is(share({ fastPath: 'Required' }).fastPath, 'on');
+});
+
 test('a /48 is split among the selected nodes; ::x local addresses land in every /64, full ones in theirs', (t) => {
   const { spec } = checked({ prefix: '2001:db8:9::/48', nodeSelector: { role: 'edge' }, localAddresses: ['::11'], routes: ['2001:db8:ffff::/48'] });
   const pl = plan('edge', undefined, spec!, nodes, {});

@@ -207,6 +207,39 @@ const rows: Row[] = [
     },
   },
   {
+    title: 'spec.fastPath changed to Auto: the node\'s share says auto (an update); Disabled again, the share is as it was before',
+    given: async (w) => { await w.node('n1', { role: 'edge' }, '192.0.2.1'); await w.prefix('p', P64()); },
+    when: async (w) => {
+      const share = () => w.configMap('p')!.data!['node.n1.json']!;
+      t2Mid.set(w, { before: share() });
+      await w.prefix('p', P64({ fastPath: 'Auto' }));
+      await w.settle('p');
+      t2Mid.set(w, { ...t2Mid.get(w) as object, auto: JSON.parse(share()).fastPath });
+      await w.prefix('p', P64({ fastPath: 'Disabled' }));
+    },
+    then: (t, w) => {
+      const mid = t2Mid.get(w) as { before: string; auto: string };
+      t.is(mid.auto, 'auto');
+      t.is(w.configMap('p')!.data!['node.n1.json'], mid.before, 'byte for byte: the agent sees no change and keeps its router');
+      t.true(w.reasons('p').includes('Normal Updated'));
+      t.like(w.cond('p', 'Degraded'), { status: 'False', reason: 'AsExpected' });
+    },
+  },
+  {
+    title: 'an agent whose router cannot load the fast path of Required makes the prefix Degraded with its reason, and a Warning Event',
+    given: async (w) => { await w.node('n1', { role: 'edge' }, '192.0.2.1'); await w.prefix('p', P64({ fastPath: 'Required' })); },
+    when: async (w) => {
+      await w.report('p', 'n1', { ready: false, reason: 'FastPathUnavailable', message: 'spec.fastPath Required: the kernel refused the BPF program (needs CAP_BPF and CAP_NET_ADMIN): bpf(BPF_MAP_CREATE) EPERM' });
+    },
+    then: (t, w) => {
+      t.is(JSON.parse(w.configMap('p')!.data!['node.n1.json']!).fastPath, 'on');
+      t.like(w.cond('p', 'Degraded'), { status: 'True', reason: 'FastPathUnavailable' });
+      t.regex(w.cond('p', 'Degraded')!.message, /node n1 cannot serve on 192\.0\.2\.1:25790: spec\.fastPath Required: the kernel refused the BPF program \(needs CAP_BPF/);
+      t.like(w.get('p')!.status!.nodes![0], { name: 'n1', ready: false, reason: 'FastPathUnavailable' });
+      t.true(w.reasons('p').includes('Warning FastPathUnavailable'));
+    },
+  },
+  {
     title: 'deleting a prefix no agent reported on removes the finalizer at once; the garbage collector takes the ConfigMap',
     given: async (w) => { await w.node('n1', { role: 'edge' }, '192.0.2.1'); await w.prefix('p', P64()); },
     when: async (w) => { await w.kube.delete(paths.prefix('p')); },
