@@ -156,7 +156,10 @@ function load(cfg: FastPathConfig): FastPathPrograms {
   try {
     prog = new FastPathPrograms();
   } catch (err) {
-    throw new Error(`the kernel refused the BPF programs (needs CAP_BPF and CAP_NET_ADMIN): ${(err as Error).message}`);
+    const e = err as NodeJS.ErrnoException;
+    throw new Error(e.code === 'ENOENT'
+      ? `the fast path's BPF objects are not installed (${e.path ?? e.message}; \`npm run build:bpf\` makes them)`
+      : `the kernel refused the BPF programs (needs CAP_BPF and CAP_NET_ADMIN): ${e.message}`);
   }
   try {
     prog.setRefused(cfg.refused);
