@@ -14,7 +14,7 @@ import { buildTopology, TOPO } from '../../agent/lab/topology.js';
 import { CLI, ping6, startRouterIn } from '../../agent/lab/sixbed4.js';
 import { STATE_DIR } from '../../agent/host/statefile.js';
 import { skipReason, title } from '../helpers/fixtures.js';
-import { commandLine, PEER_UNIT, ROUTER_UNIT, runnable, UNIT_DIR, unitValue } from './units.js';
+import { commandLine, PEER_LAN_DROPIN, PEER_UNIT, ROUTER_UNIT, runnable, UNIT_DIR, unitValue } from './units.js';
 import { notifyListener } from './notify-listener.js';
 
 const ANALYZE = '/usr/bin/systemd-analyze';
@@ -78,4 +78,27 @@ rootTest(title('sixbed4-peer@home.service\'s command line runs a peer in a names
   const p = await ping6(topo.peers.C, TOPO.ispV6);
   t.is(p.received, p.sent, p.output);
   t.is(await peer.stop(), 0, 'a clean stop (systemctl stop sends SIGTERM)');
+});
+
+rootTest(title('--lan needs the peer-lan.conf drop-in: with the unit\'s capabilities alone the LAN\'s raw socket is refused, with the drop-in\'s the peer serves the LAN'), async (t) => {
+  t.is(unitValue(PEER_LAN_DROPIN, 'ProtectKernelTunables'), 'no', 'the peer writes IPv6 forwarding sysctls for the LAN');
+  const topo = await buildTopology({ tag: 'unitlan', nat: false, peerC: true });
+  t.teardown(() => topo.destroy());
+  await topo.router.sysctl('net.ipv6.conf.all.forwarding', 1);
+  await startRouterIn(topo.router, ['--prefix', TOPO.prefix, '--listen', TOPO.routerV4C]);
+  await topo.peers.C.ip(['link', 'add', 'lan0', 'type', 'veth', 'peer', 'name', 'lan1']);
+  await topo.peers.C.ip(['link', 'set', 'lan0', 'up']);
+  await topo.peers.C.ip(['link', 'set', 'lan1', 'up']);
+  const argv = runnable(commandLine(unitValue(PEER_UNIT, 'ExecStart'), { instance: 'lan', env: { ROUTER: TOPO.routerV4C, PEER_FLAGS: '--lan lan0' } }));
+  /** The peer as systemd would start it with the unit's (or the drop-in's) capabilities: those, and no others. */
+  const withCaps = (unit: string) => {
+    const caps = unitValue(unit, 'AmbientCapabilities').split(/\s+/).map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`).join(',');
+    return topo.peers.C.spawn(['setpriv', `--inh-caps=-all,${caps}`, `--ambient-caps=-all,${caps}`, `--bounding-set=-all,${caps}`, ...argv]);
+  };
+  const base = withCaps(PEER_UNIT);
+  t.is((await base.exited).code, 2, base.output());
+  t.regex(base.output(), /--lan lan0: cannot open a raw ICMPv6 socket on it/);
+  const lan = withCaps(PEER_LAN_DROPIN);
+  await lan.waitFor(/LAN lan0: \S+\/114 announced/, 15_000);
+  t.is(await lan.stop(), 0, 'a clean stop: a last RA, forwarding as it was');
 });

@@ -8,6 +8,8 @@ import { CLI } from '../../agent/lab/sixbed4.js';
 export const UNIT_DIR = fileURLToPath(new URL('../../../systemd/', import.meta.url));
 export const ROUTER_UNIT = `${UNIT_DIR}sixbed4-router.service`;
 export const PEER_UNIT = `${UNIT_DIR}sixbed4-peer@.service`;
+/** The drop-in for a peer instance with --lan. */
+export const PEER_LAN_DROPIN = `${UNIT_DIR}peer-lan.conf`;
 
 /** The value of the one `Key=` line of a unit (first match). */
 export function unitValue(unit: string, key: string): string {
