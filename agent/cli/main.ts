@@ -63,6 +63,7 @@ commands:
            the router and peers in it, ping in every direction, say which peers went direct,
            print a summary, clean up
                --keep S         keep the lab running S seconds before teardown (default 0)
+               --fast-path      the router with its in-kernel fast path (the counters say what it took)
 
   host     configure this host for a native /64 (the seed's steps, make-before-break):
            plan | apply | revert  --config FILE | --prefix P --local ADDR ... (see sixbed4 host --help)
@@ -243,11 +244,11 @@ async function peerCommand(args: string[]): Promise<number> {
 }
 
 async function labCommand(args: string[]): Promise<number> {
-  const { values } = parse(args, { keep: { type: 'string' } });
+  const { values } = parse(args, { keep: { type: 'string' }, 'fast-path': { type: 'boolean' } });
   if (values.help) { process.stdout.write(USAGE); return 0; }
   const log = logger(values, 'lab');
   const { runLab } = await import('../lab/lab.js');
-  return runLab({ keepSeconds: int(values.keep, '--keep') ?? 0 }, log);
+  return runLab({ keepSeconds: int(values.keep, '--keep') ?? 0, fastPath: values['fast-path'] === true }, log);
 }
 
 // A failure noted on the way (process.exitCode set before a clean stop) is not overwritten by that stop's 0.

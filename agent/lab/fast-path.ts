@@ -8,8 +8,15 @@ import { fileURLToPath } from 'node:url';
 import type { Netns } from './netns.js';
 import { systemTool } from '../host/tools.js';
 
+let chosen = process.env.SIXBED4_LAB_FAST_PATH === 'on';
+
 export function labFastPath(): boolean {
-  return process.env.SIXBED4_LAB_FAST_PATH === 'on';
+  return chosen;
+}
+
+/** `sixbed4 lab --fast-path`: the same for this process. */
+export function useLabFastPath(on: boolean): void {
+  chosen = on;
 }
 
 /**

@@ -10,12 +10,14 @@ import { cleanupAll, uniqueName } from './netns.js';
 import type { Proc } from './proc.js';
 import { ping6, scrape, startPeerIn, startRouterIn, type PingResult } from './sixbed4.js';
 import { addSecondNat, NAT_D, type SecondNat } from './second-nat.js';
+import { labFastPath, useLabFastPath } from './fast-path.js';
 
-export interface LabOptions { keepSeconds: number; }
+export interface LabOptions { keepSeconds: number; fastPath?: boolean; }
 
 const METRICS = '127.0.0.1:9464';
 
 export async function runLab(opts: LabOptions, log: Logger): Promise<number> {
+  if (opts.fastPath) useLabFastPath(true);
   const why = requireRootReason();
   if (why) {
     process.stderr.write(`sixbed4 lab: ${why}\n`);
@@ -96,6 +98,12 @@ export async function runLab(opts: LabOptions, log: Logger): Promise<number> {
 function summary(topo: Topology, peers: [string, string, string][], results: [string, PingResult][], pairs: [string, boolean][],
   m: Map<string, number>): string {
   const g = (k: string) => m.get(k) ?? 0;
+  // With the fast path, what its programs forwarded in the kernel is said apart.
+  const both = (direction: string) => {
+    const slow = g(`sixbed4_router_packets_total{direction="${direction}",path="slow"}`);
+    const fast = g(`sixbed4_router_packets_total{direction="${direction}",path="fast"}`);
+    return labFastPath() ? `${slow + fast} (${fast} by the fast path)` : String(slow);
+  };
   const lines = [
     '',
     `sixbed4 lab: router ${TOPO.routerV4}:25790 serves ${TOPO.prefix} (namespace ${topo.router.name})`,
@@ -111,9 +119,9 @@ function summary(topo: Topology, peers: [string, string, string][], results: [st
       : 'through the router (their probes got no answer)'}`),
     '',
     'router counters',
-    `  peers -> kernel    ${g('sixbed4_router_packets_total{direction="udp_to_tun",path="slow"}')} packets`,
-    `  kernel -> peers    ${g('sixbed4_router_packets_total{direction="tun_to_udp",path="slow"}')} packets`,
-    `  peer -> peer       ${g('sixbed4_router_packets_total{direction="relay",path="slow"}')} packets (relayed over UDP, kernel untouched)`,
+    `  peers -> kernel    ${both('udp_to_tun')} packets`,
+    `  kernel -> peers    ${both('tun_to_udp')} packets`,
+    `  peer -> peer       ${both('relay')} packets (relayed over UDP, the kernel's routing untouched)`,
     `  RS in / RA out     ${g('sixbed4_router_nd_messages_total{type="rs"}')} / ${g('sixbed4_router_nd_messages_total{type="ra"}')}`,
     `  dropped            ${[...m].filter(([k]) => k.startsWith('sixbed4_router_dropped_packets_total')).reduce((s, [, v]) => s + v, 0)}${dropDetail(m)}`,
     '',
