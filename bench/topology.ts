@@ -230,3 +230,29 @@ export async function readUdpSnmp(n: Netns): Promise<Record<string, number>> {
   const keys = lines[0]!.split(/\s+/).slice(1), vals = lines[1]!.split(/\s+/).slice(1).map(Number);
   return Object.fromEntries(keys.map((k, i) => [k, vals[i] ?? 0]));
 }
+
+/**
+ * The veths the generators' packets leave by (isp eth0 for 6→4, peer eth0 for 4→6), where tx checksum offload
+ * decides what the router namespace receives: with it on, a datagram sent on this host crosses the veth with a
+ * partial UDP checksum (CHECKSUM_PARTIAL: the stack vouches for it), which the fast path cannot verify and leaves
+ * to the router; with it off, the sender computes the full checksum, as a real NIC's wire carries it.
+ */
+export const GENERATOR_VETHS: ReadonlyArray<{ role: Role; dev: string }> = [
+  { role: 'peer', dev: NET.peerIf },
+  { role: 'isp', dev: NET.ispIf },
+];
+
+/** Turns tx checksum offload of the generators' veths on or off (ethtool -K DEV tx on|off). */
+export async function setGeneratorTxChecksum(ns: Record<Role, Netns>, on: boolean): Promise<void> {
+  await Promise.all(GENERATOR_VETHS.map((v) => ns[v.role].run([systemTool('ethtool'), '-K', v.dev, 'tx', on ? 'on' : 'off'])));
+}
+
+/** Whether tx checksum offload is on, per generator veth (ethtool -k). */
+export async function generatorTxChecksum(ns: Record<Role, Netns>): Promise<Record<string, boolean>> {
+  const out: Record<string, boolean> = {};
+  for (const v of GENERATOR_VETHS) {
+    const text = await ns[v.role].run([systemTool('ethtool'), '-k', v.dev]);
+    out[`${v.role} ${v.dev}`] = /^tx-checksumming:\s*on/m.test(text);
+  }
+  return out;
+}
