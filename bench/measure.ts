@@ -122,6 +122,8 @@ export interface Row {
   /** With spec.bpfStats: the router's BPF programs during the window, and the rate of that window. */
   bpf?: BpfRow[];
   bpfWindowPps?: number;
+  /** path µs/pkt of that window: against the row's own, what the statistics cost. */
+  bpfWindowPathUs?: number;
   error?: string;
 }
 
@@ -274,6 +276,7 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
   if (wantBpf) {
     row.bpf = await bpfRows(rtr, bpfA, bpfB, recvWindow);
     row.bpfWindowPps = pps;
+    row.bpfWindowPathUs = row.pathUsPerPkt;
   }
   return row;
 }

@@ -141,7 +141,7 @@ export function fastDetail(rows: Row[]): string[] {
       (passed.length ? `; left to the router by the fast path: ${passed.slice(0, 4).map(([k, v]) => `${k} ${int(v)}`).join(', ')}` : ''));
     if (r.bpf) {
       const progs = r.bpf.filter((b) => b.runs > 0);
-      out.push(`    BPF (kernel.bpf_stats_enabled=1 window, ${int(r.bpfWindowPps ?? NaN)} pps): ` + (progs.length
+      out.push(`    BPF (a window with kernel.bpf_stats_enabled=1: ${int(r.bpfWindowPps ?? NaN)} pps, path ${fix(r.bpfWindowPathUs, 2)} µs/pkt): ` + (progs.length
         ? progs.map((b) => `${b.name} on ${b.where}: ${fix(b.nsPerRun, 0)} ns/run, ${fix(b.runsPerPkt, 2)} runs/pkt`).join('; ')
         : r.bpf.length ? `the router's programs (${r.bpf.map((b) => `${b.name} on ${b.where}`).join(', ')}) did not run` : 'the router holds no BPF program'));
     }
@@ -151,20 +151,53 @@ export function fastDetail(rows: Row[]): string[] {
 
 const pct = (x: number, of: number) => `${((100 * x) / of).toFixed(0)}%`;
 
-/** The fast path's goal: CPU added per packet over the generator within ×goal of kernel forwarding's, per row. */
+/**
+ * CPU a row adds per packet over its own generator alone (its path cost minus the ceiling's with the same
+ * generator and size): what forwarding costs, wherever it ran, comparable across generators.
+ */
+export function addedUs(ok: Row[], r: Row): number {
+  const ceil = ok.find((x) => x.group === 'ceiling' && x.direction === r.direction && x.size === r.size);
+  return ceil ? r.pathUsPerPkt - ceil.pathUsPerPkt : NaN;
+}
+
+/** Kernel IPv6 forwarding at a size (the TUN generator's row, isp → peer): the reference per-packet cost. */
+export function kernelV6(ok: Row[], size: number): Row | undefined {
+  return ok.find((x) => x.group === 'kernel' && x.direction === '6→4' && x.size === size);
+}
+
+/** The fast path's goal: CPU added per packet within ×goal of kernel IPv6 forwarding's (same size), per fast row. */
 export function fastGoal(ok: Row[], goal = 1.3): string[] {
   const parts: string[] = [];
   for (const fast of ok.filter((r) => r.group === 'fast')) {
-    const ref = referenceFor(ok, fast);
-    const ceil = ok.find((r) => r.group === 'ceiling' && r.direction === fast.direction && r.size === fast.size);
+    const ref = kernelV6(ok, fast.size);
     const share = fastShare(fast);
     const what = `${fast.direction} ${fast.size} B`;
-    if (!ref || !ceil) continue;
-    const ratio = (fast.pathUsPerPkt - ceil.pathUsPerPkt) / (ref.pathUsPerPkt - ceil.pathUsPerPkt);
+    if (!ref) continue;
+    const ratio = addedUs(ok, fast) / addedUs(ok, ref);
+    if (!Number.isFinite(ratio)) continue;
     if (!(share > 0)) parts.push(`${what} ×${fix(ratio, 1)} (not the fast path: the router process forwarded them)`);
     else parts.push(`${what} ×${fix(ratio, 1)} ${ratio <= goal ? 'met' : 'not met'}${share < 1 ? ` (${(100 * share).toFixed(0)}% fast)` : ''}`);
   }
-  return parts.length ? [`fast path goal, CPU added per packet ≤ ×${goal} kernel forwarding's: ${parts.join('; ')}`] : [];
+  return parts.length ? [`fast path goal, CPU added per packet ≤ ×${goal} kernel IPv6 forwarding's: ${parts.join('; ')}`] : [];
+}
+
+/**
+ * "CPU added per packet over the generator alone" (the generator's own cost cancels out: what forwarding adds per
+ * packet, wherever it ran), with each row's ratio to kernel IPv6 forwarding's at that size; for 4→6 also kernel
+ * IPv4 forwarding's, which uses the same (UDP) generator.
+ */
+function addedLine(ok: Row[], dir: Direction, size: number, rows: Array<[string, Row | undefined]>): string | undefined {
+  const v6 = kernelV6(ok, size);
+  const v4 = dir === '4→6' ? ok.find((x) => x.group === 'kernel' && x.direction === '4→6' && x.size === size) : undefined;
+  const ref = v6 ? addedUs(ok, v6) : NaN;
+  const parts = rows.filter((x): x is [string, Row] => !!x[1]).map(([label, r]) => {
+    const us = addedUs(ok, r);
+    return Number.isFinite(us) ? `${label} ${fix(us, 2)} µs (×${fix(us / ref, 1)}${r.group === 'fast' ? `; ${int(r.pps)} pps; ${fastPathWords(r)}` : ''})` : undefined;
+  }).filter((x) => x !== undefined);
+  if (!Number.isFinite(ref) || parts.length === 0) return undefined;
+  const v4us = v4 ? addedUs(ok, v4) : NaN;
+  return `  CPU added per packet over the generator alone: kernel IPv6 forwarding ${fix(ref, 2)} µs` +
+    (Number.isFinite(v4us) ? ` (IPv4, same generator as 4→6: ${fix(v4us, 2)} µs)` : '') + `; ${parts.join(', ')}`;
 }
 
 /** Which path a fast row's packets took, in words, so that no ratio is read as the fast path's when it is not. */
@@ -172,7 +205,7 @@ function fastPathWords(r: Row): string {
   const share = fastShare(r);
   if (!Number.isFinite(share)) return 'the router counted no packet in this direction';
   if (share === 1) return 'all packets in the kernel';
-  if (share === 0) return 'all packets by the router process: this direction has no fast path yet';
+  if (share === 0) return 'all packets by the router process, none in the kernel';
   return `only ${(100 * share).toFixed(share > 0.99 ? 2 : 0)}% in the kernel, the rest by the router process`;
 }
 
@@ -213,27 +246,18 @@ export function summary(rows: Row[], target = 700_000): string[] {
         (ref ? ` = ${pct(main.pps, ref.pps)} of kernel forwarding (${k(ref.pps)})` : '') +
         (ceil ? `, ${pct(main.pps, ceil.pps)} of the generator ceiling (${k(ceil.pps)})` : '') +
         (main.router ? `; router ${main.router.cpuPct.toFixed(0)}% CPU, ${main.router.usPerPkt.toFixed(2)} µs/pkt; ${bound(main)}` : ''));
-      // The generator's own cost cancels out: what forwarding adds per packet, wherever it ran.
       const fast = find((r) => r.group === 'fast' && r.direction === dir && r.size === size);
-      if (ref && ceil) {
-        const added = (r: Row) => r.pathUsPerPkt - ceil.pathUsPerPkt;
-        out.push(`  CPU added per packet over the generator alone: kernel forwarding ${fix(added(ref), 2)} µs, sixbed4 ${fix(added(main), 2)} µs` +
-          ` (×${fix(added(main) / added(ref), 1)})` +
-          (fast ? `, sixbed4 --fast-path on ${fix(added(fast), 2)} µs (×${fix(added(fast) / added(ref), 1)}; ${fastPathWords(fast)})` : ''));
-      }
+      const added = addedLine(ok, dir, size, [['sixbed4', main], ['sixbed4 --fast-path on', fast]]);
+      if (added) out.push(added);
     }
   }
   // Fast rows without their router row (--only fast): against kernel forwarding all the same.
   for (const fast of ok.filter((r) => r.group === 'fast' && !find((m) => m.group === 'router' && m.direction === r.direction && m.size === r.size))) {
     const ref = referenceFor(ok, fast);
-    const ceil = find((r) => r.group === 'ceiling' && r.direction === fast.direction && r.size === fast.size);
     out.push(`${fast.direction} ${fast.size} B: sixbed4 --fast-path on ${k(fast.pps)}` + (ref ? ` = ${pct(fast.pps, ref.pps)} of kernel forwarding (${k(ref.pps)})` : '') +
       `; ${fastPathWords(fast)}`);
-    if (ref && ceil) {
-      const added = (r: Row) => r.pathUsPerPkt - ceil.pathUsPerPkt;
-      out.push(`  CPU added per packet over the generator alone: kernel forwarding ${fix(added(ref), 2)} µs, sixbed4 --fast-path on ${fix(added(fast), 2)} µs` +
-        ` (×${fix(added(fast) / added(ref), 1)})`);
-    }
+    const added = addedLine(ok, fast.direction, fast.size, [['sixbed4 --fast-path on', fast]]);
+    if (added) out.push(added);
   }
   out.push(...fastGoal(ok));
   const mainRow = (dir: Direction) => find((r) => r.group === 'router' && r.direction === dir && r.size === 48);

@@ -318,6 +318,7 @@ async function main(): Promise<number> {
               const r = await measure(ctx, { ...spec, bpfStats: true });
               row.bpf = r.bpf ?? [];
               row.bpfWindowPps = r.pps;
+              row.bpfWindowPathUs = r.pathUsPerPkt;
               process.stderr.write(`${Math.round(r.pps).toLocaleString('en-US')} pps; ` +
                 `${(r.bpf ?? []).map((p) => `${p.name} ${Number.isFinite(p.nsPerRun) ? p.nsPerRun.toFixed(0) : '-'} ns/run`).join(', ') || 'no BPF program'}\n`);
             } catch (e) {
