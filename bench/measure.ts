@@ -189,7 +189,8 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
     ctx.router ? readRouterCounters(rtr) : Promise.resolve(undefined),
   ]);
 
-  const durationMs = warmupMs + windowMs + 400;
+  // Slack after the window: on a loaded machine reading the counters at its start can take most of a second.
+  const durationMs = warmupMs + windowMs + 1000;
   const cfg = { ...spec.gen, durationMs, maxPackets: Math.ceil(durationMs * 5000) } as GenConfig;
   const argv = [process.execPath, GENERATOR, JSON.stringify(cfg)];
   const gen: Proc = ctx.ns[spec.genNs].spawn(ctx.timing.genCpus !== undefined ? ['taskset', '-c', ctx.timing.genCpus, ...argv] : argv);
@@ -244,8 +245,9 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
     // The generator's and ksoftirqd's work is per packet sent (it includes the
     // kernel's receive of packets the router then had no room for), the
     // router's per packet it delivered.
-    pathUsPerPkt: recvWindow > 0 && sentWindow > 0
-      ? (((genCpuS ?? 0) + softirqdS) * 1e6) / sentWindow + (((routerUser ?? 0) + (routerSystem ?? 0)) * 1e6) / recvWindow
+    // Without the generator's CPU (it ended before the window did, e.g. on a loaded machine) there is no path figure.
+    pathUsPerPkt: recvWindow > 0 && sentWindow > 0 && genCpuS !== null
+      ? ((genCpuS + softirqdS) * 1e6) / sentWindow + (((routerUser ?? 0) + (routerSystem ?? 0)) * 1e6) / recvWindow
       : NaN,
     otherCpuPct: (100 * Math.max(0, busySeconds(a.cpus, b.cpus) - (genCpuS ?? 0) - (routerUser ?? 0) - (routerSystem ?? 0) - softirqdS - (b.self - a.self))) / windowS,
     sysUsPerPkt: recvWindow > 0 ? (busySeconds(a.cpus, b.cpus) * 1e6) / recvWindow : NaN,
