@@ -175,8 +175,8 @@ export function fastGoal(ok: Row[], goal = 1.3): string[] {
     if (!ref) continue;
     const ratio = addedUs(ok, fast) / addedUs(ok, ref);
     if (!Number.isFinite(ratio)) continue;
-    if (!(share > 0)) parts.push(`${what} ×${fix(ratio, 1)} (not the fast path: the router process forwarded them)`);
-    else parts.push(`${what} ×${fix(ratio, 1)} ${ratio <= goal ? 'met' : 'not met'}${share < 1 ? ` (${(100 * share).toFixed(0)}% fast)` : ''}`);
+    if (!(share > 0)) parts.push(`${what} ×${fix(ratio, 2)} (not the fast path: the router process forwarded them)`);
+    else parts.push(`${what} ×${fix(ratio, 2)} ${ratio <= goal ? 'met' : 'not met'}${share < 1 ? ` (${(100 * share).toFixed(0)}% fast)` : ''}`);
   }
   return parts.length ? [`fast path goal, CPU added per packet ≤ ×${goal} kernel IPv6 forwarding's: ${parts.join('; ')}`] : [];
 }

@@ -103,7 +103,9 @@ export function parseRouterCounters(m: Map<string, number>): RouterCounters {
     }
     x = /^sixbed4_router_fast_path_passed_total\{(.*)\}$/.exec(k);
     if (x) {
-      const key = Object.entries(labels(x[1]!)).map(([a, b]) => (a === 'reason' ? b : `${a}=${b}`)).join(',');
+      // e.g. side="udp",reason="udp_checksum" → "udp/udp_checksum" (side: udp = from peers, tun = from the kernel).
+      const { side, reason, ...rest } = labels(x[1]!);
+      const key = [side, reason, ...Object.entries(rest).map(([a, b]) => `${a}=${b}`)].filter(Boolean).join('/');
       out.passed[key] = (out.passed[key] ?? 0) + v;
       continue;
     }

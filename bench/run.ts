@@ -20,7 +20,7 @@ import { measure, newCtx, type Ctx, type Direction, type Group, type Row, type S
 import { hostSetup, setupLines, summary, table, writeJson, type Setup } from './report.js';
 import { routerHasFlag, startBenchRouter, type RouterSetup, type RunningBenchRouter } from './routerctl.js';
 import { runFlood, type FloodResult } from './flood.js';
-import { addCeilingSink, buildBenchNet, generatorTxChecksum, GENERATOR_VETHS, NET, removeCeilingSink, setGeneratorTxChecksum, type BenchNet, type SinkId } from './topology.js';
+import { addCeilingSink, buildBenchNet, NET, removeCeilingSink, setTxChecksum, TX_CSUM_VETHS, txChecksumState, type BenchNet, type SinkId } from './topology.js';
 
 const GROUPS: Group[] = ['ceiling', 'kernel', 'router', 'fast', 'batch', 'workers', 'peers'];
 /** Groups outside the packets-per-second table: the flood scenario (bench/flood.ts). */
@@ -47,8 +47,8 @@ const USAGE = `usage: npm run bench -- [--quick] [--duration S] [--only GROUPS] 
                  (at most ${RETRIES_PER_ROW} per row; default 12)
   --rps          steer the router namespace's receive processing to CPU 0 and the other
                  namespaces' to CPU 1 (RPS), instead of leaving it on the sending CPU
-  --tx-offload   leave tx checksum offload on the generators' veths on for every row but fast (default:
-                 off for every row, so that every row sends full UDP checksums, as a real wire carries them)
+  --tx-offload   leave tx checksum offload on the generators' veths and the router's uplink on for every
+                 row but fast (default: off for every row: full UDP checksums on every wire, as from a NIC)
 needs root (network namespaces, TUN devices) and ip, nft, sysctl, ping; taskset for CPU pinning.
 `;
 
@@ -161,10 +161,10 @@ async function main(): Promise<number> {
     checksum: !ethtool
       ? 'no ethtool: tx checksum offload left as the veths come (on): datagrams sent on this host carry partial UDP checksums, ' +
         'which the fast path leaves to the router'
-      : `tx checksum offload of the generators' veths (${GENERATOR_VETHS.map((v) => `${v.role} ${v.dev}`).join(', ')}) ` +
-        `${opt.txOffload ? 'off for the fast rows, on for the others (--tx-offload)' : 'off for every row'}: off, every datagram crosses ` +
-        'with its full UDP checksum, as from a real NIC; on, a same-host sender leaves a partial one, which the fast path ' +
-        'cannot verify and leaves to the router',
+      : `tx checksum offload of the generators' veths and the router's uplink (${TX_CSUM_VETHS.map((v) => `${v.role} ${v.dev}`).join(', ')}) ` +
+        `${opt.txOffload ? 'off for the fast rows, on for the others (--tx-offload)' : 'off for every row'}: off, the kernel finishes ` +
+        'every UDP checksum before the wire, as a real NIC does; on, a same-host sender leaves a partial one, which the fast ' +
+        'path cannot verify (4→6), and the router keeps 6→4 out of the fast path on an uplink that leaves checksums to the next hop',
     notes: [],
   };
   if (host.loadStart[0]! > 0.5) setup.notes.push(`load ${host.loadStart[0]!.toFixed(2)} at start: other jobs may compete for the CPUs (other% shows how much they took in each window)`);
@@ -201,8 +201,8 @@ async function main(): Promise<number> {
     let txOn = true;
     const txChecksum = async (on: boolean) => {
       if (!ethtool || on === txOn) return;
-      await setGeneratorTxChecksum(net!.ns, on);
-      const now = await generatorTxChecksum(net!.ns);
+      await setTxChecksum(net!.ns, on);
+      const now = await txChecksumState(net!.ns);
       if (Object.values(now).some((x) => x !== on)) throw new Error(`ethtool -K tx ${on ? 'on' : 'off'} did not take: ${JSON.stringify(now)}`);
       txOn = on;
     };

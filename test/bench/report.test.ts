@@ -12,12 +12,12 @@ test('the router\'s metrics split per direction and path; the fast path\'s pass 
     ['sixbed4_router_packets_total{direction="tun_to_udp",path="slow"}', 7],
     ['sixbed4_router_packets_total{direction="relay",path="slow"}', 0],
     ['sixbed4_router_fast_path_passed_total{reason="udp_checksum"}', 3],
-    ['sixbed4_router_fast_path_passed_total{direction="tun_to_udp",reason="short"}', 2],
+    ['sixbed4_router_fast_path_passed_total{side="tun",reason="short"}', 2],
     ['sixbed4_router_dropped_packets_total{reason="spoofed"}', 1],
   ]));
   t.deepEqual(c.forwarded, { udp_to_tun: 105, tun_to_udp: 7, relay: 0 });
   t.deepEqual(c.byPath, { 'udp_to_tun/slow': 5, 'udp_to_tun/fast': 100, 'tun_to_udp/slow': 7, 'relay/slow': 0 });
-  t.deepEqual(c.passed, { udp_checksum: 3, 'direction=tun_to_udp,short': 2 });
+  t.deepEqual(c.passed, { udp_checksum: 3, 'tun/short': 2 });
   t.deepEqual(c.dropped, { spoofed: 1 });
 });
 
@@ -48,8 +48,8 @@ test('path label and goal: fast only for packets the fast path counted', (t) => 
   t.is(pathLabel(rows[5]!), 'slow');
   t.is(pathLabel(row({ group: 'fast', direction: '4→6', size: 48, pathUsPerPkt: 1, router: routerOf({ 'udp_to_tun/fast': 999, 'udp_to_tun/slow': 1 }) })), 'fast 99% slow 1%');
   const goal = fastGoal(rows).join('\n');
-  t.regex(goal, /4→6 48 B ×1\.2 met/);
-  t.regex(goal, /6→4 48 B ×4\.0 \(not the fast path/);
+  t.regex(goal, /4→6 48 B ×1\.20 met/);
+  t.regex(goal, /6→4 48 B ×4\.00 \(not the fast path/);
   const text = summary(rows).join('\n');
   t.regex(text, /6→4 48 B: sixbed4 --fast-path on .*all packets by the router process/);
   t.notRegex(text, /6→4[^\n]*all packets in the kernel/);
