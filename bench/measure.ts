@@ -13,13 +13,13 @@ import type { Netns } from '../agent/lab/netns.js';
 import type { Proc } from '../agent/lab/proc.js';
 import type { GenConfig, GenResult, GenSpec } from './generator.js';
 import { busySeconds, cpuTimes, cpuUsage, ksoftirqdPids, processCpu, processMemory, totalCpuSeconds, type CpuTimes } from './procstat.js';
-import { counterDelta, readRouterCounters, type RunningBenchRouter } from './routerctl.js';
+import { bpftoolProg, counterDelta, readRouterCounters, routerBpfStats, type BpfProgStats, type RunningBenchRouter } from './routerctl.js';
 import { readLinks, readSink, readUdpSnmp, type Role, type SinkId } from './topology.js';
 
 const GENERATOR = fileURLToPath(new URL('./generator.js', import.meta.url));
 
 export type Direction = '4→6' | '6→4';
-export type Group = 'ceiling' | 'kernel' | 'router' | 'batch' | 'workers' | 'peers';
+export type Group = 'ceiling' | 'kernel' | 'router' | 'fast' | 'batch' | 'workers' | 'peers';
 
 export interface Spec {
   group: Group;
@@ -37,6 +37,25 @@ export interface Spec {
   workers?: number;
   peers?: number;
   flows?: number;
+  /** The router runs with --fast-path on. */
+  fastPath?: boolean;
+  /**
+   * Read the run statistics of the router's BPF programs over the window (they count only while
+   * kernel.bpf_stats_enabled=1, which the caller sets: it costs time per run, so not in the main measurement).
+   */
+  bpfStats?: boolean;
+}
+
+/** One of the router's BPF programs over a window: how often it ran and how long a run took, inside the program. */
+export interface BpfRow {
+  id: number;
+  name: string;
+  /** Where it is attached: "wan1 ingress", ... */
+  where: string;
+  runs: number;
+  nsPerRun: number;
+  /** Runs per packet that arrived at the sink in the window. */
+  runsPerPkt: number;
 }
 
 export interface Timing { warmupMs: number; windowMs: number; genCpus?: string; }
@@ -71,6 +90,10 @@ export interface Row {
     peakRssMB: number;
     /** Over the whole run, from the router's own metrics. */
     forwarded: Record<string, number>;
+    /** The same per "direction/path": path fast = forwarded in the kernel by the fast path, slow = by the router process. */
+    byPath: Record<string, number>;
+    /** Packets the fast path left to the router, by reason (whole run). */
+    passed: Record<string, number>;
     dropped: Record<string, number>;
     droppedTotal: number;
   };
@@ -96,6 +119,11 @@ export interface Row {
   neighbours: number;
   generator?: GenResult;
   windowS: number;
+  /** With spec.bpfStats: the router's BPF programs during the window, and the rate of that window. */
+  bpf?: BpfRow[];
+  bpfWindowPps?: number;
+  /** path µs/pkt of that window: against the row's own, what the statistics cost. */
+  bpfWindowPathUs?: number;
   error?: string;
 }
 
@@ -161,17 +189,22 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
     ctx.router ? readRouterCounters(rtr) : Promise.resolve(undefined),
   ]);
 
-  const durationMs = warmupMs + windowMs + 400;
+  // Slack after the window: on a loaded machine reading the counters at its start can take most of a second.
+  const durationMs = warmupMs + windowMs + 1000;
   const cfg = { ...spec.gen, durationMs, maxPackets: Math.ceil(durationMs * 5000) } as GenConfig;
   const argv = [process.execPath, GENERATOR, JSON.stringify(cfg)];
   const gen: Proc = ctx.ns[spec.genNs].spawn(ctx.timing.genCpus !== undefined ? ['taskset', '-c', ctx.timing.genCpus, ...argv] : argv);
   let a: Sample, b: Sample, genResult: GenResult | undefined;
+  const wantBpf = !!spec.bpfStats && !!ctx.router;
+  let bpfA: BpfProgStats[] = [], bpfB: BpfProgStats[] = [];
   try {
     await gen.waitFor(/^sending /, 15_000);
     await sleep(warmupMs);
     a = await sample(ctx, spec, gen.pid);
+    if (wantBpf) bpfA = await routerBpfStats(ctx.router!.pid);
     await sleep(windowMs);
     b = await sample(ctx, spec, gen.pid);
+    if (wantBpf) bpfB = await routerBpfStats(ctx.router!.pid);
     const line = await gen.waitFor(/^result /, durationMs + 10_000);
     genResult = JSON.parse(line.slice('result '.length)) as GenResult;
   } finally {
@@ -212,8 +245,9 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
     // The generator's and ksoftirqd's work is per packet sent (it includes the
     // kernel's receive of packets the router then had no room for), the
     // router's per packet it delivered.
-    pathUsPerPkt: recvWindow > 0 && sentWindow > 0
-      ? (((genCpuS ?? 0) + softirqdS) * 1e6) / sentWindow + (((routerUser ?? 0) + (routerSystem ?? 0)) * 1e6) / recvWindow
+    // Without the generator's CPU (it ended before the window did, e.g. on a loaded machine) there is no path figure.
+    pathUsPerPkt: recvWindow > 0 && sentWindow > 0 && genCpuS !== null
+      ? ((genCpuS + softirqdS) * 1e6) / sentWindow + (((routerUser ?? 0) + (routerSystem ?? 0)) * 1e6) / recvWindow
       : NaN,
     otherCpuPct: (100 * Math.max(0, busySeconds(a.cpus, b.cpus) - (genCpuS ?? 0) - (routerUser ?? 0) - (routerSystem ?? 0) - softirqdS - (b.self - a.self))) / windowS,
     sysUsPerPkt: recvWindow > 0 ? (busySeconds(a.cpus, b.cpus) * 1e6) / recvWindow : NaN,
@@ -235,9 +269,31 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
       rssMB: (memory?.rss ?? NaN) / 2 ** 20,
       peakRssMB: (memory?.hwm ?? NaN) / 2 ** 20,
       forwarded: counterDelta(ctrBase.forwarded, ctrEnd.forwarded),
+      byPath: counterDelta(ctrBase.byPath, ctrEnd.byPath),
+      passed: counterDelta(ctrBase.passed, ctrEnd.passed),
       dropped,
       droppedTotal: Object.values(dropped).reduce((x, y) => x + y, 0),
     };
   }
+  if (wantBpf) {
+    row.bpf = await bpfRows(rtr, bpfA, bpfB, recvWindow);
+    row.bpfWindowPps = pps;
+    row.bpfWindowPathUs = row.pathUsPerPkt;
+  }
   return row;
+}
+
+async function bpfRows(rtr: Netns, a: BpfProgStats[], b: BpfProgStats[], packets: number): Promise<BpfRow[]> {
+  type L = Array<{ ifindex: number; ifname: string }>;
+  const names = new Map((await rtr.json<L>(['link', 'show'])).map((l) => [l.ifindex, l.ifname]));
+  return Promise.all(b.map(async (pb) => {
+    const pa = a.find((x) => x.id === pb.id);
+    const runs = pb.runCnt - (pa?.runCnt ?? 0), ns = pb.runTimeNs - (pa?.runTimeNs ?? 0);
+    return {
+      id: pb.id,
+      name: (await bpftoolProg(pb.id))?.name ?? `prog ${pb.id}`,
+      where: pb.attach.map((x) => `${names.get(x.ifindex) ?? `ifindex ${x.ifindex}`} ${x.type}`).join(', ') || 'not attached',
+      runs, nsPerRun: runs > 0 ? ns / runs : NaN, runsPerPkt: packets > 0 ? runs / packets : NaN,
+    };
+  }));
 }

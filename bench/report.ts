@@ -5,6 +5,7 @@ import { cpus, loadavg, release } from 'node:os';
 import { dirname } from 'node:path';
 
 import type { Direction, Row } from './measure.js';
+import { METRIC_DIRECTION } from './routerctl.js';
 
 export interface Setup {
   date: string;
@@ -16,6 +17,8 @@ export interface Setup {
   loadStart: number[];
   loadEnd?: number[];
   pinning: string;
+  /** Tx checksum offload of the generators' veths, and why. */
+  checksum?: string;
   windowS: number;
   warmupS: number;
   workersFlag: boolean;
@@ -43,6 +46,7 @@ export function setupLines(s: Setup): string[] {
     `host     ${s.cpuModel}, ${s.cores} CPUs${s.virtualised ? ' (virtual machine)' : ''}; kernel ${s.kernel}; node ${s.node}`,
     `load     ${load(s.loadStart)} (1/5/15 min) at start${s.loadEnd ? `, ${load(s.loadEnd)} at end` : ''}`,
     `cpus     ${s.pinning}`,
+    ...(s.checksum ? [`csum     ${s.checksum}`] : []),
     `window   ${s.windowS} s per measurement after ${s.warmupS} s warm-up; generators send flat out; pps = what arrived at the sink`,
     `sizes    IPv6 packet bytes (4→6 datagrams carry them in UDP/IPv4, +28 bytes on the wire); Mbit/s counts IPv6 bytes`,
     ...s.notes.map((n) => `note     ${n}`),
@@ -59,13 +63,41 @@ export function referenceFor(rows: Row[], r: Row): Row | undefined {
   return rows.find((x) => x.group === 'kernel' && x.direction === r.direction && x.size === r.size && !x.error);
 }
 
+/**
+ * Which path the row's packets took, from the router's own metrics (whole run): "fast" when the kernel forwarded
+ * them all, "slow" when the router process did, else the share of each. Undefined for rows without a router.
+ */
+export function pathSplit(r: Row): { fast: number; slow: number } | undefined {
+  if (!r.router?.byPath) return undefined;
+  const dir = METRIC_DIRECTION[r.direction];
+  return { fast: r.router.byPath[`${dir}/fast`] ?? 0, slow: r.router.byPath[`${dir}/slow`] ?? 0 };
+}
+
+/** The fraction of a router row's packets forwarded by the fast path (NaN when it forwarded none at all). */
+export function fastShare(r: Row): number {
+  const p = pathSplit(r);
+  return p && p.fast + p.slow > 0 ? p.fast / (p.fast + p.slow) : NaN;
+}
+
+export function pathLabel(r: Row): string {
+  const p = pathSplit(r);
+  if (!p) return r.group === 'kernel' ? 'kernel' : '-';
+  const total = p.fast + p.slow;
+  if (total === 0) return 'none';
+  if (p.slow === 0) return 'fast';
+  if (p.fast === 0) return 'slow';
+  // Never round a mixed row to 100% of either.
+  const f = Math.min(99, Math.max(1, Math.round((100 * p.fast) / total)));
+  return `fast ${f}% slow ${100 - f}%`;
+}
+
 export function table(rows: Row[]): string[] {
-  const head = ['measurement', 'size', 'pps', 'Mbit/s', 'loss%', 'lost at', 'rtr CPU%', 'rtr µs/pkt usr+sys', 'path µs/pkt', 'RSS MB', 'rtr drops', 'gen CPU%', 'CPU0/1 busy%', 'other%', 'vs ref'];
+  const head = ['measurement', 'size', 'pps', 'Mbit/s', 'fwd path', 'loss%', 'lost at', 'rtr CPU%', 'rtr µs/pkt usr+sys', 'path µs/pkt', 'RSS MB', 'rtr drops', 'gen CPU%', 'CPU0/1 busy%', 'other%', 'vs ref'];
   const body = rows.map((r) => {
     if (r.error) return [r.name, String(r.size), `not measured: ${r.error}`];
     const ref = referenceFor(rows, r);
     return [
-      r.name, String(r.size), int(r.pps), fix(r.mbps), fix(r.lossPct), lostAt(r),
+      r.name, String(r.size), int(r.pps), fix(r.mbps), pathLabel(r), fix(r.lossPct), lostAt(r),
       fix(r.router?.cpuPct, 0), r.router ? `${fix(r.router.usPerPkt, 2)} = ${fix(r.router.userUsPerPkt, 2)}+${fix(r.router.systemUsPerPkt, 2)}` : '-', fix(r.pathUsPerPkt, 2),
       fix(r.router?.rssMB, 0), r.router ? int(r.router.droppedTotal) : '-',
       fix(r.genCpuPct, 0), r.cpus.map((c) => fix(c.busy, 0)).join('/'), fix(r.otherCpuPct, 0),
@@ -78,9 +110,12 @@ export function table(rows: Row[]): string[] {
       ? cells.map((c, i) => (i < 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')
       : `${cells[0]!.padEnd(widths[0]!)}  ${cells[1]!.padStart(widths[1]!)}  ${cells.slice(2).join(' ')}`;
   const out = [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)];
+  out.push(...fastDetail(rows));
   out.push(
     '',
-    'pps: packets/s arriving at the sink; loss%: (left the generator namespace − arrived) / left, whole run;',
+    'pps: packets/s arriving at the sink; fwd path: who forwarded the row\'s packets, from the router\'s metrics',
+    '(sixbed4_router_packets_total{direction,path}, whole run): fast = the in-kernel fast path, slow = the router process;',
+    'loss%: (left the generator namespace − arrived) / left, whole run;',
     'lost at: the biggest loss counter in the router namespace (sock: its UDP socket buffer was full; tun: the TUN queue',
     'towards the router was full; dev tx/rx: an interface dropped);',
     'rtr CPU%: router process utime+stime (all threads) / window; rtr µs/pkt: router CPU time / packet arrived,',
@@ -94,7 +129,85 @@ export function table(rows: Row[]): string[] {
   return out;
 }
 
+/** Under the table: per fast row, the path split in numbers, what the fast path left to the router and why, BPF run time. */
+export function fastDetail(rows: Row[]): string[] {
+  const fast = rows.filter((r) => r.group === 'fast' && !r.error && r.router);
+  if (fast.length === 0) return [];
+  const out = ['', 'fast path rows (router with --fast-path on):'];
+  for (const r of fast) {
+    const p = pathSplit(r)!, dir = METRIC_DIRECTION[r.direction];
+    const passed = Object.entries(r.router!.passed).filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]);
+    out.push(`  ${r.direction} ${r.size} B: ${dir} fast ${int(p.fast)}, slow ${int(p.slow)}` +
+      (passed.length ? `; left to the router by the fast path: ${passed.slice(0, 4).map(([k, v]) => `${k} ${int(v)}`).join(', ')}` : ''));
+    if (r.bpf) {
+      const progs = r.bpf.filter((b) => b.runs > 0);
+      out.push(`    BPF (a window with kernel.bpf_stats_enabled=1: ${int(r.bpfWindowPps ?? NaN)} pps, path ${fix(r.bpfWindowPathUs, 2)} µs/pkt): ` + (progs.length
+        ? progs.map((b) => `${b.name} on ${b.where}: ${fix(b.nsPerRun, 0)} ns/run, ${fix(b.runsPerPkt, 2)} runs/pkt`).join('; ')
+        : r.bpf.length ? `the router's programs (${r.bpf.map((b) => `${b.name} on ${b.where}`).join(', ')}) did not run` : 'the router holds no BPF program'));
+    }
+  }
+  return out;
+}
+
 const pct = (x: number, of: number) => `${((100 * x) / of).toFixed(0)}%`;
+
+/**
+ * CPU a row adds per packet over its own generator alone (its path cost minus the ceiling's with the same
+ * generator and size): what forwarding costs, wherever it ran, comparable across generators.
+ */
+export function addedUs(ok: Row[], r: Row): number {
+  const ceil = ok.find((x) => x.group === 'ceiling' && x.direction === r.direction && x.size === r.size);
+  return ceil ? r.pathUsPerPkt - ceil.pathUsPerPkt : NaN;
+}
+
+/** Kernel IPv6 forwarding at a size (the TUN generator's row, isp → peer): the reference per-packet cost. */
+export function kernelV6(ok: Row[], size: number): Row | undefined {
+  return ok.find((x) => x.group === 'kernel' && x.direction === '6→4' && x.size === size);
+}
+
+/** The fast path's goal: CPU added per packet within ×goal of kernel IPv6 forwarding's (same size), per fast row. */
+export function fastGoal(ok: Row[], goal = 1.3): string[] {
+  const parts: string[] = [];
+  for (const fast of ok.filter((r) => r.group === 'fast')) {
+    const ref = kernelV6(ok, fast.size);
+    const share = fastShare(fast);
+    const what = `${fast.direction} ${fast.size} B`;
+    if (!ref) continue;
+    const ratio = addedUs(ok, fast) / addedUs(ok, ref);
+    if (!Number.isFinite(ratio)) continue;
+    if (!(share > 0)) parts.push(`${what} ×${fix(ratio, 2)} (not the fast path: the router process forwarded them)`);
+    else parts.push(`${what} ×${fix(ratio, 2)} ${ratio <= goal ? 'met' : 'not met'}${share < 1 ? ` (${(100 * share).toFixed(0)}% fast)` : ''}`);
+  }
+  return parts.length ? [`fast path goal, CPU added per packet ≤ ×${goal} kernel IPv6 forwarding's: ${parts.join('; ')}`] : [];
+}
+
+/**
+ * "CPU added per packet over the generator alone" (the generator's own cost cancels out: what forwarding adds per
+ * packet, wherever it ran), with each row's ratio to kernel IPv6 forwarding's at that size; for 4→6 also kernel
+ * IPv4 forwarding's, which uses the same (UDP) generator.
+ */
+function addedLine(ok: Row[], dir: Direction, size: number, rows: Array<[string, Row | undefined]>): string | undefined {
+  const v6 = kernelV6(ok, size);
+  const v4 = dir === '4→6' ? ok.find((x) => x.group === 'kernel' && x.direction === '4→6' && x.size === size) : undefined;
+  const ref = v6 ? addedUs(ok, v6) : NaN;
+  const parts = rows.filter((x): x is [string, Row] => !!x[1]).map(([label, r]) => {
+    const us = addedUs(ok, r);
+    return Number.isFinite(us) ? `${label} ${fix(us, 2)} µs (×${fix(us / ref, 1)}${r.group === 'fast' ? `; ${int(r.pps)} pps; ${fastPathWords(r)}` : ''})` : undefined;
+  }).filter((x) => x !== undefined);
+  if (!Number.isFinite(ref) || parts.length === 0) return undefined;
+  const v4us = v4 ? addedUs(ok, v4) : NaN;
+  return `  CPU added per packet over the generator alone: kernel IPv6 forwarding ${fix(ref, 2)} µs` +
+    (Number.isFinite(v4us) ? ` (IPv4, same generator as 4→6: ${fix(v4us, 2)} µs)` : '') + `; ${parts.join(', ')}`;
+}
+
+/** Which path a fast row's packets took, in words, so that no ratio is read as the fast path's when it is not. */
+function fastPathWords(r: Row): string {
+  const share = fastShare(r);
+  if (!Number.isFinite(share)) return 'the router counted no packet in this direction';
+  if (share === 1) return 'all packets in the kernel';
+  if (share === 0) return 'all packets by the router process, none in the kernel';
+  return `only ${(100 * share).toFixed(share > 0.99 ? 2 : 0)}% in the kernel, the rest by the router process`;
+}
 
 /** What limited a router row: the router (busy, or its queues overflowed) or the generator. */
 function bound(r: Row): string {
@@ -133,14 +246,20 @@ export function summary(rows: Row[], target = 700_000): string[] {
         (ref ? ` = ${pct(main.pps, ref.pps)} of kernel forwarding (${k(ref.pps)})` : '') +
         (ceil ? `, ${pct(main.pps, ceil.pps)} of the generator ceiling (${k(ceil.pps)})` : '') +
         (main.router ? `; router ${main.router.cpuPct.toFixed(0)}% CPU, ${main.router.usPerPkt.toFixed(2)} µs/pkt; ${bound(main)}` : ''));
-      // The generator's own cost cancels out: what forwarding adds per packet, wherever it ran.
-      if (ref && ceil) {
-        const added = (r: Row) => r.pathUsPerPkt - ceil.pathUsPerPkt;
-        out.push(`  CPU added per packet over the generator alone: kernel forwarding ${fix(added(ref), 2)} µs, sixbed4 ${fix(added(main), 2)} µs` +
-          ` (×${fix(added(main) / added(ref), 1)})`);
-      }
+      const fast = find((r) => r.group === 'fast' && r.direction === dir && r.size === size);
+      const added = addedLine(ok, dir, size, [['sixbed4', main], ['sixbed4 --fast-path on', fast]]);
+      if (added) out.push(added);
     }
   }
+  // Fast rows without their router row (--only fast): against kernel forwarding all the same.
+  for (const fast of ok.filter((r) => r.group === 'fast' && !find((m) => m.group === 'router' && m.direction === r.direction && m.size === r.size))) {
+    const ref = referenceFor(ok, fast);
+    out.push(`${fast.direction} ${fast.size} B: sixbed4 --fast-path on ${k(fast.pps)}` + (ref ? ` = ${pct(fast.pps, ref.pps)} of kernel forwarding (${k(ref.pps)})` : '') +
+      `; ${fastPathWords(fast)}`);
+    const added = addedLine(ok, fast.direction, fast.size, [['sixbed4 --fast-path on', fast]]);
+    if (added) out.push(added);
+  }
+  out.push(...fastGoal(ok));
   const mainRow = (dir: Direction) => find((r) => r.group === 'router' && r.direction === dir && r.size === 48);
   for (const dir of ['4→6', '6→4'] as Direction[]) {
     const b64 = mainRow(dir);

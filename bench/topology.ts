@@ -230,3 +230,32 @@ export async function readUdpSnmp(n: Netns): Promise<Record<string, number>> {
   const keys = lines[0]!.split(/\s+/).slice(1), vals = lines[1]!.split(/\s+/).slice(1).map(Number);
   return Object.fromEntries(keys.map((k, i) => [k, vals[i] ?? 0]));
 }
+
+/**
+ * The veths whose tx checksum offload decides what a real NIC would not: the generators' (isp isp0 for 6→4, peer
+ * eth0 for 4→6) and the router's uplink (rtr wan1, by which 6→4 leaves). With it on, a datagram sent on this host
+ * crosses the veth with a partial UDP checksum (CHECKSUM_PARTIAL: the stack vouches for it), which the fast path
+ * cannot verify and leaves to the router; and the router keeps 6→4 out of the fast path on an uplink that leaves
+ * checksums to the next hop (agent/bpf/fastpath.ts). With it off, the kernel finishes every checksum before the
+ * wire, as a NIC does.
+ */
+export const TX_CSUM_VETHS: ReadonlyArray<{ role: Role; dev: string }> = [
+  { role: 'peer', dev: NET.peerIf },
+  { role: 'isp', dev: NET.ispIf },
+  { role: 'rtr', dev: TOPO.routerWanCIf },
+];
+
+/** Turns tx checksum offload of those veths on or off (ethtool -K DEV tx on|off). */
+export async function setTxChecksum(ns: Record<Role, Netns>, on: boolean): Promise<void> {
+  await Promise.all(TX_CSUM_VETHS.map((v) => ns[v.role].run([systemTool('ethtool'), '-K', v.dev, 'tx', on ? 'on' : 'off'])));
+}
+
+/** Whether tx checksum offload is on, per veth (ethtool -k). */
+export async function txChecksumState(ns: Record<Role, Netns>): Promise<Record<string, boolean>> {
+  const out: Record<string, boolean> = {};
+  for (const v of TX_CSUM_VETHS) {
+    const text = await ns[v.role].run([systemTool('ethtool'), '-k', v.dev]);
+    out[`${v.role} ${v.dev}`] = /^tx-checksumming:\s*on/m.test(text);
+  }
+  return out;
+}
