@@ -143,13 +143,28 @@ struct {
 	__type(value, __u8);
 } sixbed4_seen SEC(".maps");
 
+// The last peer noted on this CPU: a flow of packets from one peer costs an array read, not a hash lookup, per
+// packet. The router clears it after each drain, so a drained peer is noted again by its next packet.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sixbed4_seen_last SEC(".maps");
+
 static __always_inline void seen(__be32 v4, __be16 port)
 {
 	__u64 key = ((__u64)v4 << 16) | port;
+	__u32 zero = 0;
+	__u64 *last = bpf_map_lookup_elem(&sixbed4_seen_last, &zero);
+	if (last && *last == key)
+		return;
 	if (!bpf_map_lookup_elem(&sixbed4_seen, &key)) {
 		__u8 one = 1;
 		bpf_map_update_elem(&sixbed4_seen, &key, &one, BPF_ANY);
 	}
+	if (last)
+		*last = key;
 }
 
 static __always_inline struct config *config_of(void)
@@ -227,6 +242,20 @@ static __always_inline int next_hop(struct __sk_buff *skb, struct config *cfg, _
 	eth->h_proto = bpf_htons(ETH_P_IP);
 	return 1;
 }
+
+// What the programs write in front of a peer's packet, in one store where the checksum state allows: Ethernet, IPv4,
+// UDP and the first 8 bytes of the IPv6 header (its hop limit changes). Each bpf_skb_store_bytes() call costs a
+// writability check and a copy: one instead of four. The pad puts the IPv4 header on a 4-byte boundary (the verifier
+// refuses misaligned stack access).
+struct wire {
+	__u16 pad;
+	struct ethhdr eth;
+	struct iphdr ip;
+	struct udphdr udp;
+	__u8 ip6[8];
+};
+#define WIRE_LEN (sizeof(struct wire) - 2)
+#define WIRE(w) ((__u8 *)(w) + 2)
 
 // The outer IPv4 header the router's socket sends with: no options, DF (path MTU discovery), ID 0 (an
 // unconnected socket's DF datagrams), TOS 0, the host's default TTL.

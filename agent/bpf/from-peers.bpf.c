@@ -116,28 +116,28 @@ static __always_inline int udp_checksum_ok(struct __sk_buff *skb, struct headers
 static __always_inline int relay(struct __sk_buff *skb, struct config *cfg, struct headers *h, __be32 v4, __be16 port, __u32 dlen)
 {
 	__u16 ip_len = bpf_ntohs(h->ip.tot_len);
-	struct ethhdr eth;
-	if (!next_hop(skb, cfg, cfg->bind_ipv4, v4, ip_len, &eth))
+	struct wire w = {};
+	if (!next_hop(skb, cfg, cfg->bind_ipv4, v4, ip_len, &w.eth))
 		return count(skb, V_NO_ROUTE);
 	// What changes under the UDP checksum: the pseudo-header's addresses, the ports, the hop limit's word.
-	__u8 hops = h->ip6.hop_limit - 1;
+	__builtin_memcpy(w.ip6, &h->ip6, sizeof(w.ip6));
+	w.ip6[offsetof(struct ipv6hdr, hop_limit)]--;
 	__be32 from[4] = { h->ip.saddr, h->ip.daddr, 0, 0 }, to[4] = { cfg->bind_ipv4, v4, 0, 0 };
 	__builtin_memcpy(&from[2], &h->udp.source, 4);
-	struct udphdr udp = { .source = cfg->bind_port, .dest = port, .len = h->udp.len };
-	__builtin_memcpy(&to[2], &udp.source, 4);
+	w.udp.source = cfg->bind_port;
+	w.udp.dest = port;
+	w.udp.len = h->udp.len;
+	__builtin_memcpy(&to[2], &w.udp.source, 4);
 	__u8 *f = (__u8 *)&from[3], *t = (__u8 *)&to[3];
 	f[0] = t[0] = h->ip6.nexthdr;
 	f[1] = h->ip6.hop_limit;
-	t[1] = hops;
+	t[1] = h->ip6.hop_limit - 1;
 	__u16 check = ~fold((__u32)bpf_csum_diff(from, sizeof(from), to, sizeof(to), ~h->udp.check & 0xffff)) & 0xffff;
-	udp.check = check ? check : 0xffff; // 0 means "no checksum" over IPv4
-	struct iphdr ip;
-	outer_ipv4(&ip, cfg, v4, ip_len);
+	w.udp.check = check ? check : 0xffff; // 0 means "no checksum" over IPv4
+	outer_ipv4(&w.ip, cfg, v4, ip_len);
 	// The Ethernet header is not under the checksum the NIC may have given (CHECKSUM_COMPLETE); the rest is.
-	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, L2, &ip, sizeof(ip), BPF_F_RECOMPUTE_CSUM) < 0 ||
-	    bpf_skb_store_bytes(skb, L4, &udp, sizeof(udp), BPF_F_RECOMPUTE_CSUM) < 0 ||
-	    bpf_skb_store_bytes(skb, L7 + offsetof(struct ipv6hdr, hop_limit), &hops, 1, BPF_F_RECOMPUTE_CSUM) < 0) {
+	if (bpf_skb_store_bytes(skb, 0, &w.eth, sizeof(w.eth), 0) < 0 ||
+	    bpf_skb_store_bytes(skb, L2, &w.ip, WIRE_LEN - sizeof(w.eth), BPF_F_RECOMPUTE_CSUM) < 0) {
 		count_bytes(V_DECAP_FAILED, dlen);
 		return TC_ACT_SHOT; // half rewritten: nothing can forward it as it came
 	}

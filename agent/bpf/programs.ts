@@ -112,6 +112,7 @@ const MAPS = {
   sixbed4_refused: { type: BPF_MAP_TYPE_LPM_TRIE, keySize: 8, valueSize: 4, maxEntries: REFUSED_MAX, flags: BPF_F_NO_PREALLOC },
   sixbed4_scratch: { type: BPF_MAP_TYPE_PERCPU_ARRAY, keySize: 4, valueSize: 512, maxEntries: 1 },
   sixbed4_seen: { type: BPF_MAP_TYPE_LRU_HASH, keySize: 8, valueSize: 1, maxEntries: SEEN_MAX },
+  sixbed4_seen_last: { type: BPF_MAP_TYPE_PERCPU_ARRAY, keySize: 4, valueSize: 8, maxEntries: 1 },
 };
 
 export class FastPathPrograms {
@@ -188,8 +189,11 @@ export class FastPathPrograms {
         // port's two bytes first, then the IPv4's four.
         out.push({ port: (k[o]! << 8) | k[o + 1]!, ipv4: ((k[o + 2]! << 24) | (k[o + 3]! << 16) | (k[o + 4]! << 8) | k[o + 5]!) >>> 0 });
       }
-      if (n < SEEN_BATCH) return out;
+      if (n < SEEN_BATCH) break;
     }
+    // Each CPU's "last peer noted" goes, or its peer would not be noted again after this drain.
+    bpfSyscalls.mapUpdate(this.maps.fd('sixbed4_seen_last'), new Uint8Array(4), new Uint8Array(8 * this.cpus));
+    return out;
   }
   private readonly seenKeys = new Uint8Array(8 * SEEN_BATCH);
   private readonly seenValues = new Uint8Array(SEEN_BATCH);

@@ -95,31 +95,30 @@ int sixbed4_to_peers(struct __sk_buff *skb)
 		return count(skb, T_NO_SHORTCUT, l3);
 
 	__u16 ip_len = ENCAP + len;
-	struct ethhdr eth;
-	if (!next_hop(skb, cfg, cfg->bind_ipv4, v4, ip_len, &eth))
+	struct wire w = {};
+	if (!next_hop(skb, cfg, cfg->bind_ipv4, v4, ip_len, &w.eth))
 		return count(skb, T_NO_ROUTE, l3);
 	ip6.hop_limit--;
-	struct iphdr ip;
-	outer_ipv4(&ip, cfg, v4, ip_len);
-	struct udphdr udp = { .source = cfg->bind_port, .dest = port, .len = bpf_htons(ip_len - sizeof(ip)) };
+	__builtin_memcpy(w.ip6, &ip6, sizeof(w.ip6));
+	outer_ipv4(&w.ip, cfg, v4, ip_len);
+	w.udp.source = cfg->bind_port;
+	w.udp.dest = port;
+	w.udp.len = bpf_htons(ip_len - sizeof(w.ip));
 	struct {
 		__be32 saddr, daddr;
 		__u8 zero, proto;
 		__be16 len;
-	} pseudo = { ip.saddr, ip.daddr, 0, IPPROTO_UDP, udp.len };
+	} pseudo = { w.ip.saddr, w.ip.daddr, 0, IPPROTO_UDP, w.udp.len };
 	__u32 sum = bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), inner_sum(&ip6));
-	__u16 check = ~fold((__u32)bpf_csum_diff(0, 0, (__be32 *)&udp, sizeof(udp), sum)) & 0xffff;
-	udp.check = check ? check : 0xffff; // 0 means "no checksum" over IPv4
+	__u16 check = ~fold((__u32)bpf_csum_diff(0, 0, (__be32 *)&w.udp, sizeof(w.udp), sum)) & 0xffff;
+	w.udp.check = check ? check : 0xffff; // 0 means "no checksum" over IPv4
 
 	// Room for the outer headers in front (protocol becomes IPv4); nothing has changed if the kernel refuses.
 	if (bpf_skb_adjust_room(skb, ENCAP, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP) < 0)
 		return count(skb, T_ENCAP_FAILED, l3);
 	// The TUN gives no link-layer header; the uplink needs one.
-	if ((!l3 && bpf_skb_change_head(skb, sizeof(eth), 0) < 0) ||
-	    bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, sizeof(eth), &ip, sizeof(ip), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, sizeof(eth) + sizeof(ip), &udp, sizeof(udp), 0) < 0 ||
-	    bpf_skb_store_bytes(skb, sizeof(eth) + ENCAP + offsetof(struct ipv6hdr, hop_limit), &ip6.hop_limit, 1, 0) < 0) {
+	if ((!l3 && bpf_skb_change_head(skb, sizeof(struct ethhdr), 0) < 0) ||
+	    bpf_skb_store_bytes(skb, 0, WIRE(&w), WIRE_LEN, 0) < 0) {
 		count_bytes(T_ENCAP_FAILED, len);
 		return TC_ACT_SHOT; // half rewritten: nothing can forward it as it came
 	}
