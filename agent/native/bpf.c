@@ -72,6 +72,21 @@ static uint32_t possible_cpus(void) {
   return max;
 }
 
+/* The map's type and sizes (BPF_OBJ_GET_INFO_BY_FD); throws and returns -1 when the kernel refuses. */
+static int map_info(napi_env env, int fd, struct bpf_map_info *mi) {
+  union bpf_attr a;
+  memset(mi, 0, sizeof *mi);
+  memset(&a, 0, sizeof a);
+  a.info.bpf_fd = (uint32_t)fd;
+  a.info.info_len = sizeof *mi;
+  a.info.info = (uint64_t)(uintptr_t)mi;
+  if (sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a) < 0) {
+    s4_throw_errno(env, errno, "bpf(BPF_OBJ_GET_INFO_BY_FD)");
+    return -1;
+  }
+  return 0;
+}
+
 /*
  * The kernel reads key_size bytes of key and reads or writes value_size bytes
  * of value (times the CPUs, rounded to 8, for per-CPU maps): buffers shorter
@@ -79,16 +94,7 @@ static uint32_t possible_cpus(void) {
  */
 static int check_sizes(napi_env env, int fd, size_t klen, size_t vlen) {
   struct bpf_map_info mi;
-  union bpf_attr a;
-  memset(&mi, 0, sizeof mi);
-  memset(&a, 0, sizeof a);
-  a.info.bpf_fd = (uint32_t)fd;
-  a.info.info_len = sizeof mi;
-  a.info.info = (uint64_t)(uintptr_t)&mi;
-  if (sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a) < 0) {
-    s4_throw_errno(env, errno, "bpf(BPF_OBJ_GET_INFO_BY_FD)");
-    return -1;
-  }
+  if (map_info(env, fd, &mi)) return -1;
   size_t need = mi.value_size;
   if (mi.type == BPF_MAP_TYPE_PERCPU_ARRAY || mi.type == BPF_MAP_TYPE_PERCPU_HASH || mi.type == BPF_MAP_TYPE_LRU_PERCPU_HASH) {
     uint32_t cpus = possible_cpus();
@@ -302,15 +308,7 @@ static napi_value map_drain(napi_env env, napi_callback_info info) {
     return NULL;
   struct bpf_map_info mi;
   union bpf_attr a;
-  memset(&mi, 0, sizeof mi);
-  memset(&a, 0, sizeof a);
-  a.info.bpf_fd = (uint32_t)fd;
-  a.info.info_len = sizeof mi;
-  a.info.info = (uint64_t)(uintptr_t)&mi;
-  if (sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a) < 0) {
-    s4_throw_errno(env, errno, "bpf(BPF_OBJ_GET_INFO_BY_FD)");
-    return NULL;
-  }
+  if (map_info(env, fd, &mi)) return NULL;
   size_t cap = klen / mi.key_size;
   if (vlen / mi.value_size < cap) cap = vlen / mi.value_size;
   uint64_t token = 0;
