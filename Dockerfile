@@ -33,7 +33,7 @@
 #     --device /dev/net/tun --network host sixbed4 router --prefix P --listen IPV4
 #
 # Build stage: Node.js 20 with npm, make, g++ and python3 (node-gyp), the
-# Node headers, and clang with libbpf's headers (the BPF program). Runtime:
+# Node headers, and clang with libbpf's headers (the BPF programs). Runtime:
 # Node.js 20 (iproute2 is added when missing).
 ARG BUILD_IMAGE=node:20.20.2-bookworm
 ARG BASE_IMAGE=node:20.20.2-bookworm-slim
@@ -49,7 +49,7 @@ ENV npm_config_audit=false npm_config_fund=false npm_config_update_notifier=fals
 RUN prefix="$(node -p 'require("path").resolve(process.execPath, "../..")')" \
  && for d in "$prefix" /usr; do if [ -f "$d/include/node/node.h" ]; then echo "nodedir=$d" >.npmrc; break; fi; done \
  && cat .npmrc
-# clang and libbpf's headers compile the fast path's BPF program (npm run
+# clang and libbpf's headers compile the fast path's BPF programs (npm run
 # build:bpf); the local build image has them, the official one gets them from
 # Debian's mirror. The runtime needs neither: the agent loads the object with
 # plain bpf(2) calls.

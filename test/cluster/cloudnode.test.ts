@@ -4,7 +4,7 @@
 // ServiceAccount) finds the ExternalIP is not its own, binds the InternalIP, says so in its status entry, and a peer
 // behind the NAT that knows only the ExternalIP gets its address and pings the ISP. A node whose only address cannot
 // be bound makes the prefix Degraded, naming node and address. spec.fastPath reaches the node's router (the real
-// BPF program on the uplink: needs the built dist/agent/bpf/decap.bpf.o and Linux 6.6+), and a Required one that
+// BPF program on the uplink: needs the built dist/agent/bpf/from-peers.bpf.o and to-peers.bpf.o and Linux 6.6+), and a Required one that
 // cannot load is the node's FastPathUnavailable.
 import test from 'ava';
 import { mkdtemp, rm } from 'node:fs/promises';
