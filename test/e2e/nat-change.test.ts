@@ -4,7 +4,7 @@
 // native side reaches it there. Nothing at the router had to remember it.
 import test from 'ava';
 import { buildTopology, TOPO } from '../../agent/lab/topology.js';
-import { ping6, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
 import { systemTool } from '../../agent/host/tools.js';
 import { addressPort } from '../../agent/protocol/address.js';
 import { parseIPv6 } from '../../agent/protocol/ip.js';
@@ -20,8 +20,17 @@ function hasConntrack(): boolean {
 (why ? test.skip : test)(why ? `a changed NAT mapping moves the peer (skipped: ${why})` : 'a changed NAT mapping moves the peer to its new address, told by the router', async (t) => {
   const topo = await buildTopology({ tag: 'remap' });
   t.teardown(() => topo.destroy());
-  await startRouterIn(topo.router, ['--prefix', TOPO.prefix, '--listen', TOPO.routerV4]);
+  const router = await startRouterIn(topo.router, ['--prefix', TOPO.prefix, '--listen', TOPO.routerV4, '--metrics', '127.0.0.1:9464']);
   const peer = await startPeerIn(topo.peers.A, ['--router', TOPO.routerV4, '--default-route']);
+  // On failure: what the router, the NAT and the peer saw.
+  t.teardown(async () => {
+    if (t.passed) return;
+    const m = await scrape(topo.router, '127.0.0.1:9464').catch(() => new Map<string, number>());
+    t.log([...m].filter(([k, v]) => v && /packets_total|nd_messages|dropped/.test(k)).map(([k, v]) => `${k} ${v}`).join('\n'));
+    t.log(await topo.nat.run([systemTool('conntrack'), '-L']).catch((e: Error) => e.message));
+    t.log(router.output().split('\n').slice(-20).join('\n'));
+    t.log(peer.proc.output().split('\n').slice(-20).join('\n'));
+  });
   const oldPort = addressPort(parseIPv6(peer.address), 0);
   t.truthy(await remapNat(topo, peer.proc));
   // A round's flush can have crossed the router's RA, so the peer may move once more: what counts is where it ends

@@ -9,6 +9,13 @@ import type { Proc } from '../../agent/lab/proc.js';
 /** The new mappings' port range. */
 export const REMAP_PORTS = { first: 61000, last: 61999 };
 
+/** The public ports the NAT maps peer A's datagrams to the router from (the reply direction's destination port). */
+async function mappedPorts(topo: Topology): Promise<number[]> {
+  const out = await topo.nat.run([systemTool('conntrack'), '-L', '-p', 'udp', '--orig-src', TOPO.peerAV4, '--orig-dst', TOPO.routerV4])
+    .catch(() => '');
+  return out.split('\n').map((l) => [...l.matchAll(/dport=(\d+)/g)].at(-1)?.[1]).filter((p): p is string => p !== undefined).map(Number);
+}
+
 /** Remaps the NAT and returns the address the peer (logging as `peer`) says it moved to. */
 export async function remapNat(topo: Topology, peer: Proc): Promise<string> {
   const nft = systemTool('nft'), conntrack = systemTool('conntrack');
@@ -20,12 +27,20 @@ export async function remapNat(topo: Topology, peer: Proc): Promise<string> {
   const movedLine = peer.waitFor(/address moved/, 90_000);
   let seen = false;
   void movedLine.then(() => { seen = true; }, () => undefined);
-  // The NAT forgets the mapping again each round: a packet of the peer's that crossed it while the rules changed can
-  // have renewed the old mapping (seen once in six runs: the router then rightly kept forwarding from the old port).
+  // The NAT forgets the mapping again whenever it still maps the peer's datagrams to the router from an old port: a
+  // packet of the peer's that crossed it while the rules changed can have renewed the old mapping (seen once in six
+  // runs: the router then rightly kept forwarding from the old port). Not once the mapping is new: a flush then could
+  // take the mapping the router's RA is on its way back through (seen once in CI on a loaded machine: no move in 90 s).
+  const flushes: string[] = [];
   for (const until = Date.now() + 90_000; !seen && Date.now() < until;) {
-    await topo.nat.run([conntrack, '-F']).catch(() => undefined);
+    const ports = await mappedPorts(topo);
+    if (!ports.length || ports.some((p) => p < REMAP_PORTS.first || p > REMAP_PORTS.last)) {
+      await topo.nat.run([conntrack, '-F']).then(() => flushes.push(`flushed (mapped from ${ports.join(', ') || 'nothing'})`),
+        (err: Error) => flushes.push(`flush failed: ${err.message}`));
+    }
     await ping6(topo.peers.A, TOPO.ispV6, { count: 1, timeoutS: 1 });
   }
+  if (!seen) await movedLine.catch((err: Error) => { throw new Error(`${err.message}\nNAT rounds: ${flushes.slice(-10).join('; ')}`); });
   const line = await movedLine;
   const moved = /to=(\S+)/.exec(line)?.[1];
   if (!moved) throw new Error(`no new address in the peer's line: ${line}`);
