@@ -109,7 +109,8 @@ serial(title('a LAN host behind peer A reaches the ISP and is reached from it, b
   t.is(toPeer.received, 1, toPeer.output);
 
   const moved = await remapNat(s.topo, peer.proc);
-  t.true(addressPort(parseIPv6(moved), 0) >= REMAP_PORTS.first, moved);
+  const newPort = addressPort(parseIPv6(moved), 0);
+  t.true(newPort >= REMAP_PORTS.first && newPort <= REMAP_PORTS.last, moved);
 
   // The LAN moves with it: the new /114 on-link, the old one withdrawn (its route gone from the host).
   const second = await until('the new /114 and the old one withdrawn', async () => {

@@ -1,4 +1,4 @@
-// A changed NAT mapping, as a NAT reboot or timeout makes one: the lab NAT maps the peers to other ports (61000-61999)
+// A changed NAT mapping, as a NAT reboot or timeout makes one: the lab NAT maps the peers to other ports (40000-40999)
 // and forgets the current mappings, and the peer's own traffic makes the router tell it its new /114. Shared by the
 // tests of what follows a move (the address, the hooks, the LAN behind the peer).
 import { TOPO, type Topology } from '../../agent/lab/topology.js';
@@ -6,8 +6,12 @@ import { ping6 } from '../../agent/lab/sixbed4.js';
 import { systemTool } from '../../agent/host/tools.js';
 import type { Proc } from '../../agent/lab/proc.js';
 
-/** The new mappings' port range. */
-export const REMAP_PORTS = { first: 61000, last: 61999 };
+/**
+ * The new mappings' port range: below the ports our peers bind (even ports from 49152), which the NAT keeps as their
+ * public port when it can. A range among those could hold the peer's current mapping, and the NAT would then keep
+ * it: no move (it was 61000-61999, and a peer's port fell in it in about one run of sixteen).
+ */
+export const REMAP_PORTS = { first: 40000, last: 40999 };
 
 /** The public ports the NAT maps peer A's datagrams to the router from (the reply direction's destination port). */
 async function mappedPorts(topo: Topology): Promise<number[]> {
@@ -24,6 +28,10 @@ export async function remapNat(topo: Topology, peer: Proc): Promise<string> {
     'meta', 'l4proto', 'udp', 'masquerade', 'to', `:${REMAP_PORTS.first}-${REMAP_PORTS.last}`]);
   // Keep sending, as a peer's traffic would, until the router's RA has come (one lost packet or RA must not decide).
   // The time limits are hang detectors: on a loaded machine the rounds, the RA and the peer's `ip` commands take longer.
+  const before = await mappedPorts(topo);
+  if (before.some((p) => p >= REMAP_PORTS.first && p <= REMAP_PORTS.last)) {
+    throw new Error(`the NAT maps peer A from port ${before.join(', ')} already, inside the remap range ${REMAP_PORTS.first}-${REMAP_PORTS.last}: it could not move`);
+  }
   const movedLine = peer.waitFor(/address moved/, 90_000);
   let seen = false;
   void movedLine.then(() => { seen = true; }, () => undefined);
