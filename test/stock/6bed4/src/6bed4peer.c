@@ -780,13 +780,13 @@ metric_t lladdr_metric (uint8_t *lladdr) {
 	//
 	// Metric 0: Private Addresses, as per RFC 1918
 	if ((ipv4 & 0xff000000) == 0x0a000000) {
-		return METRIC_LOW;	/* 10.0.0./8 */
+		return METRIC_LOW;	/* RFC 1918's /8 */
 	}
 	if ((ipv4 & 0xffff0000) == 0xc0a80000) {
-		return METRIC_LOW;	/* 192.168.0.0/16 */
+		return METRIC_LOW;	/* RFC 1918's /16 */
 	}
 	if ((ipv4 & 0xfff00000) == 0xac100000) {
-		return METRIC_LOW;	/* 172.16.0.0/12 */
+		return METRIC_LOW;	/* RFC 1918's /12 */
 	}
 	//
 	// Metric 1: Direct IPv4 contact is any other address
