@@ -13,12 +13,20 @@ import { ipJson } from '../host/ip.js';
 import { InputError, formatIPv4 } from '../protocol/ip.js';
 import { makeAddress } from '../protocol/address.js';
 import { writeHeader } from '../protocol/ipv6.js';
-import { fillChecksum } from '../protocol/checksum.js';
+import { fillChecksum, fold, sumWords } from '../protocol/checksum.js';
 import type { IPv4Range } from '../router/refused.js';
 import type { Logger } from '../log.js';
 import { FastPathPrograms, TC_ACT_REDIRECT, type FastPathCounters, type ProgramsConfig } from './programs.js';
 
 export type FastPathMode = 'auto' | 'on' | 'off';
+
+/** `--fast-path on` where the fast path cannot run: bad input for the router (exit 2), with the reason apart. */
+export class FastPathUnavailable extends InputError {
+  override name = 'FastPathUnavailable';
+  constructor(readonly why: string) {
+    super(`--fast-path on: ${why}`);
+  }
+}
 
 export function fastPathModeOf(text: string | undefined): FastPathMode {
   const m = text ?? 'off';
@@ -65,7 +73,7 @@ export interface PreparedFastPath {
 export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, log: Logger): Promise<PreparedFastPath | undefined> {
   if (mode === 'off') return undefined;
   const refuse = (why: string): undefined => {
-    if (mode === 'on') throw new InputError(`--fast-path on: ${why}`);
+    if (mode === 'on') throw new FastPathUnavailable(why);
     log.warn(`fast path unavailable, every packet takes the TypeScript path: ${why}`);
     return undefined;
   };
@@ -202,10 +210,7 @@ function selfTest(prog: FastPathPrograms, cfg: FastPathConfig): void {
   v.setUint16(12, 0x0800);
   f[14] = 0x45; v.setUint16(16, 28 + inner.length); f[22] = 64; f[23] = 17;
   v.setUint32(26, peer); v.setUint32(30, cfg.bindIPv4 >>> 0);
-  let s = 0;
-  for (let i = 14; i < 34; i += 2) s += v.getUint16(i);
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  v.setUint16(24, ~s & 0xffff);
+  v.setUint16(24, ~fold(sumWords(f, 14, 20)) & 0xffff);
   v.setUint16(34, port); v.setUint16(36, cfg.bindPort); v.setUint16(38, 8 + inner.length); // UDP checksum 0: none
   f.set(inner, 42);
   const r = prog.run('fromPeers', f);

@@ -18,8 +18,9 @@ import { proxiedLocalAddresses } from '../ndp/policy.js';
 import type { NodeShare } from './config.js';
 import { SliceAgent, type SliceRepair } from './slices.js';
 import type { AgentNodeConfig, AgentReport } from '../../kube/api.js';
-import { InputError, parsePrefix } from '../protocol/ip.js';
+import { parsePrefix } from '../protocol/ip.js';
 import { subnetIndex } from '../../operator/prefix/subnets.js';
+import { FastPathUnavailable } from '../bpf/fastpath.js';
 
 export interface PrefixAgentOptions {
   prefixName: string;
@@ -210,14 +211,11 @@ export function shareRouterOptions(n: AgentNodeConfig, at: { tun: string; uplink
 
 /**
  * The router's refusal to start for want of its fast path (--fast-path on), in the spec's words, and what the
- * agent itself lacks; undefined for any other failure. The fast path's refusals are InputErrors that start
- * '--fast-path on: ' (agent/bpf/fastpath.ts), the only mark they have.
+ * agent itself lacks; undefined for any other failure.
  */
 export function fastPathRefusal(err: unknown): string | undefined {
-  const mark = '--fast-path on: ';
-  if (!(err instanceof InputError) || !err.message.startsWith(mark)) return undefined;
-  const why = err.message.slice(mark.length);
-  return `spec.fastPath Required: ${why}` + (hasBpf() ? '' : '; this agent has no CAP_BPF: the chart gives it to the agents with agent.fastPath=true');
+  if (!(err instanceof FastPathUnavailable)) return undefined;
+  return `spec.fastPath Required: ${err.why}` + (hasBpf() ? '' : '; this agent has no CAP_BPF: the chart gives it to the agents with agent.fastPath=true');
 }
 
 async function stateFileExists(path: string): Promise<boolean> {

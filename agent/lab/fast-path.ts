@@ -1,6 +1,7 @@
 // The lab with the router's in-kernel fast path: SIXBED4_LAB_FAST_PATH=on
-// (`npm test` runs the end-to-end suite once more so). Routers the lab starts
-// get --fast-path on, and the topology's wires are made as the fast path
+// (`npm test` runs the end-to-end suite once more so), or `sixbed4 lab
+// --fast-path`. Routers the lab starts get --fast-path auto unless they say
+// otherwise (routerArgs), and the topology's wires are made as the fast path
 // needs them, as a real uplink is: full UDP checksums on what reaches the
 // router (the NAT's wan side) and on what it sends (its own uplink), and IPv4
 // forwarding on that uplink for the kernel's route lookup (agent/bpf/).

@@ -53,6 +53,16 @@ static napi_value make_int(napi_env env, int64_t v) {
   return r;
 }
 
+/* A bpf(2) command whose result is an fd or a count: that number, or a thrown error naming the command. */
+static napi_value bpf_number(napi_env env, int cmd, union bpf_attr *a, const char *what) {
+  int r = sys_bpf(cmd, a);
+  if (r < 0) {
+    s4_throw_errno(env, errno, what);
+    return NULL;
+  }
+  return make_int(env, r);
+}
+
 /* Possible CPUs (per-CPU map values have one slot each): the highest in /sys/devices/system/cpu/possible, + 1. */
 static uint32_t possible_cpus(void) {
   FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
@@ -130,12 +140,7 @@ static napi_value map_create(napi_env env, napi_callback_info info) {
   a.value_size = value;
   a.max_entries = max;
   memcpy(a.map_name, name, strlen(name));
-  int fd = sys_bpf(BPF_MAP_CREATE, &a);
-  if (fd < 0) {
-    s4_throw_errno(env, errno, "bpf(BPF_MAP_CREATE)");
-    return NULL;
-  }
-  return make_int(env, fd);
+  return bpf_number(env, BPF_MAP_CREATE, &a, "bpf(BPF_MAP_CREATE)");
 }
 
 /* bpfProgLoad(type, insns, license, name) -> fd; a refusal throws with the verifier's log in the message. */
@@ -285,12 +290,7 @@ static napi_value link_create(napi_env env, napi_callback_info info) {
   a.link_create.prog_fd = (uint32_t)fd;
   a.link_create.target_fd = ifindex; /* target_ifindex in newer headers: the same field */
   a.link_create.attach_type = type;
-  int link = sys_bpf(BPF_LINK_CREATE, &a);
-  if (link < 0) {
-    s4_throw_errno(env, errno, "bpf(BPF_LINK_CREATE)");
-    return NULL;
-  }
-  return make_int(env, link);
+  return bpf_number(env, BPF_LINK_CREATE, &a, "bpf(BPF_LINK_CREATE)");
 }
 
 /*

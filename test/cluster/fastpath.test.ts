@@ -55,5 +55,5 @@ test('Required refused by the router: the agent reports it in the spec\'s words;
   // what an agent without CAP_BPF adds: where the chart gives it
   t.is(said.includes('agent.fastPath=true'), !hasBpf());
   t.is(fastPathRefusal(new InputError('--port 0: use 1..65535')), undefined);
-  t.is(fastPathRefusal(new Error('--fast-path on: not an InputError')), undefined);
+  t.is(fastPathRefusal(new InputError('--fast-path on: a message alone is not the refusal')), undefined);
 });
