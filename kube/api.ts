@@ -177,6 +177,39 @@ export interface AgentNodeConfig {
   fastPath?: Exclude<FastPathMode, 'off'>;
   /** the tunnel interface on the node (one per prefix: a node may serve several) */
   tunnel?: string;
+  /**
+   * Present when the /64 is served by a group of nodes, one active at a time (spec.failover): every member gets the
+   * same prefix and listen port, and listen.address is the floating address below.
+   */
+  failover?: AgentFailoverConfig;
+}
+
+/**
+ * The agents' side of spec.failover. Every member runs its router bound to the floating address (IP_FREEBIND), so
+ * that taking over is announcements only; the Lease decides which member is active, and the active member stops
+ * answering for the addresses by itself fenceAfterMs after its last successful renew (a Lease is no fence).
+ */
+export interface AgentFailoverConfig {
+  /** The floating listen IPv4 address: on the active member's uplink only. */
+  address: string;
+  /** The coordination.k8s.io Lease, in the agents' namespace, whose holder is the active member. */
+  leaseName: string;
+  /** Every member node (the active one too), in the operator's order of preference. */
+  members: string[];
+  /**
+   * How the provider reaches the /64: RoutedNextHop (routed to `nextHop`, an IPv6 address on the uplink that the
+   * active member holds and announces with unsolicited NAs) or OnLink (on-link at the provider: the active member's
+   * neighbour proxy answers for the peers).
+   */
+  upstream: 'RoutedNextHop' | 'OnLink';
+  /** The next hop's IPv6 address, with upstream RoutedNextHop. */
+  nextHop?: string;
+  /** VRRP-style virtual router id (1-255): the moving addresses live on a MAC 00:00:5e:00:01:<id> that moves too. */
+  virtualRouterId: number;
+  leaseDurationMs: number;
+  renewIntervalMs: number;
+  /** The active member's own deadline: it withdraws this long after its last successful renew (< leaseDurationMs). */
+  fenceAfterMs: number;
 }
 
 /** The part every node shares (ConfigMap key prefix.json). */
