@@ -107,7 +107,40 @@ export interface SixBed4PrefixSpec {
     namespaceWords?: { first?: number; last?: number };
     podWords?: { first?: number; last?: number };
   };
+  /** A /64 served by a group of nodes, one active at a time (see FailoverSpec). */
+  failover?: FailoverSpec;
 }
+
+/** How the provider reaches the /64 of a failover group (AgentFailoverConfig.upstream). */
+export type FailoverUpstream = AgentFailoverConfig['upstream'];
+
+/**
+ * spec.failover: the /64 is served by 1 + standbys of the selected nodes, one active at a time; listen.address is the
+ * floating IPv4 address that moves with the active node, and so does the /64's next hop (upstream).
+ */
+export interface FailoverSpec {
+  /** how many nodes stand by, their routers running, ready to take over (default 1) */
+  standbys?: number;
+  upstream: FailoverUpstream;
+  /** with upstream RoutedNextHop: the IPv6 address the provider routes the /64 to, held by the active node */
+  nextHop?: string;
+  /** VRRP-style virtual router id, 1-255: the moving addresses live on MAC 00:00:5e:00:01:<id> */
+  virtualRouterId: number;
+  leaseDurationMs?: number;
+  renewIntervalMs?: number;
+  fenceAfterMs?: number;
+}
+
+/** Defaults of spec.failover's timings (the CRD's defaults, repeated for objects written before them). */
+export const FAILOVER_DEFAULTS = { standbys: 1, leaseDurationMs: 2000, renewIntervalMs: 500, fenceAfterMs: 1500 } as const;
+
+/**
+ * The Lease that elects a failover group's active node, in the operator's namespace. The operator creates it (owned
+ * by the prefix, labelled component=failover-lease, which its watch selects); the members renew it with their node
+ * name as holderIdentity.
+ */
+export const failoverLeaseName = (prefixName: string): string => `sixbed4-failover-${prefixName}`;
+export const FAILOVER_LEASE_COMPONENT = 'failover-lease';
 
 export interface Condition {
   type: string;
@@ -130,6 +163,19 @@ export interface NodeStatus {
   message?: string;
   /** why the agent cannot serve, one CamelCase word (e.g. ListenAddressUnavailable); absent when it can */
   reason?: string;
+  /** with spec.failover, written by the operator from the Lease: Active or Standby */
+  role?: 'Active' | 'Standby';
+}
+
+/** status.failover, written by the operator from the group's Lease and the members' reports. */
+export interface FailoverStatus {
+  /** the node holding the Lease (the printer column Active); absent while none does */
+  active?: string;
+  /** members other than the active one whose agent reports ready, out of them, e.g. 1/1 */
+  standbysReady?: string;
+  /** the Lease's leaseTransitions: how many times it changed hands */
+  transitions?: number;
+  lastFailover?: { time: string; from?: string; to: string; reason: string; message: string };
 }
 
 export interface SixBed4PrefixStatus {
@@ -140,6 +186,7 @@ export interface SixBed4PrefixStatus {
   conditions?: Condition[];
   nodes?: NodeStatus[];
   slices?: SlicesStatus;
+  failover?: FailoverStatus;
 }
 
 /** status.slices, written by the slice allocator (field manager sixbed4-operator-slices). */

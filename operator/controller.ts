@@ -6,7 +6,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from '../agent/log.js';
 import {
-  AGENT_REPORTS_ANNOTATION, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, PREFIXES_PATH, agentConfigMapName, type KubeObject, type SixBed4Prefix,
+  AGENT_REPORTS_ANNOTATION, FAILOVER_LEASE_COMPONENT, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, PREFIXES_PATH, agentConfigMapName, type KubeObject, type SixBed4Prefix,
 } from '../kube/api.js';
 import { EventRecorder } from '../kube/events.js';
 import { apiInformers, type ChangeType, type InformerFactory, type Watched } from '../kube/informer.js';
@@ -98,6 +98,11 @@ class Controller {
   private readonly daemonSets: Watched<KubeObject>;
   private readonly leases: Watched<KubeObject>;
   private readonly leaseReports = new Map<string, string>();
+  private readonly failoverLeases: Watched<KubeObject>;
+  /** failover Lease -> its holder and transitions as last seen: a renewal alone changes neither */
+  private readonly failoverHolders = new Map<string, string>();
+  /** failover Lease -> the holder that released it last (holderIdentity emptied): a handover, told apart from a loss */
+  private readonly failoverReleases = new Map<string, string>();
   private readonly configMaps: Watched<KubeObject>;
   private readonly recorder: EventRecorder;
   private readonly deps: ReconcileDeps;
@@ -143,10 +148,27 @@ class Controller {
         this.enqueueAll();
       },
     });
+    // The failover groups' Leases, renewed every renewIntervalMs by their active nodes: only a change of holder (or a
+    // Lease made or gone) concerns the prefix; the renewals themselves are dropped here.
+    this.failoverLeases = informer<KubeObject>(kube, paths.leases(o.namespace), {
+      name: 'failover leases', labelSelector: `${LABEL_COMPONENT}=${FAILOVER_LEASE_COMPONENT}`, log,
+      onChange: (t, l) => {
+        const key = l.metadata.name ?? '';
+        const spec = (l as { spec?: { holderIdentity?: string; leaseTransitions?: number } }).spec ?? {};
+        const now = `${spec.holderIdentity ?? ''}|${spec.leaseTransitions ?? 0}`;
+        const before = this.failoverHolders.get(key);
+        if (t === 'update' && before === now) return;
+        const prevHolder = before?.split('|')[0];
+        if (t === 'delete') { this.failoverHolders.delete(key); this.failoverReleases.delete(key); } else this.failoverHolders.set(key, now);
+        if (prevHolder && !spec.holderIdentity && t !== 'delete') this.failoverReleases.set(key, prevHolder);
+        owned(t, l);
+      },
+    });
     this.recorder = new EventRecorder(kube, o.eventsNamespace ?? 'default', 'sixbed4-operator', identity, log);
     this.deps = {
       kube, namespace: o.namespace, render: { namespace: o.namespace }, agentDaemonSet: o.agentDaemonSet,
       prefixes: this.prefixes, nodes: this.nodes, daemonSets: this.daemonSets, configMaps: this.configMaps, leases: this.leases,
+      failoverLeases: this.failoverLeases, failoverReleases: this.failoverReleases,
       recorder: this.recorder, log, cleanupTimeoutMs: o.cleanupTimeoutMs, staleAfterMs: o.staleAfterMs, seen: new Map(),
     };
     if (o.slices !== false) {
@@ -158,7 +180,7 @@ class Controller {
   }
 
   async start(): Promise<void> {
-    const informers = [this.prefixes, this.nodes, this.daemonSets, this.configMaps, this.leases];
+    const informers = [this.prefixes, this.nodes, this.daemonSets, this.configMaps, this.leases, this.failoverLeases];
     await Promise.all(informers.map((i) => i.start()));
     await Promise.all(informers.map((i) => i.synced));
     if (this.stopped) return; // stopped while waiting for a first list that may never come
@@ -182,7 +204,7 @@ class Controller {
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     this.queue.shutdown();
     // The informers first: that also releases a start() still waiting for its first lists.
-    await Promise.all([this.prefixes, this.nodes, this.daemonSets, this.configMaps, this.leases].map((i) => i.stop()));
+    await Promise.all([this.prefixes, this.nodes, this.daemonSets, this.configMaps, this.leases, this.failoverLeases].map((i) => i.stop()));
     await this.worker;
     await this.slices?.stop();
     await this.slicesStarted;
@@ -214,7 +236,8 @@ class Controller {
   private onNode(t: ChangeType, n: KubeObject): void {
     const name = n.metadata.name ?? '';
     const info = nodeInfo(n);
-    const fp = JSON.stringify([info.labels, info.address ?? null]);
+    // cordoned (kubectl drain) tells a failover's handover from a loss; IPv6 addresses are what a next hop must not be
+    const fp = JSON.stringify([info.labels, info.address ?? null, info.internal ?? null, info.v6 ?? null, (n.spec as { unschedulable?: boolean } | undefined)?.unschedulable ?? false]);
     if (t === 'delete') this.nodeFingerprints.delete(name);
     else {
       if (t === 'update' && this.nodeFingerprints.get(name) === fp) return;

@@ -4,7 +4,8 @@
 import { allocate, type AllocationResult } from './subnets.js';
 import { tunnelName, type AgentNodeConfig, type KubeObject } from '../../kube/api.js';
 import type { CheckedSpec, Problem } from './spec.js';
-import { formatIPv6, inPrefix, parsePrefix, type Prefix } from '../../agent/protocol/ip.js';
+import { formatIPv6, inPrefix, parseIPv6, parsePrefix, type Prefix } from '../../agent/protocol/ip.js';
+import { planFailover, type FailoverState } from './failover.js';
 
 export interface NodeInfo {
   name: string;
@@ -13,6 +14,8 @@ export interface NodeInfo {
   address?: string;
   /** the first IPv4 InternalIP when address is an ExternalIP other than it: where to bind behind a 1:1 NAT */
   internal?: string;
+  /** the node's IPv6 addresses (any type), canonical: a failover next hop must not be one */
+  v6?: string[];
 }
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
@@ -22,9 +25,14 @@ export function nodeInfo(node: KubeObject): NodeInfo {
     .filter((a) => typeof a.address === 'string' && IPV4.test(a.address));
   const internal = addrs.find((a) => a.type === 'InternalIP')?.address;
   const address = addrs.find((a) => a.type === 'ExternalIP')?.address ?? internal;
+  const v6: string[] = [];
+  for (const a of (node.status as { addresses?: { address?: unknown }[] } | undefined)?.addresses ?? []) {
+    if (typeof a.address !== 'string' || !a.address.includes(':')) continue;
+    try { v6.push(formatIPv6(parseIPv6(a.address))); } catch { /* not an address: not ours to judge */ }
+  }
   return {
     name: node.metadata.name ?? '', labels: node.metadata.labels ?? {}, ...(address ? { address } : {}),
-    ...(internal && internal !== address ? { internal } : {}),
+    ...(internal && internal !== address ? { internal } : {}), ...(v6.length ? { v6 } : {}),
   };
 }
 
@@ -94,6 +102,7 @@ export function plan(
   allNodes: readonly NodeInfo[],
   previous: Record<string, string>,
   others: readonly OtherPrefix[] = [],
+  failoverState: FailoverState = {},
 ): Plan {
   const problems: Problem[] = [];
   const winners = overlappingWinners(name, created, spec.prefix, others);
@@ -104,8 +113,14 @@ export function plan(
     return { allocation: allocate(spec.prefix, [], previous), nodes: new Map(), problems, selected };
   }
 
-  const allocation = allocate(spec.prefix, selected, previous);
   const selectorText = Object.keys(spec.nodeSelector).length ? `spec.nodeSelector ${JSON.stringify(spec.nodeSelector)}` : 'spec.nodeSelector (empty: every node)';
+  if (spec.failover) {
+    const f = planFailover(name, spec, selectedInfos, previous, failoverState, selectorText);
+    problems.push(...f.problems);
+    problems.push(...listenClashes(name, created, f.nodes, others));
+    return { allocation: f.allocation, nodes: f.nodes, problems, selected };
+  }
+  const allocation = allocate(spec.prefix, selected, previous);
   if (selected.length === 0) {
     problems.push({ reason: 'NoNodesSelected', message: `${selectorText} matches no node; nothing serves ${spec.prefix.text}` });
   } else if (spec.prefix.length === 64 && selected.length > 1) {
@@ -174,23 +189,7 @@ export function plan(
       tunnel: tunnelName(name),
     });
   }
-  // One agent serves every prefix of its node: two prefixes cannot listen on one IPv4:port there (their routers would
-  // share the port and split each other's peers). The older prefix keeps it; this one does not serve that node.
-  const clashes: string[] = [];
-  for (const [node, share] of nodes) {
-    const at = `${share.listen.address}:${share.listen.port}`;
-    const holder = others.find((o) => o.name !== name && o.listens?.get(node) === at && olderThan(o, name, created));
-    if (holder) {
-      clashes.push(`node ${node} listens on ${at} for the older SixBed4Prefix ${holder.name}`);
-      nodes.delete(node);
-    }
-  }
-  if (clashes.length) {
-    problems.push({
-      reason: 'ListenAddressShared',
-      message: `${list(clashes, 5)}: not served there (set another spec.listen.port, or select other nodes)`,
-    });
-  }
+  problems.push(...listenClashes(name, created, nodes, others));
   if (noAddress.length) {
     problems.push({
       reason: 'NoNodeAddress',
@@ -205,4 +204,24 @@ export function plan(
     });
   }
   return { allocation, nodes, problems, selected };
+}
+
+/**
+ * One agent serves every prefix of its node: two prefixes cannot listen on one IPv4:port there (their routers would
+ * share the port and split each other's peers). The older prefix keeps it; this one does not serve that node (its
+ * share is taken out of `nodes`).
+ */
+function listenClashes(name: string, created: string | undefined, nodes: Map<string, AgentNodeConfig>, others: readonly OtherPrefix[]): Problem[] {
+  const clashes: string[] = [];
+  for (const [node, share] of nodes) {
+    const at = `${share.listen.address}:${share.listen.port}`;
+    const holder = others.find((o) => o.name !== name && o.listens?.get(node) === at && olderThan(o, name, created));
+    if (holder) {
+      clashes.push(`node ${node} listens on ${at} for the older SixBed4Prefix ${holder.name}`);
+      nodes.delete(node);
+    }
+  }
+  return clashes.length
+    ? [{ reason: 'ListenAddressShared', message: `${list(clashes, 5)}: not served there (set another spec.listen.port, or select other nodes)` }]
+    : [];
 }

@@ -12,7 +12,8 @@
 //      status subresource; agents apply their own fields of their entries).
 import type { Logger } from '../../agent/log.js';
 import {
-  ALLOCATIONS_ANNOTATION, API_VERSION, CLEANUP_TIMEOUT_ANNOTATION, FIELD_MANAGER, FINALIZER, KIND,
+  ALLOCATIONS_ANNOTATION, API_VERSION, CLEANUP_TIMEOUT_ANNOTATION, FAILOVER_LEASE_COMPONENT, FIELD_MANAGER, FINALIZER, KIND,
+  LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PREFIX, MANAGED_BY, failoverLeaseName,
   AGENT_REPORTS_ANNOTATION, agentConfigMapName, agentLeaseName, type AgentNodeConfig, type AgentReport, type KubeObject, type SixBed4Prefix,
 } from '../../kube/api.js';
 import { formatAllocations, parseAllocations } from './subnets.js';
@@ -22,7 +23,9 @@ import { isNotFound, paths, type JsonPatchOp, type Kube } from '../../kube/clien
 import { nodeInfo, plan, type Plan } from './plan.js';
 import { renderConfigMap, type RenderOptions } from './render.js';
 import { checkSpec, type Problem } from './spec.js';
-import { agentProblems, agentView, computeStatus } from './status.js';
+import { agentProblems, agentReady, agentView, computeStatus } from './status.js';
+import { failoverStatus, membersOf, type GroupLease } from './failover.js';
+import { ownerReference } from './render.js';
 
 export interface Cache<T extends KubeObject> {
   get(name: string, namespace?: string): T | undefined;
@@ -41,6 +44,10 @@ export interface ReconcileDeps {
   agentDaemonSet: string;
   /** the node agents' heartbeat Leases (agentLeaseName), if watched */
   leases?: Cache<KubeObject>;
+  /** the failover groups' Leases (failoverLeaseName), if watched */
+  failoverLeases?: Cache<KubeObject>;
+  /** failover Lease name -> the holder that last released it, as the watch saw (a handover, not a loss) */
+  failoverReleases?: ReadonlyMap<string, string>;
   recorder: Recorder;
   log: Logger;
   cleanupTimeoutMs: number;
@@ -81,7 +88,14 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
       ...(o.metadata.creationTimestamp ? { creationTimestamp: o.metadata.creationTimestamp } : {}),
       listens: listensOf(d.configMaps.get(agentConfigMapName(o.metadata.name ?? ''), d.namespace)),
     }));
-    pl = plan(name, p.metadata.creationTimestamp, checked.spec, d.nodes.list().map(nodeInfo), prev.record, others);
+    const failoverState = checked.spec.failover
+      ? (() => {
+        const members = membersOf(sharesOf(d.configMaps.get(agentConfigMapName(name), d.namespace)));
+        const holder = groupLease(d, name)?.holder;
+        return { ...(members ? { members } : {}), ...(holder ? { holder } : {}) };
+      })()
+      : {};
+    pl = plan(name, p.metadata.creationTimestamp, checked.spec, d.nodes.list().map(nodeInfo), prev.record, others, failoverState);
     problems.push(...pl.problems);
   }
 
@@ -106,8 +120,9 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
     }
   }
 
-  // 2. ConfigMap
+  // 2. the failover group's Lease (before the shares that name it, so that agents find it), then the ConfigMap
   const serving: ReadonlyMap<string, AgentNodeConfig> = pl?.nodes ?? new Map();
+  if (checked.spec?.failover && serving.size && !deleting) await ensureFailoverLease(d, p, log);
   if (checked.spec && pl) {
     const cm = renderConfigMap(p, checked.spec.prefix.text, checked.spec.metricsPort, serving, d.render);
     await ensure(d, p, 'ConfigMap', paths.configMap(d.namespace, agentConfigMapName(name)), d.configMaps.get(agentConfigMapName(name), d.namespace), cm, log);
@@ -145,10 +160,30 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
 
   // 4. status
   problems.push(...agentProblems(serving, agent));
+  let failover: Parameters<typeof computeStatus>[0]['failover'];
+  let failedOver: ReturnType<typeof failoverStatus>['failover'];
+  if (checked.spec?.failover && serving.size && !deleting) {
+    const members = [...serving.values()][0]!.failover!.members;
+    const fs = failoverStatus({
+      now, members, lease: groupLease(d, name), previous: p.status?.failover, nodeExists,
+      nodeCordoned: (n) => (d.nodes.get(n)?.spec as { unschedulable?: boolean } | undefined)?.unschedulable === true,
+      member: (n) => {
+        const v = agentView({ actual: p.status, agent }, n);
+        const r = agentReady(v.entry, now, d.staleAfterMs, v.heartbeat);
+        return { entry: v.entry, ready: r.ready, why: r.why, heartbeatStale: r.why.startsWith('no report for') };
+      },
+    });
+    problems.push(...fs.problems);
+    failover = { status: fs.status, roles: fs.roles };
+    failedOver = fs.failover;
+    // Renewals are not watched one by one (controller.ts): look again in a while, so that an active node whose Lease
+    // expired with nobody taking over is no longer shown active.
+    if (fs.active) requeueAfterMs = Math.min(requeueAfterMs ?? Infinity, Math.max(5_000, checked.spec.failover.leaseDurationMs + 1_000));
+  }
   const st = computeStatus({
     generation: p.metadata.generation ?? 0, now, deleting, waitingRevert, problems, serving, actual: p.status,
     daemonSet: d.daemonSets.get(d.agentDaemonSet, d.namespace), staleAfterMs: d.staleAfterMs, nodeExists,
-    agent,
+    agent, ...(failover ? { failover } : {}),
   });
   if (st.changed) {
     try {
@@ -160,6 +195,12 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
     for (const t of st.transitions) {
       const ev = transitionEvent(t, t.previous?.startsWith('True/') ?? false);
       if (ev) d.recorder.event(p, ev.type, ev.reason, ev.message);
+    }
+    if (failedOver) {
+      // A loss is a Warning; a planned handover and the first election are Normal.
+      const planned = failedOver.reason === 'Handover' || failedOver.reason === 'Elected';
+      log.info(`failover: ${failedOver.message}`, { reason: failedOver.reason });
+      d.recorder.event(p, planned ? 'Normal' : 'Warning', failedOver.reason === 'Elected' ? 'ActiveElected' : 'FailedOver', `${failedOver.reason}: ${failedOver.message}`);
     }
   }
   if (st.staleEntries.length) await removeEntries(d, name, st.staleEntries, log);
@@ -278,4 +319,57 @@ function listensOf(cm: KubeObject | undefined): Map<string, string> {
     } catch { /* not ours to judge: the drift repair rewrites it */ }
   }
   return out;
+}
+
+/** The shares in a prefix's agent ConfigMap. */
+function sharesOf(cm: KubeObject | undefined): AgentNodeConfig[] {
+  const out: AgentNodeConfig[] = [];
+  for (const [key, text] of Object.entries((cm as { data?: Record<string, string> } | undefined)?.data ?? {})) {
+    if (!/^node\..+\.json$/.test(key)) continue;
+    try {
+      out.push(JSON.parse(text) as AgentNodeConfig);
+    } catch { /* the drift repair rewrites it */ }
+  }
+  return out;
+}
+
+type FailoverLease = KubeObject & {
+  spec?: { holderIdentity?: string; renewTime?: string; acquireTime?: string; leaseDurationSeconds?: number; leaseTransitions?: number };
+};
+
+/** A failover group's Lease as the operator's cache holds it. */
+function groupLease(d: ReconcileDeps, prefixName: string): GroupLease | undefined {
+  const leaseName = failoverLeaseName(prefixName);
+  const l = d.failoverLeases?.get(leaseName, d.namespace) as FailoverLease | undefined;
+  if (!l) return undefined;
+  const sp = l.spec ?? {};
+  const releasedBy = d.failoverReleases?.get(leaseName);
+  return {
+    ...(sp.holderIdentity ? { holder: sp.holderIdentity } : {}), ...(sp.renewTime ? { renewTime: sp.renewTime } : {}),
+    ...(sp.acquireTime ? { acquireTime: sp.acquireTime } : {}), ...(sp.leaseDurationSeconds !== undefined ? { leaseDurationSeconds: sp.leaseDurationSeconds } : {}),
+    ...(sp.leaseTransitions !== undefined ? { transitions: sp.leaseTransitions } : {}), ...(releasedBy ? { releasedBy } : {}),
+  };
+}
+
+/**
+ * Creates the group's Lease, held by nobody, owned by the prefix (the garbage collector deletes it with the prefix)
+ * and labelled for the operator's watch. The members write only its spec; one that finds it missing may create it
+ * the same way.
+ */
+async function ensureFailoverLease(d: ReconcileDeps, p: SixBed4Prefix, log: Logger): Promise<void> {
+  const leaseName = failoverLeaseName(p.metadata.name!);
+  if (!d.failoverLeases || d.failoverLeases.get(leaseName, d.namespace)) return;
+  try {
+    await d.kube.create(paths.leases(d.namespace), {
+      apiVersion: 'coordination.k8s.io/v1', kind: 'Lease',
+      metadata: {
+        name: leaseName, namespace: d.namespace, ownerReferences: [ownerReference(p)],
+        labels: { [LABEL_NAME]: 'sixbed4', [LABEL_COMPONENT]: FAILOVER_LEASE_COMPONENT, [LABEL_PREFIX]: p.metadata.name!, [LABEL_MANAGED_BY]: MANAGED_BY },
+      },
+      spec: {},
+    });
+    log.info(`created the failover Lease ${d.namespace}/${leaseName}`);
+  } catch (e) {
+    if ((e as { status?: number }).status !== 409) throw e; // a member created it first: the same Lease
+  }
 }

@@ -3,7 +3,7 @@
 // may predate a CRD upgrade, CEL cannot see bytes) and turns the spec into
 // parsed values with defaults filled in. Problems become the Degraded
 // condition's reason and message instead of exceptions.
-import { DEFAULT_METRICS_PORT, DEFAULT_PORT, type FastPathMode, type FastPathModeName, type LocalAddressMode, type NdpProxyMode } from '../../kube/api.js';
+import { DEFAULT_METRICS_PORT, DEFAULT_PORT, FAILOVER_DEFAULTS, type FailoverUpstream, type FastPathMode, type FastPathModeName, type LocalAddressMode, type NdpProxyMode } from '../../kube/api.js';
 import { formatIPv6, inPrefix, parseIPv4, parseIPv4Port, parseIPv6, parsePrefix, type Prefix } from '../../agent/protocol/ip.js';
 import { LOCAL_ADDRESS_MODE_NAMES, localAddressModeOf, NDP_PROXY_MODE_NAMES, ndpProxyModeOf } from '../../agent/host/config.js';
 
@@ -36,6 +36,19 @@ export interface CheckedSpec {
   /** The router's in-kernel fast path, as its --fast-path takes it. */
   fastPath: FastPathMode;
   metricsPort: number;
+  /** spec.failover with its defaults; absent when the /64 is served by one node */
+  failover?: CheckedFailover;
+}
+
+export interface CheckedFailover {
+  standbys: number;
+  upstream: FailoverUpstream;
+  /** canonical text, with RoutedNextHop */
+  nextHop?: string;
+  virtualRouterId: number;
+  leaseDurationMs: number;
+  renewIntervalMs: number;
+  fenceAfterMs: number;
 }
 
 /**
@@ -213,12 +226,65 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
     else metricsPort = p;
   }
 
+  let failover: CheckedFailover | undefined;
+  if (raw.failover !== undefined) {
+    const f = checkFailover(raw.failover, raw, prefix, listenAddress, bad);
+    // A failover spec that cannot be served is not served at all, not by one node as if it said nothing.
+    if (!f) return { problems };
+    failover = f;
+  }
+
   if (!prefix) return { problems };
   return {
     spec: {
       prefix, nodeSelector, ...(listenAddress ? { listenAddress } : {}), ...(advertise ? { advertise } : {}), port, ...(uplink ? { uplink } : {}),
-      localAddresses, localAddressMode, routes, ndpProxy, fastPath, metricsPort,
+      localAddresses, localAddressMode, routes, ndpProxy, fastPath, metricsPort, ...(failover ? { failover } : {}),
     },
     problems,
   };
+}
+
+const intIn = (v: unknown, min: number, max: number): v is number => typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
+
+/**
+ * spec.failover, as the CRD's CEL rules check it (an object may predate them). Undefined, with the problems said,
+ * when it cannot be served: the operator then serves nothing of the prefix (never one node without its standbys as
+ * if failover had not been asked for).
+ */
+function checkFailover(raw: unknown, spec: Record<string, unknown>, prefix: Prefix | undefined, listenAddress: string | undefined,
+  bad: (reason: string, message: string) => void): CheckedFailover | undefined {
+  const n = (message: string) => { bad('InvalidFailover', message); return undefined; };
+  if (!isObj(raw)) return n('spec.failover must be an object with upstream and virtualRouterId');
+  if (prefix && prefix.length !== 64) return n(`failover needs a /64 prefix; ${prefix.text} is split among nodes: use one SixBed4Prefix with failover per /64`);
+  if (listenAddress === undefined) return n('failover needs spec.listen.address: the floating IPv4 address that moves with the active node');
+  if (isObj(spec.slices) && spec.slices.enabled === true) return n('spec.slices cannot be used with failover: a slice lives in a pod on one node, and the /64 moves');
+  const standbys = raw.standbys ?? FAILOVER_DEFAULTS.standbys;
+  if (!intIn(standbys, 1, 8)) return n(`spec.failover.standbys ${JSON.stringify(standbys)} is not 1 to 8`);
+  const upstream = raw.upstream;
+  if (upstream !== 'RoutedNextHop' && upstream !== 'OnLink') return n(`spec.failover.upstream ${JSON.stringify(upstream)} is not RoutedNextHop or OnLink`);
+  let nextHop: string | undefined;
+  if (upstream === 'RoutedNextHop') {
+    if (typeof raw.nextHop !== 'string') return n('spec.failover.upstream RoutedNextHop needs nextHop: the IPv6 address the provider routes the /64 to');
+    let b: Uint8Array;
+    try {
+      b = parseIPv6(raw.nextHop);
+    } catch (e) {
+      return n(`spec.failover.nextHop: ${errMsg(e)}`);
+    }
+    const linkLocal = b[0] === 0xfe && (b[1]! & 0xc0) === 0x80;
+    const global = (b[0]! & 0xe0) === 0x20 || (b[0]! & 0xfe) === 0xfc;
+    if (!linkLocal && !global) return n(`spec.failover.nextHop ${raw.nextHop} is not a unicast address (global or link-local)`);
+    if (prefix && inPrefix(prefix, b)) return n(`spec.failover.nextHop ${formatIPv6(b)} lies inside ${prefix.text}: the provider routes the /64 to an address outside it`);
+    nextHop = formatIPv6(b);
+  } else if (raw.nextHop !== undefined) return n('spec.failover.nextHop is only for upstream RoutedNextHop');
+  if (!intIn(raw.virtualRouterId, 1, 255)) return n(`spec.failover.virtualRouterId ${JSON.stringify(raw.virtualRouterId)} is not 1 to 255`);
+  const leaseDurationMs = raw.leaseDurationMs ?? FAILOVER_DEFAULTS.leaseDurationMs;
+  const renewIntervalMs = raw.renewIntervalMs ?? FAILOVER_DEFAULTS.renewIntervalMs;
+  const fenceAfterMs = raw.fenceAfterMs ?? FAILOVER_DEFAULTS.fenceAfterMs;
+  if (!intIn(leaseDurationMs, 1000, 60000) || !intIn(renewIntervalMs, 100, 10000) || !intIn(fenceAfterMs, 200, 59000) ||
+    !(renewIntervalMs < fenceAfterMs && fenceAfterMs < leaseDurationMs)) {
+    return n(`spec.failover timings ${String(renewIntervalMs)} / ${String(fenceAfterMs)} / ${String(leaseDurationMs)} ms must be whole milliseconds with ` +
+      'renewIntervalMs < fenceAfterMs < leaseDurationMs (the active node withdraws before another may take the Lease)');
+  }
+  return { standbys, upstream, ...(nextHop ? { nextHop } : {}), virtualRouterId: raw.virtualRouterId, leaseDurationMs, renewIntervalMs, fenceAfterMs };
 }

@@ -2,7 +2,7 @@
 // conditions, nodesReady, livePeers and the name/prefix/listen of each node entry (the
 // agents own the rest of their entries). Pure: computes the desired status,
 // whether it differs from what the server has, and when to look again.
-import type { AgentNodeConfig, AgentReport, Condition, ConditionStatus, ConditionType, KubeObject, NodeStatus, SixBed4PrefixStatus } from '../../kube/api.js';
+import type { AgentNodeConfig, AgentReport, Condition, ConditionStatus, ConditionType, FailoverStatus, KubeObject, NodeStatus, SixBed4PrefixStatus } from '../../kube/api.js';
 import type { Problem } from './spec.js';
 
 export interface StatusInput {
@@ -23,6 +23,8 @@ export interface StatusInput {
   nodeExists: (name: string) => boolean;
   /** a node agent's report on this prefix and its last heartbeat (from its Lease), if it has one */
   agent?: (node: string) => { report?: AgentReport; heartbeat?: string } | undefined;
+  /** with spec.failover: the group's status and each member's role (failover.ts) */
+  failover?: { status: FailoverStatus; roles: ReadonlyMap<string, 'Active' | 'Standby'> };
 }
 
 /** The fields of the status the operator applies (server-side apply, field manager sixbed4-operator). */
@@ -32,7 +34,8 @@ export interface OperatorStatus {
   /** live peers over the nodes whose agent counts as ready (a stale count is no count) */
   livePeers: number;
   conditions: Condition[];
-  nodes: ({ name: string; prefix: string; listen: string } & AgentReport)[];
+  nodes: ({ name: string; prefix: string; listen: string; role?: 'Active' | 'Standby' } & AgentReport)[];
+  failover?: FailoverStatus;
 }
 
 const AGENT_FIELDS = ['ready', 'livePeers', 'lastReport', 'reverted', 'message', 'reason'] as const;
@@ -102,6 +105,8 @@ export function computeStatus(inp: StatusInput): StatusResult {
     Progressing: progressing(inp),
     Ready: inp.deleting
       ? { status: 'False', reason: 'Deleting', message: 'the prefix is being deleted' }
+      : inp.failover && servingNames.length > 0
+        ? failoverReady(inp, inp.failover.status, readyCount, servingNames.length, notReady)
       : servingNames.length === 0
         ? { status: 'False', reason: 'NoNodes', message: 'no node serves this prefix (see the Degraded condition)' }
         : readyCount < servingNames.length
@@ -131,9 +136,13 @@ export function computeStatus(inp: StatusInput): StatusResult {
     const agentPart: AgentReport = {};
     for (const k of AGENT_FIELDS) if (rep?.[k] !== undefined) (agentPart as Record<string, unknown>)[k] = rep[k];
     // Where peers send: the advertised address when a DNAT forwards it to the node.
-    return { name: n, prefix: c.prefix, listen: c.listen.advertise ?? `${c.listen.address}:${c.listen.port}`, ...agentPart };
+    const role = inp.failover?.roles.get(n);
+    return { name: n, prefix: c.prefix, listen: c.listen.advertise ?? `${c.listen.address}:${c.listen.port}`, ...(role ? { role } : {}), ...agentPart };
   });
-  const status: OperatorStatus = { observedGeneration: inp.generation, nodesReady: `${readyCount}/${servingNames.length}`, livePeers, conditions, nodes };
+  const status: OperatorStatus = {
+    observedGeneration: inp.generation, nodesReady: `${readyCount}/${servingNames.length}`, livePeers, conditions, nodes,
+    ...(inp.failover ? { failover: inp.failover.status } : {}),
+  };
 
   // differs from the server?
   const a = inp.actual ?? {};
@@ -145,9 +154,10 @@ export function computeStatus(inp: StatusInput): StatusResult {
   const wanted = new Set(servingNames);
   for (const n of nodes) {
     const h = actualNodes.get(n.name);
-    if (!h || h.prefix !== n.prefix || h.listen !== n.listen) changed = true;
+    if (!h || h.prefix !== n.prefix || h.listen !== n.listen || h.role !== n.role) changed = true;
     else if (AGENT_FIELDS.some((k) => n[k] !== undefined && n[k] !== h[k])) changed = true;
   }
+  if (sorted(a.failover ?? null) !== sorted(status.failover ?? null)) changed = true;
   const staleEntries: string[] = [];
   for (const [name, h] of actualNodes) {
     if (wanted.has(name)) continue;
@@ -158,6 +168,15 @@ export function computeStatus(inp: StatusInput): StatusResult {
     if (!inp.nodeExists(name) || agentGone) staleEntries.push(name);
   }
   return { status, changed, transitions, staleEntries, ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}), readyCount };
+}
+
+/** Ready of a failover group: its active node holds the Lease and forwards (the standbys are NoStandbyReady's). */
+function failoverReady(inp: StatusInput, f: FailoverStatus, readyCount: number, members: number, notReady: readonly string[]):
+  { status: ConditionStatus; reason: string; message: string } {
+  if (!f.active) return { status: 'False', reason: 'NoActiveNode', message: `no member holds the failover Lease; ${readyCount} of ${members} agents ready` };
+  const activeDown = notReady.find((n) => n.startsWith(`${f.active} (`));
+  if (activeDown) return { status: 'False', reason: 'ActiveNotReady', message: `the active node ${activeDown} does not forward yet` };
+  return { status: 'True', reason: 'ActiveReady', message: `${f.active} is active and forwards; ${f.standbysReady ?? '0/0'} standbys ready` };
 }
 
 function progressing(inp: StatusInput): { status: ConditionStatus; reason: string; message: string } {
@@ -191,4 +210,10 @@ export function agentProblems(serving: ReadonlyMap<string, AgentNodeConfig>, age
     byReason.set(r.reason, [...(byReason.get(r.reason) ?? []), `node ${node} cannot serve on ${listen}: ${r.message ?? r.reason}`]);
   }
   return [...byReason].map(([reason, msgs]) => ({ reason, message: msgs.join('; ') }));
+}
+
+/** JSON with object keys sorted: the server returns what it merged in its own order. */
+function sorted(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) => (x && typeof x === 'object' && !Array.isArray(x)
+    ? Object.fromEntries(Object.entries(x as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : 1))) : x));
 }

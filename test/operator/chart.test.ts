@@ -157,9 +157,9 @@ htest('helm template: operator Deployment flags, least-privilege RBAC', async (t
   const agentNs = docs.find((d) => d.kind === 'Role' && d.metadata.name === 'sixbed4-agent')!;
   t.deepEqual(agentNs.rules, [
     { apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list', 'watch'] },
-    { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'create', 'update'] },
+    { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'list', 'watch', 'create', 'update'] },
     { apiGroups: ['apps'], resources: ['daemonsets'], resourceNames: ['sixbed4-agent'], verbs: ['get'] },
-  ], 'in its namespace: the agent ConfigMaps, its node\'s Lease, whether its DaemonSet is being deleted');
+  ], 'in its namespace: the agent ConfigMaps, its node\'s Lease and the failover groups\' Leases, whether its DaemonSet is being deleted');
   // The admission policy: agents create slices only for the node of their token's Pod.
   const vap = docs.find((d) => d.kind === 'ValidatingAdmissionPolicy')!;
   t.regex(JSON.stringify(vap.spec.validations), /object\.spec\.node == request\.userInfo\.extra\['authentication\.kubernetes\.io\/node-name'\]\[0\]/);

@@ -26,6 +26,8 @@ export class World {
   /** the clock of the server and of the reconciler */
   now = new Date('2026-03-01T10:00:00Z');
   readonly deps: ReconcileDeps;
+  /** failover Lease -> the holder that released it (what the controller's watch records) */
+  readonly releases = new Map<string, string>();
 
   constructor(opts: { cleanupTimeoutMs?: number; staleAfterMs?: number } = {}) {
     this.kube.now = () => this.now;
@@ -35,6 +37,7 @@ export class World {
       daemonSets: this.kube.cache(paths.daemonSets(NS)),
       configMaps: this.kube.cache(paths.configMaps(NS), { labelSelector: `${LABEL_MANAGED_BY}=${MANAGED_BY}` }),
       leases: this.kube.cache(paths.leases(NS), { labelSelector: `${LABEL_COMPONENT}=agent-lease` }),
+      failoverLeases: this.kube.cache(paths.leases(NS), { labelSelector: `${LABEL_COMPONENT}=failover-lease` }), failoverReleases: this.releases,
       recorder: this.recorder, log: ringLogger(this.log, 'operator'),
       cleanupTimeoutMs: opts.cleanupTimeoutMs ?? 120_000, staleAfterMs: opts.staleAfterMs ?? 300_000,
       now: () => this.now, seen: new Map(),
@@ -81,6 +84,25 @@ export class World {
       spec: { holderIdentity: node, leaseDurationSeconds: 40, renewTime: microTime(at) },
     };
     if (cur) await this.kube.replace(path, lease); else await this.kube.create(paths.leases(NS), lease);
+  }
+
+  /**
+   * A failover group's Lease, written as its members do: taken or renewed by `holder` (undefined: released, as a
+   * member that stops releases it; the controller's watch notes who released it).
+   */
+  async failoverLease(prefix: string, holder: string | undefined, at = this.now): Promise<void> {
+    const path = paths.lease(NS, `sixbed4-failover-${prefix}`);
+    const cur = await this.kube.get<KubeObject & { spec?: { holderIdentity?: string; leaseTransitions?: number } }>(path);
+    if (!cur) throw new Error(`no failover Lease for ${prefix}: the operator creates it`);
+    const before = cur.spec?.holderIdentity;
+    if (before && !holder) this.releases.set(cur.metadata.name!, before);
+    const transitions = (cur.spec?.leaseTransitions ?? 0) + (holder && before !== holder ? 1 : 0);
+    await this.kube.replace(path, {
+      ...cur,
+      spec: holder
+        ? { holderIdentity: holder, leaseDurationSeconds: 2, acquireTime: microTime(at), renewTime: microTime(at), leaseTransitions: transitions }
+        : { leaseDurationSeconds: 1, renewTime: microTime(at), leaseTransitions: transitions },
+    });
   }
 
   /** Reconciles until a pass writes nothing (what the controller's queue would do); the results of every pass. */
