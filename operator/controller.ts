@@ -11,7 +11,7 @@ import {
 import { EventRecorder } from '../kube/events.js';
 import { apiInformers, type ChangeType, type InformerFactory, type Watched } from '../kube/informer.js';
 import { Kube, paths } from '../kube/client.js';
-import { LeaderElector, defaultIdentity } from '../kube/leader.js';
+import { LeaderElector, RELEASE_REASON_ANNOTATION, defaultIdentity } from '../kube/leader.js';
 import { OperatorMetrics } from './metrics.js';
 import { nodeInfo } from './prefix/plan.js';
 import { WorkQueue } from '../kube/queue.js';
@@ -102,7 +102,7 @@ class Controller {
   /** failover Lease -> its holder and transitions as last seen: a renewal alone changes neither */
   private readonly failoverHolders = new Map<string, string>();
   /** failover Lease -> the holder that released it last (holderIdentity emptied): a handover, told apart from a loss */
-  private readonly failoverReleases = new Map<string, string>();
+  private readonly failoverReleases = new Map<string, { by: string; reason?: string }>();
   private readonly configMaps: Watched<KubeObject>;
   private readonly recorder: EventRecorder;
   private readonly deps: ReconcileDeps;
@@ -160,7 +160,10 @@ class Controller {
         if (t === 'update' && before === now) return;
         const prevHolder = before?.split('|')[0];
         if (t === 'delete') { this.failoverHolders.delete(key); this.failoverReleases.delete(key); } else this.failoverHolders.set(key, now);
-        if (prevHolder && !spec.holderIdentity && t !== 'delete') this.failoverReleases.set(key, prevHolder);
+        if (prevHolder && !spec.holderIdentity && t !== 'delete') {
+          const reason = l.metadata.annotations?.[RELEASE_REASON_ANNOTATION];
+          this.failoverReleases.set(key, { by: prevHolder, ...(reason ? { reason } : {}) });
+        }
         owned(t, l);
       },
     });

@@ -75,6 +75,11 @@ export interface RouterOptions {
   rateLimit?: Omit<RateLimitConfig, 'tableSize'>;
   /** The in-kernel fast path (agent/bpf/): auto, on or off (the default). */
   fastPath?: string;
+  /**
+   * Bind the listen (or bind) address even while it is not on this host (IP_FREEBIND): a failover standby runs
+   * ready on the floating address that only the active member holds (agent/failover/).
+   */
+  freebind?: boolean;
 }
 
 export interface RouterConfig {
@@ -98,6 +103,7 @@ export interface RouterConfig {
   handover: boolean;
   rateLimit: Omit<RateLimitConfig, 'tableSize'>;
   fastPath: FastPathMode;
+  freebind: boolean;
 }
 
 /** What a reload changes while the data path keeps forwarding (the rest needs a restart). */
@@ -150,7 +156,7 @@ export function routerConfig(o: RouterOptions): RouterConfig {
     ...(ndpProxy ? { ndpProxy } : {}),
     prefix: parsePrefix64(o.prefix),
     listenIPv4: advertised?.ipv4 ?? listenIPv4, bindIPv4, port: advertised?.port ?? port, bindPort: port, tun, batch, workers, statsIntervalMs: o.statsIntervalMs ?? 60_000, refusePrivate: !!o.refusePrivate, sockets,
-    handover: o.handover === true,
+    handover: o.handover === true, freebind: o.freebind === true,
     rateLimit: rateLimitOf(o.rateLimit),
     fastPath: fastPathModeOf(o.fastPath),
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
@@ -207,9 +213,9 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     // A plain bind first: a port held by another router (even one using SO_REUSEPORT) is refused
     // here, instead of our sockets silently joining its reuseport group and sharing its traffic.
     // With handover, joining the previous router's group is the point (tunnel.ts).
-    if (!cfg.handover) native.close(native.udpOpen(listenText, cfg.bindPort, false).fd);
+    if (!cfg.handover) native.close(native.udpOpen(listenText, cfg.bindPort, false, cfg.freebind).fd);
     for (let i = 0; i < cfg.workers * cfg.sockets; i++) {
-      udpFds.push(native.udpOpen(listenText, cfg.bindPort, cfg.workers * cfg.sockets > 1 || cfg.handover).fd);
+      udpFds.push(native.udpOpen(listenText, cfg.bindPort, cfg.workers * cfg.sockets > 1 || cfg.handover, cfg.freebind).fd);
     }
   } catch (err) {
     await unwind();

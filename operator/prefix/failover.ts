@@ -144,8 +144,8 @@ export interface GroupLease {
   acquireTime?: string;
   leaseDurationSeconds?: number;
   transitions?: number;
-  /** the holder that released the Lease last (seen by the operator's watch: a handover, not a loss) */
-  releasedBy?: string;
+  /** the holder that released the Lease last, and the reason it wrote (sixbed4.io/release-reason), seen by the watch */
+  released?: { by: string; reason?: string };
 }
 
 export interface FailoverStatusInput {
@@ -154,7 +154,7 @@ export interface FailoverStatusInput {
   lease: GroupLease | undefined;
   /** what the status held before (the operator's memory across restarts) */
   previous: FailoverStatus | undefined;
-  /** a member's entry as its agent reports it, and whether it counts as ready (fresh and ready) */
+  /** a member's entry as its agent reports it, whether it counts as ready (fresh and ready), and why not */
   member: (node: string) => { entry: NodeStatus | undefined; ready: boolean; why: string; heartbeatStale: boolean };
   nodeExists: (node: string) => boolean;
   /** the Node is cordoned (spec.unschedulable: kubectl drain) */
@@ -163,8 +163,6 @@ export interface FailoverStatusInput {
 
 export interface FailoverStatusResult {
   status: FailoverStatus;
-  /** node -> Active | Standby */
-  roles: Map<string, 'Active' | 'Standby'>;
   problems: Problem[];
   /** the active node changed since the status was written: an Event */
   failover?: NonNullable<FailoverStatus['lastFailover']>;
@@ -172,17 +170,18 @@ export interface FailoverStatusResult {
   active?: string;
 }
 
-/** A holder identity names a node: the node's name, or the name and a suffix after an underscore (node_1a2b). */
-export function holderNode(holder: string | undefined, members: readonly string[]): string | undefined {
-  if (!holder) return undefined;
-  if (members.includes(holder)) return holder;
-  return members.find((m) => holder.startsWith(`${m}_`)) ?? holder;
+/**
+ * The node a Lease holder identity names: the agents hold it as <node>_<8 hex digits> (two agents of one node during
+ * a rollout are two candidates); node names never hold an underscore (DNS subdomains), so the node is what precedes it.
+ */
+export function holderNode(holder: string | undefined): string | undefined {
+  return holder ? holder.split('_')[0] : undefined;
 }
 
 export function failoverStatus(inp: FailoverStatusInput): FailoverStatusResult {
   const problems: Problem[] = [];
   const lease = inp.lease;
-  const holder = holderNode(lease?.holder, inp.members);
+  const holder = holderNode(lease?.holder);
   const renewed = lease?.renewTime ? Date.parse(lease.renewTime) : NaN;
   const durationMs = (lease?.leaseDurationSeconds ?? 0) * 1000;
   // A Lease whose holder has not renewed it for its duration (on the operator's clock, loosely: a status, not a
@@ -190,10 +189,16 @@ export function failoverStatus(inp: FailoverStatusInput): FailoverStatusResult {
   const expired = !Number.isFinite(renewed) || inp.now.getTime() - renewed > durationMs + 1000;
   const active = holder && !expired ? holder : undefined;
 
-  const roles = new Map<string, 'Active' | 'Standby'>();
-  for (const m of inp.members) roles.set(m, m === active ? 'Active' : 'Standby');
+  // A standby is ready when its agent, alive, says so (failover Standby: router bound, data path up, API answering).
   const standbys = inp.members.filter((m) => m !== active);
-  const ready = standbys.filter((m) => inp.member(m).ready);
+  const standbyReady = (m: string) => { const x = inp.member(m); return !x.heartbeatStale && x.entry?.failover === 'Standby'; };
+  const standbyWhy = (m: string) => {
+    const x = inp.member(m);
+    if (x.heartbeatStale || !x.entry?.lastReport) return x.why;
+    if (x.entry.failover === 'Active') return 'reports itself active';
+    return `${x.entry.failover ?? 'no role reported'}${x.entry.message ? `: ${x.entry.message}` : ''}`;
+  };
+  const ready = standbys.filter(standbyReady);
   const status: FailoverStatus = {
     ...(active ? { active } : {}),
     standbysReady: `${ready.length}/${standbys.length}`,
@@ -203,7 +208,7 @@ export function failoverStatus(inp: FailoverStatusInput): FailoverStatusResult {
   if (active && standbys.length > 0 && ready.length === 0) {
     problems.push({
       reason: 'NoStandbyReady',
-      message: `${active} serves the /64 and no standby is ready to take over: ${standbys.map((m) => `${m} (${inp.member(m).why})`).join(', ')}`,
+      message: `${active} serves the /64 and no standby is ready to take over: ${standbys.map((m) => `${m} (${standbyWhy(m)})`).join(', ')}`,
     });
   }
 
@@ -219,7 +224,7 @@ export function failoverStatus(inp: FailoverStatusInput): FailoverStatusResult {
     }
     status.lastFailover = failover;
   }
-  return { status, roles, problems, ...(failover ? { failover } : {}), ...(active ? { active } : {}) };
+  return { status, problems, ...(failover ? { failover } : {}), ...(active ? { active } : {}) };
 }
 
 /** Why the active node changed, as far as the operator can tell from the old one's Node, report and heartbeat. */
@@ -229,7 +234,11 @@ function whyMoved(from: string, inp: FailoverStatusInput): { reason: string; mes
   if (m.entry?.reason && m.entry.ready !== true) {
     return { reason: 'DataPathDown', message: `${from} gave up (${m.entry.reason}${m.entry.message ? `: ${m.entry.message}` : ''})` };
   }
-  if (inp.lease?.releasedBy && holderNode(inp.lease.releasedBy, inp.members) === from) {
+  const rel = inp.lease?.released;
+  if (rel && holderNode(rel.by) === from) {
+    if (rel.reason === 'DataPathDown') {
+      return { reason: 'DataPathDown', message: `${from} gave up and released the Lease: its data path failed${m.entry?.message ? ` (${m.entry.message})` : ''}` };
+    }
     return { reason: 'Handover', message: `${from} released the Lease (its agent stopped: a drain, an upgrade or its Pod deleted)` };
   }
   if (m.heartbeatStale) return { reason: 'ActiveLost', message: `${from}'s agent stopped renewing (node or agent down, or cut off from the API server)` };

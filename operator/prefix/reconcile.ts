@@ -24,7 +24,7 @@ import { nodeInfo, plan, type Plan } from './plan.js';
 import { renderConfigMap, type RenderOptions } from './render.js';
 import { checkSpec, type Problem } from './spec.js';
 import { agentProblems, agentReady, agentView, computeStatus } from './status.js';
-import { failoverStatus, membersOf, type GroupLease } from './failover.js';
+import { failoverStatus, holderNode, membersOf, type GroupLease } from './failover.js';
 import { ownerReference } from './render.js';
 
 export interface Cache<T extends KubeObject> {
@@ -46,8 +46,8 @@ export interface ReconcileDeps {
   leases?: Cache<KubeObject>;
   /** the failover groups' Leases (failoverLeaseName), if watched */
   failoverLeases?: Cache<KubeObject>;
-  /** failover Lease name -> the holder that last released it, as the watch saw (a handover, not a loss) */
-  failoverReleases?: ReadonlyMap<string, string>;
+  /** failover Lease name -> the holder that last released it and its reason, as the watch saw (a handover, not a loss) */
+  failoverReleases?: ReadonlyMap<string, { by: string; reason?: string }>;
   recorder: Recorder;
   log: Logger;
   cleanupTimeoutMs: number;
@@ -91,7 +91,7 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
     const failoverState = checked.spec.failover
       ? (() => {
         const members = membersOf(sharesOf(d.configMaps.get(agentConfigMapName(name), d.namespace)));
-        const holder = groupLease(d, name)?.holder;
+        const holder = holderNode(groupLease(d, name)?.holder);
         return { ...(members ? { members } : {}), ...(holder ? { holder } : {}) };
       })()
       : {};
@@ -174,7 +174,7 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
       },
     });
     problems.push(...fs.problems);
-    failover = { status: fs.status, roles: fs.roles };
+    failover = { status: fs.status };
     failedOver = fs.failover;
     // Renewals are not watched one by one (controller.ts): look again in a while, so that an active node whose Lease
     // expired with nobody taking over is no longer shown active.
@@ -343,11 +343,11 @@ function groupLease(d: ReconcileDeps, prefixName: string): GroupLease | undefine
   const l = d.failoverLeases?.get(leaseName, d.namespace) as FailoverLease | undefined;
   if (!l) return undefined;
   const sp = l.spec ?? {};
-  const releasedBy = d.failoverReleases?.get(leaseName);
+  const released = d.failoverReleases?.get(leaseName);
   return {
     ...(sp.holderIdentity ? { holder: sp.holderIdentity } : {}), ...(sp.renewTime ? { renewTime: sp.renewTime } : {}),
     ...(sp.acquireTime ? { acquireTime: sp.acquireTime } : {}), ...(sp.leaseDurationSeconds !== undefined ? { leaseDurationSeconds: sp.leaseDurationSeconds } : {}),
-    ...(sp.leaseTransitions !== undefined ? { transitions: sp.leaseTransitions } : {}), ...(releasedBy ? { releasedBy } : {}),
+    ...(sp.leaseTransitions !== undefined ? { transitions: sp.leaseTransitions } : {}), ...(released ? { released } : {}),
   };
 }
 

@@ -23,8 +23,8 @@ export interface StatusInput {
   nodeExists: (name: string) => boolean;
   /** a node agent's report on this prefix and its last heartbeat (from its Lease), if it has one */
   agent?: (node: string) => { report?: AgentReport; heartbeat?: string } | undefined;
-  /** with spec.failover: the group's status and each member's role (failover.ts) */
-  failover?: { status: FailoverStatus; roles: ReadonlyMap<string, 'Active' | 'Standby'> };
+  /** with spec.failover: the group's status (failover.ts) */
+  failover?: { status: FailoverStatus };
 }
 
 /** The fields of the status the operator applies (server-side apply, field manager sixbed4-operator). */
@@ -34,11 +34,11 @@ export interface OperatorStatus {
   /** live peers over the nodes whose agent counts as ready (a stale count is no count) */
   livePeers: number;
   conditions: Condition[];
-  nodes: ({ name: string; prefix: string; listen: string; role?: 'Active' | 'Standby' } & AgentReport)[];
+  nodes: ({ name: string; prefix: string; listen: string } & AgentReport)[];
   failover?: FailoverStatus;
 }
 
-const AGENT_FIELDS = ['ready', 'livePeers', 'lastReport', 'reverted', 'message', 'reason'] as const;
+const AGENT_FIELDS = ['ready', 'livePeers', 'lastReport', 'reverted', 'message', 'reason', 'failover'] as const;
 
 /** A node's entry as the agent reports it now: its Lease's report over what the status holds. */
 export function agentView(inp: Pick<StatusInput, 'actual' | 'agent'>, node: string): { entry: NodeStatus | undefined; heartbeat?: string } {
@@ -136,8 +136,7 @@ export function computeStatus(inp: StatusInput): StatusResult {
     const agentPart: AgentReport = {};
     for (const k of AGENT_FIELDS) if (rep?.[k] !== undefined) (agentPart as Record<string, unknown>)[k] = rep[k];
     // Where peers send: the advertised address when a DNAT forwards it to the node.
-    const role = inp.failover?.roles.get(n);
-    return { name: n, prefix: c.prefix, listen: c.listen.advertise ?? `${c.listen.address}:${c.listen.port}`, ...(role ? { role } : {}), ...agentPart };
+    return { name: n, prefix: c.prefix, listen: c.listen.advertise ?? `${c.listen.address}:${c.listen.port}`, ...agentPart };
   });
   const status: OperatorStatus = {
     observedGeneration: inp.generation, nodesReady: `${readyCount}/${servingNames.length}`, livePeers, conditions, nodes,
@@ -154,7 +153,7 @@ export function computeStatus(inp: StatusInput): StatusResult {
   const wanted = new Set(servingNames);
   for (const n of nodes) {
     const h = actualNodes.get(n.name);
-    if (!h || h.prefix !== n.prefix || h.listen !== n.listen || h.role !== n.role) changed = true;
+    if (!h || h.prefix !== n.prefix || h.listen !== n.listen) changed = true;
     else if (AGENT_FIELDS.some((k) => n[k] !== undefined && n[k] !== h[k])) changed = true;
   }
   if (sorted(a.failover ?? null) !== sorted(status.failover ?? null)) changed = true;

@@ -18,7 +18,9 @@ const share = (w: World, node: string): AgentNodeConfig | undefined => {
   return text ? JSON.parse(text) as AgentNodeConfig : undefined;
 };
 const leasePath = paths.lease(NS, 'sixbed4-failover-p');
-const ready = (w: World, node: string, fields: Record<string, unknown> = {}) => w.report('p', node, { ready: true, livePeers: 0, message: 'forwarding', ...fields });
+/** A member's agent reporting, as the agent does: ready, and its part in the group. */
+const ready = (w: World, node: string, role: 'Active' | 'Standby', fields: Record<string, unknown> = {}) =>
+  w.report('p', node, { ready: true, livePeers: 0, message: 'forwarding', failover: role, ...fields });
 
 async function group(w: World, nodes = ['a', 'b', 'c'], failover: Record<string, unknown> = {}): Promise<void> {
   for (const [i, n] of nodes.entries()) await w.node(n, { role: 'edge' }, `198.51.100.${21 + i}`);
@@ -56,8 +58,8 @@ const rows: Row[] = [
       const creates = w.kube.writes.filter((x) => x.verb === 'POST' || x.verb === 'PATCH').map((x) => x.path);
       t.true(creates.indexOf(paths.leases(NS)) < creates.indexOf(paths.configMap(NS, 'sixbed4-agent-p')), 'Lease first');
       const p = w.get('p')!;
-      t.deepEqual(p.status!.nodes!.map((e) => [e.name, e.prefix, e.listen, e.role]), [
-        ['a', '2001:db8:9:10::/64', `${FLOAT}:25790`, 'Standby'], ['b', '2001:db8:9:10::/64', `${FLOAT}:25790`, 'Standby']]);
+      t.deepEqual(p.status!.nodes, [
+        { name: 'a', prefix: '2001:db8:9:10::/64', listen: `${FLOAT}:25790` }, { name: 'b', prefix: '2001:db8:9:10::/64', listen: `${FLOAT}:25790` }]);
       t.deepEqual(p.status!.failover, { standbysReady: '0/2' });
       t.like(w.cond('p', 'Ready'), { status: 'False', reason: 'NoActiveNode' });
       t.like(w.cond('p', 'Degraded'), { status: 'False', reason: 'AsExpected' });
@@ -67,11 +69,11 @@ const rows: Row[] = [
   {
     title: 'a member takes the Lease and both report ready: Active shown, Ready True, one Normal ActiveElected',
     given: (w) => group(w),
-    when: async (w) => { await ready(w, 'a'); await ready(w, 'b'); await w.failoverLease('p', 'a'); },
+    when: async (w) => { await ready(w, 'a', 'Active'); await ready(w, 'b', 'Standby'); await w.failoverLease('p', 'a'); },
     then: (t, w) => {
       const p = w.get('p')!;
       t.like(p.status!.failover, { active: 'a', standbysReady: '1/1', transitions: 1, lastFailover: { to: 'a', reason: 'Elected' } });
-      t.deepEqual(p.status!.nodes!.map((e) => `${e.name}=${e.role}`), ['a=Active', 'b=Standby']);
+      t.deepEqual(p.status!.nodes!.map((e) => `${e.name}=${e.failover}`), ['a=Active', 'b=Standby'], 'what the agents report');
       t.like(w.cond('p', 'Ready'), { status: 'True', reason: 'ActiveReady', message: 'a is active and forwards; 1/1 standbys ready' });
       t.like(w.cond('p', 'Degraded'), { status: 'False', reason: 'AsExpected' });
       t.deepEqual(w.events.filter((e) => /Active|Failed/.test(e.reason)).map((e) => `${e.type} ${e.reason}`), ['Normal ActiveElected']);
@@ -79,15 +81,19 @@ const rows: Row[] = [
   },
   {
     title: 'no standby ready: Degraded NoStandbyReady with why, a Warning; the standby ready again: Recovered',
-    given: async (w) => { await group(w); await ready(w, 'a'); await w.failoverLease('p', 'a'); },
+    given: async (w) => { await group(w); await ready(w, 'a', 'Active'); await w.failoverLease('p', 'a'); },
     when: async (w) => {
       await w.settle('p');
       const degraded = w.cond('p', 'Degraded')!;
       mid.set(w, `${degraded.reason}: ${degraded.message}`);
-      await ready(w, 'b');
+      await w.report('p', 'b', { ready: true, failover: 'NotReady', message: 'uplink eth0 is down' });
+      await w.settle('p');
+      mid2.set(w, w.cond('p', 'Degraded')!.message);
+      await ready(w, 'b', 'Standby');
     },
     then: (t, w) => {
       t.is(mid.get(w), 'NoStandbyReady: a serves the /64 and no standby is ready to take over: b (no report yet)');
+      t.is(mid2.get(w), 'a serves the /64 and no standby is ready to take over: b (NotReady: uplink eth0 is down)');
       t.true(w.reasons('p').includes('Warning NoStandbyReady'));
       t.like(w.cond('p', 'Degraded'), { status: 'False', reason: 'AsExpected' });
       t.like(w.cond('p', 'Ready'), { status: 'True' }, 'the active node serves all along');
@@ -96,11 +102,11 @@ const rows: Row[] = [
   },
   {
     title: 'the active node crashes (its heartbeat stops) and the standby takes the Lease: Warning FailedOver, reason ActiveLost',
-    given: async (w) => { await group(w); await ready(w, 'a'); await ready(w, 'b'); await w.failoverLease('p', 'a'); },
+    given: async (w) => { await group(w); await ready(w, 'a', 'Active'); await ready(w, 'b', 'Standby'); await w.failoverLease('p', 'a'); },
     when: async (w) => {
       await w.settle('p');
       w.tick(301_000);
-      await ready(w, 'b');
+      await ready(w, 'b', 'Active');
       await w.failoverLease('p', 'b');
     },
     then: (t, w) => {
@@ -115,7 +121,7 @@ const rows: Row[] = [
   },
   {
     title: 'the active node gives up on its data path (its report says why) and the standby takes over: DataPathDown',
-    given: async (w) => { await group(w); await ready(w, 'a'); await ready(w, 'b'); await w.failoverLease('p', 'a'); },
+    given: async (w) => { await group(w); await ready(w, 'a', 'Active'); await ready(w, 'b', 'Standby'); await w.failoverLease('p', 'a'); },
     when: async (w) => {
       await w.settle('p');
       await w.report('p', 'a', { ready: false, reason: 'UplinkDown', message: 'uplink eth0 is down' });
@@ -128,7 +134,7 @@ const rows: Row[] = [
   },
   {
     title: 'a planned handover (the active agent releases the Lease; the standby takes it): Normal FailedOver, reason Handover',
-    given: async (w) => { await group(w); await ready(w, 'a'); await ready(w, 'b'); await w.failoverLease('p', 'a'); },
+    given: async (w) => { await group(w); await ready(w, 'a', 'Active'); await ready(w, 'b', 'Standby'); await w.failoverLease('p', 'a'); },
     when: async (w) => {
       await w.settle('p');
       await w.failoverLease('p', undefined);
@@ -140,8 +146,21 @@ const rows: Row[] = [
     },
   },
   {
+    title: 'the active node releases the Lease saying its data path failed (sixbed4.io/release-reason): DataPathDown, a Warning',
+    given: async (w) => { await group(w); await ready(w, 'a', 'Active'); await ready(w, 'b', 'Standby'); await w.failoverLease('p', 'a'); },
+    when: async (w) => {
+      await w.settle('p');
+      await w.failoverLease('p', undefined, w.now, 'DataPathDown');
+      await w.failoverLease('p', 'b');
+    },
+    then: (t, w) => {
+      t.like(w.get('p')!.status!.failover!.lastFailover, { from: 'a', to: 'b', reason: 'DataPathDown' });
+      t.deepEqual(w.events.filter((e) => e.reason === 'FailedOver').map((e) => e.type), ['Warning']);
+    },
+  },
+  {
     title: 'kubectl drain of the active node (cordoned) before it hands over: Handover',
-    given: async (w) => { await group(w); await ready(w, 'a'); await ready(w, 'b'); await w.failoverLease('p', 'a'); },
+    given: async (w) => { await group(w); await ready(w, 'a', 'Active'); await ready(w, 'b', 'Standby'); await w.failoverLease('p', 'a'); },
     when: async (w) => {
       await w.settle('p');
       await w.kube.mergePatch(paths.node('a'), { spec: { unschedulable: true } }, 'kubectl');
@@ -151,8 +170,8 @@ const rows: Row[] = [
   },
   {
     title: 'the active node\'s Lease expires and nobody takes it: no active node, Ready False',
-    given: async (w) => { await group(w); await ready(w, 'a'); await ready(w, 'b'); await w.failoverLease('p', 'a'); },
-    when: async (w) => { await w.settle('p'); w.tick(10_000); await ready(w, 'b'); },
+    given: async (w) => { await group(w); await ready(w, 'a', 'Active'); await ready(w, 'b', 'Standby'); await w.failoverLease('p', 'a'); },
+    when: async (w) => { await w.settle('p'); w.tick(10_000); await ready(w, 'b', 'Standby'); },
     then: (t, w) => {
       t.is(w.get('p')!.status!.failover!.active, undefined);
       t.like(w.cond('p', 'Ready'), { status: 'False', reason: 'NoActiveNode' });
@@ -241,6 +260,7 @@ const rows: Row[] = [
 ];
 
 const mid = new WeakMap<World, string>();
+const mid2 = new WeakMap<World, string>();
 
 for (const row of rows) {
   test(row.title, async (t) => {

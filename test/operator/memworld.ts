@@ -27,7 +27,7 @@ export class World {
   now = new Date('2026-03-01T10:00:00Z');
   readonly deps: ReconcileDeps;
   /** failover Lease -> the holder that released it (what the controller's watch records) */
-  readonly releases = new Map<string, string>();
+  readonly releases = new Map<string, { by: string; reason?: string }>();
 
   constructor(opts: { cleanupTimeoutMs?: number; staleAfterMs?: number } = {}) {
     this.kube.now = () => this.now;
@@ -87,20 +87,20 @@ export class World {
   }
 
   /**
-   * A failover group's Lease, written as its members do: taken or renewed by `holder` (undefined: released, as a
-   * member that stops releases it; the controller's watch notes who released it).
+   * A failover group's Lease, written as its members do: taken or renewed by node `holder` (as <node>_<8 hex>;
+   * undefined: released, as a member that stops releases it; the controller's watch notes who released it and why).
    */
-  async failoverLease(prefix: string, holder: string | undefined, at = this.now): Promise<void> {
+  async failoverLease(prefix: string, holder: string | undefined, at = this.now, releaseReason?: string): Promise<void> {
     const path = paths.lease(NS, `sixbed4-failover-${prefix}`);
     const cur = await this.kube.get<KubeObject & { spec?: { holderIdentity?: string; leaseTransitions?: number } }>(path);
     if (!cur) throw new Error(`no failover Lease for ${prefix}: the operator creates it`);
     const before = cur.spec?.holderIdentity;
-    if (before && !holder) this.releases.set(cur.metadata.name!, before);
-    const transitions = (cur.spec?.leaseTransitions ?? 0) + (holder && before !== holder ? 1 : 0);
+    if (before && !holder) this.releases.set(cur.metadata.name!, { by: before, ...(releaseReason ? { reason: releaseReason } : {}) });
+    const transitions = (cur.spec?.leaseTransitions ?? 0) + (holder && before !== `${holder}_0a1b2c3d` ? 1 : 0);
     await this.kube.replace(path, {
       ...cur,
       spec: holder
-        ? { holderIdentity: holder, leaseDurationSeconds: 2, acquireTime: microTime(at), renewTime: microTime(at), leaseTransitions: transitions }
+        ? { holderIdentity: `${holder}_0a1b2c3d`, leaseDurationSeconds: 2, acquireTime: microTime(at), renewTime: microTime(at), leaseTransitions: transitions }
         : { leaseDurationSeconds: 1, renewTime: microTime(at), leaseTransitions: transitions },
     });
   }

@@ -1,0 +1,61 @@
+// The member's fence in the kernel: a dead man's switch that holds without the agent. The group's macvlan takes in
+// nothing (no ARP request, no NS, no packet for the floating address) unless the set `alive` holds its name, and
+// the active member puts it there with a timeout that ends exactly at its own deadline (fenceAfterMs after the
+// last renew it sent that succeeded). A member that renews extends it; one that crashes, hangs or is killed
+// (kill -9) goes silent at its deadline all the same: the Lease alone is no fence, and neither is a process that
+// may not run any more.
+//
+// The uplink's own ARP replies for the floating address are dropped for good (the arp table): with arp_ignore 0,
+// Linux answers ARP for any address of the host on any interface, so the uplink would answer for the address on
+// the macvlan with its own MAC, beside the virtual MAC.
+import { runCommand } from '../host/command.js';
+import { systemTool } from '../host/tools.js';
+import { formatIPv4 } from '../protocol/ip.js';
+import type { FailoverPlan } from './config.js';
+
+const NFT_TIMEOUT_MS = 5000;
+
+function nft(script: string): Promise<string> {
+  return runCommand([systemTool('nft'), '-f', '-'], { input: script, timeoutMs: NFT_TIMEOUT_MS });
+}
+
+/** The tables, made anew (a table left by a crashed agent goes first, in the same transaction). */
+export async function installFence(p: FailoverPlan): Promise<void> {
+  const t = p.table;
+  await nft(`table netdev ${t}
+delete table netdev ${t}
+table arp ${t}
+delete table arp ${t}
+table netdev ${t} {
+  set alive {
+    type ifname
+    flags timeout
+  }
+  chain in {
+    type filter hook ingress device "${p.macvlan}" priority -500; policy drop;
+    iifname @alive accept
+  }
+}
+table arp ${t} {
+  chain out {
+    type filter hook output priority 0; policy accept;
+    oifname "${p.uplink}" arp operation reply arp saddr ip ${formatIPv4(p.ipv4)} drop
+  }
+}
+`);
+}
+
+/** Open until remainingMs from now (at least 1 ms); a shorter one than before replaces it. */
+export async function extendFence(p: FailoverPlan, remainingMs: number): Promise<void> {
+  const ms = Math.max(1, Math.floor(remainingMs));
+  await nft(`flush set netdev ${p.table} alive\nadd element netdev ${p.table} alive { "${p.macvlan}" timeout ${ms}ms }\n`);
+}
+
+/** Closed now. */
+export async function closeFence(p: FailoverPlan): Promise<void> {
+  await nft(`flush set netdev ${p.table} alive\n`);
+}
+
+export async function removeFence(p: FailoverPlan): Promise<void> {
+  await nft(`table netdev ${p.table}\ndelete table netdev ${p.table}\ntable arp ${p.table}\ndelete table arp ${p.table}\n`);
+}
