@@ -37,6 +37,8 @@ export type WriteHook = (verb: string, path: string, status: number) => void;
 export class Kube {
   private readonly server: string;
   onWrite?: WriteHook;
+  /** Keep-alive agents by TLS material (a rotated client certificate gets a new one). */
+  private agents = new Map<string, https.Agent>();
 
   constructor(readonly kc: KubeConfig, readonly userAgent = 'sixbed4-operator') {
     const cluster = kc.getCurrentCluster();
@@ -49,6 +51,7 @@ export class Kube {
     for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
     const reqOpts: https.RequestOptions = { method, headers: { Accept: 'application/json', 'User-Agent': this.userAgent } };
     await this.kc.applyToHTTPSOptions(reqOpts);
+    if (url.protocol === 'https:') reqOpts.agent = this.keepAlive(reqOpts) ?? reqOpts.agent;
     const body = opts.body === undefined ? undefined : JSON.stringify(opts.body);
     if (body !== undefined) {
       reqOpts.headers = { ...reqOpts.headers, 'Content-Type': opts.contentType ?? 'application/json', 'Content-Length': Buffer.byteLength(body) };
@@ -77,6 +80,25 @@ export class Kube {
       throw new KubeError(status, st?.reason ?? String(status), `${method} ${path}: ${st?.message ?? (text.slice(0, 300) || `HTTP ${status}`)}`, parsed);
     }
     return parsed as T;
+  }
+
+  /**
+   * KubeConfig gives every request an agent of its own, so each one is a new TCP connection and TLS handshake: at
+   * the failover Leases' rate (a renewal every 500 ms per group) that was most of the API server's CPU and made
+   * renewals queue for a second on a loaded machine (bench/failover-lease.ts). Requests with the same TLS material
+   * share one keep-alive agent instead (idle sockets do not keep the process alive). Not through a proxy, which
+   * KubeConfig's own agent handles.
+   */
+  private keepAlive(o: https.RequestOptions): https.Agent | undefined {
+    if (this.kc.getCurrentCluster()?.proxyUrl) return undefined;
+    const tls = { ca: o.ca, cert: o.cert, key: o.key, pfx: o.pfx, passphrase: o.passphrase, rejectUnauthorized: o.rejectUnauthorized, servername: o.servername };
+    const key = JSON.stringify(tls, (_k, v: unknown) => (Buffer.isBuffer(v) ? v.toString('base64') : v));
+    let agent = this.agents.get(key);
+    if (!agent) {
+      for (const old of this.agents.values()) old.destroy();
+      this.agents = new Map([[key, agent = new https.Agent({ ...tls, keepAlive: true, keepAliveMsecs: 15_000 } as https.AgentOptions)]]);
+    }
+    return agent;
   }
 
   /** GET; undefined on 404. */

@@ -1,0 +1,178 @@
+// What failover Leases cost the API server (issue 26): N failover groups (one SixBed4Prefix with spec.failover each)
+// whose active members renew their group's Lease at the default timings (every 500 ms, through kube/leader.ts's
+// attempt(): a GET and a PUT, as the agents do), against a real kube-apiserver + etcd (test/k8s). Beside them, the
+// watches that follow the Leases: the operator's (label component=failover-lease) and each standby node's.
+//
+// Prints, for the window measured: requests/s the API server served (its own apiserver_request_total, leases only),
+// watch events delivered, the CPU of kube-apiserver and etcd (from /proc, in cores; and the same window idle, with
+// no renewals, for comparison), and how long the renewals took (p50/p99/max): a renewal slower than
+// fenceAfterMs - renewIntervalMs (1000 ms) would make an active node withdraw.
+//
+// Run: npm run bench:failover-lease [-- --prefixes 100 --seconds 30 --standby-nodes 2]
+import https from 'node:https';
+import { readFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { parseArgs } from 'node:util';
+import { performance } from 'node:perf_hooks';
+import { startControlPlane, controlPlaneSkipReason, type ControlPlane } from '../test/k8s/controlplane.js';
+import { Kube, paths } from '../kube/client.js';
+import { FAILOVER_DEFAULTS, FAILOVER_LEASE_COMPONENT, failoverLeaseName, LABEL_COMPONENT } from '../kube/api.js';
+import { LeaderElector } from '../kube/leader.js';
+import { createLogger } from '../agent/log.js';
+
+const NS = 'sixbed4-system';
+const { values } = parseArgs({
+  options: {
+    prefixes: { type: 'string', default: '100' }, seconds: { type: 'string', default: '30' }, 'standby-nodes': { type: 'string', default: '2' },
+  },
+});
+const N = Number(values.prefixes);
+const SECONDS = Number(values.seconds);
+const WATCHERS = Number(values['standby-nodes']);
+const { leaseDurationMs, renewIntervalMs, fenceAfterMs } = FAILOVER_DEFAULTS;
+
+/** A watch stream counting its events. */
+class Watcher {
+  events = 0;
+  private readonly req: ReturnType<typeof https.request>;
+  constructor(cp: ControlPlane, path: string) {
+    this.req = https.request(new URL(path, cp.server), { headers: { Authorization: `Bearer ${cp.adminToken}` }, ca: cp.caData, agent: false }, (res) => {
+      let buf = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => {
+        buf += c;
+        let i;
+        while ((i = buf.indexOf('\n')) >= 0) { buf = buf.slice(i + 1); this.events++; }
+      });
+      res.on('error', () => undefined);
+    });
+    this.req.on('error', () => undefined);
+    this.req.end();
+  }
+  close(): void { this.req.destroy(); }
+}
+
+/** CPU seconds (user + system) of a process so far. */
+function cpuSeconds(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(rest[11]) + Number(rest[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+}
+
+/** The API server's count of lease requests by verb (its /metrics). */
+async function leaseRequests(kube: Kube): Promise<Record<string, number>> {
+  const text = await kube.request<string>('GET', '/metrics');
+  const out: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('apiserver_request_total{') || !line.includes('resource="leases"')) continue;
+    const verb = /verb="([A-Z]+)"/.exec(line)?.[1] ?? '?';
+    out[verb] = (out[verb] ?? 0) + Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return out;
+}
+
+const pct = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor((s.length * p) / 100))] ?? 0; };
+
+async function window(cp: ControlPlane, kube: Kube, seconds: number, during?: () => void): Promise<{ reqs: Record<string, number>; apiserver: number; etcd: number; wall: number }> {
+  const [etcdPid, apiPid] = cp.pids();
+  const r0 = await leaseRequests(kube);
+  const c0 = [cpuSeconds(apiPid!), cpuSeconds(etcdPid!)];
+  const t0 = performance.now();
+  during?.();
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  const wall = (performance.now() - t0) / 1000;
+  const c1 = [cpuSeconds(apiPid!), cpuSeconds(etcdPid!)];
+  const r1 = await leaseRequests(kube);
+  const reqs: Record<string, number> = {};
+  for (const k of Object.keys(r1)) reqs[k] = (r1[k] ?? 0) - (r0[k] ?? 0);
+  return { reqs, apiserver: (c1[0]! - c0[0]!) / wall, etcd: (c1[1]! - c0[1]!) / wall, wall };
+}
+
+async function main(): Promise<void> {
+  const skip = controlPlaneSkipReason();
+  if (skip) { console.error(`bench:failover-lease: ${skip}`); process.exit(2); }
+  console.log(`failover Leases against a real kube-apiserver + etcd (${cpus().length} CPUs: ${cpus()[0]?.model}; a shared machine): ` +
+    `${N} groups renewing every ${renewIntervalMs} ms (lease ${leaseDurationMs} ms, fence ${fenceAfterMs} ms), ${WATCHERS} standby nodes and the operator watching`);
+  const cp = await startControlPlane();
+  const log = createLogger({ level: 'error', component: 'bench' });
+  try {
+    const kube = new Kube(cp.kubeConfig(), 'bench');
+    await kube.create('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });
+    // The Leases as the operator creates them: held by nobody, labelled for the watches.
+    for (let i = 0; i < N; i++) {
+      await kube.create(paths.leases(NS), {
+        apiVersion: 'coordination.k8s.io/v1', kind: 'Lease',
+        metadata: { name: failoverLeaseName(`p${i}`), namespace: NS, labels: { [LABEL_COMPONENT]: FAILOVER_LEASE_COMPONENT } }, spec: {},
+      });
+    }
+    // One client per simulated node, as each agent has its own connection.
+    const electors = Array.from({ length: N }, (_, i) => new LeaderElector({
+      kube: new Kube(cp.kubeConfig(), `agent-${i % 10}`), namespace: NS, name: failoverLeaseName(`p${i}`), identity: `node-${i % 10}_${i.toString(16).padStart(8, '0')}`,
+      leaseDurationMs, renewDeadlineMs: fenceAfterMs, retryPeriodMs: renewIntervalMs, log, component: FAILOVER_LEASE_COMPONENT,
+    }));
+
+    process.stderr.write(`  idle window (${SECONDS} s) ...\n`);
+    const idle = await window(cp, kube, SECONDS);
+
+    // Each group's active member renews on its own timer, spread over the interval as real ones are.
+    const took: number[] = [];
+    let failed = 0;
+    let running = true;
+    const loops: Promise<void>[] = [];
+    const start = () => {
+      for (const [i, e] of electors.entries()) {
+        loops.push((async () => {
+          await new Promise((r) => setTimeout(r, (i * renewIntervalMs) / N));
+          let next = performance.now();
+          while (running) {
+            const t = performance.now();
+            const a = await e.attempt();
+            took.push(performance.now() - t);
+            if (a.holder !== e.identity) failed++;
+            next += renewIntervalMs;
+            await new Promise((r) => setTimeout(r, Math.max(0, next - performance.now())));
+          }
+        })());
+      }
+    };
+    const selector = `labelSelector=${encodeURIComponent(`${LABEL_COMPONENT}=${FAILOVER_LEASE_COMPONENT}`)}`;
+    const watchers = Array.from({ length: WATCHERS + 1 }, () => new Watcher(cp, `${paths.leases(NS)}?watch=1&${selector}`));
+    process.stderr.write('  warming up (5 s) ...\n');
+    start();
+    await new Promise((r) => setTimeout(r, 5000));
+    const events0 = watchers.reduce((a, w) => a + w.events, 0);
+    took.length = 0;
+    failed = 0;
+    process.stderr.write(`  renewing window (${SECONDS} s) ...\n`);
+    const me0 = process.cpuUsage();
+    const busy = await window(cp, kube, SECONDS);
+    const me = process.cpuUsage(me0);
+    const events = watchers.reduce((a, w) => a + w.events, 0) - events0;
+    const renewals = took.length;
+    running = false;
+    await Promise.all(loops);
+    for (const w of watchers) w.close();
+
+    const total = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
+    const perSec = (n: number, w: number) => (n / w).toFixed(1);
+    const verbs = (r: Record<string, number>, w: number) => Object.entries(r).filter(([, n]) => n > 0).map(([v, n]) => `${v} ${perSec(n, w)}`).join(', ');
+    console.log('');
+    console.log('window      lease requests/s (by verb)            watch events/s  kube-apiserver CPU  etcd CPU');
+    console.log(`idle        ${perSec(total(idle.reqs), idle.wall).padStart(6)} (${verbs(idle.reqs, idle.wall) || '-'})`.padEnd(50) +
+      `${'-'.padStart(14)}  ${`${(idle.apiserver * 100).toFixed(1)}%`.padStart(18)}  ${`${(idle.etcd * 100).toFixed(1)}%`.padStart(8)}`);
+    console.log(`${N} groups  ${perSec(total(busy.reqs), busy.wall).padStart(6)} (${verbs(busy.reqs, busy.wall)})`.padEnd(50) +
+      `${perSec(events, busy.wall).padStart(14)}  ${`${(busy.apiserver * 100).toFixed(1)}%`.padStart(18)}  ${`${(busy.etcd * 100).toFixed(1)}%`.padStart(8)}`);
+    console.log('');
+    console.log(`renewals: ${renewals} in ${busy.wall.toFixed(1)} s (${perSec(renewals, busy.wall)}/s), ${failed} not won; ` +
+      `time per renewal (GET + PUT) p50 ${pct(took, 50).toFixed(1)} ms, p99 ${pct(took, 99).toFixed(1)} ms, max ${Math.max(0, ...took).toFixed(1)} ms ` +
+      `(an active node withdraws if it cannot renew within ${fenceAfterMs - renewIntervalMs} ms of its last renewal's slack)`);
+    console.log(`the ${N} simulated members (one Node.js process): ${(((me.user + me.system) / 1e6 / busy.wall) * 100).toFixed(1)}% of a core; ` +
+      `load average over the last minute ${loadavg()[0]!.toFixed(2)} on ${cpus().length} CPUs (other work on the machine included)`);
+    console.log(`added by the renewals: kube-apiserver ${((busy.apiserver - idle.apiserver) * 100).toFixed(1)}% of a core, etcd ${((busy.etcd - idle.etcd) * 100).toFixed(1)}% ` +
+      `(${(((busy.apiserver - idle.apiserver) * 1000) / Math.max(1, total(busy.reqs) / busy.wall)).toFixed(2)} ms of API server CPU per request)`);
+  } finally {
+    await cp.stop();
+  }
+}
+
+await main();
