@@ -33,14 +33,18 @@ function list(names: readonly string[]): string {
 }
 
 /**
- * The group: the Lease's holder first (a change of members never moves the /64 by itself), then the members from
- * before that are still selected, then the other selected nodes by name; 1 + standbys of them.
+ * The group: the members from before that are still selected, in their order, then the other selected nodes by
+ * name; 1 + standbys of them. The order never follows the Lease (a failover must not change the members' shares,
+ * which would restart their routers), but the holder is never left out when the group shrinks: a change of members
+ * never moves the /64 by itself.
  */
 export function chooseMembers(selected: readonly string[], want: number, state: FailoverState): string[] {
   const sel = new Set(selected);
-  const order = [...(state.holder ? [state.holder] : []), ...(state.members ?? []), ...[...selected].sort()];
+  const order = [...(state.members ?? []), ...(state.holder ? [state.holder] : []), ...[...selected].sort()];
   const out: string[] = [];
   for (const n of order) if (sel.has(n) && !out.includes(n) && out.length < want) out.push(n);
+  const h = state.holder;
+  if (h && sel.has(h) && !out.includes(h) && out.length > 0) out[out.length - 1] = h;
   return out;
 }
 

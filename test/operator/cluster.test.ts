@@ -186,7 +186,7 @@ ktest('the CRD serves a schema with descriptions (kubectl explain) and printer c
   t.regex(schema.properties!.spec!.properties!.prefix!.description!, /from \/48 to \/64/);
   t.regex(schema.properties!.status!.properties!.nodes!.description!, /One entry per node/);
   const crd = await admin().get<{ spec: { versions: { additionalPrinterColumns: { name: string }[] }[] } }>('/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sixbed4prefixes.sixbed4.io');
-  t.deepEqual(crd!.spec.versions[0]!.additionalPrinterColumns.map((c) => c.name), ['Prefix', 'Nodes Ready', 'Live Peers', 'Degraded', 'Ready', 'Age']);
+  t.deepEqual(crd!.spec.versions[0]!.additionalPrinterColumns.map((c) => c.name), ['Prefix', 'Nodes Ready', 'Active', 'Live Peers', 'Degraded', 'Ready', 'Age']);
 });
 
 ktest('helm template output is accepted by the API server (server-side dry run)', async (t) => {

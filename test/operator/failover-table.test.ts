@@ -181,7 +181,25 @@ const rows: Row[] = [
     title: 'the group stays put: a new node that sorts first does not displace a member, and the holder stays a member',
     given: async (w) => { await group(w, ['m', 'n']); await w.failoverLease('p', 'n'); },
     when: async (w) => { await w.node('a', { role: 'edge' }, '198.51.100.30'); },
-    then: (t, w) => t.deepEqual(share(w, 'n')!.failover!.members, ['n', 'm'], 'the holder first, then the members from before'),
+    then: (t, w) => t.deepEqual(share(w, 'n')!.failover!.members, ['m', 'n'], 'as before'),
+  },
+  {
+    title: 'a failover leaves every share as it was (no router restarts); fewer standbys keep the holder in the group',
+    given: async (w) => { await group(w, ['a', 'b', 'c'], { standbys: 2 }); await w.failoverLease('p', 'c'); },
+    when: async (w) => {
+      await w.settle('p');
+      const before = JSON.stringify(w.configMap('p')!.data);
+      await w.failoverLease('p', undefined);
+      await w.failoverLease('p', 'b');
+      await w.settle('p');
+      mid.set(w, String(JSON.stringify(w.configMap('p')!.data) === before));
+      await w.prefix('p', spec({ standbys: 1 }));
+    },
+    then: (t, w) => {
+      t.is(mid.get(w), 'true', 'the shares unchanged by the failover');
+      t.deepEqual(share(w, 'b')!.failover!.members, ['a', 'b'], 'the holder b stays; c, not active, goes');
+      t.falsy(share(w, 'c'));
+    },
   },
   {
     title: 'one node where a standby is asked for: it serves alone, Degraded TooFewNodes',
