@@ -56,6 +56,7 @@ export class FailoverMember {
   private pathOk = false;
   private timer: NodeJS.Timeout | undefined;
   private fenceTimer: NodeJS.Timeout | undefined;
+  private expiryTimer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> = Promise.resolve();
   private again = false;
   /** When this node last saw another member's record change (monotonic), and whose. */
@@ -122,6 +123,7 @@ export class FailoverMember {
     this.roleNow = 'stopped';
     await this.ticking;
     clearTimeout(this.fenceTimer);
+    clearTimeout(this.expiryTimer);
     await this.announcer.remove();
     if (wasActive) this.log.info(`withdrew from ${formatIPv4(this.o.plan.ipv4)}: stopping`);
     await this.elector.release('Released');
@@ -179,6 +181,12 @@ export class FailoverMember {
       }
       return;
     }
+    if (this.roleNow === 'standby' && a.holder) {
+      // Try again the moment the holder's record expires by this node's clock, not at the next round after it.
+      clearTimeout(this.expiryTimer);
+      const wait = seen.at + this.o.plan.config.leaseDurationMs - performance.now() + 1;
+      if (wait > 0 && wait < this.o.plan.config.leaseDurationMs + 1) this.expiryTimer = setTimeout(() => this.kick(), wait);
+    }
     if (this.roleNow === 'active' && a.holder !== undefined) {
       this.log.error(`the Lease ${this.o.plan.config.leaseName} is held by ${a.holder || 'nobody'}: withdrawing`);
       await this.withdraw('lost the Lease');
@@ -234,7 +242,9 @@ export class FailoverMember {
   private armFence(): void {
     clearTimeout(this.fenceTimer);
     this.fenceTimer = setTimeout(() => {
-      if (this.roleNow !== 'active' || performance.now() < this.deadline) return;
+      if (this.roleNow !== 'active') return;
+      // Timers may fire a little early on the monotonic clock: then again at the deadline itself.
+      if (performance.now() < this.deadline) { this.armFence(); return; }
       this.log.error(`no renew of the Lease ${this.o.plan.config.leaseName} for ${this.o.plan.config.fenceAfterMs} ms: withdrawing at the deadline`);
       this.ticking = this.ticking.then(() => this.withdraw('could not renew the Lease by the deadline'));
     }, Math.max(0, this.deadline - performance.now()));
