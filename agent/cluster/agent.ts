@@ -22,6 +22,7 @@ import { cniMetrics, removeStaleSockets, startCniServer, type CniServer } from '
 import { checkSlices } from '../../operator/slices/model.js';
 import { install, uninstall, type PluginSettings } from '../cni/install.js';
 import { removeInbound } from '../slices/inbound-apply.js';
+import { FailoverMetrics } from '../failover/metrics.js';
 
 export interface AgentOptions {
   node: string;
@@ -94,6 +95,8 @@ class NodeAgent implements RunningAgent {
   private readonly timers: NodeJS.Timeout[] = [];
   private servers: { close(): Promise<void> } | undefined;
   private cni: CniServer | undefined;
+  /** The failover members' metrics, in the agent's registry (made with it). */
+  private failoverMetrics: FailoverMetrics | undefined;
 
   constructor(private readonly kube: Kube, private readonly o: AgentOptions, private readonly log: Logger) {
     this.configMaps = new Informer<ConfigMap>(kube, paths.configMaps(o.namespace), {
@@ -120,6 +123,7 @@ class NodeAgent implements RunningAgent {
     void Promise.all([this.configMaps.synced, this.prefixes.synced]).then(() => this.followApi());
 
     const registry = routerRegistry(async () => sumCounters(await Promise.all([...this.agents.values()].map((a) => a.counters()))));
+    this.failoverMetrics = new FailoverMetrics(registry);
     // Ready only once the first pass has started what the node's shares say (its routers forward): a Pod that is
     // Ready with its routers still starting would let a rollout or a test go on too early.
     this.servers = await serve(o, log, registry, () => this.phase !== 'starting' && [...this.agents.values()].every((a) => a.healthy()),
@@ -237,6 +241,7 @@ class NodeAgent implements RunningAgent {
           prefixName: name, node: o.node, statePath: join(o.stateDir, `agent-${name}-${o.node}.json`), share: () => this.shareOf(name),
           report: (r) => this.reports.update(name, r),
           ...(o.tun ? { tun: o.tun } : {}), heartbeatMs: o.heartbeatMs ?? 10_000,
+          ...(this.failoverMetrics ? { failover: { namespace: o.namespace, metrics: this.failoverMetrics } } : {}),
           ...(podsOnNode ? { sliceRepair: { slices: () => this.slicesOf(name), podsOnNode: () => podsOnNode.list() } } : {}),
         }, log.child({ prefix: name }));
         this.agents.set(name, a);

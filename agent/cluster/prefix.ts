@@ -21,6 +21,10 @@ import type { AgentNodeConfig, AgentReport } from '../../kube/api.js';
 import { parsePrefix } from '../protocol/ip.js';
 import { subnetIndex } from '../../operator/prefix/subnets.js';
 import { FastPathUnavailable } from '../bpf/fastpath.js';
+import { failoverPlan, FailoverRefused, layer2Refusal, type FailoverPlan } from '../failover/config.js';
+import { FailoverMember } from '../failover/member.js';
+import type { FailoverMetrics } from '../failover/metrics.js';
+import { ipJson } from '../host/ip.js';
 
 export interface PrefixAgentOptions {
   prefixName: string;
@@ -37,6 +41,8 @@ export interface PrefixAgentOptions {
   tun?: string;
   /** Claims for pods that run without a slice (they predate the CNI plugin); see SliceAgent. */
   sliceRepair?: SliceRepair;
+  /** For a share with failover: the agents' namespace (the group's Lease) and the agent's failover metrics. */
+  failover?: { namespace: string; metrics: FailoverMetrics };
 }
 
 export interface PrefixAgent {
@@ -68,17 +74,34 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
   let lastReason = '';
   /** how the router listens, when not simply on the share's address */
   let listening = '';
+  /** The failover member, when the share has a failover block. */
+  let member: FailoverMember | null = null;
 
   // The node agent sends it in the node's Lease (lease.ts) when it changed.
   const report = async (r: AgentReport) => { o.report(r); };
   const current = async (): Promise<AgentReport> => {
     if (reverted) return { ready: false, reverted: true, livePeers: 0, message: 'host reverted: the prefix is being deleted' };
+    if (router && member) {
+      const role = member.role === 'active' ? 'Active' : member.standbyReady ? 'Standby' : 'NotReady';
+      return { ready: role !== 'NotReady', reverted: false, livePeers: (await router.counters()).livePeers, failover: role,
+        message: role === 'Active' ? `forwarding; ${member.describe()}` : member.describe(), ...(role === 'NotReady' ? { reason: 'StandbyNotReady' } : {}) };
+    }
     if (router) return { ready: true, reverted: false, livePeers: (await router.counters()).livePeers, message: listening ? `forwarding; ${listening}` : 'forwarding' };
     return { ready: false, reverted: false, livePeers: 0, message: (lastProblem || 'starting').slice(0, 1024), ...(lastReason ? { reason: lastReason } : {}) };
   };
 
   const stopRouter = async (waitForSuccessorMs = 0) => {
+    // A failover member withdraws and hands the Lease over before its router stops: the standby is forwarding by then.
+    if (member) { const m = member; member = null; await m.stop(); }
     if (router) { const r = router; router = null; await r.stop({ waitForSuccessorMs }); }
+  };
+  /** Everything this node's router forwarded, on both paths (the takeover's first packet). */
+  const forwarded = async (): Promise<number | undefined> => {
+    const r = router;
+    if (!r) return undefined;
+    const c = await r.counters();
+    const f = r.fastPath?.counters();
+    return c.udpToTunPackets + c.tunToUdpPackets + c.relayPackets + (f ? f.fromPeers.fast.packets + f.toPeers.fast.packets + f.fromPeers.relay.packets : 0);
   };
 
   /** Brings the node to what its share says; runs one at a time. */
@@ -113,6 +136,10 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
     }
     const n = share.node;
     try {
+      // A share that cannot fail over is refused before the host is touched (its layer 2 is checked once the
+      // host plan has named the uplink).
+      if (n.failover && !o.failover) throw new FailoverRefused('spec.failover: this agent was started without failover support');
+      if (n.failover) failoverPlan(n, n.uplink ?? '');
       const host = {
         ...hostConfig({
           prefix: n.prefix, localAddresses: n.localAddresses, localAddressMode: n.localAddressMode, ndpProxy: n.ndpProxy,
@@ -130,9 +157,28 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
       const applied = await applyHost(host, { log, statePath: o.statePath });
       hostApplied = true;
       log.info(applied.plan.steps.length ? `host configured for ${n.prefix}` : `host already configured for ${n.prefix}`);
-      const start = (bind?: string) => startRouter(routerConfig(shareRouterOptions(n, {
-        tun: o.tun ?? n.tunnel ?? '6bed4', uplink: applied.plan.uplink, host, ...(bind ? { bind } : {}),
-      })), log);
+      let plan: FailoverPlan | undefined;
+      if (n.failover) {
+        plan = failoverPlan(n, applied.plan.uplink);
+        const [link] = await ipJson<{ link_type?: string; flags?: string[] }[]>('link', 'show', 'dev', plan.uplink).catch(() => []);
+        const no = layer2Refusal(plan.uplink, link);
+        if (no) {
+          await revertHost({ log, statePath: o.statePath });
+          hostApplied = false;
+          throw new FailoverRefused(`spec.failover: ${no}`, 'FailoverUnsupported');
+        }
+        member = new FailoverMember({
+          kube, namespace: o.failover!.namespace, node: o.node, prefixName: o.prefixName, plan, metrics: o.failover!.metrics, forwarded,
+          onChange: () => { void current().then(report); },
+        }, log.child({ component: 'failover' }));
+        // The macvlan first: with upstream OnLink the router's neighbour proxy answers on it, with the virtual MAC.
+        await member.prepare();
+      }
+      const start = (bind?: string) => startRouter(routerConfig({
+        ...shareRouterOptions(n, { tun: o.tun ?? n.tunnel ?? '6bed4', uplink: plan?.macvlan ?? applied.plan.uplink, host, ...(bind ? { bind } : {}) }),
+        // Every member binds the floating address, held or not: a takeover is announcements only.
+        ...(plan ? { freebind: true } : {}),
+      }), log);
       try {
         router = await start();
         listening = n.listen.advertise ? `listening on ${n.listen.address}:${n.listen.port} for ${n.listen.advertise} (listen.advertise, forwarded by a DNAT)` : '';
@@ -149,13 +195,15 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
       if (n.fastPath === 'auto' && !router.fastPath) {
         listening = [listening, 'without the fast path (fastPath Auto: it did not load here, the agent\'s log says why)'].filter(Boolean).join('; ');
       }
+      if (member) await member.start();
       slices.start({ node64: n.prefix, index: subnetIndex(parsePrefix(share.common.prefix), n.prefix), localAddresses: n.localAddresses }, router.proxy);
       lastProblem = '';
       lastReason = '';
     } catch (err) {
       const fast = n.fastPath === 'on' ? fastPathRefusal(err) : undefined;
       lastProblem = fast ?? (err as Error).message;
-      lastReason = err instanceof AddressNotLocalError ? 'ListenAddressUnavailable' : fast ? 'FastPathUnavailable' : '';
+      lastReason = err instanceof AddressNotLocalError ? 'ListenAddressUnavailable' : fast ? 'FastPathUnavailable' : err instanceof FailoverRefused ? err.reason : '';
+      if (member) { const m = member; member = null; await m.stop().catch(() => undefined); }
       shareText = null; // try again at the next poll
       log.error(`cannot serve ${n.prefix} on this node: ${lastProblem}`);
     }

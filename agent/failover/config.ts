@@ -56,6 +56,8 @@ export function failoverPlan(n: AgentNodeConfig, uplink: string): FailoverPlan {
     refuse(`upstream ${String(f.upstream)}: use RoutedNextHop or OnLink`);
   }
   if (!f.members.length) refuse('no members');
+  // The host plan puts them on the uplink of every member: the same /128 on several hosts of one segment.
+  if (n.localAddresses.length) refuse(`localAddresses (${n.localAddresses.join(', ')}) live on one host; a failover group has several on one segment: serve them from a pod slice or another /64`);
   return { config: f, ipv4, ...(nextHop ? { nextHop } : {}), uplink, macvlan: macvlanName(f.virtualRouterId), table: `sixbed4_vr${f.virtualRouterId}` };
 }
 
