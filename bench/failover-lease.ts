@@ -1,14 +1,15 @@
 // What failover Leases cost the API server (issue 26): N failover groups (one SixBed4Prefix with spec.failover each)
-// whose active members renew their group's Lease at the default timings (every 500 ms, through kube/leader.ts's
-// attempt(): a GET and a PUT, as the agents do), against a real kube-apiserver + etcd (test/k8s). Beside them, the
-// watches that follow the Leases: the operator's (label component=failover-lease) and each standby node's.
+// against a real kube-apiserver + etcd (test/k8s), every member doing what agent/failover/member.ts does at the
+// default timings: each round (500 ms) it calls kube/leader.ts's attempt() (the active one a GET and a PUT, a
+// standby a GET that finds the Lease held), and each standby watches its group's Lease (field selector) to try at
+// once when it is released; the operator watches all of them (label component=failover-lease).
 //
 // Prints, for the window measured: requests/s the API server served (its own apiserver_request_total, leases only),
 // watch events delivered, the CPU of kube-apiserver and etcd (from /proc, in cores; and the same window idle, with
 // no renewals, for comparison), and how long the renewals took (p50/p99/max): a renewal slower than
 // fenceAfterMs - renewIntervalMs (1000 ms) would make an active node withdraw.
 //
-// Run: npm run bench:failover-lease [-- --prefixes 100 --seconds 30 --standby-nodes 2]
+// Run: npm run bench:failover-lease [-- --prefixes 100 --seconds 30 --standbys 1]
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -23,12 +24,12 @@ import { createLogger } from '../agent/log.js';
 const NS = 'sixbed4-system';
 const { values } = parseArgs({
   options: {
-    prefixes: { type: 'string', default: '100' }, seconds: { type: 'string', default: '30' }, 'standby-nodes': { type: 'string', default: '2' },
+    prefixes: { type: 'string', default: '100' }, seconds: { type: 'string', default: '30' }, standbys: { type: 'string', default: '1' },
   },
 });
 const N = Number(values.prefixes);
 const SECONDS = Number(values.seconds);
-const WATCHERS = Number(values['standby-nodes']);
+const STANDBYS = Number(values.standbys);
 const { leaseDurationMs, renewIntervalMs, fenceAfterMs } = FAILOVER_DEFAULTS;
 
 /** A watch stream counting its events. */
@@ -92,7 +93,7 @@ async function main(): Promise<void> {
   const skip = controlPlaneSkipReason();
   if (skip) { console.error(`bench:failover-lease: ${skip}`); process.exit(2); }
   console.log(`failover Leases against a real kube-apiserver + etcd (${cpus().length} CPUs: ${cpus()[0]?.model}; a shared machine): ` +
-    `${N} groups renewing every ${renewIntervalMs} ms (lease ${leaseDurationMs} ms, fence ${fenceAfterMs} ms), ${WATCHERS} standby nodes and the operator watching`);
+    `${N} groups of 1 active + ${STANDBYS} standby, a round every ${renewIntervalMs} ms (lease ${leaseDurationMs} ms, fence ${fenceAfterMs} ms)`);
   const cp = await startControlPlane();
   const log = createLogger({ level: 'error', component: 'bench' });
   try {
@@ -105,30 +106,34 @@ async function main(): Promise<void> {
         metadata: { name: failoverLeaseName(`p${i}`), namespace: NS, labels: { [LABEL_COMPONENT]: FAILOVER_LEASE_COMPONENT } }, spec: {},
       });
     }
-    // One client per simulated node, as each agent has its own connection.
-    const electors = Array.from({ length: N }, (_, i) => new LeaderElector({
-      kube: new Kube(cp.kubeConfig(), `agent-${i % 10}`), namespace: NS, name: failoverLeaseName(`p${i}`), identity: `node-${i % 10}_${i.toString(16).padStart(8, '0')}`,
+    // One client per simulated node (10 nodes), as each agent has its own connection; member m of group i on node
+    // (i + m) % 10, so a node is active for some groups and standby for others.
+    const clients = Array.from({ length: 10 }, (_, k) => new Kube(cp.kubeConfig(), `agent-${k}`));
+    const members = Array.from({ length: N }, (_, i) => Array.from({ length: 1 + STANDBYS }, (_, m) => new LeaderElector({
+      kube: clients[(i + m) % 10]!, namespace: NS, name: failoverLeaseName(`p${i}`), identity: `node-${(i + m) % 10}_${i.toString(16).padStart(8, '0')}`,
       leaseDurationMs, renewDeadlineMs: fenceAfterMs, retryPeriodMs: renewIntervalMs, log, component: FAILOVER_LEASE_COMPONENT,
-    }));
-
+    })));
     process.stderr.write(`  idle window (${SECONDS} s) ...\n`);
     const idle = await window(cp, kube, SECONDS);
 
-    // Each group's active member renews on its own timer, spread over the interval as real ones are.
+    // Every member on its own timer, spread over the round as real ones are; the actives first, so they win.
     const took: number[] = [];
     let failed = 0;
     let running = true;
     const loops: Promise<void>[] = [];
-    const start = () => {
-      for (const [i, e] of electors.entries()) {
+    const start = (m: number) => {
+      for (const [i, group] of members.entries()) {
+        const e = group[m]!;
         loops.push((async () => {
           await new Promise((r) => setTimeout(r, (i * renewIntervalMs) / N));
           let next = performance.now();
           while (running) {
             const t = performance.now();
             const a = await e.attempt();
-            took.push(performance.now() - t);
-            if (a.holder !== e.identity) failed++;
+            if (m === 0) {
+              took.push(performance.now() - t);
+              if (a.holder !== e.identity) failed++;
+            }
             next += renewIntervalMs;
             await new Promise((r) => setTimeout(r, Math.max(0, next - performance.now())));
           }
@@ -136,10 +141,17 @@ async function main(): Promise<void> {
       }
     };
     const selector = `labelSelector=${encodeURIComponent(`${LABEL_COMPONENT}=${FAILOVER_LEASE_COMPONENT}`)}`;
-    const watchers = Array.from({ length: WATCHERS + 1 }, () => new Watcher(cp, `${paths.leases(NS)}?watch=1&${selector}`));
+    const watchers = [new Watcher(cp, `${paths.leases(NS)}?watch=1&${selector}`)];
+    for (let i = 0; i < N; i++) {
+      for (let m = 0; m < STANDBYS; m++) {
+        watchers.push(new Watcher(cp, `${paths.leases(NS)}?watch=1&fieldSelector=${encodeURIComponent(`metadata.name=${failoverLeaseName(`p${i}`)}`)}`));
+      }
+    }
     process.stderr.write('  warming up (5 s) ...\n');
-    start();
-    await new Promise((r) => setTimeout(r, 5000));
+    start(0);
+    await new Promise((r) => setTimeout(r, 2000));
+    for (let m = 1; m <= STANDBYS; m++) start(m);
+    await new Promise((r) => setTimeout(r, 3000));
     const events0 = watchers.reduce((a, w) => a + w.events, 0);
     took.length = 0;
     failed = 0;
@@ -163,10 +175,10 @@ async function main(): Promise<void> {
     console.log(`${N} groups  ${perSec(total(busy.reqs), busy.wall).padStart(6)} (${verbs(busy.reqs, busy.wall)})`.padEnd(50) +
       `${perSec(events, busy.wall).padStart(14)}  ${`${(busy.apiserver * 100).toFixed(1)}%`.padStart(18)}  ${`${(busy.etcd * 100).toFixed(1)}%`.padStart(8)}`);
     console.log('');
-    console.log(`renewals: ${renewals} in ${busy.wall.toFixed(1)} s (${perSec(renewals, busy.wall)}/s), ${failed} not won; ` +
+    console.log(`active members' renewals: ${renewals} in ${busy.wall.toFixed(1)} s (${perSec(renewals, busy.wall)}/s), ${failed} not won; ` +
       `time per renewal (GET + PUT) p50 ${pct(took, 50).toFixed(1)} ms, p99 ${pct(took, 99).toFixed(1)} ms, max ${Math.max(0, ...took).toFixed(1)} ms ` +
       `(an active node withdraws if it cannot renew within ${fenceAfterMs - renewIntervalMs} ms of its last renewal's slack)`);
-    console.log(`the ${N} simulated members (one Node.js process): ${(((me.user + me.system) / 1e6 / busy.wall) * 100).toFixed(1)}% of a core; ` +
+    console.log(`the ${N * (1 + STANDBYS)} simulated members (one Node.js process, 10 client connections): ${(((me.user + me.system) / 1e6 / busy.wall) * 100).toFixed(1)}% of a core; ` +
       `load average over the last minute ${loadavg()[0]!.toFixed(2)} on ${cpus().length} CPUs (other work on the machine included)`);
     console.log(`added by the renewals: kube-apiserver ${((busy.apiserver - idle.apiserver) * 100).toFixed(1)}% of a core, etcd ${((busy.etcd - idle.etcd) * 100).toFixed(1)}% ` +
       `(${(((busy.apiserver - idle.apiserver) * 1000) / Math.max(1, total(busy.reqs) / busy.wall)).toFixed(2)} ms of API server CPU per request)`);

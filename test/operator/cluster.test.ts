@@ -379,11 +379,11 @@ ktest('an agent reporting (as the chart\'s agent ServiceAccount) makes the prefi
   if (out === undefined) t.log('kubectl not built (bash test/k8s/build-node.sh): kubectl get s4p not run');
   else {
     const [head, row, ...rest] = out.trimEnd().split('\n').map((l) => l.trim().split(/\s{2,}/));
-    t.deepEqual(head, ['NAME', 'PREFIX', 'NODES READY', 'LIVE PEERS', 'DEGRADED', 'AGE']);
-    t.deepEqual(row!.slice(0, 5), ['rep', '2001:db8:c1:1::/64', '1/1', '3', 'AsExpected']);
+    t.deepEqual(head, ['NAME', 'PREFIX', 'NODES READY', 'ACTIVE', 'LIVE PEERS', 'DEGRADED', 'AGE']);
+    t.deepEqual(row!.slice(0, 5), ['rep', '2001:db8:c1:1::/64', '1/1', '3', 'AsExpected'], 'ACTIVE is blank: only with spec.failover');
     t.deepEqual(rest, []);
     const wide = (await kubectl(['get', 's4p', 'rep', '-o', 'wide']))!.trimEnd().split('\n').map((l) => l.trim().split(/\s{2,}/));
-    t.deepEqual(wide[0], ['NAME', 'PREFIX', 'NODES READY', 'LIVE PEERS', 'DEGRADED', 'READY', 'AGE']);
+    t.deepEqual(wide[0], ['NAME', 'PREFIX', 'NODES READY', 'ACTIVE', 'LIVE PEERS', 'DEGRADED', 'READY', 'AGE']);
     t.deepEqual(wide[1]!.slice(0, 6), ['rep', '2001:db8:c1:1::/64', '1/1', '3', 'AsExpected', 'True']);
   }
   // least privilege: the agent may not change the spec or its DaemonSet
