@@ -36,16 +36,21 @@ function list(names: readonly string[]): string {
  * The group: the members from before that are still selected, in their order, then the other selected nodes by
  * name; 1 + standbys of them. The order never follows the Lease (a failover must not change the members' shares,
  * which would restart their routers), but the holder is never left out when the group shrinks: a change of members
- * never moves the /64 by itself.
+ * never moves the /64 by itself. Cordoned nodes (kubectl cordon, drain) come last: a drained member leaves the
+ * group when another node can take its place, and its agent, whose share goes, hands the /64 over as it stops.
  */
-export function chooseMembers(selected: readonly string[], want: number, state: FailoverState): string[] {
+export function chooseMembers(selected: readonly string[], want: number, state: FailoverState, cordoned: ReadonlySet<string> = new Set()): string[] {
   const sel = new Set(selected);
   const order = [...(state.members ?? []), ...(state.holder ? [state.holder] : []), ...[...selected].sort()];
   const out: string[] = [];
-  for (const n of order) if (sel.has(n) && !out.includes(n) && out.length < want) out.push(n);
+  for (const pass of [false, true]) {
+    for (const n of order) if (sel.has(n) && cordoned.has(n) === pass && !out.includes(n) && out.length < want) out.push(n);
+  }
   const h = state.holder;
-  if (h && sel.has(h) && !out.includes(h) && out.length > 0) out[out.length - 1] = h;
-  return out;
+  if (h && sel.has(h) && !cordoned.has(h) && !out.includes(h) && out.length > 0) out[out.length - 1] = h;
+  // The members that stay keep their order (the shares' text stays the same), the new ones after them.
+  const before = (state.members ?? []).filter((m) => out.includes(m));
+  return [...before, ...out.filter((m) => !before.includes(m))];
 }
 
 export function planFailover(name: string, spec: CheckedSpec, selected: readonly NodeInfo[], previous: Record<string, string>,
@@ -53,7 +58,7 @@ export function planFailover(name: string, spec: CheckedSpec, selected: readonly
   const f = spec.failover!;
   const problems: Problem[] = [];
   const sub = `${spec.prefix.text.replace(/\/\d+$/, '')}/64`;
-  const members = chooseMembers(selected.map((n) => n.name), 1 + f.standbys, state);
+  const members = chooseMembers(selected.map((n) => n.name), 1 + f.standbys, state, new Set(selected.filter((n) => n.cordoned).map((n) => n.name)));
   const empty = (): FailoverPlan => ({
     allocation: { allocations: previous, assigned: new Map(), unassigned: selected.map((n) => n.name), dropped: [], reclaimed: [], added: [] },
     nodes: new Map(), problems,

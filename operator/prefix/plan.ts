@@ -16,6 +16,8 @@ export interface NodeInfo {
   internal?: string;
   /** the node's IPv6 addresses (any type), canonical: a failover next hop must not be one */
   v6?: string[];
+  /** spec.unschedulable (kubectl cordon, drain): a failover group hands over from it */
+  cordoned?: boolean;
 }
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
@@ -33,6 +35,7 @@ export function nodeInfo(node: KubeObject): NodeInfo {
   return {
     name: node.metadata.name ?? '', labels: node.metadata.labels ?? {}, ...(address ? { address } : {}),
     ...(internal && internal !== address ? { internal } : {}), ...(v6.length ? { v6 } : {}),
+    ...((node.spec as { unschedulable?: boolean } | undefined)?.unschedulable ? { cordoned: true } : {}),
   };
 }
 

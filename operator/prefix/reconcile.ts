@@ -166,7 +166,7 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
     const members = [...serving.values()][0]!.failover!.members;
     const fs = failoverStatus({
       now, members, lease: groupLease(d, name), previous: p.status?.failover, nodeExists,
-      nodeCordoned: (n) => (d.nodes.get(n)?.spec as { unschedulable?: boolean } | undefined)?.unschedulable === true,
+      nodeCordoned: (n) => nodeInfo(d.nodes.get(n) ?? { metadata: {} }).cordoned === true,
       member: (n) => {
         const v = agentView({ actual: p.status, agent }, n);
         const r = agentReady(v.entry, now, d.staleAfterMs, v.heartbeat);

@@ -202,6 +202,21 @@ const rows: Row[] = [
     },
   },
   {
+    title: 'kubectl drain of a member with a third node selected: the drained node leaves the group (its agent hands over as it stops), the third joins',
+    given: async (w) => { await group(w, ['a', 'b', 'c']); await ready(w, 'a', 'Active'); await ready(w, 'b', 'Standby'); await w.failoverLease('p', 'a'); },
+    when: async (w) => { await w.settle('p'); await w.kube.mergePatch(paths.node('a'), { spec: { unschedulable: true } }, 'kubectl'); },
+    then: (t, w) => {
+      t.falsy(share(w, 'a'), 'a has no share any more');
+      t.deepEqual(share(w, 'b')!.failover!.members, ['b', 'c']);
+    },
+  },
+  {
+    title: 'a drained member that no other node can replace stays in the group (a drain never stops the service)',
+    given: async (w) => { await group(w, ['a', 'b']); await w.failoverLease('p', 'a'); },
+    when: async (w) => { await w.kube.mergePatch(paths.node('a'), { spec: { unschedulable: true } }, 'kubectl'); },
+    then: (t, w) => t.deepEqual(share(w, 'b')!.failover!.members, ['a', 'b']),
+  },
+  {
     title: 'one node where a standby is asked for: it serves alone, Degraded TooFewNodes',
     given: (w) => group(w, ['a']),
     then: (t, w) => {
