@@ -21,6 +21,9 @@ const REPEAT_MS = 1000;
 /** While active, announcements again this often (caches that age entries, a switch that lost its FDB). */
 export const REFRESH_MS = 10_000;
 
+/** The metric of the uplink's on-link prefixes copied onto the macvlan (the kernel's own are 256). */
+const ONLINK_METRIC = 4096;
+
 const PROC_SYS = process.env.SIXBED4_PROC_SYS ?? '/proc/sys';
 
 export class Announcer {
@@ -64,6 +67,7 @@ export class Announcer {
     await ip('addr', 'replace', `${formatIPv4(ipv4)}/32`, 'dev', macvlan);
     if (nextHop) await ip('-6', 'addr', 'replace', `${formatIPv6(nextHop)}/128`, 'dev', macvlan, 'nodad');
     await ip('link', 'set', 'dev', macvlan, 'up');
+    if (this.p.config.upstream === 'OnLink') await this.onLinkRoutes();
     this.active = true;
     this.announce();
     for (let i = 1; i <= REPEATS; i++) this.timers.push(setTimeout(() => this.announce(), i * REPEAT_MS));
@@ -90,6 +94,19 @@ export class Announcer {
     await this.withdraw();
     await removeFence(this.p).catch((err: Error) => this.log.warn(`removing the fence tables: ${err.message}`));
     await ip('link', 'del', 'dev', this.p.macvlan).catch(() => undefined);
+  }
+
+  /**
+   * The neighbour proxy answers on the macvlan with a socket bound to it, so its unicast answers to a solicitor's
+   * global address need a route there: the uplink's on-link prefixes, again on the macvlan behind the uplink's own
+   * (a higher metric: everything else still leaves by the uplink). They go when the macvlan goes down.
+   */
+  private async onLinkRoutes(): Promise<void> {
+    const routes = await ipJson<{ dst: string; gateway?: string; protocol?: string }[]>('-6', 'route', 'show', 'dev', this.p.uplink);
+    for (const r of routes) {
+      if (r.gateway || r.dst === 'default' || r.dst.startsWith('fe80:') || !r.dst.includes('/')) continue;
+      await ip('-6', 'route', 'replace', r.dst, 'dev', this.p.macvlan, 'metric', String(ONLINK_METRIC));
+    }
   }
 
   private announce(): void {

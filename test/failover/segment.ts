@@ -1,7 +1,8 @@
 // The failover lab: member nodes on one layer-2 segment with the provider's router, peers behind a NAT.
 //
 //   [prv]  br0 198.51.100.254/24, 2001:db8:ffff::1/64 (the provider's router and the ISP's IPv6 end);
-//          2001:db8:9:10::/64 via the group's next hop 2001:db8:ffff::100 (upstream RoutedNextHop);
+//          2001:db8:9:10::/64 via the group's next hop 2001:db8:ffff::100 (upstream RoutedNextHop), or on-link on br0
+//          (upstream OnLink: a neighbour entry per peer address, answered by the active member's neighbour proxy);
 //          wan 203.0.113.1/24 towards the NAT. Ports p-<node> of br0 lead to the nodes; a bridge-family nftables
 //          table counts, per port, ARP replies for the floating address and NAs (who answered).
 //   [node] eth0 198.51.100.1<i>/24, 2001:db8:ffff::1<i>/64, default routes via prv. The floating address
@@ -36,7 +37,9 @@ export interface Segment {
   destroy(): Promise<void>;
 }
 
-export async function buildSegment(tag: string, nodeCount = 2): Promise<Segment> {
+/** upstream: how prv reaches the /64: routed to the group's next hop, or on-link on br0 (a neighbour entry per peer). */
+export async function buildSegment(tag: string, opts: { nodes?: number; upstream?: 'RoutedNextHop' | 'OnLink' } = {}): Promise<Segment> {
+  const nodeCount = opts.nodes ?? 2;
   const base = uniqueName(tag);
   const made: Netns[] = [];
   const make = async (s: string) => { const ns = await Netns.create(`${base}-${s}`); made.push(ns); return ns; };
@@ -59,7 +62,7 @@ export async function buildSegment(tag: string, nodeCount = 2): Promise<Segment>
       ]);
     }
     await prv.ipBatch([`addr add ${SEG.providerV4}/24 dev br0`, `addr add ${SEG.providerV6}/64 dev br0 nodad`]);
-    await prv.ip(['-6', 'route', 'add', SEG.prefix, 'via', SEG.nextHop, 'dev', 'br0']);
+    await prv.ip(opts.upstream === 'OnLink' ? ['-6', 'route', 'add', SEG.prefix, 'dev', 'br0'] : ['-6', 'route', 'add', SEG.prefix, 'via', SEG.nextHop, 'dev', 'br0']);
     await veth(prv, 'wan', nat, 'wan0');
     await veth(nat, 'lanA', peer, 'eth0');
     await prv.ip(['addr', 'add', '203.0.113.1/24', 'dev', 'wan']);
