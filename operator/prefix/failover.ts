@@ -222,7 +222,8 @@ export function failoverStatus(inp: FailoverStatusInput): FailoverStatusResult {
   }
 
   let failover: FailoverStatusResult['failover'];
-  const before = inp.previous?.active;
+  // The node active before: the one shown, or, after a moment with none (a released Lease), the last one that was.
+  const before = inp.previous?.active ?? inp.previous?.lastFailover?.to;
   if (active && active !== before) {
     const time = inp.now.toISOString().replace(/\.\d{3}Z$/, 'Z');
     if (!before) {

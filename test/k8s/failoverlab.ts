@@ -18,8 +18,10 @@ import { KubeNode, NODE_API_SERVER_ARGS, NODE_AUTHORIZATION_MODE, NODE_CONTROLLE
 import { buildNodeImages, type NodeImages } from './images.js';
 import { API_SERVICE_IP, buildNodeLab, SERVICE_RANGE, type LabNode, type NodeLab } from './nodelab.js';
 import { eventually, helmFor, NS, RELEASE, REPO, safely } from '../operator/helpers.js';
-import { ECHO_SERVER } from '../helpers/tcp-echo.js';
 import { STREAM_CLIENT, pingGap } from '../failover/stream.js';
+
+/** An echo server on port 7000 that outlives its clients: one that is killed (a reset) must not take it down. */
+const ECHO = `require('node:net').createServer((c) => { c.on('error', () => {}); c.pipe(c); }).listen(7000, '::', () => console.log('listening'));`;
 
 export const HA = {
   name: 'ha', prefix: '2001:db8:9:20::/64', floating: '198.51.100.10', nextHop: '2001:db8:ffff::20', vrid: 20,
@@ -120,7 +122,7 @@ export class HaLab {
   /** Starts the peer on the floating address and the ISP's echo server. */
   async startPeer(): Promise<void> {
     this.peer = await startPeerIn(this.lab.peers.A, ['--router', HA.floating, '--default-route'], 30_000);
-    this.echo = this.lab.isp.spawn([process.execPath, '-e', ECHO_SERVER]);
+    this.echo = this.lab.isp.spawn([process.execPath, '-e', ECHO]);
     await eventually('the echo server', async () => this.echo!.output().includes('listening'), 10_000, 100);
   }
 
@@ -129,7 +131,8 @@ export class HaLab {
     const from = (await this.prefix())!.status!.failover!.active!;
     const pinger = this.lab.isp.spawn(['ping', '-6', '-n', '-D', '-O', '-i', '0.02', '-W', '1', this.peer!.address]);
     const stream = this.lab.peers.A.spawn([process.execPath, '-e', STREAM_CLIENT, TOPO.ispV6]);
-    await eventually('the TCP stream connected', async () => stream.output().includes('connected') || undefined, 15_000, 50);
+    await eventually('the TCP stream connected', async () => stream.output().includes('connected') || undefined, 15_000, 50)
+      .catch((e: Error) => { throw new Error(`${e.message}; the stream said: ${stream.output()}; the echo server ${this.echo?.running ? 'runs' : `exited: ${this.echo?.output()}`}`); });
     await new Promise((r) => setTimeout(r, 1000));
     await move();
     const to = await this.settled(120_000, from);

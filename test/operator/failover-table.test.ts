@@ -138,9 +138,12 @@ const rows: Row[] = [
     when: async (w) => {
       await w.settle('p');
       await w.failoverLease('p', undefined);
+      await w.settle('p'); // the operator sees the Lease held by nobody for a moment
+      mid.set(w, String(w.get('p')!.status!.failover!.active));
       await w.failoverLease('p', 'b');
     },
     then: (t, w) => {
+      t.is(mid.get(w), 'undefined', 'no active node while the Lease is free');
       t.like(w.get('p')!.status!.failover!.lastFailover, { from: 'a', to: 'b', reason: 'Handover' });
       t.deepEqual(w.events.filter((e) => e.reason === 'FailedOver').map((e) => e.type), ['Normal']);
     },
