@@ -270,6 +270,13 @@ export interface AgentFailoverConfig {
   renewIntervalMs: number;
   /** The active member's own deadline: it withdraws this long after its last successful renew (< leaseDurationMs). */
   fenceAfterMs: number;
+  /**
+   * Set on the share of a member whose node is cordoned (kubectl drain does not evict the agents' DaemonSet Pods),
+   * while another member's node is not: the share changing is the signal (the agent restarts the member, which
+   * withdraws and releases the Lease, so the standby takes over at once); the member should not take the Lease while
+   * it is set.
+   */
+  cordoned?: true;
 }
 
 /** The part every node shares (ConfigMap key prefix.json). */
