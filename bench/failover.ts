@@ -16,7 +16,6 @@ import { paths } from '../kube/client.js';
 import { API_VERSION, KIND } from '../kube/api.js';
 import { ping6 } from '../agent/lab/sixbed4.js';
 import { nodeSkipReason } from '../test/k8s/node.js';
-import { NS } from '../test/operator/helpers.js';
 import { HA, HaLab, type Trial } from '../test/k8s/failoverlab.js';
 
 const { values } = parseArgs({ options: { crashes: { type: 'string', default: '10' }, planned: { type: 'string', default: '3' } } });
@@ -53,16 +52,15 @@ async function main(): Promise<void> {
     ].join(' '));
     console.log('\ntrial        move               gap ms  TCP ms  detect ms  elect ms  annce ms  1st pkt  TCP');
     for (let i = 0; i < PLANNED; i++) {
-      const r = await lab.across('planned', async () => {
-        const active = (await lab.prefix())!.status!.failover!.active!;
-        const pod = (await lab.pods('app.kubernetes.io/component=agent')).find((p) => p.spec.nodeName === active)!;
-        await lab.admin.delete(paths.pod(NS, pod.metadata.name!));
-      });
+      const r = await lab.across('planned', () => lab.deleteActiveAgent());
       trials.push(r);
       row(r, i);
       await lab.settled();
     }
     for (let i = 0; i < CRASHES; i++) {
+      // The operator writes the status the trial reads: crash the node it does not run on (a planned move first if
+      // needed, not counted).
+      await lab.activeAwayFromOperator();
       let crashed = '';
       const r = await lab.across('crash', async () => {
         crashed = (await lab.prefix())!.status!.failover!.active!;

@@ -113,6 +113,10 @@ export function planFailover(name: string, spec: CheckedSpec, selected: readonly
   }
   const leaseName = failoverLeaseName(name);
   const nodes = new Map<string, AgentNodeConfig>();
+  // A drained member (its node cordoned) is told so in its share, while another member's node is not cordoned: its
+  // agent restarts the member, which withdraws and releases the Lease, and the standby takes over at once.
+  const cordoned = new Set(infos.filter((n) => n.cordoned).map((n) => n.name));
+  const someoneElse = members.some((m) => !cordoned.has(m));
   for (const m of members) {
     nodes.set(m, {
       prefix: sub,
@@ -128,6 +132,7 @@ export function planFailover(name: string, spec: CheckedSpec, selected: readonly
       failover: {
         address: floating, leaseName, members, upstream: f.upstream, ...(f.nextHop ? { nextHop: f.nextHop } : {}),
         virtualRouterId: f.virtualRouterId, leaseDurationMs: f.leaseDurationMs, renewIntervalMs: f.renewIntervalMs, fenceAfterMs: f.fenceAfterMs,
+        ...(cordoned.has(m) && someoneElse ? { cordoned: true as const } : {}),
       },
     });
   }
@@ -241,17 +246,19 @@ export function failoverStatus(inp: FailoverStatusInput): FailoverStatusResult {
 function whyMoved(from: string, inp: FailoverStatusInput): { reason: string; message: string } {
   if (!inp.nodeExists(from)) return { reason: 'ActiveLost', message: `node ${from} is gone` };
   const m = inp.member(from);
-  if (m.entry?.reason && m.entry.ready !== true) {
-    return { reason: 'DataPathDown', message: `${from} gave up (${m.entry.reason}${m.entry.message ? `: ${m.entry.message}` : ''})` };
-  }
+  // What the old holder did itself comes first: a restarting agent also reports itself not ready for a moment.
   const rel = inp.lease?.released;
   if (rel && holderNode(rel.by) === from) {
     if (rel.reason === 'DataPathDown') {
       return { reason: 'DataPathDown', message: `${from} gave up and released the Lease: its data path failed${m.entry?.message ? ` (${m.entry.message})` : ''}` };
     }
+    if (inp.nodeCordoned?.(from)) return { reason: 'Handover', message: `${from} is cordoned (kubectl drain) and handed the Lease over` };
     return { reason: 'Handover', message: `${from} released the Lease (its agent stopped: a drain, an upgrade or its Pod deleted)` };
   }
   if (m.heartbeatStale) return { reason: 'ActiveLost', message: `${from}'s agent stopped renewing (node or agent down, or cut off from the API server)` };
+  if (m.entry?.reason && m.entry.ready !== true) {
+    return { reason: 'DataPathDown', message: `${from} gave up (${m.entry.reason}${m.entry.message ? `: ${m.entry.message}` : ''})` };
+  }
   if (inp.nodeCordoned?.(from)) return { reason: 'Handover', message: `${from} is cordoned (kubectl drain) and handed the Lease over` };
   if (!inp.members.includes(from)) return { reason: 'Handover', message: `${from} is no longer a member of the group` };
   if (m.entry?.ready === false) return { reason: 'DataPathDown', message: `${from} is not ready${m.entry.message ? `: ${m.entry.message}` : ''}` };

@@ -12,10 +12,9 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { ping6 } from '../../agent/lab/sixbed4.js';
 import { TOPO } from '../../agent/lab/topology.js';
-import { paths } from '../../kube/client.js';
 import { nodeSkipReason } from './node.js';
 import { readSession, runSession } from '../helpers/doc-session.js';
-import { eventually, NS, REPO } from '../operator/helpers.js';
+import { eventually, REPO } from '../operator/helpers.js';
 import { HA, HaLab, type Trial } from './failoverlab.js';
 
 const run = promisify(execFile);
@@ -76,11 +75,7 @@ serial(title('the docs\' High availability session: a failover /64 on two nodes,
 });
 
 serial(title('the active agent\'s Pod deleted: it withdraws and releases the Lease, the standby takes over (Handover); the TCP stream survives'), async (t) => {
-  const r = await lab().across('agent Pod deleted', async () => {
-    const active = (await lab().prefix())!.status!.failover!.active!;
-    const pod = (await lab().pods('app.kubernetes.io/component=agent')).find((p) => p.spec.nodeName === active)!;
-    await lab().admin.delete(paths.pod(NS, pod.metadata.name!));
-  });
+  const r = await lab().across('agent Pod deleted', () => lab().deleteActiveAgent());
   await check(t, r, 'Handover');
   await statusSession();
 });
@@ -99,6 +94,7 @@ serial(title('kubectl drain of the active node: its agent hands over, the TCP st
 });
 
 serial(title('a crash of the active node (every process killed): the standby takes over once the Lease expires (ActiveLost); the TCP stream survives; the node boots and stands by'), async (t) => {
+  await lab().activeAwayFromOperator();
   let crashed = '';
   const r = await lab().across('crash', async () => {
     crashed = (await lab().prefix())!.status!.failover!.active!;

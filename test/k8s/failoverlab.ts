@@ -109,14 +109,37 @@ export class HaLab {
 
   async prefix(): Promise<SixBed4Prefix | undefined> { return this.admin.get<SixBed4Prefix>(paths.prefix(HA.name)); }
 
-  /** Waits for an active node and a ready standby; returns the active one. */
-  async settled(timeoutMs = 180_000, not?: string): Promise<string> {
-    const p = await eventually('an active node and a ready standby', async () => {
+  /** Waits for an active node (other than `not`) and, unless told otherwise, a ready standby; returns the active one. */
+  async settled(timeoutMs = 180_000, not?: string, standby = true): Promise<string> {
+    const p = await eventually(`an active node${not ? ` other than ${not}` : ''}${standby ? ' and a ready standby' : ''}`, async () => {
       const x = await this.prefix();
       const f = x?.status?.failover;
-      return f?.active && f.active !== not && f.standbysReady === '1/1' ? f.active : undefined;
+      return f?.active && f.active !== not && (!standby || f.standbysReady === '1/1') ? f.active : undefined;
     }, timeoutMs, 300).catch(async (e: Error) => { throw new Error(`${e.message}\n${await this.dump()}`); });
     return p;
+  }
+
+  /** The node the operator's Pod runs on (it writes the status this lab reads). */
+  async operatorNode(): Promise<string | undefined> {
+    return (await this.pods('app.kubernetes.io/component=operator')).find(podReady)?.spec.nodeName;
+  }
+
+  /**
+   * Makes the active node one that does not run the operator, by a planned move if needed: a crash of the operator's
+   * node would stop the status this lab reads (the failover itself needs no operator; its Pod is rescheduled only
+   * after the node lifecycle controller's eviction timeout, which this control plane does not run).
+   */
+  async activeAwayFromOperator(): Promise<string> {
+    const active = await this.settled();
+    if (active !== await this.operatorNode()) return active;
+    await this.deleteActiveAgent();
+    return this.settled(180_000, active);
+  }
+
+  async deleteActiveAgent(): Promise<void> {
+    const active = (await this.prefix())!.status!.failover!.active!;
+    const pod = (await this.pods('app.kubernetes.io/component=agent')).find((p) => p.spec.nodeName === active)!;
+    await this.admin.delete(paths.pod(NS, pod.metadata.name!));
   }
 
   /** Starts the peer on the floating address and the ISP's echo server. */
@@ -135,7 +158,7 @@ export class HaLab {
       .catch((e: Error) => { throw new Error(`${e.message}; the stream said: ${stream.output()}; the echo server ${this.echo?.running ? 'runs' : `exited: ${this.echo?.output()}`}`); });
     await new Promise((r) => setTimeout(r, 1000));
     await move();
-    const to = await this.settled(120_000, from);
+    const to = await this.settled(120_000, from, false);
     await new Promise((r) => setTimeout(r, settleMs));
     pinger.child.kill('SIGINT');
     stream.child.kill('SIGTERM');

@@ -214,10 +214,24 @@ const rows: Row[] = [
     },
   },
   {
-    title: 'a drained member that no other node can replace stays in the group (a drain never stops the service)',
+    title: 'a drained member that no other node can replace stays in the group, its share marked cordoned (its agent hands over); b\'s share unchanged',
     given: async (w) => { await group(w, ['a', 'b']); await w.failoverLease('p', 'a'); },
+    when: async (w) => {
+      await w.settle('p');
+      mid.set(w, w.configMap('p')!.data!['node.b.json']!);
+      await w.kube.mergePatch(paths.node('a'), { spec: { unschedulable: true } }, 'kubectl');
+    },
+    then: (t, w) => {
+      t.deepEqual(share(w, 'b')!.failover!.members, ['a', 'b']);
+      t.is(share(w, 'a')!.failover!.cordoned, true);
+      t.is(w.configMap('p')!.data!['node.b.json'], mid.get(w) ?? '', 'the standby\'s share is as it was: its router is not restarted');
+    },
+  },
+  {
+    title: 'a lone member cordoned is not marked (nobody could take over: a drain never stops the service)',
+    given: async (w) => { await group(w, ['a']); await w.failoverLease('p', 'a'); },
     when: async (w) => { await w.kube.mergePatch(paths.node('a'), { spec: { unschedulable: true } }, 'kubectl'); },
-    then: (t, w) => t.deepEqual(share(w, 'b')!.failover!.members, ['a', 'b']),
+    then: (t, w) => t.false('cordoned' in share(w, 'a')!.failover!),
   },
   {
     title: 'one node where a standby is asked for: it serves alone, Degraded TooFewNodes',
