@@ -70,8 +70,8 @@ commands:
   operator run the Kubernetes operator: SixBed4Prefix resources -> allocations and agent configs
                --kubeconfig F --namespace NS --agent-daemonset NAME --leader-elect --metrics H:P
   agent    run the node agent: serves every SixBed4Prefix of its node (what the chart's DaemonSet runs)
-               --namespace NS   where the operator keeps the agent ConfigMaps (default \$POD_NAMESPACE)
-               --node NAME (default \$NODE_NAME); --state-dir D (default /var/lib/sixbed4); --metrics H:P
+               --namespace NS   where the operator keeps the agent ConfigMaps (default $POD_NAMESPACE)
+               --node NAME (default $NODE_NAME); --state-dir D (default /var/lib/sixbed4); --metrics H:P
                --health-socket PATH; --cni-socket PATH (answer the sixbed4-cni plugin)
                --prefix NAME (serve only this one; then --tun NAME)
 
