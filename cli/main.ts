@@ -189,7 +189,7 @@ async function labCommand(args: string[]): Promise<number> {
   const { values } = parseFlags('lab', args, { ...COMMON_OPTIONS, keep: { type: 'string' }, 'fast-path': { type: 'boolean' } });
   if (values.help) { process.stdout.write(commandHelp('lab', LAB_HELP)); return 0; }
   const log = commandLogger(values, 'lab');
-  const { runLab } = await import('../agent/lab/lab.js');
+  const { runLab } = await import('../lab/lab.js');
   return runLab({ keepSeconds: int(values.keep, '--keep') ?? 0, fastPath: values['fast-path'] === true }, log);
 }
 
