@@ -10,19 +10,19 @@
 //      finalizer (owner references let the garbage collector remove the rest);
 //   4. status: conditions, nodesReady, node entries (server-side apply on the
 //      status subresource; agents apply their own fields of their entries).
-import type { Logger } from '../../agent/log.js';
+import type { Logger } from '../../lib/log.js';
 import {
   ALLOCATIONS_ANNOTATION, API_VERSION, CLEANUP_TIMEOUT_ANNOTATION, FAILOVER_LEASE_COMPONENT, FIELD_MANAGER, FINALIZER, KIND,
   LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PREFIX, MANAGED_BY, failoverLeaseName,
   AGENT_REPORTS_ANNOTATION, agentConfigMapName, agentLeaseName, type AgentNodeConfig, type AgentReport, type KubeObject, type SixBed4Prefix,
 } from '../../kube/api.js';
-import { formatAllocations, parseAllocations } from './subnets.js';
+import { formatAllocations, parseAllocations } from '../../kube/subnets.js';
 import { firstDrift } from './drift.js';
 import type { Recorder } from '../../kube/events.js';
 import { isNotFound, paths, type JsonPatchOp, type Kube } from '../../kube/client.js';
 import { nodeInfo, plan, type Plan } from './plan.js';
 import { renderConfigMap, type RenderOptions } from './render.js';
-import { checkSpec, type Problem } from './spec.js';
+import { checkSpec, type Problem } from '../../kube/prefix-spec.js';
 import { agentProblems, agentReady, agentView, computeStatus } from './status.js';
 import { failoverStatus, holderNode, membersOf, type GroupLease } from './failover.js';
 import { ownerReference } from './render.js';
