@@ -14,6 +14,11 @@ import { formatIPv4 } from '../protocol/ip.js';
 import type { FailoverPlan } from './config.js';
 
 const NFT_TIMEOUT_MS = 5000;
+/**
+ * The kernel counts the element's timeout from when nft inserts it, a few ms after the remaining time was
+ * computed: it is shortened by this much so that the kernel's fence never closes after the member's own deadline.
+ */
+const INSERT_MARGIN_MS = 50;
 
 function nft(script: string): Promise<string> {
   return runCommand([systemTool('nft'), '-f', '-'], { input: script, timeoutMs: NFT_TIMEOUT_MS });
@@ -47,7 +52,7 @@ table arp ${t} {
 
 /** Open until remainingMs from now (at least 1 ms); a shorter one than before replaces it. */
 export async function extendFence(p: FailoverPlan, remainingMs: number): Promise<void> {
-  const ms = Math.max(1, Math.floor(remainingMs));
+  const ms = Math.max(1, Math.floor(remainingMs - INSERT_MARGIN_MS));
   await nft(`flush set netdev ${p.table} alive\nadd element netdev ${p.table} alive { "${p.macvlan}" timeout ${ms}ms }\n`);
 }
 

@@ -70,6 +70,8 @@ export class FailoverMember {
     this.elector = new LeaderElector({
       kube: o.kube, namespace: o.namespace, name: f.leaseName, identity: this.identity, log,
       leaseDurationMs: f.leaseDurationMs, renewDeadlineMs: f.fenceAfterMs, retryPeriodMs: f.renewIntervalMs, component: 'failover',
+      // An answer later than the deadline is of no use: the member has withdrawn by then.
+      requestTimeoutMs: f.fenceAfterMs,
     });
     this.announcer = new Announcer(o.plan, log);
     this.watch = new Informer<KubeObject>(o.kube, paths.leases(o.namespace), {
@@ -246,7 +248,8 @@ export class FailoverMember {
       // Timers may fire a little early on the monotonic clock: then again at the deadline itself.
       if (performance.now() < this.deadline) { this.armFence(); return; }
       this.log.error(`no renew of the Lease ${this.o.plan.config.leaseName} for ${this.o.plan.config.fenceAfterMs} ms: withdrawing at the deadline`);
-      this.ticking = this.ticking.then(() => this.withdraw('could not renew the Lease by the deadline'));
+      // Now, not after the round under way (its request may hang until its own timeout).
+      void this.withdraw('could not renew the Lease by the deadline');
     }, Math.max(0, this.deadline - performance.now()));
   }
 
