@@ -197,7 +197,9 @@ export class LeaderElector {
     const durationS = Math.max(1, Math.round(this.o.leaseDurationMs / 1000));
     let annotations: Record<string, string> = {};
     try {
-      const lease = await this.read();
+      // While this candidate holds it, a renew is one PUT on the record it wrote last (a conflict: read it again).
+      const held = this.current?.spec?.holderIdentity === this.identity && this.current.metadata.resourceVersion ? this.current : undefined;
+      const lease = held ?? await this.read();
       if (!lease) {
         const created = await kube.request<Lease>('POST', paths.leases(namespace), { ...this.timeout(), body: {
           apiVersion: 'coordination.k8s.io/v1',
@@ -233,6 +235,7 @@ export class LeaderElector {
       if (isConflict(e)) {
         // someone else wrote first; find out who on the next round
         const h = this.current?.spec?.holderIdentity;
+        this.current = undefined;
         return { holder: h === this.identity ? undefined : h ?? undefined, sentAt, annotations };
       }
       if (!isNotFound(e)) this.o.log.warn(`leader election: ${(e as Error).message}`);

@@ -59,6 +59,8 @@ export class FailoverMember {
   private expiryTimer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> = Promise.resolve();
   private again = false;
+  private urgent = false;
+  private lastAttempt = -Infinity;
   /** When this node last saw another member's record change (monotonic), and whose. */
   private lastOther: { at: number; holder: string } | undefined;
   private deadline = 0;
@@ -78,8 +80,12 @@ export class FailoverMember {
       name: `failover Lease ${f.leaseName}`, log, fieldSelector: `metadata.name=${f.leaseName}`,
       onChange: (type, lease) => {
         const spec = (lease as { spec?: { holderIdentity?: string } }).spec;
-        // Released (or deleted): a standby tries at once instead of at its next round.
-        if ((type === 'delete' || !spec?.holderIdentity) && this.roleNow === 'standby') this.kick();
+        // The active member goes by its own writes (a late event of an older one must not become its record).
+        if (this.roleNow !== 'standby') return;
+        if (type !== 'delete') this.elector.seen(lease as never);
+        // Released (or deleted): a standby tries at once; renewed: it tries when this record would expire.
+        if (type === 'delete' || !spec?.holderIdentity) this.kick(true);
+        else this.armExpiry();
       },
     });
   }
@@ -113,7 +119,7 @@ export class FailoverMember {
   async start(): Promise<void> {
     void this.watch.start().catch((err: Error) => this.log.warn(`watching the failover Lease: ${err.message} (retrying)`));
     this.setRole('standby', 'starting');
-    this.kick();
+    this.kick(true);
     this.timer = setInterval(() => this.kick(), this.o.plan.config.renewIntervalMs);
   }
 
@@ -134,19 +140,26 @@ export class FailoverMember {
     this.o.onChange?.('stopped', 'stopped');
   }
 
-  /** One round now (after the one under way). */
-  private kick(): void {
+  /**
+   * One round now (after the one under way). A standby follows the Lease by its watch and asks the API itself only
+   * when it may take over (released, or expired by its clock: `urgent`), and otherwise once per lease duration in
+   * case the watch missed something; the active member renews every round.
+   */
+  private kick(urgent = false): void {
     if (this.roleNow === 'stopped') return;
+    if (urgent) this.urgent = true;
     if (this.again) return;
     this.again = true;
     this.ticking = this.ticking.then(async () => {
       this.again = false;
       if (this.roleNow === 'stopped') return;
-      await this.round();
+      const urgentNow = this.urgent;
+      this.urgent = false;
+      await this.round(urgentNow);
     }).catch((err: Error) => { this.log.error(`failover: ${err.message}`); });
   }
 
-  private async round(): Promise<void> {
+  private async round(urgent: boolean): Promise<void> {
     const path = await this.dataPath();
     this.pathOk = path.ok;
     if (!path.ok) {
@@ -164,8 +177,13 @@ export class FailoverMember {
       this.log.info('data path back: standing by again');
       this.setRole('standby', 'data path back');
     }
+    if (this.roleNow === 'standby' && !urgent && performance.now() - this.lastAttempt < this.o.plan.config.leaseDurationMs) {
+      this.publish();
+      return;
+    }
     const before = this.elector.observed;
     const decidedAt = performance.now();
+    this.lastAttempt = decidedAt;
     const a = await this.elector.attempt();
     if (this.roleNow === 'stopped') return;
     this.apiAnswers = a.holder !== undefined;
@@ -183,12 +201,7 @@ export class FailoverMember {
       }
       return;
     }
-    if (this.roleNow === 'standby' && a.holder) {
-      // Try again the moment the holder's record expires by this node's clock, not at the next round after it.
-      clearTimeout(this.expiryTimer);
-      const wait = seen.at + this.o.plan.config.leaseDurationMs - performance.now() + 1;
-      if (wait > 0 && wait < this.o.plan.config.leaseDurationMs + 1) this.expiryTimer = setTimeout(() => this.kick(), wait);
-    }
+    if (this.roleNow === 'standby' && a.holder) this.armExpiry();
     if (this.roleNow === 'active' && a.holder !== undefined) {
       this.log.error(`the Lease ${this.o.plan.config.leaseName} is held by ${a.holder || 'nobody'}: withdrawing`);
       await this.withdraw('lost the Lease');
@@ -238,6 +251,15 @@ export class FailoverMember {
       }
       await new Promise((r) => setTimeout(r, FIRST_PACKET_POLL_MS));
     }
+  }
+
+  /** Try the moment the holder's record, as last seen, expires by this node's clock. */
+  private armExpiry(): void {
+    clearTimeout(this.expiryTimer);
+    const seen = this.elector.observed;
+    if (seen.holder === '' || seen.holder === this.identity) return;
+    const wait = Math.max(0, seen.at + this.o.plan.config.leaseDurationMs - performance.now() + 1);
+    this.expiryTimer = setTimeout(() => this.kick(true), wait);
   }
 
   /** Withdraws at the deadline unless a renew moves it on first. */

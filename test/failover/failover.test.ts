@@ -80,10 +80,28 @@ serial(title('one member is active, the other a ready standby bound to the float
   s.stream = g.seg.prv.spawn([process.execPath, '-e', STREAM_CLIENT, s.peer.address]);
   await s.stream.waitFor(/connected/, 15_000);
   await s.stream.waitFor(/checked [1-9]/, 15_000);
+  // What the group costs the API server: Lease requests in 10 s (both members, both agents' node Leases aside).
+  const before = await leaseRequests();
+  await sleep(10_000);
+  const after = await leaseRequests();
+  const per = Object.fromEntries(Object.entries(after).map(([verb, n]) => [verb, (n - (before[verb] ?? 0)) / 10]));
+  t.log(`Lease requests per second, one group of two members and their node heartbeats: ${JSON.stringify(per)}`);
   const who = await whoAnswers();
   t.true(who.arp[0]! > 0 && who.arp[1] === 0, `only n1 answers ARP: ${JSON.stringify(who)}`);
   t.true(who.na[0]! > 0 && who.na[1] === 0, `only n1 answers NS: ${JSON.stringify(who)}`);
 });
+
+/** The API server's count of requests on Leases, by verb (its own metrics). */
+async function leaseRequests(): Promise<Record<string, number>> {
+  const text = await g.admin.request<string>('GET', '/metrics');
+  const out: Record<string, number> = {};
+  for (const m of String(text).matchAll(/^apiserver_request_total\{([^}]*)\} (\d+)/gm)) {
+    if (!/resource="leases"/.test(m[1]!)) continue;
+    const verb = /verb="([A-Z]+)"/.exec(m[1]!)?.[1] ?? '?';
+    out[verb] = (out[verb] ?? 0) + Number(m[2]);
+  }
+  return out;
+}
 
 /** Runs a failover: pings every 20 ms across it; returns the gap. */
 async function across(t: { log: (...a: unknown[]) => void }, what: string, from: number, act: () => Promise<void>): Promise<number> {
