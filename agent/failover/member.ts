@@ -82,7 +82,11 @@ export class FailoverMember {
         const spec = (lease as { spec?: { holderIdentity?: string } }).spec;
         // The active member goes by its own writes (a late event of an older one must not become its record).
         if (this.roleNow !== 'standby') return;
-        if (type !== 'delete') this.elector.seen(lease as never);
+        if (type !== 'delete') {
+          this.elector.seen(lease as never);
+          const seen = this.elector.observed;
+          if (seen.holder !== '' && seen.holder !== this.identity) this.lastOther = { at: seen.at, holder: seen.holder };
+        }
         // Released (or deleted): a standby tries at once; renewed: it tries when this record would expire.
         if (type === 'delete' || !spec?.holderIdentity) this.kick(true);
         else this.armExpiry();
@@ -123,8 +127,11 @@ export class FailoverMember {
     this.timer = setInterval(() => this.kick(), this.o.plan.config.renewIntervalMs);
   }
 
-  /** Planned stop: withdraw first, then release the Lease (a standby watching it takes over at once). */
-  async stop(): Promise<void> {
+  /**
+   * Planned stop: withdraw first, then release the Lease (a standby watching it takes over at once). keep: the agent
+   * restarts (the macvlan and the fence stay for the next one of this node); otherwise the share is gone.
+   */
+  async stop(keep = false): Promise<void> {
     if (this.roleNow === 'stopped') return;
     clearInterval(this.timer);
     const wasActive = this.roleNow === 'active';
@@ -132,7 +139,7 @@ export class FailoverMember {
     await this.ticking;
     clearTimeout(this.fenceTimer);
     clearTimeout(this.expiryTimer);
-    await this.announcer.remove();
+    await this.announcer.stop(keep);
     if (wasActive) this.log.info(`withdrew from ${formatIPv4(this.o.plan.ipv4)}: stopping`);
     await this.elector.release('Released');
     await this.watch.stop();

@@ -35,7 +35,14 @@ function pinger(): Proc {
 
 async function pingsAgain(p: Proc): Promise<void> {
   const start = p.output().length;
-  await eventually('pings answered again', async () => /icmp_seq=\d+ ttl=/.test(p.output().slice(start)), 30_000, 50);
+  try {
+    await eventually('pings answered again', async () => /icmp_seq=\d+ ttl=/.test(p.output().slice(start)), 30_000, 50);
+  } catch (err) {
+    // What each side saw, for the log of a failure.
+    const tail = (x: string) => x.split('\n').filter((l) => !/watch of|no answer yet/.test(l)).slice(-25).join('\n');
+    const state = await Promise.all(g.seg.nodes.map((n) => n.ip(['addr', 'show']).catch((e: Error) => e.message)));
+    throw new Error(`${(err as Error).message}\n${g.agents.map((a, i) => `--- ${NODES[i]}\n${tail(a?.output() ?? '')}\n${state[i]}`).join('\n')}\n--- prv\n${await g.seg.prv.ip(['-6', 'neigh']).catch(() => '')}\n--- ping\n${tail(p.output())}`);
+  }
   const mark = p.output().length;
   await eventually('ten answers in a row', async () => (p.output().slice(mark).match(/ttl=/g) ?? []).length >= 10, 30_000, 50);
 }
