@@ -8,8 +8,8 @@
 // then sets the macvlan down and takes the addresses off.
 import { ip, ipJson } from '../host/ip.js';
 import { packetSend } from '../io/native.js';
-import type { Logger } from '../log.js';
-import { formatIPv4, formatIPv6 } from '../protocol/ip.js';
+import type { Logger } from '../../lib/log.js';
+import { formatIPv4, formatIPv6 } from '../../lib/ip.js';
 import { writeFile } from 'node:fs/promises';
 import type { FailoverPlan } from './config.js';
 import { closeFence, ensureFence, extendFence, fenceOpen, removeFence } from './fence.js';

@@ -10,7 +10,7 @@
 // the macvlan with its own MAC, beside the virtual MAC.
 import { runCommand } from '../host/command.js';
 import { systemTool } from '../host/tools.js';
-import { formatIPv4 } from '../protocol/ip.js';
+import { formatIPv4 } from '../../lib/ip.js';
 import type { FailoverPlan } from './config.js';
 
 const NFT_TIMEOUT_MS = 5000;

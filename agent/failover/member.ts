@@ -12,7 +12,7 @@
 // unable to tell a partition from an outage, it prefers no answer to two (docs/failover.md).
 import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../lib/log.js';
 import type { Kube } from '../../kube/client.js';
 import { paths } from '../../kube/client.js';
 import { Informer } from '../../kube/informer.js';
@@ -22,7 +22,7 @@ import type { FailoverPlan } from './config.js';
 import { Announcer } from './announcer.js';
 import { uplinkState, within } from './health.js';
 import type { FailoverMetrics, FailoverReason } from './metrics.js';
-import { formatIPv4 } from '../protocol/ip.js';
+import { formatIPv4 } from '../../lib/ip.js';
 
 export type MemberRole = 'active' | 'standby' | 'out' | 'stopped';
 
