@@ -10,6 +10,7 @@ const unit = [
   'cni/protocol',
   'docker/dockerfile',
   'docs/session',
+  'failover/plan',
   'helpers/memkube',
   'host/config', 'host/plan', 'host/restore', 'host/statefile',
   'io/fake',

@@ -27,6 +27,8 @@ export interface LeaderElectionOptions {
   log: Logger;
   /** app.kubernetes.io/component on a Lease this candidate creates (default operator). */
   component?: string;
+  /** Each request's timeout (default the client's, 30 s). */
+  requestTimeoutMs?: number;
 }
 
 /** What one attempt found (times on the monotonic clock, performance.now()). */
@@ -195,14 +197,16 @@ export class LeaderElector {
     const durationS = Math.max(1, Math.round(this.o.leaseDurationMs / 1000));
     let annotations: Record<string, string> = {};
     try {
-      const lease = await kube.get<Lease>(paths.lease(namespace, name));
+      // While this candidate holds it, a renew is one PUT on the record it wrote last (a conflict: read it again).
+      const held = this.current?.spec?.holderIdentity === this.identity && this.current.metadata.resourceVersion ? this.current : undefined;
+      const lease = held ?? await this.read();
       if (!lease) {
-        const created = await kube.create<Lease>(paths.leases(namespace), {
+        const created = await kube.request<Lease>('POST', paths.leases(namespace), { ...this.timeout(), body: {
           apiVersion: 'coordination.k8s.io/v1',
           kind: 'Lease',
           metadata: { name, namespace, labels: { 'app.kubernetes.io/name': 'sixbed4', 'app.kubernetes.io/component': this.o.component ?? 'operator' } },
           spec: { holderIdentity: this.identity, leaseDurationSeconds: durationS, acquireTime: microTime(now), renewTime: microTime(now), leaseTransitions: 0 },
-        });
+        } });
         this.observe(created);
         return { holder: this.identity, sentAt, annotations };
       }
@@ -214,7 +218,7 @@ export class LeaderElector {
       if (holder !== '' && holder !== this.identity && this.observedAt + theirDurationMs > performance.now()) return { holder, sentAt, annotations };
       const mine = holder === this.identity;
       const { [RELEASE_REASON_ANNOTATION]: _gone, ...keep } = annotations;
-      const updated = await kube.replace<Lease>(paths.lease(namespace, name), {
+      const updated = await kube.request<Lease>('PUT', paths.lease(namespace, name), { ...this.timeout(), body: {
         ...lease,
         metadata: { ...lease.metadata, annotations: keep },
         spec: {
@@ -224,17 +228,31 @@ export class LeaderElector {
           renewTime: microTime(now),
           leaseTransitions: (spec.leaseTransitions ?? 0) + (mine ? 0 : 1),
         },
-      });
+      } });
       this.observe(updated);
       return { holder: this.identity, sentAt, annotations };
     } catch (e) {
       if (isConflict(e)) {
         // someone else wrote first; find out who on the next round
         const h = this.current?.spec?.holderIdentity;
+        this.current = undefined;
         return { holder: h === this.identity ? undefined : h ?? undefined, sentAt, annotations };
       }
       if (!isNotFound(e)) this.o.log.warn(`leader election: ${(e as Error).message}`);
       return { holder: undefined, sentAt, annotations };
+    }
+  }
+
+  private timeout(): { timeoutMs?: number } {
+    return this.o.requestTimeoutMs ? { timeoutMs: this.o.requestTimeoutMs } : {};
+  }
+
+  private async read(): Promise<Lease | undefined> {
+    try {
+      return await this.o.kube.request<Lease>('GET', paths.lease(this.o.namespace, this.o.name), this.timeout());
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw e;
     }
   }
 

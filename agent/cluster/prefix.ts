@@ -90,9 +90,9 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
     return { ready: false, reverted: false, livePeers: 0, message: (lastProblem || 'starting').slice(0, 1024), ...(lastReason ? { reason: lastReason } : {}) };
   };
 
-  const stopRouter = async (waitForSuccessorMs = 0) => {
+  const stopRouter = async (waitForSuccessorMs = 0, restarting = false) => {
     // A failover member withdraws and hands the Lease over before its router stops: the standby is forwarding by then.
-    if (member) { const m = member; member = null; await m.stop(); }
+    if (member) { const m = member; member = null; await m.stop(restarting); }
     if (router) { const r = router; router = null; await r.stop({ waitForSuccessorMs }); }
   };
   /** Everything this node's router forwarded, on both paths (the takeover's first packet). */
@@ -237,7 +237,7 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
       await chain;
       // Slices stay in place across agent restarts: the next agent finds and keeps them.
       await slices.stop();
-      await stopRouter(opts.waitForSuccessorMs ?? 0);
+      await stopRouter(opts.waitForSuccessorMs ?? 0, true);
       if (!reverted) await report({ ready: false, reverted: false, livePeers: 0, message: 'agent stopped' });
     },
   };

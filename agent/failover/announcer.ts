@@ -8,11 +8,11 @@
 // then sets the macvlan down and takes the addresses off.
 import { ip, ipJson } from '../host/ip.js';
 import { packetSend } from '../io/native.js';
-import type { Logger } from '../log.js';
-import { formatIPv4, formatIPv6 } from '../protocol/ip.js';
+import type { Logger } from '../../lib/log.js';
+import { formatIPv4, formatIPv6 } from '../../lib/ip.js';
 import { writeFile } from 'node:fs/promises';
 import type { FailoverPlan } from './config.js';
-import { closeFence, extendFence, installFence, removeFence } from './fence.js';
+import { closeFence, ensureFence, extendFence, fenceOpen, removeFence } from './fence.js';
 import { formatMac, gratuitousArp, unsolicitedAdvert, virtualMac } from './frames.js';
 
 /** Announcements after taking over: at once, then this many more, spaced by REPEAT_MS (MetalLB: 1.1 s for 5 s). */
@@ -38,26 +38,36 @@ export class Announcer {
   }
 
   /**
-   * Makes the macvlan (down) and the fence (closed). One left behind by a crashed agent is taken down first: this
-   * member is not active until it wins the Lease.
+   * Makes the macvlan (down) and the fence (closed), or adopts them from a previous agent of this node: the
+   * macvlan and the tables outlive an agent's restart (as the router's tunnel does), so that a new agent beside the
+   * old one (a rollout's surge) never takes them from under it. Left up by an agent that crashed: its fence has
+   * closed (the kernel's timeout) and it is taken down; while the fence is open a member of this node is active, and
+   * it is left alone.
    */
   async prepare(): Promise<void> {
     const { macvlan, uplink } = this.p;
-    const links = await ipJson<{ ifname: string; address?: string; link?: string }[]>('link', 'show');
-    const old = links.find((l) => l.ifname === macvlan);
-    if (old) {
-      await ip('link', 'set', 'dev', macvlan, 'down').catch(() => undefined);
+    const links = await ipJson<{ ifname: string; address?: string }[]>('link', 'show');
+    let old = links.find((l) => l.ifname === macvlan);
+    if (old && old.address !== formatMac(this.mac)) {
       await ip('link', 'del', 'dev', macvlan);
-      this.log.info(`removed ${macvlan} left from before (a previous agent on this node)`);
+      this.log.info(`removed ${macvlan}: it carried ${old.address ?? 'no MAC'}, not ${formatMac(this.mac)}`);
+      old = undefined;
     }
-    await ip('link', 'add', 'link', uplink, 'name', macvlan, 'address', formatMac(this.mac), 'type', 'macvlan', 'mode', 'bridge');
+    if (!old) await ip('link', 'add', 'link', uplink, 'name', macvlan, 'address', formatMac(this.mac), 'type', 'macvlan', 'mode', 'bridge');
     // Nothing of the kernel's own on it: no DAD (moved addresses are nodad; the link-local derives from the virtual
-    // MAC, the same on every member), and loose reverse-path checks (peers' packets come in here, the routes to
-    // them go out of the uplink).
+    // MAC, the same on every member), no RAs, and loose reverse-path checks (peers' packets come in here, the
+    // routes to them go out of the uplink).
     await sysctl(`net/ipv6/conf/${macvlan}/accept_dad`, '0');
     await sysctl(`net/ipv6/conf/${macvlan}/accept_ra`, '0');
     await sysctl(`net/ipv4/conf/${macvlan}/rp_filter`, '2');
-    await installFence(this.p);
+    await ensureFence(this.p);
+    if (old && !(await fenceOpen(this.p))) {
+      await ip('link', 'set', 'dev', macvlan, 'down');
+      await ip('addr', 'flush', 'dev', macvlan);
+      this.log.info(`adopted ${macvlan} from a previous agent of this node, down and without addresses`);
+    } else if (old) {
+      this.log.info(`adopted ${macvlan} from the agent this one replaces, which is active: left as it is`);
+    }
   }
 
   /** Takes the addresses, fence open until remainingMs from now, and announces them. */
@@ -89,9 +99,13 @@ export class Announcer {
     await ip('addr', 'flush', 'dev', this.p.macvlan).catch(() => undefined);
   }
 
-  /** Gone from the node: the member stops. */
-  async remove(): Promise<void> {
-    await this.withdraw();
+  /**
+   * The member stops: withdraws if it was active. With keep (the agent restarts: an upgrade, a drain) the macvlan
+   * and the tables stay for the next agent of this node (down, the fence closed); without (the share is gone) they go.
+   */
+  async stop(keep: boolean): Promise<void> {
+    if (this.active || !keep) await this.withdraw();
+    if (keep) return;
     await removeFence(this.p).catch((err: Error) => this.log.warn(`removing the fence tables: ${err.message}`));
     await ip('link', 'del', 'dev', this.p.macvlan).catch(() => undefined);
   }

@@ -2,7 +2,8 @@
 // serves the /64 at all, with the reason in the spec's words when not (a setup that cannot fail over is refused,
 // never half-served), and the names the member uses on the node. Pure: no I/O.
 import type { AgentFailoverConfig, AgentNodeConfig } from '../../kube/api.js';
-import { InputError, parseIPv4, parseIPv6 } from '../protocol/ip.js';
+import { InputError } from '../../lib/errors.js';
+import { parseIPv4, parseIPv6 } from '../../lib/ip.js';
 
 /** A refusal the operator shows as the node's Degraded reason. */
 export class FailoverRefused extends InputError {

@@ -10,18 +10,27 @@
 // the macvlan with its own MAC, beside the virtual MAC.
 import { runCommand } from '../host/command.js';
 import { systemTool } from '../host/tools.js';
-import { formatIPv4 } from '../protocol/ip.js';
+import { formatIPv4 } from '../../lib/ip.js';
 import type { FailoverPlan } from './config.js';
 
 const NFT_TIMEOUT_MS = 5000;
+/**
+ * The kernel counts the element's timeout from when nft inserts it, a few ms after the remaining time was
+ * computed: it is shortened by this much so that the kernel's fence never closes after the member's own deadline.
+ */
+const INSERT_MARGIN_MS = 50;
 
 function nft(script: string): Promise<string> {
   return runCommand([systemTool('nft'), '-f', '-'], { input: script, timeoutMs: NFT_TIMEOUT_MS });
 }
 
-/** The tables, made anew (a table left by a crashed agent goes first, in the same transaction). */
-export async function installFence(p: FailoverPlan): Promise<void> {
+/** The tables, as they are when both are there (a previous agent's, perhaps in use), else made anew. */
+export async function ensureFence(p: FailoverPlan): Promise<void> {
+  const nftBin = systemTool('nft');
+  const there = async (family: string) => runCommand([nftBin, 'list', 'table', family, p.table], { timeoutMs: NFT_TIMEOUT_MS }).then(() => true, () => false);
+  if (await there('netdev') && await there('arp')) return;
   const t = p.table;
+  // A half left behind goes first, in the same transaction.
   await nft(`table netdev ${t}
 delete table netdev ${t}
 table arp ${t}
@@ -47,8 +56,15 @@ table arp ${t} {
 
 /** Open until remainingMs from now (at least 1 ms); a shorter one than before replaces it. */
 export async function extendFence(p: FailoverPlan, remainingMs: number): Promise<void> {
-  const ms = Math.max(1, Math.floor(remainingMs));
+  const ms = Math.max(1, Math.floor(remainingMs - INSERT_MARGIN_MS));
   await nft(`flush set netdev ${p.table} alive\nadd element netdev ${p.table} alive { "${p.macvlan}" timeout ${ms}ms }\n`);
+}
+
+/** Whether the fence is open now: a member of this node is active (or died less than its fence time ago). */
+export async function fenceOpen(p: FailoverPlan): Promise<boolean> {
+  const out = await runCommand([systemTool('nft'), '-j', 'list', 'set', 'netdev', p.table, 'alive'], { timeoutMs: NFT_TIMEOUT_MS });
+  const set = (JSON.parse(out) as { nftables: { set?: { elem?: unknown[] } }[] }).nftables.find((x) => x.set)?.set;
+  return (set?.elem ?? []).length > 0;
 }
 
 /** Closed now. */

@@ -12,7 +12,7 @@
 // unable to tell a partition from an outage, it prefers no answer to two (docs/failover.md).
 import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../lib/log.js';
 import type { Kube } from '../../kube/client.js';
 import { paths } from '../../kube/client.js';
 import { Informer } from '../../kube/informer.js';
@@ -22,7 +22,7 @@ import type { FailoverPlan } from './config.js';
 import { Announcer } from './announcer.js';
 import { uplinkState, within } from './health.js';
 import type { FailoverMetrics, FailoverReason } from './metrics.js';
-import { formatIPv4 } from '../protocol/ip.js';
+import { formatIPv4 } from '../../lib/ip.js';
 
 export type MemberRole = 'active' | 'standby' | 'out' | 'stopped';
 
@@ -59,6 +59,8 @@ export class FailoverMember {
   private expiryTimer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> = Promise.resolve();
   private again = false;
+  private urgent = false;
+  private lastAttempt = -Infinity;
   /** When this node last saw another member's record change (monotonic), and whose. */
   private lastOther: { at: number; holder: string } | undefined;
   private deadline = 0;
@@ -70,14 +72,24 @@ export class FailoverMember {
     this.elector = new LeaderElector({
       kube: o.kube, namespace: o.namespace, name: f.leaseName, identity: this.identity, log,
       leaseDurationMs: f.leaseDurationMs, renewDeadlineMs: f.fenceAfterMs, retryPeriodMs: f.renewIntervalMs, component: 'failover',
+      // An answer later than the deadline is of no use: the member has withdrawn by then.
+      requestTimeoutMs: f.fenceAfterMs,
     });
     this.announcer = new Announcer(o.plan, log);
     this.watch = new Informer<KubeObject>(o.kube, paths.leases(o.namespace), {
       name: `failover Lease ${f.leaseName}`, log, fieldSelector: `metadata.name=${f.leaseName}`,
       onChange: (type, lease) => {
         const spec = (lease as { spec?: { holderIdentity?: string } }).spec;
-        // Released (or deleted): a standby tries at once instead of at its next round.
-        if ((type === 'delete' || !spec?.holderIdentity) && this.roleNow === 'standby') this.kick();
+        // The active member goes by its own writes (a late event of an older one must not become its record).
+        if (this.roleNow !== 'standby') return;
+        if (type !== 'delete') {
+          this.elector.seen(lease as never);
+          const seen = this.elector.observed;
+          if (seen.holder !== '' && seen.holder !== this.identity) this.lastOther = { at: seen.at, holder: seen.holder };
+        }
+        // Released (or deleted): a standby tries at once; renewed: it tries when this record would expire.
+        if (type === 'delete' || !spec?.holderIdentity) this.kick(true);
+        else this.armExpiry();
       },
     });
   }
@@ -111,12 +123,15 @@ export class FailoverMember {
   async start(): Promise<void> {
     void this.watch.start().catch((err: Error) => this.log.warn(`watching the failover Lease: ${err.message} (retrying)`));
     this.setRole('standby', 'starting');
-    this.kick();
+    this.kick(true);
     this.timer = setInterval(() => this.kick(), this.o.plan.config.renewIntervalMs);
   }
 
-  /** Planned stop: withdraw first, then release the Lease (a standby watching it takes over at once). */
-  async stop(): Promise<void> {
+  /**
+   * Planned stop: withdraw first, then release the Lease (a standby watching it takes over at once). keep: the agent
+   * restarts (the macvlan and the fence stay for the next one of this node); otherwise the share is gone.
+   */
+  async stop(keep = false): Promise<void> {
     if (this.roleNow === 'stopped') return;
     clearInterval(this.timer);
     const wasActive = this.roleNow === 'active';
@@ -124,7 +139,7 @@ export class FailoverMember {
     await this.ticking;
     clearTimeout(this.fenceTimer);
     clearTimeout(this.expiryTimer);
-    await this.announcer.remove();
+    await this.announcer.stop(keep);
     if (wasActive) this.log.info(`withdrew from ${formatIPv4(this.o.plan.ipv4)}: stopping`);
     await this.elector.release('Released');
     await this.watch.stop();
@@ -132,19 +147,26 @@ export class FailoverMember {
     this.o.onChange?.('stopped', 'stopped');
   }
 
-  /** One round now (after the one under way). */
-  private kick(): void {
+  /**
+   * One round now (after the one under way). A standby follows the Lease by its watch and asks the API itself only
+   * when it may take over (released, or expired by its clock: `urgent`), and otherwise once per lease duration in
+   * case the watch missed something; the active member renews every round.
+   */
+  private kick(urgent = false): void {
     if (this.roleNow === 'stopped') return;
+    if (urgent) this.urgent = true;
     if (this.again) return;
     this.again = true;
     this.ticking = this.ticking.then(async () => {
       this.again = false;
       if (this.roleNow === 'stopped') return;
-      await this.round();
+      const urgentNow = this.urgent;
+      this.urgent = false;
+      await this.round(urgentNow);
     }).catch((err: Error) => { this.log.error(`failover: ${err.message}`); });
   }
 
-  private async round(): Promise<void> {
+  private async round(urgent: boolean): Promise<void> {
     const path = await this.dataPath();
     this.pathOk = path.ok;
     if (!path.ok) {
@@ -162,8 +184,13 @@ export class FailoverMember {
       this.log.info('data path back: standing by again');
       this.setRole('standby', 'data path back');
     }
+    if (this.roleNow === 'standby' && !urgent && performance.now() - this.lastAttempt < this.o.plan.config.leaseDurationMs) {
+      this.publish();
+      return;
+    }
     const before = this.elector.observed;
     const decidedAt = performance.now();
+    this.lastAttempt = decidedAt;
     const a = await this.elector.attempt();
     if (this.roleNow === 'stopped') return;
     this.apiAnswers = a.holder !== undefined;
@@ -181,12 +208,7 @@ export class FailoverMember {
       }
       return;
     }
-    if (this.roleNow === 'standby' && a.holder) {
-      // Try again the moment the holder's record expires by this node's clock, not at the next round after it.
-      clearTimeout(this.expiryTimer);
-      const wait = seen.at + this.o.plan.config.leaseDurationMs - performance.now() + 1;
-      if (wait > 0 && wait < this.o.plan.config.leaseDurationMs + 1) this.expiryTimer = setTimeout(() => this.kick(), wait);
-    }
+    if (this.roleNow === 'standby' && a.holder) this.armExpiry();
     if (this.roleNow === 'active' && a.holder !== undefined) {
       this.log.error(`the Lease ${this.o.plan.config.leaseName} is held by ${a.holder || 'nobody'}: withdrawing`);
       await this.withdraw('lost the Lease');
@@ -238,6 +260,15 @@ export class FailoverMember {
     }
   }
 
+  /** Try the moment the holder's record, as last seen, expires by this node's clock. */
+  private armExpiry(): void {
+    clearTimeout(this.expiryTimer);
+    const seen = this.elector.observed;
+    if (seen.holder === '' || seen.holder === this.identity) return;
+    const wait = Math.max(0, seen.at + this.o.plan.config.leaseDurationMs - performance.now() + 1);
+    this.expiryTimer = setTimeout(() => this.kick(true), wait);
+  }
+
   /** Withdraws at the deadline unless a renew moves it on first. */
   private armFence(): void {
     clearTimeout(this.fenceTimer);
@@ -246,7 +277,8 @@ export class FailoverMember {
       // Timers may fire a little early on the monotonic clock: then again at the deadline itself.
       if (performance.now() < this.deadline) { this.armFence(); return; }
       this.log.error(`no renew of the Lease ${this.o.plan.config.leaseName} for ${this.o.plan.config.fenceAfterMs} ms: withdrawing at the deadline`);
-      this.ticking = this.ticking.then(() => this.withdraw('could not renew the Lease by the deadline'));
+      // Now, not after the round under way (its request may hang until its own timeout).
+      void this.withdraw('could not renew the Lease by the deadline');
     }, Math.max(0, this.deadline - performance.now()));
   }
 

@@ -35,7 +35,14 @@ function pinger(): Proc {
 
 async function pingsAgain(p: Proc): Promise<void> {
   const start = p.output().length;
-  await eventually('pings answered again', async () => /icmp_seq=\d+ ttl=/.test(p.output().slice(start)), 30_000, 50);
+  try {
+    await eventually('pings answered again', async () => /icmp_seq=\d+ ttl=/.test(p.output().slice(start)), 30_000, 50);
+  } catch (err) {
+    // What each side saw, for the log of a failure.
+    const tail = (x: string) => x.split('\n').filter((l) => !/watch of|no answer yet/.test(l)).slice(-25).join('\n');
+    const state = await Promise.all(g.seg.nodes.map((n) => n.ip(['addr', 'show']).catch((e: Error) => e.message)));
+    throw new Error(`${(err as Error).message}\n${g.agents.map((a, i) => `--- ${NODES[i]}\n${tail(a?.output() ?? '')}\n${state[i]}`).join('\n')}\n--- prv\n${await g.seg.prv.ip(['-6', 'neigh']).catch(() => '')}\n--- ping\n${tail(p.output())}`);
+  }
   const mark = p.output().length;
   await eventually('ten answers in a row', async () => (p.output().slice(mark).match(/ttl=/g) ?? []).length >= 10, 30_000, 50);
 }
@@ -80,24 +87,43 @@ serial(title('one member is active, the other a ready standby bound to the float
   s.stream = g.seg.prv.spawn([process.execPath, '-e', STREAM_CLIENT, s.peer.address]);
   await s.stream.waitFor(/connected/, 15_000);
   await s.stream.waitFor(/checked [1-9]/, 15_000);
+  // What the group costs the API server: Lease requests in 10 s (both members, both agents' node Leases aside).
+  const before = await leaseRequests();
+  await sleep(10_000);
+  const after = await leaseRequests();
+  const per = Object.fromEntries(Object.entries(after).map(([verb, n]) => [verb, (n - (before[verb] ?? 0)) / 10]));
+  t.log(`Lease requests per second, one group of two members and their node heartbeats: ${JSON.stringify(per)}`);
   const who = await whoAnswers();
   t.true(who.arp[0]! > 0 && who.arp[1] === 0, `only n1 answers ARP: ${JSON.stringify(who)}`);
   t.true(who.na[0]! > 0 && who.na[1] === 0, `only n1 answers NS: ${JSON.stringify(who)}`);
 });
 
-/** Runs a failover: pings every 20 ms across it; returns the gap. */
-async function across(t: { log: (...a: unknown[]) => void }, what: string, from: number, act: () => Promise<void>): Promise<number> {
-  const to = 1 - from;
+/** The API server's count of requests on Leases, by verb (its own metrics). */
+async function leaseRequests(): Promise<Record<string, number>> {
+  const text = await g.admin.request<string>('GET', '/metrics');
+  const out: Record<string, number> = {};
+  for (const m of String(text).matchAll(/^apiserver_request_total\{([^}]*)\} (\d+)/gm)) {
+    if (!/resource="leases"/.test(m[1]!)) continue;
+    const verb = /verb="([A-Z]+)"/.exec(m[1]!)?.[1] ?? '?';
+    out[verb] = (out[verb] ?? 0) + Number(m[2]);
+  }
+  return out;
+}
+
+/** Runs a failover away from the member holding the Lease: pings every 20 ms across it; returns the gap. */
+async function across(t: { log: (...a: unknown[]) => void }, what: string, act: () => Promise<void>): Promise<number> {
+  const was = await g.holderIdentity();
   const ping = pinger();
   await ping.waitFor(/ttl=/, 10_000);
   const checkedBefore = Number(/checked (\d+)\n?$/.exec(s.stream.output().trim())?.[1] ?? 0);
   await act();
-  await eventually(`${NODES[to]} to hold the Lease`, async () => (await g.holder()) === NODES[to], 30_000, 100);
+  const now = await eventually('another member to hold the Lease', async () => { const h = await g.holderIdentity(); return h !== '' && h !== was ? h : undefined; }, 30_000, 100);
   await pingsAgain(ping);
   await ping.stop('SIGINT');
   const gap = pingGap(ping.output());
   t.log(`${what}: longest silence between ping answers (every 20 ms) ${gap.gapMs} ms`);
-  for (const l of g.takeoverLines(to).slice(-2)) t.log(`  ${NODES[to]}: ${l.trim()}`);
+  const taker = g.agents.find((a) => a?.output().includes(`took over 198.51.100.10 from ${was}`));
+  for (const l of (taker?.output() ?? '').split('\n').filter((x) => x.includes(`from=${was}`))) t.log(`  ${now.split('_')[0]}: ${l.trim()}`);
   if (!s.stream.running) throw new Error(`the TCP stream ended: ${s.stream.output().slice(-500)}`);
   await eventually('the stream to move on', async () => Number(/checked (\d+)\n?$/.exec(s.stream.output().trim())?.[1] ?? 0) > checkedBefore + 4096, 60_000, 200);
   return gap.gapMs;
@@ -108,7 +134,7 @@ serial(title('crash of the active member (kill -9): the standby takes over, the 
   for (let trial = 1; trial <= CRASHES; trial++) {
     const from = NODES.indexOf(await g.holder());
     const to = 1 - from;
-    gaps.push(await across(t, `crash ${trial}`, from, async () => { await g.agents[from]!.stop('SIGKILL'); }));
+    gaps.push(await across(t, `crash ${trial}`, async () => { await g.agents[from]!.stop('SIGKILL'); }));
     const m = await scrape(g.seg.nodes[to]!, METRICS);
     t.true((m.get(`sixbed4_failovers_total{prefix="${PREFIX}",reason="LeaseExpired"}`) ?? 0) >= 1);
     t.is(m.get(`sixbed4_failover_active{prefix="${PREFIX}"}`), 1);
@@ -130,7 +156,7 @@ serial(title('crash of the active member (kill -9): the standby takes over, the 
 serial(title('planned stop (SIGTERM) of the active member: it withdraws, releases the Lease, the standby takes over at once'), async (t) => {
   const from = NODES.indexOf(await g.holder());
   const to = 1 - from;
-  const gap = await across(t, 'planned stop', from, async () => { await g.agents[from]!.stop('SIGTERM', 30_000); });
+  const gap = await across(t, 'planned stop', async () => { await g.agents[from]!.stop('SIGTERM', 30_000); });
   t.regex(g.agents[from]!.output(), /withdrew from 198\.51\.100\.10: stopping[^]*released the Lease/, 'withdrew first, then released');
   const m = await scrape(g.seg.nodes[to]!, METRICS);
   t.is(m.get(`sixbed4_failovers_total{prefix="${PREFIX}",reason="Released"}`), 1);
@@ -139,10 +165,23 @@ serial(title('planned stop (SIGTERM) of the active member: it withdraws, release
   await g.role(from, 'Standby');
 });
 
+serial(title('a rollout on the active node: the new agent adopts the macvlan beside the old one, which then hands over'), async (t) => {
+  const from = NODES.indexOf(await g.holder());
+  const old = g.agents[from]!;
+  // As the DaemonSet's surge: the new agent starts while the old one still serves (same node, state, tunnel).
+  const fresh = await g.startAgent(from);
+  t.regex(fresh.output(), /adopted 6b4vr42 from the agent this one replaces, which is active: left as it is/);
+  t.deepEqual((await g.macvlanAddresses(from)).sort(), [SEG.floating, SEG.nextHop].sort(), 'the old agent still holds the addresses');
+  const gap = await across(t, 'rollout', async () => { await old.stop('SIGTERM', 30_000); });
+  t.log(`rollout gap ${gap} ms`);
+  // Whoever took over (the new agent of this node or the other node), the new agent of this node is a member.
+  await eventually('the new agent active or a ready standby', async () => ['Active', 'Standby'].includes((await g.report(from))?.failover ?? ''), 20_000, 200);
+});
+
 serial(title('the active member\'s uplink down, its API connection up: it gives up, the standby takes over, one answers'), async (t) => {
   const from = NODES.indexOf(await g.holder());
   const to = 1 - from;
-  await across(t, 'uplink down', from, async () => { await g.seg.nodes[from]!.ip(['link', 'set', 'eth0', 'down']); });
+  await across(t, 'uplink down', async () => { await g.seg.nodes[from]!.ip(['link', 'set', 'eth0', 'down']); });
   t.regex(g.agents[from]!.output(), /data path down \(the uplink eth0 is down\): withdrawing/);
   const m = await scrape(g.seg.nodes[to]!, METRICS);
   t.is(m.get(`sixbed4_failovers_total{prefix="${PREFIX}",reason="DataPathDown"}`), 1);

@@ -73,8 +73,13 @@ export class Group {
 
   /** The node whose member holds the Lease ('' none). */
   async holder(): Promise<string> {
+    return (await this.holderIdentity()).split('_')[0]!;
+  }
+
+  /** The Lease's holder as written: <node>_<8 hex> ('' none). */
+  async holderIdentity(): Promise<string> {
     const l = await this.admin.get<{ spec?: { holderIdentity?: string } }>(paths.lease(NS, LEASE));
-    return (l?.spec?.holderIdentity ?? '').split('_')[0]!;
+    return l?.spec?.holderIdentity ?? '';
   }
 
   async report(i: number): Promise<AgentReport | undefined> {

@@ -4,7 +4,7 @@ import test from 'ava';
 import type { AgentNodeConfig } from '../../kube/api.js';
 import { failoverPlan, FailoverRefused, layer2Refusal } from '../../agent/failover/config.js';
 import { gratuitousArp, unsolicitedAdvert, virtualMac } from '../../agent/failover/frames.js';
-import { parseIPv4, parseIPv6 } from '../../agent/protocol/ip.js';
+import { parseIPv4, parseIPv6 } from '../../lib/ip.js';
 import { upperChecksum } from '../../agent/protocol/checksum.js';
 
 const share = (over: Partial<AgentNodeConfig> = {}, f: Partial<NonNullable<AgentNodeConfig['failover']>> = {}): AgentNodeConfig => ({
