@@ -19,7 +19,7 @@ import { startControlPlane, controlPlaneSkipReason, type ControlPlane } from '..
 import { Kube, paths } from '../kube/client.js';
 import { FAILOVER_DEFAULTS, FAILOVER_LEASE_COMPONENT, failoverLeaseName, LABEL_COMPONENT } from '../kube/api.js';
 import { LeaderElector } from '../kube/leader.js';
-import { createLogger } from '../agent/log.js';
+import { createLogger } from '../lib/log.js';
 
 const NS = 'sixbed4-system';
 const { values } = parseArgs({

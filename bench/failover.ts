@@ -14,7 +14,7 @@ import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { paths } from '../kube/client.js';
 import { API_VERSION, KIND } from '../kube/api.js';
-import { ping6 } from '../agent/lab/sixbed4.js';
+import { ping6 } from '../lab/sixbed4.js';
 import { nodeSkipReason } from '../test/k8s/node.js';
 import { HA, HaLab, type Trial } from '../test/k8s/failoverlab.js';
 

@@ -9,9 +9,9 @@
 import {
   failoverLeaseName, tunnelName, type AgentNodeConfig, type FailoverStatus, type NodeStatus,
 } from '../../kube/api.js';
-import { formatIPv6, parseIPv6, parsePrefix } from '../../agent/protocol/ip.js';
-import type { AllocationResult } from './subnets.js';
-import type { CheckedSpec, Problem } from './spec.js';
+import { formatIPv6, parseIPv6, parsePrefix } from '../../lib/ip.js';
+import type { AllocationResult } from '../../kube/subnets.js';
+import type { CheckedSpec, Problem } from '../../kube/prefix-spec.js';
 import type { NodeInfo } from './plan.js';
 
 /** What the operator knows of a group from before: the members in its ConfigMap, and the Lease's holder. */

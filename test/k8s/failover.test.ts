@@ -10,11 +10,12 @@ import test from 'ava';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { ping6 } from '../../agent/lab/sixbed4.js';
-import { TOPO } from '../../agent/lab/topology.js';
+import { ping6 } from '../../lab/sixbed4.js';
+import { TOPO } from '../../lab/topology.js';
 import { nodeSkipReason } from './node.js';
 import { readSession, runSession } from '../helpers/doc-session.js';
-import { eventually, REPO } from '../operator/helpers.js';
+import { REPO } from '../helpers/cluster.js';
+import { eventually } from '../helpers/wait.js';
 import { HA, HaLab, type Trial } from './failoverlab.js';
 
 const run = promisify(execFile);

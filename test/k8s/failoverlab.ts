@@ -8,16 +8,17 @@
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Proc } from '../../agent/lab/proc.js';
-import { startPeerIn } from '../../agent/lab/sixbed4.js';
-import { TOPO } from '../../agent/lab/topology.js';
+import type { Proc } from '../../lab/proc.js';
+import { startPeerIn } from '../../lab/sixbed4.js';
+import { TOPO } from '../../lab/topology.js';
 import { Kube, paths } from '../../kube/client.js';
 import type { KubeObject, SixBed4Prefix } from '../../kube/api.js';
 import { startControlPlane, type ControlPlane } from './controlplane.js';
 import { KubeNode, NODE_API_SERVER_ARGS, NODE_AUTHORIZATION_MODE, NODE_CONTROLLERS, nodeUsers } from './node.js';
 import { buildNodeImages, type NodeImages } from './images.js';
 import { API_SERVICE_IP, buildNodeLab, SERVICE_RANGE, type LabNode, type NodeLab } from './nodelab.js';
-import { eventually, helmFor, NS, RELEASE, REPO, safely } from '../operator/helpers.js';
+import { helmFor, NS, RELEASE, REPO, safely } from '../helpers/cluster.js';
+import { eventually } from '../helpers/wait.js';
 import { STREAM_CLIENT, pingGap } from '../failover/stream.js';
 
 /** An echo server on port 7000 that outlives its clients: one that is killed (a reset) must not take it down. */

@@ -17,8 +17,9 @@ import { AGENT_REPORTS_ANNOTATION, agentLeaseName, failoverLeaseName, type KubeO
 import { Kube, paths } from '../../kube/client.js';
 import { LeaderElector } from '../../kube/leader.js';
 import { microTime } from '../../agent/cluster/lease.js';
-import { createLogger } from '../../agent/log.js';
-import { agentToken, apiErrorMessage, clusterTest, eventually, installChart, kubectlApply, NS, OPERATOR_FLAGS, OPERATOR_SA, OperatorProcess } from './helpers.js';
+import { createLogger } from '../../lib/log.js';
+import { agentToken, apiErrorMessage, clusterTest, installChart, kubectlApply, NS, OPERATOR_FLAGS, OPERATOR_SA, OperatorProcess } from '../helpers/cluster.js';
+import { eventually } from '../helpers/wait.js';
 
 const run = promisify(execFile);
 const skip = controlPlaneSkipReason();
