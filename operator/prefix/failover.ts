@@ -255,11 +255,16 @@ function whyMoved(from: string, inp: FailoverStatusInput): { reason: string; mes
     if (inp.nodeCordoned?.(from)) return { reason: 'Handover', message: `${from} is cordoned (kubectl drain) and handed the Lease over` };
     return { reason: 'Handover', message: `${from} released the Lease (its agent stopped: a drain, an upgrade or its Pod deleted)` };
   }
+  // A drain: the operator's own memory of the release may be gone (a drain evicts the operator's Pod too).
+  if (inp.nodeCordoned?.(from)) return { reason: 'Handover', message: `${from} is cordoned (kubectl drain) and handed the Lease over` };
   if (m.heartbeatStale) return { reason: 'ActiveLost', message: `${from}'s agent stopped renewing (node or agent down, or cut off from the API server)` };
+  // It says it is a standby again (its member restarted: a changed share, a new agent), not that its path failed.
+  if (m.entry?.failover === 'Standby' || m.entry?.reason === 'StandbyNotReady') {
+    return { reason: 'Handover', message: `${from} stepped down (its agent restarted its member and stands by)` };
+  }
   if (m.entry?.reason && m.entry.ready !== true) {
     return { reason: 'DataPathDown', message: `${from} gave up (${m.entry.reason}${m.entry.message ? `: ${m.entry.message}` : ''})` };
   }
-  if (inp.nodeCordoned?.(from)) return { reason: 'Handover', message: `${from} is cordoned (kubectl drain) and handed the Lease over` };
   if (!inp.members.includes(from)) return { reason: 'Handover', message: `${from} is no longer a member of the group` };
   if (m.entry?.ready === false) return { reason: 'DataPathDown', message: `${from} is not ready${m.entry.message ? `: ${m.entry.message}` : ''}` };
   return { reason: 'ActiveLost', message: `${from} stopped renewing the Lease (its agent restarted, or lost the API server)` };

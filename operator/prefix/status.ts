@@ -93,7 +93,9 @@ export function computeStatus(inp: StatusInput): StatusResult {
     const r = agentReady(v.entry, inp.now, inp.staleAfterMs, v.heartbeat);
     if (r.ready) {
       readyCount++;
-      livePeers += Number.isInteger(v.entry?.livePeers) && v.entry!.livePeers! > 0 ? v.entry!.livePeers! : 0;
+      // A failover group's peers are the active node's (a standby's count is what it saw while it was active).
+      const counts = !inp.failover || inp.failover.status.active === n;
+      if (counts) livePeers += Number.isInteger(v.entry?.livePeers) && v.entry!.livePeers! > 0 ? v.entry!.livePeers! : 0;
       if (r.untilMs !== undefined) requeueAfterMs = Math.min(requeueAfterMs ?? Infinity, r.untilMs + 100);
     } else notReady.push(`${n} (${r.why})`);
   }

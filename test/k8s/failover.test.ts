@@ -55,7 +55,7 @@ async function check(t: import('ava').ExecutionContext, r: Trial, reason: string
 
 /** The docs' status session, once edge-1 is the active node (the first election is a race). */
 async function statusSession(): Promise<void> {
-  if (s.statusShown || (await lab().prefix())?.status?.failover?.active !== 'edge-1') return;
+  if (s.statusShown || await lab().settled() !== 'edge-1') return;
   await runSession(readSession(DOC, 'ha-status'), lab().docEnv()).catch(async (e: Error) => { throw new Error(`${e.message}\n${await lab().dump()}`); });
   s.statusShown = true;
 }

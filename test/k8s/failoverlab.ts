@@ -121,8 +121,9 @@ export class HaLab {
   }
 
   /** The node the operator's Pod runs on (it writes the status this lab reads). */
-  async operatorNode(): Promise<string | undefined> {
-    return (await this.pods('app.kubernetes.io/component=operator')).find(podReady)?.spec.nodeName;
+  async operatorNode(): Promise<string> {
+    const op = await eventually('a Ready operator Pod', async () => (await this.pods('app.kubernetes.io/component=operator')).find(podReady), 180_000, 500);
+    return op.spec.nodeName!;
   }
 
   /**

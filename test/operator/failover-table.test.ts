@@ -69,12 +69,13 @@ const rows: Row[] = [
   {
     title: 'a member takes the Lease and both report ready: Active shown, Ready True, one Normal ActiveElected',
     given: (w) => group(w),
-    when: async (w) => { await ready(w, 'a', 'Active'); await ready(w, 'b', 'Standby'); await w.failoverLease('p', 'a'); },
+    when: async (w) => { await ready(w, 'a', 'Active', { livePeers: 3 }); await ready(w, 'b', 'Standby', { livePeers: 2 }); await w.failoverLease('p', 'a'); },
     then: (t, w) => {
       const p = w.get('p')!;
       t.like(p.status!.failover, { active: 'a', standbysReady: '1/1', transitions: 1, lastFailover: { to: 'a', reason: 'Elected' } });
       t.deepEqual(p.status!.nodes!.map((e) => `${e.name}=${e.failover}`), ['a=Active', 'b=Standby'], 'what the agents report');
       t.like(w.cond('p', 'Ready'), { status: 'True', reason: 'ActiveReady', message: 'a is active and forwards; 1/1 standbys ready' });
+      t.is(p.status!.livePeers, 3, 'the active node\'s peers only (the standby still counts what it saw while active)');
       t.like(w.cond('p', 'Degraded'), { status: 'False', reason: 'AsExpected' });
       t.deepEqual(w.events.filter((e) => /Active|Failed/.test(e.reason)).map((e) => `${e.type} ${e.reason}`), ['Normal ActiveElected']);
     },
@@ -160,6 +161,16 @@ const rows: Row[] = [
       t.like(w.get('p')!.status!.failover!.lastFailover, { from: 'a', to: 'b', reason: 'DataPathDown' });
       t.deepEqual(w.events.filter((e) => e.reason === 'FailedOver').map((e) => e.type), ['Warning']);
     },
+  },
+  {
+    title: 'the active member restarted (its agent reports itself a standby again) and the other took over, the operator not having seen the release: Handover',
+    given: async (w) => { await group(w); await ready(w, 'a', 'Active'); await ready(w, 'b', 'Standby'); await w.failoverLease('p', 'a'); },
+    when: async (w) => {
+      await w.settle('p');
+      await w.report('p', 'a', { ready: false, reason: 'StandbyNotReady', failover: 'NotReady', message: 'standby, not ready: starting' });
+      await w.failoverLease('p', 'b');
+    },
+    then: (t, w) => t.like(w.get('p')!.status!.failover!.lastFailover, { from: 'a', to: 'b', reason: 'Handover', message: 'b took over from a: a stepped down (its agent restarted its member and stands by)' }),
   },
   {
     title: 'kubectl drain of the active node (cordoned) before it hands over: Handover',
