@@ -13,13 +13,28 @@ import { startPeerIn } from '../../lab/sixbed4.js';
 import { TOPO } from '../../lab/topology.js';
 import { Kube, paths } from '../../kube/client.js';
 import type { KubeObject, SixBed4Prefix } from '../../kube/api.js';
-import { startControlPlane, type ControlPlane } from './controlplane.js';
+import { repoRoot, startControlPlane, type ControlPlane } from './controlplane.js';
 import { KubeNode, NODE_API_SERVER_ARGS, NODE_AUTHORIZATION_MODE, NODE_CONTROLLERS, nodeUsers } from './node.js';
 import { buildNodeImages, type NodeImages } from './images.js';
 import { API_SERVICE_IP, buildNodeLab, SERVICE_RANGE, type LabNode, type NodeLab } from './nodelab.js';
-import { helmFor, NS, RELEASE, REPO, safely } from '../helpers/cluster.js';
 import { eventually } from '../helpers/wait.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { STREAM_CLIENT, pingGap } from '../failover/stream.js';
+
+// As test/helpers/cluster.ts has them; not imported from there, which loads ava (bench/failover.ts runs without it).
+export const NS = 'sixbed4-system';
+const RELEASE = 'sixbed4';
+const REPO = repoRoot();
+async function safely(step: () => Promise<unknown> | undefined): Promise<void> {
+  try { await step(); } catch { /* teardown goes on */ }
+}
+/** `helm` against a control plane as its admin, with helm's cache, config and data under dir (never the user's). */
+function helmFor(cp: ControlPlane, dir: string): (args: string[]) => Promise<string> {
+  const home = (k: string) => join(dir, `helm-${k}`);
+  return async (args) => (await promisify(execFile)(cp.helm, [...args, '--kubeconfig', cp.kubeconfigPath],
+    { env: { ...process.env, HELM_CACHE_HOME: home('cache'), HELM_CONFIG_HOME: home('config'), HELM_DATA_HOME: home('data') } })).stdout;
+}
 
 /** An echo server on port 7000 that outlives its clients: one that is killed (a reset) must not take it down. */
 const ECHO = `require('node:net').createServer((c) => { c.on('error', () => {}); c.pipe(c); }).listen(7000, '::', () => console.log('listening'));`;
