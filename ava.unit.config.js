@@ -20,7 +20,7 @@ const unit = [
   'peer/direct', 'peer/hooks', 'peer/lan-advert',
   'protocol/address', 'protocol/exthdr', 'protocol/ip', 'protocol/nd',
   'router/engine', 'router/live', 'router/ndp-mode', 'router/peer-engine', 'router/ratelimit', 'router/refused',
-  'service/config', 'service/live', 'service/notify', 'service/status',
+  'service/config', 'service/live', 'service/notify', 'service/run-unit', 'service/status',
   'slices/inbound-unit', 'slices/unit',
   'version',
 ];

@@ -5,7 +5,7 @@
 // client, no image script — for a while. A daemon the tests did not start (.ci/run's, a person's) is never stopped;
 // one they started never outlives `npm test` (SIXBED4_KEEP_DOCKERD=1 keeps it).
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, readlink } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { execCommand, type CommandResult } from '../../agent/host/command.js';
@@ -105,3 +105,26 @@ export async function releaseDocker(): Promise<void> {
   await execCommand(['bash', `${SCRIPTS}/dockerd.sh`, 'stop', String(pid)], { timeoutMs: 30_000 });
   rmSync(STARTED_FILE, { force: true });
 }
+
+/**
+ * What keeps network namespace `ino` alive: processes in it, holding an fd to it, or holding a mount of it in their
+ * mount namespace ("pid comm: how"). For a failure message: a namespace that outlives its container names its holder.
+ */
+export async function netnsHolders(ino: number): Promise<string[]> {
+  const tag = `net:[${ino}]`;
+  const out: string[] = [];
+  for (const name of await readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const comm = (await readFile(`/proc/${name}/comm`, 'utf8').catch(() => '?')).trim();
+    const how: string[] = [];
+    if ((await readlinkOrEmpty(`/proc/${name}/ns/net`)) === tag) how.push('runs in it');
+    if ((await readFile(`/proc/${name}/mountinfo`, 'utf8').catch(() => '')).includes(tag)) how.push('a mount of it in its mount namespace');
+    for (const fd of await readdir(`/proc/${name}/fd`).catch(() => [] as string[])) {
+      if ((await readlinkOrEmpty(`/proc/${name}/fd/${fd}`)) === tag) how.push(`fd ${fd}`);
+    }
+    if (how.length) out.push(`${name} ${comm}: ${how.join(', ')}`);
+  }
+  return out;
+}
+
+const readlinkOrEmpty = (path: string): Promise<string> => readlink(path).catch(() => '');
