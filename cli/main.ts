@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// The sixbed4 command line: one binary for the router, the peer, the lab and
-// (as they land) host networking, the operator and the node agent.
+// The sixbed4 command line: one binary for the router, the peer, the lab, host networking, the operator and the node
+// agent. The only place that joins agent/ and operator/ (README: Architecture); what the commands share is command.ts.
 import {
   COMMON_FLAGS_USAGE, COMMON_OPTIONS, commandLogger, parseFlags, requireNativeAddon, runUntilSignal, wholeNumber as int,
 } from './command.js';
