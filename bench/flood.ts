@@ -43,6 +43,13 @@ export interface FloodOptions {
   fastPath?: boolean;
   /** Pings (every 10 ms) after the flood, to see that the peer is still reachable. */
   afterPings?: number;
+  /**
+   * Ping for this long instead (every 10 ms), the flood starting 1 s into it and lasting until maxPackets are sent
+   * (or durationS): the issue's measurement, loss over the whole window and while the flood lasted.
+   */
+  pingS?: number;
+  /** Flooder processes (default 1), each sending its share of maxPackets from its own port. */
+  flooders?: number;
 }
 
 export interface FloodResult {
@@ -65,6 +72,8 @@ export interface FloodResult {
   taskFailures: Record<string, number>;
   /** Datagrams the fast path left to the router, by reason (with the fast path). */
   fastPassed?: Record<string, number>;
+  /** With pingS: pings sent while the flood lasted, and how many of them were lost. */
+  duringSent?: number; duringLost?: number;
   /** The router's log when it died. */
   routerOutput?: string;
 }
@@ -72,18 +81,22 @@ export interface FloodResult {
 /**
  * The nft rules that give the flooder's datagrams their spoofed sources: a /64 source's IPv4 and port (bytes 8..13
  * of the source address: at bits 192 and 224 of the UDP datagram) go to the outer header, and every other datagram
- * gets a random 100.64.0.0/10 address and port. Sources of 100.64.0.0/10 keep the first byte's two low bits zero,
+ * gets a random one of 256 addresses of 100.64.0.0/10 and of 256 ports. Sources of 100.64.0.0/10 keep the first byte's two low bits zero,
  * so the address's bytes 8..11 are the IPv4 as it is. nft fixes the IPv4 and UDP checksums as it rewrites.
  */
 export function spoofRules(prefix64Hex: string, routerPort: number, flooderPort: number): string {
   // notrack: in the NAT's namespace the sources would otherwise be masqueraded (and each one cost a conntrack entry).
-  const mine = `udp sport ${flooderPort} udp dport ${routerPort}`;
+  const mine = `udp sport ${flooderPort}-${flooderPort + 15} udp dport ${routerPort}`;
+  // The others' sources through typed maps, which put the bytes in network order (a plain numgen would not):
+  // 256 addresses of 100.64.0.0/10 spread over it, 256 ports, 65,536 sources.
+  const addrs = Array.from({ length: 256 }, (_, i) => `${i} : 100.${64 + (i & 63)}.${(i * 37) & 255}.${1 + ((i * 91) % 254)}`).join(', ');
+  const ports = Array.from({ length: 256 }, (_, i) => `${i} : ${1024 + i * 251}`).join(', ');
   return `
 table ip flood_spoof {
   chain out {
     type filter hook output priority raw; policy accept;
     ${mine} @th,128,64 0x${prefix64Hex} notrack ip saddr set @th,192,32 udp sport set @th,224,16 accept
-    ${mine} notrack ip saddr set numgen random mod 4194304 offset 0x64400000 udp sport set numgen random mod 64512 offset 1024
+    ${mine} notrack ip saddr set numgen random mod 256 map { ${addrs} } udp sport set numgen random mod 256 map { ${ports} }
   }
 }
 `;
@@ -137,17 +150,54 @@ export async function runFlood(o: FloodOptions): Promise<FloodResult> {
       durationMs: o.durationS * 1000 + 500, maxPackets: o.maxPackets ?? 2e9,
       ...(o.spoof ? { spoof: true } : {}), ...(o.kinds ? { kinds: o.kinds } : {}),
     };
-    const argv = [process.execPath, FLOODER, JSON.stringify(cfg)];
-    // Flooder on CPU 1, router left to the scheduler (the flood is what competes with it).
-    const flooder = from.ns.spawn(taskset ? [taskset, '-c', '1', ...argv] : argv);
-    await flooder.waitFor(/flooding/, 10_000);
-    await sleep(200);
-    const cpu0 = processCpu(routerPid), c0 = performance.now();
-    const count = Math.round(o.durationS * 100);
-    const ping = await ping6(topo.peers.A, TOPO.ispV6, { count, interval: 0.01, timeoutS: 2 });
+    const n = Math.min(16, Math.max(1, o.flooders ?? 1));
+    // Flooders on CPU 1, router left to the scheduler (the flood is what competes with it). Several flooders read as
+    // one: their figures summed, done when the last is.
+    const startFlooder = async () => {
+      const fs = await Promise.all(Array.from({ length: n }, async (_, i) => {
+        const argv = [process.execPath, FLOODER, JSON.stringify({ ...cfg, localPort: FLOODER_PORT + i, maxPackets: Math.ceil(cfg.maxPackets / n), seed: 1 + i })];
+        const f = from.ns.spawn(taskset ? [taskset, '-c', '1', ...argv] : argv);
+        await f.waitFor(/flooding/, 10_000);
+        return f;
+      }));
+      return {
+        async waitFor(_re: RegExp, ms: number): Promise<string> {
+          const all = (await Promise.all(fs.map((f) => f.waitFor(/"sent"/, ms)))).map((l) => JSON.parse(l.slice(l.indexOf('{'))) as { sent: number; elapsedMs: number });
+          return JSON.stringify({ sent: all.reduce((a, x) => a + x.sent, 0), elapsedMs: Math.max(...all.map((x) => x.elapsedMs)) });
+        },
+      };
+    };
+    let ping: { sent: number; received: number }, flooder, during: { sent: number; lost: number } | undefined;
+    let cpu0, c0, cpuEnd: ReturnType<typeof processCpu> | undefined, cEnd = 0;
+    if (o.pingS) {
+      // Pings first; the flood 1 s later, for as long as it takes to send maxPackets; the pings go on after it.
+      const pinger = topo.peers.A.spawn(['ping', '-6', '-n', '-i', '0.01', '-W', '2', '-c', String(Math.round(o.pingS * 100)), TOPO.ispV6]);
+      const p0 = performance.now();
+      await sleep(1000);
+      cpu0 = processCpu(routerPid); c0 = performance.now();
+      flooder = await startFlooder();
+      const f0 = performance.now() - p0;
+      const line = await flooder.waitFor(/"sent"/, o.durationS * 1000 + 15_000);
+      const f1 = f0 + (JSON.parse(line.slice(line.indexOf('{'))) as { elapsedMs: number }).elapsedMs;
+      cpuEnd = processCpu(routerPid); cEnd = performance.now();
+      await pinger.exited;
+      const got = new Set([...pinger.output().matchAll(/icmp_seq=(\d+) /g)].map((m) => Number(m[1])));
+      const sentN = Number(/(\d+) packets transmitted/.exec(pinger.output())?.[1] ?? 0);
+      ping = { sent: sentN, received: got.size };
+      // ping numbers from 1, one every 10 ms: those sent while the flood lasted.
+      const first = Math.ceil(f0 / 10) + 1, last = Math.floor(f1 / 10) + 1;
+      let lost = 0;
+      for (let q = first; q <= last; q++) if (!got.has(q)) lost++;
+      during = { sent: Math.max(0, last - first + 1), lost };
+    } else {
+      flooder = await startFlooder();
+      await sleep(200);
+      cpu0 = processCpu(routerPid); c0 = performance.now();
+      ping = await ping6(topo.peers.A, TOPO.ispV6, { count: Math.round(o.durationS * 100), interval: 0.01, timeoutS: 2 });
+    }
     const doneLine = await flooder.waitFor(/"sent"/, o.durationS * 1000 + 15_000);
     const done = JSON.parse(doneLine.slice(doneLine.indexOf('{'))) as { sent: number; elapsedMs: number };
-    const cpu1 = processCpu(routerPid), c1 = performance.now();
+    const cpu1 = o.pingS ? cpuEnd : processCpu(routerPid), c1 = o.pingS ? cEnd : performance.now();
     // A second or two for the fast path's seen-map drain (once a second) to meet what the flood left in it.
     await sleep(o.afterPings ? 2000 : 500);
     const after = o.afterPings ? await ping6(topo.peers.A, TOPO.ispV6, { count: o.afterPings, interval: 0.01, timeoutS: 2 }) : { sent: 0, received: 0 };
@@ -183,6 +233,7 @@ export async function runFlood(o: FloodOptions): Promise<FloodResult> {
       spoofedAtIsp: spoofed, drops, rcvbufErrors: snmp1 - snmp0,
       routerCpuPct: cpu0 && cpu1 ? Math.round((100 * (cpu1.user + cpu1.system - cpu0.user - cpu0.system) * 1000) / (c1 - c0)) : NaN,
       routerAlive, afterSent: after.sent, afterReceived: after.received, taskFailures, fastPassed,
+      ...(during ? { duringSent: during.sent, duringLost: during.lost } : {}),
     };
   } finally {
     await topo.destroy();
@@ -205,18 +256,18 @@ async function ispCount(isp: { run(argv: string[]): Promise<string> }): Promise<
 }
 
 /**
- * Standalone: `node dist/bench/flood.js [seconds] [--spoof] [--fast] [--kinds=a,b] [--max=N] [--after=N] [router
- * flags...]` prints the result as JSON.
+ * Standalone: `node dist/bench/flood.js [seconds] [--spoof] [--fast] [--kinds=a,b] [--max=N] [--after=N] [--ping=S]
+ * [router flags...]` prints the result as JSON.
  */
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const [secs, ...args] = process.argv.slice(2);
   const own = (name: string) => args.find((a) => a === `--${name}` || a.startsWith(`--${name}=`));
   const value = (name: string) => own(name)?.split('=')[1];
-  const rest = args.filter((a) => !['spoof', 'fast', 'kinds', 'max', 'after'].some((n) => a === `--${n}` || a.startsWith(`--${n}=`)));
+  const rest = args.filter((a) => !['spoof', 'fast', 'kinds', 'max', 'after', 'ping', 'flooders'].some((n) => a === `--${n}` || a.startsWith(`--${n}=`)));
   runFlood({
     durationS: Number(secs ?? 10), routerArgs: rest, spoof: !!own('spoof'), fastPath: !!own('fast'),
     ...(value('kinds') ? { kinds: value('kinds')!.split(',') } : {}), ...(value('max') ? { maxPackets: Number(value('max')) } : {}),
-    afterPings: Number(value('after') ?? 0),
+    afterPings: Number(value('after') ?? 0), ...(value('ping') ? { pingS: Number(value('ping')) } : {}), flooders: Number(value('flooders') ?? 1),
   }).then(
     (r) => { process.stdout.write(JSON.stringify(r, null, 2) + '\n'); },
     (e: Error) => { process.stderr.write(`${e.stack}\n`); process.exitCode = 1; },

@@ -42,7 +42,7 @@ const batches = [0, 1, 2, 3].map((k) => {
 });
 process.stdout.write(`flooding ${JSON.stringify({ port: sock.port })}\n`);
 const t0 = performance.now();
-let sent = 0, k = 0, next = 0;
+let sent = 0, k = 0, next = ((cfg.seed ?? 1) - 1) * 0x40000; // flooders with other seeds start elsewhere
 while (sent < cfg.maxPackets && performance.now() - t0 < cfg.durationMs) {
   const b = batches[k++ & 3]!;
   if (cfg.spoof) for (let i = 0; i < BATCH; i++) respoof(b.data, b.off[i]!, b.len[i]!);
