@@ -103,6 +103,7 @@ interface RawAddon {
   tryLock(fd: number): boolean;
   notify(path: string, message: string): void;
   txChecksum(name: string): boolean;
+  udpSteer(fd: number, program: Uint8Array): void;
   bpfMapCreate(type: number, keySize: number, valueSize: number, maxEntries: number, name: string, flags: number): number;
   bpfMapDelete(fd: number, key: Uint8Array): boolean;
   bpfProgQuery(ifindex: number, attachType: number): number;
@@ -199,6 +200,14 @@ export function notifySocket(path: string, message: string): void {
  */
 export function txChecksum(name: string): boolean {
   return addon().txChecksum(name);
+}
+
+/**
+ * Attaches a classic BPF program (agent/router/steer.ts) to fd's SO_REUSEPORT group: it picks each datagram's socket.
+ * Not part of NativeIO: the router attaches it once, to real sockets.
+ */
+export function udpSteer(fd: number, program: Uint8Array): void {
+  addon().udpSteer(fd, program);
 }
 
 /**

@@ -27,9 +27,17 @@ export class Datapath {
    * without root. One property read per readiness event, no allocation.
    */
   constructor(private readonly engine: Engine, private readonly udpFds: readonly number[], private readonly tunFd: number,
-    private readonly io: NativeIO = native) {
+    private readonly io: NativeIO = native, steered = false) {
     this.udpFd = udpFds[0]!;
+    this.checkedFd = steered && udpFds.length > 1 ? udpFds[0]! : -1;
   }
+
+  /**
+   * With the sockets steered (steer.ts), the first one holds what passed the originator check in the kernel: it is
+   * read before each turn of any other socket, so a flood in the others cannot keep the peers' traffic waiting
+   * until its buffer overflows. -1: not steered.
+   */
+  private readonly checkedFd: number;
 
   start(): void {
     for (const fd of this.udpFds) this.polls.push(this.io.poll(fd, () => this.onUdp(fd)));
@@ -42,6 +50,11 @@ export class Datapath {
 
   /** Peers → kernel, peers → peers, and replies to peers. */
   onUdp(fd: number): void {
+    if (this.checkedFd >= 0 && fd !== this.checkedFd) this.readUdp(this.checkedFd);
+    this.readUdp(fd);
+  }
+
+  private readUdp(fd: number): void {
     const e = this.engine, drops = e.counters.drops, io = this.io;
     // ICMP errors about what we sent wake the socket too (POLLERR); they are few, read them first.
     const m = io.udpRecvErrors(fd, e.icmpRx, e.icmpInfo);

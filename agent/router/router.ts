@@ -2,7 +2,8 @@
 // and the tunnel (in that order: the socket is the cheaper thing to undo and
 // catches the commonest mistakes), runs the data path, serves metrics, and on
 // stop removes everything it made.
-import { native } from '../io/native.js';
+import { native, udpSteer } from '../io/native.js';
+import { steerProgram } from './steer.js';
 import { formatIPv4, formatIPv6, InputError, parseIPv4, parseIPv4Port, parsePrefix, parsePrefix64, type Prefix } from '../protocol/ip.js';
 import { ROUTER_PORT } from '../protocol/constants.js';
 import { hasNetAdmin, hasNetRaw } from '../host/privilege.js';
@@ -254,14 +255,15 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       for (const c of added) for (const a of addrs(c)) proxy.add(a);
       for (const c of removed) for (const a of addrs(c)) proxy.remove(a);
     });
+    const steered = steerSockets(cfg, udpFds, log);
     const forwarding = cfg.workers === 1
-      ? forwardInline(engineCfg, cfg.batch, udpFds, tunnel.fds[0]!, onLive, native, failures)
+      ? forwardInline(engineCfg, cfg.batch, udpFds, tunnel.fds[0]!, onLive, native, failures, steered)
       : await forwardOnWorkers(engineCfg, cfg.batch, tunnel.fds.map((_, w) => udpFds.slice(w * cfg.sockets, (w + 1) * cfg.sockets)), tunnel.fds, onLive, (err) => {
         // Stop the way a signal would, so the tunnel and its route go cleanly, and say why.
         log.error(`${err.message}: stopping the router`);
         process.exitCode = 1;
         process.kill(process.pid, 'SIGTERM');
-      }, failures);
+      }, failures, steered);
     undo.push(() => forwarding.stop());
     if (fastPath) {
       // Peers the programs forwarded for, into the live table (the neighbour proxy answers for live peers).
@@ -376,6 +378,23 @@ function reportStats(read: () => Promise<CountersSnapshot>, intervalMs: number, 
       relayPps: per(c.relayPackets, p.relayPackets), livePeers: c.livePeers, drops: drops || 'none',
     });
   }), failures);
+}
+
+/**
+ * Steers datagrams that pass the originator check to each worker's first socket, in the kernel (steer.ts). Not with
+ * handover: the group then holds a predecessor's sockets too, whose order the program cannot know. A kernel that
+ * refuses it leaves the kernel's hash to spread the datagrams, as before.
+ */
+function steerSockets(cfg: RouterConfig, udpFds: number[], log: Logger): boolean {
+  const program = cfg.handover ? null : steerProgram(cfg.prefix.bytes, cfg.workers, cfg.sockets);
+  if (!program) return false;
+  try {
+    udpSteer(udpFds[0]!, program);
+    return true;
+  } catch (err) {
+    log.warn(`cannot steer checked peers to their own sockets (${(err as Error).message}): the kernel's hash spreads all datagrams`);
+    return false;
+  }
 }
 
 /** Starts the neighbour proxy, answering at once for the host's own proxied addresses. */

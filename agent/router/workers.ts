@@ -60,9 +60,9 @@ export interface Forwarding {
  * as FakeIO). Workers always use the addon: a stand-in's sockets live in this thread's memory.
  */
 export function forwardInline(cfg: EngineConfig, batch: number, udpFds: number[], tunFd: number,
-  onLive?: LiveListener, io: NativeIO = native, failures?: TaskFailures): Forwarding & { engine: Engine } {
+  onLive?: LiveListener, io: NativeIO = native, failures?: TaskFailures, steered = false): Forwarding & { engine: Engine } {
   const engine = new Engine(cfg, batch);
-  const datapath = new Datapath(engine, udpFds, tunFd, io);
+  const datapath = new Datapath(engine, udpFds, tunFd, io, steered);
   datapath.start();
   const unwatch = watchLive(engine, (added, removed) => onLive?.(added, removed), failures);
   return {
@@ -77,9 +77,10 @@ export function forwardInline(cfg: EngineConfig, batch: number, udpFds: number[]
 
 /** One worker per (UDP sockets, TUN queue) pair. Resolves once every worker has its data path running. */
 export async function forwardOnWorkers(cfg: EngineConfig, batch: number, udpFds: number[][], tunFds: number[],
-  onLive?: LiveListener, onFailure: (err: Error) => void = (err) => { throw err; }, failures?: TaskFailures): Promise<Forwarding> {
+  onLive?: LiveListener, onFailure: (err: Error) => void = (err) => { throw err; }, failures?: TaskFailures,
+  steered = false): Promise<Forwarding> {
   const workers = udpFds.map((fds, i) => new Worker(new URL('./worker.js', import.meta.url), {
-    workerData: { engine: cfg, batch, udpFds: fds, tunFd: tunFds[i]! } satisfies WorkerInit,
+    workerData: { engine: cfg, batch, udpFds: fds, tunFd: tunFds[i]!, steered } satisfies WorkerInit,
   }));
   const stopAll = async () => { await Promise.all(workers.map((w) => w.terminate())); };
   // A peer is live while any table has it: its worker's (the kernel steers a peer's datagrams to one socket, so to
