@@ -13,6 +13,7 @@
 // second leg, as the flooder. Used by `npm run bench` (the "flood" row) and,
 // shortened, by test/bench/flood.test.ts.
 import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { findSystemTool, systemTool } from '../agent/host/tools.js';
 import { buildTopology, TOPO } from '../agent/lab/topology.js';
@@ -72,6 +73,12 @@ export interface FloodResult {
   taskFailures: Record<string, number>;
   /** Datagrams the fast path left to the router, by reason (with the fast path). */
   fastPassed?: Record<string, number>;
+  /** Packets the kernel dropped because the router's TUN queue was full (what the kernel routes to peers). */
+  tunTxDropped?: number;
+  /** Packets the host's per-CPU input backlogs dropped (/proc/net/softnet_stat; all namespaces: a veth's receive). */
+  backlogDrops?: number;
+  /** Each of the router's UDP sockets' drops (buffer full), in /proc/net/udp's order (inode order, not binding). */
+  socketDrops?: number[];
   /** With pingS: pings sent while the flood lasted, and how many of them were lost. */
   duringSent?: number; duringLost?: number;
   /** The router's log when it died. */
@@ -145,6 +152,7 @@ export async function runFlood(o: FloodOptions): Promise<FloodResult> {
     const rssBefore = processMemory(routerPid)?.rss ?? NaN;
     const m0 = await scrape(topo.router, METRICS);
     const snmp0 = await udpRcvbufErrors(topo.router);
+    const tun0 = await tunTxDropped(topo.router), backlog0 = backlogDrops();
     const cfg: FloodConfig = {
       bind: from.v4, localPort: FLOODER_PORT, to: TOPO.routerV4, port: 25790, prefix: TOPO.prefix, native: TOPO.ispV6,
       durationMs: o.durationS * 1000 + 500, maxPackets: o.maxPackets ?? 2e9,
@@ -213,6 +221,8 @@ export async function runFlood(o: FloodOptions): Promise<FloodResult> {
     const m1 = await scrape(topo.router, METRICS);
     const mem = processMemory(routerPid);
     const snmp1 = await udpRcvbufErrors(topo.router);
+    const tun1 = await tunTxDropped(topo.router), backlog1 = backlogDrops();
+    const socketDrops = await routerSocketDrops(topo.router);
     const spoofed = await ispCount(topo.isp);
     const rx = (m1.get('sixbed4_router_received_packets_total{side="udp"}') ?? 0) - (m0.get('sixbed4_router_received_packets_total{side="udp"}') ?? 0);
     const drops: Record<string, number> = {}, taskFailures: Record<string, number> = {}, fastPassed: Record<string, number> = {};
@@ -233,6 +243,7 @@ export async function runFlood(o: FloodOptions): Promise<FloodResult> {
       spoofedAtIsp: spoofed, drops, rcvbufErrors: snmp1 - snmp0,
       routerCpuPct: cpu0 && cpu1 ? Math.round((100 * (cpu1.user + cpu1.system - cpu0.user - cpu0.system) * 1000) / (c1 - c0)) : NaN,
       routerAlive, afterSent: after.sent, afterReceived: after.received, taskFailures, fastPassed,
+      tunTxDropped: tun1 - tun0, backlogDrops: backlog1 - backlog0, socketDrops,
       ...(during ? { duringSent: during.sent, duringLost: during.lost } : {}),
     };
   } finally {
@@ -246,6 +257,22 @@ async function udpRcvbufErrors(ns: { run(argv: string[]): Promise<string> }): Pr
   const lines = text.split('\n').filter((l) => l.startsWith('Udp:'));
   const keys = lines[0]!.split(/\s+/), vals = lines[1]!.split(/\s+/);
   return Number(vals[keys.indexOf('RcvbufErrors')]);
+}
+
+/** The drops column of /proc/net/udp for the router's port (25790 = 0x64BE), socket by socket. */
+async function routerSocketDrops(ns: { run(argv: string[]): Promise<string> }): Promise<number[]> {
+  const lines = (await ns.run(['cat', '/proc/net/udp'])).split('\n').filter((l) => /^\s*\d+: [0-9A-F]{8}:64BE /.test(l));
+  return lines.map((l) => Number(l.trim().split(/\s+/).at(-1)));
+}
+
+/** The router's TUN device's tx_dropped (its queue to the router process was full). */
+async function tunTxDropped(ns: { run(argv: string[]): Promise<string> }): Promise<number> {
+  return Number((await ns.run(['cat', '/sys/class/net/6bed4/statistics/tx_dropped']).catch(() => 'NaN')).trim());
+}
+
+/** The per-CPU input backlogs' drops so far (second column of /proc/net/softnet_stat, hex), summed over CPUs. */
+function backlogDrops(): number {
+  return readFileSync('/proc/net/softnet_stat', 'utf8').trim().split('\n').reduce((a, l) => a + parseInt(l.split(/\s+/)[1] ?? '0', 16), 0);
 }
 
 async function ispCount(isp: { run(argv: string[]): Promise<string> }): Promise<number> {

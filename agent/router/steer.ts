@@ -31,9 +31,22 @@ export function steerProgram(prefix8: Uint8Array, workers: number, sockets: numb
   const lo = ((prefix8[4]! << 24) | (prefix8[5]! << 16) | (prefix8[6]! << 8) | prefix8[7]!) >>> 0;
   const others = sockets - 1;
   // Jumps go to labels, resolved below: every failed test ends in UNCHECKED.
-  const prog: (Insn | { jumpTo: string; code: number; k: number } | { label: string })[] = [
+  // A jump: jt 0 when its test holds (on to the next instruction), else to jumpTo; inverse: the other way round.
+  const prog: (Insn | { jumpTo: string; code: number; k: number; inverse?: boolean } | { label: string })[] = [
     [LD | W | LEN, 0, 0, 0], // A = payload length
     { code: JMP | JGE | K, k: 40, jumpTo: 'UNCHECKED' }, // an IPv6 header at least
+    { code: JMP | JGE | K, k: 1281, jumpTo: 'UNCHECKED', inverse: true }, // at most the tunnel's MTU
+    [ST, 0, 0, 0], [LD | H | ABS, 0, 0, 4], [ALU | ADD | K, 0, 0, 40], [LDX | MEM, 0, 0, 0],
+    { code: JMP | JEQ | X, k: 0, jumpTo: 'UNCHECKED' }, // and exactly the IPv6 packet its header says
+    [LD | B | ABS, 0, 0, 7], { code: JMP | JGE | K, k: 2, jumpTo: 'UNCHECKED' }, // a hop limit the router can forward
+    [LD | B | ABS, 0, 0, 24], { code: JMP | JGE | K, k: 0xff, jumpTo: 'UNCHECKED', inverse: true }, // not to multicast
+    // Not Neighbour Discovery (ICMPv6 133..137 right after the header): control, answered at a limited rate. (A load
+    // past the end would end the program with 0, the first socket: the length is checked before.)
+    [LD | B | ABS, 0, 0, 6], { code: JMP | JEQ | K, k: 58, jumpTo: 'NOTICMP' },
+    [LD | W | LEN, 0, 0, 0], { code: JMP | JGE | K, k: 41, jumpTo: 'UNCHECKED' },
+    [LD | B | ABS, 0, 0, 40], { code: JMP | JGE | K, k: 133, jumpTo: 'NOTICMP' },
+    { code: JMP | JGE | K, k: 138, jumpTo: 'UNCHECKED' },
+    { label: 'NOTICMP' },
     [LD | B | ABS, 0, 0, (NET + 0) >>> 0], // IPv4 version and header length: 0x45 (no options), so UDP is at 20
     { code: JMP | JEQ | K, k: 0x45, jumpTo: 'UNCHECKED' },
     [LD | B | ABS, 0, 0, 0], [ALU | AND | K, 0, 0, 0xf0],
@@ -67,8 +80,8 @@ export function steerProgram(prefix8: Uint8Array, workers: number, sockets: numb
   let i = 0;
   for (const p of prog) {
     if ('label' in p) continue;
-    // A test that holds goes on to the next instruction (jt 0); one that fails jumps to its label (jf).
-    const [code, jt, jf, k] = 'jumpTo' in p ? [p.code, 0, labels.get(p.jumpTo)! - i - 1, p.k] : p;
+    const to = 'jumpTo' in p ? labels.get(p.jumpTo)! - i - 1 : 0;
+    const [code, jt, jf, k] = 'jumpTo' in p ? (p.inverse ? [p.code, to, 0, p.k] : [p.code, 0, to, p.k]) : p;
     v.setUint16(8 * i, code, true); out[8 * i + 2] = jt; out[8 * i + 3] = jf; v.setUint32(8 * i + 4, k >>> 0, true);
     i++;
   }
