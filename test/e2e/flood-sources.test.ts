@@ -33,3 +33,19 @@ serial(named('fast path: valid-looking sources overfill the seen map; the router
   const leaked = (await listNamespaces()).filter((n) => !before.has(n) && n.includes('fsrc'));
   t.deepEqual(leaked, []);
 });
+
+for (const fastPath of [false, true]) {
+  serial(named(`${fastPath ? 'fast path' : 'TypeScript path'}: a million junk datagrams from many sources; the router lives, the peer is reached after, memory bounded`), async (t) => {
+    const before = new Set(await listNamespaces());
+    // Every kind of junk.ts, from random sources spread over every socket (the /64 ones valid-looking 6bed4 peers), as
+    // fast as two flooders go, up to a million; the peer pings all along (the bench prints the loss figures).
+    const r = await runFlood({ durationS: 4, maxPackets: 1_000_000, tag: fastPath ? 'fsrcf' : 'fsrct', spoof: true, fastPath, flooders: 2, pingS: 8, afterPings: 100 });
+    t.log(JSON.stringify(r, (k, v: unknown) => (k === 'routerOutput' ? undefined : v)));
+    reachableAfter(t, r);
+    t.true(r.floodSent > 100_000, `the flood ran (${r.floodSent} datagrams, ${r.floodPps} pps)`);
+    t.true((r.drops.spoofed ?? 0) > 0 && (r.drops.hop_limit ?? 0) > 0 && (r.drops.nd_invalid ?? 0) > 0, 'the junk reached the router\'s rules');
+    t.deepEqual(r.taskFailures, {}, 'no periodic task failed');
+    t.true(r.rssAfterMB - r.rssBeforeMB < 60, `router RSS ${r.rssBeforeMB.toFixed(0)} → ${r.rssAfterMB.toFixed(0)} MB`);
+    t.deepEqual((await listNamespaces()).filter((n) => !before.has(n) && n.includes('fsrc')), []);
+  });
+}
