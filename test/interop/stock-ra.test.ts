@@ -17,7 +17,7 @@ const ROUTER_V4 = parseIPv4('198.51.100.1');
 const PEER_V4 = parseIPv4('198.51.100.20');
 const OLD_PORT = 40000, NEW_PORT = 40002;
 const isp = parseIPv6('2001:db8:ffff::1');
-const ROUTES = { none: [], one: [parsePrefix('2001:db8:77::/48')], most: Array.from({ length: 37 }, (_, i) => parsePrefix(`2001:db8:${(0x100 + i).toString(16)}::/48`)) };
+const ROUTES = { '0': [], '1': [parsePrefix('2001:db8:77::/48')], '37': Array.from({ length: 37 }, (_, i) => parsePrefix(`2001:db8:${(0x100 + i).toString(16)}::/48`)) };
 const at = (port: number, lanip: number) => formatIPv6(makeAddress(prefix.bytes, PEER_V4, port, lanip));
 
 /** The one RA the engine answers the datagram (from PEER_V4:port) with, as the bytes of its IPv6 packet. */
@@ -52,7 +52,7 @@ for (const [name, routes] of Object.entries(ROUTES)) {
 }
 
 test('after a NAT move (the old address from a new port): both take the new /114; ours sees the old one withdrawn', (t) => {
-  const ra = answer(ROUTES.one, packetFrom(makeAddress(prefix.bytes, PEER_V4, OLD_PORT, 1)), NEW_PORT);
+  const ra = answer(ROUTES['1'], packetFrom(makeAddress(prefix.bytes, PEER_V4, OLD_PORT, 1)), NEW_PORT);
   t.is(formatIPv6(ra, 24), 'ff02::1');
   const stock = stockPeerReadsRA(ra);
   if (!stock.taken) return t.fail(stock.why);
@@ -66,7 +66,7 @@ test('after a NAT move (the old address from a new port): both take the new /114
 });
 
 test('after an originator-check failure of a source without a port word: the new /114 alone, read the same by both', (t) => {
-  const ra = answer(ROUTES.one, packetFrom(makeAddress(prefix.bytes, PEER_V4, 0, 0x11)), NEW_PORT);
+  const ra = answer(ROUTES['1'], packetFrom(makeAddress(prefix.bytes, PEER_V4, 0, 0x11)), NEW_PORT);
   const stock = stockPeerReadsRA(ra);
   if (!stock.taken) return t.fail(stock.why);
   t.is(formatIPv6(stock.address), at(NEW_PORT, 1));
@@ -96,7 +96,7 @@ test('the port of the stock parser reads the old form (new /114 first, withdrawn
 });
 
 test('the stock parser drops what the C code drops: a zero-length option, a non-/114 autonomous prefix, a foreign source', (t) => {
-  const ra = answer(ROUTES.none, rs(), NEW_PORT);
+  const ra = answer(ROUTES['0'], rs(), NEW_PORT);
   const zeroLen = Uint8Array.from(ra); zeroLen[56 + 1] = 0; fillChecksum(zeroLen, 0, 58, 40, zeroLen.length - 40, 2);
   t.false(stockPeerReadsRA(zeroLen).taken);
   const not114 = Uint8Array.from(ra); not114[56 + 2] = 64; fillChecksum(not114, 0, 58, 40, not114.length - 40, 2);
