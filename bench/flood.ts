@@ -8,7 +8,7 @@
 // source inside the /64 other than the legitimate peer's reached the native
 // side (the ISP namespace counts it with nft before anything else sees it).
 //
-// Topology: the lab's reference network (agent/lab/topology.ts) with peer A
+// Topology: the lab's reference network (lab/topology.ts) with peer A
 // behind the NAT as the legitimate peer and C, directly on the router's
 // second leg, as the flooder. Used by `npm run bench` (the "flood" row) and,
 // shortened, by test/bench/flood.test.ts.
@@ -16,13 +16,13 @@ import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { findSystemTool, systemTool } from '../agent/host/tools.js';
-import { buildTopology, TOPO } from '../agent/lab/topology.js';
-import { ping6, scrape, startPeerIn, startRouterIn } from '../agent/lab/sixbed4.js';
+import { buildTopology, TOPO } from '../lab/topology.js';
+import { ping6, scrape, startPeerIn, startRouterIn } from '../lab/sixbed4.js';
 import { processCpu, processMemory } from './procstat.js';
-import { nicLike } from '../agent/lab/fast-path.js';
+import { nicLike } from '../lab/fast-path.js';
 import { performance } from 'node:perf_hooks';
 import { makeAddress } from '../agent/protocol/address.js';
-import { formatIPv6, parseIPv4, parsePrefix64 } from '../agent/protocol/ip.js';
+import { formatIPv6, parseIPv4, parsePrefix64 } from '../lib/ip.js';
 import type { FloodConfig } from './flooder.js';
 
 const FLOODER = fileURLToPath(new URL('./flooder.js', import.meta.url));

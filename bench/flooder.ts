@@ -9,7 +9,7 @@
 // spread over all its SO_REUSEPORT sockets, and gives the rest random sources.
 import { performance } from 'node:perf_hooks';
 import { loadNative, newBatch } from '../agent/io/native.js';
-import { parseIPv4, parseIPv6, parsePrefix64 } from '../agent/protocol/ip.js';
+import { parseIPv4, parseIPv6, parsePrefix64 } from '../lib/ip.js';
 import { junkSet } from './junk.js';
 
 export interface FloodConfig {

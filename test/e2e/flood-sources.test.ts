@@ -3,7 +3,7 @@
 // meaning: the router is alive after the flood, a legitimate peer behind the NAT still reaches the native side, the
 // router's memory stays bounded, no periodic task failed. Loss figures are the bench's (npm run bench -- --only flood).
 import test from 'ava';
-import { listNamespaces } from '../../agent/lab/netns.js';
+import { listNamespaces } from '../../lab/netns.js';
 import { runFlood, type FloodResult } from '../../bench/flood.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { findSystemTool } from '../../agent/host/tools.js';

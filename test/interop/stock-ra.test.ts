@@ -6,7 +6,7 @@
 import test from 'ava';
 import { Engine } from '../../agent/router/engine.js';
 import { makeAddress } from '../../agent/protocol/address.js';
-import { formatIPv6, parseIPv4, parseIPv6, parsePrefix, parsePrefix64, type Prefix } from '../../agent/protocol/ip.js';
+import { formatIPv6, parseIPv4, parseIPv6, parsePrefix, parsePrefix64, type Prefix } from '../../lib/ip.js';
 import { writeHeader } from '../../agent/protocol/ipv6.js';
 import { fillChecksum } from '../../agent/protocol/checksum.js';
 import { parseRouterAdvert, writeRouterSolicit, ROUTER_LINK_LOCAL } from '../../agent/protocol/nd.js';

@@ -5,7 +5,7 @@
 import test from 'ava';
 import { bpfSyscalls, native, type MapDrain } from '../../agent/io/native.js';
 import { BPF_MAP_TYPE_LRU_HASH } from '../../agent/bpf/object.js';
-import { isRoot } from '../../agent/lab/topology.js';
+import { isRoot } from '../../lab/topology.js';
 
 const skip = isRoot() ? null : 'needs root (CAP_BPF) to make a BPF map';
 const rootTest = skip ? test.serial.skip : test.serial;

@@ -4,7 +4,7 @@ import { loadNative, newBatch, udpSteer } from '../../agent/io/native.js';
 import { steerProgram } from '../../agent/router/steer.js';
 import { makeAddress } from '../../agent/protocol/address.js';
 import { writeHeader } from '../../agent/protocol/ipv6.js';
-import { parseIPv4, parseIPv6, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { parseIPv4, parseIPv6, parsePrefix64 } from '../../lib/ip.js';
 import { writeNeighborSolicit, ROUTER_LINK_LOCAL } from '../../agent/protocol/nd.js';
 
 const io = loadNative();

@@ -4,8 +4,8 @@
 // other sockets by source port, and never the checked one.
 import test from 'ava';
 import { fileURLToPath } from 'node:url';
-import { Netns, uniqueName } from '../../agent/lab/netns.js';
-import { isRoot } from '../../agent/lab/topology.js';
+import { Netns, uniqueName } from '../../lab/netns.js';
+import { isRoot } from '../../lab/topology.js';
 import { steerProgram } from '../../agent/router/steer.js';
 
 const skip = isRoot() ? null : 'needs root for a network namespace';
