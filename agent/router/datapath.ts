@@ -4,6 +4,7 @@
 import { native, type NativeIO, type PollHandle } from '../io/native.js';
 import type { Engine } from './engine.js';
 import type { Batch } from '../io/batch.js';
+import { checkedSockets } from './steer.js';
 
 /** Batches handled per readiness event before yielding to the other sockets, the other direction and timers. */
 const ROUNDS_PER_EVENT = 16;
@@ -29,15 +30,15 @@ export class Datapath {
   constructor(private readonly engine: Engine, private readonly udpFds: readonly number[], private readonly tunFd: number,
     private readonly io: NativeIO = native, steered = false) {
     this.udpFd = udpFds[0]!;
-    this.checkedFd = steered && udpFds.length > 1 ? udpFds[0]! : -1;
+    this.checked = steered ? udpFds.slice(0, checkedSockets(udpFds.length)) : [];
   }
 
   /**
-   * With the sockets steered (steer.ts), the first one holds what passed the originator check in the kernel: it is
-   * read before each turn of any other socket, so a flood in the others cannot keep the peers' traffic waiting
-   * until its buffer overflows. -1: not steered.
+   * With the sockets steered (steer.ts), the first ones hold what passed the originator check in the kernel: they
+   * are read before each turn of any other socket, so a flood in the others cannot keep the peers' traffic waiting
+   * until their buffers overflow. Empty: not steered.
    */
-  private readonly checkedFd: number;
+  private readonly checked: readonly number[];
 
   start(): void {
     for (const fd of this.udpFds) this.polls.push(this.io.poll(fd, () => this.onUdp(fd)));
@@ -50,7 +51,7 @@ export class Datapath {
 
   /** Peers → kernel, peers → peers, and replies to peers. */
   onUdp(fd: number): void {
-    if (this.checkedFd >= 0 && fd !== this.checkedFd) this.readUdp(this.checkedFd);
+    if (this.checked.length && !this.checked.includes(fd)) for (const c of this.checked) this.readUdp(c);
     this.readUdp(fd);
   }
 

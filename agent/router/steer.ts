@@ -2,10 +2,12 @@
 // (SO_ATTACH_REUSEPORT_CBPF) before any socket buffer: the originator check, done cheaply on the headers, splits the
 // traffic. Datagrams whose IPv6 source is the 6bed4 address of their own IPv4:port (what every peer sends, and
 // what junk from anyone else fails: broken headers, RS/NS from :: or link-local, sources of other mappings) go to
-// each worker's first socket, the "checked" one; the rest spread over the other sockets by source port. The data
-// path reads the checked sockets first and with a larger budget (datapath.ts), so a flood of junk from many
-// sources fills the other sockets' buffers and not the one the peers' traffic waits in. A flood that builds
-// matching sources competes in the checked sockets as before (the fast path forwards that kind in the kernel).
+// the first half of each worker's sockets, the "checked" ones; the rest to the other half. Within each half the
+// source (IPv4 + port) picks the socket, so one source flooding valid-looking datagrams still fills only its own
+// socket's buffer, as the kernel's hash did before. The data path reads the checked sockets before each turn of
+// another (datapath.ts), so a flood of junk from many sources fills the other sockets' buffers and not the ones
+// the peers' traffic waits in. A flood that builds matching sources from many addresses competes in the checked
+// sockets (the fast path forwards that kind in the kernel).
 //
 // Pure: builds the program's bytes (struct sock_filter, 8 bytes an instruction); the router attaches it.
 
@@ -21,15 +23,37 @@ const NET = -0x100000;
 
 type Insn = [code: number, jt: number, jf: number, k: number];
 
+/** How many of a worker's sockets (the first ones) take checked datagrams: half, rounded up. */
+export function checkedSockets(sockets: number): number {
+  return sockets < 2 ? 0 : Math.ceil(sockets / 2);
+}
+
+/**
+ * Returns the index of socket first + (h mod (workers × n)) mod n of worker (h mod (workers × n)) / n, where h mixes
+ * the source's IPv4 and port: a source keeps its socket, sources spread.
+ */
+function pick(workers: number, sockets: number, n: number, first: number): Insn[] {
+  return [
+    // h = IPv4 + (IPv4 >> 16) + port + (port >> 1): ports often share their low bit (peers bind even ones).
+    [LD | W | ABS, 0, 0, (NET + 12) >>> 0], [ST, 0, 0, 1], [ALU | RSH | K, 0, 0, 16], [LDX | MEM, 0, 0, 1], [ALU | ADD | X, 0, 0, 0], [ST, 0, 0, 1],
+    [LD | H | ABS, 0, 0, (NET + 20) >>> 0], [ST, 0, 0, 2], [ALU | RSH | K, 0, 0, 1], [LDX | MEM, 0, 0, 2], [ALU | ADD | X, 0, 0, 0],
+    [LDX | MEM, 0, 0, 1], [ALU | ADD | X, 0, 0, 0],
+    [ALU | MOD | K, 0, 0, workers * n], [ST, 0, 0, 1],
+    [ALU | DIV | K, 0, 0, n], [ALU | MUL | K, 0, 0, sockets], [ST, 0, 0, 2],
+    [LD | MEM, 0, 0, 1], [ALU | MOD | K, 0, 0, n], [ALU | ADD | K, 0, 0, first], [LDX | MEM, 0, 0, 2], [ALU | ADD | X, 0, 0, 0],
+    [RET | A, 0, 0, 0],
+  ];
+}
+
 /**
  * The program for `workers` groups of `sockets` sockets each (in the order they were bound: worker by worker), for
  * the /64 prefix8 (its first 8 bytes). Returns null when there is nothing to split (one socket a worker).
  */
 export function steerProgram(prefix8: Uint8Array, workers: number, sockets: number): Uint8Array | null {
   if (sockets < 2) return null;
+  const checked = checkedSockets(sockets), rest = sockets - checked;
   const hi = ((prefix8[0]! << 24) | (prefix8[1]! << 16) | (prefix8[2]! << 8) | prefix8[3]!) >>> 0;
   const lo = ((prefix8[4]! << 24) | (prefix8[5]! << 16) | (prefix8[6]! << 8) | prefix8[7]!) >>> 0;
-  const others = sockets - 1;
   // Jumps go to labels, resolved below: every failed test ends in UNCHECKED.
   // A jump: jt 0 when its test holds (on to the next instruction), else to jumpTo; inverse: the other way round.
   const prog: (Insn | { jumpTo: string; code: number; k: number; inverse?: boolean } | { label: string })[] = [
@@ -64,16 +88,14 @@ export function steerProgram(prefix8: Uint8Array, workers: number, sockets: numb
     [LD | H | ABS, 0, 0, (NET + 20) >>> 0], [ST, 0, 0, 0],
     [LD | H | ABS, 0, 0, 20], [LDX | MEM, 0, 0, 0],
     { code: JMP | JEQ | X, k: 0, jumpTo: 'UNCHECKED' },
-    // Checked: worker (source port mod workers), its first socket.
-    [LD | H | ABS, 0, 0, (NET + 20) >>> 0], [ALU | MOD | K, 0, 0, workers], [ALU | MUL | K, 0, 0, sockets], [RET | A, 0, 0, 0],
+    // Checked: u = source mod (workers × checked); worker u / checked, its socket u mod checked.
+    ...pick(workers, sockets, checked, 0),
     { label: 'UNCHECKED' },
-    // The rest: u = source port mod (workers × others); worker u / others, its socket 1 + u mod others.
-    [LD | H | ABS, 0, 0, (NET + 20) >>> 0], [ALU | MOD | K, 0, 0, workers * others], [ST, 0, 0, 1],
-    [ALU | DIV | K, 0, 0, others], [ALU | MUL | K, 0, 0, sockets], [ST, 0, 0, 2],
-    [LD | MEM, 0, 0, 1], [ALU | MOD | K, 0, 0, others], [ALU | ADD | K, 0, 0, 1], [LDX | MEM, 0, 0, 2], [ALU | ADD | X, 0, 0, 0],
-    [RET | A, 0, 0, 0],
+    // The rest: u = source mod (workers × rest); worker u / rest, its socket checked + u mod rest.
+    ...pick(workers, sockets, rest, checked),
   ];
   const labels = new Map<string, number>();
+
   let n = 0;
   for (const p of prog) if ('label' in p) labels.set(p.label, n); else n++;
   const out = new Uint8Array(8 * n), v = new DataView(out.buffer);

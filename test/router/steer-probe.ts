@@ -12,7 +12,8 @@ const prefix = parsePrefix64('2001:db8:9:10::/64');
 const LO = parseIPv4('127.0.0.1'), ISP = parseIPv6('2001:db8:ffff::1');
 const fds = [0, 1, 2, 3].map(() => io.udpOpen('127.0.0.1', 25790, true).fd);
 udpSteer(fds[0]!, steerProgram(prefix.bytes, 1, 4)!);
-const senders = [0, 1, 2, 3].map(() => io.udpOpen('127.0.0.1', 0, false));
+// Fixed ports (even ones, as peers bind), so where each source lands is the same every run.
+const senders = [0, 1, 2, 3].map((i) => io.udpOpen('127.0.0.1', 40000 + 2 * i, false));
 const rx = newBatch(64, 2048);
 
 const udp6 = (src: Uint8Array, dst: Uint8Array, hops = 64, payload = 8) => {
