@@ -20,8 +20,9 @@ const unit = [
   'operator/reconcile-table', 'operator/render', 'operator/slices-table', 'operator/slices', 'operator/yaml11',
   'peer/direct', 'peer/hooks', 'peer/lan-advert',
   'protocol/address', 'protocol/exthdr', 'protocol/ip', 'protocol/nd',
-  'router/engine', 'router/live', 'router/ndp-mode', 'router/peer-engine', 'router/ratelimit', 'router/refused',
-  'service/config', 'service/live', 'service/notify', 'service/status',
+  'interop/stock-ra',
+  'router/engine', 'router/live', 'router/ndp-mode', 'router/peer-engine', 'router/periodic', 'router/ratelimit', 'router/refused',
+  'service/config', 'service/live', 'service/notify', 'service/run-unit', 'service/status',
   'slices/inbound-unit', 'slices/unit',
   'version',
 ];
