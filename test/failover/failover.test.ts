@@ -73,13 +73,13 @@ serial(title('one member is active, the other a ready standby bound to the float
   await g.startAgent(1);
   const r2 = await g.role(1, 'Standby');
   t.true(r2.ready, r2.message);
-  t.regex(r2.message ?? '', /ready standby for 198\.51\.100\.10/);
+  t.regex(r2.message ?? '', /ready standby for 198\.51\.100\.100/);
   t.is((await g.role(0, 'Active')).failover, 'Active');
   t.deepEqual((await g.macvlanAddresses(0)).sort(), [SEG.floating, SEG.nextHop].sort(), 'the active member holds both moving addresses');
   t.deepEqual(await g.macvlanAddresses(1), [], 'the standby holds none');
   // The standby's router is bound to the floating address already (IP_FREEBIND).
   const sockets = await g.seg.nodes[1]!.run(['ss', '-Hnul', 'sport', '= :25790']);
-  t.regex(sockets, /198\.51\.100\.10:25790/);
+  t.regex(sockets, /198\.51\.100\.100:25790/);
 
   s.peer = await startPeerIn(g.seg.peer, ['--router', SEG.floating, '--default-route']);
   t.regex(s.peer.address, /^2001:db8:9:10:/);
@@ -122,7 +122,7 @@ async function across(t: { log: (...a: unknown[]) => void }, what: string, act: 
   await ping.stop('SIGINT');
   const gap = pingGap(ping.output());
   t.log(`${what}: longest silence between ping answers (every 20 ms) ${gap.gapMs} ms`);
-  const taker = g.agents.find((a) => a?.output().includes(`took over 198.51.100.10 from ${was}`));
+  const taker = g.agents.find((a) => a?.output().includes(`took over 198.51.100.100 from ${was}`));
   for (const l of (taker?.output() ?? '').split('\n').filter((x) => x.includes(`from=${was}`))) t.log(`  ${now.split('_')[0]}: ${l.trim()}`);
   if (!s.stream.running) throw new Error(`the TCP stream ended: ${s.stream.output().slice(-500)}`);
   await eventually('the stream to move on', async () => Number(/checked (\d+)\n?$/.exec(s.stream.output().trim())?.[1] ?? 0) > checkedBefore + 4096, 60_000, 200);
@@ -157,7 +157,7 @@ serial(title('planned stop (SIGTERM) of the active member: it withdraws, release
   const from = NODES.indexOf(await g.holder());
   const to = 1 - from;
   const gap = await across(t, 'planned stop', async () => { await g.agents[from]!.stop('SIGTERM', 30_000); });
-  t.regex(g.agents[from]!.output(), /withdrew from 198\.51\.100\.10: stopping[^]*released the Lease/, 'withdrew first, then released');
+  t.regex(g.agents[from]!.output(), /withdrew from 198\.51\.100\.100: stopping[^]*released the Lease/, 'withdrew first, then released');
   const m = await scrape(g.seg.nodes[to]!, METRICS);
   t.is(m.get(`sixbed4_failovers_total{prefix="${PREFIX}",reason="Released"}`), 1);
   t.log(`planned stop gap ${gap} ms (goal: under 1 s; not asserted: the machine is shared)`);

@@ -24,7 +24,7 @@ export class Group {
   bridges: (ApiBridge | undefined)[] = [];
   private constructor(readonly cp: ControlPlane, readonly admin: Kube, readonly seg: Segment, readonly dir: string, readonly apiPort: number) {}
 
-  static async start(tag: string, upstream: 'RoutedNextHop' | 'OnLink'): Promise<Group> {
+  static async start(tag: string, upstream: 'RoutedNextHop' | 'OnLink', opts: { fastPath?: boolean } = {}): Promise<Group> {
     const dir = await mkdtemp(join(tmpdir(), `sixbed4-${tag}-`));
     const cp = await startControlPlane();
     const admin = new Kube(cp.kubeConfig(), 'sixbed4-test');
@@ -35,7 +35,7 @@ export class Group {
       await admin.create(paths.configMaps(NS), {
         apiVersion: 'v1', kind: 'ConfigMap',
         metadata: { name: agentConfigMapName(PREFIX), namespace: NS, labels: { [LABEL_PREFIX]: PREFIX, [LABEL_MANAGED_BY]: MANAGED_BY } },
-        data: share(upstream),
+        data: share(upstream, opts.fastPath ?? !!process.env.FAILOVER_FAST_PATH),
       });
       return g;
     } catch (err) {
@@ -102,11 +102,13 @@ export class Group {
   }
 }
 
-function share(upstream: 'RoutedNextHop' | 'OnLink'): Record<string, string> {
+function share(upstream: 'RoutedNextHop' | 'OnLink', fastPath: boolean): Record<string, string> {
   const common: AgentCommonConfig = { apiVersion: API_VERSION, kind: 'AgentConfig', name: PREFIX, prefix: SEG.prefix, nodes: NODES, metricsPort: 9475 };
   const node: AgentNodeConfig = {
     prefix: SEG.prefix, listen: { address: SEG.floating, port: 25790 }, uplink: 'eth0', localAddresses: [], localAddressMode: 'uplink128',
     routes: [], ndpProxy: upstream === 'OnLink' ? 'on' : 'off', tunnel: '6b4fo',
+    // Every member's router with its fast path (Required: a member without it is not a member).
+    ...(fastPath ? { fastPath: 'on' as const } : {}),
     failover: {
       address: SEG.floating, leaseName: LEASE, members: NODES, upstream, ...(upstream === 'RoutedNextHop' ? { nextHop: SEG.nextHop } : {}),
       virtualRouterId: SEG.virtualRouterId, ...TIMING,

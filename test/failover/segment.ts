@@ -6,7 +6,7 @@
 //          wan 203.0.113.1/24 towards the NAT. Ports p-<node> of br0 lead to the nodes; a bridge-family nftables
 //          table counts, per port, ARP replies for the floating address and NAs (who answered).
 //   [node] eth0 198.51.100.1<i>/24, 2001:db8:ffff::1<i>/64, default routes via prv. The floating address
-//          198.51.100.10 and the next hop belong to no node: the active member's agent puts them on its macvlan.
+//          198.51.100.100 and the next hop belong to no node: the active member's agent puts them on its macvlan.
 //   [nat]  wan0 203.0.113.20/24, lanA 100.64.1.1/24, masquerade;  [peer] eth0 100.64.1.2/24.
 import { systemTool } from '../../agent/host/tools.js';
 import { Netns, uniqueName } from '../../agent/lab/netns.js';
@@ -14,7 +14,7 @@ import { veth } from '../../agent/lab/veth.js';
 
 export const SEG = {
   prefix: '2001:db8:9:10::/64',
-  floating: '198.51.100.10',
+  floating: '198.51.100.100',
   nextHop: '2001:db8:ffff::100',
   providerV4: '198.51.100.254',
   providerV6: '2001:db8:ffff::1',
