@@ -19,6 +19,24 @@ export async function uplinkState(uplink: string): Promise<DataPathState> {
   return { ok: true };
 }
 
+/**
+ * Whether the node can reach beyond the segment: a default route for IPv4 (replies to peers) and for IPv6 (the /64's
+ * traffic). A link that went down and came back has lost both (Linux drops routes through a device that goes down,
+ * and its IPv6 addresses with them) until the node's network configuration puts them back.
+ */
+export async function routesState(): Promise<DataPathState> {
+  for (const family of ['-4', '-6']) {
+    let routes: unknown[];
+    try {
+      routes = await ipJson(family, 'route', 'show', 'default');
+    } catch (err) {
+      return { ok: false, why: `cannot read the routes: ${(err as Error).message}` };
+    }
+    if (!routes.length) return { ok: false, why: `no IPv${family === '-4' ? 4 : 6} default route` };
+  }
+  return { ok: true };
+}
+
 /** Resolves within ms or says it did not: a router that does not answer its counters is not forwarding either. */
 export async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
   let t: NodeJS.Timeout | undefined;

@@ -18,6 +18,9 @@ import { eventually, safely } from '../operator/helpers.js';
 import { SEG } from './segment.js';
 import { pingGap, STREAM_CLIENT } from './stream.js';
 import { Group, METRICS, NODES, PREFIX } from './group.js';
+import { agentConfigMapName, type AgentNodeConfig } from '../../kube/api.js';
+import { paths } from '../../kube/client.js';
+import { NS } from '../operator/helpers.js';
 
 const why = skipReason ?? controlPlaneSkipReason();
 const serial = why ? test.serial.skip : test.serial;
@@ -188,8 +191,12 @@ serial(title('the active member\'s uplink down, its API connection up: it gives 
   const r = await g.role(from, 'NotReady', 10_000);
   t.regex(r.message ?? '', /uplink eth0 is down/);
   t.false(r.ready);
-  // The link comes back: the old member stands by; still only the new one answers.
+  // The link comes back, without the routes that went with it: still not a candidate.
   await g.seg.nodes[from]!.ip(['link', 'set', 'eth0', 'up']);
+  const back = await eventually('the report to say why', async () => { const x = await g.report(from); return /default route/.test(x?.message ?? '') ? x : undefined; }, 10_000, 200);
+  t.is(back.failover, 'NotReady', back.message);
+  // The node's network configuration puts them back: the old member stands by; still only the new one answers.
+  await g.seg.restoreNode(from);
   await g.role(from, 'Standby');
   const who = await whoAnswers();
   t.true(who.arp[from] === 0 && who.arp[to]! > 0, `only ${NODES[to]} answers ARP: ${JSON.stringify(who)}`);
@@ -225,4 +232,24 @@ serial(title('the TCP stream: never reset, every byte checked'), async (t) => {
   t.log(final![0]);
   t.true(Number(final![1]) > 0);
   t.notRegex(s.stream.output(), /connection closed|wrong byte|error:/);
+});
+
+serial(title('a share that cannot fail over (the /64 routed to a link-local next hop) is refused with the reason, nothing left'), async (t) => {
+  const cm = (await g.admin.get<{ data: Record<string, string> }>(paths.configMap(NS, agentConfigMapName(PREFIX))))!;
+  const data = Object.fromEntries(Object.entries(cm.data).map(([k, v]) => {
+    if (!k.startsWith('node.')) return [k, v];
+    const n = JSON.parse(v) as AgentNodeConfig;
+    return [k, JSON.stringify({ ...n, failover: { ...n.failover!, nextHop: 'fe80::1' } })];
+  }));
+  await g.admin.mergePatch(paths.configMap(NS, agentConfigMapName(PREFIX)), { data });
+  for (const i of [0, 1]) {
+    const r = await eventually(`${NODES[i]} refused`, async () => { const x = await g.report(i); return x?.reason === 'FailoverUnsupported' ? x : undefined; }, 30_000, 200);
+    t.false(r.ready);
+    t.regex(r.message ?? '', /link-local: a \/64 routed to one machine's own link-local address cannot move/);
+    const links = await g.seg.nodes[i]!.json<{ ifname: string }[]>(['link', 'show']);
+    t.false(links.some((l) => l.ifname === `6b4vr${SEG.virtualRouterId}`), 'the macvlan is gone');
+    t.false(links.some((l) => l.ifname === '6b4fo'), 'no router runs');
+    t.notRegex(await g.seg.nodes[i]!.run(['nft', 'list', 'tables']), /sixbed4_vr/, 'the fence tables are gone');
+  }
+  t.is(await g.holder(), '', 'the Lease was released');
 });

@@ -29,6 +29,11 @@ export interface Segment {
   peer: Netns;
   nodes: Netns[];
   nodeV4(i: number): string;
+  /**
+   * Node i's addresses and routes as its network configuration has them (a link that went down lost its IPv6
+   * addresses and every route through it: this is what a node's netplan or NetworkManager puts back).
+   */
+  restoreNode(i: number): Promise<void>;
   /** The bridge port towards node i. */
   port(i: number): string;
   /** ARP replies for the floating address and NAs that came in from each node since the last reset. */
@@ -81,6 +86,11 @@ export async function buildSegment(tag: string, opts: { nodes?: number; upstream
     return {
       prv, nat, peer, nodes,
       nodeV4: (i) => `198.51.100.1${i + 1}`,
+      async restoreNode(i) {
+        await nodes[i]!.ipBatch([
+          `addr replace 2001:db8:ffff::1${i + 1}/64 dev eth0 nodad`, `route replace default via ${SEG.providerV4}`, `route replace default via ${SEG.providerV6}`,
+        ]);
+      },
       port: (i) => `p-n${i + 1}`,
       async answers() {
         return { arp: await Promise.all(nodes.map((_, i) => read(`arp${i + 1}`))), na: await Promise.all(nodes.map((_, i) => read(`na${i + 1}`))) };
