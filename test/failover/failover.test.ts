@@ -99,6 +99,11 @@ serial(title('one member is active, the other a ready standby bound to the float
   const who = await whoAnswers();
   t.true(who.arp[0]! > 0 && who.arp[1] === 0, `only n1 answers ARP: ${JSON.stringify(who)}`);
   t.true(who.na[0]! > 0 && who.na[1] === 0, `only n1 answers NS: ${JSON.stringify(who)}`);
+  // Unicast probes too (arping broadcasts until the first answer, then asks the virtual MAC directly): the kernel
+  // answers for the addresses on the macvlan.
+  const arp = await g.seg.prv.exec(['arping', '-c', '4', '-w', '5', '-I', 'br0', SEG.floating]);
+  t.regex(arp.stdout, /Received 4 response/, arp.stdout);
+  t.regex(arp.stdout, /\[00:00:5E:00:01:2A\]/i);
 });
 
 /** The API server's count of requests on Leases, by verb (its own metrics). */
