@@ -78,6 +78,11 @@ serial(title('one member is active, the other a ready standby bound to the float
   t.true(r2.ready, r2.message);
   t.regex(r2.message ?? '', /ready standby for 198\.51\.100\.100/);
   t.is((await g.role(0, 'Active')).failover, 'Active');
+  const m1 = await scrape(g.seg.nodes[0]!, METRICS), m2 = await scrape(g.seg.nodes[1]!, METRICS);
+  t.is(m1.get(`sixbed4_failover_active{prefix="${PREFIX}"}`), 1);
+  t.is(m1.get(`sixbed4_failover_standby_ready{prefix="${PREFIX}"}`), 0);
+  t.is(m2.get(`sixbed4_failover_active{prefix="${PREFIX}"}`), 0);
+  t.is(m2.get(`sixbed4_failover_standby_ready{prefix="${PREFIX}"}`), 1);
   t.deepEqual((await g.macvlanAddresses(0)).sort(), [SEG.floating, SEG.nextHop].sort(), 'the active member holds both moving addresses');
   t.deepEqual(await g.macvlanAddresses(1), [], 'the standby holds none');
   // The standby's router is bound to the floating address already (IP_FREEBIND).
