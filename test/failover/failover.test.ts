@@ -10,17 +10,17 @@
 import test from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { controlPlaneSkipReason } from '../k8s/controlplane.js';
-import type { Proc } from '../../agent/lab/proc.js';
-import { scrape, startPeerIn } from '../../agent/lab/sixbed4.js';
+import type { Proc } from '../../lab/proc.js';
+import { scrape, startPeerIn } from '../../lab/sixbed4.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { ECHO_SERVER } from '../helpers/tcp-echo.js';
-import { eventually, safely } from '../operator/helpers.js';
+import { NS, safely } from '../helpers/cluster.js';
+import { eventually } from '../helpers/wait.js';
 import { SEG } from './segment.js';
 import { pingGap, STREAM_CLIENT } from './stream.js';
 import { Group, METRICS, NODES, PREFIX } from './group.js';
 import { agentConfigMapName, type AgentNodeConfig } from '../../kube/api.js';
 import { paths } from '../../kube/client.js';
-import { NS } from '../operator/helpers.js';
 
 const why = skipReason ?? controlPlaneSkipReason();
 const serial = why ? test.serial.skip : test.serial;

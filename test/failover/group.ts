@@ -7,10 +7,11 @@ import { join } from 'node:path';
 import { startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
 import { agentConfigMapName, AGENT_REPORTS_ANNOTATION, API_VERSION, LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, type AgentCommonConfig, type AgentNodeConfig, type AgentReport } from '../../kube/api.js';
 import { Kube, paths } from '../../kube/client.js';
-import type { Proc } from '../../agent/lab/proc.js';
-import { CLI } from '../../agent/lab/sixbed4.js';
+import type { Proc } from '../../lab/proc.js';
+import { CLI } from '../../lab/sixbed4.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
-import { eventually, installChart, NS, safely } from '../operator/helpers.js';
+import { installChart, NS, safely } from '../helpers/cluster.js';
+import { eventually } from '../helpers/wait.js';
 import { buildSegment, SEG, type Segment } from './segment.js';
 
 export const PREFIX = 'fo';

@@ -6,9 +6,10 @@
 // standby loads and attaches before it holds the address.
 import test from 'ava';
 import { controlPlaneSkipReason } from '../k8s/controlplane.js';
-import { ping6, startPeerIn } from '../../agent/lab/sixbed4.js';
+import { ping6, startPeerIn } from '../../lab/sixbed4.js';
 import { skipReason } from '../helpers/fixtures.js';
-import { eventually, safely } from '../operator/helpers.js';
+import { safely } from '../helpers/cluster.js';
+import { eventually } from '../helpers/wait.js';
 import { SEG } from './segment.js';
 import { Group, NODES } from './group.js';
 

@@ -9,8 +9,8 @@
 //          198.51.100.100 and the next hop belong to no node: the active member's agent puts them on its macvlan.
 //   [nat]  wan0 203.0.113.20/24, lanA 100.64.1.1/24, masquerade;  [peer] eth0 100.64.1.2/24.
 import { systemTool } from '../../agent/host/tools.js';
-import { Netns, uniqueName } from '../../agent/lab/netns.js';
-import { veth } from '../../agent/lab/veth.js';
+import { Netns, uniqueName } from '../../lab/netns.js';
+import { veth } from '../../lab/veth.js';
 
 export const SEG = {
   prefix: '2001:db8:9:10::/64',
