@@ -17,7 +17,9 @@ import { buildSegment, SEG, type Segment } from './segment.js';
 export const PREFIX = 'fo';
 export const LEASE = 'sixbed4-failover-fo';
 export const NODES = ['n1', 'n2'];
-export const TIMING = { leaseDurationMs: 2000, renewIntervalMs: 500, fenceAfterMs: 1500 };
+/** The operator's defaults; FAILOVER_LEASE_MS=1000 runs the group with a 1 s lease (renew and fence scaled along). */
+const LEASE_MS = Number(process.env.FAILOVER_LEASE_MS ?? 2000);
+export const TIMING = { leaseDurationMs: LEASE_MS, renewIntervalMs: LEASE_MS / 4, fenceAfterMs: (LEASE_MS * 3) / 4 };
 export const METRICS = '127.0.0.1:9475';
 
 export class Group {
