@@ -44,6 +44,11 @@ export interface FastPathConfig {
   prefix: Uint8Array;
   /** The destinations the router refuses to send to (refused.ts), as the engine has them now. */
   refused: readonly IPv4Range[];
+  /**
+   * The uplink, when the bound address is not (yet) on one: a failover standby binds the floating address, which only
+   * the active member holds (on a macvlan of this uplink). Otherwise the interface that holds the bound address.
+   */
+  uplink?: string;
 }
 
 export interface FastPath {
@@ -83,7 +88,7 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
   };
   let uplink: string, prog: FastPathPrograms;
   try {
-    uplink = await uplinkOf(cfg.bindIPv4);
+    uplink = cfg.uplink ?? await uplinkOf(cfg.bindIPv4);
     prog = load(cfg);
   } catch (err) {
     return refuse((err as Error).message);

@@ -177,7 +177,9 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
       const start = (bind?: string) => startRouter(routerConfig({
         ...shareRouterOptions(n, { tun: o.tun ?? n.tunnel ?? '6bed4', uplink: plan?.macvlan ?? applied.plan.uplink, host, ...(bind ? { bind } : {}) }),
         // Every member binds the floating address, held or not: a takeover is announcements only.
-        ...(plan ? { freebind: true } : {}),
+        // Its fast path sits on the macvlan: datagrams to the floating address arrive there for this host (on the
+        // uplink they are another host's, PACKET_OTHERHOST, which from-peers leaves to the router).
+        ...(plan ? { freebind: true, bindUplink: plan.macvlan } : {}),
       }), log);
       try {
         router = await start();

@@ -5,7 +5,7 @@
 // - as active renews every renewIntervalMs and withdraws by itself fenceAfterMs after the last renew it sent that
 //   succeeded (a timer here, and the kernel's fence, fence.ts, which holds even if this process dies), before any
 //   standby may take the Lease (fenceAfterMs < leaseDurationMs, counted from sending here and from receiving there);
-// - gives up when its data path breaks (uplink carrier, router), releasing the Lease with the reason DataPathDown,
+// - gives up when its data path breaks (uplink carrier, default routes, router), releasing the Lease with the reason DataPathDown,
 //   and stays out until the path is back;
 // - on a planned stop withdraws first, then releases the Lease, so a standby watching it takes over at once.
 // When the API server does not answer, an active member cannot renew and so withdraws at its deadline: being
@@ -20,7 +20,7 @@ import type { KubeObject } from '../../kube/api.js';
 import { LeaderElector, RELEASE_REASON_ANNOTATION } from '../../kube/leader.js';
 import type { FailoverPlan } from './config.js';
 import { Announcer } from './announcer.js';
-import { uplinkState, within } from './health.js';
+import { routesState, uplinkState, within } from './health.js';
 import type { FailoverMetrics, FailoverReason } from './metrics.js';
 import { formatIPv4 } from '../../lib/ip.js';
 
@@ -293,6 +293,8 @@ export class FailoverMember {
   private async dataPath(): Promise<{ ok: boolean; why?: string }> {
     const up = await uplinkState(this.o.plan.uplink);
     if (!up.ok) return up;
+    const routes = await routesState();
+    if (!routes.ok) return routes;
     const n = await within(this.o.forwarded(), 1000);
     if (n === undefined) return { ok: false, why: 'the router does not answer' };
     return { ok: true };

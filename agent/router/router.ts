@@ -83,6 +83,8 @@ export interface RouterOptions {
    * ready on the floating address that only the active member holds (agent/failover/).
    */
   freebind?: boolean;
+  /** With freebind: the uplink the bound address comes and goes on (its fast path is attached there at once). */
+  bindUplink?: string;
 }
 
 export interface RouterConfig {
@@ -107,6 +109,7 @@ export interface RouterConfig {
   rateLimit: Omit<RateLimitConfig, 'tableSize'>;
   fastPath: FastPathMode;
   freebind: boolean;
+  bindUplink?: string;
 }
 
 /** What a reload changes while the data path keeps forwarding (the rest needs a restart). */
@@ -159,7 +162,7 @@ export function routerConfig(o: RouterOptions): RouterConfig {
     ...(ndpProxy ? { ndpProxy } : {}),
     prefix: parsePrefix64(o.prefix),
     listenIPv4: advertised?.ipv4 ?? listenIPv4, bindIPv4, port: advertised?.port ?? port, bindPort: port, tun, batch, workers, statsIntervalMs: o.statsIntervalMs ?? 60_000, refusePrivate: !!o.refusePrivate, sockets,
-    handover: o.handover === true, freebind: o.freebind === true,
+    handover: o.handover === true, freebind: o.freebind === true, ...(o.bindUplink ? { bindUplink: o.bindUplink } : {}),
     rateLimit: rateLimitOf(o.rateLimit),
     fastPath: fastPathModeOf(o.fastPath),
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
@@ -238,7 +241,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       // What arrives on the uplink is addressed to the bound address and port (a DNAT in front, --advertise, has
       // already rewritten it), and what the router sends leaves from them; the advertised ones are its identity.
       bindIPv4: cfg.bindIPv4, bindPort: cfg.bindPort, ownIPv4: cfg.listenIPv4, ownPort: cfg.port, prefix: cfg.prefix.bytes,
-      refused: refusedRanges(local, cfg.refusePrivate),
+      refused: refusedRanges(local, cfg.refusePrivate), ...(cfg.bindUplink ? { uplink: cfg.bindUplink } : {}),
     }, log);
     if (prepared) undo.push(() => prepared.close());
     const engineCfg: EngineConfig = {

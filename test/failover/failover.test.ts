@@ -14,11 +14,13 @@ import type { Proc } from '../../lab/proc.js';
 import { scrape, startPeerIn } from '../../lab/sixbed4.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { ECHO_SERVER } from '../helpers/tcp-echo.js';
-import { safely } from '../helpers/cluster.js';
+import { NS, safely } from '../helpers/cluster.js';
 import { eventually } from '../helpers/wait.js';
 import { SEG } from './segment.js';
 import { pingGap, STREAM_CLIENT } from './stream.js';
 import { Group, METRICS, NODES, PREFIX } from './group.js';
+import { agentConfigMapName, type AgentNodeConfig } from '../../kube/api.js';
+import { paths } from '../../kube/client.js';
 
 const why = skipReason ?? controlPlaneSkipReason();
 const serial = why ? test.serial.skip : test.serial;
@@ -74,13 +76,18 @@ serial(title('one member is active, the other a ready standby bound to the float
   await g.startAgent(1);
   const r2 = await g.role(1, 'Standby');
   t.true(r2.ready, r2.message);
-  t.regex(r2.message ?? '', /ready standby for 198\.51\.100\.10/);
+  t.regex(r2.message ?? '', /ready standby for 198\.51\.100\.100/);
   t.is((await g.role(0, 'Active')).failover, 'Active');
+  const m1 = await scrape(g.seg.nodes[0]!, METRICS), m2 = await scrape(g.seg.nodes[1]!, METRICS);
+  t.is(m1.get(`sixbed4_failover_active{prefix="${PREFIX}"}`), 1);
+  t.is(m1.get(`sixbed4_failover_standby_ready{prefix="${PREFIX}"}`), 0);
+  t.is(m2.get(`sixbed4_failover_active{prefix="${PREFIX}"}`), 0);
+  t.is(m2.get(`sixbed4_failover_standby_ready{prefix="${PREFIX}"}`), 1);
   t.deepEqual((await g.macvlanAddresses(0)).sort(), [SEG.floating, SEG.nextHop].sort(), 'the active member holds both moving addresses');
   t.deepEqual(await g.macvlanAddresses(1), [], 'the standby holds none');
   // The standby's router is bound to the floating address already (IP_FREEBIND).
   const sockets = await g.seg.nodes[1]!.run(['ss', '-Hnul', 'sport', '= :25790']);
-  t.regex(sockets, /198\.51\.100\.10:25790/);
+  t.regex(sockets, /198\.51\.100\.100:25790/);
 
   s.peer = await startPeerIn(g.seg.peer, ['--router', SEG.floating, '--default-route']);
   t.regex(s.peer.address, /^2001:db8:9:10:/);
@@ -97,6 +104,11 @@ serial(title('one member is active, the other a ready standby bound to the float
   const who = await whoAnswers();
   t.true(who.arp[0]! > 0 && who.arp[1] === 0, `only n1 answers ARP: ${JSON.stringify(who)}`);
   t.true(who.na[0]! > 0 && who.na[1] === 0, `only n1 answers NS: ${JSON.stringify(who)}`);
+  // Unicast probes too (arping broadcasts until the first answer, then asks the virtual MAC directly): the kernel
+  // answers for the addresses on the macvlan.
+  const arp = await g.seg.prv.exec(['arping', '-c', '4', '-w', '5', '-I', 'br0', SEG.floating]);
+  t.regex(arp.stdout, /Received 4 response/, arp.stdout);
+  t.regex(arp.stdout, /\[00:00:5E:00:01:2A\]/i);
 });
 
 /** The API server's count of requests on Leases, by verb (its own metrics). */
@@ -123,7 +135,7 @@ async function across(t: { log: (...a: unknown[]) => void }, what: string, act: 
   await ping.stop('SIGINT');
   const gap = pingGap(ping.output());
   t.log(`${what}: longest silence between ping answers (every 20 ms) ${gap.gapMs} ms`);
-  const taker = g.agents.find((a) => a?.output().includes(`took over 198.51.100.10 from ${was}`));
+  const taker = g.agents.find((a) => a?.output().includes(`took over 198.51.100.100 from ${was}`));
   for (const l of (taker?.output() ?? '').split('\n').filter((x) => x.includes(`from=${was}`))) t.log(`  ${now.split('_')[0]}: ${l.trim()}`);
   if (!s.stream.running) throw new Error(`the TCP stream ended: ${s.stream.output().slice(-500)}`);
   await eventually('the stream to move on', async () => Number(/checked (\d+)\n?$/.exec(s.stream.output().trim())?.[1] ?? 0) > checkedBefore + 4096, 60_000, 200);
@@ -158,7 +170,7 @@ serial(title('planned stop (SIGTERM) of the active member: it withdraws, release
   const from = NODES.indexOf(await g.holder());
   const to = 1 - from;
   const gap = await across(t, 'planned stop', async () => { await g.agents[from]!.stop('SIGTERM', 30_000); });
-  t.regex(g.agents[from]!.output(), /withdrew from 198\.51\.100\.10: stopping[^]*released the Lease/, 'withdrew first, then released');
+  t.regex(g.agents[from]!.output(), /withdrew from 198\.51\.100\.100: stopping[^]*released the Lease/, 'withdrew first, then released');
   const m = await scrape(g.seg.nodes[to]!, METRICS);
   t.is(m.get(`sixbed4_failovers_total{prefix="${PREFIX}",reason="Released"}`), 1);
   t.log(`planned stop gap ${gap} ms (goal: under 1 s; not asserted: the machine is shared)`);
@@ -189,8 +201,12 @@ serial(title('the active member\'s uplink down, its API connection up: it gives 
   const r = await g.role(from, 'NotReady', 10_000);
   t.regex(r.message ?? '', /uplink eth0 is down/);
   t.false(r.ready);
-  // The link comes back: the old member stands by; still only the new one answers.
+  // The link comes back, without the routes that went with it: still not a candidate.
   await g.seg.nodes[from]!.ip(['link', 'set', 'eth0', 'up']);
+  const back = await eventually('the report to say why', async () => { const x = await g.report(from); return /default route/.test(x?.message ?? '') ? x : undefined; }, 10_000, 200);
+  t.is(back.failover, 'NotReady', back.message);
+  // The node's network configuration puts them back: the old member stands by; still only the new one answers.
+  await g.seg.restoreNode(from);
   await g.role(from, 'Standby');
   const who = await whoAnswers();
   t.true(who.arp[from] === 0 && who.arp[to]! > 0, `only ${NODES[to]} answers ARP: ${JSON.stringify(who)}`);
@@ -226,4 +242,24 @@ serial(title('the TCP stream: never reset, every byte checked'), async (t) => {
   t.log(final![0]);
   t.true(Number(final![1]) > 0);
   t.notRegex(s.stream.output(), /connection closed|wrong byte|error:/);
+});
+
+serial(title('a share that cannot fail over (the /64 routed to a link-local next hop) is refused with the reason, nothing left'), async (t) => {
+  const cm = (await g.admin.get<{ data: Record<string, string> }>(paths.configMap(NS, agentConfigMapName(PREFIX))))!;
+  const data = Object.fromEntries(Object.entries(cm.data).map(([k, v]) => {
+    if (!k.startsWith('node.')) return [k, v];
+    const n = JSON.parse(v) as AgentNodeConfig;
+    return [k, JSON.stringify({ ...n, failover: { ...n.failover!, nextHop: 'fe80::1' } })];
+  }));
+  await g.admin.mergePatch(paths.configMap(NS, agentConfigMapName(PREFIX)), { data });
+  for (const i of [0, 1]) {
+    const r = await eventually(`${NODES[i]} refused`, async () => { const x = await g.report(i); return x?.reason === 'FailoverUnsupported' ? x : undefined; }, 30_000, 200);
+    t.false(r.ready);
+    t.regex(r.message ?? '', /link-local: a \/64 routed to one machine's own link-local address cannot move/);
+    const links = await g.seg.nodes[i]!.json<{ ifname: string }[]>(['link', 'show']);
+    t.false(links.some((l) => l.ifname === `6b4vr${SEG.virtualRouterId}`), 'the macvlan is gone');
+    t.false(links.some((l) => l.ifname === '6b4fo'), 'no router runs');
+    t.notRegex(await g.seg.nodes[i]!.run(['nft', 'list', 'tables']), /sixbed4_vr/, 'the fence tables are gone');
+  }
+  t.is(await g.holder(), '', 'the Lease was released');
 });

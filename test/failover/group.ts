@@ -17,7 +17,9 @@ import { buildSegment, SEG, type Segment } from './segment.js';
 export const PREFIX = 'fo';
 export const LEASE = 'sixbed4-failover-fo';
 export const NODES = ['n1', 'n2'];
-export const TIMING = { leaseDurationMs: 2000, renewIntervalMs: 500, fenceAfterMs: 1500 };
+/** The operator's defaults; FAILOVER_LEASE_MS=1000 runs the group with a 1 s lease (renew and fence scaled along). */
+const LEASE_MS = Number(process.env.FAILOVER_LEASE_MS ?? 2000);
+export const TIMING = { leaseDurationMs: LEASE_MS, renewIntervalMs: LEASE_MS / 4, fenceAfterMs: (LEASE_MS * 3) / 4 };
 export const METRICS = '127.0.0.1:9475';
 
 export class Group {
@@ -25,7 +27,7 @@ export class Group {
   bridges: (ApiBridge | undefined)[] = [];
   private constructor(readonly cp: ControlPlane, readonly admin: Kube, readonly seg: Segment, readonly dir: string, readonly apiPort: number) {}
 
-  static async start(tag: string, upstream: 'RoutedNextHop' | 'OnLink'): Promise<Group> {
+  static async start(tag: string, upstream: 'RoutedNextHop' | 'OnLink', opts: { fastPath?: boolean } = {}): Promise<Group> {
     const dir = await mkdtemp(join(tmpdir(), `sixbed4-${tag}-`));
     const cp = await startControlPlane();
     const admin = new Kube(cp.kubeConfig(), 'sixbed4-test');
@@ -36,7 +38,7 @@ export class Group {
       await admin.create(paths.configMaps(NS), {
         apiVersion: 'v1', kind: 'ConfigMap',
         metadata: { name: agentConfigMapName(PREFIX), namespace: NS, labels: { [LABEL_PREFIX]: PREFIX, [LABEL_MANAGED_BY]: MANAGED_BY } },
-        data: share(upstream),
+        data: share(upstream, opts.fastPath ?? !!process.env.FAILOVER_FAST_PATH),
       });
       return g;
     } catch (err) {
@@ -103,11 +105,13 @@ export class Group {
   }
 }
 
-function share(upstream: 'RoutedNextHop' | 'OnLink'): Record<string, string> {
+function share(upstream: 'RoutedNextHop' | 'OnLink', fastPath: boolean): Record<string, string> {
   const common: AgentCommonConfig = { apiVersion: API_VERSION, kind: 'AgentConfig', name: PREFIX, prefix: SEG.prefix, nodes: NODES, metricsPort: 9475 };
   const node: AgentNodeConfig = {
     prefix: SEG.prefix, listen: { address: SEG.floating, port: 25790 }, uplink: 'eth0', localAddresses: [], localAddressMode: 'uplink128',
     routes: [], ndpProxy: upstream === 'OnLink' ? 'on' : 'off', tunnel: '6b4fo',
+    // Every member's router with its fast path (Required: a member without it is not a member).
+    ...(fastPath ? { fastPath: 'on' as const } : {}),
     failover: {
       address: SEG.floating, leaseName: LEASE, members: NODES, upstream, ...(upstream === 'RoutedNextHop' ? { nextHop: SEG.nextHop } : {}),
       virtualRouterId: SEG.virtualRouterId, ...TIMING,

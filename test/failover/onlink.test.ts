@@ -2,7 +2,8 @@
 // member's neighbour proxy answers for the peers on the group's macvlan, so those entries hold the virtual MAC,
 // which moves with the group: after a crash of the active member (kill -9) the standby takes over and the
 // provider's entries for the peers stay valid (the same MAC) without a new solicitation. Two member nodes as
-// agents against a real API server (group.ts).
+// agents against a real API server (group.ts), every member's router with its in-kernel fast path (Required), which a
+// standby loads and attaches before it holds the address.
 import test from 'ava';
 import { controlPlaneSkipReason } from '../k8s/controlplane.js';
 import { ping6, startPeerIn } from '../../lab/sixbed4.js';
@@ -20,14 +21,14 @@ let g: Group;
 
 test.before(async () => {
   if (why) return;
-  g = await Group.start('fol', 'OnLink');
+  g = await Group.start('fol', 'OnLink', { fastPath: true });
 });
 
 test.after.always(async () => {
   await safely(() => g?.stop());
 });
 
-serial(title('on-link /64: the provider\'s entry for a peer holds the virtual MAC, which stays right across a crash'), async (t) => {
+serial(title('on-link /64, fast path on: the provider\'s entry for a peer holds the virtual MAC, which stays right across a crash'), async (t) => {
   await g.startAgent(0);
   await eventually('n1 active', async () => (await g.holder()) === 'n1', 20_000, 100);
   await g.startAgent(1);
@@ -48,5 +49,7 @@ serial(title('on-link /64: the provider\'s entry for a peer holds the virtual MA
   const after = await eventually('pings through n2', async () => { const r = await ping6(g.seg.prv, peer.address, { count: 3, timeoutS: 1 }); return r.received === 3 ? r : undefined; }, 30_000, 200);
   t.is(after.received, 3);
   t.is((await entry())?.lladdr, SEG.vmac, 'the same entry still holds');
+  // Required: a standby that could not load and attach its fast path would not have been a member at all.
+  t.regex(g.agents[1]!.output(), /fast path on: .* uplink=6b4vr42/);
   for (const l of g.takeoverLines(1).slice(-2)) t.log(l.trim());
 });

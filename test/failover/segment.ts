@@ -6,7 +6,7 @@
 //          wan 203.0.113.1/24 towards the NAT. Ports p-<node> of br0 lead to the nodes; a bridge-family nftables
 //          table counts, per port, ARP replies for the floating address and NAs (who answered).
 //   [node] eth0 198.51.100.1<i>/24, 2001:db8:ffff::1<i>/64, default routes via prv. The floating address
-//          198.51.100.10 and the next hop belong to no node: the active member's agent puts them on its macvlan.
+//          198.51.100.100 and the next hop belong to no node: the active member's agent puts them on its macvlan.
 //   [nat]  wan0 203.0.113.20/24, lanA 100.64.1.1/24, masquerade;  [peer] eth0 100.64.1.2/24.
 import { systemTool } from '../../agent/host/tools.js';
 import { Netns, uniqueName } from '../../lab/netns.js';
@@ -14,7 +14,7 @@ import { veth } from '../../lab/veth.js';
 
 export const SEG = {
   prefix: '2001:db8:9:10::/64',
-  floating: '198.51.100.10',
+  floating: '198.51.100.100',
   nextHop: '2001:db8:ffff::100',
   providerV4: '198.51.100.254',
   providerV6: '2001:db8:ffff::1',
@@ -29,6 +29,11 @@ export interface Segment {
   peer: Netns;
   nodes: Netns[];
   nodeV4(i: number): string;
+  /**
+   * Node i's addresses and routes as its network configuration has them (a link that went down lost its IPv6
+   * addresses and every route through it: this is what a node's netplan or NetworkManager puts back).
+   */
+  restoreNode(i: number): Promise<void>;
   /** The bridge port towards node i. */
   port(i: number): string;
   /** ARP replies for the floating address and NAs that came in from each node since the last reset. */
@@ -81,6 +86,11 @@ export async function buildSegment(tag: string, opts: { nodes?: number; upstream
     return {
       prv, nat, peer, nodes,
       nodeV4: (i) => `198.51.100.1${i + 1}`,
+      async restoreNode(i) {
+        await nodes[i]!.ipBatch([
+          `addr replace 2001:db8:ffff::1${i + 1}/64 dev eth0 nodad`, `route replace default via ${SEG.providerV4}`, `route replace default via ${SEG.providerV6}`,
+        ]);
+      },
       port: (i) => `p-n${i + 1}`,
       async answers() {
         return { arp: await Promise.all(nodes.map((_, i) => read(`arp${i + 1}`))), na: await Promise.all(nodes.map((_, i) => read(`na${i + 1}`))) };
