@@ -137,9 +137,10 @@ ktest('a failover group: the operator creates its Lease (owned by the prefix) an
   t.regex(forged.message, /a sixbed4 agent writes only the Lease of its own node: this one runs on fo-b/);
   await report('fo', 'fo-a', { ready: true, livePeers: 0, message: 'forwarding', failover: 'Active' });
   await report('fo', 'fo-b', { ready: true, livePeers: 0, message: 'standing by', failover: 'Standby' });
-  const p1 = await eventually('fo-a active, Ready', async () => {
+  const p1 = await eventually('fo-a active, Ready, fo-b a ready standby', async () => {
     const p = await admin().get<SixBed4Prefix>(paths.prefix('fo'));
-    return p?.status?.failover?.active === 'fo-a' && p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? p : undefined;
+    return p?.status?.failover?.active === 'fo-a' && p.status.failover.standbysReady === '1/1' &&
+      p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ? p : undefined;
   });
   t.like(p1.status!.failover, { active: 'fo-a', standbysReady: '1/1', lastFailover: { to: 'fo-a', reason: 'Elected' } });
   t.deepEqual(p1.status!.nodes!.map((e) => `${e.name} ${e.failover}`), ['fo-a Active', 'fo-b Standby']);
