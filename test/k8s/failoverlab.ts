@@ -91,6 +91,9 @@ export class HaLab {
         }));
       }
       await mkdir(join(dir, 'agent-state'));
+      // Real nodes reach the Internet's IPv4 through the provider: a member without an IPv4 default route counts its
+      // data path as down (agent/failover/health.ts) and never stands by.
+      for (const n of lab.nodes) await n.ns.ip(['route', 'replace', 'default', 'via', '198.51.100.254', 'dev', 'eth0']);
       // The provider routes the /64 to the group's next hop, which moves with the active node.
       await lab.isp.ip(['-6', 'route', 'replace', HA.prefix, 'via', HA.nextHop, 'dev', 'br0']);
       return new HaLab(dir, images, lab, cp, new Kube(cp.kubeConfig(), 'sixbed4-test'), nodes);
