@@ -5,7 +5,8 @@
 // UDP the router is believed, its RAs are handed up; another peer only for
 // packets to our own address whose source address embeds the datagram's IPv4
 // and port (the originator check the router makes), and only with the direct
-// path on. The rest goes to the kernel.
+// path on. The rest goes to the kernel. Data relayed by the router from a peer
+// we send to straight is told to direct.ts: that peer may have given the path up.
 import { IPV6_HEADER, ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT, ND_REDIRECT, ND_ROUTER_ADVERT, ND_ROUTER_SOLICIT, NH_ICMPV6,
   TUNNEL_MTU } from '../protocol/constants.js';
 import { equal16, OFF_DST, OFF_SRC, packetLength, payloadLength, readU32 } from '../protocol/ipv6.js';
@@ -20,6 +21,8 @@ export class PeerCounters {
   /** packets sent straight to another peer, and received straight from one */
   directTxPackets = 0; directRxPackets = 0;
   probesSent = 0; probeAnswers = 0; neighborAdverts = 0;
+  /** direct paths given up because the peer's data came through the router again */
+  directViaRouter = 0;
   routerAdverts = 0;
   dropForeign = 0; dropInvalid = 0; dropMulticast = 0; dropNd = 0;
 }
@@ -97,6 +100,9 @@ export class PeerEngine {
         }
         if (t >= ND_ROUTER_SOLICIT && t <= ND_REDIRECT) { c.dropNd++; continue; }
       }
+      // Relayed from another peer of our /64 (the router checked that it comes from where its source says).
+      if (fromRouter && this.direct && this.own && this.inOur64(d, off + OFF_SRC) &&
+          this.direct.viaRouter(addressIPv4(d, off + OFF_SRC), addressPort(d, off + OFF_SRC), nowMs)) c.directViaRouter++;
       out.off[k] = off; out.len[k] = len; k++;
       c.toTunPackets++; c.toTunBytes += len;
     }

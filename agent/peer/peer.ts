@@ -16,7 +16,7 @@ import { PeerEngine } from './engine.js';
 import type { RouterAdvert } from '../protocol/nd.js';
 import { addressIPv4, addressPort } from '../protocol/address.js';
 import { checkHook, HookRunner } from './hooks.js';
-import { DirectPaths } from './direct.js';
+import { DirectPaths, type PathWhy } from './direct.js';
 import { checkLanInterface, LanSide } from './lan.js';
 
 export interface PeerOptions {
@@ -126,6 +126,11 @@ const FIRST_SOLICIT_MS = 1000;
 const MAX_SOLICIT_MS = 30_000;
 /** Re-solicit every this many keepalives, so a silently changed NAT mapping is noticed. */
 const SOLICIT_EVERY_KEEPALIVES = 10;
+/** What the log says when a direct path goes back to the router. */
+const GONE_WHY: Record<PathWhy, string> = {
+  answered: 'answered', quiet: 'our probes went unanswered', 'via-router': 'its data came through the router again',
+  forgotten: 'forgotten', moved: 'our address moved',
+};
 
 /** io: the addon (the default), or a stand-in with its semantics such as FakeIO (agent/io/fake.ts). */
 export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = native): Promise<RunningPeer> {
@@ -221,10 +226,10 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
     });
   };
 
-  const direct = cfg.direct ? new DirectPaths((v4, port, on) => {
+  const direct = cfg.direct ? new DirectPaths((v4, port, on, why) => {
     const peer = `${formatIPv4(v4)}:${port}`;
     if (on) log.info(`direct path to ${peer}: it answered from the IPv4:port its address embeds`, { peer });
-    else log.info(`direct path to ${peer} gone (quiet or forgotten): through the router`, { peer });
+    else log.info(`direct path to ${peer} gone (${GONE_WHY[why]}): through the router`, { peer, why });
   }) : undefined;
   const engine = new PeerEngine(cfg.routerV4, cfg.routerPort, onAdvert, 64, direct);
   engine.serveLan = !!cfg.lan;

@@ -66,7 +66,7 @@ rootSerial(title('a direct path cut both ways mid-stream: both peers go back to 
   const direct0 = await relayed();
   const warm = await ping6(s.topo.peers.A, s.pd.address, { count: 10, interval: 0.05 });
   t.is(warm.received, 10, warm.output);
-  t.is(await relayed(), direct0, 'before the cut the pings go direct: the router relays none of them');
+  t.is(await relayed(), direct0, `before the cut the pings go direct: the router relays none of them\n${s.a.proc.output().slice(-1500)}\n${s.pd.proc.output().slice(-1500)}`);
 
   const [fromA, fromD] = [s.a.proc.lines().length, s.pd.proc.lines().length];
   const stream = ping6(s.topo.peers.A, s.pd.address, { count: 100, interval: 0.05, timeoutS: 1 });
