@@ -34,6 +34,14 @@ export const QUIET_MS = 1000;
  * longer one), which must not end a path that works.
  */
 export const STRAGGLER_MS = 250;
+/**
+ * The IPv4 TTL of the first probe to a peer: past our own NAT (one hop away, as a home router is), not as far as the
+ * other peer's. A NAT without an input firewall (a plain Linux masquerade) takes a probe arriving before its own peer
+ * has sent anything there for itself, and the conntrack entry that leaves makes it move its peer's own probe to
+ * another port, which our NAT then drops: nothing would go direct. This one only opens our NAT's mapping; the full
+ * probes after it (PROBE_MS later, by when the other peer, answering through the router, has sent its own) cross.
+ */
+export const FIRST_PROBE_TTL = 2;
 /** The least time between two answers to one peer's probes. */
 export const ANSWER_GAP_MS = 200;
 /** Entries unused (nothing sent, nothing heard) for this long are forgotten. */
@@ -79,6 +87,8 @@ export class DirectPaths {
   private readonly table = new Map<number, Entry>();
   /** Set by route(): a probe should go to that peer now. */
   probe = false;
+  /** With `probe`: the first to that peer, to go with FIRST_PROBE_TTL. */
+  firstProbe = false;
   /** How many entries are direct now: with none, data through the router needs no look-up. */
   private nDirect = 0;
 
@@ -178,9 +188,13 @@ export class DirectPaths {
   }
 
   private probing(e: Entry, now: number): void {
-    e.probed = now;
-    if (e.unanswered++ === 0) e.lost = now;
     this.probe = true;
+    // The first datagram straight to that peer (no probe, no answer to its NS yet) goes hop-limited; it cannot be
+    // answered, so it does not count as unanswered.
+    this.firstProbe = e.probed === -Infinity && e.answered === -Infinity;
+    e.probed = now;
+    if (this.firstProbe) return;
+    if (e.unanswered++ === 0) e.lost = now;
   }
 
   private set(e: Entry, direct: boolean, why: PathWhy): void {

@@ -41,7 +41,9 @@ export class PeerEngine {
   readonly toUdp: Batch;
   /** probes (NS) and answers to probes (NA), each to its peer's IPv4:port */
   readonly control: Batch;
-  nToTun = 0; nToUdp = 0; nControl = 0;
+  /** first probes to a peer: to go with the TTL FIRST_PROBE_TTL (direct.ts), after control */
+  readonly firstProbes: Batch;
+  nToTun = 0; nToUdp = 0; nControl = 0; nFirstProbes = 0;
   /** our 6bed4 address while we have one: direct datagrams must be for it */
   private own: Uint8Array | null = null;
   private ownLla: Uint8Array = new Uint8Array(6);
@@ -60,6 +62,8 @@ export class PeerEngine {
     this.toUdp = sharedBatch(this.tunRx);
     this.control = newBatch(CONTROL_CAP, IPV6_HEADER + 32);
     for (let i = 0; i < CONTROL_CAP; i++) this.control.off[i] = i * this.control.slot;
+    this.firstProbes = newBatch(CONTROL_CAP, IPV6_HEADER + 32);
+    for (let i = 0; i < CONTROL_CAP; i++) this.firstProbes.off[i] = i * this.firstProbes.slot;
   }
 
   /** Our address changed (or went): other peers learn the new one through the router first. */
@@ -76,7 +80,7 @@ export class PeerEngine {
   fromRouter(n: number, nowMs = Date.now()): void {
     const rx = this.udpRx, d = rx.data, c = this.counters, out = this.toTun;
     let k = 0;
-    this.nControl = 0;
+    this.nControl = 0; this.nFirstProbes = 0;
     for (let i = 0; i < n; i++) {
       c.udpRxPackets++;
       const off = rx.off[i]!, dlen = rx.len[i]!;
@@ -113,7 +117,7 @@ export class PeerEngine {
   fromKernel(n: number, nowMs = Date.now()): void {
     const rx = this.tunRx, d = rx.data, c = this.counters, out = this.toUdp;
     let k = 0;
-    this.nControl = 0;
+    this.nControl = 0; this.nFirstProbes = 0;
     for (let i = 0; i < n; i++) {
       c.tunRxPackets++;
       const off = rx.off[i]!;
@@ -208,8 +212,9 @@ export class PeerEngine {
 
   /** An NS from our address to target's (its own NUD form), sent straight to the IPv4:port target embeds. */
   private queueProbe(target: Uint8Array, v4: number, port: number): void {
-    if (this.nControl >= CONTROL_CAP || !this.own) return;
-    const r = this.control, j = this.nControl++;
+    const first = this.direct!.firstProbe;
+    if ((first ? this.nFirstProbes : this.nControl) >= CONTROL_CAP || !this.own) return;
+    const r = first ? this.firstProbes : this.control, j = first ? this.nFirstProbes++ : this.nControl++;
     r.len[j] = writeNeighborSolicit(r.data, r.off[j]!, this.own, target, target);
     r.addr[j] = v4; r.port[j] = port;
     this.counters.probesSent++;

@@ -16,7 +16,7 @@ import { PeerEngine } from './engine.js';
 import type { RouterAdvert } from '../protocol/nd.js';
 import { addressIPv4, addressPort } from '../protocol/address.js';
 import { checkHook, HookRunner } from './hooks.js';
-import { DirectPaths, type PathWhy } from './direct.js';
+import { DirectPaths, FIRST_PROBE_TTL, type PathWhy } from './direct.js';
 import { checkLanInterface, LanSide } from './lan.js';
 
 export interface PeerOptions {
@@ -247,6 +247,12 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
   // socket's error queue (IP_RECVERR), and the socket reports POLLERR until that queue is read: left there, they
   // would stop this poll for good and the peer would never read its router's packets again. Read them first; say so
   // once a minute at most. The address stays: the router's side is stateless, and keepalives go on.
+  // First probes go hop-limited (direct.ts, FIRST_PROBE_TTL): the socket's TTL is set for them alone.
+  const sendFirstProbes = () => {
+    if (!engine.nFirstProbes) return;
+    io.udpTtl(udpFd, FIRST_PROBE_TTL);
+    try { io.udpSend(udpFd, engine.firstProbes, engine.nFirstProbes); } finally { io.udpTtl(udpFd, -1); }
+  };
   const errors = newBatch(8, 64);
   const errorInfo = new Uint32Array(8);
   let lastErrorLog = 0;
@@ -267,6 +273,7 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
       engine.fromRouter(n);
       if (engine.nToTun) io.tunWrite(tunFd, engine.toTun, engine.nToTun);
       if (engine.nControl) io.udpSend(udpFd, engine.control, engine.nControl);
+      sendFirstProbes();
       if (n < engine.udpRx.cap) return;
     }
   }));
@@ -276,6 +283,7 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
       if (n === 0) return;
       engine.fromKernel(n);
       if (engine.nControl) io.udpSend(udpFd, engine.control, engine.nControl);
+      sendFirstProbes();
       if (engine.nToUdp) io.udpSend(udpFd, engine.toUdp, engine.nToUdp);
       if (n < engine.tunRx.cap) return;
     }

@@ -34,11 +34,14 @@ function send(e: PeerEngine, pkt: Uint8Array, now: number) {
   return { to: e.nToUdp ? [e.toUdp.addr[0]!, e.toUdp.port[0]!] : null, control: controls(e) };
 }
 
+/** The control datagrams queued: first probes (hop-limited, `first`) as well. */
 function controls(e: PeerEngine) {
-  const out: { bytes: Uint8Array; v4: number; port: number }[] = [];
-  for (let i = 0; i < e.nControl; i++) {
-    const o = e.control.off[i]!;
-    out.push({ bytes: Uint8Array.from(e.control.data.subarray(o, o + e.control.len[i]!)), v4: e.control.addr[i]!, port: e.control.port[i]! });
+  const out: { bytes: Uint8Array; v4: number; port: number; first: boolean }[] = [];
+  for (const [b, n, first] of [[e.control, e.nControl, false], [e.firstProbes, e.nFirstProbes, true]] as const) {
+    for (let i = 0; i < n; i++) {
+      const o = b.off[i]!;
+      out.push({ bytes: Uint8Array.from(b.data.subarray(o, o + b.len[i]!)), v4: b.addr[i]!, port: b.port[i]!, first });
+    }
   }
   return out;
 }
@@ -59,23 +62,34 @@ const ping = (from: Uint8Array, to: Uint8Array, seq: number, sport: number, dpor
 const ROUTER = { v4: ROUTER_V4, port: ROUTER_PORT };
 
 /** x probes y and y answers; y, sending back, probes and x answers: both direct (the first test, step by step). */
-function goDirect(x: ReturnType<typeof peer>, y: ReturnType<typeof peer>, now: number) {
+function goDirect(x: ReturnType<typeof peer>, y: ReturnType<typeof peer>, now: number, fresh = true) {
   const [xs, ys] = [selfOf(x), selfOf(y)];
-  const probe = send(x.e, data(addrOf(xs), addrOf(ys)), now).control[0]!;
-  const na = receive(y.e, probe.bytes, xs, now).control[0]!;
-  receive(x.e, na.bytes, ys, now);
-  const back = send(y.e, data(addrOf(ys), addrOf(xs)), now).control[0];
-  if (back) receive(y.e, receive(x.e, back.bytes, ys, now).control[0]!.bytes, xs, now);
+  if (fresh) {
+    // Each side's hop-limited first probe (it dies before the other NAT); the full ones follow.
+    send(x.e, data(addrOf(xs), addrOf(ys)), now - 2 * PROBE_MS);
+    send(y.e, data(addrOf(ys), addrOf(xs)), now - 2 * PROBE_MS);
+  }
+  // Every control datagram crosses, and what it makes the other side queue crosses back, until none is left.
+  const cross = (from: ReturnType<typeof peer>, to: ReturnType<typeof peer>, cs: { bytes: Uint8Array; first: boolean }[]): void => {
+    for (const c of cs) if (!c.first) cross(to, from, receive(to.e, c.bytes, selfOf(from), now).control);
+  };
+  cross(x, y, send(x.e, data(addrOf(xs), addrOf(ys)), now).control);
+  cross(y, x, send(y.e, data(addrOf(ys), addrOf(xs)), now).control);
 }
 const selves = new WeakMap<PeerEngine, { v4: number; port: number }>();
 const selfOf = (p: ReturnType<typeof peer>) => selves.get(p.e)!;
 
 test('A probes B and B answers: A goes direct; B, sending back, probes too and goes direct; until then the router', (t) => {
   const a = peer(A), b = peer(B);
+  const opening = send(a.e, data(addrOf(A), addrOf(B)), -PROBE_MS);
+  t.deepEqual(opening.to, [ROUTER_V4, ROUTER_PORT], 'the first packet goes through the router');
+  t.deepEqual(opening.control.map((c) => [c.v4, c.port, c.first]), [[B.v4, B.port, true]],
+    'with a hop-limited probe: it opens A\'s NAT, and dies before B\'s');
   const first = send(a.e, data(addrOf(A), addrOf(B)), 0);
-  t.deepEqual(first.to, [ROUTER_V4, ROUTER_PORT], 'the first packet goes through the router');
+  t.deepEqual(first.to, [ROUTER_V4, ROUTER_PORT], 'until an answer, through the router');
   t.is(first.control.length, 1);
   const probe = first.control[0]!;
+  t.false(probe.first, 'a second later, a full probe');
   t.deepEqual([probe.v4, probe.port, probe.bytes[IPV6_HEADER]], [B.v4, B.port, ND_NEIGHBOR_SOLICIT], 'an NS straight to B\'s IPv4:port');
 
   const atB = receive(b.e, probe.bytes, A, 10);
@@ -216,7 +230,7 @@ test('a straggler the peer sent through the router just before it went direct is
   receive(b.e, data(addrOf(A), addrOf(B)), ROUTER, 100 + STRAGGLER_MS);
   t.false(b.direct.isDirect(A.v4, A.port), 'later, and nothing straight since: A went back to the router');
   // B probes again and goes direct; A's data, still through the router, does not push it back until A's comes straight.
-  goDirect(b, a, 1000);
+  goDirect(b, a, 1000, false);
   t.true(b.direct.isDirect(A.v4, A.port));
   for (let now = 1100; now < 3000; now += 100) receive(b.e, data(addrOf(A), addrOf(B)), ROUTER, now);
   t.true(b.direct.isDirect(A.v4, A.port));
@@ -233,13 +247,14 @@ test('pings every 50 ms, the direct path cut both ways: no flapping before, back
   const straight = (x: typeof a, bytes: Uint8Array, now: number) => { if (!cut) arrive(other(x), bytes, self(x), now); };
   const kernelSends = (x: typeof a, bytes: Uint8Array, now: number) => {
     const s = send(x.e, bytes, now);
-    for (const c of s.control) straight(x, c.bytes, now);
+    // A hop-limited first probe dies before the other NAT.
+    for (const c of s.control) if (!c.first) straight(x, c.bytes, now);
     // The router relays, whatever the NATs do between the peers.
     if (s.to![0] === ROUTER_V4) arrive(other(x), bytes, ROUTER, now); else straight(x, bytes, now);
   };
   function arrive(x: typeof a, bytes: Uint8Array, from: { v4: number; port: number }, now: number) {
     const r = receive(x.e, bytes, from, now);
-    for (const c of r.control) straight(x, c.bytes, now);
+    for (const c of r.control) if (!c.first) straight(x, c.bytes, now);
     if (!r.toTun) return;
     const seq = Buffer.from(bytes).readUInt32BE(IPV6_HEADER + 8);
     if (x === b) kernelSends(b, ping(addrOf(B), addrOf(A), seq, 2000, 1000), now); // the echo reply
@@ -264,7 +279,7 @@ test('a peer that never answers is probed a few times, then rarely; the table is
   const d = new DirectPaths(() => undefined, 4);
   let probes = 0;
   for (let now = 0; now < 20 * PROBE_MS; now += 100) { d.route(B.v4, B.port, now); if (d.probe) probes++; }
-  t.is(probes, FAST_PROBES, 'then backed off');
+  t.is(probes, 1 + FAST_PROBES, 'the hop-limited first one (never answered, so not counted), then backed off');
   for (let i = 0; i < 10; i++) d.route(parseIPv4('192.0.2.1') + i, 40000, 100_000 + i);
   t.is(d.size, 4, 'never more than its bound');
   d.sweep(100_010 + EXPIRE_MS);
