@@ -8,8 +8,11 @@
 // and whenever the direct path goes quiet, packets go through the router, which
 // never stops relaying. The other side's data coming through the router again,
 // after it had come straight, says the same sooner: that peer gave the path up
-// (its probes went unanswered), so it is broken at least one way. The table is bounded and forgets peers not used for a
-// minute; the time comes in from the caller (no clock here).
+// (its probes went unanswered), so it is broken at least one way. The first
+// probe to a peer is hop-limited (FIRST_PROBE_TTL), so that NATs which take
+// unsolicited datagrams for themselves still let the later ones cross. The
+// table is bounded and forgets peers not used for a minute; the time comes in
+// from the caller (no clock here).
 
 /** How long to wait between probes of a peer that has not answered yet. */
 export const PROBE_MS = 1000;
