@@ -68,7 +68,7 @@ export class OperatorMetrics {
 
   readonly prefixDegraded = new client.Gauge({
     name: 'sixbed4_operator_prefix_degraded',
-    help: 'Per SixBed4Prefix: 1 for each reason its Degraded condition is True for (the condition\'s reason is the first of them), 0 with reason="" while it is not Degraded.',
+    help: 'Per SixBed4Prefix: 1 for each reason its Degraded condition is True for (the condition\'s reason is the first of them), 0 with reason="AsExpected" (the reason of the condition then) while it is not Degraded.',
     labelNames: ['prefix', 'reason'] as const, registers: [this.registry],
     collect: () => this.collectDegraded(),
   });
@@ -113,7 +113,7 @@ export class OperatorMetrics {
   private collectDegraded(): void {
     this.prefixDegraded.reset();
     for (const [prefix, v] of this.perPrefix) {
-      if (v.degraded.length === 0) this.prefixDegraded.set({ prefix, reason: '' }, 0);
+      if (v.degraded.length === 0) this.prefixDegraded.set({ prefix, reason: 'AsExpected' }, 0);
       for (const reason of new Set(v.degraded)) this.prefixDegraded.set({ prefix, reason }, 1);
     }
   }

@@ -1,0 +1,191 @@
+// The Grafana dashboard against a real Prometheus that scrapes real parts: a lab router (`sixbed4 router` in the
+// reference topology, with a peer that pinged through it), a node agent serving a prefix with slices (its API
+// server, chart and operator as test/cluster runs them, a peer behind NAT, one real CNI ADD on its socket) and the
+// operator. Every query of every panel must return series, and each series must carry every label its legend
+// names: a panel that shows nothing or "{{node}}" in its legend fails here. The series get `node` as the chart's
+// PodMonitor gives it (a target label); the lab router gets prefix and node as static labels, as a host's scrape
+// configuration would give them.
+import test from 'ava';
+import net from 'node:net';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
+import { agentConfigMapName } from '../../kube/api.js';
+import { Kube, paths } from '../../kube/client.js';
+import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
+import type { Proc } from '../../agent/lab/proc.js';
+import { CLI, ping6, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { skipReason } from '../helpers/fixtures.js';
+import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
+import { agentToken, eventually, installChart, NS, OPERATOR_SA, OperatorProcess, safely } from '../operator/helpers.js';
+import { DASHBOARD, RULES, prometheusSkipReason } from './tools.js';
+import { Prometheus, type Sample } from './prometheus.js';
+import { bridgeOut, type ScrapeBridge } from './scrape-bridge.js';
+
+const why = skipReason ?? controlPlaneSkipReason() ?? prometheusSkipReason();
+const serial = why ? test.serial.skip : test.serial;
+const title = (s: string) => (why ? `${s} (skipped: ${why})` : s);
+const NODE = 'edge-1';
+const PREFIX = 'home';
+
+interface Target { expr: string; legendFormat?: string; refId: string }
+interface Panel { type: string; title: string; targets?: Target[]; panels?: Panel[] }
+
+const s = {} as {
+  cp: ControlPlane; admin: Kube; topo: Topology; lab: Topology; dir: string; operator: OperatorProcess; agent: Proc; router: Proc;
+  bridge: ApiBridge; outs: ScrapeBridge[]; prom: Prometheus; peers: Proc[];
+};
+
+test.before(async () => {
+  if (why) return;
+  s.outs = []; s.peers = [];
+  s.dir = await mkdtemp(join(tmpdir(), 'sixbed4-ops-'));
+  s.cp = await startControlPlane();
+  s.admin = new Kube(s.cp.kubeConfig(), 'sixbed4-test');
+  await installChart(s.cp);
+  s.operator = await OperatorProcess.start(await s.cp.writeKubeconfig(await s.cp.serviceAccountToken(NS, OPERATOR_SA), 'operator'), 'op', ['--namespace', NS]);
+
+  // The node: the reference topology's router host, running the agent for a prefix with slices.
+  s.topo = await buildTopology({ tag: 'opsa' });
+  await s.admin.create(paths.nodes, { apiVersion: 'v1', kind: 'Node', metadata: { name: NODE, labels: { 'kubernetes.io/hostname': NODE } },
+    status: { addresses: [{ type: 'ExternalIP', address: TOPO.routerV4 }] } });
+  await s.admin.create(paths.prefixes, {
+    apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix', metadata: { name: PREFIX },
+    spec: { prefix: TOPO.prefix, nodeSelector: { 'kubernetes.io/hostname': NODE }, uplink: TOPO.routerUplinkIf, slices: { enabled: true } },
+  });
+  await s.admin.create(paths.namespaces, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', labels: { 'sixbed4.io/prefix': PREFIX } } });
+  await eventually('the agent ConfigMap', () => s.admin.get(paths.configMap(NS, agentConfigMapName(PREFIX))));
+  s.bridge = await bridgeApiInto(s.topo.router, Number(new URL(s.cp.server).port), join(s.dir, 'api.sock'));
+  const agentKubeconfig = await s.cp.writeKubeconfig(await agentToken(s.cp, NODE), 'agent');
+  const cniSocket = join(s.dir, 'run', 'cni.sock');
+  s.agent = s.topo.router.spawn([process.execPath, CLI, 'agent', '--namespace', NS, '--node', NODE, '--prefix', PREFIX, '--tun', '6bed4',
+    '--kubeconfig', agentKubeconfig, '--state-dir', s.dir, '--metrics', '127.0.0.1:9475', '--heartbeat-ms', '1000',
+    '--log-format', 'text', '--cni-socket', cniSocket]);
+  await s.agent.waitFor(/router ready/, 20_000);
+  await s.agent.waitFor(/CNI requests on/, 20_000);
+  const peer = await startPeerIn(s.topo.peers.A, ['--router', TOPO.routerV4, '--default-route']);
+  s.peers.push(peer.proc);
+  for (const [from, to] of [[s.topo.isp, peer.address], [s.topo.peers.A, TOPO.ispV6]] as const) await ping6(from, to, { count: 3 });
+  // One CNI ADD, as the shim sends it, for a pod the API server does not know: the agent answers it with an error.
+  await cniRequest(cniSocket, {
+    version: 1, command: 'ADD', containerId: randomUUID(), netns: '/var/run/netns/none', ifname: 'eth0',
+    args: `K8S_POD_NAMESPACE=shop;K8S_POD_NAME=ghost;K8S_POD_UID=${randomUUID()}`,
+    config: { cniVersion: '1.1.0', name: 'pods', type: 'sixbed4-cni' },
+  });
+
+  // A lab router on its own (a single host's `sixbed4 router`), with a peer.
+  s.lab = await buildTopology({ tag: 'opsr' });
+  s.router = await startRouterIn(s.lab.router, ['--prefix', TOPO.prefix, '--listen', TOPO.routerV4, '--metrics', '127.0.0.1:9464']);
+  const labPeer = await startPeerIn(s.lab.peers.B, ['--router', TOPO.routerV4, '--default-route']);
+  s.peers.push(labPeer.proc);
+  await ping6(s.lab.isp, labPeer.address, { count: 3 });
+
+  const agentOut = await bridgeOut(s.topo.router, { host: '127.0.0.1', port: 9475 }, join(s.dir, 'agent-metrics.sock'));
+  const routerOut = await bridgeOut(s.lab.router, { host: '127.0.0.1', port: 9464 }, join(s.dir, 'router-metrics.sock'));
+  s.outs.push(agentOut, routerOut);
+  s.prom = await Prometheus.start({
+    global: { scrape_interval: '1s', evaluation_interval: '1s' },
+    rule_files: [RULES],
+    scrape_configs: [
+      { job_name: 'sixbed4-agent', static_configs: [{ targets: [agentOut.address], labels: { node: NODE } }] },
+      { job_name: 'sixbed4-operator', static_configs: [{ targets: [s.operator.metricsAddr] }] },
+      { job_name: 'sixbed4-router', static_configs: [{ targets: [routerOut.address], labels: { prefix: 'lab', node: 'lab-router' } }] },
+    ],
+  });
+});
+
+test.after.always(async () => {
+  await safely(() => s.prom?.stop());
+  for (const o of s.outs ?? []) await safely(() => o.close());
+  for (const p of s.peers ?? []) await safely(() => p.stop());
+  await safely(() => s.router?.stop());
+  await safely(() => s.agent?.stop());
+  await safely(() => s.bridge?.close());
+  await safely(() => s.operator?.stop());
+  await safely(() => s.lab?.destroy());
+  await safely(() => s.topo?.destroy());
+  await safely(() => s.cp?.stop());
+  if (s.dir) await safely(() => rm(s.dir, { recursive: true, force: true }));
+});
+
+/** One request on the agent's CNI socket, as the shim sends it (the whole request, then half-close), and its answer. */
+function cniRequest(path: string, body: unknown): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(path, () => sock.end(JSON.stringify(body)));
+    let out = '';
+    sock.on('data', (c: Buffer) => { out += c.toString('utf8'); });
+    sock.on('end', () => resolve(out));
+    sock.on('error', reject);
+  });
+}
+
+function panelsOf(d: { panels: Panel[] }): Panel[] {
+  return d.panels.flatMap((p) => [p, ...(p.panels ?? [])]).filter((p) => p.type !== 'row');
+}
+
+/** The query as Grafana sends it with every prefix and node selected. */
+const grafanaExpr = (expr: string) => expr.replaceAll('$__rate_interval', '1m').replaceAll('$prefix', '.*').replaceAll('$node', '.*');
+const legendLabels = (legend = '') => [...legend.matchAll(/\{\{\s*(\w+)\s*\}\}/g)].map((m) => m[1]!);
+
+serial(title('Prometheus scrapes the agent, the operator and the lab router'), async (t) => {
+  const targets = await eventually('every target up', async () => {
+    const ts = await s.prom.targets();
+    return ts.length === 3 && ts.every((x) => x.health === 'up') ? ts : undefined;
+  }, 30_000, 500);
+  t.deepEqual(targets.map((x) => x.labels.job).sort(), ['sixbed4-agent', 'sixbed4-operator', 'sixbed4-router']);
+  // The agent's router families carry the prefix; the operator knows the agent's report.
+  await eventually('the agent\'s live peer and the operator\'s report age', async () =>
+    (await s.prom.query(`sixbed4_router_live_peers{job="sixbed4-agent",prefix="${PREFIX}",node="${NODE}"} > 0`)).length === 1
+    && (await s.prom.query(`sixbed4_operator_agent_report_age_seconds{prefix="${PREFIX}",node="${NODE}"} < 60`)).length === 1, 60_000, 1000);
+  t.pass();
+});
+
+serial(title('every panel of the dashboard returns series with the labels its legend uses'), async (t) => {
+  const dashboard = JSON.parse(await readFile(DASHBOARD, 'utf8')) as { panels: Panel[]; templating: { list: { name: string; query?: unknown }[] } };
+  const panels = panelsOf(dashboard);
+  t.true(panels.length >= 12, `${panels.length} panels`);
+  // Rates need two scrapes in their window after the traffic: wait for the slowest family's (CNI ADDs).
+  await eventually('CNI ADD rate', async () => (await s.prom.query('sum(rate(sixbed4_cni_requests_total{command="ADD"}[1m])) > 0')).length > 0, 30_000, 500);
+  const report: string[] = [];
+  for (const p of panels) {
+    for (const target of p.targets ?? []) {
+      const expr = grafanaExpr(target.expr);
+      const result: Sample[] = await s.prom.query(expr);
+      t.true(result.length > 0, `${p.title} [${target.refId}]: no series for ${expr}`);
+      for (const series of result) {
+        for (const l of legendLabels(target.legendFormat)) {
+          t.truthy(series.metric[l], `${p.title} [${target.refId}]: series ${JSON.stringify(series.metric)} lacks "${l}" (legend ${target.legendFormat})`);
+        }
+      }
+      const legend = (m: Record<string, string>) => (target.legendFormat ?? '').replace(/\{\{\s*(\w+)\s*\}\}/g, (_x, l: string) => m[l] ?? '?');
+      report.push(`${p.title} [${target.refId}]: ${result.length} series; ${result.slice(0, 4).map((r) => `${legend(r.metric)} = ${Number(r.value[1]).toPrecision(3)}`).join('; ')}${result.length > 4 ? '; ...' : ''}`);
+    }
+  }
+  // The variables' queries too (label_values(metric, label): the metric has the label).
+  for (const v of dashboard.templating.list) {
+    const q = typeof v.query === 'object' && v.query ? (v.query as { query: string }).query : '';
+    const m = /^label_values\((.+),\s*(\w+)\)$/.exec(q);
+    if (!m) continue;
+    const values = new Set((await s.prom.query(grafanaExpr(m[1]!))).map((r) => r.metric[m[2]!]));
+    t.true(values.has(v.name === 'prefix' ? PREFIX : NODE), `variable ${v.name}: ${[...values].join(', ')}`);
+  }
+  t.log(report.join('\n'));
+  if (process.env.SIXBED4_OPS_REPORT) await writeFile(process.env.SIXBED4_OPS_REPORT, report.join('\n') + '\n');
+});
+
+serial(title('the alerts load into the same Prometheus, evaluate without error on the real series, and none holds'), async (t) => {
+  // Healthy here: the agent reports, the fast path is not asked for, the router forwards what it gets, the operator
+  // leads (one replica without leader election). Failover has no series yet: its alerts cannot hold either.
+  const groups = await eventually('every rule evaluated', async () => {
+    const g = (await s.prom.api<{ groups: { name: string; rules: { name: string; health: string; lastError?: string; lastEvaluation: string }[] }[] }>('rules')).groups;
+    return g.length > 0 && g.every((x) => x.rules.every((r) => !r.lastEvaluation.startsWith('0001'))) ? g : undefined;
+  }, 30_000, 500);
+  const rules = groups.flatMap((g) => g.rules);
+  t.true(rules.length >= 14, `${rules.length} rules`);
+  for (const r of rules) t.is(r.health, 'ok', `${r.name}: ${r.lastError ?? ''}`);
+  const alerts = await s.prom.query('ALERTS');
+  t.deepEqual(alerts.map((a) => `${a.metric.alertname} ${a.metric.alertstate}`), [], 'no alert pending or firing');
+  t.log(`${rules.length} rules evaluated, health ok: ${rules.map((r) => r.name).join(', ')}`);
+});
