@@ -23,6 +23,7 @@ import { agentToken, eventually, installChart, NS, OPERATOR_SA, OperatorProcess,
 import { DASHBOARD, RULES, prometheusSkipReason } from './tools.js';
 import { Prometheus, type Sample } from './prometheus.js';
 import { bridgeOut, type ScrapeBridge } from './scrape-bridge.js';
+import { renderDashboard } from './render-dashboard.js';
 
 const why = skipReason ?? controlPlaneSkipReason() ?? prometheusSkipReason();
 const serial = why ? test.serial.skip : test.serial;
@@ -35,7 +36,7 @@ interface Panel { type: string; title: string; targets?: Target[]; panels?: Pane
 
 const s = {} as {
   cp: ControlPlane; admin: Kube; topo: Topology; lab: Topology; dir: string; operator: OperatorProcess; agent: Proc; router: Proc;
-  bridge: ApiBridge; outs: ScrapeBridge[]; prom: Prometheus; peers: Proc[];
+  bridge: ApiBridge; outs: ScrapeBridge[]; prom: Prometheus; peers: Proc[]; peerAddress: string; labPeerAddress: string;
 };
 
 test.before(async () => {
@@ -67,6 +68,7 @@ test.before(async () => {
   await s.agent.waitFor(/CNI requests on/, 20_000);
   const peer = await startPeerIn(s.topo.peers.A, ['--router', TOPO.routerV4, '--default-route']);
   s.peers.push(peer.proc);
+  s.peerAddress = peer.address;
   for (const [from, to] of [[s.topo.isp, peer.address], [s.topo.peers.A, TOPO.ispV6]] as const) await ping6(from, to, { count: 3 });
   // One CNI ADD, as the shim sends it, for a pod the API server does not know: the agent answers it with an error.
   await cniRequest(cniSocket, {
@@ -80,6 +82,7 @@ test.before(async () => {
   s.router = await startRouterIn(s.lab.router, ['--prefix', TOPO.prefix, '--listen', TOPO.routerV4, '--metrics', '127.0.0.1:9464']);
   const labPeer = await startPeerIn(s.lab.peers.B, ['--router', TOPO.routerV4, '--default-route']);
   s.peers.push(labPeer.proc);
+  s.labPeerAddress = labPeer.address;
   await ping6(s.lab.isp, labPeer.address, { count: 3 });
 
   const agentOut = await bridgeOut(s.topo.router, { host: '127.0.0.1', port: 9475 }, join(s.dir, 'agent-metrics.sock'));
@@ -174,6 +177,27 @@ serial(title('every panel of the dashboard returns series with the labels its le
   t.log(report.join('\n'));
   if (process.env.SIXBED4_OPS_REPORT) await writeFile(process.env.SIXBED4_OPS_REPORT, report.join('\n') + '\n');
 });
+
+// A picture for people (not asserted): with SIXBED4_OPS_SNAPSHOT=file.svg, a minute of pings through both routers,
+// then every panel drawn from Prometheus' answers over the test's time (render-dashboard.ts).
+if (process.env.SIXBED4_OPS_SNAPSHOT && !why) {
+  test.serial('a picture of the dashboard from this Prometheus', async (t) => {
+    const start = Date.now() / 1000 - 60;
+    await Promise.all([ping6(s.topo.isp, s.peerAddress, { count: 150, interval: 0.2 }), ping6(s.lab.isp, s.labPeerAddress, { count: 100, interval: 0.3 }),
+      ping6(s.topo.peers.A, TOPO.ispV6, { count: 300, interval: 0.1 })]);
+    await new Promise((r) => setTimeout(r, 5000));
+    const dashboard = JSON.parse(await readFile(DASHBOARD, 'utf8')) as Parameters<typeof renderDashboard>[0];
+    const end = Date.now() / 1000;
+    const svg = await renderDashboard(dashboard,
+      async (expr) => (await s.prom.api<{ result: { metric: Record<string, string>; values: [number, string][] } []}>('query_range',
+        { query: expr, start: String(start), end: String(end), step: '2' })).result,
+      (e) => e.replaceAll('$__rate_interval', '15s').replaceAll('$prefix', '.*').replaceAll('$node', '.*'),
+      `sixbed4 dashboard rendered from a real Prometheus scrape (test/ops/dashboard.test.ts), ${new Date().toISOString()}: lab router + agent + operator on a shared 2-core machine`);
+    await writeFile(process.env.SIXBED4_OPS_SNAPSHOT!, svg);
+    t.log(`wrote ${process.env.SIXBED4_OPS_SNAPSHOT}`);
+    t.pass();
+  });
+}
 
 serial(title('the alerts load into the same Prometheus, evaluate without error on the real series, and none holds'), async (t) => {
   // Healthy here: the agent reports, the fast path is not asked for, the router forwards what it gets, the operator
