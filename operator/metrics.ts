@@ -6,8 +6,8 @@ import { buildInfo } from '../agent/build-info.js';
 export interface PrefixView {
   /** the reasons of its problems (empty: not Degraded) */
   degraded: string[];
-  /** its serving nodes' agents: ready now, and when they last reported (ms since the epoch) */
-  agents: { node: string; ready: boolean; lastSeenMs?: number }[];
+  /** its serving nodes' agents, read at scrape time: ready now, and when they last reported (ms since the epoch) */
+  agents: () => { node: string; ready: boolean; lastSeenMs?: number }[];
 }
 
 /** Words of a slicing prefix: held and there are, by kind. */
@@ -123,7 +123,7 @@ export class OperatorMetrics {
     const g = what === 'ready' ? this.agentReady : this.agentReportAge;
     g.reset();
     for (const [prefix, v] of this.perPrefix) {
-      for (const a of v.agents) {
+      for (const a of v.agents()) {
         if (what === 'ready') g.set({ prefix, node: a.node }, a.ready ? 1 : 0);
         else if (a.lastSeenMs !== undefined) g.set({ prefix, node: a.node }, Math.max(0, (now - a.lastSeenMs) / 1000));
       }

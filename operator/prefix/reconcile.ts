@@ -170,10 +170,12 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
 
   const degraded = problems.length > 0;
   const state = deleting ? 'deleting' : degraded ? 'degraded' : st.readyCount === serving.size && serving.size > 0 ? 'ready' : 'progressing';
-  const agents = [...serving.keys()].sort().map((node) => {
+  // Read when the gauges are scraped: heartbeats renew the node Leases (the cache) without a reconcile.
+  const nodes = [...serving.keys()].sort();
+  const agents = () => nodes.map((node) => {
     const v = agentView({ actual: p.status, agent }, node);
     const lastSeenMs = agentLastSeen(v.entry, v.heartbeat);
-    return { node, ready: agentReady(v.entry, now, d.staleAfterMs, v.heartbeat).ready, ...(lastSeenMs !== undefined ? { lastSeenMs } : {}) };
+    return { node, ready: agentReady(v.entry, d.now?.() ?? new Date(), d.staleAfterMs, v.heartbeat).ready, ...(lastSeenMs !== undefined ? { lastSeenMs } : {}) };
   });
   return { ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}), state, view: { degraded: problems.map((x) => x.reason), agents } };
 }
