@@ -3,11 +3,11 @@
 // all-nodes; the peer moves to the new address (make-before-break) and the
 // native side reaches it there. Nothing at the router had to remember it.
 import test from 'ava';
-import { buildTopology, TOPO } from '../../agent/lab/topology.js';
-import { ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { buildTopology, TOPO } from '../../lab/topology.js';
+import { ping6, scrape, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { systemTool } from '../../agent/host/tools.js';
 import { addressPort } from '../../agent/protocol/address.js';
-import { parseIPv6 } from '../../agent/protocol/ip.js';
+import { parseIPv6 } from '../../lib/ip.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { remapNat, REMAP_PORTS } from '../helpers/nat-remap.js';
 

@@ -5,8 +5,8 @@
 import net from 'node:net';
 import { rm } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import type { Netns } from '../../agent/lab/netns.js';
-import type { Proc } from '../../agent/lab/proc.js';
+import type { Netns } from '../../lab/netns.js';
+import type { Proc } from '../../lab/proc.js';
 
 const NS_SIDE = fileURLToPath(new URL('./scrape-bridge-ns.js', import.meta.url));
 

@@ -13,12 +13,12 @@ import { once } from 'node:events';
 
 import { FakeIO, type FakeTun } from '../../agent/io/fake.js';
 import { native, newBatch, type NativeIO, type PollHandle } from '../../agent/io/native.js';
-import { TOPO } from '../../agent/lab/topology.js';
-import { createLogger } from '../../agent/log.js';
+import { TOPO } from '../../lab/topology.js';
+import { createLogger } from '../../lib/log.js';
 import { makeAddress } from '../../agent/protocol/address.js';
 import { upperChecksum } from '../../agent/protocol/checksum.js';
 import { IPV6_HEADER, NH_UDP } from '../../agent/protocol/constants.js';
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix64 } from '../../lib/ip.js';
 import { Datapath } from '../../agent/router/datapath.js';
 import { Engine } from '../../agent/router/engine.js';
 import { openTunnel } from '../../agent/router/tunnel.js';
