@@ -1,8 +1,9 @@
 // The chart's PodMonitor, ServiceMonitor and PrometheusRule, proven by use: the prometheus-operator CRDs (from its
 // Go module) in a real API server; the chart rendered with all three and applied server-side with strict field
-// validation, as kubectl does; the agent Pod from the chart's DaemonSet template and the operator Pod made by its
-// Deployment (the Deployment and ReplicaSet controllers run); the scrape configuration prometheus-operator would generate from the
-// monitors (monitors.ts) in a real Prometheus whose Kubernetes service discovery watches that API server. Its
+// validation, as kubectl does; the agent Pod made by the chart's DaemonSet and the operator Pod by its Deployment
+// (their controllers run; the test binds both to the node, as the scheduler would); the scrape configuration
+// prometheus-operator would generate from the monitors (monitors.ts) in a real Prometheus whose Kubernetes service
+// discovery watches that API server. Its
 // targets must be the agent on the node's address and agent.metrics.port (the PodMonitor's relabeling, the pod
 // declaring no port) and the operator through its Service's EndpointSlice, both up, with node, pod and namespace.
 //
@@ -54,13 +55,17 @@ test.before(async () => {
   s.procs = [];
   s.dir = await mkdtemp(join(tmpdir(), 'sixbed4-monitors-'));
   // The DaemonSet and Deployment controllers make the Pods; the EndpointSlice controller the operator Service's endpoints.
+  // nodelifecycle: without it the DaemonSet controller wanted no Pod on the node (DESIRED 0).
   s.cp = await startControlPlane({ controllerManager: true,
-    controllers: ['garbagecollector', 'namespace', 'serviceaccount', 'serviceaccount-token', 'deployment', 'replicaset', 'daemonset', 'endpointslice'] });
+    controllers: ['garbagecollector', 'namespace', 'serviceaccount', 'serviceaccount-token', 'deployment', 'replicaset', 'daemonset', 'nodelifecycle', 'endpointslice'] });
   s.admin = new Kube(s.cp.kubeConfig(), 'sixbed4-test');
   s.topo = await buildTopology({ tag: 'opsm' });
   await s.admin.create(paths.nodes, { apiVersion: 'v1', kind: 'Node',
     metadata: { name: NODE, labels: { 'kubernetes.io/hostname': NODE, 'kubernetes.io/os': 'linux' } },
     status: { addresses: [{ type: 'InternalIP', address: TOPO.routerV4 }] } });
+  const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+  await s.admin.mergePatch(`${paths.node(NODE)}/status`, { status: { conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', message: 'test', lastHeartbeatTime: now, lastTransitionTime: now }],
+    addresses: [{ type: 'InternalIP', address: TOPO.routerV4 }] } });
 });
 
 test.after.always(async () => {
@@ -124,22 +129,16 @@ serial(title('the Pods of the chart\'s DaemonSet and Deployment, Running and Rea
     const state = await kubectl(['get', 'daemonsets,deployments,replicasets,pods,events', '-n', NS, '-o', 'wide']).then((r) => r.stdout, (e: Error) => e.message);
     throw new Error(`${err.message}\n${state}`);
   };
-  // The agent's Pod from the chart's DaemonSet template, as the DaemonSet controller makes it (NewPod: the template's
-  // metadata and spec, the node's name, an owner reference). The controller runs here but made none within the
-  // test's time for a node without a kubelet (DESIRED 0, no event); the Pod is made by hand from the same template.
-  const ds = (await s.admin.get<KubeObject & { spec: { template: { metadata: KubeObject['metadata']; spec: Record<string, unknown> } } }>(
-    `/apis/apps/v1/namespaces/${NS}/daemonsets/${RELEASE}-agent`))!;
-  const agentPod = await s.admin.create<KubeObject & { spec: { nodeName?: string } }>(paths.pods(NS), {
-    apiVersion: 'v1', kind: 'Pod',
-    metadata: { ...ds.spec.template.metadata, generateName: `${RELEASE}-agent-`,
-      ownerReferences: [{ apiVersion: 'apps/v1', kind: 'DaemonSet', name: ds.metadata.name, uid: ds.metadata.uid, controller: true, blockOwnerDeletion: true }] },
-    spec: { ...ds.spec.template.spec, nodeName: NODE },
-  });
+  // The DaemonSet's Pod for the node: it names the node by affinity and waits for the scheduler.
+  const agentPod = await eventually('the DaemonSet\'s Pod for the node', async () => (await podsOf('agent'))
+    .find((p) => JSON.stringify(p.spec).includes(`"values":["${NODE}"]`)), 30_000, 200).catch(explain);
   const operatorPod = await eventually('the Deployment\'s Pod', async () => (await podsOf('operator'))[0], 30_000, 200).catch(explain);
-  // No scheduler runs: bind the operator's Pod to the node as the scheduler would.
-  await s.admin.create(`${paths.pod(NS, operatorPod.metadata.name!)}/binding`, {
-    apiVersion: 'v1', kind: 'Binding', metadata: { name: operatorPod.metadata.name }, target: { apiVersion: 'v1', kind: 'Node', name: NODE },
-  });
+  // No scheduler runs: bind both Pods to the node as the scheduler would.
+  for (const p of [agentPod, operatorPod]) {
+    await s.admin.create(`${paths.pod(NS, p.metadata.name!)}/binding`, {
+      apiVersion: 'v1', kind: 'Binding', metadata: { name: p.metadata.name }, target: { apiVersion: 'v1', kind: 'Node', name: NODE },
+    });
+  }
   const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
   for (const p of [agentPod, operatorPod]) {
     await s.admin.mergePatch(`${paths.pod(NS, p.metadata.name!)}/status`, { status: {
