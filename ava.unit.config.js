@@ -17,7 +17,7 @@ const unit = [
   'ndp/responder',
   'operator/allocate', 'operator/cli', 'operator/controller-table', 'operator/plan', 'operator/queue',
   'operator/reconcile-table', 'operator/render', 'operator/slices-table', 'operator/slices', 'operator/yaml11',
-  'ops/metrics-doc', 'ops/rules',
+  'ops/dashboard-chart', 'ops/metrics-doc', 'ops/rules',
   'peer/direct', 'peer/hooks', 'peer/lan-advert',
   'protocol/address', 'protocol/exthdr', 'protocol/ip', 'protocol/nd',
   'router/engine', 'router/live', 'router/ndp-mode', 'router/peer-engine', 'router/ratelimit', 'router/refused',
