@@ -14,8 +14,15 @@ export interface PrefixMetricsSource {
   fastPath: { mode: string; running: boolean };
 }
 
-/** The router families that are per prefix (the rest of a router's registry is the process's, served once). */
-const PER_PREFIX = /^sixbed4_(router|ndp)_/;
+/**
+ * A router registry's families that are the process's, not the prefix's (served once, by the agent's own): build
+ * info and prom-client's process metrics. Every other family of a prefix's router is that prefix's.
+ */
+const PROCESS_FAMILIES = (() => {
+  const r = new client.Registry();
+  client.collectDefaultMetrics({ register: r, prefix: 'sixbed4_' });
+  return new Set([...r.getMetricsAsArray().map((m) => (m as unknown as { name: string }).name), 'sixbed4_build_info']);
+})();
 
 /** spec.fastPath's words for the label: what an operator wrote in the SixBed4Prefix. */
 const MODE_NAMES: Record<string, string> = { off: 'Disabled', auto: 'Auto', on: 'Required' };
@@ -47,7 +54,7 @@ export class AgentRegistry extends client.Registry {
       fast.set({ prefix: s.prefix, mode: MODE_NAMES[s.fastPath.mode] ?? s.fastPath.mode }, s.fastPath.running ? 1 : 0);
       if (!s.registry) continue;
       for (const m of await s.registry.getMetricsAsJSON()) {
-        if (!PER_PREFIX.test(m.name)) continue;
+        if (PROCESS_FAMILIES.has(m.name)) continue;
         let f = next.get(m.name);
         if (!f) next.set(m.name, f = { help: m.help, type: String(m.type), values: [] });
         for (const v of m.values) f.values.push({ value: v.value, labels: { ...v.labels, prefix: s.prefix } });
