@@ -208,5 +208,11 @@ serial(title('Prometheus with the monitors\' scrape configuration finds the agen
     return g.length && g.every((x) => x.rules.every((r) => !r.lastEvaluation.startsWith('0001'))) ? g : undefined;
   }, 20_000, 500);
   t.true(groups.flatMap((g) => g.rules).every((r) => r.health === 'ok'));
-  t.deepEqual((await q('ALERTS')).map((a) => a.metric.alertname), []);
+  // Before the first scrape of the operator, Sixbed4OperatorNoLeader is pending for want of its series (absent):
+  // once both targets are in, nothing may hold.
+  const alerts = await eventually('no alert pending or firing', async () => {
+    const a = await q('ALERTS');
+    return a.length === 0 ? a : undefined;
+  }, 20_000, 500).catch(async (err: Error) => { throw new Error(`${err.message}: ${(await q('ALERTS')).map((a) => a.metric.alertname).join(', ')}`); });
+  t.deepEqual(alerts, []);
 });
