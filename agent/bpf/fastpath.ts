@@ -55,8 +55,11 @@ export interface FastPath {
   /** The interface whose ingress from-peers is on (and that to-peers sends by). */
   readonly uplink: string;
   counters(): FastPathCounters;
-  /** Peers whose packets the programs forwarded since the last call (the router tracks them live). */
-  takeSeen(): { ipv4: number; port: number }[];
+  /**
+   * Peers whose packets the programs forwarded since the last call (the router tracks them live), taking at most
+   * about budgetMs: the rest waits for the next call.
+   */
+  takeSeen(budgetMs?: number): { ipv4: number; port: number }[];
   /** The engine's refused destinations changed (the host's local table did): the programs follow. */
   setRefused(ranges: readonly IPv4Range[]): void;
   /** Detaches the program and releases it. Idempotent. */
@@ -109,7 +112,7 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
       else if (toPeersWhy) log.warn(`fast path: packets from the kernel to peers stay with the router: ${toPeersWhy}`);
       const what = sendWhy ? 'peers -> kernel' : toPeersWhy ? 'peers -> kernel and relays' : 'peers <-> kernel and relays';
       log.info(`fast path on: ${what} forwarded in the kernel`, { uplink, tun });
-      return { uplink, counters: () => prog.counters(), takeSeen: () => prog.takeSeen(), setRefused: (r) => prog.setRefused(r), stop: () => prog.close() };
+      return { uplink, counters: () => prog.counters(), takeSeen: (budgetMs) => prog.takeSeen(budgetMs), setRefused: (r) => prog.setRefused(r), stop: () => prog.close() };
     },
   };
 }

@@ -25,6 +25,7 @@ import { failoverPlan, FailoverRefused, layer2Refusal, type FailoverPlan } from 
 import { FailoverMember } from '../failover/member.js';
 import type { FailoverMetrics } from '../failover/metrics.js';
 import { ipJson } from '../host/ip.js';
+import type { PrefixMetricsSource } from './metrics.js';
 
 export interface PrefixAgentOptions {
   prefixName: string;
@@ -53,6 +54,8 @@ export interface PrefixAgent {
   /** Whether this prefix forwards (or has given its host back). */
   healthy(): boolean;
   counters(): Promise<CountersSnapshot>;
+  /** What the node agent's /metrics shows of this prefix (metrics.ts). */
+  metricsSource(): Omit<PrefixMetricsSource, 'prefix'>;
   /** The prefix's slices on this node (CNI requests go there). */
   readonly slices: SliceAgent;
   /**
@@ -232,6 +235,10 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
     healthy: () => router !== null || reverted,
     slices,
     counters: () => router ? router.counters() : Promise.resolve(zero),
+    metricsSource: () => ({
+      ...(router ? { registry: router.registry } : {}),
+      fastPath: { mode: o.share()?.node?.fastPath ?? 'off', running: router?.fastPath !== undefined },
+    }),
     async stop(opts = {}) {
       if (stopped) return;
       stopped = true;
