@@ -87,13 +87,14 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
   return {
     close: () => prog.close(),
     attach(tun) {
-      let toPeersWhy: string | undefined, sendWhy: string | undefined;
+      let toPeersWhy: string | undefined, sendWhy: string | undefined, config: ProgramsConfig;
       try {
         const uplinkIndex = native.ifIndex(uplink), tunIndex = native.ifIndex(tun);
         if (!uplinkIndex || !tunIndex) throw new Error(`interface ${uplinkIndex ? tun : uplink} vanished`);
         sendWhy = whyNotSend(uplink);
         toPeersWhy = sendWhy ?? whyNotToPeers(uplink);
-        prog.configure({ ...programsConfig(cfg, tunIndex, uplinkIndex), toPeers: !toPeersWhy, relay: !sendWhy });
+        config = { ...programsConfig(cfg, tunIndex, uplinkIndex), toPeers: !toPeersWhy, relay: !sendWhy };
+        prog.configure(config);
         attach(prog, uplinkIndex, tunIndex, uplink);
       } catch (err) {
         prog.close();
@@ -103,9 +104,37 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
       else if (toPeersWhy) log.warn(`fast path: packets from the kernel to peers stay with the router: ${toPeersWhy}`);
       const what = sendWhy ? 'peers -> kernel' : toPeersWhy ? 'peers -> kernel and relays' : 'peers <-> kernel and relays';
       log.info(`fast path on: ${what} forwarded in the kernel`, { uplink, tun });
-      return { uplink, counters: () => prog.counters(), takeSeen: () => prog.takeSeen(), setRefused: (r) => prog.setRefused(r), stop: () => prog.close() };
+      const watch = toPeersWhy ? undefined : setInterval(() => watchMerged(prog, config, log, () => { clearInterval(watch); }), GSO_WATCH_MS);
+      watch?.unref();
+      return {
+        uplink, counters: () => prog.counters(), takeSeen: () => prog.takeSeen(), setRefused: (r) => prog.setRefused(r),
+        stop: () => { clearInterval(watch); prog.close(); },
+      };
     },
   };
+}
+
+/** How often the router looks whether the kernel refused to encapsulate a merged packet. */
+const GSO_WATCH_MS = 1000;
+
+/**
+ * A test run cannot make a merged packet (its GSO type stays 0), so the kernel's answer to encapsulating one comes
+ * with the first real one: refused, it is left unchanged to the router (counted gso_refused). From then on to-peers
+ * sends nothing, so that no flow is split between the two paths (its merged packets through the router, the rest
+ * in the kernel: reordered); said once.
+ */
+function watchMerged(prog: FastPathPrograms, config: ProgramsConfig, log: Logger, done: () => void): void {
+  let refused: number;
+  try {
+    refused = prog.counters().toPeers.gso_refused.packets;
+  } catch {
+    done(); // closed
+    return;
+  }
+  if (!refused) return;
+  done();
+  prog.configure({ ...config, toPeers: false });
+  log.warn('fast path: this kernel refused to encapsulate a merged (GSO) packet (bpf_skb_adjust_room with BPF_F_ADJ_ROOM_FIXED_GSO); packets from the kernel to peers stay with the router from now on, so that no flow is split between two paths');
 }
 
 function programsConfig(cfg: FastPathConfig, tunIfindex: number, uplinkIfindex: number): ProgramsConfig {

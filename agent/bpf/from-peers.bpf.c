@@ -169,8 +169,12 @@ int sixbed4_from_peers(struct __sk_buff *skb)
 	// What ip_rcv() and the input route would refuse, or treat specially, goes to them.
 	__u32 ipv4_len = bpf_ntohs(h.ip.tot_len);
 	__u8 s0 = ((const __u8 *)&h.ip.saddr)[0];
+	// Datagrams the uplink merged (UDP GRO into the router's socket, fraglist GRO) are many IPv6 packets under one
+	// header: decapsulating the first would not reach the others. The socket gets them whole, as ever.
+	if (skb->gso_size)
+		return count(skb, V_GRO);
 	if ((h.ip.frag_off & bpf_htons(0x3fff)) || ipv4_len != skb->len - L2 ||
-	    skb->pkt_type != 0 /* PACKET_HOST */ || skb->gso_segs > 1 ||
+	    skb->pkt_type != 0 /* PACKET_HOST */ ||
 	    s0 == 0 || s0 == 127 || s0 >= 224 || h.ip.saddr == cfg->bind_ipv4 ||
 	    fold(bpf_csum_diff(0, 0, (__be32 *)&h.ip, sizeof(h.ip), 0)) != 0xffff)
 		return count(skb, V_IPV4_UNUSUAL);

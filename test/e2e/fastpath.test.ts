@@ -29,6 +29,8 @@ const TUN_TO_UDP = 'sixbed4_router_packets_total{direction="tun_to_udp",path="sl
 const TUN_TO_UDP_FAST = 'sixbed4_router_packets_total{direction="tun_to_udp",path="fast"}';
 const RELAY = 'sixbed4_router_packets_total{direction="relay",path="slow"}';
 const RELAY_FAST = 'sixbed4_router_packets_total{direction="relay",path="fast"}';
+const MERGED = 'sixbed4_router_fast_path_merged_segments_total{checksum="right"}';
+const MERGED_UNEVEN = 'sixbed4_router_fast_path_merged_segments_total{checksum="none"}';
 
 test.before(async () => {
   if (skipReason) return;
@@ -141,6 +143,27 @@ serial(title('a TCP transfer both ways through the fast path arrives whole (the 
     t.true(d[FAST]! > 100 && d[TUN_TO_UDP_FAST]! > 10, `segments both ways in the kernel: ${JSON.stringify(d)}`);
   } finally {
     await server.stop();
+  }
+});
+
+serial(title('a download the router\'s ISP side merged (GRO, as a NIC does) goes through the fast path: over 99% of its segments, most as merged packets'), async (t) => {
+  await lab.topo.router.run([systemTool('ethtool'), '-K', TOPO.routerUplinkIf, 'gro', 'on']);
+  const server = lab.topo.peers.A.spawn([process.execPath, '-e', ECHO_SERVER]);
+  try {
+    await server.waitFor(/listening/, 10_000);
+    const d = await delta(async () => {
+      // The ISP sends 4 MB to peer A, which echoes them back: both directions carry bulk TCP.
+      const r = await lab.topo.isp.exec([process.execPath, '-e', BULK_CLIENT, lab.peers.A.address, String(4_000_000)], { timeoutMs: 60_000 });
+      t.is(r.code, 0, `${r.stdout}${r.stderr}`);
+    }, [TUN_TO_UDP_FAST, TUN_TO_UDP, MERGED, MERGED_UNEVEN, FAST, SLOW]);
+    const down = d[TUN_TO_UDP_FAST]! + d[TUN_TO_UDP]!;
+    t.true(down > 3000, `the download's segments: ${JSON.stringify(d)}`);
+    t.true(d[TUN_TO_UDP]! <= down / 100, `at most 1% of the download through the router: ${JSON.stringify(d)}`);
+    t.true(d[MERGED]! + d[MERGED_UNEVEN]! > down / 2, `most of it as merged packets: ${JSON.stringify(d)}`);
+    t.true(d[SLOW]! <= (d[FAST]! + d[SLOW]!) / 100, `and the upload in the kernel too: ${JSON.stringify(d)}`);
+  } finally {
+    await server.stop();
+    await lab.topo.router.run([systemTool('ethtool'), '-K', TOPO.routerUplinkIf, 'gro', 'off']);
   }
 });
 
