@@ -104,37 +104,51 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
       else if (toPeersWhy) log.warn(`fast path: packets from the kernel to peers stay with the router: ${toPeersWhy}`);
       const what = sendWhy ? 'peers -> kernel' : toPeersWhy ? 'peers -> kernel and relays' : 'peers <-> kernel and relays';
       log.info(`fast path on: ${what} forwarded in the kernel`, { uplink, tun });
-      const watch = toPeersWhy ? undefined : setInterval(() => watchMerged(prog, config, log, () => { clearInterval(watch); }), GSO_WATCH_MS);
-      watch?.unref();
+      const unwatch = watchMerged(prog, config, uplink, log);
       return {
         uplink, counters: () => prog.counters(), takeSeen: () => prog.takeSeen(), setRefused: (r) => prog.setRefused(r),
-        stop: () => { clearInterval(watch); prog.close(); },
+        stop: () => { unwatch(); prog.close(); },
       };
     },
   };
 }
 
-/** How often the router looks whether the kernel refused to encapsulate a merged packet. */
-const GSO_WATCH_MS = 1000;
+/** How often the router looks at what the kernel did with merged packets. */
+const MERGED_WATCH_MS = 1000;
 
 /**
- * A test run cannot make a merged packet (its GSO type stays 0), so the kernel's answer to encapsulating one comes
- * with the first real one: refused, it is left unchanged to the router (counted gso_refused). From then on to-peers
- * sends nothing, so that no flow is split between the two paths (its merged packets through the router, the rest
- * in the kernel: reordered); said once.
+ * Watches, once a second, for what only real traffic shows about merged packets, and says each once:
+ * - A test run cannot make a merged packet (its GSO type stays 0), so the kernel's answer to encapsulating one comes
+ *   with the first real one: refused, it is left unchanged to the router (counted gso_refused). From then on to-peers
+ *   sends nothing, so that no flow is split between the two paths (its merged packets through the router, the rest
+ *   in the kernel: reordered).
+ * - Peers' datagrams the uplink merged (fraglist GRO, `rx-gro-list`; UDP GRO into a socket that asked for it) cannot
+ *   be decapsulated as one packet: they go whole to the router's socket, and a peer's flow is split between the two
+ *   paths. Only the host's owner can turn that off.
  */
-function watchMerged(prog: FastPathPrograms, config: ProgramsConfig, log: Logger, done: () => void): void {
-  let refused: number;
-  try {
-    refused = prog.counters().toPeers.gso_refused.packets;
-  } catch {
-    done(); // closed
-    return;
-  }
-  if (!refused) return;
-  done();
-  prog.configure({ ...config, toPeers: false });
-  log.warn('fast path: this kernel refused to encapsulate a merged (GSO) packet (bpf_skb_adjust_room with BPF_F_ADJ_ROOM_FIXED_GSO); packets from the kernel to peers stay with the router from now on, so that no flow is split between two paths');
+function watchMerged(prog: FastPathPrograms, config: ProgramsConfig, uplink: string, log: Logger): () => void {
+  let toPeers = config.toPeers !== false, groSaid = false;
+  const timer = setInterval(() => {
+    let c;
+    try {
+      c = prog.counters();
+    } catch {
+      clearInterval(timer); // closed
+      return;
+    }
+    if (toPeers && c.toPeers.gso_refused.packets) {
+      toPeers = false;
+      prog.configure({ ...config, toPeers: false });
+      log.warn('fast path: this kernel refused to encapsulate a merged (GSO) packet (bpf_skb_adjust_room with BPF_F_ADJ_ROOM_FIXED_GSO); packets from the kernel to peers stay with the router from now on, so that no flow is split between two paths');
+    }
+    if (!groSaid && c.fromPeers.gro.packets) {
+      groSaid = true;
+      log.warn(`fast path: ${uplink} merges peers' datagrams (GRO of UDP, e.g. rx-gro-list on), which the fast path cannot decapsulate: those take the router, and a peer's flow is split between two paths (reordered); \`ethtool -K ${uplink} rx-gro-list off rx-udp-gro-forwarding off\` keeps them apart`);
+    }
+    if (!toPeers && groSaid) clearInterval(timer);
+  }, MERGED_WATCH_MS);
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 function programsConfig(cfg: FastPathConfig, tunIfindex: number, uplinkIfindex: number): ProgramsConfig {
