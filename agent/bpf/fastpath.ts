@@ -28,8 +28,15 @@ export class FastPathUnavailable extends InputError {
   }
 }
 
+/**
+ * The default mode: auto. The fast path runs wherever the kernel and the capabilities allow and forwards exactly
+ * what the router would (the differential tests hold it to that); where it cannot, the router says why once and
+ * runs as before. What it bypasses on the host (docs/router.md) the router says at start.
+ */
+export const DEFAULT_FAST_PATH: FastPathMode = 'auto';
+
 export function fastPathModeOf(text: string | undefined): FastPathMode {
-  const m = text ?? 'off';
+  const m = text ?? DEFAULT_FAST_PATH;
   if (m === 'auto' || m === 'on' || m === 'off') return m;
   throw new InputError(`--fast-path ${text}: use auto, on or off`);
 }

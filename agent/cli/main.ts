@@ -41,8 +41,8 @@ commands:
                                 are always refused)
                --fast-path auto|on|off  forward peers' packets to the kernel in the kernel (a BPF program
                                 on the ingress of the interface holding the bind address; Linux 6.6+,
-                                CAP_BPF); on: fail when it cannot run; auto: say why once and go on
-                                without; default off
+                                CAP_BPF); on: fail when it cannot run; auto (the default): say why
+                                once and go on without; off: every packet through the router
   peer     run a 6bed4 peer (client) that gets its IPv6 address from a router
                --router IPV4[:PORT]  the router (required; port default 25790)
                --listen IPV4    local IPv4 to send from (default any)
