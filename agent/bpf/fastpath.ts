@@ -16,6 +16,7 @@ import { writeHeader } from '../protocol/ipv6.js';
 import { fillChecksum, fold, sumWords } from '../protocol/checksum.js';
 import type { IPv4Range } from '../router/refused.js';
 import type { Logger } from '../log.js';
+import { hostBypassed, type Bypassed } from './bypass.js';
 import { FastPathPrograms, TC_ACT_REDIRECT, type FastPathCounters, type ProgramsConfig } from './programs.js';
 
 export type FastPathMode = 'auto' | 'on' | 'off';
@@ -72,6 +73,16 @@ export interface PreparedFastPath {
   close(): void;
 }
 
+/** Why the fast path fell back (each said once in the log when it happened), as sixbed4_router_fast_path_fallbacks_total counts them. */
+export const FALLBACKS = ['unavailable', 'send_off', 'to_peers_off', 'gso_refused', 'uplink_merges'] as const;
+export type Fallback = typeof FALLBACKS[number];
+const fallbackCounts = new Map<Fallback, number>(FALLBACKS.map((f) => [f, 0]));
+const fellBack = (f: Fallback) => fallbackCounts.set(f, fallbackCounts.get(f)! + 1);
+/** The fallbacks of this process so far: unavailable (auto without the fast path), send_off (relays and to-peers with the router: no IPv4 forwarding), to_peers_off (an uplink that leaves checksums to the next hop), gso_refused, uplink_merges (GRO of peers' datagrams). */
+export function fastPathFallbacks(): ReadonlyMap<Fallback, number> {
+  return fallbackCounts;
+}
+
 /**
  * Loads and tests the fast path as mode says, before the router makes anything, so a refusal leaves nothing to
  * undo: 'off' does nothing; 'on' throws when it cannot run; 'auto' logs why once and returns undefined, leaving
@@ -81,6 +92,7 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
   if (mode === 'off') return undefined;
   const refuse = (why: string): undefined => {
     if (mode === 'on') throw new FastPathUnavailable(why);
+    fellBack('unavailable');
     log.warn(`fast path unavailable, every packet takes the TypeScript path: ${why}`);
     return undefined;
   };
@@ -91,6 +103,7 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
   } catch (err) {
     return refuse((err as Error).message);
   }
+  const bypassed = await hostBypassed();
   return {
     close: () => prog.close(),
     attach(tun) {
@@ -107,10 +120,16 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
         prog.close();
         return refuse((err as Error).message);
       }
-      if (sendWhy) log.warn(`fast path: relays and packets from the kernel to peers stay with the router: ${sendWhy}`);
-      else if (toPeersWhy) log.warn(`fast path: packets from the kernel to peers stay with the router: ${toPeersWhy}`);
+      if (sendWhy) {
+        fellBack('send_off');
+        log.warn(`fast path: relays and packets from the kernel to peers stay with the router: ${sendWhy}`);
+      } else if (toPeersWhy) {
+        fellBack('to_peers_off');
+        log.warn(`fast path: packets from the kernel to peers stay with the router: ${toPeersWhy}`);
+      }
       const what = sendWhy ? 'peers -> kernel' : toPeersWhy ? 'peers -> kernel and relays' : 'peers <-> kernel and relays';
       log.info(`fast path on: ${what} forwarded in the kernel`, { uplink, tun });
+      sayBypassed(bypassed, !sendWhy, log);
       const unwatch = watchMerged(prog, config, uplink, log);
       return {
         uplink, counters: () => prog.counters(), takeSeen: () => prog.takeSeen(), setRefused: (r) => prog.setRefused(r),
@@ -118,6 +137,17 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
       };
     },
   };
+}
+
+/** Says which of the host's nftables chains the router's datagrams pass only on the TypeScript path. */
+function sayBypassed(b: Bypassed | undefined, sends: boolean, log: Logger): void {
+  if (!b) return;
+  if (b.receive.length) {
+    log.warn(`fast path: peers' datagrams it forwards do not pass these nftables chains of the host: ${b.receive.join(', ')} (from-peers runs before them; docs/router.md)`);
+  }
+  if (sends && b.send.length) {
+    log.warn(`fast path: datagrams it sends to peers do not pass these nftables chains of the host: ${b.send.join(', ')} (to-peers and relays send past them; docs/router.md)`);
+  }
 }
 
 /** How often the router looks at what the kernel did with merged packets. */
@@ -145,11 +175,13 @@ function watchMerged(prog: FastPathPrograms, config: ProgramsConfig, uplink: str
     }
     if (toPeers && c.toPeers.gso_refused.packets) {
       toPeers = false;
+      fellBack('gso_refused');
       prog.configure({ ...config, toPeers: false });
       log.warn('fast path: this kernel refused to encapsulate a merged (GSO) packet (bpf_skb_adjust_room with BPF_F_ADJ_ROOM_FIXED_GSO); packets from the kernel to peers stay with the router from now on, so that no flow is split between two paths');
     }
     if (!groSaid && c.fromPeers.gro.packets) {
       groSaid = true;
+      fellBack('uplink_merges');
       log.warn(`fast path: ${uplink} merges peers' datagrams (GRO of UDP, e.g. rx-gro-list on), which the fast path cannot decapsulate: those take the router, and a peer's flow is split between two paths (reordered); \`ethtool -K ${uplink} rx-gro-list off rx-udp-gro-forwarding off\` keeps them apart`);
     }
     if (!toPeers && groSaid) clearInterval(timer);

@@ -7,6 +7,7 @@ import { DROP_REASONS, type CountersSnapshot } from './counters.js';
 import type { ResponderCounters } from '../ndp/responder.js';
 import { buildInfo } from '../build-info.js';
 import { FROM_PEERS_VERDICTS, TO_PEERS_TALLIES, TO_PEERS_VERDICTS, type FastPathCounters } from '../bpf/programs.js';
+import { fastPathFallbacks } from '../bpf/fastpath.js';
 
 type Sample = { value: number; labels: Record<string, string> };
 
@@ -52,6 +53,8 @@ export function routerRegistry(readNow: () => Promise<CountersSnapshot>, ndp?: (
       return [{ value: c.toPeers.gso.packets, labels: { checksum: 'right' } }, { value: c.toPeers.gso_uneven.packets, labels: { checksum: 'none' } }];
     });
   }
+  register('sixbed4_router_fast_path_fallbacks_total', 'Times the in-kernel fast path fell back, by what: unavailable (auto without it), send_off (relays and kernel -> peers with the router: no IPv4 forwarding on the uplink), to_peers_off (an uplink that leaves checksums to the next hop), gso_refused (the kernel refused a merged packet: to-peers off), uplink_merges (the uplink merges peers\' datagrams); each is logged once', 'counter', async () =>
+    [...fastPathFallbacks()].map(([what, value]) => ({ value, labels: { what } })));
   family('sixbed4_router_received_packets_total', 'Packets received, by side (udp: from peers; tun: from the kernel)',
     (s) => [{ value: s.udpRxPackets, labels: { side: 'udp' } }, { value: s.tunRxPackets, labels: { side: 'tun' } }]);
   family('sixbed4_router_dropped_packets_total', 'Packets dropped, by reason',

@@ -224,6 +224,7 @@ serial(title('without IPv4 forwarding on the uplink, relays and kernel -> peers 
   try {
     lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'on']);
     t.regex(lab.router.output(), /relays and packets from the kernel to peers stay with the router: IPv4 forwarding is off on wan0.*net\.ipv4\.conf\.wan0\.forwarding=1/);
+    t.is((await scrape(lab.topo.router, METRICS)).get('sixbed4_router_fast_path_fallbacks_total{what="send_off"}'), 1, 'and counted');
     const d = await delta(async () => {
       t.is((await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 2 })).received, 2);
       t.is((await ping6(lab.topo.peers.A, lab.peers.B.address, { count: 1 })).received, 1);
@@ -239,6 +240,7 @@ serial(title('on an uplink that leaves checksums to the next hop, kernel -> peer
   await txChecksum('on');
   lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'on']);
   t.regex(lab.router.output(), /packets from the kernel to peers stay with the router: wan0 is a virtual interface .*ethtool -K wan0 tx off/);
+  t.is((await scrape(lab.topo.router, METRICS)).get('sixbed4_router_fast_path_fallbacks_total{what="to_peers_off"}'), 1, 'and counted');
   const d = await delta(async () => { t.is((await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 2 })).received, 2); }, [FAST, TUN_TO_UDP, TUN_TO_UDP_FAST]);
   t.deepEqual(d, { [FAST]: 2, [TUN_TO_UDP]: 2, [TUN_TO_UDP_FAST]: 0 }, 'attached before the kill, peers -> kernel only');
   await lab.router.stop('SIGKILL');
