@@ -1,0 +1,203 @@
+// Bulk TCP through the router (`npm run bench -- --only bulk`): what people
+// move. iperf3 between the isp (2001:db8:ffff::1) and the peer namespace,
+// both directions, on the bench's own namespaces (topology.ts), with GRO on
+// the router's two interfaces as a NIC has it, and full checksums on every
+// wire (tx checksumming off on the veths, as the fast path needs and a NIC
+// gives). Rows:
+// - kernel: IPv6 forwarding by the router namespace's kernel, from the peer
+//   namespace's own IPv6 address, with the tunnel's segment size (MSS 1208:
+//   what a 1280-byte tunnel MTU gives), the reference;
+// - the router with `--fast-path off` (the TypeScript path), and with the
+//   default, `auto` (the in-kernel fast path where it loads), our sixbed4
+//   peer at the far end, iperf3 bound to the peer's 6bed4 address.
+// Each row: Gbit/s received, TCP retransmissions, CPU used by everything that
+// moves the bytes (iperf3's two ends, as iperf3 reports them; the router, the
+// peer and ksoftirqd from /proc) per Gbit/s, the share of the row's packets
+// each path carried (the router's metrics), and the peer's CPU: at 100% of a
+// CPU the peer, not the router, sets the rate, and the row says so.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { findSystemTool } from '../agent/host/tools.js';
+import type { Netns } from '../agent/lab/netns.js';
+import type { Proc } from '../agent/lab/proc.js';
+import { scrape, startPeerIn } from '../agent/lab/sixbed4.js';
+import { TOPO } from '../agent/lab/topology.js';
+import { systemTool } from '../agent/host/tools.js';
+import { ksoftirqdPids, processCpu, totalCpuSeconds, cpuTimes, busySeconds } from './procstat.js';
+import { parseRouterCounters, startBenchRouter } from './routerctl.js';
+import { buildBenchNet, NET, setTxChecksum, type BenchNet } from './topology.js';
+
+export type BulkPath = 'kernel' | 'off' | 'auto';
+export type BulkDir = 'down' | 'up';
+
+export interface BulkRow {
+  name: string;
+  path: BulkPath;
+  /** down: isp → peer (Internet → peer, to-peers); up: peer → isp (from-peers). */
+  dir: BulkDir;
+  gbps?: number;
+  retransmits?: number;
+  /** CPU seconds per second (100 = one CPU) of everything that moves the bytes, per Gbit/s. */
+  cpuPctPerGbps?: number;
+  /** The peer process's CPU, % of one CPU. */
+  peerCpuPct?: number;
+  /** Packets of the row's direction by path, from the router's metrics (fast: in the kernel; slow: the router process). */
+  fast?: number;
+  slow?: number;
+  /** % of a CPU used by other processes on the machine during the run (shared machine). */
+  otherPct?: number;
+  error?: string;
+}
+
+export interface BulkOptions { durationS: number }
+
+/** The MSS of TCP through the tunnel (1280 - 40 - 20 - 12 bytes of timestamps): the kernel row uses it too. */
+const TUNNEL_MSS = 1208;
+const IPERF_PORT = 5201;
+
+/** Runs the bulk rows on a bench network of its own; never throws (a failed row says why). */
+export async function runBulk(opt: BulkOptions, progress: (s: string) => void): Promise<BulkRow[]> {
+  const iperf = findSystemTool('iperf3');
+  if (!iperf) return [{ name: 'bulk TCP', path: 'kernel', dir: 'down', error: 'not available: needs iperf3 (apt-get install iperf3)' }];
+  const rows: BulkRow[] = [];
+  let net: BenchNet | undefined;
+  try {
+    net = await buildBenchNet();
+    const ns = net.ns;
+    await setTxChecksum(ns, false);
+    // The peer namespace's sink would drop the router's datagrams: the peer needs them.
+    await ns.peer.run([systemTool('nft'), 'delete', 'table', 'inet', 'sixbed4_bench']);
+    // GRO where traffic enters the router, as on a NIC: the isp's TCP arrives merged.
+    for (const dev of [TOPO.routerUplinkIf, TOPO.routerWanCIf]) await ns.rtr.run([systemTool('ethtool'), '-K', dev, 'gro', 'on']);
+    const server = ns.isp.spawn([iperf, '-s', '-p', String(IPERF_PORT), '--forceflush']);
+    try {
+      await server.waitFor(/Server listening/, 10_000);
+      // The peer namespace reaches the isp natively through the router for the kernel rows only: the tunnel rows
+      // go by the peer's default route into its tunnel.
+      const native = ['route', `${TOPO.uplinkPrefix}`, 'via', NET.routerPeerV6];
+      await ns.peer.run(['ip', '-6', ...native.slice(0, 1), 'replace', ...native.slice(1)]);
+      for (const dir of ['down', 'up'] as const) {
+        rows.push(await row(ns, iperf, 'kernel', dir, NET.peerV6, opt, server, progress));
+      }
+      await ns.peer.run(['ip', '-6', ...native.slice(0, 1), 'del', ...native.slice(1)]);
+      for (const path of ['off', 'auto'] as const) {
+        let router;
+        try {
+          router = await startBenchRouter(ns.rtr, { batch: 64, ...(path === 'auto' ? { fastPath: 'auto' as const } : {}) });
+        } catch (e) {
+          for (const dir of ['down', 'up'] as const) rows.push({ name: name(path, dir), path, dir, error: `the router did not start: ${(e as Error).message.split('\n')[0]}` });
+          continue;
+        }
+        let peer: { proc: Proc; address: string } | undefined;
+        try {
+          peer = await startPeerIn(ns.peer, ['--router', `${NET.routerV4}:${NET.routerPort}`, '--default-route']);
+          await sleep(500);
+          for (const dir of ['down', 'up'] as const) {
+            rows.push(await row(ns, iperf, path, dir, peer.address, opt, server, progress, { router: router.pid, peer: peer.proc.pid! }));
+          }
+        } catch (e) {
+          rows.push({ name: name(path, 'down'), path, dir: 'down', error: (e as Error).message.split('\n')[0]! });
+        } finally {
+          await peer?.proc.stop();
+          await router.stop();
+        }
+      }
+    } finally {
+      await server.stop();
+    }
+  } catch (e) {
+    rows.push({ name: 'bulk TCP', path: 'kernel', dir: 'down', error: (e as Error).message.split('\n')[0]! });
+  } finally {
+    await net?.destroy();
+  }
+  return rows;
+}
+
+function name(path: BulkPath, dir: BulkDir): string {
+  const d = dir === 'down' ? 'isp → peer' : 'peer → isp';
+  return path === 'kernel' ? `kernel IPv6 forwarding, ${d}` : `sixbed4 --fast-path ${path}${path === 'auto' ? ' (default)' : ''}, ${d}`;
+}
+
+interface IperfJson {
+  end?: {
+    sum_received?: { bits_per_second: number };
+    sum_sent?: { retransmits?: number };
+    cpu_utilization_percent?: { host_total: number; remote_total: number };
+  };
+  error?: string;
+}
+
+async function row(ns: BenchNet['ns'], iperf: string, path: BulkPath, dir: BulkDir, from: string, opt: BulkOptions, server: Proc,
+  progress: (s: string) => void, pids?: { router: number; peer: number }): Promise<BulkRow> {
+  const base = { name: name(path, dir), path, dir };
+  progress(`  ${base.name}, ${opt.durationS} s ... `);
+  const metrics = async () => (pids ? parseRouterCounters(await scrape(ns.rtr, NET.metrics)).byPath : {});
+  const ours = () => (pids ? totalCpuSeconds([pids.router, pids.peer, ...ksoftirqdPids()]) : totalCpuSeconds(ksoftirqdPids()));
+  const m0 = await metrics(), c0 = ours(), p0 = pids ? cpuOf(pids.peer) : 0, t0 = cpuTimes(), w0 = Date.now();
+  const argv = [iperf, '-6', '-c', TOPO.ispV6, '-p', String(IPERF_PORT), '-B', from, '-t', String(opt.durationS), '-J',
+    ...(path === 'kernel' ? ['-M', String(TUNNEL_MSS)] : []), ...(dir === 'down' ? ['-R'] : [])];
+  const r = await ns.peer.exec(argv, { timeoutMs: (opt.durationS + 30) * 1000 });
+  const wallS = (Date.now() - w0) / 1000, c1 = ours(), p1 = pids ? cpuOf(pids.peer) : 0, t1 = cpuTimes(), m1 = await metrics();
+  let j: IperfJson;
+  try {
+    j = JSON.parse(r.stdout) as IperfJson;
+  } catch {
+    progress('failed\n');
+    return { ...base, error: `iperf3 exited ${r.code}: ${(r.stderr || r.stdout).trim().split('\n')[0]} ${server.output().split('\n').slice(-2).join(' ')}` };
+  }
+  if (j.error || !j.end?.sum_received) {
+    progress('failed\n');
+    return { ...base, error: `iperf3: ${j.error ?? 'no result'}` };
+  }
+  const gbps = j.end.sum_received.bits_per_second / 1e9;
+  const iperfPct = (j.end.cpu_utilization_percent?.host_total ?? 0) + (j.end.cpu_utilization_percent?.remote_total ?? 0);
+  const oursPct = ((c1 - c0) / wallS) * 100 + iperfPct;
+  const metricDir = dir === 'down' ? 'tun_to_udp' : 'udp_to_tun';
+  const out: BulkRow = {
+    ...base, gbps, retransmits: j.end.sum_sent?.retransmits ?? 0, cpuPctPerGbps: oursPct / gbps,
+    otherPct: Math.max(0, (busySeconds(t0, t1) / wallS) * 100 - oursPct),
+    ...(pids ? {
+      peerCpuPct: ((p1 - p0) / wallS) * 100,
+      fast: (m1[`${metricDir}/fast`] ?? 0) - (m0[`${metricDir}/fast`] ?? 0),
+      slow: (m1[`${metricDir}/slow`] ?? 0) - (m0[`${metricDir}/slow`] ?? 0),
+    } : {}),
+  };
+  progress(`${gbps.toFixed(2)} Gbit/s\n`);
+  return out;
+}
+
+function cpuOf(pid: number): number {
+  const c = processCpu(pid);
+  return c ? c.user + c.system : 0;
+}
+
+/** The bulk table, with what each figure means and whether the peer set the rate. */
+export function bulkLines(rows: BulkRow[]): string[] {
+  if (!rows.length) return [];
+  const kernel = (dir: BulkDir) => rows.find((r) => r.path === 'kernel' && r.dir === dir && r.gbps !== undefined)?.gbps;
+  const out = ['', 'bulk TCP (iperf3, one stream, GRO on the router\'s interfaces; kernel row at the tunnel\'s MSS 1208):',
+    'measurement                                          Gbit/s  × kernel  retrans  CPU%/Gbit/s  fast share  peer CPU%  other%'];
+  for (const r of rows) {
+    if (r.error) { out.push(`${r.name.padEnd(52)} ${r.error}`); continue; }
+    const k = kernel(r.dir);
+    const share = r.fast === undefined ? '-' : r.fast + r.slow! === 0 ? 'none' : `${((100 * r.fast) / (r.fast + r.slow!)).toFixed(1)}%`;
+    out.push(`${r.name.padEnd(52)} ${r.gbps!.toFixed(2).padStart(6)}  ${(r.path === 'kernel' || !k ? '' : `×${(r.gbps! / k).toFixed(2)}`).padStart(8)}  ` +
+      `${String(r.retransmits).padStart(7)}  ${r.cpuPctPerGbps!.toFixed(0).padStart(11)}  ${share.padStart(10)}  ` +
+      `${(r.peerCpuPct === undefined ? '-' : r.peerCpuPct.toFixed(0)).padStart(9)}  ${r.otherPct!.toFixed(0).padStart(6)}`);
+  }
+  const peerBound = rows.filter((r) => r.peerCpuPct !== undefined && r.peerCpuPct >= 90);
+  out.push(peerBound.length
+    ? `peer-bound (its CPU ≥ 90%: the peer, not the router, set the rate): ${peerBound.map((r) => r.name).join('; ')}`
+    : 'no row was peer-bound (the peer\'s CPU stayed under 90%)');
+  for (const dir of ['down', 'up'] as const) {
+    const k = kernel(dir), f = rows.find((r) => r.path === 'auto' && r.dir === dir && r.gbps !== undefined);
+    if (k && f) out.push(`goal, ${dir === 'down' ? 'download' : 'upload'} with the default mode ≥ 50% of kernel forwarding: ${((100 * f.gbps!) / k).toFixed(0)}% ${f.gbps! >= k / 2 ? 'met' : 'not met'}`);
+  }
+  const down = rows.find((r) => r.path === 'auto' && r.dir === 'down' && r.fast !== undefined);
+  if (down && down.fast! + down.slow! > 0) {
+    const pct = (100 * down.fast!) / (down.fast! + down.slow!);
+    out.push(`goal, share of a download's packets on the fast path ≥ 99%: ${pct.toFixed(1)}% ${pct >= 99 ? 'met' : 'not met'}`);
+  }
+  return out;
+}
+
+export type { Netns };
