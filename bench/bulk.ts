@@ -24,7 +24,7 @@ import { TOPO } from '../agent/lab/topology.js';
 import { systemTool } from '../agent/host/tools.js';
 import { ksoftirqdPids, processCpu, totalCpuSeconds, cpuTimes, busySeconds } from './procstat.js';
 import { parseRouterCounters, startBenchRouter } from './routerctl.js';
-import { buildBenchNet, NET, setTxChecksum, type BenchNet } from './topology.js';
+import { buildBenchNet, NET, readLinks, readUdpSnmp, setTxChecksum, type BenchNet } from './topology.js';
 
 export type BulkPath = 'kernel' | 'off' | 'auto';
 export type BulkDir = 'down' | 'up';
@@ -43,6 +43,12 @@ export interface BulkRow {
   /** Packets of the row's direction by path, from the router's metrics (fast: in the kernel; slow: the router process). */
   fast?: number;
   slow?: number;
+  /**
+   * Packets lost on the way, by where: the peer's side (its TUN's queue full: the peer did not read fast enough; its
+   * socket's buffer full) and the router's (its socket's buffer, its TUN's queue): which end could not keep up.
+   */
+  peerDrops?: number;
+  routerDrops?: number;
   /** % of a CPU used by other processes on the machine during the run (shared machine). */
   otherPct?: number;
   error?: string;
@@ -132,11 +138,11 @@ async function row(ns: BenchNet['ns'], iperf: string, path: BulkPath, dir: BulkD
   progress(`  ${base.name}, ${opt.durationS} s ... `);
   const metrics = async () => (pids ? parseRouterCounters(await scrape(ns.rtr, NET.metrics)).byPath : {});
   const ours = () => (pids ? totalCpuSeconds([pids.router, pids.peer, ...ksoftirqdPids()]) : totalCpuSeconds(ksoftirqdPids()));
-  const m0 = await metrics(), c0 = ours(), p0 = pids ? cpuOf(pids.peer) : 0, t0 = cpuTimes(), w0 = Date.now();
+  const d0 = await drops(ns), m0 = await metrics(), c0 = ours(), p0 = pids ? cpuOf(pids.peer) : 0, t0 = cpuTimes(), w0 = Date.now();
   const argv = [iperf, '-6', '-c', TOPO.ispV6, '-p', String(IPERF_PORT), '-B', from, '-t', String(opt.durationS), '-J',
     ...(path === 'kernel' ? ['-M', String(TUNNEL_MSS)] : []), ...(dir === 'down' ? ['-R'] : [])];
   const r = await ns.peer.exec(argv, { timeoutMs: (opt.durationS + 30) * 1000 });
-  const wallS = (Date.now() - w0) / 1000, c1 = ours(), p1 = pids ? cpuOf(pids.peer) : 0, t1 = cpuTimes(), m1 = await metrics();
+  const wallS = (Date.now() - w0) / 1000, c1 = ours(), p1 = pids ? cpuOf(pids.peer) : 0, t1 = cpuTimes(), m1 = await metrics(), d1 = await drops(ns);
   let j: IperfJson;
   try {
     j = JSON.parse(r.stdout) as IperfJson;
@@ -155,6 +161,7 @@ async function row(ns: BenchNet['ns'], iperf: string, path: BulkPath, dir: BulkD
   const out: BulkRow = {
     ...base, gbps, retransmits: j.end.sum_sent?.retransmits ?? 0, cpuPctPerGbps: oursPct / gbps,
     otherPct: Math.max(0, (busySeconds(t0, t1) / wallS) * 100 - oursPct),
+    peerDrops: d1.peer - d0.peer, routerDrops: d1.router - d0.router,
     ...(pids ? {
       peerCpuPct: ((p1 - p0) / wallS) * 100,
       fast: (m1[`${metricDir}/fast`] ?? 0) - (m0[`${metricDir}/fast`] ?? 0),
@@ -163,6 +170,16 @@ async function row(ns: BenchNet['ns'], iperf: string, path: BulkPath, dir: BulkD
   };
   progress(`${gbps.toFixed(2)} Gbit/s\n`);
   return out;
+}
+
+/** Drops at each end: TUN queues (tx dropped: the reader fell behind) and UDP socket buffers. */
+async function drops(ns: BenchNet['ns']): Promise<{ peer: number; router: number }> {
+  const end = async (n: Netns) => {
+    const links = await readLinks(n), udp = await readUdpSnmp(n);
+    const tun = Object.entries(links).filter(([name]) => name.startsWith('6bed4')).reduce((a, [, l]) => a + l.txDropped + l.rxDropped, 0);
+    return tun + (udp.RcvbufErrors ?? 0) + (udp.SndbufErrors ?? 0);
+  };
+  return { peer: await end(ns.peer), router: await end(ns.rtr) };
 }
 
 function cpuOf(pid: number): number {
@@ -175,19 +192,21 @@ export function bulkLines(rows: BulkRow[]): string[] {
   if (!rows.length) return [];
   const kernel = (dir: BulkDir) => rows.find((r) => r.path === 'kernel' && r.dir === dir && r.gbps !== undefined)?.gbps;
   const out = ['', 'bulk TCP (iperf3, one stream, GRO on the router\'s interfaces; kernel row at the tunnel\'s MSS 1208):',
-    'measurement                                          Gbit/s  × kernel  retrans  CPU%/Gbit/s  fast share  peer CPU%  other%'];
+    'measurement                                          Gbit/s  × kernel  retrans  CPU%/Gbit/s  fast share  peer CPU%  drops peer/rtr  other%'];
   for (const r of rows) {
     if (r.error) { out.push(`${r.name.padEnd(52)} ${r.error}`); continue; }
     const k = kernel(r.dir);
     const share = r.fast === undefined ? '-' : r.fast + r.slow! === 0 ? 'none' : `${((100 * r.fast) / (r.fast + r.slow!)).toFixed(1)}%`;
     out.push(`${r.name.padEnd(52)} ${r.gbps!.toFixed(2).padStart(6)}  ${(r.path === 'kernel' || !k ? '' : `×${(r.gbps! / k).toFixed(2)}`).padStart(8)}  ` +
       `${String(r.retransmits).padStart(7)}  ${r.cpuPctPerGbps!.toFixed(0).padStart(11)}  ${share.padStart(10)}  ` +
-      `${(r.peerCpuPct === undefined ? '-' : r.peerCpuPct.toFixed(0)).padStart(9)}  ${r.otherPct!.toFixed(0).padStart(6)}`);
+      `${(r.peerCpuPct === undefined ? '-' : r.peerCpuPct.toFixed(0)).padStart(9)}  ${(r.peerCpuPct === undefined ? '-' : `${r.peerDrops}/${r.routerDrops}`).padStart(14)}  ` +
+      `${r.otherPct!.toFixed(0).padStart(6)}`);
   }
-  const peerBound = rows.filter((r) => r.peerCpuPct !== undefined && r.peerCpuPct >= 90);
+  // The peer set the rate where it used a whole CPU, or where the losses were at its end rather than the router's.
+  const peerBound = rows.filter((r) => r.peerCpuPct !== undefined && (r.peerCpuPct >= 90 || r.peerDrops! > r.routerDrops!));
   out.push(peerBound.length
-    ? `peer-bound (its CPU ≥ 90%: the peer, not the router, set the rate): ${peerBound.map((r) => r.name).join('; ')}`
-    : 'no row was peer-bound (the peer\'s CPU stayed under 90%)');
+    ? `peer-bound (its CPU ≥ 90%, or more drops at the peer than at the router: the peer, not the router, set the rate): ${peerBound.map((r) => r.name).join('; ')}`
+    : 'no row was peer-bound (the peer\'s CPU under 90%, and no more drops at the peer than at the router)');
   for (const dir of ['down', 'up'] as const) {
     const k = kernel(dir), f = rows.find((r) => r.path === 'auto' && r.dir === dir && r.gbps !== undefined);
     if (k && f) out.push(`goal, ${dir === 'down' ? 'download' : 'upload'} with the default mode ≥ 50% of kernel forwarding: ${((100 * f.gbps!) / k).toFixed(0)}% ${f.gbps! >= k / 2 ? 'met' : 'not met'}`);
