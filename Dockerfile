@@ -60,11 +60,11 @@ RUN { command -v clang >/dev/null && [ -f /usr/include/bpf/bpf_helpers.h ]; } ||
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 # The sources: what .dockerignore lets through (binding.gyp, tsconfig.json,
-# agent/, operator/, crds/).
+# lib/, kube/, agent/, operator/, cli/, crds/).
 COPY . .
 # Then only what runs: production dependencies, without type declarations,
 # source maps and documentation (about 40 MB of @kubernetes/client-node).
-# `npm run build` writes dist/agent/build-info.json with REVISION.
+# `npm run build` writes dist/lib/build-info.json with REVISION.
 ARG REVISION=unknown
 RUN SIXBED4_REVISION="$REVISION" npm run build \
  && npm prune --omit=dev --no-audit --no-fund \
@@ -91,7 +91,7 @@ COPY --from=build /src/dist ./dist
 COPY --from=build /src/crds ./crds
 # Metrics (--metrics H:P, e.g. 0.0.0.0:9464) and the 6bed4 UDP port.
 EXPOSE 9464 25790/udp
-ENTRYPOINT ["node", "/app/dist/agent/cli/main.js"]
+ENTRYPOINT ["node", "/app/dist/cli/main.js"]
 CMD ["--help"]
 ARG VERSION=unknown
 ARG REVISION=unknown

@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execCommand } from '../agent/host/command.js';
 import { makeAddress } from '../agent/protocol/address.js';
-import { formatIPv6, parseIPv4, parsePrefix64 } from '../agent/protocol/ip.js';
+import { formatIPv6, parseIPv4, parsePrefix64 } from '../lib/ip.js';
 import { findSystemTool } from '../agent/host/tools.js';
 import type { Netns } from '../agent/lab/netns.js';
 import type { Proc } from '../agent/lab/proc.js';

@@ -5,7 +5,7 @@
 import os from 'node:os';
 import { Engine } from '../agent/router/engine.js';
 import { makeAddress } from '../agent/protocol/address.js';
-import { parseIPv4, parseIPv6, parsePrefix64 } from '../agent/protocol/ip.js';
+import { parseIPv4, parseIPv6, parsePrefix64 } from '../lib/ip.js';
 import { writeHeader } from '../agent/protocol/ipv6.js';
 
 const BATCH = 64;

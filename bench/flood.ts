@@ -16,7 +16,7 @@ import { buildTopology, TOPO } from '../agent/lab/topology.js';
 import { ping6, scrape, startPeerIn, startRouterIn } from '../agent/lab/sixbed4.js';
 import { processMemory } from './procstat.js';
 import { makeAddress } from '../agent/protocol/address.js';
-import { formatIPv6, parseIPv4, parsePrefix64 } from '../agent/protocol/ip.js';
+import { formatIPv6, parseIPv4, parsePrefix64 } from '../lib/ip.js';
 import type { FloodConfig } from './flooder.js';
 
 const FLOODER = fileURLToPath(new URL('./flooder.js', import.meta.url));

@@ -4,7 +4,7 @@
 // packet budget is spent, then prints one JSON line: { sent, elapsedMs, port }.
 import { performance } from 'node:perf_hooks';
 import { loadNative, newBatch } from '../agent/io/native.js';
-import { parseIPv4, parseIPv6, parsePrefix64 } from '../agent/protocol/ip.js';
+import { parseIPv4, parseIPv6, parsePrefix64 } from '../lib/ip.js';
 import { junkSet } from './junk.js';
 
 export interface FloodConfig {

@@ -13,7 +13,7 @@ import { performance } from 'node:perf_hooks';
 
 import { loadNative, newBatch, MAX_BATCH, type Batch } from '../agent/io/native.js';
 import { makeAddress } from '../agent/protocol/address.js';
-import { parseIPv4, parseIPv6, parsePrefix64 } from '../agent/protocol/ip.js';
+import { parseIPv4, parseIPv6, parsePrefix64 } from '../lib/ip.js';
 import { systemTool } from '../agent/host/tools.js';
 import { fillBatch, fillBatch4, IPV4_UDP, PeerCycler, PeerSourceCycler, peerPlan } from './packets.js';
 

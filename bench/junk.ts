@@ -9,7 +9,7 @@ import { makeAddress } from '../agent/protocol/address.js';
 import { fillChecksum } from '../agent/protocol/checksum.js';
 import { writeHeader } from '../agent/protocol/ipv6.js';
 import { ALL_ROUTERS, ROUTER_LINK_LOCAL, writeNeighborSolicit, writeRouterSolicit } from '../agent/protocol/nd.js';
-import { parseIPv4, parseIPv6, type Prefix } from '../agent/protocol/ip.js';
+import { parseIPv4, parseIPv6, type Prefix } from '../lib/ip.js';
 
 export interface JunkTarget {
   prefix: Prefix;

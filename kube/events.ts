@@ -6,7 +6,7 @@
 // slice allocator's ClusterRole allows that). A repeat of the same event
 // within the process's memory bumps count and lastTimestamp instead of
 // creating a new object, like client-go's correlator.
-import type { Logger } from '../agent/log.js';
+import type { Logger } from '../lib/log.js';
 import type { KubeObject } from './api.js';
 import { isNotFound, paths, type Kube } from './client.js';
 

@@ -5,7 +5,7 @@
 import { ListWatch, Watch, type KubernetesObject } from '@kubernetes/client-node';
 import type { KubeObject } from './api.js';
 import type { Kube, KubeList } from './client.js';
-import type { Logger } from '../agent/log.js';
+import type { Logger } from '../lib/log.js';
 
 export type ChangeType = 'add' | 'update' | 'delete';
 

@@ -8,7 +8,7 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Logger } from '../agent/log.js';
+import type { Logger } from '../lib/log.js';
 import { isConflict, isNotFound, paths, type Kube } from './client.js';
 
 export interface LeaderElectionOptions {

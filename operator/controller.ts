@@ -4,7 +4,7 @@
 // a periodic resync; and runs the slice allocator (slices/controller.ts) on the
 // same prefix and node caches. A replica that loses the Lease stops at once.
 import type { KubeConfig } from '@kubernetes/client-node';
-import type { Logger } from '../agent/log.js';
+import type { Logger } from '../lib/log.js';
 import {
   AGENT_REPORTS_ANNOTATION, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, PREFIXES_PATH, agentConfigMapName, type KubeObject, type SixBed4Prefix,
 } from '../kube/api.js';

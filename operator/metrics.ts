@@ -1,6 +1,6 @@
-// Prometheus metrics of the operator (served by agent/metrics.ts's server).
+// Prometheus metrics of the operator (served by lib/metrics-server.ts).
 import client from 'prom-client';
-import { buildInfo } from '../agent/build-info.js';
+import { buildInfo } from '../lib/build-info.js';
 
 export class OperatorMetrics {
   readonly registry = new client.Registry();

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { parse as parseYaml } from 'yaml';
-import { buildInfo } from '../agent/build-info.js';
+import { buildInfo } from '../lib/build-info.js';
 import { routerRegistry } from '../agent/router/metrics.js';
 import { Counters } from '../agent/router/counters.js';
 import { OperatorMetrics } from '../operator/metrics.js';
@@ -19,7 +19,7 @@ import { OperatorMetrics } from '../operator/metrics.js';
 const run = promisify(execFile);
 const DIST = fileURLToPath(new URL('../', import.meta.url));
 const ROOT = join(DIST, '..');
-const MAIN = join(DIST, 'agent', 'cli', 'main.js');
+const MAIN = join(DIST, 'cli', 'main.js');
 
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
 const chart = parseYaml(readFileSync(join(ROOT, 'charts', 'sixbed4', 'Chart.yaml'), 'utf8')) as
@@ -29,7 +29,7 @@ const crdsChart = parseYaml(readFileSync(join(ROOT, 'charts', 'sixbed4', 'charts
 
 /** What the build baked in (npm run build), else unknown. */
 function builtRevision(): string {
-  const file = join(DIST, 'agent', 'build-info.json');
+  const file = join(DIST, 'lib', 'build-info.json');
   return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as { revision: string }).revision : 'unknown';
 }
 
@@ -66,10 +66,12 @@ test('sixbed4 --version works without the native addon and says so', async (t) =
   const dir = mkdtempSync(join(tmpdir(), 'sixbed4-version-'));
   try {
     writeFileSync(join(dir, 'package.json'), readFileSync(join(ROOT, 'package.json')));
-    cpSync(join(DIST, 'agent'), join(dir, 'dist', 'agent'), { recursive: true, filter: (src) => !src.endsWith('.map') });
+    for (const part of ['lib', 'kube', 'agent', 'operator', 'cli']) {
+      cpSync(join(DIST, part), join(dir, 'dist', part), { recursive: true, filter: (src) => !src.endsWith('.map') });
+    }
     symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
-    writeFileSync(join(dir, 'dist', 'agent', 'build-info.json'), '{"revision": "0123456789abcdef0123456789abcdef01234567"}\n');
-    const { stdout, stderr } = await run(process.execPath, [join(dir, 'dist', 'agent', 'cli', 'main.js'), '--version']);
+    writeFileSync(join(dir, 'dist', 'lib', 'build-info.json'), '{"revision": "0123456789abcdef0123456789abcdef01234567"}\n');
+    const { stdout, stderr } = await run(process.execPath, [join(dir, 'dist', 'cli', 'main.js'), '--version']);
     t.is(stderr, '');
     t.regex(stdout, new RegExp(`^sixbed4 ${pkg.version.replace(/\./g, '\\.')}\nrevision: 0123456789abcdef0123456789abcdef01234567\n`));
     t.regex(stdout, /^native addon: not loaded \(sixbed4 native addon not found at .*\)$/m);
@@ -81,7 +83,7 @@ test('sixbed4 --version works without the native addon and says so', async (t) =
 test('the revision is baked in from $SIXBED4_REVISION (what the Dockerfile passes), else git', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'sixbed4-buildinfo-'));
   try {
-    cpSync(join(DIST, 'agent', 'build-info.js'), join(dir, 'build-info.js'));
+    cpSync(join(DIST, 'lib', 'build-info.js'), join(dir, 'build-info.js'));
     await run(process.execPath, [join(dir, 'build-info.js'), '--write'], { env: { ...process.env, SIXBED4_REVISION: 'abc123' } });
     t.deepEqual(JSON.parse(readFileSync(join(dir, 'build-info.json'), 'utf8')), { revision: 'abc123' });
     // outside any git checkout and without the variable: unknown

@@ -10,12 +10,13 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { native, txChecksum } from '../io/native.js';
 import { ipJson } from '../host/ip.js';
-import { InputError, formatIPv4 } from '../protocol/ip.js';
+import { InputError } from '../../lib/errors.js';
+import { formatIPv4 } from '../../lib/ip.js';
 import { makeAddress } from '../protocol/address.js';
 import { writeHeader } from '../protocol/ipv6.js';
 import { fillChecksum, fold, sumWords } from '../protocol/checksum.js';
 import type { IPv4Range } from '../router/refused.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../lib/log.js';
 import { hostBypassed, type Bypassed } from './bypass.js';
 import { FastPathPrograms, TC_ACT_REDIRECT, type FastPathCounters, type ProgramsConfig } from './programs.js';
 

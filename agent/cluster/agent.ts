@@ -4,10 +4,10 @@
 // state. It keeps a copy of each share on the node's disk, so that after a restart with the API server away it
 // serves what it served; and it serves metrics and the Pod's health.
 import { join } from 'node:path';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../lib/log.js';
 import { Counters, type CountersSnapshot } from '../router/counters.js';
 import { routerRegistry } from '../router/metrics.js';
-import { startMetricsServer, type MetricsServer } from '../metrics.js';
+import { startMetricsServer, type MetricsServer } from '../../lib/metrics-server.js';
 import type { Registry } from 'prom-client';
 import { KubeError, paths, type Kube } from '../../kube/client.js';
 import { Informer, type ChangeType } from '../../kube/informer.js';
@@ -19,7 +19,7 @@ import { NodeReports } from './reports.js';
 import { NodeCni } from './cni.js';
 import { EventRecorder } from '../../kube/events.js';
 import { cniMetrics, removeStaleSockets, startCniServer, type CniServer } from '../cni/server.js';
-import { checkSlices } from '../../operator/slices/model.js';
+import { checkSlices } from '../../kube/slice-model.js';
 import { install, uninstall, type PluginSettings } from '../cni/install.js';
 import { removeInbound } from '../slices/inbound-apply.js';
 

@@ -10,14 +10,14 @@
 // The namespace's word A comes from its SixBed4Range, which the operator claims when the namespace is labelled;
 // the agent never claims words. An admission policy (charts/sixbed4/templates/agent-admission.yaml) lets an agent
 // create slices only for its own node.
-import type { Logger } from '../log.js';
-import type { Prefix } from '../protocol/ip.js';
+import type { Logger } from '../../lib/log.js';
+import type { Prefix } from '../../lib/ip.js';
 import {
   API_VERSION, LABEL_MANAGED_BY, LABEL_NAMESPACE, LABEL_POD_UID, LABEL_PREFIX, LABEL_RANGE, MANAGED_BY, SLICE_KIND,
   type SixBed4Range, type SixBed4Slice,
 } from '../../kube/api.js';
 import { isAlreadyExists, paths, type Kube } from '../../kube/client.js';
-import { chooseWord, isReserved, preferredWord, rangeName, sliceAddress, sliceName, sliceText, type WordRange } from '../../operator/slices/model.js';
+import { chooseWord, isReserved, preferredWord, rangeName, sliceAddress, sliceName, sliceText, type WordRange } from '../../kube/slice-model.js';
 
 /** AlreadyExists losses in one claim before giving up (the caller retries later, from a fresher view). */
 const MAX_CONFLICTS = 32;
@@ -29,7 +29,7 @@ export interface ClaimTarget {
   subnet: Prefix;
   index: number;
   podWords: WordRange;
-  /** (A, B) keys that hold a configured local address of the host (model.ts reservedSlices). */
+  /** (A, B) keys that hold a configured local address of the host (kube/slice-model.ts reservedSlices). */
   reserved: ReadonlySet<number>;
 }
 

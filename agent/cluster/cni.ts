@@ -4,7 +4,7 @@
 // they work even while this node serves no prefix at all. STATUS always succeeds: a chained plugin that failed it
 // would stop every pod on the node, and pods that ask are refused one by one (ADD) instead.
 import { existsSync } from 'node:fs';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../lib/log.js';
 import { SliceDeliverer } from '../slices/deliver.js';
 import { sameContainer } from '../slices/slice.js';
 import {
@@ -13,7 +13,7 @@ import {
 import type { CniHandler } from '../cni/server.js';
 import { paths, type Kube } from '../../kube/client.js';
 import { DEFAULT_POD_ANNOTATION, type KubeObject } from '../../kube/api.js';
-import type { CheckedSlices } from '../../operator/slices/model.js';
+import type { CheckedSlices } from '../../kube/slice-model.js';
 import type { SliceAgent } from './slices.js';
 import { ALLOW_INBOUND_ANNOTATION, parseAllowInbound, type InboundEntry, type PortRule } from '../slices/inbound.js';
 import { applyInbound, listInbound } from '../slices/inbound-apply.js';

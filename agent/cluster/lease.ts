@@ -4,7 +4,7 @@
 // changed reports into the prefixes' status. (Agents writing their entries into the prefix status made every round
 // N writes to one object that every agent watches: N² watch events, a managedFields entry per node, and at 1,000
 // nodes a first round that the API server of the benchmark could not finish.)
-import type { Logger } from '../log.js';
+import type { Logger } from '../../lib/log.js';
 import { KubeError, paths, type Kube } from '../../kube/client.js';
 import { AGENT_REPORTS_ANNOTATION, agentLeaseName, LABEL_COMPONENT, LABEL_NAME, type AgentReport, type KubeObject } from '../../kube/api.js';
 

@@ -6,7 +6,7 @@
 // node agent (the API's ConfigMap, or its copy on the node's disk) and the
 // router runs on whatever the API does; only status reports wait for it.
 import { access } from 'node:fs/promises';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../lib/log.js';
 import { applyHost, revertHost } from '../host/apply.js';
 import { hostConfig, type HostConfig } from '../host/config.js';
 import { hasBpf } from '../host/privilege.js';
@@ -18,8 +18,8 @@ import { proxiedLocalAddresses } from '../ndp/policy.js';
 import type { NodeShare } from './config.js';
 import { SliceAgent, type SliceRepair } from './slices.js';
 import type { AgentNodeConfig, AgentReport } from '../../kube/api.js';
-import { parsePrefix } from '../protocol/ip.js';
-import { subnetIndex } from '../../operator/prefix/subnets.js';
+import { parsePrefix } from '../../lib/ip.js';
+import { subnetIndex } from '../../kube/subnets.js';
 import { FastPathUnavailable } from '../bpf/fastpath.js';
 
 export interface PrefixAgentOptions {

@@ -9,12 +9,12 @@
 // releases links nothing wants and, for a slice with no link (a pod that started before sixbed4 was installed),
 // finds the pod's namespace through /proc and delivers. Links made through CNI are left to the runtime. Each pass
 // reports per slice in its status, with the agent's own field manager. CNI requests and passes run one at a time.
-import type { Logger } from '../log.js';
-import { parseIPv6, parsePrefix } from '../protocol/ip.js';
+import type { Logger } from '../../lib/log.js';
+import { parseIPv6, parsePrefix } from '../../lib/ip.js';
 import { InterfaceTakenError, SliceDeliverer, type NeighbourProxy } from '../slices/deliver.js';
 import { CNI, CniError, type Delivered } from '../cni/protocol.js';
 import { ClaimError, claimSlice, namespaceWord, type ClaimPod } from './claim.js';
-import { reservedSlices, sliceWords, type CheckedSlices } from '../../operator/slices/model.js';
+import { reservedSlices, sliceWords, type CheckedSlices } from '../../kube/slice-model.js';
 import { defaultLocator } from '../slices/podns.js';
 import { reconcileSlices, type DesiredSlice, type SliceStatus } from '../slices/reconcile.js';
 import { agentFieldManager, API_VERSION, SLICE_KIND, SLICES_PATH, type KubeObject, type SixBed4Slice } from '../../kube/api.js';

@@ -8,7 +8,7 @@
 import { constants } from 'node:fs';
 import { chmod, copyFile, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { InputError } from '../protocol/ip.js';
+import { InputError } from '../../lib/errors.js';
 import { POD_ANNOTATIONS_CAPABILITY } from './protocol.js';
 
 export const PLUGIN_TYPE = 'sixbed4-cni';

@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readdir, readlink, rename, symlink, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import client from 'prom-client';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../lib/log.js';
 import { CNI, CniError, errorBody, parseRequest, type CniRequest, type CniResult } from './protocol.js';
 
 /** What the agent does for each command; null: no output (DEL, CHECK, GC). */

@@ -1,7 +1,7 @@
 // `host plan`, `host apply` and `host revert` as operations on this host: read
 // the state, plan, save what revert needs, execute with rollback.
-import { InputError } from '../protocol/ip.js';
-import type { Logger } from '../log.js';
+import { InputError } from '../../lib/errors.js';
+import type { Logger } from '../../lib/log.js';
 import type { HostConfig } from './config.js';
 import { executeSteps, kernelRunner, StepFailure } from './execute.js';
 import { planApply, type ApplyPlan } from './plan.js';

@@ -5,7 +5,7 @@
 import { ip, ipJson } from './ip.js';
 import { commandLine, type PlanStep } from './steps.js';
 import { writeConf } from './sysctl.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../lib/log.js';
 
 export interface StepRunner { run(step: PlanStep): Promise<void>; }
 

@@ -3,8 +3,10 @@
 // (InputError) when going ahead could cut the host off. Pure: no I/O, so every
 // order and every refusal is tested on state models.
 import { tunnelRouteArgs } from './tunnelroute.js';
-import { inPrefix, InputError } from '../protocol/ip.js';
-import { ndpProxyModeName, type HostConfig } from './config.js';
+import { inPrefix } from '../../lib/ip.js';
+import { InputError } from '../../lib/errors.js';
+import { ndpProxyModeName } from '../../kube/modes.js';
+import { type HostConfig } from './config.js';
 import { moveAddress, type WantedForm } from './moves.js';
 import { defaultRoutes, findLink, type HostState } from './state.js';
 import { ipStep, sysctlStep, type Plan, type PlanStep } from './steps.js';

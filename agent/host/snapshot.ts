@@ -3,7 +3,7 @@
 // lo and the dummy; forwarding and accept_ra sysctls), and what apply created.
 // planRestore turns (snapshot, current state) into make-before-break steps; it
 // serves `host revert` and the rollback of a failed apply or revert alike.
-import { inPrefix, parsePrefix64 } from '../protocol/ip.js';
+import { inPrefix, parsePrefix64 } from '../../lib/ip.js';
 import { moveAddress, type WantedForm } from './moves.js';
 import { tunnelRouteArgs } from './tunnelroute.js';
 import { findLink, type AddressForm, type HostState } from './state.js';

@@ -3,7 +3,7 @@
 // parseRouteJson), so tests feed it captured output; readHostState does the I/O.
 import { ip, ipJson } from './ip.js';
 import { readIpv6Conf, type Ipv6Conf } from './sysctl.js';
-import { formatIPv6, parseIPv6, parsePrefix, type Prefix } from '../protocol/ip.js';
+import { formatIPv6, parseIPv6, parsePrefix, type Prefix } from '../../lib/ip.js';
 
 /** Address flags that are part of an address's configuration and must survive a revert. */
 export const KEPT_FLAGS = ['nodad', 'noprefixroute', 'mngtmpaddr', 'home', 'deprecated'] as const;

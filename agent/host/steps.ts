@@ -47,6 +47,7 @@ export function shellQuote(word: string): string {
 
 /** Comment text on one line: a newline in a name must not end the comment and start a command. */
 function comment(text: string): string {
+  // eslint-disable-next-line no-control-regex -- control characters are what this removes
   return text.replace(/[\r\n\u0000-\u001f\u007f]/g, '?');
 }
 

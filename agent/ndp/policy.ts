@@ -11,7 +11,7 @@
 // default 1 (the stock peer's own address, and ours) and 0 (the router side
 // of its /114).
 import { DEFAULT_PEER_LANIP, MAX_LANIP } from '../protocol/constants.js';
-import { InputError } from '../protocol/ip.js';
+import { InputError } from '../../lib/errors.js';
 import type { HostConfig } from '../host/config.js';
 
 export function proxiedLocalAddresses(cfg: Pick<HostConfig, 'localAddressMode' | 'localAddresses'>): Uint8Array[] {

@@ -28,10 +28,11 @@
 // (not a DAD probe) switches answering on for good, with a warning saying the
 // upstream treats the prefix as on-link. Before that, nothing is answered: a
 // well-configured upstream routes the /64 and never asks.
-import { inPrefix, formatIPv6, InputError, type Prefix } from '../protocol/ip.js';
+import { inPrefix, formatIPv6, type Prefix } from '../../lib/ip.js';
+import { InputError } from '../../lib/errors.js';
 import { ipJson } from '../host/ip.js';
 import { confValue, readIpv6Conf } from '../host/sysctl.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../lib/log.js';
 import { advertisementBody, NA_OVERRIDE, NA_ROUTER, NA_SOLICITED, parseMac, parseSolicitation, solicitedNodeGroup } from './messages.js';
 import { openNdSocket, type NdSocket } from './socket.js';
 

@@ -5,7 +5,7 @@
 import { endianness } from 'node:os';
 import raw from 'raw-socket';
 import { ND_NEIGHBOR_SOLICIT, NH_ICMPV6 } from '../protocol/constants.js';
-import { formatIPv6 } from '../protocol/ip.js';
+import { formatIPv6 } from '../../lib/ip.js';
 
 export interface NdSocket {
   /** Called with each NS body (ICMPv6, no IPv6 header) and its IPv6 source as text. */

@@ -18,8 +18,8 @@ import { spawn } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { InputError } from '../protocol/ip.js';
-import type { Logger } from '../log.js';
+import { InputError } from '../../lib/errors.js';
+import type { Logger } from '../../lib/log.js';
 
 export type HookEvent = 'add' | 'remove' | 'route-add' | 'route-remove';
 

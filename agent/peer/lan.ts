@@ -7,9 +7,10 @@
 import { ip, ipJson } from '../host/ip.js';
 import { readIpv6Conf, writeConf, type Ipv6Conf } from '../host/sysctl.js';
 import { ND_ROUTER_SOLICIT } from '../protocol/constants.js';
-import { formatIPv4, formatIPv6, InputError } from '../protocol/ip.js';
+import { formatIPv4, formatIPv6 } from '../../lib/ip.js';
+import { InputError } from '../../lib/errors.js';
 import { openNdSocket, type NdSocket } from '../ndp/socket.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../lib/log.js';
 import { writeLanAdvert } from './lan-advert.js';
 
 /** Unsolicited RAs: well inside the router lifetime, so a host that missed some keeps its default route. */

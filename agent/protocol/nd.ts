@@ -8,7 +8,7 @@ import {
 } from './constants.js';
 import { fillChecksum, upperChecksum } from './checksum.js';
 import { OFF_SRC, payloadLength, readU32, writeHeader } from './ipv6.js';
-import type { Prefix } from './ip.js';
+import type { Prefix } from '../../lib/ip.js';
 
 export const ALL_NODES = Uint8Array.of(0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1);
 export const ALL_ROUTERS = Uint8Array.of(0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2);

@@ -15,7 +15,7 @@ import {
 } from '../protocol/nd.js';
 import { writeIcmpError } from '../protocol/icmperror.js';
 import { noErrorReply } from '../protocol/exthdr.js';
-import type { Prefix } from '../protocol/ip.js';
+import type { Prefix } from '../../lib/ip.js';
 import { type Batch, newBatch, sharedBatch } from '../io/batch.js';
 import { Counters, type CountersSnapshot, type DropReason } from './counters.js';
 import { DEFAULT_RATE_LIMIT, type RateLimitConfig, ReplyLimiter } from './ratelimit.js';

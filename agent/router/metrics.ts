@@ -5,7 +5,7 @@
 import client from 'prom-client';
 import { DROP_REASONS, type CountersSnapshot } from './counters.js';
 import type { ResponderCounters } from '../ndp/responder.js';
-import { buildInfo } from '../build-info.js';
+import { buildInfo } from '../../lib/build-info.js';
 import { FROM_PEERS_VERDICTS, TO_PEERS_TALLIES, TO_PEERS_VERDICTS, type FastPathCounters } from '../bpf/programs.js';
 import { fastPathFallbacks } from '../bpf/fastpath.js';
 

@@ -3,16 +3,17 @@
 // catches the commonest mistakes), runs the data path, serves metrics, and on
 // stop removes everything it made.
 import { native } from '../io/native.js';
-import { formatIPv4, formatIPv6, InputError, parseIPv4, parseIPv4Port, parsePrefix, parsePrefix64, type Prefix } from '../protocol/ip.js';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv4Port, parsePrefix, parsePrefix64, type Prefix } from '../../lib/ip.js';
+import { InputError } from '../../lib/errors.js';
 import { ROUTER_PORT } from '../protocol/constants.js';
 import { hasNetAdmin, hasNetRaw } from '../host/privilege.js';
 import { confValue, readIpv6Conf } from '../host/sysctl.js';
-import { ndpProxyModeOf } from '../host/config.js';
+import { ndpProxyModeOf } from '../../kube/modes.js';
 import { NdpResponder, type ResponderMode } from '../ndp/responder.js';
 import { proxiedPeerAddresses } from '../ndp/policy.js';
 import type { LiveChange } from './live.js';
-import { startMetricsServer, type MetricsServer } from '../metrics.js';
-import type { Logger } from '../log.js';
+import { startMetricsServer, type MetricsServer } from '../../lib/metrics-server.js';
+import type { Logger } from '../../lib/log.js';
 import type { EngineConfig } from './engine.js';
 import { forwardInline, forwardOnWorkers, type LiveListener } from './workers.js';
 import { makeAddress } from '../protocol/address.js';

@@ -14,10 +14,11 @@
 import { randomBytes } from 'node:crypto';
 import { native } from '../io/native.js';
 import { TUNNEL_MTU } from '../protocol/constants.js';
-import { formatIPv6, InputError, type Prefix } from '../protocol/ip.js';
+import { formatIPv6, type Prefix } from '../../lib/ip.js';
+import { InputError } from '../../lib/errors.js';
 import { ip, ipJson } from '../host/ip.js';
 import { tunnelRouteArgs } from '../host/tunnelroute.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../lib/log.js';
 
 export interface Tunnel {
   readonly name: string;

@@ -9,7 +9,7 @@ import { native, type NativeIO } from '../io/native.js';
 import type { WorkerInit } from './worker.js';
 import { LivePeers, type LiveChange } from './live.js';
 import type { IPv4Range } from './refused.js';
-import type { Prefix } from '../protocol/ip.js';
+import type { Prefix } from '../../lib/ip.js';
 import type { RateLimitConfig } from './ratelimit.js';
 
 /** What a reload of the router's configuration changes while the data path runs. */

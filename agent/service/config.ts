@@ -1,13 +1,14 @@
 // The single host's one config file, /etc/sixbed4/router.yaml (YAML or JSON):
 // the fields of SixBed4Prefix.spec, checked by the operator's own check
-// (operator/prefix/spec.ts: the same rules and messages as in a cluster, one
+// (kube/prefix-spec.ts: the same rules and messages as in a cluster, one
 // schema in both places), plus the few a single host chooses for itself that
 // a cluster's agent chooses for its node (metricsAddress, tunnel, workers, ...).
 import { isIP } from 'node:net';
 import { isAbsolute } from 'node:path';
-import { checkSpec, fastPathModeName, type CheckedSpec } from '../../operator/prefix/spec.js';
+import { checkSpec, fastPathModeName, type CheckedSpec } from '../../kube/prefix-spec.js';
 import { hostConfig, readHostConfigFile, type HostConfig } from '../host/config.js';
-import { formatIPv6, InputError, parseIPv4 } from '../protocol/ip.js';
+import { formatIPv6, parseIPv4 } from '../../lib/ip.js';
+import { InputError } from '../../lib/errors.js';
 import { routerConfig, type RouterOptions } from '../router/router.js';
 import type { RateLimitConfig } from '../router/ratelimit.js';
 

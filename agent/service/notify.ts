@@ -2,7 +2,7 @@
 // the tunnel forwards, RELOADING=1 ... READY=1 around a reload, STOPPING=1.
 // Without $NOTIFY_SOCKET (not started by systemd) nothing is sent.
 import { notifySocket } from '../io/native.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../lib/log.js';
 
 export function sdNotify(fields: Record<string, string | number>, log: Logger, env: NodeJS.ProcessEnv = process.env): boolean {
   const path = env.NOTIFY_SOCKET;

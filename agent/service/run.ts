@@ -3,14 +3,15 @@
 // router, tells systemd it is ready once the tunnel forwards, re-reads the file
 // on SIGHUP, and on stop gives the host back exactly (unless --keep-host).
 import { access } from 'node:fs/promises';
-import type { Logger } from '../log.js';
+import type { Logger } from '../../lib/log.js';
 import { applyHost, revertHost } from '../host/apply.js';
 import { resolveUplink } from '../host/plan.js';
 import { readHostState } from '../host/state.js';
 import { defaultStatePath } from '../host/statefile.js';
 import { hasNetAdmin } from '../host/privilege.js';
 import { proxiedLocalAddresses } from '../ndp/policy.js';
-import { InputError, parsePrefix } from '../protocol/ip.js';
+import { InputError } from '../../lib/errors.js';
+import { parsePrefix } from '../../lib/ip.js';
 import { routerConfig, startRouter, type RunningRouter } from '../router/router.js';
 import { loadServiceConfig, restartNeeded, type ServiceConfig } from './config.js';
 import { monotonicUsec, sdNotify } from './notify.js';

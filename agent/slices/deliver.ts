@@ -29,8 +29,9 @@
 import { readFile } from 'node:fs/promises';
 import { CommandError, formatArgv, runCommand } from '../host/command.js';
 import { inNetns, ip, ipIn, ipJson, ipJsonIn, KERNEL_COMMAND_TIMEOUT_MS } from '../host/ip.js';
-import { formatIPv6, InputError, parseIPv6 } from '../protocol/ip.js';
-import type { Logger } from '../log.js';
+import { formatIPv6, parseIPv6 } from '../../lib/ip.js';
+import { InputError } from '../../lib/errors.js';
+import type { Logger } from '../../lib/log.js';
 import { aliasFor, HOST_IF_RE, parseAlias, parseSlice, type Slice, type SliceOwner } from './slice.js';
 
 /** Something that answers Neighbour Solicitations for addresses (NdpResponder fits). */

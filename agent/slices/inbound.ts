@@ -39,7 +39,7 @@
 // what the node itself sends to a pod (output hook) is not, nor anything the
 // pod sends out. Open slices have no chain, and with no filtered slice at all
 // the table is removed.
-import { InputError } from '../protocol/ip.js';
+import { InputError } from '../../lib/errors.js';
 import { HOST_IF_RE, parseSlice } from './slice.js';
 
 export const ALLOW_INBOUND_ANNOTATION = 'sixbed4.io/allow-inbound';

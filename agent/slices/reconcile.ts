@@ -10,8 +10,9 @@
 // Nothing here throws for one bad slice: each gets a status (delivered,
 // pending, hostNetwork, invalid, failed, released) with a reason, for logs,
 // Events and the slice's status; the next pass tries again.
-import { inPrefix, InputError, type Prefix } from '../protocol/ip.js';
-import type { Logger } from '../log.js';
+import { inPrefix, type Prefix } from '../../lib/ip.js';
+import { InputError } from '../../lib/errors.js';
+import type { Logger } from '../../lib/log.js';
 import { normalizePodUid, type PodLocator } from './podns.js';
 import { parseSlice, type Slice } from './slice.js';
 import type { DeliveredSlice, Outcome, SliceDeliverer } from './deliver.js';

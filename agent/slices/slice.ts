@@ -8,7 +8,8 @@
 // `prefix:0:0:0::/112` holds the host's own local addresses (::11, ::30, the
 // dummy /112), so it is never a pod's either.
 import { createHash } from 'node:crypto';
-import { formatIPv6, InputError, parsePrefix, type Prefix } from '../protocol/ip.js';
+import { formatIPv6, parsePrefix, type Prefix } from '../../lib/ip.js';
+import { InputError } from '../../lib/errors.js';
 
 export const SLICE_LEN = 112;
 

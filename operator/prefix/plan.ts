@@ -1,10 +1,10 @@
 // What a prefix should look like on the nodes: which nodes serve it, each
 // node's /64, listen address and local addresses, and what cannot be served
 // (problems, which become the Degraded condition). Pure.
-import { allocate, type AllocationResult } from './subnets.js';
+import { allocate, type AllocationResult } from '../../kube/subnets.js';
 import { tunnelName, type AgentNodeConfig, type KubeObject } from '../../kube/api.js';
-import type { CheckedSpec, Problem } from './spec.js';
-import { formatIPv6, inPrefix, parsePrefix, type Prefix } from '../../agent/protocol/ip.js';
+import type { CheckedSpec, Problem } from '../../kube/prefix-spec.js';
+import { formatIPv6, inPrefix, parsePrefix, type Prefix } from '../../lib/ip.js';
 
 export interface NodeInfo {
   name: string;

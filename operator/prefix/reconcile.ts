@@ -10,18 +10,18 @@
 //      finalizer (owner references let the garbage collector remove the rest);
 //   4. status: conditions, nodesReady, node entries (server-side apply on the
 //      status subresource; agents apply their own fields of their entries).
-import type { Logger } from '../../agent/log.js';
+import type { Logger } from '../../lib/log.js';
 import {
   ALLOCATIONS_ANNOTATION, API_VERSION, CLEANUP_TIMEOUT_ANNOTATION, FIELD_MANAGER, FINALIZER, KIND,
   AGENT_REPORTS_ANNOTATION, agentConfigMapName, agentLeaseName, type AgentNodeConfig, type AgentReport, type KubeObject, type SixBed4Prefix,
 } from '../../kube/api.js';
-import { formatAllocations, parseAllocations } from './subnets.js';
+import { formatAllocations, parseAllocations } from '../../kube/subnets.js';
 import { firstDrift } from './drift.js';
 import type { Recorder } from '../../kube/events.js';
 import { isNotFound, paths, type JsonPatchOp, type Kube } from '../../kube/client.js';
 import { nodeInfo, plan, type Plan } from './plan.js';
 import { renderConfigMap, type RenderOptions } from './render.js';
-import { checkSpec, type Problem } from './spec.js';
+import { checkSpec, type Problem } from '../../kube/prefix-spec.js';
 import { agentProblems, agentView, computeStatus } from './status.js';
 
 export interface Cache<T extends KubeObject> {

@@ -3,7 +3,7 @@
 // agents own the rest of their entries). Pure: computes the desired status,
 // whether it differs from what the server has, and when to look again.
 import type { AgentNodeConfig, AgentReport, Condition, ConditionStatus, ConditionType, KubeObject, NodeStatus, SixBed4PrefixStatus } from '../../kube/api.js';
-import type { Problem } from './spec.js';
+import type { Problem } from '../../kube/prefix-spec.js';
 
 export interface StatusInput {
   generation: number;

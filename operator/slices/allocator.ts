@@ -19,14 +19,14 @@
 // A pod has one slice: if two slices name the same pod (a race of claims
 // from different views), the first in text order is kept (the agent
 // delivers that one too) and the other is deleted.
-import type { Logger } from '../../agent/log.js';
-import { parsePrefix } from '../../agent/protocol/ip.js';
+import type { Logger } from '../../lib/log.js';
+import { parsePrefix } from '../../lib/ip.js';
 import {
   ADDRESS_ANNOTATION, ALLOCATIONS_ANNOTATION, API_VERSION, ASSIGNED_SLICE_ANNOTATION, LABEL_MANAGED_BY, LABEL_NAMESPACE,
   LABEL_PREFIX, LABEL_RANGE, MANAGED_BY, RANGE_ANNOTATION, RANGE_KIND, SLICE_KIND, SLICES_CONDITION, SLICES_FIELD_MANAGER, KIND,
   type Condition, type KubeObject, type SixBed4Prefix, type SixBed4Range, type SixBed4Slice, type SlicesStatus,
 } from '../../kube/api.js';
-import { parseAllocations, subnetIndex } from '../prefix/subnets.js';
+import { parseAllocations, subnetIndex } from '../../kube/subnets.js';
 import type { Recorder } from '../../kube/events.js';
 import { isAlreadyExists, isConflict, isNotFound, paths, type Kube } from '../../kube/client.js';
 import type { OperatorMetrics } from '../metrics.js';
@@ -37,8 +37,8 @@ import {
 } from './plan.js';
 import {
   checkSlices, chooseWord, preferredWord, rangeName, rangePattern, rangeSize, sliceWords,
-} from './model.js';
-import { checkSpec, type Problem } from '../prefix/spec.js';
+} from '../../kube/slice-model.js';
+import { checkSpec, type Problem } from '../../kube/prefix-spec.js';
 
 export interface AllocatorCaches {
   prefixes: Cache<SixBed4Prefix>;

@@ -7,7 +7,7 @@
 // status write, and only once every namespace has been looked at since start
 // (a fresh leader would otherwise write a status that lacks the pending pods
 // of namespaces it has not reached yet).
-import type { Logger } from '../../agent/log.js';
+import type { Logger } from '../../lib/log.js';
 import { PREFIXES_PATH, RANGES_PATH, SLICES_PATH, ADDRESS_ANNOTATION, ASSIGNED_SLICE_ANNOTATION, type KubeObject, type SixBed4Prefix, type SixBed4Range, type SixBed4Slice } from '../../kube/api.js';
 import { SliceAllocator } from './allocator.js';
 import type { Recorder } from '../../kube/events.js';
@@ -15,7 +15,7 @@ import { apiInformers, type ChangeType, type InformerFactory, type Watched } fro
 import { paths, type Kube } from '../../kube/client.js';
 import type { OperatorMetrics } from '../metrics.js';
 import type { Cache } from '../prefix/reconcile.js';
-import { checkSlices } from './model.js';
+import { checkSlices } from '../../kube/slice-model.js';
 import { WorkQueue } from '../../kube/queue.js';
 
 export interface SliceControllerOptions {

@@ -11,10 +11,10 @@
 // change (pod gone or no longer asking, node no longer serving, prefix
 // changed, a local address configured inside it, its word claimed by another
 // namespace) releases it, and the pod, if it still asks, gets a new one.
-import type { Prefix } from '../../agent/protocol/ip.js';
+import type { Prefix } from '../../lib/ip.js';
 import { DEFAULT_NAMESPACE_LABEL, type SixBed4Range, type SixBed4Slice } from '../../kube/api.js';
-import { isReserved, rangeName, rangePattern, reservedSlices, sliceAddress, sliceName, sliceText, sliceWords, type CheckedSlices } from './model.js';
-import type { LocalAddressSpec } from '../prefix/spec.js';
+import { isReserved, rangeName, rangePattern, reservedSlices, sliceAddress, sliceName, sliceText, sliceWords, type CheckedSlices } from '../../kube/slice-model.js';
+import type { LocalAddressSpec } from '../../kube/prefix-spec.js';
 
 /** A prefix that hands out slices now (enabled, valid, not being deleted). */
 export interface SlicingPrefix {

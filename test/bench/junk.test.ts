@@ -4,7 +4,7 @@
 import test from 'ava';
 import { Engine } from '../../agent/router/engine.js';
 import { JUNK, junkSet, prng } from '../../bench/junk.js';
-import { parseIPv4, parseIPv6, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { parseIPv4, parseIPv6, parsePrefix64 } from '../../lib/ip.js';
 
 const prefix = parsePrefix64('2001:db8:9:10::/64');
 const target = { prefix, own: { ipv4: parseIPv4('203.0.113.2'), port: 41000 }, routerV4: parseIPv4('198.51.100.1'), routerPort: 25790, native: parseIPv6('2001:db8:ffff::1') };

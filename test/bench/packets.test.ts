@@ -7,7 +7,7 @@ import { addressIPv4, addressPort } from '../../agent/protocol/address.js';
 import { upperChecksum } from '../../agent/protocol/checksum.js';
 import { NH_UDP } from '../../agent/protocol/constants.js';
 import { OFF_DST, packetLength } from '../../agent/protocol/ipv6.js';
-import { parseIPv4, parseIPv6, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { parseIPv4, parseIPv6, parsePrefix64 } from '../../lib/ip.js';
 import { newBatch } from '../../agent/io/batch.js';
 import { makeAddress } from '../../agent/protocol/address.js';
 import { fillBatch, fillBatch4, IPV4_UDP, PeerCycler, PeerSourceCycler, peerOf, peerPlan, planIPv4s, writeUdp6 } from '../../bench/packets.js';

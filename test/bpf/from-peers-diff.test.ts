@@ -11,7 +11,7 @@ import fc from 'fast-check';
 import { FastPathPrograms, FROM_PEERS_VERDICTS, TC_ACT_REDIRECT, TC_ACT_UNSPEC, type FromPeersVerdict } from '../../agent/bpf/programs.js';
 import { refusedRanges } from '../../agent/router/refused.js';
 import { makeAddress } from '../../agent/protocol/address.js';
-import { parseIPv4, parseIPv6 } from '../../agent/protocol/ip.js';
+import { parseIPv4, parseIPv6 } from '../../lib/ip.js';
 import { writeHeader } from '../../agent/protocol/ipv6.js';
 import { writeRouterSolicit } from '../../agent/protocol/nd.js';
 import { fillChecksum } from '../../agent/protocol/checksum.js';

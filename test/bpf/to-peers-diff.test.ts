@@ -10,7 +10,7 @@ import test from 'ava';
 import fc from 'fast-check';
 import { FastPathPrograms, TO_PEERS_VERDICTS, TC_ACT_REDIRECT, TC_ACT_UNSPEC, type ToPeersVerdict } from '../../agent/bpf/programs.js';
 import { makeAddress } from '../../agent/protocol/address.js';
-import { parseIPv4, parseIPv6 } from '../../agent/protocol/ip.js';
+import { parseIPv4, parseIPv6 } from '../../lib/ip.js';
 import { writeHeader } from '../../agent/protocol/ipv6.js';
 import { fillChecksum } from '../../agent/protocol/checksum.js';
 import { ETH, frame } from '../helpers/frames.js';

@@ -24,7 +24,7 @@ import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js'
 import type { Proc } from '../../agent/lab/proc.js';
 import { scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
 import { findSystemTool, systemTool } from '../../agent/host/tools.js';
-import { parseIPv4 } from '../../agent/protocol/ip.js';
+import { parseIPv4 } from '../../lib/ip.js';
 import { skipReason as labSkip } from '../helpers/fixtures.js';
 import { BULK_CLIENT, ECHO_SERVER } from '../helpers/tcp-echo.js';
 import { ETH, frame } from '../helpers/frames.js';

@@ -4,7 +4,7 @@
 // agent runs), down to the router's own config; and how the agent words the
 // router's refusal of Required for the node's entry in the prefix status.
 import test from 'ava';
-import { checkSpec } from '../../operator/prefix/spec.js';
+import { checkSpec } from '../../kube/prefix-spec.js';
 import { plan, type NodeInfo } from '../../operator/prefix/plan.js';
 import { renderConfigMap } from '../../operator/prefix/render.js';
 import { shareFromData } from '../../agent/cluster/config.js';
@@ -13,8 +13,9 @@ import { hostConfig } from '../../agent/host/config.js';
 import { hasBpf } from '../../agent/host/privilege.js';
 import { prepareFastPath } from '../../agent/bpf/fastpath.js';
 import { routerConfig } from '../../agent/router/router.js';
-import { InputError, parseIPv4, parsePrefix } from '../../agent/protocol/ip.js';
-import { createLogger } from '../../agent/log.js';
+import { InputError } from '../../lib/errors.js';
+import { parseIPv4, parsePrefix } from '../../lib/ip.js';
+import { createLogger } from '../../lib/log.js';
 import type { SixBed4Prefix } from '../../kube/api.js';
 
 const NODES: NodeInfo[] = [{ name: 'edge-1', labels: { role: 'edge' }, address: '198.51.100.11' }];

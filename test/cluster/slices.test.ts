@@ -23,7 +23,7 @@ import { Netns, uniqueName } from '../../agent/lab/netns.js';
 import type { Proc } from '../../agent/lab/proc.js';
 import { CLI, ping6, startPeerIn } from '../../agent/lab/sixbed4.js';
 import { patchConflist, pluginEntry } from '../../agent/cni/install.js';
-import { pluginBinary } from '../../agent/cli/cni.js';
+import { pluginBinary } from '../../cli/cni.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { FakePodCgroup, waitInNetns } from '../slices/fakepod.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';

@@ -57,7 +57,7 @@ test('OCI labels come from VERSION and REVISION; the licence is BSD-2-Clause; RE
   const stages = args();
   const runtime = stages.get('1')!;
   t.true(runtime.has('VERSION') && runtime.has('REVISION') && runtime.has('SOURCE'), 'ARG VERSION, REVISION and SOURCE in the runtime stage');
-  t.true(stages.get('0')!.has('REVISION'), 'ARG REVISION in the build stage (written into dist/agent/build-info.json)');
+  t.true(stages.get('0')!.has('REVISION'), 'ARG REVISION in the build stage (written into dist/lib/build-info.json)');
   const labels = new Map<string, string>();
   for (const l of instructions.filter((i) => /^LABEL\s/i.test(i))) {
     for (const m of l.slice(6).matchAll(/([\w.-]+)="([^"]*)"/g)) labels.set(m[1]!, m[2]!);
@@ -76,5 +76,5 @@ test('the runtime installs iproute2 and nftables only when the base lacks ip or 
   t.true(runtime.some((l) => /^RUN \{ command -v ip >\/dev\/null && command -v nft >\/dev\/null; \} \|\| \{ apt-get update.*apt-get install .*iproute2 nftables/.test(l)), 'conditional apt-get install iproute2 nftables');
   t.deepEqual(runtime.filter((l) => /^COPY\s/.test(l)).map((l) => l.split(/\s+/).slice(-1)[0]),
     ['./', './node_modules', './build/Release/', './dist', './crds']);
-  t.true(runtime.includes('ENTRYPOINT ["node", "/app/dist/agent/cli/main.js"]'));
+  t.true(runtime.includes('ENTRYPOINT ["node", "/app/dist/cli/main.js"]'));
 });

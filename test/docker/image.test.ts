@@ -23,7 +23,7 @@ import { Netns, uniqueName } from '../../agent/lab/netns.js';
 import { Proc } from '../../agent/lab/proc.js';
 import { ping6, startPeerIn } from '../../agent/lab/sixbed4.js';
 import { addressIPv4 } from '../../agent/protocol/address.js';
-import { formatIPv4, parseIPv6 } from '../../agent/protocol/ip.js';
+import { formatIPv4, parseIPv6 } from '../../lib/ip.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const SCRIPTS = `${ROOT}test/docker`;
@@ -111,7 +111,7 @@ serial(title('the image builds from this checkout (local base images, multi-stag
   t.true(size < MAX_IMAGE_MB * 1e6, `image is ${Math.round(size / 1e6)} MB, more than ${MAX_IMAGE_MB} MB`);
   const cfg = JSON.parse(await dockerOk(['image', 'inspect', '-f', '{{json .Config}}', IMAGE])) as
     { Entrypoint: string[]; User: string; Labels: Record<string, string> };
-  t.deepEqual(cfg.Entrypoint, ['node', '/app/dist/agent/cli/main.js']);
+  t.deepEqual(cfg.Entrypoint, ['node', '/app/dist/cli/main.js']);
   // OCI labels: the version of the context's package.json, the revision of its git checkout (build-image.sh passes both).
   const version = (JSON.parse(await readFile(`${CONTEXT}/package.json`, 'utf8')) as { version: string }).version;
   const revision = (await execCommand(['git', '-C', CONTEXT, 'rev-parse', 'HEAD'])).stdout.trim() || 'unknown';

@@ -7,7 +7,7 @@ import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js'
 import { systemTool } from '../../agent/host/tools.js';
 import { ping6, spawnSixbed4, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
 import { addressIPv4, makeAddress } from '../../agent/protocol/address.js';
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix64 } from '../../lib/ip.js';
 import { skipReason, title } from '../helpers/fixtures.js';
 
 const PUBLIC = '203.0.113.77';

@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
 import type { Proc } from '../../agent/lab/proc.js';
 import { CLI, ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
-import { formatIPv6, parseIPv4, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { formatIPv6, parseIPv4, parsePrefix64 } from '../../lib/ip.js';
 import { makeAddress } from '../../agent/protocol/address.js';
 import { skipReason as labSkip } from '../helpers/fixtures.js';
 import { findSystemTool, systemTool } from '../../agent/host/tools.js';

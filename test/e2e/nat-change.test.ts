@@ -7,7 +7,7 @@ import { buildTopology, TOPO } from '../../agent/lab/topology.js';
 import { ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
 import { systemTool } from '../../agent/host/tools.js';
 import { addressPort } from '../../agent/protocol/address.js';
-import { parseIPv6 } from '../../agent/protocol/ip.js';
+import { parseIPv6 } from '../../lib/ip.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { remapNat, REMAP_PORTS } from '../helpers/nat-remap.js';
 

@@ -9,7 +9,7 @@ import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js'
 import { ping6, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
 import { systemTool } from '../../agent/host/tools.js';
 import { addressIPv4, addressPort } from '../../agent/protocol/address.js';
-import { formatIPv4, formatIPv6, parseIPv6 } from '../../agent/protocol/ip.js';
+import { formatIPv4, formatIPv6, parseIPv6 } from '../../lib/ip.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { remapNat, REMAP_PORTS } from '../helpers/nat-remap.js';
 

@@ -10,7 +10,7 @@ import { veth } from '../../agent/lab/veth.js';
 import { ping6, spawnSixbed4, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
 import { systemTool } from '../../agent/host/tools.js';
 import { addressPort } from '../../agent/protocol/address.js';
-import { formatIPv6, parseIPv6 } from '../../agent/protocol/ip.js';
+import { formatIPv6, parseIPv6 } from '../../lib/ip.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { remapNat, REMAP_PORTS } from '../helpers/nat-remap.js';
 

@@ -7,7 +7,7 @@ import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js'
 import { systemTool } from '../../agent/host/tools.js';
 import { ping6, spawnSixbed4, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
 import { addressIPv4, addressPort } from '../../agent/protocol/address.js';
-import { formatIPv4, parseIPv6 } from '../../agent/protocol/ip.js';
+import { formatIPv4, parseIPv6 } from '../../lib/ip.js';
 import { skipReason, title } from '../helpers/fixtures.js';
 
 const FORWARDED = 40000;

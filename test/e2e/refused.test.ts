@@ -9,7 +9,7 @@ import { buildTopology, TOPO } from '../../agent/lab/topology.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ping6, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
 import { makeAddress } from '../../agent/protocol/address.js';
-import { formatIPv6, parseIPv4, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { formatIPv6, parseIPv4, parsePrefix64 } from '../../lib/ip.js';
 import { diff, drops, skipReason, title } from '../helpers/fixtures.js';
 
 const METRICS = '127.0.0.1:9464';

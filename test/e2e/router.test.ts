@@ -6,7 +6,7 @@ import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js'
 import type { Proc } from '../../agent/lab/proc.js';
 import { ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
 import { addressIPv4, addressLanip, addressPort, makeAddress } from '../../agent/protocol/address.js';
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix64 } from '../../lib/ip.js';
 import { writeHeader } from '../../agent/protocol/ipv6.js';
 import { parseRouterAdvert } from '../../agent/protocol/nd.js';
 import { diff, drops, exchange, skipReason, title, forwarded } from '../helpers/fixtures.js';

@@ -4,7 +4,7 @@
 // an agent being replaced does, waiting up to 10 s for a successor to claim
 // the tunnel; on SIGINT at once. Either way it exits 0 once stopped.
 import { routerConfig, startRouter, type RouterOptions } from '../../agent/router/router.js';
-import { createLogger } from '../../agent/log.js';
+import { createLogger } from '../../lib/log.js';
 
 const opts = JSON.parse(process.argv[2] ?? '{}') as RouterOptions;
 const log = createLogger({ component: 'router', format: 'text' });

@@ -3,7 +3,7 @@
 import { Writable } from 'node:stream';
 import winston from 'winston';
 import type { ExecutionContext } from 'ava';
-import type { Logger } from '../../agent/log.js';
+import type { Logger } from '../../lib/log.js';
 
 export class LogRing {
   private readonly buf: string[] = [];

@@ -3,7 +3,7 @@
 import { IPV6_HEADER, NH_UDP } from '../../agent/protocol/constants.js';
 import { fillChecksum } from '../../agent/protocol/checksum.js';
 import { OFF_DST, OFF_HOP_LIMIT, OFF_SRC, writeHeader } from '../../agent/protocol/ipv6.js';
-import { formatIPv6 } from '../../agent/protocol/ip.js';
+import { formatIPv6 } from '../../lib/ip.js';
 
 /** An IPv6/UDP packet src:sport → dst:dport carrying payload, with a correct UDP checksum. */
 export function udp6(src: Uint8Array, dst: Uint8Array, sport: number, dport: number, payload: Uint8Array, hops = 64): Buffer {

@@ -7,7 +7,7 @@
 import { parseAddrJson, parseRouteJson, type HostState } from '../../agent/host/state.js';
 import type { PlanStep } from '../../agent/host/steps.js';
 import type { Ipv6Conf } from '../../agent/host/sysctl.js';
-import { formatIPv6, maskBytes, parseIPv6 } from '../../agent/protocol/ip.js';
+import { formatIPv6, maskBytes, parseIPv6 } from '../../lib/ip.js';
 
 export interface Spec {
   /** Interface → kind and addresses as 'ADDR/LEN [flag ...]' (flags as ip -j names them). */

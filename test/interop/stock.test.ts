@@ -12,7 +12,7 @@ import type { Proc } from '../../agent/lab/proc.js';
 import { ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
 import { findSystemTool, systemTool } from '../../agent/host/tools.js';
 import { addressIPv4, addressPort, makeAddress } from '../../agent/protocol/address.js';
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix64 } from '../../lib/ip.js';
 import { buildStock, startStockPeer, startStockRouter, STOCK_TUN, stockOutput, stockSkipReason } from '../helpers/stock6bed4.js';
 
 const METRICS = '127.0.0.1:9464';

@@ -131,7 +131,7 @@ for (const { name, io: make } of BACKENDS) {
     const tx = newBatch(1, 64);
     fill(tx, 0, 0, Buffer.from('x'), LOOP, r.port);
     const rx = newBatch(4, 64);
-    let calls = 0, got = 0;
+    let calls = 0;
     let wake: () => void = () => {};
     const h = io.poll(r.fd, () => { calls++; wake(); });
     t.throws(() => io.poll(r.fd, () => {}), { code: 'EEXIST' });
@@ -143,7 +143,7 @@ for (const { name, io: make } of BACKENDS) {
     // A callback that does not read is called again: the datagram is still waiting.
     await withTimeout(new Promise<void>((res) => (wake = () => { if (calls >= 2) res(); })), 30_000, 'two callbacks');
     wake = () => {};
-    got = io.udpRecv(r.fd, rx);
+    const got = io.udpRecv(r.fd, rx);
     t.is(got, 1);
     h.close();
     h.close();

@@ -10,7 +10,7 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 
 import { native, newBatch, type Batch } from '../../agent/io/native.js';
-import { parseIPv6 } from '../../agent/protocol/ip.js';
+import { parseIPv6 } from '../../lib/ip.js';
 import { udp6 } from '../helpers/packets.js';
 
 const LOCAL = '2001:db8:77::1';

@@ -13,7 +13,7 @@ import type { Netns } from '../../agent/lab/netns.js';
 import type { Proc } from '../../agent/lab/proc.js';
 import { buildTopology, TOPO } from '../../agent/lab/topology.js';
 import { ping6, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
-import { formatIPv6, parseIPv6 } from '../../agent/protocol/ip.js';
+import { formatIPv6, parseIPv6 } from '../../lib/ip.js';
 import { solicitedNodeGroup } from '../../agent/ndp/messages.js';
 import { skipReason, title } from '../helpers/fixtures.js';
 import { host, L11, L30, PREFIX, seedVm } from '../host/hostlab.js';

@@ -3,8 +3,8 @@
 // argv: UPLINK MODE [PREFIX]; stdin lines: "add ADDR", "remove ADDR",
 // "counters"; stdout: "ready", and "counters {json}" on request.
 import { createInterface } from 'node:readline';
-import { createLogger } from '../../agent/log.js';
-import { parseIPv6, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { createLogger } from '../../lib/log.js';
+import { parseIPv6, parsePrefix64 } from '../../lib/ip.js';
 import { NdpResponder, type ResponderMode } from '../../agent/ndp/responder.js';
 
 const [uplink, mode, prefix] = process.argv.slice(2);

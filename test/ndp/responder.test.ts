@@ -9,7 +9,7 @@ import type { NdSocket } from '../../agent/ndp/socket.js';
 import { DEFAULT_PROXY_LANIPS, checkLanips, proxiedLocalAddresses, proxiedPeerAddresses } from '../../agent/ndp/policy.js';
 import { hostConfig } from '../../agent/host/config.js';
 import { addressIPv4, addressLanip, addressPort } from '../../agent/protocol/address.js';
-import { formatIPv4, formatIPv6, parseIPv6, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { formatIPv4, formatIPv6, parseIPv6, parsePrefix64 } from '../../lib/ip.js';
 
 const log = winston.createLogger({ silent: true });
 const MAC = '02:00:00:00:00:02';

@@ -3,10 +3,10 @@
 // deterministic without a record, reclaiming only when full.
 import test from 'ava';
 import fc from 'fast-check';
-import { parsePrefix } from '../../agent/protocol/ip.js';
+import { parsePrefix } from '../../lib/ip.js';
 import {
   allocate, formatAllocations, parseAllocations, preferredIndex, subnetCount, subnetIndex, subnetText,
-} from '../../operator/prefix/subnets.js';
+} from '../../kube/subnets.js';
 
 const P48 = parsePrefix('2001:db8:9::/48');
 const P63 = parsePrefix('2001:db8:9:10::/63');

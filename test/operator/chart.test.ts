@@ -8,7 +8,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { parse as parseYaml } from 'yaml';
-import { checkSpec } from '../../operator/prefix/spec.js';
+import { checkSpec } from '../../kube/prefix-spec.js';
 import { controlPlaneBinaries } from '../k8s/controlplane.js';
 import { parseYamlDocs, readYamlDocs, REPO } from './helpers.js';
 
@@ -242,7 +242,7 @@ htest('helm template: the one agent DaemonSet (host network, make before break, 
     { name: 'SIXBED4_METRICS_ADDRESS', valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath: 'status.hostIP' } } },
   ]);
   t.is(c.ports, undefined, 'no declared ports: on the host network they are host ports, and the surging agent could not start');
-  const exec = { command: ['node', '/app/dist/agent/cli/probe.js', '/tmp/sixbed4-agent.sock'] };
+  const exec = { command: ['node', '/app/dist/cli/probe.js', '/tmp/sixbed4-agent.sock'] };
   t.deepEqual(c.readinessProbe, { exec, periodSeconds: 10, timeoutSeconds: 10, failureThreshold: 3 });
   t.deepEqual(c.livenessProbe, { exec, initialDelaySeconds: 15, periodSeconds: 20, timeoutSeconds: 15, failureThreshold: 3 });
   t.deepEqual(c.resources, { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } });

@@ -20,8 +20,8 @@ import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '..
 import { nodeBinaries } from '../k8s/node.js';
 import { AGENT_REPORTS_ANNOTATION, ALLOCATIONS_ANNOTATION, agentLeaseName, CLEANUP_TIMEOUT_ANNOTATION, FINALIZER, tunnelName, type KubeObject, type SixBed4Prefix } from '../../kube/api.js';
 import { Kube, paths } from '../../kube/client.js';
-import { subnetIndex } from '../../operator/prefix/subnets.js';
-import { parsePrefix } from '../../agent/protocol/ip.js';
+import { subnetIndex } from '../../kube/subnets.js';
+import { parsePrefix } from '../../lib/ip.js';
 import { microTime } from '../../agent/cluster/lease.js';
 import { AGENT_DAEMONSET, AGENT_SA, agentToken, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OPERATOR_FLAGS, OperatorProcess, parseYamlDocs, readYamlDocs, REPO, clusterTest } from './helpers.js';
 

@@ -127,7 +127,7 @@ export async function eventually<T>(what: string, fn: () => Promise<T | undefine
 
 /** How the tests start `sixbed4 operator`: the real CLI. */
 export function operatorArgv(): string[] {
-  return [join(DIST, 'agent', 'cli', 'main.js'), 'operator'];
+  return [join(DIST, 'cli', 'main.js'), 'operator'];
 }
 
 export class OperatorProcess {

@@ -1,7 +1,7 @@
 // The operator's own spec check and the per-node plan: what each node serves
 // and which problems (Degraded reasons) a spec has.
 import test from 'ava';
-import { checkSpec } from '../../operator/prefix/spec.js';
+import { checkSpec } from '../../kube/prefix-spec.js';
 import { nodeInfo, plan, type NodeInfo } from '../../operator/prefix/plan.js';
 
 const nodes: NodeInfo[] = [

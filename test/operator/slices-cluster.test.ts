@@ -24,10 +24,10 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
-import { createLogger, type Logger } from '../../agent/log.js';
+import { createLogger, type Logger } from '../../lib/log.js';
 import { LogRing, ringLogger } from '../helpers/logring.js';
-import { formatIPv6, inPrefix, parseIPv6, parsePrefix } from '../../agent/protocol/ip.js';
-import { subnetIndex } from '../../operator/prefix/subnets.js';
+import { formatIPv6, inPrefix, parseIPv6, parsePrefix } from '../../lib/ip.js';
+import { subnetIndex } from '../../kube/subnets.js';
 import {
   ADDRESS_ANNOTATION, AGENT_CONFIG_COMMON_KEY, agentConfigMapName, ASSIGNED_SLICE_ANNOTATION, RANGE_ANNOTATION,
   type AgentNodeConfig, type KubeObject, type SixBed4Prefix, type SixBed4Range, type SixBed4Slice,
@@ -36,7 +36,7 @@ import { Informer } from '../../kube/informer.js';
 import { Kube, KubeError, paths } from '../../kube/client.js';
 import { ClaimError, claimSlice, namespaceWord, type ClaimTarget } from '../../agent/cluster/claim.js';
 import { shareFromData } from '../../agent/cluster/config.js';
-import { checkSlices, preferredWord, rangeName, rangePattern, reservedSlices, sliceName, sliceWords } from '../../operator/slices/model.js';
+import { checkSlices, preferredWord, rangeName, rangePattern, reservedSlices, sliceName, sliceWords } from '../../kube/slice-model.js';
 import { AGENT_SA, agentToken, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_FLAGS, OPERATOR_SA, OperatorProcess, readYamlDocs, REPO, clusterTest } from './helpers.js';
 
 const skip = controlPlaneSkipReason();

@@ -8,11 +8,11 @@
 import test, { type ExecutionContext } from 'ava';
 import { ADDRESS_ANNOTATION, ASSIGNED_SLICE_ANNOTATION, RANGE_ANNOTATION, SLICES_CONDITION, type KubeObject, type SixBed4Range, type SixBed4Slice } from '../../kube/api.js';
 import { paths } from '../../kube/client.js';
-import { parsePrefix } from '../../agent/protocol/ip.js';
+import { parsePrefix } from '../../lib/ip.js';
 import { claimSlice, namespaceWord } from '../../agent/cluster/claim.js';
 import { SliceController } from '../../operator/slices/controller.js';
-import { checkSlices } from '../../operator/slices/model.js';
-import { subnetIndex } from '../../operator/prefix/subnets.js';
+import { checkSlices } from '../../kube/slice-model.js';
+import { subnetIndex } from '../../kube/subnets.js';
 import { eventually } from './helpers.js';
 import { logOnFailure, ringLogger } from '../helpers/logring.js';
 import { World } from './memworld.js';

@@ -4,16 +4,16 @@
 // per-namespace plan (what stays, what goes and why, who needs a slice).
 import test from 'ava';
 import fc from 'fast-check';
-import { formatIPv6, inPrefix, parseIPv6, parsePrefix, type Prefix } from '../../agent/protocol/ip.js';
+import { formatIPv6, inPrefix, parseIPv6, parsePrefix, type Prefix } from '../../lib/ip.js';
 import { parseSlice } from '../../agent/slices/slice.js';
-import { subnetText } from '../../operator/prefix/subnets.js';
+import { subnetText } from '../../kube/subnets.js';
 import type { SixBed4Range, SixBed4Slice } from '../../kube/api.js';
 import { planNamespace, podAsks, targetPrefix, type NamespaceInfo, type PodInfo, type PrefixRef, type SlicingPrefix } from '../../operator/slices/plan.js';
 import {
   checkSlices, chooseWord, isReserved, preferredWord, rangeName, rangePattern, reservedSlices, sliceAddress, sliceBytes, sliceKey, sliceName, sliceText,
   sliceWords, type CheckedSlices,
-} from '../../operator/slices/model.js';
-import { checkSpec, type LocalAddressSpec } from '../../operator/prefix/spec.js';
+} from '../../kube/slice-model.js';
+import { checkSpec, type LocalAddressSpec } from '../../kube/prefix-spec.js';
 
 const N64 = parsePrefix('2001:db8:9:10::/64');
 const P48 = parsePrefix('2001:db8:48::/48');

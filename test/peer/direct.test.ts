@@ -6,7 +6,7 @@ import test from 'ava';
 import { PeerEngine } from '../../agent/peer/engine.js';
 import { DirectPaths, FAST_PROBES, PROBE_MS, QUIET_MS, EXPIRE_MS } from '../../agent/peer/direct.js';
 import { makeAddress } from '../../agent/protocol/address.js';
-import { parseIPv4, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { parseIPv4, parsePrefix64 } from '../../lib/ip.js';
 import { ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT, IPV6_HEADER } from '../../agent/protocol/constants.js';
 import { udp6 } from '../helpers/packets.js';
 

@@ -1,7 +1,7 @@
 // The LAN-side Router Advertisement (agent/peer/lan-advert.ts), byte by byte: what Linux hosts act on.
 import test from 'ava';
 import { writeLanAdvert, LAN_PREFIX_PREFERRED_S, LAN_PREFIX_VALID_S, LAN_ROUTER_LIFETIME_S } from '../../agent/peer/lan-advert.js';
-import { formatIPv6, parseIPv6 } from '../../agent/protocol/ip.js';
+import { formatIPv6, parseIPv6 } from '../../lib/ip.js';
 
 const NOW = parseIPv6('2001:db8:9:10:c433:640a:f8e6:8001'); // a peer address: lanip 1
 const OLD = parseIPv6('2001:db8:9:10:c433:640a:eeee:8000');

@@ -1,7 +1,7 @@
 import test from 'ava';
 import fc from 'fast-check';
 import { addressIPv4, addressLanip, addressPort, linkLayer, makeAddress } from '../../agent/protocol/address.js';
-import { formatIPv6, parseIPv4, parseIPv6, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { formatIPv6, parseIPv4, parseIPv6, parsePrefix64 } from '../../lib/ip.js';
 
 const prefix = parsePrefix64('2001:db8:9:10::/64').bytes;
 

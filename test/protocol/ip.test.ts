@@ -1,5 +1,6 @@
 import test from 'ava';
-import { formatIPv4, formatIPv6, inPrefix, InputError, parseIPv4, parseIPv6, parsePrefix, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { formatIPv4, formatIPv6, inPrefix, parseIPv4, parseIPv6, parsePrefix, parsePrefix64 } from '../../lib/ip.js';
+import { InputError } from '../../lib/errors.js';
 
 test('prefix parsing: canonical text and bytes', (t) => {
   const p = parsePrefix64('2001:0db8:9:10:0::/64');

@@ -2,7 +2,7 @@ import test from 'ava';
 import fc from 'fast-check';
 import { makeAddress } from '../../agent/protocol/address.js';
 import { upperChecksum } from '../../agent/protocol/checksum.js';
-import { formatIPv6, parseIPv4, parseIPv6, parsePrefix, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { formatIPv6, parseIPv4, parseIPv6, parsePrefix, parsePrefix64 } from '../../lib/ip.js';
 import {
   isRouterSolicit, ndType, neighborSolicitTarget, parseRouterAdvert, writeNeighborAdvert, writeNeighborSolicit,
   writeRouterAdvert, writeRouterSolicit, ALL_NODES, ROUTER_LINK_LOCAL,

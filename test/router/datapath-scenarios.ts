@@ -5,7 +5,7 @@
 import type { ExecutionContext } from 'ava';
 
 import { ROUTER_LINK_LOCAL, parseRouterAdvert, writeNeighborSolicit, writeRouterSolicit } from '../../agent/protocol/nd.js';
-import { formatIPv6, parseIPv6 } from '../../agent/protocol/ip.js';
+import { formatIPv6, parseIPv6 } from '../../lib/ip.js';
 import { writeHeader } from '../../agent/protocol/ipv6.js';
 import type { CountersSnapshot } from '../../agent/router/counters.js';
 import { parseUdp6, udp6 } from '../helpers/packets.js';

@@ -10,7 +10,7 @@ import test from 'ava';
 
 import type { FakeIO } from '../../agent/io/fake.js';
 import { Netns, uniqueName } from '../../agent/lab/netns.js';
-import { parseIPv6 } from '../../agent/protocol/ip.js';
+import { parseIPv6 } from '../../lib/ip.js';
 import { skipReason, title } from '../helpers/fixtures.js';
 import { udp6 } from '../helpers/packets.js';
 import { fakeRig, NET, until, type Rig } from './datapath-rig.js';

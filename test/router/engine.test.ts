@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import { Engine } from '../../agent/router/engine.js';
 import { makeAddress } from '../../agent/protocol/address.js';
 import { upperChecksum } from '../../agent/protocol/checksum.js';
-import { formatIPv6, parseIPv4, parseIPv6, parsePrefix, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { formatIPv6, parseIPv4, parseIPv6, parsePrefix, parsePrefix64 } from '../../lib/ip.js';
 import { writeHeader } from '../../agent/protocol/ipv6.js';
 import { parseRouterAdvert, writeNeighborSolicit, writeRouterSolicit, ROUTER_LINK_LOCAL } from '../../agent/protocol/nd.js';
 import { DROP_REASONS } from '../../agent/router/counters.js';

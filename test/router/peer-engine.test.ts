@@ -2,7 +2,7 @@
 import test from 'ava';
 import { PeerEngine } from '../../agent/peer/engine.js';
 import { makeAddress } from '../../agent/protocol/address.js';
-import { parseIPv4, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { parseIPv4, parsePrefix64 } from '../../lib/ip.js';
 import { writeRouterAdvert, type RouterAdvert } from '../../agent/protocol/nd.js';
 
 const ROUTER_V4 = parseIPv4('198.51.100.1');

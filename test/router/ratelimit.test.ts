@@ -5,7 +5,7 @@ import { Worker } from 'node:worker_threads';
 import { DEFAULT_RATE_LIMIT, newRateLimitState, ReplyLimiter } from '../../agent/router/ratelimit.js';
 import { Engine } from '../../agent/router/engine.js';
 import { makeAddress } from '../../agent/protocol/address.js';
-import { parseIPv4, parseIPv6, parsePrefix, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { parseIPv4, parseIPv6, parsePrefix, parsePrefix64 } from '../../lib/ip.js';
 import { writeHeader } from '../../agent/protocol/ipv6.js';
 
 const slot = (v4: number, size: number) => (Math.imul(v4 ^ (v4 >>> 16), 0x45d9f3b) >>> 0) & (size - 1);

@@ -6,7 +6,7 @@ import { Engine } from '../../agent/router/engine.js';
 import { ALWAYS_REFUSED, PRIVATE_RANGES, RefusedIPv4, refusedRanges, type IPv4Range } from '../../agent/router/refused.js';
 import { parseLocalTable } from '../../agent/router/localtable.js';
 import { makeAddress } from '../../agent/protocol/address.js';
-import { parseIPv4, parseIPv6, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { parseIPv4, parseIPv6, parsePrefix64 } from '../../lib/ip.js';
 import { writeHeader } from '../../agent/protocol/ipv6.js';
 import { writeRouterSolicit } from '../../agent/protocol/nd.js';
 

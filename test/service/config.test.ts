@@ -5,7 +5,7 @@ import test from 'ava';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkSpec } from '../../operator/prefix/spec.js';
+import { checkSpec } from '../../kube/prefix-spec.js';
 import { loadServiceConfig, restartNeeded, serviceConfig } from '../../agent/service/config.js';
 import { routerConfig } from '../../agent/router/router.js';
 

@@ -5,7 +5,7 @@ import test from 'ava';
 import { Engine } from '../../agent/router/engine.js';
 import { applyLiveSettings } from '../../agent/router/workers.js';
 import { newRateLimitState, ReplyLimiter, DEFAULT_RATE_LIMIT } from '../../agent/router/ratelimit.js';
-import { formatIPv6, parseIPv4, parsePrefix, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { formatIPv6, parseIPv4, parsePrefix, parsePrefix64 } from '../../lib/ip.js';
 import { parseRouterAdvert, writeRouterSolicit } from '../../agent/protocol/nd.js';
 
 const prefix = parsePrefix64('2001:db8:9:10::/64');

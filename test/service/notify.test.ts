@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { notifySocket } from '../../agent/io/native.js';
 import { sdNotify } from '../../agent/service/notify.js';
-import { createLogger } from '../../agent/log.js';
+import { createLogger } from '../../lib/log.js';
 import { notifyListener } from './notify-listener.js';
 
 const log = createLogger({ component: 'test', level: 'error' });

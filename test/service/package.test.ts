@@ -44,7 +44,7 @@ rootTest(title('npm pack builds (prepack) and packs dist, the addon sources and 
   s.tgz = join(s.dir, info[0]!.filename);
   t.is(info[0]!.filename, `sixbed4-${PKG.version}.tgz`);
   const files = info[0]!.files.map((f) => f.path);
-  for (const f of ['dist/agent/cli/main.js', 'dist/agent/build-info.json', 'dist/operator/prefix/spec.js', 'binding.gyp', 'agent/native/notify.c',
+  for (const f of ['dist/cli/main.js', 'dist/lib/build-info.json', 'dist/kube/prefix-spec.js', 'binding.gyp', 'agent/native/notify.c',
     'systemd/sixbed4-router.service', 'systemd/sixbed4-peer@.service', 'crds/sixbed4.io_sixbed4prefixes.yaml']) t.true(files.includes(f), f);
   t.false(files.some((f) => f.startsWith('dist/test/') || f.startsWith('build/')), 'no tests, no prebuilt addon');
 });

@@ -21,7 +21,7 @@ import { commandLine, ROUTER_UNIT, runnable, unitValue } from './units.js';
 import { notifyListener } from './notify-listener.js';
 import { count, nthLine } from './lines.js';
 import { parseRouterAdvert, writeRouterSolicit } from '../../agent/protocol/nd.js';
-import { formatIPv6 } from '../../agent/protocol/ip.js';
+import { formatIPv6 } from '../../lib/ip.js';
 
 /** The routes in the RA the router sends now to an RS from ns (a fresh UDP port: a new peer to the router). */
 async function announcedRoutes(ns: Parameters<typeof exchange>[0]): Promise<string[]> {

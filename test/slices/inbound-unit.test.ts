@@ -4,7 +4,7 @@
 import test from 'ava';
 import fc from 'fast-check';
 import { CommandError } from '../../agent/host/command.js';
-import { InputError } from '../../agent/protocol/ip.js';
+import { InputError } from '../../lib/errors.js';
 import {
   compareInbound, ESSENTIAL_ICMPV6, filteredInterfaces, formatRules, normalizeRules, parseAllowInbound, readInbound,
   renderInbound, renderInboundRemoval, type InboundEntry, type PortRule,

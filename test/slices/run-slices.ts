@@ -7,8 +7,8 @@
 //   run-slices.js reconcile JSON  {"passes": [[DesiredSlice...], ...], "prefix"?: "...", "docker"?: bool}
 //                                 -> {"passes": [{"plan", "statuses"}], "proxy": ["add ADDR", "remove ADDR", ...]}
 // Logs go to stderr.
-import { createLogger } from '../../agent/log.js';
-import { formatIPv6, parsePrefix64 } from '../../agent/protocol/ip.js';
+import { createLogger } from '../../lib/log.js';
+import { formatIPv6, parsePrefix64 } from '../../lib/ip.js';
 import { SliceDeliverer, type NeighbourProxy } from '../../agent/slices/deliver.js';
 import { defaultLocator, DockerLocator, firstLocator, ProcLocator, type PodLocator } from '../../agent/slices/podns.js';
 import { reconcileSlices, type DesiredSlice } from '../../agent/slices/reconcile.js';

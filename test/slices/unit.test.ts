@@ -5,7 +5,7 @@ import test from 'ava';
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parsePrefix } from '../../agent/protocol/ip.js';
+import { parsePrefix } from '../../lib/ip.js';
 import { normalizePodUid, podUidFromCgroup, podUidsFromCgroupFile, scanPodProcesses } from '../../agent/slices/podns.js';
 import { aliasFor, HOST_IF_RE, hostIfName, parseAlias, parseSlice } from '../../agent/slices/slice.js';
 import { inPlace, interpret, planDelivery, resolveOptions, type Observed } from '../../agent/slices/deliver.js';

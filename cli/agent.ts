@@ -3,11 +3,11 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
-import { createLogger, type LogFormat } from '../log.js';
-import { InputError } from '../protocol/ip.js';
-import { startFields } from '../build-info.js';
-import { Kube } from '../../kube/client.js';
-import { startAgent } from '../cluster/agent.js';
+import { createLogger, type LogFormat } from '../lib/log.js';
+import { InputError } from '../lib/errors.js';
+import { startFields } from './version.js';
+import { Kube } from '../kube/client.js';
+import { startAgent } from '../agent/cluster/agent.js';
 import { CNI_OPTIONS, cniPaths, pluginBinary } from './cni.js';
 
 /**

@@ -1,11 +1,11 @@
 /**
  * What this build of sixbed4 is: the version (package.json, the one version of
  * the package, the chart and the image), the git revision it was built from,
- * the Node.js running it, and whether the native addon loads.
+ * and the Node.js running it (whether the native addon loads: cli/version.ts).
  *
  * The revision is baked in at build time: `npm run build` ends with
- * `node dist/agent/build-info.js --write`, which writes
- * dist/agent/build-info.json from $SIXBED4_REVISION (the Dockerfile passes its
+ * `node dist/lib/build-info.js --write`, which writes
+ * dist/lib/build-info.json from $SIXBED4_REVISION (the Dockerfile passes its
  * REVISION build argument: .git is not in the build context), else
  * `git rev-parse HEAD`, else "unknown".
  */
@@ -23,18 +23,12 @@ export interface BuildInfo {
   node: string;
 }
 
-export interface NativeStatus {
-  loaded: boolean;
-  /** why it did not load */
-  error?: string;
-}
-
 const here = dirname(fileURLToPath(import.meta.url));
-/** Next to this module: dist/agent/build-info.json once built. */
+/** Next to this module: dist/lib/build-info.json once built. */
 const INFO_FILE = join(here, 'build-info.json');
 
-/** The nearest ancestor directory holding sixbed4's package.json (from agent/ and from dist/agent/ alike). */
-function packageRoot(): string | undefined {
+/** The nearest ancestor directory holding sixbed4's package.json (from lib/ and from dist/lib/ alike). */
+export function packageRoot(): string | undefined {
   for (let dir = here; ; dir = dirname(dir)) {
     const pkg = join(dir, 'package.json');
     if (existsSync(pkg)) {
@@ -71,29 +65,6 @@ export function buildInfo(): BuildInfo {
   return cached;
 }
 
-/** Tries to load the native addon; never throws (a missing or broken addon is reported, not fatal). */
-export async function nativeStatus(): Promise<NativeStatus> {
-  try {
-    (await import('./io/native.js')).loadNative();
-    return { loaded: true };
-  } catch (err) {
-    return { loaded: false, error: (err as Error).message };
-  }
-}
-
-/** The lines `sixbed4 version` prints. */
-export async function versionText(): Promise<string> {
-  const b = buildInfo();
-  const n = await nativeStatus();
-  return `sixbed4 ${b.version}\nrevision: ${b.revision}\nnode: ${b.node}\nnative addon: ${n.loaded ? 'loaded' : `not loaded (${n.error})`}\n`;
-}
-
-/** What the agent and the operator log when they start. */
-export async function startFields(): Promise<Record<string, string | boolean>> {
-  const n = await nativeStatus();
-  return { ...buildInfo(), nativeAddon: n.loaded };
-}
-
 /** The revision to bake in: $SIXBED4_REVISION, else git's HEAD of the package, else "unknown". */
 export function revisionAtBuild(root = packageRoot() ?? process.cwd()): string {
   const fromEnv = process.env.SIXBED4_REVISION?.trim();
@@ -107,7 +78,7 @@ export function revisionAtBuild(root = packageRoot() ?? process.cwd()): string {
   }
 }
 
-// `node dist/agent/build-info.js --write` (the last step of `npm run build`)
+// `node dist/lib/build-info.js --write` (the last step of `npm run build`)
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1] && process.argv[2] === '--write') {
   const revision = revisionAtBuild();
   writeFileSync(INFO_FILE, `${JSON.stringify({ revision }, null, 2)}\n`);

@@ -3,12 +3,12 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
-import { createLogger, type LogFormat } from '../log.js';
-import { startMetricsServer, type MetricsServer } from '../metrics.js';
-import { InputError } from '../protocol/ip.js';
-import { startFields } from '../build-info.js';
-import { startOperator } from '../../operator/controller.js';
-import { OperatorMetrics } from '../../operator/metrics.js';
+import { createLogger, type LogFormat } from '../lib/log.js';
+import { startMetricsServer, type MetricsServer } from '../lib/metrics-server.js';
+import { InputError } from '../lib/errors.js';
+import { startFields } from './version.js';
+import { startOperator } from '../operator/controller.js';
+import { OperatorMetrics } from '../operator/metrics.js';
 
 export const OPERATOR_USAGE = `usage: sixbed4 operator [flags]
 

@@ -3,9 +3,9 @@
 // may predate a CRD upgrade, CEL cannot see bytes) and turns the spec into
 // parsed values with defaults filled in. Problems become the Degraded
 // condition's reason and message instead of exceptions.
-import { DEFAULT_METRICS_PORT, DEFAULT_PORT, type FastPathMode, type FastPathModeName, type LocalAddressMode, type NdpProxyMode } from '../../kube/api.js';
-import { formatIPv6, inPrefix, parseIPv4, parseIPv4Port, parseIPv6, parsePrefix, type Prefix } from '../../agent/protocol/ip.js';
-import { LOCAL_ADDRESS_MODE_NAMES, localAddressModeOf, NDP_PROXY_MODE_NAMES, ndpProxyModeOf } from '../../agent/host/config.js';
+import { DEFAULT_METRICS_PORT, DEFAULT_PORT, type FastPathMode, type FastPathModeName, type LocalAddressMode, type NdpProxyMode } from './api.js';
+import { formatIPv6, inPrefix, parseIPv4, parseIPv4Port, parseIPv6, parsePrefix, type Prefix } from '../lib/ip.js';
+import { LOCAL_ADDRESS_MODE_NAMES, localAddressModeOf, NDP_PROXY_MODE_NAMES, ndpProxyModeOf } from './modes.js';
 
 export interface Problem {
   /** CamelCase, e.g. InvalidPrefix, MultipleNodesSelected */

@@ -1,7 +1,7 @@
 // `sixbed4 router --config FILE`: runs the single-host service until SIGINT or
 // SIGTERM; SIGHUP re-reads the file (systemd's ExecReload sends it).
-import type { Logger } from '../log.js';
-import { startService, type Service } from '../service/run.js';
+import type { Logger } from '../lib/log.js';
+import { startService, type Service } from '../agent/service/run.js';
 
 export async function serviceCommand(file: string, keepHost: boolean, log: Logger): Promise<number> {
   // The handlers go in first: a stop asked for while the host is being configured (the router says it is ready

@@ -11,8 +11,8 @@
 // * A /64 prefix has room for one node. If several are selected, the node that
 //   already serves it keeps it; if none does, nobody gets it (which node is
 //   meant is ambiguous, and two routers for one /64 would split its traffic).
-import { fnv1a } from '../../kube/hash.js';
-import { formatIPv6, parsePrefix, type Prefix } from '../../agent/protocol/ip.js';
+import { fnv1a } from './hash.js';
+import { formatIPv6, parsePrefix, type Prefix } from '../lib/ip.js';
 
 export interface AllocationResult {
   /** The record to persist: node -> /64, sorted by node, including retained entries. */

@@ -1,15 +1,16 @@
 // `sixbed4 host plan|apply|revert`: the seed's manual steps for a host with a
 // native /64, done safely and undoably. Plans go to stdout, logs to stderr.
 import { parseArgs } from 'node:util';
-import { createLogger, type LogFormat } from '../log.js';
-import { InputError } from '../protocol/ip.js';
-import { hostConfig, localAddressModeName, readHostConfigFile, type HostConfig } from '../host/config.js';
-import { applyHost, planHost, revertHost } from '../host/apply.js';
-import { resolveUplink } from '../host/plan.js';
-import { readHostState } from '../host/state.js';
-import { defaultStatePath } from '../host/statefile.js';
-import { renderPlan } from '../host/steps.js';
-import { hasNetAdmin } from '../host/privilege.js';
+import { createLogger, type LogFormat } from '../lib/log.js';
+import { InputError } from '../lib/errors.js';
+import { hostConfig, readHostConfigFile, type HostConfig } from '../agent/host/config.js';
+import { localAddressModeName } from '../kube/modes.js';
+import { applyHost, planHost, revertHost } from '../agent/host/apply.js';
+import { resolveUplink } from '../agent/host/plan.js';
+import { readHostState } from '../agent/host/state.js';
+import { defaultStatePath } from '../agent/host/statefile.js';
+import { renderPlan } from '../agent/host/steps.js';
+import { hasNetAdmin } from '../agent/host/privilege.js';
 
 export const HOST_USAGE = `usage: sixbed4 host plan|apply|revert [flags]
 

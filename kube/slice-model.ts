@@ -18,10 +18,10 @@
 // SixBed4Range <prefix>-<A>. The name IS the claim: the API server refuses a
 // second object of the same name, which is what makes allocation race-free.
 // Prefix names have at most 48 characters (CRD rule), so names stay <= 63.
-import { fnv1a } from '../../kube/hash.js';
-import { formatIPv6, inPrefix, parsePrefix, type Prefix } from '../../agent/protocol/ip.js';
-import { DEFAULT_NAMESPACE_LABEL, DEFAULT_POD_ANNOTATION, ADDRESS_ANNOTATION, ASSIGNED_SLICE_ANNOTATION } from '../../kube/api.js';
-import type { LocalAddressSpec, Problem } from '../prefix/spec.js';
+import { fnv1a } from './hash.js';
+import { formatIPv6, inPrefix, parsePrefix, type Prefix } from '../lib/ip.js';
+import { DEFAULT_NAMESPACE_LABEL, DEFAULT_POD_ANNOTATION, ADDRESS_ANNOTATION, ASSIGNED_SLICE_ANNOTATION } from './api.js';
+import type { LocalAddressSpec, Problem } from './prefix-spec.js';
 
 export const SLICE_LENGTH = 112;
 export const WORD_MAX = 0xffff;

@@ -2,10 +2,10 @@
 // The sixbed4 command line: one binary for the router, the peer, the lab and
 // (as they land) host networking, the operator and the node agent.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { createLogger, type LogFormat } from '../log.js';
-import { InputError } from '../protocol/ip.js';
-import { routerConfig, startRouter } from '../router/router.js';
-import { peerConfig, startPeer } from '../peer/peer.js';
+import { createLogger, type LogFormat } from '../lib/log.js';
+import { InputError } from '../lib/errors.js';
+import { routerConfig, startRouter } from '../agent/router/router.js';
+import { peerConfig, startPeer } from '../agent/peer/peer.js';
 // The lab, the agent and the operator load on demand: the router and peer start without the Kubernetes client.
 
 const USAGE = `usage: sixbed4 <command> [flags]
@@ -70,8 +70,8 @@ commands:
   operator run the Kubernetes operator: SixBed4Prefix resources -> allocations and agent configs
                --kubeconfig F --namespace NS --agent-daemonset NAME --leader-elect --metrics H:P
   agent    run the node agent: serves every SixBed4Prefix of its node (what the chart's DaemonSet runs)
-               --namespace NS   where the operator keeps the agent ConfigMaps (default \$POD_NAMESPACE)
-               --node NAME (default \$NODE_NAME); --state-dir D (default /var/lib/sixbed4); --metrics H:P
+               --namespace NS   where the operator keeps the agent ConfigMaps (default $POD_NAMESPACE)
+               --node NAME (default $NODE_NAME); --state-dir D (default /var/lib/sixbed4); --metrics H:P
                --health-socket PATH; --cni-socket PATH (answer the sixbed4-cni plugin)
                --prefix NAME (serve only this one; then --tun NAME)
 
@@ -102,7 +102,7 @@ async function main(argv: string[]): Promise<number> {
     return command ? 0 : 2;
   }
   if (command === '--version' || command === 'version') {
-    process.stdout.write(await (await import('../build-info.js')).versionText());
+    process.stdout.write(await (await import('./version.js')).versionText());
     return 0;
   }
   switch (command) {
@@ -238,7 +238,7 @@ async function peerCommand(args: string[]): Promise<number> {
   return runUntilSignal(() => startPeer(cfg, log), (peer) => {
     // Under systemd (sixbed4-peer@.service, Type=notify): ready once the router gave us an address.
     if (process.env.NOTIFY_SOCKET) {
-      void peer.ready.then(async (address) => (await import('../service/notify.js')).sdNotify({ READY: 1, STATUS: `address ${address}`, MAINPID: process.pid }, log));
+      void peer.ready.then(async (address) => (await import('../agent/service/notify.js')).sdNotify({ READY: 1, STATUS: `address ${address}`, MAINPID: process.pid }, log));
     }
   });
 }
@@ -247,7 +247,7 @@ async function labCommand(args: string[]): Promise<number> {
   const { values } = parse(args, { keep: { type: 'string' }, 'fast-path': { type: 'boolean' } });
   if (values.help) { process.stdout.write(USAGE); return 0; }
   const log = logger(values, 'lab');
-  const { runLab } = await import('../lab/lab.js');
+  const { runLab } = await import('../agent/lab/lab.js');
   return runLab({ keepSeconds: int(values.keep, '--keep') ?? 0, fastPath: values['fast-path'] === true }, log);
 }
 

@@ -1,11 +1,7 @@
 // Text forms of addresses and prefixes, for configuration and logs only:
 // the packet path works on bytes and never calls these.
 import ipaddr from 'ipaddr.js';
-
-/** A configuration error whose message is meant for the user as it is. */
-export class InputError extends Error {
-  override name = 'InputError';
-}
+import { InputError } from './errors.js';
 
 /** Parses dotted-quad IPv4 into a uint32 (host order). */
 export function parseIPv4(text: string): number {

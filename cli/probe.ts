@@ -1,5 +1,5 @@
 // The agent's readiness and liveness probe, run by the kubelet as an exec probe:
-//   node /app/dist/agent/cli/probe.js [SOCKET]
+//   node /app/dist/cli/probe.js [SOCKET]
 // asks GET /healthz on the agent's Unix socket (default /tmp/sixbed4-agent.sock, in the pod's own /tmp) and
 // exits 0 on 200. An HTTP probe on the metrics port would not do: on the host network, while a new agent Pod
 // starts beside the old one, that port is the old agent's, and the new Pod would be called ready for it.

@@ -2,11 +2,11 @@
 import { parseArgs } from 'node:util';
 import { existsSync } from 'node:fs';
 import http from 'node:http';
-import { InputError } from '../protocol/ip.js';
-import { parseHostPort } from '../metrics.js';
-import { DEFAULT_CONFIG_PATH, loadServiceConfig } from '../service/config.js';
-import { parsePrometheus, summarize } from '../service/status.js';
-import { DEFAULT_METRICS_PORT } from '../../kube/api.js';
+import { InputError } from '../lib/errors.js';
+import { parseHostPort } from '../lib/metrics-server.js';
+import { DEFAULT_CONFIG_PATH, loadServiceConfig } from '../agent/service/config.js';
+import { parsePrometheus, summarize } from '../agent/service/status.js';
+import { DEFAULT_METRICS_PORT } from '../kube/api.js';
 
 export async function statusCommand(args: string[]): Promise<number> {
   let values;

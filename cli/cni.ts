@@ -3,11 +3,11 @@
 // when its DaemonSet is deleted).
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { InputError } from '../protocol/ip.js';
-import { packageRoot } from '../io/native.js';
-import { DEFAULT_CHAINED_INTERFACE } from '../cni/protocol.js';
-import { install, PLUGIN_TYPE, uninstall, type PluginSettings } from '../cni/install.js';
-import { DEFAULT_POD_ANNOTATION } from '../../kube/api.js';
+import { InputError } from '../lib/errors.js';
+import { packageRoot } from '../agent/io/native.js';
+import { DEFAULT_CHAINED_INTERFACE } from '../agent/cni/protocol.js';
+import { install, PLUGIN_TYPE, uninstall, type PluginSettings } from '../agent/cni/install.js';
+import { DEFAULT_POD_ANNOTATION } from '../kube/api.js';
 
 export const DEFAULT_CNI_SOCKET = '/run/sixbed4/cni.sock';
 export const pluginBinary = (): string => join(packageRoot(), 'build', 'Release', PLUGIN_TYPE);
