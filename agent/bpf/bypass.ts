@@ -13,12 +13,16 @@ import { findSystemTool } from '../host/tools.js';
 /** The hooks whose rules the fast path bypasses, by which of the router's datagrams pass them. */
 const RECEIVE_HOOKS = new Set(['prerouting', 'input']);
 const SEND_HOOKS = new Set(['output', 'postrouting']);
+/** With --fast-path-direct, peers' decapsulated packets skip these too (IPv6 and inet chains). */
+const FORWARD_HOOKS = new Set(['prerouting', 'forward']);
 
 export interface Bypassed {
   /** Chains with rules (as "family table chain (hook)") that peers' datagrams to the router would pass. */
   receive: string[];
   /** The same for the datagrams the router sends. */
   send: string[];
+  /** IPv6 chains with rules that peers' packets skip with --fast-path-direct. */
+  forward: string[];
 }
 
 interface NftItem {
@@ -33,11 +37,13 @@ export function bypassedChains(json: string): Bypassed {
   for (const { rule } of items) {
     if (rule) rules.set(`${rule.family} ${rule.table} ${rule.chain}`, (rules.get(`${rule.family} ${rule.table} ${rule.chain}`) ?? 0) + 1);
   }
-  const out: Bypassed = { receive: [], send: [] };
+  const out: Bypassed = { receive: [], send: [], forward: [] };
   for (const { chain } of items) {
-    if (!chain?.hook || (chain.family !== 'ip' && chain.family !== 'inet')) continue;
+    if (!chain?.hook) continue;
     const key = `${chain.family} ${chain.table} ${chain.name}`;
     if (!rules.get(key)) continue;
+    if ((chain.family === 'ip6' || chain.family === 'inet') && FORWARD_HOOKS.has(chain.hook)) out.forward.push(`${key} (${chain.hook})`);
+    if (chain.family !== 'ip' && chain.family !== 'inet') continue;
     if (RECEIVE_HOOKS.has(chain.hook)) out.receive.push(`${key} (${chain.hook})`);
     if (SEND_HOOKS.has(chain.hook)) out.send.push(`${key} (${chain.hook})`);
   }

@@ -33,6 +33,7 @@
 #define F_RELAY 1     // relays in the kernel (the refused table is complete)
 #define F_TO_PEERS 2  // kernel -> peers in the kernel
 #define F_GSO 8       // to-peers takes merged (GSO) TCP and UDP whose segments fit the tunnel
+#define F_DIRECT 16   // from-peers sends what the FIB forwards straight to its egress (--fast-path-direct)
 #define F_TEST_RUN 4  // BPF_PROG_TEST_RUN: nothing is sent, the next hop is hop_* below, and to-peers frames come with an
                       // Ethernet header (a test run always gives one; the TUN never does)
 
@@ -81,6 +82,7 @@ enum verdict {
 	V_NO_ROUTE,        // a relay whose next hop the FIB does not give here (no neighbour yet, another interface, MTU), or relays off
 	V_DECAP_FAILED,    // a helper refused (an older kernel): the packet is untouched
 	V_GRO,             // datagrams the uplink merged (UDP GRO, fraglist GRO): whole to the router's socket
+	V_DIRECT,          // not a verdict: of V_FAST, those sent straight to the FIB's egress (F_DIRECT)
 	// To peers (the TUN's egress, to-peers.bpf.c).
 	T_FAST,            // encapsulated and sent to the peer here (a merged packet counts its segments)
 	T_NOT_IPV6,        // not an IPv6 packet, shorter than its header or its version not 6

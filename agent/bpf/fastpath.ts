@@ -52,6 +52,8 @@ export interface FastPathConfig {
   prefix: Uint8Array;
   /** The destinations the router refuses to send to (refused.ts), as the engine has them now. */
   refused: readonly IPv4Range[];
+  /** from-peers sends what the FIB would forward straight to its egress (from-peers.bpf.c, direct_egress). */
+  direct?: boolean;
 }
 
 export interface FastPath {
@@ -130,7 +132,7 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
       }
       const what = sendWhy ? 'peers -> kernel' : toPeersWhy ? 'peers -> kernel and relays' : 'peers <-> kernel and relays';
       log.info(`fast path on: ${what} forwarded in the kernel`, { uplink, tun });
-      sayBypassed(bypassed, !sendWhy, log);
+      sayBypassed(bypassed, !sendWhy, !!cfg.direct, log);
       const unwatch = watchMerged(prog, config, uplink, log);
       return {
         uplink, counters: () => prog.counters(), takeSeen: () => prog.takeSeen(), setRefused: (r) => prog.setRefused(r),
@@ -141,7 +143,11 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
 }
 
 /** Says which of the host's nftables chains the router's datagrams pass only on the TypeScript path. */
-function sayBypassed(b: Bypassed | undefined, sends: boolean, log: Logger): void {
+function sayBypassed(b: Bypassed | undefined, sends: boolean, direct: boolean, log: Logger): void {
+  if (direct) {
+    log.info('fast path: direct: peers\' packets the kernel would forward go straight to its egress, past netfilter\'s prerouting and forward hooks (docs/router.md)');
+    if (b?.forward.length) log.warn(`fast path: direct: peers' packets it forwards do not pass these nftables chains of the host: ${b.forward.join(', ')}`);
+  }
   if (!b) return;
   if (b.receive.length) {
     log.warn(`fast path: peers' datagrams it forwards do not pass these nftables chains of the host: ${b.receive.join(', ')} (from-peers runs before them; docs/router.md)`);
@@ -194,7 +200,7 @@ function watchMerged(prog: FastPathPrograms, config: ProgramsConfig, uplink: str
 function programsConfig(cfg: FastPathConfig, tunIfindex: number, uplinkIfindex: number): ProgramsConfig {
   return {
     bindIPv4: cfg.bindIPv4, bindPort: cfg.bindPort, ownIPv4: cfg.ownIPv4, ownPort: cfg.ownPort, prefix: cfg.prefix,
-    ttl: defaultTtl(), tunIfindex, uplinkIfindex,
+    ttl: defaultTtl(), tunIfindex, uplinkIfindex, ...(cfg.direct ? { direct: true } : {}),
   };
 }
 

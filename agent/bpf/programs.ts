@@ -37,6 +37,7 @@ export const FROM_PEERS_VERDICTS = [
   'no_route',          // a relay whose next hop is not ready on the uplink (neighbour unresolved, another interface, MTU), or relays off
   'decap_failed',      // the kernel refused a helper's request
   'gro',               // datagrams the uplink merged (UDP GRO, fraglist GRO): whole to the router's socket
+  'direct',            // not a verdict (FROM_PEERS_TALLIES): of 'fast', those sent straight to the FIB's egress (direct)
 ] as const;
 export const TO_PEERS_VERDICTS = [
   'fast',              // encapsulated and sent to the peer by the program (a merged packet: its segments)
@@ -59,7 +60,8 @@ export const TO_PEERS_VERDICTS = [
   'gso',               // all segments of the packet the same size: the outer UDP checksum is right for each
   'gso_uneven',        // the last one shorter: sent without an outer UDP checksum (see to-peers.bpf.c)
 ] as const;
-/** Counter slots of to-peers that tally part of 'fast' again rather than name a verdict. */
+/** Counter slots that tally part of 'fast' again rather than name a verdict. */
+export const FROM_PEERS_TALLIES: readonly FromPeersVerdict[] = ['direct'];
 export const TO_PEERS_TALLIES: readonly ToPeersVerdict[] = ['gso', 'gso_uneven'];
 export type FromPeersVerdict = typeof FROM_PEERS_VERDICTS[number];
 export type ToPeersVerdict = typeof TO_PEERS_VERDICTS[number];
@@ -78,7 +80,7 @@ export const BPF_TCX_INGRESS = 46;
 export const BPF_TCX_EGRESS = 47;
 
 // config.flags (fastpath.bpf.h)
-const F_RELAY = 1, F_TO_PEERS = 2, F_TEST_RUN = 4, F_GSO = 8;
+const F_RELAY = 1, F_TO_PEERS = 2, F_TEST_RUN = 4, F_GSO = 8, F_DIRECT = 16;
 
 export interface ProgramsConfig {
   /** The address and port the router's sockets are bound to: where peers' datagrams arrive, and what it sends from. */
@@ -101,6 +103,8 @@ export interface ProgramsConfig {
   relay?: boolean;
   /** Whether to-peers takes merged (GSO) TCP (default true); false leaves it to the router, in segments. */
   gso?: boolean;
+  /** from-peers sends what the FIB would forward straight to its egress (--fast-path-direct; default false). */
+  direct?: boolean;
   /**
    * Test runs (BPF_PROG_TEST_RUN) only: nothing is sent, so no FIB lookup is made and the next hop is these MACs;
    * to-peers frames then come with an Ethernet header, as a test run always gives one.
@@ -159,7 +163,7 @@ export class FastPathPrograms {
     d.setUint32(20, c.uplinkIfindex, true);
     d.setUint32(24, c.ownIPv4 >>> 0, false);
     d.setUint16(28, c.ownPort, false);
-    d.setUint16(30, (c.relay === false ? 0 : F_RELAY) | (c.toPeers === false ? 0 : F_TO_PEERS) | (c.testRun ? F_TEST_RUN : 0) | (c.gso === false ? 0 : F_GSO), true);
+    d.setUint16(30, (c.relay === false ? 0 : F_RELAY) | (c.toPeers === false ? 0 : F_TO_PEERS) | (c.testRun ? F_TEST_RUN : 0) | (c.gso === false ? 0 : F_GSO) | (c.direct ? F_DIRECT : 0), true);
     if (c.testRun) { v.set(c.testRun.dmac.subarray(0, 6), 32); v.set(c.testRun.smac.subarray(0, 6), 38); }
     bpfSyscalls.mapUpdate(this.maps.fd('sixbed4_config'), new Uint8Array(4), v);
   }

@@ -74,8 +74,10 @@ export interface RouterOptions {
   handover?: boolean;
   /** Reply rate limits (RA, NA, ICMPv6 errors); default DEFAULT_RATE_LIMIT. */
   rateLimit?: Omit<RateLimitConfig, 'tableSize'>;
-  /** The in-kernel fast path (agent/bpf/): auto, on or off (the default). */
+  /** The in-kernel fast path (agent/bpf/): auto (the default), on or off. */
   fastPath?: string;
+  /** With it: peers' packets the kernel would forward go straight to the egress (docs/router.md, --fast-path-direct). */
+  fastPathDirect?: boolean;
 }
 
 export interface RouterConfig {
@@ -99,6 +101,7 @@ export interface RouterConfig {
   handover: boolean;
   rateLimit: Omit<RateLimitConfig, 'tableSize'>;
   fastPath: FastPathMode;
+  fastPathDirect: boolean;
 }
 
 /** What a reload changes while the data path keeps forwarding (the rest needs a restart). */
@@ -154,6 +157,7 @@ export function routerConfig(o: RouterOptions): RouterConfig {
     handover: o.handover === true,
     rateLimit: rateLimitOf(o.rateLimit),
     fastPath: fastPathModeOf(o.fastPath),
+    fastPathDirect: o.fastPathDirect === true,
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
@@ -223,7 +227,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       // What arrives on the uplink is addressed to the bound address and port (a DNAT in front, --advertise, has
       // already rewritten it), and what the router sends leaves from them; the advertised ones are its identity.
       bindIPv4: cfg.bindIPv4, bindPort: cfg.bindPort, ownIPv4: cfg.listenIPv4, ownPort: cfg.port, prefix: cfg.prefix.bytes,
-      refused: refusedRanges(local, cfg.refusePrivate),
+      refused: refusedRanges(local, cfg.refusePrivate), direct: cfg.fastPathDirect,
     }, log);
     if (prepared) undo.push(() => prepared.close());
     const engineCfg: EngineConfig = {

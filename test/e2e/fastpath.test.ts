@@ -248,6 +248,28 @@ serial(title('on an uplink that leaves checksums to the next hop, kernel -> peer
   await slowPathOnly(t);
 });
 
+serial(title('--fast-path-direct: peers\' packets go straight to the egress the kernel\'s route gives; hop limits the kernel must answer still go through the tunnel'), async (t) => {
+  lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'on', '--fast-path-direct']);
+  try {
+    t.regex(lab.router.output(), /fast path: direct: peers' packets the kernel would forward go straight to its egress/);
+    const DIRECT = 'sixbed4_router_fast_path_direct_packets_total';
+    const d = await delta(async () => {
+      t.is((await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 3 })).received, 3);
+      // Three hops: the router's and the forwarding's decrement leave one, and the ISP answers.
+      t.is((await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 1, hops: 3 })).received, 1);
+    }, [FAST, SLOW, DIRECT]);
+    t.deepEqual(d, { [FAST]: 4, [SLOW]: 0, [DIRECT]: 4 }, 'all four sent straight to the ISP side');
+    // Two hops: forwarding would leave none, so the packet goes into the tunnel and the kernel says Time Exceeded.
+    const d2 = await delta(async () => {
+      const hop = await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 1, hops: 2 });
+      t.regex(hop.output, /Time exceeded/, hop.output);
+    }, [FAST, DIRECT]);
+    t.deepEqual(d2, { [FAST]: 1, [DIRECT]: 0 });
+  } finally {
+    t.is(await lab.router.stop(), 0);
+  }
+});
+
 // Last: a router that got further than it should would replace the /64 route of the one under test.
 serial(title('without CAP_BPF, --fast-path on refuses to start and says what it needs (with it, and no CAP_SYS_ADMIN, it ran above)'), async (t) => {
   const r = await lab.topo.router.exec(['setpriv', '--inh-caps=-all,+net_admin,+net_raw', '--ambient-caps=-all,+net_admin,+net_raw',
