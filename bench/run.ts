@@ -23,7 +23,7 @@ import { runFlood, type FloodResult } from './flood.js';
 import { bulkLines, runBulk, type BulkRow } from './bulk.js';
 import { addCeilingSink, buildBenchNet, NET, removeCeilingSink, setTxChecksum, TX_CSUM_VETHS, txChecksumState, type BenchNet, type SinkId } from './topology.js';
 
-const GROUPS: Group[] = ['ceiling', 'kernel', 'router', 'fast', 'batch', 'workers', 'peers'];
+const GROUPS: Group[] = ['ceiling', 'kernel', 'router', 'fast', 'direct', 'batch', 'workers', 'peers'];
 /** Groups outside the packets-per-second table: the flood scenario (bench/flood.ts), bulk TCP (bench/bulk.ts). */
 const EXTRA_GROUPS = ['flood', 'bulk'] as const;
 const ALL_GROUPS: readonly string[] = [...GROUPS, ...EXTRA_GROUPS];
@@ -41,6 +41,7 @@ const USAGE = `usage: npm run bench -- [--quick] [--duration S] [--only GROUPS] 
   --duration S   seconds per measurement window (overrides --quick)
   --only GROUPS  comma-separated subset of: ${ALL_GROUPS.join(',')}
                  (fast: the router with --fast-path on, both directions, each size;
+                  direct: 4→6 with --fast-path on --fast-path-direct, each size, in the fast rows;
                   flood: a legitimate peer pings every 10 ms while one source floods the router with junk;
                   bulk: TCP with iperf3 both ways: kernel forwarding, --fast-path off and auto)
   --sizes LIST   IPv6 packet sizes for the main rows (default 48,1280; 48..1280)
@@ -121,7 +122,8 @@ function routerSpec(group: Group, dir: Direction, size: number, setup: RouterSet
   const what = traffic.peers !== undefined && (dir === '4→6' || traffic.peers > 1) ? plural(traffic.peers, 'peer')
     : (traffic.flows ?? 1) > 1 ? plural(traffic.flows!, 'flow') : '';
   const config = [`batch ${setup.batch}`, ...(setup.workers !== undefined ? [plural(setup.workers, 'worker')] : [])].join(', ');
-  const name = `sixbed4 ${dir}${what ? ` ${what}` : ''}${setup.fastPath ? ' fast path on' : ''} (${config})`;
+  const mode = setup.fastPath === 'direct' ? ' fast path direct' : setup.fastPath === 'auto' ? ' fast path auto' : setup.fastPath ? ' fast path on' : '';
+  const name = `sixbed4 ${dir}${what ? ` ${what}` : ''}${mode} (${config})`;
   const s = dir === '6→4' ? tunSpec(group, name, size, 'toPeers', traffic.peers ?? 1)
     : traffic.peers !== undefined ? tun4Spec(group, name, size, traffic.peers)
       : udpSpec(group, name, size, 'toNative', traffic.flows ?? 1);
@@ -336,6 +338,17 @@ async function main(): Promise<number> {
         } finally {
           await txChecksum(opt.txOffload);
         }
+      }
+    }
+    if (has('direct') && fastFlag) {
+      // The route-lookup variant of 4→6 (from-peers sends to the FIB's egress, no second receive pass): in the
+      // fast rows, so the summary and the goal line give its ratio to kernel forwarding beside the others'.
+      const s: RouterSetup = { batch: 64, ...one, ...cpu0, fastPath: 'direct' };
+      await txChecksum(false);
+      try {
+        await withRouter(s, opt.sizes.map((size) => routerSpec('fast', '4→6', size, s)));
+      } finally {
+        await txChecksum(opt.txOffload);
       }
     }
     if (has('batch')) {
