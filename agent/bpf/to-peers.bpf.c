@@ -141,9 +141,12 @@ int sixbed4_to_peers(struct __sk_buff *skb)
 		seg = hdrs + gso;
 		if (seg > TUNNEL_MTU)
 			return count(skb, T_OVERSIZE, l3);
-		uneven = data % gso;
+		if (data <= gso) // one segment: the packet itself, whose checksum is derived as ever
+			seg = len;
+		else
+			uneven = data % gso;
 		if (!segs)
-			segs = (data + gso - 1) / gso;
+			segs = data > gso ? (data + gso - 1) / gso : 1;
 	}
 
 	__u16 ip_len = ENCAP + seg;
