@@ -60,7 +60,7 @@ RUN { command -v clang >/dev/null && [ -f /usr/include/bpf/bpf_helpers.h ]; } ||
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 # The sources: what .dockerignore lets through (binding.gyp, tsconfig.json,
-# lib/, kube/, agent/, operator/, cli/, crds/).
+# lib/, kube/, agent/, operator/, lab/, cli/, crds/).
 COPY . .
 # Then only what runs: production dependencies, without type declarations,
 # source maps and documentation (about 40 MB of @kubernetes/client-node).

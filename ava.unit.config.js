@@ -5,6 +5,7 @@ import base from './package.json' with { type: 'json' };
 
 const unit = [
   'bench/bulk', 'bench/junk', 'bench/packets', 'bench/report',
+  'cli/help',
   'cluster/fastpath',
   'cni/protocol',
   'docker/dockerfile',

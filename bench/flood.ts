@@ -5,15 +5,15 @@
 // source inside the /64 other than the legitimate peer's reached the native
 // side (the ISP namespace counts it with nft before anything else sees it).
 //
-// Topology: the lab's reference network (agent/lab/topology.ts) with peer A
+// Topology: the lab's reference network (lab/topology.ts) with peer A
 // behind the NAT as the legitimate peer and C, directly on the router's
 // second leg, as the flooder. Used by `npm run bench` (the "flood" row) and,
 // shortened, by test/bench/flood.test.ts.
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { findSystemTool, systemTool } from '../agent/host/tools.js';
-import { buildTopology, TOPO } from '../agent/lab/topology.js';
-import { ping6, scrape, startPeerIn, startRouterIn } from '../agent/lab/sixbed4.js';
+import { buildTopology, TOPO } from '../lab/topology.js';
+import { ping6, scrape, startPeerIn, startRouterIn } from '../lab/sixbed4.js';
 import { processMemory } from './procstat.js';
 import { makeAddress } from '../agent/protocol/address.js';
 import { formatIPv6, parseIPv4, parsePrefix64 } from '../lib/ip.js';

@@ -9,8 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Netns } from '../agent/lab/netns.js';
-import type { Proc } from '../agent/lab/proc.js';
+import type { Netns } from '../lab/netns.js';
+import type { Proc } from '../lab/proc.js';
 import type { GenConfig, GenResult, GenSpec } from './generator.js';
 import { busySeconds, cpuTimes, cpuUsage, ksoftirqdPids, processCpu, processMemory, totalCpuSeconds, type CpuTimes } from './procstat.js';
 import { bpftoolProg, counterDelta, readRouterCounters, routerBpfStats, type BpfProgStats, type RunningBenchRouter } from './routerctl.js';

@@ -3,11 +3,11 @@
 // found for /proc accounting, its counters read from the metrics endpoint.
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
-import { CLI, scrape, startRouterIn } from '../agent/lab/sixbed4.js';
+import { CLI, scrape, startRouterIn } from '../lab/sixbed4.js';
 import { execCommand } from '../agent/host/command.js';
 import { findSystemTool } from '../agent/host/tools.js';
-import type { Netns } from '../agent/lab/netns.js';
-import type { Proc } from '../agent/lab/proc.js';
+import type { Netns } from '../lab/netns.js';
+import type { Proc } from '../lab/proc.js';
 import { processCmdline } from './procstat.js';
 import { NET } from './topology.js';
 

@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 import { findSystemTool } from '../agent/host/tools.js';
-import { requireRootReason } from '../agent/lab/topology.js';
+import { requireRootReason } from '../lab/topology.js';
 import { measure, newCtx, type Ctx, type Direction, type Group, type Row, type Spec, type Timing } from './measure.js';
 import { hostSetup, setupLines, summary, table, writeJson, type Setup } from './report.js';
 import { routerHasFlag, startBenchRouter, type RouterSetup, type RunningBenchRouter } from './routerctl.js';

@@ -29,9 +29,9 @@
 // no ICMP error), so no sink can be slower than the thing measured. The
 // kernel references reuse the same links and generators: IPv4 UDP peer →
 // isp, and IPv6 isp → peer, forwarded by the router namespace's kernel.
-import { buildTopology, TOPO, type Topology } from '../agent/lab/topology.js';
+import { buildTopology, TOPO, type Topology } from '../lab/topology.js';
 import { systemTool } from '../agent/host/tools.js';
-import type { Netns } from '../agent/lab/netns.js';
+import type { Netns } from '../lab/netns.js';
 
 export const NET = {
   prefix: TOPO.prefix,

@@ -1,14 +1,11 @@
 // `sixbed4 agent`: the node agent the chart's DaemonSet runs on every node: it serves each SixBed4Prefix that gives
 // its node a share (agent/cluster/agent.ts).
-import { existsSync, readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
-import { KubeConfig } from '@kubernetes/client-node';
-import { createLogger, type LogFormat } from '../lib/log.js';
 import { InputError } from '../lib/errors.js';
 import { startFields } from './version.js';
 import { Kube } from '../kube/client.js';
 import { startAgent } from '../agent/cluster/agent.js';
 import { CNI_OPTIONS, cniPaths, pluginBinary } from './cni.js';
+import { COMMON_FLAGS_USAGE, COMMON_OPTIONS, commandLogger, loadKubeConfig, parseFlags, podNamespace, runUntilSignal } from './command.js';
 
 /**
  * --metrics ':PORT' binds the node's address from SIXBED4_METRICS_ADDRESS (the DaemonSet sets it to the node's
@@ -20,37 +17,40 @@ function metricsAddress(flag: string): string {
   return `${node.includes(':') ? `[${node}]` : node}${flag}`;
 }
 
-const IN_CLUSTER_NS = '/var/run/secrets/kubernetes.io/serviceaccount/namespace';
+const AGENT_USAGE = `usage: sixbed4 agent [flags]
+
+Runs the node agent (what the chart's DaemonSet runs): serves every SixBed4Prefix that gives this node a share.
+
+  --namespace NS        where the operator keeps the agent ConfigMaps (default $POD_NAMESPACE, else the pod's)
+  --node NAME           this node (default $NODE_NAME)
+  --kubeconfig F        kubeconfig file (default: $KUBECONFIG, else in-cluster, else ~/.kube/config)
+  --state-dir D         per prefix and node host state (default /var/lib/sixbed4)
+  --metrics H:P         Prometheus metrics; :PORT binds $SIXBED4_METRICS_ADDRESS when set
+  --health-socket PATH  /healthz on a Unix socket (the probe's)
+  --cni-socket PATH     answer the sixbed4-cni plugin there; --cni-conf-dir D --cni-bin-dir D keep it installed
+  --prefix NAME         serve only this prefix; then --tun NAME names its tunnel
+${COMMON_FLAGS_USAGE}`;
 
 export async function agentCommand(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args, strict: true, allowPositionals: false, options: {
-        prefix: { type: 'string' }, node: { type: 'string' }, namespace: { type: 'string' }, kubeconfig: { type: 'string' },
-        'state-dir': { type: 'string' }, metrics: { type: 'string' }, tun: { type: 'string' }, 'poll-ms': { type: 'string' },
-        'heartbeat-ms': { type: 'string' }, 'log-level': { type: 'string' }, 'log-format': { type: 'string' },
-        'health-socket': { type: 'string' }, 'handover-wait-ms': { type: 'string' }, 'daemonset': { type: 'string' }, ...CNI_OPTIONS,
-      },
-    }));
-  } catch (err) {
-    throw new InputError(`${(err as Error).message.replace(/\. To specify.*$/s, '')} (see sixbed4 --help)`);
-  }
+  const { values } = parseFlags('agent', args, {
+    ...COMMON_OPTIONS, ...CNI_OPTIONS,
+    prefix: { type: 'string' }, node: { type: 'string' }, namespace: { type: 'string' }, kubeconfig: { type: 'string' },
+    'state-dir': { type: 'string' }, metrics: { type: 'string' }, tun: { type: 'string' }, 'poll-ms': { type: 'string' },
+    'heartbeat-ms': { type: 'string' }, 'health-socket': { type: 'string' }, 'handover-wait-ms': { type: 'string' },
+    daemonset: { type: 'string' },
+  });
+  if (values.help) { process.stdout.write(AGENT_USAGE); return 0; }
   const prefixName = values.prefix;
   if (values.tun && !prefixName) throw new InputError('--tun needs --prefix: every prefix has its own tunnel');
-  const namespace = values.namespace ?? process.env.POD_NAMESPACE ?? (existsSync(IN_CLUSTER_NS) ? readFileSync(IN_CLUSTER_NS, 'utf8').trim() : undefined);
+  const namespace = values.namespace ?? process.env.POD_NAMESPACE ?? podNamespace();
   if (!namespace) throw new InputError('the namespace of the agent ConfigMaps is unknown: give --namespace (the operator\'s namespace) or set POD_NAMESPACE');
   const node = values.node ?? process.env.NODE_NAME;
   if (!node) throw new InputError('the node name is unknown: give --node or set NODE_NAME (the DaemonSet sets it from spec.nodeName)');
-  const log = createLogger({ component: 'agent', format: (values['log-format'] ?? 'auto') as LogFormat, ...(values['log-level'] ? { level: values['log-level'] } : {}) });
+  const log = commandLogger(values, 'agent');
   log.info('sixbed4 build', await startFields());
-  const kc = new KubeConfig();
-  try {
-    if (values.kubeconfig) kc.loadFromFile(values.kubeconfig); else kc.loadFromDefault();
-  } catch (err) {
-    throw new InputError(`cannot load the kubeconfig: ${(err as Error).message}`);
-  }
-  const agent = await startAgent(new Kube(kc, 'sixbed4-agent'), {
+  const kc = await loadKubeConfig(values.kubeconfig);
+  const kube = new Kube(kc, 'sixbed4-agent');
+  const options = {
     node, namespace, ...(prefixName ? { prefixName } : {}),
     // files there are per prefix and node: a directory shared by several nodes (a test machine) never mixes hosts
     stateDir: values['state-dir'] ?? '/var/lib/sixbed4',
@@ -63,12 +63,6 @@ export async function agentCommand(args: string[]): Promise<number> {
     ...(values.tun ? { tun: values.tun } : {}),
     ...(values['poll-ms'] ? { pollMs: Number(values['poll-ms']) } : {}),
     ...(values['heartbeat-ms'] ? { heartbeatMs: Number(values['heartbeat-ms']) } : {}),
-  }, log);
-  return new Promise((resolve) => {
-    const onSignal = () => {
-      process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal);
-      agent.stop().then(() => resolve(0), (err: Error) => { log.error(`stopping: ${err.message}`); resolve(1); });
-    };
-    process.on('SIGINT', onSignal); process.on('SIGTERM', onSignal);
-  });
+  };
+  return runUntilSignal(() => startAgent(kube, options, log), () => {}, log);
 }

@@ -2,15 +2,27 @@
 // init container runs install with the node's CNI directories mounted; uninstall is for people (and for the agent
 // when its DaemonSet is deleted).
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { InputError } from '../lib/errors.js';
-import { packageRoot } from '../agent/io/native.js';
 import { DEFAULT_CHAINED_INTERFACE } from '../agent/cni/protocol.js';
 import { install, PLUGIN_TYPE, uninstall, type PluginSettings } from '../agent/cni/install.js';
 import { DEFAULT_POD_ANNOTATION } from '../kube/api.js';
+import { packageRoot } from '../lib/build-info.js';
+import { COMMON_OPTIONS, parseFlags } from './command.js';
 
 export const DEFAULT_CNI_SOCKET = '/run/sixbed4/cni.sock';
-export const pluginBinary = (): string => join(packageRoot(), 'build', 'Release', PLUGIN_TYPE);
+export const pluginBinary = (): string => join(packageRoot() ?? process.cwd(), 'build', 'Release', PLUGIN_TYPE);
+
+const CNI_USAGE = `usage: sixbed4 cni install|uninstall [flags]
+
+The sixbed4-cni plugin on this node: install puts the binary into --cni-bin-dir and chains it into the first
+*.conflist of --cni-conf-dir; uninstall takes both out again.
+
+  --cni-bin-dir D          (default /opt/cni/bin)
+  --cni-conf-dir D         (default /etc/cni/net.d)
+  --cni-socket PATH        where the agent answers the plugin (default ${DEFAULT_CNI_SOCKET})
+  --cni-pod-annotation K   the pod annotation that asks for a slice (default ${DEFAULT_POD_ANNOTATION})
+  --cni-interface NAME     the pod's interface for the slice (default ${DEFAULT_CHAINED_INTERFACE})
+`;
 
 export interface CniPaths { binDir: string; confDir: string; settings: PluginSettings }
 
@@ -33,12 +45,8 @@ export function cniPaths(v: Record<string, string | boolean | undefined>): CniPa
 
 export async function cniCommand(args: string[]): Promise<number> {
   const [verb, ...rest] = args;
-  let values;
-  try {
-    ({ values } = parseArgs({ args: rest, strict: true, allowPositionals: false, options: CNI_OPTIONS }));
-  } catch (err) {
-    throw new InputError(`${(err as Error).message.replace(/\. To specify.*$/s, '')} (see sixbed4 --help)`);
-  }
+  const { values } = parseFlags('cni', rest, { ...CNI_OPTIONS, help: COMMON_OPTIONS.help });
+  if (values.help || verb === '--help' || verb === '-h') { process.stdout.write(CNI_USAGE); return 0; }
   const p = cniPaths(values);
   if (verb === 'install') {
     const r = await install({ pluginBinary: pluginBinary(), ...p });

@@ -1,7 +1,5 @@
 // `sixbed4 host plan|apply|revert`: the seed's manual steps for a host with a
 // native /64, done safely and undoably. Plans go to stdout, logs to stderr.
-import { parseArgs } from 'node:util';
-import { createLogger, type LogFormat } from '../lib/log.js';
 import { InputError } from '../lib/errors.js';
 import { hostConfig, readHostConfigFile, type HostConfig } from '../agent/host/config.js';
 import { localAddressModeName } from '../kube/modes.js';
@@ -11,6 +9,7 @@ import { readHostState } from '../agent/host/state.js';
 import { defaultStatePath } from '../agent/host/statefile.js';
 import { renderPlan } from '../agent/host/steps.js';
 import { hasNetAdmin } from '../agent/host/privilege.js';
+import { COMMON_OPTIONS, commandLogger, parseFlagsAndOperands } from './command.js';
 
 export const HOST_USAGE = `usage: sixbed4 host plan|apply|revert [flags]
 
@@ -35,31 +34,21 @@ flags (each overrides the config file's field):
 `;
 
 const OPTIONS = {
+  ...COMMON_OPTIONS,
   config: { type: 'string', short: 'c' }, prefix: { type: 'string', short: 'L' }, uplink: { type: 'string' },
   local: { type: 'string', multiple: true }, mode: { type: 'string' }, dummy: { type: 'string' }, tunnel: { type: 'string' },
   'ndp-proxy': { type: 'string' }, state: { type: 'string' },
-  'log-level': { type: 'string' }, 'log-format': { type: 'string' }, help: { type: 'boolean', short: 'h' },
 } as const;
 
-type Values = ReturnType<typeof parse>['values'];
-
-function parse(args: string[]) {
-  try {
-    return parseArgs({ args, options: OPTIONS, allowPositionals: true, strict: true });
-  } catch (err) {
-    throw new InputError(`${(err as Error).message.replace(/\. To specify.*$/s, '')} (see sixbed4 host --help)`);
-  }
-}
+type Values = ReturnType<typeof parseFlagsAndOperands<typeof OPTIONS>>['values'];
 
 export async function hostCommand(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args);
+  const { values, positionals } = parseFlagsAndOperands('host', args, OPTIONS);
   const [sub, ...extra] = positionals;
   if (values.help || sub === 'help') { process.stdout.write(HOST_USAGE); return 0; }
   if (!sub) throw new InputError('say what to do: sixbed4 host plan|apply|revert (see sixbed4 host --help)');
   if (extra.length > 0) throw new InputError(`unexpected argument '${extra[0]}' (see sixbed4 host --help)`);
-  const format = (values['log-format'] ?? 'auto') as LogFormat;
-  if (!['text', 'json', 'auto'].includes(format)) throw new InputError(`--log-format ${format}: use text, json or auto`);
-  const log = createLogger({ component: 'host', format, ...(values['log-level'] ? { level: values['log-level'] } : {}) });
+  const log = commandLogger(values, 'host');
 
   switch (sub) {
     case 'plan': {

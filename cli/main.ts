@@ -1,17 +1,14 @@
 #!/usr/bin/env node
 // The sixbed4 command line: one binary for the router, the peer, the lab and
 // (as they land) host networking, the operator and the node agent.
-import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { createLogger, type LogFormat } from '../lib/log.js';
+import { COMMON_FLAGS_USAGE, COMMON_OPTIONS, commandLogger, parseFlags, runUntilSignal, wholeNumber as int } from './command.js';
 import { InputError } from '../lib/errors.js';
 import { routerConfig, startRouter } from '../agent/router/router.js';
 import { peerConfig, startPeer } from '../agent/peer/peer.js';
 // The lab, the agent and the operator load on demand: the router and peer start without the Kubernetes client.
 
-const USAGE = `usage: sixbed4 <command> [flags]
-
-commands:
-  router   run a 6bed4 router: UDP/IPv4 peers <-> a TUN interface routed to a native /64
+/** Each command's part of the overview, which is also what `sixbed4 COMMAND --help` prints. */
+const ROUTER_HELP = `  router   run a 6bed4 router: UDP/IPv4 peers <-> a TUN interface routed to a native /64
            -c, --config FILE    the single host as a service (docs/host.md): FILE (YAML or JSON, e.g.
                                 /etc/sixbed4/router.yaml) holds SixBed4Prefix.spec's fields; applies the host
                                 part, runs the router, re-reads FILE on SIGHUP, reverts the host on stop
@@ -46,7 +43,8 @@ commands:
                --fast-path-direct  with the fast path, peers' packets the kernel would forward go
                                 straight to their egress, past the host's netfilter prerouting and
                                 forward hooks: for hosts without a forward firewall (docs/router.md)
-  peer     run a 6bed4 peer (client) that gets its IPv6 address from a router
+`;
+const PEER_HELP = `  peer     run a 6bed4 peer (client) that gets its IPv6 address from a router
                --router IPV4[:PORT]  the router (required; port default 25790)
                --listen IPV4    local IPv4 to send from (default any)
                --port N         local UDP port (default a random even one): with a port forward on
@@ -62,13 +60,19 @@ commands:
                --tun NAME       tunnel interface (default 6bed4peer)
                --default-route  route all IPv6 through the tunnel
                --keepalive S    seconds between keepalives (default 30)
-  lab      build a throwaway network of namespaces (ISP, router, two NATs, three peers), run
+`;
+const LAB_HELP = `  lab      build a throwaway network of namespaces (ISP, router, two NATs, three peers), run
            the router and peers in it, ping in every direction, say which peers went direct,
            print a summary, clean up
                --keep S         keep the lab running S seconds before teardown (default 0)
                --fast-path      the router with its in-kernel fast path (the counters say what it took)
 
-  host     configure this host for a native /64 (the seed's steps, make-before-break):
+`;
+
+const USAGE = `usage: sixbed4 <command> [flags]
+
+commands:
+${ROUTER_HELP}${PEER_HELP}${LAB_HELP}  host     configure this host for a native /64 (the seed's steps, make-before-break):
            plan | apply | revert  --config FILE | --prefix P --local ADDR ... (see sixbed4 host --help)
   operator run the Kubernetes operator: SixBed4Prefix resources -> allocations and agent configs
                --kubeconfig F --namespace NS --agent-daemonset NAME --leader-elect --metrics H:P
@@ -89,14 +93,11 @@ commands:
 
   version  print the version, git revision, Node.js version and whether the native addon loads (also --version)
 
-common flags: --log-level LEVEL (info), --log-format text|json|auto (auto)
-`;
+${COMMON_FLAGS_USAGE}`;
 
-const common = {
-  'log-level': { type: 'string' },
-  'log-format': { type: 'string' },
-  help: { type: 'boolean', short: 'h' },
-} as const satisfies ParseArgsConfig['options'];
+/** `sixbed4 COMMAND --help`: that command's part only. */
+const commandHelp = (command: string, part: string): string =>
+  `usage: sixbed4 ${command} [flags]\n\n${part}\n${COMMON_FLAGS_USAGE}`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -121,69 +122,9 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-function parse<O extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: O) {
-  try {
-    return parseArgs({ args, options: { ...common, ...options }, allowPositionals: false, strict: true });
-  } catch (err) {
-    throw new InputError(`${(err as Error).message.replace(/\. To specify.*$/s, '')} (see sixbed4 --help)`);
-  }
-}
-
-function logger(values: { 'log-level'?: string; 'log-format'?: string }, component: string) {
-  const format = (values['log-format'] ?? 'auto') as LogFormat;
-  if (!['text', 'json', 'auto'].includes(format)) throw new InputError(`--log-format ${format}: use text, json or auto`);
-  return createLogger({ component, format, ...(values['log-level'] ? { level: values['log-level'] } : {}) });
-}
-
-function int(v: string | undefined, flag: string): number | undefined {
-  if (v === undefined) return undefined;
-  if (!/^\d+$/.test(v)) throw new InputError(`${flag} '${v}' is not a whole number`);
-  return Number(v);
-}
-
-/** Runs until SIGINT/SIGTERM, then stops cleanly. */
-/**
- * Resolves with the exit code once SIGINT or SIGTERM arrived and stop() finished. Listens from the call on, so
- * call it before starting what stop() stops: a signal in between (right after "router ready", say) would otherwise
- * meet no handler and kill the process without its cleanup. A signal that came during the start stops it as soon
- * as started() resolves.
- */
-function untilSignal(): { started(stop: () => Promise<void>): Promise<number>; dispose(): void } {
-  let signal: NodeJS.Signals | undefined;
-  let onStop: ((sig: NodeJS.Signals) => void) | undefined;
-  const onSignal = (sig: NodeJS.Signals) => {
-    process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal);
-    signal = sig;
-    onStop?.(sig);
-  };
-  process.on('SIGINT', onSignal); process.on('SIGTERM', onSignal);
-  return {
-    started: (stop) => new Promise((resolve) => {
-      onStop = (sig) => {
-        stop().then(() => resolve(0), (err: Error) => { process.stderr.write(`sixbed4: cleanup after ${sig} failed: ${err.message}\n`); resolve(1); });
-      };
-      if (signal) onStop(signal);
-    }),
-    dispose: () => { process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal); },
-  };
-}
-
-/** Starts something, then runs until SIGINT or SIGTERM and stops it (signals during the start included). */
-async function runUntilSignal<T extends { stop(): Promise<void> }>(start: () => Promise<T>, started: (x: T) => void = () => {}): Promise<number> {
-  const signals = untilSignal();
-  let x: T;
-  try {
-    x = await start();
-  } catch (err) {
-    signals.dispose();
-    throw err;
-  }
-  started(x);
-  return signals.started(() => x.stop());
-}
-
 async function routerCommand(args: string[]): Promise<number> {
-  const { values } = parse(args, {
+  const { values } = parseFlags('router', args, {
+    ...COMMON_OPTIONS,
     prefix: { type: 'string', short: 'L' }, listen: { type: 'string', short: 'l' }, port: { type: 'string' },
     route: { type: 'string', short: 'R', multiple: true }, tun: { type: 'string' }, metrics: { type: 'string' },
     batch: { type: 'string' }, workers: { type: 'string' }, 'ndp-proxy': { type: 'string' }, 'ndp-proxy-mode': { type: 'string' },
@@ -191,8 +132,8 @@ async function routerCommand(args: string[]): Promise<number> {
     bind: { type: 'string' }, advertise: { type: 'string' }, config: { type: 'string', short: 'c' }, 'keep-host': { type: 'boolean' },
     'fast-path': { type: 'string' }, 'fast-path-direct': { type: 'boolean' },
   });
-  if (values.help) { process.stdout.write(USAGE); return 0; }
-  const log = logger(values, 'router');
+  if (values.help) { process.stdout.write(commandHelp('router', ROUTER_HELP)); return 0; }
+  const log = commandLogger(values, 'router');
   if (values.config !== undefined) {
     const flags = Object.keys(values).filter((k) => !['config', 'keep-host', 'log-level', 'log-format'].includes(k));
     if (flags.length) throw new InputError(`--${flags[0]} with --config: set it in ${values.config} instead (one source of truth; see docs/host.md)`);
@@ -221,13 +162,14 @@ async function routerCommand(args: string[]): Promise<number> {
 }
 
 async function peerCommand(args: string[]): Promise<number> {
-  const { values } = parse(args, {
+  const { values } = parseFlags('peer', args, {
+    ...COMMON_OPTIONS,
     router: { type: 'string' }, listen: { type: 'string' }, lanip: { type: 'string' }, tun: { type: 'string' },
     'default-route': { type: 'boolean' }, keepalive: { type: 'string' }, port: { type: 'string' },
     hook: { type: 'string' }, 'hook-timeout': { type: 'string' }, 'no-direct': { type: 'boolean' }, lan: { type: 'string' },
   });
-  if (values.help) { process.stdout.write(USAGE); return 0; }
-  const log = logger(values, 'peer');
+  if (values.help) { process.stdout.write(commandHelp('peer', PEER_HELP)); return 0; }
+  const log = commandLogger(values, 'peer');
   const lanip = int(values.lanip, '--lanip'), port = int(values.port, '--port');
   const keepalive = values.keepalive === undefined ? undefined : Number(values.keepalive);
   const hookTimeout = values['hook-timeout'] === undefined ? undefined : Number(values['hook-timeout']);
@@ -248,10 +190,10 @@ async function peerCommand(args: string[]): Promise<number> {
 }
 
 async function labCommand(args: string[]): Promise<number> {
-  const { values } = parse(args, { keep: { type: 'string' }, 'fast-path': { type: 'boolean' } });
-  if (values.help) { process.stdout.write(USAGE); return 0; }
-  const log = logger(values, 'lab');
-  const { runLab } = await import('../agent/lab/lab.js');
+  const { values } = parseFlags('lab', args, { ...COMMON_OPTIONS, keep: { type: 'string' }, 'fast-path': { type: 'boolean' } });
+  if (values.help) { process.stdout.write(commandHelp('lab', LAB_HELP)); return 0; }
+  const log = commandLogger(values, 'lab');
+  const { runLab } = await import('../lab/lab.js');
   return runLab({ keepSeconds: int(values.keep, '--keep') ?? 0, fastPath: values['fast-path'] === true }, log);
 }
 

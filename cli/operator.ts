@@ -1,12 +1,9 @@
 // `sixbed4 operator`: the Kubernetes operator that turns SixBed4Prefix objects
 // into per-node agent DaemonSets (see operator/).
-import { existsSync, readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
-import { KubeConfig } from '@kubernetes/client-node';
-import { createLogger, type LogFormat } from '../lib/log.js';
 import { startMetricsServer, type MetricsServer } from '../lib/metrics-server.js';
 import { InputError } from '../lib/errors.js';
 import { startFields } from './version.js';
+import { COMMON_OPTIONS, commandLogger, loadKubeConfig, parseFlags, podNamespace, secondsFlag, untilSignal } from './command.js';
 import { startOperator } from '../operator/controller.js';
 import { OperatorMetrics } from '../operator/metrics.js';
 
@@ -31,66 +28,40 @@ node agents, one DaemonSet for the cluster, follow it), reports status.
   --log-level LEVEL        (info)   --log-format text|json|auto (auto: json in a cluster)
 `;
 
-function seconds(v: string | undefined, flag: string, dflt: number): number {
-  if (v === undefined) return dflt * 1000;
-  if (!/^\d+(\.\d+)?$/.test(v) || Number(v) <= 0) throw new InputError(`${flag} '${v}' is not a positive number of seconds`);
-  return Number(v) * 1000;
-}
-
-const IN_CLUSTER_NS = '/var/run/secrets/kubernetes.io/serviceaccount/namespace';
-
 export async function operatorCommand(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      allowPositionals: false,
-      strict: true,
-      options: {
-        kubeconfig: { type: 'string' }, namespace: { type: 'string' }, 'agent-daemonset': { type: 'string' },
-        'leader-elect': { type: 'boolean' }, 'lease-name': { type: 'string' }, 'lease-duration': { type: 'string' },
-        'renew-deadline': { type: 'string' }, 'retry-period': { type: 'string' }, 'cleanup-timeout': { type: 'string' },
-        'agent-stale-after': { type: 'string' }, resync: { type: 'string' }, metrics: { type: 'string' },
-        identity: { type: 'string' },
-        'log-level': { type: 'string' }, 'log-format': { type: 'string' }, help: { type: 'boolean', short: 'h' },
-      },
-    }));
-  } catch (err) {
-    throw new InputError(`${(err as Error).message.replace(/\. To specify.*$/s, '')} (see sixbed4 operator --help)`);
-  }
+  const { values } = parseFlags('operator', args, {
+    ...COMMON_OPTIONS,
+    kubeconfig: { type: 'string' }, namespace: { type: 'string' }, 'agent-daemonset': { type: 'string' },
+    'leader-elect': { type: 'boolean' }, 'lease-name': { type: 'string' }, 'lease-duration': { type: 'string' },
+    'renew-deadline': { type: 'string' }, 'retry-period': { type: 'string' }, 'cleanup-timeout': { type: 'string' },
+    'agent-stale-after': { type: 'string' }, resync: { type: 'string' }, metrics: { type: 'string' },
+    identity: { type: 'string' },
+  });
   if (values.help) { process.stdout.write(OPERATOR_USAGE); return 0; }
 
-  const format = (values['log-format'] ?? 'auto') as LogFormat;
-  if (!['text', 'json', 'auto'].includes(format)) throw new InputError(`--log-format ${format}: use text, json or auto`);
+  const log = commandLogger(values, 'operator');
   const agentDaemonSet = values['agent-daemonset'] ?? 'sixbed4-agent';
   if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(agentDaemonSet)) throw new InputError(`--agent-daemonset '${agentDaemonSet}' is not a DaemonSet name`);
-  const leaseDurationMs = seconds(values['lease-duration'], '--lease-duration', 15);
-  const renewDeadlineMs = seconds(values['renew-deadline'], '--renew-deadline', 10);
-  const retryPeriodMs = seconds(values['retry-period'], '--retry-period', 2);
+  const leaseDurationMs = secondsFlag(values['lease-duration'], '--lease-duration', 15);
+  const renewDeadlineMs = secondsFlag(values['renew-deadline'], '--renew-deadline', 10);
+  const retryPeriodMs = secondsFlag(values['retry-period'], '--retry-period', 2);
   if (values['leader-elect'] && !(retryPeriodMs < renewDeadlineMs && renewDeadlineMs < leaseDurationMs)) {
     throw new InputError('leader election needs --retry-period < --renew-deadline < --lease-duration');
   }
-  const cleanupTimeoutMs = seconds(values['cleanup-timeout'], '--cleanup-timeout', 300);
-  const staleAfterMs = seconds(values['agent-stale-after'], '--agent-stale-after', 120);
-  const resyncMs = seconds(values.resync, '--resync', 600);
-  const namespace = values.namespace ?? (existsSync(IN_CLUSTER_NS) ? readFileSync(IN_CLUSTER_NS, 'utf8').trim() : 'sixbed4-system');
+  const cleanupTimeoutMs = secondsFlag(values['cleanup-timeout'], '--cleanup-timeout', 300);
+  const staleAfterMs = secondsFlag(values['agent-stale-after'], '--agent-stale-after', 120);
+  const resyncMs = secondsFlag(values.resync, '--resync', 600);
+  const namespace = values.namespace ?? podNamespace() ?? 'sixbed4-system';
   if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) throw new InputError(`--namespace '${namespace}' is not a namespace name`);
 
-  const kc = new KubeConfig();
-  try {
-    if (values.kubeconfig) kc.loadFromFile(values.kubeconfig);
-    else kc.loadFromDefault();
-  } catch (e) {
-    throw new InputError(`cannot load the kubeconfig${values.kubeconfig ? ` ${values.kubeconfig}` : ''}: ${(e as Error).message}`);
-  }
-  if (!kc.getCurrentCluster()) throw new InputError('no Kubernetes cluster configured: pass --kubeconfig, set KUBECONFIG, or run in a pod');
+  const kc = await loadKubeConfig(values.kubeconfig);
 
-  const log = createLogger({ component: 'operator', format, ...(values['log-level'] ? { level: values['log-level'] } : {}) });
   log.info('sixbed4 build', await startFields());
   const metrics = new OperatorMetrics();
   let server: MetricsServer | undefined;
   if (values.metrics) server = await startMetricsServer(values.metrics, metrics.registry, log);
 
+  const signals = untilSignal({ log });
   const op = startOperator({
     kubeConfig: kc,
     namespace,
@@ -101,26 +72,24 @@ export async function operatorCommand(args: string[]): Promise<number> {
   });
   log.info('operator starting', { namespace, identity: op.identity, leaderElection: !!values['leader-elect'], server: kc.getCurrentCluster()?.server });
 
-  return new Promise<number>((resolve) => {
-    let finishing = false;
-    const finish = async (code: number) => {
-      if (finishing) return;
-      finishing = true;
-      process.off('SIGINT', onSignal); process.off('SIGTERM', onSignal);
-      try {
-        await op.stop();
-      } catch (err) {
-        log.error(`stopping: ${(err as Error).message}`);
-        code = code || 1;
-      }
+  // A replica that lost its Lease exits (1) so that a fresh process stands for election; a stop ends done as well.
+  const ended = op.done.then(
+    (outcome) => {
+      if (outcome !== 'lost') return new Promise<number>(() => {});
+      log.error('lost leadership; exiting so that a fresh process can stand for election');
+      return 1;
+    },
+    (e: Error) => {
+      log.error(`operator failed: ${e.message}`);
+      return 1;
+    },
+  );
+  return signals.started(async () => {
+    try {
+      await op.stop();
+    } finally {
       await server?.close().catch(() => undefined);
       log.info('operator stopped');
-      resolve(code);
-    };
-    const onSignal = (sig: NodeJS.Signals) => { log.info(`${sig}: shutting down`); void finish(0); };
-    process.on('SIGINT', onSignal); process.on('SIGTERM', onSignal);
-    op.done.then((outcome) => {
-      if (outcome === 'lost') { log.error('lost leadership; exiting so that a fresh process can stand for election'); void finish(1); }
-    }, (e: Error) => { log.error(`operator failed: ${e.message}`); void finish(1); });
-  });
+    }
+  }, { ended });
 }

@@ -1,5 +1,4 @@
 // `sixbed4 status [--config FILE | --metrics H:P]`: the running router, summarised from its metrics endpoint.
-import { parseArgs } from 'node:util';
 import { existsSync } from 'node:fs';
 import http from 'node:http';
 import { InputError } from '../lib/errors.js';
@@ -7,14 +6,12 @@ import { parseHostPort } from '../lib/metrics-server.js';
 import { DEFAULT_CONFIG_PATH, loadServiceConfig } from '../agent/service/config.js';
 import { parsePrometheus, summarize } from '../agent/service/status.js';
 import { DEFAULT_METRICS_PORT } from '../kube/api.js';
+import { COMMON_OPTIONS, parseFlags } from './command.js';
 
 export async function statusCommand(args: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, metrics: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true }));
-  } catch (err) {
-    throw new InputError(`${(err as Error).message.replace(/\. To specify.*$/s, '')} (see sixbed4 --help)`);
-  }
+  const { values } = parseFlags('status', args, {
+    config: { type: 'string', short: 'c' }, metrics: { type: 'string' }, help: COMMON_OPTIONS.help,
+  });
   if (values.help) { process.stdout.write('usage: sixbed4 status [--config FILE | --metrics HOST:PORT]\n'); return 0; }
   if (values.config && values.metrics) throw new InputError('give --config or --metrics, not both');
   let target = values.metrics;

@@ -6,6 +6,7 @@
 import { DEFAULT_METRICS_PORT, DEFAULT_PORT, type FastPathMode, type FastPathModeName, type LocalAddressMode, type NdpProxyMode } from './api.js';
 import { formatIPv6, inPrefix, parseIPv4, parseIPv4Port, parseIPv6, parsePrefix, type Prefix } from '../lib/ip.js';
 import { LOCAL_ADDRESS_MODE_NAMES, localAddressModeOf, NDP_PROXY_MODE_NAMES, ndpProxyModeOf } from './modes.js';
+import { isObj } from '../lib/guards.js';
 
 export interface Problem {
   /** CamelCase, e.g. InvalidPrefix, MultipleNodesSelected */
@@ -48,7 +49,6 @@ export const FAST_PATH_MODE_NAMES = { Disabled: 'off', Auto: 'auto', Required: '
 export const fastPathModeName = (m: FastPathMode): FastPathModeName =>
   (Object.keys(FAST_PATH_MODE_NAMES) as FastPathModeName[]).find((k) => FAST_PATH_MODE_NAMES[k] === m)!;
 
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const errMsg = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 /** True when bytes 12..13 (the 6bed4 port word) are zero: the address can never be a peer's. */

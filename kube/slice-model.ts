@@ -22,6 +22,7 @@ import { fnv1a } from './hash.js';
 import { formatIPv6, inPrefix, parsePrefix, type Prefix } from '../lib/ip.js';
 import { DEFAULT_NAMESPACE_LABEL, DEFAULT_POD_ANNOTATION, ADDRESS_ANNOTATION, ASSIGNED_SLICE_ANNOTATION } from './api.js';
 import type { LocalAddressSpec, Problem } from './prefix-spec.js';
+import { isObj } from '../lib/guards.js';
 
 export const SLICE_LENGTH = 112;
 export const WORD_MAX = 0xffff;
@@ -39,8 +40,6 @@ export interface CheckedSlices {
   /** what may reach a pod at its slice address (agent/slices/inbound.ts) */
   inbound: 'filtered' | 'open';
 }
-
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** A Kubernetes label or annotation key: [prefix/]name. */
 export function isQualifiedName(key: string): boolean {

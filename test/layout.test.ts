@@ -1,6 +1,7 @@
-// The import graph's layers (README "Architecture"): lib/ <- kube/ <- agent/ and operator/ <- cli/. agent/ and
-// operator/ share only lib/ and kube/, never each other, so either side can change without reaching into the other
-// (as MetalLB's speaker and controller share only internal/ and api/). This reads the TypeScript sources themselves.
+// The import graph's layers (README "Architecture"): lib/ <- kube/ <- agent/ and operator/ <- lab/, cli/ (lab/: the
+// lab command's and the tests' namespaces; nothing shipped but the CLI imports it). agent/ and operator/ share only
+// lib/ and kube/, never each other, so either side can change without reaching into the other (as MetalLB's speaker
+// and controller share only internal/ and api/). This reads the TypeScript sources themselves.
 import test from 'ava';
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, normalize, relative } from 'node:path';
@@ -14,7 +15,9 @@ const ALLOWED: Record<string, readonly string[]> = {
   kube: ['lib'],
   agent: ['lib', 'kube'],
   operator: ['lib', 'kube'],
-  cli: ['lib', 'kube', 'agent', 'operator'],
+  // the namespaces, processes and topology that `sixbed4 lab` and the tests build on (with agent/host's runner)
+  lab: ['lib', 'kube', 'agent'],
+  cli: ['lib', 'kube', 'agent', 'operator', 'lab'],
 };
 
 /** Every relative module a source names: static imports and re-exports, `import 'x'`, and dynamic import(). */

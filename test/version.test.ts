@@ -66,7 +66,7 @@ test('sixbed4 --version works without the native addon and says so', async (t) =
   const dir = mkdtempSync(join(tmpdir(), 'sixbed4-version-'));
   try {
     writeFileSync(join(dir, 'package.json'), readFileSync(join(ROOT, 'package.json')));
-    for (const part of ['lib', 'kube', 'agent', 'operator', 'cli']) {
+    for (const part of ['lib', 'kube', 'agent', 'operator', 'lab', 'cli']) {
       cpSync(join(DIST, part), join(dir, 'dist', part), { recursive: true, filter: (src) => !src.endsWith('.map') });
     }
     symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));

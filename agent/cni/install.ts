@@ -10,6 +10,7 @@ import { chmod, copyFile, readdir, readFile, rename, rm, writeFile } from 'node:
 import { join } from 'node:path';
 import { InputError } from '../../lib/errors.js';
 import { POD_ANNOTATIONS_CAPABILITY } from './protocol.js';
+import { isObj } from '../../lib/guards.js';
 
 export const PLUGIN_TYPE = 'sixbed4-cni';
 
@@ -25,8 +26,6 @@ export interface PluginSettings {
 export function pluginEntry(s: PluginSettings): Record<string, unknown> {
   return { type: PLUGIN_TYPE, capabilities: { [POD_ANNOTATIONS_CAPABILITY]: true }, agentSocket: s.agentSocket, podAnnotation: s.podAnnotation, interface: s.interface };
 }
-
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /**
  * The config list with our entry last (added, or replaced where it was: chained plugins run in list order, and ours

@@ -1,4 +1,5 @@
 // The CNI side of slice delivery, pure: what the sixbed4-cni shim forwards (agent/cni/shim), what a request means,
+import { isObj } from '../../lib/guards.js';
 // and the result or error the runtime gets back (CNI spec 1.1, with 0.4.0 and 1.0.0 results for older runtimes).
 //
 // The shim decides alone what needs no agent (VERSION; a chained ADD or CHECK for a pod that did not ask), so an
@@ -68,7 +69,6 @@ export interface CniResult {
 }
 
 const COMMANDS: readonly string[] = ['ADD', 'DEL', 'CHECK', 'STATUS', 'GC', 'VERSION'];
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const str = (v: unknown) => (typeof v === 'string' ? v : '');
 
 /** CNI_ARGS: "K=V;K=V". Keys and values are what the runtime sent; nothing is decoded. */

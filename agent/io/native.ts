@@ -7,12 +7,13 @@
  * Errors from system calls are `Error`s with Node's usual `.code` (errno
  * name, e.g. 'EADDRINUSE'), `.errno` (negative) and `.syscall`.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { MAX_BATCH, type Batch } from './batch.js';
+import { packageRoot } from '../../lib/build-info.js';
 
 export { MAX_BATCH, newBatch, type Batch } from './batch.js';
 
@@ -116,34 +117,13 @@ interface RawAddon {
 
 const ADDON = join('build', 'Release', 'sixbed4_native.node');
 
-/**
- * The package root: the nearest ancestor holding this package's
- * package.json. Works from the sources (agent/io) and from the compiled
- * output (dist/agent/io) alike.
- */
-export function packageRoot(): string {
-  const start = dirname(fileURLToPath(import.meta.url));
-  let fallback: string | undefined;
-  for (let dir = start; ; dir = dirname(dir)) {
-    const pkg = join(dir, 'package.json');
-    if (existsSync(pkg)) {
-      fallback ??= dir;
-      try {
-        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: unknown }).name === 'sixbed4') return dir;
-      } catch {
-        // not ours or unreadable: keep walking
-      }
-    }
-    if (dirname(dir) === dir) break;
-  }
-  // Layout fallback: dist/agent/io -> three levels up.
-  return fallback ?? join(start, '..', '..', '..');
-}
+/** The package root (lib/build-info.ts), else three levels up from dist/agent/io. */
+const addonRoot = (): string => packageRoot() ?? join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 let raw: RawAddon | undefined;
 
 function load(): RawAddon {
-  const path = join(packageRoot(), ADDON);
+  const path = join(addonRoot(), ADDON);
   if (!existsSync(path)) {
     throw new Error(`sixbed4 native addon not found at ${path}: run \`npm run build:native\``);
   }

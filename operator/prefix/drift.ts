@@ -1,4 +1,5 @@
 // Does an object on the server still carry everything the operator rendered?
+import { isObj } from '../../lib/guards.js';
 // "Covers" means: every field of the desired object is present in the actual
 // one with the same value. Fields the server defaults (imagePullPolicy ...),
 // fields others add (a rollout-restart annotation, an extra label) and status
@@ -44,10 +45,6 @@ export function firstDrift(actual: unknown, desired: unknown, path = ''): string
 
 export function covers(actual: unknown, desired: unknown): boolean {
   return firstDrift(actual, desired) === undefined;
-}
-
-function isObj(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 /** The merge key of a list item: name, else containerPort/protocol (ports), else uid (ownerReferences). */

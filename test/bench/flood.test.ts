@@ -4,7 +4,7 @@
 // pings, nothing spoofed reaches the native side, the router's memory stays
 // flat. Bounded: 3 s and at most 3 million datagrams.
 import test from 'ava';
-import { listNamespaces } from '../../agent/lab/netns.js';
+import { listNamespaces } from '../../lab/netns.js';
 import { runFlood } from '../../bench/flood.js';
 import { skipReason, title } from '../helpers/fixtures.js';
 

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execCommand } from '../../agent/host/command.js';
-import { listNamespaces } from '../../agent/lab/netns.js';
+import { listNamespaces } from '../../lab/netns.js';
 import { skipReason, title } from '../helpers/fixtures.js';
 import type { Row } from '../../bench/measure.js';
 import { fastShare, pathSplit } from '../../bench/report.js';

@@ -2,10 +2,10 @@
 // the hooks the programs skip (agent/bpf/bypass.ts), read from a real ruleset
 // in a namespace this test makes.
 import test from 'ava';
-import { Netns, uniqueName } from '../../agent/lab/netns.js';
+import { Netns, uniqueName } from '../../lab/netns.js';
 import { findSystemTool } from '../../agent/host/tools.js';
 import { bypassedChains } from '../../agent/bpf/bypass.js';
-import { requireRootReason } from '../../agent/lab/topology.js';
+import { requireRootReason } from '../../lab/topology.js';
 
 const skip = requireRootReason() ?? (findSystemTool('nft') ? null : 'needs nft');
 const rootTest = skip ? test.skip : test;

@@ -7,7 +7,7 @@ import { FastPathPrograms } from '../../agent/bpf/programs.js';
 import { Engine } from '../../agent/router/engine.js';
 import { refusedRanges } from '../../agent/router/refused.js';
 import { parseIPv4, parseIPv6, parsePrefix64 } from '../../lib/ip.js';
-import { isRoot } from '../../agent/lab/topology.js';
+import { isRoot } from '../../lab/topology.js';
 
 export const skip = isRoot() ? null : 'needs root (CAP_BPF) to load a BPF program';
 export const rootTest = skip ? test.skip : test;

@@ -12,12 +12,13 @@ import { join } from 'node:path';
 import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
 import { agentConfigMapName, type SixBed4Prefix } from '../../kube/api.js';
 import { Kube, paths } from '../../kube/client.js';
-import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
-import type { Proc } from '../../agent/lab/proc.js';
-import { CLI, ping6, startPeerIn } from '../../agent/lab/sixbed4.js';
+import { buildTopology, TOPO, type Topology } from '../../lab/topology.js';
+import type { Proc } from '../../lab/proc.js';
+import { CLI, ping6, startPeerIn } from '../../lab/sixbed4.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
-import { agentToken, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OperatorProcess, safely } from '../operator/helpers.js';
+import { agentToken, installChart, kubectlApply, NS, OPERATOR_SA, OperatorProcess, safely } from '../helpers/cluster.js';
+import { eventually } from '../helpers/wait.js';
 import { capture, L11, L30, seedVm } from '../host/hostlab.js';
 
 const why = skipReason ?? controlPlaneSkipReason();

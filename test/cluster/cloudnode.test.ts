@@ -13,13 +13,14 @@ import { join } from 'node:path';
 import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
 import type { SixBed4Prefix } from '../../kube/api.js';
 import { Kube, paths } from '../../kube/client.js';
-import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
+import { buildTopology, TOPO, type Topology } from '../../lab/topology.js';
 import { systemTool } from '../../agent/host/tools.js';
-import type { Proc } from '../../agent/lab/proc.js';
-import { CLI, ping6, startPeerIn } from '../../agent/lab/sixbed4.js';
+import type { Proc } from '../../lab/proc.js';
+import { CLI, ping6, startPeerIn } from '../../lab/sixbed4.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
-import { agentToken, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OperatorProcess } from '../operator/helpers.js';
+import { agentToken, installChart, kubectlApply, NS, OPERATOR_SA, OperatorProcess } from '../helpers/cluster.js';
+import { eventually } from '../helpers/wait.js';
 
 const why = skipReason ?? controlPlaneSkipReason();
 const serial = why ? test.serial.skip : test.serial;

@@ -18,16 +18,17 @@ import { controlPlaneSkipReason, startControlPlane, type ControlPlane } from '..
 import { nodeBinaries } from '../k8s/node.js';
 import { ADDRESS_ANNOTATION, agentConfigMapName, RANGE_ANNOTATION, SLICES_PATH, type KubeObject, type SixBed4Slice } from '../../kube/api.js';
 import { Kube, paths } from '../../kube/client.js';
-import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
-import { Netns, uniqueName } from '../../agent/lab/netns.js';
-import type { Proc } from '../../agent/lab/proc.js';
-import { CLI, ping6, startPeerIn } from '../../agent/lab/sixbed4.js';
+import { buildTopology, TOPO, type Topology } from '../../lab/topology.js';
+import { Netns, uniqueName } from '../../lab/netns.js';
+import type { Proc } from '../../lab/proc.js';
+import { CLI, ping6, startPeerIn } from '../../lab/sixbed4.js';
 import { patchConflist, pluginEntry } from '../../agent/cni/install.js';
 import { pluginBinary } from '../../cli/cni.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { FakePodCgroup, waitInNetns } from '../slices/fakepod.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
-import { agentToken, eventually, installChart, NS, OPERATOR_SA, OperatorProcess, safely } from '../operator/helpers.js';
+import { agentToken, installChart, NS, OPERATOR_SA, OperatorProcess, safely } from '../helpers/cluster.js';
+import { eventually } from '../helpers/wait.js';
 import { L11, L30, seedVm } from '../host/hostlab.js';
 
 const isCI = process.env.CI === 'true' || process.env.CI === '1';

@@ -22,8 +22,8 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Netns, uniqueName } from '../../agent/lab/netns.js';
-import { requireRootReason } from '../../agent/lab/topology.js';
+import { Netns, uniqueName } from '../../lab/netns.js';
+import { requireRootReason } from '../../lab/topology.js';
 import { NODE_BUILD_SCRIPT, nodeBinaries } from '../k8s/node.js';
 
 const SHIM_DIR = fileURLToPath(new URL('../../../build/Release', import.meta.url));

@@ -19,9 +19,9 @@ import { fileURLToPath } from 'node:url';
 import { execCommand, runCommand, type CommandResult } from '../../agent/host/command.js';
 import { ipIn, ipJsonIn } from '../../agent/host/ip.js';
 import { findSystemTool } from '../../agent/host/tools.js';
-import { Netns, uniqueName } from '../../agent/lab/netns.js';
-import { Proc } from '../../agent/lab/proc.js';
-import { ping6, startPeerIn } from '../../agent/lab/sixbed4.js';
+import { Netns, uniqueName } from '../../lab/netns.js';
+import { Proc } from '../../lab/proc.js';
+import { ping6, startPeerIn } from '../../lab/sixbed4.js';
 import { addressIPv4 } from '../../agent/protocol/address.js';
 import { formatIPv4, parseIPv6 } from '../../lib/ip.js';
 

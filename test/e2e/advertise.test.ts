@@ -4,9 +4,9 @@
 // sends back leaves as 203.0.113.77:4000 again. The router's own 6bed4 address embeds the advertised one; peers
 // pointed at it get addresses, reach the ISP and each other (relayed from the bound socket, back through the DNAT).
 import test from 'ava';
-import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
+import { buildTopology, TOPO, type Topology } from '../../lab/topology.js';
 import { systemTool } from '../../agent/host/tools.js';
-import { ping6, spawnSixbed4, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { ping6, spawnSixbed4, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { addressIPv4, makeAddress } from '../../agent/protocol/address.js';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix64 } from '../../lib/ip.js';
 import { routerConfig } from '../../agent/router/router.js';

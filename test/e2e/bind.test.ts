@@ -3,9 +3,9 @@
 // 198.51.100.1 (DNAT) and the replies back from 203.0.113.77. The router's identity, its 6bed4 address, embeds the
 // public address; peers accept its datagrams, which reach them from the public address.
 import test from 'ava';
-import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
+import { buildTopology, TOPO, type Topology } from '../../lab/topology.js';
 import { systemTool } from '../../agent/host/tools.js';
-import { ping6, spawnSixbed4, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { ping6, spawnSixbed4, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { addressIPv4, makeAddress } from '../../agent/protocol/address.js';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix64 } from '../../lib/ip.js';
 import { skipReason, title } from '../helpers/fixtures.js';

@@ -1,12 +1,11 @@
 // Bad input to `sixbed4 router` and `sixbed4 peer`: one line saying what is
 // wrong and what to do, a non-zero exit, and nothing left behind.
 import test from 'ava';
-import { Netns, uniqueName } from '../../agent/lab/netns.js';
-import { CLI, startRouterIn } from '../../agent/lab/sixbed4.js';
-import { skipReason, title } from '../helpers/fixtures.js';
+import { Netns, uniqueName } from '../../lab/netns.js';
+import { CLI, startRouterIn } from '../../lab/sixbed4.js';
+import { skipReason, title, rootSerial } from '../helpers/fixtures.js';
 
 const ns = { host: undefined as Netns | undefined };
-const rootTest = skipReason ? test.serial.skip : test.serial;
 const PREFIX = '2001:db8:9:10::/64';
 
 test.before(async () => {
@@ -48,7 +47,7 @@ const cases: [string, string[], RegExp][] = [
 ];
 
 for (const [name, args, re] of cases) {
-  rootTest(title(`router refuses ${name}`), async (t) => {
+  rootSerial(title(`router refuses ${name}`), async (t) => {
     const full = args.includes('--listen') ? args : [...args, '--listen', '198.51.100.1'];
     const r = await sixbed4(['router', ...full]);
     t.is(r.code, 2);
@@ -59,7 +58,7 @@ for (const [name, args, re] of cases) {
   });
 }
 
-rootTest(title('router refuses a UDP port in use, and leaves the port to its owner'), async (t) => {
+rootSerial(title('router refuses a UDP port in use, and leaves the port to its owner'), async (t) => {
   const holder = ns.host!.spawn([process.execPath, '-e',
     "const s=require('dgram').createSocket('udp4');s.bind(25790,'198.51.100.1',()=>console.log('bound'))"]);
   await holder.waitFor(/bound/, 5000);
@@ -74,7 +73,7 @@ rootTest(title('router refuses a UDP port in use, and leaves the port to its own
   }
 });
 
-rootTest(title('router refuses a tunnel name another router holds; the running one is untouched'), async (t) => {
+rootSerial(title('router refuses a tunnel name another router holds; the running one is untouched'), async (t) => {
   const first = await startRouterIn(ns.host!, ['--prefix', PREFIX, '--listen', '198.51.100.1']);
   try {
     const r = await sixbed4(['router', '--prefix', PREFIX, '--listen', '198.51.100.1', '--port', '25791']);
@@ -90,8 +89,8 @@ rootTest(title('router refuses a tunnel name another router holds; the running o
   await assertClean(t);
 });
 
-rootTest(title('router without --fast-path (auto, the default) where it cannot run: says why once, then forwards without it'), async (t) => {
-  // Straight from the CLI: the lab's helpers would add --fast-path (agent/lab/fast-path.ts).
+rootSerial(title('router without --fast-path (auto, the default) where it cannot run: says why once, then forwards without it'), async (t) => {
+  // Straight from the CLI: the lab's helpers would add --fast-path (lab/fast-path.ts).
   const r = ns.host!.spawn([process.execPath, CLI, 'router', '--prefix', PREFIX, '--listen', '198.51.100.1', '--log-format', 'text']);
   try {
     await r.waitFor(/router ready/, 10_000);
@@ -105,7 +104,7 @@ rootTest(title('router without --fast-path (auto, the default) where it cannot r
   await assertClean(t);
 });
 
-rootTest(title('router as an ordinary user: says it needs root'), async (t) => {
+rootSerial(title('router as an ordinary user: says it needs root'), async (t) => {
   const r = await sixbed4(['router', '--prefix', PREFIX, '--listen', '198.51.100.1'],
     ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']);
   t.is(r.code, 2);
@@ -113,7 +112,7 @@ rootTest(title('router as an ordinary user: says it needs root'), async (t) => {
   await assertClean(t);
 });
 
-rootTest(title('router with CAP_NET_ADMIN but no access to /dev/net/tun: says so'), async (t) => {
+rootSerial(title('router with CAP_NET_ADMIN but no access to /dev/net/tun: says so'), async (t) => {
   const r = await sixbed4(['router', '--prefix', PREFIX, '--listen', '198.51.100.1'],
     ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=+net_admin', '--ambient-caps=+net_admin']);
   t.is(r.code, 2);
@@ -121,7 +120,7 @@ rootTest(title('router with CAP_NET_ADMIN but no access to /dev/net/tun: says so
   await assertClean(t);
 });
 
-rootTest(title('peer refuses bad input'), async (t) => {
+rootSerial(title('peer refuses bad input'), async (t) => {
   for (const [args, re] of [
     [[], /--router is required/],
     [['--router', '198.51.100.1:0'], /port 0 is not a UDP port/],

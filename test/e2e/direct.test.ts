@@ -7,11 +7,11 @@
 // reaches a direct-capable one, through the router. Behind an address-and-port-dependent NAT (a new random port for
 // every destination) the probes cannot be answered and a peer stays on the router.
 import test from 'ava';
-import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
-import { addSecondNat, NAT_D, type SecondNat } from '../../agent/lab/second-nat.js';
+import { buildTopology, TOPO, type Topology } from '../../lab/topology.js';
+import { addSecondNat, NAT_D, type SecondNat } from '../../lab/second-nat.js';
 import { systemTool } from '../../agent/host/tools.js';
-import type { Proc } from '../../agent/lab/proc.js';
-import { ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import type { Proc } from '../../lab/proc.js';
+import { ping6, scrape, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { skipReason, title } from '../helpers/fixtures.js';
 import { ECHO_SERVER, LINES_CLIENT } from '../helpers/tcp-echo.js';
 
@@ -46,7 +46,7 @@ const relayed = async () => {
 };
 
 /** Pings from `from` to `to` until both peers say they went direct (each needs the other's probe answered). */
-async function untilDirect(from: Proc, fromNs: import('../../agent/lab/netns.js').Netns, to: Proc, target: string, fromPublic: string, toPublic: string) {
+async function untilDirect(from: Proc, fromNs: import('../../lab/netns.js').Netns, to: Proc, target: string, fromPublic: string, toPublic: string) {
   const both = Promise.all([from.waitFor(new RegExp(`direct path to ${toPublic}:\\d+: it answered`), 15_000),
     to.waitFor(new RegExp(`direct path to ${fromPublic}:\\d+: it answered`), 15_000)]);
   let done = false;

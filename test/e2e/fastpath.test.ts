@@ -6,15 +6,15 @@
 // attached that would keep handling packets.
 import test from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
-import type { Proc } from '../../agent/lab/proc.js';
-import { CLI, ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { buildTopology, TOPO, type Topology } from '../../lab/topology.js';
+import type { Proc } from '../../lab/proc.js';
+import { CLI, ping6, scrape, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { formatIPv6, parseIPv4, parsePrefix64 } from '../../lib/ip.js';
 import { makeAddress } from '../../agent/protocol/address.js';
 import { skipReason as labSkip } from '../helpers/fixtures.js';
 import { findSystemTool, systemTool } from '../../agent/host/tools.js';
 import { BULK_CLIENT, ECHO_SERVER } from '../helpers/tcp-echo.js';
-import { attachedPrograms } from '../../agent/lab/fast-path.js';
+import { attachedPrograms } from '../../lab/fast-path.js';
 
 interface Lab { topo: Topology; router: Proc; peers: Record<'A' | 'B' | 'C', { proc: Proc; address: string }>; }
 const lab = {} as Lab;

@@ -6,10 +6,10 @@
 // a ping is lost.
 import test from 'ava';
 import { fileURLToPath } from 'node:url';
-import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
-import type { Proc } from '../../agent/lab/proc.js';
-import { ping6, scrape, startPeerIn } from '../../agent/lab/sixbed4.js';
-import { attachedPrograms, labFastPath } from '../../agent/lab/fast-path.js';
+import { buildTopology, TOPO, type Topology } from '../../lab/topology.js';
+import type { Proc } from '../../lab/proc.js';
+import { ping6, scrape, startPeerIn } from '../../lab/sixbed4.js';
+import { attachedPrograms, labFastPath } from '../../lab/fast-path.js';
 import { forwarded, skipReason, title } from '../helpers/fixtures.js';
 import { repliesOf } from '../host/hostlab.js';
 

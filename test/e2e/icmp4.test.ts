@@ -4,8 +4,8 @@
 // draft asks (the stock router has it as a TODO): to a native sender through
 // the kernel, and to a peer whose packet was relayed over UDP.
 import test from 'ava';
-import { buildTopology, TOPO } from '../../agent/lab/topology.js';
-import { ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { buildTopology, TOPO } from '../../lab/topology.js';
+import { ping6, scrape, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { makeAddress } from '../../agent/protocol/address.js';
 import { formatIPv6, parseIPv4, parsePrefix64 } from '../../lib/ip.js';
 import { skipReason, title } from '../helpers/fixtures.js';

@@ -3,8 +3,8 @@
 // peer's 6bed4 address. A peer that trusts its /64 (the originator check
 // promises that a source in it is who it says) must never receive them.
 import test from 'ava';
-import { buildTopology, TOPO } from '../../agent/lab/topology.js';
-import { ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { buildTopology, TOPO } from '../../lab/topology.js';
+import { ping6, scrape, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { diff, drops, forwarded, skipReason, title } from '../helpers/fixtures.js';
 
 const METRICS = '127.0.0.1:9464';

@@ -3,8 +3,8 @@
 // all-nodes; the peer moves to the new address (make-before-break) and the
 // native side reaches it there. Nothing at the router had to remember it.
 import test from 'ava';
-import { buildTopology, TOPO } from '../../agent/lab/topology.js';
-import { ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { buildTopology, TOPO } from '../../lab/topology.js';
+import { ping6, scrape, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { systemTool } from '../../agent/host/tools.js';
 import { addressPort } from '../../agent/protocol/address.js';
 import { parseIPv6 } from '../../lib/ip.js';

@@ -5,8 +5,8 @@ import test from 'ava';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildTopology, TOPO } from '../../agent/lab/topology.js';
-import { ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { buildTopology, TOPO } from '../../lab/topology.js';
+import { ping6, scrape, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { skipReason, title } from '../helpers/fixtures.js';
 import { host, L11, L30, PREFIX, seedVm } from '../host/hostlab.js';
 

@@ -4,15 +4,16 @@
 // mapping changes (as in nat-change.test.ts), the peer announces the new /114 and withdraws the old one; the host's
 // address in the new /114 works. On stop the host loses its default route and A's forwarding sysctls are as before.
 import test from 'ava';
-import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
-import { Netns } from '../../agent/lab/netns.js';
-import { veth } from '../../agent/lab/veth.js';
-import { ping6, spawnSixbed4, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { buildTopology, TOPO, type Topology } from '../../lab/topology.js';
+import { Netns } from '../../lab/netns.js';
+import { veth } from '../../lab/veth.js';
+import { ping6, spawnSixbed4, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { systemTool } from '../../agent/host/tools.js';
 import { addressPort } from '../../agent/protocol/address.js';
 import { formatIPv6, parseIPv6 } from '../../lib/ip.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { remapNat, REMAP_PORTS } from '../helpers/nat-remap.js';
+import { eventually } from '../helpers/wait.js';
 
 const why = skipReason ?? (!hasConntrack() ? 'needs the conntrack tool (Debian package conntrack) to make the NAT forget its mapping' : null);
 const serial = why ? test.serial.skip : test.serial;
@@ -50,16 +51,6 @@ async function lanPrefix(): Promise<string | null> {
   return routes.find((r) => r.dst.endsWith('/114'))?.dst ?? null;
 }
 
-async function until<T>(what: string, f: () => Promise<T | null | false>, timeoutMs = 10_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 /** The host's address in a /114: the prefix with HOST_LANIP in its last 14 bits. */
 function hostAddress(prefix114: string): string {
   const b = parseIPv6(prefix114.split('/')[0]!);
@@ -93,7 +84,7 @@ serial(title('a LAN host behind peer A reaches the ISP and is reached from it, b
   t.teardown(async () => { if (!stopped) await peer.proc.stop(); });
 
   // The RA gives the host the peer's /114 on-link and a default route via the peer.
-  const first = await until('the /114 from the RA', lanPrefix);
+  const first = await eventually('the /114 from the RA', lanPrefix);
   t.is(first, prefixOf(peer.address));
   const routes = await s.lan.json<Route[]>(['-6', 'route', 'show', 'default']);
   t.true(routes.some((r) => r.gateway?.startsWith('fe80:') && r.dev === 'eth0'), JSON.stringify(routes));
@@ -113,7 +104,7 @@ serial(title('a LAN host behind peer A reaches the ISP and is reached from it, b
   t.true(newPort >= REMAP_PORTS.first && newPort <= REMAP_PORTS.last, moved);
 
   // The LAN moves with it: the new /114 on-link, the old one withdrawn (its route gone from the host).
-  const second = await until('the new /114 and the old one withdrawn', async () => {
+  const second = await eventually('the new /114 and the old one withdrawn', async () => {
     const routes = await s.lan.json<Route[]>(['-6', 'route', 'show', 'dev', 'eth0']);
     const p = routes.filter((r) => r.dst.endsWith('/114')).map((r) => r.dst);
     return p.length === 1 && p[0] !== first ? p[0]! : null;
@@ -131,7 +122,7 @@ serial(title('a LAN host behind peer A reaches the ISP and is reached from it, b
   // Stop: the last RA takes the default route away; the peer's address leaves IF; forwarding as before.
   stopped = true;
   t.is(await peer.proc.stop(), 0);
-  await until('the default route gone', async () => (await s.lan.json<Route[]>(['-6', 'route', 'show', 'default'])).length === 0);
+  await eventually('the default route gone', async () => (await s.lan.json<Route[]>(['-6', 'route', 'show', 'default'])).length === 0);
   const left = await s.topo.peers.A.json<{ addr_info: { scope: string }[] }[]>(['-6', 'addr', 'show', 'dev', LAN_IF]);
   t.false(left[0]!.addr_info.some((a) => a.scope === 'global'), 'no global address left on IF');
   t.is(await forwarding(s.topo.peers.A), sysctlsBefore);

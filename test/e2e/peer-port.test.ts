@@ -3,9 +3,9 @@
 // (DNAT in, and the same port out, ahead of its masquerade); the peer is stopped, the NAT forgets every mapping, and
 // the restarted peer gets the same address, reachable from the ISP.
 import test from 'ava';
-import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
+import { buildTopology, TOPO, type Topology } from '../../lab/topology.js';
 import { systemTool } from '../../agent/host/tools.js';
-import { ping6, spawnSixbed4, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { ping6, spawnSixbed4, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { addressIPv4, addressPort } from '../../agent/protocol/address.js';
 import { formatIPv4, parseIPv6 } from '../../lib/ip.js';
 import { skipReason, title } from '../helpers/fixtures.js';

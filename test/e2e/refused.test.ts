@@ -5,9 +5,9 @@
 // a second leg (wan1, 203.0.113.1); a UDP listener on the router host shows
 // whether anything arrives.
 import test from 'ava';
-import { buildTopology, TOPO } from '../../agent/lab/topology.js';
+import { buildTopology, TOPO } from '../../lab/topology.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ping6, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { ping6, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { makeAddress } from '../../agent/protocol/address.js';
 import { formatIPv6, parseIPv4, parsePrefix64 } from '../../lib/ip.js';
 import { diff, drops, skipReason, title } from '../helpers/fixtures.js';

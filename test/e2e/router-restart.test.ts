@@ -3,8 +3,8 @@
 // (a restart, a node reboot), the peer is reached at the same address: 6bed4 is stateless on the router's side,
 // and the peer must not have stopped reading its socket because of the errors in between.
 import test from 'ava';
-import { buildTopology, TOPO } from '../../agent/lab/topology.js';
-import { ping6, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { buildTopology, TOPO } from '../../lab/topology.js';
+import { ping6, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { skipReason } from '../helpers/fixtures.js';
 
 (skipReason ? test.skip : test)(`a restarted router reaches its peer at the same address, after ICMP errors reached the peer${skipReason ? ` (skipped: ${skipReason})` : ''}`, async (t) => {

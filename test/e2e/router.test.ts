@@ -2,9 +2,9 @@
 // reference topology (ISP with native IPv6, NAT with two peers behind it, one
 // peer directly on the router's IPv4), real TUN devices, real UDP, real ping.
 import test from 'ava';
-import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
-import type { Proc } from '../../agent/lab/proc.js';
-import { ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { buildTopology, TOPO, type Topology } from '../../lab/topology.js';
+import type { Proc } from '../../lab/proc.js';
+import { ping6, scrape, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { addressIPv4, addressLanip, addressPort, makeAddress } from '../../agent/protocol/address.js';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix64 } from '../../lib/ip.js';
 import { writeHeader } from '../../agent/protocol/ipv6.js';

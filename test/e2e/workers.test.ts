@@ -2,8 +2,8 @@
 // (IFF_MULTI_QUEUE) and SO_REUSEPORT socket; forwarding and metrics must be
 // the same as with one.
 import test from 'ava';
-import { buildTopology, TOPO } from '../../agent/lab/topology.js';
-import { ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { buildTopology, TOPO } from '../../lab/topology.js';
+import { ping6, scrape, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { skipReason, title, forwarded } from '../helpers/fixtures.js';
 
 (skipReason ? test.skip : test)(title('two workers forward in every direction, and metrics add up across them'), async (t) => {

@@ -6,8 +6,8 @@
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { rm } from 'node:fs/promises';
-import type { Netns } from '../../agent/lab/netns.js';
-import type { Proc } from '../../agent/lab/proc.js';
+import type { Netns } from '../../lab/netns.js';
+import type { Proc } from '../../lab/proc.js';
 
 const NS_SIDE = fileURLToPath(new URL('./api-bridge-ns.js', import.meta.url));
 

@@ -1,13 +1,18 @@
-// Shared pieces of the end-to-end tests: a reason to skip without root, a
+// Shared pieces of the end-to-end tests: a reason to skip without root (rootTest), a
 // crafted-datagram exchange, and metric reads from a router's endpoint.
+import test from 'ava';
 import { fileURLToPath } from 'node:url';
-import { requireRootReason } from '../../agent/lab/topology.js';
-import type { Netns } from '../../agent/lab/netns.js';
-import { scrape } from '../../agent/lab/sixbed4.js';
+import { requireRootReason } from '../../lab/topology.js';
+import type { Netns } from '../../lab/netns.js';
+import { scrape } from '../../lab/sixbed4.js';
 
 export const skipReason = requireRootReason();
 /** Test titles carry the skip reason, so a skipped run says why. */
 export const title = (name: string) => (skipReason ? `${name} (skipped: ${skipReason})` : name);
+/** A test that needs root: skipped when not root (give it a title() so the run says why). */
+export const rootTest = skipReason ? test.skip : test;
+/** rootTest for tests that share a lab, one after the other. */
+export const rootSerial = skipReason ? test.serial.skip : test.serial;
 
 const EXCHANGE = fileURLToPath(new URL('./udp-exchange.js', import.meta.url));
 

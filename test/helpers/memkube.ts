@@ -22,6 +22,7 @@ import { Kube, KubeError, type JsonPatchOp, type KubeList, type RequestOptions }
 import type { KubeObject } from '../../kube/api.js';
 import type { ChangeType, InformerOptions, Watched } from '../../kube/informer.js';
 import { fieldSet, isUnder, mergeApplied, pathKey, removeAt, type ListKeys, type Path } from './ssa.js';
+import { isObj } from '../../lib/guards.js';
 
 /** the repository (the CRDs), from dist/test/helpers */
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
@@ -77,8 +78,6 @@ function parsePath(path: string): Target {
   if (!kind) throw new KubeError(404, 'NotFound', `memkube: no resource ${t.plural} (${path})`);
   return { ...t, kind };
 }
-
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** RFC 7386 JSON merge patch. */
 export function mergePatch(target: unknown, patch: unknown): unknown {

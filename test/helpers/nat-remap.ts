@@ -1,10 +1,10 @@
 // A changed NAT mapping, as a NAT reboot or timeout makes one: the lab NAT maps the peers to other ports (40000-40999)
 // and forgets the current mappings, and the peer's own traffic makes the router tell it its new /114. Shared by the
 // tests of what follows a move (the address, the hooks, the LAN behind the peer).
-import { TOPO, type Topology } from '../../agent/lab/topology.js';
-import { ping6 } from '../../agent/lab/sixbed4.js';
+import { TOPO, type Topology } from '../../lab/topology.js';
+import { ping6 } from '../../lab/sixbed4.js';
 import { systemTool } from '../../agent/host/tools.js';
-import type { Proc } from '../../agent/lab/proc.js';
+import type { Proc } from '../../lab/proc.js';
 
 /**
  * The new mappings' port range: below the ports our peers bind (even ports from 49152), which the NAT keeps as their

@@ -1,7 +1,7 @@
 // What a test means when it says "the network is as it was": addresses and routes by their meaning (interface,
 // address and length, scope; destination, next hop, device, table, metric, type), never the raw `ip -j` output,
 // which carries kernel timing: a new address is `tentative` until DAD ends, lifetimes count down, operstate settles.
-import type { Netns } from '../../agent/lab/netns.js';
+import type { Netns } from '../../lab/netns.js';
 
 export interface IpAddrLink { ifname: string; addr_info?: { family: string; local: string; prefixlen: number; scope: string }[] }
 export interface IpRoute { dst: string; gateway?: string; dev?: string; table?: string; metric?: number; type?: string }

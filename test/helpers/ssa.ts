@@ -1,4 +1,5 @@
 // Server-side apply as the in-memory API server (memkube.ts) does it: field
+import { isObj } from '../../lib/guards.js';
 // sets per manager, the merge of an applied configuration into the live
 // object, and the removal of fields a manager applied before and no longer
 // applies (unless another manager owns them). Lists are atomic unless the
@@ -13,8 +14,6 @@ export type Path = Seg[];
 
 /** dotted schema path (no list items) -> the map keys of the list there */
 export type ListKeys = ReadonlyMap<string, readonly string[]>;
-
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 const schemaPath = (p: Path): string => p.filter((s): s is { key: string } => 'key' in s).map((s) => s.key).join('.');
 export const pathKey = (p: Path): string => JSON.stringify(p);

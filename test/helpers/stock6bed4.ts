@@ -9,9 +9,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runCommand } from '../../agent/host/command.js';
 import { findSystemTool } from '../../agent/host/tools.js';
-import { requireRootReason } from '../../agent/lab/topology.js';
-import type { Netns } from '../../agent/lab/netns.js';
-import type { Proc } from '../../agent/lab/proc.js';
+import { requireRootReason } from '../../lab/topology.js';
+import type { Netns } from '../../lab/netns.js';
+import type { Proc } from '../../lab/proc.js';
 
 /** Where the vendored sources are (from dist/test/helpers back to the repository). */
 export const STOCK_DIR = fileURLToPath(new URL('../../../test/stock/6bed4/', import.meta.url));

@@ -1,10 +1,10 @@
 // Pieces of the host end-to-end tests: the seed's VM in the reference
 // topology, `sixbed4 host` run inside it, what "the same state" means, and
 // continuous pings whose losses are counted.
-import type { Netns } from '../../agent/lab/netns.js';
-import type { Proc } from '../../agent/lab/proc.js';
-import { CLI } from '../../agent/lab/sixbed4.js';
-import { TOPO, type Topology } from '../../agent/lab/topology.js';
+import type { Netns } from '../../lab/netns.js';
+import type { Proc } from '../../lab/proc.js';
+import { CLI } from '../../lab/sixbed4.js';
+import { TOPO, type Topology } from '../../lab/topology.js';
 
 /** `sixbed4 host` as a process: the real CLI. */
 export const HOST_CMD = [CLI, 'host'];

@@ -6,8 +6,8 @@ import test, { type ExecutionContext } from 'ava';
 import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Netns, uniqueName } from '../../agent/lab/netns.js';
-import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
+import { Netns, uniqueName } from '../../lab/netns.js';
+import { buildTopology, TOPO, type Topology } from '../../lab/topology.js';
 import { skipReason, title } from '../helpers/fixtures.js';
 import { capture, host, L11, L30, lossOf, pingEvery20ms, PREFIX, HOST_CMD, seedVm } from './hostlab.js';
 

@@ -4,16 +4,14 @@
 // may be lost; then a 6bed4 peer behind the router on that VM is reachable
 // from the ISP; a second apply does nothing; revert (again under pings)
 // restores exactly what `ip -j` showed before.
-import test from 'ava';
 import { mkdtemp, rm, writeFile, access } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildTopology, TOPO } from '../../agent/lab/topology.js';
-import { ping6, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
-import { skipReason, title } from '../helpers/fixtures.js';
+import { buildTopology, TOPO } from '../../lab/topology.js';
+import { ping6, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
+import { title, rootTest } from '../helpers/fixtures.js';
 import { capture, host, L11, L30, lossOf, pingEvery20ms, PREFIX, seedVm } from './hostlab.js';
 
-const rootTest = skipReason ? test.skip : test;
 const PINGS = 100; // 2 s at 20 ms: longer than apply or revert takes (checked below)
 
 rootTest(title('seed scenario: apply without a lost ping, a peer reachable through the tunnel, idempotent, exact revert'), async (t) => {

@@ -5,11 +5,11 @@
 // failing assertion carries what the stock programs printed.
 import test, { type ExecutionContext } from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { buildTopology, TOPO, type Topology } from '../../agent/lab/topology.js';
-import { addSecondNat, NAT_D } from '../../agent/lab/second-nat.js';
-import type { Netns } from '../../agent/lab/netns.js';
-import type { Proc } from '../../agent/lab/proc.js';
-import { ping6, scrape, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { buildTopology, TOPO, type Topology } from '../../lab/topology.js';
+import { addSecondNat, NAT_D } from '../../lab/second-nat.js';
+import type { Netns } from '../../lab/netns.js';
+import type { Proc } from '../../lab/proc.js';
+import { ping6, scrape, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { findSystemTool, systemTool } from '../../agent/host/tools.js';
 import { addressIPv4, addressPort, makeAddress } from '../../agent/protocol/address.js';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix64 } from '../../lib/ip.js';

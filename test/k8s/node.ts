@@ -21,7 +21,7 @@ import { mkdir, readdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execCommand } from '../../agent/host/command.js';
-import type { Netns } from '../../agent/lab/netns.js';
+import type { Netns } from '../../lab/netns.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
 import {
   controlPlaneBinaries, controlPlaneCacheDir, controlPlaneVersions, isExecutable, kubeconfigJson, startProc, stopProc, tail, waitFor,

@@ -12,9 +12,9 @@
 //
 // Only documentation and shared address space; no namespace has a route out of the machine.
 import { systemTool } from '../../agent/host/tools.js';
-import { Netns, uniqueName } from '../../agent/lab/netns.js';
-import { veth } from '../../agent/lab/veth.js';
-import { NAT_RULESET, TOPO } from '../../agent/lab/topology.js';
+import { Netns, uniqueName } from '../../lab/netns.js';
+import { veth } from '../../lab/veth.js';
+import { NAT_RULESET, TOPO } from '../../lab/topology.js';
 
 /** The `kubernetes` Service's range (its first address is the ClusterIP the kubelet gives pods). */
 export const SERVICE_RANGE = '192.0.2.0/24';

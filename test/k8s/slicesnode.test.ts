@@ -21,12 +21,13 @@ import { promisify } from 'node:util';
 import ipaddr from 'ipaddr.js';
 import { Kube, paths } from '../../kube/client.js';
 import { SLICES_PATH, type KubeObject, type SixBed4Prefix, type SixBed4Slice } from '../../kube/api.js';
-import { ping6 } from '../../agent/lab/sixbed4.js';
+import { ping6 } from '../../lab/sixbed4.js';
 import { startControlPlane, type ControlPlane } from './controlplane.js';
 import { KubeNode, NODE_API_SERVER_ARGS, NODE_AUTHORIZATION_MODE, NODE_CONTROLLERS, nodeSkipReason, nodeUsers } from './node.js';
 import { buildNodeImages, type NodeImages } from './images.js';
 import { API_SERVICE_IP, buildNodeLab, SERVICE_RANGE, type NodeLab } from './nodelab.js';
-import { eventually, helmFor, NS, RELEASE, REPO, safely } from '../operator/helpers.js';
+import { eventually } from '../helpers/wait.js';
+import { helmFor, NS, RELEASE, REPO, safely } from '../helpers/cluster.js';
 
 const run = promisify(execFile);
 const isCI = process.env.CI === 'true' || process.env.CI === '1';

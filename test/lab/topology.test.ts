@@ -1,5 +1,5 @@
 /**
- * Tests of the namespace harness itself (agent/lab): if these fail, every
+ * Tests of the namespace harness itself (lab/): if these fail, every
  * end-to-end test built on the lab is meaningless, so they check the
  * plumbing the others take for granted — NAT really translates, the direct
  * peer really is direct, the IPv6 uplink works, and nothing leaks.
@@ -7,8 +7,8 @@
 import test, { type ExecutionContext } from 'ava';
 import { readFileSync } from 'node:fs';
 import { execCommand } from '../../agent/host/command.js';
-import { cleanupAll, listNamespaces, Netns, uniqueName } from '../../agent/lab/netns.js';
-import { buildTopology, requireRootReason, TOPO } from '../../agent/lab/topology.js';
+import { cleanupAll, listNamespaces, Netns, uniqueName } from '../../lab/netns.js';
+import { buildTopology, requireRootReason, TOPO } from '../../lab/topology.js';
 
 const skipReason = requireRootReason();
 // Without root the lab tests cannot run at all; say why in the title rather

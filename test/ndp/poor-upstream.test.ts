@@ -4,22 +4,20 @@
 // reaches the peer through the tunnel; a dead address in the same
 // solicited-node group gets no answer. 'auto' starts answering by itself once
 // such solicitations arrive.
-import test from 'ava';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Netns } from '../../agent/lab/netns.js';
-import type { Proc } from '../../agent/lab/proc.js';
-import { buildTopology, TOPO } from '../../agent/lab/topology.js';
-import { ping6, startPeerIn, startRouterIn } from '../../agent/lab/sixbed4.js';
+import type { Netns } from '../../lab/netns.js';
+import type { Proc } from '../../lab/proc.js';
+import { buildTopology, TOPO } from '../../lab/topology.js';
+import { ping6, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { formatIPv6, parseIPv6 } from '../../lib/ip.js';
 import { solicitedNodeGroup } from '../../agent/ndp/messages.js';
-import { skipReason, title } from '../helpers/fixtures.js';
+import { title, rootTest } from '../helpers/fixtures.js';
 import { host, L11, L30, PREFIX, seedVm } from '../host/hostlab.js';
 
 const CHILD = fileURLToPath(new URL('./responder-child.js', import.meta.url));
-const rootTest = skipReason ? test.skip : test;
 
 function responder(vm: Netns, mode: 'on' | 'auto'): Proc {
   return vm.spawn([process.execPath, CHILD, TOPO.routerUplinkIf, mode, PREFIX], { stdin: true, env: { SIXBED4_LOG_LEVEL: 'debug' } });

@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import { checkSpec } from '../../kube/prefix-spec.js';
 import { controlPlaneBinaries } from '../k8s/controlplane.js';
-import { parseYamlDocs, readYamlDocs, REPO } from './helpers.js';
+import { parseYamlDocs, readYamlDocs, REPO } from '../helpers/cluster.js';
 
 const run = promisify(execFile);
 const CRDS = ['sixbed4.io_sixbed4prefixes.yaml', 'sixbed4.io_sixbed4slices.yaml', 'sixbed4.io_sixbed4ranges.yaml'];

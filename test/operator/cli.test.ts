@@ -2,7 +2,7 @@
 // code 2 for what the user got wrong (no cluster needed).
 import test from 'ava';
 import { execFile } from 'node:child_process';
-import { operatorArgv } from './helpers.js';
+import { operatorArgv } from '../helpers/cluster.js';
 
 function sixbed4(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

@@ -23,7 +23,8 @@ import { Kube, paths } from '../../kube/client.js';
 import { subnetIndex } from '../../kube/subnets.js';
 import { parsePrefix } from '../../lib/ip.js';
 import { microTime } from '../../agent/cluster/lease.js';
-import { AGENT_DAEMONSET, AGENT_SA, agentToken, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_SA, OPERATOR_FLAGS, OperatorProcess, parseYamlDocs, readYamlDocs, REPO, clusterTest } from './helpers.js';
+import { AGENT_DAEMONSET, AGENT_SA, agentToken, apiErrorMessage, installChart, kubectlApply, NS, OPERATOR_SA, OPERATOR_FLAGS, OperatorProcess, parseYamlDocs, readYamlDocs, REPO, clusterTest } from '../helpers/cluster.js';
+import { eventually } from '../helpers/wait.js';
 
 const run = promisify(execFile);
 const skip = controlPlaneSkipReason();

@@ -9,12 +9,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CLEANUP_TIMEOUT_ANNOTATION, FINALIZER, type KubeObject } from '../../kube/api.js';
 import { paths } from '../../kube/client.js';
 import { startOperator, type Operator } from '../../operator/controller.js';
-import { eventually } from './helpers.js';
+import { until } from '../helpers/wait.js';
 import { logOnFailure, ringLogger } from '../helpers/logring.js';
 import { AGENT_DAEMONSET, NS, World } from './memworld.js';
 
-/** helpers.ts's eventually, polling often: the in-memory server answers at once */
-const until = <T>(what: string, fn: () => T | undefined | false, ms = 3000): Promise<T> => eventually(what, async () => fn(), ms, 5);
 
 function operator(w: World, identity: string): Operator {
   return startOperator({

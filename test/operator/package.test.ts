@@ -12,7 +12,8 @@ import { promisify } from 'node:util';
 import { controlPlaneBinaries, controlPlaneSkipReason, startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
 import { Kube } from '../../kube/client.js';
 import type { KubeObject } from '../../kube/api.js';
-import { eventually, NS, parseYamlDocs, RELEASE, REPO } from './helpers.js';
+import { eventually } from '../helpers/wait.js';
+import { NS, parseYamlDocs, RELEASE, REPO } from '../helpers/cluster.js';
 
 const run = promisify(execFile);
 const skip = controlPlaneSkipReason();

@@ -37,7 +37,8 @@ import { Kube, KubeError, paths } from '../../kube/client.js';
 import { ClaimError, claimSlice, namespaceWord, type ClaimTarget } from '../../agent/cluster/claim.js';
 import { shareFromData } from '../../agent/cluster/config.js';
 import { checkSlices, preferredWord, rangeName, rangePattern, reservedSlices, sliceName, sliceWords } from '../../kube/slice-model.js';
-import { AGENT_SA, agentToken, apiErrorMessage, eventually, installChart, kubectlApply, NS, OPERATOR_FLAGS, OPERATOR_SA, OperatorProcess, readYamlDocs, REPO, clusterTest } from './helpers.js';
+import { AGENT_SA, agentToken, apiErrorMessage, installChart, kubectlApply, NS, OPERATOR_FLAGS, OPERATOR_SA, OperatorProcess, readYamlDocs, REPO, clusterTest } from '../helpers/cluster.js';
+import { eventually } from '../helpers/wait.js';
 
 const skip = controlPlaneSkipReason();
 if (skip) test.serial.skip(`slices against a real API server: ${skip}`, () => {});

@@ -13,14 +13,12 @@ import { claimSlice, namespaceWord } from '../../agent/cluster/claim.js';
 import { SliceController } from '../../operator/slices/controller.js';
 import { checkSlices } from '../../kube/slice-model.js';
 import { subnetIndex } from '../../kube/subnets.js';
-import { eventually } from './helpers.js';
+import { until } from '../helpers/wait.js';
 import { logOnFailure, ringLogger } from '../helpers/logring.js';
 import { World } from './memworld.js';
 
 const PREFIX = '2001:db8:9::/48';
 
-/** helpers.ts's eventually, polling often: the in-memory server answers at once */
-const until = <T>(what: string, fn: () => T | undefined | false, ms = 3000): Promise<T> => eventually(what, async () => fn(), ms, 5);
 
 interface Slices { w: World; ctl: SliceController; ns(name: string, labels?: Record<string, string>): Promise<string>; pod(ns: string, name: string, node: string, annotations?: Record<string, string>): Promise<KubeObject>; claim(pod: KubeObject): Promise<SixBed4Slice> }
 

@@ -9,7 +9,7 @@ import test from 'ava';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
-import { REPO } from './helpers.js';
+import { REPO } from '../helpers/cluster.js';
 
 /** The YAML 1.1 booleans (yaml.org/type/bool.html), every spelling. */
 const BOOL11 = /^(y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF)$/;

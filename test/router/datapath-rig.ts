@@ -13,7 +13,7 @@ import { once } from 'node:events';
 
 import { FakeIO, type FakeTun } from '../../agent/io/fake.js';
 import { native, newBatch, type NativeIO, type PollHandle } from '../../agent/io/native.js';
-import { TOPO } from '../../agent/lab/topology.js';
+import { TOPO } from '../../lab/topology.js';
 import { createLogger } from '../../lib/log.js';
 import { makeAddress } from '../../agent/protocol/address.js';
 import { upperChecksum } from '../../agent/protocol/checksum.js';

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import test from 'ava';
 
 import type { FakeIO } from '../../agent/io/fake.js';
-import { Netns, uniqueName } from '../../agent/lab/netns.js';
+import { Netns, uniqueName } from '../../lab/netns.js';
 import { parseIPv6 } from '../../lib/ip.js';
 import { skipReason, title } from '../helpers/fixtures.js';
 import { udp6 } from '../helpers/packets.js';

@@ -5,10 +5,10 @@ import { mkdtemp, rm, writeFile, access } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execCommand } from '../../agent/host/command.js';
-import { Netns, uniqueName } from '../../agent/lab/netns.js';
-import { buildTopology, TOPO } from '../../agent/lab/topology.js';
-import { CLI } from '../../agent/lab/sixbed4.js';
-import { skipReason, title } from '../helpers/fixtures.js';
+import { Netns, uniqueName } from '../../lab/netns.js';
+import { buildTopology, TOPO } from '../../lab/topology.js';
+import { CLI } from '../../lab/sixbed4.js';
+import { title, rootTest } from '../helpers/fixtures.js';
 import { capture, host, L11, L30, PREFIX, seedVm } from '../host/hostlab.js';
 
 const sixbed4 = (args: string[]) => execCommand([process.execPath, CLI, ...args, '--log-format', 'text'], { timeoutMs: 30_000 });
@@ -31,7 +31,6 @@ test('router --config refuses other router flags, --keep-host alone, a missing f
   }
 });
 
-const rootTest = skipReason ? test.skip : test;
 
 rootTest(title('status with no router answering: exit 2, saying where it asked and what to check'), async (t) => {
   const ns = await Netns.create(uniqueName('svcst'));

@@ -16,9 +16,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execCommand, runCommand } from '../../agent/host/command.js';
-import { Netns, uniqueName } from '../../agent/lab/netns.js';
-import { Proc } from '../../agent/lab/proc.js';
-import { ping6, startPeerIn } from '../../agent/lab/sixbed4.js';
+import { Netns, uniqueName } from '../../lab/netns.js';
+import { Proc } from '../../lab/proc.js';
+import { ping6, startPeerIn } from '../../lab/sixbed4.js';
 import { skipReason } from '../helpers/fixtures.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));

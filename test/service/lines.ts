@@ -1,6 +1,6 @@
 // Waiting for the n-th line of a process that matches (Proc.waitFor finds the first one only).
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Proc } from '../../agent/lab/proc.js';
+import type { Proc } from '../../lab/proc.js';
 
 export function count(p: Proc, re: RegExp): number {
   return p.lines().filter((l) => re.test(l.text)).length;

@@ -1,7 +1,7 @@
 // A NOTIFY_SOCKET of the test's own, as systemd makes for a Type=notify unit:
 // an AF_UNIX datagram socket at a path. Node.js has none, so a tiny python3
 // program binds it and prints every datagram as one line (fields joined by |).
-import { Proc } from '../../agent/lab/proc.js';
+import { Proc } from '../../lab/proc.js';
 
 const PROGRAM = `
 import socket, sys

@@ -12,19 +12,18 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { skipReason, title } from '../helpers/fixtures.js';
+import { title, rootSerial } from '../helpers/fixtures.js';
 
 const run = promisify(execFile);
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 const PKG = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string; scripts: Record<string, string>; files: string[]; devDependencies: Record<string, string> };
-const rootTest = skipReason ? test.serial.skip : test.serial;
 // Native addons build offline against the installed Node.js headers (as .ci/run does).
 const env = { ...process.env, npm_config_nodedir: process.env.npm_config_nodedir ?? '/usr', npm_config_update_notifier: 'false' };
 
 const s: { dir?: string; tgz?: string; prefix?: string } = {};
 test.after.always(async () => { if (s.dir) await rm(s.dir, { recursive: true, force: true }); });
 
-rootTest(title('npm pack builds (prepack) and packs dist, the addon sources and the systemd units, not the tests'), async (t) => {
+rootSerial(title('npm pack builds (prepack) and packs dist, the addon sources and the systemd units, not the tests'), async (t) => {
   t.timeout(5 * 60_000);
   t.is(PKG.scripts.prepack, 'npm run build');
   s.dir = await mkdtemp(join(tmpdir(), 'sixbed4-pack-'));
@@ -49,7 +48,7 @@ rootTest(title('npm pack builds (prepack) and packs dist, the addon sources and 
   t.false(files.some((f) => f.startsWith('dist/test/') || f.startsWith('build/')), 'no tests, no prebuilt addon');
 });
 
-rootTest(title('npm install -g of the .tgz on a clean prefix compiles the addon, needs no dev dependencies, and `sixbed4 lab` passes'), async (t) => {
+rootSerial(title('npm install -g of the .tgz on a clean prefix compiles the addon, needs no dev dependencies, and `sixbed4 lab` passes'), async (t) => {
   t.timeout(8 * 60_000);
   if (!s.tgz) { t.fail('no package (see the previous test)'); return; }
   s.prefix = join(s.dir!, 'prefix');

@@ -8,13 +8,12 @@
 // refuses a change that needs a restart and an invalid file, keeping what
 // runs; `sixbed4 status` summarises it; and the stop gives the host back
 // exactly as `ip -j` showed it before.
-import test from 'ava';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildTopology, TOPO } from '../../agent/lab/topology.js';
-import { CLI, ping6, scrape, startPeerIn } from '../../agent/lab/sixbed4.js';
-import { exchange, skipReason, title } from '../helpers/fixtures.js';
+import { buildTopology, TOPO } from '../../lab/topology.js';
+import { CLI, ping6, scrape, startPeerIn } from '../../lab/sixbed4.js';
+import { exchange, title, rootTest } from '../helpers/fixtures.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { capture, L11, L30, pingEvery20ms, PREFIX, repliesOf, seedVm } from '../host/hostlab.js';
 import { commandLine, ROUTER_UNIT, runnable, unitValue } from './units.js';
@@ -32,7 +31,6 @@ async function announcedRoutes(ns: Parameters<typeof exchange>[0]): Promise<stri
   return ra.routes.map((r) => `${formatIPv6(r.bytes)}/${r.length}`);
 }
 
-const rootTest = skipReason ? test.skip : test;
 const L40 = '2001:db8:9:10::40';
 const PINGS = 6000; // at most 2 min at 20 ms: stopped once the reload is done and 50 more replies came
 

@@ -10,10 +10,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execCommand } from '../../agent/host/command.js';
-import { buildTopology, TOPO } from '../../agent/lab/topology.js';
-import { CLI, ping6, startRouterIn } from '../../agent/lab/sixbed4.js';
+import { buildTopology, TOPO } from '../../lab/topology.js';
+import { CLI, ping6, startRouterIn } from '../../lab/sixbed4.js';
 import { STATE_DIR } from '../../agent/host/statefile.js';
-import { skipReason, title } from '../helpers/fixtures.js';
+import { skipReason, title, rootTest } from '../helpers/fixtures.js';
 import { commandLine, PEER_LAN_DROPIN, PEER_UNIT, ROUTER_UNIT, runnable, UNIT_DIR, unitValue } from './units.js';
 import { notifyListener } from './notify-listener.js';
 
@@ -54,7 +54,6 @@ test('sixbed4-router.service: Type=notify, reload by SIGHUP, only the capabiliti
   t.is(unitValue(PEER_UNIT, 'EnvironmentFile'), '/etc/sixbed4/peer-%i.env');
 });
 
-const rootTest = skipReason ? test.skip : test;
 rootTest(title('sixbed4-peer@home.service\'s command line runs a peer in a namespace: tunnel s4p-home, pings through the router'), async (t) => {
   const topo = await buildTopology({ tag: 'unit', nat: false, peerC: true });
   t.teardown(() => topo.destroy());

@@ -3,7 +3,7 @@
 // compiled CLI under this Node.js; the fixed config path is the test's file).
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { CLI } from '../../agent/lab/sixbed4.js';
+import { CLI } from '../../lab/sixbed4.js';
 
 export const UNIT_DIR = fileURLToPath(new URL('../../../systemd/', import.meta.url));
 export const ROUTER_UNIT = `${UNIT_DIR}sixbed4-router.service`;

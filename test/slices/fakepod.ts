@@ -10,7 +10,7 @@ import { addressLines, routeLines, type IpAddrLink, type IpRoute } from '../help
 import { mkdir, readFile, rmdir, stat, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Netns } from '../../agent/lab/netns.js';
+import type { Netns } from '../../lab/netns.js';
 
 export const RUNNER = fileURLToPath(new URL('./run-slices.js', import.meta.url));
 

@@ -12,10 +12,10 @@
 // under CI (CI=true), where it fails: the policy cannot be shown without it.
 import test from 'ava';
 import { findSystemTool } from '../../agent/host/tools.js';
-import { Netns, uniqueName } from '../../agent/lab/netns.js';
-import { veth } from '../../agent/lab/veth.js';
-import { ping6 } from '../../agent/lab/sixbed4.js';
-import { isRoot } from '../../agent/lab/topology.js';
+import { Netns, uniqueName } from '../../lab/netns.js';
+import { veth } from '../../lab/veth.js';
+import { ping6 } from '../../lab/sixbed4.js';
+import { isRoot } from '../../lab/topology.js';
 import { parseAllowInbound, type InboundEntry, type LiveInbound } from '../../agent/slices/inbound.js';
 import type { InboundResult } from '../../agent/slices/inbound-apply.js';
 import { parseSlice } from '../../agent/slices/slice.js';

@@ -4,7 +4,7 @@
 // NAT with a third), runs our router and peers in it, proves connectivity in
 // every direction, says which peers went direct, prints what it saw, and
 // removes everything, also on Ctrl-C.
-import type { Logger } from '../../lib/log.js';
+import type { Logger } from '../lib/log.js';
 import { buildTopology, requireRootReason, TOPO, type Topology } from './topology.js';
 import { cleanupAll, uniqueName } from './netns.js';
 import type { Proc } from './proc.js';

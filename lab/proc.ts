@@ -5,7 +5,7 @@
 // Every Proc still running when this process exits is killed, so that a
 // crashed test run leaves no routers behind.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { childEnv, formatArgv } from '../host/command.js';
+import { childEnv, formatArgv } from '../agent/host/command.js';
 
 export interface SpawnOptions {
   /** Extra environment variables; as for CommandOptions.env. */

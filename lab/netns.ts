@@ -14,8 +14,8 @@
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { threadId } from 'node:worker_threads';
-import { CommandError, execCommand, runCommand, type CommandOptions, type CommandResult } from '../host/command.js';
-import { inNetns, ipIn, ipJsonIn } from '../host/ip.js';
+import { CommandError, execCommand, runCommand, type CommandOptions, type CommandResult } from '../agent/host/command.js';
+import { inNetns, ipIn, ipJsonIn } from '../agent/host/ip.js';
 import { Proc, type SpawnOptions } from './proc.js';
 
 // Lab commands run on a test machine that may be loaded: they get the

@@ -10,7 +10,7 @@
 // router's default): that run tests the TypeScript path.
 import { fileURLToPath } from 'node:url';
 import type { Netns } from './netns.js';
-import { systemTool } from '../host/tools.js';
+import { systemTool } from '../agent/host/tools.js';
 
 let chosen = process.env.SIXBED4_LAB_FAST_PATH === 'on';
 
@@ -45,7 +45,7 @@ export async function nicLike(ns: Netns, ifname: string): Promise<void> {
 
 /** How many programs are attached (tcx) to dev's ingress and egress in ns: what a router's fast path leaves there. */
 export async function attachedPrograms(ns: Netns, dev: string): Promise<{ ingress: number; egress: number }> {
-  const native = fileURLToPath(new URL('../io/native.js', import.meta.url)), programs = fileURLToPath(new URL('../bpf/programs.js', import.meta.url));
+  const native = fileURLToPath(new URL('../agent/io/native.js', import.meta.url)), programs = fileURLToPath(new URL('../agent/bpf/programs.js', import.meta.url));
   const js = `Promise.all([import(${JSON.stringify(native)}), import(${JSON.stringify(programs)})]).then(([n, p]) => {
     const i = n.native.ifIndex(${JSON.stringify(dev)});
     if (!i) throw new Error('no interface ${dev}');

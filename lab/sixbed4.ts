@@ -6,7 +6,7 @@ import type { Proc } from './proc.js';
 import { routerArgs } from './fast-path.js';
 
 /** The compiled CLI entry point (dist/cli/main.js). */
-export const CLI = fileURLToPath(new URL('../../cli/main.js', import.meta.url));
+export const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
 /** Runs `sixbed4 ARGS` in ns, with readable logs (a router with the lab's fast path: fast-path.ts). */
 export function spawnSixbed4(ns: Netns, args: string[]): Proc {

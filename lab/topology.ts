@@ -21,7 +21,7 @@
  * route to the outside world.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { findSystemTool, systemTool } from '../host/tools.js';
+import { findSystemTool, systemTool } from '../agent/host/tools.js';
 import { Netns, uniqueName } from './netns.js';
 import { veth } from './veth.js';
 import { labFastPath, nicLike, nicReceives } from './fast-path.js';

@@ -21,7 +21,7 @@
  * that makes the NAT map the peer's own probe to another port, and the
  * address it embeds would no longer be where it comes from.
  */
-import { systemTool } from '../host/tools.js';
+import { systemTool } from '../agent/host/tools.js';
 import { Netns } from './netns.js';
 import { veth } from './veth.js';
 import { NAT_RULESET, TOPO, type Topology } from './topology.js';

@@ -1,4 +1,4 @@
-// Helpers of the operator tests: `kubectl apply` of YAML files through
+// Helpers of the tests against a real API server (test/operator, test/cluster, test/k8s): `kubectl apply` of YAML files through
 // client-node's KubernetesObjectApi (server-side apply), waiting for
 // conditions, and the operator as a child process with its metrics endpoint.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -6,7 +6,6 @@ import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { ApiException, KubernetesObjectApi, PatchStrategy, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
 import { execFile } from 'node:child_process';
@@ -14,7 +13,8 @@ import { promisify } from 'node:util';
 import { freePort, type ControlPlane } from '../k8s/controlplane.js';
 import { Kube, paths } from '../../kube/client.js';
 import type { KubeObject } from '../../kube/api.js';
-import { LogRing, logOnFailure } from '../helpers/logring.js';
+import { LogRing, logOnFailure } from './logring.js';
+import { eventually } from './wait.js';
 import test, { type ExecutionContext } from 'ava';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -106,23 +106,6 @@ export function helmFor(cp: ControlPlane, dir: string): (args: string[]) => Prom
   const home = (k: string) => join(dir, `helm-${k}`);
   return async (args) => (await promisify(execFile)(cp.helm, [...args, '--kubeconfig', cp.kubeconfigPath],
     { env: { ...process.env, HELM_CACHE_HOME: home('cache'), HELM_CONFIG_HOME: home('config'), HELM_DATA_HOME: home('data') } })).stdout;
-}
-
-/** Polls fn until it returns something truthy; throws with the last value after timeoutMs. */
-export async function eventually<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 15_000, intervalMs = 100): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-      last = v;
-    } catch (e) {
-      last = e instanceof Error ? e.message : e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)?.slice(0, 500)})`);
-    await sleep(intervalMs);
-  }
 }
 
 /** How the tests start `sixbed4 operator`: the real CLI. */
