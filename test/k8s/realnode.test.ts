@@ -112,10 +112,7 @@ test.after.always(async () => {
 serial(title('helm install: the operator runs as a Pod on a node, takes the Lease, and answers /healthz and metrics through the Pod'), async (t) => {
   await helm(['install', RELEASE, join(REPO, 'charts', 'sixbed4'), '--namespace', NS, '--create-namespace',
     '--set', `image.repository=${s.images.repository}`, '--set', `image.tag=${s.images.tag}`, '--set', 'image.pullPolicy=Never',
-    '--set', `agent.stateDir=${join(s.dir, 'agent-state')}`, '--set', 'logFormat=json',
-    // Without CAP_BPF (the default gives it) until the fastPath test below turns it on: the prefix's Auto then runs
-    // without the fast path, and Required shows what an agent without it says.
-    '--set', 'agent.fastPath=false']);
+    '--set', `agent.stateDir=${join(s.dir, 'agent-state')}`, '--set', 'logFormat=json']);
   const op = await eventually('the operator Pod Running and Ready', async () => (await pods('app.kubernetes.io/component=operator')).find(podReady), 180_000, 500)
     .catch(async (e: Error) => { throw new Error(`${e.message}\n${await dump()}`); });
   t.truthy(op.spec.nodeName && NODES.includes(op.spec.nodeName), `scheduled on a node (${op.spec.nodeName})`);
@@ -266,7 +263,14 @@ serial(title('a node reboot (kubelet, containerd and every container killed, the
   t.deepEqual(nodes!.items.map((n) => n.metadata.name).sort(), NODES);
 });
 
-serial(title('spec.fastPath Required: agents without CAP_BPF (installed with agent.fastPath=false) do not serve and say why; with agent.fastPath=true (the chart\'s default) the routers in the Pods run the program and peers are served'), async (t) => {
+serial(title('spec.fastPath Required: agents without CAP_BPF (agent.fastPath=false) do not serve and say why; with agent.fastPath=true (the chart\'s default) the routers in the Pods run the program and peers are served'), async (t) => {
+  const caps = (a: Pod) => (a.spec as { containers?: { securityContext?: { capabilities?: { add?: string[] } } }[] }).containers?.[0]?.securityContext?.capabilities?.add ?? [];
+  const withBpf = new Set((await pods('app.kubernetes.io/component=agent')).map((p) => p.metadata.name!));
+  await helm(['upgrade', RELEASE, join(REPO, 'charts', 'sixbed4'), '--namespace', NS, '--reuse-values', '--set', 'agent.fastPath=false']);
+  await eventually('new agent Pods without BPF, Ready', async () => {
+    const agents = await pods('app.kubernetes.io/component=agent');
+    return agents.length === 2 && agents.every((a) => !withBpf.has(a.metadata.name!) && podReady(a) && !caps(a).includes('BPF')) || undefined;
+  }, 240_000, 500).catch(async (e: Error) => { throw new Error(`${e.message}\n${await dump()}`); });
   await s.admin.mergePatch(paths.prefix(PREFIX_NAME), { spec: { fastPath: 'Required' } });
   const degraded = await eventually('Degraded: FastPathUnavailable on both nodes', async () => {
     const x = await s.admin.get<SixBed4Prefix>(paths.prefix(PREFIX_NAME));
@@ -280,7 +284,6 @@ serial(title('spec.fastPath Required: agents without CAP_BPF (installed with age
   await eventually('new agent Pods with BPF, Ready, and the prefix Ready with every node served', async () => {
     const agents = await pods('app.kubernetes.io/component=agent');
     const p = await s.admin.get<SixBed4Prefix>(paths.prefix(PREFIX_NAME));
-    const caps = (a: Pod) => (a.spec as { containers?: { securityContext?: { capabilities?: { add?: string[] } } }[] }).containers?.[0]?.securityContext?.capabilities?.add ?? [];
     return agents.length === 2 && agents.every((a) => !oldAgents.has(a.metadata.name!) && podReady(a) && caps(a).includes('BPF')) &&
       p?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') && p.status.conditions.some((c) => c.type === 'Degraded' && c.status === 'False');
   }, 240_000, 500).catch(async (e: Error) => { throw new Error(`${e.message}\n${await dump()}`); });
