@@ -97,9 +97,10 @@ export const JUNK: Record<string, Maker> = {
   keepalive: () => new Uint8Array(0),
 };
 
-/** `count` datagrams drawn from every kind in turn, with per-datagram randomness from seed. */
-export function junkSet(t: JunkTarget, count: number, seed = 1): Uint8Array[] {
+/** `count` datagrams drawn from every kind (or those named) in turn, with per-datagram randomness from seed. */
+export function junkSet(t: JunkTarget, count: number, seed = 1, only?: readonly string[]): Uint8Array[] {
   const r = prng(seed);
-  const kinds = Object.values(JUNK);
+  for (const k of only ?? []) if (!JUNK[k]) throw new Error(`no junk kind ${k}: use ${Object.keys(JUNK).join(', ')}`);
+  const kinds = only ? only.map((k) => JUNK[k]!) : Object.values(JUNK);
   return Array.from({ length: count }, (_, i) => kinds[i % kinds.length]!(r, t));
 }

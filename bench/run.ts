@@ -42,7 +42,8 @@ const USAGE = `usage: npm run bench -- [--quick] [--duration S] [--only GROUPS] 
   --only GROUPS  comma-separated subset of: ${ALL_GROUPS.join(',')}
                  (fast: the router with --fast-path on, both directions, each size;
                   direct: 4→6 with --fast-path on --fast-path-direct, each size, in the fast rows;
-                  flood: a legitimate peer pings every 10 ms while one source floods the router with junk;
+                  flood: a legitimate peer pings every 10 ms while one source, then many spoofed ones,
+                  flood the router with junk;
                   bulk: TCP with iperf3 both ways: kernel forwarding, --fast-path off and auto)
   --sizes LIST   IPv6 packet sizes for the main rows (default 48,1280; 48..1280)
   --json FILE    where to write the results (default ${DEFAULT_JSON})
@@ -371,17 +372,25 @@ async function main(): Promise<number> {
   }
 
   // The flood builds its own network (the lab's reference topology), after the one above is gone.
-  const flood: { sockets: number; result?: FloodResult; error?: string }[] = [];
+  const flood: FloodRow[] = [];
   if (opt.flood) {
     const durationS = opt.windowS >= 3 ? 10 : 3;
-    for (const sockets of [8, 1]) {
-      process.stderr.write(`  flood, ${sockets} socket(s), ${durationS} s ... `);
+    const runs: { name: string; o: Parameters<typeof runFlood>[0] }[] = [8, 1].map((sockets) => ({
+      name: `flood (--sockets ${sockets})`, o: { durationS, routerArgs: ['--sockets', String(sockets)], tag: 'bflood' },
+    }));
+    // Many sources (the issue's measurement): up to a million datagrams from two flooders, the peer pinging 15 s
+    // around them; the TypeScript path, then the fast path.
+    for (const fastPath of [false, true]) {
+      runs.push({ name: `many sources${fastPath ? ', fast path' : ''}`, o: { durationS: 5, maxPackets: 1_000_000, spoof: true, fastPath, flooders: 2, pingS: 15, tag: 'bfloodm' } });
+    }
+    for (const { name, o } of runs) {
+      process.stderr.write(`  ${name}, ... `);
       try {
-        const result = await runFlood({ durationS, routerArgs: ['--sockets', String(sockets)], tag: 'bflood' });
-        flood.push({ sockets, result });
+        const result = await runFlood(o);
+        flood.push({ name, result });
         process.stderr.write(`loss ${result.lossPct.toFixed(1)}%\n`);
       } catch (e) {
-        flood.push({ sockets, error: (e as Error).message.split('\n')[0]! });
+        flood.push({ name, error: (e as Error).message.split('\n')[0]! });
         process.stderr.write(`failed: ${(e as Error).message}\n`);
       }
     }
@@ -400,18 +409,22 @@ async function main(): Promise<number> {
     bulk.some((b) => b.error && !b.error.startsWith('not available')) ? 1 : 0;
 }
 
+type FloodRow = { name: string; result?: FloodResult; error?: string };
+
 /** The flood rows: the legitimate peer's loss under the flood, the flood's rate, the router's memory. */
-function floodLines(flood: { sockets: number; result?: FloodResult; error?: string }[]): string[] {
+function floodLines(flood: FloodRow[]): string[] {
   if (flood.length === 0) return [];
-  const out = ['', 'flood: one source sends junk flat out; a legitimate peer behind NAT pings the ISP every 10 ms',
-    'measurement                      legit loss   pings      flood pps  router read pps  rcvbuf drops  RSS MB before → after  spoofed at ISP'];
+  const out = ['', 'flood: one source (or, "many sources", random spoofed ones over every socket, up to 1M datagrams) sends junk',
+    'flat out; a legitimate peer behind NAT pings the ISP every 10 ms ("while": loss of the pings sent while the flood lasted)',
+    'measurement                      legit loss   pings      flood pps  router read pps  rcvbuf drops  RSS MB before → after  spoofed at ISP  while   CPU'];
   for (const f of flood) {
-    const name = `flood (--sockets ${f.sockets})`.padEnd(32);
+    const name = f.name.padEnd(32);
     if (!f.result) { out.push(`${name} failed: ${f.error}`); continue; }
     const r = f.result;
     out.push(`${name} ${`${r.lossPct.toFixed(1)}%`.padStart(10)}   ${`${r.pingsReceived}/${r.pingsSent}`.padEnd(9)} ${r.floodPps.toLocaleString('en-US').padStart(10)}  ` +
       `${r.routerRxPps.toLocaleString('en-US').padStart(15)}  ${r.rcvbufErrors.toLocaleString('en-US').padStart(12)}  ` +
-      `${`${r.rssBeforeMB.toFixed(0)} → ${r.rssAfterMB.toFixed(0)}`.padStart(21)}  ${String(r.spoofedAtIsp).padStart(14)}`);
+      `${`${r.rssBeforeMB.toFixed(0)} → ${r.rssAfterMB.toFixed(0)}`.padStart(21)}  ${String(r.spoofedAtIsp).padStart(14)}  ` +
+      `${(r.duringSent ? `${((100 * r.duringLost!) / r.duringSent).toFixed(1)}%` : '-').padStart(6)}  ${`${r.routerCpuPct}%`.padStart(4)}`);
   }
   return out;
 }

@@ -60,8 +60,11 @@ export interface FastPath {
   /** The interface whose ingress from-peers is on (and that to-peers sends by). */
   readonly uplink: string;
   counters(): FastPathCounters;
-  /** Peers whose packets the programs forwarded since the last call (the router tracks them live). */
-  takeSeen(): { ipv4: number; port: number }[];
+  /**
+   * Peers whose packets the programs forwarded since the last call (the router tracks them live), taking at most
+   * about budgetMs: the rest waits for the next call.
+   */
+  takeSeen(budgetMs?: number): { ipv4: number; port: number }[];
   /** The engine's refused destinations changed (the host's local table did): the programs follow. */
   setRefused(ranges: readonly IPv4Range[]): void;
   /** Detaches the program and releases it. Idempotent. */
@@ -135,7 +138,7 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
       sayBypassed(bypassed, !sendWhy, !!cfg.direct, log);
       const unwatch = watchMerged(prog, config, uplink, log);
       return {
-        uplink, counters: () => prog.counters(), takeSeen: () => prog.takeSeen(), setRefused: (r) => prog.setRefused(r),
+        uplink, counters: () => prog.counters(), takeSeen: (budgetMs) => prog.takeSeen(budgetMs), setRefused: (r) => prog.setRefused(r),
         stop: () => { unwatch(); prog.close(); },
       };
     },

@@ -190,27 +190,39 @@ export class FastPathPrograms {
 
   /**
    * The peers (IPv4 and port, host order) whose packets from-peers forwarded since the last call, taken out of the
-   * map so that the next call sees only what came after.
+   * map so that the next call sees only what came after. At most budgetMs is spent (a flood of new sources fills the
+   * map again within the second): what is left stays in the map for the next call, and the map being LRU, the
+   * kernel drops the oldest when it is full, never a new peer. The kernel hands a hash map over bucket by bucket
+   * (bpf.c, map_drain): a bucket bigger than the buffers makes them grow, a busy one waits for the next call.
    */
-  takeSeen(): { ipv4: number; port: number }[] {
+  takeSeen(budgetMs = Infinity): { ipv4: number; port: number }[] {
     const out: { ipv4: number; port: number }[] = [];
     const fd = this.maps.fd('sixbed4_seen');
+    const until = performance.now() + budgetMs;
     for (;;) {
-      const n = bpfSyscalls.mapDrain(fd, this.seenKeys, this.seenValues);
+      const { count, status } = bpfSyscalls.mapDrain(fd, this.seenKeys, this.seenValues);
       const k = this.seenKeys;
-      for (let i = 0, o = 0; i < n; i++, o += 8) {
+      for (let i = 0, o = 0; i < count; i++, o += 8) {
         // The key is (IPv4 << 16 | port), each as the packet's bytes, in a little-endian u64 (x86, arm64): the
         // port's two bytes first, then the IPv4's four.
         out.push({ port: (k[o]! << 8) | k[o + 1]!, ipv4: ((k[o + 2]! << 24) | (k[o + 3]! << 16) | (k[o + 4]! << 8) | k[o + 5]!) >>> 0 });
       }
-      if (n < SEEN_BATCH) break;
+      if (status === 'end' || status === 'again') break;
+      if (status === 'grow') {
+        // No bucket holds more than the map: a refusal at that size is not one more entries would cure.
+        if (this.seenValues.length >= SEEN_MAX) throw new Error(`the seen-peers map has a bucket of more than ${SEEN_MAX} entries`);
+        this.seenKeys = new Uint8Array(this.seenKeys.length * 2);
+        this.seenValues = new Uint8Array(this.seenValues.length * 2);
+        continue;
+      }
+      if (performance.now() >= until) break;
     }
     // Each CPU's "last peer noted" goes, or its peer would not be noted again after this drain.
     bpfSyscalls.mapUpdate(this.maps.fd('sixbed4_seen_last'), new Uint8Array(4), new Uint8Array(8 * this.cpus));
     return out;
   }
-  private readonly seenKeys = new Uint8Array(8 * SEEN_BATCH);
-  private readonly seenValues = new Uint8Array(SEEN_BATCH);
+  private seenKeys = new Uint8Array(8 * SEEN_BATCH);
+  private seenValues = new Uint8Array(SEEN_BATCH);
 
   /** Runs a program on one frame in the kernel (BPF_PROG_TEST_RUN): nothing is sent or redirected. */
   run(prog: 'fromPeers' | 'toPeers', frame: Uint8Array): { retval: number; out: Uint8Array } {

@@ -104,10 +104,11 @@ interface RawAddon {
   tryLock(fd: number): boolean;
   notify(path: string, message: string): void;
   txChecksum(name: string): boolean;
+  udpSteer(fd: number, program: Uint8Array): void;
   bpfMapCreate(type: number, keySize: number, valueSize: number, maxEntries: number, name: string, flags: number): number;
   bpfMapDelete(fd: number, key: Uint8Array): boolean;
   bpfProgQuery(ifindex: number, attachType: number): number;
-  bpfMapDrain(fd: number, keys: Uint8Array, values: Uint8Array): number;
+  bpfMapDrain(fd: number, keys: Uint8Array, values: Uint8Array): MapDrain;
   bpfProgLoad(type: number, insns: Uint8Array, license: string, name: string): number;
   bpfMapUpdate(fd: number, key: Uint8Array, value: Uint8Array): void;
   bpfMapLookup(fd: number, key: Uint8Array, value: Uint8Array): void;
@@ -182,6 +183,21 @@ export function txChecksum(name: string): boolean {
 }
 
 /**
+ * Attaches a classic BPF program (agent/router/steer.ts) to fd's SO_REUSEPORT group: it picks each datagram's socket.
+ * Not part of NativeIO: the router attaches it once, to real sockets.
+ */
+export function udpSteer(fd: number, program: Uint8Array): void {
+  addon().udpSteer(fd, program);
+}
+
+/**
+ * What one drain of a hash map took: count entries, and why it stopped. end: the map is empty; full: the buffers
+ * are full (or the next bucket does not fit what is left): call again; grow: the next bucket alone is bigger than
+ * the buffers; again: the kernel was busy (or failed after some entries): call again later.
+ */
+export interface MapDrain { count: number; status: 'end' | 'full' | 'grow' | 'again'; }
+
+/**
  * The bpf(2) commands of the fast path (agent/bpf/), as raw system calls. Not part of NativeIO: nothing fakes them;
  * tests that need them run as root. Every fd returned is close-on-exec; close them with native.close.
  */
@@ -198,8 +214,11 @@ export interface BpfSyscalls {
   mapLookup(fd: number, key: Uint8Array, value: Uint8Array): void;
   /** BPF_PROG_TEST_RUN on one packet: the program's return value and the packet as it left (size bytes of dataOut). */
   progTestRun(fd: number, dataIn: Uint8Array, dataOut: Uint8Array): { retval: number; size: number };
-  /** BPF_MAP_LOOKUP_AND_DELETE_BATCH until the buffers are full or the map is empty: how many entries came out. */
-  mapDrain(fd: number, keys: Uint8Array, values: Uint8Array): number;
+  /**
+   * BPF_MAP_LOOKUP_AND_DELETE_BATCH from the map's start until the buffers are full or the walk ends: how many
+   * entries came out, and why it stopped (bpf.c's map_drain says what each status asks of the caller).
+   */
+  mapDrain(fd: number, keys: Uint8Array, values: Uint8Array): MapDrain;
   /** BPF_PROG_QUERY: how many programs are attached to the device ifindex at attachType (tcx ingress or egress). */
   progQuery(ifindex: number, attachType: number): number;
   /** BPF_LINK_CREATE: the program stays attached while the returned fd is open. */

@@ -294,10 +294,22 @@ static napi_value link_create(napi_env env, napi_callback_info info) {
 }
 
 /*
- * bpfMapDrain(fd, keys, values) -> n: takes up to keys.length / key_size entries
- * out of a hash map (BPF_MAP_LOOKUP_AND_DELETE_BATCH), their keys and values
- * into the buffers. Fewer than fit means the map was emptied (of what was in
- * it when each batch was read: programs may add more meanwhile).
+ * bpfMapDrain(fd, keys, values) -> { count, status }: takes entries out of a
+ * hash map (BPF_MAP_LOOKUP_AND_DELETE_BATCH), their keys and values into the
+ * buffers, from the start of the map. The kernel walks a hash map bucket by
+ * bucket and copies a bucket whole or not at all (kernel/bpf/hashtab.c,
+ * __htab_map_lookup_and_delete_batch); what it copied is returned with every
+ * status but EFAULT, so nothing taken out of the map is lost:
+ *  - "end": the walk reached the last bucket (ENOENT): the map held no more
+ *    than this (programs may have added more meanwhile);
+ *  - "full": the buffers are full, or the next bucket does not fit in what is
+ *    left of them (ENOSPC after some entries): call again for the rest;
+ *  - "grow": the next bucket alone holds more entries than the buffers
+ *    (ENOSPC with none copied): call again with bigger buffers;
+ *  - "again": the bucket was busy (EBUSY, EAGAIN: a program on this CPU held its
+ *    lock), or another error came after some entries: call again later.
+ * Anything else (EFAULT, EINVAL, EPERM, EBADF, ENOTSUPP ...) is a mistake in
+ * the call or an unsupported map, and throws (with entries in hand: "again").
  */
 static napi_value map_drain(napi_env env, napi_callback_info info) {
   S4_ARGS(3);
@@ -311,9 +323,10 @@ static napi_value map_drain(napi_env env, napi_callback_info info) {
   if (map_info(env, fd, &mi)) return NULL;
   size_t cap = klen / mi.key_size;
   if (vlen / mi.value_size < cap) cap = vlen / mi.value_size;
-  uint64_t token = 0;
+  uint64_t token = 0; /* the kernel's position: a bucket index for hash maps */
   size_t n = 0;
   bool first = true;
+  const char *status = "full";
   while (n < cap) {
     memset(&a, 0, sizeof a);
     a.batch.map_fd = (uint32_t)fd;
@@ -323,15 +336,28 @@ static napi_value map_drain(napi_env env, napi_callback_info info) {
     a.batch.values = (uint64_t)(uintptr_t)((char *)values + n * mi.value_size);
     a.batch.count = (uint32_t)(cap - n);
     int r = sys_bpf(BPF_MAP_LOOKUP_AND_DELETE_BATCH, &a);
-    n += a.batch.count; /* also on ENOENT: the last entries */
-    if (r < 0) {
-      if (errno == ENOENT) break;
-      s4_throw_errno(env, errno, "bpf(BPF_MAP_LOOKUP_AND_DELETE_BATCH)");
+    int err = r < 0 ? errno : 0;
+    /* The hash map's walk writes back what it copied with these; errors from before the walk (EINVAL, ENOTSUPP,
+     * EPERM, EBADF) leave the count as it was sent, and EFAULT may have failed to write it. */
+    if (!err || err == ENOENT || err == ENOSPC || err == EBUSY || err == EAGAIN) n += a.batch.count;
+    if (err == ENOENT) { status = "end"; break; }
+    if (err == ENOSPC) { status = n > 0 ? "full" : "grow"; break; }
+    if (err == EBUSY || err == EAGAIN) { status = "again"; break; }
+    if (err) {
+      /* Hand over what was taken; the next call meets the error again with nothing to lose, and throws. */
+      if (n > 0) { status = "again"; break; }
+      s4_throw_errno(env, err, "bpf(BPF_MAP_LOOKUP_AND_DELETE_BATCH)");
       return NULL;
     }
     first = false;
   }
-  return make_int(env, (int64_t)n);
+  napi_value out;
+  napi_create_object(env, &out);
+  napi_set_named_property(env, out, "count", make_int(env, (int64_t)n));
+  napi_value st;
+  napi_create_string_utf8(env, status, NAPI_AUTO_LENGTH, &st);
+  napi_set_named_property(env, out, "status", st);
+  return out;
 }
 
 /* bpfProgQuery(ifindex, attachType) -> how many programs are attached there (tcx: the device's ingress or egress). */

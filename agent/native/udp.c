@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <linux/errqueue.h>
+#include <linux/filter.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -347,8 +348,39 @@ static napi_value udp_recv_errors(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * udpSteer(fd, program): attaches a classic BPF program (8 bytes an instruction, struct sock_filter) to the
+ * SO_REUSEPORT group of fd (SO_ATTACH_REUSEPORT_CBPF): for each datagram it returns the index, in the order they
+ * joined, of the group's socket that gets it (an index past the group: the kernel's hash decides).
+ */
+static napi_value udp_steer(napi_env env, napi_callback_info info) {
+  S4_ARGS(2);
+  int32_t fd;
+  void *data;
+  size_t len;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t off;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, NULL, "fd must be a file descriptor");
+    return NULL;
+  }
+  if (napi_get_typedarray_info(env, argv[1], &type, &len, &data, &ab, &off) != napi_ok || type != napi_uint8_array ||
+      len == 0 || len % sizeof(struct sock_filter) != 0 || len / sizeof(struct sock_filter) > BPF_MAXINSNS) {
+    napi_throw_type_error(env, NULL, "program must be a Uint8Array of 1..4096 8-byte instructions");
+    return NULL;
+  }
+  struct sock_fprog prog = { .len = (unsigned short)(len / sizeof(struct sock_filter)), .filter = (struct sock_filter *)data };
+  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof prog) != 0) {
+    s4_throw_errno(env, errno, "setsockopt(SO_ATTACH_REUSEPORT_CBPF)");
+    return NULL;
+  }
+  return NULL;
+}
+
 napi_status s4_init_udp(napi_env env, napi_value exports) {
   napi_status st;
+  if ((st = s4_export_fn(env, exports, "udpSteer", udp_steer)) != napi_ok) return st;
   if ((st = s4_export_fn(env, exports, "udpOpen", udp_open)) != napi_ok) return st;
   if ((st = s4_export_fn(env, exports, "udpRecv", udp_recv)) != napi_ok) return st;
   if ((st = s4_export_fn(env, exports, "udpRecvErrors", udp_recv_errors)) != napi_ok) return st;

@@ -51,13 +51,22 @@ export function neighborSolicitTarget(b: Uint8Array, off: number, len: number): 
  * Router Advertisement for one peer: its /114 (its 6bed4 address with lanip 0,
  * built from the observed IPv4 and port) on-link and autonomous, then each
  * extra routed prefix neither on-link nor autonomous. withdraw=true sends zero
- * lifetimes, telling the peer to stop using that /114; old114, when given,
- * is withdrawn the same way in an extra option at the end.
+ * lifetimes, telling the peer to stop using that /114.
+ *
+ * old114, when given (the peer's NAT mapping changed), is withdrawn with zero
+ * lifetimes, and the current /114 follows it once more: peers read the /114
+ * options in different ways, and each must end up on the current one. The
+ * stock 6bed4peer takes the LAST on-link autonomous /114 whatever its
+ * lifetimes (its RA parser in test/stock/6bed4/src/6bed4peer.c); sixbed4
+ * peers before this form took the FIRST; peers that honour lifetimes (ours
+ * now, RFC 4862) take the one with a lifetime and drop the withdrawn one.
+ * [current, routes..., old (0), current] serves all three. RFC 4861 allows a
+ * prefix in more than one option; the repeat says the same thing again.
  */
 export function writeRouterAdvert(out: Uint8Array, off: number, dst: Uint8Array, peer114: Uint8Array,
   routes: readonly Prefix[], withdraw = false, old114?: Uint8Array): number {
   const icmp = off + IPV6_HEADER;
-  const icmpLen = 16 + 32 * (1 + routes.length + (old114 ? 1 : 0));
+  const icmpLen = 16 + 32 * (1 + routes.length + (old114 ? 2 : 0));
   writeHeader(out, off, icmpLen, NH_ICMPV6, 255, ROUTER_LINK_LOCAL, dst);
   out[icmp] = ND_ROUTER_ADVERT; out[icmp + 1] = 0;
   out[icmp + 4] = 0; // cur hop limit: unspecified
@@ -68,9 +77,11 @@ export function writeRouterAdvert(out: Uint8Array, off: number, dst: Uint8Array,
   for (let i = 0; i < routes.length; i++) {
     writePrefixOption(out, icmp + 48 + 32 * i, routes[i]!.bytes, routes[i]!.length, 0x00, withdraw ? 0 : 0xffffffff);
   }
-  // The /114 of a mapping the peer's NAT no longer uses, with zero lifetimes (after the new one,
-  // which peers take as theirs because it comes first): the peer stops using the old address.
-  if (old114) writePrefixOption(out, icmp + 48 + 32 * routes.length, old114, PEER_PREFIX_LEN, 0xc0, 0);
+  // The /114 of a mapping the peer's NAT no longer uses, with zero lifetimes, then the current one again (above).
+  if (old114) {
+    writePrefixOption(out, icmp + 48 + 32 * routes.length, old114, PEER_PREFIX_LEN, 0xc0, 0);
+    writePrefixOption(out, icmp + 80 + 32 * routes.length, peer114, PEER_PREFIX_LEN, 0xc0, withdraw ? 0 : 0xffffffff);
+  }
   fillChecksum(out, off, NH_ICMPV6, icmp, icmpLen, 2);
   return IPV6_HEADER + icmpLen;
 }
@@ -125,11 +136,15 @@ export interface RouterAdvert {
   readonly validLifetime: number;
   /** Extra routed prefixes (not on-link). */
   readonly routes: { bytes: Uint8Array; length: number }[];
+  /** /114s withdrawn (zero valid lifetime) besides the one taken: earlier NAT mappings. */
+  readonly withdrawn: Uint8Array[];
 }
 
 /**
- * Reads an RA the way a 6bed4 peer must: from fe80::, valid ND, the first
- * on-link prefix of length 114 is ours. Returns null for anything else.
+ * Reads an RA the way a 6bed4 peer must: from fe80::, valid ND; ours is the
+ * first on-link autonomous /114 with a valid lifetime (or, when all are
+ * withdrawn, the first of them, with lifetime 0), the order of the options
+ * aside (writeRouterAdvert says why). Returns null for anything else.
  */
 export function parseRouterAdvert(b: Uint8Array, off: number, len: number): RouterAdvert | null {
   if (ndType(b, off, len) !== ND_ROUTER_ADVERT) return null;
@@ -138,23 +153,30 @@ export function parseRouterAdvert(b: Uint8Array, off: number, len: number): Rout
   let o = off + IPV6_HEADER + 16;
   let prefix114: Uint8Array | null = null;
   let validLifetime = 0;
-  const routes: { bytes: Uint8Array; length: number }[] = [];
+  const routes: { bytes: Uint8Array; length: number }[] = [], zero: Uint8Array[] = [];
   while (o + 2 <= end) {
     const optLen = b[o + 1]! * 8;
     if (optLen === 0 || o + optLen > end) return null; // malformed option list: drop the whole RA
     if (b[o] === ND_OPT_PREFIX_INFO && optLen === 32) {
       const bytes = Uint8Array.from(b.subarray(o + 16, o + 32));
       // Ours only when on-link and autonomous, as the stock peer insists.
-      if (b[o + 2] === PEER_PREFIX_LEN && (b[o + 3]! & 0xc0) === 0xc0 && prefix114 === null) {
-        prefix114 = bytes;
-        validLifetime = readU32(b, o + 4);
+      if (b[o + 2] === PEER_PREFIX_LEN && (b[o + 3]! & 0xc0) === 0xc0) {
+        const life = readU32(b, o + 4);
+        if (life === 0) zero.push(bytes);
+        else if (prefix114 === null) { prefix114 = bytes; validLifetime = life; }
       } else if (!(b[o + 3]! & 0x80)) {
         routes.push({ bytes, length: b[o + 2]! });
       }
     }
     o += optLen;
   }
-  return prefix114 ? { prefix114, validLifetime, routes } : null;
+  const current = prefix114;
+  if (current) return { prefix114: current, validLifetime, routes, withdrawn: zero.filter((z) => !equalBytes(z, current)) };
+  return zero.length ? { prefix114: zero[0]!, validLifetime: 0, routes, withdrawn: zero.slice(1) } : null;
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 function writeU32(out: Uint8Array, o: number, v: number): void {

@@ -4,6 +4,7 @@
 import { native, type NativeIO, type PollHandle } from '../io/native.js';
 import type { Engine } from './engine.js';
 import type { Batch } from '../io/batch.js';
+import { checkedSockets } from './steer.js';
 
 /** Batches handled per readiness event before yielding to the other sockets, the other direction and timers. */
 const ROUNDS_PER_EVENT = 16;
@@ -27,9 +28,17 @@ export class Datapath {
    * without root. One property read per readiness event, no allocation.
    */
   constructor(private readonly engine: Engine, private readonly udpFds: readonly number[], private readonly tunFd: number,
-    private readonly io: NativeIO = native) {
+    private readonly io: NativeIO = native, steered = false) {
     this.udpFd = udpFds[0]!;
+    this.checked = steered ? udpFds.slice(0, checkedSockets(udpFds.length)) : [];
   }
+
+  /**
+   * With the sockets steered (steer.ts), the first ones hold what passed the originator check in the kernel: they
+   * are read before each turn of any other socket, so a flood in the others cannot keep the peers' traffic waiting
+   * until their buffers overflow. Empty: not steered.
+   */
+  private readonly checked: readonly number[];
 
   start(): void {
     for (const fd of this.udpFds) this.polls.push(this.io.poll(fd, () => this.onUdp(fd)));
@@ -42,6 +51,11 @@ export class Datapath {
 
   /** Peers → kernel, peers → peers, and replies to peers. */
   onUdp(fd: number): void {
+    if (this.checked.length && !this.checked.includes(fd)) for (const c of this.checked) this.readUdp(c);
+    this.readUdp(fd);
+  }
+
+  private readUdp(fd: number): void {
     const e = this.engine, drops = e.counters.drops, io = this.io;
     // ICMP errors about what we sent wake the socket too (POLLERR); they are few, read them first.
     const m = io.udpRecvErrors(fd, e.icmpRx, e.icmpInfo);

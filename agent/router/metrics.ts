@@ -6,6 +6,7 @@ import client from 'prom-client';
 import { DROP_REASONS, type CountersSnapshot } from './counters.js';
 import type { ResponderCounters } from '../ndp/responder.js';
 import { buildInfo } from '../../lib/build-info.js';
+import type { TaskFailures } from './periodic.js';
 import { FROM_PEERS_TALLIES, FROM_PEERS_VERDICTS, TO_PEERS_TALLIES, TO_PEERS_VERDICTS, type FastPathCounters } from '../bpf/programs.js';
 import { fastPathFallbacks } from '../bpf/fastpath.js';
 
@@ -15,7 +16,8 @@ type Sample = { value: number; labels: Record<string, string> };
  * fast, when the in-kernel fast path runs, reads its counters: its packets join the same families with
  * path="fast" (the router's own are path="slow"), and why it left the others to the router is a family of its own.
  */
-export function routerRegistry(readNow: () => Promise<CountersSnapshot>, ndp?: () => ResponderCounters, fast?: () => FastPathCounters): client.Registry {
+export function routerRegistry(readNow: () => Promise<CountersSnapshot>, ndp?: () => ResponderCounters, fast?: () => FastPathCounters,
+  tasks?: TaskFailures): client.Registry {
   const registry = new client.Registry();
   // One read serves every family of a scrape (with workers a read is a round trip to each of them,
   // and the families should agree with each other).
@@ -70,6 +72,10 @@ export function routerRegistry(readNow: () => Promise<CountersSnapshot>, ndp?: (
     (s) => [{ value: s.livePeers, labels: {} }], 'gauge');
   family('sixbed4_router_live_untracked_total', 'Packets from peers not tracked live: table full, their IPv4 holds its share (64), or too many new peers at once (200/s)',
     (s) => [{ value: s.liveUntracked, labels: {} }]);
+  if (tasks) {
+    register('sixbed4_router_task_failures_total', 'Failures of the router\'s periodic tasks (fast-path-seen, local-table, live-report, live-expire, stats), by task: each is logged once, then only counted; forwarding goes on', 'counter',
+      async () => Object.entries(tasks.snapshot()).map(([task, value]) => ({ value, labels: { task } })));
+  }
   if (ndp) {
     register('sixbed4_ndp_solicitations_total', 'Neighbour solicitations seen by the proxy on the uplink, by result', 'counter', async () => {
       const c = ndp();

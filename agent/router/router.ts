@@ -2,7 +2,8 @@
 // and the tunnel (in that order: the socket is the cheaper thing to undo and
 // catches the commonest mistakes), runs the data path, serves metrics, and on
 // stop removes everything it made.
-import { native } from '../io/native.js';
+import { native, udpSteer } from '../io/native.js';
+import { steerProgram } from './steer.js';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv4Port, parsePrefix, parsePrefix64, type Prefix } from '../../lib/ip.js';
 import { InputError } from '../../lib/errors.js';
 import { ROUTER_PORT } from '../protocol/constants.js';
@@ -23,6 +24,7 @@ import { Counters, type CountersSnapshot } from './counters.js';
 import { readLocalTable, sameRanges } from './localtable.js';
 import { DEFAULT_RATE_LIMIT, newRateLimitState, type RateLimitConfig } from './ratelimit.js';
 import { type IPv4Range, refusedRanges } from './refused.js';
+import { every, TaskFailures } from './periodic.js';
 import { fastPathModeOf, prepareFastPath, type FastPath, type FastPathMode } from '../bpf/fastpath.js';
 
 /**
@@ -198,6 +200,11 @@ export interface RunningRouter {
 
 /** How often peers the fast path forwarded for are handed to the live table: well within its two-minute expiry. */
 const FAST_PATH_SEEN_MS = 1000;
+/**
+ * The most of each of those seconds the drain may take from the data path (the event loop's) when a flood of new
+ * sources fills the seen map faster than that: the rest waits in the map for the next tick.
+ */
+const FAST_PATH_SEEN_BUDGET_MS = 20;
 
 export async function startRouter(cfg: RouterConfig, log: Logger): Promise<RunningRouter> {
   if (!hasNetAdmin()) {
@@ -220,6 +227,8 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     await unwind();
     throw udpOpenError(err as NodeJS.ErrnoException, listenText, cfg.bindPort);
   }
+  // Periodic tasks' failures: logged once each, counted, never the end of the process (periodic.ts).
+  const failures = new TaskFailures(log);
   try {
     let local = await localTable(log);
     // Loaded and tested before anything is made, so a refusal leaves nothing behind.
@@ -251,43 +260,37 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       for (const c of added) for (const a of addrs(c)) proxy.add(a);
       for (const c of removed) for (const a of addrs(c)) proxy.remove(a);
     });
+    const steered = steerSockets(cfg, udpFds, log);
     const forwarding = cfg.workers === 1
-      ? forwardInline(engineCfg, cfg.batch, udpFds, tunnel.fds[0]!, onLive)
+      ? forwardInline(engineCfg, cfg.batch, udpFds, tunnel.fds[0]!, onLive, native, failures, steered)
       : await forwardOnWorkers(engineCfg, cfg.batch, tunnel.fds.map((_, w) => udpFds.slice(w * cfg.sockets, (w + 1) * cfg.sockets)), tunnel.fds, onLive, (err) => {
         // Stop the way a signal would, so the tunnel and its route go cleanly, and say why.
         log.error(`${err.message}: stopping the router`);
         process.exitCode = 1;
         process.kill(process.pid, 'SIGTERM');
-      });
+      }, failures, steered);
     undo.push(() => forwarding.stop());
     if (fastPath) {
       // Peers the programs forwarded for, into the live table (the neighbour proxy answers for live peers).
-      const drain = setInterval(() => {
-        const seen = fastPath.takeSeen();
+      undo.push(every('fast-path-seen', FAST_PATH_SEEN_MS, () => {
+        const seen = fastPath.takeSeen(FAST_PATH_SEEN_BUDGET_MS);
         if (seen.length) forwarding.touchPeers(seen);
-      }, FAST_PATH_SEEN_MS);
-      drain.unref();
-      undo.push(() => clearInterval(drain));
+      }, failures));
     }
     let metrics: MetricsServer | undefined;
-    const registry = routerRegistry(() => forwarding.counters(), proxy && (() => proxy.counters()), fastPath && (() => fastPath.counters()));
+    const registry = routerRegistry(() => forwarding.counters(), proxy && (() => proxy.counters()), fastPath && (() => fastPath.counters()), failures);
     if (cfg.metrics) metrics = await startMetricsServer(cfg.metrics, registry, log);
     undo.push(() => metrics?.close());
     // Relays and sends to any address of this host stay refused as its addresses change.
-    const refresh = setInterval(() => {
-      void localTable(log).then((now) => {
-        if (sameRanges(now, local)) return;
-        local = now;
-        const ranges = refusedRanges(local, cfg.refusePrivate);
-        forwarding.setRefused(ranges);
-        fastPath?.setRefused(ranges);
-      });
-    }, LOCAL_TABLE_REFRESH_MS);
-    refresh.unref();
-    undo.push(() => clearInterval(refresh));
+    undo.push(every('local-table', LOCAL_TABLE_REFRESH_MS, () => localTable(log).then((now) => {
+      if (sameRanges(now, local)) return;
+      local = now;
+      const ranges = refusedRanges(local, cfg.refusePrivate);
+      forwarding.setRefused(ranges);
+      fastPath?.setRefused(ranges);
+    }), failures));
     await warnIfNotForwarding(log);
-    const stats = reportStats(forwarding.counters, cfg.statsIntervalMs, log);
-    undo.push(() => clearInterval(stats));
+    undo.push(reportStats(forwarding.counters, cfg.statsIntervalMs, log, failures));
     log.info('router ready', {
       prefix: cfg.prefix.text, listen: `${formatIPv4(cfg.listenIPv4)}:${cfg.port}`,
       ...(cfg.bindIPv4 !== cfg.listenIPv4 || cfg.bindPort !== cfg.port ? { bind: `${listenText}:${cfg.bindPort}` } : {}), address: formatIPv6(routerAddress),
@@ -364,26 +367,39 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
  * what it does without a line per packet: rates since the last line, live
  * peers, drops by reason. Silent when nothing moved.
  */
-function reportStats(read: () => Promise<CountersSnapshot>, intervalMs: number, log: Logger): NodeJS.Timeout {
+function reportStats(read: () => Promise<CountersSnapshot>, intervalMs: number, log: Logger, failures: TaskFailures): () => void {
   let last: CountersSnapshot | undefined;
-  const t = setInterval(() => {
-    void read().then((c) => {
-      const p = last;
-      last = c;
-      if (!p) return;
-      const moved = c.udpRxPackets - p.udpRxPackets + c.tunRxPackets - p.tunRxPackets;
-      if (moved === 0) return;
-      const per = (a: number, b: number) => Math.round(((a - b) * 1000) / intervalMs);
-      const drops = Object.entries(c.drops).filter(([k, v]) => v > p.drops[k as keyof typeof c.drops]!)
-        .map(([k, v]) => `${k}=${v - p.drops[k as keyof typeof c.drops]!}`).join(' ');
-      log.info('forwarding', {
-        peersToKernelPps: per(c.udpToTunPackets, p.udpToTunPackets), kernelToPeersPps: per(c.tunToUdpPackets, p.tunToUdpPackets),
-        relayPps: per(c.relayPackets, p.relayPackets), livePeers: c.livePeers, drops: drops || 'none',
-      });
-    }, () => undefined);
-  }, intervalMs);
-  t.unref();
-  return t;
+  return every('stats', intervalMs, () => read().then((c) => {
+    const p = last;
+    last = c;
+    if (!p) return;
+    const moved = c.udpRxPackets - p.udpRxPackets + c.tunRxPackets - p.tunRxPackets;
+    if (moved === 0) return;
+    const per = (a: number, b: number) => Math.round(((a - b) * 1000) / intervalMs);
+    const drops = Object.entries(c.drops).filter(([k, v]) => v > p.drops[k as keyof typeof c.drops]!)
+      .map(([k, v]) => `${k}=${v - p.drops[k as keyof typeof c.drops]!}`).join(' ');
+    log.info('forwarding', {
+      peersToKernelPps: per(c.udpToTunPackets, p.udpToTunPackets), kernelToPeersPps: per(c.tunToUdpPackets, p.tunToUdpPackets),
+      relayPps: per(c.relayPackets, p.relayPackets), livePeers: c.livePeers, drops: drops || 'none',
+    });
+  }), failures);
+}
+
+/**
+ * Steers datagrams that pass the originator check to each worker's first socket, in the kernel (steer.ts). Not with
+ * handover: the group then holds a predecessor's sockets too, whose order the program cannot know. A kernel that
+ * refuses it leaves the kernel's hash to spread the datagrams, as before.
+ */
+function steerSockets(cfg: RouterConfig, udpFds: number[], log: Logger): boolean {
+  const program = cfg.handover ? null : steerProgram(cfg.prefix.bytes, cfg.workers, cfg.sockets);
+  if (!program) return false;
+  try {
+    udpSteer(udpFds[0]!, program);
+    return true;
+  } catch (err) {
+    log.warn(`cannot steer checked peers to their own sockets (${(err as Error).message}): the kernel's hash spreads all datagrams`);
+    return false;
+  }
 }
 
 /** Starts the neighbour proxy, answering at once for the host's own proxied addresses. */

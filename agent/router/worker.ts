@@ -8,13 +8,13 @@ import { Datapath } from './datapath.js';
 import { applyLiveSettings, watchLive, type LiveSettings } from './workers.js';
 import type { IPv4Range } from './refused.js';
 
-export interface WorkerInit { engine: EngineConfig; batch: number; udpFds: number[]; tunFd: number; }
+export interface WorkerInit { engine: EngineConfig; batch: number; udpFds: number[]; tunFd: number; steered?: boolean; }
 export type WorkerRequest = { type: 'snapshot'; id: number } | { type: 'stop' } | { type: 'refused'; ranges: IPv4Range[] }
   | { type: 'live-settings'; settings: LiveSettings };
 
 const init = workerData as WorkerInit;
 const engine = new Engine(init.engine, init.batch);
-const datapath = new Datapath(engine, init.udpFds, init.tunFd);
+const datapath = new Datapath(engine, init.udpFds, init.tunFd, undefined, init.steered === true);
 datapath.start();
 const unwatch = watchLive(engine, (added, removed) => parentPort!.postMessage({ type: 'live', added, removed }));
 parentPort!.on('message', (m: WorkerRequest) => {

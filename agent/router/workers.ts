@@ -11,6 +11,7 @@ import { LivePeers, type LiveChange } from './live.js';
 import type { IPv4Range } from './refused.js';
 import type { Prefix } from '../../lib/ip.js';
 import type { RateLimitConfig } from './ratelimit.js';
+import { every, guarded, TaskFailures } from './periodic.js';
 
 /** What a reload of the router's configuration changes while the data path runs. */
 export interface LiveSettings { routes?: readonly Prefix[]; rateLimit?: Omit<RateLimitConfig, 'tableSize'>; }
@@ -26,17 +27,21 @@ export const LIVE_REPORT_MS = 250;
 export const LIVE_EXPIRE_MS = 5000;
 export type LiveListener = (added: LiveChange[], removed: LiveChange[]) => void;
 
-/** Reports an engine's (or a table's) peer changes on the two schedules above; returns a function that stops it. */
-export function watchLive(engine: Pick<Engine, 'newPeers' | 'expirePeers'>, report: LiveListener): () => void {
-  const fresh = setInterval(() => {
+/**
+ * Reports an engine's (or a table's) peer changes on the two schedules above; returns a function that stops it.
+ * A report that throws is a failure of that task (periodic.ts), not of the data path.
+ */
+export function watchLive(engine: Pick<Engine, 'newPeers' | 'expirePeers'>, report: LiveListener,
+  failures = new TaskFailures()): () => void {
+  const stopFresh = every('live-report', LIVE_REPORT_MS, () => {
     const added = engine.newPeers();
     if (added.length) report(added, []);
-  }, LIVE_REPORT_MS);
-  const stale = setInterval(() => {
+  }, failures);
+  const stopStale = every('live-expire', LIVE_EXPIRE_MS, () => {
     const removed = engine.expirePeers(Date.now());
     if (removed.length) report([], removed);
-  }, LIVE_EXPIRE_MS);
-  return () => { clearInterval(fresh); clearInterval(stale); };
+  }, failures);
+  return () => { stopFresh(); stopStale(); };
 }
 
 export interface Forwarding {
@@ -55,11 +60,11 @@ export interface Forwarding {
  * as FakeIO). Workers always use the addon: a stand-in's sockets live in this thread's memory.
  */
 export function forwardInline(cfg: EngineConfig, batch: number, udpFds: number[], tunFd: number,
-  onLive?: LiveListener, io: NativeIO = native): Forwarding & { engine: Engine } {
+  onLive?: LiveListener, io: NativeIO = native, failures?: TaskFailures, steered = false): Forwarding & { engine: Engine } {
   const engine = new Engine(cfg, batch);
-  const datapath = new Datapath(engine, udpFds, tunFd, io);
+  const datapath = new Datapath(engine, udpFds, tunFd, io, steered);
   datapath.start();
-  const unwatch = watchLive(engine, (added, removed) => onLive?.(added, removed));
+  const unwatch = watchLive(engine, (added, removed) => onLive?.(added, removed), failures);
   return {
     engine,
     counters: async () => engine.snapshot(),
@@ -72,9 +77,10 @@ export function forwardInline(cfg: EngineConfig, batch: number, udpFds: number[]
 
 /** One worker per (UDP sockets, TUN queue) pair. Resolves once every worker has its data path running. */
 export async function forwardOnWorkers(cfg: EngineConfig, batch: number, udpFds: number[][], tunFds: number[],
-  onLive?: LiveListener, onFailure: (err: Error) => void = (err) => { throw err; }): Promise<Forwarding> {
+  onLive?: LiveListener, onFailure: (err: Error) => void = (err) => { throw err; }, failures?: TaskFailures,
+  steered = false): Promise<Forwarding> {
   const workers = udpFds.map((fds, i) => new Worker(new URL('./worker.js', import.meta.url), {
-    workerData: { engine: cfg, batch, udpFds: fds, tunFd: tunFds[i]! } satisfies WorkerInit,
+    workerData: { engine: cfg, batch, udpFds: fds, tunFd: tunFds[i]!, steered } satisfies WorkerInit,
   }));
   const stopAll = async () => { await Promise.all(workers.map((w) => w.terminate())); };
   // A peer is live while any table has it: its worker's (the kernel steers a peer's datagrams to one socket, so to
@@ -98,10 +104,10 @@ export async function forwardOnWorkers(cfg: EngineConfig, batch: number, udpFds:
     if (onLive && (a.length || r.length)) onLive(a, r);
   };
   const fastLive = new LivePeers();
-  const unwatchFast = watchLive({ newPeers: () => fastLive.takeAdded(), expirePeers: (now) => fastLive.expire(now) }, deliver);
+  const unwatchFast = watchLive({ newPeers: () => fastLive.takeAdded(), expirePeers: (now) => fastLive.expire(now) }, deliver, failures);
   for (const w of workers) {
     w.on('message', (m: { type: string; added?: LiveChange[]; removed?: LiveChange[] }) => {
-      if (m.type === 'live') deliver(m.added!, m.removed!);
+      if (m.type === 'live') guarded('live-report', () => deliver(m.added!, m.removed!), failures ?? new TaskFailures());
     });
   }
   try {

@@ -20,8 +20,22 @@ async function mappedPorts(topo: Topology): Promise<number[]> {
   return out.split('\n').map((l) => [...l.matchAll(/dport=(\d+)/g)].at(-1)?.[1]).filter((p): p is string => p !== undefined).map(Number);
 }
 
-/** Remaps the NAT and returns the address the peer (logging as `peer`) says it moved to. */
-export async function remapNat(topo: Topology, peer: Proc): Promise<string> {
+/**
+ * How a peer says it moved: our peer logs "address moved ... to=NEW"; the stock 6bed4peer logs "Assigning address X
+ * to tunnel" on every RA it takes, so its move is such a line with an address other than its old one.
+ */
+export interface MoveSign { re: RegExp; address(line: string): string | undefined; }
+export const OUR_PEER_MOVED: MoveSign = { re: /address moved/, address: (line) => /to=(\S+)/.exec(line)?.[1] };
+export const stockPeerMoved = (old: string): MoveSign => ({
+  re: new RegExp(`Assigning address (?!${old.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} )\\S+ to tunnel`),
+  address: (line) => /Assigning address (\S+) to tunnel/.exec(line)?.[1],
+});
+
+/**
+ * Remaps the NAT and returns the address the peer (logging as `peer`) says it moved to; gives up after timeoutMs
+ * (a hang detector by default; shorter where a test counts how often the move comes).
+ */
+export async function remapNat(topo: Topology, peer: Proc, sign: MoveSign = OUR_PEER_MOVED, timeoutMs = 90_000): Promise<string> {
   const nft = systemTool('nft'), conntrack = systemTool('conntrack');
   await topo.nat.run([nft, 'flush', 'chain', 'ip', 'sixbed4_nat', 'postrouting']);
   await topo.nat.run([nft, 'add', 'rule', 'ip', 'sixbed4_nat', 'postrouting', 'oifname', TOPO.natWanIf, 'ip', 'saddr', TOPO.natInside,
@@ -32,7 +46,7 @@ export async function remapNat(topo: Topology, peer: Proc): Promise<string> {
   if (before.some((p) => p >= REMAP_PORTS.first && p <= REMAP_PORTS.last)) {
     throw new Error(`the NAT maps peer A from port ${before.join(', ')} already, inside the remap range ${REMAP_PORTS.first}-${REMAP_PORTS.last}: it could not move`);
   }
-  const movedLine = peer.waitFor(/address moved/, 90_000);
+  const movedLine = peer.waitFor(sign.re, timeoutMs);
   let seen = false;
   void movedLine.then(() => { seen = true; }, () => undefined);
   // The NAT forgets the mapping again whenever it still maps the peer's datagrams to the router from an old port: a
@@ -40,7 +54,7 @@ export async function remapNat(topo: Topology, peer: Proc): Promise<string> {
   // runs: the router then rightly kept forwarding from the old port). Not once the mapping is new: a flush then could
   // take the mapping the router's RA is on its way back through (seen once in CI on a loaded machine: no move in 90 s).
   const flushes: string[] = [];
-  for (const until = Date.now() + 90_000; !seen && Date.now() < until;) {
+  for (const until = Date.now() + timeoutMs; !seen && Date.now() < until;) {
     const ports = await mappedPorts(topo);
     if (!ports.length || ports.some((p) => p < REMAP_PORTS.first || p > REMAP_PORTS.last)) {
       await topo.nat.run([conntrack, '-F']).then(() => flushes.push(`flushed (mapped from ${ports.join(', ') || 'nothing'})`),
@@ -50,7 +64,7 @@ export async function remapNat(topo: Topology, peer: Proc): Promise<string> {
   }
   if (!seen) await movedLine.catch((err: Error) => { throw new Error(`${err.message}\nNAT rounds: ${flushes.slice(-10).join('; ')}`); });
   const line = await movedLine;
-  const moved = /to=(\S+)/.exec(line)?.[1];
+  const moved = sign.address(line);
   if (!moved) throw new Error(`no new address in the peer's line: ${line}`);
   return moved;
 }

@@ -1,7 +1,9 @@
 // Interoperability with the stock 6bed4 C implementation (test/stock/6bed4, built by test/helpers/stock6bed4.ts) in
 // the lab's reference topology: the stock peer behind a NAT against our router (also with the in-kernel fast path),
 // the stock peer and ours (each behind its own NAT) reaching each other through our router, and our peer against
-// the stock router. Each scenario builds its own namespaces; everything goes with them, also on failure, and a
+// the stock router; then each peer through a change of its NAT mapping (the stock peer against our router, with
+// and without the fast path; ours against the stock router), and the stock peer across our router's restart and
+// handover. Each scenario builds its own namespaces; everything goes with them, also on failure, and a
 // failing assertion carries what the stock programs printed.
 import test, { type ExecutionContext } from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -14,6 +16,10 @@ import { findSystemTool, systemTool } from '../../agent/host/tools.js';
 import { addressIPv4, addressPort, makeAddress } from '../../agent/protocol/address.js';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6, parsePrefix64 } from '../../lib/ip.js';
 import { buildStock, startStockPeer, startStockRouter, STOCK_TUN, stockOutput, stockSkipReason } from '../helpers/stock6bed4.js';
+import { OUR_PEER_MOVED, remapNat, REMAP_PORTS, stockPeerMoved } from '../helpers/nat-remap.js';
+import { fileURLToPath } from 'node:url';
+
+const HANDOVER_ROUTER = fileURLToPath(new URL('../helpers/handover-router.js', import.meta.url));
 
 const METRICS = '127.0.0.1:9464';
 const ROUTER_ARGS = ['--prefix', TOPO.prefix, '--listen', TOPO.routerV4, '--metrics', METRICS];
@@ -24,6 +30,7 @@ const prefix = parsePrefix64(TOPO.prefix);
 const ROUTER_6BED4 = formatIPv6(makeAddress(prefix.bytes, parseIPv4(TOPO.routerV4), 25790, 0));
 
 const fastSkip = findSystemTool('ethtool') ? null : 'needs ethtool (the NAT\'s wire must carry full UDP checksums for the fast path)';
+const conntrackSkip = findSystemTool('conntrack') ? null : 'needs the conntrack tool (Debian package conntrack) to make the NAT forget its mapping';
 const titled = (reason: string | null) => (name: string) => (reason ? `${name} (skipped: ${reason})` : name);
 const serial = stockSkipReason ? test.serial.skip : test.serial;
 const title = titled(stockSkipReason);
@@ -157,3 +164,118 @@ serialFast(titleFast('d. as a., with our router\'s fast path on: the same answer
   t.log(`fast path counters (peers -> kernel, kernel -> peers) before/after the stock peer's 5 pings: ${before} / ${after}`);
   t.deepEqual([after[0]! - before[0]!, after[1]! - before[1]!], [5, 5], `the fast path took the 5 echo requests and their 5 replies\n${why()}`);
 });
+
+/**
+ * The stock peer's NAT mapping changes (helpers/nat-remap.ts): its next packets reach our router from a new port and
+ * fail the originator check; the router's RA must move it to its new /114 (the RA's form: protocol/nd.ts). It adds
+ * the new address beside the old one (the stock peer removes none): the ISP must reach it at the new one, and its
+ * pings the ISP.
+ */
+async function stockPeerThroughNatChange(t: ExecutionContext, topo: Topology, router: Proc): Promise<void> {
+  const procs: Record<string, Proc | undefined> = { 'our router': router };
+  const why = () => stockOutput(procs);
+  const peer = await stockPeerA(topo, procs);
+  t.is((await ping6(topo.peers.A, TOPO.ispV6, { count: 2 })).received, 2, why());
+  const moved = await remapNat(topo, peer.proc, stockPeerMoved(peer.address), 60_000)
+    .catch((err: Error) => { throw new Error(`${err.message}\n${why()}`); });
+  t.not(moved, peer.address);
+  const port = addressPort(parseIPv6(moved), 0);
+  t.true(port >= REMAP_PORTS.first && port <= REMAP_PORTS.last, `the new address carries the new public port (${port})`);
+  // Reached at the new address once its own traffic has made the router tell it (a remap round can move it twice).
+  let back = { received: 0, output: 'not pinged' }, now = moved;
+  for (const until = Date.now() + 30_000; Date.now() < until;) {
+    now = [...peer.proc.output().matchAll(/Assigning address (\S+) to tunnel/g)].at(-1)?.[1] ?? moved;
+    back = await ping6(topo.isp, now, { count: 3 });
+    if (back.received === 3) break;
+    await ping6(topo.peers.A, TOPO.ispV6, { count: 1, timeoutS: 1 });
+  }
+  t.not(now, peer.address, `the stock peer stays on its new address\n${why()}`);
+  t.is(back.received, 3, `the ISP reaches the stock peer at ${now}\n${back.output}\n${why()}`);
+  const out = await ping6(topo.peers.A, TOPO.ispV6, { count: 3 });
+  t.is(out.received, 3, `${out.output}\n${why()}`);
+}
+
+const serialNat = (stockSkipReason ?? conntrackSkip) ? test.serial.skip : test.serial;
+const titleNat = titled(stockSkipReason ?? conntrackSkip);
+const serialNatFast = (stockSkipReason ?? conntrackSkip ?? fastSkip) ? test.serial.skip : test.serial;
+const titleNatFast = titled(stockSkipReason ?? conntrackSkip ?? fastSkip);
+
+serialNat(titleNat('e. stock peer behind a NAT whose mapping changes -> our router: it moves to its new address and is reached there'), async (t) => {
+  const topo = await labFor(t, 'stk-e');
+  const router = await startRouterIn(topo.router, ROUTER_ARGS);
+  await stockPeerThroughNatChange(t, topo, router);
+});
+
+serialNatFast(titleNatFast('f. as e., with our router\'s fast path on'), async (t) => {
+  const topo = await labFor(t, 'stk-f');
+  await topo.nat.run([systemTool('ethtool'), '-K', TOPO.natWanIf, 'tx', 'off']);
+  await topo.router.run([systemTool('ethtool'), '-K', TOPO.routerWanIf, 'tx', 'off']);
+  await topo.router.run(['sysctl', '-qw', `net.ipv4.conf.${TOPO.routerWanIf}.forwarding=1`]);
+  const router = await startRouterIn(topo.router, [...ROUTER_ARGS, '--fast-path', 'on']);
+  t.regex(router.output(), /fast path on/);
+  await stockPeerThroughNatChange(t, topo, router);
+});
+
+serialNat(titleNat('g. our peer behind a NAT whose mapping changes -> the stock router: it moves to its new address and is reached there'), async (t) => {
+  const topo = await labFor(t, 'stk-g');
+  const bin = await buildStock(TOPO.routerV4);
+  const router = await startStockRouter(topo.router, bin, TOPO.routerV4, TOPO.prefix);
+  const procs: Record<string, Proc | undefined> = { 'stock 6bed4router': router };
+  const why = () => stockOutput(procs);
+  const ours = await startPeerIn(topo.peers.A, ['--router', TOPO.routerV4, '--default-route']).catch((err: Error) => { throw new Error(`${err.message}\n${why()}`); });
+  procs['our peer'] = ours.proc;
+  const moved = await remapNat(topo, ours.proc, OUR_PEER_MOVED, 60_000).catch((err: Error) => { throw new Error(`${err.message}\n${why()}`); });
+  t.not(moved, ours.address);
+  let back = { received: 0, output: 'not pinged' }, now = moved;
+  for (const until = Date.now() + 30_000; Date.now() < until;) {
+    now = [...ours.proc.output().matchAll(/address moved.*to=(\S+)/g)].at(-1)?.[1] ?? moved;
+    back = await ping6(topo.isp, now, { count: 3 });
+    if (back.received === 3) break;
+    await ping6(topo.peers.A, TOPO.ispV6, { count: 1, timeoutS: 1 });
+  }
+  t.is(back.received, 3, `the ISP reaches our peer at ${now}\n${back.output}\n${why()}`);
+  t.is((await ping6(topo.peers.A, TOPO.ispV6, { count: 3 })).received, 3, why());
+});
+
+serial(title('h. stock peer across our router\'s restart and its handover to a successor: same address, reached both ways'), async (t) => {
+  const topo = await labFor(t, 'stk-h');
+  let router = await startRouterIn(topo.router, ROUTER_ARGS);
+  const procs: Record<string, Proc | undefined> = { 'our router': router };
+  const why = () => stockOutput(procs);
+  const peer = await stockPeerA(topo, procs);
+  const both = async (when: string) => {
+    for (const [from, to] of [[topo.peers.A, TOPO.ispV6], [topo.isp, peer.address]] as const) {
+      const r = await ping6(from, to, { count: 3 });
+      t.is(r.received, 3, `${when}: ${from.name} -> ${to}\n${r.output}\n${why()}`);
+    }
+  };
+  await both('before');
+  // A restart: the router goes (tunnel and all) and comes back; 6bed4 keeps no state at the router.
+  await router.stop('SIGTERM');
+  router = await startRouterIn(topo.router, ROUTER_ARGS);
+  procs['our router'] = router;
+  await both('after a restart');
+  // A handover, as the node agent's routers do in a rolling update (test/e2e/handover.test.ts).
+  await router.stop('SIGTERM');
+  const first = await startHandoverRouter(topo, '127.0.0.1:9464');
+  procs['our router'] = first;
+  await both('with a handover router');
+  const next = await startHandoverRouter(topo, '127.0.0.1:9465');
+  procs['the successor'] = next;
+  t.is(await first.stop('SIGTERM', 15_000), 0);
+  t.regex(first.output(), /handed over to the next router/);
+  await both('after the handover');
+  t.deepEqual([...new Set([...peer.proc.output().matchAll(/Assigning address (\S+) to tunnel/g)].map((m) => m[1]))], [peer.address], 'the stock peer never changed address');
+});
+
+/** A router as the node agent starts one (handover: true; helpers/handover-router.ts). */
+async function startHandoverRouter(topo: Topology, metrics: string): Promise<Proc> {
+  const p = topo.router.spawn([process.execPath, HANDOVER_ROUTER, JSON.stringify({ prefix: TOPO.prefix, listen: TOPO.routerV4, metrics })]);
+  try {
+    await p.waitFor(/router ready/, 10_000);
+  } catch (err) {
+    await p.stop('SIGKILL');
+    throw err;
+  }
+  return p;
+}
