@@ -70,10 +70,20 @@ async function captured(name: string, fn: () => Promise<void>): Promise<{ frames
   await cap.waitFor(/listening on/, 10_000);
   const before = await scrape(lab.topo.router, METRICS);
   await fn();
-  await sleep(300);
   const after = await scrape(lab.topo.router, METRICS);
-  await cap.stop('SIGINT');
   const d = Object.fromEntries([FAST, SLOW, MERGED, UNEVEN].map((k) => [k, (after.get(k) ?? 0) - (before.get(k) ?? 0)]));
+  // tcpdump writes what it has read (-U); on a busy machine it reads later than the program sends, and what it has
+  // not read when it stops is lost: wait until it wrote as many of the router's datagrams as the fast path counted
+  // (or 20 s: then the test says how many are missing).
+  const ours = () => {
+    try {
+      return readPcap(file).filter((f) => f.length > ETH + 20 && new DataView(f.buffer).getUint32(ETH + 12) === parseIPv4(TOPO.routerV4)).length;
+    } catch {
+      return 0; // not even its header written yet
+    }
+  };
+  for (let i = 0; i < 100 && ours() < d[FAST]!; i++) await sleep(200);
+  await cap.stop('SIGINT');
   return { frames: readPcap(file), d };
 }
 
