@@ -21,7 +21,7 @@ const unit = [
   'protocol/address', 'protocol/exthdr', 'protocol/ip', 'protocol/nd',
   'interop/stock-ra',
   'router/engine', 'router/live', 'router/ndp-mode', 'router/peer-engine', 'router/periodic', 'router/ratelimit', 'router/refused',
-  'service/config', 'service/live', 'service/notify', 'service/status',
+  'service/config', 'service/live', 'service/notify', 'service/run-unit', 'service/status',
   'slices/inbound-unit', 'slices/unit',
   'version',
 ];

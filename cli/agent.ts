@@ -5,7 +5,7 @@ import { startFields } from './version.js';
 import { Kube } from '../kube/client.js';
 import { startAgent } from '../agent/cluster/agent.js';
 import { CNI_OPTIONS, cniPaths, pluginBinary } from './cni.js';
-import { COMMON_FLAGS_USAGE, COMMON_OPTIONS, commandLogger, loadKubeConfig, parseFlags, podNamespace, runUntilSignal } from './command.js';
+import { COMMON_FLAGS_USAGE, COMMON_OPTIONS, commandLogger, loadKubeConfig, parseFlags, podNamespace, requireNativeAddon, runUntilSignal } from './command.js';
 
 /**
  * --metrics ':PORT' binds the node's address from SIXBED4_METRICS_ADDRESS (the DaemonSet sets it to the node's
@@ -40,6 +40,7 @@ export async function agentCommand(args: string[]): Promise<number> {
     daemonset: { type: 'string' },
   });
   if (values.help) { process.stdout.write(AGENT_USAGE); return 0; }
+  await requireNativeAddon();
   const prefixName = values.prefix;
   if (values.tun && !prefixName) throw new InputError('--tun needs --prefix: every prefix has its own tunnel');
   const namespace = values.namespace ?? process.env.POD_NAMESPACE ?? podNamespace();

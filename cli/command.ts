@@ -54,6 +54,14 @@ export function commandLogger(values: { 'log-level'?: string; 'log-format'?: str
   return createLogger({ component, format, ...(values['log-level'] ? { level: values['log-level'] } : {}) });
 }
 
+/**
+ * Loads the native addon before a command that needs it (TUN devices, batched UDP) starts anything, so that a
+ * missing build is one clear line at start instead of a failure half-way through configuring the host.
+ */
+export async function requireNativeAddon(): Promise<void> {
+  (await import('../agent/io/native.js')).loadNative();
+}
+
 /** A flag's whole number, or undefined when not given. */
 export function wholeNumber(v: string | undefined, flag: string): number | undefined {
   if (v === undefined) return undefined;

@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-// The sixbed4 command line: one binary for the router, the peer, the lab and
-// (as they land) host networking, the operator and the node agent.
-import { COMMON_FLAGS_USAGE, COMMON_OPTIONS, commandLogger, parseFlags, runUntilSignal, wholeNumber as int } from './command.js';
+// The sixbed4 command line: one binary for the router, the peer, the lab, host networking, the operator and the node
+// agent. The only place that joins agent/ and operator/ (README: Architecture); what the commands share is command.ts.
+import {
+  COMMON_FLAGS_USAGE, COMMON_OPTIONS, commandLogger, parseFlags, requireNativeAddon, runUntilSignal, wholeNumber as int,
+} from './command.js';
 import { InputError } from '../lib/errors.js';
 import { routerConfig, startRouter } from '../agent/router/router.js';
 import { peerConfig, startPeer } from '../agent/peer/peer.js';
@@ -133,6 +135,7 @@ async function routerCommand(args: string[]): Promise<number> {
     'fast-path': { type: 'string' }, 'fast-path-direct': { type: 'boolean' },
   });
   if (values.help) { process.stdout.write(commandHelp('router', ROUTER_HELP)); return 0; }
+  await requireNativeAddon();
   const log = commandLogger(values, 'router');
   if (values.config !== undefined) {
     const flags = Object.keys(values).filter((k) => !['config', 'keep-host', 'log-level', 'log-format'].includes(k));
@@ -169,6 +172,7 @@ async function peerCommand(args: string[]): Promise<number> {
     hook: { type: 'string' }, 'hook-timeout': { type: 'string' }, 'no-direct': { type: 'boolean' }, lan: { type: 'string' },
   });
   if (values.help) { process.stdout.write(commandHelp('peer', PEER_HELP)); return 0; }
+  await requireNativeAddon();
   const log = commandLogger(values, 'peer');
   const lanip = int(values.lanip, '--lanip'), port = int(values.port, '--port');
   const keepalive = values.keepalive === undefined ? undefined : Number(values.keepalive);
@@ -192,6 +196,7 @@ async function peerCommand(args: string[]): Promise<number> {
 async function labCommand(args: string[]): Promise<number> {
   const { values } = parseFlags('lab', args, { ...COMMON_OPTIONS, keep: { type: 'string' }, 'fast-path': { type: 'boolean' } });
   if (values.help) { process.stdout.write(commandHelp('lab', LAB_HELP)); return 0; }
+  await requireNativeAddon();
   const log = commandLogger(values, 'lab');
   const { runLab } = await import('../lab/lab.js');
   return runLab({ keepSeconds: int(values.keep, '--keep') ?? 0, fastPath: values['fast-path'] === true }, log);

@@ -61,7 +61,7 @@ test('sixbed4 --version and sixbed4 version print version, revision, Node.js and
   t.regex(help.stdout, /^ {2}version +print the version/m);
 });
 
-test('sixbed4 --version works without the native addon and says so', async (t) => {
+test('sixbed4 --version works without the native addon and says so; a command that needs it refuses at start', async (t) => {
   // A copy of the package without build/: package.json, dist, node_modules (linked).
   const dir = mkdtempSync(join(tmpdir(), 'sixbed4-version-'));
   try {
@@ -75,6 +75,13 @@ test('sixbed4 --version works without the native addon and says so', async (t) =
     t.is(stderr, '');
     t.regex(stdout, new RegExp(`^sixbed4 ${pkg.version.replace(/\./g, '\\.')}\nrevision: 0123456789abcdef0123456789abcdef01234567\n`));
     t.regex(stdout, /^native addon: not loaded \(sixbed4 native addon not found at .*\)$/m);
+    // A command that needs it refuses at once, in one line that says how to get it built.
+    const peer = await run(process.execPath, [join(dir, 'dist', 'cli', 'main.js'), 'peer', '--router', '192.0.2.1'])
+      .then(() => ({ code: 0, stderr: '' }), (e: { code: number; stderr: string }) => e);
+    t.is(peer.code, 1);
+    t.regex(peer.stderr, /^sixbed4: sixbed4 native addon not found at \S+: in a clone, `npm run build:native`; installed with npm, /);
+    t.regex(peer.stderr, /`npm install -g --allow-scripts=\$PWD\/sixbed4-VERSION\.tgz,raw-socket \$PWD\/sixbed4-VERSION\.tgz`/);
+    t.is(peer.stderr.split('\n').length, 2, 'one line');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -126,7 +126,8 @@ let raw: RawAddon | undefined;
 function load(): RawAddon {
   const path = join(addonRoot(), ADDON);
   if (!existsSync(path)) {
-    throw new Error(`sixbed4 native addon not found at ${path}: run \`npm run build:native\``);
+    throw new Error(`sixbed4 native addon not found at ${path}: in a clone, \`npm run build:native\`; installed with ` +
+      'npm, reinstall letting it build the addon: `npm install -g --allow-scripts=$PWD/sixbed4-VERSION.tgz,raw-socket $PWD/sixbed4-VERSION.tgz` (README: Single host)');
   }
   let mod: RawAddon;
   try {

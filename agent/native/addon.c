@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 /*
  * sixbed4 native I/O addon: module entry point.
  *

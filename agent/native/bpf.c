@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 /*
  * The bpf(2) commands the fast path needs (agent/bpf/): create maps, load a
  * program, read, write and delete map entries (also in batches), count what is attached to a device, run a program on a test packet

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 /* sixbed4 native I/O addon: error and argument helpers. */
 #define _GNU_SOURCE /* strerrorname_np */
 #include "common.h"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 /*
  * flock(2) for `sixbed4 host apply|revert`: two runs at once would interleave
  * their steps and the last rename of the state file would win. Node has no

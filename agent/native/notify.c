@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 /*
  * sd_notify(3) for `sixbed4 router` under systemd (Type=notify): one datagram
  * on the AF_UNIX socket named by $NOTIFY_SOCKET. Node has no AF_UNIX datagram

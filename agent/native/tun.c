@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 /* sixbed4 native I/O addon: TUN devices, fd helpers, interface lookup and offload state. */
 #define _GNU_SOURCE
 #include "common.h"

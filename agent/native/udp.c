@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 /* sixbed4 native I/O addon: UDP/IPv4 sockets with recvmmsg/sendmmsg batches. */
 #define _GNU_SOURCE
 #include "common.h"

@@ -3,7 +3,8 @@
 // passes only Neighbour Solicitations, and membership of solicited-node groups
 // on demand. Behind an interface so the responder's logic is testable without one.
 import { endianness } from 'node:os';
-import raw from 'raw-socket';
+import { createRequire } from 'node:module';
+import type RawSocket from 'raw-socket';
 import { ND_NEIGHBOR_SOLICIT, NH_ICMPV6 } from '../protocol/constants.js';
 import { formatIPv6 } from '../../lib/ip.js';
 
@@ -46,11 +47,26 @@ function onlyFilter(type: number): Buffer {
 }
 
 /**
+ * raw-socket, loaded when the first socket opens rather than with the program: its addon is built by its install
+ * script, which npm runs only for packages it is told to allow, and a router without --ndp-proxy never needs it.
+ */
+function rawSocket(): typeof RawSocket {
+  try {
+    return createRequire(import.meta.url)('raw-socket') as typeof RawSocket;
+  } catch (err) {
+    throw new Error(`the raw-socket module does not load (${(err as Error).message.split('\n')[0]}): its addon is built on ` +
+      'install; reinstall sixbed4 with `npm install -g --allow-scripts=$PWD/sixbed4-VERSION.tgz,raw-socket $PWD/sixbed4-VERSION.tgz` (README: Single host), ' +
+      'or in a clone `npm rebuild raw-socket`');
+  }
+}
+
+/**
  * Opens the socket; throws with the reason (no CAP_NET_RAW, no such interface). `accept` is the one ICMPv6 type
  * it receives: NS for the neighbour proxy, RS for a peer's LAN side (agent/peer/lan.ts), which uses the same socket
  * to send its Router Advertisements.
  */
 export function openNdSocket(ifname: string, ifindex: number, onError: (err: Error) => void, accept = ND_NEIGHBOR_SOLICIT): NdSocket {
+  const raw = rawSocket();
   const s = raw.createSocket({ protocol: NH_ICMPV6, addressFamily: raw.AddressFamily.IPv6 });
   try {
     const name = Buffer.from(`${ifname}\0`);

@@ -8,6 +8,7 @@
 # The daemon is kept out of the host's way: no bridge, no iptables rules, no
 # IP forwarding or masquerading changes; containers use --network none (or
 # host, for builds that fetch packages). Its log: /tmp/sixbed4-dockerd.log.
+# Its containers' namespaces go with them (a shared /run/docker/netns, below).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -28,6 +29,19 @@ exec 9>/tmp/sixbed4-dockerd.lock
 flock 9
 if "$DOCKER" info >/dev/null 2>&1; then echo running; exit 0; fi
 [[ $(id -u) -eq 0 ]] || die "dockerd is not running and starting it needs root"
+
+# Docker bind-mounts each container's network namespace under /run/docker/netns. Under systemd, / is a shared mount
+# and so is that one; on a machine without systemd (a CI container, a VM booted without it) it is private, and every
+# process that starts in a new mount namespace while a container runs (each `ip netns exec` of the lab: routers,
+# peers, agents of other test files) keeps its own copy of that bind mount, and with it the container's network
+# namespace and veths, after `docker rm` until it exits. Shared, the unmount reaches those copies too (as iproute2
+# makes /run/netns shared, and the CNI plugins /var/run/netns).
+netns_dir=/run/docker/netns
+mkdir -p "$netns_dir"
+if [[ "$(findmnt -n -o PROPAGATION --mountpoint "$netns_dir" 2>/dev/null)" != shared* ]]; then
+  mountpoint -q "$netns_dir" || mount --bind "$netns_dir" "$netns_dir"
+  mount --make-shared "$netns_dir"
+fi
 
 LOG=/tmp/sixbed4-dockerd.log
 log "starting dockerd (log: $LOG)"

@@ -24,6 +24,7 @@ import { Proc } from '../../lab/proc.js';
 import { ping6, startPeerIn } from '../../lab/sixbed4.js';
 import { addressIPv4 } from '../../agent/protocol/address.js';
 import { formatIPv4, parseIPv6 } from '../../lib/ip.js';
+import { ensureDocker, releaseDocker } from '../helpers/docker.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const SCRIPTS = `${ROOT}test/docker`;
@@ -47,8 +48,8 @@ async function prepare(): Promise<{ skip: string | null; fail: string | null; st
   if (process.getuid?.() !== 0) return { skip: 'needs root to run dockerd and create network namespaces', fail: null, startedPid: null };
   const missing = ['ip', 'nsenter', 'ping'].filter((c) => !findSystemTool(c));
   if (missing.length > 0) return { skip: `missing command(s) ${missing.join(', ')} (install iproute2, util-linux, iputils-ping)`, fail: null, startedPid: null };
-  // Installs docker.io when missing and starts dockerd when nothing answers.
-  const r = await execCommand(['bash', `${SCRIPTS}/dockerd.sh`], { timeoutMs: 150_000 });
+  // Installs docker.io when missing and starts dockerd when nothing answers; counted until releaseDocker().
+  const r = await ensureDocker();
   if (r.code !== 0) {
     const why = `no Docker Engine: test/docker/dockerd.sh ${r.timedOut ? 'timed out' : `failed (${r.code})`}: ${(r.stderr || r.stdout).trim().slice(-1500)}`;
     return isCI ? { skip: null, fail: why, startedPid: null } : { skip: why, fail: null, startedPid: null };
@@ -87,10 +88,8 @@ function needImage(): void {
 test.after.always(async () => {
   if (env.skip) return;
   await removeContainers(containers);
-  // Leave the machine as found: stop the dockerd that this file started.
-  if (env.startedPid !== null && process.env.SIXBED4_KEEP_DOCKERD !== '1') {
-    await execCommand(['bash', `${SCRIPTS}/dockerd.sh`, 'stop', String(env.startedPid)], { timeoutMs: 30_000 });
-  }
+  // Leave the machine as found: the last test file using a dockerd the tests started stops it.
+  await releaseDocker();
 });
 
 serial(title('the image builds from this checkout (local base images, multi-stage, cached) and stays small'), async (t) => {

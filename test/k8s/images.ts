@@ -4,6 +4,7 @@
 import { join } from 'node:path';
 import { execCommand, runCommand } from '../../agent/host/command.js';
 import { repoRoot } from './controlplane.js';
+import { ensureDocker } from '../helpers/docker.js';
 
 export interface NodeImages {
   /** what pods name: repository and tag of the sixbed4 image */
@@ -21,6 +22,10 @@ const BASE_IMAGE = 'sixbed4-base:bookworm';
 /** Builds (layer cache: seconds when nothing changed) and saves the images into dir/images.tar. */
 export async function buildNodeImages(tag: string, dir: string): Promise<NodeImages> {
   const root = repoRoot();
+  // Started (when none answers) and counted here, so that the last test file using it stops it again: build-image.sh
+  // alone would start one and leave it running after the tests.
+  const docker = await ensureDocker();
+  if (docker.code !== 0) throw new Error(`no Docker Engine: test/docker/dockerd.sh failed: ${(docker.stderr || docker.stdout).slice(-1500)}`);
   const built = await execCommand(['bash', join(root, 'test/docker/build-image.sh'), `sixbed4:${tag}`], { timeoutMs: 900_000 });
   if (built.code !== 0) throw new Error(`test/docker/build-image.sh sixbed4:${tag} failed:\n${built.stderr.slice(-3000)}`);
   // The classic builder, as the scripts use (no buildx here).

@@ -22,6 +22,7 @@ import { tunnelName, type KubeObject, type SixBed4Prefix } from '../../kube/api.
 import { startControlPlane, type ControlPlane } from './controlplane.js';
 import { KubeNode, NODE_API_SERVER_ARGS, NODE_AUTHORIZATION_MODE, NODE_CONTROLLERS, nodeSkipReason, nodeUsers } from './node.js';
 import { buildNodeImages, retagImage, type NodeImages } from './images.js';
+import { releaseDocker } from '../helpers/docker.js';
 import { lossOf, pingEvery20ms } from '../host/hostlab.js';
 import { API_SERVICE_IP, buildNodeLab, SERVICE_RANGE, type LabNode, type NodeLab } from './nodelab.js';
 import { hostNetwork } from '../helpers/netstate.js';
@@ -106,6 +107,7 @@ test.after.always(async () => {
   await safely(() => s.cp?.stop());
   await safely(() => s.lab?.destroy());
   if (s.dir) await safely(() => rm(s.dir, { recursive: true, force: true }));
+  if (s.images) await safely(() => releaseDocker());
 });
 
 

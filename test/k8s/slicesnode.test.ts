@@ -25,6 +25,7 @@ import { ping6 } from '../../lab/sixbed4.js';
 import { startControlPlane, type ControlPlane } from './controlplane.js';
 import { KubeNode, NODE_API_SERVER_ARGS, NODE_AUTHORIZATION_MODE, NODE_CONTROLLERS, nodeSkipReason, nodeUsers } from './node.js';
 import { buildNodeImages, type NodeImages } from './images.js';
+import { releaseDocker } from '../helpers/docker.js';
 import { API_SERVICE_IP, buildNodeLab, SERVICE_RANGE, type NodeLab } from './nodelab.js';
 import { eventually } from '../helpers/wait.js';
 import { helmFor, NS, RELEASE, REPO, safely } from '../helpers/cluster.js';
@@ -89,6 +90,7 @@ test.after.always(async () => {
   await safely(() => s.cp?.stop());
   await safely(() => s.lab?.destroy());
   if (s.dir) await safely(() => rm(s.dir, { recursive: true, force: true }));
+  if (s.images) await safely(() => releaseDocker());
 });
 
 

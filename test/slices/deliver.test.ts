@@ -19,11 +19,10 @@
 // with SIXBED4_SKIP_DOCKER=1 or without a docker binary; when dockerd cannot
 // be started it fails under CI (CI=true) and outside it asks for
 // SIXBED4_SKIP_DOCKER=1. It starts dockerd lazily (test/docker/dockerd.sh),
-// as the last test, and stops it afterwards only if it started it and nothing
-// else has used it for a few seconds (see docker-share.ts).
+// as the last test; the last test file using a dockerd the tests started
+// stops it (test/helpers/docker.ts).
 import test, { type ExecutionContext } from 'ava';
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -36,7 +35,7 @@ import { ping6, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { buildTopology, requireRootReason, TOPO, type Topology } from '../../lab/topology.js';
 import { ProcLocator } from '../../agent/slices/podns.js';
 import { parseSlice } from '../../agent/slices/slice.js';
-import { BASE_IMAGE_SH, DOCKERD_SH, dockerQuiet, waitForScripts } from './docker-share.js';
+import { BASE_IMAGE_SH, DOCKER, ensureDocker, netnsHolders, releaseDocker, waitForScripts } from '../helpers/docker.js';
 import { FakePodCgroup, runSlices, snapshot, waitInNetns, type ReconcileOut } from './fakepod.js';
 
 const rootReason = requireRootReason() ?? (findSystemTool('nsenter') ? null : 'missing command nsenter (install util-linux)');
@@ -230,42 +229,26 @@ serial(rootReason ?? cgroupReason)(title('a slice that moves to another pod; a m
 // Docker
 
 const SCRIPTS = fileURLToPath(new URL('../../../test/docker', import.meta.url));
-const DOCKER = process.env.SIXBED4_DOCKER_CLI ?? (existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker');
 const BASE_IMAGE = process.env.BASE_IMAGE ?? 'sixbed4-base:bookworm';
 const isCI = process.env.CI === 'true' || process.env.CI === '1';
 const dockerReason = rootReason ?? (process.env.SIXBED4_SKIP_DOCKER === '1' ? 'SIXBED4_SKIP_DOCKER=1'
   : findSystemTool('dockerd') || findSystemTool('apt-get') ? null : 'no dockerd and no apt-get to install docker.io');
-let startedDockerd: number | null = null;
+let usedDocker = false;
 const ourContainers = new Set<string>();
 
 test.after.always(async () => {
   if (ourContainers.size) await execCommand([DOCKER, 'rm', '-f', ...ourContainers], { timeoutMs: 30_000 }).catch(() => undefined);
-  if (startedDockerd === null || process.env.SIXBED4_KEEP_DOCKERD === '1') return;
-  // Another test file (or person) may have started using the daemon this file started: leave it running then.
-  const list = async () => {
-    const r = await execCommand([DOCKER, 'ps', '-aq'], { timeoutMs: 15_000 }).catch(() => null);
-    return r && r.code === 0 ? r.stdout.split('\n').filter(Boolean) : null;
-  };
-  if (!await dockerQuiet(list)) return;
-  await execCommand(['bash', `${SCRIPTS}/dockerd.sh`, 'stop', String(startedDockerd)], { timeoutMs: 30_000 });
+  if (usedDocker) await releaseDocker();
 });
 
 /** Starts dockerd if needed and makes the base image; throws with the reason otherwise. */
 async function prepareDocker(): Promise<void> {
-  // Two dockerd.sh starting a daemon at once: the second daemon fails on the first's pid file.
-  await waitForScripts(DOCKERD_SH, 150_000);
-  let r = await execCommand(['bash', `${SCRIPTS}/dockerd.sh`], { timeoutMs: 150_000 });
-  if (r.code !== 0) {
-    // Another test file may have been starting its own dockerd at that moment.
-    await sleep(2000);
-    r = await execCommand(['bash', `${SCRIPTS}/dockerd.sh`], { timeoutMs: 150_000 });
-  }
+  usedDocker = true;
+  const r = await ensureDocker();
   if (r.code !== 0) {
     throw new Error(`no Docker Engine: test/docker/dockerd.sh failed (${r.code}): ${(r.stderr || r.stdout).trim().slice(-1500)}` +
       (isCI ? '' : '\n(set SIXBED4_SKIP_DOCKER=1 to skip the Docker case on this machine)'));
   }
-  const m = /^started (\d+)/m.exec(r.stdout);
-  if (m) startedDockerd = Number(m[1]);
   // base-image.sh is quick when the image is current; a cold build (debootstrap) takes minutes.
   // A cold build by another test file (image.test.ts) makes the same image: wait for it rather than debootstrap twice.
   await waitForScripts(BASE_IMAGE_SH, 19 * 60_000);
@@ -309,12 +292,16 @@ serial(dockerReason)(title('a Docker container labelled like a Kubernetes pod ge
   t.like(again.out.passes[0]!.statuses[0], { state: 'delivered', outcome: 'unchanged' });
   t.deepEqual(await snapshot(topo.router, SLICE.hostIf, podView), before);
 
-  // The pod is deleted: its namespace goes, and the kernel takes the veth and the route with it.
+  // The pod is deleted: its namespace goes, and the kernel takes the veth and the route with it. Whatever still holds
+  // the namespace then (a process in it, an fd, a copy of Docker's bind mount in another mount namespace: see
+  // test/docker/dockerd.sh) would leak the veth on a node too; the failure names it.
+  const podNetns = (await stat(`/proc/${pid}/ns/net`)).ino;
   await runCommand([DOCKER, 'rm', '-f', name], { timeoutMs: 30_000 });
   ourContainers.delete(name);
   const deadline = Date.now() + 10_000;
   while ((await topo.router.json<{ ifname: string }[]>(['link', 'show'])).some((l) => l.ifname === SLICE.hostIf) && Date.now() < deadline) await sleep(50);
-  t.false((await topo.router.json<{ ifname: string }[]>(['link', 'show'])).some((l) => l.ifname === SLICE.hostIf), 'host end gone with the pod');
+  const hostEndLeft = (await topo.router.json<{ ifname: string }[]>(['link', 'show'])).some((l) => l.ifname === SLICE.hostIf);
+  t.false(hostEndLeft, `host end gone with the pod${hostEndLeft ? `; net:[${podNetns}] held by: ${(await netnsHolders(podNetns)).join('; ') || 'nothing found'}` : ''}`);
   t.deepEqual(await topo.router.json(['-6', 'route', 'show', 'exact', SLICE.text]), [], 'route gone with it');
   // Until the allocation lets go of it, the slice waits for a pod to put it in.
   const after = await runSlices<ReconcileOut>(topo.router, 'reconcile', { passes: [[want(uid)]], docker: true });

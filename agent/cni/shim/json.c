@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 /*
  * JSON scanning and writing for sixbed4-cni; see json.h for why it is this small.
  */

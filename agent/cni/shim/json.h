@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 /*
  * A small JSON scanner and writer for sixbed4-cni.
  *

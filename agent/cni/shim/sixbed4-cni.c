@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSD-2-Clause
 /*
  * sixbed4-cni: the CNI plugin that container runtimes (containerd, CRI-O)
  * run for sixbed4.
