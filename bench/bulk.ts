@@ -291,4 +291,3 @@ export function bulkLines(rows: BulkRow[]): string[] {
   return out;
 }
 
-export type { Netns };
