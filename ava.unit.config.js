@@ -17,6 +17,7 @@ const unit = [
   'ndp/responder',
   'operator/allocate', 'operator/cli', 'operator/controller-table', 'operator/plan', 'operator/queue',
   'operator/reconcile-table', 'operator/render', 'operator/slices-table', 'operator/slices', 'operator/yaml11',
+  'ops/dashboard-chart', 'ops/metrics-doc', 'ops/rules',
   'peer/direct', 'peer/hooks', 'peer/lan-advert',
   'protocol/address', 'protocol/exthdr', 'protocol/ip', 'protocol/nd',
   'interop/stock-ra',

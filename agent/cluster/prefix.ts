@@ -21,6 +21,7 @@ import type { AgentNodeConfig, AgentReport } from '../../kube/api.js';
 import { parsePrefix } from '../../lib/ip.js';
 import { subnetIndex } from '../../kube/subnets.js';
 import { FastPathUnavailable } from '../bpf/fastpath.js';
+import type { PrefixMetricsSource } from './metrics.js';
 
 export interface PrefixAgentOptions {
   prefixName: string;
@@ -47,6 +48,8 @@ export interface PrefixAgent {
   /** Whether this prefix forwards (or has given its host back). */
   healthy(): boolean;
   counters(): Promise<CountersSnapshot>;
+  /** What the node agent's /metrics shows of this prefix (metrics.ts). */
+  metricsSource(): Omit<PrefixMetricsSource, 'prefix'>;
   /** The prefix's slices on this node (CNI requests go there). */
   readonly slices: SliceAgent;
   /**
@@ -182,6 +185,10 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
     healthy: () => router !== null || reverted,
     slices,
     counters: () => router ? router.counters() : Promise.resolve(zero),
+    metricsSource: () => ({
+      ...(router ? { registry: router.registry } : {}),
+      fastPath: { mode: o.share()?.node?.fastPath ?? 'off', running: router?.fastPath !== undefined },
+    }),
     async stop(opts = {}) {
       if (stopped) return;
       stopped = true;

@@ -20,6 +20,7 @@ import { forwardInline, forwardOnWorkers, type LiveListener } from './workers.js
 import { makeAddress } from '../protocol/address.js';
 import { openTunnel, type Tunnel } from './tunnel.js';
 import { routerRegistry } from './metrics.js';
+import type { Registry } from 'prom-client';
 import { Counters, type CountersSnapshot } from './counters.js';
 import { readLocalTable, sameRanges } from './localtable.js';
 import { DEFAULT_RATE_LIMIT, newRateLimitState, type RateLimitConfig } from './ratelimit.js';
@@ -185,6 +186,8 @@ export interface RunningRouter {
   readonly proxy?: NdpResponder;
   /** The in-kernel fast path, when it runs. */
   readonly fastPath?: FastPath;
+  /** Its metrics (served on --metrics when set; the node agent serves every prefix's router's with a prefix label). */
+  readonly registry: Registry;
   counters(): Promise<CountersSnapshot>;
   /**
    * Changes routes, rate limits or the metrics address while peers keep forwarding (a reload). A new metrics
@@ -302,7 +305,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     return {
       get config() { return current; },
       get metrics() { return metrics; },
-      tunnel, ...(proxy ? { proxy } : {}), ...(fastPath ? { fastPath } : {}),
+      tunnel, ...(proxy ? { proxy } : {}), ...(fastPath ? { fastPath } : {}), registry,
       counters: () => forwarding.counters(),
       async reconfigure(change) {
         if (change.metrics !== undefined && change.metrics !== (current.metrics ?? null)) {
