@@ -4,7 +4,7 @@
 import base from './package.json' with { type: 'json' };
 
 const unit = [
-  'bench/junk', 'bench/packets', 'bench/report',
+  'bench/bulk', 'bench/junk', 'bench/packets', 'bench/report',
   'cli/help',
   'cluster/fastpath',
   'cni/protocol',

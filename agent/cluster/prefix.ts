@@ -261,8 +261,9 @@ export function shareRouterOptions(n: AgentNodeConfig, at: { tun: string; uplink
     // A new agent Pod starts beside the old one (the DaemonSet surges): it takes the tunnel and the port over.
     handover: true,
     ...(at.host.ndpProxy !== 'off' ? { ndpProxy: { uplink: at.uplink, mode: at.host.ndpProxy, localAddresses: proxiedLocalAddresses(at.host) } } : {}),
-    // spec.fastPath Auto | Required (absent: Disabled); the words are --fast-path's.
-    ...(n.fastPath ? { fastPath: n.fastPath } : {}),
+    // spec.fastPath Auto | Required (absent: Disabled, said out loud: the router's own default is auto); the words
+    // are --fast-path's.
+    fastPath: n.fastPath ?? 'off',
   };
 }
 
@@ -272,7 +273,7 @@ export function shareRouterOptions(n: AgentNodeConfig, at: { tun: string; uplink
  */
 export function fastPathRefusal(err: unknown): string | undefined {
   if (!(err instanceof FastPathUnavailable)) return undefined;
-  return `spec.fastPath Required: ${err.why}` + (hasBpf() ? '' : '; this agent has no CAP_BPF: the chart gives it to the agents with agent.fastPath=true');
+  return `spec.fastPath Required: ${err.why}` + (hasBpf() ? '' : '; this agent has no CAP_BPF: the chart gives it to the agents unless agent.fastPath=false');
 }
 
 async function stateFileExists(path: string): Promise<boolean> {

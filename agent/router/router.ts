@@ -77,7 +77,7 @@ export interface RouterOptions {
   handover?: boolean;
   /** Reply rate limits (RA, NA, ICMPv6 errors); default DEFAULT_RATE_LIMIT. */
   rateLimit?: Omit<RateLimitConfig, 'tableSize'>;
-  /** The in-kernel fast path (agent/bpf/): auto, on or off (the default). */
+  /** The in-kernel fast path (agent/bpf/): auto (the default), on or off. */
   fastPath?: string;
   /**
    * Bind the listen (or bind) address even while it is not on this host (IP_FREEBIND): a failover standby runs
@@ -86,6 +86,8 @@ export interface RouterOptions {
   freebind?: boolean;
   /** With freebind: the uplink the bound address comes and goes on (its fast path is attached there at once). */
   bindUplink?: string;
+  /** With it: peers' packets the kernel would forward go straight to the egress (docs/router.md, --fast-path-direct). */
+  fastPathDirect?: boolean;
 }
 
 export interface RouterConfig {
@@ -111,6 +113,7 @@ export interface RouterConfig {
   fastPath: FastPathMode;
   freebind: boolean;
   bindUplink?: string;
+  fastPathDirect: boolean;
 }
 
 /** What a reload changes while the data path keeps forwarding (the rest needs a restart). */
@@ -166,6 +169,7 @@ export function routerConfig(o: RouterOptions): RouterConfig {
     handover: o.handover === true, freebind: o.freebind === true, ...(o.bindUplink ? { bindUplink: o.bindUplink } : {}),
     rateLimit: rateLimitOf(o.rateLimit),
     fastPath: fastPathModeOf(o.fastPath),
+    fastPathDirect: o.fastPathDirect === true,
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
@@ -245,6 +249,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       // already rewritten it), and what the router sends leaves from them; the advertised ones are its identity.
       bindIPv4: cfg.bindIPv4, bindPort: cfg.bindPort, ownIPv4: cfg.listenIPv4, ownPort: cfg.port, prefix: cfg.prefix.bytes,
       refused: refusedRanges(local, cfg.refusePrivate), ...(cfg.bindUplink ? { uplink: cfg.bindUplink } : {}),
+      direct: cfg.fastPathDirect,
     }, log);
     if (prepared) undo.push(() => prepared.close());
     const engineCfg: EngineConfig = {
