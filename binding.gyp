@@ -8,6 +8,7 @@
         "agent/native/common.c",
         "agent/native/lock.c",
         "agent/native/notify.c",
+        "agent/native/packet.c",
         "agent/native/poll.c",
         "agent/native/tun.c",
         "agent/native/udp.c"

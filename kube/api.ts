@@ -130,7 +130,14 @@ export interface NodeStatus {
   message?: string;
   /** why the agent cannot serve, one CamelCase word (e.g. ListenAddressUnavailable); absent when it can */
   reason?: string;
+  /**
+   * With spec.failover: this node's part in the group. Active: it holds the floating address; Standby: ready to take
+   * over now (router bound, data path up, the API answering); NotReady: a member that could not take over now.
+   */
+  failover?: FailoverRole;
 }
+
+export type FailoverRole = 'Active' | 'Standby' | 'NotReady';
 
 export interface SixBed4PrefixStatus {
   observedGeneration?: number;
@@ -172,7 +179,9 @@ export interface AgentNodeConfig {
   ndpProxy: NdpProxyMode;
   /**
    * The router's in-kernel fast path; absent: off. Written only when not off, so that an operator upgrade leaves
-   * the shares of prefixes without it byte for byte as they were (a changed share restarts the node's router).
+   * the shares of prefixes without it byte for byte as they were (a changed share restarts the node's router). The
+   * agent says off to its router when absent: the router's own default is auto. (Prefixes created before the CRD's
+   * default became Auto hold Disabled in etcd, where the API server put it: they stay off until changed.)
    */
   fastPath?: Exclude<FastPathMode, 'off'>;
   /** the tunnel interface on the node (one per prefix: a node may serve several) */
@@ -192,7 +201,12 @@ export interface AgentNodeConfig {
 export interface AgentFailoverConfig {
   /** The floating listen IPv4 address: on the active member's uplink only. */
   address: string;
-  /** The coordination.k8s.io Lease, in the agents' namespace, whose holder is the active member. */
+  /**
+   * The coordination.k8s.io Lease, in the agents' namespace, whose holder is the active member: holderIdentity is
+   * `<node>_<8 hex digits>` (two agents of one node during a rollout are two candidates), the node before the '_'.
+   * The agents need get/create/update/watch on it; a member that releases it writes annotation
+   * sixbed4.io/release-reason (Released, DataPathDown).
+   */
   leaseName: string;
   /** Every member node (the active one too), in the operator's order of preference. */
   members: string[];
@@ -204,7 +218,10 @@ export interface AgentFailoverConfig {
   upstream: 'RoutedNextHop' | 'OnLink';
   /** The next hop's IPv6 address, with upstream RoutedNextHop. */
   nextHop?: string;
-  /** VRRP-style virtual router id (1-255): the moving addresses live on a MAC 00:00:5e:00:01:<id> that moves too. */
+  /**
+   * VRRP-style virtual router id (1-255): the moving addresses live on a MAC 00:00:5e:00:01:<id> that moves too.
+   * Unique per layer-2 segment, and per node (the member's macvlan is named 6b4vr<id>).
+   */
   virtualRouterId: number;
   leaseDurationMs: number;
   renewIntervalMs: number;
@@ -226,7 +243,7 @@ export interface AgentCommonConfig {
 }
 
 /** What a node agent reports about one prefix (NodeStatus's agent part). */
-export type AgentReport = Pick<NodeStatus, 'ready' | 'livePeers' | 'lastReport' | 'reverted' | 'message' | 'reason'>;
+export type AgentReport = Pick<NodeStatus, 'ready' | 'livePeers' | 'lastReport' | 'reverted' | 'message' | 'reason' | 'failover'>;
 
 /**
  * On a node agent's Lease: its reports, one per prefix it serves ({"<prefix>": AgentReport}), as JSON. The operator

@@ -5,8 +5,7 @@
 // serves what it served; and it serves metrics and the Pod's health.
 import { join } from 'node:path';
 import type { Logger } from '../../lib/log.js';
-import { Counters, type CountersSnapshot } from '../router/counters.js';
-import { routerRegistry } from '../router/metrics.js';
+import { AgentRegistry } from './metrics.js';
 import { startMetricsServer, type MetricsServer } from '../../lib/metrics-server.js';
 import type { Registry } from 'prom-client';
 import { KubeError, paths, type Kube } from '../../kube/client.js';
@@ -22,6 +21,7 @@ import { cniMetrics, removeStaleSockets, startCniServer, type CniServer } from '
 import { checkSlices } from '../../kube/slice-model.js';
 import { install, uninstall, type PluginSettings } from '../cni/install.js';
 import { removeInbound } from '../slices/inbound-apply.js';
+import { FailoverMetrics } from '../failover/metrics.js';
 
 export interface AgentOptions {
   node: string;
@@ -94,6 +94,8 @@ class NodeAgent implements RunningAgent {
   private readonly timers: NodeJS.Timeout[] = [];
   private servers: { close(): Promise<void> } | undefined;
   private cni: CniServer | undefined;
+  /** The failover members' metrics, in the agent's registry (made with it). */
+  private failoverMetrics: FailoverMetrics | undefined;
 
   constructor(private readonly kube: Kube, private readonly o: AgentOptions, private readonly log: Logger) {
     this.configMaps = new Informer<ConfigMap>(kube, paths.configMaps(o.namespace), {
@@ -119,7 +121,8 @@ class NodeAgent implements RunningAgent {
     void this.configMaps.start().catch((err: Error) => log.warn(`watching agent ConfigMaps: ${err.message} (retrying)`));
     void Promise.all([this.configMaps.synced, this.prefixes.synced]).then(() => this.followApi());
 
-    const registry = routerRegistry(async () => sumCounters(await Promise.all([...this.agents.values()].map((a) => a.counters()))));
+    const registry = new AgentRegistry(() => [...this.agents].map(([prefix, a]) => ({ prefix, ...a.metricsSource() })));
+    this.failoverMetrics = new FailoverMetrics(registry);
     // Ready only once the first pass has started what the node's shares say (its routers forward): a Pod that is
     // Ready with its routers still starting would let a rollout or a test go on too early.
     this.servers = await serve(o, log, registry, () => this.phase !== 'starting' && [...this.agents.values()].every((a) => a.healthy()),
@@ -237,6 +240,7 @@ class NodeAgent implements RunningAgent {
           prefixName: name, node: o.node, statePath: join(o.stateDir, `agent-${name}-${o.node}.json`), share: () => this.shareOf(name),
           report: (r) => this.reports.update(name, r),
           ...(o.tun ? { tun: o.tun } : {}), heartbeatMs: o.heartbeatMs ?? 10_000,
+          ...(this.failoverMetrics ? { failover: { namespace: o.namespace, metrics: this.failoverMetrics } } : {}),
           ...(podsOnNode ? { sliceRepair: { slices: () => this.slicesOf(name), podsOnNode: () => podsOnNode.list() } } : {}),
         }, log.child({ prefix: name }));
         this.agents.set(name, a);
@@ -311,11 +315,4 @@ async function daemonSetGoing(kube: Kube, namespace: string, name: string, log: 
     log.warn(`cannot tell whether the agent DaemonSet is being deleted (${(err as Error).message}): leaving sixbed4-cni installed`);
     return false;
   }
-}
-
-/** The node's totals over its prefixes. */
-function sumCounters(all: CountersSnapshot[]): CountersSnapshot {
-  const sum = new Counters();
-  for (const s of all) sum.add(s);
-  return sum.snapshot();
 }

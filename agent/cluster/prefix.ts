@@ -21,6 +21,11 @@ import type { AgentNodeConfig, AgentReport } from '../../kube/api.js';
 import { parsePrefix } from '../../lib/ip.js';
 import { subnetIndex } from '../../kube/subnets.js';
 import { FastPathUnavailable } from '../bpf/fastpath.js';
+import { failoverPlan, FailoverRefused, layer2Refusal, type FailoverPlan } from '../failover/config.js';
+import { FailoverMember } from '../failover/member.js';
+import type { FailoverMetrics } from '../failover/metrics.js';
+import { ipJson } from '../host/ip.js';
+import type { PrefixMetricsSource } from './metrics.js';
 
 export interface PrefixAgentOptions {
   prefixName: string;
@@ -37,6 +42,8 @@ export interface PrefixAgentOptions {
   tun?: string;
   /** Claims for pods that run without a slice (they predate the CNI plugin); see SliceAgent. */
   sliceRepair?: SliceRepair;
+  /** For a share with failover: the agents' namespace (the group's Lease) and the agent's failover metrics. */
+  failover?: { namespace: string; metrics: FailoverMetrics };
 }
 
 export interface PrefixAgent {
@@ -47,6 +54,8 @@ export interface PrefixAgent {
   /** Whether this prefix forwards (or has given its host back). */
   healthy(): boolean;
   counters(): Promise<CountersSnapshot>;
+  /** What the node agent's /metrics shows of this prefix (metrics.ts). */
+  metricsSource(): Omit<PrefixMetricsSource, 'prefix'>;
   /** The prefix's slices on this node (CNI requests go there). */
   readonly slices: SliceAgent;
   /**
@@ -68,17 +77,34 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
   let lastReason = '';
   /** how the router listens, when not simply on the share's address */
   let listening = '';
+  /** The failover member, when the share has a failover block. */
+  let member: FailoverMember | null = null;
 
   // The node agent sends it in the node's Lease (lease.ts) when it changed.
   const report = async (r: AgentReport) => { o.report(r); };
   const current = async (): Promise<AgentReport> => {
     if (reverted) return { ready: false, reverted: true, livePeers: 0, message: 'host reverted: the prefix is being deleted' };
+    if (router && member) {
+      const role = member.role === 'active' ? 'Active' : member.standbyReady ? 'Standby' : 'NotReady';
+      return { ready: role !== 'NotReady', reverted: false, livePeers: (await router.counters()).livePeers, failover: role,
+        message: role === 'Active' ? `forwarding; ${member.describe()}` : member.describe(), ...(role === 'NotReady' ? { reason: 'StandbyNotReady' } : {}) };
+    }
     if (router) return { ready: true, reverted: false, livePeers: (await router.counters()).livePeers, message: listening ? `forwarding; ${listening}` : 'forwarding' };
     return { ready: false, reverted: false, livePeers: 0, message: (lastProblem || 'starting').slice(0, 1024), ...(lastReason ? { reason: lastReason } : {}) };
   };
 
-  const stopRouter = async (waitForSuccessorMs = 0) => {
+  const stopRouter = async (waitForSuccessorMs = 0, restarting = false) => {
+    // A failover member withdraws and hands the Lease over before its router stops: the standby is forwarding by then.
+    if (member) { const m = member; member = null; await m.stop(restarting); }
     if (router) { const r = router; router = null; await r.stop({ waitForSuccessorMs }); }
+  };
+  /** Everything this node's router forwarded, on both paths (the takeover's first packet). */
+  const forwarded = async (): Promise<number | undefined> => {
+    const r = router;
+    if (!r) return undefined;
+    const c = await r.counters();
+    const f = r.fastPath?.counters();
+    return c.udpToTunPackets + c.tunToUdpPackets + c.relayPackets + (f ? f.fromPeers.fast.packets + f.toPeers.fast.packets + f.fromPeers.relay.packets : 0);
   };
 
   /** Brings the node to what its share says; runs one at a time. */
@@ -113,6 +139,10 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
     }
     const n = share.node;
     try {
+      // A share that cannot fail over is refused before the host is touched (its layer 2 is checked once the
+      // host plan has named the uplink).
+      if (n.failover && !o.failover) throw new FailoverRefused('spec.failover: this agent was started without failover support');
+      if (n.failover) failoverPlan(n, n.uplink ?? '');
       const host = {
         ...hostConfig({
           prefix: n.prefix, localAddresses: n.localAddresses, localAddressMode: n.localAddressMode, ndpProxy: n.ndpProxy,
@@ -130,9 +160,30 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
       const applied = await applyHost(host, { log, statePath: o.statePath });
       hostApplied = true;
       log.info(applied.plan.steps.length ? `host configured for ${n.prefix}` : `host already configured for ${n.prefix}`);
-      const start = (bind?: string) => startRouter(routerConfig(shareRouterOptions(n, {
-        tun: o.tun ?? n.tunnel ?? '6bed4', uplink: applied.plan.uplink, host, ...(bind ? { bind } : {}),
-      })), log);
+      let plan: FailoverPlan | undefined;
+      if (n.failover) {
+        plan = failoverPlan(n, applied.plan.uplink);
+        const [link] = await ipJson<{ link_type?: string; flags?: string[] }[]>('link', 'show', 'dev', plan.uplink).catch(() => []);
+        const no = layer2Refusal(plan.uplink, link);
+        if (no) {
+          await revertHost({ log, statePath: o.statePath });
+          hostApplied = false;
+          throw new FailoverRefused(`spec.failover: ${no}`, 'FailoverUnsupported');
+        }
+        member = new FailoverMember({
+          kube, namespace: o.failover!.namespace, node: o.node, prefixName: o.prefixName, plan, metrics: o.failover!.metrics, forwarded,
+          onChange: () => { void current().then(report); },
+        }, log.child({ component: 'failover' }));
+        // The macvlan first: with upstream OnLink the router's neighbour proxy answers on it, with the virtual MAC.
+        await member.prepare();
+      }
+      const start = (bind?: string) => startRouter(routerConfig({
+        ...shareRouterOptions(n, { tun: o.tun ?? n.tunnel ?? '6bed4', uplink: plan?.macvlan ?? applied.plan.uplink, host, ...(bind ? { bind } : {}) }),
+        // Every member binds the floating address, held or not: a takeover is announcements only.
+        // Its fast path sits on the macvlan: datagrams to the floating address arrive there for this host (on the
+        // uplink they are another host's, PACKET_OTHERHOST, which from-peers leaves to the router).
+        ...(plan ? { freebind: true, bindUplink: plan.macvlan } : {}),
+      }), log);
       try {
         router = await start();
         listening = n.listen.advertise ? `listening on ${n.listen.address}:${n.listen.port} for ${n.listen.advertise} (listen.advertise, forwarded by a DNAT)` : '';
@@ -149,13 +200,15 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
       if (n.fastPath === 'auto' && !router.fastPath) {
         listening = [listening, 'without the fast path (fastPath Auto: it did not load here, the agent\'s log says why)'].filter(Boolean).join('; ');
       }
+      if (member) await member.start();
       slices.start({ node64: n.prefix, index: subnetIndex(parsePrefix(share.common.prefix), n.prefix), localAddresses: n.localAddresses }, router.proxy);
       lastProblem = '';
       lastReason = '';
     } catch (err) {
       const fast = n.fastPath === 'on' ? fastPathRefusal(err) : undefined;
       lastProblem = fast ?? (err as Error).message;
-      lastReason = err instanceof AddressNotLocalError ? 'ListenAddressUnavailable' : fast ? 'FastPathUnavailable' : '';
+      lastReason = err instanceof AddressNotLocalError ? 'ListenAddressUnavailable' : fast ? 'FastPathUnavailable' : err instanceof FailoverRefused ? err.reason : '';
+      if (member) { const m = member; member = null; await m.stop().catch(() => undefined); }
       shareText = null; // try again at the next poll
       log.error(`cannot serve ${n.prefix} on this node: ${lastProblem}`);
     }
@@ -182,6 +235,10 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
     healthy: () => router !== null || reverted,
     slices,
     counters: () => router ? router.counters() : Promise.resolve(zero),
+    metricsSource: () => ({
+      ...(router ? { registry: router.registry } : {}),
+      fastPath: { mode: o.share()?.node?.fastPath ?? 'off', running: router?.fastPath !== undefined },
+    }),
     async stop(opts = {}) {
       if (stopped) return;
       stopped = true;
@@ -189,7 +246,7 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
       await chain;
       // Slices stay in place across agent restarts: the next agent finds and keeps them.
       await slices.stop();
-      await stopRouter(opts.waitForSuccessorMs ?? 0);
+      await stopRouter(opts.waitForSuccessorMs ?? 0, true);
       if (!reverted) await report({ ready: false, reverted: false, livePeers: 0, message: 'agent stopped' });
     },
   };
@@ -204,8 +261,9 @@ export function shareRouterOptions(n: AgentNodeConfig, at: { tun: string; uplink
     // A new agent Pod starts beside the old one (the DaemonSet surges): it takes the tunnel and the port over.
     handover: true,
     ...(at.host.ndpProxy !== 'off' ? { ndpProxy: { uplink: at.uplink, mode: at.host.ndpProxy, localAddresses: proxiedLocalAddresses(at.host) } } : {}),
-    // spec.fastPath Auto | Required (absent: Disabled); the words are --fast-path's.
-    ...(n.fastPath ? { fastPath: n.fastPath } : {}),
+    // spec.fastPath Auto | Required (absent: Disabled, said out loud: the router's own default is auto); the words
+    // are --fast-path's.
+    fastPath: n.fastPath ?? 'off',
   };
 }
 
@@ -215,7 +273,7 @@ export function shareRouterOptions(n: AgentNodeConfig, at: { tun: string; uplink
  */
 export function fastPathRefusal(err: unknown): string | undefined {
   if (!(err instanceof FastPathUnavailable)) return undefined;
-  return `spec.fastPath Required: ${err.why}` + (hasBpf() ? '' : '; this agent has no CAP_BPF: the chart gives it to the agents with agent.fastPath=true');
+  return `spec.fastPath Required: ${err.why}` + (hasBpf() ? '' : '; this agent has no CAP_BPF: the chart gives it to the agents unless agent.fastPath=false');
 }
 
 async function stateFileExists(path: string): Promise<boolean> {

@@ -254,10 +254,10 @@ export class FakeIO implements NativeIO {
     return { fd: q.fd, name: ifname };
   }
 
-  udpOpen(ipv4: string, port: number, reusePort: boolean): { fd: number; port: number } {
+  udpOpen(ipv4: string, port: number, reusePort: boolean, freebind = false): { fd: number; port: number } {
     const addr = parseV4(ipv4);
     if (!Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError('port must be an integer in [0, 65535]');
-    if (addr !== 0 && !this.isLocal(addr)) throw sysError('EADDRNOTAVAIL', 'bind');
+    if (addr !== 0 && !freebind && !this.isLocal(addr)) throw sysError('EADDRNOTAVAIL', 'bind');
     const clash = (p: number, reuse: boolean) => [...this.fds.values()].some((s) => s instanceof FakeUdpSocket && s.port === p &&
       (s.addr === addr || s.addr === 0 || addr === 0) && !(reuse && s.reusePort));
     let bound = port;

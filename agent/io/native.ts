@@ -38,9 +38,10 @@ export interface NativeIO {
   /**
    * UDP/IPv4 socket bound to ipv4:port (0 = ephemeral), non-blocking,
    * close-on-exec, SO_REUSEPORT when reusePort, 4 MiB socket buffers where
-   * allowed. Returns the fd and the bound port.
+   * allowed. Returns the fd and the bound port. freebind (IP_FREEBIND): the address need not be on the host (yet):
+   * a failover standby binds the floating address before it holds it.
    */
-  udpOpen(ipv4: string, port: number, reusePort: boolean): { fd: number; port: number };
+  udpOpen(ipv4: string, port: number, reusePort: boolean, freebind?: boolean): { fd: number; port: number };
   /** close(2). Throws only for EBADF. */
   close(fd: number): void;
   /**
@@ -94,7 +95,7 @@ export interface NativeIO {
 interface RawAddon {
   readonly MAX_BATCH: number;
   tunOpen(name: string, multiQueue: boolean): { fd: number; name: string };
-  udpOpen(ipv4: string, port: number, reusePort: boolean): { fd: number; port: number };
+  udpOpen(ipv4: string, port: number, reusePort: boolean, freebind?: boolean): { fd: number; port: number };
   close(fd: number): void;
   udpRecv(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, addr: Uint32Array, port: Uint16Array, slot: number): number;
   udpSend(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, addr: Uint32Array, port: Uint16Array, count: number, refused: Uint32Array): number;
@@ -105,6 +106,7 @@ interface RawAddon {
   ifIndex(name: string): number;
   tryLock(fd: number): boolean;
   notify(path: string, message: string): void;
+  packetSend(ifname: string, frame: Uint8Array): void;
   txChecksum(name: string): boolean;
   udpSteer(fd: number, program: Uint8Array): void;
   udpTtl(fd: number, ttl: number): void;
@@ -158,7 +160,7 @@ export function loadNative(): NativeIO {
 
 export const native: NativeIO = {
   tunOpen: (name, multiQueue) => addon().tunOpen(name, multiQueue),
-  udpOpen: (ipv4, port, reusePort) => addon().udpOpen(ipv4, port, reusePort),
+  udpOpen: (ipv4, port, reusePort, freebind) => addon().udpOpen(ipv4, port, reusePort, freebind === true),
   close: (fd) => addon().close(fd),
   udpRecv: (fd, b) => addon().udpRecv(fd, b.data, b.off, b.len, b.addr, b.port, b.slot),
   udpSend: (fd, b, count) => addon().udpSend(fd, b.data, b.off, b.len, b.addr, b.port, count, b.refused),
@@ -177,6 +179,15 @@ export const native: NativeIO = {
  */
 export function notifySocket(path: string, message: string): void {
   addon().notify(path, message);
+}
+
+/**
+ * Sends one whole Ethernet frame (header included) out of the interface through AF_PACKET: gratuitous ARP and
+ * unsolicited NA of a failover member (agent/failover/frames.ts builds them). Needs CAP_NET_RAW. Not part of NativeIO:
+ * announcements are not data-path I/O; tests watch them on a real segment.
+ */
+export function packetSend(ifname: string, frame: Uint8Array): void {
+  addon().packetSend(ifname, frame);
 }
 
 /**

@@ -3,7 +3,7 @@
  * sixbed4 native I/O addon: module entry point.
  *
  * Linux-only syscalls the Node runtime does not expose: TUN devices and
- * batched UDP (recvmmsg/sendmmsg), plus uv_poll readiness callbacks so the
+ * batched UDP (recvmmsg/sendmmsg), raw Ethernet frames (AF_PACKET, for announcements), plus uv_poll readiness callbacks so the
  * reads happen in JS on the owning thread's event loop. The JS-facing,
  * typed API is agent/io/native.ts; these functions take the batch arrays
  * as separate arguments so a call costs no property lookups.
@@ -29,6 +29,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   if (s4_init_lock(env, exports) != napi_ok) return NULL;
   if (s4_init_notify(env, exports) != napi_ok) return NULL;
   if (s4_init_bpf(env, exports) != napi_ok) return NULL;
+  if (s4_init_packet(env, exports) != napi_ok) return NULL;
   if (napi_create_uint32(env, S4_MAX_BATCH, &max) != napi_ok ||
       napi_set_named_property(env, exports, "MAX_BATCH", max) != napi_ok)
     return NULL;

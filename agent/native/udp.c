@@ -25,20 +25,35 @@ static void raise_buf(int fd, int force_opt, int opt) {
   (void)setsockopt(fd, SOL_SOCKET, opt, &size, sizeof size);
 }
 
-/* udpOpen(ipv4: string, port: number, reusePort: boolean): { fd, port } */
+/*
+ * udpOpen(ipv4: string, port: number, reusePort: boolean, freebind?: boolean): { fd, port }
+ * freebind (IP_FREEBIND): bind an address that is not (yet) on this host. A failover standby's router binds the
+ * floating address this way, so that taking over only moves the address, and its replies leave from exactly it.
+ */
 static napi_value udp_open(napi_env env, napi_callback_info info) {
-  S4_ARGS(3);
+  size_t argc = 4;
+  napi_value argv[4];
   char ip[INET_ADDRSTRLEN];
   uint32_t port;
-  bool reuse;
+  bool reuse, freebind = false;
   struct sockaddr_in sa;
   socklen_t salen = sizeof sa;
   int fd, one = 1;
   napi_value result, vfd, vport;
 
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 3) {
+    s4_throw_type(env, "not enough arguments");
+    return NULL;
+  }
   if (s4_arg_str(env, argv[0], "ipv4", ip, sizeof ip) != 0) return NULL;
   if (s4_arg_u32(env, argv[1], "port", 65535, &port) != 0) return NULL;
   if (s4_arg_bool(env, argv[2], "reusePort", &reuse) != 0) return NULL;
+  if (argc > 3) {
+    napi_valuetype t;
+    if (napi_typeof(env, argv[3], &t) != napi_ok) return NULL;
+    if (t != napi_undefined && s4_arg_bool(env, argv[3], "freebind", &freebind) != 0) return NULL;
+  }
 
   memset(&sa, 0, sizeof sa);
   sa.sin_family = AF_INET;
@@ -54,6 +69,12 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (reuse && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    int err = errno;
+    close(fd);
+    s4_throw_errno(env, err, "setsockopt");
+    return NULL;
+  }
+  if (freebind && setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof one) != 0) {
     int err = errno;
     close(fd);
     s4_throw_errno(env, err, "setsockopt");

@@ -20,6 +20,7 @@ import { forwardInline, forwardOnWorkers, type LiveListener } from './workers.js
 import { makeAddress } from '../protocol/address.js';
 import { openTunnel, type Tunnel } from './tunnel.js';
 import { routerRegistry } from './metrics.js';
+import type { Registry } from 'prom-client';
 import { Counters, type CountersSnapshot } from './counters.js';
 import { readLocalTable, sameRanges } from './localtable.js';
 import { DEFAULT_RATE_LIMIT, newRateLimitState, type RateLimitConfig } from './ratelimit.js';
@@ -76,8 +77,17 @@ export interface RouterOptions {
   handover?: boolean;
   /** Reply rate limits (RA, NA, ICMPv6 errors); default DEFAULT_RATE_LIMIT. */
   rateLimit?: Omit<RateLimitConfig, 'tableSize'>;
-  /** The in-kernel fast path (agent/bpf/): auto, on or off (the default). */
+  /** The in-kernel fast path (agent/bpf/): auto (the default), on or off. */
   fastPath?: string;
+  /**
+   * Bind the listen (or bind) address even while it is not on this host (IP_FREEBIND): a failover standby runs
+   * ready on the floating address that only the active member holds (agent/failover/).
+   */
+  freebind?: boolean;
+  /** With freebind: the uplink the bound address comes and goes on (its fast path is attached there at once). */
+  bindUplink?: string;
+  /** With it: peers' packets the kernel would forward go straight to the egress (docs/router.md, --fast-path-direct). */
+  fastPathDirect?: boolean;
 }
 
 export interface RouterConfig {
@@ -101,6 +111,9 @@ export interface RouterConfig {
   handover: boolean;
   rateLimit: Omit<RateLimitConfig, 'tableSize'>;
   fastPath: FastPathMode;
+  freebind: boolean;
+  bindUplink?: string;
+  fastPathDirect: boolean;
 }
 
 /** What a reload changes while the data path keeps forwarding (the rest needs a restart). */
@@ -153,9 +166,10 @@ export function routerConfig(o: RouterOptions): RouterConfig {
     ...(ndpProxy ? { ndpProxy } : {}),
     prefix: parsePrefix64(o.prefix),
     listenIPv4: advertised?.ipv4 ?? listenIPv4, bindIPv4, port: advertised?.port ?? port, bindPort: port, tun, batch, workers, statsIntervalMs: o.statsIntervalMs ?? 60_000, refusePrivate: !!o.refusePrivate, sockets,
-    handover: o.handover === true,
+    handover: o.handover === true, freebind: o.freebind === true, ...(o.bindUplink ? { bindUplink: o.bindUplink } : {}),
     rateLimit: rateLimitOf(o.rateLimit),
     fastPath: fastPathModeOf(o.fastPath),
+    fastPathDirect: o.fastPathDirect === true,
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
@@ -181,6 +195,8 @@ export interface RunningRouter {
   readonly proxy?: NdpResponder;
   /** The in-kernel fast path, when it runs. */
   readonly fastPath?: FastPath;
+  /** Its metrics (served on --metrics when set; the node agent serves every prefix's router's with a prefix label). */
+  readonly registry: Registry;
   counters(): Promise<CountersSnapshot>;
   /**
    * Changes routes, rate limits or the metrics address while peers keep forwarding (a reload). A new metrics
@@ -215,9 +231,9 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     // A plain bind first: a port held by another router (even one using SO_REUSEPORT) is refused
     // here, instead of our sockets silently joining its reuseport group and sharing its traffic.
     // With handover, joining the previous router's group is the point (tunnel.ts).
-    if (!cfg.handover) native.close(native.udpOpen(listenText, cfg.bindPort, false).fd);
+    if (!cfg.handover) native.close(native.udpOpen(listenText, cfg.bindPort, false, cfg.freebind).fd);
     for (let i = 0; i < cfg.workers * cfg.sockets; i++) {
-      udpFds.push(native.udpOpen(listenText, cfg.bindPort, cfg.workers * cfg.sockets > 1 || cfg.handover).fd);
+      udpFds.push(native.udpOpen(listenText, cfg.bindPort, cfg.workers * cfg.sockets > 1 || cfg.handover, cfg.freebind).fd);
     }
   } catch (err) {
     await unwind();
@@ -232,7 +248,8 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       // What arrives on the uplink is addressed to the bound address and port (a DNAT in front, --advertise, has
       // already rewritten it), and what the router sends leaves from them; the advertised ones are its identity.
       bindIPv4: cfg.bindIPv4, bindPort: cfg.bindPort, ownIPv4: cfg.listenIPv4, ownPort: cfg.port, prefix: cfg.prefix.bytes,
-      refused: refusedRanges(local, cfg.refusePrivate),
+      refused: refusedRanges(local, cfg.refusePrivate), ...(cfg.bindUplink ? { uplink: cfg.bindUplink } : {}),
+      direct: cfg.fastPathDirect,
     }, log);
     if (prepared) undo.push(() => prepared.close());
     const engineCfg: EngineConfig = {
@@ -298,7 +315,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     return {
       get config() { return current; },
       get metrics() { return metrics; },
-      tunnel, ...(proxy ? { proxy } : {}), ...(fastPath ? { fastPath } : {}),
+      tunnel, ...(proxy ? { proxy } : {}), ...(fastPath ? { fastPath } : {}), registry,
       counters: () => forwarding.counters(),
       async reconfigure(change) {
         if (change.metrics !== undefined && change.metrics !== (current.metrics ?? null)) {
