@@ -4,7 +4,7 @@
 import base from './package.json' with { type: 'json' };
 
 const unit = [
-  'bench/junk', 'bench/packets', 'bench/report',
+  'bench/bulk', 'bench/junk', 'bench/packets', 'bench/report',
   'cli/help',
   'cluster/fastpath',
   'cni/protocol',
@@ -18,6 +18,7 @@ const unit = [
   'ndp/responder',
   'operator/allocate', 'operator/cli', 'operator/controller-table', 'operator/plan', 'operator/queue',
   'operator/reconcile-table', 'operator/render', 'operator/slices-table', 'operator/slices', 'operator/yaml11',
+  'ops/dashboard-chart', 'ops/metrics-doc', 'ops/rules',
   'peer/direct', 'peer/hooks', 'peer/lan-advert',
   'protocol/address', 'protocol/exthdr', 'protocol/ip', 'protocol/nd',
   'interop/stock-ra',

@@ -165,13 +165,17 @@ export function kernelV6(ok: Row[], size: number): Row | undefined {
   return ok.find((x) => x.group === 'kernel' && x.direction === '6→4' && x.size === size);
 }
 
+/** A fast row of the route-lookup variant (--fast-path-direct: run.ts names it so). */
+const isDirect = (r: Row) => r.name.includes('fast path direct');
+const fastLabel = (r: Row) => (isDirect(r) ? 'sixbed4 --fast-path on --fast-path-direct' : 'sixbed4 --fast-path on');
+
 /** The fast path's goal: CPU added per packet within ×goal of kernel IPv6 forwarding's (same size), per fast row. */
 export function fastGoal(ok: Row[], goal = 1.3): string[] {
   const parts: string[] = [];
   for (const fast of ok.filter((r) => r.group === 'fast')) {
     const ref = kernelV6(ok, fast.size);
     const share = fastShare(fast);
-    const what = `${fast.direction} ${fast.size} B`;
+    const what = `${fast.direction} ${fast.size} B${isDirect(fast) ? ' direct' : ''}`;
     if (!ref) continue;
     const ratio = addedUs(ok, fast) / addedUs(ok, ref);
     if (!Number.isFinite(ratio)) continue;
@@ -246,17 +250,17 @@ export function summary(rows: Row[], target = 700_000): string[] {
         (ref ? ` = ${pct(main.pps, ref.pps)} of kernel forwarding (${k(ref.pps)})` : '') +
         (ceil ? `, ${pct(main.pps, ceil.pps)} of the generator ceiling (${k(ceil.pps)})` : '') +
         (main.router ? `; router ${main.router.cpuPct.toFixed(0)}% CPU, ${main.router.usPerPkt.toFixed(2)} µs/pkt; ${bound(main)}` : ''));
-      const fast = find((r) => r.group === 'fast' && r.direction === dir && r.size === size);
+      const fast = find((r) => r.group === 'fast' && !isDirect(r) && r.direction === dir && r.size === size);
       const added = addedLine(ok, dir, size, [['sixbed4', main], ['sixbed4 --fast-path on', fast]]);
       if (added) out.push(added);
     }
   }
-  // Fast rows without their router row (--only fast): against kernel forwarding all the same.
-  for (const fast of ok.filter((r) => r.group === 'fast' && !find((m) => m.group === 'router' && m.direction === r.direction && m.size === r.size))) {
+  // Fast rows without their router row (--only fast), and the direct ones: against kernel forwarding all the same.
+  for (const fast of ok.filter((r) => r.group === 'fast' && (isDirect(r) || !find((m) => m.group === 'router' && m.direction === r.direction && m.size === r.size)))) {
     const ref = referenceFor(ok, fast);
-    out.push(`${fast.direction} ${fast.size} B: sixbed4 --fast-path on ${k(fast.pps)}` + (ref ? ` = ${pct(fast.pps, ref.pps)} of kernel forwarding (${k(ref.pps)})` : '') +
+    out.push(`${fast.direction} ${fast.size} B: ${fastLabel(fast)} ${k(fast.pps)}` + (ref ? ` = ${pct(fast.pps, ref.pps)} of kernel forwarding (${k(ref.pps)})` : '') +
       `; ${fastPathWords(fast)}`);
-    const added = addedLine(ok, fast.direction, fast.size, [['sixbed4 --fast-path on', fast]]);
+    const added = addedLine(ok, fast.direction, fast.size, [[fastLabel(fast), fast]]);
     if (added) out.push(added);
   }
   out.push(...fastGoal(ok));

@@ -17,8 +17,11 @@ export interface RouterSetup {
   workers?: number;
   /** CPU list for taskset (e.g. "0"), or undefined to leave it unpinned. */
   cpus?: string;
-  /** Pass `--fast-path on` (the in-kernel fast path; the router refuses to start when it cannot run it). */
-  fastPath?: boolean;
+  /**
+   * Pass `--fast-path on` (the in-kernel fast path; the router refuses to start when it cannot run it); otherwise
+   * `--fast-path off` (auto is the router's default: the TypeScript rows say off).
+   */
+  fastPath?: boolean | 'auto' | 'direct';
 }
 
 export interface RunningBenchRouter {
@@ -38,7 +41,7 @@ export async function startBenchRouter(rtr: Netns, s: RouterSetup): Promise<Runn
     '--prefix', NET.prefix, '--listen', NET.routerV4, '--port', String(NET.routerPort),
     '--metrics', NET.metrics, '--batch', String(s.batch),
     ...(s.workers !== undefined ? ['--workers', String(s.workers)] : []),
-    ...(s.fastPath ? ['--fast-path', 'on'] : []),
+    '--fast-path', s.fastPath === 'auto' ? 'auto' : s.fastPath ? 'on' : 'off', ...(s.fastPath === 'direct' ? ['--fast-path-direct'] : []),
   ];
   const proc = await startRouterIn(rtr, args, 20_000);
   try {

@@ -20,11 +20,12 @@ import { measure, newCtx, type Ctx, type Direction, type Group, type Row, type S
 import { hostSetup, setupLines, summary, table, writeJson, type Setup } from './report.js';
 import { routerHasFlag, startBenchRouter, type RouterSetup, type RunningBenchRouter } from './routerctl.js';
 import { runFlood, type FloodResult } from './flood.js';
+import { bulkLines, runBulk, type BulkRow } from './bulk.js';
 import { addCeilingSink, buildBenchNet, NET, removeCeilingSink, setTxChecksum, TX_CSUM_VETHS, txChecksumState, type BenchNet, type SinkId } from './topology.js';
 
-const GROUPS: Group[] = ['ceiling', 'kernel', 'router', 'fast', 'batch', 'workers', 'peers'];
-/** Groups outside the packets-per-second table: the flood scenario (bench/flood.ts). */
-const EXTRA_GROUPS = ['flood'] as const;
+const GROUPS: Group[] = ['ceiling', 'kernel', 'router', 'fast', 'direct', 'batch', 'workers', 'peers'];
+/** Groups outside the packets-per-second table: the flood scenario (bench/flood.ts), bulk TCP (bench/bulk.ts). */
+const EXTRA_GROUPS = ['flood', 'bulk'] as const;
 const ALL_GROUPS: readonly string[] = [...GROUPS, ...EXTRA_GROUPS];
 const DEFAULT_JSON = fileURLToPath(new URL('../bench-results.json', import.meta.url));
 /** A window in which other jobs used more than this % of a CPU is measured again. */
@@ -40,8 +41,10 @@ const USAGE = `usage: npm run bench -- [--quick] [--duration S] [--only GROUPS] 
   --duration S   seconds per measurement window (overrides --quick)
   --only GROUPS  comma-separated subset of: ${ALL_GROUPS.join(',')}
                  (fast: the router with --fast-path on, both directions, each size;
+                  direct: 4→6 with --fast-path on --fast-path-direct, each size, in the fast rows;
                   flood: a legitimate peer pings every 10 ms while one source, then many spoofed ones,
-                  flood the router with junk)
+                  flood the router with junk;
+                  bulk: TCP with iperf3 both ways: kernel forwarding, --fast-path off and auto)
   --sizes LIST   IPv6 packet sizes for the main rows (default 48,1280; 48..1280)
   --json FILE    where to write the results (default ${DEFAULT_JSON})
   --retries N    measurements repeated, in all, because other jobs took > ${INTERFERENCE_PCT}% of a CPU
@@ -72,7 +75,7 @@ function options() {
   const retries = values.retries !== undefined ? Number(values.retries) : 12;
   if (!Number.isInteger(retries) || retries < 0) throw new Error(`--retries ${values.retries}: use a whole number`);
   return {
-    windowS, warmupS: windowS < 2 ? 0.3 : 0.5, groups: new Set(only as Group[]), flood: only.includes('flood'), sizes,
+    windowS, warmupS: windowS < 2 ? 0.3 : 0.5, groups: new Set(only as Group[]), flood: only.includes('flood'), bulk: only.includes('bulk'), sizes,
     json: values.json ?? DEFAULT_JSON, rps: !!values.rps, retries, txOffload: !!values['tx-offload'],
   };
 }
@@ -120,7 +123,8 @@ function routerSpec(group: Group, dir: Direction, size: number, setup: RouterSet
   const what = traffic.peers !== undefined && (dir === '4→6' || traffic.peers > 1) ? plural(traffic.peers, 'peer')
     : (traffic.flows ?? 1) > 1 ? plural(traffic.flows!, 'flow') : '';
   const config = [`batch ${setup.batch}`, ...(setup.workers !== undefined ? [plural(setup.workers, 'worker')] : [])].join(', ');
-  const name = `sixbed4 ${dir}${what ? ` ${what}` : ''}${setup.fastPath ? ' fast path on' : ''} (${config})`;
+  const mode = setup.fastPath === 'direct' ? ' fast path direct' : setup.fastPath === 'auto' ? ' fast path auto' : setup.fastPath ? ' fast path on' : '';
+  const name = `sixbed4 ${dir}${what ? ` ${what}` : ''}${mode} (${config})`;
   const s = dir === '6→4' ? tunSpec(group, name, size, 'toPeers', traffic.peers ?? 1)
     : traffic.peers !== undefined ? tun4Spec(group, name, size, traffic.peers)
       : udpSpec(group, name, size, 'toNative', traffic.flows ?? 1);
@@ -337,6 +341,17 @@ async function main(): Promise<number> {
         }
       }
     }
+    if (has('direct') && fastFlag) {
+      // The route-lookup variant of 4→6 (from-peers sends to the FIB's egress, no second receive pass): in the
+      // fast rows, so the summary and the goal line give its ratio to kernel forwarding beside the others'.
+      const s: RouterSetup = { batch: 64, ...one, ...cpu0, fastPath: 'direct' };
+      await txChecksum(false);
+      try {
+        await withRouter(s, opt.sizes.map((size) => routerSpec('fast', '4→6', size, s)));
+      } finally {
+        await txChecksum(opt.txOffload);
+      }
+    }
     if (has('batch')) {
       const s: RouterSetup = { batch: 1, ...one, ...cpu0 };
       await withRouter(s, [routerSpec('batch', '4→6', 48, s), routerSpec('batch', '6→4', 48, s)]);
@@ -381,13 +396,17 @@ async function main(): Promise<number> {
     }
   }
 
+  // Bulk TCP builds its own network too.
+  const bulk: BulkRow[] = opt.bulk ? await runBulk({ durationS: opt.windowS >= 3 ? 8 : 4 }, (s) => process.stderr.write(s)) : [];
+
   setup.loadEnd = loadavg();
-  const lines = [...(rows.length ? [...table(rows), '', ...summary(rows)] : []), ...floodLines(flood)];
+  const lines = [...(rows.length ? [...table(rows), '', ...summary(rows)] : []), ...floodLines(flood), ...bulkLines(bulk)];
   process.stdout.write(`${lines.join('\n')}\n`);
   process.stdout.write(`load at end: ${setup.loadEnd.map((x) => x.toFixed(2)).join(' ')}; took ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
-  writeJson(opt.json, { setup, rows, summary: summary(rows), flood });
+  writeJson(opt.json, { setup, rows, summary: summary(rows), flood, bulk });
   process.stdout.write(`results written to ${opt.json}\n`);
-  return rows.some((r) => r.error && !r.error.startsWith('not available')) || flood.some((f) => f.error) ? 1 : 0;
+  return rows.some((r) => r.error && !r.error.startsWith('not available')) || flood.some((f) => f.error) ||
+    bulk.some((b) => b.error && !b.error.startsWith('not available')) ? 1 : 0;
 }
 
 type FloodRow = { name: string; result?: FloodResult; error?: string };

@@ -40,8 +40,11 @@ const ROUTER_HELP = `  router   run a 6bed4 router: UDP/IPv4 peers <-> a TUN int
                                 are always refused)
                --fast-path auto|on|off  forward peers' packets to the kernel in the kernel (a BPF program
                                 on the ingress of the interface holding the bind address; Linux 6.6+,
-                                CAP_BPF); on: fail when it cannot run; auto: say why once and go on
-                                without; default off
+                                CAP_BPF); on: fail when it cannot run; auto (the default): say why
+                                once and go on without; off: every packet through the router
+               --fast-path-direct  with the fast path, peers' packets the kernel would forward go
+                                straight to their egress, past the host's netfilter prerouting and
+                                forward hooks: for hosts without a forward firewall (docs/router.md)
 `;
 const PEER_HELP = `  peer     run a 6bed4 peer (client) that gets its IPv6 address from a router
                --router IPV4[:PORT]  the router (required; port default 25790)
@@ -129,7 +132,7 @@ async function routerCommand(args: string[]): Promise<number> {
     batch: { type: 'string' }, workers: { type: 'string' }, 'ndp-proxy': { type: 'string' }, 'ndp-proxy-mode': { type: 'string' },
     'stats-interval': { type: 'string' }, 'refuse-private': { type: 'boolean' }, sockets: { type: 'string' },
     bind: { type: 'string' }, advertise: { type: 'string' }, config: { type: 'string', short: 'c' }, 'keep-host': { type: 'boolean' },
-    'fast-path': { type: 'string' },
+    'fast-path': { type: 'string' }, 'fast-path-direct': { type: 'boolean' },
   });
   if (values.help) { process.stdout.write(commandHelp('router', ROUTER_HELP)); return 0; }
   await requireNativeAddon();
@@ -154,6 +157,7 @@ async function routerCommand(args: string[]): Promise<number> {
     ...(values['refuse-private'] ? { refusePrivate: true } : {}),
     ...(sockets !== undefined ? { sockets } : {}),
     ...(values['fast-path'] !== undefined ? { fastPath: values['fast-path'] } : {}),
+    ...(values['fast-path-direct'] ? { fastPathDirect: true } : {}),
     ...(values['ndp-proxy'] ? { ndpProxy: { uplink: values['ndp-proxy'], mode: values['ndp-proxy-mode'] ?? 'Always' } } : {}),
   });
   if (values['ndp-proxy-mode'] && !values['ndp-proxy']) throw new InputError('--ndp-proxy-mode needs --ndp-proxy UPLINK');

@@ -224,7 +224,9 @@ export interface AgentNodeConfig {
   ndpProxy: NdpProxyMode;
   /**
    * The router's in-kernel fast path; absent: off. Written only when not off, so that an operator upgrade leaves
-   * the shares of prefixes without it byte for byte as they were (a changed share restarts the node's router).
+   * the shares of prefixes without it byte for byte as they were (a changed share restarts the node's router). The
+   * agent says off to its router when absent: the router's own default is auto. (Prefixes created before the CRD's
+   * default became Auto hold Disabled in etcd, where the API server put it: they stay off until changed.)
    */
   fastPath?: Exclude<FastPathMode, 'off'>;
   /** the tunnel interface on the node (one per prefix: a node may serve several) */

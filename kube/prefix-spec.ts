@@ -34,7 +34,7 @@ export interface CheckedSpec {
   localAddressMode: LocalAddressMode;
   routes: string[];
   ndpProxy: NdpProxyMode;
-  /** The router's in-kernel fast path, as its --fast-path takes it. */
+  /** The router's in-kernel fast path, as its --fast-path takes it (default auto). */
   fastPath: FastPathMode;
   metricsPort: number;
   /** spec.failover with its defaults; absent when the /64 is served by one node */
@@ -53,7 +53,7 @@ export interface CheckedFailover {
 }
 
 /**
- * spec.fastPath's names and the router's --fast-path words they stand for: Disabled (the default), Auto (where the
+ * spec.fastPath's names and the router's --fast-path words they stand for: Disabled, Auto (the default: where the
  * program loads, else the router says why once and runs without it), Required (the router does not start
  * without it). Not Off/On: YAML 1.1, which kubectl and Helm read, takes those for booleans.
  */
@@ -210,7 +210,8 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
     else bad('InvalidField', `spec.ndpProxy ${JSON.stringify(raw.ndpProxy)} is not ${names(NDP_PROXY_MODE_NAMES)}`);
   }
 
-  let fastPath: FastPathMode = 'off';
+  // A refused value: without the fast path (the prefix's Degraded condition says why).
+  let fastPath: FastPathMode = raw.fastPath === undefined ? 'auto' : 'off';
   if (raw.fastPath !== undefined) {
     const v = raw.fastPath;
     if (typeof v !== 'string' || !Object.hasOwn(FAST_PATH_MODE_NAMES, v)) {

@@ -3,8 +3,11 @@
 // --fast-path`. Routers the lab starts get --fast-path auto unless they say
 // otherwise (routerArgs), and the topology's wires are made as the fast path
 // needs them, as a real uplink is: full UDP checksums on what reaches the
-// router (the NAT's wan side) and on what it sends (its own uplink), and IPv4
-// forwarding on that uplink for the kernel's route lookup (agent/bpf/).
+// router (the NAT's wan side) and on what it sends (its own uplink), IPv4
+// forwarding on that uplink for the kernel's route lookup (agent/bpf/), and
+// GRO where the ISP's traffic comes in, as a NIC has it, so that downloads
+// reach the tunnel merged. Without it they get --fast-path off (auto is the
+// router's default): that run tests the TypeScript path.
 import { fileURLToPath } from 'node:url';
 import type { Netns } from './netns.js';
 import { systemTool } from '../agent/host/tools.js';
@@ -21,13 +24,18 @@ export function useLabFastPath(on: boolean): void {
 }
 
 /**
- * `sixbed4 router` arguments with --fast-path auto added when the lab runs with the fast path and they say nothing
- * about it: auto, because some routers the tests start cannot have it (one on a loopback address, one on a second
- * interface), and those run as ever. Tests that need it say --fast-path on.
+ * `sixbed4 router` arguments with --fast-path added when they say nothing about it: auto when the lab runs with the
+ * fast path (auto, because some routers the tests start cannot have it: one on a loopback address, one on a second
+ * interface, and those run as ever), off when it does not. Tests that need it say --fast-path on.
  */
 export function routerArgs(args: readonly string[]): string[] {
-  if (!labFastPath() || args.includes('--fast-path')) return [...args];
-  return [...args, '--fast-path', 'auto'];
+  if (args.includes('--fast-path') || args.includes('--config')) return [...args];
+  return [...args, '--fast-path', labFastPath() ? 'auto' : 'off'];
+}
+
+/** Makes ifname of ns receive as a NIC does: GRO on, so TCP arrives merged. */
+export async function nicReceives(ns: Netns, ifname: string): Promise<void> {
+  await ns.run([systemTool('ethtool'), '-K', ifname, 'gro', 'on']);
 }
 
 /** Makes the wire ifname of ns as a NIC's: checksums complete on what it sends. */

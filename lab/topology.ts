@@ -24,7 +24,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { findSystemTool, systemTool } from '../agent/host/tools.js';
 import { Netns, uniqueName } from './netns.js';
 import { veth } from './veth.js';
-import { labFastPath, nicLike } from './fast-path.js';
+import { labFastPath, nicLike, nicReceives } from './fast-path.js';
 
 /** Addresses and interface names of the reference topology. */
 export const TOPO = {
@@ -206,7 +206,7 @@ export async function buildTopology(opts: TopologyOptions): Promise<Topology> {
     await Promise.all(jobs);
     if (labFastPath() && nat) {
       await Promise.all([nicLike(nat, TOPO.natWanIf), nicLike(router, TOPO.routerWanIf),
-        router.sysctl(`net.ipv4.conf.${TOPO.routerWanIf}.forwarding`, 1)]);
+        router.sysctl(`net.ipv4.conf.${TOPO.routerWanIf}.forwarding`, 1), nicReceives(router, TOPO.routerUplinkIf)]);
     }
 
     // In role order (creation order is whatever the parallel adds made it).

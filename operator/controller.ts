@@ -228,6 +228,7 @@ class Controller {
     if (t === 'delete') {
       this.prefixSpecs.delete(name);
       this.states.delete(name);
+      this.metrics.prefixSeen(name, undefined);
       this.deps.seen?.delete(paths.configMap(this.o.namespace, agentConfigMapName(name)));
       this.updateStateGauge();
     } else this.prefixSpecs.set(name, spec);
@@ -267,6 +268,7 @@ class Controller {
         this.metrics.reconciles.inc({ result: 'success' });
         if (r.state) this.states.set(key, r.state);
         else this.states.delete(key);
+        this.metrics.prefixSeen(key, r.view);
         this.updateStateGauge();
         if (r.requeueAfterMs !== undefined) this.queue.addAfter(key, r.requeueAfterMs);
       } catch (e) {

@@ -2,6 +2,17 @@
 import client from 'prom-client';
 import { buildInfo } from '../lib/build-info.js';
 
+/** A prefix as its last reconcile saw it. */
+export interface PrefixView {
+  /** the reasons of its problems (empty: not Degraded) */
+  degraded: string[];
+  /** its serving nodes' agents, read at scrape time: ready now, and when they last reported (ms since the epoch) */
+  agents: () => { node: string; ready: boolean; lastSeenMs?: number }[];
+}
+
+/** Words of a slicing prefix: held and there are, by kind. */
+export interface SliceUsage { prefix: string; kind: 'namespace' | 'pod'; used: number; capacity: number }
+
 export class OperatorMetrics {
   readonly registry = new client.Registry();
   readonly reconciles = new client.Counter({
@@ -50,6 +61,40 @@ export class OperatorMetrics {
     labelNames: ['kind'] as const, registers: [this.registry],
   });
 
+  /** Per prefix: the reasons it is Degraded for, and when each serving node's agent last reported (see prefixSeen). */
+  private readonly perPrefix = new Map<string, PrefixView>();
+  /** The slice allocator's usage, read at scrape time (set when slices run). */
+  sliceUsage: (() => SliceUsage[]) | undefined;
+
+  readonly prefixDegraded = new client.Gauge({
+    name: 'sixbed4_operator_prefix_degraded',
+    help: 'Per SixBed4Prefix: 1 for each reason its Degraded condition is True for (the condition\'s reason is the first of them), 0 with reason="AsExpected" (the reason of the condition then) while it is not Degraded.',
+    labelNames: ['prefix', 'reason'] as const, registers: [this.registry],
+    collect: () => this.collectDegraded(),
+  });
+  readonly agentReady = new client.Gauge({
+    name: 'sixbed4_operator_agent_ready', help: 'Per SixBed4Prefix and serving node: 1 while its agent counts as ready (reported ready, and not stale), else 0.',
+    labelNames: ['prefix', 'node'] as const, registers: [this.registry],
+    collect: () => this.collectAgents('ready'),
+  });
+  readonly agentReportAge = new client.Gauge({
+    name: 'sixbed4_operator_agent_report_age_seconds',
+    help: 'Per SixBed4Prefix and serving node: seconds since its agent last reported (its status entry or its node Lease heartbeat); absent while it never did.',
+    labelNames: ['prefix', 'node'] as const, registers: [this.registry],
+    collect: () => this.collectAgents('age'),
+  });
+  readonly slicesUsed = new client.Gauge({
+    name: 'sixbed4_operator_slice_words_used',
+    help: 'Per SixBed4Prefix with slices: words held, by kind (namespace: words A held by namespaces\' SixBed4Ranges; pod: words B held in the fullest namespace-and-node pair).',
+    labelNames: ['prefix', 'kind'] as const, registers: [this.registry],
+    collect: () => this.collectSlices(),
+  });
+  readonly slicesCapacity = new client.Gauge({
+    name: 'sixbed4_operator_slice_words_capacity',
+    help: 'Per SixBed4Prefix with slices: words there are, by kind (namespace: spec.slices.namespaceWords; pod: spec.slices.podWords).',
+    labelNames: ['prefix', 'kind'] as const, registers: [this.registry],
+  });
+
   readonly buildInfo = new client.Gauge({
     name: 'sixbed4_build_info', help: 'Always 1; the labels say which sixbed4 runs: version, git revision, Node.js version.',
     labelNames: ['version', 'revision', 'node'] as const, registers: [this.registry],
@@ -58,6 +103,40 @@ export class OperatorMetrics {
   constructor() {
     client.collectDefaultMetrics({ register: this.registry, prefix: 'sixbed4_operator_' });
     this.buildInfo.set({ ...buildInfo() }, 1);
+  }
+
+  /** What the last reconcile of a prefix found (undefined: the prefix is gone). */
+  prefixSeen(name: string, view: PrefixView | undefined): void {
+    if (view) this.perPrefix.set(name, view); else this.perPrefix.delete(name);
+  }
+
+  private collectDegraded(): void {
+    this.prefixDegraded.reset();
+    for (const [prefix, v] of this.perPrefix) {
+      if (v.degraded.length === 0) this.prefixDegraded.set({ prefix, reason: 'AsExpected' }, 0);
+      for (const reason of new Set(v.degraded)) this.prefixDegraded.set({ prefix, reason }, 1);
+    }
+  }
+
+  private collectAgents(what: 'ready' | 'age'): void {
+    const now = Date.now();
+    const g = what === 'ready' ? this.agentReady : this.agentReportAge;
+    g.reset();
+    for (const [prefix, v] of this.perPrefix) {
+      for (const a of v.agents()) {
+        if (what === 'ready') g.set({ prefix, node: a.node }, a.ready ? 1 : 0);
+        else if (a.lastSeenMs !== undefined) g.set({ prefix, node: a.node }, Math.max(0, (now - a.lastSeenMs) / 1000));
+      }
+    }
+  }
+
+  private collectSlices(): void {
+    this.slicesUsed.reset();
+    this.slicesCapacity.reset();
+    for (const u of this.sliceUsage?.() ?? []) {
+      this.slicesUsed.set({ prefix: u.prefix, kind: u.kind }, u.used);
+      this.slicesCapacity.set({ prefix: u.prefix, kind: u.kind }, u.capacity);
+    }
   }
 
   /** Counts one write; the resource is taken from the REST path. */

@@ -32,6 +32,8 @@
 // config.flags
 #define F_RELAY 1     // relays in the kernel (the refused table is complete)
 #define F_TO_PEERS 2  // kernel -> peers in the kernel
+#define F_GSO 8       // to-peers takes merged (GSO) TCP and UDP whose segments fit the tunnel
+#define F_DIRECT 16   // from-peers sends what the FIB forwards straight to its egress (--fast-path-direct)
 #define F_TEST_RUN 4  // BPF_PROG_TEST_RUN: nothing is sent, the next hop is hop_* below, and to-peers frames come with an
                       // Ethernet header (a test run always gives one; the TUN never does)
 
@@ -63,7 +65,7 @@ enum verdict {
 	V_FAST = 0,        // decapsulated and handed to the kernel here
 	V_RELAY,           // relayed to another peer here
 	V_NOT_6BED4,       // not a UDP/IPv4 datagram to the router's address and port
-	V_IPV4_UNUSUAL,    // IP options, fragments, bad IPv4 checksum or length, GSO, martian source
+	V_IPV4_UNUSUAL,    // IP options, fragments, bad IPv4 checksum or length, martian source
 	V_UDP_CHECKSUM,    // UDP checksum not verified here (wrong, or the NIC's state unknown)
 	V_SOURCE_PORT_ZERO,
 	V_KEEPALIVE,       // empty datagram
@@ -79,10 +81,12 @@ enum verdict {
 	V_RELAY_UNCHECKED, // a relay whose datagram had no UDP checksum to update (the router sends one)
 	V_NO_ROUTE,        // a relay whose next hop the FIB does not give here (no neighbour yet, another interface, MTU), or relays off
 	V_DECAP_FAILED,    // a helper refused (an older kernel): the packet is untouched
+	V_GRO,             // datagrams the uplink merged (UDP GRO, fraglist GRO): whole to the router's socket
+	V_DIRECT,          // not a verdict: of V_FAST, those sent straight to the FIB's egress (F_DIRECT)
 	// To peers (the TUN's egress, to-peers.bpf.c).
-	T_FAST,            // encapsulated and sent to the peer here
+	T_FAST,            // encapsulated and sent to the peer here (a merged packet counts its segments)
 	T_NOT_IPV6,        // not an IPv6 packet, shorter than its header or its version not 6
-	T_OVERSIZE,        // over the tunnel MTU, or GSO
+	T_OVERSIZE,        // over the tunnel MTU, or merged (GSO) into segments that would be
 	T_BAD_LENGTH,      // payload length does not match the packet exactly
 	T_ND,
 	T_MULTICAST,
@@ -94,6 +98,12 @@ enum verdict {
 	T_NO_SHORTCUT,     // the outer checksum cannot be derived from the inner one (extension headers, other protocols)
 	T_NO_ROUTE,        // as V_NO_ROUTE
 	T_ENCAP_FAILED,
+	T_GSO_OTHER,       // a merged packet of another protocol than TCP or UDP: the router gets its segments
+	T_GSO_REFUSED,     // the kernel refused to encapsulate a merged packet (the router turns to-peers off)
+	// Not verdicts: the segments of merged packets sent here (also in T_FAST), whose segments were all the same size
+	// (outer checksum right for each), or whose last one was shorter (sent without an outer checksum).
+	T_GSO,
+	T_GSO_UNEVEN,
 	V_COUNT,
 };
 
@@ -174,13 +184,17 @@ static __always_inline struct config *config_of(void)
 }
 
 // Bytes: of the IPv4 packet for packets left to the slow path, of the IPv6 packet for forwarded ones (as the engine counts).
-static __always_inline void count_bytes(__u32 v, __u32 bytes)
+static __always_inline void count_n(__u32 v, __u32 packets, __u32 bytes)
 {
 	struct counter *c = bpf_map_lookup_elem(&sixbed4_counts, &v);
 	if (c) {
-		c->packets++;
+		c->packets += packets;
 		c->bytes += bytes;
 	}
+}
+static __always_inline void count_bytes(__u32 v, __u32 bytes)
+{
+	count_n(v, 1, bytes);
 }
 
 static __always_inline __u16 fold(__u64 s)

@@ -17,6 +17,7 @@ import { writeHeader } from '../protocol/ipv6.js';
 import { fillChecksum, fold, sumWords } from '../protocol/checksum.js';
 import type { IPv4Range } from '../router/refused.js';
 import type { Logger } from '../../lib/log.js';
+import { hostBypassed, type Bypassed } from './bypass.js';
 import { FastPathPrograms, TC_ACT_REDIRECT, type FastPathCounters, type ProgramsConfig } from './programs.js';
 
 export type FastPathMode = 'auto' | 'on' | 'off';
@@ -29,8 +30,15 @@ export class FastPathUnavailable extends InputError {
   }
 }
 
+/**
+ * The default mode: auto. The fast path runs wherever the kernel and the capabilities allow and forwards exactly
+ * what the router would (the differential tests hold it to that); where it cannot, the router says why once and
+ * runs as before. What it bypasses on the host (docs/router.md) the router says at start.
+ */
+export const DEFAULT_FAST_PATH: FastPathMode = 'auto';
+
 export function fastPathModeOf(text: string | undefined): FastPathMode {
-  const m = text ?? 'off';
+  const m = text ?? DEFAULT_FAST_PATH;
   if (m === 'auto' || m === 'on' || m === 'off') return m;
   throw new InputError(`--fast-path ${text}: use auto, on or off`);
 }
@@ -49,6 +57,8 @@ export interface FastPathConfig {
    * the active member holds (on a macvlan of this uplink). Otherwise the interface that holds the bound address.
    */
   uplink?: string;
+  /** from-peers sends what the FIB would forward straight to its egress (from-peers.bpf.c, direct_egress). */
+  direct?: boolean;
 }
 
 export interface FastPath {
@@ -74,6 +84,16 @@ export interface PreparedFastPath {
   close(): void;
 }
 
+/** Why the fast path fell back (each said once in the log when it happened), as sixbed4_router_fast_path_fallbacks_total counts them. */
+export const FALLBACKS = ['unavailable', 'send_off', 'to_peers_off', 'gso_refused', 'uplink_merges'] as const;
+export type Fallback = typeof FALLBACKS[number];
+const fallbackCounts = new Map<Fallback, number>(FALLBACKS.map((f) => [f, 0]));
+const fellBack = (f: Fallback) => fallbackCounts.set(f, fallbackCounts.get(f)! + 1);
+/** The fallbacks of this process so far: unavailable (auto without the fast path), send_off (relays and to-peers with the router: no IPv4 forwarding), to_peers_off (an uplink that leaves checksums to the next hop), gso_refused, uplink_merges (GRO of peers' datagrams). */
+export function fastPathFallbacks(): ReadonlyMap<Fallback, number> {
+  return fallbackCounts;
+}
+
 /**
  * Loads and tests the fast path as mode says, before the router makes anything, so a refusal leaves nothing to
  * undo: 'off' does nothing; 'on' throws when it cannot run; 'auto' logs why once and returns undefined, leaving
@@ -83,6 +103,7 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
   if (mode === 'off') return undefined;
   const refuse = (why: string): undefined => {
     if (mode === 'on') throw new FastPathUnavailable(why);
+    fellBack('unavailable');
     log.warn(`fast path unavailable, every packet takes the TypeScript path: ${why}`);
     return undefined;
   };
@@ -93,34 +114,101 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
   } catch (err) {
     return refuse((err as Error).message);
   }
+  const bypassed = await hostBypassed();
   return {
     close: () => prog.close(),
     attach(tun) {
-      let toPeersWhy: string | undefined, sendWhy: string | undefined;
+      let toPeersWhy: string | undefined, sendWhy: string | undefined, config: ProgramsConfig;
       try {
         const uplinkIndex = native.ifIndex(uplink), tunIndex = native.ifIndex(tun);
         if (!uplinkIndex || !tunIndex) throw new Error(`interface ${uplinkIndex ? tun : uplink} vanished`);
         sendWhy = whyNotSend(uplink);
         toPeersWhy = sendWhy ?? whyNotToPeers(uplink);
-        prog.configure({ ...programsConfig(cfg, tunIndex, uplinkIndex), toPeers: !toPeersWhy, relay: !sendWhy });
+        config = { ...programsConfig(cfg, tunIndex, uplinkIndex), toPeers: !toPeersWhy, relay: !sendWhy };
+        prog.configure(config);
         attach(prog, uplinkIndex, tunIndex, uplink);
       } catch (err) {
         prog.close();
         return refuse((err as Error).message);
       }
-      if (sendWhy) log.warn(`fast path: relays and packets from the kernel to peers stay with the router: ${sendWhy}`);
-      else if (toPeersWhy) log.warn(`fast path: packets from the kernel to peers stay with the router: ${toPeersWhy}`);
+      if (sendWhy) {
+        fellBack('send_off');
+        log.warn(`fast path: relays and packets from the kernel to peers stay with the router: ${sendWhy}`);
+      } else if (toPeersWhy) {
+        fellBack('to_peers_off');
+        log.warn(`fast path: packets from the kernel to peers stay with the router: ${toPeersWhy}`);
+      }
       const what = sendWhy ? 'peers -> kernel' : toPeersWhy ? 'peers -> kernel and relays' : 'peers <-> kernel and relays';
       log.info(`fast path on: ${what} forwarded in the kernel`, { uplink, tun });
-      return { uplink, counters: () => prog.counters(), takeSeen: (budgetMs) => prog.takeSeen(budgetMs), setRefused: (r) => prog.setRefused(r), stop: () => prog.close() };
+      sayBypassed(bypassed, !sendWhy, !!cfg.direct, log);
+      const unwatch = watchMerged(prog, config, uplink, log);
+      return {
+        uplink, counters: () => prog.counters(), takeSeen: (budgetMs) => prog.takeSeen(budgetMs), setRefused: (r) => prog.setRefused(r),
+        stop: () => { unwatch(); prog.close(); },
+      };
     },
   };
+}
+
+/** Says which of the host's nftables chains the router's datagrams pass only on the TypeScript path. */
+function sayBypassed(b: Bypassed | undefined, sends: boolean, direct: boolean, log: Logger): void {
+  if (direct) {
+    log.info('fast path: direct: peers\' packets the kernel would forward go straight to its egress, past netfilter\'s prerouting and forward hooks (docs/router.md)');
+    if (b?.forward.length) log.warn(`fast path: direct: peers' packets it forwards do not pass these nftables chains of the host: ${b.forward.join(', ')}`);
+  }
+  if (!b) return;
+  if (b.receive.length) {
+    log.warn(`fast path: peers' datagrams it forwards do not pass these nftables chains of the host: ${b.receive.join(', ')} (from-peers runs before them; docs/router.md)`);
+  }
+  if (sends && b.send.length) {
+    log.warn(`fast path: datagrams it sends to peers do not pass these nftables chains of the host: ${b.send.join(', ')} (to-peers and relays send past them; docs/router.md)`);
+  }
+}
+
+/** How often the router looks at what the kernel did with merged packets. */
+const MERGED_WATCH_MS = 1000;
+
+/**
+ * Watches, once a second, for what only real traffic shows about merged packets, and says each once:
+ * - A test run cannot make a merged packet (its GSO type stays 0), so the kernel's answer to encapsulating one comes
+ *   with the first real one: refused, it is left unchanged to the router (counted gso_refused). From then on to-peers
+ *   sends nothing, so that no flow is split between the two paths (its merged packets through the router, the rest
+ *   in the kernel: reordered).
+ * - Peers' datagrams the uplink merged (fraglist GRO, `rx-gro-list`; UDP GRO into a socket that asked for it) cannot
+ *   be decapsulated as one packet: they go whole to the router's socket, and a peer's flow is split between the two
+ *   paths. Only the host's owner can turn that off.
+ */
+function watchMerged(prog: FastPathPrograms, config: ProgramsConfig, uplink: string, log: Logger): () => void {
+  let toPeers = config.toPeers !== false, groSaid = false;
+  const timer = setInterval(() => {
+    let c;
+    try {
+      c = prog.counters();
+    } catch {
+      clearInterval(timer); // closed
+      return;
+    }
+    if (toPeers && c.toPeers.gso_refused.packets) {
+      toPeers = false;
+      fellBack('gso_refused');
+      prog.configure({ ...config, toPeers: false });
+      log.warn('fast path: this kernel refused to encapsulate a merged (GSO) packet (bpf_skb_adjust_room with BPF_F_ADJ_ROOM_FIXED_GSO); packets from the kernel to peers stay with the router from now on, so that no flow is split between two paths');
+    }
+    if (!groSaid && c.fromPeers.gro.packets) {
+      groSaid = true;
+      fellBack('uplink_merges');
+      log.warn(`fast path: ${uplink} merges peers' datagrams (GRO of UDP, e.g. rx-gro-list on), which the fast path cannot decapsulate: those take the router, and a peer's flow is split between two paths (reordered); \`ethtool -K ${uplink} rx-gro-list off rx-udp-gro-forwarding off\` keeps them apart`);
+    }
+    if (!toPeers && groSaid) clearInterval(timer);
+  }, MERGED_WATCH_MS);
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 function programsConfig(cfg: FastPathConfig, tunIfindex: number, uplinkIfindex: number): ProgramsConfig {
   return {
     bindIPv4: cfg.bindIPv4, bindPort: cfg.bindPort, ownIPv4: cfg.ownIPv4, ownPort: cfg.ownPort, prefix: cfg.prefix,
-    ttl: defaultTtl(), tunIfindex, uplinkIfindex,
+    ttl: defaultTtl(), tunIfindex, uplinkIfindex, ...(cfg.direct ? { direct: true } : {}),
   };
 }
 

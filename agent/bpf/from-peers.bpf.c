@@ -28,6 +28,39 @@
 #ifndef BPF_F_ADJ_ROOM_DECAP_L3_IPV6
 #define BPF_F_ADJ_ROOM_DECAP_L3_IPV6 (1ULL << 8)
 #endif
+// Linux 6.3 too: the FIB's answer without its neighbour (bpf_redirect_neigh() resolves it, as forwarding would).
+#ifndef BPF_FIB_LOOKUP_SKIP_NEIGH
+#define BPF_FIB_LOOKUP_SKIP_NEIGH (1U << 2)
+#endif
+#define AF_INET6 10
+
+// --fast-path-direct: where the kernel would forward the decapsulated packet, it is sent to that egress here, without
+// the second receive pass through the TUN's ingress: the FIB is asked as for a packet arriving on the TUN (the same
+// routes, forwarding switch and MTU), and everything it would not simply forward goes into the TUN as without the
+// flag, so the kernel still answers it (local delivery, no route, Packet Too Big, hop limits about to run out, a way
+// back into the tunnel). What this skips is the rest of the forward path: netfilter's prerouting and forward hooks
+// (and conntrack) for these packets, hence a choice for hosts without a forward firewall. The kernel's hop limit
+// decrement is made here too: the router's and the forwarding's, two in all.
+static __always_inline __u32 direct_egress(struct __sk_buff *skb, struct config *cfg, struct ipv6hdr *ip6, __u32 dlen,
+					   struct bpf_redir_neigh *nh)
+{
+	if (!(cfg->flags & F_DIRECT) || (cfg->flags & F_TEST_RUN) || ip6->hop_limit <= 2)
+		return 0;
+	struct bpf_fib_lookup fib = {};
+	fib.family = AF_INET6;
+	fib.l4_protocol = ip6->nexthdr;
+	fib.tot_len = dlen;
+	fib.ifindex = cfg->tun_ifindex;
+	fib.flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0fffffff);
+	__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
+	__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS ||
+	    fib.ifindex == cfg->tun_ifindex)
+		return 0;
+	nh->nh_family = AF_INET6;
+	__builtin_memcpy(nh->ipv6_nh, fib.ipv6_dst, 16); // the gateway, or the destination itself when on-link
+	return fib.ifindex;
+}
 
 #define CSUM_CHUNK 512 // bpf_csum_diff() takes at most 512 bytes a call
 struct scratch {
@@ -169,8 +202,12 @@ int sixbed4_from_peers(struct __sk_buff *skb)
 	// What ip_rcv() and the input route would refuse, or treat specially, goes to them.
 	__u32 ipv4_len = bpf_ntohs(h.ip.tot_len);
 	__u8 s0 = ((const __u8 *)&h.ip.saddr)[0];
+	// Datagrams the uplink merged (UDP GRO into the router's socket, fraglist GRO) are many IPv6 packets under one
+	// header: decapsulating the first would not reach the others. The socket gets them whole, as ever.
+	if (skb->gso_size)
+		return count(skb, V_GRO);
 	if ((h.ip.frag_off & bpf_htons(0x3fff)) || ipv4_len != skb->len - L2 ||
-	    skb->pkt_type != 0 /* PACKET_HOST */ || skb->gso_segs > 1 ||
+	    skb->pkt_type != 0 /* PACKET_HOST */ ||
 	    s0 == 0 || s0 == 127 || s0 >= 224 || h.ip.saddr == cfg->bind_ipv4 ||
 	    fold(bpf_csum_diff(0, 0, (__be32 *)&h.ip, sizeof(h.ip), 0)) != 0xffff)
 		return count(skb, V_IPV4_UNUSUAL);
@@ -236,19 +273,26 @@ int sixbed4_from_peers(struct __sk_buff *skb)
 	if (port)
 		return relay(skb, cfg, &h, v4, port, dlen);
 
+	struct bpf_redir_neigh nh = {};
+	__u32 egress = direct_egress(skb, cfg, &h.ip6, dlen, &nh);
+
 	// Nothing has been changed so far: a refusal below leaves the packet as it came.
 	if (bpf_skb_adjust_room(skb, -(__s32)(sizeof(struct iphdr) + sizeof(struct udphdr)), BPF_ADJ_ROOM_MAC,
 				BPF_F_ADJ_ROOM_DECAP_L3_IPV6) < 0)
 		return count(skb, V_DECAP_FAILED);
 	// From here the packet is IPv6: errors can no longer hand it back unchanged, so they drop it (counted).
 	__be16 proto = bpf_htons(ETH_P_IPV6);
-	__u8 hops = h.ip6.hop_limit - 1;
+	__u8 hops = h.ip6.hop_limit - (egress ? 2 : 1);
 	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto), 0) < 0 ||
 	    bpf_skb_store_bytes(skb, L2 + offsetof(struct ipv6hdr, hop_limit), &hops, 1, BPF_F_RECOMPUTE_CSUM) < 0) {
 		count_bytes(V_DECAP_FAILED, dlen);
 		return TC_ACT_SHOT;
 	}
 	count_bytes(V_FAST, dlen);
+	if (egress) {
+		count_bytes(V_DIRECT, dlen);
+		return bpf_redirect_neigh(egress, &nh, sizeof(nh), 0);
+	}
 	return bpf_redirect(cfg->tun_ifindex, BPF_F_INGRESS);
 }
 

@@ -36,11 +36,13 @@ export const FROM_PEERS_VERDICTS = [
   'relay_unchecked',   // a relay whose datagram came without a UDP checksum
   'no_route',          // a relay whose next hop is not ready on the uplink (neighbour unresolved, another interface, MTU), or relays off
   'decap_failed',      // the kernel refused a helper's request
+  'gro',               // datagrams the uplink merged (UDP GRO, fraglist GRO): whole to the router's socket
+  'direct',            // not a verdict (FROM_PEERS_TALLIES): of 'fast', those sent straight to the FIB's egress (direct)
 ] as const;
 export const TO_PEERS_VERDICTS = [
-  'fast',              // encapsulated and sent to the peer by the program
+  'fast',              // encapsulated and sent to the peer by the program (a merged packet: its segments)
   'not_ipv6',
-  'oversize',          // over the tunnel MTU, or GSO
+  'oversize',          // over the tunnel MTU, or merged into segments that would be (or merging not allowed)
   'bad_length',
   'nd',
   'multicast',
@@ -52,7 +54,15 @@ export const TO_PEERS_VERDICTS = [
   'no_shortcut',       // extension headers or another upper layer: the outer checksum would need the whole payload
   'no_route',          // as for relays
   'encap_failed',
+  'gso_other',         // merged packets of another protocol than TCP or UDP: the router gets their segments
+  'gso_refused',       // the kernel refused to encapsulate a merged packet (the router then turns to-peers off)
+  // Not verdicts (TO_PEERS_TALLIES): segments of merged packets sent by the program, also counted in 'fast'.
+  'gso',               // all segments of the packet the same size: the outer UDP checksum is right for each
+  'gso_uneven',        // the last one shorter: sent without an outer UDP checksum (see to-peers.bpf.c)
 ] as const;
+/** Counter slots that tally part of 'fast' again rather than name a verdict. */
+export const FROM_PEERS_TALLIES: readonly FromPeersVerdict[] = ['direct'];
+export const TO_PEERS_TALLIES: readonly ToPeersVerdict[] = ['gso', 'gso_uneven'];
 export type FromPeersVerdict = typeof FROM_PEERS_VERDICTS[number];
 export type ToPeersVerdict = typeof TO_PEERS_VERDICTS[number];
 type Counts = { packets: number; bytes: number };
@@ -70,7 +80,7 @@ export const BPF_TCX_INGRESS = 46;
 export const BPF_TCX_EGRESS = 47;
 
 // config.flags (fastpath.bpf.h)
-const F_RELAY = 1, F_TO_PEERS = 2, F_TEST_RUN = 4;
+const F_RELAY = 1, F_TO_PEERS = 2, F_TEST_RUN = 4, F_GSO = 8, F_DIRECT = 16;
 
 export interface ProgramsConfig {
   /** The address and port the router's sockets are bound to: where peers' datagrams arrive, and what it sends from. */
@@ -91,6 +101,10 @@ export interface ProgramsConfig {
   toPeers?: boolean;
   /** Whether from-peers relays (default true); false leaves relays to the router. */
   relay?: boolean;
+  /** Whether to-peers takes merged (GSO) TCP (default true); false leaves it to the router, in segments. */
+  gso?: boolean;
+  /** from-peers sends what the FIB would forward straight to its egress (--fast-path-direct; default false). */
+  direct?: boolean;
   /**
    * Test runs (BPF_PROG_TEST_RUN) only: nothing is sent, so no FIB lookup is made and the next hop is these MACs;
    * to-peers frames then come with an Ethernet header, as a test run always gives one.
@@ -149,7 +163,7 @@ export class FastPathPrograms {
     d.setUint32(20, c.uplinkIfindex, true);
     d.setUint32(24, c.ownIPv4 >>> 0, false);
     d.setUint16(28, c.ownPort, false);
-    d.setUint16(30, (c.relay === false ? 0 : F_RELAY) | (c.toPeers === false ? 0 : F_TO_PEERS) | (c.testRun ? F_TEST_RUN : 0), true);
+    d.setUint16(30, (c.relay === false ? 0 : F_RELAY) | (c.toPeers === false ? 0 : F_TO_PEERS) | (c.testRun ? F_TEST_RUN : 0) | (c.gso === false ? 0 : F_GSO) | (c.direct ? F_DIRECT : 0), true);
     if (c.testRun) { v.set(c.testRun.dmac.subarray(0, 6), 32); v.set(c.testRun.smac.subarray(0, 6), 38); }
     bpfSyscalls.mapUpdate(this.maps.fd('sixbed4_config'), new Uint8Array(4), v);
   }

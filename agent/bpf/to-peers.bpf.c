@@ -11,7 +11,25 @@
 // Everything else returns TC_ACT_UNSPEC unchanged and goes into the TUN for
 // the router: ND, local (port-0) and refused destinations, sources in the /64
 // with a port word, hop limits about to run out (the router answers those),
-// GSO, extension headers, a next hop that needs a neighbour lookup first.
+// extension headers, a next hop that needs a neighbour lookup first.
+//
+// Merged TCP or UDP (GSO: what the uplink's GRO made of a download, a local
+// sender's TSO or UDP_SEGMENT) whose segments each fit the tunnel is encapsulated once, as a
+// UDP tunnel GSO packet (bpf_skb_adjust_room's encap flags, with the segment
+// size kept: BPF_F_ADJ_ROOM_FIXED_GSO). The uplink (its NIC, or the kernel in
+// __skb_udp_tunnel_segment) cuts it into the segments the TUN would have given
+// the router, each with a copy of the outer headers: the kernel fills in each
+// one's IPv4 length, ID and checksum and UDP length, and copies the outer UDP
+// checksum as it is (a BPF program cannot ask for SKB_GSO_UDP_TUNNEL_CSUM). So
+// the one written here must be right for every segment: it is derived, as
+// below, for a full-size segment, and is right for all of them when they are
+// all that size. A merged packet whose last segment is shorter goes out with
+// no outer checksum (0, allowed over IPv4: the inner TCP checksum still covers
+// the payload end to end) rather than to the router, which would reorder the
+// flow. T_FAST counts the segments, T_GSO / T_GSO_UNEVEN again apart. The
+// kernel numbers the outer IPv4 IDs of one merged packet's segments 0, 1, 2,
+// ... where the router's socket sends 0 (both with DF, where the ID means
+// nothing: RFC 6864); every other byte is the router's.
 //
 // The outer UDP checksum is derived from the inner packet's own checksum
 // ("local checksum offload", as the kernel's UDP tunnels do): for TCP, UDP
@@ -54,9 +72,16 @@ int sixbed4_to_peers(struct __sk_buff *skb)
 	if (skb->protocol != bpf_htons(ETH_P_IPV6))
 		return count(skb, T_NOT_IPV6, l3);
 	__u32 len = skb->len - l3;
-	// The TUN's MTU is the tunnel's: a GSO packet would be segmented after this point, into packets for the router.
-	if (len > TUNNEL_MTU || skb->gso_segs > 1)
+	// A merged packet (GSO) is segmented after this point, into packets of at most gso_size bytes after the
+	// headers: those must fit the tunnel (the TUN's MTU is the tunnel's, so a local sender's do).
+	__u32 gso = skb->gso_size, segs = 1;
+	if (gso) {
+		if (!(cfg->flags & F_GSO))
+			return count(skb, T_OVERSIZE, l3);
+		segs = skb->gso_segs;
+	} else if (len > TUNNEL_MTU) {
 		return count(skb, T_OVERSIZE, l3);
+	}
 	struct ipv6hdr ip6;
 	if (len < sizeof(ip6) || bpf_skb_load_bytes(skb, l3, &ip6, sizeof(ip6)) < 0 || ip6.version != 6)
 		return count(skb, T_NOT_IPV6, l3);
@@ -94,35 +119,74 @@ int sixbed4_to_peers(struct __sk_buff *skb)
 	    !(ip6.nexthdr == NH_UDP && len >= sizeof(ip6) + 8 && (l4[6] | l4[7])))
 		return count(skb, T_NO_SHORTCUT, l3);
 
-	__u16 ip_len = ENCAP + len;
+	// The length of one segment on the tunnel: the whole packet, or for a merged one a full-size segment.
+	__u32 seg = len, uneven = 0, hdrs = 0;
+	if (gso) {
+		// TCP (TSO/GRO) or UDP (UDP_SEGMENT) right after the header: the two the kernel segments by gso_size.
+		if (ip6.nexthdr == NH_TCP) {
+			__u8 doff;
+			if (bpf_skb_load_bytes(skb, l3 + sizeof(ip6) + 12, &doff, 1) < 0)
+				return count(skb, T_NO_SHORTCUT, l3);
+			hdrs = sizeof(ip6) + (doff >> 4) * 4;
+			if (hdrs < sizeof(ip6) + 20 || len < hdrs)
+				return count(skb, T_NO_SHORTCUT, l3);
+		} else if (ip6.nexthdr == NH_UDP) {
+			hdrs = sizeof(ip6) + 8;
+		} else {
+			return count(skb, T_GSO_OTHER, l3);
+		}
+		if (gso > TUNNEL_MTU)
+			return count(skb, T_OVERSIZE, l3);
+		__u32 data = len - hdrs;
+		seg = hdrs + gso;
+		if (seg > TUNNEL_MTU)
+			return count(skb, T_OVERSIZE, l3);
+		if (data <= gso) // one segment: the packet itself, whose checksum is derived as ever
+			seg = len;
+		else
+			uneven = data % gso;
+		if (!segs)
+			segs = data > gso ? (data + gso - 1) / gso : 1;
+	}
+
+	__u16 ip_len = ENCAP + seg;
 	struct wire w = {};
 	if (!next_hop(skb, cfg, cfg->bind_ipv4, v4, ip_len, &w.eth))
 		return count(skb, T_NO_ROUTE, l3);
 	ip6.hop_limit--;
 	__builtin_memcpy(w.ip6, &ip6, sizeof(w.ip6));
+	// A merged packet's outer lengths are rewritten for each segment by the kernel; these are a full segment's.
 	outer_ipv4(&w.ip, cfg, v4, ip_len);
 	w.udp.source = cfg->bind_port;
 	w.udp.dest = port;
 	w.udp.len = bpf_htons(ip_len - sizeof(w.ip));
-	struct {
-		__be32 saddr, daddr;
-		__u8 zero, proto;
-		__be16 len;
-	} pseudo = { w.ip.saddr, w.ip.daddr, 0, IPPROTO_UDP, w.udp.len };
-	__u32 sum = bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), inner_sum(&ip6));
-	__u16 check = ~fold((__u32)bpf_csum_diff(0, 0, (__be32 *)&w.udp, sizeof(w.udp), sum)) & 0xffff;
-	w.udp.check = check ? check : 0xffff; // 0 means "no checksum" over IPv4
+	if (!uneven) {
+		struct {
+			__be32 saddr, daddr;
+			__u8 zero, proto;
+			__be16 len;
+		} pseudo = { w.ip.saddr, w.ip.daddr, 0, IPPROTO_UDP, w.udp.len };
+		__u32 sum = bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), inner_sum(&ip6));
+		__u16 check = ~fold((__u32)bpf_csum_diff(0, 0, (__be32 *)&w.udp, sizeof(w.udp), sum)) & 0xffff;
+		w.udp.check = check ? check : 0xffff; // 0 means "no checksum" over IPv4
+	}
 
-	// Room for the outer headers in front (protocol becomes IPv4); nothing has changed if the kernel refuses.
-	if (bpf_skb_adjust_room(skb, ENCAP, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP) < 0)
-		return count(skb, T_ENCAP_FAILED, l3);
+	// Room for the outer headers in front (protocol becomes IPv4); nothing has changed if the kernel refuses. A
+	// merged packet keeps its segment size (the inner segments are what the tunnel carries) and becomes a UDP
+	// tunnel GSO packet.
+	__u64 flags = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_UDP | (gso ? BPF_F_ADJ_ROOM_FIXED_GSO : 0);
+	if (bpf_skb_adjust_room(skb, ENCAP, BPF_ADJ_ROOM_MAC, flags) < 0)
+		return count(skb, gso ? T_GSO_REFUSED : T_ENCAP_FAILED, l3);
 	// The TUN gives no link-layer header; the uplink needs one.
 	if ((!l3 && bpf_skb_change_head(skb, sizeof(struct ethhdr), 0) < 0) ||
 	    bpf_skb_store_bytes(skb, 0, WIRE(&w), WIRE_LEN, 0) < 0) {
 		count_bytes(T_ENCAP_FAILED, len);
 		return TC_ACT_SHOT; // half rewritten: nothing can forward it as it came
 	}
-	count_bytes(T_FAST, len);
+	// As the router would count the segments: each with its own headers.
+	count_n(T_FAST, segs, len + (segs - 1) * hdrs);
+	if (gso)
+		count_n(uneven ? T_GSO_UNEVEN : T_GSO, segs, 0);
 	return bpf_redirect(cfg->uplink_ifindex, 0);
 }
 

@@ -5,8 +5,7 @@
 // serves what it served; and it serves metrics and the Pod's health.
 import { join } from 'node:path';
 import type { Logger } from '../../lib/log.js';
-import { Counters, type CountersSnapshot } from '../router/counters.js';
-import { routerRegistry } from '../router/metrics.js';
+import { AgentRegistry } from './metrics.js';
 import { startMetricsServer, type MetricsServer } from '../../lib/metrics-server.js';
 import type { Registry } from 'prom-client';
 import { KubeError, paths, type Kube } from '../../kube/client.js';
@@ -122,7 +121,7 @@ class NodeAgent implements RunningAgent {
     void this.configMaps.start().catch((err: Error) => log.warn(`watching agent ConfigMaps: ${err.message} (retrying)`));
     void Promise.all([this.configMaps.synced, this.prefixes.synced]).then(() => this.followApi());
 
-    const registry = routerRegistry(async () => sumCounters(await Promise.all([...this.agents.values()].map((a) => a.counters()))));
+    const registry = new AgentRegistry(() => [...this.agents].map(([prefix, a]) => ({ prefix, ...a.metricsSource() })));
     this.failoverMetrics = new FailoverMetrics(registry);
     // Ready only once the first pass has started what the node's shares say (its routers forward): a Pod that is
     // Ready with its routers still starting would let a rollout or a test go on too early.
@@ -316,11 +315,4 @@ async function daemonSetGoing(kube: Kube, namespace: string, name: string, log: 
     log.warn(`cannot tell whether the agent DaemonSet is being deleted (${(err as Error).message}): leaving sixbed4-cni installed`);
     return false;
   }
-}
-
-/** The node's totals over its prefixes. */
-function sumCounters(all: CountersSnapshot[]): CountersSnapshot {
-  const sum = new Counters();
-  for (const s of all) sum.add(s);
-  return sum.snapshot();
 }

@@ -25,6 +25,7 @@ import { failoverPlan, FailoverRefused, layer2Refusal, type FailoverPlan } from 
 import { FailoverMember } from '../failover/member.js';
 import type { FailoverMetrics } from '../failover/metrics.js';
 import { ipJson } from '../host/ip.js';
+import type { PrefixMetricsSource } from './metrics.js';
 
 export interface PrefixAgentOptions {
   prefixName: string;
@@ -53,6 +54,8 @@ export interface PrefixAgent {
   /** Whether this prefix forwards (or has given its host back). */
   healthy(): boolean;
   counters(): Promise<CountersSnapshot>;
+  /** What the node agent's /metrics shows of this prefix (metrics.ts). */
+  metricsSource(): Omit<PrefixMetricsSource, 'prefix'>;
   /** The prefix's slices on this node (CNI requests go there). */
   readonly slices: SliceAgent;
   /**
@@ -232,6 +235,10 @@ export async function startPrefixAgent(kube: Kube, o: PrefixAgentOptions, log: L
     healthy: () => router !== null || reverted,
     slices,
     counters: () => router ? router.counters() : Promise.resolve(zero),
+    metricsSource: () => ({
+      ...(router ? { registry: router.registry } : {}),
+      fastPath: { mode: o.share()?.node?.fastPath ?? 'off', running: router?.fastPath !== undefined },
+    }),
     async stop(opts = {}) {
       if (stopped) return;
       stopped = true;
@@ -254,8 +261,9 @@ export function shareRouterOptions(n: AgentNodeConfig, at: { tun: string; uplink
     // A new agent Pod starts beside the old one (the DaemonSet surges): it takes the tunnel and the port over.
     handover: true,
     ...(at.host.ndpProxy !== 'off' ? { ndpProxy: { uplink: at.uplink, mode: at.host.ndpProxy, localAddresses: proxiedLocalAddresses(at.host) } } : {}),
-    // spec.fastPath Auto | Required (absent: Disabled); the words are --fast-path's.
-    ...(n.fastPath ? { fastPath: n.fastPath } : {}),
+    // spec.fastPath Auto | Required (absent: Disabled, said out loud: the router's own default is auto); the words
+    // are --fast-path's.
+    fastPath: n.fastPath ?? 'off',
   };
 }
 
@@ -265,7 +273,7 @@ export function shareRouterOptions(n: AgentNodeConfig, at: { tun: string; uplink
  */
 export function fastPathRefusal(err: unknown): string | undefined {
   if (!(err instanceof FastPathUnavailable)) return undefined;
-  return `spec.fastPath Required: ${err.why}` + (hasBpf() ? '' : '; this agent has no CAP_BPF: the chart gives it to the agents with agent.fastPath=true');
+  return `spec.fastPath Required: ${err.why}` + (hasBpf() ? '' : '; this agent has no CAP_BPF: the chart gives it to the agents unless agent.fastPath=false');
 }
 
 async function stateFileExists(path: string): Promise<boolean> {

@@ -60,7 +60,10 @@ export class Announcer {
     await sysctl(`net/ipv6/conf/${macvlan}/accept_dad`, '0');
     await sysctl(`net/ipv6/conf/${macvlan}/accept_ra`, '0');
     await sysctl(`net/ipv4/conf/${macvlan}/rp_filter`, '2');
-    await ensureFence(this.p);
+    const [own] = await ipJson<{ addr_info?: { local: string }[] }[]>('-4', 'addr', 'show', 'dev', uplink);
+    const uplinkIPv4 = own?.addr_info?.find((a) => a.local !== formatIPv4(this.p.ipv4))?.local;
+    if (!uplinkIPv4) this.log.warn(`${uplink} has no IPv4 address of its own: the kernel's ARP requests there will name the floating address`);
+    await ensureFence(this.p, uplinkIPv4);
     if (old && !(await fenceOpen(this.p))) {
       await ip('link', 'set', 'dev', macvlan, 'down');
       await ip('addr', 'flush', 'dev', macvlan);

@@ -7,7 +7,10 @@
 //
 // The uplink's own ARP replies for the floating address are dropped for good (the arp table): with arp_ignore 0,
 // Linux answers ARP for any address of the host on any interface, so the uplink would answer for the address on
-// the macvlan with its own MAC, beside the virtual MAC.
+// the macvlan with its own MAC, beside the virtual MAC. And its ARP requests (for the gateway, when the router
+// answers a peer from the floating address) carry the uplink's own address instead: with arp_announce 0 Linux puts
+// the packet's source there, and every neighbour that knows the floating address would point it at the uplink's
+// MAC (measured: the provider's entry moved to it, and the datagrams came in past the macvlan).
 import { runCommand } from '../host/command.js';
 import { systemTool } from '../host/tools.js';
 import { formatIPv4 } from '../../lib/ip.js';
@@ -24,8 +27,11 @@ function nft(script: string): Promise<string> {
   return runCommand([systemTool('nft'), '-f', '-'], { input: script, timeoutMs: NFT_TIMEOUT_MS });
 }
 
-/** The tables, as they are when both are there (a previous agent's, perhaps in use), else made anew. */
-export async function ensureFence(p: FailoverPlan): Promise<void> {
+/**
+ * The tables, as they are when both are there (a previous agent's, perhaps in use), else made anew. uplinkIPv4: the
+ * uplink's own address, which the kernel's ARP requests from the uplink carry instead of the floating one.
+ */
+export async function ensureFence(p: FailoverPlan, uplinkIPv4?: string): Promise<void> {
   const nftBin = systemTool('nft');
   const there = async (family: string) => runCommand([nftBin, 'list', 'table', family, p.table], { timeoutMs: NFT_TIMEOUT_MS }).then(() => true, () => false);
   if (await there('netdev') && await there('arp')) return;
@@ -48,7 +54,8 @@ table netdev ${t} {
 table arp ${t} {
   chain out {
     type filter hook output priority 0; policy accept;
-    oifname "${p.uplink}" arp operation reply arp saddr ip ${formatIPv4(p.ipv4)} drop
+    oifname "${p.uplink}" arp operation reply arp saddr ip ${formatIPv4(p.ipv4)} drop${uplinkIPv4 ? `
+    oifname "${p.uplink}" arp operation request arp saddr ip ${formatIPv4(p.ipv4)} arp saddr ip set ${uplinkIPv4}` : ''}
   }
 }
 `);

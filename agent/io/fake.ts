@@ -296,6 +296,13 @@ export class FakeIO implements NativeIO {
     return n;
   }
 
+  /** The TTL each socket was last given (no hops here: only recorded). */
+  readonly ttl = new Map<number, number>();
+
+  udpTtl(fd: number, ttl: number): void {
+    this.ttl.set(fd, ttl);
+  }
+
   udpSend(fd: number, b: Batch, count: number): number {
     checkEntries(b, count);
     if (count === 0) return 0; // no system call, so no error either

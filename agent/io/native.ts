@@ -87,6 +87,8 @@ export interface NativeIO {
    * Returns the count, 0 when the queue is empty.
    */
   udpRecvErrors(fd: number, b: Batch, info: Uint32Array): number;
+  /** The IPv4 TTL of what fd sends from now on (-1: the default again). */
+  udpTtl(fd: number, ttl: number): void;
 }
 
 /** The addon's raw exports: batches are passed as their separate arrays. */
@@ -107,6 +109,7 @@ interface RawAddon {
   packetSend(ifname: string, frame: Uint8Array): void;
   txChecksum(name: string): boolean;
   udpSteer(fd: number, program: Uint8Array): void;
+  udpTtl(fd: number, ttl: number): void;
   bpfMapCreate(type: number, keySize: number, valueSize: number, maxEntries: number, name: string, flags: number): number;
   bpfMapDelete(fd: number, key: Uint8Array): boolean;
   bpfProgQuery(ifindex: number, attachType: number): number;
@@ -167,6 +170,7 @@ export const native: NativeIO = {
   ifIndex: (name) => addon().ifIndex(name),
   tryLock: (fd) => addon().tryLock(fd),
   udpRecvErrors: (fd, b, info) => addon().udpRecvErrors(fd, b.data, b.off, b.len, b.addr, b.port, b.slot, info),
+  udpTtl: (fd, ttl) => addon().udpTtl(fd, ttl),
 };
 
 /**

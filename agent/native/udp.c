@@ -400,8 +400,28 @@ static napi_value udp_steer(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * udpTtl(fd, ttl): the IPv4 TTL of what fd sends from now on (IP_TTL; -1: the route's default again). The peer's
+ * hop-limited first probe (agent/peer/direct.ts) goes out with a small one, to open its own NAT's mapping only.
+ */
+static napi_value udp_ttl(napi_env env, napi_callback_info info) {
+  S4_ARGS(2);
+  int32_t fd, ttl;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, NULL, "fd must be a file descriptor");
+    return NULL;
+  }
+  if (napi_get_value_int32(env, argv[1], &ttl) != napi_ok || (ttl != -1 && (ttl < 1 || ttl > 255))) {
+    napi_throw_type_error(env, NULL, "ttl must be 1..255, or -1 for the default");
+    return NULL;
+  }
+  if (setsockopt(fd, IPPROTO_IP, IP_TTL, &ttl, sizeof ttl) != 0) s4_throw_errno(env, errno, "setsockopt(IP_TTL)");
+  return NULL;
+}
+
 napi_status s4_init_udp(napi_env env, napi_value exports) {
   napi_status st;
+  if ((st = s4_export_fn(env, exports, "udpTtl", udp_ttl)) != napi_ok) return st;
   if ((st = s4_export_fn(env, exports, "udpSteer", udp_steer)) != napi_ok) return st;
   if ((st = s4_export_fn(env, exports, "udpOpen", udp_open)) != napi_ok) return st;
   if ((st = s4_export_fn(env, exports, "udpRecv", udp_recv)) != napi_ok) return st;

@@ -5,7 +5,8 @@
 // UDP the router is believed, its RAs are handed up; another peer only for
 // packets to our own address whose source address embeds the datagram's IPv4
 // and port (the originator check the router makes), and only with the direct
-// path on. The rest goes to the kernel.
+// path on. The rest goes to the kernel. Data relayed by the router from a peer
+// we send to straight is told to direct.ts: that peer may have given the path up.
 import { IPV6_HEADER, ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT, ND_REDIRECT, ND_ROUTER_ADVERT, ND_ROUTER_SOLICIT, NH_ICMPV6,
   TUNNEL_MTU } from '../protocol/constants.js';
 import { equal16, OFF_DST, OFF_SRC, packetLength, payloadLength, readU32 } from '../protocol/ipv6.js';
@@ -20,6 +21,8 @@ export class PeerCounters {
   /** packets sent straight to another peer, and received straight from one */
   directTxPackets = 0; directRxPackets = 0;
   probesSent = 0; probeAnswers = 0; neighborAdverts = 0;
+  /** direct paths given up because the peer's data came through the router again */
+  directViaRouter = 0;
   routerAdverts = 0;
   dropForeign = 0; dropInvalid = 0; dropMulticast = 0; dropNd = 0;
 }
@@ -38,7 +41,9 @@ export class PeerEngine {
   readonly toUdp: Batch;
   /** probes (NS) and answers to probes (NA), each to its peer's IPv4:port */
   readonly control: Batch;
-  nToTun = 0; nToUdp = 0; nControl = 0;
+  /** first probes to a peer: to go with the TTL FIRST_PROBE_TTL (direct.ts), after control */
+  readonly firstProbes: Batch;
+  nToTun = 0; nToUdp = 0; nControl = 0; nFirstProbes = 0;
   /** our 6bed4 address while we have one: direct datagrams must be for it */
   private own: Uint8Array | null = null;
   private ownLla: Uint8Array = new Uint8Array(6);
@@ -57,6 +62,8 @@ export class PeerEngine {
     this.toUdp = sharedBatch(this.tunRx);
     this.control = newBatch(CONTROL_CAP, IPV6_HEADER + 32);
     for (let i = 0; i < CONTROL_CAP; i++) this.control.off[i] = i * this.control.slot;
+    this.firstProbes = newBatch(CONTROL_CAP, IPV6_HEADER + 32);
+    for (let i = 0; i < CONTROL_CAP; i++) this.firstProbes.off[i] = i * this.firstProbes.slot;
   }
 
   /** Our address changed (or went): other peers learn the new one through the router first. */
@@ -73,7 +80,7 @@ export class PeerEngine {
   fromRouter(n: number, nowMs = Date.now()): void {
     const rx = this.udpRx, d = rx.data, c = this.counters, out = this.toTun;
     let k = 0;
-    this.nControl = 0;
+    this.nControl = 0; this.nFirstProbes = 0;
     for (let i = 0; i < n; i++) {
       c.udpRxPackets++;
       const off = rx.off[i]!, dlen = rx.len[i]!;
@@ -97,6 +104,9 @@ export class PeerEngine {
         }
         if (t >= ND_ROUTER_SOLICIT && t <= ND_REDIRECT) { c.dropNd++; continue; }
       }
+      // Relayed from another peer of our /64 (the router checked that it comes from where its source says).
+      if (fromRouter && this.direct && this.own && this.inOur64(d, off + OFF_SRC) &&
+          this.direct.viaRouter(addressIPv4(d, off + OFF_SRC), addressPort(d, off + OFF_SRC), nowMs)) c.directViaRouter++;
       out.off[k] = off; out.len[k] = len; k++;
       c.toTunPackets++; c.toTunBytes += len;
     }
@@ -107,7 +117,7 @@ export class PeerEngine {
   fromKernel(n: number, nowMs = Date.now()): void {
     const rx = this.tunRx, d = rx.data, c = this.counters, out = this.toUdp;
     let k = 0;
-    this.nControl = 0;
+    this.nControl = 0; this.nFirstProbes = 0;
     for (let i = 0; i < n; i++) {
       c.tunRxPackets++;
       const off = rx.off[i]!;
@@ -202,8 +212,9 @@ export class PeerEngine {
 
   /** An NS from our address to target's (its own NUD form), sent straight to the IPv4:port target embeds. */
   private queueProbe(target: Uint8Array, v4: number, port: number): void {
-    if (this.nControl >= CONTROL_CAP || !this.own) return;
-    const r = this.control, j = this.nControl++;
+    const first = this.direct!.firstProbe;
+    if ((first ? this.nFirstProbes : this.nControl) >= CONTROL_CAP || !this.own) return;
+    const r = first ? this.firstProbes : this.control, j = first ? this.nFirstProbes++ : this.nControl++;
     r.len[j] = writeNeighborSolicit(r.data, r.off[j]!, this.own, target, target);
     r.addr[j] = v4; r.port[j] = port;
     this.counters.probesSent++;

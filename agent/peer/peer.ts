@@ -16,7 +16,7 @@ import { PeerEngine } from './engine.js';
 import type { RouterAdvert } from '../protocol/nd.js';
 import { addressIPv4, addressPort } from '../protocol/address.js';
 import { checkHook, HookRunner } from './hooks.js';
-import { DirectPaths } from './direct.js';
+import { DirectPaths, FIRST_PROBE_TTL, type PathWhy } from './direct.js';
 import { checkLanInterface, LanSide } from './lan.js';
 
 export interface PeerOptions {
@@ -126,6 +126,11 @@ const FIRST_SOLICIT_MS = 1000;
 const MAX_SOLICIT_MS = 30_000;
 /** Re-solicit every this many keepalives, so a silently changed NAT mapping is noticed. */
 const SOLICIT_EVERY_KEEPALIVES = 10;
+/** What the log says when a direct path goes back to the router. */
+const GONE_WHY: Record<PathWhy, string> = {
+  answered: 'answered', quiet: 'our probes went unanswered', 'via-router': 'its data came through the router again',
+  forgotten: 'forgotten', moved: 'our address moved',
+};
 
 /** io: the addon (the default), or a stand-in with its semantics such as FakeIO (agent/io/fake.ts). */
 export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = native): Promise<RunningPeer> {
@@ -221,10 +226,10 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
     });
   };
 
-  const direct = cfg.direct ? new DirectPaths((v4, port, on) => {
+  const direct = cfg.direct ? new DirectPaths((v4, port, on, why) => {
     const peer = `${formatIPv4(v4)}:${port}`;
     if (on) log.info(`direct path to ${peer}: it answered from the IPv4:port its address embeds`, { peer });
-    else log.info(`direct path to ${peer} gone (quiet or forgotten): through the router`, { peer });
+    else log.info(`direct path to ${peer} gone (${GONE_WHY[why]}): through the router`, { peer, why });
   }) : undefined;
   const engine = new PeerEngine(cfg.routerV4, cfg.routerPort, onAdvert, 64, direct);
   engine.serveLan = !!cfg.lan;
@@ -242,6 +247,12 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
   // socket's error queue (IP_RECVERR), and the socket reports POLLERR until that queue is read: left there, they
   // would stop this poll for good and the peer would never read its router's packets again. Read them first; say so
   // once a minute at most. The address stays: the router's side is stateless, and keepalives go on.
+  // First probes go hop-limited (direct.ts, FIRST_PROBE_TTL): the socket's TTL is set for them alone.
+  const sendFirstProbes = () => {
+    if (!engine.nFirstProbes) return;
+    io.udpTtl(udpFd, FIRST_PROBE_TTL);
+    try { io.udpSend(udpFd, engine.firstProbes, engine.nFirstProbes); } finally { io.udpTtl(udpFd, -1); }
+  };
   const errors = newBatch(8, 64);
   const errorInfo = new Uint32Array(8);
   let lastErrorLog = 0;
@@ -262,6 +273,7 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
       engine.fromRouter(n);
       if (engine.nToTun) io.tunWrite(tunFd, engine.toTun, engine.nToTun);
       if (engine.nControl) io.udpSend(udpFd, engine.control, engine.nControl);
+      sendFirstProbes();
       if (n < engine.udpRx.cap) return;
     }
   }));
@@ -271,6 +283,7 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
       if (n === 0) return;
       engine.fromKernel(n);
       if (engine.nControl) io.udpSend(udpFd, engine.control, engine.nControl);
+      sendFirstProbes();
       if (engine.nToUdp) io.udpSend(udpFd, engine.toUdp, engine.nToUdp);
       if (n < engine.tunRx.cap) return;
     }

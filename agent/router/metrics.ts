@@ -7,7 +7,8 @@ import { DROP_REASONS, type CountersSnapshot } from './counters.js';
 import type { ResponderCounters } from '../ndp/responder.js';
 import { buildInfo } from '../../lib/build-info.js';
 import type { TaskFailures } from './periodic.js';
-import { FROM_PEERS_VERDICTS, TO_PEERS_VERDICTS, type FastPathCounters } from '../bpf/programs.js';
+import { FROM_PEERS_TALLIES, FROM_PEERS_VERDICTS, TO_PEERS_TALLIES, TO_PEERS_VERDICTS, type FastPathCounters } from '../bpf/programs.js';
+import { fastPathFallbacks } from '../bpf/fastpath.js';
 
 type Sample = { value: number; labels: Record<string, string> };
 
@@ -46,10 +47,18 @@ export function routerRegistry(readNow: () => Promise<CountersSnapshot>, ndp?: (
   if (fast) {
     register('sixbed4_router_fast_path_passed_total', 'Packets the in-kernel fast path left to the router (or to the rest of the host), by side (udp: from peers; tun: from the kernel) and reason', 'counter', async () => {
       const c = fast();
-      return [...FROM_PEERS_VERDICTS.filter((v) => v !== 'fast' && v !== 'relay').map((v) => ({ value: c.fromPeers[v].packets, labels: { side: 'udp', reason: v } })),
-        ...TO_PEERS_VERDICTS.filter((v) => v !== 'fast').map((v) => ({ value: c.toPeers[v].packets, labels: { side: 'tun', reason: v } }))];
+      return [...FROM_PEERS_VERDICTS.filter((v) => v !== 'fast' && v !== 'relay' && !FROM_PEERS_TALLIES.includes(v)).map((v) => ({ value: c.fromPeers[v].packets, labels: { side: 'udp', reason: v } })),
+        ...TO_PEERS_VERDICTS.filter((v) => v !== 'fast' && !TO_PEERS_TALLIES.includes(v)).map((v) => ({ value: c.toPeers[v].packets, labels: { side: 'tun', reason: v } }))];
+    });
+    register('sixbed4_router_fast_path_direct_packets_total', 'Of the packets from peers the fast path handed to the kernel (path="fast"), those it sent straight to the egress the kernel\'s route gives (--fast-path-direct)', 'counter',
+      async () => [{ value: fast().fromPeers.direct.packets, labels: {} }]);
+    register('sixbed4_router_fast_path_merged_segments_total', 'Segments of merged (GSO/GRO) packets the fast path sent to peers (part of path="fast"), by outer UDP checksum: "right" for each segment, or "none" where the last segment was shorter', 'counter', async () => {
+      const c = fast();
+      return [{ value: c.toPeers.gso.packets, labels: { checksum: 'right' } }, { value: c.toPeers.gso_uneven.packets, labels: { checksum: 'none' } }];
     });
   }
+  register('sixbed4_router_fast_path_fallbacks_total', 'Times the in-kernel fast path fell back, by what: unavailable (auto without it), send_off (relays and kernel -> peers with the router: no IPv4 forwarding on the uplink), to_peers_off (an uplink that leaves checksums to the next hop), gso_refused (the kernel refused a merged packet: to-peers off), uplink_merges (the uplink merges peers\' datagrams); each is logged once', 'counter', async () =>
+    [...fastPathFallbacks()].map(([what, value]) => ({ value, labels: { what } })));
   family('sixbed4_router_received_packets_total', 'Packets received, by side (udp: from peers; tun: from the kernel)',
     (s) => [{ value: s.udpRxPackets, labels: { side: 'udp' } }, { value: s.tunRxPackets, labels: { side: 'tun' } }]);
   family('sixbed4_router_dropped_packets_total', 'Packets dropped, by reason',

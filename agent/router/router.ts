@@ -20,6 +20,7 @@ import { forwardInline, forwardOnWorkers, type LiveListener } from './workers.js
 import { makeAddress } from '../protocol/address.js';
 import { openTunnel, type Tunnel } from './tunnel.js';
 import { routerRegistry } from './metrics.js';
+import type { Registry } from 'prom-client';
 import { Counters, type CountersSnapshot } from './counters.js';
 import { readLocalTable, sameRanges } from './localtable.js';
 import { DEFAULT_RATE_LIMIT, newRateLimitState, type RateLimitConfig } from './ratelimit.js';
@@ -76,7 +77,7 @@ export interface RouterOptions {
   handover?: boolean;
   /** Reply rate limits (RA, NA, ICMPv6 errors); default DEFAULT_RATE_LIMIT. */
   rateLimit?: Omit<RateLimitConfig, 'tableSize'>;
-  /** The in-kernel fast path (agent/bpf/): auto, on or off (the default). */
+  /** The in-kernel fast path (agent/bpf/): auto (the default), on or off. */
   fastPath?: string;
   /**
    * Bind the listen (or bind) address even while it is not on this host (IP_FREEBIND): a failover standby runs
@@ -85,6 +86,8 @@ export interface RouterOptions {
   freebind?: boolean;
   /** With freebind: the uplink the bound address comes and goes on (its fast path is attached there at once). */
   bindUplink?: string;
+  /** With it: peers' packets the kernel would forward go straight to the egress (docs/router.md, --fast-path-direct). */
+  fastPathDirect?: boolean;
 }
 
 export interface RouterConfig {
@@ -110,6 +113,7 @@ export interface RouterConfig {
   fastPath: FastPathMode;
   freebind: boolean;
   bindUplink?: string;
+  fastPathDirect: boolean;
 }
 
 /** What a reload changes while the data path keeps forwarding (the rest needs a restart). */
@@ -165,6 +169,7 @@ export function routerConfig(o: RouterOptions): RouterConfig {
     handover: o.handover === true, freebind: o.freebind === true, ...(o.bindUplink ? { bindUplink: o.bindUplink } : {}),
     rateLimit: rateLimitOf(o.rateLimit),
     fastPath: fastPathModeOf(o.fastPath),
+    fastPathDirect: o.fastPathDirect === true,
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
@@ -190,6 +195,8 @@ export interface RunningRouter {
   readonly proxy?: NdpResponder;
   /** The in-kernel fast path, when it runs. */
   readonly fastPath?: FastPath;
+  /** Its metrics (served on --metrics when set; the node agent serves every prefix's router's with a prefix label). */
+  readonly registry: Registry;
   counters(): Promise<CountersSnapshot>;
   /**
    * Changes routes, rate limits or the metrics address while peers keep forwarding (a reload). A new metrics
@@ -242,6 +249,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       // already rewritten it), and what the router sends leaves from them; the advertised ones are its identity.
       bindIPv4: cfg.bindIPv4, bindPort: cfg.bindPort, ownIPv4: cfg.listenIPv4, ownPort: cfg.port, prefix: cfg.prefix.bytes,
       refused: refusedRanges(local, cfg.refusePrivate), ...(cfg.bindUplink ? { uplink: cfg.bindUplink } : {}),
+      direct: cfg.fastPathDirect,
     }, log);
     if (prepared) undo.push(() => prepared.close());
     const engineCfg: EngineConfig = {
@@ -307,7 +315,7 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     return {
       get config() { return current; },
       get metrics() { return metrics; },
-      tunnel, ...(proxy ? { proxy } : {}), ...(fastPath ? { fastPath } : {}),
+      tunnel, ...(proxy ? { proxy } : {}), ...(fastPath ? { fastPath } : {}), registry,
       counters: () => forwarding.counters(),
       async reconfigure(change) {
         if (change.metrics !== undefined && change.metrics !== (current.metrics ?? null)) {

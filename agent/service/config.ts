@@ -86,7 +86,7 @@ export function serviceConfig(raw: Record<string, unknown>, file: string): Servi
       // listen.advertise: a DNAT in front of this host; the router binds listen.address and builds addresses from this.
       ...(s.advertise ? { advertise: s.advertise } : {}),
       // fastPath Disabled | Auto | Required: the router's --fast-path off | auto | on (needs CAP_BPF: see the unit).
-      ...(s.fastPath !== 'off' ? { fastPath: s.fastPath } : {}),
+      fastPath: s.fastPath,
       ...(h.bind ? { bind: h.bind } : {}), ...(h.workers !== undefined ? { workers: h.workers } : {}),
       ...(h.batch !== undefined ? { batch: h.batch } : {}), ...(h.sockets !== undefined ? { sockets: h.sockets } : {}),
       ...(h.refusePrivate ? { refusePrivate: true } : {}), ...(h.rateLimit ? { rateLimit: h.rateLimit } : {}),

@@ -23,7 +23,8 @@ import { isNotFound, paths, type JsonPatchOp, type Kube } from '../../kube/clien
 import { nodeInfo, plan, type Plan } from './plan.js';
 import { renderConfigMap, type RenderOptions } from './render.js';
 import { checkSpec, type Problem } from '../../kube/prefix-spec.js';
-import { agentProblems, agentReady, agentView, computeStatus } from './status.js';
+import { agentLastSeen, agentProblems, agentReady, agentView, computeStatus } from './status.js';
+import type { PrefixView } from '../metrics.js';
 import { failoverStatus, holderNode, membersOf, type GroupLease } from './failover.js';
 import { ownerReference } from './render.js';
 
@@ -66,6 +67,8 @@ export interface ReconcileResult {
   requeueAfterMs?: number;
   /** state for the prefixes gauge */
   state?: 'ready' | 'degraded' | 'progressing' | 'deleting';
+  /** for the per-prefix gauges: its problems' reasons and its agents' reports */
+  view?: PrefixView;
 }
 
 export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<ReconcileResult> {
@@ -208,7 +211,14 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
 
   const degraded = problems.length > 0;
   const state = deleting ? 'deleting' : degraded ? 'degraded' : st.readyCount === serving.size && serving.size > 0 ? 'ready' : 'progressing';
-  return { ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}), state };
+  // Read when the gauges are scraped: heartbeats renew the node Leases (the cache) without a reconcile.
+  const nodes = [...serving.keys()].sort();
+  const agents = () => nodes.map((node) => {
+    const v = agentView({ actual: p.status, agent }, node);
+    const lastSeenMs = agentLastSeen(v.entry, v.heartbeat);
+    return { node, ready: agentReady(v.entry, d.now?.() ?? new Date(), d.staleAfterMs, v.heartbeat).ready, ...(lastSeenMs !== undefined ? { lastSeenMs } : {}) };
+  });
+  return { ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}), state, view: { degraded: problems.map((x) => x.reason), agents } };
 }
 
 /** Applies desired unless actual already carries every field of it. */

@@ -69,6 +69,12 @@ function list(names: readonly string[], max = 8): string {
  * Whether an agent's entry counts as ready now, and until when. The agent writes its entry when it changes; it is
  * alive while its last write or its node's heartbeat (the agent's Lease) is younger than staleAfterMs.
  */
+/** When an agent last reported on a prefix (its entry's lastReport or its node's heartbeat, the later), in ms. */
+export function agentLastSeen(entry: NodeStatus | undefined, heartbeat?: string): number | undefined {
+  const times = [entry?.lastReport, heartbeat].map((x) => (x === undefined ? NaN : Date.parse(x))).filter(Number.isFinite);
+  return times.length ? Math.max(...times) : undefined;
+}
+
 export function agentReady(entry: NodeStatus | undefined, now: Date, staleAfterMs: number, heartbeat?: string): { ready: boolean; why: string; untilMs?: number } {
   if (!entry || entry.lastReport === undefined) return { ready: false, why: 'no report yet' };
   const beat = heartbeat === undefined ? NaN : Date.parse(heartbeat);

@@ -29,7 +29,7 @@ import {
 import { parseAllocations, subnetIndex } from '../../kube/subnets.js';
 import type { Recorder } from '../../kube/events.js';
 import { isAlreadyExists, isConflict, isNotFound, paths, type Kube } from '../../kube/client.js';
-import type { OperatorMetrics } from '../metrics.js';
+import type { OperatorMetrics, SliceUsage } from '../metrics.js';
 import { nodeInfo, plan, selects } from '../prefix/plan.js';
 import type { Cache } from '../prefix/reconcile.js';
 import {
@@ -186,6 +186,29 @@ export class SliceAllocator {
       return `the node is selected but has no /64${why ? `: the prefix is Degraded (${why})` : ''}`;
     };
     return { name, prefix: spec.prefix, slices: sl.slices, local: spec.localAddresses, serving, notServing, pendingNodes };
+  }
+
+  /**
+   * Words held against words there are, per slicing prefix (the operator's slice gauges): namespaces' words A, and
+   * words B in the fullest pair of a namespace's word and a node (where a pod's CNI ADD fails first).
+   */
+  usage(): SliceUsage[] {
+    const out: SliceUsage[] = [];
+    const ranges = this.rangesView(), slices = this.slicesView();
+    for (const p of this.d.caches.prefixes.list()) {
+      const name = p.metadata.name ?? '';
+      const ctx = this.slicing(p);
+      if (!('slices' in ctx)) continue;
+      const perPair = new Map<string, number>();
+      for (const s of slices) {
+        if (s.spec?.prefix !== name) continue;
+        const w = sliceWords(s.spec.slice);
+        if (w) perPair.set(`${s.spec.node}/${w.a}`, (perPair.get(`${s.spec.node}/${w.a}`) ?? 0) + 1);
+      }
+      out.push({ prefix: name, kind: 'namespace', used: ranges.filter((r) => r.spec?.prefix === name).length, capacity: rangeSize(ctx.slices.namespaceWords) },
+        { prefix: name, kind: 'pod', used: Math.max(0, ...perPair.values()), capacity: rangeSize(ctx.slices.podWords) });
+    }
+    return out;
   }
 
   // -------------------------------------------------------------- namespace

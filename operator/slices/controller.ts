@@ -78,6 +78,7 @@ export class SliceController {
       kube: o.kube, recorder: o.recorder, log, ...(o.metrics ? { metrics: o.metrics } : {}),
       caches: { prefixes: this.prefixes, nodes: this.nodes, namespaces: this.namespaces, pods: this.pods, slices: this.slices, ranges: this.ranges },
     });
+    if (o.metrics) o.metrics.sliceUsage = () => this.allocator.usage();
   }
 
   private get statusDelay(): number {

@@ -32,11 +32,11 @@ function agentRouterOptions(spec: Record<string, unknown>) {
   return { share: n, options: shareRouterOptions(n, { tun: n.tunnel!, uplink: 'eth0', host }) };
 }
 
-test('the agent hands the prefix\'s fastPath to the router it runs: Disabled off (and not in the share), Auto auto, Required on', (t) => {
-  const off = agentRouterOptions({});
-  t.false('fastPath' in off.share, 'no fastPath in the share of a prefix without it');
-  t.is(routerConfig(off.options).fastPath, 'off');
-  t.is(routerConfig(agentRouterOptions({ fastPath: 'Disabled' }).options).fastPath, 'off');
+test('the agent hands the prefix\'s fastPath to the router it runs: Disabled off (and not in the share), Auto (the default) auto, Required on', (t) => {
+  const off = agentRouterOptions({ fastPath: 'Disabled' });
+  t.false('fastPath' in off.share, 'no fastPath in the share of a Disabled prefix (as before the field existed)');
+  t.is(routerConfig(off.options).fastPath, 'off', 'said out loud to the router, whose own default is auto');
+  t.is(routerConfig(agentRouterOptions({}).options).fastPath, 'auto');
   t.is(routerConfig(agentRouterOptions({ fastPath: 'Auto' }).options).fastPath, 'auto');
   const on = agentRouterOptions({ fastPath: 'Required' });
   t.is(on.share.fastPath, 'on');
@@ -54,7 +54,7 @@ test('Required refused by the router: the agent reports it in the spec\'s words;
   const said = fastPathRefusal(err)!;
   t.regex(said, /^spec\.fastPath Required: 127\.0\.0\.1 is on lo, a loopback interface: the fast path handles Ethernet uplinks only/);
   // what an agent without CAP_BPF adds: where the chart gives it
-  t.is(said.includes('agent.fastPath=true'), !hasBpf());
+  t.is(said.includes('unless agent.fastPath=false'), !hasBpf());
   t.is(fastPathRefusal(new InputError('--port 0: use 1..65535')), undefined);
   t.is(fastPathRefusal(new InputError('--fast-path on: a message alone is not the refusal')), undefined);
 });

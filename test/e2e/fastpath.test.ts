@@ -29,6 +29,8 @@ const TUN_TO_UDP = 'sixbed4_router_packets_total{direction="tun_to_udp",path="sl
 const TUN_TO_UDP_FAST = 'sixbed4_router_packets_total{direction="tun_to_udp",path="fast"}';
 const RELAY = 'sixbed4_router_packets_total{direction="relay",path="slow"}';
 const RELAY_FAST = 'sixbed4_router_packets_total{direction="relay",path="fast"}';
+const MERGED = 'sixbed4_router_fast_path_merged_segments_total{checksum="right"}';
+const MERGED_UNEVEN = 'sixbed4_router_fast_path_merged_segments_total{checksum="none"}';
 
 test.before(async () => {
   if (skipReason) return;
@@ -144,6 +146,27 @@ serial(title('a TCP transfer both ways through the fast path arrives whole (the 
   }
 });
 
+serial(title('a download the router\'s ISP side merged (GRO, as a NIC does) goes through the fast path: over 99% of its segments, most as merged packets'), async (t) => {
+  await lab.topo.router.run([systemTool('ethtool'), '-K', TOPO.routerUplinkIf, 'gro', 'on']);
+  const server = lab.topo.peers.A.spawn([process.execPath, '-e', ECHO_SERVER]);
+  try {
+    await server.waitFor(/listening/, 10_000);
+    const d = await delta(async () => {
+      // The ISP sends 4 MB to peer A, which echoes them back: both directions carry bulk TCP.
+      const r = await lab.topo.isp.exec([process.execPath, '-e', BULK_CLIENT, lab.peers.A.address, String(4_000_000)], { timeoutMs: 60_000 });
+      t.is(r.code, 0, `${r.stdout}${r.stderr}`);
+    }, [TUN_TO_UDP_FAST, TUN_TO_UDP, MERGED, MERGED_UNEVEN, FAST, SLOW]);
+    const down = d[TUN_TO_UDP_FAST]! + d[TUN_TO_UDP]!;
+    t.true(down > 3000, `the download's segments: ${JSON.stringify(d)}`);
+    t.true(d[TUN_TO_UDP]! <= down / 100, `at most 1% of the download through the router: ${JSON.stringify(d)}`);
+    t.true(d[MERGED]! + d[MERGED_UNEVEN]! > down / 2, `most of it as merged packets: ${JSON.stringify(d)}`);
+    t.true(d[SLOW]! <= (d[FAST]! + d[SLOW]!) / 100, `and the upload in the kernel too: ${JSON.stringify(d)}`);
+  } finally {
+    await server.stop();
+    await lab.topo.router.run([systemTool('ethtool'), '-K', TOPO.routerUplinkIf, 'gro', 'off']);
+  }
+});
+
 serial(title('what the fast path leaves alone still works: a peer on another interface (and relays to it), hop limit 1'), async (t) => {
   const d = await delta(async () => {
     const relay = await ping6(lab.topo.peers.A, lab.peers.C.address, { count: 2 });
@@ -201,6 +224,7 @@ serial(title('without IPv4 forwarding on the uplink, relays and kernel -> peers 
   try {
     lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'on']);
     t.regex(lab.router.output(), /relays and packets from the kernel to peers stay with the router: IPv4 forwarding is off on wan0.*net\.ipv4\.conf\.wan0\.forwarding=1/);
+    t.is((await scrape(lab.topo.router, METRICS)).get('sixbed4_router_fast_path_fallbacks_total{what="send_off"}'), 1, 'and counted');
     const d = await delta(async () => {
       t.is((await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 2 })).received, 2);
       t.is((await ping6(lab.topo.peers.A, lab.peers.B.address, { count: 1 })).received, 1);
@@ -216,11 +240,34 @@ serial(title('on an uplink that leaves checksums to the next hop, kernel -> peer
   await txChecksum('on');
   lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'on']);
   t.regex(lab.router.output(), /packets from the kernel to peers stay with the router: wan0 is a virtual interface .*ethtool -K wan0 tx off/);
+  t.is((await scrape(lab.topo.router, METRICS)).get('sixbed4_router_fast_path_fallbacks_total{what="to_peers_off"}'), 1, 'and counted');
   const d = await delta(async () => { t.is((await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 2 })).received, 2); }, [FAST, TUN_TO_UDP, TUN_TO_UDP_FAST]);
   t.deepEqual(d, { [FAST]: 2, [TUN_TO_UDP]: 2, [TUN_TO_UDP_FAST]: 0 }, 'attached before the kill, peers -> kernel only');
   await lab.router.stop('SIGKILL');
   await noTcObjects(t);
   await slowPathOnly(t);
+});
+
+serial(title('--fast-path-direct: peers\' packets go straight to the egress the kernel\'s route gives; hop limits the kernel must answer still go through the tunnel'), async (t) => {
+  lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'on', '--fast-path-direct']);
+  try {
+    t.regex(lab.router.output(), /fast path: direct: peers' packets the kernel would forward go straight to its egress/);
+    const DIRECT = 'sixbed4_router_fast_path_direct_packets_total';
+    const d = await delta(async () => {
+      t.is((await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 3 })).received, 3);
+      // Three hops: the router's and the forwarding's decrement leave one, and the ISP answers.
+      t.is((await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 1, hops: 3 })).received, 1);
+    }, [FAST, SLOW, DIRECT]);
+    t.deepEqual(d, { [FAST]: 4, [SLOW]: 0, [DIRECT]: 4 }, 'all four sent straight to the ISP side');
+    // Two hops: forwarding would leave none, so the packet goes into the tunnel and the kernel says Time Exceeded.
+    const d2 = await delta(async () => {
+      const hop = await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 1, hops: 2 });
+      t.regex(hop.output, /Time exceeded/, hop.output);
+    }, [FAST, DIRECT]);
+    t.deepEqual(d2, { [FAST]: 1, [DIRECT]: 0 });
+  } finally {
+    t.is(await lab.router.stop(), 0);
+  }
 });
 
 // Last: a router that got further than it should would replace the /64 route of the one under test.

@@ -51,5 +51,10 @@ serial(title('on-link /64, fast path on: the provider\'s entry for a peer holds 
   t.is((await entry())?.lladdr, SEG.vmac, 'the same entry still holds');
   // Required: a standby that could not load and attach its fast path would not have been a member at all.
   t.regex(g.agents[1]!.output(), /fast path on: .* uplink=6b4vr42/);
+  // The router's closing line says what its fast path took: the peer's datagrams, in the kernel, on the macvlan.
+  await g.agents[1]!.stop('SIGTERM', 10_000);
+  const closing = g.agents[1]!.output().split('\n').find((l) => /router stopped/.test(l)) ?? '';
+  t.log(closing.trim());
+  t.true(Number(/udpToTunFast=(\d+)/.exec(closing)?.[1] ?? 0) > 0, 'datagrams from the peer took the fast path');
   for (const l of g.takeoverLines(1).slice(-2)) t.log(l.trim());
 });

@@ -11,6 +11,7 @@
 import { systemTool } from '../../agent/host/tools.js';
 import { Netns, uniqueName } from '../../lab/netns.js';
 import { veth } from '../../lab/veth.js';
+import { nicLike } from '../../lab/fast-path.js';
 
 export const SEG = {
   prefix: '2001:db8:9:10::/64',
@@ -73,6 +74,9 @@ export async function buildSegment(tag: string, opts: { nodes?: number; upstream
     await prv.ip(['addr', 'add', '203.0.113.1/24', 'dev', 'wan']);
     await nat.ipBatch(['link set lo up', `addr add ${SEG.natWan}/24 dev wan0`, 'route add default via 203.0.113.1', 'addr add 100.64.1.1/24 dev lanA']);
     await nat.sysctl('net.ipv4.ip_forward', 1);
+    // The peers' datagrams leave the NAT with their checksums finished, as a NIC would send them (a veth hands them on
+    // unfinished, and the fast path leaves those to the router).
+    await nicLike(nat, 'wan0');
     await nat.run([systemTool('nft'), '-f', '-'], { input: 'table ip nat {\n  chain post {\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname "wan0" ip saddr 100.64.0.0/10 masquerade\n  }\n}\n' });
     await peer.ipBatch(['link set lo up', 'addr add 100.64.1.2/24 dev eth0', 'route add default via 100.64.1.1']);
     const counters = nodes.map((_, i) => `    iifname "p-n${i + 1}" arp operation reply arp saddr ip ${SEG.floating} counter name arp${i + 1}\n` +

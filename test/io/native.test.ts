@@ -159,6 +159,21 @@ test('udpOpen errors carry the errno name in .code', (t) => {
   t.is((notHere as NodeJS.ErrnoException).code, 'EADDRNOTAVAIL');
 });
 
+test('udpTtl takes 1..255 or -1 (the default again), refuses the rest, and the socket still sends', async (t) => {
+  const a = native.udpOpen('127.0.0.1', 0, false);
+  const r = native.udpOpen('127.0.0.1', 0, false);
+  t.teardown(() => { native.close(a.fd); native.close(r.fd); });
+  for (const bad of [0, 256, -2]) t.throws(() => native.udpTtl(a.fd, bad), { instanceOf: TypeError }, String(bad));
+  t.throws(() => native.udpTtl(-1, 2), { instanceOf: TypeError });
+  native.udpTtl(a.fd, 2);
+  native.udpTtl(a.fd, -1);
+  const tx = newBatch(1, 64);
+  fill(tx, 0, 0, Buffer.from('after'), LOOP, r.port);
+  t.is(native.udpSend(a.fd, tx, 1), 1);
+  const got = await receive(r.fd, newBatch(1, 64), 1);
+  t.is(got.length, 1);
+});
+
 test('udpOpen with reusePort lets two sockets share a port', (t) => {
   const a = native.udpOpen('127.0.0.1', 0, true);
   t.teardown(() => native.close(a.fd));

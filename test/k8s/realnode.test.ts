@@ -265,21 +265,27 @@ serial(title('a node reboot (kubelet, containerd and every container killed, the
   t.deepEqual(nodes!.items.map((n) => n.metadata.name).sort(), NODES);
 });
 
-serial(title('spec.fastPath Required: agents without CAP_BPF (the chart\'s default) do not serve and say why; with agent.fastPath=true the routers in the Pods run the program and peers are served'), async (t) => {
+serial(title('spec.fastPath Required: agents without CAP_BPF (agent.fastPath=false) do not serve and say why; with agent.fastPath=true (the chart\'s default) the routers in the Pods run the program and peers are served'), async (t) => {
+  const caps = (a: Pod) => (a.spec as { containers?: { securityContext?: { capabilities?: { add?: string[] } } }[] }).containers?.[0]?.securityContext?.capabilities?.add ?? [];
+  const withBpf = new Set((await pods('app.kubernetes.io/component=agent')).map((p) => p.metadata.name!));
+  await helm(['upgrade', RELEASE, join(REPO, 'charts', 'sixbed4'), '--namespace', NS, '--reuse-values', '--set', 'agent.fastPath=false']);
+  await eventually('new agent Pods without BPF, Ready', async () => {
+    const agents = await pods('app.kubernetes.io/component=agent');
+    return agents.length === 2 && agents.every((a) => !withBpf.has(a.metadata.name!) && podReady(a) && !caps(a).includes('BPF')) || undefined;
+  }, 240_000, 500).catch(async (e: Error) => { throw new Error(`${e.message}\n${await dump()}`); });
   await s.admin.mergePatch(paths.prefix(PREFIX_NAME), { spec: { fastPath: 'Required' } });
   const degraded = await eventually('Degraded: FastPathUnavailable on both nodes', async () => {
     const x = await s.admin.get<SixBed4Prefix>(paths.prefix(PREFIX_NAME));
     const c = x?.status?.conditions?.find((k) => k.type === 'Degraded' && k.reason === 'FastPathUnavailable');
     return c && NODES.every((n) => c.message.includes(`node ${n} `)) ? c : undefined;
   }, 120_000, 500).catch(async (e: Error) => { throw new Error(`${e.message}\n${await dump()}`); });
-  t.regex(degraded.message, /spec\.fastPath Required: the kernel refused the BPF programs? \(needs CAP_BPF and CAP_NET_ADMIN\): .*EPERM.*this agent has no CAP_BPF: the chart gives it to the agents with agent\.fastPath=true/);
+  t.regex(degraded.message, /spec\.fastPath Required: the kernel refused the BPF programs? \(needs CAP_BPF and CAP_NET_ADMIN\): .*EPERM.*this agent has no CAP_BPF: the chart gives it to the agents unless agent\.fastPath=false/);
 
   const oldAgents = new Set((await pods('app.kubernetes.io/component=agent')).map((p) => p.metadata.name!));
   await helm(['upgrade', RELEASE, join(REPO, 'charts', 'sixbed4'), '--namespace', NS, '--reuse-values', '--set', 'agent.fastPath=true']);
   await eventually('new agent Pods with BPF, Ready, and the prefix Ready with every node served', async () => {
     const agents = await pods('app.kubernetes.io/component=agent');
     const p = await s.admin.get<SixBed4Prefix>(paths.prefix(PREFIX_NAME));
-    const caps = (a: Pod) => (a.spec as { containers?: { securityContext?: { capabilities?: { add?: string[] } } }[] }).containers?.[0]?.securityContext?.capabilities?.add ?? [];
     return agents.length === 2 && agents.every((a) => !oldAgents.has(a.metadata.name!) && podReady(a) && caps(a).includes('BPF')) &&
       p?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') && p.status.conditions.some((c) => c.type === 'Degraded' && c.status === 'False');
   }, 240_000, 500).catch(async (e: Error) => { throw new Error(`${e.message}\n${await dump()}`); });

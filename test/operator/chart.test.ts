@@ -248,7 +248,8 @@ htest('helm template: the one agent DaemonSet (host network, make before break, 
   t.deepEqual(c.resources, { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } });
   t.deepEqual(c.securityContext, {
     privileged: false, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsUser: 0, runAsNonRoot: false,
-    capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] },
+    // BPF by default (agent.fastPath): the routers' fast path, Auto by default (measured: BPF with NET_ADMIN, no SYS_ADMIN)
+    capabilities: { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW', 'BPF'] },
   });
   t.deepEqual(c.volumeMounts, [
     { name: 'dev-net-tun', mountPath: '/dev/net/tun' },
@@ -265,15 +266,15 @@ htest('helm template: the one agent DaemonSet (host network, make before break, 
 });
 
 htest('helm template: agent DaemonSet values (slices, priority, scheduling, resources, pull secrets, stateDir, metrics)', async (t) => {
-  const slices = await agentDaemonSet('agent.slices=true');
+  const slices = await agentDaemonSet('agent.slices=true', 'agent.fastPath=false');
   t.true(slices.spec.template.spec.hostPID, 'slices: hostPID');
   t.deepEqual(slices.spec.template.spec.containers[0].securityContext.capabilities,
     { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW', 'SYS_ADMIN', 'SYS_PTRACE'] }, 'slices: setns into pods');
   t.false(slices.spec.template.spec.containers[0].securityContext.privileged);
-  // agent.fastPath: BPF added, and nothing else (measured: the fast path needs BPF with NET_ADMIN, no SYS_ADMIN)
-  t.deepEqual((await agentDaemonSet('agent.fastPath=true')).spec.template.spec.containers[0].securityContext.capabilities,
-    { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW', 'BPF'] }, 'fastPath: BPF');
-  t.deepEqual((await agentDaemonSet('agent.fastPath=true', 'agent.slices=true')).spec.template.spec.containers[0].securityContext.capabilities,
+  // agent.fastPath=false: BPF left out, and nothing else
+  t.deepEqual((await agentDaemonSet('agent.fastPath=false')).spec.template.spec.containers[0].securityContext.capabilities,
+    { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] }, 'no fastPath: no BPF');
+  t.deepEqual((await agentDaemonSet('agent.slices=true')).spec.template.spec.containers[0].securityContext.capabilities,
     { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW', 'SYS_ADMIN', 'SYS_PTRACE', 'BPF'] }, 'fastPath and slices');
 
   const noPriority = await agentDaemonSet('agent.priorityClassName=');

@@ -283,7 +283,7 @@ ktest('a sample /64 yields its agent ConfigMap, a finalizer, and status; the nod
   });
   t.deepEqual(p.metadata.finalizers, [FINALIZER]);
   t.is(p.metadata.annotations?.[ALLOCATIONS_ANNOTATION], '{"edge-1":"2001:db8:9:10::/64"}');
-  t.is(p.spec.fastPath, 'Disabled', 'the CRD\'s default for a spec without it (the sample has none)');
+  t.is(p.spec.fastPath, 'Auto', 'the CRD\'s default for a spec without it (the sample has none)');
   t.deepEqual(p.status!.nodes, [{ name: 'edge-1', prefix: '2001:db8:9:10::/64', listen: '198.51.100.1:25790' }]);
   t.is(p.status!.nodesReady, '0/1');
   t.like(cond(p, 'Degraded'), { status: 'False', reason: 'AsExpected' });
@@ -295,7 +295,7 @@ ktest('a sample /64 yields its agent ConfigMap, a finalizer, and status; the nod
   t.deepEqual(JSON.parse(cm!.data['node.edge-1.json']!), {
     prefix: '2001:db8:9:10::/64', listen: { address: '198.51.100.1', port: 25790 }, uplink: 'eth0',
     localAddresses: ['2001:db8:9:10::11', '2001:db8:9:10::30'], localAddressMode: 'uplink128', routes: ['2001:db8:ffff::/48'], ndpProxy: 'off',
-    tunnel: tunnelName('home'),
+    fastPath: 'auto', tunnel: tunnelName('home'),
   });
   t.like(cm!.metadata.ownerReferences![0], { kind: 'SixBed4Prefix', name: 'home', uid: p.metadata.uid, controller: true });
 
@@ -308,7 +308,7 @@ ktest('a sample /64 yields its agent ConfigMap, a finalizer, and status; the nod
   const c = pod.containers[0];
   t.is(c.image, 'sixbed4:test');
   t.deepEqual(c.args.slice(0, 3), ['agent', '--namespace', NS]);
-  t.deepEqual(c.securityContext.capabilities, { add: ['NET_ADMIN', 'NET_RAW'], drop: ['ALL'] });
+  t.deepEqual(c.securityContext.capabilities, { add: ['NET_ADMIN', 'NET_RAW', 'BPF'], drop: ['ALL'] }, 'BPF by default: the routers\' fast path (agent.fastPath)');
   t.false(c.securityContext.privileged);
 
   const ev = await eventually('events of home', async () => {

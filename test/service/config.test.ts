@@ -89,14 +89,14 @@ test('YAML or JSON, and a whole SixBed4Prefix object (its spec is used)', async 
   await t.throwsAsync(loadServiceConfig(join(dir, 'none.yaml')), { name: 'InputError', message: /cannot read config file .*none\.yaml: no such file/ });
 });
 
-test('fastPath (Disabled, Auto, Required) reaches the router as --fast-path off, auto, on; a change needs a restart', (t) => {
-  t.is(routerConfig(serviceConfig(BASE, F).router).fastPath, 'off');
+test('fastPath (Disabled, Auto, Required) reaches the router as --fast-path off, auto, on (Auto by default); a change needs a restart', (t) => {
+  t.is(routerConfig(serviceConfig(BASE, F).router).fastPath, 'auto');
   t.is(routerConfig(serviceConfig({ ...BASE, fastPath: 'Disabled' }, F).router).fastPath, 'off');
   t.is(routerConfig(serviceConfig({ ...BASE, fastPath: 'Auto' }, F).router).fastPath, 'auto');
   const on = serviceConfig({ ...BASE, fastPath: 'Required' }, F);
   t.is(routerConfig(on.router).fastPath, 'on');
   // the router loads and attaches the program when it starts: a reload cannot
-  t.deepEqual(restartNeeded(serviceConfig(BASE, F), on), ['fastPath Disabled -> Required']);
+  t.deepEqual(restartNeeded(serviceConfig(BASE, F), on), ['fastPath Auto -> Required']);
   t.is(problems({ ...BASE, fastPath: 'on' }), `${F}: fastPath "on" is not Disabled, Auto or Required`);
   t.is(problems({ ...BASE, fastPath: true }), `${F}: fastPath true is not Disabled, Auto or Required (unquoted on, off, yes and no are booleans in YAML 1.1)`);
   t.is(routerConfig(serviceConfig({ ...BASE, fastPath: 'Required', ndpProxy: 'Always' }, F).router).fastPath, 'on', 'beside the neighbour proxy too');
