@@ -45,7 +45,7 @@ const rows: Row[] = [
       for (const n of ['a', 'b']) {
         t.deepEqual(share(w, n), {
           prefix: '2001:db8:9:10::/64', listen: { address: FLOAT, port: 25790 }, localAddresses: [], localAddressMode: 'uplink128', routes: [],
-          ndpProxy: 'off', tunnel: share(w, n)!.tunnel,
+          ndpProxy: 'off', fastPath: 'auto', tunnel: share(w, n)!.tunnel,
           failover: {
             address: FLOAT, leaseName: 'sixbed4-failover-p', members: ['a', 'b'], upstream: 'RoutedNextHop', nextHop: '2001:db8:ffff::64', virtualRouterId: 7,
             leaseDurationMs: 2000, renewIntervalMs: 500, fenceAfterMs: 1500,
