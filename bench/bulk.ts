@@ -67,7 +67,9 @@ export interface BulkRow {
   error?: string;
 }
 
-export interface BulkOptions { durationS: number }
+export interface BulkOptions {
+  durationS: number;
+}
 
 /** The MSS of TCP through the tunnel (1280 - 40 - 20 - 12 bytes of timestamps): the kernel row uses it too. */
 const TUNNEL_MSS = 1208;
@@ -78,7 +80,10 @@ const MERGED_NONE = 'sixbed4_router_fast_path_merged_segments_total{checksum="no
 /** Runs the bulk rows on a bench network of its own; never throws (a failed row says why). */
 export async function runBulk(opt: BulkOptions, progress: (s: string) => void): Promise<BulkRow[]> {
   const iperf = findSystemTool('iperf3');
-  if (!iperf) return [{ name: 'bulk TCP', path: 'kernel', dir: 'down', error: 'not available: needs iperf3 (apt-get install iperf3)' }];
+  if (!iperf)
+    return [
+      { name: 'bulk TCP', path: 'kernel', dir: 'down', error: 'not available: needs iperf3 (apt-get install iperf3)' },
+    ];
   const rows: BulkRow[] = [];
   let net: BenchNet | undefined;
   try {
@@ -88,7 +93,8 @@ export async function runBulk(opt: BulkOptions, progress: (s: string) => void): 
     // The peer namespace's sink would drop the router's datagrams: the peer needs them.
     await ns.peer.run([systemTool('nft'), 'delete', 'table', 'inet', 'sixbed4_bench']);
     // GRO where traffic enters the router, as on a NIC: the isp's TCP arrives merged.
-    for (const dev of [TOPO.routerUplinkIf, TOPO.routerWanCIf]) await ns.rtr.run([systemTool('ethtool'), '-K', dev, 'gro', 'on']);
+    for (const dev of [TOPO.routerUplinkIf, TOPO.routerWanCIf])
+      await ns.rtr.run([systemTool('ethtool'), '-K', dev, 'gro', 'on']);
     const server = ns.isp.spawn([iperf, '-s', '-p', String(IPERF_PORT), '--forceflush']);
     try {
       await server.waitFor(/Server listening/, 10_000);
@@ -104,25 +110,64 @@ export async function runBulk(opt: BulkOptions, progress: (s: string) => void): 
         for (const path of ['off', 'auto'] as const) {
           let router;
           try {
-            router = await startBenchRouter(ns.rtr, { batch: 64, ...(path === 'auto' ? { fastPath: 'auto' as const } : {}) });
+            router = await startBenchRouter(ns.rtr, {
+              batch: 64,
+              ...(path === 'auto' ? { fastPath: 'auto' as const } : {}),
+            });
           } catch (e) {
-            for (const dir of ['down', 'up'] as const) rows.push({ name: name(path, dir, peerKind), path, peer: peerKind, dir, error: `the router did not start: ${(e as Error).message.split('\n')[0]}` });
+            for (const dir of ['down', 'up'] as const)
+              rows.push({
+                name: name(path, dir, peerKind),
+                path,
+                peer: peerKind,
+                dir,
+                error: `the router did not start: ${(e as Error).message.split('\n')[0]}`,
+              });
             continue;
           }
           let peer: { proc?: Proc; address: string; stop(): Promise<void> } | undefined;
           try {
             if (peerKind === 'sixbed4') {
-              const p = await startPeerIn(ns.peer, ['--router', `${NET.routerV4}:${NET.routerPort}`, '--default-route']);
-              peer = { proc: p.proc, address: p.address, stop: async () => { await p.proc.stop(); } };
+              const p = await startPeerIn(ns.peer, [
+                '--router',
+                `${NET.routerV4}:${NET.routerPort}`,
+                '--default-route',
+              ]);
+              peer = {
+                proc: p.proc,
+                address: p.address,
+                stop: async () => {
+                  await p.proc.stop();
+                },
+              };
             } else {
               peer = await kernelPeer(ns);
             }
             await sleep(500);
             for (const dir of ['down', 'up'] as const) {
-              rows.push(await row(ns, iperf, path, dir, peer.address, opt, server, progress, { router: router.pid, ...(peer.proc ? { peer: peer.proc.pid! } : {}) }, peerKind));
+              rows.push(
+                await row(
+                  ns,
+                  iperf,
+                  path,
+                  dir,
+                  peer.address,
+                  opt,
+                  server,
+                  progress,
+                  { router: router.pid, ...(peer.proc ? { peer: peer.proc.pid! } : {}) },
+                  peerKind,
+                ),
+              );
             }
           } catch (e) {
-            rows.push({ name: name(path, 'down', peerKind), path, peer: peerKind, dir: 'down', error: (e as Error).message.split('\n')[0]! });
+            rows.push({
+              name: name(path, 'down', peerKind),
+              path,
+              peer: peerKind,
+              dir: 'down',
+              error: (e as Error).message.split('\n')[0]!,
+            });
           } finally {
             await peer?.stop();
             await router.stop();
@@ -142,25 +187,51 @@ export async function runBulk(opt: BulkOptions, progress: (s: string) => void): 
 
 function name(path: BulkPath, dir: BulkDir, peer?: BulkPeer): string {
   const d = dir === 'down' ? 'isp → peer' : 'peer → isp';
-  return path === 'kernel' ? `kernel IPv6 forwarding, ${d}` : `--fast-path ${path}${path === 'auto' ? ' (default)' : ''}, ${peer === 'kernel' ? 'BPF' : 'TS'} peer, ${d}`;
+  return path === 'kernel'
+    ? `kernel IPv6 forwarding, ${d}`
+    : `--fast-path ${path}${path === 'auto' ? ' (default)' : ''}, ${peer === 'kernel' ? 'BPF' : 'TS'} peer, ${d}`;
 }
 
 /** The bench's BPF peer (peer.bpf.c) on the peer namespace's uplink, for the address of 203.0.113.2:PORT in the /64. */
 const KERNEL_PEER_PORT = 40000;
 async function kernelPeer(ns: BenchNet['ns']): Promise<{ address: string; stop(): Promise<void> }> {
-  const peerV4 = parseIPv4(NET.peerV4), routerV4 = parseIPv4(NET.routerV4);
-  const addr = makeAddress(parsePrefix64(NET.prefix).bytes, peerV4, KERNEL_PEER_PORT, 1), address = formatIPv6(addr);
+  const peerV4 = parseIPv4(NET.peerV4),
+    routerV4 = parseIPv4(NET.routerV4);
+  const addr = makeAddress(parsePrefix64(NET.prefix).bytes, peerV4, KERNEL_PEER_PORT, 1),
+    address = formatIPv6(addr);
   const mac = JSON.parse(await ns.rtr.run(['ip', '-j', 'link', 'show', 'dev', TOPO.routerWanCIf]))[0].address as string;
   const dv = new DataView(addr.buffer);
-  const defs = [`-DPEER_V4=${peerV4 >>> 0}u`, `-DPEER_PORT=${KERNEL_PEER_PORT}`, `-DROUTER_V4=${routerV4 >>> 0}u`, `-DROUTER_PORT=${NET.routerPort}`,
-    ...[0, 1, 2, 3].map((i) => `-DADDR${i}=${dv.getUint32(i * 4)}u`), ...mac.split(':').map((b, i) => `-DROUTER_MAC${i}=0x${b}`)];
+  const defs = [
+    `-DPEER_V4=${peerV4 >>> 0}u`,
+    `-DPEER_PORT=${KERNEL_PEER_PORT}`,
+    `-DROUTER_V4=${routerV4 >>> 0}u`,
+    `-DROUTER_PORT=${NET.routerPort}`,
+    ...[0, 1, 2, 3].map((i) => `-DADDR${i}=${dv.getUint32(i * 4)}u`),
+    ...mac.split(':').map((b, i) => `-DROUTER_MAC${i}=0x${b}`),
+  ];
   const dir = mkdtempSync(join(tmpdir(), 'sixbed4-bench-peer-'));
   const src = fileURLToPath(new URL('../../bench/peer.bpf.c', import.meta.url));
   const arch = (await execCommand(['gcc', '-dumpmachine'])).stdout.trim();
-  const tc = systemTool('tc'), dev = NET.peerIf;
+  const tc = systemTool('tc'),
+    dev = NET.peerIf;
   try {
-    for (const [obj, extra] of [['in.o', ['-DPEER_IN']], ['out.o', []]] as const) {
-      const r = await execCommand([findSystemTool('clang') ?? 'clang', '-O2', '-target', 'bpf', `-I/usr/include/${arch}`, ...extra, ...defs, '-c', src, '-o', join(dir, obj)]);
+    for (const [obj, extra] of [
+      ['in.o', ['-DPEER_IN']],
+      ['out.o', []],
+    ] as const) {
+      const r = await execCommand([
+        findSystemTool('clang') ?? 'clang',
+        '-O2',
+        '-target',
+        'bpf',
+        `-I/usr/include/${arch}`,
+        ...extra,
+        ...defs,
+        '-c',
+        src,
+        '-o',
+        join(dir, obj),
+      ]);
       if (r.code !== 0) throw new Error(`clang bench/peer.bpf.c: ${r.stderr.trim()}`);
     }
     await ns.peer.run([tc, 'qdisc', 'add', 'dev', dev, 'clsact']);
@@ -168,8 +239,11 @@ async function kernelPeer(ns: BenchNet['ns']): Promise<{ address: string; stop()
     await ns.peer.run([tc, 'filter', 'add', 'dev', dev, 'egress', 'bpf', 'da', 'obj', join(dir, 'out.o'), 'sec', 'tc']);
     // The address on the uplink; the isp through it at the tunnel's MTU (the egress program encapsulates), its
     // neighbour entry fixed (the program writes the router's MAC anyway).
-    await ns.peer.ipBatch([`addr add ${address}/128 dev ${dev} nodad`, `route replace ${TOPO.uplinkPrefix} dev ${dev} src ${address} mtu 1280`,
-      `neigh replace ${TOPO.ispV6} lladdr ${mac} dev ${dev} nud permanent`]);
+    await ns.peer.ipBatch([
+      `addr add ${address}/128 dev ${dev} nodad`,
+      `route replace ${TOPO.uplinkPrefix} dev ${dev} src ${address} mtu 1280`,
+      `neigh replace ${TOPO.ispV6} lladdr ${mac} dev ${dev} nud permanent`,
+    ]);
   } catch (e) {
     rmSync(dir, { recursive: true, force: true });
     await ns.peer.run([tc, 'qdisc', 'del', 'dev', dev, 'clsact']).catch(() => undefined);
@@ -180,7 +254,11 @@ async function kernelPeer(ns: BenchNet['ns']): Promise<{ address: string; stop()
     stop: async () => {
       rmSync(dir, { recursive: true, force: true });
       await ns.peer.run([tc, 'qdisc', 'del', 'dev', dev, 'clsact']);
-      await ns.peer.ipBatch([`route del ${TOPO.uplinkPrefix} dev ${dev}`, `addr del ${address}/128 dev ${dev}`, `neigh del ${TOPO.ispV6} dev ${dev}`]);
+      await ns.peer.ipBatch([
+        `route del ${TOPO.uplinkPrefix} dev ${dev}`,
+        `addr del ${address}/128 dev ${dev}`,
+        `neigh del ${TOPO.ispV6} dev ${dev}`,
+      ]);
     },
   };
 }
@@ -194,8 +272,18 @@ interface IperfJson {
   error?: string;
 }
 
-async function row(ns: BenchNet['ns'], iperf: string, path: BulkPath, dir: BulkDir, from: string, opt: BulkOptions, server: Proc,
-  progress: (s: string) => void, pids?: { router: number; peer?: number }, peer?: BulkPeer): Promise<BulkRow> {
+async function row(
+  ns: BenchNet['ns'],
+  iperf: string,
+  path: BulkPath,
+  dir: BulkDir,
+  from: string,
+  opt: BulkOptions,
+  server: Proc,
+  progress: (s: string) => void,
+  pids?: { router: number; peer?: number },
+  peer?: BulkPeer,
+): Promise<BulkRow> {
   const base = { name: name(path, dir, peer), path, dir, ...(peer ? { peer } : {}) };
   progress(`  ${base.name}, ${opt.durationS} s ... `);
   const metrics = async (): Promise<Record<string, number>> => {
@@ -203,37 +291,72 @@ async function row(ns: BenchNet['ns'], iperf: string, path: BulkPath, dir: BulkD
     const m = await scrape(ns.rtr, NET.metrics);
     return { ...parseRouterCounters(m).byPath, right: m.get(MERGED_RIGHT) ?? 0, none: m.get(MERGED_NONE) ?? 0 };
   };
-  const ours = () => totalCpuSeconds([...(pids ? [pids.router] : []), ...(pids?.peer ? [pids.peer] : []), ...ksoftirqdPids()]);
-  const d0 = await drops(ns), m0 = await metrics(), c0 = ours(), p0 = pids?.peer ? cpuOf(pids.peer) : 0, t0 = cpuTimes(), w0 = Date.now();
-  const argv = [iperf, '-6', '-c', TOPO.ispV6, '-p', String(IPERF_PORT), '-B', from, '-t', String(opt.durationS), '-J',
-    ...(path === 'kernel' ? ['-M', String(TUNNEL_MSS)] : []), ...(dir === 'down' ? ['-R'] : [])];
+  const ours = () =>
+    totalCpuSeconds([...(pids ? [pids.router] : []), ...(pids?.peer ? [pids.peer] : []), ...ksoftirqdPids()]);
+  const d0 = await drops(ns),
+    m0 = await metrics(),
+    c0 = ours(),
+    p0 = pids?.peer ? cpuOf(pids.peer) : 0,
+    t0 = cpuTimes(),
+    w0 = Date.now();
+  const argv = [
+    iperf,
+    '-6',
+    '-c',
+    TOPO.ispV6,
+    '-p',
+    String(IPERF_PORT),
+    '-B',
+    from,
+    '-t',
+    String(opt.durationS),
+    '-J',
+    ...(path === 'kernel' ? ['-M', String(TUNNEL_MSS)] : []),
+    ...(dir === 'down' ? ['-R'] : []),
+  ];
   const r = await ns.peer.exec(argv, { timeoutMs: (opt.durationS + 30) * 1000 });
-  const wallS = (Date.now() - w0) / 1000, c1 = ours(), p1 = pids?.peer ? cpuOf(pids.peer) : 0, t1 = cpuTimes(), m1 = await metrics(), d1 = await drops(ns);
+  const wallS = (Date.now() - w0) / 1000,
+    c1 = ours(),
+    p1 = pids?.peer ? cpuOf(pids.peer) : 0,
+    t1 = cpuTimes(),
+    m1 = await metrics(),
+    d1 = await drops(ns);
   let j: IperfJson;
   try {
     j = JSON.parse(r.stdout) as IperfJson;
   } catch {
     progress('failed\n');
-    return { ...base, error: `iperf3 exited ${r.code}: ${(r.stderr || r.stdout).trim().split('\n')[0]} ${server.output().split('\n').slice(-2).join(' ')}` };
+    return {
+      ...base,
+      error: `iperf3 exited ${r.code}: ${(r.stderr || r.stdout).trim().split('\n')[0]} ${server.output().split('\n').slice(-2).join(' ')}`,
+    };
   }
   if (j.error || !j.end?.sum_received) {
     progress('failed\n');
     return { ...base, error: `iperf3: ${j.error ?? 'no result'}` };
   }
   const gbps = j.end.sum_received.bits_per_second / 1e9;
-  const iperfPct = (j.end.cpu_utilization_percent?.host_total ?? 0) + (j.end.cpu_utilization_percent?.remote_total ?? 0);
+  const iperfPct =
+    (j.end.cpu_utilization_percent?.host_total ?? 0) + (j.end.cpu_utilization_percent?.remote_total ?? 0);
   const oursPct = ((c1 - c0) / wallS) * 100 + iperfPct;
   const metricDir = dir === 'down' ? 'tun_to_udp' : 'udp_to_tun';
   const out: BulkRow = {
-    ...base, gbps, retransmits: j.end.sum_sent?.retransmits ?? 0, cpuPctPerGbps: oursPct / gbps,
+    ...base,
+    gbps,
+    retransmits: j.end.sum_sent?.retransmits ?? 0,
+    cpuPctPerGbps: oursPct / gbps,
     otherPct: Math.max(0, (busySeconds(t0, t1) / wallS) * 100 - oursPct),
-    peerDrops: d1.peer - d0.peer, routerDrops: d1.router - d0.router,
-    ...(pids ? {
-      ...(pids.peer ? { peerCpuPct: ((p1 - p0) / wallS) * 100 } : {}),
-      fast: (m1[`${metricDir}/fast`] ?? 0) - (m0[`${metricDir}/fast`] ?? 0),
-      slow: (m1[`${metricDir}/slow`] ?? 0) - (m0[`${metricDir}/slow`] ?? 0),
-      mergedRight: (m1.right ?? 0) - (m0.right ?? 0), mergedNone: (m1.none ?? 0) - (m0.none ?? 0),
-    } : {}),
+    peerDrops: d1.peer - d0.peer,
+    routerDrops: d1.router - d0.router,
+    ...(pids
+      ? {
+          ...(pids.peer ? { peerCpuPct: ((p1 - p0) / wallS) * 100 } : {}),
+          fast: (m1[`${metricDir}/fast`] ?? 0) - (m0[`${metricDir}/fast`] ?? 0),
+          slow: (m1[`${metricDir}/slow`] ?? 0) - (m0[`${metricDir}/slow`] ?? 0),
+          mergedRight: (m1.right ?? 0) - (m0.right ?? 0),
+          mergedNone: (m1.none ?? 0) - (m0.none ?? 0),
+        }
+      : {}),
   };
   progress(`${gbps.toFixed(2)} Gbit/s\n`);
   return out;
@@ -242,8 +365,11 @@ async function row(ns: BenchNet['ns'], iperf: string, path: BulkPath, dir: BulkD
 /** Drops at each end: TUN queues (tx dropped: the reader fell behind) and UDP socket buffers. */
 async function drops(ns: BenchNet['ns']): Promise<{ peer: number; router: number }> {
   const end = async (n: Netns) => {
-    const links = await readLinks(n), udp = await readUdpSnmp(n);
-    const tun = Object.entries(links).filter(([name]) => name.startsWith('6bed4')).reduce((a, [, l]) => a + l.txDropped + l.rxDropped, 0);
+    const links = await readLinks(n),
+      udp = await readUdpSnmp(n);
+    const tun = Object.entries(links)
+      .filter(([name]) => name.startsWith('6bed4'))
+      .reduce((a, [, l]) => a + l.txDropped + l.rxDropped, 0);
     return tun + (udp.RcvbufErrors ?? 0) + (udp.SndbufErrors ?? 0);
   };
   return { peer: await end(ns.peer), router: await end(ns.rtr) };
@@ -258,36 +384,56 @@ function cpuOf(pid: number): number {
 export function bulkLines(rows: BulkRow[]): string[] {
   if (!rows.length) return [];
   const kernel = (dir: BulkDir) => rows.find((r) => r.path === 'kernel' && r.dir === dir && r.gbps !== undefined)?.gbps;
-  const out = ['', 'bulk TCP (iperf3, one stream, GRO on the router\'s interfaces; kernel row at the tunnel\'s MSS 1208; other%: CPU the',
-    'machine\'s other jobs took meanwhile, a shared machine\'s noise; BPF peer: bench/peer.bpf.c, TS peer: sixbed4 peer):',
-    'measurement                                          Gbit/s  × kernel  retrans  CPU%/Gbit/s  fast share  peer CPU%  drops peer/rtr  other%'];
+  const out = [
+    '',
+    "bulk TCP (iperf3, one stream, GRO on the router's interfaces; kernel row at the tunnel's MSS 1208; other%: CPU the",
+    "machine's other jobs took meanwhile, a shared machine's noise; BPF peer: bench/peer.bpf.c, TS peer: sixbed4 peer):",
+    'measurement                                          Gbit/s  × kernel  retrans  CPU%/Gbit/s  fast share  peer CPU%  drops peer/rtr  other%',
+  ];
   for (const r of rows) {
-    if (r.error) { out.push(`${r.name.padEnd(52)} ${r.error}`); continue; }
+    if (r.error) {
+      out.push(`${r.name.padEnd(52)} ${r.error}`);
+      continue;
+    }
     const k = kernel(r.dir);
     // Never rounded up to 100% when the router took any.
-    const pct = r.fast === undefined || r.fast + r.slow! === 0 ? 0 : Math.min((100 * r.fast) / (r.fast + r.slow!), r.slow ? 99.9 : 100);
+    const pct =
+      r.fast === undefined || r.fast + r.slow! === 0
+        ? 0
+        : Math.min((100 * r.fast) / (r.fast + r.slow!), r.slow ? 99.9 : 100);
     const share = r.fast === undefined ? '-' : r.fast + r.slow! === 0 ? 'none' : `${pct.toFixed(1)}%`;
-    out.push(`${r.name.padEnd(52)} ${r.gbps!.toFixed(2).padStart(6)}  ${(r.path === 'kernel' || !k ? '' : `×${(r.gbps! / k).toFixed(2)}`).padStart(8)}  ` +
-      `${String(r.retransmits).padStart(7)}  ${r.cpuPctPerGbps!.toFixed(0).padStart(11)}  ${share.padStart(10)}  ` +
-      `${(r.peerCpuPct === undefined ? '-' : r.peerCpuPct.toFixed(0)).padStart(9)}  ${(r.peerDrops === undefined || r.path === 'kernel' ? '-' : `${r.peerDrops}/${r.routerDrops}`).padStart(14)}  ` +
-      `${r.otherPct!.toFixed(0).padStart(6)}`);
+    out.push(
+      `${r.name.padEnd(52)} ${r.gbps!.toFixed(2).padStart(6)}  ${(r.path === 'kernel' || !k ? '' : `×${(r.gbps! / k).toFixed(2)}`).padStart(8)}  ` +
+        `${String(r.retransmits).padStart(7)}  ${r.cpuPctPerGbps!.toFixed(0).padStart(11)}  ${share.padStart(10)}  ` +
+        `${(r.peerCpuPct === undefined ? '-' : r.peerCpuPct.toFixed(0)).padStart(9)}  ${(r.peerDrops === undefined || r.path === 'kernel' ? '-' : `${r.peerDrops}/${r.routerDrops}`).padStart(14)}  ` +
+        `${r.otherPct!.toFixed(0).padStart(6)}`,
+    );
   }
   // The peer set the rate where it used a whole CPU, or where the losses were at its end rather than the router's.
-  const peerBound = rows.filter((r) => r.path !== 'kernel' && ((r.peerCpuPct ?? 0) >= 90 || r.peerDrops! > r.routerDrops!));
-  out.push(peerBound.length
-    ? `peer-bound (its CPU ≥ 90%, or more drops at the peer than at the router: the peer, not the router, set the rate): ${peerBound.map((r) => r.name).join('; ')}`
-    : 'no row was peer-bound (the peer\'s CPU under 90%, and no more drops at the peer than at the router)');
+  const peerBound = rows.filter(
+    (r) => r.path !== 'kernel' && ((r.peerCpuPct ?? 0) >= 90 || r.peerDrops! > r.routerDrops!),
+  );
+  out.push(
+    peerBound.length
+      ? `peer-bound (its CPU ≥ 90%, or more drops at the peer than at the router: the peer, not the router, set the rate): ${peerBound.map((r) => r.name).join('; ')}`
+      : "no row was peer-bound (the peer's CPU under 90%, and no more drops at the peer than at the router)",
+  );
   for (const dir of ['down', 'up'] as const) {
-    const k = kernel(dir), f = rows.find((r) => r.path === 'auto' && r.peer === 'kernel' && r.dir === dir && r.gbps !== undefined);
-    if (k && f) out.push(`goal, ${dir === 'down' ? 'download' : 'upload'} with the default mode (BPF peer) ≥ 50% of kernel forwarding: ${((100 * f.gbps!) / k).toFixed(0)}% ${f.gbps! >= k / 2 ? 'met' : 'not met'}`);
+    const k = kernel(dir),
+      f = rows.find((r) => r.path === 'auto' && r.peer === 'kernel' && r.dir === dir && r.gbps !== undefined);
+    if (k && f)
+      out.push(
+        `goal, ${dir === 'down' ? 'download' : 'upload'} with the default mode (BPF peer) ≥ 50% of kernel forwarding: ${((100 * f.gbps!) / k).toFixed(0)}% ${f.gbps! >= k / 2 ? 'met' : 'not met'}`,
+      );
   }
   const down = rows.find((r) => r.path === 'auto' && r.peer === 'kernel' && r.dir === 'down' && r.fast !== undefined);
   if (down && down.fast! + down.slow! > 0) {
     const pct = (100 * down.fast!) / (down.fast! + down.slow!);
-    out.push(`goal, share of a download's packets on the fast path ≥ 99%: ${pct.toFixed(1)}% ${pct >= 99 ? 'met' : 'not met'} ` +
-      `(${down.fast} fast, ${down.slow} through the router; ${down.mergedRight! + down.mergedNone!} as segments of merged packets, ` +
-      `${down.mergedNone} of them without an outer UDP checksum)`);
+    out.push(
+      `goal, share of a download's packets on the fast path ≥ 99%: ${pct.toFixed(1)}% ${pct >= 99 ? 'met' : 'not met'} ` +
+        `(${down.fast} fast, ${down.slow} through the router; ${down.mergedRight! + down.mergedNone!} as segments of merged packets, ` +
+        `${down.mergedNone} of them without an outer UDP checksum)`,
+    );
   }
   return out;
 }
-

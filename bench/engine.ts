@@ -15,10 +15,15 @@ const peerV4 = parseIPv4('203.0.113.2');
 const peer = makeAddress(prefix.bytes, peerV4, 40000, 1);
 const isp = parseIPv6('2001:db8:ffff::1');
 for (let i = 0; i < BATCH; i++) {
-  const u = engine.udpRx, k = engine.tunRx;
-  u.off[i] = i * u.slot; u.len[i] = 48; u.addr[i] = peerV4; u.port[i] = 40000;
+  const u = engine.udpRx,
+    k = engine.tunRx;
+  u.off[i] = i * u.slot;
+  u.len[i] = 48;
+  u.addr[i] = peerV4;
+  u.port[i] = 40000;
   writeHeader(u.data, u.off[i]!, 8, 17, 64, peer, isp);
-  k.off[i] = i * k.slot; k.len[i] = 48;
+  k.off[i] = i * k.slot;
+  k.len[i] = 48;
   writeHeader(k.data, k.off[i]!, 8, 17, 64, isp, peer);
 }
 
@@ -32,14 +37,22 @@ function resetHops(): void {
 
 function measure(name: string, step: () => void): void {
   const rounds = 200_000;
-  for (let i = 0; i < 20_000; i++) { step(); resetHops(); } // warm-up: let V8 optimise
+  for (let i = 0; i < 20_000; i++) {
+    step();
+    resetHops();
+  } // warm-up: let V8 optimise
   const reset0 = process.hrtime.bigint();
   for (let i = 0; i < rounds; i++) resetHops();
   const resetNs = Number(process.hrtime.bigint() - reset0);
   const t0 = process.hrtime.bigint();
-  for (let i = 0; i < rounds; i++) { step(); resetHops(); }
+  for (let i = 0; i < rounds; i++) {
+    step();
+    resetHops();
+  }
   const ns = (Number(process.hrtime.bigint() - t0) - resetNs) / (rounds * BATCH);
-  console.log(`${name.padEnd(34)} ${ns.toFixed(1).padStart(6)} ns/packet  ${(1e3 / ns).toFixed(1).padStart(6)} M packets/s`);
+  console.log(
+    `${name.padEnd(34)} ${ns.toFixed(1).padStart(6)} ns/packet  ${(1e3 / ns).toFixed(1).padStart(6)} M packets/s`,
+  );
 }
 
 console.log(`engine only, batch ${BATCH}, 48-byte packets; ${os.cpus()[0]?.model ?? 'cpu'}, node ${process.version}`);

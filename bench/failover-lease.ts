@@ -24,7 +24,9 @@ import { createLogger } from '../lib/log.js';
 const NS = 'sixbed4-system';
 const { values } = parseArgs({
   options: {
-    prefixes: { type: 'string', default: '100' }, seconds: { type: 'string', default: '30' }, standbys: { type: 'string', default: '1' },
+    prefixes: { type: 'string', default: '100' },
+    seconds: { type: 'string', default: '30' },
+    standbys: { type: 'string', default: '1' },
   },
 });
 const N = Number(values.prefixes);
@@ -37,20 +39,29 @@ class Watcher {
   events = 0;
   private readonly req: ReturnType<typeof https.request>;
   constructor(cp: ControlPlane, path: string) {
-    this.req = https.request(new URL(path, cp.server), { headers: { Authorization: `Bearer ${cp.adminToken}` }, ca: cp.caData, agent: false }, (res) => {
-      let buf = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => {
-        buf += c;
-        let i;
-        while ((i = buf.indexOf('\n')) >= 0) { buf = buf.slice(i + 1); this.events++; }
-      });
-      res.on('error', () => undefined);
-    });
+    this.req = https.request(
+      new URL(path, cp.server),
+      { headers: { Authorization: `Bearer ${cp.adminToken}` }, ca: cp.caData, agent: false },
+      (res) => {
+        let buf = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => {
+          buf += c;
+          let i;
+          while ((i = buf.indexOf('\n')) >= 0) {
+            buf = buf.slice(i + 1);
+            this.events++;
+          }
+        });
+        res.on('error', () => undefined);
+      },
+    );
     this.req.on('error', () => undefined);
     this.req.end();
   }
-  close(): void { this.req.destroy(); }
+  close(): void {
+    this.req.destroy();
+  }
 }
 
 /** CPU seconds (user + system) of a process so far. */
@@ -72,9 +83,17 @@ async function leaseRequests(kube: Kube): Promise<Record<string, number>> {
   return out;
 }
 
-const pct = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor((s.length * p) / 100))] ?? 0; };
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((s.length * p) / 100))] ?? 0;
+};
 
-async function window(cp: ControlPlane, kube: Kube, seconds: number, during?: () => void): Promise<{ reqs: Record<string, number>; apiserver: number; etcd: number; wall: number }> {
+async function window(
+  cp: ControlPlane,
+  kube: Kube,
+  seconds: number,
+  during?: () => void,
+): Promise<{ reqs: Record<string, number>; apiserver: number; etcd: number; wall: number }> {
   const [etcdPid, apiPid] = cp.pids();
   const r0 = await leaseRequests(kube);
   const c0 = [cpuSeconds(apiPid!), cpuSeconds(etcdPid!)];
@@ -91,9 +110,14 @@ async function window(cp: ControlPlane, kube: Kube, seconds: number, during?: ()
 
 async function main(): Promise<void> {
   const skip = controlPlaneSkipReason();
-  if (skip) { console.error(`bench:failover-lease: ${skip}`); process.exit(2); }
-  console.log(`failover Leases against a real kube-apiserver + etcd (${cpus().length} CPUs: ${cpus()[0]?.model}; a shared machine): ` +
-    `${N} groups of 1 active + ${STANDBYS} standby, a round every ${renewIntervalMs} ms (lease ${leaseDurationMs} ms, fence ${fenceAfterMs} ms)`);
+  if (skip) {
+    console.error(`bench:failover-lease: ${skip}`);
+    process.exit(2);
+  }
+  console.log(
+    `failover Leases against a real kube-apiserver + etcd (${cpus().length} CPUs: ${cpus()[0]?.model}; a shared machine): ` +
+      `${N} groups of 1 active + ${STANDBYS} standby, a round every ${renewIntervalMs} ms (lease ${leaseDurationMs} ms, fence ${fenceAfterMs} ms)`,
+  );
   const cp = await startControlPlane();
   const log = createLogger({ level: 'error', component: 'bench' });
   try {
@@ -102,17 +126,36 @@ async function main(): Promise<void> {
     // The Leases as the operator creates them: held by nobody, labelled for the watches.
     for (let i = 0; i < N; i++) {
       await kube.create(paths.leases(NS), {
-        apiVersion: 'coordination.k8s.io/v1', kind: 'Lease',
-        metadata: { name: failoverLeaseName(`p${i}`), namespace: NS, labels: { [LABEL_COMPONENT]: FAILOVER_LEASE_COMPONENT } }, spec: {},
+        apiVersion: 'coordination.k8s.io/v1',
+        kind: 'Lease',
+        metadata: {
+          name: failoverLeaseName(`p${i}`),
+          namespace: NS,
+          labels: { [LABEL_COMPONENT]: FAILOVER_LEASE_COMPONENT },
+        },
+        spec: {},
       });
     }
     // One client per simulated node (10 nodes), as each agent has its own connection; member m of group i on node
     // (i + m) % 10, so a node is active for some groups and standby for others.
     const clients = Array.from({ length: 10 }, (_, k) => new Kube(cp.kubeConfig(), `agent-${k}`));
-    const members = Array.from({ length: N }, (_, i) => Array.from({ length: 1 + STANDBYS }, (_, m) => new LeaderElector({
-      kube: clients[(i + m) % 10]!, namespace: NS, name: failoverLeaseName(`p${i}`), identity: `node-${(i + m) % 10}_${i.toString(16).padStart(8, '0')}`,
-      leaseDurationMs, renewDeadlineMs: fenceAfterMs, retryPeriodMs: renewIntervalMs, log, component: FAILOVER_LEASE_COMPONENT,
-    })));
+    const members = Array.from({ length: N }, (_, i) =>
+      Array.from(
+        { length: 1 + STANDBYS },
+        (_, m) =>
+          new LeaderElector({
+            kube: clients[(i + m) % 10]!,
+            namespace: NS,
+            name: failoverLeaseName(`p${i}`),
+            identity: `node-${(i + m) % 10}_${i.toString(16).padStart(8, '0')}`,
+            leaseDurationMs,
+            renewDeadlineMs: fenceAfterMs,
+            retryPeriodMs: renewIntervalMs,
+            log,
+            component: FAILOVER_LEASE_COMPONENT,
+          }),
+      ),
+    );
     process.stderr.write(`  idle window (${SECONDS} s) ...\n`);
     const idle = await window(cp, kube, SECONDS);
 
@@ -125,27 +168,34 @@ async function main(): Promise<void> {
       for (const [i, group] of members.entries()) {
         const e = group[m]!;
         const period = m === 0 ? renewIntervalMs : leaseDurationMs;
-        loops.push((async () => {
-          await new Promise((r) => setTimeout(r, (i * period) / N));
-          let next = performance.now();
-          while (running) {
-            const t = performance.now();
-            const a = await e.attempt();
-            if (m === 0) {
-              took.push(performance.now() - t);
-              if (a.holder !== e.identity) failed++;
+        loops.push(
+          (async () => {
+            await new Promise((r) => setTimeout(r, (i * period) / N));
+            let next = performance.now();
+            while (running) {
+              const t = performance.now();
+              const a = await e.attempt();
+              if (m === 0) {
+                took.push(performance.now() - t);
+                if (a.holder !== e.identity) failed++;
+              }
+              next += period;
+              await new Promise((r) => setTimeout(r, Math.max(0, next - performance.now())));
             }
-            next += period;
-            await new Promise((r) => setTimeout(r, Math.max(0, next - performance.now())));
-          }
-        })());
+          })(),
+        );
       }
     };
     const selector = `labelSelector=${encodeURIComponent(`${LABEL_COMPONENT}=${FAILOVER_LEASE_COMPONENT}`)}`;
     const watchers = [new Watcher(cp, `${paths.leases(NS)}?watch=1&${selector}`)];
     for (let i = 0; i < N; i++) {
       for (let m = 0; m < STANDBYS; m++) {
-        watchers.push(new Watcher(cp, `${paths.leases(NS)}?watch=1&fieldSelector=${encodeURIComponent(`metadata.name=${failoverLeaseName(`p${i}`)}`)}`));
+        watchers.push(
+          new Watcher(
+            cp,
+            `${paths.leases(NS)}?watch=1&fieldSelector=${encodeURIComponent(`metadata.name=${failoverLeaseName(`p${i}`)}`)}`,
+          ),
+        );
       }
     }
     process.stderr.write('  warming up (5 s) ...\n');
@@ -168,21 +218,37 @@ async function main(): Promise<void> {
 
     const total = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
     const perSec = (n: number, w: number) => (n / w).toFixed(1);
-    const verbs = (r: Record<string, number>, w: number) => Object.entries(r).filter(([, n]) => n > 0).map(([v, n]) => `${v} ${perSec(n, w)}`).join(', ');
+    const verbs = (r: Record<string, number>, w: number) =>
+      Object.entries(r)
+        .filter(([, n]) => n > 0)
+        .map(([v, n]) => `${v} ${perSec(n, w)}`)
+        .join(', ');
     console.log('');
     console.log('window      lease requests/s (by verb)            watch events/s  kube-apiserver CPU  etcd CPU');
-    console.log(`idle        ${perSec(total(idle.reqs), idle.wall).padStart(6)} (${verbs(idle.reqs, idle.wall) || '-'})`.padEnd(50) +
-      `${'-'.padStart(14)}  ${`${(idle.apiserver * 100).toFixed(1)}%`.padStart(18)}  ${`${(idle.etcd * 100).toFixed(1)}%`.padStart(8)}`);
-    console.log(`${N} groups  ${perSec(total(busy.reqs), busy.wall).padStart(6)} (${verbs(busy.reqs, busy.wall)})`.padEnd(50) +
-      `${perSec(events, busy.wall).padStart(14)}  ${`${(busy.apiserver * 100).toFixed(1)}%`.padStart(18)}  ${`${(busy.etcd * 100).toFixed(1)}%`.padStart(8)}`);
+    console.log(
+      `idle        ${perSec(total(idle.reqs), idle.wall).padStart(6)} (${verbs(idle.reqs, idle.wall) || '-'})`.padEnd(
+        50,
+      ) +
+        `${'-'.padStart(14)}  ${`${(idle.apiserver * 100).toFixed(1)}%`.padStart(18)}  ${`${(idle.etcd * 100).toFixed(1)}%`.padStart(8)}`,
+    );
+    console.log(
+      `${N} groups  ${perSec(total(busy.reqs), busy.wall).padStart(6)} (${verbs(busy.reqs, busy.wall)})`.padEnd(50) +
+        `${perSec(events, busy.wall).padStart(14)}  ${`${(busy.apiserver * 100).toFixed(1)}%`.padStart(18)}  ${`${(busy.etcd * 100).toFixed(1)}%`.padStart(8)}`,
+    );
     console.log('');
-    console.log(`active members' renewals: ${renewals} in ${busy.wall.toFixed(1)} s (${perSec(renewals, busy.wall)}/s), ${failed} not won; ` +
-      `time per renewal p50 ${pct(took, 50).toFixed(1)} ms, p99 ${pct(took, 99).toFixed(1)} ms, max ${Math.max(0, ...took).toFixed(1)} ms ` +
-      `(an active node withdraws if it cannot renew within ${fenceAfterMs - renewIntervalMs} ms of its last renewal's slack)`);
-    console.log(`the ${N * (1 + STANDBYS)} simulated members (one Node.js process, 10 client connections): ${(((me.user + me.system) / 1e6 / busy.wall) * 100).toFixed(1)}% of a core; ` +
-      `load average over the last minute ${loadavg()[0]!.toFixed(2)} on ${cpus().length} CPUs (other work on the machine included)`);
-    console.log(`added by the renewals: kube-apiserver ${((busy.apiserver - idle.apiserver) * 100).toFixed(1)}% of a core, etcd ${((busy.etcd - idle.etcd) * 100).toFixed(1)}% ` +
-      `(${(((busy.apiserver - idle.apiserver) * 1000) / Math.max(1, total(busy.reqs) / busy.wall)).toFixed(2)} ms of API server CPU per request)`);
+    console.log(
+      `active members' renewals: ${renewals} in ${busy.wall.toFixed(1)} s (${perSec(renewals, busy.wall)}/s), ${failed} not won; ` +
+        `time per renewal p50 ${pct(took, 50).toFixed(1)} ms, p99 ${pct(took, 99).toFixed(1)} ms, max ${Math.max(0, ...took).toFixed(1)} ms ` +
+        `(an active node withdraws if it cannot renew within ${fenceAfterMs - renewIntervalMs} ms of its last renewal's slack)`,
+    );
+    console.log(
+      `the ${N * (1 + STANDBYS)} simulated members (one Node.js process, 10 client connections): ${(((me.user + me.system) / 1e6 / busy.wall) * 100).toFixed(1)}% of a core; ` +
+        `load average over the last minute ${loadavg()[0]!.toFixed(2)} on ${cpus().length} CPUs (other work on the machine included)`,
+    );
+    console.log(
+      `added by the renewals: kube-apiserver ${((busy.apiserver - idle.apiserver) * 100).toFixed(1)}% of a core, etcd ${((busy.etcd - idle.etcd) * 100).toFixed(1)}% ` +
+        `(${(((busy.apiserver - idle.apiserver) * 1000) / Math.max(1, total(busy.reqs) / busy.wall)).toFixed(2)} ms of API server CPU per request)`,
+    );
   } finally {
     await cp.stop();
   }

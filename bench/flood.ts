@@ -54,11 +54,16 @@ export interface FloodOptions {
 }
 
 export interface FloodResult {
-  pingsSent: number; pingsReceived: number; lossPct: number;
-  floodSent: number; floodPps: number;
+  pingsSent: number;
+  pingsReceived: number;
+  lossPct: number;
+  floodSent: number;
+  floodPps: number;
   /** Datagrams the router's engine saw (counted by the router), per second. */
   routerRxPps: number;
-  rssBeforeMB: number; rssAfterMB: number; rssPeakMB: number;
+  rssBeforeMB: number;
+  rssAfterMB: number;
+  rssPeakMB: number;
   /** Packets with a source in the /64 other than the legitimate peer's that reached the native side. */
   spoofedAtIsp: number;
   drops: Record<string, number>;
@@ -68,7 +73,8 @@ export interface FloodResult {
   routerCpuPct: number;
   /** Whether the router was still running after the flood, and the pings after it. */
   routerAlive: boolean;
-  afterSent: number; afterReceived: number;
+  afterSent: number;
+  afterReceived: number;
   /** Failures of the router's periodic tasks (sixbed4_router_task_failures_total) during the run, by task. */
   taskFailures: Record<string, number>;
   /** Datagrams the fast path left to the router, by reason (with the fast path). */
@@ -80,7 +86,8 @@ export interface FloodResult {
   /** Each of the router's UDP sockets' drops (buffer full), in /proc/net/udp's order (inode order, not binding). */
   socketDrops?: number[];
   /** With pingS: pings sent while the flood lasted, and how many of them were lost. */
-  duringSent?: number; duringLost?: number;
+  duringSent?: number;
+  duringLost?: number;
   /** The router's log when it died. */
   routerOutput?: string;
 }
@@ -96,7 +103,10 @@ export function spoofRules(prefix64Hex: string, routerPort: number, flooderPort:
   const mine = `udp sport ${flooderPort}-${flooderPort + 15} udp dport ${routerPort}`;
   // The others' sources through typed maps, which put the bytes in network order (a plain numgen would not):
   // 256 addresses of 100.64.0.0/10 spread over it, 256 ports, 65,536 sources.
-  const addrs = Array.from({ length: 256 }, (_, i) => `${i} : 100.${64 + (i & 63)}.${(i * 37) & 255}.${1 + ((i * 91) % 254)}`).join(', ');
+  const addrs = Array.from(
+    { length: 256 },
+    (_, i) => `${i} : 100.${64 + (i & 63)}.${(i * 37) & 255}.${1 + ((i * 91) % 254)}`,
+  ).join(', ');
   const ports = Array.from({ length: 256 }, (_, i) => `${i} : ${1024 + i * 251}`).join(', ');
   return `
 table ip flood_spoof {
@@ -108,7 +118,6 @@ table ip flood_spoof {
 }
 `;
 }
-
 
 const FLOODER_PORT = 41000;
 // Sources in the /64 that are neither the legitimate peer's nor the flooder's own address (which
@@ -132,7 +141,12 @@ export async function runFlood(o: FloodOptions): Promise<FloodResult> {
       await nicLike(topo.nat, TOPO.natWanIf);
       await nicLike(topo.peers.C, TOPO.peerIf);
       await nicLike(topo.router, TOPO.routerWanIf);
-      await topo.router.run(['sysctl', '-qw', `net.ipv4.conf.${TOPO.routerWanIf}.forwarding=1`, `net.ipv4.conf.${TOPO.routerWanCIf}.forwarding=1`]);
+      await topo.router.run([
+        'sysctl',
+        '-qw',
+        `net.ipv4.conf.${TOPO.routerWanIf}.forwarding=1`,
+        `net.ipv4.conf.${TOPO.routerWanCIf}.forwarding=1`,
+      ]);
     }
     // One source floods from C, on the router's second leg. Many sources flood from the NAT's namespace, whose
     // wire is the router's uplink (wan0): where the fast path is, and where the legitimate peer's packets come in.
@@ -141,8 +155,16 @@ export async function runFlood(o: FloodOptions): Promise<FloodResult> {
       const hex = Buffer.from(parsePrefix64(TOPO.prefix).bytes.subarray(0, 8)).toString('hex');
       await from.ns.run([systemTool('nft'), '-f', '-'], { input: spoofRules(hex, 25790, FLOODER_PORT) });
     }
-    const router = await startRouterIn(topo.router, ['--prefix', TOPO.prefix, '--listen', TOPO.routerV4, '--metrics', METRICS,
-      ...(o.fastPath ? ['--fast-path', 'on'] : []), ...(o.routerArgs ?? [])]);
+    const router = await startRouterIn(topo.router, [
+      '--prefix',
+      TOPO.prefix,
+      '--listen',
+      TOPO.routerV4,
+      '--metrics',
+      METRICS,
+      ...(o.fastPath ? ['--fast-path', 'on'] : []),
+      ...(o.routerArgs ?? []),
+    ]);
     const routerPid = router.child.pid!;
     const legit = await startPeerIn(topo.peers.A, ['--router', TOPO.routerV4, '--default-route']);
     const flooderAddr = formatIPv6(makeAddress(parsePrefix64(TOPO.prefix).bytes, parseIPv4(from.v4), FLOODER_PORT, 1));
@@ -152,80 +174,148 @@ export async function runFlood(o: FloodOptions): Promise<FloodResult> {
     const rssBefore = processMemory(routerPid)?.rss ?? NaN;
     const m0 = await scrape(topo.router, METRICS);
     const snmp0 = await udpRcvbufErrors(topo.router);
-    const tun0 = await tunTxDropped(topo.router), backlog0 = backlogDrops();
+    const tun0 = await tunTxDropped(topo.router),
+      backlog0 = backlogDrops();
     const cfg: FloodConfig = {
-      bind: from.v4, localPort: FLOODER_PORT, to: TOPO.routerV4, port: 25790, prefix: TOPO.prefix, native: TOPO.ispV6,
-      durationMs: o.durationS * 1000 + 500, maxPackets: o.maxPackets ?? 2e9,
-      ...(o.spoof ? { spoof: true } : {}), ...(o.kinds ? { kinds: o.kinds } : {}),
+      bind: from.v4,
+      localPort: FLOODER_PORT,
+      to: TOPO.routerV4,
+      port: 25790,
+      prefix: TOPO.prefix,
+      native: TOPO.ispV6,
+      durationMs: o.durationS * 1000 + 500,
+      maxPackets: o.maxPackets ?? 2e9,
+      ...(o.spoof ? { spoof: true } : {}),
+      ...(o.kinds ? { kinds: o.kinds } : {}),
     };
     const n = Math.min(16, Math.max(1, o.flooders ?? 1));
     // Flooders on CPU 1, router left to the scheduler (the flood is what competes with it). Several flooders read as
     // one: their figures summed, done when the last is.
     const startFlooder = async () => {
-      const fs = await Promise.all(Array.from({ length: n }, async (_, i) => {
-        const argv = [process.execPath, FLOODER, JSON.stringify({ ...cfg, localPort: FLOODER_PORT + i, maxPackets: Math.ceil(cfg.maxPackets / n), seed: 1 + i })];
-        const f = from.ns.spawn(taskset ? [taskset, '-c', '1', ...argv] : argv);
-        await f.waitFor(/flooding/, 10_000);
-        return f;
-      }));
+      const fs = await Promise.all(
+        Array.from({ length: n }, async (_, i) => {
+          const argv = [
+            process.execPath,
+            FLOODER,
+            JSON.stringify({
+              ...cfg,
+              localPort: FLOODER_PORT + i,
+              maxPackets: Math.ceil(cfg.maxPackets / n),
+              seed: 1 + i,
+            }),
+          ];
+          const f = from.ns.spawn(taskset ? [taskset, '-c', '1', ...argv] : argv);
+          await f.waitFor(/flooding/, 10_000);
+          return f;
+        }),
+      );
       return {
         async waitFor(_re: RegExp, ms: number): Promise<string> {
-          const all = (await Promise.all(fs.map((f) => f.waitFor(/"sent"/, ms)))).map((l) => JSON.parse(l.slice(l.indexOf('{'))) as { sent: number; elapsedMs: number });
-          return JSON.stringify({ sent: all.reduce((a, x) => a + x.sent, 0), elapsedMs: Math.max(...all.map((x) => x.elapsedMs)) });
+          const all = (await Promise.all(fs.map((f) => f.waitFor(/"sent"/, ms)))).map(
+            (l) => JSON.parse(l.slice(l.indexOf('{'))) as { sent: number; elapsedMs: number },
+          );
+          return JSON.stringify({
+            sent: all.reduce((a, x) => a + x.sent, 0),
+            elapsedMs: Math.max(...all.map((x) => x.elapsedMs)),
+          });
         },
       };
     };
     let ping: { sent: number; received: number }, flooder, during: { sent: number; lost: number } | undefined;
-    let cpu0, c0, cpuEnd: ReturnType<typeof processCpu> | undefined, cEnd = 0;
+    let cpu0,
+      c0,
+      cpuEnd: ReturnType<typeof processCpu> | undefined,
+      cEnd = 0;
     if (o.pingS) {
       // Pings first; the flood 1 s later, for as long as it takes to send maxPackets; the pings go on after it.
-      const pinger = topo.peers.A.spawn(['ping', '-6', '-n', '-i', '0.01', '-W', '2', '-c', String(Math.round(o.pingS * 100)), TOPO.ispV6]);
+      const pinger = topo.peers.A.spawn([
+        'ping',
+        '-6',
+        '-n',
+        '-i',
+        '0.01',
+        '-W',
+        '2',
+        '-c',
+        String(Math.round(o.pingS * 100)),
+        TOPO.ispV6,
+      ]);
       const p0 = performance.now();
       await sleep(1000);
-      cpu0 = processCpu(routerPid); c0 = performance.now();
+      cpu0 = processCpu(routerPid);
+      c0 = performance.now();
       flooder = await startFlooder();
       const f0 = performance.now() - p0;
       const line = await flooder.waitFor(/"sent"/, o.durationS * 1000 + 15_000);
       const f1 = f0 + (JSON.parse(line.slice(line.indexOf('{'))) as { elapsedMs: number }).elapsedMs;
-      cpuEnd = processCpu(routerPid); cEnd = performance.now();
+      cpuEnd = processCpu(routerPid);
+      cEnd = performance.now();
       await pinger.exited;
       const got = new Set([...pinger.output().matchAll(/icmp_seq=(\d+) /g)].map((m) => Number(m[1])));
       const sentN = Number(/(\d+) packets transmitted/.exec(pinger.output())?.[1] ?? 0);
       ping = { sent: sentN, received: got.size };
       // ping numbers from 1, one every 10 ms: those sent while the flood lasted.
-      const first = Math.ceil(f0 / 10) + 1, last = Math.floor(f1 / 10) + 1;
+      const first = Math.ceil(f0 / 10) + 1,
+        last = Math.floor(f1 / 10) + 1;
       let lost = 0;
       for (let q = first; q <= last; q++) if (!got.has(q)) lost++;
       during = { sent: Math.max(0, last - first + 1), lost };
     } else {
       flooder = await startFlooder();
       await sleep(200);
-      cpu0 = processCpu(routerPid); c0 = performance.now();
-      ping = await ping6(topo.peers.A, TOPO.ispV6, { count: Math.round(o.durationS * 100), interval: 0.01, timeoutS: 2 });
+      cpu0 = processCpu(routerPid);
+      c0 = performance.now();
+      ping = await ping6(topo.peers.A, TOPO.ispV6, {
+        count: Math.round(o.durationS * 100),
+        interval: 0.01,
+        timeoutS: 2,
+      });
     }
     const doneLine = await flooder.waitFor(/"sent"/, o.durationS * 1000 + 15_000);
     const done = JSON.parse(doneLine.slice(doneLine.indexOf('{'))) as { sent: number; elapsedMs: number };
-    const cpu1 = o.pingS ? cpuEnd : processCpu(routerPid), c1 = o.pingS ? cEnd : performance.now();
+    const cpu1 = o.pingS ? cpuEnd : processCpu(routerPid),
+      c1 = o.pingS ? cEnd : performance.now();
     // A second or two for the fast path's seen-map drain (once a second) to meet what the flood left in it.
     await sleep(o.afterPings ? 2000 : 500);
-    const after = o.afterPings ? await ping6(topo.peers.A, TOPO.ispV6, { count: o.afterPings, interval: 0.01, timeoutS: 2 }) : { sent: 0, received: 0 };
+    const after = o.afterPings
+      ? await ping6(topo.peers.A, TOPO.ispV6, { count: o.afterPings, interval: 0.01, timeoutS: 2 })
+      : { sent: 0, received: 0 };
     const routerAlive = router.running;
     if (!routerAlive) {
       return {
-        pingsSent: ping.sent, pingsReceived: ping.received, lossPct: ping.sent ? (100 * (ping.sent - ping.received)) / ping.sent : 100,
-        floodSent: done.sent, floodPps: Math.round((done.sent * 1000) / done.elapsedMs), routerRxPps: NaN,
-        rssBeforeMB: rssBefore / 2 ** 20, rssAfterMB: NaN, rssPeakMB: NaN, spoofedAtIsp: NaN, drops: {}, rcvbufErrors: NaN,
-        routerCpuPct: NaN, routerAlive, afterSent: after.sent, afterReceived: after.received, taskFailures: {}, routerOutput: router.output(),
+        pingsSent: ping.sent,
+        pingsReceived: ping.received,
+        lossPct: ping.sent ? (100 * (ping.sent - ping.received)) / ping.sent : 100,
+        floodSent: done.sent,
+        floodPps: Math.round((done.sent * 1000) / done.elapsedMs),
+        routerRxPps: NaN,
+        rssBeforeMB: rssBefore / 2 ** 20,
+        rssAfterMB: NaN,
+        rssPeakMB: NaN,
+        spoofedAtIsp: NaN,
+        drops: {},
+        rcvbufErrors: NaN,
+        routerCpuPct: NaN,
+        routerAlive,
+        afterSent: after.sent,
+        afterReceived: after.received,
+        taskFailures: {},
+        routerOutput: router.output(),
       };
     }
     const m1 = await scrape(topo.router, METRICS);
     const mem = processMemory(routerPid);
     const snmp1 = await udpRcvbufErrors(topo.router);
-    const tun1 = await tunTxDropped(topo.router), backlog1 = backlogDrops();
+    const tun1 = await tunTxDropped(topo.router),
+      backlog1 = backlogDrops();
     const socketDrops = await routerSocketDrops(topo.router);
     const spoofed = await ispCount(topo.isp);
-    const rx = (m1.get('sixbed4_router_received_packets_total{side="udp"}') ?? 0) - (m0.get('sixbed4_router_received_packets_total{side="udp"}') ?? 0);
-    const drops: Record<string, number> = {}, taskFailures: Record<string, number> = {}, fastPassed: Record<string, number> = {};
+    const rx =
+      (m1.get('sixbed4_router_received_packets_total{side="udp"}') ?? 0) -
+      (m0.get('sixbed4_router_received_packets_total{side="udp"}') ?? 0);
+    const drops: Record<string, number> = {},
+      taskFailures: Record<string, number> = {},
+      fastPassed: Record<string, number> = {};
     for (const [k, v] of m1) {
       const r = /^sixbed4_router_dropped_packets_total\{reason="([^"]+)"\}$/.exec(k);
       if (r && v - (m0.get(k) ?? 0) > 0) drops[r[1]!] = v - (m0.get(k) ?? 0);
@@ -236,14 +326,28 @@ export async function runFlood(o: FloodOptions): Promise<FloodResult> {
     }
     await router.stop();
     return {
-      pingsSent: ping.sent, pingsReceived: ping.received, lossPct: ping.sent ? (100 * (ping.sent - ping.received)) / ping.sent : 100,
-      floodSent: done.sent, floodPps: Math.round((done.sent * 1000) / done.elapsedMs),
+      pingsSent: ping.sent,
+      pingsReceived: ping.received,
+      lossPct: ping.sent ? (100 * (ping.sent - ping.received)) / ping.sent : 100,
+      floodSent: done.sent,
+      floodPps: Math.round((done.sent * 1000) / done.elapsedMs),
       routerRxPps: Math.round(rx / (done.elapsedMs / 1000)),
-      rssBeforeMB: rssBefore / 2 ** 20, rssAfterMB: (mem?.rss ?? NaN) / 2 ** 20, rssPeakMB: (mem?.hwm ?? NaN) / 2 ** 20,
-      spoofedAtIsp: spoofed, drops, rcvbufErrors: snmp1 - snmp0,
-      routerCpuPct: cpu0 && cpu1 ? Math.round((100 * (cpu1.user + cpu1.system - cpu0.user - cpu0.system) * 1000) / (c1 - c0)) : NaN,
-      routerAlive, afterSent: after.sent, afterReceived: after.received, taskFailures, fastPassed,
-      tunTxDropped: tun1 - tun0, backlogDrops: backlog1 - backlog0, socketDrops,
+      rssBeforeMB: rssBefore / 2 ** 20,
+      rssAfterMB: (mem?.rss ?? NaN) / 2 ** 20,
+      rssPeakMB: (mem?.hwm ?? NaN) / 2 ** 20,
+      spoofedAtIsp: spoofed,
+      drops,
+      rcvbufErrors: snmp1 - snmp0,
+      routerCpuPct:
+        cpu0 && cpu1 ? Math.round((100 * (cpu1.user + cpu1.system - cpu0.user - cpu0.system) * 1000) / (c1 - c0)) : NaN,
+      routerAlive,
+      afterSent: after.sent,
+      afterReceived: after.received,
+      taskFailures,
+      fastPassed,
+      tunTxDropped: tun1 - tun0,
+      backlogDrops: backlog1 - backlog0,
+      socketDrops,
       ...(during ? { duringSent: during.sent, duringLost: during.lost } : {}),
     };
   } finally {
@@ -255,13 +359,16 @@ export async function runFlood(o: FloodOptions): Promise<FloodResult> {
 async function udpRcvbufErrors(ns: { run(argv: string[]): Promise<string> }): Promise<number> {
   const text = await ns.run(['cat', '/proc/net/snmp']);
   const lines = text.split('\n').filter((l) => l.startsWith('Udp:'));
-  const keys = lines[0]!.split(/\s+/), vals = lines[1]!.split(/\s+/);
+  const keys = lines[0]!.split(/\s+/),
+    vals = lines[1]!.split(/\s+/);
   return Number(vals[keys.indexOf('RcvbufErrors')]);
 }
 
 /** The drops column of /proc/net/udp for the router's port (25790 = 0x64BE), socket by socket. */
 async function routerSocketDrops(ns: { run(argv: string[]): Promise<string> }): Promise<number[]> {
-  const lines = (await ns.run(['cat', '/proc/net/udp'])).split('\n').filter((l) => /^\s*\d+: [0-9A-F]{8}:64BE /.test(l));
+  const lines = (await ns.run(['cat', '/proc/net/udp']))
+    .split('\n')
+    .filter((l) => /^\s*\d+: [0-9A-F]{8}:64BE /.test(l));
   return lines.map((l) => Number(l.trim().split(/\s+/).at(-1)));
 }
 
@@ -272,11 +379,16 @@ async function tunTxDropped(ns: { run(argv: string[]): Promise<string> }): Promi
 
 /** The per-CPU input backlogs' drops so far (second column of /proc/net/softnet_stat, hex), summed over CPUs. */
 function backlogDrops(): number {
-  return readFileSync('/proc/net/softnet_stat', 'utf8').trim().split('\n').reduce((a, l) => a + parseInt(l.split(/\s+/)[1] ?? '0', 16), 0);
+  return readFileSync('/proc/net/softnet_stat', 'utf8')
+    .trim()
+    .split('\n')
+    .reduce((a, l) => a + parseInt(l.split(/\s+/)[1] ?? '0', 16), 0);
 }
 
 async function ispCount(isp: { run(argv: string[]): Promise<string> }): Promise<number> {
-  const j = JSON.parse(await isp.run([systemTool('nft'), '-j', 'list', 'table', 'inet', 'flood_watch'])) as { nftables: { rule?: { expr: { counter?: { packets: number } }[] } }[] };
+  const j = JSON.parse(await isp.run([systemTool('nft'), '-j', 'list', 'table', 'inet', 'flood_watch'])) as {
+    nftables: { rule?: { expr: { counter?: { packets: number } }[] } }[];
+  };
   let n = 0;
   for (const item of j.nftables) for (const e of item.rule?.expr ?? []) if (e.counter) n += e.counter.packets;
   return n;
@@ -290,13 +402,29 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const [secs, ...args] = process.argv.slice(2);
   const own = (name: string) => args.find((a) => a === `--${name}` || a.startsWith(`--${name}=`));
   const value = (name: string) => own(name)?.split('=')[1];
-  const rest = args.filter((a) => !['spoof', 'fast', 'kinds', 'max', 'after', 'ping', 'flooders'].some((n) => a === `--${n}` || a.startsWith(`--${n}=`)));
+  const rest = args.filter(
+    (a) =>
+      !['spoof', 'fast', 'kinds', 'max', 'after', 'ping', 'flooders'].some(
+        (n) => a === `--${n}` || a.startsWith(`--${n}=`),
+      ),
+  );
   runFlood({
-    durationS: Number(secs ?? 10), routerArgs: rest, spoof: !!own('spoof'), fastPath: !!own('fast'),
-    ...(value('kinds') ? { kinds: value('kinds')!.split(',') } : {}), ...(value('max') ? { maxPackets: Number(value('max')) } : {}),
-    afterPings: Number(value('after') ?? 0), ...(value('ping') ? { pingS: Number(value('ping')) } : {}), flooders: Number(value('flooders') ?? 1),
+    durationS: Number(secs ?? 10),
+    routerArgs: rest,
+    spoof: !!own('spoof'),
+    fastPath: !!own('fast'),
+    ...(value('kinds') ? { kinds: value('kinds')!.split(',') } : {}),
+    ...(value('max') ? { maxPackets: Number(value('max')) } : {}),
+    afterPings: Number(value('after') ?? 0),
+    ...(value('ping') ? { pingS: Number(value('ping')) } : {}),
+    flooders: Number(value('flooders') ?? 1),
   }).then(
-    (r) => { process.stdout.write(JSON.stringify(r, null, 2) + '\n'); },
-    (e: Error) => { process.stderr.write(`${e.stack}\n`); process.exitCode = 1; },
+    (r) => {
+      process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+    },
+    (e: Error) => {
+      process.stderr.write(`${e.stack}\n`);
+      process.exitCode = 1;
+    },
   );
 }

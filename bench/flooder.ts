@@ -14,8 +14,15 @@ import { junkSet } from './junk.js';
 
 export interface FloodConfig {
   /** Local IPv4 and port: fixed, so the watcher on the native side knows the flooder's own (unspoofed) address. */
-  bind: string; localPort: number; to: string; port: number; prefix: string; native: string;
-  durationMs: number; maxPackets: number; seed?: number;
+  bind: string;
+  localPort: number;
+  to: string;
+  port: number;
+  prefix: string;
+  native: string;
+  durationMs: number;
+  maxPackets: number;
+  seed?: number;
   /** Many sources (see above); the namespace must have flood.ts's spoofRules. */
   spoof?: boolean;
   /** Only these kinds of junk.ts (default: all). */
@@ -25,24 +32,39 @@ export interface FloodConfig {
 const cfg = JSON.parse(process.argv[2]!) as FloodConfig;
 const io = loadNative();
 const sock = io.udpOpen(cfg.bind, cfg.localPort, false);
-const BATCH = 256, SLOT = 1400;
-const set = junkSet({
-  prefix: parsePrefix64(cfg.prefix), own: { ipv4: parseIPv4(cfg.bind), port: sock.port },
-  routerV4: parseIPv4(cfg.to), routerPort: cfg.port, native: parseIPv6(cfg.native),
-}, 4 * BATCH, cfg.seed ?? 1, cfg.kinds);
+const BATCH = 256,
+  SLOT = 1400;
+const set = junkSet(
+  {
+    prefix: parsePrefix64(cfg.prefix),
+    own: { ipv4: parseIPv4(cfg.bind), port: sock.port },
+    routerV4: parseIPv4(cfg.to),
+    routerPort: cfg.port,
+    native: parseIPv6(cfg.native),
+  },
+  4 * BATCH,
+  cfg.seed ?? 1,
+  cfg.kinds,
+);
 const prefix = parsePrefix64(cfg.prefix).bytes;
 // Four batches of different junk, used in turn: every kind, every variant, at full speed.
 const batches = [0, 1, 2, 3].map((k) => {
   const b = newBatch(BATCH, SLOT);
   for (let i = 0; i < BATCH; i++) {
     const d = set[k * BATCH + i]!;
-    b.off[i] = i * SLOT; b.data.set(d, i * SLOT); b.len[i] = d.length; b.addr[i] = parseIPv4(cfg.to); b.port[i] = cfg.port;
+    b.off[i] = i * SLOT;
+    b.data.set(d, i * SLOT);
+    b.len[i] = d.length;
+    b.addr[i] = parseIPv4(cfg.to);
+    b.port[i] = cfg.port;
   }
   return b;
 });
 process.stdout.write(`flooding ${JSON.stringify({ port: sock.port })}\n`);
 const t0 = performance.now();
-let sent = 0, k = 0, next = ((cfg.seed ?? 1) - 1) * 0x40000; // flooders with other seeds start elsewhere
+let sent = 0,
+  k = 0,
+  next = ((cfg.seed ?? 1) - 1) * 0x40000; // flooders with other seeds start elsewhere
 while (sent < cfg.maxPackets && performance.now() - t0 < cfg.durationMs) {
   const b = batches[k++ & 3]!;
   if (cfg.spoof) for (let i = 0; i < BATCH; i++) respoof(b.data, b.off[i]!, b.len[i]!);
@@ -53,8 +75,14 @@ while (sent < cfg.maxPackets && performance.now() - t0 < cfg.durationMs) {
 function respoof(d: Uint8Array, o: number, len: number): void {
   if (len < 40) return;
   for (let j = 0; j < 8; j++) if (d[o + 8 + j] !== prefix[j]) return;
-  const v4 = (0x64400000 + (next++ & 0x3fffff)) >>> 0, port = 1024 + Math.floor(Math.random() * 64512);
-  d[o + 16] = v4 >>> 24; d[o + 17] = (v4 >>> 16) & 0xff; d[o + 18] = (v4 >>> 8) & 0xff; d[o + 19] = v4 & 0xff;
-  d[o + 20] = port >>> 8; d[o + 21] = port & 0xff; d[o + 22]! &= 0x3f;
+  const v4 = (0x64400000 + (next++ & 0x3fffff)) >>> 0,
+    port = 1024 + Math.floor(Math.random() * 64512);
+  d[o + 16] = v4 >>> 24;
+  d[o + 17] = (v4 >>> 16) & 0xff;
+  d[o + 18] = (v4 >>> 8) & 0xff;
+  d[o + 19] = v4 & 0xff;
+  d[o + 20] = port >>> 8;
+  d[o + 21] = port & 0xff;
+  d[o + 22]! &= 0x3f;
 }
 process.stdout.write(JSON.stringify({ sent, elapsedMs: performance.now() - t0, port: sock.port }) + '\n');

@@ -19,7 +19,8 @@ import { fillBatch, fillBatch4, IPV4_UDP, PeerCycler, PeerSourceCycler, peerPlan
 
 export type GenConfig = UdpGenConfig | TunGenConfig | Tun4GenConfig;
 /** What a measurement asks for; it adds the time and packet budget. */
-export type GenSpec = Omit<UdpGenConfig, keyof Budget> | Omit<TunGenConfig, keyof Budget> | Omit<Tun4GenConfig, keyof Budget>;
+export type GenSpec =
+  Omit<UdpGenConfig, keyof Budget> | Omit<TunGenConfig, keyof Budget> | Omit<Tun4GenConfig, keyof Budget>;
 
 interface Budget {
   durationMs: number;
@@ -74,14 +75,20 @@ export interface Tun4GenConfig extends Common {
   peers: { firstIPv4: string; count: number };
 }
 
-export interface GenResult { sent: number; elapsedMs: number; calls: number; }
+export interface GenResult {
+  sent: number;
+  elapsedMs: number;
+  calls: number;
+}
 
 /** Prepares the sockets or TUN device and returns "send up to n packets, say how many went". */
 function prepare(cfg: GenConfig): { sendBatch: (n: number) => number; info: Record<string, unknown> } {
   const io = loadNative();
   if (cfg.mode === 'udp') {
     // One socket and one batch per flow, used in turn, a whole batch each.
-    const prefix = parsePrefix64(cfg.prefix).bytes, bind = parseIPv4(cfg.bind), dst = parseIPv6(cfg.innerDst);
+    const prefix = parsePrefix64(cfg.prefix).bytes,
+      bind = parseIPv4(cfg.bind),
+      dst = parseIPv6(cfg.innerDst);
     const flows: Array<{ fd: number; b: Batch }> = [];
     for (let i = 0; i < (cfg.flows ?? 1); i++) {
       const { fd, port } = io.udpOpen(cfg.bind, 0, false);
@@ -109,15 +116,28 @@ function prepare(cfg: GenConfig): { sendBatch: (n: number) => number; info: Reco
     const prefix = parsePrefix64(cfg.prefix).bytes;
     fillBatch4(b, cfg.size, parseIPv4(cfg.to), cfg.port, parseIPv6(cfg.innerDst), prefix);
     const cycler = new PeerSourceCycler(b, prefix, peerPlan(parseIPv4(cfg.peers.firstIPv4), cfg.peers.count));
-    return { sendBatch: (n) => { cycler.next(n); return io.tunWrite(fd, b, n); }, info: { tun: name, peers: cfg.peers.count } };
+    return {
+      sendBatch: (n) => {
+        cycler.next(n);
+        return io.tunWrite(fd, b, n);
+      },
+      info: { tun: name, peers: cfg.peers.count },
+    };
   }
   const b = newBatch(MAX_BATCH, cfg.size);
   const src = parseIPv6(cfg.src);
   if (cfg.peers) {
-    const prefix = parsePrefix64(cfg.peers.prefix).bytes, first = parseIPv4(cfg.peers.firstIPv4);
+    const prefix = parsePrefix64(cfg.peers.prefix).bytes,
+      first = parseIPv4(cfg.peers.firstIPv4);
     fillBatch(b, cfg.size, src, makeAddress(prefix, first, 1024, 1));
     const cycler = new PeerCycler(b, prefix, peerPlan(first, cfg.peers.count));
-    return { sendBatch: (n) => { cycler.next(n); return io.tunWrite(fd, b, n); }, info: { tun: name, peers: cfg.peers.count } };
+    return {
+      sendBatch: (n) => {
+        cycler.next(n);
+        return io.tunWrite(fd, b, n);
+      },
+      info: { tun: name, peers: cfg.peers.count },
+    };
   }
   if (!cfg.dst) throw new Error('tun generator needs dst or peers');
   fillBatch(b, cfg.size, src, parseIPv6(cfg.dst));
@@ -128,7 +148,8 @@ function run(cfg: GenConfig): GenResult {
   const { sendBatch, info } = prepare(cfg);
   const start = performance.now();
   const end = start + cfg.durationMs;
-  let sent = 0, calls = 0;
+  let sent = 0,
+    calls = 0;
   for (;;) {
     const n = Math.min(MAX_BATCH, cfg.maxPackets - sent);
     if (n <= 0) break;

@@ -24,10 +24,24 @@ const NS = 'sixbed4-system';
 /** The old design's watchers stop at this many: beyond, one round sends N² copies of a growing object. */
 const MAX_BEFORE = 100;
 
-interface Row { design: 'before' | 'after'; nodes: number; writes: number; writesPerSec: number; events: number; prefixKB: number; managers: number; failed?: string }
+interface Row {
+  design: 'before' | 'after';
+  nodes: number;
+  writes: number;
+  writesPerSec: number;
+  events: number;
+  prefixKB: number;
+  managers: number;
+  failed?: string;
+}
 
-const { values } = parseArgs({ options: { nodes: { type: 'string', default: '25,50,100,1000' }, concurrency: { type: 'string', default: '32' } } });
-const sizes = values.nodes.split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0);
+const { values } = parseArgs({
+  options: { nodes: { type: 'string', default: '25,50,100,1000' }, concurrency: { type: 'string', default: '32' } },
+});
+const sizes = values.nodes
+  .split(',')
+  .map(Number)
+  .filter((n) => Number.isInteger(n) && n > 0);
 const concurrency = Number(values.concurrency);
 
 /** A watch stream counting its events. */
@@ -36,28 +50,42 @@ class Watcher {
   private req: ReturnType<typeof https.request> | undefined;
   constructor(cp: ControlPlane, path: string) {
     const u = new URL(path, cp.server);
-    this.req = https.request(u, { headers: { Authorization: `Bearer ${cp.adminToken}` }, ca: cp.caData, agent: false }, (res) => {
-      let buf = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => {
-        buf += c;
-        let i;
-        while ((i = buf.indexOf('\n')) >= 0) { buf = buf.slice(i + 1); this.events++; }
-      });
-      res.on('error', () => undefined);
-    });
+    this.req = https.request(
+      u,
+      { headers: { Authorization: `Bearer ${cp.adminToken}` }, ca: cp.caData, agent: false },
+      (res) => {
+        let buf = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => {
+          buf += c;
+          let i;
+          while ((i = buf.indexOf('\n')) >= 0) {
+            buf = buf.slice(i + 1);
+            this.events++;
+          }
+        });
+        res.on('error', () => undefined);
+      },
+    );
     this.req.on('error', () => undefined);
     this.req.end();
   }
-  close(): void { this.req?.destroy(); }
+  close(): void {
+    this.req?.destroy();
+  }
 }
 
 async function pool(n: number, work: (i: number) => Promise<unknown>): Promise<number> {
   const t0 = process.hrtime.bigint();
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, async () => {
-    while (next < n) { const i = next++; await work(i); }
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, n) }, async () => {
+      while (next < n) {
+        const i = next++;
+        await work(i);
+      }
+    }),
+  );
   return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 
@@ -80,19 +108,48 @@ async function prefixSize(kube: Kube): Promise<{ kb: number; managers: number }>
 async function run(cp: ControlPlane, kube: Kube, design: 'before' | 'after', n: number): Promise<Row> {
   await kube.delete(paths.prefix('bench')).catch(() => undefined);
   await new Promise((r) => setTimeout(r, 500));
-  await kube.create(paths.prefixes, { apiVersion: API_VERSION, kind: KIND, metadata: { name: 'bench' }, spec: { prefix: '2001:db8:9::/48' } });
+  await kube.create(paths.prefixes, {
+    apiVersion: API_VERSION,
+    kind: KIND,
+    metadata: { name: 'bench' },
+    spec: { prefix: '2001:db8:9::/48' },
+  });
   const node = (i: number) => `node-${String(i).padStart(4, '0')}`;
-  const entry = (i: number, stamp: string) => ({ name: node(i), ready: true, livePeers: 3, message: 'forwarding', lastReport: stamp });
-  const applyEntry = (i: number, stamp: string) => kube.apply(paths.prefixStatus('bench'),
-    { apiVersion: API_VERSION, kind: KIND, metadata: { name: 'bench' }, status: { nodes: [entry(i, stamp)] } }, agentFieldManager(node(i)), { force: true });
+  const entry = (i: number, stamp: string) => ({
+    name: node(i),
+    ready: true,
+    livePeers: 3,
+    message: 'forwarding',
+    lastReport: stamp,
+  });
+  const applyEntry = (i: number, stamp: string) =>
+    kube.apply(
+      paths.prefixStatus('bench'),
+      { apiVersion: API_VERSION, kind: KIND, metadata: { name: 'bench' }, status: { nodes: [entry(i, stamp)] } },
+      agentFieldManager(node(i)),
+      { force: true },
+    );
   const rvs: string[] = [];
   const renew = async (i: number) => {
     const name = agentLeaseName(node(i));
-    const reports = JSON.stringify({ bench: { ready: true, livePeers: 3, message: 'forwarding', lastReport: '2026-11-28T05:00:00Z' } });
-    const body = { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name, namespace: NS, labels: { 'app.kubernetes.io/component': 'agent-lease' },
-      annotations: { [AGENT_REPORTS_ANNOTATION]: reports }, ...(rvs[i] ? { resourceVersion: rvs[i] } : {}) },
-      spec: { holderIdentity: node(i), leaseDurationSeconds: 40, renewTime: microTime(new Date()) } };
-    const out = rvs[i] ? await kube.replace<{ metadata: { resourceVersion: string } }>(paths.lease(NS, name), body) : await kube.create<{ metadata: { resourceVersion: string } }>(paths.leases(NS), body);
+    const reports = JSON.stringify({
+      bench: { ready: true, livePeers: 3, message: 'forwarding', lastReport: '2026-11-28T05:00:00Z' },
+    });
+    const body = {
+      apiVersion: 'coordination.k8s.io/v1',
+      kind: 'Lease',
+      metadata: {
+        name,
+        namespace: NS,
+        labels: { 'app.kubernetes.io/component': 'agent-lease' },
+        annotations: { [AGENT_REPORTS_ANNOTATION]: reports },
+        ...(rvs[i] ? { resourceVersion: rvs[i] } : {}),
+      },
+      spec: { holderIdentity: node(i), leaseDurationSeconds: 40, renewTime: microTime(new Date()) },
+    };
+    const out = rvs[i]
+      ? await kube.replace<{ metadata: { resourceVersion: string } }>(paths.lease(NS, name), body)
+      : await kube.create<{ metadata: { resourceVersion: string } }>(paths.leases(NS), body);
     rvs[i] = out.metadata.resourceVersion;
   };
   // Round 0 (not measured): every agent reports once, as after its start. After: in its Lease, and the operator
@@ -101,13 +158,43 @@ async function run(cp: ControlPlane, kube: Kube, design: 'before' | 'after', n: 
   else {
     await pool(n, renew);
     const at = new Date().toISOString();
-    await kube.apply(paths.prefixStatus('bench'), { apiVersion: API_VERSION, kind: KIND, metadata: { name: 'bench' },
-      status: { nodes: Array.from({ length: n }, (_, i) => ({ ...entry(i, at), prefix: `2001:db8:9:${i.toString(16)}::/64`, listen: `198.51.100.1:25790` })) } }, 'sixbed4-operator', { force: true });
+    await kube.apply(
+      paths.prefixStatus('bench'),
+      {
+        apiVersion: API_VERSION,
+        kind: KIND,
+        metadata: { name: 'bench' },
+        status: {
+          nodes: Array.from({ length: n }, (_, i) => ({
+            ...entry(i, at),
+            prefix: `2001:db8:9:${i.toString(16)}::/64`,
+            listen: `198.51.100.1:25790`,
+          })),
+        },
+      },
+      'sixbed4-operator',
+      { force: true },
+    );
   }
   // The watchers: the agents watch the prefixes (both designs); the operator watches prefixes and, after, Leases.
-  const agentWatchers = design === 'before' ? Array.from({ length: n }, () => new Watcher(cp, `${paths.prefixes}?watch=1&resourceVersion=0&allowWatchBookmarks=false`)) : [];
-  const operatorWatchers = [new Watcher(cp, `${paths.prefixes}?watch=1&resourceVersion=0`),
-    ...(design === 'after' ? [new Watcher(cp, `${paths.leases(NS)}?watch=1&resourceVersion=0&labelSelector=app.kubernetes.io%2Fcomponent%3Dagent-lease`)] : [])];
+  const agentWatchers =
+    design === 'before'
+      ? Array.from(
+          { length: n },
+          () => new Watcher(cp, `${paths.prefixes}?watch=1&resourceVersion=0&allowWatchBookmarks=false`),
+        )
+      : [];
+  const operatorWatchers = [
+    new Watcher(cp, `${paths.prefixes}?watch=1&resourceVersion=0`),
+    ...(design === 'after'
+      ? [
+          new Watcher(
+            cp,
+            `${paths.leases(NS)}?watch=1&resourceVersion=0&labelSelector=app.kubernetes.io%2Fcomponent%3Dagent-lease`,
+          ),
+        ]
+      : []),
+  ];
   const all = [...agentWatchers, ...operatorWatchers];
   const base = await settle(all); // initial ADDED events of resourceVersion=0
   const stamp = new Date(Date.now() + 1000).toISOString();
@@ -116,22 +203,40 @@ async function run(cp: ControlPlane, kube: Kube, design: 'before' | 'after', n: 
   for (const w of all) w.close();
   const size = await prefixSize(kube);
   if (design === 'after') await pool(n, (i) => kube.delete(paths.lease(NS, agentLeaseName(node(i)))));
-  return { design, nodes: n, writes: n, writesPerSec: Math.round(n / secs), events, prefixKB: size.kb, managers: size.managers };
+  return {
+    design,
+    nodes: n,
+    writes: n,
+    writesPerSec: Math.round(n / secs),
+    events,
+    prefixKB: size.kb,
+    managers: size.managers,
+  };
 }
 
 async function main(): Promise<void> {
   const skip = controlPlaneSkipReason();
-  if (skip) { console.error(`bench:heartbeats: ${skip}`); process.exit(2); }
-  console.log(`heartbeat rounds against a real kube-apiserver (${cpus().length} CPUs: ${cpus()[0]?.model}); writes with concurrency ${concurrency}`);
+  if (skip) {
+    console.error(`bench:heartbeats: ${skip}`);
+    process.exit(2);
+  }
+  console.log(
+    `heartbeat rounds against a real kube-apiserver (${cpus().length} CPUs: ${cpus()[0]?.model}); writes with concurrency ${concurrency}`,
+  );
   const cp = await startControlPlane();
   try {
     const kube = new Kube(cp.kubeConfig(), 'bench');
     for (const f of ['sixbed4.io_sixbed4prefixes.yaml']) {
-      await kube.create('/apis/apiextensions.k8s.io/v1/customresourcedefinitions', parseYaml(readFileSync(join(repoRoot(), 'crds', f), 'utf8')));
+      await kube.create(
+        '/apis/apiextensions.k8s.io/v1/customresourcedefinitions',
+        parseYaml(readFileSync(join(repoRoot(), 'crds', f), 'utf8')),
+      );
     }
     await kube.create('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });
     for (let i = 0; i < 100; i++) {
-      const crd = await kube.get<{ status?: { conditions?: { type: string; status: string }[] } }>('/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sixbed4prefixes.sixbed4.io');
+      const crd = await kube.get<{ status?: { conditions?: { type: string; status: string }[] } }>(
+        '/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sixbed4prefixes.sixbed4.io',
+      );
       if (crd?.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True')) break;
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -144,17 +249,35 @@ async function main(): Promise<void> {
           rows.push(await run(cp, kube, design, n));
         } catch (err) {
           // The old design's round can overload the API server: that is a result too.
-          rows.push({ design, nodes: n, writes: n, writesPerSec: 0, events: 0, prefixKB: 0, managers: 0, failed: (err as Error).message.split(':').pop()!.trim() });
+          rows.push({
+            design,
+            nodes: n,
+            writes: n,
+            writesPerSec: 0,
+            events: 0,
+            prefixKB: 0,
+            managers: 0,
+            failed: (err as Error).message.split(':').pop()!.trim(),
+          });
           await new Promise((r) => setTimeout(r, 5000));
         }
       }
     }
     console.log('\ndesign  nodes  writes/round  writes/s  watch events/round  prefix object  managedFields');
     for (const r of rows) {
-      if (r.failed) { console.log(`${r.design.padEnd(7)} ${String(r.nodes).padStart(5)}  the round did not complete: a write ${r.failed} (the API server was saturated)`); continue; }
-      console.log(`${r.design.padEnd(7)} ${String(r.nodes).padStart(5)}  ${String(r.writes).padStart(12)}  ${String(r.writesPerSec).padStart(8)}  ${String(r.events).padStart(18)}  ${`${r.prefixKB} KB`.padStart(13)}  ${String(r.managers).padStart(13)}`);
+      if (r.failed) {
+        console.log(
+          `${r.design.padEnd(7)} ${String(r.nodes).padStart(5)}  the round did not complete: a write ${r.failed} (the API server was saturated)`,
+        );
+        continue;
+      }
+      console.log(
+        `${r.design.padEnd(7)} ${String(r.nodes).padStart(5)}  ${String(r.writes).padStart(12)}  ${String(r.writesPerSec).padStart(8)}  ${String(r.events).padStart(18)}  ${`${r.prefixKB} KB`.padStart(13)}  ${String(r.managers).padStart(13)}`,
+      );
     }
-    console.log(`\n(before, at more than ${MAX_BEFORE} nodes: not run; one round would send N² copies of a prefix object that grows with N)`);
+    console.log(
+      `\n(before, at more than ${MAX_BEFORE} nodes: not run; one round would send N² copies of a prefix object that grows with N)`,
+    );
   } finally {
     await cp.stop();
   }

@@ -12,8 +12,24 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Netns } from '../lab/netns.js';
 import type { Proc } from '../lab/proc.js';
 import type { GenConfig, GenResult, GenSpec } from './generator.js';
-import { busySeconds, cpuTimes, cpuUsage, ksoftirqdPids, processCpu, processMemory, totalCpuSeconds, type CpuTimes } from './procstat.js';
-import { bpftoolProg, counterDelta, readRouterCounters, routerBpfStats, type BpfProgStats, type RunningBenchRouter } from './routerctl.js';
+import {
+  busySeconds,
+  cpuTimes,
+  cpuUsage,
+  ksoftirqdPids,
+  processCpu,
+  processMemory,
+  totalCpuSeconds,
+  type CpuTimes,
+} from './procstat.js';
+import {
+  bpftoolProg,
+  counterDelta,
+  readRouterCounters,
+  routerBpfStats,
+  type BpfProgStats,
+  type RunningBenchRouter,
+} from './routerctl.js';
 import { readLinks, readSink, readUdpSnmp, type Role, type SinkId } from './topology.js';
 
 const GENERATOR = fileURLToPath(new URL('./generator.js', import.meta.url));
@@ -58,7 +74,11 @@ export interface BpfRow {
   runsPerPkt: number;
 }
 
-export interface Timing { warmupMs: number; windowMs: number; genCpus?: string; }
+export interface Timing {
+  warmupMs: number;
+  windowMs: number;
+  genCpus?: string;
+}
 
 export interface Row {
   group: Group;
@@ -127,7 +147,10 @@ export interface Row {
   error?: string;
 }
 
-interface Timed { value: number; t: number; }
+interface Timed {
+  value: number;
+  t: number;
+}
 
 async function timed(read: () => Promise<number>): Promise<Timed> {
   const a = performance.now();
@@ -136,7 +159,16 @@ async function timed(read: () => Promise<number>): Promise<Timed> {
 }
 
 type Cpu = { user: number; system: number } | null;
-interface Sample { sent: Timed; recv: Timed; t: number; cpus: CpuTimes[]; rtrCpu: Cpu; genCpu: Cpu; softirqd: number; self: number; }
+interface Sample {
+  sent: Timed;
+  recv: Timed;
+  t: number;
+  cpus: CpuTimes[];
+  rtrCpu: Cpu;
+  genCpu: Cpu;
+  softirqd: number;
+  self: number;
+}
 
 export interface Ctx {
   ns: Record<Role, Netns>;
@@ -193,10 +225,13 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
   const durationMs = warmupMs + windowMs + 1000;
   const cfg = { ...spec.gen, durationMs, maxPackets: Math.ceil(durationMs * 5000) } as GenConfig;
   const argv = [process.execPath, GENERATOR, JSON.stringify(cfg)];
-  const gen: Proc = ctx.ns[spec.genNs].spawn(ctx.timing.genCpus !== undefined ? ['taskset', '-c', ctx.timing.genCpus, ...argv] : argv);
+  const gen: Proc = ctx.ns[spec.genNs].spawn(
+    ctx.timing.genCpus !== undefined ? ['taskset', '-c', ctx.timing.genCpus, ...argv] : argv,
+  );
   let a: Sample, b: Sample, genResult: GenResult | undefined;
   const wantBpf = !!spec.bpfStats && !!ctx.router;
-  let bpfA: BpfProgStats[] = [], bpfB: BpfProgStats[] = [];
+  let bpfA: BpfProgStats[] = [],
+    bpfB: BpfProgStats[] = [];
   try {
     await gen.waitFor(/^sending /, 15_000);
     await sleep(warmupMs);
@@ -233,23 +268,43 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
   const softirqdS = b.softirqd - a.softirqd;
   const genCpuS = a.genCpu && b.genCpu ? b.genCpu.user + b.genCpu.system - a.genCpu.user - a.genCpu.system : null;
   const row: Row = {
-    group: spec.group, name: spec.name, direction: spec.direction, size: spec.size,
+    group: spec.group,
+    name: spec.name,
+    direction: spec.direction,
+    size: spec.size,
     ...(spec.batch !== undefined ? { batch: spec.batch } : {}),
     ...(spec.workers !== undefined ? { workers: spec.workers } : {}),
     ...(spec.peers !== undefined ? { peers: spec.peers } : {}),
     ...(spec.flows !== undefined ? { flows: spec.flows } : {}),
-    pps, mbps: (pps * spec.size * 8) / 1e6, sentPps,
-    sent, received, lost: sent - received, lossPct: sent > 0 ? (100 * (sent - received)) / sent : 0,
+    pps,
+    mbps: (pps * spec.size * 8) / 1e6,
+    sentPps,
+    sent,
+    received,
+    lost: sent - received,
+    lossPct: sent > 0 ? (100 * (sent - received)) / sent : 0,
     genCpuPct: genCpuS !== null ? (100 * genCpuS) / windowS : null,
     genUsPerPkt: genCpuS !== null && sentWindow > 0 ? (genCpuS * 1e6) / sentWindow : null,
     // The generator's and ksoftirqd's work is per packet sent (it includes the
     // kernel's receive of packets the router then had no room for), the
     // router's per packet it delivered.
     // Without the generator's CPU (it ended before the window did, e.g. on a loaded machine) there is no path figure.
-    pathUsPerPkt: recvWindow > 0 && sentWindow > 0 && genCpuS !== null
-      ? ((genCpuS + softirqdS) * 1e6) / sentWindow + (((routerUser ?? 0) + (routerSystem ?? 0)) * 1e6) / recvWindow
-      : NaN,
-    otherCpuPct: (100 * Math.max(0, busySeconds(a.cpus, b.cpus) - (genCpuS ?? 0) - (routerUser ?? 0) - (routerSystem ?? 0) - softirqdS - (b.self - a.self))) / windowS,
+    pathUsPerPkt:
+      recvWindow > 0 && sentWindow > 0 && genCpuS !== null
+        ? ((genCpuS + softirqdS) * 1e6) / sentWindow + (((routerUser ?? 0) + (routerSystem ?? 0)) * 1e6) / recvWindow
+        : NaN,
+    otherCpuPct:
+      (100 *
+        Math.max(
+          0,
+          busySeconds(a.cpus, b.cpus) -
+            (genCpuS ?? 0) -
+            (routerUser ?? 0) -
+            (routerSystem ?? 0) -
+            softirqdS -
+            (b.self - a.self),
+        )) /
+      windowS,
     sysUsPerPkt: recvWindow > 0 ? (busySeconds(a.cpus, b.cpus) * 1e6) / recvWindow : NaN,
     cpu0UsPerPkt: recvWindow > 0 ? (busySeconds(a.cpus.slice(0, 1), b.cpus.slice(0, 1)) * 1e6) / recvWindow : NaN,
     cpus: cpuUsage(a.cpus, b.cpus),
@@ -286,14 +341,21 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
 async function bpfRows(rtr: Netns, a: BpfProgStats[], b: BpfProgStats[], packets: number): Promise<BpfRow[]> {
   type L = Array<{ ifindex: number; ifname: string }>;
   const names = new Map((await rtr.json<L>(['link', 'show'])).map((l) => [l.ifindex, l.ifname]));
-  return Promise.all(b.map(async (pb) => {
-    const pa = a.find((x) => x.id === pb.id);
-    const runs = pb.runCnt - (pa?.runCnt ?? 0), ns = pb.runTimeNs - (pa?.runTimeNs ?? 0);
-    return {
-      id: pb.id,
-      name: (await bpftoolProg(pb.id))?.name ?? `prog ${pb.id}`,
-      where: pb.attach.map((x) => `${names.get(x.ifindex) ?? `ifindex ${x.ifindex}`} ${x.type}`).join(', ') || 'not attached',
-      runs, nsPerRun: runs > 0 ? ns / runs : NaN, runsPerPkt: packets > 0 ? runs / packets : NaN,
-    };
-  }));
+  return Promise.all(
+    b.map(async (pb) => {
+      const pa = a.find((x) => x.id === pb.id);
+      const runs = pb.runCnt - (pa?.runCnt ?? 0),
+        ns = pb.runTimeNs - (pa?.runTimeNs ?? 0);
+      return {
+        id: pb.id,
+        name: (await bpftoolProg(pb.id))?.name ?? `prog ${pb.id}`,
+        where:
+          pb.attach.map((x) => `${names.get(x.ifindex) ?? `ifindex ${x.ifindex}`} ${x.type}`).join(', ') ||
+          'not attached',
+        runs,
+        nsPerRun: runs > 0 ? ns / runs : NaN,
+        runsPerPkt: packets > 0 ? runs / packets : NaN,
+      };
+    }),
+  );
 }

@@ -18,13 +18,25 @@ export const MIN_SIZE = IPV6_HEADER + 8;
 export const SINK_PORT = 9;
 
 /** Writes a `size`-byte IPv6/UDP packet src → dst (port 9 → 9) at off, with a valid checksum. */
-export function writeUdp6(out: Uint8Array, off: number, size: number, src: Uint8Array, dst: Uint8Array, hops = 64): void {
-  if (!Number.isInteger(size) || size < MIN_SIZE || size > 65535) throw new RangeError(`packet size ${size}: use ${MIN_SIZE}..65535`);
+export function writeUdp6(
+  out: Uint8Array,
+  off: number,
+  size: number,
+  src: Uint8Array,
+  dst: Uint8Array,
+  hops = 64,
+): void {
+  if (!Number.isInteger(size) || size < MIN_SIZE || size > 65535)
+    throw new RangeError(`packet size ${size}: use ${MIN_SIZE}..65535`);
   const udpLen = size - IPV6_HEADER;
   writeHeader(out, off, udpLen, NH_UDP, hops, src, dst);
   const u = off + IPV6_HEADER;
-  out[u] = 0; out[u + 1] = SINK_PORT; out[u + 2] = 0; out[u + 3] = SINK_PORT;
-  out[u + 4] = udpLen >>> 8; out[u + 5] = udpLen & 0xff;
+  out[u] = 0;
+  out[u + 1] = SINK_PORT;
+  out[u + 2] = 0;
+  out[u + 3] = SINK_PORT;
+  out[u + 4] = udpLen >>> 8;
+  out[u + 5] = udpLen & 0xff;
   // A recognisable, non-zero payload (so nothing could mistake it for padding).
   for (let i = 8; i < udpLen; i++) out[u + i] = (i * 7) & 0xff;
   fillChecksum(out, off, NH_UDP, u, udpLen, 6);
@@ -41,7 +53,11 @@ export function fillBatch(b: Batch, size: number, src: Uint8Array, dst: Uint8Arr
 }
 
 /** Peer k of n: IPv4 first + ⌊k / portsPerIP⌋, port 1024 + k mod portsPerIP. */
-export interface PeerPlan { firstIPv4: number; count: number; portsPerIP: number; }
+export interface PeerPlan {
+  firstIPv4: number;
+  count: number;
+  portsPerIP: number;
+}
 
 export const FIRST_PEER_PORT = 1024;
 const MAX_PORTS_PER_IP = 50_000;
@@ -69,7 +85,8 @@ export function peerOf(p: PeerPlan, k: number): { ipv4: number; port: number } {
  * 8 bytes back and folding gives the checksum.
  */
 function partialSum(d: Uint8Array, off: number, len: number, vary: number): number {
-  const u = off + IPV6_HEADER, udpLen = len - IPV6_HEADER;
+  const u = off + IPV6_HEADER,
+    udpLen = len - IPV6_HEADER;
   let acc = sumWords(d, off + 8, 32) - sumWords(d, vary, 8); // the addresses, but for the varying half
   acc += udpLen + NH_UDP;
   acc += sumWords(d, u, 6); // ports and length
@@ -93,7 +110,11 @@ export class PeerCycler {
   private readonly base: number;
   private readonly prefix8: Uint8Array;
 
-  constructor(private readonly b: Batch, prefix8: Uint8Array, private readonly plan: PeerPlan) {
+  constructor(
+    private readonly b: Batch,
+    prefix8: Uint8Array,
+    private readonly plan: PeerPlan,
+  ) {
     this.prefix8 = prefix8.subarray(0, 8);
     // The same for every entry: same size, source and payload.
     this.base = partialSum(b.data, b.off[0]!, b.len[0]!, b.off[0]! + OFF_DST + 8);
@@ -101,7 +122,8 @@ export class PeerCycler {
 
   /** Gives entries [0, n) the next n peers. */
   next(n: number): void {
-    const d = this.b.data, plan = this.plan;
+    const d = this.b.data,
+      plan = this.plan;
     let k = this.k;
     for (let i = 0; i < n; i++) {
       const off = this.b.off[i]!;
@@ -122,7 +144,14 @@ export const IPV4_UDP = 28;
  * a `size`-byte IPv6/UDP packet to innerDst, as a peer would send it (TUN
  * generator of the 4→6 many-peers rows: sources are set by PeerSourceCycler).
  */
-export function fillBatch4(b: Batch, size: number, dstV4: number, dstPort: number, innerDst: Uint8Array, prefix8: Uint8Array): void {
+export function fillBatch4(
+  b: Batch,
+  size: number,
+  dstV4: number,
+  dstPort: number,
+  innerDst: Uint8Array,
+  prefix8: Uint8Array,
+): void {
   const total = IPV4_UDP + size;
   if (total > b.slot) throw new RangeError(`datagram size ${total} exceeds the batch slot ${b.slot}`);
   // The cycler rewrites only the low half of the source: the /64 must be in place already.
@@ -133,13 +162,21 @@ export function fillBatch4(b: Batch, size: number, dstV4: number, dstPort: numbe
     b.len[i] = total;
     const d = b.data;
     d.fill(0, off, off + IPV4_UDP);
-    d[off] = 0x45; d[off + 2] = total >>> 8; d[off + 3] = total & 0xff;
+    d[off] = 0x45;
+    d[off + 2] = total >>> 8;
+    d[off + 3] = total & 0xff;
     d[off + 6] = 0x40; // don't fragment
-    d[off + 8] = 64; d[off + 9] = NH_UDP;
-    d[off + 16] = dstV4 >>> 24; d[off + 17] = (dstV4 >>> 16) & 0xff; d[off + 18] = (dstV4 >>> 8) & 0xff; d[off + 19] = dstV4 & 0xff;
+    d[off + 8] = 64;
+    d[off + 9] = NH_UDP;
+    d[off + 16] = dstV4 >>> 24;
+    d[off + 17] = (dstV4 >>> 16) & 0xff;
+    d[off + 18] = (dstV4 >>> 8) & 0xff;
+    d[off + 19] = dstV4 & 0xff;
     const udpLen = 8 + size;
-    d[off + 22] = dstPort >>> 8; d[off + 23] = dstPort & 0xff;
-    d[off + 24] = udpLen >>> 8; d[off + 25] = udpLen & 0xff;
+    d[off + 22] = dstPort >>> 8;
+    d[off + 23] = dstPort & 0xff;
+    d[off + 24] = udpLen >>> 8;
+    d[off + 25] = udpLen & 0xff;
     // UDP checksum 0: "none", allowed over IPv4; the IPv6 packet inside has its own.
     writeUdp6(d, off + IPV4_UDP, size, placeholder, innerDst);
   }
@@ -157,25 +194,37 @@ export class PeerSourceCycler {
   private readonly base4: number;
   private readonly prefix8: Uint8Array;
 
-  constructor(private readonly b: Batch, prefix8: Uint8Array, private readonly plan: PeerPlan) {
+  constructor(
+    private readonly b: Batch,
+    prefix8: Uint8Array,
+    private readonly plan: PeerPlan,
+  ) {
     this.prefix8 = prefix8.subarray(0, 8);
-    const off = b.off[0]!, inner = off + IPV4_UDP;
+    const off = b.off[0]!,
+      inner = off + IPV4_UDP;
     this.base6 = partialSum(b.data, inner, b.len[0]! - IPV4_UDP, inner + OFF_SRC + 8);
     // IPv4 header words but the checksum (10..11) and the source (12..15).
     this.base4 = sumWords(b.data, off, 10) + sumWords(b.data, off + 16, 4);
   }
 
   next(n: number): void {
-    const d = this.b.data, plan = this.plan;
+    const d = this.b.data,
+      plan = this.plan;
     let k = this.k;
     for (let i = 0; i < n; i++) {
-      const off = this.b.off[i]!, inner = off + IPV4_UDP;
+      const off = this.b.off[i]!,
+        inner = off + IPV4_UDP;
       const ipv4 = (plan.firstIPv4 + Math.floor(k / plan.portsPerIP)) >>> 0;
       const port = FIRST_PEER_PORT + (k % plan.portsPerIP);
-      d[off + 12] = ipv4 >>> 24; d[off + 13] = (ipv4 >>> 16) & 0xff; d[off + 14] = (ipv4 >>> 8) & 0xff; d[off + 15] = ipv4 & 0xff;
+      d[off + 12] = ipv4 >>> 24;
+      d[off + 13] = (ipv4 >>> 16) & 0xff;
+      d[off + 14] = (ipv4 >>> 8) & 0xff;
+      d[off + 15] = ipv4 & 0xff;
       const c4 = ~fold(this.base4 + (ipv4 >>> 16) + (ipv4 & 0xffff)) & 0xffff;
-      d[off + 10] = c4 >>> 8; d[off + 11] = c4 & 0xff;
-      d[off + 20] = port >>> 8; d[off + 21] = port & 0xff;
+      d[off + 10] = c4 >>> 8;
+      d[off + 11] = c4 & 0xff;
+      d[off + 20] = port >>> 8;
+      d[off + 21] = port & 0xff;
       writeAddress(d, inner + OFF_SRC, this.prefix8, ipv4, port, 1);
       storeChecksum(d, inner, this.base6, inner + OFF_SRC + 8);
       if (++k === plan.count) k = 0;

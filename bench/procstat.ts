@@ -51,7 +51,9 @@ export function ksoftirqdPids(): number[] {
     if (!/^\d+$/.test(name)) continue;
     try {
       if (/^ksoftirqd\/\d+$/.test(readFileSync(`/proc/${name}/comm`, 'utf8').trim())) out.push(Number(name));
-    } catch { /* gone */ }
+    } catch {
+      /* gone */
+    }
   }
   return out;
 }
@@ -75,7 +77,12 @@ export function processCmdline(pid: number): string[] {
 }
 
 /** Per-CPU jiffy counters from /proc/stat. */
-export interface CpuTimes { busy: number; softirq: number; steal: number; total: number; }
+export interface CpuTimes {
+  busy: number;
+  softirq: number;
+  steal: number;
+  total: number;
+}
 
 export function cpuTimes(): CpuTimes[] {
   const out: CpuTimes[] = [];
@@ -96,13 +103,19 @@ export function cpuUsage(a: CpuTimes[], b: CpuTimes[]): Array<{ busy: number; so
   return b.map((y, i) => {
     const x = a[i] ?? { busy: 0, softirq: 0, steal: 0, total: 0 };
     const t = y.total - x.total || 1;
-    return { busy: (100 * (y.busy - x.busy)) / t, softirq: (100 * (y.softirq - x.softirq)) / t, steal: (100 * (y.steal - x.steal)) / t };
+    return {
+      busy: (100 * (y.busy - x.busy)) / t,
+      softirq: (100 * (y.softirq - x.softirq)) / t,
+      steal: (100 * (y.steal - x.steal)) / t,
+    };
   });
 }
 
 /** Busy CPU seconds summed over all CPUs between two cpuTimes(). */
 export function busySeconds(a: CpuTimes[], b: CpuTimes[]): number {
   let j = 0;
-  b.forEach((y, i) => { j += y.busy - (a[i]?.busy ?? 0); });
+  b.forEach((y, i) => {
+    j += y.busy - (a[i]?.busy ?? 0);
+  });
   return j / CLK_TCK;
 }

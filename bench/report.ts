@@ -25,9 +25,16 @@ export interface Setup {
   notes: string[];
 }
 
-export function hostSetup(): Pick<Setup, 'date' | 'cpuModel' | 'cores' | 'virtualised' | 'kernel' | 'node' | 'loadStart'> {
+export function hostSetup(): Pick<
+  Setup,
+  'date' | 'cpuModel' | 'cores' | 'virtualised' | 'kernel' | 'node' | 'loadStart'
+> {
   let cpuinfo = '';
-  try { cpuinfo = readFileSync('/proc/cpuinfo', 'utf8'); } catch { /* not Linux: leave blank */ }
+  try {
+    cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {
+    /* not Linux: leave blank */
+  }
   return {
     date: new Date().toISOString(),
     cpuModel: /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1]?.trim() ?? cpus()[0]?.model ?? 'unknown',
@@ -54,12 +61,14 @@ export function setupLines(s: Setup): string[] {
 }
 
 const int = (x: number) => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : '-');
-const fix = (x: number | null | undefined, d = 1) => (x !== null && x !== undefined && Number.isFinite(x) ? x.toFixed(d) : '-');
+const fix = (x: number | null | undefined, d = 1) =>
+  x !== null && x !== undefined && Number.isFinite(x) ? x.toFixed(d) : '-';
 
 /** The kernel reference a row of a given direction is compared with (same generator, same size). */
 export function referenceFor(rows: Row[], r: Row): Row | undefined {
   if (r.group === 'ceiling') return undefined;
-  if (r.group === 'kernel') return rows.find((x) => x.group === 'ceiling' && x.direction === r.direction && x.size === r.size && !x.error);
+  if (r.group === 'kernel')
+    return rows.find((x) => x.group === 'ceiling' && x.direction === r.direction && x.size === r.size && !x.error);
   return rows.find((x) => x.group === 'kernel' && x.direction === r.direction && x.size === r.size && !x.error);
 }
 
@@ -92,19 +101,51 @@ export function pathLabel(r: Row): string {
 }
 
 export function table(rows: Row[]): string[] {
-  const head = ['measurement', 'size', 'pps', 'Mbit/s', 'fwd path', 'loss%', 'lost at', 'rtr CPU%', 'rtr µs/pkt usr+sys', 'path µs/pkt', 'RSS MB', 'rtr drops', 'gen CPU%', 'CPU0/1 busy%', 'other%', 'vs ref'];
+  const head = [
+    'measurement',
+    'size',
+    'pps',
+    'Mbit/s',
+    'fwd path',
+    'loss%',
+    'lost at',
+    'rtr CPU%',
+    'rtr µs/pkt usr+sys',
+    'path µs/pkt',
+    'RSS MB',
+    'rtr drops',
+    'gen CPU%',
+    'CPU0/1 busy%',
+    'other%',
+    'vs ref',
+  ];
   const body = rows.map((r) => {
     if (r.error) return [r.name, String(r.size), `not measured: ${r.error}`];
     const ref = referenceFor(rows, r);
     return [
-      r.name, String(r.size), int(r.pps), fix(r.mbps), pathLabel(r), fix(r.lossPct), lostAt(r),
-      fix(r.router?.cpuPct, 0), r.router ? `${fix(r.router.usPerPkt, 2)} = ${fix(r.router.userUsPerPkt, 2)}+${fix(r.router.systemUsPerPkt, 2)}` : '-', fix(r.pathUsPerPkt, 2),
-      fix(r.router?.rssMB, 0), r.router ? int(r.router.droppedTotal) : '-',
-      fix(r.genCpuPct, 0), r.cpus.map((c) => fix(c.busy, 0)).join('/'), fix(r.otherCpuPct, 0),
+      r.name,
+      String(r.size),
+      int(r.pps),
+      fix(r.mbps),
+      pathLabel(r),
+      fix(r.lossPct),
+      lostAt(r),
+      fix(r.router?.cpuPct, 0),
+      r.router
+        ? `${fix(r.router.usPerPkt, 2)} = ${fix(r.router.userUsPerPkt, 2)}+${fix(r.router.systemUsPerPkt, 2)}`
+        : '-',
+      fix(r.pathUsPerPkt, 2),
+      fix(r.router?.rssMB, 0),
+      r.router ? int(r.router.droppedTotal) : '-',
+      fix(r.genCpuPct, 0),
+      r.cpus.map((c) => fix(c.busy, 0)).join('/'),
+      fix(r.otherCpuPct, 0),
       ref ? `${fix((100 * r.pps) / ref.pps, 0)}%` : '',
     ];
   });
-  const widths = head.map((h, i) => Math.max(h.length, ...body.filter((b) => b.length === head.length).map((b) => b[i]!.length)));
+  const widths = head.map((h, i) =>
+    Math.max(h.length, ...body.filter((b) => b.length === head.length).map((b) => b[i]!.length)),
+  );
   const line = (cells: string[]) =>
     cells.length === head.length
       ? cells.map((c, i) => (i < 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')
@@ -113,7 +154,7 @@ export function table(rows: Row[]): string[] {
   out.push(...fastDetail(rows));
   out.push(
     '',
-    'pps: packets/s arriving at the sink; fwd path: who forwarded the row\'s packets, from the router\'s metrics',
+    "pps: packets/s arriving at the sink; fwd path: who forwarded the row's packets, from the router's metrics",
     '(sixbed4_router_packets_total{direction,path}, whole run): fast = the in-kernel fast path, slow = the router process;',
     'loss%: (left the generator namespace − arrived) / left, whole run;',
     'lost at: the biggest loss counter in the router namespace (sock: its UDP socket buffer was full; tun: the TUN queue',
@@ -123,7 +164,7 @@ export function table(rows: Row[]): string[] {
     'path µs/pkt: CPU time of generator + router + ksoftirqd / packet arrived: everything that moves the packets,',
     'kernel work included (softirqs are charged to the task they interrupt), other jobs on the machine excluded;',
     'other%: CPU taken by other jobs on the machine during the window (% of one CPU; such windows are retried);',
-    'rtr drops: the router\'s own drop counters over the run; vs ref: sixbed4 rows against kernel forwarding',
+    "rtr drops: the router's own drop counters over the run; vs ref: sixbed4 rows against kernel forwarding",
     'with the same generator and size, kernel rows against the generator ceiling.',
   );
   return out;
@@ -135,15 +176,32 @@ export function fastDetail(rows: Row[]): string[] {
   if (fast.length === 0) return [];
   const out = ['', 'fast path rows (router with --fast-path on):'];
   for (const r of fast) {
-    const p = pathSplit(r)!, dir = METRIC_DIRECTION[r.direction];
-    const passed = Object.entries(r.router!.passed).filter(([, v]) => v > 0).sort((a, b) => b[1] - a[1]);
-    out.push(`  ${r.direction} ${r.size} B: ${dir} fast ${int(p.fast)}, slow ${int(p.slow)}` +
-      (passed.length ? `; left to the router by the fast path: ${passed.slice(0, 4).map(([k, v]) => `${k} ${int(v)}`).join(', ')}` : ''));
+    const p = pathSplit(r)!,
+      dir = METRIC_DIRECTION[r.direction];
+    const passed = Object.entries(r.router!.passed)
+      .filter(([, v]) => v > 0)
+      .sort((a, b) => b[1] - a[1]);
+    out.push(
+      `  ${r.direction} ${r.size} B: ${dir} fast ${int(p.fast)}, slow ${int(p.slow)}` +
+        (passed.length
+          ? `; left to the router by the fast path: ${passed
+              .slice(0, 4)
+              .map(([k, v]) => `${k} ${int(v)}`)
+              .join(', ')}`
+          : ''),
+    );
     if (r.bpf) {
       const progs = r.bpf.filter((b) => b.runs > 0);
-      out.push(`    BPF (a window with kernel.bpf_stats_enabled=1: ${int(r.bpfWindowPps ?? NaN)} pps, path ${fix(r.bpfWindowPathUs, 2)} µs/pkt): ` + (progs.length
-        ? progs.map((b) => `${b.name} on ${b.where}: ${fix(b.nsPerRun, 0)} ns/run, ${fix(b.runsPerPkt, 2)} runs/pkt`).join('; ')
-        : r.bpf.length ? `the router's programs (${r.bpf.map((b) => `${b.name} on ${b.where}`).join(', ')}) did not run` : 'the router holds no BPF program'));
+      out.push(
+        `    BPF (a window with kernel.bpf_stats_enabled=1: ${int(r.bpfWindowPps ?? NaN)} pps, path ${fix(r.bpfWindowPathUs, 2)} µs/pkt): ` +
+          (progs.length
+            ? progs
+                .map((b) => `${b.name} on ${b.where}: ${fix(b.nsPerRun, 0)} ns/run, ${fix(b.runsPerPkt, 2)} runs/pkt`)
+                .join('; ')
+            : r.bpf.length
+              ? `the router's programs (${r.bpf.map((b) => `${b.name} on ${b.where}`).join(', ')}) did not run`
+              : 'the router holds no BPF program'),
+      );
     }
   }
   return out;
@@ -180,9 +238,14 @@ export function fastGoal(ok: Row[], goal = 1.3): string[] {
     const ratio = addedUs(ok, fast) / addedUs(ok, ref);
     if (!Number.isFinite(ratio)) continue;
     if (!(share > 0)) parts.push(`${what} ×${fix(ratio, 2)} (not the fast path: the router process forwarded them)`);
-    else parts.push(`${what} ×${fix(ratio, 2)} ${ratio <= goal ? 'met' : 'not met'}${share < 1 ? ` (${(100 * share).toFixed(0)}% fast)` : ''}`);
+    else
+      parts.push(
+        `${what} ×${fix(ratio, 2)} ${ratio <= goal ? 'met' : 'not met'}${share < 1 ? ` (${(100 * share).toFixed(0)}% fast)` : ''}`,
+      );
   }
-  return parts.length ? [`fast path goal, CPU added per packet ≤ ×${goal} kernel IPv6 forwarding's: ${parts.join('; ')}`] : [];
+  return parts.length
+    ? [`fast path goal, CPU added per packet ≤ ×${goal} kernel IPv6 forwarding's: ${parts.join('; ')}`]
+    : [];
 }
 
 /**
@@ -190,18 +253,32 @@ export function fastGoal(ok: Row[], goal = 1.3): string[] {
  * packet, wherever it ran), with each row's ratio to kernel IPv6 forwarding's at that size; for 4→6 also kernel
  * IPv4 forwarding's, which uses the same (UDP) generator.
  */
-function addedLine(ok: Row[], dir: Direction, size: number, rows: Array<[string, Row | undefined]>): string | undefined {
+function addedLine(
+  ok: Row[],
+  dir: Direction,
+  size: number,
+  rows: Array<[string, Row | undefined]>,
+): string | undefined {
   const v6 = kernelV6(ok, size);
-  const v4 = dir === '4→6' ? ok.find((x) => x.group === 'kernel' && x.direction === '4→6' && x.size === size) : undefined;
+  const v4 =
+    dir === '4→6' ? ok.find((x) => x.group === 'kernel' && x.direction === '4→6' && x.size === size) : undefined;
   const ref = v6 ? addedUs(ok, v6) : NaN;
-  const parts = rows.filter((x): x is [string, Row] => !!x[1]).map(([label, r]) => {
-    const us = addedUs(ok, r);
-    return Number.isFinite(us) ? `${label} ${fix(us, 2)} µs (×${fix(us / ref, 1)}${r.group === 'fast' ? `; ${int(r.pps)} pps; ${fastPathWords(r)}` : ''})` : undefined;
-  }).filter((x) => x !== undefined);
+  const parts = rows
+    .filter((x): x is [string, Row] => !!x[1])
+    .map(([label, r]) => {
+      const us = addedUs(ok, r);
+      return Number.isFinite(us)
+        ? `${label} ${fix(us, 2)} µs (×${fix(us / ref, 1)}${r.group === 'fast' ? `; ${int(r.pps)} pps; ${fastPathWords(r)}` : ''})`
+        : undefined;
+    })
+    .filter((x) => x !== undefined);
   if (!Number.isFinite(ref) || parts.length === 0) return undefined;
   const v4us = v4 ? addedUs(ok, v4) : NaN;
-  return `  CPU added per packet over the generator alone: kernel IPv6 forwarding ${fix(ref, 2)} µs` +
-    (Number.isFinite(v4us) ? ` (IPv4, same generator as 4→6: ${fix(v4us, 2)} µs)` : '') + `; ${parts.join(', ')}`;
+  return (
+    `  CPU added per packet over the generator alone: kernel IPv6 forwarding ${fix(ref, 2)} µs` +
+    (Number.isFinite(v4us) ? ` (IPv4, same generator as 4→6: ${fix(v4us, 2)} µs)` : '') +
+    `; ${parts.join(', ')}`
+  );
 }
 
 /** Which path a fast row's packets took, in words, so that no ratio is read as the fast path's when it is not. */
@@ -219,7 +296,8 @@ function bound(r: Row): string {
   const routerBusy = (r.router?.cpuPct ?? 0) >= 90 * (r.workers ?? 1);
   const genBusy = (r.genCpuPct ?? 0) >= 95;
   const lossy = queueLoss > 0.01 * r.sent;
-  if (lossy) return `router-bound (${pct(queueLoss, r.sent)} lost in its queues${routerBusy ? '' : ', though its CPU was not busy'})`;
+  if (lossy)
+    return `router-bound (${pct(queueLoss, r.sent)} lost in its queues${routerBusy ? '' : ', though its CPU was not busy'})`;
   if (routerBusy && genBusy) return 'router and generator both at full CPU, nothing lost: a lower bound for the router';
   if (routerBusy) return 'router-bound (its CPU is busy)';
   return 'generator-bound (the router had CPU to spare and lost nothing in its queues)';
@@ -227,10 +305,16 @@ function bound(r: Row): string {
 
 /** The biggest loss counter of a row, in a few characters. */
 function lostAt(r: Row): string {
-  const [name, n] = Object.entries(r.lossAt).filter(([, v]) => v > 0).sort((x, y) => y[1] - x[1])[0] ?? ['', 0];
+  const [name, n] = Object.entries(r.lossAt)
+    .filter(([, v]) => v > 0)
+    .sort((x, y) => y[1] - x[1])[0] ?? ['', 0];
   if (!name || n < Math.max(1, r.lost * 0.1)) return '-';
-  const short = name === 'udp_rcvbuf_errors' ? 'sock' : name === 'udp_sndbuf_errors' ? 'sndbuf'
-    : name.replace(/^6bed4_tx_dropped$/, 'tun').replace(/_(tx|rx)_dropped$/, ' $1');
+  const short =
+    name === 'udp_rcvbuf_errors'
+      ? 'sock'
+      : name === 'udp_sndbuf_errors'
+        ? 'sndbuf'
+        : name.replace(/^6bed4_tx_dropped$/, 'tun').replace(/_(tx|rx)_dropped$/, ' $1');
   return `${short} ${int(n)}`;
 }
 
@@ -246,20 +330,34 @@ export function summary(rows: Row[], target = 700_000): string[] {
       if (!main) continue;
       const ref = referenceFor(ok, main);
       const ceil = find((r) => r.group === 'ceiling' && r.direction === dir && r.size === size);
-      out.push(`${dir} ${size} B: sixbed4 ${k(main.pps)}` +
-        (ref ? ` = ${pct(main.pps, ref.pps)} of kernel forwarding (${k(ref.pps)})` : '') +
-        (ceil ? `, ${pct(main.pps, ceil.pps)} of the generator ceiling (${k(ceil.pps)})` : '') +
-        (main.router ? `; router ${main.router.cpuPct.toFixed(0)}% CPU, ${main.router.usPerPkt.toFixed(2)} µs/pkt; ${bound(main)}` : ''));
+      out.push(
+        `${dir} ${size} B: sixbed4 ${k(main.pps)}` +
+          (ref ? ` = ${pct(main.pps, ref.pps)} of kernel forwarding (${k(ref.pps)})` : '') +
+          (ceil ? `, ${pct(main.pps, ceil.pps)} of the generator ceiling (${k(ceil.pps)})` : '') +
+          (main.router
+            ? `; router ${main.router.cpuPct.toFixed(0)}% CPU, ${main.router.usPerPkt.toFixed(2)} µs/pkt; ${bound(main)}`
+            : ''),
+      );
       const fast = find((r) => r.group === 'fast' && !isDirect(r) && r.direction === dir && r.size === size);
-      const added = addedLine(ok, dir, size, [['sixbed4', main], ['sixbed4 --fast-path on', fast]]);
+      const added = addedLine(ok, dir, size, [
+        ['sixbed4', main],
+        ['sixbed4 --fast-path on', fast],
+      ]);
       if (added) out.push(added);
     }
   }
   // Fast rows without their router row (--only fast), and the direct ones: against kernel forwarding all the same.
-  for (const fast of ok.filter((r) => r.group === 'fast' && (isDirect(r) || !find((m) => m.group === 'router' && m.direction === r.direction && m.size === r.size)))) {
+  for (const fast of ok.filter(
+    (r) =>
+      r.group === 'fast' &&
+      (isDirect(r) || !find((m) => m.group === 'router' && m.direction === r.direction && m.size === r.size)),
+  )) {
     const ref = referenceFor(ok, fast);
-    out.push(`${fast.direction} ${fast.size} B: ${fastLabel(fast)} ${k(fast.pps)}` + (ref ? ` = ${pct(fast.pps, ref.pps)} of kernel forwarding (${k(ref.pps)})` : '') +
-      `; ${fastPathWords(fast)}`);
+    out.push(
+      `${fast.direction} ${fast.size} B: ${fastLabel(fast)} ${k(fast.pps)}` +
+        (ref ? ` = ${pct(fast.pps, ref.pps)} of kernel forwarding (${k(ref.pps)})` : '') +
+        `; ${fastPathWords(fast)}`,
+    );
     const added = addedLine(ok, fast.direction, fast.size, [[fastLabel(fast), fast]]);
     if (added) out.push(added);
   }
@@ -269,40 +367,70 @@ export function summary(rows: Row[], target = 700_000): string[] {
     const b64 = mainRow(dir);
     const b1 = find((r) => r.group === 'batch' && r.direction === dir && r.size === 48);
     if (b64?.router && b1?.router) {
-      out.push(`batching ${dir} 48 B: batch 1 → ${b64.batch}: ${k(b1.pps)} → ${k(b64.pps)} (×${(b64.pps / b1.pps).toFixed(2)}), ` +
-        `router ${b1.router.usPerPkt.toFixed(2)} → ${b64.router.usPerPkt.toFixed(2)} µs/pkt`);
+      out.push(
+        `batching ${dir} 48 B: batch 1 → ${b64.batch}: ${k(b1.pps)} → ${k(b64.pps)} (×${(b64.pps / b1.pps).toFixed(2)}), ` +
+          `router ${b1.router.usPerPkt.toFixed(2)} → ${b64.router.usPerPkt.toFixed(2)} µs/pkt`,
+      );
     }
   }
   for (const w2 of ok.filter((r) => r.group === 'workers' && (r.workers ?? 1) > 1)) {
-    const w1 = find((r) => r !== w2 && (r.workers ?? 1) === 1 && r.batch === w2.batch && r.direction === w2.direction &&
-      r.size === w2.size && (r.flows ?? 1) === (w2.flows ?? 1) && (r.peers ?? 1) === (w2.peers ?? 1));
+    const w1 = find(
+      (r) =>
+        r !== w2 &&
+        (r.workers ?? 1) === 1 &&
+        r.batch === w2.batch &&
+        r.direction === w2.direction &&
+        r.size === w2.size &&
+        (r.flows ?? 1) === (w2.flows ?? 1) &&
+        (r.peers ?? 1) === (w2.peers ?? 1),
+    );
     if (!w1?.router || !w2.router) continue;
     const what = w2.direction === '4→6' ? `${w2.flows} flows` : `${(w2.peers ?? 1).toLocaleString('en-US')} peers`;
-    out.push(`workers ${w2.direction} 48 B, ${what}: 1 → ${w2.workers}: ${k(w1.pps)} → ${k(w2.pps)} (×${(w2.pps / w1.pps).toFixed(2)}), ` +
-      `router ${w1.router.usPerPkt.toFixed(2)} → ${w2.router.usPerPkt.toFixed(2)} µs/pkt, ${w1.router.cpuPct.toFixed(0)} → ${w2.router.cpuPct.toFixed(0)}% CPU`);
+    out.push(
+      `workers ${w2.direction} 48 B, ${what}: 1 → ${w2.workers}: ${k(w1.pps)} → ${k(w2.pps)} (×${(w2.pps / w1.pps).toFixed(2)}), ` +
+        `router ${w1.router.usPerPkt.toFixed(2)} → ${w2.router.usPerPkt.toFixed(2)} µs/pkt, ${w1.router.cpuPct.toFixed(0)} → ${w2.router.cpuPct.toFixed(0)}% CPU`,
+    );
   }
   for (const dir of ['6→4', '4→6'] as Direction[]) {
     // 6→4: the main row is the 1-peer point; 4→6: only the TUN-generator rows (they have peers set).
-    const series = ok.filter((r) => r.direction === dir && r.size === 48 && (r.workers ?? 1) === 1 &&
-      (r.group === 'peers' || (dir === '6→4' && r.group === 'router'))).sort((x, y) => (x.peers ?? 1) - (y.peers ?? 1));
+    const series = ok
+      .filter(
+        (r) =>
+          r.direction === dir &&
+          r.size === 48 &&
+          (r.workers ?? 1) === 1 &&
+          (r.group === 'peers' || (dir === '6→4' && r.group === 'router')),
+      )
+      .sort((x, y) => (x.peers ?? 1) - (y.peers ?? 1));
     if (series.length < 2) continue;
     const us = series.map((r) => r.router?.usPerPkt ?? NaN);
-    out.push(`statelessness ${dir} 48 B: ${series.map((r) => `${(r.peers ?? 1).toLocaleString('en-US')} peer${(r.peers ?? 1) > 1 ? 's' : ''} ` +
-      `${k(r.pps)}${r.router ? ` (${r.router.usPerPkt.toFixed(2)} µs/pkt)` : ''}`).join(', ')}; ` +
-      `router µs/pkt most/fewest peers ×${fix(us[us.length - 1]! / us[0]!, 2)}; rate slowest/fastest ${fix(Math.min(...series.map((r) => r.pps)) / Math.max(...series.map((r) => r.pps)), 2)}`);
+    out.push(
+      `statelessness ${dir} 48 B: ${series
+        .map(
+          (r) =>
+            `${(r.peers ?? 1).toLocaleString('en-US')} peer${(r.peers ?? 1) > 1 ? 's' : ''} ` +
+            `${k(r.pps)}${r.router ? ` (${r.router.usPerPkt.toFixed(2)} µs/pkt)` : ''}`,
+        )
+        .join(', ')}; ` +
+        `router µs/pkt most/fewest peers ×${fix(us[us.length - 1]! / us[0]!, 2)}; rate slowest/fastest ${fix(Math.min(...series.map((r) => r.pps)) / Math.max(...series.map((r) => r.pps)), 2)}`,
+    );
     const last = series[series.length - 1]!;
     if (dir === '6→4' && last.neighbours > 100) {
-      out.push(`  the router namespace's kernel ended with ${series.map((r) => int(r.neighbours)).join(' / ')} IPv6 neighbour entries: ` +
-        'a /64 routed on-link to the TUN makes the kernel keep one (NOARP) entry per peer address, and garbage-collect ' +
-        'them when there are more than net.ipv6.neigh.default.gc_thresh3 (1024); a route via a fixed link-local next hop keeps one');
+      out.push(
+        `  the router namespace's kernel ended with ${series.map((r) => int(r.neighbours)).join(' / ')} IPv6 neighbour entries: ` +
+          'a /64 routed on-link to the TUN makes the kernel keep one (NOARP) entry per peer address, and garbage-collect ' +
+          'them when there are more than net.ipv6.neigh.default.gc_thresh3 (1024); a route via a fixed link-local next hop keeps one',
+      );
     }
   }
   const ceilings = ok.filter((r) => r.group === 'ceiling');
   if (ceilings.length) {
     const best = Math.max(...ceilings.map((r) => r.pps));
     if (best < target) {
-      out.push(`target ${k(target)}: not reachable on this machine: the generators alone peak at ${k(best)} into the next namespace, ` +
-        'so the ratios to kernel forwarding and the CPU µs/pkt above are the comparable figures');
+      out.push(
+        `target ${k(target)}: not reachable on this machine: the generators alone peak at ${k(best)} into the next namespace, ` +
+          'so the ratios to kernel forwarding and the CPU µs/pkt above are the comparable figures',
+      );
     }
   }
   return out;

@@ -38,10 +38,20 @@ export async function routerHasFlag(flag: string): Promise<boolean> {
 
 export async function startBenchRouter(rtr: Netns, s: RouterSetup): Promise<RunningBenchRouter> {
   const args = [
-    '--prefix', NET.prefix, '--listen', NET.routerV4, '--port', String(NET.routerPort),
-    '--metrics', NET.metrics, '--batch', String(s.batch),
+    '--prefix',
+    NET.prefix,
+    '--listen',
+    NET.routerV4,
+    '--port',
+    String(NET.routerPort),
+    '--metrics',
+    NET.metrics,
+    '--batch',
+    String(s.batch),
     ...(s.workers !== undefined ? ['--workers', String(s.workers)] : []),
-    '--fast-path', s.fastPath === 'auto' ? 'auto' : s.fastPath ? 'on' : 'off', ...(s.fastPath === 'direct' ? ['--fast-path-direct'] : []),
+    '--fast-path',
+    s.fastPath === 'auto' ? 'auto' : s.fastPath ? 'on' : 'off',
+    ...(s.fastPath === 'direct' ? ['--fast-path-direct'] : []),
   ];
   const proc = await startRouterIn(rtr, args, 20_000);
   try {
@@ -51,7 +61,13 @@ export async function startBenchRouter(rtr: Netns, s: RouterSetup): Promise<Runn
       const r = await execCommand([findSystemTool('taskset')!, '-a', '-p', '-c', s.cpus, String(pid)]);
       if (r.code !== 0) throw new Error(`taskset -a -p -c ${s.cpus} ${pid} failed: ${r.stderr.trim()}`);
     }
-    return { proc, pid, stop: async () => { await proc.stop('SIGTERM', 5000); } };
+    return {
+      proc,
+      pid,
+      stop: async () => {
+        await proc.stop('SIGTERM', 5000);
+      },
+    };
   } catch (e) {
     await proc.stop('SIGKILL');
     throw e;
@@ -72,7 +88,8 @@ async function routerPid(rtr: Netns, proc: Proc): Promise<number> {
   };
   if (proc.pid !== undefined && pids.includes(proc.pid) && isRouter(proc.pid)) return proc.pid;
   const found = pids.filter(isRouter);
-  if (found.length !== 1) throw new Error(`cannot tell the router's pid in ${rtr.name} (candidates: ${found.join(', ') || 'none'})`);
+  if (found.length !== 1)
+    throw new Error(`cannot tell the router's pid in ${rtr.name} (candidates: ${found.join(', ') || 'none'})`);
   return found[0]!;
 }
 
@@ -92,7 +109,8 @@ export const METRIC_DIRECTION = { '4→6': 'udp_to_tun', '6→4': 'tun_to_udp' }
 
 export function parseRouterCounters(m: Map<string, number>): RouterCounters {
   const out: RouterCounters = { forwarded: {}, byPath: {}, passed: {}, dropped: {} };
-  const labels = (text: string) => Object.fromEntries([...text.matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1]!, x[2]!]));
+  const labels = (text: string) =>
+    Object.fromEntries([...text.matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1]!, x[2]!]));
   for (const [k, v] of m) {
     let x = /^sixbed4_router_packets_total\{(.*)\}$/.exec(k);
     if (x) {
@@ -140,14 +158,20 @@ export function routerBpfPrograms(pid: number): BpfProgStats[] {
   const progs = new Map<number, BpfProgStats>();
   const links: { prog: number; ifindex: number; type: string }[] = [];
   let fds: string[];
-  try { fds = readdirSync(`/proc/${pid}/fd`); } catch { return []; }
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return [];
+  }
   for (const fd of fds) {
     let target: string, info: string;
     try {
       target = readlinkSync(`/proc/${pid}/fd/${fd}`);
       if (!target.startsWith('anon_inode:bpf')) continue;
       info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
-    } catch { continue; }
+    } catch {
+      continue;
+    }
     const field = (k: string) => new RegExp(`^${k}:\\s*(.*)$`, 'm').exec(info)?.[1]?.trim();
     const num = (k: string) => Number(field(k) ?? NaN);
     if (target === 'anon_inode:bpf-prog') {
@@ -179,10 +203,17 @@ export async function bpftoolProg(id: number): Promise<{ name: string; runTimeNs
 /** routerBpfPrograms, with bpftool's figures for the programs the router holds only through a link. */
 export async function routerBpfStats(pid: number): Promise<BpfProgStats[]> {
   const progs = routerBpfPrograms(pid);
-  await Promise.all(progs.filter((p) => !Number.isFinite(p.runCnt)).map(async (p) => {
-    const b = await bpftoolProg(p.id);
-    if (b) { p.runTimeNs = b.runTimeNs; p.runCnt = b.runCnt; }
-  }));
+  await Promise.all(
+    progs
+      .filter((p) => !Number.isFinite(p.runCnt))
+      .map(async (p) => {
+        const b = await bpftoolProg(p.id);
+        if (b) {
+          p.runTimeNs = b.runTimeNs;
+          p.runCnt = b.runCnt;
+        }
+      }),
+  );
   return progs;
 }
 

@@ -21,7 +21,17 @@ import { hostSetup, setupLines, summary, table, writeJson, type Setup } from './
 import { routerHasFlag, startBenchRouter, type RouterSetup, type RunningBenchRouter } from './routerctl.js';
 import { runFlood, type FloodResult } from './flood.js';
 import { bulkLines, runBulk, type BulkRow } from './bulk.js';
-import { addCeilingSink, buildBenchNet, NET, removeCeilingSink, setTxChecksum, TX_CSUM_VETHS, txChecksumState, type BenchNet, type SinkId } from './topology.js';
+import {
+  addCeilingSink,
+  buildBenchNet,
+  NET,
+  removeCeilingSink,
+  setTxChecksum,
+  TX_CSUM_VETHS,
+  txChecksumState,
+  type BenchNet,
+  type SinkId,
+} from './topology.js';
 
 const GROUPS: Group[] = ['ceiling', 'kernel', 'router', 'fast', 'direct', 'batch', 'workers', 'peers'];
 /** Groups outside the packets-per-second table: the flood scenario (bench/flood.ts), bulk TCP (bench/bulk.ts). */
@@ -59,33 +69,69 @@ needs root (network namespaces, TUN devices) and ip, nft, sysctl, ping; taskset 
 function options() {
   const { values } = parseArgs({
     options: {
-      quick: { type: 'boolean' }, duration: { type: 'string' }, only: { type: 'string' },
-      sizes: { type: 'string' }, json: { type: 'string' }, rps: { type: 'boolean' }, 'tx-offload': { type: 'boolean' }, retries: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+      quick: { type: 'boolean' },
+      duration: { type: 'string' },
+      only: { type: 'string' },
+      sizes: { type: 'string' },
+      json: { type: 'string' },
+      rps: { type: 'boolean' },
+      'tx-offload': { type: 'boolean' },
+      retries: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
     },
-    strict: true, allowPositionals: false,
+    strict: true,
+    allowPositionals: false,
   });
-  if (values.help) { process.stdout.write(USAGE); process.exit(0); }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    process.exit(0);
+  }
   const windowS = values.duration !== undefined ? Number(values.duration) : values.quick ? 1 : 3;
-  if (!(windowS > 0 && windowS <= 30)) throw new Error(`--duration ${values.duration}: use a number of seconds in (0, 30]`);
+  if (!(windowS > 0 && windowS <= 30))
+    throw new Error(`--duration ${values.duration}: use a number of seconds in (0, 30]`);
   const only = values.only ? values.only.split(',').map((s) => s.trim()) : [...ALL_GROUPS];
   const bad = only.filter((g) => !ALL_GROUPS.includes(g));
   if (bad.length) throw new Error(`--only: unknown group(s) ${bad.join(', ')}; use ${ALL_GROUPS.join(',')}`);
   const sizes = (values.sizes ?? '48,1280').split(',').map(Number);
-  if (sizes.some((s) => !Number.isInteger(s) || s < 48 || s > 1280)) throw new Error(`--sizes ${values.sizes}: IPv6 sizes 48..1280`);
+  if (sizes.some((s) => !Number.isInteger(s) || s < 48 || s > 1280))
+    throw new Error(`--sizes ${values.sizes}: IPv6 sizes 48..1280`);
   const retries = values.retries !== undefined ? Number(values.retries) : 12;
   if (!Number.isInteger(retries) || retries < 0) throw new Error(`--retries ${values.retries}: use a whole number`);
   return {
-    windowS, warmupS: windowS < 2 ? 0.3 : 0.5, groups: new Set(only as Group[]), flood: only.includes('flood'), bulk: only.includes('bulk'), sizes,
-    json: values.json ?? DEFAULT_JSON, rps: !!values.rps, retries, txOffload: !!values['tx-offload'],
+    windowS,
+    warmupS: windowS < 2 ? 0.3 : 0.5,
+    groups: new Set(only as Group[]),
+    flood: only.includes('flood'),
+    bulk: only.includes('bulk'),
+    sizes,
+    json: values.json ?? DEFAULT_JSON,
+    rps: !!values.rps,
+    retries,
+    txOffload: !!values['tx-offload'],
   };
 }
 
 // --- what is measured -------------------------------------------------------
 
 /** 4→6: UDP/IPv4 from the peer to the router's 6bed4 port, IPv6 inside for the isp. */
-function udpSpec(group: Group, name: string, size: number, sink: SinkId, flows = 1, to: string = NET.routerV4, port: number = NET.routerPort): Spec {
+function udpSpec(
+  group: Group,
+  name: string,
+  size: number,
+  sink: SinkId,
+  flows = 1,
+  to: string = NET.routerV4,
+  port: number = NET.routerPort,
+): Spec {
   return {
-    group, name, direction: '4→6', size, genNs: 'peer', egress: NET.peerIf, sink, flows,
+    group,
+    name,
+    direction: '4→6',
+    size,
+    genNs: 'peer',
+    egress: NET.peerIf,
+    sink,
+    flows,
     gen: { mode: 'udp', size, bind: NET.peerV4, to, port, prefix: NET.prefix, innerDst: NET.ispV6, flows },
   };
 }
@@ -93,10 +139,22 @@ function udpSpec(group: Group, name: string, size: number, sink: SinkId, flows =
 /** 6→4: IPv6 from the isp's TUN generator, to peers' 6bed4 addresses (or a fixed address). */
 function tunSpec(group: Group, name: string, size: number, sink: SinkId, peers = 1, dst?: string): Spec {
   return {
-    group, name, direction: '6→4', size, genNs: 'isp', egress: NET.ispIf, sink,
+    group,
+    name,
+    direction: '6→4',
+    size,
+    genNs: 'isp',
+    egress: NET.ispIf,
+    sink,
     gen: dst
       ? { mode: 'tun', size, tun: NET.genTun, src: NET.remoteV6, dst }
-      : { mode: 'tun', size, tun: NET.genTun, src: NET.remoteV6, peers: { prefix: NET.prefix, firstIPv4: NET.firstPeerV4, count: peers } },
+      : {
+          mode: 'tun',
+          size,
+          tun: NET.genTun,
+          src: NET.remoteV6,
+          peers: { prefix: NET.prefix, firstIPv4: NET.firstPeerV4, count: peers },
+        },
     ...(dst ? {} : { peers }),
   };
 }
@@ -104,9 +162,22 @@ function tunSpec(group: Group, name: string, size: number, sink: SinkId, peers =
 /** 4→6 from `peers` distinct peers at once: the peer namespace's TUN generator (IPv4 sources 192.0.2.x). */
 function tun4Spec(group: Group, name: string, size: number, peers: number): Spec {
   return {
-    group, name, direction: '4→6', size, genNs: 'peer', egress: NET.peerIf, sink: 'toNative', peers,
+    group,
+    name,
+    direction: '4→6',
+    size,
+    genNs: 'peer',
+    egress: NET.peerIf,
+    sink: 'toNative',
+    peers,
     gen: {
-      mode: 'tun4', size, tun: NET.genTun, to: NET.routerV4, port: NET.routerPort, prefix: NET.prefix, innerDst: NET.ispV6,
+      mode: 'tun4',
+      size,
+      tun: NET.genTun,
+      to: NET.routerV4,
+      port: NET.routerPort,
+      prefix: NET.prefix,
+      innerDst: NET.ispV6,
       peers: { firstIPv4: NET.firstPeerV4, count: peers },
     },
   };
@@ -118,17 +189,45 @@ function tun4Spec(group: Group, name: string, size: number, peers: number): Spec
  * distinct peers. (SO_REUSEPORT and the multi-queue TUN spread flows, not
  * packets, over workers: one flow always lands on one worker.)
  */
-function routerSpec(group: Group, dir: Direction, size: number, setup: RouterSetup, traffic: { flows?: number; peers?: number } = {}): Spec {
+function routerSpec(
+  group: Group,
+  dir: Direction,
+  size: number,
+  setup: RouterSetup,
+  traffic: { flows?: number; peers?: number } = {},
+): Spec {
   const plural = (n: number, what: string) => `${n.toLocaleString('en-US')} ${what}${n === 1 ? '' : 's'}`;
-  const what = traffic.peers !== undefined && (dir === '4→6' || traffic.peers > 1) ? plural(traffic.peers, 'peer')
-    : (traffic.flows ?? 1) > 1 ? plural(traffic.flows!, 'flow') : '';
-  const config = [`batch ${setup.batch}`, ...(setup.workers !== undefined ? [plural(setup.workers, 'worker')] : [])].join(', ');
-  const mode = setup.fastPath === 'direct' ? ' fast path direct' : setup.fastPath === 'auto' ? ' fast path auto' : setup.fastPath ? ' fast path on' : '';
+  const what =
+    traffic.peers !== undefined && (dir === '4→6' || traffic.peers > 1)
+      ? plural(traffic.peers, 'peer')
+      : (traffic.flows ?? 1) > 1
+        ? plural(traffic.flows!, 'flow')
+        : '';
+  const config = [
+    `batch ${setup.batch}`,
+    ...(setup.workers !== undefined ? [plural(setup.workers, 'worker')] : []),
+  ].join(', ');
+  const mode =
+    setup.fastPath === 'direct'
+      ? ' fast path direct'
+      : setup.fastPath === 'auto'
+        ? ' fast path auto'
+        : setup.fastPath
+          ? ' fast path on'
+          : '';
   const name = `sixbed4 ${dir}${what ? ` ${what}` : ''}${mode} (${config})`;
-  const s = dir === '6→4' ? tunSpec(group, name, size, 'toPeers', traffic.peers ?? 1)
-    : traffic.peers !== undefined ? tun4Spec(group, name, size, traffic.peers)
-      : udpSpec(group, name, size, 'toNative', traffic.flows ?? 1);
-  return { ...s, batch: setup.batch, ...(setup.workers !== undefined ? { workers: setup.workers } : {}), ...(setup.fastPath ? { fastPath: true } : {}) };
+  const s =
+    dir === '6→4'
+      ? tunSpec(group, name, size, 'toPeers', traffic.peers ?? 1)
+      : traffic.peers !== undefined
+        ? tun4Spec(group, name, size, traffic.peers)
+        : udpSpec(group, name, size, 'toNative', traffic.flows ?? 1);
+  return {
+    ...s,
+    batch: setup.batch,
+    ...(setup.workers !== undefined ? { workers: setup.workers } : {}),
+    ...(setup.fastPath ? { fastPath: true } : {}),
+  };
 }
 
 // --- running it ---------------------------------------------------------------
@@ -143,7 +242,9 @@ async function main(): Promise<number> {
   }
   const why = requireRootReason() ?? (findSystemTool('ping') ? null : 'missing command ping (install iputils-ping)');
   if (why) {
-    process.stderr.write(`bench: cannot run: ${why}.\nThe benchmark builds network namespaces and TUN devices; as root: sudo npm run bench\n`);
+    process.stderr.write(
+      `bench: cannot run: ${why}.\nThe benchmark builds network namespaces and TUN devices; as root: sudo npm run bench\n`,
+    );
     return 1;
   }
 
@@ -151,18 +252,24 @@ async function main(): Promise<number> {
   const workersFlag = await routerHasFlag('--workers');
   const fastFlag = await routerHasFlag('--fast-path');
   const ethtool = findSystemTool('ethtool') !== null;
-  const timing: Timing = { warmupMs: opt.warmupS * 1000, windowMs: opt.windowS * 1000, ...(pin ? { genCpus: '1' } : {}) };
+  const timing: Timing = {
+    warmupMs: opt.warmupS * 1000,
+    windowMs: opt.windowS * 1000,
+    ...(pin ? { genCpus: '1' } : {}),
+  };
   const host = hostSetup();
   const setup: Setup = {
     ...host,
     pinning: !pin
       ? 'no pinning (fewer than 2 CPUs or no taskset): generator and router share the CPUs'
       : opt.rps
-        ? 'CPU 0 = the router box: router pinned there (taskset) and the router namespace\'s receive processing steered there (RPS); ' +
-          'CPU 1 = the rest: generators (pinned) and the isp/peer namespaces\' receive processing (RPS). --workers 2 runs unpinned on both'
+        ? "CPU 0 = the router box: router pinned there (taskset) and the router namespace's receive processing steered there (RPS); " +
+          "CPU 1 = the rest: generators (pinned) and the isp/peer namespaces' receive processing (RPS). --workers 2 runs unpinned on both"
         : 'router pinned to CPU 0, generators to CPU 1 (taskset); no RPS: a packet handed over a veth or TUN is processed in the ' +
-          'sender\'s softirq, so kernel forwarding runs on the generator\'s CPU. --workers 2 runs unpinned on both',
-    windowS: opt.windowS, warmupS: opt.warmupS, workersFlag,
+          "sender's softirq, so kernel forwarding runs on the generator's CPU. --workers 2 runs unpinned on both",
+    windowS: opt.windowS,
+    warmupS: opt.warmupS,
+    workersFlag,
     checksum: !ethtool
       ? 'no ethtool: tx checksum offload left as the veths come (on): datagrams sent on this host carry partial UDP checksums, ' +
         'which the fast path leaves to the router'
@@ -172,9 +279,13 @@ async function main(): Promise<number> {
         'path cannot verify (4→6), and the router keeps 6→4 out of the fast path on an uplink that leaves checksums to the next hop',
     notes: [],
   };
-  if (host.loadStart[0]! > 0.5) setup.notes.push(`load ${host.loadStart[0]!.toFixed(2)} at start: other jobs may compete for the CPUs (other% shows how much they took in each window)`);
+  if (host.loadStart[0]! > 0.5)
+    setup.notes.push(
+      `load ${host.loadStart[0]!.toFixed(2)} at start: other jobs may compete for the CPUs (other% shows how much they took in each window)`,
+    );
   if (!workersFlag) setup.notes.push('this router has no --workers flag: the workers rows are not available');
-  if (!fastFlag && opt.groups.has('fast')) setup.notes.push('this router has no --fast-path flag: the fast rows are not available');
+  if (!fastFlag && opt.groups.has('fast'))
+    setup.notes.push('this router has no --fast-path flag: the fast rows are not available');
   for (const l of setupLines(setup)) process.stdout.write(`${l}\n`);
   process.stdout.write('\n');
 
@@ -208,7 +319,8 @@ async function main(): Promise<number> {
       if (!ethtool || on === txOn) return;
       await setTxChecksum(net!.ns, on);
       const now = await txChecksumState(net!.ns);
-      if (Object.values(now).some((x) => x !== on)) throw new Error(`ethtool -K tx ${on ? 'on' : 'off'} did not take: ${JSON.stringify(now)}`);
+      if (Object.values(now).some((x) => x !== on))
+        throw new Error(`ethtool -K tx ${on ? 'on' : 'off'} did not take: ${JSON.stringify(now)}`);
       txOn = on;
     };
     await txChecksum(opt.txOffload);
@@ -220,16 +332,22 @@ async function main(): Promise<number> {
       let row: Row | undefined;
       try {
         for (let attempt = 0; ; attempt++) {
-          if (ctx.router && !ctx.router.proc.running) throw new Error(`the router exited: ${lastLine(ctx.router.proc.output())}`);
+          if (ctx.router && !ctx.router.proc.running)
+            throw new Error(`the router exited: ${lastLine(ctx.router.proc.output())}`);
           const r = await measure(ctx, spec);
           // A window without a path figure (the generator's CPU could not be read at its end) counts as the worst.
           const whole = (x: Row) => Number.isFinite(x.pathUsPerPkt);
-          if (!row || (whole(r) && !whole(row)) || (whole(r) === whole(row) && r.otherCpuPct < row.otherCpuPct)) row = r;
+          if (!row || (whole(r) && !whole(row)) || (whole(r) === whole(row) && r.otherCpuPct < row.otherCpuPct))
+            row = r;
           process.stderr.write(`${Math.round(r.pps).toLocaleString('en-US')} pps`);
-          if ((r.otherCpuPct <= INTERFERENCE_PCT && whole(r)) || retriesLeft === 0 || attempt === RETRIES_PER_ROW) break;
+          if ((r.otherCpuPct <= INTERFERENCE_PCT && whole(r)) || retriesLeft === 0 || attempt === RETRIES_PER_ROW)
+            break;
           retriesLeft--;
-          process.stderr.write(whole(r) ? ` (other jobs took ${r.otherCpuPct.toFixed(0)}% of a CPU: again) ... `
-            : ' (the generator ended before the window: again) ... ');
+          process.stderr.write(
+            whole(r)
+              ? ` (other jobs took ${r.otherCpuPct.toFixed(0)}% of a CPU: again) ... `
+              : ' (the generator ended before the window: again) ... ',
+          );
         }
         process.stderr.write('\n');
       } catch (e) {
@@ -248,7 +366,8 @@ async function main(): Promise<number> {
         router = await startBenchRouter(net!.ns.rtr, s);
       } catch (e) {
         const why = lastLine((e as Error).message);
-        const msg = s.fastPath && /--fast-path on:/.test(why) ? `not available: ${why}` : `the router did not start: ${why}`;
+        const msg =
+          s.fastPath && /--fast-path on:/.test(why) ? `not available: ${why}` : `the router did not start: ${why}`;
         process.stderr.write(`  ${msg}\n`);
         for (const spec of specs) rows.push(failedRow(spec, msg));
         return;
@@ -289,7 +408,8 @@ async function main(): Promise<number> {
       const s: RouterSetup = { batch: 64, ...one, ...cpu0 };
       const specs: Spec[] = [];
       if (has('router')) {
-        for (const size of opt.sizes) specs.push(routerSpec('router', '4→6', size, s), routerSpec('router', '6→4', size, s));
+        for (const size of opt.sizes)
+          specs.push(routerSpec('router', '4→6', size, s), routerSpec('router', '6→4', size, s));
       }
       if (has('peers')) {
         // 6→4: the 1-peer figure is the main 48-byte row when that is measured.
@@ -328,8 +448,10 @@ async function main(): Promise<number> {
               row.bpf = r.bpf ?? [];
               row.bpfWindowPps = r.pps;
               row.bpfWindowPathUs = r.pathUsPerPkt;
-              process.stderr.write(`${Math.round(r.pps).toLocaleString('en-US')} pps; ` +
-                `${(r.bpf ?? []).map((p) => `${p.name} ${Number.isFinite(p.nsPerRun) ? p.nsPerRun.toFixed(0) : '-'} ns/run`).join(', ') || 'no BPF program'}\n`);
+              process.stderr.write(
+                `${Math.round(r.pps).toLocaleString('en-US')} pps; ` +
+                  `${(r.bpf ?? []).map((p) => `${p.name} ${Number.isFinite(p.nsPerRun) ? p.nsPerRun.toFixed(0) : '-'} ns/run`).join(', ') || 'no BPF program'}\n`,
+              );
             } catch (e) {
               process.stderr.write(`failed: ${(e as Error).message.split('\n')[0]}\n`);
             } finally {
@@ -347,7 +469,10 @@ async function main(): Promise<number> {
       const s: RouterSetup = { batch: 64, ...one, ...cpu0, fastPath: 'direct' };
       await txChecksum(false);
       try {
-        await withRouter(s, opt.sizes.map((size) => routerSpec('fast', '4→6', size, s)));
+        await withRouter(
+          s,
+          opt.sizes.map((size) => routerSpec('fast', '4→6', size, s)),
+        );
       } finally {
         await txChecksum(opt.txOffload);
       }
@@ -359,7 +484,10 @@ async function main(): Promise<number> {
     if (has('workers')) {
       // Two workers need both CPUs, so they share CPU 1 with the generator.
       const s: RouterSetup = { batch: 64, workers: 2 };
-      const specs = [routerSpec('workers', '4→6', 48, s, { flows: MANY.flows }), routerSpec('workers', '6→4', 48, s, { peers: MANY.peers })];
+      const specs = [
+        routerSpec('workers', '4→6', 48, s, { flows: MANY.flows }),
+        routerSpec('workers', '6→4', 48, s, { peers: MANY.peers }),
+      ];
       if (workersFlag) await withRouter(s, specs);
       else for (const spec of specs) rows.push(failedRow(spec, 'not available: the router has no --workers flag'));
     }
@@ -376,12 +504,16 @@ async function main(): Promise<number> {
   if (opt.flood) {
     const durationS = opt.windowS >= 3 ? 10 : 3;
     const runs: { name: string; o: Parameters<typeof runFlood>[0] }[] = [8, 1].map((sockets) => ({
-      name: `flood (--sockets ${sockets})`, o: { durationS, routerArgs: ['--sockets', String(sockets)], tag: 'bflood' },
+      name: `flood (--sockets ${sockets})`,
+      o: { durationS, routerArgs: ['--sockets', String(sockets)], tag: 'bflood' },
     }));
     // Many sources (the issue's measurement): up to a million datagrams from two flooders, the peer pinging 15 s
     // around them; the TypeScript path, then the fast path.
     for (const fastPath of [false, true]) {
-      runs.push({ name: `many sources${fastPath ? ', fast path' : ''}`, o: { durationS: 5, maxPackets: 1_000_000, spoof: true, fastPath, flooders: 2, pingS: 15, tag: 'bfloodm' } });
+      runs.push({
+        name: `many sources${fastPath ? ', fast path' : ''}`,
+        o: { durationS: 5, maxPackets: 1_000_000, spoof: true, fastPath, flooders: 2, pingS: 15, tag: 'bfloodm' },
+      });
     }
     for (const { name, o } of runs) {
       process.stderr.write(`  ${name}, ... `);
@@ -397,16 +529,27 @@ async function main(): Promise<number> {
   }
 
   // Bulk TCP builds its own network too.
-  const bulk: BulkRow[] = opt.bulk ? await runBulk({ durationS: opt.windowS >= 3 ? 8 : 4 }, (s) => process.stderr.write(s)) : [];
+  const bulk: BulkRow[] = opt.bulk
+    ? await runBulk({ durationS: opt.windowS >= 3 ? 8 : 4 }, (s) => process.stderr.write(s))
+    : [];
 
   setup.loadEnd = loadavg();
-  const lines = [...(rows.length ? [...table(rows), '', ...summary(rows)] : []), ...floodLines(flood), ...bulkLines(bulk)];
+  const lines = [
+    ...(rows.length ? [...table(rows), '', ...summary(rows)] : []),
+    ...floodLines(flood),
+    ...bulkLines(bulk),
+  ];
   process.stdout.write(`${lines.join('\n')}\n`);
-  process.stdout.write(`load at end: ${setup.loadEnd.map((x) => x.toFixed(2)).join(' ')}; took ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
+  process.stdout.write(
+    `load at end: ${setup.loadEnd.map((x) => x.toFixed(2)).join(' ')}; took ${((Date.now() - t0) / 1000).toFixed(0)} s\n`,
+  );
   writeJson(opt.json, { setup, rows, summary: summary(rows), flood, bulk });
   process.stdout.write(`results written to ${opt.json}\n`);
-  return rows.some((r) => r.error && !r.error.startsWith('not available')) || flood.some((f) => f.error) ||
-    bulk.some((b) => b.error && !b.error.startsWith('not available')) ? 1 : 0;
+  return rows.some((r) => r.error && !r.error.startsWith('not available')) ||
+    flood.some((f) => f.error) ||
+    bulk.some((b) => b.error && !b.error.startsWith('not available'))
+    ? 1
+    : 0;
 }
 
 type FloodRow = { name: string; result?: FloodResult; error?: string };
@@ -414,17 +557,25 @@ type FloodRow = { name: string; result?: FloodResult; error?: string };
 /** The flood rows: the legitimate peer's loss under the flood, the flood's rate, the router's memory. */
 function floodLines(flood: FloodRow[]): string[] {
   if (flood.length === 0) return [];
-  const out = ['', 'flood: one source (or, "many sources", random spoofed ones over every socket, up to 1M datagrams) sends junk',
+  const out = [
+    '',
+    'flood: one source (or, "many sources", random spoofed ones over every socket, up to 1M datagrams) sends junk',
     'flat out; a legitimate peer behind NAT pings the ISP every 10 ms ("while": loss of the pings sent while the flood lasted)',
-    'measurement                      legit loss   pings      flood pps  router read pps  rcvbuf drops  RSS MB before → after  spoofed at ISP  while   CPU'];
+    'measurement                      legit loss   pings      flood pps  router read pps  rcvbuf drops  RSS MB before → after  spoofed at ISP  while   CPU',
+  ];
   for (const f of flood) {
     const name = f.name.padEnd(32);
-    if (!f.result) { out.push(`${name} failed: ${f.error}`); continue; }
+    if (!f.result) {
+      out.push(`${name} failed: ${f.error}`);
+      continue;
+    }
     const r = f.result;
-    out.push(`${name} ${`${r.lossPct.toFixed(1)}%`.padStart(10)}   ${`${r.pingsReceived}/${r.pingsSent}`.padEnd(9)} ${r.floodPps.toLocaleString('en-US').padStart(10)}  ` +
-      `${r.routerRxPps.toLocaleString('en-US').padStart(15)}  ${r.rcvbufErrors.toLocaleString('en-US').padStart(12)}  ` +
-      `${`${r.rssBeforeMB.toFixed(0)} → ${r.rssAfterMB.toFixed(0)}`.padStart(21)}  ${String(r.spoofedAtIsp).padStart(14)}  ` +
-      `${(r.duringSent ? `${((100 * r.duringLost!) / r.duringSent).toFixed(1)}%` : '-').padStart(6)}  ${`${r.routerCpuPct}%`.padStart(4)}`);
+    out.push(
+      `${name} ${`${r.lossPct.toFixed(1)}%`.padStart(10)}   ${`${r.pingsReceived}/${r.pingsSent}`.padEnd(9)} ${r.floodPps.toLocaleString('en-US').padStart(10)}  ` +
+        `${r.routerRxPps.toLocaleString('en-US').padStart(15)}  ${r.rcvbufErrors.toLocaleString('en-US').padStart(12)}  ` +
+        `${`${r.rssBeforeMB.toFixed(0)} → ${r.rssAfterMB.toFixed(0)}`.padStart(21)}  ${String(r.spoofedAtIsp).padStart(14)}  ` +
+        `${(r.duringSent ? `${((100 * r.duringLost!) / r.duringSent).toFixed(1)}%` : '-').padStart(6)}  ${`${r.routerCpuPct}%`.padStart(4)}`,
+    );
   }
   return out;
 }
@@ -443,30 +594,61 @@ const bpfStats = (() => {
     },
     restore() {
       if (saved === undefined) return;
-      try { writeFileSync(FILE, saved); } catch { /* nothing more to do */ }
+      try {
+        writeFileSync(FILE, saved);
+      } catch {
+        /* nothing more to do */
+      }
       saved = undefined;
     },
   };
 })();
 
 function lastLine(text: string): string {
-  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l && !/^--- /.test(l));
+  const lines = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !/^--- /.test(l));
   return lines.find((l) => /error|sixbed4:/i.test(l)) ?? lines[lines.length - 1] ?? '';
 }
 
 function failedRow(spec: Spec, error: string): Row {
   return {
-    group: spec.group, name: spec.name, direction: spec.direction, size: spec.size,
+    group: spec.group,
+    name: spec.name,
+    direction: spec.direction,
+    size: spec.size,
     ...(spec.batch !== undefined ? { batch: spec.batch } : {}),
     ...(spec.workers !== undefined ? { workers: spec.workers } : {}),
     ...(spec.peers !== undefined ? { peers: spec.peers } : {}),
     ...(spec.flows !== undefined ? { flows: spec.flows } : {}),
-    pps: NaN, mbps: NaN, sentPps: NaN, sent: 0, received: 0, lost: 0, lossPct: NaN,
-    genCpuPct: null, genUsPerPkt: null, otherCpuPct: NaN, sysUsPerPkt: NaN, pathUsPerPkt: NaN, cpu0UsPerPkt: NaN, cpus: [], lossAt: {}, neighbours: NaN, windowS: 0, error,
+    pps: NaN,
+    mbps: NaN,
+    sentPps: NaN,
+    sent: 0,
+    received: 0,
+    lost: 0,
+    lossPct: NaN,
+    genCpuPct: null,
+    genUsPerPkt: null,
+    otherCpuPct: NaN,
+    sysUsPerPkt: NaN,
+    pathUsPerPkt: NaN,
+    cpu0UsPerPkt: NaN,
+    cpus: [],
+    lossAt: {},
+    neighbours: NaN,
+    windowS: 0,
+    error,
   };
 }
 
-main().then((code) => { process.exitCode = code; }, (err: Error) => {
-  process.stderr.write(`bench: ${err.stack ?? err.message}\n`);
-  process.exitCode = 1;
-});
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: Error) => {
+    process.stderr.write(`bench: ${err.stack ?? err.message}\n`);
+    process.exitCode = 1;
+  },
+);

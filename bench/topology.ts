@@ -146,12 +146,20 @@ export async function buildBenchNet(opts: BenchNetOptions = {}): Promise<BenchNe
       ns.rtr.sysctl('net.ipv4.ip_forward', 1),
       // The peer forwards what its many-peers TUN generator writes, whose
       // sources (192.0.2.x) are not reachable through that TUN: no rp_filter.
-      ns.peer.run(['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0']),
+      ns.peer.run([
+        'sysctl',
+        '-q',
+        '-w',
+        'net.ipv4.ip_forward=1',
+        'net.ipv4.conf.all.rp_filter=0',
+        'net.ipv4.conf.default.rp_filter=0',
+      ]),
       nft(ns.isp, ISP_RULES),
       nft(ns.peer, PEER_RULES),
     ]);
     if (opts.rps) {
-      const r = 1 << opts.rps.routerCpu, o = 1 << opts.rps.otherCpu;
+      const r = 1 << opts.rps.routerCpu,
+        o = 1 << opts.rps.otherCpu;
       await Promise.all([
         steerReceive(ns.rtr, TOPO.routerUplinkIf, r),
         steerReceive(ns.rtr, TOPO.routerWanCIf, r),
@@ -169,7 +177,11 @@ export async function buildBenchNet(opts: BenchNetOptions = {}): Promise<BenchNe
 
 /** Sets the RPS CPU mask of every receive queue of dev (sysfs as seen inside the namespace). */
 async function steerReceive(n: Netns, dev: string, mask: number): Promise<void> {
-  await n.run(['sh', '-c', `for q in /sys/class/net/${dev}/queues/rx-*; do echo ${mask.toString(16)} > "$q/rps_cpus"; done`]);
+  await n.run([
+    'sh',
+    '-c',
+    `for q in /sys/class/net/${dev}/queues/rx-*; do echo ${mask.toString(16)} > "$q/rps_cpus"; done`,
+  ]);
 }
 
 /** Resolves every neighbour entry the measurements use, so no first packet waits on ARP/ND. */
@@ -208,16 +220,29 @@ export async function readSink(ns: Record<Role, Netns>, id: SinkId): Promise<num
   return c.packets;
 }
 
-export interface LinkStats { rxPackets: number; txPackets: number; rxDropped: number; txDropped: number; }
+export interface LinkStats {
+  rxPackets: number;
+  txPackets: number;
+  rxDropped: number;
+  txDropped: number;
+}
 
 /** Interface counters (ip -s link) of every interface in a namespace, by name. */
 export async function readLinks(n: Netns): Promise<Record<string, LinkStats>> {
-  type J = Array<{ ifname: string; stats64?: { rx: { packets: number; dropped: number }; tx: { packets: number; dropped: number } } }>;
+  type J = Array<{
+    ifname: string;
+    stats64?: { rx: { packets: number; dropped: number }; tx: { packets: number; dropped: number } };
+  }>;
   const links = await n.json<J>(['-s', 'link', 'show']);
   const out: Record<string, LinkStats> = {};
   for (const l of links) {
     if (!l.stats64) continue;
-    out[l.ifname] = { rxPackets: l.stats64.rx.packets, txPackets: l.stats64.tx.packets, rxDropped: l.stats64.rx.dropped, txDropped: l.stats64.tx.dropped };
+    out[l.ifname] = {
+      rxPackets: l.stats64.rx.packets,
+      txPackets: l.stats64.tx.packets,
+      rxDropped: l.stats64.rx.dropped,
+      txDropped: l.stats64.tx.dropped,
+    };
   }
   return out;
 }
@@ -227,7 +252,8 @@ export async function readUdpSnmp(n: Netns): Promise<Record<string, number>> {
   const text = await n.run(['cat', '/proc/net/snmp']);
   const lines = text.split('\n').filter((l) => l.startsWith('Udp:'));
   if (lines.length < 2) return {};
-  const keys = lines[0]!.split(/\s+/).slice(1), vals = lines[1]!.split(/\s+/).slice(1).map(Number);
+  const keys = lines[0]!.split(/\s+/).slice(1),
+    vals = lines[1]!.split(/\s+/).slice(1).map(Number);
   return Object.fromEntries(keys.map((k, i) => [k, vals[i] ?? 0]));
 }
 
@@ -247,7 +273,9 @@ export const TX_CSUM_VETHS: ReadonlyArray<{ role: Role; dev: string }> = [
 
 /** Turns tx checksum offload of those veths on or off (ethtool -K DEV tx on|off). */
 export async function setTxChecksum(ns: Record<Role, Netns>, on: boolean): Promise<void> {
-  await Promise.all(TX_CSUM_VETHS.map((v) => ns[v.role].run([systemTool('ethtool'), '-K', v.dev, 'tx', on ? 'on' : 'off'])));
+  await Promise.all(
+    TX_CSUM_VETHS.map((v) => ns[v.role].run([systemTool('ethtool'), '-K', v.dev, 'tx', on ? 'on' : 'off'])),
+  );
 }
 
 /** Whether tx checksum offload is on, per veth (ethtool -k). */

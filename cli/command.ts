@@ -50,7 +50,8 @@ function flagError(command: string, err: unknown): InputError {
 /** The command's logger from --log-level and --log-format (text, json, or auto: json when not on a terminal). */
 export function commandLogger(values: { 'log-level'?: string; 'log-format'?: string }, component: string): Logger {
   const format = (values['log-format'] ?? 'auto') as LogFormat;
-  if (!['text', 'json', 'auto'].includes(format)) throw new InputError(`--log-format ${format}: use text, json or auto`);
+  if (!['text', 'json', 'auto'].includes(format))
+    throw new InputError(`--log-format ${format}: use text, json or auto`);
   return createLogger({ component, format, ...(values['log-level'] ? { level: values['log-level'] } : {}) });
 }
 
@@ -72,7 +73,8 @@ export function wholeNumber(v: string | undefined, flag: string): number | undef
 /** A flag's positive number of seconds, in milliseconds; dflt seconds when not given. */
 export function secondsFlag(v: string | undefined, flag: string, dflt: number): number {
   if (v === undefined) return dflt * 1000;
-  if (!/^\d+(\.\d+)?$/.test(v) || Number(v) <= 0) throw new InputError(`${flag} '${v}' is not a positive number of seconds`);
+  if (!/^\d+(\.\d+)?$/.test(v) || Number(v) <= 0)
+    throw new InputError(`${flag} '${v}' is not a positive number of seconds`);
   return Number(v) * 1000;
 }
 

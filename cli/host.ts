@@ -35,9 +35,15 @@ flags (each overrides the config file's field):
 
 const OPTIONS = {
   ...COMMON_OPTIONS,
-  config: { type: 'string', short: 'c' }, prefix: { type: 'string', short: 'L' }, uplink: { type: 'string' },
-  local: { type: 'string', multiple: true }, mode: { type: 'string' }, dummy: { type: 'string' }, tunnel: { type: 'string' },
-  'ndp-proxy': { type: 'string' }, state: { type: 'string' },
+  config: { type: 'string', short: 'c' },
+  prefix: { type: 'string', short: 'L' },
+  uplink: { type: 'string' },
+  local: { type: 'string', multiple: true },
+  mode: { type: 'string' },
+  dummy: { type: 'string' },
+  tunnel: { type: 'string' },
+  'ndp-proxy': { type: 'string' },
+  state: { type: 'string' },
 } as const;
 
 type Values = ReturnType<typeof parseFlagsAndOperands<typeof OPTIONS>>['values'];
@@ -45,7 +51,10 @@ type Values = ReturnType<typeof parseFlagsAndOperands<typeof OPTIONS>>['values']
 export async function hostCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseFlagsAndOperands('host', args, OPTIONS);
   const [sub, ...extra] = positionals;
-  if (values.help || sub === 'help') { process.stdout.write(HOST_USAGE); return 0; }
+  if (values.help || sub === 'help') {
+    process.stdout.write(HOST_USAGE);
+    return 0;
+  }
   if (!sub) throw new InputError('say what to do: sixbed4 host plan|apply|revert (see sixbed4 host --help)');
   if (extra.length > 0) throw new InputError(`unexpected argument '${extra[0]}' (see sixbed4 host --help)`);
   const log = commandLogger(values, 'host');
@@ -54,7 +63,12 @@ export async function hostCommand(args: string[]): Promise<number> {
     case 'plan': {
       const cfg = await config(values);
       const plan = await planHost(cfg);
-      process.stdout.write(renderPlan(plan, `sixbed4 host plan: prefix ${cfg.prefix.text}, uplink ${plan.uplink}, local addresses as ${localAddressModeName(cfg.localAddressMode)}`));
+      process.stdout.write(
+        renderPlan(
+          plan,
+          `sixbed4 host plan: prefix ${cfg.prefix.text}, uplink ${plan.uplink}, local addresses as ${localAddressModeName(cfg.localAddressMode)}`,
+        ),
+      );
       return 0;
     }
     case 'apply': {
@@ -64,7 +78,9 @@ export async function hostCommand(args: string[]): Promise<number> {
       if (plan.steps.length === 0) {
         process.stdout.write('nothing to do: the host already matches the configuration\n');
       } else {
-        process.stdout.write(`applied ${plan.steps.length} step(s); the state before is saved in ${statePath} (undo: sixbed4 host revert --state ${statePath})\n`);
+        process.stdout.write(
+          `applied ${plan.steps.length} step(s); the state before is saved in ${statePath} (undo: sixbed4 host revert --state ${statePath})\n`,
+        );
         for (const n of plan.notes) process.stdout.write(`note: ${n}\n`);
       }
       return 0;
@@ -73,9 +89,11 @@ export async function hostCommand(args: string[]): Promise<number> {
       requirePrivilege('revert');
       const statePath = values.state ?? defaultStatePath(await revertUplink(values));
       const { plan } = await revertHost({ log, statePath });
-      process.stdout.write(plan.steps.length === 0
-        ? `nothing to do: the host already matches the saved state; removed ${statePath}\n`
-        : `reverted ${plan.steps.length} step(s); removed ${statePath}\n`);
+      process.stdout.write(
+        plan.steps.length === 0
+          ? `nothing to do: the host already matches the saved state; removed ${statePath}\n`
+          : `reverted ${plan.steps.length} step(s); removed ${statePath}\n`,
+      );
       for (const n of plan.notes) process.stdout.write(`note: ${n}\n`);
       return 0;
     }
@@ -87,9 +105,15 @@ export async function hostCommand(args: string[]): Promise<number> {
 /** The config file (if any) with the flags laid over it. */
 async function config(values: Values): Promise<HostConfig> {
   const raw = values.config ? await readHostConfigFile(values.config) : {};
-  const set = (field: string, v: unknown) => { if (v !== undefined) raw[field] = v; };
-  set('prefix', values.prefix); set('uplink', values.uplink); set('localAddresses', values.local);
-  set('localAddressMode', values.mode); set('dummyInterface', values.dummy); set('tunnel', values.tunnel);
+  const set = (field: string, v: unknown) => {
+    if (v !== undefined) raw[field] = v;
+  };
+  set('prefix', values.prefix);
+  set('uplink', values.uplink);
+  set('localAddresses', values.local);
+  set('localAddressMode', values.mode);
+  set('dummyInterface', values.dummy);
+  set('tunnel', values.tunnel);
   set('ndpProxy', values['ndp-proxy']);
   return hostConfig(raw);
 }
@@ -105,5 +129,6 @@ async function revertUplink(values: Values): Promise<string> {
 }
 
 function requirePrivilege(what: string): void {
-  if (!hasNetAdmin()) throw new InputError(`sixbed4 host ${what} changes addresses and sysctls: run it as root (or with CAP_NET_ADMIN)`);
+  if (!hasNetAdmin())
+    throw new InputError(`sixbed4 host ${what} changes addresses and sysctls: run it as root (or with CAP_NET_ADMIN)`);
 }

@@ -2,7 +2,13 @@
 // The sixbed4 command line: one binary for the router, the peer, the lab, host networking, the operator and the node
 // agent. The only place that joins agent/ and operator/ (README: Architecture); what the commands share is command.ts.
 import {
-  COMMON_FLAGS_USAGE, COMMON_OPTIONS, commandLogger, parseFlags, requireNativeAddon, runUntilSignal, wholeNumber as int,
+  COMMON_FLAGS_USAGE,
+  COMMON_OPTIONS,
+  commandLogger,
+  parseFlags,
+  requireNativeAddon,
+  runUntilSignal,
+  wholeNumber as int,
 } from './command.js';
 import { InputError } from '../lib/errors.js';
 import { routerConfig, startRouter } from '../agent/router/router.js';
@@ -112,90 +118,165 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   switch (command) {
-    case 'router': return routerCommand(rest);
-    case 'peer': return peerCommand(rest);
-    case 'lab': return labCommand(rest);
-    case 'status': return (await import('./status.js')).statusCommand(rest);
-    case 'host': return (await import('./host.js')).hostCommand(rest);
-    case 'agent': return (await import('./agent.js')).agentCommand(rest);
-    case 'cni': return (await import('./cni.js')).cniCommand(rest);
-    case 'operator': return (await import('./operator.js')).operatorCommand(rest);
-    default: throw new InputError(`unknown command '${command}' (try: sixbed4 --help)`);
+    case 'router':
+      return routerCommand(rest);
+    case 'peer':
+      return peerCommand(rest);
+    case 'lab':
+      return labCommand(rest);
+    case 'status':
+      return (await import('./status.js')).statusCommand(rest);
+    case 'host':
+      return (await import('./host.js')).hostCommand(rest);
+    case 'agent':
+      return (await import('./agent.js')).agentCommand(rest);
+    case 'cni':
+      return (await import('./cni.js')).cniCommand(rest);
+    case 'operator':
+      return (await import('./operator.js')).operatorCommand(rest);
+    default:
+      throw new InputError(`unknown command '${command}' (try: sixbed4 --help)`);
   }
 }
 
 async function routerCommand(args: string[]): Promise<number> {
   const { values } = parseFlags('router', args, {
     ...COMMON_OPTIONS,
-    prefix: { type: 'string', short: 'L' }, listen: { type: 'string', short: 'l' }, port: { type: 'string' },
-    route: { type: 'string', short: 'R', multiple: true }, tun: { type: 'string' }, metrics: { type: 'string' },
-    batch: { type: 'string' }, workers: { type: 'string' }, 'ndp-proxy': { type: 'string' }, 'ndp-proxy-mode': { type: 'string' },
-    'stats-interval': { type: 'string' }, 'refuse-private': { type: 'boolean' }, sockets: { type: 'string' },
-    bind: { type: 'string' }, advertise: { type: 'string' }, config: { type: 'string', short: 'c' }, 'keep-host': { type: 'boolean' },
-    'fast-path': { type: 'string' }, 'fast-path-direct': { type: 'boolean' },
+    prefix: { type: 'string', short: 'L' },
+    listen: { type: 'string', short: 'l' },
+    port: { type: 'string' },
+    route: { type: 'string', short: 'R', multiple: true },
+    tun: { type: 'string' },
+    metrics: { type: 'string' },
+    batch: { type: 'string' },
+    workers: { type: 'string' },
+    'ndp-proxy': { type: 'string' },
+    'ndp-proxy-mode': { type: 'string' },
+    'stats-interval': { type: 'string' },
+    'refuse-private': { type: 'boolean' },
+    sockets: { type: 'string' },
+    bind: { type: 'string' },
+    advertise: { type: 'string' },
+    config: { type: 'string', short: 'c' },
+    'keep-host': { type: 'boolean' },
+    'fast-path': { type: 'string' },
+    'fast-path-direct': { type: 'boolean' },
   });
-  if (values.help) { process.stdout.write(commandHelp('router', ROUTER_HELP)); return 0; }
+  if (values.help) {
+    process.stdout.write(commandHelp('router', ROUTER_HELP));
+    return 0;
+  }
   await requireNativeAddon();
   const log = commandLogger(values, 'router');
   if (values.config !== undefined) {
     const flags = Object.keys(values).filter((k) => !['config', 'keep-host', 'log-level', 'log-format'].includes(k));
-    if (flags.length) throw new InputError(`--${flags[0]} with --config: set it in ${values.config} instead (one source of truth; see docs/host.md)`);
+    if (flags.length)
+      throw new InputError(
+        `--${flags[0]} with --config: set it in ${values.config} instead (one source of truth; see docs/host.md)`,
+      );
     return (await import('./service.js')).serviceCommand(values.config, !!values['keep-host'], log);
   }
-  if (values['keep-host']) throw new InputError('--keep-host goes with --config (without it the router does not touch the host)');
-  const port = int(values.port, '--port'), batch = int(values.batch, '--batch'), workers = int(values.workers, '--workers');
+  if (values['keep-host'])
+    throw new InputError('--keep-host goes with --config (without it the router does not touch the host)');
+  const port = int(values.port, '--port'),
+    batch = int(values.batch, '--batch'),
+    workers = int(values.workers, '--workers');
   const stats = int(values['stats-interval'], '--stats-interval');
   const sockets = int(values.sockets, '--sockets');
-  if (values.bind && values.advertise) throw new InputError('--bind and --advertise: use one (--listen PUBLIC --bind LOCAL, or --listen LOCAL --advertise PUBLIC[:PORT])');
+  if (values.bind && values.advertise)
+    throw new InputError(
+      '--bind and --advertise: use one (--listen PUBLIC --bind LOCAL, or --listen LOCAL --advertise PUBLIC[:PORT])',
+    );
   if (stats === 0) throw new InputError('--stats-interval 0: use seconds, 1 or more');
   const cfg = routerConfig({
-    prefix: values.prefix ?? '', listen: values.listen ?? '', routes: values.route ?? [], ...(values.bind ? { bind: values.bind } : {}),
+    prefix: values.prefix ?? '',
+    listen: values.listen ?? '',
+    routes: values.route ?? [],
+    ...(values.bind ? { bind: values.bind } : {}),
     ...(values.advertise ? { advertise: values.advertise } : {}),
-    ...(port !== undefined ? { port } : {}), ...(batch !== undefined ? { batch } : {}), ...(workers !== undefined ? { workers } : {}),
-    ...(values.tun ? { tun: values.tun } : {}), ...(values.metrics ? { metrics: values.metrics } : {}),
+    ...(port !== undefined ? { port } : {}),
+    ...(batch !== undefined ? { batch } : {}),
+    ...(workers !== undefined ? { workers } : {}),
+    ...(values.tun ? { tun: values.tun } : {}),
+    ...(values.metrics ? { metrics: values.metrics } : {}),
     ...(stats !== undefined ? { statsIntervalMs: stats * 1000 } : {}),
     ...(values['refuse-private'] ? { refusePrivate: true } : {}),
     ...(sockets !== undefined ? { sockets } : {}),
     ...(values['fast-path'] !== undefined ? { fastPath: values['fast-path'] } : {}),
     ...(values['fast-path-direct'] ? { fastPathDirect: true } : {}),
-    ...(values['ndp-proxy'] ? { ndpProxy: { uplink: values['ndp-proxy'], mode: values['ndp-proxy-mode'] ?? 'Always' } } : {}),
+    ...(values['ndp-proxy']
+      ? { ndpProxy: { uplink: values['ndp-proxy'], mode: values['ndp-proxy-mode'] ?? 'Always' } }
+      : {}),
   });
-  if (values['ndp-proxy-mode'] && !values['ndp-proxy']) throw new InputError('--ndp-proxy-mode needs --ndp-proxy UPLINK');
+  if (values['ndp-proxy-mode'] && !values['ndp-proxy'])
+    throw new InputError('--ndp-proxy-mode needs --ndp-proxy UPLINK');
   return runUntilSignal(() => startRouter(cfg, log));
 }
 
 async function peerCommand(args: string[]): Promise<number> {
   const { values } = parseFlags('peer', args, {
     ...COMMON_OPTIONS,
-    router: { type: 'string' }, listen: { type: 'string' }, lanip: { type: 'string' }, tun: { type: 'string' },
-    'default-route': { type: 'boolean' }, keepalive: { type: 'string' }, port: { type: 'string' },
-    hook: { type: 'string' }, 'hook-timeout': { type: 'string' }, 'no-direct': { type: 'boolean' }, lan: { type: 'string' },
+    router: { type: 'string' },
+    listen: { type: 'string' },
+    lanip: { type: 'string' },
+    tun: { type: 'string' },
+    'default-route': { type: 'boolean' },
+    keepalive: { type: 'string' },
+    port: { type: 'string' },
+    hook: { type: 'string' },
+    'hook-timeout': { type: 'string' },
+    'no-direct': { type: 'boolean' },
+    lan: { type: 'string' },
   });
-  if (values.help) { process.stdout.write(commandHelp('peer', PEER_HELP)); return 0; }
+  if (values.help) {
+    process.stdout.write(commandHelp('peer', PEER_HELP));
+    return 0;
+  }
   await requireNativeAddon();
   const log = commandLogger(values, 'peer');
-  const lanip = int(values.lanip, '--lanip'), port = int(values.port, '--port');
+  const lanip = int(values.lanip, '--lanip'),
+    port = int(values.port, '--port');
   const keepalive = values.keepalive === undefined ? undefined : Number(values.keepalive);
   const hookTimeout = values['hook-timeout'] === undefined ? undefined : Number(values['hook-timeout']);
   const cfg = peerConfig({
-    router: values.router ?? '', defaultRoute: !!values['default-route'],
-    ...(values.listen ? { listen: values.listen } : {}), ...(lanip !== undefined ? { lanip } : {}),
-    ...(values.tun ? { tun: values.tun } : {}), ...(keepalive !== undefined ? { keepalive } : {}),
-    ...(port !== undefined ? { port } : {}), ...(values.hook !== undefined ? { hook: values.hook } : {}),
-    ...(hookTimeout !== undefined ? { hookTimeout } : {}), ...(values['no-direct'] ? { direct: false } : {}),
+    router: values.router ?? '',
+    defaultRoute: !!values['default-route'],
+    ...(values.listen ? { listen: values.listen } : {}),
+    ...(lanip !== undefined ? { lanip } : {}),
+    ...(values.tun ? { tun: values.tun } : {}),
+    ...(keepalive !== undefined ? { keepalive } : {}),
+    ...(port !== undefined ? { port } : {}),
+    ...(values.hook !== undefined ? { hook: values.hook } : {}),
+    ...(hookTimeout !== undefined ? { hookTimeout } : {}),
+    ...(values['no-direct'] ? { direct: false } : {}),
     ...(values.lan !== undefined ? { lan: values.lan } : {}),
   });
-  return runUntilSignal(() => startPeer(cfg, log), (peer) => {
-    // Under systemd (sixbed4-peer@.service, Type=notify): ready once the router gave us an address.
-    if (process.env.NOTIFY_SOCKET) {
-      void peer.ready.then(async (address) => (await import('../agent/service/notify.js')).sdNotify({ READY: 1, STATUS: `address ${address}`, MAINPID: process.pid }, log));
-    }
-  });
+  return runUntilSignal(
+    () => startPeer(cfg, log),
+    (peer) => {
+      // Under systemd (sixbed4-peer@.service, Type=notify): ready once the router gave us an address.
+      if (process.env.NOTIFY_SOCKET) {
+        void peer.ready.then(async (address) =>
+          (await import('../agent/service/notify.js')).sdNotify(
+            { READY: 1, STATUS: `address ${address}`, MAINPID: process.pid },
+            log,
+          ),
+        );
+      }
+    },
+  );
 }
 
 async function labCommand(args: string[]): Promise<number> {
-  const { values } = parseFlags('lab', args, { ...COMMON_OPTIONS, keep: { type: 'string' }, 'fast-path': { type: 'boolean' } });
-  if (values.help) { process.stdout.write(commandHelp('lab', LAB_HELP)); return 0; }
+  const { values } = parseFlags('lab', args, {
+    ...COMMON_OPTIONS,
+    keep: { type: 'string' },
+    'fast-path': { type: 'boolean' },
+  });
+  if (values.help) {
+    process.stdout.write(commandHelp('lab', LAB_HELP));
+    return 0;
+  }
   await requireNativeAddon();
   const log = commandLogger(values, 'lab');
   const { runLab } = await import('../lab/lab.js');
@@ -203,13 +284,18 @@ async function labCommand(args: string[]): Promise<number> {
 }
 
 // A failure noted on the way (process.exitCode set before a clean stop) is not overwritten by that stop's 0.
-main(process.argv.slice(2)).then((code) => { process.exitCode = code || process.exitCode || 0; }, (err: Error) => {
-  if (err instanceof InputError) {
-    process.stderr.write(`sixbed4: ${err.message}\n`);
-    process.exitCode = 2;
-  } else {
-    process.stderr.write(`sixbed4: ${err.message}\n`);
-    if (process.env.SIXBED4_DEBUG) process.stderr.write(`${err.stack}\n`);
-    process.exitCode = 1;
-  }
-});
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code || process.exitCode || 0;
+  },
+  (err: Error) => {
+    if (err instanceof InputError) {
+      process.stderr.write(`sixbed4: ${err.message}\n`);
+      process.exitCode = 2;
+    } else {
+      process.stderr.write(`sixbed4: ${err.message}\n`);
+      if (process.env.SIXBED4_DEBUG) process.stderr.write(`${err.stack}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

@@ -3,7 +3,15 @@
 import { startMetricsServer, type MetricsServer } from '../lib/metrics-server.js';
 import { InputError } from '../lib/errors.js';
 import { startFields } from './version.js';
-import { COMMON_OPTIONS, commandLogger, loadKubeConfig, parseFlags, podNamespace, secondsFlag, untilSignal } from './command.js';
+import {
+  COMMON_OPTIONS,
+  commandLogger,
+  loadKubeConfig,
+  parseFlags,
+  podNamespace,
+  secondsFlag,
+  untilSignal,
+} from './command.js';
 import { startOperator } from '../operator/controller.js';
 import { OperatorMetrics } from '../operator/metrics.js';
 
@@ -31,17 +39,29 @@ node agents, one DaemonSet for the cluster, follow it), reports status.
 export async function operatorCommand(args: string[]): Promise<number> {
   const { values } = parseFlags('operator', args, {
     ...COMMON_OPTIONS,
-    kubeconfig: { type: 'string' }, namespace: { type: 'string' }, 'agent-daemonset': { type: 'string' },
-    'leader-elect': { type: 'boolean' }, 'lease-name': { type: 'string' }, 'lease-duration': { type: 'string' },
-    'renew-deadline': { type: 'string' }, 'retry-period': { type: 'string' }, 'cleanup-timeout': { type: 'string' },
-    'agent-stale-after': { type: 'string' }, resync: { type: 'string' }, metrics: { type: 'string' },
+    kubeconfig: { type: 'string' },
+    namespace: { type: 'string' },
+    'agent-daemonset': { type: 'string' },
+    'leader-elect': { type: 'boolean' },
+    'lease-name': { type: 'string' },
+    'lease-duration': { type: 'string' },
+    'renew-deadline': { type: 'string' },
+    'retry-period': { type: 'string' },
+    'cleanup-timeout': { type: 'string' },
+    'agent-stale-after': { type: 'string' },
+    resync: { type: 'string' },
+    metrics: { type: 'string' },
     identity: { type: 'string' },
   });
-  if (values.help) { process.stdout.write(OPERATOR_USAGE); return 0; }
+  if (values.help) {
+    process.stdout.write(OPERATOR_USAGE);
+    return 0;
+  }
 
   const log = commandLogger(values, 'operator');
   const agentDaemonSet = values['agent-daemonset'] ?? 'sixbed4-agent';
-  if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(agentDaemonSet)) throw new InputError(`--agent-daemonset '${agentDaemonSet}' is not a DaemonSet name`);
+  if (!/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(agentDaemonSet))
+    throw new InputError(`--agent-daemonset '${agentDaemonSet}' is not a DaemonSet name`);
   const leaseDurationMs = secondsFlag(values['lease-duration'], '--lease-duration', 15);
   const renewDeadlineMs = secondsFlag(values['renew-deadline'], '--renew-deadline', 10);
   const retryPeriodMs = secondsFlag(values['retry-period'], '--retry-period', 2);
@@ -52,7 +72,8 @@ export async function operatorCommand(args: string[]): Promise<number> {
   const staleAfterMs = secondsFlag(values['agent-stale-after'], '--agent-stale-after', 120);
   const resyncMs = secondsFlag(values.resync, '--resync', 600);
   const namespace = values.namespace ?? podNamespace() ?? 'sixbed4-system';
-  if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace)) throw new InputError(`--namespace '${namespace}' is not a namespace name`);
+  if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(namespace))
+    throw new InputError(`--namespace '${namespace}' is not a namespace name`);
 
   const kc = await loadKubeConfig(values.kubeconfig);
 
@@ -66,11 +87,29 @@ export async function operatorCommand(args: string[]): Promise<number> {
     kubeConfig: kc,
     namespace,
     agentDaemonSet,
-    ...(values['leader-elect'] ? { leaderElection: { leaseName: values['lease-name'] ?? 'sixbed4-operator', leaseDurationMs, renewDeadlineMs, retryPeriodMs } } : {}),
+    ...(values['leader-elect']
+      ? {
+          leaderElection: {
+            leaseName: values['lease-name'] ?? 'sixbed4-operator',
+            leaseDurationMs,
+            renewDeadlineMs,
+            retryPeriodMs,
+          },
+        }
+      : {}),
     ...(values.identity ? { identity: values.identity } : {}),
-    cleanupTimeoutMs, staleAfterMs, resyncMs, log, metrics,
+    cleanupTimeoutMs,
+    staleAfterMs,
+    resyncMs,
+    log,
+    metrics,
   });
-  log.info('operator starting', { namespace, identity: op.identity, leaderElection: !!values['leader-elect'], server: kc.getCurrentCluster()?.server });
+  log.info('operator starting', {
+    namespace,
+    identity: op.identity,
+    leaderElection: !!values['leader-elect'],
+    server: kc.getCurrentCluster()?.server,
+  });
 
   // A replica that lost its Lease exits (1) so that a fresh process stands for election; a stop ends done as well.
   const ended = op.done.then(
@@ -84,12 +123,15 @@ export async function operatorCommand(args: string[]): Promise<number> {
       return 1;
     },
   );
-  return signals.started(async () => {
-    try {
-      await op.stop();
-    } finally {
-      await server?.close().catch(() => undefined);
-      log.info('operator stopped');
-    }
-  }, { ended });
+  return signals.started(
+    async () => {
+      try {
+        await op.stop();
+      } finally {
+        await server?.close().catch(() => undefined);
+        log.info('operator stopped');
+      }
+    },
+    { ended },
+  );
 }

@@ -17,5 +17,8 @@ if (isMain) {
     if (res.statusCode !== 200) process.stderr.write(`sixbed4 probe: /healthz answered ${res.statusCode}\n`);
   });
   req.on('timeout', () => req.destroy(new Error('no answer within 3 s')));
-  req.on('error', (e) => { process.stderr.write(`sixbed4 probe: ${socketPath}: ${e.message}\n`); process.exitCode = 1; });
+  req.on('error', (e) => {
+    process.stderr.write(`sixbed4 probe: ${socketPath}: ${e.message}\n`);
+    process.exitCode = 1;
+  });
 }

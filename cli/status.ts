@@ -10,9 +10,14 @@ import { COMMON_OPTIONS, parseFlags } from './command.js';
 
 export async function statusCommand(args: string[]): Promise<number> {
   const { values } = parseFlags('status', args, {
-    config: { type: 'string', short: 'c' }, metrics: { type: 'string' }, help: COMMON_OPTIONS.help,
+    config: { type: 'string', short: 'c' },
+    metrics: { type: 'string' },
+    help: COMMON_OPTIONS.help,
   });
-  if (values.help) { process.stdout.write('usage: sixbed4 status [--config FILE | --metrics HOST:PORT]\n'); return 0; }
+  if (values.help) {
+    process.stdout.write('usage: sixbed4 status [--config FILE | --metrics HOST:PORT]\n');
+    return 0;
+  }
   if (values.config && values.metrics) throw new InputError('give --config or --metrics, not both');
   let target = values.metrics;
   if (!target) {
@@ -23,8 +28,10 @@ export async function statusCommand(args: string[]): Promise<number> {
   // 0.0.0.0 / :: mean every address of this host: ask the loopback one.
   const ask = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
   const text = await get(ask, port).catch((err: NodeJS.ErrnoException) => {
-    throw new InputError(`no sixbed4 router answers on ${target} (${err.code ?? err.message}): is it running (systemctl status sixbed4-router)? ` +
-      'Its metricsAddress and metricsPort are in its config file (--config FILE)');
+    throw new InputError(
+      `no sixbed4 router answers on ${target} (${err.code ?? err.message}): is it running (systemctl status sixbed4-router)? ` +
+        'Its metricsAddress and metricsPort are in its config file (--config FILE)',
+    );
   });
   process.stdout.write(summarize(parsePrometheus(text), target, Date.now() / 1000));
   return 0;
@@ -35,7 +42,9 @@ function get(host: string, port: number): Promise<string> {
     const req = http.get({ host, port, path: '/metrics', timeout: 5000 }, (res) => {
       let body = '';
       res.setEncoding('utf8');
-      res.on('data', (c: string) => { body += c; });
+      res.on('data', (c: string) => {
+        body += c;
+      });
       res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`HTTP ${res.statusCode}`))));
     });
     req.on('timeout', () => req.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })));

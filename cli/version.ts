@@ -30,4 +30,3 @@ export async function startFields(): Promise<Record<string, string | boolean>> {
   const n = await nativeStatus();
   return { ...buildInfo(), nativeAddon: n.loaded };
 }
-

@@ -132,7 +132,12 @@ export interface FailoverSpec {
 }
 
 /** Defaults of spec.failover's timings (the CRD's defaults, repeated for objects written before them). */
-export const FAILOVER_DEFAULTS = { standbys: 1, leaseDurationMs: 2000, renewIntervalMs: 500, fenceAfterMs: 1500 } as const;
+export const FAILOVER_DEFAULTS = {
+  standbys: 1,
+  leaseDurationMs: 2000,
+  renewIntervalMs: 500,
+  fenceAfterMs: 1500,
+} as const;
 
 /**
  * The Lease that elects a failover group's active node, in the operator's namespace. The operator creates it (owned
@@ -295,7 +300,10 @@ export interface AgentCommonConfig {
 }
 
 /** What a node agent reports about one prefix (NodeStatus's agent part). */
-export type AgentReport = Pick<NodeStatus, 'ready' | 'livePeers' | 'lastReport' | 'reverted' | 'message' | 'reason' | 'failover'>;
+export type AgentReport = Pick<
+  NodeStatus,
+  'ready' | 'livePeers' | 'lastReport' | 'reverted' | 'message' | 'reason' | 'failover'
+>;
 
 /**
  * On a node agent's Lease: its reports, one per prefix it serves ({"<prefix>": AgentReport}), as JSON. The operator

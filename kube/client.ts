@@ -12,7 +12,12 @@ import type { KubeObject } from './api.js';
 
 export class KubeError extends Error {
   override name = 'KubeError';
-  constructor(readonly status: number, readonly reason: string, message: string, readonly body?: unknown) {
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+    message: string,
+    readonly body?: unknown,
+  ) {
     super(message);
   }
 }
@@ -40,7 +45,10 @@ export class Kube {
   /** Keep-alive agents by TLS material (a rotated client certificate gets a new one). */
   private agents = new Map<string, https.Agent>();
 
-  constructor(readonly kc: KubeConfig, readonly userAgent = 'sixbed4-operator') {
+  constructor(
+    readonly kc: KubeConfig,
+    readonly userAgent = 'sixbed4-operator',
+  ) {
     const cluster = kc.getCurrentCluster();
     if (!cluster) throw new Error('the kubeconfig has no current cluster');
     this.server = cluster.server.replace(/\/+$/, '');
@@ -49,12 +57,19 @@ export class Kube {
   async request<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
     const url = new URL(this.server + path);
     for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
-    const reqOpts: https.RequestOptions = { method, headers: { Accept: 'application/json', 'User-Agent': this.userAgent } };
+    const reqOpts: https.RequestOptions = {
+      method,
+      headers: { Accept: 'application/json', 'User-Agent': this.userAgent },
+    };
     await this.kc.applyToHTTPSOptions(reqOpts);
     if (url.protocol === 'https:') reqOpts.agent = this.keepAlive(reqOpts) ?? reqOpts.agent;
     const body = opts.body === undefined ? undefined : JSON.stringify(opts.body);
     if (body !== undefined) {
-      reqOpts.headers = { ...reqOpts.headers, 'Content-Type': opts.contentType ?? 'application/json', 'Content-Length': Buffer.byteLength(body) };
+      reqOpts.headers = {
+        ...reqOpts.headers,
+        'Content-Type': opts.contentType ?? 'application/json',
+        'Content-Length': Buffer.byteLength(body),
+      };
     }
     const mod = url.protocol === 'http:' ? http : https;
     const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
@@ -68,7 +83,7 @@ export class Kube {
       req.on('error', (e) => reject(new KubeError(0, 'ConnectionError', `${method} ${path}: ${e.message}`)));
       req.end(body);
     });
-    if (method !== 'GET' && this.onWrite && !(opts.query?.dryRun)) this.onWrite(method, path, status);
+    if (method !== 'GET' && this.onWrite && !opts.query?.dryRun) this.onWrite(method, path, status);
     let parsed: unknown;
     try {
       parsed = text ? JSON.parse(text) : undefined;
@@ -77,7 +92,12 @@ export class Kube {
     }
     if (status < 200 || status > 299) {
       const st = parsed as { reason?: string; message?: string } | undefined;
-      throw new KubeError(status, st?.reason ?? String(status), `${method} ${path}: ${st?.message ?? (text.slice(0, 300) || `HTTP ${status}`)}`, parsed);
+      throw new KubeError(
+        status,
+        st?.reason ?? String(status),
+        `${method} ${path}: ${st?.message ?? (text.slice(0, 300) || `HTTP ${status}`)}`,
+        parsed,
+      );
     }
     return parsed as T;
   }
@@ -91,12 +111,22 @@ export class Kube {
    */
   private keepAlive(o: https.RequestOptions): https.Agent | undefined {
     if (this.kc.getCurrentCluster()?.proxyUrl) return undefined;
-    const tls = { ca: o.ca, cert: o.cert, key: o.key, pfx: o.pfx, passphrase: o.passphrase, rejectUnauthorized: o.rejectUnauthorized, servername: o.servername };
+    const tls = {
+      ca: o.ca,
+      cert: o.cert,
+      key: o.key,
+      pfx: o.pfx,
+      passphrase: o.passphrase,
+      rejectUnauthorized: o.rejectUnauthorized,
+      servername: o.servername,
+    };
     const key = JSON.stringify(tls, (_k, v: unknown) => (Buffer.isBuffer(v) ? v.toString('base64') : v));
     let agent = this.agents.get(key);
     if (!agent) {
       for (const old of this.agents.values()) old.destroy();
-      this.agents = new Map([[key, agent = new https.Agent({ ...tls, keepAlive: true, keepAliveMsecs: 15_000 } as https.AgentOptions)]]);
+      this.agents = new Map([
+        [key, (agent = new https.Agent({ ...tls, keepAlive: true, keepAliveMsecs: 15_000 } as https.AgentOptions))],
+      ]);
     }
     return agent;
   }
@@ -117,7 +147,9 @@ export class Kube {
     let cont: string | undefined;
     let rv: string | undefined;
     do {
-      const page = await this.request<KubeList<T>>('GET', path, { query: { ...query, limit: 500, ...(cont ? { continue: cont } : {}) } });
+      const page = await this.request<KubeList<T>>('GET', path, {
+        query: { ...query, limit: 500, ...(cont ? { continue: cont } : {}) },
+      });
       items.push(...(page.items ?? []));
       cont = page.metadata?.continue || undefined;
       rv = page.metadata?.resourceVersion;
@@ -130,7 +162,12 @@ export class Kube {
   }
 
   /** Server-side apply (force: take over fields others changed). */
-  apply<T = KubeObject>(path: string, obj: unknown, fieldManager: string, opts: { force?: boolean; dryRun?: boolean } = {}): Promise<T> {
+  apply<T = KubeObject>(
+    path: string,
+    obj: unknown,
+    fieldManager: string,
+    opts: { force?: boolean; dryRun?: boolean } = {},
+  ): Promise<T> {
     return this.request<T>('PATCH', path, {
       body: obj,
       contentType: PatchStrategy.ServerSideApply,
@@ -139,7 +176,11 @@ export class Kube {
   }
 
   mergePatch<T = KubeObject>(path: string, patch: unknown, fieldManager?: string): Promise<T> {
-    return this.request<T>('PATCH', path, { body: patch, contentType: PatchStrategy.MergePatch, query: { fieldManager } });
+    return this.request<T>('PATCH', path, {
+      body: patch,
+      contentType: PatchStrategy.MergePatch,
+      query: { fieldManager },
+    });
   }
 
   jsonPatch<T = KubeObject>(path: string, ops: JsonPatchOp[], fieldManager?: string): Promise<T> {
@@ -169,11 +210,14 @@ export const paths = {
   nodes: '/api/v1/nodes',
   node: (name: string) => `/api/v1/nodes/${encodeURIComponent(name)}`,
   daemonSets: (ns: string) => `/apis/apps/v1/namespaces/${encodeURIComponent(ns)}/daemonsets`,
-  daemonSet: (ns: string, name: string) => `/apis/apps/v1/namespaces/${encodeURIComponent(ns)}/daemonsets/${encodeURIComponent(name)}`,
+  daemonSet: (ns: string, name: string) =>
+    `/apis/apps/v1/namespaces/${encodeURIComponent(ns)}/daemonsets/${encodeURIComponent(name)}`,
   configMaps: (ns: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/configmaps`,
-  configMap: (ns: string, name: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/configmaps/${encodeURIComponent(name)}`,
+  configMap: (ns: string, name: string) =>
+    `/api/v1/namespaces/${encodeURIComponent(ns)}/configmaps/${encodeURIComponent(name)}`,
   events: (ns: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/events`,
-  event: (ns: string, name: string) => `/api/v1/namespaces/${encodeURIComponent(ns)}/events/${encodeURIComponent(name)}`,
+  event: (ns: string, name: string) =>
+    `/api/v1/namespaces/${encodeURIComponent(ns)}/events/${encodeURIComponent(name)}`,
   namespaces: '/api/v1/namespaces',
   namespace: (name: string) => `/api/v1/namespaces/${encodeURIComponent(name)}`,
   allPods: '/api/v1/pods',
@@ -185,7 +229,8 @@ export const paths = {
   ranges: '/apis/sixbed4.io/v1alpha1/sixbed4ranges',
   range: (name: string) => `/apis/sixbed4.io/v1alpha1/sixbed4ranges/${encodeURIComponent(name)}`,
   leases: (ns: string) => `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(ns)}/leases`,
-  lease: (ns: string, name: string) => `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(ns)}/leases/${encodeURIComponent(name)}`,
+  lease: (ns: string, name: string) =>
+    `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(ns)}/leases/${encodeURIComponent(name)}`,
 };
 
 export function isConflict(e: unknown): boolean {

@@ -20,15 +20,22 @@ export class EventRecorder implements Recorder {
   private readonly seen = new Map<string, { name: string; count: number }>();
   private chain: Promise<void> = Promise.resolve();
 
-  constructor(private readonly kube: Kube, private readonly namespace: string, private readonly component: string,
-    private readonly instance: string, private readonly log: Logger) {}
+  constructor(
+    private readonly kube: Kube,
+    private readonly namespace: string,
+    private readonly component: string,
+    private readonly instance: string,
+    private readonly log: Logger,
+  ) {}
 
   event(obj: KubeObject, type: EventType, reason: string, message: string): void {
     this.log.info(`event ${reason}: ${message}`, { object: obj.metadata.name, type });
     // sequential and never failing the caller: events are best effort
-    this.chain = this.chain.then(() => this.write(obj, type, reason, message)).catch((e: Error) => {
-      this.log.warn(`could not record event ${reason}: ${e.message}`);
-    });
+    this.chain = this.chain
+      .then(() => this.write(obj, type, reason, message))
+      .catch((e: Error) => {
+        this.log.warn(`could not record event ${reason}: ${e.message}`);
+      });
   }
 
   /** Resolves when every event so far was written (tests, shutdown). */
@@ -58,7 +65,11 @@ export class EventRecorder implements Recorder {
       kind: 'Event',
       metadata: { name, namespace: ns },
       involvedObject: {
-        apiVersion: obj.apiVersion, kind: obj.kind, name: obj.metadata.name, uid: obj.metadata.uid, resourceVersion: obj.metadata.resourceVersion,
+        apiVersion: obj.apiVersion,
+        kind: obj.kind,
+        name: obj.metadata.name,
+        uid: obj.metadata.uid,
+        resourceVersion: obj.metadata.resourceVersion,
         ...(obj.metadata.namespace ? { namespace: obj.metadata.namespace } : {}),
       },
       type,

@@ -44,7 +44,11 @@ export class Informer<T extends KubeObject> implements Watched<T> {
   /** resolves once the first list has been stored */
   readonly synced: Promise<void>;
 
-  constructor(kube: Kube, path: string, private readonly opts: InformerOptions<T>) {
+  constructor(
+    kube: Kube,
+    path: string,
+    private readonly opts: InformerOptions<T>,
+  ) {
     this.synced = new Promise((r) => (this.syncedResolve = r));
     const listFn = async (): Promise<KubeList<T> & { apiVersion: string; kind: string }> => {
       const l = await kube.list<T>(path, {
@@ -53,7 +57,14 @@ export class Informer<T extends KubeObject> implements Watched<T> {
       });
       return { apiVersion: 'v1', kind: 'List', ...l };
     };
-    this.lw = new ListWatch<KubernetesObject>(path, new Watch(kube.kc), listFn as never, false, opts.labelSelector, opts.fieldSelector);
+    this.lw = new ListWatch<KubernetesObject>(
+      path,
+      new Watch(kube.kc),
+      listFn as never,
+      false,
+      opts.labelSelector,
+      opts.fieldSelector,
+    );
     this.lw.on('add', (o) => opts.onChange('add', o as unknown as T));
     this.lw.on('update', (o) => opts.onChange('update', o as unknown as T));
     this.lw.on('delete', (o) => opts.onChange('delete', o as unknown as T));
@@ -83,7 +94,10 @@ export class Informer<T extends KubeObject> implements Watched<T> {
     this.restartTimer = setTimeout(() => {
       this.restartTimer = undefined;
       if (this.stopped) return;
-      this.lw.start().then(() => this.markSyncedIfListed(), (e: unknown) => this.onError(e));
+      this.lw.start().then(
+        () => this.markSyncedIfListed(),
+        (e: unknown) => this.onError(e),
+      );
     }, this.backoffMs);
     this.backoffMs = Math.min(this.backoffMs * 2, 30_000);
   }

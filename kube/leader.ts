@@ -54,7 +54,13 @@ interface LeaseSpec {
 interface Lease {
   apiVersion?: string;
   kind?: string;
-  metadata: { name: string; namespace?: string; resourceVersion?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  metadata: {
+    name: string;
+    namespace?: string;
+    resourceVersion?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+  };
   spec?: LeaseSpec;
 }
 
@@ -82,8 +88,10 @@ export class LeaderElector {
 
   constructor(private readonly o: LeaderElectionOptions) {
     this.identity = o.identity ?? defaultIdentity();
-    if (!(o.renewDeadlineMs < o.leaseDurationMs)) throw new Error('leader election: the renew deadline must be shorter than the lease duration');
-    if (!(o.retryPeriodMs < o.renewDeadlineMs)) throw new Error('leader election: the retry period must be shorter than the renew deadline');
+    if (!(o.renewDeadlineMs < o.leaseDurationMs))
+      throw new Error('leader election: the renew deadline must be shorter than the lease duration');
+    if (!(o.retryPeriodMs < o.renewDeadlineMs))
+      throw new Error('leader election: the retry period must be shorter than the renew deadline');
   }
 
   get isLeader(): boolean {
@@ -102,7 +110,9 @@ export class LeaderElector {
         return true;
       }
       if (!logged && holder) {
-        this.o.log.info(`waiting for the Lease ${this.o.namespace}/${this.o.name}, held by ${holder}`, { identity: this.identity });
+        this.o.log.info(`waiting for the Lease ${this.o.namespace}/${this.o.name}, held by ${holder}`, {
+          identity: this.identity,
+        });
         logged = true;
       }
       await this.pause(this.o.retryPeriodMs);
@@ -129,7 +139,9 @@ export class LeaderElector {
         return 'lost';
       }
       if (performance.now() - this.lastRenew > this.o.renewDeadlineMs) {
-        this.o.log.error(`could not renew the Lease ${this.o.namespace}/${this.o.name} for ${this.o.renewDeadlineMs} ms; stepping down`);
+        this.o.log.error(
+          `could not renew the Lease ${this.o.namespace}/${this.o.name} for ${this.o.renewDeadlineMs} ms; stepping down`,
+        );
         this.leader = false;
         return 'lost';
       }
@@ -157,8 +169,16 @@ export class LeaderElector {
       const now = microTime();
       await this.o.kube.replace(paths.lease(this.o.namespace, this.o.name), {
         ...lease,
-        metadata: { ...lease.metadata, annotations: { ...lease.metadata.annotations, [RELEASE_REASON_ANNOTATION]: reason } },
-        spec: { leaseDurationSeconds: 1, acquireTime: now, renewTime: now, leaseTransitions: lease.spec.leaseTransitions ?? 0 },
+        metadata: {
+          ...lease.metadata,
+          annotations: { ...lease.metadata.annotations, [RELEASE_REASON_ANNOTATION]: reason },
+        },
+        spec: {
+          leaseDurationSeconds: 1,
+          acquireTime: now,
+          renewTime: now,
+          leaseTransitions: lease.spec.leaseTransitions ?? 0,
+        },
       });
       this.o.log.info(`released the Lease ${this.o.namespace}/${this.o.name}`);
       return true;
@@ -198,15 +218,34 @@ export class LeaderElector {
     let annotations: Record<string, string> = {};
     try {
       // While this candidate holds it, a renew is one PUT on the record it wrote last (a conflict: read it again).
-      const held = this.current?.spec?.holderIdentity === this.identity && this.current.metadata.resourceVersion ? this.current : undefined;
-      const lease = held ?? await this.read();
+      const held =
+        this.current?.spec?.holderIdentity === this.identity && this.current.metadata.resourceVersion
+          ? this.current
+          : undefined;
+      const lease = held ?? (await this.read());
       if (!lease) {
-        const created = await kube.request<Lease>('POST', paths.leases(namespace), { ...this.timeout(), body: {
-          apiVersion: 'coordination.k8s.io/v1',
-          kind: 'Lease',
-          metadata: { name, namespace, labels: { 'app.kubernetes.io/name': 'sixbed4', 'app.kubernetes.io/component': this.o.component ?? 'operator' } },
-          spec: { holderIdentity: this.identity, leaseDurationSeconds: durationS, acquireTime: microTime(now), renewTime: microTime(now), leaseTransitions: 0 },
-        } });
+        const created = await kube.request<Lease>('POST', paths.leases(namespace), {
+          ...this.timeout(),
+          body: {
+            apiVersion: 'coordination.k8s.io/v1',
+            kind: 'Lease',
+            metadata: {
+              name,
+              namespace,
+              labels: {
+                'app.kubernetes.io/name': 'sixbed4',
+                'app.kubernetes.io/component': this.o.component ?? 'operator',
+              },
+            },
+            spec: {
+              holderIdentity: this.identity,
+              leaseDurationSeconds: durationS,
+              acquireTime: microTime(now),
+              renewTime: microTime(now),
+              leaseTransitions: 0,
+            },
+          },
+        });
         this.observe(created);
         return { holder: this.identity, sentAt, annotations };
       }
@@ -215,20 +254,24 @@ export class LeaderElector {
       const spec = lease.spec ?? {};
       const holder = spec.holderIdentity ?? '';
       const theirDurationMs = (spec.leaseDurationSeconds ?? durationS) * 1000;
-      if (holder !== '' && holder !== this.identity && this.observedAt + theirDurationMs > performance.now()) return { holder, sentAt, annotations };
+      if (holder !== '' && holder !== this.identity && this.observedAt + theirDurationMs > performance.now())
+        return { holder, sentAt, annotations };
       const mine = holder === this.identity;
       const { [RELEASE_REASON_ANNOTATION]: _gone, ...keep } = annotations;
-      const updated = await kube.request<Lease>('PUT', paths.lease(namespace, name), { ...this.timeout(), body: {
-        ...lease,
-        metadata: { ...lease.metadata, annotations: keep },
-        spec: {
-          holderIdentity: this.identity,
-          leaseDurationSeconds: durationS,
-          acquireTime: mine && spec.acquireTime ? spec.acquireTime : microTime(now),
-          renewTime: microTime(now),
-          leaseTransitions: (spec.leaseTransitions ?? 0) + (mine ? 0 : 1),
+      const updated = await kube.request<Lease>('PUT', paths.lease(namespace, name), {
+        ...this.timeout(),
+        body: {
+          ...lease,
+          metadata: { ...lease.metadata, annotations: keep },
+          spec: {
+            holderIdentity: this.identity,
+            leaseDurationSeconds: durationS,
+            acquireTime: mine && spec.acquireTime ? spec.acquireTime : microTime(now),
+            renewTime: microTime(now),
+            leaseTransitions: (spec.leaseTransitions ?? 0) + (mine ? 0 : 1),
+          },
         },
-      } });
+      });
       this.observe(updated);
       return { holder: this.identity, sentAt, annotations };
     } catch (e) {
@@ -236,7 +279,7 @@ export class LeaderElector {
         // someone else wrote first; find out who on the next round
         const h = this.current?.spec?.holderIdentity;
         this.current = undefined;
-        return { holder: h === this.identity ? undefined : h ?? undefined, sentAt, annotations };
+        return { holder: h === this.identity ? undefined : (h ?? undefined), sentAt, annotations };
       }
       if (!isNotFound(e)) this.o.log.warn(`leader election: ${(e as Error).message}`);
       return { holder: undefined, sentAt, annotations };

@@ -15,8 +15,14 @@ import type { LocalAddressMode, LocalAddressModeName, NdpProxyMode, NdpProxyMode
  * The old spellings are still accepted (v1alpha1 objects and files written
  * before) and mean the same.
  */
-export const LOCAL_ADDRESS_MODE_NAMES = { Uplink: 'uplink128', DummyInterface: 'dummy112' } as const satisfies Record<LocalAddressModeName, LocalAddressMode>;
-export const NDP_PROXY_MODE_NAMES = { Disabled: 'off', Always: 'on', WhenOnLink: 'auto' } as const satisfies Record<NdpProxyModeName, NdpProxyMode>;
+export const LOCAL_ADDRESS_MODE_NAMES = { Uplink: 'uplink128', DummyInterface: 'dummy112' } as const satisfies Record<
+  LocalAddressModeName,
+  LocalAddressMode
+>;
+export const NDP_PROXY_MODE_NAMES = { Disabled: 'off', Always: 'on', WhenOnLink: 'auto' } as const satisfies Record<
+  NdpProxyModeName,
+  NdpProxyMode
+>;
 
 export const LOCAL_ADDRESS_MODES: readonly LocalAddressMode[] = ['uplink128', 'dummy112'];
 export const NDP_PROXY_MODES: readonly NdpProxyMode[] = ['off', 'on', 'auto'];
@@ -39,7 +45,7 @@ export function ndpProxyModeName(m: NdpProxyMode): NdpProxyModeName {
 function modeOf<T extends string>(v: unknown, names: Record<string, T>, old: readonly T[]): T | undefined {
   if (typeof v !== 'string') return undefined;
   if (Object.hasOwn(names, v)) return names[v];
-  return (old as readonly string[]).includes(v) ? v as T : undefined;
+  return (old as readonly string[]).includes(v) ? (v as T) : undefined;
 }
 function nameOf<N extends string, T extends string>(m: T, names: Record<N, T>): N {
   return (Object.keys(names) as N[]).find((k) => names[k] === m)!;

@@ -3,7 +3,16 @@
 // may predate a CRD upgrade, CEL cannot see bytes) and turns the spec into
 // parsed values with defaults filled in. Problems become the Degraded
 // condition's reason and message instead of exceptions.
-import { DEFAULT_METRICS_PORT, DEFAULT_PORT, FAILOVER_DEFAULTS, type FailoverUpstream, type FastPathMode, type FastPathModeName, type LocalAddressMode, type NdpProxyMode } from './api.js';
+import {
+  DEFAULT_METRICS_PORT,
+  DEFAULT_PORT,
+  FAILOVER_DEFAULTS,
+  type FailoverUpstream,
+  type FastPathMode,
+  type FastPathModeName,
+  type LocalAddressMode,
+  type NdpProxyMode,
+} from './api.js';
 import { formatIPv6, inPrefix, parseIPv4, parseIPv4Port, parseIPv6, parsePrefix, type Prefix } from '../lib/ip.js';
 import { LOCAL_ADDRESS_MODE_NAMES, localAddressModeOf, NDP_PROXY_MODE_NAMES, ndpProxyModeOf } from './modes.js';
 import { isObj } from '../lib/guards.js';
@@ -57,7 +66,10 @@ export interface CheckedFailover {
  * program loads, else the router says why once and runs without it), Required (the router does not start
  * without it). Not Off/On: YAML 1.1, which kubectl and Helm read, takes those for booleans.
  */
-export const FAST_PATH_MODE_NAMES = { Disabled: 'off', Auto: 'auto', Required: 'on' } as const satisfies Record<FastPathModeName, FastPathMode>;
+export const FAST_PATH_MODE_NAMES = { Disabled: 'off', Auto: 'auto', Required: 'on' } as const satisfies Record<
+  FastPathModeName,
+  FastPathMode
+>;
 /** The name users write for a fast path mode. */
 export const fastPathModeName = (m: FastPathMode): FastPathModeName =>
   (Object.keys(FAST_PATH_MODE_NAMES) as FastPathModeName[]).find((k) => FAST_PATH_MODE_NAMES[k] === m)!;
@@ -101,10 +113,11 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
   const nodeSelector: Record<string, string> = {};
   if (raw.nodeSelector !== undefined) {
     if (!isObj(raw.nodeSelector)) bad('InvalidNodeSelector', 'spec.nodeSelector must be a map of label keys to values');
-    else for (const [k, v] of Object.entries(raw.nodeSelector)) {
-      if (typeof v === 'string') nodeSelector[k] = v;
-      else bad('InvalidNodeSelector', `spec.nodeSelector.${k} must be a string`);
-    }
+    else
+      for (const [k, v] of Object.entries(raw.nodeSelector)) {
+        if (typeof v === 'string') nodeSelector[k] = v;
+        else bad('InvalidNodeSelector', `spec.nodeSelector.${k} must be a string`);
+      }
   }
 
   let listenAddress: string | undefined;
@@ -117,7 +130,8 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
         try {
           if (typeof raw.listen.address !== 'string') throw new Error('spec.listen.address must be a string');
           const v = parseIPv4(raw.listen.address);
-          if (v === 0 || v >>> 24 === 127) throw new Error(`spec.listen.address ${raw.listen.address} is not an address peers can reach`);
+          if (v === 0 || v >>> 24 === 127)
+            throw new Error(`spec.listen.address ${raw.listen.address} is not an address peers can reach`);
           listenAddress = raw.listen.address;
         } catch (e) {
           bad('InvalidListen', errMsg(e).replace(/^'/, "spec.listen.address '"));
@@ -127,7 +141,8 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
         try {
           if (typeof raw.listen.advertise !== 'string') throw new Error('spec.listen.advertise must be a string');
           const v = parseIPv4Port(raw.listen.advertise, 'spec.listen.advertise', DEFAULT_PORT).ipv4;
-          if (v === 0 || v >>> 24 === 127 || v >>> 24 >= 224) throw new Error(`spec.listen.advertise ${raw.listen.advertise} is not an address peers can reach`);
+          if (v === 0 || v >>> 24 === 127 || v >>> 24 >= 224)
+            throw new Error(`spec.listen.advertise ${raw.listen.advertise} is not an address peers can reach`);
           advertise = raw.listen.advertise;
         } catch (e) {
           bad('InvalidListen', errMsg(e).replace(/^'/, "spec.listen.advertise '"));
@@ -135,7 +150,8 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
       }
       if (raw.listen.port !== undefined) {
         const p = raw.listen.port;
-        if (typeof p !== 'number' || !Number.isInteger(p) || p < 1 || p > 65535) bad('InvalidListen', `spec.listen.port ${String(p)} is not a UDP port (1..65535)`);
+        if (typeof p !== 'number' || !Number.isInteger(p) || p < 1 || p > 65535)
+          bad('InvalidListen', `spec.listen.port ${String(p)} is not a UDP port (1..65535)`);
         else port = p;
       }
     }
@@ -143,7 +159,11 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
 
   let uplink: string | undefined;
   if (raw.uplink !== undefined) {
-    if (typeof raw.uplink !== 'string' || !/^[A-Za-z0-9_.@-]{1,15}$/.test(raw.uplink) || ['lo', '.', '..'].includes(raw.uplink)) {
+    if (
+      typeof raw.uplink !== 'string' ||
+      !/^[A-Za-z0-9_.@-]{1,15}$/.test(raw.uplink) ||
+      ['lo', '.', '..'].includes(raw.uplink)
+    ) {
       bad('InvalidUplink', `spec.uplink ${JSON.stringify(raw.uplink)} is not a usable interface name`);
     } else uplink = raw.uplink;
   }
@@ -160,12 +180,17 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
           const text = formatIPv6(bytes);
           const perNode = bytes.subarray(0, 8).every((x) => x === 0);
           if (!perNode && prefix && !inPrefix(prefix, bytes)) {
-            throw new Error(`local address ${text} is outside the prefix ${prefix.text} (write ::x for an address in every node's /64)`);
+            throw new Error(
+              `local address ${text} is outside the prefix ${prefix.text} (write ::x for an address in every node's /64)`,
+            );
           }
           if (!portWordZero(bytes)) {
-            throw new Error(`local address ${text} has a non-zero port word (bytes 12..13), where 6bed4 peers carry their UDP port`);
+            throw new Error(
+              `local address ${text} has a non-zero port word (bytes 12..13), where 6bed4 peers carry their UDP port`,
+            );
           }
-          if (bytes.subarray(8).every((x) => x === 0)) throw new Error(`local address ${text} has interface identifier 0`);
+          if (bytes.subarray(8).every((x) => x === 0))
+            throw new Error(`local address ${text} has interface identifier 0`);
           if (seen.has(text)) continue;
           seen.add(text);
           localAddresses.push({ bytes, text, perNode });
@@ -181,26 +206,34 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
   // dummy112; off, on, auto), which objects written before may hold. Both
   // become the one spelling the agent ConfigMap carries (its wire format, which
   // agents of the previous version read during a rolling upgrade).
-  const names = (m: Record<string, string>) => Object.keys(m).join(', ').replace(/, (\w+)$/, ' or $1');
+  const names = (m: Record<string, string>) =>
+    Object.keys(m)
+      .join(', ')
+      .replace(/, (\w+)$/, ' or $1');
   let localAddressMode: LocalAddressMode = 'uplink128';
   if (raw.localAddressMode !== undefined) {
     const m = localAddressModeOf(raw.localAddressMode);
     if (m) localAddressMode = m;
-    else bad('InvalidField', `spec.localAddressMode ${JSON.stringify(raw.localAddressMode)} is not ${names(LOCAL_ADDRESS_MODE_NAMES)}`);
+    else
+      bad(
+        'InvalidField',
+        `spec.localAddressMode ${JSON.stringify(raw.localAddressMode)} is not ${names(LOCAL_ADDRESS_MODE_NAMES)}`,
+      );
   }
 
   const routes: string[] = [];
   if (raw.routes !== undefined) {
     if (!Array.isArray(raw.routes)) bad('InvalidRoute', 'spec.routes must be a list');
-    else for (const r of raw.routes as unknown[]) {
-      try {
-        if (typeof r !== 'string') throw new Error(`route ${JSON.stringify(r)} is not a string`);
-        const p = parsePrefix(r, 'route');
-        if (!routes.includes(p.text)) routes.push(p.text);
-      } catch (e) {
-        bad('InvalidRoute', errMsg(e));
+    else
+      for (const r of raw.routes as unknown[]) {
+        try {
+          if (typeof r !== 'string') throw new Error(`route ${JSON.stringify(r)} is not a string`);
+          const p = parsePrefix(r, 'route');
+          if (!routes.includes(p.text)) routes.push(p.text);
+        } catch (e) {
+          bad('InvalidRoute', errMsg(e));
+        }
       }
-    }
   }
 
   let ndpProxy: NdpProxyMode = 'off';
@@ -223,7 +256,8 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
   let metricsPort = DEFAULT_METRICS_PORT;
   if (raw.metricsPort !== undefined) {
     const p = raw.metricsPort;
-    if (typeof p !== 'number' || !Number.isInteger(p) || p < 1024 || p > 65535) bad('InvalidField', `spec.metricsPort ${String(p)} is not in 1024..65535`);
+    if (typeof p !== 'number' || !Number.isInteger(p) || p < 1024 || p > 65535)
+      bad('InvalidField', `spec.metricsPort ${String(p)} is not in 1024..65535`);
     else metricsPort = p;
   }
 
@@ -238,34 +272,61 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
   if (!prefix) return { problems };
   return {
     spec: {
-      prefix, nodeSelector, ...(listenAddress ? { listenAddress } : {}), ...(advertise ? { advertise } : {}), port, ...(uplink ? { uplink } : {}),
-      localAddresses, localAddressMode, routes, ndpProxy, fastPath, metricsPort, ...(failover ? { failover } : {}),
+      prefix,
+      nodeSelector,
+      ...(listenAddress ? { listenAddress } : {}),
+      ...(advertise ? { advertise } : {}),
+      port,
+      ...(uplink ? { uplink } : {}),
+      localAddresses,
+      localAddressMode,
+      routes,
+      ndpProxy,
+      fastPath,
+      metricsPort,
+      ...(failover ? { failover } : {}),
     },
     problems,
   };
 }
 
-const intIn = (v: unknown, min: number, max: number): v is number => typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
+const intIn = (v: unknown, min: number, max: number): v is number =>
+  typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max;
 
 /**
  * spec.failover, as the CRD's CEL rules check it (an object may predate them). Undefined, with the problems said,
  * when it cannot be served: the operator then serves nothing of the prefix (never one node without its standbys as
  * if failover had not been asked for).
  */
-function checkFailover(raw: unknown, spec: Record<string, unknown>, prefix: Prefix | undefined, listenAddress: string | undefined,
-  bad: (reason: string, message: string) => void): CheckedFailover | undefined {
-  const n = (message: string) => { bad('InvalidFailover', message); return undefined; };
+function checkFailover(
+  raw: unknown,
+  spec: Record<string, unknown>,
+  prefix: Prefix | undefined,
+  listenAddress: string | undefined,
+  bad: (reason: string, message: string) => void,
+): CheckedFailover | undefined {
+  const n = (message: string) => {
+    bad('InvalidFailover', message);
+    return undefined;
+  };
   if (!isObj(raw)) return n('spec.failover must be an object with upstream and virtualRouterId');
-  if (prefix && prefix.length !== 64) return n(`failover needs a /64 prefix; ${prefix.text} is split among nodes: use one SixBed4Prefix with failover per /64`);
-  if (listenAddress === undefined) return n('failover needs spec.listen.address: the floating IPv4 address that moves with the active node');
-  if (isObj(spec.slices) && spec.slices.enabled === true) return n('spec.slices cannot be used with failover: a slice lives in a pod on one node, and the /64 moves');
+  if (prefix && prefix.length !== 64)
+    return n(
+      `failover needs a /64 prefix; ${prefix.text} is split among nodes: use one SixBed4Prefix with failover per /64`,
+    );
+  if (listenAddress === undefined)
+    return n('failover needs spec.listen.address: the floating IPv4 address that moves with the active node');
+  if (isObj(spec.slices) && spec.slices.enabled === true)
+    return n('spec.slices cannot be used with failover: a slice lives in a pod on one node, and the /64 moves');
   const standbys = raw.standbys ?? FAILOVER_DEFAULTS.standbys;
   if (!intIn(standbys, 1, 8)) return n(`spec.failover.standbys ${JSON.stringify(standbys)} is not 1 to 8`);
   const upstream = raw.upstream;
-  if (upstream !== 'RoutedNextHop' && upstream !== 'OnLink') return n(`spec.failover.upstream ${JSON.stringify(upstream)} is not RoutedNextHop or OnLink`);
+  if (upstream !== 'RoutedNextHop' && upstream !== 'OnLink')
+    return n(`spec.failover.upstream ${JSON.stringify(upstream)} is not RoutedNextHop or OnLink`);
   let nextHop: string | undefined;
   if (upstream === 'RoutedNextHop') {
-    if (typeof raw.nextHop !== 'string') return n('spec.failover.upstream RoutedNextHop needs nextHop: the IPv6 address the provider routes the /64 to');
+    if (typeof raw.nextHop !== 'string')
+      return n('spec.failover.upstream RoutedNextHop needs nextHop: the IPv6 address the provider routes the /64 to');
     let b: Uint8Array;
     try {
       b = parseIPv6(raw.nextHop);
@@ -274,18 +335,37 @@ function checkFailover(raw: unknown, spec: Record<string, unknown>, prefix: Pref
     }
     const linkLocal = b[0] === 0xfe && (b[1]! & 0xc0) === 0x80;
     const global = (b[0]! & 0xe0) === 0x20 || (b[0]! & 0xfe) === 0xfc;
-    if (!linkLocal && !global) return n(`spec.failover.nextHop ${raw.nextHop} is not a unicast address (global or link-local)`);
-    if (prefix && inPrefix(prefix, b)) return n(`spec.failover.nextHop ${formatIPv6(b)} lies inside ${prefix.text}: the provider routes the /64 to an address outside it`);
+    if (!linkLocal && !global)
+      return n(`spec.failover.nextHop ${raw.nextHop} is not a unicast address (global or link-local)`);
+    if (prefix && inPrefix(prefix, b))
+      return n(
+        `spec.failover.nextHop ${formatIPv6(b)} lies inside ${prefix.text}: the provider routes the /64 to an address outside it`,
+      );
     nextHop = formatIPv6(b);
   } else if (raw.nextHop !== undefined) return n('spec.failover.nextHop is only for upstream RoutedNextHop');
-  if (!intIn(raw.virtualRouterId, 1, 255)) return n(`spec.failover.virtualRouterId ${JSON.stringify(raw.virtualRouterId)} is not 1 to 255`);
+  if (!intIn(raw.virtualRouterId, 1, 255))
+    return n(`spec.failover.virtualRouterId ${JSON.stringify(raw.virtualRouterId)} is not 1 to 255`);
   const leaseDurationMs = raw.leaseDurationMs ?? FAILOVER_DEFAULTS.leaseDurationMs;
   const renewIntervalMs = raw.renewIntervalMs ?? FAILOVER_DEFAULTS.renewIntervalMs;
   const fenceAfterMs = raw.fenceAfterMs ?? FAILOVER_DEFAULTS.fenceAfterMs;
-  if (!intIn(leaseDurationMs, 1000, 60000) || !intIn(renewIntervalMs, 100, 10000) || !intIn(fenceAfterMs, 200, 59000) ||
-    !(renewIntervalMs < fenceAfterMs && fenceAfterMs < leaseDurationMs)) {
-    return n(`spec.failover timings ${String(renewIntervalMs)} / ${String(fenceAfterMs)} / ${String(leaseDurationMs)} ms must be whole milliseconds with ` +
-      'renewIntervalMs < fenceAfterMs < leaseDurationMs (the active node withdraws before another may take the Lease)');
+  if (
+    !intIn(leaseDurationMs, 1000, 60000) ||
+    !intIn(renewIntervalMs, 100, 10000) ||
+    !intIn(fenceAfterMs, 200, 59000) ||
+    !(renewIntervalMs < fenceAfterMs && fenceAfterMs < leaseDurationMs)
+  ) {
+    return n(
+      `spec.failover timings ${String(renewIntervalMs)} / ${String(fenceAfterMs)} / ${String(leaseDurationMs)} ms must be whole milliseconds with ` +
+        'renewIntervalMs < fenceAfterMs < leaseDurationMs (the active node withdraws before another may take the Lease)',
+    );
   }
-  return { standbys, upstream, ...(nextHop ? { nextHop } : {}), virtualRouterId: raw.virtualRouterId, leaseDurationMs, renewIntervalMs, fenceAfterMs };
+  return {
+    standbys,
+    upstream,
+    ...(nextHop ? { nextHop } : {}),
+    virtualRouterId: raw.virtualRouterId,
+    leaseDurationMs,
+    renewIntervalMs,
+    fenceAfterMs,
+  };
 }

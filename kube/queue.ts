@@ -11,7 +11,10 @@ export class WorkQueue {
   private waiters: (() => void)[] = [];
   private shuttingDown = false;
 
-  constructor(private readonly baseDelayMs = 500, private readonly maxDelayMs = 60_000) {}
+  constructor(
+    private readonly baseDelayMs = 500,
+    private readonly maxDelayMs = 60_000,
+  ) {}
 
   get length(): number {
     return this.queue.length;

@@ -20,14 +20,22 @@
 // Prefix names have at most 48 characters (CRD rule), so names stay <= 63.
 import { fnv1a } from './hash.js';
 import { formatIPv6, inPrefix, parsePrefix, type Prefix } from '../lib/ip.js';
-import { DEFAULT_NAMESPACE_LABEL, DEFAULT_POD_ANNOTATION, ADDRESS_ANNOTATION, ASSIGNED_SLICE_ANNOTATION } from './api.js';
+import {
+  DEFAULT_NAMESPACE_LABEL,
+  DEFAULT_POD_ANNOTATION,
+  ADDRESS_ANNOTATION,
+  ASSIGNED_SLICE_ANNOTATION,
+} from './api.js';
 import type { LocalAddressSpec, Problem } from './prefix-spec.js';
 import { isObj } from '../lib/guards.js';
 
 export const SLICE_LENGTH = 112;
 export const WORD_MAX = 0xffff;
 
-export interface WordRange { first: number; last: number }
+export interface WordRange {
+  first: number;
+  last: number;
+}
 
 export interface CheckedSlices {
   enabled: boolean;
@@ -62,14 +70,20 @@ function words(raw: unknown, what: string, min: number, problems: Problem[]): Wo
     const v = raw[k];
     if (v === undefined) return d;
     if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > WORD_MAX) {
-      problems.push({ reason: 'InvalidSlices', message: `spec.slices.${what}.${k} ${JSON.stringify(v)} is not a word from ${min} to ${WORD_MAX}` });
+      problems.push({
+        reason: 'InvalidSlices',
+        message: `spec.slices.${what}.${k} ${JSON.stringify(v)} is not a word from ${min} to ${WORD_MAX}`,
+      });
       return d;
     }
     return v;
   };
   const r = { first: get('first', min), last: get('last', WORD_MAX) };
   if (r.first > r.last) {
-    problems.push({ reason: 'InvalidSlices', message: `spec.slices.${what}: first ${r.first} is greater than last ${r.last}` });
+    problems.push({
+      reason: 'InvalidSlices',
+      message: `spec.slices.${what}: first ${r.first} is greater than last ${r.last}`,
+    });
     return dflt;
   }
   return r;
@@ -83,17 +97,25 @@ function words(raw: unknown, what: string, min: number, problems: Problem[]): Wo
 export function checkSlices(raw: unknown): { slices: CheckedSlices; problems: Problem[] } {
   const problems: Problem[] = [];
   const off: CheckedSlices = {
-    enabled: false, namespaceLabel: DEFAULT_NAMESPACE_LABEL, podAnnotation: DEFAULT_POD_ANNOTATION,
-    namespaceWords: { first: 1, last: WORD_MAX }, podWords: { first: 0, last: WORD_MAX }, inbound: 'filtered',
+    enabled: false,
+    namespaceLabel: DEFAULT_NAMESPACE_LABEL,
+    podAnnotation: DEFAULT_POD_ANNOTATION,
+    namespaceWords: { first: 1, last: WORD_MAX },
+    podWords: { first: 0, last: WORD_MAX },
+    inbound: 'filtered',
   };
   if (raw === undefined) return { slices: off, problems };
-  if (!isObj(raw)) return { slices: off, problems: [{ reason: 'InvalidSlices', message: 'spec.slices must be an object' }] };
+  if (!isObj(raw))
+    return { slices: off, problems: [{ reason: 'InvalidSlices', message: 'spec.slices must be an object' }] };
   const enabled = raw.enabled === true;
   const key = (k: 'namespaceLabel' | 'podAnnotation', d: string): string | undefined => {
     const v = raw[k];
     if (v === undefined) return d;
     if (typeof v !== 'string' || !isQualifiedName(v)) {
-      problems.push({ reason: 'InvalidSlices', message: `spec.slices.${k} ${JSON.stringify(v)} is not a valid ${k === 'podAnnotation' ? 'annotation' : 'label'} key` });
+      problems.push({
+        reason: 'InvalidSlices',
+        message: `spec.slices.${k} ${JSON.stringify(v)} is not a valid ${k === 'podAnnotation' ? 'annotation' : 'label'} key`,
+      });
       return undefined;
     }
     return v;
@@ -101,7 +123,10 @@ export function checkSlices(raw: unknown): { slices: CheckedSlices; problems: Pr
   const namespaceLabel = key('namespaceLabel', DEFAULT_NAMESPACE_LABEL);
   let podAnnotation = key('podAnnotation', DEFAULT_POD_ANNOTATION);
   if (podAnnotation === ASSIGNED_SLICE_ANNOTATION || podAnnotation === ADDRESS_ANNOTATION) {
-    problems.push({ reason: 'InvalidSlices', message: `spec.slices.podAnnotation ${podAnnotation} is an annotation the operator writes itself` });
+    problems.push({
+      reason: 'InvalidSlices',
+      message: `spec.slices.podAnnotation ${podAnnotation} is an annotation the operator writes itself`,
+    });
     podAnnotation = undefined;
   }
   const namespaceWords = words(raw.namespaceWords, 'namespaceWords', 1, problems);
@@ -110,7 +135,10 @@ export function checkSlices(raw: unknown): { slices: CheckedSlices; problems: Pr
   let inbound: 'filtered' | 'open' = 'filtered';
   if (raw.inbound === 'Open') inbound = 'open';
   else if (raw.inbound !== undefined && raw.inbound !== 'Filtered') {
-    problems.push({ reason: 'InvalidSlices', message: `spec.slices.inbound ${JSON.stringify(raw.inbound)} is neither Filtered nor Open (filtering)` });
+    problems.push({
+      reason: 'InvalidSlices',
+      message: `spec.slices.inbound ${JSON.stringify(raw.inbound)} is neither Filtered nor Open (filtering)`,
+    });
   }
   if (namespaceLabel === undefined || podAnnotation === undefined) return { slices: off, problems };
   return { slices: { enabled, namespaceLabel, podAnnotation, namespaceWords, podWords, inbound }, problems };
@@ -132,8 +160,10 @@ export function rangeName(prefixName: string, a: number): string {
 export function sliceBytes(node64: Prefix, a: number, b: number): Uint8Array {
   const out = new Uint8Array(16);
   out.set(node64.bytes.subarray(0, 8));
-  out[8] = a >> 8; out[9] = a & 0xff;
-  out[10] = b >> 8; out[11] = b & 0xff;
+  out[8] = a >> 8;
+  out[9] = a & 0xff;
+  out[10] = b >> 8;
+  out[11] = b & 0xff;
   return out;
 }
 

@@ -85,17 +85,28 @@ export function parseAllocations(text: string | undefined): { record: Record<str
   } catch (e) {
     return { record: {}, error: `the allocations annotation is not JSON (${(e as Error).message}); starting afresh` };
   }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return { record: {}, error: 'the allocations annotation is not a JSON object; starting afresh' };
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    return { record: {}, error: 'the allocations annotation is not a JSON object; starting afresh' };
   const record: Record<string, string> = {};
   for (const [k, val] of Object.entries(v as Record<string, unknown>)) if (typeof val === 'string') record[k] = val;
   return { record };
 }
 
 export function formatAllocations(record: Record<string, string>): string {
-  return JSON.stringify(Object.fromEntries(Object.keys(record).sort().map((k) => [k, record[k]!])));
+  return JSON.stringify(
+    Object.fromEntries(
+      Object.keys(record)
+        .sort()
+        .map((k) => [k, record[k]!]),
+    ),
+  );
 }
 
-export function allocate(prefix: Prefix, selected: readonly string[], previous: Record<string, string>): AllocationResult {
+export function allocate(
+  prefix: Prefix,
+  selected: readonly string[],
+  previous: Record<string, string>,
+): AllocationResult {
   const count = subnetCount(prefix);
   const nodes = [...new Set(selected)].sort();
   const dropped: string[] = [];
@@ -136,7 +147,10 @@ export function allocate(prefix: Prefix, selected: readonly string[], previous: 
       assigned.set(holder, subnetText(prefix, 0));
       for (const n of nodes) if (n !== holder) unassigned.push(n);
     } else if (nodes.length === 1) {
-      if (holder !== undefined) { reclaimed.push(holder); byNode.delete(holder); }
+      if (holder !== undefined) {
+        reclaimed.push(holder);
+        byNode.delete(holder);
+      }
       owner.set(0, nodes[0]!);
       byNode.set(nodes[0]!, 0);
       assigned.set(nodes[0]!, subnetText(prefix, 0));
@@ -155,7 +169,10 @@ export function allocate(prefix: Prefix, selected: readonly string[], previous: 
       let chosen = -1;
       for (let k = 0; k < count; k++) {
         const idx = (start + k) % count;
-        if (!owner.has(idx)) { chosen = idx; break; }
+        if (!owner.has(idx)) {
+          chosen = idx;
+          break;
+        }
       }
       if (chosen < 0) {
         // full: take the first retained /64 (of a node no longer selected) in probe order
@@ -170,7 +187,10 @@ export function allocate(prefix: Prefix, selected: readonly string[], previous: 
           }
         }
       }
-      if (chosen < 0) { unassigned.push(n); continue; }
+      if (chosen < 0) {
+        unassigned.push(n);
+        continue;
+      }
       owner.set(chosen, n);
       byNode.set(n, chosen);
       assigned.set(n, subnetText(prefix, chosen));

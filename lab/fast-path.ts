@@ -45,11 +45,15 @@ export async function nicLike(ns: Netns, ifname: string): Promise<void> {
 
 /** How many programs are attached (tcx) to dev's ingress and egress in ns: what a router's fast path leaves there. */
 export async function attachedPrograms(ns: Netns, dev: string): Promise<{ ingress: number; egress: number }> {
-  const native = fileURLToPath(new URL('../agent/io/native.js', import.meta.url)), programs = fileURLToPath(new URL('../agent/bpf/programs.js', import.meta.url));
+  const native = fileURLToPath(new URL('../agent/io/native.js', import.meta.url)),
+    programs = fileURLToPath(new URL('../agent/bpf/programs.js', import.meta.url));
   const js = `Promise.all([import(${JSON.stringify(native)}), import(${JSON.stringify(programs)})]).then(([n, p]) => {
     const i = n.native.ifIndex(${JSON.stringify(dev)});
     if (!i) throw new Error('no interface ${dev}');
     console.log(JSON.stringify({ ingress: n.bpfSyscalls.progQuery(i, p.BPF_TCX_INGRESS), egress: n.bpfSyscalls.progQuery(i, p.BPF_TCX_EGRESS) }));
   })`;
-  return JSON.parse(await ns.run([process.execPath, '--input-type=module', '-e', js])) as { ingress: number; egress: number };
+  return JSON.parse(await ns.run([process.execPath, '--input-type=module', '-e', js])) as {
+    ingress: number;
+    egress: number;
+  };
 }

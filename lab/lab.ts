@@ -12,7 +12,10 @@ import { ping6, scrape, startPeerIn, startRouterIn, type PingResult } from './si
 import { addSecondNat, NAT_D, type SecondNat } from './second-nat.js';
 import { labFastPath, useLabFastPath } from './fast-path.js';
 
-export interface LabOptions { keepSeconds: number; fastPath?: boolean; }
+export interface LabOptions {
+  keepSeconds: number;
+  fastPath?: boolean;
+}
 
 const METRICS = '127.0.0.1:9464';
 
@@ -47,7 +50,9 @@ export async function runLab(opts: LabOptions, log: Logger): Promise<number> {
     topo = await buildTopology({ tag: 'lab', prefix });
     second = await addSecondNat(topo);
     log.info(`[2/5] starting the 6bed4 router in ${topo.router.name}`, { prefix: TOPO.prefix, listen: TOPO.routerV4 });
-    procs.push(await startRouterIn(topo.router, ['--prefix', TOPO.prefix, '--listen', TOPO.routerV4, '--metrics', METRICS]));
+    procs.push(
+      await startRouterIn(topo.router, ['--prefix', TOPO.prefix, '--listen', TOPO.routerV4, '--metrics', METRICS]),
+    );
     log.info('[3/5] starting peers A and B behind the NAT, D behind the second NAT');
     const [a, b, d] = await Promise.all([
       startPeerIn(topo.peers.A, ['--router', TOPO.routerV4, '--default-route']),
@@ -78,10 +83,23 @@ export async function runLab(opts: LabOptions, log: Logger): Promise<number> {
     const metrics = await scrape(topo.router, METRICS);
     log.info('[5/5] summary');
     const ok = results.every(([, r]) => r.received === r.sent);
-    process.stdout.write(summary(topo, [['A', TOPO.peerAV4, a.address], ['B', TOPO.peerBV4, b.address], ['D', NAT_D.peerV4, d.address]],
-      results, pairs, metrics));
+    process.stdout.write(
+      summary(
+        topo,
+        [
+          ['A', TOPO.peerAV4, a.address],
+          ['B', TOPO.peerBV4, b.address],
+          ['D', NAT_D.peerV4, d.address],
+        ],
+        results,
+        pairs,
+        metrics,
+      ),
+    );
     if (opts.keepSeconds > 0) {
-      log.info(`keeping the lab for ${opts.keepSeconds} s (Ctrl-C ends it early)`, { namespaces: topo.names.join(' ') });
+      log.info(`keeping the lab for ${opts.keepSeconds} s (Ctrl-C ends it early)`, {
+        namespaces: topo.names.join(' '),
+      });
       await new Promise((r) => setTimeout(r, opts.keepSeconds * 1000));
     }
     return ok ? 0 : 1;
@@ -95,8 +113,13 @@ export async function runLab(opts: LabOptions, log: Logger): Promise<number> {
   }
 }
 
-function summary(topo: Topology, peers: [string, string, string][], results: [string, PingResult][], pairs: [string, boolean][],
-  m: Map<string, number>): string {
+function summary(
+  topo: Topology,
+  peers: [string, string, string][],
+  results: [string, PingResult][],
+  pairs: [string, boolean][],
+  m: Map<string, number>,
+): string {
   const g = (k: string) => m.get(k) ?? 0;
   // With the fast path, what its programs forwarded in the kernel is said apart.
   const both = (direction: string) => {
@@ -112,11 +135,20 @@ function summary(topo: Topology, peers: [string, string, string][], results: [st
     ...peers.map(([id, inside, addr]) => `${id.padEnd(4)}  ${inside.padEnd(11)}  ${mapping(addr).padEnd(27)}  ${addr}`),
     '',
     'check               received   avg rtt',
-    ...results.map(([n, r]) => `${n.padEnd(18)}  ${`${r.received}/${r.sent}`.padEnd(9)}  ${r.avgMs === null ? '-' : `${r.avgMs.toFixed(3)} ms`}${r.received === r.sent ? '' : '   FAILED'}`),
+    ...results.map(
+      ([n, r]) =>
+        `${n.padEnd(18)}  ${`${r.received}/${r.sent}`.padEnd(9)}  ${r.avgMs === null ? '-' : `${r.avgMs.toFixed(3)} ms`}${r.received === r.sent ? '' : '   FAILED'}`,
+    ),
     '',
     'peer to peer',
-    ...pairs.map(([pair, direct]) => `  ${pair}            ${direct ? 'direct (each answered the other\'s probe; from then on the router relays none of it)'
-      : 'through the router (their probes got no answer)'}`),
+    ...pairs.map(
+      ([pair, direct]) =>
+        `  ${pair}            ${
+          direct
+            ? "direct (each answered the other's probe; from then on the router relays none of it)"
+            : 'through the router (their probes got no answer)'
+        }`,
+    ),
     '',
     'router counters',
     `  peers -> kernel    ${both('udp_to_tun')} packets`,
@@ -136,12 +168,17 @@ function mapping(addr: string): string {
   const w = addr.split(':');
   if (w.length !== 8) return '?';
   const h = (s: string) => parseInt(s, 16);
-  const b8 = h(w[4]!) >> 8, b9 = h(w[4]!) & 255, b10 = h(w[5]!) >> 8, b11 = h(w[5]!) & 255, b14 = h(w[7]!) >> 8;
+  const b8 = h(w[4]!) >> 8,
+    b9 = h(w[4]!) & 255,
+    b10 = h(w[5]!) >> 8,
+    b11 = h(w[5]!) & 255,
+    b14 = h(w[7]!) >> 8;
   return `${(b8 & 0xfc) | (b14 >> 6)}.${b9}.${b10}.${b11}:${h(w[6]!)}`;
 }
 
 function dropDetail(m: Map<string, number>): string {
-  const parts = [...m].filter(([k, v]) => k.startsWith('sixbed4_router_dropped_packets_total') && v > 0)
+  const parts = [...m]
+    .filter(([k, v]) => k.startsWith('sixbed4_router_dropped_packets_total') && v > 0)
     .map(([k, v]) => `${/reason="([^"]+)"/.exec(k)?.[1]} ${v}`);
   return parts.length ? ` (${parts.join(', ')})` : '';
 }

@@ -14,7 +14,13 @@
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { threadId } from 'node:worker_threads';
-import { CommandError, execCommand, runCommand, type CommandOptions, type CommandResult } from '../agent/host/command.js';
+import {
+  CommandError,
+  execCommand,
+  runCommand,
+  type CommandOptions,
+  type CommandResult,
+} from '../agent/host/command.js';
 import { inNetns, ipIn, ipJsonIn } from '../agent/host/ip.js';
 import { Proc, type SpawnOptions } from './proc.js';
 
@@ -67,7 +73,9 @@ export class Netns {
       // "default" applies to interfaces created later (our veths); "all" is
       // consulted too by the kernel for DAD, so both are needed.
       await ns.run([
-        'sysctl', '-q', '-w',
+        'sysctl',
+        '-q',
+        '-w',
         'net.ipv6.conf.all.disable_ipv6=0',
         'net.ipv6.conf.default.disable_ipv6=0',
         'net.ipv6.conf.all.accept_dad=0',
@@ -226,4 +234,3 @@ export async function cleanupAll(prefix: string): Promise<string[]> {
   await Promise.all(names.map(deleteNamespace));
   return names;
 }
-

@@ -27,8 +27,12 @@ import { veth } from './veth.js';
 import { NAT_RULESET, TOPO, type Topology } from './topology.js';
 
 export const NAT_D = {
-  routerIf: 'wan1', routerV4: '203.0.113.1',
-  natWanIf: 'wan0', natV4: '203.0.113.20', natLanIf: 'lan0', natLanV4: '100.64.3.1',
+  routerIf: 'wan1',
+  routerV4: '203.0.113.1',
+  natWanIf: 'wan0',
+  natV4: '203.0.113.20',
+  natLanIf: 'lan0',
+  natLanV4: '100.64.3.1',
   peerV4: '100.64.3.2',
 } as const;
 
@@ -42,12 +46,18 @@ table ip sixbed4_nat_firewall {
 }
 `;
 
-export interface SecondNat { nat: Netns; peer: Netns; destroy(): Promise<void>; }
+export interface SecondNat {
+  nat: Netns;
+  peer: Netns;
+  destroy(): Promise<void>;
+}
 
 /** Adds natd and peer D to topo (built with its NAT and without peer C, which uses the same router interface). */
 export async function addSecondNat(topo: Topology): Promise<SecondNat> {
   const made: Netns[] = [];
-  const destroy = async () => { await Promise.all(made.map((ns) => ns.destroy())); };
+  const destroy = async () => {
+    await Promise.all(made.map((ns) => ns.destroy()));
+  };
   try {
     const nat = await Netns.create(`${topo.prefix}-natd`);
     made.push(nat);
@@ -61,14 +71,18 @@ export async function addSecondNat(topo: Topology): Promise<SecondNat> {
       topo.router.sysctl('net.ipv4.ip_forward', 1),
       topo.nat.ipBatch([`route add default via ${TOPO.routerV4}`]),
       nat.ipBatch([
-        `addr add ${NAT_D.natV4}${len} dev ${NAT_D.natWanIf}`, `addr add ${NAT_D.natLanV4}${len} dev ${NAT_D.natLanIf}`,
+        `addr add ${NAT_D.natV4}${len} dev ${NAT_D.natWanIf}`,
+        `addr add ${NAT_D.natLanV4}${len} dev ${NAT_D.natLanIf}`,
         `route add default via ${NAT_D.routerV4}`,
       ]),
       nat.sysctl('net.ipv4.ip_forward', 1),
       // The lab's own NAT rules: masquerade what comes from 100.64/10 out of wan0.
       nat.run([systemTool('nft'), '-f', '-'], { input: NAT_RULESET + NAT_FIREWALL }),
       topo.nat.run([systemTool('nft'), '-f', '-'], { input: NAT_FIREWALL }),
-      peer.ipBatch([`addr add ${NAT_D.peerV4}${len} dev ${TOPO.peerIf}`, `route add default via ${NAT_D.natLanV4} dev ${TOPO.peerIf}`]),
+      peer.ipBatch([
+        `addr add ${NAT_D.peerV4}${len} dev ${TOPO.peerIf}`,
+        `route add default via ${NAT_D.natLanV4} dev ${TOPO.peerIf}`,
+      ]),
     ]);
     return { nat, peer, destroy };
   } catch (err) {

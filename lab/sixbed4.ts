@@ -11,11 +11,22 @@ export const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 /** Runs `sixbed4 ARGS` in ns, with readable logs (a router with the lab's fast path: fast-path.ts). */
 export function spawnSixbed4(ns: Netns, args: string[]): Proc {
   const [command, ...rest] = args;
-  return ns.spawn([process.execPath, CLI, ...(command === 'router' ? ['router', ...routerArgs(rest)] : args), '--log-format', 'text']);
+  return ns.spawn([
+    process.execPath,
+    CLI,
+    ...(command === 'router' ? ['router', ...routerArgs(rest)] : args),
+    '--log-format',
+    'text',
+  ]);
 }
 
 /** Runs `sixbed4 ARGS` in ns until it prints a line matching `re`; killed if it does not. */
-async function spawnUntil(ns: Netns, args: string[], re: RegExp, timeoutMs: number): Promise<{ proc: Proc; line: string }> {
+async function spawnUntil(
+  ns: Netns,
+  args: string[],
+  re: RegExp,
+  timeoutMs: number,
+): Promise<{ proc: Proc; line: string }> {
   const proc = spawnSixbed4(ns, args);
   try {
     return { proc, line: await proc.waitFor(re, timeoutMs) };
@@ -33,23 +44,51 @@ export async function startRouterIn(ns: Netns, args: string[], timeoutMs = 10_00
 const PEER_ADDRESS = /peer address (\S+)/;
 
 /** Starts a peer and resolves with it and the address its router gave it. */
-export async function startPeerIn(ns: Netns, args: string[], timeoutMs = 15_000): Promise<{ proc: Proc; address: string }> {
+export async function startPeerIn(
+  ns: Netns,
+  args: string[],
+  timeoutMs = 15_000,
+): Promise<{ proc: Proc; address: string }> {
   const { proc, line } = await spawnUntil(ns, ['peer', ...args], PEER_ADDRESS, timeoutMs);
   return { proc, address: PEER_ADDRESS.exec(line)![1]! };
 }
 
-export interface PingResult { sent: number; received: number; avgMs: number | null; output: string; }
+export interface PingResult {
+  sent: number;
+  received: number;
+  avgMs: number | null;
+  output: string;
+}
 
 /** ping -6 from ns; never throws on loss (the result says). */
-export async function ping6(ns: Netns, target: string, opts: { count?: number; interval?: number; hops?: number; timeoutS?: number } = {}): Promise<PingResult> {
+export async function ping6(
+  ns: Netns,
+  target: string,
+  opts: { count?: number; interval?: number; hops?: number; timeoutS?: number } = {},
+): Promise<PingResult> {
   const count = opts.count ?? 3;
-  const argv = ['ping', '-6', '-n', '-c', String(count), '-i', String(opts.interval ?? 0.2), '-W', String(opts.timeoutS ?? 2)];
+  const argv = [
+    'ping',
+    '-6',
+    '-n',
+    '-c',
+    String(count),
+    '-i',
+    String(opts.interval ?? 0.2),
+    '-W',
+    String(opts.timeoutS ?? 2),
+  ];
   if (opts.hops !== undefined) argv.push('-t', String(opts.hops));
   const r = await ns.exec([...argv, target], { timeoutMs: 30_000 });
   const out = r.stdout + r.stderr;
   const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
   const rtt = /= [\d.]+\/([\d.]+)\//.exec(out);
-  return { sent: m ? Number(m[1]) : count, received: m ? Number(m[2]) : 0, avgMs: rtt ? Number(rtt[1]) : null, output: out };
+  return {
+    sent: m ? Number(m[1]) : count,
+    received: m ? Number(m[2]) : 0,
+    avgMs: rtt ? Number(rtt[1]) : null,
+    output: out,
+  };
 }
 
 /** Reads a Prometheus endpoint from inside ns and returns samples by "name{labels}". */

@@ -175,7 +175,9 @@ export async function buildTopology(opts: TopologyOptions): Promise<Topology> {
         ...(peerC ? [`addr add ${TOPO.routerV4C}${v4len} dev ${TOPO.routerWanCIf}`] : []),
       ]),
       router.run([
-        'sysctl', '-q', '-w',
+        'sysctl',
+        '-q',
+        '-w',
         'net.ipv6.conf.all.forwarding=1',
         `net.ipv6.conf.${TOPO.routerUplinkIf}.forwarding=1`,
       ]),
@@ -205,8 +207,12 @@ export async function buildTopology(opts: TopologyOptions): Promise<Topology> {
     }
     await Promise.all(jobs);
     if (labFastPath() && nat) {
-      await Promise.all([nicLike(nat, TOPO.natWanIf), nicLike(router, TOPO.routerWanIf),
-        router.sysctl(`net.ipv4.conf.${TOPO.routerWanIf}.forwarding`, 1), nicReceives(router, TOPO.routerUplinkIf)]);
+      await Promise.all([
+        nicLike(nat, TOPO.natWanIf),
+        nicLike(router, TOPO.routerWanIf),
+        router.sysctl(`net.ipv4.conf.${TOPO.routerWanIf}.forwarding`, 1),
+        nicReceives(router, TOPO.routerUplinkIf),
+      ]);
     }
 
     // In role order (creation order is whatever the parallel adds made it).
@@ -220,7 +226,9 @@ export async function buildTopology(opts: TopologyOptions): Promise<Topology> {
         enumerable: peerMap[id] !== undefined,
         get: () =>
           peerMap[id] ??
-          fail(`peer ${id} is not part of this topology (${id === 'C' ? 'pass peerC: true' : 'built with nat: false'})`),
+          fail(
+            `peer ${id} is not part of this topology (${id === 'C' ? 'pass peerC: true' : 'built with nat: false'})`,
+          ),
       });
     }
     const topo: Topology = {
@@ -263,14 +271,21 @@ interface IpAddr {
 async function waitReady(ns: Netns, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const [links, addrs] = await Promise.all([ns.json<IpLink[]>(['link', 'show']), ns.json<IpAddr[]>(['addr', 'show'])]);
-    const down = links.filter((l) => l.ifname !== 'lo' && l.operstate !== 'UP').map((l) => `${l.ifname}:${l.operstate}`);
+    const [links, addrs] = await Promise.all([
+      ns.json<IpLink[]>(['link', 'show']),
+      ns.json<IpAddr[]>(['addr', 'show']),
+    ]);
+    const down = links
+      .filter((l) => l.ifname !== 'lo' && l.operstate !== 'UP')
+      .map((l) => `${l.ifname}:${l.operstate}`);
     const pending = addrs.flatMap((a) =>
       (a.addr_info ?? []).filter((i) => i.tentative || i.dadfailed).map((i) => `${a.ifname}:${i.local}`),
     );
     if (down.length === 0 && pending.length === 0) return;
     if (Date.now() > deadline) {
-      throw new Error(`${ns.name}: not ready after ${timeoutMs} ms (links down: ${down.join(' ') || '-'}; tentative: ${pending.join(' ') || '-'})`);
+      throw new Error(
+        `${ns.name}: not ready after ${timeoutMs} ms (links down: ${down.join(' ') || '-'}; tentative: ${pending.join(' ') || '-'})`,
+      );
     }
     await sleep(25);
   }

@@ -72,7 +72,12 @@ export function revisionAtBuild(root = packageRoot() ?? process.cwd()): string {
   try {
     // Not the tree's runner (host/command.ts): this file runs alone as the build's last step, before anything
     // else is known to load, and imports nothing of ours (test/version.test.ts runs a lone copy of it).
-    return execFileSync('git', ['-C', root, 'rev-parse', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() || 'unknown';
+    return (
+      execFileSync('git', ['-C', root, 'rev-parse', 'HEAD'], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+      }).trim() || 'unknown'
+    );
   } catch {
     return 'unknown';
   }

@@ -66,7 +66,8 @@ export function parsePrefix(text: string, what = 'prefix'): Prefix {
     if (bytes[bit >> 3]! & (0x80 >> (bit & 7))) {
       const masked = maskBytes(bytes, length);
       throw new InputError(
-        `${what} '${text}' has host bits set after /${length}; did you mean ${formatIPv6(masked)}/${length}?`);
+        `${what} '${text}' has host bits set after /${length}; did you mean ${formatIPv6(masked)}/${length}?`,
+      );
     }
   }
   return { bytes, length, text: `${formatIPv6(bytes)}/${length}` };

@@ -6,7 +6,16 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from '../lib/log.js';
 import {
-  AGENT_REPORTS_ANNOTATION, FAILOVER_LEASE_COMPONENT, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, PREFIXES_PATH, agentConfigMapName, type KubeObject, type SixBed4Prefix,
+  AGENT_REPORTS_ANNOTATION,
+  FAILOVER_LEASE_COMPONENT,
+  LABEL_COMPONENT,
+  LABEL_MANAGED_BY,
+  LABEL_PREFIX,
+  MANAGED_BY,
+  PREFIXES_PATH,
+  agentConfigMapName,
+  type KubeObject,
+  type SixBed4Prefix,
 } from '../kube/api.js';
 import { EventRecorder } from '../kube/events.js';
 import { apiInformers, type ChangeType, type InformerFactory, type Watched } from '../kube/informer.js';
@@ -58,7 +67,14 @@ export function startOperator(o: OperatorOptions): Operator {
   kube.onWrite = (verb, path, status) => metrics.countWrite(verb, path, status);
   const leaseKube = new Kube(o.kubeConfig);
   const elector = o.leaderElection
-    ? new LeaderElector({ kube: leaseKube, namespace: o.namespace, name: o.leaderElection.leaseName, identity, log: o.log, ...o.leaderElection })
+    ? new LeaderElector({
+        kube: leaseKube,
+        namespace: o.namespace,
+        name: o.leaderElection.leaseName,
+        identity,
+        log: o.log,
+        ...o.leaderElection,
+      })
     : undefined;
   let controller: Controller | undefined;
   let stopping = false;
@@ -117,11 +133,20 @@ class Controller {
   private readonly slices: SliceController | undefined;
   private slicesStarted: Promise<void> | undefined;
 
-  constructor(private readonly o: OperatorOptions, kube: Kube, private readonly metrics: OperatorMetrics, identity: string) {
+  constructor(
+    private readonly o: OperatorOptions,
+    kube: Kube,
+    private readonly metrics: OperatorMetrics,
+    identity: string,
+  ) {
     const log = o.log;
     const managed = `${LABEL_MANAGED_BY}=${MANAGED_BY}`;
     const informer = o.informers ?? apiInformers;
-    this.prefixes = informer<SixBed4Prefix>(kube, PREFIXES_PATH, { name: 'sixbed4prefixes', log, onChange: (t, p) => this.onPrefix(t, p) });
+    this.prefixes = informer<SixBed4Prefix>(kube, PREFIXES_PATH, {
+      name: 'sixbed4prefixes',
+      log,
+      onChange: (t, p) => this.onPrefix(t, p),
+    });
     this.nodes = informer<KubeObject>(kube, paths.nodes, { name: 'nodes', log, onChange: (t, n) => this.onNode(t, n) });
     const owned = (t: ChangeType, obj: KubeObject) => {
       const prefix = obj.metadata.labels?.[LABEL_PREFIX];
@@ -130,28 +155,42 @@ class Controller {
     };
     // The one agent DaemonSet: its rollout concerns every prefix.
     this.daemonSets = informer<KubeObject>(kube, paths.daemonSets(o.namespace), {
-      name: 'daemonsets', fieldSelector: `metadata.name=${o.agentDaemonSet}`, log, onChange: () => this.enqueueAll(),
+      name: 'daemonsets',
+      fieldSelector: `metadata.name=${o.agentDaemonSet}`,
+      log,
+      onChange: () => this.enqueueAll(),
     });
     // Another prefix's shares matter too: two prefixes may not listen on one address and port of a node (plan.ts).
     this.configMaps = informer<KubeObject>(kube, paths.configMaps(o.namespace), {
-      name: 'configmaps', labelSelector: managed, log, onChange: (t, cm) => { owned(t, cm); this.enqueueAll(); },
+      name: 'configmaps',
+      labelSelector: managed,
+      log,
+      onChange: (t, cm) => {
+        owned(t, cm);
+        this.enqueueAll();
+      },
     });
     // The node agents' heartbeats and reports. A renewal alone changes nothing (each prefix looks again when a report
     // would go stale: status.ts); a changed report, a new Lease or one gone does.
     this.leases = informer<KubeObject>(kube, paths.leases(o.namespace), {
-      name: 'agent leases', labelSelector: `${LABEL_COMPONENT}=agent-lease`, log,
+      name: 'agent leases',
+      labelSelector: `${LABEL_COMPONENT}=agent-lease`,
+      log,
       onChange: (t, l) => {
         const key = l.metadata.name ?? '';
         const reports = l.metadata.annotations?.[AGENT_REPORTS_ANNOTATION] ?? '';
         if (t === 'update' && this.leaseReports.get(key) === reports) return;
-        if (t === 'delete') this.leaseReports.delete(key); else this.leaseReports.set(key, reports);
+        if (t === 'delete') this.leaseReports.delete(key);
+        else this.leaseReports.set(key, reports);
         this.enqueueAll();
       },
     });
     // The failover groups' Leases, renewed every renewIntervalMs by their active nodes: only a change of holder (or a
     // Lease made or gone) concerns the prefix; the renewals themselves are dropped here.
     this.failoverLeases = informer<KubeObject>(kube, paths.leases(o.namespace), {
-      name: 'failover leases', labelSelector: `${LABEL_COMPONENT}=${FAILOVER_LEASE_COMPONENT}`, log,
+      name: 'failover leases',
+      labelSelector: `${LABEL_COMPONENT}=${FAILOVER_LEASE_COMPONENT}`,
+      log,
       onChange: (t, l) => {
         const key = l.metadata.name ?? '';
         const spec = (l as { spec?: { holderIdentity?: string; leaseTransitions?: number } }).spec ?? {};
@@ -159,7 +198,10 @@ class Controller {
         const before = this.failoverHolders.get(key);
         if (t === 'update' && before === now) return;
         const prevHolder = before?.split('|')[0];
-        if (t === 'delete') { this.failoverHolders.delete(key); this.failoverReleases.delete(key); } else this.failoverHolders.set(key, now);
+        if (t === 'delete') {
+          this.failoverHolders.delete(key);
+          this.failoverReleases.delete(key);
+        } else this.failoverHolders.set(key, now);
         if (prevHolder && !spec.holderIdentity && t !== 'delete') {
           const reason = l.metadata.annotations?.[RELEASE_REASON_ANNOTATION];
           this.failoverReleases.set(key, { by: prevHolder, ...(reason ? { reason } : {}) });
@@ -169,14 +211,32 @@ class Controller {
     });
     this.recorder = new EventRecorder(kube, o.eventsNamespace ?? 'default', 'sixbed4-operator', identity, log);
     this.deps = {
-      kube, namespace: o.namespace, render: { namespace: o.namespace }, agentDaemonSet: o.agentDaemonSet,
-      prefixes: this.prefixes, nodes: this.nodes, daemonSets: this.daemonSets, configMaps: this.configMaps, leases: this.leases,
-      failoverLeases: this.failoverLeases, failoverReleases: this.failoverReleases,
-      recorder: this.recorder, log, cleanupTimeoutMs: o.cleanupTimeoutMs, staleAfterMs: o.staleAfterMs, seen: new Map(),
+      kube,
+      namespace: o.namespace,
+      render: { namespace: o.namespace },
+      agentDaemonSet: o.agentDaemonSet,
+      prefixes: this.prefixes,
+      nodes: this.nodes,
+      daemonSets: this.daemonSets,
+      configMaps: this.configMaps,
+      leases: this.leases,
+      failoverLeases: this.failoverLeases,
+      failoverReleases: this.failoverReleases,
+      recorder: this.recorder,
+      log,
+      cleanupTimeoutMs: o.cleanupTimeoutMs,
+      staleAfterMs: o.staleAfterMs,
+      seen: new Map(),
     };
     if (o.slices !== false) {
       this.slices = new SliceController({
-        kube, log: log.child({ component: 'slices' }), recorder: this.recorder, metrics, prefixes: this.prefixes, nodes: this.nodes, resyncMs: o.resyncMs,
+        kube,
+        log: log.child({ component: 'slices' }),
+        recorder: this.recorder,
+        metrics,
+        prefixes: this.prefixes,
+        nodes: this.nodes,
+        resyncMs: o.resyncMs,
         ...(o.informers ? { informers: o.informers } : {}),
       });
     }
@@ -187,14 +247,19 @@ class Controller {
     await Promise.all(informers.map((i) => i.start()));
     await Promise.all(informers.map((i) => i.synced));
     if (this.stopped) return; // stopped while waiting for a first list that may never come
-    this.o.log.info('caches synced; reconciling', { prefixes: this.prefixes.list().length, nodes: this.nodes.list().length });
+    this.o.log.info('caches synced; reconciling', {
+      prefixes: this.prefixes.list().length,
+      nodes: this.nodes.list().length,
+    });
     this.enqueueAll();
     this.worker = this.work();
     this.resyncTimer = setInterval(() => this.enqueueAll(), this.o.resyncMs);
     this.resyncTimer.unref();
     // not awaited: the prefixes are served even while the slice allocator's
     // watches cannot start (say, RBAC without pods and namespaces)
-    this.slicesStarted = this.slices?.start().catch((e: Error) => { this.o.log.error(`slice allocator failed to start: ${e.message}`); });
+    this.slicesStarted = this.slices?.start().catch((e: Error) => {
+      this.o.log.error(`slice allocator failed to start: ${e.message}`);
+    });
   }
 
   finish(): void {
@@ -207,7 +272,11 @@ class Controller {
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     this.queue.shutdown();
     // The informers first: that also releases a start() still waiting for its first lists.
-    await Promise.all([this.prefixes, this.nodes, this.daemonSets, this.configMaps, this.leases, this.failoverLeases].map((i) => i.stop()));
+    await Promise.all(
+      [this.prefixes, this.nodes, this.daemonSets, this.configMaps, this.leases, this.failoverLeases].map((i) =>
+        i.stop(),
+      ),
+    );
     await this.worker;
     await this.slices?.stop();
     await this.slicesStarted;
@@ -241,7 +310,13 @@ class Controller {
     const name = n.metadata.name ?? '';
     const info = nodeInfo(n);
     // cordoned (kubectl drain) tells a failover's handover from a loss; IPv6 addresses are what a next hop must not be
-    const fp = JSON.stringify([info.labels, info.address ?? null, info.internal ?? null, info.v6 ?? null, (n.spec as { unschedulable?: boolean } | undefined)?.unschedulable ?? false]);
+    const fp = JSON.stringify([
+      info.labels,
+      info.address ?? null,
+      info.internal ?? null,
+      info.v6 ?? null,
+      (n.spec as { unschedulable?: boolean } | undefined)?.unschedulable ?? false,
+    ]);
     if (t === 'delete') this.nodeFingerprints.delete(name);
     else {
       if (t === 'update' && this.nodeFingerprints.get(name) === fp) return;
@@ -275,7 +350,9 @@ class Controller {
         this.metrics.reconciles.inc({ result: 'error' });
         this.metrics.reconcileErrors.inc();
         const delay = this.queue.addRateLimited(key);
-        this.o.log.warn(`reconcile of ${key} failed; retrying in ${delay} ms: ${(e as Error).message}`, { prefix: key });
+        this.o.log.warn(`reconcile of ${key} failed; retrying in ${delay} ms: ${(e as Error).message}`, {
+          prefix: key,
+        });
       } finally {
         end();
         this.queue.done(key);

@@ -51,7 +51,7 @@ function sources(dir: string): string[] {
 test('the detector sees every kind of import that crosses a layer', (t) => {
   const src = [
     "import type { Logger } from '../../agent/log.js';",
-    "import {\n  a,\n  b,\n} from \"../../agent/x.js\";",
+    'import {\n  a,\n  b,\n} from "../../agent/x.js";',
     "export { c } from '../../cli/main.js';",
     "const m = await import('../../agent/io/native.js');",
     "import '../../agent/side-effect.js';",
@@ -65,7 +65,9 @@ test('the detector sees every kind of import that crosses a layer', (t) => {
     'operator/prefix/x.ts -> agent/io/native.js',
     'operator/prefix/x.ts -> agent/side-effect.js',
   ]);
-  t.deepEqual(violations('kube/x.ts', "import { f } from '../operator/metrics.js';"), ['kube/x.ts -> operator/metrics.js']);
+  t.deepEqual(violations('kube/x.ts', "import { f } from '../operator/metrics.js';"), [
+    'kube/x.ts -> operator/metrics.js',
+  ]);
   t.deepEqual(violations('lib/x.ts', "import { g } from '../kube/api.js';"), ['lib/x.ts -> kube/api.js']);
   t.deepEqual(violations('cli/x.ts', "import { h } from '../operator/controller.js';"), []);
 });

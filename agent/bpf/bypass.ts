@@ -35,14 +35,19 @@ export function bypassedChains(json: string): Bypassed {
   const items = (JSON.parse(json) as { nftables?: NftItem[] }).nftables ?? [];
   const rules = new Map<string, number>();
   for (const { rule } of items) {
-    if (rule) rules.set(`${rule.family} ${rule.table} ${rule.chain}`, (rules.get(`${rule.family} ${rule.table} ${rule.chain}`) ?? 0) + 1);
+    if (rule)
+      rules.set(
+        `${rule.family} ${rule.table} ${rule.chain}`,
+        (rules.get(`${rule.family} ${rule.table} ${rule.chain}`) ?? 0) + 1,
+      );
   }
   const out: Bypassed = { receive: [], send: [], forward: [] };
   for (const { chain } of items) {
     if (!chain?.hook) continue;
     const key = `${chain.family} ${chain.table} ${chain.name}`;
     if (!rules.get(key)) continue;
-    if ((chain.family === 'ip6' || chain.family === 'inet') && FORWARD_HOOKS.has(chain.hook)) out.forward.push(`${key} (${chain.hook})`);
+    if ((chain.family === 'ip6' || chain.family === 'inet') && FORWARD_HOOKS.has(chain.hook))
+      out.forward.push(`${key} (${chain.hook})`);
     if (chain.family !== 'ip' && chain.family !== 'inet') continue;
     if (RECEIVE_HOOKS.has(chain.hook)) out.receive.push(`${key} (${chain.hook})`);
     if (SEND_HOOKS.has(chain.hook)) out.send.push(`${key} (${chain.hook})`);

@@ -86,7 +86,7 @@ export interface PreparedFastPath {
 
 /** Why the fast path fell back (each said once in the log when it happened), as sixbed4_router_fast_path_fallbacks_total counts them. */
 export const FALLBACKS = ['unavailable', 'send_off', 'to_peers_off', 'gso_refused', 'uplink_merges'] as const;
-export type Fallback = typeof FALLBACKS[number];
+export type Fallback = (typeof FALLBACKS)[number];
 const fallbackCounts = new Map<Fallback, number>(FALLBACKS.map((f) => [f, 0]));
 const fellBack = (f: Fallback) => fallbackCounts.set(f, fallbackCounts.get(f)! + 1);
 /** The fallbacks of this process so far: unavailable (auto without the fast path), send_off (relays and to-peers with the router: no IPv4 forwarding), to_peers_off (an uplink that leaves checksums to the next hop), gso_refused, uplink_merges (GRO of peers' datagrams). */
@@ -99,7 +99,11 @@ export function fastPathFallbacks(): ReadonlyMap<Fallback, number> {
  * undo: 'off' does nothing; 'on' throws when it cannot run; 'auto' logs why once and returns undefined, leaving
  * every packet to the TypeScript router.
  */
-export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, log: Logger): Promise<PreparedFastPath | undefined> {
+export async function prepareFastPath(
+  mode: FastPathMode,
+  cfg: FastPathConfig,
+  log: Logger,
+): Promise<PreparedFastPath | undefined> {
   if (mode === 'off') return undefined;
   const refuse = (why: string): undefined => {
     if (mode === 'on') throw new FastPathUnavailable(why);
@@ -109,7 +113,7 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
   };
   let uplink: string, prog: FastPathPrograms;
   try {
-    uplink = cfg.uplink ?? await uplinkOf(cfg.bindIPv4);
+    uplink = cfg.uplink ?? (await uplinkOf(cfg.bindIPv4));
     prog = load(cfg);
   } catch (err) {
     return refuse((err as Error).message);
@@ -120,7 +124,8 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
     attach(tun) {
       let toPeersWhy: string | undefined, sendWhy: string | undefined, config: ProgramsConfig;
       try {
-        const uplinkIndex = native.ifIndex(uplink), tunIndex = native.ifIndex(tun);
+        const uplinkIndex = native.ifIndex(uplink),
+          tunIndex = native.ifIndex(tun);
         if (!uplinkIndex || !tunIndex) throw new Error(`interface ${uplinkIndex ? tun : uplink} vanished`);
         sendWhy = whyNotSend(uplink);
         toPeersWhy = sendWhy ?? whyNotToPeers(uplink);
@@ -138,13 +143,23 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
         fellBack('to_peers_off');
         log.warn(`fast path: packets from the kernel to peers stay with the router: ${toPeersWhy}`);
       }
-      const what = sendWhy ? 'peers -> kernel' : toPeersWhy ? 'peers -> kernel and relays' : 'peers <-> kernel and relays';
+      const what = sendWhy
+        ? 'peers -> kernel'
+        : toPeersWhy
+          ? 'peers -> kernel and relays'
+          : 'peers <-> kernel and relays';
       log.info(`fast path on: ${what} forwarded in the kernel`, { uplink, tun });
       sayBypassed(bypassed, !sendWhy, !!cfg.direct, log);
       const unwatch = watchMerged(prog, config, uplink, log);
       return {
-        uplink, counters: () => prog.counters(), takeSeen: (budgetMs) => prog.takeSeen(budgetMs), setRefused: (r) => prog.setRefused(r),
-        stop: () => { unwatch(); prog.close(); },
+        uplink,
+        counters: () => prog.counters(),
+        takeSeen: (budgetMs) => prog.takeSeen(budgetMs),
+        setRefused: (r) => prog.setRefused(r),
+        stop: () => {
+          unwatch();
+          prog.close();
+        },
       };
     },
   };
@@ -153,15 +168,24 @@ export async function prepareFastPath(mode: FastPathMode, cfg: FastPathConfig, l
 /** Says which of the host's nftables chains the router's datagrams pass only on the TypeScript path. */
 function sayBypassed(b: Bypassed | undefined, sends: boolean, direct: boolean, log: Logger): void {
   if (direct) {
-    log.info('fast path: direct: peers\' packets the kernel would forward go straight to its egress, past netfilter\'s prerouting and forward hooks (docs/router.md)');
-    if (b?.forward.length) log.warn(`fast path: direct: peers' packets it forwards do not pass these nftables chains of the host: ${b.forward.join(', ')}`);
+    log.info(
+      "fast path: direct: peers' packets the kernel would forward go straight to its egress, past netfilter's prerouting and forward hooks (docs/router.md)",
+    );
+    if (b?.forward.length)
+      log.warn(
+        `fast path: direct: peers' packets it forwards do not pass these nftables chains of the host: ${b.forward.join(', ')}`,
+      );
   }
   if (!b) return;
   if (b.receive.length) {
-    log.warn(`fast path: peers' datagrams it forwards do not pass these nftables chains of the host: ${b.receive.join(', ')} (from-peers runs before them; docs/router.md)`);
+    log.warn(
+      `fast path: peers' datagrams it forwards do not pass these nftables chains of the host: ${b.receive.join(', ')} (from-peers runs before them; docs/router.md)`,
+    );
   }
   if (sends && b.send.length) {
-    log.warn(`fast path: datagrams it sends to peers do not pass these nftables chains of the host: ${b.send.join(', ')} (to-peers and relays send past them; docs/router.md)`);
+    log.warn(
+      `fast path: datagrams it sends to peers do not pass these nftables chains of the host: ${b.send.join(', ')} (to-peers and relays send past them; docs/router.md)`,
+    );
   }
 }
 
@@ -179,7 +203,8 @@ const MERGED_WATCH_MS = 1000;
  *   paths. Only the host's owner can turn that off.
  */
 function watchMerged(prog: FastPathPrograms, config: ProgramsConfig, uplink: string, log: Logger): () => void {
-  let toPeers = config.toPeers !== false, groSaid = false;
+  let toPeers = config.toPeers !== false,
+    groSaid = false;
   const timer = setInterval(() => {
     let c;
     try {
@@ -192,12 +217,16 @@ function watchMerged(prog: FastPathPrograms, config: ProgramsConfig, uplink: str
       toPeers = false;
       fellBack('gso_refused');
       prog.configure({ ...config, toPeers: false });
-      log.warn('fast path: this kernel refused to encapsulate a merged (GSO) packet (bpf_skb_adjust_room with BPF_F_ADJ_ROOM_FIXED_GSO); packets from the kernel to peers stay with the router from now on, so that no flow is split between two paths');
+      log.warn(
+        'fast path: this kernel refused to encapsulate a merged (GSO) packet (bpf_skb_adjust_room with BPF_F_ADJ_ROOM_FIXED_GSO); packets from the kernel to peers stay with the router from now on, so that no flow is split between two paths',
+      );
     }
     if (!groSaid && c.fromPeers.gro.packets) {
       groSaid = true;
       fellBack('uplink_merges');
-      log.warn(`fast path: ${uplink} merges peers' datagrams (GRO of UDP, e.g. rx-gro-list on), which the fast path cannot decapsulate: those take the router, and a peer's flow is split between two paths (reordered); \`ethtool -K ${uplink} rx-gro-list off rx-udp-gro-forwarding off\` keeps them apart`);
+      log.warn(
+        `fast path: ${uplink} merges peers' datagrams (GRO of UDP, e.g. rx-gro-list on), which the fast path cannot decapsulate: those take the router, and a peer's flow is split between two paths (reordered); \`ethtool -K ${uplink} rx-gro-list off rx-udp-gro-forwarding off\` keeps them apart`,
+      );
     }
     if (!toPeers && groSaid) clearInterval(timer);
   }, MERGED_WATCH_MS);
@@ -207,8 +236,15 @@ function watchMerged(prog: FastPathPrograms, config: ProgramsConfig, uplink: str
 
 function programsConfig(cfg: FastPathConfig, tunIfindex: number, uplinkIfindex: number): ProgramsConfig {
   return {
-    bindIPv4: cfg.bindIPv4, bindPort: cfg.bindPort, ownIPv4: cfg.ownIPv4, ownPort: cfg.ownPort, prefix: cfg.prefix,
-    ttl: defaultTtl(), tunIfindex, uplinkIfindex, ...(cfg.direct ? { direct: true } : {}),
+    bindIPv4: cfg.bindIPv4,
+    bindPort: cfg.bindPort,
+    ownIPv4: cfg.ownIPv4,
+    ownPort: cfg.ownPort,
+    prefix: cfg.prefix,
+    ttl: defaultTtl(),
+    tunIfindex,
+    uplinkIfindex,
+    ...(cfg.direct ? { direct: true } : {}),
   };
 }
 
@@ -226,7 +262,8 @@ function whyNotSend(uplink: string): string | undefined {
   } catch (err) {
     return `cannot read ${path} (${(err as Error).message})`;
   }
-  return on === '1' ? undefined
+  return on === '1'
+    ? undefined
     : `IPv4 forwarding is off on ${uplink}, and the kernel's route lookup for BPF needs it (sysctl -w net.ipv4.conf.${uplink}.forwarding=1, then restart the router)`;
 }
 
@@ -262,9 +299,11 @@ function load(cfg: FastPathConfig): FastPathPrograms {
     prog = new FastPathPrograms();
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    throw new Error(e.code === 'ENOENT'
-      ? `the fast path's BPF objects are not installed (${e.path ?? e.message}; \`npm run build:bpf\` makes them)`
-      : `the kernel refused the BPF programs (needs CAP_BPF and CAP_NET_ADMIN): ${e.message}`);
+    throw new Error(
+      e.code === 'ENOENT'
+        ? `the fast path's BPF objects are not installed (${e.path ?? e.message}; \`npm run build:bpf\` makes them)`
+        : `the kernel refused the BPF programs (needs CAP_BPF and CAP_NET_ADMIN): ${e.message}`,
+    );
   }
   try {
     prog.setRefused(cfg.refused);
@@ -285,9 +324,11 @@ function attach(prog: FastPathPrograms, uplinkIndex: number, tunIndex: number, u
     prog.attach(uplinkIndex, tunIndex);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    throw new Error(e.code === 'EINVAL' || e.code === 'ENOTSUPP' || e.code === 'EOPNOTSUPP'
-      ? `this kernel cannot attach through tcx (Linux 6.6 or later), which the fast path needs so that nothing stays attached without the router (${e.message})`
-      : `cannot attach to ${uplink}'s ingress and the tunnel's egress: ${e.message}`);
+    throw new Error(
+      e.code === 'EINVAL' || e.code === 'ENOTSUPP' || e.code === 'EOPNOTSUPP'
+        ? `this kernel cannot attach through tcx (Linux 6.6 or later), which the fast path needs so that nothing stays attached without the router (${e.message})`
+        : `cannot attach to ${uplink}'s ingress and the tunnel's egress: ${e.message}`,
+    );
   }
 }
 
@@ -297,24 +338,34 @@ function attach(prog: FastPathPrograms, uplinkIndex: number, tunIndex: number, u
  * peer's packet would.
  */
 function selfTest(prog: FastPathPrograms, cfg: FastPathConfig): void {
-  const peer = (cfg.bindIPv4 ^ 1) >>> 0, port = 2; // a neighbour of the router's address: a unicast source it accepts
+  const peer = (cfg.bindIPv4 ^ 1) >>> 0,
+    port = 2; // a neighbour of the router's address: a unicast source it accepts
   const other = Uint8Array.from(cfg.prefix);
   other[7] = other[7]! ^ 1; // another /64
   const peerAddress = makeAddress(cfg.prefix, peer, port, 1);
   const inner = new Uint8Array(48);
   writeHeader(inner, 0, 8, 59, 64, peerAddress, other);
-  const f = new Uint8Array(14 + 28 + inner.length), v = new DataView(f.buffer);
+  const f = new Uint8Array(14 + 28 + inner.length),
+    v = new DataView(f.buffer);
   v.setUint16(12, 0x0800);
-  f[14] = 0x45; v.setUint16(16, 28 + inner.length); f[22] = 64; f[23] = 17;
-  v.setUint32(26, peer); v.setUint32(30, cfg.bindIPv4 >>> 0);
+  f[14] = 0x45;
+  v.setUint16(16, 28 + inner.length);
+  f[22] = 64;
+  f[23] = 17;
+  v.setUint32(26, peer);
+  v.setUint32(30, cfg.bindIPv4 >>> 0);
   v.setUint16(24, ~fold(sumWords(f, 14, 20)) & 0xffff);
-  v.setUint16(34, port); v.setUint16(36, cfg.bindPort); v.setUint16(38, 8 + inner.length); // UDP checksum 0: none
+  v.setUint16(34, port);
+  v.setUint16(36, cfg.bindPort);
+  v.setUint16(38, 8 + inner.length); // UDP checksum 0: none
   f.set(inner, 42);
   const r = prog.run('fromPeers', f);
   if (r.retval !== TC_ACT_REDIRECT || r.out.length !== 14 + inner.length || r.out[14 + 7] !== 63) {
-    throw new Error(prog.counters().fromPeers.decap_failed.packets
-      ? 'this kernel refuses to decapsulate IPv4 into IPv6 in BPF (BPF_F_ADJ_ROOM_DECAP_L3_IPV6 needs Linux 6.3 or later)'
-      : `the from-peers self-test gave ${r.retval} and ${r.out.length} bytes instead of a redirect of ${14 + inner.length}`);
+    throw new Error(
+      prog.counters().fromPeers.decap_failed.packets
+        ? 'this kernel refuses to decapsulate IPv4 into IPv6 in BPF (BPF_F_ADJ_ROOM_DECAP_L3_IPV6 needs Linux 6.3 or later)'
+        : `the from-peers self-test gave ${r.retval} and ${r.out.length} bytes instead of a redirect of ${14 + inner.length}`,
+    );
   }
   // An echo request from another /64 to the peer, as the kernel routes it into the TUN (with an Ethernet header: a
   // test run always has one).
@@ -325,9 +376,11 @@ function selfTest(prog: FastPathPrograms, cfg: FastPathConfig): void {
   fillChecksum(echo, 14, 58, 14 + 40, 16, 2);
   const e = prog.run('toPeers', echo);
   if (e.retval !== TC_ACT_REDIRECT || e.out.length !== echo.length + 28) {
-    throw new Error(prog.counters().toPeers.encap_failed.packets
-      ? 'this kernel refuses to encapsulate IPv6 in UDP/IPv4 in BPF (bpf_skb_adjust_room with BPF_F_ADJ_ROOM_ENCAP_L3_IPV4)'
-      : `the to-peers self-test gave ${e.retval} and ${e.out.length} bytes instead of a redirect of ${echo.length + 28}`);
+    throw new Error(
+      prog.counters().toPeers.encap_failed.packets
+        ? 'this kernel refuses to encapsulate IPv6 in UDP/IPv4 in BPF (bpf_skb_adjust_room with BPF_F_ADJ_ROOM_ENCAP_L3_IPV4)'
+        : `the to-peers self-test gave ${e.retval} and ${e.out.length} bytes instead of a redirect of ${echo.length + 28}`,
+    );
   }
 }
 
@@ -340,7 +393,9 @@ async function uplinkOf(ipv4: number): Promise<string> {
   const [link] = await ipJson<{ link_type?: string }[]>('link', 'show', 'dev', a.ifname);
   // The program reads a 14-byte Ethernet header before the IPv4 one.
   if (link?.link_type !== 'ether') {
-    throw new Error(`${text} is on ${a.ifname}, a ${link?.link_type ?? 'non-Ethernet'} interface: the fast path handles Ethernet uplinks only`);
+    throw new Error(
+      `${text} is on ${a.ifname}, a ${link?.link_type ?? 'non-Ethernet'} interface: the fast path handles Ethernet uplinks only`,
+    );
   }
   return a.ifname;
 }

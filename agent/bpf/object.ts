@@ -15,7 +15,13 @@ export const BPF_MAP_TYPE_LPM_TRIE = 11;
 export const BPF_F_NO_PREALLOC = 1;
 export const BPF_PROG_TYPE_SCHED_CLS = 3;
 
-export interface MapSpec { type: number; keySize: number; valueSize: number; maxEntries: number; flags?: number; }
+export interface MapSpec {
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags?: number;
+}
 
 /** Maps by their C names, created when a program first refers to them; shared by every program loaded with the set. */
 export class MapSet {
@@ -23,13 +29,22 @@ export class MapSet {
 
   constructor(private readonly specs: Readonly<Record<string, MapSpec>>) {}
 
-  has(name: string): boolean { return name in this.specs; }
+  has(name: string): boolean {
+    return name in this.specs;
+  }
 
   /** The map's fd, creating it on first use. */
   fd(name: string): number {
     const spec = this.specs[name];
     if (!spec) throw new Error(`no map ${name} in this set`);
-    return (this.fds[name] ??= bpfSyscalls.mapCreate(spec.type, spec.keySize, spec.valueSize, spec.maxEntries, name.slice(0, 15), spec.flags ?? 0));
+    return (this.fds[name] ??= bpfSyscalls.mapCreate(
+      spec.type,
+      spec.keySize,
+      spec.valueSize,
+      spec.maxEntries,
+      name.slice(0, 15),
+      spec.flags ?? 0,
+    ));
   }
 
   /** Closes the maps (a program still loaded keeps its maps alive until it closes). */
@@ -58,10 +73,13 @@ export function loadProgram(path: string, section: string, progType: number, nam
   const insns = Uint8Array.from(prog.bytes);
   for (const r of elf.relocations(prog)) {
     if (r.type !== R_BPF_64_64 || !maps.has(r.symbol.name) || elf.sections[r.symbol.section]?.name !== '.maps') {
-      throw new Error(`${path}: ${section} refers to ${r.symbol.name || '?'} (relocation type ${r.type}), which this loader does not know: ` +
-        'only the maps given to it can be referenced (rebuild the objects and the loader together)');
+      throw new Error(
+        `${path}: ${section} refers to ${r.symbol.name || '?'} (relocation type ${r.type}), which this loader does not know: ` +
+          'only the maps given to it can be referenced (rebuild the objects and the loader together)',
+      );
     }
-    if (r.offset % 8 || r.offset + 16 > insns.length || insns[r.offset] !== LD_IMM64) throw new Error(`${path}: relocation of ${r.symbol.name} is not at a 64-bit load`);
+    if (r.offset % 8 || r.offset + 16 > insns.length || insns[r.offset] !== LD_IMM64)
+      throw new Error(`${path}: relocation of ${r.symbol.name} is not at a 64-bit load`);
     // src_reg says "imm is a map fd"; the kernel replaces it with the map's address.
     insns[r.offset + 1] = (insns[r.offset + 1]! & 0x0f) | (BPF_PSEUDO_MAP_FD << 4);
     new DataView(insns.buffer).setInt32(r.offset + 4, maps.fd(r.symbol.name), true);

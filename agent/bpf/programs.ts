@@ -6,7 +6,16 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { bpfSyscalls, native } from '../io/native.js';
 import { mergeRanges, type IPv4Range } from '../router/refused.js';
-import { BPF_F_NO_PREALLOC, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_LPM_TRIE, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_PROG_TYPE_SCHED_CLS, loadProgram, MapSet } from './object.js';
+import {
+  BPF_F_NO_PREALLOC,
+  BPF_MAP_TYPE_ARRAY,
+  BPF_MAP_TYPE_LPM_TRIE,
+  BPF_MAP_TYPE_LRU_HASH,
+  BPF_MAP_TYPE_PERCPU_ARRAY,
+  BPF_PROG_TYPE_SCHED_CLS,
+  loadProgram,
+  MapSet,
+} from './object.js';
 
 /** Where the build puts the objects (next to this module in dist/). */
 export const FROM_PEERS_OBJECT = fileURLToPath(new URL('./from-peers.bpf.o', import.meta.url));
@@ -17,54 +26,54 @@ export const TO_PEERS_OBJECT = fileURLToPath(new URL('./to-peers.bpf.o', import.
  * program's. Names follow the engine's drop reasons where they match.
  */
 export const FROM_PEERS_VERDICTS = [
-  'fast',              // decapsulated and handed to the kernel by the program
-  'relay',             // relayed to another peer by the program
-  'not_6bed4',         // not a UDP/IPv4 datagram to the router's address and port
-  'ipv4_unusual',      // IP options, fragments, bad IPv4 checksum or length, GSO, martian source
-  'udp_checksum',      // UDP checksum not verified by the program
+  'fast', // decapsulated and handed to the kernel by the program
+  'relay', // relayed to another peer by the program
+  'not_6bed4', // not a UDP/IPv4 datagram to the router's address and port
+  'ipv4_unusual', // IP options, fragments, bad IPv4 checksum or length, GSO, martian source
+  'udp_checksum', // UDP checksum not verified by the program
   'source_port_zero',
   'keepalive',
   'short',
   'oversize',
   'not_ipv6',
-  'bad_length',        // payload length does not match the datagram exactly
+  'bad_length', // payload length does not match the datagram exactly
   'nd',
   'multicast',
   'spoofed',
   'hop_limit',
-  'bad_destination',   // a relay to a refused IPv4, or to the router's IPv4 on another port
-  'relay_unchecked',   // a relay whose datagram came without a UDP checksum
-  'no_route',          // a relay whose next hop is not ready on the uplink (neighbour unresolved, another interface, MTU), or relays off
-  'decap_failed',      // the kernel refused a helper's request
-  'gro',               // datagrams the uplink merged (UDP GRO, fraglist GRO): whole to the router's socket
-  'direct',            // not a verdict (FROM_PEERS_TALLIES): of 'fast', those sent straight to the FIB's egress (direct)
+  'bad_destination', // a relay to a refused IPv4, or to the router's IPv4 on another port
+  'relay_unchecked', // a relay whose datagram came without a UDP checksum
+  'no_route', // a relay whose next hop is not ready on the uplink (neighbour unresolved, another interface, MTU), or relays off
+  'decap_failed', // the kernel refused a helper's request
+  'gro', // datagrams the uplink merged (UDP GRO, fraglist GRO): whole to the router's socket
+  'direct', // not a verdict (FROM_PEERS_TALLIES): of 'fast', those sent straight to the FIB's egress (direct)
 ] as const;
 export const TO_PEERS_VERDICTS = [
-  'fast',              // encapsulated and sent to the peer by the program (a merged packet: its segments)
+  'fast', // encapsulated and sent to the peer by the program (a merged packet: its segments)
   'not_ipv6',
-  'oversize',          // over the tunnel MTU, or merged into segments that would be (or merging not allowed)
+  'oversize', // over the tunnel MTU, or merged into segments that would be (or merging not allowed)
   'bad_length',
   'nd',
   'multicast',
   'outside_prefix',
-  'not_a_peer',        // a port-0 (local) destination
-  'bad_destination',   // a refused IPv4, or the router's own
-  'source_in_prefix',  // a source in the /64 with a port word: the router decides
+  'not_a_peer', // a port-0 (local) destination
+  'bad_destination', // a refused IPv4, or the router's own
+  'source_in_prefix', // a source in the /64 with a port word: the router decides
   'hop_limit',
-  'no_shortcut',       // extension headers or another upper layer: the outer checksum would need the whole payload
-  'no_route',          // as for relays
+  'no_shortcut', // extension headers or another upper layer: the outer checksum would need the whole payload
+  'no_route', // as for relays
   'encap_failed',
-  'gso_other',         // merged packets of another protocol than TCP or UDP: the router gets their segments
-  'gso_refused',       // the kernel refused to encapsulate a merged packet (the router then turns to-peers off)
+  'gso_other', // merged packets of another protocol than TCP or UDP: the router gets their segments
+  'gso_refused', // the kernel refused to encapsulate a merged packet (the router then turns to-peers off)
   // Not verdicts (TO_PEERS_TALLIES): segments of merged packets sent by the program, also counted in 'fast'.
-  'gso',               // all segments of the packet the same size: the outer UDP checksum is right for each
-  'gso_uneven',        // the last one shorter: sent without an outer UDP checksum (see to-peers.bpf.c)
+  'gso', // all segments of the packet the same size: the outer UDP checksum is right for each
+  'gso_uneven', // the last one shorter: sent without an outer UDP checksum (see to-peers.bpf.c)
 ] as const;
 /** Counter slots that tally part of 'fast' again rather than name a verdict. */
 export const FROM_PEERS_TALLIES: readonly FromPeersVerdict[] = ['direct'];
 export const TO_PEERS_TALLIES: readonly ToPeersVerdict[] = ['gso', 'gso_uneven'];
-export type FromPeersVerdict = typeof FROM_PEERS_VERDICTS[number];
-export type ToPeersVerdict = typeof TO_PEERS_VERDICTS[number];
+export type FromPeersVerdict = (typeof FROM_PEERS_VERDICTS)[number];
+export type ToPeersVerdict = (typeof TO_PEERS_VERDICTS)[number];
 type Counts = { packets: number; bytes: number };
 export interface FastPathCounters {
   fromPeers: Record<FromPeersVerdict, Counts>;
@@ -80,7 +89,11 @@ export const BPF_TCX_INGRESS = 46;
 export const BPF_TCX_EGRESS = 47;
 
 // config.flags (fastpath.bpf.h)
-const F_RELAY = 1, F_TO_PEERS = 2, F_TEST_RUN = 4, F_GSO = 8, F_DIRECT = 16;
+const F_RELAY = 1,
+  F_TO_PEERS = 2,
+  F_TEST_RUN = 4,
+  F_GSO = 8,
+  F_DIRECT = 16;
 
 export interface ProgramsConfig {
   /** The address and port the router's sockets are bound to: where peers' datagrams arrive, and what it sends from. */
@@ -123,7 +136,13 @@ const VERDICTS = FROM_PEERS_VERDICTS.length + TO_PEERS_VERDICTS.length;
 const MAPS = {
   sixbed4_config: { type: BPF_MAP_TYPE_ARRAY, keySize: 4, valueSize: CONFIG_SIZE, maxEntries: 1 },
   sixbed4_counts: { type: BPF_MAP_TYPE_PERCPU_ARRAY, keySize: 4, valueSize: COUNTER_SIZE, maxEntries: VERDICTS },
-  sixbed4_refused: { type: BPF_MAP_TYPE_LPM_TRIE, keySize: 8, valueSize: 4, maxEntries: REFUSED_MAX, flags: BPF_F_NO_PREALLOC },
+  sixbed4_refused: {
+    type: BPF_MAP_TYPE_LPM_TRIE,
+    keySize: 8,
+    valueSize: 4,
+    maxEntries: REFUSED_MAX,
+    flags: BPF_F_NO_PREALLOC,
+  },
   sixbed4_scratch: { type: BPF_MAP_TYPE_PERCPU_ARRAY, keySize: 4, valueSize: 512, maxEntries: 1 },
   sixbed4_seen: { type: BPF_MAP_TYPE_LRU_HASH, keySize: 8, valueSize: 1, maxEntries: SEEN_MAX },
   sixbed4_seen_last: { type: BPF_MAP_TYPE_PERCPU_ARRAY, keySize: 4, valueSize: 8, maxEntries: 1 },
@@ -154,7 +173,8 @@ export class FastPathPrograms {
   }
 
   configure(c: ProgramsConfig): void {
-    const v = new Uint8Array(CONFIG_SIZE), d = new DataView(v.buffer);
+    const v = new Uint8Array(CONFIG_SIZE),
+      d = new DataView(v.buffer);
     d.setUint32(0, c.bindIPv4 >>> 0, false); // network order, as in the packet
     d.setUint16(4, c.bindPort, false);
     v[6] = c.ttl;
@@ -163,8 +183,19 @@ export class FastPathPrograms {
     d.setUint32(20, c.uplinkIfindex, true);
     d.setUint32(24, c.ownIPv4 >>> 0, false);
     d.setUint16(28, c.ownPort, false);
-    d.setUint16(30, (c.relay === false ? 0 : F_RELAY) | (c.toPeers === false ? 0 : F_TO_PEERS) | (c.testRun ? F_TEST_RUN : 0) | (c.gso === false ? 0 : F_GSO) | (c.direct ? F_DIRECT : 0), true);
-    if (c.testRun) { v.set(c.testRun.dmac.subarray(0, 6), 32); v.set(c.testRun.smac.subarray(0, 6), 38); }
+    d.setUint16(
+      30,
+      (c.relay === false ? 0 : F_RELAY) |
+        (c.toPeers === false ? 0 : F_TO_PEERS) |
+        (c.testRun ? F_TEST_RUN : 0) |
+        (c.gso === false ? 0 : F_GSO) |
+        (c.direct ? F_DIRECT : 0),
+      true,
+    );
+    if (c.testRun) {
+      v.set(c.testRun.dmac.subarray(0, 6), 32);
+      v.set(c.testRun.smac.subarray(0, 6), 38);
+    }
     bpfSyscalls.mapUpdate(this.maps.fd('sixbed4_config'), new Uint8Array(4), v);
   }
 
@@ -174,13 +205,19 @@ export class FastPathPrograms {
    * trie holds: 0.0.0.0/0 alone, which sends every relay and send the slow way.
    */
   setRefused(ranges: readonly IPv4Range[]): void {
-    let next = new Set(mergeRanges(ranges).flatMap(rangePrefixes).map(([a, len]) => `${a}/${len}`));
+    let next = new Set(
+      mergeRanges(ranges)
+        .flatMap(rangePrefixes)
+        .map(([a, len]) => `${a}/${len}`),
+    );
     if (next.size > REFUSED_MAX) next = new Set(['0/0']);
     const fd = this.maps.fd('sixbed4_refused');
     const key = (p: string) => {
       const [a, len] = p.split('/').map(Number) as [number, number];
-      const k = new Uint8Array(8), v = new DataView(k.buffer);
-      v.setUint32(0, len, true); v.setUint32(4, a >>> 0, false); // the address in network order
+      const k = new Uint8Array(8),
+        v = new DataView(k.buffer);
+      v.setUint32(0, len, true);
+      v.setUint32(4, a >>> 0, false); // the address in network order
       return k;
     };
     for (const p of next) if (!this.refusedNow.has(p)) bpfSyscalls.mapUpdate(fd, key(p), new Uint8Array(4));
@@ -205,12 +242,16 @@ export class FastPathPrograms {
       for (let i = 0, o = 0; i < count; i++, o += 8) {
         // The key is (IPv4 << 16 | port), each as the packet's bytes, in a little-endian u64 (x86, arm64): the
         // port's two bytes first, then the IPv4's four.
-        out.push({ port: (k[o]! << 8) | k[o + 1]!, ipv4: ((k[o + 2]! << 24) | (k[o + 3]! << 16) | (k[o + 4]! << 8) | k[o + 5]!) >>> 0 });
+        out.push({
+          port: (k[o]! << 8) | k[o + 1]!,
+          ipv4: ((k[o + 2]! << 24) | (k[o + 3]! << 16) | (k[o + 4]! << 8) | k[o + 5]!) >>> 0,
+        });
       }
       if (status === 'end' || status === 'again') break;
       if (status === 'grow') {
         // No bucket holds more than the map: a refusal at that size is not one more entries would cure.
-        if (this.seenValues.length >= SEEN_MAX) throw new Error(`the seen-peers map has a bucket of more than ${SEEN_MAX} entries`);
+        if (this.seenValues.length >= SEEN_MAX)
+          throw new Error(`the seen-peers map has a bucket of more than ${SEEN_MAX} entries`);
         this.seenKeys = new Uint8Array(this.seenKeys.length * 2);
         this.seenValues = new Uint8Array(this.seenValues.length * 2);
         continue;
@@ -233,26 +274,35 @@ export class FastPathPrograms {
 
   /** The counters summed over CPUs. */
   counters(): FastPathCounters {
-    const buf = new Uint8Array(COUNTER_SIZE * this.cpus), d = new DataView(buf.buffer), key = new Uint8Array(4);
+    const buf = new Uint8Array(COUNTER_SIZE * this.cpus),
+      d = new DataView(buf.buffer),
+      key = new Uint8Array(4);
     const read = (slot: number): Counts => {
       new DataView(key.buffer).setUint32(0, slot, true);
       bpfSyscalls.mapLookup(this.maps.fd('sixbed4_counts'), key, buf);
-      let packets = 0, bytes = 0;
+      let packets = 0,
+        bytes = 0;
       for (let c = 0; c < this.cpus; c++) {
         packets += Number(d.getBigUint64(c * COUNTER_SIZE, true));
         bytes += Number(d.getBigUint64(c * COUNTER_SIZE + 8, true));
       }
       return { packets, bytes };
     };
-    const fromPeers = {} as FastPathCounters['fromPeers'], toPeers = {} as FastPathCounters['toPeers'];
-    FROM_PEERS_VERDICTS.forEach((name, i) => { fromPeers[name] = read(i); });
-    TO_PEERS_VERDICTS.forEach((name, i) => { toPeers[name] = read(FROM_PEERS_VERDICTS.length + i); });
+    const fromPeers = {} as FastPathCounters['fromPeers'],
+      toPeers = {} as FastPathCounters['toPeers'];
+    FROM_PEERS_VERDICTS.forEach((name, i) => {
+      fromPeers[name] = read(i);
+    });
+    TO_PEERS_VERDICTS.forEach((name, i) => {
+      toPeers[name] = read(FROM_PEERS_VERDICTS.length + i);
+    });
     return { fromPeers, toPeers };
   }
 
   /** Zeroes the counters (after the load-time self-test, whose packets are not traffic). */
   resetCounters(): void {
-    const zero = new Uint8Array(COUNTER_SIZE * this.cpus), key = new Uint8Array(4);
+    const zero = new Uint8Array(COUNTER_SIZE * this.cpus),
+      key = new Uint8Array(4);
     for (let i = 0; i < VERDICTS; i++) {
       new DataView(key.buffer).setUint32(0, i, true);
       bpfSyscalls.mapUpdate(this.maps.fd('sixbed4_counts'), key, zero);

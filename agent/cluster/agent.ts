@@ -52,7 +52,9 @@ export interface AgentOptions {
   cniInstall?: { binDir: string; confDir: string; settings: PluginSettings; pluginBinary: string; daemonSet?: string };
 }
 
-export interface RunningAgent { stop(): Promise<void>; }
+export interface RunningAgent {
+  stop(): Promise<void>;
+}
 
 type ConfigMap = KubeObject & { data?: Record<string, string> };
 
@@ -97,16 +99,28 @@ class NodeAgent implements RunningAgent {
   /** The failover members' metrics, in the agent's registry (made with it). */
   private failoverMetrics: FailoverMetrics | undefined;
 
-  constructor(private readonly kube: Kube, private readonly o: AgentOptions, private readonly log: Logger) {
+  constructor(
+    private readonly kube: Kube,
+    private readonly o: AgentOptions,
+    private readonly log: Logger,
+  ) {
     this.configMaps = new Informer<ConfigMap>(kube, paths.configMaps(o.namespace), {
-      name: 'agent configmaps', log, labelSelector: `${LABEL_PREFIX},${LABEL_MANAGED_BY}=${MANAGED_BY}`,
+      name: 'agent configmaps',
+      log,
+      labelSelector: `${LABEL_PREFIX},${LABEL_MANAGED_BY}=${MANAGED_BY}`,
       onChange: (type, cm) => this.onConfigMap(type, cm),
     });
     this.podsOnNode = o.cniSocket
-      ? new Informer<KubeObject>(kube, paths.allPods, { name: 'pods on this node', log, fieldSelector: `spec.nodeName=${o.node}`, onChange: () => undefined })
+      ? new Informer<KubeObject>(kube, paths.allPods, {
+          name: 'pods on this node',
+          log,
+          fieldSelector: `spec.nodeName=${o.node}`,
+          onChange: () => undefined,
+        })
       : undefined;
     this.prefixes = new Informer<SixBed4Prefix>(kube, paths.prefixes, {
-      name: 'sixbed4prefixes', log,
+      name: 'sixbed4prefixes',
+      log,
       onChange: (type, p) => this.onPrefix(type, p),
     });
   }
@@ -114,22 +128,34 @@ class NodeAgent implements RunningAgent {
   async start(): Promise<void> {
     const { o, log } = this;
     for (const [name, d] of await shareCache.load(o.stateDir)) if (this.wanted(name)) this.data.set(name, d);
-    if (this.data.size) log.info(`serving from the node's copies until the API answers: ${[...this.data.keys()].join(', ')}`);
+    if (this.data.size)
+      log.info(`serving from the node's copies until the API answers: ${[...this.data.keys()].join(', ')}`);
 
-    void this.podsOnNode?.start().catch((err: Error) => log.warn(`watching this node's pods: ${err.message} (retrying)`));
+    void this.podsOnNode
+      ?.start()
+      .catch((err: Error) => log.warn(`watching this node's pods: ${err.message} (retrying)`));
     void this.prefixes.start().catch((err: Error) => log.warn(`watching prefixes: ${err.message} (retrying)`));
-    void this.configMaps.start().catch((err: Error) => log.warn(`watching agent ConfigMaps: ${err.message} (retrying)`));
+    void this.configMaps
+      .start()
+      .catch((err: Error) => log.warn(`watching agent ConfigMaps: ${err.message} (retrying)`));
     void Promise.all([this.configMaps.synced, this.prefixes.synced]).then(() => this.followApi());
 
     const registry = new AgentRegistry(() => [...this.agents].map(([prefix, a]) => ({ prefix, ...a.metricsSource() })));
     this.failoverMetrics = new FailoverMetrics(registry);
     // Ready only once the first pass has started what the node's shares say (its routers forward): a Pod that is
     // Ready with its routers still starting would let a rollout or a test go on too early.
-    this.servers = await serve(o, log, registry, () => this.phase !== 'starting' && [...this.agents.values()].every((a) => a.healthy()),
-      () => this.phase === 'stopped');
+    this.servers = await serve(
+      o,
+      log,
+      registry,
+      () => this.phase !== 'starting' && [...this.agents.values()].every((a) => a.healthy()),
+      () => this.phase === 'stopped',
+    );
     if (o.cniSocket) {
       const handler = new NodeCni(this.kube, {
-        node: o.node, log: log.child({ component: 'cni' }), recorder: new EventRecorder(this.kube, 'default', 'sixbed4-agent', o.node, log),
+        node: o.node,
+        log: log.child({ component: 'cni' }),
+        recorder: new EventRecorder(this.kube, 'default', 'sixbed4-agent', o.node, log),
         targets: () => [...this.agents].map(([name, a]) => ({ name, agent: a.slices, slices: this.slicesOf(name) })),
       });
       await removeStaleSockets(o.cniSocket);
@@ -141,9 +167,15 @@ class NodeAgent implements RunningAgent {
     this.phase = 'running';
     this.timers.push(setInterval(() => void this.kick(), o.pollMs ?? 5000));
     const heartbeatMs = o.heartbeatMs ?? 10_000;
-    this.reports.writeTo(new NodeLease(this.kube, { namespace: o.namespace, node: o.node, intervalMs: heartbeatMs, log }));
+    this.reports.writeTo(
+      new NodeLease(this.kube, { namespace: o.namespace, node: o.node, intervalMs: heartbeatMs, log }),
+    );
     this.timers.push(setInterval(() => this.reports.send(), heartbeatMs));
-    log.info('agent running', { node: o.node, namespace: o.namespace, ...(o.prefixName ? { prefix: o.prefixName } : {}) });
+    log.info('agent running', {
+      node: o.node,
+      namespace: o.namespace,
+      ...(o.prefixName ? { prefix: o.prefixName } : {}),
+    });
   }
 
   async stop(): Promise<void> {
@@ -157,9 +189,12 @@ class NodeAgent implements RunningAgent {
     await Promise.all([...this.agents.values()].map((a) => a.stop({ waitForSuccessorMs: o.handoverWaitMs ?? 20_000 })));
     await this.reports.written();
     await this.cni?.close();
-    if (o.cniInstall?.daemonSet && await daemonSetGoing(this.kube, o.namespace, o.cniInstall.daemonSet, log)) {
+    if (o.cniInstall?.daemonSet && (await daemonSetGoing(this.kube, o.namespace, o.cniInstall.daemonSet, log))) {
       for (const line of await uninstall(o.cniInstall)) log.info(`${line} (the agent DaemonSet is being deleted)`);
-      await removeInbound().then(() => log.info('removed the slices\' inbound filter table'), (err: Error) => log.warn(`removing the inbound filter: ${err.message}`));
+      await removeInbound().then(
+        () => log.info("removed the slices' inbound filter table"),
+        (err: Error) => log.warn(`removing the inbound filter: ${err.message}`),
+      );
     }
     await this.servers?.close();
     log.info('agent stopped');
@@ -181,7 +216,9 @@ class NodeAgent implements RunningAgent {
       void shareCache.remove(this.o.stateDir, name).catch(() => undefined);
     } else {
       this.data.set(name, cm.data ?? {});
-      void shareCache.save(this.o.stateDir, name, cm.data ?? {}).catch((err: Error) => this.log.warn(`keeping a copy of ${name}'s share: ${err.message}`));
+      void shareCache
+        .save(this.o.stateDir, name, cm.data ?? {})
+        .catch((err: Error) => this.log.warn(`keeping a copy of ${name}'s share: ${err.message}`));
     }
     void this.kick();
   }
@@ -212,7 +249,11 @@ class NodeAgent implements RunningAgent {
 
   /** Asks for a pass after those already asked for; settles (never rejects) when it is done. */
   private kick(): Promise<void> {
-    this.converging = this.converging.then(() => this.converge()).catch((err: Error) => { this.log.error(`agent: ${err.message}`); });
+    this.converging = this.converging
+      .then(() => this.converge())
+      .catch((err: Error) => {
+        this.log.error(`agent: ${err.message}`);
+      });
     return this.converging;
   }
 
@@ -236,13 +277,23 @@ class NodeAgent implements RunningAgent {
       if (!a) {
         if (!this.shareOf(name)?.node) continue; // this node has no share of it
         const podsOnNode = this.podsOnNode;
-        a = await startPrefixAgent(this.kube, {
-          prefixName: name, node: o.node, statePath: join(o.stateDir, `agent-${name}-${o.node}.json`), share: () => this.shareOf(name),
-          report: (r) => this.reports.update(name, r),
-          ...(o.tun ? { tun: o.tun } : {}), heartbeatMs: o.heartbeatMs ?? 10_000,
-          ...(this.failoverMetrics ? { failover: { namespace: o.namespace, metrics: this.failoverMetrics } } : {}),
-          ...(podsOnNode ? { sliceRepair: { slices: () => this.slicesOf(name), podsOnNode: () => podsOnNode.list() } } : {}),
-        }, log.child({ prefix: name }));
+        a = await startPrefixAgent(
+          this.kube,
+          {
+            prefixName: name,
+            node: o.node,
+            statePath: join(o.stateDir, `agent-${name}-${o.node}.json`),
+            share: () => this.shareOf(name),
+            report: (r) => this.reports.update(name, r),
+            ...(o.tun ? { tun: o.tun } : {}),
+            heartbeatMs: o.heartbeatMs ?? 10_000,
+            ...(this.failoverMetrics ? { failover: { namespace: o.namespace, metrics: this.failoverMetrics } } : {}),
+            ...(podsOnNode
+              ? { sliceRepair: { slices: () => this.slicesOf(name), podsOnNode: () => podsOnNode.list() } }
+              : {}),
+          },
+          log.child({ prefix: name }),
+        );
         this.agents.set(name, a);
       } else {
         await a.kick();
@@ -265,7 +316,8 @@ class NodeAgent implements RunningAgent {
     if (!this.o.cniInstall) return;
     try {
       const r = await install(this.o.cniInstall);
-      if (r.changed) this.log.info(`sixbed4-cni installed: ${r.binary}${r.conflist ? `, chained into ${r.conflist}` : ''}`);
+      if (r.changed)
+        this.log.info(`sixbed4-cni installed: ${r.binary}${r.conflist ? `, chained into ${r.conflist}` : ''}`);
     } catch (err) {
       this.log.warn(`keeping sixbed4-cni installed: ${(err as Error).message}`);
     }
@@ -273,8 +325,13 @@ class NodeAgent implements RunningAgent {
 }
 
 /** Metrics (TCP, retried while the previous agent holds the port) and the health socket. */
-async function serve(o: AgentOptions, log: Logger, registry: Registry, healthy: () => boolean,
-  stopped: () => boolean): Promise<{ close(): Promise<void> }> {
+async function serve(
+  o: AgentOptions,
+  log: Logger,
+  registry: Registry,
+  healthy: () => boolean,
+  stopped: () => boolean,
+): Promise<{ close(): Promise<void> }> {
   const servers: MetricsServer[] = [];
   if (o.healthSocket) servers.push(await startMetricsServer(o.healthSocket, registry, log, healthy));
   let retry: NodeJS.Timeout | undefined;
@@ -286,7 +343,8 @@ async function serve(o: AgentOptions, log: Logger, registry: Registry, healthy: 
         if (!first) log.info(`metrics port ${listen} free again: serving metrics`);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
-        if (first) log.info(`metrics ${listen}: the port is held (by the agent this one replaces?); retrying every second`);
+        if (first)
+          log.info(`metrics ${listen}: the port is held (by the agent this one replaces?); retrying every second`);
         if (!stopped()) retry = setTimeout(() => void attempt(false).catch((e: Error) => log.warn(e.message)), 1000);
       }
     };
@@ -308,11 +366,15 @@ async function serve(o: AgentOptions, log: Logger, registry: Registry, healthy: 
  */
 async function daemonSetGoing(kube: Kube, namespace: string, name: string, log: Logger): Promise<boolean> {
   try {
-    const ds = await kube.get<KubeObject>(`/apis/apps/v1/namespaces/${encodeURIComponent(namespace)}/daemonsets/${encodeURIComponent(name)}`);
+    const ds = await kube.get<KubeObject>(
+      `/apis/apps/v1/namespaces/${encodeURIComponent(namespace)}/daemonsets/${encodeURIComponent(name)}`,
+    );
     return !ds || ds.metadata.deletionTimestamp !== undefined;
   } catch (err) {
     if (err instanceof KubeError && (err.status === 401 || err.status === 403)) return true;
-    log.warn(`cannot tell whether the agent DaemonSet is being deleted (${(err as Error).message}): leaving sixbed4-cni installed`);
+    log.warn(
+      `cannot tell whether the agent DaemonSet is being deleted (${(err as Error).message}): leaving sixbed4-cni installed`,
+    );
     return false;
   }
 }

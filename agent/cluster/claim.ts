@@ -13,11 +13,28 @@
 import type { Logger } from '../../lib/log.js';
 import type { Prefix } from '../../lib/ip.js';
 import {
-  API_VERSION, LABEL_MANAGED_BY, LABEL_NAMESPACE, LABEL_POD_UID, LABEL_PREFIX, LABEL_RANGE, MANAGED_BY, SLICE_KIND,
-  type SixBed4Range, type SixBed4Slice,
+  API_VERSION,
+  LABEL_MANAGED_BY,
+  LABEL_NAMESPACE,
+  LABEL_POD_UID,
+  LABEL_PREFIX,
+  LABEL_RANGE,
+  MANAGED_BY,
+  SLICE_KIND,
+  type SixBed4Range,
+  type SixBed4Slice,
 } from '../../kube/api.js';
 import { isAlreadyExists, paths, type Kube } from '../../kube/client.js';
-import { chooseWord, isReserved, preferredWord, rangeName, sliceAddress, sliceName, sliceText, type WordRange } from '../../kube/slice-model.js';
+import {
+  chooseWord,
+  isReserved,
+  preferredWord,
+  rangeName,
+  sliceAddress,
+  sliceName,
+  sliceText,
+  type WordRange,
+} from '../../kube/slice-model.js';
 
 /** AlreadyExists losses in one claim before giving up (the caller retries later, from a fresher view). */
 const MAX_CONFLICTS = 32;
@@ -33,24 +50,54 @@ export interface ClaimTarget {
   reserved: ReadonlySet<number>;
 }
 
-export interface ClaimPod { namespace: string; name: string; uid: string; namespaceUid: string }
+export interface ClaimPod {
+  namespace: string;
+  name: string;
+  uid: string;
+  namespaceUid: string;
+}
 
 /** A reason the pod gets no slice now, for the CNI error and the pod's Events. */
 export class ClaimError extends Error {
   override name = 'ClaimError';
   /** transient: the kubelet's retry may succeed (no range yet, lost races); else the user has to act. */
-  constructor(readonly reason: string, message: string, readonly transient: boolean) { super(message); }
+  constructor(
+    readonly reason: string,
+    message: string,
+    readonly transient: boolean,
+  ) {
+    super(message);
+  }
 }
 
 /** The namespace's word A of this prefix: its valid SixBed4Range with the lowest word. */
-export async function namespaceWord(kube: Kube, prefixName: string, ns: { name: string; uid: string }): Promise<number> {
-  const ranges = (await kube.list<SixBed4Range>(paths.ranges, { labelSelector: `${LABEL_PREFIX}=${prefixName},${LABEL_NAMESPACE}=${ns.name}` })).items;
+export async function namespaceWord(
+  kube: Kube,
+  prefixName: string,
+  ns: { name: string; uid: string },
+): Promise<number> {
+  const ranges = (
+    await kube.list<SixBed4Range>(paths.ranges, {
+      labelSelector: `${LABEL_PREFIX}=${prefixName},${LABEL_NAMESPACE}=${ns.name}`,
+    })
+  ).items;
   const words = ranges
-    .filter((r) => !r.metadata.deletionTimestamp && r.spec?.namespace?.uid === ns.uid && r.spec.prefix === prefixName &&
-      Number.isInteger(r.spec.word) && r.metadata.name === rangeName(prefixName, r.spec.word))
-    .map((r) => r.spec.word).sort((a, b) => a - b);
+    .filter(
+      (r) =>
+        !r.metadata.deletionTimestamp &&
+        r.spec?.namespace?.uid === ns.uid &&
+        r.spec.prefix === prefixName &&
+        Number.isInteger(r.spec.word) &&
+        r.metadata.name === rangeName(prefixName, r.spec.word),
+    )
+    .map((r) => r.spec.word)
+    .sort((a, b) => a - b);
   if (!words.length) {
-    throw new ClaimError('NoNamespaceRange', `namespace ${ns.name} has no range of ${prefixName} yet (the operator claims one when the namespace is labelled; see the namespace's Events)`, true);
+    throw new ClaimError(
+      'NoNamespaceRange',
+      `namespace ${ns.name} has no range of ${prefixName} yet (the operator claims one when the namespace is labelled; see the namespace's Events)`,
+      true,
+    );
   }
   return words[0]!;
 }
@@ -59,28 +106,46 @@ export async function namespaceWord(kube: Kube, prefixName: string, ns: { name: 
  * The pod's slice: the one it holds on this node (found by `held`, then by name on AlreadyExists), or a new one.
  * `taken(b)` is the caller's best knowledge of words held in (index, A); it is a first guess only.
  */
-export async function claimSlice(kube: Kube, t: ClaimTarget, word: number, pod: ClaimPod, taken: (b: number) => boolean, log: Logger): Promise<{ slice: SixBed4Slice; created: boolean }> {
+export async function claimSlice(
+  kube: Kube,
+  t: ClaimTarget,
+  word: number,
+  pod: ClaimPod,
+  taken: (b: number) => boolean,
+  log: Logger,
+): Promise<{ slice: SixBed4Slice; created: boolean }> {
   const used = new Set<number>();
   const preferred = preferredWord(`${pod.namespace}/${pod.name}`, t.podWords);
   for (let conflicts = 0; conflicts <= MAX_CONFLICTS;) {
     const b = chooseWord(preferred, t.podWords, (x) => used.has(x) || taken(x) || isReserved(word, x, t.reserved));
     if (b === undefined) {
-      throw new ClaimError('SlicesExhausted', `namespace ${pod.namespace}'s word ${word} of ${t.prefixName} is full on node ${t.node} (${t.subnet.text}): every word B from ${t.podWords.first} to ${t.podWords.last} is held or reserved`, false);
+      throw new ClaimError(
+        'SlicesExhausted',
+        `namespace ${pod.namespace}'s word ${word} of ${t.prefixName} is full on node ${t.node} (${t.subnet.text}): every word B from ${t.podWords.first} to ${t.podWords.last} is held or reserved`,
+        false,
+      );
     }
     const obj: SixBed4Slice = {
-      apiVersion: API_VERSION, kind: SLICE_KIND,
+      apiVersion: API_VERSION,
+      kind: SLICE_KIND,
       metadata: {
         name: sliceName(t.prefixName, t.index, word, b),
         labels: {
-          [LABEL_MANAGED_BY]: MANAGED_BY, [LABEL_PREFIX]: t.prefixName, [LABEL_NAMESPACE]: pod.namespace,
-          [LABEL_POD_UID]: pod.uid, [LABEL_RANGE]: rangeName(t.prefixName, word),
+          [LABEL_MANAGED_BY]: MANAGED_BY,
+          [LABEL_PREFIX]: t.prefixName,
+          [LABEL_NAMESPACE]: pod.namespace,
+          [LABEL_POD_UID]: pod.uid,
+          [LABEL_RANGE]: rangeName(t.prefixName, word),
         },
         // Owned by the Namespace (a cluster-scoped object may not have a namespaced owner): the garbage collector
         // removes it with its namespace; the operator releases it when its pod goes.
         ownerReferences: [{ apiVersion: 'v1', kind: 'Namespace', name: pod.namespace, uid: pod.namespaceUid }],
       },
       spec: {
-        prefix: t.prefixName, node: t.node, slice: sliceText(t.subnet, word, b), address: sliceAddress(t.subnet, word, b),
+        prefix: t.prefixName,
+        node: t.node,
+        slice: sliceText(t.subnet, word, b),
+        address: sliceAddress(t.subnet, word, b),
         pod: { namespace: pod.namespace, name: pod.name, uid: pod.uid },
       },
     };
@@ -93,8 +158,13 @@ export async function claimSlice(kube: Kube, t: ClaimTarget, word: number, pod: 
       conflicts++;
       used.add(b);
       const cur = await kube.get<SixBed4Slice>(paths.slice(obj.metadata.name!));
-      if (cur && !cur.metadata.deletionTimestamp && cur.spec.pod.uid === pod.uid && cur.spec.node === t.node) return { slice: cur, created: false };
+      if (cur && !cur.metadata.deletionTimestamp && cur.spec.pod.uid === pod.uid && cur.spec.node === t.node)
+        return { slice: cur, created: false };
     }
   }
-  throw new ClaimError('ClaimConflicts', `pod ${pod.namespace}/${pod.name}: lost ${MAX_CONFLICTS} races for a slice of ${t.subnet.text}`, true);
+  throw new ClaimError(
+    'ClaimConflicts',
+    `pod ${pod.namespace}/${pod.name}: lost ${MAX_CONFLICTS} races for a slice of ${t.subnet.text}`,
+    true,
+  );
 }

@@ -8,7 +8,17 @@ import type { Logger } from '../../lib/log.js';
 import { SliceDeliverer } from '../slices/deliver.js';
 import { sameContainer } from '../slices/slice.js';
 import {
-  addResult, asks, chained, CNI, CniError, passResult, podIdentity, podInterface, SUPPORTED_VERSIONS, type CniRequest, type CniResult,
+  addResult,
+  asks,
+  chained,
+  CNI,
+  CniError,
+  passResult,
+  podIdentity,
+  podInterface,
+  SUPPORTED_VERSIONS,
+  type CniRequest,
+  type CniResult,
 } from '../cni/protocol.js';
 import type { CniHandler } from '../cni/server.js';
 import { paths, type Kube } from '../../kube/client.js';
@@ -22,7 +32,11 @@ import { POD_ANNOTATIONS_CAPABILITY } from '../cni/protocol.js';
 import type { Recorder } from '../../kube/events.js';
 
 /** A prefix this node serves, with its spec.slices. */
-export interface CniTarget { name: string; slices: CheckedSlices; agent: SliceAgent }
+export interface CniTarget {
+  name: string;
+  slices: CheckedSlices;
+  agent: SliceAgent;
+}
 
 export interface NodeCniOptions {
   node: string;
@@ -40,18 +54,30 @@ export class NodeCni implements CniHandler {
   /** Changes of the node's inbound table, one at a time (each reads the live table and replaces it). */
   private inboundChain: Promise<unknown> = Promise.resolve();
 
-  constructor(private readonly kube: Kube, private readonly o: NodeCniOptions) {
+  constructor(
+    private readonly kube: Kube,
+    private readonly o: NodeCniOptions,
+  ) {
     this.links = new SliceDeliverer({ log: o.log });
   }
 
   async handle(req: CniRequest): Promise<CniResult | null> {
     switch (req.command) {
-      case 'VERSION': return { cniVersion: req.config.cniVersion, supportedVersions: [...SUPPORTED_VERSIONS] };
-      case 'STATUS': return null;
-      case 'ADD': return this.add(req);
-      case 'DEL': await this.serial(() => this.del(req)); return null;
-      case 'CHECK': await this.serial(() => this.check(req)); return null;
-      case 'GC': await this.serial(() => this.gc(req)); return null;
+      case 'VERSION':
+        return { cniVersion: req.config.cniVersion, supportedVersions: [...SUPPORTED_VERSIONS] };
+      case 'STATUS':
+        return null;
+      case 'ADD':
+        return this.add(req);
+      case 'DEL':
+        await this.serial(() => this.del(req));
+        return null;
+      case 'CHECK':
+        await this.serial(() => this.check(req));
+        return null;
+      case 'GC':
+        await this.serial(() => this.gc(req));
+        return null;
     }
   }
 
@@ -62,7 +88,10 @@ export class NodeCni implements CniHandler {
     const id = podIdentity(req);
     if (!id) {
       if (chained(req)) return passResult(req);
-      throw new CniError(CNI.invalidEnv, 'CNI_ARGS has no K8S_POD_NAMESPACE and K8S_POD_NAME: sixbed4 gives slices to Kubernetes pods');
+      throw new CniError(
+        CNI.invalidEnv,
+        'CNI_ARGS has no K8S_POD_NAMESPACE and K8S_POD_NAME: sixbed4 gives slices to Kubernetes pods',
+      );
     }
     const who = `${id.namespace}/${id.name}`;
     const ns = await this.kube.get<KubeObject>(paths.namespace(id.namespace));
@@ -71,7 +100,7 @@ export class NodeCni implements CniHandler {
     const targets = serving.filter((t) => ns.metadata.labels?.[t.slices.namespaceLabel] === t.name);
     let uid = id.uid;
     const passed = req.config.runtimeConfig?.[POD_ANNOTATIONS_CAPABILITY];
-    let annotations = typeof passed === 'object' && passed !== null ? passed as Record<string, string> : undefined;
+    let annotations = typeof passed === 'object' && passed !== null ? (passed as Record<string, string>) : undefined;
     if (!annotations || !uid) {
       // The runtime passed no annotations (or no UID): the Pod object says.
       const pod = await this.kube.get<KubeObject>(paths.pod(id.namespace, id.name));
@@ -85,25 +114,50 @@ export class NodeCni implements CniHandler {
     }
     const t = targets[0];
     if (!serving.length) {
-      throw new CniError(CNI.tryAgainLater, `pod ${who} asks for a /112 slice, but node ${this.o.node} serves no SixBed4Prefix with slices enabled (yet: an agent that just started loads its prefixes first)`);
+      throw new CniError(
+        CNI.tryAgainLater,
+        `pod ${who} asks for a /112 slice, but node ${this.o.node} serves no SixBed4Prefix with slices enabled (yet: an agent that just started loads its prefixes first)`,
+      );
     }
     if (!t) {
       const hint = `label it ${serving[0]!.slices.namespaceLabel}=${serving[0]!.name}`;
-      throw new CniError(CNI.notOptedIn, `pod ${who} asks for a /112 slice, but namespace ${id.namespace} takes slices from no SixBed4Prefix that node ${this.o.node} serves (${hint})`);
+      throw new CniError(
+        CNI.notOptedIn,
+        `pod ${who} asks for a /112 slice, but namespace ${id.namespace} takes slices from no SixBed4Prefix that node ${this.o.node} serves (${hint})`,
+      );
     }
-    if (!t.agent.ready) throw new CniError(CNI.tryAgainLater, `node ${this.o.node} does not serve ${t.name} yet (its router is starting)`);
+    if (!t.agent.ready)
+      throw new CniError(
+        CNI.tryAgainLater,
+        `node ${this.o.node} does not serve ${t.name} yet (its router is starting)`,
+      );
     const t0 = Date.now();
     // The inbound filter: the pod's opened ports, in place before anything routes to the slice.
     const { rules, problems } = parseAllowInbound(annotations[ALLOW_INBOUND_ANNOTATION] ?? '');
     if (problems.length) {
-      this.o.recorder?.event({ apiVersion: 'v1', kind: 'Pod', metadata: { name: id.name, namespace: id.namespace, uid } }, 'Warning', 'InvalidAllowInbound',
-        `annotation ${ALLOW_INBOUND_ANNOTATION}: ${problems.join('; ')} (these items are ignored; the rest is opened)`);
+      this.o.recorder?.event(
+        { apiVersion: 'v1', kind: 'Pod', metadata: { name: id.name, namespace: id.namespace, uid } },
+        'Warning',
+        'InvalidAllowInbound',
+        `annotation ${ALLOW_INBOUND_ANNOTATION}: ${problems.join('; ')} (these items are ignored; the rest is opened)`,
+      );
     }
-    const d = await t.agent.add({
-      pod: { ...id, uid, namespaceUid: ns.metadata.uid }, containerId: req.containerId, netns: req.netns, podIf: podInterface(req),
-      beforeDelivery: (slice) => this.updateInbound({ add: { hostIf: hostIfName(slice), slice, mode: t.slices.inbound, rules } }),
-    }, t.slices);
-    this.o.log.info(`CNI ADD: pod ${who} has ${d.address} on ${d.podIf} (${Date.now() - t0} ms)`, { prefix: t.name, hostIf: d.hostIf, container: req.containerId.slice(0, 16) });
+    const d = await t.agent.add(
+      {
+        pod: { ...id, uid, namespaceUid: ns.metadata.uid },
+        containerId: req.containerId,
+        netns: req.netns,
+        podIf: podInterface(req),
+        beforeDelivery: (slice) =>
+          this.updateInbound({ add: { hostIf: hostIfName(slice), slice, mode: t.slices.inbound, rules } }),
+      },
+      t.slices,
+    );
+    this.o.log.info(`CNI ADD: pod ${who} has ${d.address} on ${d.podIf} (${Date.now() - t0} ms)`, {
+      prefix: t.name,
+      hostIf: d.hostIf,
+      container: req.containerId.slice(0, 16),
+    });
     return addResult(req, d);
   }
 
@@ -115,26 +169,41 @@ export class NodeCni implements CniHandler {
       if (!o?.cni || !sameContainer(o.cni.containerId, req.containerId) || (uid && o.podUid !== uid)) continue;
       await this.links.release(o.slice, req.netns && existsSync(req.netns) ? req.netns : undefined);
       await this.updateInbound({ remove: l.hostIf });
-      this.o.log.info(`CNI DEL: released ${o.slice} of pod ${o.podUid}`, { hostIf: l.hostIf, container: req.containerId.slice(0, 16) });
+      this.o.log.info(`CNI DEL: released ${o.slice} of pod ${o.podUid}`, {
+        hostIf: l.hostIf,
+        container: req.containerId.slice(0, 16),
+      });
     }
   }
 
   private async check(req: CniRequest): Promise<void> {
     const id = podIdentity(req);
-    const link = (await this.links.list()).find((l) => l.owner?.cni && sameContainer(l.owner.cni.containerId, req.containerId));
+    const link = (await this.links.list()).find(
+      (l) => l.owner?.cni && sameContainer(l.owner.cni.containerId, req.containerId),
+    );
     if (!link?.owner) {
       // CHECK for a pod that did not ask (the runtime passed no annotations): nothing of ours to check.
       if (chained(req)) return;
-      throw new CniError(CNI.unknownContainer, `no sixbed4 slice for container ${req.containerId.slice(0, 16)}${id ? ` (pod ${id.namespace}/${id.name})` : ''}`);
+      throw new CniError(
+        CNI.unknownContainer,
+        `no sixbed4 slice for container ${req.containerId.slice(0, 16)}${id ? ` (pod ${id.namespace}/${id.name})` : ''}`,
+      );
     }
     // The pod end's name from the alias: CHECK's prevResult is the whole list's result, so it cannot tell chained.
-    const missing = await this.links.missing(link.owner.slice, { uid: link.owner.podUid, podIf: link.owner.cni!.podIf }, req.netns);
-    if (missing.length) throw new CniError(CNI.tryAgainLater, `slice ${link.owner.slice} is incomplete: ${missing.join('; ')}`);
+    const missing = await this.links.missing(
+      link.owner.slice,
+      { uid: link.owner.podUid, podIf: link.owner.cni!.podIf },
+      req.netns,
+    );
+    if (missing.length)
+      throw new CniError(CNI.tryAgainLater, `slice ${link.owner.slice} is incomplete: ${missing.join('; ')}`);
   }
 
   /** Links made through CNI for sandboxes the runtime no longer has. */
   private async gc(req: CniRequest): Promise<void> {
-    const valid = (req.config['cni.dev/valid-attachments'] ?? []).map((a) => a.containerID).filter((x): x is string => typeof x === 'string');
+    const valid = (req.config['cni.dev/valid-attachments'] ?? [])
+      .map((a) => a.containerID)
+      .filter((x): x is string => typeof x === 'string');
     for (const l of await this.links.list()) {
       const c = l.owner?.cni;
       if (!c || valid.some((id) => sameContainer(c.containerId, id))) continue;

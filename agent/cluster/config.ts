@@ -5,9 +5,18 @@
 // restarts while the API server is down still serves what it served.
 import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { agentConfigNodeKey, AGENT_CONFIG_COMMON_KEY, type AgentCommonConfig, type AgentNodeConfig } from '../../kube/api.js';
+import {
+  agentConfigNodeKey,
+  AGENT_CONFIG_COMMON_KEY,
+  type AgentCommonConfig,
+  type AgentNodeConfig,
+} from '../../kube/api.js';
 
-export interface NodeShare { readonly common: AgentCommonConfig; readonly node: AgentNodeConfig | null; readonly text: string; }
+export interface NodeShare {
+  readonly common: AgentCommonConfig;
+  readonly node: AgentNodeConfig | null;
+  readonly text: string;
+}
 
 /** This node's share from a ConfigMap's data; node is null when it has none (yet). Throws when the common part is missing. */
 export function shareFromData(data: Record<string, string>, nodeName: string): NodeShare {
@@ -16,7 +25,7 @@ export function shareFromData(data: Record<string, string>, nodeName: string): N
   const nodeText = data[agentConfigNodeKey(nodeName)] ?? '';
   return {
     common: JSON.parse(commonText) as AgentCommonConfig,
-    node: nodeText ? JSON.parse(nodeText) as AgentNodeConfig : null,
+    node: nodeText ? (JSON.parse(nodeText) as AgentNodeConfig) : null,
     // What decides a restart: any change to this node's share.
     text: nodeText,
   };
@@ -46,8 +55,13 @@ export const shareCache = {
     for (const n of names) {
       if (!n.startsWith(CACHE_PREFIX) || !n.endsWith('.json')) continue;
       try {
-        out.set(n.slice(CACHE_PREFIX.length, -'.json'.length), JSON.parse(await readFile(join(dir, n), 'utf8')) as Record<string, string>);
-      } catch { /* a torn or foreign file: the API will tell */ }
+        out.set(
+          n.slice(CACHE_PREFIX.length, -'.json'.length),
+          JSON.parse(await readFile(join(dir, n), 'utf8')) as Record<string, string>,
+        );
+      } catch {
+        /* a torn or foreign file: the API will tell */
+      }
     }
     return out;
   },

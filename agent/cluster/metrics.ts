@@ -41,8 +41,10 @@ export class AgentRegistry extends client.Registry {
   constructor(private readonly sources: () => PrefixMetricsSource[]) {
     super();
     new client.Gauge({
-      name: 'sixbed4_agent_fast_path', registers: [this], labelNames: ['prefix', 'mode'] as const,
-      help: 'Per prefix on this node: 1 while its in-kernel fast path runs, 0 when it does not; mode is the prefix\'s spec.fastPath (Disabled, Auto, Required)',
+      name: 'sixbed4_agent_fast_path',
+      registers: [this],
+      labelNames: ['prefix', 'mode'] as const,
+      help: "Per prefix on this node: 1 while its in-kernel fast path runs, 0 when it does not; mode is the prefix's spec.fastPath (Disabled, Auto, Required)",
     });
   }
 
@@ -56,7 +58,7 @@ export class AgentRegistry extends client.Registry {
       for (const m of await s.registry.getMetricsAsJSON()) {
         if (PROCESS_FAMILIES.has(m.name)) continue;
         let f = next.get(m.name);
-        if (!f) next.set(m.name, f = { help: m.help, type: String(m.type), values: [] });
+        if (!f) next.set(m.name, (f = { help: m.help, type: String(m.type), values: [] }));
         for (const v of m.values) f.values.push({ value: v.value, labels: { ...v.labels, prefix: s.prefix } });
       }
     }
@@ -66,8 +68,21 @@ export class AgentRegistry extends client.Registry {
     for (const [name, f] of this.merged) {
       if (this.known.has(name)) continue;
       this.known.add(name);
-      const get = async () => ({ name, help: f.help, type: f.type, aggregator: 'sum', values: this.merged.get(name)!.values });
-      this.registerMetric({ name, help: f.help, type: f.type, aggregator: 'sum', get, reset() {} } as unknown as client.Metric);
+      const get = async () => ({
+        name,
+        help: f.help,
+        type: f.type,
+        aggregator: 'sum',
+        values: this.merged.get(name)!.values,
+      });
+      this.registerMetric({
+        name,
+        help: f.help,
+        type: f.type,
+        aggregator: 'sum',
+        get,
+        reset() {},
+      } as unknown as client.Metric);
     }
   }
 

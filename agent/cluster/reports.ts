@@ -39,7 +39,10 @@ export class NodeReports {
     const lease = this.lease;
     if (!lease || this.queued) return;
     this.queued = true;
-    this.writing = this.writing.then(() => { this.queued = false; return lease.renew(this.byPrefix); });
+    this.writing = this.writing.then(() => {
+      this.queued = false;
+      return lease.renew(this.byPrefix);
+    });
   }
 
   /** Settles when the writes under way (at the time of the call) are done. */

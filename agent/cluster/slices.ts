@@ -17,13 +17,23 @@ import { ClaimError, claimSlice, namespaceWord, type ClaimPod } from './claim.js
 import { reservedSlices, sliceWords, type CheckedSlices } from '../../kube/slice-model.js';
 import { defaultLocator } from '../slices/podns.js';
 import { reconcileSlices, type DesiredSlice, type SliceStatus } from '../slices/reconcile.js';
-import { agentFieldManager, API_VERSION, SLICE_KIND, SLICES_PATH, type KubeObject, type SixBed4Slice } from '../../kube/api.js';
+import {
+  agentFieldManager,
+  API_VERSION,
+  SLICE_KIND,
+  SLICES_PATH,
+  type KubeObject,
+  type SixBed4Slice,
+} from '../../kube/api.js';
 import { paths } from '../../kube/client.js';
 import type { Kube } from '../../kube/client.js';
 import { Informer } from '../../kube/informer.js';
 
 export interface SliceAgentOptions {
-  prefixName: string; node: string; log: Logger; intervalMs?: number;
+  prefixName: string;
+  node: string;
+  log: Logger;
+  intervalMs?: number;
   /** Repair of pods that never had a CNI ADD of ours (they predate the install): what a pass needs to claim for them. */
   repair?: SliceRepair;
 }
@@ -46,7 +56,10 @@ export interface Serving {
 
 /** A CNI ADD as the node agent hands it over: the pod and the sandbox. */
 export interface PodAttach {
-  pod: ClaimPod; containerId: string; netns: string; podIf: string;
+  pod: ClaimPod;
+  containerId: string;
+  netns: string;
+  podIf: string;
   /** Runs once the slice is known, before anything routes to it (the inbound filter goes in first). */
   beforeDelivery?: (slice: string) => Promise<void>;
 }
@@ -62,9 +75,14 @@ export class SliceAgent {
   private timer: NodeJS.Timeout | undefined;
   private readonly reported = new Map<string, string>();
 
-  constructor(private readonly kube: Kube, private readonly o: SliceAgentOptions) {
+  constructor(
+    private readonly kube: Kube,
+    private readonly o: SliceAgentOptions,
+  ) {
     this.informer = new Informer<SixBed4Slice>(kube, SLICES_PATH, {
-      name: 'sixbed4slices', log: o.log, fieldSelector: `spec.node=${o.node}`,
+      name: 'sixbed4slices',
+      log: o.log,
+      fieldSelector: `spec.node=${o.node}`,
       onChange: (type, s) => {
         if (s.spec?.node !== o.node || s.spec?.prefix !== o.prefixName) return;
         if (type === 'delete' || s.metadata.deletionTimestamp) this.slices.delete(s.metadata.name!);
@@ -101,7 +119,9 @@ export class SliceAgent {
   }
 
   /** Whether CNI requests can be served (the node's /64 is known). */
-  get ready(): boolean { return this.serving !== null && this.deliverer !== null; }
+  get ready(): boolean {
+    return this.serving !== null && this.deliverer !== null;
+  }
 
   /**
    * CNI ADD: the pod's slice (held, or claimed now) delivered into the sandbox. Throws CniError: the kubelet shows
@@ -110,20 +130,39 @@ export class SliceAgent {
   add(a: PodAttach, slices: CheckedSlices): Promise<Delivered> {
     return this.serial(async () => {
       const srv = this.serving;
-      if (!srv || !this.deliverer) throw new CniError(CNI.tryAgainLater, `this node does not serve ${this.o.prefixName} yet (its router is starting)`);
+      if (!srv || !this.deliverer)
+        throw new CniError(
+          CNI.tryAgainLater,
+          `this node does not serve ${this.o.prefixName} yet (its router is starting)`,
+        );
       const obj = await this.claimFor(a.pod, slices, srv);
       const d = this.deliverer;
       await a.beforeDelivery?.(obj.spec.slice);
       let res;
       try {
-        res = await d.deliver(obj.spec.slice, { uid: a.pod.uid, name: a.pod.name, namespace: a.pod.namespace, containerId: a.containerId, podIf: a.podIf }, a.netns);
+        res = await d.deliver(
+          obj.spec.slice,
+          { uid: a.pod.uid, name: a.pod.name, namespace: a.pod.namespace, containerId: a.containerId, podIf: a.podIf },
+          a.netns,
+        );
       } catch (err) {
         if (err instanceof InterfaceTakenError) throw new CniError(CNI.interfaceTaken, err.message);
         throw err;
       }
-      await this.report({ slice: res.slice, hostIf: res.hostIf, podUid: a.pod.uid, state: 'delivered', outcome: res.outcome, reason: `delivered through CNI (${res.outcome})` });
+      await this.report({
+        slice: res.slice,
+        hostIf: res.hostIf,
+        podUid: a.pod.uid,
+        state: 'delivered',
+        outcome: res.outcome,
+        reason: `delivered through CNI (${res.outcome})`,
+      });
       return {
-        hostIf: res.hostIf, podIf: a.podIf, address: `${res.address}/112`, gateway: d.options.gateway, defaultRoute: res.defaultRoute,
+        hostIf: res.hostIf,
+        podIf: a.podIf,
+        address: `${res.address}/112`,
+        gateway: d.options.gateway,
+        defaultRoute: res.defaultRoute,
       };
     });
   }
@@ -136,7 +175,10 @@ export class SliceAgent {
     const held = [...this.slices.values()].find((x) => x.spec.pod.uid === pod.uid && x.spec.node === this.o.node);
     if (held) return held;
     const subnet = parsePrefix(srv.node64);
-    const word = await namespaceWord(this.kube, this.o.prefixName, { name: pod.namespace, uid: pod.namespaceUid }).catch(claimFailure);
+    const word = await namespaceWord(this.kube, this.o.prefixName, {
+      name: pod.namespace,
+      uid: pod.namespaceUid,
+    }).catch(claimFailure);
     // Words held by other pods only: a slice of this pod that arrived meanwhile (another agent of this node, in a
     // rolling update, claimed it) is then found again by its name (AlreadyExists, same pod: adopted) instead of
     // being stepped over and doubled.
@@ -145,12 +187,28 @@ export class SliceAgent {
       const w = sliceWords(x.spec.slice);
       if (w && w.a === word && x.spec.pod.uid !== pod.uid) taken.add(w.b);
     }
-    const reserved = reservedSlices(subnet, srv.localAddresses.map((t) => ({ bytes: parseIPv6(t), text: t, perNode: false })));
-    const got = await claimSlice(this.kube, {
-      prefixName: this.o.prefixName, node: this.o.node, subnet, index: srv.index, podWords: slices.podWords, reserved,
-    }, word, pod, (b) => taken.has(b), this.o.log).catch(claimFailure);
+    const reserved = reservedSlices(
+      subnet,
+      srv.localAddresses.map((t) => ({ bytes: parseIPv6(t), text: t, perNode: false })),
+    );
+    const got = await claimSlice(
+      this.kube,
+      {
+        prefixName: this.o.prefixName,
+        node: this.o.node,
+        subnet,
+        index: srv.index,
+        podWords: slices.podWords,
+        reserved,
+      },
+      word,
+      pod,
+      (b) => taken.has(b),
+      this.o.log,
+    ).catch(claimFailure);
     this.slices.set(got.slice.metadata.name!, got.slice);
-    const mine = [...this.slices.values()].filter((x) => x.spec.pod.uid === pod.uid && x.spec.node === this.o.node)
+    const mine = [...this.slices.values()]
+      .filter((x) => x.spec.pod.uid === pod.uid && x.spec.node === this.o.node)
       .sort((x, y) => x.spec.slice.localeCompare(y.spec.slice));
     return mine[0]!;
   }
@@ -170,15 +228,27 @@ export class SliceAgent {
     for (const p of r.podsOnNode()) {
       const spec = (p.spec ?? {}) as { hostNetwork?: boolean };
       const phase = (p.status as { phase?: string } | undefined)?.phase;
-      if (p.metadata.annotations?.[slices.podAnnotation] !== 'true' || spec.hostNetwork || phase !== 'Running' || p.metadata.deletionTimestamp) continue;
+      if (
+        p.metadata.annotations?.[slices.podAnnotation] !== 'true' ||
+        spec.hostNetwork ||
+        phase !== 'Running' ||
+        p.metadata.deletionTimestamp
+      )
+        continue;
       if ([...this.slices.values()].some((x) => x.spec.pod.uid === p.metadata.uid)) continue;
       const nsName = p.metadata.namespace!;
       if (!namespaces.has(nsName)) namespaces.set(nsName, await this.kube.get<KubeObject>(paths.namespace(nsName)));
       const ns = namespaces.get(nsName);
       if (ns?.metadata.labels?.[slices.namespaceLabel] !== this.o.prefixName || !ns.metadata.uid) continue;
       try {
-        const got = await this.claimFor({ namespace: nsName, name: p.metadata.name!, uid: p.metadata.uid!, namespaceUid: ns.metadata.uid }, slices, srv);
-        this.o.log.info(`repair: pod ${nsName}/${p.metadata.name} runs without a slice (it started before the CNI plugin, or without it): claimed ${got.spec.slice}`);
+        const got = await this.claimFor(
+          { namespace: nsName, name: p.metadata.name!, uid: p.metadata.uid!, namespaceUid: ns.metadata.uid },
+          slices,
+          srv,
+        );
+        this.o.log.info(
+          `repair: pod ${nsName}/${p.metadata.name} runs without a slice (it started before the CNI plugin, or without it): claimed ${got.spec.slice}`,
+        );
       } catch (err) {
         this.o.log.warn(`repair: no slice for pod ${nsName}/${p.metadata.name}: ${(err as Error).message}`);
       }
@@ -188,7 +258,10 @@ export class SliceAgent {
   /** Runs fn after whatever pass or request is under way (one at a time: they touch the same links). */
   private serial<T>(fn: () => Promise<T>): Promise<T> {
     const p = this.chain.then(fn);
-    this.chain = p.then(() => undefined, () => undefined);
+    this.chain = p.then(
+      () => undefined,
+      () => undefined,
+    );
     return p;
   }
 
@@ -196,17 +269,27 @@ export class SliceAgent {
   private kick(): void {
     if (this.queued) return;
     this.queued = true;
-    this.chain = this.chain.then(() => { this.queued = false; return this.pass(); })
-      .catch((err: Error) => { this.o.log.error(`slices: ${err.message}`); });
+    this.chain = this.chain
+      .then(() => {
+        this.queued = false;
+        return this.pass();
+      })
+      .catch((err: Error) => {
+        this.o.log.error(`slices: ${err.message}`);
+      });
   }
 
   /** One pass: repair claims first, then the node's links brought to the slices (to none when releasing everything). */
   private async pass(releaseEverything = false): Promise<void> {
     if (!this.deliverer || !this.node64) return;
-    if (!releaseEverything) await this.claimForStrays().catch((err: Error) => this.o.log.warn(`repair: ${err.message}`));
+    if (!releaseEverything)
+      await this.claimForStrays().catch((err: Error) => this.o.log.warn(`repair: ${err.message}`));
     const want: DesiredSlice[] = releaseEverything ? [] : [...this.slices.values()].map(desired);
     const { statuses } = await reconcileSlices(want, {
-      deliverer: this.deliverer, locator: defaultLocator(), log: this.o.log, prefix: parsePrefix(this.node64),
+      deliverer: this.deliverer,
+      locator: defaultLocator(),
+      log: this.o.log,
+      prefix: parsePrefix(this.node64),
     });
     for (const st of statuses) await this.report(st);
   }
@@ -216,17 +299,26 @@ export class SliceAgent {
     const obj = [...this.slices.values()].find((s) => s.spec.pod.uid === st.podUid || s.spec.slice === st.slice);
     if (!obj || st.state === 'released') return;
     const status = {
-      delivered: st.state === 'delivered', state: st.state,
+      delivered: st.state === 'delivered',
+      state: st.state,
       // The CRD caps the message at 1024 characters.
-      ...(st.hostIf ? { hostInterface: st.hostIf } : {}), message: (st.reason ?? st.outcome ?? st.state).slice(0, 1024),
+      ...(st.hostIf ? { hostInterface: st.hostIf } : {}),
+      message: (st.reason ?? st.outcome ?? st.state).slice(0, 1024),
     };
     const key = JSON.stringify(status);
     if (this.reported.get(obj.metadata.name!) === key) return;
     try {
-      await this.kube.apply(`${SLICES_PATH}/${encodeURIComponent(obj.metadata.name!)}/status`, {
-        apiVersion: API_VERSION, kind: SLICE_KIND, metadata: { name: obj.metadata.name },
-        status: { ...status, lastUpdate: new Date().toISOString() },
-      }, agentFieldManager(this.o.node), { force: true });
+      await this.kube.apply(
+        `${SLICES_PATH}/${encodeURIComponent(obj.metadata.name!)}/status`,
+        {
+          apiVersion: API_VERSION,
+          kind: SLICE_KIND,
+          metadata: { name: obj.metadata.name },
+          status: { ...status, lastUpdate: new Date().toISOString() },
+        },
+        agentFieldManager(this.o.node),
+        { force: true },
+      );
       this.reported.set(obj.metadata.name!, key);
     } catch (err) {
       this.o.log.warn(`cannot report slice ${obj.metadata.name}: ${(err as Error).message}`);

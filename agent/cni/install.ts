@@ -24,7 +24,13 @@ export interface PluginSettings {
 
 /** Our entry of a config list's plugins: the pod annotations capability lets the shim answer pods that did not ask alone. */
 export function pluginEntry(s: PluginSettings): Record<string, unknown> {
-  return { type: PLUGIN_TYPE, capabilities: { [POD_ANNOTATIONS_CAPABILITY]: true }, agentSocket: s.agentSocket, podAnnotation: s.podAnnotation, interface: s.interface };
+  return {
+    type: PLUGIN_TYPE,
+    capabilities: { [POD_ANNOTATIONS_CAPABILITY]: true },
+    agentSocket: s.agentSocket,
+    podAnnotation: s.podAnnotation,
+    interface: s.interface,
+  };
 }
 
 /**
@@ -63,15 +69,27 @@ async function replaceFile(path: string, write: (tmp: string) => Promise<void>):
   }
 }
 
-export interface InstallResult { binary: string; conflist: string | null; changed: boolean }
+export interface InstallResult {
+  binary: string;
+  conflist: string | null;
+  changed: boolean;
+}
 
 /** Installs the plugin binary and chains our entry into the primary list (idempotent). */
-export async function install(o: { pluginBinary: string; binDir: string; confDir: string; settings: PluginSettings }): Promise<InstallResult> {
+export async function install(o: {
+  pluginBinary: string;
+  binDir: string;
+  confDir: string;
+  settings: PluginSettings;
+}): Promise<InstallResult> {
   const target = join(o.binDir, PLUGIN_TYPE);
   const [have, want] = await Promise.all([readFile(target).catch(() => null), readFile(o.pluginBinary)]);
   let changed = false;
   if (!have || !have.equals(want)) {
-    await replaceFile(target, async (tmp) => { await copyFile(o.pluginBinary, tmp, constants.COPYFILE_FICLONE); await chmod(tmp, 0o755); });
+    await replaceFile(target, async (tmp) => {
+      await copyFile(o.pluginBinary, tmp, constants.COPYFILE_FICLONE);
+      await chmod(tmp, 0o755);
+    });
     changed = true;
   }
   const list = await primaryConflist(o.confDir);
@@ -105,6 +123,8 @@ export async function uninstall(o: { binDir: string; confDir: string }): Promise
   try {
     await rm(bin);
     done.push(`removed ${bin}`);
-  } catch { /* not there */ }
+  } catch {
+    /* not there */
+  }
   return done;
 }

@@ -14,7 +14,13 @@ export const DEFAULT_CHAINED_INTERFACE = 'eth6';
 
 /** Well-known CNI error codes (spec: "Error"), and ours from 100 up. */
 export const CNI = {
-  incompatibleVersion: 1, unsupportedField: 2, unknownContainer: 3, invalidEnv: 4, io: 5, decode: 6, invalidConfig: 7,
+  incompatibleVersion: 1,
+  unsupportedField: 2,
+  unknownContainer: 3,
+  invalidEnv: 4,
+  io: 5,
+  decode: 6,
+  invalidConfig: 7,
   tryAgainLater: 11,
   /** the pod asked, but its namespace takes no slices from a prefix this node serves */
   notOptedIn: 100,
@@ -26,7 +32,13 @@ export const CNI = {
 
 export class CniError extends Error {
   override name = 'CniError';
-  constructor(readonly code: number, message: string, readonly details = '') { super(message); }
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly details = '',
+  ) {
+    super(message);
+  }
 }
 
 export type Command = 'ADD' | 'DEL' | 'CHECK' | 'STATUS' | 'GC' | 'VERSION';
@@ -56,9 +68,22 @@ export interface NetConfig {
   [k: string]: unknown;
 }
 
-export interface CniInterface { name: string; mac?: string; sandbox?: string; mtu?: number }
-export interface CniIp { address: string; gateway?: string; interface?: number; version?: string }
-export interface CniRoute { dst: string; gw?: string }
+export interface CniInterface {
+  name: string;
+  mac?: string;
+  sandbox?: string;
+  mtu?: number;
+}
+export interface CniIp {
+  address: string;
+  gateway?: string;
+  interface?: number;
+  version?: string;
+}
+export interface CniRoute {
+  dst: string;
+  gw?: string;
+}
 export interface CniResult {
   cniVersion?: string;
   interfaces?: CniInterface[];
@@ -96,17 +121,28 @@ export function parseRequest(body: string): CniRequest {
   const config = raw.config;
   if (!isObj(config)) throw new CniError(CNI.decode, 'the network configuration is not a JSON object');
   for (const k of ['cniVersion', 'name', 'type'] as const) {
-    if (typeof config[k] !== 'string' || !config[k]) throw new CniError(CNI.invalidConfig, `the network configuration has no ${k}`);
+    if (typeof config[k] !== 'string' || !config[k])
+      throw new CniError(CNI.invalidConfig, `the network configuration has no ${k}`);
   }
   if (!(SUPPORTED_VERSIONS as readonly string[]).includes(config.cniVersion as string)) {
-    throw new CniError(CNI.incompatibleVersion, `cniVersion ${String(config.cniVersion)} is not supported`, `supported: ${SUPPORTED_VERSIONS.join(', ')}`);
+    throw new CniError(
+      CNI.incompatibleVersion,
+      `cniVersion ${String(config.cniVersion)} is not supported`,
+      `supported: ${SUPPORTED_VERSIONS.join(', ')}`,
+    );
   }
   const req: CniRequest = {
-    command: command as Command, containerId: str(raw.containerId), netns: str(raw.netns), ifname: str(raw.ifname),
-    args: parseCniArgs(str(raw.args)), config: config as NetConfig,
+    command: command as Command,
+    containerId: str(raw.containerId),
+    netns: str(raw.netns),
+    ifname: str(raw.ifname),
+    args: parseCniArgs(str(raw.args)),
+    config: config as NetConfig,
   };
-  if (['ADD', 'DEL', 'CHECK'].includes(command) && !req.containerId) throw new CniError(CNI.invalidEnv, 'CNI_CONTAINERID is not set');
-  if (['ADD', 'CHECK'].includes(command) && (!req.netns || !req.ifname)) throw new CniError(CNI.invalidEnv, 'CNI_NETNS and CNI_IFNAME must be set');
+  if (['ADD', 'DEL', 'CHECK'].includes(command) && !req.containerId)
+    throw new CniError(CNI.invalidEnv, 'CNI_CONTAINERID is not set');
+  if (['ADD', 'CHECK'].includes(command) && (!req.netns || !req.ifname))
+    throw new CniError(CNI.invalidEnv, 'CNI_NETNS and CNI_IFNAME must be set');
   const ifname = podInterface(req);
   if (['ADD', 'CHECK'].includes(command) && !/^[A-Za-z][\w-]{0,14}$/.test(ifname)) {
     throw new CniError(CNI.invalidConfig, `interface name '${ifname}' is not a valid interface name`);
@@ -119,10 +155,18 @@ export const chained = (r: CniRequest): boolean => r.config.prevResult !== undef
 
 /** The pod end's name: our own when chained (CNI_IFNAME is the primary's), the runtime's when standalone. */
 export function podInterface(r: CniRequest): string {
-  return chained(r) ? (typeof r.config.interface === 'string' ? r.config.interface : DEFAULT_CHAINED_INTERFACE) : r.ifname;
+  return chained(r)
+    ? typeof r.config.interface === 'string'
+      ? r.config.interface
+      : DEFAULT_CHAINED_INTERFACE
+    : r.ifname;
 }
 
-export interface PodIdentity { namespace: string; name: string; uid: string }
+export interface PodIdentity {
+  namespace: string;
+  name: string;
+  uid: string;
+}
 
 /** The pod from CNI_ARGS; null when the caller is not a Kubernetes runtime (cnitool without K8S_ args). */
 export function podIdentity(r: CniRequest): PodIdentity | null {
@@ -165,16 +209,33 @@ export function addResult(r: CniRequest, d: Delivered): CniResult {
   const prev = r.config.prevResult;
   const interfaces = [...(prev?.interfaces ?? []), { name: d.hostIf }, { name: d.podIf, sandbox: r.netns }];
   if (prev) return { ...prev, cniVersion: version, interfaces };
-  const ip: CniIp = { address: d.address, gateway: d.gateway, interface: interfaces.length - 1, ...(version === '0.4.0' ? { version: '6' } : {}) };
-  return { cniVersion: version, interfaces, ips: [ip], ...(d.defaultRoute ? { routes: [{ dst: '::/0', gw: d.gateway }] } : {}) };
+  const ip: CniIp = {
+    address: d.address,
+    gateway: d.gateway,
+    interface: interfaces.length - 1,
+    ...(version === '0.4.0' ? { version: '6' } : {}),
+  };
+  return {
+    cniVersion: version,
+    interfaces,
+    ips: [ip],
+    ...(d.defaultRoute ? { routes: [{ dst: '::/0', gw: d.gateway }] } : {}),
+  };
 }
 
 /** The result of an ADD that did nothing (a pod that did not ask): the prevResult unchanged, or an empty result. */
 export function passResult(r: CniRequest): CniResult {
-  return r.config.prevResult ? { ...r.config.prevResult, cniVersion: r.config.cniVersion } : { cniVersion: r.config.cniVersion };
+  return r.config.prevResult
+    ? { ...r.config.prevResult, cniVersion: r.config.cniVersion }
+    : { cniVersion: r.config.cniVersion };
 }
 
 /** The error object the spec wants on stdout. */
 export function errorBody(cniVersion: string | undefined, e: CniError): Record<string, unknown> {
-  return { cniVersion: cniVersion ?? SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.length - 1], code: e.code, msg: e.message, ...(e.details ? { details: e.details } : {}) };
+  return {
+    cniVersion: cniVersion ?? SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.length - 1],
+    code: e.code,
+    msg: e.message,
+    ...(e.details ? { details: e.details } : {}),
+  };
 }

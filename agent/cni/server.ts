@@ -16,7 +16,9 @@ import type { Logger } from '../../lib/log.js';
 import { CNI, CniError, errorBody, parseRequest, type CniRequest, type CniResult } from './protocol.js';
 
 /** What the agent does for each command; null: no output (DEL, CHECK, GC). */
-export interface CniHandler { handle(req: CniRequest): Promise<CniResult | null>; }
+export interface CniHandler {
+  handle(req: CniRequest): Promise<CniResult | null>;
+}
 
 // The shim forwards a config of up to 1 MiB with the CNI variables around it.
 const MAX_REQUEST = 2 << 20;
@@ -29,12 +31,17 @@ export interface CniMetrics {
 export function cniMetrics(registry: client.Registry): CniMetrics {
   return {
     requests: new client.Counter({
-      name: 'sixbed4_cni_requests_total', help: 'CNI requests the agent answered, by command and result (ok, or the failure reason)',
-      labelNames: ['command', 'result'], registers: [registry],
+      name: 'sixbed4_cni_requests_total',
+      help: 'CNI requests the agent answered, by command and result (ok, or the failure reason)',
+      labelNames: ['command', 'result'],
+      registers: [registry],
     }),
     addSeconds: new client.Histogram({
-      name: 'sixbed4_cni_add_seconds', help: 'Time to answer a CNI ADD (claim, veth, addresses, routes, filter), by result',
-      labelNames: ['result'], buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [registry],
+      name: 'sixbed4_cni_add_seconds',
+      help: 'Time to answer a CNI ADD (claim, veth, addresses, routes, filter), by result',
+      labelNames: ['result'],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
     }),
   };
 }
@@ -42,15 +49,29 @@ export function cniMetrics(registry: client.Registry): CniMetrics {
 /** Failure reason label: the CNI code's meaning, bounded to a few values. */
 function reasonOf(code: number): string {
   const names: Record<number, string> = {
-    [CNI.incompatibleVersion]: 'incompatible_version', [CNI.invalidEnv]: 'invalid_env', [CNI.decode]: 'decode', [CNI.invalidConfig]: 'invalid_config',
-    [CNI.tryAgainLater]: 'try_again_later', [CNI.notOptedIn]: 'not_opted_in', [CNI.exhausted]: 'exhausted', [CNI.interfaceTaken]: 'interface_taken',
+    [CNI.incompatibleVersion]: 'incompatible_version',
+    [CNI.invalidEnv]: 'invalid_env',
+    [CNI.decode]: 'decode',
+    [CNI.invalidConfig]: 'invalid_config',
+    [CNI.tryAgainLater]: 'try_again_later',
+    [CNI.notOptedIn]: 'not_opted_in',
+    [CNI.exhausted]: 'exhausted',
+    [CNI.interfaceTaken]: 'interface_taken',
   };
   return names[code] ?? 'internal';
 }
 
-export interface CniServer { readonly path: string; close(): Promise<void>; }
+export interface CniServer {
+  readonly path: string;
+  close(): Promise<void>;
+}
 
-export async function startCniServer(path: string, handler: CniHandler, log: Logger, metrics?: CniMetrics): Promise<CniServer> {
+export async function startCniServer(
+  path: string,
+  handler: CniHandler,
+  log: Logger,
+  metrics?: CniMetrics,
+): Promise<CniServer> {
   const dir = dirname(path);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const own = `cni-${process.pid}-${randomBytes(4).toString('hex')}.sock`;
@@ -60,7 +81,10 @@ export async function startCniServer(path: string, handler: CniHandler, log: Log
     let size = 0;
     sock.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > MAX_REQUEST) { sock.destroy(); return; }
+      if (size > MAX_REQUEST) {
+        sock.destroy();
+        return;
+      }
       chunks.push(c);
     });
     sock.on('error', () => undefined);
@@ -80,18 +104,26 @@ export async function startCniServer(path: string, handler: CniHandler, log: Log
       if (command === 'ADD') metrics?.addSeconds.observe({ result: 'ok' }, Number(process.hrtime.bigint() - t0) / 1e9);
       return `ok\n${result ? JSON.stringify(result) : ''}`;
     } catch (err) {
-      const e = err instanceof CniError ? err : new CniError(CNI.tryAgainLater, `sixbed4 agent: ${(err as Error).message}`);
+      const e =
+        err instanceof CniError ? err : new CniError(CNI.tryAgainLater, `sixbed4 agent: ${(err as Error).message}`);
       const reason = reasonOf(e.code);
       metrics?.requests.inc({ command, result: reason });
-      if (command === 'ADD') metrics?.addSeconds.observe({ result: reason }, Number(process.hrtime.bigint() - t0) / 1e9);
+      if (command === 'ADD')
+        metrics?.addSeconds.observe({ result: reason }, Number(process.hrtime.bigint() - t0) / 1e9);
       const pod = req ? [req.args.K8S_POD_NAMESPACE, req.args.K8S_POD_NAME].filter(Boolean).join('/') : '';
-      log.warn(`CNI ${command}${pod ? ` for pod ${pod}` : ''} failed: ${e.message}`, { code: e.code, container: req?.containerId });
+      log.warn(`CNI ${command}${pod ? ` for pod ${pod}` : ''} failed: ${e.message}`, {
+        code: e.code,
+        container: req?.containerId,
+      });
       return `error\n${JSON.stringify(errorBody(req?.config.cniVersion, e))}`;
     }
   };
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(join(dir, own), () => { server.off('error', reject); resolve(); });
+    server.listen(join(dir, own), () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
   // Only root on the node talks to it (the runtime runs plugins as root).
   await chmod(join(dir, own), 0o600);

@@ -33,7 +33,10 @@ export class Announcer {
   /** Announcements sent (frames), for the log and tests. */
   sent = 0;
 
-  constructor(private readonly p: FailoverPlan, private readonly log: Logger) {
+  constructor(
+    private readonly p: FailoverPlan,
+    private readonly log: Logger,
+  ) {
     this.mac = virtualMac(p.config.virtualRouterId);
   }
 
@@ -53,7 +56,21 @@ export class Announcer {
       this.log.info(`removed ${macvlan}: it carried ${old.address ?? 'no MAC'}, not ${formatMac(this.mac)}`);
       old = undefined;
     }
-    if (!old) await ip('link', 'add', 'link', uplink, 'name', macvlan, 'address', formatMac(this.mac), 'type', 'macvlan', 'mode', 'bridge');
+    if (!old)
+      await ip(
+        'link',
+        'add',
+        'link',
+        uplink,
+        'name',
+        macvlan,
+        'address',
+        formatMac(this.mac),
+        'type',
+        'macvlan',
+        'mode',
+        'bridge',
+      );
     // Nothing of the kernel's own on it: no DAD (moved addresses are nodad; the link-local derives from the virtual
     // MAC, the same on every member), no RAs, and loose reverse-path checks (peers' packets come in here, the
     // routes to them go out of the uplink).
@@ -62,7 +79,10 @@ export class Announcer {
     await sysctl(`net/ipv4/conf/${macvlan}/rp_filter`, '2');
     const [own] = await ipJson<{ addr_info?: { local: string }[] }[]>('-4', 'addr', 'show', 'dev', uplink);
     const uplinkIPv4 = own?.addr_info?.find((a) => a.local !== formatIPv4(this.p.ipv4))?.local;
-    if (!uplinkIPv4) this.log.warn(`${uplink} has no IPv4 address of its own: the kernel's ARP requests there will name the floating address`);
+    if (!uplinkIPv4)
+      this.log.warn(
+        `${uplink} has no IPv4 address of its own: the kernel's ARP requests there will name the floating address`,
+      );
     await ensureFence(this.p, uplinkIPv4);
     if (old && !(await fenceOpen(this.p))) {
       await ip('link', 'set', 'dev', macvlan, 'down');
@@ -98,7 +118,9 @@ export class Announcer {
     this.active = false;
     for (const t of this.timers.splice(0)) clearTimeout(t);
     await closeFence(this.p).catch((err: Error) => this.log.error(`closing the fence: ${err.message}`));
-    await ip('link', 'set', 'dev', this.p.macvlan, 'down').catch((err: Error) => this.log.error(`setting ${this.p.macvlan} down: ${err.message}`));
+    await ip('link', 'set', 'dev', this.p.macvlan, 'down').catch((err: Error) =>
+      this.log.error(`setting ${this.p.macvlan} down: ${err.message}`),
+    );
     await ip('addr', 'flush', 'dev', this.p.macvlan).catch(() => undefined);
   }
 
@@ -119,7 +141,13 @@ export class Announcer {
    * (a higher metric: everything else still leaves by the uplink). They go when the macvlan goes down.
    */
   private async onLinkRoutes(): Promise<void> {
-    const routes = await ipJson<{ dst: string; gateway?: string; protocol?: string }[]>('-6', 'route', 'show', 'dev', this.p.uplink);
+    const routes = await ipJson<{ dst: string; gateway?: string; protocol?: string }[]>(
+      '-6',
+      'route',
+      'show',
+      'dev',
+      this.p.uplink,
+    );
     for (const r of routes) {
       if (r.gateway || r.dst === 'default' || r.dst.startsWith('fe80:') || !r.dst.includes('/')) continue;
       await ip('-6', 'route', 'replace', r.dst, 'dev', this.p.macvlan, 'metric', String(ONLINK_METRIC));

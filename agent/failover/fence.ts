@@ -33,8 +33,12 @@ function nft(script: string): Promise<string> {
  */
 export async function ensureFence(p: FailoverPlan, uplinkIPv4?: string): Promise<void> {
   const nftBin = systemTool('nft');
-  const there = async (family: string) => runCommand([nftBin, 'list', 'table', family, p.table], { timeoutMs: NFT_TIMEOUT_MS }).then(() => true, () => false);
-  if (await there('netdev') && await there('arp')) return;
+  const there = async (family: string) =>
+    runCommand([nftBin, 'list', 'table', family, p.table], { timeoutMs: NFT_TIMEOUT_MS }).then(
+      () => true,
+      () => false,
+    );
+  if ((await there('netdev')) && (await there('arp'))) return;
   const t = p.table;
   // A half left behind goes first, in the same transaction.
   await nft(`table netdev ${t}
@@ -54,8 +58,12 @@ table netdev ${t} {
 table arp ${t} {
   chain out {
     type filter hook output priority 0; policy accept;
-    oifname "${p.uplink}" arp operation reply arp saddr ip ${formatIPv4(p.ipv4)} drop${uplinkIPv4 ? `
-    oifname "${p.uplink}" arp operation request arp saddr ip ${formatIPv4(p.ipv4)} arp saddr ip set ${uplinkIPv4}` : ''}
+    oifname "${p.uplink}" arp operation reply arp saddr ip ${formatIPv4(p.ipv4)} drop${
+      uplinkIPv4
+        ? `
+    oifname "${p.uplink}" arp operation request arp saddr ip ${formatIPv4(p.ipv4)} arp saddr ip set ${uplinkIPv4}`
+        : ''
+    }
   }
 }
 `);
@@ -64,12 +72,16 @@ table arp ${t} {
 /** Open until remainingMs from now (at least 1 ms); a shorter one than before replaces it. */
 export async function extendFence(p: FailoverPlan, remainingMs: number): Promise<void> {
   const ms = Math.max(1, Math.floor(remainingMs - INSERT_MARGIN_MS));
-  await nft(`flush set netdev ${p.table} alive\nadd element netdev ${p.table} alive { "${p.macvlan}" timeout ${ms}ms }\n`);
+  await nft(
+    `flush set netdev ${p.table} alive\nadd element netdev ${p.table} alive { "${p.macvlan}" timeout ${ms}ms }\n`,
+  );
 }
 
 /** Whether the fence is open now: a member of this node is active (or died less than its fence time ago). */
 export async function fenceOpen(p: FailoverPlan): Promise<boolean> {
-  const out = await runCommand([systemTool('nft'), '-j', 'list', 'set', 'netdev', p.table, 'alive'], { timeoutMs: NFT_TIMEOUT_MS });
+  const out = await runCommand([systemTool('nft'), '-j', 'list', 'set', 'netdev', p.table, 'alive'], {
+    timeoutMs: NFT_TIMEOUT_MS,
+  });
   const set = (JSON.parse(out) as { nftables: { set?: { elem?: unknown[] } }[] }).nftables.find((x) => x.set)?.set;
   return (set?.elem ?? []).length > 0;
 }
@@ -80,5 +92,7 @@ export async function closeFence(p: FailoverPlan): Promise<void> {
 }
 
 export async function removeFence(p: FailoverPlan): Promise<void> {
-  await nft(`table netdev ${p.table}\ndelete table netdev ${p.table}\ntable arp ${p.table}\ndelete table arp ${p.table}\n`);
+  await nft(
+    `table netdev ${p.table}\ndelete table netdev ${p.table}\ntable arp ${p.table}\ndelete table arp ${p.table}\n`,
+  );
 }

@@ -65,19 +65,31 @@ export class FailoverMember {
   private lastOther: { at: number; holder: string } | undefined;
   private deadline = 0;
 
-  constructor(private readonly o: MemberOptions, private readonly log: Logger) {
+  constructor(
+    private readonly o: MemberOptions,
+    private readonly log: Logger,
+  ) {
     const f = o.plan.config;
     // node_<random>: two agents of one node (a rollout's surge) are two candidates; the node is before the '_'.
     this.identity = `${o.node}_${randomBytes(4).toString('hex')}`;
     this.elector = new LeaderElector({
-      kube: o.kube, namespace: o.namespace, name: f.leaseName, identity: this.identity, log,
-      leaseDurationMs: f.leaseDurationMs, renewDeadlineMs: f.fenceAfterMs, retryPeriodMs: f.renewIntervalMs, component: 'failover',
+      kube: o.kube,
+      namespace: o.namespace,
+      name: f.leaseName,
+      identity: this.identity,
+      log,
+      leaseDurationMs: f.leaseDurationMs,
+      renewDeadlineMs: f.fenceAfterMs,
+      retryPeriodMs: f.renewIntervalMs,
+      component: 'failover',
       // An answer later than the deadline is of no use: the member has withdrawn by then.
       requestTimeoutMs: f.fenceAfterMs,
     });
     this.announcer = new Announcer(o.plan, log);
     this.watch = new Informer<KubeObject>(o.kube, paths.leases(o.namespace), {
-      name: `failover Lease ${f.leaseName}`, log, fieldSelector: `metadata.name=${f.leaseName}`,
+      name: `failover Lease ${f.leaseName}`,
+      log,
+      fieldSelector: `metadata.name=${f.leaseName}`,
       onChange: (type, lease) => {
         const spec = (lease as { spec?: { holderIdentity?: string } }).spec;
         // The active member goes by its own writes (a late event of an older one must not become its record).
@@ -85,7 +97,8 @@ export class FailoverMember {
         if (type !== 'delete') {
           this.elector.seen(lease as never);
           const seen = this.elector.observed;
-          if (seen.holder !== '' && seen.holder !== this.identity) this.lastOther = { at: seen.at, holder: seen.holder };
+          if (seen.holder !== '' && seen.holder !== this.identity)
+            this.lastOther = { at: seen.at, holder: seen.holder };
         }
         // Released (or deleted): a standby tries at once; renewed: it tries when this record would expire.
         if (type === 'delete' || !spec?.holderIdentity) this.kick(true);
@@ -107,10 +120,14 @@ export class FailoverMember {
   describe(): string {
     const at = `${formatIPv4(this.o.plan.ipv4)} (failover ${this.o.plan.config.leaseName})`;
     switch (this.roleNow) {
-      case 'active': return `active member for ${at}`;
-      case 'standby': return this.standbyReady ? `ready standby for ${at}` : `standby for ${at}, not ready: ${this.why}`;
-      case 'out': return `not a candidate for ${at}: ${this.why}`;
-      default: return 'stopped';
+      case 'active':
+        return `active member for ${at}`;
+      case 'standby':
+        return this.standbyReady ? `ready standby for ${at}` : `standby for ${at}, not ready: ${this.why}`;
+      case 'out':
+        return `not a candidate for ${at}: ${this.why}`;
+      default:
+        return 'stopped';
     }
   }
 
@@ -121,7 +138,9 @@ export class FailoverMember {
 
   /** Joins the election (the router runs). */
   async start(): Promise<void> {
-    void this.watch.start().catch((err: Error) => this.log.warn(`watching the failover Lease: ${err.message} (retrying)`));
+    void this.watch
+      .start()
+      .catch((err: Error) => this.log.warn(`watching the failover Lease: ${err.message} (retrying)`));
     this.setRole('standby', 'starting');
     this.kick(true);
     this.timer = setInterval(() => this.kick(), this.o.plan.config.renewIntervalMs);
@@ -157,13 +176,17 @@ export class FailoverMember {
     if (urgent) this.urgent = true;
     if (this.again) return;
     this.again = true;
-    this.ticking = this.ticking.then(async () => {
-      this.again = false;
-      if (this.roleNow === 'stopped') return;
-      const urgentNow = this.urgent;
-      this.urgent = false;
-      await this.round(urgentNow);
-    }).catch((err: Error) => { this.log.error(`failover: ${err.message}`); });
+    this.ticking = this.ticking
+      .then(async () => {
+        this.again = false;
+        if (this.roleNow === 'stopped') return;
+        const urgentNow = this.urgent;
+        this.urgent = false;
+        await this.round(urgentNow);
+      })
+      .catch((err: Error) => {
+        this.log.error(`failover: ${err.message}`);
+      });
   }
 
   private async round(urgent: boolean): Promise<void> {
@@ -184,7 +207,11 @@ export class FailoverMember {
       this.log.info('data path back: standing by again');
       this.setRole('standby', 'data path back');
     }
-    if (this.roleNow === 'standby' && !urgent && performance.now() - this.lastAttempt < this.o.plan.config.leaseDurationMs) {
+    if (
+      this.roleNow === 'standby' &&
+      !urgent &&
+      performance.now() - this.lastAttempt < this.o.plan.config.leaseDurationMs
+    ) {
       this.publish();
       return;
     }
@@ -219,41 +246,63 @@ export class FailoverMember {
     // API failure while active: the fence timer withdraws at the deadline.
   }
 
-  private async takeOver(before: { at: number; holder: string }, annotations: Record<string, string>, decidedAt: number, remaining: number): Promise<void> {
+  private async takeOver(
+    before: { at: number; holder: string },
+    annotations: Record<string, string>,
+    decidedAt: number,
+    remaining: number,
+  ): Promise<void> {
     const t0 = performance.now();
     const prev = this.lastOther;
     const releasedWhy = annotations[RELEASE_REASON_ANNOTATION];
-    const reason: FailoverReason | undefined = releasedWhy === 'DataPathDown' ? 'DataPathDown'
-      : releasedWhy ? 'Released'
-      : before.holder !== '' && before.holder !== this.identity ? 'LeaseExpired' : undefined;
+    const reason: FailoverReason | undefined =
+      releasedWhy === 'DataPathDown'
+        ? 'DataPathDown'
+        : releasedWhy
+          ? 'Released'
+          : before.holder !== '' && before.holder !== this.identity
+            ? 'LeaseExpired'
+            : undefined;
     const startCount = await this.o.forwarded();
     await this.announcer.activate(remaining - (performance.now() - t0));
     this.setRole('active', 'took the Lease');
     this.armFence();
     const announced = performance.now();
     if (!reason || !prev) {
-      this.log.info(`active for ${formatIPv4(this.o.plan.ipv4)}: took the Lease ${this.o.plan.config.leaseName} (first holder)`);
+      this.log.info(
+        `active for ${formatIPv4(this.o.plan.ipv4)}: took the Lease ${this.o.plan.config.leaseName} (first holder)`,
+      );
       return;
     }
     this.o.metrics.failovers.inc({ prefix: this.o.prefixName, reason });
     const parts = {
-      reason, from: prev.holder,
-      detectionMs: Math.round(decidedAt - prev.at), electionMs: Math.round(t0 - decidedAt), announceMs: Math.round(announced - t0),
+      reason,
+      from: prev.holder,
+      detectionMs: Math.round(decidedAt - prev.at),
+      electionMs: Math.round(t0 - decidedAt),
+      announceMs: Math.round(announced - t0),
     };
     this.log.info(`took over ${formatIPv4(this.o.plan.ipv4)} from ${prev.holder} (${reason})`, parts);
     void this.firstPacket(startCount ?? 0, prev.at, announced, parts);
   }
 
   /** The takeover histogram: from the old active's last renew seen to the first packet forwarded here. */
-  private async firstPacket(startCount: number, from: number, announced: number, parts: Record<string, unknown>): Promise<void> {
+  private async firstPacket(
+    startCount: number,
+    from: number,
+    announced: number,
+    parts: Record<string, unknown>,
+  ): Promise<void> {
     const until = performance.now() + FIRST_PACKET_WAIT_MS;
     while (this.roleNow === 'active' && performance.now() < until) {
       const n = await this.o.forwarded();
       if (n !== undefined && n > startCount) {
         const at = performance.now();
         this.o.metrics.takeover.observe({ prefix: this.o.prefixName }, (at - from) / 1000);
-        this.log.info(`first packet forwarded after the takeover: ${Math.round(at - from)} ms after the old holder's last renew seen`,
-          { ...parts, firstPacketMs: Math.round(at - announced), gapMs: Math.round(at - from) });
+        this.log.info(
+          `first packet forwarded after the takeover: ${Math.round(at - from)} ms after the old holder's last renew seen`,
+          { ...parts, firstPacketMs: Math.round(at - announced), gapMs: Math.round(at - from) },
+        );
         return;
       }
       await new Promise((r) => setTimeout(r, FIRST_PACKET_POLL_MS));
@@ -272,14 +321,22 @@ export class FailoverMember {
   /** Withdraws at the deadline unless a renew moves it on first. */
   private armFence(): void {
     clearTimeout(this.fenceTimer);
-    this.fenceTimer = setTimeout(() => {
-      if (this.roleNow !== 'active') return;
-      // Timers may fire a little early on the monotonic clock: then again at the deadline itself.
-      if (performance.now() < this.deadline) { this.armFence(); return; }
-      this.log.error(`no renew of the Lease ${this.o.plan.config.leaseName} for ${this.o.plan.config.fenceAfterMs} ms: withdrawing at the deadline`);
-      // Now, not after the round under way (its request may hang until its own timeout).
-      void this.withdraw('could not renew the Lease by the deadline');
-    }, Math.max(0, this.deadline - performance.now()));
+    this.fenceTimer = setTimeout(
+      () => {
+        if (this.roleNow !== 'active') return;
+        // Timers may fire a little early on the monotonic clock: then again at the deadline itself.
+        if (performance.now() < this.deadline) {
+          this.armFence();
+          return;
+        }
+        this.log.error(
+          `no renew of the Lease ${this.o.plan.config.leaseName} for ${this.o.plan.config.fenceAfterMs} ms: withdrawing at the deadline`,
+        );
+        // Now, not after the round under way (its request may hang until its own timeout).
+        void this.withdraw('could not renew the Lease by the deadline');
+      },
+      Math.max(0, this.deadline - performance.now()),
+    );
   }
 
   private async withdraw(why: string): Promise<void> {

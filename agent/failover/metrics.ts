@@ -17,10 +17,31 @@ export class FailoverMetrics {
 
   constructor(registry: client.Registry) {
     const registers = [registry];
-    this.active = new client.Gauge({ name: 'sixbed4_failover_active', help: '1 on the active member of the prefix\'s failover group, 0 on the others', labelNames: ['prefix'], registers });
-    this.standbyReady = new client.Gauge({ name: 'sixbed4_failover_standby_ready', help: '1 when this standby could take the prefix over now (router bound, data path up, the API answering)', labelNames: ['prefix'], registers });
-    this.failovers = new client.Counter({ name: 'sixbed4_failovers_total', help: 'Takeovers by this node, by why the previous active member stopped (LeaseExpired, Released, DataPathDown)', labelNames: ['prefix', 'reason'], registers });
-    this.takeover = new client.Histogram({ name: 'sixbed4_failover_takeover_seconds', help: 'From the old active member\'s last renew this node saw to the first packet this node forwarded after taking over', labelNames: ['prefix'], buckets: TAKEOVER_BUCKETS, registers });
+    this.active = new client.Gauge({
+      name: 'sixbed4_failover_active',
+      help: "1 on the active member of the prefix's failover group, 0 on the others",
+      labelNames: ['prefix'],
+      registers,
+    });
+    this.standbyReady = new client.Gauge({
+      name: 'sixbed4_failover_standby_ready',
+      help: '1 when this standby could take the prefix over now (router bound, data path up, the API answering)',
+      labelNames: ['prefix'],
+      registers,
+    });
+    this.failovers = new client.Counter({
+      name: 'sixbed4_failovers_total',
+      help: 'Takeovers by this node, by why the previous active member stopped (LeaseExpired, Released, DataPathDown)',
+      labelNames: ['prefix', 'reason'],
+      registers,
+    });
+    this.takeover = new client.Histogram({
+      name: 'sixbed4_failover_takeover_seconds',
+      help: "From the old active member's last renew this node saw to the first packet this node forwarded after taking over",
+      labelNames: ['prefix'],
+      buckets: TAKEOVER_BUCKETS,
+      registers,
+    });
   }
 
   /** The member is gone: its series go too. */

@@ -51,8 +51,10 @@ export class CommandError extends Error {
 
   /** The error for a finished command's result (its stdout stands in for an empty stderr). */
   static fromResult(argv: readonly string[], r: CommandResult, timeoutMs: number): CommandError {
-    const how = r.timedOut ? `timed out after ${timeoutMs} ms`
-      : r.code === null ? `was killed by ${r.signal}`
+    const how = r.timedOut
+      ? `timed out after ${timeoutMs} ms`
+      : r.code === null
+        ? `was killed by ${r.signal}`
         : `exited with status ${r.code}`;
     return new CommandError(argv, r.code, r.stderr, how, r.stderr.trim() || r.stdout);
   }
@@ -86,9 +88,13 @@ export function execCommand(argv: readonly string[], opts: CommandOptions = {}):
     const err: Buffer[] = [];
     let timedOut = false;
     const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    const timer = timeoutMs > 0
-      ? setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, timeoutMs)
-      : undefined;
+    const timer =
+      timeoutMs > 0
+        ? setTimeout(() => {
+            timedOut = true;
+            child.kill('SIGKILL');
+          }, timeoutMs)
+        : undefined;
     child.stdout!.on('data', (b: Buffer) => out.push(b));
     child.stderr!.on('data', (b: Buffer) => err.push(b));
     child.on('error', (e) => {
@@ -99,7 +105,13 @@ export function execCommand(argv: readonly string[], opts: CommandOptions = {}):
     const finish = (code: number | null, signal: NodeJS.Signals | null): void => {
       clearTimeout(timer);
       clearTimeout(graceTimer);
-      resolve({ code, signal, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8'), timedOut });
+      resolve({
+        code,
+        signal,
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+        timedOut,
+      });
     };
     // Normally wait for 'close' so that all output has been read; but a
     // background grandchild that inherited the pipes would delay it forever.

@@ -7,7 +7,9 @@ import { commandLine, type PlanStep } from './steps.js';
 import { writeConf } from './sysctl.js';
 import type { Logger } from '../../lib/log.js';
 
-export interface StepRunner { run(step: PlanStep): Promise<void>; }
+export interface StepRunner {
+  run(step: PlanStep): Promise<void>;
+}
 
 /** Runs steps on this host's kernel (the network namespace this process is in). */
 export const kernelRunner: StepRunner = {
@@ -23,10 +25,17 @@ export const kernelRunner: StepRunner = {
 export async function waitUsable(dev: string, address: string, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const links = await ipJson<{ addr_info?: { local?: string; tentative?: boolean; dadfailed?: boolean }[] }[]>('-6', 'addr', 'show', 'dev', dev);
+    const links = await ipJson<{ addr_info?: { local?: string; tentative?: boolean; dadfailed?: boolean }[] }[]>(
+      '-6',
+      'addr',
+      'show',
+      'dev',
+      dev,
+    );
     const a = links.flatMap((l) => l.addr_info ?? []).find((x) => x.local === address);
     if (!a) throw new Error(`${address} vanished from ${dev} while waiting for duplicate address detection`);
-    if (a.dadfailed) throw new Error(`${address} on ${dev} failed duplicate address detection: another node on the link uses it`);
+    if (a.dadfailed)
+      throw new Error(`${address} on ${dev} failed duplicate address detection: another node on the link uses it`);
     if (!a.tentative) return;
     if (Date.now() > deadline) throw new Error(`${address} on ${dev} still tentative after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 50));
@@ -36,7 +45,12 @@ export async function waitUsable(dev: string, address: string, timeoutMs = 10_00
 /** A failed step; rolledBack says whether the host is back where it started. */
 export class StepFailure extends Error {
   override name = 'StepFailure';
-  constructor(message: string, readonly rolledBack: boolean) { super(message); }
+  constructor(
+    message: string,
+    readonly rolledBack: boolean,
+  ) {
+    super(message);
+  }
 }
 
 /**
@@ -44,8 +58,12 @@ export class StepFailure extends Error {
  * what was done (computed from the state at that moment), runs them, and
  * throws a StepFailure saying how that went.
  */
-export async function executeSteps(steps: readonly PlanStep[], log: Logger, runner: StepRunner,
-  rollback: () => Promise<readonly PlanStep[]>): Promise<void> {
+export async function executeSteps(
+  steps: readonly PlanStep[],
+  log: Logger,
+  runner: StepRunner,
+  rollback: () => Promise<readonly PlanStep[]>,
+): Promise<void> {
   for (let i = 0; i < steps.length; i++) {
     const step = steps[i]!;
     const cmd = commandLine(step.action);
@@ -61,7 +79,10 @@ export async function executeSteps(steps: readonly PlanStep[], log: Logger, runn
       try {
         undo = await rollback();
       } catch (e) {
-        throw new StepFailure(`'${cmd}' failed: ${why}; working out the rollback failed too (${(e as Error).message}): the host is partly changed`, false);
+        throw new StepFailure(
+          `'${cmd}' failed: ${why}; working out the rollback failed too (${(e as Error).message}): the host is partly changed`,
+          false,
+        );
       }
       for (const [j, u] of undo.entries()) {
         const ucmd = commandLine(u.action);
@@ -69,10 +90,16 @@ export async function executeSteps(steps: readonly PlanStep[], log: Logger, runn
         try {
           await runner.run(u);
         } catch (e) {
-          throw new StepFailure(`'${cmd}' failed: ${why}; the rollback failed too at '${ucmd}': ${(e as Error).message}: the host is partly changed`, false);
+          throw new StepFailure(
+            `'${cmd}' failed: ${why}; the rollback failed too at '${ucmd}': ${(e as Error).message}: the host is partly changed`,
+            false,
+          );
         }
       }
-      throw new StepFailure(`'${cmd}' failed: ${why}; rolled back (${undo.length} step(s)): the host is as it was`, true);
+      throw new StepFailure(
+        `'${cmd}' failed: ${why}; rolled back (${undo.length} step(s)): the host is as it was`,
+        true,
+      );
     }
   }
 }

@@ -36,7 +36,11 @@ export function ipIn(ns: NetnsRef | undefined, args: readonly string[], opts: Co
 }
 
 /** `ip -j ARGS` in the namespace, parsed. */
-export async function ipJsonIn<T>(ns: NetnsRef | undefined, args: readonly string[], opts: CommandOptions = {}): Promise<T> {
+export async function ipJsonIn<T>(
+  ns: NetnsRef | undefined,
+  args: readonly string[],
+  opts: CommandOptions = {},
+): Promise<T> {
   // Some ip subcommands print nothing at all instead of "[]".
   const out = await ipIn(ns, ['-j', ...args], opts);
   return (out.trim() === '' ? [] : JSON.parse(out)) as T;

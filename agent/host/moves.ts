@@ -28,8 +28,12 @@ export function delArgs(f: { address: string; prefixLen: number; dev: string }):
 }
 
 function matches(have: AddressForm, want: WantedForm): boolean {
-  return have.dev === want.dev && have.prefixLen === want.prefixLen &&
-    (want.flags === undefined || (have.flags.length === want.flags.length && want.flags.every((f) => have.flags.includes(f))));
+  return (
+    have.dev === want.dev &&
+    have.prefixLen === want.prefixLen &&
+    (want.flags === undefined ||
+      (have.flags.length === want.flags.length && want.flags.every((f) => have.flags.includes(f))))
+  );
 }
 
 /**
@@ -38,8 +42,13 @@ function matches(have: AddressForm, want: WantedForm): boolean {
  * interfaces out of scope: they stay, and keep the address alive meanwhile.
  * `dropWhy` says why forms that are not wanted go.
  */
-export function moveAddress(address: string, current: readonly AddressForm[], wanted: readonly WantedForm[],
-  elsewhere: readonly AddressForm[], dropWhy: string): PlanStep[] {
+export function moveAddress(
+  address: string,
+  current: readonly AddressForm[],
+  wanted: readonly WantedForm[],
+  elsewhere: readonly AddressForm[],
+  dropWhy: string,
+): PlanStep[] {
   const kept = current.filter((c) => wanted.some((w) => matches(c, w)));
   const toAdd = wanted.filter((w) => !current.some((c) => matches(c, w)));
   const toDel = current.filter((c) => !kept.includes(c));
@@ -49,8 +58,13 @@ export function moveAddress(address: string, current: readonly AddressForm[], wa
   const add = (w: WantedForm) => {
     const flags = w.flags ?? [];
     const dad = w.dev !== BRIDGE_DEV && !flags.includes('nodad');
-    steps.push(ipStep(addArgs(address, w.prefixLen, w.dev, flags), `${address}/${w.prefixLen} on ${w.dev}: ${w.why}`,
-      dad ? { dev: w.dev, address } : undefined));
+    steps.push(
+      ipStep(
+        addArgs(address, w.prefixLen, w.dev, flags),
+        `${address}/${w.prefixLen} on ${w.dev}: ${w.why}`,
+        dad ? { dev: w.dev, address } : undefined,
+      ),
+    );
   };
   // Same interface, other form: the old one has to go before the new one can come.
   const blocking = toDel.filter((d) => toAdd.some((w) => w.dev === d.dev));
@@ -62,14 +76,29 @@ export function moveAddress(address: string, current: readonly AddressForm[], wa
     const bridgeBusy = [...current, ...elsewhere, ...toAdd].some((f) => f.dev === BRIDGE_DEV);
     const bridge = alive.length === 0 && !bridgeBusy;
     if (bridge) {
-      steps.push(ipStep(addArgs(address, 128, BRIDGE_DEV),
-        `temporary copy of ${address} on ${BRIDGE_DEV}: keeps it delivered locally while it changes form on ${blocking.map((d) => d.dev).join(', ')} (an address exists once per interface)`));
+      steps.push(
+        ipStep(
+          addArgs(address, 128, BRIDGE_DEV),
+          `temporary copy of ${address} on ${BRIDGE_DEV}: keeps it delivered locally while it changes form on ${blocking.map((d) => d.dev).join(', ')} (an address exists once per interface)`,
+        ),
+      );
     }
     for (const d of blocking) {
-      steps.push(ipStep(delArgs(d), `remove ${address}/${d.prefixLen} from ${d.dev} to make room for its new form${bridge ? ' (the copy on lo answers meanwhile)' : ''}`));
+      steps.push(
+        ipStep(
+          delArgs(d),
+          `remove ${address}/${d.prefixLen} from ${d.dev} to make room for its new form${bridge ? ' (the copy on lo answers meanwhile)' : ''}`,
+        ),
+      );
       for (const w of toAdd.filter((x) => x.dev === d.dev)) add(w);
     }
-    if (bridge) steps.push(ipStep(delArgs({ address, prefixLen: 128, dev: BRIDGE_DEV }), `remove the temporary copy of ${address} from ${BRIDGE_DEV}`));
+    if (bridge)
+      steps.push(
+        ipStep(
+          delArgs({ address, prefixLen: 128, dev: BRIDGE_DEV }),
+          `remove the temporary copy of ${address} from ${BRIDGE_DEV}`,
+        ),
+      );
   }
   for (const d of toDel.filter((x) => !blocking.includes(x))) {
     steps.push(ipStep(delArgs(d), `remove ${address}/${d.prefixLen} from ${d.dev}: ${dropWhy}`));

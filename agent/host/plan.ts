@@ -18,8 +18,8 @@ export interface ApplyPlan extends Plan {
   readonly creates: { readonly dummy: boolean; readonly tunnelRoute: boolean };
 }
 
-
-export const SEED_ERRATA = 'the seed\'s `sysctl -w net.ipv6.conf.eth0.ip_forwarding=1` names a key that does not exist: ' +
+export const SEED_ERRATA =
+  "the seed's `sysctl -w net.ipv6.conf.eth0.ip_forwarding=1` names a key that does not exist: " +
   'IPv6 forwarding is net.ipv6.conf.<interface>.forwarding (and .all.); its net.ipv6.conf.*.mc_forwarding is read-only — ' +
   'only a multicast routing daemon sets it, by opening the multicast routing socket — so sixbed4 does not try to set it';
 
@@ -27,19 +27,25 @@ export const SEED_ERRATA = 'the seed\'s `sysctl -w net.ipv6.conf.eth0.ip_forward
 export function resolveUplink(cfg: Pick<HostConfig, 'uplink'>, state: HostState): string {
   const defaults = defaultRoutes(state);
   if (defaults.length === 0) {
-    throw new InputError('this host has no IPv6 default route: refusing to change its IPv6 addresses, since a host without one ' +
-      `may be reachable only through the addresses being moved; add it first (ip -6 route add default via ROUTER dev ${cfg.uplink ?? 'UPLINK'})`);
+    throw new InputError(
+      'this host has no IPv6 default route: refusing to change its IPv6 addresses, since a host without one ' +
+        `may be reachable only through the addresses being moved; add it first (ip -6 route add default via ROUTER dev ${cfg.uplink ?? 'UPLINK'})`,
+    );
   }
   let uplink = cfg.uplink;
   if (uplink === undefined) {
     const devs = [...new Set(defaults[0]!.devs)];
     if (devs.length !== 1) {
-      throw new InputError(`the IPv6 default route uses ${devs.length ? `several interfaces (${devs.join(', ')})` : 'no interface'}: say which one is the uplink with --uplink`);
+      throw new InputError(
+        `the IPv6 default route uses ${devs.length ? `several interfaces (${devs.join(', ')})` : 'no interface'}: say which one is the uplink with --uplink`,
+      );
     }
     uplink = devs[0]!;
   }
   if (!findLink(state, uplink)) {
-    throw new InputError(`uplink '${uplink}' not found (interfaces here: ${state.links.map((l) => l.name).join(', ')})`);
+    throw new InputError(
+      `uplink '${uplink}' not found (interfaces here: ${state.links.map((l) => l.name).join(', ')})`,
+    );
   }
   return uplink;
 }
@@ -58,17 +64,32 @@ export function planApply(cfg: HostConfig, state: HostState): ApplyPlan {
 
   // 1. Forwarding: the kernel must pass packets between the uplink and the tunnel.
   if (confValue(state.conf, { conf: 'all', param: 'forwarding' }) !== '1') {
-    steps.push(sysctlStep({ conf: 'all', param: 'forwarding' }, '1',
-      'IPv6 forwarding for the host, so the kernel passes packets between the uplink and the tunnel (writing "all" switches it on for every interface and "default" too)'));
+    steps.push(
+      sysctlStep(
+        { conf: 'all', param: 'forwarding' },
+        '1',
+        'IPv6 forwarding for the host, so the kernel passes packets between the uplink and the tunnel (writing "all" switches it on for every interface and "default" too)',
+      ),
+    );
   }
   if (confValue(state.conf, { conf: uplink, param: 'forwarding' }) !== '1') {
-    steps.push(sysctlStep({ conf: uplink, param: 'forwarding' }, '1',
-      `IPv6 forwarding on ${uplink} (this is the key the seed calls ip_forwarding; mc_forwarding is read-only and not needed)`));
+    steps.push(
+      sysctlStep(
+        { conf: uplink, param: 'forwarding' },
+        '1',
+        `IPv6 forwarding on ${uplink} (this is the key the seed calls ip_forwarding; mc_forwarding is read-only and not needed)`,
+      ),
+    );
   }
   const ra = defaultRoutes(state).find((r) => r.devs.includes(uplink) && r.protocol === 'ra');
   if (ra && confValue(state.conf, { conf: uplink, param: 'accept_ra' }) === '1') {
-    steps.push(sysctlStep({ conf: uplink, param: 'accept_ra' }, '2',
-      `the default route comes from Router Advertisements, which a forwarding interface ignores unless accept_ra is 2: without this the host would lose its default route when it expires`));
+    steps.push(
+      sysctlStep(
+        { conf: uplink, param: 'accept_ra' },
+        '2',
+        `the default route comes from Router Advertisements, which a forwarding interface ignores unless accept_ra is 2: without this the host would lose its default route when it expires`,
+      ),
+    );
   }
 
   // 2. The dummy interface for dummy112.
@@ -76,7 +97,12 @@ export function planApply(cfg: HostConfig, state: HostState): ApplyPlan {
   if (cfg.localAddressMode === 'dummy112') {
     if (!dummyLink) {
       createsDummy = true;
-      steps.push(ipStep(['link', 'add', dummy, 'type', 'dummy'], `dummy interface ${dummy} to hold the local addresses as /112s`));
+      steps.push(
+        ipStep(
+          ['link', 'add', dummy, 'type', 'dummy'],
+          `dummy interface ${dummy} to hold the local addresses as /112s`,
+        ),
+      );
       steps.push(ipStep(['link', 'set', dummy, 'up'], `bring ${dummy} up`));
     } else if (!dummyLink.up) {
       steps.push(ipStep(['link', 'set', dummy, 'up'], `bring ${dummy} up`));
@@ -87,27 +113,53 @@ export function planApply(cfg: HostConfig, state: HostState): ApplyPlan {
   let addsRoute = false;
   const tunnelRoute = state.routes.some((r) => r.prefix?.text === prefix.text && r.devs.includes(tunnel));
   if (!findLink(state, tunnel)) {
-    notes.push(`tunnel ${tunnel} does not exist yet: the router routes ${prefix.text} to it when it starts (sixbed4 router --prefix ${prefix.text} ...)`);
+    notes.push(
+      `tunnel ${tunnel} does not exist yet: the router routes ${prefix.text} to it when it starts (sixbed4 router --prefix ${prefix.text} ...)`,
+    );
   } else if (!tunnelRoute) {
     addsRoute = true;
-    steps.push(ipStep(tunnelRouteArgs('add', prefix.text, tunnel),
-      `route the /64 to the 6bed4 tunnel ${tunnel} (it takes over from the kernel's on-link route once no /64 address is left on ${uplink})`));
+    steps.push(
+      ipStep(
+        tunnelRouteArgs('add', prefix.text, tunnel),
+        `route the /64 to the 6bed4 tunnel ${tunnel} (it takes over from the kernel's on-link route once no /64 address is left on ${uplink})`,
+      ),
+    );
   }
 
   // 4. Each local address into its port-0 form, make-before-break.
   const scope = [uplink, dummy];
   for (const local of cfg.localAddresses) {
     const forms = state.addresses.filter((a) => a.address === local.text);
-    const want: WantedForm = cfg.localAddressMode === 'uplink128'
-      ? { dev: uplink, prefixLen: 128, why: 'its /128 form, more specific than the /64 route to the tunnel, so it stays on this host' }
-      : { dev: dummy, prefixLen: 112, why: 'its /112 form on the dummy interface, more specific than the /64 route to the tunnel' };
-    steps.push(...moveAddress(local.text, forms.filter((f) => scope.includes(f.dev)), [want],
-      forms.filter((f) => !scope.includes(f.dev)), 'its new form is in place, and an old /64 form would keep the prefix routed to the uplink'));
+    const want: WantedForm =
+      cfg.localAddressMode === 'uplink128'
+        ? {
+            dev: uplink,
+            prefixLen: 128,
+            why: 'its /128 form, more specific than the /64 route to the tunnel, so it stays on this host',
+          }
+        : {
+            dev: dummy,
+            prefixLen: 112,
+            why: 'its /112 form on the dummy interface, more specific than the /64 route to the tunnel',
+          };
+    steps.push(
+      ...moveAddress(
+        local.text,
+        forms.filter((f) => scope.includes(f.dev)),
+        [want],
+        forms.filter((f) => !scope.includes(f.dev)),
+        'its new form is in place, and an old /64 form would keep the prefix routed to the uplink',
+      ),
+    );
   }
 
   if (cfg.ndpProxy !== 'off') {
-    notes.push(`ndpProxy ${ndpProxyModeName(cfg.ndpProxy)}: the router answers Neighbour Solicitations on ${uplink} for live addresses` +
-      (cfg.localAddressMode === 'uplink128' ? ' (the kernel answers for the local /128s on the uplink itself)' : ', the local /112s included'));
+    notes.push(
+      `ndpProxy ${ndpProxyModeName(cfg.ndpProxy)}: the router answers Neighbour Solicitations on ${uplink} for live addresses` +
+        (cfg.localAddressMode === 'uplink128'
+          ? ' (the kernel answers for the local /128s on the uplink itself)'
+          : ', the local /112s included'),
+    );
   }
   return { uplink, steps, notes, creates: { dummy: createsDummy, tunnelRoute: addsRoute } };
 }
@@ -121,21 +173,33 @@ export function planApply(cfg: HostConfig, state: HostState): ApplyPlan {
 function refuseUnknownPrefix(cfg: HostConfig, state: HostState, uplink: string, notes: string[]): void {
   const devs = [uplink, 'lo', cfg.dummyInterface];
   const hasAddress = state.addresses.some((a) => devs.includes(a.dev) && inPrefix(cfg.prefix, a.bytes));
-  const routed = state.routes.some((r) => r.prefix && r.prefix.length > 0 && r.prefix.length <= 64 &&
-    inPrefix(r.prefix, cfg.prefix.bytes) && (r.devs.includes(uplink) || r.devs.includes(cfg.tunnel)));
+  const routed = state.routes.some(
+    (r) =>
+      r.prefix &&
+      r.prefix.length > 0 &&
+      r.prefix.length <= 64 &&
+      inPrefix(r.prefix, cfg.prefix.bytes) &&
+      (r.devs.includes(uplink) || r.devs.includes(cfg.tunnel)),
+  );
   if (hasAddress || routed) return;
   if (cfg.allocated && cfg.localAddresses.length > 0) {
-    notes.push(`${cfg.prefix.text} is this host's share of a larger prefix, routed here by the upstream: ` +
-      `its local addresses (${cfg.localAddresses.map((l) => l.text).join(', ')}) are added as new server addresses`);
+    notes.push(
+      `${cfg.prefix.text} is this host's share of a larger prefix, routed here by the upstream: ` +
+        `its local addresses (${cfg.localAddresses.map((l) => l.text).join(', ')}) are added as new server addresses`,
+    );
     return;
   }
   if (cfg.localAddresses.length === 0) {
-    notes.push(`${cfg.prefix.text} is neither on ${uplink} nor routed here by a local route: taken as routed to this host by the upstream ` +
-      `(to ${uplink}'s link-local address); if it is not, nothing will reach the tunnel`);
+    notes.push(
+      `${cfg.prefix.text} is neither on ${uplink} nor routed here by a local route: taken as routed to this host by the upstream ` +
+        `(to ${uplink}'s link-local address); if it is not, nothing will reach the tunnel`,
+    );
     return;
   }
-  throw new InputError(`prefix ${cfg.prefix.text} is neither on ${uplink} (no address in it) nor routed to it (no route for it via ${uplink}): ` +
-    `refusing to move local addresses of a prefix this host does not have; is it the /64 your provider routes to this host, and ${uplink} the right uplink? (ip -6 addr show dev ${uplink})`);
+  throw new InputError(
+    `prefix ${cfg.prefix.text} is neither on ${uplink} (no address in it) nor routed to it (no route for it via ${uplink}): ` +
+      `refusing to move local addresses of a prefix this host does not have; is it the /64 your provider routes to this host, and ${uplink} the right uplink? (ip -6 addr show dev ${uplink})`,
+  );
 }
 
 /** A route for exactly the /64 on the uplink, other than the kernel's own, would compete with the tunnel's. */
@@ -143,11 +207,15 @@ function refuseCompetingRoutes(cfg: HostConfig, state: HostState, uplink: string
   for (const r of state.routes) {
     if (r.prefix?.text !== cfg.prefix.text || !r.devs.includes(uplink) || r.protocol === 'kernel') continue;
     if (r.protocol === 'ra') {
-      throw new InputError(`the upstream announces ${cfg.prefix.text} as on-link in Router Advertisements, so the kernel keeps routing it to ${uplink}: ` +
-        `stop accepting that (sysctl -w net.ipv6.conf.${uplink}.accept_ra_pinfo=0, or ask the provider) and run again`);
+      throw new InputError(
+        `the upstream announces ${cfg.prefix.text} as on-link in Router Advertisements, so the kernel keeps routing it to ${uplink}: ` +
+          `stop accepting that (sysctl -w net.ipv6.conf.${uplink}.accept_ra_pinfo=0, or ask the provider) and run again`,
+      );
     }
-    throw new InputError(`route '${cfg.prefix.text} dev ${uplink} proto ${r.protocol} metric ${r.metric}' sends the prefix back to ${uplink} and would compete with the route to the tunnel: ` +
-      `delete it (ip -6 route del ${cfg.prefix.text} dev ${uplink}) and run again`);
+    throw new InputError(
+      `route '${cfg.prefix.text} dev ${uplink} proto ${r.protocol} metric ${r.metric}' sends the prefix back to ${uplink} and would compete with the route to the tunnel: ` +
+        `delete it (ip -6 route del ${cfg.prefix.text} dev ${uplink}) and run again`,
+    );
   }
 }
 
@@ -158,11 +226,15 @@ function refuseStrayAddresses(cfg: HostConfig, state: HostState, uplink: string)
     if (a.dev !== uplink || !inPrefix(cfg.prefix, a.bytes)) continue;
     if (listed.has(a.address)) {
       if (a.dynamic) {
-        throw new InputError(`local address ${a.address} on ${uplink} is managed by SLAAC or DHCPv6 (it has a lifetime): configure it statically first; sixbed4 only moves static addresses`);
+        throw new InputError(
+          `local address ${a.address} on ${uplink} is managed by SLAAC or DHCPv6 (it has a lifetime): configure it statically first; sixbed4 only moves static addresses`,
+        );
       }
     } else if (a.prefixLen <= 64 && !a.flags.includes('noprefixroute')) {
-      throw new InputError(`${a.address}/${a.prefixLen} on ${uplink} is inside ${cfg.prefix.text} but not in localAddresses: it would keep the kernel's on-link route for the prefix on ${uplink}, ` +
-        `which outranks the route to the tunnel, and 6bed4 peers would be unreachable; add it to localAddresses (--local ${a.address}) or remove it`);
+      throw new InputError(
+        `${a.address}/${a.prefixLen} on ${uplink} is inside ${cfg.prefix.text} but not in localAddresses: it would keep the kernel's on-link route for the prefix on ${uplink}, ` +
+          `which outranks the route to the tunnel, and 6bed4 peers would be unreachable; add it to localAddresses (--local ${a.address}) or remove it`,
+      );
     }
   }
 }
@@ -171,13 +243,17 @@ function refuseNoDummy(cfg: HostConfig, state: HostState, uplink: string): void 
   const link = findLink(state, cfg.dummyInterface);
   if (link) {
     if (link.kind !== undefined && link.kind !== 'dummy') {
-      throw new InputError(`dummyInterface '${cfg.dummyInterface}' exists but is a ${link.kind} interface, not a dummy: choose another name (dummyInterface / --dummy)`);
+      throw new InputError(
+        `dummyInterface '${cfg.dummyInterface}' exists but is a ${link.kind} interface, not a dummy: choose another name (dummyInterface / --dummy)`,
+      );
     }
     return;
   }
   if (state.dummy && !state.dummy.supported) {
-    throw new InputError(`localAddressMode DummyInterface needs the kernel's dummy link type, which this kernel lacks ` +
-      `(ip link add ${cfg.dummyInterface} type dummy says: ${state.dummy.error ?? 'failed'}); ` +
-      `use localAddressMode Uplink (--mode Uplink), which keeps the local addresses as /128s on ${uplink}`);
+    throw new InputError(
+      `localAddressMode DummyInterface needs the kernel's dummy link type, which this kernel lacks ` +
+        `(ip link add ${cfg.dummyInterface} type dummy says: ${state.dummy.error ?? 'failed'}); ` +
+        `use localAddressMode Uplink (--mode Uplink), which keeps the local addresses as /128s on ${uplink}`,
+    );
   }
 }

@@ -32,7 +32,12 @@ export interface SavedState extends Snapshot {
   readonly managed: readonly string[];
 }
 
-export interface Names { uplink: string; prefix: string; tunnel: string; dummy: string; }
+export interface Names {
+  uplink: string;
+  prefix: string;
+  tunnel: string;
+  dummy: string;
+}
 
 export function snapshotOf(state: HostState, n: Names): Snapshot {
   const prefix = parsePrefix64(n.prefix);
@@ -45,7 +50,8 @@ export function snapshotOf(state: HostState, n: Names): Snapshot {
   if (ra !== undefined) conf[n.uplink] = { ...conf[n.uplink], accept_ra: ra };
   return {
     ...n,
-    addresses: state.addresses.filter((a) => devs.includes(a.dev) && inPrefix(prefix, a.bytes))
+    addresses: state.addresses
+      .filter((a) => devs.includes(a.dev) && inPrefix(prefix, a.bytes))
       .map(({ address, dev, prefixLen, flags }) => ({ address, dev, prefixLen, flags: [...flags] })),
     conf,
     dummyExists: findLink(state, n.dummy) !== undefined,
@@ -57,8 +63,13 @@ export function snapshotOf(state: HostState, n: Names): Snapshot {
  * The state file after one more apply: the original snapshot stays; addresses
  * this apply manages for the first time get their forms from just before it.
  */
-export function mergeSaved(saved: SavedState | undefined, before: Snapshot, managed: readonly string[],
-  creates: { dummy: boolean; tunnelRoute: boolean }, now: Date): SavedState {
+export function mergeSaved(
+  saved: SavedState | undefined,
+  before: Snapshot,
+  managed: readonly string[],
+  creates: { dummy: boolean; tunnelRoute: boolean },
+  now: Date,
+): SavedState {
   if (!saved) {
     return { version: 1, savedAt: now.toISOString(), ...before, added: { ...creates }, managed: [...managed] };
   }
@@ -78,20 +89,30 @@ export function mergeSaved(saved: SavedState | undefined, before: Snapshot, mana
  * have to come back, then the addresses (make-before-break), then what has to
  * go, sysctls last — the reverse of apply's order.
  */
-export function planRestore(target: Snapshot, current: HostState,
-  may: { deleteDummy: boolean; deleteTunnelRoute: boolean }): Plan {
+export function planRestore(
+  target: Snapshot,
+  current: HostState,
+  may: { deleteDummy: boolean; deleteTunnelRoute: boolean },
+): Plan {
   const prefix = parsePrefix64(target.prefix);
   const steps: PlanStep[] = [];
   const notes: string[] = [];
   const dummyNow = findLink(current, target.dummy);
 
   if (target.dummyExists && !dummyNow) {
-    steps.push(ipStep(['link', 'add', target.dummy, 'type', 'dummy'], `dummy interface ${target.dummy} existed before`));
+    steps.push(
+      ipStep(['link', 'add', target.dummy, 'type', 'dummy'], `dummy interface ${target.dummy} existed before`),
+    );
     steps.push(ipStep(['link', 'set', target.dummy, 'up'], `bring ${target.dummy} up`));
   }
   const routeNow = current.routes.some((r) => r.prefix?.text === prefix.text && r.devs.includes(target.tunnel));
   if (target.tunnelRoute && !routeNow && findLink(current, target.tunnel)) {
-    steps.push(ipStep(tunnelRouteArgs('add', prefix.text, target.tunnel), `the route of ${prefix.text} to ${target.tunnel} existed before`));
+    steps.push(
+      ipStep(
+        tunnelRouteArgs('add', prefix.text, target.tunnel),
+        `the route of ${prefix.text} to ${target.tunnel} existed before`,
+      ),
+    );
   }
 
   const scope = [target.uplink, 'lo', target.dummy];
@@ -99,18 +120,36 @@ export function planRestore(target: Snapshot, current: HostState,
   const touched = current.addresses.filter((a) => inScope(a) && inPrefix(prefix, a.bytes)).map((a) => a.address);
   for (const address of [...new Set([...target.addresses.map((a) => a.address), ...touched])]) {
     const forms = current.addresses.filter((a) => a.address === address);
-    const wanted: WantedForm[] = target.addresses.filter((a) => a.address === address)
+    const wanted: WantedForm[] = target.addresses
+      .filter((a) => a.address === address)
       .map((a) => ({ dev: a.dev, prefixLen: a.prefixLen, flags: a.flags, why: 'as it was before' }));
-    steps.push(...moveAddress(address, forms.filter(inScope), wanted, forms.filter((f) => !inScope(f)), 'it was not there before'));
+    steps.push(
+      ...moveAddress(
+        address,
+        forms.filter(inScope),
+        wanted,
+        forms.filter((f) => !inScope(f)),
+        'it was not there before',
+      ),
+    );
   }
 
   if (!target.tunnelRoute && routeNow && may.deleteTunnelRoute) {
-    steps.push(ipStep(['-6', 'route', 'del', prefix.text, 'dev', target.tunnel], `the route of ${prefix.text} to ${target.tunnel} was added by sixbed4 host apply`));
+    steps.push(
+      ipStep(
+        ['-6', 'route', 'del', prefix.text, 'dev', target.tunnel],
+        `the route of ${prefix.text} to ${target.tunnel} was added by sixbed4 host apply`,
+      ),
+    );
   }
   if (!target.dummyExists && dummyNow && may.deleteDummy) {
-    const foreign = current.addresses.filter((a) => a.dev === target.dummy && a.scope !== 'link' && !inPrefix(prefix, a.bytes));
+    const foreign = current.addresses.filter(
+      (a) => a.dev === target.dummy && a.scope !== 'link' && !inPrefix(prefix, a.bytes),
+    );
     if (foreign.length > 0) {
-      notes.push(`${target.dummy} was created by sixbed4 but now also holds ${foreign.map((a) => `${a.address}/${a.prefixLen}`).join(', ')}: left in place`);
+      notes.push(
+        `${target.dummy} was created by sixbed4 but now also holds ${foreign.map((a) => `${a.address}/${a.prefixLen}`).join(', ')}: left in place`,
+      );
     } else {
       steps.push(ipStep(['link', 'del', target.dummy], `dummy interface ${target.dummy} did not exist before`));
     }
@@ -128,7 +167,13 @@ function restoreConf(target: Snapshot, current: HostState): PlanStep[] {
   const now: Ipv6Conf = Object.fromEntries(Object.entries(current.conf).map(([c, v]) => [c, { ...v }]));
   const wantAll = target.conf.all?.forwarding;
   if (wantAll !== undefined && now.all?.forwarding !== wantAll) {
-    steps.push(sysctlStep({ conf: 'all', param: 'forwarding' }, wantAll, 'IPv6 forwarding as it was before (this resets every interface\'s forwarding too)'));
+    steps.push(
+      sysctlStep(
+        { conf: 'all', param: 'forwarding' },
+        wantAll,
+        "IPv6 forwarding as it was before (this resets every interface's forwarding too)",
+      ),
+    );
     for (const v of Object.values(now)) if (v.forwarding !== undefined) v.forwarding = wantAll;
   }
   for (const [conf, values] of Object.entries(target.conf)) {

@@ -7,7 +7,7 @@ import { formatIPv6, parseIPv6, parsePrefix, type Prefix } from '../../lib/ip.js
 
 /** Address flags that are part of an address's configuration and must survive a revert. */
 export const KEPT_FLAGS = ['nodad', 'noprefixroute', 'mngtmpaddr', 'home', 'deprecated'] as const;
-export type KeptFlag = typeof KEPT_FLAGS[number];
+export type KeptFlag = (typeof KEPT_FLAGS)[number];
 
 export interface AddressForm {
   /** Canonical text (RFC 5952). */
@@ -56,7 +56,11 @@ export interface HostState {
 }
 
 interface AddrJson {
-  ifindex: number; ifname: string; flags?: string[]; address?: string; link_type?: string;
+  ifindex: number;
+  ifname: string;
+  flags?: string[];
+  address?: string;
+  link_type?: string;
   linkinfo?: { info_kind?: string };
   addr_info?: Array<Record<string, unknown> & { family?: string; local?: string; prefixlen?: number; scope?: string }>;
 }
@@ -67,7 +71,9 @@ export function parseAddrJson(json: unknown): { links: Link[]; addresses: HostAd
   const addresses: HostAddress[] = [];
   for (const l of json as AddrJson[]) {
     links.push({
-      name: l.ifname, ifindex: l.ifindex, up: (l.flags ?? []).includes('UP'),
+      name: l.ifname,
+      ifindex: l.ifindex,
+      up: (l.flags ?? []).includes('UP'),
       ...(l.address && l.link_type === 'ether' ? { mac: l.address } : {}),
       ...(l.linkinfo?.info_kind ? { kind: l.linkinfo.info_kind } : {}),
     });
@@ -75,9 +81,15 @@ export function parseAddrJson(json: unknown): { links: Link[]; addresses: HostAd
       if (a.family !== 'inet6' || typeof a.local !== 'string') continue;
       const bytes = parseIPv6(a.local);
       addresses.push({
-        address: formatIPv6(bytes), bytes, dev: l.ifname, prefixLen: a.prefixlen ?? 128, scope: a.scope ?? 'global',
+        address: formatIPv6(bytes),
+        bytes,
+        dev: l.ifname,
+        prefixLen: a.prefixlen ?? 128,
+        scope: a.scope ?? 'global',
         flags: KEPT_FLAGS.filter((f) => a[f] === true),
-        dynamic: a.dynamic === true, tentative: a.tentative === true, dadFailed: a.dadfailed === true,
+        dynamic: a.dynamic === true,
+        tentative: a.tentative === true,
+        dadFailed: a.dadfailed === true,
       });
     }
   }
@@ -85,7 +97,12 @@ export function parseAddrJson(json: unknown): { links: Link[]; addresses: HostAd
 }
 
 interface RouteJson {
-  dst: string; dev?: string; gateway?: string; protocol?: string; metric?: number; type?: string;
+  dst: string;
+  dev?: string;
+  gateway?: string;
+  protocol?: string;
+  metric?: number;
+  type?: string;
   nexthops?: Array<{ dev?: string; gateway?: string }>;
 }
 

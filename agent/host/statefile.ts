@@ -30,18 +30,27 @@ export async function readSavedState(path: string): Promise<SavedState | undefin
   let text: string;
   try {
     const fh = await open(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
-    try { text = await fh.readFile('utf8'); } finally { await fh.close(); }
+    try {
+      text = await fh.readFile('utf8');
+    } finally {
+      await fh.close();
+    }
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return undefined;
-    if (code === 'ELOOP') throw new InputError(`the state file ${path} is a symbolic link: refusing to follow it (remove it, or give --state a real file)`);
+    if (code === 'ELOOP')
+      throw new InputError(
+        `the state file ${path} is a symbolic link: refusing to follow it (remove it, or give --state a real file)`,
+      );
     throw new InputError(`cannot read the state file ${path}: ${(err as Error).message}`);
   }
   let s: unknown;
   try {
     s = JSON.parse(text);
   } catch {
-    throw new InputError(`the state file ${path} is not valid JSON: it was not written by this version of sixbed4, or was edited`);
+    throw new InputError(
+      `the state file ${path} is not valid JSON: it was not written by this version of sixbed4, or was edited`,
+    );
   }
   return validateSavedState(s, path);
 }
@@ -58,20 +67,31 @@ export function validateSavedState(x: unknown, path: string): SavedState {
     throw new InputError(`the state file ${path} is not a sixbed4 host state (version 1): ${what}`);
   };
   const obj = (v: unknown, what: string): Record<string, unknown> =>
-    (typeof v === 'object' && v !== null && !Array.isArray(v) ? v as Record<string, unknown> : bad(`${what} is not an object`));
+    typeof v === 'object' && v !== null && !Array.isArray(v)
+      ? (v as Record<string, unknown>)
+      : bad(`${what} is not an object`);
   const s = obj(x, 'the file');
   if (s.version !== 1) bad('version is not 1');
   for (const f of ['uplink', 'tunnel', 'dummy'] as const) {
-    if (typeof s[f] !== 'string' || !IFNAME.test(s[f] as string) || s[f] === '.' || s[f] === '..') bad(`${f} is not an interface name`);
+    if (typeof s[f] !== 'string' || !IFNAME.test(s[f] as string) || s[f] === '.' || s[f] === '..')
+      bad(`${f} is not an interface name`);
   }
   if (typeof s.savedAt !== 'string' || Number.isNaN(Date.parse(s.savedAt))) bad('savedAt is not a time');
   if (typeof s.prefix !== 'string') bad('prefix is missing');
   let prefix;
-  try { prefix = parsePrefix64(s.prefix as string); } catch { return bad(`prefix '${String(s.prefix)}' is not a /64`); }
+  try {
+    prefix = parsePrefix64(s.prefix as string);
+  } catch {
+    return bad(`prefix '${String(s.prefix)}' is not a /64`);
+  }
   const inside = (a: unknown, what: string): void => {
     if (typeof a !== 'string') bad(`${what} is not an address`);
     let bytes;
-    try { bytes = parseIPv6(a as string); } catch { return bad(`${what} '${String(a)}' is not an IPv6 address`); }
+    try {
+      bytes = parseIPv6(a as string);
+    } catch {
+      return bad(`${what} '${String(a)}' is not an IPv6 address`);
+    }
     if (!inPrefix(prefix, bytes)) bad(`${what} ${String(a)} is outside ${prefix.text}`);
   };
   const devs = [s.uplink, 'lo', s.dummy];
@@ -80,8 +100,10 @@ export function validateSavedState(x: unknown, path: string): SavedState {
     const a = obj(v, `addresses[${i}]`);
     inside(a.address, `addresses[${i}].address`);
     if (!devs.includes(a.dev)) bad(`addresses[${i}].dev is not the uplink, lo or the dummy`);
-    if (!Number.isInteger(a.prefixLen) || (a.prefixLen as number) < 1 || (a.prefixLen as number) > 128) bad(`addresses[${i}].prefixLen is not 1..128`);
-    if (!Array.isArray(a.flags) || !a.flags.every((f) => (KEPT_FLAGS as readonly unknown[]).includes(f))) bad(`addresses[${i}].flags holds an unknown flag`);
+    if (!Number.isInteger(a.prefixLen) || (a.prefixLen as number) < 1 || (a.prefixLen as number) > 128)
+      bad(`addresses[${i}].prefixLen is not 1..128`);
+    if (!Array.isArray(a.flags) || !a.flags.every((f) => (KEPT_FLAGS as readonly unknown[]).includes(f)))
+      bad(`addresses[${i}].flags holds an unknown flag`);
   });
   const conf = obj(s.conf, 'conf');
   for (const [k, v] of Object.entries(conf)) {
@@ -91,9 +113,11 @@ export function validateSavedState(x: unknown, path: string): SavedState {
       if (typeof val !== 'string' || !CONF_VALUE.test(val)) bad(`conf.${k}.${p} is not 0, 1 or 2`);
     }
   }
-  if (typeof s.dummyExists !== 'boolean' || typeof s.tunnelRoute !== 'boolean') bad('dummyExists/tunnelRoute are not true/false');
+  if (typeof s.dummyExists !== 'boolean' || typeof s.tunnelRoute !== 'boolean')
+    bad('dummyExists/tunnelRoute are not true/false');
   const added = obj(s.added, 'added');
-  if (typeof added.dummy !== 'boolean' || typeof added.tunnelRoute !== 'boolean') bad('added.dummy/added.tunnelRoute are not true/false');
+  if (typeof added.dummy !== 'boolean' || typeof added.tunnelRoute !== 'boolean')
+    bad('added.dummy/added.tunnelRoute are not true/false');
   if (!Array.isArray(s.managed)) bad('managed is not a list');
   (s.managed as unknown[]).forEach((m, i) => inside(m, `managed[${i}]`));
   return s as unknown as SavedState;
@@ -118,7 +142,11 @@ export async function writeSavedState(path: string, s: SavedState): Promise<void
     throw new Error(`cannot write the state file ${path}: ${(err as Error).message}`);
   }
   const d = await open(dir, 'r');
-  try { await d.sync(); } finally { await d.close(); }
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
 }
 
 export async function removeSavedState(path: string): Promise<void> {
@@ -134,7 +162,12 @@ const LOCK_WAIT_MS = 60_000;
  * its steps with the first. The lock goes with the process, also on a crash;
  * the lock file stays (removing it would race with a waiter).
  */
-export async function withStateLock<T>(path: string, fn: () => Promise<T>, onWait?: () => void, waitMs = LOCK_WAIT_MS): Promise<T> {
+export async function withStateLock<T>(
+  path: string,
+  fn: () => Promise<T>,
+  onWait?: () => void,
+  waitMs = LOCK_WAIT_MS,
+): Promise<T> {
   await mkdir(dirname(path), { recursive: true, mode: 0o755 });
   const lockPath = `${path}.lock`;
   let fh;
@@ -147,9 +180,14 @@ export async function withStateLock<T>(path: string, fn: () => Promise<T>, onWai
     const deadline = Date.now() + waitMs;
     let waited = false;
     while (!native.tryLock(fh.fd)) {
-      if (!waited) { waited = true; onWait?.(); }
+      if (!waited) {
+        waited = true;
+        onWait?.();
+      }
       if (Date.now() > deadline) {
-        throw new InputError(`another sixbed4 host apply or revert holds ${lockPath} for more than ${Math.round(waitMs / 1000)} s: let it finish, then try again`);
+        throw new InputError(
+          `another sixbed4 host apply or revert holds ${lockPath} for more than ${Math.round(waitMs / 1000)} s: let it finish, then try again`,
+        );
       }
       await new Promise((r) => setTimeout(r, 100));
     }

@@ -64,7 +64,12 @@ export function renderPlan(plan: Plan, header: string): string {
   if (plan.steps.length === 0) lines.push('# nothing to do: the host already matches the configuration');
   for (const s of plan.steps) {
     lines.push(`# ${comment(s.reason)}`, commandLine(s.action));
-    if (s.settle) lines.push(comment(`#   (then wait until ${s.settle.address} on ${s.settle.dev} has finished duplicate address detection)`));
+    if (s.settle)
+      lines.push(
+        comment(
+          `#   (then wait until ${s.settle.address} on ${s.settle.dev} has finished duplicate address detection)`,
+        ),
+      );
   }
   for (const n of plan.notes) lines.push(`# note: ${comment(n)}`);
   return lines.join('\n') + '\n';

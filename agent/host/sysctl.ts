@@ -6,7 +6,10 @@
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 
 /** One setting: `conf` is `all`, `default` or an interface name. */
-export interface ConfKey { readonly conf: string; readonly param: string; }
+export interface ConfKey {
+  readonly conf: string;
+  readonly param: string;
+}
 
 /** Values by conf, then by param: { all: { forwarding: '0' }, eth0: { forwarding: '1', accept_ra: '1' } }. */
 export type Ipv6Conf = Record<string, Record<string, string>>;
@@ -36,13 +39,19 @@ export async function readIpv6Conf(): Promise<Ipv6Conf> {
   } catch {
     return out; // IPv6 disabled in this kernel: the planner reports what that means
   }
-  await Promise.all(confs.map(async (conf) => {
-    const values: Record<string, string> = {};
-    for (const param of CONF_PARAMS) {
-      try { values[param] = (await readFile(`${CONF_DIR}/${conf}/${param}`, 'utf8')).trim(); } catch { /* interface went away */ }
-    }
-    out[conf] = values;
-  }));
+  await Promise.all(
+    confs.map(async (conf) => {
+      const values: Record<string, string> = {};
+      for (const param of CONF_PARAMS) {
+        try {
+          values[param] = (await readFile(`${CONF_DIR}/${conf}/${param}`, 'utf8')).trim();
+        } catch {
+          /* interface went away */
+        }
+      }
+      out[conf] = values;
+    }),
+  );
   return out;
 }
 
@@ -51,6 +60,8 @@ export async function writeConf(k: ConfKey, value: string): Promise<void> {
     await writeFile(`${CONF_DIR}/${k.conf}/${k.param}`, value);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    throw new Error(`sysctl -w ${sysctlKey(k)}=${value} failed: ${e.code === 'EROFS' ? '/proc/sys is read-only here (a container without host networking privileges?)' : e.message}`);
+    throw new Error(
+      `sysctl -w ${sysctlKey(k)}=${value} failed: ${e.code === 'EROFS' ? '/proc/sys is read-only here (a container without host networking privileges?)' : e.message}`,
+    );
   }
 }

@@ -24,14 +24,16 @@ export function cleanPath(path: string | undefined): string {
 export function findSystemTool(name: string): string | null {
   if (!toolCache.has(name)) {
     const dirs = [...SYSTEM_DIRS, ...cleanPath(process.env.PATH).split(delimiter)];
-    const found = dirs.map((d) => join(d, name)).find((f) => {
-      try {
-        accessSync(f, fsConstants.X_OK);
-        return true;
-      } catch {
-        return false;
-      }
-    });
+    const found = dirs
+      .map((d) => join(d, name))
+      .find((f) => {
+        try {
+          accessSync(f, fsConstants.X_OK);
+          return true;
+        } catch {
+          return false;
+        }
+      });
     toolCache.set(name, found ?? null);
   }
   return toolCache.get(name)!;
@@ -43,4 +45,3 @@ export function systemTool(name: string): string {
   if (!found) throw new Error(`required command '${name}' not found in ${SYSTEM_DIRS.join(', ')} or PATH`);
   return found;
 }
-

@@ -43,14 +43,21 @@ const FIRST_FD = 1 << 20;
 /** The ICMP quote of a datagram: 576 bytes minus the IPv4 and ICMP headers, minus the quoted IPv4 and UDP headers. */
 const ICMP_QUOTE = 576 - 20 - 8 - 20 - 8;
 const MAX_UDP_PAYLOAD = 65507;
-const EPHEMERAL_FIRST = 32768, EPHEMERAL_LAST = 60999;
+const EPHEMERAL_FIRST = 32768,
+  EPHEMERAL_LAST = 60999;
 const PORT_UNREACHABLE = (3 << 8) | 3;
 
 const ERRNO: Record<string, [number, string]> = {
-  EBADF: [9, 'Bad file descriptor'], EACCES: [13, 'Permission denied'], EEXIST: [17, 'File exists'],
-  EINVAL: [22, 'Invalid argument'], EIO: [5, 'Input/output error'], EBUSY: [16, 'Device or resource busy'],
-  EMSGSIZE: [90, 'Message too long'], EADDRINUSE: [98, 'Address already in use'],
-  EADDRNOTAVAIL: [99, 'Cannot assign requested address'], ENETUNREACH: [101, 'Network is unreachable'],
+  EBADF: [9, 'Bad file descriptor'],
+  EACCES: [13, 'Permission denied'],
+  EEXIST: [17, 'File exists'],
+  EINVAL: [22, 'Invalid argument'],
+  EIO: [5, 'Input/output error'],
+  EBUSY: [16, 'Device or resource busy'],
+  EMSGSIZE: [90, 'Message too long'],
+  EADDRINUSE: [98, 'Address already in use'],
+  EADDRNOTAVAIL: [99, 'Cannot assign requested address'],
+  ENETUNREACH: [101, 'Network is unreachable'],
   EBADFD: [77, 'File descriptor in bad state'],
 };
 
@@ -94,8 +101,14 @@ function fillSlot(b: Batch, i: number, src: Uint8Array): number {
   return src.length;
 }
 
-interface Queued { data: Buffer; addr: number; port: number; }
-interface ErrQueued extends Queued { info: number; }
+interface Queued {
+  data: Buffer;
+  addr: number;
+  port: number;
+}
+interface ErrQueued extends Queued {
+  info: number;
+}
 
 abstract class FakeFd {
   poll: FakePoll | null = null;
@@ -114,15 +127,31 @@ export class FakeUdpSocket extends FakeFd {
   rxLimit = 4096;
   /** Datagrams dropped because the receive queue was full. */
   rxDropped = 0;
-  constructor(fd: number, readonly addr: number, readonly port: number, readonly reusePort: boolean) { super(fd); }
-  readable(): boolean { return this.rx.length > 0 || this.errors.length > 0; }
+  constructor(
+    fd: number,
+    readonly addr: number,
+    readonly port: number,
+    readonly reusePort: boolean,
+  ) {
+    super(fd);
+  }
+  readable(): boolean {
+    return this.rx.length > 0 || this.errors.length > 0;
+  }
 }
 
 class FakeTunQueue extends FakeFd {
   /** Packets the kernel routed into the interface, waiting for tunRead. */
   readonly rx: Buffer[] = [];
-  constructor(fd: number, readonly dev: FakeTun) { super(fd); }
-  readable(): boolean { return this.rx.length > 0; }
+  constructor(
+    fd: number,
+    readonly dev: FakeTun,
+  ) {
+    super(fd);
+  }
+  readable(): boolean {
+    return this.rx.length > 0;
+  }
 }
 
 /**
@@ -141,7 +170,14 @@ export class FakeTun extends EventEmitter {
   readonly queues: FakeTunQueue[] = [];
   /** Deleted under its open queues (`ip link del`): reads and writes fail with EBADFD. */
   removed = false;
-  constructor(private readonly io: FakeIO, readonly name: string, readonly multiQueue: boolean, readonly index: number) { super(); }
+  constructor(
+    private readonly io: FakeIO,
+    readonly name: string,
+    readonly multiQueue: boolean,
+    readonly index: number,
+  ) {
+    super();
+  }
 
   /** `ip link del`: the interface goes, its queue fds stay open and fail. */
   remove(): void {
@@ -160,7 +196,10 @@ export class FakeTun extends EventEmitter {
     let h = 0;
     for (let i = 8; i < 40 && i < packet.length; i++) h = (h * 31 + packet[i]!) >>> 0;
     const q = this.queues[h % this.queues.length]!;
-    if (q.rx.length >= this.rxLimit) { this.rxDropped++; return false; }
+    if (q.rx.length >= this.rxLimit) {
+      this.rxDropped++;
+      return false;
+    }
     q.rx.push(Buffer.from(packet));
     this.io.wake(q);
     return true;
@@ -171,14 +210,20 @@ class FakePoll implements PollHandle {
   private started = true;
   private closed = false;
   private scheduled = false;
-  constructor(private readonly io: FakeIO, readonly fd: number, private readonly onReadable: () => void) {}
+  constructor(
+    private readonly io: FakeIO,
+    readonly fd: number,
+    private readonly onReadable: () => void,
+  ) {}
 
   start(): void {
     if (this.closed) throw Object.assign(new Error('poll handle is closed'), { code: 'ERR_POLL_CLOSED' });
     this.started = true;
     this.schedule();
   }
-  stop(): void { this.started = false; }
+  stop(): void {
+    this.started = false;
+  }
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -220,10 +265,14 @@ export class FakeIO implements NativeIO {
   }
 
   /** Makes ipv4 an address of the fake host. */
-  addAddress(ipv4: string): void { this.local.add(parseV4(ipv4)); }
+  addAddress(ipv4: string): void {
+    this.local.add(parseV4(ipv4));
+  }
 
   /** The kernel side of TUN interface `name`, while some queue of it is open. */
-  tun(name: string): FakeTun | undefined { return this.tuns.get(name); }
+  tun(name: string): FakeTun | undefined {
+    return this.tuns.get(name);
+  }
 
   /** The socket behind a UDP fd (its queues and send budget), for tests that shape them. */
   udpSocket(fd: number): FakeUdpSocket {
@@ -238,7 +287,7 @@ export class FakeIO implements NativeIO {
     if (typeof name !== 'string') throw new TypeError('name must be a string');
     if (Buffer.byteLength(name) > 15) throw new RangeError('name is too long (at most 15 bytes)');
     let ifname = name;
-    if (ifname === '') for (let i = 0; this.tuns.has(ifname = `tun${i}`); i++);
+    if (ifname === '') for (let i = 0; this.tuns.has((ifname = `tun${i}`)); i++);
     let dev = this.tuns.get(ifname);
     if (dev) {
       // The kernel: a multi-queue device takes more multi-queue opens only; a single-queue one is busy.
@@ -256,10 +305,17 @@ export class FakeIO implements NativeIO {
 
   udpOpen(ipv4: string, port: number, reusePort: boolean, freebind = false): { fd: number; port: number } {
     const addr = parseV4(ipv4);
-    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError('port must be an integer in [0, 65535]');
+    if (!Number.isInteger(port) || port < 0 || port > 65535)
+      throw new RangeError('port must be an integer in [0, 65535]');
     if (addr !== 0 && !freebind && !this.isLocal(addr)) throw sysError('EADDRNOTAVAIL', 'bind');
-    const clash = (p: number, reuse: boolean) => [...this.fds.values()].some((s) => s instanceof FakeUdpSocket && s.port === p &&
-      (s.addr === addr || s.addr === 0 || addr === 0) && !(reuse && s.reusePort));
+    const clash = (p: number, reuse: boolean) =>
+      [...this.fds.values()].some(
+        (s) =>
+          s instanceof FakeUdpSocket &&
+          s.port === p &&
+          (s.addr === addr || s.addr === 0 || addr === 0) &&
+          !(reuse && s.reusePort),
+      );
     let bound = port;
     if (port === 0) {
       for (bound = EPHEMERAL_FIRST; bound <= EPHEMERAL_LAST && clash(bound, false); bound++);
@@ -309,10 +365,23 @@ export class FakeIO implements NativeIO {
     const s = this.socket(fd, 'sendmmsg');
     let i = 0;
     for (; i < count; i++) {
-      const to = b.addr[i]!, port = b.port[i]!, len = b.len[i]!;
-      const refusal = port === 0 ? 'EINVAL' : to === 0xffffffff ? 'EACCES' : len > MAX_UDP_PAYLOAD ? 'EMSGSIZE'
-        : !this.isLocal(to) ? 'ENETUNREACH' : null;
-      if (refusal) { b.refused[0] = b.refused[0]! + 1; continue; }
+      const to = b.addr[i]!,
+        port = b.port[i]!,
+        len = b.len[i]!;
+      const refusal =
+        port === 0
+          ? 'EINVAL'
+          : to === 0xffffffff
+            ? 'EACCES'
+            : len > MAX_UDP_PAYLOAD
+              ? 'EMSGSIZE'
+              : !this.isLocal(to)
+                ? 'ENETUNREACH'
+                : null;
+      if (refusal) {
+        b.refused[0] = b.refused[0]! + 1;
+        continue;
+      }
       if (s.sendBudget <= 0) break;
       s.sendBudget--;
       this.deliver(s, to, port, b.data.subarray(b.off[i]!, b.off[i]! + len));
@@ -336,9 +405,13 @@ export class FakeIO implements NativeIO {
     // The kernel: every write to a deleted interface fails with EBADFD, which the addon throws.
     if (dev.removed) throw sysError('EBADFD', 'write');
     for (let i = 0; i < count; i++) {
-      const len = b.len[i]!, version = len ? b.data[b.off[i]!]! >> 4 : 0;
+      const len = b.len[i]!,
+        version = len ? b.data[b.off[i]!]! >> 4 : 0;
       // The kernel: EIO while the interface is down, EINVAL for what is neither IPv4 nor IPv6 (empty included).
-      if (!dev.up || (version !== 4 && version !== 6)) { b.refused[0] = b.refused[0]! + 1; continue; }
+      if (!dev.up || (version !== 4 && version !== 6)) {
+        b.refused[0] = b.refused[0]! + 1;
+        continue;
+      }
       dev.written.push(Buffer.from(b.data.subarray(b.off[i]!, b.off[i]! + len)));
       dev.emit('written');
     }
@@ -391,10 +464,14 @@ export class FakeIO implements NativeIO {
   }
 
   /** Whether fd has something to read (data or, for UDP, errors); false once closed. */
-  readable(fd: number): boolean { return this.fds.get(fd)?.readable() ?? false; }
+  readable(fd: number): boolean {
+    return this.fds.get(fd)?.readable() ?? false;
+  }
 
   /** Schedules fd's poll callback, if it has one (something became readable). */
-  wake(f: FakeFd): void { f.poll?.schedule(); }
+  wake(f: FakeFd): void {
+    f.poll?.schedule();
+  }
 
   unpoll(p: FakePoll): void {
     const f = this.fds.get(p.fd);
@@ -410,10 +487,12 @@ export class FakeIO implements NativeIO {
   private deliver(from: FakeUdpSocket, to: number, port: number, data: Uint8Array): void {
     // A wildcard-bound sender gets the destination's own address as source, as the kernel's local route gives it.
     const src = from.addr === 0 ? to : from.addr;
-    const exact: FakeUdpSocket[] = [], wildcard: FakeUdpSocket[] = [];
+    const exact: FakeUdpSocket[] = [],
+      wildcard: FakeUdpSocket[] = [];
     for (const f of this.fds.values()) {
       if (f instanceof FakeUdpSocket && f.port === port) {
-        if (f.addr === to) exact.push(f); else if (f.addr === 0) wildcard.push(f);
+        if (f.addr === to) exact.push(f);
+        else if (f.addr === 0) wildcard.push(f);
       }
     }
     const group = exact.length ? exact : wildcard;
@@ -423,12 +502,17 @@ export class FakeIO implements NativeIO {
       return;
     }
     const r = group[((src ^ Math.imul(from.port, 0x9e3779b1)) >>> 0) % group.length]!;
-    if (r.rx.length >= r.rxLimit) { r.rxDropped++; return; }
+    if (r.rx.length >= r.rxLimit) {
+      r.rxDropped++;
+      return;
+    }
     r.rx.push({ data: Buffer.from(data), addr: src, port: from.port });
     this.wake(r);
   }
 
-  private isLocal(addr: number): boolean { return addr >>> 24 === 127 || this.local.has(addr); }
+  private isLocal(addr: number): boolean {
+    return addr >>> 24 === 127 || this.local.has(addr);
+  }
 
   private socket(fd: number, syscall: string): FakeUdpSocket {
     const s = this.fds.get(fd);

@@ -97,10 +97,36 @@ interface RawAddon {
   tunOpen(name: string, multiQueue: boolean): { fd: number; name: string };
   udpOpen(ipv4: string, port: number, reusePort: boolean, freebind?: boolean): { fd: number; port: number };
   close(fd: number): void;
-  udpRecv(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, addr: Uint32Array, port: Uint16Array, slot: number): number;
-  udpSend(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, addr: Uint32Array, port: Uint16Array, count: number, refused: Uint32Array): number;
+  udpRecv(
+    fd: number,
+    data: Buffer,
+    off: Uint32Array,
+    len: Uint32Array,
+    addr: Uint32Array,
+    port: Uint16Array,
+    slot: number,
+  ): number;
+  udpSend(
+    fd: number,
+    data: Buffer,
+    off: Uint32Array,
+    len: Uint32Array,
+    addr: Uint32Array,
+    port: Uint16Array,
+    count: number,
+    refused: Uint32Array,
+  ): number;
   tunRead(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, slot: number): number;
-  udpRecvErrors(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, addr: Uint32Array, port: Uint16Array, slot: number, info: Uint32Array): number;
+  udpRecvErrors(
+    fd: number,
+    data: Buffer,
+    off: Uint32Array,
+    len: Uint32Array,
+    addr: Uint32Array,
+    port: Uint16Array,
+    slot: number,
+    info: Uint32Array,
+  ): number;
   tunWrite(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, count: number, refused: Uint32Array): number;
   poll(fd: number, onReadable: () => void): PollHandle;
   ifIndex(name: string): number;
@@ -110,7 +136,14 @@ interface RawAddon {
   txChecksum(name: string): boolean;
   udpSteer(fd: number, program: Uint8Array): void;
   udpTtl(fd: number, ttl: number): void;
-  bpfMapCreate(type: number, keySize: number, valueSize: number, maxEntries: number, name: string, flags: number): number;
+  bpfMapCreate(
+    type: number,
+    keySize: number,
+    valueSize: number,
+    maxEntries: number,
+    name: string,
+    flags: number,
+  ): number;
   bpfMapDelete(fd: number, key: Uint8Array): boolean;
   bpfProgQuery(ifindex: number, attachType: number): number;
   bpfMapDrain(fd: number, keys: Uint8Array, values: Uint8Array): MapDrain;
@@ -131,17 +164,24 @@ let raw: RawAddon | undefined;
 function load(): RawAddon {
   const path = join(addonRoot(), ADDON);
   if (!existsSync(path)) {
-    throw new Error(`sixbed4 native addon not found at ${path}: in a clone, \`npm run build:native\`; installed with ` +
-      'npm, reinstall letting it build the addon: `npm install -g --allow-scripts=$PWD/sixbed4-VERSION.tgz,raw-socket $PWD/sixbed4-VERSION.tgz` (README: Single host)');
+    throw new Error(
+      `sixbed4 native addon not found at ${path}: in a clone, \`npm run build:native\`; installed with ` +
+        'npm, reinstall letting it build the addon: `npm install -g --allow-scripts=$PWD/sixbed4-VERSION.tgz,raw-socket $PWD/sixbed4-VERSION.tgz` (README: Single host)',
+    );
   }
   let mod: RawAddon;
   try {
     mod = createRequire(import.meta.url)(path) as RawAddon;
   } catch (cause) {
-    throw new Error(`sixbed4 native addon at ${path} failed to load (rebuild with \`npm run build:native\`): ${String(cause)}`, { cause });
+    throw new Error(
+      `sixbed4 native addon at ${path} failed to load (rebuild with \`npm run build:native\`): ${String(cause)}`,
+      { cause },
+    );
   }
   if (mod.MAX_BATCH !== MAX_BATCH) {
-    throw new Error(`sixbed4 native addon is stale (MAX_BATCH ${mod.MAX_BATCH}, expected ${MAX_BATCH}): run \`npm run build:native\``);
+    throw new Error(
+      `sixbed4 native addon is stale (MAX_BATCH ${mod.MAX_BATCH}, expected ${MAX_BATCH}): run \`npm run build:native\``,
+    );
   }
   raw = mod;
   return mod;
@@ -156,7 +196,6 @@ export function loadNative(): NativeIO {
   addon();
   return native;
 }
-
 
 export const native: NativeIO = {
   tunOpen: (name, multiQueue) => addon().tunOpen(name, multiQueue),
@@ -211,7 +250,10 @@ export function udpSteer(fd: number, program: Uint8Array): void {
  * are full (or the next bucket does not fit what is left): call again; grow: the next bucket alone is bigger than
  * the buffers; again: the kernel was busy (or failed after some entries): call again later.
  */
-export interface MapDrain { count: number; status: 'end' | 'full' | 'grow' | 'again'; }
+export interface MapDrain {
+  count: number;
+  status: 'end' | 'full' | 'grow' | 'again';
+}
 
 /**
  * The bpf(2) commands of the fast path (agent/bpf/), as raw system calls. Not part of NativeIO: nothing fakes them;
@@ -242,7 +284,8 @@ export interface BpfSyscalls {
 }
 
 export const bpfSyscalls: BpfSyscalls = {
-  mapCreate: (type, keySize, valueSize, maxEntries, name, flags = 0) => addon().bpfMapCreate(type, keySize, valueSize, maxEntries, name, flags),
+  mapCreate: (type, keySize, valueSize, maxEntries, name, flags = 0) =>
+    addon().bpfMapCreate(type, keySize, valueSize, maxEntries, name, flags),
   mapDelete: (fd, key) => addon().bpfMapDelete(fd, key),
   progQuery: (ifindex, attachType) => addon().bpfProgQuery(ifindex, attachType),
   mapDrain: (fd, keys, values) => addon().bpfMapDrain(fd, keys, values),

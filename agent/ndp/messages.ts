@@ -50,12 +50,14 @@ export function advertisementBody(target: Uint8Array, mac: Uint8Array, flags: nu
   const packet = new Uint8Array(IPV6_HEADER + 32);
   writeNeighborAdvert(packet, 0, UNSPECIFIED, UNSPECIFIED, target, mac, flags);
   const body = packet.slice(IPV6_HEADER);
-  body[2] = 0; body[3] = 0;
+  body[2] = 0;
+  body[3] = 0;
   return body;
 }
 
 export function parseMac(text: string): Uint8Array {
   const parts = text.split(':');
-  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p))) throw new Error(`'${text}' is not a MAC address`);
+  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p)))
+    throw new Error(`'${text}' is not a MAC address`);
   return Uint8Array.from(parts.map((p) => parseInt(p, 16)));
 }

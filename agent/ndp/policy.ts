@@ -22,7 +22,8 @@ export const DEFAULT_PROXY_LANIPS: readonly number[] = [DEFAULT_PEER_LANIP, 0];
 
 export function checkLanips(lanips: readonly number[]): readonly number[] {
   for (const l of lanips) {
-    if (!Number.isInteger(l) || l < 0 || l > MAX_LANIP) throw new InputError(`lanip ${l} is out of range 0..${MAX_LANIP}`);
+    if (!Number.isInteger(l) || l < 0 || l > MAX_LANIP)
+      throw new InputError(`lanip ${l} is out of range 0..${MAX_LANIP}`);
   }
   return [...new Set(lanips)];
 }

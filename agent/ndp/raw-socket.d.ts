@@ -6,8 +6,13 @@ declare module 'raw-socket' {
   export interface Socket extends EventEmitter {
     setOption(level: number, option: number, value: number): void;
     setOption(level: number, option: number, value: Buffer, length: number): void;
-    send(buffer: Buffer, offset: number, length: number, address: string,
-      afterCallback: (error: Error | null, bytes: number) => void): Socket;
+    send(
+      buffer: Buffer,
+      offset: number,
+      length: number,
+      address: string,
+      afterCallback: (error: Error | null, bytes: number) => void,
+    ): Socket;
     close(): Socket;
     on(event: 'message', listener: (buffer: Buffer, source: string) => void): this;
     on(event: 'error', listener: (error: Error) => void): this;

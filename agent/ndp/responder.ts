@@ -33,7 +33,15 @@ import { InputError } from '../../lib/errors.js';
 import { ipJson } from '../host/ip.js';
 import { confValue, readIpv6Conf } from '../host/sysctl.js';
 import type { Logger } from '../../lib/log.js';
-import { advertisementBody, NA_OVERRIDE, NA_ROUTER, NA_SOLICITED, parseMac, parseSolicitation, solicitedNodeGroup } from './messages.js';
+import {
+  advertisementBody,
+  NA_OVERRIDE,
+  NA_ROUTER,
+  NA_SOLICITED,
+  parseMac,
+  parseSolicitation,
+  solicitedNodeGroup,
+} from './messages.js';
 import { openNdSocket, type NdSocket } from './socket.js';
 
 export type ResponderMode = 'on' | 'auto';
@@ -98,37 +106,67 @@ export class NdpResponder {
   private mac: Uint8Array | undefined;
   private flags = 0;
   private seenOnLink = false;
-  private readonly c = { received: 0, answered: 0, ignored: 0, prefixSolicitations: 0, sendErrors: 0, joins: 0, joinErrors: 0 };
+  private readonly c = {
+    received: 0,
+    answered: 0,
+    ignored: 0,
+    prefixSolicitations: 0,
+    sendErrors: 0,
+    joins: 0,
+    joinErrors: 0,
+  };
   private readonly joinRate: { perSecond: number; burst: number };
 
-  constructor(readonly uplink: string, private readonly log: Logger, private readonly opts: NdpResponderOptions = {}) {
-    if ((opts.mode ?? 'on') === 'auto' && !opts.prefix) throw new InputError('ndpProxy auto needs the prefix it watches');
+  constructor(
+    readonly uplink: string,
+    private readonly log: Logger,
+    private readonly opts: NdpResponderOptions = {},
+  ) {
+    if ((opts.mode ?? 'on') === 'auto' && !opts.prefix)
+      throw new InputError('ndpProxy auto needs the prefix it watches');
     this.joinRate = opts.joinRate ?? { perSecond: 50, burst: 64 };
     this.joinTokens = this.joinRate.burst;
   }
 
-  get mode(): ResponderMode { return this.opts.mode ?? 'on'; }
+  get mode(): ResponderMode {
+    return this.opts.mode ?? 'on';
+  }
 
   /** Whether answers go out: always in 'on'; in 'auto' once NS for the prefix were seen. */
-  get answering(): boolean { return this.mode === 'on' || this.seenOnLink; }
+  get answering(): boolean {
+    return this.mode === 'on' || this.seenOnLink;
+  }
 
   async start(): Promise<void> {
     if (this.socket) return;
-    const link = this.opts.link ?? await this.readLink();
+    const link = this.opts.link ?? (await this.readLink());
     this.mac = parseMac(link.mac);
-    const router = this.opts.router ?? confValue(await readIpv6Conf(), { conf: this.uplink, param: 'forwarding' }) === '1';
+    const router =
+      this.opts.router ?? confValue(await readIpv6Conf(), { conf: this.uplink, param: 'forwarding' }) === '1';
     this.flags = (router ? NA_ROUTER : 0) | ((this.opts.override ?? true) ? NA_OVERRIDE : 0);
     try {
-      this.socket = this.opts.socket ?? openNdSocket(this.uplink, link.ifindex, (err) => this.log.error(`neighbour proxy socket: ${err.message}`));
+      this.socket =
+        this.opts.socket ??
+        openNdSocket(this.uplink, link.ifindex, (err) => this.log.error(`neighbour proxy socket: ${err.message}`));
     } catch (err) {
       const e = err as Error;
-      throw new InputError(/EPERM|not permitted/i.test(e.message)
-        ? `the neighbour proxy needs CAP_NET_RAW for its raw ICMPv6 socket on ${this.uplink}: run as root or grant NET_RAW`
-        : `cannot open the neighbour proxy's raw ICMPv6 socket on ${this.uplink}: ${e.message}`);
+      throw new InputError(
+        /EPERM|not permitted/i.test(e.message)
+          ? `the neighbour proxy needs CAP_NET_RAW for its raw ICMPv6 socket on ${this.uplink}: run as root or grant NET_RAW`
+          : `cannot open the neighbour proxy's raw ICMPv6 socket on ${this.uplink}: ${e.message}`,
+      );
     }
-    this.socket.onSolicitation((body, source) => { void this.handleSolicitation(body, source); });
+    this.socket.onSolicitation((body, source) => {
+      void this.handleSolicitation(body, source);
+    });
     for (const g of this.groups.values()) this.join(g);
-    this.log.info(`neighbour proxy on ${this.uplink}`, { mode: this.mode, mac: link.mac, router, addresses: this.live.size, groups: this.groups.size });
+    this.log.info(`neighbour proxy on ${this.uplink}`, {
+      mode: this.mode,
+      mac: link.mac,
+      router,
+      addresses: this.live.size,
+      groups: this.groups.size,
+    });
   }
 
   async stop(): Promise<void> {
@@ -139,7 +177,14 @@ export class NdpResponder {
     this.joinTimer = undefined;
     this.pending.clear();
     for (const g of this.groups.values()) {
-      if (g.joined) { try { s.leave(g.bytes); } catch { /* closing drops memberships anyway */ } g.joined = false; }
+      if (g.joined) {
+        try {
+          s.leave(g.bytes);
+        } catch {
+          /* closing drops memberships anyway */
+        }
+        g.joined = false;
+      }
     }
     s.close();
     this.log.info(`neighbour proxy on ${this.uplink} stopped`, { ...this.counters() });
@@ -149,13 +194,19 @@ export class NdpResponder {
   add(addr: Uint8Array): void {
     const k = key(addr);
     const a = this.live.get(k);
-    if (a) { a.refs++; return; }
+    if (a) {
+      a.refs++;
+      return;
+    }
     const bytes = Uint8Array.from(addr.subarray(0, 16));
     this.live.set(k, { bytes, refs: 1 });
     const gb = solicitedNodeGroup(bytes);
     const gk = key(gb);
     const g = this.groups.get(gk);
-    if (g) { g.refs++; return; }
+    if (g) {
+      g.refs++;
+      return;
+    }
     const fresh = { bytes: gb, refs: 1, joined: false };
     this.groups.set(gk, fresh);
     if (this.socket) this.join(fresh);
@@ -173,11 +224,17 @@ export class NdpResponder {
     this.groups.delete(gk);
     this.pending.delete(g);
     if (g.joined && this.socket) {
-      try { this.socket.leave(g.bytes); } catch (err) { this.log.warn(`leaving ${formatIPv6(g.bytes)}: ${(err as Error).message}`); }
+      try {
+        this.socket.leave(g.bytes);
+      } catch (err) {
+        this.log.warn(`leaving ${formatIPv6(g.bytes)}: ${(err as Error).message}`);
+      }
     }
   }
 
-  has(addr: Uint8Array): boolean { return this.live.has(key(addr)); }
+  has(addr: Uint8Array): boolean {
+    return this.live.has(key(addr));
+  }
 
   counters(): ResponderCounters {
     return { ...this.c, joinsPending: this.pending.size, liveAddresses: this.live.size, groups: this.groups.size };
@@ -187,21 +244,33 @@ export class NdpResponder {
   async handleSolicitation(body: Uint8Array, source: string): Promise<boolean> {
     this.c.received++;
     const ns = parseSolicitation(body);
-    if (!ns || !this.socket || !this.mac) { this.c.ignored++; return false; }
+    if (!ns || !this.socket || !this.mac) {
+      this.c.ignored++;
+      return false;
+    }
     const dad = source === '::';
     // Our own kernel's NS, looped back because we are in the group: never answer ourselves.
-    if (ns.sourceLinkLayer && key16(ns.sourceLinkLayer) === key16(this.mac)) { this.c.ignored++; return false; }
+    if (ns.sourceLinkLayer && key16(ns.sourceLinkLayer) === key16(this.mac)) {
+      this.c.ignored++;
+      return false;
+    }
     if (this.opts.prefix && inPrefix(this.opts.prefix, ns.target)) {
       this.c.prefixSolicitations++;
       if (!dad && !this.seenOnLink && this.mode === 'auto') {
         this.seenOnLink = true;
-        this.log.warn(`the upstream on ${this.uplink} sends Neighbour Solicitations for ${this.opts.prefix.text} (it treats the prefix as on-link): answering for live addresses from now on`,
-          { from: source, target: formatIPv6(ns.target) });
+        this.log.warn(
+          `the upstream on ${this.uplink} sends Neighbour Solicitations for ${this.opts.prefix.text} (it treats the prefix as on-link): answering for live addresses from now on`,
+          { from: source, target: formatIPv6(ns.target) },
+        );
       }
     }
     if (!this.live.has(key(ns.target)) || !this.answering) {
       this.c.ignored++;
-      this.log.debug('NS not answered', { from: source, target: formatIPv6(ns.target), live: this.live.has(key(ns.target)) });
+      this.log.debug('NS not answered', {
+        from: source,
+        target: formatIPv6(ns.target),
+        live: this.live.has(key(ns.target)),
+      });
       return false;
     }
     // RFC 4861 §7.2.4: to the solicitor, solicited; a DAD probe (from ::) gets an unsolicited answer to all nodes.
@@ -220,13 +289,17 @@ export class NdpResponder {
 
   /** Joins g now if a token is left, else queues it for the drain timer. */
   private join(g: Group): void {
-    if (this.pending.size === 0 && this.takeJoinToken()) { this.joinNow(g); return; }
+    if (this.pending.size === 0 && this.takeJoinToken()) {
+      this.joinNow(g);
+      return;
+    }
     this.pending.add(g);
     this.scheduleDrain();
   }
 
   private takeJoinToken(): boolean {
-    const now = Date.now(), r = this.joinRate;
+    const now = Date.now(),
+      r = this.joinRate;
     this.joinTokens = Math.min(r.burst, this.joinTokens + ((now - this.joinStamp) * r.perSecond) / 1000);
     this.joinStamp = now;
     if (this.joinTokens < 1) return false;
@@ -236,15 +309,18 @@ export class NdpResponder {
 
   private scheduleDrain(): void {
     if (this.joinTimer || !this.socket) return;
-    this.joinTimer = setTimeout(() => {
-      this.joinTimer = undefined;
-      for (const g of this.pending) {
-        if (!this.socket || !this.takeJoinToken()) break;
-        this.pending.delete(g);
-        this.joinNow(g);
-      }
-      if (this.pending.size) this.scheduleDrain();
-    }, Math.max(10, Math.ceil(1000 / this.joinRate.perSecond)));
+    this.joinTimer = setTimeout(
+      () => {
+        this.joinTimer = undefined;
+        for (const g of this.pending) {
+          if (!this.socket || !this.takeJoinToken()) break;
+          this.pending.delete(g);
+          this.joinNow(g);
+        }
+        if (this.pending.size) this.scheduleDrain();
+      },
+      Math.max(10, Math.ceil(1000 / this.joinRate.perSecond)),
+    );
     this.joinTimer.unref();
   }
 
@@ -258,11 +334,18 @@ export class NdpResponder {
       // One line per interval: under a flood of new peers, a line per failure would flood the log.
       this.c.joinErrors++;
       const now = Date.now();
-      if (now - this.lastJoinWarn < JOIN_WARN_MS) { this.suppressedJoinWarnings++; return; }
-      const more = this.suppressedJoinWarnings ? ` (and ${this.suppressedJoinWarnings} more since the last warning)` : '';
+      if (now - this.lastJoinWarn < JOIN_WARN_MS) {
+        this.suppressedJoinWarnings++;
+        return;
+      }
+      const more = this.suppressedJoinWarnings
+        ? ` (and ${this.suppressedJoinWarnings} more since the last warning)`
+        : '';
       this.lastJoinWarn = now;
       this.suppressedJoinWarnings = 0;
-      this.log.warn(`joining ${formatIPv6(g.bytes)}: ${(err as Error).message}${more}: NS for addresses in such groups will not be seen`);
+      this.log.warn(
+        `joining ${formatIPv6(g.bytes)}: ${(err as Error).message}${more}: NS for addresses in such groups will not be seen`,
+      );
     }
   }
 
@@ -274,9 +357,12 @@ export class NdpResponder {
       throw new InputError(`neighbour proxy: uplink '${this.uplink}' not found`);
     }
     const l = links[0];
-    if (!l?.address || l.link_type !== 'ether') throw new InputError(`neighbour proxy: ${this.uplink} has no Ethernet address to answer with`);
+    if (!l?.address || l.link_type !== 'ether')
+      throw new InputError(`neighbour proxy: ${this.uplink} has no Ethernet address to answer with`);
     return { mac: l.address, ifindex: l.ifindex };
   }
 }
 
-function key16(b: Uint8Array): string { return Buffer.from(b).toString('hex'); }
+function key16(b: Uint8Array): string {
+  return Buffer.from(b).toString('hex');
+}

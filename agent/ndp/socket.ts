@@ -31,7 +31,8 @@ const ICMP6_FILTER = 1;
 function mreq(group: Uint8Array, ifindex: number): Buffer {
   const b = Buffer.alloc(20);
   b.set(group, 0);
-  if (endianness() === 'LE') b.writeInt32LE(ifindex, 16); else b.writeInt32BE(ifindex, 16);
+  if (endianness() === 'LE') b.writeInt32LE(ifindex, 16);
+  else b.writeInt32BE(ifindex, 16);
   return b;
 }
 
@@ -41,7 +42,8 @@ function onlyFilter(type: number): Buffer {
   words[type >> 5]! &= ~(1 << (type & 31)) >>> 0;
   const b = Buffer.alloc(32);
   for (let i = 0; i < 8; i++) {
-    if (endianness() === 'LE') b.writeUInt32LE(words[i]!, i * 4); else b.writeUInt32BE(words[i]!, i * 4);
+    if (endianness() === 'LE') b.writeUInt32LE(words[i]!, i * 4);
+    else b.writeUInt32BE(words[i]!, i * 4);
   }
   return b;
 }
@@ -54,9 +56,11 @@ function rawSocket(): typeof RawSocket {
   try {
     return createRequire(import.meta.url)('raw-socket') as typeof RawSocket;
   } catch (err) {
-    throw new Error(`the raw-socket module does not load (${(err as Error).message.split('\n')[0]}): its addon is built on ` +
-      'install; reinstall sixbed4 with `npm install -g --allow-scripts=$PWD/sixbed4-VERSION.tgz,raw-socket $PWD/sixbed4-VERSION.tgz` (README: Single host), ' +
-      'or in a clone `npm rebuild raw-socket`');
+    throw new Error(
+      `the raw-socket module does not load (${(err as Error).message.split('\n')[0]}): its addon is built on ` +
+        'install; reinstall sixbed4 with `npm install -g --allow-scripts=$PWD/sixbed4-VERSION.tgz,raw-socket $PWD/sixbed4-VERSION.tgz` (README: Single host), ' +
+        'or in a clone `npm rebuild raw-socket`',
+    );
   }
 }
 
@@ -65,7 +69,12 @@ function rawSocket(): typeof RawSocket {
  * it receives: NS for the neighbour proxy, RS for a peer's LAN side (agent/peer/lan.ts), which uses the same socket
  * to send its Router Advertisements.
  */
-export function openNdSocket(ifname: string, ifindex: number, onError: (err: Error) => void, accept = ND_NEIGHBOR_SOLICIT): NdSocket {
+export function openNdSocket(
+  ifname: string,
+  ifindex: number,
+  onError: (err: Error) => void,
+  accept = ND_NEIGHBOR_SOLICIT,
+): NdSocket {
   const raw = rawSocket();
   const s = raw.createSocket({ protocol: NH_ICMPV6, addressFamily: raw.AddressFamily.IPv6 });
   try {
@@ -87,7 +96,9 @@ export function openNdSocket(ifname: string, ifindex: number, onError: (err: Err
     },
     join(group) {
       const m = mreq(group, ifindex);
-      try { s.setOption(IPPROTO_IPV6, IPV6_JOIN_GROUP, m, m.length); } catch (err) {
+      try {
+        s.setOption(IPPROTO_IPV6, IPV6_JOIN_GROUP, m, m.length);
+      } catch (err) {
         throw new Error(`joining ${formatIPv6(group)} on ${ifname}: ${(err as Error).message}`);
       }
     },
@@ -97,11 +108,14 @@ export function openNdSocket(ifname: string, ifindex: number, onError: (err: Err
     },
     send(body, destination) {
       // A link-local destination needs its zone; the socket's bound device is that zone.
-      const dst = /^fe[89ab]/i.test(destination) && !destination.includes('%') ? `${destination}%${ifname}` : destination;
+      const dst =
+        /^fe[89ab]/i.test(destination) && !destination.includes('%') ? `${destination}%${ifname}` : destination;
       return new Promise((resolve, reject) => {
         s.send(Buffer.from(body), 0, body.length, dst, (err) => (err ? reject(err) : resolve()));
       });
     },
-    close() { s.close(); },
+    close() {
+      s.close();
+    },
   };
 }

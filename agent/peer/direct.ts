@@ -95,7 +95,10 @@ export class DirectPaths {
   /** How many entries are direct now: with none, data through the router needs no look-up. */
   private nDirect = 0;
 
-  constructor(private readonly onChange: PathChange = () => undefined, private readonly max = DEFAULT_MAX_PEERS) {}
+  constructor(
+    private readonly onChange: PathChange = () => undefined,
+    private readonly max = DEFAULT_MAX_PEERS,
+  ) {}
 
   /**
    * A packet for the peer at ipv4:port is about to go: true to send it
@@ -108,7 +111,8 @@ export class DirectPaths {
     this.probe = false;
     if (e.direct && e.lost >= 0 && now - e.lost > QUIET_MS) this.set(e, false, 'quiet');
     if (e.direct) {
-      if (now - e.heard > REFRESH_MS && now - e.probed >= (e.unanswered > 0 ? LOST_PROBE_MS : REFRESH_MS)) this.probing(e, now);
+      if (now - e.heard > REFRESH_MS && now - e.probed >= (e.unanswered > 0 ? LOST_PROBE_MS : REFRESH_MS))
+        this.probing(e, now);
       return true;
     }
     if (now - e.probed >= (e.unanswered < FAST_PROBES ? PROBE_MS : BACKOFF_PROBE_MS)) this.probing(e, now);
@@ -120,7 +124,10 @@ export class DirectPaths {
     const e = this.table.get(key(ipv4, port));
     // Only what we probed: an unsolicited NA creates nothing.
     if (!e || e.probed === -Infinity) return;
-    e.heard = now; e.used = now; e.unanswered = 0; e.lost = -1;
+    e.heard = now;
+    e.used = now;
+    e.unanswered = 0;
+    e.lost = -1;
     if (!e.direct) this.set(e, true, 'answered');
   }
 
@@ -147,7 +154,10 @@ export class DirectPaths {
   /** Data came straight from the peer: keeps its entry from expiring, proves nothing about our way to it. */
   touch(ipv4: number, port: number, now: number): void {
     const e = this.table.get(key(ipv4, port));
-    if (e) { e.used = now; e.straight = now; }
+    if (e) {
+      e.used = now;
+      e.straight = now;
+    }
   }
 
   /**
@@ -168,7 +178,9 @@ export class DirectPaths {
     return this.table.get(key(ipv4, port))?.direct ?? false;
   }
 
-  get size(): number { return this.table.size; }
+  get size(): number {
+    return this.table.size;
+  }
 
   /** The peers reached directly now, as [ipv4, port]. */
   directPeers(): [number, number][] {
@@ -204,7 +216,10 @@ export class DirectPaths {
     e.direct = direct;
     this.nDirect += direct ? 1 : -1;
     e.straight = -Infinity; // only what comes straight from now on says the peer uses the path as we do
-    if (!direct) { e.unanswered = 0; e.lost = -1; } // probe again at the fast rate: the path may come back
+    if (!direct) {
+      e.unanswered = 0;
+      e.lost = -1;
+    } // probe again at the fast rate: the path may come back
     this.onChange(e.ipv4, e.port, direct, why);
   }
 
@@ -228,7 +243,18 @@ export class DirectPaths {
         if (oldest![1].direct) this.gone(oldest![1], 'forgotten');
       }
     }
-    e = { ipv4, port, direct: false, heard: -Infinity, probed: -Infinity, unanswered: 0, lost: -1, answered: -Infinity, straight: -Infinity, used: now };
+    e = {
+      ipv4,
+      port,
+      direct: false,
+      heard: -Infinity,
+      probed: -Infinity,
+      unanswered: 0,
+      lost: -1,
+      answered: -Infinity,
+      straight: -Infinity,
+      used: now,
+    };
     this.table.set(k, e);
     return e;
   }

@@ -35,7 +35,13 @@ export function checkHook(path: string): string {
   } catch (err) {
     if (err instanceof InputError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
-    throw new InputError(code === 'ENOENT' ? `--hook ${path}: no such file` : code === 'EACCES' ? `--hook ${path} is not executable (chmod +x ${path})` : `--hook ${path}: ${(err as Error).message}`);
+    throw new InputError(
+      code === 'ENOENT'
+        ? `--hook ${path}: no such file`
+        : code === 'EACCES'
+          ? `--hook ${path} is not executable (chmod +x ${path})`
+          : `--hook ${path}: ${(err as Error).message}`,
+    );
   }
   return abs;
 }
@@ -43,8 +49,12 @@ export function checkHook(path: string): string {
 export class HookRunner {
   private chain: Promise<void> = Promise.resolve();
 
-  constructor(private readonly script: string, private readonly timeoutMs: number, private readonly context: Record<string, string>,
-    private readonly log: Logger) {}
+  constructor(
+    private readonly script: string,
+    private readonly timeoutMs: number,
+    private readonly context: Record<string, string>,
+    private readonly log: Logger,
+  ) {}
 
   /** Queues SCRIPT EVENT ARGS...; resolves when it (and everything queued before it) has ended. */
   run(event: HookEvent, args: string[], env: Record<string, string>): Promise<void> {
@@ -65,7 +75,8 @@ export class HookRunner {
         // Its own process group: at the time limit the hook goes with everything it started.
         child = spawn(this.script, [event, ...args], {
           env: { ...process.env, ...this.context, ...env, SIXBED4_EVENT: event },
-          stdio: ['ignore', 'pipe', 'pipe'], detached: true,
+          stdio: ['ignore', 'pipe', 'pipe'],
+          detached: true,
         });
       } catch (err) {
         this.log.error(`hook could not start: ${(err as Error).message}`, meta);
@@ -78,7 +89,13 @@ export class HookRunner {
       lines(child.stdout!, 'info');
       lines(child.stderr!, 'warn');
       let timedOut = false;
-      const killGroup = (sig: NodeJS.Signals) => { try { if (pid) process.kill(-pid, sig); } catch { /* already gone */ } };
+      const killGroup = (sig: NodeJS.Signals) => {
+        try {
+          if (pid) process.kill(-pid, sig);
+        } catch {
+          /* already gone */
+        }
+      };
       const timer = setTimeout(() => {
         timedOut = true;
         this.log.warn(`hook still running after ${this.timeoutMs} ms: killing it`, meta);
@@ -96,7 +113,8 @@ export class HookRunner {
         // Whatever it left behind in its group goes too.
         if (timedOut) killGroup('SIGKILL');
         if (timedOut) this.log.warn(`hook killed after ${this.timeoutMs} ms (${signal ?? `exit ${code}`})`, meta);
-        else if (code !== 0) this.log.warn(`hook failed (${signal ? `killed by ${signal}` : `exit ${code}`}); the peer goes on`, meta);
+        else if (code !== 0)
+          this.log.warn(`hook failed (${signal ? `killed by ${signal}` : `exit ${code}`}); the peer goes on`, meta);
         else this.log.debug('hook done', meta);
         done();
       });

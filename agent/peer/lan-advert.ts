@@ -28,20 +28,27 @@ export function writeLanAdvert(a: LanAdvert): Uint8Array {
   const prefixes = (a.current ? 1 : 0) + a.withdrawn.length;
   const out = new Uint8Array(16 + 8 + 32 * prefixes);
   const v = new DataView(out.buffer);
-  out[0] = ND_ROUTER_ADVERT; out[1] = 0; // checksum (2..3): the kernel's
+  out[0] = ND_ROUTER_ADVERT;
+  out[1] = 0; // checksum (2..3): the kernel's
   out[4] = 64; // cur hop limit for hosts
-  out[5] = 0;  // M=0 O=0: no DHCPv6; preference medium
+  out[5] = 0; // M=0 O=0: no DHCPv6; preference medium
   v.setUint16(6, a.routing && a.current ? LAN_ROUTER_LIFETIME_S : 0);
   // reachable time and retrans timer 0: unspecified, hosts keep their own
   let o = 16;
-  out[o] = ND_OPT_MTU; out[o + 1] = 1; v.setUint32(o + 4, TUNNEL_MTU); // everything beyond us goes through a 1280 tunnel
+  out[o] = ND_OPT_MTU;
+  out[o + 1] = 1;
+  v.setUint32(o + 4, TUNNEL_MTU); // everything beyond us goes through a 1280 tunnel
   o += 8;
   const prefix = (p: Uint8Array, valid: number, preferred: number) => {
-    out[o] = ND_OPT_PREFIX_INFO; out[o + 1] = 4; out[o + 2] = PEER_PREFIX_LEN;
+    out[o] = ND_OPT_PREFIX_INFO;
+    out[o + 1] = 4;
+    out[o + 2] = PEER_PREFIX_LEN;
     out[o + 3] = 0x80; // on-link, not autonomous
-    v.setUint32(o + 4, valid); v.setUint32(o + 8, preferred);
+    v.setUint32(o + 4, valid);
+    v.setUint32(o + 8, preferred);
     out.set(p.subarray(0, 16), o + 16);
-    out[o + 30] = out[o + 30]! & 0xc0; out[o + 31] = 0; // the /114 itself, whatever lanip was given
+    out[o + 30] = out[o + 30]! & 0xc0;
+    out[o + 31] = 0; // the /114 itself, whatever lanip was given
     o += 32;
   };
   if (a.current) prefix(a.current, a.routing ? LAN_PREFIX_VALID_S : 0, a.routing ? LAN_PREFIX_PREFERRED_S : 0);

@@ -20,7 +20,8 @@ const WITHDRAWN_KEPT = 3;
 
 /** Checks --lan: an existing interface, neither the tunnel nor the one towards the router. */
 export async function checkLanInterface(lan: string, tun: string, routerV4: number): Promise<number> {
-  if (lan === tun) throw new InputError(`--lan ${lan} is the peer's own tunnel interface (--tun): give the LAN's interface`);
+  if (lan === tun)
+    throw new InputError(`--lan ${lan} is the peer's own tunnel interface (--tun): give the LAN's interface`);
   let link: { ifindex: number }[];
   try {
     link = await ipJson<{ ifindex: number }[]>('link', 'show', 'dev', lan);
@@ -29,7 +30,9 @@ export async function checkLanInterface(lan: string, tun: string, routerV4: numb
   }
   const route = await ipJson<{ dev?: string }[]>('route', 'get', formatIPv4(routerV4)).catch(() => []);
   if (route[0]?.dev === lan) {
-    throw new InputError(`--lan ${lan} is the interface towards the router (${formatIPv4(routerV4)}): the LAN needs an interface of its own`);
+    throw new InputError(
+      `--lan ${lan} is the interface towards the router (${formatIPv4(routerV4)}): the LAN needs an interface of its own`,
+    );
   }
   return link[0]!.ifindex;
 }
@@ -43,14 +46,23 @@ export class LanSide {
   /** The sysctls as they were, to put back on stop (null: we changed none). */
   private saved: Ipv6Conf | null = null;
 
-  constructor(private readonly lan: string, private readonly ifindex: number, private readonly tun: string,
-    private readonly log: Logger) {}
+  constructor(
+    private readonly lan: string,
+    private readonly ifindex: number,
+    private readonly tun: string,
+    private readonly log: Logger,
+  ) {}
 
   /** Forwarding on, the RS socket open. Throws (having undone what it did) when either cannot be. */
   async start(): Promise<void> {
     await this.enableForwarding();
     try {
-      this.socket = openNdSocket(this.lan, this.ifindex, (err) => this.log.error(`LAN socket on ${this.lan}: ${err.message}`), ND_ROUTER_SOLICIT);
+      this.socket = openNdSocket(
+        this.lan,
+        this.ifindex,
+        (err) => this.log.error(`LAN socket on ${this.lan}: ${err.message}`),
+        ND_ROUTER_SOLICIT,
+      );
     } catch (err) {
       await this.restoreForwarding();
       throw new InputError(`--lan ${this.lan}: cannot open a raw ICMPv6 socket on it: ${(err as Error).message}`);
@@ -73,8 +85,12 @@ export class LanSide {
     if (this.current) this.withdrawn = [this.current, ...this.withdrawn].slice(0, WITHDRAWN_KEPT);
     this.current = Uint8Array.from(address);
     this.address = text;
-    const p = Uint8Array.from(address); p[14] = p[14]! & 0xc0; p[15] = 0;
-    this.log.info(`LAN ${this.lan}: ${formatIPv6(p)}/114 announced${old ? ` (was ${old}'s, now withdrawn)` : ''}`, { lan: this.lan });
+    const p = Uint8Array.from(address);
+    p[14] = p[14]! & 0xc0;
+    p[15] = 0;
+    this.log.info(`LAN ${this.lan}: ${formatIPv6(p)}/114 announced${old ? ` (was ${old}'s, now withdrawn)` : ''}`, {
+      lan: this.lan,
+    });
     this.advertise();
   }
 
@@ -99,7 +115,9 @@ export class LanSide {
     try {
       await this.socket?.send(body, 'ff02::1');
     } catch (err) {
-      this.log.warn(`LAN ${this.lan}: cannot send a Router Advertisement: ${(err as Error).message}`, { lan: this.lan });
+      this.log.warn(`LAN ${this.lan}: cannot send a Router Advertisement: ${(err as Error).message}`, {
+        lan: this.lan,
+      });
     }
   }
 
@@ -110,7 +128,8 @@ export class LanSide {
    */
   private async enableForwarding(): Promise<void> {
     const before = await readIpv6Conf();
-    if (!before[this.lan]) throw new InputError(`--lan ${this.lan}: IPv6 is disabled on it (net.ipv6.conf.${this.lan}.disable_ipv6?)`);
+    if (!before[this.lan])
+      throw new InputError(`--lan ${this.lan}: IPv6 is disabled on it (net.ipv6.conf.${this.lan}.disable_ipv6?)`);
     this.saved = before;
     try {
       if (before.all?.forwarding !== '1') {
@@ -135,11 +154,14 @@ export class LanSide {
     const now = await readIpv6Conf();
     // `all` first: writing it resets every interface, whose own values then go back.
     if (before.all?.forwarding !== undefined && now.all?.forwarding !== before.all.forwarding) {
-      await writeConf({ conf: 'all', param: 'forwarding' }, before.all.forwarding).catch((err: Error) => this.log.error(err.message));
+      await writeConf({ conf: 'all', param: 'forwarding' }, before.all.forwarding).catch((err: Error) =>
+        this.log.error(err.message),
+      );
     }
     const after = await readIpv6Conf();
     for (const [conf, v] of Object.entries(before)) {
-      if (conf === 'all' || !after[conf] || v.forwarding === undefined || after[conf]!.forwarding === v.forwarding) continue;
+      if (conf === 'all' || !after[conf] || v.forwarding === undefined || after[conf]!.forwarding === v.forwarding)
+        continue;
       await writeConf({ conf, param: 'forwarding' }, v.forwarding).catch((err: Error) => this.log.error(err.message));
     }
   }

@@ -20,17 +20,17 @@ import { DirectPaths, FIRST_PROBE_TTL, type PathWhy } from './direct.js';
 import { checkLanInterface, LanSide } from './lan.js';
 
 export interface PeerOptions {
-  router: string;        // IPV4[:PORT]
-  listen?: string;       // local IPv4 to bind, default any
+  router: string; // IPV4[:PORT]
+  listen?: string; // local IPv4 to bind, default any
   /** Fixed local UDP port (behind a port forward, a stable address); default a random even one. */
   port?: number;
   lanip?: number;
   tun?: string;
   defaultRoute?: boolean;
-  keepalive?: number;    // seconds
+  keepalive?: number; // seconds
   /** A script run when the address or a route comes or goes (hooks.ts says how). */
   hook?: string;
-  hookTimeout?: number;  // seconds
+  hookTimeout?: number; // seconds
   /** Probe other peers of the /64 and send straight to those that answer (default true). */
   direct?: boolean;
   /** An interface to serve the /114's other lanips on, with Router Advertisements (lan.ts). */
@@ -38,7 +38,13 @@ export interface PeerOptions {
 }
 
 export interface PeerConfig {
-  routerV4: number; routerPort: number; listen: string; lanip: number; tun: string; defaultRoute: boolean; keepaliveMs: number;
+  routerV4: number;
+  routerPort: number;
+  listen: string;
+  lanip: number;
+  tun: string;
+  defaultRoute: boolean;
+  keepaliveMs: number;
   /** 0: a random even port */
   port: number;
   /** absolute path of the hook script, when there is one */
@@ -52,14 +58,18 @@ export interface PeerConfig {
 const DEFAULT_HOOK_TIMEOUT_S = 10;
 
 export function peerConfig(o: PeerOptions): PeerConfig {
-  if (!o.router) throw new InputError('--router is required: the 6bed4 router\'s IPv4 address, e.g. --router 198.51.100.1 or 198.51.100.1:25790');
+  if (!o.router)
+    throw new InputError(
+      "--router is required: the 6bed4 router's IPv4 address, e.g. --router 198.51.100.1 or 198.51.100.1:25790",
+    );
   const { ipv4: routerV4, port: routerPort } = parseIPv4Port(o.router, '--router', ROUTER_PORT);
   const lanip = o.lanip ?? DEFAULT_PEER_LANIP;
   if (!Number.isInteger(lanip) || lanip < 1 || lanip > MAX_LANIP) {
     throw new InputError(`--lanip ${o.lanip}: use 1..${MAX_LANIP} (0 is the router side of the /114)`);
   }
   const keepalive = o.keepalive ?? KEEPALIVE_SECONDS;
-  if (!(keepalive > 0 && keepalive <= 3600)) throw new InputError(`--keepalive ${o.keepalive}: use seconds in (0, 3600]`);
+  if (!(keepalive > 0 && keepalive <= 3600))
+    throw new InputError(`--keepalive ${o.keepalive}: use seconds in (0, 3600]`);
   const tun = o.tun ?? '6bed4peer';
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(tun)) throw new InputError(`--tun '${tun}' is not a usable interface name`);
   const listen = o.listen ?? '0.0.0.0';
@@ -69,12 +79,23 @@ export function peerConfig(o: PeerOptions): PeerConfig {
     throw new InputError(`--port ${o.port} is not a UDP port: use 1..65535 (or leave it out for a random even port)`);
   }
   const hookTimeout = o.hookTimeout ?? DEFAULT_HOOK_TIMEOUT_S;
-  if (!(hookTimeout > 0 && hookTimeout <= 3600)) throw new InputError(`--hook-timeout ${o.hookTimeout}: use seconds in (0, 3600]`);
+  if (!(hookTimeout > 0 && hookTimeout <= 3600))
+    throw new InputError(`--hook-timeout ${o.hookTimeout}: use seconds in (0, 3600]`);
   if (o.hookTimeout !== undefined && !o.hook) throw new InputError('--hook-timeout needs --hook SCRIPT');
-  if (o.lan !== undefined && !/^[A-Za-z0-9_.-]{1,15}$/.test(o.lan)) throw new InputError(`--lan '${o.lan}' is not a usable interface name`);
+  if (o.lan !== undefined && !/^[A-Za-z0-9_.-]{1,15}$/.test(o.lan))
+    throw new InputError(`--lan '${o.lan}' is not a usable interface name`);
   return {
-    routerV4, routerPort, listen, port, lanip, tun, defaultRoute: !!o.defaultRoute, keepaliveMs: keepalive * 1000,
-    ...(o.hook !== undefined ? { hook: checkHook(o.hook) } : {}), hookTimeoutMs: hookTimeout * 1000, direct: o.direct ?? true,
+    routerV4,
+    routerPort,
+    listen,
+    port,
+    lanip,
+    tun,
+    defaultRoute: !!o.defaultRoute,
+    keepaliveMs: keepalive * 1000,
+    ...(o.hook !== undefined ? { hook: checkHook(o.hook) } : {}),
+    hookTimeoutMs: hookTimeout * 1000,
+    direct: o.direct ?? true,
     ...(o.lan !== undefined ? { lan: o.lan } : {}),
   };
 }
@@ -107,8 +128,12 @@ function openFixedPort(listen: string, port: number, io: NativeIO): number {
     return io.udpOpen(listen, port, false).fd;
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    if (e.code === 'EADDRINUSE') throw new InputError(`UDP port ${port} on ${listen} is in use: is another peer running? Stop it or choose another --port`);
-    if (e.code === 'EADDRNOTAVAIL') throw new InputError(`--listen ${listen} is not an address of this host (see 'ip -4 addr')`);
+    if (e.code === 'EADDRINUSE')
+      throw new InputError(
+        `UDP port ${port} on ${listen} is in use: is another peer running? Stop it or choose another --port`,
+      );
+    if (e.code === 'EADDRNOTAVAIL')
+      throw new InputError(`--listen ${listen} is not an address of this host (see 'ip -4 addr')`);
     if (e.code === 'EACCES') throw new InputError(`no permission to bind UDP port ${port} on ${listen}`);
     throw new InputError(`cannot open UDP ${listen}:${port}: ${e.message}`);
   }
@@ -128,8 +153,11 @@ const MAX_SOLICIT_MS = 30_000;
 const SOLICIT_EVERY_KEEPALIVES = 10;
 /** What the log says when a direct path goes back to the router. */
 const GONE_WHY: Record<PathWhy, string> = {
-  answered: 'answered', quiet: 'our probes went unanswered', 'via-router': 'its data came through the router again',
-  forgotten: 'forgotten', moved: 'our address moved',
+  answered: 'answered',
+  quiet: 'our probes went unanswered',
+  'via-router': 'its data came through the router again',
+  forgotten: 'forgotten',
+  moved: 'our address moved',
 };
 
 /** io: the addon (the default), or a stand-in with its semantics such as FakeIO (agent/io/fake.ts). */
@@ -143,32 +171,53 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
   } catch (err) {
     io.close(udpFd);
     const e = err as NodeJS.ErrnoException;
-    throw new InputError(e.code === 'EBUSY' ? `interface ${cfg.tun} is in use: is another peer running? (--tun NAME)`
-      : `cannot create TUN interface ${cfg.tun}: ${e.message}`);
+    throw new InputError(
+      e.code === 'EBUSY'
+        ? `interface ${cfg.tun} is in use: is another peer running? (--tun NAME)`
+        : `cannot create TUN interface ${cfg.tun}: ${e.message}`,
+    );
   }
   const routerText = `${formatIPv4(cfg.routerV4)}:${cfg.routerPort}`;
-  let current: Uint8Array | null = null;   // our /114 as the router last announced it
+  let current: Uint8Array | null = null; // our /114 as the router last announced it
   let addressText: string | null = null;
   let routes: string[] = [];
   let resolveReady!: (a: string) => void;
-  const ready = new Promise<string>((r) => { resolveReady = r; });
+  const ready = new Promise<string>((r) => {
+    resolveReady = r;
+  });
   let changing = Promise.resolve();
-  let told: { address: string; prefix: string } | null = null;   // what the hooks were last told was added
+  let told: { address: string; prefix: string } | null = null; // what the hooks were last told was added
   const hooks = cfg.hook
-    ? new HookRunner(cfg.hook, cfg.hookTimeoutMs, { SIXBED4_TUN: cfg.tun, SIXBED4_ROUTER: routerText, SIXBED4_PID: String(process.pid) }, log)
+    ? new HookRunner(
+        cfg.hook,
+        cfg.hookTimeoutMs,
+        { SIXBED4_TUN: cfg.tun, SIXBED4_ROUTER: routerText, SIXBED4_PID: String(process.pid) },
+        log,
+      )
     : undefined;
   const addressHook = (event: 'add' | 'remove', address: string, prefix: string) => {
     const a = parseIPv6(address);
     void hooks?.run(event, [address, prefix], {
-      SIXBED4_ADDRESS: address, SIXBED4_PREFIX: prefix, SIXBED4_MAPPING: `${formatIPv4(addressIPv4(a, 0))}:${addressPort(a, 0)}`,
+      SIXBED4_ADDRESS: address,
+      SIXBED4_PREFIX: prefix,
+      SIXBED4_MAPPING: `${formatIPv4(addressIPv4(a, 0))}:${addressPort(a, 0)}`,
     });
   };
-  const routeHook = (event: 'route-add' | 'route-remove', route: string) => { void hooks?.run(event, [route], { SIXBED4_ROUTE: route }); };
+  const routeHook = (event: 'route-add' | 'route-remove', route: string) => {
+    void hooks?.run(event, [route], { SIXBED4_ROUTE: route });
+  };
 
   const control = newBatch(2, TUNNEL_MTU);
-  control.addr.fill(cfg.routerV4); control.port.fill(cfg.routerPort);
-  const sendSolicit = () => { control.len[0] = writeRouterSolicit(control.data, 0); io.udpSend(udpFd, control, 1); };
-  const sendKeepalive = () => { control.len[0] = 0; io.udpSend(udpFd, control, 1); };
+  control.addr.fill(cfg.routerV4);
+  control.port.fill(cfg.routerPort);
+  const sendSolicit = () => {
+    control.len[0] = writeRouterSolicit(control.data, 0);
+    io.udpSend(udpFd, control, 1);
+  };
+  const sendKeepalive = () => {
+    control.len[0] = 0;
+    io.udpSend(udpFd, control, 1);
+  };
   // An NS for the router from our own address: the router tracks a peer as live (its neighbour proxy
   // answers for it) only from a packet that passes its originator check, which an RS from :: cannot.
   let ours: Uint8Array | null = null;
@@ -191,46 +240,52 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
     const newText = formatIPv6(addr);
     const announced = ra.routes.map((r) => `${formatIPv6(r.bytes)}/${r.length}`);
     const newPrefix = `${formatIPv6(ra.prefix114)}/114`;
-    changing = changing.then(async () => {
-      const old = addressText;
-      // The RA that tells a moved peer its new /114 carries only that (the router keeps answers to unverified
-      // sources small): no route options there is no withdrawal of the routes an RS's RA brought.
-      const newRoutes = announced.length ? announced : routes;
-      // Make before break: the new address is usable before the old one goes.
-      await ip('-6', 'addr', 'replace', `${newText}/64`, 'dev', cfg.tun, 'nodad');
-      addressText = newText;
-      ours = addr;
-      engine.setOwn(addr);
-      sendPresence();
-      if (old && old !== newText) await ip('-6', 'addr', 'del', `${old}/64`, 'dev', cfg.tun).catch(() => undefined);
-      await lan?.setAddress(addr);
-      if (cfg.defaultRoute) await ip('-6', 'route', 'replace', 'default', 'dev', cfg.tun, 'metric', '1024');
-      for (const r of newRoutes) await ip('-6', 'route', 'replace', r, 'dev', cfg.tun);
-      for (const r of routes) if (!newRoutes.includes(r)) await ip('-6', 'route', 'del', r, 'dev', cfg.tun).catch(() => undefined);
-      // The hooks hear of it once the kernel has it: a moved address as remove, then add (so a script that keeps one
-      // record ends with the new one), and only the routes that changed.
-      if (told?.address !== newText) {
-        if (told) addressHook('remove', told.address, told.prefix);
-        addressHook('add', newText, newPrefix);
-        told = { address: newText, prefix: newPrefix };
-      }
-      for (const r of routes) if (!newRoutes.includes(r)) routeHook('route-remove', r);
-      for (const r of newRoutes) if (!routes.includes(r)) routeHook('route-add', r);
-      routes = newRoutes;
-      if (old) log.warn('router announced a new /114 (NAT mapping changed): address moved', { from: old, to: newText });
-      else log.info(`peer address ${newText}`, { router: routerText, tun: cfg.tun });
-      resolveReady(newText);
-    }).catch((err: Error) => {
-      log.error(`cannot configure address ${newText} (will retry at the next RA): ${err.message}`);
-      if (current === wanted) current = null;
-    });
+    changing = changing
+      .then(async () => {
+        const old = addressText;
+        // The RA that tells a moved peer its new /114 carries only that (the router keeps answers to unverified
+        // sources small): no route options there is no withdrawal of the routes an RS's RA brought.
+        const newRoutes = announced.length ? announced : routes;
+        // Make before break: the new address is usable before the old one goes.
+        await ip('-6', 'addr', 'replace', `${newText}/64`, 'dev', cfg.tun, 'nodad');
+        addressText = newText;
+        ours = addr;
+        engine.setOwn(addr);
+        sendPresence();
+        if (old && old !== newText) await ip('-6', 'addr', 'del', `${old}/64`, 'dev', cfg.tun).catch(() => undefined);
+        await lan?.setAddress(addr);
+        if (cfg.defaultRoute) await ip('-6', 'route', 'replace', 'default', 'dev', cfg.tun, 'metric', '1024');
+        for (const r of newRoutes) await ip('-6', 'route', 'replace', r, 'dev', cfg.tun);
+        for (const r of routes)
+          if (!newRoutes.includes(r)) await ip('-6', 'route', 'del', r, 'dev', cfg.tun).catch(() => undefined);
+        // The hooks hear of it once the kernel has it: a moved address as remove, then add (so a script that keeps one
+        // record ends with the new one), and only the routes that changed.
+        if (told?.address !== newText) {
+          if (told) addressHook('remove', told.address, told.prefix);
+          addressHook('add', newText, newPrefix);
+          told = { address: newText, prefix: newPrefix };
+        }
+        for (const r of routes) if (!newRoutes.includes(r)) routeHook('route-remove', r);
+        for (const r of newRoutes) if (!routes.includes(r)) routeHook('route-add', r);
+        routes = newRoutes;
+        if (old)
+          log.warn('router announced a new /114 (NAT mapping changed): address moved', { from: old, to: newText });
+        else log.info(`peer address ${newText}`, { router: routerText, tun: cfg.tun });
+        resolveReady(newText);
+      })
+      .catch((err: Error) => {
+        log.error(`cannot configure address ${newText} (will retry at the next RA): ${err.message}`);
+        if (current === wanted) current = null;
+      });
   };
 
-  const direct = cfg.direct ? new DirectPaths((v4, port, on, why) => {
-    const peer = `${formatIPv4(v4)}:${port}`;
-    if (on) log.info(`direct path to ${peer}: it answered from the IPv4:port its address embeds`, { peer });
-    else log.info(`direct path to ${peer} gone (${GONE_WHY[why]}): through the router`, { peer, why });
-  }) : undefined;
+  const direct = cfg.direct
+    ? new DirectPaths((v4, port, on, why) => {
+        const peer = `${formatIPv4(v4)}:${port}`;
+        if (on) log.info(`direct path to ${peer}: it answered from the IPv4:port its address embeds`, { peer });
+        else log.info(`direct path to ${peer} gone (${GONE_WHY[why]}): through the router`, { peer, why });
+      })
+    : undefined;
   const engine = new PeerEngine(cfg.routerV4, cfg.routerPort, onAdvert, 64, direct);
   engine.serveLan = !!cfg.lan;
   const polls: PollHandle[] = [];
@@ -240,7 +295,8 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
     await ip('link', 'set', 'dev', cfg.tun, 'mtu', String(TUNNEL_MTU), 'up');
     await lan?.start();
   } catch (err) {
-    io.close(tunFd); io.close(udpFd);
+    io.close(tunFd);
+    io.close(udpFd);
     throw err;
   }
   // ICMP errors about what we sent (the router's port closed while it restarts, a host unreachable) land in the
@@ -251,43 +307,60 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
   const sendFirstProbes = () => {
     if (!engine.nFirstProbes) return;
     io.udpTtl(udpFd, FIRST_PROBE_TTL);
-    try { io.udpSend(udpFd, engine.firstProbes, engine.nFirstProbes); } finally { io.udpTtl(udpFd, -1); }
+    try {
+      io.udpSend(udpFd, engine.firstProbes, engine.nFirstProbes);
+    } finally {
+      io.udpTtl(udpFd, -1);
+    }
   };
   const errors = newBatch(8, 64);
   const errorInfo = new Uint32Array(8);
   let lastErrorLog = 0;
-  polls.push(io.poll(udpFd, () => {
-    let m: number, seen = 0, what = 0;
-    while ((m = io.udpRecvErrors(udpFd, errors, errorInfo)) > 0) {
-      // Errors about probes to other peers are what a NAT not (yet) letting them in says: expected, not worth a line.
-      for (let i = 0; i < m; i++) if (errors.addr[i] === cfg.routerV4 && errors.port[i] === cfg.routerPort) { seen++; what = errorInfo[i]!; }
-      if (m < errors.cap) break;
-    }
-    if (seen && Date.now() - lastErrorLog > 60_000) {
-      lastErrorLog = Date.now();
-      log.warn(`the router does not answer (ICMP type ${what >> 8} code ${what & 0xff}); keeping the address and sending keepalives`, { router: routerText });
-    }
-    for (let round = 0; round < 16; round++) {
-      const n = io.udpRecv(udpFd, engine.udpRx);
-      if (n === 0) return;
-      engine.fromRouter(n);
-      if (engine.nToTun) io.tunWrite(tunFd, engine.toTun, engine.nToTun);
-      if (engine.nControl) io.udpSend(udpFd, engine.control, engine.nControl);
-      sendFirstProbes();
-      if (n < engine.udpRx.cap) return;
-    }
-  }));
-  polls.push(io.poll(tunFd, () => {
-    for (let round = 0; round < 16; round++) {
-      const n = io.tunRead(tunFd, engine.tunRx);
-      if (n === 0) return;
-      engine.fromKernel(n);
-      if (engine.nControl) io.udpSend(udpFd, engine.control, engine.nControl);
-      sendFirstProbes();
-      if (engine.nToUdp) io.udpSend(udpFd, engine.toUdp, engine.nToUdp);
-      if (n < engine.tunRx.cap) return;
-    }
-  }));
+  polls.push(
+    io.poll(udpFd, () => {
+      let m: number,
+        seen = 0,
+        what = 0;
+      while ((m = io.udpRecvErrors(udpFd, errors, errorInfo)) > 0) {
+        // Errors about probes to other peers are what a NAT not (yet) letting them in says: expected, not worth a line.
+        for (let i = 0; i < m; i++)
+          if (errors.addr[i] === cfg.routerV4 && errors.port[i] === cfg.routerPort) {
+            seen++;
+            what = errorInfo[i]!;
+          }
+        if (m < errors.cap) break;
+      }
+      if (seen && Date.now() - lastErrorLog > 60_000) {
+        lastErrorLog = Date.now();
+        log.warn(
+          `the router does not answer (ICMP type ${what >> 8} code ${what & 0xff}); keeping the address and sending keepalives`,
+          { router: routerText },
+        );
+      }
+      for (let round = 0; round < 16; round++) {
+        const n = io.udpRecv(udpFd, engine.udpRx);
+        if (n === 0) return;
+        engine.fromRouter(n);
+        if (engine.nToTun) io.tunWrite(tunFd, engine.toTun, engine.nToTun);
+        if (engine.nControl) io.udpSend(udpFd, engine.control, engine.nControl);
+        sendFirstProbes();
+        if (n < engine.udpRx.cap) return;
+      }
+    }),
+  );
+  polls.push(
+    io.poll(tunFd, () => {
+      for (let round = 0; round < 16; round++) {
+        const n = io.tunRead(tunFd, engine.tunRx);
+        if (n === 0) return;
+        engine.fromKernel(n);
+        if (engine.nControl) io.udpSend(udpFd, engine.control, engine.nControl);
+        sendFirstProbes();
+        if (engine.nToUdp) io.udpSend(udpFd, engine.toUdp, engine.nToUdp);
+        if (n < engine.tunRx.cap) return;
+      }
+    }),
+  );
 
   // Solicit with exponential backoff until the first RA, then keep the NAT mapping alive.
   let delay = FIRST_SOLICIT_MS;
@@ -300,14 +373,20 @@ export async function startPeer(cfg: PeerConfig, log: Logger, io: NativeIO = nat
   };
   solicit();
   let beats = 0;
-  timers.push(setInterval(() => {
-    if (++beats % SOLICIT_EVERY_KEEPALIVES === 0) { sendSolicit(); sendPresence(); } else sendKeepalive();
-    direct?.sweep(Date.now());
-  }, cfg.keepaliveMs));
+  timers.push(
+    setInterval(() => {
+      if (++beats % SOLICIT_EVERY_KEEPALIVES === 0) {
+        sendSolicit();
+        sendPresence();
+      } else sendKeepalive();
+      direct?.sweep(Date.now());
+    }, cfg.keepaliveMs),
+  );
 
   let stopped = false;
   return {
-    ready, engine,
+    ready,
+    engine,
     address: () => addressText,
     async stop() {
       if (stopped) return;

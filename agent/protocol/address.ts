@@ -9,7 +9,14 @@
 // them on addresses in place without allocating.
 
 /** Writes the 6bed4 address for ipv4:port/lanip under the /64 in prefix[0..8). */
-export function writeAddress(out: Uint8Array, off: number, prefix: Uint8Array, ipv4: number, port: number, lanip: number): void {
+export function writeAddress(
+  out: Uint8Array,
+  off: number,
+  prefix: Uint8Array,
+  ipv4: number,
+  port: number,
+  lanip: number,
+): void {
   for (let i = 0; i < 8; i++) out[off + i] = prefix[i]!;
   const b0 = ipv4 >>> 24;
   out[off + 8] = b0 & 0xfc;
@@ -30,8 +37,11 @@ export function makeAddress(prefix: Uint8Array, ipv4: number, port: number, lani
 
 /** The IPv4 address embedded in the address at off (uint32, host order). */
 export function addressIPv4(b: Uint8Array, off: number): number {
-  return (((b[off + 8]! & 0xfc) | (b[off + 14]! >>> 6)) * 0x1000000 +
-    ((b[off + 9]! << 16) | (b[off + 10]! << 8) | b[off + 11]!)) >>> 0;
+  return (
+    (((b[off + 8]! & 0xfc) | (b[off + 14]! >>> 6)) * 0x1000000 +
+      ((b[off + 9]! << 16) | (b[off + 10]! << 8) | b[off + 11]!)) >>>
+    0
+  );
 }
 
 /** The UDP port word embedded in the address at off; 0 means "not a peer". */

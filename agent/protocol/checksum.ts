@@ -25,11 +25,18 @@ export function upperChecksum(b: Uint8Array, ipOff: number, nh: number, upperOff
   let acc = sumWords(b, ipOff + OFF_SRC, 32);
   acc += Math.floor(len / 0x10000) + (len & 0xffff) + nh;
   acc = sumWords(b, upperOff, len, acc);
-  return (~fold(acc)) & 0xffff;
+  return ~fold(acc) & 0xffff;
 }
 
 /** Computes and stores the checksum at upperOff+csumAt (2 for ICMPv6, 6 for UDP). */
-export function fillChecksum(b: Uint8Array, ipOff: number, nh: number, upperOff: number, len: number, csumAt: number): void {
+export function fillChecksum(
+  b: Uint8Array,
+  ipOff: number,
+  nh: number,
+  upperOff: number,
+  len: number,
+  csumAt: number,
+): void {
   b[upperOff + csumAt] = 0;
   b[upperOff + csumAt + 1] = 0;
   let c = upperChecksum(b, ipOff, nh, upperOff, len);

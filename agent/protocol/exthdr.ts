@@ -25,7 +25,9 @@ export function noErrorReply(b: Uint8Array, off: number, len: number): boolean {
   const end = off + len;
   for (let n = 0; n < MAX_HEADERS; n++) {
     switch (nh) {
-      case NH_HOP_BY_HOP: case NH_ROUTING: case NH_DEST_OPTS: {
+      case NH_HOP_BY_HOP:
+      case NH_ROUTING:
+      case NH_DEST_OPTS: {
         if (o + 8 > end) return true;
         const next = b[o]!;
         o += (b[o + 1]! + 1) * 8;

@@ -10,8 +10,17 @@ import { OFF_SRC, writeHeader } from './ipv6.js';
  * from src back to that packet's source, quoting as much of it as fits in the
  * tunnel MTU. Returns the total length.
  */
-export function writeIcmpError(out: Uint8Array, off: number, type: number, code: number, param: number,
-  src: Uint8Array, inv: Uint8Array, invOff: number, invLen: number): number {
+export function writeIcmpError(
+  out: Uint8Array,
+  off: number,
+  type: number,
+  code: number,
+  param: number,
+  src: Uint8Array,
+  inv: Uint8Array,
+  invOff: number,
+  invLen: number,
+): number {
   const quote = Math.min(invLen, TUNNEL_MTU - IPV6_HEADER - 8);
   const icmp = off + IPV6_HEADER;
   const icmpLen = 8 + quote;
@@ -20,8 +29,12 @@ export function writeIcmpError(out: Uint8Array, off: number, type: number, code:
   out.set(inv.subarray(invOff, invOff + quote), icmp + 8);
   const dst = inv.subarray(invOff + OFF_SRC, invOff + OFF_SRC + 16);
   writeHeader(out, off, icmpLen, NH_ICMPV6, 255, src, dst);
-  out[icmp] = type; out[icmp + 1] = code;
-  out[icmp + 4] = param >>> 24; out[icmp + 5] = (param >>> 16) & 0xff; out[icmp + 6] = (param >>> 8) & 0xff; out[icmp + 7] = param & 0xff;
+  out[icmp] = type;
+  out[icmp + 1] = code;
+  out[icmp + 4] = param >>> 24;
+  out[icmp + 5] = (param >>> 16) & 0xff;
+  out[icmp + 6] = (param >>> 8) & 0xff;
+  out[icmp + 7] = param & 0xff;
   fillChecksum(out, off, NH_ICMPV6, icmp, icmpLen, 2);
   return IPV6_HEADER + icmpLen;
 }

@@ -14,8 +14,16 @@ export function payloadLength(b: Uint8Array, off: number): number {
 
 /** fe80::/64: link-local as 6bed4 uses it (the router's fe80:: and fe80::<iid>). */
 export function isLinkLocal64(b: Uint8Array, addrOff: number): boolean {
-  return b[addrOff] === 0xfe && b[addrOff + 1] === 0x80 && b[addrOff + 2] === 0 && b[addrOff + 3] === 0 &&
-    b[addrOff + 4] === 0 && b[addrOff + 5] === 0 && b[addrOff + 6] === 0 && b[addrOff + 7] === 0;
+  return (
+    b[addrOff] === 0xfe &&
+    b[addrOff + 1] === 0x80 &&
+    b[addrOff + 2] === 0 &&
+    b[addrOff + 3] === 0 &&
+    b[addrOff + 4] === 0 &&
+    b[addrOff + 5] === 0 &&
+    b[addrOff + 6] === 0 &&
+    b[addrOff + 7] === 0
+  );
 }
 
 export function isUnspecified(b: Uint8Array, addrOff: number): boolean {
@@ -32,11 +40,23 @@ export function equal16(a: Uint8Array, aOff: number, b: Uint8Array, bOff: number
  * Writes a fixed IPv6 header (traffic class and flow label zero).
  * src/dst are 16-byte arrays copied in.
  */
-export function writeHeader(out: Uint8Array, off: number, payloadLen: number, nh: number, hops: number,
-  src: Uint8Array, dst: Uint8Array): void {
-  out[off] = 0x60; out[off + 1] = 0; out[off + 2] = 0; out[off + 3] = 0;
-  out[off + 4] = payloadLen >>> 8; out[off + 5] = payloadLen & 0xff;
-  out[off + 6] = nh; out[off + 7] = hops;
+export function writeHeader(
+  out: Uint8Array,
+  off: number,
+  payloadLen: number,
+  nh: number,
+  hops: number,
+  src: Uint8Array,
+  dst: Uint8Array,
+): void {
+  out[off] = 0x60;
+  out[off + 1] = 0;
+  out[off + 2] = 0;
+  out[off + 3] = 0;
+  out[off + 4] = payloadLen >>> 8;
+  out[off + 5] = payloadLen & 0xff;
+  out[off + 6] = nh;
+  out[off + 7] = hops;
   out.set(src.subarray(0, 16), off + OFF_SRC);
   out.set(dst.subarray(0, 16), off + OFF_DST);
 }
@@ -49,7 +69,7 @@ export function writeHeader(out: Uint8Array, off: number, payloadLen: number, nh
  * Returns the packet length to use, or -1.
  */
 export function packetLength(b: Uint8Array, off: number, datagramLen: number): number {
-  if (datagramLen < IPV6_HEADER || (b[off]! >>> 4) !== 6) return -1;
+  if (datagramLen < IPV6_HEADER || b[off]! >>> 4 !== 6) return -1;
   const total = IPV6_HEADER + payloadLength(b, off);
   return total <= datagramLen ? total : -1;
 }

@@ -3,8 +3,16 @@
 // the router's own address. Builders write a whole IPv6 packet into a caller's
 // buffer and return its length; validators read in place.
 import {
-  IPV6_HEADER, NH_ICMPV6, ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT, ND_OPT_PREFIX_INFO, ND_OPT_SOURCE_LLADDR,
-  ND_OPT_TARGET_LLADDR, ND_ROUTER_ADVERT, ND_ROUTER_SOLICIT, PEER_PREFIX_LEN,
+  IPV6_HEADER,
+  NH_ICMPV6,
+  ND_NEIGHBOR_ADVERT,
+  ND_NEIGHBOR_SOLICIT,
+  ND_OPT_PREFIX_INFO,
+  ND_OPT_SOURCE_LLADDR,
+  ND_OPT_TARGET_LLADDR,
+  ND_ROUTER_ADVERT,
+  ND_ROUTER_SOLICIT,
+  PEER_PREFIX_LEN,
 } from './constants.js';
 import { fillChecksum, upperChecksum } from './checksum.js';
 import { OFF_SRC, payloadLength, readU32, writeHeader } from './ipv6.js';
@@ -63,15 +71,24 @@ export function neighborSolicitTarget(b: Uint8Array, off: number, len: number): 
  * [current, routes..., old (0), current] serves all three. RFC 4861 allows a
  * prefix in more than one option; the repeat says the same thing again.
  */
-export function writeRouterAdvert(out: Uint8Array, off: number, dst: Uint8Array, peer114: Uint8Array,
-  routes: readonly Prefix[], withdraw = false, old114?: Uint8Array): number {
+export function writeRouterAdvert(
+  out: Uint8Array,
+  off: number,
+  dst: Uint8Array,
+  peer114: Uint8Array,
+  routes: readonly Prefix[],
+  withdraw = false,
+  old114?: Uint8Array,
+): number {
   const icmp = off + IPV6_HEADER;
   const icmpLen = 16 + 32 * (1 + routes.length + (old114 ? 2 : 0));
   writeHeader(out, off, icmpLen, NH_ICMPV6, 255, ROUTER_LINK_LOCAL, dst);
-  out[icmp] = ND_ROUTER_ADVERT; out[icmp + 1] = 0;
+  out[icmp] = ND_ROUTER_ADVERT;
+  out[icmp + 1] = 0;
   out[icmp + 4] = 0; // cur hop limit: unspecified
   out[icmp + 5] = 0x18; // M=0 O=0, preference "low" as the stock router
-  out[icmp + 6] = 0xff; out[icmp + 7] = 0xff; // router lifetime
+  out[icmp + 6] = 0xff;
+  out[icmp + 7] = 0xff; // router lifetime
   out.fill(0xff, icmp + 8, icmp + 16); // reachable time, retrans timer
   writePrefixOption(out, icmp + 16, peer114, PEER_PREFIX_LEN, 0xc0, withdraw ? 0 : 0xffffffff);
   for (let i = 0; i < routes.length; i++) {
@@ -86,46 +103,91 @@ export function writeRouterAdvert(out: Uint8Array, off: number, dst: Uint8Array,
   return IPV6_HEADER + icmpLen;
 }
 
-function writePrefixOption(out: Uint8Array, o: number, prefix: Uint8Array, length: number, flags: number, life: number): void {
-  out[o] = ND_OPT_PREFIX_INFO; out[o + 1] = 4; out[o + 2] = length; out[o + 3] = flags;
-  writeU32(out, o + 4, life); writeU32(out, o + 8, life); writeU32(out, o + 12, 0);
+function writePrefixOption(
+  out: Uint8Array,
+  o: number,
+  prefix: Uint8Array,
+  length: number,
+  flags: number,
+  life: number,
+): void {
+  out[o] = ND_OPT_PREFIX_INFO;
+  out[o + 1] = 4;
+  out[o + 2] = length;
+  out[o + 3] = flags;
+  writeU32(out, o + 4, life);
+  writeU32(out, o + 8, life);
+  writeU32(out, o + 12, 0);
   out.set(prefix.subarray(0, 16), o + 16);
 }
 
 /** Neighbour Advertisement (R and S set) with one target link-layer option. */
-export function writeNeighborAdvert(out: Uint8Array, off: number, src: Uint8Array, dst: Uint8Array,
-  target: Uint8Array, lla: Uint8Array, flags = 0xc0): number {
+export function writeNeighborAdvert(
+  out: Uint8Array,
+  off: number,
+  src: Uint8Array,
+  dst: Uint8Array,
+  target: Uint8Array,
+  lla: Uint8Array,
+  flags = 0xc0,
+): number {
   const icmp = off + IPV6_HEADER;
   writeHeader(out, off, 32, NH_ICMPV6, 255, src, dst);
-  out[icmp] = ND_NEIGHBOR_ADVERT; out[icmp + 1] = 0;
-  out[icmp + 4] = flags; out[icmp + 5] = 0; out[icmp + 6] = 0; out[icmp + 7] = 0;
+  out[icmp] = ND_NEIGHBOR_ADVERT;
+  out[icmp + 1] = 0;
+  out[icmp + 4] = flags;
+  out[icmp + 5] = 0;
+  out[icmp + 6] = 0;
+  out[icmp + 7] = 0;
   out.set(target.subarray(0, 16), icmp + 8);
-  out[icmp + 24] = ND_OPT_TARGET_LLADDR; out[icmp + 25] = 1;
+  out[icmp + 24] = ND_OPT_TARGET_LLADDR;
+  out[icmp + 25] = 1;
   out.set(lla.subarray(0, 6), icmp + 26);
   fillChecksum(out, off, NH_ICMPV6, icmp, 32, 2);
   return IPV6_HEADER + 32;
 }
 
 /** Router Solicitation as stock peers send it: from ::, to ff02::2, optional source link-layer option. */
-export function writeRouterSolicit(out: Uint8Array, off: number, src: Uint8Array = UNSPECIFIED, lla?: Uint8Array): number {
+export function writeRouterSolicit(
+  out: Uint8Array,
+  off: number,
+  src: Uint8Array = UNSPECIFIED,
+  lla?: Uint8Array,
+): number {
   const icmp = off + IPV6_HEADER;
   const icmpLen = lla ? 16 : 8;
   writeHeader(out, off, icmpLen, NH_ICMPV6, 255, src, ALL_ROUTERS);
-  out[icmp] = ND_ROUTER_SOLICIT; out.fill(0, icmp + 1, icmp + 8);
-  if (lla) { out[icmp + 8] = ND_OPT_SOURCE_LLADDR; out[icmp + 9] = 1; out.set(lla.subarray(0, 6), icmp + 10); }
+  out[icmp] = ND_ROUTER_SOLICIT;
+  out.fill(0, icmp + 1, icmp + 8);
+  if (lla) {
+    out[icmp + 8] = ND_OPT_SOURCE_LLADDR;
+    out[icmp + 9] = 1;
+    out.set(lla.subarray(0, 6), icmp + 10);
+  }
   fillChecksum(out, off, NH_ICMPV6, icmp, icmpLen, 2);
   return IPV6_HEADER + icmpLen;
 }
 
 /** Neighbour Solicitation for target, optionally with a source link-layer option. */
-export function writeNeighborSolicit(out: Uint8Array, off: number, src: Uint8Array, dst: Uint8Array,
-  target: Uint8Array, lla?: Uint8Array): number {
+export function writeNeighborSolicit(
+  out: Uint8Array,
+  off: number,
+  src: Uint8Array,
+  dst: Uint8Array,
+  target: Uint8Array,
+  lla?: Uint8Array,
+): number {
   const icmp = off + IPV6_HEADER;
   const icmpLen = lla ? 32 : 24;
   writeHeader(out, off, icmpLen, NH_ICMPV6, 255, src, dst);
-  out[icmp] = ND_NEIGHBOR_SOLICIT; out.fill(0, icmp + 1, icmp + 8);
+  out[icmp] = ND_NEIGHBOR_SOLICIT;
+  out.fill(0, icmp + 1, icmp + 8);
   out.set(target.subarray(0, 16), icmp + 8);
-  if (lla) { out[icmp + 24] = ND_OPT_SOURCE_LLADDR; out[icmp + 25] = 1; out.set(lla.subarray(0, 6), icmp + 26); }
+  if (lla) {
+    out[icmp + 24] = ND_OPT_SOURCE_LLADDR;
+    out[icmp + 25] = 1;
+    out.set(lla.subarray(0, 6), icmp + 26);
+  }
   fillChecksum(out, off, NH_ICMPV6, icmp, icmpLen, 2);
   return IPV6_HEADER + icmpLen;
 }
@@ -153,7 +215,8 @@ export function parseRouterAdvert(b: Uint8Array, off: number, len: number): Rout
   let o = off + IPV6_HEADER + 16;
   let prefix114: Uint8Array | null = null;
   let validLifetime = 0;
-  const routes: { bytes: Uint8Array; length: number }[] = [], zero: Uint8Array[] = [];
+  const routes: { bytes: Uint8Array; length: number }[] = [],
+    zero: Uint8Array[] = [];
   while (o + 2 <= end) {
     const optLen = b[o + 1]! * 8;
     if (optLen === 0 || o + optLen > end) return null; // malformed option list: drop the whole RA
@@ -163,7 +226,10 @@ export function parseRouterAdvert(b: Uint8Array, off: number, len: number): Rout
       if (b[o + 2] === PEER_PREFIX_LEN && (b[o + 3]! & 0xc0) === 0xc0) {
         const life = readU32(b, o + 4);
         if (life === 0) zero.push(bytes);
-        else if (prefix114 === null) { prefix114 = bytes; validLifetime = life; }
+        else if (prefix114 === null) {
+          prefix114 = bytes;
+          validLifetime = life;
+        }
       } else if (!(b[o + 3]! & 0x80)) {
         routes.push({ bytes, length: b[o + 2]! });
       }
@@ -171,7 +237,8 @@ export function parseRouterAdvert(b: Uint8Array, off: number, len: number): Rout
     o += optLen;
   }
   const current = prefix114;
-  if (current) return { prefix114: current, validLifetime, routes, withdrawn: zero.filter((z) => !equalBytes(z, current)) };
+  if (current)
+    return { prefix114: current, validLifetime, routes, withdrawn: zero.filter((z) => !equalBytes(z, current)) };
   return zero.length ? { prefix114: zero[0]!, validLifetime: 0, routes, withdrawn: zero.slice(1) } : null;
 }
 
@@ -180,5 +247,8 @@ function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 function writeU32(out: Uint8Array, o: number, v: number): void {
-  out[o] = v >>> 24; out[o + 1] = (v >>> 16) & 0xff; out[o + 2] = (v >>> 8) & 0xff; out[o + 3] = v & 0xff;
+  out[o] = v >>> 24;
+  out[o + 1] = (v >>> 16) & 0xff;
+  out[o + 2] = (v >>> 8) & 0xff;
+  out[o + 3] = v & 0xff;
 }

@@ -27,8 +27,13 @@ export class Datapath {
    * the in-memory FakeIO (agent/io/fake.ts) the tests run the data path on
    * without root. One property read per readiness event, no allocation.
    */
-  constructor(private readonly engine: Engine, private readonly udpFds: readonly number[], private readonly tunFd: number,
-    private readonly io: NativeIO = native, steered = false) {
+  constructor(
+    private readonly engine: Engine,
+    private readonly udpFds: readonly number[],
+    private readonly tunFd: number,
+    private readonly io: NativeIO = native,
+    steered = false,
+  ) {
     this.udpFd = udpFds[0]!;
     this.checked = steered ? udpFds.slice(0, checkedSockets(udpFds.length)) : [];
   }
@@ -56,7 +61,9 @@ export class Datapath {
   }
 
   private readUdp(fd: number): void {
-    const e = this.engine, drops = e.counters.drops, io = this.io;
+    const e = this.engine,
+      drops = e.counters.drops,
+      io = this.io;
     // ICMP errors about what we sent wake the socket too (POLLERR); they are few, read them first.
     const m = io.udpRecvErrors(fd, e.icmpRx, e.icmpInfo);
     if (m) {
@@ -79,7 +86,9 @@ export class Datapath {
 
   /** Kernel → peers, and ICMPv6 errors back into the kernel. */
   onTun(): void {
-    const e = this.engine, drops = e.counters.drops, io = this.io;
+    const e = this.engine,
+      drops = e.counters.drops,
+      io = this.io;
     for (let round = 0; round < ROUNDS_PER_EVENT; round++) {
       const n = io.tunRead(this.tunFd, e.tunRx);
       if (n === 0) return;

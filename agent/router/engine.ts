@@ -6,12 +6,25 @@
 // replies the router itself generates (RA, NA, ICMPv6 errors) are built in
 // buffers of their own.
 import {
-  ICMP6_DST_UNREACH, ICMP6_TIME_EXCEEDED, IPV6_HEADER, ND_NEIGHBOR_SOLICIT, ND_REDIRECT, ND_ROUTER_SOLICIT, NH_ICMPV6, TUNNEL_MTU,
+  ICMP6_DST_UNREACH,
+  ICMP6_TIME_EXCEEDED,
+  IPV6_HEADER,
+  ND_NEIGHBOR_SOLICIT,
+  ND_REDIRECT,
+  ND_ROUTER_SOLICIT,
+  NH_ICMPV6,
+  TUNNEL_MTU,
 } from '../protocol/constants.js';
 import { addressIPv4, addressPort, makeAddress, linkLayer, writeAddress } from '../protocol/address.js';
 import { OFF_DST, OFF_HOP_LIMIT, OFF_SRC, equal16, isLinkLocal64, isUnspecified, readU32 } from '../protocol/ipv6.js';
 import {
-  ALL_NODES, ROUTER_LINK_LOCAL, isRouterSolicit, ndType, neighborSolicitTarget, writeNeighborAdvert, writeRouterAdvert,
+  ALL_NODES,
+  ROUTER_LINK_LOCAL,
+  isRouterSolicit,
+  ndType,
+  neighborSolicitTarget,
+  writeNeighborAdvert,
+  writeRouterAdvert,
 } from '../protocol/nd.js';
 import { writeIcmpError } from '../protocol/icmperror.js';
 import { noErrorReply } from '../protocol/exthdr.js';
@@ -62,7 +75,11 @@ export class Engine {
   /** From the kernel: to peers, and ICMPv6 errors back into the kernel. */
   readonly toPeers: Batch;
   readonly tunReplies: Batch;
-  nToTun = 0; nRelay = 0; nUdpReplies = 0; nToPeers = 0; nTunReplies = 0;
+  nToTun = 0;
+  nRelay = 0;
+  nUdpReplies = 0;
+  nToPeers = 0;
+  nTunReplies = 0;
   /** ICMPv4 errors about datagrams the router sent (IP_RECVERR), filled by the I/O loop; info[i] = type << 8 | code. */
   readonly icmpRx: Batch;
   readonly icmpInfo: Uint32Array;
@@ -80,7 +97,10 @@ export class Engine {
   /** Announced in RAs; replaced on reload (setRoutes), so not read from cfg. */
   private routes: readonly Prefix[];
 
-  constructor(readonly cfg: EngineConfig, batchSize = 64) {
+  constructor(
+    readonly cfg: EngineConfig,
+    batchSize = 64,
+  ) {
     this.prefix8 = cfg.prefix.bytes.subarray(0, 8);
     this.prefixHi = readU32(cfg.prefix.bytes, 0);
     this.prefixLo = readU32(cfg.prefix.bytes, 4);
@@ -101,7 +121,10 @@ export class Engine {
     this.icmpInfo = new Uint32Array(ICMP_BATCH);
     this.udpReplies = newBatch(REPLY_CAP, REPLY_SLOT);
     this.tunReplies = newBatch(REPLY_CAP, REPLY_SLOT);
-    for (let i = 0; i < REPLY_CAP; i++) { this.udpReplies.off[i] = i * REPLY_SLOT; this.tunReplies.off[i] = i * REPLY_SLOT; }
+    for (let i = 0; i < REPLY_CAP; i++) {
+      this.udpReplies.off[i] = i * REPLY_SLOT;
+      this.tunReplies.off[i] = i * REPLY_SLOT;
+    }
   }
 
   /** Counters as of now, with the live-peer gauge current. */
@@ -142,33 +165,54 @@ export class Engine {
   }
 
   /** The router's own 6bed4 address (lanip 0). */
-  get routerAddress(): Uint8Array { return this.routerAddr; }
+  get routerAddress(): Uint8Array {
+    return this.routerAddr;
+  }
 
   /**
    * Applies the peer-side rules to udpRx[0, n). Fills toTun, relay and
    * udpReplies (counts in nToTun, nRelay, nUdpReplies).
    */
   fromPeers(n: number, nowMs: number): void {
-    const rx = this.udpRx, d = rx.data, c = this.counters, drops = c.drops;
-    const toTun = this.toTun, relay = this.relay;
-    let nTun = 0, nRelay = 0;
+    const rx = this.udpRx,
+      d = rx.data,
+      c = this.counters,
+      drops = c.drops;
+    const toTun = this.toTun,
+      relay = this.relay;
+    let nTun = 0,
+      nRelay = 0;
     this.nUdpReplies = 0;
     for (let i = 0; i < n; i++) {
       const off = rx.off[i]!;
       const dlen = rx.len[i]!;
-      const srcV4 = rx.addr[i]!, srcPort = rx.port[i]!;
-      c.udpRxPackets++; c.udpRxBytes += dlen;
+      const srcV4 = rx.addr[i]!,
+        srcPort = rx.port[i]!;
+      c.udpRxPackets++;
+      c.udpRxBytes += dlen;
       // Port 0 is never a peer: its addresses (prefix:v4:0000:…) are the host's own and its /112 slices,
       // and 0 marks empty slots in the live table. Nothing from it is answered, forwarded or tracked.
-      if (srcPort === 0) { drops.source_port_zero++; continue; }
-      if (dlen === 0) { c.keepalives++; continue; }
+      if (srcPort === 0) {
+        drops.source_port_zero++;
+        continue;
+      }
+      if (dlen === 0) {
+        c.keepalives++;
+        continue;
+      }
       const len = admit(d, off, dlen, drops);
       if (len < 0) continue;
       // 1. Neighbour Discovery is answered here, never forwarded.
       const nd = ndTypeOf(d, off, len);
-      if (nd) { this.peerND(off, len, nd, srcV4, srcPort, nowMs); continue; }
+      if (nd) {
+        this.peerND(off, len, nd, srcV4, srcPort, nowMs);
+        continue;
+      }
       // 2. Multicast is not carried over the tunnel.
-      if (d[off + OFF_DST] === 0xff) { drops.multicast++; continue; }
+      if (d[off + OFF_DST] === 0xff) {
+        drops.multicast++;
+        continue;
+      }
       // 3. Originator check: the source must be the address this peer's public IPv4:port maps to.
       //    (Link-local sources are for ND on the tunnel link only: nothing beyond it could answer them.)
       if (!this.isOriginator(d, off + OFF_SRC, srcV4, srcPort, false)) {
@@ -197,22 +241,35 @@ export class Engine {
           if (v4 === this.cfg.listenIPv4) {
             // The router's own 6bed4 address is local to this host; any other port on
             // its IPv4 would let peers reach host services with the host as source.
-            if (port !== this.cfg.port) { drops.bad_destination++; continue; }
+            if (port !== this.cfg.port) {
+              drops.bad_destination++;
+              continue;
+            }
           } else if (this.refused.has(v4)) {
             // Loopback, multicast, broadcast, link-local, another address of this host, a private range.
-            drops.bad_destination++; continue;
+            drops.bad_destination++;
+            continue;
           } else {
-            relay.off[nRelay] = off; relay.len[nRelay] = len; relay.addr[nRelay] = v4; relay.port[nRelay] = port;
-            nRelay++; c.relayPackets++; c.relayBytes += len;
+            relay.off[nRelay] = off;
+            relay.len[nRelay] = len;
+            relay.addr[nRelay] = v4;
+            relay.port[nRelay] = port;
+            nRelay++;
+            c.relayPackets++;
+            c.relayBytes += len;
             continue;
           }
         }
       }
       // 6./7. Local (port-0) destinations and the rest of the world: to the kernel.
-      toTun.off[nTun] = off; toTun.len[nTun] = len; nTun++;
-      c.udpToTunPackets++; c.udpToTunBytes += len;
+      toTun.off[nTun] = off;
+      toTun.len[nTun] = len;
+      nTun++;
+      c.udpToTunPackets++;
+      c.udpToTunBytes += len;
     }
-    this.nToTun = nTun; this.nRelay = nRelay;
+    this.nToTun = nTun;
+    this.nRelay = nRelay;
   }
 
   /**
@@ -220,32 +277,57 @@ export class Engine {
    * tunReplies (ICMPv6 errors to write back into the kernel).
    */
   fromKernel(n: number, nowMs: number): void {
-    const rx = this.tunRx, d = rx.data, c = this.counters, drops = c.drops;
+    const rx = this.tunRx,
+      d = rx.data,
+      c = this.counters,
+      drops = c.drops;
     const out = this.toPeers;
     let nOut = 0;
     this.nTunReplies = 0;
     for (let i = 0; i < n; i++) {
       const off = rx.off[i]!;
       const dlen = rx.len[i]!;
-      c.tunRxPackets++; c.tunRxBytes += dlen;
+      c.tunRxPackets++;
+      c.tunRxBytes += dlen;
       const len = admit(d, off, dlen, drops);
       if (len < 0) continue;
-      if (ndTypeOf(d, off, len)) { drops.nd_unexpected++; continue; }
+      if (ndTypeOf(d, off, len)) {
+        drops.nd_unexpected++;
+        continue;
+      }
       const dst = off + OFF_DST;
-      if (d[dst] === 0xff) { drops.multicast++; continue; }
-      if (!this.inPrefix(d, dst)) { drops.outside_prefix++; continue; }
+      if (d[dst] === 0xff) {
+        drops.multicast++;
+        continue;
+      }
+      if (!this.inPrefix(d, dst)) {
+        drops.outside_prefix++;
+        continue;
+      }
       const port = addressPort(d, dst);
-      if (port === 0) { drops.not_a_peer++; continue; }
+      if (port === 0) {
+        drops.not_a_peer++;
+        continue;
+      }
       const v4 = addressIPv4(d, dst);
       // As from peers: nothing from outside may make the router send to services on its own IPv4.
-      if (v4 === this.cfg.listenIPv4 || this.refused.has(v4)) { drops.bad_destination++; continue; }
+      if (v4 === this.cfg.listenIPv4 || this.refused.has(v4)) {
+        drops.bad_destination++;
+        continue;
+      }
       // Linux has no IPv6 reverse-path filter by default: from the Internet, a source inside the /64
       // carrying a port word (another peer's address) would undo the originator check for peers that
       // trust their /64. Only the kernel's own ICMPv6 from the router's address (echo replies, errors)
       // may carry one; that address answers nothing else.
       const src = off + OFF_SRC;
-      if (this.inPrefix(d, src) && addressPort(d, src) !== 0 &&
-          !(d[off + 6] === NH_ICMPV6 && equal16(d, src, this.routerAddr, 0))) { drops.spoofed_from_kernel++; continue; }
+      if (
+        this.inPrefix(d, src) &&
+        addressPort(d, src) !== 0 &&
+        !(d[off + 6] === NH_ICMPV6 && equal16(d, src, this.routerAddr, 0))
+      ) {
+        drops.spoofed_from_kernel++;
+        continue;
+      }
       const hops = d[off + OFF_HOP_LIMIT]!;
       if (hops <= 1) {
         drops.hop_limit++;
@@ -254,8 +336,13 @@ export class Engine {
         continue;
       }
       d[off + OFF_HOP_LIMIT] = hops - 1;
-      out.off[nOut] = off; out.len[nOut] = len; out.addr[nOut] = v4; out.port[nOut] = port;
-      nOut++; c.tunToUdpPackets++; c.tunToUdpBytes += len;
+      out.off[nOut] = off;
+      out.len[nOut] = len;
+      out.addr[nOut] = v4;
+      out.port[nOut] = port;
+      nOut++;
+      c.tunToUdpPackets++;
+      c.tunToUdpBytes += len;
     }
     this.nToPeers = nOut;
   }
@@ -271,17 +358,33 @@ export class Engine {
    * an ICMPv6 error is not answered. Fills tunReplies and udpReplies.
    */
   fromIcmpErrors(n: number, nowMs: number): void {
-    const rx = this.icmpRx, d = rx.data, c = this.counters, drops = c.drops;
-    this.nTunReplies = 0; this.nUdpReplies = 0;
+    const rx = this.icmpRx,
+      d = rx.data,
+      c = this.counters,
+      drops = c.drops;
+    this.nTunReplies = 0;
+    this.nUdpReplies = 0;
     for (let i = 0; i < n; i++) {
-      const off = rx.off[i]!, qlen = rx.len[i]!, info = this.icmpInfo[i]!;
+      const off = rx.off[i]!,
+        qlen = rx.len[i]!,
+        info = this.icmpInfo[i]!;
       c.icmp4Errors++;
-      const type = info >>> 8, code4 = info & 0xff;
+      const type = info >>> 8,
+        code4 = info & 0xff;
       // Only Destination Unreachable (3); Time Exceeded etc. from the IPv4 path are not the sender's business.
-      if (type !== 3 || qlen < IPV6_HEADER || (d[off]! >>> 4) !== 6) { drops.icmp4_unmatched++; continue; }
+      if (type !== 3 || qlen < IPV6_HEADER || d[off]! >>> 4 !== 6) {
+        drops.icmp4_unmatched++;
+        continue;
+      }
       const dst = off + OFF_DST;
-      if (!this.inPrefix(d, dst) || addressIPv4(d, dst) !== rx.addr[i] || addressPort(d, dst) !== rx.port[i]) { drops.icmp4_unmatched++; continue; }
-      if (noErrorReply(d, off, qlen)) { drops.error_for_error++; continue; }
+      if (!this.inPrefix(d, dst) || addressIPv4(d, dst) !== rx.addr[i] || addressPort(d, dst) !== rx.port[i]) {
+        drops.icmp4_unmatched++;
+        continue;
+      }
+      if (noErrorReply(d, off, qlen)) {
+        drops.error_for_error++;
+        continue;
+      }
       if (!this.takeReply(rx.addr[i]!, nowMs)) continue;
       // RFC 4443 codes: 0 no route (net unreachable), 1 administratively prohibited, 3 address unreachable, 4 port unreachable.
       const code6 = code4 === 3 ? 4 : code4 === 0 ? 0 : code4 === 9 || code4 === 10 || code4 === 13 ? 1 : 3;
@@ -289,23 +392,35 @@ export class Engine {
       const peerSender = this.inPrefix(d, src) && addressPort(d, src) !== 0;
       const r = peerSender ? this.udpReplies : this.tunReplies;
       const k = peerSender ? this.nUdpReplies : this.nTunReplies;
-      if (k >= REPLY_CAP) { drops.rate_limited++; continue; }
+      if (k >= REPLY_CAP) {
+        drops.rate_limited++;
+        continue;
+      }
       if (peerSender) {
         const v4 = addressIPv4(d, src);
-        if (v4 === this.cfg.listenIPv4 || this.refused.has(v4)) { drops.reply_refused++; continue; }
-        r.addr[k] = v4; r.port[k] = addressPort(d, src);
+        if (v4 === this.cfg.listenIPv4 || this.refused.has(v4)) {
+          drops.reply_refused++;
+          continue;
+        }
+        r.addr[k] = v4;
+        r.port[k] = addressPort(d, src);
       }
       r.len[k] = writeIcmpError(r.data, r.off[k]!, ICMP6_DST_UNREACH, code6, 0, this.routerAddr, d, off, qlen);
-      if (peerSender) this.nUdpReplies = k + 1; else this.nTunReplies = k + 1;
+      if (peerSender) this.nUdpReplies = k + 1;
+      else this.nTunReplies = k + 1;
       c.icmpErrors++;
     }
   }
 
   /** ND from a peer: RS gets an RA, NS for the router gets an NA, the rest is dropped. */
   private peerND(off: number, len: number, type: number, srcV4: number, srcPort: number, nowMs: number): void {
-    const d = this.udpRx.data, drops = this.counters.drops;
+    const d = this.udpRx.data,
+      drops = this.counters.drops;
     if (type === ND_ROUTER_SOLICIT) {
-      if (!isRouterSolicit(d, off, len)) { drops.nd_invalid++; return; }
+      if (!isRouterSolicit(d, off, len)) {
+        drops.nd_invalid++;
+        return;
+      }
       this.counters.routerSolicits++;
       // Not tracked live: an RS (from ::) carries nothing an originator check could verify. The peer
       // is tracked from its first packet that passes one.
@@ -315,18 +430,32 @@ export class Engine {
     }
     if (type === ND_NEIGHBOR_SOLICIT) {
       const target = neighborSolicitTarget(d, off, len);
-      if (target < 0) { drops.nd_invalid++; return; }
-      if (!this.isOriginator(d, off + OFF_SRC, srcV4, srcPort, true)) { drops.spoofed++; return; }
+      if (target < 0) {
+        drops.nd_invalid++;
+        return;
+      }
+      if (!this.isOriginator(d, off + OFF_SRC, srcV4, srcPort, true)) {
+        drops.spoofed++;
+        return;
+      }
       this.live.touch(srcV4, srcPort, nowMs);
-      if (!this.isRouterTarget(d, target)) { drops.ns_foreign_target++; return; }
+      if (!this.isRouterTarget(d, target)) {
+        drops.ns_foreign_target++;
+        return;
+      }
       this.counters.neighborSolicits++;
       if (!this.mayReply(srcV4, nowMs)) return;
-      const r = this.udpReplies, k = this.nUdpReplies;
-      if (k >= REPLY_CAP) { drops.rate_limited++; return; }
+      const r = this.udpReplies,
+        k = this.nUdpReplies;
+      if (k >= REPLY_CAP) {
+        drops.rate_limited++;
+        return;
+      }
       // The originator check let through only the sender's own address, never ::, so reply to it.
       const src = d.subarray(off + OFF_SRC, off + OFF_SRC + 16);
       r.len[k] = writeNeighborAdvert(r.data, r.off[k]!, ROUTER_LINK_LOCAL, src, this.routerAddr, this.routerLla);
-      r.addr[k] = srcV4; r.port[k] = srcPort;
+      r.addr[k] = srcV4;
+      r.port[k] = srcPort;
       this.nUdpReplies = k + 1;
       this.counters.neighborAdverts++;
       return;
@@ -343,18 +472,32 @@ export class Engine {
    */
   private replyRA(ipv4: number, port: number, dst: Uint8Array, nowMs: number, withRoutes = true, oldAt = -1): void {
     if (!this.mayReply(ipv4, nowMs)) return;
-    const r = this.udpReplies, k = this.nUdpReplies;
-    if (k >= REPLY_CAP) { this.counters.drops.rate_limited++; return; }
+    const r = this.udpReplies,
+      k = this.nUdpReplies;
+    if (k >= REPLY_CAP) {
+      this.counters.drops.rate_limited++;
+      return;
+    }
     // dst may point into the receive buffer; the RA is written into the reply buffer, so no overlap.
     writeAddress(this.scratch, 0, this.prefix8, ipv4, port, 0);
     let old: Uint8Array | undefined;
     if (oldAt >= 0 && addressPort(this.udpRx.data, oldAt) !== 0) {
       old = this.oldScratch;
       old.set(this.udpRx.data.subarray(oldAt, oldAt + 14));
-      old[14] = this.udpRx.data[oldAt + 14]! & 0xc0; old[15] = 0; // lanip 0: the /114 itself
+      old[14] = this.udpRx.data[oldAt + 14]! & 0xc0;
+      old[15] = 0; // lanip 0: the /114 itself
     }
-    r.len[k] = writeRouterAdvert(r.data, r.off[k]!, dst, this.scratch, withRoutes ? this.routes : NO_ROUTES, false, old);
-    r.addr[k] = ipv4; r.port[k] = port;
+    r.len[k] = writeRouterAdvert(
+      r.data,
+      r.off[k]!,
+      dst,
+      this.scratch,
+      withRoutes ? this.routes : NO_ROUTES,
+      false,
+      old,
+    );
+    r.addr[k] = ipv4;
+    r.port[k] = port;
     this.nUdpReplies = k + 1;
     this.counters.routerAdverts++;
   }
@@ -363,13 +506,24 @@ export class Engine {
   private replyError(r: Batch, off: number, len: number, ipv4: number, port: number, nowMs: number): void {
     const rx = r === this.udpReplies ? this.udpRx : this.tunRx;
     // Never answer an error with an error (RFC 4443 §2.4 e), wherever in the header chain it sits.
-    if (noErrorReply(rx.data, off, len)) { this.counters.drops.error_for_error++; return; }
-    if (r === this.udpReplies ? !this.mayReply(ipv4, nowMs) : !this.takeReply(addressIPv4(rx.data, off + OFF_SRC), nowMs)) return;
+    if (noErrorReply(rx.data, off, len)) {
+      this.counters.drops.error_for_error++;
+      return;
+    }
+    if (
+      r === this.udpReplies ? !this.mayReply(ipv4, nowMs) : !this.takeReply(addressIPv4(rx.data, off + OFF_SRC), nowMs)
+    )
+      return;
     const k = r === this.udpReplies ? this.nUdpReplies : this.nTunReplies;
-    if (k >= REPLY_CAP) { this.counters.drops.rate_limited++; return; }
+    if (k >= REPLY_CAP) {
+      this.counters.drops.rate_limited++;
+      return;
+    }
     r.len[k] = writeIcmpError(r.data, r.off[k]!, ICMP6_TIME_EXCEEDED, 0, 0, this.routerAddr, rx.data, off, len);
-    r.addr[k] = ipv4; r.port[k] = port;
-    if (r === this.udpReplies) this.nUdpReplies = k + 1; else this.nTunReplies = k + 1;
+    r.addr[k] = ipv4;
+    r.port[k] = port;
+    if (r === this.udpReplies) this.nUdpReplies = k + 1;
+    else this.nTunReplies = k + 1;
     this.counters.icmpErrors++;
   }
 
@@ -379,7 +533,10 @@ export class Engine {
    * answering it would reflect the reply into the host.
    */
   private mayReply(ipv4: number, nowMs: number): boolean {
-    if (this.refused.has(ipv4) || ipv4 === this.cfg.listenIPv4) { this.counters.drops.reply_refused++; return false; }
+    if (this.refused.has(ipv4) || ipv4 === this.cfg.listenIPv4) {
+      this.counters.drops.reply_refused++;
+      return false;
+    }
     return this.takeReply(ipv4, nowMs);
   }
 
@@ -407,7 +564,11 @@ export class Engine {
 
   /** NS targets the router answers for: fe80::, fe80::<router iid>, its 6bed4 address. */
   private isRouterTarget(d: Uint8Array, t: number): boolean {
-    return equal16(d, t, ROUTER_LINK_LOCAL, 0) || equal16(d, t, this.routerLinkLocalIid, 0) || equal16(d, t, this.routerAddr, 0);
+    return (
+      equal16(d, t, ROUTER_LINK_LOCAL, 0) ||
+      equal16(d, t, this.routerLinkLocalIid, 0) ||
+      equal16(d, t, this.routerAddr, 0)
+    );
   }
 }
 
@@ -417,12 +578,24 @@ export class Engine {
  * fits. Returns the packet length, or -1 after counting the reason.
  */
 function admit(d: Uint8Array, off: number, dlen: number, drops: Record<DropReason, number>): number {
-  if (dlen > TUNNEL_MTU) { drops.oversize++; return -1; }
-  if (dlen < IPV6_HEADER) { drops.short++; return -1; }
-  if ((d[off]! >>> 4) !== 6) { drops.not_ipv6++; return -1; }
+  if (dlen > TUNNEL_MTU) {
+    drops.oversize++;
+    return -1;
+  }
+  if (dlen < IPV6_HEADER) {
+    drops.short++;
+    return -1;
+  }
+  if (d[off]! >>> 4 !== 6) {
+    drops.not_ipv6++;
+    return -1;
+  }
   // The payload length must fit the datagram; bytes beyond it are tolerated (as the kernel does) but not forwarded.
   const len = IPV6_HEADER + ((d[off + 4]! << 8) | d[off + 5]!);
-  if (len > dlen) { drops.bad_length++; return -1; }
+  if (len > dlen) {
+    drops.bad_length++;
+    return -1;
+  }
   return len;
 }
 

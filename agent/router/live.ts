@@ -12,7 +12,10 @@
 // rate × TTL + burst entries (below the capacity by default) while entries
 // of real peers, once in, stay as long as they talk.
 
-export interface LiveChange { readonly ipv4: number; readonly port: number; }
+export interface LiveChange {
+  readonly ipv4: number;
+  readonly port: number;
+}
 
 export interface LiveLimits {
   /** Entries one IPv4 may hold (peers behind one NAT share it). */
@@ -27,7 +30,7 @@ export const DEFAULT_LIVE_LIMITS: LiveLimits = { perIPv4: 64, newPerSecond: 200,
 
 export class LivePeers {
   private readonly v4: Uint32Array;
-  private readonly port: Uint16Array;   // 0 = empty slot (port 0 is never a peer)
+  private readonly port: Uint16Array; // 0 = empty slot (port 0 is never a peer)
   private readonly seen: Float64Array;
   private readonly mask: number;
   private readonly capacity: number;
@@ -40,7 +43,11 @@ export class LivePeers {
   private newTokens: number;
   private newStamp = 0;
 
-  constructor(capacity = 65536, private readonly ttlMs = 120_000, private readonly limits: LiveLimits = DEFAULT_LIVE_LIMITS) {
+  constructor(
+    capacity = 65536,
+    private readonly ttlMs = 120_000,
+    private readonly limits: LiveLimits = DEFAULT_LIVE_LIMITS,
+  ) {
     let size = 1;
     while (size < capacity * 2) size <<= 1; // load factor ≤ 0.5 keeps probes short
     this.v4 = new Uint32Array(size);
@@ -51,7 +58,9 @@ export class LivePeers {
     this.newTokens = limits.newBurst;
   }
 
-  get size(): number { return this.count; }
+  get size(): number {
+    return this.count;
+  }
 
   /** Marks ipv4:port as seen at nowMs. Called per forwarded packet: no allocation unless the peer is new. */
   touch(ipv4: number, port: number, nowMs: number): void {
@@ -61,19 +70,33 @@ export class LivePeers {
     for (;;) {
       const p = this.port[i]!;
       if (p === 0) break;
-      if (p === port && this.v4[i] === ipv4) { this.seen[i] = nowMs; return; }
+      if (p === port && this.v4[i] === ipv4) {
+        this.seen[i] = nowMs;
+        return;
+      }
       i = (i + 1) & this.mask;
     }
-    if (this.count >= this.capacity) { this.untracked++; return; }
+    if (this.count >= this.capacity) {
+      this.untracked++;
+      return;
+    }
     const mine = this.perV4.get(ipv4) ?? 0;
-    if (mine >= this.limits.perIPv4) { this.untracked++; return; }
+    if (mine >= this.limits.perIPv4) {
+      this.untracked++;
+      return;
+    }
     const l = this.limits;
     this.newTokens = Math.min(l.newBurst, this.newTokens + ((nowMs - this.newStamp) * l.newPerSecond) / 1000);
     this.newStamp = nowMs;
-    if (this.newTokens < 1) { this.untracked++; return; }
+    if (this.newTokens < 1) {
+      this.untracked++;
+      return;
+    }
     this.newTokens -= 1;
     this.perV4.set(ipv4, mine + 1);
-    this.v4[i] = ipv4; this.port[i] = port; this.seen[i] = nowMs;
+    this.v4[i] = ipv4;
+    this.port[i] = port;
+    this.seen[i] = nowMs;
     this.count++;
     this.added.push({ ipv4, port });
   }
@@ -82,7 +105,9 @@ export class LivePeers {
   private insert(ipv4: number, port: number, seen: number): void {
     let i = (Math.imul(ipv4 ^ (port << 16) ^ port, 0x9e3779b1) >>> 0) & this.mask;
     while (this.port[i] !== 0) i = (i + 1) & this.mask;
-    this.v4[i] = ipv4; this.port[i] = port; this.seen[i] = seen;
+    this.v4[i] = ipv4;
+    this.port[i] = port;
+    this.seen[i] = seen;
     this.count++;
     this.perV4.set(ipv4, (this.perV4.get(ipv4) ?? 0) + 1);
   }

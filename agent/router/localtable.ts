@@ -6,7 +6,10 @@
 import { ipJson } from '../host/ip.js';
 import type { IPv4Range } from './refused.js';
 
-interface LocalRoute { type?: string; dst?: string; }
+interface LocalRoute {
+  type?: string;
+  dst?: string;
+}
 
 /** Pure: the ranges in `ip -j -4 route show table local` output (local, broadcast, anycast, multicast entries). */
 export function parseLocalTable(routes: readonly LocalRoute[]): IPv4Range[] {

@@ -13,11 +13,15 @@ export class TaskFailures {
     this.counts.set(task, n);
     if (n === 1) {
       const message = err instanceof Error ? err.message : String(err);
-      this.log?.error(`periodic task ${task} failed (${message}); it runs again at its next tick, forwarding goes on, and further failures are only counted (sixbed4_router_task_failures_total)`);
+      this.log?.error(
+        `periodic task ${task} failed (${message}); it runs again at its next tick, forwarding goes on, and further failures are only counted (sixbed4_router_task_failures_total)`,
+      );
     }
   }
 
-  snapshot(): Record<string, number> { return Object.fromEntries(this.counts); }
+  snapshot(): Record<string, number> {
+    return Object.fromEntries(this.counts);
+  }
 }
 
 /** Runs task every ms, its failures going to failures; returns the function that stops it. */

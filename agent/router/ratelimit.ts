@@ -23,7 +23,11 @@ export interface RateLimitConfig {
 }
 
 export const DEFAULT_RATE_LIMIT: RateLimitConfig = {
-  perSourceRate: 4, perSourceBurst: 8, totalRate: 2000, totalBurst: 500, tableSize: 4096,
+  perSourceRate: 4,
+  perSourceBurst: 8,
+  totalRate: 2000,
+  totalBurst: 500,
+  tableSize: 4096,
 };
 
 /** Bytes of shared state for cfg: a lock word (8 bytes with padding), the total bucket, then the table. */
@@ -42,10 +46,14 @@ export class ReplyLimiter {
   private readonly f: Float64Array;
   private readonly mask: number;
 
-  constructor(private cfg: RateLimitConfig = DEFAULT_RATE_LIMIT, shared?: SharedArrayBuffer) {
+  constructor(
+    private cfg: RateLimitConfig = DEFAULT_RATE_LIMIT,
+    shared?: SharedArrayBuffer,
+  ) {
     if (cfg.tableSize & (cfg.tableSize - 1)) throw new Error('rate limit tableSize must be a power of two');
     const sab = shared ?? newRateLimitState(cfg);
-    if (sab.byteLength !== rateLimitBytes(cfg)) throw new Error('rate limit shared state does not match its configuration');
+    if (sab.byteLength !== rateLimitBytes(cfg))
+      throw new Error('rate limit shared state does not match its configuration');
     this.lock = new Int32Array(sab, 0, 1);
     this.f = new Float64Array(sab, 8, 2 + 2 * cfg.tableSize);
     this.mask = cfg.tableSize - 1;
@@ -58,7 +66,9 @@ export class ReplyLimiter {
 
   /** Takes one token for a reply to ipv4 at time nowMs; false means: do not reply. */
   allow(ipv4: number, nowMs: number): boolean {
-    while (Atomics.compareExchange(this.lock, 0, 0, 1) !== 0) { /* another worker holds it for a few ns */ }
+    while (Atomics.compareExchange(this.lock, 0, 0, 1) !== 0) {
+      /* another worker holds it for a few ns */
+    }
     try {
       return this.take(ipv4, nowMs);
     } finally {
@@ -67,18 +77,27 @@ export class ReplyLimiter {
   }
 
   private take(ipv4: number, nowMs: number): boolean {
-    const c = this.cfg, f = this.f;
+    const c = this.cfg,
+      f = this.f;
     const now = nowMs || 1;
-    const total = f[1] === 0 ? c.totalBurst : Math.min(c.totalBurst, f[0]! + (Math.max(0, now - f[1]!) * c.totalRate) / 1000);
-    f[0] = total; f[1] = now;
+    const total =
+      f[1] === 0 ? c.totalBurst : Math.min(c.totalBurst, f[0]! + (Math.max(0, now - f[1]!) * c.totalRate) / 1000);
+    f[0] = total;
+    f[1] = now;
     if (total < 1) return false;
     // The bucket belongs to the slot, not to the key: a source that displaces another (a colliding
     // key) inherits its tokens, so alternating with a victim's key gains nothing.
     const i = 2 + 2 * ((Math.imul(ipv4 ^ (ipv4 >>> 16), 0x45d9f3b) >>> 0) & this.mask);
     const stamp = f[i + 1]!;
-    const t = stamp === 0 ? c.perSourceBurst : Math.min(c.perSourceBurst, f[i]! + (Math.max(0, now - stamp) * c.perSourceRate) / 1000);
+    const t =
+      stamp === 0
+        ? c.perSourceBurst
+        : Math.min(c.perSourceBurst, f[i]! + (Math.max(0, now - stamp) * c.perSourceRate) / 1000);
     f[i + 1] = now;
-    if (t < 1) { f[i] = t; return false; }
+    if (t < 1) {
+      f[i] = t;
+      return false;
+    }
     f[i] = t - 1;
     f[0] = total - 1;
     return true;

@@ -8,16 +8,22 @@
 // table changes (localtable.ts).
 
 /** An inclusive range of IPv4 addresses, host order. */
-export interface IPv4Range { readonly start: number; readonly end: number; }
+export interface IPv4Range {
+  readonly start: number;
+  readonly end: number;
+}
 
 const cidr = (a: number, b: number, c: number, d: number, len: number): IPv4Range => {
-  const start = (((a << 24) | (b << 16) | (c << 8) | d) >>> 0);
+  const start = ((a << 24) | (b << 16) | (c << 8) | d) >>> 0;
   return { start, end: (start + 2 ** (32 - len) - 1) >>> 0 };
 };
 
 /** Never a relay target: "this network", loopback, link-local, multicast, reserved and broadcast. */
 export const ALWAYS_REFUSED: readonly IPv4Range[] = [
-  cidr(0, 0, 0, 0, 8), cidr(127, 0, 0, 0, 8), cidr(169, 254, 0, 0, 16), cidr(224, 0, 0, 0, 3),
+  cidr(0, 0, 0, 0, 8),
+  cidr(127, 0, 0, 0, 8),
+  cidr(169, 254, 0, 0, 16),
+  cidr(224, 0, 0, 0, 3),
 ];
 
 /**
@@ -28,8 +34,12 @@ export const ALWAYS_REFUSED: readonly IPv4Range[] = [
  * gateway, another tenant's VPC range).
  */
 export const PRIVATE_RANGES: readonly IPv4Range[] = [
-  cidr(10, 0, 0, 0, 8), cidr(100, 64, 0, 0, 10), cidr(172, 16, 0, 0, 12), cidr(192, 0, 0, 0, 24),
-  cidr(192, 168, 0, 0, 16), cidr(198, 18, 0, 0, 15),
+  cidr(10, 0, 0, 0, 8),
+  cidr(100, 64, 0, 0, 10),
+  cidr(172, 16, 0, 0, 12),
+  cidr(192, 0, 0, 0, 24),
+  cidr(192, 168, 0, 0, 16),
+  cidr(198, 18, 0, 0, 15),
 ];
 
 /** The ranges sorted, overlapping and adjacent ones merged: the form the engine and the fast path search. */
@@ -53,14 +63,18 @@ export class RefusedIPv4 {
     this.ends = Float64Array.from(merged, (r) => r.end);
   }
 
-  get size(): number { return this.starts.length; }
+  get size(): number {
+    return this.starts.length;
+  }
 
   has(v4: number): boolean {
     const s = this.starts;
-    let lo = 0, hi = s.length - 1;
+    let lo = 0,
+      hi = s.length - 1;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
-      if (s[mid]! <= v4) lo = mid + 1; else hi = mid - 1;
+      if (s[mid]! <= v4) lo = mid + 1;
+      else hi = mid - 1;
     }
     return hi >= 0 && v4 <= this.ends[hi]!;
   }

@@ -4,7 +4,15 @@
 // stop removes everything it made.
 import { native, udpSteer } from '../io/native.js';
 import { steerProgram } from './steer.js';
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv4Port, parsePrefix, parsePrefix64, type Prefix } from '../../lib/ip.js';
+import {
+  formatIPv4,
+  formatIPv6,
+  parseIPv4,
+  parseIPv4Port,
+  parsePrefix,
+  parsePrefix64,
+  type Prefix,
+} from '../../lib/ip.js';
 import { InputError } from '../../lib/errors.js';
 import { ROUTER_PORT } from '../protocol/constants.js';
 import { hasNetAdmin, hasNetRaw } from '../host/privilege.js';
@@ -126,8 +134,10 @@ export interface LiveReconfig {
 
 /** Turns user input into a checked configuration; every error names the flag and the fix. */
 export function routerConfig(o: RouterOptions): RouterConfig {
-  if (!o.prefix) throw new InputError('--prefix is required: the /64 this router serves, e.g. --prefix 2001:db8:9:10::/64');
-  if (!o.listen) throw new InputError('--listen is required: this host\'s public IPv4 address, e.g. --listen 198.51.100.1');
+  if (!o.prefix)
+    throw new InputError('--prefix is required: the /64 this router serves, e.g. --prefix 2001:db8:9:10::/64');
+  if (!o.listen)
+    throw new InputError("--listen is required: this host's public IPv4 address, e.g. --listen 198.51.100.1");
   const port = o.port ?? ROUTER_PORT;
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     throw new InputError(`--port ${o.port} is not a UDP port: use 1..65535 (6bed4's default is ${ROUTER_PORT})`);
@@ -139,16 +149,20 @@ export function routerConfig(o: RouterOptions): RouterConfig {
   const batch = o.batch ?? 64;
   if (!Number.isInteger(batch) || batch < 1 || batch > 256) throw new InputError(`--batch ${o.batch}: use 1..256`);
   const sockets = o.sockets ?? DEFAULT_SOCKETS;
-  if (!Number.isInteger(sockets) || sockets < 1 || sockets > 64) throw new InputError(`--sockets ${o.sockets}: use 1..64`);
+  if (!Number.isInteger(sockets) || sockets < 1 || sockets > 64)
+    throw new InputError(`--sockets ${o.sockets}: use 1..64`);
   const workers = o.workers ?? 1;
-  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new InputError(`--workers ${o.workers}: use 1..64`);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64)
+    throw new InputError(`--workers ${o.workers}: use 1..64`);
   // Each route is a 32-byte option in the RA, which must fit the 1280-byte tunnel MTU.
-  if ((o.routes ?? []).length > MAX_ROUTES) throw new InputError(`${o.routes!.length} --route prefixes: at most ${MAX_ROUTES} fit in a Router Advertisement`);
+  if ((o.routes ?? []).length > MAX_ROUTES)
+    throw new InputError(`${o.routes!.length} --route prefixes: at most ${MAX_ROUTES} fit in a Router Advertisement`);
   const listenIPv4 = parseIPv4(o.listen);
   const a = listenIPv4 >>> 24;
   if (a === 0 || a >= 224) throw new InputError(`--listen ${o.listen} is not a unicast IPv4 address`);
   const bindIPv4 = o.bind === undefined ? listenIPv4 : parseIPv4(o.bind);
-  if (bindIPv4 >>> 24 === 0 || bindIPv4 >>> 24 >= 224) throw new InputError(`--bind ${o.bind} is not a unicast IPv4 address of this host`);
+  if (bindIPv4 >>> 24 === 0 || bindIPv4 >>> 24 >= 224)
+    throw new InputError(`--bind ${o.bind} is not a unicast IPv4 address of this host`);
   // Advertised: peers know the router by this address; it is bound at --listen (or --bind).
   const advertised = o.advertise === undefined ? undefined : parseIPv4Port(o.advertise, '--advertise', port);
   if (advertised && (advertised.ipv4 >>> 24 === 0 || advertised.ipv4 >>> 24 >= 224 || advertised.ipv4 >>> 24 === 127)) {
@@ -158,15 +172,28 @@ export function routerConfig(o: RouterOptions): RouterConfig {
   if (o.ndpProxy) {
     // Always / WhenOnLink, as in the SixBed4Prefix's ndpProxy; on / auto are the old spellings.
     const mode = ndpProxyModeOf(o.ndpProxy.mode ?? 'Always');
-    if (mode !== 'on' && mode !== 'auto') throw new InputError(`--ndp-proxy-mode ${o.ndpProxy.mode}: use Always or WhenOnLink`);
-    if (!/^[A-Za-z0-9_.@-]{1,15}$/.test(o.ndpProxy.uplink)) throw new InputError(`--ndp-proxy '${o.ndpProxy.uplink}' is not an interface name`);
+    if (mode !== 'on' && mode !== 'auto')
+      throw new InputError(`--ndp-proxy-mode ${o.ndpProxy.mode}: use Always or WhenOnLink`);
+    if (!/^[A-Za-z0-9_.@-]{1,15}$/.test(o.ndpProxy.uplink))
+      throw new InputError(`--ndp-proxy '${o.ndpProxy.uplink}' is not an interface name`);
     ndpProxy = { uplink: o.ndpProxy.uplink, mode, localAddresses: o.ndpProxy.localAddresses ?? [] };
   }
   return {
     ...(ndpProxy ? { ndpProxy } : {}),
     prefix: parsePrefix64(o.prefix),
-    listenIPv4: advertised?.ipv4 ?? listenIPv4, bindIPv4, port: advertised?.port ?? port, bindPort: port, tun, batch, workers, statsIntervalMs: o.statsIntervalMs ?? 60_000, refusePrivate: !!o.refusePrivate, sockets,
-    handover: o.handover === true, freebind: o.freebind === true, ...(o.bindUplink ? { bindUplink: o.bindUplink } : {}),
+    listenIPv4: advertised?.ipv4 ?? listenIPv4,
+    bindIPv4,
+    port: advertised?.port ?? port,
+    bindPort: port,
+    tun,
+    batch,
+    workers,
+    statsIntervalMs: o.statsIntervalMs ?? 60_000,
+    refusePrivate: !!o.refusePrivate,
+    sockets,
+    handover: o.handover === true,
+    freebind: o.freebind === true,
+    ...(o.bindUplink ? { bindUplink: o.bindUplink } : {}),
     rateLimit: rateLimitOf(o.rateLimit),
     fastPath: fastPathModeOf(o.fastPath),
     fastPathDirect: o.fastPathDirect === true,
@@ -180,7 +207,8 @@ function rateLimitOf(r: RouterOptions['rateLimit']): RouterConfig['rateLimit'] {
   const { tableSize: _, ...defaults } = DEFAULT_RATE_LIMIT;
   if (!r) return defaults;
   for (const [k, v] of Object.entries(r)) {
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new InputError(`rate limit ${k} ${String(v)}: use a number above 0`);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
+      throw new InputError(`rate limit ${k} ${String(v)}: use a number above 0`);
   }
   return { ...defaults, ...r };
 }
@@ -220,20 +248,30 @@ const FAST_PATH_SEEN_BUDGET_MS = 20;
 
 export async function startRouter(cfg: RouterConfig, log: Logger): Promise<RunningRouter> {
   if (!hasNetAdmin()) {
-    throw new InputError('sixbed4 router needs root (or CAP_NET_ADMIN) to create its tunnel interface: run it with sudo');
+    throw new InputError(
+      'sixbed4 router needs root (or CAP_NET_ADMIN) to create its tunnel interface: run it with sudo',
+    );
   }
   const listenText = formatIPv4(cfg.bindIPv4);
   // With several workers, each gets its own SO_REUSEPORT socket and TUN queue: the kernel spreads flows.
   const udpFds: number[] = [];
-  const undo: (() => void | Promise<void>)[] = [() => { for (const fd of udpFds) native.close(fd); }];
-  const unwind = async () => { for (const u of undo.splice(0).reverse()) await u(); };
+  const undo: (() => void | Promise<void>)[] = [
+    () => {
+      for (const fd of udpFds) native.close(fd);
+    },
+  ];
+  const unwind = async () => {
+    for (const u of undo.splice(0).reverse()) await u();
+  };
   try {
     // A plain bind first: a port held by another router (even one using SO_REUSEPORT) is refused
     // here, instead of our sockets silently joining its reuseport group and sharing its traffic.
     // With handover, joining the previous router's group is the point (tunnel.ts).
     if (!cfg.handover) native.close(native.udpOpen(listenText, cfg.bindPort, false, cfg.freebind).fd);
     for (let i = 0; i < cfg.workers * cfg.sockets; i++) {
-      udpFds.push(native.udpOpen(listenText, cfg.bindPort, cfg.workers * cfg.sockets > 1 || cfg.handover, cfg.freebind).fd);
+      udpFds.push(
+        native.udpOpen(listenText, cfg.bindPort, cfg.workers * cfg.sockets > 1 || cfg.handover, cfg.freebind).fd,
+      );
     }
   } catch (err) {
     await unwind();
@@ -244,16 +282,28 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
   try {
     let local = await localTable(log);
     // Loaded and tested before anything is made, so a refusal leaves nothing behind.
-    const prepared = await prepareFastPath(cfg.fastPath, {
-      // What arrives on the uplink is addressed to the bound address and port (a DNAT in front, --advertise, has
-      // already rewritten it), and what the router sends leaves from them; the advertised ones are its identity.
-      bindIPv4: cfg.bindIPv4, bindPort: cfg.bindPort, ownIPv4: cfg.listenIPv4, ownPort: cfg.port, prefix: cfg.prefix.bytes,
-      refused: refusedRanges(local, cfg.refusePrivate), ...(cfg.bindUplink ? { uplink: cfg.bindUplink } : {}),
-      direct: cfg.fastPathDirect,
-    }, log);
+    const prepared = await prepareFastPath(
+      cfg.fastPath,
+      {
+        // What arrives on the uplink is addressed to the bound address and port (a DNAT in front, --advertise, has
+        // already rewritten it), and what the router sends leaves from them; the advertised ones are its identity.
+        bindIPv4: cfg.bindIPv4,
+        bindPort: cfg.bindPort,
+        ownIPv4: cfg.listenIPv4,
+        ownPort: cfg.port,
+        prefix: cfg.prefix.bytes,
+        refused: refusedRanges(local, cfg.refusePrivate),
+        ...(cfg.bindUplink ? { uplink: cfg.bindUplink } : {}),
+        direct: cfg.fastPathDirect,
+      },
+      log,
+    );
     if (prepared) undo.push(() => prepared.close());
     const engineCfg: EngineConfig = {
-      prefix: cfg.prefix, listenIPv4: cfg.listenIPv4, port: cfg.port, routes: cfg.routes,
+      prefix: cfg.prefix,
+      listenIPv4: cfg.listenIPv4,
+      port: cfg.port,
+      routes: cfg.routes,
       refused: refusedRanges(local, cfg.refusePrivate),
       // One set of reply buckets for all workers: the overall cap stays one cap.
       rateLimitState: newRateLimitState(),
@@ -267,55 +317,101 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
     // Attached after the tunnel is up and detached before it goes: the program never redirects into a TUN that is gone.
     const fastPath = prepared?.attach(tunnel.name);
     if (fastPath) undo.push(() => fastPath.stop());
-    const onLive: LiveListener | undefined = proxy && ((added, removed) => {
-      // Answer for a peer's addresses while it is live (policy.ts says which lanips).
-      const addrs = (c: LiveChange) => proxiedPeerAddresses(makeAddress(cfg.prefix.bytes, c.ipv4, c.port, 0));
-      for (const c of added) for (const a of addrs(c)) proxy.add(a);
-      for (const c of removed) for (const a of addrs(c)) proxy.remove(a);
-    });
+    const onLive: LiveListener | undefined =
+      proxy &&
+      ((added, removed) => {
+        // Answer for a peer's addresses while it is live (policy.ts says which lanips).
+        const addrs = (c: LiveChange) => proxiedPeerAddresses(makeAddress(cfg.prefix.bytes, c.ipv4, c.port, 0));
+        for (const c of added) for (const a of addrs(c)) proxy.add(a);
+        for (const c of removed) for (const a of addrs(c)) proxy.remove(a);
+      });
     const steered = steerSockets(cfg, udpFds, log);
-    const forwarding = cfg.workers === 1
-      ? forwardInline(engineCfg, cfg.batch, udpFds, tunnel.fds[0]!, onLive, native, failures, steered)
-      : await forwardOnWorkers(engineCfg, cfg.batch, tunnel.fds.map((_, w) => udpFds.slice(w * cfg.sockets, (w + 1) * cfg.sockets)), tunnel.fds, onLive, (err) => {
-        // Stop the way a signal would, so the tunnel and its route go cleanly, and say why.
-        log.error(`${err.message}: stopping the router`);
-        process.exitCode = 1;
-        process.kill(process.pid, 'SIGTERM');
-      }, failures, steered);
+    const forwarding =
+      cfg.workers === 1
+        ? forwardInline(engineCfg, cfg.batch, udpFds, tunnel.fds[0]!, onLive, native, failures, steered)
+        : await forwardOnWorkers(
+            engineCfg,
+            cfg.batch,
+            tunnel.fds.map((_, w) => udpFds.slice(w * cfg.sockets, (w + 1) * cfg.sockets)),
+            tunnel.fds,
+            onLive,
+            (err) => {
+              // Stop the way a signal would, so the tunnel and its route go cleanly, and say why.
+              log.error(`${err.message}: stopping the router`);
+              process.exitCode = 1;
+              process.kill(process.pid, 'SIGTERM');
+            },
+            failures,
+            steered,
+          );
     undo.push(() => forwarding.stop());
     if (fastPath) {
       // Peers the programs forwarded for, into the live table (the neighbour proxy answers for live peers).
-      undo.push(every('fast-path-seen', FAST_PATH_SEEN_MS, () => {
-        const seen = fastPath.takeSeen(FAST_PATH_SEEN_BUDGET_MS);
-        if (seen.length) forwarding.touchPeers(seen);
-      }, failures));
+      undo.push(
+        every(
+          'fast-path-seen',
+          FAST_PATH_SEEN_MS,
+          () => {
+            const seen = fastPath.takeSeen(FAST_PATH_SEEN_BUDGET_MS);
+            if (seen.length) forwarding.touchPeers(seen);
+          },
+          failures,
+        ),
+      );
     }
     let metrics: MetricsServer | undefined;
-    const registry = routerRegistry(() => forwarding.counters(), proxy && (() => proxy.counters()), fastPath && (() => fastPath.counters()), failures);
+    const registry = routerRegistry(
+      () => forwarding.counters(),
+      proxy && (() => proxy.counters()),
+      fastPath && (() => fastPath.counters()),
+      failures,
+    );
     if (cfg.metrics) metrics = await startMetricsServer(cfg.metrics, registry, log);
     undo.push(() => metrics?.close());
     // Relays and sends to any address of this host stay refused as its addresses change.
-    undo.push(every('local-table', LOCAL_TABLE_REFRESH_MS, () => localTable(log).then((now) => {
-      if (sameRanges(now, local)) return;
-      local = now;
-      const ranges = refusedRanges(local, cfg.refusePrivate);
-      forwarding.setRefused(ranges);
-      fastPath?.setRefused(ranges);
-    }), failures));
+    undo.push(
+      every(
+        'local-table',
+        LOCAL_TABLE_REFRESH_MS,
+        () =>
+          localTable(log).then((now) => {
+            if (sameRanges(now, local)) return;
+            local = now;
+            const ranges = refusedRanges(local, cfg.refusePrivate);
+            forwarding.setRefused(ranges);
+            fastPath?.setRefused(ranges);
+          }),
+        failures,
+      ),
+    );
     await warnIfNotForwarding(log);
     undo.push(reportStats(forwarding.counters, cfg.statsIntervalMs, log, failures));
     log.info('router ready', {
-      prefix: cfg.prefix.text, listen: `${formatIPv4(cfg.listenIPv4)}:${cfg.port}`,
-      ...(cfg.bindIPv4 !== cfg.listenIPv4 || cfg.bindPort !== cfg.port ? { bind: `${listenText}:${cfg.bindPort}` } : {}), address: formatIPv6(routerAddress),
-      routes: cfg.routes.map((r) => r.text), tun: tunnel.name, workers: cfg.workers, batch: cfg.batch,
+      prefix: cfg.prefix.text,
+      listen: `${formatIPv4(cfg.listenIPv4)}:${cfg.port}`,
+      ...(cfg.bindIPv4 !== cfg.listenIPv4 || cfg.bindPort !== cfg.port
+        ? { bind: `${listenText}:${cfg.bindPort}` }
+        : {}),
+      address: formatIPv6(routerAddress),
+      routes: cfg.routes.map((r) => r.text),
+      tun: tunnel.name,
+      workers: cfg.workers,
+      batch: cfg.batch,
       fastPath: fastPath ? `on (${fastPath.uplink} ingress)` : 'off',
     });
     let stopped = false;
     let current = cfg;
     return {
-      get config() { return current; },
-      get metrics() { return metrics; },
-      tunnel, ...(proxy ? { proxy } : {}), ...(fastPath ? { fastPath } : {}), registry,
+      get config() {
+        return current;
+      },
+      get metrics() {
+        return metrics;
+      },
+      tunnel,
+      ...(proxy ? { proxy } : {}),
+      ...(fastPath ? { fastPath } : {}),
+      registry,
       counters: () => forwarding.counters(),
       async reconfigure(change) {
         if (change.metrics !== undefined && change.metrics !== (current.metrics ?? null)) {
@@ -344,8 +440,15 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
           current = { ...rest, ...(change.metrics !== null ? { metrics: change.metrics } : {}) };
         }
         if (change.routes || change.rateLimit) {
-          forwarding.setLive({ ...(change.routes ? { routes: change.routes } : {}), ...(change.rateLimit ? { rateLimit: change.rateLimit } : {}) });
-          current = { ...current, ...(change.routes ? { routes: change.routes } : {}), ...(change.rateLimit ? { rateLimit: change.rateLimit } : {}) };
+          forwarding.setLive({
+            ...(change.routes ? { routes: change.routes } : {}),
+            ...(change.rateLimit ? { rateLimit: change.rateLimit } : {}),
+          });
+          current = {
+            ...current,
+            ...(change.routes ? { routes: change.routes } : {}),
+            ...(change.rateLimit ? { rateLimit: change.rateLimit } : {}),
+          };
         }
       },
       async stop(opts = {}) {
@@ -363,10 +466,24 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
         const c = await forwarding.counters().catch(() => new Counters().snapshot());
         const fast = fastPath?.counters();
         await unwind();
-        log.info(handedOver ? `router stopped; tunnel ${tunnel.name} handed over to the next router` : 'router stopped; tunnel removed', {
-          udpToTun: c.udpToTunPackets, tunToUdp: c.tunToUdpPackets, relayed: c.relayPackets, ...(fast ? { udpToTunFast: fast.fromPeers.fast.packets, tunToUdpFast: fast.toPeers.fast.packets, relayedFast: fast.fromPeers.relay.packets } : {}),
-          dropped: Object.values(c.drops).reduce((a, b) => a + b, 0),
-        });
+        log.info(
+          handedOver
+            ? `router stopped; tunnel ${tunnel.name} handed over to the next router`
+            : 'router stopped; tunnel removed',
+          {
+            udpToTun: c.udpToTunPackets,
+            tunToUdp: c.tunToUdpPackets,
+            relayed: c.relayPackets,
+            ...(fast
+              ? {
+                  udpToTunFast: fast.fromPeers.fast.packets,
+                  tunToUdpFast: fast.toPeers.fast.packets,
+                  relayedFast: fast.fromPeers.relay.packets,
+                }
+              : {}),
+            dropped: Object.values(c.drops).reduce((a, b) => a + b, 0),
+          },
+        );
       },
     };
   } catch (err) {
@@ -380,22 +497,38 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
  * what it does without a line per packet: rates since the last line, live
  * peers, drops by reason. Silent when nothing moved.
  */
-function reportStats(read: () => Promise<CountersSnapshot>, intervalMs: number, log: Logger, failures: TaskFailures): () => void {
+function reportStats(
+  read: () => Promise<CountersSnapshot>,
+  intervalMs: number,
+  log: Logger,
+  failures: TaskFailures,
+): () => void {
   let last: CountersSnapshot | undefined;
-  return every('stats', intervalMs, () => read().then((c) => {
-    const p = last;
-    last = c;
-    if (!p) return;
-    const moved = c.udpRxPackets - p.udpRxPackets + c.tunRxPackets - p.tunRxPackets;
-    if (moved === 0) return;
-    const per = (a: number, b: number) => Math.round(((a - b) * 1000) / intervalMs);
-    const drops = Object.entries(c.drops).filter(([k, v]) => v > p.drops[k as keyof typeof c.drops]!)
-      .map(([k, v]) => `${k}=${v - p.drops[k as keyof typeof c.drops]!}`).join(' ');
-    log.info('forwarding', {
-      peersToKernelPps: per(c.udpToTunPackets, p.udpToTunPackets), kernelToPeersPps: per(c.tunToUdpPackets, p.tunToUdpPackets),
-      relayPps: per(c.relayPackets, p.relayPackets), livePeers: c.livePeers, drops: drops || 'none',
-    });
-  }), failures);
+  return every(
+    'stats',
+    intervalMs,
+    () =>
+      read().then((c) => {
+        const p = last;
+        last = c;
+        if (!p) return;
+        const moved = c.udpRxPackets - p.udpRxPackets + c.tunRxPackets - p.tunRxPackets;
+        if (moved === 0) return;
+        const per = (a: number, b: number) => Math.round(((a - b) * 1000) / intervalMs);
+        const drops = Object.entries(c.drops)
+          .filter(([k, v]) => v > p.drops[k as keyof typeof c.drops]!)
+          .map(([k, v]) => `${k}=${v - p.drops[k as keyof typeof c.drops]!}`)
+          .join(' ');
+        log.info('forwarding', {
+          peersToKernelPps: per(c.udpToTunPackets, p.udpToTunPackets),
+          kernelToPeersPps: per(c.tunToUdpPackets, p.tunToUdpPackets),
+          relayPps: per(c.relayPackets, p.relayPackets),
+          livePeers: c.livePeers,
+          drops: drops || 'none',
+        });
+      }),
+    failures,
+  );
 }
 
 /**
@@ -410,7 +543,9 @@ function steerSockets(cfg: RouterConfig, udpFds: number[], log: Logger): boolean
     udpSteer(udpFds[0]!, program);
     return true;
   } catch (err) {
-    log.warn(`cannot steer checked peers to their own sockets (${(err as Error).message}): the kernel's hash spreads all datagrams`);
+    log.warn(
+      `cannot steer checked peers to their own sockets (${(err as Error).message}): the kernel's hash spreads all datagrams`,
+    );
     return false;
   }
 }
@@ -431,7 +566,10 @@ async function localTable(log: Logger): Promise<IPv4Range[]> {
   try {
     return await readLocalTable();
   } catch (err) {
-    if (!localTableWarned) log.warn(`cannot read the local routing table (${(err as Error).message}): relays to this host's other addresses are not refused`);
+    if (!localTableWarned)
+      log.warn(
+        `cannot read the local routing table (${(err as Error).message}): relays to this host's other addresses are not refused`,
+      );
     localTableWarned = true;
     return [];
   }
@@ -441,22 +579,36 @@ async function localTable(log: Logger): Promise<IPv4Range[]> {
 async function warnIfNotForwarding(log: Logger): Promise<void> {
   try {
     if (confValue(await readIpv6Conf(), { conf: 'all', param: 'forwarding' }) !== '1') {
-      log.warn('IPv6 forwarding is off (net.ipv6.conf.all.forwarding=0): the kernel will not pass traffic between the uplink and the tunnel; run `sixbed4 host apply` or `sysctl -w net.ipv6.conf.all.forwarding=1`');
+      log.warn(
+        'IPv6 forwarding is off (net.ipv6.conf.all.forwarding=0): the kernel will not pass traffic between the uplink and the tunnel; run `sixbed4 host apply` or `sysctl -w net.ipv6.conf.all.forwarding=1`',
+      );
     }
-  } catch { /* no /proc/sys: nothing to say */ }
+  } catch {
+    /* no /proc/sys: nothing to say */
+  }
 }
 
 /** The listen (or bind) address is not one of this host's: the agent may fall back to the node's own address. */
 export class AddressNotLocalError extends InputError {
-  constructor(message: string, readonly address: string) { super(message); }
+  constructor(
+    message: string,
+    readonly address: string,
+  ) {
+    super(message);
+  }
 }
 
 function udpOpenError(err: NodeJS.ErrnoException, addr: string, port: number): Error {
   switch (err.code) {
     case 'EADDRINUSE':
-      return new InputError(`UDP port ${port} on ${addr} is in use: is another 6bed4 router running? Stop it or choose --port`);
+      return new InputError(
+        `UDP port ${port} on ${addr} is in use: is another 6bed4 router running? Stop it or choose --port`,
+      );
     case 'EADDRNOTAVAIL':
-      return new AddressNotLocalError(`${addr} is not an address of this host: --listen (or --bind, behind a 1:1 NAT) must be one of its IPv4 addresses (see 'ip -4 addr')`, addr);
+      return new AddressNotLocalError(
+        `${addr} is not an address of this host: --listen (or --bind, behind a 1:1 NAT) must be one of its IPv4 addresses (see 'ip -4 addr')`,
+        addr,
+      );
     case 'EACCES':
       return new InputError(`no permission to bind UDP port ${port} on ${addr}`);
     default:

@@ -41,12 +41,20 @@ const CLAIM = 'sixbed4-router ';
  * routes prefix to it. On any failure it closes what it opened, which removes
  * the interface, and throws an InputError saying what to do.
  */
-export async function openTunnel(name: string, queues: number, routerAddr: Uint8Array, prefix: Prefix,
-  log: Logger, opts: TunnelOptions = {}): Promise<Tunnel> {
+export async function openTunnel(
+  name: string,
+  queues: number,
+  routerAddr: Uint8Array,
+  prefix: Prefix,
+  log: Logger,
+  opts: TunnelOptions = {},
+): Promise<Tunnel> {
   const handover = opts.handover === true;
   const fds: number[] = [];
-  const close = () => { for (const fd of fds.splice(0)) native.close(fd); };
-  const adopted = handover && await tunnelExists(name);
+  const close = () => {
+    for (const fd of fds.splice(0)) native.close(fd);
+  };
+  const adopted = handover && (await tunnelExists(name));
   try {
     for (let q = 0; q < queues; q++) fds.push(native.tunOpen(name, queues > 1 || handover).fd);
   } catch (err) {
@@ -56,7 +64,18 @@ export async function openTunnel(name: string, queues: number, routerAddr: Uint8
   const token = CLAIM + randomBytes(8).toString('hex');
   try {
     // A longer queue than the TUN default (500) absorbs the bursts a batch of 64 brings.
-    await ip('link', 'set', 'dev', name, 'mtu', String(TUNNEL_MTU), 'txqueuelen', '1000', 'up', ...(handover ? ['alias', token] : []));
+    await ip(
+      'link',
+      'set',
+      'dev',
+      name,
+      'mtu',
+      String(TUNNEL_MTU),
+      'txqueuelen',
+      '1000',
+      'up',
+      ...(handover ? ['alias', token] : []),
+    );
     // replace: an adopted interface has them already
     const verb = handover ? 'replace' : 'add';
     await ip('-6', 'addr', verb, 'fe80::/128', 'dev', name, 'scope', 'link', 'nodad');
@@ -67,10 +86,17 @@ export async function openTunnel(name: string, queues: number, routerAddr: Uint8
     close();
     throw err;
   }
-  log.info(adopted ? `tunnel ${name} taken over from the previous router` : `tunnel ${name} up`,
-    { mtu: TUNNEL_MTU, address: formatIPv6(routerAddr), route: prefix.text, queues, handover });
+  log.info(adopted ? `tunnel ${name} taken over from the previous router` : `tunnel ${name} up`, {
+    mtu: TUNNEL_MTU,
+    address: formatIPv6(routerAddr),
+    route: prefix.text,
+    queues,
+    handover,
+  });
   return {
-    name, fds, close,
+    name,
+    fds,
+    close,
     async claimedByAnother() {
       if (!handover) return false;
       const alias = await tunnelAlias(name);
@@ -95,14 +121,20 @@ async function tunnelAlias(name: string): Promise<string | null> {
 
 function tunOpenError(err: NodeJS.ErrnoException, name: string): Error {
   switch (err.code) {
-    case 'EPERM': case 'EACCES':
+    case 'EPERM':
+    case 'EACCES':
       return new InputError('no permission to create a TUN device: run as root or with CAP_NET_ADMIN');
-    case 'ENOENT': case 'ENODEV':
-      return new InputError('/dev/net/tun does not exist: load the tun module (modprobe tun) or, in a container, mount /dev/net/tun');
+    case 'ENOENT':
+    case 'ENODEV':
+      return new InputError(
+        '/dev/net/tun does not exist: load the tun module (modprobe tun) or, in a container, mount /dev/net/tun',
+      );
     case 'EBUSY':
       return new InputError(`interface ${name} is in use: is another router running? Choose another name with --tun`);
     case 'EINVAL':
-      return new InputError(`cannot create TUN interface '${name}': the name is invalid or taken by a non-TUN interface (--tun NAME)`);
+      return new InputError(
+        `cannot create TUN interface '${name}': the name is invalid or taken by a non-TUN interface (--tun NAME)`,
+      );
     default:
       return new Error(`cannot create TUN interface ${name}: ${err.message}`);
   }

@@ -8,8 +8,17 @@ import { Datapath } from './datapath.js';
 import { applyLiveSettings, watchLive, type LiveSettings } from './workers.js';
 import type { IPv4Range } from './refused.js';
 
-export interface WorkerInit { engine: EngineConfig; batch: number; udpFds: number[]; tunFd: number; steered?: boolean; }
-export type WorkerRequest = { type: 'snapshot'; id: number } | { type: 'stop' } | { type: 'refused'; ranges: IPv4Range[] }
+export interface WorkerInit {
+  engine: EngineConfig;
+  batch: number;
+  udpFds: number[];
+  tunFd: number;
+  steered?: boolean;
+}
+export type WorkerRequest =
+  | { type: 'snapshot'; id: number }
+  | { type: 'stop' }
+  | { type: 'refused'; ranges: IPv4Range[] }
   | { type: 'live-settings'; settings: LiveSettings };
 
 const init = workerData as WorkerInit;
@@ -21,6 +30,10 @@ parentPort!.on('message', (m: WorkerRequest) => {
   if (m.type === 'snapshot') parentPort!.postMessage({ type: 'snapshot', id: m.id, counters: engine.snapshot() });
   else if (m.type === 'refused') engine.setRefused(m.ranges);
   else if (m.type === 'live-settings') applyLiveSettings(engine, m.settings);
-  else if (m.type === 'stop') { unwatch(); datapath.stop(); parentPort!.close(); }
+  else if (m.type === 'stop') {
+    unwatch();
+    datapath.stop();
+    parentPort!.close();
+  }
 });
 parentPort!.postMessage({ type: 'ready' });

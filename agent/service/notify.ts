@@ -4,10 +4,16 @@
 import { notifySocket } from '../io/native.js';
 import type { Logger } from '../../lib/log.js';
 
-export function sdNotify(fields: Record<string, string | number>, log: Logger, env: NodeJS.ProcessEnv = process.env): boolean {
+export function sdNotify(
+  fields: Record<string, string | number>,
+  log: Logger,
+  env: NodeJS.ProcessEnv = process.env,
+): boolean {
   const path = env.NOTIFY_SOCKET;
   if (!path) return false;
-  const message = Object.entries(fields).map(([k, v]) => `${k}=${v}`).join('\n');
+  const message = Object.entries(fields)
+    .map(([k, v]) => `${k}=${v}`)
+    .join('\n');
   try {
     notifySocket(path, message);
     return true;

@@ -49,7 +49,10 @@ export interface ServiceParts {
   /** The state file for cfg: its stateFile, else named by the uplink. */
   statePath(cfg: ServiceConfig): Promise<string>;
   exists(path: string): Promise<boolean>;
-  applyHost(host: HostConfig, opts: { log: Logger; statePath: string }): Promise<{ plan: { uplink: string; steps: readonly unknown[] } }>;
+  applyHost(
+    host: HostConfig,
+    opts: { log: Logger; statePath: string },
+  ): Promise<{ plan: { uplink: string; steps: readonly unknown[] } }>;
   revertHost(opts: { log: Logger; statePath: string }): Promise<{ plan: { steps: readonly unknown[] } }>;
   startRouter(cfg: RouterConfig, log: Logger): Promise<ServiceRouter>;
   notify(fields: Record<string, string | number>, log: Logger): void;
@@ -91,27 +94,46 @@ export class SingleHostService implements Service {
   ) {}
 
   /** Applies the host part, then starts the router; a failed start leaves the host as it found it. */
-  static async start(file: string, opts: { keepHost: boolean; log: Logger }, parts: ServiceParts): Promise<SingleHostService> {
+  static async start(
+    file: string,
+    opts: { keepHost: boolean; log: Logger },
+    parts: ServiceParts,
+  ): Promise<SingleHostService> {
     const { log } = opts;
     const cfg = await parts.loadConfig(file);
     if (!parts.privileged()) {
-      throw new InputError('sixbed4 router --config changes the host\'s addresses and makes a tunnel: run it as root (or with CAP_NET_ADMIN)');
+      throw new InputError(
+        "sixbed4 router --config changes the host's addresses and makes a tunnel: run it as root (or with CAP_NET_ADMIN)",
+      );
     }
     const statePath = await parts.statePath(cfg);
     const hadState = await parts.exists(statePath);
     const applied = await parts.applyHost(cfg.host, { log, statePath });
-    log.info(applied.plan.steps.length ? `host configured for ${cfg.host.prefix.text} (state before: ${statePath})` : `host already configured for ${cfg.host.prefix.text}`);
+    log.info(
+      applied.plan.steps.length
+        ? `host configured for ${cfg.host.prefix.text} (state before: ${statePath})`
+        : `host already configured for ${cfg.host.prefix.text}`,
+    );
     const uplink = applied.plan.uplink;
     let router: ServiceRouter;
     try {
-      router = await parts.startRouter(routerConfig({
-        ...cfg.router, metrics: cfg.metrics,
-        ...(cfg.host.ndpProxy !== 'off' ? { ndpProxy: { uplink, mode: cfg.host.ndpProxy, localAddresses: proxiedLocalAddresses(cfg.host) } } : {}),
-      }), log);
+      router = await parts.startRouter(
+        routerConfig({
+          ...cfg.router,
+          metrics: cfg.metrics,
+          ...(cfg.host.ndpProxy !== 'off'
+            ? { ndpProxy: { uplink, mode: cfg.host.ndpProxy, localAddresses: proxiedLocalAddresses(cfg.host) } }
+            : {}),
+        }),
+        log,
+      );
     } catch (err) {
       // Nothing half-applied (--keep-host is about a stop, not a failed start): the host goes back, unless it was
       // configured before this run (a state file was there: an earlier run kept it, or crashed).
-      if (!hadState) await parts.revertHost({ log, statePath }).catch((e: Error) => log.error(`reverting the host failed: ${e.message}`));
+      if (!hadState)
+        await parts
+          .revertHost({ log, statePath })
+          .catch((e: Error) => log.error(`reverting the host failed: ${e.message}`));
       throw err;
     }
     parts.notify({ READY: 1, STATUS: `forwarding ${cfg.host.prefix.text}`, MAINPID: process.pid }, log);
@@ -166,7 +188,9 @@ export class SingleHostService implements Service {
     }
     const restart = restartNeeded(this.cfg, next);
     if (restart.length) {
-      log.warn(`reload: ${restart.join('; ')} needs a restart (systemctl restart sixbed4-router); nothing changed, the running configuration stays`);
+      log.warn(
+        `reload: ${restart.join('; ')} needs a restart (systemctl restart sixbed4-router); nothing changed, the running configuration stays`,
+      );
       return { result: 'restart-needed', fields: restart };
     }
     const changed: string[] = [];
@@ -193,13 +217,15 @@ export class SingleHostService implements Service {
    */
   private async reloadHostSide(next: ServiceConfig, changed: string[]): Promise<void> {
     const { log } = this.opts;
-    const cfg = this.cfg, router = this.router;
+    const cfg = this.cfg,
+      router = this.router;
     const oldMetrics = router.config.metrics ?? null;
     if (cfg.metrics !== next.metrics) {
       await router.reconfigure({ metrics: next.metrics });
       changed.push(`metrics ${cfg.metrics} -> ${next.metrics}`);
     }
-    const oldLocals = cfg.host.localAddresses.map((a) => a.text), newLocals = next.host.localAddresses.map((a) => a.text);
+    const oldLocals = cfg.host.localAddresses.map((a) => a.text),
+      newLocals = next.host.localAddresses.map((a) => a.text);
     if (sameList(oldLocals, newLocals)) return;
     try {
       await this.parts.applyHost(next.host, { log, statePath: this.statePath });
@@ -212,16 +238,20 @@ export class SingleHostService implements Service {
     // on the host, in its port-0 form and still answered for, until the stop reverts the host exactly: its
     // original /64 form back on the uplink now would route the whole /64 to the uplink instead of the tunnel.
     const added = next.host.localAddresses.filter((a) => !oldLocals.includes(a.text));
-    if (router.proxy) for (const a of proxiedLocalAddresses({ ...next.host, localAddresses: added })) router.proxy.add(a);
+    if (router.proxy)
+      for (const a of proxiedLocalAddresses({ ...next.host, localAddresses: added })) router.proxy.add(a);
     if (gone.length) {
-      log.info(`local address(es) ${gone.join(', ')} left the file: they keep their port-0 form until the router stops, when the host is reverted to exactly how it was`);
+      log.info(
+        `local address(es) ${gone.join(', ')} left the file: they keep their port-0 form until the router stops, when the host is reverted to exactly how it was`,
+      );
     }
     changed.push(`localAddresses [${oldLocals.join(', ')}] -> [${newLocals.join(', ')}]`);
   }
 
   /** Routes and rate limits: the router takes them while forwarding. Returns what changed. */
   private async reloadRouterLive(next: ServiceConfig): Promise<string[]> {
-    const cfg = this.cfg, router = this.router;
+    const cfg = this.cfg,
+      router = this.router;
     const changed: string[] = [];
     const live: Parameters<RunningRouter['reconfigure']>[0] = {};
     if (!sameList(cfg.spec.routes, next.spec.routes)) {
@@ -241,5 +271,10 @@ export class SingleHostService implements Service {
 const sameList = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 async function exists(path: string): Promise<boolean> {
-  try { await access(path); return true; } catch { return false; }
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -58,7 +58,8 @@ type Resolved = Required<Omit<DeliveryOptions, 'proxy' | 'log'>>;
 
 export function resolveOptions(o: DeliveryOptions = {}): Resolved {
   const podIf = o.podIf ?? 'eth6';
-  if (!/^[A-Za-z][\w-]{0,14}$/.test(podIf)) throw new InputError(`pod interface name '${podIf}' is not a valid interface name`);
+  if (!/^[A-Za-z][\w-]{0,14}$/.test(podIf))
+    throw new InputError(`pod interface name '${podIf}' is not a valid interface name`);
   return {
     podIf,
     gateway: o.gateway ?? 'fe80::1',
@@ -104,8 +105,19 @@ interface IpLinkAddr {
   ifalias?: string;
   addr_info?: { family?: string; local: string; prefixlen: number }[];
 }
-interface IpRoute { dst: string; dev?: string; gateway?: string; table?: string; type?: string }
-interface IpRule { priority: number; src?: string; srclen?: number; table?: string }
+interface IpRoute {
+  dst: string;
+  dev?: string;
+  gateway?: string;
+  table?: string;
+  type?: string;
+}
+interface IpRule {
+  priority: number;
+  src?: string;
+  srclen?: number;
+  table?: string;
+}
 
 const isUp = (l: IpLinkAddr) => (l.flags ?? []).includes('UP');
 /** One text form per address, whichever way `ip` chose to print it. */
@@ -113,16 +125,23 @@ function canon(text: string | undefined): string | undefined {
   if (text === undefined) return undefined;
   const slash = text.indexOf('/');
   try {
-    return slash < 0 ? formatIPv6(parseIPv6(text)) : `${formatIPv6(parseIPv6(text.slice(0, slash)))}${text.slice(slash)}`;
+    return slash < 0
+      ? formatIPv6(parseIPv6(text))
+      : `${formatIPv6(parseIPv6(text.slice(0, slash)))}${text.slice(slash)}`;
   } catch {
     return text; // 'default', 'all', an IPv4 address
   }
 }
-const hasAddr = (l: IpLinkAddr, addr: string, len: number) => (l.addr_info ?? []).some((a) => canon(a.local) === addr && a.prefixlen === len);
+const hasAddr = (l: IpLinkAddr, addr: string, len: number) =>
+  (l.addr_info ?? []).some((a) => canon(a.local) === addr && a.prefixlen === len);
 
 /** Reads both sides from `ip -j` output (parsed); pure, so the planner can be tested without a kernel. */
-export function interpret(slice: Slice, o: Resolved, host: { links: IpLinkAddr[]; routes: IpRoute[] },
-  pod: { links: IpLinkAddr[]; routes: IpRoute[]; rules: IpRule[] }): Observed {
+export function interpret(
+  slice: Slice,
+  o: Resolved,
+  host: { links: IpLinkAddr[]; routes: IpRoute[] },
+  pod: { links: IpLinkAddr[]; routes: IpRoute[]; rules: IpRule[] },
+): Observed {
   const h = host.links.find((l) => l.ifname === slice.hostIf);
   const routes = host.routes.filter((r) => canon(r.dst) === slice.text && r.type === undefined);
   const p = pod.links.find((l) => l.ifname === o.podIf);
@@ -130,18 +149,29 @@ export function interpret(slice: Slice, o: Resolved, host: { links: IpLinkAddr[]
   const mainDefaults = pod.routes.filter((r) => r.dst === 'default' && r.table === undefined);
   const ruleSrc = slice.text.slice(0, slice.text.indexOf('/'));
   return {
-    host: h ? {
-      ifindex: h.ifindex,
-      peerIfindex: h.link_index ?? null,
-      up: isUp(h),
-      owner: parseAlias(h.ifalias),
-      gateway: hasAddr(h, canon(o.gateway)!, 64),
-    } : null,
+    host: h
+      ? {
+          ifindex: h.ifindex,
+          peerIfindex: h.link_index ?? null,
+          up: isUp(h),
+          owner: parseAlias(h.ifalias),
+          gateway: hasAddr(h, canon(o.gateway)!, 64),
+        }
+      : null,
     route: routes.length === 0 ? 'none' : routes.some((r) => r.dev === slice.hostIf && !r.gateway) ? 'ours' : 'other',
     pod: {
-      link: p ? { ifindex: p.ifindex, peerIfindex: p.link_index ?? null, up: isUp(p), address: hasAddr(p, slice.address, 112) } : null,
+      link: p
+        ? {
+            ifindex: p.ifindex,
+            peerIfindex: p.link_index ?? null,
+            up: isUp(p),
+            address: hasAddr(p, slice.address, 112),
+          }
+        : null,
       mainDefault: mainDefaults.length === 0 ? 'none' : mainDefaults.some(isOursVia) ? 'ours' : 'other',
-      rule: pod.rules.some((r) => r.priority === o.table && canon(r.src) === ruleSrc && r.srclen === 112 && r.table === String(o.table)),
+      rule: pod.rules.some(
+        (r) => r.priority === o.table && canon(r.src) === ruleSrc && r.srclen === 112 && r.table === String(o.table),
+      ),
       tableRoute: pod.routes.some((r) => r.dst === 'default' && r.table === String(o.table) && isOursVia(r)),
     },
   };
@@ -167,10 +197,14 @@ export interface DeliveryStep {
 export type Outcome = 'created' | 'unchanged' | 'repaired' | 'replaced';
 
 /** The pod end's name is taken in the pod by an interface that is not ours (it is not ours to delete). */
-export class InterfaceTakenError extends InputError { override name = 'InterfaceTakenError'; }
+export class InterfaceTakenError extends InputError {
+  override name = 'InterfaceTakenError';
+}
 
 export interface PodRef {
-  uid: string; name?: string; namespace?: string;
+  uid: string;
+  name?: string;
+  namespace?: string;
   /** Delivered for a CNI ADD: the sandbox's container ID (recorded in the alias, for DEL and GC). */
   containerId?: string;
   /** The pod end's name when not the deliverer's (a standalone CNI network's CNI_IFNAME). */
@@ -181,8 +215,14 @@ export interface PodRef {
 export function inPlace(seen: Observed, slice: Slice, podUid: string): boolean {
   const h = seen.host;
   const p = seen.pod.link;
-  return !!h && !!p && h.owner?.slice === slice.text && h.owner.podUid === podUid &&
-    p.peerIfindex === h.ifindex && h.peerIfindex === p.ifindex;
+  return (
+    !!h &&
+    !!p &&
+    h.owner?.slice === slice.text &&
+    h.owner.podUid === podUid &&
+    p.peerIfindex === h.ifindex &&
+    h.peerIfindex === p.ifindex
+  );
 }
 
 /**
@@ -191,25 +231,64 @@ export function inPlace(seen: Observed, slice: Slice, podUid: string): boolean {
  * pod interface of the pod end's name that is not our pair's is refused
  * (InputError): it is not ours to delete.
  */
-export function planDelivery(slice: Slice, pod: PodRef, podPath: string, seen: Observed, o: Resolved): { outcome: Outcome; steps: DeliveryStep[] } {
+export function planDelivery(
+  slice: Slice,
+  pod: PodRef,
+  podPath: string,
+  seen: Observed,
+  o: Resolved,
+): { outcome: Outcome; steps: DeliveryStep[] } {
   const host = (args: string[], why: string): DeliveryStep => ({ where: 'host', kind: 'ip', args, why });
   const inPod = (args: string[], why: string): DeliveryStep => ({ where: 'pod', kind: 'ip', args, why });
-  const enableIpv6: DeliveryStep = { where: 'pod', kind: 'sysctl', args: [`net/ipv6/conf/${o.podIf}/disable_ipv6`, '0'], why: 'IPv6 on the pod end (a runtime may disable it by default)' };
+  const enableIpv6: DeliveryStep = {
+    where: 'pod',
+    kind: 'sysctl',
+    args: [`net/ipv6/conf/${o.podIf}/disable_ipv6`, '0'],
+    why: 'IPv6 on the pod end (a runtime may disable it by default)',
+  };
   const podRoutes = (p: PodSide, fresh: boolean): DeliveryStep[] => [
-    ...(p.mainDefault === 'none' ? [inPod(['-6', 'route', 'add', 'default', 'via', o.gateway, 'dev', o.podIf], 'the pod has no IPv6 default route')] : []),
-    ...(!p.rule ? [inPod(['-6', 'rule', 'add', 'pref', String(o.table), 'from', slice.text, 'table', String(o.table)], 'traffic from the slice leaves through the veth')] : []),
-    ...(fresh || !p.tableRoute ? [inPod(['-6', 'route', 'add', 'default', 'via', o.gateway, 'dev', o.podIf, 'table', String(o.table)], 'next hop for traffic from the slice')] : []),
+    ...(p.mainDefault === 'none'
+      ? [
+          inPod(
+            ['-6', 'route', 'add', 'default', 'via', o.gateway, 'dev', o.podIf],
+            'the pod has no IPv6 default route',
+          ),
+        ]
+      : []),
+    ...(!p.rule
+      ? [
+          inPod(
+            ['-6', 'rule', 'add', 'pref', String(o.table), 'from', slice.text, 'table', String(o.table)],
+            'traffic from the slice leaves through the veth',
+          ),
+        ]
+      : []),
+    ...(fresh || !p.tableRoute
+      ? [
+          inPod(
+            ['-6', 'route', 'add', 'default', 'via', o.gateway, 'dev', o.podIf, 'table', String(o.table)],
+            'next hop for traffic from the slice',
+          ),
+        ]
+      : []),
   ];
-  const hostRoute = host(['-6', 'route', 'replace', slice.text, 'dev', slice.hostIf], 'the node routes the slice to the pod');
+  const hostRoute = host(
+    ['-6', 'route', 'replace', slice.text, 'dev', slice.hostIf],
+    'the node routes the slice to the pod',
+  );
 
   if (inPlace(seen, slice, pod.uid)) {
     const h = seen.host!;
     const l = seen.pod.link!;
     const steps: DeliveryStep[] = [
-      ...(!h.gateway ? [host(['addr', 'add', `${o.gateway}/64`, 'dev', slice.hostIf, 'nodad'], 'the pod\'s next hop')] : []),
+      ...(!h.gateway
+        ? [host(['addr', 'add', `${o.gateway}/64`, 'dev', slice.hostIf, 'nodad'], "the pod's next hop")]
+        : []),
       ...(!h.up ? [host(['link', 'set', 'dev', slice.hostIf, 'up'], 'host end down')] : []),
       ...(!l.up ? [inPod(['link', 'set', 'dev', o.podIf, 'up'], 'pod end down')] : []),
-      ...(!l.address ? [enableIpv6, inPod(['addr', 'add', `${slice.address}/112`, 'dev', o.podIf, 'nodad'], 'the pod\'s address')] : []),
+      ...(!l.address
+        ? [enableIpv6, inPod(['addr', 'add', `${slice.address}/112`, 'dev', o.podIf, 'nodad'], "the pod's address")]
+        : []),
       ...podRoutes(seen.pod, false),
       ...(seen.route !== 'ours' ? [hostRoute] : []),
     ];
@@ -217,20 +296,51 @@ export function planDelivery(slice: Slice, pod: PodRef, podPath: string, seen: O
   }
 
   const replacing = seen.host !== null;
-  const podEndIsOld = seen.pod.link && seen.host && seen.pod.link.peerIfindex === seen.host.ifindex && seen.host.peerIfindex === seen.pod.link.ifindex;
+  const podEndIsOld =
+    seen.pod.link &&
+    seen.host &&
+    seen.pod.link.peerIfindex === seen.host.ifindex &&
+    seen.host.peerIfindex === seen.pod.link.ifindex;
   if (seen.pod.link && !podEndIsOld) {
-    throw new InterfaceTakenError(`the pod already has an interface named ${o.podIf} that is not sixbed4's: not touching it`);
+    throw new InterfaceTakenError(
+      `the pod already has an interface named ${o.podIf} that is not sixbed4's: not touching it`,
+    );
   }
   const ref = pod.namespace && pod.name ? `${pod.namespace}/${pod.name}` : undefined;
   const steps: DeliveryStep[] = [
-    ...(replacing ? [host(['link', 'del', 'dev', slice.hostIf], `${slice.hostIf} serves ${seen.host!.owner ? `pod ${seen.host!.owner.podUid}` : 'an unknown pod'}, not this one`)] : []),
-    host(['link', 'add', slice.hostIf, 'type', 'veth', 'peer', 'name', o.podIf, 'netns', podPath], 'the pair, pod end created in the pod'),
+    ...(replacing
+      ? [
+          host(
+            ['link', 'del', 'dev', slice.hostIf],
+            `${slice.hostIf} serves ${seen.host!.owner ? `pod ${seen.host!.owner.podUid}` : 'an unknown pod'}, not this one`,
+          ),
+        ]
+      : []),
+    host(
+      ['link', 'add', slice.hostIf, 'type', 'veth', 'peer', 'name', o.podIf, 'netns', podPath],
+      'the pair, pod end created in the pod',
+    ),
     // The kernel ignores an alias given at creation; it is set right after.
-    host(['link', 'set', 'dev', slice.hostIf, 'alias', aliasFor(slice.text, pod.uid, ref, pod.containerId ? { podIf: o.podIf, containerId: pod.containerId } : undefined)], 'which slice and pod the link serves'),
-    host(['addr', 'add', `${o.gateway}/64`, 'dev', slice.hostIf, 'nodad'], 'the pod\'s next hop'),
+    host(
+      [
+        'link',
+        'set',
+        'dev',
+        slice.hostIf,
+        'alias',
+        aliasFor(
+          slice.text,
+          pod.uid,
+          ref,
+          pod.containerId ? { podIf: o.podIf, containerId: pod.containerId } : undefined,
+        ),
+      ],
+      'which slice and pod the link serves',
+    ),
+    host(['addr', 'add', `${o.gateway}/64`, 'dev', slice.hostIf, 'nodad'], "the pod's next hop"),
     host(['link', 'set', 'dev', slice.hostIf, 'up'], 'host end up'),
     enableIpv6,
-    inPod(['addr', 'add', `${slice.address}/112`, 'dev', o.podIf, 'nodad'], 'the pod\'s address'),
+    inPod(['addr', 'add', `${slice.address}/112`, 'dev', o.podIf, 'nodad'], "the pod's address"),
     inPod(['link', 'set', 'dev', o.podIf, 'up'], 'pod end up'),
     // Routes through the old pod end died with it; a stale rule did not.
     ...podRoutes({ ...seen.pod, mainDefault: seen.pod.mainDefault === 'ours' ? 'none' : seen.pod.mainDefault }, true),
@@ -268,7 +378,8 @@ export interface DeliveredSlice {
   owner: SliceOwner | null;
 }
 
-const isMissing = (err: unknown) => err instanceof CommandError && /does not exist|Cannot find device/i.test(err.stderr);
+const isMissing = (err: unknown) =>
+  err instanceof CommandError && /does not exist|Cannot find device/i.test(err.stderr);
 
 export class SliceDeliverer {
   private readonly o: Resolved;
@@ -284,21 +395,30 @@ export class SliceDeliverer {
     this.proxy = opts.proxy;
   }
 
-  get options(): Readonly<Resolved> { return this.o; }
+  get options(): Readonly<Resolved> {
+    return this.o;
+  }
 
   /** Our host links (named by the s4<hash> scheme), with the owner their alias records. */
   async list(): Promise<DeliveredSlice[]> {
     const links = await ipJson<IpLinkAddr[]>('link', 'show');
-    return links.filter((l) => HOST_IF_RE.test(l.ifname)).map((l) => ({ hostIf: l.ifname, owner: parseAlias(l.ifalias) }));
+    return links
+      .filter((l) => HOST_IF_RE.test(l.ifname))
+      .map((l) => ({ hostIf: l.ifname, owner: parseAlias(l.ifalias) }));
   }
 
   /** The options with a per-pod interface name (checked like the deliverer's own). */
   private forPod(podIf: string | undefined): Resolved {
-    return podIf === undefined || podIf === this.o.podIf ? this.o : { ...this.o, podIf: resolveOptions({ podIf }).podIf };
+    return podIf === undefined || podIf === this.o.podIf
+      ? this.o
+      : { ...this.o, podIf: resolveOptions({ podIf }).podIf };
   }
 
   async observe(slice: Slice, podPath: string, podIf?: string): Promise<Observed> {
-    const missingIsEmpty = (err: unknown): IpLinkAddr[] => { if (isMissing(err)) return []; throw err; };
+    const missingIsEmpty = (err: unknown): IpLinkAddr[] => {
+      if (isMissing(err)) return [];
+      throw err;
+    };
     const [hostLink, hostAddrs, hostRoutes, podLinks, podRoutes, podRules] = await Promise.all([
       // `ip addr` does not print the alias, `ip link` no addresses: both, merged.
       ipJson<IpLinkAddr[]>('link', 'show', 'dev', slice.hostIf).catch(missingIsEmpty),
@@ -308,8 +428,16 @@ export class SliceDeliverer {
       ipJsonIn<IpRoute[]>({ path: podPath }, ['-6', 'route', 'show', 'table', 'all']),
       ipJsonIn<IpRule[]>({ path: podPath }, ['-6', 'rule', 'show']),
     ]);
-    const hostLinks = hostLink.map((l) => ({ ...l, addr_info: hostAddrs.find((a) => a.ifindex === l.ifindex)?.addr_info ?? [] }));
-    return interpret(slice, this.forPod(podIf), { links: hostLinks, routes: hostRoutes }, { links: podLinks, routes: podRoutes, rules: podRules });
+    const hostLinks = hostLink.map((l) => ({
+      ...l,
+      addr_info: hostAddrs.find((a) => a.ifindex === l.ifindex)?.addr_info ?? [],
+    }));
+    return interpret(
+      slice,
+      this.forPod(podIf),
+      { links: hostLinks, routes: hostRoutes },
+      { links: podLinks, routes: podRoutes, rules: podRules },
+    );
   }
 
   /** Delivers (or checks and tops up) the slice in the pod whose namespace is at podPath. */
@@ -335,11 +463,19 @@ export class SliceDeliverer {
       throw err;
     }
     const who = pod.namespace && pod.name ? `${pod.namespace}/${pod.name}` : pod.uid;
-    if (plan.outcome !== 'unchanged') this.log?.info(`slice ${slice.text} ${plan.outcome}: ${slice.address} in pod ${who}`, ctx);
+    if (plan.outcome !== 'unchanged')
+      this.log?.info(`slice ${slice.text} ${plan.outcome}: ${slice.address} in pod ${who}`, ctx);
     await this.checkForwarding(slice.hostIf);
     this.keep(slice.text);
     // planDelivery routes the pod's default through the veth unless the pod has another of its own.
-    return { slice: slice.text, address: slice.address, hostIf: slice.hostIf, outcome: plan.outcome, defaultRoute: seen.pod.mainDefault !== 'other', commands };
+    return {
+      slice: slice.text,
+      address: slice.address,
+      hostIf: slice.hostIf,
+      outcome: plan.outcome,
+      defaultRoute: seen.pod.mainDefault !== 'other',
+      commands,
+    };
   }
 
   /**
@@ -395,7 +531,9 @@ export class SliceDeliverer {
   }
 
   /** Slices this process has told the proxy about. */
-  proxiedSlices(): string[] { return [...this.proxied.keys()]; }
+  proxiedSlices(): string[] {
+    return [...this.proxied.keys()];
+  }
 
   /**
    * Moves every proxied slice to another proxy (the router restarted with a new
@@ -403,7 +541,10 @@ export class SliceDeliverer {
    */
   setProxy(next: NeighbourProxy | undefined): void {
     if (next === this.proxy) return;
-    for (const addr of this.proxied.values()) { this.proxy?.remove(addr); next?.add(addr); }
+    for (const addr of this.proxied.values()) {
+      this.proxy?.remove(addr);
+      next?.add(addr);
+    }
     this.proxy = next;
   }
 
@@ -419,7 +560,12 @@ export class SliceDeliverer {
     const rules = await ipJsonIn<IpRule[]>({ path: podPath }, ['-6', 'rule', 'show']).catch(() => []);
     const src = slice.text.slice(0, slice.text.indexOf('/'));
     if (!rules.some((r) => r.priority === this.o.table && canon(r.src) === src && r.srclen === 112)) return null;
-    const step: DeliveryStep = { where: 'pod', kind: 'ip', args: ['-6', 'rule', 'del', 'pref', String(this.o.table), 'from', slice.text, 'table', String(this.o.table)], why: 'release' };
+    const step: DeliveryStep = {
+      where: 'pod',
+      kind: 'ip',
+      args: ['-6', 'rule', 'del', 'pref', String(this.o.table), 'from', slice.text, 'table', String(this.o.table)],
+      why: 'release',
+    };
     await this.runStep(step, podPath);
     return this.commandLine(step);
   }
@@ -434,8 +580,10 @@ export class SliceDeliverer {
       // shell entered into the pod's namespace writes the pod's setting. The
       // path and value are arguments, never part of the script.
       const [key, value] = step.args as [string, string];
-      await runCommand(inNetns({ path: podPath }, ['sh', '-c', 'echo "$2" > "$1"', 'sh', `${this.o.procSys}/${key}`, value]),
-        { timeoutMs: KERNEL_COMMAND_TIMEOUT_MS });
+      await runCommand(
+        inNetns({ path: podPath }, ['sh', '-c', 'echo "$2" > "$1"', 'sh', `${this.o.procSys}/${key}`, value]),
+        { timeoutMs: KERNEL_COMMAND_TIMEOUT_MS },
+      );
     }
   }
 
@@ -447,10 +595,15 @@ export class SliceDeliverer {
 
   private async checkForwarding(hostIf: string): Promise<void> {
     if (this.forwardingWarned) return;
-    const v = await readFile(`${this.o.procSys}/net/ipv6/conf/${hostIf}/forwarding`, 'utf8').then((t) => t.trim(), () => null);
+    const v = await readFile(`${this.o.procSys}/net/ipv6/conf/${hostIf}/forwarding`, 'utf8').then(
+      (t) => t.trim(),
+      () => null,
+    );
     if (v === '0') {
       this.forwardingWarned = true;
-      this.log?.warn(`IPv6 forwarding is off on ${hostIf}: the node will not route the slice (sixbed4 host apply turns it on)`);
+      this.log?.warn(
+        `IPv6 forwarding is off on ${hostIf}: the node will not route the slice (sixbed4 host apply turns it on)`,
+      );
     }
   }
 }

@@ -10,8 +10,15 @@
 import { CommandError, runCommand } from '../host/command.js';
 import { findSystemTool } from '../host/tools.js';
 import {
-  compareInbound, INBOUND_FAMILY, INBOUND_TABLE, normalizeEntries, readInbound, renderInbound, renderInboundRemoval,
-  type InboundEntry, type LiveInbound,
+  compareInbound,
+  INBOUND_FAMILY,
+  INBOUND_TABLE,
+  normalizeEntries,
+  readInbound,
+  renderInbound,
+  renderInboundRemoval,
+  type InboundEntry,
+  type LiveInbound,
 } from './inbound.js';
 
 export interface InboundOptions {
@@ -30,7 +37,12 @@ export interface InboundResult {
 
 async function nft(args: string[], opts: InboundOptions, input?: string): Promise<string> {
   const path = opts.nft ?? findSystemTool('nft');
-  if (!path) throw new CommandError(['nft', ...args], null, 'nftables\' nft command not found (install nftables): the slices\' inbound policy needs it');
+  if (!path)
+    throw new CommandError(
+      ['nft', ...args],
+      null,
+      "nftables' nft command not found (install nftables): the slices' inbound policy needs it",
+    );
   return runCommand([path, ...args], { timeoutMs: 30_000, ...(input === undefined ? {} : { input }) });
 }
 
@@ -41,9 +53,14 @@ async function nft(args: string[], opts: InboundOptions, input?: string): Promis
  * and the live table stays as it was; an nft failure throws CommandError
  * with nft's message, and the transaction leaves the old table in place.
  */
-export async function applyInbound(entries: readonly InboundEntry[], opts: InboundOptions = {}): Promise<InboundResult> {
+export async function applyInbound(
+  entries: readonly InboundEntry[],
+  opts: InboundOptions = {},
+): Promise<InboundResult> {
   const script = renderInbound(entries);
-  const filtered = normalizeEntries(entries).filter((e) => e.mode === 'filtered').map((e) => e.hostIf);
+  const filtered = normalizeEntries(entries)
+    .filter((e) => e.mode === 'filtered')
+    .map((e) => e.hostIf);
   await nft(['-f', '-'], opts, script);
   return { action: filtered.length ? 'applied' : 'removed', filtered, script };
 }
@@ -59,7 +76,8 @@ export async function listInbound(opts: InboundOptions = {}): Promise<LiveInboun
   try {
     out = await nft(['-j', 'list', 'table', INBOUND_FAMILY, INBOUND_TABLE], opts);
   } catch (err) {
-    if (err instanceof CommandError && /No such file or directory|does not exist/i.test(err.stderr)) return { present: false, filtered: [], oddities: [] };
+    if (err instanceof CommandError && /No such file or directory|does not exist/i.test(err.stderr))
+      return { present: false, filtered: [], oddities: [] };
     throw err;
   }
   return readInbound(out.trim() ? JSON.parse(out) : null);

@@ -82,7 +82,12 @@ const CHAIN_PREFIX = 'slice_';
  * and MLD are link-local and never forwarded, so they have no place here.
  */
 export const ESSENTIAL_ICMPV6 = [
-  'destination-unreachable', 'packet-too-big', 'time-exceeded', 'parameter-problem', 'echo-request', 'echo-reply',
+  'destination-unreachable',
+  'packet-too-big',
+  'time-exceeded',
+  'parameter-problem',
+  'echo-request',
+  'echo-reply',
 ] as const;
 
 // ---------------------------------------------------------------------------
@@ -111,7 +116,8 @@ function parseItem(item: string): PortRule | string {
   if (!isProto(proto)) return `${shown(item)}: protocol must be tcp, udp or sctp`;
   if (ports === '') return `${shown(item)}: no port (e.g. ${proto}/443)`;
   const m = /^(\d+)(?:-(\d+))?$/.exec(ports);
-  if (!m) return `${shown(item)}: ${shown(ports)} is not a port number or range (1..65535, e.g. ${proto}/443 or ${proto}/8000-8080)`;
+  if (!m)
+    return `${shown(item)}: ${shown(ports)} is not a port number or range (1..65535, e.g. ${proto}/443 or ${proto}/8000-8080)`;
   const first = parsePort(m[1]!);
   if (typeof first === 'string') return `${shown(item)}: ${first}`;
   const last = m[2] === undefined ? first : parsePort(m[2]);
@@ -129,8 +135,14 @@ function parseItem(item: string): PortRule | string {
  * since nothing is lost. Never throws.
  */
 export function parseAllowInbound(text: string): { rules: PortRule[]; problems: string[] } {
-  const items = String(text ?? '').split(',')
-    .flatMap((part) => part.replace(/\s*([/-])\s*/g, '$1').trim().split(/\s+/))
+  const items = String(text ?? '')
+    .split(',')
+    .flatMap((part) =>
+      part
+        .replace(/\s*([/-])\s*/g, '$1')
+        .trim()
+        .split(/\s+/),
+    )
     .filter((i) => i !== '');
   const rules: PortRule[] = [];
   const problems: string[] = [];
@@ -164,7 +176,9 @@ export function normalizeRules(rules: readonly PortRule[]): PortRule[] {
   const port = (n: unknown) => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= 65535;
   for (const r of rules) {
     if (!isProto(r?.proto) || !port(r.first) || !port(r.last) || r.last < r.first) {
-      throw new InputError(`inbound rule ${JSON.stringify(r)} is not a protocol (tcp, udp, sctp) with ports first..last in 1..65535`);
+      throw new InputError(
+        `inbound rule ${JSON.stringify(r)} is not a protocol (tcp, udp, sctp) with ports first..last in 1..65535`,
+      );
     }
   }
   return mergeRules(rules);
@@ -197,12 +211,21 @@ export function normalizeEntries(entries: readonly InboundEntry[]): InboundEntry
   const byIf = new Map<string, InboundEntry>();
   for (const e of entries) {
     if (typeof e?.hostIf !== 'string' || !HOST_IF_RE.test(e.hostIf)) {
-      throw new InputError(`'${String(e?.hostIf).slice(0, 40)}' is not a sixbed4 slice link name (s4 and 13 hex digits): not putting it into an nft script`);
+      throw new InputError(
+        `'${String(e?.hostIf).slice(0, 40)}' is not a sixbed4 slice link name (s4 and 13 hex digits): not putting it into an nft script`,
+      );
     }
-    if (e.mode !== 'filtered' && e.mode !== 'open') throw new InputError(`${e.hostIf}: inbound mode '${String(e.mode)}' is neither filtered nor open`);
+    if (e.mode !== 'filtered' && e.mode !== 'open')
+      throw new InputError(`${e.hostIf}: inbound mode '${String(e.mode)}' is neither filtered nor open`);
     const slice = parseSlice(e.slice);
-    if (slice.hostIf !== e.hostIf) throw new InputError(`${e.hostIf} is not the link of slice ${slice.text} (that is ${slice.hostIf})`);
-    const entry: InboundEntry = { hostIf: e.hostIf, slice: slice.text, mode: e.mode, rules: e.mode === 'open' ? [] : normalizeRules(e.rules ?? []) };
+    if (slice.hostIf !== e.hostIf)
+      throw new InputError(`${e.hostIf} is not the link of slice ${slice.text} (that is ${slice.hostIf})`);
+    const entry: InboundEntry = {
+      hostIf: e.hostIf,
+      slice: slice.text,
+      mode: e.mode,
+      rules: e.mode === 'open' ? [] : normalizeRules(e.rules ?? []),
+    };
     const seen = byIf.get(e.hostIf);
     if (seen && (seen.mode !== entry.mode || formatRules(seen.rules) !== formatRules(entry.rules))) {
       throw new InputError(`${e.hostIf} (${slice.text}) is given twice with different policies`);
@@ -228,7 +251,9 @@ export function renderInbound(entries: readonly InboundEntry[]): string {
     '\tchain forward {',
     '\t\ttype filter hook forward priority filter; policy accept;',
     '\t\toifname vmap {',
-    ...filtered.map((e, i) => `\t\t\t"${e.hostIf}" : jump ${CHAIN_PREFIX}${e.hostIf}${i < filtered.length - 1 ? ',' : ''}`),
+    ...filtered.map(
+      (e, i) => `\t\t\t"${e.hostIf}" : jump ${CHAIN_PREFIX}${e.hostIf}${i < filtered.length - 1 ? ',' : ''}`,
+    ),
     '\t\t}',
     '\t}',
   ];
@@ -277,7 +302,8 @@ function portsOf(right: unknown): [number, number][] | null {
   if (typeof right === 'number') return [[right, right]];
   const o = obj(right);
   const range = o?.range;
-  if (Array.isArray(range) && typeof range[0] === 'number' && typeof range[1] === 'number') return [[range[0], range[1]]];
+  if (Array.isArray(range) && typeof range[0] === 'number' && typeof range[1] === 'number')
+    return [[range[0], range[1]]];
   if (o && Array.isArray(o.set)) {
     const all = o.set.map(portsOf);
     return all.every((p) => p !== null) ? (all as [number, number][][]).flat() : null;
@@ -299,7 +325,10 @@ const endsIn = (expr: Json[], kinds: string[]) => expr.length > 0 && kinds.some(
 export function readInbound(listing: unknown): LiveInbound {
   const items = (obj(listing)?.nftables as unknown[] | undefined) ?? [];
   const ours = (o: Json | null) => o?.family === INBOUND_FAMILY && o.table === INBOUND_TABLE;
-  const present = items.some((i) => { const t = obj(obj(i)?.table); return t?.family === INBOUND_FAMILY && t.name === INBOUND_TABLE; });
+  const present = items.some((i) => {
+    const t = obj(obj(i)?.table);
+    return t?.family === INBOUND_FAMILY && t.name === INBOUND_TABLE;
+  });
   const live: LiveInbound = { present, filtered: [], oddities: [] };
   if (!present) return live;
   const chains = items.map((i) => obj(obj(i)?.chain)).filter((c): c is Json => ours(c));
@@ -324,16 +353,21 @@ export function readInbound(listing: unknown): LiveInbound {
         const [name, verdict] = Array.isArray(pair) ? pair : [];
         const target = obj(obj(verdict)?.jump)?.target ?? obj(obj(verdict)?.goto)?.target;
         if (typeof name === 'string' && typeof target === 'string') targets.set(name, target);
-        else live.oddities.push(`a dispatch element ${JSON.stringify(pair).slice(0, 80)} that is not "name" : jump chain`);
+        else
+          live.oddities.push(`a dispatch element ${JSON.stringify(pair).slice(0, 80)} that is not "name" : jump chain`);
       }
     }
   }
 
   for (const [hostIf, target] of targets) {
     const chainRules = rules.filter((r) => r.chain === target).map(exprOf);
-    if (!chains.some((c) => c.name === target)) { live.oddities.push(`${hostIf} is sent to chain ${target}, which is missing`); continue; }
+    if (!chains.some((c) => c.name === target)) {
+      live.oddities.push(`${hostIf} is sent to chain ${target}, which is missing`);
+      continue;
+    }
     if (!HOST_IF_RE.test(hostIf)) live.oddities.push(`the dispatch names '${hostIf}', not a slice link`);
-    if (target !== CHAIN_PREFIX + hostIf) live.oddities.push(`${hostIf} is sent to chain ${target}, not ${CHAIN_PREFIX}${hostIf}`);
+    if (target !== CHAIN_PREFIX + hostIf)
+      live.oddities.push(`${hostIf} is sent to chain ${target}, not ${CHAIN_PREFIX}${hostIf}`);
     const last = chainRules[chainRules.length - 1];
     if (!last || !endsIn(last, ['reject', 'drop'])) {
       live.oddities.push(`chain ${target} (${hostIf}) does not end in a reject or drop: the link is not filtered`);
@@ -343,9 +377,19 @@ export function readInbound(listing: unknown): LiveInbound {
     for (const expr of chainRules) {
       const payload = obj(obj(obj(expr[0]?.match)?.left)?.payload);
       const proto = payload?.protocol;
-      if (expr.length !== 2 || !endsIn(expr, ['accept']) || payload?.field !== 'dport' || typeof proto !== 'string' || !isProto(proto)) continue;
+      if (
+        expr.length !== 2 ||
+        !endsIn(expr, ['accept']) ||
+        payload?.field !== 'dport' ||
+        typeof proto !== 'string' ||
+        !isProto(proto)
+      )
+        continue;
       const ports = portsOf(obj(expr[0]!.match)!.right);
-      if (!ports) { live.oddities.push(`chain ${target}: a ${proto} dport rule with ports that are not numbers`); continue; }
+      if (!ports) {
+        live.oddities.push(`chain ${target}: a ${proto} dport rule with ports that are not numbers`);
+        continue;
+      }
       opened.push(...ports.map(([first, last]) => ({ proto, first, last })));
     }
     live.filtered.push({ hostIf, rules: mergeRules(opened) });

@@ -79,20 +79,30 @@ export function podUidsFromCgroupFile(text: string): Set<string> {
 export async function scanPodProcesses(procRoot = '/proc'): Promise<Map<string, number[]>> {
   const pids = (await readdir(procRoot)).filter((n) => /^\d+$/.test(n)).map(Number);
   const byUid = new Map<string, number[]>();
-  await Promise.all(pids.map(async (pid) => {
-    let text: string;
-    try { text = await readFile(`${procRoot}/${pid}/cgroup`, 'utf8'); } catch { return; }
-    for (const uid of podUidsFromCgroupFile(text)) {
-      const list = byUid.get(uid);
-      if (list) list.push(pid); else byUid.set(uid, [pid]);
-    }
-  }));
+  await Promise.all(
+    pids.map(async (pid) => {
+      let text: string;
+      try {
+        text = await readFile(`${procRoot}/${pid}/cgroup`, 'utf8');
+      } catch {
+        return;
+      }
+      for (const uid of podUidsFromCgroupFile(text)) {
+        const list = byUid.get(uid);
+        if (list) list.push(pid);
+        else byUid.set(uid, [pid]);
+      }
+    }),
+  );
   for (const list of byUid.values()) list.sort((a, b) => a - b);
   return byUid;
 }
 
 /** Identity of a network namespace: nsfs device and inode, as `stat` reports them. */
-export interface NetnsId { dev: number; ino: number }
+export interface NetnsId {
+  dev: number;
+  ino: number;
+}
 
 export async function netnsIdOf(path: string): Promise<NetnsId | null> {
   try {
@@ -109,7 +119,12 @@ const sameNetns = (a: NetnsId, b: NetnsId) => a.dev === b.dev && a.ino === b.ino
 export class PodNetns {
   /** /proc/<agent pid>/fd/<fd>: for `ip link ... netns PATH` and `nsenter --net=PATH`. */
   readonly path: string;
-  private constructor(private readonly fh: FileHandle, readonly pid: number, readonly id: NetnsId, readonly source: PodNetnsSource) {
+  private constructor(
+    private readonly fh: FileHandle,
+    readonly pid: number,
+    readonly id: NetnsId,
+    readonly source: PodNetnsSource,
+  ) {
     this.path = `/proc/${process.pid}/fd/${fh.fd}`;
   }
 
@@ -119,10 +134,17 @@ export class PodNetns {
    */
   static async open(pid: number, expected: NetnsId, source: PodNetnsSource): Promise<PodNetns | null> {
     let fh: FileHandle;
-    try { fh = await open(`/proc/${pid}/ns/net`, 'r'); } catch { return null; }
+    try {
+      fh = await open(`/proc/${pid}/ns/net`, 'r');
+    } catch {
+      return null;
+    }
     try {
       const s = await fh.stat();
-      if (!sameNetns({ dev: s.dev, ino: s.ino }, expected)) { await fh.close(); return null; }
+      if (!sameNetns({ dev: s.dev, ino: s.ino }, expected)) {
+        await fh.close();
+        return null;
+      }
     } catch {
       await fh.close().catch(() => undefined);
       return null;
@@ -159,7 +181,12 @@ export const HOST_NETNS = '/proc/self/ns/net';
  * slice: its "namespace" is the node's own, and a veth end named eth6 with a
  * default route would land in the node's routing table.
  */
-export async function lookupByPids(podUid: string, pids: readonly number[], source: PodNetnsSource, hostNetns = HOST_NETNS): Promise<PodLookup> {
+export async function lookupByPids(
+  podUid: string,
+  pids: readonly number[],
+  source: PodNetnsSource,
+  hostNetns = HOST_NETNS,
+): Promise<PodLookup> {
   const host = await netnsIdOf(hostNetns);
   if (!host) throw new Error(`cannot stat ${hostNetns}: is /proc mounted?`);
   const groups = new Map<string, { id: NetnsId; pids: number[] }>();
@@ -167,20 +194,30 @@ export async function lookupByPids(podUid: string, pids: readonly number[], sour
   for (const pid of pids) {
     const id = await netnsIdOf(`/proc/${pid}/ns/net`);
     if (!id) continue; // exited
-    if (sameNetns(id, host)) { inHost++; continue; }
+    if (sameNetns(id, host)) {
+      inHost++;
+      continue;
+    }
     const k = `${id.dev}:${id.ino}`;
     const g = groups.get(k);
-    if (g) g.pids.push(pid); else groups.set(k, { id, pids: [pid] });
+    if (g) g.pids.push(pid);
+    else groups.set(k, { id, pids: [pid] });
   }
   const via = source === 'proc' ? 'cgroup' : 'Docker label';
   if (groups.size === 0) {
     return inHost > 0
-      ? { kind: 'hostNetwork', reason: `pod ${podUid} uses the node's network namespace (hostNetwork): it gets no slice` }
+      ? {
+          kind: 'hostNetwork',
+          reason: `pod ${podUid} uses the node's network namespace (hostNetwork): it gets no slice`,
+        }
       : { kind: 'notFound', reason: `no running process of pod ${podUid} found by ${via}` };
   }
   if (groups.size > 1) {
     const desc = [...groups.values()].map((g) => `net:[${g.id.ino}] pids ${g.pids.join(',')}`).join('; ');
-    return { kind: 'ambiguous', reason: `pod ${podUid}'s processes are in ${groups.size} network namespaces (${desc})` };
+    return {
+      kind: 'ambiguous',
+      reason: `pod ${podUid}'s processes are in ${groups.size} network namespaces (${desc})`,
+    };
   }
   const g = [...groups.values()][0]!;
   for (const pid of g.pids) {
@@ -221,7 +258,9 @@ export class DockerLocator implements PodLocator {
 
   private docker(): Promise<Docker> {
     // Loaded on first use: nodes without Docker never load the client.
-    this.client ??= import('dockerode').then(({ default: DockerClient }) => new DockerClient({ socketPath: this.opts.socketPath ?? DOCKER_SOCKET }));
+    this.client ??= import('dockerode').then(
+      ({ default: DockerClient }) => new DockerClient({ socketPath: this.opts.socketPath ?? DOCKER_SOCKET }),
+    );
     return this.client;
   }
 
@@ -235,7 +274,9 @@ export class DockerLocator implements PodLocator {
       try {
         const info = await docker.getContainer(c.Id).inspect();
         if (info.State.Running && info.State.Pid > 0) pids.push(info.State.Pid);
-      } catch { /* removed meanwhile */ }
+      } catch {
+        /* removed meanwhile */
+      }
     }
     return pids;
   }
@@ -245,7 +286,10 @@ export class DockerLocator implements PodLocator {
     try {
       pids = await this.pids(podUid);
     } catch (err) {
-      return { kind: 'notFound', reason: `Docker API at ${this.opts.socketPath ?? DOCKER_SOCKET}: ${(err as Error).message}` };
+      return {
+        kind: 'notFound',
+        reason: `Docker API at ${this.opts.socketPath ?? DOCKER_SOCKET}: ${(err as Error).message}`,
+      };
     }
     return lookupByPids(normalizePodUid(podUid), pids, 'docker', this.opts.hostNetns);
   }

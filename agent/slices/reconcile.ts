@@ -56,14 +56,20 @@ export interface SlicePlan {
  * delivered to neither and its existing link is left as it is, since the
  * API's one-object-per-slice rule makes that a transient state.
  */
-export function planSlices(desired: readonly DesiredSlice[], delivered: readonly DeliveredSlice[], opts: { prefix?: Prefix } = {}): SlicePlan {
+export function planSlices(
+  desired: readonly DesiredSlice[],
+  delivered: readonly DeliveredSlice[],
+  opts: { prefix?: Prefix } = {},
+): SlicePlan {
   const plan: SlicePlan = { deliver: [], release: [], invalid: [] };
   const valid: { want: DesiredSlice; slice: Slice }[] = [];
   for (const want of desired) {
     try {
       const slice = parseSlice(want.slice);
-      if (opts.prefix && !inPrefix(opts.prefix, slice.prefix.bytes)) throw new InputError(`slice ${slice.text} is not inside this node's ${opts.prefix.text}`);
-      if (!want.podUid || !/^[0-9a-f_-]+$/i.test(want.podUid)) throw new InputError(`slice ${slice.text}: pod UID '${want.podUid}' is not a UID`);
+      if (opts.prefix && !inPrefix(opts.prefix, slice.prefix.bytes))
+        throw new InputError(`slice ${slice.text} is not inside this node's ${opts.prefix.text}`);
+      if (!want.podUid || !/^[0-9a-f_-]+$/i.test(want.podUid))
+        throw new InputError(`slice ${slice.text}: pod UID '${want.podUid}' is not a UID`);
       valid.push({ want: { ...want, podUid: normalizePodUid(want.podUid) }, slice });
     } catch (err) {
       if (!(err instanceof InputError)) throw err;
@@ -80,7 +86,11 @@ export function planSlices(desired: readonly DesiredSlice[], delivered: readonly
     const pods = [...new Set(claims.map((c) => c.want.podUid))];
     if (pods.length > 1) {
       contested.add(text);
-      for (const c of claims) plan.invalid.push({ want: c.want, reason: `slice ${text} is claimed by ${pods.length} pods (${pods.join(', ')}): delivered to none` });
+      for (const c of claims)
+        plan.invalid.push({
+          want: c.want,
+          reason: `slice ${text} is claimed by ${pods.length} pods (${pods.join(', ')}): delivered to none`,
+        });
     } else {
       owned.push(claims[0]!);
     }
@@ -92,7 +102,10 @@ export function planSlices(desired: readonly DesiredSlice[], delivered: readonly
   for (const o of owned) {
     const first = podHas.get(o.want.podUid);
     if (first) {
-      plan.invalid.push({ want: o.want, reason: `pod ${o.want.podUid} already gets slice ${first}; a pod has one slice` });
+      plan.invalid.push({
+        want: o.want,
+        reason: `pod ${o.want.podUid} already gets slice ${first}; a pod has one slice`,
+      });
       continue;
     }
     podHas.set(o.want.podUid, o.slice.text);
@@ -109,22 +122,34 @@ export function planSlices(desired: readonly DesiredSlice[], delivered: readonly
     } else if (d.owner && d.owner.slice === c.slice.text && normalizePodUid(d.owner.podUid) === c.want.podUid) {
       plan.deliver.push({ ...c, why: 'present', ...(d.owner.cni ? { viaCni: true } : {}) });
     } else {
-      plan.release.push({ hostIf: d.hostIf, slice: d.owner?.slice ?? null, podUid: d.owner?.podUid ?? null,
-        why: d.owner ? `slice moved from pod ${d.owner.podUid} to ${c.want.podUid}` : 'link records no owner' });
+      plan.release.push({
+        hostIf: d.hostIf,
+        slice: d.owner?.slice ?? null,
+        podUid: d.owner?.podUid ?? null,
+        why: d.owner ? `slice moved from pod ${d.owner.podUid} to ${c.want.podUid}` : 'link records no owner',
+      });
       plan.deliver.push({ ...c, why: 'moved' });
     }
   }
   for (const d of delivered) {
     if (wantedIfs.has(d.hostIf)) continue;
     if (d.owner && contested.has(parseOrNull(d.owner.slice) ?? '')) continue;
-    plan.release.push({ hostIf: d.hostIf, slice: d.owner?.slice ?? null, podUid: d.owner?.podUid ?? null,
-      why: d.owner ? 'no longer allocated to this node' : 'link records no owner' });
+    plan.release.push({
+      hostIf: d.hostIf,
+      slice: d.owner?.slice ?? null,
+      podUid: d.owner?.podUid ?? null,
+      why: d.owner ? 'no longer allocated to this node' : 'link records no owner',
+    });
   }
   return plan;
 }
 
 function parseOrNull(text: string): string | null {
-  try { return parseSlice(text).text; } catch { return null; }
+  try {
+    return parseSlice(text).text;
+  } catch {
+    return null;
+  }
 }
 
 export type SliceState = 'delivered' | 'pending' | 'hostNetwork' | 'invalid' | 'failed' | 'released';
@@ -151,11 +176,20 @@ export interface ReconcileDeps {
 }
 
 /** One reconcile pass. Never throws for a single slice; see the statuses. */
-export async function reconcileSlices(desired: readonly DesiredSlice[], deps: ReconcileDeps): Promise<{ plan: SlicePlan; statuses: SliceStatus[] }> {
+export async function reconcileSlices(
+  desired: readonly DesiredSlice[],
+  deps: ReconcileDeps,
+): Promise<{ plan: SlicePlan; statuses: SliceStatus[] }> {
   const { deliverer, locator, log } = deps;
   const plan = planSlices(desired, await deliverer.list(), { prefix: deps.prefix });
-  const statuses: SliceStatus[] = plan.invalid.map((i) => ({ slice: i.want.slice, podUid: i.want.podUid, state: 'invalid', reason: i.reason }));
-  for (const i of plan.invalid) log?.warn(`slice not delivered: ${i.reason}`, { slice: i.want.slice, pod: i.want.podUid });
+  const statuses: SliceStatus[] = plan.invalid.map((i) => ({
+    slice: i.want.slice,
+    podUid: i.want.podUid,
+    state: 'invalid',
+    reason: i.reason,
+  }));
+  for (const i of plan.invalid)
+    log?.warn(`slice not delivered: ${i.reason}`, { slice: i.want.slice, pod: i.want.podUid });
 
   for (const r of plan.release) {
     try {
@@ -165,12 +199,22 @@ export async function reconcileSlices(desired: readonly DesiredSlice[], deps: Re
         // The old pod, if it still runs, gets its source rule back out.
         const found = r.podUid ? await locator.find(r.podUid) : null;
         const netns = found?.kind === 'found' ? found.netns : undefined;
-        try { await deliverer.release(r.slice, netns?.path); } finally { await netns?.close(); }
+        try {
+          await deliverer.release(r.slice, netns?.path);
+        } finally {
+          await netns?.close();
+        }
       }
       statuses.push({ slice: r.slice, hostIf: r.hostIf, podUid: r.podUid, state: 'released', reason: r.why });
     } catch (err) {
       log?.error(`cannot release ${r.slice ?? r.hostIf}: ${(err as Error).message}`);
-      statuses.push({ slice: r.slice, hostIf: r.hostIf, podUid: r.podUid, state: 'failed', reason: (err as Error).message });
+      statuses.push({
+        slice: r.slice,
+        hostIf: r.hostIf,
+        podUid: r.podUid,
+        state: 'failed',
+        reason: (err as Error).message,
+      });
     }
   }
 
@@ -190,11 +234,19 @@ export async function reconcileSlices(desired: readonly DesiredSlice[], deps: Re
       if (found.kind !== 'found') {
         // A pod that is not running yet, or whose namespace went away (and
         // took the veth with it): nothing to deliver into; try again later.
-        statuses.push({ ...base, state: found.kind === 'hostNetwork' ? 'hostNetwork' : 'pending', reason: found.reason });
+        statuses.push({
+          ...base,
+          state: found.kind === 'hostNetwork' ? 'hostNetwork' : 'pending',
+          reason: found.reason,
+        });
         continue;
       }
       try {
-        const res = await deliverer.deliver(d.slice.text, { uid: d.want.podUid, name: d.want.podName, namespace: d.want.namespace }, found.netns.path);
+        const res = await deliverer.deliver(
+          d.slice.text,
+          { uid: d.want.podUid, name: d.want.podName, namespace: d.want.namespace },
+          found.netns.path,
+        );
         deliveredNow.add(d.slice.text);
         statuses.push({ ...base, state: 'delivered', outcome: res.outcome, via: found.netns.source });
       } finally {

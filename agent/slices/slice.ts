@@ -27,17 +27,26 @@ export interface Slice {
 /** Parses and checks a slice; throws InputError with a reason a person can act on. */
 export function parseSlice(text: string): Slice {
   const prefix = parsePrefix(text, 'slice');
-  if (prefix.length !== SLICE_LEN) throw new InputError(`slice '${text}' is a /${prefix.length}; slices are /${SLICE_LEN}`);
+  if (prefix.length !== SLICE_LEN)
+    throw new InputError(`slice '${text}' is a /${prefix.length}; slices are /${SLICE_LEN}`);
   const b = prefix.bytes;
   if (b[12] !== 0 || b[13] !== 0) {
-    throw new InputError(`slice '${text}' has a non-zero port word (bits 96..111): it would take a 6bed4 peer's addresses`);
+    throw new InputError(
+      `slice '${text}' has a non-zero port word (bits 96..111): it would take a 6bed4 peer's addresses`,
+    );
   }
   if (b[8] === 0 && b[9] === 0 && b[10] === 0 && b[11] === 0) {
     throw new InputError(`slice '${text}' is the /64's :0:0:0::/112, which holds the host's own local addresses`);
   }
   const addressBytes = Uint8Array.from(b);
   addressBytes[15] = 1;
-  return { prefix, text: prefix.text, address: formatIPv6(addressBytes), addressBytes, hostIf: hostIfName(prefix.text) };
+  return {
+    prefix,
+    text: prefix.text,
+    address: formatIPv6(addressBytes),
+    addressBytes,
+    hostIf: hostIfName(prefix.text),
+  };
 }
 
 /**
@@ -71,9 +80,17 @@ const ALIAS_TAG = 'sixbed4';
  * GC for the right sandbox; the namespace/name part is only for people running
  * `ip link`.
  */
-export function aliasFor(slice: string, podUid: string, podRef?: string, cni?: { podIf: string; containerId: string }): string {
+export function aliasFor(
+  slice: string,
+  podUid: string,
+  podRef?: string,
+  cni?: { podIf: string; containerId: string },
+): string {
   const base = `${ALIAS_TAG} slice=${slice} pod=${podUid}`;
-  const via = cni && /^[\w-]+$/.test(cni.podIf) && /^[\w-]+$/.test(cni.containerId) ? ` if=${cni.podIf} cid=${cni.containerId.slice(0, 24)}` : '';
+  const via =
+    cni && /^[\w-]+$/.test(cni.podIf) && /^[\w-]+$/.test(cni.containerId)
+      ? ` if=${cni.podIf} cid=${cni.containerId.slice(0, 24)}`
+      : '';
   const ref = podRef && /^[\w./-]+$/.test(podRef) ? ` ref=${podRef}` : '';
   return (base + via + ref).slice(0, 255);
 }

@@ -11,7 +11,10 @@ import { isObj } from '../../lib/guards.js';
 export function firstDrift(actual: unknown, desired: unknown, path = ''): string | undefined {
   if (desired === null || desired === undefined) return undefined;
   if (Array.isArray(desired)) {
-    if (desired.length === 0) return actual === undefined || actual === null || (Array.isArray(actual) && actual.length === 0) ? undefined : path || '/';
+    if (desired.length === 0)
+      return actual === undefined || actual === null || (Array.isArray(actual) && actual.length === 0)
+        ? undefined
+        : path || '/';
     if (!Array.isArray(actual)) return path || '/';
     const keyed = desired.every((d) => isObj(d) && listKey(d) !== undefined);
     if (keyed) {
@@ -50,7 +53,8 @@ export function covers(actual: unknown, desired: unknown): boolean {
 /** The merge key of a list item: name, else containerPort/protocol (ports), else uid (ownerReferences). */
 function listKey(o: Record<string, unknown>): string | undefined {
   if (typeof o.name === 'string' && o.containerPort === undefined) return o.name;
-  if (typeof o.containerPort === 'number') return `${o.containerPort}/${typeof o.protocol === 'string' ? o.protocol : 'TCP'}`;
+  if (typeof o.containerPort === 'number')
+    return `${o.containerPort}/${typeof o.protocol === 'string' ? o.protocol : 'TCP'}`;
   if (typeof o.uid === 'string') return o.uid;
   return undefined;
 }

@@ -7,7 +7,11 @@
 // agents can see (the floating address outside the uplink's subnet, a next hop not on the uplink's link, an uplink
 // that is no Ethernet, announcements refused) they report with a reason, and agentProblems() makes it Degraded.
 import {
-  failoverLeaseName, tunnelName, type AgentNodeConfig, type FailoverStatus, type NodeStatus,
+  failoverLeaseName,
+  tunnelName,
+  type AgentNodeConfig,
+  type FailoverStatus,
+  type NodeStatus,
 } from '../../kube/api.js';
 import { formatIPv6, parseIPv6, parsePrefix } from '../../lib/ip.js';
 import type { AllocationResult } from '../../kube/subnets.js';
@@ -39,12 +43,18 @@ function list(names: readonly string[]): string {
  * never moves the /64 by itself. Cordoned nodes (kubectl cordon, drain) come last: a drained member leaves the
  * group when another node can take its place, and its agent, whose share goes, hands the /64 over as it stops.
  */
-export function chooseMembers(selected: readonly string[], want: number, state: FailoverState, cordoned: ReadonlySet<string> = new Set()): string[] {
+export function chooseMembers(
+  selected: readonly string[],
+  want: number,
+  state: FailoverState,
+  cordoned: ReadonlySet<string> = new Set(),
+): string[] {
   const sel = new Set(selected);
   const order = [...(state.members ?? []), ...(state.holder ? [state.holder] : []), ...[...selected].sort()];
   const out: string[] = [];
   for (const pass of [false, true]) {
-    for (const n of order) if (sel.has(n) && cordoned.has(n) === pass && !out.includes(n) && out.length < want) out.push(n);
+    for (const n of order)
+      if (sel.has(n) && cordoned.has(n) === pass && !out.includes(n) && out.length < want) out.push(n);
   }
   const h = state.holder;
   if (h && sel.has(h) && !cordoned.has(h) && !out.includes(h) && out.length > 0) out[out.length - 1] = h;
@@ -53,18 +63,40 @@ export function chooseMembers(selected: readonly string[], want: number, state: 
   return [...before, ...out.filter((m) => !before.includes(m))];
 }
 
-export function planFailover(name: string, spec: CheckedSpec, selected: readonly NodeInfo[], previous: Record<string, string>,
-  state: FailoverState, selectorText: string): FailoverPlan {
+export function planFailover(
+  name: string,
+  spec: CheckedSpec,
+  selected: readonly NodeInfo[],
+  previous: Record<string, string>,
+  state: FailoverState,
+  selectorText: string,
+): FailoverPlan {
   const f = spec.failover!;
   const problems: Problem[] = [];
   const sub = `${spec.prefix.text.replace(/\/\d+$/, '')}/64`;
-  const members = chooseMembers(selected.map((n) => n.name), 1 + f.standbys, state, new Set(selected.filter((n) => n.cordoned).map((n) => n.name)));
+  const members = chooseMembers(
+    selected.map((n) => n.name),
+    1 + f.standbys,
+    state,
+    new Set(selected.filter((n) => n.cordoned).map((n) => n.name)),
+  );
   const empty = (): FailoverPlan => ({
-    allocation: { allocations: previous, assigned: new Map(), unassigned: selected.map((n) => n.name), dropped: [], reclaimed: [], added: [] },
-    nodes: new Map(), problems,
+    allocation: {
+      allocations: previous,
+      assigned: new Map(),
+      unassigned: selected.map((n) => n.name),
+      dropped: [],
+      reclaimed: [],
+      added: [],
+    },
+    nodes: new Map(),
+    problems,
   });
   if (members.length === 0) {
-    problems.push({ reason: 'NoNodesSelected', message: `${selectorText} matches no node; nothing serves ${spec.prefix.text}` });
+    problems.push({
+      reason: 'NoNodesSelected',
+      message: `${selectorText} matches no node; nothing serves ${spec.prefix.text}`,
+    });
     return empty();
   }
 
@@ -76,7 +108,8 @@ export function planFailover(name: string, spec: CheckedSpec, selected: readonly
   if (natted.length) {
     problems.push({
       reason: 'FailoverNeedsLayer2',
-      message: `failover cannot serve ${spec.prefix.text}: node ${list(natted.map((n) => `${n.name} (ExternalIP ${n.address} in front of InternalIP ${n.internal})`))} ` +
+      message:
+        `failover cannot serve ${spec.prefix.text}: node ${list(natted.map((n) => `${n.name} (ExternalIP ${n.address} in front of InternalIP ${n.internal})`))} ` +
         'sits behind a 1:1 NAT, as in a cloud without a shared layer 2, where no announcement can move the floating address; ' +
         "use the provider's own address failover, or nodes on one Ethernet segment with the provider's router",
     });
@@ -86,8 +119,9 @@ export function planFailover(name: string, spec: CheckedSpec, selected: readonly
   if (ownsFloating.length) {
     problems.push({
       reason: 'FloatingAddressIsNodeAddress',
-      message: `listen.address ${floating} is node ${list(ownsFloating.map((n) => n.name))}'s own address, which cannot move to another node; ` +
-        'choose a free address on the nodes\' segment as the floating one',
+      message:
+        `listen.address ${floating} is node ${list(ownsFloating.map((n) => n.name))}'s own address, which cannot move to another node; ` +
+        "choose a free address on the nodes' segment as the floating one",
     });
   }
   if (f.nextHop) {
@@ -96,7 +130,8 @@ export function planFailover(name: string, spec: CheckedSpec, selected: readonly
     if (owner.length) {
       problems.push({
         reason: 'NextHopNotMovable',
-        message: `failover.nextHop ${hop} is node ${list(owner.map((n) => n.name))}'s own address: the provider routes ${spec.prefix.text} to that ` +
+        message:
+          `failover.nextHop ${hop} is node ${list(owner.map((n) => n.name))}'s own address: the provider routes ${spec.prefix.text} to that ` +
           'machine, and no announcement can move it; ask the provider to route the /64 to an address of its own for the group ' +
           '(failover.nextHop), or put the /64 on-link (upstream OnLink)',
       });
@@ -107,7 +142,8 @@ export function planFailover(name: string, spec: CheckedSpec, selected: readonly
   if (members.length < 1 + f.standbys) {
     problems.push({
       reason: 'TooFewNodes',
-      message: `spec.failover.standbys ${f.standbys} needs ${1 + f.standbys} nodes, but ${selectorText} matches ${selected.length} ` +
+      message:
+        `spec.failover.standbys ${f.standbys} needs ${1 + f.standbys} nodes, but ${selectorText} matches ${selected.length} ` +
         `(${list(selected.map((n) => n.name))}); ${members.length === 1 ? `${members[0]} serves alone, with no standby` : `${members.length} nodes serve`}`,
     });
   }
@@ -122,7 +158,11 @@ export function planFailover(name: string, spec: CheckedSpec, selected: readonly
       prefix: sub,
       listen: { address: floating, port: spec.port, ...(spec.advertise ? { advertise: spec.advertise } : {}) },
       ...(spec.uplink ? { uplink: spec.uplink } : {}),
-      localAddresses: spec.localAddresses.map((a) => (a.perNode ? formatIPv6(Uint8Array.from([...parsePrefix(sub).bytes.subarray(0, 8), ...a.bytes.subarray(8)])) : a.text)),
+      localAddresses: spec.localAddresses.map((a) =>
+        a.perNode
+          ? formatIPv6(Uint8Array.from([...parsePrefix(sub).bytes.subarray(0, 8), ...a.bytes.subarray(8)]))
+          : a.text,
+      ),
       localAddressMode: spec.localAddressMode,
       routes: spec.routes,
       // On-link at the provider: the active node answers for the peers' addresses (WhenOnLink stays as asked).
@@ -130,8 +170,15 @@ export function planFailover(name: string, spec: CheckedSpec, selected: readonly
       ...(spec.fastPath !== 'off' ? { fastPath: spec.fastPath } : {}),
       tunnel: tunnelName(name),
       failover: {
-        address: floating, leaseName, members, upstream: f.upstream, ...(f.nextHop ? { nextHop: f.nextHop } : {}),
-        virtualRouterId: f.virtualRouterId, leaseDurationMs: f.leaseDurationMs, renewIntervalMs: f.renewIntervalMs, fenceAfterMs: f.fenceAfterMs,
+        address: floating,
+        leaseName,
+        members,
+        upstream: f.upstream,
+        ...(f.nextHop ? { nextHop: f.nextHop } : {}),
+        virtualRouterId: f.virtualRouterId,
+        leaseDurationMs: f.leaseDurationMs,
+        renewIntervalMs: f.renewIntervalMs,
+        fenceAfterMs: f.fenceAfterMs,
         ...(cordoned.has(m) && someoneElse ? { cordoned: true as const } : {}),
       },
     });
@@ -141,10 +188,15 @@ export function planFailover(name: string, spec: CheckedSpec, selected: readonly
   const assigned = new Map(members.map((m) => [m, sub]));
   return {
     allocation: {
-      allocations, assigned, unassigned: selected.map((n) => n.name).filter((n) => !assigned.has(n)), dropped: [], reclaimed: [],
+      allocations,
+      assigned,
+      unassigned: selected.map((n) => n.name).filter((n) => !assigned.has(n)),
+      dropped: [],
+      reclaimed: [],
       added: members.filter((m) => previous[m] !== sub),
     },
-    nodes, problems,
+    nodes,
+    problems,
   };
 }
 
@@ -205,7 +257,10 @@ export function failoverStatus(inp: FailoverStatusInput): FailoverStatusResult {
 
   // A standby is ready when its agent, alive, says so (failover Standby: router bound, data path up, API answering).
   const standbys = inp.members.filter((m) => m !== active);
-  const standbyReady = (m: string) => { const x = inp.member(m); return !x.heartbeatStale && x.entry?.failover === 'Standby'; };
+  const standbyReady = (m: string) => {
+    const x = inp.member(m);
+    return !x.heartbeatStale && x.entry?.failover === 'Standby';
+  };
   const standbyWhy = (m: string) => {
     const x = inp.member(m);
     if (x.heartbeatStale || !x.entry?.lastReport) return x.why;
@@ -235,7 +290,13 @@ export function failoverStatus(inp: FailoverStatusInput): FailoverStatusResult {
       failover = { time, to: active, reason: 'Elected', message: `${active} holds the Lease and serves the /64` };
     } else {
       const why = whyMoved(before, inp);
-      failover = { time, from: before, to: active, reason: why.reason, message: `${active} took over from ${before}: ${why.message}` };
+      failover = {
+        time,
+        from: before,
+        to: active,
+        reason: why.reason,
+        message: `${active} took over from ${before}: ${why.message}`,
+      };
     }
     status.lastFailover = failover;
   }
@@ -250,24 +311,43 @@ function whyMoved(from: string, inp: FailoverStatusInput): { reason: string; mes
   const rel = inp.lease?.released;
   if (rel && holderNode(rel.by) === from) {
     if (rel.reason === 'DataPathDown') {
-      return { reason: 'DataPathDown', message: `${from} gave up and released the Lease: its data path failed${m.entry?.message ? ` (${m.entry.message})` : ''}` };
+      return {
+        reason: 'DataPathDown',
+        message: `${from} gave up and released the Lease: its data path failed${m.entry?.message ? ` (${m.entry.message})` : ''}`,
+      };
     }
-    if (inp.nodeCordoned?.(from)) return { reason: 'Handover', message: `${from} is cordoned (kubectl drain) and handed the Lease over` };
-    return { reason: 'Handover', message: `${from} released the Lease (its agent stopped: a drain, an upgrade or its Pod deleted)` };
+    if (inp.nodeCordoned?.(from))
+      return { reason: 'Handover', message: `${from} is cordoned (kubectl drain) and handed the Lease over` };
+    return {
+      reason: 'Handover',
+      message: `${from} released the Lease (its agent stopped: a drain, an upgrade or its Pod deleted)`,
+    };
   }
   // A drain: the operator's own memory of the release may be gone (a drain evicts the operator's Pod too).
-  if (inp.nodeCordoned?.(from)) return { reason: 'Handover', message: `${from} is cordoned (kubectl drain) and handed the Lease over` };
-  if (m.heartbeatStale) return { reason: 'ActiveLost', message: `${from}'s agent stopped renewing (node or agent down, or cut off from the API server)` };
+  if (inp.nodeCordoned?.(from))
+    return { reason: 'Handover', message: `${from} is cordoned (kubectl drain) and handed the Lease over` };
+  if (m.heartbeatStale)
+    return {
+      reason: 'ActiveLost',
+      message: `${from}'s agent stopped renewing (node or agent down, or cut off from the API server)`,
+    };
   // It says it is a standby again (its member restarted: a changed share, a new agent), not that its path failed.
   if (m.entry?.failover === 'Standby' || m.entry?.reason === 'StandbyNotReady') {
     return { reason: 'Handover', message: `${from} stepped down (its agent restarted its member and stands by)` };
   }
   if (m.entry?.reason && m.entry.ready !== true) {
-    return { reason: 'DataPathDown', message: `${from} gave up (${m.entry.reason}${m.entry.message ? `: ${m.entry.message}` : ''})` };
+    return {
+      reason: 'DataPathDown',
+      message: `${from} gave up (${m.entry.reason}${m.entry.message ? `: ${m.entry.message}` : ''})`,
+    };
   }
   if (!inp.members.includes(from)) return { reason: 'Handover', message: `${from} is no longer a member of the group` };
-  if (m.entry?.ready === false) return { reason: 'DataPathDown', message: `${from} is not ready${m.entry.message ? `: ${m.entry.message}` : ''}` };
-  return { reason: 'ActiveLost', message: `${from} stopped renewing the Lease (its agent restarted, or lost the API server)` };
+  if (m.entry?.ready === false)
+    return { reason: 'DataPathDown', message: `${from} is not ready${m.entry.message ? `: ${m.entry.message}` : ''}` };
+  return {
+    reason: 'ActiveLost',
+    message: `${from} stopped renewing the Lease (its agent restarted, or lost the API server)`,
+  };
 }
 
 /** The members of a group from its ConfigMap's shares (any share: all carry the same list). */
@@ -275,4 +355,3 @@ export function membersOf(shares: Iterable<AgentNodeConfig>): string[] | undefin
   for (const s of shares) if (s.failover) return [...s.failover.members];
   return undefined;
 }
-

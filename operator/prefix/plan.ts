@@ -23,18 +23,26 @@ export interface NodeInfo {
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
 export function nodeInfo(node: KubeObject): NodeInfo {
-  const addrs = ((node.status as { addresses?: { type?: string; address?: string }[] } | undefined)?.addresses ?? [])
-    .filter((a) => typeof a.address === 'string' && IPV4.test(a.address));
+  const addrs = (
+    (node.status as { addresses?: { type?: string; address?: string }[] } | undefined)?.addresses ?? []
+  ).filter((a) => typeof a.address === 'string' && IPV4.test(a.address));
   const internal = addrs.find((a) => a.type === 'InternalIP')?.address;
   const address = addrs.find((a) => a.type === 'ExternalIP')?.address ?? internal;
   const v6: string[] = [];
   for (const a of (node.status as { addresses?: { address?: unknown }[] } | undefined)?.addresses ?? []) {
     if (typeof a.address !== 'string' || !a.address.includes(':')) continue;
-    try { v6.push(formatIPv6(parseIPv6(a.address))); } catch { /* not an address: not ours to judge */ }
+    try {
+      v6.push(formatIPv6(parseIPv6(a.address)));
+    } catch {
+      /* not an address: not ours to judge */
+    }
   }
   return {
-    name: node.metadata.name ?? '', labels: node.metadata.labels ?? {}, ...(address ? { address } : {}),
-    ...(internal && internal !== address ? { internal } : {}), ...(v6.length ? { v6 } : {}),
+    name: node.metadata.name ?? '',
+    labels: node.metadata.labels ?? {},
+    ...(address ? { address } : {}),
+    ...(internal && internal !== address ? { internal } : {}),
+    ...(v6.length ? { v6 } : {}),
     ...((node.spec as { unschedulable?: boolean } | undefined)?.unschedulable ? { cordoned: true } : {}),
   };
 }
@@ -82,7 +90,12 @@ export function overlaps(a: Prefix, b: Prefix): boolean {
  * The older of two overlapping prefixes keeps serving (creation time, then name);
  * returns the names of older overlapping prefixes that win over `name`.
  */
-export function overlappingWinners(name: string, created: string | undefined, prefix: Prefix, others: readonly OtherPrefix[]): string[] {
+export function overlappingWinners(
+  name: string,
+  created: string | undefined,
+  prefix: Prefix,
+  others: readonly OtherPrefix[],
+): string[] {
   const winners: string[] = [];
   for (const o of others) {
     if (o.name === name) continue;
@@ -109,14 +122,21 @@ export function plan(
 ): Plan {
   const problems: Problem[] = [];
   const winners = overlappingWinners(name, created, spec.prefix, others);
-  const selectedInfos = allNodes.filter((n) => selects(spec.nodeSelector, n.labels)).sort((a, b) => (a.name < b.name ? -1 : 1));
+  const selectedInfos = allNodes
+    .filter((n) => selects(spec.nodeSelector, n.labels))
+    .sort((a, b) => (a.name < b.name ? -1 : 1));
   const selected = selectedInfos.map((n) => n.name);
   if (winners.length) {
-    problems.push({ reason: 'PrefixOverlap', message: `prefix ${spec.prefix.text} overlaps the older SixBed4Prefix ${list(winners)}; this one is not served until the overlap is removed` });
+    problems.push({
+      reason: 'PrefixOverlap',
+      message: `prefix ${spec.prefix.text} overlaps the older SixBed4Prefix ${list(winners)}; this one is not served until the overlap is removed`,
+    });
     return { allocation: allocate(spec.prefix, [], previous), nodes: new Map(), problems, selected };
   }
 
-  const selectorText = Object.keys(spec.nodeSelector).length ? `spec.nodeSelector ${JSON.stringify(spec.nodeSelector)}` : 'spec.nodeSelector (empty: every node)';
+  const selectorText = Object.keys(spec.nodeSelector).length
+    ? `spec.nodeSelector ${JSON.stringify(spec.nodeSelector)}`
+    : 'spec.nodeSelector (empty: every node)';
   if (spec.failover) {
     const f = planFailover(name, spec, selectedInfos, previous, failoverState, selectorText);
     problems.push(...f.problems);
@@ -125,12 +145,16 @@ export function plan(
   }
   const allocation = allocate(spec.prefix, selected, previous);
   if (selected.length === 0) {
-    problems.push({ reason: 'NoNodesSelected', message: `${selectorText} matches no node; nothing serves ${spec.prefix.text}` });
+    problems.push({
+      reason: 'NoNodesSelected',
+      message: `${selectorText} matches no node; nothing serves ${spec.prefix.text}`,
+    });
   } else if (spec.prefix.length === 64 && selected.length > 1) {
     const holder = [...allocation.assigned.keys()][0];
     problems.push({
       reason: 'MultipleNodesSelected',
-      message: `${spec.prefix.text} is a /64, which exactly one node serves, but ${selectorText} matches ${selected.length} nodes (${list(selected)}); ` +
+      message:
+        `${spec.prefix.text} is a /64, which exactly one node serves, but ${selectorText} matches ${selected.length} nodes (${list(selected)}); ` +
         (holder ? `${holder} keeps serving it` : 'none serves it until the selector matches exactly one node'),
     });
   } else if (allocation.unassigned.length) {
@@ -161,8 +185,11 @@ export function plan(
   for (const info of selectedInfos) {
     const sub = allocation.assigned.get(info.name);
     if (!sub) continue;
-    const address = sharedListen ? info.address : spec.listenAddress ?? info.address;
-    if (!address) { noAddress.push(info.name); continue; }
+    const address = sharedListen ? info.address : (spec.listenAddress ?? info.address);
+    if (!address) {
+      noAddress.push(info.name);
+      continue;
+    }
     const subnet = parsePrefix(sub);
     const local: string[] = [];
     for (const a of spec.localAddresses) {
@@ -179,7 +206,9 @@ export function plan(
       prefix: sub,
       // Cloud-style nodes: the ExternalIP may be a 1:1 NAT in front of the InternalIP; the agent binds this if so.
       listen: {
-        address, port: spec.port, ...(address === info.address && info.internal ? { bind: info.internal } : {}),
+        address,
+        port: spec.port,
+        ...(address === info.address && info.internal ? { bind: info.internal } : {}),
         ...(spec.advertise && !sharedAdvertise ? { advertise: spec.advertise } : {}),
       },
       ...(spec.uplink ? { uplink: spec.uplink } : {}),
@@ -214,7 +243,12 @@ export function plan(
  * share the port and split each other's peers). The older prefix keeps it; this one does not serve that node (its
  * share is taken out of `nodes`).
  */
-function listenClashes(name: string, created: string | undefined, nodes: Map<string, AgentNodeConfig>, others: readonly OtherPrefix[]): Problem[] {
+function listenClashes(
+  name: string,
+  created: string | undefined,
+  nodes: Map<string, AgentNodeConfig>,
+  others: readonly OtherPrefix[],
+): Problem[] {
   const clashes: string[] = [];
   for (const [node, share] of nodes) {
     const at = `${share.listen.address}:${share.listen.port}`;
@@ -225,6 +259,11 @@ function listenClashes(name: string, created: string | undefined, nodes: Map<str
     }
   }
   return clashes.length
-    ? [{ reason: 'ListenAddressShared', message: `${list(clashes, 5)}: not served there (set another spec.listen.port, or select other nodes)` }]
+    ? [
+        {
+          reason: 'ListenAddressShared',
+          message: `${list(clashes, 5)}: not served there (set another spec.listen.port, or select other nodes)`,
+        },
+      ]
     : [];
 }

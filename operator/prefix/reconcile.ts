@@ -12,9 +12,26 @@
 //      status subresource; agents apply their own fields of their entries).
 import type { Logger } from '../../lib/log.js';
 import {
-  ALLOCATIONS_ANNOTATION, API_VERSION, CLEANUP_TIMEOUT_ANNOTATION, FAILOVER_LEASE_COMPONENT, FIELD_MANAGER, FINALIZER, KIND,
-  LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PREFIX, MANAGED_BY, failoverLeaseName,
-  AGENT_REPORTS_ANNOTATION, agentConfigMapName, agentLeaseName, type AgentNodeConfig, type AgentReport, type KubeObject, type SixBed4Prefix,
+  ALLOCATIONS_ANNOTATION,
+  API_VERSION,
+  CLEANUP_TIMEOUT_ANNOTATION,
+  FAILOVER_LEASE_COMPONENT,
+  FIELD_MANAGER,
+  FINALIZER,
+  KIND,
+  LABEL_COMPONENT,
+  LABEL_MANAGED_BY,
+  LABEL_NAME,
+  LABEL_PREFIX,
+  MANAGED_BY,
+  failoverLeaseName,
+  AGENT_REPORTS_ANNOTATION,
+  agentConfigMapName,
+  agentLeaseName,
+  type AgentNodeConfig,
+  type AgentReport,
+  type KubeObject,
+  type SixBed4Prefix,
 } from '../../kube/api.js';
 import { formatAllocations, parseAllocations } from '../../kube/subnets.js';
 import { firstDrift } from './drift.js';
@@ -87,23 +104,34 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
   let pl: Plan | undefined;
   if (checked.spec) {
     const others = d.prefixes.list().map((o) => ({
-      name: o.metadata.name ?? '', prefix: typeof o.spec?.prefix === 'string' ? o.spec.prefix : '',
+      name: o.metadata.name ?? '',
+      prefix: typeof o.spec?.prefix === 'string' ? o.spec.prefix : '',
       ...(o.metadata.creationTimestamp ? { creationTimestamp: o.metadata.creationTimestamp } : {}),
       listens: listensOf(d.configMaps.get(agentConfigMapName(o.metadata.name ?? ''), d.namespace)),
     }));
     const failoverState = checked.spec.failover
       ? (() => {
-        const members = membersOf(sharesOf(d.configMaps.get(agentConfigMapName(name), d.namespace)));
-        const holder = holderNode(groupLease(d, name)?.holder);
-        return { ...(members ? { members } : {}), ...(holder ? { holder } : {}) };
-      })()
+          const members = membersOf(sharesOf(d.configMaps.get(agentConfigMapName(name), d.namespace)));
+          const holder = holderNode(groupLease(d, name)?.holder);
+          return { ...(members ? { members } : {}), ...(holder ? { holder } : {}) };
+        })()
       : {};
-    pl = plan(name, p.metadata.creationTimestamp, checked.spec, d.nodes.list().map(nodeInfo), prev.record, others, failoverState);
+    pl = plan(
+      name,
+      p.metadata.creationTimestamp,
+      checked.spec,
+      d.nodes.list().map(nodeInfo),
+      prev.record,
+      others,
+      failoverState,
+    );
     problems.push(...pl.problems);
   }
 
   // 1. metadata
-  const wantAlloc = pl ? formatAllocations(pl.allocation.allocations) : p.metadata.annotations?.[ALLOCATIONS_ANNOTATION];
+  const wantAlloc = pl
+    ? formatAllocations(pl.allocation.allocations)
+    : p.metadata.annotations?.[ALLOCATIONS_ANNOTATION];
   const addFinalizer = !deleting && !finalizers.includes(FINALIZER);
   const allocChanged = wantAlloc !== undefined && wantAlloc !== p.metadata.annotations?.[ALLOCATIONS_ANNOTATION];
   if (addFinalizer || allocChanged) {
@@ -117,9 +145,17 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
     p = await d.kube.mergePatch<SixBed4Prefix>(paths.prefix(name), patch, FIELD_MANAGER);
     if (prev.error) d.recorder.event(p, 'Warning', 'AllocationsReset', prev.error);
     if (pl) {
-      for (const msg of pl.allocation.dropped) d.recorder.event(p, 'Warning', 'AllocationDropped', `dropped allocation ${msg}`);
-      for (const n of pl.allocation.reclaimed) d.recorder.event(p, 'Normal', 'AllocationReclaimed', `the /64 kept for node ${n} (no longer selected) was given to another node`);
-      for (const n of pl.allocation.added) d.recorder.event(p, 'Normal', 'Allocated', `node ${n} serves ${pl.allocation.assigned.get(n)}`);
+      for (const msg of pl.allocation.dropped)
+        d.recorder.event(p, 'Warning', 'AllocationDropped', `dropped allocation ${msg}`);
+      for (const n of pl.allocation.reclaimed)
+        d.recorder.event(
+          p,
+          'Normal',
+          'AllocationReclaimed',
+          `the /64 kept for node ${n} (no longer selected) was given to another node`,
+        );
+      for (const n of pl.allocation.added)
+        d.recorder.event(p, 'Normal', 'Allocated', `node ${n} serves ${pl.allocation.assigned.get(n)}`);
     }
   }
 
@@ -128,7 +164,15 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
   if (checked.spec?.failover && serving.size && !deleting) await ensureFailoverLease(d, p, log);
   if (checked.spec && pl) {
     const cm = renderConfigMap(p, checked.spec.prefix.text, checked.spec.metricsPort, serving, d.render);
-    await ensure(d, p, 'ConfigMap', paths.configMap(d.namespace, agentConfigMapName(name)), d.configMaps.get(agentConfigMapName(name), d.namespace), cm, log);
+    await ensure(
+      d,
+      p,
+      'ConfigMap',
+      paths.configMap(d.namespace, agentConfigMapName(name)),
+      d.configMaps.get(agentConfigMapName(name), d.namespace),
+      cm,
+      log,
+    );
   }
 
   // 3. deletion
@@ -139,22 +183,33 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
   const reportedNodes = [...new Set([...(p.status?.nodes ?? []).map((e) => e.name), ...leaseNodesReporting(d, name)])];
   const view = (n: string) => agentView({ actual: p.status, agent }, n).entry;
   const waitingRevert = deleting
-    ? reportedNodes.filter((n) => view(n)?.lastReport !== undefined && view(n)?.reverted !== true && nodeExists(n)).sort()
+    ? reportedNodes
+        .filter((n) => view(n)?.lastReport !== undefined && view(n)?.reverted !== true && nodeExists(n))
+        .sort()
     : [];
   if (deleting) {
     const timeoutMs = cleanupTimeout(p, d.cleanupTimeoutMs);
     const elapsed = now.getTime() - Date.parse(p.metadata.deletionTimestamp!);
     if (waitingRevert.length === 0) {
       const reported = reportedNodes.some((n) => view(n)?.lastReport !== undefined);
-      d.recorder.event(p, 'Normal', 'HostsReverted', reported
-        ? 'every node reverted its host configuration (or is gone); removing the finalizer'
-        : 'no agent had configured a host; removing the finalizer');
+      d.recorder.event(
+        p,
+        'Normal',
+        'HostsReverted',
+        reported
+          ? 'every node reverted its host configuration (or is gone); removing the finalizer'
+          : 'no agent had configured a host; removing the finalizer',
+      );
       await removeFinalizer(d, p);
       return {};
     }
     if (elapsed >= timeoutMs) {
-      d.recorder.event(p, 'Warning', 'CleanupTimedOut',
-        `gave up after ${Math.round(timeoutMs / 1000)}s waiting for ${waitingRevert.join(', ')} to revert the host configuration; removing the finalizer (revert those hosts by hand: sixbed4 host revert)`);
+      d.recorder.event(
+        p,
+        'Warning',
+        'CleanupTimedOut',
+        `gave up after ${Math.round(timeoutMs / 1000)}s waiting for ${waitingRevert.join(', ')} to revert the host configuration; removing the finalizer (revert those hosts by hand: sixbed4 host revert)`,
+      );
       await removeFinalizer(d, p);
       return {};
     }
@@ -168,7 +223,11 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
   if (checked.spec?.failover && serving.size && !deleting) {
     const members = [...serving.values()][0]!.failover!.members;
     const fs = failoverStatus({
-      now, members, lease: groupLease(d, name), previous: p.status?.failover, nodeExists,
+      now,
+      members,
+      lease: groupLease(d, name),
+      previous: p.status?.failover,
+      nodeExists,
       nodeCordoned: (n) => nodeInfo(d.nodes.get(n) ?? { metadata: {} }).cordoned === true,
       member: (n) => {
         const v = agentView({ actual: p.status, agent }, n);
@@ -181,16 +240,33 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
     failedOver = fs.failover;
     // Renewals are not watched one by one (controller.ts): look again in a while, so that an active node whose Lease
     // expired with nobody taking over is no longer shown active.
-    if (fs.active) requeueAfterMs = Math.min(requeueAfterMs ?? Infinity, Math.max(5_000, checked.spec.failover.leaseDurationMs + 1_000));
+    if (fs.active)
+      requeueAfterMs = Math.min(
+        requeueAfterMs ?? Infinity,
+        Math.max(5_000, checked.spec.failover.leaseDurationMs + 1_000),
+      );
   }
   const st = computeStatus({
-    generation: p.metadata.generation ?? 0, now, deleting, waitingRevert, problems, serving, actual: p.status,
-    daemonSet: d.daemonSets.get(d.agentDaemonSet, d.namespace), staleAfterMs: d.staleAfterMs, nodeExists,
-    agent, ...(failover ? { failover } : {}),
+    generation: p.metadata.generation ?? 0,
+    now,
+    deleting,
+    waitingRevert,
+    problems,
+    serving,
+    actual: p.status,
+    daemonSet: d.daemonSets.get(d.agentDaemonSet, d.namespace),
+    staleAfterMs: d.staleAfterMs,
+    nodeExists,
+    agent,
+    ...(failover ? { failover } : {}),
   });
   if (st.changed) {
     try {
-      await d.kube.apply(paths.prefixStatus(name), { apiVersion: API_VERSION, kind: KIND, metadata: { name }, status: st.status }, FIELD_MANAGER);
+      await d.kube.apply(
+        paths.prefixStatus(name),
+        { apiVersion: API_VERSION, kind: KIND, metadata: { name }, status: st.status },
+        FIELD_MANAGER,
+      );
     } catch (e) {
       if (isNotFound(e)) return {};
       throw e;
@@ -203,27 +279,54 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
       // A loss is a Warning; a planned handover and the first election are Normal.
       const planned = failedOver.reason === 'Handover' || failedOver.reason === 'Elected';
       log.info(`failover: ${failedOver.message}`, { reason: failedOver.reason });
-      d.recorder.event(p, planned ? 'Normal' : 'Warning', failedOver.reason === 'Elected' ? 'ActiveElected' : 'FailedOver', `${failedOver.reason}: ${failedOver.message}`);
+      d.recorder.event(
+        p,
+        planned ? 'Normal' : 'Warning',
+        failedOver.reason === 'Elected' ? 'ActiveElected' : 'FailedOver',
+        `${failedOver.reason}: ${failedOver.message}`,
+      );
     }
   }
   if (st.staleEntries.length) await removeEntries(d, name, st.staleEntries, log);
   if (st.requeueAfterMs !== undefined) requeueAfterMs = Math.min(requeueAfterMs ?? Infinity, st.requeueAfterMs);
 
   const degraded = problems.length > 0;
-  const state = deleting ? 'deleting' : degraded ? 'degraded' : st.readyCount === serving.size && serving.size > 0 ? 'ready' : 'progressing';
+  const state = deleting
+    ? 'deleting'
+    : degraded
+      ? 'degraded'
+      : st.readyCount === serving.size && serving.size > 0
+        ? 'ready'
+        : 'progressing';
   // Read when the gauges are scraped: heartbeats renew the node Leases (the cache) without a reconcile.
   const nodes = [...serving.keys()].sort();
-  const agents = () => nodes.map((node) => {
-    const v = agentView({ actual: p.status, agent }, node);
-    const lastSeenMs = agentLastSeen(v.entry, v.heartbeat);
-    return { node, ready: agentReady(v.entry, d.now?.() ?? new Date(), d.staleAfterMs, v.heartbeat).ready, ...(lastSeenMs !== undefined ? { lastSeenMs } : {}) };
-  });
-  return { ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}), state, view: { degraded: problems.map((x) => x.reason), agents } };
+  const agents = () =>
+    nodes.map((node) => {
+      const v = agentView({ actual: p.status, agent }, node);
+      const lastSeenMs = agentLastSeen(v.entry, v.heartbeat);
+      return {
+        node,
+        ready: agentReady(v.entry, d.now?.() ?? new Date(), d.staleAfterMs, v.heartbeat).ready,
+        ...(lastSeenMs !== undefined ? { lastSeenMs } : {}),
+      };
+    });
+  return {
+    ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}),
+    state,
+    view: { degraded: problems.map((x) => x.reason), agents },
+  };
 }
 
 /** Applies desired unless actual already carries every field of it. */
-async function ensure(d: ReconcileDeps, p: SixBed4Prefix, kind: string, path: string, actual: KubeObject | undefined, desired: KubeObject,
-  log: Logger): Promise<void> {
+async function ensure(
+  d: ReconcileDeps,
+  p: SixBed4Prefix,
+  kind: string,
+  path: string,
+  actual: KubeObject | undefined,
+  desired: KubeObject,
+  log: Logger,
+): Promise<void> {
   // list items carry no apiVersion/kind: compare the rest
   const { apiVersion: _a, kind: _k, ...compared } = desired;
   const key = JSON.stringify(compared);
@@ -237,7 +340,12 @@ async function ensure(d: ReconcileDeps, p: SixBed4Prefix, kind: string, path: st
   d.seen?.set(path, key);
   const what = `${kind} ${d.namespace}/${desired.metadata.name}`;
   if (!actual) {
-    d.recorder.event(p, matchedBefore ? 'Warning' : 'Normal', 'Created', `${matchedBefore ? 're-created (it had been deleted)' : 'created'} ${what}`);
+    d.recorder.event(
+      p,
+      matchedBefore ? 'Warning' : 'Normal',
+      'Created',
+      `${matchedBefore ? 're-created (it had been deleted)' : 'created'} ${what}`,
+    );
   } else if (matchedBefore) {
     // the server held exactly this before: someone else changed it since
     log.warn(`restored ${what}: ${drift} had been changed`);
@@ -274,15 +382,24 @@ async function removeEntries(d: ReconcileDeps, name: string, entries: string[], 
   const nodes = fresh?.status?.nodes ?? [];
   const ops: JsonPatchOp[] = [];
   // highest index first so earlier indexes stay valid
-  const idx = entries.map((n) => nodes.findIndex((e) => e.name === n)).filter((i) => i >= 0).sort((a, b) => b - a);
-  for (const i of idx) ops.push({ op: 'test', path: `/status/nodes/${i}/name`, value: nodes[i]!.name }, { op: 'remove', path: `/status/nodes/${i}` });
+  const idx = entries
+    .map((n) => nodes.findIndex((e) => e.name === n))
+    .filter((i) => i >= 0)
+    .sort((a, b) => b - a);
+  for (const i of idx)
+    ops.push(
+      { op: 'test', path: `/status/nodes/${i}/name`, value: nodes[i]!.name },
+      { op: 'remove', path: `/status/nodes/${i}` },
+    );
   if (!ops.length) return;
   log.info(`removing stale node entries: ${entries.join(', ')}`);
   await d.kube.jsonPatch(paths.prefixStatus(name), ops, FIELD_MANAGER);
 }
 
-function transitionEvent(t: { type: string; status: string; reason: string; message: string }, wasTrue: boolean):
-  { type: 'Normal' | 'Warning'; reason: string; message: string } | undefined {
+function transitionEvent(
+  t: { type: string; status: string; reason: string; message: string },
+  wasTrue: boolean,
+): { type: 'Normal' | 'Warning'; reason: string; message: string } | undefined {
   if (t.type === 'Degraded') {
     if (t.status === 'True') return { type: 'Warning', reason: t.reason, message: t.message };
     if (wasTrue) return { type: 'Normal', reason: 'Recovered', message: 'no longer degraded: ' + t.message };
@@ -297,13 +414,20 @@ function transitionEvent(t: { type: string; status: string; reason: string; mess
 type LeaseObject = KubeObject & { spec?: { renewTime?: string; holderIdentity?: string } };
 
 /** A node agent's Lease, read for one prefix: its report on it (if any) and its last renewal. */
-export function agentOnLease(lease: KubeObject | undefined, prefixName: string): { report?: AgentReport; heartbeat?: string } | undefined {
+export function agentOnLease(
+  lease: KubeObject | undefined,
+  prefixName: string,
+): { report?: AgentReport; heartbeat?: string } | undefined {
   if (!lease) return undefined;
   const l = lease as LeaseObject;
   let report: AgentReport | undefined;
   try {
-    report = (JSON.parse(l.metadata.annotations?.[AGENT_REPORTS_ANNOTATION] ?? '{}') as Record<string, AgentReport>)[prefixName];
-  } catch { /* an unreadable annotation counts as no report */ }
+    report = (JSON.parse(l.metadata.annotations?.[AGENT_REPORTS_ANNOTATION] ?? '{}') as Record<string, AgentReport>)[
+      prefixName
+    ];
+  } catch {
+    /* an unreadable annotation counts as no report */
+  }
   return { ...(report ? { report } : {}), ...(l.spec?.renewTime ? { heartbeat: l.spec.renewTime } : {}) };
 }
 
@@ -326,7 +450,9 @@ function listensOf(cm: KubeObject | undefined): Map<string, string> {
     try {
       const share = JSON.parse(text) as AgentNodeConfig;
       out.set(m[1]!, `${share.listen.address}:${share.listen.port}`);
-    } catch { /* not ours to judge: the drift repair rewrites it */ }
+    } catch {
+      /* not ours to judge: the drift repair rewrites it */
+    }
   }
   return out;
 }
@@ -338,13 +464,21 @@ function sharesOf(cm: KubeObject | undefined): AgentNodeConfig[] {
     if (!/^node\..+\.json$/.test(key)) continue;
     try {
       out.push(JSON.parse(text) as AgentNodeConfig);
-    } catch { /* the drift repair rewrites it */ }
+    } catch {
+      /* the drift repair rewrites it */
+    }
   }
   return out;
 }
 
 type FailoverLease = KubeObject & {
-  spec?: { holderIdentity?: string; renewTime?: string; acquireTime?: string; leaseDurationSeconds?: number; leaseTransitions?: number };
+  spec?: {
+    holderIdentity?: string;
+    renewTime?: string;
+    acquireTime?: string;
+    leaseDurationSeconds?: number;
+    leaseTransitions?: number;
+  };
 };
 
 /** A failover group's Lease as the operator's cache holds it. */
@@ -355,9 +489,12 @@ function groupLease(d: ReconcileDeps, prefixName: string): GroupLease | undefine
   const sp = l.spec ?? {};
   const released = d.failoverReleases?.get(leaseName);
   return {
-    ...(sp.holderIdentity ? { holder: sp.holderIdentity } : {}), ...(sp.renewTime ? { renewTime: sp.renewTime } : {}),
-    ...(sp.acquireTime ? { acquireTime: sp.acquireTime } : {}), ...(sp.leaseDurationSeconds !== undefined ? { leaseDurationSeconds: sp.leaseDurationSeconds } : {}),
-    ...(sp.leaseTransitions !== undefined ? { transitions: sp.leaseTransitions } : {}), ...(released ? { released } : {}),
+    ...(sp.holderIdentity ? { holder: sp.holderIdentity } : {}),
+    ...(sp.renewTime ? { renewTime: sp.renewTime } : {}),
+    ...(sp.acquireTime ? { acquireTime: sp.acquireTime } : {}),
+    ...(sp.leaseDurationSeconds !== undefined ? { leaseDurationSeconds: sp.leaseDurationSeconds } : {}),
+    ...(sp.leaseTransitions !== undefined ? { transitions: sp.leaseTransitions } : {}),
+    ...(released ? { released } : {}),
   };
 }
 
@@ -371,10 +508,18 @@ async function ensureFailoverLease(d: ReconcileDeps, p: SixBed4Prefix, log: Logg
   if (!d.failoverLeases || d.failoverLeases.get(leaseName, d.namespace)) return;
   try {
     await d.kube.create(paths.leases(d.namespace), {
-      apiVersion: 'coordination.k8s.io/v1', kind: 'Lease',
+      apiVersion: 'coordination.k8s.io/v1',
+      kind: 'Lease',
       metadata: {
-        name: leaseName, namespace: d.namespace, ownerReferences: [ownerReference(p)],
-        labels: { [LABEL_NAME]: 'sixbed4', [LABEL_COMPONENT]: FAILOVER_LEASE_COMPONENT, [LABEL_PREFIX]: p.metadata.name!, [LABEL_MANAGED_BY]: MANAGED_BY },
+        name: leaseName,
+        namespace: d.namespace,
+        ownerReferences: [ownerReference(p)],
+        labels: {
+          [LABEL_NAME]: 'sixbed4',
+          [LABEL_COMPONENT]: FAILOVER_LEASE_COMPONENT,
+          [LABEL_PREFIX]: p.metadata.name!,
+          [LABEL_MANAGED_BY]: MANAGED_BY,
+        },
       },
       spec: {},
     });

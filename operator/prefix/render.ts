@@ -3,9 +3,21 @@
 // agents (one DaemonSet for the cluster, owned by the chart) follow these
 // ConfigMaps through the API, so node changes restart no agent.
 import {
-  AGENT_CONFIG_COMMON_KEY, API_VERSION, KIND, LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_NAME, LABEL_PREFIX, MANAGED_BY,
-  agentConfigMapName, agentConfigNodeKey,
-  type AgentCommonConfig, type AgentNodeConfig, type KubeObject, type OwnerReference, type SixBed4Prefix,
+  AGENT_CONFIG_COMMON_KEY,
+  API_VERSION,
+  KIND,
+  LABEL_COMPONENT,
+  LABEL_MANAGED_BY,
+  LABEL_NAME,
+  LABEL_PREFIX,
+  MANAGED_BY,
+  agentConfigMapName,
+  agentConfigNodeKey,
+  type AgentCommonConfig,
+  type AgentNodeConfig,
+  type KubeObject,
+  type OwnerReference,
+  type SixBed4Prefix,
 } from '../../kube/api.js';
 
 export interface RenderOptions {
@@ -22,19 +34,44 @@ function objectLabels(prefixName: string): Record<string, string> {
 }
 
 export function ownerReference(p: SixBed4Prefix): OwnerReference {
-  return { apiVersion: API_VERSION, kind: KIND, name: p.metadata.name!, uid: p.metadata.uid!, controller: true, blockOwnerDeletion: true };
+  return {
+    apiVersion: API_VERSION,
+    kind: KIND,
+    name: p.metadata.name!,
+    uid: p.metadata.uid!,
+    controller: true,
+    blockOwnerDeletion: true,
+  };
 }
 
-export function renderConfigMap(p: SixBed4Prefix, prefixText: string, metricsPort: number, nodes: ReadonlyMap<string, AgentNodeConfig>, opts: RenderOptions): KubeObject {
+export function renderConfigMap(
+  p: SixBed4Prefix,
+  prefixText: string,
+  metricsPort: number,
+  nodes: ReadonlyMap<string, AgentNodeConfig>,
+  opts: RenderOptions,
+): KubeObject {
   const name = p.metadata.name!;
   const sorted = [...nodes.keys()].sort();
-  const common: AgentCommonConfig = { apiVersion: API_VERSION, kind: 'AgentConfig', name, prefix: prefixText, nodes: sorted, metricsPort };
+  const common: AgentCommonConfig = {
+    apiVersion: API_VERSION,
+    kind: 'AgentConfig',
+    name,
+    prefix: prefixText,
+    nodes: sorted,
+    metricsPort,
+  };
   const data: Record<string, string> = { [AGENT_CONFIG_COMMON_KEY]: JSON.stringify(common, null, 2) + '\n' };
   for (const n of sorted) data[agentConfigNodeKey(n)] = JSON.stringify(nodes.get(n), null, 2) + '\n';
   return {
     apiVersion: 'v1',
     kind: 'ConfigMap',
-    metadata: { name: agentConfigMapName(name), namespace: opts.namespace, labels: objectLabels(name), ownerReferences: [ownerReference(p)] },
+    metadata: {
+      name: agentConfigMapName(name),
+      namespace: opts.namespace,
+      labels: objectLabels(name),
+      ownerReferences: [ownerReference(p)],
+    },
     data,
   };
 }

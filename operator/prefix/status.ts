@@ -2,7 +2,17 @@
 // conditions, nodesReady, livePeers and the name/prefix/listen of each node entry (the
 // agents own the rest of their entries). Pure: computes the desired status,
 // whether it differs from what the server has, and when to look again.
-import type { AgentNodeConfig, AgentReport, Condition, ConditionStatus, ConditionType, FailoverStatus, KubeObject, NodeStatus, SixBed4PrefixStatus } from '../../kube/api.js';
+import type {
+  AgentNodeConfig,
+  AgentReport,
+  Condition,
+  ConditionStatus,
+  ConditionType,
+  FailoverStatus,
+  KubeObject,
+  NodeStatus,
+  SixBed4PrefixStatus,
+} from '../../kube/api.js';
 import type { Problem } from '../../kube/prefix-spec.js';
 
 export interface StatusInput {
@@ -41,7 +51,10 @@ export interface OperatorStatus {
 const AGENT_FIELDS = ['ready', 'livePeers', 'lastReport', 'reverted', 'message', 'reason', 'failover'] as const;
 
 /** A node's entry as the agent reports it now: its Lease's report over what the status holds. */
-export function agentView(inp: Pick<StatusInput, 'actual' | 'agent'>, node: string): { entry: NodeStatus | undefined; heartbeat?: string } {
+export function agentView(
+  inp: Pick<StatusInput, 'actual' | 'agent'>,
+  node: string,
+): { entry: NodeStatus | undefined; heartbeat?: string } {
   const held = (inp.actual?.nodes ?? []).find((n) => n.name === node);
   const a = inp.agent?.(node);
   if (!a?.report) return { entry: held, ...(a?.heartbeat ? { heartbeat: a.heartbeat } : {}) };
@@ -71,11 +84,18 @@ function list(names: readonly string[], max = 8): string {
  */
 /** When an agent last reported on a prefix (its entry's lastReport or its node's heartbeat, the later), in ms. */
 export function agentLastSeen(entry: NodeStatus | undefined, heartbeat?: string): number | undefined {
-  const times = [entry?.lastReport, heartbeat].map((x) => (x === undefined ? NaN : Date.parse(x))).filter(Number.isFinite);
+  const times = [entry?.lastReport, heartbeat]
+    .map((x) => (x === undefined ? NaN : Date.parse(x)))
+    .filter(Number.isFinite);
   return times.length ? Math.max(...times) : undefined;
 }
 
-export function agentReady(entry: NodeStatus | undefined, now: Date, staleAfterMs: number, heartbeat?: string): { ready: boolean; why: string; untilMs?: number } {
+export function agentReady(
+  entry: NodeStatus | undefined,
+  now: Date,
+  staleAfterMs: number,
+  heartbeat?: string,
+): { ready: boolean; why: string; untilMs?: number } {
   if (!entry || entry.lastReport === undefined) return { ready: false, why: 'no report yet' };
   const beat = heartbeat === undefined ? NaN : Date.parse(heartbeat);
   const t = Math.max(Date.parse(entry.lastReport), Number.isFinite(beat) ? beat : -Infinity);
@@ -101,7 +121,8 @@ export function computeStatus(inp: StatusInput): StatusResult {
       readyCount++;
       // A failover group's peers are the active node's (a standby's count is what it saw while it was active).
       const counts = !inp.failover || inp.failover.status.active === n;
-      if (counts) livePeers += Number.isInteger(v.entry?.livePeers) && v.entry!.livePeers! > 0 ? v.entry!.livePeers! : 0;
+      if (counts)
+        livePeers += Number.isInteger(v.entry?.livePeers) && v.entry!.livePeers! > 0 ? v.entry!.livePeers! : 0;
       if (r.untilMs !== undefined) requeueAfterMs = Math.min(requeueAfterMs ?? Infinity, r.untilMs + 100);
     } else notReady.push(`${n} (${r.why})`);
   }
@@ -109,17 +130,29 @@ export function computeStatus(inp: StatusInput): StatusResult {
   const conds: Record<ConditionType, { status: ConditionStatus; reason: string; message: string }> = {
     Degraded: inp.problems.length
       ? { status: 'True', reason: inp.problems[0]!.reason, message: inp.problems.map((p) => p.message).join('; ') }
-      : { status: 'False', reason: 'AsExpected', message: servingNames.length ? `every selected node serves its share` : 'nothing to report' },
+      : {
+          status: 'False',
+          reason: 'AsExpected',
+          message: servingNames.length ? `every selected node serves its share` : 'nothing to report',
+        },
     Progressing: progressing(inp),
     Ready: inp.deleting
       ? { status: 'False', reason: 'Deleting', message: 'the prefix is being deleted' }
       : inp.failover && servingNames.length > 0
         ? failoverReady(inp, inp.failover.status, readyCount, servingNames.length, notReady)
-      : servingNames.length === 0
-        ? { status: 'False', reason: 'NoNodes', message: 'no node serves this prefix (see the Degraded condition)' }
-        : readyCount < servingNames.length
-          ? { status: 'False', reason: 'AgentsNotReady', message: `${readyCount} of ${servingNames.length} agents ready; waiting for ${list(notReady)}` }
-          : { status: 'True', reason: 'AgentsReady', message: `${readyCount} of ${servingNames.length} agents ready` },
+        : servingNames.length === 0
+          ? { status: 'False', reason: 'NoNodes', message: 'no node serves this prefix (see the Degraded condition)' }
+          : readyCount < servingNames.length
+            ? {
+                status: 'False',
+                reason: 'AgentsNotReady',
+                message: `${readyCount} of ${servingNames.length} agents ready; waiting for ${list(notReady)}`,
+              }
+            : {
+                status: 'True',
+                reason: 'AgentsReady',
+                message: `${readyCount} of ${servingNames.length} agents ready`,
+              },
   };
 
   const actualConds = new Map((inp.actual?.conditions ?? []).map((c) => [c.type, c]));
@@ -133,8 +166,12 @@ export function computeStatus(inp: StatusInput): StatusResult {
       transitions.push({ type, ...want, ...(have ? { previous: `${have.status}/${have.reason}` } : {}) });
     }
     return {
-      type, status: want.status, observedGeneration: inp.generation,
-      lastTransitionTime: same ? have.lastTransitionTime : nowText, reason: want.reason, message: want.message.slice(0, 32768),
+      type,
+      status: want.status,
+      observedGeneration: inp.generation,
+      lastTransitionTime: same ? have.lastTransitionTime : nowText,
+      reason: want.reason,
+      message: want.message.slice(0, 32768),
     };
   });
 
@@ -144,19 +181,39 @@ export function computeStatus(inp: StatusInput): StatusResult {
     const agentPart: AgentReport = {};
     for (const k of AGENT_FIELDS) if (rep?.[k] !== undefined) (agentPart as Record<string, unknown>)[k] = rep[k];
     // Where peers send: the advertised address when a DNAT forwards it to the node.
-    return { name: n, prefix: c.prefix, listen: c.listen.advertise ?? `${c.listen.address}:${c.listen.port}`, ...agentPart };
+    return {
+      name: n,
+      prefix: c.prefix,
+      listen: c.listen.advertise ?? `${c.listen.address}:${c.listen.port}`,
+      ...agentPart,
+    };
   });
   const status: OperatorStatus = {
-    observedGeneration: inp.generation, nodesReady: `${readyCount}/${servingNames.length}`, livePeers, conditions, nodes,
+    observedGeneration: inp.generation,
+    nodesReady: `${readyCount}/${servingNames.length}`,
+    livePeers,
+    conditions,
+    nodes,
     ...(inp.failover ? { failover: inp.failover.status } : {}),
   };
 
   // differs from the server?
   const a = inp.actual ?? {};
-  let changed = a.observedGeneration !== status.observedGeneration || a.nodesReady !== status.nodesReady || a.livePeers !== status.livePeers;
+  let changed =
+    a.observedGeneration !== status.observedGeneration ||
+    a.nodesReady !== status.nodesReady ||
+    a.livePeers !== status.livePeers;
   for (const c of conditions) {
     const h = actualConds.get(c.type);
-    if (!h || h.status !== c.status || h.reason !== c.reason || h.message !== c.message || h.observedGeneration !== c.observedGeneration || !h.lastTransitionTime) changed = true;
+    if (
+      !h ||
+      h.status !== c.status ||
+      h.reason !== c.reason ||
+      h.message !== c.message ||
+      h.observedGeneration !== c.observedGeneration ||
+      !h.lastTransitionTime
+    )
+      changed = true;
   }
   const wanted = new Set(servingNames);
   for (const n of nodes) {
@@ -171,38 +228,78 @@ export function computeStatus(inp: StatusInput): StatusResult {
     if (h.prefix !== undefined || h.listen !== undefined) changed = true; // our fields are still there: apply drops them
     const v = agentView(inp, name);
     const r = agentReady(v.entry, inp.now, inp.staleAfterMs, v.heartbeat);
-    const agentGone = v.entry?.lastReport === undefined || r.why.startsWith('no report for') || v.entry.reverted === true;
+    const agentGone =
+      v.entry?.lastReport === undefined || r.why.startsWith('no report for') || v.entry.reverted === true;
     if (!inp.nodeExists(name) || agentGone) staleEntries.push(name);
   }
-  return { status, changed, transitions, staleEntries, ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}), readyCount };
+  return {
+    status,
+    changed,
+    transitions,
+    staleEntries,
+    ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}),
+    readyCount,
+  };
 }
 
 /** Ready of a failover group: its active node holds the Lease and forwards (the standbys are NoStandbyReady's). */
-function failoverReady(inp: StatusInput, f: FailoverStatus, readyCount: number, members: number, notReady: readonly string[]):
-  { status: ConditionStatus; reason: string; message: string } {
-  if (!f.active) return { status: 'False', reason: 'NoActiveNode', message: `no member holds the failover Lease; ${readyCount} of ${members} agents ready` };
+function failoverReady(
+  inp: StatusInput,
+  f: FailoverStatus,
+  readyCount: number,
+  members: number,
+  notReady: readonly string[],
+): { status: ConditionStatus; reason: string; message: string } {
+  if (!f.active)
+    return {
+      status: 'False',
+      reason: 'NoActiveNode',
+      message: `no member holds the failover Lease; ${readyCount} of ${members} agents ready`,
+    };
   const activeDown = notReady.find((n) => n.startsWith(`${f.active} (`));
-  if (activeDown) return { status: 'False', reason: 'ActiveNotReady', message: `the active node ${activeDown} does not forward yet` };
-  return { status: 'True', reason: 'ActiveReady', message: `${f.active} is active and forwards; ${f.standbysReady ?? '0/0'} standbys ready` };
+  if (activeDown)
+    return { status: 'False', reason: 'ActiveNotReady', message: `the active node ${activeDown} does not forward yet` };
+  return {
+    status: 'True',
+    reason: 'ActiveReady',
+    message: `${f.active} is active and forwards; ${f.standbysReady ?? '0/0'} standbys ready`,
+  };
 }
 
 function progressing(inp: StatusInput): { status: ConditionStatus; reason: string; message: string } {
   if (inp.deleting) {
     return inp.waitingRevert.length
-      ? { status: 'True', reason: 'RevertingHosts', message: `waiting for ${list(inp.waitingRevert)} to revert the host configuration` }
+      ? {
+          status: 'True',
+          reason: 'RevertingHosts',
+          message: `waiting for ${list(inp.waitingRevert)} to revert the host configuration`,
+        }
       : { status: 'True', reason: 'RevertingHosts', message: 'every node reverted; removing the finalizer' };
   }
   const ds = inp.daemonSet;
   if (!ds) return { status: 'True', reason: 'RollingOut', message: 'creating the agent DaemonSet' };
-  const st = (ds.status ?? {}) as { observedGeneration?: number; desiredNumberScheduled?: number; updatedNumberScheduled?: number; numberAvailable?: number };
+  const st = (ds.status ?? {}) as {
+    observedGeneration?: number;
+    desiredNumberScheduled?: number;
+    updatedNumberScheduled?: number;
+    numberAvailable?: number;
+  };
   if ((st.observedGeneration ?? 0) < (ds.metadata.generation ?? 1)) {
-    return { status: 'True', reason: 'RollingOut', message: 'the DaemonSet controller has not yet seen the current agent DaemonSet' };
+    return {
+      status: 'True',
+      reason: 'RollingOut',
+      message: 'the DaemonSet controller has not yet seen the current agent DaemonSet',
+    };
   }
   const desired = st.desiredNumberScheduled ?? 0;
   const updated = st.updatedNumberScheduled ?? 0;
   const available = st.numberAvailable ?? 0;
   if (updated < desired || available < desired) {
-    return { status: 'True', reason: 'RollingOut', message: `${updated} of ${desired} agent pods updated, ${available} available` };
+    return {
+      status: 'True',
+      reason: 'RollingOut',
+      message: `${updated} of ${desired} agent pods updated, ${available} available`,
+    };
   }
   return { status: 'False', reason: 'RolledOut', message: `all ${desired} agent pods updated and available` };
 }
@@ -214,13 +311,19 @@ export function agentProblems(serving: ReadonlyMap<string, AgentNodeConfig>, age
     const r = agent?.(node)?.report;
     if (!r?.reason || r.ready) continue;
     const listen = `${share.listen.address}:${share.listen.port}`;
-    byReason.set(r.reason, [...(byReason.get(r.reason) ?? []), `node ${node} cannot serve on ${listen}: ${r.message ?? r.reason}`]);
+    byReason.set(r.reason, [
+      ...(byReason.get(r.reason) ?? []),
+      `node ${node} cannot serve on ${listen}: ${r.message ?? r.reason}`,
+    ]);
   }
   return [...byReason].map(([reason, msgs]) => ({ reason, message: msgs.join('; ') }));
 }
 
 /** JSON with object keys sorted: the server returns what it merged in its own order. */
 function sorted(v: unknown): string {
-  return JSON.stringify(v, (_k, x: unknown) => (x && typeof x === 'object' && !Array.isArray(x)
-    ? Object.fromEntries(Object.entries(x as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : 1))) : x));
+  return JSON.stringify(v, (_k, x: unknown) =>
+    x && typeof x === 'object' && !Array.isArray(x)
+      ? Object.fromEntries(Object.entries(x as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : 1)))
+      : x,
+  );
 }

@@ -22,9 +22,27 @@
 import type { Logger } from '../../lib/log.js';
 import { parsePrefix } from '../../lib/ip.js';
 import {
-  ADDRESS_ANNOTATION, ALLOCATIONS_ANNOTATION, API_VERSION, ASSIGNED_SLICE_ANNOTATION, LABEL_MANAGED_BY, LABEL_NAMESPACE,
-  LABEL_PREFIX, LABEL_RANGE, MANAGED_BY, RANGE_ANNOTATION, RANGE_KIND, SLICE_KIND, SLICES_CONDITION, SLICES_FIELD_MANAGER, KIND,
-  type Condition, type KubeObject, type SixBed4Prefix, type SixBed4Range, type SixBed4Slice, type SlicesStatus,
+  ADDRESS_ANNOTATION,
+  ALLOCATIONS_ANNOTATION,
+  API_VERSION,
+  ASSIGNED_SLICE_ANNOTATION,
+  LABEL_MANAGED_BY,
+  LABEL_NAMESPACE,
+  LABEL_PREFIX,
+  LABEL_RANGE,
+  MANAGED_BY,
+  RANGE_ANNOTATION,
+  RANGE_KIND,
+  SLICE_KIND,
+  SLICES_CONDITION,
+  SLICES_FIELD_MANAGER,
+  KIND,
+  type Condition,
+  type KubeObject,
+  type SixBed4Prefix,
+  type SixBed4Range,
+  type SixBed4Slice,
+  type SlicesStatus,
 } from '../../kube/api.js';
 import { parseAllocations, subnetIndex } from '../../kube/subnets.js';
 import type { Recorder } from '../../kube/events.js';
@@ -33,10 +51,22 @@ import type { OperatorMetrics, SliceUsage } from '../metrics.js';
 import { nodeInfo, plan, selects } from '../prefix/plan.js';
 import type { Cache } from '../prefix/reconcile.js';
 import {
-  planNamespace, rangeAnnotation, type NamespaceInfo, type PodInfo, type PrefixRef, type SliceProblem, type SlicingPrefix,
+  planNamespace,
+  rangeAnnotation,
+  type NamespaceInfo,
+  type PodInfo,
+  type PrefixRef,
+  type SliceProblem,
+  type SlicingPrefix,
 } from './plan.js';
 import {
-  checkSlices, chooseWord, preferredWord, rangeName, rangePattern, rangeSize, sliceWords,
+  checkSlices,
+  chooseWord,
+  preferredWord,
+  rangeName,
+  rangePattern,
+  rangeSize,
+  sliceWords,
 } from '../../kube/slice-model.js';
 import { checkSpec, type Problem } from '../../kube/prefix-spec.js';
 
@@ -71,8 +101,14 @@ class Overlay<T extends KubeObject> {
   private readonly created = new Map<string, { obj: T; at: number }>();
   private readonly deleted = new Map<string, { uid: string; at: number }>();
   constructor(private readonly ttlMs = 60_000) {}
-  add(obj: T): void { this.created.set(obj.metadata.name!, { obj, at: Date.now() }); this.deleted.delete(obj.metadata.name!); }
-  remove(obj: T): void { this.deleted.set(obj.metadata.name!, { uid: obj.metadata.uid ?? '', at: Date.now() }); this.created.delete(obj.metadata.name!); }
+  add(obj: T): void {
+    this.created.set(obj.metadata.name!, { obj, at: Date.now() });
+    this.deleted.delete(obj.metadata.name!);
+  }
+  remove(obj: T): void {
+    this.deleted.set(obj.metadata.name!, { uid: obj.metadata.uid ?? '', at: Date.now() });
+    this.created.delete(obj.metadata.name!);
+  }
   /** the cache's list with our own recent writes applied */
   view(list: readonly T[], cache: Cache<T>): T[] {
     const now = Date.now();
@@ -83,7 +119,10 @@ class Overlay<T extends KubeObject> {
       out.push(o);
     }
     for (const [name, c] of this.created) {
-      if (cache.get(name) || now - c.at > this.ttlMs) { this.created.delete(name); continue; }
+      if (cache.get(name) || now - c.at > this.ttlMs) {
+        this.created.delete(name);
+        continue;
+      }
       if (!this.deleted.has(name)) out.push(c.obj);
     }
     for (const [name, d] of this.deleted) {
@@ -104,8 +143,13 @@ function list(names: readonly string[], max = 5): string {
 
 export function namespaceInfo(o: KubeObject): NamespaceInfo {
   return {
-    name: o.metadata.name ?? '', uid: o.metadata.uid ?? '', labels: o.metadata.labels ?? {}, annotations: o.metadata.annotations ?? {},
-    deleting: o.metadata.deletionTimestamp !== undefined || (o.status as { phase?: string } | undefined)?.phase === 'Terminating',
+    name: o.metadata.name ?? '',
+    uid: o.metadata.uid ?? '',
+    labels: o.metadata.labels ?? {},
+    annotations: o.metadata.annotations ?? {},
+    deleting:
+      o.metadata.deletionTimestamp !== undefined ||
+      (o.status as { phase?: string } | undefined)?.phase === 'Terminating',
   };
 }
 
@@ -113,9 +157,13 @@ export function podInfo(o: KubeObject): PodInfo {
   const spec = (o.spec ?? {}) as { nodeName?: string; hostNetwork?: boolean };
   const phase = (o.status as { phase?: string } | undefined)?.phase;
   return {
-    name: o.metadata.name ?? '', uid: o.metadata.uid ?? '', hostNetwork: spec.hostNetwork === true,
-    deleting: o.metadata.deletionTimestamp !== undefined, annotations: o.metadata.annotations ?? {},
-    ...(spec.nodeName ? { node: spec.nodeName } : {}), ...(phase ? { phase } : {}),
+    name: o.metadata.name ?? '',
+    uid: o.metadata.uid ?? '',
+    hostNetwork: spec.hostNetwork === true,
+    deleting: o.metadata.deletionTimestamp !== undefined,
+    annotations: o.metadata.annotations ?? {},
+    ...(spec.nodeName ? { node: spec.nodeName } : {}),
+    ...(phase ? { phase } : {}),
   };
 }
 
@@ -147,7 +195,11 @@ export class SliceAllocator {
     const name = p.metadata.name ?? '';
     const nodes = this.d.caches.nodes.list();
     const others = this.d.caches.prefixes.list();
-    const key = JSON.stringify([p.metadata.resourceVersion, nodes.map((n) => n.metadata.resourceVersion), others.map((o) => o.metadata.resourceVersion)]);
+    const key = JSON.stringify([
+      p.metadata.resourceVersion,
+      nodes.map((n) => n.metadata.resourceVersion),
+      others.map((o) => o.metadata.resourceVersion),
+    ]);
     const memo = this.contexts.get(name);
     if (memo?.key === key) return memo.ctx;
     const ctx = this.computeSlicing(p, nodes, others);
@@ -155,28 +207,48 @@ export class SliceAllocator {
     return ctx;
   }
 
-  private computeSlicing(p: SixBed4Prefix, nodes: readonly KubeObject[], others: readonly SixBed4Prefix[]): SlicingPrefix | { why: string } {
+  private computeSlicing(
+    p: SixBed4Prefix,
+    nodes: readonly KubeObject[],
+    others: readonly SixBed4Prefix[],
+  ): SlicingPrefix | { why: string } {
     const name = p.metadata.name ?? '';
     const sl = checkSlices(p.spec?.slices);
-    if (!sl.slices.enabled) return { why: sl.problems.length ? sl.problems.map((x) => x.message).join('; ') : 'spec.slices.enabled is not true' };
+    if (!sl.slices.enabled)
+      return {
+        why: sl.problems.length ? sl.problems.map((x) => x.message).join('; ') : 'spec.slices.enabled is not true',
+      };
     if (p.metadata.deletionTimestamp) return { why: 'it is being deleted' };
     const checked = checkSpec(p.spec);
     if (!checked.spec) return { why: `its spec is invalid: ${checked.problems.map((x) => x.message).join('; ')}` };
     const spec = checked.spec;
     const record = parseAllocations(p.metadata.annotations?.[ALLOCATIONS_ANNOTATION]).record;
     const infos = nodes.map(nodeInfo);
-    const pl = plan(name, p.metadata.creationTimestamp, spec, infos, record, others.map((o) => ({
-      name: o.metadata.name ?? '', prefix: typeof o.spec?.prefix === 'string' ? o.spec.prefix : '',
-      ...(o.metadata.creationTimestamp ? { creationTimestamp: o.metadata.creationTimestamp } : {}),
-    })));
+    const pl = plan(
+      name,
+      p.metadata.creationTimestamp,
+      spec,
+      infos,
+      record,
+      others.map((o) => ({
+        name: o.metadata.name ?? '',
+        prefix: typeof o.spec?.prefix === 'string' ? o.spec.prefix : '',
+        ...(o.metadata.creationTimestamp ? { creationTimestamp: o.metadata.creationTimestamp } : {}),
+      })),
+    );
     const serving = new Map<string, { subnet: ReturnType<typeof parsePrefix>; index: number }>();
     const pendingNodes = new Set<string>();
     for (const [node, share] of pl.nodes) {
       // only /64s already recorded on the prefix: a slice must not be cut from a /64 the prefix reconciler may still choose differently
-      if (record[node] !== share.prefix) { pendingNodes.add(node); continue; }
+      if (record[node] !== share.prefix) {
+        pendingNodes.add(node);
+        continue;
+      }
       serving.set(node, { subnet: parsePrefix(share.prefix), index: subnetIndex(spec.prefix, share.prefix) });
     }
-    const selector = Object.keys(spec.nodeSelector).length ? `spec.nodeSelector ${JSON.stringify(spec.nodeSelector)}` : 'spec.nodeSelector';
+    const selector = Object.keys(spec.nodeSelector).length
+      ? `spec.nodeSelector ${JSON.stringify(spec.nodeSelector)}`
+      : 'spec.nodeSelector';
     const notServing = (node: string): string => {
       if (pendingNodes.has(node)) return 'its /64 is being allocated';
       const info = infos.find((n) => n.name === node);
@@ -185,7 +257,15 @@ export class SliceAllocator {
       const why = pl.problems.map((x) => x.reason).join(', ');
       return `the node is selected but has no /64${why ? `: the prefix is Degraded (${why})` : ''}`;
     };
-    return { name, prefix: spec.prefix, slices: sl.slices, local: spec.localAddresses, serving, notServing, pendingNodes };
+    return {
+      name,
+      prefix: spec.prefix,
+      slices: sl.slices,
+      local: spec.localAddresses,
+      serving,
+      notServing,
+      pendingNodes,
+    };
   }
 
   /**
@@ -194,7 +274,8 @@ export class SliceAllocator {
    */
   usage(): SliceUsage[] {
     const out: SliceUsage[] = [];
-    const ranges = this.rangesView(), slices = this.slicesView();
+    const ranges = this.rangesView(),
+      slices = this.slicesView();
     for (const p of this.d.caches.prefixes.list()) {
       const name = p.metadata.name ?? '';
       const ctx = this.slicing(p);
@@ -205,8 +286,15 @@ export class SliceAllocator {
         const w = sliceWords(s.spec.slice);
         if (w) perPair.set(`${s.spec.node}/${w.a}`, (perPair.get(`${s.spec.node}/${w.a}`) ?? 0) + 1);
       }
-      out.push({ prefix: name, kind: 'namespace', used: ranges.filter((r) => r.spec?.prefix === name).length, capacity: rangeSize(ctx.slices.namespaceWords) },
-        { prefix: name, kind: 'pod', used: Math.max(0, ...perPair.values()), capacity: rangeSize(ctx.slices.podWords) });
+      out.push(
+        {
+          prefix: name,
+          kind: 'namespace',
+          used: ranges.filter((r) => r.spec?.prefix === name).length,
+          capacity: rangeSize(ctx.slices.namespaceWords),
+        },
+        { prefix: name, kind: 'pod', used: Math.max(0, ...perPair.values()), capacity: rangeSize(ctx.slices.podWords) },
+      );
     }
     return out;
   }
@@ -226,7 +314,12 @@ export class SliceAllocator {
     for (const p of c.prefixes.list()) {
       const ctx = this.slicing(p);
       const sl = checkSlices(p.spec?.slices).slices;
-      refs.push({ name: p.metadata.name ?? '', namespaceLabel: sl.namespaceLabel, podAnnotation: sl.podAnnotation, ...('why' in ctx ? { why: ctx.why } : {}) });
+      refs.push({
+        name: p.metadata.name ?? '',
+        namespaceLabel: sl.namespaceLabel,
+        podAnnotation: sl.podAnnotation,
+        ...('why' in ctx ? { why: ctx.why } : {}),
+      });
       if (!('why' in ctx)) slicing.set(ctx.name, ctx);
     }
     const nsObj = c.namespaces.get(name);
@@ -247,7 +340,10 @@ export class SliceAllocator {
         const pod = await this.d.kube.get<KubeObject>(paths.pod(name, r.slice.spec.pod.name));
         if (pod && pod.metadata.uid === r.slice.spec.pod.uid) {
           const info = podInfo(pod);
-          if (!(info.phase && TERMINAL.has(info.phase))) { pl.keep.set(info.uid, r.slice); continue; }
+          if (!(info.phase && TERMINAL.has(info.phase))) {
+            pl.keep.set(info.uid, r.slice);
+            continue;
+          }
         }
       } else if (r.check === 'range') {
         const w = sliceWords(r.slice.spec.slice)!;
@@ -262,7 +358,9 @@ export class SliceAllocator {
         this.sliceOverlay.remove(r.slice);
         this.stats.released++;
         this.d.metrics?.slicesReleased.inc({ kind: SLICE_KIND });
-        log.info(`released slice ${r.slice.spec.slice} of pod ${name}/${r.slice.spec.pod.name}: ${r.why}`, { slice: r.slice.metadata.name });
+        log.info(`released slice ${r.slice.spec.slice} of pod ${name}/${r.slice.spec.pod.name}: ${r.why}`, {
+          slice: r.slice.metadata.name,
+        });
       }
       touched.add(r.slice.spec.prefix);
     }
@@ -270,9 +368,13 @@ export class SliceAllocator {
     // 2. release claims that no slice uses (asked of the API server, not the
     //    cache: another allocator may have just cut a slice from the word)
     for (const r of pl.releaseRanges) {
-      const users = await this.d.kube.list<SixBed4Slice>(paths.slices, { labelSelector: `${LABEL_RANGE}=${r.range.metadata.name}` });
+      const users = await this.d.kube.list<SixBed4Slice>(paths.slices, {
+        labelSelector: `${LABEL_RANGE}=${r.range.metadata.name}`,
+      });
       if (users.items.some((x) => !x.metadata.deletionTimestamp)) {
-        log.info(`keeping word ${r.range.spec.word} of ${r.range.spec.prefix} for now (${r.why}): ${users.items.length} slices still use it`);
+        log.info(
+          `keeping word ${r.range.spec.word} of ${r.range.spec.prefix} for now (${r.why}): ${users.items.length} slices still use it`,
+        );
         continue;
       }
       if (await this.deleteObject(paths.range(r.range.metadata.name!), r.range)) {
@@ -310,10 +412,16 @@ export class SliceAllocator {
     let pending = pl.waiting.length + pl.candidates.length;
     if (target && word === undefined) {
       for (const cand of pl.candidates) {
-        problems.push({ kind: 'Pod', name: cand.pod.name, reason: 'NoNamespaceRange', message: `namespace ${name} has no range of ${target.name} (see its Events), so the pod gets no slice` });
+        problems.push({
+          kind: 'Pod',
+          name: cand.pod.name,
+          reason: 'NoNamespaceRange',
+          message: `namespace ${name} has no range of ${target.name} (see its Events), so the pod gets no slice`,
+        });
       }
     }
-    for (const p of problems) if (p.kind === 'Pod' && ['NodeNotServing', 'HostNetworkPod'].includes(p.reason)) pending++;
+    for (const p of problems)
+      if (p.kind === 'Pod' && ['NodeNotServing', 'HostNetworkPod'].includes(p.reason)) pending++;
 
     // 6. pods carry their slice and address (and lose them with the slice)
     for (const pod of pods) {
@@ -336,24 +444,38 @@ export class SliceAllocator {
   }
 
   private async claimWord(target: SlicingPrefix, ns: NamespaceInfo, log: Logger): Promise<number | SliceProblem> {
-    const taken = new Set(this.rangesView().filter((r) => r.spec?.prefix === target.name).map((r) => r.spec.word));
+    const taken = new Set(
+      this.rangesView()
+        .filter((r) => r.spec?.prefix === target.name)
+        .map((r) => r.spec.word),
+    );
     const range = target.slices.namespaceWords;
     const preferred = preferredWord(ns.name, range);
     for (let conflicts = 0; conflicts <= MAX_CONFLICTS;) {
       const w = chooseWord(preferred, range, (x) => taken.has(x));
       if (w === undefined) {
-        return { kind: 'Namespace', name: ns.name, reason: 'NamespaceRangesExhausted',
-          message: `every word A of SixBed4Prefix ${target.name} (${range.first} to ${range.last}, ${rangeSize(range)} namespaces) is held by another namespace; the namespace gets no range until one is released` };
+        return {
+          kind: 'Namespace',
+          name: ns.name,
+          reason: 'NamespaceRangesExhausted',
+          message: `every word A of SixBed4Prefix ${target.name} (${range.first} to ${range.last}, ${rangeSize(range)} namespaces) is held by another namespace; the namespace gets no range until one is released`,
+        };
       }
       const obj: SixBed4Range = {
-        apiVersion: API_VERSION, kind: RANGE_KIND,
+        apiVersion: API_VERSION,
+        kind: RANGE_KIND,
         metadata: {
           name: rangeName(target.name, w),
           labels: { [LABEL_MANAGED_BY]: MANAGED_BY, [LABEL_PREFIX]: target.name, [LABEL_NAMESPACE]: ns.name },
           // the Namespace owns its word: the garbage collector releases it with the namespace
           ownerReferences: [{ apiVersion: 'v1', kind: 'Namespace', name: ns.name, uid: ns.uid }],
         },
-        spec: { prefix: target.name, word: w, namespace: { name: ns.name, uid: ns.uid }, range: rangePattern(target.prefix, w) },
+        spec: {
+          prefix: target.name,
+          word: w,
+          namespace: { name: ns.name, uid: ns.uid },
+          range: rangePattern(target.prefix, w),
+        },
       };
       try {
         const made = await this.d.kube.create<SixBed4Range>(paths.ranges, obj);
@@ -361,7 +483,12 @@ export class SliceAllocator {
         this.stats.rangesCreated++;
         this.d.metrics?.slicesAllocated.inc({ kind: RANGE_KIND });
         log.info(`namespace ${ns.name} holds word ${w} of ${target.name}: ${obj.spec.range}`);
-        this.d.recorder.event(nsRef(ns), 'Normal', 'RangeAssigned', `slices of SixBed4Prefix ${target.name}: ${obj.spec.range} (word ${w})`);
+        this.d.recorder.event(
+          nsRef(ns),
+          'Normal',
+          'RangeAssigned',
+          `slices of SixBed4Prefix ${target.name}: ${obj.spec.range} (word ${w})`,
+        );
         return w;
       } catch (e) {
         if (!isAlreadyExists(e)) throw e;
@@ -385,7 +512,11 @@ export class SliceAllocator {
   private async deleteObject(path: string, obj: KubeObject): Promise<boolean> {
     try {
       await this.d.kube.request('DELETE', path, {
-        body: { apiVersion: 'v1', kind: 'DeleteOptions', ...(obj.metadata.uid ? { preconditions: { uid: obj.metadata.uid } } : {}) },
+        body: {
+          apiVersion: 'v1',
+          kind: 'DeleteOptions',
+          ...(obj.metadata.uid ? { preconditions: { uid: obj.metadata.uid } } : {}),
+        },
       });
       return true;
     } catch (e) {
@@ -410,7 +541,9 @@ export class SliceAllocator {
       const text = `${p.reason}|${p.message}`;
       if (this.reported.get(key) === text) continue;
       this.reported.set(key, text);
-      this.d.log.warn(`${p.kind === 'Pod' ? `pod ${namespace}/${p.name}` : `namespace ${p.name}`}: ${p.message}`, { reason: p.reason });
+      this.d.log.warn(`${p.kind === 'Pod' ? `pod ${namespace}/${p.name}` : `namespace ${p.name}`}: ${p.message}`, {
+        reason: p.reason,
+      });
       if (p.kind === 'Namespace') {
         if (nsObj) this.d.recorder.event(nsRef(namespaceInfo(nsObj)), 'Warning', p.reason, p.message);
       } else {
@@ -418,7 +551,8 @@ export class SliceAllocator {
         if (pod) this.d.recorder.event(podRef(namespace, podInfo(pod)), 'Warning', p.reason, p.message);
       }
     }
-    for (const key of this.reported.keys()) if (key.startsWith(`${namespace}|`) && !seen.has(key)) this.reported.delete(key);
+    for (const key of this.reported.keys())
+      if (key.startsWith(`${namespace}|`) && !seen.has(key)) this.reported.delete(key);
   }
 
   /** Forgets a namespace that is gone. */
@@ -430,7 +564,9 @@ export class SliceAllocator {
   // ----------------------------------------------------------------- status
 
   /** Desired status.slices and SlicesAllocated condition of a prefix, or undefined when slices are off. */
-  desiredStatus(p: SixBed4Prefix): { slices: SlicesStatus; condition: Omit<Condition, 'lastTransitionTime'> } | undefined {
+  desiredStatus(
+    p: SixBed4Prefix,
+  ): { slices: SlicesStatus; condition: Omit<Condition, 'lastTransitionTime'> } | undefined {
     const name = p.metadata.name ?? '';
     const sl = checkSlices(p.spec?.slices);
     if (!sl.slices.enabled && !sl.problems.length) return undefined;
@@ -440,7 +576,8 @@ export class SliceAllocator {
     for (const r of this.rangesView()) {
       if (r.spec?.prefix !== name || r.metadata.deletionTimestamp) continue;
       const ns = this.d.caches.namespaces.get(r.spec.namespace.name);
-      if (!ns || ns.metadata.uid !== r.spec.namespace.uid || this.states.get(r.spec.namespace.name)?.prefix !== name) continue;
+      if (!ns || ns.metadata.uid !== r.spec.namespace.uid || this.states.get(r.spec.namespace.name)?.prefix !== name)
+        continue;
       const w = words.get(r.spec.namespace.name);
       if (w === undefined || r.spec.word < w) words.set(r.spec.namespace.name, r.spec.word);
     }
@@ -448,24 +585,48 @@ export class SliceAllocator {
     for (const s of slices) podsOf.set(s.spec.pod.namespace, (podsOf.get(s.spec.pod.namespace) ?? 0) + 1);
     const prefix = 'why' in ctx ? undefined : ctx.prefix;
     const namespaces = [...words.keys()].sort().map((n) => ({
-      name: n, word: words.get(n)!, pods: podsOf.get(n) ?? 0, ...(prefix ? { range: rangePattern(prefix, words.get(n)!) } : {}),
+      name: n,
+      word: words.get(n)!,
+      pods: podsOf.get(n) ?? 0,
+      ...(prefix ? { range: rangePattern(prefix, words.get(n)!) } : {}),
     }));
     let pending = 0;
     const problems: Problem[] = sl.problems.map((x) => ({ reason: x.reason, message: x.message }));
     for (const [ns, st] of this.states) {
       if (st.prefix !== name) continue;
       pending += st.pending;
-      for (const x of st.problems) problems.push({ reason: x.reason, message: x.kind === 'Pod' ? `pod ${ns}/${x.name}: ${x.message}` : `namespace ${x.name}: ${x.message}` });
+      for (const x of st.problems)
+        problems.push({
+          reason: x.reason,
+          message: x.kind === 'Pod' ? `pod ${ns}/${x.name}: ${x.message}` : `namespace ${x.name}: ${x.message}`,
+        });
     }
     const status: SlicesStatus = { allocated: slices.length, pending, namespaces };
     const summary = `${slices.length} slices in ${namespaces.length} namespaces`;
-    const condition = 'why' in ctx && sl.slices.enabled
-      ? { type: SLICES_CONDITION, status: 'False' as const, reason: 'SlicesUnavailable', message: `no slices are handed out: ${ctx.why}` }
-      : problems.length
-        ? { type: SLICES_CONDITION, status: 'False' as const, reason: problems[0]!.reason,
-          message: `${summary}; ${problems.length} problem${problems.length > 1 ? 's' : ''}: ${list(problems.map((x) => x.message), 10)}`.slice(0, 32768) }
-        : { type: SLICES_CONDITION, status: 'True' as const, reason: 'AllAllocated',
-          message: `${summary}${pending ? `; ${pending} pods wait for a slice (to be scheduled, or for their node's agent to set up their network; see their Events)` : ''}; no problem to report` };
+    const condition =
+      'why' in ctx && sl.slices.enabled
+        ? {
+            type: SLICES_CONDITION,
+            status: 'False' as const,
+            reason: 'SlicesUnavailable',
+            message: `no slices are handed out: ${ctx.why}`,
+          }
+        : problems.length
+          ? {
+              type: SLICES_CONDITION,
+              status: 'False' as const,
+              reason: problems[0]!.reason,
+              message: `${summary}; ${problems.length} problem${problems.length > 1 ? 's' : ''}: ${list(
+                problems.map((x) => x.message),
+                10,
+              )}`.slice(0, 32768),
+            }
+          : {
+              type: SLICES_CONDITION,
+              status: 'True' as const,
+              reason: 'AllAllocated',
+              message: `${summary}${pending ? `; ${pending} pods wait for a slice (to be scheduled, or for their node's agent to set up their network; see their Events)` : ''}; no problem to report`,
+            };
     return { slices: status, condition: { ...condition, observedGeneration: p.metadata.generation ?? 0 } };
   }
 
@@ -482,24 +643,42 @@ export class SliceAllocator {
       await this.applyStatus(name, {});
       return;
     }
-    const same = haveCond && haveCond.status === want.condition.status && haveCond.reason === want.condition.reason &&
-      haveCond.message === want.condition.message && haveCond.observedGeneration === want.condition.observedGeneration &&
+    const same =
+      haveCond &&
+      haveCond.status === want.condition.status &&
+      haveCond.reason === want.condition.reason &&
+      haveCond.message === want.condition.message &&
+      haveCond.observedGeneration === want.condition.observedGeneration &&
       JSON.stringify(normalize(have.slices)) === JSON.stringify(normalize(want.slices));
     if (same) return;
     const now = (this.d.now?.() ?? new Date()).toISOString().replace(/\.\d{3}Z$/, 'Z');
-    const lastTransitionTime = haveCond && haveCond.status === want.condition.status ? haveCond.lastTransitionTime : now;
+    const lastTransitionTime =
+      haveCond && haveCond.status === want.condition.status ? haveCond.lastTransitionTime : now;
     await this.applyStatus(name, { slices: want.slices, conditions: [{ ...want.condition, lastTransitionTime }] });
     if (!haveCond || haveCond.status !== want.condition.status || haveCond.reason !== want.condition.reason) {
-      const ev = want.condition.status === 'True'
-        ? (haveCond ? { type: 'Normal' as const, reason: 'SlicesAllocated', message: want.condition.message } : undefined)
-        : { type: 'Warning' as const, reason: want.condition.reason, message: want.condition.message };
-      if (ev) this.d.recorder.event({ apiVersion: API_VERSION, kind: KIND, metadata: p.metadata }, ev.type, ev.reason, ev.message);
+      const ev =
+        want.condition.status === 'True'
+          ? haveCond
+            ? { type: 'Normal' as const, reason: 'SlicesAllocated', message: want.condition.message }
+            : undefined
+          : { type: 'Warning' as const, reason: want.condition.reason, message: want.condition.message };
+      if (ev)
+        this.d.recorder.event(
+          { apiVersion: API_VERSION, kind: KIND, metadata: p.metadata },
+          ev.type,
+          ev.reason,
+          ev.message,
+        );
     }
   }
 
   private async applyStatus(name: string, status: Record<string, unknown>): Promise<void> {
     try {
-      await this.d.kube.apply(paths.prefixStatus(name), { apiVersion: API_VERSION, kind: KIND, metadata: { name }, status }, SLICES_FIELD_MANAGER);
+      await this.d.kube.apply(
+        paths.prefixStatus(name),
+        { apiVersion: API_VERSION, kind: KIND, metadata: { name }, status },
+        SLICES_FIELD_MANAGER,
+      );
     } catch (e) {
       if (!isNotFound(e)) throw e;
     }
@@ -510,8 +689,11 @@ export class SliceAllocator {
 function normalize(s: SlicesStatus | undefined): unknown {
   if (!s) return null;
   return {
-    allocated: s.allocated ?? 0, pending: s.pending ?? 0,
-    namespaces: [...(s.namespaces ?? [])].sort((a, b) => (a.name < b.name ? -1 : 1)).map((n) => ({ name: n.name, word: n.word, pods: n.pods ?? 0, range: n.range ?? '' })),
+    allocated: s.allocated ?? 0,
+    pending: s.pending ?? 0,
+    namespaces: [...(s.namespaces ?? [])]
+      .sort((a, b) => (a.name < b.name ? -1 : 1))
+      .map((n) => ({ name: n.name, word: n.word, pods: n.pods ?? 0, range: n.range ?? '' })),
   };
 }
 

@@ -8,7 +8,17 @@
 // (a fresh leader would otherwise write a status that lacks the pending pods
 // of namespaces it has not reached yet).
 import type { Logger } from '../../lib/log.js';
-import { PREFIXES_PATH, RANGES_PATH, SLICES_PATH, ADDRESS_ANNOTATION, ASSIGNED_SLICE_ANNOTATION, type KubeObject, type SixBed4Prefix, type SixBed4Range, type SixBed4Slice } from '../../kube/api.js';
+import {
+  PREFIXES_PATH,
+  RANGES_PATH,
+  SLICES_PATH,
+  ADDRESS_ANNOTATION,
+  ASSIGNED_SLICE_ANNOTATION,
+  type KubeObject,
+  type SixBed4Prefix,
+  type SixBed4Range,
+  type SixBed4Slice,
+} from '../../kube/api.js';
 import { SliceAllocator } from './allocator.js';
 import type { Recorder } from '../../kube/events.js';
 import { apiInformers, type ChangeType, type InformerFactory, type Watched } from '../../kube/informer.js';
@@ -62,7 +72,9 @@ export class SliceController {
       this.own.push(i as unknown as Watched<KubeObject>);
       return i;
     };
-    this.prefixes = o.prefixes ?? informer<SixBed4Prefix>(PREFIXES_PATH, 'sixbed4prefixes', (_t, p) => this.prefixChanged(p.metadata.name ?? ''));
+    this.prefixes =
+      o.prefixes ??
+      informer<SixBed4Prefix>(PREFIXES_PATH, 'sixbed4prefixes', (_t, p) => this.prefixChanged(p.metadata.name ?? ''));
     this.nodes = o.nodes ?? informer<KubeObject>(paths.nodes, 'nodes', () => this.nodesChanged());
     this.namespaces = informer<KubeObject>(paths.namespaces, 'namespaces', (t, n) => this.onNamespace(t, n));
     this.pods = informer<KubeObject>(paths.allPods, 'pods', (t, p) => this.onPod(t, p));
@@ -75,8 +87,18 @@ export class SliceController {
       if (r.spec?.prefix) this.queue.addAfter(statusKey(r.spec.prefix), this.statusDelay);
     });
     this.allocator = new SliceAllocator({
-      kube: o.kube, recorder: o.recorder, log, ...(o.metrics ? { metrics: o.metrics } : {}),
-      caches: { prefixes: this.prefixes, nodes: this.nodes, namespaces: this.namespaces, pods: this.pods, slices: this.slices, ranges: this.ranges },
+      kube: o.kube,
+      recorder: o.recorder,
+      log,
+      ...(o.metrics ? { metrics: o.metrics } : {}),
+      caches: {
+        prefixes: this.prefixes,
+        nodes: this.nodes,
+        namespaces: this.namespaces,
+        pods: this.pods,
+        slices: this.slices,
+        ranges: this.ranges,
+      },
     });
     if (o.metrics) o.metrics.sliceUsage = () => this.allocator.usage();
   }
@@ -91,7 +113,10 @@ export class SliceController {
     if (this.stopped) return; // stopped while waiting for a first list that may never come
     this.initial = new Set(this.namespaces.list().map((n) => n.metadata.name ?? ''));
     this.o.log.info('slice allocator caches synced', {
-      namespaces: this.namespaces.list().length, pods: this.pods.list().length, slices: this.slices.list().length, ranges: this.ranges.list().length,
+      namespaces: this.namespaces.list().length,
+      pods: this.pods.list().length,
+      slices: this.slices.list().length,
+      ranges: this.ranges.list().length,
     });
     this.enqueueAll();
     const n = Math.max(1, this.o.workers ?? 4);
@@ -148,10 +173,20 @@ export class SliceController {
       return;
     }
     const a = p.metadata.annotations ?? {};
-    const keys = new Set([ASSIGNED_SLICE_ANNOTATION, ADDRESS_ANNOTATION, ...this.prefixes.list().map((x) => checkSlices(x.spec?.slices).slices.podAnnotation)]);
+    const keys = new Set([
+      ASSIGNED_SLICE_ANNOTATION,
+      ADDRESS_ANNOTATION,
+      ...this.prefixes.list().map((x) => checkSlices(x.spec?.slices).slices.podAnnotation),
+    ]);
     const spec = (p.spec ?? {}) as { nodeName?: string; hostNetwork?: boolean };
-    const print = JSON.stringify([p.metadata.uid, spec.nodeName, spec.hostNetwork, (p.status as { phase?: string } | undefined)?.phase,
-      p.metadata.deletionTimestamp, [...keys].sort().map((k) => a[k] ?? null)]);
+    const print = JSON.stringify([
+      p.metadata.uid,
+      spec.nodeName,
+      spec.hostNetwork,
+      (p.status as { phase?: string } | undefined)?.phase,
+      p.metadata.deletionTimestamp,
+      [...keys].sort().map((k) => a[k] ?? null),
+    ]);
     if (this.podPrints.get(key) === print) return;
     this.podPrints.set(key, print);
     this.queue.add(nsKey(ns));

@@ -13,7 +13,17 @@
 // namespace) releases it, and the pod, if it still asks, gets a new one.
 import type { Prefix } from '../../lib/ip.js';
 import { DEFAULT_NAMESPACE_LABEL, type SixBed4Range, type SixBed4Slice } from '../../kube/api.js';
-import { isReserved, rangeName, rangePattern, reservedSlices, sliceAddress, sliceName, sliceText, sliceWords, type CheckedSlices } from '../../kube/slice-model.js';
+import {
+  isReserved,
+  rangeName,
+  rangePattern,
+  reservedSlices,
+  sliceAddress,
+  sliceName,
+  sliceText,
+  sliceWords,
+  type CheckedSlices,
+} from '../../kube/slice-model.js';
 import type { LocalAddressSpec } from '../../kube/prefix-spec.js';
 
 /** A prefix that hands out slices now (enabled, valid, not being deleted). */
@@ -119,9 +129,18 @@ export function podAsks(pod: PodInfo, key: string): 'yes' | 'no' | 'invalid' {
 }
 
 /** The prefix a namespace opted in to (or why none), from its labels. */
-export function targetPrefix(ns: NamespaceInfo, slicing: ReadonlyMap<string, SlicingPrefix>, prefixes: readonly PrefixRef[]):
-  { target?: SlicingPrefix; problems: SliceProblem[] } {
-  const keys = [...new Set([DEFAULT_NAMESPACE_LABEL, ...prefixes.map((p) => p.namespaceLabel), ...[...slicing.values()].map((p) => p.slices.namespaceLabel)])].sort();
+export function targetPrefix(
+  ns: NamespaceInfo,
+  slicing: ReadonlyMap<string, SlicingPrefix>,
+  prefixes: readonly PrefixRef[],
+): { target?: SlicingPrefix; problems: SliceProblem[] } {
+  const keys = [
+    ...new Set([
+      DEFAULT_NAMESPACE_LABEL,
+      ...prefixes.map((p) => p.namespaceLabel),
+      ...[...slicing.values()].map((p) => p.slices.namespaceLabel),
+    ]),
+  ].sort();
   const found: SlicingPrefix[] = [];
   const wrong: SliceProblem[] = [];
   const bad = (reason: string, message: string) => wrong.push({ kind: 'Namespace', name: ns.name, reason, message });
@@ -129,7 +148,10 @@ export function targetPrefix(ns: NamespaceInfo, slicing: ReadonlyMap<string, Sli
     const v = ns.labels[key];
     if (v === undefined) continue;
     const p = slicing.get(v);
-    if (p && p.slices.namespaceLabel === key) { found.push(p); continue; }
+    if (p && p.slices.namespaceLabel === key) {
+      found.push(p);
+      continue;
+    }
     const ref = prefixes.find((r) => r.name === v);
     if (!ref) {
       // the default key is ours; other keys only matter when a prefix uses them
@@ -144,16 +166,26 @@ export function targetPrefix(ns: NamespaceInfo, slicing: ReadonlyMap<string, Sli
   if (found.length > 1) {
     return {
       target: found[0]!,
-      problems: [{ kind: 'Namespace', name: ns.name, reason: 'MultiplePrefixes',
-        message: `the namespace opts in to ${found.map((p) => p.name).join(', ')}; a pod has one slice, so it takes slices from ${found[0]!.name} only` }],
+      problems: [
+        {
+          kind: 'Namespace',
+          name: ns.name,
+          reason: 'MultiplePrefixes',
+          message: `the namespace opts in to ${found.map((p) => p.name).join(', ')}; a pod has one slice, so it takes slices from ${found[0]!.name} only`,
+        },
+      ],
     };
   }
   return found.length ? { target: found[0]!, problems: [] } : { problems: wrong };
 }
 
 /** Why a slice must go, or undefined when it stays (not counting the one-slice-per-pod rule). */
-export function judgeSlice(s: SixBed4Slice, inp: NamespaceInput, target: SlicingPrefix | undefined, heldWords: ReadonlySet<number>):
-  { why: string; check?: 'pod' | 'range' } | undefined {
+export function judgeSlice(
+  s: SixBed4Slice,
+  inp: NamespaceInput,
+  target: SlicingPrefix | undefined,
+  heldWords: ReadonlySet<number>,
+): { why: string; check?: 'pod' | 'range' } | undefined {
   const spec = s.spec;
   const w = typeof spec?.slice === 'string' ? sliceWords(spec.slice) : undefined;
   if (!w) return { why: `its spec.slice ${JSON.stringify(spec?.slice)} is not a port-0 /112` };
@@ -162,24 +194,38 @@ export function judgeSlice(s: SixBed4Slice, inp: NamespaceInput, target: Slicing
   if (p !== target) return { why: `namespace ${inp.name} no longer takes slices from ${p.name}` };
   const srv = p.serving.get(spec.node);
   if (!srv) return { why: `node ${spec.node} serves no /64 of ${p.name} now` };
-  if (w.node64.text !== srv.subnet.text) return { why: `it is not inside ${srv.subnet.text}, the /64 node ${spec.node} serves now` };
+  if (w.node64.text !== srv.subnet.text)
+    return { why: `it is not inside ${srv.subnet.text}, the /64 node ${spec.node} serves now` };
   const name = sliceName(p.name, srv.index, w.a, w.b);
   if (s.metadata.name !== name) return { why: `its name does not match its slice (that slice's object is ${name})` };
   if (spec.slice !== sliceText(srv.subnet, w.a, w.b) || spec.address !== sliceAddress(srv.subnet, w.a, w.b)) {
     return { why: 'its slice or address is not in the canonical form the operator writes' };
   }
-  if (isReserved(w.a, w.b, reservedSlices(srv.subnet, p.local))) return { why: `a local address of ${p.name} lies inside it` };
+  if (isReserved(w.a, w.b, reservedSlices(srv.subnet, p.local)))
+    return { why: `a local address of ${p.name} lies inside it` };
   const pod = inp.pods.find((x) => x.name === spec.pod?.name);
-  if (!pod || pod.uid !== spec.pod.uid) return { why: `pod ${inp.name}/${spec.pod?.name} (${spec.pod?.uid}) is gone`, check: 'pod' };
+  if (!pod || pod.uid !== spec.pod.uid)
+    return { why: `pod ${inp.name}/${spec.pod?.name} (${spec.pod?.uid}) is gone`, check: 'pod' };
   if (pod.phase && TERMINAL.has(pod.phase)) return { why: `pod ${inp.name}/${pod.name} has finished (${pod.phase})` };
-  if (podAsks(pod, p.slices.podAnnotation) !== 'yes') return { why: `pod ${inp.name}/${pod.name} no longer asks for a slice` };
-  if (pod.node !== spec.node) return { why: `pod ${inp.name}/${pod.name} runs on ${pod.node ?? 'no node'}, not ${spec.node}` };
-  if (!heldWords.has(w.a)) return { why: `namespace ${inp.name} does not hold word ${w.a} of ${p.name}`, check: 'range' };
+  if (podAsks(pod, p.slices.podAnnotation) !== 'yes')
+    return { why: `pod ${inp.name}/${pod.name} no longer asks for a slice` };
+  if (pod.node !== spec.node)
+    return { why: `pod ${inp.name}/${pod.name} runs on ${pod.node ?? 'no node'}, not ${spec.node}` };
+  if (!heldWords.has(w.a))
+    return { why: `namespace ${inp.name} does not hold word ${w.a} of ${p.name}`, check: 'range' };
   return undefined;
 }
 
 export function planNamespace(inp: NamespaceInput): NamespacePlan {
-  const plan: NamespacePlan = { keep: new Map(), release: [], needWord: false, releaseRanges: [], candidates: [], waiting: [], problems: [] };
+  const plan: NamespacePlan = {
+    keep: new Map(),
+    release: [],
+    needWord: false,
+    releaseRanges: [],
+    candidates: [],
+    waiting: [],
+    problems: [],
+  };
   const ns = inp.ns;
   // A namespace that is gone: its SixBed4Ranges and SixBed4Slices are owned
   // by it, so the garbage collector removes them; nothing to decide here.
@@ -192,8 +238,12 @@ export function planNamespace(inp: NamespaceInput): NamespacePlan {
 
   // Claims: valid ones (named after their word, of this namespace's UID) of the target prefix.
   const validClaim = (r: SixBed4Range) =>
-    r.spec?.namespace?.uid === ns.uid && r.spec.prefix === target?.name && Number.isInteger(r.spec.word) &&
-    r.spec.word >= 1 && r.spec.word <= 0xffff && r.metadata.name === rangeName(r.spec.prefix, r.spec.word);
+    r.spec?.namespace?.uid === ns.uid &&
+    r.spec.prefix === target?.name &&
+    Number.isInteger(r.spec.word) &&
+    r.spec.word >= 1 &&
+    r.spec.word <= 0xffff &&
+    r.metadata.name === rangeName(r.spec.prefix, r.spec.word);
   const held = new Set(inp.ranges.filter(validClaim).map((r) => r.spec.word));
   const words = [...held].sort((a, b) => a - b);
   if (target && words.length) plan.word = words[0]!;
@@ -202,13 +252,20 @@ export function planNamespace(inp: NamespaceInput): NamespacePlan {
   const byPod = new Map<string, SixBed4Slice[]>();
   for (const s of inp.slices) {
     const j = judgeSlice(s, inp, target, held);
-    if (j) { plan.release.push({ slice: s, ...j }); continue; }
+    if (j) {
+      plan.release.push({ slice: s, ...j });
+      continue;
+    }
     byPod.set(s.spec.pod.uid, [...(byPod.get(s.spec.pod.uid) ?? []), s]);
   }
   for (const [uid, list] of byPod) {
     list.sort((a, b) => a.spec.slice.localeCompare(b.spec.slice));
     plan.keep.set(uid, list[0]!);
-    for (const extra of list.slice(1)) plan.release.push({ slice: extra, why: `pod ${inp.name}/${extra.spec.pod.name} holds ${list[0]!.spec.slice} already (a pod has one slice)` });
+    for (const extra of list.slice(1))
+      plan.release.push({
+        slice: extra,
+        why: `pod ${inp.name}/${extra.spec.pod.name} holds ${list[0]!.spec.slice} already (a pod has one slice)`,
+      });
   }
 
   // Claims to release: of another prefix than the target, misnamed, or
@@ -219,11 +276,22 @@ export function planNamespace(inp: NamespaceInput): NamespacePlan {
   for (const r of inp.ranges) {
     if (r.spec?.namespace?.uid !== ns.uid) continue;
     if (r.metadata.name !== rangeName(r.spec.prefix ?? '', r.spec.word ?? -1)) {
-      plan.releaseRanges.push({ range: r, why: `its name does not match its word (${rangeName(r.spec.prefix ?? '', r.spec.word ?? 0)})` });
+      plan.releaseRanges.push({
+        range: r,
+        why: `its name does not match its word (${rangeName(r.spec.prefix ?? '', r.spec.word ?? 0)})`,
+      });
     } else if (!target || r.spec.prefix !== target.name) {
-      plan.releaseRanges.push({ range: r, why: target ? `namespace ${ns.name} takes slices from ${target.name} now` : `namespace ${ns.name} takes no slices now` });
+      plan.releaseRanges.push({
+        range: r,
+        why: target
+          ? `namespace ${ns.name} takes slices from ${target.name} now`
+          : `namespace ${ns.name} takes no slices now`,
+      });
     } else if (r.spec.word !== plan.word && !usedWords.has(r.spec.word)) {
-      plan.releaseRanges.push({ range: r, why: `namespace ${ns.name} holds word ${plan.word} of ${target.name} already` });
+      plan.releaseRanges.push({
+        range: r,
+        why: `namespace ${ns.name} holds word ${plan.word} of ${target.name} already`,
+      });
     }
   }
 
@@ -233,8 +301,12 @@ export function planNamespace(inp: NamespaceInput): NamespacePlan {
       const asking = inp.prefixes.filter((p) => !p.why && podAsks(pod, p.podAnnotation) === 'yes');
       if (!asking.length || pod.deleting) continue;
       const hint = asking.length === 1 ? ` (label it ${asking[0]!.namespaceLabel}=${asking[0]!.name})` : '';
-      plan.problems.push({ kind: 'Pod', name: pod.name, reason: 'NamespaceNotOptedIn',
-        message: `the pod asks for a slice but namespace ${ns.name} does not take slices from any SixBed4Prefix${hint}` });
+      plan.problems.push({
+        kind: 'Pod',
+        name: pod.name,
+        reason: 'NamespaceNotOptedIn',
+        message: `the pod asks for a slice but namespace ${ns.name} does not take slices from any SixBed4Prefix${hint}`,
+      });
     }
     return plan;
   }
@@ -244,21 +316,36 @@ export function planNamespace(inp: NamespaceInput): NamespacePlan {
     const asks = podAsks(pod, target.slices.podAnnotation);
     if (asks === 'no') continue;
     if (asks === 'invalid') {
-      plan.problems.push({ kind: 'Pod', name: pod.name, reason: 'InvalidSliceAnnotation',
-        message: `annotation ${target.slices.podAnnotation}: ${JSON.stringify(pod.annotations[target.slices.podAnnotation])} is neither "true" (give the pod a /112) nor "false"` });
+      plan.problems.push({
+        kind: 'Pod',
+        name: pod.name,
+        reason: 'InvalidSliceAnnotation',
+        message: `annotation ${target.slices.podAnnotation}: ${JSON.stringify(pod.annotations[target.slices.podAnnotation])} is neither "true" (give the pod a /112) nor "false"`,
+      });
       continue;
     }
     if (plan.keep.has(pod.uid) || pod.deleting || ns.deleting || (pod.phase && TERMINAL.has(pod.phase))) continue;
     if (pod.hostNetwork) {
-      plan.problems.push({ kind: 'Pod', name: pod.name, reason: 'HostNetworkPod',
-        message: 'the pod uses the host network: it has no network namespace of its own to put a slice in' });
+      plan.problems.push({
+        kind: 'Pod',
+        name: pod.name,
+        reason: 'HostNetworkPod',
+        message: 'the pod uses the host network: it has no network namespace of its own to put a slice in',
+      });
       continue;
     }
-    if (!pod.node || target.pendingNodes?.has(pod.node)) { plan.waiting.push(pod.name); continue; }
+    if (!pod.node || target.pendingNodes?.has(pod.node)) {
+      plan.waiting.push(pod.name);
+      continue;
+    }
     const srv = target.serving.get(pod.node);
     if (!srv) {
-      plan.problems.push({ kind: 'Pod', name: pod.name, reason: 'NodeNotServing',
-        message: `node ${pod.node} serves no /64 of SixBed4Prefix ${target.name} (${target.notServing(pod.node)}), so it has no slice to give; the pod runs without one` });
+      plan.problems.push({
+        kind: 'Pod',
+        name: pod.name,
+        reason: 'NodeNotServing',
+        message: `node ${pod.node} serves no /64 of SixBed4Prefix ${target.name} (${target.notServing(pod.node)}), so it has no slice to give; the pod runs without one`,
+      });
       continue;
     }
     plan.candidates.push({ pod, node: pod.node, subnet: srv.subnet, index: srv.index });

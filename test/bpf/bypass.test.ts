@@ -25,15 +25,28 @@ table ip6 six {
 }
 `;
 
-rootTest(t_('chains with rules at prerouting/input (peers\' datagrams), output/postrouting (the router\'s) and, for direct, IPv6 forward: named; empty ones not'), async (t) => {
-  const ns = await Netns.create(uniqueName('bypass'));
-  try {
-    await ns.run([findSystemTool('nft')!, '-f', '-'], { input: RULESET });
-    const b = bypassedChains(await ns.run([findSystemTool('nft')!, '-j', 'list', 'ruleset']));
-    t.deepEqual(b, { receive: ['inet fw input (input)'], send: ['ip nat post (postrouting)'], forward: ['inet fw forw (forward)'] });
-    await ns.run([findSystemTool('nft')!, 'flush', 'ruleset']);
-    t.deepEqual(bypassedChains(await ns.run([findSystemTool('nft')!, '-j', 'list', 'ruleset'])), { receive: [], send: [], forward: [] }, 'no ruleset: nothing');
-  } finally {
-    await ns.destroy();
-  }
-});
+rootTest(
+  t_(
+    "chains with rules at prerouting/input (peers' datagrams), output/postrouting (the router's) and, for direct, IPv6 forward: named; empty ones not",
+  ),
+  async (t) => {
+    const ns = await Netns.create(uniqueName('bypass'));
+    try {
+      await ns.run([findSystemTool('nft')!, '-f', '-'], { input: RULESET });
+      const b = bypassedChains(await ns.run([findSystemTool('nft')!, '-j', 'list', 'ruleset']));
+      t.deepEqual(b, {
+        receive: ['inet fw input (input)'],
+        send: ['ip nat post (postrouting)'],
+        forward: ['inet fw forw (forward)'],
+      });
+      await ns.run([findSystemTool('nft')!, 'flush', 'ruleset']);
+      t.deepEqual(
+        bypassedChains(await ns.run([findSystemTool('nft')!, '-j', 'list', 'ruleset'])),
+        { receive: [], send: [], forward: [] },
+        'no ruleset: nothing',
+      );
+    } finally {
+      await ns.destroy();
+    }
+  },
+);

@@ -8,7 +8,13 @@
 // everything else it must leave untouched for the router.
 import test from 'ava';
 import fc from 'fast-check';
-import { FastPathPrograms, FROM_PEERS_VERDICTS, TC_ACT_REDIRECT, TC_ACT_UNSPEC, type FromPeersVerdict } from '../../agent/bpf/programs.js';
+import {
+  FastPathPrograms,
+  FROM_PEERS_VERDICTS,
+  TC_ACT_REDIRECT,
+  TC_ACT_UNSPEC,
+  type FromPeersVerdict,
+} from '../../agent/bpf/programs.js';
 import { refusedRanges } from '../../agent/router/refused.js';
 import { makeAddress } from '../../agent/protocol/address.js';
 import { parseIPv4, parseIPv6 } from '../../lib/ip.js';
@@ -16,8 +22,22 @@ import { writeHeader } from '../../agent/protocol/ipv6.js';
 import { writeRouterSolicit } from '../../agent/protocol/nd.js';
 import { fillChecksum } from '../../agent/protocol/checksum.js';
 import { ETH, frame, type FrameOptions } from '../helpers/frames.js';
-import { HOP, isp, LOCAL, newEngine, PORT, prefix, programs, REFUSED, rootTest, ROUTER, SECOND_NIC, skip, t_, TTL } from './setup.js';
-
+import {
+  HOP,
+  isp,
+  LOCAL,
+  newEngine,
+  PORT,
+  prefix,
+  programs,
+  REFUSED,
+  rootTest,
+  ROUTER,
+  SECOND_NIC,
+  skip,
+  t_,
+  TTL,
+} from './setup.js';
 
 const PEER = parseIPv4('198.51.100.20');
 const SPORT = 40000;
@@ -32,13 +52,18 @@ test.before(() => {
 });
 test.after.always(() => prog?.close());
 
-
-interface EngineVerdict { toTun: Uint8Array | null; relay: { bytes: Uint8Array; v4: number; port: number } | null; }
+interface EngineVerdict {
+  toTun: Uint8Array | null;
+  relay: { bytes: Uint8Array; v4: number; port: number } | null;
+}
 
 /** What the engine does with one datagram: the packet it hands to the kernel, the one it relays, or neither. */
 function engineVerdict(payload: Uint8Array, v4: number, port: number): EngineVerdict {
   const rx = engine.udpRx;
-  rx.off[0] = 0; rx.len[0] = payload.length; rx.addr[0] = v4; rx.port[0] = port;
+  rx.off[0] = 0;
+  rx.len[0] = payload.length;
+  rx.addr[0] = v4;
+  rx.port[0] = port;
   rx.data.set(payload.subarray(0, Math.min(payload.length, rx.slot)), 0);
   engine.fromPeers(1, 1000);
   const copy = (b: typeof engine.toTun) => Uint8Array.from(b.data.subarray(b.off[0]!, b.off[0]! + b.len[0]!));
@@ -48,7 +73,11 @@ function engineVerdict(payload: Uint8Array, v4: number, port: number): EngineVer
   };
 }
 
-interface Result { verdict: FromPeersVerdict; retval: number; out: Uint8Array; }
+interface Result {
+  verdict: FromPeersVerdict;
+  retval: number;
+  out: Uint8Array;
+}
 
 /** Runs the program on the frame and says which counter moved. */
 function runBpf(f: Uint8Array): Result {
@@ -66,7 +95,11 @@ function runBpf(f: Uint8Array): Result {
  */
 type Outer = 'plain' | 'unusual' | 'dropped';
 
-type Asserts = { is: (a: unknown, b: unknown, m?: string) => void; deepEqual: (a: unknown, b: unknown, m?: string) => void; true: (a: boolean, m?: string) => void };
+type Asserts = {
+  is: (a: unknown, b: unknown, m?: string) => void;
+  deepEqual: (a: unknown, b: unknown, m?: string) => void;
+  true: (a: boolean, m?: string) => void;
+};
 
 /**
  * The property: with plain outer headers and a datagram that is exactly the packet, fast-pathed iff the engine hands
@@ -74,7 +107,15 @@ type Asserts = { is: (a: unknown, b: unknown, m?: string) => void; deepEqual: (a
  * leave (for a relay, the frame the router's socket would send to the next hop). Otherwise the frame is returned
  * unchanged.
  */
-function check(t: Asserts, f: Uint8Array, payload: Uint8Array, v4: number, port: number, outer: Outer = 'plain', checksummed = true): Result {
+function check(
+  t: Asserts,
+  f: Uint8Array,
+  payload: Uint8Array,
+  v4: number,
+  port: number,
+  outer: Outer = 'plain',
+  checksummed = true,
+): Result {
   const r = runBpf(f);
   const e: EngineVerdict = outer !== 'dropped' ? engineVerdict(payload, v4, port) : { toTun: null, relay: null };
   const exact = (b: Uint8Array | undefined | null) => !!b && b.length === payload.length;
@@ -87,8 +128,11 @@ function check(t: Asserts, f: Uint8Array, payload: Uint8Array, v4: number, port:
     const { bytes, v4: to, port: toPort } = e.relay!;
     t.is(r.verdict, 'relay', 'the engine relays it, so the fast path does');
     t.is(r.retval, TC_ACT_REDIRECT);
-    t.deepEqual(Buffer.from(r.out), Buffer.from(frame(ROUTER, PORT, to, toPort, bytes, { id: 0, ttl: TTL, ...HOP })),
-      'the datagram the router\'s socket would send, to the next hop');
+    t.deepEqual(
+      Buffer.from(r.out),
+      Buffer.from(frame(ROUTER, PORT, to, toPort, bytes, { id: 0, ttl: TTL, ...HOP })),
+      "the datagram the router's socket would send, to the next hop",
+    );
   } else {
     t.true(r.verdict !== 'fast' && r.verdict !== 'relay', `not for the fast path (${r.verdict})`);
     t.is(r.retval, TC_ACT_UNSPEC);
@@ -97,7 +141,11 @@ function check(t: Asserts, f: Uint8Array, payload: Uint8Array, v4: number, port:
   return r;
 }
 
-function ipv6(src: Uint8Array, dst: Uint8Array, o: { hops?: number; nh?: number; payload?: number; plen?: number } = {}): Uint8Array {
+function ipv6(
+  src: Uint8Array,
+  dst: Uint8Array,
+  o: { hops?: number; nh?: number; payload?: number; plen?: number } = {},
+): Uint8Array {
   const n = o.payload ?? 16;
   const b = new Uint8Array(40 + n);
   writeHeader(b, 0, o.plen ?? n, o.nh ?? 17, o.hops ?? 64, src, dst);
@@ -107,95 +155,252 @@ function ipv6(src: Uint8Array, dst: Uint8Array, o: { hops?: number; nh?: number;
 
 function echo(src: Uint8Array, dst: Uint8Array, type = 128): Uint8Array {
   const b = ipv6(src, dst, { nh: 58, payload: 16 });
-  b[40] = type; b[41] = 0;
+  b[40] = type;
+  b[41] = 0;
   fillChecksum(b, 0, 58, 40, 16, 2);
   return b;
 }
 
-function rs(): Uint8Array { const b = new Uint8Array(64); return b.subarray(0, writeRouterSolicit(b, 0)); }
+function rs(): Uint8Array {
+  const b = new Uint8Array(64);
+  return b.subarray(0, writeRouterSolicit(b, 0));
+}
 
-interface Case { name: string; payload: Uint8Array; v4?: number; sport?: number; dst?: number; dport?: number; opts?: FrameOptions; outer?: Outer; want: FromPeersVerdict; }
+interface Case {
+  name: string;
+  payload: Uint8Array;
+  v4?: number;
+  sport?: number;
+  dst?: number;
+  dport?: number;
+  opts?: FrameOptions;
+  outer?: Outer;
+  want: FromPeersVerdict;
+}
 
 const CASES: Case[] = [
-  { name: 'a peer\'s UDP packet to the Internet', payload: ipv6(peerAddr, isp), want: 'fast' },
-  { name: 'a peer\'s echo request', payload: echo(peerAddr, isp), want: 'fast' },
-  { name: 'no UDP checksum (allowed over IPv4)', payload: ipv6(peerAddr, isp), opts: { udpChecksum: 'zero' }, want: 'fast' },
+  { name: "a peer's UDP packet to the Internet", payload: ipv6(peerAddr, isp), want: 'fast' },
+  { name: "a peer's echo request", payload: echo(peerAddr, isp), want: 'fast' },
+  {
+    name: 'no UDP checksum (allowed over IPv4)',
+    payload: ipv6(peerAddr, isp),
+    opts: { udpChecksum: 'zero' },
+    want: 'fast',
+  },
   { name: 'the largest packet, 1280 bytes', payload: ipv6(peerAddr, isp, { payload: 1240 }), want: 'fast' },
   { name: 'a packet with odd length', payload: ipv6(peerAddr, isp, { payload: 1 }), want: 'fast' },
   { name: 'hop limit 2 (leaves with 1)', payload: ipv6(peerAddr, isp, { hops: 2 }), want: 'fast' },
-  { name: 'a wrong UDP checksum (the kernel drops it)', payload: ipv6(peerAddr, isp), opts: { udpChecksum: 'bad' }, outer: 'dropped', want: 'udp_checksum' },
-  { name: 'a wrong IPv4 checksum', payload: ipv6(peerAddr, isp), opts: { badIpChecksum: true }, outer: 'dropped', want: 'ipv4_unusual' },
-  { name: 'IPv4 options', payload: ipv6(peerAddr, isp), opts: { ipOptions: 4 }, outer: 'unusual', want: 'ipv4_unusual' },
-  { name: 'a first fragment', payload: ipv6(peerAddr, isp), opts: { fragWord: 0x2000 }, outer: 'dropped', want: 'ipv4_unusual' },
-  { name: 'an Ethernet trailer past the IPv4 length', payload: ipv6(peerAddr, isp), opts: { trailer: 6 }, outer: 'unusual', want: 'ipv4_unusual' },
+  {
+    name: 'a wrong UDP checksum (the kernel drops it)',
+    payload: ipv6(peerAddr, isp),
+    opts: { udpChecksum: 'bad' },
+    outer: 'dropped',
+    want: 'udp_checksum',
+  },
+  {
+    name: 'a wrong IPv4 checksum',
+    payload: ipv6(peerAddr, isp),
+    opts: { badIpChecksum: true },
+    outer: 'dropped',
+    want: 'ipv4_unusual',
+  },
+  {
+    name: 'IPv4 options',
+    payload: ipv6(peerAddr, isp),
+    opts: { ipOptions: 4 },
+    outer: 'unusual',
+    want: 'ipv4_unusual',
+  },
+  {
+    name: 'a first fragment',
+    payload: ipv6(peerAddr, isp),
+    opts: { fragWord: 0x2000 },
+    outer: 'dropped',
+    want: 'ipv4_unusual',
+  },
+  {
+    name: 'an Ethernet trailer past the IPv4 length',
+    payload: ipv6(peerAddr, isp),
+    opts: { trailer: 6 },
+    outer: 'unusual',
+    want: 'ipv4_unusual',
+  },
   { name: 'to another port', payload: ipv6(peerAddr, isp), dport: PORT + 1, outer: 'dropped', want: 'not_6bed4' },
   { name: 'to another address', payload: ipv6(peerAddr, isp), dst: PEER, outer: 'dropped', want: 'not_6bed4' },
   { name: 'TCP, not UDP', payload: ipv6(peerAddr, isp), opts: { protocol: 6 }, outer: 'dropped', want: 'not_6bed4' },
-  { name: 'a loopback source (martian)', payload: ipv6(makeAddress(prefix.bytes, parseIPv4('127.0.0.1'), SPORT, 1), isp), v4: parseIPv4('127.0.0.1'), outer: 'dropped', want: 'ipv4_unusual' },
-  { name: 'from port 0', payload: ipv6(makeAddress(prefix.bytes, PEER, 0, 1), isp), sport: 0, want: 'source_port_zero' },
+  {
+    name: 'a loopback source (martian)',
+    payload: ipv6(makeAddress(prefix.bytes, parseIPv4('127.0.0.1'), SPORT, 1), isp),
+    v4: parseIPv4('127.0.0.1'),
+    outer: 'dropped',
+    want: 'ipv4_unusual',
+  },
+  {
+    name: 'from port 0',
+    payload: ipv6(makeAddress(prefix.bytes, PEER, 0, 1), isp),
+    sport: 0,
+    want: 'source_port_zero',
+  },
   { name: 'a keepalive', payload: new Uint8Array(0), want: 'keepalive' },
   { name: 'shorter than an IPv6 header', payload: ipv6(peerAddr, isp).subarray(0, 39), want: 'short' },
   { name: 'longer than 1280', payload: ipv6(peerAddr, isp, { payload: 1241 }), want: 'oversize' },
-  { name: 'version 4 inside', payload: (() => { const b = ipv6(peerAddr, isp); b[0] = 0x45; return b; })(), want: 'not_ipv6' },
-  { name: 'payload length past the datagram', payload: ipv6(peerAddr, isp, { payload: 16, plen: 17 }), want: 'bad_length' },
-  { name: 'trailing bytes after the payload length (the engine trims them)', payload: ipv6(peerAddr, isp, { payload: 16, plen: 8 }), want: 'bad_length' },
+  {
+    name: 'version 4 inside',
+    payload: (() => {
+      const b = ipv6(peerAddr, isp);
+      b[0] = 0x45;
+      return b;
+    })(),
+    want: 'not_ipv6',
+  },
+  {
+    name: 'payload length past the datagram',
+    payload: ipv6(peerAddr, isp, { payload: 16, plen: 17 }),
+    want: 'bad_length',
+  },
+  {
+    name: 'trailing bytes after the payload length (the engine trims them)',
+    payload: ipv6(peerAddr, isp, { payload: 16, plen: 8 }),
+    want: 'bad_length',
+  },
   { name: 'a Router Solicitation', payload: rs(), want: 'nd' },
   { name: 'a Neighbour Solicitation type', payload: echo(peerAddr, isp, 135), want: 'nd' },
   { name: 'a multicast destination', payload: ipv6(peerAddr, parseIPv6('ff0e::1')), want: 'multicast' },
-  { name: 'a source of another port', payload: ipv6(makeAddress(prefix.bytes, PEER, SPORT + 1, 1), isp), want: 'spoofed' },
-  { name: 'a source of another IPv4', payload: ipv6(makeAddress(prefix.bytes, PEER + 1, SPORT, 1), isp), want: 'spoofed' },
+  {
+    name: 'a source of another port',
+    payload: ipv6(makeAddress(prefix.bytes, PEER, SPORT + 1, 1), isp),
+    want: 'spoofed',
+  },
+  {
+    name: 'a source of another IPv4',
+    payload: ipv6(makeAddress(prefix.bytes, PEER + 1, SPORT, 1), isp),
+    want: 'spoofed',
+  },
   { name: 'a source outside the /64', payload: ipv6(parseIPv6('2001:db8:ffff::99'), isp), want: 'spoofed' },
   { name: 'hop limit 1', payload: ipv6(peerAddr, isp, { hops: 1 }), want: 'hop_limit' },
   { name: 'hop limit 0', payload: ipv6(peerAddr, isp, { hops: 0 }), want: 'hop_limit' },
-  { name: 'to another peer (a relay)', payload: ipv6(peerAddr, makeAddress(prefix.bytes, OTHER_PEER, 5000, 1)), want: 'relay' },
-  { name: 'an echo request to another peer (a relay)', payload: echo(peerAddr, makeAddress(prefix.bytes, OTHER_PEER, 5000, 1)), want: 'relay' },
-  { name: 'a 1280-byte relay', payload: ipv6(peerAddr, makeAddress(prefix.bytes, OTHER_PEER, 5000, 1), { payload: 1240 }), want: 'relay' },
-  { name: 'a relay with hop limit 2', payload: ipv6(peerAddr, makeAddress(prefix.bytes, OTHER_PEER, 65535, 9), { hops: 2 }), want: 'relay' },
-  { name: 'a relay without UDP checksum (the router sends one)', payload: ipv6(peerAddr, makeAddress(prefix.bytes, OTHER_PEER, 5000, 1)), opts: { udpChecksum: 'zero' }, want: 'relay_unchecked' },
-  { name: 'a relay to another network of the host', payload: ipv6(peerAddr, makeAddress(prefix.bytes, SECOND_NIC, 5000, 1)), want: 'bad_destination' },
-  { name: 'a relay to loopback', payload: ipv6(peerAddr, makeAddress(prefix.bytes, parseIPv4('127.0.0.1'), 5000, 1)), want: 'bad_destination' },
-  { name: 'a relay to the router\'s IPv4 on another port', payload: ipv6(peerAddr, makeAddress(prefix.bytes, ROUTER, 22, 0)), want: 'bad_destination' },
-  { name: 'to a local (port 0) address of the /64', payload: ipv6(peerAddr, makeAddress(prefix.bytes, ROUTER, 0, 5)), want: 'fast' },
-  { name: 'to the router\'s own 6bed4 address', payload: echo(peerAddr, makeAddress(prefix.bytes, ROUTER, PORT, 0)), want: 'fast' },
+  {
+    name: 'to another peer (a relay)',
+    payload: ipv6(peerAddr, makeAddress(prefix.bytes, OTHER_PEER, 5000, 1)),
+    want: 'relay',
+  },
+  {
+    name: 'an echo request to another peer (a relay)',
+    payload: echo(peerAddr, makeAddress(prefix.bytes, OTHER_PEER, 5000, 1)),
+    want: 'relay',
+  },
+  {
+    name: 'a 1280-byte relay',
+    payload: ipv6(peerAddr, makeAddress(prefix.bytes, OTHER_PEER, 5000, 1), { payload: 1240 }),
+    want: 'relay',
+  },
+  {
+    name: 'a relay with hop limit 2',
+    payload: ipv6(peerAddr, makeAddress(prefix.bytes, OTHER_PEER, 65535, 9), { hops: 2 }),
+    want: 'relay',
+  },
+  {
+    name: 'a relay without UDP checksum (the router sends one)',
+    payload: ipv6(peerAddr, makeAddress(prefix.bytes, OTHER_PEER, 5000, 1)),
+    opts: { udpChecksum: 'zero' },
+    want: 'relay_unchecked',
+  },
+  {
+    name: 'a relay to another network of the host',
+    payload: ipv6(peerAddr, makeAddress(prefix.bytes, SECOND_NIC, 5000, 1)),
+    want: 'bad_destination',
+  },
+  {
+    name: 'a relay to loopback',
+    payload: ipv6(peerAddr, makeAddress(prefix.bytes, parseIPv4('127.0.0.1'), 5000, 1)),
+    want: 'bad_destination',
+  },
+  {
+    name: "a relay to the router's IPv4 on another port",
+    payload: ipv6(peerAddr, makeAddress(prefix.bytes, ROUTER, 22, 0)),
+    want: 'bad_destination',
+  },
+  {
+    name: 'to a local (port 0) address of the /64',
+    payload: ipv6(peerAddr, makeAddress(prefix.bytes, ROUTER, 0, 5)),
+    want: 'fast',
+  },
+  {
+    name: "to the router's own 6bed4 address",
+    payload: echo(peerAddr, makeAddress(prefix.bytes, ROUTER, PORT, 0)),
+    want: 'fast',
+  },
 ];
 
 for (const c of CASES) {
   rootTest(t_(`${c.name}: ${c.want}`), (t) => {
-    const v4 = c.v4 ?? PEER, sport = c.sport ?? SPORT;
+    const v4 = c.v4 ?? PEER,
+      sport = c.sport ?? SPORT;
     const f = frame(v4, sport, c.dst ?? ROUTER, c.dport ?? PORT, c.payload, c.opts);
     const r = check(t, f, c.payload, v4, sport, c.outer, c.opts?.udpChecksum !== 'zero');
     t.is(r.verdict, c.want);
   });
 }
 
-rootTest(t_('random datagrams: the fast path takes exactly what the engine hands to the kernel or relays, byte for byte'), (t) => {
-  const V4S = [PEER, OTHER_PEER, parseIPv4('100.64.1.2')];
-  const arb = fc.record({
-    v4: fc.constantFrom(...V4S), sport: fc.constantFrom(0, SPORT, 1, 65535),
-    src: fc.constantFrom('own', 'own-lanip', 'other-port', 'outside', 'link-local'),
-    dst: fc.constantFrom('isp', 'relay', 'refused', 'local', 'multicast', 'router', 'router-port', 'random'),
-    relayPort: fc.constantFrom(0, 1, 6000, 65535),
-    randomDst: fc.uint8Array({ minLength: 16, maxLength: 16 }),
-    hops: fc.constantFrom(0, 1, 2, 64, 255), nh: fc.constantFrom(17, 6, 58, 0, 44),
-    icmpType: fc.integer({ min: 128, max: 140 }), payload: fc.integer({ min: 0, max: 1260 }),
-    plenDelta: fc.constantFrom(0, 0, 0, -1, 1, -8), version: fc.constantFrom(6, 6, 6, 4, 0),
-    truncate: fc.constantFrom(0, 0, 0, 1, 30), udpChecksum: fc.constantFrom('good', 'good', 'zero', 'bad' as const),
-  });
-  fc.assert(fc.property(arb, (a) => {
-    const src = a.src === 'outside' ? parseIPv6('2001:db8:ffff::5') : a.src === 'link-local' ? parseIPv6('fe80::1')
-      : makeAddress(prefix.bytes, a.v4, a.src === 'other-port' ? a.sport + 1 : a.sport, a.src === 'own-lanip' ? 77 : 1);
-    const dst = { isp, relay: makeAddress(prefix.bytes, parseIPv4('203.0.113.9'), a.relayPort, 1),
-      refused: makeAddress(prefix.bytes, SECOND_NIC, a.relayPort, 1), local: makeAddress(prefix.bytes, ROUTER, 0, 9),
-      multicast: parseIPv6('ff02::1'), router: makeAddress(prefix.bytes, ROUTER, PORT, 0), 'router-port': makeAddress(prefix.bytes, ROUTER, a.relayPort, 0),
-      random: a.randomDst }[a.dst];
-    let p = ipv6(src, dst, { hops: a.hops, nh: a.nh, payload: a.payload, plen: Math.max(0, a.payload + a.plenDelta) });
-    if (a.nh === 58 && a.payload > 0) p[40] = a.icmpType;
-    p[0] = (a.version << 4) | (p[0]! & 0x0f);
-    if (a.truncate) p = p.subarray(0, Math.max(0, p.length - a.truncate));
-    const f = frame(a.v4, a.sport, ROUTER, PORT, p, { udpChecksum: a.udpChecksum as 'good' | 'zero' | 'bad' });
-    check(t, f, p, a.v4, a.sport, a.udpChecksum === 'bad' ? 'dropped' : 'plain', a.udpChecksum !== 'zero');
-  }), { numRuns: 1000 });
-});
+rootTest(
+  t_('random datagrams: the fast path takes exactly what the engine hands to the kernel or relays, byte for byte'),
+  (t) => {
+    const V4S = [PEER, OTHER_PEER, parseIPv4('100.64.1.2')];
+    const arb = fc.record({
+      v4: fc.constantFrom(...V4S),
+      sport: fc.constantFrom(0, SPORT, 1, 65535),
+      src: fc.constantFrom('own', 'own-lanip', 'other-port', 'outside', 'link-local'),
+      dst: fc.constantFrom('isp', 'relay', 'refused', 'local', 'multicast', 'router', 'router-port', 'random'),
+      relayPort: fc.constantFrom(0, 1, 6000, 65535),
+      randomDst: fc.uint8Array({ minLength: 16, maxLength: 16 }),
+      hops: fc.constantFrom(0, 1, 2, 64, 255),
+      nh: fc.constantFrom(17, 6, 58, 0, 44),
+      icmpType: fc.integer({ min: 128, max: 140 }),
+      payload: fc.integer({ min: 0, max: 1260 }),
+      plenDelta: fc.constantFrom(0, 0, 0, -1, 1, -8),
+      version: fc.constantFrom(6, 6, 6, 4, 0),
+      truncate: fc.constantFrom(0, 0, 0, 1, 30),
+      udpChecksum: fc.constantFrom('good', 'good', 'zero', 'bad' as const),
+    });
+    fc.assert(
+      fc.property(arb, (a) => {
+        const src =
+          a.src === 'outside'
+            ? parseIPv6('2001:db8:ffff::5')
+            : a.src === 'link-local'
+              ? parseIPv6('fe80::1')
+              : makeAddress(
+                  prefix.bytes,
+                  a.v4,
+                  a.src === 'other-port' ? a.sport + 1 : a.sport,
+                  a.src === 'own-lanip' ? 77 : 1,
+                );
+        const dst = {
+          isp,
+          relay: makeAddress(prefix.bytes, parseIPv4('203.0.113.9'), a.relayPort, 1),
+          refused: makeAddress(prefix.bytes, SECOND_NIC, a.relayPort, 1),
+          local: makeAddress(prefix.bytes, ROUTER, 0, 9),
+          multicast: parseIPv6('ff02::1'),
+          router: makeAddress(prefix.bytes, ROUTER, PORT, 0),
+          'router-port': makeAddress(prefix.bytes, ROUTER, a.relayPort, 0),
+          random: a.randomDst,
+        }[a.dst];
+        let p = ipv6(src, dst, {
+          hops: a.hops,
+          nh: a.nh,
+          payload: a.payload,
+          plen: Math.max(0, a.payload + a.plenDelta),
+        });
+        if (a.nh === 58 && a.payload > 0) p[40] = a.icmpType;
+        p[0] = (a.version << 4) | (p[0]! & 0x0f);
+        if (a.truncate) p = p.subarray(0, Math.max(0, p.length - a.truncate));
+        const f = frame(a.v4, a.sport, ROUTER, PORT, p, { udpChecksum: a.udpChecksum as 'good' | 'zero' | 'bad' });
+        check(t, f, p, a.v4, a.sport, a.udpChecksum === 'bad' ? 'dropped' : 'plain', a.udpChecksum !== 'zero');
+      }),
+      { numRuns: 1000 },
+    );
+  },
+);
 
 rootTest(t_('off (TUN ifindex 0): every frame goes to the router, nothing is counted'), (t) => {
   const p2 = programs(0);
@@ -212,18 +417,26 @@ rootTest(t_('off (TUN ifindex 0): every frame goes to the router, nothing is cou
   }
 });
 
-rootTest(t_('refused destinations follow the host: a relay target that becomes local goes to the router, and back'), (t) => {
-  const to = makeAddress(prefix.bytes, OTHER_PEER, 5000, 1);
-  const f = frame(PEER, SPORT, ROUTER, PORT, ipv6(peerAddr, to));
-  try {
-    prog!.setRefused(refusedRanges([...LOCAL, { start: OTHER_PEER, end: OTHER_PEER }], false));
-    t.is(runBpf(f).verdict, 'bad_destination');
-    prog!.setRefused(REFUSED);
-    t.is(runBpf(f).verdict, 'relay');
-    // More prefixes than the trie holds: nothing can be checked, so every relay goes to the router.
-    prog!.setRefused(Array.from({ length: 5000 }, (_, i) => ({ start: parseIPv4('100.64.0.0') + i * 4, end: parseIPv4('100.64.0.0') + i * 4 + 1 })));
-    t.is(runBpf(f).verdict, 'bad_destination');
-  } finally {
-    prog!.setRefused(REFUSED);
-  }
-});
+rootTest(
+  t_('refused destinations follow the host: a relay target that becomes local goes to the router, and back'),
+  (t) => {
+    const to = makeAddress(prefix.bytes, OTHER_PEER, 5000, 1);
+    const f = frame(PEER, SPORT, ROUTER, PORT, ipv6(peerAddr, to));
+    try {
+      prog!.setRefused(refusedRanges([...LOCAL, { start: OTHER_PEER, end: OTHER_PEER }], false));
+      t.is(runBpf(f).verdict, 'bad_destination');
+      prog!.setRefused(REFUSED);
+      t.is(runBpf(f).verdict, 'relay');
+      // More prefixes than the trie holds: nothing can be checked, so every relay goes to the router.
+      prog!.setRefused(
+        Array.from({ length: 5000 }, (_, i) => ({
+          start: parseIPv4('100.64.0.0') + i * 4,
+          end: parseIPv4('100.64.0.0') + i * 4 + 1,
+        })),
+      );
+      t.is(runBpf(f).verdict, 'bad_destination');
+    } finally {
+      prog!.setRefused(REFUSED);
+    }
+  },
+);

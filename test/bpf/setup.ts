@@ -19,7 +19,10 @@ export const PORT = 25790;
 export const isp = parseIPv6('2001:db8:ffff::1');
 /** The host's local table: its own address and a second network (refused as destinations). */
 export const SECOND_NIC = parseIPv4('192.0.2.5');
-export const LOCAL = [{ start: ROUTER, end: ROUTER }, { start: parseIPv4('192.0.2.0'), end: parseIPv4('192.0.2.255') }];
+export const LOCAL = [
+  { start: ROUTER, end: ROUTER },
+  { start: parseIPv4('192.0.2.0'), end: parseIPv4('192.0.2.255') },
+];
 export const REFUSED = refusedRanges(LOCAL, false);
 /** Not 64, so the tests see the configured TTL is the one used. */
 export const TTL = 61;
@@ -30,7 +33,17 @@ export const HOP = { dmac: Uint8Array.from([2, 0, 0, 0, 0, 0xaa]), smac: Uint8Ar
 export function programs(tunIfindex = 7): FastPathPrograms {
   const p = new FastPathPrograms();
   try {
-    p.configure({ bindIPv4: ROUTER, bindPort: PORT, ownIPv4: ROUTER, ownPort: PORT, prefix: prefix.bytes, ttl: TTL, tunIfindex, uplinkIfindex: 3, testRun: HOP });
+    p.configure({
+      bindIPv4: ROUTER,
+      bindPort: PORT,
+      ownIPv4: ROUTER,
+      ownPort: PORT,
+      prefix: prefix.bytes,
+      ttl: TTL,
+      tunIfindex,
+      uplinkIfindex: 3,
+      testRun: HOP,
+    });
     p.setRefused(REFUSED);
     return p;
   } catch (err) {

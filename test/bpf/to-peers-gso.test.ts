@@ -31,8 +31,9 @@ import { ETH, frame } from '../helpers/frames.js';
 import { readPcap } from '../helpers/pcap.js';
 import { newEngine, PORT, ROUTER } from './setup.js';
 
-const skipReason = labSkip ?? (['ethtool', 'tcpdump', 'python3'].find((x) => !findSystemTool(x)) ?? null);
-const title = (name: string) => (skipReason ? `${name} (skipped: ${skipReason === labSkip ? skipReason : `needs ${skipReason}`})` : name);
+const skipReason = labSkip ?? ['ethtool', 'tcpdump', 'python3'].find((x) => !findSystemTool(x)) ?? null;
+const title = (name: string) =>
+  skipReason ? `${name} (skipped: ${skipReason === labSkip ? skipReason : `needs ${skipReason}`})` : name;
 const serial = skipReason ? test.serial.skip : test.serial;
 
 const METRICS = '127.0.0.1:9464';
@@ -41,7 +42,12 @@ const SLOW = 'sixbed4_router_packets_total{direction="tun_to_udp",path="slow"}';
 const MERGED = 'sixbed4_router_fast_path_merged_segments_total{checksum="right"}';
 const UNEVEN = 'sixbed4_router_fast_path_merged_segments_total{checksum="none"}';
 
-interface Lab { topo: Topology; router: Proc; peer: string; dir: string }
+interface Lab {
+  topo: Topology;
+  router: Proc;
+  peer: string;
+  dir: string;
+}
 const lab = {} as Lab;
 
 test.before(async () => {
@@ -54,8 +60,19 @@ test.before(async () => {
   await lab.topo.router.run([systemTool('ethtool'), '-K', TOPO.routerWanIf, 'tx', 'off']);
   await lab.topo.router.run([systemTool('ethtool'), '-K', TOPO.routerUplinkIf, 'gro', 'on']);
   await lab.topo.router.run(['sysctl', '-qw', `net.ipv4.conf.${TOPO.routerWanIf}.forwarding=1`]);
-  lab.router = await startRouterIn(lab.topo.router, ['--prefix', TOPO.prefix, '--listen', TOPO.routerV4, '--metrics', METRICS, '--fast-path', 'on']);
-  lab.peer = (await startPeerIn(lab.topo.peers.A, ['--router', TOPO.routerV4, '--default-route', '--no-direct'])).address;
+  lab.router = await startRouterIn(lab.topo.router, [
+    '--prefix',
+    TOPO.prefix,
+    '--listen',
+    TOPO.routerV4,
+    '--metrics',
+    METRICS,
+    '--fast-path',
+    'on',
+  ]);
+  lab.peer = (
+    await startPeerIn(lab.topo.peers.A, ['--router', TOPO.routerV4, '--default-route', '--no-direct'])
+  ).address;
 });
 
 test.after.always(async () => {
@@ -64,20 +81,40 @@ test.after.always(async () => {
 });
 
 /** Runs fn while tcpdump captures what the router sends from its port on the uplink; the frames, and the metrics' changes. */
-async function captured(name: string, fn: () => Promise<void>): Promise<{ frames: Uint8Array[]; d: Record<string, number> }> {
+async function captured(
+  name: string,
+  fn: () => Promise<void>,
+): Promise<{ frames: Uint8Array[]; d: Record<string, number> }> {
   const file = join(lab.dir, `${name}.pcap`);
-  const cap = lab.topo.router.spawn([systemTool('tcpdump'), '-i', TOPO.routerWanIf, '-Q', 'out', '-n', '-U', '-s', '0', '-w', file, `udp src port ${PORT}`]);
+  const cap = lab.topo.router.spawn([
+    systemTool('tcpdump'),
+    '-i',
+    TOPO.routerWanIf,
+    '-Q',
+    'out',
+    '-n',
+    '-U',
+    '-s',
+    '0',
+    '-w',
+    file,
+    `udp src port ${PORT}`,
+  ]);
   await cap.waitFor(/listening on/, 10_000);
   const before = await scrape(lab.topo.router, METRICS);
   await fn();
   const after = await scrape(lab.topo.router, METRICS);
-  const d = Object.fromEntries([FAST, SLOW, MERGED, UNEVEN].map((k) => [k, (after.get(k) ?? 0) - (before.get(k) ?? 0)]));
+  const d = Object.fromEntries(
+    [FAST, SLOW, MERGED, UNEVEN].map((k) => [k, (after.get(k) ?? 0) - (before.get(k) ?? 0)]),
+  );
   // tcpdump writes what it has read (-U); on a busy machine it reads later than the program sends, and what it has
   // not read when it stops is lost: wait until it wrote as many of the router's datagrams as the fast path counted
   // (or 20 s: then the test says how many are missing).
   const ours = () => {
     try {
-      return readPcap(file).filter((f) => f.length > ETH + 20 && new DataView(f.buffer).getUint32(ETH + 12) === parseIPv4(TOPO.routerV4)).length;
+      return readPcap(file).filter(
+        (f) => f.length > ETH + 20 && new DataView(f.buffer).getUint32(ETH + 12) === parseIPv4(TOPO.routerV4),
+      ).length;
     } catch {
       return 0; // not even its header written yet
     }
@@ -92,22 +129,33 @@ const engine = newEngine();
 /** What the engine sends for the IPv6 packet p from the kernel: the datagram and where to, or null. */
 function engineSends(p: Uint8Array): { bytes: Uint8Array; v4: number; port: number } | null {
   const rx = engine.tunRx;
-  rx.off[0] = 0; rx.len[0] = p.length;
+  rx.off[0] = 0;
+  rx.len[0] = p.length;
   rx.data.set(p, 0);
   engine.fromKernel(1, 1000);
   if (!engine.nToPeers) return null;
   const o = engine.toPeers;
-  return { bytes: Uint8Array.from(o.data.subarray(o.off[0]!, o.off[0]! + o.len[0]!)), v4: o.addr[0]!, port: o.port[0]! };
+  return {
+    bytes: Uint8Array.from(o.data.subarray(o.off[0]!, o.off[0]! + o.len[0]!)),
+    v4: o.addr[0]!,
+    port: o.port[0]!,
+  };
 }
 
-type Asserts = { is: (a: unknown, b: unknown, m?: string) => void; deepEqual: (a: unknown, b: unknown, m?: string) => void; true: (a: boolean, m?: string) => void };
+type Asserts = {
+  is: (a: unknown, b: unknown, m?: string) => void;
+  deepEqual: (a: unknown, b: unknown, m?: string) => void;
+  true: (a: boolean, m?: string) => void;
+};
 
 /**
  * Checks every captured frame from the ISP against the engine; returns how many there were and how many went
  * without an outer checksum.
  */
 function checkFrames(t: Asserts, frames: Uint8Array[]): { n: number; noChecksum: number; biggest: number } {
-  let n = 0, noChecksum = 0, biggest = 0;
+  let n = 0,
+    noChecksum = 0,
+    biggest = 0;
   const isp = parseIPv4(TOPO.routerV4); // (the outer source; the inner source is the ISP's IPv6)
   for (const f of frames) {
     const v = new DataView(f.buffer, f.byteOffset);
@@ -123,34 +171,47 @@ function checkFrames(t: Asserts, frames: Uint8Array[]): { n: number; noChecksum:
     biggest = Math.max(biggest, inner.length);
     const id = v.getUint16(ETH + 4);
     t.true(id < 64, `the outer IPv4 ID is a segment's number in its merged packet (${id})`);
-    const want = frame(ROUTER, PORT, e.v4, e.port, e.bytes, { id, ttl: 64, dmac: f.subarray(0, 6), smac: f.subarray(6, 12) });
+    const want = frame(ROUTER, PORT, e.v4, e.port, e.bytes, {
+      id,
+      ttl: 64,
+      dmac: f.subarray(0, 6),
+      smac: f.subarray(6, 12),
+    });
     if (v.getUint16(ETH + 26) === 0) {
       noChecksum++;
-      want[ETH + 26] = 0; want[ETH + 27] = 0;
+      want[ETH + 26] = 0;
+      want[ETH + 27] = 0;
     }
-    t.deepEqual(Buffer.from(f), Buffer.from(want), 'the datagram the router\'s socket would send for this segment');
+    t.deepEqual(Buffer.from(f), Buffer.from(want), "the datagram the router's socket would send for this segment");
   }
   return { n, noChecksum, biggest };
 }
 
-serial(title('a TCP transfer merged by GRO: to-peers sends it as the router would, segment by segment, and carries over 99% of it'), async (t) => {
-  const server = lab.topo.isp.spawn([process.execPath, '-e', ECHO_SERVER]);
-  try {
-    await server.waitFor(/listening/, 10_000);
-    const { frames, d } = await captured('tcp', async () => {
-      const r = await lab.topo.peers.A.exec([process.execPath, '-e', BULK_CLIENT, TOPO.ispV6, String(4_000_000)], { timeoutMs: 60_000 });
-      t.is(r.code, 0, `${r.stdout}${r.stderr}`);
-    });
-    const c = checkFrames(t, frames);
-    t.is(c.n, d[FAST], 'every segment the fast path counted was captured and checked');
-    t.is(c.noChecksum, d[UNEVEN], 'the segments without an outer checksum are those the router counted so');
-    t.true(d[MERGED]! + d[UNEVEN]! > d[FAST]! / 2, `most segments came from merged packets: ${JSON.stringify(d)}`);
-    t.true(d[SLOW]! <= (d[FAST]! + d[SLOW]!) / 100, `at most 1% through the router: ${JSON.stringify(d)}`);
-    t.is(c.biggest, 1280, 'full segments fill the tunnel MTU');
-  } finally {
-    await server.stop();
-  }
-});
+serial(
+  title(
+    'a TCP transfer merged by GRO: to-peers sends it as the router would, segment by segment, and carries over 99% of it',
+  ),
+  async (t) => {
+    const server = lab.topo.isp.spawn([process.execPath, '-e', ECHO_SERVER]);
+    try {
+      await server.waitFor(/listening/, 10_000);
+      const { frames, d } = await captured('tcp', async () => {
+        const r = await lab.topo.peers.A.exec([process.execPath, '-e', BULK_CLIENT, TOPO.ispV6, String(4_000_000)], {
+          timeoutMs: 60_000,
+        });
+        t.is(r.code, 0, `${r.stdout}${r.stderr}`);
+      });
+      const c = checkFrames(t, frames);
+      t.is(c.n, d[FAST], 'every segment the fast path counted was captured and checked');
+      t.is(c.noChecksum, d[UNEVEN], 'the segments without an outer checksum are those the router counted so');
+      t.true(d[MERGED]! + d[UNEVEN]! > d[FAST]! / 2, `most segments came from merged packets: ${JSON.stringify(d)}`);
+      t.true(d[SLOW]! <= (d[FAST]! + d[SLOW]!) / 100, `at most 1% through the router: ${JSON.stringify(d)}`);
+      t.is(c.biggest, 1280, 'full segments fill the tunnel MTU');
+    } finally {
+      await server.stop();
+    }
+  },
+);
 
 /** Sends bursts from the ISP with UDP_SEGMENT: one send of sizes[i] bytes in segments of 1000 to the peer's port 9. */
 const UDP_GSO = `
@@ -161,12 +222,17 @@ for n in sys.argv[2:]:
     s.sendto(bytes((i * 7) & 255 for i in range(int(n))), (sys.argv[1], 9))
 `;
 
-serial(title('UDP_SEGMENT bursts from the ISP: one of equal segments with outer checksums, one with a short tail without'), async (t) => {
-  const { frames, d } = await captured('udp', async () => {
-    await lab.topo.isp.run(['python3', '-c', UDP_GSO, lab.peer, '4000', '3400']);
-  });
-  const c = checkFrames(t, frames);
-  t.is(c.n, 8, 'four segments and four');
-  t.deepEqual({ fast: d[FAST], slow: d[SLOW], merged: d[MERGED], uneven: d[UNEVEN], noChecksum: c.noChecksum },
-    { fast: 8, slow: 0, merged: 4, uneven: 4, noChecksum: 4 });
-});
+serial(
+  title('UDP_SEGMENT bursts from the ISP: one of equal segments with outer checksums, one with a short tail without'),
+  async (t) => {
+    const { frames, d } = await captured('udp', async () => {
+      await lab.topo.isp.run(['python3', '-c', UDP_GSO, lab.peer, '4000', '3400']);
+    });
+    const c = checkFrames(t, frames);
+    t.is(c.n, 8, 'four segments and four');
+    t.deepEqual(
+      { fast: d[FAST], slow: d[SLOW], merged: d[MERGED], uneven: d[UNEVEN], noChecksum: c.noChecksum },
+      { fast: 8, slow: 0, merged: 4, uneven: 4, noChecksum: 4 },
+    );
+  },
+);

@@ -17,7 +17,7 @@ async function sixbed4(args: string[]): Promise<{ code: number; stdout: string; 
   }
 }
 
-test('sixbed4 peer --help prints the peer\'s flags and none of the router\'s', async (t) => {
+test("sixbed4 peer --help prints the peer's flags and none of the router's", async (t) => {
   const r = await sixbed4(['peer', '--help']);
   t.is(r.code, 0);
   t.regex(r.stdout, /^usage: sixbed4 peer \[flags\]\n/);
@@ -60,7 +60,14 @@ test('sixbed4 --help lists every command, each with its flags', async (t) => {
 });
 
 test('a --log-format that is none of text, json, auto is refused by every command that logs, before it starts', async (t) => {
-  for (const args of [['router'], ['peer'], ['lab'], ['operator'], ['host', 'plan'], ['agent', '--node', 'n', '--namespace', 'ns']]) {
+  for (const args of [
+    ['router'],
+    ['peer'],
+    ['lab'],
+    ['operator'],
+    ['host', 'plan'],
+    ['agent', '--node', 'n', '--namespace', 'ns'],
+  ]) {
     const r = await sixbed4([...args, '--log-format', 'xml']);
     t.is(r.code, 2, args[0]);
     t.is(r.stderr, 'sixbed4: --log-format xml: use text, json or auto\n', args[0]);

@@ -24,15 +24,28 @@ const NODES: NodeInfo[] = [{ name: 'edge-1', labels: { role: 'edge' }, address: 
 function agentRouterOptions(spec: Record<string, unknown>) {
   const checked = checkSpec({ prefix: '2001:db8:9::/48', nodeSelector: { role: 'edge' }, ...spec });
   if (!checked.spec || checked.problems.length) throw new Error(checked.problems.map((p) => p.message).join('; '));
-  const p = { apiVersion: 'sixbed4.io/v1alpha1', kind: 'SixBed4Prefix', metadata: { name: 'home', uid: 'u1' }, spec } as unknown as SixBed4Prefix;
+  const p = {
+    apiVersion: 'sixbed4.io/v1alpha1',
+    kind: 'SixBed4Prefix',
+    metadata: { name: 'home', uid: 'u1' },
+    spec,
+  } as unknown as SixBed4Prefix;
   const { nodes } = plan('home', undefined, checked.spec, NODES, {});
-  const cm = renderConfigMap(p, checked.spec.prefix.text, checked.spec.metricsPort, nodes, { namespace: 'sixbed4-system' });
+  const cm = renderConfigMap(p, checked.spec.prefix.text, checked.spec.metricsPort, nodes, {
+    namespace: 'sixbed4-system',
+  });
   const n = shareFromData(cm.data as Record<string, string>, 'edge-1').node!;
-  const host = hostConfig({ prefix: n.prefix, localAddresses: n.localAddresses, localAddressMode: n.localAddressMode, ndpProxy: n.ndpProxy, tunnel: n.tunnel! });
+  const host = hostConfig({
+    prefix: n.prefix,
+    localAddresses: n.localAddresses,
+    localAddressMode: n.localAddressMode,
+    ndpProxy: n.ndpProxy,
+    tunnel: n.tunnel!,
+  });
   return { share: n, options: shareRouterOptions(n, { tun: n.tunnel!, uplink: 'eth0', host }) };
 }
 
-test('the agent hands the prefix\'s fastPath to the router it runs: Disabled off (and not in the share), Auto (the default) auto, Required on', (t) => {
+test("the agent hands the prefix's fastPath to the router it runs: Disabled off (and not in the share), Auto (the default) auto, Required on", (t) => {
   const off = agentRouterOptions({ fastPath: 'Disabled' });
   t.false('fastPath' in off.share, 'no fastPath in the share of a Disabled prefix (as before the field existed)');
   t.is(routerConfig(off.options).fastPath, 'off', 'said out loud to the router, whose own default is auto');
@@ -44,15 +57,31 @@ test('the agent hands the prefix\'s fastPath to the router it runs: Disabled off
   t.true(on.options.handover, 'the rest as before');
 });
 
-test('Required refused by the router: the agent reports it in the spec\'s words; other failures are not the fast path\'s', async (t) => {
+test("Required refused by the router: the agent reports it in the spec's words; other failures are not the fast path's", async (t) => {
   // The real refusal: 127.0.0.1 is on lo, which the program cannot go on (nothing is loaded or attached).
   const log = createLogger({ level: 'error', format: 'text', component: 'test' });
   const lo = parseIPv4('127.0.0.1');
-  const err = await prepareFastPath('on', { bindIPv4: lo, bindPort: 25790, ownIPv4: lo, ownPort: 25790, prefix: parsePrefix('2001:db8:9:10::/64').bytes, refused: [] }, log)
-    .then(() => undefined, (e: unknown) => e);
+  const err = await prepareFastPath(
+    'on',
+    {
+      bindIPv4: lo,
+      bindPort: 25790,
+      ownIPv4: lo,
+      ownPort: 25790,
+      prefix: parsePrefix('2001:db8:9:10::/64').bytes,
+      refused: [],
+    },
+    log,
+  ).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   t.true(err instanceof InputError, String(err));
   const said = fastPathRefusal(err)!;
-  t.regex(said, /^spec\.fastPath Required: 127\.0\.0\.1 is on lo, a loopback interface: the fast path handles Ethernet uplinks only/);
+  t.regex(
+    said,
+    /^spec\.fastPath Required: 127\.0\.0\.1 is on lo, a loopback interface: the fast path handles Ethernet uplinks only/,
+  );
   // what an agent without CAP_BPF adds: where the chart gives it
   t.is(said.includes('unless agent.fastPath=false'), !hasBpf());
   t.is(fastPathRefusal(new InputError('--port 0: use 1..65535')), undefined);

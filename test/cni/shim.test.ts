@@ -41,7 +41,11 @@ try {
 // ---------------------------------------------------------------------------
 // Running the shim
 
-interface Run { code: number | null; stdout: string; stderr: string }
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
 type Env = Record<string, string | undefined>;
 
 /** Runs the shim with exactly this environment (nothing inherited) and stdin; never rejects on a non-zero exit. */
@@ -54,7 +58,9 @@ function runShim(env: Env, input: string | Buffer): Promise<Run> {
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));
     child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') }));
+    child.on('close', (code) =>
+      resolve({ code, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') }),
+    );
     child.stdin.on('error', () => {}); // the shim may refuse before reading all of stdin (EPIPE)
     child.stdin.end(input);
   });
@@ -87,7 +93,8 @@ function config(extra: Record<string, unknown> = {}, agentSocket = noAgent()): s
 const annotated = (annotations: Record<string, string>) => ({ runtimeConfig: { [ANNOTATIONS]: annotations } });
 
 // prevResult as another plugin wrote it, with its own spacing and escapes: passed through, it must come out as is.
-const PREV = '{ "cniVersion": "1.1.0",\n  "interfaces": [ {"name": "eth0", "mac": "02:00:00:00:00:01", "sandbox": "/run/netns/s4-cni-pod"} ],\n' +
+const PREV =
+  '{ "cniVersion": "1.1.0",\n  "interfaces": [ {"name": "eth0", "mac": "02:00:00:00:00:01", "sandbox": "/run/netns/s4-cni-pod"} ],\n' +
   '  "ips": [ {"address": "100.64.7.2/24", "gateway": "100.64.7.1", "interface": 0} ],\n  "dns": {"search": ["caf\\u00e9.example", "a\\"b"]} }';
 /** A chained configuration (prevResult embedded as written) with the given runtimeConfig. */
 function chained(extra: Record<string, unknown>, agentSocket = noAgent(), prev = PREV): string {
@@ -95,7 +102,12 @@ function chained(extra: Record<string, unknown>, agentSocket = noAgent(), prev =
   return `${base.slice(0, -1)},"prevResult":  ${prev}  }`;
 }
 
-interface CniError { cniVersion: string; code: number; msg: string; details?: string }
+interface CniError {
+  cniVersion: string;
+  code: number;
+  msg: string;
+  details?: string;
+}
 
 /** The run failed with a CNI error object of this code (exit status 1, a line on stderr). */
 function isCniError(t: ExecutionContext, r: Run, code: number, version = '1.1.0'): CniError {
@@ -112,7 +124,13 @@ function isCniError(t: ExecutionContext, r: Run, code: number, version = '1.1.0'
 // A stand-in for the agent's end of the protocol (a protocol test of the shim, not of the agent)
 
 interface ShimRequest {
-  version: number; command: string; containerId: string; netns: string; ifname: string; args: string; path: string;
+  version: number;
+  command: string;
+  containerId: string;
+  netns: string;
+  ifname: string;
+  args: string;
+  path: string;
   config: Record<string, unknown>;
 }
 
@@ -125,7 +143,10 @@ class FakeAgent {
   connections = 0;
   private readonly held = new Set<Socket>();
 
-  private constructor(readonly path: string, private readonly server: Server) {}
+  private constructor(
+    readonly path: string,
+    private readonly server: Server,
+  ) {}
 
   static async start(path: string, reply: (req: ShimRequest) => string | Buffer | null): Promise<FakeAgent> {
     const server = createServer({ allowHalfOpen: true });
@@ -151,7 +172,9 @@ class FakeAgent {
     return agent;
   }
 
-  get requests(): ShimRequest[] { return this.raw.map((r) => JSON.parse(r) as ShimRequest); }
+  get requests(): ShimRequest[] {
+    return this.raw.map((r) => JSON.parse(r) as ShimRequest);
+  }
 
   async close(): Promise<void> {
     for (const s of this.held) s.destroy();
@@ -171,9 +194,11 @@ async function fakeAgent(reply: (req: ShimRequest) => string | Buffer | null): P
 // Set-up for the cnitool scenarios (root, network namespaces, the node binaries)
 
 const nodeBin = nodeBinaries();
-const cnitoolReason = requireRootReason() ??
+const cnitoolReason =
+  requireRootReason() ??
   (nodeBin ? null : `cnitool and the CNI reference plugins are not built; run: bash ${NODE_BUILD_SCRIPT}`);
-if (cnitoolReason && isCI && process.getuid?.() === 0) throw new Error(`the cnitool scenarios cannot run under CI: ${cnitoolReason}`);
+if (cnitoolReason && isCI && process.getuid?.() === 0)
+  throw new Error(`the cnitool scenarios cannot run under CI: ${cnitoolReason}`);
 const cnitoolTest = cnitoolReason ? test.skip : test;
 const cnitoolTitle = (s: string) => (cnitoolReason ? `${s} [skipped: ${cnitoolReason}]` : s);
 
@@ -196,7 +221,9 @@ test.after.always(async () => {
   // removes them, a failed test may not have got there.
   const results = '/var/lib/cni/results';
   const files = await readdir(results).catch(() => [] as string[]);
-  await Promise.all(files.filter((f) => networks.some((n) => f.startsWith(`${n}-`))).map((f) => rm(join(results, f), { force: true })));
+  await Promise.all(
+    files.filter((f) => networks.some((n) => f.startsWith(`${n}-`))).map((f) => rm(join(results, f), { force: true })),
+  );
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
@@ -204,7 +231,12 @@ test.after.always(async () => {
 // VERSION and bad input
 
 test('VERSION: the supported versions, in the cniVersion asked for (or the latest), without a full config', async (t) => {
-  for (const [asked, answered] of [['1.0.0', '1.0.0'], ['0.4.0', '0.4.0'], ['1.1.0', '1.1.0'], ['9.9.9', '1.1.0']]) {
+  for (const [asked, answered] of [
+    ['1.0.0', '1.0.0'],
+    ['0.4.0', '0.4.0'],
+    ['1.1.0', '1.1.0'],
+    ['9.9.9', '1.1.0'],
+  ]) {
     const r = await runShim({ CNI_COMMAND: 'VERSION' }, JSON.stringify({ cniVersion: asked }));
     t.is(r.code, 0, r.stderr);
     t.deepEqual(JSON.parse(r.stdout), { cniVersion: answered, supportedVersions: ['0.4.0', '1.0.0', '1.1.0'] }, asked);
@@ -223,7 +255,12 @@ const badInput: [string, Env, string, number][] = [
   ['no cniVersion', cniEnv('ADD'), JSON.stringify({ name: 'pods', type: 'sixbed4-cni' }), 7],
   ['no name', cniEnv('ADD'), JSON.stringify({ cniVersion: '1.1.0', type: 'sixbed4-cni' }), 7],
   ['no type', cniEnv('ADD'), JSON.stringify({ cniVersion: '1.1.0', name: 'pods' }), 7],
-  ['a name that is not a string', cniEnv('ADD'), JSON.stringify({ cniVersion: '1.1.0', name: 7, type: 'sixbed4-cni' }), 7],
+  [
+    'a name that is not a string',
+    cniEnv('ADD'),
+    JSON.stringify({ cniVersion: '1.1.0', name: 7, type: 'sixbed4-cni' }),
+    7,
+  ],
   ['an unsupported cniVersion', cniEnv('ADD'), config({ cniVersion: '0.3.1' }), 1],
   ['an agentSocket too long for a Unix socket address', cniEnv('ADD'), config({}, `/run/${'x'.repeat(200)}.sock`), 7],
   ['a prevResult that is not an object', cniEnv('ADD'), config({ prevResult: 'eth0' }), 7],
@@ -244,7 +281,7 @@ for (const [what, env, input, code] of badInput) {
   });
 }
 
-test('an error object carries the configuration\'s cniVersion once it is known', async (t) => {
+test("an error object carries the configuration's cniVersion once it is known", async (t) => {
   const r = await runShim(cniEnv('ADD', { CNI_CONTAINERID: undefined }), config({ cniVersion: '1.0.0' }));
   isCniError(t, r, 4, '1.0.0');
 });
@@ -254,7 +291,12 @@ test('an error object carries the configuration\'s cniVersion once it is known',
 
 test('chained ADD for a pod that does not ask: prevResult exactly as given, and the agent is not asked', async (t) => {
   const agent = await fakeAgent(() => 'error\n{"cniVersion":"1.1.0","code":999,"msg":"must not be asked"}');
-  const cases: Record<string, string>[] = [{}, { [SLICE]: 'false' }, { [SLICE]: 'True' }, { 'example.org/other': 'true' }];
+  const cases: Record<string, string>[] = [
+    {},
+    { [SLICE]: 'false' },
+    { [SLICE]: 'True' },
+    { 'example.org/other': 'true' },
+  ];
   for (const annotations of cases) {
     const r = await runShim(cniEnv('ADD'), chained(annotated(annotations), agent.path));
     t.is(r.code, 0, r.stderr);
@@ -312,7 +354,10 @@ test('agent down: chained ADD/CHECK without pod annotations fail open: prevResul
   const add = await runShim(cniEnv('ADD'), chained({}));
   t.is(add.code, 0, add.stderr);
   t.is(add.stdout, PREV);
-  t.regex(add.stderr, /runtime passed no pod annotations.*io\.kubernetes\.cri\.pod-annotations.*passing the previous result through/);
+  t.regex(
+    add.stderr,
+    /runtime passed no pod annotations.*io\.kubernetes\.cri\.pod-annotations.*passing the previous result through/,
+  );
   const check = await runShim(cniEnv('CHECK'), chained({ runtimeConfig: {} }));
   t.is(check.code, 0, check.stderr);
   t.is(check.stdout, '');
@@ -323,7 +368,11 @@ test('agent down: DEL, GC and STATUS succeed with a note on stderr', async (t) =
   const cases: [string, Env, string][] = [
     ['DEL', cniEnv('DEL'), chained(annotated({ [SLICE]: 'true' }))],
     ['DEL', cniEnv('DEL', { CNI_NETNS: '', CNI_IFNAME: undefined }), config()], // the pod's netns may be gone already
-    ['GC', { CNI_COMMAND: 'GC', CNI_PATH: '/opt/cni/bin' }, config({ 'cni.dev/valid-attachments': [{ containerID: CID, ifname: 'eth0' }] })],
+    [
+      'GC',
+      { CNI_COMMAND: 'GC', CNI_PATH: '/opt/cni/bin' },
+      config({ 'cni.dev/valid-attachments': [{ containerID: CID, ifname: 'eth0' }] }),
+    ],
     ['STATUS', { CNI_COMMAND: 'STATUS', CNI_PATH: '/opt/cni/bin' }, config()],
   ];
   for (const [cmd, env, input] of cases) {
@@ -350,10 +399,19 @@ test('protocol: the request is one JSON object with the CNI variables and the co
   const [raw] = agent.raw;
   t.true(raw!.includes(`"config":${input}}`), 'the configuration is embedded byte for byte');
   const req = agent.requests[0]!;
-  t.deepEqual({ ...req, config: undefined }, {
-    version: 1, command: 'ADD', containerId: CID, netns: '/run/netns/s4-cni-pod', ifname: 'eth0',
-    args: odd.CNI_ARGS, path: odd.CNI_PATH, config: undefined,
-  });
+  t.deepEqual(
+    { ...req, config: undefined },
+    {
+      version: 1,
+      command: 'ADD',
+      containerId: CID,
+      netns: '/run/netns/s4-cni-pod',
+      ifname: 'eth0',
+      args: odd.CNI_ARGS,
+      path: odd.CNI_PATH,
+      config: undefined,
+    },
+  );
   t.deepEqual(req.config, JSON.parse(input));
 });
 
@@ -364,31 +422,42 @@ test('protocol: missing variables are sent as empty strings (GC, STATUS)', async
     t.is(r.code, 0, r.stderr);
     t.is(r.stdout, '');
   }
-  t.deepEqual(agent.requests.map((q) => [q.command, q.containerId, q.netns, q.ifname, q.args, q.path]),
-    [['GC', '', '', '', '', ''], ['STATUS', '', '', '', '', '']]);
+  t.deepEqual(
+    agent.requests.map((q) => [q.command, q.containerId, q.netns, q.ifname, q.args, q.path]),
+    [
+      ['GC', '', '', '', '', ''],
+      ['STATUS', '', '', '', '', ''],
+    ],
+  );
 });
 
 test('protocol: what goes to the agent and what the shim decides alone', async (t) => {
-  const agent = await fakeAgent((q) => (q.command === 'ADD' ? `ok\n${JSON.stringify(q.config.prevResult ?? { cniVersion: '1.1.0' })}` : 'ok\n'));
+  const agent = await fakeAgent((q) =>
+    q.command === 'ADD' ? `ok\n${JSON.stringify(q.config.prevResult ?? { cniVersion: '1.1.0' })}` : 'ok\n',
+  );
   const asks = annotated({ [SLICE]: 'true' });
   const runs: [string, string][] = [
-    ['ADD', chained(asks, agent.path)],                        // asks
-    ['ADD', config(asks, agent.path)],                         // standalone
-    ['ADD', chained({}, agent.path)],                          // unknown: the agent decides when it is up
-    ['ADD', chained(annotated({}), agent.path)],               // does not ask: not forwarded
+    ['ADD', chained(asks, agent.path)], // asks
+    ['ADD', config(asks, agent.path)], // standalone
+    ['ADD', chained({}, agent.path)], // unknown: the agent decides when it is up
+    ['ADD', chained(annotated({}), agent.path)], // does not ask: not forwarded
     ['CHECK', chained(asks, agent.path)],
-    ['CHECK', chained(annotated({}), agent.path)],             // does not ask: not forwarded
-    ['DEL', chained(annotated({}), agent.path)],               // DEL always goes to the agent: it owns the cleanup
+    ['CHECK', chained(annotated({}), agent.path)], // does not ask: not forwarded
+    ['DEL', chained(annotated({}), agent.path)], // DEL always goes to the agent: it owns the cleanup
   ];
   for (const [cmd, input] of runs) {
     const r = await runShim(cniEnv(cmd), input);
     t.is(r.code, 0, `${cmd}: ${r.stderr}`);
   }
-  t.deepEqual(agent.requests.map((q) => q.command), ['ADD', 'ADD', 'ADD', 'CHECK', 'DEL']);
+  t.deepEqual(
+    agent.requests.map((q) => q.command),
+    ['ADD', 'ADD', 'ADD', 'CHECK', 'DEL'],
+  );
 });
 
 test('protocol: an "error" reply is printed unchanged with exit status 1', async (t) => {
-  const body = '{"cniVersion":"1.1.0","code":11,"msg":"no slice allocated for this pod yet","details":"pod default/web"}\n';
+  const body =
+    '{"cniVersion":"1.1.0","code":11,"msg":"no slice allocated for this pod yet","details":"pod default/web"}\n';
   const agent = await fakeAgent(() => `error\n${body}`);
   const r = await runShim(cniEnv('ADD'), chained(annotated({ [SLICE]: 'true' }), agent.path));
   t.is(r.code, 1);
@@ -439,8 +508,14 @@ interface CniResult {
   interfaces: { name: string; mac: string; sandbox?: string }[];
   ips: { address: string; gateway?: string; interface: number }[];
 }
-interface IpLink { ifname: string; address: string }
-interface IpAddr { ifname: string; addr_info: { family: string; local: string; prefixlen: number }[] }
+interface IpLink {
+  ifname: string;
+  address: string;
+}
+interface IpAddr {
+  ifname: string;
+  addr_info: { family: string; local: string; prefixlen: number }[];
+}
 
 let subnetCount = 0;
 /** A network of ptp + sixbed4-cni (a conflist of its own), and a pod namespace to attach. */
@@ -452,25 +527,37 @@ async function podNetwork(agentSocket: string) {
   const conf = join(dir, `conf-${name}`);
   await mkdir(conf);
   const subnet = `100.64.${210 + subnetCount++}.0/24`;
-  await writeFile(join(conf, `${name}.conflist`), JSON.stringify({
-    cniVersion: '1.1.0',
-    name,
-    plugins: [
-      { type: 'ptp', ipMasq: false, ipam: { type: 'host-local', ranges: [[{ subnet }]], dataDir: join(dir, `ipam-${name}`) } },
-      { type: 'sixbed4-cni', agentSocket, capabilities: { [ANNOTATIONS]: true } },
-    ],
-  }, null, 2));
+  await writeFile(
+    join(conf, `${name}.conflist`),
+    JSON.stringify(
+      {
+        cniVersion: '1.1.0',
+        name,
+        plugins: [
+          {
+            type: 'ptp',
+            ipMasq: false,
+            ipam: { type: 'host-local', ranges: [[{ subnet }]], dataDir: join(dir, `ipam-${name}`) },
+          },
+          { type: 'sixbed4-cni', agentSocket, capabilities: { [ANNOTATIONS]: true } },
+        ],
+      },
+      null,
+      2,
+    ),
+  );
   const netnsPath = `/run/netns/${pod.name}`;
   /** cnitool COMMAND in the host namespace, for a pod with these annotations (none: the runtime passes none). */
-  const cnitool = (command: string, annotations?: Record<string, string>) => host!.exec([join(nodeBin!, 'cnitool'), command, name, netnsPath], {
-    env: {
-      NETCONFPATH: conf,
-      CNI_PATH: [join(nodeBin!, 'cni'), SHIM_DIR].join(':'),
-      CNI_IFNAME: 'eth0',
-      CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web',
-      CAP_ARGS: annotations ? JSON.stringify({ [ANNOTATIONS]: annotations }) : '',
-    },
-  });
+  const cnitool = (command: string, annotations?: Record<string, string>) =>
+    host!.exec([join(nodeBin!, 'cnitool'), command, name, netnsPath], {
+      env: {
+        NETCONFPATH: conf,
+        CNI_PATH: [join(nodeBin!, 'cni'), SHIM_DIR].join(':'),
+        CNI_IFNAME: 'eth0',
+        CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web',
+        CAP_ARGS: annotations ? JSON.stringify({ [ANNOTATIONS]: annotations }) : '',
+      },
+    });
   return { name, pod, netnsPath, subnet, cnitool };
 }
 
@@ -479,89 +566,123 @@ async function podLinks(pod: Netns): Promise<IpLink[]> {
   return (await pod.json<IpLink[]>(['link', 'show'])).filter((l) => l.ifname !== 'lo');
 }
 
-cnitoolTest(cnitoolTitle('cnitool, no agent: a pod that does not ask gets ptp\'s result and interface only; CHECK, DEL twice, GC, STATUS'), async (t) => {
-  const net = await podNetwork(noAgent());
-  const add = await net.cnitool('add', { 'example.org/team': 'web' });
-  t.is(add.code, 0, add.stderr);
-  const result = JSON.parse(add.stdout) as CniResult;
-  // ptp's result, checked against what ptp made in the kernel: its host veth, the pod's eth0 and its address.
-  t.is(result.cniVersion, '1.1.0');
-  t.is(result.interfaces.length, 2);
-  const [hostIf, podIf] = result.interfaces;
-  t.is(hostIf!.sandbox, undefined);
-  t.deepEqual({ name: podIf!.name, sandbox: podIf!.sandbox }, { name: 'eth0', sandbox: net.netnsPath });
-  t.deepEqual((await podLinks(net.pod)).map((l) => [l.ifname, l.address]), [['eth0', podIf!.mac]], 'only ptp\'s interface in the pod');
-  const hostLink = (await host!.json<IpLink[]>(['link', 'show', 'dev', hostIf!.name]))[0];
-  t.is(hostLink?.address, hostIf!.mac);
-  t.is(result.ips.length, 1);
-  const addrs = await net.pod.json<IpAddr[]>(['-4', 'addr', 'show', 'dev', 'eth0']);
-  const a = addrs[0]!.addr_info[0]!;
-  t.is(result.ips[0]!.address, `${a.local}/${a.prefixlen}`);
-  t.is(result.ips[0]!.interface, 1);
-  t.true(result.ips[0]!.address.startsWith(net.subnet.split('.').slice(0, 3).join('.') + '.'));
-  t.notRegex(add.stderr, /sixbed4-cni/, 'nothing to say: the agent was not needed');
+cnitoolTest(
+  cnitoolTitle(
+    "cnitool, no agent: a pod that does not ask gets ptp's result and interface only; CHECK, DEL twice, GC, STATUS",
+  ),
+  async (t) => {
+    const net = await podNetwork(noAgent());
+    const add = await net.cnitool('add', { 'example.org/team': 'web' });
+    t.is(add.code, 0, add.stderr);
+    const result = JSON.parse(add.stdout) as CniResult;
+    // ptp's result, checked against what ptp made in the kernel: its host veth, the pod's eth0 and its address.
+    t.is(result.cniVersion, '1.1.0');
+    t.is(result.interfaces.length, 2);
+    const [hostIf, podIf] = result.interfaces;
+    t.is(hostIf!.sandbox, undefined);
+    t.deepEqual({ name: podIf!.name, sandbox: podIf!.sandbox }, { name: 'eth0', sandbox: net.netnsPath });
+    t.deepEqual(
+      (await podLinks(net.pod)).map((l) => [l.ifname, l.address]),
+      [['eth0', podIf!.mac]],
+      "only ptp's interface in the pod",
+    );
+    const hostLink = (await host!.json<IpLink[]>(['link', 'show', 'dev', hostIf!.name]))[0];
+    t.is(hostLink?.address, hostIf!.mac);
+    t.is(result.ips.length, 1);
+    const addrs = await net.pod.json<IpAddr[]>(['-4', 'addr', 'show', 'dev', 'eth0']);
+    const a = addrs[0]!.addr_info[0]!;
+    t.is(result.ips[0]!.address, `${a.local}/${a.prefixlen}`);
+    t.is(result.ips[0]!.interface, 1);
+    t.true(result.ips[0]!.address.startsWith(net.subnet.split('.').slice(0, 3).join('.') + '.'));
+    t.notRegex(add.stderr, /sixbed4-cni/, 'nothing to say: the agent was not needed');
 
-  const check = await net.cnitool('check', { 'example.org/team': 'web' });
-  t.is(check.code, 0, check.stderr);
+    const check = await net.cnitool('check', { 'example.org/team': 'web' });
+    t.is(check.code, 0, check.stderr);
 
-  for (const round of [1, 2]) {
-    const del = await net.cnitool('del', { 'example.org/team': 'web' });
-    t.is(del.code, 0, `DEL ${round}: ${del.stderr}`);
-    t.regex(del.stderr, /sixbed4-cni: DEL .*the sixbed4 agent did not answer/);
-  }
-  t.deepEqual(await podLinks(net.pod), [], 'ptp removed its interface');
+    for (const round of [1, 2]) {
+      const del = await net.cnitool('del', { 'example.org/team': 'web' });
+      t.is(del.code, 0, `DEL ${round}: ${del.stderr}`);
+      t.regex(del.stderr, /sixbed4-cni: DEL .*the sixbed4 agent did not answer/);
+    }
+    t.deepEqual(await podLinks(net.pod), [], 'ptp removed its interface');
 
-  for (const cmd of ['gc', 'status']) {
-    const r = await net.cnitool(cmd);
-    t.is(r.code, 0, `${cmd}: ${r.stderr}`);
-    t.regex(r.stderr, new RegExp(`sixbed4-cni: ${cmd.toUpperCase()}: the sixbed4 agent did not answer`));
-  }
-});
+    for (const cmd of ['gc', 'status']) {
+      const r = await net.cnitool(cmd);
+      t.is(r.code, 0, `${cmd}: ${r.stderr}`);
+      t.regex(r.stderr, new RegExp(`sixbed4-cni: ${cmd.toUpperCase()}: the sixbed4 agent did not answer`));
+    }
+  },
+);
 
-cnitoolTest(cnitoolTitle('cnitool, no agent: a pod that asks is refused ("try again later") and DEL cleans up'), async (t) => {
-  const net = await podNetwork(noAgent());
-  const add = await net.cnitool('add', { [SLICE]: 'true' });
-  t.not(add.code, 0);
-  t.regex(add.stderr, /plugin type="sixbed4-cni" failed \(add\): the sixbed4 agent on this node is not running .*try again later/);
-  const del = await net.cnitool('del', { [SLICE]: 'true' });
-  t.is(del.code, 0, del.stderr);
-  t.deepEqual(await podLinks(net.pod), []);
-});
+cnitoolTest(
+  cnitoolTitle('cnitool, no agent: a pod that asks is refused ("try again later") and DEL cleans up'),
+  async (t) => {
+    const net = await podNetwork(noAgent());
+    const add = await net.cnitool('add', { [SLICE]: 'true' });
+    t.not(add.code, 0);
+    t.regex(
+      add.stderr,
+      /plugin type="sixbed4-cni" failed \(add\): the sixbed4 agent on this node is not running .*try again later/,
+    );
+    const del = await net.cnitool('del', { [SLICE]: 'true' });
+    t.is(del.code, 0, del.stderr);
+    t.deepEqual(await podLinks(net.pod), []);
+  },
+);
 
-cnitoolTest(cnitoolTitle('cnitool, no agent, no annotations passed: the pod is attached anyway (fail open, with a warning)'), async (t) => {
-  const net = await podNetwork(noAgent());
-  const add = await net.cnitool('add');
-  t.is(add.code, 0, add.stderr);
-  t.regex(add.stderr, /passing the previous result through/);
-  t.deepEqual((await podLinks(net.pod)).map((l) => l.ifname), ['eth0']);
-  t.is((await net.cnitool('del')).code, 0);
-});
+cnitoolTest(
+  cnitoolTitle('cnitool, no agent, no annotations passed: the pod is attached anyway (fail open, with a warning)'),
+  async (t) => {
+    const net = await podNetwork(noAgent());
+    const add = await net.cnitool('add');
+    t.is(add.code, 0, add.stderr);
+    t.regex(add.stderr, /passing the previous result through/);
+    t.deepEqual(
+      (await podLinks(net.pod)).map((l) => l.ifname),
+      ['eth0'],
+    );
+    t.is((await net.cnitool('del')).code, 0);
+  },
+);
 
-cnitoolTest(cnitoolTitle('cnitool with the stand-in agent: a pod that asks is forwarded with libcni\'s config; the reply is the result'), async (t) => {
-  // The stand-in answers ADD with the prevResult it was given (the real agent adds the slice), the rest with ok.
-  const agent = await fakeAgent((q) => (q.command === 'ADD' ? `ok\n${JSON.stringify(q.config.prevResult)}` : 'ok\n'));
-  const net = await podNetwork(agent.path);
-  const annotations = { [SLICE]: 'true', 'example.org/team': 'web' };
-  const add = await net.cnitool('add', annotations);
-  t.is(add.code, 0, add.stderr);
-  t.is((await net.cnitool('check', annotations)).code, 0);
-  for (const cmd of ['del', 'gc', 'status']) t.is((await net.cnitool(cmd, annotations)).code, 0, cmd);
+cnitoolTest(
+  cnitoolTitle(
+    "cnitool with the stand-in agent: a pod that asks is forwarded with libcni's config; the reply is the result",
+  ),
+  async (t) => {
+    // The stand-in answers ADD with the prevResult it was given (the real agent adds the slice), the rest with ok.
+    const agent = await fakeAgent((q) => (q.command === 'ADD' ? `ok\n${JSON.stringify(q.config.prevResult)}` : 'ok\n'));
+    const net = await podNetwork(agent.path);
+    const annotations = { [SLICE]: 'true', 'example.org/team': 'web' };
+    const add = await net.cnitool('add', annotations);
+    t.is(add.code, 0, add.stderr);
+    t.is((await net.cnitool('check', annotations)).code, 0);
+    for (const cmd of ['del', 'gc', 'status']) t.is((await net.cnitool(cmd, annotations)).code, 0, cmd);
 
-  const [addReq, checkReq, delReq, gcReq, statusReq] = agent.requests;
-  t.deepEqual(agent.requests.map((q) => q.command), ['ADD', 'CHECK', 'DEL', 'GC', 'STATUS']);
-  t.like(addReq, { version: 1, netns: net.netnsPath, ifname: 'eth0', args: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web' });
-  t.regex(addReq!.containerId, /^cnitool-[0-9a-f]+$/);
-  t.is(addReq!.path, [join(nodeBin!, 'cni'), SHIM_DIR].join(':'));
-  t.like(addReq!.config, { cniVersion: '1.1.0', name: net.name, type: 'sixbed4-cni', agentSocket: agent.path });
-  t.deepEqual(addReq!.config.runtimeConfig, { [ANNOTATIONS]: annotations });
-  const prev = addReq!.config.prevResult as CniResult;
-  t.deepEqual(JSON.parse(add.stdout), prev, 'the agent\'s reply is the result');
-  t.is(prev.interfaces[1]!.sandbox, net.netnsPath);
-  // CHECK and DEL get the cached result as prevResult; GC and STATUS concern the network, not a container.
-  t.deepEqual(checkReq!.config.prevResult, prev);
-  t.deepEqual(delReq!.config.prevResult, prev);
-  t.is(delReq!.containerId, addReq!.containerId);
-  t.like(gcReq, { containerId: '', netns: '' });
-  t.like(statusReq, { containerId: '', netns: '' });
-  t.deepEqual(await podLinks(net.pod), []);
-});
+    const [addReq, checkReq, delReq, gcReq, statusReq] = agent.requests;
+    t.deepEqual(
+      agent.requests.map((q) => q.command),
+      ['ADD', 'CHECK', 'DEL', 'GC', 'STATUS'],
+    );
+    t.like(addReq, {
+      version: 1,
+      netns: net.netnsPath,
+      ifname: 'eth0',
+      args: 'IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web',
+    });
+    t.regex(addReq!.containerId, /^cnitool-[0-9a-f]+$/);
+    t.is(addReq!.path, [join(nodeBin!, 'cni'), SHIM_DIR].join(':'));
+    t.like(addReq!.config, { cniVersion: '1.1.0', name: net.name, type: 'sixbed4-cni', agentSocket: agent.path });
+    t.deepEqual(addReq!.config.runtimeConfig, { [ANNOTATIONS]: annotations });
+    const prev = addReq!.config.prevResult as CniResult;
+    t.deepEqual(JSON.parse(add.stdout), prev, "the agent's reply is the result");
+    t.is(prev.interfaces[1]!.sandbox, net.netnsPath);
+    // CHECK and DEL get the cached result as prevResult; GC and STATUS concern the network, not a container.
+    t.deepEqual(checkReq!.config.prevResult, prev);
+    t.deepEqual(delReq!.config.prevResult, prev);
+    t.is(delReq!.containerId, addReq!.containerId);
+    t.like(gcReq, { containerId: '', netns: '' });
+    t.like(statusReq, { containerId: '', netns: '' });
+    t.deepEqual(await podLinks(net.pod), []);
+  },
+);

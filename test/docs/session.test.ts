@@ -30,21 +30,45 @@ test('`...` skips any lines, at the start, in the middle and at the end', (t) =>
   t.truthy(mismatch(['...', 'Status: True'], out), 'without a trailing `...` the output ends there');
 });
 
-test('a page\'s session is read with its heredoc, run by bash, and a failure it does not show is an error', async (t) => {
+test("a page's session is read with its heredoc, run by bash, and a failure it does not show is an error", async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'sixbed4-doc-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const page = join(dir, 'page.md');
-  await writeFile(page, [
-    'Text.', '', '<!-- session: demo -->', '```console',
-    "$ cat <<'YAML'", 'a: 1', 'YAML', 'a: 1',
-    '$ echo refused >&2; exit 3', 'refused',
-    '$ printf "x  y\\n"', 'x y', '```', '',
-    '<!-- session: broken -->', '```console', '$ false', '```',
-  ].join('\n'));
+  await writeFile(
+    page,
+    [
+      'Text.',
+      '',
+      '<!-- session: demo -->',
+      '```console',
+      "$ cat <<'YAML'",
+      'a: 1',
+      'YAML',
+      'a: 1',
+      '$ echo refused >&2; exit 3',
+      'refused',
+      '$ printf "x  y\\n"',
+      'x y',
+      '```',
+      '',
+      '<!-- session: broken -->',
+      '```console',
+      '$ false',
+      '```',
+    ].join('\n'),
+  );
   const cmds = readSession(page, 'demo');
-  t.deepEqual(cmds.map((c) => c.script), ["cat <<'YAML'\na: 1\nYAML", 'echo refused >&2; exit 3', 'printf "x  y\\n"']);
+  t.deepEqual(
+    cmds.map((c) => c.script),
+    ["cat <<'YAML'\na: 1\nYAML", 'echo refused >&2; exit 3', 'printf "x  y\\n"'],
+  );
   const runs = await runSession(cmds, { cwd: dir, env: process.env });
-  t.deepEqual(runs.map((r) => r.code), [0, 3, 0]);
-  await t.throwsAsync(runSession(readSession(page, 'broken'), { cwd: dir, env: process.env }), { message: /page shows no message/ });
+  t.deepEqual(
+    runs.map((r) => r.code),
+    [0, 3, 0],
+  );
+  await t.throwsAsync(runSession(readSession(page, 'broken'), { cwd: dir, env: process.env }), {
+    message: /page shows no message/,
+  });
   t.throws(() => readSession(page, 'absent'), { message: /no session "absent"/ });
 });

@@ -29,21 +29,46 @@ test.after.always(async () => {
 serial(title('--listen PUBLIC without --bind on a host that lacks it: refused, one line, exit 2'), async (t) => {
   const p = spawnSixbed4(topo.router, ['router', '--prefix', TOPO.prefix, '--listen', PUBLIC]);
   t.is((await p.exited).code, 2);
-  t.regex(p.output(), /203\.0\.113\.77 is not an address of this host: --listen \(or --bind, behind a 1:1 NAT\) must be one of its IPv4 addresses/);
+  t.regex(
+    p.output(),
+    /203\.0\.113\.77 is not an address of this host: --listen \(or --bind, behind a 1:1 NAT\) must be one of its IPv4 addresses/,
+  );
 });
 
-serial(title('--listen PUBLIC --bind PRIVATE: peers reach the router at the public address and get addresses; pings both ways'), async (t) => {
-  const router = await startRouterIn(topo.router, ['--prefix', TOPO.prefix, '--listen', PUBLIC, '--bind', TOPO.routerV4]);
-  t.regex(router.output(), /router ready.*bind.*198\.51\.100\.1/);
-  const routerAddr = formatIPv6(makeAddress(parsePrefix64(TOPO.prefix).bytes, parseIPv4(PUBLIC), 25790, 0));
-  const links = await topo.router.json<{ addr_info: { local: string }[] }[]>(['-6', 'addr', 'show', 'dev', '6bed4']);
-  t.true(links[0]!.addr_info.some((a) => a.local === routerAddr), `the router's own address embeds ${PUBLIC}`);
-  const peer = await startPeerIn(topo.peers.A, ['--router', PUBLIC, '--default-route']);
-  t.is(formatIPv4(addressIPv4(parseIPv6(peer.address), 0)), TOPO.natV4, 'the peer\'s address embeds its public mapping');
-  for (const [from, to] of [[topo.peers.A, TOPO.ispV6], [topo.isp, peer.address]] as const) {
-    const r = await ping6(from, to, { count: 3 });
-    t.is(r.received, 3, r.output);
-  }
-  await peer.proc.stop();
-  await router.stop();
-});
+serial(
+  title(
+    '--listen PUBLIC --bind PRIVATE: peers reach the router at the public address and get addresses; pings both ways',
+  ),
+  async (t) => {
+    const router = await startRouterIn(topo.router, [
+      '--prefix',
+      TOPO.prefix,
+      '--listen',
+      PUBLIC,
+      '--bind',
+      TOPO.routerV4,
+    ]);
+    t.regex(router.output(), /router ready.*bind.*198\.51\.100\.1/);
+    const routerAddr = formatIPv6(makeAddress(parsePrefix64(TOPO.prefix).bytes, parseIPv4(PUBLIC), 25790, 0));
+    const links = await topo.router.json<{ addr_info: { local: string }[] }[]>(['-6', 'addr', 'show', 'dev', '6bed4']);
+    t.true(
+      links[0]!.addr_info.some((a) => a.local === routerAddr),
+      `the router's own address embeds ${PUBLIC}`,
+    );
+    const peer = await startPeerIn(topo.peers.A, ['--router', PUBLIC, '--default-route']);
+    t.is(
+      formatIPv4(addressIPv4(parseIPv6(peer.address), 0)),
+      TOPO.natV4,
+      "the peer's address embeds its public mapping",
+    );
+    for (const [from, to] of [
+      [topo.peers.A, TOPO.ispV6],
+      [topo.isp, peer.address],
+    ] as const) {
+      const r = await ping6(from, to, { count: 3 });
+      t.is(r.received, 3, r.output);
+    }
+    await peer.proc.stop();
+    await router.stop();
+  },
+);

@@ -13,7 +13,12 @@ import { rootSerial, title } from '../helpers/fixtures.js';
 
 const METRICS = '127.0.0.1:9464';
 
-interface Lab { topo: Topology; d: SecondNat; a: { proc: Proc; address: string }; pd: { proc: Proc; address: string } }
+interface Lab {
+  topo: Topology;
+  d: SecondNat;
+  a: { proc: Proc; address: string };
+  pd: { proc: Proc; address: string };
+}
 
 /** The lab with peers A and D, each NAT a plain masquerade unless it keeps its input firewall (a home router). */
 async function lab(tag: string, firewall: { a: boolean; d: boolean }): Promise<Lab> {
@@ -38,9 +43,10 @@ async function lab(tag: string, firewall: { a: boolean; d: boolean }): Promise<L
 }
 
 async function relayed(l: Lab): Promise<number> {
-  const samples = [...(await scrape(l.topo.router, METRICS))]
-    .filter(([k]) => k.startsWith('sixbed4_router_packets_total{') && k.includes('direction="relay"'));
-  if (!samples.length) throw new Error('the router\'s metrics have no relay counter');
+  const samples = [...(await scrape(l.topo.router, METRICS))].filter(
+    ([k]) => k.startsWith('sixbed4_router_packets_total{') && k.includes('direction="relay"'),
+  );
+  if (!samples.length) throw new Error("the router's metrics have no relay counter");
   return samples.reduce((sum, [, v]) => sum + v, 0);
 }
 
@@ -52,7 +58,10 @@ const cases = [
 for (const c of cases) {
   rootSerial(title(`peers behind ${c.name} go direct: the router relays none of their pings`), async (t) => {
     const l = await lab(c.tag, c.firewall);
-    t.teardown(async () => { await l.d.destroy(); await l.topo.destroy(); });
+    t.teardown(async () => {
+      await l.d.destroy();
+      await l.topo.destroy();
+    });
     const r = await ping6(l.topo.peers.A, l.pd.address, { count: 40, interval: 0.1, timeoutS: 1 });
     t.true(r.received >= 38, r.output);
     t.regex(l.a.proc.output(), new RegExp(`direct path to ${NAT_D.natV4}:\\d+: it answered`), 'A went direct');
@@ -62,6 +71,8 @@ for (const c of cases) {
     const back = await ping6(l.d.peer, l.a.address, { count: 20, interval: 0.05 });
     t.is(there.received + back.received, 40, there.output + back.output);
     t.is(await relayed(l), before, 'the router relays none of the 80 packets');
-    t.log(`${40 - r.received}/40 pings lost while going direct; ${before} packets relayed until then, none over 40 echo pairs`);
+    t.log(
+      `${40 - r.received}/40 pings lost while going direct; ${before} packets relayed until then, none over 40 echo pairs`,
+    );
   });
 }

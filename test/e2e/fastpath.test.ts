@@ -16,9 +16,14 @@ import { findSystemTool, systemTool } from '../../agent/host/tools.js';
 import { BULK_CLIENT, ECHO_SERVER } from '../helpers/tcp-echo.js';
 import { attachedPrograms } from '../../lab/fast-path.js';
 
-interface Lab { topo: Topology; router: Proc; peers: Record<'A' | 'B' | 'C', { proc: Proc; address: string }>; }
+interface Lab {
+  topo: Topology;
+  router: Proc;
+  peers: Record<'A' | 'B' | 'C', { proc: Proc; address: string }>;
+}
 const lab = {} as Lab;
-const skipReason = labSkip ?? (findSystemTool('ethtool') ? null : 'needs ethtool (the NAT\'s wire must carry full UDP checksums)');
+const skipReason =
+  labSkip ?? (findSystemTool('ethtool') ? null : "needs ethtool (the NAT's wire must carry full UDP checksums)");
 const title = (name: string) => (skipReason ? `${name} (skipped: ${skipReason})` : name);
 const serial = skipReason ? test.serial.skip : test.serial;
 const METRICS = '127.0.0.1:9464';
@@ -73,8 +78,20 @@ const FAST_PATH_CAPS = ['net_admin', 'net_raw', 'bpf'];
 /** Starts `sixbed4 router --fast-path on` as root with only caps in its bounding, inheritable and ambient sets. */
 async function startWithCaps(caps: string[]): Promise<Proc> {
   const c = `-all,${caps.map((x) => `+${x}`).join(',')}`;
-  const p = lab.topo.router.spawn(['setpriv', `--inh-caps=${c}`, `--ambient-caps=${c}`, `--bounding-set=${c}`,
-    process.execPath, CLI, 'router', ...ROUTER_ARGS, '--fast-path', 'on', '--log-format', 'text']);
+  const p = lab.topo.router.spawn([
+    'setpriv',
+    `--inh-caps=${c}`,
+    `--ambient-caps=${c}`,
+    `--bounding-set=${c}`,
+    process.execPath,
+    CLI,
+    'router',
+    ...ROUTER_ARGS,
+    '--fast-path',
+    'on',
+    '--log-format',
+    'text',
+  ]);
   try {
     await p.waitFor(/router ready/, 10_000);
   } catch (err) {
@@ -92,18 +109,32 @@ async function delta(fn: () => Promise<void>, keys: string[]): Promise<Record<st
   return Object.fromEntries(keys.map((k) => [k, (after.get(k) ?? 0) - (before.get(k) ?? 0)]));
 }
 
-serial(title('the router (CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF only) says the fast path is on, both ways, on the uplink holding its address'), (t) => {
-  t.regex(lab.router.output(), /fast path on: peers <-> kernel and relays.*wan0/);
-  t.regex(lab.router.output(), /router ready.*fast.?[Pp]ath.*on \(wan0 ingress\)/);
-});
+serial(
+  title(
+    'the router (CAP_NET_ADMIN, CAP_NET_RAW and CAP_BPF only) says the fast path is on, both ways, on the uplink holding its address',
+  ),
+  (t) => {
+    t.regex(lab.router.output(), /fast path on: peers <-> kernel and relays.*wan0/);
+    t.regex(lab.router.output(), /router ready.*fast.?[Pp]ath.*on \(wan0 ingress\)/);
+  },
+);
 
-serial(title('peer -> ISP and back: requests and replies are forwarded in the kernel (the fast counters have them, the router\'s do not)'), async (t) => {
-  const d = await delta(async () => {
-    const r = await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 5 });
-    t.is(r.received, 5, r.output);
-  }, [FAST, SLOW, TUN_TO_UDP, TUN_TO_UDP_FAST]);
-  t.deepEqual(d, { [FAST]: 5, [SLOW]: 0, [TUN_TO_UDP_FAST]: 5, [TUN_TO_UDP]: 0 }, 'five requests in, five replies out, all in the kernel');
-});
+serial(
+  title(
+    "peer -> ISP and back: requests and replies are forwarded in the kernel (the fast counters have them, the router's do not)",
+  ),
+  async (t) => {
+    const d = await delta(async () => {
+      const r = await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 5 });
+      t.is(r.received, 5, r.output);
+    }, [FAST, SLOW, TUN_TO_UDP, TUN_TO_UDP_FAST]);
+    t.deepEqual(
+      d,
+      { [FAST]: 5, [SLOW]: 0, [TUN_TO_UDP_FAST]: 5, [TUN_TO_UDP]: 0 },
+      'five requests in, five replies out, all in the kernel',
+    );
+  },
+);
 
 serial(title('ISP -> peer: the same, the other way round'), async (t) => {
   const d = await delta(async () => {
@@ -121,75 +152,111 @@ serial(title('peer <-> peer on the uplink: relayed in the kernel both ways, the 
   t.deepEqual(d, { [RELAY_FAST]: 8, [RELAY]: 0 }, 'four requests A -> B and four replies B -> A');
 });
 
-serial(title('a peer whose packets all went through the fast path is live for the router (the live-peers gauge, the neighbour proxy)'), async (t) => {
-  // B has sent the router nothing but its Router Solicitation (not tracked) and what the test above relayed in the
-  // kernel; A and C talk to the router too.
-  let live = 0;
-  for (let i = 0; i < 50 && live < 3; i++) {
-    live = (await scrape(lab.topo.router, METRICS)).get('sixbed4_router_live_peers') ?? 0;
-    if (live < 3) await sleep(200);
-  }
-  t.is(live, 3, 'A, B and C');
-});
+serial(
+  title(
+    'a peer whose packets all went through the fast path is live for the router (the live-peers gauge, the neighbour proxy)',
+  ),
+  async (t) => {
+    // B has sent the router nothing but its Router Solicitation (not tracked) and what the test above relayed in the
+    // kernel; A and C talk to the router too.
+    let live = 0;
+    for (let i = 0; i < 50 && live < 3; i++) {
+      live = (await scrape(lab.topo.router, METRICS)).get('sixbed4_router_live_peers') ?? 0;
+      if (live < 3) await sleep(200);
+    }
+    t.is(live, 3, 'A, B and C');
+  },
+);
 
-serial(title('a TCP transfer both ways through the fast path arrives whole (the ISP\'s segments carry checksums its stack left to the hardware)'), async (t) => {
-  const server = lab.topo.isp.spawn([process.execPath, '-e', ECHO_SERVER]);
-  try {
-    await server.waitFor(/listening/, 10_000);
+serial(
+  title(
+    "a TCP transfer both ways through the fast path arrives whole (the ISP's segments carry checksums its stack left to the hardware)",
+  ),
+  async (t) => {
+    const server = lab.topo.isp.spawn([process.execPath, '-e', ECHO_SERVER]);
+    try {
+      await server.waitFor(/listening/, 10_000);
+      const d = await delta(async () => {
+        const r = await lab.topo.peers.A.exec([process.execPath, '-e', BULK_CLIENT, TOPO.ispV6, String(300_000)], {
+          timeoutMs: 60_000,
+        });
+        t.is(r.code, 0, `${r.stdout}${r.stderr}`);
+      }, [FAST, TUN_TO_UDP_FAST]);
+      t.true(d[FAST]! > 100 && d[TUN_TO_UDP_FAST]! > 10, `segments both ways in the kernel: ${JSON.stringify(d)}`);
+    } finally {
+      await server.stop();
+    }
+  },
+);
+
+serial(
+  title(
+    "a download the router's ISP side merged (GRO, as a NIC does) goes through the fast path: over 99% of its segments, most as merged packets",
+  ),
+  async (t) => {
+    await lab.topo.router.run([systemTool('ethtool'), '-K', TOPO.routerUplinkIf, 'gro', 'on']);
+    const server = lab.topo.peers.A.spawn([process.execPath, '-e', ECHO_SERVER]);
+    try {
+      await server.waitFor(/listening/, 10_000);
+      const d = await delta(async () => {
+        // The ISP sends 4 MB to peer A, which echoes them back: both directions carry bulk TCP.
+        const r = await lab.topo.isp.exec(
+          [process.execPath, '-e', BULK_CLIENT, lab.peers.A.address, String(4_000_000)],
+          { timeoutMs: 60_000 },
+        );
+        t.is(r.code, 0, `${r.stdout}${r.stderr}`);
+      }, [TUN_TO_UDP_FAST, TUN_TO_UDP, MERGED, MERGED_UNEVEN, FAST, SLOW]);
+      const down = d[TUN_TO_UDP_FAST]! + d[TUN_TO_UDP]!;
+      t.true(down > 3000, `the download's segments: ${JSON.stringify(d)}`);
+      t.true(d[TUN_TO_UDP]! <= down / 100, `at most 1% of the download through the router: ${JSON.stringify(d)}`);
+      t.true(d[MERGED]! + d[MERGED_UNEVEN]! > down / 2, `most of it as merged packets: ${JSON.stringify(d)}`);
+      t.true(d[SLOW]! <= (d[FAST]! + d[SLOW]!) / 100, `and the upload in the kernel too: ${JSON.stringify(d)}`);
+    } finally {
+      await server.stop();
+      await lab.topo.router.run([systemTool('ethtool'), '-K', TOPO.routerUplinkIf, 'gro', 'off']);
+    }
+  },
+);
+
+serial(
+  title('what the fast path leaves alone still works: a peer on another interface (and relays to it), hop limit 1'),
+  async (t) => {
     const d = await delta(async () => {
-      const r = await lab.topo.peers.A.exec([process.execPath, '-e', BULK_CLIENT, TOPO.ispV6, String(300_000)], { timeoutMs: 60_000 });
-      t.is(r.code, 0, `${r.stdout}${r.stderr}`);
-    }, [FAST, TUN_TO_UDP_FAST]);
-    t.true(d[FAST]! > 100 && d[TUN_TO_UDP_FAST]! > 10, `segments both ways in the kernel: ${JSON.stringify(d)}`);
-  } finally {
-    await server.stop();
-  }
-});
-
-serial(title('a download the router\'s ISP side merged (GRO, as a NIC does) goes through the fast path: over 99% of its segments, most as merged packets'), async (t) => {
-  await lab.topo.router.run([systemTool('ethtool'), '-K', TOPO.routerUplinkIf, 'gro', 'on']);
-  const server = lab.topo.peers.A.spawn([process.execPath, '-e', ECHO_SERVER]);
-  try {
-    await server.waitFor(/listening/, 10_000);
-    const d = await delta(async () => {
-      // The ISP sends 4 MB to peer A, which echoes them back: both directions carry bulk TCP.
-      const r = await lab.topo.isp.exec([process.execPath, '-e', BULK_CLIENT, lab.peers.A.address, String(4_000_000)], { timeoutMs: 60_000 });
-      t.is(r.code, 0, `${r.stdout}${r.stderr}`);
-    }, [TUN_TO_UDP_FAST, TUN_TO_UDP, MERGED, MERGED_UNEVEN, FAST, SLOW]);
-    const down = d[TUN_TO_UDP_FAST]! + d[TUN_TO_UDP]!;
-    t.true(down > 3000, `the download's segments: ${JSON.stringify(d)}`);
-    t.true(d[TUN_TO_UDP]! <= down / 100, `at most 1% of the download through the router: ${JSON.stringify(d)}`);
-    t.true(d[MERGED]! + d[MERGED_UNEVEN]! > down / 2, `most of it as merged packets: ${JSON.stringify(d)}`);
-    t.true(d[SLOW]! <= (d[FAST]! + d[SLOW]!) / 100, `and the upload in the kernel too: ${JSON.stringify(d)}`);
-  } finally {
-    await server.stop();
-    await lab.topo.router.run([systemTool('ethtool'), '-K', TOPO.routerUplinkIf, 'gro', 'off']);
-  }
-});
-
-serial(title('what the fast path leaves alone still works: a peer on another interface (and relays to it), hop limit 1'), async (t) => {
-  const d = await delta(async () => {
-    const relay = await ping6(lab.topo.peers.A, lab.peers.C.address, { count: 2 });
-    t.is(relay.received, 2, relay.output);
-    // Peer C reaches the router's address through wan1, whose ingress has no program and where to-peers does not
-    // send: the router forwards its packets, and relays A's to it.
-    const c = await ping6(lab.topo.peers.C, TOPO.ispV6, { count: 2 });
-    t.is(c.received, 2, c.output);
-  }, [FAST, SLOW, RELAY, TUN_TO_UDP]);
-  t.is(d[RELAY], 4, 'A <-> C: both ways relayed by the router');
-  t.is(d[SLOW], 2, 'C\'s two requests, through the router');
-  t.is(d[TUN_TO_UDP], 2, 'the replies to C, through the router');
-  const routerAddr = formatIPv6(makeAddress(parsePrefix64(TOPO.prefix).bytes, parseIPv4(TOPO.routerV4), 25790, 0));
-  const hop = await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 1, hops: 1 });
-  t.regex(hop.output, new RegExp(`From ${routerAddr}.*Time exceeded`), hop.output);
-  const m = await scrape(lab.topo.router, METRICS);
-  t.true((m.get('sixbed4_router_fast_path_passed_total{side="udp",reason="hop_limit"}') ?? 0) >= 1, 'left to the router, and counted why');
-  t.true((m.get('sixbed4_router_fast_path_passed_total{side="tun",reason="no_route"}') ?? 0) >= 2, 'replies to C: not by the uplink');
-});
+      const relay = await ping6(lab.topo.peers.A, lab.peers.C.address, { count: 2 });
+      t.is(relay.received, 2, relay.output);
+      // Peer C reaches the router's address through wan1, whose ingress has no program and where to-peers does not
+      // send: the router forwards its packets, and relays A's to it.
+      const c = await ping6(lab.topo.peers.C, TOPO.ispV6, { count: 2 });
+      t.is(c.received, 2, c.output);
+    }, [FAST, SLOW, RELAY, TUN_TO_UDP]);
+    t.is(d[RELAY], 4, 'A <-> C: both ways relayed by the router');
+    t.is(d[SLOW], 2, "C's two requests, through the router");
+    t.is(d[TUN_TO_UDP], 2, 'the replies to C, through the router');
+    const routerAddr = formatIPv6(makeAddress(parsePrefix64(TOPO.prefix).bytes, parseIPv4(TOPO.routerV4), 25790, 0));
+    const hop = await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 1, hops: 1 });
+    t.regex(hop.output, new RegExp(`From ${routerAddr}.*Time exceeded`), hop.output);
+    const m = await scrape(lab.topo.router, METRICS);
+    t.true(
+      (m.get('sixbed4_router_fast_path_passed_total{side="udp",reason="hop_limit"}') ?? 0) >= 1,
+      'left to the router, and counted why',
+    );
+    t.true(
+      (m.get('sixbed4_router_fast_path_passed_total{side="tun",reason="no_route"}') ?? 0) >= 2,
+      'replies to C: not by the uplink',
+    );
+  },
+);
 
 /** Nothing attached to wan0 (tcx), no clsact/ingress qdisc and no tc filter: nothing of the fast path stays. */
-async function noTcObjects(t: { is: (a: unknown, b: unknown, m?: string) => void; deepEqual: (a: unknown, b: unknown, m?: string) => void }): Promise<void> {
-  t.deepEqual(await attachedPrograms(lab.topo.router, TOPO.routerWanIf), { ingress: 0, egress: 0 }, 'no program attached');
+async function noTcObjects(t: {
+  is: (a: unknown, b: unknown, m?: string) => void;
+  deepEqual: (a: unknown, b: unknown, m?: string) => void;
+}): Promise<void> {
+  t.deepEqual(
+    await attachedPrograms(lab.topo.router, TOPO.routerWanIf),
+    { ingress: 0, egress: 0 },
+    'no program attached',
+  );
   const qdiscs = await lab.topo.router.run(['tc', 'qdisc', 'show', 'dev', TOPO.routerWanIf]);
   t.is(/clsact|ingress/.test(qdiscs), false, qdiscs);
   const filters = await lab.topo.router.run(['tc', 'filter', 'show', 'dev', TOPO.routerWanIf, 'ingress']);
@@ -200,7 +267,10 @@ async function noTcObjects(t: { is: (a: unknown, b: unknown, m?: string) => void
  * A peer's packets reach the router process again: without the fast path (--fast-path off), pings from A to the
  * ISP are counted by the router. A program left attached would take them (into a TUN that is gone).
  */
-async function slowPathOnly(t: { is: (a: unknown, b: unknown, m?: string) => void; deepEqual: (a: unknown, b: unknown, m?: string) => void }): Promise<void> {
+async function slowPathOnly(t: {
+  is: (a: unknown, b: unknown, m?: string) => void;
+  deepEqual: (a: unknown, b: unknown, m?: string) => void;
+}): Promise<void> {
   lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'off']);
   const d = await delta(async () => {
     const r = await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 3 });
@@ -212,68 +282,129 @@ async function slowPathOnly(t: { is: (a: unknown, b: unknown, m?: string) => voi
   t.is(await lab.router.stop(), 0);
 }
 
-serial(title('stop detaches: nothing stays on the uplink, and a router without the fast path sees every packet'), async (t) => {
-  t.is(await lab.router.stop(), 0);
-  t.regex(lab.router.output(), /router stopped.*udpToTunFast.*tunToUdpFast.*relayedFast/);
-  await noTcObjects(t);
-  await slowPathOnly(t);
-});
+serial(
+  title('stop detaches: nothing stays on the uplink, and a router without the fast path sees every packet'),
+  async (t) => {
+    t.is(await lab.router.stop(), 0);
+    t.regex(lab.router.output(), /router stopped.*udpToTunFast.*tunToUdpFast.*relayedFast/);
+    await noTcObjects(t);
+    await slowPathOnly(t);
+  },
+);
 
-serial(title('without IPv4 forwarding on the uplink, relays and kernel -> peers stay with the router (and it says why)'), async (t) => {
-  await forwarding('0');
-  try {
+serial(
+  title('without IPv4 forwarding on the uplink, relays and kernel -> peers stay with the router (and it says why)'),
+  async (t) => {
+    await forwarding('0');
+    try {
+      lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'on']);
+      t.regex(
+        lab.router.output(),
+        /relays and packets from the kernel to peers stay with the router: IPv4 forwarding is off on wan0.*net\.ipv4\.conf\.wan0\.forwarding=1/,
+      );
+      t.is(
+        (await scrape(lab.topo.router, METRICS)).get('sixbed4_router_fast_path_fallbacks_total{what="send_off"}'),
+        1,
+        'and counted',
+      );
+      const d = await delta(async () => {
+        t.is((await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 2 })).received, 2);
+        t.is((await ping6(lab.topo.peers.A, lab.peers.B.address, { count: 1 })).received, 1);
+      }, [FAST, TUN_TO_UDP, TUN_TO_UDP_FAST, RELAY, RELAY_FAST]);
+      t.deepEqual(d, { [FAST]: 2, [TUN_TO_UDP]: 2, [TUN_TO_UDP_FAST]: 0, [RELAY]: 2, [RELAY_FAST]: 0 });
+      t.is(await lab.router.stop(), 0);
+    } finally {
+      await forwarding('1');
+    }
+  },
+);
+
+serial(
+  title(
+    'on an uplink that leaves checksums to the next hop, kernel -> peers stays with the router (and it says why); a killed router (SIGKILL) leaves nothing attached',
+  ),
+  async (t) => {
+    await txChecksum('on');
     lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'on']);
-    t.regex(lab.router.output(), /relays and packets from the kernel to peers stay with the router: IPv4 forwarding is off on wan0.*net\.ipv4\.conf\.wan0\.forwarding=1/);
-    t.is((await scrape(lab.topo.router, METRICS)).get('sixbed4_router_fast_path_fallbacks_total{what="send_off"}'), 1, 'and counted');
+    t.regex(
+      lab.router.output(),
+      /packets from the kernel to peers stay with the router: wan0 is a virtual interface .*ethtool -K wan0 tx off/,
+    );
+    t.is(
+      (await scrape(lab.topo.router, METRICS)).get('sixbed4_router_fast_path_fallbacks_total{what="to_peers_off"}'),
+      1,
+      'and counted',
+    );
     const d = await delta(async () => {
       t.is((await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 2 })).received, 2);
-      t.is((await ping6(lab.topo.peers.A, lab.peers.B.address, { count: 1 })).received, 1);
-    }, [FAST, TUN_TO_UDP, TUN_TO_UDP_FAST, RELAY, RELAY_FAST]);
-    t.deepEqual(d, { [FAST]: 2, [TUN_TO_UDP]: 2, [TUN_TO_UDP_FAST]: 0, [RELAY]: 2, [RELAY_FAST]: 0 });
-    t.is(await lab.router.stop(), 0);
-  } finally {
-    await forwarding('1');
-  }
-});
+    }, [FAST, TUN_TO_UDP, TUN_TO_UDP_FAST]);
+    t.deepEqual(
+      d,
+      { [FAST]: 2, [TUN_TO_UDP]: 2, [TUN_TO_UDP_FAST]: 0 },
+      'attached before the kill, peers -> kernel only',
+    );
+    await lab.router.stop('SIGKILL');
+    await noTcObjects(t);
+    await slowPathOnly(t);
+  },
+);
 
-serial(title('on an uplink that leaves checksums to the next hop, kernel -> peers stays with the router (and it says why); a killed router (SIGKILL) leaves nothing attached'), async (t) => {
-  await txChecksum('on');
-  lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'on']);
-  t.regex(lab.router.output(), /packets from the kernel to peers stay with the router: wan0 is a virtual interface .*ethtool -K wan0 tx off/);
-  t.is((await scrape(lab.topo.router, METRICS)).get('sixbed4_router_fast_path_fallbacks_total{what="to_peers_off"}'), 1, 'and counted');
-  const d = await delta(async () => { t.is((await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 2 })).received, 2); }, [FAST, TUN_TO_UDP, TUN_TO_UDP_FAST]);
-  t.deepEqual(d, { [FAST]: 2, [TUN_TO_UDP]: 2, [TUN_TO_UDP_FAST]: 0 }, 'attached before the kill, peers -> kernel only');
-  await lab.router.stop('SIGKILL');
-  await noTcObjects(t);
-  await slowPathOnly(t);
-});
-
-serial(title('--fast-path-direct: peers\' packets go straight to the egress the kernel\'s route gives; hop limits the kernel must answer still go through the tunnel'), async (t) => {
-  lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'on', '--fast-path-direct']);
-  try {
-    t.regex(lab.router.output(), /fast path: direct: peers' packets the kernel would forward go straight to its egress/);
-    const DIRECT = 'sixbed4_router_fast_path_direct_packets_total';
-    const d = await delta(async () => {
-      t.is((await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 3 })).received, 3);
-      // Three hops: the router's and the forwarding's decrement leave one, and the ISP answers.
-      t.is((await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 1, hops: 3 })).received, 1);
-    }, [FAST, SLOW, DIRECT]);
-    t.deepEqual(d, { [FAST]: 4, [SLOW]: 0, [DIRECT]: 4 }, 'all four sent straight to the ISP side');
-    // Two hops: forwarding would leave none, so the packet goes into the tunnel and the kernel says Time Exceeded.
-    const d2 = await delta(async () => {
-      const hop = await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 1, hops: 2 });
-      t.regex(hop.output, /Time exceeded/, hop.output);
-    }, [FAST, DIRECT]);
-    t.deepEqual(d2, { [FAST]: 1, [DIRECT]: 0 });
-  } finally {
-    t.is(await lab.router.stop(), 0);
-  }
-});
+serial(
+  title(
+    "--fast-path-direct: peers' packets go straight to the egress the kernel's route gives; hop limits the kernel must answer still go through the tunnel",
+  ),
+  async (t) => {
+    lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'on', '--fast-path-direct']);
+    try {
+      t.regex(
+        lab.router.output(),
+        /fast path: direct: peers' packets the kernel would forward go straight to its egress/,
+      );
+      const DIRECT = 'sixbed4_router_fast_path_direct_packets_total';
+      const d = await delta(async () => {
+        t.is((await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 3 })).received, 3);
+        // Three hops: the router's and the forwarding's decrement leave one, and the ISP answers.
+        t.is((await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 1, hops: 3 })).received, 1);
+      }, [FAST, SLOW, DIRECT]);
+      t.deepEqual(d, { [FAST]: 4, [SLOW]: 0, [DIRECT]: 4 }, 'all four sent straight to the ISP side');
+      // Two hops: forwarding would leave none, so the packet goes into the tunnel and the kernel says Time Exceeded.
+      const d2 = await delta(async () => {
+        const hop = await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 1, hops: 2 });
+        t.regex(hop.output, /Time exceeded/, hop.output);
+      }, [FAST, DIRECT]);
+      t.deepEqual(d2, { [FAST]: 1, [DIRECT]: 0 });
+    } finally {
+      t.is(await lab.router.stop(), 0);
+    }
+  },
+);
 
 // Last: a router that got further than it should would replace the /64 route of the one under test.
-serial(title('without CAP_BPF, --fast-path on refuses to start and says what it needs (with it, and no CAP_SYS_ADMIN, it ran above)'), async (t) => {
-  const r = await lab.topo.router.exec(['setpriv', '--inh-caps=-all,+net_admin,+net_raw', '--ambient-caps=-all,+net_admin,+net_raw',
-    '--bounding-set=-all,+net_admin,+net_raw', process.execPath, CLI, 'router', ...ROUTER_ARGS, '--port', '25791', '--tun', 'fp-nocap', '--fast-path', 'on']);
-  t.is(r.code, 2);
-  t.regex(r.stderr, /--fast-path on: the kernel refused the BPF programs \(needs CAP_BPF and CAP_NET_ADMIN\): bpf\(BPF_MAP_CREATE\) EPERM/);
-});
+serial(
+  title(
+    'without CAP_BPF, --fast-path on refuses to start and says what it needs (with it, and no CAP_SYS_ADMIN, it ran above)',
+  ),
+  async (t) => {
+    const r = await lab.topo.router.exec([
+      'setpriv',
+      '--inh-caps=-all,+net_admin,+net_raw',
+      '--ambient-caps=-all,+net_admin,+net_raw',
+      '--bounding-set=-all,+net_admin,+net_raw',
+      process.execPath,
+      CLI,
+      'router',
+      ...ROUTER_ARGS,
+      '--port',
+      '25791',
+      '--tun',
+      'fp-nocap',
+      '--fast-path',
+      'on',
+    ]);
+    t.is(r.code, 2);
+    t.regex(
+      r.stderr,
+      /--fast-path on: the kernel refused the BPF programs \(needs CAP_BPF and CAP_NET_ADMIN\): bpf\(BPF_MAP_CREATE\) EPERM/,
+    );
+  },
+);

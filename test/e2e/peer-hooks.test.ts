@@ -13,7 +13,9 @@ import { formatIPv4, formatIPv6, parseIPv6 } from '../../lib/ip.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { remapNat, REMAP_PORTS } from '../helpers/nat-remap.js';
 
-const why = skipReason ?? (!hasConntrack() ? 'needs the conntrack tool (Debian package conntrack) to make the NAT forget its mapping' : null);
+const why =
+  skipReason ??
+  (!hasConntrack() ? 'needs the conntrack tool (Debian package conntrack) to make the NAT forget its mapping' : null);
 const serial = why ? test.serial.skip : test.serial;
 const title = (s: string) => (why ? `${s} (skipped: ${why})` : s);
 const ROUTE = '2001:db8:77::/48';
@@ -21,7 +23,8 @@ const ROUTE = '2001:db8:77::/48';
 /** The /114 of a 6bed4 address (lanip bits zero), as the peer tells its hook. */
 function prefix114(address: string): string {
   const b = parseIPv6(address);
-  b[14] = b[14]! & 0xc0; b[15] = 0;
+  b[14] = b[14]! & 0xc0;
+  b[15] = 0;
   return `${formatIPv6(b)}/114`;
 }
 
@@ -32,7 +35,12 @@ function mapping(address: string): string {
 }
 
 function hasConntrack(): boolean {
-  try { systemTool('conntrack'); return true; } catch { return false; }
+  try {
+    systemTool('conntrack');
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 const s = {} as { topo: Topology; dir: string };
@@ -58,13 +66,17 @@ async function hookScript(name: string, body: string): Promise<string> {
 
 serial(title('the hook hears add at start, remove+add when the NAT mapping changes, remove at stop'), async (t) => {
   const events = join(s.dir, 'events');
-  const hook = await hookScript('record', `echo "$SIXBED4_EVENT $*\${SIXBED4_MAPPING:+ $SIXBED4_MAPPING}" >> ${events}\necho "recorded $SIXBED4_EVENT $*"`);
+  const hook = await hookScript(
+    'record',
+    `echo "$SIXBED4_EVENT $*\${SIXBED4_MAPPING:+ $SIXBED4_MAPPING}" >> ${events}\necho "recorded $SIXBED4_EVENT $*"`,
+  );
   const peer = await startPeerIn(s.topo.peers.A, ['--router', TOPO.routerV4, '--default-route', '--hook', hook]);
   await peer.proc.waitFor(/hook: recorded route-add/, 10_000);
-  t.deepEqual((await readFile(events, 'utf8')).trim().split('\n'), [
-    `add add ${peer.address} ${prefix114(peer.address)} ${mapping(peer.address)}`,
-    `route-add route-add ${ROUTE}`,
-  ], 'add with the address, its /114 and the public mapping; route-add for the router\'s extra route');
+  t.deepEqual(
+    (await readFile(events, 'utf8')).trim().split('\n'),
+    [`add add ${peer.address} ${prefix114(peer.address)} ${mapping(peer.address)}`, `route-add route-add ${ROUTE}`],
+    "add with the address, its /114 and the public mapping; route-add for the router's extra route",
+  );
 
   const moved = await remapNat(s.topo, peer.proc);
   await peer.proc.waitFor(new RegExp(`hook: recorded add add ${moved} `), 10_000);
@@ -75,22 +87,31 @@ serial(title('the hook hears add at start, remove+add when the NAT mapping chang
     `add add ${moved} ${prefix114(moved)} ${mapping(moved)}`,
   ]);
   const newPort = Number(mapping(moved).split(':').at(-1));
-  t.true(newPort >= REMAP_PORTS.first && newPort <= REMAP_PORTS.last, `the new address embeds the new mapping (${mapping(moved)})`);
+  t.true(
+    newPort >= REMAP_PORTS.first && newPort <= REMAP_PORTS.last,
+    `the new address embeds the new mapping (${mapping(moved)})`,
+  );
   // The move's RA has no route options: the router's extra route stays (no route-remove above).
   const kept = await s.topo.peers.A.json<{ dst: string }[]>(['-6', 'route', 'show', ROUTE]);
   t.is(kept.length, 1, 'the extra route survives the move');
 
   t.is(await peer.proc.stop(), 0);
   const atStop = (await readFile(events, 'utf8')).trim().split('\n').slice(4);
-  t.deepEqual(atStop, [`remove remove ${moved} ${prefix114(moved)} ${mapping(moved)}`, `route-remove route-remove ${ROUTE}`]);
+  t.deepEqual(atStop, [
+    `remove remove ${moved} ${prefix114(moved)} ${mapping(moved)}`,
+    `route-remove route-remove ${ROUTE}`,
+  ]);
 });
 
-serial(title('a hook that fails every time is logged and changes nothing: the peer gets its address and pings the ISP'), async (t) => {
-  const hook = await hookScript('fail', 'echo "cannot update DNS" >&2\nexit 1');
-  const peer = await startPeerIn(s.topo.peers.B, ['--router', TOPO.routerV4, '--default-route', '--hook', hook]);
-  t.teardown(() => peer.proc.stop());
-  await peer.proc.waitFor(/hook failed \(exit 1\); the peer goes on/, 10_000);
-  t.regex(peer.proc.output(), /warn.*hook: cannot update DNS/);
-  const r = await ping6(s.topo.peers.B, TOPO.ispV6, { count: 3 });
-  t.is(r.received, 3, r.output);
-});
+serial(
+  title('a hook that fails every time is logged and changes nothing: the peer gets its address and pings the ISP'),
+  async (t) => {
+    const hook = await hookScript('fail', 'echo "cannot update DNS" >&2\nexit 1');
+    const peer = await startPeerIn(s.topo.peers.B, ['--router', TOPO.routerV4, '--default-route', '--hook', hook]);
+    t.teardown(() => peer.proc.stop());
+    await peer.proc.waitFor(/hook failed \(exit 1\); the peer goes on/, 10_000);
+    t.regex(peer.proc.output(), /warn.*hook: cannot update DNS/);
+    const r = await ping6(s.topo.peers.B, TOPO.ispV6, { count: 3 });
+    t.is(r.received, 3, r.output);
+  },
+);

@@ -37,31 +37,57 @@ test.after.always(async () => {
   await topo?.destroy();
 });
 
-serial(title('--port behind a port forward: the same 6bed4 address after a restart, reachable from the ISP'), async (t) => {
-  const first = await startPeerIn(topo.peers.A, ['--router', TOPO.routerV4, '--port', String(FORWARDED), '--default-route']);
-  const a = parseIPv6(first.address);
-  t.is(formatIPv4(addressIPv4(a, 0)), TOPO.natV4);
-  t.is(addressPort(a, 0), FORWARDED, 'the address carries the forwarded port');
-  t.is(await first.proc.stop(), 0);
-  // Whatever the NAT remembered of the first run is gone: only the forward keeps the port.
-  await topo.nat.run([systemTool('conntrack'), '-F']).catch(() => undefined);
-  const again = await startPeerIn(topo.peers.A, ['--router', TOPO.routerV4, '--port', String(FORWARDED), '--default-route']);
-  t.teardown(() => again.proc.stop());
-  t.is(again.address, first.address, 'a restart keeps the address');
-  for (const [from, to] of [[topo.peers.A, TOPO.ispV6], [topo.isp, again.address]] as const) {
-    const r = await ping6(from, to, { count: 3 });
-    t.is(r.received, 3, r.output);
-  }
-});
+serial(
+  title('--port behind a port forward: the same 6bed4 address after a restart, reachable from the ISP'),
+  async (t) => {
+    const first = await startPeerIn(topo.peers.A, [
+      '--router',
+      TOPO.routerV4,
+      '--port',
+      String(FORWARDED),
+      '--default-route',
+    ]);
+    const a = parseIPv6(first.address);
+    t.is(formatIPv4(addressIPv4(a, 0)), TOPO.natV4);
+    t.is(addressPort(a, 0), FORWARDED, 'the address carries the forwarded port');
+    t.is(await first.proc.stop(), 0);
+    // Whatever the NAT remembered of the first run is gone: only the forward keeps the port.
+    await topo.nat.run([systemTool('conntrack'), '-F']).catch(() => undefined);
+    const again = await startPeerIn(topo.peers.A, [
+      '--router',
+      TOPO.routerV4,
+      '--port',
+      String(FORWARDED),
+      '--default-route',
+    ]);
+    t.teardown(() => again.proc.stop());
+    t.is(again.address, first.address, 'a restart keeps the address');
+    for (const [from, to] of [
+      [topo.peers.A, TOPO.ispV6],
+      [topo.isp, again.address],
+    ] as const) {
+      const r = await ping6(from, to, { count: 3 });
+      t.is(r.received, 3, r.output);
+    }
+  },
+);
 
 serial(title('--port already taken: one line saying so, exit 2, no tunnel left'), async (t) => {
-  const holder = topo.peers.B.spawn([process.execPath, '-e',
-    `const s=require('dgram').createSocket('udp4');s.bind(${FORWARDED},()=>console.log('bound'))`]);
+  const holder = topo.peers.B.spawn([
+    process.execPath,
+    '-e',
+    `const s=require('dgram').createSocket('udp4');s.bind(${FORWARDED},()=>console.log('bound'))`,
+  ]);
   await holder.waitFor(/bound/, 5000);
   try {
     const p = spawnSixbed4(topo.peers.B, ['peer', '--router', TOPO.routerV4, '--port', String(FORWARDED)]);
     t.is((await p.exited).code, 2);
-    t.regex(p.output(), new RegExp(`UDP port ${FORWARDED} on 0\\.0\\.0\\.0 is in use: is another peer running\\? Stop it or choose another --port`));
+    t.regex(
+      p.output(),
+      new RegExp(
+        `UDP port ${FORWARDED} on 0\\.0\\.0\\.0 is in use: is another peer running\\? Stop it or choose another --port`,
+      ),
+    );
     const links = await topo.peers.B.json<{ ifname: string }[]>(['link', 'show']);
     t.false(links.some((l) => l.ifname === '6bed4peer'));
   } finally {

@@ -5,7 +5,17 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startControlPlane, type ControlPlane } from '../k8s/controlplane.js';
-import { agentConfigMapName, AGENT_REPORTS_ANNOTATION, API_VERSION, LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, type AgentCommonConfig, type AgentNodeConfig, type AgentReport } from '../../kube/api.js';
+import {
+  agentConfigMapName,
+  AGENT_REPORTS_ANNOTATION,
+  API_VERSION,
+  LABEL_MANAGED_BY,
+  LABEL_PREFIX,
+  MANAGED_BY,
+  type AgentCommonConfig,
+  type AgentNodeConfig,
+  type AgentReport,
+} from '../../kube/api.js';
 import { Kube, paths } from '../../kube/client.js';
 import type { Proc } from '../../lab/proc.js';
 import { CLI } from '../../lab/sixbed4.js';
@@ -25,9 +35,19 @@ export const METRICS = '127.0.0.1:9475';
 export class Group {
   agents: (Proc | undefined)[] = [];
   bridges: (ApiBridge | undefined)[] = [];
-  private constructor(readonly cp: ControlPlane, readonly admin: Kube, readonly seg: Segment, readonly dir: string, readonly apiPort: number) {}
+  private constructor(
+    readonly cp: ControlPlane,
+    readonly admin: Kube,
+    readonly seg: Segment,
+    readonly dir: string,
+    readonly apiPort: number,
+  ) {}
 
-  static async start(tag: string, upstream: 'RoutedNextHop' | 'OnLink', opts: { fastPath?: boolean } = {}): Promise<Group> {
+  static async start(
+    tag: string,
+    upstream: 'RoutedNextHop' | 'OnLink',
+    opts: { fastPath?: boolean } = {},
+  ): Promise<Group> {
     const dir = await mkdtemp(join(tmpdir(), `sixbed4-${tag}-`));
     const cp = await startControlPlane();
     const admin = new Kube(cp.kubeConfig(), 'sixbed4-test');
@@ -36,8 +56,13 @@ export class Group {
       const seg = await buildSegment(tag, { upstream });
       const g = new Group(cp, admin, seg, dir, Number(new URL(cp.server).port));
       await admin.create(paths.configMaps(NS), {
-        apiVersion: 'v1', kind: 'ConfigMap',
-        metadata: { name: agentConfigMapName(PREFIX), namespace: NS, labels: { [LABEL_PREFIX]: PREFIX, [LABEL_MANAGED_BY]: MANAGED_BY } },
+        apiVersion: 'v1',
+        kind: 'ConfigMap',
+        metadata: {
+          name: agentConfigMapName(PREFIX),
+          namespace: NS,
+          labels: { [LABEL_PREFIX]: PREFIX, [LABEL_MANAGED_BY]: MANAGED_BY },
+        },
         data: share(upstream, opts.fastPath ?? !!process.env.FAILOVER_FAST_PATH),
       });
       return g;
@@ -66,9 +91,31 @@ export class Group {
 
   async startAgent(i: number): Promise<Proc> {
     await this.connect(i);
-    const p = this.seg.nodes[i]!.spawn([process.execPath, CLI, 'agent', '--namespace', NS, '--node', NODES[i]!, '--prefix', PREFIX,
-      '--kubeconfig', this.cp.kubeconfigPath, '--state-dir', join(this.dir, NODES[i]!), '--metrics', METRICS,
-      '--heartbeat-ms', '1000', '--poll-ms', '1000', '--handover-wait-ms', '0', '--log-format', 'text']);
+    const p = this.seg.nodes[i]!.spawn([
+      process.execPath,
+      CLI,
+      'agent',
+      '--namespace',
+      NS,
+      '--node',
+      NODES[i]!,
+      '--prefix',
+      PREFIX,
+      '--kubeconfig',
+      this.cp.kubeconfigPath,
+      '--state-dir',
+      join(this.dir, NODES[i]!),
+      '--metrics',
+      METRICS,
+      '--heartbeat-ms',
+      '1000',
+      '--poll-ms',
+      '1000',
+      '--handover-wait-ms',
+      '0',
+      '--log-format',
+      'text',
+    ]);
     this.agents[i] = p;
     await p.waitFor(/router ready/, 30_000);
     return p;
@@ -86,36 +133,74 @@ export class Group {
   }
 
   async report(i: number): Promise<AgentReport | undefined> {
-    const l = await this.admin.get<{ metadata: { annotations?: Record<string, string> } }>(paths.lease(NS, `sixbed4-agent-${NODES[i]}`));
+    const l = await this.admin.get<{ metadata: { annotations?: Record<string, string> } }>(
+      paths.lease(NS, `sixbed4-agent-${NODES[i]}`),
+    );
     const text = l?.metadata.annotations?.[AGENT_REPORTS_ANNOTATION];
     return text ? (JSON.parse(text) as Record<string, AgentReport>)[PREFIX] : undefined;
   }
 
   async role(i: number, want: NonNullable<AgentReport['failover']>, timeoutMs = 20_000): Promise<AgentReport> {
-    return eventually(`${NODES[i]} ${want}`, async () => { const r = await this.report(i); return r?.failover === want ? r : undefined; }, timeoutMs, 200);
+    return eventually(
+      `${NODES[i]} ${want}`,
+      async () => {
+        const r = await this.report(i);
+        return r?.failover === want ? r : undefined;
+      },
+      timeoutMs,
+      200,
+    );
   }
 
   async macvlanAddresses(i: number): Promise<string[]> {
-    const a = await this.seg.nodes[i]!.json<{ addr_info: { local: string }[] }[]>(['addr', 'show', 'dev', `6b4vr${SEG.virtualRouterId}`]);
+    const a = await this.seg.nodes[i]!.json<{ addr_info: { local: string }[] }[]>([
+      'addr',
+      'show',
+      'dev',
+      `6b4vr${SEG.virtualRouterId}`,
+    ]);
     return a[0]!.addr_info.map((x) => x.local).filter((x) => !x.startsWith('fe80'));
   }
 
   takeoverLines(i: number): string[] {
-    return (this.agents[i]?.output() ?? '').split('\n').filter((l) => /took over|first packet forwarded|withdrew|withdrawing/.test(l));
+    return (this.agents[i]?.output() ?? '')
+      .split('\n')
+      .filter((l) => /took over|first packet forwarded|withdrew|withdrawing/.test(l));
   }
 }
 
 function share(upstream: 'RoutedNextHop' | 'OnLink', fastPath: boolean): Record<string, string> {
-  const common: AgentCommonConfig = { apiVersion: API_VERSION, kind: 'AgentConfig', name: PREFIX, prefix: SEG.prefix, nodes: NODES, metricsPort: 9475 };
+  const common: AgentCommonConfig = {
+    apiVersion: API_VERSION,
+    kind: 'AgentConfig',
+    name: PREFIX,
+    prefix: SEG.prefix,
+    nodes: NODES,
+    metricsPort: 9475,
+  };
   const node: AgentNodeConfig = {
-    prefix: SEG.prefix, listen: { address: SEG.floating, port: 25790 }, uplink: 'eth0', localAddresses: [], localAddressMode: 'uplink128',
-    routes: [], ndpProxy: upstream === 'OnLink' ? 'on' : 'off', tunnel: '6b4fo',
+    prefix: SEG.prefix,
+    listen: { address: SEG.floating, port: 25790 },
+    uplink: 'eth0',
+    localAddresses: [],
+    localAddressMode: 'uplink128',
+    routes: [],
+    ndpProxy: upstream === 'OnLink' ? 'on' : 'off',
+    tunnel: '6b4fo',
     // Every member's router with its fast path (Required: a member without it is not a member).
     ...(fastPath ? { fastPath: 'on' as const } : {}),
     failover: {
-      address: SEG.floating, leaseName: LEASE, members: NODES, upstream, ...(upstream === 'RoutedNextHop' ? { nextHop: SEG.nextHop } : {}),
-      virtualRouterId: SEG.virtualRouterId, ...TIMING,
+      address: SEG.floating,
+      leaseName: LEASE,
+      members: NODES,
+      upstream,
+      ...(upstream === 'RoutedNextHop' ? { nextHop: SEG.nextHop } : {}),
+      virtualRouterId: SEG.virtualRouterId,
+      ...TIMING,
     },
   };
-  return { 'prefix.json': JSON.stringify(common), ...Object.fromEntries(NODES.map((n) => [`node.${n}.json`, JSON.stringify(node)])) };
+  return {
+    'prefix.json': JSON.stringify(common),
+    ...Object.fromEntries(NODES.map((n) => [`node.${n}.json`, JSON.stringify(node)])),
+  };
 }

@@ -7,16 +7,38 @@ import { gratuitousArp, unsolicitedAdvert, virtualMac } from '../../agent/failov
 import { parseIPv4, parseIPv6 } from '../../lib/ip.js';
 import { upperChecksum } from '../../agent/protocol/checksum.js';
 
-const share = (over: Partial<AgentNodeConfig> = {}, f: Partial<NonNullable<AgentNodeConfig['failover']>> = {}): AgentNodeConfig => ({
-  prefix: '2001:db8:9:10::/64', listen: { address: '198.51.100.10', port: 25790 }, localAddresses: [], localAddressMode: 'uplink128',
-  routes: [], ndpProxy: 'off',
-  failover: { address: '198.51.100.10', leaseName: 'sixbed4-failover-a', members: ['n1', 'n2'], upstream: 'RoutedNextHop', nextHop: '2001:db8:ffff::100',
-    virtualRouterId: 42, leaseDurationMs: 2000, renewIntervalMs: 500, fenceAfterMs: 1500, ...f },
+const share = (
+  over: Partial<AgentNodeConfig> = {},
+  f: Partial<NonNullable<AgentNodeConfig['failover']>> = {},
+): AgentNodeConfig => ({
+  prefix: '2001:db8:9:10::/64',
+  listen: { address: '198.51.100.10', port: 25790 },
+  localAddresses: [],
+  localAddressMode: 'uplink128',
+  routes: [],
+  ndpProxy: 'off',
+  failover: {
+    address: '198.51.100.10',
+    leaseName: 'sixbed4-failover-a',
+    members: ['n1', 'n2'],
+    upstream: 'RoutedNextHop',
+    nextHop: '2001:db8:ffff::100',
+    virtualRouterId: 42,
+    leaseDurationMs: 2000,
+    renewIntervalMs: 500,
+    fenceAfterMs: 1500,
+    ...f,
+  },
   ...over,
 });
 
 const refusal = (n: AgentNodeConfig): FailoverRefused | undefined => {
-  try { failoverPlan(n, 'eth0'); return undefined; } catch (err) { return err as FailoverRefused; }
+  try {
+    failoverPlan(n, 'eth0');
+    return undefined;
+  } catch (err) {
+    return err as FailoverRefused;
+  }
 };
 
 test('a routed next hop on a layer-2 uplink: the plan names the macvlan and the tables', (t) => {
@@ -29,7 +51,11 @@ test('a routed next hop on a layer-2 uplink: the plan names the macvlan and the 
 
 test('setups that cannot fail over are refused with the reason', (t) => {
   const cases: [AgentNodeConfig, RegExp, string?][] = [
-    [share({}, { nextHop: 'fe80::1' }), /link-local: a \/64 routed to one machine's own link-local address cannot move/, 'FailoverUnsupported'],
+    [
+      share({}, { nextHop: 'fe80::1' }),
+      /link-local: a \/64 routed to one machine's own link-local address cannot move/,
+      'FailoverUnsupported',
+    ],
     [share({ listen: { address: '198.51.100.10', port: 25790, advertise: '203.0.113.5' } }), /behind a NAT/],
     [share({ listen: { address: '198.51.100.11', port: 25790 } }), /not on the floating address/],
     [share({}, { fenceAfterMs: 2000 }), /fenceAfterMs 2000 < leaseDurationMs 2000 must hold/],

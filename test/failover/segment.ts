@@ -44,11 +44,18 @@ export interface Segment {
 }
 
 /** upstream: how prv reaches the /64: routed to the group's next hop, or on-link on br0 (a neighbour entry per peer). */
-export async function buildSegment(tag: string, opts: { nodes?: number; upstream?: 'RoutedNextHop' | 'OnLink' } = {}): Promise<Segment> {
+export async function buildSegment(
+  tag: string,
+  opts: { nodes?: number; upstream?: 'RoutedNextHop' | 'OnLink' } = {},
+): Promise<Segment> {
   const nodeCount = opts.nodes ?? 2;
   const base = uniqueName(tag);
   const made: Netns[] = [];
-  const make = async (s: string) => { const ns = await Netns.create(`${base}-${s}`); made.push(ns); return ns; };
+  const make = async (s: string) => {
+    const ns = await Netns.create(`${base}-${s}`);
+    made.push(ns);
+    return ns;
+  };
   try {
     const prv = await make('prv');
     const nat = await make('nat');
@@ -63,41 +70,72 @@ export async function buildSegment(tag: string, opts: { nodes?: number; upstream
       await prv.ip(['link', 'set', `p-n${i + 1}`, 'master', 'br0']);
       await n.ipBatch([
         'link set lo up',
-        `addr add 198.51.100.1${i + 1}/24 dev eth0`, `route add default via ${SEG.providerV4}`,
-        `addr add 2001:db8:ffff::1${i + 1}/64 dev eth0 nodad`, `route add default via ${SEG.providerV6}`,
+        `addr add 198.51.100.1${i + 1}/24 dev eth0`,
+        `route add default via ${SEG.providerV4}`,
+        `addr add 2001:db8:ffff::1${i + 1}/64 dev eth0 nodad`,
+        `route add default via ${SEG.providerV6}`,
       ]);
     }
     await prv.ipBatch([`addr add ${SEG.providerV4}/24 dev br0`, `addr add ${SEG.providerV6}/64 dev br0 nodad`]);
-    await prv.ip(opts.upstream === 'OnLink' ? ['-6', 'route', 'add', SEG.prefix, 'dev', 'br0'] : ['-6', 'route', 'add', SEG.prefix, 'via', SEG.nextHop, 'dev', 'br0']);
+    await prv.ip(
+      opts.upstream === 'OnLink'
+        ? ['-6', 'route', 'add', SEG.prefix, 'dev', 'br0']
+        : ['-6', 'route', 'add', SEG.prefix, 'via', SEG.nextHop, 'dev', 'br0'],
+    );
     await veth(prv, 'wan', nat, 'wan0');
     await veth(nat, 'lanA', peer, 'eth0');
     await prv.ip(['addr', 'add', '203.0.113.1/24', 'dev', 'wan']);
-    await nat.ipBatch(['link set lo up', `addr add ${SEG.natWan}/24 dev wan0`, 'route add default via 203.0.113.1', 'addr add 100.64.1.1/24 dev lanA']);
+    await nat.ipBatch([
+      'link set lo up',
+      `addr add ${SEG.natWan}/24 dev wan0`,
+      'route add default via 203.0.113.1',
+      'addr add 100.64.1.1/24 dev lanA',
+    ]);
     await nat.sysctl('net.ipv4.ip_forward', 1);
     // The peers' datagrams leave the NAT with their checksums finished, as a NIC would send them (a veth hands them on
     // unfinished, and the fast path leaves those to the router).
     await nicLike(nat, 'wan0');
-    await nat.run([systemTool('nft'), '-f', '-'], { input: 'table ip nat {\n  chain post {\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname "wan0" ip saddr 100.64.0.0/10 masquerade\n  }\n}\n' });
+    await nat.run([systemTool('nft'), '-f', '-'], {
+      input:
+        'table ip nat {\n  chain post {\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname "wan0" ip saddr 100.64.0.0/10 masquerade\n  }\n}\n',
+    });
     await peer.ipBatch(['link set lo up', 'addr add 100.64.1.2/24 dev eth0', 'route add default via 100.64.1.1']);
-    const counters = nodes.map((_, i) => `    iifname "p-n${i + 1}" arp operation reply arp saddr ip ${SEG.floating} counter name arp${i + 1}\n` +
-      `    iifname "p-n${i + 1}" icmpv6 type nd-neighbor-advert counter name na${i + 1}\n`).join('');
+    const counters = nodes
+      .map(
+        (_, i) =>
+          `    iifname "p-n${i + 1}" arp operation reply arp saddr ip ${SEG.floating} counter name arp${i + 1}\n` +
+          `    iifname "p-n${i + 1}" icmpv6 type nd-neighbor-advert counter name na${i + 1}\n`,
+      )
+      .join('');
     const named = nodes.map((_, i) => `  counter arp${i + 1} {\n  }\n  counter na${i + 1} {\n  }\n`).join('');
-    await prv.run([systemTool('nft'), '-f', '-'], { input: `table bridge answers {\n${named}  chain forwarded {\n    type filter hook forward priority 0; policy accept;\n${counters}  }\n  chain tohost {\n    type filter hook input priority 0; policy accept;\n${counters}  }\n}\n` });
+    await prv.run([systemTool('nft'), '-f', '-'], {
+      input: `table bridge answers {\n${named}  chain forwarded {\n    type filter hook forward priority 0; policy accept;\n${counters}  }\n  chain tohost {\n    type filter hook input priority 0; policy accept;\n${counters}  }\n}\n`,
+    });
     const read = async (name: string) => {
-      const out = JSON.parse(await prv.run([systemTool('nft'), '-j', 'list', 'counter', 'bridge', 'answers', name])) as { nftables: { counter?: { packets: number } }[] };
+      const out = JSON.parse(
+        await prv.run([systemTool('nft'), '-j', 'list', 'counter', 'bridge', 'answers', name]),
+      ) as { nftables: { counter?: { packets: number } }[] };
       return out.nftables.find((x) => x.counter)?.counter?.packets ?? 0;
     };
     return {
-      prv, nat, peer, nodes,
+      prv,
+      nat,
+      peer,
+      nodes,
       nodeV4: (i) => `198.51.100.1${i + 1}`,
       async restoreNode(i) {
         await nodes[i]!.ipBatch([
-          `addr replace 2001:db8:ffff::1${i + 1}/64 dev eth0 nodad`, `route replace default via ${SEG.providerV4}`, `route replace default via ${SEG.providerV6}`,
+          `addr replace 2001:db8:ffff::1${i + 1}/64 dev eth0 nodad`,
+          `route replace default via ${SEG.providerV4}`,
+          `route replace default via ${SEG.providerV6}`,
         ]);
       },
       port: (i) => `p-n${i + 1}`,
       async answers() {
-        return { arp: await Promise.all(nodes.map((_, i) => read(`arp${i + 1}`))), na: await Promise.all(nodes.map((_, i) => read(`na${i + 1}`))) };
+        return {
+          arp: await Promise.all(nodes.map((_, i) => read(`arp${i + 1}`))),
+          na: await Promise.all(nodes.map((_, i) => read(`na${i + 1}`))),
+        };
       },
       async resetAnswers() {
         await prv.run([systemTool('nft'), 'reset', 'counters', 'table', 'bridge', 'answers']);

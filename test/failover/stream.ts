@@ -27,7 +27,9 @@ process.on('SIGTERM', () => { console.log('final ' + checked + ' bytes checked o
  * timestamps, so that sends the kernel refused meanwhile, ENOBUFS while a neighbour is unresolved, do not shorten it).
  */
 export function pingGap(output: string): { gapMs: number; answered: number } {
-  const at = [...output.matchAll(/^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=\d+ ttl=/gm)].map((m) => Number(m[1]) * 1000);
+  const at = [...output.matchAll(/^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=\d+ ttl=/gm)].map(
+    (m) => Number(m[1]) * 1000,
+  );
   let gap = 0;
   for (let i = 1; i < at.length; i++) gap = Math.max(gap, at[i]! - at[i - 1]!);
   return { gapMs: Math.round(gap), answered: at.length };

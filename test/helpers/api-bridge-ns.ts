@@ -5,11 +5,17 @@ const [port, socketPath, host = '127.0.0.1'] = process.argv.slice(2);
 const open = new Set<net.Socket>();
 const server = net.createServer((client) => {
   const upstream = net.connect(socketPath!);
-  open.add(client); open.add(upstream);
-  client.on('close', () => open.delete(client)); upstream.on('close', () => open.delete(upstream));
+  open.add(client);
+  open.add(upstream);
+  client.on('close', () => open.delete(client));
+  upstream.on('close', () => open.delete(upstream));
   client.pipe(upstream).pipe(client);
-  const end = () => { client.destroy(); upstream.destroy(); };
-  client.on('error', end); upstream.on('error', end);
+  const end = () => {
+    client.destroy();
+    upstream.destroy();
+  };
+  client.on('error', end);
+  upstream.on('error', end);
 });
 server.listen(Number(port), host, () => console.log(`bridging ${host}:${port} to ${socketPath}`));
 process.on('SIGTERM', () => {

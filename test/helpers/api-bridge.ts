@@ -11,25 +11,41 @@ import type { Proc } from '../../lab/proc.js';
 
 const NS_SIDE = fileURLToPath(new URL('./api-bridge-ns.js', import.meta.url));
 
-export interface ApiBridge { close(): Promise<void>; }
+export interface ApiBridge {
+  close(): Promise<void>;
+}
 
 /**
  * Bridges `listen` inside ns (default 127.0.0.1:port, so the kubeconfig's URL works unchanged) to the API server's
  * 127.0.0.1:port here. A node gives another listen address: the `kubernetes` Service's, which its pods use.
  */
-export async function bridgeApiInto(ns: Netns, port: number, socketPath: string, listen: { host: string; port: number } = { host: '127.0.0.1', port }): Promise<ApiBridge> {
+export async function bridgeApiInto(
+  ns: Netns,
+  port: number,
+  socketPath: string,
+  listen: { host: string; port: number } = { host: '127.0.0.1', port },
+): Promise<ApiBridge> {
   await rm(socketPath, { force: true });
   // Open streams (watches above all) never end by themselves: close() destroys them, or server.close() would wait forever.
   const open = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const upstream = net.connect(port, '127.0.0.1');
-    open.add(client); open.add(upstream);
-    client.on('close', () => open.delete(client)); upstream.on('close', () => open.delete(upstream));
+    open.add(client);
+    open.add(upstream);
+    client.on('close', () => open.delete(client));
+    upstream.on('close', () => open.delete(upstream));
     client.pipe(upstream).pipe(client);
-    const end = () => { client.destroy(); upstream.destroy(); };
-    client.on('error', end); upstream.on('error', end);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end);
+    upstream.on('error', end);
   });
-  await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(socketPath, resolve); });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socketPath, resolve);
+  });
   let inside: Proc;
   try {
     inside = ns.spawn([process.execPath, NS_SIDE, String(listen.port), socketPath, listen.host]);

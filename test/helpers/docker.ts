@@ -16,7 +16,9 @@ const ANY_SCRIPT = /(^|\/)(dockerd|base-image|build-image)\.sh$/;
 
 /** Other processes running a script whose path matches re ("pid path"). */
 async function scriptsRunning(re: RegExp): Promise<string[]> {
-  return (await processes()).filter((p) => p.argv.slice(0, 3).some((a) => re.test(a))).map((p) => `${p.pid} ${p.argv.slice(0, 3).join(' ')}`);
+  return (await processes())
+    .filter((p) => p.argv.slice(0, 3).some((a) => re.test(a)))
+    .map((p) => `${p.pid} ${p.argv.slice(0, 3).join(' ')}`);
 }
 
 /** Other processes using Docker now: docker clients and the image scripts. */
@@ -101,7 +103,7 @@ export async function releaseDocker(): Promise<void> {
     const r = await execCommand([DOCKER, 'ps', '-aq'], { timeoutMs: 15_000 }).catch(() => null);
     return r && r.code === 0 ? r.stdout.split('\n').filter(Boolean) : null;
   };
-  if (!await dockerQuiet(list)) return;
+  if (!(await dockerQuiet(list))) return;
   await execCommand(['bash', `${SCRIPTS}/dockerd.sh`, 'stop', String(pid)], { timeoutMs: 30_000 });
   rmSync(STARTED_FILE, { force: true });
 }
@@ -118,7 +120,8 @@ export async function netnsHolders(ino: number): Promise<string[]> {
     const comm = (await readFile(`/proc/${name}/comm`, 'utf8').catch(() => '?')).trim();
     const how: string[] = [];
     if ((await readlinkOrEmpty(`/proc/${name}/ns/net`)) === tag) how.push('runs in it');
-    if ((await readFile(`/proc/${name}/mountinfo`, 'utf8').catch(() => '')).includes(tag)) how.push('a mount of it in its mount namespace');
+    if ((await readFile(`/proc/${name}/mountinfo`, 'utf8').catch(() => '')).includes(tag))
+      how.push('a mount of it in its mount namespace');
     for (const fd of await readdir(`/proc/${name}/fd`).catch(() => [] as string[])) {
       if ((await readlinkOrEmpty(`/proc/${name}/fd/${fd}`)) === tag) how.push(`fd ${fd}`);
     }

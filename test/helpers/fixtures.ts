@@ -16,11 +16,27 @@ export const rootSerial = skipReason ? test.serial.skip : test.serial;
 
 const EXCHANGE = fileURLToPath(new URL('./udp-exchange.js', import.meta.url));
 
-export interface Exchange { local: number; replies: { from: string; bytes: Buffer }[]; }
+export interface Exchange {
+  local: number;
+  replies: { from: string; bytes: Buffer }[];
+}
 
 /** Sends raw datagrams from ns to host:port and collects replies for waitMs. */
-export async function exchange(ns: Netns, host: string, port: number, datagrams: Uint8Array[], waitMs = 300): Promise<Exchange> {
-  const out = await ns.run([process.execPath, EXCHANGE, host, String(port), String(waitMs), ...datagrams.map((d) => Buffer.from(d).toString('hex'))]);
+export async function exchange(
+  ns: Netns,
+  host: string,
+  port: number,
+  datagrams: Uint8Array[],
+  waitMs = 300,
+): Promise<Exchange> {
+  const out = await ns.run([
+    process.execPath,
+    EXCHANGE,
+    host,
+    String(port),
+    String(waitMs),
+    ...datagrams.map((d) => Buffer.from(d).toString('hex')),
+  ]);
   const r = JSON.parse(out) as { local: number; replies: { from: string; hex: string }[] };
   return { local: r.local, replies: r.replies.map((x) => ({ from: x.from, bytes: Buffer.from(x.hex, 'hex') })) };
 }
@@ -47,5 +63,8 @@ export function diff(after: Record<string, number>, before: Record<string, numbe
  * path together: what the end-to-end assertions count, so that they hold in both of the suite's runs.
  */
 export function forwarded(m: Map<string, number>, direction: 'udp_to_tun' | 'tun_to_udp' | 'relay'): number {
-  return (['slow', 'fast'] as const).reduce((sum, path) => sum + (m.get(`sixbed4_router_packets_total{direction="${direction}",path="${path}"}`) ?? 0), 0);
+  return (['slow', 'fast'] as const).reduce(
+    (sum, path) => sum + (m.get(`sixbed4_router_packets_total{direction="${direction}",path="${path}"}`) ?? 0),
+    0,
+  );
 }

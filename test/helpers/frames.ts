@@ -28,32 +28,50 @@ export interface FrameOptions {
 }
 
 /** An Ethernet frame with an IPv4/UDP datagram src:sport → dst:dport carrying payload. */
-export function frame(src: number, sport: number, dst: number, dport: number, payload: Uint8Array, o: FrameOptions = {}): Uint8Array {
-  const opt = o.ipOptions ?? 0, ihl = IPV4 + opt;
+export function frame(
+  src: number,
+  sport: number,
+  dst: number,
+  dport: number,
+  payload: Uint8Array,
+  o: FrameOptions = {},
+): Uint8Array {
+  const opt = o.ipOptions ?? 0,
+    ihl = IPV4 + opt;
   const ipLen = ihl + UDP + payload.length;
   const f = new Uint8Array(ETH + ipLen + (o.trailer ?? 0));
   const v = new DataView(f.buffer);
   if (o.smac) f.set(o.smac.subarray(0, 6), 6);
-  else { v.setUint32(6, 0x02000000); v.setUint16(10, 0x0001); } // source MAC 02:00:00:00:00:01
+  else {
+    v.setUint32(6, 0x02000000);
+    v.setUint16(10, 0x0001);
+  } // source MAC 02:00:00:00:00:01
   if (o.dmac) f.set(o.dmac.subarray(0, 6), 0);
   v.setUint16(12, 0x0800);
   const ip = ETH;
-  f[ip] = 0x40 | (ihl / 4); v.setUint16(ip + 2, ipLen); v.setUint16(ip + 4, o.id ?? 0x1234);
-  v.setUint16(ip + 6, o.fragWord ?? 0x4000); f[ip + 8] = o.ttl ?? 64; f[ip + 9] = o.protocol ?? 17;
-  v.setUint32(ip + 12, src >>> 0); v.setUint32(ip + 16, dst >>> 0);
+  f[ip] = 0x40 | (ihl / 4);
+  v.setUint16(ip + 2, ipLen);
+  v.setUint16(ip + 4, o.id ?? 0x1234);
+  v.setUint16(ip + 6, o.fragWord ?? 0x4000);
+  f[ip + 8] = o.ttl ?? 64;
+  f[ip + 9] = o.protocol ?? 17;
+  v.setUint32(ip + 12, src >>> 0);
+  v.setUint32(ip + 16, dst >>> 0);
   for (let i = 0; i < opt; i++) f[ip + IPV4 + i] = 1; // NOP options
-  let c = (~fold(sumWords(f, ip, ihl))) & 0xffff;
+  let c = ~fold(sumWords(f, ip, ihl)) & 0xffff;
   if (o.badIpChecksum) c ^= 1;
   v.setUint16(ip + 10, c);
   const u = ip + ihl;
-  v.setUint16(u, sport); v.setUint16(u + 2, dport); v.setUint16(u + 4, UDP + payload.length);
+  v.setUint16(u, sport);
+  v.setUint16(u + 2, dport);
+  v.setUint16(u + 4, UDP + payload.length);
   f.set(payload, u + UDP);
   const mode = o.udpChecksum ?? 'good';
   if (mode !== 'zero') {
     // Pseudo-header: source, destination, protocol 17, UDP length.
     let acc = sumWords(f, ip + 12, 8) + 17 + UDP + payload.length;
     acc = sumWords(f, u, UDP + payload.length, acc);
-    let uc = (~fold(acc)) & 0xffff;
+    let uc = ~fold(acc) & 0xffff;
     if (uc === 0) uc = 0xffff;
     if (mode === 'bad') uc = uc === 1 ? 2 : uc ^ 1;
     v.setUint16(u + 6, uc);

@@ -10,10 +10,13 @@ const opts = JSON.parse(process.argv[2] ?? '{}') as RouterOptions;
 const log = createLogger({ component: 'router', format: 'text' });
 const router = await startRouter(routerConfig({ ...opts, handover: true }), log);
 const stop = (waitForSuccessorMs: number) => () => {
-  void router.stop({ waitForSuccessorMs }).then(() => process.exit(0), (err: Error) => {
-    log.error(err.message);
-    process.exit(1);
-  });
+  void router.stop({ waitForSuccessorMs }).then(
+    () => process.exit(0),
+    (err: Error) => {
+      log.error(err.message);
+      process.exit(1);
+    },
+  );
 };
 process.once('SIGTERM', stop(10_000));
 process.once('SIGINT', stop(0));

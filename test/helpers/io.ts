@@ -12,7 +12,12 @@ export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise
   ]).finally(() => clearTimeout(timer));
 }
 
-export interface Received { data: Buffer; len: number; addr: number; port: number; }
+export interface Received {
+  data: Buffer;
+  len: number;
+  addr: number;
+  port: number;
+}
 
 /** Collects `want` datagrams from fd via poll + udpRecv (copies them out). */
 export function receive(fd: number, b: Batch, want: number, io: NativeIO = native): Promise<Received[]> {
@@ -24,7 +29,12 @@ export function receive(fd: number, b: Batch, want: number, io: NativeIO = nativ
         for (let i = 0; i < n; i++) {
           const len = b.len[i]!;
           const off = b.off[i]!;
-          got.push({ data: Buffer.from(b.data.subarray(off, off + Math.min(len, b.slot))), len, addr: b.addr[i]!, port: b.port[i]! });
+          got.push({
+            data: Buffer.from(b.data.subarray(off, off + Math.min(len, b.slot))),
+            len,
+            addr: b.addr[i]!,
+            port: b.port[i]!,
+          });
         }
         if (got.length >= want) {
           h.close();

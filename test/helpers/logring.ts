@@ -25,9 +25,16 @@ export function ringLogger(ring: LogRing, component: string, level = 'debug'): L
     level,
     defaultMeta: { component },
     format: winston.format.combine(winston.format.timestamp(), winston.format.json()),
-    transports: [new winston.transports.Stream({
-      stream: new Writable({ write(chunk: Buffer, _enc, cb) { for (const l of chunk.toString('utf8').split('\n')) if (l) ring.push(l); cb(); } }),
-    })],
+    transports: [
+      new winston.transports.Stream({
+        stream: new Writable({
+          write(chunk: Buffer, _enc, cb) {
+            for (const l of chunk.toString('utf8').split('\n')) if (l) ring.push(l);
+            cb();
+          },
+        }),
+      }),
+    ],
   });
 }
 
@@ -35,6 +42,7 @@ export function ringLogger(ring: LogRing, component: string, level = 'debug'): L
 export function logOnFailure(t: ExecutionContext, logs: () => Record<string, readonly string[]>, n = 80): void {
   t.teardown(() => {
     if (t.passed) return;
-    for (const [name, lines] of Object.entries(logs())) t.log(`last ${Math.min(n, lines.length)} lines of ${name}:\n${lines.slice(-n).join('\n')}`);
+    for (const [name, lines] of Object.entries(logs()))
+      t.log(`last ${Math.min(n, lines.length)} lines of ${name}:\n${lines.slice(-n).join('\n')}`);
   });
 }

@@ -27,7 +27,13 @@ import { isObj } from '../../lib/guards.js';
 /** the repository (the CRDs), from dist/test/helpers */
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 
-interface Kind { group: string; version: string; kind: string; namespaced: boolean; status: boolean }
+interface Kind {
+  group: string;
+  version: string;
+  kind: string;
+  namespaced: boolean;
+  status: boolean;
+}
 
 /** The kinds the operator and its tests touch, by plural. */
 const KINDS: Record<string, Kind> = {
@@ -48,7 +54,12 @@ function listKeysFromCrds(): Map<string, ListKeys> {
   const out = new Map<string, ListKeys>();
   const dir = join(REPO, 'crds');
   for (const f of readdirSync(dir).filter((x) => x.endsWith('.yaml'))) {
-    const crd = parse(readFileSync(join(dir, f), 'utf8')) as { spec: { names: { plural: string }; versions: { openAPIV3Schema?: unknown; schema?: { openAPIV3Schema: unknown } }[] } };
+    const crd = parse(readFileSync(join(dir, f), 'utf8')) as {
+      spec: {
+        names: { plural: string };
+        versions: { openAPIV3Schema?: unknown; schema?: { openAPIV3Schema: unknown } }[];
+      };
+    };
     const keys = new Map<string, readonly string[]>([['metadata.ownerReferences', ['uid']]]);
     const walk = (s: unknown, p: string[]) => {
       if (typeof s !== 'object' || s === null) return;
@@ -65,14 +76,26 @@ function listKeysFromCrds(): Map<string, ListKeys> {
 const CRD_LIST_KEYS = listKeysFromCrds();
 const CORE_LIST_KEYS: ListKeys = new Map([['metadata.ownerReferences', ['uid']]]);
 
-interface Target { plural: string; kind: Kind; namespace?: string; name?: string; sub?: string }
+interface Target {
+  plural: string;
+  kind: Kind;
+  namespace?: string;
+  name?: string;
+  sub?: string;
+}
 
 /** Parses /api/v1/... and /apis/<group>/<version>/... paths. */
 function parsePath(path: string): Target {
   const segs = path.split('?')[0]!.split('/').filter(Boolean).map(decodeURIComponent);
   const rest = segs[0] === 'api' ? segs.slice(2) : segs.slice(3);
   let t: Omit<Target, 'kind'>;
-  if (rest[0] === 'namespaces' && rest.length >= 3) t = { namespace: rest[1]!, plural: rest[2]!, ...(rest[3] ? { name: rest[3] } : {}), ...(rest[4] ? { sub: rest[4] } : {}) };
+  if (rest[0] === 'namespaces' && rest.length >= 3)
+    t = {
+      namespace: rest[1]!,
+      plural: rest[2]!,
+      ...(rest[3] ? { name: rest[3] } : {}),
+      ...(rest[4] ? { sub: rest[4] } : {}),
+    };
   else t = { plural: rest[0]!, ...(rest[1] ? { name: rest[1] } : {}), ...(rest[2] ? { sub: rest[2] } : {}) };
   const kind = KINDS[t.plural];
   if (!kind) throw new KubeError(404, 'NotFound', `memkube: no resource ${t.plural} (${path})`);
@@ -94,11 +117,19 @@ export function mergePatch(target: unknown, patch: unknown): unknown {
 export function jsonPatch(doc: unknown, ops: JsonPatchOp[]): unknown {
   const out = structuredClone(doc);
   for (const op of ops) {
-    const parts = op.path.split('/').slice(1).map((x) => x.replace(/~1/g, '/').replace(/~0/g, '~'));
+    const parts = op.path
+      .split('/')
+      .slice(1)
+      .map((x) => x.replace(/~1/g, '/').replace(/~0/g, '~'));
     const last = parts.pop()!;
     let parent: unknown = out;
     for (const p of parts) parent = Array.isArray(parent) ? parent[Number(p)] : isObj(parent) ? parent[p] : undefined;
-    const invalid = (why: string) => new KubeError(422, 'Invalid', `the server rejected our request due to an error in our request: ${op.op} ${op.path}: ${why}`);
+    const invalid = (why: string) =>
+      new KubeError(
+        422,
+        'Invalid',
+        `the server rejected our request due to an error in our request: ${op.op} ${op.path}: ${why}`,
+      );
     if (!isObj(parent) && !Array.isArray(parent)) throw invalid('no such path');
     const has = Array.isArray(parent) ? Number(last) < parent.length : last in parent;
     const cur = Array.isArray(parent) ? parent[Number(last)] : parent[last];
@@ -106,8 +137,11 @@ export function jsonPatch(doc: unknown, ops: JsonPatchOp[]): unknown {
       if (!has || JSON.stringify(cur) !== JSON.stringify(op.value)) throw invalid('testing value failed');
     } else if (op.op === 'remove' || op.op === 'replace') {
       if (!has) throw invalid('no such path');
-      if (op.op === 'remove') { if (Array.isArray(parent)) parent.splice(Number(last), 1); else delete parent[last]; }
-      else if (Array.isArray(parent)) parent[Number(last)] = structuredClone(op.value); else parent[last] = structuredClone(op.value);
+      if (op.op === 'remove') {
+        if (Array.isArray(parent)) parent.splice(Number(last), 1);
+        else delete parent[last];
+      } else if (Array.isArray(parent)) parent[Number(last)] = structuredClone(op.value);
+      else parent[last] = structuredClone(op.value);
     } else if (Array.isArray(parent)) {
       parent.splice(last === '-' ? parent.length : Number(last), 0, structuredClone(op.value));
     } else parent[last] = structuredClone(op.value);
@@ -144,7 +178,13 @@ function fieldsMatch(sel: string | undefined, obj: unknown): boolean {
 const rfc3339 = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 type Watcher = (type: ChangeType, obj: KubeObject) => void;
 
-export interface Write { verb: string; path: string; status: number; fieldManager?: string; patch?: 'apply' | 'merge' | 'json' }
+export interface Write {
+  verb: string;
+  path: string;
+  status: number;
+  fieldManager?: string;
+  patch?: 'apply' | 'merge' | 'json';
+}
 
 export class MemKube extends Kube {
   /** plural -> "namespace/name" -> object */
@@ -166,7 +206,9 @@ export class MemKube extends Kube {
     const kc = new KubeConfig();
     kc.loadFromOptions({
       clusters: [{ name: 'memkube', server: 'http://memkube.invalid', skipTLSVerify: true }],
-      users: [{ name: 'memkube' }], contexts: [{ name: 'memkube', cluster: 'memkube', user: 'memkube' }], currentContext: 'memkube',
+      users: [{ name: 'memkube' }],
+      contexts: [{ name: 'memkube', cluster: 'memkube', user: 'memkube' }],
+      currentContext: 'memkube',
     });
     super(kc, 'memkube');
   }
@@ -185,8 +227,20 @@ export class MemKube extends Kube {
       throw e;
     } finally {
       const ct = opts.contentType ?? '';
-      const patch = ct.includes('apply-patch') ? 'apply' : ct.includes('merge-patch') ? 'merge' : ct.includes('json-patch') ? 'json' : undefined;
-      this.writes.push({ verb: method, path, status, ...(fieldManager ? { fieldManager } : {}), ...(patch ? { patch } : {}) });
+      const patch = ct.includes('apply-patch')
+        ? 'apply'
+        : ct.includes('merge-patch')
+          ? 'merge'
+          : ct.includes('json-patch')
+            ? 'json'
+            : undefined;
+      this.writes.push({
+        verb: method,
+        path,
+        status,
+        ...(fieldManager ? { fieldManager } : {}),
+        ...(patch ? { patch } : {}),
+      });
       if (!opts.query?.dryRun) this.onWrite?.(method, path, status);
     }
   }
@@ -207,15 +261,29 @@ export class MemKube extends Kube {
       return structuredClone(o);
     }
     const q = opts.query ?? {};
-    const items = this.select(t.plural, t.namespace, q.labelSelector as string | undefined, q.fieldSelector as string | undefined);
+    const items = this.select(
+      t.plural,
+      t.namespace,
+      q.labelSelector as string | undefined,
+      q.fieldSelector as string | undefined,
+    );
     return { metadata: { resourceVersion: String(this.rv) }, items } satisfies KubeList<KubeObject>;
   }
 
   /** Objects of a kind (copies), optionally in a namespace and by selectors. */
   select(plural: string, namespace?: string, labelSelector?: string, fieldSelector?: string): KubeObject[] {
     return [...this.bucket(plural).values()]
-      .filter((o) => (namespace === undefined || o.metadata.namespace === namespace) && labelsMatch(labelSelector, o.metadata.labels) && fieldsMatch(fieldSelector, o))
-      .sort((a, b) => ((a.metadata.namespace ?? '') + '/' + a.metadata.name < (b.metadata.namespace ?? '') + '/' + b.metadata.name ? -1 : 1))
+      .filter(
+        (o) =>
+          (namespace === undefined || o.metadata.namespace === namespace) &&
+          labelsMatch(labelSelector, o.metadata.labels) &&
+          fieldsMatch(fieldSelector, o),
+      )
+      .sort((a, b) =>
+        (a.metadata.namespace ?? '') + '/' + a.metadata.name < (b.metadata.namespace ?? '') + '/' + b.metadata.name
+          ? -1
+          : 1,
+      )
       .map((o) => structuredClone(o));
   }
 
@@ -229,7 +297,9 @@ export class MemKube extends Kube {
   /** The managers that own fields of an object, e.g. "sixbed4-operator|status|Apply". */
   managers(path: string): string[] {
     const o = this.peek(path);
-    return [...(this.managed.get(o?.metadata.uid ?? '')?.keys() ?? [])].filter((k) => this.managed.get(o!.metadata.uid!)!.get(k)!.size > 0).sort();
+    return [...(this.managed.get(o?.metadata.uid ?? '')?.keys() ?? [])]
+      .filter((k) => this.managed.get(o!.metadata.uid!)!.get(k)!.size > 0)
+      .sort();
   }
 
   // ------------------------------------------------------------ writes
@@ -244,16 +314,37 @@ export class MemKube extends Kube {
     }
     const key = `${t.namespace ?? ''}/${t.name}`;
     const live = this.bucket(t.plural).get(key);
-    if (method === 'DELETE') return this.doRemove(t, path, live, opts.body as { preconditions?: { uid?: string; resourceVersion?: string } } | undefined);
+    if (method === 'DELETE')
+      return this.doRemove(
+        t,
+        path,
+        live,
+        opts.body as { preconditions?: { uid?: string; resourceVersion?: string } } | undefined,
+      );
     if (method === 'PATCH' && opts.contentType?.includes('apply-patch')) {
       const applied = structuredClone(opts.body) as KubeObject;
       if (!live) {
         if (t.sub) throw new KubeError(404, 'NotFound', `PATCH ${path}: ${t.plural} "${t.name}" not found`);
         // apply creates what is missing
-        const made = this.doCreate({ ...t }, { ...applied, metadata: { ...applied.metadata, name: t.name! } }, fm, dryRun, 'Apply', applied);
+        const made = this.doCreate(
+          { ...t },
+          { ...applied, metadata: { ...applied.metadata, name: t.name! } },
+          fm,
+          dryRun,
+          'Apply',
+          applied,
+        );
         return made;
       }
-      return this.doApply(t, path, live, applied, fm, opts.query?.force === true || opts.query?.force === 'true', dryRun);
+      return this.doApply(
+        t,
+        path,
+        live,
+        applied,
+        fm,
+        opts.query?.force === true || opts.query?.force === 'true',
+        dryRun,
+      );
     }
     if (!live) throw new KubeError(404, 'NotFound', `${method} ${path}: ${t.plural} "${t.name}" not found`);
     let next: unknown;
@@ -268,23 +359,40 @@ export class MemKube extends Kube {
       next = jsonPatch(live, opts.body as JsonPatchOp[]);
     } else throw new KubeError(415, 'UnsupportedMediaType', `${method} ${path}: ${opts.contentType}`);
     if (precondition !== undefined && precondition !== live.metadata.resourceVersion) {
-      throw new KubeError(409, 'Conflict', `Operation cannot be fulfilled on ${t.plural} "${t.name}": the object has been modified; please apply your changes to the latest version and try again`);
+      throw new KubeError(
+        409,
+        'Conflict',
+        `Operation cannot be fulfilled on ${t.plural} "${t.name}": the object has been modified; please apply your changes to the latest version and try again`,
+      );
     }
     return this.doUpdate(t, live, next as KubeObject, fm, 'Update', dryRun);
   }
 
-  private doCreate(t: Target, obj: KubeObject, fm: string, dryRun: boolean, op: 'Apply' | 'Update' = 'Update', applied?: KubeObject): KubeObject {
+  private doCreate(
+    t: Target,
+    obj: KubeObject,
+    fm: string,
+    dryRun: boolean,
+    op: 'Apply' | 'Update' = 'Update',
+    applied?: KubeObject,
+  ): KubeObject {
     const name = obj.metadata?.name;
     if (!name) throw new KubeError(422, 'Invalid', `POST: metadata.name: Required value`);
     const key = `${t.namespace ?? ''}/${name}`;
-    if (this.bucket(t.plural).has(key)) throw new KubeError(409, 'AlreadyExists', `${t.plural} "${name}" already exists`);
-    if (t.kind.namespaced && t.namespace === undefined) throw new KubeError(404, 'NotFound', `a namespaced kind needs a namespace`);
+    if (this.bucket(t.plural).has(key))
+      throw new KubeError(409, 'AlreadyExists', `${t.plural} "${name}" already exists`);
+    if (t.kind.namespaced && t.namespace === undefined)
+      throw new KubeError(404, 'NotFound', `a namespaced kind needs a namespace`);
     const made: KubeObject = {
       ...obj,
-      apiVersion: t.kind.group ? `${t.kind.group}/${t.kind.version}` : t.kind.version, kind: t.kind.kind,
+      apiVersion: t.kind.group ? `${t.kind.group}/${t.kind.version}` : t.kind.version,
+      kind: t.kind.kind,
       metadata: {
-        ...obj.metadata, name, ...(t.namespace !== undefined ? { namespace: t.namespace } : {}),
-        uid: `00000000-0000-4000-8000-${String(++this.uids).padStart(12, '0')}`, generation: 1,
+        ...obj.metadata,
+        name,
+        ...(t.namespace !== undefined ? { namespace: t.namespace } : {}),
+        uid: `00000000-0000-4000-8000-${String(++this.uids).padStart(12, '0')}`,
+        generation: 1,
         creationTimestamp: rfc3339(this.now()),
       },
     };
@@ -295,7 +403,10 @@ export class MemKube extends Kube {
     made.metadata.resourceVersion = String(++this.rv);
     this.bucket(t.plural).set(key, made);
     const sets = new Map<string, Map<string, { path: Path; value: unknown }>>();
-    sets.set(`${fm}||${op}`, this.fields(t, op === 'Apply' ? this.part(t, applied!, false) : this.part(t, made, false)));
+    sets.set(
+      `${fm}||${op}`,
+      this.fields(t, op === 'Apply' ? this.part(t, applied!, false) : this.part(t, made, false)),
+    );
     this.managed.set(made.metadata.uid!, sets);
     this.emit(t.plural, 'add', made);
     return structuredClone(made);
@@ -309,15 +420,35 @@ export class MemKube extends Kube {
   private part(t: Target, o: KubeObject, status: boolean): Record<string, unknown> {
     if (status) return { status: o.status };
     const { apiVersion: _a, kind: _k, status: _s, ...rest } = o;
-    const { name: _n, namespace: _ns, uid: _u, resourceVersion: _rv, generation: _g, creationTimestamp: _c, deletionTimestamp: _d, managedFields: _m, ...meta } = rest.metadata ?? {};
-    return t.kind.status ? { ...rest, metadata: meta } : { ...rest, metadata: meta, ...(o.status !== undefined ? { status: o.status } : {}) };
+    const {
+      name: _n,
+      namespace: _ns,
+      uid: _u,
+      resourceVersion: _rv,
+      generation: _g,
+      creationTimestamp: _c,
+      deletionTimestamp: _d,
+      managedFields: _m,
+      ...meta
+    } = rest.metadata ?? {};
+    return t.kind.status
+      ? { ...rest, metadata: meta }
+      : { ...rest, metadata: meta, ...(o.status !== undefined ? { status: o.status } : {}) };
   }
 
   private fields(t: Target, part: Record<string, unknown>) {
     return fieldSet(part, this.lk(t));
   }
 
-  private doApply(t: Target, path: string, live: KubeObject, applied: KubeObject, fm: string, force: boolean, dryRun: boolean): KubeObject {
+  private doApply(
+    t: Target,
+    path: string,
+    live: KubeObject,
+    applied: KubeObject,
+    fm: string,
+    force: boolean,
+    dryRun: boolean,
+  ): KubeObject {
     const status = t.sub === 'status';
     const sub = status ? 'status' : '';
     const entryKey = `${fm}|${sub}|Apply`;
@@ -329,7 +460,12 @@ export class MemKube extends Kube {
         if (other === entryKey) continue;
         const o = owned.get(k);
         if (o && JSON.stringify(o.value) !== JSON.stringify(f.value)) {
-          if (!force) throw new KubeError(409, 'Conflict', `Apply failed with 1 conflict: conflict with "${other.split('|')[0]}": ${k}`);
+          if (!force)
+            throw new KubeError(
+              409,
+              'Conflict',
+              `Apply failed with 1 conflict: conflict with "${other.split('|')[0]}": ${k}`,
+            );
         }
       }
     }
@@ -339,7 +475,9 @@ export class MemKube extends Kube {
     const before = sets.get(entryKey) ?? new Map();
     const others = [...sets].filter(([k]) => k !== entryKey).flatMap(([, s]) => [...s.values()].map((f) => f.path));
     // whole list items first (their fields go with them); an item's key fields go only with the item
-    const gone = [...before.values()].filter((f) => !mine.has(pathKey(f.path))).sort((a, b) => a.path.length - b.path.length);
+    const gone = [...before.values()]
+      .filter((f) => !mine.has(pathKey(f.path)))
+      .sort((a, b) => a.path.length - b.path.length);
     for (const f of gone) {
       if (others.some((o) => isUnder(o, f.path))) continue;
       const last = f.path[f.path.length - 1];
@@ -352,7 +490,15 @@ export class MemKube extends Kube {
   }
 
   /** Stores next in place of live: status subresource rules, generation, rv, finalizers, managed fields, watchers. */
-  private doUpdate(t: Target, live: KubeObject, next: KubeObject, fm: string, op: 'Apply' | 'Update', dryRun: boolean, applied?: Map<string, { path: Path; value: unknown }>): KubeObject {
+  private doUpdate(
+    t: Target,
+    live: KubeObject,
+    next: KubeObject,
+    fm: string,
+    op: 'Apply' | 'Update',
+    dryRun: boolean,
+    applied?: Map<string, { path: Path; value: unknown }>,
+  ): KubeObject {
     const status = t.sub === 'status';
     let out: KubeObject;
     if (t.kind.status) {
@@ -366,8 +512,12 @@ export class MemKube extends Kube {
     out.apiVersion = live.apiVersion;
     out.kind = live.kind;
     out.metadata = {
-      ...out.metadata, name: live.metadata.name!, uid: live.metadata.uid!, creationTimestamp: live.metadata.creationTimestamp!,
-      resourceVersion: live.metadata.resourceVersion!, generation: live.metadata.generation ?? 1,
+      ...out.metadata,
+      name: live.metadata.name!,
+      uid: live.metadata.uid!,
+      creationTimestamp: live.metadata.creationTimestamp!,
+      resourceVersion: live.metadata.resourceVersion!,
+      generation: live.metadata.generation ?? 1,
       ...(live.metadata.namespace !== undefined ? { namespace: live.metadata.namespace } : {}),
       ...(live.metadata.deletionTimestamp ? { deletionTimestamp: live.metadata.deletionTimestamp } : {}),
     };
@@ -375,7 +525,12 @@ export class MemKube extends Kube {
     if (live.metadata.deletionTimestamp) {
       // no new finalizers on an object being deleted
       const added = (out.metadata.finalizers ?? []).filter((f) => !(live.metadata.finalizers ?? []).includes(f));
-      if (added.length) throw new KubeError(422, 'Forbidden', `no new finalizers can be added if the object is being deleted, found new finalizers ${JSON.stringify(added)}`);
+      if (added.length)
+        throw new KubeError(
+          422,
+          'Forbidden',
+          `no new finalizers can be added if the object is being deleted, found new finalizers ${JSON.stringify(added)}`,
+        );
     }
     const { metadata: _m1, status: _s1, ...spec1 } = live;
     const { metadata: _m2, status: _s2, ...spec2 } = out;
@@ -388,7 +543,9 @@ export class MemKube extends Kube {
     const sub = status ? 'status' : '';
     const oldF = this.fields(t, this.part(t, live, status));
     const newF = this.fields(t, this.part(t, out, status));
-    const changed = [...newF].filter(([k, f]) => JSON.stringify(oldF.get(k)?.value) !== JSON.stringify(f.value)).map(([k]) => k);
+    const changed = [...newF]
+      .filter(([k, f]) => JSON.stringify(oldF.get(k)?.value) !== JSON.stringify(f.value))
+      .map(([k]) => k);
     const entryKey = `${fm}|${sub}|${op}`;
     for (const [k, s] of sets) {
       if (k === entryKey) continue;
@@ -414,11 +571,23 @@ export class MemKube extends Kube {
     return structuredClone(out);
   }
 
-  private doRemove(t: Target, path: string, live: KubeObject | undefined, body?: { preconditions?: { uid?: string; resourceVersion?: string } }): KubeObject {
+  private doRemove(
+    t: Target,
+    path: string,
+    live: KubeObject | undefined,
+    body?: { preconditions?: { uid?: string; resourceVersion?: string } },
+  ): KubeObject {
     if (!live) throw new KubeError(404, 'NotFound', `DELETE ${path}: ${t.plural} "${t.name}" not found`);
     const pre = body?.preconditions;
-    if ((pre?.uid && pre.uid !== live.metadata.uid) || (pre?.resourceVersion && pre.resourceVersion !== live.metadata.resourceVersion)) {
-      throw new KubeError(409, 'Conflict', `Operation cannot be fulfilled on ${t.plural} "${t.name}": Precondition failed: UID in precondition: ${pre.uid}, UID in object meta: ${live.metadata.uid}`);
+    if (
+      (pre?.uid && pre.uid !== live.metadata.uid) ||
+      (pre?.resourceVersion && pre.resourceVersion !== live.metadata.resourceVersion)
+    ) {
+      throw new KubeError(
+        409,
+        'Conflict',
+        `Operation cannot be fulfilled on ${t.plural} "${t.name}": Precondition failed: UID in precondition: ${pre.uid}, UID in object meta: ${live.metadata.uid}`,
+      );
     }
     const key = `${live.metadata.namespace ?? ''}/${live.metadata.name}`;
     if ((live.metadata.finalizers ?? []).length) {
@@ -448,8 +617,23 @@ export class MemKube extends Kube {
         for (const o of [...b.values()]) {
           const owners = o.metadata.ownerReferences ?? [];
           // (gone already if a nested collection took it)
-          if (!owners.length || owners.some((r) => uids.has(r.uid)) || o.metadata.deletionTimestamp || !b.has(`${o.metadata.namespace ?? ''}/${o.metadata.name}`)) continue;
-          this.doRemove({ plural, kind: KINDS[plural]!, name: o.metadata.name!, ...(o.metadata.namespace ? { namespace: o.metadata.namespace } : {}) }, 'gc', o);
+          if (
+            !owners.length ||
+            owners.some((r) => uids.has(r.uid)) ||
+            o.metadata.deletionTimestamp ||
+            !b.has(`${o.metadata.namespace ?? ''}/${o.metadata.name}`)
+          )
+            continue;
+          this.doRemove(
+            {
+              plural,
+              kind: KINDS[plural]!,
+              name: o.metadata.name!,
+              ...(o.metadata.namespace ? { namespace: o.metadata.namespace } : {}),
+            },
+            'gc',
+            o,
+          );
           more = true;
         }
       }
@@ -474,9 +658,12 @@ export class MemKube extends Kube {
   cache<T extends KubeObject>(path: string, selectors: { labelSelector?: string; fieldSelector?: string } = {}) {
     const t = parsePath(path);
     return {
-      get: (name: string, namespace?: string): T | undefined => this.select(t.plural, namespace ?? t.namespace, selectors.labelSelector, selectors.fieldSelector)
-        .find((o) => o.metadata.name === name) as T | undefined,
-      list: (namespace?: string): readonly T[] => this.select(t.plural, namespace ?? t.namespace, selectors.labelSelector, selectors.fieldSelector) as T[],
+      get: (name: string, namespace?: string): T | undefined =>
+        this.select(t.plural, namespace ?? t.namespace, selectors.labelSelector, selectors.fieldSelector).find(
+          (o) => o.metadata.name === name,
+        ) as T | undefined,
+      list: (namespace?: string): readonly T[] =>
+        this.select(t.plural, namespace ?? t.namespace, selectors.labelSelector, selectors.fieldSelector) as T[],
     };
   }
 
@@ -485,18 +672,26 @@ export class MemKube extends Kube {
     const t = parsePath(path);
     const cache = this.cache<T>(path, opts);
     let stop: (() => void) | undefined;
-    const inScope = (o: KubeObject) => (t.namespace === undefined || o.metadata.namespace === t.namespace) &&
-      labelsMatch(opts.labelSelector, o.metadata.labels) && fieldsMatch(opts.fieldSelector, o);
+    const inScope = (o: KubeObject) =>
+      (t.namespace === undefined || o.metadata.namespace === t.namespace) &&
+      labelsMatch(opts.labelSelector, o.metadata.labels) &&
+      fieldsMatch(opts.fieldSelector, o);
     return {
       synced: Promise.resolve(),
       start: async () => {
         stop = this.watch(t.plural, (type, o) => {
           // delivered a turn later, as a watch event is
-          if (inScope(o)) queueMicrotask(() => { if (stop) opts.onChange(type, o as T); });
+          if (inScope(o))
+            queueMicrotask(() => {
+              if (stop) opts.onChange(type, o as T);
+            });
         });
         for (const o of cache.list()) opts.onChange('add', o);
       },
-      stop: async () => { stop?.(); stop = undefined; },
+      stop: async () => {
+        stop?.();
+        stop = undefined;
+      },
       get: cache.get,
       list: cache.list,
     };

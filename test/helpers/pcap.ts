@@ -10,7 +10,8 @@ export function readPcap(path: string): Uint8Array[] {
   if (b.length < 24) throw new Error(`${path}: ${b.length} bytes, not a pcap file`);
   const magic = b.readUInt32LE(0);
   const le = magic === 0xa1b2c3d4 || magic === 0xa1b23c4d;
-  if (!le && b.readUInt32BE(0) !== 0xa1b2c3d4 && b.readUInt32BE(0) !== 0xa1b23c4d) throw new Error(`${path}: not a pcap file (magic ${magic.toString(16)})`);
+  if (!le && b.readUInt32BE(0) !== 0xa1b2c3d4 && b.readUInt32BE(0) !== 0xa1b23c4d)
+    throw new Error(`${path}: not a pcap file (magic ${magic.toString(16)})`);
   const u32 = (o: number) => (le ? b.readUInt32LE(o) : b.readUInt32BE(o));
   if (u32(20) !== LINKTYPE_ETHERNET) throw new Error(`${path}: link type ${u32(20)}, not Ethernet`);
   const frames: Uint8Array[] = [];

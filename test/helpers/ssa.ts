@@ -15,7 +15,11 @@ export type Path = Seg[];
 /** dotted schema path (no list items) -> the map keys of the list there */
 export type ListKeys = ReadonlyMap<string, readonly string[]>;
 
-const schemaPath = (p: Path): string => p.filter((s): s is { key: string } => 'key' in s).map((s) => s.key).join('.');
+const schemaPath = (p: Path): string =>
+  p
+    .filter((s): s is { key: string } => 'key' in s)
+    .map((s) => s.key)
+    .join('.');
 export const pathKey = (p: Path): string => JSON.stringify(p);
 
 function itemKey(item: unknown, keys: readonly string[]): Record<string, unknown> | undefined {
@@ -66,7 +70,10 @@ export function mergeApplied(live: unknown, applied: unknown, lk: ListKeys, p: P
     const out = Array.isArray(live) ? [...(live as unknown[])] : [];
     for (const item of applied) {
       const key = itemKey(item, keys)!;
-      const i = out.findIndex((x) => { const k = itemKey(x, keys); return k !== undefined && sameKey(k, key); });
+      const i = out.findIndex((x) => {
+        const k = itemKey(x, keys);
+        return k !== undefined && sameKey(k, key);
+      });
       if (i >= 0) out[i] = mergeApplied(out[i], item, lk, [...p, { item: key }]);
       else out.push(structuredClone(item));
     }
@@ -85,7 +92,9 @@ export function removeAt(obj: unknown, path: Path): void {
     return;
   }
   if (Array.isArray(parent)) {
-    const i = parent.findIndex((x) => isObj(x) && Object.entries(last.item).every(([k, v]) => JSON.stringify(x[k]) === JSON.stringify(v)));
+    const i = parent.findIndex(
+      (x) => isObj(x) && Object.entries(last.item).every(([k, v]) => JSON.stringify(x[k]) === JSON.stringify(v)),
+    );
     if (i >= 0) parent.splice(i, 1);
   }
 }
@@ -94,7 +103,12 @@ function getAt(obj: unknown, path: Path): unknown {
   let cur = obj;
   for (const s of path) {
     if ('key' in s) cur = isObj(cur) ? cur[s.key] : undefined;
-    else cur = Array.isArray(cur) ? cur.find((x) => isObj(x) && Object.entries(s.item).every(([k, v]) => JSON.stringify(x[k]) === JSON.stringify(v))) : undefined;
+    else
+      cur = Array.isArray(cur)
+        ? cur.find(
+            (x) => isObj(x) && Object.entries(s.item).every(([k, v]) => JSON.stringify(x[k]) === JSON.stringify(v)),
+          )
+        : undefined;
   }
   return cur;
 }

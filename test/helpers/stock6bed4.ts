@@ -23,7 +23,8 @@ export const STOCK_TUN = '6bed4';
 
 /** Why the stock programs cannot be built and run here, or null. */
 export const stockSkipReason: string | null =
-  requireRootReason() ?? (findSystemTool('cc') ? null : 'needs a C compiler as `cc` to build the stock 6bed4 (CI installs gcc)');
+  requireRootReason() ??
+  (findSystemTool('cc') ? null : 'needs a C compiler as `cc` to build the stock 6bed4 (CI installs gcc)');
 
 /**
  * The -D flags upstream's CMake would pass (LINUX, the interface name, LOCAL_OVERRIDES_PORT0) and the compiled-in
@@ -31,7 +32,8 @@ export const stockSkipReason: string | null =
  */
 export function stockDefines(routerV4: string): string[] {
   const b = routerV4.split('.').map(Number);
-  if (b.length !== 4 || b.some((x) => !Number.isInteger(x) || x < 0 || x > 255)) throw new Error(`not an IPv4 address: ${routerV4}`);
+  if (b.length !== 4 || b.some((x) => !Number.isInteger(x) || x < 0 || x > 255))
+    throw new Error(`not an IPv4 address: ${routerV4}`);
   const hex = (bytes: number[]) => `"${bytes.map((x) => `\\x${x.toString(16).padStart(2, '0')}`).join('')}"`;
   const port = [STOCK_PORT & 0xff, STOCK_PORT >> 8]; // little-endian, as the stock link-layer addresses carry it
   const addr = [...port, ...b];
@@ -42,8 +44,10 @@ export function stockDefines(routerV4: string): string[] {
     LOCAL_OVERRIDES_PORT0: 'yes',
     SERVER_6BED4_IPV4_TXT: `"${routerV4}"`,
     SERVER_6BED4_IPV4_INT32: String(((b[0]! << 24) >>> 0) + (b[1]! << 16) + (b[2]! << 8) + b[3]!),
-    SERVER_6BED4_IPV4_INT0: String(b[0]), SERVER_6BED4_IPV4_INT1: String(b[1]),
-    SERVER_6BED4_IPV4_INT2: String(b[2]), SERVER_6BED4_IPV4_INT3: String(b[3]),
+    SERVER_6BED4_IPV4_INT0: String(b[0]),
+    SERVER_6BED4_IPV4_INT1: String(b[1]),
+    SERVER_6BED4_IPV4_INT2: String(b[2]),
+    SERVER_6BED4_IPV4_INT3: String(b[3]),
     SERVER_6BED4_IPV4_BINSTR: hex(b),
     SERVER_6BED4_PORT_TXT: `"${STOCK_PORT}"`,
     SERVER_6BED4_PORT_BINSTR: hex(port),
@@ -54,7 +58,10 @@ export function stockDefines(routerV4: string): string[] {
   return Object.entries(defs).map(([k, v]) => `-D${k}=${v}`);
 }
 
-export interface StockBinaries { peer: string; router: string; }
+export interface StockBinaries {
+  peer: string;
+  router: string;
+}
 
 const builds = new Map<string, Promise<StockBinaries>>();
 
@@ -82,12 +89,14 @@ async function build(routerV4: string): Promise<StockBinaries> {
   const root = process.env.SIXBED4_STOCK_CACHE ?? join(homedir(), '.cache', 'sixbed4', 'stock6bed4');
   const dir = join(root, hash.digest('hex').slice(0, 16));
   const out: StockBinaries = { peer: join(dir, '6bed4peer'), router: join(dir, '6bed4router') };
-  if (await exists(out.peer) && await exists(out.router)) return out;
+  if ((await exists(out.peer)) && (await exists(out.router))) return out;
   await mkdir(root, { recursive: true });
   const tmp = await mkdtemp(join(root, 'build-'));
   try {
     for (const name of ['6bed4peer', '6bed4router']) {
-      await runCommand(['cc', ...flags, join(STOCK_DIR, 'src', `${name}.c`), '-o', join(tmp, name)], { timeoutMs: 120_000 });
+      await runCommand(['cc', ...flags, join(STOCK_DIR, 'src', `${name}.c`), '-o', join(tmp, name)], {
+        timeoutMs: 120_000,
+      });
     }
     await rename(tmp, dir).catch(async (err: NodeJS.ErrnoException) => {
       // Someone else finished the same build first: theirs is as good.
@@ -100,7 +109,10 @@ async function build(routerV4: string): Promise<StockBinaries> {
 }
 
 async function exists(path: string): Promise<boolean> {
-  return stat(path).then(() => true, () => false);
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 /**
@@ -109,7 +121,11 @@ async function exists(path: string): Promise<boolean> {
  * socket a second time). `-s` names the router for its solicitations and keepalives; its tunnelled traffic goes to
  * the compiled-in router regardless.
  */
-export async function startStockPeer(ns: Netns, bin: StockBinaries, routerV4: string): Promise<{ proc: Proc; port: number }> {
+export async function startStockPeer(
+  ns: Netns,
+  bin: StockBinaries,
+  routerV4: string,
+): Promise<{ proc: Proc; port: number }> {
   const proc = ns.spawn(['stdbuf', '-oL', '-eL', bin.peer, '-f', '-e', '-r', '-s', routerV4]);
   try {
     const line = await proc.waitFor(/Bound to UDP port \d+/, 10_000);
@@ -125,7 +141,12 @@ export async function startStockPeer(ns: Netns, bin: StockBinaries, routerV4: st
  * a line per packet (line-buffered here, so a failure message can show them). It does not route its /64 into its
  * tunnel itself: that route is added here, by hand, as docs/interop.md says.
  */
-export async function startStockRouter(ns: Netns, bin: StockBinaries, routerV4: string, prefix64: string): Promise<Proc> {
+export async function startStockRouter(
+  ns: Netns,
+  bin: StockBinaries,
+  routerV4: string,
+  prefix64: string,
+): Promise<Proc> {
   const proc = ns.spawn(['stdbuf', '-oL', '-eL', bin.router, '-l', routerV4, '-L', prefix64]);
   try {
     await proc.waitFor(/^LISTEN v6listen_linklocal_complete/, 10_000);

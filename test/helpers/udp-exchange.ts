@@ -13,7 +13,10 @@ sock.bind(0, () => {
   let i = 0;
   const next = (): void => {
     if (i === hex.length) {
-      setTimeout(() => { process.stdout.write(JSON.stringify({ local, replies }) + '\n'); sock.close(); }, Number(waitMs));
+      setTimeout(() => {
+        process.stdout.write(JSON.stringify({ local, replies }) + '\n');
+        sock.close();
+      }, Number(waitMs));
       return;
     }
     sock.send(Buffer.from(hex[i++]!, 'hex'), Number(port), host, next);

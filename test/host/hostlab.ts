@@ -30,7 +30,10 @@ export async function seedVm(topo: Topology): Promise<Netns> {
   return vm;
 }
 
-interface AddrLink { addr_info?: Record<string, unknown>[]; [k: string]: unknown }
+interface AddrLink {
+  addr_info?: Record<string, unknown>[];
+  [k: string]: unknown;
+}
 
 /**
  * The host's networking as `ip -j` shows it, in a form where only real
@@ -45,7 +48,10 @@ export async function capture(ns: Netns): Promise<unknown> {
   ]);
   const key = (x: unknown) => JSON.stringify(x);
   return {
-    links: links.map((l) => ({ ...l, addr_info: [...(l.addr_info ?? [])].sort((a, b) => key(a).localeCompare(key(b))) })),
+    links: links.map((l) => ({
+      ...l,
+      addr_info: [...(l.addr_info ?? [])].sort((a, b) => key(a).localeCompare(key(b))),
+    })),
     routes: routes.map(key).sort(),
     sysctls: sysctls.trim().split('\n').sort(),
   };
@@ -61,7 +67,13 @@ export function pingEvery20ms(ns: Netns, target: string, count: number): Proc {
  * losses in the middle of the stream, whatever happens to the requests still in flight when it is stopped.
  */
 export function repliesOf(p: Proc): { seqs: Set<number>; last: number; missing: number[] } {
-  const seqs = new Set(p.lines().map((l) => /bytes from .*icmp_seq=(\d+)/.exec(l.text)?.[1]).filter((x) => x !== undefined).map(Number));
+  const seqs = new Set(
+    p
+      .lines()
+      .map((l) => /bytes from .*icmp_seq=(\d+)/.exec(l.text)?.[1])
+      .filter((x) => x !== undefined)
+      .map(Number),
+  );
   const last = Math.max(0, ...seqs);
   const missing: number[] = [];
   for (let i = 1; i < last; i++) if (!seqs.has(i)) missing.push(i);

@@ -52,16 +52,32 @@ async function refused(t: ExecutionContext, args: string[], message: RegExp, wra
 }
 
 serial(title('refuses an uplink that is not there'), (t) =>
-  refused(t, ['apply', ...LOCALS, '--uplink', 'eth9'], /uplink 'eth9' not found \(interfaces here: lo, eth0\)/));
+  refused(t, ['apply', ...LOCALS, '--uplink', 'eth9'], /uplink 'eth9' not found \(interfaces here: lo, eth0\)/),
+);
 
 serial(title('refuses to move local addresses of a prefix that is neither on the uplink nor routed to it'), (t) =>
-  refused(t, ['apply', '--prefix', '2001:db8:77::/64', '--local', '2001:db8:77::11'], /prefix 2001:db8:77::\/64 is neither on eth0 \(no address in it\) nor routed to it \(no route for it via eth0\)/));
+  refused(
+    t,
+    ['apply', '--prefix', '2001:db8:77::/64', '--local', '2001:db8:77::11'],
+    /prefix 2001:db8:77::\/64 is neither on eth0 \(no address in it\) nor routed to it \(no route for it via eth0\)/,
+  ),
+);
 
 serial(title('refuses a local address whose port word is not 0'), (t) =>
-  refused(t, ['apply', '--prefix', PREFIX, '--local', '2001:db8:9:10::1:11'], /has port word 0x0001 \(bytes 12\.\.13\) instead of 0: it would collide with 6bed4 peers/));
+  refused(
+    t,
+    ['apply', '--prefix', PREFIX, '--local', '2001:db8:9:10::1:11'],
+    /has port word 0x0001 \(bytes 12\.\.13\) instead of 0: it would collide with 6bed4 peers/,
+  ),
+);
 
 serial(title('refuses to leave a /64 address of the prefix behind'), (t) =>
-  refused(t, ['apply', '--prefix', PREFIX, '--local', L11], /2001:db8:9:10::30\/64 on eth0 is inside 2001:db8:9:10::\/64 but not in localAddresses/));
+  refused(
+    t,
+    ['apply', '--prefix', PREFIX, '--local', L11],
+    /2001:db8:9:10::30\/64 on eth0 is inside 2001:db8:9:10::\/64 but not in localAddresses/,
+  ),
+);
 
 serial(title('refuses a host without an IPv6 default route'), async (t) => {
   await lab.vm.ip(['-6', 'route', 'del', 'default']);
@@ -76,20 +92,37 @@ serial(title('refuses a host without an IPv6 default route'), async (t) => {
 });
 
 serial(title('as an ordinary user: says it needs root'), (t) =>
-  refused(t, ['apply', ...LOCALS], /sixbed4 host apply changes addresses and sysctls: run it as root \(or with CAP_NET_ADMIN\)/,
-    ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']));
+  refused(
+    t,
+    ['apply', ...LOCALS],
+    /sixbed4 host apply changes addresses and sysctls: run it as root \(or with CAP_NET_ADMIN\)/,
+    ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'],
+  ),
+);
 
 serial(title('revert without a saved state says so'), (t) =>
-  refused(t, ['revert'], /no saved state in .*state\.json: nothing to revert/));
+  refused(t, ['revert'], /no saved state in .*state\.json: nothing to revert/),
+);
 
 // The dummy112 path needs the dummy link type; the refusal needs a kernel without it.
 (skipReason || hasDummy ? test.serial.skip : test.serial)(
-  hasDummy ? 'dummy112 without the dummy link type (skipped: this kernel has it)' : title('dummy112 on a kernel without the dummy link type: says so and names Uplink'),
-  (t) => refused(t, ['apply', ...LOCALS, '--mode', 'DummyInterface'],
-    /localAddressMode DummyInterface needs the kernel's dummy link type, which this kernel lacks \(ip link add dumbo0 type dummy says: Unknown device type\); use localAddressMode Uplink \(--mode Uplink\)/));
+  hasDummy
+    ? 'dummy112 without the dummy link type (skipped: this kernel has it)'
+    : title('dummy112 on a kernel without the dummy link type: says so and names Uplink'),
+  (t) =>
+    refused(
+      t,
+      ['apply', ...LOCALS, '--mode', 'DummyInterface'],
+      /localAddressMode DummyInterface needs the kernel's dummy link type, which this kernel lacks \(ip link add dumbo0 type dummy says: Unknown device type\); use localAddressMode Uplink \(--mode Uplink\)/,
+    ),
+);
 
 (skipReason || !hasDummy ? test.serial.skip : test.serial)(
-  skipReason ? title('dummy112 apply and revert') : hasDummy ? 'dummy112 apply and revert' : `dummy112 apply and revert (skipped: ${NO_DUMMY})`,
+  skipReason
+    ? title('dummy112 apply and revert')
+    : hasDummy
+      ? 'dummy112 apply and revert'
+      : `dummy112 apply and revert (skipped: ${NO_DUMMY})`,
   async (t) => {
     const state = join(lab.dir, 'dummy.json');
     const r = await host(lab.vm, ['apply', ...LOCALS, '--mode', 'dummy112', '--state', state]);
@@ -98,33 +131,49 @@ serial(title('revert without a saved state says so'), (t) =>
     const back = await host(lab.vm, ['revert', '--state', state]);
     t.is(back.code, 0, back.err);
     t.deepEqual(await capture(lab.vm), lab.before);
-  });
+  },
+);
 
-(skipReason ? test.skip : test)(title('a step that fails (an address failing DAD) is rolled back, and no ping is lost meanwhile'), async (t) => {
-  const topo = await buildTopology({ tag: 'hroll', nat: false });
-  t.teardown(() => topo.destroy());
-  const dir = await mkdtemp(join(tmpdir(), 'sixbed4-roll-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const vm = await seedVm(topo);
-  // Real DAD on the VM's uplink, made quick; the ISP holds ::44, so adding it on the VM must fail.
-  await vm.run(['sysctl', '-q', '-w', 'net.ipv6.conf.eth0.accept_dad=1', 'net.ipv6.neigh.eth0.retrans_time_ms=100',
-    'net.ipv6.conf.eth0.router_solicitation_delay=0']);
-  await topo.isp.ip(['-6', 'addr', 'add', '2001:db8:9:10::44/128', 'dev', TOPO.ispIf, 'nodad']);
-  const before = await capture(vm);
-  const config = join(dir, 'host.json');
-  const state = join(dir, 'state.json');
-  await writeFile(config, JSON.stringify({ prefix: PREFIX, localAddresses: [L11, L30, '2001:db8:9:10::44'] }));
+(skipReason ? test.skip : test)(
+  title('a step that fails (an address failing DAD) is rolled back, and no ping is lost meanwhile'),
+  async (t) => {
+    const topo = await buildTopology({ tag: 'hroll', nat: false });
+    t.teardown(() => topo.destroy());
+    const dir = await mkdtemp(join(tmpdir(), 'sixbed4-roll-'));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const vm = await seedVm(topo);
+    // Real DAD on the VM's uplink, made quick; the ISP holds ::44, so adding it on the VM must fail.
+    await vm.run([
+      'sysctl',
+      '-q',
+      '-w',
+      'net.ipv6.conf.eth0.accept_dad=1',
+      'net.ipv6.neigh.eth0.retrans_time_ms=100',
+      'net.ipv6.conf.eth0.router_solicitation_delay=0',
+    ]);
+    await topo.isp.ip(['-6', 'addr', 'add', '2001:db8:9:10::44/128', 'dev', TOPO.ispIf, 'nodad']);
+    const before = await capture(vm);
+    const config = join(dir, 'host.json');
+    const state = join(dir, 'state.json');
+    await writeFile(config, JSON.stringify({ prefix: PREFIX, localAddresses: [L11, L30, '2001:db8:9:10::44'] }));
 
-  const pings = [pingEvery20ms(topo.isp, L11, 150), pingEvery20ms(topo.isp, L30, 150)];
-  await Promise.all(pings.map((p) => p.waitFor(/bytes from/, 5000)));
-  const r = await host(vm, ['apply', '--config', config, '--state', state]);
-  t.is(r.code, 1);
-  t.regex(r.err, /sixbed4: 'ip -6 addr add 2001:db8:9:10::44\/128 dev eth0' failed: 2001:db8:9:10::44 on eth0 failed duplicate address detection: another node on the link uses it; rolled back \(\d+ step\(s\)\): the host is as it was/);
-  t.true(pings.every((p) => p.running), 'the pings lasted longer than apply and rollback');
-  for (const p of pings) {
-    const l = await lossOf(p);
-    t.is(l.received, l.sent, l.output);
-  }
-  t.deepEqual(await capture(vm), before, 'exactly as before');
-  await t.throwsAsync(access(state), undefined, 'no state file is left');
-});
+    const pings = [pingEvery20ms(topo.isp, L11, 150), pingEvery20ms(topo.isp, L30, 150)];
+    await Promise.all(pings.map((p) => p.waitFor(/bytes from/, 5000)));
+    const r = await host(vm, ['apply', '--config', config, '--state', state]);
+    t.is(r.code, 1);
+    t.regex(
+      r.err,
+      /sixbed4: 'ip -6 addr add 2001:db8:9:10::44\/128 dev eth0' failed: 2001:db8:9:10::44 on eth0 failed duplicate address detection: another node on the link uses it; rolled back \(\d+ step\(s\)\): the host is as it was/,
+    );
+    t.true(
+      pings.every((p) => p.running),
+      'the pings lasted longer than apply and rollback',
+    );
+    for (const p of pings) {
+      const l = await lossOf(p);
+      t.is(l.received, l.sent, l.output);
+    }
+    t.deepEqual(await capture(vm), before, 'exactly as before');
+    await t.throwsAsync(access(state), undefined, 'no state file is left');
+  },
+);

@@ -23,13 +23,15 @@ export function stockPeerReadsRA(packet: Uint8Array): StockRead {
   if (packet.length < 40 + 4) return drop('shorter than IPv6 + ICMPv6 headers');
   const plen = (packet[4]! << 8) | packet[5]!;
   if (packet[6] !== 58) return drop('not ICMPv6');
-  const icmp = packet.subarray(40), data = packet.subarray(44);
+  const icmp = packet.subarray(40),
+    data = packet.subarray(44);
   if (icmp[0] !== 134) return drop('not a Router Advertisement');
   if (icmp[1] !== 0) return drop('ICMPv6 code not 0');
   if (upperChecksum(packet, 0, 58, 40, plen) !== 0) return drop('bad checksum');
   if (plen < 4 + 16) return drop('strange length');
   if (data[1]! & 1) return drop('flags byte bit 0 set (the C test of the M flag)');
-  const src = packet.subarray(8, 24), dst = packet.subarray(24, 40);
+  const src = packet.subarray(8, 24),
+    dst = packet.subarray(24, 40);
   if (src[0] !== 0xfe || src[1] !== 0x80 || src.subarray(2).some((b) => b !== 0)) return drop('not from fe80::');
   const llDst = dst[0] === 0xfe && dst[1] === 0x80 && dst.subarray(2, 8).every((b) => b === 0);
   const allNodes = dst[0] === 0xff && dst[1] === 0x02 && dst.subarray(2, 15).every((b) => b === 0) && dst[15] === 1;
@@ -38,7 +40,8 @@ export function stockPeerReadsRA(packet: Uint8Array): StockRead {
   let dest: Uint8Array | null = null;
   const routes: { prefix: Uint8Array; length: number }[] = [];
   while (rdofs + 4 < plen) {
-    const type = data[rdofs]!, len = data[rdofs + 1]!;
+    const type = data[rdofs]!,
+      len = data[rdofs + 1]!;
     if (len === 0) return drop(`zero-length option at ${rdofs}`);
     if (type !== 3) {
       // skipped
@@ -48,7 +51,8 @@ export function stockPeerReadsRA(packet: Uint8Array): StockRead {
       return drop('prefix option past the payload');
     } else if ((data[rdofs + 3]! & 0xc0) !== 0xc0) {
       const pl = data[rdofs + 2]!;
-      if (routes.length < MAX_ROUTABLE_PREFIXES && pl <= 128 && pl >= 16) routes.push({ prefix: Uint8Array.from(data.subarray(rdofs + 16, rdofs + 32)), length: pl });
+      if (routes.length < MAX_ROUTABLE_PREFIXES && pl <= 128 && pl >= 16)
+        routes.push({ prefix: Uint8Array.from(data.subarray(rdofs + 16, rdofs + 32)), length: pl });
     } else if (data[rdofs + 2] !== 114) {
       return drop(`on-link autonomous prefix of length ${data[rdofs + 2]}, not /114`);
     } else {
@@ -58,6 +62,7 @@ export function stockPeerReadsRA(packet: Uint8Array): StockRead {
   }
   if (!dest) return drop('no /114 taken');
   const address = Uint8Array.from(dest);
-  address[14] = address[14]! & 0xc0; address[15] = 0x01;
+  address[14] = address[14]! & 0xc0;
+  address[15] = 0x01;
   return { taken: true, prefix114: Uint8Array.from(dest), address, routes };
 }

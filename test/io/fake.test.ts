@@ -17,10 +17,16 @@ const BACKENDS: { name: string; io: () => NativeIO }[] = [
 ];
 
 /** Two sockets on 127.0.0.1, closed after the test. */
-function pair(t: import('ava').ExecutionContext, io: NativeIO): [{ fd: number; port: number }, { fd: number; port: number }] {
+function pair(
+  t: import('ava').ExecutionContext,
+  io: NativeIO,
+): [{ fd: number; port: number }, { fd: number; port: number }] {
   const a = io.udpOpen('127.0.0.1', 0, false);
   const r = io.udpOpen('127.0.0.1', 0, false);
-  t.teardown(() => { io.close(a.fd); io.close(r.fd); });
+  t.teardown(() => {
+    io.close(a.fd);
+    io.close(r.fd);
+  });
   return [a, r];
 }
 
@@ -66,7 +72,10 @@ for (const { name, io: make } of BACKENDS) {
     fill(tx, 3, 192, Buffer.from('zero-port'), LOOP, 0); // EINVAL
     const got = receive(r.fd, newBatch(4, 1500), 2, io);
     t.is(io.udpSend(a.fd, tx, 4), 4);
-    t.deepEqual((await got).map((g) => g.data.toString()), ['one', 'two']);
+    t.deepEqual(
+      (await got).map((g) => g.data.toString()),
+      ['one', 'two'],
+    );
     t.is(tx.refused[0], 2);
   });
 
@@ -78,14 +87,22 @@ for (const { name, io: make } of BACKENDS) {
     const payload = Buffer.alloc(1000);
     for (let i = 0; i < payload.length; i++) payload[i] = i & 0xff;
     fill(tx, 0, 0, payload, LOOP, gone);
-    const b = newBatch(4, 1500), info = new Uint32Array(4);
-    const errors = withTimeout(new Promise<number>((resolve) => {
-      // The error makes the socket readable (POLLERR); there is no data.
-      const h = io.poll(a.fd, () => {
-        const n = io.udpRecvErrors(a.fd, b, info);
-        if (n) { h.close(); resolve(n); }
-      });
-    }), 30_000, 'the ICMP error');
+    const b = newBatch(4, 1500),
+      info = new Uint32Array(4);
+    const errors = withTimeout(
+      new Promise<number>((resolve) => {
+        // The error makes the socket readable (POLLERR); there is no data.
+        const h = io.poll(a.fd, () => {
+          const n = io.udpRecvErrors(a.fd, b, info);
+          if (n) {
+            h.close();
+            resolve(n);
+          }
+        });
+      }),
+      30_000,
+      'the ICMP error',
+    );
     t.is(io.udpSend(a.fd, tx, 1), 1, 'the send itself succeeds');
     t.is(await errors, 1);
     t.is(info[0], (3 << 8) | 3);
@@ -119,7 +136,8 @@ for (const { name, io: make } of BACKENDS) {
     t.throws(() => io.close(1_000_000), { code: 'EBADF' });
     t.is(io.udpRecvErrors(1_000_000, b, new Uint32Array(2)), 0, 'a failing error-queue read reads nothing');
     t.throws(() => io.udpSend(a.fd, b, 3), { instanceOf: RangeError });
-    b.off[0] = 100; b.len[0] = 100;
+    b.off[0] = 100;
+    b.len[0] = 100;
     t.throws(() => io.udpSend(a.fd, b, 1), { instanceOf: RangeError }, 'entry outside data');
     t.is(io.ifIndex('lo'), 1);
     t.is(io.ifIndex('s4-no-such-if'), 0);
@@ -133,7 +151,10 @@ for (const { name, io: make } of BACKENDS) {
     const rx = newBatch(4, 64);
     let calls = 0;
     let wake: () => void = () => {};
-    const h = io.poll(r.fd, () => { calls++; wake(); });
+    const h = io.poll(r.fd, () => {
+      calls++;
+      wake();
+    });
     t.throws(() => io.poll(r.fd, () => {}), { code: 'EEXIST' });
     h.stop();
     io.udpSend(a.fd, tx, 1);
@@ -141,7 +162,16 @@ for (const { name, io: make } of BACKENDS) {
     t.is(calls, 0, 'no callback while stopped');
     h.start();
     // A callback that does not read is called again: the datagram is still waiting.
-    await withTimeout(new Promise<void>((res) => (wake = () => { if (calls >= 2) res(); })), 30_000, 'two callbacks');
+    await withTimeout(
+      new Promise<void>(
+        (res) =>
+          (wake = () => {
+            if (calls >= 2) res();
+          }),
+      ),
+      30_000,
+      'two callbacks',
+    );
     wake = () => {};
     const got = io.udpRecv(r.fd, rx);
     t.is(got, 1);

@@ -52,7 +52,7 @@ test('udpSend/udpRecv move a 64-datagram batch over loopback, with source addr/p
   const tx = newBatch(64, 2048);
   const payloads: Buffer[] = [];
   for (let i = 0; i < 64; i++) {
-    const size = i === 0 ? 0 : (i * 37) % 1500 + 1; // includes an empty datagram
+    const size = i === 0 ? 0 : ((i * 37) % 1500) + 1; // includes an empty datagram
     const p = Buffer.alloc(size);
     for (let j = 0; j < size; j++) p[j] = (i + j * 7) & 0xff;
     if (size >= 2) p.writeUInt16BE(i, 0);
@@ -134,7 +134,9 @@ test('an ICMP error about an earlier datagram does not cost the next one (the ke
   });
   // The poll wakes up once the error is pending on a (POLLERR); nothing reads it.
   let pending!: () => void;
-  const errored = new Promise<void>((resolve) => { pending = resolve; });
+  const errored = new Promise<void>((resolve) => {
+    pending = resolve;
+  });
   const watch = native.poll(a.fd, () => pending());
   const probe = newBatch(1, 64);
   fill(probe, 0, 0, Buffer.from('to nobody'), LOOP, gone.port);
@@ -162,7 +164,10 @@ test('udpOpen errors carry the errno name in .code', (t) => {
 test('udpTtl takes 1..255 or -1 (the default again), refuses the rest, and the socket still sends', async (t) => {
   const a = native.udpOpen('127.0.0.1', 0, false);
   const r = native.udpOpen('127.0.0.1', 0, false);
-  t.teardown(() => { native.close(a.fd); native.close(r.fd); });
+  t.teardown(() => {
+    native.close(a.fd);
+    native.close(r.fd);
+  });
   for (const bad of [0, 256, -2]) t.throws(() => native.udpTtl(a.fd, bad), { instanceOf: TypeError }, String(bad));
   t.throws(() => native.udpTtl(-1, 2), { instanceOf: TypeError });
   native.udpTtl(a.fd, 2);
@@ -287,10 +292,19 @@ function sh(cmd: string, ...args: string[]): string {
   return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-function runNode(args: string[], opts: { uid?: number; gid?: number; ns?: string } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const [cmd, argv] = opts.ns ? ['ip', ['netns', 'exec', opts.ns, process.execPath, ...args]] : [process.execPath, args];
+function runNode(
+  args: string[],
+  opts: { uid?: number; gid?: number; ns?: string } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const [cmd, argv] = opts.ns
+    ? ['ip', ['netns', 'exec', opts.ns, process.execPath, ...args]]
+    : [process.execPath, args];
   return new Promise((resolve, reject) => {
-    const c = spawn(cmd as string, argv as string[], { stdio: ['ignore', 'pipe', 'pipe'], uid: opts.uid, gid: opts.gid });
+    const c = spawn(cmd as string, argv as string[], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      uid: opts.uid,
+      gid: opts.gid,
+    });
     let stdout = '';
     let stderr = '';
     c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -304,24 +318,27 @@ function runNode(args: string[], opts: { uid?: number; gid?: number; ns?: string
   });
 }
 
-(isRoot ? test : test.skip)('tun in a fresh netns: read, write, oversize, kernel-chosen name, multi-queue, removal on close (needs root)', async (t) => {
-  const ns = nsName();
-  sh('ip', 'netns', 'add', ns);
-  t.teardown(() => {
-    try {
-      sh('ip', 'netns', 'del', ns);
-    } catch {
-      // already gone
-    }
-  });
-  const res = await runNode([tunHelper], { ns });
-  t.is(res.code, 0, `tun-helper failed:\n${res.stderr}`);
-  const seen = JSON.parse(res.stdout.trim()) as Record<string, unknown>;
-  t.log(seen);
-  t.is(seen.oversizeLen, 2500);
-  t.is(seen.delivered, 'hello-from-tun');
-  t.is(seen.multiQueue, true);
-});
+(isRoot ? test : test.skip)(
+  'tun in a fresh netns: read, write, oversize, kernel-chosen name, multi-queue, removal on close (needs root)',
+  async (t) => {
+    const ns = nsName();
+    sh('ip', 'netns', 'add', ns);
+    t.teardown(() => {
+      try {
+        sh('ip', 'netns', 'del', ns);
+      } catch {
+        // already gone
+      }
+    });
+    const res = await runNode([tunHelper], { ns });
+    t.is(res.code, 0, `tun-helper failed:\n${res.stderr}`);
+    const seen = JSON.parse(res.stdout.trim()) as Record<string, unknown>;
+    t.log(seen);
+    t.is(seen.oversizeLen, 2500);
+    t.is(seen.delivered, 'hello-from-tun');
+    t.is(seen.multiQueue, true);
+  },
+);
 
 const tunDenied = async (t: import('ava').ExecutionContext): Promise<void> => {
   // /dev/net/tun is often mode 0600 (open: EACCES); where it is 0666,
@@ -329,10 +346,14 @@ const tunDenied = async (t: import('ava').ExecutionContext): Promise<void> => {
   let code: string | undefined;
   if (isRoot) {
     const res = await runNode(
-      ['--input-type=module', '-e', `
+      [
+        '--input-type=module',
+        '-e',
+        `
         const { native } = await import(${JSON.stringify(pathToFileURL(nativeJs).href)});
         try { const t = native.tunOpen('s4denied0', false); native.close(t.fd); console.log('OPENED'); }
-        catch (e) { console.log(e.code); }`],
+        catch (e) { console.log(e.code); }`,
+      ],
       { uid: 65534, gid: 65534 },
     );
     t.is(res.code, 0, res.stderr);
@@ -346,4 +367,9 @@ const tunDenied = async (t: import('ava').ExecutionContext): Promise<void> => {
   }
   t.true(code === 'EPERM' || code === 'EACCES', `code was ${code}`);
 };
-test(isRoot ? 'tunOpen without privileges fails with EPERM/EACCES (run as uid 65534)' : 'tunOpen without privileges fails with EPERM/EACCES', tunDenied);
+test(
+  isRoot
+    ? 'tunOpen without privileges fails with EPERM/EACCES (run as uid 65534)'
+    : 'tunOpen without privileges fails with EPERM/EACCES',
+  tunDenied,
+);

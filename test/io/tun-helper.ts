@@ -30,7 +30,11 @@ function udp6Packet(src: string, dst: string, sport: number, dport: number, payl
 }
 
 /** Waits (poll + tunRead) for a packet accepted by `match`; returns its bytes and reported length. */
-async function readUntil(fd: number, b: Batch, match: (p: Buffer, len: number) => boolean): Promise<{ pkt: Buffer; len: number }> {
+async function readUntil(
+  fd: number,
+  b: Batch,
+  match: (p: Buffer, len: number) => boolean,
+): Promise<{ pkt: Buffer; len: number }> {
   return await new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       h.close();
@@ -38,7 +42,9 @@ async function readUntil(fd: number, b: Batch, match: (p: Buffer, len: number) =
     }, 3000);
     const h = native.poll(fd, () => {
       const n = native.tunRead(fd, b);
-      if (process.env.S4_DEBUG) for (let i = 0; i < n; i++) console.error("tun pkt", b.len[i], b.data.subarray(b.off[i]!, b.off[i]! + 48).toString("hex"));
+      if (process.env.S4_DEBUG)
+        for (let i = 0; i < n; i++)
+          console.error('tun pkt', b.len[i], b.data.subarray(b.off[i]!, b.off[i]! + 48).toString('hex'));
       for (let i = 0; i < n; i++) {
         const len = b.len[i]!;
         const pkt = Buffer.from(b.data.subarray(b.off[i]!, b.off[i]! + Math.min(len, b.slot)));
@@ -54,7 +60,9 @@ async function readUntil(fd: number, b: Batch, match: (p: Buffer, len: number) =
 }
 
 function isUdpTo(p: Buffer, dst: Buffer, dport: number): boolean {
-  return p.length >= 48 && p[0]! >> 4 === 6 && p[6] === 17 && p.subarray(24, 40).equals(dst) && p.readUInt16BE(42) === dport;
+  return (
+    p.length >= 48 && p[0]! >> 4 === 6 && p[6] === 17 && p.subarray(24, 40).equals(dst) && p.readUInt16BE(42) === dport
+  );
 }
 
 async function main(): Promise<void> {

@@ -22,7 +22,10 @@ const state: { cp?: ControlPlane } = {};
 
 test.before(async (t) => {
   if (skip) return;
-  state.cp = await startControlPlane({ controllerManager: true, users: [{ name: 'viewer', groups: ['sixbed4:viewers'] }] });
+  state.cp = await startControlPlane({
+    controllerManager: true,
+    users: [{ name: 'viewer', groups: ['sixbed4:viewers'] }],
+  });
   t.log(`control plane up in ${state.cp.startMs} ms at ${state.cp.server}`);
 });
 test.after.always(async () => {
@@ -63,7 +66,10 @@ cpTest('RBAC denies unprivileged identities until a Role grants access', async (
 
   // static-token user with no bindings
   t.is(await status(core(cp.kubeConfig('unprivileged')).listNamespacedConfigMap({ namespace: 'rbac-test' })), 403);
-  t.is(await status(core(cp.kubeConfig('unprivileged')).createNamespace({ body: { metadata: { name: 'nope' } } })), 403);
+  t.is(
+    await status(core(cp.kubeConfig('unprivileged')).createNamespace({ body: { metadata: { name: 'nope' } } })),
+    403,
+  );
 
   // a real ServiceAccount token (TokenRequest), like a chart's operator would use
   const saToken = await cp.serviceAccountToken('rbac-test', 'operator');
@@ -73,7 +79,10 @@ cpTest('RBAC denies unprivileged identities until a Role grants access', async (
   const rbac = cp.kubeConfig().makeApiClient(RbacAuthorizationV1Api);
   await rbac.createNamespacedRole({
     namespace: 'rbac-test',
-    body: { metadata: { name: 'cm-reader' }, rules: [{ apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list'] }] },
+    body: {
+      metadata: { name: 'cm-reader' },
+      rules: [{ apiGroups: [''], resources: ['configmaps'], verbs: ['get', 'list'] }],
+    },
   });
   await rbac.createNamespacedRoleBinding({
     namespace: 'rbac-test',
@@ -93,8 +102,16 @@ cpTest('RBAC denies unprivileged identities until a Role grants access', async (
     if (code !== 0) await sleep(100);
   }
   t.is(code, 0, 'the bound ServiceAccount may list ConfigMaps');
-  t.is(await status(core(cp.kubeConfig('viewer')).listNamespacedConfigMap({ namespace: 'rbac-test' })), 0, 'group binding applies');
-  t.is(await status(sa.createNamespacedConfigMap({ namespace: 'rbac-test', body: { metadata: { name: 'x' } } })), 403, 'but not create');
+  t.is(
+    await status(core(cp.kubeConfig('viewer')).listNamespacedConfigMap({ namespace: 'rbac-test' })),
+    0,
+    'group binding applies',
+  );
+  t.is(
+    await status(sa.createNamespacedConfigMap({ namespace: 'rbac-test', body: { metadata: { name: 'x' } } })),
+    403,
+    'but not create',
+  );
   t.is(await status(sa.listNamespacedConfigMap({ namespace: 'default' })), 403, 'nor read other namespaces');
   t.is(await status(core(cp.kubeConfig('unprivileged')).listNamespacedConfigMap({ namespace: 'rbac-test' })), 403);
 });
@@ -130,19 +147,49 @@ cpTest('helm installs a chart with the generated kubeconfig', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'sixbed4-chart-'));
   try {
     await mkdir(join(dir, 'templates'));
-    await writeFile(join(dir, 'Chart.yaml'), 'apiVersion: v2\nname: probe\nversion: 0.1.0\nkubeVersion: ">=1.30.0-0"\n');
+    await writeFile(
+      join(dir, 'Chart.yaml'),
+      'apiVersion: v2\nname: probe\nversion: 0.1.0\nkubeVersion: ">=1.30.0-0"\n',
+    );
     await writeFile(
       join(dir, 'templates', 'cm.yaml'),
       'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-probe\ndata:\n  kube: {{ .Capabilities.KubeVersion.Version | quote }}\n',
     );
-    const env = { ...process.env, HOME: dir, HELM_CACHE_HOME: join(dir, 'c'), HELM_CONFIG_HOME: join(dir, 'f'), HELM_DATA_HOME: join(dir, 'd') };
-    await run(cp.helm, ['install', 'probe', dir, '--kubeconfig', cp.kubeconfigPath, '--namespace', 'helm-test', '--create-namespace', '--wait', '--timeout', '60s'], { env });
-    const cm = await cp.kubeConfig().makeApiClient(CoreV1Api).readNamespacedConfigMap({ namespace: 'helm-test', name: 'probe-probe' });
+    const env = {
+      ...process.env,
+      HOME: dir,
+      HELM_CACHE_HOME: join(dir, 'c'),
+      HELM_CONFIG_HOME: join(dir, 'f'),
+      HELM_DATA_HOME: join(dir, 'd'),
+    };
+    await run(
+      cp.helm,
+      [
+        'install',
+        'probe',
+        dir,
+        '--kubeconfig',
+        cp.kubeconfigPath,
+        '--namespace',
+        'helm-test',
+        '--create-namespace',
+        '--wait',
+        '--timeout',
+        '60s',
+      ],
+      { env },
+    );
+    const cm = await cp
+      .kubeConfig()
+      .makeApiClient(CoreV1Api)
+      .readNamespacedConfigMap({ namespace: 'helm-test', name: 'probe-probe' });
     t.is(cm.data?.kube, controlPlaneVersions().K8S_VERSION);
 
     // the same install as an identity without rights is refused by RBAC
     const kc = await cp.writeKubeconfig(cp.tokens.unprivileged!, 'unprivileged');
-    const denied = await run(cp.helm, ['install', 'probe2', dir, '--kubeconfig', kc, '--namespace', 'helm-test'], { env }).then(
+    const denied = await run(cp.helm, ['install', 'probe2', dir, '--kubeconfig', kc, '--namespace', 'helm-test'], {
+      env,
+    }).then(
       () => '',
       (e: { stderr?: string }) => e.stderr ?? 'failed',
     );

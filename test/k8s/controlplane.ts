@@ -99,7 +99,12 @@ export interface ControlPlane {
    * also records the Pod's node in the token (user extra
    * authentication.kubernetes.io/node-name).
    */
-  serviceAccountToken(namespace: string, name: string, expirationSeconds?: number, boundPod?: { name: string; uid: string }): Promise<string>;
+  serviceAccountToken(
+    namespace: string,
+    name: string,
+    expirationSeconds?: number,
+    boundPod?: { name: string; uid: string },
+  ): Promise<string>;
   /** Kills every process and removes the temp dir. Safe to call twice. */
   stop(): Promise<void>;
 }
@@ -286,7 +291,10 @@ export async function tail(file: string, lines = 40): Promise<string> {
   }
 }
 
-function get(url: string, opts: { token?: string; ca?: string; timeoutMs?: number } = {}): Promise<{ status: number; body: string }> {
+function get(
+  url: string,
+  opts: { token?: string; ca?: string; timeoutMs?: number } = {},
+): Promise<{ status: number; body: string }> {
   return new Promise((res, rej) => {
     const u = new URL(url);
     const isHttps = u.protocol === 'https:';
@@ -313,12 +321,19 @@ function get(url: string, opts: { token?: string; ca?: string; timeoutMs?: numbe
   });
 }
 
-export async function waitFor(what: string, deadline: number, procs: Proc[], check: () => Promise<boolean>): Promise<void> {
+export async function waitFor(
+  what: string,
+  deadline: number,
+  procs: Proc[],
+  check: () => Promise<boolean>,
+): Promise<void> {
   let lastErr = '';
   while (Date.now() < deadline) {
     for (const p of procs) {
       if (p.exitCode !== undefined) {
-        throw new Error(`${p.name} exited (code ${p.exitCode}) while waiting for ${what}; last log lines (${p.log}):\n${await tail(p.log)}`);
+        throw new Error(
+          `${p.name} exited (code ${p.exitCode}) while waiting for ${what}; last log lines (${p.log}):\n${await tail(p.log)}`,
+        );
       }
     }
     try {
@@ -358,7 +373,10 @@ export function kubeconfigJson(server: string, caData: string, users: Kubeconfig
       kind: 'Config',
       clusters: [{ name: 'sixbed4-test', cluster: { server, 'certificate-authority-data': ca } }],
       users: users.map((u) => ({ name: u.name, user: { token: u.token } })),
-      contexts: users.map((u) => ({ name: u.name, context: { cluster: 'sixbed4-test', user: u.name, namespace: 'default' } })),
+      contexts: users.map((u) => ({
+        name: u.name,
+        context: { cluster: 'sixbed4-test', user: u.name, namespace: 'default' },
+      })),
       'current-context': current,
       preferences: {},
     },
@@ -420,13 +438,16 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     const names = new Set<string>();
     for (const u of users) {
       if (names.has(u.name)) throw new Error(`duplicate static user ${u.name}`);
-      if (/[",\n]/.test(u.name) || (u.groups ?? []).some((g) => /[",\n]/.test(g))) throw new Error(`static user ${u.name}: names and groups may not contain quotes, commas or newlines`);
+      if (/[",\n]/.test(u.name) || (u.groups ?? []).some((g) => /[",\n]/.test(g)))
+        throw new Error(`static user ${u.name}: names and groups may not contain quotes, commas or newlines`);
       names.add(u.name);
     }
     const tokenFile = join(certDir, 'tokens.csv');
     await writeFile(
       tokenFile,
-      users.map((u, i) => `${u.token},${u.name},uid-${i}${u.groups?.length ? `,"${u.groups.join(',')}"` : ''}`).join('\n') + '\n',
+      users
+        .map((u, i) => `${u.token},${u.name},uid-${i}${u.groups?.length ? `,"${u.groups.join(',')}"` : ''}`)
+        .join('\n') + '\n',
       { mode: 0o600 },
     );
     const adminToken = users[0]!.token;
@@ -534,7 +555,9 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     const kubeConfigForToken = (tok: string, name = 'token-user'): KubeConfig => {
       const kc = new KubeConfig();
       kc.loadFromOptions({
-        clusters: [{ name: 'sixbed4-test', server, caData: Buffer.from(caData).toString('base64'), skipTLSVerify: false }],
+        clusters: [
+          { name: 'sixbed4-test', server, caData: Buffer.from(caData).toString('base64'), skipTLSVerify: false },
+        ],
         users: [{ name, token: tok }],
         contexts: [{ name, cluster: 'sixbed4-test', user: name, namespace: 'default' }],
         currentContext: name,
@@ -581,22 +604,32 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       if (controllers.includes('serviceaccount') || controllers.includes('*')) {
         // Ready enough once its informers run: it created the default ServiceAccount.
         await waitFor('kube-controller-manager (default ServiceAccount in kube-system)', deadline, procs, async () => {
-          const r = await get(`${server}/api/v1/namespaces/kube-system/serviceaccounts/default`, { token: adminToken, ca: caData });
+          const r = await get(`${server}/api/v1/namespaces/kube-system/serviceaccounts/default`, {
+            token: adminToken,
+            ca: caData,
+          });
           return r.status === 200;
         });
       } else {
         await sleep(500);
-        if (kcm.exitCode !== undefined) throw new Error(`kube-controller-manager exited (code ${kcm.exitCode}):\n${await tail(kcm.log)}`);
+        if (kcm.exitCode !== undefined)
+          throw new Error(`kube-controller-manager exited (code ${kcm.exitCode}):\n${await tail(kcm.log)}`);
       }
     }
 
     // --- kube-scheduler
     if (opts.scheduler) {
-      const sched = startProc('kube-scheduler', join(binDir, 'kube-scheduler'),
-        [`--kubeconfig=${kubeconfigPath}`, '--leader-elect=false', '--secure-port=0', '--v=1'], logDir, env);
+      const sched = startProc(
+        'kube-scheduler',
+        join(binDir, 'kube-scheduler'),
+        [`--kubeconfig=${kubeconfigPath}`, '--leader-elect=false', '--secure-port=0', '--v=1'],
+        logDir,
+        env,
+      );
       procs.push(sched);
       await sleep(500);
-      if (sched.exitCode !== undefined) throw new Error(`kube-scheduler exited (code ${sched.exitCode}):\n${await tail(sched.log)}`);
+      if (sched.exitCode !== undefined)
+        throw new Error(`kube-scheduler exited (code ${sched.exitCode}):\n${await tail(sched.log)}`);
     }
 
     const cp: ControlPlane = {
@@ -618,17 +651,35 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         await writeFile(p, kubeconfigJson(server, caData, [{ name, token: tok }], name), { mode: 0o600 });
         return p;
       },
-      async serviceAccountToken(namespace: string, name: string, expirationSeconds = 3600, boundPod?: { name: string; uid: string }) {
+      async serviceAccountToken(
+        namespace: string,
+        name: string,
+        expirationSeconds = 3600,
+        boundPod?: { name: string; uid: string },
+      ) {
         const auth = { token: adminToken, ca: caData };
         const send = (method: string, path: string, body: unknown) => requestJson(server, method, path, body, auth);
-        let r = await send('POST', '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: namespace } });
-        if (r.status !== 201 && r.status !== 409) throw new Error(`create namespace ${namespace}: HTTP ${r.status} ${r.body}`);
-        r = await send('POST', `/api/v1/namespaces/${namespace}/serviceaccounts`, { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name } });
-        if (r.status !== 201 && r.status !== 409) throw new Error(`create serviceaccount ${namespace}/${name}: HTTP ${r.status} ${r.body}`);
+        let r = await send('POST', '/api/v1/namespaces', {
+          apiVersion: 'v1',
+          kind: 'Namespace',
+          metadata: { name: namespace },
+        });
+        if (r.status !== 201 && r.status !== 409)
+          throw new Error(`create namespace ${namespace}: HTTP ${r.status} ${r.body}`);
+        r = await send('POST', `/api/v1/namespaces/${namespace}/serviceaccounts`, {
+          apiVersion: 'v1',
+          kind: 'ServiceAccount',
+          metadata: { name },
+        });
+        if (r.status !== 201 && r.status !== 409)
+          throw new Error(`create serviceaccount ${namespace}/${name}: HTTP ${r.status} ${r.body}`);
         r = await send('POST', `/api/v1/namespaces/${namespace}/serviceaccounts/${name}/token`, {
           apiVersion: 'authentication.k8s.io/v1',
           kind: 'TokenRequest',
-          spec: { expirationSeconds, ...(boundPod ? { boundObjectRef: { apiVersion: 'v1', kind: 'Pod', ...boundPod } } : {}) },
+          spec: {
+            expirationSeconds,
+            ...(boundPod ? { boundObjectRef: { apiVersion: 'v1', kind: 'Pod', ...boundPod } } : {}),
+          },
         });
         if (r.status !== 201) throw new Error(`TokenRequest for ${namespace}/${name}: HTTP ${r.status} ${r.body}`);
         return (JSON.parse(r.body) as { status: { token: string } }).status.token;
@@ -658,7 +709,11 @@ function requestJson(
         method,
         ca: auth.ca,
         timeout: 10_000,
-        headers: { Authorization: `Bearer ${auth.token}`, 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(data) },
+        headers: {
+          Authorization: `Bearer ${auth.token}`,
+          'Content-Type': 'application/json',
+          'Content-Length': Buffer.byteLength(data),
+        },
       },
       (r) => {
         let out = '';

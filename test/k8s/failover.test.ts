@@ -39,7 +39,8 @@ test.after.always(async () => {
   await s.lab?.stop();
 });
 
-const describe = (r: Trial) => `${r.what}: ${r.from} -> ${r.to}, pings' longest silence ${r.gapMs} ms, TCP's ${r.tcpSilenceMs} ms` +
+const describe = (r: Trial) =>
+  `${r.what}: ${r.from} -> ${r.to}, pings' longest silence ${r.gapMs} ms, TCP's ${r.tcpSilenceMs} ms` +
   (r.parts ? ` (the new active's account: ${JSON.stringify(r.parts)})` : '');
 
 /** The trial's meaning: the other node took over, the stream survived with every byte, the peer kept its address. */
@@ -59,68 +60,128 @@ async function check(t: import('ava').ExecutionContext, r: Trial, reason: string
  * restarting after a share change reports no role for a moment).
  */
 async function statusSession(): Promise<void> {
-  if (s.statusShown || await lab().settled() !== 'edge-1') return;
+  if (s.statusShown || (await lab().settled()) !== 'edge-1') return;
   const look = async () => {
     const p = await lab().prefix();
     const f = p?.status?.failover;
-    const ok = f?.active === 'edge-1' && f.standbysReady === '1/1' && p!.status!.livePeers === 1 && (p!.status!.nodes ?? []).every((e) => e.failover);
+    const ok =
+      f?.active === 'edge-1' &&
+      f.standbysReady === '1/1' &&
+      p!.status!.livePeers === 1 &&
+      (p!.status!.nodes ?? []).every((e) => e.failover);
     return ok ? JSON.stringify([f, p!.status!.nodes!.map((e) => e.failover)]) : undefined;
   };
-  const settledTwice = await eventually('the group settled with edge-1 active and the peer counted', async () => {
-    const a = await look();
-    if (!a) return undefined;
-    await new Promise((r) => setTimeout(r, 2000));
-    return a === await look();
-  }, 120_000, 500).then(() => true, () => false);
+  const settledTwice = await eventually(
+    'the group settled with edge-1 active and the peer counted',
+    async () => {
+      const a = await look();
+      if (!a) return undefined;
+      await new Promise((r) => setTimeout(r, 2000));
+      return a === (await look());
+    },
+    120_000,
+    500,
+  ).then(
+    () => true,
+    () => false,
+  );
   if (!settledTwice) return;
-  await runSession(readSession(DOC, 'ha-status'), lab().docEnv()).catch(async (e: Error) => { throw new Error(`${e.message}\n${await lab().dump()}`); });
+  await runSession(readSession(DOC, 'ha-status'), lab().docEnv()).catch(async (e: Error) => {
+    throw new Error(`${e.message}\n${await lab().dump()}`);
+  });
   s.statusShown = true;
 }
 
-serial(title('the docs\' High availability session: a failover /64 on two nodes, one active and one ready standby; a peer on the floating address reaches the ISP and back'), async (t) => {
-  await runSession(readSession(DOC, 'ha'), lab().docEnv()).catch(async (e: Error) => { throw new Error(`${e.message}\n${await lab().dump()}`); });
-  const active = await lab().settled();
-  t.true((HA.nodes as readonly string[]).includes(active));
-  const p = (await lab().prefix())!;
-  t.deepEqual(p.status!.nodes!.map((e) => [e.prefix, e.listen]), [[HA.prefix, `${HA.floating}:25790`], [HA.prefix, `${HA.floating}:25790`]]);
-  await lab().startPeer();
-  t.true(lab().peer!.address.startsWith('2001:db8:9:20:'), lab().peer!.address);
-  for (const [from, to, what] of [[lab().lab.peers.A, TOPO.ispV6, 'peer -> ISP'], [lab().lab.isp, lab().peer!.address, 'ISP -> peer']] as const) {
-    const r = await ping6(from, to, { count: 3 });
-    t.is(r.received, 3, `${what}: ${r.output}\n${r.received === 3 ? '' : await lab().dump()}`);
-  }
-  await statusSession();
-});
+serial(
+  title(
+    "the docs' High availability session: a failover /64 on two nodes, one active and one ready standby; a peer on the floating address reaches the ISP and back",
+  ),
+  async (t) => {
+    await runSession(readSession(DOC, 'ha'), lab().docEnv()).catch(async (e: Error) => {
+      throw new Error(`${e.message}\n${await lab().dump()}`);
+    });
+    const active = await lab().settled();
+    t.true((HA.nodes as readonly string[]).includes(active));
+    const p = (await lab().prefix())!;
+    t.deepEqual(
+      p.status!.nodes!.map((e) => [e.prefix, e.listen]),
+      [
+        [HA.prefix, `${HA.floating}:25790`],
+        [HA.prefix, `${HA.floating}:25790`],
+      ],
+    );
+    await lab().startPeer();
+    t.true(lab().peer!.address.startsWith('2001:db8:9:20:'), lab().peer!.address);
+    for (const [from, to, what] of [
+      [lab().lab.peers.A, TOPO.ispV6, 'peer -> ISP'],
+      [lab().lab.isp, lab().peer!.address, 'ISP -> peer'],
+    ] as const) {
+      const r = await ping6(from, to, { count: 3 });
+      t.is(r.received, 3, `${what}: ${r.output}\n${r.received === 3 ? '' : await lab().dump()}`);
+    }
+    await statusSession();
+  },
+);
 
-serial(title('the active agent\'s Pod deleted: it withdraws and releases the Lease, the standby takes over (Handover); the TCP stream survives'), async (t) => {
-  const r = await lab().across('agent Pod deleted', () => lab().deleteActiveAgent());
-  await check(t, r, 'Handover');
-  await statusSession();
-});
+serial(
+  title(
+    "the active agent's Pod deleted: it withdraws and releases the Lease, the standby takes over (Handover); the TCP stream survives",
+  ),
+  async (t) => {
+    const r = await lab().across('agent Pod deleted', () => lab().deleteActiveAgent());
+    await check(t, r, 'Handover');
+    await statusSession();
+  },
+);
 
-serial(title('kubectl drain of the active node: its agent hands over, the TCP stream survives; uncordoned, it stands by again'), async (t) => {
-  let drained = '';
-  const r = await lab().across('kubectl drain', async () => {
-    drained = (await lab().prefix())!.status!.failover!.active!;
-    await run(join(lab().cp.binDir, 'kubectl'), ['--kubeconfig', lab().cp.kubeconfigPath, 'drain', drained, '--ignore-daemonsets', '--delete-emptydir-data', '--force', '--timeout=120s']);
-  });
-  await check(t, r, 'Handover');
-  await run(join(lab().cp.binDir, 'kubectl'), ['--kubeconfig', lab().cp.kubeconfigPath, 'uncordon', drained]);
-  await lab().settled();
-  await statusSession();
-  t.true(s.statusShown, 'the docs\' ha-status session ran with edge-1 active');
-});
+serial(
+  title(
+    'kubectl drain of the active node: its agent hands over, the TCP stream survives; uncordoned, it stands by again',
+  ),
+  async (t) => {
+    let drained = '';
+    const r = await lab().across('kubectl drain', async () => {
+      drained = (await lab().prefix())!.status!.failover!.active!;
+      await run(join(lab().cp.binDir, 'kubectl'), [
+        '--kubeconfig',
+        lab().cp.kubeconfigPath,
+        'drain',
+        drained,
+        '--ignore-daemonsets',
+        '--delete-emptydir-data',
+        '--force',
+        '--timeout=120s',
+      ]);
+    });
+    await check(t, r, 'Handover');
+    await run(join(lab().cp.binDir, 'kubectl'), ['--kubeconfig', lab().cp.kubeconfigPath, 'uncordon', drained]);
+    await lab().settled();
+    await statusSession();
+    t.true(s.statusShown, "the docs' ha-status session ran with edge-1 active");
+  },
+);
 
-serial(title('a crash of the active node (every process killed): the standby takes over once the Lease expires (ActiveLost); the TCP stream survives; the node boots and stands by'), async (t) => {
-  await lab().activeAwayFromOperator();
-  let crashed = '';
-  const r = await lab().across('crash', async () => {
-    crashed = (await lab().prefix())!.status!.failover!.active!;
-    await lab().crash(crashed);
-  });
-  await check(t, r, 'ActiveLost');
-  await lab().boot(crashed);
-  const active = await lab().settled();
-  t.is(active, r.to, 'the node that came back stands by: no move back');
-  await eventually('the prefix Degraded no more', async () => (await lab().prefix())?.status?.conditions?.some((c) => c.type === 'Degraded' && c.status === 'False'), 120_000, 500);
-});
+serial(
+  title(
+    'a crash of the active node (every process killed): the standby takes over once the Lease expires (ActiveLost); the TCP stream survives; the node boots and stands by',
+  ),
+  async (t) => {
+    await lab().activeAwayFromOperator();
+    let crashed = '';
+    const r = await lab().across('crash', async () => {
+      crashed = (await lab().prefix())!.status!.failover!.active!;
+      await lab().crash(crashed);
+    });
+    await check(t, r, 'ActiveLost');
+    await lab().boot(crashed);
+    const active = await lab().settled();
+    t.is(active, r.to, 'the node that came back stands by: no move back');
+    await eventually(
+      'the prefix Degraded no more',
+      async () =>
+        (await lab().prefix())?.status?.conditions?.some((c) => c.type === 'Degraded' && c.status === 'False'),
+      120_000,
+      500,
+    );
+  },
+);

@@ -27,20 +27,37 @@ export const NS = 'sixbed4-system';
 const RELEASE = 'sixbed4';
 const REPO = repoRoot();
 async function safely(step: () => Promise<unknown> | undefined): Promise<void> {
-  try { await step(); } catch { /* teardown goes on */ }
+  try {
+    await step();
+  } catch {
+    /* teardown goes on */
+  }
 }
 /** `helm` against a control plane as its admin, with helm's cache, config and data under dir (never the user's). */
 function helmFor(cp: ControlPlane, dir: string): (args: string[]) => Promise<string> {
   const home = (k: string) => join(dir, `helm-${k}`);
-  return async (args) => (await promisify(execFile)(cp.helm, [...args, '--kubeconfig', cp.kubeconfigPath],
-    { env: { ...process.env, HELM_CACHE_HOME: home('cache'), HELM_CONFIG_HOME: home('config'), HELM_DATA_HOME: home('data') } })).stdout;
+  return async (args) =>
+    (
+      await promisify(execFile)(cp.helm, [...args, '--kubeconfig', cp.kubeconfigPath], {
+        env: {
+          ...process.env,
+          HELM_CACHE_HOME: home('cache'),
+          HELM_CONFIG_HOME: home('config'),
+          HELM_DATA_HOME: home('data'),
+        },
+      })
+    ).stdout;
 }
 
 /** An echo server on port 7000 that outlives its clients: one that is killed (a reset) must not take it down. */
 const ECHO = `require('node:net').createServer((c) => { c.on('error', () => {}); c.pipe(c); }).listen(7000, '::', () => console.log('listening'));`;
 
 export const HA = {
-  name: 'ha', prefix: '2001:db8:9:20::/64', floating: '198.51.100.10', nextHop: '2001:db8:ffff::20', vrid: 20,
+  name: 'ha',
+  prefix: '2001:db8:9:20::/64',
+  floating: '198.51.100.10',
+  nextHop: '2001:db8:ffff::20',
+  vrid: 20,
   nodes: ['edge-1', 'edge-2'],
 } as const;
 
@@ -48,7 +65,8 @@ interface Pod extends KubeObject {
   spec: { nodeName?: string };
   status?: { phase?: string; conditions?: { type: string; status: string }[] };
 }
-const podReady = (p: Pod) => p.status?.phase === 'Running' && (p.status.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
+const podReady = (p: Pod) =>
+  p.status?.phase === 'Running' && (p.status.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
 
 /** One crash or planned move, as measured from the outside and as the new active node's agent logged it. */
 export interface Trial {
@@ -61,12 +79,23 @@ export interface Trial {
   tcpSilenceMs: number;
   tcpIntact: boolean;
   /** the new active agent's own account (agent/failover/member.ts): ms */
-  parts?: { reason?: string; detectionMs?: number; electionMs?: number; announceMs?: number; firstPacketMs?: number; gapMs?: number };
+  parts?: {
+    reason?: string;
+    detectionMs?: number;
+    electionMs?: number;
+    announceMs?: number;
+    firstPacketMs?: number;
+    gapMs?: number;
+  };
 }
 
 export class HaLab {
   private constructor(
-    readonly dir: string, readonly images: NodeImages, readonly lab: NodeLab, readonly cp: ControlPlane, readonly admin: Kube,
+    readonly dir: string,
+    readonly images: NodeImages,
+    readonly lab: NodeLab,
+    readonly cp: ControlPlane,
+    readonly admin: Kube,
     readonly nodes: KubeNode[],
   ) {}
 
@@ -81,14 +110,28 @@ export class HaLab {
     const nodes: KubeNode[] = [];
     try {
       cp = await startControlPlane({
-        controllerManager: true, controllers: NODE_CONTROLLERS, scheduler: true,
-        serviceClusterIpRange: SERVICE_RANGE, users: nodeUsers([...HA.nodes]), authorizationMode: NODE_AUTHORIZATION_MODE, apiServerArgs: NODE_API_SERVER_ARGS,
+        controllerManager: true,
+        controllers: NODE_CONTROLLERS,
+        scheduler: true,
+        serviceClusterIpRange: SERVICE_RANGE,
+        users: nodeUsers([...HA.nodes]),
+        authorizationMode: NODE_AUTHORIZATION_MODE,
+        apiServerArgs: NODE_API_SERVER_ARGS,
       });
       for (const n of lab.nodes) {
-        nodes.push(await KubeNode.start({
-          name: n.name, ns: n.ns, nodeIp: n.v4, podCidr: n.podCidr, cp, apiServiceIp: API_SERVICE_IP,
-          imageArchive: images.archive, sandboxImage: images.sandbox, dir,
-        }));
+        nodes.push(
+          await KubeNode.start({
+            name: n.name,
+            ns: n.ns,
+            nodeIp: n.v4,
+            podCidr: n.podCidr,
+            cp,
+            apiServiceIp: API_SERVICE_IP,
+            imageArchive: images.archive,
+            sandboxImage: images.sandbox,
+            dir,
+          }),
+        );
       }
       await mkdir(join(dir, 'agent-state'));
       // Real nodes reach the Internet's IPv4 through the provider: a member without an IPv4 default route counts its
@@ -106,41 +149,85 @@ export class HaLab {
     }
   }
 
-  helm(args: string[]): Promise<string> { return helmFor(this.cp, this.dir)(args); }
+  helm(args: string[]): Promise<string> {
+    return helmFor(this.cp, this.dir)(args);
+  }
 
   async install(): Promise<void> {
-    await this.helm(['install', RELEASE, join(REPO, 'charts', 'sixbed4'), '--namespace', NS, '--create-namespace',
-      '--set', `image.repository=${this.images.repository}`, '--set', `image.tag=${this.images.tag}`, '--set', 'image.pullPolicy=Never',
-      '--set', `agent.stateDir=${join(this.dir, 'agent-state')}`, '--set', 'logFormat=json']);
+    await this.helm([
+      'install',
+      RELEASE,
+      join(REPO, 'charts', 'sixbed4'),
+      '--namespace',
+      NS,
+      '--create-namespace',
+      '--set',
+      `image.repository=${this.images.repository}`,
+      '--set',
+      `image.tag=${this.images.tag}`,
+      '--set',
+      'image.pullPolicy=Never',
+      '--set',
+      `agent.stateDir=${join(this.dir, 'agent-state')}`,
+      '--set',
+      'logFormat=json',
+    ]);
   }
 
   /** The docs' sessions run as a user's shell would: the real kubectl on PATH, the admin's kubeconfig, in the repository. */
   docEnv(): { cwd: string; env: NodeJS.ProcessEnv } {
-    return { cwd: REPO, env: { ...process.env, PATH: `${this.cp.binDir}:${process.env.PATH ?? ''}`, KUBECONFIG: this.cp.kubeconfigPath } };
+    return {
+      cwd: REPO,
+      env: { ...process.env, PATH: `${this.cp.binDir}:${process.env.PATH ?? ''}`, KUBECONFIG: this.cp.kubeconfigPath },
+    };
   }
 
-  labNode(name: string): LabNode { return this.lab.nodes.find((n) => n.name === name)!; }
-  kubeNode(name: string): KubeNode { return this.nodes.find((n) => n.name === name)!; }
+  labNode(name: string): LabNode {
+    return this.lab.nodes.find((n) => n.name === name)!;
+  }
+  kubeNode(name: string): KubeNode {
+    return this.nodes.find((n) => n.name === name)!;
+  }
 
   async pods(selector: string): Promise<Pod[]> {
-    return (await this.admin.get<{ items: Pod[] }>(`/api/v1/namespaces/${NS}/pods?labelSelector=${encodeURIComponent(selector)}`))?.items ?? [];
+    return (
+      (
+        await this.admin.get<{ items: Pod[] }>(
+          `/api/v1/namespaces/${NS}/pods?labelSelector=${encodeURIComponent(selector)}`,
+        )
+      )?.items ?? []
+    );
   }
 
-  async prefix(): Promise<SixBed4Prefix | undefined> { return this.admin.get<SixBed4Prefix>(paths.prefix(HA.name)); }
+  async prefix(): Promise<SixBed4Prefix | undefined> {
+    return this.admin.get<SixBed4Prefix>(paths.prefix(HA.name));
+  }
 
   /** Waits for an active node (other than `not`) and, unless told otherwise, a ready standby; returns the active one. */
   async settled(timeoutMs = 180_000, not?: string, standby = true): Promise<string> {
-    const p = await eventually(`an active node${not ? ` other than ${not}` : ''}${standby ? ' and a ready standby' : ''}`, async () => {
-      const x = await this.prefix();
-      const f = x?.status?.failover;
-      return f?.active && f.active !== not && (!standby || f.standbysReady === '1/1') ? f.active : undefined;
-    }, timeoutMs, 300).catch(async (e: Error) => { throw new Error(`${e.message}\n${await this.dump()}`); });
+    const p = await eventually(
+      `an active node${not ? ` other than ${not}` : ''}${standby ? ' and a ready standby' : ''}`,
+      async () => {
+        const x = await this.prefix();
+        const f = x?.status?.failover;
+        return f?.active && f.active !== not && (!standby || f.standbysReady === '1/1') ? f.active : undefined;
+      },
+      timeoutMs,
+      300,
+    ).catch(async (e: Error) => {
+      throw new Error(`${e.message}\n${await this.dump()}`);
+    });
     return p;
   }
 
   /** The node the operator's Pod runs on (it writes the status this lab reads). */
   async operatorNode(): Promise<string> {
-    const op = await eventually('a Ready operator Pod', async () => (await this.pods('app.kubernetes.io/component=operator')).find(podReady), 180_000, 500);
+    const op = await eventually(
+      'a Ready operator Pod',
+      async () => (await this.pods('app.kubernetes.io/component=operator')).find(podReady),
+      180_000,
+      500,
+    );
     return op.spec.nodeName!;
   }
 
@@ -151,7 +238,7 @@ export class HaLab {
    */
   async activeAwayFromOperator(): Promise<string> {
     const active = await this.settled();
-    if (active !== await this.operatorNode()) return active;
+    if (active !== (await this.operatorNode())) return active;
     await this.deleteActiveAgent();
     return this.settled(180_000, active);
   }
@@ -174,8 +261,16 @@ export class HaLab {
     const from = (await this.prefix())!.status!.failover!.active!;
     const pinger = this.lab.isp.spawn(['ping', '-6', '-n', '-D', '-O', '-i', '0.02', '-W', '1', this.peer!.address]);
     const stream = this.lab.peers.A.spawn([process.execPath, '-e', STREAM_CLIENT, TOPO.ispV6]);
-    await eventually('the TCP stream connected', async () => stream.output().includes('connected') || undefined, 15_000, 50)
-      .catch((e: Error) => { throw new Error(`${e.message}; the stream said: ${stream.output()}; the echo server ${this.echo?.running ? 'runs' : `exited: ${this.echo?.output()}`}`); });
+    await eventually(
+      'the TCP stream connected',
+      async () => stream.output().includes('connected') || undefined,
+      15_000,
+      50,
+    ).catch((e: Error) => {
+      throw new Error(
+        `${e.message}; the stream said: ${stream.output()}; the echo server ${this.echo?.running ? 'runs' : `exited: ${this.echo?.output()}`}`,
+      );
+    });
     await new Promise((r) => setTimeout(r, 1000));
     await move();
     const to = await this.settled(120_000, from, false);
@@ -186,7 +281,12 @@ export class HaLab {
     const gap = pingGap(pinger.output());
     const final = /final (\d+) bytes checked of (\d+) sent, longest silence (\d+) ms/.exec(stream.output());
     return {
-      what, from, to, gapMs: gap.gapMs, tcpSilenceMs: final ? Number(final[3]) : -1, tcpIntact: final !== null && stream.exitStatus?.code === 0,
+      what,
+      from,
+      to,
+      gapMs: gap.gapMs,
+      tcpSilenceMs: final ? Number(final[3]) : -1,
+      tcpIntact: final !== null && stream.exitStatus?.code === 0,
       ...(await this.takeoverParts(to)),
     };
   }
@@ -201,18 +301,27 @@ export class HaLab {
       try {
         const o = JSON.parse(json) as NonNullable<Trial['parts']>;
         parts = { ...parts, ...o };
-      } catch { /* a partial line */ }
+      } catch {
+        /* a partial line */
+      }
     }
     return parts ? { parts } : {};
   }
 
   /** A crash of the node: every process killed (KubeNode.crash); boots it again after the takeover. */
-  async crash(node: string): Promise<void> { await this.kubeNode(node).crash(); }
+  async crash(node: string): Promise<void> {
+    await this.kubeNode(node).crash();
+  }
 
   async boot(node: string): Promise<void> {
     await this.kubeNode(node).boot();
-    await eventually(`a Ready agent Pod on ${node}`, async () =>
-      (await this.pods('app.kubernetes.io/component=agent')).some((p) => p.spec.nodeName === node && podReady(p)), 180_000, 500);
+    await eventually(
+      `a Ready agent Pod on ${node}`,
+      async () =>
+        (await this.pods('app.kubernetes.io/component=agent')).some((p) => p.spec.nodeName === node && podReady(p)),
+      180_000,
+      500,
+    );
   }
 
   async dump(): Promise<string> {
@@ -228,7 +337,14 @@ export class HaLab {
     await safely(() => this.admin.delete(paths.prefix(HA.name)));
     await safely(() => eventually('the prefix gone', async () => !(await this.prefix()), 120_000, 500));
     await safely(() => this.helm(['uninstall', RELEASE, '--namespace', NS, '--wait', '--timeout', '60s']));
-    await safely(() => eventually('every pod gone', async () => (await this.pods('app.kubernetes.io/name=sixbed4')).length === 0, 60_000, 500));
+    await safely(() =>
+      eventually(
+        'every pod gone',
+        async () => (await this.pods('app.kubernetes.io/name=sixbed4')).length === 0,
+        60_000,
+        500,
+      ),
+    );
     for (const n of this.nodes) await safely(() => n.stop());
     await safely(() => this.cp.stop());
     await safely(() => this.lab.destroy());

@@ -25,12 +25,21 @@ export async function buildNodeImages(tag: string, dir: string): Promise<NodeIma
   // Started (when none answers) and counted here, so that the last test file using it stops it again: build-image.sh
   // alone would start one and leave it running after the tests.
   const docker = await ensureDocker();
-  if (docker.code !== 0) throw new Error(`no Docker Engine: test/docker/dockerd.sh failed: ${(docker.stderr || docker.stdout).slice(-1500)}`);
-  const built = await execCommand(['bash', join(root, 'test/docker/build-image.sh'), `sixbed4:${tag}`], { timeoutMs: 900_000 });
-  if (built.code !== 0) throw new Error(`test/docker/build-image.sh sixbed4:${tag} failed:\n${built.stderr.slice(-3000)}`);
+  if (docker.code !== 0)
+    throw new Error(
+      `no Docker Engine: test/docker/dockerd.sh failed: ${(docker.stderr || docker.stdout).slice(-1500)}`,
+    );
+  const built = await execCommand(['bash', join(root, 'test/docker/build-image.sh'), `sixbed4:${tag}`], {
+    timeoutMs: 900_000,
+  });
+  if (built.code !== 0)
+    throw new Error(`test/docker/build-image.sh sixbed4:${tag} failed:\n${built.stderr.slice(-3000)}`);
   // The classic builder, as the scripts use (no buildx here).
-  await runCommand([DOCKER, 'build', '-q', '--network', 'none', '-t', `sixbed4-pause:${tag}`, '-'],
-    { input: `FROM ${BASE_IMAGE}\nENTRYPOINT ["/bin/sleep", "infinity"]\n`, env: { DOCKER_BUILDKIT: '0' }, timeoutMs: 120_000 });
+  await runCommand([DOCKER, 'build', '-q', '--network', 'none', '-t', `sixbed4-pause:${tag}`, '-'], {
+    input: `FROM ${BASE_IMAGE}\nENTRYPOINT ["/bin/sleep", "infinity"]\n`,
+    env: { DOCKER_BUILDKIT: '0' },
+    timeoutMs: 120_000,
+  });
   const archive = join(dir, 'images.tar');
   await runCommand([DOCKER, 'save', '-o', archive, `sixbed4:${tag}`, `sixbed4-pause:${tag}`], { timeoutMs: 300_000 });
   return { repository: 'sixbed4', tag, sandbox: `docker.io/library/sixbed4-pause:${tag}`, archive };

@@ -24,13 +24,32 @@ import { execCommand } from '../../agent/host/command.js';
 import type { Netns } from '../../lab/netns.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
 import {
-  controlPlaneBinaries, controlPlaneCacheDir, controlPlaneVersions, isExecutable, kubeconfigJson, startProc, stopProc, tail, waitFor,
-  type ControlPlane, type Proc,
+  controlPlaneBinaries,
+  controlPlaneCacheDir,
+  controlPlaneVersions,
+  isExecutable,
+  kubeconfigJson,
+  startProc,
+  stopProc,
+  tail,
+  waitFor,
+  type ControlPlane,
+  type Proc,
 } from './controlplane.js';
 
 export const NODE_BUILD_SCRIPT = 'test/k8s/build-node.sh';
 const CNI_PLUGINS = ['bridge', 'host-local', 'loopback', 'ptp', 'portmap'];
-const NODE_BINARIES = ['kubelet', 'kube-scheduler', 'kubectl', 'containerd', 'containerd-shim-runc-v2', 'ctr', 'cnitool', 'runc', ...CNI_PLUGINS.map((p) => `cni/${p}`)];
+const NODE_BINARIES = [
+  'kubelet',
+  'kube-scheduler',
+  'kubectl',
+  'containerd',
+  'containerd-shim-runc-v2',
+  'ctr',
+  'cnitool',
+  'runc',
+  ...CNI_PLUGINS.map((p) => `cni/${p}`),
+];
 
 /** The directory with the node binaries (CNI plugins in cni/), or null when build-node.sh has not finished there. */
 export function nodeBinaries(): string | null {
@@ -50,7 +69,8 @@ export function nodeSkipReason(): string | null {
   if (process.platform !== 'linux') return `a node needs Linux (this is ${process.platform})`;
   if (process.getuid?.() !== 0) return 'a node needs root (containerd, kubelet, network namespaces)';
   if (!controlPlaneBinaries()) return `control-plane binaries not built; run: bash test/k8s/build-control-plane.sh`;
-  if (!nodeBinaries()) return `node binaries (kubelet, containerd, runc, CNI plugins) not built; run: bash ${NODE_BUILD_SCRIPT}`;
+  if (!nodeBinaries())
+    return `node binaries (kubelet, containerd, runc, CNI plugins) not built; run: bash ${NODE_BUILD_SCRIPT}`;
   return null;
 }
 
@@ -83,17 +103,34 @@ export class KubeNode {
   private relay?: ApiBridge;
   private stopped = false;
 
-  private constructor(readonly o: NodeOptions, readonly bin: string, readonly home: string, readonly cgroupRoot: string) {}
+  private constructor(
+    readonly o: NodeOptions,
+    readonly bin: string,
+    readonly home: string,
+    readonly cgroupRoot: string,
+  ) {}
 
-  get name(): string { return this.o.name; }
-  get logDir(): string { return join(this.home, 'logs'); }
-  get socket(): string { return join(this.home, 'containerd.sock'); }
+  get name(): string {
+    return this.o.name;
+  }
+  get logDir(): string {
+    return join(this.home, 'logs');
+  }
+  get socket(): string {
+    return join(this.home, 'containerd.sock');
+  }
   /** This node's CNI config directory (its pod network list is 10-pods.conflist). */
-  get cniConfDir(): string { return join(this.home, 'cni/net.d'); }
+  get cniConfDir(): string {
+    return join(this.home, 'cni/net.d');
+  }
   /** A CNI plugin directory of this node's own (searched before the shared reference plugins). */
-  get cniBinDir(): string { return join(this.home, 'cni/bin'); }
+  get cniBinDir(): string {
+    return join(this.home, 'cni/bin');
+  }
   /** Where containerd makes the pods' network namespaces (CNI_NETNS paths are below it). */
-  get netnsDir(): string { return join(this.home, 'containerd/state'); }
+  get netnsDir(): string {
+    return join(this.home, 'containerd/state');
+  }
 
   static async start(o: NodeOptions): Promise<KubeNode> {
     const bin = nodeBinaries();
@@ -119,7 +156,8 @@ export class KubeNode {
   /** The last lines of containerd's and the kubelet's logs. */
   async logs(lines = 40): Promise<string> {
     const out: string[] = [];
-    for (const p of [this.containerd, this.kubelet]) if (p) out.push(`--- ${this.name} ${p.name} (${p.log}):\n${await tail(p.log, lines)}`);
+    for (const p of [this.containerd, this.kubelet])
+      if (p) out.push(`--- ${this.name} ${p.name} (${p.log}):\n${await tail(p.log, lines)}`);
     return out.join('\n');
   }
 
@@ -139,30 +177,71 @@ export class KubeNode {
   }
 
   private async prepare(): Promise<void> {
-    for (const d of ['logs', 'containerd/root', 'containerd/state', 'cni/net.d', 'cni/bin', 'cni/data', 'kubelet', 'pod-logs']) {
+    for (const d of [
+      'logs',
+      'containerd/root',
+      'containerd/state',
+      'cni/net.d',
+      'cni/bin',
+      'cni/data',
+      'kubelet',
+      'pod-logs',
+    ]) {
       await mkdir(join(this.home, d), { recursive: true });
     }
     await makeCgroupRoot(this.cgroupRoot);
     await makeSharedMount(this.netnsDir);
     // The `kubernetes` Service, answered on this node.
-    this.relay = await bridgeApiInto(this.o.ns, this.o.cp.port, join(this.home, 'api.sock'), { host: this.o.apiServiceIp, port: 443 });
-    await writeFile(join(this.home, 'cni/net.d/10-pods.conflist'), JSON.stringify({
-      cniVersion: '1.0.0',
-      name: `pods-${this.o.ns.name}`,
-      plugins: [{
-        type: 'bridge', bridge: 'cni0', isGateway: true, ipMasq: false, hairpinMode: false,
-        ipam: { type: 'host-local', ranges: [[{ subnet: this.o.podCidr }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: join(this.home, 'cni/data') },
-      }],
-    }, null, 2));
+    this.relay = await bridgeApiInto(this.o.ns, this.o.cp.port, join(this.home, 'api.sock'), {
+      host: this.o.apiServiceIp,
+      port: 443,
+    });
+    await writeFile(
+      join(this.home, 'cni/net.d/10-pods.conflist'),
+      JSON.stringify(
+        {
+          cniVersion: '1.0.0',
+          name: `pods-${this.o.ns.name}`,
+          plugins: [
+            {
+              type: 'bridge',
+              bridge: 'cni0',
+              isGateway: true,
+              ipMasq: false,
+              hairpinMode: false,
+              ipam: {
+                type: 'host-local',
+                ranges: [[{ subnet: this.o.podCidr }]],
+                routes: [{ dst: '0.0.0.0/0' }],
+                dataDir: join(this.home, 'cni/data'),
+              },
+            },
+          ],
+        },
+        null,
+        2,
+      ),
+    );
     await writeFile(join(this.home, 'containerd.toml'), this.containerdConfig());
-    await writeFile(join(this.home, 'kubeconfig'), kubeconfigJson(`https://${this.o.apiServiceIp}:443`, this.o.cp.caData,
-      [{ name: `system:node:${this.name}`, token: this.token() }], `system:node:${this.name}`), { mode: 0o600 });
+    await writeFile(
+      join(this.home, 'kubeconfig'),
+      kubeconfigJson(
+        `https://${this.o.apiServiceIp}:443`,
+        this.o.cp.caData,
+        [{ name: `system:node:${this.name}`, token: this.token() }],
+        `system:node:${this.name}`,
+      ),
+      { mode: 0o600 },
+    );
     await writeFile(join(this.home, 'kubelet.yaml'), this.kubeletConfig());
   }
 
   private token(): string {
     const t = this.o.cp.tokens[`system:node:${this.name}`];
-    if (!t) throw new Error(`the control plane has no static user system:node:${this.name} (group system:nodes): start it with users: nodeUsers([...])`);
+    if (!t)
+      throw new Error(
+        `the control plane has no static user system:node:${this.name} (group system:nodes): start it with users: nodeUsers([...])`,
+      );
     return t;
   }
 
@@ -208,42 +287,64 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.zf
   }
 
   private kubeletConfig(): string {
-    return JSON.stringify({
-      apiVersion: 'kubelet.config.k8s.io/v1beta1',
-      kind: 'KubeletConfiguration',
-      // cgroup v1 (this machine's hybrid layout) and no systemd
-      failCgroupV1: false,
-      cgroupDriver: 'cgroupfs',
-      cgroupRoot: this.cgroupRoot,
-      containerRuntimeEndpoint: `unix://${this.socket}`,
-      address: this.o.nodeIp,
-      port: 10250,
-      readOnlyPort: 0,
-      healthzBindAddress: '127.0.0.1',
-      healthzPort: 10248,
-      // the API server never calls the kubelet in these tests (no logs/exec); the namespace is reachable only from the test
-      authentication: { anonymous: { enabled: true }, webhook: { enabled: false } },
-      authorization: { mode: 'AlwaysAllow' },
-      podLogsDir: join(this.home, 'pod-logs'),
-      resolvConf: existsSync('/etc/resolv.conf') ? '/etc/resolv.conf' : '',
-      failSwapOn: false,
-      // the machine's disk is the tests', not the node's: no eviction or image GC because of it
-      evictionHard: { 'memory.available': '50Mi', 'nodefs.available': '1%', 'imagefs.available': '1%', 'nodefs.inodesFree': '1%' },
-      imageGCHighThresholdPercent: 100,
-      imageGCLowThresholdPercent: 99,
-      nodeStatusUpdateFrequency: '4s',
-      syncFrequency: '10s',
-      serializeImagePulls: false,
-      makeIPTablesUtilChains: false,
-      rotateCertificates: false,
-      serverTLSBootstrap: false,
-      registerNode: true,
-    }, null, 2);
+    return JSON.stringify(
+      {
+        apiVersion: 'kubelet.config.k8s.io/v1beta1',
+        kind: 'KubeletConfiguration',
+        // cgroup v1 (this machine's hybrid layout) and no systemd
+        failCgroupV1: false,
+        cgroupDriver: 'cgroupfs',
+        cgroupRoot: this.cgroupRoot,
+        containerRuntimeEndpoint: `unix://${this.socket}`,
+        address: this.o.nodeIp,
+        port: 10250,
+        readOnlyPort: 0,
+        healthzBindAddress: '127.0.0.1',
+        healthzPort: 10248,
+        // the API server never calls the kubelet in these tests (no logs/exec); the namespace is reachable only from the test
+        authentication: { anonymous: { enabled: true }, webhook: { enabled: false } },
+        authorization: { mode: 'AlwaysAllow' },
+        podLogsDir: join(this.home, 'pod-logs'),
+        resolvConf: existsSync('/etc/resolv.conf') ? '/etc/resolv.conf' : '',
+        failSwapOn: false,
+        // the machine's disk is the tests', not the node's: no eviction or image GC because of it
+        evictionHard: {
+          'memory.available': '50Mi',
+          'nodefs.available': '1%',
+          'imagefs.available': '1%',
+          'nodefs.inodesFree': '1%',
+        },
+        imageGCHighThresholdPercent: 100,
+        imageGCLowThresholdPercent: 99,
+        nodeStatusUpdateFrequency: '4s',
+        syncFrequency: '10s',
+        serializeImagePulls: false,
+        makeIPTablesUtilChains: false,
+        rotateCertificates: false,
+        serverTLSBootstrap: false,
+        registerNode: true,
+      },
+      null,
+      2,
+    );
   }
 
   private async bootRuntime(): Promise<void> {
     const env = { PATH: `${this.bin}:/usr/sbin:/usr/bin:/sbin:/bin`, HOME: this.home, TMPDIR: this.home };
-    this.containerd = startProc('containerd', nsenter(), [`--net=/run/netns/${this.o.ns.name}`, join(this.bin, 'containerd'), '--config', join(this.home, 'containerd.toml'), '--log-level', 'warn'], this.logDir, env);
+    this.containerd = startProc(
+      'containerd',
+      nsenter(),
+      [
+        `--net=/run/netns/${this.o.ns.name}`,
+        join(this.bin, 'containerd'),
+        '--config',
+        join(this.home, 'containerd.toml'),
+        '--log-level',
+        'warn',
+      ],
+      this.logDir,
+      env,
+    );
     await waitFor(`containerd on ${this.name}`, Date.now() + 60_000, [this.containerd], async () => {
       const r = await this.ctr(['version']);
       return r.code === 0;
@@ -252,7 +353,9 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.zf
 
   /** ctr against this node's containerd, in the k8s.io namespace (where the CRI keeps images and containers). */
   ctr(args: string[], timeoutMs = 120_000) {
-    return execCommand([join(this.bin, 'ctr'), '--address', this.socket, '--namespace', 'k8s.io', ...args], { timeoutMs });
+    return execCommand([join(this.bin, 'ctr'), '--address', this.socket, '--namespace', 'k8s.io', ...args], {
+      timeoutMs,
+    });
   }
 
   private async importImages(): Promise<void> {
@@ -266,28 +369,43 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.zf
   }
 
   private async bootKubelet(): Promise<void> {
-    const labels = Object.entries(this.o.labels ?? {}).map(([k, v]) => `${k}=${v}`).join(',');
+    const labels = Object.entries(this.o.labels ?? {})
+      .map(([k, v]) => `${k}=${v}`)
+      .join(',');
     const env = { PATH: `${this.bin}:/usr/sbin:/usr/bin:/sbin:/bin`, HOME: this.home, TMPDIR: this.home };
-    this.kubelet = startProc('kubelet', nsenter(), [
-      `--net=/run/netns/${this.o.ns.name}`, join(this.bin, 'kubelet'),
-      `--config=${join(this.home, 'kubelet.yaml')}`,
-      `--kubeconfig=${join(this.home, 'kubeconfig')}`,
-      `--root-dir=${join(this.home, 'kubelet')}`,
-      `--cert-dir=${join(this.home, 'kubelet', 'pki')}`,
-      `--hostname-override=${this.name}`,
-      `--node-ip=${this.o.nodeIp}`,
-      ...(labels ? [`--node-labels=${labels}`] : []),
-      '--v=1',
-    ], this.logDir, env);
+    this.kubelet = startProc(
+      'kubelet',
+      nsenter(),
+      [
+        `--net=/run/netns/${this.o.ns.name}`,
+        join(this.bin, 'kubelet'),
+        `--config=${join(this.home, 'kubelet.yaml')}`,
+        `--kubeconfig=${join(this.home, 'kubeconfig')}`,
+        `--root-dir=${join(this.home, 'kubelet')}`,
+        `--cert-dir=${join(this.home, 'kubelet', 'pki')}`,
+        `--hostname-override=${this.name}`,
+        `--node-ip=${this.o.nodeIp}`,
+        ...(labels ? [`--node-labels=${labels}`] : []),
+        '--v=1',
+      ],
+      this.logDir,
+      env,
+    );
   }
 
   /** Waits until the Node is Ready and carries no not-ready/unreachable taint (the node lifecycle controller's part). */
   async waitReady(timeoutMs = 120_000): Promise<void> {
     const procs = [this.containerd!, this.kubelet!];
     await waitFor(`node ${this.name} Ready and untainted`, Date.now() + timeoutMs, procs, async () => {
-      const r = await execCommand([join(this.bin, 'kubectl'), '--kubeconfig', this.o.cp.kubeconfigPath, 'get', 'node', this.name, '-o', 'json'], { timeoutMs: 10_000 });
+      const r = await execCommand(
+        [join(this.bin, 'kubectl'), '--kubeconfig', this.o.cp.kubeconfigPath, 'get', 'node', this.name, '-o', 'json'],
+        { timeoutMs: 10_000 },
+      );
       if (r.code !== 0) return false;
-      const n = JSON.parse(r.stdout) as { spec?: { taints?: { key: string }[] }; status?: { conditions?: { type: string; status: string }[] } };
+      const n = JSON.parse(r.stdout) as {
+        spec?: { taints?: { key: string }[] };
+        status?: { conditions?: { type: string; status: string }[] };
+      };
       const ready = n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
       const tainted = (n.spec?.taints ?? []).some((t) => t.key.startsWith('node.kubernetes.io/'));
       return ready && !tainted;
@@ -329,7 +447,13 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.zf
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    const quiet = async (f: () => Promise<unknown>) => { try { await f(); } catch { /* teardown goes on */ } };
+    const quiet = async (f: () => Promise<unknown>) => {
+      try {
+        await f();
+      } catch {
+        /* teardown goes on */
+      }
+    };
     if (this.kubelet) await quiet(() => stopProc(this.kubelet!));
     await quiet(() => killCgroup(this.cgroupRoot));
     if (this.containerd) await quiet(() => stopProc(this.containerd!));
@@ -351,8 +475,17 @@ export const NODE_AUTHORIZATION_MODE = 'Node,RBAC';
 export const NODE_API_SERVER_ARGS = ['--enable-admission-plugins=NodeRestriction'];
 
 /** Controllers a node needs besides the defaults: the node lifecycle controller removes the not-ready taint. */
-export const NODE_CONTROLLERS = ['garbagecollector', 'namespace', 'serviceaccount', 'serviceaccount-token', 'root-ca-cert-publisher',
-  'deployment', 'replicaset', 'daemonset', 'nodelifecycle'];
+export const NODE_CONTROLLERS = [
+  'garbagecollector',
+  'namespace',
+  'serviceaccount',
+  'serviceaccount-token',
+  'root-ca-cert-publisher',
+  'deployment',
+  'replicaset',
+  'daemonset',
+  'nodelifecycle',
+];
 
 function nsenter(): string {
   for (const p of ['/usr/bin/nsenter', '/bin/nsenter', '/usr/sbin/nsenter']) if (existsSync(p)) return p;
@@ -380,7 +513,8 @@ async function makeCgroupRoot(root: string): Promise<void> {
     await mkdir(d, { recursive: true });
     // A new cpuset cgroup starts with no CPUs and no memory nodes: no task could join it.
     if (existsSync(join(d, 'cpuset.cpus'))) {
-      for (const f of ['cpuset.cpus', 'cpuset.mems']) await writeFile(join(d, f), (await readFile(join(h, f), 'utf8')).trim());
+      for (const f of ['cpuset.cpus', 'cpuset.mems'])
+        await writeFile(join(d, f), (await readFile(join(h, f), 'utf8')).trim());
     }
   }
 }
@@ -391,7 +525,9 @@ function cgroupDirs(root: string): string[] {
   const walk = (d: string) => {
     let entries: string[];
     try {
-      entries = readdirSync(d, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+      entries = readdirSync(d, { withFileTypes: true })
+        .filter((e) => e.isDirectory())
+        .map((e) => e.name);
     } catch {
       return;
     }
@@ -408,10 +544,17 @@ async function killCgroup(root: string): Promise<void> {
     for (const d of cgroupDirs(root)) {
       try {
         for (const p of (await readFile(join(d, 'cgroup.procs'), 'utf8')).split('\n')) if (p) pids.add(Number(p));
-      } catch { /* gone */ }
+      } catch {
+        /* gone */
+      }
     }
     if (pids.size === 0) return;
-    for (const pid of pids) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+    for (const pid of pids)
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
     await sleep(100);
   }
 }
@@ -440,7 +583,9 @@ async function killShims(home: string): Promise<void> {
     try {
       const cmd = await readFile(`/proc/${pid}/cmdline`, 'utf8');
       if (cmd.includes('containerd-shim') && cmd.includes(home)) process.kill(Number(pid), 'SIGKILL');
-    } catch { /* gone */ }
+    } catch {
+      /* gone */
+    }
   }
 }
 
@@ -451,7 +596,9 @@ async function killShims(home: string): Promise<void> {
  * made after it started. This machine's / is a private mount, so without this the runtime refuses such a mount.
  */
 export async function makeSharedMount(dir: string): Promise<void> {
-  const mounted = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === dir);
+  const mounted = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some((l) => l.split(' ')[4] === dir);
   if (!mounted) {
     const r = await execCommand(['mount', '--bind', dir, dir]);
     if (r.code !== 0) throw new Error(`mount --bind ${dir}: ${r.stderr}`);
@@ -462,7 +609,8 @@ export async function makeSharedMount(dir: string): Promise<void> {
 
 export async function unmountUnder(dir: string): Promise<void> {
   for (let round = 0; round < 5; round++) {
-    const points = readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
+    const points = readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
       .map((l) => l.split(' ')[4]?.replace(/\\040/g, ' '))
       .filter((p): p is string => !!p && (p === dir || p.startsWith(dir + '/')))
       .sort((a, b) => b.length - a.length);
@@ -473,4 +621,3 @@ export async function unmountUnder(dir: string): Promise<void> {
     }
   }
 }
-

@@ -20,7 +20,14 @@ import { NAT_RULESET, TOPO } from '../../lab/topology.js';
 export const SERVICE_RANGE = '192.0.2.0/24';
 export const API_SERVICE_IP = '192.0.2.1';
 
-export interface LabNode { name: string; ns: Netns; v4: string; v6: string; ll: string; podCidr: string }
+export interface LabNode {
+  name: string;
+  ns: Netns;
+  v4: string;
+  v6: string;
+  ll: string;
+  podCidr: string;
+}
 
 export interface NodeLab {
   isp: Netns;
@@ -40,7 +47,9 @@ export async function buildNodeLab(tag: string, nodeNames: string[]): Promise<No
     created.push(ns);
     return ns;
   };
-  const destroy = async () => { await Promise.all(created.map((ns) => ns.destroy())); };
+  const destroy = async () => {
+    await Promise.all(created.map((ns) => ns.destroy()));
+  };
   try {
     const isp = await make('isp');
     const nat = await make('nat');
@@ -49,7 +58,14 @@ export async function buildNodeLab(tag: string, nodeNames: string[]): Promise<No
     const nodes: LabNode[] = [];
     for (const [i, name] of nodeNames.entries()) {
       const n = 11 + i;
-      nodes.push({ name, ns: await make(`n${i + 1}`), v4: `198.51.100.${n}`, v6: `2001:db8:ffff::${n}`, ll: `fe80::${n}`, podCidr: `100.64.${101 + i}.0/24` });
+      nodes.push({
+        name,
+        ns: await make(`n${i + 1}`),
+        v4: `198.51.100.${n}`,
+        v6: `2001:db8:ffff::${n}`,
+        ll: `fe80::${n}`,
+        podCidr: `100.64.${101 + i}.0/24`,
+      });
     }
 
     await isp.ipBatch(['link add br0 type bridge', 'link set br0 up']);
@@ -83,12 +99,24 @@ export async function buildNodeLab(tag: string, nodeNames: string[]): Promise<No
     ]);
     await nat.sysctl('net.ipv4.ip_forward', 1);
     await nat.run([systemTool('nft'), '-f', '-'], { input: NAT_RULESET });
-    await A.ipBatch([`addr add ${TOPO.peerAV4}/24 dev ${TOPO.peerIf}`, `route add default via ${TOPO.natLanAV4} dev ${TOPO.peerIf}`]);
-    await B.ipBatch([`addr add ${TOPO.peerBV4}/24 dev ${TOPO.peerIf}`, `route add default via ${TOPO.natLanBV4} dev ${TOPO.peerIf}`]);
+    await A.ipBatch([
+      `addr add ${TOPO.peerAV4}/24 dev ${TOPO.peerIf}`,
+      `route add default via ${TOPO.natLanAV4} dev ${TOPO.peerIf}`,
+    ]);
+    await B.ipBatch([
+      `addr add ${TOPO.peerBV4}/24 dev ${TOPO.peerIf}`,
+      `route add default via ${TOPO.natLanBV4} dev ${TOPO.peerIf}`,
+    ]);
 
     return {
-      isp, nat, peers: { A, B }, nodes, destroy,
-      async routeAtIsp(prefix64, node) { await isp.ip(['-6', 'route', 'replace', prefix64, 'via', node.ll, 'dev', 'br0']); },
+      isp,
+      nat,
+      peers: { A, B },
+      nodes,
+      destroy,
+      async routeAtIsp(prefix64, node) {
+        await isp.ip(['-6', 'route', 'replace', prefix64, 'via', node.ll, 'dev', 'br0']);
+      },
     };
   } catch (e) {
     await destroy();

@@ -100,7 +100,12 @@ labTest(title('topology: NAT translates, peer C is direct, IPv6 uplink works, de
     `isp routes ${TOPO.prefix}: ${JSON.stringify(ispRoutes)}`,
   );
   t.is(ispRoutes.find((r) => r.dst.startsWith('2001:db8:9:10::'))?.gateway, TOPO.routerLL);
-  const rtrRoutes = await topo.router.json<Array<{ dst: string; gateway?: string }>>(['-6', 'route', 'show', 'default']);
+  const rtrRoutes = await topo.router.json<Array<{ dst: string; gateway?: string }>>([
+    '-6',
+    'route',
+    'show',
+    'default',
+  ]);
   t.is(rtrRoutes[0]?.gateway, TOPO.ispLL);
   t.is(await topo.router.getSysctl('net.ipv6.conf.all.forwarding'), '1');
   t.is(await topo.router.getSysctl(`net.ipv6.conf.${TOPO.routerUplinkIf}.forwarding`), '1');
@@ -109,11 +114,19 @@ labTest(title('topology: NAT translates, peer C is direct, IPv6 uplink works, de
   for (const id of topo.peerIds) {
     const peer = topo.peers[id];
     const addrs = await peer.json<Array<{ addr_info: Array<{ family: string; local: string; scope: string }> }>>([
-      '-6', 'addr', 'show', 'dev', TOPO.peerIf,
+      '-6',
+      'addr',
+      'show',
+      'dev',
+      TOPO.peerIf,
     ]);
     const v6addrs = addrs.flatMap((a) => a.addr_info);
     t.true(v6addrs.length > 0, `peer ${id} has IPv6 enabled`);
-    t.deepEqual(v6addrs.filter((a) => a.scope !== 'link'), [], `peer ${id} has only link-local IPv6`);
+    t.deepEqual(
+      v6addrs.filter((a) => a.scope !== 'link'),
+      [],
+      `peer ${id} has only link-local IPv6`,
+    );
     t.is(await peer.getSysctl('net.ipv6.conf.all.forwarding'), '0');
   }
 
@@ -121,7 +134,10 @@ labTest(title('topology: NAT translates, peer C is direct, IPv6 uplink works, de
   await topo.destroy();
   t.false(echo.running);
   const after = await listNamespaces();
-  t.deepEqual(after.filter((n) => n.startsWith(topo.prefix)), []);
+  t.deepEqual(
+    after.filter((n) => n.startsWith(topo.prefix)),
+    [],
+  );
   await topo.destroy(); // idempotent
 });
 
@@ -149,7 +165,9 @@ labTest(title('Netns exec/run/json/sysctl behave as documented'), async (t) => {
   t.is(r.stderr, 'err\n');
   t.false(r.timedOut);
 
-  await t.throwsAsync(ns.run(['sh', '-c', 'echo boom >&2; exit 1']), { message: /status 1: ip netns exec .*sh -c[\s\S]*boom/ });
+  await t.throwsAsync(ns.run(['sh', '-c', 'echo boom >&2; exit 1']), {
+    message: /status 1: ip netns exec .*sh -c[\s\S]*boom/,
+  });
   t.is(await ns.run(['cat'], { input: 'via stdin' }), 'via stdin');
 
   const slow = await ns.exec(['sleep', '10'], { timeoutMs: 200 });
@@ -157,7 +175,10 @@ labTest(title('Netns exec/run/json/sysctl behave as documented'), async (t) => {
   t.is(slow.code, null);
 
   const links = await ns.json<Array<{ ifname: string; flags: string[] }>>(['link', 'show']);
-  t.deepEqual(links.map((l) => l.ifname), ['lo']);
+  t.deepEqual(
+    links.map((l) => l.ifname),
+    ['lo'],
+  );
   t.true(links[0]!.flags.includes('UP'), 'lo is up');
   t.is(await ns.getSysctl('net.ipv6.conf.default.accept_dad'), '0');
   t.is(await ns.getSysctl('net.ipv6.conf.all.accept_ra'), '0');
@@ -165,48 +186,57 @@ labTest(title('Netns exec/run/json/sysctl behave as documented'), async (t) => {
   t.is(await ns.getSysctl('net.ipv4.ip_forward'), '1');
 });
 
-labTest(title('Proc.waitFor sees past and future lines; stop() ends the process; destroy() kills leftovers'), async (t) => {
-  const ns = await Netns.create(uniqueName('proc'));
-  t.teardown(() => ns.destroy());
+labTest(
+  title('Proc.waitFor sees past and future lines; stop() ends the process; destroy() kills leftovers'),
+  async (t) => {
+    const ns = await Netns.create(uniqueName('proc'));
+    t.teardown(() => ns.destroy());
 
-  const script = `
+    const script = `
     console.log('starting');
     setTimeout(() => console.error('ready 42'), 200);
     process.on('SIGTERM', () => { console.log('bye'); process.exit(7); });
     setInterval(() => {}, 1000);
   `;
-  const p = ns.spawn([NODE, '-e', script]);
-  t.is(await p.waitFor(/ready (\d+)/, 10_000), 'ready 42', 'future line, on stderr');
-  t.is(await p.waitFor(/^start/, 10), 'starting', 'line printed before waiting');
-  await t.throwsAsync(p.waitFor(/never printed/, 200), { message: /did not print it within 200 ms[\s\S]*starting[\s\S]*ready 42/ });
-  t.is(await p.stop(), 7);
-  t.false(p.running);
-  t.regex(p.output(), /bye/);
-  t.is(await p.stop(), 7, 'stop() on an exited process just reports');
+    const p = ns.spawn([NODE, '-e', script]);
+    t.is(await p.waitFor(/ready (\d+)/, 10_000), 'ready 42', 'future line, on stderr');
+    t.is(await p.waitFor(/^start/, 10), 'starting', 'line printed before waiting');
+    await t.throwsAsync(p.waitFor(/never printed/, 200), {
+      message: /did not print it within 200 ms[\s\S]*starting[\s\S]*ready 42/,
+    });
+    t.is(await p.stop(), 7);
+    t.false(p.running);
+    t.regex(p.output(), /bye/);
+    t.is(await p.stop(), 7, 'stop() on an exited process just reports');
 
-  // A process that ignores SIGTERM is killed after the timeout.
-  const stubborn = ns.spawn([NODE, '-e', "process.on('SIGTERM', () => console.log('ignored')); console.log('up'); setInterval(() => {}, 1000);"]);
-  await stubborn.waitFor(/^up$/, 10_000);
-  t.is(await stubborn.stop('SIGTERM', 300), null);
-  t.is((await stubborn.exited).signal, 'SIGKILL');
-  t.regex(stubborn.output(), /ignored/);
+    // A process that ignores SIGTERM is killed after the timeout.
+    const stubborn = ns.spawn([
+      NODE,
+      '-e',
+      "process.on('SIGTERM', () => console.log('ignored')); console.log('up'); setInterval(() => {}, 1000);",
+    ]);
+    await stubborn.waitFor(/^up$/, 10_000);
+    t.is(await stubborn.stop('SIGTERM', 300), null);
+    t.is((await stubborn.exited).signal, 'SIGKILL');
+    t.regex(stubborn.output(), /ignored/);
 
-  // A waiter is rejected (with the output) when the process exits.
-  const short = ns.spawn(['sh', '-c', 'echo only line; exit 0']);
-  await t.throwsAsync(short.waitFor(/never/, 10_000), { message: /exited \(code 0[\s\S]*only line/ });
+    // A waiter is rejected (with the output) when the process exits.
+    const short = ns.spawn(['sh', '-c', 'echo only line; exit 0']);
+    await t.throwsAsync(short.waitFor(/never/, 10_000), { message: /exited \(code 0[\s\S]*only line/ });
 
-  // destroy() stops spawned processes and also kills strays nobody tracks.
-  const tracked = ns.spawn([NODE, '-e', 'setInterval(() => {}, 1000)']);
-  await ns.run(['sh', '-c', 'sleep 300 >/dev/null 2>&1 </dev/null &']);
-  const pids = await pidsIn(ns.name);
-  t.true(pids.length >= 2, `processes in the namespace: ${pids.join(' ')}`);
-  await ns.destroy();
-  t.false(tracked.running);
-  for (const pid of pids) t.false(alive(pid), `pid ${pid} was killed`);
-  t.false((await listNamespaces()).includes(ns.name));
-  await ns.destroy(); // idempotent, no throw
-  t.throws(() => ns.spawn(['true']), { message: /being destroyed/ });
-});
+    // destroy() stops spawned processes and also kills strays nobody tracks.
+    const tracked = ns.spawn([NODE, '-e', 'setInterval(() => {}, 1000)']);
+    await ns.run(['sh', '-c', 'sleep 300 >/dev/null 2>&1 </dev/null &']);
+    const pids = await pidsIn(ns.name);
+    t.true(pids.length >= 2, `processes in the namespace: ${pids.join(' ')}`);
+    await ns.destroy();
+    t.false(tracked.running);
+    for (const pid of pids) t.false(alive(pid), `pid ${pid} was killed`);
+    t.false((await listNamespaces()).includes(ns.name));
+    await ns.destroy(); // idempotent, no throw
+    t.throws(() => ns.spawn(['true']), { message: /being destroyed/ });
+  },
+);
 
 labTest(title('a failure inside buildTopology leaves no namespaces behind'), async (t) => {
   const prefix = uniqueName('fail');

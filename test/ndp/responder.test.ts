@@ -3,10 +3,22 @@
 // answer (and with which flags), 'auto', and the peer lanip policy.
 import test from 'ava';
 import winston from 'winston';
-import { advertisementBody, NA_OVERRIDE, NA_ROUTER, NA_SOLICITED, parseSolicitation, solicitedNodeGroup } from '../../agent/ndp/messages.js';
+import {
+  advertisementBody,
+  NA_OVERRIDE,
+  NA_ROUTER,
+  NA_SOLICITED,
+  parseSolicitation,
+  solicitedNodeGroup,
+} from '../../agent/ndp/messages.js';
 import { NdpResponder, type NdpResponderOptions } from '../../agent/ndp/responder.js';
 import type { NdSocket } from '../../agent/ndp/socket.js';
-import { DEFAULT_PROXY_LANIPS, checkLanips, proxiedLocalAddresses, proxiedPeerAddresses } from '../../agent/ndp/policy.js';
+import {
+  DEFAULT_PROXY_LANIPS,
+  checkLanips,
+  proxiedLocalAddresses,
+  proxiedPeerAddresses,
+} from '../../agent/ndp/policy.js';
 import { hostConfig } from '../../agent/host/config.js';
 import { addressIPv4, addressLanip, addressPort } from '../../agent/protocol/address.js';
 import { formatIPv4, formatIPv6, parseIPv6, parsePrefix64 } from '../../lib/ip.js';
@@ -20,10 +32,18 @@ class FakeSocket implements NdSocket {
   joins: string[] = [];
   leaves: string[] = [];
   sent: { body: Uint8Array; to: string }[] = [];
-  onSolicitation(h: (body: Uint8Array, source: string) => void) { this.handler = h; }
-  join(g: Uint8Array) { this.joins.push(formatIPv6(g)); }
-  leave(g: Uint8Array) { this.leaves.push(formatIPv6(g)); }
-  async send(body: Uint8Array, to: string) { this.sent.push({ body, to }); }
+  onSolicitation(h: (body: Uint8Array, source: string) => void) {
+    this.handler = h;
+  }
+  join(g: Uint8Array) {
+    this.joins.push(formatIPv6(g));
+  }
+  leave(g: Uint8Array) {
+    this.leaves.push(formatIPv6(g));
+  }
+  async send(body: Uint8Array, to: string) {
+    this.sent.push({ body, to });
+  }
   close() {}
 }
 
@@ -32,7 +52,11 @@ function ns(target: string, slla?: number[]): Uint8Array {
   const b = new Uint8Array(slla ? 32 : 24);
   b[0] = 135;
   b.set(parseIPv6(target), 8);
-  if (slla) { b[24] = 1; b[25] = 1; b.set(slla, 26); }
+  if (slla) {
+    b[24] = 1;
+    b[25] = 1;
+    b.set(slla, 26);
+  }
   return b;
 }
 
@@ -50,9 +74,14 @@ test('solicited-node groups, NS parsing, NA bytes', (t) => {
   t.deepEqual([...parsed.sourceLinkLayer!], [2, 0, 0, 0, 0, 1]);
   t.is(parseSolicitation(ns('ff02::1')), null, 'multicast target');
   t.is(parseSolicitation(ns('2001:db8::1').subarray(0, 20)), null, 'short');
-  const zeroLenOption = ns('2001:db8::1', [0, 0, 0, 0, 0, 0]); zeroLenOption[25] = 0;
+  const zeroLenOption = ns('2001:db8::1', [0, 0, 0, 0, 0, 0]);
+  zeroLenOption[25] = 0;
   t.is(parseSolicitation(zeroLenOption), null, 'an option of length 0');
-  const na = advertisementBody(parseIPv6(PEER), Uint8Array.of(2, 0, 0, 0, 0, 2), NA_ROUTER | NA_SOLICITED | NA_OVERRIDE);
+  const na = advertisementBody(
+    parseIPv6(PEER),
+    Uint8Array.of(2, 0, 0, 0, 0, 2),
+    NA_ROUTER | NA_SOLICITED | NA_OVERRIDE,
+  );
   t.deepEqual([...na.subarray(0, 8)], [136, 0, 0, 0, 0xe0, 0, 0, 0], 'type, code, checksum left to the kernel, R S O');
   t.is(formatIPv6(na.subarray(8, 24)), PEER);
   t.deepEqual([...na.subarray(24)], [2, 1, 2, 0, 0, 0, 0, 2], 'target link-layer option with the uplink MAC');
@@ -62,7 +91,9 @@ test('addresses and groups are reference-counted; groups shared by addresses are
   const { r, socket } = await started();
   const a = parseIPv6('2001:db8:9:10::1:11');
   const sameGroup = parseIPv6('2001:db8:9:10:1::1:11'); // same last 24 bits
-  r.add(a); r.add(a); r.add(sameGroup);
+  r.add(a);
+  r.add(a);
+  r.add(sameGroup);
   t.deepEqual(socket.joins, ['ff02::1:ff01:11']);
   r.remove(a);
   t.true(r.has(a), 'still held once');
@@ -122,7 +153,10 @@ test('auto: watches first, answers from the first NS for the prefix on (DAD prob
 test('peer policy: lanips 1 and 0 of each live peer by default; local addresses only in dummy112', (t) => {
   t.deepEqual(DEFAULT_PROXY_LANIPS, [1, 0]);
   const addrs = proxiedPeerAddresses(parseIPv6(PEER));
-  t.deepEqual(addrs.map((a) => formatIPv6(a)), [PEER, '2001:db8:9:10:c433:640a:f8e6:8000']);
+  t.deepEqual(
+    addrs.map((a) => formatIPv6(a)),
+    [PEER, '2001:db8:9:10:c433:640a:f8e6:8000'],
+  );
   const many = proxiedPeerAddresses(parseIPv6(PEER), [0x3fff]);
   t.is(addressLanip(many[0]!, 0), 0x3fff);
   t.is(formatIPv4(addressIPv4(many[0]!, 0)), '198.51.100.10', 'the moved IPv4 bits survive');
@@ -130,18 +164,35 @@ test('peer policy: lanips 1 and 0 of each live peer by default; local addresses 
   t.throws(() => checkLanips([16384]), { message: /lanip 16384 is out of range 0\.\.16383/ });
   const cfg = hostConfig({ prefix: '2001:db8:9:10::/64', localAddresses: ['2001:db8:9:10::11'] });
   t.deepEqual(proxiedLocalAddresses(cfg), []);
-  t.deepEqual(proxiedLocalAddresses({ ...cfg, localAddressMode: 'dummy112' }).map((a) => formatIPv6(a)), ['2001:db8:9:10::11']);
+  t.deepEqual(
+    proxiedLocalAddresses({ ...cfg, localAddressMode: 'dummy112' }).map((a) => formatIPv6(a)),
+    ['2001:db8:9:10::11'],
+  );
 });
 
 test('group joins are rate limited and counted; failed joins are counted, with one warning line per interval', async (t) => {
   let warnings = 0;
-  const counting = winston.createLogger({ level: 'warn', transports: [new winston.transports.Console({ silent: true })] });
+  const counting = winston.createLogger({
+    level: 'warn',
+    transports: [new winston.transports.Console({ silent: true })],
+  });
   counting.on('data', () => undefined);
-  counting.warn = ((..._args: unknown[]) => { warnings++; return counting; }) as typeof counting.warn;
+  counting.warn = ((..._args: unknown[]) => {
+    warnings++;
+    return counting;
+  }) as typeof counting.warn;
   const socket = new FakeSocket();
   let fail = false;
-  socket.join = (g: Uint8Array) => { if (fail) throw new Error('setsockopt ENOBUFS'); socket.joins.push(formatIPv6(g)); };
-  const r = new NdpResponder('eth0', counting, { socket, link: { mac: MAC, ifindex: 2 }, router: true, joinRate: { perSecond: 100, burst: 10 } });
+  socket.join = (g: Uint8Array) => {
+    if (fail) throw new Error('setsockopt ENOBUFS');
+    socket.joins.push(formatIPv6(g));
+  };
+  const r = new NdpResponder('eth0', counting, {
+    socket,
+    link: { mac: MAC, ifindex: 2 },
+    router: true,
+    joinRate: { perSecond: 100, burst: 10 },
+  });
   await r.start();
   // 200 peers, each its own solicited-node group, in one rush.
   const peer = (i: number) => `2001:db8:9:10:c433:640a:${(0x1000 + i).toString(16)}:8001`;

@@ -5,7 +5,13 @@ import test from 'ava';
 import fc from 'fast-check';
 import { parsePrefix } from '../../lib/ip.js';
 import {
-  allocate, formatAllocations, parseAllocations, preferredIndex, subnetCount, subnetIndex, subnetText,
+  allocate,
+  formatAllocations,
+  parseAllocations,
+  preferredIndex,
+  subnetCount,
+  subnetIndex,
+  subnetText,
 } from '../../kube/subnets.js';
 
 const P48 = parsePrefix('2001:db8:9::/48');
@@ -63,8 +69,14 @@ test('an admin may pin a node to a /64 in the record; unusable entries are dropp
   const r = allocate(P48, ['a', 'b'], { a: '2001:db8:9:10::/64', b: '2001:db8:9:10::/64', z: '2001:db8:77::/64' });
   t.is(r.assigned.get('a'), '2001:db8:9:10::/64');
   t.not(r.assigned.get('b'), '2001:db8:9:10::/64');
-  t.true(r.dropped.some((m) => m.startsWith('b: 2001:db8:9:10::/64 is also allocated to a')), r.dropped.join('; '));
-  t.true(r.dropped.some((m) => m.startsWith('z: 2001:db8:77::/64 is not a /64 of 2001:db8:9::/48')), r.dropped.join('; '));
+  t.true(
+    r.dropped.some((m) => m.startsWith('b: 2001:db8:9:10::/64 is also allocated to a')),
+    r.dropped.join('; '),
+  );
+  t.true(
+    r.dropped.some((m) => m.startsWith('z: 2001:db8:77::/64 is not a /64 of 2001:db8:9::/48')),
+    r.dropped.join('; '),
+  );
   t.false('z' in r.allocations);
 });
 
@@ -105,26 +117,38 @@ test('the record survives its text form; broken annotations start afresh with a 
 
 test('property: any sequence of node sets keeps /64s unique, inside the prefix, and stable for nodes that stay', (t) => {
   const names = fc.constantFrom('n0', 'n1', 'n2', 'n3', 'n4', 'n5', 'n6', 'n7', 'n8', 'n9');
-  const prefixes = fc.constantFrom('2001:db8:9::/48', '2001:db8:9:ab00::/56', '2001:db8:9:10::/62', '2001:db8:9:10::/63');
-  fc.assert(fc.property(prefixes, fc.array(fc.uniqueArray(names, { maxLength: 10 }), { minLength: 1, maxLength: 12 }), (ptext, steps) => {
-    const prefix = parsePrefix(ptext);
-    const count = subnetCount(prefix);
-    let record: Record<string, string> = {};
-    let before = new Map<string, string>();
-    for (const selected of steps) {
-      const r = allocate(prefix, selected, record);
-      const subs = Object.values(r.allocations);
-      if (new Set(subs).size !== subs.length) return false;
-      if (subs.some((s) => subnetIndex(prefix, s) < 0)) return false;
-      // every selected node is assigned unless the prefix is full of selected nodes
-      if (r.unassigned.length && r.assigned.size < Math.min(count, selected.length)) return false;
-      // nodes that stay selected keep their /64
-      for (const [n, s] of before) if (r.assigned.has(n) && r.assigned.get(n) !== s) return false;
-      for (const n of selected) if (before.has(n) && !r.assigned.has(n)) return false;
-      record = r.allocations;
-      before = r.assigned;
-    }
-    return true;
-  }), { numRuns: 300 });
+  const prefixes = fc.constantFrom(
+    '2001:db8:9::/48',
+    '2001:db8:9:ab00::/56',
+    '2001:db8:9:10::/62',
+    '2001:db8:9:10::/63',
+  );
+  fc.assert(
+    fc.property(
+      prefixes,
+      fc.array(fc.uniqueArray(names, { maxLength: 10 }), { minLength: 1, maxLength: 12 }),
+      (ptext, steps) => {
+        const prefix = parsePrefix(ptext);
+        const count = subnetCount(prefix);
+        let record: Record<string, string> = {};
+        let before = new Map<string, string>();
+        for (const selected of steps) {
+          const r = allocate(prefix, selected, record);
+          const subs = Object.values(r.allocations);
+          if (new Set(subs).size !== subs.length) return false;
+          if (subs.some((s) => subnetIndex(prefix, s) < 0)) return false;
+          // every selected node is assigned unless the prefix is full of selected nodes
+          if (r.unassigned.length && r.assigned.size < Math.min(count, selected.length)) return false;
+          // nodes that stay selected keep their /64
+          for (const [n, s] of before) if (r.assigned.has(n) && r.assigned.get(n) !== s) return false;
+          for (const n of selected) if (before.has(n) && !r.assigned.has(n)) return false;
+          record = r.allocations;
+          before = r.assigned;
+        }
+        return true;
+      },
+    ),
+    { numRuns: 300 },
+  );
   t.pass();
 });

@@ -6,8 +6,13 @@ import { operatorArgv } from '../helpers/cluster.js';
 
 function sixbed4(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [...operatorArgv(), ...args], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/nonexistent' }, timeout: 20_000 },
-      (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }));
+    execFile(
+      process.execPath,
+      [...operatorArgv(), ...args],
+      { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/nonexistent' }, timeout: 20_000 },
+      (err, stdout, stderr) =>
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
+    );
   });
 }
 
@@ -25,7 +30,10 @@ test('mistakes are one line on stderr and exit 2', async (t) => {
     [['--bogus'], /^sixbed4: Unknown option '--bogus' \(see sixbed4 operator --help\)/],
     [['--kubeconfig', '/nonexistent/kubeconfig'], /^sixbed4: cannot load the kubeconfig \/nonexistent\/kubeconfig: /],
     [['--lease-duration', 'soon'], /^sixbed4: --lease-duration 'soon' is not a positive number of seconds/],
-    [['--leader-elect', '--lease-duration', '2', '--renew-deadline', '5'], /^sixbed4: leader election needs --retry-period < --renew-deadline < --lease-duration/],
+    [
+      ['--leader-elect', '--lease-duration', '2', '--renew-deadline', '5'],
+      /^sixbed4: leader election needs --retry-period < --renew-deadline < --lease-duration/,
+    ],
     [['--namespace', 'Not_A_Namespace'], /^sixbed4: --namespace 'Not_A_Namespace' is not a namespace name/],
     [['--log-format', 'xml'], /^sixbed4: --log-format xml: use text, json or auto/],
   ];

@@ -13,11 +13,17 @@ import { until } from '../helpers/wait.js';
 import { logOnFailure, ringLogger } from '../helpers/logring.js';
 import { AGENT_DAEMONSET, NS, World } from './memworld.js';
 
-
 function operator(w: World, identity: string): Operator {
   return startOperator({
-    kubeConfig: w.kube.kc, kube: w.kube, informers: (_k, path, opts) => w.kube.informer(path, opts),
-    namespace: NS, agentDaemonSet: AGENT_DAEMONSET, identity, cleanupTimeoutMs: 120_000, staleAfterMs: 300_000, resyncMs: 60_000,
+    kubeConfig: w.kube.kc,
+    kube: w.kube,
+    informers: (_k, path, opts) => w.kube.informer(path, opts),
+    namespace: NS,
+    agentDaemonSet: AGENT_DAEMONSET,
+    identity,
+    cleanupTimeoutMs: 120_000,
+    staleAfterMs: 300_000,
+    resyncMs: 60_000,
     log: ringLogger(w.log, identity),
   });
 }
@@ -28,12 +34,31 @@ function world(t: ExecutionContext): { w: World; start: (identity?: string) => O
   w.kube.now = () => new Date();
   w.now = new Date();
   const ops: Operator[] = [];
-  t.teardown(async () => { for (const o of ops) await o.stop(); });
-  logOnFailure(t, () => ({ operator: w.log.tail(), writes: w.kube.writes.map((x) => `${x.verb} ${x.path} ${x.status}`) }));
-  return { w, start: (identity = 'op-a') => { const o = operator(w, identity); ops.push(o); return o; } };
+  t.teardown(async () => {
+    for (const o of ops) await o.stop();
+  });
+  logOnFailure(t, () => ({
+    operator: w.log.tail(),
+    writes: w.kube.writes.map((x) => `${x.verb} ${x.path} ${x.status}`),
+  }));
+  return {
+    w,
+    start: (identity = 'op-a') => {
+      const o = operator(w, identity);
+      ops.push(o);
+      return o;
+    },
+  };
 }
 
-const events = (w: World, name: string) => w.kube.select('events', 'default').filter((e) => (e as unknown as { involvedObject: { name: string } }).involvedObject.name === name) as unknown as { type: string; reason: string; message: string }[];
+const events = (w: World, name: string) =>
+  w.kube
+    .select('events', 'default')
+    .filter((e) => (e as unknown as { involvedObject: { name: string } }).involvedObject.name === name) as unknown as {
+    type: string;
+    reason: string;
+    message: string;
+  }[];
 const P64 = { prefix: '2001:db8:9:10::/64', nodeSelector: { role: 'edge' } };
 
 interface Row {
@@ -78,11 +103,14 @@ const rows: Row[] = [
       await w.kube.mergePatch(paths.node('a'), { metadata: { labels: { role: null } } });
       await w.kube.mergePatch(paths.node('b'), { metadata: { labels: { role: 'edge' } } });
       await until('b serves', () => w.configMap('p')?.data?.['node.b.json'] && !w.configMap('p')!.data!['node.a.json']);
-      t.deepEqual(w.get('p')!.status!.nodes!.map((n) => n.name), ['b']);
+      t.deepEqual(
+        w.get('p')!.status!.nodes!.map((n) => n.name),
+        ['b'],
+      );
     },
   },
   {
-    title: 'an agent\'s report in its Lease makes the prefix Ready',
+    title: "an agent's report in its Lease makes the prefix Ready",
     run: async (t, { w, start }) => {
       await w.node('n1', { role: 'edge' }, '198.51.100.1');
       await w.prefix('p', P64);
@@ -100,14 +128,19 @@ const rows: Row[] = [
       await w.prefix('p', P64);
       start();
       const good = await until('the ConfigMap', () => w.configMap('p')?.data?.['node.n1.json']);
-      await w.kube.mergePatch(paths.configMap(NS, 'sixbed4-agent-p'), { data: { 'node.n1.json': '{}' } }, 'kubectl-edit');
+      await w.kube.mergePatch(
+        paths.configMap(NS, 'sixbed4-agent-p'),
+        { data: { 'node.n1.json': '{}' } },
+        'kubectl-edit',
+      );
       await until('restored', () => w.configMap('p')?.data?.['node.n1.json'] === good);
       await until('a DriftRepaired Event', () => events(w, 'p').some((e) => e.reason === 'DriftRepaired'));
       t.pass();
     },
   },
   {
-    title: 'a deleted prefix whose agent never reverts goes after its cleanup timeout (a requeue timer), with a Warning',
+    title:
+      'a deleted prefix whose agent never reverts goes after its cleanup timeout (a requeue timer), with a Warning',
     run: async (t, { w, start }) => {
       await w.node('n1', { role: 'edge' }, '198.51.100.1');
       await w.prefix('p', P64, { [CLEANUP_TIMEOUT_ANNOTATION]: '0.3' });
@@ -119,7 +152,9 @@ const rows: Row[] = [
       await until('the prefix gone', () => !w.get('p'));
       // deletionTimestamp has whole seconds, as on a real server: up to a second early
       t.true(Date.now() - t0 < 2000);
-      await until('CleanupTimedOut', () => events(w, 'p').some((e) => e.type === 'Warning' && e.reason === 'CleanupTimedOut'));
+      await until('CleanupTimedOut', () =>
+        events(w, 'p').some((e) => e.type === 'Warning' && e.reason === 'CleanupTimedOut'),
+      );
       await until('the ConfigMap collected', () => !w.configMap('p'));
     },
   },
@@ -128,26 +163,40 @@ const rows: Row[] = [
     run: async (t, { w, start }) => {
       await w.node('n1', { role: 'edge' }, '198.51.100.1');
       await w.prefix('p', P64);
-      const before = JSON.stringify(w.kube.select('sixbed4prefixes').map((o: KubeObject) => o.metadata.resourceVersion));
+      const before = JSON.stringify(
+        w.kube.select('sixbed4prefixes').map((o: KubeObject) => o.metadata.resourceVersion),
+      );
       t.deepEqual(await restart(w, start), []);
-      t.not(JSON.stringify(w.kube.select('sixbed4prefixes').map((o: KubeObject) => o.metadata.resourceVersion)), before, 'the first operator did write');
+      t.not(
+        JSON.stringify(w.kube.select('sixbed4prefixes').map((o: KubeObject) => o.metadata.resourceVersion)),
+        before,
+        'the first operator did write',
+      );
     },
   },
   {
     // A namespace's standing problem (here SlicesDisabled) is told once per process: a new leader repeats its Warning
     // once, as a reminder that it still stands (the allocator's memory of what it reported is per process), and
     // writes nothing else.
-    title: 'an operator restarted on a settled cluster with a namespace whose problem stands repeats its Warning once and writes nothing else',
+    title:
+      'an operator restarted on a settled cluster with a namespace whose problem stands repeats its Warning once and writes nothing else',
     run: async (t, { w, start }) => {
       await w.node('n1', { role: 'edge' }, '198.51.100.1');
       await w.prefix('p', P64);
-      await w.kube.create(paths.namespaces, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'shop', labels: { 'sixbed4.io/prefix': 'p' } } });
+      await w.kube.create(paths.namespaces, {
+        apiVersion: 'v1',
+        kind: 'Namespace',
+        metadata: { name: 'shop', labels: { 'sixbed4.io/prefix': 'p' } },
+      });
       const writes = await restart(w, start);
       // Events about a Namespace (cluster-scoped) live in `default`.
       t.deepEqual(writes, ['POST /api/v1/namespaces/default/events']);
       const warned = events(w, 'shop');
-      t.is(warned.length, 2, 'the first leader\'s Warning and the new leader\'s reminder');
-      t.true(warned.every((e) => e.type === 'Warning' && e.reason === 'SlicesDisabled'), JSON.stringify(warned));
+      t.is(warned.length, 2, "the first leader's Warning and the new leader's reminder");
+      t.true(
+        warned.every((e) => e.type === 'Warning' && e.reason === 'SlicesDisabled'),
+        JSON.stringify(warned),
+      );
     },
   },
 ];

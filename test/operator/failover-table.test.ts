@@ -10,12 +10,15 @@ import { NS, World } from './memworld.js';
 
 const FLOAT = '198.51.100.10';
 const spec = (failover: Record<string, unknown> = {}, extra: Record<string, unknown> = {}) => ({
-  prefix: '2001:db8:9:10::/64', nodeSelector: { role: 'edge' }, listen: { address: FLOAT },
-  failover: { upstream: 'RoutedNextHop', nextHop: '2001:db8:ffff::64', virtualRouterId: 7, ...failover }, ...extra,
+  prefix: '2001:db8:9:10::/64',
+  nodeSelector: { role: 'edge' },
+  listen: { address: FLOAT },
+  failover: { upstream: 'RoutedNextHop', nextHop: '2001:db8:ffff::64', virtualRouterId: 7, ...failover },
+  ...extra,
 });
 const share = (w: World, node: string): AgentNodeConfig | undefined => {
   const text = w.configMap('p')?.data?.[`node.${node}.json`];
-  return text ? JSON.parse(text) as AgentNodeConfig : undefined;
+  return text ? (JSON.parse(text) as AgentNodeConfig) : undefined;
 };
 const leasePath = paths.lease(NS, 'sixbed4-failover-p');
 /** A member's agent reporting, as the agent does: ready, and its part in the group. */
@@ -37,29 +40,56 @@ interface Row {
 
 const rows: Row[] = [
   {
-    title: 'a failover /64 on three selected nodes: 1 + 1 standby get the same /64 on the floating address, the Lease exists before the shares',
+    title:
+      'a failover /64 on three selected nodes: 1 + 1 standby get the same /64 on the floating address, the Lease exists before the shares',
     given: (w) => group(w),
     then: (t, w) => {
       const cm = w.configMap('p')!;
-      t.deepEqual(Object.keys(cm.data!).sort(), ['node.a.json', 'node.b.json', 'prefix.json'], 'the first two by name: c is selected but not a member');
+      t.deepEqual(
+        Object.keys(cm.data!).sort(),
+        ['node.a.json', 'node.b.json', 'prefix.json'],
+        'the first two by name: c is selected but not a member',
+      );
       for (const n of ['a', 'b']) {
         t.deepEqual(share(w, n), {
-          prefix: '2001:db8:9:10::/64', listen: { address: FLOAT, port: 25790 }, localAddresses: [], localAddressMode: 'uplink128', routes: [],
-          ndpProxy: 'off', fastPath: 'auto', tunnel: share(w, n)!.tunnel,
+          prefix: '2001:db8:9:10::/64',
+          listen: { address: FLOAT, port: 25790 },
+          localAddresses: [],
+          localAddressMode: 'uplink128',
+          routes: [],
+          ndpProxy: 'off',
+          fastPath: 'auto',
+          tunnel: share(w, n)!.tunnel,
           failover: {
-            address: FLOAT, leaseName: 'sixbed4-failover-p', members: ['a', 'b'], upstream: 'RoutedNextHop', nextHop: '2001:db8:ffff::64', virtualRouterId: 7,
-            leaseDurationMs: 2000, renewIntervalMs: 500, fenceAfterMs: 1500,
+            address: FLOAT,
+            leaseName: 'sixbed4-failover-p',
+            members: ['a', 'b'],
+            upstream: 'RoutedNextHop',
+            nextHop: '2001:db8:ffff::64',
+            virtualRouterId: 7,
+            leaseDurationMs: 2000,
+            renewIntervalMs: 500,
+            fenceAfterMs: 1500,
           },
         });
       }
       const lease = w.kube.peek<KubeObject>(leasePath)!;
       t.like(lease.metadata.labels, { 'app.kubernetes.io/component': 'failover-lease', 'sixbed4.io/prefix': 'p' });
-      t.like(lease.metadata.ownerReferences![0], { kind: 'SixBed4Prefix', name: 'p', controller: true }, 'deleted with the prefix');
+      t.like(
+        lease.metadata.ownerReferences![0],
+        { kind: 'SixBed4Prefix', name: 'p', controller: true },
+        'deleted with the prefix',
+      );
       const creates = w.kube.writes.filter((x) => x.verb === 'POST' || x.verb === 'PATCH').map((x) => x.path);
-      t.true(creates.indexOf(paths.leases(NS)) < creates.indexOf(paths.configMap(NS, 'sixbed4-agent-p')), 'Lease first');
+      t.true(
+        creates.indexOf(paths.leases(NS)) < creates.indexOf(paths.configMap(NS, 'sixbed4-agent-p')),
+        'Lease first',
+      );
       const p = w.get('p')!;
       t.deepEqual(p.status!.nodes, [
-        { name: 'a', prefix: '2001:db8:9:10::/64', listen: `${FLOAT}:25790` }, { name: 'b', prefix: '2001:db8:9:10::/64', listen: `${FLOAT}:25790` }]);
+        { name: 'a', prefix: '2001:db8:9:10::/64', listen: `${FLOAT}:25790` },
+        { name: 'b', prefix: '2001:db8:9:10::/64', listen: `${FLOAT}:25790` },
+      ]);
       t.deepEqual(p.status!.failover, { standbysReady: '0/2' });
       t.like(w.cond('p', 'Ready'), { status: 'False', reason: 'NoActiveNode' });
       t.like(w.cond('p', 'Degraded'), { status: 'False', reason: 'AsExpected' });
@@ -69,20 +99,44 @@ const rows: Row[] = [
   {
     title: 'a member takes the Lease and both report ready: Active shown, Ready True, one Normal ActiveElected',
     given: (w) => group(w),
-    when: async (w) => { await ready(w, 'a', 'Active', { livePeers: 3 }); await ready(w, 'b', 'Standby', { livePeers: 2 }); await w.failoverLease('p', 'a'); },
+    when: async (w) => {
+      await ready(w, 'a', 'Active', { livePeers: 3 });
+      await ready(w, 'b', 'Standby', { livePeers: 2 });
+      await w.failoverLease('p', 'a');
+    },
     then: (t, w) => {
       const p = w.get('p')!;
-      t.like(p.status!.failover, { active: 'a', standbysReady: '1/1', transitions: 1, lastFailover: { to: 'a', reason: 'Elected' } });
-      t.deepEqual(p.status!.nodes!.map((e) => `${e.name}=${e.failover}`), ['a=Active', 'b=Standby'], 'what the agents report');
-      t.like(w.cond('p', 'Ready'), { status: 'True', reason: 'ActiveReady', message: 'a is active and forwards; 1/1 standbys ready' });
-      t.is(p.status!.livePeers, 3, 'the active node\'s peers only (the standby still counts what it saw while active)');
+      t.like(p.status!.failover, {
+        active: 'a',
+        standbysReady: '1/1',
+        transitions: 1,
+        lastFailover: { to: 'a', reason: 'Elected' },
+      });
+      t.deepEqual(
+        p.status!.nodes!.map((e) => `${e.name}=${e.failover}`),
+        ['a=Active', 'b=Standby'],
+        'what the agents report',
+      );
+      t.like(w.cond('p', 'Ready'), {
+        status: 'True',
+        reason: 'ActiveReady',
+        message: 'a is active and forwards; 1/1 standbys ready',
+      });
+      t.is(p.status!.livePeers, 3, "the active node's peers only (the standby still counts what it saw while active)");
       t.like(w.cond('p', 'Degraded'), { status: 'False', reason: 'AsExpected' });
-      t.deepEqual(w.events.filter((e) => /Active|Failed/.test(e.reason)).map((e) => `${e.type} ${e.reason}`), ['Normal ActiveElected']);
+      t.deepEqual(
+        w.events.filter((e) => /Active|Failed/.test(e.reason)).map((e) => `${e.type} ${e.reason}`),
+        ['Normal ActiveElected'],
+      );
     },
   },
   {
     title: 'no standby ready: Degraded NoStandbyReady with why, a Warning; the standby ready again: Recovered',
-    given: async (w) => { await group(w); await ready(w, 'a', 'Active'); await w.failoverLease('p', 'a'); },
+    given: async (w) => {
+      await group(w);
+      await ready(w, 'a', 'Active');
+      await w.failoverLease('p', 'a');
+    },
     when: async (w) => {
       await w.settle('p');
       const degraded = w.cond('p', 'Degraded')!;
@@ -102,8 +156,14 @@ const rows: Row[] = [
     },
   },
   {
-    title: 'the active node crashes (its heartbeat stops) and the standby takes the Lease: Warning FailedOver, reason ActiveLost',
-    given: async (w) => { await group(w); await ready(w, 'a', 'Active'); await ready(w, 'b', 'Standby'); await w.failoverLease('p', 'a'); },
+    title:
+      'the active node crashes (its heartbeat stops) and the standby takes the Lease: Warning FailedOver, reason ActiveLost',
+    given: async (w) => {
+      await group(w);
+      await ready(w, 'a', 'Active');
+      await ready(w, 'b', 'Standby');
+      await w.failoverLease('p', 'a');
+    },
     when: async (w) => {
       await w.settle('p');
       w.tick(301_000);
@@ -122,20 +182,36 @@ const rows: Row[] = [
   },
   {
     title: 'the active node gives up on its data path (its report says why) and the standby takes over: DataPathDown',
-    given: async (w) => { await group(w); await ready(w, 'a', 'Active'); await ready(w, 'b', 'Standby'); await w.failoverLease('p', 'a'); },
+    given: async (w) => {
+      await group(w);
+      await ready(w, 'a', 'Active');
+      await ready(w, 'b', 'Standby');
+      await w.failoverLease('p', 'a');
+    },
     when: async (w) => {
       await w.settle('p');
       await w.report('p', 'a', { ready: false, reason: 'UplinkDown', message: 'uplink eth0 is down' });
       await w.failoverLease('p', 'b');
     },
     then: (t, w) => {
-      t.like(w.get('p')!.status!.failover!.lastFailover, { from: 'a', to: 'b', reason: 'DataPathDown', message: 'b took over from a: a gave up (UplinkDown: uplink eth0 is down)' });
+      t.like(w.get('p')!.status!.failover!.lastFailover, {
+        from: 'a',
+        to: 'b',
+        reason: 'DataPathDown',
+        message: 'b took over from a: a gave up (UplinkDown: uplink eth0 is down)',
+      });
       t.true(w.reasons('p').includes('Warning FailedOver'));
     },
   },
   {
-    title: 'a planned handover (the active agent releases the Lease; the standby takes it): Normal FailedOver, reason Handover',
-    given: async (w) => { await group(w); await ready(w, 'a', 'Active'); await ready(w, 'b', 'Standby'); await w.failoverLease('p', 'a'); },
+    title:
+      'a planned handover (the active agent releases the Lease; the standby takes it): Normal FailedOver, reason Handover',
+    given: async (w) => {
+      await group(w);
+      await ready(w, 'a', 'Active');
+      await ready(w, 'b', 'Standby');
+      await w.failoverLease('p', 'a');
+    },
     when: async (w) => {
       await w.settle('p');
       await w.failoverLease('p', undefined);
@@ -146,12 +222,21 @@ const rows: Row[] = [
     then: (t, w) => {
       t.is(mid.get(w), 'undefined', 'no active node while the Lease is free');
       t.like(w.get('p')!.status!.failover!.lastFailover, { from: 'a', to: 'b', reason: 'Handover' });
-      t.deepEqual(w.events.filter((e) => e.reason === 'FailedOver').map((e) => e.type), ['Normal']);
+      t.deepEqual(
+        w.events.filter((e) => e.reason === 'FailedOver').map((e) => e.type),
+        ['Normal'],
+      );
     },
   },
   {
-    title: 'the active node releases the Lease saying its data path failed (sixbed4.io/release-reason): DataPathDown, a Warning',
-    given: async (w) => { await group(w); await ready(w, 'a', 'Active'); await ready(w, 'b', 'Standby'); await w.failoverLease('p', 'a'); },
+    title:
+      'the active node releases the Lease saying its data path failed (sixbed4.io/release-reason): DataPathDown, a Warning',
+    given: async (w) => {
+      await group(w);
+      await ready(w, 'a', 'Active');
+      await ready(w, 'b', 'Standby');
+      await w.failoverLease('p', 'a');
+    },
     when: async (w) => {
       await w.settle('p');
       await w.failoverLease('p', undefined, w.now, 'DataPathDown');
@@ -159,33 +244,73 @@ const rows: Row[] = [
     },
     then: (t, w) => {
       t.like(w.get('p')!.status!.failover!.lastFailover, { from: 'a', to: 'b', reason: 'DataPathDown' });
-      t.deepEqual(w.events.filter((e) => e.reason === 'FailedOver').map((e) => e.type), ['Warning']);
+      t.deepEqual(
+        w.events.filter((e) => e.reason === 'FailedOver').map((e) => e.type),
+        ['Warning'],
+      );
     },
   },
   {
-    title: 'the active member restarted (its agent reports itself a standby again) and the other took over, the operator not having seen the release: Handover',
-    given: async (w) => { await group(w); await ready(w, 'a', 'Active'); await ready(w, 'b', 'Standby'); await w.failoverLease('p', 'a'); },
+    title:
+      'the active member restarted (its agent reports itself a standby again) and the other took over, the operator not having seen the release: Handover',
+    given: async (w) => {
+      await group(w);
+      await ready(w, 'a', 'Active');
+      await ready(w, 'b', 'Standby');
+      await w.failoverLease('p', 'a');
+    },
     when: async (w) => {
       await w.settle('p');
-      await w.report('p', 'a', { ready: false, reason: 'StandbyNotReady', failover: 'NotReady', message: 'standby, not ready: starting' });
+      await w.report('p', 'a', {
+        ready: false,
+        reason: 'StandbyNotReady',
+        failover: 'NotReady',
+        message: 'standby, not ready: starting',
+      });
       await w.failoverLease('p', 'b');
     },
-    then: (t, w) => t.like(w.get('p')!.status!.failover!.lastFailover, { from: 'a', to: 'b', reason: 'Handover', message: 'b took over from a: a stepped down (its agent restarted its member and stands by)' }),
+    then: (t, w) =>
+      t.like(w.get('p')!.status!.failover!.lastFailover, {
+        from: 'a',
+        to: 'b',
+        reason: 'Handover',
+        message: 'b took over from a: a stepped down (its agent restarted its member and stands by)',
+      }),
   },
   {
     title: 'kubectl drain of the active node (cordoned) before it hands over: Handover',
-    given: async (w) => { await group(w); await ready(w, 'a', 'Active'); await ready(w, 'b', 'Standby'); await w.failoverLease('p', 'a'); },
+    given: async (w) => {
+      await group(w);
+      await ready(w, 'a', 'Active');
+      await ready(w, 'b', 'Standby');
+      await w.failoverLease('p', 'a');
+    },
     when: async (w) => {
       await w.settle('p');
       await w.kube.mergePatch(paths.node('a'), { spec: { unschedulable: true } }, 'kubectl');
       await w.failoverLease('p', 'b');
     },
-    then: (t, w) => t.like(w.get('p')!.status!.failover!.lastFailover, { from: 'a', to: 'b', reason: 'Handover', message: 'b took over from a: a is cordoned (kubectl drain) and handed the Lease over' }),
+    then: (t, w) =>
+      t.like(w.get('p')!.status!.failover!.lastFailover, {
+        from: 'a',
+        to: 'b',
+        reason: 'Handover',
+        message: 'b took over from a: a is cordoned (kubectl drain) and handed the Lease over',
+      }),
   },
   {
-    title: 'the active node\'s Lease expires and nobody takes it: no active node, Ready False',
-    given: async (w) => { await group(w); await ready(w, 'a', 'Active'); await ready(w, 'b', 'Standby'); await w.failoverLease('p', 'a'); },
-    when: async (w) => { await w.settle('p'); w.tick(10_000); await ready(w, 'b', 'Standby'); },
+    title: "the active node's Lease expires and nobody takes it: no active node, Ready False",
+    given: async (w) => {
+      await group(w);
+      await ready(w, 'a', 'Active');
+      await ready(w, 'b', 'Standby');
+      await w.failoverLease('p', 'a');
+    },
+    when: async (w) => {
+      await w.settle('p');
+      w.tick(10_000);
+      await ready(w, 'b', 'Standby');
+    },
     then: (t, w) => {
       t.is(w.get('p')!.status!.failover!.active, undefined);
       t.like(w.cond('p', 'Ready'), { status: 'False', reason: 'NoActiveNode' });
@@ -193,13 +318,21 @@ const rows: Row[] = [
   },
   {
     title: 'the group stays put: a new node that sorts first does not displace a member, and the holder stays a member',
-    given: async (w) => { await group(w, ['m', 'n']); await w.failoverLease('p', 'n'); },
-    when: async (w) => { await w.node('a', { role: 'edge' }, '198.51.100.30'); },
+    given: async (w) => {
+      await group(w, ['m', 'n']);
+      await w.failoverLease('p', 'n');
+    },
+    when: async (w) => {
+      await w.node('a', { role: 'edge' }, '198.51.100.30');
+    },
     then: (t, w) => t.deepEqual(share(w, 'n')!.failover!.members, ['m', 'n'], 'as before'),
   },
   {
     title: 'a failover leaves every share as it was (no router restarts); fewer standbys keep the holder in the group',
-    given: async (w) => { await group(w, ['a', 'b', 'c'], { standbys: 2 }); await w.failoverLease('p', 'c'); },
+    given: async (w) => {
+      await group(w, ['a', 'b', 'c'], { standbys: 2 });
+      await w.failoverLease('p', 'c');
+    },
     when: async (w) => {
       await w.settle('p');
       const before = JSON.stringify(w.configMap('p')!.data);
@@ -216,17 +349,30 @@ const rows: Row[] = [
     },
   },
   {
-    title: 'kubectl drain of a member with a third node selected: the drained node leaves the group (its agent hands over as it stops), the third joins',
-    given: async (w) => { await group(w, ['a', 'b', 'c']); await ready(w, 'a', 'Active'); await ready(w, 'b', 'Standby'); await w.failoverLease('p', 'a'); },
-    when: async (w) => { await w.settle('p'); await w.kube.mergePatch(paths.node('a'), { spec: { unschedulable: true } }, 'kubectl'); },
+    title:
+      'kubectl drain of a member with a third node selected: the drained node leaves the group (its agent hands over as it stops), the third joins',
+    given: async (w) => {
+      await group(w, ['a', 'b', 'c']);
+      await ready(w, 'a', 'Active');
+      await ready(w, 'b', 'Standby');
+      await w.failoverLease('p', 'a');
+    },
+    when: async (w) => {
+      await w.settle('p');
+      await w.kube.mergePatch(paths.node('a'), { spec: { unschedulable: true } }, 'kubectl');
+    },
     then: (t, w) => {
       t.falsy(share(w, 'a'), 'a has no share any more');
       t.deepEqual(share(w, 'b')!.failover!.members, ['b', 'c']);
     },
   },
   {
-    title: 'a drained member that no other node can replace stays in the group, its share marked cordoned (its agent hands over); b\'s share unchanged',
-    given: async (w) => { await group(w, ['a', 'b']); await w.failoverLease('p', 'a'); },
+    title:
+      "a drained member that no other node can replace stays in the group, its share marked cordoned (its agent hands over); b's share unchanged",
+    given: async (w) => {
+      await group(w, ['a', 'b']);
+      await w.failoverLease('p', 'a');
+    },
     when: async (w) => {
       await w.settle('p');
       mid.set(w, w.configMap('p')!.data!['node.b.json']!);
@@ -235,13 +381,22 @@ const rows: Row[] = [
     then: (t, w) => {
       t.deepEqual(share(w, 'b')!.failover!.members, ['a', 'b']);
       t.is(share(w, 'a')!.failover!.cordoned, true);
-      t.is(w.configMap('p')!.data!['node.b.json'], mid.get(w) ?? '', 'the standby\'s share is as it was: its router is not restarted');
+      t.is(
+        w.configMap('p')!.data!['node.b.json'],
+        mid.get(w) ?? '',
+        "the standby's share is as it was: its router is not restarted",
+      );
     },
   },
   {
     title: 'a lone member cordoned is not marked (nobody could take over: a drain never stops the service)',
-    given: async (w) => { await group(w, ['a']); await w.failoverLease('p', 'a'); },
-    when: async (w) => { await w.kube.mergePatch(paths.node('a'), { spec: { unschedulable: true } }, 'kubectl'); },
+    given: async (w) => {
+      await group(w, ['a']);
+      await w.failoverLease('p', 'a');
+    },
+    when: async (w) => {
+      await w.kube.mergePatch(paths.node('a'), { spec: { unschedulable: true } }, 'kubectl');
+    },
     then: (t, w) => t.false('cordoned' in share(w, 'a')!.failover!),
   },
   {
@@ -250,30 +405,65 @@ const rows: Row[] = [
     then: (t, w) => {
       t.deepEqual(share(w, 'a')!.failover!.members, ['a']);
       t.like(w.cond('p', 'Degraded'), { status: 'True', reason: 'TooFewNodes' });
-      t.regex(w.cond('p', 'Degraded')!.message, /standbys 1 needs 2 nodes, but spec.nodeSelector \{"role":"edge"\} matches 1 \(a\); a serves alone/);
+      t.regex(
+        w.cond('p', 'Degraded')!.message,
+        /standbys 1 needs 2 nodes, but spec.nodeSelector \{"role":"edge"\} matches 1 \(a\); a serves alone/,
+      );
     },
   },
   {
-    title: 'upstream OnLink: the members\' shares proxy neighbour discovery; own timings and standbys are carried',
+    title: "upstream OnLink: the members' shares proxy neighbour discovery; own timings and standbys are carried",
     given: async (w) => {
       for (const n of ['a', 'b', 'c']) await w.node(n, { role: 'edge' }, undefined);
-      await w.prefix('p', spec({ upstream: 'OnLink', nextHop: undefined, standbys: 2, leaseDurationMs: 3000, renewIntervalMs: 250, fenceAfterMs: 2000 }, { localAddresses: ['::11'] }));
+      await w.prefix(
+        'p',
+        spec(
+          {
+            upstream: 'OnLink',
+            nextHop: undefined,
+            standbys: 2,
+            leaseDurationMs: 3000,
+            renewIntervalMs: 250,
+            fenceAfterMs: 2000,
+          },
+          { localAddresses: ['::11'] },
+        ),
+      );
     },
     then: (t, w) => {
       const s = share(w, 'c')!;
       t.is(s.ndpProxy, 'on');
       t.deepEqual(s.localAddresses, ['2001:db8:9:10::11']);
-      t.like(s.failover, { upstream: 'OnLink', members: ['a', 'b', 'c'], leaseDurationMs: 3000, renewIntervalMs: 250, fenceAfterMs: 2000 });
+      t.like(s.failover, {
+        upstream: 'OnLink',
+        members: ['a', 'b', 'c'],
+        leaseDurationMs: 3000,
+        renewIntervalMs: 250,
+        fenceAfterMs: 2000,
+      });
       t.false('nextHop' in s.failover!);
-      t.like(w.cond('p', 'Degraded'), { status: 'False' }, 'nodes without an address of their own are fine: they listen on the floating one');
+      t.like(
+        w.cond('p', 'Degraded'),
+        { status: 'False' },
+        'nodes without an address of their own are fine: they listen on the floating one',
+      );
     },
   },
   {
     title: 'refused, nothing served: nodes behind a 1:1 NAT (a cloud without a shared layer 2)',
     given: async (w) => {
       for (const n of ['a', 'b']) {
-        await w.kube.create(paths.nodes, { apiVersion: 'v1', kind: 'Node', metadata: { name: n, labels: { role: 'edge' } },
-          status: { addresses: [{ type: 'InternalIP', address: `100.64.0.${n === 'a' ? 1 : 2}` }, { type: 'ExternalIP', address: `203.0.113.${n === 'a' ? 1 : 2}` }] } });
+        await w.kube.create(paths.nodes, {
+          apiVersion: 'v1',
+          kind: 'Node',
+          metadata: { name: n, labels: { role: 'edge' } },
+          status: {
+            addresses: [
+              { type: 'InternalIP', address: `100.64.0.${n === 'a' ? 1 : 2}` },
+              { type: 'ExternalIP', address: `203.0.113.${n === 'a' ? 1 : 2}` },
+            ],
+          },
+        });
       }
       await w.prefix('p', spec());
     },
@@ -281,19 +471,35 @@ const rows: Row[] = [
       t.deepEqual(Object.keys(w.configMap('p')!.data!), ['prefix.json'], 'no share');
       t.falsy(w.kube.peek(leasePath), 'no Lease');
       t.like(w.cond('p', 'Degraded'), { status: 'True', reason: 'FailoverNeedsLayer2' });
-      t.regex(w.cond('p', 'Degraded')!.message, /node a \(ExternalIP 203\.0\.113\.1 in front of InternalIP 100\.64\.0\.1\), b .* sits behind a 1:1 NAT/);
+      t.regex(
+        w.cond('p', 'Degraded')!.message,
+        /node a \(ExternalIP 203\.0\.113\.1 in front of InternalIP 100\.64\.0\.1\), b .* sits behind a 1:1 NAT/,
+      );
       t.deepEqual(w.get('p')!.status!.nodes, []);
     },
   },
   {
-    title: 'refused: the next hop is a node\'s own address (the /64 routed to one machine), or the floating address is',
+    title: "refused: the next hop is a node's own address (the /64 routed to one machine), or the floating address is",
     given: async (w) => {
-      await w.kube.create(paths.nodes, { apiVersion: 'v1', kind: 'Node', metadata: { name: 'a', labels: { role: 'edge' } },
-        status: { addresses: [{ type: 'InternalIP', address: '198.51.100.21' }, { type: 'InternalIP', address: '2001:db8:ffff:0::64' }] } });
+      await w.kube.create(paths.nodes, {
+        apiVersion: 'v1',
+        kind: 'Node',
+        metadata: { name: 'a', labels: { role: 'edge' } },
+        status: {
+          addresses: [
+            { type: 'InternalIP', address: '198.51.100.21' },
+            { type: 'InternalIP', address: '2001:db8:ffff:0::64' },
+          ],
+        },
+      });
       await w.node('b', { role: 'edge' }, '198.51.100.22');
       await w.node('x', { role: 'other' }, FLOAT);
       await w.prefix('p', spec());
-      await w.prefix('q', { ...spec({ nextHop: '2001:db8:ffff::65' }), prefix: '2001:db8:9:11::/64', nodeSelector: { role: 'other' } });
+      await w.prefix('q', {
+        ...spec({ nextHop: '2001:db8:ffff::65' }),
+        prefix: '2001:db8:9:11::/64',
+        nodeSelector: { role: 'other' },
+      });
       await w.settle('q');
     },
     then: (t, w) => {
@@ -304,17 +510,21 @@ const rows: Row[] = [
     },
   },
   {
-    title: 'a failover spec the operator cannot serve (written before the CRD\'s rules) serves nothing: InvalidFailover',
+    title: "a failover spec the operator cannot serve (written before the CRD's rules) serves nothing: InvalidFailover",
     given: async (w) => {
       await group(w, ['a', 'b']);
       await w.prefix('q', { ...spec(), prefix: '2001:db8:8::/63' });
       await w.prefix('r', { ...spec({ renewIntervalMs: 2000 }), prefix: '2001:db8:7::/64' });
-      await w.settle('q'); await w.settle('r');
+      await w.settle('q');
+      await w.settle('r');
     },
     then: (t, w) => {
       t.like(w.cond('q', 'Degraded'), { status: 'True', reason: 'InvalidFailover' });
       t.regex(w.cond('q', 'Degraded')!.message, /failover needs a \/64 prefix; 2001:db8:8::\/63 is split among nodes/);
-      t.regex(w.cond('r', 'Degraded')!.message, /timings 2000 \/ 1500 \/ 2000 ms must be .*renewIntervalMs < fenceAfterMs < leaseDurationMs/);
+      t.regex(
+        w.cond('r', 'Degraded')!.message,
+        /timings 2000 \/ 1500 \/ 2000 ms must be .*renewIntervalMs < fenceAfterMs < leaseDurationMs/,
+      );
       t.falsy(w.kube.peek(paths.configMap(NS, 'sixbed4-agent-q')));
     },
   },
@@ -326,7 +536,10 @@ const mid2 = new WeakMap<World, string>();
 for (const row of rows) {
   test(row.title, async (t) => {
     const w = new World();
-    logOnFailure(t, () => ({ operator: w.log.tail(), writes: w.kube.writes.map((x) => `${x.verb} ${x.path} ${x.status}`) }));
+    logOnFailure(t, () => ({
+      operator: w.log.tail(),
+      writes: w.kube.writes.map((x) => `${x.verb} ${x.path} ${x.status}`),
+    }));
     await row.given(w);
     await w.settle('p');
     if (row.when) {

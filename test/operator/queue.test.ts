@@ -6,7 +6,9 @@ import { WorkQueue } from '../../kube/queue.js';
 
 test('a key is queued once and not handed out again until done; added meanwhile, it comes back', async (t) => {
   const q = new WorkQueue();
-  q.add('a'); q.add('b'); q.add('a');
+  q.add('a');
+  q.add('b');
+  q.add('a');
   t.is(q.length, 2);
   t.is(await q.get(), 'a');
   q.add('a'); // while processing
@@ -14,7 +16,8 @@ test('a key is queued once and not handed out again until done; added meanwhile,
   t.is(q.length, 0, 'a is not handed out while being processed');
   q.done('a');
   t.is(await q.get(), 'a');
-  q.done('a'); q.done('b');
+  q.done('a');
+  q.done('b');
   t.is(q.length, 0);
   q.shutdown();
   t.is(await q.get(), undefined);

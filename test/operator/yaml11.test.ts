@@ -15,7 +15,8 @@ import { REPO } from '../helpers/cluster.js';
 const BOOL11 = /^(y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF)$/;
 /** YAML 1.1 int, float and null (yaml.org/type/int.html, float.html, null.html). */
 const INT11 = /^[-+]?(0b[01_]+|0[0-7_]+|(0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+|[1-9][0-9_]*(:[0-5]?[0-9])+)$/;
-const FLOAT11 = /^([-+]?([0-9][0-9_]*)?\.[0-9.]*([eE][-+][0-9]+)?|[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+\.[0-9_]*|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN))$/;
+const FLOAT11 =
+  /^([-+]?([0-9][0-9_]*)?\.[0-9.]*([eE][-+][0-9]+)?|[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+\.[0-9_]*|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN))$/;
 const NULL11 = /^(~|null|Null|NULL|)$/;
 
 /** Why a string, written unquoted, is not a string to some YAML reader; undefined if it is a string to all. */
@@ -31,10 +32,45 @@ export function yamlTrap(v: string): string | undefined {
 }
 
 test('the check knows the YAML 1.1 traps', (t) => {
-  for (const v of ['y', 'N', 'yes', 'No', 'TRUE', 'false', 'on', 'On', 'OFF', 'off', '0777', '0x1F', '1_000', '1:20', '3.5', '1e3', '.inf', '.NaN', '~', 'null', '', '12']) {
+  for (const v of [
+    'y',
+    'N',
+    'yes',
+    'No',
+    'TRUE',
+    'false',
+    'on',
+    'On',
+    'OFF',
+    'off',
+    '0777',
+    '0x1F',
+    '1_000',
+    '1:20',
+    '3.5',
+    '1e3',
+    '.inf',
+    '.NaN',
+    '~',
+    'null',
+    '',
+    '12',
+  ]) {
     t.truthy(yamlTrap(v), v);
   }
-  for (const v of ['Always', 'IfNotPresent', 'Uplink', 'DummyInterface', 'Disabled', 'WhenOnLink', 'Filtered', 'Open', 'info', 'json', 'sixbed4.io/prefix']) {
+  for (const v of [
+    'Always',
+    'IfNotPresent',
+    'Uplink',
+    'DummyInterface',
+    'Disabled',
+    'WhenOnLink',
+    'Filtered',
+    'Open',
+    'info',
+    'json',
+    'sixbed4.io/prefix',
+  ]) {
     t.is(yamlTrap(v), undefined, v);
   }
 });
@@ -61,7 +97,8 @@ function traps(s: Schema, path: string, out: string[]): void {
     if (typeof v === 'string') {
       const why = yamlTrap(v);
       if (why) out.push(`${where}: ${JSON.stringify(v)} is ${why}`);
-      if (sch?.type && sch.type !== 'string') out.push(`${where}: the string ${JSON.stringify(v)} in a field of type ${sch.type}`);
+      if (sch?.type && sch.type !== 'string')
+        out.push(`${where}: the string ${JSON.stringify(v)} in a field of type ${sch.type}`);
     } else if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
       for (const [k, x] of Object.entries(v)) check(x, sch?.properties?.[k], `${where}.${k}`);
     } else if (Array.isArray(v)) {
@@ -85,20 +122,31 @@ test('no enum value or default of any CRD is a boolean, number or null to a YAML
   let enums = 0;
   for (const f of crdFiles()) {
     // read as kubectl and Helm read it: YAML 1.1
-    const crd = parseYaml(readFileSync(join(REPO, 'crds', f), 'utf8'), { version: '1.1' }) as { spec: { versions: { name: string; schema: { openAPIV3Schema: Schema } }[] } };
+    const crd = parseYaml(readFileSync(join(REPO, 'crds', f), 'utf8'), { version: '1.1' }) as {
+      spec: { versions: { name: string; schema: { openAPIV3Schema: Schema } }[] };
+    };
     for (const v of crd.spec.versions) {
       traps(v.schema.openAPIV3Schema, '', found);
-      JSON.stringify(v.schema.openAPIV3Schema, (k, x: unknown) => { if (k === 'enum') enums++; return x; });
+      JSON.stringify(v.schema.openAPIV3Schema, (k, x: unknown) => {
+        if (k === 'enum') enums++;
+        return x;
+      });
     }
   }
   t.true(enums > 0, 'the walk saw the enums');
   t.deepEqual(found, []);
 });
 
-test('the CRDs, the samples and the chart\'s values.yaml read the same in YAML 1.1 and 1.2; no value of values.yaml is a YAML 1.1 trap', (t) => {
-  const samples = readdirSync(join(REPO, 'crds', 'samples')).filter((f) => f.endsWith('.yaml')).map((f) => join(REPO, 'crds', 'samples', f));
+test("the CRDs, the samples and the chart's values.yaml read the same in YAML 1.1 and 1.2; no value of values.yaml is a YAML 1.1 trap", (t) => {
+  const samples = readdirSync(join(REPO, 'crds', 'samples'))
+    .filter((f) => f.endsWith('.yaml'))
+    .map((f) => join(REPO, 'crds', 'samples', f));
   t.true(samples.length >= 3);
-  const files = [...crdFiles().map((f) => join(REPO, 'crds', f)), ...samples, join(REPO, 'charts', 'sixbed4', 'values.yaml')];
+  const files = [
+    ...crdFiles().map((f) => join(REPO, 'crds', f)),
+    ...samples,
+    join(REPO, 'charts', 'sixbed4', 'values.yaml'),
+  ];
   for (const file of files) {
     const text = readFileSync(file, 'utf8');
     const all = (version: '1.1' | '1.2') => parseAllDocuments(text, { version }).map((d) => d.toJS() as unknown);
@@ -111,7 +159,8 @@ test('the CRDs, the samples and the chart\'s values.yaml read the same in YAML 1
       const why = v === '' ? undefined : yamlTrap(v); // "" is how the chart spells "not set"
       if (why) found.push(`${where}: ${JSON.stringify(v)} is ${why}`);
     } else if (Array.isArray(v)) v.forEach((x, i) => walk(x, `${where}[${i}]`));
-    else if (typeof v === 'object' && v !== null) for (const [k, x] of Object.entries(v)) walk(x, where ? `${where}.${k}` : k);
+    else if (typeof v === 'object' && v !== null)
+      for (const [k, x] of Object.entries(v)) walk(x, where ? `${where}.${k}` : k);
   };
   walk(parseYaml(readFileSync(join(REPO, 'charts', 'sixbed4', 'values.yaml'), 'utf8'), { version: '1.1' }), '');
   t.deepEqual(found, []);
@@ -119,6 +168,13 @@ test('the CRDs, the samples and the chart\'s values.yaml read the same in YAML 1
 
 test('the walk finds a trap when there is one', (t) => {
   const found: string[] = [];
-  traps({ type: 'object', properties: { ndpProxy: { type: 'string', enum: ['off', 'Always'], default: false } } }, '', found);
-  t.deepEqual(found, ['ndpProxy enum: "off" is a YAML 1.1 boolean', 'ndpProxy default: false is not a string in a field of type string (unquoted in YAML 1.1?)']);
+  traps(
+    { type: 'object', properties: { ndpProxy: { type: 'string', enum: ['off', 'Always'], default: false } } },
+    '',
+    found,
+  );
+  t.deepEqual(found, [
+    'ndpProxy enum: "off" is a YAML 1.1 boolean',
+    'ndpProxy default: false is not a string in a field of type string (unquoted in YAML 1.1?)',
+  ]);
 });

@@ -7,7 +7,10 @@ import { DOC, renderDoc } from './metrics-doc.js';
 test('the metrics list of docs/operations.md is current', async (t) => {
   const doc = await readFile(DOC, 'utf8');
   const want = await renderDoc(doc);
-  t.true(doc === want, 'docs/operations.md lists other metrics than the code registers: run npm run build:ts && node dist/test/ops/metrics-doc.js --write');
+  t.true(
+    doc === want,
+    'docs/operations.md lists other metrics than the code registers: run npm run build:ts && node dist/test/ops/metrics-doc.js --write',
+  );
 });
 
 test('the list has every family of the router, the agent and the operator, with their labels', async (t) => {
@@ -19,5 +22,10 @@ test('the list has every family of the router, the agent and the operator, with 
     ['sixbed4_cni_add_seconds', '`result`'],
     ['sixbed4_operator_prefix_degraded', '`prefix`, `reason`'],
     ['sixbed4_operator_agent_report_age_seconds', '`node`, `prefix`'],
-  ] as const) t.true(doc.includes(`| \`${name}\` | `) && doc.split('\n').some((l) => l.startsWith(`| \`${name}\``) && l.includes(`| ${labels} |`)), `${name}: ${labels}`);
+  ] as const)
+    t.true(
+      doc.includes(`| \`${name}\` | `) &&
+        doc.split('\n').some((l) => l.startsWith(`| \`${name}\``) && l.includes(`| ${labels} |`)),
+      `${name}: ${labels}`,
+    );
 });

@@ -7,24 +7,45 @@ import YAML from 'yaml';
 import { freePort, startProc, stopProc, tail, type Proc } from '../k8s/controlplane.js';
 import { PROMETHEUS } from './tools.js';
 
-export interface Sample { metric: Record<string, string>; value: [number, string] }
+export interface Sample {
+  metric: Record<string, string>;
+  value: [number, string];
+}
 
 export class Prometheus {
-  private constructor(readonly url: string, private readonly proc: Proc, private readonly dir: string) {}
+  private constructor(
+    readonly url: string,
+    private readonly proc: Proc,
+    private readonly dir: string,
+  ) {}
 
   /** config: Prometheus' configuration (global, scrape_configs, ...), written as YAML. */
   static async start(config: Record<string, unknown>): Promise<Prometheus> {
     const dir = await mkdtemp(join(tmpdir(), 'sixbed4-prometheus-'));
     const port = await freePort();
     await writeFile(join(dir, 'prometheus.yml'), YAML.stringify(config));
-    const proc = startProc('prometheus', PROMETHEUS, [
-      `--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`,
-      `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn',
-    ], dir, process.env);
+    const proc = startProc(
+      'prometheus',
+      PROMETHEUS,
+      [
+        `--config.file=${join(dir, 'prometheus.yml')}`,
+        `--storage.tsdb.path=${join(dir, 'data')}`,
+        `--web.listen-address=127.0.0.1:${port}`,
+        '--log.level=warn',
+      ],
+      dir,
+      process.env,
+    );
     const p = new Prometheus(`http://127.0.0.1:${port}`, proc, dir);
     const deadline = Date.now() + 30_000;
     for (;;) {
-      if (await fetch(`${p.url}/-/ready`).then((r) => r.ok, () => false)) return p;
+      if (
+        await fetch(`${p.url}/-/ready`).then(
+          (r) => r.ok,
+          () => false,
+        )
+      )
+        return p;
       if (Date.now() > deadline || proc.child.exitCode !== null) {
         const log = await tail(proc.log).catch(() => '');
         await p.stop();
@@ -36,8 +57,9 @@ export class Prometheus {
 
   async api<T>(path: string, params: Record<string, string> = {}): Promise<T> {
     const res = await fetch(`${this.url}/api/v1/${path}?${new URLSearchParams(params)}`);
-    const body = await res.json() as { status: string; data: T; error?: string };
-    if (body.status !== 'success') throw new Error(`prometheus ${path} ${JSON.stringify(params)}: ${body.error ?? res.status}`);
+    const body = (await res.json()) as { status: string; data: T; error?: string };
+    if (body.status !== 'success')
+      throw new Error(`prometheus ${path} ${JSON.stringify(params)}: ${body.error ?? res.status}`);
     return body.data;
   }
 
@@ -46,8 +68,20 @@ export class Prometheus {
   }
 
   /** Active targets with their labels and health. */
-  async targets(): Promise<{ labels: Record<string, string>; scrapePool: string; health: string; lastError: string; scrapeUrl: string }[]> {
-    return (await this.api<{ activeTargets: { labels: Record<string, string>; scrapePool: string; health: string; lastError: string; scrapeUrl: string }[] }>('targets')).activeTargets;
+  async targets(): Promise<
+    { labels: Record<string, string>; scrapePool: string; health: string; lastError: string; scrapeUrl: string }[]
+  > {
+    return (
+      await this.api<{
+        activeTargets: {
+          labels: Record<string, string>;
+          scrapePool: string;
+          health: string;
+          lastError: string;
+          scrapeUrl: string;
+        }[];
+      }>('targets')
+    ).activeTargets;
   }
 
   async stop(): Promise<void> {

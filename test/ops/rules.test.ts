@@ -17,9 +17,18 @@ const why = prometheusSkipReason();
 const title = (s: string) => (why ? `${s} (skipped: ${why})` : s);
 const CASES = fileURLToPath(new URL('../../../test/ops/rules.test.yaml', import.meta.url));
 
-interface Rule { alert?: string; expr: string; labels?: Record<string, string>; annotations?: Record<string, string> }
-interface RuleFile { groups: { name: string; rules: Rule[] }[] }
-interface Cases { tests: { name: string; alert_rule_test?: { alertname: string; exp_alerts: unknown[] }[] }[] }
+interface Rule {
+  alert?: string;
+  expr: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+}
+interface RuleFile {
+  groups: { name: string; rules: Rule[] }[];
+}
+interface Cases {
+  tests: { name: string; alert_rule_test?: { alertname: string; exp_alerts: unknown[] }[] }[];
+}
 
 const alertsOf = (f: RuleFile) => f.groups.flatMap((g) => g.rules.map((r) => r.alert).filter((a): a is string => !!a));
 
@@ -28,15 +37,22 @@ test('every alert has a summary, a description and a severity, and a case that f
   const cases = YAML.parse(await readFile(CASES, 'utf8')) as Cases;
   const alerts = alertsOf(rules);
   t.true(alerts.length >= 9, `${alerts.length} alerts`);
-  for (const g of rules.groups) for (const r of g.rules) {
-    t.truthy(r.annotations?.summary, `${r.alert}: summary`);
-    t.truthy(r.annotations?.description, `${r.alert}: description`);
-    t.true(['critical', 'warning', 'info'].includes(r.labels?.severity ?? ''), `${r.alert}: severity`);
-  }
+  for (const g of rules.groups)
+    for (const r of g.rules) {
+      t.truthy(r.annotations?.summary, `${r.alert}: summary`);
+      t.truthy(r.annotations?.description, `${r.alert}: description`);
+      t.true(['critical', 'warning', 'info'].includes(r.labels?.severity ?? ''), `${r.alert}: severity`);
+    }
   const evals = cases.tests.flatMap((c) => c.alert_rule_test ?? []);
   for (const a of alerts) {
-    t.true(evals.some((e) => e.alertname === a && e.exp_alerts.length > 0), `${a} has a case that fires it`);
-    t.true(evals.some((e) => e.alertname === a && e.exp_alerts.length === 0), `${a} has a case where it stays quiet`);
+    t.true(
+      evals.some((e) => e.alertname === a && e.exp_alerts.length > 0),
+      `${a} has a case that fires it`,
+    );
+    t.true(
+      evals.some((e) => e.alertname === a && e.exp_alerts.length === 0),
+      `${a} has a case where it stays quiet`,
+    );
   }
   const unknown = evals.map((e) => e.alertname).filter((a) => !alerts.includes(a));
   t.deepEqual(unknown, [], 'cases name only alerts of the file');
@@ -52,12 +68,15 @@ test('every alert has a summary, a description and a severity, and a case that f
     t.log(check.stdout.trim());
     // The descriptions are prose: promtool checked their templates above; the cases compare summaries only.
     const rules = YAML.parse(await readFile(RULES, 'utf8')) as RuleFile;
-    for (const g of rules.groups) for (const r of g.rules) if (r.annotations) r.annotations = { summary: r.annotations.summary! };
+    for (const g of rules.groups)
+      for (const r of g.rules) if (r.annotations) r.annotations = { summary: r.annotations.summary! };
     await writeFile(join(dir, 'prometheus-rules.yaml'), YAML.stringify(rules));
     await writeFile(join(dir, 'rules.test.yaml'), await readFile(CASES, 'utf8'));
-    const r = await run(PROMTOOL, ['test', 'rules', join(dir, 'rules.test.yaml')]).catch((e: { stdout?: string; stderr?: string; message: string }) => {
-      throw new Error(`promtool test rules failed:\n${e.stdout ?? ''}${e.stderr ?? ''}`);
-    });
+    const r = await run(PROMTOOL, ['test', 'rules', join(dir, 'rules.test.yaml')]).catch(
+      (e: { stdout?: string; stderr?: string; message: string }) => {
+        throw new Error(`promtool test rules failed:\n${e.stdout ?? ''}${e.stderr ?? ''}`);
+      },
+    );
     t.log(r.stdout.trim());
     t.regex(r.stdout, /SUCCESS/);
   } finally {
@@ -66,23 +85,43 @@ test('every alert has a summary, a description and a severity, and a case that f
 });
 
 const helm = controlPlaneBinaries();
-(helm ? test : test.skip)(helm ? 'the chart\'s PrometheusRule carries the rule file, with the labels and runbook links asked for' : 'the chart\'s PrometheusRule (skipped: helm not built; run bash test/k8s/build-control-plane.sh)', async (t) => {
-  const chart = join(repoRoot(), 'charts', 'sixbed4');
-  const off = await run(join(helm!, 'helm'), ['template', 't', chart, '-n', 'sixbed4-system']);
-  t.false(off.stdout.includes('kind: PrometheusRule'), 'off by default');
-  const on = await run(join(helm!, 'helm'), ['template', 't', chart, '-n', 'sixbed4-system', '-s', 'templates/prometheusrule.yaml',
-    '--set', 'prometheusRule.enabled=true', '--set', 'prometheusRule.labels.release=kube-prometheus-stack',
-    '--set', 'prometheusRule.ruleLabels.team=network', '--set', 'prometheusRule.runbookBaseURL=https://docs.example.org/operations.md']);
-  const pr = YAML.parse(on.stdout) as { kind: string; metadata: { labels: Record<string, string> }; spec: RuleFile };
-  t.is(pr.kind, 'PrometheusRule');
-  t.is(pr.metadata.labels.release, 'kube-prometheus-stack');
-  const file = YAML.parse(await readFile(RULES, 'utf8')) as RuleFile;
-  t.deepEqual(alertsOf(pr.spec), alertsOf(file));
-  for (const [i, g] of pr.spec.groups.entries()) for (const [j, r] of g.rules.entries()) {
-    const orig = file.groups[i]!.rules[j]!;
-    t.is(r.expr, orig.expr);
-    t.deepEqual(r.labels, { ...orig.labels, team: 'network' });
-    t.is(r.annotations?.runbook_url, `https://docs.example.org/operations.md#${orig.alert!.toLowerCase()}`);
-    t.is(r.annotations?.description, orig.annotations?.description);
-  }
-});
+(helm ? test : test.skip)(
+  helm
+    ? "the chart's PrometheusRule carries the rule file, with the labels and runbook links asked for"
+    : "the chart's PrometheusRule (skipped: helm not built; run bash test/k8s/build-control-plane.sh)",
+  async (t) => {
+    const chart = join(repoRoot(), 'charts', 'sixbed4');
+    const off = await run(join(helm!, 'helm'), ['template', 't', chart, '-n', 'sixbed4-system']);
+    t.false(off.stdout.includes('kind: PrometheusRule'), 'off by default');
+    const on = await run(join(helm!, 'helm'), [
+      'template',
+      't',
+      chart,
+      '-n',
+      'sixbed4-system',
+      '-s',
+      'templates/prometheusrule.yaml',
+      '--set',
+      'prometheusRule.enabled=true',
+      '--set',
+      'prometheusRule.labels.release=kube-prometheus-stack',
+      '--set',
+      'prometheusRule.ruleLabels.team=network',
+      '--set',
+      'prometheusRule.runbookBaseURL=https://docs.example.org/operations.md',
+    ]);
+    const pr = YAML.parse(on.stdout) as { kind: string; metadata: { labels: Record<string, string> }; spec: RuleFile };
+    t.is(pr.kind, 'PrometheusRule');
+    t.is(pr.metadata.labels.release, 'kube-prometheus-stack');
+    const file = YAML.parse(await readFile(RULES, 'utf8')) as RuleFile;
+    t.deepEqual(alertsOf(pr.spec), alertsOf(file));
+    for (const [i, g] of pr.spec.groups.entries())
+      for (const [j, r] of g.rules.entries()) {
+        const orig = file.groups[i]!.rules[j]!;
+        t.is(r.expr, orig.expr);
+        t.deepEqual(r.labels, { ...orig.labels, team: 'network' });
+        t.is(r.annotations?.runbook_url, `https://docs.example.org/operations.md#${orig.alert!.toLowerCase()}`);
+        t.is(r.annotations?.description, orig.annotations?.description);
+      }
+  },
+);

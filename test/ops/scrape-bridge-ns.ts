@@ -6,8 +6,12 @@ const [socketPath, host, port] = process.argv.slice(2);
 const server = net.createServer((client) => {
   const upstream = net.connect(Number(port), host!);
   client.pipe(upstream).pipe(client);
-  const end = () => { client.destroy(); upstream.destroy(); };
-  client.on('error', end); upstream.on('error', end);
+  const end = () => {
+    client.destroy();
+    upstream.destroy();
+  };
+  client.on('error', end);
+  upstream.on('error', end);
 });
 server.listen(socketPath!, () => console.log(`bridging ${socketPath} to ${host}:${port}`));
 process.on('SIGTERM', () => server.close(() => process.exit(0)));

@@ -10,23 +10,39 @@ import type { Proc } from '../../lab/proc.js';
 
 const NS_SIDE = fileURLToPath(new URL('./scrape-bridge-ns.js', import.meta.url));
 
-export interface ScrapeBridge { /** 127.0.0.1:PORT in the root namespace */ readonly address: string; close(): Promise<void> }
+export interface ScrapeBridge {
+  /** 127.0.0.1:PORT in the root namespace */ readonly address: string;
+  close(): Promise<void>;
+}
 
-export async function bridgeOut(ns: Netns, inside: { host: string; port: number }, socketPath: string): Promise<ScrapeBridge> {
+export async function bridgeOut(
+  ns: Netns,
+  inside: { host: string; port: number },
+  socketPath: string,
+): Promise<ScrapeBridge> {
   await rm(socketPath, { force: true });
   const proc: Proc = ns.spawn([process.execPath, NS_SIDE, socketPath, inside.host, String(inside.port)]);
   await proc.waitFor(/^bridging/, 5000);
   const open = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const upstream = net.connect(socketPath);
-    open.add(client); open.add(upstream);
-    client.on('close', () => open.delete(client)); upstream.on('close', () => open.delete(upstream));
+    open.add(client);
+    open.add(upstream);
+    client.on('close', () => open.delete(client));
+    upstream.on('close', () => open.delete(upstream));
     client.pipe(upstream).pipe(client);
-    const end = () => { client.destroy(); upstream.destroy(); };
-    client.on('error', end); upstream.on('error', end);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end);
+    upstream.on('error', end);
   });
   try {
-    await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(0, '127.0.0.1', resolve); });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', resolve);
+    });
   } catch (err) {
     await proc.stop();
     throw err;

@@ -8,7 +8,11 @@ export const BUILD_SCRIPT = 'test/ops/build-prometheus.sh';
 
 function versionDir(): string {
   let v = '<version>';
-  try { v = controlPlaneVersions().K8S_VERSION ?? v; } catch { /* no versions.env: the reason says where it looked */ }
+  try {
+    v = controlPlaneVersions().K8S_VERSION ?? v;
+  } catch {
+    /* no versions.env: the reason says where it looked */
+  }
   return join(controlPlaneCacheDir(), v);
 }
 
@@ -22,5 +26,7 @@ export const DASHBOARD = join(repoRoot(), 'dashboards', 'sixbed4.json');
 export function prometheusSkipReason(): string | null {
   const missing = [PROMETHEUS, PROMTOOL].filter((b) => !isExecutable(b));
   if (!existsSync(join(OPERATOR_CRDS, 'monitoring.coreos.com_podmonitors.yaml'))) missing.push(OPERATOR_CRDS);
-  return missing.length ? `Prometheus tools not built (${missing.join(', ')} missing); run: bash ${BUILD_SCRIPT}` : null;
+  return missing.length
+    ? `Prometheus tools not built (${missing.join(', ')} missing); run: bash ${BUILD_SCRIPT}`
+    : null;
 }

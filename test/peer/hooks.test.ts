@@ -9,12 +9,25 @@ import { Writable } from 'node:stream';
 import winston from 'winston';
 import { checkHook, HookRunner } from '../../agent/peer/hooks.js';
 
-interface Line { level: string; message: string; event?: string }
+interface Line {
+  level: string;
+  message: string;
+  event?: string;
+}
 
 function capture() {
   const lines: Line[] = [];
-  const stream = new Writable({ objectMode: true, write(info: Line, _e, cb) { lines.push(info); cb(); } });
-  return { lines, log: winston.createLogger({ level: 'debug', transports: [new winston.transports.Stream({ stream })] }) };
+  const stream = new Writable({
+    objectMode: true,
+    write(info: Line, _e, cb) {
+      lines.push(info);
+      cb();
+    },
+  });
+  return {
+    lines,
+    log: winston.createLogger({ level: 'debug', transports: [new winston.transports.Stream({ stream })] }),
+  };
 }
 
 async function script(dir: string, name: string, body: string, mode = 0o755): Promise<string> {
@@ -28,12 +41,22 @@ test('arguments and environment as documented, in the order queued; output logge
   const dir = await mkdtemp(join(tmpdir(), 'sixbed4-hook-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const out = join(dir, 'events');
-  const hook = await script(dir, 'hook', `echo "$* | $SIXBED4_EVENT $SIXBED4_ADDRESS $SIXBED4_PREFIX $SIXBED4_ROUTE $SIXBED4_TUN $SIXBED4_ROUTER" >> ${out}\necho said $1\necho complained $1 >&2`);
+  const hook = await script(
+    dir,
+    'hook',
+    `echo "$* | $SIXBED4_EVENT $SIXBED4_ADDRESS $SIXBED4_PREFIX $SIXBED4_ROUTE $SIXBED4_TUN $SIXBED4_ROUTER" >> ${out}\necho said $1\necho complained $1 >&2`,
+  );
   const { lines, log } = capture();
   const r = new HookRunner(checkHook(hook), 5000, { SIXBED4_TUN: 'tun9', SIXBED4_ROUTER: '198.51.100.1:25790' }, log);
-  void r.run('add', ['2001:db8:9:10::1', '2001:db8:9:10::/114'], { SIXBED4_ADDRESS: '2001:db8:9:10::1', SIXBED4_PREFIX: '2001:db8:9:10::/114' });
+  void r.run('add', ['2001:db8:9:10::1', '2001:db8:9:10::/114'], {
+    SIXBED4_ADDRESS: '2001:db8:9:10::1',
+    SIXBED4_PREFIX: '2001:db8:9:10::/114',
+  });
   void r.run('route-add', ['2001:db8:77::/48'], { SIXBED4_ROUTE: '2001:db8:77::/48' });
-  await r.run('remove', ['2001:db8:9:10::1', '2001:db8:9:10::/114'], { SIXBED4_ADDRESS: '2001:db8:9:10::1', SIXBED4_PREFIX: '2001:db8:9:10::/114' });
+  await r.run('remove', ['2001:db8:9:10::1', '2001:db8:9:10::/114'], {
+    SIXBED4_ADDRESS: '2001:db8:9:10::1',
+    SIXBED4_PREFIX: '2001:db8:9:10::/114',
+  });
   t.deepEqual((await readFile(out, 'utf8')).trim().split('\n'), [
     'add 2001:db8:9:10::1 2001:db8:9:10::/114 | add 2001:db8:9:10::1 2001:db8:9:10::/114  tun9 198.51.100.1:25790',
     'route-add 2001:db8:77::/48 | route-add   2001:db8:77::/48 tun9 198.51.100.1:25790',
@@ -51,7 +74,10 @@ test('a failing hook is logged and the next one still runs; a hook that cannot s
   const r = new HookRunner(hook, 5000, {}, log);
   void r.run('add', [], {});
   await r.run('remove', [], {});
-  t.true(lines.some((l) => l.level === 'warn' && /^hook failed \(exit 3\); the peer goes on$/.test(l.message)), JSON.stringify(lines));
+  t.true(
+    lines.some((l) => l.level === 'warn' && /^hook failed \(exit 3\); the peer goes on$/.test(l.message)),
+    JSON.stringify(lines),
+  );
   t.true(lines.some((l) => l.message === 'hook: ran remove'));
   const gone = new HookRunner(join(dir, 'deleted-since'), 5000, {}, log);
   await gone.run('add', [], {});
@@ -67,7 +93,10 @@ test('a hook over its time limit is killed with what it started', async (t) => {
   await new HookRunner(hook, 300, {}, log).run('add', [], {});
   t.true(lines.some((l) => l.message === 'hook: started'));
   t.false(lines.some((l) => l.message === 'hook: never'));
-  t.true(lines.some((l) => l.level === 'warn' && /^hook killed after 300 ms/.test(l.message)), JSON.stringify(lines));
+  t.true(
+    lines.some((l) => l.level === 'warn' && /^hook killed after 300 ms/.test(l.message)),
+    JSON.stringify(lines),
+  );
 });
 
 test('--hook is checked at start: missing, not executable, a directory', async (t) => {

@@ -1,6 +1,11 @@
 // The LAN-side Router Advertisement (agent/peer/lan-advert.ts), byte by byte: what Linux hosts act on.
 import test from 'ava';
-import { writeLanAdvert, LAN_PREFIX_PREFERRED_S, LAN_PREFIX_VALID_S, LAN_ROUTER_LIFETIME_S } from '../../agent/peer/lan-advert.js';
+import {
+  writeLanAdvert,
+  LAN_PREFIX_PREFERRED_S,
+  LAN_PREFIX_VALID_S,
+  LAN_ROUTER_LIFETIME_S,
+} from '../../agent/peer/lan-advert.js';
 import { formatIPv6, parseIPv6 } from '../../lib/ip.js';
 
 const NOW = parseIPv6('2001:db8:9:10:c433:640a:f8e6:8001'); // a peer address: lanip 1
@@ -18,7 +23,10 @@ test('an RA with the MTU, the current /114 on-link but not autonomous, and earli
   t.is(b[0], 134);
   t.is(v.getUint16(6), LAN_ROUTER_LIFETIME_S, 'a default router');
   const opts = options(b);
-  t.deepEqual(opts.map((o) => o.type), [5, 3, 3]);
+  t.deepEqual(
+    opts.map((o) => o.type),
+    [5, 3, 3],
+  );
   t.is(v.getUint32(opts[0]!.at + 4), 1280);
   const cur = opts[1]!.at;
   t.is(b[cur + 2], 114);
@@ -36,5 +44,8 @@ test('at stop: router lifetime 0 and every prefix at lifetime 0', (t) => {
   const b = writeLanAdvert({ current: NOW, withdrawn: [OLD], routing: false });
   const v = new DataView(b.buffer);
   t.is(v.getUint16(6), 0);
-  for (const o of options(b).filter((x) => x.type === 3)) { t.is(v.getUint32(o.at + 4), 0); t.is(v.getUint32(o.at + 8), 0); }
+  for (const o of options(b).filter((x) => x.type === 3)) {
+    t.is(v.getUint32(o.at + 4), 0);
+    t.is(v.getUint32(o.at + 8), 0);
+  }
 });

@@ -26,27 +26,44 @@ test('link-layer form: port little-endian, then IPv4 (router 25790 on 145.136.0.
 });
 
 test('property: encode/decode round trip for every IPv4, port and lanip, at any offset', (t) => {
-  fc.assert(fc.property(
-    fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 0, max: 0xffff }), fc.integer({ min: 0, max: 0x3fff }),
-    fc.uint8Array({ minLength: 8, maxLength: 8 }), fc.integer({ min: 0, max: 40 }),
-    (v4, port, lanip, pfx, off) => {
-      const buf = new Uint8Array(off + 16);
-      const a = makeAddress(pfx, v4, port, lanip);
-      buf.set(a, off);
-      return addressIPv4(buf, off) === v4 && addressPort(buf, off) === port && addressLanip(buf, off) === lanip &&
-        (a[8]! & 0x03) === 0 && a.subarray(0, 8).every((b, i) => b === pfx[i]);
-    }));
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: 0xffffffff }),
+      fc.integer({ min: 0, max: 0xffff }),
+      fc.integer({ min: 0, max: 0x3fff }),
+      fc.uint8Array({ minLength: 8, maxLength: 8 }),
+      fc.integer({ min: 0, max: 40 }),
+      (v4, port, lanip, pfx, off) => {
+        const buf = new Uint8Array(off + 16);
+        const a = makeAddress(pfx, v4, port, lanip);
+        buf.set(a, off);
+        return (
+          addressIPv4(buf, off) === v4 &&
+          addressPort(buf, off) === port &&
+          addressLanip(buf, off) === lanip &&
+          (a[8]! & 0x03) === 0 &&
+          a.subarray(0, 8).every((b, i) => b === pfx[i])
+        );
+      },
+    ),
+  );
   t.pass();
 });
 
 test('property: distinct (IPv4, port) pairs never share a /114', (t) => {
-  fc.assert(fc.property(
-    fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 1, max: 0xffff }),
-    fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 1, max: 0xffff }),
-    (v4a, pa, v4b, pb) => {
-      fc.pre(v4a !== v4b || pa !== pb);
-      const a = makeAddress(prefix, v4a, pa, 0), b = makeAddress(prefix, v4b, pb, 0);
-      return a.some((x, i) => x !== b[i]);
-    }));
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: 0xffffffff }),
+      fc.integer({ min: 1, max: 0xffff }),
+      fc.integer({ min: 0, max: 0xffffffff }),
+      fc.integer({ min: 1, max: 0xffff }),
+      (v4a, pa, v4b, pb) => {
+        fc.pre(v4a !== v4b || pa !== pb);
+        const a = makeAddress(prefix, v4a, pa, 0),
+          b = makeAddress(prefix, v4b, pb, 0);
+        return a.some((x, i) => x !== b[i]);
+      },
+    ),
+  );
   t.pass();
 });

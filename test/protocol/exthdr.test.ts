@@ -4,7 +4,11 @@ import { noErrorReply } from '../../agent/protocol/exthdr.js';
 /** An IPv6 header with next header nh, then the given extension/upper bytes. */
 function pkt(nh: number, rest: number[]): Uint8Array {
   const b = new Uint8Array(40 + rest.length);
-  b[0] = 0x60; b[4] = rest.length >> 8; b[5] = rest.length & 0xff; b[6] = nh; b[7] = 1;
+  b[0] = 0x60;
+  b[4] = rest.length >> 8;
+  b[5] = rest.length & 0xff;
+  b[6] = nh;
+  b[7] = 1;
   b.set(rest, 40);
   return b;
 }

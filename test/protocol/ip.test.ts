@@ -11,8 +11,14 @@ test('prefix parsing: canonical text and bytes', (t) => {
 });
 
 test('prefix errors say what is wrong and what to do', (t) => {
-  t.regex(t.throws(() => parsePrefix64('2001:db8:9::/48'), { instanceOf: InputError }).message, /is a \/48; a 6bed4 router serves exactly one \/64/);
-  t.regex(t.throws(() => parsePrefix64('2001:db8:9:10::11/64'), { instanceOf: InputError }).message, /host bits set after \/64; did you mean 2001:db8:9:10::\/64\?/);
+  t.regex(
+    t.throws(() => parsePrefix64('2001:db8:9::/48'), { instanceOf: InputError }).message,
+    /is a \/48; a 6bed4 router serves exactly one \/64/,
+  );
+  t.regex(
+    t.throws(() => parsePrefix64('2001:db8:9:10::11/64'), { instanceOf: InputError }).message,
+    /host bits set after \/64; did you mean 2001:db8:9:10::\/64\?/,
+  );
   t.regex(t.throws(() => parsePrefix64('2001:db8:9:10::'), { instanceOf: InputError }).message, /has no length/);
   t.regex(t.throws(() => parsePrefix64('2001:db8:9:10::/129'), { instanceOf: InputError }).message, /bad length/);
   t.regex(t.throws(() => parsePrefix64('198.51.100.0/24'), { instanceOf: InputError }).message, /not an IPv6 address/);

@@ -4,8 +4,16 @@ import { makeAddress } from '../../agent/protocol/address.js';
 import { upperChecksum } from '../../agent/protocol/checksum.js';
 import { formatIPv6, parseIPv4, parseIPv6, parsePrefix, parsePrefix64 } from '../../lib/ip.js';
 import {
-  isRouterSolicit, ndType, neighborSolicitTarget, parseRouterAdvert, writeNeighborAdvert, writeNeighborSolicit,
-  writeRouterAdvert, writeRouterSolicit, ALL_NODES, ROUTER_LINK_LOCAL,
+  isRouterSolicit,
+  ndType,
+  neighborSolicitTarget,
+  parseRouterAdvert,
+  writeNeighborAdvert,
+  writeNeighborSolicit,
+  writeRouterAdvert,
+  writeRouterSolicit,
+  ALL_NODES,
+  ROUTER_LINK_LOCAL,
 } from '../../agent/protocol/nd.js';
 import { writeIcmpError } from '../../agent/protocol/icmperror.js';
 
@@ -16,12 +24,35 @@ test('RA carries the fields of the wire notes, byte for byte', (t) => {
   const b = new Uint8Array(200);
   const len = writeRouterAdvert(b, 0, ALL_NODES, peer114, [parsePrefix('2001:db8:77::/48')]);
   t.is(len, 40 + 16 + 32 + 32);
-  t.is(b[0]! >> 4, 6); t.is(b[6], 58); t.is(b[7], 255);
-  t.is(formatIPv6(b, 8), 'fe80::'); t.is(formatIPv6(b, 24), 'ff02::1');
+  t.is(b[0]! >> 4, 6);
+  t.is(b[6], 58);
+  t.is(b[7], 255);
+  t.is(formatIPv6(b, 8), 'fe80::');
+  t.is(formatIPv6(b, 24), 'ff02::1');
   const i = 40;
-  t.deepEqual(Array.from(b.subarray(i, i + 16)), [134, 0, b[i + 2], b[i + 3], 0, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+  t.deepEqual(Array.from(b.subarray(i, i + 16)), [
+    134,
+    0,
+    b[i + 2],
+    b[i + 3],
+    0,
+    0x18,
+    0xff,
+    0xff,
+    0xff,
+    0xff,
+    0xff,
+    0xff,
+    0xff,
+    0xff,
+    0xff,
+    0xff,
+  ]);
   const o = i + 16;
-  t.deepEqual(Array.from(b.subarray(o, o + 16)), [3, 4, 114, 0xc0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+  t.deepEqual(
+    Array.from(b.subarray(o, o + 16)),
+    [3, 4, 114, 0xc0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0],
+  );
   t.is(formatIPv6(b, o + 16), '2001:db8:9:10:c433:640a:f8e6:8000');
   const r = o + 32;
   t.deepEqual(Array.from(b.subarray(r, r + 4)), [3, 4, 48, 0x00]);
@@ -37,7 +68,10 @@ test('a peer reads back its /114 and the routes from an RA', (t) => {
   t.truthy(ra);
   t.is(formatIPv6(ra!.prefix114), '2001:db8:9:10:c433:640a:f8e6:8000');
   t.is(ra!.validLifetime, 0xffffffff);
-  t.deepEqual(ra!.routes.map((x) => `${formatIPv6(x.bytes)}/${x.length}`), ['2001:db8:77::/48']);
+  t.deepEqual(
+    ra!.routes.map((x) => `${formatIPv6(x.bytes)}/${x.length}`),
+    ['2001:db8:77::/48'],
+  );
   const w = writeRouterAdvert(b, 0, ALL_NODES, peer114, [], true);
   t.is(parseRouterAdvert(b, 0, w)!.validLifetime, 0);
 });
@@ -55,10 +89,26 @@ test('RS as stock peers send it is recognised, with and without the link-layer o
 test('ND validation rejects forwarded (hop limit < 255), bad checksum, bad code and truncation', (t) => {
   const b = new Uint8Array(100);
   const len = writeRouterSolicit(b, 0);
-  const bad = (mutate: (x: Uint8Array) => void) => { const x = Uint8Array.from(b); mutate(x); return isRouterSolicit(x, 0, len); };
-  t.false(bad((x) => { x[7] = 254; }));
-  t.false(bad((x) => { x[42] ^= 1; }));
-  t.false(bad((x) => { x[41] = 1; }));
+  const bad = (mutate: (x: Uint8Array) => void) => {
+    const x = Uint8Array.from(b);
+    mutate(x);
+    return isRouterSolicit(x, 0, len);
+  };
+  t.false(
+    bad((x) => {
+      x[7] = 254;
+    }),
+  );
+  t.false(
+    bad((x) => {
+      x[42] ^= 1;
+    }),
+  );
+  t.false(
+    bad((x) => {
+      x[41] = 1;
+    }),
+  );
   t.false(isRouterSolicit(b, 0, len - 1));
 });
 
@@ -81,7 +131,8 @@ test('Time Exceeded quotes the packet, goes back to its source, fits the MTU', (
   const inv = new Uint8Array(1280);
   const src = parseIPv6('2001:db8:9:10:c433:640a:f8e6:8001');
   const len0 = writeRouterSolicit(inv, 0, src); // any IPv6 packet will do as the invoking one
-  inv[4] = (1240 >> 8); inv[5] = 1240 & 0xff; // pretend it is a full-size packet
+  inv[4] = 1240 >> 8;
+  inv[5] = 1240 & 0xff; // pretend it is a full-size packet
   const out = new Uint8Array(1400);
   const router = parseIPv6('2001:db8:9:10:c433:6401:64be:8000');
   const len = writeIcmpError(out, 0, 3, 0, 0, router, inv, 0, 1280);
@@ -95,17 +146,28 @@ test('Time Exceeded quotes the packet, goes back to its source, fits the MTU', (
 });
 
 test('property: every built ND packet verifies; parsers never throw on arbitrary bytes', (t) => {
-  fc.assert(fc.property(fc.uint8Array({ minLength: 16, maxLength: 16 }), fc.uint8Array({ minLength: 16, maxLength: 16 }), (a, c) => {
-    const b = new Uint8Array(200);
-    const n1 = writeNeighborAdvert(b, 0, a, c, a, c.subarray(0, 6));
-    if (upperChecksum(b, 0, 58, 40, n1 - 40) !== 0) return false;
-    const n2 = writeRouterAdvert(b, 0, c, a, []);
-    return upperChecksum(b, 0, 58, 40, n2 - 40) === 0;
-  }));
-  fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), fc.nat(300), (bytes, n) => {
-    const len = Math.min(n, bytes.length);
-    ndType(bytes, 0, len); parseRouterAdvert(bytes, 0, len); isRouterSolicit(bytes, 0, len); neighborSolicitTarget(bytes, 0, len);
-    return true;
-  }));
+  fc.assert(
+    fc.property(
+      fc.uint8Array({ minLength: 16, maxLength: 16 }),
+      fc.uint8Array({ minLength: 16, maxLength: 16 }),
+      (a, c) => {
+        const b = new Uint8Array(200);
+        const n1 = writeNeighborAdvert(b, 0, a, c, a, c.subarray(0, 6));
+        if (upperChecksum(b, 0, 58, 40, n1 - 40) !== 0) return false;
+        const n2 = writeRouterAdvert(b, 0, c, a, []);
+        return upperChecksum(b, 0, 58, 40, n2 - 40) === 0;
+      },
+    ),
+  );
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 300 }), fc.nat(300), (bytes, n) => {
+      const len = Math.min(n, bytes.length);
+      ndType(bytes, 0, len);
+      parseRouterAdvert(bytes, 0, len);
+      isRouterSolicit(bytes, 0, len);
+      neighborSolicitTarget(bytes, 0, len);
+      return true;
+    }),
+  );
   t.pass();
 });

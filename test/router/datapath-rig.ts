@@ -45,18 +45,27 @@ export const NET = {
 const LOCAL_V4 = [NET.router.v4, NET.A.v4, NET.B.v4, NET.vanished.v4];
 
 /** The 6bed4 address of v4:port (lanip 1, as peers use; 0 is the router side). */
-export const sixbed4 = (e: { v4: string; port: number }, lanip = 1) => makeAddress(NET.prefix.bytes, parseIPv4(e.v4), e.port, lanip);
+export const sixbed4 = (e: { v4: string; port: number }, lanip = 1) =>
+  makeAddress(NET.prefix.bytes, parseIPv4(e.v4), e.port, lanip);
 export const routerAddress = () => sixbed4(NET.router, 0);
 
-export interface Datagram { from: string; bytes: Buffer; }
+export interface Datagram {
+  from: string;
+  bytes: Buffer;
+}
 
 /** A waiting list with a timeout: what arrived, in order, and who waits for the next. */
 class Inbox<T> {
   private readonly items: T[] = [];
   private wake: (() => void) | null = null;
-  push(x: T): void { this.items.push(x); this.wake?.(); }
+  push(x: T): void {
+    this.items.push(x);
+    this.wake?.();
+  }
   /** Everything that arrived and was not taken yet. */
-  drain(): T[] { return this.items.splice(0); }
+  drain(): T[] {
+    return this.items.splice(0);
+  }
   async next(what: string, timeoutMs = 5000): Promise<T> {
     const deadline = Date.now() + timeoutMs;
     while (this.items.length === 0) {
@@ -64,7 +73,10 @@ class Inbox<T> {
       if (left <= 0) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, left);
-        this.wake = () => { clearTimeout(t); resolve(); };
+        this.wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
       });
       this.wake = null;
     }
@@ -83,7 +95,11 @@ export class Peer {
   private readonly inbox = new Inbox<Datagram>();
   private readonly poll: PollHandle;
 
-  constructor(private readonly io: NativeIO, readonly v4: string, readonly port: number) {
+  constructor(
+    private readonly io: NativeIO,
+    readonly v4: string,
+    readonly port: number,
+  ) {
     this.fd = io.udpOpen(v4, port, false).fd;
     this.address = sixbed4({ v4, port });
     this.poll = io.poll(this.fd, () => this.receive());
@@ -93,19 +109,30 @@ export class Peer {
   send(...packets: Uint8Array[]): void {
     packets.forEach((p, i) => {
       this.tx.data.set(p, i * this.tx.slot);
-      this.tx.off[i] = i * this.tx.slot; this.tx.len[i] = p.length;
-      this.tx.addr[i] = parseIPv4(NET.router.v4); this.tx.port[i] = NET.router.port;
+      this.tx.off[i] = i * this.tx.slot;
+      this.tx.len[i] = p.length;
+      this.tx.addr[i] = parseIPv4(NET.router.v4);
+      this.tx.port[i] = NET.router.port;
     });
     const sent = this.io.udpSend(this.fd, this.tx, packets.length);
-    if (sent !== packets.length || this.tx.refused[0]) throw new Error(`peer ${this.v4}: sent ${sent} of ${packets.length}, ${this.tx.refused[0]} refused`);
+    if (sent !== packets.length || this.tx.refused[0])
+      throw new Error(`peer ${this.v4}: sent ${sent} of ${packets.length}, ${this.tx.refused[0]} refused`);
   }
 
-  next(timeoutMs?: number): Promise<Datagram> { return this.inbox.next(`a datagram at ${this.v4}:${this.port}`, timeoutMs); }
+  next(timeoutMs?: number): Promise<Datagram> {
+    return this.inbox.next(`a datagram at ${this.v4}:${this.port}`, timeoutMs);
+  }
 
   /** What arrived and was not taken, including anything still in the socket now. */
-  pending(): Datagram[] { this.receive(); return this.inbox.drain(); }
+  pending(): Datagram[] {
+    this.receive();
+    return this.inbox.drain();
+  }
 
-  close(): void { this.poll.close(); this.io.close(this.fd); }
+  close(): void {
+    this.poll.close();
+    this.io.close(this.fd);
+  }
 
   private receive(): void {
     // Peers never send anywhere but to the router; read any error anyway, so it cannot keep the poll spinning.
@@ -113,7 +140,10 @@ export class Peer {
     const n = this.io.udpRecv(this.fd, this.rx);
     for (let i = 0; i < n; i++) {
       const off = this.rx.off[i]!;
-      this.inbox.push({ from: `${formatIPv4(this.rx.addr[i]!)}:${this.rx.port[i]}`, bytes: Buffer.from(this.rx.data.subarray(off, off + this.rx.len[i]!)) });
+      this.inbox.push({
+        from: `${formatIPv4(this.rx.addr[i]!)}:${this.rx.port[i]}`,
+        bytes: Buffer.from(this.rx.data.subarray(off, off + this.rx.len[i]!)),
+      });
     }
   }
 }
@@ -142,17 +172,34 @@ export interface Rig {
 /** Router sockets: two SO_REUSEPORT sockets, as the router runs several (datapath.ts says why). */
 const ROUTER_SOCKETS = 2;
 
-async function rig(backend: Rig['backend'], io: NativeIO, tunFd: number, host: NativeHost, closeTun: () => void): Promise<Rig> {
+async function rig(
+  backend: Rig['backend'],
+  io: NativeIO,
+  tunFd: number,
+  host: NativeHost,
+  closeTun: () => void,
+): Promise<Rig> {
   const udpFds: number[] = [];
   for (let i = 0; i < ROUTER_SOCKETS; i++) udpFds.push(io.udpOpen(NET.router.v4, NET.router.port, true).fd);
   // No local table: every address here is local, and relays between them are what the tests send.
-  const engine = new Engine({ prefix: NET.prefix, listenIPv4: parseIPv4(NET.router.v4), port: NET.router.port, routes: [] }, 16);
+  const engine = new Engine(
+    { prefix: NET.prefix, listenIPv4: parseIPv4(NET.router.v4), port: NET.router.port, routes: [] },
+    16,
+  );
   const datapath = new Datapath(engine, udpFds, tunFd, io);
   datapath.start();
   const peers: Peer[] = [];
   return {
-    backend, io, engine, host, routerFds: udpFds,
-    peer(e) { const p = new Peer(io, e.v4, e.port); peers.push(p); return p; },
+    backend,
+    io,
+    engine,
+    host,
+    routerFds: udpFds,
+    peer(e) {
+      const p = new Peer(io, e.v4, e.port);
+      peers.push(p);
+      return p;
+    },
     async close() {
       datapath.stop();
       for (const p of peers) p.close();
@@ -180,19 +227,28 @@ function fakeHost(dev: FakeTun): NativeHost {
     for (const p of dev.written.splice(0)) {
       const u = parseUdp6(p);
       // The kernel delivers only what is addressed to the socket and checksums right.
-      if (u && u.dst === formatIPv6(isp) && u.dport === NET.ispPort && upperChecksum(p, 0, NH_UDP, IPV6_HEADER, p.length - IPV6_HEADER) === 0) inbox.push(u);
+      if (
+        u &&
+        u.dst === formatIPv6(isp) &&
+        u.dport === NET.ispPort &&
+        upperChecksum(p, 0, NH_UDP, IPV6_HEADER, p.length - IPV6_HEADER) === 0
+      )
+        inbox.push(u);
     }
   };
   dev.on('written', onWritten);
   return {
     async send(dst, dport, payload) {
-      if (!dev.inject(udp6(isp, dst, NET.ispPort, dport, payload))) throw new Error('the fake tunnel dropped the packet');
+      if (!dev.inject(udp6(isp, dst, NET.ispPort, dport, payload)))
+        throw new Error('the fake tunnel dropped the packet');
     },
     async next(timeoutMs) {
       const u = await inbox.next(`a datagram at [${NET.isp}]:${NET.ispPort}`, timeoutMs);
       return { src: u.src, sport: u.sport, payload: u.payload.toString() };
     },
-    async close() { dev.off('written', onWritten); },
+    async close() {
+      dev.off('written', onWritten);
+    },
   };
 }
 
@@ -219,10 +275,14 @@ export async function realRig(): Promise<Rig> {
     await once(sock, 'listening');
     const host: NativeHost = {
       async send(dst, dport, payload) {
-        await new Promise<void>((resolve, reject) => sock.send(payload, dport, formatIPv6(dst), (err) => (err ? reject(err) : resolve())));
+        await new Promise<void>((resolve, reject) =>
+          sock.send(payload, dport, formatIPv6(dst), (err) => (err ? reject(err) : resolve())),
+        );
       },
       next: (timeoutMs) => inbox.next(`a datagram at [${NET.isp}]:${NET.ispPort}`, timeoutMs),
-      async close() { sock.close(); },
+      async close() {
+        sock.close();
+      },
     };
     return await rig('real', native, tunnel.fds[0]!, host, () => tunnel.close());
   } catch (err) {

@@ -4,7 +4,12 @@
 // check() holds them to the same assertions wherever they came from.
 import type { ExecutionContext } from 'ava';
 
-import { ROUTER_LINK_LOCAL, parseRouterAdvert, writeNeighborSolicit, writeRouterSolicit } from '../../agent/protocol/nd.js';
+import {
+  ROUTER_LINK_LOCAL,
+  parseRouterAdvert,
+  writeNeighborSolicit,
+  writeRouterSolicit,
+} from '../../agent/protocol/nd.js';
 import { formatIPv6, parseIPv6 } from '../../lib/ip.js';
 import { writeHeader } from '../../agent/protocol/ipv6.js';
 import type { CountersSnapshot } from '../../agent/router/counters.js';
@@ -34,15 +39,20 @@ type Forwarded = { got: ReturnType<typeof udpFromRouter>; counters: CountersSnap
 
 /** A 48-byte IPv6/UDP packet from src (no checksum: the router forwards nothing of it). */
 function bare(src: Uint8Array, dst: Uint8Array): Uint8Array {
-  const b = new Uint8Array(48); writeHeader(b, 0, 8, 17, 64, src, dst); return b;
+  const b = new Uint8Array(48);
+  writeHeader(b, 0, 8, 17, 64, src, dst);
+  return b;
 }
 
-function rs(): Uint8Array { const b = new Uint8Array(64); return b.subarray(0, writeRouterSolicit(b, 0)); }
+function rs(): Uint8Array {
+  const b = new Uint8Array(64);
+  return b.subarray(0, writeRouterSolicit(b, 0));
+}
 
 export const SCENARIOS: Scenario[] = [
   scenario({
     name: 'peer-to-kernel',
-    title: 'a peer\'s packet to the Internet reaches the native host through the tunnel',
+    title: "a peer's packet to the Internet reaches the native host through the tunnel",
     async drive(rig) {
       const a = rig.peer(NET.A);
       a.send(udp6(a.address, parseIPv6(NET.isp), 4242, NET.ispPort, bytes('from peer A')));
@@ -57,15 +67,22 @@ export const SCENARIOS: Scenario[] = [
   }),
   scenario({
     name: 'kernel-to-peer',
-    title: 'a native host\'s packet to a peer\'s address reaches the peer over UDP, hop limit decremented',
+    title: "a native host's packet to a peer's address reaches the peer over UDP, hop limit decremented",
     async drive(rig) {
       const a = rig.peer(NET.A);
       await rig.host.send(a.address, 4243, bytes('from the Internet'));
       return { got: udpFromRouter(await a.next()), counters: rig.engine.snapshot() };
     },
     check(t, o: Forwarded) {
-      t.is(o.got.from, ROUTER, 'from the router\'s socket');
-      t.like(o.got.packet, { src: NET.isp, dst: text(sixbed4(NET.A)), sport: NET.ispPort, dport: 4243, hops: 63, payload: 'from the Internet' });
+      t.is(o.got.from, ROUTER, "from the router's socket");
+      t.like(o.got.packet, {
+        src: NET.isp,
+        dst: text(sixbed4(NET.A)),
+        sport: NET.ispPort,
+        dport: 4243,
+        hops: 63,
+        payload: 'from the Internet',
+      });
       t.is(o.counters.tunToUdpPackets, 1);
     },
   }),
@@ -73,7 +90,8 @@ export const SCENARIOS: Scenario[] = [
     name: 'relay',
     title: 'peer to peer: relayed over UDP to the IPv4:port inside the destination, the kernel untouched',
     async drive(rig) {
-      const a = rig.peer(NET.A), b = rig.peer(NET.B);
+      const a = rig.peer(NET.A),
+        b = rig.peer(NET.B);
       a.send(udp6(a.address, b.address, 5000, 5001, bytes('A to B'), 10));
       return { got: udpFromRouter(await b.next()), counters: rig.engine.snapshot() };
     },
@@ -86,13 +104,18 @@ export const SCENARIOS: Scenario[] = [
   }),
   scenario({
     name: 'rs-ra',
-    title: 'a Router Solicitation is answered with an RA carrying the sender\'s /114',
+    title: "a Router Solicitation is answered with an RA carrying the sender's /114",
     async drive(rig) {
       const a = rig.peer(NET.A);
       a.send(rs());
       const d = await a.next();
       const ra = parseRouterAdvert(d.bytes, 0, d.bytes.length);
-      return { from: d.from, dst: text(d.bytes.subarray(24, 40)), prefix114: ra && text(ra.prefix114), counters: rig.engine.snapshot() };
+      return {
+        from: d.from,
+        dst: text(d.bytes.subarray(24, 40)),
+        prefix114: ra && text(ra.prefix114),
+        counters: rig.engine.snapshot(),
+      };
     },
     check(t, o: { from: string; dst: string; prefix114: string | null; counters: CountersSnapshot }) {
       t.is(o.from, ROUTER);
@@ -109,11 +132,19 @@ export const SCENARIOS: Scenario[] = [
       const ns = new Uint8Array(72);
       a.send(ns.subarray(0, writeNeighborSolicit(ns, 0, a.address, ROUTER_LINK_LOCAL, ROUTER_LINK_LOCAL)));
       const d = (await a.next()).bytes;
-      return { type: d[40], src: text(d.subarray(8, 24)), dst: text(d.subarray(24, 40)), target: text(d.subarray(48, 64)), counters: rig.engine.snapshot() };
+      return {
+        type: d[40],
+        src: text(d.subarray(8, 24)),
+        dst: text(d.subarray(24, 40)),
+        target: text(d.subarray(48, 64)),
+        counters: rig.engine.snapshot(),
+      };
     },
     check(t, o: { type: number; src: string; dst: string; target: string; counters: CountersSnapshot }) {
-      t.deepEqual({ type: o.type, src: o.src, dst: o.dst, target: o.target },
-        { type: 136, src: 'fe80::', dst: text(sixbed4(NET.A)), target: text(routerAddress()) });
+      t.deepEqual(
+        { type: o.type, src: o.src, dst: o.dst, target: o.target },
+        { type: 136, src: 'fe80::', dst: text(sixbed4(NET.A)), target: text(routerAddress()) },
+      );
       t.like(o.counters, { neighborSolicits: 1, neighborAdverts: 1 });
     },
   }),
@@ -127,10 +158,15 @@ export const SCENARIOS: Scenario[] = [
       const first = await b.next();
       await until(() => rig.engine.counters.drops.spoofed >= 2, 'both spoofed packets counted');
       const ra = parseRouterAdvert(first.bytes, 0, first.bytes.length);
-      return { prefix114: ra && text(ra.prefix114), dst: text(first.bytes.subarray(24, 40)), more: b.pending().length, counters: rig.engine.snapshot() };
+      return {
+        prefix114: ra && text(ra.prefix114),
+        dst: text(first.bytes.subarray(24, 40)),
+        more: b.pending().length,
+        counters: rig.engine.snapshot(),
+      };
     },
     check(t, o: { prefix114: string | null; dst: string; more: number; counters: CountersSnapshot }) {
-      t.is(o.prefix114, text(sixbed4(NET.B, 0)), 'the RA names the /114 of the sender\'s own IPv4:port');
+      t.is(o.prefix114, text(sixbed4(NET.B, 0)), "the RA names the /114 of the sender's own IPv4:port");
       t.is(o.dst, 'ff02::1');
       t.is(o.more, 0, 'the source outside the prefix is dropped without a word');
       t.is(o.counters.drops.spoofed, 2);
@@ -145,11 +181,27 @@ export const SCENARIOS: Scenario[] = [
       a.send(udp6(a.address, sixbed4(NET.vanished), 5000, 5001, bytes('anyone there?')));
       const d = (await a.next()).bytes;
       return {
-        nh: d[6], type: d[40], code: d[41], src: text(d.subarray(8, 24)), dst: text(d.subarray(24, 40)),
-        quotedDst: d.length >= 88 ? text(d.subarray(72, 88)) : null, counters: rig.engine.snapshot(),
+        nh: d[6],
+        type: d[40],
+        code: d[41],
+        src: text(d.subarray(8, 24)),
+        dst: text(d.subarray(24, 40)),
+        quotedDst: d.length >= 88 ? text(d.subarray(72, 88)) : null,
+        counters: rig.engine.snapshot(),
       };
     },
-    check(t, o: { nh: number; type: number; code: number; src: string; dst: string; quotedDst: string | null; counters: CountersSnapshot }) {
+    check(
+      t,
+      o: {
+        nh: number;
+        type: number;
+        code: number;
+        src: string;
+        dst: string;
+        quotedDst: string | null;
+        counters: CountersSnapshot;
+      },
+    ) {
       t.deepEqual({ nh: o.nh, type: o.type, code: o.code }, { nh: 58, type: 1, code: 4 }, 'ICMPv6 port unreachable');
       t.is(o.src, text(routerAddress()));
       t.is(o.dst, text(sixbed4(NET.A)));
@@ -161,8 +213,12 @@ export const SCENARIOS: Scenario[] = [
     name: 'tx-dropped',
     title: 'a relay the kernel refuses (no route) counts as tx_dropped, and the rest of the batch still goes',
     async drive(rig) {
-      const a = rig.peer(NET.A), b = rig.peer(NET.B);
-      a.send(udp6(a.address, sixbed4(NET.unroutable), 5000, 5001, bytes('nowhere')), udp6(a.address, b.address, 5000, 5001, bytes('to B')));
+      const a = rig.peer(NET.A),
+        b = rig.peer(NET.B);
+      a.send(
+        udp6(a.address, sixbed4(NET.unroutable), 5000, 5001, bytes('nowhere')),
+        udp6(a.address, b.address, 5000, 5001, bytes('to B')),
+      );
       const got = udpFromRouter(await b.next());
       await until(() => rig.engine.counters.drops.tx_dropped >= 1, 'tx_dropped counted');
       return { got, counters: rig.engine.snapshot() };

@@ -43,12 +43,17 @@ async function onFake<O>(drive: (rig: Rig) => Promise<O>): Promise<O> {
   }
 }
 
-interface Backend { name: string; skip: string | null; observe(s: Scenario): Promise<unknown>; }
+interface Backend {
+  name: string;
+  skip: string | null;
+  observe(s: Scenario): Promise<unknown>;
+}
 
 const BACKENDS: Backend[] = [
   { name: 'fake', skip: null, observe: (s) => onFake((rig) => s.drive(rig)) },
   {
-    name: 'real', skip: skipReason,
+    name: 'real',
+    skip: skipReason,
     async observe(s) {
       const r = (await realOutcomes())[s.name];
       if (!r) throw new Error(`the real run reported nothing for ${s.name}`);
@@ -70,7 +75,8 @@ const io = (rig: Rig) => rig.io as FakeIO;
 test('fake only: a full send buffer (EAGAIN) stops the relay batch, and the unsent rest counts as tx_dropped', async (t) => {
   const o = await onFake(async (rig) => {
     for (const fd of rig.routerFds) io(rig).udpSocket(fd).sendBudget = 1;
-    const a = rig.peer(NET.A), b = rig.peer(NET.B);
+    const a = rig.peer(NET.A),
+      b = rig.peer(NET.B);
     const relay = (n: number) => udp6(a.address, b.address, 5000, 5001, Buffer.from(`relay ${n}`));
     a.send(relay(1), relay(2), relay(3));
     const first = await b.next();

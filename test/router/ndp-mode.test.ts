@@ -3,7 +3,12 @@
 import test from 'ava';
 import { routerConfig } from '../../agent/router/router.js';
 
-const mode = (m?: string) => routerConfig({ prefix: '2001:db8:9:10::/64', listen: '198.51.100.1', ndpProxy: { uplink: 'eth0', ...(m ? { mode: m } : {}) } }).ndpProxy!.mode;
+const mode = (m?: string) =>
+  routerConfig({
+    prefix: '2001:db8:9:10::/64',
+    listen: '198.51.100.1',
+    ndpProxy: { uplink: 'eth0', ...(m ? { mode: m } : {}) },
+  }).ndpProxy!.mode;
 
 test('--ndp-proxy-mode takes Always and WhenOnLink, and still on and auto', (t) => {
   t.is(mode(), 'on', 'Always by default');

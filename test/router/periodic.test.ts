@@ -7,14 +7,29 @@ import { every, guarded, TaskFailures } from '../../agent/router/periodic.js';
 
 const logger = () => {
   const lines: string[] = [];
-  return { lines, log: { error: (m: string) => { lines.push(m); } } };
+  return {
+    lines,
+    log: {
+      error: (m: string) => {
+        lines.push(m);
+      },
+    },
+  };
 };
 
 test('a throwing task is counted each time, logged once, and keeps its schedule', async (t) => {
   const { lines, log } = logger();
   const failures = new TaskFailures(log);
   let runs = 0;
-  const stop = every('fast-path-seen', 5, () => { runs++; throw new Error('bpf(BPF_MAP_LOOKUP_AND_DELETE_BATCH) ENOSPC'); }, failures);
+  const stop = every(
+    'fast-path-seen',
+    5,
+    () => {
+      runs++;
+      throw new Error('bpf(BPF_MAP_LOOKUP_AND_DELETE_BATCH) ENOSPC');
+    },
+    failures,
+  );
   // Three turns, however long a loaded machine takes to give them (the deadline only catches a schedule that died).
   for (const until = Date.now() + 30_000; runs < 3 && Date.now() < until;) await sleep(10);
   stop();
@@ -27,11 +42,19 @@ test('a throwing task is counted each time, logged once, and keeps its schedule'
 test('a rejected promise is a failure of its task, not an unhandled rejection', async (t) => {
   const failures = new TaskFailures();
   let unhandled = 0;
-  const onUnhandled = () => { unhandled++; };
+  const onUnhandled = () => {
+    unhandled++;
+  };
   process.on('unhandledRejection', onUnhandled);
   try {
     guarded('local-table', () => Promise.reject(new Error('no ip')), failures);
-    guarded('local-table', async () => { throw new Error('again'); }, failures);
+    guarded(
+      'local-table',
+      async () => {
+        throw new Error('again');
+      },
+      failures,
+    );
     guarded('stats', () => 'fine', failures);
     await sleep(20);
   } finally {
@@ -44,7 +67,10 @@ test('a rejected promise is a failure of its task, not an unhandled rejection', 
 test('tasks that fail are logged once each, by name', (t) => {
   const { lines, log } = logger();
   const failures = new TaskFailures(log);
-  for (let i = 0; i < 3; i++) { failures.record('a', new Error('x')); failures.record('b', 'y'); }
+  for (let i = 0; i < 3; i++) {
+    failures.record('a', new Error('x'));
+    failures.record('b', 'y');
+  }
   t.deepEqual(failures.snapshot(), { a: 3, b: 3 });
   t.is(lines.length, 2);
 });

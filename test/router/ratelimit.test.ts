@@ -37,11 +37,15 @@ test('workers share one overall cap: two threads on one state together stay with
       for (let i = 0; i < 20000; i++) if (l.allow((workerData.base + i) >>> 0, 5000)) n++;
       parentPort.postMessage(n);
     });`;
-  const run = (base: number) => new Promise<number>((resolve, reject) => {
-    const w = new Worker(code, { eval: true, workerData: { url, cfg, state, base } });
-    w.once('message', (n: number) => { resolve(n); void w.terminate(); });
-    w.once('error', reject);
-  });
+  const run = (base: number) =>
+    new Promise<number>((resolve, reject) => {
+      const w = new Worker(code, { eval: true, workerData: { url, cfg, state, base } });
+      w.once('message', (n: number) => {
+        resolve(n);
+        void w.terminate();
+      });
+      w.once('error', reject);
+    });
   const [a, b] = await Promise.all([run(0x01000000), run(0x02000000)]);
   t.is(a + b, 500, `${a} + ${b} replies from two workers`);
 });
@@ -51,8 +55,20 @@ test('a spoofed source inside the /64 gets back only its /114 (the old one withd
   const routes = Array.from({ length: 37 }, (_, i) => parsePrefix(`2001:db8:${(0x100 + i).toString(16)}::/48`));
   const e = new Engine({ prefix, listenIPv4: parseIPv4('198.51.100.1'), port: 25790, routes }, 4);
   const b = new Uint8Array(40);
-  writeHeader(b, 0, 0, 59, 64, makeAddress(prefix.bytes, parseIPv4('203.0.113.7'), 1234, 1), parseIPv6('2001:db8:ffff::1'));
-  e.udpRx.off[0] = 0; e.udpRx.data.set(b, 0); e.udpRx.len[0] = 40; e.udpRx.addr[0] = parseIPv4('198.51.100.20'); e.udpRx.port[0] = 40000;
+  writeHeader(
+    b,
+    0,
+    0,
+    59,
+    64,
+    makeAddress(prefix.bytes, parseIPv4('203.0.113.7'), 1234, 1),
+    parseIPv6('2001:db8:ffff::1'),
+  );
+  e.udpRx.off[0] = 0;
+  e.udpRx.data.set(b, 0);
+  e.udpRx.len[0] = 40;
+  e.udpRx.addr[0] = parseIPv4('198.51.100.20');
+  e.udpRx.port[0] = 40000;
   e.fromPeers(1, 1000);
   t.is(e.nUdpReplies, 1);
   // The new /114, the withdrawn old one and the new one again, which stock peers take (protocol/nd.ts).

@@ -10,8 +10,10 @@ export function count(p: Proc, re: RegExp): number {
 export async function nthLine(p: Proc, re: RegExp, n: number, timeoutMs = 15_000): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (count(p, re) < n) {
-    if (!p.running) throw new Error(`${p.argv.join(' ')} exited before printing ${n} lines matching ${re}:\n${p.output()}`);
-    if (Date.now() > until) throw new Error(`${p.argv.join(' ')} printed ${count(p, re)} of ${n} lines matching ${re}:\n${p.output()}`);
+    if (!p.running)
+      throw new Error(`${p.argv.join(' ')} exited before printing ${n} lines matching ${re}:\n${p.output()}`);
+    if (Date.now() > until)
+      throw new Error(`${p.argv.join(' ')} printed ${count(p, re)} of ${n} lines matching ${re}:\n${p.output()}`);
     await sleep(50);
   }
 }

@@ -12,8 +12,13 @@ const prefix = parsePrefix64('2001:db8:9:10::/64');
 const PEER_V4 = parseIPv4('198.51.100.20');
 
 function rsFrom(e: Engine, port: number, nowMs: number): void {
-  const b = new Uint8Array(64), n = writeRouterSolicit(b, 0);
-  e.udpRx.off[0] = 0; e.udpRx.data.set(b.subarray(0, n), 0); e.udpRx.len[0] = n; e.udpRx.addr[0] = PEER_V4; e.udpRx.port[0] = port;
+  const b = new Uint8Array(64),
+    n = writeRouterSolicit(b, 0);
+  e.udpRx.off[0] = 0;
+  e.udpRx.data.set(b.subarray(0, n), 0);
+  e.udpRx.len[0] = n;
+  e.udpRx.addr[0] = PEER_V4;
+  e.udpRx.port[0] = port;
   e.fromPeers(1, nowMs);
 }
 const raRoutes = (e: Engine) => {
@@ -22,7 +27,10 @@ const raRoutes = (e: Engine) => {
 };
 
 test('new routes: the next RA announces them, an empty list none', (t) => {
-  const e = new Engine({ prefix, listenIPv4: parseIPv4('198.51.100.1'), port: 25790, routes: [parsePrefix('2001:db8:aaaa::/48')] }, 4);
+  const e = new Engine(
+    { prefix, listenIPv4: parseIPv4('198.51.100.1'), port: 25790, routes: [parsePrefix('2001:db8:aaaa::/48')] },
+    4,
+  );
   rsFrom(e, 40000, 1000);
   t.deepEqual(raRoutes(e), ['2001:db8:aaaa::/48']);
   applyLiveSettings(e, { routes: [parsePrefix('2001:db8:bbbb::/48'), parsePrefix('2001:db8:cccc::/56')] });
@@ -37,12 +45,16 @@ test('new reply rates: a lower burst applies at once, the shared table and its t
   const e = new Engine({ prefix, listenIPv4: parseIPv4('198.51.100.1'), port: 25790, routes: [] }, 4);
   applyLiveSettings(e, { rateLimit: { perSourceRate: 0.001, perSourceBurst: 2, totalRate: 2000, totalBurst: 500 } });
   let answered = 0;
-  for (let i = 0; i < 5; i++) { rsFrom(e, 40000 + i, 1000); answered += e.nUdpReplies; }
+  for (let i = 0; i < 5; i++) {
+    rsFrom(e, 40000 + i, 1000);
+    answered += e.nUdpReplies;
+  }
   t.is(answered, 2, 'a burst of 2 per source, then nothing');
   t.is(e.counters.drops.rate_limited, 3);
   // Two limiters on one shared state (two workers): a rate change in one leaves the tokens the other took.
   const shared = newRateLimitState();
-  const a = new ReplyLimiter(DEFAULT_RATE_LIMIT, shared), b = new ReplyLimiter(DEFAULT_RATE_LIMIT, shared);
+  const a = new ReplyLimiter(DEFAULT_RATE_LIMIT, shared),
+    b = new ReplyLimiter(DEFAULT_RATE_LIMIT, shared);
   for (let i = 0; i < 8; i++) t.true(a.allow(PEER_V4, 5000));
   b.setRates({ perSourceRate: 4, perSourceBurst: 100, totalRate: 2000, totalBurst: 500 });
   t.false(b.allow(PEER_V4, 5000), 'the bucket a emptied is still empty for b: no free burst from a reload');

@@ -20,13 +20,21 @@ test('a datagram per message, fields on lines, as systemd reads them', async (t)
   t.true(sdNotify({ READY: 1, STATUS: 'forwarding 2001:db8:9:10::/64' }, log, { NOTIFY_SOCKET: sock }));
   t.true(sdNotify({ STOPPING: 1 }, log, { NOTIFY_SOCKET: sock }));
   await listener.waitFor(/^notify STOPPING=1$/, 5000);
-  t.deepEqual(listener.lines().map((l) => l.text).filter((l) => l.startsWith('notify')),
-    ['notify READY=1|STATUS=forwarding 2001:db8:9:10::/64', 'notify STOPPING=1']);
+  t.deepEqual(
+    listener
+      .lines()
+      .map((l) => l.text)
+      .filter((l) => l.startsWith('notify')),
+    ['notify READY=1|STATUS=forwarding 2001:db8:9:10::/64', 'notify STOPPING=1'],
+  );
 });
 
 test('without NOTIFY_SOCKET nothing is sent; a socket nobody holds or a relative path is an error, not a crash', (t) => {
   t.false(sdNotify({ READY: 1 }, log, {}));
   t.false(sdNotify({ READY: 1 }, log, { NOTIFY_SOCKET: '/nonexistent/notify.sock' }), 'logged, and the router runs on');
   t.throws(() => notifySocket('/nonexistent/notify.sock', 'READY=1'), { code: 'ENOENT', message: /sendto/ });
-  t.throws(() => notifySocket('relative.sock', 'READY=1'), { instanceOf: RangeError, message: /absolute path or start with @/ });
+  t.throws(() => notifySocket('relative.sock', 'READY=1'), {
+    instanceOf: RangeError,
+    message: /absolute path or start with @/,
+  });
 });

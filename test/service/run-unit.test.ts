@@ -14,7 +14,15 @@ const log = createLogger({ component: 'test', format: 'json' });
 log.silent = true;
 const BASE = 'prefix: 2001:db8:9:10::/64\nlisten: {address: 198.51.100.1}\n';
 
-interface Rig { parts: ServiceParts; events: string[]; file: string; write(yaml: string): void; failApply?: boolean; failRouter?: boolean; stateThere?: boolean }
+interface Rig {
+  parts: ServiceParts;
+  events: string[];
+  file: string;
+  write(yaml: string): void;
+  failApply?: boolean;
+  failRouter?: boolean;
+  stateThere?: boolean;
+}
 
 function rig(t: { teardown(f: () => void): void }, yaml = BASE): Rig {
   const dir = mkdtempSync(join(tmpdir(), 'sixbed4-service-'));
@@ -22,7 +30,8 @@ function rig(t: { teardown(f: () => void): void }, yaml = BASE): Rig {
   const file = join(dir, 'router.yaml');
   const events: string[] = [];
   const r: Rig = {
-    events, file,
+    events,
+    file,
     write: (y) => writeFileSync(file, y),
     parts: {
       loadConfig: loadServiceConfig,
@@ -46,11 +55,15 @@ function rig(t: { teardown(f: () => void): void }, yaml = BASE): Rig {
           reconfigure: async (change: LiveReconfig) => {
             events.push(`reconfigure ${JSON.stringify(change, (k, v: unknown) => (k === 'bytes' ? undefined : v))}`);
           },
-          stop: async () => { events.push('router stop'); },
+          stop: async () => {
+            events.push('router stop');
+          },
         };
         return router;
       },
-      notify: (fields) => { events.push(`notify ${Object.keys(fields).join(',')}`); },
+      notify: (fields) => {
+        events.push(`notify ${Object.keys(fields).join(',')}`);
+      },
     },
   };
   r.write(yaml);
@@ -62,7 +75,14 @@ test('start: host, then router, then READY; stop: STOPPING, router, then the hos
   const s = await SingleHostService.start(r.file, { keepHost: false, log }, r.parts);
   await s.stop();
   await s.stop();
-  t.deepEqual(r.events, ['apply ', 'router start 127.0.0.1:9475', 'notify READY,STATUS,MAINPID', 'notify STOPPING', 'router stop', 'revert']);
+  t.deepEqual(r.events, [
+    'apply ',
+    'router start 127.0.0.1:9475',
+    'notify READY,STATUS,MAINPID',
+    'notify STOPPING',
+    'router stop',
+    'revert',
+  ]);
 });
 
 test('--keep-host: the stop leaves the host configured', async (t) => {
@@ -75,7 +95,9 @@ test('--keep-host: the stop leaves the host configured', async (t) => {
 test('a router that cannot start: the host goes back, unless it was configured before this run', async (t) => {
   const r = rig(t);
   r.failRouter = true;
-  await t.throwsAsync(SingleHostService.start(r.file, { keepHost: false, log }, r.parts), { message: 'tunnel 6bed4 is busy' });
+  await t.throwsAsync(SingleHostService.start(r.file, { keepHost: false, log }, r.parts), {
+    message: 'tunnel 6bed4 is busy',
+  });
   t.deepEqual(r.events, ['apply ', 'router start 127.0.0.1:9475', 'revert']);
   const kept = rig(t);
   kept.failRouter = true;
@@ -87,7 +109,9 @@ test('a router that cannot start: the host goes back, unless it was configured b
 test('not privileged: refused before anything is touched', async (t) => {
   const r = rig(t);
   r.parts.privileged = () => false;
-  await t.throwsAsync(SingleHostService.start(r.file, { keepHost: false, log }, r.parts), { message: /run it as root/ });
+  await t.throwsAsync(SingleHostService.start(r.file, { keepHost: false, log }, r.parts), {
+    message: /run it as root/,
+  });
   t.deepEqual(r.events, []);
 });
 
@@ -103,10 +127,14 @@ test('reload: routes go to the running router; the same file changes nothing; a 
   r.write('prefix: 2001:db8:9:10::/64\nlisten: {address: 198.51.100.2}\n');
   t.like(await s.reload(), { result: 'restart-needed', fields: ['listen.address 198.51.100.1 -> 198.51.100.2'] });
   t.deepEqual(s.config.spec.routes, ['2001:db8:aaaa::/48'], 'the running configuration stays');
-  t.deepEqual(r.events.filter((e) => !e.startsWith('notify')), [
-    'reconfigure {"routes":[{"length":48,"text":"2001:db8:aaaa::/48"}]}',
-  ]);
-  t.deepEqual(r.events.filter((e) => e.startsWith('notify')), Array(3).fill(['notify RELOADING,MONOTONIC_USEC', 'notify READY,STATUS']).flat());
+  t.deepEqual(
+    r.events.filter((e) => !e.startsWith('notify')),
+    ['reconfigure {"routes":[{"length":48,"text":"2001:db8:aaaa::/48"}]}'],
+  );
+  t.deepEqual(
+    r.events.filter((e) => e.startsWith('notify')),
+    Array(3).fill(['notify RELOADING,MONOTONIC_USEC', 'notify READY,STATUS']).flat(),
+  );
 });
 
 test('reload: a file that does not check out is refused; the running configuration stays', async (t) => {
@@ -126,11 +154,10 @@ test('reload: metrics moved, then the host refuses the new local addresses: the 
   r.failApply = true;
   const out = await s.reload();
   t.like(out, { result: 'refused', error: 'ip: RTNETLINK answers: File exists' });
-  t.deepEqual(r.events.filter((e) => !e.startsWith('notify')), [
-    'reconfigure {"metrics":"127.0.0.2:9475"}',
-    'apply 2001:db8:9:10::11',
-    'reconfigure {"metrics":"127.0.0.1:9475"}',
-  ]);
+  t.deepEqual(
+    r.events.filter((e) => !e.startsWith('notify')),
+    ['reconfigure {"metrics":"127.0.0.2:9475"}', 'apply 2001:db8:9:10::11', 'reconfigure {"metrics":"127.0.0.1:9475"}'],
+  );
   t.is(s.config.metrics, '127.0.0.1:9475');
 });
 
@@ -139,7 +166,12 @@ test('reloads run one at a time; one asked for once the stop began is refused', 
   const s = await SingleHostService.start(r.file, { keepHost: false, log }, r.parts);
   r.events.length = 0;
   t.deepEqual(await Promise.all([s.reload(), s.reload()]), [{ result: 'unchanged' }, { result: 'unchanged' }]);
-  t.deepEqual(r.events, ['notify RELOADING,MONOTONIC_USEC', 'notify READY,STATUS', 'notify RELOADING,MONOTONIC_USEC', 'notify READY,STATUS']);
+  t.deepEqual(r.events, [
+    'notify RELOADING,MONOTONIC_USEC',
+    'notify READY,STATUS',
+    'notify RELOADING,MONOTONIC_USEC',
+    'notify READY,STATUS',
+  ]);
   const stopping = s.stop();
   const late = s.reload();
   await stopping;

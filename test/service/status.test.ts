@@ -29,26 +29,31 @@ sixbed4_process_start_time_seconds 1000
 
 test('the summary: uptime, live peers, packets and bytes per direction, top five drop reasons', (t) => {
   const s = summarize(parsePrometheus(TEXT), '127.0.0.1:9475', 1000 + 3 * 3600 + 62);
-  t.is(s, [
-    'sixbed4 router (127.0.0.1:9475): version 0.1.0, revision 0123456789ab',
-    'uptime             3h 1m 2s',
-    'live peers         2',
-    'direction                 packets         bytes',
-    'peers -> kernel              1200       1.2 MiB',
-    'kernel -> peers              1100       2.0 KiB',
-    'peer -> peer                   12         900 B',
-    'received           1300 from peers, 1150 from the kernel',
-    'dropped            47 (spoofed 30, multicast 7, bad_length 4, tx_dropped 3, rate_limited 2, 1 more reasons)',
-    'RS in / RA out     5 / 4',
-    '',
-  ].join('\n'));
+  t.is(
+    s,
+    [
+      'sixbed4 router (127.0.0.1:9475): version 0.1.0, revision 0123456789ab',
+      'uptime             3h 1m 2s',
+      'live peers         2',
+      'direction                 packets         bytes',
+      'peers -> kernel              1200       1.2 MiB',
+      'kernel -> peers              1100       2.0 KiB',
+      'peer -> peer                   12         900 B',
+      'received           1300 from peers, 1150 from the kernel',
+      'dropped            47 (spoofed 30, multicast 7, bad_length 4, tx_dropped 3, rate_limited 2, 1 more reasons)',
+      'RS in / RA out     5 / 4',
+      '',
+    ].join('\n'),
+  );
 });
 
-test('metrics that are not a router\'s are refused, saying so', (t) => {
-  t.throws(() => summarize(parsePrometheus('up 1\n'), 'x:1', 0), { message: /x:1 serves metrics, but not a sixbed4 router's/ });
+test("metrics that are not a router's are refused, saying so", (t) => {
+  t.throws(() => summarize(parsePrometheus('up 1\n'), 'x:1', 0), {
+    message: /x:1 serves metrics, but not a sixbed4 router's/,
+  });
 });
 
-test('packets the in-kernel fast path forwarded count with the router\'s own, per direction', (t) => {
+test("packets the in-kernel fast path forwarded count with the router's own, per direction", (t) => {
   const fast = `${TEXT}sixbed4_router_packets_total{direction="udp_to_tun",path="fast"} 800\nsixbed4_router_bytes_total{direction="udp_to_tun",path="fast"} 838861\n`;
   const s = summarize(parsePrometheus(fast), 'x:1', 1000);
   t.regex(s, /\npeers -> kernel +2000 +2\.0 MiB\n/);

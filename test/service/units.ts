@@ -25,9 +25,15 @@ export function unitValue(unit: string, key: string): string {
 export function commandLine(line: string, opts: { instance?: string; env?: Record<string, string> } = {}): string[] {
   const env = opts.env ?? {};
   const words: string[] = [];
-  for (const w of line.replace(/%i/g, opts.instance ?? '').split(/\s+/).filter(Boolean)) {
+  for (const w of line
+    .replace(/%i/g, opts.instance ?? '')
+    .split(/\s+/)
+    .filter(Boolean)) {
     const whole = /^\$([A-Za-z_][A-Za-z0-9_]*)$/.exec(w);
-    if (whole) { words.push(...(env[whole[1]!] ?? '').split(/\s+/).filter(Boolean)); continue; }
+    if (whole) {
+      words.push(...(env[whole[1]!] ?? '').split(/\s+/).filter(Boolean));
+      continue;
+    }
     words.push(w.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, k: string) => env[k] ?? ''));
   }
   return words;

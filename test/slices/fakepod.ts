@@ -14,7 +14,10 @@ import type { Netns } from '../../lab/netns.js';
 
 export const RUNNER = fileURLToPath(new URL('./run-slices.js', import.meta.url));
 
-interface CgroupMount { path: string; v2: boolean }
+interface CgroupMount {
+  path: string;
+  v2: boolean;
+}
 
 async function cgroupMounts(): Promise<CgroupMount[]> {
   const text = await readFile('/proc/self/mountinfo', 'utf8');
@@ -25,7 +28,8 @@ async function cgroupMounts(): Promise<CgroupMount[]> {
     const fstype = right.split(' ')[0];
     const mnt = left.split(' ')[4]!;
     if (fstype === 'cgroup2') out.push({ path: mnt, v2: true });
-    else if (fstype === 'cgroup' && /(^|,)(pids|name=systemd)(,|$)/.test(right.split(' ')[2] ?? '')) out.push({ path: mnt, v2: false });
+    else if (fstype === 'cgroup' && /(^|,)(pids|name=systemd)(,|$)/.test(right.split(' ')[2] ?? ''))
+      out.push({ path: mnt, v2: false });
   }
   return out;
 }
@@ -33,7 +37,11 @@ async function cgroupMounts(): Promise<CgroupMount[]> {
 export type Layout = 'systemd' | 'cgroupfs';
 
 export class FakePodCgroup {
-  private constructor(readonly mount: CgroupMount, readonly top: string, readonly leaf: string) {}
+  private constructor(
+    readonly mount: CgroupMount,
+    readonly top: string,
+    readonly leaf: string,
+  ) {}
 
   /**
    * A pod cgroup in the given driver's layout: systemd in a cgroup2
@@ -48,9 +56,10 @@ export class FakePodCgroup {
     if (!mount) throw new Error('no cgroup hierarchy is mounted (/proc/self/mountinfo lists none)');
     const top = `${mount.path}/s4-test-${unique}`;
     const container = 'c'.repeat(64);
-    const rel = layout === 'systemd'
-      ? `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${uid.replace(/-/g, '_')}.slice/cri-containerd-${container}.scope`
-      : `kubepods/besteffort/pod${uid}/${container}`;
+    const rel =
+      layout === 'systemd'
+        ? `kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${uid.replace(/-/g, '_')}.slice/cri-containerd-${container}.scope`
+        : `kubepods/besteffort/pod${uid}/${container}`;
     const leaf = `${top}/${rel}`;
     await mkdir(leaf, { recursive: true });
     return new FakePodCgroup(mount, top, leaf);
@@ -81,7 +90,10 @@ export class FakePodCgroup {
     let dir = this.leaf;
     while (dir.length >= this.top.length) {
       for (let i = 0; i < 50; i++) {
-        try { await rmdir(dir); break; } catch (err) {
+        try {
+          await rmdir(dir);
+          break;
+        } catch (err) {
           if ((err as NodeJS.ErrnoException).code === 'ENOENT') break;
           await sleep(20); // a process that was just killed leaves its cgroup a moment later
         }
@@ -96,7 +108,10 @@ export async function waitInNetns(pid: number, nsPath: string, timeoutMs = 5000)
   const want = (await stat(nsPath)).ino;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const ino = await stat(`/proc/${pid}/ns/net`).then((s) => s.ino, () => -1);
+    const ino = await stat(`/proc/${pid}/ns/net`).then(
+      (s) => s.ino,
+      () => -1,
+    );
     if (ino === want) return;
     if (Date.now() > deadline) throw new Error(`process ${pid} did not enter ${nsPath} within ${timeoutMs} ms`);
     await sleep(10);
@@ -104,14 +119,22 @@ export async function waitInNetns(pid: number, nsPath: string, timeoutMs = 5000)
 }
 
 /** Runs the slice agent (run-slices.js) in ns, as the node; returns its JSON answer and log. */
-export async function runSlices<T>(ns: Netns, command: 'find' | 'reconcile', input: unknown): Promise<{ out: T; log: string }> {
+export async function runSlices<T>(
+  ns: Netns,
+  command: 'find' | 'reconcile',
+  input: unknown,
+): Promise<{ out: T; log: string }> {
   const r = await ns.exec([process.execPath, RUNNER, command, JSON.stringify(input)], { timeoutMs: 60_000 });
   if (r.code !== 0) throw new Error(`run-slices ${command} in ${ns.name} exited ${r.code}:\n${r.stderr}${r.stdout}`);
   return { out: JSON.parse(r.stdout.trim().split('\n').pop()!) as T, log: r.stderr };
 }
 
 /** What re-delivery must not change: both sides' addresses, routes and rules, by their meaning (helpers/netstate.ts). */
-export async function snapshot(node: Netns, hostIf: string, pod: { json<T>(args: string[]): Promise<T> }): Promise<Record<string, string[]>> {
+export async function snapshot(
+  node: Netns,
+  hostIf: string,
+  pod: { json<T>(args: string[]): Promise<T> },
+): Promise<Record<string, string[]>> {
   return {
     hostAddrs: addressLines(await node.json<IpAddrLink[]>(['addr', 'show', 'dev', hostIf])),
     hostRoutes: routeLines(await node.json<IpRoute[]>(['-6', 'route', 'show'])),
@@ -122,6 +145,17 @@ export async function snapshot(node: Netns, hostIf: string, pod: { json<T>(args:
 }
 
 export interface ReconcileOut {
-  passes: { plan: unknown; statuses: { slice: string | null; hostIf?: string; state: string; outcome?: string; via?: string; reason?: string; address?: string }[] }[];
+  passes: {
+    plan: unknown;
+    statuses: {
+      slice: string | null;
+      hostIf?: string;
+      state: string;
+      outcome?: string;
+      via?: string;
+      reason?: string;
+      address?: string;
+    }[];
+  }[];
   proxy: string[];
 }

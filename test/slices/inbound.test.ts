@@ -21,11 +21,16 @@ import type { InboundResult } from '../../agent/slices/inbound-apply.js';
 import { parseSlice } from '../../agent/slices/slice.js';
 
 const isCI = process.env.CI === 'true' || process.env.CI === '1';
-const skipReason = process.platform !== 'linux' ? `network namespaces need Linux (this is ${process.platform})`
-  : !isRoot() ? 'needs root to create network namespaces (run as root, e.g. sudo)'
-    : !findSystemTool('ip') ? 'missing command ip (install iproute2)'
-      : !findSystemTool('nft') && !isCI ? 'missing command nft (install nftables); under CI this fails instead'
-        : null;
+const skipReason =
+  process.platform !== 'linux'
+    ? `network namespaces need Linux (this is ${process.platform})`
+    : !isRoot()
+      ? 'needs root to create network namespaces (run as root, e.g. sudo)'
+      : !findSystemTool('ip')
+        ? 'missing command ip (install iproute2)'
+        : !findSystemTool('nft') && !isCI
+          ? 'missing command nft (install nftables); under CI this fails instead'
+          : null;
 const serial = skipReason ? test.serial.skip : test.serial;
 const title = (s: string) => (skipReason ? `${s} [skipped: ${skipReason}]` : s);
 
@@ -35,7 +40,12 @@ const OTHER = parseSlice('2001:db8:9:10:1:2::/112');
 const ISP = '2001:db8:ffff::1';
 const POD = SLICE.address;
 
-const filtered = (annotation: string): InboundEntry => ({ hostIf: SLICE.hostIf, slice: SLICE.text, mode: 'filtered', rules: parseAllowInbound(annotation).rules });
+const filtered = (annotation: string): InboundEntry => ({
+  hostIf: SLICE.hostIf,
+  slice: SLICE.text,
+  mode: 'filtered',
+  rules: parseAllowInbound(annotation).rules,
+});
 const open: InboundEntry = { hostIf: SLICE.hostIf, slice: SLICE.text, mode: 'open', rules: [] };
 const other: InboundEntry = { hostIf: OTHER.hostIf, slice: OTHER.text, mode: 'filtered', rules: [] };
 
@@ -44,12 +54,16 @@ const made: Netns[] = [];
 
 test.before(async () => {
   if (skipReason) return;
-  if (!findSystemTool('nft')) throw new Error('nftables\' nft is missing (install nftables): under CI the inbound policy test must run');
+  if (!findSystemTool('nft'))
+    throw new Error("nftables' nft is missing (install nftables): under CI the inbound policy test must run");
   for (const tag of ['inisp', 'innode', 'inpod']) made.push(await Netns.create(uniqueName(tag)));
   const [isp, node, pod] = made as [Netns, Netns, Netns];
   await veth(isp, 'isp0', node, 'up0');
   await veth(node, SLICE.hostIf, pod, 'eth6');
-  await isp.ipBatch([`addr add ${ISP}/64 dev isp0 nodad`, 'route add 2001:db8:9:10::/64 via 2001:db8:ffff::2 dev isp0']);
+  await isp.ipBatch([
+    `addr add ${ISP}/64 dev isp0 nodad`,
+    'route add 2001:db8:9:10::/64 via 2001:db8:ffff::2 dev isp0',
+  ]);
   await node.sysctl('net.ipv6.conf.all.forwarding', 1);
   await node.ipBatch([
     'addr add 2001:db8:ffff::2/64 dev up0 nodad',
@@ -58,11 +72,19 @@ test.before(async () => {
   ]);
   await pod.ipBatch([`addr add ${POD}/112 dev eth6 nodad`, 'route add default via fe80::1 dev eth6']);
   // Listeners: the pod serves 443 and 8080 (TCP) and echoes on UDP 5353; the ISP serves 7000.
-  const tcpServer = (ports: number[]) => [process.execPath, '-e',
-    `const net = require('net'); let n = 0; for (const p of ${JSON.stringify(ports)}) net.createServer((s) => s.end('hello ' + p + '\\n')).listen(p, '::', () => { if (++n === ${ports.length}) console.log('ready'); });`];
+  const tcpServer = (ports: number[]) => [
+    process.execPath,
+    '-e',
+    `const net = require('net'); let n = 0; for (const p of ${JSON.stringify(ports)}) net.createServer((s) => s.end('hello ' + p + '\\n')).listen(p, '::', () => { if (++n === ${ports.length}) console.log('ready'); });`,
+  ];
   await pod.spawn(tcpServer([443, 8080])).waitFor(/^ready$/, 10_000);
-  await pod.spawn([process.execPath, '-e',
-    `const s = require('dgram').createSocket('udp6'); s.on('message', (m, r) => s.send('echo ' + m, r.port, r.address)); s.bind(5353, '::', () => console.log('ready'));`]).waitFor(/^ready$/, 10_000);
+  await pod
+    .spawn([
+      process.execPath,
+      '-e',
+      `const s = require('dgram').createSocket('udp6'); s.on('message', (m, r) => s.send('echo ' + m, r.port, r.address)); s.bind(5353, '::', () => console.log('ready'));`,
+    ])
+    .waitFor(/^ready$/, 10_000);
   await isp.spawn(tcpServer([7000])).waitFor(/^ready$/, 10_000);
   // Ready once the ISP reaches the pod (veth carrier and neighbour discovery settle first).
   for (let i = 0; ; i++) {
@@ -79,16 +101,24 @@ test.after.always(async () => {
 const MOD = new URL('../../agent/slices/inbound-apply.js', import.meta.url).href;
 
 /** Calls an export of inbound-apply.js in a node process inside the node namespace (the agent's place). */
-async function inNode<T>(fn: 'applyInbound' | 'removeInbound' | 'listInbound' | 'checkInbound', ...args: unknown[]): Promise<T> {
+async function inNode<T>(
+  fn: 'applyInbound' | 'removeInbound' | 'listInbound' | 'checkInbound',
+  ...args: unknown[]
+): Promise<T> {
   const code = `const m = await import(${JSON.stringify(MOD)}); const r = await m[process.argv[1]](...JSON.parse(process.argv[2])); process.stdout.write(JSON.stringify(r ?? null));`;
-  return JSON.parse(await net!.node.run([process.execPath, '--input-type=module', '-e', code, fn, JSON.stringify(args)])) as T;
+  return JSON.parse(
+    await net!.node.run([process.execPath, '--input-type=module', '-e', code, fn, JSON.stringify(args)]),
+  ) as T;
 }
 
 type Outcome = { ok: true; data: string } | { error: string };
 
 /** A TCP connection from `from` to [host]:port: what it read, or the error code (ECONNREFUSED, EACCES, ...). */
 async function connect(from: Netns, host: string, port: number): Promise<Outcome> {
-  const out = await from.run([process.execPath, '-e', `
+  const out = await from.run([
+    process.execPath,
+    '-e',
+    `
     const [host, port] = process.argv.slice(1);
     const done = (r) => { console.log(JSON.stringify(r)); process.exit(0); };
     const s = require('net').connect({ host, port: Number(port) });
@@ -96,52 +126,89 @@ async function connect(from: Netns, host: string, port: number): Promise<Outcome
     s.setTimeout(10000, () => done({ error: 'no answer' }));
     s.on('data', (b) => { data += b; });
     s.on('end', () => done({ ok: true, data: data.trim() }));
-    s.on('error', (e) => done({ error: e.code }));`, host, String(port)]);
+    s.on('error', (e) => done({ error: e.code }));`,
+    host,
+    String(port),
+  ]);
   return JSON.parse(out) as Outcome;
 }
 
 /** A UDP datagram from `from` to [host]:port on a connected socket: the echo, or the error the ICMPv6 answer raised. */
 async function udp(from: Netns, host: string, port: number): Promise<Outcome> {
-  const out = await from.run([process.execPath, '-e', `
+  const out = await from.run([
+    process.execPath,
+    '-e',
+    `
     const [host, port] = process.argv.slice(1);
     const done = (r) => { console.log(JSON.stringify(r)); process.exit(0); };
     const s = require('dgram').createSocket('udp6');
     setTimeout(() => done({ error: 'no answer' }), 10000);
     s.on('message', (m) => done({ ok: true, data: String(m) }));
     s.on('error', (e) => done({ error: e.code }));
-    s.connect(Number(port), host, () => s.send('hi', (e) => { if (e) done({ error: e.code }); }));`, host, String(port)]);
+    s.connect(Number(port), host, () => s.send('hi', (e) => { if (e) done({ error: e.code }); }));`,
+    host,
+    String(port),
+  ]);
   return JSON.parse(out) as Outcome;
 }
 
-const tables = async () => (await net!.node.run([findSystemTool('nft')!, 'list', 'tables'])).trim().split('\n').filter(Boolean);
+const tables = async () =>
+  (await net!.node.run([findSystemTool('nft')!, 'list', 'tables'])).trim().split('\n').filter(Boolean);
 /** `nft -j list table` without the handles, which a re-created table renumbers. */
-const listing = async () => JSON.parse(await net!.node.run([findSystemTool('nft')!, '-j', 'list', 'table', 'ip6', 'sixbed4_slices']),
-  (k, v: unknown) => (k === 'handle' ? undefined : v)) as unknown;
+const listing = async () =>
+  JSON.parse(
+    await net!.node.run([findSystemTool('nft')!, '-j', 'list', 'table', 'ip6', 'sixbed4_slices']),
+    (k, v: unknown) => (k === 'handle' ? undefined : v),
+  ) as unknown;
 
-serial(title('filtered with tcp/443 opened: 443 answers, 8080 is refused, UDP outside the list is prohibited, ping works, what the pod opens gets its replies'), async (t) => {
-  const r = await inNode<InboundResult>('applyInbound', [filtered('tcp/443, udp/5353, sctp/9'), other]);
-  t.is(r.action, 'applied');
-  t.deepEqual(r.filtered, [SLICE.hostIf, OTHER.hostIf].sort());
-  t.deepEqual(await tables(), ['table ip6 sixbed4_slices']);
+serial(
+  title(
+    'filtered with tcp/443 opened: 443 answers, 8080 is refused, UDP outside the list is prohibited, ping works, what the pod opens gets its replies',
+  ),
+  async (t) => {
+    const r = await inNode<InboundResult>('applyInbound', [filtered('tcp/443, udp/5353, sctp/9'), other]);
+    t.is(r.action, 'applied');
+    t.deepEqual(r.filtered, [SLICE.hostIf, OTHER.hostIf].sort());
+    t.deepEqual(await tables(), ['table ip6 sixbed4_slices']);
 
-  t.deepEqual(await connect(net!.isp, POD, 443), { ok: true, data: 'hello 443' }, 'an opened port');
-  t.deepEqual(await connect(net!.isp, POD, 8080), { error: 'ECONNREFUSED' }, 'a port not opened, though the pod listens: refused (TCP reset), not left hanging');
-  t.deepEqual(await udp(net!.isp, POD, 5353), { ok: true, data: 'echo hi' }, 'an opened UDP port');
-  t.deepEqual(await udp(net!.isp, POD, 5354), { error: 'EACCES' }, 'UDP not opened: ICMPv6 administratively prohibited');
-  const ping = await ping6(net!.isp, POD, { count: 2 });
-  t.is(ping.received, 2, ping.output);
-  t.deepEqual(await connect(net!.pod, ISP, 7000), { ok: true, data: 'hello 7000' }, 'the pod\'s own connection gets its replies (established)');
-  const pingOut = await ping6(net!.pod, ISP, { count: 1 });
-  t.is(pingOut.received, 1, pingOut.output);
+    t.deepEqual(await connect(net!.isp, POD, 443), { ok: true, data: 'hello 443' }, 'an opened port');
+    t.deepEqual(
+      await connect(net!.isp, POD, 8080),
+      { error: 'ECONNREFUSED' },
+      'a port not opened, though the pod listens: refused (TCP reset), not left hanging',
+    );
+    t.deepEqual(await udp(net!.isp, POD, 5353), { ok: true, data: 'echo hi' }, 'an opened UDP port');
+    t.deepEqual(
+      await udp(net!.isp, POD, 5354),
+      { error: 'EACCES' },
+      'UDP not opened: ICMPv6 administratively prohibited',
+    );
+    const ping = await ping6(net!.isp, POD, { count: 2 });
+    t.is(ping.received, 2, ping.output);
+    t.deepEqual(
+      await connect(net!.pod, ISP, 7000),
+      { ok: true, data: 'hello 7000' },
+      "the pod's own connection gets its replies (established)",
+    );
+    const pingOut = await ping6(net!.pod, ISP, { count: 1 });
+    t.is(pingOut.received, 1, pingOut.output);
 
-  const live = await inNode<LiveInbound>('listInbound');
-  t.deepEqual(live.filtered.map((f) => f.hostIf), [SLICE.hostIf, OTHER.hostIf].sort());
-  t.deepEqual(live.filtered.find((f) => f.hostIf === SLICE.hostIf)?.rules, parseAllowInbound('tcp/443 udp/5353 sctp/9').rules);
-  t.deepEqual(live.oddities, []);
-  t.deepEqual(await inNode<string[]>('checkInbound', [filtered('tcp/443, udp/5353, sctp/9'), other]), []);
-  t.deepEqual(await inNode<string[]>('checkInbound', [filtered('tcp/443'), other]),
-    [`${SLICE.hostIf} (${SLICE.text}) opens tcp/443, udp/5353, sctp/9 instead of tcp/443`]);
-});
+    const live = await inNode<LiveInbound>('listInbound');
+    t.deepEqual(
+      live.filtered.map((f) => f.hostIf),
+      [SLICE.hostIf, OTHER.hostIf].sort(),
+    );
+    t.deepEqual(
+      live.filtered.find((f) => f.hostIf === SLICE.hostIf)?.rules,
+      parseAllowInbound('tcp/443 udp/5353 sctp/9').rules,
+    );
+    t.deepEqual(live.oddities, []);
+    t.deepEqual(await inNode<string[]>('checkInbound', [filtered('tcp/443, udp/5353, sctp/9'), other]), []);
+    t.deepEqual(await inNode<string[]>('checkInbound', [filtered('tcp/443'), other]), [
+      `${SLICE.hostIf} (${SLICE.text}) opens tcp/443, udp/5353, sctp/9 instead of tcp/443`,
+    ]);
+  },
+);
 
 serial(title('re-applying the same entries (in any order) changes nothing'), async (t) => {
   await inNode('applyInbound', [filtered('tcp/443'), other]);
@@ -162,8 +229,15 @@ serial(title('the slice made open (re-applied): 8080 answers, the other slice st
   const r = await inNode<InboundResult>('applyInbound', [open, other]);
   t.deepEqual(r.filtered, [OTHER.hostIf]);
   t.deepEqual(await connect(net!.isp, POD, 8080), { ok: true, data: 'hello 8080' });
-  t.deepEqual(await udp(net!.isp, POD, 5354), { error: 'ECONNREFUSED' }, 'now the pod itself answers: port unreachable');
-  t.deepEqual((await inNode<LiveInbound>('listInbound')).filtered.map((f) => f.hostIf), [OTHER.hostIf]);
+  t.deepEqual(
+    await udp(net!.isp, POD, 5354),
+    { error: 'ECONNREFUSED' },
+    'now the pod itself answers: port unreachable',
+  );
+  t.deepEqual(
+    (await inNode<LiveInbound>('listInbound')).filtered.map((f) => f.hostIf),
+    [OTHER.hostIf],
+  );
 });
 
 serial(title('removing: the table is gone, removing again and applying nothing succeed'), async (t) => {
@@ -173,7 +247,11 @@ serial(title('removing: the table is gone, removing again and applying nothing s
   t.deepEqual(await tables(), []);
   await inNode('removeInbound');
   t.like(await inNode<InboundResult>('applyInbound', []), { action: 'removed', filtered: [] });
-  t.like(await inNode<InboundResult>('applyInbound', [open]), { action: 'removed', filtered: [] }, 'only open slices: no table');
+  t.like(
+    await inNode<InboundResult>('applyInbound', [open]),
+    { action: 'removed', filtered: [] },
+    'only open slices: no table',
+  );
   t.deepEqual(await tables(), []);
   t.deepEqual(await inNode<LiveInbound>('listInbound'), { present: false, filtered: [], oddities: [] });
   t.deepEqual(await connect(net!.isp, POD, 8080), { ok: true, data: 'hello 8080' });

@@ -14,18 +14,28 @@ import { defaultLocator, DockerLocator, firstLocator, ProcLocator, type PodLocat
 import { reconcileSlices, type DesiredSlice } from '../../agent/slices/reconcile.js';
 
 const [command, json] = process.argv.slice(2);
-const input = JSON.parse(json ?? '{}') as { podUid?: string; passes?: DesiredSlice[][]; prefix?: string; docker?: boolean };
+const input = JSON.parse(json ?? '{}') as {
+  podUid?: string;
+  passes?: DesiredSlice[][];
+  prefix?: string;
+  docker?: boolean;
+};
 const log = createLogger({ component: 'slices', format: 'text', level: process.env.SIXBED4_LOG_LEVEL ?? 'info' });
 
 // Docker only when asked: a test that means the /proc path must not pass by the other one.
-const locator = (): PodLocator => input.docker
-  ? firstLocator([new ProcLocator(), new DockerLocator()])
-  : input.docker === false ? new ProcLocator() : defaultLocator();
+const locator = (): PodLocator =>
+  input.docker
+    ? firstLocator([new ProcLocator(), new DockerLocator()])
+    : input.docker === false
+      ? new ProcLocator()
+      : defaultLocator();
 
 if (command === 'find') {
   const r = await locator().find(input.podUid!);
   if (r.kind === 'found') {
-    process.stdout.write(JSON.stringify({ kind: r.kind, pid: r.netns.pid, ino: r.netns.id.ino, source: r.netns.source }) + '\n');
+    process.stdout.write(
+      JSON.stringify({ kind: r.kind, pid: r.netns.pid, ino: r.netns.id.ino, source: r.netns.source }) + '\n',
+    );
     await r.netns.close();
   } else {
     process.stdout.write(JSON.stringify(r) + '\n');
@@ -39,12 +49,21 @@ if (command === 'find') {
   const deliverer = new SliceDeliverer({ log, proxy });
   const passes = [];
   for (const desired of input.passes ?? [[]]) {
-    passes.push(await reconcileSlices(desired, {
-      deliverer, locator: locator(), log, ...(input.prefix ? { prefix: parsePrefix64(input.prefix) } : {}),
-    }));
+    passes.push(
+      await reconcileSlices(desired, {
+        deliverer,
+        locator: locator(),
+        log,
+        ...(input.prefix ? { prefix: parsePrefix64(input.prefix) } : {}),
+      }),
+    );
   }
   // Slices are plain data but carry byte arrays; print their text only.
-  process.stdout.write(JSON.stringify({ passes, proxy: calls }, (k, v: unknown) => (k === 'slice' && v && typeof v === 'object' && 'text' in v ? (v as { text: string }).text : v)) + '\n');
+  process.stdout.write(
+    JSON.stringify({ passes, proxy: calls }, (k, v: unknown) =>
+      k === 'slice' && v && typeof v === 'object' && 'text' in v ? (v as { text: string }).text : v,
+    ) + '\n',
+  );
 } else {
   process.stderr.write(`usage: run-slices.js find|reconcile JSON\n`);
   process.exit(2);

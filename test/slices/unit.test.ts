@@ -6,7 +6,12 @@ import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parsePrefix } from '../../lib/ip.js';
-import { normalizePodUid, podUidFromCgroup, podUidsFromCgroupFile, scanPodProcesses } from '../../agent/slices/podns.js';
+import {
+  normalizePodUid,
+  podUidFromCgroup,
+  podUidsFromCgroupFile,
+  scanPodProcesses,
+} from '../../agent/slices/podns.js';
 import { aliasFor, HOST_IF_RE, hostIfName, parseAlias, parseSlice } from '../../agent/slices/slice.js';
 import { inPlace, interpret, planDelivery, resolveOptions, type Observed } from '../../agent/slices/deliver.js';
 import { planSlices, type DesiredSlice } from '../../agent/slices/reconcile.js';
@@ -16,14 +21,27 @@ const UID_ = UID.replace(/-/g, '_');
 const CID = 'a'.repeat(64);
 
 test('pod UID from cgroup paths: systemd driver (all QoS classes), escaped dashes', (t) => {
-  t.is(podUidFromCgroup(`0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${UID_}.slice/cri-containerd-${CID}.scope`), UID);
-  t.is(podUidFromCgroup(`/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${UID_}.slice/crio-${CID}.scope`), UID);
+  t.is(
+    podUidFromCgroup(
+      `0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${UID_}.slice/cri-containerd-${CID}.scope`,
+    ),
+    UID,
+  );
+  t.is(
+    podUidFromCgroup(`/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${UID_}.slice/crio-${CID}.scope`),
+    UID,
+  );
   // Guaranteed pods sit directly under kubepods.slice.
   t.is(podUidFromCgroup(`/kubepods.slice/kubepods-pod${UID_}.slice/docker-${CID}.scope`), UID);
   // The pod's own slice (the sandbox may sit there on some runtimes).
   t.is(podUidFromCgroup(`/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${UID_}.slice`), UID);
   // kind and other nested kubelets: kubelet.slice/kubelet-kubepods.slice/...
-  t.is(podUidFromCgroup(`0::/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod${UID_}.slice/cri-containerd-${CID}.scope`), UID);
+  t.is(
+    podUidFromCgroup(
+      `0::/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod${UID_}.slice/cri-containerd-${CID}.scope`,
+    ),
+    UID,
+  );
 });
 
 test('pod UID from cgroup paths: cgroupfs driver, v1 lines, custom roots, static pods', (t) => {
@@ -47,7 +65,8 @@ test('not a pod: plain containers, system services, the QoS roots, pod<hex> outs
     `/user.slice/pod${UID}/x`,
     `/podcast/kubepods/besteffort`,
     '/kubepods/besteffort/podzz-not-hex/x',
-  ]) t.is(podUidFromCgroup(p), null, p);
+  ])
+    t.is(podUidFromCgroup(p), null, p);
 });
 
 test('a whole /proc/PID/cgroup file (hybrid v1+v2) yields the UID once', (t) => {
@@ -70,7 +89,10 @@ test('scanPodProcesses maps pod UIDs to pids from a /proc tree and skips what it
     if (text !== null) await writeFile(join(root, pid, 'cgroup'), text);
   };
   const other = '11111111-2222-3333-4444-555555555555';
-  await write('10', `0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${UID_}.slice/cri-containerd-${CID}.scope\n`);
+  await write(
+    '10',
+    `0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod${UID_}.slice/cri-containerd-${CID}.scope\n`,
+  );
   await write('7', `0::/kubepods/besteffort/pod${UID}/${CID}\n`);
   await write('20', `0::/kubepods/pod${other}/${CID}\n`);
   await write('30', '0::/system.slice/ssh.service\n');
@@ -96,11 +118,12 @@ test('slices: port-0 /112 only, canonical text, the pod address is ::1', (t) => 
 
 test('host link names: 15 characters, s4 + hex, stable, distinct per slice', (t) => {
   const names = new Set<string>();
-  for (let a = 1; a <= 50; a++) for (let b = 0; b < 20; b++) {
-    const n = parseSlice(`2001:db8:9:10:${a.toString(16)}:${b.toString(16)}::/112`).hostIf;
-    t.true(n.length <= 15 && HOST_IF_RE.test(n), n);
-    names.add(n);
-  }
+  for (let a = 1; a <= 50; a++)
+    for (let b = 0; b < 20; b++) {
+      const n = parseSlice(`2001:db8:9:10:${a.toString(16)}:${b.toString(16)}::/112`).hostIf;
+      t.true(n.length <= 15 && HOST_IF_RE.test(n), n);
+      names.add(n);
+    }
   t.is(names.size, 1000);
   t.is(hostIfName('2001:db8:9:10:1:1::/112'), hostIfName('2001:db8:9:10:1:1::/112'));
   t.false(HOST_IF_RE.test('s4-slc-abc-0'), 'namespace names of the test harness never match');
@@ -127,17 +150,42 @@ const PATH = '/proc/1/fd/9';
 function deliveredState() {
   return {
     host: {
-      links: [{ ifindex: 7, ifname: SLICE.hostIf, link_index: 2, flags: ['BROADCAST', 'MULTICAST', 'UP', 'LOWER_UP'],
-        ifalias: aliasFor(SLICE.text, UID, 'demo/web-0'), addr_info: [{ local: 'fe80::1', prefixlen: 64 }, { local: 'fe80::d4a1:2ff:fe03:405', prefixlen: 64 }] }],
+      links: [
+        {
+          ifindex: 7,
+          ifname: SLICE.hostIf,
+          link_index: 2,
+          flags: ['BROADCAST', 'MULTICAST', 'UP', 'LOWER_UP'],
+          ifalias: aliasFor(SLICE.text, UID, 'demo/web-0'),
+          addr_info: [
+            { local: 'fe80::1', prefixlen: 64 },
+            { local: 'fe80::d4a1:2ff:fe03:405', prefixlen: 64 },
+          ],
+        },
+      ],
       routes: [{ dst: '2001:db8:9:10:1:1::/112', dev: SLICE.hostIf }],
     },
     pod: {
-      links: [{ ifindex: 1, ifname: 'lo', flags: ['LOOPBACK', 'UP'] },
-        { ifindex: 2, ifname: 'eth6', link_index: 7, flags: ['UP'], addr_info: [{ local: '2001:db8:9:10:1:1:0:1', prefixlen: 112 }] }],
-      routes: [{ dst: 'default', gateway: 'fe80::1', dev: 'eth6' }, { dst: 'default', gateway: 'fe80::1', dev: 'eth6', table: '25790' },
-        { dst: '2001:db8:9:10:1:1::/112', dev: 'eth6' }],
-      rules: [{ priority: 0, src: 'all', table: 'local' }, { priority: 25790, src: '2001:db8:9:10:1:1::', srclen: 112, table: '25790' },
-        { priority: 32766, src: 'all', table: 'main' }],
+      links: [
+        { ifindex: 1, ifname: 'lo', flags: ['LOOPBACK', 'UP'] },
+        {
+          ifindex: 2,
+          ifname: 'eth6',
+          link_index: 7,
+          flags: ['UP'],
+          addr_info: [{ local: '2001:db8:9:10:1:1:0:1', prefixlen: 112 }],
+        },
+      ],
+      routes: [
+        { dst: 'default', gateway: 'fe80::1', dev: 'eth6' },
+        { dst: 'default', gateway: 'fe80::1', dev: 'eth6', table: '25790' },
+        { dst: '2001:db8:9:10:1:1::/112', dev: 'eth6' },
+      ],
+      rules: [
+        { priority: 0, src: 'all', table: 'local' },
+        { priority: 25790, src: '2001:db8:9:10:1:1::', srclen: 112, table: '25790' },
+        { priority: 32766, src: 'all', table: 'main' },
+      ],
     },
   };
 }
@@ -146,7 +194,11 @@ const argvs = (steps: { where: string; args: string[] }[]) => steps.map((s) => `
 
 test('planner: nothing there -> the whole delivery, in an order that never routes into a half-made pod', (t) => {
   const seen = interpret(SLICE, O, { links: [], routes: [] }, emptyPod());
-  t.deepEqual(seen, { host: null, route: 'none', pod: { link: null, mainDefault: 'none', rule: false, tableRoute: false } });
+  t.deepEqual(seen, {
+    host: null,
+    route: 'none',
+    pod: { link: null, mainDefault: 'none', rule: false, tableRoute: false },
+  });
   const plan = planDelivery(SLICE, POD, PATH, seen, O);
   t.is(plan.outcome, 'created');
   t.deepEqual(argvs(plan.steps), [
@@ -200,7 +252,9 @@ test('planner: missing pieces are topped up, nothing else is touched', (t) => {
   s2.host.routes = [{ dst: '2001:db8:9:10:1:1::/112', dev: '6bed4' }];
   const seen2 = interpret(SLICE, O, s2.host, s2.pod);
   t.is(seen2.route, 'other');
-  t.deepEqual(argvs(planDelivery(SLICE, POD, PATH, seen2, O).steps), [`host: -6 route replace 2001:db8:9:10:1:1::/112 dev ${SLICE.hostIf}`]);
+  t.deepEqual(argvs(planDelivery(SLICE, POD, PATH, seen2, O).steps), [
+    `host: -6 route replace 2001:db8:9:10:1:1::/112 dev ${SLICE.hostIf}`,
+  ]);
 });
 
 test('planner: our link serving another pod (or recording none) is replaced; a foreign eth6 is refused', (t) => {
@@ -219,12 +273,22 @@ test('planner: our link serving another pod (or recording none) is replaced; a f
   delete (s2.host.links[0] as { ifalias?: string }).ifalias;
   const p2 = planDelivery(SLICE, POD, PATH, interpret(SLICE, O, s2.host, s2.pod), O);
   t.is(p2.outcome, 'replaced');
-  t.true(argvs(p2.steps).includes('pod: -6 route add default via fe80::1 dev eth6'), 'the old default died with the old pod end');
-  t.false(argvs(p2.steps).some((a) => a.includes('rule add')), 'the rule outlived the link and is still there');
+  t.true(
+    argvs(p2.steps).includes('pod: -6 route add default via fe80::1 dev eth6'),
+    'the old default died with the old pod end',
+  );
+  t.false(
+    argvs(p2.steps).some((a) => a.includes('rule add')),
+    'the rule outlived the link and is still there',
+  );
 
-  const foreign = { ...emptyPod(), links: [...emptyPod().links, { ifindex: 3, ifname: 'eth6', link_index: 44, flags: ['UP'] }] };
-  t.throws(() => planDelivery(SLICE, POD, PATH, interpret(SLICE, O, { links: [], routes: [] }, foreign), O),
-    { message: /already has an interface named eth6 that is not sixbed4's/ });
+  const foreign = {
+    ...emptyPod(),
+    links: [...emptyPod().links, { ifindex: 3, ifname: 'eth6', link_index: 44, flags: ['UP'] }],
+  };
+  t.throws(() => planDelivery(SLICE, POD, PATH, interpret(SLICE, O, { links: [], routes: [] }, foreign), O), {
+    message: /already has an interface named eth6 that is not sixbed4's/,
+  });
 });
 
 test('planner: the pod end name is configurable and checked', (t) => {
@@ -253,49 +317,78 @@ test('reconcile diff: new, present, moved, gone', (t) => {
     { slice: S3, podUid: U3 },
   ];
   const plan = planSlices(desired, [link(S2, U2), link(S3, U1), link('2001:db8:9:10:7:7::/112', U1)]);
-  t.deepEqual(plan.deliver.map((d) => [d.slice.text, d.want.podUid, d.why]), [
-    [S1, U1, 'new'], [S2, U2, 'present'], [S3, U3, 'moved'],
-  ]);
-  t.deepEqual(plan.release.map((r) => [r.slice, r.podUid, r.why]), [
-    [S3, U1, `slice moved from pod ${U1} to ${U3}`],
-    ['2001:db8:9:10:7:7::/112', U1, 'no longer allocated to this node'],
-  ]);
+  t.deepEqual(
+    plan.deliver.map((d) => [d.slice.text, d.want.podUid, d.why]),
+    [
+      [S1, U1, 'new'],
+      [S2, U2, 'present'],
+      [S3, U3, 'moved'],
+    ],
+  );
+  t.deepEqual(
+    plan.release.map((r) => [r.slice, r.podUid, r.why]),
+    [
+      [S3, U1, `slice moved from pod ${U1} to ${U3}`],
+      ['2001:db8:9:10:7:7::/112', U1, 'no longer allocated to this node'],
+    ],
+  );
   t.deepEqual(plan.invalid, []);
   t.deepEqual(planSlices([], []), { deliver: [], release: [], invalid: [] });
 });
 
 test('reconcile diff: links without an alias are released by name, or replaced when their slice is wanted', (t) => {
   const plan = planSlices([{ slice: S1, podUid: U1 }], [link(S1, null), link(S2, null)]);
-  t.deepEqual(plan.deliver.map((d) => d.why), ['moved']);
-  t.deepEqual(plan.release.map((r) => [r.hostIf, r.slice, r.why]), [
-    [hostIfName(S1), null, 'link records no owner'],
-    [hostIfName(S2), null, 'link records no owner'],
-  ]);
+  t.deepEqual(
+    plan.deliver.map((d) => d.why),
+    ['moved'],
+  );
+  t.deepEqual(
+    plan.release.map((r) => [r.hostIf, r.slice, r.why]),
+    [
+      [hostIfName(S1), null, 'link records no owner'],
+      [hostIfName(S2), null, 'link records no owner'],
+    ],
+  );
 });
 
 test('reconcile diff: bad input is reported per slice, never thrown', (t) => {
   const prefix = parsePrefix('2001:db8:9:10::/64');
-  const plan = planSlices([
-    { slice: '2001:db8:9:10::/64', podUid: U1 },
-    { slice: '2001:db8:9:11:1:1::/112', podUid: U1 },
-    { slice: S2, podUid: 'not a uid!' },
-    { slice: S3, podUid: U3 },
-  ], [], { prefix });
-  t.deepEqual(plan.deliver.map((d) => d.slice.text), [S3]);
-  t.deepEqual(plan.invalid.map((i) => i.reason.replace(/^slice '?\S+'? /, '')), [
-    'is a /64; slices are /112',
-    "is not inside this node's 2001:db8:9:10::/64",
-    "pod UID 'not a uid!' is not a UID",
-  ]);
+  const plan = planSlices(
+    [
+      { slice: '2001:db8:9:10::/64', podUid: U1 },
+      { slice: '2001:db8:9:11:1:1::/112', podUid: U1 },
+      { slice: S2, podUid: 'not a uid!' },
+      { slice: S3, podUid: U3 },
+    ],
+    [],
+    { prefix },
+  );
+  t.deepEqual(
+    plan.deliver.map((d) => d.slice.text),
+    [S3],
+  );
+  t.deepEqual(
+    plan.invalid.map((i) => i.reason.replace(/^slice '?\S+'? /, '')),
+    ['is a /64; slices are /112', "is not inside this node's 2001:db8:9:10::/64", "pod UID 'not a uid!' is not a UID"],
+  );
 });
 
 test('reconcile diff: a slice two pods claim goes to neither and its link stays; a pod gets one slice', (t) => {
-  const plan = planSlices([
-    { slice: S1, podUid: U1 }, { slice: S1, podUid: U2 },
-    { slice: S3, podUid: U3 }, { slice: S2, podUid: U3 },
-    { slice: S1, podUid: U1 },
-  ], [link(S1, U1)]);
-  t.deepEqual(plan.deliver.map((d) => [d.slice.text, d.want.podUid]), [[S2, U3]], 'the first in text order');
+  const plan = planSlices(
+    [
+      { slice: S1, podUid: U1 },
+      { slice: S1, podUid: U2 },
+      { slice: S3, podUid: U3 },
+      { slice: S2, podUid: U3 },
+      { slice: S1, podUid: U1 },
+    ],
+    [link(S1, U1)],
+  );
+  t.deepEqual(
+    plan.deliver.map((d) => [d.slice.text, d.want.podUid]),
+    [[S2, U3]],
+    'the first in text order',
+  );
   t.deepEqual(plan.release, [], 'the contested slice keeps its link');
   t.is(plan.invalid.filter((i) => /claimed by 2 pods/.test(i.reason)).length, 3);
   t.true(plan.invalid.some((i) => i.reason === `pod ${U3} already gets slice ${S2}; a pod has one slice`));
@@ -307,6 +400,11 @@ test('observed state of a fully delivered slice', (t) => {
   t.deepEqual(seen, {
     host: { ifindex: 7, peerIfindex: 2, up: true, owner: { slice: SLICE.text, podUid: UID }, gateway: true },
     route: 'ours',
-    pod: { link: { ifindex: 2, peerIfindex: 7, up: true, address: true }, mainDefault: 'ours', rule: true, tableRoute: true },
+    pod: {
+      link: { ifindex: 2, peerIfindex: 7, up: true, address: true },
+      mainDefault: 'ours',
+      rule: true,
+      tableRoute: true,
+    },
   });
 });
