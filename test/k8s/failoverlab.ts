@@ -9,7 +9,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Proc } from '../../lab/proc.js';
-import { startPeerIn } from '../../lab/sixbed4.js';
+import { scrape, startPeerIn } from '../../lab/sixbed4.js';
 import { TOPO } from '../../lab/topology.js';
 import { Kube, paths } from '../../kube/client.js';
 import type { KubeObject, SixBed4Prefix } from '../../kube/api.js';
@@ -21,7 +21,12 @@ import { eventually } from '../helpers/wait.js';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { STREAM_CLIENT, pingGap } from '../failover/stream.js';
+import { Informer } from '../../kube/informer.js';
+import { RELEASE_REASON_ANNOTATION } from '../../kube/leader.js';
+import { createLogger } from '../../lib/log.js';
 
+/** The chart's agent.metrics.port. */
+const AGENT_METRICS_PORT = 9475;
 // As test/helpers/cluster.ts has them; not imported from there, which loads ava (bench/failover.ts runs without it).
 export const NS = 'sixbed4-system';
 const RELEASE = 'sixbed4';
@@ -59,7 +64,16 @@ export const HA = {
   nextHop: '2001:db8:ffff::20',
   vrid: 20,
   nodes: ['edge-1', 'edge-2'],
+  /** the group's Lease and each member's macvlan (agent/failover/config.ts) */
+  lease: 'sixbed4-failover-ha',
+  macvlan: '6b4vr20',
 } as const;
+
+/**
+ * Samples every 50 ms whether this node holds the floating address on the group's macvlan: "<ms since epoch> <0|1>".
+ * The node's own view (what answers ARP), not the agents' word.
+ */
+const HOLDS_SAMPLER = `while :; do n=$(ip -o -4 addr show dev ${HA.macvlan} 2>/dev/null | grep -c ' ${HA.floating}/'); echo "$(date +%s%3N) $n"; sleep 0.05; done`;
 
 interface Pod extends KubeObject {
   spec: { nodeName?: string };
@@ -78,6 +92,8 @@ export interface Trial {
   /** the TCP stream's longest silence, and whether it survived with every byte right */
   tcpSilenceMs: number;
   tcpIntact: boolean;
+  /** what the group did meanwhile, seen from outside the agents (when the trial watched it) */
+  seen?: GroupSeen;
   /** the new active agent's own account (agent/failover/member.ts): ms */
   parts?: {
     reason?: string;
@@ -87,6 +103,42 @@ export interface Trial {
     firstPacketMs?: number;
     gapMs?: number;
   };
+}
+
+/** What a failover group did during a trial, seen from outside its agents. */
+export interface GroupSeen {
+  /** the Lease's holders in the order its watch showed them; a release as `released (<reason>)` */
+  holders: string[];
+  /** how long both nodes held the floating address on their macvlans at once, by the 50 ms samples (two actives) */
+  bothHeldMs: number;
+  /** samples taken per node (that the sampling ran) */
+  samples: number[];
+  /** samples per node in which it held the floating address */
+  held: Record<string, number>;
+}
+
+/** Intervals [first, last] of consecutive samples holding the address. */
+function heldIntervals(output: string): { intervals: [number, number][]; samples: number; held: number } {
+  const out: [number, number][] = [];
+  let open: [number, number] | undefined;
+  let samples = 0,
+    held = 0;
+  for (const line of output.split('\n')) {
+    const m = /^(\d+) (\d+)$/.exec(line.trim());
+    if (!m) continue;
+    samples++;
+    const at = Number(m[1]);
+    if (m[2] !== '0') {
+      held++;
+      if (open) open[1] = at;
+      else open = [at, at];
+    } else if (open) {
+      out.push(open);
+      open = undefined;
+    }
+  }
+  if (open) out.push(open);
+  return { intervals: out, samples, held };
 }
 
 export class HaLab {
@@ -256,9 +308,17 @@ export class HaLab {
     await eventually('the echo server', async () => this.echo!.output().includes('listening'), 10_000, 100);
   }
 
-  /** Traffic through the floating address while `move` runs, then until the other node forwards; what it saw. */
-  async across(what: string, move: () => Promise<void>, settleMs = 4000): Promise<Trial> {
+  /**
+   * Traffic through the floating address while `move` runs, then until the other node forwards (or `until` says the
+   * move is over and which node is active); what it saw. `watch`: the group's Lease and addresses too (GroupSeen).
+   */
+  async across(
+    what: string,
+    move: () => Promise<void>,
+    o: { settleMs?: number; until?: (from: string) => Promise<string>; watch?: boolean } = {},
+  ): Promise<Trial> {
     const from = (await this.prefix())!.status!.failover!.active!;
+    const watching = o.watch ? await this.watchGroup() : undefined;
     const pinger = this.lab.isp.spawn(['ping', '-6', '-n', '-D', '-O', '-i', '0.02', '-W', '1', this.peer!.address]);
     const stream = this.lab.peers.A.spawn([process.execPath, '-e', STREAM_CLIENT, TOPO.ispV6]);
     await eventually(
@@ -272,12 +332,18 @@ export class HaLab {
       );
     });
     await new Promise((r) => setTimeout(r, 1000));
-    await move();
-    const to = await this.settled(120_000, from, false);
-    await new Promise((r) => setTimeout(r, settleMs));
-    pinger.child.kill('SIGINT');
-    stream.child.kill('SIGTERM');
-    await Promise.all([pinger.exited, stream.exited]);
+    let to: string;
+    let seen: GroupSeen | undefined;
+    try {
+      await move();
+      to = o.until ? await o.until(from) : await this.settled(120_000, from, false);
+      await new Promise((r) => setTimeout(r, o.settleMs ?? 4000));
+    } finally {
+      pinger.child.kill('SIGINT');
+      stream.child.kill('SIGTERM');
+      await Promise.all([pinger.exited, stream.exited]);
+      seen = await watching?.();
+    }
     const gap = pingGap(pinger.output());
     const final = /final (\d+) bytes checked of (\d+) sent, longest silence (\d+) ms/.exec(stream.output());
     return {
@@ -287,8 +353,129 @@ export class HaLab {
       gapMs: gap.gapMs,
       tcpSilenceMs: final ? Number(final[3]) : -1,
       tcpIntact: final !== null && stream.exitStatus?.code === 0,
+      ...(seen ? { seen } : {}),
       ...(await this.takeoverParts(to)),
     };
+  }
+
+  /**
+   * Watches the group from outside its agents until the returned function is called: the Lease's holders (a watch:
+   * every write) and, on each node, whether it holds the floating address on the group's macvlan.
+   */
+  async watchGroup(): Promise<() => Promise<GroupSeen>> {
+    const holders: string[] = [];
+    const note = (lease: KubeObject & { spec?: { holderIdentity?: string } }) => {
+      const h = lease.spec?.holderIdentity;
+      const entry = h || `released (${lease.metadata.annotations?.[RELEASE_REASON_ANNOTATION] ?? 'no reason'})`;
+      if (holders.at(-1) !== entry) holders.push(entry);
+    };
+    const lease = new Informer<KubeObject>(this.admin, paths.leases(NS), {
+      name: `Lease ${HA.lease}`,
+      log: createLogger({ level: 'error', component: 'ha-test' }),
+      fieldSelector: `metadata.name=${HA.lease}`,
+      onChange: (type, l) => {
+        if (type !== 'delete') note(l);
+      },
+    });
+    await lease.start();
+    const samplers = this.lab.nodes.map((n) => n.ns.spawn(['sh', '-c', HOLDS_SAMPLER]));
+    return async () => {
+      for (const p of samplers) p.child.kill('SIGTERM');
+      await Promise.all(samplers.map((p) => p.exited));
+      await lease.stop();
+      const held = samplers.map((p) => heldIntervals(p.output()));
+      let both = 0;
+      for (const a of held[0]!.intervals)
+        for (const b of held[1]!.intervals) both += Math.max(0, Math.min(a[1], b[1]) - Math.max(a[0], b[0]));
+      return {
+        holders,
+        bothHeldMs: both,
+        samples: held.map((h) => h.samples),
+        held: Object.fromEntries(this.lab.nodes.map((n, i) => [n.name, held[i]!.held])),
+      };
+    };
+  }
+
+  /** The agent Pods now, by name. */
+  async agentPods(): Promise<Pod[]> {
+    return this.pods('app.kubernetes.io/component=agent');
+  }
+
+  /**
+   * `helm upgrade` that changes only the agents' Pod template (an annotation), as a changed value does: the DaemonSet
+   * rolls its Pods. Returns when it has been asked; `rolled` tells when it is over.
+   */
+  async upgradeAgents(annotation: string): Promise<void> {
+    await this.helm([
+      'upgrade',
+      RELEASE,
+      join(REPO, 'charts', 'sixbed4'),
+      '--namespace',
+      NS,
+      '--reuse-values',
+      '--set-string',
+      `agent.podAnnotations.rollout=${annotation}`,
+    ]);
+  }
+
+  /** The rollout over: every agent Pod new (none of `old`) and Ready, an active node and a ready standby; the active. */
+  async rolled(old: Set<string>, timeoutMs = 240_000): Promise<string> {
+    return eventually(
+      'every agent Pod replaced and Ready, an active node and a ready standby',
+      async () => {
+        const agents = await this.agentPods();
+        if (agents.length !== HA.nodes.length || !agents.every((a) => !old.has(a.metadata.name!) && podReady(a)))
+          return undefined;
+        const f = (await this.prefix())?.status?.failover;
+        return f?.active && f.standbysReady === '1/1' ? f.active : undefined;
+      },
+      timeoutMs,
+      300,
+    ).catch(async (e: Error) => {
+      throw new Error(`${e.message}\n${await this.dump()}`);
+    });
+  }
+
+  /** The interface a node's member uses: the lower link of the group's macvlan. */
+  async uplinkOf(node: string): Promise<string> {
+    const [l] = await this.labNode(node).ns.json<{ link?: string }[]>(['link', 'show', 'dev', HA.macvlan]);
+    if (!l?.link) throw new Error(`${node}: no ${HA.macvlan} with a lower link`);
+    return l.link;
+  }
+
+  /**
+   * The uplink up again and what the node's network configuration puts back (nodelab.ts, HaLab.start): Linux drops
+   * a downed link's IPv6 addresses and every route through it.
+   */
+  async uplinkUp(node: string, dev: string): Promise<void> {
+    const n = this.labNode(node);
+    await n.ns.ipBatch([
+      `link set ${dev} up`,
+      `addr replace ${n.ll}/64 dev ${dev} nodad`,
+      `addr replace ${n.v6}/64 dev ${dev} nodad`,
+      `addr replace ${n.v4}/24 dev ${dev}`,
+      `route replace ::/0 via ${TOPO.ispLL} dev ${dev}`,
+      `route replace default via 198.51.100.254 dev ${dev}`,
+    ]);
+  }
+
+  /** A node agent's /metrics (on the node's InternalIP, the chart's agent.metrics.port). */
+  async agentMetrics(node: string): Promise<Map<string, number>> {
+    const n = this.labNode(node);
+    return scrape(n.ns, `${n.v4}:${AGENT_METRICS_PORT}`);
+  }
+
+  /** The group's router packets on a node by `direction/path` (sixbed4_router_packets_total of the prefix). */
+  async routerPackets(node: string): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    for (const [k, v] of await this.agentMetrics(node)) {
+      if (!k.startsWith('sixbed4_router_packets_total{')) continue;
+      const prefix = /prefix="([^"]*)"/.exec(k)?.[1];
+      if (prefix !== undefined && prefix !== HA.name) continue;
+      const key = `${/direction="([^"]*)"/.exec(k)?.[1]}/${/path="([^"]*)"/.exec(k)?.[1]}`;
+      out[key] = (out[key] ?? 0) + v;
+    }
+    return out;
   }
 
   /** The last takeover the new active node's agent logged (agent/failover/member.ts), with its parts. */
