@@ -10,6 +10,7 @@ const unit = [
   'bench/report',
   'cli/help',
   'cluster/fastpath',
+  'cluster/prefix-lifecycle',
   'cni/protocol',
   'docker/dockerfile',
   'docs/session',
