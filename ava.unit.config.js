@@ -11,6 +11,7 @@ const unit = [
   'cli/help',
   'cluster/fastpath',
   'cluster/prefix-lifecycle',
+  'cluster/share',
   'cni/protocol',
   'docker/dockerfile',
   'docs/session',
