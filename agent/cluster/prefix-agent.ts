@@ -266,7 +266,10 @@ export class PrefixAgentRunner<S extends PrefixSlices> implements Omit<PrefixAge
         metrics: o.failover!.metrics,
         forwarded: () => this.forwarded(),
         onChange: () => {
-          void this.current().then((r) => this.o.report(r));
+          // A report that cannot be read now (the router stopping) goes out with the next heartbeat.
+          this.current()
+            .then((r) => this.o.report(r))
+            .catch((err: Error) => log.warn(`failover report: ${err.message}`));
         },
       },
       log.child({ component: 'failover' }),

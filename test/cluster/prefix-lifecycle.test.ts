@@ -13,7 +13,6 @@
 import test, { type ExecutionContext } from 'ava';
 import { AGENT_REPORTS_ANNOTATION, FINALIZER, agentLeaseName, type AgentReport } from '../../kube/api.js';
 import { paths } from '../../kube/client.js';
-import { reconcilePrefix } from '../../operator/prefix/reconcile.js';
 import { Counters } from '../../agent/router/counters.js';
 import { FailoverMetrics } from '../../agent/failover/metrics.js';
 import { shareFromData } from '../../agent/cluster/config.js';
@@ -119,16 +118,10 @@ class Rig {
     await this.written();
   }
 
-  /**
-   * Once the reports on their way are in the Lease, and the operator has reconciled what it holds: until a pass
-   * writes nothing, or (loose) three passes. Loose is for a failover prefix being deleted: there the operator writes
-   * its status on every pass (it no longer applies status.failover, the in-memory server keeps an empty
-   * status.failover {}, and the operator's comparison counts {} against none as a change).
-   */
-  async written(loose = false): Promise<void> {
+  /** Once the reports on their way are in the Lease, and the operator has reconciled what it holds (a pass wrote nothing). */
+  async written(): Promise<void> {
     await this.reports.written();
-    if (!loose) return void (await this.w.settle('p'));
-    for (let i = 0; i < 3; i++) await reconcilePrefix(this.w.deps, 'p');
+    await this.w.settle('p');
   }
 
   /** What the node's Lease says of the prefix. */
@@ -146,9 +139,9 @@ class Rig {
     return this.w.get('p')?.status?.nodes?.find((e) => e.name === NODE);
   }
 
-  async deletePrefix(loose = false): Promise<void> {
+  async deletePrefix(): Promise<void> {
     await this.w.kube.delete(paths.prefix('p'));
-    await this.written(loose);
+    await this.written();
   }
 }
 
@@ -281,9 +274,9 @@ const rows: Row[] = [
     failover: true,
     started: START_FAILOVER,
     when: async (r) => {
-      await r.deletePrefix(true);
+      await r.deletePrefix();
       await r.agent.deleting();
-      await r.written(true);
+      await r.written();
     },
     calls: ['slices release all', 'member stop', 'router stop wait=0', 'host revert', 'report reverted'],
     then: gone,
