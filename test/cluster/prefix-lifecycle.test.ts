@@ -8,7 +8,7 @@
 // The order (docs/kubernetes.md "Removing it", docs/failover.md "Planned stop"): a deleted prefix releases the slices,
 // withdraws the failover member, stops the router, reverts the host, and only then reports reverted (which lets the
 // operator drop its finalizer); a stop by signal keeps slices and host and hands the router over; a share removed
-// from the node stops member and router and leaves the host. No root: the unit lane. The real parts together:
+// from the node stops member and router, then releases the slices and gives the host back. No root: the unit lane. The real parts together:
 // agent.test.ts, test/failover (root).
 import test, { type ExecutionContext } from 'ava';
 import { AGENT_REPORTS_ANNOTATION, FINALIZER, agentLeaseName, type AgentReport } from '../../kube/api.js';
@@ -296,18 +296,18 @@ const rows: Row[] = [
     then: gone,
   },
   {
-    title: 'prefix deleted on a node without a share, a previous agent had configured it: the state file is reverted',
+    title: 'a node without a share that a previous agent had configured: given back at start; deleted, nothing is left',
     selected: false,
     given: (r) => {
       r.saved = P64;
     },
-    started: ['report not ready'],
+    started: ['slices release all', 'host revert', 'report not ready'],
     when: async (r) => {
       await r.deletePrefix();
       await r.agent.deleting();
       await r.written();
     },
-    calls: ['slices release all', 'host revert', 'report reverted'],
+    calls: ['slices release all', 'report reverted'],
     then: gone,
   },
   {
@@ -323,14 +323,14 @@ const rows: Row[] = [
     then: gone,
   },
   {
-    title: "node's share removed: the router stops, slices and host stay as they are",
+    title: "node's share removed (unlabelled): the router stops, then slices released and the host given back",
     started: START,
     when: async (r) => {
       await unselect(r.w);
       await r.agent.kick();
       await r.written();
     },
-    calls: ['router stop wait=0', 'report not ready'],
+    calls: ['router stop wait=0', 'slices release all', 'host revert', 'report not ready'],
     then: (t, r) => {
       t.like(r.leaseReport(), { ready: false, message: `no share of ${P64} for node ${NODE}` });
       t.is(r.w.configMap('p')?.data?.[`node.${NODE}.json`], undefined);
@@ -339,7 +339,7 @@ const rows: Row[] = [
     },
   },
   {
-    title: "node's share removed with failover: the member withdraws for good, then the router stops",
+    title: "node's share removed with failover: the member withdraws for good, the router stops, the host goes back",
     failover: true,
     started: START_FAILOVER,
     when: async (r) => {
@@ -347,7 +347,7 @@ const rows: Row[] = [
       await r.agent.kick();
       await r.written();
     },
-    calls: ['member stop', 'router stop wait=0', 'report not ready'],
+    calls: ['member stop', 'router stop wait=0', 'slices release all', 'host revert', 'report not ready'],
     then: (t, r) => {
       t.like(r.leaseReport(), { ready: false, message: `no share of ${P64} for node ${NODE}` });
       kept(t, r);
