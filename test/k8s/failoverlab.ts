@@ -76,8 +76,9 @@ export const HA = {
 const HOLDS_SAMPLER = `while :; do n=$(ip -o -4 addr show dev ${HA.macvlan} 2>/dev/null | grep -c ' ${HA.floating}/'); echo "$(date +%s%3N) $n"; sleep 0.05; done`;
 
 interface Pod extends KubeObject {
+  metadata: KubeObject['metadata'] & { deletionTimestamp?: string };
   spec: { nodeName?: string };
-  status?: { phase?: string; conditions?: { type: string; status: string }[] };
+  status?: { phase?: string; startTime?: string; conditions?: { type: string; status: string }[] };
 }
 const podReady = (p: Pod) =>
   p.status?.phase === 'Running' && (p.status.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
@@ -189,6 +190,9 @@ export class HaLab {
       // Real nodes reach the Internet's IPv4 through the provider: a member without an IPv4 default route counts its
       // data path as down (agent/failover/health.ts) and never stands by.
       for (const n of lab.nodes) await n.ns.ip(['route', 'replace', 'default', 'via', '198.51.100.254', 'dev', 'eth0']);
+      // Kubernetes nodes forward IPv4 (kubeadm's preflight asks for it; here the CNI bridge plugin would switch it on
+      // only with the node's first pod): the fast path's route lookup needs it on the group's macvlan.
+      for (const n of lab.nodes) await n.ns.sysctl('net.ipv4.ip_forward', 1);
       // The provider routes the /64 to the group's next hop, which moves with the active node.
       await lab.isp.ip(['-6', 'route', 'replace', HA.prefix, 'via', HA.nextHop, 'dev', 'br0']);
       return new HaLab(dir, images, lab, cp, new Kube(cp.kubeConfig(), 'sixbed4-test'), nodes);
@@ -255,14 +259,30 @@ export class HaLab {
     return this.admin.get<SixBed4Prefix>(paths.prefix(HA.name));
   }
 
-  /** Waits for an active node (other than `not`) and, unless told otherwise, a ready standby; returns the active one. */
+  /**
+   * Waits for an active node (other than `not`) and, unless told otherwise, a ready standby; returns the active one.
+   * A ready standby is one the status counts whose word comes from the agent Pod now on its node (one, Ready, not
+   * going): right after an agent was replaced the status still counts what the old one last reported.
+   */
   async settled(timeoutMs = 180_000, not?: string, standby = true): Promise<string> {
     const p = await eventually(
       `an active node${not ? ` other than ${not}` : ''}${standby ? ' and a ready standby' : ''}`,
       async () => {
         const x = await this.prefix();
         const f = x?.status?.failover;
-        return f?.active && f.active !== not && (!standby || f.standbysReady === '1/1') ? f.active : undefined;
+        if (!f?.active || f.active === not) return undefined;
+        if (!standby) return f.active;
+        if (f.standbysReady !== '1/1') return undefined;
+        const agents = await this.agentPods();
+        for (const n of HA.nodes) {
+          if (n === f.active) continue;
+          const here = agents.filter((a) => a.spec.nodeName === n && !a.metadata.deletionTimestamp);
+          const e = x!.status!.nodes?.find((m) => m.name === n);
+          if (here.length !== 1 || !podReady(here[0]!) || e?.failover !== 'Standby' || !e.lastReport) return undefined;
+          // lastReport has whole seconds
+          if (Date.parse(e.lastReport) + 1000 < Date.parse(here[0]!.status?.startTime ?? '')) return undefined;
+        }
+        return f.active;
       },
       timeoutMs,
       300,
@@ -396,9 +416,16 @@ export class HaLab {
     };
   }
 
-  /** The agent Pods now, by name. */
+  /** The agent Pods now. */
   async agentPods(): Promise<Pod[]> {
     return this.pods('app.kubernetes.io/component=agent');
+  }
+
+  /** The name of the agent Pod on a node (the one not going). */
+  async agentPodOn(node: string): Promise<string> {
+    const p = (await this.agentPods()).find((a) => a.spec.nodeName === node && !a.metadata.deletionTimestamp);
+    if (!p) throw new Error(`no agent Pod on ${node}`);
+    return p.metadata.name!;
   }
 
   /**
