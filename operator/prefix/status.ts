@@ -277,7 +277,10 @@ function differs(
     if (!h || h.prefix !== n.prefix || h.listen !== n.listen) return true;
     if (AGENT_FIELDS.some((k) => n[k] !== undefined && n[k] !== h[k])) return true;
   }
-  if (sorted(a.failover ?? null) !== sorted(status.failover ?? null)) return true;
+  // An emptied block reads as none: once the apply stops setting status.failover (the prefix being deleted), a server
+  // may keep `failover: {}`, and a write to remove what is already gone would repeat on every pass.
+  const failoverOf = (f: object | undefined) => (f && Object.keys(f).length ? f : null);
+  if (sorted(failoverOf(a.failover)) !== sorted(failoverOf(status.failover))) return true;
   for (const [name, h] of actualNodes)
     if (!wanted.has(name) && (h.prefix !== undefined || h.listen !== undefined)) return true;
   return false;
