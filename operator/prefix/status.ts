@@ -78,10 +78,6 @@ function list(names: readonly string[], max = 8): string {
   return names.length <= max ? names.join(', ') : `${names.slice(0, max).join(', ')} and ${names.length - max} more`;
 }
 
-/**
- * Whether an agent's entry counts as ready now, and until when. The agent writes its entry when it changes; it is
- * alive while its last write or its node's heartbeat (the agent's Lease) is younger than staleAfterMs.
- */
 /** When an agent last reported on a prefix (its entry's lastReport or its node's heartbeat, the later), in ms. */
 export function agentLastSeen(entry: NodeStatus | undefined, heartbeat?: string): number | undefined {
   const times = [entry?.lastReport, heartbeat]
@@ -90,6 +86,10 @@ export function agentLastSeen(entry: NodeStatus | undefined, heartbeat?: string)
   return times.length ? Math.max(...times) : undefined;
 }
 
+/**
+ * Whether an agent's entry counts as ready now, and until when. The agent writes its entry when it changes; it is
+ * alive while its last write or its node's heartbeat (the agent's Lease) is younger than staleAfterMs.
+ */
 export function agentReady(
   entry: NodeStatus | undefined,
   now: Date,
