@@ -107,6 +107,33 @@ export function routerConfig(o: RouterOptions): RouterConfig {
     throw new InputError('--prefix is required: the /64 this router serves, e.g. --prefix 2001:db8:9:10::/64');
   if (!o.listen)
     throw new InputError("--listen is required: this host's public IPv4 address, e.g. --listen 198.51.100.1");
+  const { port, tun, batch, sockets, workers } = sizesOf(o);
+  const addresses = addressesOf(o, o.listen, port);
+  const ndpProxy = ndpProxyOf(o.ndpProxy);
+  return {
+    ...(ndpProxy ? { ndpProxy } : {}),
+    prefix: parsePrefix64(o.prefix),
+    ...addresses,
+    bindPort: port,
+    tun,
+    batch,
+    workers,
+    statsIntervalMs: o.statsIntervalMs ?? 60_000,
+    refusePrivate: !!o.refusePrivate,
+    sockets,
+    handover: o.handover === true,
+    freebind: o.freebind === true,
+    ...(o.bindUplink ? { bindUplink: o.bindUplink } : {}),
+    rateLimit: rateLimitOf(o.rateLimit),
+    fastPath: fastPathModeOf(o.fastPath),
+    fastPathDirect: o.fastPathDirect === true,
+    routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
+    ...(o.metrics ? { metrics: o.metrics } : {}),
+  };
+}
+
+/** The port, the tunnel's name and the data path's sizes, with their defaults. */
+function sizesOf(o: RouterOptions): Pick<RouterConfig, 'port' | 'tun' | 'batch' | 'sockets' | 'workers'> {
   const port = o.port ?? ROUTER_PORT;
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
     throw new InputError(`--port ${o.port} is not a UDP port: use 1..65535 (6bed4's default is ${ROUTER_PORT})`);
@@ -126,9 +153,21 @@ export function routerConfig(o: RouterOptions): RouterConfig {
   // Each route is a 32-byte option in the RA, which must fit the 1280-byte tunnel MTU.
   if ((o.routes ?? []).length > MAX_ROUTES)
     throw new InputError(`${o.routes!.length} --route prefixes: at most ${MAX_ROUTES} fit in a Router Advertisement`);
-  const listenIPv4 = parseIPv4(o.listen);
+  return { port, tun, batch, sockets, workers };
+}
+
+/**
+ * The router's identity (listenIPv4 and port: the advertised ones when a DNAT is in front) and where it binds
+ * (--listen, or --bind behind a 1:1 NAT).
+ */
+function addressesOf(
+  o: RouterOptions,
+  listen: string,
+  port: number,
+): Pick<RouterConfig, 'listenIPv4' | 'bindIPv4' | 'port'> {
+  const listenIPv4 = parseIPv4(listen);
   const a = listenIPv4 >>> 24;
-  if (a === 0 || a >= 224) throw new InputError(`--listen ${o.listen} is not a unicast IPv4 address`);
+  if (a === 0 || a >= 224) throw new InputError(`--listen ${listen} is not a unicast IPv4 address`);
   const bindIPv4 = o.bind === undefined ? listenIPv4 : parseIPv4(o.bind);
   if (bindIPv4 >>> 24 === 0 || bindIPv4 >>> 24 >= 224)
     throw new InputError(`--bind ${o.bind} is not a unicast IPv4 address of this host`);
@@ -137,38 +176,17 @@ export function routerConfig(o: RouterOptions): RouterConfig {
   if (advertised && (advertised.ipv4 >>> 24 === 0 || advertised.ipv4 >>> 24 >= 224 || advertised.ipv4 >>> 24 === 127)) {
     throw new InputError(`--advertise ${o.advertise} is not an address peers can reach (a unicast IPv4 address)`);
   }
-  let ndpProxy: RouterConfig['ndpProxy'];
-  if (o.ndpProxy) {
-    // Always / WhenOnLink, as in the SixBed4Prefix's ndpProxy; on / auto are the old spellings.
-    const mode = ndpProxyModeOf(o.ndpProxy.mode ?? 'Always');
-    if (mode !== 'on' && mode !== 'auto')
-      throw new InputError(`--ndp-proxy-mode ${o.ndpProxy.mode}: use Always or WhenOnLink`);
-    if (!/^[A-Za-z0-9_.@-]{1,15}$/.test(o.ndpProxy.uplink))
-      throw new InputError(`--ndp-proxy '${o.ndpProxy.uplink}' is not an interface name`);
-    ndpProxy = { uplink: o.ndpProxy.uplink, mode, localAddresses: o.ndpProxy.localAddresses ?? [] };
-  }
-  return {
-    ...(ndpProxy ? { ndpProxy } : {}),
-    prefix: parsePrefix64(o.prefix),
-    listenIPv4: advertised?.ipv4 ?? listenIPv4,
-    bindIPv4,
-    port: advertised?.port ?? port,
-    bindPort: port,
-    tun,
-    batch,
-    workers,
-    statsIntervalMs: o.statsIntervalMs ?? 60_000,
-    refusePrivate: !!o.refusePrivate,
-    sockets,
-    handover: o.handover === true,
-    freebind: o.freebind === true,
-    ...(o.bindUplink ? { bindUplink: o.bindUplink } : {}),
-    rateLimit: rateLimitOf(o.rateLimit),
-    fastPath: fastPathModeOf(o.fastPath),
-    fastPathDirect: o.fastPathDirect === true,
-    routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
-    ...(o.metrics ? { metrics: o.metrics } : {}),
-  };
+  return { listenIPv4: advertised?.ipv4 ?? listenIPv4, bindIPv4, port: advertised?.port ?? port };
+}
+
+/** Always / WhenOnLink, as in the SixBed4Prefix's ndpProxy; on / auto are the old spellings. */
+function ndpProxyOf(p: RouterOptions['ndpProxy']): RouterConfig['ndpProxy'] {
+  if (!p) return undefined;
+  const mode = ndpProxyModeOf(p.mode ?? 'Always');
+  if (mode !== 'on' && mode !== 'auto') throw new InputError(`--ndp-proxy-mode ${p.mode}: use Always or WhenOnLink`);
+  if (!/^[A-Za-z0-9_.@-]{1,15}$/.test(p.uplink))
+    throw new InputError(`--ndp-proxy '${p.uplink}' is not an interface name`);
+  return { uplink: p.uplink, mode, localAddresses: p.localAddresses ?? [] };
 }
 
 /** Rates and bursts must be positive numbers: a zero would silence every RA, and peers would never get an address. */

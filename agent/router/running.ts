@@ -254,7 +254,7 @@ export class Router implements RunningRouter {
         'a router on another I/O backend than the addon runs one worker: its sockets live in this thread',
       );
     const steered = steerSockets(cfg, udpFds, parts.steer, this.log);
-    this.forwarding =
+    const forwarding =
       cfg.workers === 1
         ? forwardInline(
             this.engineConfig(),
@@ -266,24 +266,30 @@ export class Router implements RunningRouter {
             this.failures,
             steered,
           )
-        : await forwardOnWorkers(
-            this.engineConfig(),
-            cfg.batch,
-            tun.fds.map((_, w) => udpFds.slice(w * cfg.sockets, (w + 1) * cfg.sockets)),
-            tun.fds,
-            this.onLive(),
-            (err) => {
-              // Stop the way a signal would, so the tunnel and its route go cleanly, and say why.
-              this.log.error(`${err.message}: stopping the router`);
-              process.exitCode = 1;
-              process.kill(process.pid, 'SIGTERM');
-            },
-            this.failures,
-            steered,
-          );
-    const forwarding = this.forwarding;
+        : await this.forwardOnWorkers(steered);
+    this.forwarding = forwarding;
     this.undo.push(() => forwarding.stop());
     this.watchFastPathSeen();
+  }
+
+  /** Each worker thread gets its own sockets and TUN queue; one that fails stops the router as a signal would. */
+  private forwardOnWorkers(steered: boolean): Promise<Forwarding> {
+    const { cfg, tun, udpFds } = this;
+    return forwardOnWorkers(
+      this.engineConfig(),
+      cfg.batch,
+      tun.fds.map((_, w) => udpFds.slice(w * cfg.sockets, (w + 1) * cfg.sockets)),
+      tun.fds,
+      this.onLive(),
+      (err) => {
+        // Stop the way a signal would, so the tunnel and its route go cleanly, and say why.
+        this.log.error(`${err.message}: stopping the router`);
+        process.exitCode = 1;
+        process.kill(process.pid, 'SIGTERM');
+      },
+      this.failures,
+      steered,
+    );
   }
 
   /** With the neighbour proxy: it answers for a peer's addresses while the peer is live (policy.ts says which lanips). */
