@@ -135,7 +135,11 @@ test('a peer behind a NAT gets its address from the router, sends both ways, and
   // port, refuses it (the originator check) and answers with an RA there; the peer moves.
   t.is(l.nat.remap(fd!), NAT_PORTS[1]);
   fromPeerHost(l, first, 'from the old address');
-  const moved = await until('the peer at a new address', () => l.peer.address() !== first && l.peer.address());
+  // Done moving: a new address, and one address on the TUN (two while it makes before it breaks).
+  const moved = await until(
+    'the peer at a new address, alone on its TUN',
+    () => l.peer.address() !== first && l.peerIp.addresses(PEER_TUN).length === 1 && l.peer.address(),
+  );
   t.is(moved, behindNat(NAT_PORTS[1]));
   t.deepEqual(l.peerIp.addresses(PEER_TUN), [`${moved}/64`], 'make before break: the old address is gone');
   t.false(
