@@ -218,7 +218,7 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
   const [base, lossBase, ctrBase] = await Promise.all([
     sample(ctx, spec),
     lossCounters(rtr),
-    ctx.router ? readRouterCounters(rtr) : Promise.resolve(undefined),
+    ctx.router?.metrics ? readRouterCounters(rtr) : Promise.resolve(undefined),
   ]);
   const wantBpf = !!spec.bpfStats && !!ctx.router;
   const w = await runWindow(ctx, spec, warmupMs, windowMs, wantBpf);
@@ -227,7 +227,7 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
   const [end, lossEnd, ctrEnd, neighbours] = await Promise.all([
     sample(ctx, spec),
     lossCounters(rtr),
-    ctx.router ? readRouterCounters(rtr) : Promise.resolve(undefined),
+    ctx.router?.metrics ? readRouterCounters(rtr) : Promise.resolve(undefined),
     // Kernel state that grows with peers even though the router keeps none.
     rtr.json<unknown[]>(['-6', 'neigh', 'show', 'nud', 'all']).then((n) => n.length),
   ]);
@@ -237,9 +237,12 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
   const { a, b } = w;
   const routerUser = a.rtrCpu && b.rtrCpu ? b.rtrCpu.user - a.rtrCpu.user : null;
   const routerSystem = a.rtrCpu && b.rtrCpu ? b.rtrCpu.system - a.rtrCpu.system : null;
-  if (ctx.router && routerUser !== null && routerSystem !== null && ctrBase && ctrEnd) {
+  if (ctx.router && routerUser !== null && routerSystem !== null) {
+    // A router without metrics (the stock one) has its CPU and memory figures; what it forwarded the sinks count.
+    const none = { forwarded: {}, byPath: {}, passed: {}, dropped: {} };
+    const [c0, c1] = ctrBase && ctrEnd ? [ctrBase, ctrEnd] : [none, none];
     const recvWindow = b.recv.value - a.recv.value;
-    row.router = routerFigures(routerUser, routerSystem, recvWindow, row.windowS, memory, ctrBase, ctrEnd);
+    row.router = routerFigures(routerUser, routerSystem, recvWindow, row.windowS, memory, c0, c1);
   }
   if (wantBpf) {
     row.bpf = await bpfRows(rtr, w.bpfA, w.bpfB, b.recv.value - a.recv.value);
@@ -359,6 +362,12 @@ function windowRow(
   };
 }
 
+/** The counters routerFigures reads (all empty for a router without metrics). */
+type RouterCounters = Pick<
+  Awaited<ReturnType<typeof readRouterCounters>>,
+  'forwarded' | 'byPath' | 'passed' | 'dropped'
+>;
+
 /** The router's part of a row: its CPU in the window per packet delivered, its memory, its counters over the run. */
 function routerFigures(
   routerUser: number,
@@ -366,8 +375,8 @@ function routerFigures(
   recvWindow: number,
   windowS: number,
   memory: ReturnType<typeof processMemory>,
-  ctrBase: Awaited<ReturnType<typeof readRouterCounters>>,
-  ctrEnd: Awaited<ReturnType<typeof readRouterCounters>>,
+  ctrBase: RouterCounters,
+  ctrEnd: RouterCounters,
 ): NonNullable<Row['router']> {
   const dropped = counterDelta(ctrBase.dropped, ctrEnd.dropped);
   const perPkt = (s: number) => (recvWindow > 0 ? (s * 1e6) / recvWindow : NaN);
