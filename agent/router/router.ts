@@ -96,6 +96,8 @@ export interface RouterOptions {
   bindUplink?: string;
   /** With it: peers' packets the kernel would forward go straight to the egress (docs/router.md, --fast-path-direct). */
   fastPathDirect?: boolean;
+  /** The TUN's offload (TSO super-packets cut by the router, UDP_SEGMENT sends): on unless false (--tun-offload off). */
+  tunOffload?: boolean;
 }
 
 export interface RouterConfig {
@@ -122,6 +124,7 @@ export interface RouterConfig {
   freebind: boolean;
   bindUplink?: string;
   fastPathDirect: boolean;
+  tunOffload: boolean;
 }
 
 /** What a reload changes while the data path keeps forwarding (the rest needs a restart). */
@@ -197,6 +200,7 @@ export function routerConfig(o: RouterOptions): RouterConfig {
     rateLimit: rateLimitOf(o.rateLimit),
     fastPath: fastPathModeOf(o.fastPath),
     fastPathDirect: o.fastPathDirect === true,
+    tunOffload: o.tunOffload !== false,
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };
@@ -310,7 +314,10 @@ export async function startRouter(cfg: RouterConfig, log: Logger): Promise<Runni
       rateLimit: { ...cfg.rateLimit, tableSize: DEFAULT_RATE_LIMIT.tableSize },
     };
     const routerAddress = makeAddress(cfg.prefix.bytes, cfg.listenIPv4, cfg.port, 0);
-    const tunnel = await openTunnel(cfg.tun, cfg.workers, routerAddress, cfg.prefix, log, { handover: cfg.handover });
+    const tunnel = await openTunnel(cfg.tun, cfg.workers, routerAddress, cfg.prefix, log, {
+      handover: cfg.handover,
+      offload: cfg.tunOffload,
+    });
     undo.push(() => tunnel.close());
     const proxy = cfg.ndpProxy ? await startProxy(cfg, log) : undefined;
     if (proxy) undo.push(() => proxy.stop());

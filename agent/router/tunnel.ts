@@ -31,6 +31,8 @@ export interface Tunnel {
 export interface TunnelOptions {
   /** Open multi-queue and adopt an interface a previous router left up, claiming it (see the top of this file). */
   handover?: boolean;
+  /** Ask for the TUN's offload (TSO/USO super-packets, native.ts tunOpen); off when the kernel refuses it (logged). */
+  offload?: boolean;
 }
 
 const CLAIM = 'sixbed4-router ';
@@ -56,7 +58,11 @@ export async function openTunnel(
   };
   const adopted = handover && (await tunnelExists(name));
   try {
-    for (let q = 0; q < queues; q++) fds.push(native.tunOpen(name, queues > 1 || handover).fd);
+    for (let q = 0; q < queues; q++) {
+      const t = native.tunOpen(name, queues > 1 || handover, opts.offload === true);
+      fds.push(t.fd);
+      if (q === 0 && opts.offload && !t.offload) log.warn(`tunnel ${name}: no TUN offload (the kernel refused it)`);
+    }
   } catch (err) {
     close();
     throw tunOpenError(err as NodeJS.ErrnoException, name);
