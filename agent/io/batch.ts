@@ -96,7 +96,8 @@ export const TUN_GSO_CHECKSUMS = 10;
 export const TUN_GSO_BAD = 11;
 
 export function newTunGso(): TunGso {
-  return { buf: Buffer.alloc(65536), state: new Uint32Array(16) };
+  // More than the largest packet a TUN hands over (64 KiB with its headers): one that fills it was cut off.
+  return { buf: Buffer.alloc(65536 + 1024), state: new Uint32Array(16) };
 }
 
 /**

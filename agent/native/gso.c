@@ -44,7 +44,7 @@ enum {
   G_PACKETS,    /* super-packets read */
   G_SEGMENTS,   /* segments cut from them */
   G_CSUMS,      /* single packets whose checksum the kernel left to us (NEEDS_CSUM), completed */
-  G_BAD,        /* super-packets that could not be cut (dropped) */
+  G_BAD,        /* super-packets that could not be cut (handed over whole: the engine drops them) */
   S4_GSO_STATE = 16
 };
 
@@ -207,8 +207,8 @@ static napi_value tun_read_gso(napi_env env, napi_callback_info info) {
     bool is_buf;
     void *p;
     if (napi_is_buffer(env, argv[5], &is_buf) != napi_ok || !is_buf ||
-        napi_get_buffer_info(env, argv[5], &p, &carry_len) != napi_ok || carry_len < 65536) {
-      s4_throw_type(env, "carry must be a Buffer of at least 65536 bytes");
+        napi_get_buffer_info(env, argv[5], &p, &carry_len) != napi_ok || carry_len <= 65536) {
+      s4_throw_type(env, "carry must be a Buffer of more than 65536 bytes");
       return NULL;
     }
     carry = p;
@@ -241,20 +241,29 @@ static napi_value tun_read_gso(napi_env env, napi_callback_info info) {
     }
     if ((size_t)r < sizeof h) continue; /* nothing after the header: nothing to forward */
     size_t len = (size_t)r - sizeof h;
+    if (len == carry_len) {
+      /* It filled the carry buffer, so it may have been longer (the read cut it off): not to be cut as it is. */
+      st[G_BAD]++;
+      continue;
+    }
     if (h.gso_type != VIRTIO_NET_HDR_GSO_NONE) {
-      if (start_cut(carry, len, &h, st) != 0) {
-        st[G_BAD]++;
-        continue;
+      if (start_cut(carry, len, &h, st) == 0) {
+        st[G_PACKETS]++;
+        continue; /* cut at the top of the loop */
       }
-      st[G_PACKETS]++;
-      continue; /* cut at the top of the loop */
+      /*
+       * One it cannot cut (IPv4 UDP, headers that do not add up) goes to the engine whole, which drops it by its
+       * rules (too long, not IPv6, ...), as it counts everything the TUN gives it; its checksum completed first,
+       * where the kernel left it partial, so that nothing leaves with one unfinished.
+       */
+      st[G_BAD]++;
     }
     if (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) {
       if (complete_csum(carry, len, h.csum_start, h.csum_offset) != 0) {
         st[G_BAD]++;
         continue;
       }
-      st[G_CSUMS]++;
+      if (h.gso_type == VIRTIO_NET_HDR_GSO_NONE) st[G_CSUMS]++;
     }
     memcpy(b.data + n * slot, carry, len < slot ? len : slot);
     b.off[n] = (uint32_t)(n * slot);

@@ -36,17 +36,21 @@ static int existing_vnet_hdr(const char *name) {
   return (flags & IFF_VNET_HDR) != 0;
 }
 
-/* The offloads asked of the kernel: checksums, TSO, and USO where the kernel has it (6.2+). */
+/*
+ * The offloads asked of the kernel: checksums, TSO for IPv6 (what the router's TUN carries; IPv4 TCP, which it
+ * never routes there, the kernel goes on cutting itself), and USO where the kernel has it (6.2+; both families or
+ * neither).
+ */
 #define S4_TUN_F_USO4 0x20
 #define S4_TUN_F_USO6 0x40
 static int set_offload(int fd) {
-  if (ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | S4_TUN_F_USO4 | S4_TUN_F_USO6) == 0) return 0;
-  return ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6);
+  if (ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO6 | S4_TUN_F_USO4 | S4_TUN_F_USO6) == 0) return 0;
+  return ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO6);
 }
 
 /*
  * tunOpen(name: string, multiQueue: boolean, offload?: boolean): { fd, name, offload }
- * offload: open with IFF_VNET_HDR and TUNSETOFFLOAD (checksum, TSO, USO), so a read may return a whole GSO
+ * offload: open with IFF_VNET_HDR and TUNSETOFFLOAD (checksum, TSO6, USO), so a read may return a whole GSO
  * super-packet (read it with tunReadGso, write with the header: tunWrite's vnet). When the kernel refuses, or the
  * interface exists already without it (a handover from a router that had it off), the queue opens without; the
  * result's offload says which.

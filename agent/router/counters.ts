@@ -57,7 +57,7 @@ export class Counters {
   icmp4Errors = 0;
   /**
    * The TUN's offload (datapath.ts): super-packets read and the segments cut from them (each also counts in
-   * tunRxPackets), checksums the kernel left partial completed, super-packets that could not be cut (dropped);
+   * tunRxPackets), checksums the kernel left partial completed, super-packets that could not be cut (handed to the engine whole, which drops them);
    * UDP_SEGMENT sends to peers and the datagrams they carried, and refusals of one (the sends went on without).
    */
   tunGsoPackets = 0;
