@@ -10,6 +10,8 @@ const unit = [
   'bench/report',
   'cli/help',
   'cluster/fastpath',
+  'cluster/prefix-lifecycle',
+  'cluster/share',
   'cni/protocol',
   'docker/dockerfile',
   'docs/session',

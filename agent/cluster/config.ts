@@ -26,9 +26,21 @@ export function shareFromData(data: Record<string, string>, nodeName: string): N
   return {
     common: JSON.parse(commonText) as AgentCommonConfig,
     node: nodeText ? (JSON.parse(nodeText) as AgentNodeConfig) : null,
-    // What decides a restart: any change to this node's share.
-    text: nodeText,
+    text: restartKey(nodeText),
   };
+}
+
+/**
+ * What decides a restart: any change to this node's share that the agent acts on. The failover member list is the
+ * operator's record of the group (every member's share lists all of them); no member uses it, so a standby joining
+ * or leaving must not restart the active member's router, which would fail the /64 over for nothing.
+ */
+function restartKey(nodeText: string): string {
+  if (!nodeText) return '';
+  const node = JSON.parse(nodeText) as AgentNodeConfig;
+  if (!node.failover) return nodeText;
+  const { members: _members, ...failover } = node.failover;
+  return JSON.stringify({ ...node, failover });
 }
 
 const CACHE_PREFIX = 'share-';

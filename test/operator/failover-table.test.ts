@@ -31,6 +31,14 @@ async function group(w: World, nodes = ['a', 'b', 'c'], failover: Record<string,
   await w.settle('p'); // the operator creates the Lease the members then take
 }
 
+/** The usual start: the group of three, a active and holding the Lease, b standing by. */
+async function aActiveBStandby(w: World): Promise<void> {
+  await group(w);
+  await ready(w, 'a', 'Active');
+  await ready(w, 'b', 'Standby');
+  await w.failoverLease('p', 'a');
+}
+
 interface Row {
   title: string;
   given: (w: World) => Promise<void>;
@@ -158,12 +166,7 @@ const rows: Row[] = [
   {
     title:
       'the active node crashes (its heartbeat stops) and the standby takes the Lease: Warning FailedOver, reason ActiveLost',
-    given: async (w) => {
-      await group(w);
-      await ready(w, 'a', 'Active');
-      await ready(w, 'b', 'Standby');
-      await w.failoverLease('p', 'a');
-    },
+    given: aActiveBStandby,
     when: async (w) => {
       await w.settle('p');
       w.tick(301_000);
@@ -182,12 +185,7 @@ const rows: Row[] = [
   },
   {
     title: 'the active node gives up on its data path (its report says why) and the standby takes over: DataPathDown',
-    given: async (w) => {
-      await group(w);
-      await ready(w, 'a', 'Active');
-      await ready(w, 'b', 'Standby');
-      await w.failoverLease('p', 'a');
-    },
+    given: aActiveBStandby,
     when: async (w) => {
       await w.settle('p');
       await w.report('p', 'a', { ready: false, reason: 'UplinkDown', message: 'uplink eth0 is down' });
@@ -206,12 +204,7 @@ const rows: Row[] = [
   {
     title:
       'a planned handover (the active agent releases the Lease; the standby takes it): Normal FailedOver, reason Handover',
-    given: async (w) => {
-      await group(w);
-      await ready(w, 'a', 'Active');
-      await ready(w, 'b', 'Standby');
-      await w.failoverLease('p', 'a');
-    },
+    given: aActiveBStandby,
     when: async (w) => {
       await w.settle('p');
       await w.failoverLease('p', undefined);
@@ -231,12 +224,7 @@ const rows: Row[] = [
   {
     title:
       'the active node releases the Lease saying its data path failed (sixbed4.io/release-reason): DataPathDown, a Warning',
-    given: async (w) => {
-      await group(w);
-      await ready(w, 'a', 'Active');
-      await ready(w, 'b', 'Standby');
-      await w.failoverLease('p', 'a');
-    },
+    given: aActiveBStandby,
     when: async (w) => {
       await w.settle('p');
       await w.failoverLease('p', undefined, w.now, 'DataPathDown');
@@ -253,12 +241,7 @@ const rows: Row[] = [
   {
     title:
       'the active member restarted (its agent reports itself a standby again) and the other took over, the operator not having seen the release: Handover',
-    given: async (w) => {
-      await group(w);
-      await ready(w, 'a', 'Active');
-      await ready(w, 'b', 'Standby');
-      await w.failoverLease('p', 'a');
-    },
+    given: aActiveBStandby,
     when: async (w) => {
       await w.settle('p');
       await w.report('p', 'a', {
@@ -279,12 +262,7 @@ const rows: Row[] = [
   },
   {
     title: 'kubectl drain of the active node (cordoned) before it hands over: Handover',
-    given: async (w) => {
-      await group(w);
-      await ready(w, 'a', 'Active');
-      await ready(w, 'b', 'Standby');
-      await w.failoverLease('p', 'a');
-    },
+    given: aActiveBStandby,
     when: async (w) => {
       await w.settle('p');
       await w.kube.mergePatch(paths.node('a'), { spec: { unschedulable: true } }, 'kubectl');
@@ -300,12 +278,7 @@ const rows: Row[] = [
   },
   {
     title: "the active node's Lease expires and nobody takes it: no active node, Ready False",
-    given: async (w) => {
-      await group(w);
-      await ready(w, 'a', 'Active');
-      await ready(w, 'b', 'Standby');
-      await w.failoverLease('p', 'a');
-    },
+    given: aActiveBStandby,
     when: async (w) => {
       await w.settle('p');
       w.tick(10_000);
