@@ -57,11 +57,12 @@ export async function openTunnel(
     for (const fd of fds.splice(0)) native.close(fd);
   };
   const adopted = handover && (await tunnelExists(name));
+  let offload = false;
   try {
     for (let q = 0; q < queues; q++) {
       const t = native.tunOpen(name, queues > 1 || handover, opts.offload === true);
       fds.push(t.fd);
-      if (q === 0 && opts.offload && !t.offload) log.warn(`tunnel ${name}: no TUN offload (the kernel refused it)`);
+      if (q === 0) offload = t.offload === true;
     }
   } catch (err) {
     close();
@@ -98,7 +99,10 @@ export async function openTunnel(
     route: prefix.text,
     queues,
     handover,
+    offload,
   });
+  // Asked for and not had: the kernel refused it, or a predecessor's interface is without it (a handover).
+  if (opts.offload && !offload) log.warn(`tunnel ${name}: without the TUN offload (see docs/router.md)`);
   return {
     name,
     fds,
