@@ -278,3 +278,16 @@ serial(title('the control, --tun-offload off: no super-packet, the same datagram
   t.is(d[off('tun_gso_packets')], 0, JSON.stringify(d));
   t.is(d[off('udp_gso_sends')], 0, JSON.stringify(d));
 });
+
+serial(
+  title('a batch of 4 entries: each super-packet handed out over many reads, the stream still whole, as the engine'),
+  async (t) => {
+    // A super-packet of some 50 segments waits in the carry between reads (and across turns of the event loop).
+    await startRouter(['--batch', '4']);
+    await sleep(1000);
+    const { d } = await tcpTransfer(t, 'tcp-batch4');
+    t.true(d[off('tun_gso_packets')]! > 0, JSON.stringify(d));
+    t.true(d[off('tun_gso_segments')]! > d[SLOW]! / 2, JSON.stringify(d));
+    t.is(d[off('tun_gso_bad')], 0);
+  },
+);
