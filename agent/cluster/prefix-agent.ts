@@ -9,7 +9,7 @@
 // - agent stopped (SIGTERM, a rollout): slices kept, member withdrawn (its macvlan kept for the next agent), router
 //   stopped (handing the tunnel over), host kept;
 // - the node's share changed or removed: member and router stopped first, then the host follows the new share (a
-//   share of another /64 reverts the old one first); a removed share leaves the host as it is.
+//   share of another /64 reverts the old one first); a removed share releases the slices and reverts the host.
 import type { Logger } from '../../lib/log.js';
 import type { Kube } from '../../kube/client.js';
 import type { AgentNodeConfig } from '../../kube/api.js';
@@ -144,6 +144,10 @@ export class PrefixAgentRunner<S extends PrefixSlices> implements Omit<PrefixAge
     if (!share.node) {
       this.problem = { ...this.problem, message: `no share of ${share.common.prefix} for node ${this.o.node}` };
       this.log.warn(this.problem.message);
+      if (await this.configured()) {
+        await this.parts.slices.releaseAll();
+        await this.revertHost('this node no longer has a share of the prefix');
+      }
       return this.sendReport();
     }
     await this.serve(share, share.node);
@@ -160,14 +164,27 @@ export class PrefixAgentRunner<S extends PrefixSlices> implements Omit<PrefixAge
     if (this.removal === 'reverted') return;
     await this.parts.slices.releaseAll();
     await this.stopRouter();
-    // A state file without hostApplied: an agent before this one (a restart) configured the host.
-    if (this.hostApplied || (await this.parts.stateExists(this.o.statePath))) {
-      await this.parts.revertHost({ log: this.log, statePath: this.o.statePath });
-      this.log.info('host reverted: the prefix is being deleted');
-    }
-    this.hostApplied = false;
+    await this.revertHost('the prefix is being deleted');
     this.removal = 'reverted';
     await this.sendReport();
+  }
+
+  /**
+   * The host reverted once the router is stopped (and the slices released): on deletion, and when the node leaves
+   * the group that serves the prefix (unlabelled, not a failover member any more). Kept configured, its /64's
+   * addresses and routes would clash with the node that serves the /64 now. A share that comes back is applied again.
+   */
+  private async revertHost(why: string): Promise<void> {
+    if (await this.configured()) {
+      await this.parts.revertHost({ log: this.log, statePath: this.o.statePath });
+      this.log.info(`host reverted: ${why}`);
+    }
+    this.hostApplied = false;
+  }
+
+  /** This agent applied the host, or one before it did (a restart): its state file is there. */
+  private async configured(): Promise<boolean> {
+    return this.hostApplied || (await this.parts.stateExists(this.o.statePath));
   }
 
   /** Host, failover member, router, slices: in that order, each on what the one before made. */
@@ -266,7 +283,10 @@ export class PrefixAgentRunner<S extends PrefixSlices> implements Omit<PrefixAge
         metrics: o.failover!.metrics,
         forwarded: () => this.forwarded(),
         onChange: () => {
-          void this.current().then((r) => this.o.report(r));
+          // A report that cannot be read now (the router stopping) goes out with the next heartbeat.
+          this.current()
+            .then((r) => this.o.report(r))
+            .catch((err: Error) => log.warn(`failover report: ${err.message}`));
         },
       },
       log.child({ component: 'failover' }),

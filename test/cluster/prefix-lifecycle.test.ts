@@ -8,12 +8,11 @@
 // The order (docs/kubernetes.md "Removing it", docs/failover.md "Planned stop"): a deleted prefix releases the slices,
 // withdraws the failover member, stops the router, reverts the host, and only then reports reverted (which lets the
 // operator drop its finalizer); a stop by signal keeps slices and host and hands the router over; a share removed
-// from the node stops member and router and leaves the host. No root: the unit lane. The real parts together:
+// from the node stops member and router, then releases the slices and gives the host back. No root: the unit lane. The real parts together:
 // agent.test.ts, test/failover (root).
 import test, { type ExecutionContext } from 'ava';
 import { AGENT_REPORTS_ANNOTATION, FINALIZER, agentLeaseName, type AgentReport } from '../../kube/api.js';
 import { paths } from '../../kube/client.js';
-import { reconcilePrefix } from '../../operator/prefix/reconcile.js';
 import { Counters } from '../../agent/router/counters.js';
 import { FailoverMetrics } from '../../agent/failover/metrics.js';
 import { shareFromData } from '../../agent/cluster/config.js';
@@ -119,16 +118,10 @@ class Rig {
     await this.written();
   }
 
-  /**
-   * Once the reports on their way are in the Lease, and the operator has reconciled what it holds: until a pass
-   * writes nothing, or (loose) three passes. Loose is for a failover prefix being deleted: there the operator writes
-   * its status on every pass (it no longer applies status.failover, the in-memory server keeps an empty
-   * status.failover {}, and the operator's comparison counts {} against none as a change).
-   */
-  async written(loose = false): Promise<void> {
+  /** Once the reports on their way are in the Lease, and the operator has reconciled what it holds (a pass wrote nothing). */
+  async written(): Promise<void> {
     await this.reports.written();
-    if (!loose) return void (await this.w.settle('p'));
-    for (let i = 0; i < 3; i++) await reconcilePrefix(this.w.deps, 'p');
+    await this.w.settle('p');
   }
 
   /** What the node's Lease says of the prefix. */
@@ -146,9 +139,9 @@ class Rig {
     return this.w.get('p')?.status?.nodes?.find((e) => e.name === NODE);
   }
 
-  async deletePrefix(loose = false): Promise<void> {
+  async deletePrefix(): Promise<void> {
     await this.w.kube.delete(paths.prefix('p'));
-    await this.written(loose);
+    await this.written();
   }
 }
 
@@ -281,9 +274,9 @@ const rows: Row[] = [
     failover: true,
     started: START_FAILOVER,
     when: async (r) => {
-      await r.deletePrefix(true);
+      await r.deletePrefix();
       await r.agent.deleting();
-      await r.written(true);
+      await r.written();
     },
     calls: ['slices release all', 'member stop', 'router stop wait=0', 'host revert', 'report reverted'],
     then: gone,
@@ -303,18 +296,18 @@ const rows: Row[] = [
     then: gone,
   },
   {
-    title: 'prefix deleted on a node without a share, a previous agent had configured it: the state file is reverted',
+    title: 'a node without a share that a previous agent had configured: given back at start; deleted, nothing is left',
     selected: false,
     given: (r) => {
       r.saved = P64;
     },
-    started: ['report not ready'],
+    started: ['slices release all', 'host revert', 'report not ready'],
     when: async (r) => {
       await r.deletePrefix();
       await r.agent.deleting();
       await r.written();
     },
-    calls: ['slices release all', 'host revert', 'report reverted'],
+    calls: ['slices release all', 'report reverted'],
     then: gone,
   },
   {
@@ -330,14 +323,14 @@ const rows: Row[] = [
     then: gone,
   },
   {
-    title: "node's share removed: the router stops, slices and host stay as they are",
+    title: "node's share removed (unlabelled): the router stops, then slices released and the host given back",
     started: START,
     when: async (r) => {
       await unselect(r.w);
       await r.agent.kick();
       await r.written();
     },
-    calls: ['router stop wait=0', 'report not ready'],
+    calls: ['router stop wait=0', 'slices release all', 'host revert', 'report not ready'],
     then: (t, r) => {
       t.like(r.leaseReport(), { ready: false, message: `no share of ${P64} for node ${NODE}` });
       t.is(r.w.configMap('p')?.data?.[`node.${NODE}.json`], undefined);
@@ -346,7 +339,7 @@ const rows: Row[] = [
     },
   },
   {
-    title: "node's share removed with failover: the member withdraws for good, then the router stops",
+    title: "node's share removed with failover: the member withdraws for good, the router stops, the host goes back",
     failover: true,
     started: START_FAILOVER,
     when: async (r) => {
@@ -354,7 +347,7 @@ const rows: Row[] = [
       await r.agent.kick();
       await r.written();
     },
-    calls: ['member stop', 'router stop wait=0', 'report not ready'],
+    calls: ['member stop', 'router stop wait=0', 'slices release all', 'host revert', 'report not ready'],
     then: (t, r) => {
       t.like(r.leaseReport(), { ready: false, message: `no share of ${P64} for node ${NODE}` });
       kept(t, r);
