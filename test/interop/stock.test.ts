@@ -277,7 +277,7 @@ async function stockPeerThroughNatChange(t: ExecutionContext, topo: Topology, ro
   const procs: Record<string, Proc | undefined> = { 'our router': router };
   const why = () => stockOutput(procs);
   const peer = await stockPeerA(topo, procs);
-  t.is((await ping6(topo.peers.A, TOPO.ispV6, { count: 2 })).received, 2, why());
+  t.is((await ping6(topo.peers.A, TOPO.ispV6, { ...PATIENT, count: 2 })).received, 2, why());
   const moved = await remapNat(topo, peer.proc, stockPeerMoved(peer.address), 60_000).catch((err: Error) => {
     throw new Error(`${err.message}\n${why()}`);
   });
