@@ -65,6 +65,8 @@ export interface RouterOptions {
   bindUplink?: string;
   /** With it: peers' packets the kernel would forward go straight to the egress (docs/router.md, --fast-path-direct). */
   fastPathDirect?: boolean;
+  /** The TUN's offload (TSO super-packets cut by the router, UDP_SEGMENT sends): on unless false (--tun-offload off). */
+  tunOffload?: boolean;
 }
 
 export interface RouterConfig {
@@ -91,6 +93,7 @@ export interface RouterConfig {
   freebind: boolean;
   bindUplink?: string;
   fastPathDirect: boolean;
+  tunOffload: boolean;
 }
 
 /** What a reload changes while the data path keeps forwarding (the rest needs a restart). */
@@ -127,6 +130,7 @@ export function routerConfig(o: RouterOptions): RouterConfig {
     rateLimit: rateLimitOf(o.rateLimit),
     fastPath: fastPathModeOf(o.fastPath),
     fastPathDirect: o.fastPathDirect === true,
+    tunOffload: o.tunOffload !== false,
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
     ...(o.metrics ? { metrics: o.metrics } : {}),
   };

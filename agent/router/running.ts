@@ -213,6 +213,7 @@ export class Router implements RunningRouter {
       handover: cfg.handover,
       io: parts.io,
       ip: parts.ip,
+      offload: cfg.tunOffload,
     });
     this.undo.push(() => this.tun.close());
   }

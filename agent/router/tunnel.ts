@@ -36,6 +36,8 @@ export interface TunnelOptions {
   io?: NativeIO;
   /** How `ip` runs (the default: the real one, in this namespace); a stand-in configures FakeIO's interfaces. */
   ip?: IpCommand;
+  /** Ask for the TUN's offload (TSO/USO super-packets, native.ts tunOpen); off when the kernel refuses it (logged). */
+  offload?: boolean;
 }
 
 const CLAIM = 'sixbed4-router ';
@@ -56,7 +58,7 @@ export async function openTunnel(
 ): Promise<Tunnel> {
   const t = new TunTunnel(name, opts.handover === true, opts.io ?? native, opts.ip ?? hostIp);
   const adopted = t.handover && (await t.exists());
-  t.openQueues(queues);
+  t.openQueues(queues, opts.offload === true);
   try {
     await t.configure(routerAddr, prefix);
   } catch (err) {
@@ -69,13 +71,18 @@ export async function openTunnel(
     route: prefix.text,
     queues,
     handover: t.handover,
+    offload: t.offload,
   });
+  // Asked for and not had: the kernel refused it, or a predecessor's interface is without it (a handover).
+  if (opts.offload && !t.offload) log.warn(`tunnel ${name}: without the TUN offload (see docs/router.md)`);
   return t;
 }
 
 /** The interface's queues, and the token that claims it (with handover). */
 class TunTunnel implements Tunnel {
   readonly fds: number[] = [];
+  /** The queues carry a virtio-net header (the TUN offload is on: the interface's mode, set by its first queue). */
+  offload = false;
   private readonly token = CLAIM + randomBytes(8).toString('hex');
 
   constructor(
@@ -86,9 +93,13 @@ class TunTunnel implements Tunnel {
   ) {}
 
   /** One queue per worker; with handover always multi-queue, so that the next router can attach its own. */
-  openQueues(queues: number): void {
+  openQueues(queues: number, offload: boolean): void {
     try {
-      for (let q = 0; q < queues; q++) this.fds.push(this.io.tunOpen(this.name, queues > 1 || this.handover).fd);
+      for (let q = 0; q < queues; q++) {
+        const t = this.io.tunOpen(this.name, queues > 1 || this.handover, offload);
+        this.fds.push(t.fd);
+        if (q === 0) this.offload = t.offload === true;
+      }
     } catch (err) {
       this.close();
       throw tunOpenError(err as NodeJS.ErrnoException, this.name);

@@ -70,6 +70,9 @@ export class NatIO implements NativeIO {
   udpSend(fd: number, b: Batch, count: number): number {
     return this.io.udpSend(this.outside(fd), b, count);
   }
+  udpGso(fd: number): boolean {
+    return this.io.udpGso(this.outside(fd));
+  }
   udpRecvErrors(fd: number, b: Batch, info: Uint32Array): number {
     return this.io.udpRecvErrors(this.outside(fd), b, info);
   }
@@ -93,7 +96,8 @@ export class NatIO implements NativeIO {
     };
   }
 
-  tunOpen(name: string, multiQueue: boolean): { fd: number; name: string } {
+  // FakeIO's queues never have the offload: nothing to pass on for it.
+  tunOpen(name: string, multiQueue: boolean): { fd: number; name: string; offload: boolean } {
     return this.io.tunOpen(name, multiQueue);
   }
   tunRead(fd: number, b: Batch): number {
@@ -101,6 +105,9 @@ export class NatIO implements NativeIO {
   }
   tunWrite(fd: number, b: Batch, count: number): number {
     return this.io.tunWrite(fd, b, count);
+  }
+  tunOffload(fd: number): boolean {
+    return this.io.tunOffload(fd);
   }
   ifIndex(name: string): number {
     return this.io.ifIndex(name);
