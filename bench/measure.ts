@@ -35,7 +35,7 @@ import { readLinks, readSink, readUdpSnmp, type Role, type SinkId } from './topo
 const GENERATOR = fileURLToPath(new URL('./generator.js', import.meta.url));
 
 export type Direction = '4→6' | '6→4';
-export type Group = 'ceiling' | 'kernel' | 'router' | 'fast' | 'direct' | 'batch' | 'workers' | 'peers';
+export type Group = 'ceiling' | 'kernel' | 'router' | 'fast' | 'stock' | 'direct' | 'batch' | 'workers' | 'peers';
 
 export interface Spec {
   group: Group;

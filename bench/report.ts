@@ -249,6 +249,35 @@ export function fastGoal(ok: Row[], goal = 1.3): string[] {
 }
 
 /**
+ * Against the stock C router, in the same run: the CPU each of ours adds per packet over the generator, as a share of
+ * what the stock router adds. As installed is the fast path (Auto, the default, where it loads); goal ≤ ×goal.
+ */
+export function stockGoal(ok: Row[], goal = 0.5): string[] {
+  const parts: string[] = [];
+  for (const stock of ok.filter((r) => r.group === 'stock')) {
+    const base = addedUs(ok, stock);
+    if (!Number.isFinite(base) || base <= 0) continue;
+    const same = (g: Row['group']) =>
+      ok.find((r) => r.group === g && !isDirect(r) && r.direction === stock.direction && r.size === stock.size);
+    const fast = same('fast'),
+      ts = same('router');
+    const ratio = (r: Row | undefined) => (r ? addedUs(ok, r) / base : NaN);
+    const f = ratio(fast),
+      t = ratio(ts);
+    if (!Number.isFinite(f) && !Number.isFinite(t)) continue;
+    parts.push(
+      `${stock.direction} ${stock.size} B: as installed (fast path) ×${fix(f, 2)}` +
+        (Number.isFinite(f) ? (f <= goal ? ' met' : ' not met') : '') +
+        (fast && fastShare(fast) < 1 ? ` (${(100 * fastShare(fast)).toFixed(0)}% fast)` : '') +
+        `, TypeScript path ×${fix(t, 2)}; stock ${int(stock.pps)} pps, ${fix(base, 2)} µs`,
+    );
+  }
+  return parts.length
+    ? [`against the stock 6bed4router, CPU added per packet (goal as installed ≤ ×${goal}): ${parts.join('; ')}`]
+    : [];
+}
+
+/**
  * "CPU added per packet over the generator alone" (the generator's own cost cancels out: what forwarding adds per
  * packet, wherever it ran), with each row's ratio to kernel IPv6 forwarding's at that size; for 4→6 also kernel
  * IPv4 forwarding's, which uses the same (UDP) generator.
@@ -325,6 +354,7 @@ export function summary(rows: Row[], target = 700_000): string[] {
     ...routerLines(ok),
     ...fastOnlyLines(ok),
     ...fastGoal(ok),
+    ...stockGoal(ok),
     ...batchingLines(ok),
     ...workersLines(ok),
     ...statelessnessLines(ok),
@@ -356,9 +386,11 @@ function routerLines(ok: Row[]): string[] {
             : ''),
       );
       const fast = ok.find((r) => r.group === 'fast' && !isDirect(r) && r.direction === dir && r.size === size);
+      const stock = ok.find((r) => r.group === 'stock' && r.direction === dir && r.size === size);
       const added = addedLine(ok, dir, size, [
         ['sixbed4', main],
         ['sixbed4 --fast-path on', fast],
+        ['stock 6bed4router', stock],
       ]);
       if (added) out.push(added);
     }

@@ -33,7 +33,7 @@ import {
   type SinkId,
 } from './topology.js';
 
-const GROUPS: Group[] = ['ceiling', 'kernel', 'router', 'fast', 'direct', 'batch', 'workers', 'peers'];
+const GROUPS: Group[] = ['ceiling', 'kernel', 'router', 'fast', 'stock', 'direct', 'batch', 'workers', 'peers'];
 /** Groups outside the packets-per-second table: the flood scenario (bench/flood.ts), bulk TCP (bench/bulk.ts). */
 const EXTRA_GROUPS = ['flood', 'bulk'] as const;
 const ALL_GROUPS: readonly string[] = [...GROUPS, ...EXTRA_GROUPS];
@@ -399,6 +399,7 @@ class RowBench {
     if (this.has('kernel')) await this.kernelRows();
     await this.routerRows();
     if (this.has('fast')) await this.fastRows();
+    if (this.has('stock')) await this.stockRows();
     if (this.has('direct') && this.host.fastFlag) await this.directRows();
     if (this.has('batch')) await this.batchRows();
     if (this.has('workers')) await this.workersRows();
@@ -451,6 +452,21 @@ class RowBench {
       specs.push(routerSpec('workers', '4→6', 48, s, { flows: MANY.flows }));
       if (!this.has('peers')) specs.push(routerSpec('workers', '6→4', 48, s, { peers: MANY.peers }));
     }
+    await this.withRouter(s, specs);
+  }
+
+  /**
+   * The stock C router (test/stock/6bed4, built as the interop tests build it) on the same address, /64 and
+   * generators: the reference "as installed, at most half the stock router's CPU per packet" is measured against.
+   */
+  private async stockRows(): Promise<void> {
+    const s: RouterSetup = { batch: 64, ...this.cpu0, stock: true };
+    const specs: Spec[] = [];
+    for (const size of this.opt.sizes)
+      for (const dir of ['4→6', '6→4'] as const) {
+        const { batch: _batch, ...spec } = routerSpec('stock', dir, size, s);
+        specs.push({ ...spec, name: `stock 6bed4router ${dir}` });
+      }
     await this.withRouter(s, specs);
   }
 
