@@ -2,8 +2,8 @@
 // and the tunnel (in that order: the socket is the cheaper thing to undo and
 // catches the commonest mistakes), runs the data path, serves metrics, and on
 // stop removes everything it made.
-import { native, udpSteer } from '../io/native.js';
-import { steerProgram } from './steer.js';
+import { native } from '../io/native.js';
+import { steerSockets as steerGroup } from './steer-ebpf.js';
 import {
   formatIPv4,
   formatIPv6,
@@ -532,22 +532,27 @@ function reportStats(
 }
 
 /**
- * Steers datagrams that pass the originator check to each worker's first socket, in the kernel (steer.ts). Not with
- * handover: the group then holds a predecessor's sockets too, whose order the program cannot know. A kernel that
- * refuses it leaves the kernel's hash to spread the datagrams, as before.
+ * Steers datagrams that pass the originator check to each worker's first sockets, in the kernel (steer-ebpf.ts: the
+ * eBPF program, also with handover; else the classic one, which cannot with handover). Whatever the kernel refuses
+ * leaves its hash to spread the datagrams, as before, and the log says why.
  */
 function steerSockets(cfg: RouterConfig, udpFds: number[], log: Logger): boolean {
-  const program = cfg.handover ? null : steerProgram(cfg.prefix.bytes, cfg.workers, cfg.sockets);
-  if (!program) return false;
-  try {
-    udpSteer(udpFds[0]!, program);
-    return true;
-  } catch (err) {
+  const s = steerGroup(udpFds, {
+    prefix: cfg.prefix.bytes,
+    workers: cfg.workers,
+    sockets: cfg.sockets,
+    handover: cfg.handover,
+  });
+  if (s.program === 'cbpf')
+    log.info(`checked peers are steered to their own sockets by a classic BPF program (no eBPF: ${s.ebpfError})`);
+  else if (s.program === 'none' && s.ebpfError)
     log.warn(
-      `cannot steer checked peers to their own sockets (${(err as Error).message}): the kernel's hash spreads all datagrams`,
+      `cannot steer checked peers to their own sockets (${s.ebpfError}${s.cbpfError ? `; ${s.cbpfError}` : ''})${
+        cfg.handover ? ', which with handover needs eBPF (CAP_BPF)' : ''
+      }: the kernel's hash spreads all datagrams`,
     );
-    return false;
-  }
+  else if (s.cbpfError) log.warn(`cannot replace the socket group's program (${s.cbpfError})`);
+  return s.program !== 'none';
 }
 
 /** Starts the neighbour proxy, answering at once for the host's own proxied addresses. */
