@@ -3,7 +3,7 @@
 // catches the commonest mistakes), runs the data path, serves metrics, and on
 // stop removes everything it made.
 import { native } from '../io/native.js';
-import { steerSockets as steerGroup } from './steer-ebpf.js';
+import { steerGroup } from './steer-ebpf.js';
 import {
   formatIPv4,
   formatIPv6,

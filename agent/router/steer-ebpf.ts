@@ -56,7 +56,7 @@ export interface Steering {
  * Steers datagrams that pass the originator check to the first half of each worker's sockets (the checked ones,
  * which the data path reads first), the rest to the others: see the file comment for which program and when.
  */
-export function steerSockets(fds: readonly number[], o: SteerOptions): Steering {
+export function steerGroup(fds: readonly number[], o: SteerOptions): Steering {
   if (fds.length !== o.workers * o.sockets)
     throw new Error(`steering ${fds.length} sockets as ${o.workers} × ${o.sockets}`);
   if (checkedSockets(o.sockets) === 0) return { program: 'none', ...clearGroup(fds, o) };

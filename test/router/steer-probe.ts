@@ -4,7 +4,7 @@
 // steers them, or not at all, as an older router's with handover), the router's four join their group, and the
 // predecessor's close (or not) before anything is sent: a handover.
 import { loadNative, newBatch } from '../../agent/io/native.js';
-import { steerSockets, type Steering } from '../../agent/router/steer-ebpf.js';
+import { steerGroup, type Steering } from '../../agent/router/steer-ebpf.js';
 import { makeAddress } from '../../agent/protocol/address.js';
 import { writeHeader } from '../../agent/protocol/ipv6.js';
 import { parseIPv4, parseIPv6, parsePrefix64 } from '../../lib/ip.js';
@@ -46,12 +46,12 @@ let before: number[] = [];
 if (probe.predecessor) {
   before = group();
   if (probe.predecessor === 'steered') {
-    const s = steerSockets(before, options(true));
+    const s = steerGroup(before, options(true));
     if (s.program !== 'ebpf') throw new Error(`the predecessor could not steer: ${JSON.stringify(s)}`);
   }
 }
 const fds = group();
-const steering = steerSockets(fds, options(probe.handover === true, probe.object));
+const steering = steerGroup(fds, options(probe.handover === true, probe.object));
 if (!probe.predecessorOpen) before.splice(0).forEach((fd) => io.close(fd));
 // Fixed ports (even ones, as peers bind), so where each source lands is the same every run.
 const senders = Array.from({ length: probe.senders ?? 4 }, (_, i) => io.udpOpen('127.0.0.1', 40000 + 2 * i, false));
