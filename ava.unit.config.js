@@ -10,6 +10,7 @@ const unit = [
   'bench/report',
   'cli/help',
   'cluster/fastpath',
+  'cluster/prefix-lifecycle',
   'cluster/share',
   'cni/protocol',
   'docker/dockerfile',

@@ -218,7 +218,7 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
   const [base, lossBase, ctrBase] = await Promise.all([
     sample(ctx, spec),
     lossCounters(rtr),
-    ctx.router ? readRouterCounters(rtr) : Promise.resolve(undefined),
+    ctx.router?.metrics ? readRouterCounters(rtr) : Promise.resolve(undefined),
   ]);
 
   // Slack after the window: on a loaded machine reading the counters at its start can take most of a second.
@@ -250,7 +250,7 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
   const [end, lossEnd, ctrEnd, neighbours] = await Promise.all([
     sample(ctx, spec),
     lossCounters(rtr),
-    ctx.router ? readRouterCounters(rtr) : Promise.resolve(undefined),
+    ctx.router?.metrics ? readRouterCounters(rtr) : Promise.resolve(undefined),
     // Kernel state that grows with peers even though the router keeps none.
     rtr.json<unknown[]>(['-6', 'neigh', 'show', 'nud', 'all']).then((n) => n.length),
   ]);
@@ -313,8 +313,11 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
     ...(genResult ? { generator: genResult } : {}),
     windowS,
   };
-  if (ctx.router && routerUser !== null && routerSystem !== null && ctrBase && ctrEnd) {
-    const dropped = counterDelta(ctrBase.dropped, ctrEnd.dropped);
+  if (ctx.router && routerUser !== null && routerSystem !== null) {
+    // A router without metrics (the stock one) has its CPU and memory figures; what it forwarded the sinks count.
+    const none = { forwarded: {}, byPath: {}, passed: {}, dropped: {} };
+    const [c0, c1] = ctrBase && ctrEnd ? [ctrBase, ctrEnd] : [none, none];
+    const dropped = counterDelta(c0.dropped, c1.dropped);
     const perPkt = (s: number) => (recvWindow > 0 ? (s * 1e6) / recvWindow : NaN);
     row.router = {
       cpuPct: (100 * (routerUser + routerSystem)) / windowS,
@@ -323,9 +326,9 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
       systemUsPerPkt: perPkt(routerSystem),
       rssMB: (memory?.rss ?? NaN) / 2 ** 20,
       peakRssMB: (memory?.hwm ?? NaN) / 2 ** 20,
-      forwarded: counterDelta(ctrBase.forwarded, ctrEnd.forwarded),
-      byPath: counterDelta(ctrBase.byPath, ctrEnd.byPath),
-      passed: counterDelta(ctrBase.passed, ctrEnd.passed),
+      forwarded: counterDelta(c0.forwarded, c1.forwarded),
+      byPath: counterDelta(c0.byPath, c1.byPath),
+      passed: counterDelta(c0.passed, c1.passed),
       dropped,
       droppedTotal: Object.values(dropped).reduce((x, y) => x + y, 0),
     };

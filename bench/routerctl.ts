@@ -10,6 +10,8 @@ import type { Netns } from '../lab/netns.js';
 import type { Proc } from '../lab/proc.js';
 import { processCmdline } from './procstat.js';
 import { NET } from './topology.js';
+import { buildStock, STOCK_TUN } from '../test/helpers/stock6bed4.js';
+import { eventually } from '../test/helpers/wait.js';
 
 export interface RouterSetup {
   batch: number;
@@ -22,11 +24,19 @@ export interface RouterSetup {
    * `--fast-path off` (auto is the router's default: the TypeScript rows say off).
    */
   fastPath?: boolean | 'auto' | 'direct';
+  /**
+   * The stock C router (`6bed4router -l ... -L ...`, built from test/stock/6bed4 as the interop tests build it)
+   * instead of ours: the reference the issue's "at most half the stock router's CPU per packet" is measured against.
+   * Its per-packet printf goes to /dev/null (as a service whose output is discarded; to a journal it costs more).
+   */
+  stock?: boolean;
 }
 
 export interface RunningBenchRouter {
   proc: Proc;
   pid: number;
+  /** It serves sixbed4's metrics (the stock router has none: its rows count at the sinks only). */
+  metrics: boolean;
   stop(): Promise<void>;
 }
 
@@ -37,6 +47,7 @@ export async function routerHasFlag(flag: string): Promise<boolean> {
 }
 
 export async function startBenchRouter(rtr: Netns, s: RouterSetup): Promise<RunningBenchRouter> {
+  if (s.stock) return startStockBenchRouter(rtr, s);
   const args = [
     '--prefix',
     NET.prefix,
@@ -56,14 +67,65 @@ export async function startBenchRouter(rtr: Netns, s: RouterSetup): Promise<Runn
   const proc = await startRouterIn(rtr, args, 20_000);
   try {
     const pid = await routerPid(rtr, proc);
-    if (s.cpus !== undefined && findSystemTool('taskset')) {
-      // -a: every thread that exists now (worker threads are up once the router says ready).
-      const r = await execCommand([findSystemTool('taskset')!, '-a', '-p', '-c', s.cpus, String(pid)]);
-      if (r.code !== 0) throw new Error(`taskset -a -p -c ${s.cpus} ${pid} failed: ${r.stderr.trim()}`);
-    }
+    await pin(pid, s.cpus);
     return {
       proc,
       pid,
+      metrics: true,
+      stop: async () => {
+        await proc.stop('SIGTERM', 5000);
+      },
+    };
+  } catch (e) {
+    await proc.stop('SIGKILL');
+    throw e;
+  }
+}
+
+/** taskset -a: every thread that exists now (worker threads are up once the router says ready). */
+async function pin(pid: number, cpus: string | undefined): Promise<void> {
+  if (cpus === undefined || !findSystemTool('taskset')) return;
+  const r = await execCommand([findSystemTool('taskset')!, '-a', '-p', '-c', cpus, String(pid)]);
+  if (r.code !== 0) throw new Error(`taskset -a -p -c ${cpus} ${pid} failed: ${r.stderr.trim()}`);
+}
+
+/**
+ * The stock router on the bench's address and /64. It opens its TUN (`6bed4`) itself; the /64 is routed into it by
+ * hand, as its man page says. Ready once the TUN is up and its UDP socket listens (its output goes to /dev/null, so
+ * the LISTEN lines the interop tests wait for are not there).
+ */
+async function startStockBenchRouter(rtr: Netns, s: RouterSetup): Promise<RunningBenchRouter> {
+  const bin = await buildStock(NET.routerV4);
+  const proc = rtr.spawn([
+    'sh',
+    '-c',
+    'exec "$0" "$@" >/dev/null 2>&1',
+    bin.router,
+    '-l',
+    NET.routerV4,
+    '-L',
+    NET.prefix,
+  ]);
+  try {
+    await eventually(
+      'the stock router: its TUN up and its UDP socket bound',
+      async () => {
+        if (!proc.running) throw new Error(`the stock router exited: ${JSON.stringify(proc.exitStatus)}`);
+        const links = await rtr.json<{ ifname: string; flags: string[] }[]>(['link', 'show']);
+        const up = links.some((l) => l.ifname === STOCK_TUN && l.flags.includes('UP'));
+        const ss = await rtr.exec(['ss', '-uln', `sport = :${NET.routerPort}`]);
+        return up && ss.stdout.includes(`${NET.routerV4}:${NET.routerPort}`);
+      },
+      10_000,
+      100,
+    );
+    await rtr.ip(['-6', 'route', 'replace', NET.prefix, 'dev', STOCK_TUN]);
+    const pid = proc.pid!;
+    await pin(pid, s.cpus);
+    return {
+      proc,
+      pid,
+      metrics: false,
       stop: async () => {
         await proc.stop('SIGTERM', 5000);
       },

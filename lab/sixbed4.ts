@@ -64,7 +64,7 @@ export interface PingResult {
 export async function ping6(
   ns: Netns,
   target: string,
-  opts: { count?: number; interval?: number; hops?: number; timeoutS?: number } = {},
+  opts: { count?: number; interval?: number; hops?: number; timeoutS?: number; deadlineS?: number } = {},
 ): Promise<PingResult> {
   const count = opts.count ?? 3;
   const argv = [
@@ -79,13 +79,19 @@ export async function ping6(
     String(opts.timeoutS ?? 2),
   ];
   if (opts.hops !== undefined) argv.push('-t', String(opts.hops));
-  const r = await ns.exec([...argv, target], { timeoutMs: 30_000 });
+  // -w: wait until count answers came or the deadline passed (sending on meanwhile). Without it ping waits -W only
+  // while nothing answered, and after a first answer two round trips: an answer held up for a moment by a process
+  // off the CPU (the stock router, seen under a load of 20 on 2 cores) counts as lost although it came.
+  if (opts.deadlineS !== undefined) argv.push('-w', String(opts.deadlineS));
+  const r = await ns.exec([...argv, target], { timeoutMs: 30_000 + (opts.deadlineS ?? 0) * 1000 });
   const out = r.stdout + r.stderr;
   const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
   const rtt = /= [\d.]+\/([\d.]+)\//.exec(out);
   return {
     sent: m ? Number(m[1]) : count,
-    received: m ? Number(m[2]) : 0,
+    // With a deadline ping sends on while an answer is late, and the late one may come with the next: the count's
+    // worth of answers is what was asked.
+    received: m ? (opts.deadlineS !== undefined ? Math.min(Number(m[2]), count) : Number(m[2])) : 0,
     avgMs: rtt ? Number(rtt[1]) : null,
     output: out,
   };

@@ -221,7 +221,10 @@ export function computeStatus(inp: StatusInput): StatusResult {
     if (!h || h.prefix !== n.prefix || h.listen !== n.listen) changed = true;
     else if (AGENT_FIELDS.some((k) => n[k] !== undefined && n[k] !== h[k])) changed = true;
   }
-  if (sorted(a.failover ?? null) !== sorted(status.failover ?? null)) changed = true;
+  // An emptied block reads as none: once the apply stops setting status.failover (the prefix being deleted), a server
+  // may keep `failover: {}`, and a write to remove what is already gone would repeat on every pass.
+  const failoverOf = (f: object | undefined) => (f && Object.keys(f).length ? f : null);
+  if (sorted(failoverOf(a.failover)) !== sorted(failoverOf(status.failover))) changed = true;
   const staleEntries: string[] = [];
   for (const [name, h] of actualNodes) {
     if (wanted.has(name)) continue;

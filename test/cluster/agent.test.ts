@@ -14,10 +14,11 @@ import { agentConfigMapName, type SixBed4Prefix } from '../../kube/api.js';
 import { Kube, paths } from '../../kube/client.js';
 import { buildTopology, TOPO, type Topology } from '../../lab/topology.js';
 import type { Proc } from '../../lab/proc.js';
-import { CLI, ping6, startPeerIn } from '../../lab/sixbed4.js';
+import { ping6, startPeerIn } from '../../lab/sixbed4.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
 import {
+  agentArgv,
   agentToken,
   installChart,
   kubectlApply,
@@ -106,29 +107,19 @@ serial(
 
     s.bridge = await bridgeApiInto(s.topo.router, s.apiPort, join(s.dir, 'api.sock'));
     // The node agent serves every prefix of its node; the tunnel keeps the name the other tests use.
-    s.agent = s.topo.router.spawn([
-      process.execPath,
-      CLI,
-      'agent',
-      '--namespace',
-      NS,
-      '--node',
-      NODE,
-      '--tun',
-      '6bed4',
-      '--prefix',
-      PREFIX_NAME,
-      '--kubeconfig',
-      s.agentKubeconfig,
-      '--state-dir',
-      s.dir,
-      '--metrics',
-      '127.0.0.1:9475',
-      '--heartbeat-ms',
-      '1000',
-      '--log-format',
-      'text',
-    ]);
+    s.agent = s.topo.router.spawn(
+      agentArgv(
+        { node: NODE, kubeconfig: s.agentKubeconfig, stateDir: s.dir },
+        '--tun',
+        '6bed4',
+        '--prefix',
+        PREFIX_NAME,
+        '--metrics',
+        '127.0.0.1:9475',
+        '--heartbeat-ms',
+        '1000',
+      ),
+    );
     await s.agent.waitFor(/router ready/, 20_000);
     t.regex(s.agent.output(), /host configured for 2001:db8:9:10::\/64/);
 

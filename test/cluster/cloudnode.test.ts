@@ -16,10 +16,18 @@ import { Kube, paths } from '../../kube/client.js';
 import { buildTopology, TOPO, type Topology } from '../../lab/topology.js';
 import { systemTool } from '../../agent/host/tools.js';
 import type { Proc } from '../../lab/proc.js';
-import { CLI, ping6, startPeerIn } from '../../lab/sixbed4.js';
+import { ping6, startPeerIn } from '../../lab/sixbed4.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
-import { agentToken, installChart, kubectlApply, NS, OPERATOR_SA, OperatorProcess } from '../helpers/cluster.js';
+import {
+  agentArgv,
+  agentToken,
+  installChart,
+  kubectlApply,
+  NS,
+  OPERATOR_SA,
+  OperatorProcess,
+} from '../helpers/cluster.js';
 import { eventually } from '../helpers/wait.js';
 
 const why = skipReason ?? controlPlaneSkipReason();
@@ -64,25 +72,15 @@ test.before(async () => {
   const agentKubeconfig = await s.cp.writeKubeconfig(await agentToken(s.cp, NODE), 'agent');
   s.operator = await OperatorProcess.start(operatorKubeconfig, 'op', ['--namespace', NS]);
   s.bridge = await bridgeApiInto(s.topo.router, Number(new URL(s.cp.server).port), join(s.dir, 'api.sock'));
-  s.agent = s.topo.router.spawn([
-    process.execPath,
-    CLI,
-    'agent',
-    '--namespace',
-    NS,
-    '--node',
-    NODE,
-    '--kubeconfig',
-    agentKubeconfig,
-    '--state-dir',
-    s.dir,
-    '--heartbeat-ms',
-    '1000',
-    '--poll-ms',
-    '1000',
-    '--log-format',
-    'text',
-  ]);
+  s.agent = s.topo.router.spawn(
+    agentArgv(
+      { node: NODE, kubeconfig: agentKubeconfig, stateDir: s.dir },
+      '--heartbeat-ms',
+      '1000',
+      '--poll-ms',
+      '1000',
+    ),
+  );
 });
 
 test.after.always(async () => {

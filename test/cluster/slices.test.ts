@@ -28,13 +28,13 @@ import { Kube, paths } from '../../kube/client.js';
 import { buildTopology, TOPO, type Topology } from '../../lab/topology.js';
 import { Netns, uniqueName } from '../../lab/netns.js';
 import type { Proc } from '../../lab/proc.js';
-import { CLI, ping6, startPeerIn } from '../../lab/sixbed4.js';
+import { ping6, startPeerIn } from '../../lab/sixbed4.js';
 import { patchConflist, pluginEntry } from '../../agent/cni/install.js';
 import { pluginBinary } from '../../cli/cni.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { FakePodCgroup, waitInNetns } from '../slices/fakepod.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
-import { agentToken, installChart, NS, OPERATOR_SA, OperatorProcess, safely } from '../helpers/cluster.js';
+import { agentArgv, agentToken, installChart, NS, OPERATOR_SA, OperatorProcess, safely } from '../helpers/cluster.js';
 import { eventually } from '../helpers/wait.js';
 import { L11, L30, seedVm } from '../host/hostlab.js';
 
@@ -73,27 +73,17 @@ const s = {} as {
 
 /** The agent as the DaemonSet runs it, in the node's namespace. */
 function startAgent(): Proc {
-  return s.topo.router.spawn([
-    process.execPath,
-    CLI,
-    'agent',
-    '--namespace',
-    NS,
-    '--node',
-    NODE,
-    '--prefix',
-    'home',
-    '--tun',
-    '6bed4',
-    '--kubeconfig',
-    s.agentKubeconfig,
-    '--state-dir',
-    s.dir,
-    '--log-format',
-    'text',
-    '--cni-socket',
-    s.socket,
-  ]);
+  return s.topo.router.spawn(
+    agentArgv(
+      { node: NODE, kubeconfig: s.agentKubeconfig, stateDir: s.dir },
+      '--prefix',
+      'home',
+      '--tun',
+      '6bed4',
+      '--cni-socket',
+      s.socket,
+    ),
+  );
 }
 
 test.before(async () => {

@@ -18,9 +18,8 @@ import {
 } from '../../kube/api.js';
 import { Kube, paths } from '../../kube/client.js';
 import type { Proc } from '../../lab/proc.js';
-import { CLI } from '../../lab/sixbed4.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
-import { installChart, NS, safely } from '../helpers/cluster.js';
+import { agentArgv, installChart, NS, safely } from '../helpers/cluster.js';
 import { eventually } from '../helpers/wait.js';
 import { buildSegment, SEG, type Segment } from './segment.js';
 
@@ -91,31 +90,21 @@ export class Group {
 
   async startAgent(i: number): Promise<Proc> {
     await this.connect(i);
-    const p = this.seg.nodes[i]!.spawn([
-      process.execPath,
-      CLI,
-      'agent',
-      '--namespace',
-      NS,
-      '--node',
-      NODES[i]!,
-      '--prefix',
-      PREFIX,
-      '--kubeconfig',
-      this.cp.kubeconfigPath,
-      '--state-dir',
-      join(this.dir, NODES[i]!),
-      '--metrics',
-      METRICS,
-      '--heartbeat-ms',
-      '1000',
-      '--poll-ms',
-      '1000',
-      '--handover-wait-ms',
-      '0',
-      '--log-format',
-      'text',
-    ]);
+    const p = this.seg.nodes[i]!.spawn(
+      agentArgv(
+        { node: NODES[i]!, kubeconfig: this.cp.kubeconfigPath, stateDir: join(this.dir, NODES[i]!) },
+        '--prefix',
+        PREFIX,
+        '--metrics',
+        METRICS,
+        '--heartbeat-ms',
+        '1000',
+        '--poll-ms',
+        '1000',
+        '--handover-wait-ms',
+        '0',
+      ),
+    );
     this.agents[i] = p;
     await p.waitFor(/router ready/, 30_000);
     return p;

@@ -1,6 +1,7 @@
 // Helpers of the tests against a real API server (test/operator, test/cluster, test/k8s): `kubectl apply` of YAML files through
 // client-node's KubernetesObjectApi (server-side apply), waiting for
 // conditions, and the operator as a child process with its metrics endpoint.
+import { CLI } from '../../lab/sixbed4.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
@@ -189,6 +190,32 @@ export function helmFor(cp: ControlPlane, dir: string): (args: string[]) => Prom
         },
       })
     ).stdout;
+}
+
+/**
+ * How the tests start `sixbed4 agent` in a node's namespace, as the DaemonSet runs it: the real CLI with the flags
+ * every test passes (its namespace, node, kubeconfig and state directory; a readable log), then the test's own.
+ */
+export function agentArgv(
+  o: { node: string; kubeconfig: string; stateDir: string; namespace?: string },
+  ...flags: string[]
+): string[] {
+  return [
+    process.execPath,
+    CLI,
+    'agent',
+    '--namespace',
+    o.namespace ?? NS,
+    '--node',
+    o.node,
+    '--kubeconfig',
+    o.kubeconfig,
+    '--state-dir',
+    o.stateDir,
+    '--log-format',
+    'text',
+    ...flags,
+  ];
 }
 
 /** How the tests start `sixbed4 operator`: the real CLI. */

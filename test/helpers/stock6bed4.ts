@@ -168,3 +168,36 @@ export function stockOutput(procs: Record<string, Proc | undefined>): string {
     })
     .join('\n');
 }
+
+/** The global IPv6 addresses on the stock peer's tunnel in ns (none while it has no /114, or no tunnel). */
+export async function stockAddresses(ns: Netns): Promise<string[]> {
+  const links = await ns
+    .json<{ addr_info?: { local: string; scope: string }[] }[]>(['-6', 'addr', 'show', 'dev', STOCK_TUN])
+    .catch(() => []);
+  return links
+    .flatMap((l) => l.addr_info ?? [])
+    .filter((a) => a.scope === 'global')
+    .map((a) => a.local);
+}
+
+/**
+ * The stock peer's address once its tunnel has one (from the router's RA); gives up when proc exits or after
+ * timeoutMs, with `why()` (the programs' output) in the error.
+ */
+export async function waitStockAddress(ns: Netns, proc: Proc, why: () => string, timeoutMs = 20_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const global = await stockAddresses(ns);
+    if (global.length > 0) return global[0]!;
+    if (Date.now() > deadline || !proc.running)
+      throw new Error(
+        `${ns.name}: no global address on ${STOCK_TUN} (${proc.running ? `after ${timeoutMs} ms` : 'it exited'})\n${why()}`,
+      );
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Every address the stock peer has put on its tunnel so far (its log line per RA it took), in order. */
+export function stockAssigned(proc: Proc): string[] {
+  return [...proc.output().matchAll(/Assigning address (\S+) to tunnel/g)].map((m) => m[1]!);
+}

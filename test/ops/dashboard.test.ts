@@ -16,10 +16,10 @@ import { agentConfigMapName } from '../../kube/api.js';
 import { Kube, paths } from '../../kube/client.js';
 import { buildTopology, TOPO, type Topology } from '../../lab/topology.js';
 import type { Proc } from '../../lab/proc.js';
-import { CLI, ping6, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
+import { ping6, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
-import { agentToken, installChart, NS, OPERATOR_SA, OperatorProcess, safely } from '../helpers/cluster.js';
+import { agentArgv, agentToken, installChart, NS, OPERATOR_SA, OperatorProcess, safely } from '../helpers/cluster.js';
 import { eventually } from '../helpers/wait.js';
 import { DASHBOARD, RULES, prometheusSkipReason } from './tools.js';
 import { Prometheus, type Sample } from './prometheus.js';
@@ -103,31 +103,21 @@ test.before(async () => {
   s.bridge = await bridgeApiInto(s.topo.router, Number(new URL(s.cp.server).port), join(s.dir, 'api.sock'));
   const agentKubeconfig = await s.cp.writeKubeconfig(await agentToken(s.cp, NODE), 'agent');
   const cniSocket = join(s.dir, 'run', 'cni.sock');
-  s.agent = s.topo.router.spawn([
-    process.execPath,
-    CLI,
-    'agent',
-    '--namespace',
-    NS,
-    '--node',
-    NODE,
-    '--prefix',
-    PREFIX,
-    '--tun',
-    '6bed4',
-    '--kubeconfig',
-    agentKubeconfig,
-    '--state-dir',
-    s.dir,
-    '--metrics',
-    '127.0.0.1:9475',
-    '--heartbeat-ms',
-    '1000',
-    '--log-format',
-    'text',
-    '--cni-socket',
-    cniSocket,
-  ]);
+  s.agent = s.topo.router.spawn(
+    agentArgv(
+      { node: NODE, kubeconfig: agentKubeconfig, stateDir: s.dir },
+      '--prefix',
+      PREFIX,
+      '--tun',
+      '6bed4',
+      '--metrics',
+      '127.0.0.1:9475',
+      '--heartbeat-ms',
+      '1000',
+      '--cni-socket',
+      cniSocket,
+    ),
+  );
   await s.agent.waitFor(/router ready/, 20_000);
   await s.agent.waitFor(/CNI requests on/, 20_000);
   const peer = await startPeerIn(s.topo.peers.A, ['--router', TOPO.routerV4, '--default-route']);

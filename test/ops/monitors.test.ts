@@ -23,10 +23,9 @@ import { agentConfigMapName, type KubeObject } from '../../kube/api.js';
 import { Kube, paths } from '../../kube/client.js';
 import { buildTopology, TOPO, type Topology } from '../../lab/topology.js';
 import type { Proc } from '../../lab/proc.js';
-import { CLI } from '../../lab/sixbed4.js';
 import { skipReason } from '../helpers/fixtures.js';
 import { bridgeApiInto, type ApiBridge } from '../helpers/api-bridge.js';
-import { agentToken, NS, OPERATOR_SA, operatorArgv, REPO, safely } from '../helpers/cluster.js';
+import { agentArgv, agentToken, NS, OPERATOR_SA, operatorArgv, REPO, safely } from '../helpers/cluster.js';
 import { eventually } from '../helpers/wait.js';
 import { OPERATOR_CRDS, PROMETHEUS, prometheusSkipReason } from './tools.js';
 import { scrapeConfigs, type Monitor } from './monitors.js';
@@ -247,29 +246,19 @@ serial(
       30_000,
       200,
     );
-    const agent = s.topo.router.spawn([
-      process.execPath,
-      CLI,
-      'agent',
-      '--namespace',
-      NS,
-      '--node',
-      NODE,
-      '--prefix',
-      PREFIX,
-      '--tun',
-      '6bed4',
-      '--kubeconfig',
-      await s.cp.writeKubeconfig(await agentToken(s.cp, NODE), 'agent'),
-      '--state-dir',
-      s.dir,
-      '--metrics',
-      `${TOPO.routerV4}:9475`,
-      '--heartbeat-ms',
-      '1000',
-      '--log-format',
-      'text',
-    ]);
+    const agent = s.topo.router.spawn(
+      agentArgv(
+        { node: NODE, kubeconfig: await s.cp.writeKubeconfig(await agentToken(s.cp, NODE), 'agent'), stateDir: s.dir },
+        '--prefix',
+        PREFIX,
+        '--tun',
+        '6bed4',
+        '--metrics',
+        `${TOPO.routerV4}:9475`,
+        '--heartbeat-ms',
+        '1000',
+      ),
+    );
     s.procs.push(agent);
     await agent.waitFor(/router ready/, 20_000);
 
