@@ -46,6 +46,7 @@ const unit = [
   'protocol/nd',
   'interop/stock-ra',
   'router/engine',
+  'router/fake-link',
   'router/live',
   'router/ndp-mode',
   'router/peer-engine',

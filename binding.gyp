@@ -6,6 +6,7 @@
         "agent/native/addon.c",
         "agent/native/bpf.c",
         "agent/native/common.c",
+        "agent/native/gso.c",
         "agent/native/lock.c",
         "agent/native/notify.c",
         "agent/native/packet.c",

@@ -19,6 +19,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execCommand } from '../agent/host/command.js';
 import { makeAddress } from '../agent/protocol/address.js';
@@ -69,6 +70,10 @@ export interface BulkRow {
 
 export interface BulkOptions {
   durationS: number;
+  /** Only these router rows (default both), these far ends (default both), and the kernel rows unless false. */
+  paths?: readonly ('off' | 'auto')[];
+  peers?: readonly BulkPeer[];
+  kernelRows?: boolean;
 }
 
 /** The MSS of TCP through the tunnel (1280 - 40 - 20 - 12 bytes of timestamps): the kernel row uses it too. */
@@ -102,12 +107,13 @@ export async function runBulk(opt: BulkOptions, progress: (s: string) => void): 
       // go by the peer's default route into its tunnel.
       const native = ['route', `${TOPO.uplinkPrefix}`, 'via', NET.routerPeerV6];
       await ns.peer.run(['ip', '-6', ...native.slice(0, 1), 'replace', ...native.slice(1)]);
-      for (const dir of ['down', 'up'] as const) {
-        rows.push(await row(ns, iperf, 'kernel', dir, NET.peerV6, opt, server, progress));
-      }
+      if (opt.kernelRows !== false)
+        for (const dir of ['down', 'up'] as const) {
+          rows.push(await row(ns, iperf, 'kernel', dir, NET.peerV6, opt, server, progress));
+        }
       await ns.peer.run(['ip', '-6', ...native.slice(0, 1), 'del', ...native.slice(1)]);
-      for (const peerKind of ['kernel', 'sixbed4'] as const) {
-        for (const path of ['off', 'auto'] as const) {
+      for (const peerKind of opt.peers ?? (['kernel', 'sixbed4'] as const)) {
+        for (const path of opt.paths ?? (['off', 'auto'] as const)) {
           let router;
           try {
             router = await startBenchRouter(ns.rtr, {
@@ -436,4 +442,36 @@ export function bulkLines(rows: BulkRow[]): string[] {
     );
   }
   return out;
+}
+
+/**
+ * Run alone (as root, after a build): `node dist/bench/bulk.js [--paths off,auto] [--peers kernel,sixbed4]
+ * [--no-kernel] [--duration S]`: only the rows asked for, e.g. the TypeScript path's before and after a change.
+ */
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const { values } = parseArgs({
+    options: {
+      paths: { type: 'string' },
+      peers: { type: 'string' },
+      'no-kernel': { type: 'boolean' },
+      duration: { type: 'string' },
+    },
+  });
+  const list = <T extends string>(v: string | undefined, all: readonly T[]): T[] | undefined =>
+    v === undefined
+      ? undefined
+      : v.split(',').map((x) => {
+          if (!all.includes(x as T)) throw new Error(`${x}: use ${all.join(', ')}`);
+          return x as T;
+        });
+  const rows = await runBulk(
+    {
+      durationS: Number(values.duration ?? 8),
+      ...(values.paths !== undefined ? { paths: list(values.paths, ['off', 'auto'] as const)! } : {}),
+      ...(values.peers !== undefined ? { peers: list(values.peers, ['kernel', 'sixbed4'] as const)! } : {}),
+      kernelRows: values['no-kernel'] !== true,
+    },
+    (s) => process.stderr.write(`${s}\n`),
+  );
+  for (const l of bulkLines(rows)) console.log(l);
 }

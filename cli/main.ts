@@ -51,6 +51,9 @@ const ROUTER_HELP = `  router   run a 6bed4 router: UDP/IPv4 peers <-> a TUN int
                --fast-path-direct  with the fast path, peers' packets the kernel would forward go
                                 straight to their egress, past the host's netfilter prerouting and
                                 forward hooks: for hosts without a forward firewall (docs/router.md)
+               --tun-offload auto|off  read TCP super-packets from the TUN (TSO) and send their
+                                datagrams with UDP_SEGMENT; auto (the default): where the kernel
+                                takes it (else said once); off: one packet per read and send
 `;
 const PEER_HELP = `  peer     run a 6bed4 peer (client) that gets its IPv6 address from a router
                --router IPV4[:PORT]  the router (required; port default 25790)
@@ -161,6 +164,7 @@ async function routerCommand(args: string[]): Promise<number> {
     'keep-host': { type: 'boolean' },
     'fast-path': { type: 'string' },
     'fast-path-direct': { type: 'boolean' },
+    'tun-offload': { type: 'string' },
   });
   if (values.help) {
     process.stdout.write(commandHelp('router', ROUTER_HELP));
@@ -188,6 +192,9 @@ async function routerCommand(args: string[]): Promise<number> {
       '--bind and --advertise: use one (--listen PUBLIC --bind LOCAL, or --listen LOCAL --advertise PUBLIC[:PORT])',
     );
   if (stats === 0) throw new InputError('--stats-interval 0: use seconds, 1 or more');
+  const offload = values['tun-offload'];
+  if (offload !== undefined && offload !== 'auto' && offload !== 'off')
+    throw new InputError(`--tun-offload ${offload}: use auto or off`);
   const cfg = routerConfig({
     prefix: values.prefix ?? '',
     listen: values.listen ?? '',
@@ -204,6 +211,7 @@ async function routerCommand(args: string[]): Promise<number> {
     ...(sockets !== undefined ? { sockets } : {}),
     ...(values['fast-path'] !== undefined ? { fastPath: values['fast-path'] } : {}),
     ...(values['fast-path-direct'] ? { fastPathDirect: true } : {}),
+    ...(offload === 'off' ? { tunOffload: false } : {}),
     ...(values['ndp-proxy']
       ? { ndpProxy: { uplink: values['ndp-proxy'], mode: values['ndp-proxy-mode'] ?? 'Always' } }
       : {}),

@@ -80,3 +80,37 @@ export function sharedBatch(src: Batch): Batch {
     refused: new Uint32Array(1),
   };
 }
+
+/**
+ * Where the cut of a TUN super-packet stands (agent/native/gso.c): the packet waiting in buf, state[0..7] its cut,
+ * state[8..11] counters the addon adds to (super-packets read, segments cut from them, partial checksums completed,
+ * super-packets that could not be cut), which the caller takes and zeroes.
+ */
+export interface TunGso {
+  readonly buf: Buffer;
+  readonly state: Uint32Array;
+}
+export const TUN_GSO_PACKETS = 8;
+export const TUN_GSO_SEGMENTS = 9;
+export const TUN_GSO_CHECKSUMS = 10;
+export const TUN_GSO_BAD = 11;
+
+export function newTunGso(): TunGso {
+  // More than the largest packet a TUN hands over (64 KiB with its headers): one that fills it was cut off.
+  return { buf: Buffer.alloc(65536 + 1024), state: new Uint32Array(16) };
+}
+
+/**
+ * UDP_SEGMENT sends (agent/native/udp.c): [0] on (1) or off (0: never, or the kernel refused one), [1] sends that
+ * carried it, [2] datagrams they carried, [3] times the kernel refused one (grouping went off); the caller takes and
+ * zeroes [1..3].
+ */
+export const UDP_GSO_ON = 0;
+export const UDP_GSO_SENDS = 1;
+export const UDP_GSO_DATAGRAMS = 2;
+export const UDP_GSO_REFUSED = 3;
+export function newUdpGso(on: boolean): Uint32Array {
+  const g = new Uint32Array(4);
+  g[UDP_GSO_ON] = on ? 1 : 0;
+  return g;
+}

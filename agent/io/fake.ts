@@ -283,7 +283,7 @@ export class FakeIO implements NativeIO {
 
   // --- NativeIO ------------------------------------------------------------
 
-  tunOpen(name: string, multiQueue: boolean): { fd: number; name: string } {
+  tunOpen(name: string, multiQueue: boolean): { fd: number; name: string; offload: boolean } {
     if (typeof name !== 'string') throw new TypeError('name must be a string');
     if (Buffer.byteLength(name) > 15) throw new RangeError('name is too long (at most 15 bytes)');
     let ifname = name;
@@ -300,7 +300,7 @@ export class FakeIO implements NativeIO {
     const q = new FakeTunQueue(this.nextFd++, dev);
     dev.queues.push(q);
     this.fds.set(q.fd, q);
-    return { fd: q.fd, name: ifname };
+    return { fd: q.fd, name: ifname, offload: false };
   }
 
   udpOpen(ipv4: string, port: number, reusePort: boolean, freebind = false): { fd: number; port: number } {
@@ -357,6 +357,18 @@ export class FakeIO implements NativeIO {
 
   udpTtl(fd: number, ttl: number): void {
     this.ttl.set(fd, ttl);
+  }
+
+  /** The fake's TUN queues never have the offload (tunOpen ignores it): every packet is read one by one. */
+  tunOffload(fd: number): boolean {
+    this.tunQueue(fd, 'ioctl(TUNGETIFF)');
+    return false;
+  }
+
+  /** Nor do its sockets take UDP_SEGMENT. */
+  udpGso(fd: number): boolean {
+    this.socket(fd, 'setsockopt');
+    return false;
   }
 
   udpSend(fd: number, b: Batch, count: number): number {

@@ -12,7 +12,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { MAX_BATCH, type Batch } from './batch.js';
+import { MAX_BATCH, type Batch, type TunGso } from './batch.js';
 import { packageRoot } from '../../lib/build-info.js';
 
 export { MAX_BATCH, newBatch, type Batch } from './batch.js';
@@ -33,8 +33,12 @@ export interface NativeIO {
    * multiQueue) attached to interface `name` ('' lets the kernel choose).
    * The fd is non-blocking and close-on-exec; the interface lives as long as
    * some queue fd is open. Returns the fd and the kernel's interface name.
+   * offload: also IFF_VNET_HDR and TUNSETOFFLOAD (checksums, TSO, USO), so a
+   * read may bring a whole GSO super-packet (tunRead with gso cuts it); the
+   * result's offload says whether the queue has it (the kernel may refuse; an
+   * existing interface keeps its own mode, which its queues share).
    */
-  tunOpen(name: string, multiQueue: boolean): { fd: number; name: string };
+  tunOpen(name: string, multiQueue: boolean, offload?: boolean): { fd: number; name: string; offload?: boolean };
   /**
    * UDP/IPv4 socket bound to ipv4:port (0 = ephemeral), non-blocking,
    * close-on-exec, SO_REUSEPORT when reusePort, 4 MiB socket buffers where
@@ -57,19 +61,29 @@ export interface NativeIO {
    * less than count only when the socket buffer is full (EAGAIN). Datagrams
    * the kernel refuses (EPERM, ENETUNREACH, EMSGSIZE, ...) are dropped and
    * still counted, and added to b.refused[0]. Throws only for unusable fds/arguments.
+   * gso (newUdpGso, while its [0] is 1): consecutive datagrams to one destination, of one length but for a shorter
+   * last, go as one send with UDP_SEGMENT (the same datagrams on the wire); it counts them in gso.
    */
-  udpSend(fd: number, b: Batch, count: number): number;
+  udpSend(fd: number, b: Batch, count: number, gso?: Uint32Array): number;
   /**
    * Reads packets until EAGAIN or min(b.cap, MAX_BATCH) packets: packet i at
    * b.off[i] = i * b.slot, length b.len[i] (> b.slot when truncated).
+   * gso: the queue has the offload (tunOffload): each read starts with a virtio_net_hdr, a super-packet is cut
+   * into the packets the kernel would have sent one by one (the rest waits in gso for the next call), and checksums
+   * the kernel left partial are completed.
    */
-  tunRead(fd: number, b: Batch): number;
+  tunRead(fd: number, b: Batch, gso?: TunGso): number;
   /**
    * Writes packets [0, count). Returns how many were consumed: less than
    * count only on EAGAIN. Packets the kernel rejects (EINVAL, EIO while the
    * link is down, ...) are dropped and still counted, and added to b.refused[0].
+   * vnet: the queue has the offload; each packet goes with an empty virtio_net_hdr.
    */
-  tunWrite(fd: number, b: Batch, count: number): number;
+  tunWrite(fd: number, b: Batch, count: number, vnet?: boolean): number;
+  /** Whether the TUN queue fd was opened with the offload (IFF_VNET_HDR): then read it with gso, write it with vnet. */
+  tunOffload(fd: number): boolean;
+  /** Whether the kernel takes UDP_SEGMENT on the socket fd (udpSend's gso). */
+  udpGso(fd: number): boolean;
   /**
    * Calls onReadable() (no arguments) whenever fd is readable, on the
    * calling thread's event loop; started already. Works in worker_threads.
@@ -94,9 +108,20 @@ export interface NativeIO {
 /** The addon's raw exports: batches are passed as their separate arrays. */
 interface RawAddon {
   readonly MAX_BATCH: number;
-  tunOpen(name: string, multiQueue: boolean): { fd: number; name: string };
+  tunOpen(name: string, multiQueue: boolean, offload?: boolean): { fd: number; name: string; offload: boolean };
   udpOpen(ipv4: string, port: number, reusePort: boolean, freebind?: boolean): { fd: number; port: number };
   close(fd: number): void;
+  tunOffload(fd: number): boolean;
+  udpGso(fd: number): boolean;
+  tunReadGso(
+    fd: number,
+    data: Buffer,
+    off: Uint32Array,
+    len: Uint32Array,
+    slot: number,
+    carry: Buffer,
+    state: Uint32Array,
+  ): number;
   udpRecv(
     fd: number,
     data: Buffer,
@@ -115,6 +140,7 @@ interface RawAddon {
     port: Uint16Array,
     count: number,
     refused: Uint32Array,
+    gso?: Uint32Array,
   ): number;
   tunRead(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, slot: number): number;
   udpRecvErrors(
@@ -127,7 +153,15 @@ interface RawAddon {
     slot: number,
     info: Uint32Array,
   ): number;
-  tunWrite(fd: number, data: Buffer, off: Uint32Array, len: Uint32Array, count: number, refused: Uint32Array): number;
+  tunWrite(
+    fd: number,
+    data: Buffer,
+    off: Uint32Array,
+    len: Uint32Array,
+    count: number,
+    refused: Uint32Array,
+    vnet?: boolean,
+  ): number;
   poll(fd: number, onReadable: () => void): PollHandle;
   ifIndex(name: string): number;
   tryLock(fd: number): boolean;
@@ -199,13 +233,18 @@ export function loadNative(): NativeIO {
 }
 
 export const native: NativeIO = {
-  tunOpen: (name, multiQueue) => addon().tunOpen(name, multiQueue),
+  tunOpen: (name, multiQueue, offload) => addon().tunOpen(name, multiQueue, offload),
   udpOpen: (ipv4, port, reusePort, freebind) => addon().udpOpen(ipv4, port, reusePort, freebind === true),
   close: (fd) => addon().close(fd),
   udpRecv: (fd, b) => addon().udpRecv(fd, b.data, b.off, b.len, b.addr, b.port, b.slot),
-  udpSend: (fd, b, count) => addon().udpSend(fd, b.data, b.off, b.len, b.addr, b.port, count, b.refused),
-  tunRead: (fd, b) => addon().tunRead(fd, b.data, b.off, b.len, b.slot),
-  tunWrite: (fd, b, count) => addon().tunWrite(fd, b.data, b.off, b.len, count, b.refused),
+  udpSend: (fd, b, count, gso) => addon().udpSend(fd, b.data, b.off, b.len, b.addr, b.port, count, b.refused, gso),
+  tunRead: (fd, b, gso) =>
+    gso
+      ? addon().tunReadGso(fd, b.data, b.off, b.len, b.slot, gso.buf, gso.state)
+      : addon().tunRead(fd, b.data, b.off, b.len, b.slot),
+  tunWrite: (fd, b, count, vnet) => addon().tunWrite(fd, b.data, b.off, b.len, count, b.refused, vnet === true),
+  tunOffload: (fd) => addon().tunOffload(fd),
+  udpGso: (fd) => addon().udpGso(fd),
   poll: (fd, onReadable) => addon().poll(fd, onReadable),
   ifIndex: (name) => addon().ifIndex(name),
   tryLock: (fd) => addon().tryLock(fd),

@@ -4,6 +4,8 @@
 #include "common.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <linux/ethtool.h>
 #include <linux/if_tun.h>
@@ -15,17 +17,70 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-/* tunOpen(name: string, multiQueue: boolean): { fd, name } */
+/*
+ * Whether the existing TUN interface name was opened with IFF_VNET_HDR (sysfs tun_flags); -1 when there is no such
+ * TUN interface. The flag belongs to the interface, not to a queue: a queue attached with another one would change
+ * what the queues already open read and write.
+ */
+static int existing_vnet_hdr(const char *name) {
+  char path[64 + IFNAMSIZ], buf[32];
+  unsigned long flags;
+  snprintf(path, sizeof path, "/sys/class/net/%s/tun_flags", name);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t r = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (r <= 0) return -1;
+  buf[r] = '\0';
+  flags = strtoul(buf, NULL, 16);
+  return (flags & IFF_VNET_HDR) != 0;
+}
+
+/*
+ * The offloads asked of the kernel: checksums, TSO for IPv6 (what the router's TUN carries; IPv4 TCP, which it
+ * never routes there, the kernel goes on cutting itself), and USO where the kernel has it (6.2+; both families or
+ * neither).
+ */
+#define S4_TUN_F_USO4 0x20
+#define S4_TUN_F_USO6 0x40
+static int set_offload(int fd) {
+  if (ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO6 | S4_TUN_F_USO4 | S4_TUN_F_USO6) == 0) return 0;
+  return ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO6);
+}
+
+/*
+ * tunOpen(name: string, multiQueue: boolean, offload?: boolean): { fd, name, offload }
+ * offload: open with IFF_VNET_HDR and TUNSETOFFLOAD (checksum, TSO6, USO), so a read may return a whole GSO
+ * super-packet (read it with tunReadGso, write with the header: tunWrite's vnet). When the kernel refuses, or the
+ * interface exists already without it (a handover from a router that had it off), the queue opens without; the
+ * result's offload says which.
+ */
 static napi_value tun_open(napi_env env, napi_callback_info info) {
-  S4_ARGS(2);
+  size_t argc = 3;
+  napi_value argv[3];
   char name[IFNAMSIZ];
-  bool mq;
+  bool mq, offload = false;
   struct ifreq ifr;
   int fd;
-  napi_value result, vfd, vname;
+  napi_value result, vfd, vname, voff;
 
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 2) {
+    s4_throw_type(env, "not enough arguments");
+    return NULL;
+  }
   if (s4_arg_str(env, argv[0], "name", name, sizeof name) != 0) return NULL;
   if (s4_arg_bool(env, argv[1], "multiQueue", &mq) != 0) return NULL;
+  if (argc > 2) {
+    napi_valuetype t;
+    if (napi_typeof(env, argv[2], &t) != napi_ok) return NULL;
+    if (t != napi_undefined && s4_arg_bool(env, argv[2], "offload", &offload) != 0) return NULL;
+  }
+  if (argc > 2 && name[0]) {
+    int existing = existing_vnet_hdr(name);
+    if (existing >= 0) offload = existing; /* adopting a running interface: its mode, whatever was asked */
+  }
+reopen:
 
   fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
@@ -34,7 +89,7 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
   }
   memset(&ifr, 0, sizeof ifr);
   /* No packet-info header: every read/write is exactly one IP packet. */
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (mq ? IFF_MULTI_QUEUE : 0);
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (mq ? IFF_MULTI_QUEUE : 0) | (offload ? IFF_VNET_HDR : 0);
   memcpy(ifr.ifr_name, name, strlen(name)); /* fits: checked against IFNAMSIZ */
   if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
     int err = errno;
@@ -43,12 +98,20 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   ifr.ifr_name[IFNAMSIZ - 1] = '\0';
+  if (offload && set_offload(fd) != 0) {
+    /* The header without the offloads would only cost: open again without either. */
+    close(fd);
+    offload = false;
+    goto reopen;
+  }
 
   if (napi_create_object(env, &result) != napi_ok ||
       napi_create_int32(env, fd, &vfd) != napi_ok ||
       napi_create_string_utf8(env, ifr.ifr_name, NAPI_AUTO_LENGTH, &vname) != napi_ok ||
+      napi_get_boolean(env, offload, &voff) != napi_ok ||
       napi_set_named_property(env, result, "fd", vfd) != napi_ok ||
-      napi_set_named_property(env, result, "name", vname) != napi_ok) {
+      napi_set_named_property(env, result, "name", vname) != napi_ok ||
+      napi_set_named_property(env, result, "offload", voff) != napi_ok) {
     close(fd);
     return NULL;
   }
@@ -128,15 +191,31 @@ static napi_value tun_read(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* tunWrite(fd, data, off, len, count, refused): written (incl. dropped; refused[0] += dropped) */
+/*
+ * tunWrite(fd, data, off, len, count, refused, vnet?): written (incl. dropped; refused[0] += dropped)
+ * vnet: the queue has IFF_VNET_HDR; each packet goes with an empty header (no GSO, its checksums complete).
+ */
 static napi_value tun_write(napi_env env, napi_callback_info info) {
-  S4_ARGS(6);
+  size_t argc = 7;
+  napi_value argv[7];
   int fd;
   uint32_t count, *refused;
   s4_batch b;
   size_t i = 0;
+  bool vnet = false;
+  uint8_t hdr[10] = { 0 }; /* struct virtio_net_hdr: flags 0, gso_type NONE */
   napi_value result;
 
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 6) {
+    s4_throw_type(env, "not enough arguments");
+    return NULL;
+  }
+  if (argc > 6) {
+    napi_valuetype t;
+    if (napi_typeof(env, argv[6], &t) != napi_ok) return NULL;
+    if (t != napi_undefined && s4_arg_bool(env, argv[6], "vnet", &vnet) != 0) return NULL;
+  }
   if (s4_arg_fd(env, argv[0], &fd) != 0) return NULL;
   if (s4_arg_batch(env, argv + 1, 0, &b) != 0) return NULL;
   if (s4_arg_u32(env, argv[4], "count", UINT32_MAX, &count) != 0) return NULL;
@@ -145,7 +224,8 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
 
   i = 0;
   while (i < count) {
-    ssize_t r = write(fd, b.data + b.off[i], b.len[i]);
+    struct iovec iov[2] = { { hdr, sizeof hdr }, { b.data + b.off[i], b.len[i] } };
+    ssize_t r = vnet ? writev(fd, iov, 2) : write(fd, b.data + b.off[i], b.len[i]);
     if (r >= 0) {
       i++;
       continue;

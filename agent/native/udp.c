@@ -8,6 +8,7 @@
 #include <linux/errqueue.h>
 #include <linux/filter.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -220,53 +221,164 @@ static int programming_error(int err) {
   }
 }
 
-/* udpSend(fd, data, off, len, addr, port, count, refused): sent (incl. dropped; refused[0] += dropped) */
+/* Most datagrams one UDP_SEGMENT send may carry (UDP_MAX_SEGMENTS: 64 before Linux 6.10, 128 since). */
+#define S4_GSO_MAX_SEGS 64
+/* Most payload one UDP_SEGMENT send may carry: what fits one IPv4 packet (65535 - 20 - 8). */
+#define S4_GSO_MAX_BYTES 65507
+
+/* The gso argument of udpSend (a Uint32Array, agent/io/batch.ts newUdpGso): switch and counters. */
+enum {
+  U_ON = 0,    /* nonzero: group datagrams into UDP_SEGMENT sends */
+  U_SENDS,     /* sends that carried UDP_SEGMENT */
+  U_DATAGRAMS, /* datagrams they carried */
+  U_OFF,       /* times the kernel refused one (EIO, EINVAL: e.g. a route through xfrm) and grouping went off */
+  S4_UDP_GSO_STATE = 4
+};
+
+static void restore_pmtu(int fd, int *saved) {
+  if (*saved < 0) return;
+  (void)setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, saved, sizeof *saved);
+  *saved = -1;
+}
+
+/*
+ * udpSend(fd, data, off, len, addr, port, count, refused, gso?): sent (incl. dropped; refused[0] += dropped)
+ *
+ * With gso (and gso[U_ON]): consecutive datagrams to one address and port, all of one length but for a possibly
+ * shorter last, go as one sendmsg with UDP_SEGMENT of that length (the kernel cuts it into the same datagrams, each
+ * with its own checksum, once through the stack). A refused group is dropped whole, as its datagrams would have
+ * been one by one; a group the kernel does not take as such (EIO, EINVAL) turns grouping off for good (gso[U_OFF])
+ * and goes again one datagram at a time.
+ */
 static napi_value udp_send(napi_env env, napi_callback_info info) {
-  S4_ARGS(8);
+  size_t argc = 9;
+  napi_value argv[9];
   int fd;
-  uint32_t count, *refused;
+  uint32_t count, *refused, *gso = NULL;
   s4_batch b;
   struct mmsghdr msgs[S4_MAX_BATCH];
   struct iovec iov[S4_MAX_BATCH];
   struct sockaddr_in to[S4_MAX_BATCH];
-  size_t done = 0, base, chunk, i;
+  uint32_t first[S4_MAX_BATCH + 1]; /* message m carries entries [first[m], first[m + 1]) */
+  union {
+    char buf[CMSG_SPACE(sizeof(uint16_t))];
+    struct cmsghdr align;
+  } ctl[S4_MAX_BATCH];
+  size_t done = 0, plain_until = 0;
+  int pmtu_saved = -1;
   napi_value result;
 
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 8) {
+    s4_throw_type(env, "not enough arguments");
+    return NULL;
+  }
   if (s4_arg_fd(env, argv[0], &fd) != 0) return NULL;
   if (s4_arg_batch(env, argv + 1, 1, &b) != 0) return NULL;
   if (s4_arg_u32(env, argv[6], "count", UINT32_MAX, &count) != 0) return NULL;
   if (s4_check_entries(env, &b, count) != 0) return NULL;
   if (s4_arg_counter(env, argv[7], &refused) != 0) return NULL;
-
-  for (base = 0; base < count; base += chunk) {
-    size_t sent = 0;
-    chunk = count - base < S4_MAX_BATCH ? count - base : S4_MAX_BATCH;
-    for (i = 0; i < chunk; i++) {
-      size_t k = base + i;
-      iov[i].iov_base = b.data + b.off[k];
-      iov[i].iov_len = b.len[k];
-      memset(&to[i], 0, sizeof to[i]);
-      to[i].sin_family = AF_INET;
-      to[i].sin_addr.s_addr = htonl(b.addr[k]);
-      to[i].sin_port = htons(b.port[k]);
-      memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
-      msgs[i].msg_hdr.msg_name = &to[i];
-      msgs[i].msg_hdr.msg_namelen = sizeof to[i];
-      msgs[i].msg_hdr.msg_iov = &iov[i];
-      msgs[i].msg_hdr.msg_iovlen = 1;
+  if (argc > 8) {
+    napi_valuetype t;
+    if (napi_typeof(env, argv[8], &t) != napi_ok) return NULL;
+    if (t != napi_undefined) {
+      napi_typedarray_type tt;
+      size_t n, boff;
+      void *p;
+      napi_value ab;
+      if (napi_get_typedarray_info(env, argv[8], &tt, &n, &p, &ab, &boff) != napi_ok || tt != napi_uint32_array ||
+          n < S4_UDP_GSO_STATE) {
+        s4_throw_type(env, "gso must be a Uint32Array of 4 entries");
+        return NULL;
+      }
+      gso = p;
     }
+  }
+
+  while (done < count) {
+    /* Up to S4_MAX_BATCH messages from entry done on, grouped where they can be. */
+    size_t nmsg = 0, k = done, limit = done < plain_until ? plain_until : count;
+    int grouping = gso != NULL && gso[U_ON] != 0 && done >= plain_until, groups = 0;
+    while (k < limit && nmsg < S4_MAX_BATCH) {
+      size_t j = k + 1, bytes = b.len[k];
+      if (grouping && b.len[k] > 0) {
+        while (j < count && j - done < S4_MAX_BATCH && j - k < S4_GSO_MAX_SEGS && b.addr[j] == b.addr[k] && b.port[j] == b.port[k] &&
+               b.len[j - 1] == b.len[k] && b.len[j] <= b.len[k] && b.len[j] > 0 &&
+               bytes + b.len[j] <= S4_GSO_MAX_BYTES)
+          bytes += b.len[j++];
+      }
+      struct msghdr *mh = &msgs[nmsg].msg_hdr;
+      memset(mh, 0, sizeof *mh);
+      memset(&to[nmsg], 0, sizeof to[nmsg]);
+      to[nmsg].sin_family = AF_INET;
+      to[nmsg].sin_addr.s_addr = htonl(b.addr[k]);
+      to[nmsg].sin_port = htons(b.port[k]);
+      mh->msg_name = &to[nmsg];
+      mh->msg_namelen = sizeof to[nmsg];
+      first[nmsg] = (uint32_t)k;
+      if (j - k > 1) {
+        /* The datagrams' bytes as they lie (not contiguous): the kernel cuts the whole every len[k] bytes. */
+        struct iovec *v = &iov[k - done];
+        for (size_t e = k; e < j; e++) {
+          iov[e - done].iov_base = b.data + b.off[e];
+          iov[e - done].iov_len = b.len[e];
+        }
+        mh->msg_iov = v;
+        mh->msg_iovlen = j - k;
+        mh->msg_control = ctl[nmsg].buf;
+        mh->msg_controllen = sizeof ctl[nmsg].buf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(mh);
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t size = (uint16_t)b.len[k];
+        memcpy(CMSG_DATA(c), &size, sizeof size);
+        groups++;
+      } else {
+        iov[k - done].iov_base = b.data + b.off[k];
+        iov[k - done].iov_len = b.len[k];
+        mh->msg_iov = &iov[k - done];
+        mh->msg_iovlen = 1;
+      }
+      nmsg++;
+      k = j;
+      if (k - done >= S4_MAX_BATCH) break; /* iov[] is full */
+    }
+    first[nmsg] = (uint32_t)k;
     /*
-     * sendmmsg stops at the first failing datagram: it returns how many went
-     * before it, or -1 if the very first one failed. So on -1 the datagram at
+     * The kernel sets DF on a datagram no longer than the route's MTU (IP_PMTUDISC_WANT, the default), judging a
+     * UDP_SEGMENT send by its whole length: it would send the segments without DF. With IP_PMTUDISC_DO for the
+     * call they carry DF as each would alone (all fit the MTU: the kernel refuses a segment size that does not);
+     * a datagram alone that no longer fits (a smaller path MTU) is refused then, not fragmented: it goes again
+     * after the call, as before. Restored at the end.
+     */
+    if (groups && pmtu_saved < 0) {
+      socklen_t sl = sizeof pmtu_saved;
+      int v = IP_PMTUDISC_DO;
+      if (getsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu_saved, &sl) != 0 ||
+          setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v, sizeof v) != 0)
+        pmtu_saved = -1;
+    }
+
+    /*
+     * sendmmsg stops at the first failing message: it returns how many went
+     * before it, or -1 if the very first one failed. So on -1 the message at
      * `sent` is the culprit and is skipped, after one retry when the error
      * may be an ICMP error about an earlier datagram: the kernel reports
      * those once (sk_err) on whatever call comes next, this datagram
      * included, and the retry sends it for real.
      */
-    int retried = 0;
-    while (sent < chunk) {
-      int n = sendmmsg(fd, msgs + sent, (unsigned)(chunk - sent), MSG_DONTWAIT);
+    size_t sent = 0;
+    int retried = 0, regroup = 0;
+    while (sent < nmsg) {
+      int n = sendmmsg(fd, msgs + sent, (unsigned)(nmsg - sent), MSG_DONTWAIT);
       if (n > 0) {
+        if (grouping)
+          for (size_t m = sent; m < sent + (size_t)n; m++)
+            if (first[m + 1] - first[m] > 1) {
+              gso[U_SENDS]++;
+              gso[U_DATAGRAMS] += first[m + 1] - first[m];
+            }
         sent += (size_t)n;
         retried = 0;
         continue;
@@ -275,21 +387,40 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
       if (programming_error(errno)) {
-        if (done + sent > 0) break; /* report progress; next call will throw */
-        s4_throw_errno(env, errno, "sendmmsg");
+        if (first[sent] > 0) break; /* report progress; next call will throw */
+        int err = errno;
+        restore_pmtu(fd, &pmtu_saved);
+        s4_throw_errno(env, err, "sendmmsg");
         return NULL;
       }
       if (!retried && icmp_induced(errno)) {
         retried = 1;
         continue;
       }
+      if (errno == EMSGSIZE && pmtu_saved >= 0 && plain_until < first[sent + 1]) {
+        /* Too long for the path as sent here (one datagram under DO, or a group's segment size): these again,
+         * one by one, as before (the kernel fragments one that does not fit, or refuses it). */
+        plain_until = first[sent + 1];
+        restore_pmtu(fd, &pmtu_saved);
+        regroup = 1;
+        break;
+      }
+      if (first[sent + 1] - first[sent] > 1 && (errno == EIO || errno == EINVAL)) {
+        /* The kernel does not take UDP_SEGMENT here: off for good, and this group again one by one. */
+        gso[U_ON] = 0;
+        gso[U_OFF]++;
+        regroup = 1;
+        break;
+      }
       retried = 0;
+      *refused += first[sent + 1] - first[sent];
       sent++;
-      (*refused)++;
     }
-    done += sent;
-    if (sent < chunk) break;
+    done = first[sent];
+    if (regroup) continue;
+    if (sent < nmsg) break;
   }
+  restore_pmtu(fd, &pmtu_saved);
   napi_create_uint32(env, (uint32_t)done, &result);
   return result;
 }

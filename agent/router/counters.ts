@@ -55,6 +55,18 @@ export class Counters {
   icmpErrors = 0;
   /** ICMPv4 errors received about datagrams the router sent (translated to ICMPv6 when they qualify). */
   icmp4Errors = 0;
+  /**
+   * The TUN's offload (datapath.ts): super-packets read and the segments cut from them (each also counts in
+   * tunRxPackets), checksums the kernel left partial completed, super-packets that could not be cut (handed to the engine whole, which drops them);
+   * UDP_SEGMENT sends to peers and the datagrams they carried, and refusals of one (the sends went on without).
+   */
+  tunGsoPackets = 0;
+  tunGsoSegments = 0;
+  tunChecksumsCompleted = 0;
+  tunGsoBad = 0;
+  udpGsoSends = 0;
+  udpGsoDatagrams = 0;
+  udpGsoRefused = 0;
   readonly drops: Record<DropReason, number> = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<
     DropReason,
     number
@@ -94,6 +106,13 @@ const NUMERIC_FIELDS = [
   'neighborAdverts',
   'icmpErrors',
   'icmp4Errors',
+  'tunGsoPackets',
+  'tunGsoSegments',
+  'tunChecksumsCompleted',
+  'tunGsoBad',
+  'udpGsoSends',
+  'udpGsoDatagrams',
+  'udpGsoRefused',
 ] as const;
 type NumericField = (typeof NUMERIC_FIELDS)[number];
 export type CountersSnapshot = Record<NumericField, number> & { drops: Record<DropReason, number> };

@@ -3,7 +3,19 @@
 // decided. One native call per batch and direction; no allocation per packet.
 import { native, type NativeIO, type PollHandle } from '../io/native.js';
 import type { Engine } from './engine.js';
-import type { Batch } from '../io/batch.js';
+import {
+  newTunGso,
+  newUdpGso,
+  TUN_GSO_BAD,
+  TUN_GSO_CHECKSUMS,
+  TUN_GSO_PACKETS,
+  TUN_GSO_SEGMENTS,
+  UDP_GSO_DATAGRAMS,
+  UDP_GSO_REFUSED,
+  UDP_GSO_SENDS,
+  type Batch,
+  type TunGso,
+} from '../io/batch.js';
 import { checkedSockets } from './steer.js';
 
 /** Batches handled per readiness event before yielding to the other sockets, the other direction and timers. */
@@ -36,7 +48,19 @@ export class Datapath {
   ) {
     this.udpFd = udpFds[0]!;
     this.checked = steered ? udpFds.slice(0, checkedSockets(udpFds.length)) : [];
+    // The TUN's offload (tunnel.ts opens it so where the kernel takes it): reads bring super-packets, cut in the
+    // addon into the packets the engine decides on one by one, and the datagrams for one of them leave in one send.
+    this.vnet = io.tunOffload(tunFd);
+    this.tunGso = this.vnet ? newTunGso() : undefined;
+    this.udpGso = newUdpGso(this.vnet && io.udpGso(this.udpFd));
   }
+
+  /** The TUN queue has the offload (IFF_VNET_HDR): reads are cut with tunGso, writes carry the header. */
+  readonly vnet: boolean;
+  private readonly tunGso: TunGso | undefined;
+  /** UDP_SEGMENT on the sends to peers ([0]: on; the addon turns it off if the kernel refuses one). */
+  readonly udpGso: Uint32Array;
+  private resume: ReturnType<typeof setImmediate> | undefined;
 
   /**
    * With the sockets steered (steer.ts), the first ones hold what passed the originator check in the kernel: they
@@ -52,6 +76,8 @@ export class Datapath {
 
   stop(): void {
     for (const p of this.polls.splice(0)) p.close();
+    if (this.resume) clearImmediate(this.resume);
+    this.resume = undefined;
   }
 
   /** Peers → kernel, peers → peers, and replies to peers. */
@@ -68,7 +94,8 @@ export class Datapath {
     const m = io.udpRecvErrors(fd, e.icmpRx, e.icmpInfo);
     if (m) {
       e.fromIcmpErrors(m, Date.now());
-      if (e.nTunReplies) drops.tx_dropped += e.nTunReplies - io.tunWrite(this.tunFd, e.tunReplies, e.nTunReplies);
+      if (e.nTunReplies)
+        drops.tx_dropped += e.nTunReplies - io.tunWrite(this.tunFd, e.tunReplies, e.nTunReplies, this.vnet);
       if (e.nUdpReplies) drops.tx_dropped += e.nUdpReplies - io.udpSend(this.udpFd, e.udpReplies, e.nUdpReplies);
       drops.tx_dropped += takeRefused(e.tunReplies) + takeRefused(e.udpReplies);
     }
@@ -76,7 +103,7 @@ export class Datapath {
       const n = io.udpRecv(fd, e.udpRx);
       if (n === 0) return;
       e.fromPeers(n, Date.now());
-      if (e.nToTun) drops.tx_dropped += e.nToTun - io.tunWrite(this.tunFd, e.toTun, e.nToTun);
+      if (e.nToTun) drops.tx_dropped += e.nToTun - io.tunWrite(this.tunFd, e.toTun, e.nToTun, this.vnet);
       if (e.nRelay) drops.tx_dropped += e.nRelay - io.udpSend(this.udpFd, e.relay, e.nRelay);
       if (e.nUdpReplies) drops.tx_dropped += e.nUdpReplies - io.udpSend(this.udpFd, e.udpReplies, e.nUdpReplies);
       drops.tx_dropped += takeRefused(e.toTun) + takeRefused(e.relay) + takeRefused(e.udpReplies);
@@ -88,16 +115,39 @@ export class Datapath {
   onTun(): void {
     const e = this.engine,
       drops = e.counters.drops,
-      io = this.io;
+      io = this.io,
+      gso = this.tunGso;
+    this.resume = undefined;
     for (let round = 0; round < ROUNDS_PER_EVENT; round++) {
-      const n = io.tunRead(this.tunFd, e.tunRx);
-      if (n === 0) return;
+      const n = io.tunRead(this.tunFd, e.tunRx, gso);
+      if (n === 0) break;
       e.fromKernel(n, Date.now());
-      if (e.nToPeers) drops.tx_dropped += e.nToPeers - io.udpSend(this.udpFd, e.toPeers, e.nToPeers);
-      if (e.nTunReplies) drops.tx_dropped += e.nTunReplies - io.tunWrite(this.tunFd, e.tunReplies, e.nTunReplies);
+      if (e.nToPeers) drops.tx_dropped += e.nToPeers - io.udpSend(this.udpFd, e.toPeers, e.nToPeers, this.udpGso);
+      if (e.nTunReplies)
+        drops.tx_dropped += e.nTunReplies - io.tunWrite(this.tunFd, e.tunReplies, e.nTunReplies, this.vnet);
       drops.tx_dropped += takeRefused(e.toPeers) + takeRefused(e.tunReplies);
-      if (n < e.tunRx.cap) return;
+      if (n < e.tunRx.cap) break;
     }
+    if (gso) {
+      this.takeOffloadCounts(gso);
+      // The rest of a super-packet waits in gso while the TUN may have nothing more to wake us with.
+      if (gso.state[0] && !this.resume && this.polls.length) this.resume = setImmediate(() => this.onTun());
+    }
+  }
+
+  private takeOffloadCounts(gso: TunGso): void {
+    const c = this.engine.counters,
+      s = gso.state,
+      u = this.udpGso;
+    c.tunGsoPackets += s[TUN_GSO_PACKETS]!;
+    c.tunGsoSegments += s[TUN_GSO_SEGMENTS]!;
+    c.tunChecksumsCompleted += s[TUN_GSO_CHECKSUMS]!;
+    c.tunGsoBad += s[TUN_GSO_BAD]!;
+    s[TUN_GSO_PACKETS] = s[TUN_GSO_SEGMENTS] = s[TUN_GSO_CHECKSUMS] = s[TUN_GSO_BAD] = 0;
+    c.udpGsoSends += u[UDP_GSO_SENDS]!;
+    c.udpGsoDatagrams += u[UDP_GSO_DATAGRAMS]!;
+    c.udpGsoRefused += u[UDP_GSO_REFUSED]!;
+    u[UDP_GSO_SENDS] = u[UDP_GSO_DATAGRAMS] = u[UDP_GSO_REFUSED] = 0;
   }
 }
 

@@ -148,6 +148,19 @@ export function routerRegistry(
     'Packets from peers not tracked live: table full, their IPv4 holds its share (64), or too many new peers at once (200/s)',
     (s) => [{ value: s.liveUntracked, labels: {} }],
   );
+  family(
+    'sixbed4_router_offload_total',
+    "The TUN's offload on the router's path (--tun-offload): tun_gso_packets, super-packets read from the TUN, and tun_gso_segments, the packets cut from them; tun_checksums, checksums the kernel left to the router, completed; tun_gso_bad, super-packets that could not be cut (handed to the engine whole, which drops them by its rules); udp_gso_sends, sends to peers with UDP_SEGMENT, and udp_gso_datagrams, the datagrams they carried; udp_gso_refused, a refusal of one, after which sends go one datagram each",
+    (s) => [
+      t('tun_gso_packets', s.tunGsoPackets),
+      t('tun_gso_segments', s.tunGsoSegments),
+      t('tun_checksums', s.tunChecksumsCompleted),
+      t('tun_gso_bad', s.tunGsoBad),
+      t('udp_gso_sends', s.udpGsoSends),
+      t('udp_gso_datagrams', s.udpGsoDatagrams),
+      t('udp_gso_refused', s.udpGsoRefused),
+    ],
+  );
   if (tasks) {
     register(
       'sixbed4_router_task_failures_total',

@@ -12,13 +12,14 @@
 // interface (and its route) never goes away, so only packets in flight in the
 // old router's queues are lost.
 import { randomBytes } from 'node:crypto';
-import { native } from '../io/native.js';
+import { native, type NativeIO } from '../io/native.js';
 import { TUNNEL_MTU } from '../protocol/constants.js';
 import { formatIPv6, type Prefix } from '../../lib/ip.js';
 import { InputError } from '../../lib/errors.js';
-import { ip, ipJson } from '../host/ip.js';
+import { ip as hostIp } from '../host/ip.js';
 import { tunnelRouteArgs } from '../host/tunnelroute.js';
 import type { Logger } from '../../lib/log.js';
+import { ipJsonWith, type IpCommand } from './parts.js';
 
 export interface Tunnel {
   readonly name: string;
@@ -31,6 +32,12 @@ export interface Tunnel {
 export interface TunnelOptions {
   /** Open multi-queue and adopt an interface a previous router left up, claiming it (see the top of this file). */
   handover?: boolean;
+  /** The TUN queues' backend: the addon (the default), or FakeIO. */
+  io?: NativeIO;
+  /** How `ip` runs (the default: the real one, in this namespace); a stand-in configures FakeIO's interfaces. */
+  ip?: IpCommand;
+  /** Ask for the TUN's offload (TSO/USO super-packets, native.ts tunOpen); off when the kernel refuses it (logged). */
+  offload?: boolean;
 }
 
 const CLAIM = 'sixbed4-router ';
@@ -49,20 +56,59 @@ export async function openTunnel(
   log: Logger,
   opts: TunnelOptions = {},
 ): Promise<Tunnel> {
-  const handover = opts.handover === true;
-  const fds: number[] = [];
-  const close = () => {
-    for (const fd of fds.splice(0)) native.close(fd);
-  };
-  const adopted = handover && (await tunnelExists(name));
+  const t = new TunTunnel(name, opts.handover === true, opts.io ?? native, opts.ip ?? hostIp);
+  const adopted = t.handover && (await t.exists());
+  t.openQueues(queues, opts.offload === true);
   try {
-    for (let q = 0; q < queues; q++) fds.push(native.tunOpen(name, queues > 1 || handover).fd);
+    await t.configure(routerAddr, prefix);
   } catch (err) {
-    close();
-    throw tunOpenError(err as NodeJS.ErrnoException, name);
+    t.close();
+    throw err;
   }
-  const token = CLAIM + randomBytes(8).toString('hex');
-  try {
+  log.info(adopted ? `tunnel ${name} taken over from the previous router` : `tunnel ${name} up`, {
+    mtu: TUNNEL_MTU,
+    address: formatIPv6(routerAddr),
+    route: prefix.text,
+    queues,
+    handover: t.handover,
+    offload: t.offload,
+  });
+  // Asked for and not had: the kernel refused it, or a predecessor's interface is without it (a handover).
+  if (opts.offload && !t.offload) log.warn(`tunnel ${name}: without the TUN offload (see docs/router.md)`);
+  return t;
+}
+
+/** The interface's queues, and the token that claims it (with handover). */
+class TunTunnel implements Tunnel {
+  readonly fds: number[] = [];
+  /** The queues carry a virtio-net header (the TUN offload is on: the interface's mode, set by its first queue). */
+  offload = false;
+  private readonly token = CLAIM + randomBytes(8).toString('hex');
+
+  constructor(
+    readonly name: string,
+    readonly handover: boolean,
+    private readonly io: NativeIO,
+    private readonly ip: IpCommand,
+  ) {}
+
+  /** One queue per worker; with handover always multi-queue, so that the next router can attach its own. */
+  openQueues(queues: number, offload: boolean): void {
+    try {
+      for (let q = 0; q < queues; q++) {
+        const t = this.io.tunOpen(this.name, queues > 1 || this.handover, offload);
+        this.fds.push(t.fd);
+        if (q === 0) this.offload = t.offload === true;
+      }
+    } catch (err) {
+      this.close();
+      throw tunOpenError(err as NodeJS.ErrnoException, this.name);
+    }
+  }
+
+  /** MTU, queue length, addresses and the route, as `ip` commands a person could type. */
+  async configure(routerAddr: Uint8Array, prefix: Prefix): Promise<void> {
+    const { ip, name, handover } = this;
     // A longer queue than the TUN default (500) absorbs the bursts a batch of 64 brings.
     await ip(
       'link',
@@ -74,7 +120,7 @@ export async function openTunnel(
       'txqueuelen',
       '1000',
       'up',
-      ...(handover ? ['alias', token] : []),
+      ...(handover ? ['alias', this.token] : []),
     );
     // replace: an adopted interface has them already
     const verb = handover ? 'replace' : 'add';
@@ -82,40 +128,31 @@ export async function openTunnel(
     await ip('-6', 'addr', verb, `${formatIPv6(routerAddr)}/128`, 'dev', name, 'nodad');
     // replace, not add: a route left by an earlier run on another device must not stop us.
     await ip(...tunnelRouteArgs('replace', prefix.text, name));
-  } catch (err) {
-    close();
-    throw err;
   }
-  log.info(adopted ? `tunnel ${name} taken over from the previous router` : `tunnel ${name} up`, {
-    mtu: TUNNEL_MTU,
-    address: formatIPv6(routerAddr),
-    route: prefix.text,
-    queues,
-    handover,
-  });
-  return {
-    name,
-    fds,
-    close,
-    async claimedByAnother() {
-      if (!handover) return false;
-      const alias = await tunnelAlias(name);
-      return alias !== null && alias.startsWith(CLAIM) && alias !== token;
-    },
-  };
-}
 
-async function tunnelExists(name: string): Promise<boolean> {
-  return (await tunnelAlias(name)) !== null;
-}
+  /** Closing the last queue removes the interface, with its addresses and route (unless a successor holds one). */
+  close(): void {
+    for (const fd of this.fds.splice(0)) this.io.close(fd);
+  }
 
-/** The interface's alias ('' when it has none), or null when there is no such interface. */
-async function tunnelAlias(name: string): Promise<string | null> {
-  try {
-    const links = await ipJson<{ ifalias?: string }[]>('link', 'show', 'dev', name);
-    return links[0]?.ifalias ?? '';
-  } catch {
-    return null;
+  async claimedByAnother(): Promise<boolean> {
+    if (!this.handover) return false;
+    const alias = await this.alias();
+    return alias !== null && alias.startsWith(CLAIM) && alias !== this.token;
+  }
+
+  async exists(): Promise<boolean> {
+    return (await this.alias()) !== null;
+  }
+
+  /** The interface's alias ('' when it has none), or null when there is no such interface. */
+  private async alias(): Promise<string | null> {
+    try {
+      const links = await ipJsonWith<{ ifalias?: string }[]>(this.ip, 'link', 'show', 'dev', this.name);
+      return links[0]?.ifalias ?? '';
+    } catch {
+      return null;
+    }
   }
 }
 

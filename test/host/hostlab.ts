@@ -39,8 +39,15 @@ interface AddrLink {
  * The host's networking as `ip -j` shows it, in a form where only real
  * differences count: addresses sorted (a re-added address is listed in
  * another place), routes sorted, plus every forwarding/accept_ra sysctl.
+ * Taken once no address is tentative: duplicate address detection flags a
+ * new address for a second or so (longer on a busy machine), and a snapshot
+ * with the flag never equals one without it although the host is the same.
  */
 export async function capture(ns: Netns): Promise<unknown> {
+  const tentative = async () =>
+    (await ns.json<AddrLink[]>(['addr', 'show'])).some((l) => (l.addr_info ?? []).some((a) => a.tentative));
+  for (const until = Date.now() + 20_000; Date.now() < until && (await tentative());)
+    await new Promise((r) => setTimeout(r, 100));
   const [links, routes, sysctls] = await Promise.all([
     ns.json<AddrLink[]>(['addr', 'show']),
     ns.json<Record<string, unknown>[]>(['-6', 'route', 'show']),

@@ -1,7 +1,8 @@
 // The datapath scenarios on real sockets and a real TUN: run by
 // datapath.test.ts as root inside a network namespace it made
 // (`ip netns exec NS node datapath-real.js`). Prints one JSON object:
-// scenario name -> { ok: observations } or { error: what went wrong }.
+// scenario name -> { ok: observations } or { error: what went wrong }. With --offload, the tunnel has the TUN
+// offload, as the router opens it.
 import { SCENARIOS } from './datapath-scenarios.js';
 import { prepareNamespace, realRig } from './datapath-rig.js';
 
@@ -11,7 +12,7 @@ async function main(): Promise<void> {
   // One at a time: each has the tunnel, the router's port and the peers' ports to itself.
   for (const s of SCENARIOS) {
     try {
-      const rig = await realRig();
+      const rig = await realRig(process.argv.includes('--offload'));
       try {
         results[s.name] = { ok: await s.drive(rig) };
       } finally {

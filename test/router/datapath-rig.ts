@@ -264,9 +264,13 @@ export async function prepareNamespace(): Promise<void> {
 }
 
 /** The data path on the addon: real sockets on lo, and the router's real tunnel with its route. */
-export async function realRig(): Promise<Rig> {
+export async function realRig(offload = false): Promise<Rig> {
   const log = createLogger({ level: 'error', component: 'datapath-test' });
-  const tunnel = await openTunnel(NET.tun, 1, routerAddress(), NET.prefix, log);
+  const tunnel = await openTunnel(NET.tun, 1, routerAddress(), NET.prefix, log, { offload });
+  if (offload && !native.tunOffload(tunnel.fds[0]!)) {
+    tunnel.close();
+    throw new Error('the kernel refused the TUN offload');
+  }
   try {
     const sock = dgram.createSocket({ type: 'udp6', reuseAddr: false });
     const inbox = new Inbox<{ src: string; sport: number; payload: string }>();
