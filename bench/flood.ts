@@ -16,7 +16,8 @@ import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { findSystemTool, systemTool } from '../agent/host/tools.js';
-import { buildTopology, TOPO } from '../lab/topology.js';
+import { buildTopology, TOPO, type Topology } from '../lab/topology.js';
+import type { Netns } from '../lab/netns.js';
 import { ping6, scrape, startPeerIn, startRouterIn } from '../lab/sixbed4.js';
 import { processCpu, processMemory } from './procstat.js';
 import { nicLike } from '../lab/fast-path.js';
@@ -134,27 +135,8 @@ table inet flood_watch {
 export async function runFlood(o: FloodOptions): Promise<FloodResult> {
   const topo = await buildTopology({ tag: o.tag ?? 'flood', peerC: true });
   try {
-    const taskset = findSystemTool('taskset');
-    if (o.fastPath) {
-      // As a real uplink: full UDP checksums on what reaches the router (from the NAT and the flooder) and on what it
-      // sends, and IPv4 forwarding for the kernel's route lookup (agent/lab/fast-path.ts).
-      await nicLike(topo.nat, TOPO.natWanIf);
-      await nicLike(topo.peers.C, TOPO.peerIf);
-      await nicLike(topo.router, TOPO.routerWanIf);
-      await topo.router.run([
-        'sysctl',
-        '-qw',
-        `net.ipv4.conf.${TOPO.routerWanIf}.forwarding=1`,
-        `net.ipv4.conf.${TOPO.routerWanCIf}.forwarding=1`,
-      ]);
-    }
-    // One source floods from C, on the router's second leg. Many sources flood from the NAT's namespace, whose
-    // wire is the router's uplink (wan0): where the fast path is, and where the legitimate peer's packets come in.
-    const from = o.spoof ? { ns: topo.nat, v4: TOPO.natV4 } : { ns: topo.peers.C, v4: TOPO.peerCV4 };
-    if (o.spoof) {
-      const hex = Buffer.from(parsePrefix64(TOPO.prefix).bytes.subarray(0, 8)).toString('hex');
-      await from.ns.run([systemTool('nft'), '-f', '-'], { input: spoofRules(hex, 25790, FLOODER_PORT) });
-    }
+    if (o.fastPath) await wiresAsNics(topo);
+    const from = await floodSource(topo, !!o.spoof);
     const router = await startRouterIn(topo.router, [
       '--prefix',
       TOPO.prefix,
@@ -172,10 +154,8 @@ export async function runFlood(o: FloodOptions): Promise<FloodResult> {
     // Warm up the path (neighbour entries, the NAT mapping) before measuring.
     await ping6(topo.peers.A, TOPO.ispV6, { count: 3, interval: 0.05 });
     const rssBefore = processMemory(routerPid)?.rss ?? NaN;
-    const m0 = await scrape(topo.router, METRICS);
-    const snmp0 = await udpRcvbufErrors(topo.router);
-    const tun0 = await tunTxDropped(topo.router),
-      backlog0 = backlogDrops();
+    const before = await readCounters(topo, routerPid);
+
     const cfg: FloodConfig = {
       bind: from.v4,
       localPort: FLOODER_PORT,
@@ -188,171 +168,285 @@ export async function runFlood(o: FloodOptions): Promise<FloodResult> {
       ...(o.spoof ? { spoof: true } : {}),
       ...(o.kinds ? { kinds: o.kinds } : {}),
     };
-    const n = Math.min(16, Math.max(1, o.flooders ?? 1));
-    // Flooders on CPU 1, router left to the scheduler (the flood is what competes with it). Several flooders read as
-    // one: their figures summed, done when the last is.
-    const startFlooder = async () => {
-      const fs = await Promise.all(
-        Array.from({ length: n }, async (_, i) => {
-          const argv = [
-            process.execPath,
-            FLOODER,
-            JSON.stringify({
-              ...cfg,
-              localPort: FLOODER_PORT + i,
-              maxPackets: Math.ceil(cfg.maxPackets / n),
-              seed: 1 + i,
-            }),
-          ];
-          const f = from.ns.spawn(taskset ? [taskset, '-c', '1', ...argv] : argv);
-          await f.waitFor(/flooding/, 10_000);
-          return f;
-        }),
-      );
-      return {
-        async waitFor(_re: RegExp, ms: number): Promise<string> {
-          const all = (await Promise.all(fs.map((f) => f.waitFor(/"sent"/, ms)))).map(
-            (l) => JSON.parse(l.slice(l.indexOf('{'))) as { sent: number; elapsedMs: number },
-          );
-          return JSON.stringify({
-            sent: all.reduce((a, x) => a + x.sent, 0),
-            elapsedMs: Math.max(...all.map((x) => x.elapsedMs)),
-          });
-        },
-      };
-    };
-    let ping: { sent: number; received: number }, flooder, during: { sent: number; lost: number } | undefined;
-    let cpu0,
-      c0,
-      cpuEnd: ReturnType<typeof processCpu> | undefined,
-      cEnd = 0;
-    if (o.pingS) {
-      // Pings first; the flood 1 s later, for as long as it takes to send maxPackets; the pings go on after it.
-      const pinger = topo.peers.A.spawn([
-        'ping',
-        '-6',
-        '-n',
-        '-i',
-        '0.01',
-        '-W',
-        '2',
-        '-c',
-        String(Math.round(o.pingS * 100)),
-        TOPO.ispV6,
-      ]);
-      const p0 = performance.now();
-      await sleep(1000);
-      cpu0 = processCpu(routerPid);
-      c0 = performance.now();
-      flooder = await startFlooder();
-      const f0 = performance.now() - p0;
-      const line = await flooder.waitFor(/"sent"/, o.durationS * 1000 + 15_000);
-      const f1 = f0 + (JSON.parse(line.slice(line.indexOf('{'))) as { elapsedMs: number }).elapsedMs;
-      cpuEnd = processCpu(routerPid);
-      cEnd = performance.now();
-      await pinger.exited;
-      const got = new Set([...pinger.output().matchAll(/icmp_seq=(\d+) /g)].map((m) => Number(m[1])));
-      const sentN = Number(/(\d+) packets transmitted/.exec(pinger.output())?.[1] ?? 0);
-      ping = { sent: sentN, received: got.size };
-      // ping numbers from 1, one every 10 ms: those sent while the flood lasted.
-      const first = Math.ceil(f0 / 10) + 1,
-        last = Math.floor(f1 / 10) + 1;
-      let lost = 0;
-      for (let q = first; q <= last; q++) if (!got.has(q)) lost++;
-      during = { sent: Math.max(0, last - first + 1), lost };
-    } else {
-      flooder = await startFlooder();
-      await sleep(200);
-      cpu0 = processCpu(routerPid);
-      c0 = performance.now();
-      ping = await ping6(topo.peers.A, TOPO.ispV6, {
-        count: Math.round(o.durationS * 100),
-        interval: 0.01,
-        timeoutS: 2,
-      });
-    }
-    const doneLine = await flooder.waitFor(/"sent"/, o.durationS * 1000 + 15_000);
-    const done = JSON.parse(doneLine.slice(doneLine.indexOf('{'))) as { sent: number; elapsedMs: number };
-    const cpu1 = o.pingS ? cpuEnd : processCpu(routerPid),
-      c1 = o.pingS ? cEnd : performance.now();
+    const start = () => startFlooders(from.ns, cfg, Math.min(16, Math.max(1, o.flooders ?? 1)));
+    const w = o.pingS
+      ? await pingAroundFlood(topo, o.pingS, o.durationS, routerPid, start)
+      : await pingDuringFlood(topo, o.durationS, routerPid, start);
+
     // A second or two for the fast path's seen-map drain (once a second) to meet what the flood left in it.
     await sleep(o.afterPings ? 2000 : 500);
     const after = o.afterPings
       ? await ping6(topo.peers.A, TOPO.ispV6, { count: o.afterPings, interval: 0.01, timeoutS: 2 })
       : { sent: 0, received: 0 };
-    const routerAlive = router.running;
-    if (!routerAlive) {
-      return {
-        pingsSent: ping.sent,
-        pingsReceived: ping.received,
-        lossPct: ping.sent ? (100 * (ping.sent - ping.received)) / ping.sent : 100,
-        floodSent: done.sent,
-        floodPps: Math.round((done.sent * 1000) / done.elapsedMs),
-        routerRxPps: NaN,
-        rssBeforeMB: rssBefore / 2 ** 20,
-        rssAfterMB: NaN,
-        rssPeakMB: NaN,
-        spoofedAtIsp: NaN,
-        drops: {},
-        rcvbufErrors: NaN,
-        routerCpuPct: NaN,
-        routerAlive,
-        afterSent: after.sent,
-        afterReceived: after.received,
-        taskFailures: {},
-        routerOutput: router.output(),
-      };
-    }
-    const m1 = await scrape(topo.router, METRICS);
-    const mem = processMemory(routerPid);
-    const snmp1 = await udpRcvbufErrors(topo.router);
-    const tun1 = await tunTxDropped(topo.router),
-      backlog1 = backlogDrops();
+    if (!router.running) return deadRouterResult(w, rssBefore, after, router.output());
+    const end = await readCounters(topo, routerPid);
     const socketDrops = await routerSocketDrops(topo.router);
     const spoofed = await ispCount(topo.isp);
-    const rx =
-      (m1.get('sixbed4_router_received_packets_total{side="udp"}') ?? 0) -
-      (m0.get('sixbed4_router_received_packets_total{side="udp"}') ?? 0);
-    const drops: Record<string, number> = {},
-      taskFailures: Record<string, number> = {},
-      fastPassed: Record<string, number> = {};
-    for (const [k, v] of m1) {
-      const r = /^sixbed4_router_dropped_packets_total\{reason="([^"]+)"\}$/.exec(k);
-      if (r && v - (m0.get(k) ?? 0) > 0) drops[r[1]!] = v - (m0.get(k) ?? 0);
-      const f = /^sixbed4_router_task_failures_total\{task="([^"]+)"\}$/.exec(k);
-      if (f && v - (m0.get(k) ?? 0) > 0) taskFailures[f[1]!] = v - (m0.get(k) ?? 0);
-      const p = /^sixbed4_router_fast_path_passed_total\{side="udp",reason="([^"]+)"\}$/.exec(k);
-      if (p && v - (m0.get(k) ?? 0) > 0) fastPassed[p[1]!] = v - (m0.get(k) ?? 0);
-    }
     await router.stop();
-    return {
-      pingsSent: ping.sent,
-      pingsReceived: ping.received,
-      lossPct: ping.sent ? (100 * (ping.sent - ping.received)) / ping.sent : 100,
-      floodSent: done.sent,
-      floodPps: Math.round((done.sent * 1000) / done.elapsedMs),
-      routerRxPps: Math.round(rx / (done.elapsedMs / 1000)),
-      rssBeforeMB: rssBefore / 2 ** 20,
-      rssAfterMB: (mem?.rss ?? NaN) / 2 ** 20,
-      rssPeakMB: (mem?.hwm ?? NaN) / 2 ** 20,
-      spoofedAtIsp: spoofed,
-      drops,
-      rcvbufErrors: snmp1 - snmp0,
-      routerCpuPct:
-        cpu0 && cpu1 ? Math.round((100 * (cpu1.user + cpu1.system - cpu0.user - cpu0.system) * 1000) / (c1 - c0)) : NaN,
-      routerAlive,
-      afterSent: after.sent,
-      afterReceived: after.received,
-      taskFailures,
-      fastPassed,
-      tunTxDropped: tun1 - tun0,
-      backlogDrops: backlog1 - backlog0,
-      socketDrops,
-      ...(during ? { duringSent: during.sent, duringLost: during.lost } : {}),
-    };
+    return floodResult(w, before, end, rssBefore, after, socketDrops, spoofed);
   } finally {
     await topo.destroy();
   }
+}
+
+/**
+ * With the fast path, the wires as a real uplink's: full UDP checksums on what reaches the router (from the NAT and
+ * the flooder) and on what it sends, and IPv4 forwarding for the kernel's route lookup (agent/lab/fast-path.ts).
+ */
+async function wiresAsNics(topo: Topology): Promise<void> {
+  await nicLike(topo.nat, TOPO.natWanIf);
+  await nicLike(topo.peers.C, TOPO.peerIf);
+  await nicLike(topo.router, TOPO.routerWanIf);
+  await topo.router.run([
+    'sysctl',
+    '-qw',
+    `net.ipv4.conf.${TOPO.routerWanIf}.forwarding=1`,
+    `net.ipv4.conf.${TOPO.routerWanCIf}.forwarding=1`,
+  ]);
+}
+
+/**
+ * Where the flood comes from. One source floods from C, on the router's second leg. Many sources flood from the
+ * NAT's namespace, whose wire is the router's uplink (wan0): where the fast path is, and where the legitimate peer's
+ * packets come in; nft there gives the datagrams their spoofed sources (spoofRules).
+ */
+async function floodSource(topo: Topology, spoof: boolean): Promise<{ ns: Netns; v4: string }> {
+  const from = spoof ? { ns: topo.nat, v4: TOPO.natV4 } : { ns: topo.peers.C, v4: TOPO.peerCV4 };
+  if (spoof) {
+    const hex = Buffer.from(parsePrefix64(TOPO.prefix).bytes.subarray(0, 8)).toString('hex');
+    await from.ns.run([systemTool('nft'), '-f', '-'], { input: spoofRules(hex, 25790, FLOODER_PORT) });
+  }
+  return from;
+}
+
+/** What a flood sent, as its flooders report it at their end. */
+interface FloodSent {
+  sent: number;
+  elapsedMs: number;
+}
+
+/**
+ * Starts n flooder processes, each with its share of maxPackets from its own port, and resolves once all flood.
+ * Flooders on CPU 1, router left to the scheduler (the flood is what competes with it). Several flooders read as
+ * one: done() sums their figures, and resolves when the last is done.
+ */
+async function startFlooders(
+  ns: Netns,
+  cfg: FloodConfig,
+  n: number,
+): Promise<{ done(timeoutMs: number): Promise<FloodSent> }> {
+  const taskset = findSystemTool('taskset');
+  const fs = await Promise.all(
+    Array.from({ length: n }, async (_, i) => {
+      const argv = [
+        process.execPath,
+        FLOODER,
+        JSON.stringify({
+          ...cfg,
+          localPort: FLOODER_PORT + i,
+          maxPackets: Math.ceil(cfg.maxPackets / n),
+          seed: 1 + i,
+        }),
+      ];
+      const f = ns.spawn(taskset ? [taskset, '-c', '1', ...argv] : argv);
+      await f.waitFor(/flooding/, 10_000);
+      return f;
+    }),
+  );
+  return {
+    async done(ms: number): Promise<FloodSent> {
+      const all = (await Promise.all(fs.map((f) => f.waitFor(/"sent"/, ms)))).map(
+        (l) => JSON.parse(l.slice(l.indexOf('{'))) as FloodSent,
+      );
+      return { sent: all.reduce((a, x) => a + x.sent, 0), elapsedMs: Math.max(...all.map((x) => x.elapsedMs)) };
+    },
+  };
+}
+
+/** The measurement window: the pings, the flood, and the router's CPU time at its start and end. */
+interface FloodWindow {
+  ping: { sent: number; received: number };
+  done: FloodSent;
+  /** with pingS: pings sent while the flood lasted, and how many of them were lost */
+  during?: { sent: number; lost: number };
+  cpu0: ReturnType<typeof processCpu>;
+  c0: number;
+  cpu1: ReturnType<typeof processCpu>;
+  c1: number;
+}
+
+type StartFlooders = () => ReturnType<typeof startFlooders>;
+
+/**
+ * The issue's measurement (pingS): pings first; the flood 1 s later, for as long as it takes to send maxPackets; the
+ * pings go on after it. Loss over the whole window, and over the pings sent while the flood lasted.
+ */
+async function pingAroundFlood(
+  topo: Topology,
+  pingS: number,
+  durationS: number,
+  routerPid: number,
+  start: StartFlooders,
+): Promise<FloodWindow> {
+  const pinger = topo.peers.A.spawn([
+    'ping',
+    '-6',
+    '-n',
+    '-i',
+    '0.01',
+    '-W',
+    '2',
+    '-c',
+    String(Math.round(pingS * 100)),
+    TOPO.ispV6,
+  ]);
+  const p0 = performance.now();
+  await sleep(1000);
+  const cpu0 = processCpu(routerPid);
+  const c0 = performance.now();
+  const flooders = await start();
+  const f0 = performance.now() - p0;
+  const done = await flooders.done(durationS * 1000 + 15_000);
+  const f1 = f0 + done.elapsedMs;
+  const cpu1 = processCpu(routerPid);
+  const c1 = performance.now();
+  await pinger.exited;
+  const got = new Set([...pinger.output().matchAll(/icmp_seq=(\d+) /g)].map((m) => Number(m[1])));
+  const sentN = Number(/(\d+) packets transmitted/.exec(pinger.output())?.[1] ?? 0);
+  // ping numbers from 1, one every 10 ms: those sent while the flood lasted.
+  const first = Math.ceil(f0 / 10) + 1,
+    last = Math.floor(f1 / 10) + 1;
+  let lost = 0;
+  for (let q = first; q <= last; q++) if (!got.has(q)) lost++;
+  const during = { sent: Math.max(0, last - first + 1), lost };
+  return { ping: { sent: sentN, received: got.size }, done, during, cpu0, c0, cpu1, c1 };
+}
+
+/** The short measurement: the flood first, then pings for durationS while it lasts. */
+async function pingDuringFlood(
+  topo: Topology,
+  durationS: number,
+  routerPid: number,
+  start: StartFlooders,
+): Promise<FloodWindow> {
+  const flooders = await start();
+  await sleep(200);
+  const cpu0 = processCpu(routerPid);
+  const c0 = performance.now();
+  const ping = await ping6(topo.peers.A, TOPO.ispV6, {
+    count: Math.round(durationS * 100),
+    interval: 0.01,
+    timeoutS: 2,
+  });
+  const done = await flooders.done(durationS * 1000 + 15_000);
+  const cpu1 = processCpu(routerPid);
+  const c1 = performance.now();
+  return { ping, done, cpu0, c0, cpu1, c1 };
+}
+
+/** Counters read before and after the flood: the router's metrics and memory, the kernel's drop counters. */
+interface Counters {
+  metrics: Awaited<ReturnType<typeof scrape>>;
+  mem: ReturnType<typeof processMemory>;
+  rcvbufErrors: number;
+  tunTxDropped: number;
+  backlogDrops: number;
+}
+
+async function readCounters(topo: Topology, routerPid: number): Promise<Counters> {
+  const metrics = await scrape(topo.router, METRICS);
+  const mem = processMemory(routerPid);
+  const rcvbufErrors = await udpRcvbufErrors(topo.router);
+  const tunTx = await tunTxDropped(topo.router),
+    backlog = backlogDrops();
+  return { metrics, mem, rcvbufErrors, tunTxDropped: tunTx, backlogDrops: backlog };
+}
+
+/** Per reason, the router's drops, task failures and fast-path passes the run added (those that grew only). */
+function metricDeltas(m0: Counters['metrics'], m1: Counters['metrics']) {
+  const drops: Record<string, number> = {},
+    taskFailures: Record<string, number> = {},
+    fastPassed: Record<string, number> = {};
+  for (const [k, v] of m1) {
+    const r = /^sixbed4_router_dropped_packets_total\{reason="([^"]+)"\}$/.exec(k);
+    if (r && v - (m0.get(k) ?? 0) > 0) drops[r[1]!] = v - (m0.get(k) ?? 0);
+    const f = /^sixbed4_router_task_failures_total\{task="([^"]+)"\}$/.exec(k);
+    if (f && v - (m0.get(k) ?? 0) > 0) taskFailures[f[1]!] = v - (m0.get(k) ?? 0);
+    const p = /^sixbed4_router_fast_path_passed_total\{side="udp",reason="([^"]+)"\}$/.exec(k);
+    if (p && v - (m0.get(k) ?? 0) > 0) fastPassed[p[1]!] = v - (m0.get(k) ?? 0);
+  }
+  return { drops, taskFailures, fastPassed };
+}
+
+/** The result when the router died in the flood: what the pings and flooders saw, and the router's log. */
+function deadRouterResult(
+  w: FloodWindow,
+  rssBefore: number,
+  after: { sent: number; received: number },
+  routerOutput: string,
+): FloodResult {
+  const { ping, done } = w;
+  return {
+    pingsSent: ping.sent,
+    pingsReceived: ping.received,
+    lossPct: ping.sent ? (100 * (ping.sent - ping.received)) / ping.sent : 100,
+    floodSent: done.sent,
+    floodPps: Math.round((done.sent * 1000) / done.elapsedMs),
+    routerRxPps: NaN,
+    rssBeforeMB: rssBefore / 2 ** 20,
+    rssAfterMB: NaN,
+    rssPeakMB: NaN,
+    spoofedAtIsp: NaN,
+    drops: {},
+    rcvbufErrors: NaN,
+    routerCpuPct: NaN,
+    routerAlive: false,
+    afterSent: after.sent,
+    afterReceived: after.received,
+    taskFailures: {},
+    routerOutput,
+  };
+}
+
+function floodResult(
+  w: FloodWindow,
+  c0: Counters,
+  c1: Counters,
+  rssBefore: number,
+  after: { sent: number; received: number },
+  socketDrops: number[],
+  spoofed: number,
+): FloodResult {
+  const { ping, done, during, cpu0, c0: t0, cpu1, c1: t1 } = w;
+  const rx =
+    (c1.metrics.get('sixbed4_router_received_packets_total{side="udp"}') ?? 0) -
+    (c0.metrics.get('sixbed4_router_received_packets_total{side="udp"}') ?? 0);
+  const { drops, taskFailures, fastPassed } = metricDeltas(c0.metrics, c1.metrics);
+  return {
+    pingsSent: ping.sent,
+    pingsReceived: ping.received,
+    lossPct: ping.sent ? (100 * (ping.sent - ping.received)) / ping.sent : 100,
+    floodSent: done.sent,
+    floodPps: Math.round((done.sent * 1000) / done.elapsedMs),
+    routerRxPps: Math.round(rx / (done.elapsedMs / 1000)),
+    rssBeforeMB: rssBefore / 2 ** 20,
+    rssAfterMB: (c1.mem?.rss ?? NaN) / 2 ** 20,
+    rssPeakMB: (c1.mem?.hwm ?? NaN) / 2 ** 20,
+    spoofedAtIsp: spoofed,
+    drops,
+    rcvbufErrors: c1.rcvbufErrors - c0.rcvbufErrors,
+    routerCpuPct:
+      cpu0 && cpu1 ? Math.round((100 * (cpu1.user + cpu1.system - cpu0.user - cpu0.system) * 1000) / (t1 - t0)) : NaN,
+    routerAlive: true,
+    afterSent: after.sent,
+    afterReceived: after.received,
+    taskFailures,
+    fastPassed,
+    tunTxDropped: c1.tunTxDropped - c0.tunTxDropped,
+    backlogDrops: c1.backlogDrops - c0.backlogDrops,
+    socketDrops,
+    ...(during ? { duringSent: during.sent, duringLost: during.lost } : {}),
+  };
 }
 
 /** Udp RcvbufErrors of the namespace's kernel (datagrams dropped because the socket buffer was full). */

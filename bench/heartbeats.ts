@@ -114,27 +114,70 @@ async function run(cp: ControlPlane, kube: Kube, design: 'before' | 'after', n: 
     metadata: { name: 'bench' },
     spec: { prefix: '2001:db8:9::/48' },
   });
-  const node = (i: number) => `node-${String(i).padStart(4, '0')}`;
-  const entry = (i: number, stamp: string) => ({
-    name: node(i),
-    ready: true,
-    livePeers: 3,
-    message: 'forwarding',
-    lastReport: stamp,
-  });
-  const applyEntry = (i: number, stamp: string) =>
-    kube.apply(
+  const agents = new Agents(kube);
+  // Round 0 (not measured): every agent reports once, as after its start. After: in its Lease, and the operator
+  // copies the reports into the prefix in one write.
+  if (design === 'before') await pool(n, (i) => agents.applyEntry(i, new Date().toISOString()));
+  else {
+    await pool(n, (i) => agents.renew(i));
+    await agents.operatorCopies(n);
+  }
+  const all = watchers(cp, design, n);
+  const base = await settle(all); // initial ADDED events of resourceVersion=0
+  const stamp = new Date(Date.now() + 1000).toISOString();
+  const secs =
+    design === 'before' ? await pool(n, (i) => agents.applyEntry(i, stamp)) : await pool(n, (i) => agents.renew(i));
+  const events = (await settle(all)) - base;
+  for (const w of all) w.close();
+  const size = await prefixSize(kube);
+  if (design === 'after') await pool(n, (i) => kube.delete(paths.lease(NS, agentLeaseName(nodeName(i)))));
+  return {
+    design,
+    nodes: n,
+    writes: n,
+    writesPerSec: Math.round(n / secs),
+    events,
+    prefixKB: size.kb,
+    managers: size.managers,
+  };
+}
+
+const nodeName = (i: number) => `node-${String(i).padStart(4, '0')}`;
+
+/** A simulated agent's status entry on the bench prefix. */
+const entry = (i: number, stamp: string) => ({
+  name: nodeName(i),
+  ready: true,
+  livePeers: 3,
+  message: 'forwarding',
+  lastReport: stamp,
+});
+
+/**
+ * The simulated agents' writes in either design. A class for the state the renewals share: each Lease's last
+ * resourceVersion (a renewal replaces the record it wrote last, as kube/leader.ts does).
+ */
+class Agents {
+  private readonly rvs: string[] = [];
+  constructor(private readonly kube: Kube) {}
+
+  /** before: agent i server-side applies its entry into the prefix's status, with its own field manager. */
+  applyEntry(i: number, stamp: string): Promise<unknown> {
+    return this.kube.apply(
       paths.prefixStatus('bench'),
       { apiVersion: API_VERSION, kind: KIND, metadata: { name: 'bench' }, status: { nodes: [entry(i, stamp)] } },
-      agentFieldManager(node(i)),
+      agentFieldManager(nodeName(i)),
       { force: true },
     );
-  const rvs: string[] = [];
-  const renew = async (i: number) => {
-    const name = agentLeaseName(node(i));
+  }
+
+  /** after: agent i creates, then renews, its node's Lease, which carries its reports. */
+  async renew(i: number): Promise<void> {
+    const name = agentLeaseName(nodeName(i));
     const reports = JSON.stringify({
       bench: { ready: true, livePeers: 3, message: 'forwarding', lastReport: '2026-11-28T05:00:00Z' },
     });
+    const rv = this.rvs[i];
     const body = {
       apiVersion: 'coordination.k8s.io/v1',
       kind: 'Lease',
@@ -143,22 +186,20 @@ async function run(cp: ControlPlane, kube: Kube, design: 'before' | 'after', n: 
         namespace: NS,
         labels: { 'app.kubernetes.io/component': 'agent-lease' },
         annotations: { [AGENT_REPORTS_ANNOTATION]: reports },
-        ...(rvs[i] ? { resourceVersion: rvs[i] } : {}),
+        ...(rv ? { resourceVersion: rv } : {}),
       },
-      spec: { holderIdentity: node(i), leaseDurationSeconds: 40, renewTime: microTime(new Date()) },
+      spec: { holderIdentity: nodeName(i), leaseDurationSeconds: 40, renewTime: microTime(new Date()) },
     };
-    const out = rvs[i]
-      ? await kube.replace<{ metadata: { resourceVersion: string } }>(paths.lease(NS, name), body)
-      : await kube.create<{ metadata: { resourceVersion: string } }>(paths.leases(NS), body);
-    rvs[i] = out.metadata.resourceVersion;
-  };
-  // Round 0 (not measured): every agent reports once, as after its start. After: in its Lease, and the operator
-  // copies the reports into the prefix in one write.
-  if (design === 'before') await pool(n, (i) => applyEntry(i, new Date().toISOString()));
-  else {
-    await pool(n, renew);
+    const out = rv
+      ? await this.kube.replace<{ metadata: { resourceVersion: string } }>(paths.lease(NS, name), body)
+      : await this.kube.create<{ metadata: { resourceVersion: string } }>(paths.leases(NS), body);
+    this.rvs[i] = out.metadata.resourceVersion;
+  }
+
+  /** after, round 0: the operator copies the n agents' reports into the prefix's status in one write. */
+  async operatorCopies(n: number): Promise<void> {
     const at = new Date().toISOString();
-    await kube.apply(
+    await this.kube.apply(
       paths.prefixStatus('bench'),
       {
         apiVersion: API_VERSION,
@@ -176,7 +217,10 @@ async function run(cp: ControlPlane, kube: Kube, design: 'before' | 'after', n: 
       { force: true },
     );
   }
-  // The watchers: the agents watch the prefixes (both designs); the operator watches prefixes and, after, Leases.
+}
+
+/** The watchers: the agents watch the prefixes (before only); the operator watches prefixes and, after, Leases. */
+function watchers(cp: ControlPlane, design: 'before' | 'after', n: number): Watcher[] {
   const agentWatchers =
     design === 'before'
       ? Array.from(
@@ -195,23 +239,44 @@ async function run(cp: ControlPlane, kube: Kube, design: 'before' | 'after', n: 
         ]
       : []),
   ];
-  const all = [...agentWatchers, ...operatorWatchers];
-  const base = await settle(all); // initial ADDED events of resourceVersion=0
-  const stamp = new Date(Date.now() + 1000).toISOString();
-  const secs = design === 'before' ? await pool(n, (i) => applyEntry(i, stamp)) : await pool(n, renew);
-  const events = (await settle(all)) - base;
-  for (const w of all) w.close();
-  const size = await prefixSize(kube);
-  if (design === 'after') await pool(n, (i) => kube.delete(paths.lease(NS, agentLeaseName(node(i)))));
-  return {
-    design,
-    nodes: n,
-    writes: n,
-    writesPerSec: Math.round(n / secs),
-    events,
-    prefixKB: size.kb,
-    managers: size.managers,
-  };
+  return [...agentWatchers, ...operatorWatchers];
+}
+
+/** The prefix CRD (waited for until Established) and the namespace of the agents' Leases. */
+async function setUp(kube: Kube): Promise<void> {
+  for (const f of ['sixbed4.io_sixbed4prefixes.yaml']) {
+    await kube.create(
+      '/apis/apiextensions.k8s.io/v1/customresourcedefinitions',
+      parseYaml(readFileSync(join(repoRoot(), 'crds', f), 'utf8')),
+    );
+  }
+  await kube.create('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });
+  for (let i = 0; i < 100; i++) {
+    const crd = await kube.get<{ status?: { conditions?: { type: string; status: string }[] } }>(
+      '/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sixbed4prefixes.sixbed4.io',
+    );
+    if (crd?.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True')) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** The table: per design and node count, writes, watch events per round, the prefix object's size and managers. */
+function printRows(rows: Row[]): void {
+  console.log('\ndesign  nodes  writes/round  writes/s  watch events/round  prefix object  managedFields');
+  for (const r of rows) {
+    if (r.failed) {
+      console.log(
+        `${r.design.padEnd(7)} ${String(r.nodes).padStart(5)}  the round did not complete: a write ${r.failed} (the API server was saturated)`,
+      );
+      continue;
+    }
+    console.log(
+      `${r.design.padEnd(7)} ${String(r.nodes).padStart(5)}  ${String(r.writes).padStart(12)}  ${String(r.writesPerSec).padStart(8)}  ${String(r.events).padStart(18)}  ${`${r.prefixKB} KB`.padStart(13)}  ${String(r.managers).padStart(13)}`,
+    );
+  }
+  console.log(
+    `\n(before, at more than ${MAX_BEFORE} nodes: not run; one round would send N² copies of a prefix object that grows with N)`,
+  );
 }
 
 async function main(): Promise<void> {
@@ -226,20 +291,7 @@ async function main(): Promise<void> {
   const cp = await startControlPlane();
   try {
     const kube = new Kube(cp.kubeConfig(), 'bench');
-    for (const f of ['sixbed4.io_sixbed4prefixes.yaml']) {
-      await kube.create(
-        '/apis/apiextensions.k8s.io/v1/customresourcedefinitions',
-        parseYaml(readFileSync(join(repoRoot(), 'crds', f), 'utf8')),
-      );
-    }
-    await kube.create('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } });
-    for (let i = 0; i < 100; i++) {
-      const crd = await kube.get<{ status?: { conditions?: { type: string; status: string }[] } }>(
-        '/apis/apiextensions.k8s.io/v1/customresourcedefinitions/sixbed4prefixes.sixbed4.io',
-      );
-      if (crd?.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True')) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await setUp(kube);
     const rows: Row[] = [];
     for (const n of sizes) {
       for (const design of ['before', 'after'] as const) {
@@ -263,21 +315,7 @@ async function main(): Promise<void> {
         }
       }
     }
-    console.log('\ndesign  nodes  writes/round  writes/s  watch events/round  prefix object  managedFields');
-    for (const r of rows) {
-      if (r.failed) {
-        console.log(
-          `${r.design.padEnd(7)} ${String(r.nodes).padStart(5)}  the round did not complete: a write ${r.failed} (the API server was saturated)`,
-        );
-        continue;
-      }
-      console.log(
-        `${r.design.padEnd(7)} ${String(r.nodes).padStart(5)}  ${String(r.writes).padStart(12)}  ${String(r.writesPerSec).padStart(8)}  ${String(r.events).padStart(18)}  ${`${r.prefixKB} KB`.padStart(13)}  ${String(r.managers).padStart(13)}`,
-      );
-    }
-    console.log(
-      `\n(before, at more than ${MAX_BEFORE} nodes: not run; one round would send N² copies of a prefix object that grows with N)`,
-    );
+    printRows(rows);
   } finally {
     await cp.stop();
   }

@@ -35,7 +35,7 @@ import { readLinks, readSink, readUdpSnmp, type Role, type SinkId } from './topo
 const GENERATOR = fileURLToPath(new URL('./generator.js', import.meta.url));
 
 export type Direction = '4→6' | '6→4';
-export type Group = 'ceiling' | 'kernel' | 'router' | 'fast' | 'direct' | 'batch' | 'workers' | 'peers';
+export type Group = 'ceiling' | 'kernel' | 'router' | 'fast' | 'stock' | 'direct' | 'batch' | 'workers' | 'peers';
 
 export interface Spec {
   group: Group;
@@ -220,31 +220,8 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
     lossCounters(rtr),
     ctx.router?.metrics ? readRouterCounters(rtr) : Promise.resolve(undefined),
   ]);
-
-  // Slack after the window: on a loaded machine reading the counters at its start can take most of a second.
-  const durationMs = warmupMs + windowMs + 1000;
-  const cfg = { ...spec.gen, durationMs, maxPackets: Math.ceil(durationMs * 5000) } as GenConfig;
-  const argv = [process.execPath, GENERATOR, JSON.stringify(cfg)];
-  const gen: Proc = ctx.ns[spec.genNs].spawn(
-    ctx.timing.genCpus !== undefined ? ['taskset', '-c', ctx.timing.genCpus, ...argv] : argv,
-  );
-  let a: Sample, b: Sample, genResult: GenResult | undefined;
   const wantBpf = !!spec.bpfStats && !!ctx.router;
-  let bpfA: BpfProgStats[] = [],
-    bpfB: BpfProgStats[] = [];
-  try {
-    await gen.waitFor(/^sending /, 15_000);
-    await sleep(warmupMs);
-    a = await sample(ctx, spec, gen.pid);
-    if (wantBpf) bpfA = await routerBpfStats(ctx.router!.pid);
-    await sleep(windowMs);
-    b = await sample(ctx, spec, gen.pid);
-    if (wantBpf) bpfB = await routerBpfStats(ctx.router!.pid);
-    const line = await gen.waitFor(/^result /, durationMs + 10_000);
-    genResult = JSON.parse(line.slice('result '.length)) as GenResult;
-  } finally {
-    await gen.stop('SIGKILL', 2000);
-  }
+  const w = await runWindow(ctx, spec, warmupMs, windowMs, wantBpf);
   // Let queues (socket buffers, TUN rings) empty before the totals.
   await sleep(250);
   const [end, lossEnd, ctrEnd, neighbours] = await Promise.all([
@@ -256,6 +233,76 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
   ]);
   const memory = ctx.router ? processMemory(ctx.router.pid) : null;
 
+  const row = windowRow(spec, w, base, end, counterDelta(lossBase, lossEnd), neighbours);
+  const { a, b } = w;
+  const routerUser = a.rtrCpu && b.rtrCpu ? b.rtrCpu.user - a.rtrCpu.user : null;
+  const routerSystem = a.rtrCpu && b.rtrCpu ? b.rtrCpu.system - a.rtrCpu.system : null;
+  if (ctx.router && routerUser !== null && routerSystem !== null) {
+    // A router without metrics (the stock one) has its CPU and memory figures; what it forwarded the sinks count.
+    const none = { forwarded: {}, byPath: {}, passed: {}, dropped: {} };
+    const [c0, c1] = ctrBase && ctrEnd ? [ctrBase, ctrEnd] : [none, none];
+    const recvWindow = b.recv.value - a.recv.value;
+    row.router = routerFigures(routerUser, routerSystem, recvWindow, row.windowS, memory, c0, c1);
+  }
+  if (wantBpf) {
+    row.bpf = await bpfRows(rtr, w.bpfA, w.bpfB, b.recv.value - a.recv.value);
+    row.bpfWindowPps = row.pps;
+    row.bpfWindowPathUs = row.pathUsPerPkt;
+  }
+  return row;
+}
+
+/** One measurement window: its samples at start (a) and end (b), the generator's result, the BPF statistics. */
+interface Window {
+  a: Sample;
+  b: Sample;
+  genResult?: GenResult;
+  bpfA: BpfProgStats[];
+  bpfB: BpfProgStats[];
+}
+
+/**
+ * Runs the spec's generator (pinned where timing says) for the warm-up and the window, samples at both ends of the
+ * window, and waits for the generator's result; the generator is killed whatever happens.
+ */
+async function runWindow(ctx: Ctx, spec: Spec, warmupMs: number, windowMs: number, wantBpf: boolean): Promise<Window> {
+  // Slack after the window: on a loaded machine reading the counters at its start can take most of a second.
+  const durationMs = warmupMs + windowMs + 1000;
+  const cfg = { ...spec.gen, durationMs, maxPackets: Math.ceil(durationMs * 5000) } as GenConfig;
+  const argv = [process.execPath, GENERATOR, JSON.stringify(cfg)];
+  const gen: Proc = ctx.ns[spec.genNs].spawn(
+    ctx.timing.genCpus !== undefined ? ['taskset', '-c', ctx.timing.genCpus, ...argv] : argv,
+  );
+  let bpfA: BpfProgStats[] = [],
+    bpfB: BpfProgStats[] = [];
+  try {
+    await gen.waitFor(/^sending /, 15_000);
+    await sleep(warmupMs);
+    const a = await sample(ctx, spec, gen.pid);
+    if (wantBpf) bpfA = await routerBpfStats(ctx.router!.pid);
+    await sleep(windowMs);
+    const b = await sample(ctx, spec, gen.pid);
+    if (wantBpf) bpfB = await routerBpfStats(ctx.router!.pid);
+    const line = await gen.waitFor(/^result /, durationMs + 10_000);
+    const genResult = JSON.parse(line.slice('result '.length)) as GenResult;
+    return { a, b, genResult, bpfA, bpfB };
+  } finally {
+    await gen.stop('SIGKILL', 2000);
+  }
+}
+
+/**
+ * A row's figures without the router's: rates over the window (a to b), totals over the whole run (base to end),
+ * and where the CPU went in the window.
+ */
+function windowRow(
+  spec: Spec,
+  { a, b, genResult }: Window,
+  base: Sample,
+  end: Sample,
+  lossAt: Record<string, number>,
+  neighbours: number,
+): Row {
   const recvWindow = b.recv.value - a.recv.value;
   const pps = recvWindow / ((b.recv.t - a.recv.t) / 1000);
   const sentPps = (b.sent.value - a.sent.value) / ((b.sent.t - a.sent.t) / 1000);
@@ -267,7 +314,7 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
   const sentWindow = b.sent.value - a.sent.value;
   const softirqdS = b.softirqd - a.softirqd;
   const genCpuS = a.genCpu && b.genCpu ? b.genCpu.user + b.genCpu.system - a.genCpu.user - a.genCpu.system : null;
-  const row: Row = {
+  return {
     group: spec.group,
     name: spec.name,
     direction: spec.direction,
@@ -308,37 +355,44 @@ export async function measure(ctx: Ctx, spec: Spec): Promise<Row> {
     sysUsPerPkt: recvWindow > 0 ? (busySeconds(a.cpus, b.cpus) * 1e6) / recvWindow : NaN,
     cpu0UsPerPkt: recvWindow > 0 ? (busySeconds(a.cpus.slice(0, 1), b.cpus.slice(0, 1)) * 1e6) / recvWindow : NaN,
     cpus: cpuUsage(a.cpus, b.cpus),
-    lossAt: counterDelta(lossBase, lossEnd),
+    lossAt,
     neighbours,
     ...(genResult ? { generator: genResult } : {}),
     windowS,
   };
-  if (ctx.router && routerUser !== null && routerSystem !== null) {
-    // A router without metrics (the stock one) has its CPU and memory figures; what it forwarded the sinks count.
-    const none = { forwarded: {}, byPath: {}, passed: {}, dropped: {} };
-    const [c0, c1] = ctrBase && ctrEnd ? [ctrBase, ctrEnd] : [none, none];
-    const dropped = counterDelta(c0.dropped, c1.dropped);
-    const perPkt = (s: number) => (recvWindow > 0 ? (s * 1e6) / recvWindow : NaN);
-    row.router = {
-      cpuPct: (100 * (routerUser + routerSystem)) / windowS,
-      usPerPkt: perPkt(routerUser + routerSystem),
-      userUsPerPkt: perPkt(routerUser),
-      systemUsPerPkt: perPkt(routerSystem),
-      rssMB: (memory?.rss ?? NaN) / 2 ** 20,
-      peakRssMB: (memory?.hwm ?? NaN) / 2 ** 20,
-      forwarded: counterDelta(c0.forwarded, c1.forwarded),
-      byPath: counterDelta(c0.byPath, c1.byPath),
-      passed: counterDelta(c0.passed, c1.passed),
-      dropped,
-      droppedTotal: Object.values(dropped).reduce((x, y) => x + y, 0),
-    };
-  }
-  if (wantBpf) {
-    row.bpf = await bpfRows(rtr, bpfA, bpfB, recvWindow);
-    row.bpfWindowPps = pps;
-    row.bpfWindowPathUs = row.pathUsPerPkt;
-  }
-  return row;
+}
+
+/** The counters routerFigures reads (all empty for a router without metrics). */
+type RouterCounters = Pick<
+  Awaited<ReturnType<typeof readRouterCounters>>,
+  'forwarded' | 'byPath' | 'passed' | 'dropped'
+>;
+
+/** The router's part of a row: its CPU in the window per packet delivered, its memory, its counters over the run. */
+function routerFigures(
+  routerUser: number,
+  routerSystem: number,
+  recvWindow: number,
+  windowS: number,
+  memory: ReturnType<typeof processMemory>,
+  ctrBase: RouterCounters,
+  ctrEnd: RouterCounters,
+): NonNullable<Row['router']> {
+  const dropped = counterDelta(ctrBase.dropped, ctrEnd.dropped);
+  const perPkt = (s: number) => (recvWindow > 0 ? (s * 1e6) / recvWindow : NaN);
+  return {
+    cpuPct: (100 * (routerUser + routerSystem)) / windowS,
+    usPerPkt: perPkt(routerUser + routerSystem),
+    userUsPerPkt: perPkt(routerUser),
+    systemUsPerPkt: perPkt(routerSystem),
+    rssMB: (memory?.rss ?? NaN) / 2 ** 20,
+    peakRssMB: (memory?.hwm ?? NaN) / 2 ** 20,
+    forwarded: counterDelta(ctrBase.forwarded, ctrEnd.forwarded),
+    byPath: counterDelta(ctrBase.byPath, ctrEnd.byPath),
+    passed: counterDelta(ctrBase.passed, ctrEnd.passed),
+    dropped,
+    droppedTotal: Object.values(dropped).reduce((x, y) => x + y, 0),
+  };
 }
 
 async function bpfRows(rtr: Netns, a: BpfProgStats[], b: BpfProgStats[], packets: number): Promise<BpfRow[]> {

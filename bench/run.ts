@@ -33,7 +33,7 @@ import {
   type SinkId,
 } from './topology.js';
 
-const GROUPS: Group[] = ['ceiling', 'kernel', 'router', 'fast', 'direct', 'batch', 'workers', 'peers'];
+const GROUPS: Group[] = ['ceiling', 'kernel', 'router', 'fast', 'stock', 'direct', 'batch', 'workers', 'peers'];
 /** Groups outside the packets-per-second table: the flood scenario (bench/flood.ts), bulk TCP (bench/bulk.ts). */
 const EXTRA_GROUPS = ['flood', 'bulk'] as const;
 const ALL_GROUPS: readonly string[] = [...GROUPS, ...EXTRA_GROUPS];
@@ -232,8 +232,20 @@ function routerSpec(
 
 // --- running it ---------------------------------------------------------------
 
+type Options = ReturnType<typeof options>;
+
+/** What this host and this router build offer, found once before anything is measured. */
+interface Host {
+  /** generators and the router on CPUs of their own (2+ CPUs and taskset) */
+  pin: boolean;
+  workersFlag: boolean;
+  fastFlag: boolean;
+  /** tx checksum offload can be switched (the fast rows need full checksums) */
+  ethtool: boolean;
+}
+
 async function main(): Promise<number> {
-  let opt: ReturnType<typeof options>;
+  let opt: Options;
   try {
     opt = options();
   } catch (e) {
@@ -248,15 +260,29 @@ async function main(): Promise<number> {
     return 1;
   }
 
-  const pin = cpus().length >= 2 && findSystemTool('taskset') !== null;
-  const workersFlag = await routerHasFlag('--workers');
-  const fastFlag = await routerHasFlag('--fast-path');
-  const ethtool = findSystemTool('ethtool') !== null;
-  const timing: Timing = {
-    warmupMs: opt.warmupS * 1000,
-    windowMs: opt.windowS * 1000,
-    ...(pin ? { genCpus: '1' } : {}),
+  const host: Host = {
+    pin: cpus().length >= 2 && findSystemTool('taskset') !== null,
+    workersFlag: await routerHasFlag('--workers'),
+    fastFlag: await routerHasFlag('--fast-path'),
+    ethtool: findSystemTool('ethtool') !== null,
   };
+  const setup = describeSetup(opt, host);
+  for (const l of setupLines(setup)) process.stdout.write(`${l}\n`);
+  process.stdout.write('\n');
+
+  const t0 = Date.now();
+  const rows = await measureRows(opt, host);
+  if (!rows) return 1;
+  // The flood and bulk TCP build their own networks (the lab's reference topology), after the one above is gone.
+  const flood = opt.flood ? await floodRows(opt.windowS) : [];
+  const bulk: BulkRow[] = opt.bulk
+    ? await runBulk({ durationS: opt.windowS >= 3 ? 8 : 4 }, (s) => process.stderr.write(s))
+    : [];
+  return report(opt, setup, t0, rows, flood, bulk);
+}
+
+/** The setup block printed first and kept in the JSON: machine, pinning, checksums, and notes on what is missing. */
+function describeSetup(opt: Options, { pin, workersFlag, fastFlag, ethtool }: Host): Setup {
   const host = hostSetup();
   const setup: Setup = {
     ...host,
@@ -286,14 +312,20 @@ async function main(): Promise<number> {
   if (!workersFlag) setup.notes.push('this router has no --workers flag: the workers rows are not available');
   if (!fastFlag && opt.groups.has('fast'))
     setup.notes.push('this router has no --fast-path flag: the fast rows are not available');
-  for (const l of setupLines(setup)) process.stdout.write(`${l}\n`);
-  process.stdout.write('\n');
+  return setup;
+}
 
+/**
+ * The packets-per-second rows, on the bench's own namespaces. Every namespace and the router go at the end, on
+ * failure, on Ctrl-C and at the hard time limit. Undefined when the run failed (said on stderr).
+ */
+async function measureRows(opt: Options, host: Host): Promise<Row[] | undefined> {
+  const rows: Row[] = [];
   let net: BenchNet | undefined;
-  let router: RunningBenchRouter | undefined;
+  let bench: RowBench | undefined;
   const cleanup = async () => {
     bpfStats.restore();
-    await router?.stop().catch(() => {});
+    await bench?.stopRouter();
     await net?.destroy();
   };
   const onSignal = (sig: NodeJS.Signals) => {
@@ -308,231 +340,341 @@ async function main(): Promise<number> {
   }, HARD_LIMIT_MS);
   watchdog.unref();
 
-  const rows: Row[] = [];
-  const t0 = Date.now();
   try {
-    net = await buildBenchNet(pin && opt.rps ? { rps: { routerCpu: 0, otherCpu: 1 } } : {});
-    const ctx: Ctx = newCtx(net.ns, timing);
-    // Full UDP checksums from the generators (see topology.ts), for every row unless --tx-offload.
-    let txOn = true;
-    const txChecksum = async (on: boolean) => {
-      if (!ethtool || on === txOn) return;
-      await setTxChecksum(net!.ns, on);
-      const now = await txChecksumState(net!.ns);
-      if (Object.values(now).some((x) => x !== on))
-        throw new Error(`ethtool -K tx ${on ? 'on' : 'off'} did not take: ${JSON.stringify(now)}`);
-      txOn = on;
+    net = await buildBenchNet(host.pin && opt.rps ? { rps: { routerCpu: 0, otherCpu: 1 } } : {});
+    const timing: Timing = {
+      warmupMs: opt.warmupS * 1000,
+      windowMs: opt.windowS * 1000,
+      ...(host.pin ? { genCpus: '1' } : {}),
     };
-    await txChecksum(opt.txOffload);
-    // This machine may be shared: a window in which other jobs took a good
-    // part of a CPU is measured again (within a budget), and the quietest kept.
-    let retriesLeft = opt.retries;
-    const run = async (spec: Spec) => {
-      process.stderr.write(`  ${spec.name} ${spec.size} B ... `);
-      let row: Row | undefined;
-      try {
-        for (let attempt = 0; ; attempt++) {
-          if (ctx.router && !ctx.router.proc.running)
-            throw new Error(`the router exited: ${lastLine(ctx.router.proc.output())}`);
-          const r = await measure(ctx, spec);
-          // A window without a path figure (the generator's CPU could not be read at its end) counts as the worst.
-          const whole = (x: Row) => Number.isFinite(x.pathUsPerPkt);
-          if (!row || (whole(r) && !whole(row)) || (whole(r) === whole(row) && r.otherCpuPct < row.otherCpuPct))
-            row = r;
-          process.stderr.write(`${Math.round(r.pps).toLocaleString('en-US')} pps`);
-          if ((r.otherCpuPct <= INTERFERENCE_PCT && whole(r)) || retriesLeft === 0 || attempt === RETRIES_PER_ROW)
-            break;
-          retriesLeft--;
-          process.stderr.write(
-            whole(r)
-              ? ` (other jobs took ${r.otherCpuPct.toFixed(0)}% of a CPU: again) ... `
-              : ' (the generator ended before the window: again) ... ',
-          );
-        }
-        process.stderr.write('\n');
-      } catch (e) {
-        row = failedRow(spec, (e as Error).message.split('\n')[0]!);
-        process.stderr.write(`failed: ${row.error}\n`);
-      }
-      rows.push(row);
-    };
-    /**
-     * Runs specs against one router; if it does not start, says so in their rows and carries on (a router that
-     * refuses --fast-path on on this kernel makes its rows "not available", with its reason).
-     */
-    const withRouter = async (s: RouterSetup, specs: Spec[], each: (spec: Spec) => Promise<void> = run) => {
-      if (specs.length === 0) return;
-      try {
-        router = await startBenchRouter(net!.ns.rtr, s);
-      } catch (e) {
-        const why = lastLine((e as Error).message);
-        const msg =
-          s.fastPath && /--fast-path on:/.test(why) ? `not available: ${why}` : `the router did not start: ${why}`;
-        process.stderr.write(`  ${msg}\n`);
-        for (const spec of specs) rows.push(failedRow(spec, msg));
-        return;
-      }
-      ctx.router = router;
-      try {
-        for (const spec of specs) await each(spec);
-      } finally {
-        delete ctx.router;
-        await router.stop();
-        router = undefined;
-      }
-    };
-    const has = (g: Group) => opt.groups.has(g);
-    const one = workersFlag ? { workers: 1 } : {};
-    const cpu0 = pin ? { cpus: '0' } : {};
-
-    if (has('ceiling')) {
-      await addCeilingSink(net.ns.rtr);
-      try {
-        for (const size of opt.sizes) {
-          await run(udpSpec('ceiling', 'ceiling: UDP generator → next ns', size, 'ceilUdp'));
-          await run(tunSpec('ceiling', 'ceiling: TUN generator → next ns', size, 'ceilTun'));
-        }
-      } finally {
-        await removeCeilingSink(net.ns.rtr);
-      }
-    }
-    if (has('kernel')) {
-      for (const size of opt.sizes) {
-        await run(udpSpec('kernel', 'kernel IPv4 forwarding (UDP gen)', size, 'v4Ref', 1, NET.ispV4, 9));
-        await run(tunSpec('kernel', 'kernel IPv6 forwarding (TUN gen)', size, 'v6Ref', 1, NET.peerV6));
-      }
-    }
-    // Workers are compared on traffic they can spread: several 4→6 flows, 6→4 to many peers.
-    const MANY = { flows: 16, peers: 1_000 };
-    {
-      const s: RouterSetup = { batch: 64, ...one, ...cpu0 };
-      const specs: Spec[] = [];
-      if (has('router')) {
-        for (const size of opt.sizes)
-          specs.push(routerSpec('router', '4→6', size, s), routerSpec('router', '6→4', size, s));
-      }
-      if (has('peers')) {
-        // 6→4: the 1-peer figure is the main 48-byte row when that is measured.
-        if (!has('router') || !opt.sizes.includes(48)) specs.push(routerSpec('peers', '6→4', 48, s));
-        for (const peers of [1_000, 100_000]) specs.push(routerSpec('peers', '6→4', 48, s, { peers }));
-        // 4→6 from many peers needs the TUN generator, for 1 peer too (same generator, same cost).
-        for (const peers of [1, 1_000, 100_000]) specs.push(routerSpec('peers', '4→6', 48, s, { peers }));
-      }
-      if (has('workers') && workersFlag) {
-        specs.push(routerSpec('workers', '4→6', 48, s, { flows: MANY.flows }));
-        if (!has('peers')) specs.push(routerSpec('workers', '6→4', 48, s, { peers: MANY.peers }));
-      }
-      await withRouter(s, specs);
-    }
-    if (has('fast')) {
-      // The same rows as the router's, with --fast-path on: whatever each direction does with the flag, the row
-      // says (from the router's metrics) which path its packets took. The fast path needs full UDP checksums.
-      const s: RouterSetup = { batch: 64, ...one, ...cpu0, fastPath: true };
-      const specs: Spec[] = [];
-      for (const size of opt.sizes) specs.push(routerSpec('fast', '4→6', size, s), routerSpec('fast', '6→4', size, s));
-      if (!fastFlag) {
-        for (const spec of specs) rows.push(failedRow(spec, 'not available: the router has no --fast-path flag'));
-      } else {
-        await txChecksum(false);
-        try {
-          await withRouter(s, specs, async (spec) => {
-            await run(spec);
-            const row = rows[rows.length - 1]!;
-            if (row.error) return;
-            // Then one more window with the kernel's BPF run statistics on (they add two clock reads per run,
-            // so they stay off in the measurement above): ns per packet inside the router's programs.
-            process.stderr.write(`    the same with kernel.bpf_stats_enabled=1 ... `);
-            try {
-              bpfStats.enable();
-              const r = await measure(ctx, { ...spec, bpfStats: true });
-              row.bpf = r.bpf ?? [];
-              row.bpfWindowPps = r.pps;
-              row.bpfWindowPathUs = r.pathUsPerPkt;
-              process.stderr.write(
-                `${Math.round(r.pps).toLocaleString('en-US')} pps; ` +
-                  `${(r.bpf ?? []).map((p) => `${p.name} ${Number.isFinite(p.nsPerRun) ? p.nsPerRun.toFixed(0) : '-'} ns/run`).join(', ') || 'no BPF program'}\n`,
-              );
-            } catch (e) {
-              process.stderr.write(`failed: ${(e as Error).message.split('\n')[0]}\n`);
-            } finally {
-              bpfStats.restore();
-            }
-          });
-        } finally {
-          await txChecksum(opt.txOffload);
-        }
-      }
-    }
-    if (has('direct') && fastFlag) {
-      // The route-lookup variant of 4→6 (from-peers sends to the FIB's egress, no second receive pass): in the
-      // fast rows, so the summary and the goal line give its ratio to kernel forwarding beside the others'.
-      const s: RouterSetup = { batch: 64, ...one, ...cpu0, fastPath: 'direct' };
-      await txChecksum(false);
-      try {
-        await withRouter(
-          s,
-          opt.sizes.map((size) => routerSpec('fast', '4→6', size, s)),
-        );
-      } finally {
-        await txChecksum(opt.txOffload);
-      }
-    }
-    if (has('batch')) {
-      const s: RouterSetup = { batch: 1, ...one, ...cpu0 };
-      await withRouter(s, [routerSpec('batch', '4→6', 48, s), routerSpec('batch', '6→4', 48, s)]);
-    }
-    if (has('workers')) {
-      // Two workers need both CPUs, so they share CPU 1 with the generator.
-      const s: RouterSetup = { batch: 64, workers: 2 };
-      const specs = [
-        routerSpec('workers', '4→6', 48, s, { flows: MANY.flows }),
-        routerSpec('workers', '6→4', 48, s, { peers: MANY.peers }),
-      ];
-      if (workersFlag) await withRouter(s, specs);
-      else for (const spec of specs) rows.push(failedRow(spec, 'not available: the router has no --workers flag'));
-    }
+    bench = new RowBench(opt, host, net, newCtx(net.ns, timing), rows);
+    await bench.measureAll();
   } catch (e) {
     process.stderr.write(`bench: ${(e as Error).message}\n`);
-    return 1;
+    return undefined;
   } finally {
     await cleanup();
     clearTimeout(watchdog);
   }
+  return rows;
+}
 
-  // The flood builds its own network (the lab's reference topology), after the one above is gone.
-  const flood: FloodRow[] = [];
-  if (opt.flood) {
-    const durationS = opt.windowS >= 3 ? 10 : 3;
-    const runs: { name: string; o: Parameters<typeof runFlood>[0] }[] = [8, 1].map((sockets) => ({
-      name: `flood (--sockets ${sockets})`,
-      o: { durationS, routerArgs: ['--sockets', String(sockets)], tag: 'bflood' },
-    }));
-    // Many sources (the issue's measurement): up to a million datagrams from two flooders, the peer pinging 15 s
-    // around them; the TypeScript path, then the fast path.
-    for (const fastPath of [false, true]) {
-      runs.push({
-        name: `many sources${fastPath ? ', fast path' : ''}`,
-        o: { durationS: 5, maxPackets: 1_000_000, spoof: true, fastPath, flooders: 2, pingS: 15, tag: 'bfloodm' },
-      });
-    }
-    for (const { name, o } of runs) {
-      process.stderr.write(`  ${name}, ... `);
-      try {
-        const result = await runFlood(o);
-        flood.push({ name, result });
-        process.stderr.write(`loss ${result.lossPct.toFixed(1)}%\n`);
-      } catch (e) {
-        flood.push({ name, error: (e as Error).message.split('\n')[0]! });
-        process.stderr.write(`failed: ${(e as Error).message}\n`);
+/** Workers are compared on traffic they can spread: several 4→6 flows, 6→4 to many peers. */
+const MANY = { flows: 16, peers: 1_000 };
+
+/**
+ * One run of the packets-per-second rows on one bench network: the groups in their order, each measured with
+ * retries, the router started and stopped per router setup, tx checksum offload switched for the fast rows.
+ * A class because those share state: the rows so far, the retry budget, the running router, the offload setting.
+ */
+class RowBench {
+  private router: RunningBenchRouter | undefined;
+  /** tx checksum offload as it is now on the generators' veths and the router's uplink (on as the veths come) */
+  private txOn = true;
+  private retriesLeft: number;
+  /** router setups: batch 64, and one worker and pinned to CPU 0 where there is the flag and the CPU */
+  private readonly one: { workers?: number };
+  private readonly cpu0: { cpus?: string };
+
+  constructor(
+    private readonly opt: Options,
+    private readonly host: Host,
+    private readonly net: BenchNet,
+    private readonly ctx: Ctx,
+    private readonly rows: Row[],
+  ) {
+    this.retriesLeft = opt.retries;
+    this.one = host.workersFlag ? { workers: 1 } : {};
+    this.cpu0 = host.pin ? { cpus: '0' } : {};
+  }
+
+  private has(g: Group): boolean {
+    return this.opt.groups.has(g);
+  }
+
+  async measureAll(): Promise<void> {
+    // Full UDP checksums from the generators (see topology.ts), for every row unless --tx-offload.
+    await this.txChecksum(this.opt.txOffload);
+    if (this.has('ceiling')) await this.ceilingRows();
+    if (this.has('kernel')) await this.kernelRows();
+    await this.routerRows();
+    if (this.has('fast')) await this.fastRows();
+    if (this.has('stock')) await this.stockRows();
+    if (this.has('direct') && this.host.fastFlag) await this.directRows();
+    if (this.has('batch')) await this.batchRows();
+    if (this.has('workers')) await this.workersRows();
+  }
+
+  /** Stops the router if one runs (cleanup on failure or a signal). */
+  async stopRouter(): Promise<void> {
+    await this.router?.stop().catch(() => {});
+  }
+
+  // --- the row groups
+
+  /** Each generator straight into the next namespace: what the generators can send at all. */
+  private async ceilingRows(): Promise<void> {
+    await addCeilingSink(this.net.ns.rtr);
+    try {
+      for (const size of this.opt.sizes) {
+        await this.run(udpSpec('ceiling', 'ceiling: UDP generator → next ns', size, 'ceilUdp'));
+        await this.run(tunSpec('ceiling', 'ceiling: TUN generator → next ns', size, 'ceilTun'));
       }
+    } finally {
+      await removeCeilingSink(this.net.ns.rtr);
     }
   }
 
-  // Bulk TCP builds its own network too.
-  const bulk: BulkRow[] = opt.bulk
-    ? await runBulk({ durationS: opt.windowS >= 3 ? 8 : 4 }, (s) => process.stderr.write(s))
-    : [];
+  /** The kernel forwarding the same generators' traffic: the reference the router's rows are compared with. */
+  private async kernelRows(): Promise<void> {
+    for (const size of this.opt.sizes) {
+      await this.run(udpSpec('kernel', 'kernel IPv4 forwarding (UDP gen)', size, 'v4Ref', 1, NET.ispV4, 9));
+      await this.run(tunSpec('kernel', 'kernel IPv6 forwarding (TUN gen)', size, 'v6Ref', 1, NET.peerV6));
+    }
+  }
 
+  /** The router's main rows, its peers rows and its one-worker workers rows: one router setup, one start. */
+  private async routerRows(): Promise<void> {
+    const s: RouterSetup = { batch: 64, ...this.one, ...this.cpu0 };
+    const specs: Spec[] = [];
+    if (this.has('router')) {
+      for (const size of this.opt.sizes)
+        specs.push(routerSpec('router', '4→6', size, s), routerSpec('router', '6→4', size, s));
+    }
+    if (this.has('peers')) {
+      // 6→4: the 1-peer figure is the main 48-byte row when that is measured.
+      if (!this.has('router') || !this.opt.sizes.includes(48)) specs.push(routerSpec('peers', '6→4', 48, s));
+      for (const peers of [1_000, 100_000]) specs.push(routerSpec('peers', '6→4', 48, s, { peers }));
+      // 4→6 from many peers needs the TUN generator, for 1 peer too (same generator, same cost).
+      for (const peers of [1, 1_000, 100_000]) specs.push(routerSpec('peers', '4→6', 48, s, { peers }));
+    }
+    if (this.has('workers') && this.host.workersFlag) {
+      specs.push(routerSpec('workers', '4→6', 48, s, { flows: MANY.flows }));
+      if (!this.has('peers')) specs.push(routerSpec('workers', '6→4', 48, s, { peers: MANY.peers }));
+    }
+    await this.withRouter(s, specs);
+  }
+
+  /**
+   * The stock C router (test/stock/6bed4, built as the interop tests build it) on the same address, /64 and
+   * generators: the reference "as installed, at most half the stock router's CPU per packet" is measured against.
+   */
+  private async stockRows(): Promise<void> {
+    const s: RouterSetup = { batch: 64, ...this.cpu0, stock: true };
+    const specs: Spec[] = [];
+    for (const size of this.opt.sizes)
+      for (const dir of ['4→6', '6→4'] as const) {
+        const { batch: _batch, ...spec } = routerSpec('stock', dir, size, s);
+        specs.push({ ...spec, name: `stock 6bed4router ${dir}` });
+      }
+    await this.withRouter(s, specs);
+  }
+
+  /**
+   * The same rows as the router's, with --fast-path on: whatever each direction does with the flag, the row says
+   * (from the router's metrics) which path its packets took. The fast path needs full UDP checksums.
+   */
+  private async fastRows(): Promise<void> {
+    const s: RouterSetup = { batch: 64, ...this.one, ...this.cpu0, fastPath: true };
+    const specs: Spec[] = [];
+    for (const size of this.opt.sizes)
+      specs.push(routerSpec('fast', '4→6', size, s), routerSpec('fast', '6→4', size, s));
+    if (!this.host.fastFlag) {
+      for (const spec of specs) this.rows.push(failedRow(spec, 'not available: the router has no --fast-path flag'));
+      return;
+    }
+    await this.withFullChecksums(() =>
+      this.withRouter(s, specs, async (spec) => {
+        const row = await this.run(spec);
+        if (!row.error) await this.bpfWindow(spec, row);
+      }),
+    );
+  }
+
+  /**
+   * One more window of a fast row with the kernel's BPF run statistics on (they add two clock reads per run, so
+   * they stay off in the row's own measurement): ns per packet inside the router's programs, added to the row.
+   */
+  private async bpfWindow(spec: Spec, row: Row): Promise<void> {
+    process.stderr.write(`    the same with kernel.bpf_stats_enabled=1 ... `);
+    try {
+      bpfStats.enable();
+      const r = await measure(this.ctx, { ...spec, bpfStats: true });
+      row.bpf = r.bpf ?? [];
+      row.bpfWindowPps = r.pps;
+      row.bpfWindowPathUs = r.pathUsPerPkt;
+      process.stderr.write(
+        `${Math.round(r.pps).toLocaleString('en-US')} pps; ` +
+          `${(r.bpf ?? []).map((p) => `${p.name} ${Number.isFinite(p.nsPerRun) ? p.nsPerRun.toFixed(0) : '-'} ns/run`).join(', ') || 'no BPF program'}\n`,
+      );
+    } catch (e) {
+      process.stderr.write(`failed: ${(e as Error).message.split('\n')[0]}\n`);
+    } finally {
+      bpfStats.restore();
+    }
+  }
+
+  /**
+   * The route-lookup variant of 4→6 (from-peers sends to the FIB's egress, no second receive pass): in the fast
+   * rows, so the summary and the goal line give its ratio to kernel forwarding beside the others'.
+   */
+  private async directRows(): Promise<void> {
+    const s: RouterSetup = { batch: 64, ...this.one, ...this.cpu0, fastPath: 'direct' };
+    await this.withFullChecksums(() =>
+      this.withRouter(
+        s,
+        this.opt.sizes.map((size) => routerSpec('fast', '4→6', size, s)),
+      ),
+    );
+  }
+
+  /** The router without batching (one packet per system call), to set against the batch 64 rows. */
+  private async batchRows(): Promise<void> {
+    const s: RouterSetup = { batch: 1, ...this.one, ...this.cpu0 };
+    await this.withRouter(s, [routerSpec('batch', '4→6', 48, s), routerSpec('batch', '6→4', 48, s)]);
+  }
+
+  /** Two workers need both CPUs, so they share CPU 1 with the generator (unpinned). */
+  private async workersRows(): Promise<void> {
+    const s: RouterSetup = { batch: 64, workers: 2 };
+    const specs = [
+      routerSpec('workers', '4→6', 48, s, { flows: MANY.flows }),
+      routerSpec('workers', '6→4', 48, s, { peers: MANY.peers }),
+    ];
+    if (this.host.workersFlag) await this.withRouter(s, specs);
+    else for (const spec of specs) this.rows.push(failedRow(spec, 'not available: the router has no --workers flag'));
+  }
+
+  // --- how a row is measured
+
+  /**
+   * Measures one row and adds it (a failed measurement as a failed row, the run goes on). This machine may be
+   * shared: a window in which other jobs took a good part of a CPU is measured again (within a budget), and the
+   * quietest kept.
+   */
+  private async run(spec: Spec): Promise<Row> {
+    process.stderr.write(`  ${spec.name} ${spec.size} B ... `);
+    let row: Row | undefined;
+    try {
+      for (let attempt = 0; ; attempt++) {
+        if (this.ctx.router && !this.ctx.router.proc.running)
+          throw new Error(`the router exited: ${lastLine(this.ctx.router.proc.output())}`);
+        const r = await measure(this.ctx, spec);
+        if (!row || quieter(r, row)) row = r;
+        process.stderr.write(`${Math.round(r.pps).toLocaleString('en-US')} pps`);
+        if ((r.otherCpuPct <= INTERFERENCE_PCT && whole(r)) || this.retriesLeft === 0 || attempt === RETRIES_PER_ROW)
+          break;
+        this.retriesLeft--;
+        process.stderr.write(
+          whole(r)
+            ? ` (other jobs took ${r.otherCpuPct.toFixed(0)}% of a CPU: again) ... `
+            : ' (the generator ended before the window: again) ... ',
+        );
+      }
+      process.stderr.write('\n');
+    } catch (e) {
+      row = failedRow(spec, (e as Error).message.split('\n')[0]!);
+      process.stderr.write(`failed: ${row.error}\n`);
+    }
+    this.rows.push(row);
+    return row;
+  }
+
+  /**
+   * Runs specs against one router; if it does not start, says so in their rows and carries on (a router that
+   * refuses --fast-path on on this kernel makes its rows "not available", with its reason).
+   */
+  private async withRouter(
+    s: RouterSetup,
+    specs: Spec[],
+    each: (spec: Spec) => Promise<unknown> = (spec) => this.run(spec),
+  ): Promise<void> {
+    if (specs.length === 0) return;
+    let router: RunningBenchRouter;
+    try {
+      router = this.router = await startBenchRouter(this.net.ns.rtr, s);
+    } catch (e) {
+      const why = lastLine((e as Error).message);
+      const msg =
+        s.fastPath && /--fast-path on:/.test(why) ? `not available: ${why}` : `the router did not start: ${why}`;
+      process.stderr.write(`  ${msg}\n`);
+      for (const spec of specs) this.rows.push(failedRow(spec, msg));
+      return;
+    }
+    this.ctx.router = router;
+    try {
+      for (const spec of specs) await each(spec);
+    } finally {
+      delete this.ctx.router;
+      await router.stop();
+      this.router = undefined;
+    }
+  }
+
+  /** Runs `f` with tx checksum offload off (the fast path needs full checksums), then back as --tx-offload says. */
+  private async withFullChecksums(f: () => Promise<void>): Promise<void> {
+    await this.txChecksum(false);
+    try {
+      await f();
+    } finally {
+      await this.txChecksum(this.opt.txOffload);
+    }
+  }
+
+  /** Switches tx checksum offload (where ethtool is) and checks that it took on every veth. */
+  private async txChecksum(on: boolean): Promise<void> {
+    if (!this.host.ethtool || on === this.txOn) return;
+    await setTxChecksum(this.net.ns, on);
+    const now = await txChecksumState(this.net.ns);
+    if (Object.values(now).some((x) => x !== on))
+      throw new Error(`ethtool -K tx ${on ? 'on' : 'off'} did not take: ${JSON.stringify(now)}`);
+    this.txOn = on;
+  }
+}
+
+/** A window with a path figure (without one, the generator's CPU could not be read at its end: it counts as worst). */
+const whole = (x: Row) => Number.isFinite(x.pathUsPerPkt);
+
+/** Whether window r is to be kept over the one kept so far: a whole one first, then the one others disturbed least. */
+function quieter(r: Row, kept: Row): boolean {
+  return (whole(r) && !whole(kept)) || (whole(r) === whole(kept) && r.otherCpuPct < kept.otherCpuPct);
+}
+
+/** The flood scenario's rows (bench/flood.ts builds its own network), each failure kept as a row. */
+async function floodRows(windowS: number): Promise<FloodRow[]> {
+  const flood: FloodRow[] = [];
+  const durationS = windowS >= 3 ? 10 : 3;
+  const runs: { name: string; o: Parameters<typeof runFlood>[0] }[] = [8, 1].map((sockets) => ({
+    name: `flood (--sockets ${sockets})`,
+    o: { durationS, routerArgs: ['--sockets', String(sockets)], tag: 'bflood' },
+  }));
+  // Many sources (the issue's measurement): up to a million datagrams from two flooders, the peer pinging 15 s
+  // around them; the TypeScript path, then the fast path.
+  for (const fastPath of [false, true]) {
+    runs.push({
+      name: `many sources${fastPath ? ', fast path' : ''}`,
+      o: { durationS: 5, maxPackets: 1_000_000, spoof: true, fastPath, flooders: 2, pingS: 15, tag: 'bfloodm' },
+    });
+  }
+  for (const { name, o } of runs) {
+    process.stderr.write(`  ${name}, ... `);
+    try {
+      const result = await runFlood(o);
+      flood.push({ name, result });
+      process.stderr.write(`loss ${result.lossPct.toFixed(1)}%\n`);
+    } catch (e) {
+      flood.push({ name, error: (e as Error).message.split('\n')[0]! });
+      process.stderr.write(`failed: ${(e as Error).message}\n`);
+    }
+  }
+  return flood;
+}
+
+/**
+ * Prints the tables and summary, writes the JSON; the exit code: 1 when a row failed for another reason than
+ * "not available" (what this host or router build lacks is no failure).
+ */
+function report(opt: Options, setup: Setup, t0: number, rows: Row[], flood: FloodRow[], bulk: BulkRow[]): number {
   setup.loadEnd = loadavg();
   const lines = [
     ...(rows.length ? [...table(rows), '', ...summary(rows)] : []),

@@ -107,98 +107,131 @@ export function allocate(
   selected: readonly string[],
   previous: Record<string, string>,
 ): AllocationResult {
-  const count = subnetCount(prefix);
-  const nodes = [...new Set(selected)].sort();
-  const dropped: string[] = [];
-  const reclaimed: string[] = [];
-  const added: string[] = [];
+  const a = new Allocation(prefix, [...new Set(selected)].sort());
+  a.restore(previous);
+  if (subnetCount(prefix) === 1) a.assignOnly();
+  else a.assignEach();
+  return a.result();
+}
 
-  // The previous record, cleaned: inside the prefix, one node per /64.
-  const owner = new Map<number, string>(); // index -> node
-  const byNode = new Map<string, number>();
-  for (const node of Object.keys(previous).sort()) {
-    const idx = subnetIndex(prefix, previous[node]!);
-    if (idx < 0) {
-      dropped.push(`${node}: ${previous[node]} is not a /64 of ${prefix.text}`);
-      continue;
-    }
-    const holder = owner.get(idx);
-    if (holder !== undefined) {
-      // two nodes on one /64 (a hand edit): the selected one wins, else the first by name
-      if (nodes.includes(node) && !nodes.includes(holder)) {
-        byNode.delete(holder);
-        dropped.push(`${holder}: ${previous[node]} is also allocated to ${node}`);
-      } else {
-        dropped.push(`${node}: ${previous[node]} is also allocated to ${holder}`);
-        continue;
-      }
-    }
-    owner.set(idx, node);
-    byNode.set(node, idx);
+/**
+ * One allocation round. A class because its steps share the record as it is being rebuilt (which node owns which
+ * /64, both ways) and the lists of what happened that the result reports.
+ */
+class Allocation {
+  private readonly count: number;
+  private readonly isSelected: ReadonlySet<string>;
+  /** index -> node */
+  private readonly owner = new Map<number, string>();
+  private readonly byNode = new Map<string, number>();
+  private readonly assigned = new Map<string, string>();
+  private readonly unassigned: string[] = [];
+  private readonly dropped: string[] = [];
+  private readonly reclaimed: string[] = [];
+  private readonly added: string[] = [];
+
+  constructor(
+    private readonly prefix: Prefix,
+    /** the selected nodes, sorted, each once */
+    private readonly nodes: readonly string[],
+  ) {
+    this.count = subnetCount(prefix);
+    this.isSelected = new Set(nodes);
   }
 
-  const assigned = new Map<string, string>();
-  const unassigned: string[] = [];
-  const isSelected = new Set(nodes);
+  /** The previous record, cleaned: inside the prefix, one node per /64. */
+  restore(previous: Record<string, string>): void {
+    for (const node of Object.keys(previous).sort()) {
+      const idx = subnetIndex(this.prefix, previous[node]!);
+      if (idx < 0) {
+        this.dropped.push(`${node}: ${previous[node]} is not a /64 of ${this.prefix.text}`);
+        continue;
+      }
+      const holder = this.owner.get(idx);
+      if (holder !== undefined) {
+        // two nodes on one /64 (a hand edit): the selected one wins, else the first by name
+        if (this.nodes.includes(node) && !this.nodes.includes(holder)) {
+          this.byNode.delete(holder);
+          this.dropped.push(`${holder}: ${previous[node]} is also allocated to ${node}`);
+        } else {
+          this.dropped.push(`${node}: ${previous[node]} is also allocated to ${holder}`);
+          continue;
+        }
+      }
+      this.owner.set(idx, node);
+      this.byNode.set(node, idx);
+    }
+  }
 
-  if (count === 1) {
-    const holder = owner.get(0);
-    if (holder !== undefined && isSelected.has(holder)) {
-      assigned.set(holder, subnetText(prefix, 0));
-      for (const n of nodes) if (n !== holder) unassigned.push(n);
+  /**
+   * A /64 prefix, room for one node: the selected node that holds it keeps it; else a single selected node takes it
+   * (from a holder no longer selected); several selected and none holding it is ambiguous, so nobody gets it.
+   */
+  assignOnly(): void {
+    const nodes = this.nodes;
+    const holder = this.owner.get(0);
+    if (holder !== undefined && this.isSelected.has(holder)) {
+      this.assigned.set(holder, subnetText(this.prefix, 0));
+      for (const n of nodes) if (n !== holder) this.unassigned.push(n);
     } else if (nodes.length === 1) {
       if (holder !== undefined) {
-        reclaimed.push(holder);
-        byNode.delete(holder);
+        this.reclaimed.push(holder);
+        this.byNode.delete(holder);
       }
-      owner.set(0, nodes[0]!);
-      byNode.set(nodes[0]!, 0);
-      assigned.set(nodes[0]!, subnetText(prefix, 0));
-      added.push(nodes[0]!);
+      this.take(nodes[0]!, 0);
     } else {
-      unassigned.push(...nodes);
-    }
-  } else {
-    for (const n of nodes) {
-      const idx = byNode.get(n);
-      if (idx !== undefined) assigned.set(n, subnetText(prefix, idx));
-    }
-    for (const n of nodes) {
-      if (assigned.has(n)) continue;
-      const start = preferredIndex(n, count);
-      let chosen = -1;
-      for (let k = 0; k < count; k++) {
-        const idx = (start + k) % count;
-        if (!owner.has(idx)) {
-          chosen = idx;
-          break;
-        }
-      }
-      if (chosen < 0) {
-        // full: take the first retained /64 (of a node no longer selected) in probe order
-        for (let k = 0; k < count; k++) {
-          const idx = (start + k) % count;
-          const holder = owner.get(idx)!;
-          if (!isSelected.has(holder)) {
-            reclaimed.push(holder);
-            byNode.delete(holder);
-            chosen = idx;
-            break;
-          }
-        }
-      }
-      if (chosen < 0) {
-        unassigned.push(n);
-        continue;
-      }
-      owner.set(chosen, n);
-      byNode.set(n, chosen);
-      assigned.set(n, subnetText(prefix, chosen));
-      added.push(n);
+      this.unassigned.push(...nodes);
     }
   }
 
-  const allocations: Record<string, string> = {};
-  for (const n of [...byNode.keys()].sort()) allocations[n] = subnetText(prefix, byNode.get(n)!);
-  return { allocations, assigned, unassigned, dropped, reclaimed, added };
+  /** Several /64s: every selected node keeps its /64, then the others each get one, in name order. */
+  assignEach(): void {
+    for (const n of this.nodes) {
+      const idx = this.byNode.get(n);
+      if (idx !== undefined) this.assigned.set(n, subnetText(this.prefix, idx));
+    }
+    for (const n of this.nodes) {
+      if (this.assigned.has(n)) continue;
+      const chosen = this.choose(n);
+      if (chosen < 0) this.unassigned.push(n);
+      else this.take(n, chosen);
+    }
+  }
+
+  /**
+   * The /64 for a node without one, or -1: the first free one probing from its preferred index (a hash of its name,
+   * so a lost record mostly gives the same answer); when all are taken, the first one retained for a node no longer
+   * selected, in the same probe order (that node's allocation is reclaimed).
+   */
+  private choose(n: string): number {
+    const start = preferredIndex(n, this.count);
+    for (let k = 0; k < this.count; k++) {
+      const idx = (start + k) % this.count;
+      if (!this.owner.has(idx)) return idx;
+    }
+    for (let k = 0; k < this.count; k++) {
+      const idx = (start + k) % this.count;
+      const holder = this.owner.get(idx)!;
+      if (!this.isSelected.has(holder)) {
+        this.reclaimed.push(holder);
+        this.byNode.delete(holder);
+        return idx;
+      }
+    }
+    return -1;
+  }
+
+  private take(n: string, idx: number): void {
+    this.owner.set(idx, n);
+    this.byNode.set(n, idx);
+    this.assigned.set(n, subnetText(this.prefix, idx));
+    this.added.push(n);
+  }
+
+  result(): AllocationResult {
+    const allocations: Record<string, string> = {};
+    for (const n of [...this.byNode.keys()].sort()) allocations[n] = subnetText(this.prefix, this.byNode.get(n)!);
+    const { assigned, unassigned, dropped, reclaimed, added } = this;
+    return { allocations, assigned, unassigned, dropped, reclaimed, added };
+  }
 }

@@ -148,11 +148,6 @@ class Controller {
       onChange: (t, p) => this.onPrefix(t, p),
     });
     this.nodes = informer<KubeObject>(kube, paths.nodes, { name: 'nodes', log, onChange: (t, n) => this.onNode(t, n) });
-    const owned = (t: ChangeType, obj: KubeObject) => {
-      const prefix = obj.metadata.labels?.[LABEL_PREFIX];
-      if (prefix) this.queue.add(prefix);
-      void t;
-    };
     // The one agent DaemonSet: its rollout concerns every prefix.
     this.daemonSets = informer<KubeObject>(kube, paths.daemonSets(o.namespace), {
       name: 'daemonsets',
@@ -165,8 +160,8 @@ class Controller {
       name: 'configmaps',
       labelSelector: managed,
       log,
-      onChange: (t, cm) => {
-        owned(t, cm);
+      onChange: (_t, cm) => {
+        this.ownerChanged(cm);
         this.enqueueAll();
       },
     });
@@ -176,14 +171,7 @@ class Controller {
       name: 'agent leases',
       labelSelector: `${LABEL_COMPONENT}=agent-lease`,
       log,
-      onChange: (t, l) => {
-        const key = l.metadata.name ?? '';
-        const reports = l.metadata.annotations?.[AGENT_REPORTS_ANNOTATION] ?? '';
-        if (t === 'update' && this.leaseReports.get(key) === reports) return;
-        if (t === 'delete') this.leaseReports.delete(key);
-        else this.leaseReports.set(key, reports);
-        this.enqueueAll();
-      },
+      onChange: (t, l) => this.onAgentLease(t, l),
     });
     // The failover groups' Leases, renewed every renewIntervalMs by their active nodes: only a change of holder (or a
     // Lease made or gone) concerns the prefix; the renewals themselves are dropped here.
@@ -191,26 +179,28 @@ class Controller {
       name: 'failover leases',
       labelSelector: `${LABEL_COMPONENT}=${FAILOVER_LEASE_COMPONENT}`,
       log,
-      onChange: (t, l) => {
-        const key = l.metadata.name ?? '';
-        const spec = (l as { spec?: { holderIdentity?: string; leaseTransitions?: number } }).spec ?? {};
-        const now = `${spec.holderIdentity ?? ''}|${spec.leaseTransitions ?? 0}`;
-        const before = this.failoverHolders.get(key);
-        if (t === 'update' && before === now) return;
-        const prevHolder = before?.split('|')[0];
-        if (t === 'delete') {
-          this.failoverHolders.delete(key);
-          this.failoverReleases.delete(key);
-        } else this.failoverHolders.set(key, now);
-        if (prevHolder && !spec.holderIdentity && t !== 'delete') {
-          const reason = l.metadata.annotations?.[RELEASE_REASON_ANNOTATION];
-          this.failoverReleases.set(key, { by: prevHolder, ...(reason ? { reason } : {}) });
-        }
-        owned(t, l);
-      },
+      onChange: (t, l) => this.onFailoverLease(t, l),
     });
     this.recorder = new EventRecorder(kube, o.eventsNamespace ?? 'default', 'sixbed4-operator', identity, log);
-    this.deps = {
+    this.deps = this.reconcileDeps(kube, log);
+    if (o.slices !== false) {
+      this.slices = new SliceController({
+        kube,
+        log: log.child({ component: 'slices' }),
+        recorder: this.recorder,
+        metrics,
+        prefixes: this.prefixes,
+        nodes: this.nodes,
+        resyncMs: o.resyncMs,
+        ...(o.informers ? { informers: o.informers } : {}),
+      });
+    }
+  }
+
+  /** What reconcilePrefix reads and writes through: the client, this controller's caches, its recorder, settings. */
+  private reconcileDeps(kube: Kube, log: Logger): ReconcileDeps {
+    const o = this.o;
+    return {
       kube,
       namespace: o.namespace,
       render: { namespace: o.namespace },
@@ -228,18 +218,45 @@ class Controller {
       staleAfterMs: o.staleAfterMs,
       seen: new Map(),
     };
-    if (o.slices !== false) {
-      this.slices = new SliceController({
-        kube,
-        log: log.child({ component: 'slices' }),
-        recorder: this.recorder,
-        metrics,
-        prefixes: this.prefixes,
-        nodes: this.nodes,
-        resyncMs: o.resyncMs,
-        ...(o.informers ? { informers: o.informers } : {}),
-      });
+  }
+
+  /** An object labelled with its prefix (a ConfigMap, a failover Lease) changed: that prefix is looked at again. */
+  private ownerChanged(obj: KubeObject): void {
+    const prefix = obj.metadata.labels?.[LABEL_PREFIX];
+    if (prefix) this.queue.add(prefix);
+  }
+
+  /** A node agent's Lease: a changed report, a new Lease or one gone concerns every prefix; a renewal alone does not. */
+  private onAgentLease(t: ChangeType, l: KubeObject): void {
+    const key = l.metadata.name ?? '';
+    const reports = l.metadata.annotations?.[AGENT_REPORTS_ANNOTATION] ?? '';
+    if (t === 'update' && this.leaseReports.get(key) === reports) return;
+    if (t === 'delete') this.leaseReports.delete(key);
+    else this.leaseReports.set(key, reports);
+    this.enqueueAll();
+  }
+
+  /**
+   * A failover group's Lease: a change of holder or transitions (or a Lease made or gone) concerns its prefix. A
+   * holder emptied is remembered as a release by the previous holder (with the reason it gave), which status tells
+   * apart from a loss.
+   */
+  private onFailoverLease(t: ChangeType, l: KubeObject): void {
+    const key = l.metadata.name ?? '';
+    const spec = (l as { spec?: { holderIdentity?: string; leaseTransitions?: number } }).spec ?? {};
+    const now = `${spec.holderIdentity ?? ''}|${spec.leaseTransitions ?? 0}`;
+    const before = this.failoverHolders.get(key);
+    if (t === 'update' && before === now) return;
+    const prevHolder = before?.split('|')[0];
+    if (t === 'delete') {
+      this.failoverHolders.delete(key);
+      this.failoverReleases.delete(key);
+    } else this.failoverHolders.set(key, now);
+    if (prevHolder && !spec.holderIdentity && t !== 'delete') {
+      const reason = l.metadata.annotations?.[RELEASE_REASON_ANNOTATION];
+      this.failoverReleases.set(key, { by: prevHolder, ...(reason ? { reason } : {}) });
     }
+    this.ownerChanged(l);
   }
 
   async start(): Promise<void> {

@@ -144,82 +144,20 @@ export function plan(
     return { allocation: f.allocation, nodes: f.nodes, problems, selected };
   }
   const allocation = allocate(spec.prefix, selected, previous);
-  if (selected.length === 0) {
-    problems.push({
-      reason: 'NoNodesSelected',
-      message: `${selectorText} matches no node; nothing serves ${spec.prefix.text}`,
-    });
-  } else if (spec.prefix.length === 64 && selected.length > 1) {
-    const holder = [...allocation.assigned.keys()][0];
-    problems.push({
-      reason: 'MultipleNodesSelected',
-      message:
-        `${spec.prefix.text} is a /64, which exactly one node serves, but ${selectorText} matches ${selected.length} nodes (${list(selected)}); ` +
-        (holder ? `${holder} keeps serving it` : 'none serves it until the selector matches exactly one node'),
-    });
-  } else if (allocation.unassigned.length) {
-    problems.push({
-      reason: 'PrefixExhausted',
-      message: `${selected.length} nodes are selected but ${spec.prefix.text} has only ${2 ** (64 - spec.prefix.length)} /64s; without a /64: ${list(allocation.unassigned)}`,
-    });
-  }
+  const selection = selectionProblem(spec, selected, allocation, selectorText);
+  if (selection) problems.push(selection);
+  const shared = sharedListen(spec, allocation.assigned.size);
+  problems.push(...shared.problems);
 
   const nodes = new Map<string, AgentNodeConfig>();
   const noAddress: string[] = [];
-  const sharedListen = spec.listenAddress !== undefined && allocation.assigned.size > 1;
-  if (sharedListen) {
-    problems.push({
-      reason: 'ListenAddressShared',
-      message: `spec.listen.address ${spec.listenAddress} is set but ${allocation.assigned.size} nodes serve this prefix and cannot share one address; each uses its own node address instead (remove listen.address, or select one node)`,
-    });
-  }
-  // One advertised IPv4:port reaches one node through its DNAT: with several nodes it would be a lie for all but one.
-  const sharedAdvertise = spec.advertise !== undefined && allocation.assigned.size > 1;
-  if (sharedAdvertise) {
-    problems.push({
-      reason: 'ListenAddressShared',
-      message: `spec.listen.advertise ${spec.advertise} is set but ${allocation.assigned.size} nodes serve this prefix and cannot share one advertised address; each advertises its own listen address instead (remove listen.advertise, or select one node)`,
-    });
-  }
   const servedLocal = new Set<string>();
   for (const info of selectedInfos) {
     const sub = allocation.assigned.get(info.name);
     if (!sub) continue;
-    const address = sharedListen ? info.address : (spec.listenAddress ?? info.address);
-    if (!address) {
-      noAddress.push(info.name);
-      continue;
-    }
-    const subnet = parsePrefix(sub);
-    const local: string[] = [];
-    for (const a of spec.localAddresses) {
-      if (a.perNode) {
-        const b = Uint8Array.from(subnet.bytes);
-        b.set(a.bytes.subarray(8), 8);
-        local.push(formatIPv6(b));
-      } else if (inPrefix(subnet, a.bytes)) {
-        local.push(a.text);
-        servedLocal.add(a.text);
-      }
-    }
-    nodes.set(info.name, {
-      prefix: sub,
-      // Cloud-style nodes: the ExternalIP may be a 1:1 NAT in front of the InternalIP; the agent binds this if so.
-      listen: {
-        address,
-        port: spec.port,
-        ...(address === info.address && info.internal ? { bind: info.internal } : {}),
-        ...(spec.advertise && !sharedAdvertise ? { advertise: spec.advertise } : {}),
-      },
-      ...(spec.uplink ? { uplink: spec.uplink } : {}),
-      localAddresses: local,
-      localAddressMode: spec.localAddressMode,
-      routes: spec.routes,
-      ndpProxy: spec.ndpProxy,
-      // Only when asked for: a share without it is the same text as before the field existed (no router restart).
-      ...(spec.fastPath !== 'off' ? { fastPath: spec.fastPath } : {}),
-      tunnel: tunnelName(name),
-    });
+    const share = nodeShare(name, spec, info, sub, shared, servedLocal);
+    if (share) nodes.set(info.name, share);
+    else noAddress.push(info.name);
   }
   problems.push(...listenClashes(name, created, nodes, others));
   if (noAddress.length) {
@@ -236,6 +174,125 @@ export function plan(
     });
   }
   return { allocation, nodes, problems, selected };
+}
+
+/**
+ * What is wrong with the selection, if anything: it selects no node; it selects several for a /64 (one node serves
+ * a /64: the one already holding it keeps it); or more nodes than the prefix has /64s.
+ */
+function selectionProblem(
+  spec: CheckedSpec,
+  selected: readonly string[],
+  allocation: AllocationResult,
+  selectorText: string,
+): Problem | undefined {
+  if (selected.length === 0)
+    return {
+      reason: 'NoNodesSelected',
+      message: `${selectorText} matches no node; nothing serves ${spec.prefix.text}`,
+    };
+  if (spec.prefix.length === 64 && selected.length > 1) {
+    const holder = [...allocation.assigned.keys()][0];
+    return {
+      reason: 'MultipleNodesSelected',
+      message:
+        `${spec.prefix.text} is a /64, which exactly one node serves, but ${selectorText} matches ${selected.length} nodes (${list(selected)}); ` +
+        (holder ? `${holder} keeps serving it` : 'none serves it until the selector matches exactly one node'),
+    };
+  }
+  if (allocation.unassigned.length)
+    return {
+      reason: 'PrefixExhausted',
+      message: `${selected.length} nodes are selected but ${spec.prefix.text} has only ${2 ** (64 - spec.prefix.length)} /64s; without a /64: ${list(allocation.unassigned)}`,
+    };
+  return undefined;
+}
+
+/** Whether spec.listen's address and advertise go unused because several nodes serve (and the problems saying so). */
+interface SharedListen {
+  listen: boolean;
+  advertise: boolean;
+  problems: Problem[];
+}
+
+/**
+ * spec.listen.address and .advertise name one IPv4 address; with several serving nodes they cannot share it, so
+ * each node uses its own instead. One advertised IPv4:port reaches one node through its DNAT: with several nodes it
+ * would be a lie for all but one.
+ */
+function sharedListen(spec: CheckedSpec, serving: number): SharedListen {
+  const out: SharedListen = {
+    listen: spec.listenAddress !== undefined && serving > 1,
+    advertise: spec.advertise !== undefined && serving > 1,
+    problems: [],
+  };
+  if (out.listen) {
+    out.problems.push({
+      reason: 'ListenAddressShared',
+      message: `spec.listen.address ${spec.listenAddress} is set but ${serving} nodes serve this prefix and cannot share one address; each uses its own node address instead (remove listen.address, or select one node)`,
+    });
+  }
+  if (out.advertise) {
+    out.problems.push({
+      reason: 'ListenAddressShared',
+      message: `spec.listen.advertise ${spec.advertise} is set but ${serving} nodes serve this prefix and cannot share one advertised address; each advertises its own listen address instead (remove listen.advertise, or select one node)`,
+    });
+  }
+  return out;
+}
+
+/**
+ * A serving node's share of the prefix, as its agent gets it: its /64, where it listens, and the spec's settings;
+ * undefined when it has no address to listen on. Adds to servedLocal the full local addresses its /64 holds.
+ */
+function nodeShare(
+  name: string,
+  spec: CheckedSpec,
+  info: NodeInfo,
+  sub: string,
+  shared: SharedListen,
+  servedLocal: Set<string>,
+): AgentNodeConfig | undefined {
+  const address = shared.listen ? info.address : (spec.listenAddress ?? info.address);
+  if (!address) return undefined;
+  const local = localAddressesIn(spec, parsePrefix(sub), servedLocal);
+  return {
+    prefix: sub,
+    // Cloud-style nodes: the ExternalIP may be a 1:1 NAT in front of the InternalIP; the agent binds this if so.
+    listen: {
+      address,
+      port: spec.port,
+      ...(address === info.address && info.internal ? { bind: info.internal } : {}),
+      ...(spec.advertise && !shared.advertise ? { advertise: spec.advertise } : {}),
+    },
+    ...(spec.uplink ? { uplink: spec.uplink } : {}),
+    localAddresses: local,
+    localAddressMode: spec.localAddressMode,
+    routes: spec.routes,
+    ndpProxy: spec.ndpProxy,
+    // Only when asked for: a share without it is the same text as before the field existed (no router restart).
+    ...(spec.fastPath !== 'off' ? { fastPath: spec.fastPath } : {}),
+    tunnel: tunnelName(name),
+  };
+}
+
+/**
+ * The local addresses in one node's /64: each ::x form with the /64's upper half, and the full addresses inside it
+ * (those are added to servedLocal: a full address outside every serving /64 is a problem).
+ */
+function localAddressesIn(spec: CheckedSpec, subnet: Prefix, servedLocal: Set<string>): string[] {
+  const local: string[] = [];
+  for (const a of spec.localAddresses) {
+    if (a.perNode) {
+      const b = Uint8Array.from(subnet.bytes);
+      b.set(a.bytes.subarray(8), 8);
+      local.push(formatIPv6(b));
+    } else if (inPrefix(subnet, a.bytes)) {
+      local.push(a.text);
+      servedLocal.add(a.text);
+    }
+  }
+  return local;
 }
 
 /**

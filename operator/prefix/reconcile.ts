@@ -91,160 +91,45 @@ export interface ReconcileResult {
 export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<ReconcileResult> {
   const cached = d.prefixes.get(name);
   if (!cached) return {};
-  let p: SixBed4Prefix = cached;
   const now = d.now?.() ?? new Date();
-  const deleting = p.metadata.deletionTimestamp !== undefined;
-  const finalizers = p.metadata.finalizers ?? [];
-  if (deleting && !finalizers.includes(FINALIZER)) return {};
+  const deleting = cached.metadata.deletionTimestamp !== undefined;
+  if (deleting && !(cached.metadata.finalizers ?? []).includes(FINALIZER)) return {};
   const log = d.log.child({ prefix: name });
 
-  const checked = checkSpec(p.spec);
+  const checked = checkSpec(cached.spec);
   const problems: Problem[] = [...checked.problems];
-  const prev = parseAllocations(p.metadata.annotations?.[ALLOCATIONS_ANNOTATION]);
-  let pl: Plan | undefined;
-  if (checked.spec) {
-    const others = d.prefixes.list().map((o) => ({
-      name: o.metadata.name ?? '',
-      prefix: typeof o.spec?.prefix === 'string' ? o.spec.prefix : '',
-      ...(o.metadata.creationTimestamp ? { creationTimestamp: o.metadata.creationTimestamp } : {}),
-      listens: listensOf(d.configMaps.get(agentConfigMapName(o.metadata.name ?? ''), d.namespace)),
-    }));
-    const failoverState = checked.spec.failover
-      ? (() => {
-          const members = membersOf(sharesOf(d.configMaps.get(agentConfigMapName(name), d.namespace)));
-          const holder = holderNode(groupLease(d, name)?.holder);
-          return { ...(members ? { members } : {}), ...(holder ? { holder } : {}) };
-        })()
-      : {};
-    pl = plan(
-      name,
-      p.metadata.creationTimestamp,
-      checked.spec,
-      d.nodes.list().map(nodeInfo),
-      prev.record,
-      others,
-      failoverState,
-    );
-    problems.push(...pl.problems);
-  }
+  const prev = parseAllocations(cached.metadata.annotations?.[ALLOCATIONS_ANNOTATION]);
+  const pl = checked.spec ? planOf(d, name, cached, checked.spec, prev.record) : undefined;
+  if (pl) problems.push(...pl.problems);
 
-  // 1. metadata
-  const wantAlloc = pl
-    ? formatAllocations(pl.allocation.allocations)
-    : p.metadata.annotations?.[ALLOCATIONS_ANNOTATION];
-  const addFinalizer = !deleting && !finalizers.includes(FINALIZER);
-  const allocChanged = wantAlloc !== undefined && wantAlloc !== p.metadata.annotations?.[ALLOCATIONS_ANNOTATION];
-  if (addFinalizer || allocChanged) {
-    const patch = {
-      metadata: {
-        resourceVersion: p.metadata.resourceVersion,
-        ...(addFinalizer ? { finalizers: [...finalizers, FINALIZER] } : {}),
-        ...(allocChanged ? { annotations: { [ALLOCATIONS_ANNOTATION]: wantAlloc } } : {}),
-      },
-    };
-    p = await d.kube.mergePatch<SixBed4Prefix>(paths.prefix(name), patch, FIELD_MANAGER);
-    if (prev.error) d.recorder.event(p, 'Warning', 'AllocationsReset', prev.error);
-    if (pl) {
-      for (const msg of pl.allocation.dropped)
-        d.recorder.event(p, 'Warning', 'AllocationDropped', `dropped allocation ${msg}`);
-      for (const n of pl.allocation.reclaimed)
-        d.recorder.event(
-          p,
-          'Normal',
-          'AllocationReclaimed',
-          `the /64 kept for node ${n} (no longer selected) was given to another node`,
-        );
-      for (const n of pl.allocation.added)
-        d.recorder.event(p, 'Normal', 'Allocated', `node ${n} serves ${pl.allocation.assigned.get(n)}`);
-    }
-  }
+  // 1. metadata (every later step reads the prefix as this patch returned it)
+  const p = await writeMetadata(d, name, cached, pl, prev.error);
 
   // 2. the failover group's Lease (before the shares that name it, so that agents find it), then the ConfigMap
   const serving: ReadonlyMap<string, AgentNodeConfig> = pl?.nodes ?? new Map();
   if (checked.spec?.failover && serving.size && !deleting) await ensureFailoverLease(d, p, log);
-  if (checked.spec && pl) {
-    const cm = renderConfigMap(p, checked.spec.prefix.text, checked.spec.metricsPort, serving, d.render);
-    await ensure(
-      d,
-      p,
-      'ConfigMap',
-      paths.configMap(d.namespace, agentConfigMapName(name)),
-      d.configMaps.get(agentConfigMapName(name), d.namespace),
-      cm,
-      log,
-    );
-  }
+  if (checked.spec && pl) await ensureAgentConfigMap(d, name, p, checked.spec, serving, log);
 
   // 3. deletion
-  let requeueAfterMs: number | undefined;
   const nodeExists = (n: string) => d.nodes.get(n) !== undefined;
   const agent = (node: string) => agentOnLease(d.leases?.get(agentLeaseName(node), d.namespace), name);
-  // Every node that has reported on this prefix, in its status entry or its Lease.
-  const reportedNodes = [...new Set([...(p.status?.nodes ?? []).map((e) => e.name), ...leaseNodesReporting(d, name)])];
-  const view = (n: string) => agentView({ actual: p.status, agent }, n).entry;
-  const waitingRevert = deleting
-    ? reportedNodes
-        .filter((n) => view(n)?.lastReport !== undefined && view(n)?.reverted !== true && nodeExists(n))
-        .sort()
-    : [];
+  let requeueAfterMs: number | undefined;
+  let waitingRevert: string[] = [];
   if (deleting) {
-    const timeoutMs = cleanupTimeout(p, d.cleanupTimeoutMs);
-    const elapsed = now.getTime() - Date.parse(p.metadata.deletionTimestamp!);
-    if (waitingRevert.length === 0) {
-      const reported = reportedNodes.some((n) => view(n)?.lastReport !== undefined);
-      d.recorder.event(
-        p,
-        'Normal',
-        'HostsReverted',
-        reported
-          ? 'every node reverted its host configuration (or is gone); removing the finalizer'
-          : 'no agent had configured a host; removing the finalizer',
-      );
-      await removeFinalizer(d, p);
-      return {};
-    }
-    if (elapsed >= timeoutMs) {
-      d.recorder.event(
-        p,
-        'Warning',
-        'CleanupTimedOut',
-        `gave up after ${Math.round(timeoutMs / 1000)}s waiting for ${waitingRevert.join(', ')} to revert the host configuration; removing the finalizer (revert those hosts by hand: sixbed4 host revert)`,
-      );
-      await removeFinalizer(d, p);
-      return {};
-    }
-    requeueAfterMs = Math.min(timeoutMs - elapsed + 50, 5_000);
+    const del = await deletionStep(d, name, p, now, agent, nodeExists);
+    if (del === 'done') return {};
+    ({ waitingRevert, requeueAfterMs } = del);
   }
 
   // 4. status
   problems.push(...agentProblems(serving, agent));
-  let failover: Parameters<typeof computeStatus>[0]['failover'];
-  let failedOver: ReturnType<typeof failoverStatus>['failover'];
-  if (checked.spec?.failover && serving.size && !deleting) {
-    const members = [...serving.values()][0]!.failover!.members;
-    const fs = failoverStatus({
-      now,
-      members,
-      lease: groupLease(d, name),
-      previous: p.status?.failover,
-      nodeExists,
-      nodeCordoned: (n) => nodeInfo(d.nodes.get(n) ?? { metadata: {} }).cordoned === true,
-      member: (n) => {
-        const v = agentView({ actual: p.status, agent }, n);
-        const r = agentReady(v.entry, now, d.staleAfterMs, v.heartbeat);
-        return { entry: v.entry, ready: r.ready, why: r.why, heartbeatStale: r.why.startsWith('no report for') };
-      },
-    });
-    problems.push(...fs.problems);
-    failover = { status: fs.status };
-    failedOver = fs.failover;
-    // Renewals are not watched one by one (controller.ts): look again in a while, so that an active node whose Lease
-    // expired with nobody taking over is no longer shown active.
-    if (fs.active)
-      requeueAfterMs = Math.min(
-        requeueAfterMs ?? Infinity,
-        Math.max(5_000, checked.spec.failover.leaseDurationMs + 1_000),
-      );
+  const fo =
+    checked.spec?.failover && serving.size && !deleting
+      ? failoverPart(d, name, p, now, serving, agent, nodeExists, checked.spec.failover.leaseDurationMs)
+      : undefined;
+  if (fo) {
+    problems.push(...fo.problems);
+    if (fo.requeueAfterMs !== undefined) requeueAfterMs = Math.min(requeueAfterMs ?? Infinity, fo.requeueAfterMs);
   }
   const st = computeStatus({
     generation: p.metadata.generation ?? 0,
@@ -258,49 +143,265 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
     staleAfterMs: d.staleAfterMs,
     nodeExists,
     agent,
-    ...(failover ? { failover } : {}),
+    ...(fo ? { failover: fo.failover } : {}),
   });
-  if (st.changed) {
-    try {
-      await d.kube.apply(
-        paths.prefixStatus(name),
-        { apiVersion: API_VERSION, kind: KIND, metadata: { name }, status: st.status },
-        FIELD_MANAGER,
-      );
-    } catch (e) {
-      if (isNotFound(e)) return {};
-      throw e;
-    }
-    for (const t of st.transitions) {
-      const ev = transitionEvent(t, t.previous?.startsWith('True/') ?? false);
-      if (ev) d.recorder.event(p, ev.type, ev.reason, ev.message);
-    }
-    if (failedOver) {
-      // A loss is a Warning; a planned handover and the first election are Normal.
-      const planned = failedOver.reason === 'Handover' || failedOver.reason === 'Elected';
-      log.info(`failover: ${failedOver.message}`, { reason: failedOver.reason });
-      d.recorder.event(
-        p,
-        planned ? 'Normal' : 'Warning',
-        failedOver.reason === 'Elected' ? 'ActiveElected' : 'FailedOver',
-        `${failedOver.reason}: ${failedOver.message}`,
-      );
-    }
-  }
+  if (st.changed && !(await writeStatus(d, name, p, st, fo?.failedOver, log))) return {};
   if (st.staleEntries.length) await removeEntries(d, name, st.staleEntries, log);
   if (st.requeueAfterMs !== undefined) requeueAfterMs = Math.min(requeueAfterMs ?? Infinity, st.requeueAfterMs);
 
-  const degraded = problems.length > 0;
   const state = deleting
     ? 'deleting'
-    : degraded
+    : problems.length > 0
       ? 'degraded'
       : st.readyCount === serving.size && serving.size > 0
         ? 'ready'
         : 'progressing';
-  // Read when the gauges are scraped: heartbeats renew the node Leases (the cache) without a reconcile.
+  return {
+    ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}),
+    state,
+    view: { degraded: problems.map((x) => x.reason), agents: agentGauges(d, p, serving, agent) },
+  };
+}
+
+/** The agent's report and heartbeat on its node's Lease. */
+type AgentOf = (node: string) => ReturnType<typeof agentOnLease>;
+type CheckedPrefixSpec = NonNullable<ReturnType<typeof checkSpec>['spec']>;
+
+/**
+ * The plan for a valid spec: which nodes serve which /64, against the other prefixes (their prefixes, and the
+ * listen addresses their ConfigMaps hand out) and, with failover, the group's members and the Lease's holder.
+ */
+function planOf(
+  d: ReconcileDeps,
+  name: string,
+  p: SixBed4Prefix,
+  spec: CheckedPrefixSpec,
+  record: Parameters<typeof plan>[4],
+): Plan {
+  const others = d.prefixes.list().map((o) => ({
+    name: o.metadata.name ?? '',
+    prefix: typeof o.spec?.prefix === 'string' ? o.spec.prefix : '',
+    ...(o.metadata.creationTimestamp ? { creationTimestamp: o.metadata.creationTimestamp } : {}),
+    listens: listensOf(d.configMaps.get(agentConfigMapName(o.metadata.name ?? ''), d.namespace)),
+  }));
+  const failoverState = spec.failover
+    ? (() => {
+        const members = membersOf(sharesOf(d.configMaps.get(agentConfigMapName(name), d.namespace)));
+        const holder = holderNode(groupLease(d, name)?.holder);
+        return { ...(members ? { members } : {}), ...(holder ? { holder } : {}) };
+      })()
+    : {};
+  return plan(name, p.metadata.creationTimestamp, spec, d.nodes.list().map(nodeInfo), record, others, failoverState);
+}
+
+/**
+ * Step 1: the finalizer (added unless deleting) and the durable /64 allocation annotation, in one merge patch with a
+ * resourceVersion precondition (a concurrent writer makes it fail and the reconcile retry), then an Event per
+ * allocation change. Returns the prefix as the patch left it, or as it was when nothing needed writing.
+ */
+async function writeMetadata(
+  d: ReconcileDeps,
+  name: string,
+  p: SixBed4Prefix,
+  pl: Plan | undefined,
+  allocationsError: string | undefined,
+): Promise<SixBed4Prefix> {
+  const finalizers = p.metadata.finalizers ?? [];
+  const deleting = p.metadata.deletionTimestamp !== undefined;
+  const wantAlloc = pl
+    ? formatAllocations(pl.allocation.allocations)
+    : p.metadata.annotations?.[ALLOCATIONS_ANNOTATION];
+  const addFinalizer = !deleting && !finalizers.includes(FINALIZER);
+  const allocChanged = wantAlloc !== undefined && wantAlloc !== p.metadata.annotations?.[ALLOCATIONS_ANNOTATION];
+  if (!addFinalizer && !allocChanged) return p;
+  const patch = {
+    metadata: {
+      resourceVersion: p.metadata.resourceVersion,
+      ...(addFinalizer ? { finalizers: [...finalizers, FINALIZER] } : {}),
+      ...(allocChanged ? { annotations: { [ALLOCATIONS_ANNOTATION]: wantAlloc } } : {}),
+    },
+  };
+  const patched = await d.kube.mergePatch<SixBed4Prefix>(paths.prefix(name), patch, FIELD_MANAGER);
+  if (allocationsError) d.recorder.event(patched, 'Warning', 'AllocationsReset', allocationsError);
+  if (pl) {
+    for (const msg of pl.allocation.dropped)
+      d.recorder.event(patched, 'Warning', 'AllocationDropped', `dropped allocation ${msg}`);
+    for (const n of pl.allocation.reclaimed)
+      d.recorder.event(
+        patched,
+        'Normal',
+        'AllocationReclaimed',
+        `the /64 kept for node ${n} (no longer selected) was given to another node`,
+      );
+    for (const n of pl.allocation.added)
+      d.recorder.event(patched, 'Normal', 'Allocated', `node ${n} serves ${pl.allocation.assigned.get(n)}`);
+  }
+  return patched;
+}
+
+/** Step 2's ConfigMap: what the agents read (each serving node's share), applied only when it differs. */
+async function ensureAgentConfigMap(
+  d: ReconcileDeps,
+  name: string,
+  p: SixBed4Prefix,
+  spec: CheckedPrefixSpec,
+  serving: ReadonlyMap<string, AgentNodeConfig>,
+  log: Logger,
+): Promise<void> {
+  const cm = renderConfigMap(p, spec.prefix.text, spec.metricsPort, serving, d.render);
+  await ensure(
+    d,
+    p,
+    'ConfigMap',
+    paths.configMap(d.namespace, agentConfigMapName(name)),
+    d.configMaps.get(agentConfigMapName(name), d.namespace),
+    cm,
+    log,
+  );
+}
+
+/**
+ * Step 3, for a prefix being deleted: the finalizer stays until every node that configured its host (reported on
+ * the prefix, in its status entry or its Lease, and still exists) has reverted it, or the cleanup timeout is over.
+ * 'done' when the finalizer was removed; else the nodes still waited for and when to look again.
+ */
+async function deletionStep(
+  d: ReconcileDeps,
+  name: string,
+  p: SixBed4Prefix,
+  now: Date,
+  agent: AgentOf,
+  nodeExists: (n: string) => boolean,
+): Promise<'done' | { waitingRevert: string[]; requeueAfterMs: number }> {
+  // Every node that has reported on this prefix, in its status entry or its Lease.
+  const reportedNodes = [...new Set([...(p.status?.nodes ?? []).map((e) => e.name), ...leaseNodesReporting(d, name)])];
+  const view = (n: string) => agentView({ actual: p.status, agent }, n).entry;
+  const waitingRevert = reportedNodes
+    .filter((n) => view(n)?.lastReport !== undefined && view(n)?.reverted !== true && nodeExists(n))
+    .sort();
+  const timeoutMs = cleanupTimeout(p, d.cleanupTimeoutMs);
+  const elapsed = now.getTime() - Date.parse(p.metadata.deletionTimestamp!);
+  if (waitingRevert.length === 0) {
+    const reported = reportedNodes.some((n) => view(n)?.lastReport !== undefined);
+    d.recorder.event(
+      p,
+      'Normal',
+      'HostsReverted',
+      reported
+        ? 'every node reverted its host configuration (or is gone); removing the finalizer'
+        : 'no agent had configured a host; removing the finalizer',
+    );
+    await removeFinalizer(d, p);
+    return 'done';
+  }
+  if (elapsed >= timeoutMs) {
+    d.recorder.event(
+      p,
+      'Warning',
+      'CleanupTimedOut',
+      `gave up after ${Math.round(timeoutMs / 1000)}s waiting for ${waitingRevert.join(', ')} to revert the host configuration; removing the finalizer (revert those hosts by hand: sixbed4 host revert)`,
+    );
+    await removeFinalizer(d, p);
+    return 'done';
+  }
+  return { waitingRevert, requeueAfterMs: Math.min(timeoutMs - elapsed + 50, 5_000) };
+}
+
+/**
+ * Step 4's failover part, for a served prefix with failover: the group's status from its Lease and its members'
+ * agents, its problems, a failover to announce, and when to look again while a node is active.
+ */
+function failoverPart(
+  d: ReconcileDeps,
+  name: string,
+  p: SixBed4Prefix,
+  now: Date,
+  serving: ReadonlyMap<string, AgentNodeConfig>,
+  agent: AgentOf,
+  nodeExists: (n: string) => boolean,
+  leaseDurationMs: number,
+): {
+  problems: Problem[];
+  failover: NonNullable<Parameters<typeof computeStatus>[0]['failover']>;
+  failedOver: ReturnType<typeof failoverStatus>['failover'];
+  requeueAfterMs?: number;
+} {
+  const members = [...serving.values()][0]!.failover!.members;
+  const fs = failoverStatus({
+    now,
+    members,
+    lease: groupLease(d, name),
+    previous: p.status?.failover,
+    nodeExists,
+    nodeCordoned: (n) => nodeInfo(d.nodes.get(n) ?? { metadata: {} }).cordoned === true,
+    member: (n) => {
+      const v = agentView({ actual: p.status, agent }, n);
+      const r = agentReady(v.entry, now, d.staleAfterMs, v.heartbeat);
+      return { entry: v.entry, ready: r.ready, why: r.why, heartbeatStale: r.why.startsWith('no report for') };
+    },
+  });
+  return {
+    problems: fs.problems,
+    failover: { status: fs.status },
+    failedOver: fs.failover,
+    // Renewals are not watched one by one (controller.ts): look again in a while, so that an active node whose Lease
+    // expired with nobody taking over is no longer shown active.
+    ...(fs.active ? { requeueAfterMs: Math.max(5_000, leaseDurationMs + 1_000) } : {}),
+  };
+}
+
+/**
+ * Writes a changed status (server-side apply on the status subresource) and announces its transitions and a
+ * failover as Events. False when the prefix is gone meanwhile: then there is nothing more to do.
+ */
+async function writeStatus(
+  d: ReconcileDeps,
+  name: string,
+  p: SixBed4Prefix,
+  st: ReturnType<typeof computeStatus>,
+  failedOver: ReturnType<typeof failoverStatus>['failover'] | undefined,
+  log: Logger,
+): Promise<boolean> {
+  try {
+    await d.kube.apply(
+      paths.prefixStatus(name),
+      { apiVersion: API_VERSION, kind: KIND, metadata: { name }, status: st.status },
+      FIELD_MANAGER,
+    );
+  } catch (e) {
+    if (isNotFound(e)) return false;
+    throw e;
+  }
+  for (const t of st.transitions) {
+    const ev = transitionEvent(t, t.previous?.startsWith('True/') ?? false);
+    if (ev) d.recorder.event(p, ev.type, ev.reason, ev.message);
+  }
+  if (failedOver) {
+    // A loss is a Warning; a planned handover and the first election are Normal.
+    const planned = failedOver.reason === 'Handover' || failedOver.reason === 'Elected';
+    log.info(`failover: ${failedOver.message}`, { reason: failedOver.reason });
+    d.recorder.event(
+      p,
+      planned ? 'Normal' : 'Warning',
+      failedOver.reason === 'Elected' ? 'ActiveElected' : 'FailedOver',
+      `${failedOver.reason}: ${failedOver.message}`,
+    );
+  }
+  return true;
+}
+
+/**
+ * The serving nodes' agents for the per-prefix gauges, read when the gauges are scraped: heartbeats renew the node
+ * Leases (the cache) without a reconcile.
+ */
+function agentGauges(
+  d: ReconcileDeps,
+  p: SixBed4Prefix,
+  serving: ReadonlyMap<string, AgentNodeConfig>,
+  agent: AgentOf,
+): PrefixView['agents'] {
   const nodes = [...serving.keys()].sort();
-  const agents = () =>
+  return () =>
     nodes.map((node) => {
       const v = agentView({ actual: p.status, agent }, node);
       const lastSeenMs = agentLastSeen(v.entry, v.heartbeat);
@@ -310,11 +411,6 @@ export async function reconcilePrefix(d: ReconcileDeps, name: string): Promise<R
         ...(lastSeenMs !== undefined ? { lastSeenMs } : {}),
       };
     });
-  return {
-    ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}),
-    state,
-    view: { degraded: problems.map((x) => x.reason), agents },
-  };
 }
 
 /** Applies desired unless actual already carries every field of it. */

@@ -78,10 +78,6 @@ function list(names: readonly string[], max = 8): string {
   return names.length <= max ? names.join(', ') : `${names.slice(0, max).join(', ')} and ${names.length - max} more`;
 }
 
-/**
- * Whether an agent's entry counts as ready now, and until when. The agent writes its entry when it changes; it is
- * alive while its last write or its node's heartbeat (the agent's Lease) is younger than staleAfterMs.
- */
 /** When an agent last reported on a prefix (its entry's lastReport or its node's heartbeat, the later), in ms. */
 export function agentLastSeen(entry: NodeStatus | undefined, heartbeat?: string): number | undefined {
   const times = [entry?.lastReport, heartbeat]
@@ -90,6 +86,10 @@ export function agentLastSeen(entry: NodeStatus | undefined, heartbeat?: string)
   return times.length ? Math.max(...times) : undefined;
 }
 
+/**
+ * Whether an agent's entry counts as ready now, and until when. The agent writes its entry when it changes; it is
+ * alive while its last write or its node's heartbeat (the agent's Lease) is younger than staleAfterMs.
+ */
 export function agentReady(
   entry: NodeStatus | undefined,
   now: Date,
@@ -108,26 +108,67 @@ export function agentReady(
 
 export function computeStatus(inp: StatusInput): StatusResult {
   const actualNodes = new Map((inp.actual?.nodes ?? []).map((n) => [n.name, n]));
+  const actualConds = new Map((inp.actual?.conditions ?? []).map((c) => [c.type, c]));
   const servingNames = [...inp.serving.keys()].sort();
+  const tally = agentTally(inp, servingNames);
+  const { conditions, transitions } = conditionsOf(inp, wantedConditions(inp, servingNames, tally), actualConds);
+  const nodes = nodeEntries(inp, servingNames);
+  const status: OperatorStatus = {
+    observedGeneration: inp.generation,
+    nodesReady: `${tally.readyCount}/${servingNames.length}`,
+    livePeers: tally.livePeers,
+    conditions,
+    nodes,
+    ...(inp.failover ? { failover: inp.failover.status } : {}),
+  };
+  const wanted = new Set(servingNames);
+  return {
+    status,
+    changed: differs(inp.actual ?? {}, status, actualConds, actualNodes, wanted),
+    transitions,
+    staleEntries: staleEntries(inp, actualNodes, wanted),
+    ...(tally.requeueAfterMs !== undefined ? { requeueAfterMs: tally.requeueAfterMs } : {}),
+    readyCount: tally.readyCount,
+  };
+}
 
-  let readyCount = 0;
-  let livePeers = 0;
-  let requeueAfterMs: number | undefined;
-  const notReady: string[] = [];
+interface AgentTally {
+  readyCount: number;
+  /** the ready agents' live peers (of a failover group: the active node's only) */
+  livePeers: number;
+  /** the soonest a ready agent's report goes stale (+100 ms): look again then */
+  requeueAfterMs?: number;
+  /** `node (why)` of each serving node whose agent is not ready */
+  notReady: string[];
+}
+
+/** The serving nodes' agents: how many are ready, their live peers, when one goes stale, and why others are not. */
+function agentTally(inp: StatusInput, servingNames: readonly string[]): AgentTally {
+  const t: AgentTally = { readyCount: 0, livePeers: 0, notReady: [] };
   for (const n of servingNames) {
     const v = agentView(inp, n);
     const r = agentReady(v.entry, inp.now, inp.staleAfterMs, v.heartbeat);
     if (r.ready) {
-      readyCount++;
+      t.readyCount++;
       // A failover group's peers are the active node's (a standby's count is what it saw while it was active).
       const counts = !inp.failover || inp.failover.status.active === n;
       if (counts)
-        livePeers += Number.isInteger(v.entry?.livePeers) && v.entry!.livePeers! > 0 ? v.entry!.livePeers! : 0;
-      if (r.untilMs !== undefined) requeueAfterMs = Math.min(requeueAfterMs ?? Infinity, r.untilMs + 100);
-    } else notReady.push(`${n} (${r.why})`);
+        t.livePeers += Number.isInteger(v.entry?.livePeers) && v.entry!.livePeers! > 0 ? v.entry!.livePeers! : 0;
+      if (r.untilMs !== undefined) t.requeueAfterMs = Math.min(t.requeueAfterMs ?? Infinity, r.untilMs + 100);
+    } else t.notReady.push(`${n} (${r.why})`);
   }
+  return t;
+}
 
-  const conds: Record<ConditionType, { status: ConditionStatus; reason: string; message: string }> = {
+type WantedCondition = { status: ConditionStatus; reason: string; message: string };
+
+/** Each condition's status, reason and message as they should be now. */
+function wantedConditions(
+  inp: StatusInput,
+  servingNames: readonly string[],
+  tally: AgentTally,
+): Record<ConditionType, WantedCondition> {
+  return {
     Degraded: inp.problems.length
       ? { status: 'True', reason: inp.problems[0]!.reason, message: inp.problems.map((p) => p.message).join('; ') }
       : {
@@ -136,26 +177,34 @@ export function computeStatus(inp: StatusInput): StatusResult {
           message: servingNames.length ? `every selected node serves its share` : 'nothing to report',
         },
     Progressing: progressing(inp),
-    Ready: inp.deleting
-      ? { status: 'False', reason: 'Deleting', message: 'the prefix is being deleted' }
-      : inp.failover && servingNames.length > 0
-        ? failoverReady(inp, inp.failover.status, readyCount, servingNames.length, notReady)
-        : servingNames.length === 0
-          ? { status: 'False', reason: 'NoNodes', message: 'no node serves this prefix (see the Degraded condition)' }
-          : readyCount < servingNames.length
-            ? {
-                status: 'False',
-                reason: 'AgentsNotReady',
-                message: `${readyCount} of ${servingNames.length} agents ready; waiting for ${list(notReady)}`,
-              }
-            : {
-                status: 'True',
-                reason: 'AgentsReady',
-                message: `${readyCount} of ${servingNames.length} agents ready`,
-              },
+    Ready: readyCondition(inp, servingNames.length, tally),
   };
+}
 
-  const actualConds = new Map((inp.actual?.conditions ?? []).map((c) => [c.type, c]));
+/** Ready: while deleting, never; of a failover group, its active node's; else every serving node's agent's. */
+function readyCondition(inp: StatusInput, serving: number, { readyCount, notReady }: AgentTally): WantedCondition {
+  if (inp.deleting) return { status: 'False', reason: 'Deleting', message: 'the prefix is being deleted' };
+  if (inp.failover && serving > 0) return failoverReady(inp, inp.failover.status, readyCount, serving, notReady);
+  if (serving === 0)
+    return { status: 'False', reason: 'NoNodes', message: 'no node serves this prefix (see the Degraded condition)' };
+  if (readyCount < serving)
+    return {
+      status: 'False',
+      reason: 'AgentsNotReady',
+      message: `${readyCount} of ${serving} agents ready; waiting for ${list(notReady)}`,
+    };
+  return { status: 'True', reason: 'AgentsReady', message: `${readyCount} of ${serving} agents ready` };
+}
+
+/**
+ * The conditions to apply, in the order Ready, Progressing, Degraded: lastTransitionTime kept while the status stays,
+ * now when it changes. A transition (for an Event) whenever the status or the reason changes.
+ */
+function conditionsOf(
+  inp: StatusInput,
+  conds: Record<ConditionType, WantedCondition>,
+  actualConds: ReadonlyMap<string, Condition>,
+): { conditions: Condition[]; transitions: StatusResult['transitions'] } {
   const transitions: StatusResult['transitions'] = [];
   const nowText = inp.now.toISOString().replace(/\.\d{3}Z$/, 'Z');
   const conditions: Condition[] = (['Ready', 'Progressing', 'Degraded'] as const).map((type) => {
@@ -174,8 +223,12 @@ export function computeStatus(inp: StatusInput): StatusResult {
       message: want.message.slice(0, 32768),
     };
   });
+  return { conditions, transitions };
+}
 
-  const nodes = servingNames.map((n) => {
+/** The serving nodes' entries: the operator's name, prefix and listen, with the agent's fields as its Lease has them. */
+function nodeEntries(inp: StatusInput, servingNames: readonly string[]): OperatorStatus['nodes'] {
+  return servingNames.map((n) => {
     const c = inp.serving.get(n)!;
     const rep = inp.agent?.(n)?.report;
     const agentPart: AgentReport = {};
@@ -188,22 +241,26 @@ export function computeStatus(inp: StatusInput): StatusResult {
       ...agentPart,
     };
   });
-  const status: OperatorStatus = {
-    observedGeneration: inp.generation,
-    nodesReady: `${readyCount}/${servingNames.length}`,
-    livePeers,
-    conditions,
-    nodes,
-    ...(inp.failover ? { failover: inp.failover.status } : {}),
-  };
+}
 
-  // differs from the server?
-  const a = inp.actual ?? {};
-  let changed =
+/**
+ * Whether the server's status lacks or differs in any operator field: the figures, a condition, a wanted node's
+ * entry, the failover group, or our fields still on an entry no longer wanted (applying drops them).
+ */
+function differs(
+  a: SixBed4PrefixStatus,
+  status: OperatorStatus,
+  actualConds: ReadonlyMap<string, Condition>,
+  actualNodes: ReadonlyMap<string, NodeStatus>,
+  wanted: ReadonlySet<string>,
+): boolean {
+  if (
     a.observedGeneration !== status.observedGeneration ||
     a.nodesReady !== status.nodesReady ||
-    a.livePeers !== status.livePeers;
-  for (const c of conditions) {
+    a.livePeers !== status.livePeers
+  )
+    return true;
+  for (const c of status.conditions) {
     const h = actualConds.get(c.type);
     if (
       !h ||
@@ -213,36 +270,38 @@ export function computeStatus(inp: StatusInput): StatusResult {
       h.observedGeneration !== c.observedGeneration ||
       !h.lastTransitionTime
     )
-      changed = true;
+      return true;
   }
-  const wanted = new Set(servingNames);
-  for (const n of nodes) {
+  for (const n of status.nodes) {
     const h = actualNodes.get(n.name);
-    if (!h || h.prefix !== n.prefix || h.listen !== n.listen) changed = true;
-    else if (AGENT_FIELDS.some((k) => n[k] !== undefined && n[k] !== h[k])) changed = true;
+    if (!h || h.prefix !== n.prefix || h.listen !== n.listen) return true;
+    if (AGENT_FIELDS.some((k) => n[k] !== undefined && n[k] !== h[k])) return true;
   }
   // An emptied block reads as none: once the apply stops setting status.failover (the prefix being deleted), a server
   // may keep `failover: {}`, and a write to remove what is already gone would repeat on every pass.
   const failoverOf = (f: object | undefined) => (f && Object.keys(f).length ? f : null);
-  if (sorted(failoverOf(a.failover)) !== sorted(failoverOf(status.failover))) changed = true;
-  const staleEntries: string[] = [];
-  for (const [name, h] of actualNodes) {
+  if (sorted(failoverOf(a.failover)) !== sorted(failoverOf(status.failover))) return true;
+  for (const [name, h] of actualNodes)
+    if (!wanted.has(name) && (h.prefix !== undefined || h.listen !== undefined)) return true;
+  return false;
+}
+
+/** Entries of nodes no longer wanted whose node is gone or whose agent is gone (silent, or reverted): to remove. */
+function staleEntries(
+  inp: StatusInput,
+  actualNodes: ReadonlyMap<string, NodeStatus>,
+  wanted: ReadonlySet<string>,
+): string[] {
+  const out: string[] = [];
+  for (const name of actualNodes.keys()) {
     if (wanted.has(name)) continue;
-    if (h.prefix !== undefined || h.listen !== undefined) changed = true; // our fields are still there: apply drops them
     const v = agentView(inp, name);
     const r = agentReady(v.entry, inp.now, inp.staleAfterMs, v.heartbeat);
     const agentGone =
       v.entry?.lastReport === undefined || r.why.startsWith('no report for') || v.entry.reverted === true;
-    if (!inp.nodeExists(name) || agentGone) staleEntries.push(name);
+    if (!inp.nodeExists(name) || agentGone) out.push(name);
   }
-  return {
-    status,
-    changed,
-    transitions,
-    staleEntries,
-    ...(requeueAfterMs !== undefined ? { requeueAfterMs } : {}),
-    readyCount,
-  };
+  return out;
 }
 
 /** Ready of a failover group: its active node holds the Lease and forwards (the standbys are NoStandbyReady's). */

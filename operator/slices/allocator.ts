@@ -54,6 +54,8 @@ import {
   planNamespace,
   rangeAnnotation,
   type NamespaceInfo,
+  type NamespaceInput,
+  type NamespacePlan,
   type PodInfo,
   type PrefixRef,
   type SliceProblem,
@@ -307,8 +309,54 @@ export class SliceAllocator {
    * Events. Returns the prefixes whose status may have changed.
    */
   async reconcileNamespace(name: string): Promise<string[]> {
-    const c = this.d.caches;
     const log = this.d.log.child({ namespace: name });
+    const { input, nsObj } = this.namespaceInput(name);
+    const ns = input.ns;
+    const pl = planNamespace(input);
+    // The prefix statuses to rewrite: the namespace's target now and before, and every prefix it releases from.
+    const touched = new Set<string>();
+    if (pl.target) touched.add(pl.target.name);
+    const before = this.states.get(name);
+    if (before?.prefix) touched.add(before.prefix);
+
+    // 1. release slices; 2. release claims that no slice uses
+    await this.releaseSlices(name, ns, pl, touched, log);
+    await this.releaseRanges(pl, touched, log);
+
+    const problems = [...pl.problems];
+    const target = pl.target;
+    let word = pl.word;
+
+    // 3. claim a word A for the namespace
+    if (target && ns && pl.needWord) {
+      const got = await this.claimWord(target, ns, log);
+      if (typeof got === 'number') word = got;
+      else problems.push(got);
+    }
+
+    // 4. the namespace's annotation shows its range
+    if (nsObj && ns) await this.annotateNamespace(name, ns, target, word);
+
+    // 5. pods that ask and hold no slice yet
+    const pending = this.pendingPods(name, pl, word, problems);
+
+    // 6. pods carry their slice and address (and lose them with the slice)
+    await this.annotatePods(name, input.pods, pl.keep);
+
+    // 7. Events for problems that are new or changed; state for the status
+    this.report(name, problems, nsObj);
+    this.states.set(name, { ...(target ? { prefix: target.name } : {}), problems, pending });
+    if (!ns) this.states.delete(name);
+    return [...touched];
+  }
+
+  /**
+   * What planNamespace needs, from the caches (with this process's own recent writes applied): every prefix (the
+   * namespace's label may name one that does not slice, which the plan reports), the namespace's pods, and the
+   * slices and claims it holds. Objects being deleted are left out: they are on their way and hold nothing.
+   */
+  private namespaceInput(name: string): { input: NamespaceInput; nsObj: KubeObject | undefined } {
+    const c = this.d.caches;
     const slicing = new Map<string, SlicingPrefix>();
     const refs: PrefixRef[] = [];
     for (const p of c.prefixes.list()) {
@@ -327,33 +375,22 @@ export class SliceAllocator {
     const pods = c.pods.list(name).map(podInfo);
     const slices = this.slicesView().filter((s) => s.spec?.pod?.namespace === name && !s.metadata.deletionTimestamp);
     const ranges = this.rangesView().filter((r) => r.spec?.namespace?.name === name && !r.metadata.deletionTimestamp);
-    const pl = planNamespace({ name, ns, slicing, prefixes: refs, pods, slices, ranges });
-    const touched = new Set<string>();
-    if (pl.target) touched.add(pl.target.name);
-    const before = this.states.get(name);
-    if (before?.prefix) touched.add(before.prefix);
+    return { input: { name, ns, slicing, prefixes: refs, pods, slices, ranges }, nsObj };
+  }
 
-    // 1. release slices; when the reason may be our cache lagging behind
-    //    another allocator (pod or claim not seen yet), ask the API first
+  /**
+   * Step 1: deletes the slices the plan releases. Where the reason may be our cache lagging behind another allocator
+   * (pod or claim not seen yet), the API server is asked first, and a slice it vouches for is kept instead.
+   */
+  private async releaseSlices(
+    name: string,
+    ns: NamespaceInfo | undefined,
+    pl: NamespacePlan,
+    touched: Set<string>,
+    log: Logger,
+  ): Promise<void> {
     for (const r of pl.release) {
-      if (r.check === 'pod') {
-        const pod = await this.d.kube.get<KubeObject>(paths.pod(name, r.slice.spec.pod.name));
-        if (pod && pod.metadata.uid === r.slice.spec.pod.uid) {
-          const info = podInfo(pod);
-          if (!(info.phase && TERMINAL.has(info.phase))) {
-            pl.keep.set(info.uid, r.slice);
-            continue;
-          }
-        }
-      } else if (r.check === 'range') {
-        const w = sliceWords(r.slice.spec.slice)!;
-        const claim = await this.d.kube.get<SixBed4Range>(paths.range(rangeName(r.slice.spec.prefix, w.a)));
-        if (claim && ns && claim.spec.namespace.uid === ns.uid) {
-          this.rangeOverlay.add(claim);
-          if (!pl.keep.has(r.slice.spec.pod.uid)) pl.keep.set(r.slice.spec.pod.uid, r.slice);
-          continue;
-        }
-      }
+      if (await this.sliceStillHeld(name, ns, r, pl.keep)) continue;
       if (await this.deleteObject(paths.slice(r.slice.metadata.name!), r.slice)) {
         this.sliceOverlay.remove(r.slice);
         this.stats.released++;
@@ -364,9 +401,45 @@ export class SliceAllocator {
       }
       touched.add(r.slice.spec.prefix);
     }
+  }
 
-    // 2. release claims that no slice uses (asked of the API server, not the
-    //    cache: another allocator may have just cut a slice from the word)
+  /**
+   * Whether the API server shows a released slice as still valid after all: its pod exists (same UID) and has not
+   * ended, or its word's claim exists and belongs to this namespace (then that claim joins the overlay, since the
+   * cache has not shown it yet). A slice held so goes into keep (the first for its pod wins).
+   */
+  private async sliceStillHeld(
+    name: string,
+    ns: NamespaceInfo | undefined,
+    r: NamespacePlan['release'][number],
+    keep: Map<string, SixBed4Slice>,
+  ): Promise<boolean> {
+    if (r.check === 'pod') {
+      const pod = await this.d.kube.get<KubeObject>(paths.pod(name, r.slice.spec.pod.name));
+      if (pod && pod.metadata.uid === r.slice.spec.pod.uid) {
+        const info = podInfo(pod);
+        if (!(info.phase && TERMINAL.has(info.phase))) {
+          keep.set(info.uid, r.slice);
+          return true;
+        }
+      }
+    } else if (r.check === 'range') {
+      const w = sliceWords(r.slice.spec.slice)!;
+      const claim = await this.d.kube.get<SixBed4Range>(paths.range(rangeName(r.slice.spec.prefix, w.a)));
+      if (claim && ns && claim.spec.namespace.uid === ns.uid) {
+        this.rangeOverlay.add(claim);
+        if (!keep.has(r.slice.spec.pod.uid)) keep.set(r.slice.spec.pod.uid, r.slice);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /**
+   * Step 2: deletes the claims the plan releases, asking the API server, not the cache, whether a slice still uses
+   * the word: another allocator (an agent's CNI ADD) may have just cut one from it.
+   */
+  private async releaseRanges(pl: NamespacePlan, touched: Set<string>, log: Logger): Promise<void> {
     for (const r of pl.releaseRanges) {
       const users = await this.d.kube.list<SixBed4Slice>(paths.slices, {
         labelSelector: `${LABEL_RANGE}=${r.range.metadata.name}`,
@@ -385,31 +458,32 @@ export class SliceAllocator {
       }
       touched.add(r.range.spec.prefix);
     }
+  }
 
-    const problems = [...pl.problems];
-    const target = pl.target;
-    let word = pl.word;
-
-    // 3. claim a word A for the namespace
-    if (target && ns && pl.needWord) {
-      const got = await this.claimWord(target, ns, log);
-      if (typeof got === 'number') word = got;
-      else problems.push(got);
+  /** Step 4: the namespace's range annotation, written only when it differs (absent and unwanted counts as equal). */
+  private async annotateNamespace(
+    name: string,
+    ns: NamespaceInfo,
+    target: SlicingPrefix | undefined,
+    word: number | undefined,
+  ): Promise<void> {
+    const want = rangeAnnotation(target, word);
+    if (ns.annotations[RANGE_ANNOTATION] !== want && !(want === undefined && !(RANGE_ANNOTATION in ns.annotations))) {
+      await this.patchAnnotations(paths.namespace(name), { [RANGE_ANNOTATION]: want ?? null });
     }
+  }
 
-    // 4. the namespace's annotation shows its range
-    if (nsObj && ns) {
-      const want = rangeAnnotation(target, word);
-      if (ns.annotations[RANGE_ANNOTATION] !== want && !(want === undefined && !(RANGE_ANNOTATION in ns.annotations))) {
-        await this.patchAnnotations(paths.namespace(name), { [RANGE_ANNOTATION]: want ?? null });
-      }
-    }
-
-    // 5. a pod that asks gets its slice from its node's agent (claim.ts in the agent: at CNI ADD, before its
-    //    containers start); until then it is pending. Without a range the agents have nothing to cut from.
-    // a slice kept after asking the API server (step 1) is no candidate any more
+  /**
+   * Step 5: how many pods ask and hold no slice (the prefix status's pending count). A pod that asks gets its slice
+   * from its node's agent (claim.ts in the agent: at CNI ADD, before its containers start); until then it is
+   * pending. Drops from pl.candidates the pods whose slice step 1 kept after asking the API server, and adds to
+   * problems one per candidate when the namespace has no range (the agents have nothing to cut from). Pods on a
+   * node that does not serve, and host-network pods, count as pending too.
+   */
+  private pendingPods(name: string, pl: NamespacePlan, word: number | undefined, problems: SliceProblem[]): number {
     pl.candidates = pl.candidates.filter((cand) => !pl.keep.has(cand.pod.uid));
     let pending = pl.waiting.length + pl.candidates.length;
+    const target = pl.target;
     if (target && word === undefined) {
       for (const cand of pl.candidates) {
         problems.push({
@@ -422,10 +496,17 @@ export class SliceAllocator {
     }
     for (const p of problems)
       if (p.kind === 'Pod' && ['NodeNotServing', 'HostNetworkPod'].includes(p.reason)) pending++;
+    return pending;
+  }
 
-    // 6. pods carry their slice and address (and lose them with the slice)
+  /** Step 6: each pod's slice and address annotations, as its kept slice says (or none); only what differs is patched. */
+  private async annotatePods(
+    name: string,
+    pods: readonly PodInfo[],
+    keep: ReadonlyMap<string, SixBed4Slice>,
+  ): Promise<void> {
     for (const pod of pods) {
-      const s = pl.keep.get(pod.uid);
+      const s = keep.get(pod.uid);
       const want: Record<string, string | null> = s
         ? { [ASSIGNED_SLICE_ANNOTATION]: s.spec.slice, [ADDRESS_ANNOTATION]: s.spec.address }
         : { [ASSIGNED_SLICE_ANNOTATION]: null, [ADDRESS_ANNOTATION]: null };
@@ -435,12 +516,6 @@ export class SliceAllocator {
       }
       if (Object.keys(diff).length) await this.patchAnnotations(paths.pod(name, pod.name), diff);
     }
-
-    // 7. Events for problems that are new or changed; state for the status
-    this.report(name, problems, nsObj);
-    this.states.set(name, { ...(target ? { prefix: target.name } : {}), problems, pending });
-    if (!ns) this.states.delete(name);
-    return [...touched];
   }
 
   private async claimWord(target: SlicingPrefix, ns: NamespaceInfo, log: Logger): Promise<number | SliceProblem> {

@@ -236,7 +236,23 @@ export function planNamespace(inp: NamespaceInput): NamespacePlan {
   const target = t.target;
   if (target) plan.target = target;
 
-  // Claims: valid ones (named after their word, of this namespace's UID) of the target prefix.
+  const held = heldWords(inp.ranges, ns, target);
+  const words = [...held].sort((a, b) => a - b);
+  if (target && words.length) plan.word = words[0]!;
+  judgeSlices(inp, target, held, plan);
+  plan.releaseRanges.push(...rangesToRelease(inp.ranges, ns, target, plan.word, plan.keep));
+
+  if (!target) {
+    plan.problems.push(...podsNotOptedIn(inp, ns));
+    return plan;
+  }
+  if (!ns.deleting && plan.word === undefined) plan.needWord = true;
+  for (const pod of [...inp.pods].sort((a, b) => (a.name < b.name ? -1 : 1))) placePod(pod, ns, target, plan);
+  return plan;
+}
+
+/** The words the namespace validly claims of the target: claims named after their word, of this namespace's UID. */
+function heldWords(ranges: readonly SixBed4Range[], ns: NamespaceInfo, target: SlicingPrefix | undefined): Set<number> {
   const validClaim = (r: SixBed4Range) =>
     r.spec?.namespace?.uid === ns.uid &&
     r.spec.prefix === target?.name &&
@@ -244,11 +260,19 @@ export function planNamespace(inp: NamespaceInput): NamespacePlan {
     r.spec.word >= 1 &&
     r.spec.word <= 0xffff &&
     r.metadata.name === rangeName(r.spec.prefix, r.spec.word);
-  const held = new Set(inp.ranges.filter(validClaim).map((r) => r.spec.word));
-  const words = [...held].sort((a, b) => a - b);
-  if (target && words.length) plan.word = words[0]!;
+  return new Set(ranges.filter(validClaim).map((r) => r.spec.word));
+}
 
-  // Slices: judge each, then one per pod (the first in text order, as the agent picks).
+/**
+ * Slices: judges each (plan.release with the reason), then keeps one per pod, the first in text order, as the agent
+ * picks; the others are released too.
+ */
+function judgeSlices(
+  inp: NamespaceInput,
+  target: SlicingPrefix | undefined,
+  held: ReadonlySet<number>,
+  plan: NamespacePlan,
+): void {
   const byPod = new Map<string, SixBed4Slice[]>();
   for (const s of inp.slices) {
     const j = judgeSlice(s, inp, target, held);
@@ -267,90 +291,102 @@ export function planNamespace(inp: NamespaceInput): NamespacePlan {
         why: `pod ${inp.name}/${extra.spec.pod.name} holds ${list[0]!.spec.slice} already (a pod has one slice)`,
       });
   }
+}
 
-  // Claims to release: of another prefix than the target, misnamed, or
-  // surplus (a race left the namespace two words), and no slice left in them.
-  // A claim of an earlier namespace of the same name (another UID) is left to
-  // the garbage collector: its owner reference points at that namespace.
-  const usedWords = new Set([...plan.keep.values()].map((s) => sliceWords(s.spec.slice)!.a));
-  for (const r of inp.ranges) {
+/**
+ * Claims to release: of another prefix than the target, misnamed, or surplus (a race left the namespace two
+ * words), and no slice left in them. A claim of an earlier namespace of the same name (another UID) is left to the
+ * garbage collector: its owner reference points at that namespace.
+ */
+function rangesToRelease(
+  ranges: readonly SixBed4Range[],
+  ns: NamespaceInfo,
+  target: SlicingPrefix | undefined,
+  word: number | undefined,
+  keep: ReadonlyMap<string, SixBed4Slice>,
+): NamespacePlan['releaseRanges'] {
+  const out: NamespacePlan['releaseRanges'] = [];
+  const usedWords = new Set([...keep.values()].map((s) => sliceWords(s.spec.slice)!.a));
+  for (const r of ranges) {
     if (r.spec?.namespace?.uid !== ns.uid) continue;
     if (r.metadata.name !== rangeName(r.spec.prefix ?? '', r.spec.word ?? -1)) {
-      plan.releaseRanges.push({
+      out.push({
         range: r,
         why: `its name does not match its word (${rangeName(r.spec.prefix ?? '', r.spec.word ?? 0)})`,
       });
     } else if (!target || r.spec.prefix !== target.name) {
-      plan.releaseRanges.push({
+      out.push({
         range: r,
         why: target
           ? `namespace ${ns.name} takes slices from ${target.name} now`
           : `namespace ${ns.name} takes no slices now`,
       });
-    } else if (r.spec.word !== plan.word && !usedWords.has(r.spec.word)) {
-      plan.releaseRanges.push({
-        range: r,
-        why: `namespace ${ns.name} holds word ${plan.word} of ${target.name} already`,
-      });
+    } else if (r.spec.word !== word && !usedWords.has(r.spec.word)) {
+      out.push({ range: r, why: `namespace ${ns.name} holds word ${word} of ${target.name} already` });
     }
   }
+  return out;
+}
 
-  if (!target) {
-    // pods that ask although their namespace takes no slices
-    for (const pod of inp.pods) {
-      const asking = inp.prefixes.filter((p) => !p.why && podAsks(pod, p.podAnnotation) === 'yes');
-      if (!asking.length || pod.deleting) continue;
-      const hint = asking.length === 1 ? ` (label it ${asking[0]!.namespaceLabel}=${asking[0]!.name})` : '';
-      plan.problems.push({
-        kind: 'Pod',
-        name: pod.name,
-        reason: 'NamespaceNotOptedIn',
-        message: `the pod asks for a slice but namespace ${ns.name} does not take slices from any SixBed4Prefix${hint}`,
-      });
-    }
-    return plan;
+/** Pods that ask although their namespace takes no slices: a problem each, with the label to set when it is clear. */
+function podsNotOptedIn(inp: NamespaceInput, ns: NamespaceInfo): SliceProblem[] {
+  const out: SliceProblem[] = [];
+  for (const pod of inp.pods) {
+    const asking = inp.prefixes.filter((p) => !p.why && podAsks(pod, p.podAnnotation) === 'yes');
+    if (!asking.length || pod.deleting) continue;
+    const hint = asking.length === 1 ? ` (label it ${asking[0]!.namespaceLabel}=${asking[0]!.name})` : '';
+    out.push({
+      kind: 'Pod',
+      name: pod.name,
+      reason: 'NamespaceNotOptedIn',
+      message: `the pod asks for a slice but namespace ${ns.name} does not take slices from any SixBed4Prefix${hint}`,
+    });
   }
+  return out;
+}
 
-  if (!ns.deleting && plan.word === undefined) plan.needWord = true;
-  for (const pod of [...inp.pods].sort((a, b) => (a.name < b.name ? -1 : 1))) {
-    const asks = podAsks(pod, target.slices.podAnnotation);
-    if (asks === 'no') continue;
-    if (asks === 'invalid') {
-      plan.problems.push({
-        kind: 'Pod',
-        name: pod.name,
-        reason: 'InvalidSliceAnnotation',
-        message: `annotation ${target.slices.podAnnotation}: ${JSON.stringify(pod.annotations[target.slices.podAnnotation])} is neither "true" (give the pod a /112) nor "false"`,
-      });
-      continue;
-    }
-    if (plan.keep.has(pod.uid) || pod.deleting || ns.deleting || (pod.phase && TERMINAL.has(pod.phase))) continue;
-    if (pod.hostNetwork) {
-      plan.problems.push({
-        kind: 'Pod',
-        name: pod.name,
-        reason: 'HostNetworkPod',
-        message: 'the pod uses the host network: it has no network namespace of its own to put a slice in',
-      });
-      continue;
-    }
-    if (!pod.node || target.pendingNodes?.has(pod.node)) {
-      plan.waiting.push(pod.name);
-      continue;
-    }
-    const srv = target.serving.get(pod.node);
-    if (!srv) {
-      plan.problems.push({
-        kind: 'Pod',
-        name: pod.name,
-        reason: 'NodeNotServing',
-        message: `node ${pod.node} serves no /64 of SixBed4Prefix ${target.name} (${target.notServing(pod.node)}), so it has no slice to give; the pod runs without one`,
-      });
-      continue;
-    }
-    plan.candidates.push({ pod, node: pod.node, subnet: srv.subnet, index: srv.index });
+/**
+ * One pod of a namespace with a target: nothing when it does not ask, holds a slice already or is ending; else a
+ * problem (bad annotation, host network, node that does not serve), waiting (no node yet, or its node's /64 is
+ * still being recorded) or a candidate for a slice on its node.
+ */
+function placePod(pod: PodInfo, ns: NamespaceInfo, target: SlicingPrefix, plan: NamespacePlan): void {
+  const asks = podAsks(pod, target.slices.podAnnotation);
+  if (asks === 'no') return;
+  if (asks === 'invalid') {
+    plan.problems.push({
+      kind: 'Pod',
+      name: pod.name,
+      reason: 'InvalidSliceAnnotation',
+      message: `annotation ${target.slices.podAnnotation}: ${JSON.stringify(pod.annotations[target.slices.podAnnotation])} is neither "true" (give the pod a /112) nor "false"`,
+    });
+    return;
   }
-  return plan;
+  if (plan.keep.has(pod.uid) || pod.deleting || ns.deleting || (pod.phase && TERMINAL.has(pod.phase))) return;
+  if (pod.hostNetwork) {
+    plan.problems.push({
+      kind: 'Pod',
+      name: pod.name,
+      reason: 'HostNetworkPod',
+      message: 'the pod uses the host network: it has no network namespace of its own to put a slice in',
+    });
+    return;
+  }
+  if (!pod.node || target.pendingNodes?.has(pod.node)) {
+    plan.waiting.push(pod.name);
+    return;
+  }
+  const srv = target.serving.get(pod.node);
+  if (!srv) {
+    plan.problems.push({
+      kind: 'Pod',
+      name: pod.name,
+      reason: 'NodeNotServing',
+      message: `node ${pod.node} serves no /64 of SixBed4Prefix ${target.name} (${target.notServing(pod.node)}), so it has no slice to give; the pod runs without one`,
+    });
+    return;
+  }
+  plan.candidates.push({ pod, node: pod.node, subnet: srv.subnet, index: srv.index });
 }
 
 /** The namespace's range annotation value, or undefined for none. */

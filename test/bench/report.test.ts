@@ -3,7 +3,7 @@
 import test from 'ava';
 import type { Row } from '../../bench/measure.js';
 import { parseRouterCounters } from '../../bench/routerctl.js';
-import { fastGoal, pathLabel, summary } from '../../bench/report.js';
+import { fastGoal, pathLabel, stockGoal, summary } from '../../bench/report.js';
 
 test("the router's metrics split per direction and path; the fast path's pass reasons kept by label", (t) => {
   const c = parseRouterCounters(
@@ -105,4 +105,21 @@ test('path label and goal: fast only for packets the fast path counted', (t) => 
   const text = summary(rows).join('\n');
   t.regex(text, /6→4 48 B: sixbed4 --fast-path on .*all packets by the router process/);
   t.notRegex(text, /6→4[^\n]*all packets in the kernel/);
+});
+
+test('against the stock router: each of ours as a share of the CPU it adds per packet, the goal said per row', (t) => {
+  const rows = [
+    row({ group: 'ceiling', direction: '4→6', size: 48, pathUsPerPkt: 1.0 }),
+    row({ group: 'router', direction: '4→6', size: 48, pathUsPerPkt: 4.0 }),
+    row({ group: 'fast', direction: '4→6', size: 48, pathUsPerPkt: 2.0, router: routerOf({ 'udp_to_tun/fast': 9 }) }),
+    row({ group: 'stock', direction: '4→6', size: 48, pathUsPerPkt: 5.0 }),
+    row({ group: 'ceiling', direction: '6→4', size: 48, pathUsPerPkt: 1.0 }),
+    row({ group: 'fast', direction: '6→4', size: 48, pathUsPerPkt: 4.0, router: routerOf({ 'tun_to_udp/fast': 9 }) }),
+    row({ group: 'stock', direction: '6→4', size: 48, pathUsPerPkt: 5.0 }),
+  ];
+  const goal = stockGoal(rows).join('\n');
+  // Added over the generator: stock 4 µs; ours 1 µs (fast) and 3 µs (TypeScript) in 4→6, 3 µs (fast) in 6→4.
+  t.regex(goal, /4→6 48 B: as installed \(fast path\) ×0\.25 met, TypeScript path ×0\.75/);
+  t.regex(goal, /6→4 48 B: as installed \(fast path\) ×0\.75 not met, TypeScript path ×-/);
+  t.deepEqual(stockGoal(rows.filter((r) => r.group !== 'stock')), [], 'no stock row, no line');
 });

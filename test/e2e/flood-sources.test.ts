@@ -43,14 +43,16 @@ serial(
     });
     t.log(JSON.stringify(r, (k, v: unknown) => (k === 'routerOutput' ? undefined : v)));
     reachableAfter(t, r);
-    t.true(r.floodSent >= 300_000, `the flood offered ${r.floodSent} sources, over four times the seen map`);
+    // Up to 300,000; a busy machine's flooders may stop short at the time cap: three times the map overfills it as well.
+    t.true(r.floodSent >= 3 * SEEN_MAX, `the flood offered ${r.floodSent} sources, over three times the seen map`);
     t.true(
       r.spoofedAtIsp > SEEN_MAX,
       `the fast path forwarded (and noted) ${r.spoofedAtIsp} of them, more than the seen map holds`,
     );
     t.deepEqual(r.taskFailures, {}, 'no periodic task failed');
     t.true(r.rssAfterMB - r.rssBeforeMB < 60, `router RSS ${r.rssBeforeMB.toFixed(0)} → ${r.rssAfterMB.toFixed(0)} MB`);
-    const leaked = (await listNamespaces()).filter((n) => !before.has(n) && n.includes('fsrc'));
+    // Its own namespaces only (s4-<tag>-...): the file's other tests run beside it with theirs.
+    const leaked = (await listNamespaces()).filter((n) => !before.has(n) && n.startsWith('s4-fsrc-'));
     t.deepEqual(leaked, []);
   },
 );
@@ -87,7 +89,7 @@ for (const fastPath of [false, true]) {
         `router RSS ${r.rssBeforeMB.toFixed(0)} → ${r.rssAfterMB.toFixed(0)} MB`,
       );
       t.deepEqual(
-        (await listNamespaces()).filter((n) => !before.has(n) && n.includes('fsrc')),
+        (await listNamespaces()).filter((n) => !before.has(n) && n.startsWith(`s4-${fastPath ? 'fsrcf' : 'fsrct'}-`)),
         [],
       );
     },
