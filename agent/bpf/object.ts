@@ -12,8 +12,10 @@ export const BPF_MAP_TYPE_ARRAY = 2;
 export const BPF_MAP_TYPE_PERCPU_ARRAY = 6;
 export const BPF_MAP_TYPE_LRU_HASH = 9;
 export const BPF_MAP_TYPE_LPM_TRIE = 11;
+export const BPF_MAP_TYPE_REUSEPORT_SOCKARRAY = 20;
 export const BPF_F_NO_PREALLOC = 1;
 export const BPF_PROG_TYPE_SCHED_CLS = 3;
+export const BPF_PROG_TYPE_SK_REUSEPORT = 21;
 
 export interface MapSpec {
   type: number;

@@ -169,6 +169,7 @@ interface RawAddon {
   packetSend(ifname: string, frame: Uint8Array): void;
   txChecksum(name: string): boolean;
   udpSteer(fd: number, program: Uint8Array): void;
+  udpSteerEbpf(fd: number, progFd: number): void;
   udpTtl(fd: number, ttl: number): void;
   bpfMapCreate(
     type: number,
@@ -282,6 +283,14 @@ export function txChecksum(name: string): boolean {
  */
 export function udpSteer(fd: number, program: Uint8Array): void {
   addon().udpSteer(fd, program);
+}
+
+/**
+ * Attaches an eBPF program (BPF_PROG_TYPE_SK_REUSEPORT: agent/bpf/steer.bpf.c) to fd's SO_REUSEPORT group
+ * (SO_ATTACH_REUSEPORT_EBPF), replacing the group's program: it picks each datagram's socket from a map.
+ */
+export function udpSteerEbpf(fd: number, progFd: number): void {
+  addon().udpSteerEbpf(fd, progFd);
 }
 
 /**

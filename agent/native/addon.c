@@ -27,6 +27,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   if (s4_init_tun(env, exports) != napi_ok) return NULL;
   if (s4_init_udp(env, exports) != napi_ok) return NULL;
   if (s4_init_lock(env, exports) != napi_ok) return NULL;
+  if (s4_init_steer(env, exports) != napi_ok) return NULL;
   if (s4_init_notify(env, exports) != napi_ok) return NULL;
   if (s4_init_bpf(env, exports) != napi_ok) return NULL;
   if (s4_init_packet(env, exports) != napi_ok) return NULL;

@@ -76,6 +76,7 @@ napi_status s4_init_tun(napi_env env, napi_value exports);
 napi_status s4_init_udp(napi_env env, napi_value exports);
 napi_status s4_init_poll(napi_env env, napi_value exports, s4_instance *inst);
 napi_status s4_init_lock(napi_env env, napi_value exports);
+napi_status s4_init_steer(napi_env env, napi_value exports);
 napi_status s4_init_notify(napi_env env, napi_value exports);
 napi_status s4_init_bpf(napi_env env, napi_value exports);
 napi_status s4_init_packet(napi_env env, napi_value exports);

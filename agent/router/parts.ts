@@ -3,7 +3,7 @@
 // privileged pieces only a real kernel has (socket steering, the BPF fast path, the neighbour proxy's raw socket).
 // realRouterParts are the real ones; test/router/fake-link.test.ts runs a whole router and peer on FakeIO with
 // stand-ins, without root.
-import { native, udpSteer, type NativeIO } from '../io/native.js';
+import { native, type NativeIO } from '../io/native.js';
 import { ip } from '../host/ip.js';
 import { readIpv6Conf, type Ipv6Conf } from '../host/sysctl.js';
 import { hasNetAdmin, hasNetRaw } from '../host/privilege.js';
@@ -12,6 +12,7 @@ import { NdpResponder } from '../ndp/responder.js';
 import { InputError } from '../../lib/errors.js';
 import type { Logger } from '../../lib/log.js';
 import type { RouterConfig } from './config.js';
+import { steerGroup, type Steering, type SteerOptions } from './steer-ebpf.js';
 
 /** `ip ARGS` in the router's network namespace: resolves its stdout, rejects when it fails (agent/host/ip.ts). */
 export type IpCommand = (...args: string[]) => Promise<string>;
@@ -24,8 +25,11 @@ export interface RouterParts {
   readIpv6Conf(): Promise<Ipv6Conf>;
   /** May this process make a tunnel (root, or CAP_NET_ADMIN)? */
   privileged(): boolean;
-  /** Attaches a steering program to fd's SO_REUSEPORT group (steer.ts); throws where the kernel refuses it. */
-  steer(fd: number, program: Uint8Array): void;
+  /**
+   * Steers the sockets' SO_REUSEPORT group (steer-ebpf.ts: the eBPF program, else the classic one of steer.ts): which
+   * program does, and why the others do not. A stand-in may throw: then nothing steers.
+   */
+  steer(fds: readonly number[], o: SteerOptions): Steering;
   prepareFastPath: typeof prepareFastPath;
   /** The neighbour proxy on cfg.ndpProxy's uplink, started, answering for its local addresses. */
   startProxy(cfg: RouterConfig, log: Logger): Promise<NdpResponder>;
@@ -36,7 +40,7 @@ export const realRouterParts: RouterParts = {
   ip,
   readIpv6Conf,
   privileged: hasNetAdmin,
-  steer: udpSteer,
+  steer: steerGroup,
   prepareFastPath,
   startProxy,
 };

@@ -1,11 +1,12 @@
 // The router's UDP sockets: several per worker on one port (SO_REUSEPORT), so that the kernel spreads flows and a
-// flooding source shares its losses with few others (datapath.ts), optionally steered in the kernel (steer.ts).
+// flooding source shares its losses with few others (datapath.ts), optionally steered in the kernel (steer-ebpf.ts).
 import type { NativeIO } from '../io/native.js';
 import { formatIPv4 } from '../../lib/ip.js';
 import { InputError } from '../../lib/errors.js';
 import type { Logger } from '../../lib/log.js';
 import type { RouterConfig } from './config.js';
-import { steerProgram } from './steer.js';
+import type { RouterParts } from './parts.js';
+import type { Steering } from './steer-ebpf.js';
 
 /**
  * Opens workers × sockets UDP sockets on the bound address and port. On failure closes what it opened and throws
@@ -29,27 +30,30 @@ export function openRouterSockets(cfg: RouterConfig, io: NativeIO): number[] {
 }
 
 /**
- * Steers datagrams that pass the originator check to each worker's first socket, in the kernel (steer.ts). Not with
- * handover: the group then holds a predecessor's sockets too, whose order the program cannot know. A kernel that
- * refuses it leaves the kernel's hash to spread the datagrams, as before.
+ * Steers datagrams that pass the originator check to each worker's first sockets, in the kernel (steer-ebpf.ts: the
+ * eBPF program, also with handover; else the classic one, which cannot with handover). Whatever the kernel refuses
+ * leaves its hash to spread the datagrams, as before, and the log says why.
  */
-export function steerSockets(
-  cfg: RouterConfig,
-  udpFds: number[],
-  steer: (fd: number, program: Uint8Array) => void,
-  log: Logger,
-): boolean {
-  const program = cfg.handover ? null : steerProgram(cfg.prefix.bytes, cfg.workers, cfg.sockets);
-  if (!program) return false;
+export function steerSockets(cfg: RouterConfig, udpFds: number[], steer: RouterParts['steer'], log: Logger): boolean {
+  let s: Steering;
   try {
-    steer(udpFds[0]!, program);
-    return true;
+    s = steer(udpFds, { prefix: cfg.prefix.bytes, workers: cfg.workers, sockets: cfg.sockets, handover: cfg.handover });
   } catch (err) {
     log.warn(
       `cannot steer checked peers to their own sockets (${(err as Error).message}): the kernel's hash spreads all datagrams`,
     );
     return false;
   }
+  if (s.program === 'cbpf')
+    log.info(`checked peers are steered to their own sockets by a classic BPF program (no eBPF: ${s.ebpfError})`);
+  else if (s.program === 'none' && s.ebpfError)
+    log.warn(
+      `cannot steer checked peers to their own sockets (${s.ebpfError}${s.cbpfError ? `; ${s.cbpfError}` : ''})${
+        cfg.handover ? ', which with handover needs eBPF (CAP_BPF)' : ''
+      }: the kernel's hash spreads all datagrams`,
+    );
+  else if (s.cbpfError) log.warn(`cannot replace the socket group's program (${s.cbpfError})`);
+  return s.program !== 'none';
 }
 
 /** The listen (or bind) address is not one of this host's: the agent may fall back to the node's own address. */

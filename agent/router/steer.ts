@@ -80,6 +80,18 @@ function pick(workers: number, sockets: number, n: number, first: number): Insn[
 }
 
 /**
+ * A program that leaves every choice to the kernel's hash (it returns an index past any group). Attached instead of
+ * the split where it cannot be made, it replaces whatever program the group had (a previous router's, with
+ * handover), so that no program keeps steering into sockets of a router that is going away.
+ */
+export function hashProgram(): Uint8Array {
+  const out = new Uint8Array(8);
+  new DataView(out.buffer).setUint16(0, RET | K, true);
+  new DataView(out.buffer).setUint32(4, 0xffffffff, true);
+  return out;
+}
+
+/**
  * The program for `workers` groups of `sockets` sockets each (in the order they were bound: worker by worker), for
  * the /64 prefix8 (its first 8 bytes). Returns null when there is nothing to split (one socket a worker).
  */
