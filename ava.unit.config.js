@@ -8,6 +8,7 @@ const unit = [
   'bench/junk',
   'bench/packets',
   'bench/report',
+  'bpf/selftest-peer',
   'cli/help',
   'cluster/fastpath',
   'cluster/prefix-lifecycle',

@@ -338,8 +338,8 @@ function attach(prog: FastPathPrograms, uplinkIndex: number, tunIndex: number, u
  * peer's packet would.
  */
 function selfTest(prog: FastPathPrograms, cfg: FastPathConfig): void {
-  const peer = (cfg.bindIPv4 ^ 1) >>> 0,
-    port = 2; // a neighbour of the router's address: a unicast source it accepts
+  const peer = selfTestPeer(cfg),
+    port = 2;
   const other = Uint8Array.from(cfg.prefix);
   other[7] = other[7]! ^ 1; // another /64
   const peerAddress = makeAddress(cfg.prefix, peer, port, 1);
@@ -382,6 +382,21 @@ function selfTest(prog: FastPathPrograms, cfg: FastPathConfig): void {
         : `the to-peers self-test gave ${e.retval} and ${e.out.length} bytes instead of a redirect of ${echo.length + 28}`,
     );
   }
+}
+
+/**
+ * The self-test's made-up peer: a neighbour of the router's address (a unicast source it accepts) that the router
+ * does not refuse to send to. The plain neighbour (address ^ 1) may be another address of this host (a failover
+ * member's own address beside the floating one): refused, to-peers would return -1 and Auto would fall back for it.
+ */
+export function selfTestPeer(cfg: Pick<FastPathConfig, 'bindIPv4' | 'refused'>): number {
+  const refused = (a: number) => cfg.refused.some((r) => a >= r.start && a <= r.end);
+  for (let i = 1; i < 255; i++) {
+    const a = (cfg.bindIPv4 ^ i) >>> 0;
+    const host = a & 0xff;
+    if (host !== 0 && host !== 255 && !refused(a)) return a;
+  }
+  return (cfg.bindIPv4 ^ 1) >>> 0; // every neighbour refused: the test says so
 }
 
 /** The interface holding ipv4: datagrams to it arrive there (a host with several uplinks: the others stay slow). */

@@ -323,14 +323,17 @@ function whyMoved(from: string, inp: FailoverStatusInput): { reason: string; mes
       message: `${from} released the Lease (its agent stopped: a drain, an upgrade or its Pod deleted)`,
     };
   }
-  // A drain: the operator's own memory of the release may be gone (a drain evicts the operator's Pod too).
-  if (inp.nodeCordoned?.(from))
-    return { reason: 'Handover', message: `${from} is cordoned (kubectl drain) and handed the Lease over` };
+  // Stopped renewing, and no release of its own: lost, cordoned or not (a drained node that then crashed or was
+  // rebooted while still active is a crash, not a handover).
   if (m.heartbeatStale)
     return {
       reason: 'ActiveLost',
       message: `${from}'s agent stopped renewing (node or agent down, or cut off from the API server)`,
     };
+  // A drain: the operator's own memory of the release may be gone (a drain evicts the operator's Pod too); the
+  // drained node's agent (a DaemonSet Pod, not evicted) still renews its heartbeat.
+  if (inp.nodeCordoned?.(from))
+    return { reason: 'Handover', message: `${from} is cordoned (kubectl drain) and handed the Lease over` };
   // It says it is a standby again (its member restarted: a changed share, a new agent), not that its path failed.
   if (m.entry?.failover === 'Standby' || m.entry?.reason === 'StandbyNotReady') {
     return { reason: 'Handover', message: `${from} stepped down (its agent restarted its member and stands by)` };

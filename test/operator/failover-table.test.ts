@@ -277,6 +277,19 @@ const rows: Row[] = [
       }),
   },
   {
+    title: 'a drained node still active crashes (cordoned, its heartbeat stops, no release): ActiveLost, not Handover',
+    given: aActiveBStandby,
+    when: async (w) => {
+      await w.settle('p');
+      await w.kube.mergePatch(paths.node('a'), { spec: { unschedulable: true } }, 'kubectl');
+      await w.settle('p');
+      w.tick(301_000);
+      await ready(w, 'b', 'Active');
+      await w.failoverLease('p', 'b');
+    },
+    then: (t, w) => t.like(w.get('p')!.status!.failover!.lastFailover, { from: 'a', to: 'b', reason: 'ActiveLost' }),
+  },
+  {
     title: "the active node's Lease expires and nobody takes it: no active node, Ready False",
     given: aActiveBStandby,
     when: async (w) => {
