@@ -7,7 +7,7 @@
 // kernel detaches both when the router stops or dies, however it dies; no tc
 // filter can be left behind to forward (or, with the TUN gone, to swallow)
 // packets without a router. Kernels without tcx keep the TypeScript path.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { native, txChecksum } from '../io/native.js';
 import { ipJson } from '../host/ip.js';
 import { InputError } from '../../lib/errors.js';
@@ -273,7 +273,14 @@ function whyNotSend(uplink: string): string | undefined {
  * finishes it, and so does the kernel for a device that does not offer to; a virtual device that offers to (a veth)
  * hands it on unfinished, and the peer would get it so.
  */
-function whyNotToPeers(uplink: string): string | undefined {
+export function whyNotToPeers(uplink: string): string | undefined {
+  // A macvlan (a failover member's) hands its packets to its lower link, whose checksum offload is what counts: the
+  // macvlan itself always says tx-checksumming on, fixed, and has no device.
+  const lower = lowestLink(uplink);
+  if (lower !== uplink) {
+    const why = whyNotToPeers(lower);
+    return why ? `${uplink} sends through ${lower}: ${why}` : undefined;
+  }
   if (existsSync(`/sys/class/net/${uplink}/device`)) return undefined; // hardware
   let offers: boolean;
   try {
@@ -284,6 +291,17 @@ function whyNotToPeers(uplink: string): string | undefined {
   return offers
     ? `${uplink} is a virtual interface that leaves checksums to the next hop (tx-checksumming on), so packets from local senders would reach peers unfinished; \`ethtool -K ${uplink} tx off\` lets the fast path take them`
     : undefined;
+}
+
+/** The link under a stacked one (macvlan, vlan: /sys/class/net/DEV/lower_*), down to the bottom; itself otherwise. */
+export function lowestLink(dev: string, depth = 0): string {
+  let lowers: string[];
+  try {
+    lowers = readdirSync(`/sys/class/net/${dev}`).filter((n) => n.startsWith('lower_'));
+  } catch {
+    return dev;
+  }
+  return lowers.length === 1 && depth < 4 ? lowestLink(lowers[0]!.slice('lower_'.length), depth + 1) : dev;
 }
 
 /** The TTL the router's unconnected UDP socket sends with: this network namespace's default. */

@@ -340,9 +340,9 @@ serial(
     t.log(`${r.to}'s router across 20 pings each way: ${JSON.stringify(d)}`);
     // Every echo request from the peer and every reply to the ISP's came in through the kernel's fast path.
     t.true((d['udp_to_tun/fast'] ?? 0) >= 40, `peers -> kernel in the fast path: ${JSON.stringify(d)}`);
-    // The other direction goes in the kernel only where the uplink finishes checksums; the group's macvlan is a
-    // virtual interface with tx-checksumming on, so it stays with the router (agent/bpf/fastpath.ts says so and
-    // counts it); where it does not, it must go in the kernel too.
+    // The other direction goes in the kernel only where the uplink finishes checksums: the group's macvlan sends
+    // through the node's eth0, here a veth with tx-checksumming on, so it stays with the router (agent/bpf/fastpath.ts
+    // says so and counts it); where it does not (a NIC under the macvlan), it must go in the kernel too.
     if (said.some((m) => /^fast path: (relays and )?packets from the kernel to peers stay with the router/.test(m))) {
       const f = await fallbacks(r.to);
       t.true(
