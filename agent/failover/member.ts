@@ -190,6 +190,15 @@ export class FailoverMember {
   }
 
   private async round(urgent: boolean): Promise<void> {
+    // Drained (the operator marks the share once another member can take over): not a candidate for the Lease. The
+    // share changing restarted this member, which released the Lease if it held it; it must not take it back.
+    if (this.o.plan.config.cordoned && this.roleNow !== 'active') {
+      if (this.roleNow !== 'out') {
+        this.log.info('cordoned (kubectl drain): standing aside, not a candidate for the Lease');
+        this.setRole('out', 'cordoned (kubectl drain): stands aside');
+      }
+      return;
+    }
     const path = await this.dataPath();
     this.pathOk = path.ok;
     if (!path.ok) {

@@ -24,6 +24,11 @@ export interface FailoverState {
   members?: readonly string[];
   /** the node holding the group's Lease now, if any */
   holder?: string;
+  /**
+   * The members whose agents are ready, with the part they report (Active, Standby). Unknown (undefined): a drained
+   * member is marked whenever another member's node is not cordoned, as before the operator read the reports.
+   */
+  ready?: Readonly<Record<string, string>>;
 }
 
 export interface FailoverPlan {
@@ -149,10 +154,20 @@ export function planFailover(
   }
   const leaseName = failoverLeaseName(name);
   const nodes = new Map<string, AgentNodeConfig>();
-  // A drained member (its node cordoned) is told so in its share, while another member's node is not cordoned: its
-  // agent restarts the member, which withdraws and releases the Lease, and the standby takes over at once.
+  // A drained member (its node cordoned) is told so in its share once another member can do without it: its agent
+  // restarts the member, which withdraws and releases the Lease and stands aside, and the standby takes over at once.
+  // Holding the Lease, it is told only once another member is a ready standby (one whose agent is starting would
+  // leave the /64 without a node, and the drained one would take it back); standing by, once another member is
+  // ready at all. Without the reports (state.ready unknown): whenever another member's node is not cordoned.
   const cordoned = new Set(infos.filter((n) => n.cordoned).map((n) => n.name));
-  const someoneElse = members.some((m) => !cordoned.has(m));
+  const ready = state.ready;
+  const replaceable = (m: string) =>
+    members.some(
+      (o) =>
+        o !== m &&
+        !cordoned.has(o) &&
+        (ready === undefined || (m === state.holder ? ready[o] === 'Standby' : ready[o] !== undefined)),
+    );
   for (const m of members) {
     nodes.set(m, {
       prefix: sub,
@@ -179,7 +194,7 @@ export function planFailover(
         leaseDurationMs: f.leaseDurationMs,
         renewIntervalMs: f.renewIntervalMs,
         fenceAfterMs: f.fenceAfterMs,
-        ...(cordoned.has(m) && someoneElse ? { cordoned: true as const } : {}),
+        ...(cordoned.has(m) && replaceable(m) ? { cordoned: true as const } : {}),
       },
     });
   }

@@ -188,7 +188,17 @@ function planOf(
     ? (() => {
         const members = membersOf(sharesOf(d.configMaps.get(agentConfigMapName(name), d.namespace)));
         const holder = holderNode(groupLease(d, name)?.holder);
-        return { ...(members ? { members } : {}), ...(holder ? { holder } : {}) };
+        // Which members' agents are ready, and as what: a drained holder is told to step aside only once another
+        // member can take over (planFailover).
+        const now = d.now?.() ?? new Date();
+        const agent = (n: string) => agentOnLease(d.leases?.get(agentLeaseName(n), d.namespace), name);
+        const ready: Record<string, string> = {};
+        for (const m of members ?? []) {
+          const v = agentView({ actual: p.status, agent }, m);
+          if (agentReady(v.entry, now, d.staleAfterMs, v.heartbeat).ready && v.entry?.failover)
+            ready[m] = v.entry.failover;
+        }
+        return { ...(members ? { members } : {}), ...(holder ? { holder } : {}), ready };
       })()
     : {};
   return plan(name, p.metadata.creationTimestamp, spec, d.nodes.list().map(nodeInfo), record, others, failoverState);

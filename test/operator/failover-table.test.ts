@@ -357,6 +357,8 @@ const rows: Row[] = [
       "a drained member that no other node can replace stays in the group, its share marked cordoned (its agent hands over); b's share unchanged",
     given: async (w) => {
       await group(w, ['a', 'b']);
+      await ready(w, 'a', 'Active');
+      await ready(w, 'b', 'Standby');
       await w.failoverLease('p', 'a');
     },
     when: async (w) => {
@@ -372,6 +374,27 @@ const rows: Row[] = [
         mid.get(w) ?? '',
         "the standby's share is as it was: its router is not restarted",
       );
+    },
+  },
+  {
+    title:
+      'a drained holder whose standby is not ready (its agent starting) is marked only once the standby reports ready: the /64 is never left without a node',
+    given: async (w) => {
+      await group(w, ['a', 'b']);
+      await ready(w, 'a', 'Active');
+      await w.failoverLease('p', 'a');
+    },
+    when: async (w) => {
+      await w.settle('p');
+      await w.kube.mergePatch(paths.node('a'), { spec: { unschedulable: true } }, 'kubectl');
+      await w.settle('p');
+      unmarked.set(w, !('cordoned' in share(w, 'a')!.failover!));
+      await ready(w, 'b', 'Standby');
+      await w.settle('p');
+    },
+    then: (t, w) => {
+      t.true(unmarked.get(w), 'not marked while b was not a ready standby');
+      t.is(share(w, 'a')!.failover!.cordoned, true, 'marked once b stands by');
     },
   },
   {
@@ -518,6 +541,7 @@ const rows: Row[] = [
 
 const mid = new WeakMap<World, string>();
 const mid2 = new WeakMap<World, string>();
+const unmarked = new WeakMap<World, boolean>();
 
 for (const row of rows) {
   test(row.title, async (t) => {
