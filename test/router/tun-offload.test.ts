@@ -14,13 +14,13 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { buildTopology, TOPO, type Topology } from '../../lab/topology.js';
 import type { Proc } from '../../lab/proc.js';
-import { scrape, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
+import { startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { findSystemTool, systemTool } from '../../agent/host/tools.js';
 import { parseIPv4 } from '../../lib/ip.js';
 import { skipReason as labSkip } from '../helpers/fixtures.js';
 import { BULK_CLIENT, ECHO_SERVER } from '../helpers/tcp-echo.js';
 import { ETH, frame } from '../helpers/frames.js';
-import { readPcap } from '../helpers/pcap.js';
+import { captureUplink, engineSends as engineOut } from '../helpers/uplink-capture.js';
 import { newEngine, PORT, ROUTER } from '../bpf/setup.js';
 
 const skipReason = labSkip ?? ['ethtool', 'tcpdump', 'python3'].find((x) => !findSystemTool(x)) ?? null;
@@ -86,68 +86,13 @@ test.after.always(async () => {
   if (lab.dir) rmSync(lab.dir, { recursive: true, force: true });
 });
 
-/** Runs fn while tcpdump captures what the router sends from its port on the uplink; the frames, and the metrics' changes. */
-async function captured(
-  name: string,
-  fn: () => Promise<void>,
-): Promise<{ frames: Uint8Array[]; d: Record<string, number>; captureDropped: number }> {
-  const file = join(lab.dir, `${name}.pcap`);
-  const cap = lab.topo.router.spawn([
-    systemTool('tcpdump'),
-    '-i',
-    TOPO.routerWanIf,
-    '-Q',
-    'out',
-    '-n',
-    '-U',
-    // A buffer that holds the whole transfer (about 6 MB on the wire): on a loaded machine tcpdump may not run for
-    // a while, and what overflows a smaller one is lost to the capture (not to the peer).
-    '-B',
-    '65536',
-    '-s',
-    '0',
-    '-w',
-    file,
-    `udp src port ${PORT}`,
-  ]);
-  await cap.waitFor(/listening on/, 10_000);
-  const before = await scrape(lab.topo.router, METRICS);
-  await fn();
-  const after = await scrape(lab.topo.router, METRICS);
-  const d = Object.fromEntries(KEYS.map((k) => [k, (after.get(k) ?? 0) - (before.get(k) ?? 0)]));
-  // tcpdump writes what it has read (-U): wait until it wrote as many of the router's datagrams as it counted.
-  const ours = () => {
-    try {
-      return readPcap(file).filter(
-        (f) => f.length > ETH + 20 && new DataView(f.buffer).getUint32(ETH + 12) === parseIPv4(TOPO.routerV4),
-      ).length;
-    } catch {
-      return 0; // not even its header written yet
-    }
-  };
-  for (let i = 0; i < 100 && ours() < d[SLOW]!; i++) await sleep(200);
-  await cap.stop('SIGINT');
-  const dropped = /(\d+) packets? dropped by kernel/.exec(cap.output())?.[1];
-  return { frames: readPcap(file), d, captureDropped: dropped === undefined ? -1 : Number(dropped) };
-}
+/** Runs fn while the router's datagrams leaving the uplink are captured (helpers/uplink-capture.ts). */
+const captured = (name: string, fn: () => Promise<void>) =>
+  captureUplink({ topo: lab.topo, dir: lab.dir, metrics: METRICS, port: PORT, keys: KEYS, sent: SLOW }, name, fn);
 
 const engine = newEngine();
 
-/** What the engine sends for the IPv6 packet p from the kernel: the datagram and where to, or null. */
-function engineSends(p: Uint8Array): { bytes: Uint8Array; v4: number; port: number } | null {
-  const rx = engine.tunRx;
-  rx.off[0] = 0;
-  rx.len[0] = p.length;
-  rx.data.set(p, 0);
-  engine.fromKernel(1, 1000);
-  if (!engine.nToPeers) return null;
-  const o = engine.toPeers;
-  return {
-    bytes: Uint8Array.from(o.data.subarray(o.off[0]!, o.off[0]! + o.len[0]!)),
-    v4: o.addr[0]!,
-    port: o.port[0]!,
-  };
-}
+const engineSends = (p: Uint8Array) => engineOut(engine, p);
 
 /** The ones'-complement check of an IPv6 packet's TCP or UDP (no extension headers): 0xffff when it is right. */
 function upperSum(p: Uint8Array): number {
