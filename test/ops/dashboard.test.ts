@@ -256,6 +256,19 @@ serial(title('every panel of the dashboard returns series with the labels its le
     30_000,
     500,
   );
+  // And a scrape of each router after its pings (the lab router's came last in the set-up, maybe after its latest
+  // scrape): both directions grew on both, on whichever path.
+  await eventually(
+    "the routers' pings scraped",
+    async () =>
+      (
+        await s.prom.query(
+          'sum by (job, direction) (increase(sixbed4_router_packets_total{direction=~"udp_to_tun|tun_to_udp"}[1m])) > 0',
+        )
+      ).length === 4,
+    30_000,
+    500,
+  );
   const report: string[] = [];
   for (const p of panels) {
     for (const target of p.targets ?? []) {
