@@ -242,14 +242,23 @@ ktest(
     // fo-a's agent takes the Lease; fo-b's agent may not write it in fo-a's name (the admission policy).
     const a = await elector('fo', 'fo-a');
     t.is((await a.attempt()).holder, 'fo-a_0a1b2c3d');
-    const cur = (await admin().get<KubeObject & { spec: Record<string, unknown> }>(
-      paths.lease(NS, 'sixbed4-failover-fo'),
-    ))!;
-    const forged = await apiErrorMessage(
-      (await agentOf('fo-b')).replace(paths.lease(NS, 'sixbed4-failover-fo'), {
-        ...cur,
-        spec: { ...cur.spec, renewTime: microTime(new Date()) },
-      }),
+    // The API server applies a new admission policy once its informer has it (it came with the chart moments ago):
+    // a forged write that still got through is tried again, on the Lease as it is now.
+    const forged = await eventually(
+      'the admission policy in force',
+      async () => {
+        const cur = (await admin().get<KubeObject & { spec: Record<string, unknown> }>(
+          paths.lease(NS, 'sixbed4-failover-fo'),
+        ))!;
+        return apiErrorMessage(
+          (await agentOf('fo-b')).replace(paths.lease(NS, 'sixbed4-failover-fo'), {
+            ...cur,
+            spec: { ...cur.spec, renewTime: microTime(new Date()) },
+          }),
+        ).catch(() => undefined);
+      },
+      30_000,
+      500,
     );
     t.is(forged.code, 403);
     t.regex(forged.message, /a sixbed4 agent writes only the Lease of its own node: this one runs on fo-b/);
