@@ -27,7 +27,7 @@ import { parseIPv4 } from '../../lib/ip.js';
 import { skipReason as labSkip } from '../helpers/fixtures.js';
 import { BULK_CLIENT, ECHO_SERVER } from '../helpers/tcp-echo.js';
 import { ETH, frame } from '../helpers/frames.js';
-import { captureUplink, engineSends as engineOut } from '../helpers/uplink-capture.js';
+import { captureUplink, engineSends as engineOut, UDP_GSO } from '../helpers/uplink-capture.js';
 import { newEngine, PORT, ROUTER } from './setup.js';
 
 const skipReason = labSkip ?? ['ethtool', 'tcpdump', 'python3'].find((x) => !findSystemTool(x)) ?? null;
@@ -161,15 +161,6 @@ serial(
     }
   },
 );
-
-/** Sends bursts from the ISP with UDP_SEGMENT: one send of sizes[i] bytes in segments of 1000 to the peer's port 9. */
-const UDP_GSO = `
-import socket, sys
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.setsockopt(17, 103, 1000)  # SOL_UDP, UDP_SEGMENT
-for n in sys.argv[2:]:
-    s.sendto(bytes((i * 7) & 255 for i in range(int(n))), (sys.argv[1], 9))
-`;
 
 serial(
   title('UDP_SEGMENT bursts from the ISP: one of equal segments with outer checksums, one with a short tail without'),

@@ -84,3 +84,12 @@ export function engineSends(engine: Engine, p: Uint8Array): { bytes: Uint8Array;
     port: o.port[0]!,
   };
 }
+
+/** Python: bursts with UDP_SEGMENT, one send of each size (argv 2..) in segments of 1000 to [argv 1]:9. */
+export const UDP_GSO = `
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(17, 103, 1000)  # SOL_UDP, UDP_SEGMENT
+for n in sys.argv[2:]:
+    s.sendto(bytes((i * 7) & 255 for i in range(int(n))), (sys.argv[1], 9))
+`;
