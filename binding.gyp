@@ -5,6 +5,7 @@
       "sources": [
         "agent/native/addon.c",
         "agent/native/bpf.c",
+        "agent/native/coalesce.c",
         "agent/native/common.c",
         "agent/native/gso.c",
         "agent/native/lock.c",

@@ -114,3 +114,15 @@ export function newUdpGso(on: boolean): Uint32Array {
   g[UDP_GSO_ON] = on ? 1 : 0;
   return g;
 }
+
+/**
+ * TCP coalescing into the TUN's writes (agent/native/coalesce.c), counters the addon adds to: super-packets written,
+ * segments merged into them, super-packets the kernel refused (their segments then written one by one); the caller
+ * takes and zeroes them.
+ */
+export const TUN_COALESCE_PACKETS = 0;
+export const TUN_COALESCE_SEGMENTS = 1;
+export const TUN_COALESCE_REFUSED = 2;
+export function newTunCoalesce(): Uint32Array {
+  return new Uint32Array(4);
+}

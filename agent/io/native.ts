@@ -78,8 +78,10 @@ export interface NativeIO {
    * count only on EAGAIN. Packets the kernel rejects (EINVAL, EIO while the
    * link is down, ...) are dropped and still counted, and added to b.refused[0].
    * vnet: the queue has the offload; each packet goes with an empty virtio_net_hdr.
+   * coalesce (newTunCoalesce; with vnet only): consecutive TCP segments of one flow that the kernel can cut again
+   * into the same segments go as one GSO super-packet (agent/native/coalesce.c); it counts them.
    */
-  tunWrite(fd: number, b: Batch, count: number, vnet?: boolean): number;
+  tunWrite(fd: number, b: Batch, count: number, vnet?: boolean, coalesce?: Uint32Array): number;
   /** Whether the TUN queue fd was opened with the offload (IFF_VNET_HDR): then read it with gso, write it with vnet. */
   tunOffload(fd: number): boolean;
   /** Whether the kernel takes UDP_SEGMENT on the socket fd (udpSend's gso). */
@@ -162,6 +164,16 @@ interface RawAddon {
     refused: Uint32Array,
     vnet?: boolean,
   ): number;
+  tunWriteCoalesce(
+    fd: number,
+    data: Buffer,
+    off: Uint32Array,
+    len: Uint32Array,
+    count: number,
+    refused: Uint32Array,
+    stats: Uint32Array,
+  ): number;
+  tunCoalescePlan(data: Buffer, off: Uint32Array, len: Uint32Array, count: number, out: Uint32Array): number;
   poll(fd: number, onReadable: () => void): PollHandle;
   ifIndex(name: string): number;
   tryLock(fd: number): boolean;
@@ -242,7 +254,10 @@ export const native: NativeIO = {
     gso
       ? addon().tunReadGso(fd, b.data, b.off, b.len, b.slot, gso.buf, gso.state)
       : addon().tunRead(fd, b.data, b.off, b.len, b.slot),
-  tunWrite: (fd, b, count, vnet) => addon().tunWrite(fd, b.data, b.off, b.len, count, b.refused, vnet === true),
+  tunWrite: (fd, b, count, vnet, coalesce) =>
+    vnet === true && coalesce
+      ? addon().tunWriteCoalesce(fd, b.data, b.off, b.len, count, b.refused, coalesce)
+      : addon().tunWrite(fd, b.data, b.off, b.len, count, b.refused, vnet === true),
   tunOffload: (fd) => addon().tunOffload(fd),
   udpGso: (fd) => addon().udpGso(fd),
   poll: (fd, onReadable) => addon().poll(fd, onReadable),
@@ -267,6 +282,19 @@ export function notifySocket(path: string, message: string): void {
  */
 export function packetSend(ifname: string, frame: Uint8Array): void {
   addon().packetSend(ifname, frame);
+}
+
+/**
+ * What tunWrite with coalesce would write for b's entries [0, count), without writing (agent/native/coalesce.c): the
+ * writes in order, each as [entries, payload size of its segments] ([1, 0]: an entry alone). Not part of NativeIO:
+ * for tests of the merges.
+ */
+export function tunCoalescePlan(b: Batch, count: number): [number, number][] {
+  const out = new Uint32Array(2 * Math.max(count, 1));
+  const n = addon().tunCoalescePlan(b.data, b.off, b.len, count, out);
+  const r: [number, number][] = [];
+  for (let g = 0; g < n; g++) r.push([out[2 * g]!, out[2 * g + 1]!]);
+  return r;
 }
 
 /**

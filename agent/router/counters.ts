@@ -67,6 +67,13 @@ export class Counters {
   udpGsoSends = 0;
   udpGsoDatagrams = 0;
   udpGsoRefused = 0;
+  /**
+   * TCP segments from peers merged into the TUN's writes (agent/native/coalesce.c): super-packets written, the
+   * segments in them (each also counts in udpToTunPackets), super-packets the kernel refused (written one by one).
+   */
+  tunCoalescePackets = 0;
+  tunCoalesceSegments = 0;
+  tunCoalesceRefused = 0;
   readonly drops: Record<DropReason, number> = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<
     DropReason,
     number
@@ -113,6 +120,9 @@ const NUMERIC_FIELDS = [
   'udpGsoSends',
   'udpGsoDatagrams',
   'udpGsoRefused',
+  'tunCoalescePackets',
+  'tunCoalesceSegments',
+  'tunCoalesceRefused',
 ] as const;
 type NumericField = (typeof NUMERIC_FIELDS)[number];
 export type CountersSnapshot = Record<NumericField, number> & { drops: Record<DropReason, number> };

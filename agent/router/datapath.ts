@@ -4,8 +4,12 @@
 import { native, type NativeIO, type PollHandle } from '../io/native.js';
 import type { Engine } from './engine.js';
 import {
+  newTunCoalesce,
   newTunGso,
   newUdpGso,
+  TUN_COALESCE_PACKETS,
+  TUN_COALESCE_REFUSED,
+  TUN_COALESCE_SEGMENTS,
   TUN_GSO_BAD,
   TUN_GSO_CHECKSUMS,
   TUN_GSO_PACKETS,
@@ -53,6 +57,9 @@ export class Datapath {
     this.vnet = io.tunOffload(tunFd);
     this.tunGso = this.vnet ? newTunGso() : undefined;
     this.udpGso = newUdpGso(this.vnet && io.udpGso(this.udpFd));
+    // And the other way: consecutive TCP segments from peers go to the kernel merged (agent/native/coalesce.c),
+    // which cuts them again into the same segments where it must.
+    this.coalesce = this.vnet ? newTunCoalesce() : undefined;
   }
 
   /** The TUN queue has the offload (IFF_VNET_HDR): reads are cut with tunGso, writes carry the header. */
@@ -60,6 +67,8 @@ export class Datapath {
   private readonly tunGso: TunGso | undefined;
   /** UDP_SEGMENT on the sends to peers ([0]: on; the addon turns it off if the kernel refuses one). */
   readonly udpGso: Uint32Array;
+  /** TCP coalescing into the writes of what peers send to the kernel (with vnet): its counters. */
+  private readonly coalesce: Uint32Array | undefined;
   private resume: ReturnType<typeof setImmediate> | undefined;
 
   /**
@@ -101,14 +110,24 @@ export class Datapath {
     }
     for (let round = 0; round < ROUNDS_PER_EVENT; round++) {
       const n = io.udpRecv(fd, e.udpRx);
-      if (n === 0) return;
+      if (n === 0) break;
       e.fromPeers(n, Date.now());
-      if (e.nToTun) drops.tx_dropped += e.nToTun - io.tunWrite(this.tunFd, e.toTun, e.nToTun, this.vnet);
+      if (e.nToTun) drops.tx_dropped += e.nToTun - io.tunWrite(this.tunFd, e.toTun, e.nToTun, this.vnet, this.coalesce);
       if (e.nRelay) drops.tx_dropped += e.nRelay - io.udpSend(this.udpFd, e.relay, e.nRelay);
       if (e.nUdpReplies) drops.tx_dropped += e.nUdpReplies - io.udpSend(this.udpFd, e.udpReplies, e.nUdpReplies);
       drops.tx_dropped += takeRefused(e.toTun) + takeRefused(e.relay) + takeRefused(e.udpReplies);
-      if (n < e.udpRx.cap) return;
+      if (n < e.udpRx.cap) break;
     }
+    if (this.coalesce) this.takeCoalesceCounts(this.coalesce);
+  }
+
+  private takeCoalesceCounts(k: Uint32Array): void {
+    const c = this.engine.counters;
+    if (!k[TUN_COALESCE_PACKETS] && !k[TUN_COALESCE_REFUSED]) return;
+    c.tunCoalescePackets += k[TUN_COALESCE_PACKETS]!;
+    c.tunCoalesceSegments += k[TUN_COALESCE_SEGMENTS]!;
+    c.tunCoalesceRefused += k[TUN_COALESCE_REFUSED]!;
+    k[TUN_COALESCE_PACKETS] = k[TUN_COALESCE_SEGMENTS] = k[TUN_COALESCE_REFUSED] = 0;
   }
 
   /** Kernel → peers, and ICMPv6 errors back into the kernel. */

@@ -150,7 +150,7 @@ export function routerRegistry(
   );
   family(
     'sixbed4_router_offload_total',
-    "The TUN's offload on the router's path (--tun-offload): tun_gso_packets, super-packets read from the TUN, and tun_gso_segments, the packets cut from them; tun_checksums, checksums the kernel left to the router, completed; tun_gso_bad, super-packets that could not be cut (handed to the engine whole, which drops them by its rules); udp_gso_sends, sends to peers with UDP_SEGMENT, and udp_gso_datagrams, the datagrams they carried; udp_gso_refused, a refusal of one, after which sends go one datagram each",
+    "The TUN's offload on the router's path (--tun-offload): tun_gso_packets, super-packets read from the TUN, and tun_gso_segments, the packets cut from them; tun_checksums, checksums the kernel left to the router, completed; tun_gso_bad, super-packets that could not be cut (handed to the engine whole, which drops them by its rules); udp_gso_sends, sends to peers with UDP_SEGMENT, and udp_gso_datagrams, the datagrams they carried; udp_gso_refused, a refusal of one, after which sends go one datagram each; tun_coalesce_packets, super-packets written to the TUN (TCP segments from peers merged, for the kernel to cut again as it forwards them), and tun_coalesce_segments, the segments merged into them; tun_coalesce_refused, super-packets the kernel refused (their segments then written one by one)",
     (s) => [
       t('tun_gso_packets', s.tunGsoPackets),
       t('tun_gso_segments', s.tunGsoSegments),
@@ -159,6 +159,9 @@ export function routerRegistry(
       t('udp_gso_sends', s.udpGsoSends),
       t('udp_gso_datagrams', s.udpGsoDatagrams),
       t('udp_gso_refused', s.udpGsoRefused),
+      t('tun_coalesce_packets', s.tunCoalescePackets),
+      t('tun_coalesce_segments', s.tunCoalesceSegments),
+      t('tun_coalesce_refused', s.tunCoalesceRefused),
     ],
   );
   if (tasks) {
