@@ -126,3 +126,22 @@ export const TUN_COALESCE_REFUSED = 2;
 export function newTunCoalesce(): Uint32Array {
   return new Uint32Array(4);
 }
+
+/**
+ * UDP_GRO on a router socket (agent/native/udp.c udpRecvGro): the buffers received, merged ones waiting in buf to be
+ * cut into the batch's entries, state[0] how many still wait (0: none), state[3..4] counters the addon adds to
+ * (buffers that held several datagrams, the datagrams cut from them), which the caller takes and zeroes.
+ */
+export interface UdpGro {
+  readonly buf: Buffer;
+  readonly state: Uint32Array;
+}
+export const UDP_GRO_PENDING = 0;
+export const UDP_GRO_MERGED = 3;
+export const UDP_GRO_DATAGRAMS = 4;
+/** Buffers received per call at most, of 64 KiB each (S4_GRO_MSGS, S4_GRO_BUF in udp.c). */
+const UDP_GRO_MSGS = 16;
+
+export function newUdpGro(): UdpGro {
+  return { buf: Buffer.alloc(UDP_GRO_MSGS * 65536), state: new Uint32Array(8 + 4 * UDP_GRO_MSGS) };
+}

@@ -12,7 +12,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { MAX_BATCH, type Batch, type TunGso } from './batch.js';
+import { MAX_BATCH, type Batch, type TunGso, type UdpGro } from './batch.js';
 import { packageRoot } from '../../lib/build-info.js';
 
 export { MAX_BATCH, newBatch, type Batch } from './batch.js';
@@ -54,8 +54,15 @@ export interface NativeIO {
    * (> b.slot when it was truncated); b.addr[i]/b.port[i] its source.
    * Returns the count, 0 when nothing is waiting. ICMP-induced errors are
    * swallowed (retried once, else 0).
+   * gro (newUdpGro): the socket has UDP_GRO (udpGro): a buffer of several datagrams is cut into them, one entry
+   * each, exactly as they would have come without it; what the batch has no room for waits in gro for the next call.
    */
-  udpRecv(fd: number, b: Batch): number;
+  udpRecv(fd: number, b: Batch, gro?: UdpGro): number;
+  /**
+   * UDP_GRO on the socket fd: set when on is given; whether it has it (false where the kernel has none). A socket
+   * with it must be read with udpRecv's gro. Optional: a stand-in without it has none.
+   */
+  udpGro?(fd: number, on?: boolean): boolean;
   /**
    * Sends entries [0, count) with sendmmsg. Returns how many were consumed:
    * less than count only when the socket buffer is full (EAGAIN). Datagrams
@@ -133,6 +140,18 @@ interface RawAddon {
     port: Uint16Array,
     slot: number,
   ): number;
+  udpRecvGro(
+    fd: number,
+    data: Buffer,
+    off: Uint32Array,
+    len: Uint32Array,
+    addr: Uint32Array,
+    port: Uint16Array,
+    slot: number,
+    carry: Buffer,
+    state: Uint32Array,
+  ): number;
+  udpGro(fd: number, on?: boolean): boolean;
   udpSend(
     fd: number,
     data: Buffer,
@@ -248,7 +267,11 @@ export const native: NativeIO = {
   tunOpen: (name, multiQueue, offload) => addon().tunOpen(name, multiQueue, offload),
   udpOpen: (ipv4, port, reusePort, freebind) => addon().udpOpen(ipv4, port, reusePort, freebind === true),
   close: (fd) => addon().close(fd),
-  udpRecv: (fd, b) => addon().udpRecv(fd, b.data, b.off, b.len, b.addr, b.port, b.slot),
+  udpRecv: (fd, b, gro) =>
+    gro
+      ? addon().udpRecvGro(fd, b.data, b.off, b.len, b.addr, b.port, b.slot, gro.buf, gro.state)
+      : addon().udpRecv(fd, b.data, b.off, b.len, b.addr, b.port, b.slot),
+  udpGro: (fd, on) => addon().udpGro(fd, on),
   udpSend: (fd, b, count, gso) => addon().udpSend(fd, b.data, b.off, b.len, b.addr, b.port, count, b.refused, gso),
   tunRead: (fd, b, gso) =>
     gso

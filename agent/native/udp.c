@@ -202,6 +202,185 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
   return result;
 }
 
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
+/*
+ * UDP_GRO on the router's sockets (where the fast path does not run: it takes single datagrams at tc ingress, after
+ * GRO, and leaves merged ones to the socket). The kernel then queues a flow's datagrams that came in together as one
+ * buffer, with their size in a UDP_GRO cmsg; udpRecvGro cuts it here into the datagrams the engine would have
+ * received one by one. Received into a carry of S4_GRO_MSGS buffers of S4_GRO_BUF bytes (the most GRO merges); what
+ * the batch has no room for waits there, its place in the state (agent/io/batch.ts newUdpGro), for the next call.
+ */
+#define S4_GRO_MSGS 16
+#define S4_GRO_BUF 65536
+enum {
+  R_MSGS = 0, /* buffers in the carry still to hand out (0: none) */
+  R_CUR,      /* the buffer being handed out */
+  R_AT,       /* offset of its next datagram */
+  R_MERGED,   /* counter: buffers that held several datagrams */
+  R_DATAGRAMS, /* counter: the datagrams cut from them */
+  R_PER = 8,  /* then per buffer: length, datagram size, source address, port */
+  S4_UDP_GRO_STATE = R_PER + 4 * S4_GRO_MSGS
+};
+
+/* udpGro(fd, on?): sets UDP_GRO when on is given; whether the socket has it (false where the kernel has none). */
+static napi_value udp_gro(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], result;
+  int fd, v = 0;
+  socklen_t sl = sizeof v;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) return NULL;
+  if (argc < 1) {
+    s4_throw_type(env, "not enough arguments");
+    return NULL;
+  }
+  if (s4_arg_fd(env, argv[0], &fd) != 0) return NULL;
+  if (argc > 1) {
+    napi_valuetype t;
+    bool on;
+    if (napi_typeof(env, argv[1], &t) != napi_ok) return NULL;
+    if (t != napi_undefined) {
+      if (s4_arg_bool(env, argv[1], "on", &on) != 0) return NULL;
+      int w = on ? 1 : 0;
+      (void)setsockopt(fd, SOL_UDP, UDP_GRO, &w, sizeof w);
+    }
+  }
+  if (getsockopt(fd, SOL_UDP, UDP_GRO, &v, &sl) != 0) v = 0;
+  napi_get_boolean(env, v != 0, &result);
+  return result;
+}
+
+/*
+ * udpRecvGro(fd, data, off, len, addr, port, slot, carry, state): count
+ * udpRecv for a socket with UDP_GRO: the same entries, one datagram each, as without it.
+ */
+static napi_value udp_recv_gro(napi_env env, napi_callback_info info) {
+  S4_ARGS(9);
+  int fd;
+  uint32_t slot, *st;
+  s4_batch b;
+  size_t cap, n = 0, carry_len;
+  uint8_t *carry;
+  napi_value result;
+
+  if (s4_arg_fd(env, argv[0], &fd) != 0) return NULL;
+  if (s4_arg_batch(env, argv + 1, 1, &b) != 0) return NULL;
+  if (s4_arg_u32(env, argv[6], "slot", UINT32_MAX, &slot) != 0) return NULL;
+  cap = b.cap < S4_MAX_BATCH ? b.cap : S4_MAX_BATCH;
+  if (slot == 0 || (uint64_t)cap * slot > b.data_len) {
+    s4_throw_range(env, "batch.data is smaller than cap * slot");
+    return NULL;
+  }
+  {
+    bool is_buf;
+    void *p;
+    if (napi_is_buffer(env, argv[7], &is_buf) != napi_ok || !is_buf ||
+        napi_get_buffer_info(env, argv[7], &p, &carry_len) != napi_ok ||
+        carry_len < (size_t)S4_GRO_MSGS * S4_GRO_BUF) {
+      s4_throw_type(env, "carry must be a Buffer of S4_GRO_MSGS * S4_GRO_BUF bytes");
+      return NULL;
+    }
+    carry = p;
+  }
+  {
+    napi_typedarray_type t;
+    size_t len, boff;
+    void *p;
+    napi_value ab;
+    if (napi_get_typedarray_info(env, argv[8], &t, &len, &p, &ab, &boff) != napi_ok || t != napi_uint32_array ||
+        len < S4_UDP_GRO_STATE) {
+      s4_throw_type(env, "state must be a Uint32Array of newUdpGro's size");
+      return NULL;
+    }
+    st = p;
+  }
+  if (st[R_MSGS] > S4_GRO_MSGS || st[R_CUR] >= st[R_MSGS]) st[R_MSGS] = 0; /* not ours: start over */
+
+  while (n < cap) {
+    if (st[R_MSGS]) {
+      uint32_t k = st[R_CUR], *m = st + R_PER + 4 * k;
+      size_t len = m[0], seg = m[1], at = st[R_AT];
+      size_t end = seg && at + seg < len ? at + seg : len, dl = end - at;
+      memcpy(b.data + n * slot, carry + (size_t)k * S4_GRO_BUF + at, dl < slot ? dl : slot);
+      b.off[n] = (uint32_t)(n * slot);
+      b.len[n] = (uint32_t)(m[1] && m[1] < m[0] ? dl : m[0]); /* a datagram alone: its real length */
+      b.addr[n] = m[2];
+      b.port[n] = (uint16_t)m[3];
+      n++;
+      if (seg && seg < len) st[R_DATAGRAMS]++;
+      if (end >= len) {
+        st[R_AT] = 0;
+        if (++st[R_CUR] >= st[R_MSGS]) st[R_MSGS] = st[R_CUR] = 0;
+      } else {
+        st[R_AT] = (uint32_t)end;
+      }
+      continue;
+    }
+    struct mmsghdr msgs[S4_GRO_MSGS];
+    struct iovec iov[S4_GRO_MSGS];
+    struct sockaddr_in from[S4_GRO_MSGS];
+    union {
+      char buf[CMSG_SPACE(sizeof(int))];
+      struct cmsghdr align;
+    } ctl[S4_GRO_MSGS];
+    size_t want = cap - n < S4_GRO_MSGS ? cap - n : S4_GRO_MSGS;
+    for (size_t i = 0; i < want; i++) {
+      iov[i].iov_base = carry + i * S4_GRO_BUF;
+      iov[i].iov_len = S4_GRO_BUF;
+      memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+      msgs[i].msg_hdr.msg_name = &from[i];
+      msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+      msgs[i].msg_hdr.msg_iov = &iov[i];
+      msgs[i].msg_hdr.msg_iovlen = 1;
+      msgs[i].msg_hdr.msg_control = ctl[i].buf;
+      msgs[i].msg_hdr.msg_controllen = sizeof ctl[i].buf;
+    }
+    int r = -1;
+    for (int attempt = 0; attempt < 2; attempt++) {
+      r = recvmmsg(fd, msgs, (unsigned)want, MSG_DONTWAIT | MSG_TRUNC, NULL);
+      if (r >= 0) break;
+      if (errno == EINTR) {
+        attempt--;
+        continue;
+      }
+      if (errno == EAGAIN || errno == EWOULDBLOCK || icmp_induced(errno)) {
+        r = 0;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        continue;
+      }
+      if (n > 0) {
+        r = 0; /* hand over what we have; the error recurs next call */
+        break;
+      }
+      s4_throw_errno(env, errno, "recvmmsg");
+      return NULL;
+    }
+    if (r <= 0) break;
+    for (int i = 0; i < r; i++) {
+      uint32_t *m = st + R_PER + 4 * i, seg = 0;
+      for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c))
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+          int g;
+          memcpy(&g, CMSG_DATA(c), sizeof g);
+          if (g > 0) seg = (uint32_t)g;
+        }
+      m[0] = msgs[i].msg_len;
+      if (seg && m[0] > S4_GRO_BUF) m[0] = S4_GRO_BUF; /* cannot happen: GRO stops at 64 KiB */
+      m[1] = seg;
+      m[2] = ntohl(from[i].sin_addr.s_addr);
+      m[3] = ntohs(from[i].sin_port);
+      if (seg && seg < m[0]) st[R_MERGED]++;
+    }
+    st[R_MSGS] = (uint32_t)r;
+    st[R_CUR] = 0;
+    st[R_AT] = 0;
+  }
+  napi_create_uint32(env, (uint32_t)n, &result);
+  return result;
+}
+
 /*
  * Errors that mean the caller passed something unusable (bad fd, bad memory),
  * as opposed to "this one datagram could not go out" (EPERM from a firewall,
@@ -556,6 +735,8 @@ napi_status s4_init_udp(napi_env env, napi_value exports) {
   if ((st = s4_export_fn(env, exports, "udpSteer", udp_steer)) != napi_ok) return st;
   if ((st = s4_export_fn(env, exports, "udpOpen", udp_open)) != napi_ok) return st;
   if ((st = s4_export_fn(env, exports, "udpRecv", udp_recv)) != napi_ok) return st;
+  if ((st = s4_export_fn(env, exports, "udpRecvGro", udp_recv_gro)) != napi_ok) return st;
+  if ((st = s4_export_fn(env, exports, "udpGro", udp_gro)) != napi_ok) return st;
   if ((st = s4_export_fn(env, exports, "udpRecvErrors", udp_recv_errors)) != napi_ok) return st;
   return s4_export_fn(env, exports, "udpSend", udp_send);
 }

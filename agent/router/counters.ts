@@ -74,6 +74,9 @@ export class Counters {
   tunCoalescePackets = 0;
   tunCoalesceSegments = 0;
   tunCoalesceRefused = 0;
+  /** UDP_GRO on the router's sockets (without the fast path): buffers that held several datagrams, the datagrams. */
+  udpGroBuffers = 0;
+  udpGroDatagrams = 0;
   readonly drops: Record<DropReason, number> = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<
     DropReason,
     number
@@ -123,6 +126,8 @@ const NUMERIC_FIELDS = [
   'tunCoalescePackets',
   'tunCoalesceSegments',
   'tunCoalesceRefused',
+  'udpGroBuffers',
+  'udpGroDatagrams',
 ] as const;
 type NumericField = (typeof NUMERIC_FIELDS)[number];
 export type CountersSnapshot = Record<NumericField, number> & { drops: Record<DropReason, number> };

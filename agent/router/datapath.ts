@@ -6,6 +6,7 @@ import type { Engine } from './engine.js';
 import {
   newTunCoalesce,
   newTunGso,
+  newUdpGro,
   newUdpGso,
   TUN_COALESCE_PACKETS,
   TUN_COALESCE_REFUSED,
@@ -14,11 +15,15 @@ import {
   TUN_GSO_CHECKSUMS,
   TUN_GSO_PACKETS,
   TUN_GSO_SEGMENTS,
+  UDP_GRO_DATAGRAMS,
+  UDP_GRO_MERGED,
+  UDP_GRO_PENDING,
   UDP_GSO_DATAGRAMS,
   UDP_GSO_REFUSED,
   UDP_GSO_SENDS,
   type Batch,
   type TunGso,
+  type UdpGro,
 } from '../io/batch.js';
 import { checkedSockets } from './steer.js';
 
@@ -60,6 +65,8 @@ export class Datapath {
     // And the other way: consecutive TCP segments from peers go to the kernel merged (agent/native/coalesce.c),
     // which cuts them again into the same segments where it must.
     this.coalesce = this.vnet ? newTunCoalesce() : undefined;
+    // Sockets the router gave UDP_GRO (running.ts: where the fast path does not run) are read with it.
+    for (const fd of udpFds) if (io.udpGro?.(fd)) this.udpGro.set(fd, newUdpGro());
   }
 
   /** The TUN queue has the offload (IFF_VNET_HDR): reads are cut with tunGso, writes carry the header. */
@@ -70,6 +77,10 @@ export class Datapath {
   /** TCP coalescing into the writes of what peers send to the kernel (with vnet): its counters. */
   private readonly coalesce: Uint32Array | undefined;
   private resume: ReturnType<typeof setImmediate> | undefined;
+  /** The sockets with UDP_GRO: what each has received and not handed to the engine yet. */
+  private readonly udpGro = new Map<number, UdpGro>();
+  /** Sockets to read again on the next turn: datagrams wait in their UDP_GRO carry, which nothing else wakes. */
+  private readonly udpResume = new Map<number, ReturnType<typeof setImmediate>>();
 
   /**
    * With the sockets steered (steer.ts), the first ones hold what passed the originator check in the kernel: they
@@ -87,6 +98,8 @@ export class Datapath {
     for (const p of this.polls.splice(0)) p.close();
     if (this.resume) clearImmediate(this.resume);
     this.resume = undefined;
+    for (const r of this.udpResume.values()) clearImmediate(r);
+    this.udpResume.clear();
   }
 
   /** Peers → kernel, peers → peers, and replies to peers. */
@@ -98,7 +111,8 @@ export class Datapath {
   private readUdp(fd: number): void {
     const e = this.engine,
       drops = e.counters.drops,
-      io = this.io;
+      io = this.io,
+      gro = this.udpGro.get(fd);
     // ICMP errors about what we sent wake the socket too (POLLERR); they are few, read them first.
     const m = io.udpRecvErrors(fd, e.icmpRx, e.icmpInfo);
     if (m) {
@@ -109,16 +123,33 @@ export class Datapath {
       drops.tx_dropped += takeRefused(e.tunReplies) + takeRefused(e.udpReplies);
     }
     for (let round = 0; round < ROUNDS_PER_EVENT; round++) {
-      const n = io.udpRecv(fd, e.udpRx);
+      const n = io.udpRecv(fd, e.udpRx, gro);
       if (n === 0) break;
       e.fromPeers(n, Date.now());
       if (e.nToTun) drops.tx_dropped += e.nToTun - io.tunWrite(this.tunFd, e.toTun, e.nToTun, this.vnet, this.coalesce);
-      if (e.nRelay) drops.tx_dropped += e.nRelay - io.udpSend(this.udpFd, e.relay, e.nRelay);
+      // Relays to one peer go grouped with UDP_SEGMENT too, as what the kernel sends to peers (the same datagrams).
+      if (e.nRelay) drops.tx_dropped += e.nRelay - io.udpSend(this.udpFd, e.relay, e.nRelay, this.udpGso);
       if (e.nUdpReplies) drops.tx_dropped += e.nUdpReplies - io.udpSend(this.udpFd, e.udpReplies, e.nUdpReplies);
       drops.tx_dropped += takeRefused(e.toTun) + takeRefused(e.relay) + takeRefused(e.udpReplies);
       if (n < e.udpRx.cap) break;
     }
     if (this.coalesce) this.takeCoalesceCounts(this.coalesce);
+    this.takeUdpGsoCounts();
+    if (gro) {
+      const c = e.counters,
+        st = gro.state;
+      c.udpGroBuffers += st[UDP_GRO_MERGED]!;
+      c.udpGroDatagrams += st[UDP_GRO_DATAGRAMS]!;
+      st[UDP_GRO_MERGED] = st[UDP_GRO_DATAGRAMS] = 0;
+      if (st[UDP_GRO_PENDING] && !this.udpResume.has(fd) && this.polls.length)
+        this.udpResume.set(
+          fd,
+          setImmediate(() => {
+            this.udpResume.delete(fd);
+            this.onUdp(fd);
+          }),
+        );
+    }
   }
 
   private takeCoalesceCounts(k: Uint32Array): void {
@@ -156,13 +187,18 @@ export class Datapath {
 
   private takeOffloadCounts(gso: TunGso): void {
     const c = this.engine.counters,
-      s = gso.state,
-      u = this.udpGso;
+      s = gso.state;
     c.tunGsoPackets += s[TUN_GSO_PACKETS]!;
     c.tunGsoSegments += s[TUN_GSO_SEGMENTS]!;
     c.tunChecksumsCompleted += s[TUN_GSO_CHECKSUMS]!;
     c.tunGsoBad += s[TUN_GSO_BAD]!;
     s[TUN_GSO_PACKETS] = s[TUN_GSO_SEGMENTS] = s[TUN_GSO_CHECKSUMS] = s[TUN_GSO_BAD] = 0;
+    this.takeUdpGsoCounts();
+  }
+
+  private takeUdpGsoCounts(): void {
+    const c = this.engine.counters,
+      u = this.udpGso;
     c.udpGsoSends += u[UDP_GSO_SENDS]!;
     c.udpGsoDatagrams += u[UDP_GSO_DATAGRAMS]!;
     c.udpGsoRefused += u[UDP_GSO_REFUSED]!;

@@ -150,7 +150,7 @@ export function routerRegistry(
   );
   family(
     'sixbed4_router_offload_total',
-    "The TUN's offload on the router's path (--tun-offload): tun_gso_packets, super-packets read from the TUN, and tun_gso_segments, the packets cut from them; tun_checksums, checksums the kernel left to the router, completed; tun_gso_bad, super-packets that could not be cut (handed to the engine whole, which drops them by its rules); udp_gso_sends, sends to peers with UDP_SEGMENT, and udp_gso_datagrams, the datagrams they carried; udp_gso_refused, a refusal of one, after which sends go one datagram each; tun_coalesce_packets, super-packets written to the TUN (TCP segments from peers merged, for the kernel to cut again as it forwards them), and tun_coalesce_segments, the segments merged into them; tun_coalesce_refused, super-packets the kernel refused (their segments then written one by one)",
+    "The TUN's offload on the router's path (--tun-offload): tun_gso_packets, super-packets read from the TUN, and tun_gso_segments, the packets cut from them; tun_checksums, checksums the kernel left to the router, completed; tun_gso_bad, super-packets that could not be cut (handed to the engine whole, which drops them by its rules); udp_gso_sends, sends to peers with UDP_SEGMENT, and udp_gso_datagrams, the datagrams they carried; udp_gso_refused, a refusal of one, after which sends go one datagram each; tun_coalesce_packets, super-packets written to the TUN (TCP segments from peers merged, for the kernel to cut again as it forwards them), and tun_coalesce_segments, the segments merged into them; tun_coalesce_refused, super-packets the kernel refused (their segments then written one by one); udp_gro_buffers, buffers the router's sockets received holding several peers' datagrams merged by the kernel (UDP_GRO, on where the fast path does not run), and udp_gro_datagrams, the datagrams cut from them",
     (s) => [
       t('tun_gso_packets', s.tunGsoPackets),
       t('tun_gso_segments', s.tunGsoSegments),
@@ -162,6 +162,8 @@ export function routerRegistry(
       t('tun_coalesce_packets', s.tunCoalescePackets),
       t('tun_coalesce_segments', s.tunCoalesceSegments),
       t('tun_coalesce_refused', s.tunCoalesceRefused),
+      t('udp_gro_buffers', s.udpGroBuffers),
+      t('udp_gro_datagrams', s.udpGroDatagrams),
     ],
   );
   if (tasks) {

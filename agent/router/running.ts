@@ -167,6 +167,7 @@ export class Router implements RunningRouter {
       await this.openTunnel();
       await this.startProxy();
       this.attachFastPath(prepared);
+      this.udpGro();
       await this.startForwarding();
       await this.serveMetrics();
       this.watchLocalTable();
@@ -231,6 +232,21 @@ export class Router implements RunningRouter {
     if (!fastPath) return;
     this.fast = fastPath;
     this.undo.push(() => fastPath.stop());
+  }
+
+  /**
+   * UDP_GRO on the sockets where the fast path does not run (with the TUN offload, which --tun-offload off turns off
+   * with it): the kernel merges a peer's datagrams that come in together, and the data path cuts them again. Never
+   * with the fast path: it takes single datagrams at tc ingress, after GRO, and leaves merged ones to the socket,
+   * so merging would send the whole upload the slow way.
+   */
+  private udpGro(): void {
+    const io = this.parts.io;
+    if (this.fast || !this.cfg.tunOffload || !io.udpGro) return;
+    let on = 0;
+    for (const fd of this.udpFds) if (io.udpGro(fd, true)) on++;
+    if (on)
+      this.log.info(`UDP_GRO on ${on} of ${this.udpFds.length} sockets: the kernel may hand over datagrams merged`);
   }
 
   private engineConfig(): EngineConfig {
