@@ -213,7 +213,7 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
  * received one by one. Received into a carry of S4_GRO_MSGS buffers of S4_GRO_BUF bytes (the most GRO merges); what
  * the batch has no room for waits there, its place in the state (agent/io/batch.ts newUdpGro), for the next call.
  */
-#define S4_GRO_MSGS 16
+#define S4_GRO_MSGS 64
 #define S4_GRO_BUF 65536
 enum {
   R_MSGS = 0, /* buffers in the carry still to hand out (0: none) */
