@@ -13,18 +13,23 @@ import test from 'ava';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { buildTopology, TOPO, type Topology } from '../../lab/topology.js';
 import type { Proc } from '../../lab/proc.js';
 import { CLI, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { findSystemTool, systemTool } from '../../agent/host/tools.js';
 import { parseIPv4 } from '../../lib/ip.js';
 import { PeerEngine } from '../../agent/peer/engine.js';
-import { ND_NEIGHBOR_SOLICIT, ND_ROUTER_SOLICIT, NH_ICMPV6, TUNNEL_MTU } from '../../agent/protocol/constants.js';
+import {
+  ND_NEIGHBOR_SOLICIT,
+  ND_ROUTER_SOLICIT,
+  NH_ICMPV6,
+  ROUTER_PORT,
+  TUNNEL_MTU,
+} from '../../agent/protocol/constants.js';
 import { skipReason as labSkip } from '../helpers/fixtures.js';
 import { BULK_CLIENT, ECHO_SERVER } from '../helpers/tcp-echo.js';
 import { ETH, frame } from '../helpers/frames.js';
-import { readPcap } from '../helpers/pcap.js';
+import { capturePeer, peerCounters, StreamCover, upperSum } from '../helpers/peer-capture.js';
 
 const skipReason = labSkip ?? ['ethtool', 'tcpdump'].find((x) => !findSystemTool(x)) ?? null;
 const title = (name: string) =>
@@ -32,17 +37,11 @@ const title = (name: string) =>
 const serial = skipReason ? test.serial.skip : test.serial;
 
 const ROUTER_V4 = parseIPv4(TOPO.routerV4),
-  PEER_V4 = parseIPv4(TOPO.peerAV4),
-  ROUTER_PORT = 25790;
+  PEER_V4 = parseIPv4(TOPO.peerAV4);
 const STREAM = 4_000_000;
-const ISP_PORT = 7000;
+const ECHO_PORT = 7000;
 
-interface Lab {
-  topo: Topology;
-  router: Proc;
-  dir: string;
-}
-const lab = {} as Lab;
+const lab = {} as { topo: Topology; dir: string };
 
 test.before(async () => {
   if (skipReason) return;
@@ -50,32 +49,13 @@ test.before(async () => {
   lab.topo = await buildTopology({ tag: 'ptso' });
   // Full UDP checksums leaving peer A (as a NIC completes them), so that the capture shows the outer checksums.
   await lab.topo.peers.A.run([systemTool('ethtool'), '-K', TOPO.peerIf, 'tx', 'off']);
-  lab.router = await startRouterIn(lab.topo.router, ['--prefix', TOPO.prefix, '--listen', TOPO.routerV4]);
+  await startRouterIn(lab.topo.router, ['--prefix', TOPO.prefix, '--listen', TOPO.routerV4]);
 });
 
 test.after.always(async () => {
   await lab.topo?.destroy();
   if (lab.dir) rmSync(lab.dir, { recursive: true, force: true });
 });
-
-/** The counters a peer logs at its stop (running.ts, at debug level). */
-function peerCounters(output: string): Record<string, number> {
-  const line = output.split('\n').find((l) => l.includes('peer counters'));
-  if (!line) throw new Error(`no counters in the peer's log:\n${output}`);
-  return Object.fromEntries([...line.matchAll(/(\w+)=(\d+)/g)].map((m) => [m[1]!, Number(m[2])]));
-}
-
-/** The ones'-complement check of an IPv6 packet's TCP or UDP (no extension headers): 0xffff when it is right. */
-function upperSum(p: Uint8Array): number {
-  const v = new DataView(p.buffer, p.byteOffset, p.length);
-  const len = v.getUint16(4);
-  let s = p[6]! + len;
-  for (let i = 8; i < 40; i += 2) s += v.getUint16(i);
-  for (let i = 40; i + 1 < 40 + len; i += 2) s += v.getUint16(i);
-  if (len % 2) s += p[40 + len - 1]! << 8;
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return s;
-}
 
 /** What the peer's engine sends for the IPv6 packet p from its TUN: the datagram and where to, or null. */
 function engineSends(engine: PeerEngine, p: Uint8Array): { bytes: Uint8Array; v4: number; port: number } | null {
@@ -97,46 +77,37 @@ function engineSends(engine: PeerEngine, p: Uint8Array): { bytes: Uint8Array; v4
 const ownWords = (inner: Uint8Array) =>
   inner[6] === NH_ICMPV6 && (inner[40] === ND_ROUTER_SOLICIT || inner[40] === ND_NEIGHBOR_SOLICIT);
 
+/** The datagrams to the router carrying a packet from the peer's TUN (not a keepalive, not its own RS or NS). */
+const fromTun = (frames: Uint8Array[]) =>
+  frames.filter((f) => {
+    const v = new DataView(f.buffer, f.byteOffset);
+    const inner = f.subarray(ETH + 28);
+    return v.getUint16(12) === 0x0800 && v.getUint32(ETH + 16) === ROUTER_V4 && inner.length > 0 && !ownWords(inner);
+  });
+
 type Asserts = {
   is: (a: unknown, b: unknown, m?: string) => void;
   deepEqual: (a: unknown, b: unknown, m?: string) => void;
   true: (a: boolean, m?: string) => void;
 };
 
-interface Checked {
-  /** datagrams carrying a packet from the TUN */
-  data: number;
-  /** the peer's own RS and NS to its router */
-  own: number;
-  biggest: number;
-  badSums: number;
-  /** bytes of the stream (peer → ISP) covered by the segments, from its first on */
-  covered: number;
-}
-
-/** Checks every captured datagram from peer A to the router against the peer's engine (no direct path: --no-direct). */
-function checkFrames(t: Asserts, frames: Uint8Array[]): Checked {
+/** Checks every captured datagram from the peer's TUN against the peer's engine (no direct path: --no-direct). */
+function checkFrames(t: Asserts, frames: Uint8Array[]) {
   const engine = new PeerEngine(ROUTER_V4, ROUTER_PORT, () => undefined, 1);
-  const c: Checked = { data: 0, own: 0, biggest: 0, badSums: 0, covered: 0 };
-  const seen = new Map<number, number>(); // stream sequence number → payload bytes from there
-  let isn: number | undefined, sport: number | undefined;
+  const stream = new StreamCover();
+  let biggest = 0,
+    badSums = 0,
+    sport: number | undefined;
   for (const f of frames) {
     const v = new DataView(f.buffer, f.byteOffset);
-    if (v.getUint16(12) !== 0x0800 || v.getUint32(ETH + 16) !== ROUTER_V4) continue;
     const inner = f.subarray(ETH + 28);
-    if (inner.length === 0) continue; // a keepalive
     sport ??= v.getUint16(ETH + 20);
     t.is(v.getUint16(ETH + 20), sport, 'one socket');
-    if (ownWords(inner)) {
-      c.own++;
-      continue;
-    }
     const e = engineSends(engine, inner);
     t.true(e !== null, "the peer's engine sends this packet");
     if (!e) continue;
-    c.data++;
-    c.biggest = Math.max(c.biggest, inner.length);
-    if ((inner[6] === 6 || inner[6] === 17) && upperSum(inner) !== 0xffff) c.badSums++;
+    biggest = Math.max(biggest, inner.length);
+    if ((inner[6] === 6 || inner[6] === 17) && upperSum(inner) !== 0xffff) badSums++;
     // The IPv4 ID is the kernel's to choose (DF is set: it means nothing, RFC 6864), with or without UDP_SEGMENT.
     const want = frame(PEER_V4, sport, e.v4, e.port, e.bytes, {
       id: v.getUint16(ETH + 4),
@@ -145,53 +116,22 @@ function checkFrames(t: Asserts, frames: Uint8Array[]): Checked {
       smac: f.subarray(6, 12),
     });
     t.deepEqual(Buffer.from(f), Buffer.from(want), "the datagram the peer's engine makes for this segment");
-    // The stream to the ISP's echo port: where each segment's payload lies in it.
-    if (inner[6] === 6 && new DataView(inner.buffer, inner.byteOffset).getUint16(40 + 2) === ISP_PORT) {
-      const tv = new DataView(inner.buffer, inner.byteOffset + 40);
-      const seq = tv.getUint32(4),
-        flags = inner[40 + 13]!,
-        payload = inner.length - 40 - (inner[40 + 12]! >> 4) * 4;
-      if (flags & 0x02)
-        isn = seq; // SYN
-      else if (payload > 0) seen.set(seq, Math.max(seen.get(seq) ?? 0, payload));
-    }
+    stream.add(inner, ECHO_PORT);
   }
-  if (isn !== undefined) {
-    // Walk the stream from its first byte on: every byte of it carried by some segment.
-    let at = (isn + 1) >>> 0;
-    for (;;) {
-      const n = seen.get(at);
-      if (!n) break;
-      c.covered += n;
-      at = (at + n) >>> 0;
-    }
-  }
-  return c;
+  return { biggest, badSums, covered: stream.covered() };
 }
 
 /** Runs a peer on peer A (extra flags), a TCP stream through it to the ISP and back, captured; its counters at stop. */
-async function transfer(t: Asserts, name: string, extra: string[]): Promise<{ c: Checked; k: Record<string, number> }> {
-  const file = join(lab.dir, `${name}.pcap`);
-  const cap = lab.topo.peers.A.spawn([
-    systemTool('tcpdump'),
-    '-i',
-    TOPO.peerIf,
-    '-Q',
-    'out',
-    '-n',
-    '-U',
-    '-B',
-    '65536',
-    '-s',
-    '0',
-    '-w',
-    file,
+async function transfer(t: Asserts, name: string, extra: string[]): Promise<Record<string, number>> {
+  const cap = await capturePeer(
+    lab.topo.peers.A,
+    lab.dir,
+    name,
     `udp and dst host ${TOPO.routerV4} and dst port ${ROUTER_PORT}`,
-  ]);
+  );
   const server = lab.topo.isp.spawn([process.execPath, '-e', ECHO_SERVER]);
   let peer: Proc | undefined;
   try {
-    await cap.waitFor(/listening on/, 10_000);
     await server.waitFor(/listening/, 10_000);
     // Captured from its start on: every datagram it sends is in the file.
     peer = (
@@ -212,41 +152,28 @@ async function transfer(t: Asserts, name: string, extra: string[]): Promise<{ c:
     await peer.stop();
     const k = peerCounters(peer.output());
     peer = undefined;
-    // tcpdump writes what it has read (-U); on a busy machine it reads later than the peer sent.
-    const sent = () => {
-      try {
-        return readPcap(file).filter((f) => f.length > ETH + 28).length;
-      } catch {
-        return 0; // not even its header written yet
-      }
-    };
-    for (let i = 0; i < 100 && sent() < k.toRouterPackets!; i++) await sleep(200);
-    await cap.stop('SIGINT');
-    const dropped = /(\d+) packets? dropped by kernel/.exec(cap.output())?.[1];
-    const c = checkFrames(t, readPcap(file));
-    t.is(
-      c.data,
-      k.toRouterPackets,
-      `every datagram the peer counted was captured and checked (tcpdump: ${dropped} dropped)`,
-    );
-    t.true(c.own > 0, 'its solicitation is there too');
+    const { frames, dropped } = await cap.stop((f) => fromTun(f).length >= k.toRouterPackets!);
+    const data = fromTun(frames);
+    const c = checkFrames(t, data);
+    t.is(data.length, k.toRouterPackets, `every datagram the peer counted was captured (tcpdump: ${dropped} dropped)`);
+    t.true(frames.length > data.length, 'its solicitation is there too');
     t.is(c.badSums, 0, 'every inner segment carries its right checksum');
     t.is(c.biggest, TUNNEL_MTU, 'full segments fill the tunnel MTU, none longer');
     t.is(c.covered, STREAM, 'the segments carry the stream, every byte of it from the first');
     t.is(k.tunGsoBad, 0);
     t.is(k.udpGsoRefused, 0);
-    return { c, k };
+    return k;
   } finally {
     await peer?.stop('SIGKILL');
     await server.stop();
-    await cap.stop('SIGINT');
+    await cap.stop();
   }
 }
 
 serial(
   title('a TCP upload: the peer reads super-packets, sends each segment as its engine makes it, all of the stream'),
   async (t) => {
-    const { k } = await transfer(t, 'tcp', []);
+    const k = await transfer(t, 'tcp', []);
     t.log(k);
     t.true(k.tunGsoPackets! > 0, `the peer read super-packets: ${JSON.stringify(k)}`);
     t.true(k.tunGsoSegments! >= 2 * k.tunGsoPackets!, `each cut into segments: ${JSON.stringify(k)}`);
@@ -257,7 +184,7 @@ serial(
 );
 
 serial(title('the control, --tun-offload off: no super-packet, no UDP_SEGMENT, the same datagrams'), async (t) => {
-  const { k } = await transfer(t, 'tcp-off', ['--tun-offload', 'off']);
+  const k = await transfer(t, 'tcp-off', ['--tun-offload', 'off']);
   t.log(k);
   t.is(k.tunGsoPackets, 0, JSON.stringify(k));
   t.is(k.tunGsoSegments, 0, JSON.stringify(k));
