@@ -71,6 +71,9 @@ const PEER_HELP = `  peer     run a 6bed4 peer (client) that gets its IPv6 addre
                --tun NAME       tunnel interface (default 6bed4peer)
                --default-route  route all IPv6 through the tunnel
                --keepalive S    seconds between keepalives (default 30)
+               --tun-offload auto|off  read TCP super-packets from the TUN (TSO) and send their
+                                datagrams with UDP_SEGMENT; auto (the default): where the kernel
+                                takes it (else said once); off: one packet per read and send
 `;
 const LAB_HELP = `  lab      build a throwaway network of namespaces (ISP, router, two NATs, three peers), run
            the router and peers in it, ping in every direction, say which peers went direct,
@@ -235,6 +238,7 @@ async function peerCommand(args: string[]): Promise<number> {
     'hook-timeout': { type: 'string' },
     'no-direct': { type: 'boolean' },
     lan: { type: 'string' },
+    'tun-offload': { type: 'string' },
   });
   if (values.help) {
     process.stdout.write(commandHelp('peer', PEER_HELP));
@@ -246,6 +250,9 @@ async function peerCommand(args: string[]): Promise<number> {
     port = int(values.port, '--port');
   const keepalive = values.keepalive === undefined ? undefined : Number(values.keepalive);
   const hookTimeout = values['hook-timeout'] === undefined ? undefined : Number(values['hook-timeout']);
+  const offload = values['tun-offload'];
+  if (offload !== undefined && offload !== 'auto' && offload !== 'off')
+    throw new InputError(`--tun-offload ${offload}: use auto or off`);
   const cfg = peerConfig({
     router: values.router ?? '',
     defaultRoute: !!values['default-route'],
@@ -258,6 +265,7 @@ async function peerCommand(args: string[]): Promise<number> {
     ...(hookTimeout !== undefined ? { hookTimeout } : {}),
     ...(values['no-direct'] ? { direct: false } : {}),
     ...(values.lan !== undefined ? { lan: values.lan } : {}),
+    ...(offload === 'off' ? { tunOffload: false } : {}),
   });
   return runUntilSignal(
     () => startPeer(cfg, log),

@@ -21,6 +21,8 @@ export interface PeerOptions {
   direct?: boolean;
   /** An interface to serve the /114's other lanips on, with Router Advertisements (lan.ts). */
   lan?: string;
+  /** The TUN's offload (TSO super-packets cut by the peer, UDP_SEGMENT sends): on unless false (--tun-offload off). */
+  tunOffload?: boolean;
 }
 
 export interface PeerConfig {
@@ -38,6 +40,7 @@ export interface PeerConfig {
   hookTimeoutMs: number;
   direct: boolean;
   lan?: string;
+  tunOffload: boolean;
 }
 
 /** Long enough for a DNS update over a slow link; short enough that a stuck hook is noticed. */
@@ -83,5 +86,6 @@ export function peerConfig(o: PeerOptions): PeerConfig {
     hookTimeoutMs: hookTimeout * 1000,
     direct: o.direct ?? true,
     ...(o.lan !== undefined ? { lan: o.lan } : {}),
+    tunOffload: o.tunOffload !== false,
   };
 }

@@ -50,6 +50,18 @@ export class PeerCounters {
   dropInvalid = 0;
   dropMulticast = 0;
   dropNd = 0;
+  /**
+   * The TUN's offload (loop.ts): super-packets read from the TUN and the segments cut from them, single packets whose
+   * checksum the kernel left to us (completed), super-packets that could not be cut; sends with UDP_SEGMENT, the
+   * datagrams they carried, and refusals of one (grouping then went off).
+   */
+  tunGsoPackets = 0;
+  tunGsoSegments = 0;
+  tunChecksumsCompleted = 0;
+  tunGsoBad = 0;
+  udpGsoSends = 0;
+  udpGsoDatagrams = 0;
+  udpGsoRefused = 0;
 }
 
 /** Probes and NA replies per batch; the rest wait for the next packet to that peer. */

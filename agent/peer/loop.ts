@@ -1,8 +1,26 @@
 // The peer's I/O loop: datagrams from UDP through the engine into the TUN (and its answers back out), packets from
 // the TUN through the engine to the router or straight to a peer. Each wake-up reads a bounded number of batches,
 // so one busy side cannot starve the other.
+//
+// With the TUN's offload (running.ts opens it so where the kernel takes it, as the router's tunnel.ts does), a read
+// brings a whole TCP (or UDP) super-packet that the addon cuts into the packets the kernel would have handed over
+// one by one (agent/native/gso.c), the engine decides on each as without it, and the datagrams for one super-packet
+// to one destination leave in one send with UDP_SEGMENT (agent/native/udp.c: each with DF, as alone); writes into
+// the TUN then carry an empty virtio_net_hdr. The router's datapath.ts does the same on its side.
 import type { NativeIO, PollHandle } from '../io/native.js';
-import { newBatch } from '../io/batch.js';
+import {
+  newBatch,
+  newTunGso,
+  newUdpGso,
+  TUN_GSO_BAD,
+  TUN_GSO_CHECKSUMS,
+  TUN_GSO_PACKETS,
+  TUN_GSO_SEGMENTS,
+  UDP_GSO_DATAGRAMS,
+  UDP_GSO_REFUSED,
+  UDP_GSO_SENDS,
+  type TunGso,
+} from '../io/batch.js';
 import type { Logger } from '../../lib/log.js';
 import type { PeerEngine } from './engine.js';
 import { FIRST_PROBE_TTL } from './direct.js';
@@ -17,6 +35,12 @@ export class PeerLoop {
   private readonly errors = newBatch(8, 64);
   private readonly errorInfo = new Uint32Array(8);
   private lastErrorLog = 0;
+  /** The TUN queue has the offload (IFF_VNET_HDR): reads are cut with tunGso, writes carry the header. */
+  readonly vnet: boolean;
+  private readonly tunGso: TunGso | undefined;
+  /** UDP_SEGMENT on the sends of data ([0]: on; the addon turns it off if the kernel refuses one). */
+  readonly udpGso: Uint32Array;
+  private resume: ReturnType<typeof setImmediate> | undefined;
 
   constructor(
     private readonly io: NativeIO,
@@ -25,7 +49,11 @@ export class PeerLoop {
     private readonly tunFd: number,
     private readonly router: { v4: number; port: number; text: string },
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.vnet = io.tunOffload(tunFd);
+    this.tunGso = this.vnet ? newTunGso() : undefined;
+    this.udpGso = newUdpGso(this.vnet && io.udpGso(udpFd));
+  }
 
   start(): void {
     this.polls.push(this.io.poll(this.udpFd, () => this.fromUdp()));
@@ -33,7 +61,10 @@ export class PeerLoop {
   }
 
   stop(): void {
-    for (const p of this.polls) p.close();
+    for (const p of this.polls.splice(0)) p.close();
+    if (this.resume) clearImmediate(this.resume);
+    this.resume = undefined;
+    if (this.tunGso) this.takeOffloadCounts(this.tunGso);
   }
 
   private fromUdp(): void {
@@ -43,7 +74,7 @@ export class PeerLoop {
       const n = io.udpRecv(udpFd, engine.udpRx);
       if (n === 0) return;
       engine.fromRouter(n);
-      if (engine.nToTun) io.tunWrite(this.tunFd, engine.toTun, engine.nToTun);
+      if (engine.nToTun) io.tunWrite(this.tunFd, engine.toTun, engine.nToTun, this.vnet);
       if (engine.nControl) io.udpSend(udpFd, engine.control, engine.nControl);
       this.sendFirstProbes();
       if (n < engine.udpRx.cap) return;
@@ -51,16 +82,39 @@ export class PeerLoop {
   }
 
   private fromTun(): void {
-    const { io, engine, udpFd } = this;
+    const { io, engine, udpFd } = this,
+      gso = this.tunGso;
+    this.resume = undefined;
     for (let round = 0; round < ROUNDS; round++) {
-      const n = io.tunRead(this.tunFd, engine.tunRx);
-      if (n === 0) return;
+      const n = io.tunRead(this.tunFd, engine.tunRx, gso);
+      if (n === 0) break;
       engine.fromKernel(n);
       if (engine.nControl) io.udpSend(udpFd, engine.control, engine.nControl);
       this.sendFirstProbes();
-      if (engine.nToUdp) io.udpSend(udpFd, engine.toUdp, engine.nToUdp);
-      if (n < engine.tunRx.cap) return;
+      if (engine.nToUdp) io.udpSend(udpFd, engine.toUdp, engine.nToUdp, this.udpGso);
+      if (n < engine.tunRx.cap) break;
     }
+    if (gso) {
+      this.takeOffloadCounts(gso);
+      // The rest of a super-packet waits in gso while the TUN may have nothing more to wake us with.
+      if (gso.state[0] && !this.resume && this.polls.length) this.resume = setImmediate(() => this.fromTun());
+    }
+  }
+
+  /** The addon's offload counts (batch.ts) into the engine's counters. */
+  private takeOffloadCounts(gso: TunGso): void {
+    const c = this.engine.counters,
+      s = gso.state,
+      u = this.udpGso;
+    c.tunGsoPackets += s[TUN_GSO_PACKETS]!;
+    c.tunGsoSegments += s[TUN_GSO_SEGMENTS]!;
+    c.tunChecksumsCompleted += s[TUN_GSO_CHECKSUMS]!;
+    c.tunGsoBad += s[TUN_GSO_BAD]!;
+    s[TUN_GSO_PACKETS] = s[TUN_GSO_SEGMENTS] = s[TUN_GSO_CHECKSUMS] = s[TUN_GSO_BAD] = 0;
+    c.udpGsoSends += u[UDP_GSO_SENDS]!;
+    c.udpGsoDatagrams += u[UDP_GSO_DATAGRAMS]!;
+    c.udpGsoRefused += u[UDP_GSO_REFUSED]!;
+    u[UDP_GSO_SENDS] = u[UDP_GSO_DATAGRAMS] = u[UDP_GSO_REFUSED] = 0;
   }
 
   /**

@@ -37,6 +37,8 @@ const GONE_WHY: Record<PathWhy, string> = {
 interface PeerFds {
   udp: number;
   tun: number;
+  /** The TUN queue has the offload (IFF_VNET_HDR + TUNSETOFFLOAD: super-packets in, loop.ts). */
+  offload: boolean;
 }
 
 export class Peer implements RunningPeer {
@@ -88,6 +90,7 @@ export class Peer implements RunningPeer {
     const fds = openFds(cfg, parts);
     const lan = cfg.lan ? parts.newLan(cfg.lan, lanIndex, cfg.tun, log) : undefined;
     const peer = new Peer(cfg, log, parts, fds, lan);
+    peer.sayOffload();
     try {
       await parts.ip('link', 'set', 'dev', cfg.tun, 'mtu', String(TUNNEL_MTU), 'up');
       await lan?.start();
@@ -121,7 +124,19 @@ export class Peer implements RunningPeer {
     this.closeFds(); // removes the interface with its address and routes
     this.addr.withdraw();
     await this.hooks.idle();
+    // What went through (the peer has no metrics endpoint): for a look with --log-level debug.
+    this.log.debug('peer counters', { ...this.engine.counters });
     this.log.info('peer stopped; tunnel removed', { tun: this.cfg.tun });
+  }
+
+  /** Whether the TUN's offload is on; asked for and not had (the kernel refused it) is said once, as the router does. */
+  private sayOffload(): void {
+    const { cfg, loop } = this;
+    if (cfg.tunOffload && !this.fds.offload)
+      this.log.warn(`tunnel ${cfg.tun}: without the TUN offload (the kernel refused it): one packet per read and send`);
+    else if (loop.vnet && !loop.udpGso[0])
+      this.log.info(`tunnel ${cfg.tun}: TUN offload on; the kernel takes no UDP_SEGMENT: one datagram per send`);
+    else this.log.debug(`tunnel ${cfg.tun}`, { offload: loop.vnet, udpSegment: loop.udpGso[0] === 1 });
   }
 
   private closeFds(): void {
@@ -145,7 +160,8 @@ function openFds(cfg: PeerConfig, parts: PeerParts): PeerFds {
   const { io } = parts;
   const udp = openPeerPort(cfg, io);
   try {
-    return { udp, tun: io.tunOpen(cfg.tun, false).fd };
+    const t = io.tunOpen(cfg.tun, false, cfg.tunOffload);
+    return { udp, tun: t.fd, offload: t.offload === true };
   } catch (err) {
     io.close(udp);
     const e = err as NodeJS.ErrnoException;
