@@ -167,7 +167,6 @@ export class Router implements RunningRouter {
       await this.openTunnel();
       await this.startProxy();
       this.attachFastPath(prepared);
-      this.udpGro();
       await this.startForwarding();
       await this.serveMetrics();
       this.watchLocalTable();
@@ -238,7 +237,9 @@ export class Router implements RunningRouter {
    * UDP_GRO on the sockets where the fast path does not run (with the TUN offload, which --tun-offload off turns off
    * with it): the kernel merges a peer's datagrams that come in together, and the data path cuts them again. Never
    * with the fast path: it takes single datagrams at tc ingress, after GRO, and leaves merged ones to the socket,
-   * so merging would send the whole upload the slow way.
+   * so merging would send the whole upload the slow way. Nor with the sockets steered (steer.ts): the steering
+   * program checks each buffer as one datagram, which a merged one is not, and would put a flow's merged buffers in
+   * other sockets than its single datagrams, out of order (until it takes merged ones as their first datagram).
    */
   private udpGro(): void {
     const io = this.parts.io;
@@ -271,6 +272,7 @@ export class Router implements RunningRouter {
         'a router on another I/O backend than the addon runs one worker: its sockets live in this thread',
       );
     const steered = steerSockets(cfg, udpFds, parts.steer, this.log);
+    if (!steered) this.udpGro();
     const forwarding =
       cfg.workers === 1
         ? forwardInline(
