@@ -106,7 +106,8 @@ int sixbed4_to_peers(struct __sk_buff *skb)
 	if (!port)
 		return count(skb, T_NOT_A_PEER, l3);
 	__be32 v4 = address_ipv4(dst);
-	if (v4 == cfg->own_ipv4 || refused(v4))
+	struct hop4 *hop = hop_cached(cfg, v4);
+	if (v4 == cfg->own_ipv4 || refused_cached(cfg, v4, hop))
 		return count(skb, T_BAD_DESTINATION, l3);
 	// The router lets only its own ICMPv6 out with such a source; it decides.
 	if (in_prefix(src, cfg->prefix) && address_port(src))
@@ -151,7 +152,7 @@ int sixbed4_to_peers(struct __sk_buff *skb)
 
 	__u16 ip_len = ENCAP + seg;
 	struct wire w = {};
-	if (!next_hop(skb, cfg, cfg->bind_ipv4, v4, ip_len, &w.eth))
+	if (!next_hop(skb, cfg, v4, ip_len, hop, &w.eth, T_ROUTE_LOOKUPS))
 		return count(skb, T_NO_ROUTE, l3);
 	ip6.hop_limit--;
 	__builtin_memcpy(w.ip6, &ip6, sizeof(w.ip6));
