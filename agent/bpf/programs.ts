@@ -154,6 +154,7 @@ const MAPS = {
   // The FIB's answers the programs keep, each for one generation of the host's routes (fastpath.bpf.h, routesChanged).
   sixbed4_hops4: { type: BPF_MAP_TYPE_LRU_HASH, keySize: 4, valueSize: 20, maxEntries: ROUTES_MAX },
   sixbed4_routes6: { type: BPF_MAP_TYPE_LRU_HASH, keySize: 40, valueSize: 24, maxEntries: ROUTES_MAX },
+  sixbed4_routes6_last: { type: BPF_MAP_TYPE_PERCPU_ARRAY, keySize: 4, valueSize: 64, maxEntries: 1 },
 };
 
 export class FastPathPrograms {
