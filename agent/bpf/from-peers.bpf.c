@@ -171,7 +171,7 @@ static __always_inline int udp_checksum_ok(struct __sk_buff *skb, struct headers
 		__u8 zero, proto;
 		__be16 len;
 	} pseudo = { h->ip.saddr, h->ip.daddr, 0, IPPROTO_UDP, h->udp.len };
-	__s64 sum = bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), 0);
+	__s64 sum = fold(csum_words(&pseudo, sizeof(pseudo)));
 #pragma unroll
 	for (int i = 0; i < 3; i++) { // 3 * 512 >= 8 + 1280
 		__u32 off = i * CSUM_CHUNK;
@@ -230,7 +230,9 @@ static __always_inline int relay(struct __sk_buff *skb, struct config *cfg, stru
 	f[0] = t[0] = h->ip6.nexthdr;
 	f[1] = h->ip6.hop_limit;
 	t[1] = h->ip6.hop_limit - 1;
-	__u16 check = ~fold((__u32)bpf_csum_diff(from, sizeof(from), to, sizeof(to), ~h->udp.check & 0xffff)) & 0xffff;
+	// RFC 1624: the new sum is the old one minus what left plus what came (one's complement: minus is plus ~).
+	__u32 nfrom[4] = { ~from[0], ~from[1], ~from[2], ~from[3] };
+	__u16 check = ~fold((~h->udp.check & 0xffff) + csum_words(nfrom, sizeof(nfrom)) + csum_words(to, sizeof(to))) & 0xffff;
 	w.udp.check = check ? check : 0xffff; // 0 means "no checksum" over IPv4
 	outer_ipv4(&w.ip, cfg, v4, ip_len);
 	// The Ethernet header is not under the checksum the NIC may have given (CHECKSUM_COMPLETE); the rest is.
@@ -274,7 +276,7 @@ int sixbed4_from_peers(struct __sk_buff *skb)
 	if ((h.ip.frag_off & bpf_htons(0x3fff)) || ipv4_len != skb->len - L2 ||
 	    skb->pkt_type != 0 /* PACKET_HOST */ ||
 	    s0 == 0 || s0 == 127 || s0 >= 224 || h.ip.saddr == cfg->bind_ipv4 ||
-	    fold(bpf_csum_diff(0, 0, (__be32 *)&h.ip, sizeof(h.ip), 0)) != 0xffff)
+	    fold(csum_words(&h.ip, sizeof(h.ip))) != 0xffff)
 		return count(skb, V_IPV4_UNUSUAL);
 	__u32 ulen = bpf_ntohs(h.udp.len);
 	if (ulen != ipv4_len - sizeof(struct iphdr))

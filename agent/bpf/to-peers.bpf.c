@@ -51,15 +51,15 @@ static __always_inline int count(struct __sk_buff *skb, __u32 v, __u32 l3)
 
 // The one's complement sum over the whole inner packet (hop limit already decremented), from its header: the
 // header's own sum plus the upper layer's, which is minus its pseudo-header's when the inner checksum is right.
-static __always_inline __u32 inner_sum(struct ipv6hdr *ip6)
+static __always_inline __u64 inner_sum(struct ipv6hdr *ip6)
 {
 	struct {
 		struct in6_addr src, dst;
 		__be32 len;
 		__u8 zero[3], nexthdr;
 	} pseudo = { ip6->saddr, ip6->daddr, bpf_htonl(bpf_ntohs(ip6->payload_len)), {}, ip6->nexthdr };
-	__u16 upper = ~fold((__u32)bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), 0)) & 0xffff;
-	return (__u32)bpf_csum_diff(0, 0, (__be32 *)ip6, sizeof(*ip6), upper);
+	__u16 upper = ~fold(csum_words(&pseudo, sizeof(pseudo))) & 0xffff;
+	return csum_words(ip6, sizeof(*ip6)) + upper;
 }
 
 SEC("tc")
@@ -167,8 +167,8 @@ int sixbed4_to_peers(struct __sk_buff *skb)
 			__u8 zero, proto;
 			__be16 len;
 		} pseudo = { w.ip.saddr, w.ip.daddr, 0, IPPROTO_UDP, w.udp.len };
-		__u32 sum = bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), inner_sum(&ip6));
-		__u16 check = ~fold((__u32)bpf_csum_diff(0, 0, (__be32 *)&w.udp, sizeof(w.udp), sum)) & 0xffff;
+		__u64 sum = csum_words(&pseudo, sizeof(pseudo)) + inner_sum(&ip6);
+		__u16 check = ~fold(csum_words(&w.udp, sizeof(w.udp)) + sum) & 0xffff;
 		w.udp.check = check ? check : 0xffff; // 0 means "no checksum" over IPv4
 	}
 
