@@ -12,6 +12,7 @@
         "agent/native/notify.c",
         "agent/native/packet.c",
         "agent/native/poll.c",
+        "agent/native/routes.c",
         "agent/native/steer.c",
         "agent/native/tun.c",
         "agent/native/udp.c"

@@ -99,6 +99,7 @@ export interface SixBed4PrefixSpec {
   routes?: string[];
   ndpProxy?: NdpProxyModeName | NdpProxyMode;
   fastPath?: FastPathModeName;
+  fastPathDirect?: boolean;
   metricsPort?: number;
   slices?: {
     enabled?: boolean;
@@ -234,6 +235,8 @@ export interface AgentNodeConfig {
    * default became Auto hold Disabled in etcd, where the API server put it: they stay off until changed.)
    */
   fastPath?: Exclude<FastPathMode, 'off'>;
+  /** spec.fastPathDirect (the router's --fast-path-direct); written only when true, for the same reason. */
+  fastPathDirect?: true;
   /** the tunnel interface on the node (one per prefix: a node may serve several) */
   tunnel?: string;
   /**

@@ -45,6 +45,8 @@ export interface CheckedSpec {
   ndpProxy: NdpProxyMode;
   /** The router's in-kernel fast path, as its --fast-path takes it (default auto). */
   fastPath: FastPathMode;
+  /** Peers' packets the kernel would forward go straight to the egress (--fast-path-direct; docs/router.md). */
+  fastPathDirect: boolean;
   metricsPort: number;
   /** spec.failover with its defaults; absent when the /64 is served by one node */
   failover?: CheckedFailover;
@@ -106,6 +108,7 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
   const routes = checkRoutes(raw.routes, bad);
   const ndpProxy = checkNdpProxy(raw.ndpProxy, bad);
   const fastPath = checkFastPath(raw.fastPath, bad);
+  const fastPathDirect = checkFastPathDirect(raw.fastPathDirect, fastPath, bad);
   const metricsPort = checkMetricsPort(raw.metricsPort, bad);
 
   let failover: CheckedFailover | undefined;
@@ -129,6 +132,7 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
       routes,
       ndpProxy,
       fastPath,
+      fastPathDirect,
       metricsPort,
       ...(failover ? { failover } : {}),
     },
@@ -354,6 +358,23 @@ function checkFastPath(v: unknown, bad: Bad): FastPathMode {
     return 'off';
   }
   return FAST_PATH_MODE_NAMES[v as FastPathModeName];
+}
+
+/**
+ * spec.fastPathDirect (default false): with the fast path only. Refused, the prefix is served without it: a choice
+ * that skips the host's forward firewall is made on purpose or not at all.
+ */
+function checkFastPathDirect(v: unknown, fastPath: FastPathMode, bad: Bad): boolean {
+  if (v === undefined || v === false) return false;
+  if (v !== true) {
+    bad('InvalidField', `spec.fastPathDirect ${JSON.stringify(v)} is not true or false`);
+    return false;
+  }
+  if (fastPath === 'off') {
+    bad('InvalidField', 'spec.fastPathDirect needs the fast path: spec.fastPath Auto or Required, not Disabled');
+    return false;
+  }
+  return true;
 }
 
 /** spec.metricsPort: an unprivileged port (default DEFAULT_METRICS_PORT). */

@@ -18,6 +18,7 @@ import { fillChecksum, fold, sumWords } from '../protocol/checksum.js';
 import type { IPv4Range } from '../router/refused.js';
 import type { Logger } from '../../lib/log.js';
 import { hostBypassed, type Bypassed } from './bypass.js';
+import { watchRoutes } from './routes.js';
 import { FastPathPrograms, TC_ACT_REDIRECT, type FastPathCounters, type ProgramsConfig } from './programs.js';
 
 export type FastPathMode = 'auto' | 'on' | 'off';
@@ -123,6 +124,7 @@ export async function prepareFastPath(
     close: () => prog.close(),
     attach(tun) {
       let toPeersWhy: string | undefined, sendWhy: string | undefined, config: ProgramsConfig;
+      let unwatchRoutes: () => void;
       try {
         const uplinkIndex = native.ifIndex(uplink),
           tunIndex = native.ifIndex(tun);
@@ -131,7 +133,14 @@ export async function prepareFastPath(
         toPeersWhy = sendWhy ?? whyNotToPeers(uplink);
         config = { ...programsConfig(cfg, tunIndex, uplinkIndex), toPeers: !toPeersWhy, relay: !sendWhy };
         prog.configure(config);
-        attach(prog, uplinkIndex, tunIndex, uplink);
+        // Watching before attaching: no cached answer can predate the watch.
+        unwatchRoutes = watchRoutes(prog, uplinkIndex, log);
+        try {
+          attach(prog, uplinkIndex, tunIndex, uplink);
+        } catch (err) {
+          unwatchRoutes();
+          throw err;
+        }
       } catch (err) {
         prog.close();
         return refuse((err as Error).message);
@@ -158,6 +167,7 @@ export async function prepareFastPath(
         setRefused: (r) => prog.setRefused(r),
         stop: () => {
           unwatch();
+          unwatchRoutes();
           prog.close();
         },
       };

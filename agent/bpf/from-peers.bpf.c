@@ -41,25 +41,89 @@
 // back into the tunnel). What this skips is the rest of the forward path: netfilter's prerouting and forward hooks
 // (and conntrack) for these packets, hence a choice for hosts without a forward firewall. The kernel's hop limit
 // decrement is made here too: the router's and the forwarding's, two in all.
-static __always_inline __u32 direct_egress(struct __sk_buff *skb, struct config *cfg, struct ipv6hdr *ip6, __u32 dlen,
+//
+// The FIB's answers are cached (fastpath.bpf.h, ROUTES_MAX) by what the lookup is given: addresses, flow label and
+// next header (policy rules and multipath hashing see those), for one generation of the host's routes. Every
+// decapsulated packet fits any IPv6 route (1280 bytes at most, the IPv6 minimum MTU), so one answer serves all.
+struct route6_key {
+	struct in6_addr dst, src;
+	__be32 flowinfo;
+	__u32 nexthdr;
+};
+struct route6 {
+	__u32 gen;
+	__u32 ifindex; // 0: not straight out (into the TUN)
+	__u8 nh[16];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, ROUTES_MAX);
+	__type(key, struct route6_key);
+	__type(value, struct route6);
+} sixbed4_routes6 SEC(".maps");
+
+// The last answer used on this CPU, before the map: a flow's packets come in runs, and comparing one key costs less
+// than hashing it.
+struct route6_last {
+	struct route6_key key;
+	struct route6 r;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct route6_last);
+} sixbed4_routes6_last SEC(".maps");
+
+static __always_inline int same_key(const struct route6_key *a, const struct route6_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] && x[4] == y[4];
+}
+
+static __always_inline __u32 direct_egress(struct __sk_buff *skb, struct config *cfg, struct ipv6hdr *ip6,
 					   struct bpf_redir_neigh *nh)
 {
 	if (!(cfg->flags & F_DIRECT) || (cfg->flags & F_TEST_RUN) || ip6->hop_limit <= 2)
 		return 0;
-	struct bpf_fib_lookup fib = {};
-	fib.family = AF_INET6;
-	fib.l4_protocol = ip6->nexthdr;
-	fib.tot_len = dlen;
-	fib.ifindex = cfg->tun_ifindex;
-	fib.flowinfo = *(__be32 *)ip6 & bpf_htonl(0x0fffffff);
-	__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
-	__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
-	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS ||
-	    fib.ifindex == cfg->tun_ifindex)
+	struct route6_key key = { ip6->daddr, ip6->saddr, *(__be32 *)ip6 & bpf_htonl(0x0fffffff), ip6->nexthdr };
+	__u32 zero = 0;
+	struct route6_last *last = bpf_map_lookup_elem(&sixbed4_routes6_last, &zero);
+	struct route6 *r;
+	// A flag, not a comparison of pointers: without CAP_PERFMON the verifier refuses those.
+	int hit = last && last->r.gen == cfg->gen && same_key(&last->key, &key);
+	if (hit)
+		r = &last->r;
+	else
+		r = bpf_map_lookup_elem(&sixbed4_routes6, &key);
+	struct route6 n = { .gen = cfg->gen };
+	if (!r || r->gen != cfg->gen) {
+		count_n(V_ROUTE_LOOKUPS, 1, 0);
+		struct bpf_fib_lookup fib = {};
+		fib.family = AF_INET6;
+		fib.l4_protocol = ip6->nexthdr;
+		fib.tot_len = TUNNEL_MTU;
+		fib.ifindex = cfg->tun_ifindex;
+		fib.flowinfo = key.flowinfo;
+		__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
+		__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
+		if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) == BPF_FIB_LKUP_RET_SUCCESS &&
+		    fib.ifindex != cfg->tun_ifindex) {
+			n.ifindex = fib.ifindex;
+			__builtin_memcpy(n.nh, fib.ipv6_dst, 16); // the gateway, or the destination itself when on-link
+		}
+		bpf_map_update_elem(&sixbed4_routes6, &key, &n, BPF_ANY);
+		r = &n;
+	}
+	if (last && !hit) {
+		last->key = key;
+		last->r = *r;
+	}
+	if (!r->ifindex)
 		return 0;
 	nh->nh_family = AF_INET6;
-	__builtin_memcpy(nh->ipv6_nh, fib.ipv6_dst, 16); // the gateway, or the destination itself when on-link
-	return fib.ifindex;
+	__builtin_memcpy(nh->ipv6_nh, r->nh, 16);
+	return r->ifindex;
 }
 
 #define CSUM_CHUNK 512 // bpf_csum_diff() takes at most 512 bytes a call
@@ -107,7 +171,7 @@ static __always_inline int udp_checksum_ok(struct __sk_buff *skb, struct headers
 		__u8 zero, proto;
 		__be16 len;
 	} pseudo = { h->ip.saddr, h->ip.daddr, 0, IPPROTO_UDP, h->udp.len };
-	__s64 sum = bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), 0);
+	__s64 sum = fold(csum_words(&pseudo, sizeof(pseudo)));
 #pragma unroll
 	for (int i = 0; i < 3; i++) { // 3 * 512 >= 8 + 1280
 		__u32 off = i * CSUM_CHUNK;
@@ -146,11 +210,12 @@ static __always_inline int udp_checksum_ok(struct __sk_buff *skb, struct headers
 // Relays the datagram in h (checked, unchanged so far) to the peer v4:port as the router's socket would send it:
 // from the router's bind address and port, with its TTL, DF and ID 0, the inner hop limit one lower and the UDP
 // checksum updated for what changed. Leaves it to the slow path when the FIB has no ready next hop on the uplink.
-static __always_inline int relay(struct __sk_buff *skb, struct config *cfg, struct headers *h, __be32 v4, __be16 port, __u32 dlen)
+static __always_inline int relay(struct __sk_buff *skb, struct config *cfg, struct headers *h, __be32 v4, __be16 port,
+				 __u32 dlen, struct hop4 *hop)
 {
 	__u16 ip_len = bpf_ntohs(h->ip.tot_len);
 	struct wire w = {};
-	if (!next_hop(skb, cfg, cfg->bind_ipv4, v4, ip_len, &w.eth))
+	if (!next_hop(skb, cfg, v4, ip_len, hop, &w.eth, V_ROUTE_LOOKUPS))
 		return count(skb, V_NO_ROUTE);
 	// What changes under the UDP checksum: the pseudo-header's addresses, the ports, the hop limit's word.
 	__builtin_memcpy(w.ip6, &h->ip6, sizeof(w.ip6));
@@ -165,7 +230,9 @@ static __always_inline int relay(struct __sk_buff *skb, struct config *cfg, stru
 	f[0] = t[0] = h->ip6.nexthdr;
 	f[1] = h->ip6.hop_limit;
 	t[1] = h->ip6.hop_limit - 1;
-	__u16 check = ~fold((__u32)bpf_csum_diff(from, sizeof(from), to, sizeof(to), ~h->udp.check & 0xffff)) & 0xffff;
+	// RFC 1624: the new sum is the old one minus what left plus what came (one's complement: minus is plus ~).
+	__u32 nfrom[4] = { ~from[0], ~from[1], ~from[2], ~from[3] };
+	__u16 check = ~fold((~h->udp.check & 0xffff) + csum_words(nfrom, sizeof(nfrom)) + csum_words(to, sizeof(to))) & 0xffff;
 	w.udp.check = check ? check : 0xffff; // 0 means "no checksum" over IPv4
 	outer_ipv4(&w.ip, cfg, v4, ip_len);
 	// The Ethernet header is not under the checksum the NIC may have given (CHECKSUM_COMPLETE); the rest is.
@@ -209,7 +276,7 @@ int sixbed4_from_peers(struct __sk_buff *skb)
 	if ((h.ip.frag_off & bpf_htons(0x3fff)) || ipv4_len != skb->len - L2 ||
 	    skb->pkt_type != 0 /* PACKET_HOST */ ||
 	    s0 == 0 || s0 == 127 || s0 >= 224 || h.ip.saddr == cfg->bind_ipv4 ||
-	    fold(bpf_csum_diff(0, 0, (__be32 *)&h.ip, sizeof(h.ip), 0)) != 0xffff)
+	    fold(csum_words(&h.ip, sizeof(h.ip))) != 0xffff)
 		return count(skb, V_IPV4_UNUSUAL);
 	__u32 ulen = bpf_ntohs(h.udp.len);
 	if (ulen != ipv4_len - sizeof(struct iphdr))
@@ -251,6 +318,7 @@ int sixbed4_from_peers(struct __sk_buff *skb)
 	// router's own 6bed4 address; any other port on the router's IPv4 is refused, as are refused IPv4s.
 	__be32 v4 = 0;
 	__be16 port = 0;
+	struct hop4 *hop = NULL;
 	if (in_prefix(dst, cfg->prefix) && (port = address_port(dst)) != 0) {
 		v4 = address_ipv4(dst);
 		if (v4 == cfg->own_ipv4) {
@@ -259,7 +327,7 @@ int sixbed4_from_peers(struct __sk_buff *skb)
 			port = 0;
 		} else if (!(cfg->flags & F_RELAY)) {
 			return count(skb, V_NO_ROUTE);
-		} else if (refused(v4)) {
+		} else if (refused_cached(cfg, v4, hop = hop_cached(cfg, v4))) {
 			return count(skb, V_BAD_DESTINATION);
 		} else if (!h.udp.check) {
 			return count(skb, V_RELAY_UNCHECKED);
@@ -271,10 +339,10 @@ int sixbed4_from_peers(struct __sk_buff *skb)
 	// A peer the engine would have tracked (it passed the originator check), about to be forwarded here.
 	seen(h.ip.saddr, h.udp.source);
 	if (port)
-		return relay(skb, cfg, &h, v4, port, dlen);
+		return relay(skb, cfg, &h, v4, port, dlen, hop);
 
 	struct bpf_redir_neigh nh = {};
-	__u32 egress = direct_egress(skb, cfg, &h.ip6, dlen, &nh);
+	__u32 egress = direct_egress(skb, cfg, &h.ip6, &nh);
 
 	// Nothing has been changed so far: a refusal below leaves the packet as it came.
 	if (bpf_skb_adjust_room(skb, -(__s32)(sizeof(struct iphdr) + sizeof(struct udphdr)), BPF_ADJ_ROOM_MAC,

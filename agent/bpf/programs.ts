@@ -47,6 +47,7 @@ export const FROM_PEERS_VERDICTS = [
   'decap_failed', // the kernel refused a helper's request
   'gro', // datagrams the uplink merged (UDP GRO, fraglist GRO): whole to the router's socket
   'direct', // not a verdict (FROM_PEERS_TALLIES): of 'fast', those sent straight to the FIB's egress (direct)
+  'route_lookups', // not a verdict: FIB lookups made for answers not cached (relays' next hops, direct's egress)
 ] as const;
 export const TO_PEERS_VERDICTS = [
   'fast', // encapsulated and sent to the peer by the program (a merged packet: its segments)
@@ -68,16 +69,19 @@ export const TO_PEERS_VERDICTS = [
   // Not verdicts (TO_PEERS_TALLIES): segments of merged packets sent by the program, also counted in 'fast'.
   'gso', // all segments of the packet the same size: the outer UDP checksum is right for each
   'gso_uneven', // the last one shorter: sent without an outer UDP checksum (see to-peers.bpf.c)
+  'route_lookups', // not a verdict: FIB lookups made for next hops not cached
 ] as const;
 /** Counter slots that tally part of 'fast' again rather than name a verdict. */
-export const FROM_PEERS_TALLIES: readonly FromPeersVerdict[] = ['direct'];
-export const TO_PEERS_TALLIES: readonly ToPeersVerdict[] = ['gso', 'gso_uneven'];
+export const FROM_PEERS_TALLIES: readonly FromPeersVerdict[] = ['direct', 'route_lookups'];
+export const TO_PEERS_TALLIES: readonly ToPeersVerdict[] = ['gso', 'gso_uneven', 'route_lookups'];
 export type FromPeersVerdict = (typeof FROM_PEERS_VERDICTS)[number];
 export type ToPeersVerdict = (typeof TO_PEERS_VERDICTS)[number];
 type Counts = { packets: number; bytes: number };
 export interface FastPathCounters {
   fromPeers: Record<FromPeersVerdict, Counts>;
   toPeers: Record<ToPeersVerdict, Counts>;
+  /** Generations of the host's routes started since loading (routesChanged): each drops every cached FIB answer. */
+  routeGenerations: number;
 }
 
 /** tc return codes (linux/pkt_cls.h). UNSPEC: tcx goes on to the next program, then the stack. */
@@ -129,6 +133,7 @@ const CONFIG_SIZE = 48;
 const COUNTER_SIZE = 16;
 const REFUSED_MAX = 4096;
 const SEEN_MAX = 65536;
+const ROUTES_MAX = 16384;
 /** Peers taken out of the seen map per call (8 bytes of key, 1 of value each). */
 const SEEN_BATCH = 4096;
 const VERDICTS = FROM_PEERS_VERDICTS.length + TO_PEERS_VERDICTS.length;
@@ -146,6 +151,10 @@ const MAPS = {
   sixbed4_scratch: { type: BPF_MAP_TYPE_PERCPU_ARRAY, keySize: 4, valueSize: 512, maxEntries: 1 },
   sixbed4_seen: { type: BPF_MAP_TYPE_LRU_HASH, keySize: 8, valueSize: 1, maxEntries: SEEN_MAX },
   sixbed4_seen_last: { type: BPF_MAP_TYPE_PERCPU_ARRAY, keySize: 4, valueSize: 8, maxEntries: 1 },
+  // The FIB's answers the programs keep, each for one generation of the host's routes (fastpath.bpf.h, routesChanged).
+  sixbed4_hops4: { type: BPF_MAP_TYPE_LRU_HASH, keySize: 4, valueSize: 20, maxEntries: ROUTES_MAX },
+  sixbed4_routes6: { type: BPF_MAP_TYPE_LRU_HASH, keySize: 40, valueSize: 24, maxEntries: ROUTES_MAX },
+  sixbed4_routes6_last: { type: BPF_MAP_TYPE_PERCPU_ARRAY, keySize: 4, valueSize: 64, maxEntries: 1 },
 };
 
 export class FastPathPrograms {
@@ -173,6 +182,25 @@ export class FastPathPrograms {
   }
 
   configure(c: ProgramsConfig): void {
+    this.config = c;
+    this.writeConfig();
+  }
+  private config: ProgramsConfig | undefined;
+  /** The generation of the host's routes the programs' cached FIB answers must carry to be used. */
+  private gen = 0;
+
+  /**
+   * The host's routes, rules, addresses, links, neighbours or forwarding switches may have changed (routes.ts watches
+   * rtnetlink): the programs' cached FIB answers are all dropped at once, by a new generation in their configuration.
+   */
+  routesChanged(): void {
+    this.gen = (this.gen + 1) >>> 0;
+    this.writeConfig();
+  }
+
+  private writeConfig(): void {
+    const c = this.config;
+    if (!c) return;
     const v = new Uint8Array(CONFIG_SIZE),
       d = new DataView(v.buffer);
     d.setUint32(0, c.bindIPv4 >>> 0, false); // network order, as in the packet
@@ -196,6 +224,7 @@ export class FastPathPrograms {
       v.set(c.testRun.dmac.subarray(0, 6), 32);
       v.set(c.testRun.smac.subarray(0, 6), 38);
     }
+    d.setUint32(44, this.gen, true);
     bpfSyscalls.mapUpdate(this.maps.fd('sixbed4_config'), new Uint8Array(4), v);
   }
 
@@ -220,8 +249,12 @@ export class FastPathPrograms {
       v.setUint32(4, a >>> 0, false); // the address in network order
       return k;
     };
+    // The programs keep what the table said per destination (fastpath.bpf.h, hop4) for one generation of routes:
+    // a new one after the additions (no destination newly refused answers from before them) and after the removals.
     for (const p of next) if (!this.refusedNow.has(p)) bpfSyscalls.mapUpdate(fd, key(p), new Uint8Array(4));
+    this.routesChanged();
     for (const p of this.refusedNow) if (!next.has(p)) bpfSyscalls.mapDelete(fd, key(p));
+    this.routesChanged();
     this.refusedNow = next;
   }
 
@@ -296,7 +329,7 @@ export class FastPathPrograms {
     TO_PEERS_VERDICTS.forEach((name, i) => {
       toPeers[name] = read(FROM_PEERS_VERDICTS.length + i);
     });
-    return { fromPeers, toPeers };
+    return { fromPeers, toPeers, routeGenerations: this.gen };
   }
 
   /** Zeroes the counters (after the load-time self-test, whose packets are not traffic). */

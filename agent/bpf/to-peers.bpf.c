@@ -51,15 +51,15 @@ static __always_inline int count(struct __sk_buff *skb, __u32 v, __u32 l3)
 
 // The one's complement sum over the whole inner packet (hop limit already decremented), from its header: the
 // header's own sum plus the upper layer's, which is minus its pseudo-header's when the inner checksum is right.
-static __always_inline __u32 inner_sum(struct ipv6hdr *ip6)
+static __always_inline __u64 inner_sum(struct ipv6hdr *ip6)
 {
 	struct {
 		struct in6_addr src, dst;
 		__be32 len;
 		__u8 zero[3], nexthdr;
 	} pseudo = { ip6->saddr, ip6->daddr, bpf_htonl(bpf_ntohs(ip6->payload_len)), {}, ip6->nexthdr };
-	__u16 upper = ~fold((__u32)bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), 0)) & 0xffff;
-	return (__u32)bpf_csum_diff(0, 0, (__be32 *)ip6, sizeof(*ip6), upper);
+	__u16 upper = ~fold(csum_words(&pseudo, sizeof(pseudo))) & 0xffff;
+	return csum_words(ip6, sizeof(*ip6)) + upper;
 }
 
 SEC("tc")
@@ -106,7 +106,8 @@ int sixbed4_to_peers(struct __sk_buff *skb)
 	if (!port)
 		return count(skb, T_NOT_A_PEER, l3);
 	__be32 v4 = address_ipv4(dst);
-	if (v4 == cfg->own_ipv4 || refused(v4))
+	struct hop4 *hop = hop_cached(cfg, v4);
+	if (v4 == cfg->own_ipv4 || refused_cached(cfg, v4, hop))
 		return count(skb, T_BAD_DESTINATION, l3);
 	// The router lets only its own ICMPv6 out with such a source; it decides.
 	if (in_prefix(src, cfg->prefix) && address_port(src))
@@ -151,7 +152,7 @@ int sixbed4_to_peers(struct __sk_buff *skb)
 
 	__u16 ip_len = ENCAP + seg;
 	struct wire w = {};
-	if (!next_hop(skb, cfg, cfg->bind_ipv4, v4, ip_len, &w.eth))
+	if (!next_hop(skb, cfg, v4, ip_len, hop, &w.eth, T_ROUTE_LOOKUPS))
 		return count(skb, T_NO_ROUTE, l3);
 	ip6.hop_limit--;
 	__builtin_memcpy(w.ip6, &ip6, sizeof(w.ip6));
@@ -166,8 +167,8 @@ int sixbed4_to_peers(struct __sk_buff *skb)
 			__u8 zero, proto;
 			__be16 len;
 		} pseudo = { w.ip.saddr, w.ip.daddr, 0, IPPROTO_UDP, w.udp.len };
-		__u32 sum = bpf_csum_diff(0, 0, (__be32 *)&pseudo, sizeof(pseudo), inner_sum(&ip6));
-		__u16 check = ~fold((__u32)bpf_csum_diff(0, 0, (__be32 *)&w.udp, sizeof(w.udp), sum)) & 0xffff;
+		__u64 sum = csum_words(&pseudo, sizeof(pseudo)) + inner_sum(&ip6);
+		__u16 check = ~fold(csum_words(&w.udp, sizeof(w.udp)) + sum) & 0xffff;
 		w.udp.check = check ? check : 0xffff; // 0 means "no checksum" over IPv4
 	}
 

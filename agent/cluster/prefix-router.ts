@@ -34,6 +34,8 @@ export function shareRouterOptions(
     // spec.fastPath Auto | Required (absent: Disabled, said out loud: the router's own default is auto); the words
     // are --fast-path's.
     fastPath: n.fastPath ?? 'off',
+    // spec.fastPathDirect: --fast-path-direct (only ever with the fast path: checkSpec refuses it without).
+    ...(n.fastPathDirect ? { fastPathDirect: true } : {}),
   };
 }
 

@@ -199,6 +199,8 @@ interface RawAddon {
   notify(path: string, message: string): void;
   packetSend(ifname: string, frame: Uint8Array): void;
   txChecksum(name: string): boolean;
+  routeWatch(): number;
+  routeWatchDrain(fd: number, uplinkIfindex: number): number;
   udpSteer(fd: number, program: Uint8Array): void;
   udpSteerEbpf(fd: number, progFd: number): void;
   udpTtl(fd: number, ttl: number): void;
@@ -326,6 +328,23 @@ export function tunCoalescePlan(b: Batch, count: number): [number, number][] {
  */
 export function txChecksum(name: string): boolean {
   return addon().txChecksum(name);
+}
+
+/**
+ * A netlink socket (close-on-exec, non-blocking) told of every change to the host's routes, rules, addresses, links,
+ * neighbours, forwarding switches and nexthop objects; poll it and read it with routeWatchDrain. Not part of NativeIO:
+ * the fast path's cache of the FIB's answers watches it (agent/bpf/routes.ts).
+ */
+export function routeWatch(): number {
+  return addon().routeWatch();
+}
+
+/**
+ * Reads every notification waiting on a routeWatch socket: how many may change a FIB answer (neighbours count only as
+ * IPv4 neighbours on uplinkIfindex; lost notifications count as one).
+ */
+export function routeWatchDrain(fd: number, uplinkIfindex: number): number {
+  return addon().routeWatchDrain(fd, uplinkIfindex);
 }
 
 /**

@@ -36,6 +36,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   if (s4_init_packet(env, exports) != napi_ok) return NULL;
   if (s4_init_gso(env, exports) != napi_ok) return NULL;
   if (s4_init_coalesce(env, exports) != napi_ok) return NULL;
+  if (s4_init_routes(env, exports) != napi_ok) return NULL;
   if (napi_create_uint32(env, S4_MAX_BATCH, &max) != napi_ok ||
       napi_set_named_property(env, exports, "MAX_BATCH", max) != napi_ok)
     return NULL;

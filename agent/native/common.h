@@ -81,6 +81,7 @@ napi_status s4_init_notify(napi_env env, napi_value exports);
 napi_status s4_init_bpf(napi_env env, napi_value exports);
 napi_status s4_init_packet(napi_env env, napi_value exports);
 napi_status s4_init_gso(napi_env env, napi_value exports);
+napi_status s4_init_routes(napi_env env, napi_value exports);
 
 /* Defines a function property on exports. */
 napi_status s4_export_fn(napi_env env, napi_value exports, const char *name,

@@ -93,6 +93,24 @@ export function routerRegistry(
       async () => [{ value: fast().fromPeers.direct.packets, labels: {} }],
     );
     register(
+      'sixbed4_router_fast_path_route_lookups_total',
+      "FIB lookups the fast path made, by side (udp: relays' next hops and --fast-path-direct's egress; tun: next hops towards peers): the answers are kept per destination until the host's routes change, so a steady flow costs none",
+      'counter',
+      async () => {
+        const c = fast();
+        return [
+          { value: c.fromPeers.route_lookups.packets, labels: { side: 'udp' } },
+          { value: c.toPeers.route_lookups.packets, labels: { side: 'tun' } },
+        ];
+      },
+    );
+    register(
+      'sixbed4_router_fast_path_route_generations_total',
+      "Changes of the host's routes, rules, addresses, links, uplink neighbours or forwarding switches the fast path heard of (rtnetlink), and changes of the refused destinations: each drops every FIB answer it kept",
+      'counter',
+      async () => [{ value: fast().routeGenerations, labels: {} }],
+    );
+    register(
       'sixbed4_router_fast_path_merged_segments_total',
       'Segments of merged (GSO/GRO) packets the fast path sent to peers (part of path="fast"), by outer UDP checksum: "right" for each segment, or "none" where the last segment was shorter',
       'counter',

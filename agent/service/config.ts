@@ -26,6 +26,7 @@ const SPEC_FIELDS = [
   'routes',
   'ndpProxy',
   'fastPath',
+  'fastPathDirect',
   'metricsPort',
   'slices',
 ];
@@ -131,6 +132,8 @@ export function serviceConfig(raw: Record<string, unknown>, file: string): Servi
       ...(s.advertise ? { advertise: s.advertise } : {}),
       // fastPath Disabled | Auto | Required: the router's --fast-path off | auto | on (needs CAP_BPF: see the unit).
       fastPath: s.fastPath,
+      // fastPathDirect: --fast-path-direct (a host without a forward firewall: docs/router.md).
+      ...(s.fastPathDirect ? { fastPathDirect: true } : {}),
       ...(h.bind ? { bind: h.bind } : {}),
       ...(h.workers !== undefined ? { workers: h.workers } : {}),
       ...(h.batch !== undefined ? { batch: h.batch } : {}),
@@ -244,6 +247,7 @@ export function restartNeeded(a: ServiceConfig, b: ServiceConfig): string[] {
     ndpProxy: c.spec.ndpProxy,
     // The program is loaded and attached when the router starts (agent/bpf/fastpath.ts); a reload cannot.
     fastPath: fastPathModeName(c.spec.fastPath),
+    fastPathDirect: c.spec.fastPathDirect,
     tunnel: c.host.tunnel,
     dummyInterface: c.host.dummyInterface,
     workers: c.router.workers,

@@ -183,6 +183,7 @@ export function planFailover(
       // On-link at the provider: the active node answers for the peers' addresses (WhenOnLink stays as asked).
       ndpProxy: f.upstream === 'OnLink' && spec.ndpProxy === 'off' ? 'on' : spec.ndpProxy,
       ...(spec.fastPath !== 'off' ? { fastPath: spec.fastPath } : {}),
+      ...(spec.fastPathDirect ? { fastPathDirect: true as const } : {}),
       tunnel: tunnelName(name),
       failover: {
         address: floating,

@@ -272,6 +272,7 @@ function nodeShare(
     ndpProxy: spec.ndpProxy,
     // Only when asked for: a share without it is the same text as before the field existed (no router restart).
     ...(spec.fastPath !== 'off' ? { fastPath: spec.fastPath } : {}),
+    ...(spec.fastPathDirect ? { fastPathDirect: true as const } : {}),
     tunnel: tunnelName(name),
   };
 }

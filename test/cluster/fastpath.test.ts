@@ -57,6 +57,23 @@ test("the agent hands the prefix's fastPath to the router it runs: Disabled off 
   t.true(on.options.handover, 'the rest as before');
 });
 
+test('fastPathDirect reaches the router as --fast-path-direct, through the share only when true (other shares stay as they were)', (t) => {
+  const direct = agentRouterOptions({ fastPath: 'Auto', fastPathDirect: true });
+  t.is(direct.share.fastPathDirect, true);
+  t.like(routerConfig(direct.options), { fastPath: 'auto', fastPathDirect: true });
+  for (const spec of [{}, { fastPathDirect: false }]) {
+    const plain = agentRouterOptions(spec);
+    t.false('fastPathDirect' in plain.share, JSON.stringify(spec));
+    t.is(routerConfig(plain.options).fastPathDirect, false);
+  }
+  t.throws(() => agentRouterOptions({ fastPath: 'Disabled', fastPathDirect: true }), {
+    message: 'spec.fastPathDirect needs the fast path: spec.fastPath Auto or Required, not Disabled',
+  });
+  t.throws(() => agentRouterOptions({ fastPathDirect: 'yes' }), {
+    message: 'spec.fastPathDirect "yes" is not true or false',
+  });
+});
+
 test("Required refused by the router: the agent reports it in the spec's words; other failures are not the fast path's", async (t) => {
   // The real refusal: 127.0.0.1 is on lo, which the program cannot go on (nothing is loaded or attached).
   const log = createLogger({ level: 'error', format: 'text', component: 'test' });

@@ -144,6 +144,53 @@ serial(title('ISP -> peer: the same, the other way round'), async (t) => {
   t.deepEqual(d, { [FAST]: 3, [SLOW]: 0, [TUN_TO_UDP_FAST]: 3, [TUN_TO_UDP]: 0 });
 });
 
+const GENERATIONS = 'sixbed4_router_fast_path_route_generations_total';
+const LOOKUPS_TUN = 'sixbed4_router_fast_path_route_lookups_total{side="tun"}';
+const LOOKUPS_UDP = 'sixbed4_router_fast_path_route_lookups_total{side="udp"}';
+
+/** Makes a change to the router's namespace, then waits until the router has heard of it (a new route generation). */
+async function routesChange(argv: string[]): Promise<void> {
+  const before = (await scrape(lab.topo.router, METRICS)).get(GENERATIONS) ?? 0;
+  await lab.topo.router.run(argv);
+  for (let i = 0; i < 100; i++) {
+    if (((await scrape(lab.topo.router, METRICS)).get(GENERATIONS) ?? 0) > before) return;
+    await sleep(50);
+  }
+  throw new Error(`the router did not hear of: ${argv.join(' ')}`);
+}
+
+serial(
+  title(
+    "ISP -> peer: the next hop's answer is kept (one FIB lookup per route generation, not per packet) and dropped when the uplink's neighbour changes",
+  ),
+  async (t) => {
+    const d = await delta(async () => {
+      const r = await ping6(lab.topo.isp, lab.peers.A.address, { count: 20, interval: 0.01 });
+      t.is(r.received, 20, r.output);
+    }, [TUN_TO_UDP_FAST, LOOKUPS_TUN, GENERATIONS]);
+    t.is(d[TUN_TO_UDP_FAST], 20);
+    // The NAT's neighbour entry may age (a generation) while the pings run: each generation costs one lookup more.
+    t.true(
+      d[LOOKUPS_TUN]! <= 1 + d[GENERATIONS]!,
+      `lookups ${d[LOOKUPS_TUN]} for 20 packets, ${d[GENERATIONS]} generations`,
+    );
+    // The router's neighbour for the NAT replaced by a wrong MAC: the kept answer (the right MAC) must go with it,
+    // or replies would still reach the NAT.
+    const ip = systemTool('ip');
+    const neigh = [ip, 'neigh', 'replace', TOPO.natV4, 'dev', TOPO.routerWanIf];
+    await routesChange([...neigh, 'lladdr', '02:00:5e:00:53:99', 'nud', 'permanent']);
+    try {
+      const wrong = await ping6(lab.topo.isp, lab.peers.A.address, { count: 3, interval: 0.05, timeoutS: 1 });
+      t.is(wrong.received, 0, `sent towards the old MAC: ${wrong.output}`);
+    } finally {
+      await routesChange([ip, 'neigh', 'del', TOPO.natV4, 'dev', TOPO.routerWanIf]);
+    }
+    // Resolved again by the slow path's first packet, then the kernel's answer is kept once more.
+    const back = await ping6(lab.topo.isp, lab.peers.A.address, { count: 3, deadlineS: 10 });
+    t.is(back.received, 3, back.output);
+  },
+);
+
 serial(title('peer <-> peer on the uplink: relayed in the kernel both ways, the router relays none'), async (t) => {
   const d = await delta(async () => {
     const r = await ping6(lab.topo.peers.A, lab.peers.B.address, { count: 4 });
@@ -373,6 +420,48 @@ serial(
         t.regex(hop.output, /Time exceeded/, hop.output);
       }, [FAST, DIRECT]);
       t.deepEqual(d2, { [FAST]: 1, [DIRECT]: 0 });
+    } finally {
+      t.is(await lab.router.stop(), 0);
+    }
+  },
+);
+
+serial(
+  title(
+    '--fast-path-direct: the egress the FIB gave is kept per flow and dropped when the routes change (a route made unreachable stops the direct sends at once)',
+  ),
+  async (t) => {
+    lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'on', '--fast-path-direct']);
+    const DIRECT = 'sixbed4_router_fast_path_direct_packets_total';
+    const ip = systemTool('ip');
+    const route = `${TOPO.ispV6}/128`;
+    try {
+      const d = await delta(async () => {
+        const r = await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 20, interval: 0.01 });
+        t.is(r.received, 20, r.output);
+      }, [DIRECT, LOOKUPS_UDP, GENERATIONS]);
+      t.is(d[DIRECT], 20);
+      t.true(
+        d[LOOKUPS_UDP]! <= 1 + d[GENERATIONS]!,
+        `lookups ${d[LOOKUPS_UDP]} for 20 packets, ${d[GENERATIONS]} generations`,
+      );
+      // Unreachable now: the kernel must answer (through the tunnel), nothing may go to the ISP on a kept answer.
+      await routesChange(['sh', '-c', `${ip} -6 route add unreachable ${route}`]);
+      try {
+        const d2 = await delta(async () => {
+          const r = await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 2, interval: 0.05, timeoutS: 1 });
+          t.is(r.received, 0, r.output);
+          t.regex(r.output, /[Uu]nreachable/, r.output);
+        }, [DIRECT]);
+        t.is(d2[DIRECT], 0, 'none sent straight out');
+      } finally {
+        await routesChange([ip, '-6', 'route', 'del', 'unreachable', route]);
+      }
+      const d3 = await delta(async () => {
+        const r = await ping6(lab.topo.peers.A, TOPO.ispV6, { count: 3, deadlineS: 10 });
+        t.is(r.received, 3, r.output);
+      }, [DIRECT]);
+      t.is(d3[DIRECT], 3, 'straight out again');
     } finally {
       t.is(await lab.router.stop(), 0);
     }

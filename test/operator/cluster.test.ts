@@ -347,6 +347,10 @@ ktest('invalid prefixes are refused by the API server with readable messages', a
       { prefix: '2001:db8:9:10::/64', fastPath: 'On' },
       /spec\.fastPath: Unsupported value: "On": supported values: "Disabled", "Auto", "Required"/,
     ],
+    [
+      { prefix: '2001:db8:9:10::/64', fastPath: 'Disabled', fastPathDirect: true },
+      /fastPathDirect needs the fast path \(fastPath Auto or Required, not Disabled\)/,
+    ],
     [{}, /spec\.prefix: Required value/],
   ];
   for (const [spec, re] of cases) {
@@ -380,6 +384,20 @@ ktest('invalid prefixes are refused by the API server with readable messages', a
   );
   t.is(fastBool.code, 422);
   t.regex(fastBool.message, /spec\.fastPath: Invalid value: "boolean": spec\.fastPath in body must be of type string/);
+  // fastPathDirect is a boolean: a quoted one is refused (by create: server-side apply answers a type error with 500)
+  const directText = await apiErrorMessage(
+    admin().create(paths.prefixes, {
+      apiVersion: 'sixbed4.io/v1alpha1',
+      kind: 'SixBed4Prefix',
+      metadata: { name: 'invalid' },
+      spec: { prefix: '2001:db8:9:10::/64', fastPathDirect: 'yes' },
+    }),
+  );
+  t.is(directText.code, 422);
+  t.regex(
+    directText.message,
+    /spec\.fastPathDirect: Invalid value: "string": spec\.fastPathDirect in body must be of type boolean/,
+  );
   // the same through the real kubectl, from YAML as a user writes it; the CamelCase name passes
   const bin = kubectlDir();
   if (bin) {

@@ -33,6 +33,7 @@ function zeroFast(): FastPathCounters {
   return {
     fromPeers: Object.fromEntries(FROM_PEERS_VERDICTS.map((v) => [v, z()])) as FastPathCounters['fromPeers'],
     toPeers: Object.fromEntries(TO_PEERS_VERDICTS.map((v) => [v, z()])) as FastPathCounters['toPeers'],
+    routeGenerations: 0,
   };
 }
 

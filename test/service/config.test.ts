@@ -169,6 +169,17 @@ test('YAML or JSON, and a whole SixBed4Prefix object (its spec is used)', async 
   });
 });
 
+test('fastPathDirect: true reaches the router as --fast-path-direct; only with the fast path; a change needs a restart', (t) => {
+  t.is(routerConfig(serviceConfig(BASE, F).router).fastPathDirect, false);
+  const direct = serviceConfig({ ...BASE, fastPathDirect: true }, F);
+  t.like(routerConfig(direct.router), { fastPath: 'auto', fastPathDirect: true });
+  t.deepEqual(restartNeeded(serviceConfig(BASE, F), direct), ['fastPathDirect false -> true']);
+  t.is(
+    problems({ ...BASE, fastPath: 'Disabled', fastPathDirect: true }),
+    `${F}: fastPathDirect needs the fast path: fastPath Auto or Required, not Disabled`,
+  );
+});
+
 test('fastPath (Disabled, Auto, Required) reaches the router as --fast-path off, auto, on (Auto by default); a change needs a restart', (t) => {
   t.is(routerConfig(serviceConfig(BASE, F).router).fastPath, 'auto');
   t.is(routerConfig(serviceConfig({ ...BASE, fastPath: 'Disabled' }, F).router).fastPath, 'off');
