@@ -53,7 +53,8 @@ export class PeerCounters {
   /**
    * The TUN's offload (loop.ts): super-packets read from the TUN and the segments cut from them, single packets whose
    * checksum the kernel left to us (completed), super-packets that could not be cut; sends with UDP_SEGMENT, the
-   * datagrams they carried, and refusals of one (grouping then went off).
+   * datagrams they carried, and refusals of one (grouping then went off); TCP super-packets written into the TUN,
+   * the segments merged into them, and the kernel's refusals of one (written one by one instead).
    */
   tunGsoPackets = 0;
   tunGsoSegments = 0;
@@ -62,6 +63,9 @@ export class PeerCounters {
   udpGsoSends = 0;
   udpGsoDatagrams = 0;
   udpGsoRefused = 0;
+  tunCoalescePackets = 0;
+  tunCoalesceSegments = 0;
+  tunCoalesceRefused = 0;
 }
 
 /** Probes and NA replies per batch; the rest wait for the next packet to that peer. */

@@ -6,16 +6,21 @@
 // brings a whole TCP (or UDP) super-packet that the addon cuts into the packets the kernel would have handed over
 // one by one (agent/native/gso.c), the engine decides on each as without it, and the datagrams for one super-packet
 // to one destination leave in one send with UDP_SEGMENT (agent/native/udp.c: each with DF, as alone); writes into
-// the TUN then carry an empty virtio_net_hdr. The router's datapath.ts does the same on its side.
+// the TUN then carry a virtio_net_hdr, and consecutive TCP segments of one flow in a batch from the router go as one
+// GSO super-packet (agent/native/coalesce.c). The router's datapath.ts does the same on its side.
 import type { NativeIO, PollHandle } from '../io/native.js';
 import {
   newBatch,
+  newTunCoalesce,
   newTunGso,
   newUdpGso,
   TUN_GSO_BAD,
   TUN_GSO_CHECKSUMS,
   TUN_GSO_PACKETS,
   TUN_GSO_SEGMENTS,
+  TUN_COALESCE_PACKETS,
+  TUN_COALESCE_REFUSED,
+  TUN_COALESCE_SEGMENTS,
   UDP_GSO_DATAGRAMS,
   UDP_GSO_REFUSED,
   UDP_GSO_SENDS,
@@ -40,6 +45,8 @@ export class PeerLoop {
   private readonly tunGso: TunGso | undefined;
   /** UDP_SEGMENT on the sends of data ([0]: on; the addon turns it off if the kernel refuses one). */
   readonly udpGso: Uint32Array;
+  /** With the offload: the coalescing counters of the writes into the TUN (newTunCoalesce). */
+  private readonly coalesce: Uint32Array | undefined;
   private resume: ReturnType<typeof setImmediate> | undefined;
 
   constructor(
@@ -53,6 +60,7 @@ export class PeerLoop {
     this.vnet = io.tunOffload(tunFd);
     this.tunGso = this.vnet ? newTunGso() : undefined;
     this.udpGso = newUdpGso(this.vnet && io.udpGso(udpFd));
+    this.coalesce = this.vnet ? newTunCoalesce() : undefined;
   }
 
   start(): void {
@@ -65,6 +73,7 @@ export class PeerLoop {
     if (this.resume) clearImmediate(this.resume);
     this.resume = undefined;
     if (this.tunGso) this.takeOffloadCounts(this.tunGso);
+    this.takeCoalesceCounts();
   }
 
   private fromUdp(): void {
@@ -74,7 +83,7 @@ export class PeerLoop {
       const n = io.udpRecv(udpFd, engine.udpRx);
       if (n === 0) return;
       engine.fromRouter(n);
-      if (engine.nToTun) io.tunWrite(this.tunFd, engine.toTun, engine.nToTun, this.vnet);
+      if (engine.nToTun) io.tunWrite(this.tunFd, engine.toTun, engine.nToTun, this.vnet, this.coalesce);
       if (engine.nControl) io.udpSend(udpFd, engine.control, engine.nControl);
       this.sendFirstProbes();
       if (n < engine.udpRx.cap) return;
@@ -94,11 +103,23 @@ export class PeerLoop {
       if (engine.nToUdp) io.udpSend(udpFd, engine.toUdp, engine.nToUdp, this.udpGso);
       if (n < engine.tunRx.cap) break;
     }
+    this.takeCoalesceCounts();
     if (gso) {
       this.takeOffloadCounts(gso);
       // The rest of a super-packet waits in gso while the TUN may have nothing more to wake us with.
       if (gso.state[0] && !this.resume && this.polls.length) this.resume = setImmediate(() => this.fromTun());
     }
+  }
+
+  /** The addon's coalescing counts into the engine's counters (taken at stop and each turn the TUN is read). */
+  private takeCoalesceCounts(): void {
+    const k = this.coalesce,
+      c = this.engine.counters;
+    if (!k) return;
+    c.tunCoalescePackets += k[TUN_COALESCE_PACKETS]!;
+    c.tunCoalesceSegments += k[TUN_COALESCE_SEGMENTS]!;
+    c.tunCoalesceRefused += k[TUN_COALESCE_REFUSED]!;
+    k[TUN_COALESCE_PACKETS] = k[TUN_COALESCE_SEGMENTS] = k[TUN_COALESCE_REFUSED] = 0;
   }
 
   /** The addon's offload counts (batch.ts) into the engine's counters. */

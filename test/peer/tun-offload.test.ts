@@ -237,6 +237,10 @@ serial(
     t.true(k.tunGsoSegments! > k.toRouterPackets! / 2, `most datagrams came from super-packets: ${JSON.stringify(k)}`);
     t.true(k.udpGsoSends! > 0, `sends with UDP_SEGMENT: ${JSON.stringify(k)}`);
     t.true(k.udpGsoDatagrams! >= 2 * k.udpGsoSends!, `each of several: ${JSON.stringify(k)}`);
+    // The echo coming back: segments of it that arrived in one batch went into the TUN merged (how many depends on
+    // how the datagrams queued up, so only the accounting is held to: each super-packet of two segments or more).
+    t.is(k.tunCoalesceRefused, 0);
+    t.true(k.tunCoalesceSegments! >= 2 * k.tunCoalescePackets!, `merged writes: ${JSON.stringify(k)}`);
   },
 );
 
@@ -247,6 +251,7 @@ serial(title('the control, --tun-offload off: no super-packet, no UDP_SEGMENT, t
   t.is(k.tunGsoPackets, 0, JSON.stringify(k));
   t.is(k.tunGsoSegments, 0, JSON.stringify(k));
   t.is(k.udpGsoSends, 0, JSON.stringify(k));
+  t.is(k.tunCoalescePackets, 0, JSON.stringify(k));
 });
 
 for (const mode of ['auto', 'off'] as const) {
