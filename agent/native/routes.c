@@ -98,6 +98,8 @@ static napi_value route_watch_drain(napi_env env, napi_callback_info info) {
       s4_throw_errno(env, errno, "recv(AF_NETLINK)");
       return NULL;
     }
+    /* A datagram that filled the buffer may have been cut short: whatever it held may have mattered. */
+    if ((size_t)got == sizeof buf) n++;
     int len = (int)got;
     for (const struct nlmsghdr *h = (const struct nlmsghdr *)buf; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len))
       if (matters(h, uplink)) n++;
