@@ -19,6 +19,7 @@
  */
 #define _GNU_SOURCE
 #include "common.h"
+#include "csum.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -44,54 +45,13 @@ enum {
   S4_COALESCE_STATE = 4
 };
 
-static uint16_t get16(const uint8_t *p) {
-  return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-static uint32_t get32(const uint8_t *p) {
-  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void put16(uint8_t *p, uint16_t v) {
-  p[0] = (uint8_t)(v >> 8);
-  p[1] = (uint8_t)v;
-}
-
-/* The ones'-complement sum of p[0, len) added to sum, as 16-bit big-endian words, not folded. */
-static uint64_t sum16(uint64_t sum, const uint8_t *p, size_t len) {
-  while (len >= 4) {
-    uint32_t w;
-    memcpy(&w, p, 4);
-    sum += ntohl(w);
-    p += 4;
-    len -= 4;
-  }
-  if (len >= 2) {
-    sum += (uint32_t)p[0] << 8 | p[1];
-    p += 2;
-    len -= 2;
-  }
-  if (len) sum += (uint32_t)p[0] << 8;
-  return sum;
-}
-
-static uint16_t fold(uint64_t sum) {
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return (uint16_t)sum;
-}
-
-/* The IPv6 pseudo-header's sum for TCP of tcp_len bytes (pkt: the IPv6 header). */
-static uint64_t pseudo_tcp6(const uint8_t *pkt, uint32_t tcp_len) {
-  return sum16(0, pkt + 8, 32) + (tcp_len >> 16) + (tcp_len & 0xffff) + IPPROTO_TCP;
-}
-
 /*
  * Whether p (len bytes) is a TCP/IPv6 segment that may take part in a merge: no extension header, lengths that add
  * up, only ACK (or ACK+PSH), some payload. Returns its TCP header length, 0 when it may not.
  */
 static size_t candidate(const uint8_t *p, size_t len) {
   if (len < 60 || len > S4_COALESCE_MAX_LEN || (p[0] >> 4) != 6 || p[6] != IPPROTO_TCP) return 0;
-  if (get16(p + 4) != len - 40) return 0;
+  if (s4_get16(p + 4) != len - 40) return 0;
   size_t thl = (size_t)(p[52] >> 4) * 4;
   if (thl < 20 || len <= 40 + thl) return 0; /* no payload: nothing to merge */
   uint8_t fl = p[53];
@@ -101,7 +61,7 @@ static size_t candidate(const uint8_t *p, size_t len) {
 
 /* Whether the TCP checksum of p (len bytes, a candidate) is right. */
 static int csum_ok(const uint8_t *p, size_t len) {
-  return fold(sum16(pseudo_tcp6(p, (uint32_t)(len - 40)), p + 40, len - 40)) == 0xffff;
+  return s4_csum_fold(s4_csum_add(s4_pseudo6(p, (uint32_t)(len - 40), IPPROTO_TCP), p + 40, len - 40)) == 0xffff;
 }
 
 /*
@@ -114,7 +74,7 @@ static size_t group(const s4_batch *b, size_t i, size_t count, size_t *gso) {
   *gso = 0;
   if (!thl || (h[53] & TCP_PSH) || i + 1 >= count || !csum_ok(h, hlen)) return 1;
   size_t size = hlen - 40 - thl, total = hlen, n = 1;
-  uint32_t next = get32(h + 44) + (uint32_t)size;
+  uint32_t next = s4_get32(h + 44) + (uint32_t)size;
   while (i + n < count && n < S4_COALESCE_MAX_SEGS) {
     const uint8_t *p = b->data + b->off[i + n];
     size_t len = b->len[i + n];
@@ -124,7 +84,7 @@ static size_t group(const s4_batch *b, size_t i, size_t count, size_t *gso) {
     /* IPv6: version, traffic class, flow label; hop limit, addresses (the payload length differs). */
     if (memcmp(p, h, 4) != 0 || p[7] != h[7] || memcmp(p + 8, h + 8, 32) != 0) break;
     /* TCP: ports; the next sequence number; acknowledgment; data offset; window, urgent pointer; options. */
-    if (memcmp(p + 40, h + 40, 4) != 0 || get32(p + 44) != next || memcmp(p + 48, h + 48, 5) != 0 ||
+    if (memcmp(p + 40, h + 40, 4) != 0 || s4_get32(p + 44) != next || memcmp(p + 48, h + 48, 5) != 0 ||
         memcmp(p + 54, h + 54, 2) != 0 || memcmp(p + 58, h + 58, thl - 18) != 0)
       break;
     if (!csum_ok(p, len)) break;
@@ -176,9 +136,9 @@ static int write_merged(int fd, const s4_batch *b, size_t i, size_t n, size_t gs
   }
   /* PSH as the last one has it (the kernel's cut puts it on the last segment only). */
   head[53] = (uint8_t)(h[53] | (b->data[b->off[i + n - 1] + 53] & TCP_PSH));
-  put16(head + 4, (uint16_t)(total - 40));
+  s4_put16(head + 4, (uint16_t)(total - 40));
   /* CHECKSUM_PARTIAL: the field holds the pseudo-header's sum, the kernel adds the rest of each segment. */
-  put16(head + 56, fold(pseudo_tcp6(head, (uint32_t)(total - 40))));
+  s4_put16(head + 56, s4_csum_fold(s4_pseudo6(head, (uint32_t)(total - 40), IPPROTO_TCP)));
   memset(&vh, 0, sizeof vh);
   vh.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
   vh.gso_type = VIRTIO_NET_HDR_GSO_TCPV6;

@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE
 #include "common.h"
+#include "csum.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -48,53 +49,16 @@ enum {
   S4_GSO_STATE = 16
 };
 
-/* The ones'-complement sum of p[0, len) added to sum, as 16-bit big-endian words, not folded. */
-static uint64_t csum_add(uint64_t sum, const uint8_t *p, size_t len) {
-  while (len >= 4) {
-    uint32_t w;
-    memcpy(&w, p, 4);
-    sum += ntohl(w);
-    p += 4;
-    len -= 4;
-  }
-  if (len >= 2) {
-    sum += (uint32_t)p[0] << 8 | p[1];
-    p += 2;
-    len -= 2;
-  }
-  if (len) sum += (uint32_t)p[0] << 8;
-  return sum;
-}
-
-static uint16_t csum_fold(uint64_t sum) {
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return (uint16_t)sum;
-}
-
-static void put16(uint8_t *p, uint16_t v) {
-  p[0] = (uint8_t)(v >> 8);
-  p[1] = (uint8_t)v;
-}
-
-static uint16_t get16(const uint8_t *p) {
-  return (uint16_t)(p[0] << 8 | p[1]);
-}
-
-/* The IPv6 pseudo-header's sum for an upper-layer packet of len bytes of protocol proto (pkt: the IPv6 header). */
-static uint64_t pseudo6(const uint8_t *pkt, uint32_t len, uint8_t proto) {
-  return csum_add(0, pkt + 8, 32) + (len >> 16) + (len & 0xffff) + proto;
-}
-
 /*
  * Completes a checksum the kernel left partial (CHECKSUM_PARTIAL: the field holds the pseudo-header's sum), as
  * skb_checksum_help does: the sum from start to the end, with a result of 0 sent as 0xffff.
  */
 static int complete_csum(uint8_t *pkt, size_t len, size_t start, size_t off) {
   if (start + off + 2 > len) return -1;
-  uint64_t sum = get16(pkt + start + off);
-  put16(pkt + start + off, 0);
-  uint16_t c = (uint16_t)~csum_fold(csum_add(sum, pkt + start, len - start));
-  put16(pkt + start + off, c ? c : 0xffff);
+  uint64_t sum = s4_get16(pkt + start + off);
+  s4_put16(pkt + start + off, 0);
+  uint16_t c = (uint16_t)~s4_csum_fold(s4_csum_add(sum, pkt + start, len - start));
+  s4_put16(pkt + start + off, c ? c : 0xffff);
   return 0;
 }
 
@@ -113,7 +77,7 @@ static size_t cut_segment(const uint8_t *in, size_t len, uint32_t *st, uint8_t *
   } else {
     memcpy(out, in, hdr);
     memcpy(out + hdr, in + at, end - at);
-    put16(out + 4, (uint16_t)(seg - 40)); /* IPv6 payload length */
+    s4_put16(out + 4, (uint16_t)(seg - 40)); /* IPv6 payload length */
     if (st[G_KIND] == IPPROTO_TCP) {
       uint32_t seq;
       memcpy(&seq, in + cs + 4, 4);
@@ -122,15 +86,15 @@ static size_t cut_segment(const uint8_t *in, size_t len, uint32_t *st, uint8_t *
       /* As the kernel's tcp_gso_segment: FIN and PSH on the last segment only, CWR on the first only. */
       if (!last) out[cs + 13] &= (uint8_t)~0x09;
       if (st[G_INDEX] > 0) out[cs + 13] &= (uint8_t)~0x80;
-      put16(out + cs + 16, 0);
-      put16(out + cs + 16,
-            (uint16_t)~csum_fold(csum_add(pseudo6(out, (uint32_t)(seg - cs), IPPROTO_TCP), out + cs, seg - cs)));
+      s4_put16(out + cs + 16, 0);
+      s4_put16(out + cs + 16,
+            (uint16_t)~s4_csum_fold(s4_csum_add(s4_pseudo6(out, (uint32_t)(seg - cs), IPPROTO_TCP), out + cs, seg - cs)));
     } else {
-      put16(out + cs + 4, (uint16_t)(seg - cs)); /* UDP length */
-      put16(out + cs + 6, 0);
+      s4_put16(out + cs + 4, (uint16_t)(seg - cs)); /* UDP length */
+      s4_put16(out + cs + 6, 0);
       uint16_t c =
-          (uint16_t)~csum_fold(csum_add(pseudo6(out, (uint32_t)(seg - cs), IPPROTO_UDP), out + cs, seg - cs));
-      put16(out + cs + 6, c ? c : 0xffff);
+          (uint16_t)~s4_csum_fold(s4_csum_add(s4_pseudo6(out, (uint32_t)(seg - cs), IPPROTO_UDP), out + cs, seg - cs));
+      s4_put16(out + cs + 6, c ? c : 0xffff);
     }
   }
   st[G_NEXT] = (uint32_t)end;
@@ -214,11 +178,7 @@ static napi_value tun_read_gso(napi_env env, napi_callback_info info) {
     carry = p;
   }
   if (get_u32_array(env, argv[6], S4_GSO_STATE, &st) != 0) return NULL;
-  cap = b.cap < S4_MAX_BATCH ? b.cap : S4_MAX_BATCH;
-  if (slot == 0 || (uint64_t)cap * slot > b.data_len) {
-    s4_throw_range(env, "batch.data is smaller than cap * slot");
-    return NULL;
-  }
+  if (s4_batch_slots(env, &b, slot, SIZE_MAX, &cap) != 0) return NULL;
   if (st[G_LEN] > carry_len) st[G_LEN] = 0; /* not ours: start over */
 
   while (n < cap) {
