@@ -185,3 +185,14 @@ int s4_check_entries(napi_env env, const s4_batch *b, uint32_t count) {
   }
   return 0;
 }
+
+int s4_batch_slots(napi_env env, const s4_batch *b, uint32_t slot, size_t limit, size_t *cap) {
+  size_t c = b->cap < S4_MAX_BATCH ? b->cap : S4_MAX_BATCH;
+  if (limit < c) c = limit;
+  if (slot == 0 || (uint64_t)c * slot > b->data_len) {
+    s4_throw_range(env, "batch.data is smaller than cap * slot");
+    return -1;
+  }
+  *cap = c;
+  return 0;
+}

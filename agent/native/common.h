@@ -65,6 +65,12 @@ int s4_arg_str(napi_env env, napi_value v, const char *what, char *buf, size_t b
 int s4_arg_batch(napi_env env, napi_value *argv, int with_addr, s4_batch *b);
 
 /*
+ * For reads into a batch of fixed slots: how many entries one call may fill (the batch's capacity, S4_MAX_BATCH and
+ * limit, whichever is least) into *cap; fails (thrown) when slot is 0 or the data does not hold cap slots.
+ */
+int s4_batch_slots(napi_env env, const s4_batch *b, uint32_t slot, size_t limit, size_t *cap);
+
+/*
  * Reads a Uint32Array of at least one element whose [0] accumulates the
  * packets the kernel refused one by one (EPERM, EACCES, ENETUNREACH, ...):
  * consumed, as the batch goes on, but never delivered.

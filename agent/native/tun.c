@@ -152,11 +152,7 @@ static napi_value tun_read(napi_env env, napi_callback_info info) {
   if (s4_arg_fd(env, argv[0], &fd) != 0) return NULL;
   if (s4_arg_batch(env, argv + 1, 0, &b) != 0) return NULL;
   if (s4_arg_u32(env, argv[4], "slot", UINT32_MAX, &slot) != 0) return NULL;
-  cap = b.cap < S4_MAX_BATCH ? b.cap : S4_MAX_BATCH;
-  if (slot == 0 || (uint64_t)cap * slot > b.data_len) {
-    s4_throw_range(env, "batch.data is smaller than cap * slot");
-    return NULL;
-  }
+  if (s4_batch_slots(env, &b, slot, SIZE_MAX, &cap) != 0) return NULL;
 
   /*
    * A TUN fd hands out one packet per read(), and silently truncates a packet

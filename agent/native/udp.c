@@ -152,11 +152,7 @@ static napi_value udp_recv(napi_env env, napi_callback_info info) {
   if (s4_arg_fd(env, argv[0], &fd) != 0) return NULL;
   if (s4_arg_batch(env, argv + 1, 1, &b) != 0) return NULL;
   if (s4_arg_u32(env, argv[6], "slot", UINT32_MAX, &slot) != 0) return NULL;
-  cap = b.cap < S4_MAX_BATCH ? b.cap : S4_MAX_BATCH;
-  if (slot == 0 || (uint64_t)cap * slot > b.data_len) {
-    s4_throw_range(env, "batch.data is smaller than cap * slot");
-    return NULL;
-  }
+  if (s4_batch_slots(env, &b, slot, SIZE_MAX, &cap) != 0) return NULL;
 
   for (i = 0; i < cap; i++) {
     iov[i].iov_base = b.data + i * slot;
@@ -268,11 +264,7 @@ static napi_value udp_recv_gro(napi_env env, napi_callback_info info) {
   if (s4_arg_fd(env, argv[0], &fd) != 0) return NULL;
   if (s4_arg_batch(env, argv + 1, 1, &b) != 0) return NULL;
   if (s4_arg_u32(env, argv[6], "slot", UINT32_MAX, &slot) != 0) return NULL;
-  cap = b.cap < S4_MAX_BATCH ? b.cap : S4_MAX_BATCH;
-  if (slot == 0 || (uint64_t)cap * slot > b.data_len) {
-    s4_throw_range(env, "batch.data is smaller than cap * slot");
-    return NULL;
-  }
+  if (s4_batch_slots(env, &b, slot, SIZE_MAX, &cap) != 0) return NULL;
   {
     bool is_buf;
     void *p;
@@ -634,12 +626,7 @@ static napi_value udp_recv_errors(napi_env env, napi_callback_info info) {
     }
     einfo = p;
   }
-  cap = b.cap < S4_MAX_BATCH ? b.cap : S4_MAX_BATCH;
-  if (einfo_len < cap) cap = einfo_len;
-  if (slot == 0 || (uint64_t)cap * slot > b.data_len) {
-    s4_throw_range(env, "batch.data is smaller than cap * slot");
-    return NULL;
-  }
+  if (s4_batch_slots(env, &b, slot, einfo_len, &cap) != 0) return NULL;
   while (n < cap) {
     struct sockaddr_in to;
     char control[512];
