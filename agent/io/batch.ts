@@ -146,3 +146,46 @@ export function newUdpGro(): UdpGro {
   // Not zeroed: the addon reads only what the kernel wrote, so pages a socket never fills are never touched.
   return { buf: Buffer.allocUnsafeSlow(UDP_GRO_MSGS * 65536), state: new Uint32Array(8 + 4 * UDP_GRO_MSGS) };
 }
+
+/**
+ * The offload counters a data path keeps (the router's Counters, the peer's PeerCounters): what the take* functions
+ * below move out of the addon's arrays, zeroing them.
+ */
+export interface OffloadCounts {
+  tunGsoPackets: number;
+  tunGsoSegments: number;
+  tunChecksumsCompleted: number;
+  tunGsoBad: number;
+  udpGsoSends: number;
+  udpGsoDatagrams: number;
+  udpGsoRefused: number;
+  tunCoalescePackets: number;
+  tunCoalesceSegments: number;
+  tunCoalesceRefused: number;
+}
+
+/** A TUN cut's counters (TunGso.state) into c. */
+export function takeTunGsoCounts(c: OffloadCounts, gso: TunGso): void {
+  const s = gso.state;
+  c.tunGsoPackets += s[TUN_GSO_PACKETS]!;
+  c.tunGsoSegments += s[TUN_GSO_SEGMENTS]!;
+  c.tunChecksumsCompleted += s[TUN_GSO_CHECKSUMS]!;
+  c.tunGsoBad += s[TUN_GSO_BAD]!;
+  s[TUN_GSO_PACKETS] = s[TUN_GSO_SEGMENTS] = s[TUN_GSO_CHECKSUMS] = s[TUN_GSO_BAD] = 0;
+}
+
+/** UDP_SEGMENT's counters (newUdpGso) into c. */
+export function takeUdpGsoCounts(c: OffloadCounts, u: Uint32Array): void {
+  c.udpGsoSends += u[UDP_GSO_SENDS]!;
+  c.udpGsoDatagrams += u[UDP_GSO_DATAGRAMS]!;
+  c.udpGsoRefused += u[UDP_GSO_REFUSED]!;
+  u[UDP_GSO_SENDS] = u[UDP_GSO_DATAGRAMS] = u[UDP_GSO_REFUSED] = 0;
+}
+
+/** Coalescing's counters (newTunCoalesce) into c. */
+export function takeCoalesceCounts(c: OffloadCounts, k: Uint32Array): void {
+  c.tunCoalescePackets += k[TUN_COALESCE_PACKETS]!;
+  c.tunCoalesceSegments += k[TUN_COALESCE_SEGMENTS]!;
+  c.tunCoalesceRefused += k[TUN_COALESCE_REFUSED]!;
+  k[TUN_COALESCE_PACKETS] = k[TUN_COALESCE_SEGMENTS] = k[TUN_COALESCE_REFUSED] = 0;
+}

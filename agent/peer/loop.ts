@@ -14,16 +14,9 @@ import {
   newTunCoalesce,
   newTunGso,
   newUdpGso,
-  TUN_GSO_BAD,
-  TUN_GSO_CHECKSUMS,
-  TUN_GSO_PACKETS,
-  TUN_GSO_SEGMENTS,
-  TUN_COALESCE_PACKETS,
-  TUN_COALESCE_REFUSED,
-  TUN_COALESCE_SEGMENTS,
-  UDP_GSO_DATAGRAMS,
-  UDP_GSO_REFUSED,
-  UDP_GSO_SENDS,
+  takeCoalesceCounts,
+  takeTunGsoCounts,
+  takeUdpGsoCounts,
   type TunGso,
 } from '../io/batch.js';
 import type { Logger } from '../../lib/log.js';
@@ -111,31 +104,15 @@ export class PeerLoop {
     }
   }
 
-  /** The addon's coalescing counts into the engine's counters (taken at stop and each turn the TUN is read). */
-  private takeCoalesceCounts(): void {
-    const k = this.coalesce,
-      c = this.engine.counters;
-    if (!k) return;
-    c.tunCoalescePackets += k[TUN_COALESCE_PACKETS]!;
-    c.tunCoalesceSegments += k[TUN_COALESCE_SEGMENTS]!;
-    c.tunCoalesceRefused += k[TUN_COALESCE_REFUSED]!;
-    k[TUN_COALESCE_PACKETS] = k[TUN_COALESCE_SEGMENTS] = k[TUN_COALESCE_REFUSED] = 0;
-  }
-
   /** The addon's offload counts (batch.ts) into the engine's counters. */
   private takeOffloadCounts(gso: TunGso): void {
-    const c = this.engine.counters,
-      s = gso.state,
-      u = this.udpGso;
-    c.tunGsoPackets += s[TUN_GSO_PACKETS]!;
-    c.tunGsoSegments += s[TUN_GSO_SEGMENTS]!;
-    c.tunChecksumsCompleted += s[TUN_GSO_CHECKSUMS]!;
-    c.tunGsoBad += s[TUN_GSO_BAD]!;
-    s[TUN_GSO_PACKETS] = s[TUN_GSO_SEGMENTS] = s[TUN_GSO_CHECKSUMS] = s[TUN_GSO_BAD] = 0;
-    c.udpGsoSends += u[UDP_GSO_SENDS]!;
-    c.udpGsoDatagrams += u[UDP_GSO_DATAGRAMS]!;
-    c.udpGsoRefused += u[UDP_GSO_REFUSED]!;
-    u[UDP_GSO_SENDS] = u[UDP_GSO_DATAGRAMS] = u[UDP_GSO_REFUSED] = 0;
+    takeTunGsoCounts(this.engine.counters, gso);
+    takeUdpGsoCounts(this.engine.counters, this.udpGso);
+  }
+
+  /** Coalescing's counts (taken at stop and each turn the TUN is read). */
+  private takeCoalesceCounts(): void {
+    if (this.coalesce) takeCoalesceCounts(this.engine.counters, this.coalesce);
   }
 
   /**

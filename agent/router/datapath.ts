@@ -4,25 +4,18 @@
 import { native, type NativeIO, type PollHandle } from '../io/native.js';
 import type { Engine } from './engine.js';
 import {
+  type Batch,
   newTunCoalesce,
   newTunGso,
   newUdpGro,
   newUdpGso,
-  TUN_COALESCE_PACKETS,
-  TUN_COALESCE_REFUSED,
-  TUN_COALESCE_SEGMENTS,
-  TUN_GSO_BAD,
-  TUN_GSO_CHECKSUMS,
-  TUN_GSO_PACKETS,
-  TUN_GSO_SEGMENTS,
+  takeCoalesceCounts,
+  takeTunGsoCounts,
+  takeUdpGsoCounts,
+  type TunGso,
   UDP_GRO_DATAGRAMS,
   UDP_GRO_MERGED,
   UDP_GRO_PENDING,
-  UDP_GSO_DATAGRAMS,
-  UDP_GSO_REFUSED,
-  UDP_GSO_SENDS,
-  type Batch,
-  type TunGso,
   type UdpGro,
 } from '../io/batch.js';
 import { checkedSockets } from './steer.js';
@@ -133,8 +126,8 @@ export class Datapath {
       drops.tx_dropped += takeRefused(e.toTun) + takeRefused(e.relay) + takeRefused(e.udpReplies);
       if (n < e.udpRx.cap) break;
     }
-    if (this.coalesce) this.takeCoalesceCounts(this.coalesce);
-    this.takeUdpGsoCounts();
+    if (this.coalesce) takeCoalesceCounts(this.engine.counters, this.coalesce);
+    takeUdpGsoCounts(this.engine.counters, this.udpGso);
     if (gro) {
       const c = e.counters,
         st = gro.state;
@@ -150,15 +143,6 @@ export class Datapath {
           }),
         );
     }
-  }
-
-  private takeCoalesceCounts(k: Uint32Array): void {
-    const c = this.engine.counters;
-    if (!k[TUN_COALESCE_PACKETS] && !k[TUN_COALESCE_REFUSED]) return;
-    c.tunCoalescePackets += k[TUN_COALESCE_PACKETS]!;
-    c.tunCoalesceSegments += k[TUN_COALESCE_SEGMENTS]!;
-    c.tunCoalesceRefused += k[TUN_COALESCE_REFUSED]!;
-    k[TUN_COALESCE_PACKETS] = k[TUN_COALESCE_SEGMENTS] = k[TUN_COALESCE_REFUSED] = 0;
   }
 
   /** Kernel → peers, and ICMPv6 errors back into the kernel. */
@@ -186,23 +170,8 @@ export class Datapath {
   }
 
   private takeOffloadCounts(gso: TunGso): void {
-    const c = this.engine.counters,
-      s = gso.state;
-    c.tunGsoPackets += s[TUN_GSO_PACKETS]!;
-    c.tunGsoSegments += s[TUN_GSO_SEGMENTS]!;
-    c.tunChecksumsCompleted += s[TUN_GSO_CHECKSUMS]!;
-    c.tunGsoBad += s[TUN_GSO_BAD]!;
-    s[TUN_GSO_PACKETS] = s[TUN_GSO_SEGMENTS] = s[TUN_GSO_CHECKSUMS] = s[TUN_GSO_BAD] = 0;
-    this.takeUdpGsoCounts();
-  }
-
-  private takeUdpGsoCounts(): void {
-    const c = this.engine.counters,
-      u = this.udpGso;
-    c.udpGsoSends += u[UDP_GSO_SENDS]!;
-    c.udpGsoDatagrams += u[UDP_GSO_DATAGRAMS]!;
-    c.udpGsoRefused += u[UDP_GSO_REFUSED]!;
-    u[UDP_GSO_SENDS] = u[UDP_GSO_DATAGRAMS] = u[UDP_GSO_REFUSED] = 0;
+    takeTunGsoCounts(this.engine.counters, gso);
+    takeUdpGsoCounts(this.engine.counters, this.udpGso);
   }
 }
 
