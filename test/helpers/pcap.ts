@@ -1,6 +1,9 @@
 // Frames from a capture file as tcpdump -w writes it (pcap, Ethernet link
 // type): what a test saw on a wire, byte for byte, in order.
 import { readFileSync } from 'node:fs';
+import type { Netns } from '../../lab/netns.js';
+import type { Proc } from '../../lab/proc.js';
+import { systemTool } from '../../agent/host/tools.js';
 
 const LINKTYPE_ETHERNET = 1;
 
@@ -22,4 +25,35 @@ export function readPcap(path: string): Uint8Array[] {
     o += 16 + caplen;
   }
   return frames;
+}
+
+/**
+ * tcpdump on ns's iface, frames going q (in or out) that match filter, whole, into file; resolves once it listens.
+ * Its buffer holds a transfer of some MB: what would overflow a smaller one is lost to the capture, not to the test.
+ */
+export async function startTcpdump(
+  ns: Netns,
+  iface: string,
+  q: 'in' | 'out',
+  filter: string,
+  file: string,
+): Promise<Proc> {
+  const proc = ns.spawn([
+    systemTool('tcpdump'),
+    '-i',
+    iface,
+    '-Q',
+    q,
+    '-n',
+    '-U',
+    '-B',
+    '65536',
+    '-s',
+    '0',
+    '-w',
+    file,
+    filter,
+  ]);
+  await proc.waitFor(/listening on/, 10_000);
+  return proc;
 }

@@ -5,8 +5,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Netns } from '../../lab/netns.js';
 import { TOPO } from '../../lab/topology.js';
-import { systemTool } from '../../agent/host/tools.js';
-import { readPcap } from './pcap.js';
+import { readPcap, startTcpdump } from './pcap.js';
 
 export interface PeerCapture {
   /**
@@ -24,23 +23,7 @@ export interface PeerCapture {
  */
 export async function capturePeer(ns: Netns, dir: string, name: string, filter: string): Promise<PeerCapture> {
   const file = join(dir, `${name}.pcap`);
-  const cap = ns.spawn([
-    systemTool('tcpdump'),
-    '-i',
-    TOPO.peerIf,
-    '-Q',
-    'out',
-    '-n',
-    '-U',
-    '-B',
-    '65536',
-    '-s',
-    '0',
-    '-w',
-    file,
-    filter,
-  ]);
-  await cap.waitFor(/listening on/, 10_000);
+  const cap = await startTcpdump(ns, TOPO.peerIf, 'out', filter, file);
   const frames = () => {
     try {
       return readPcap(file);

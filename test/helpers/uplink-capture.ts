@@ -6,11 +6,10 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { TOPO, type Topology } from '../../lab/topology.js';
 import { scrape } from '../../lab/sixbed4.js';
-import { systemTool } from '../../agent/host/tools.js';
 import { parseIPv4 } from '../../lib/ip.js';
 import type { Engine } from '../../agent/router/engine.js';
 import { ETH } from './frames.js';
-import { readPcap } from './pcap.js';
+import { readPcap, startTcpdump } from './pcap.js';
 
 export interface Captured {
   frames: Uint8Array[];
@@ -33,23 +32,7 @@ export async function captureUplink(
   fn: () => Promise<void>,
 ): Promise<Captured> {
   const file = join(o.dir, `${name}.pcap`);
-  const cap = o.topo.router.spawn([
-    systemTool('tcpdump'),
-    '-i',
-    TOPO.routerWanIf,
-    '-Q',
-    'out',
-    '-n',
-    '-U',
-    '-B',
-    '65536',
-    '-s',
-    '0',
-    '-w',
-    file,
-    `udp src port ${o.port}`,
-  ]);
-  await cap.waitFor(/listening on/, 10_000);
+  const cap = await startTcpdump(o.topo.router, TOPO.routerWanIf, 'out', `udp src port ${o.port}`, file);
   const before = await scrape(o.topo.router, o.metrics);
   await fn();
   const after = await scrape(o.topo.router, o.metrics);

@@ -20,7 +20,7 @@ import type { Proc } from '../../lab/proc.js';
 import { scrape, startPeerIn, startRouterIn } from '../../lab/sixbed4.js';
 import { findSystemTool, systemTool } from '../../agent/host/tools.js';
 import { skipReason as labSkip } from '../helpers/fixtures.js';
-import { readPcap } from '../helpers/pcap.js';
+import { readPcap, startTcpdump } from '../helpers/pcap.js';
 import { ETH } from '../helpers/frames.js';
 import { SINK_SERVER, UPLOAD_CLIENT } from '../helpers/tcp-sink.js';
 import { tcpSum } from '../helpers/tcp6.js';
@@ -111,23 +111,7 @@ test.after.always(async () => {
 /** tcpdump on ns's iface, one direction, into dir/name.pcap; resolves once it listens. */
 async function tcpdump(ns: Netns, iface: string, q: 'in' | 'out', filter: string, name: string) {
   const file = join(lab.dir, `${name}.pcap`);
-  const proc = ns.spawn([
-    systemTool('tcpdump'),
-    '-i',
-    iface,
-    '-Q',
-    q,
-    '-n',
-    '-U',
-    '-B',
-    '65536',
-    '-s',
-    '0',
-    '-w',
-    file,
-    filter,
-  ]);
-  await proc.waitFor(/listening on/, 10_000);
+  const proc = await startTcpdump(ns, iface, q, filter, file);
   return { proc, file };
 }
 
