@@ -879,6 +879,12 @@ ktest(
     await eventually('three node entries of gone', async () => (await getPrefix('gone'))?.status?.nodes?.length === 3);
     await agentReport('gone', 'g1', { ready: true });
     await agentReport('gone', 'g3', { ready: true });
+    // The operator reads the reports from its Lease cache: delete only once it has seen both (else it waits for g1
+    // alone, rightly, and the message below names one node).
+    await eventually('g1 and g3 ready in status', async () => {
+      const n = (await getPrefix('gone'))?.status?.nodes ?? [];
+      return ['g1', 'g3'].every((x) => n.some((e) => e.name === x && e.ready === true));
+    });
     await admin().delete(paths.prefix('gone'));
     const p = await eventually('gone deleting', async () => {
       const p = await getPrefix('gone');
