@@ -37,7 +37,7 @@
 #define F_TEST_RUN 4  // BPF_PROG_TEST_RUN: nothing is sent, the next hop is hop_* below, and to-peers frames come with an
                       // Ethernet header (a test run always gives one; the TUN never does)
 
-// Filled by the loader (agent/bpf/programs.ts writes the same layout, 48 bytes).
+// Filled by the loader (agent/bpf/programs.ts writes the same layout, 64 bytes).
 struct config {
 	__be32 bind_ipv4;  // where peers' datagrams arrive: the router's bind address, also the source of what it sends
 	__be16 bind_port;  // the router's bound UDP port, also the source port of what it sends
@@ -52,6 +52,9 @@ struct config {
 	__u8 hop_dmac[6];  // F_TEST_RUN only
 	__u8 hop_smac[6];
 	__u32 gen;         // the generation of the host's routes: the router adds one whenever they may have changed
+	__u8 uplink_mac[6]; // the uplink's MAC: what from-peers' XDP stage takes frames for (PACKET_HOST)
+	__u8 xdp_mark[6];  // not all 0: from-peers' XDP stage is attached, and this is the source MAC it marks with
+	__u32 pad3;
 };
 
 struct counter {
@@ -84,6 +87,8 @@ enum verdict {
 	V_GRO,             // datagrams the uplink merged (UDP GRO, fraglist GRO): whole to the router's socket
 	V_DIRECT,          // not a verdict: of V_FAST, those sent straight to the FIB's egress (F_DIRECT)
 	V_ROUTE_LOOKUPS,   // not a verdict: FIB lookups made, for answers not cached (relays' next hops, F_DIRECT)
+	V_XDP,             // not a verdict: of V_FAST, those decapsulated in the XDP stage (before GRO)
+	V_XDP_HANDED,      // not a verdict: what the tc stage handed on of those, after GRO (a merged packet counts once)
 	// To peers (the TUN's egress, to-peers.bpf.c).
 	T_FAST,            // encapsulated and sent to the peer here (a merged packet counts its segments)
 	T_NOT_IPV6,        // not an IPv6 packet, shorter than its header or its version not 6

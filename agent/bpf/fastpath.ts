@@ -60,6 +60,11 @@ export interface FastPathConfig {
   uplink?: string;
   /** from-peers sends what the FIB would forward straight to its egress (from-peers.bpf.c, direct_egress). */
   direct?: boolean;
+  /**
+   * Whether from-peers decapsulates before GRO too, in an XDP stage on the uplink's driver (default true), where the
+   * driver has its own XDP hook: GRO then merges peers' TCP as it merges native TCP (from-peers.bpf.c).
+   */
+  xdp?: boolean;
 }
 
 export interface FastPath {
@@ -86,11 +91,11 @@ export interface PreparedFastPath {
 }
 
 /** Why the fast path fell back (each said once in the log when it happened), as sixbed4_router_fast_path_fallbacks_total counts them. */
-export const FALLBACKS = ['unavailable', 'send_off', 'to_peers_off', 'gso_refused', 'uplink_merges'] as const;
+export const FALLBACKS = ['unavailable', 'send_off', 'to_peers_off', 'gso_refused', 'uplink_merges', 'no_xdp'] as const;
 export type Fallback = (typeof FALLBACKS)[number];
 const fallbackCounts = new Map<Fallback, number>(FALLBACKS.map((f) => [f, 0]));
 const fellBack = (f: Fallback) => fallbackCounts.set(f, fallbackCounts.get(f)! + 1);
-/** The fallbacks of this process so far: unavailable (auto without the fast path), send_off (relays and to-peers with the router: no IPv4 forwarding), to_peers_off (an uplink that leaves checksums to the next hop), gso_refused, uplink_merges (GRO of peers' datagrams). */
+/** The fallbacks of this process so far: unavailable (auto without the fast path), send_off (relays and to-peers with the router: no IPv4 forwarding), to_peers_off (an uplink that leaves checksums to the next hop), gso_refused, uplink_merges (GRO of peers' datagrams), no_xdp (from-peers at tc alone: no XDP hook of the uplink's driver). */
 export function fastPathFallbacks(): ReadonlyMap<Fallback, number> {
   return fallbackCounts;
 }
@@ -120,6 +125,7 @@ export async function prepareFastPath(
     return refuse((err as Error).message);
   }
   const bypassed = await hostBypassed();
+  const xdp = cfg.xdp === false ? undefined : await xdpDeviceOf(uplink);
   return {
     close: () => prog.close(),
     attach(tun) {
@@ -145,6 +151,7 @@ export async function prepareFastPath(
         prog.close();
         return refuse((err as Error).message);
       }
+      if (xdp) config = attachXdp(prog, config, uplink, xdp, log);
       if (sendWhy) {
         fellBack('send_off');
         log.warn(`fast path: relays and packets from the kernel to peers stay with the router: ${sendWhy}`);
@@ -173,6 +180,73 @@ export async function prepareFastPath(
       };
     },
   };
+}
+
+/**
+ * Where the XDP stage goes: the uplink itself, or the device under a macvlan uplink (a failover member's), whose
+ * frames for the macvlan's MAC pass it first. Under other stacked uplinks (a VLAN's frames are tagged at the lower
+ * device; a bridge would learn the stage's mark as a source MAC) there is none: `{ why }`.
+ */
+async function xdpDeviceOf(uplink: string): Promise<{ dev: string } | { why: string }> {
+  const dev = lowestLink(uplink);
+  if (dev === uplink) return { dev };
+  let kind: string | undefined;
+  try {
+    const [link] = await ipJson<{ linkinfo?: { info_kind?: string } }[]>('-d', 'link', 'show', 'dev', uplink);
+    kind = link?.linkinfo?.info_kind;
+  } catch (err) {
+    return { why: `cannot read what kind of interface ${uplink} is (${(err as Error).message})` };
+  }
+  return kind === 'macvlan' ? { dev } : { why: `${uplink} is a ${kind ?? 'stacked'} interface over ${dev}` };
+}
+
+/**
+ * Adds the XDP stage where the uplink's driver (or, under a macvlan, its lower device's) has its own XDP hook, and
+ * returns the configuration that turns it on. Where it has none, or another program holds it, from-peers stays at tc
+ * alone, as before: said once, counted (no_xdp).
+ */
+function attachXdp(
+  prog: FastPathPrograms,
+  config: ProgramsConfig,
+  uplink: string,
+  where: { dev: string } | { why: string },
+  log: Logger,
+): ProgramsConfig {
+  const dev = 'dev' in where ? where.dev : uplink;
+  try {
+    if ('why' in where) throw new Error(where.why);
+    const mac = macOf(uplink);
+    const index = native.ifIndex(dev);
+    if (!index) throw new Error(`interface ${dev} vanished`);
+    prog.attachXdp(index);
+    const on = { ...config, xdpMac: mac };
+    prog.configure(on);
+    log.info(`fast path: peers' datagrams are decapsulated at ${dev}'s XDP hook, before GRO`, { uplink, xdp: dev });
+    return on;
+  } catch (err) {
+    fellBack('no_xdp');
+    const e = err as NodeJS.ErrnoException;
+    const why =
+      e.code === 'EOPNOTSUPP' || e.code === 'ENOTSUPP'
+        ? `${dev}'s driver has no XDP hook of its own (${e.message})`
+        : e.code === 'EBUSY' || e.code === 'EEXIST'
+          ? `another XDP program is attached to ${dev} (${e.message})`
+          : e.message;
+    log.info(
+      `fast path: peers' datagrams are decapsulated at tc, after GRO: ${why}; TCP from peers is forwarded segment by segment (docs/router.md)`,
+      { uplink, xdp: dev },
+    );
+    return config;
+  }
+}
+
+/** An Ethernet interface's MAC, as 6 bytes. */
+function macOf(dev: string): Uint8Array {
+  const text = readFileSync(`/sys/class/net/${dev}/address`, 'utf8').trim();
+  const bytes = text.split(':').map((h) => parseInt(h, 16));
+  if (bytes.length !== 6 || bytes.some((b) => !(b >= 0 && b <= 255)))
+    throw new Error(`${dev} has no MAC address (${text})`);
+  return Uint8Array.from(bytes);
 }
 
 /** Says which of the host's nftables chains the router's datagrams pass only on the TypeScript path. */

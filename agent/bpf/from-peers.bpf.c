@@ -81,10 +81,11 @@ static __always_inline int same_key(const struct route6_key *a, const struct rou
 	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] && x[4] == y[4];
 }
 
+// spent: the hop limit decrements already made (the router's, by the XDP stage).
 static __always_inline __u32 direct_egress(struct __sk_buff *skb, struct config *cfg, struct ipv6hdr *ip6,
-					   struct bpf_redir_neigh *nh)
+					   struct bpf_redir_neigh *nh, const int spent)
 {
-	if (!(cfg->flags & F_DIRECT) || (cfg->flags & F_TEST_RUN) || ip6->hop_limit <= 2)
+	if (!(cfg->flags & F_DIRECT) || (cfg->flags & F_TEST_RUN) || ip6->hop_limit <= 2 - spent)
 		return 0;
 	struct route6_key key = { ip6->daddr, ip6->saddr, *(__be32 *)ip6 & bpf_htonl(0x0fffffff), ip6->nexthdr };
 	__u32 zero = 0;
@@ -158,9 +159,16 @@ static __always_inline int count(struct __sk_buff *skb, __u32 v)
 	return TC_ACT_UNSPEC;
 }
 
+// Reads bytes of the packet in either stage: xdp is a constant where this is inlined, so each program calls only
+// the helper its type has.
+static __always_inline long load(void *ctx, const int xdp, __u32 off, void *to, __u32 len)
+{
+	return xdp ? bpf_xdp_load_bytes(ctx, off, to, len) : bpf_skb_load_bytes(ctx, off, to, len);
+}
+
 // The UDP checksum over the pseudo-header and ulen bytes from L4, as udp_rcv()
 // would check it: true when it sums to all ones.
-static __always_inline int udp_checksum_ok(struct __sk_buff *skb, struct headers *h, __u32 ulen)
+static __always_inline int udp_checksum_ok(void *ctx, const int xdp, struct headers *h, __u32 ulen)
 {
 	__u32 key = 0;
 	struct scratch *buf = bpf_map_lookup_elem(&sixbed4_scratch, &key);
@@ -182,7 +190,7 @@ static __always_inline int udp_checksum_ok(struct __sk_buff *skb, struct headers
 			n = CSUM_CHUNK;
 		if (n < 1)
 			return 0;
-		if (bpf_skb_load_bytes(skb, L4 + off, buf->b, n) < 0)
+		if (load(ctx, xdp, L4 + off, buf->b, n) < 0)
 			return 0;
 		__u32 whole = n & ~3u;
 		if (whole) {
@@ -245,12 +253,127 @@ static __always_inline int relay(struct __sk_buff *skb, struct config *cfg, stru
 	return bpf_redirect(skb->ifindex, 0);
 }
 
+// Where a peer's datagram goes, by the engine's rules: FORWARD (into the kernel, or relayed when j->port is set), or
+// the verdict it takes the slow way with. h->eth, h->ip and h->udp are read already and name a datagram to the
+// router's address and port (checked by the caller); len is the frame's length.
+#define FORWARD -1
+struct judged {
+	__be32 v4;      // a relay's target
+	__be16 port;    // nonzero: a relay to v4:port
+	struct hop4 *hop;
+	__u32 ulen, dlen;
+};
+static __always_inline int judge(void *ctx, const int xdp, struct config *cfg, struct headers *h, __u32 len,
+				 struct judged *j)
+{
+	if (h->ip.ihl != 5)
+		return V_IPV4_UNUSUAL;
+	// What ip_rcv() and the input route would refuse, or treat specially, goes to them.
+	__u32 ipv4_len = bpf_ntohs(h->ip.tot_len);
+	__u8 s0 = ((const __u8 *)&h->ip.saddr)[0];
+	if ((h->ip.frag_off & bpf_htons(0x3fff)) || ipv4_len != len - L2 || s0 == 0 || s0 == 127 || s0 >= 224 ||
+	    h->ip.saddr == cfg->bind_ipv4 || fold(csum_words(&h->ip, sizeof(h->ip))) != 0xffff)
+		return V_IPV4_UNUSUAL;
+	__u32 ulen = bpf_ntohs(h->udp.len);
+	if (ulen != ipv4_len - sizeof(struct iphdr))
+		return V_IPV4_UNUSUAL;
+
+	// From here on, the engine's order of rules (fromPeers, admit).
+	if (h->udp.source == 0)
+		return V_SOURCE_PORT_ZERO;
+	__u32 dlen = ulen - sizeof(struct udphdr);
+	if (dlen == 0)
+		return V_KEEPALIVE;
+	if (dlen > TUNNEL_MTU)
+		return V_OVERSIZE;
+	if (dlen < sizeof(struct ipv6hdr))
+		return V_SHORT;
+	if (load(ctx, xdp, L7, &h->ip6, sizeof(h->ip6)) < 0)
+		return V_SHORT;
+	if (h->ip6.version != 6)
+		return V_NOT_IPV6;
+	// The engine forwards only the payload length's worth; a datagram with trailing bytes goes to it.
+	if (sizeof(struct ipv6hdr) + bpf_ntohs(h->ip6.payload_len) != dlen)
+		return V_BAD_LENGTH;
+	if (h->ip6.nexthdr == NH_ICMPV6 && dlen > sizeof(struct ipv6hdr)) {
+		__u8 type;
+		if (load(ctx, xdp, L7 + sizeof(struct ipv6hdr), &type, 1) < 0)
+			return V_SHORT;
+		if (type >= ND_FIRST && type <= ND_LAST)
+			return V_ND;
+	}
+	const __u8 *dst = h->ip6.daddr.s6_addr, *src = h->ip6.saddr.s6_addr;
+	if (dst[0] == 0xff)
+		return V_MULTICAST;
+	// The originator check: the source is the address of this datagram's IPv4:port (6bed4-wire.md).
+	if (!in_prefix(src, cfg->prefix) || address_port(src) != h->udp.source || address_ipv4(src) != h->ip.saddr)
+		return V_SPOOFED;
+	if (h->ip6.hop_limit <= 1)
+		return V_HOP_LIMIT;
+	// Peer to peer: a destination in the /64 with a port word. Port 0 is local (the kernel's, below), and so is the
+	// router's own 6bed4 address; any other port on the router's IPv4 is refused, as are refused IPv4s.
+	j->port = 0;
+	j->hop = NULL;
+	if (in_prefix(dst, cfg->prefix) && (j->port = address_port(dst)) != 0) {
+		j->v4 = address_ipv4(dst);
+		if (j->v4 == cfg->own_ipv4) {
+			if (j->port != cfg->own_port)
+				return V_BAD_DESTINATION;
+			j->port = 0;
+		} else if (!(cfg->flags & F_RELAY)) {
+			return V_NO_ROUTE;
+		} else if (refused_cached(cfg, j->v4, j->hop = hop_cached(cfg, j->v4))) {
+			return V_BAD_DESTINATION;
+		} else if (!h->udp.check) {
+			return V_RELAY_UNCHECKED;
+		}
+	}
+	// Last, the costliest check. Trusted when the NIC (or the stack) verified it (the tc stage can ask; the XDP stage
+	// cannot); 0 means none was sent.
+	if (h->udp.check && (xdp || bpf_csum_level(ctx, BPF_CSUM_LEVEL_QUERY) < 0) && !udp_checksum_ok(ctx, xdp, h, ulen))
+		return V_UDP_CHECKSUM;
+	j->ulen = ulen;
+	j->dlen = dlen;
+	return FORWARD;
+}
+
+static __always_inline int same_mac(const __u8 *a, const __u8 *b)
+{
+	const __u16 *x = (const __u16 *)a, *y = (const __u16 *)b; // 2-byte aligned everywhere this is used
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2];
+}
+
+// A packet the XDP stage decapsulated (and GRO may since have merged with others of its flow): on into the TUN, or
+// straight to its egress (F_DIRECT), as the tc stage does with what it decapsulates itself. Anything else IPv6 on
+// the uplink is the kernel's.
+static __always_inline int from_xdp(struct __sk_buff *skb, struct config *cfg)
+{
+	struct ethhdr eth;
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 || !same_mac(eth.h_source, cfg->xdp_mark))
+		return count(skb, V_NOT_6BED4);
+	__u32 segs = skb->gso_segs ? skb->gso_segs : 1, bytes = skb->len - L2;
+	count_n(V_XDP_HANDED, 1, bytes);
+	struct ipv6hdr ip6;
+	if (!(cfg->flags & F_DIRECT) || bpf_skb_load_bytes(skb, L2, &ip6, sizeof(ip6)) < 0)
+		return bpf_redirect(cfg->tun_ifindex, BPF_F_INGRESS);
+	// The router's hop limit decrement was made in the XDP stage; the forwarding's is made here.
+	struct bpf_redir_neigh nh = {};
+	__u32 egress = direct_egress(skb, cfg, &ip6, &nh, 1);
+	__u8 hops = ip6.hop_limit - 1;
+	if (!egress || bpf_skb_store_bytes(skb, L2 + offsetof(struct ipv6hdr, hop_limit), &hops, 1, 0) < 0)
+		return bpf_redirect(cfg->tun_ifindex, BPF_F_INGRESS);
+	count_n(V_DIRECT, segs, bytes);
+	return bpf_redirect_neigh(egress, &nh, sizeof(nh), 0);
+}
+
 SEC("tc")
 int sixbed4_from_peers(struct __sk_buff *skb)
 {
 	struct config *cfg = config_of();
 	if (!cfg || !cfg->tun_ifindex)
 		return TC_ACT_UNSPEC;
+	if (skb->protocol == bpf_htons(ETH_P_IPV6) && cfg->xdp_mark[0])
+		return from_xdp(skb, cfg);
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return count(skb, V_NOT_6BED4);
 
@@ -265,84 +388,23 @@ int sixbed4_from_peers(struct __sk_buff *skb)
 		return count(skb, V_IPV4_UNUSUAL);
 	if (h.udp.dest != cfg->bind_port)
 		return count(skb, V_NOT_6BED4);
-
-	// What ip_rcv() and the input route would refuse, or treat specially, goes to them.
-	__u32 ipv4_len = bpf_ntohs(h.ip.tot_len);
-	__u8 s0 = ((const __u8 *)&h.ip.saddr)[0];
 	// Datagrams the uplink merged (UDP GRO into the router's socket, fraglist GRO) are many IPv6 packets under one
 	// header: decapsulating the first would not reach the others. The socket gets them whole, as ever.
 	if (skb->gso_size)
 		return count(skb, V_GRO);
-	if ((h.ip.frag_off & bpf_htons(0x3fff)) || ipv4_len != skb->len - L2 ||
-	    skb->pkt_type != 0 /* PACKET_HOST */ ||
-	    s0 == 0 || s0 == 127 || s0 >= 224 || h.ip.saddr == cfg->bind_ipv4 ||
-	    fold(csum_words(&h.ip, sizeof(h.ip))) != 0xffff)
+	if (skb->pkt_type != 0 /* PACKET_HOST */)
 		return count(skb, V_IPV4_UNUSUAL);
-	__u32 ulen = bpf_ntohs(h.udp.len);
-	if (ulen != ipv4_len - sizeof(struct iphdr))
-		return count(skb, V_IPV4_UNUSUAL);
-
-	// From here on, the engine's order of rules (fromPeers, admit).
-	if (h.udp.source == 0)
-		return count(skb, V_SOURCE_PORT_ZERO);
-	__u32 dlen = ulen - sizeof(struct udphdr);
-	if (dlen == 0)
-		return count(skb, V_KEEPALIVE);
-	if (dlen > TUNNEL_MTU)
-		return count(skb, V_OVERSIZE);
-	if (dlen < sizeof(struct ipv6hdr))
-		return count(skb, V_SHORT);
-	if (bpf_skb_load_bytes(skb, L7, &h.ip6, sizeof(h.ip6)) < 0)
-		return count(skb, V_SHORT);
-	if (h.ip6.version != 6)
-		return count(skb, V_NOT_IPV6);
-	// The engine forwards only the payload length's worth; a datagram with trailing bytes goes to it.
-	if (sizeof(struct ipv6hdr) + bpf_ntohs(h.ip6.payload_len) != dlen)
-		return count(skb, V_BAD_LENGTH);
-	if (h.ip6.nexthdr == NH_ICMPV6 && dlen > sizeof(struct ipv6hdr)) {
-		__u8 type;
-		if (bpf_skb_load_bytes(skb, L7 + sizeof(struct ipv6hdr), &type, 1) < 0)
-			return count(skb, V_SHORT);
-		if (type >= ND_FIRST && type <= ND_LAST)
-			return count(skb, V_ND);
-	}
-	const __u8 *dst = h.ip6.daddr.s6_addr, *src = h.ip6.saddr.s6_addr;
-	if (dst[0] == 0xff)
-		return count(skb, V_MULTICAST);
-	// The originator check: the source is the address of this datagram's IPv4:port (6bed4-wire.md).
-	if (!in_prefix(src, cfg->prefix) || address_port(src) != h.udp.source || address_ipv4(src) != h.ip.saddr)
-		return count(skb, V_SPOOFED);
-	if (h.ip6.hop_limit <= 1)
-		return count(skb, V_HOP_LIMIT);
-	// Peer to peer: a destination in the /64 with a port word. Port 0 is local (the kernel's, below), and so is the
-	// router's own 6bed4 address; any other port on the router's IPv4 is refused, as are refused IPv4s.
-	__be32 v4 = 0;
-	__be16 port = 0;
-	struct hop4 *hop = NULL;
-	if (in_prefix(dst, cfg->prefix) && (port = address_port(dst)) != 0) {
-		v4 = address_ipv4(dst);
-		if (v4 == cfg->own_ipv4) {
-			if (port != cfg->own_port)
-				return count(skb, V_BAD_DESTINATION);
-			port = 0;
-		} else if (!(cfg->flags & F_RELAY)) {
-			return count(skb, V_NO_ROUTE);
-		} else if (refused_cached(cfg, v4, hop = hop_cached(cfg, v4))) {
-			return count(skb, V_BAD_DESTINATION);
-		} else if (!h.udp.check) {
-			return count(skb, V_RELAY_UNCHECKED);
-		}
-	}
-	// Last, the costliest check. Trusted when the NIC (or the stack) verified it; 0 means none was sent.
-	if (h.udp.check && bpf_csum_level(skb, BPF_CSUM_LEVEL_QUERY) < 0 && !udp_checksum_ok(skb, &h, ulen))
-		return count(skb, V_UDP_CHECKSUM);
+	struct judged j;
+	int v = judge(skb, 0, cfg, &h, skb->len, &j);
+	if (v != FORWARD)
+		return count(skb, v);
 	// A peer the engine would have tracked (it passed the originator check), about to be forwarded here.
 	seen(h.ip.saddr, h.udp.source);
-	if (port)
-		return relay(skb, cfg, &h, v4, port, dlen, hop);
+	if (j.port)
+		return relay(skb, cfg, &h, j.v4, j.port, j.dlen, j.hop);
 
 	struct bpf_redir_neigh nh = {};
-	__u32 egress = direct_egress(skb, cfg, &h.ip6, &nh);
+	__u32 egress = direct_egress(skb, cfg, &h.ip6, &nh, 0);
 
 	// Nothing has been changed so far: a refusal below leaves the packet as it came.
 	if (bpf_skb_adjust_room(skb, -(__s32)(sizeof(struct iphdr) + sizeof(struct udphdr)), BPF_ADJ_ROOM_MAC,
@@ -353,15 +415,69 @@ int sixbed4_from_peers(struct __sk_buff *skb)
 	__u8 hops = h.ip6.hop_limit - (egress ? 2 : 1);
 	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto), 0) < 0 ||
 	    bpf_skb_store_bytes(skb, L2 + offsetof(struct ipv6hdr, hop_limit), &hops, 1, BPF_F_RECOMPUTE_CSUM) < 0) {
-		count_bytes(V_DECAP_FAILED, dlen);
+		count_bytes(V_DECAP_FAILED, j.dlen);
 		return TC_ACT_SHOT;
 	}
-	count_bytes(V_FAST, dlen);
+	count_bytes(V_FAST, j.dlen);
 	if (egress) {
-		count_bytes(V_DIRECT, dlen);
+		count_bytes(V_DIRECT, j.dlen);
 		return bpf_redirect_neigh(egress, &nh, sizeof(nh), 0);
 	}
 	return bpf_redirect(cfg->tun_ifindex, BPF_F_INGRESS);
+}
+
+// The XDP stage: where the uplink's driver runs XDP before GRO (a NIC's native XDP, a veth), it decapsulates what
+// the tc stage would hand to the kernel, so that GRO then merges a peer's TCP segments as it merges native ones, and
+// the kernel forwards one merged packet where it forwarded each segment. Only the first half is done here: the
+// engine's checks, the router's hop limit decrement and the decapsulation. The packet goes on through GRO to the
+// uplink's tc stage (from_xdp above), which hands it to the TUN as it does its own decapsulations.
+//
+// What tells the tc stage that an IPv6 frame came from a peer's datagram, checked, is its source MAC: the mark, 46
+// random bits the router draws at each start, which no frame from the wire carries unless someone on the link guessed
+// them. (The metadata area would be the usual place; this kernel refuses bpf_xdp_adjust_meta(), and drivers without
+// metadata are common.) The frame's own source MAC goes nowhere after decapsulation: the TUN has no link layer, and
+// a direct send gets the next hop's. GRO compares Ethernet headers, and the mark is the same for every frame.
+// Relays and everything the tc stage leaves to the router pass unchanged.
+SEC("xdp")
+int sixbed4_from_peers_xdp(struct xdp_md *ctx)
+{
+	struct config *cfg = config_of();
+	if (!cfg || !cfg->tun_ifindex || !cfg->xdp_mark[0])
+		return XDP_PASS;
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	// The cheap test first, in place: everything else on the uplink passes at the cost of these reads.
+	if (data + L7 + sizeof(struct ipv6hdr) > end)
+		return XDP_PASS;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + L2;
+	struct udphdr *udp = data + L4;
+	if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->version != 4 || ip->protocol != IPPROTO_UDP ||
+	    ip->daddr != cfg->bind_ipv4 || udp->dest != cfg->bind_port)
+		return XDP_PASS;
+	// PACKET_HOST, as the stack would see it on the uplink: addressed to its MAC.
+	if (!same_mac(eth->h_dest, cfg->uplink_mac))
+		return XDP_PASS;
+	struct headers h;
+	__builtin_memcpy(&h.eth, eth, sizeof(struct ethhdr));
+	__builtin_memcpy(&h.ip, ip, sizeof(struct iphdr));
+	__builtin_memcpy(&h.udp, udp, sizeof(struct udphdr));
+	struct judged j;
+	if (judge(ctx, 1, cfg, &h, bpf_xdp_get_buff_len(ctx), &j) != FORWARD || j.port)
+		return XDP_PASS;
+	// The Ethernet header moves to just before the IPv6 one, marked, and the IPv6 header loses the router's hop.
+	struct ethhdr *to = data + L7 - L2;
+	__builtin_memcpy(to->h_dest, h.eth.h_dest, ETH_ALEN);
+	__builtin_memcpy(to->h_source, cfg->xdp_mark, ETH_ALEN);
+	to->h_proto = bpf_htons(ETH_P_IPV6);
+	((struct ipv6hdr *)(data + L7))->hop_limit = h.ip6.hop_limit - 1;
+	if (bpf_xdp_adjust_head(ctx, L7 - L2) < 0) {
+		count_bytes(V_DECAP_FAILED, j.dlen);
+		return XDP_DROP; // half rewritten
+	}
+	seen(h.ip.saddr, h.udp.source);
+	count_bytes(V_FAST, j.dlen);
+	count_bytes(V_XDP, j.dlen);
+	return XDP_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

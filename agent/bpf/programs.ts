@@ -2,6 +2,7 @@
 // to-peers.bpf.c on the TUN's egress; `npm run build:bpf` compiles them next to
 // this module in dist/) and the maps they share (fastpath.bpf.h): their
 // configuration, the refused destinations, counters, test runs and attaching.
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { bpfSyscalls, native } from '../io/native.js';
@@ -48,6 +49,8 @@ export const FROM_PEERS_VERDICTS = [
   'gro', // datagrams the uplink merged (UDP GRO, fraglist GRO): whole to the router's socket
   'direct', // not a verdict (FROM_PEERS_TALLIES): of 'fast', those sent straight to the FIB's egress (direct)
   'route_lookups', // not a verdict: FIB lookups made for answers not cached (relays' next hops, direct's egress)
+  'xdp', // not a verdict: of 'fast', those decapsulated by the XDP stage, before GRO
+  'xdp_handed', // not a verdict: what the tc stage handed on of those, after GRO (a merged packet once)
 ] as const;
 export const TO_PEERS_VERDICTS = [
   'fast', // encapsulated and sent to the peer by the program (a merged packet: its segments)
@@ -72,7 +75,7 @@ export const TO_PEERS_VERDICTS = [
   'route_lookups', // not a verdict: FIB lookups made for next hops not cached
 ] as const;
 /** Counter slots that tally part of 'fast' again rather than name a verdict. */
-export const FROM_PEERS_TALLIES: readonly FromPeersVerdict[] = ['direct', 'route_lookups'];
+export const FROM_PEERS_TALLIES: readonly FromPeersVerdict[] = ['direct', 'route_lookups', 'xdp', 'xdp_handed'];
 export const TO_PEERS_TALLIES: readonly ToPeersVerdict[] = ['gso', 'gso_uneven', 'route_lookups'];
 export type FromPeersVerdict = (typeof FROM_PEERS_VERDICTS)[number];
 export type ToPeersVerdict = (typeof TO_PEERS_VERDICTS)[number];
@@ -91,6 +94,11 @@ export const TC_ACT_REDIRECT = 7;
 /** enum bpf_attach_type BPF_TCX_INGRESS/EGRESS (Linux 6.6): newer than Debian's linux-libc-dev 6.1 headers, so defined here. */
 export const BPF_TCX_INGRESS = 46;
 export const BPF_TCX_EGRESS = 47;
+/** BPF_XDP (enum bpf_attach_type) and XDP_FLAGS_DRV_MODE (linux/if_link.h): the driver's own hook, or a refusal. */
+export const BPF_XDP = 37;
+export const XDP_FLAGS_DRV_MODE = 4;
+export const XDP_PASS = 2;
+const BPF_PROG_TYPE_XDP = 6;
 
 // config.flags (fastpath.bpf.h)
 const F_RELAY = 1,
@@ -123,13 +131,18 @@ export interface ProgramsConfig {
   /** from-peers sends what the FIB would forward straight to its egress (--fast-path-direct; default false). */
   direct?: boolean;
   /**
+   * The uplink's MAC, once from-peers' XDP stage is attached (attachXdp): it decapsulates frames to this MAC before
+   * GRO, and the tc stage hands on what it marked. Absent: the XDP stage passes everything, the tc stage does it all.
+   */
+  xdpMac?: Uint8Array;
+  /**
    * Test runs (BPF_PROG_TEST_RUN) only: nothing is sent, so no FIB lookup is made and the next hop is these MACs;
    * to-peers frames then come with an Ethernet header, as a test run always gives one.
    */
   testRun?: { dmac: Uint8Array; smac: Uint8Array };
 }
 
-const CONFIG_SIZE = 48;
+const CONFIG_SIZE = 64;
 const COUNTER_SIZE = 16;
 const REFUSED_MAX = 4096;
 const SEEN_MAX = 65536;
@@ -161,6 +174,13 @@ export class FastPathPrograms {
   private readonly maps = new MapSet(MAPS);
   readonly fromPeersFd: number;
   readonly toPeersFd: number;
+  readonly fromPeersXdpFd: number;
+  /**
+   * The source MAC the XDP stage gives a frame it decapsulated, which the tc stage looks for (from-peers.bpf.c): a
+   * unicast, locally administered address of 46 random bits, new for each load, so that no frame from the wire
+   * carries it unless someone guessed it.
+   */
+  readonly xdpMark = Uint8Array.from(randomBytes(6), (b, i) => (i === 0 ? (b & 0xfc) | 0x02 : b));
   private readonly cpus = possibleCpus();
   private readonly links: number[] = [];
   /** The refused prefixes in the trie now, as 'address/length'. */
@@ -169,16 +189,17 @@ export class FastPathPrograms {
 
   /** Loads both programs (configured off). Throws with the verifier's reason when the kernel refuses one. */
   constructor(objects = { fromPeers: FROM_PEERS_OBJECT, toPeers: TO_PEERS_OBJECT }) {
-    let from = -1;
+    const fds: number[] = [];
     try {
-      from = loadProgram(objects.fromPeers, 'tc', BPF_PROG_TYPE_SCHED_CLS, 'sixbed4_from_pe', this.maps);
-      this.toPeersFd = loadProgram(objects.toPeers, 'tc', BPF_PROG_TYPE_SCHED_CLS, 'sixbed4_to_peer', this.maps);
-      this.fromPeersFd = from;
+      fds.push(loadProgram(objects.fromPeers, 'tc', BPF_PROG_TYPE_SCHED_CLS, 'sixbed4_from_pe', this.maps));
+      fds.push(loadProgram(objects.fromPeers, 'xdp', BPF_PROG_TYPE_XDP, 'sixbed4_from_xd', this.maps));
+      fds.push(loadProgram(objects.toPeers, 'tc', BPF_PROG_TYPE_SCHED_CLS, 'sixbed4_to_peer', this.maps));
     } catch (err) {
-      if (from >= 0) native.close(from);
+      for (const fd of fds) native.close(fd);
       this.maps.close();
       throw err;
     }
+    [this.fromPeersFd, this.fromPeersXdpFd, this.toPeersFd] = fds as [number, number, number];
   }
 
   configure(c: ProgramsConfig): void {
@@ -225,6 +246,10 @@ export class FastPathPrograms {
       v.set(c.testRun.smac.subarray(0, 6), 38);
     }
     d.setUint32(44, this.gen, true);
+    if (c.xdpMac) {
+      v.set(c.xdpMac.subarray(0, 6), 48);
+      v.set(this.xdpMark, 54);
+    }
     bpfSyscalls.mapUpdate(this.maps.fd('sixbed4_config'), new Uint8Array(4), v);
   }
 
@@ -299,9 +324,10 @@ export class FastPathPrograms {
   private seenValues = new Uint8Array(SEEN_BATCH);
 
   /** Runs a program on one frame in the kernel (BPF_PROG_TEST_RUN): nothing is sent or redirected. */
-  run(prog: 'fromPeers' | 'toPeers', frame: Uint8Array): { retval: number; out: Uint8Array } {
+  run(prog: 'fromPeers' | 'fromPeersXdp' | 'toPeers', frame: Uint8Array): { retval: number; out: Uint8Array } {
     const out = new Uint8Array(frame.length + 64);
-    const r = bpfSyscalls.progTestRun(prog === 'fromPeers' ? this.fromPeersFd : this.toPeersFd, frame, out);
+    const fd = { fromPeers: this.fromPeersFd, fromPeersXdp: this.fromPeersXdpFd, toPeers: this.toPeersFd }[prog];
+    const r = bpfSyscalls.progTestRun(fd, frame, out);
     return { retval: r.retval, out: out.subarray(0, r.size) };
   }
 
@@ -351,12 +377,22 @@ export class FastPathPrograms {
     this.links.push(bpfSyscalls.linkCreate(this.toPeersFd, tunIfindex, BPF_TCX_EGRESS));
   }
 
+  /**
+   * Attaches from-peers' XDP stage to the driver's own XDP hook of ifindex (the uplink, or the device under it), as a
+   * link: refused where the driver has none (generic XDP runs after GRO, which is what the stage is for) or another
+   * program holds it. It passes everything until configure() gives it the uplink's MAC (xdpMac).
+   */
+  attachXdp(ifindex: number): void {
+    this.links.push(bpfSyscalls.linkCreate(this.fromPeersXdpFd, ifindex, BPF_XDP, XDP_FLAGS_DRV_MODE));
+  }
+
   /** Detaches (closes the links) and releases the programs and their maps. Idempotent. */
   close(): void {
     for (const fd of this.links.splice(0)) native.close(fd);
     if (this.closed) return;
     this.closed = true;
     native.close(this.fromPeersFd);
+    native.close(this.fromPeersXdpFd);
     native.close(this.toPeersFd);
     this.maps.close();
   }

@@ -219,7 +219,7 @@ interface RawAddon {
   bpfMapUpdate(fd: number, key: Uint8Array, value: Uint8Array): void;
   bpfMapLookup(fd: number, key: Uint8Array, value: Uint8Array): void;
   bpfProgTestRun(fd: number, dataIn: Uint8Array, dataOut: Uint8Array): { retval: number; size: number };
-  bpfLinkCreate(progFd: number, ifindex: number, attachType: number): number;
+  bpfLinkCreate(progFd: number, ifindex: number, attachType: number, flags: number): number;
 }
 
 const ADDON = join('build', 'Release', 'sixbed4_native.node');
@@ -397,8 +397,8 @@ export interface BpfSyscalls {
   mapDrain(fd: number, keys: Uint8Array, values: Uint8Array): MapDrain;
   /** BPF_PROG_QUERY: how many programs are attached to the device ifindex at attachType (tcx ingress or egress). */
   progQuery(ifindex: number, attachType: number): number;
-  /** BPF_LINK_CREATE: the program stays attached while the returned fd is open. */
-  linkCreate(progFd: number, ifindex: number, attachType: number): number;
+  /** BPF_LINK_CREATE: the program stays attached while the returned fd is open (flags: XDP's mode; 0 for tcx). */
+  linkCreate(progFd: number, ifindex: number, attachType: number, flags?: number): number;
 }
 
 export const bpfSyscalls: BpfSyscalls = {
@@ -411,5 +411,5 @@ export const bpfSyscalls: BpfSyscalls = {
   mapUpdate: (fd, key, value) => addon().bpfMapUpdate(fd, key, value),
   mapLookup: (fd, key, value) => addon().bpfMapLookup(fd, key, value),
   progTestRun: (fd, dataIn, dataOut) => addon().bpfProgTestRun(fd, dataIn, dataOut),
-  linkCreate: (progFd, ifindex, attachType) => addon().bpfLinkCreate(progFd, ifindex, attachType),
+  linkCreate: (progFd, ifindex, attachType, flags = 0) => addon().bpfLinkCreate(progFd, ifindex, attachType, flags),
 };

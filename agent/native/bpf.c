@@ -278,19 +278,23 @@ static napi_value prog_test_run(napi_env env, napi_callback_info info) {
   return r;
 }
 
-/* bpfLinkCreate(progFd, ifindex, attachType) -> link fd (tcx: the attachment lives as long as the fd). */
+/*
+ * bpfLinkCreate(progFd, ifindex, attachType, flags) -> link fd (tcx, XDP: the attachment lives as long as the fd).
+ * flags: XDP's mode (XDP_FLAGS_DRV_MODE: the driver's own hook, before GRO, or a refusal); 0 for tcx.
+ */
 static napi_value link_create(napi_env env, napi_callback_info info) {
-  S4_ARGS(3);
+  S4_ARGS(4);
   int fd;
-  uint32_t ifindex, type;
+  uint32_t ifindex, type, flags;
   if (s4_arg_fd(env, argv[0], &fd) || s4_arg_u32(env, argv[1], "ifindex", UINT32_MAX, &ifindex) ||
-      s4_arg_u32(env, argv[2], "attachType", UINT32_MAX, &type))
+      s4_arg_u32(env, argv[2], "attachType", UINT32_MAX, &type) || s4_arg_u32(env, argv[3], "flags", UINT32_MAX, &flags))
     return NULL;
   union bpf_attr a;
   memset(&a, 0, sizeof a);
   a.link_create.prog_fd = (uint32_t)fd;
   a.link_create.target_fd = ifindex; /* target_ifindex in newer headers: the same field */
   a.link_create.attach_type = type;
+  a.link_create.flags = flags;
   return bpf_number(env, BPF_LINK_CREATE, &a, "bpf(BPF_LINK_CREATE)");
 }
 

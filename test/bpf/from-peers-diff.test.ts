@@ -6,6 +6,11 @@
 // relays carries a UDP checksum to update), and leave the same bytes: the
 // decapsulated packet, or the datagram the router's socket would send;
 // everything else it must leave untouched for the router.
+//
+// Each frame goes through from-peers' XDP stage too: it must decapsulate exactly
+// what the tc stage hands to the kernel, into the same packet (its Ethernet
+// source the router's mark), which the tc stage then hands on unchanged; and
+// pass everything else untouched, counting nothing (the tc stage counts it).
 import test from 'ava';
 import fc from 'fast-check';
 import {
@@ -13,6 +18,7 @@ import {
   FROM_PEERS_VERDICTS,
   TC_ACT_REDIRECT,
   TC_ACT_UNSPEC,
+  XDP_PASS,
   type FromPeersVerdict,
 } from '../../agent/bpf/programs.js';
 import { refusedRanges } from '../../agent/router/refused.js';
@@ -48,7 +54,7 @@ const engine = newEngine();
 
 let prog: FastPathPrograms | undefined;
 test.before(() => {
-  if (!skip) prog = programs();
+  if (!skip) prog = programs(7, true);
 });
 test.after.always(() => prog?.close());
 
@@ -81,12 +87,41 @@ interface Result {
 
 /** Runs the program on the frame and says which counter moved. */
 function runBpf(f: Uint8Array): Result {
-  const before = prog!.counters().fromPeers;
-  const { retval, out } = prog!.run('fromPeers', f);
-  const after = prog!.counters().fromPeers;
-  const moved = FROM_PEERS_VERDICTS.filter((v) => after[v].packets !== before[v].packets);
+  const { moved, retval, out } = runCounted('fromPeers', f);
   if (moved.length !== 1) throw new Error(`expected one counter to move, got ${moved.join(', ') || 'none'}`);
   return { verdict: moved[0]!, retval, out };
+}
+
+function runCounted(p: 'fromPeers' | 'fromPeersXdp', f: Uint8Array) {
+  const before = prog!.counters().fromPeers;
+  const { retval, out } = prog!.run(p, f);
+  const after = prog!.counters().fromPeers;
+  return { moved: FROM_PEERS_VERDICTS.filter((v) => after[v].packets !== before[v].packets), retval, out };
+}
+
+/**
+ * The XDP stage on the same frame: decapsulated into the packet the tc stage hands to the kernel (toTun), marked
+ * with the router's source MAC, and handed on as it is by the tc stage; or passed untouched, counting nothing.
+ */
+function checkXdp(t: Asserts, f: Uint8Array, toTun: Uint8Array | null): void {
+  const x = runCounted('fromPeersXdp', f);
+  t.is(x.retval, XDP_PASS, 'the XDP stage always passes');
+  if (!toTun) {
+    t.deepEqual(x.moved, [], 'the XDP stage counts nothing it leaves to the tc stage');
+    t.deepEqual(Buffer.from(x.out), Buffer.from(f), 'and leaves it unchanged');
+    return;
+  }
+  t.deepEqual(x.moved, ['fast', 'xdp'], 'decapsulated in the XDP stage');
+  const want = new Uint8Array(ETH + toTun.length);
+  want.set(f.subarray(0, 6), 0); // to the uplink's MAC, as it came
+  want.set(prog!.xdpMark, 6);
+  want.set([0x86, 0xdd], 12);
+  want.set(toTun, ETH);
+  t.deepEqual(Buffer.from(x.out), Buffer.from(want), 'the same IPv6 packet, marked');
+  const h = runBpf(x.out);
+  t.is(h.verdict, 'xdp_handed', 'the tc stage knows its mark');
+  t.is(h.retval, TC_ACT_REDIRECT);
+  t.deepEqual(Buffer.from(h.out), Buffer.from(x.out), 'and hands the packet on as it is');
 }
 
 /**
@@ -124,6 +159,7 @@ function check(
     t.is(r.retval, TC_ACT_REDIRECT);
     t.deepEqual(Buffer.from(r.out.subarray(ETH)), Buffer.from(e.toTun!), 'the same IPv6 packet, hop limit decremented');
     t.deepEqual([...r.out.subarray(12, 14)], [0x86, 0xdd], 'an IPv6 frame');
+    checkXdp(t, f, e.toTun!);
   } else if (outer === 'plain' && exact(e.relay?.bytes) && checksummed) {
     const { bytes, v4: to, port: toPort } = e.relay!;
     t.is(r.verdict, 'relay', 'the engine relays it, so the fast path does');
@@ -133,10 +169,12 @@ function check(
       Buffer.from(frame(ROUTER, PORT, to, toPort, bytes, { id: 0, ttl: TTL, ...HOP })),
       "the datagram the router's socket would send, to the next hop",
     );
+    checkXdp(t, f, null);
   } else {
     t.true(r.verdict !== 'fast' && r.verdict !== 'relay', `not for the fast path (${r.verdict})`);
     t.is(r.retval, TC_ACT_UNSPEC);
     t.deepEqual(Buffer.from(r.out), Buffer.from(f), 'left unchanged for the router');
+    checkXdp(t, f, null);
   }
   return r;
 }
@@ -401,6 +439,31 @@ rootTest(
     );
   },
 );
+
+rootTest(t_("IPv6 from the wire is the kernel's, whatever its source: only the router's mark is handed on"), (t) => {
+  const packet = ipv6(peerAddr, isp);
+  const f = new Uint8Array(ETH + packet.length);
+  f.set([2, 0, 0, 0, 0, 1], 6);
+  f.set([0x86, 0xdd], 12);
+  f.set(packet, ETH);
+  for (const smac of [
+    Uint8Array.from([2, 0, 0, 0, 0, 1]),
+    Uint8Array.from(prog!.xdpMark, (b, i) => (i === 5 ? b ^ 1 : b)),
+  ]) {
+    f.set(smac, 6);
+    const r = runBpf(f);
+    t.is(r.verdict, 'not_6bed4');
+    t.is(r.retval, TC_ACT_UNSPEC);
+    t.deepEqual(Buffer.from(r.out), Buffer.from(f), 'left to the kernel, unchanged');
+    const x = runCounted('fromPeersXdp', f);
+    t.is(x.retval, XDP_PASS);
+    t.deepEqual(x.moved, []);
+    t.deepEqual(Buffer.from(x.out), Buffer.from(f));
+  }
+  // The control: the mark is what the tc stage goes by.
+  f.set(prog!.xdpMark, 6);
+  t.is(runBpf(f).verdict, 'xdp_handed');
+});
 
 rootTest(t_('off (TUN ifindex 0): every frame goes to the router, nothing is counted'), (t) => {
   const p2 = programs(0);

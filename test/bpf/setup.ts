@@ -29,8 +29,8 @@ export const TTL = 61;
 /** The next hop's MACs, in test-run mode (no FIB lookup is made). */
 export const HOP = { dmac: Uint8Array.from([2, 0, 0, 0, 0, 0xaa]), smac: Uint8Array.from([2, 0, 0, 0, 0, 0xbb]) };
 
-/** Both programs, configured as the router's (tunIfindex 0: off), in test-run mode. */
-export function programs(tunIfindex = 7): FastPathPrograms {
+/** The programs, configured as the router's (tunIfindex 0: off), in test-run mode; xdp: with from-peers' XDP stage on. */
+export function programs(tunIfindex = 7, xdp = false): FastPathPrograms {
   const p = new FastPathPrograms();
   try {
     p.configure({
@@ -43,6 +43,8 @@ export function programs(tunIfindex = 7): FastPathPrograms {
       tunIfindex,
       uplinkIfindex: 3,
       testRun: HOP,
+      // The XDP stage on, for frames to the test device's MAC (all zeros, as frames.ts makes them).
+      ...(xdp ? { xdpMac: new Uint8Array(6) } : {}),
     });
     p.setRefused(REFUSED);
     return p;
