@@ -7,8 +7,11 @@
 // - kernel: IPv6 forwarding by the router namespace's kernel, from the peer
 //   namespace's own IPv6 address, with the tunnel's segment size (MSS 1208:
 //   what a 1280-byte tunnel MTU gives), the reference;
-// - the router with `--fast-path off` (the TypeScript path), and with the
-//   default, `auto` (the in-kernel fast path where it loads), our sixbed4
+// - the router with `--fast-path off` (the TypeScript path), with the
+//   default without its XDP stage (`--fast-path-xdp off`: peers' datagrams
+//   decapsulated at tc, after GRO), and with the default, `auto` (the
+//   in-kernel fast path where it loads, its XDP stage where the uplink's
+//   driver has the hook: the bench's veths do); our sixbed4 peer or the BPF
 //   peer at the far end, iperf3 bound to the peer's 6bed4 address.
 // Each row: Gbit/s received, TCP retransmissions, CPU used by everything that
 // moves the bytes (iperf3's two ends, as iperf3 reports them; the router, the
@@ -34,7 +37,8 @@ import { ksoftirqdPids, processCpu, totalCpuSeconds, cpuTimes, busySeconds } fro
 import { parseRouterCounters, startBenchRouter } from './routerctl.js';
 import { buildBenchNet, NET, readLinks, readUdpSnmp, setTxChecksum, type BenchNet } from './topology.js';
 
-export type BulkPath = 'kernel' | 'off' | 'auto';
+/** auto-tc: the default without its XDP stage (--fast-path-xdp off): peers' datagrams decapsulated after GRO. */
+export type BulkPath = 'kernel' | 'off' | 'auto' | 'auto-tc';
 /** The far end of the tunnel: our sixbed4 peer (TypeScript), or the bench's BPF peer (peer.bpf.c), which is not the bottleneck. */
 export type BulkPeer = 'sixbed4' | 'kernel';
 export type BulkDir = 'down' | 'up';
@@ -71,7 +75,7 @@ export interface BulkRow {
 export interface BulkOptions {
   durationS: number;
   /** Only these router rows (default both), these far ends (default both), and the kernel rows unless false. */
-  paths?: readonly ('off' | 'auto')[];
+  paths?: readonly ('off' | 'auto' | 'auto-tc')[];
   peers?: readonly BulkPeer[];
   kernelRows?: boolean;
 }
@@ -113,12 +117,12 @@ export async function runBulk(opt: BulkOptions, progress: (s: string) => void): 
         }
       await ns.peer.run(['ip', '-6', ...native.slice(0, 1), 'del', ...native.slice(1)]);
       for (const peerKind of opt.peers ?? (['kernel', 'sixbed4'] as const)) {
-        for (const path of opt.paths ?? (['off', 'auto'] as const)) {
+        for (const path of opt.paths ?? (['off', 'auto-tc', 'auto'] as const)) {
           let router;
           try {
             router = await startBenchRouter(ns.rtr, {
               batch: 64,
-              ...(path === 'auto' ? { fastPath: 'auto' as const } : {}),
+              ...(path !== 'off' ? { fastPath: path } : {}),
             });
           } catch (e) {
             for (const dir of ['down', 'up'] as const)
@@ -195,7 +199,7 @@ function name(path: BulkPath, dir: BulkDir, peer?: BulkPeer): string {
   const d = dir === 'down' ? 'isp → peer' : 'peer → isp';
   return path === 'kernel'
     ? `kernel IPv6 forwarding, ${d}`
-    : `--fast-path ${path}${path === 'auto' ? ' (default)' : ''}, ${peer === 'kernel' ? 'BPF' : 'TS'} peer, ${d}`;
+    : `${path === 'auto-tc' ? '--fast-path-xdp off' : `--fast-path ${path}${path === 'auto' ? ' (default)' : ''}`}, ${peer === 'kernel' ? 'BPF' : 'TS'} peer, ${d}`;
 }
 
 /** The bench's BPF peer (peer.bpf.c) on the peer namespace's uplink, for the address of 203.0.113.2:PORT in the /64. */
@@ -445,7 +449,7 @@ export function bulkLines(rows: BulkRow[]): string[] {
 }
 
 /**
- * Run alone (as root, after a build): `node dist/bench/bulk.js [--paths off,auto] [--peers kernel,sixbed4]
+ * Run alone (as root, after a build): `node dist/bench/bulk.js [--paths off,auto-tc,auto] [--peers kernel,sixbed4]
  * [--no-kernel] [--duration S]`: only the rows asked for, e.g. the TypeScript path's before and after a change.
  */
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
@@ -467,7 +471,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const rows = await runBulk(
     {
       durationS: Number(values.duration ?? 8),
-      ...(values.paths !== undefined ? { paths: list(values.paths, ['off', 'auto'] as const)! } : {}),
+      ...(values.paths !== undefined ? { paths: list(values.paths, ['off', 'auto', 'auto-tc'] as const)! } : {}),
       ...(values.peers !== undefined ? { peers: list(values.peers, ['kernel', 'sixbed4'] as const)! } : {}),
       kernelRows: values['no-kernel'] !== true,
     },

@@ -43,8 +43,21 @@ export async function nicLike(ns: Netns, ifname: string): Promise<void> {
   await ns.run([systemTool('ethtool'), '-K', ifname, 'tx', 'off']);
 }
 
-/** How many programs are attached (tcx) to dev's ingress and egress in ns: what a router's fast path leaves there. */
-export async function attachedPrograms(ns: Netns, dev: string): Promise<{ ingress: number; egress: number }> {
+/**
+ * How many programs are attached (tcx) to dev's ingress and egress in ns, and whether one is at its XDP hook: what a
+ * router's fast path leaves there.
+ */
+export async function attachedPrograms(
+  ns: Netns,
+  dev: string,
+): Promise<{ ingress: number; egress: number; xdp: number }> {
+  const [link] = JSON.parse(await ns.run([systemTool('ip'), '-j', '-d', 'link', 'show', 'dev', dev])) as {
+    xdp?: unknown;
+  }[];
+  return { ...(await tcxPrograms(ns, dev)), xdp: link?.xdp ? 1 : 0 };
+}
+
+async function tcxPrograms(ns: Netns, dev: string): Promise<{ ingress: number; egress: number }> {
   const native = fileURLToPath(new URL('../agent/io/native.js', import.meta.url)),
     programs = fileURLToPath(new URL('../agent/bpf/programs.js', import.meta.url));
   const js = `Promise.all([import(${JSON.stringify(native)}), import(${JSON.stringify(programs)})]).then(([n, p]) => {

@@ -151,7 +151,7 @@ export async function prepareFastPath(
         prog.close();
         return refuse((err as Error).message);
       }
-      if (xdp) config = attachXdp(prog, config, uplink, xdp, log);
+      const unwatchXdp = xdp ? attachXdp(prog, uplink, xdp, log) : () => undefined;
       if (sendWhy) {
         fellBack('send_off');
         log.warn(`fast path: relays and packets from the kernel to peers stay with the router: ${sendWhy}`);
@@ -166,7 +166,7 @@ export async function prepareFastPath(
           : 'peers <-> kernel and relays';
       log.info(`fast path on: ${what} forwarded in the kernel`, { uplink, tun });
       sayBypassed(bypassed, !sendWhy, !!cfg.direct, log);
-      const unwatch = watchMerged(prog, config, uplink, log);
+      const unwatch = watchMerged(prog, config.toPeers !== false, uplink, log);
       return {
         uplink,
         counters: () => prog.counters(),
@@ -174,6 +174,7 @@ export async function prepareFastPath(
         setRefused: (r) => prog.setRefused(r),
         stop: () => {
           unwatch();
+          unwatchXdp();
           unwatchRoutes();
           prog.close();
         },
@@ -200,44 +201,53 @@ async function xdpDeviceOf(uplink: string): Promise<{ dev: string } | { why: str
   return kind === 'macvlan' ? { dev } : { why: `${uplink} is a ${kind ?? 'stacked'} interface over ${dev}` };
 }
 
+/** How often the router tries the XDP hook again while another program holds it. */
+const XDP_RETRY_MS = 1000;
+
 /**
  * Adds the XDP stage where the uplink's driver (or, under a macvlan, its lower device's) has its own XDP hook, and
- * returns the configuration that turns it on. Where it has none, or another program holds it, from-peers stays at tc
- * alone, as before: said once, counted (no_xdp).
+ * turns it on. Where it has none, from-peers stays at tc alone, as before: said once, counted (no_xdp). Where another
+ * program holds the hook (the router this one succeeds, in a handover: its link goes when it exits), it tries again
+ * every second, and says when it got it. Returns what stops the retries.
  */
-function attachXdp(
-  prog: FastPathPrograms,
-  config: ProgramsConfig,
-  uplink: string,
-  where: { dev: string } | { why: string },
-  log: Logger,
-): ProgramsConfig {
+function attachXdp(prog: FastPathPrograms, uplink: string, where: { dev: string } | { why: string }, log: Logger) {
   const dev = 'dev' in where ? where.dev : uplink;
-  try {
-    if ('why' in where) throw new Error(where.why);
-    const mac = macOf(uplink);
-    const index = native.ifIndex(dev);
-    if (!index) throw new Error(`interface ${dev} vanished`);
-    prog.attachXdp(index);
-    const on = { ...config, xdpMac: mac };
-    prog.configure(on);
-    log.info(`fast path: peers' datagrams are decapsulated at ${dev}'s XDP hook, before GRO`, { uplink, xdp: dev });
-    return on;
-  } catch (err) {
-    fellBack('no_xdp');
-    const e = err as NodeJS.ErrnoException;
-    const why =
-      e.code === 'EOPNOTSUPP' || e.code === 'ENOTSUPP'
+  const fields = { uplink, xdp: dev };
+  const tryAttach = (): 'on' | 'busy' | string => {
+    try {
+      if ('why' in where) return where.why;
+      const mac = macOf(uplink);
+      const index = native.ifIndex(dev);
+      if (!index) return `interface ${dev} vanished`;
+      prog.attachXdp(index);
+      prog.update({ xdpMac: mac });
+      log.info(`fast path: peers' datagrams are decapsulated at ${dev}'s XDP hook, before GRO`, fields);
+      return 'on';
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === 'EBUSY' || e.code === 'EEXIST') return 'busy';
+      return e.code === 'EOPNOTSUPP' || e.code === 'ENOTSUPP'
         ? `${dev}'s driver has no XDP hook of its own (${e.message})`
-        : e.code === 'EBUSY' || e.code === 'EEXIST'
-          ? `another XDP program is attached to ${dev} (${e.message})`
-          : e.message;
-    log.info(
-      `fast path: peers' datagrams are decapsulated at tc, after GRO: ${why}; TCP from peers is forwarded segment by segment (docs/router.md)`,
-      { uplink, xdp: dev },
-    );
-    return config;
+        : e.message;
+    }
+  };
+  const first = tryAttach();
+  if (first === 'on') return () => undefined;
+  fellBack('no_xdp');
+  const at = `peers' datagrams are decapsulated at tc, after GRO, so TCP from peers is forwarded segment by segment`;
+  if (first !== 'busy') {
+    log.info(`fast path: ${at}: ${first} (docs/router.md)`, fields);
+    return () => undefined;
   }
+  log.info(`fast path: ${at} while another program holds ${dev}'s XDP hook; trying again every second`, fields);
+  const timer = setInterval(() => {
+    const r = tryAttach();
+    if (r === 'busy') return;
+    clearInterval(timer);
+    if (r !== 'on') log.info(`fast path: ${at}: ${r} (docs/router.md)`, fields);
+  }, XDP_RETRY_MS);
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 /** An Ethernet interface's MAC, as 6 bytes. */
@@ -286,8 +296,8 @@ const MERGED_WATCH_MS = 1000;
  *   be decapsulated as one packet: they go whole to the router's socket, and a peer's flow is split between the two
  *   paths. Only the host's owner can turn that off.
  */
-function watchMerged(prog: FastPathPrograms, config: ProgramsConfig, uplink: string, log: Logger): () => void {
-  let toPeers = config.toPeers !== false,
+function watchMerged(prog: FastPathPrograms, toPeersOn: boolean, uplink: string, log: Logger): () => void {
+  let toPeers = toPeersOn,
     groSaid = false;
   const timer = setInterval(() => {
     let c;
@@ -300,7 +310,7 @@ function watchMerged(prog: FastPathPrograms, config: ProgramsConfig, uplink: str
     if (toPeers && c.toPeers.gso_refused.packets) {
       toPeers = false;
       fellBack('gso_refused');
-      prog.configure({ ...config, toPeers: false });
+      prog.update({ toPeers: false });
       log.warn(
         'fast path: this kernel refused to encapsulate a merged (GSO) packet (bpf_skb_adjust_room with BPF_F_ADJ_ROOM_FIXED_GSO); packets from the kernel to peers stay with the router from now on, so that no flow is split between two paths',
       );

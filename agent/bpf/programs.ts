@@ -174,7 +174,9 @@ export class FastPathPrograms {
   private readonly maps = new MapSet(MAPS);
   readonly fromPeersFd: number;
   readonly toPeersFd: number;
+  /** -1 when the kernel refused the XDP stage (xdpRefused says why): the tc stages run alone. */
   readonly fromPeersXdpFd: number;
+  private readonly xdpRefused: Error | undefined;
   /**
    * The source MAC the XDP stage gives a frame it decapsulated, which the tc stage looks for (from-peers.bpf.c): a
    * unicast, locally administered address of 46 random bits, new for each load, so that no frame from the wire
@@ -192,19 +194,32 @@ export class FastPathPrograms {
     const fds: number[] = [];
     try {
       fds.push(loadProgram(objects.fromPeers, 'tc', BPF_PROG_TYPE_SCHED_CLS, 'sixbed4_from_pe', this.maps));
-      fds.push(loadProgram(objects.fromPeers, 'xdp', BPF_PROG_TYPE_XDP, 'sixbed4_from_xd', this.maps));
       fds.push(loadProgram(objects.toPeers, 'tc', BPF_PROG_TYPE_SCHED_CLS, 'sixbed4_to_peer', this.maps));
     } catch (err) {
       for (const fd of fds) native.close(fd);
       this.maps.close();
       throw err;
     }
-    [this.fromPeersFd, this.fromPeersXdpFd, this.toPeersFd] = fds as [number, number, number];
+    [this.fromPeersFd, this.toPeersFd] = fds as [number, number];
+    // The XDP stage is an addition: a kernel that refuses it leaves the tc stages as they were.
+    let xdp = -1;
+    try {
+      xdp = loadProgram(objects.fromPeers, 'xdp', BPF_PROG_TYPE_XDP, 'sixbed4_from_xd', this.maps);
+    } catch (err) {
+      this.xdpRefused = err as Error;
+    }
+    this.fromPeersXdpFd = xdp;
   }
 
   configure(c: ProgramsConfig): void {
     this.config = c;
     this.writeConfig();
+  }
+
+  /** Changes some of the configuration, keeping the rest (configure() first). */
+  update(patch: Partial<ProgramsConfig>): void {
+    if (!this.config) throw new Error('the fast path is not configured yet');
+    this.configure({ ...this.config, ...patch });
   }
   private config: ProgramsConfig | undefined;
   /** The generation of the host's routes the programs' cached FIB answers must carry to be used. */
@@ -383,6 +398,7 @@ export class FastPathPrograms {
    * program holds it. It passes everything until configure() gives it the uplink's MAC (xdpMac).
    */
   attachXdp(ifindex: number): void {
+    if (this.xdpRefused) throw new Error(`the kernel refused the XDP stage: ${this.xdpRefused.message}`);
     this.links.push(bpfSyscalls.linkCreate(this.fromPeersXdpFd, ifindex, BPF_XDP, XDP_FLAGS_DRV_MODE));
   }
 
@@ -392,7 +408,7 @@ export class FastPathPrograms {
     if (this.closed) return;
     this.closed = true;
     native.close(this.fromPeersFd);
-    native.close(this.fromPeersXdpFd);
+    if (this.fromPeersXdpFd >= 0) native.close(this.fromPeersXdpFd);
     native.close(this.toPeersFd);
     this.maps.close();
   }

@@ -265,6 +265,66 @@ serial(
   },
 );
 
+const XDP = 'sixbed4_router_fast_path_xdp_packets_total{stage="xdp"}';
+const XDP_HANDED = 'sixbed4_router_fast_path_xdp_packets_total{stage="tc"}';
+
+serial(
+  title(
+    "an upload through the XDP stage: decapsulated before GRO, merged, and seen by the host's forward hook as from the tunnel",
+  ),
+  async (t) => {
+    t.regex(lab.router.output(), /decapsulated at wan0's XDP hook, before GRO/);
+    const nft = systemTool('nft');
+    // What a host firewall sees: the forward hook's input interface, for the upload's packets towards the ISP.
+    await lab.topo.router.run([nft, '-f', '-'], {
+      input: `table inet s4xdp {
+        chain seen {
+          type filter hook forward priority 0; policy accept;
+          iifname "6bed4" ip6 daddr ${TOPO.ispV6} counter
+          iifname "${TOPO.routerWanIf}" ip6 daddr ${TOPO.ispV6} counter
+        }
+      }`,
+    });
+    await lab.topo.router.run([systemTool('ethtool'), '-K', TOPO.routerWanIf, 'gro', 'on']);
+    const server = lab.topo.isp.spawn([process.execPath, '-e', ECHO_SERVER]);
+    const bytes = 4_000_000;
+    try {
+      await server.waitFor(/listening/, 10_000);
+      const d = await delta(async () => {
+        const r = await lab.topo.peers.A.exec([process.execPath, '-e', BULK_CLIENT, TOPO.ispV6, String(bytes)], {
+          timeoutMs: 60_000,
+        });
+        t.is(r.code, 0, `${r.stdout}${r.stderr}`);
+      }, [FAST, SLOW, XDP, XDP_HANDED]);
+      const up = d[FAST]! + d[SLOW]!;
+      t.true(up > 3000, `the upload's segments: ${JSON.stringify(d)}`);
+      t.true(d[SLOW]! <= up / 100, `at most 1% of the upload through the router: ${JSON.stringify(d)}`);
+      t.true(d[XDP]! >= d[FAST]! * 0.99, `the fast path's share decapsulated before GRO: ${JSON.stringify(d)}`);
+      t.true(d[XDP_HANDED]! < d[XDP]! / 2, `merged by GRO: fewer packets handed on than came: ${JSON.stringify(d)}`);
+      t.log(JSON.stringify(d));
+      const rules = JSON.parse(await lab.topo.router.run([nft, '-j', 'list', 'chain', 'inet', 's4xdp', 'seen'])) as {
+        nftables: { rule?: { expr: { match?: { right: unknown }; counter?: { packets: number; bytes: number } }[] } }[];
+      };
+      const counted = rules.nftables
+        .filter((x) => x.rule)
+        .map((x) => ({
+          iif: x.rule!.expr.find((e) => e.match)?.match?.right,
+          bytes: x.rule!.expr.find((e) => e.counter)?.counter?.bytes ?? -1,
+        }));
+      t.deepEqual(
+        counted.map((c) => c.iif),
+        ['6bed4', TOPO.routerWanIf],
+      );
+      t.true(counted[0]!.bytes >= bytes, `from the tunnel, all of it: ${JSON.stringify(counted)}`);
+      t.is(counted[1]!.bytes, 0, `nothing as from the uplink: ${JSON.stringify(counted)}`);
+    } finally {
+      await server.stop();
+      await lab.topo.router.run([systemTool('ethtool'), '-K', TOPO.routerWanIf, 'gro', 'off']);
+      await lab.topo.router.run([nft, 'delete', 'table', 'inet', 's4xdp']);
+    }
+  },
+);
+
 serial(
   title('what the fast path leaves alone still works: a peer on another interface (and relays to it), hop limit 1'),
   async (t) => {
@@ -301,7 +361,7 @@ async function noTcObjects(t: {
 }): Promise<void> {
   t.deepEqual(
     await attachedPrograms(lab.topo.router, TOPO.routerWanIf),
-    { ingress: 0, egress: 0 },
+    { ingress: 0, egress: 0, xdp: 0 },
     'no program attached',
   );
   const qdiscs = await lab.topo.router.run(['tc', 'qdisc', 'show', 'dev', TOPO.routerWanIf]);

@@ -80,8 +80,14 @@ async function startRouter(topo: Topology, metrics: string): Promise<Proc> {
       t.true((m.get('sixbed4_router_packets_total{direction="udp_to_tun",path="fast"}') ?? 0) >= after);
     }
     t.deepEqual(await attached(), { uplink: one, tun: one }, "the old router's programs went with it");
+    if (fastPath === 'on') {
+      // The old router held the uplink's XDP hook until it exited; the successor takes it then.
+      await next.waitFor(/decapsulated at wan0's XDP hook/, 10_000);
+      t.is((await attachedPrograms(topo.router, TOPO.routerWanIf)).xdp, 1, "the successor's XDP stage");
+    }
     t.is((await ping6(topo.isp, peer.address, { count: 2 })).received, 2, 'the peer kept its address');
     t.is(await next.stop('SIGINT'), 0);
-    t.is((await attachedPrograms(topo.router, TOPO.routerWanIf)).ingress, 0, 'nothing left on the uplink');
+    const left = await attachedPrograms(topo.router, TOPO.routerWanIf);
+    t.deepEqual([left.ingress, left.xdp], [0, 0], 'nothing left on the uplink');
   },
 );

@@ -47,13 +47,14 @@ serial(title("a peer behind NAT gets the address of its public mapping, as seen 
   t.is(formatIPv4(addressIPv4(a, 0)), TOPO.natV4, "the NAT's public IPv4, not the peer's 100.64.1.2");
   const port = addressPort(a, 0);
   t.is(addressLanip(a, 0), 1, 'stock peers and ours use lanip 1');
-  // Capture what arrives at the router from the NAT with exactly that source port while A sends.
-  const cap = topo.router.spawn([
+  // Capture what the NAT puts on the wire to the router with exactly that source port while A sends: at the NAT's
+  // end, since with the fast path the router's end taps its datagrams after the XDP stage decapsulated them.
+  const cap = topo.nat.spawn([
     'tcpdump',
     '-n',
     '-l',
     '-i',
-    'wan0',
+    TOPO.natWanIf,
     '-c',
     '1',
     `udp and src host ${TOPO.natV4} and src port ${port} and dst port 25790`,
