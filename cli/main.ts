@@ -51,6 +51,9 @@ const ROUTER_HELP = `  router   run a 6bed4 router: UDP/IPv4 peers <-> a TUN int
                --fast-path-direct  with the fast path, peers' packets the kernel would forward go
                                 straight to their egress, past the host's netfilter prerouting and
                                 forward hooks: for hosts without a forward firewall (docs/router.md)
+               --fast-path-xdp auto|off  with the fast path, decapsulate peers' datagrams at the uplink
+                                driver's XDP hook, before GRO, where the driver has one (auto, the
+                                default); off: at tc only
                --tun-offload auto|off  read TCP super-packets from the TUN (TSO) and send their
                                 datagrams with UDP_SEGMENT; auto (the default): where the kernel
                                 takes it (else said once); off: one packet per read and send
@@ -167,6 +170,7 @@ async function routerCommand(args: string[]): Promise<number> {
     'keep-host': { type: 'boolean' },
     'fast-path': { type: 'string' },
     'fast-path-direct': { type: 'boolean' },
+    'fast-path-xdp': { type: 'string' },
     'tun-offload': { type: 'string' },
   });
   if (values.help) {
@@ -198,6 +202,9 @@ async function routerCommand(args: string[]): Promise<number> {
   const offload = values['tun-offload'];
   if (offload !== undefined && offload !== 'auto' && offload !== 'off')
     throw new InputError(`--tun-offload ${offload}: use auto or off`);
+  const xdp = values['fast-path-xdp'];
+  if (xdp !== undefined && xdp !== 'auto' && xdp !== 'off')
+    throw new InputError(`--fast-path-xdp ${xdp}: use auto or off`);
   const cfg = routerConfig({
     prefix: values.prefix ?? '',
     listen: values.listen ?? '',
@@ -214,6 +221,7 @@ async function routerCommand(args: string[]): Promise<number> {
     ...(sockets !== undefined ? { sockets } : {}),
     ...(values['fast-path'] !== undefined ? { fastPath: values['fast-path'] } : {}),
     ...(values['fast-path-direct'] ? { fastPathDirect: true } : {}),
+    ...(xdp === 'off' ? { fastPathXdp: false } : {}),
     ...(offload === 'off' ? { tunOffload: false } : {}),
     ...(values['ndp-proxy']
       ? { ndpProxy: { uplink: values['ndp-proxy'], mode: values['ndp-proxy-mode'] ?? 'Always' } }

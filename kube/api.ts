@@ -100,6 +100,7 @@ export interface SixBed4PrefixSpec {
   ndpProxy?: NdpProxyModeName | NdpProxyMode;
   fastPath?: FastPathModeName;
   fastPathDirect?: boolean;
+  fastPathXdp?: boolean;
   metricsPort?: number;
   slices?: {
     enabled?: boolean;
@@ -237,6 +238,8 @@ export interface AgentNodeConfig {
   fastPath?: Exclude<FastPathMode, 'off'>;
   /** spec.fastPathDirect (the router's --fast-path-direct); written only when true, for the same reason. */
   fastPathDirect?: true;
+  /** spec.fastPathXdp (the router's --fast-path-xdp off); written only when false, for the same reason. */
+  fastPathXdp?: false;
   /** the tunnel interface on the node (one per prefix: a node may serve several) */
   tunnel?: string;
   /**

@@ -47,6 +47,11 @@ export interface CheckedSpec {
   fastPath: FastPathMode;
   /** Peers' packets the kernel would forward go straight to the egress (--fast-path-direct; docs/router.md). */
   fastPathDirect: boolean;
+  /**
+   * With the fast path: peers' datagrams are decapsulated at the uplink driver's XDP hook, before GRO, where it has
+   * one (default true; false: --fast-path-xdp off, at tc only).
+   */
+  fastPathXdp: boolean;
   metricsPort: number;
   /** spec.failover with its defaults; absent when the /64 is served by one node */
   failover?: CheckedFailover;
@@ -109,6 +114,7 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
   const ndpProxy = checkNdpProxy(raw.ndpProxy, bad);
   const fastPath = checkFastPath(raw.fastPath, bad);
   const fastPathDirect = checkFastPathDirect(raw.fastPathDirect, fastPath, bad);
+  const fastPathXdp = checkFastPathXdp(raw.fastPathXdp, bad);
   const metricsPort = checkMetricsPort(raw.metricsPort, bad);
 
   let failover: CheckedFailover | undefined;
@@ -133,6 +139,7 @@ export function checkSpec(raw: unknown): { spec?: CheckedSpec; problems: Problem
       ndpProxy,
       fastPath,
       fastPathDirect,
+      fastPathXdp,
       metricsPort,
       ...(failover ? { failover } : {}),
     },
@@ -375,6 +382,19 @@ function checkFastPathDirect(v: unknown, fastPath: FastPathMode, bad: Bad): bool
     return false;
   }
   return true;
+}
+
+/**
+ * spec.fastPathXdp (default true): the fast path's XDP stage. Harmless with fastPath Disabled (nothing to turn off).
+ * Refused, the default stands: the stage is on wherever the driver has the hook, as for prefixes that do not say.
+ */
+function checkFastPathXdp(v: unknown, bad: Bad): boolean {
+  if (v === undefined || v === true) return true;
+  if (v !== false) {
+    bad('InvalidField', `spec.fastPathXdp ${JSON.stringify(v)} is not true or false`);
+    return true;
+  }
+  return false;
 }
 
 /** spec.metricsPort: an unprivileged port (default DEFAULT_METRICS_PORT). */

@@ -65,6 +65,11 @@ export interface RouterOptions {
   bindUplink?: string;
   /** With it: peers' packets the kernel would forward go straight to the egress (docs/router.md, --fast-path-direct). */
   fastPathDirect?: boolean;
+  /**
+   * With the fast path: peers' datagrams are decapsulated at the uplink driver's XDP hook, before GRO, where the
+   * driver has one; on unless false (--fast-path-xdp off: at tc only).
+   */
+  fastPathXdp?: boolean;
   /** The TUN's offload (TSO super-packets cut by the router, UDP_SEGMENT sends): on unless false (--tun-offload off). */
   tunOffload?: boolean;
 }
@@ -93,6 +98,7 @@ export interface RouterConfig {
   freebind: boolean;
   bindUplink?: string;
   fastPathDirect: boolean;
+  fastPathXdp: boolean;
   tunOffload: boolean;
 }
 
@@ -130,6 +136,7 @@ export function routerConfig(o: RouterOptions): RouterConfig {
     rateLimit: rateLimitOf(o.rateLimit),
     fastPath: fastPathModeOf(o.fastPath),
     fastPathDirect: o.fastPathDirect === true,
+    fastPathXdp: o.fastPathXdp !== false,
     tunOffload: o.tunOffload !== false,
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
     ...(o.metrics ? { metrics: o.metrics } : {}),

@@ -195,6 +195,7 @@ export class Router implements RunningRouter {
         refused: refusedRanges(this.local, cfg.refusePrivate),
         ...(cfg.bindUplink ? { uplink: cfg.bindUplink } : {}),
         direct: cfg.fastPathDirect,
+        xdp: cfg.fastPathXdp,
       },
       this.log,
     );

@@ -27,6 +27,7 @@ const SPEC_FIELDS = [
   'ndpProxy',
   'fastPath',
   'fastPathDirect',
+  'fastPathXdp',
   'metricsPort',
   'slices',
 ];
@@ -134,6 +135,8 @@ export function serviceConfig(raw: Record<string, unknown>, file: string): Servi
       fastPath: s.fastPath,
       // fastPathDirect: --fast-path-direct (a host without a forward firewall: docs/router.md).
       ...(s.fastPathDirect ? { fastPathDirect: true } : {}),
+      // fastPathXdp false: --fast-path-xdp off (a NIC that resets its rings for XDP, another XDP user of the uplink).
+      ...(s.fastPathXdp ? {} : { fastPathXdp: false }),
       ...(h.bind ? { bind: h.bind } : {}),
       ...(h.workers !== undefined ? { workers: h.workers } : {}),
       ...(h.batch !== undefined ? { batch: h.batch } : {}),
@@ -248,6 +251,7 @@ export function restartNeeded(a: ServiceConfig, b: ServiceConfig): string[] {
     // The program is loaded and attached when the router starts (agent/bpf/fastpath.ts); a reload cannot.
     fastPath: fastPathModeName(c.spec.fastPath),
     fastPathDirect: c.spec.fastPathDirect,
+    fastPathXdp: c.spec.fastPathXdp,
     tunnel: c.host.tunnel,
     dummyInterface: c.host.dummyInterface,
     workers: c.router.workers,

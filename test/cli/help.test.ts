@@ -73,3 +73,11 @@ test('a --log-format that is none of text, json, auto is refused by every comman
     t.is(r.stderr, 'sixbed4: --log-format xml: use text, json or auto\n', args[0]);
   }
 });
+
+test('sixbed4 router --fast-path-xdp: auto or off, in its help; another word refused before anything starts, exit 2', async (t) => {
+  const help = await sixbed4(['router', '--help']);
+  t.regex(help.stdout, /--fast-path-xdp auto\|off +with the fast path, decapsulate peers' datagrams at the uplink\n/);
+  const r = await sixbed4(['router', '-L', '2001:db8:9:10::/64', '-l', '198.51.100.1', '--fast-path-xdp', 'on']);
+  t.is(r.code, 2);
+  t.is(r.stderr, 'sixbed4: --fast-path-xdp on: use auto or off\n');
+});

@@ -74,6 +74,31 @@ test('fastPathDirect reaches the router as --fast-path-direct, through the share
   });
 });
 
+test('fastPathXdp false reaches the router as --fast-path-xdp off, through the share only when false (other shares stay as they were)', (t) => {
+  for (const spec of [{ fastPathXdp: false }, { fastPath: 'Required', fastPathXdp: false }]) {
+    const off = agentRouterOptions(spec);
+    t.is(off.share.fastPathXdp, false, JSON.stringify(spec));
+    t.is(off.options.fastPathXdp, false, JSON.stringify(spec));
+    t.is(routerConfig(off.options).fastPathXdp, false, JSON.stringify(spec));
+  }
+  // harmless with Disabled (nothing to turn off): passed on as written, not refused
+  t.like(routerConfig(agentRouterOptions({ fastPath: 'Disabled', fastPathXdp: false }).options), {
+    fastPath: 'off',
+    fastPathXdp: false,
+  });
+  const before = agentRouterOptions({});
+  for (const spec of [{ fastPathXdp: true }, {}]) {
+    const plain = agentRouterOptions(spec);
+    t.false('fastPathXdp' in plain.share, JSON.stringify(spec));
+    t.false('fastPathXdp' in plain.options, 'the router gets the arguments it got before the field existed');
+    t.deepEqual(plain.share, before.share);
+    t.is(routerConfig(plain.options).fastPathXdp, true);
+  }
+  t.throws(() => agentRouterOptions({ fastPathXdp: 'no' }), {
+    message: 'spec.fastPathXdp "no" is not true or false',
+  });
+});
+
 test("Required refused by the router: the agent reports it in the spec's words; other failures are not the fast path's", async (t) => {
   // The real refusal: 127.0.0.1 is on lo, which the program cannot go on (nothing is loaded or attached).
   const log = createLogger({ level: 'error', format: 'text', component: 'test' });

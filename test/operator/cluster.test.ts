@@ -398,6 +398,37 @@ ktest('invalid prefixes are refused by the API server with readable messages', a
     directText.message,
     /spec\.fastPathDirect: Invalid value: "string": spec\.fastPathDirect in body must be of type boolean/,
   );
+  // fastPathXdp too (no CEL rule: false with fastPath Disabled is harmless, so not refused)
+  const xdpText = await apiErrorMessage(
+    admin().create(paths.prefixes, {
+      apiVersion: 'sixbed4.io/v1alpha1',
+      kind: 'SixBed4Prefix',
+      metadata: { name: 'invalid' },
+      spec: { prefix: '2001:db8:9:10::/64', fastPathXdp: 'off' },
+    }),
+  );
+  t.is(xdpText.code, 422);
+  t.regex(
+    xdpText.message,
+    /spec\.fastPathXdp: Invalid value: "string": spec\.fastPathXdp in body must be of type boolean/,
+  );
+  const [xdpOff] = await kubectlApply(
+    s.adminKc!,
+    [
+      {
+        apiVersion: 'sixbed4.io/v1alpha1',
+        kind: 'SixBed4Prefix',
+        metadata: { name: 'invalid' },
+        spec: { prefix: '2001:db8:9:10::/64', fastPath: 'Disabled', fastPathXdp: false },
+      } as never,
+    ],
+    { dryRun: true },
+  );
+  t.like(
+    (xdpOff as unknown as SixBed4Prefix).spec,
+    { fastPath: 'Disabled', fastPathXdp: false },
+    'accepted (a dry run)',
+  );
   // the same through the real kubectl, from YAML as a user writes it; the CamelCase name passes
   const bin = kubectlDir();
   if (bin) {
@@ -478,6 +509,7 @@ ktest(
     t.deepEqual(p.metadata.finalizers, [FINALIZER]);
     t.is(p.metadata.annotations?.[ALLOCATIONS_ANNOTATION], '{"edge-1":"2001:db8:9:10::/64"}');
     t.is(p.spec.fastPath, 'Auto', "the CRD's default for a spec without it (the sample has none)");
+    t.is(p.spec.fastPathXdp, true, "the CRD's default: the XDP stage where the driver has the hook");
     t.deepEqual(p.status!.nodes, [{ name: 'edge-1', prefix: '2001:db8:9:10::/64', listen: '198.51.100.1:25790' }]);
     t.is(p.status!.nodesReady, '0/1');
     t.like(cond(p, 'Degraded'), { status: 'False', reason: 'AsExpected' });

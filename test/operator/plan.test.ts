@@ -139,6 +139,39 @@ test('the node shares carry fastPath only when it is not Disabled: an operator u
   t.is(share({ fastPath: 'Required' }).fastPath, 'on');
 });
 
+test('spec.fastPathXdp: true by default; the node shares (failover members too) carry it only when false', (t) => {
+  const base = { prefix: '2001:db8:9::/48', nodeSelector: { role: 'edge' } };
+  const group = {
+    prefix: '2001:db8:9:10::/64',
+    nodeSelector: { role: 'edge' },
+    listen: { address: '198.51.100.10' },
+    failover: { upstream: 'RoutedNextHop', nextHop: '2001:db8:ffff::64', virtualRouterId: 7 },
+  };
+  const shares = (spec: Record<string, unknown>) => {
+    const p = plan('edge', undefined, checked(spec).spec!, nodes, {});
+    t.deepEqual(p.problems, [], JSON.stringify(spec));
+    t.true(p.nodes.size >= 2, JSON.stringify(spec));
+    return [...p.nodes.values()];
+  };
+  t.is(checked(base).spec!.fastPathXdp, true);
+  t.is(checked({ ...base, fastPathXdp: true }).spec!.fastPathXdp, true);
+  t.is(checked({ ...base, fastPathXdp: false }).spec!.fastPathXdp, false);
+  for (const s of [base, group]) {
+    for (const n of shares({ ...s, fastPathXdp: false })) t.is(n.fastPathXdp, false);
+    // true (the CRD's default, which the API server writes in) leaves the shares as they were before the field
+    t.deepEqual(shares({ ...s, fastPathXdp: true }), shares(s));
+    for (const n of shares(s)) t.false('fastPathXdp' in n);
+  }
+  // not refused with Disabled: the XDP stage is the fast path's, and off changes nothing without it
+  t.deepEqual(checkSpec({ ...base, fastPath: 'Disabled', fastPathXdp: false }).problems, []);
+  const refused = checkSpec({ ...base, fastPathXdp: 'off' });
+  t.deepEqual(
+    refused.problems.map((p) => `${p.reason}: ${p.message}`),
+    ['InvalidField: spec.fastPathXdp "off" is not true or false'],
+  );
+  t.is(refused.spec!.fastPathXdp, true, 'a refused value leaves the default');
+});
+
 test('a /48 is split among the selected nodes; ::x local addresses land in every /64, full ones in theirs', (t) => {
   const { spec } = checked({
     prefix: '2001:db8:9::/48',
