@@ -23,8 +23,8 @@ export interface RouterSetup {
    * Pass `--fast-path on` (the in-kernel fast path; the router refuses to start when it cannot run it); otherwise
    * `--fast-path off` (auto is the router's default: the TypeScript rows say off).
    */
-  /** auto-tc: auto without the XDP stage (--fast-path-xdp off: from-peers at tc alone, after GRO). */
-  fastPath?: boolean | 'auto' | 'direct' | 'auto-tc';
+  /** auto-xdp: auto with the XDP stage (--fast-path-xdp auto: peers' datagrams decapsulated before GRO). */
+  fastPath?: boolean | 'auto' | 'direct' | 'auto-xdp';
   /**
    * The stock C router (`6bed4router -l ... -L ...`, built from test/stock/6bed4 as the interop tests build it)
    * instead of ours: the reference the issue's "at most half the stock router's CPU per packet" is measured against.
@@ -62,9 +62,9 @@ export async function startBenchRouter(rtr: Netns, s: RouterSetup): Promise<Runn
     String(s.batch),
     ...(s.workers !== undefined ? ['--workers', String(s.workers)] : []),
     '--fast-path',
-    s.fastPath === 'auto' || s.fastPath === 'auto-tc' ? 'auto' : s.fastPath ? 'on' : 'off',
+    s.fastPath === 'auto' || s.fastPath === 'auto-xdp' ? 'auto' : s.fastPath ? 'on' : 'off',
     ...(s.fastPath === 'direct' ? ['--fast-path-direct'] : []),
-    ...(s.fastPath === 'auto-tc' ? ['--fast-path-xdp', 'off'] : []),
+    ...(s.fastPath === 'auto-xdp' ? ['--fast-path-xdp', 'auto'] : []),
   ];
   const proc = await startRouterIn(rtr, args, 20_000);
   try {

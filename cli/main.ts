@@ -52,8 +52,8 @@ const ROUTER_HELP = `  router   run a 6bed4 router: UDP/IPv4 peers <-> a TUN int
                                 straight to their egress, past the host's netfilter prerouting and
                                 forward hooks: for hosts without a forward firewall (docs/router.md)
                --fast-path-xdp auto|off  with the fast path, decapsulate peers' datagrams at the uplink
-                                driver's XDP hook, before GRO, where the driver has one (auto, the
-                                default); off: at tc only
+                                driver's XDP hook, before GRO, where the driver has one (auto: TCP
+                                uploads merged; docs/router.md); off (the default): at tc only
                --tun-offload auto|off  read TCP super-packets from the TUN (TSO) and send their
                                 datagrams with UDP_SEGMENT; auto (the default): where the kernel
                                 takes it (else said once); off: one packet per read and send
@@ -221,7 +221,7 @@ async function routerCommand(args: string[]): Promise<number> {
     ...(sockets !== undefined ? { sockets } : {}),
     ...(values['fast-path'] !== undefined ? { fastPath: values['fast-path'] } : {}),
     ...(values['fast-path-direct'] ? { fastPathDirect: true } : {}),
-    ...(xdp === 'off' ? { fastPathXdp: false } : {}),
+    ...(xdp === 'auto' ? { fastPathXdp: true } : {}),
     ...(offload === 'off' ? { tunOffload: false } : {}),
     ...(values['ndp-proxy']
       ? { ndpProxy: { uplink: values['ndp-proxy'], mode: values['ndp-proxy-mode'] ?? 'Always' } }

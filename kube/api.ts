@@ -238,8 +238,8 @@ export interface AgentNodeConfig {
   fastPath?: Exclude<FastPathMode, 'off'>;
   /** spec.fastPathDirect (the router's --fast-path-direct); written only when true, for the same reason. */
   fastPathDirect?: true;
-  /** spec.fastPathXdp (the router's --fast-path-xdp off); written only when false, for the same reason. */
-  fastPathXdp?: false;
+  /** spec.fastPathXdp (the router's --fast-path-xdp auto); written only when true, for the same reason. */
+  fastPathXdp?: true;
   /** the tunnel interface on the node (one per prefix: a node may serve several) */
   tunnel?: string;
   /**

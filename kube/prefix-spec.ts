@@ -49,7 +49,7 @@ export interface CheckedSpec {
   fastPathDirect: boolean;
   /**
    * With the fast path: peers' datagrams are decapsulated at the uplink driver's XDP hook, before GRO, where it has
-   * one (default true; false: --fast-path-xdp off, at tc only).
+   * one (--fast-path-xdp auto; default false: at tc only).
    */
   fastPathXdp: boolean;
   metricsPort: number;
@@ -385,16 +385,16 @@ function checkFastPathDirect(v: unknown, fastPath: FastPathMode, bad: Bad): bool
 }
 
 /**
- * spec.fastPathXdp (default true): the fast path's XDP stage. Harmless with fastPath Disabled (nothing to turn off).
- * Refused, the default stands: the stage is on wherever the driver has the hook, as for prefixes that do not say.
+ * spec.fastPathXdp (default false): the fast path's XDP stage. Harmless with fastPath Disabled (nothing to run it).
+ * Refused, the default stands: no XDP stage, as for prefixes that do not say.
  */
 function checkFastPathXdp(v: unknown, bad: Bad): boolean {
-  if (v === undefined || v === true) return true;
-  if (v !== false) {
+  if (v === undefined || v === false) return false;
+  if (v !== true) {
     bad('InvalidField', `spec.fastPathXdp ${JSON.stringify(v)} is not true or false`);
-    return true;
+    return false;
   }
-  return false;
+  return true;
 }
 
 /** spec.metricsPort: an unprivileged port (default DEFAULT_METRICS_PORT). */

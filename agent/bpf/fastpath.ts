@@ -61,7 +61,7 @@ export interface FastPathConfig {
   /** from-peers sends what the FIB would forward straight to its egress (from-peers.bpf.c, direct_egress). */
   direct?: boolean;
   /**
-   * Whether from-peers decapsulates before GRO too, in an XDP stage on the uplink's driver (default true), where the
+   * Whether from-peers decapsulates before GRO too, in an XDP stage on the uplink's driver (default false), where the
    * driver has its own XDP hook: GRO then merges peers' TCP as it merges native TCP (from-peers.bpf.c).
    */
   xdp?: boolean;
@@ -125,7 +125,7 @@ export async function prepareFastPath(
     return refuse((err as Error).message);
   }
   const bypassed = await hostBypassed();
-  const xdp = cfg.xdp === false ? undefined : await xdpDeviceOf(uplink);
+  const xdp = cfg.xdp ? await xdpDeviceOf(uplink) : undefined;
   return {
     close: () => prog.close(),
     attach(tun) {

@@ -457,6 +457,11 @@ int sixbed4_from_peers_xdp(struct xdp_md *ctx)
 	// PACKET_HOST, as the stack would see it on the uplink: addressed to its MAC.
 	if (!same_mac(eth->h_dest, cfg->uplink_mac))
 		return XDP_PASS;
+	// Only TCP gains from GRO: everything else is left to the tc stage, which costs less per packet (it trusts the
+	// NIC's UDP checksum verdict, which XDP cannot see; and it runs once per packet either way). A flow is one
+	// protocol, so none is split between the stages.
+	if (((struct ipv6hdr *)(data + L7))->nexthdr != NH_TCP)
+		return XDP_PASS;
 	struct headers h;
 	__builtin_memcpy(&h.eth, eth, sizeof(struct ethhdr));
 	__builtin_memcpy(&h.ip, ip, sizeof(struct iphdr));

@@ -36,8 +36,8 @@ export function shareRouterOptions(
     fastPath: n.fastPath ?? 'off',
     // spec.fastPathDirect: --fast-path-direct (only ever with the fast path: checkSpec refuses it without).
     ...(n.fastPathDirect ? { fastPathDirect: true } : {}),
-    // spec.fastPathXdp false: --fast-path-xdp off (absent: the router's default, the XDP stage where it attaches).
-    ...(n.fastPathXdp === false ? { fastPathXdp: false } : {}),
+    // spec.fastPathXdp: --fast-path-xdp auto (the XDP stage where the uplink's driver has the hook).
+    ...(n.fastPathXdp ? { fastPathXdp: true } : {}),
   };
 }
 

@@ -67,7 +67,7 @@ export interface RouterOptions {
   fastPathDirect?: boolean;
   /**
    * With the fast path: peers' datagrams are decapsulated at the uplink driver's XDP hook, before GRO, where the
-   * driver has one; on unless false (--fast-path-xdp off: at tc only).
+   * driver has one (--fast-path-xdp auto); off unless true (at tc only).
    */
   fastPathXdp?: boolean;
   /** The TUN's offload (TSO super-packets cut by the router, UDP_SEGMENT sends): on unless false (--tun-offload off). */
@@ -136,7 +136,7 @@ export function routerConfig(o: RouterOptions): RouterConfig {
     rateLimit: rateLimitOf(o.rateLimit),
     fastPath: fastPathModeOf(o.fastPath),
     fastPathDirect: o.fastPathDirect === true,
-    fastPathXdp: o.fastPathXdp !== false,
+    fastPathXdp: o.fastPathXdp === true,
     tunOffload: o.tunOffload !== false,
     routes: (o.routes ?? []).map((r) => parsePrefix(r, '--route')),
     ...(o.metrics ? { metrics: o.metrics } : {}),

@@ -135,8 +135,8 @@ export function serviceConfig(raw: Record<string, unknown>, file: string): Servi
       fastPath: s.fastPath,
       // fastPathDirect: --fast-path-direct (a host without a forward firewall: docs/router.md).
       ...(s.fastPathDirect ? { fastPathDirect: true } : {}),
-      // fastPathXdp false: --fast-path-xdp off (a NIC that resets its rings for XDP, another XDP user of the uplink).
-      ...(s.fastPathXdp ? {} : { fastPathXdp: false }),
+      // fastPathXdp: --fast-path-xdp auto (the XDP stage, before GRO: bulk uploads; docs/router.md).
+      ...(s.fastPathXdp ? { fastPathXdp: true } : {}),
       ...(h.bind ? { bind: h.bind } : {}),
       ...(h.workers !== undefined ? { workers: h.workers } : {}),
       ...(h.batch !== undefined ? { batch: h.batch } : {}),

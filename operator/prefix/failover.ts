@@ -184,7 +184,7 @@ export function planFailover(
       ndpProxy: f.upstream === 'OnLink' && spec.ndpProxy === 'off' ? 'on' : spec.ndpProxy,
       ...(spec.fastPath !== 'off' ? { fastPath: spec.fastPath } : {}),
       ...(spec.fastPathDirect ? { fastPathDirect: true as const } : {}),
-      ...(spec.fastPathXdp ? {} : { fastPathXdp: false as const }),
+      ...(spec.fastPathXdp ? { fastPathXdp: true as const } : {}),
       tunnel: tunnelName(name),
       failover: {
         address: floating,

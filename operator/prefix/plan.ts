@@ -273,7 +273,7 @@ function nodeShare(
     // Only when asked for: a share without it is the same text as before the field existed (no router restart).
     ...(spec.fastPath !== 'off' ? { fastPath: spec.fastPath } : {}),
     ...(spec.fastPathDirect ? { fastPathDirect: true as const } : {}),
-    ...(spec.fastPathXdp ? {} : { fastPathXdp: false as const }),
+    ...(spec.fastPathXdp ? { fastPathXdp: true as const } : {}),
     tunnel: tunnelName(name),
   };
 }

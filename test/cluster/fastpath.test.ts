@@ -74,25 +74,25 @@ test('fastPathDirect reaches the router as --fast-path-direct, through the share
   });
 });
 
-test('fastPathXdp false reaches the router as --fast-path-xdp off, through the share only when false (other shares stay as they were)', (t) => {
-  for (const spec of [{ fastPathXdp: false }, { fastPath: 'Required', fastPathXdp: false }]) {
-    const off = agentRouterOptions(spec);
-    t.is(off.share.fastPathXdp, false, JSON.stringify(spec));
-    t.is(off.options.fastPathXdp, false, JSON.stringify(spec));
-    t.is(routerConfig(off.options).fastPathXdp, false, JSON.stringify(spec));
+test('fastPathXdp true reaches the router as --fast-path-xdp auto, through the share only when true (other shares stay as they were)', (t) => {
+  for (const spec of [{ fastPathXdp: true }, { fastPath: 'Required', fastPathXdp: true }]) {
+    const on = agentRouterOptions(spec);
+    t.is(on.share.fastPathXdp, true, JSON.stringify(spec));
+    t.is(on.options.fastPathXdp, true, JSON.stringify(spec));
+    t.is(routerConfig(on.options).fastPathXdp, true, JSON.stringify(spec));
   }
-  // harmless with Disabled (nothing to turn off): passed on as written, not refused
-  t.like(routerConfig(agentRouterOptions({ fastPath: 'Disabled', fastPathXdp: false }).options), {
+  // harmless with Disabled (nothing runs it): passed on as written, not refused
+  t.like(routerConfig(agentRouterOptions({ fastPath: 'Disabled', fastPathXdp: true }).options), {
     fastPath: 'off',
-    fastPathXdp: false,
+    fastPathXdp: true,
   });
   const before = agentRouterOptions({});
-  for (const spec of [{ fastPathXdp: true }, {}]) {
+  for (const spec of [{ fastPathXdp: false }, {}]) {
     const plain = agentRouterOptions(spec);
     t.false('fastPathXdp' in plain.share, JSON.stringify(spec));
     t.false('fastPathXdp' in plain.options, 'the router gets the arguments it got before the field existed');
     t.deepEqual(plain.share, before.share);
-    t.is(routerConfig(plain.options).fastPathXdp, true);
+    t.is(routerConfig(plain.options).fastPathXdp, false);
   }
   t.throws(() => agentRouterOptions({ fastPathXdp: 'no' }), {
     message: 'spec.fastPathXdp "no" is not true or false',

@@ -89,6 +89,9 @@ async function startWithCaps(caps: string[]): Promise<Proc> {
     ...ROUTER_ARGS,
     '--fast-path',
     'on',
+    // The XDP stage too (an opt-in): the upload test below goes through it.
+    '--fast-path-xdp',
+    'auto',
     '--log-format',
     'text',
   ]);
@@ -458,10 +461,17 @@ serial(
 
 serial(
   title(
-    "--fast-path-direct: peers' packets go straight to the egress the kernel's route gives; hop limits the kernel must answer still go through the tunnel",
+    "--fast-path-direct: peers' packets go straight to the egress the kernel's route gives (TCP through the XDP stage too); hop limits the kernel must answer still go through the tunnel",
   ),
   async (t) => {
-    lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'on', '--fast-path-direct']);
+    lab.router = await startRouterIn(lab.topo.router, [
+      ...ROUTER_ARGS,
+      '--fast-path',
+      'on',
+      '--fast-path-direct',
+      '--fast-path-xdp',
+      'auto',
+    ]);
     try {
       t.regex(
         lab.router.output(),
@@ -480,6 +490,25 @@ serial(
         t.regex(hop.output, /Time exceeded/, hop.output);
       }, [FAST, DIRECT]);
       t.deepEqual(d2, { [FAST]: 1, [DIRECT]: 0 });
+      // TCP goes through the XDP stage, merged by GRO, then straight to the ISP side.
+      await lab.topo.router.run([systemTool('ethtool'), '-K', TOPO.routerWanIf, 'gro', 'on']);
+      const server = lab.topo.isp.spawn([process.execPath, '-e', ECHO_SERVER]);
+      try {
+        await server.waitFor(/listening/, 10_000);
+        const d3 = await delta(async () => {
+          const r = await lab.topo.peers.A.exec([process.execPath, '-e', BULK_CLIENT, TOPO.ispV6, '1000000'], {
+            timeoutMs: 60_000,
+          });
+          t.is(r.code, 0, `${r.stdout}${r.stderr}`);
+        }, [FAST, SLOW, DIRECT, XDP, XDP_HANDED]);
+        t.true(d3[XDP]! > 500, `decapsulated before GRO: ${JSON.stringify(d3)}`);
+        t.true(d3[XDP_HANDED]! < d3[XDP]! / 2, `merged: ${JSON.stringify(d3)}`);
+        t.true(d3[DIRECT]! >= d3[XDP]! * 0.99, `and sent straight to the egress: ${JSON.stringify(d3)}`);
+        t.is(d3[SLOW], 0);
+      } finally {
+        await server.stop();
+        await lab.topo.router.run([systemTool('ethtool'), '-K', TOPO.routerWanIf, 'gro', 'off']);
+      }
     } finally {
       t.is(await lab.router.stop(), 0);
     }

@@ -20,7 +20,7 @@ async function startRouter(topo: Topology, metrics: string): Promise<Proc> {
   const p = topo.router.spawn([
     process.execPath,
     ROUTER,
-    JSON.stringify({ prefix: TOPO.prefix, listen: TOPO.routerV4, metrics, fastPath }),
+    JSON.stringify({ prefix: TOPO.prefix, listen: TOPO.routerV4, metrics, fastPath, fastPathXdp: true }),
   ]);
   try {
     await p.waitFor(/router ready/, 10_000);

@@ -398,7 +398,7 @@ ktest('invalid prefixes are refused by the API server with readable messages', a
     directText.message,
     /spec\.fastPathDirect: Invalid value: "string": spec\.fastPathDirect in body must be of type boolean/,
   );
-  // fastPathXdp too (no CEL rule: false with fastPath Disabled is harmless, so not refused)
+  // fastPathXdp too (no CEL rule: true with fastPath Disabled is harmless, so not refused)
   const xdpText = await apiErrorMessage(
     admin().create(paths.prefixes, {
       apiVersion: 'sixbed4.io/v1alpha1',
@@ -419,14 +419,14 @@ ktest('invalid prefixes are refused by the API server with readable messages', a
         apiVersion: 'sixbed4.io/v1alpha1',
         kind: 'SixBed4Prefix',
         metadata: { name: 'invalid' },
-        spec: { prefix: '2001:db8:9:10::/64', fastPath: 'Disabled', fastPathXdp: false },
+        spec: { prefix: '2001:db8:9:10::/64', fastPath: 'Disabled', fastPathXdp: true },
       } as never,
     ],
     { dryRun: true },
   );
   t.like(
     (xdpOff as unknown as SixBed4Prefix).spec,
-    { fastPath: 'Disabled', fastPathXdp: false },
+    { fastPath: 'Disabled', fastPathXdp: true },
     'accepted (a dry run)',
   );
   // the same through the real kubectl, from YAML as a user writes it; the CamelCase name passes
@@ -509,7 +509,7 @@ ktest(
     t.deepEqual(p.metadata.finalizers, [FINALIZER]);
     t.is(p.metadata.annotations?.[ALLOCATIONS_ANNOTATION], '{"edge-1":"2001:db8:9:10::/64"}');
     t.is(p.spec.fastPath, 'Auto', "the CRD's default for a spec without it (the sample has none)");
-    t.is(p.spec.fastPathXdp, true, "the CRD's default: the XDP stage where the driver has the hook");
+    t.is(p.spec.fastPathXdp, false, "the CRD's default: no XDP stage unless asked for");
     t.deepEqual(p.status!.nodes, [{ name: 'edge-1', prefix: '2001:db8:9:10::/64', listen: '198.51.100.1:25790' }]);
     t.is(p.status!.nodesReady, '0/1');
     t.like(cond(p, 'Degraded'), { status: 'False', reason: 'AsExpected' });

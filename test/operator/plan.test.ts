@@ -139,7 +139,7 @@ test('the node shares carry fastPath only when it is not Disabled: an operator u
   t.is(share({ fastPath: 'Required' }).fastPath, 'on');
 });
 
-test('spec.fastPathXdp: true by default; the node shares (failover members too) carry it only when false', (t) => {
+test('spec.fastPathXdp: false by default; the node shares (failover members too) carry it only when true', (t) => {
   const base = { prefix: '2001:db8:9::/48', nodeSelector: { role: 'edge' } };
   const group = {
     prefix: '2001:db8:9:10::/64',
@@ -153,23 +153,23 @@ test('spec.fastPathXdp: true by default; the node shares (failover members too) 
     t.true(p.nodes.size >= 2, JSON.stringify(spec));
     return [...p.nodes.values()];
   };
-  t.is(checked(base).spec!.fastPathXdp, true);
-  t.is(checked({ ...base, fastPathXdp: true }).spec!.fastPathXdp, true);
+  t.is(checked(base).spec!.fastPathXdp, false);
   t.is(checked({ ...base, fastPathXdp: false }).spec!.fastPathXdp, false);
+  t.is(checked({ ...base, fastPathXdp: true }).spec!.fastPathXdp, true);
   for (const s of [base, group]) {
-    for (const n of shares({ ...s, fastPathXdp: false })) t.is(n.fastPathXdp, false);
-    // true (the CRD's default, which the API server writes in) leaves the shares as they were before the field
-    t.deepEqual(shares({ ...s, fastPathXdp: true }), shares(s));
+    for (const n of shares({ ...s, fastPathXdp: true })) t.is(n.fastPathXdp, true);
+    // false (the CRD's default, which the API server writes in) leaves the shares as they were before the field
+    t.deepEqual(shares({ ...s, fastPathXdp: false }), shares(s));
     for (const n of shares(s)) t.false('fastPathXdp' in n);
   }
-  // not refused with Disabled: the XDP stage is the fast path's, and off changes nothing without it
-  t.deepEqual(checkSpec({ ...base, fastPath: 'Disabled', fastPathXdp: false }).problems, []);
+  // not refused with Disabled: the XDP stage is the fast path's, and changes nothing without it
+  t.deepEqual(checkSpec({ ...base, fastPath: 'Disabled', fastPathXdp: true }).problems, []);
   const refused = checkSpec({ ...base, fastPathXdp: 'off' });
   t.deepEqual(
     refused.problems.map((p) => `${p.reason}: ${p.message}`),
     ['InvalidField: spec.fastPathXdp "off" is not true or false'],
   );
-  t.is(refused.spec!.fastPathXdp, true, 'a refused value leaves the default');
+  t.is(refused.spec!.fastPathXdp, false, 'a refused value leaves the default');
 });
 
 test('a /48 is split among the selected nodes; ::x local addresses land in every /64, full ones in theirs', (t) => {

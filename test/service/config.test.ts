@@ -180,20 +180,20 @@ test('fastPathDirect: true reaches the router as --fast-path-direct; only with t
   );
 });
 
-test('fastPathXdp (default true): false reaches the router as --fast-path-xdp off; not a boolean is refused; a change needs a restart', (t) => {
+test('fastPathXdp (default false): true reaches the router as --fast-path-xdp auto; not a boolean is refused; a change needs a restart', (t) => {
   const plain = serviceConfig(BASE, F);
   t.false('fastPathXdp' in plain.router, 'no option when the file does not say: the router keeps its default');
-  t.is(routerConfig(plain.router).fastPathXdp, true);
-  t.is(routerConfig(serviceConfig({ ...BASE, fastPathXdp: true }, F).router).fastPathXdp, true);
-  const off = serviceConfig({ ...BASE, fastPathXdp: false }, F);
-  t.like(routerConfig(off.router), { fastPath: 'auto', fastPathDirect: false, fastPathXdp: false });
-  // harmless without the fast path: nothing to turn off, so not refused
-  t.like(routerConfig(serviceConfig({ ...BASE, fastPath: 'Disabled', fastPathXdp: false }, F).router), {
+  t.is(routerConfig(plain.router).fastPathXdp, false);
+  t.is(routerConfig(serviceConfig({ ...BASE, fastPathXdp: false }, F).router).fastPathXdp, false);
+  const on = serviceConfig({ ...BASE, fastPathXdp: true }, F);
+  t.like(routerConfig(on.router), { fastPath: 'auto', fastPathDirect: false, fastPathXdp: true });
+  // harmless without the fast path (nothing runs it), so not refused
+  t.like(routerConfig(serviceConfig({ ...BASE, fastPath: 'Disabled', fastPathXdp: true }, F).router), {
     fastPath: 'off',
-    fastPathXdp: false,
+    fastPathXdp: true,
   });
-  t.deepEqual(restartNeeded(plain, off), ['fastPathXdp true -> false']);
-  t.deepEqual(restartNeeded(plain, serviceConfig({ ...BASE, fastPathXdp: true }, F)), []);
+  t.deepEqual(restartNeeded(plain, on), ['fastPathXdp false -> true']);
+  t.deepEqual(restartNeeded(plain, serviceConfig({ ...BASE, fastPathXdp: false }, F)), []);
   t.is(problems({ ...BASE, fastPathXdp: 'off' }), `${F}: fastPathXdp "off" is not true or false`);
   t.is(problems({ ...BASE, fastPathXdp: 0 }), `${F}: fastPathXdp 0 is not true or false`);
 });
