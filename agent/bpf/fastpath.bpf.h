@@ -37,7 +37,7 @@
 #define F_TEST_RUN 4  // BPF_PROG_TEST_RUN: nothing is sent, the next hop is hop_* below, and to-peers frames come with an
                       // Ethernet header (a test run always gives one; the TUN never does)
 
-// Filled by the loader (agent/bpf/programs.ts writes the same layout, 64 bytes).
+// Filled by the loader (agent/bpf/programs.ts writes the same layout, 80 bytes).
 struct config {
 	__be32 bind_ipv4;  // where peers' datagrams arrive: the router's bind address, also the source of what it sends
 	__be16 bind_port;  // the router's bound UDP port, also the source port of what it sends
@@ -55,6 +55,10 @@ struct config {
 	__u8 uplink_mac[6]; // the uplink's MAC: what from-peers' XDP stage takes frames for (PACKET_HOST)
 	__u8 xdp_mark[6];  // not all 0: from-peers' XDP stage is attached, and this is the source MAC it marks with
 	__u32 pad3;
+	__u32 gro_ifindex; // not 0: the GRO pair's sending end, where from-peers sends decapsulated TCP to be merged
+	__u32 gro_rx_ifindex; // the GRO pair's receiving end (GRO on), whose ingress from-peers also runs on
+	__u8 gro_mac[6];   // the receiving end's MAC, so that its stack takes the frames as its own (PACKET_HOST)
+	__u16 pad4;
 };
 
 struct counter {
@@ -89,6 +93,8 @@ enum verdict {
 	V_ROUTE_LOOKUPS,   // not a verdict: FIB lookups made, for answers not cached (relays' next hops, F_DIRECT)
 	V_XDP,             // not a verdict: of V_FAST, those decapsulated in the XDP stage (before GRO)
 	V_XDP_HANDED,      // not a verdict: what the tc stage handed on of those, after GRO (a merged packet counts once)
+	V_GRO_SENT,        // not a verdict: of V_FAST, TCP sent through the GRO pair to be merged
+	V_GRO_HANDED,      // not a verdict: what came out of the GRO pair and was handed on (a merged packet counts once)
 	// To peers (the TUN's egress, to-peers.bpf.c).
 	T_FAST,            // encapsulated and sent to the peer here (a merged packet counts its segments)
 	T_NOT_IPV6,        // not an IPv6 packet, shorter than its header or its version not 6

@@ -19,6 +19,7 @@ import type { IPv4Range } from '../router/refused.js';
 import type { Logger } from '../../lib/log.js';
 import { hostBypassed, type Bypassed } from './bypass.js';
 import { watchRoutes } from './routes.js';
+import { makeGroPair, type GroPair } from './gro.js';
 import { FastPathPrograms, TC_ACT_REDIRECT, type FastPathCounters, type ProgramsConfig } from './programs.js';
 
 export type FastPathMode = 'auto' | 'on' | 'off';
@@ -65,6 +66,8 @@ export interface FastPathConfig {
    * driver has its own XDP hook: GRO then merges peers' TCP as it merges native TCP (from-peers.bpf.c).
    */
   xdp?: boolean;
+  /** Whether from-peers sends decapsulated TCP through a GRO pair to be merged (default true; gro.ts). */
+  gro?: boolean;
 }
 
 export interface FastPath {
@@ -91,7 +94,15 @@ export interface PreparedFastPath {
 }
 
 /** Why the fast path fell back (each said once in the log when it happened), as sixbed4_router_fast_path_fallbacks_total counts them. */
-export const FALLBACKS = ['unavailable', 'send_off', 'to_peers_off', 'gso_refused', 'uplink_merges', 'no_xdp'] as const;
+export const FALLBACKS = [
+  'unavailable',
+  'send_off',
+  'to_peers_off',
+  'gso_refused',
+  'uplink_merges',
+  'no_xdp',
+  'no_gro',
+] as const;
 export type Fallback = (typeof FALLBACKS)[number];
 const fallbackCounts = new Map<Fallback, number>(FALLBACKS.map((f) => [f, 0]));
 const fellBack = (f: Fallback) => fallbackCounts.set(f, fallbackCounts.get(f)! + 1);
@@ -126,8 +137,12 @@ export async function prepareFastPath(
   }
   const bypassed = await hostBypassed();
   const xdp = cfg.xdp ? await xdpDeviceOf(uplink) : undefined;
+  let pair: GroPair | undefined;
   return {
-    close: () => prog.close(),
+    close: () => {
+      prog.close();
+      pair?.remove();
+    },
     attach(tun) {
       let toPeersWhy: string | undefined, sendWhy: string | undefined, config: ProgramsConfig;
       let unwatchRoutes: () => void;
@@ -143,12 +158,14 @@ export async function prepareFastPath(
         unwatchRoutes = watchRoutes(prog, uplinkIndex, log);
         try {
           attach(prog, uplinkIndex, tunIndex, uplink);
+          if (cfg.gro !== false) pair = attachGro(prog, log);
         } catch (err) {
           unwatchRoutes();
           throw err;
         }
       } catch (err) {
         prog.close();
+        pair?.remove();
         return refuse((err as Error).message);
       }
       const unwatchXdp = xdp ? attachXdp(prog, uplink, xdp, log) : () => undefined;
@@ -177,6 +194,7 @@ export async function prepareFastPath(
           unwatchXdp();
           unwatchRoutes();
           prog.close();
+          pair?.remove();
         },
       };
     },
@@ -199,6 +217,28 @@ async function xdpDeviceOf(uplink: string): Promise<{ dev: string } | { why: str
     return { why: `cannot read what kind of interface ${uplink} is (${(err as Error).message})` };
   }
   return kind === 'macvlan' ? { dev } : { why: `${uplink} is a ${kind ?? 'stacked'} interface over ${dev}` };
+}
+
+/**
+ * Makes the GRO pair and points from-peers at it (gro.ts): a peer's TCP is then merged before the kernel forwards it.
+ * Where it cannot be made, TCP is handed on segment by segment, as before: said once, counted (no_gro).
+ */
+function attachGro(prog: FastPathPrograms, log: Logger): GroPair | undefined {
+  let pair: GroPair | undefined;
+  try {
+    pair = makeGroPair(log);
+    prog.attachGroRx(pair.rx.index);
+    prog.update({ gro: { ifindex: pair.tx.index, rxIfindex: pair.rx.index, mac: pair.rx.mac } });
+    log.info(`fast path: peers' TCP is merged (GRO) through ${pair.tx.name}/${pair.rx.name} before it is forwarded`);
+    return pair;
+  } catch (err) {
+    pair?.remove();
+    fellBack('no_gro');
+    log.warn(
+      `fast path: no GRO pair (${(err as Error).message}): peers' TCP is forwarded segment by segment (docs/router.md)`,
+    );
+    return undefined;
+  }
 }
 
 /** How often the router tries the XDP hook again while another program holds it. */

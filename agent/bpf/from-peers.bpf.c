@@ -343,16 +343,13 @@ static __always_inline int same_mac(const __u8 *a, const __u8 *b)
 	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2];
 }
 
-// A packet the XDP stage decapsulated (and GRO may since have merged with others of its flow): on into the TUN, or
-// straight to its egress (F_DIRECT), as the tc stage does with what it decapsulates itself. Anything else IPv6 on
-// the uplink is the kernel's.
-static __always_inline int from_xdp(struct __sk_buff *skb, struct config *cfg)
+// A packet the XDP stage decapsulated, or that came out of the GRO pair (GRO may since have merged it with others of
+// its flow): on into the TUN, or straight to its egress (F_DIRECT), as the tc stage does with what it decapsulates
+// itself. Anything else IPv6 on the uplink is the kernel's.
+static __always_inline int handed(struct __sk_buff *skb, struct config *cfg, __u32 tally)
 {
-	struct ethhdr eth;
-	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 || !same_mac(eth.h_source, cfg->xdp_mark))
-		return count(skb, V_NOT_6BED4);
 	__u32 segs = skb->gso_segs ? skb->gso_segs : 1, bytes = skb->len - L2;
-	count_n(V_XDP_HANDED, 1, bytes);
+	count_n(tally, 1, bytes);
 	struct ipv6hdr ip6;
 	if (!(cfg->flags & F_DIRECT) || bpf_skb_load_bytes(skb, L2, &ip6, sizeof(ip6)) < 0)
 		return bpf_redirect(cfg->tun_ifindex, BPF_F_INGRESS);
@@ -366,12 +363,23 @@ static __always_inline int from_xdp(struct __sk_buff *skb, struct config *cfg)
 	return bpf_redirect_neigh(egress, &nh, sizeof(nh), 0);
 }
 
+static __always_inline int from_xdp(struct __sk_buff *skb, struct config *cfg)
+{
+	struct ethhdr eth;
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 || !same_mac(eth.h_source, cfg->xdp_mark))
+		return count(skb, V_NOT_6BED4);
+	return handed(skb, cfg, V_XDP_HANDED);
+}
+
 SEC("tc")
 int sixbed4_from_peers(struct __sk_buff *skb)
 {
 	struct config *cfg = config_of();
 	if (!cfg || !cfg->tun_ifindex)
 		return TC_ACT_UNSPEC;
+	// The GRO pair's receiving end: only this program sends there (the pair has no addresses or routes).
+	if (cfg->gro_rx_ifindex && skb->ifindex == cfg->gro_rx_ifindex)
+		return skb->protocol == bpf_htons(ETH_P_IPV6) ? handed(skb, cfg, V_GRO_HANDED) : TC_ACT_SHOT;
 	if (skb->protocol == bpf_htons(ETH_P_IPV6) && cfg->xdp_mark[0])
 		return from_xdp(skb, cfg);
 	if (skb->protocol != bpf_htons(ETH_P_IP))
@@ -403,8 +411,10 @@ int sixbed4_from_peers(struct __sk_buff *skb)
 	if (j.port)
 		return relay(skb, cfg, &h, j.v4, j.port, j.dlen, j.hop);
 
+	// TCP goes through the GRO pair, to be merged with the rest of its flow; direct sends are decided after it.
+	int gro = cfg->gro_ifindex && h.ip6.nexthdr == NH_TCP;
 	struct bpf_redir_neigh nh = {};
-	__u32 egress = direct_egress(skb, cfg, &h.ip6, &nh, 0);
+	__u32 egress = gro ? 0 : direct_egress(skb, cfg, &h.ip6, &nh, 0);
 
 	// Nothing has been changed so far: a refusal below leaves the packet as it came.
 	if (bpf_skb_adjust_room(skb, -(__s32)(sizeof(struct iphdr) + sizeof(struct udphdr)), BPF_ADJ_ROOM_MAC,
@@ -422,6 +432,10 @@ int sixbed4_from_peers(struct __sk_buff *skb)
 	if (egress) {
 		count_bytes(V_DIRECT, j.dlen);
 		return bpf_redirect_neigh(egress, &nh, sizeof(nh), 0);
+	}
+	if (gro && bpf_skb_store_bytes(skb, 0, cfg->gro_mac, ETH_ALEN, 0) == 0) {
+		count_bytes(V_GRO_SENT, j.dlen);
+		return bpf_redirect(cfg->gro_ifindex, 0);
 	}
 	return bpf_redirect(cfg->tun_ifindex, BPF_F_INGRESS);
 }

@@ -51,6 +51,8 @@ export const FROM_PEERS_VERDICTS = [
   'route_lookups', // not a verdict: FIB lookups made for answers not cached (relays' next hops, direct's egress)
   'xdp', // not a verdict: of 'fast', those decapsulated by the XDP stage, before GRO
   'xdp_handed', // not a verdict: what the tc stage handed on of those, after GRO (a merged packet once)
+  'gro_sent', // not a verdict: of 'fast', TCP sent through the GRO pair to be merged
+  'gro_handed', // not a verdict: what came out of the GRO pair and was handed on (a merged packet once)
 ] as const;
 export const TO_PEERS_VERDICTS = [
   'fast', // encapsulated and sent to the peer by the program (a merged packet: its segments)
@@ -75,7 +77,14 @@ export const TO_PEERS_VERDICTS = [
   'route_lookups', // not a verdict: FIB lookups made for next hops not cached
 ] as const;
 /** Counter slots that tally part of 'fast' again rather than name a verdict. */
-export const FROM_PEERS_TALLIES: readonly FromPeersVerdict[] = ['direct', 'route_lookups', 'xdp', 'xdp_handed'];
+export const FROM_PEERS_TALLIES: readonly FromPeersVerdict[] = [
+  'direct',
+  'route_lookups',
+  'xdp',
+  'xdp_handed',
+  'gro_sent',
+  'gro_handed',
+];
 export const TO_PEERS_TALLIES: readonly ToPeersVerdict[] = ['gso', 'gso_uneven', 'route_lookups'];
 export type FromPeersVerdict = (typeof FROM_PEERS_VERDICTS)[number];
 export type ToPeersVerdict = (typeof TO_PEERS_VERDICTS)[number];
@@ -136,13 +145,18 @@ export interface ProgramsConfig {
    */
   xdpMac?: Uint8Array;
   /**
+   * The GRO pair (gro.ts): from-peers sends decapsulated TCP by its sending end (ifindex) to be merged at the
+   * receiving end (rxIfindex, whose MAC is mac), where from-peers hands what comes out on.
+   */
+  gro?: { ifindex: number; rxIfindex: number; mac: Uint8Array };
+  /**
    * Test runs (BPF_PROG_TEST_RUN) only: nothing is sent, so no FIB lookup is made and the next hop is these MACs;
    * to-peers frames then come with an Ethernet header, as a test run always gives one.
    */
   testRun?: { dmac: Uint8Array; smac: Uint8Array };
 }
 
-const CONFIG_SIZE = 64;
+const CONFIG_SIZE = 80;
 const COUNTER_SIZE = 16;
 const REFUSED_MAX = 4096;
 const SEEN_MAX = 65536;
@@ -264,6 +278,11 @@ export class FastPathPrograms {
     if (c.xdpMac) {
       v.set(c.xdpMac.subarray(0, 6), 48);
       v.set(this.xdpMark, 54);
+    }
+    if (c.gro) {
+      d.setUint32(64, c.gro.ifindex, true);
+      d.setUint32(68, c.gro.rxIfindex, true);
+      v.set(c.gro.mac.subarray(0, 6), 72);
     }
     bpfSyscalls.mapUpdate(this.maps.fd('sixbed4_config'), new Uint8Array(4), v);
   }
@@ -397,6 +416,11 @@ export class FastPathPrograms {
    * link: refused where the driver has none (generic XDP runs after GRO, which is what the stage is for) or another
    * program holds it. It passes everything until configure() gives it the uplink's MAC (xdpMac).
    */
+  /** Attaches from-peers to the ingress of the GRO pair's receiving end too (tcx), where merged TCP comes out. */
+  attachGroRx(ifindex: number): void {
+    this.links.push(bpfSyscalls.linkCreate(this.fromPeersFd, ifindex, BPF_TCX_INGRESS));
+  }
+
   attachXdp(ifindex: number): void {
     if (this.xdpRefused) throw new Error(`the kernel refused the XDP stage: ${this.xdpRefused.message}`);
     this.links.push(bpfSyscalls.linkCreate(this.fromPeersXdpFd, ifindex, BPF_XDP, XDP_FLAGS_DRV_MODE));

@@ -199,6 +199,7 @@ interface RawAddon {
   notify(path: string, message: string): void;
   packetSend(ifname: string, frame: Uint8Array): void;
   txChecksum(name: string): boolean;
+  ethtoolSet(name: string, feature: 'tso' | 'gro', on: boolean): void;
   routeWatch(): number;
   routeWatchDrain(fd: number, uplinkIfindex: number): number;
   udpSteer(fd: number, program: Uint8Array): void;
@@ -328,6 +329,11 @@ export function tunCoalescePlan(b: Batch, count: number): [number, number][] {
  */
 export function txChecksum(name: string): boolean {
   return addon().txChecksum(name);
+}
+
+/** Turns an interface's TSO (every kind) or GRO on or off, as `ethtool -K NAME tso|gro on|off` does. */
+export function ethtoolSet(name: string, feature: 'tso' | 'gro', on: boolean): void {
+  addon().ethtoolSet(name, feature, on);
 }
 
 /**

@@ -299,9 +299,50 @@ static napi_value tx_checksum(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * ethtoolSet(name, feature, on): turns one of the interface's offloads on or
+ * off with ethtool's legacy switches, as `ethtool -K` does: "tso" (every TSO
+ * kind, ETHTOOL_STSO) or "gro" (ETHTOOL_SGRO). The fast path's GRO pair needs
+ * both (agent/bpf/gro.ts); an ioctl, so that no ethtool binary is needed.
+ */
+static napi_value ethtool_set(napi_env env, napi_callback_info info) {
+  S4_ARGS(3);
+  char name[IFNAMSIZ], feature[8];
+  bool on;
+  if (s4_arg_str(env, argv[0], "name", name, sizeof name) != 0 ||
+      s4_arg_str(env, argv[1], "feature", feature, sizeof feature) != 0 || napi_get_value_bool(env, argv[2], &on) != napi_ok) {
+    s4_throw_range(env, "ethtoolSet(name, 'tso' | 'gro', on)");
+    return NULL;
+  }
+  struct ethtool_value ev = { .data = on ? 1 : 0 };
+  if (strcmp(feature, "tso") == 0)
+    ev.cmd = ETHTOOL_STSO;
+  else if (strcmp(feature, "gro") == 0)
+    ev.cmd = ETHTOOL_SGRO;
+  else {
+    s4_throw_range(env, "feature must be 'tso' or 'gro'");
+    return NULL;
+  }
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    s4_throw_errno(env, errno, "socket");
+    return NULL;
+  }
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  memcpy(ifr.ifr_name, name, strlen(name));
+  ifr.ifr_data = (void *)&ev;
+  int r = ioctl(fd, SIOCETHTOOL, &ifr);
+  int err = errno;
+  close(fd);
+  if (r < 0) s4_throw_errno(env, err, "ioctl(SIOCETHTOOL)");
+  return NULL;
+}
+
 napi_status s4_init_tun(napi_env env, napi_value exports) {
   napi_status st;
   if ((st = s4_export_fn(env, exports, "tunOpen", tun_open)) != napi_ok) return st;
+  if ((st = s4_export_fn(env, exports, "ethtoolSet", ethtool_set)) != napi_ok) return st;
   if ((st = s4_export_fn(env, exports, "tunRead", tun_read)) != napi_ok) return st;
   if ((st = s4_export_fn(env, exports, "tunWrite", tun_write)) != napi_ok) return st;
   if ((st = s4_export_fn(env, exports, "close", fd_close)) != napi_ok) return st;

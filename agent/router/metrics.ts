@@ -111,6 +111,18 @@ export function routerRegistry(
       async () => [{ value: fast().routeGenerations, labels: {} }],
     );
     register(
+      'sixbed4_router_fast_path_gro_packets_total',
+      'Peers\' TCP the fast path sent through its GRO pair to be merged (stage="sent", part of path="fast"), and the packets that came out of it and were handed on (stage="handed": a merged packet counts once)',
+      'counter',
+      async () => {
+        const c = fast();
+        return [
+          { value: c.fromPeers.gro_sent.packets, labels: { stage: 'sent' } },
+          { value: c.fromPeers.gro_handed.packets, labels: { stage: 'handed' } },
+        ];
+      },
+    );
+    register(
       'sixbed4_router_fast_path_xdp_packets_total',
       'Packets from peers the fast path\'s XDP stage decapsulated before GRO (stage="xdp", part of path="fast"), and the packets the tc stage handed on of those after GRO (stage="tc": a merged packet counts once)',
       'counter',
@@ -137,7 +149,7 @@ export function routerRegistry(
   }
   register(
     'sixbed4_router_fast_path_fallbacks_total',
-    "Times the in-kernel fast path fell back, by what: unavailable (auto without it), send_off (relays and kernel -> peers with the router: no IPv4 forwarding on the uplink), to_peers_off (an uplink that leaves checksums to the next hop), gso_refused (the kernel refused a merged packet: to-peers off), uplink_merges (the uplink merges peers' datagrams), no_xdp (no XDP stage: peers' datagrams decapsulated after GRO, so their TCP is forwarded segment by segment); each is logged once",
+    "Times the in-kernel fast path fell back, by what: unavailable (auto without it), send_off (relays and kernel -> peers with the router: no IPv4 forwarding on the uplink), to_peers_off (an uplink that leaves checksums to the next hop), gso_refused (the kernel refused a merged packet: to-peers off), uplink_merges (the uplink merges peers' datagrams), no_xdp (the XDP stage asked for, but not attached), no_gro (no GRO pair: peers' TCP forwarded segment by segment); each is logged once",
     'counter',
     async () => [...fastPathFallbacks()].map(([what, value]) => ({ value, labels: { what } })),
   );

@@ -268,8 +268,58 @@ serial(
   },
 );
 
+/**
+ * Uploads bytes from peer A to the ISP (echoed back) with GRO on the router's uplink, and returns the counter changes
+ * of keys and what a host firewall's forward hook counted for the upload (bytes towards the ISP), by input interface:
+ * the tunnel's and the uplink's.
+ */
+async function upload(
+  t: { is: (a: unknown, b: unknown, m?: string) => void },
+  bytes: number,
+  keys: string[],
+): Promise<{ d: Record<string, number>; fromTun: number; fromUplink: number }> {
+  const nft = systemTool('nft');
+  await lab.topo.router.run([nft, '-f', '-'], {
+    input: `table inet s4fwd {
+      chain seen {
+        type filter hook forward priority 0; policy accept;
+        iifname "6bed4" ip6 daddr ${TOPO.ispV6} counter
+        iifname "${TOPO.routerWanIf}" ip6 daddr ${TOPO.ispV6} counter
+      }
+    }`,
+  });
+  await lab.topo.router.run([systemTool('ethtool'), '-K', TOPO.routerWanIf, 'gro', 'on']);
+  const server = lab.topo.isp.spawn([process.execPath, '-e', ECHO_SERVER]);
+  try {
+    await server.waitFor(/listening/, 10_000);
+    const d = await delta(async () => {
+      const r = await lab.topo.peers.A.exec([process.execPath, '-e', BULK_CLIENT, TOPO.ispV6, String(bytes)], {
+        timeoutMs: 60_000,
+      });
+      t.is(r.code, 0, `${r.stdout}${r.stderr}`);
+    }, keys);
+    const rules = JSON.parse(await lab.topo.router.run([nft, '-j', 'list', 'chain', 'inet', 's4fwd', 'seen'])) as {
+      nftables: { rule?: { expr: { match?: { right: unknown }; counter?: { bytes: number } }[] } }[];
+    };
+    const counted = rules.nftables
+      .filter((x) => x.rule)
+      .map((x) => ({
+        iif: x.rule!.expr.find((e) => e.match)?.match?.right,
+        bytes: x.rule!.expr.find((e) => e.counter)?.counter?.bytes ?? -1,
+      }));
+    t.is(JSON.stringify(counted.map((c) => c.iif)), JSON.stringify(['6bed4', TOPO.routerWanIf]));
+    return { d, fromTun: counted[0]!.bytes, fromUplink: counted[1]!.bytes };
+  } finally {
+    await server.stop();
+    await lab.topo.router.run([systemTool('ethtool'), '-K', TOPO.routerWanIf, 'gro', 'off']);
+    await lab.topo.router.run([nft, 'delete', 'table', 'inet', 's4fwd']);
+  }
+}
+
 const XDP = 'sixbed4_router_fast_path_xdp_packets_total{stage="xdp"}';
 const XDP_HANDED = 'sixbed4_router_fast_path_xdp_packets_total{stage="tc"}';
+const GRO_SENT = 'sixbed4_router_fast_path_gro_packets_total{stage="sent"}';
+const GRO_HANDED = 'sixbed4_router_fast_path_gro_packets_total{stage="handed"}';
 
 serial(
   title(
@@ -277,54 +327,17 @@ serial(
   ),
   async (t) => {
     t.regex(lab.router.output(), /decapsulated at wan0's XDP hook, before GRO/);
-    const nft = systemTool('nft');
-    // What a host firewall sees: the forward hook's input interface, for the upload's packets towards the ISP.
-    await lab.topo.router.run([nft, '-f', '-'], {
-      input: `table inet s4xdp {
-        chain seen {
-          type filter hook forward priority 0; policy accept;
-          iifname "6bed4" ip6 daddr ${TOPO.ispV6} counter
-          iifname "${TOPO.routerWanIf}" ip6 daddr ${TOPO.ispV6} counter
-        }
-      }`,
-    });
-    await lab.topo.router.run([systemTool('ethtool'), '-K', TOPO.routerWanIf, 'gro', 'on']);
-    const server = lab.topo.isp.spawn([process.execPath, '-e', ECHO_SERVER]);
     const bytes = 4_000_000;
-    try {
-      await server.waitFor(/listening/, 10_000);
-      const d = await delta(async () => {
-        const r = await lab.topo.peers.A.exec([process.execPath, '-e', BULK_CLIENT, TOPO.ispV6, String(bytes)], {
-          timeoutMs: 60_000,
-        });
-        t.is(r.code, 0, `${r.stdout}${r.stderr}`);
-      }, [FAST, SLOW, XDP, XDP_HANDED]);
-      const up = d[FAST]! + d[SLOW]!;
-      t.true(up > 3000, `the upload's segments: ${JSON.stringify(d)}`);
-      t.true(d[SLOW]! <= up / 100, `at most 1% of the upload through the router: ${JSON.stringify(d)}`);
-      t.true(d[XDP]! >= d[FAST]! * 0.99, `the fast path's share decapsulated before GRO: ${JSON.stringify(d)}`);
-      t.true(d[XDP_HANDED]! < d[XDP]! / 2, `merged by GRO: fewer packets handed on than came: ${JSON.stringify(d)}`);
-      t.log(JSON.stringify(d));
-      const rules = JSON.parse(await lab.topo.router.run([nft, '-j', 'list', 'chain', 'inet', 's4xdp', 'seen'])) as {
-        nftables: { rule?: { expr: { match?: { right: unknown }; counter?: { packets: number; bytes: number } }[] } }[];
-      };
-      const counted = rules.nftables
-        .filter((x) => x.rule)
-        .map((x) => ({
-          iif: x.rule!.expr.find((e) => e.match)?.match?.right,
-          bytes: x.rule!.expr.find((e) => e.counter)?.counter?.bytes ?? -1,
-        }));
-      t.deepEqual(
-        counted.map((c) => c.iif),
-        ['6bed4', TOPO.routerWanIf],
-      );
-      t.true(counted[0]!.bytes >= bytes, `from the tunnel, all of it: ${JSON.stringify(counted)}`);
-      t.is(counted[1]!.bytes, 0, `nothing as from the uplink: ${JSON.stringify(counted)}`);
-    } finally {
-      await server.stop();
-      await lab.topo.router.run([systemTool('ethtool'), '-K', TOPO.routerWanIf, 'gro', 'off']);
-      await lab.topo.router.run([nft, 'delete', 'table', 'inet', 's4xdp']);
-    }
+    const { d, fromTun, fromUplink } = await upload(t, bytes, [FAST, SLOW, XDP, XDP_HANDED, GRO_SENT]);
+    t.log(JSON.stringify(d));
+    const up = d[FAST]! + d[SLOW]!;
+    t.true(up > 3000, `the upload's segments: ${JSON.stringify(d)}`);
+    t.true(d[SLOW]! <= up / 100, `at most 1% of the upload through the router: ${JSON.stringify(d)}`);
+    t.true(d[XDP]! >= d[FAST]! * 0.99, `the fast path's share decapsulated before GRO: ${JSON.stringify(d)}`);
+    t.true(d[XDP_HANDED]! < d[XDP]! / 2, `merged by GRO: fewer packets handed on than came: ${JSON.stringify(d)}`);
+    t.is(d[GRO_SENT], 0, 'none of it through the GRO pair');
+    t.true(fromTun >= bytes, `from the tunnel, all of it: ${fromTun}`);
+    t.is(fromUplink, 0, 'nothing as from the uplink');
   },
 );
 
@@ -392,13 +405,51 @@ async function slowPathOnly(t: {
   t.is(await lab.router.stop(), 0);
 }
 
+/** The GRO pairs' receiving ends in the router's namespace, with how many programs each has on its ingress. */
+async function groPairs(): Promise<Record<string, number>> {
+  const links = JSON.parse(await lab.topo.router.run([systemTool('ip'), '-j', 'link', 'show'])) as { ifname: string }[];
+  const out: Record<string, number> = {};
+  for (const l of links.filter((x) => /^s4gro[0-9a-f]{6}r$/.test(x.ifname)))
+    out[l.ifname] = (await attachedPrograms(lab.topo.router, l.ifname)).ingress;
+  return out;
+}
+
 serial(
-  title('stop detaches: nothing stays on the uplink, and a router without the fast path sees every packet'),
+  title(
+    'stop detaches: nothing stays on the uplink, the GRO pair goes, and a router without the fast path sees every packet',
+  ),
   async (t) => {
+    t.deepEqual(Object.values(await groPairs()), [1], "the router's GRO pair, its program on");
     t.is(await lab.router.stop(), 0);
     t.regex(lab.router.output(), /router stopped.*udpToTunFast.*tunToUdpFast.*relayedFast/);
     await noTcObjects(t);
+    t.deepEqual(await groPairs(), {}, 'the pair went with the router');
     await slowPathOnly(t);
+  },
+);
+
+serial(
+  title(
+    "an upload through the GRO pair (the default, without the XDP stage): merged before the kernel forwards it, seen by the host's forward hook as from the tunnel",
+  ),
+  async (t) => {
+    lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'on']);
+    try {
+      t.regex(lab.router.output(), /peers' TCP is merged \(GRO\) through s4gro[0-9a-f]{6}t\/s4gro[0-9a-f]{6}r/);
+      const bytes = 4_000_000;
+      const { d, fromTun, fromUplink } = await upload(t, bytes, [FAST, SLOW, XDP, GRO_SENT, GRO_HANDED]);
+      t.log(JSON.stringify(d));
+      const up = d[FAST]! + d[SLOW]!;
+      t.true(up > 3000, `the upload's segments: ${JSON.stringify(d)}`);
+      t.true(d[SLOW]! <= up / 100, `at most 1% of the upload through the router: ${JSON.stringify(d)}`);
+      t.is(d[XDP], 0, 'no XDP stage unless asked for');
+      t.true(d[GRO_SENT]! >= d[FAST]! * 0.99, `the fast path's share sent through the pair: ${JSON.stringify(d)}`);
+      t.true(d[GRO_HANDED]! < d[GRO_SENT]! / 2, `merged: fewer packets handed on than sent: ${JSON.stringify(d)}`);
+      t.true(fromTun >= bytes, `from the tunnel, all of it: ${fromTun}`);
+      t.is(fromUplink, 0, 'nothing as from the uplink');
+    } finally {
+      t.is(await lab.router.stop(), 0);
+    }
   },
 );
 
@@ -455,6 +506,7 @@ serial(
     );
     await lab.router.stop('SIGKILL');
     await noTcObjects(t);
+    t.deepEqual(Object.values(await groPairs()), [0], "the killed router's GRO pair stays, with nothing on it");
     await slowPathOnly(t);
   },
 );
@@ -473,6 +525,11 @@ serial(
       'auto',
     ]);
     try {
+      t.regex(
+        lab.router.output(),
+        /removed s4gro[0-9a-f]{6}t\/s4gro[0-9a-f]{6}r, the GRO pair of a router that is gone/,
+      );
+      t.deepEqual(Object.values(await groPairs()), [1], "only the new router's pair is left");
       t.regex(
         lab.router.output(),
         /fast path: direct: peers' packets the kernel would forward go straight to its egress/,
