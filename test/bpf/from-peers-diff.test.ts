@@ -487,6 +487,45 @@ rootTest(t_("IPv6 from the wire is the kernel's, whatever its source: only the r
   t.is(runBpf(f).verdict, 'xdp_handed');
 });
 
+rootTest(
+  t_(
+    "with the GRO pair: a peer's TCP goes by its sending end, as the same packet to its receiving end's MAC; the rest as before",
+  ),
+  (t) => {
+    const GRO = { ifindex: 9, rxIfindex: 10, mac: Uint8Array.from([2, 0, 0x5e, 0, 0x53, 0x10]) };
+    const p2 = programs(7);
+    try {
+      p2.update({ gro: GRO });
+      const run = (f: Uint8Array) => {
+        const before = p2.counters().fromPeers;
+        const r = p2.run('fromPeers', f);
+        const after = p2.counters().fromPeers;
+        return { ...r, moved: FROM_PEERS_VERDICTS.filter((v) => after[v].packets !== before[v].packets) };
+      };
+      for (const c of CASES) {
+        const v4 = c.v4 ?? PEER,
+          sport = c.sport ?? SPORT;
+        const f = frame(v4, sport, c.dst ?? ROUTER, c.dport ?? PORT, c.payload, c.opts);
+        const plain = runBpf(f);
+        const r = run(f);
+        if (plain.verdict === 'fast' && c.payload[6] === 6) {
+          t.deepEqual(r.moved, ['fast', 'gro_sent'], c.name);
+          t.is(r.retval, TC_ACT_REDIRECT, c.name);
+          const want = Uint8Array.from(plain.out);
+          want.set(GRO.mac, 0);
+          t.deepEqual(Buffer.from(r.out), Buffer.from(want), `${c.name}: the same packet, to the pair's receiving end`);
+        } else {
+          t.deepEqual(r.moved, [plain.verdict], c.name);
+          t.is(r.retval, plain.retval, c.name);
+          t.deepEqual(Buffer.from(r.out), Buffer.from(plain.out), `${c.name}: as without the pair`);
+        }
+      }
+    } finally {
+      p2.close();
+    }
+  },
+);
+
 rootTest(t_('off (TUN ifindex 0): every frame goes to the router, nothing is counted'), (t) => {
   const p2 = programs(0);
   try {
