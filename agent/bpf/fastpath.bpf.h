@@ -34,6 +34,7 @@
 #define F_TO_PEERS 2  // kernel -> peers in the kernel
 #define F_GSO 8       // to-peers takes merged (GSO) TCP and UDP whose segments fit the tunnel
 #define F_DIRECT 16   // from-peers sends what the FIB forwards straight to its egress (--fast-path-direct)
+#define F_XDP 32      // from-peers' XDP stage is attached (config.uplink_mac: the frames it takes)
 #define F_TEST_RUN 4  // BPF_PROG_TEST_RUN: nothing is sent, the next hop is hop_* below, and to-peers frames come with an
                       // Ethernet header (a test run always gives one; the TUN never does)
 
@@ -53,7 +54,7 @@ struct config {
 	__u8 hop_smac[6];
 	__u32 gen;         // the generation of the host's routes: the router adds one whenever they may have changed
 	__u8 uplink_mac[6]; // the uplink's MAC: what from-peers' XDP stage takes frames for (PACKET_HOST)
-	__u8 xdp_mark[6];  // not all 0: from-peers' XDP stage is attached, and this is the source MAC it marks with
+	__u8 xdp_mark[6];  // the source MAC from-peers marks its decapsulations with (XDP stage, GRO pair)
 	__u32 pad3;
 	__u32 gro_ifindex; // not 0: the GRO pair's sending end, where from-peers sends decapsulated TCP to be merged
 	__u32 gro_rx_ifindex; // the GRO pair's receiving end (GRO on), whose ingress from-peers also runs on

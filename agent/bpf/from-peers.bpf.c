@@ -363,10 +363,16 @@ static __always_inline int handed(struct __sk_buff *skb, struct config *cfg, __u
 	return bpf_redirect_neigh(egress, &nh, sizeof(nh), 0);
 }
 
-static __always_inline int from_xdp(struct __sk_buff *skb, struct config *cfg)
+// Whether the frame carries the router's mark as its source MAC.
+static __always_inline int marked(struct __sk_buff *skb, struct config *cfg)
 {
 	struct ethhdr eth;
-	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 || !same_mac(eth.h_source, cfg->xdp_mark))
+	return bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) == 0 && same_mac(eth.h_source, cfg->xdp_mark);
+}
+
+static __always_inline int from_xdp(struct __sk_buff *skb, struct config *cfg)
+{
+	if (!marked(skb, cfg))
 		return count(skb, V_NOT_6BED4);
 	return handed(skb, cfg, V_XDP_HANDED);
 }
@@ -377,10 +383,11 @@ int sixbed4_from_peers(struct __sk_buff *skb)
 	struct config *cfg = config_of();
 	if (!cfg || !cfg->tun_ifindex)
 		return TC_ACT_UNSPEC;
-	// The GRO pair's receiving end: only this program sends there (the pair has no addresses or routes).
+	// The GRO pair's receiving end: what this program sent there, marked; nothing else belongs there.
 	if (cfg->gro_rx_ifindex && skb->ifindex == cfg->gro_rx_ifindex)
-		return skb->protocol == bpf_htons(ETH_P_IPV6) ? handed(skb, cfg, V_GRO_HANDED) : TC_ACT_SHOT;
-	if (skb->protocol == bpf_htons(ETH_P_IPV6) && cfg->xdp_mark[0])
+		return skb->protocol == bpf_htons(ETH_P_IPV6) && marked(skb, cfg) ? handed(skb, cfg, V_GRO_HANDED)
+										    : TC_ACT_SHOT;
+	if (skb->protocol == bpf_htons(ETH_P_IPV6) && (cfg->flags & F_XDP))
 		return from_xdp(skb, cfg);
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return count(skb, V_NOT_6BED4);
@@ -433,7 +440,9 @@ int sixbed4_from_peers(struct __sk_buff *skb)
 		count_bytes(V_DIRECT, j.dlen);
 		return bpf_redirect_neigh(egress, &nh, sizeof(nh), 0);
 	}
-	if (gro && bpf_skb_store_bytes(skb, 0, cfg->gro_mac, ETH_ALEN, 0) == 0) {
+	// To the receiving end's MAC (its stack takes the frame as its own), from the mark.
+	if (gro && bpf_skb_store_bytes(skb, 0, cfg->gro_mac, ETH_ALEN, 0) == 0 &&
+	    bpf_skb_store_bytes(skb, ETH_ALEN, cfg->xdp_mark, ETH_ALEN, 0) == 0) {
 		count_bytes(V_GRO_SENT, j.dlen);
 		return bpf_redirect(cfg->gro_ifindex, 0);
 	}
@@ -456,7 +465,7 @@ SEC("xdp")
 int sixbed4_from_peers_xdp(struct xdp_md *ctx)
 {
 	struct config *cfg = config_of();
-	if (!cfg || !cfg->tun_ifindex || !cfg->xdp_mark[0])
+	if (!cfg || !cfg->tun_ifindex || !(cfg->flags & F_XDP))
 		return XDP_PASS;
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
 	// The cheap test first, in place: everything else on the uplink passes at the cost of these reads.

@@ -8,7 +8,8 @@
 // each segment, with the same input interface (the TUN).
 //
 // The pair carries nothing else: no addresses, IPv6 off on both ends, and the
-// program on the receiving end drops anything that is not IPv6. TSO is off on
+// program on the receiving end hands on only frames with the router's mark as
+// their source MAC (from-peers.bpf.c) and drops the rest. TSO is off on
 // the sending end, or veth would not hand its packets to GRO (it keeps a local
 // sender's merged packets from being merged twice). Each router makes its own
 // pair under a random name (a handover's two routers run side by side, maybe
@@ -20,6 +21,7 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { bpfSyscalls, ethtoolSet, native } from '../io/native.js';
 import { systemTool } from '../host/tools.js';
+import { CONF_DIR } from '../host/sysctl.js';
 import type { Logger } from '../../lib/log.js';
 import { BPF_TCX_INGRESS } from './programs.js';
 
@@ -72,7 +74,9 @@ export function makeGroPair(log: Logger): GroPair {
     spawnSync(systemTool('ip'), ['link', 'del', 'dev', tx], { stdio: 'ignore', timeout: 10_000 });
   };
   try {
-    for (const dev of [tx, rx]) writeFileSync(`/proc/sys/net/ipv6/conf/${dev}/disable_ipv6`, '1');
+    // No IPv6 of its own on the pair: the receiving end hands on only what carries the router's mark, and the sending
+    // end's own packets (DAD, MLD, RS) would not.
+    for (const dev of [tx, rx]) writeFileSync(`${CONF_DIR}/${dev}/disable_ipv6`, '1');
     ethtoolSet(tx, 'tso', false);
     ethtoolSet(rx, 'gro', true);
     ipSync('link', 'set', 'dev', rx, 'up');

@@ -114,7 +114,8 @@ const F_RELAY = 1,
   F_TO_PEERS = 2,
   F_TEST_RUN = 4,
   F_GSO = 8,
-  F_DIRECT = 16;
+  F_DIRECT = 16,
+  F_XDP = 32;
 
 export interface ProgramsConfig {
   /** The address and port the router's sockets are bound to: where peers' datagrams arrive, and what it sends from. */
@@ -192,9 +193,9 @@ export class FastPathPrograms {
   readonly fromPeersXdpFd: number;
   private readonly xdpRefused: Error | undefined;
   /**
-   * The source MAC the XDP stage gives a frame it decapsulated, which the tc stage looks for (from-peers.bpf.c): a
-   * unicast, locally administered address of 46 random bits, new for each load, so that no frame from the wire
-   * carries it unless someone guessed it.
+   * The source MAC from-peers gives a frame it decapsulated in the XDP stage or sent through the GRO pair, which the
+   * tc stage looks for (from-peers.bpf.c): a unicast, locally administered address of 46 random bits, new for each
+   * load, so that no frame from the wire carries it unless someone guessed it.
    */
   readonly xdpMark = Uint8Array.from(randomBytes(6), (b, i) => (i === 0 ? (b & 0xfc) | 0x02 : b));
   private readonly cpus = possibleCpus();
@@ -267,7 +268,8 @@ export class FastPathPrograms {
         (c.toPeers === false ? 0 : F_TO_PEERS) |
         (c.testRun ? F_TEST_RUN : 0) |
         (c.gso === false ? 0 : F_GSO) |
-        (c.direct ? F_DIRECT : 0),
+        (c.direct ? F_DIRECT : 0) |
+        (c.xdpMac ? F_XDP : 0),
       true,
     );
     if (c.testRun) {
@@ -275,10 +277,8 @@ export class FastPathPrograms {
       v.set(c.testRun.smac.subarray(0, 6), 38);
     }
     d.setUint32(44, this.gen, true);
-    if (c.xdpMac) {
-      v.set(c.xdpMac.subarray(0, 6), 48);
-      v.set(this.xdpMark, 54);
-    }
+    if (c.xdpMac) v.set(c.xdpMac.subarray(0, 6), 48);
+    v.set(this.xdpMark, 54);
     if (c.gro) {
       d.setUint32(64, c.gro.ifindex, true);
       d.setUint32(68, c.gro.rxIfindex, true);

@@ -19,7 +19,7 @@ export const CONF_PARAMS = ['forwarding', 'accept_ra'] as const;
 
 // In a container /proc/sys is read-only; the agent's DaemonSet mounts the host's
 // /proc/sys/net elsewhere and says where in SIXBED4_PROC_SYS.
-const CONF_DIR = `${process.env.SIXBED4_PROC_SYS ?? '/proc/sys'}/net/ipv6/conf`;
+export const CONF_DIR = `${process.env.SIXBED4_PROC_SYS ?? '/proc/sys'}/net/ipv6/conf`;
 
 /** The key as sysctl(8) accepts it: dotted, or with slashes when the interface name has a dot. */
 export function sysctlKey(k: ConfKey): string {
