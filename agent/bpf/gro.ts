@@ -25,8 +25,8 @@ import { CONF_DIR } from '../host/sysctl.js';
 import type { Logger } from '../../lib/log.js';
 import { BPF_TCX_INGRESS } from './programs.js';
 
-const PREFIX = 's4gro';
-const NAME = /^s4gro([0-9a-f]{6})r$/;
+const PREFIX = '6bgro';
+const NAME = /^6bgro([0-9a-f]{6})r$/;
 
 export interface GroPair {
   /** The sending end (from-peers redirects to its egress) and the receiving end (GRO on). */

@@ -409,7 +409,7 @@ async function slowPathOnly(t: {
 async function groPairs(): Promise<Record<string, number>> {
   const links = JSON.parse(await lab.topo.router.run([systemTool('ip'), '-j', 'link', 'show'])) as { ifname: string }[];
   const out: Record<string, number> = {};
-  for (const l of links.filter((x) => /^s4gro[0-9a-f]{6}r$/.test(x.ifname)))
+  for (const l of links.filter((x) => /^6bgro[0-9a-f]{6}r$/.test(x.ifname)))
     out[l.ifname] = (await attachedPrograms(lab.topo.router, l.ifname)).ingress;
   return out;
 }
@@ -435,7 +435,7 @@ serial(
   async (t) => {
     lab.router = await startRouterIn(lab.topo.router, [...ROUTER_ARGS, '--fast-path', 'on']);
     try {
-      t.regex(lab.router.output(), /peers' TCP is merged \(GRO\) through s4gro[0-9a-f]{6}t\/s4gro[0-9a-f]{6}r/);
+      t.regex(lab.router.output(), /peers' TCP is merged \(GRO\) through 6bgro[0-9a-f]{6}t\/6bgro[0-9a-f]{6}r/);
       const bytes = 4_000_000;
       const { d, fromTun, fromUplink } = await upload(t, bytes, [FAST, SLOW, XDP, GRO_SENT, GRO_HANDED]);
       t.log(JSON.stringify(d));
@@ -527,7 +527,7 @@ serial(
     try {
       t.regex(
         lab.router.output(),
-        /removed s4gro[0-9a-f]{6}t\/s4gro[0-9a-f]{6}r, the GRO pair of a router that is gone/,
+        /removed 6bgro[0-9a-f]{6}t\/6bgro[0-9a-f]{6}r, the GRO pair of a router that is gone/,
       );
       t.deepEqual(Object.values(await groPairs()), [1], "only the new router's pair is left");
       t.regex(
