@@ -7,6 +7,9 @@
 // kernel detaches both when the router stops or dies, however it dies; no tc
 // filter can be left behind to forward (or, with the TUN gone, to swallow)
 // packets without a router. Kernels without tcx keep the TypeScript path.
+// from-peers runs on the ingress of the router's GRO pair too (gro.ts), and,
+// when asked for, as an XDP stage at the uplink driver's hook (an XDP link:
+// the same lifetime).
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { native, txChecksum } from '../io/native.js';
 import { ipJson } from '../host/ip.js';

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSD-2-Clause
 // The 6bed4 router's fast path for peers' datagrams, on the uplink's tc
-// ingress (tcx).
+// ingress (tcx); the same program on the GRO pair's receiving end (handed), and
+// its XDP stage (sixbed4_from_peers_xdp) at the uplink driver's hook.
 //
 // A UDP datagram to the router's address and port that carries an IPv6 packet
 // the TypeScript engine (agent/router/engine.ts, the authority) would hand to

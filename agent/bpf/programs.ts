@@ -1,7 +1,8 @@
-// The fast path's two programs (from-peers.bpf.c on the uplink's ingress,
-// to-peers.bpf.c on the TUN's egress; `npm run build:bpf` compiles them next to
-// this module in dist/) and the maps they share (fastpath.bpf.h): their
-// configuration, the refused destinations, counters, test runs and attaching.
+// The fast path's programs (from-peers.bpf.c on the uplink's ingress, the GRO
+// pair's too, and its XDP stage at the uplink driver's hook; to-peers.bpf.c on
+// the TUN's egress; `npm run build:bpf` compiles them next to this module in
+// dist/) and the maps they share (fastpath.bpf.h): their configuration, the
+// refused destinations, counters, test runs and attaching.
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
