@@ -25,6 +25,7 @@ import {
 } from '../helpers/stock6bed4.js';
 import { OUR_PEER_MOVED, remapNat, REMAP_PORTS, stockPeerMoved } from '../helpers/nat-remap.js';
 import { fileURLToPath } from 'node:url';
+import { BULK_CLIENT, ECHO_SERVER } from '../helpers/tcp-echo.js';
 
 /**
  * Three pings through a stock program (its router or peer), each answer waited for up to 10 s: on a busy machine the
@@ -236,7 +237,7 @@ serial(
 
 serialFast(
   titleFast(
-    "d. as a., with our router's fast path on: the same answers, and the stock peer's pings and their replies go through the fast path both ways",
+    "d. as a., with our router's fast path on: the same answers, and the stock peer's pings and their replies go through the fast path both ways; its TCP through the GRO pair, whole",
   ),
   async (t) => {
     const topo = await labFor(t, 'stk-d');
@@ -264,6 +265,25 @@ serialFast(
       [5, 5],
       `the fast path took the 5 echo requests and their 5 replies\n${why()}`,
     );
+    // The stock peer's TCP (2 MB up, echoed back), GRO on the uplink: every segment from it through the GRO pair.
+    const SENT = 'sixbed4_router_fast_path_gro_packets_total{stage="sent"}';
+    await topo.router.run([systemTool('ethtool'), '-K', TOPO.routerWanIf, 'gro', 'on']);
+    const server = topo.isp.spawn([process.execPath, '-e', ECHO_SERVER]);
+    try {
+      await server.waitFor(/listening/, 10_000);
+      const m0 = await scrape(topo.router, METRICS);
+      const r2 = await topo.peers.A.exec([process.execPath, '-e', BULK_CLIENT, TOPO.ispV6, '2000000'], {
+        timeoutMs: 60_000,
+      });
+      t.is(r2.code, 0, `the stream arrives whole: ${r2.stdout}${r2.stderr}\n${why()}`);
+      const m1 = await scrape(topo.router, METRICS);
+      const fast = (m1.get(FAST) ?? 0) - (m0.get(FAST) ?? 0),
+        sent = (m1.get(SENT) ?? 0) - (m0.get(SENT) ?? 0);
+      t.log(`the stock peer's upload: ${fast} segments on the fast path, ${sent} of them through the GRO pair`);
+      t.true(fast > 1000 && sent >= fast * 0.99, `${fast} fast, ${sent} through the pair\n${why()}`);
+    } finally {
+      await server.stop();
+    }
   },
 );
 
