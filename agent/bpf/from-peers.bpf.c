@@ -262,7 +262,7 @@ struct judged {
 	__be32 v4;      // a relay's target
 	__be16 port;    // nonzero: a relay to v4:port
 	struct hop4 *hop;
-	__u32 ulen, dlen;
+	__u32 dlen;     // the IPv6 packet's length
 };
 static __always_inline int judge(void *ctx, const int xdp, struct config *cfg, struct headers *h, __u32 len,
 				 struct judged *j)
@@ -333,7 +333,6 @@ static __always_inline int judge(void *ctx, const int xdp, struct config *cfg, s
 	// cannot); 0 means none was sent.
 	if (h->udp.check && (xdp || bpf_csum_level(ctx, BPF_CSUM_LEVEL_QUERY) < 0) && !udp_checksum_ok(ctx, xdp, h, ulen))
 		return V_UDP_CHECKSUM;
-	j->ulen = ulen;
 	j->dlen = dlen;
 	return FORWARD;
 }
@@ -367,8 +366,8 @@ static __always_inline int handed(struct __sk_buff *skb, struct config *cfg, __u
 // Whether the frame carries the router's mark as its source MAC.
 static __always_inline int marked(struct __sk_buff *skb, struct config *cfg)
 {
-	struct ethhdr eth;
-	return bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) == 0 && same_mac(eth.h_source, cfg->xdp_mark);
+	__u16 mac[3];
+	return bpf_skb_load_bytes(skb, ETH_ALEN, mac, ETH_ALEN) == 0 && same_mac((__u8 *)mac, cfg->xdp_mark);
 }
 
 static __always_inline int from_xdp(struct __sk_buff *skb, struct config *cfg)
@@ -428,10 +427,19 @@ int sixbed4_from_peers(struct __sk_buff *skb)
 	if (bpf_skb_adjust_room(skb, -(__s32)(sizeof(struct iphdr) + sizeof(struct udphdr)), BPF_ADJ_ROOM_MAC,
 				BPF_F_ADJ_ROOM_DECAP_L3_IPV6) < 0)
 		return count(skb, V_DECAP_FAILED);
-	// From here the packet is IPv6: errors can no longer hand it back unchanged, so they drop it (counted).
-	__be16 proto = bpf_htons(ETH_P_IPV6);
+	// From here the packet is IPv6: errors can no longer hand it back unchanged, so they drop it (counted). TCP for
+	// the GRO pair gets its whole Ethernet header in the same store: to the receiving end's MAC (whose stack then
+	// takes the frame as its own), from the mark.
+	struct ethhdr eth = { .h_proto = bpf_htons(ETH_P_IPV6) };
+	if (gro) {
+		__builtin_memcpy(eth.h_dest, cfg->gro_mac, ETH_ALEN);
+		__builtin_memcpy(eth.h_source, cfg->xdp_mark, ETH_ALEN);
+	}
+	// Two calls with constant offsets rather than one with a variable one: a variable stack offset needs CAP_PERFMON.
+	long stored = gro ? bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0)
+			  : bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &eth.h_proto, sizeof(eth.h_proto), 0);
 	__u8 hops = h.ip6.hop_limit - (egress ? 2 : 1);
-	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto), 0) < 0 ||
+	if (stored < 0 ||
 	    bpf_skb_store_bytes(skb, L2 + offsetof(struct ipv6hdr, hop_limit), &hops, 1, BPF_F_RECOMPUTE_CSUM) < 0) {
 		count_bytes(V_DECAP_FAILED, j.dlen);
 		return TC_ACT_SHOT;
@@ -441,9 +449,7 @@ int sixbed4_from_peers(struct __sk_buff *skb)
 		count_bytes(V_DIRECT, j.dlen);
 		return bpf_redirect_neigh(egress, &nh, sizeof(nh), 0);
 	}
-	// To the receiving end's MAC (its stack takes the frame as its own), from the mark.
-	if (gro && bpf_skb_store_bytes(skb, 0, cfg->gro_mac, ETH_ALEN, 0) == 0 &&
-	    bpf_skb_store_bytes(skb, ETH_ALEN, cfg->xdp_mark, ETH_ALEN, 0) == 0) {
+	if (gro) {
 		count_bytes(V_GRO_SENT, j.dlen);
 		return bpf_redirect(cfg->gro_ifindex, 0);
 	}
