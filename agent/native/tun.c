@@ -273,28 +273,33 @@ static napi_value if_index(napi_env env, napi_callback_info info) {
  * it is), where a NIC, or the kernel for a device that does not offer it,
  * completes it.
  */
-static napi_value tx_checksum(napi_env env, napi_callback_info info) {
-  S4_ARGS(1);
-  char name[IFNAMSIZ];
-  struct ifreq ifr;
-  struct ethtool_value ev = { .cmd = ETHTOOL_GTXCSUM };
-  napi_value result;
-  if (s4_arg_str(env, argv[0], "name", name, sizeof name) != 0) return NULL;
+/* One ethtool_value request (SIOCETHTOOL) on the interface name: 0, or -1 with a JS error thrown. */
+static int ethtool_value(napi_env env, const char *name, struct ethtool_value *ev) {
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     s4_throw_errno(env, errno, "socket");
-    return NULL;
+    return -1;
   }
+  struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
   memcpy(ifr.ifr_name, name, strlen(name));
-  ifr.ifr_data = (void *)&ev;
+  ifr.ifr_data = (void *)ev;
   int r = ioctl(fd, SIOCETHTOOL, &ifr);
   int err = errno;
   close(fd);
   if (r < 0) {
     s4_throw_errno(env, err, "ioctl(SIOCETHTOOL)");
-    return NULL;
+    return -1;
   }
+  return 0;
+}
+
+static napi_value tx_checksum(napi_env env, napi_callback_info info) {
+  S4_ARGS(1);
+  char name[IFNAMSIZ];
+  struct ethtool_value ev = { .cmd = ETHTOOL_GTXCSUM };
+  napi_value result;
+  if (s4_arg_str(env, argv[0], "name", name, sizeof name) != 0 || ethtool_value(env, name, &ev) != 0) return NULL;
   napi_get_boolean(env, ev.data != 0, &result);
   return result;
 }
@@ -310,10 +315,8 @@ static napi_value ethtool_set(napi_env env, napi_callback_info info) {
   char name[IFNAMSIZ], feature[8];
   bool on;
   if (s4_arg_str(env, argv[0], "name", name, sizeof name) != 0 ||
-      s4_arg_str(env, argv[1], "feature", feature, sizeof feature) != 0 || napi_get_value_bool(env, argv[2], &on) != napi_ok) {
-    s4_throw_range(env, "ethtoolSet(name, 'tso' | 'gro', on)");
+      s4_arg_str(env, argv[1], "feature", feature, sizeof feature) != 0 || s4_arg_bool(env, argv[2], "on", &on) != 0)
     return NULL;
-  }
   struct ethtool_value ev = { .data = on ? 1 : 0 };
   if (strcmp(feature, "tso") == 0)
     ev.cmd = ETHTOOL_STSO;
@@ -323,19 +326,7 @@ static napi_value ethtool_set(napi_env env, napi_callback_info info) {
     s4_throw_range(env, "feature must be 'tso' or 'gro'");
     return NULL;
   }
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    s4_throw_errno(env, errno, "socket");
-    return NULL;
-  }
-  struct ifreq ifr;
-  memset(&ifr, 0, sizeof ifr);
-  memcpy(ifr.ifr_name, name, strlen(name));
-  ifr.ifr_data = (void *)&ev;
-  int r = ioctl(fd, SIOCETHTOOL, &ifr);
-  int err = errno;
-  close(fd);
-  if (r < 0) s4_throw_errno(env, err, "ioctl(SIOCETHTOOL)");
+  ethtool_value(env, name, &ev);
   return NULL;
 }
 
