@@ -23,6 +23,7 @@ import type { Logger } from '../../lib/log.js';
 import { hostBypassed, type Bypassed } from './bypass.js';
 import { watchRoutes } from './routes.js';
 import { makeGroPair, type GroPair } from './gro.js';
+import { linkMac } from './link.js';
 import { FastPathPrograms, TC_ACT_REDIRECT, type FastPathCounters, type ProgramsConfig } from './programs.js';
 
 export type FastPathMode = 'auto' | 'on' | 'off';
@@ -109,7 +110,7 @@ export const FALLBACKS = [
 export type Fallback = (typeof FALLBACKS)[number];
 const fallbackCounts = new Map<Fallback, number>(FALLBACKS.map((f) => [f, 0]));
 const fellBack = (f: Fallback) => fallbackCounts.set(f, fallbackCounts.get(f)! + 1);
-/** The fallbacks of this process so far: unavailable (auto without the fast path), send_off (relays and to-peers with the router: no IPv4 forwarding), to_peers_off (an uplink that leaves checksums to the next hop), gso_refused, uplink_merges (GRO of peers' datagrams), no_xdp (from-peers at tc alone: no XDP hook of the uplink's driver). */
+/** The fallbacks of this process so far: unavailable (auto without the fast path), send_off (relays and to-peers with the router: no IPv4 forwarding), to_peers_off (an uplink that leaves checksums to the next hop), gso_refused, uplink_merges (GRO of peers' datagrams), no_xdp (the XDP stage asked for, not attached), no_gro (no GRO pair: peers' TCP forwarded segment by segment). */
 export function fastPathFallbacks(): ReadonlyMap<Fallback, number> {
   return fallbackCounts;
 }
@@ -259,7 +260,7 @@ function attachXdp(prog: FastPathPrograms, uplink: string, where: { dev: string 
   const tryAttach = (): 'on' | 'busy' | string => {
     try {
       if ('why' in where) return where.why;
-      const mac = macOf(uplink);
+      const mac = linkMac(uplink);
       const index = native.ifIndex(dev);
       if (!index) return `interface ${dev} vanished`;
       prog.attachXdp(index);
@@ -277,7 +278,7 @@ function attachXdp(prog: FastPathPrograms, uplink: string, where: { dev: string 
   const first = tryAttach();
   if (first === 'on') return () => undefined;
   fellBack('no_xdp');
-  const at = `peers' datagrams are decapsulated at tc, after GRO, so TCP from peers is forwarded segment by segment`;
+  const at = `peers' datagrams are decapsulated at tc, after the uplink's GRO (their TCP merged through the GRO pair)`;
   if (first !== 'busy') {
     log.info(`fast path: ${at}: ${first} (docs/router.md)`, fields);
     return () => undefined;
@@ -291,15 +292,6 @@ function attachXdp(prog: FastPathPrograms, uplink: string, where: { dev: string 
   }, XDP_RETRY_MS);
   timer.unref();
   return () => clearInterval(timer);
-}
-
-/** An Ethernet interface's MAC, as 6 bytes. */
-function macOf(dev: string): Uint8Array {
-  const text = readFileSync(`/sys/class/net/${dev}/address`, 'utf8').trim();
-  const bytes = text.split(':').map((h) => parseInt(h, 16));
-  if (bytes.length !== 6 || bytes.some((b) => !(b >= 0 && b <= 255)))
-    throw new Error(`${dev} has no MAC address (${text})`);
-  return Uint8Array.from(bytes);
 }
 
 /** Says which of the host's nftables chains the router's datagrams pass only on the TypeScript path. */

@@ -18,12 +18,13 @@
 // ended), and the next router to start removes it.
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { bpfSyscalls, ethtoolSet, native } from '../io/native.js';
 import { systemTool } from '../host/tools.js';
 import { CONF_DIR } from '../host/sysctl.js';
 import type { Logger } from '../../lib/log.js';
 import { BPF_TCX_INGRESS } from './programs.js';
+import { linkMac } from './link.js';
 
 const PREFIX = '6bgro';
 const NAME = /^6bgro([0-9a-f]{6})r$/;
@@ -42,6 +43,15 @@ function ipSync(...args: string[]): void {
   if (r.status !== 0) throw new Error(`ip ${args.join(' ')}: ${(r.stderr || r.error?.message || '').trim()}`);
 }
 
+/** Deletes a pair by either end (the other goes with it); one already gone is no error. */
+function deletePair(dev: string): void {
+  try {
+    ipSync('link', 'del', 'dev', dev);
+  } catch {
+    // gone already, or never made
+  }
+}
+
 /** Removes the pairs of routers that are gone: no program on the receiving end's ingress. */
 function removeStale(log: Logger): void {
   for (const rx of readdirSync('/sys/class/net')) {
@@ -55,7 +65,7 @@ function removeStale(log: Logger): void {
       continue;
     }
     if (attached) continue;
-    spawnSync(systemTool('ip'), ['link', 'del', 'dev', rx], { stdio: 'ignore', timeout: 10_000 });
+    deletePair(rx);
     log.info(`fast path: removed ${PREFIX}${m[1]}t/${rx}, the GRO pair of a router that is gone`);
   }
 }
@@ -71,7 +81,7 @@ export function makeGroPair(log: Logger): GroPair {
   const remove = () => {
     if (removed) return;
     removed = true;
-    spawnSync(systemTool('ip'), ['link', 'del', 'dev', tx], { stdio: 'ignore', timeout: 10_000 });
+    deletePair(tx);
   };
   try {
     // No IPv6 of its own on the pair: the receiving end hands on only what carries the router's mark, and the sending
@@ -84,13 +94,7 @@ export function makeGroPair(log: Logger): GroPair {
     const txIndex = native.ifIndex(tx),
       rxIndex = native.ifIndex(rx);
     if (!txIndex || !rxIndex) throw new Error(`the pair ${tx}/${rx} vanished`);
-    const mac = Uint8Array.from(
-      readFileSync(`/sys/class/net/${rx}/address`, 'utf8')
-        .trim()
-        .split(':')
-        .map((h) => parseInt(h, 16)),
-    );
-    return { tx: { name: tx, index: txIndex }, rx: { name: rx, index: rxIndex, mac }, remove };
+    return { tx: { name: tx, index: txIndex }, rx: { name: rx, index: rxIndex, mac: linkMac(rx) }, remove };
   } catch (err) {
     remove();
     throw err;

@@ -412,16 +412,16 @@ export class FastPathPrograms {
     this.links.push(bpfSyscalls.linkCreate(this.toPeersFd, tunIfindex, BPF_TCX_EGRESS));
   }
 
-  /**
-   * Attaches from-peers' XDP stage to the driver's own XDP hook of ifindex (the uplink, or the device under it), as a
-   * link: refused where the driver has none (generic XDP runs after GRO, which is what the stage is for) or another
-   * program holds it. It passes everything until configure() gives it the uplink's MAC (xdpMac).
-   */
   /** Attaches from-peers to the ingress of the GRO pair's receiving end too (tcx), where merged TCP comes out. */
   attachGroRx(ifindex: number): void {
     this.links.push(bpfSyscalls.linkCreate(this.fromPeersFd, ifindex, BPF_TCX_INGRESS));
   }
 
+  /**
+   * Attaches from-peers' XDP stage to the driver's own XDP hook of ifindex (the uplink, or the device under it), as a
+   * link: refused where the driver has none (generic XDP runs after GRO, which is what the stage is for) or another
+   * program holds it. It passes everything until configure() gives it the uplink's MAC (xdpMac).
+   */
   attachXdp(ifindex: number): void {
     if (this.xdpRefused) throw new Error(`the kernel refused the XDP stage: ${this.xdpRefused.message}`);
     this.links.push(bpfSyscalls.linkCreate(this.fromPeersXdpFd, ifindex, BPF_XDP, XDP_FLAGS_DRV_MODE));
