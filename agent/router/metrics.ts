@@ -69,6 +69,16 @@ export function routerRegistry(
     ...fastSample('bytes'),
   ]);
   if (fast) {
+    /** A counter of the fast path's tallies: one series per value of label, each tally's packets. */
+    const tallies = (
+      name: string,
+      help: string,
+      label: string,
+      pick: (c: FastPathCounters) => [string, { packets: number }][],
+    ) =>
+      register(name, help, 'counter', async () =>
+        pick(fast()).map(([v, t]) => ({ value: t.packets, labels: { [label]: v } })),
+      );
     register(
       'sixbed4_router_fast_path_passed_total',
       'Packets the in-kernel fast path left to the router (or to the rest of the host), by side (udp: from peers; tun: from the kernel) and reason',
@@ -92,17 +102,14 @@ export function routerRegistry(
       'counter',
       async () => [{ value: fast().fromPeers.direct.packets, labels: {} }],
     );
-    register(
+    tallies(
       'sixbed4_router_fast_path_route_lookups_total',
       "FIB lookups the fast path made, by side (udp: relays' next hops and --fast-path-direct's egress; tun: next hops towards peers): the answers are kept per destination until the host's routes change, so a steady flow costs none",
-      'counter',
-      async () => {
-        const c = fast();
-        return [
-          { value: c.fromPeers.route_lookups.packets, labels: { side: 'udp' } },
-          { value: c.toPeers.route_lookups.packets, labels: { side: 'tun' } },
-        ];
-      },
+      'side',
+      (c) => [
+        ['udp', c.fromPeers.route_lookups],
+        ['tun', c.toPeers.route_lookups],
+      ],
     );
     register(
       'sixbed4_router_fast_path_route_generations_total',
@@ -110,41 +117,32 @@ export function routerRegistry(
       'counter',
       async () => [{ value: fast().routeGenerations, labels: {} }],
     );
-    register(
+    tallies(
       'sixbed4_router_fast_path_gro_packets_total',
       'Peers\' TCP the fast path sent through its GRO pair to be merged (stage="sent", part of path="fast"), and the packets that came out of it and were handed on (stage="handed": a merged packet counts once)',
-      'counter',
-      async () => {
-        const c = fast();
-        return [
-          { value: c.fromPeers.gro_sent.packets, labels: { stage: 'sent' } },
-          { value: c.fromPeers.gro_handed.packets, labels: { stage: 'handed' } },
-        ];
-      },
+      'stage',
+      (c) => [
+        ['sent', c.fromPeers.gro_sent],
+        ['handed', c.fromPeers.gro_handed],
+      ],
     );
-    register(
+    tallies(
       'sixbed4_router_fast_path_xdp_packets_total',
       'Packets from peers the fast path\'s XDP stage decapsulated before GRO (stage="xdp", part of path="fast"), and the packets the tc stage handed on of those after GRO (stage="tc": a merged packet counts once)',
-      'counter',
-      async () => {
-        const c = fast();
-        return [
-          { value: c.fromPeers.xdp.packets, labels: { stage: 'xdp' } },
-          { value: c.fromPeers.xdp_handed.packets, labels: { stage: 'tc' } },
-        ];
-      },
+      'stage',
+      (c) => [
+        ['xdp', c.fromPeers.xdp],
+        ['tc', c.fromPeers.xdp_handed],
+      ],
     );
-    register(
+    tallies(
       'sixbed4_router_fast_path_merged_segments_total',
       'Segments of merged (GSO/GRO) packets the fast path sent to peers (part of path="fast"), by outer UDP checksum: "right" for each segment, or "none" where the last segment was shorter',
-      'counter',
-      async () => {
-        const c = fast();
-        return [
-          { value: c.toPeers.gso.packets, labels: { checksum: 'right' } },
-          { value: c.toPeers.gso_uneven.packets, labels: { checksum: 'none' } },
-        ];
-      },
+      'checksum',
+      (c) => [
+        ['right', c.toPeers.gso],
+        ['none', c.toPeers.gso_uneven],
+      ],
     );
   }
   register(
